@@ -1,0 +1,2151 @@
+"""StyleGAN-V in one readable file: a continuous-time video GAN you can read, train and sample from.
+
+StyleGAN-V (Skorokhodov, Tulyakov, Elhoseiny, CVPR 2022, arXiv:2112.14683 v3 -- the equation,
+section and figure numbers in the comments below refer to that version) treats a video as a
+function x(t) that is continuous in time. Its generator is StyleGAN2 with exactly one change: a
+*motion code* v_t, computed from a little noise sequence by a padding-less conv1d network and an
+*acyclic positional embedding*, is concatenated to the constant 4x4 input. Every frame is rendered
+independently, so frame t = 1 hour costs the same as frame t = 0. Its discriminator sees only
+k = 3 frames of a clip (sparse training, Sec 3.3) and is told the time gaps between them through
+a hypernetwork: the first convolution of every block is modulated by an embedding of the gaps.
+
+What this file holds, in the order the data flows (each section has a `# ---` banner):
+    §1  Config and presets                  (Appx B, ../shared/REFERENCE.md)
+    §2  Primitives: equalized lr, bias+activation, FIR resampling        (StyleGAN2)
+    §3  ModConv2d: modulation and weight demodulation, the CUDA kernel and its reference
+    §4  Content mapping network F_c          (Sec 3.1)
+    §5  Motion: addressable noise, F_m, acyclic positional embedding     (Sec 3.1, Eq 1-6, Appx B)
+    §6  Synthesis network S and the Generator                           (Fig 5)
+    §7  Discriminator with time-gap hyper-modulation                    (Sec 3.2, Fig 6)
+    §8  Video-consistent ADA                                            (Appx B)
+    §9  Losses                                                          (Appx B)
+    §10 Dataset and the sparse clip sampler                             (Sec 3.3)
+    §11 Training loop                                                   (Sec 4.1, Appx B)
+    §12 Sampling videos of any length                                   (Sec 4.2)
+    §13 Command line: train, sample, bench, doctor
+
+Shape legend: B videos in a batch, k frames per clip, N = B*k frames, T frames in a rendered
+clip, C channels, H x W pixels, D motion-token dim, L number of motion tokens, A anchors.
+Time t is measured in *frames of the training data* (a float; 25 fps data: t = 25 is 1 s).
+
+Launch:
+    python prepare_data.py --demo demo.zip                          # procedural data, no download
+    python stylegan_v.py train --data demo.zip --preset tiny        # CPU, minutes
+    python stylegan_v.py train --data ffs.zip --preset ffs --gpus 4 # the paper's setting
+    torchrun --nnodes 2 --nproc-per-node 8 stylegan_v.py train --data ffs.zip --preset ffs
+    python stylegan_v.py sample --ckpt runs/ffs --seconds 3600 --out hour.mp4
+
+Where we deviate from the paper or from the authors' release, a comment says so and why. The big
+ones: we follow the paper (not the release) on linear period scaling (Eq 6), learned amplitudes
+(Eq 3) and the hypernetwork D (Fig 6); the release's variants are options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+import zipfile
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ------------------------------------------------------------------------------------------------
+# §1 Config and presets (Appx B; numbers from ../shared/REFERENCE.md)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything that defines a model and a training run. Saved into every checkpoint."""
+
+    preset: str = "tiny"
+    # -- data --
+    resolution: int = 64          # frame size H = W
+    fps: float = 25.0             # frame rate of the training data: the time unit of t
+    # -- generator (Sec 3.1, Appx B) --
+    z_dim: int = 512              # content noise z^c                                  (Appx B: 512)
+    w_dim: int = 512              # content code w = F_c(z^c)                          (Appx B: 512)
+    motion_dim: int = 512         # motion noise z^m, motion codes u_t and v_t         (Appx B: 512)
+    mapping_layers: int = 2       # depth of F_c                                       (release: 2)
+    channel_base: int = 16384     # channels at resolution r = min(base / r, max)     (fmaps 0.5)
+    channel_max: int = 512
+    motion_delta_z: int = 16      # delta^z: frames between motion-noise tokens        (Sec 3.1: 16)
+    motion_kernel: int = 11       # F_m conv1d kernel size, no padding                 (Appx B: 11)
+    motion_layers: int = 2        # F_m depth -> n anchors need n + 2*(11-1) = n + 20 tokens
+    period_min: float = 8.0       # omega_min of Eq 6, in frames                       (Appx B: 2^3)
+    period_max: float = 1024.0    # omega_max of Eq 6, in frames                       (Appx B: 2^10)
+    num_fp16_res: int = 4         # fp16 in the top 4 resolutions, on CUDA only        (StyleGAN2)
+    conv_clamp: float = 256.0     # clamp activations of fp16 layers to +-256          (StyleGAN2)
+    # -- discriminator (Sec 3.2, Fig 6) --
+    d_channel_base: int = 16384
+    d_channel_max: int = 512
+    d_concat_res: int = 16        # frames are merged channel-wise at 16x16            (Sec 3.2)
+    d_time_dim: int = 256         # d: size of p(delta_i), one per time gap            (release: 256)
+    d_cond: str = "hyper"         # 'hyper' = paper (ModConv + projection); 'concat' = release
+    mbstd_group: int = 4          # minibatch-stddev group size                        (StyleGAN2)
+    # -- training (Sec 3.3, 4.1, Appx B) --
+    batch: int = 64               # videos per step, over all processes                (Appx B: 64)
+    frames_per_clip: int = 3      # k                                                  (Sec 3.3: 3)
+    max_span: int = 32            # t_k - t_1 ~ U[k-1, 32]                             (Sec 3.3)
+    max_time: int = 1024          # T: largest time position seen in training          (Sec 3.3)
+    lr: float = 0.0025            # Adam, equalized lr                                 (StyleGAN2)
+    r1_gamma: float = -1.0        # R1 weight; < 0 means StyleGAN2's 0.0002*res^2/batch (0.2 @ 256)
+    r1_interval: int = 16         # lazy R1 every 16 D steps                           (StyleGAN2)
+    ema_kimg: float = 20.0        # G_ema half-life in kimg at batch 64, scaled with the batch
+    aug: str = "ada"              # 'ada' | 'fixed' | 'none'
+    aug_p: float = 0.0            # initial (ada) or constant (fixed) augmentation probability
+    ada_target: float = 0.6       # target E[sign D(x_real)]                           (ADA)
+    ada_kimg: float = 100.0       # p can move 0 -> 1 in this many kimg                (release 100)
+    mirror: bool = False          # x-flip whole videos as data augmentation
+
+    def channels(self, res: int) -> int:
+        return min(self.channel_base // res, self.channel_max)
+
+    def d_channels(self, res: int) -> int:
+        return min(self.d_channel_base // res, self.d_channel_max)
+
+
+# The paper's settings and a CPU-sized one. Resolution and fps are overwritten by the dataset.
+PRESETS = {
+    # FaceForensics 256^2: delta^z = 16, periods 2^3 ... 2^10 frames (Appx B).
+    "ffs": dict(resolution=256),
+    # SkyTimelapse 256^2: slow motion, so sparse tokens (delta^z = 256) and omega_min = 2^8 (Appx B).
+    "sky": dict(resolution=256, motion_delta_z=256, period_min=256.0),
+    # MEAD 1024^2: StyleGAN2's full-width network at 1024^2 (fmaps 1.0), 30 fps.
+    "mead": dict(resolution=1024, fps=30.0, channel_base=32768, d_channel_base=32768),
+    # tiny: narrow, 64^2, short periods -- trains visibly on a 2-core CPU in minutes.
+    "tiny": dict(resolution=64, z_dim=128, w_dim=128, motion_dim=128, channel_base=2048,
+                 channel_max=128, d_channel_base=2048, d_channel_max=128, d_time_dim=64,
+                 motion_delta_z=8, period_min=4.0, period_max=128.0, batch=16, max_span=16,
+                 max_time=256, lr=0.002),
+}
+
+
+def make_config(preset: str = "tiny", **overrides) -> Config:
+    """Config from a named preset plus overrides (unknown names are an error, not ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    bad = set(overrides) - fields
+    if bad:
+        raise ValueError(f"unknown config field(s): {', '.join(sorted(bad))}")
+    res = overrides.get("resolution", PRESETS[preset].get("resolution", 64))
+    if res < 8 or res & (res - 1):
+        raise ValueError(f"resolution must be a power of two >= 8, got {res}")
+    return Config(**{**PRESETS[preset], **overrides, "preset": preset})
+
+
+# ------------------------------------------------------------------------------------------------
+# §2 Primitives (StyleGAN2): equalized learning rate, bias + activation, FIR resampling
+# ------------------------------------------------------------------------------------------------
+# Equalized learning rate (Karras et al. 2018): weights are stored as N(0, 1) / lr_mul and scaled
+# by lr_mul / sqrt(fan_in) at run time, so Adam sees every parameter at the same scale and the
+# per-layer learning rate is effectively lr * lr_mul.
+
+ACT_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0)}  # keeps the activations' variance at ~1
+
+
+def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear",
+                 gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
+    """y = clamp(act(x + b) * ACT_GAIN[act] * gain, -clamp, clamp); b is per channel (dim 1)."""
+    if b is not None:
+        x = x + b.to(x.dtype).reshape([1, -1] + [1] * (x.ndim - 2))
+    if act == "lrelu":
+        x = F.leaky_relu(x, 0.2)
+    x = x * (ACT_GAIN[act] * gain)
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+class FC(nn.Module):
+    """Fully connected layer with equalized learning rate."""
+
+    def __init__(self, in_dim: int, out_dim: int, act: str = "linear", lr_mul: float = 1.0,
+                 bias_init: float = 0.0):
+        super().__init__()
+        self.act = act
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full([out_dim], float(bias_init)))
+        self.weight_gain = lr_mul / math.sqrt(in_dim)
+        self.bias_gain = lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:         # [*, in] -> [*, out]
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias.to(x.dtype) * self.bias_gain
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])                           # [M, in]
+        if self.act == "linear":
+            x = torch.addmm(b, x, w.t())
+        else:
+            x = bias_act_ref(x @ w.t(), b, self.act)
+        return x.reshape(*lead, -1)
+
+
+# FIR resampling with the [1, 3, 3, 1] filter (StyleGAN2): up-sampling inserts zeros and low-pass
+# filters them away; down-sampling low-pass filters, then drops every other pixel. The 2-D filter is
+# the outer product of the 1-D one, normalized to sum to 1 (times up^2 when up-sampling, so the
+# zero-stuffed image keeps its brightness).
+
+def fir_filter(taps=(1, 3, 3, 1)) -> torch.Tensor:
+    f = torch.tensor(taps, dtype=torch.float32)
+    f = f[:, None] * f[None, :]                                 # [4, 4]
+    return f / f.sum()
+
+
+def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple, gain: float = 1.0) -> torch.Tensor:
+    """Depthwise 2-D convolution of every channel with f after zero padding (left, right, top, bottom)."""
+    C = x.shape[1]
+    x = F.pad(x, pad)
+    w = (f * gain).to(x.dtype).flip([0, 1])[None, None].repeat(C, 1, 1, 1)  # [C, 1, fh, fw]
+    return F.conv2d(x, w, groups=C)
+
+
+def zero_upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C, 2H, 2W] with the new pixels set to zero."""
+    N, C, H, W = x.shape
+    x = x.reshape(N, C, H, 1, W, 1)
+    x = F.pad(x, [0, 1, 0, 0, 0, 1])                             # [N, C, H, 2, W, 2]
+    return x.reshape(N, C, 2 * H, 2 * W)
+
+
+def upsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """FIR up-sampling x2 (used for the RGB skip connections of G)."""
+    return fir2d(zero_upsample2x(x), f, (2, 1, 2, 1), gain=4.0)  # [N, C, 2H, 2W]
+
+
+def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """FIR down-sampling x2 (used by D)."""
+    return fir2d(x, f, (1, 1, 1, 1))[:, :, ::2, ::2]            # [N, C, H/2, W/2]
+
+
+class Conv2d(nn.Module):
+    """Plain conv with equalized lr, optional FIR down-sampling, bias + activation (D's layers)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, act: str = "lrelu", down: bool = False,
+                 bias: bool = True, conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.act, self.down, self.conv_clamp, self.kernel = act, down, conv_clamp, kernel
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        if self.down and self.kernel > 1:   # blur, then a strided conv (no padding): H -> H/2
+            x = fir2d(x, self.fir, (2, 2, 2, 2))
+            x = F.conv2d(x, w, stride=2)
+        elif self.down:                     # 1x1: FIR down-sample, then the conv
+            x = F.conv2d(downsample2x(x, self.fir), w)
+        else:
+            x = F.conv2d(x, w, padding=self.kernel // 2)
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act_ref(x, self.bias, self.act, gain=gain, clamp=clamp)
+
+
+# ------------------------------------------------------------------------------------------------
+# §3 ModConv2d: the modulated convolution with weight demodulation (StyleGAN2 Eq 1-3)
+# ------------------------------------------------------------------------------------------------
+# StyleGAN2 scales the input channels of the weight by a per-sample style s (modulation), then
+# rescales each output channel so its expected std is 1 again (demodulation):
+#       w'_{oik} = s_i * w_{oik},        d_o = 1 / sqrt(sum_{i,k} w'_{oik}^2 + eps),   w'' = d_o w'.
+# Done literally, that builds an [N, O, I, k, k] weight per sample and a grouped conv. Because s
+# only scales input channels and d only scales output channels, the same result is
+#       y = d[n, o] * conv(x * s[n, i], w),      d[n, o] = rsqrt(sum_i s[n, i]^2 sum_k w[o, i, k]^2 + eps)
+# which keeps ONE shared weight, so the convolution is a plain batched cuDNN call. What remains is
+# memory-bound elementwise work around it: the demodulation coefficients d, and the epilogue
+# (times d, plus bias, activation, gain, clamp). Those two steps are what the CUDA kernel below
+# fuses; `demod_coefficients` and `modconv_epilogue` dispatch between it and the reference.
+
+USE_CUSTOM_OPS = True   # set False by --no-custom-ops
+
+
+def demod_coefficients_ref(weight: torch.Tensor, s: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """d[n, o] = rsqrt(sum_i s[n,i]^2 * sum_k w[o,i,k]^2 + eps)   ([O,I,kh,kw], [N,I] -> [N,O])."""
+    w_sq = weight.square().sum(dim=[2, 3])                      # [O, I]: sum over the kernel taps
+    return (s.square() @ w_sq.t() + eps).rsqrt()                # [N, O]
+
+
+def modconv_epilogue_ref(y: torch.Tensor, d: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+                         act: str, gain: float, clamp: Optional[float]) -> torch.Tensor:
+    """out = clamp(act(y * d[n, o] + b[o]) * ACT_GAIN[act] * gain, -clamp, clamp)."""
+    if d is not None:
+        y = y * d.to(y.dtype)[:, :, None, None]                 # demodulate: [N, O, H, W]
+    return bias_act_ref(y, bias, act, gain=gain, clamp=clamp)
+
+
+def _custom_ops_for(x: torch.Tensor):
+    """The compiled plugin if it should serve this tensor, else None (-> reference path)."""
+    if not (USE_CUSTOM_OPS and x.is_cuda):
+        return None
+    return load_modconv_plugin()
+
+
+def load_modconv_plugin(verbose: bool = False):
+    """Placeholder until the CUDA section is in: no plugin, the reference path serves."""
+    return None
+
+
+def demod_coefficients(weight, s, eps=1e-8):
+    plugin = _custom_ops_for(s)
+    return demod_coefficients_ref(weight, s, eps) if plugin is None else plugin.demod(weight, s, eps)
+
+
+def modconv_epilogue(y, d, bias, act, gain, clamp):
+    plugin = _custom_ops_for(y)
+    if plugin is None:
+        return modconv_epilogue_ref(y, d, bias, act, gain, clamp)
+    return plugin.epilogue(y, d, bias, act, gain, clamp)
+
+
+class ModConv2d(nn.Module):
+    """Conv2d whose weight is modulated per sample by a style vector (G's layers and D's first convs).
+
+    forward(x [N, I, H, W], styles [N, I]) -> [N, O, H', W'];  up=True doubles H and W with a
+    transposed conv followed by the [1,3,3,1] FIR low-pass (StyleGAN2's up-sampling conv).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, up: bool = False,
+                 demodulate: bool = True, act: str = "lrelu", conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.in_ch, self.out_ch, self.kernel, self.up = in_ch, out_ch, kernel, up
+        self.demodulate, self.act, self.conv_clamp = demodulate, act, conv_clamp
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, styles: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = self.weight * self.weight_gain                       # [O, I, k, k], fp32
+        s = styles.float() if styles.dtype == torch.float16 else styles   # [N, I], fp32 (or fp64 in tests)
+        if x.dtype == torch.float16 and self.demodulate:
+            # fp16 pre-normalization (StyleGAN2): demodulation makes the result invariant to the
+            # scale of w and s, so shrink both to ~1 first; x * s then cannot overflow fp16.
+            w = w * (1 / math.sqrt(self.in_ch * self.kernel ** 2) / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+            s = s / s.norm(float("inf"), dim=1, keepdim=True)
+        d = demod_coefficients(w, s) if self.demodulate else None  # [N, O]
+        x = x * s.to(x.dtype)[:, :, None, None]                  # modulate: [N, I, H, W]
+        wx = w.to(x.dtype)
+        if self.up:
+            # Transposed conv with stride 2 == zero-stuffing then a 3x3 conv, at a quarter of the
+            # cost; conv_transpose2d convolves (flips), so flip the kernel to keep correlation.
+            y = F.conv_transpose2d(x, wx.transpose(0, 1).flip([2, 3]), stride=2)  # [N, O, 2H+1, 2W+1]
+            y = fir2d(y, self.fir, (1, 1, 1, 1), gain=4.0)       # [N, O, 2H, 2W]
+        else:
+            y = F.conv2d(x, wx, padding=self.kernel // 2)        # [N, O, H, W]
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return modconv_epilogue(y, d, self.bias, self.act, gain, clamp)
+
+
+# ------------------------------------------------------------------------------------------------
+# §4 Content mapping network F_c: z^c -> w (Sec 3.1; StyleGAN2's mapping network)
+# ------------------------------------------------------------------------------------------------
+
+
+class MappingNetwork(nn.Module):
+    """w = F_c(z^c): normalize z to unit 2nd moment, then an MLP with lr multiplier 0.01.
+
+    Tracks the running mean w_avg (beta 0.995) for the truncation trick w_avg + psi (w - w_avg).
+    """
+
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int = 2, lr_mul: float = 0.01,
+                 w_avg_beta: float = 0.995):
+        super().__init__()
+        dims = [z_dim] + [w_dim] * num_layers
+        self.layers = nn.ModuleList(FC(a, b, act="lrelu", lr_mul=lr_mul) for a, b in zip(dims, dims[1:]))
+        self.w_avg_beta = w_avg_beta
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, truncation: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()             # [B, z]
+        for layer in self.layers:
+            x = layer(x)                                                          # [B, w]
+        if update_w_avg:    # running mean of w, for truncation at sampling time
+            self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+        if truncation != 1:
+            x = self.w_avg.lerp(x, truncation)
+        return x
+
+
+# ------------------------------------------------------------------------------------------------
+# §5 Motion: addressable motion noise, F_m, and the acyclic positional embedding (Sec 3.1, Eq 1-6)
+# ------------------------------------------------------------------------------------------------
+# A video's motion is driven by a sequence of noise tokens z^m_j placed every delta^z frames at
+# times t_j = j * delta^z (Sec 3.1). F_m, two padding-less conv1d layers with kernel 11, turns them
+# into motion codes u_j. Without padding, u_j sees tokens j-20 ... j (the "previous" tokens of
+# Appx B), so n anchors need n + 20 tokens. A frame at t in [t_j, t_{j+1}) needs u_j and u_{j+1},
+# i.e. tokens j-20 ... j+1: 22 tokens, wherever t is.
+#
+# Addressable noise. For sampling, token j of a video is a pure function of (motion seed, j): it
+# is drawn from its own RNG stream seeded by a hash of the pair. So frame t can be rendered from
+# the tokens around it without generating anything before it, at a cost that does not depend on t.
+# (Training just draws fresh tokens for the window it needs: statistically the same thing.)
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """A 64-bit integer hash (Steele et al., SplitMix64 finalizer): decorrelates nearby inputs."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.Tensor:
+    """Tokens z^m_j for j = first ... first+count-1 of the video `motion_seed` -> [count, dim].
+
+    Token j always has the same value, whatever window it is requested in (j may be negative:
+    the anchors near t = 0 look 20 tokens back).
+    """
+    out = torch.empty(count, dim)
+    g = torch.Generator()
+    for i in range(count):
+        g.manual_seed(_splitmix64(_splitmix64(motion_seed & _MASK64) ^ ((first + i) & _MASK64)) >> 1)
+        out[i] = torch.randn(dim, generator=g)
+    return out
+
+
+def linear_period_scales(dim: int, period_min: float, period_max: float) -> torch.Tensor:
+    """Eq 6: sigma_i = 2 pi / (omega_min + (i / N) (omega_max - omega_min)), periods in frames.
+
+    Linearly spaced *periods* (not exponentially spaced frequencies) make the joint cycle of all
+    channels (their least common multiple) enormous, which keeps v_t from looping (Fig 9).
+    """
+    i = torch.arange(dim, dtype=torch.float64)
+    return 2 * math.pi / (period_min + (i / dim) * (period_max - period_min))   # [D], rad/frame
+
+
+class MotionMappingNetwork(nn.Module):
+    """F_m and the wave parameters: tokens z^m [B, L, D] -> per-anchor (alpha, omega, rho, a), [B, L-20, D].
+
+    F_m is `motion_layers` padding-less conv1d layers (kernel 11, stride 1, leaky ReLU, equalized
+    lr with the release's lr multiplier 0.01). Then for every anchor u_j (Eq 3, 5):
+        alpha_j = W_alpha u_j,   omega_j = (tanh(W_omega u_j) + 1) * sigma,   rho_j = W_rho u_j,   a_j = W_a u_j.
+    The tanh bounds omega to (0, 2 sigma): periods never shorter than omega_min / 2 frames, which
+    stops the temporal aliasing of unbounded frequencies (Appx B.3); its mean is the Eq 6 scale.
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        D, k = cfg.motion_dim, cfg.motion_kernel
+        self.kernel, self.num_layers = k, cfg.motion_layers
+        self.context = cfg.motion_layers * (k - 1)               # 20: tokens lost to "valid" convs
+        self.lr_mul = 0.01
+        self.conv_weights = nn.ParameterList(
+            nn.Parameter(torch.randn(D, D, k) / self.lr_mul) for _ in range(cfg.motion_layers))
+        self.conv_biases = nn.ParameterList(nn.Parameter(torch.zeros(D)) for _ in range(cfg.motion_layers))
+        self.W_alpha, self.W_omega, self.W_rho, self.W_a = (FC(D, D) for _ in range(4))   # Eq 3, 4
+        self.register_buffer("sigma", linear_period_scales(D, cfg.period_min, cfg.period_max).float())
+
+    def forward(self, tokens: torch.Tensor):
+        x = tokens.transpose(1, 2)                               # [B, L, D] -> [B, D, L]
+        for w, b in zip(self.conv_weights, self.conv_biases):
+            gain = self.lr_mul / math.sqrt(w.shape[1] * self.kernel)
+            x = F.conv1d(x, w * gain)                            # [B, D, L] -> [B, D, L - 10]
+            x = bias_act_ref(x, b * self.lr_mul, "lrelu")
+        u = x.transpose(1, 2)                                    # [B, A, D], A = L - 20
+        alpha = self.W_alpha(u)                                  # Eq 3
+        omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma   # Eq 5 with the Eq 6 scales
+        rho = self.W_rho(u)                                      # Eq 3
+        a = self.W_a(u)                                          # alignment vectors of Eq 4
+        return alpha, omega, rho, a
+
+
+def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tensor, delta_z: float):
+    """v_t of Eq 2 and 4 for frames at times t, given the parameters of their anchors.
+
+    alpha, omega, rho, a : [N, 2, D]  parameters of the left anchor l = t_j and the right one r = t_{j+1}
+    j_left               : [N]        index j of the left anchor
+    t                    : [N]        frame times (float64, in frames), t_j <= t < t_{j+1}
+    returns v_t          : [N, D]
+
+    The raw embedding (Eq 2) uses the LEFT anchor's waves everywhere (as the authors' release does):
+        v~(s) = alpha_l * sin(omega_l * s + rho_l)
+    and Eq 4 stitches the segments together so that v is continuous across anchors:
+        v_t = v~(t) - lerp(v~(l), v~(r), tau) + lerp(a_l, a_r, tau),   tau = (t - l) / delta^z.
+    At t = l and t = r the first two terms cancel and v equals the alignment vector a = W_a u.
+    The phases omega * t are formed in float64: at t = 90,000 frames (an hour at 25 fps) float32
+    would lose ~0.01 rad of phase, float64 keeps ~1e-11.
+    """
+    l = j_left.double() * delta_z                                # [N] left anchor time
+    r = l + delta_z                                              # [N] right anchor time
+    tau = ((t - l) / delta_z).float()[:, None]                   # [N, 1] in [0, 1)
+    al, om, rh = alpha[:, 0].double(), omega[:, 0].double(), rho[:, 0].double()   # [N, D]
+
+    def v_raw(s):                                                # Eq 2 with the left anchor's waves
+        return (al * torch.sin(om * s[:, None] + rh)).float()   # [N, D]
+
+    v_tilde = v_raw(t)
+    v_tilde_l, v_tilde_r = v_raw(l), v_raw(r)
+    return v_tilde - torch.lerp(v_tilde_l, v_tilde_r, tau) + torch.lerp(a[:, 0], a[:, 1], tau)  # Eq 4
+
+
+# ------------------------------------------------------------------------------------------------
+# §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
+# ------------------------------------------------------------------------------------------------
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv to RGB, no demodulation (StyleGAN2)."""
+
+    def __init__(self, w_dim: int, in_ch: int, conv_clamp: Optional[float]):
+        super().__init__()
+        self.affine = FC(w_dim, in_ch, bias_init=1)
+        self.conv = ModConv2d(in_ch, 3, kernel=1, demodulate=False, act="linear", conv_clamp=conv_clamp)
+        self.style_gain = 1 / math.sqrt(in_ch)
+
+    def forward(self, x, w):
+        return self.conv(x, self.affine(w) * self.style_gain)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of S: [up-sampling ModConv,] ModConv, ToRGB; RGB skips are summed ('skip')."""
+
+    def __init__(self, cfg: Config, in_ch: int, out_ch: int, res: int, use_fp16: bool):
+        super().__init__()
+        self.res, self.use_fp16 = res, use_fp16
+        clamp = cfg.conv_clamp if use_fp16 else None
+        self.is_first = res == 4
+        if self.is_first:
+            # Fig 5: the learned constant, to which the tiled motion code v_t is concatenated,
+            # so the first conv takes C_4 + D input channels.
+            self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
+            conv_in = out_ch + cfg.motion_dim
+        else:
+            self.affine0 = FC(cfg.w_dim, in_ch, bias_init=1)
+            self.conv0 = ModConv2d(in_ch, out_ch, up=True, conv_clamp=clamp)
+            conv_in = out_ch
+        self.affine1 = FC(cfg.w_dim, conv_in, bias_init=1)
+        self.conv1 = ModConv2d(conv_in, out_ch, conv_clamp=clamp)
+        self.torgb = ToRGB(cfg.w_dim, out_ch, clamp)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x, img, w, v, dtype):
+        if self.is_first:
+            N = w.shape[0]
+            const = self.const[None].expand(N, -1, -1, -1)                 # [N, C4, 4, 4]
+            v_tiled = v[:, :, None, None].expand(-1, -1, 4, 4)             # [N, D, 4, 4]
+            x = torch.cat([const, v_tiled], dim=1).to(dtype)               # [N, C4 + D, 4, 4]
+        else:
+            x = self.conv0(x.to(dtype), self.affine0(w))                   # [N, C, 2H, 2W]
+        x = self.conv1(x, self.affine1(w))
+        y = self.torgb(x, w).float()                                       # [N, 3, H, W]
+        img = y if img is None else upsample2x(img, self.fir) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """S(w, v_t) -> frame x_t in [-1, 1]: StyleGAN2's synthesis network, motion code at the input."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        log_res = int(math.log2(cfg.resolution))
+        self.resolutions = [2 ** i for i in range(2, log_res + 1)]
+        fp16_min = 2 ** max(log_res + 1 - cfg.num_fp16_res, 3)   # fp16 only in the top resolutions
+        self.blocks = nn.ModuleList(
+            SynthesisBlock(cfg, cfg.channels(max(r // 2, 4)), cfg.channels(r), r, use_fp16=r >= fp16_min)
+            for r in self.resolutions)
+
+    def forward(self, w: torch.Tensor, v: torch.Tensor, force_fp32: bool = False) -> torch.Tensor:
+        x = img = None                                           # w [N, w_dim], v [N, D]
+        for block in self.blocks:
+            fp16 = block.use_fp16 and w.is_cuda and not force_fp32
+            x, img = block(x, img, w, v, torch.float16 if fp16 else torch.float32)
+        return img                                               # [N, 3, H, W]
+
+
+def _seeded_normal(seed: int, dim: int) -> torch.Tensor:
+    return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+
+
+class Generator(nn.Module):
+    """G(z^c, z^m, t): the StyleGAN-V generator (Fig 5): F_c, F_m + Eq 1-6, and S.
+
+    Two ways in:
+      forward(z, t)             training: z [B, z_dim], times t [B, k] (float, frames) -> [B, k, 3, H, W];
+                                motion tokens are drawn fresh for just the window each video needs.
+      render_videos(seeds, t)   sampling: seeded, addressable, bit-exact on CPU for any chunking;
+                                returns uint8 [B, T, H, W, 3].
+    """
+
+    ROW_BLOCK = 8   # rendering runs in fixed 8-row blocks on CPU: see _in_row_blocks
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
+        self.motion = MotionMappingNetwork(cfg) if cfg.motion_dim > 0 else None   # None: image-only baseline
+        self.synthesis = SynthesisNetwork(cfg)
+
+    # -- the shared core: anchors -> v_t -> frames ------------------------------------------------
+    def frames_from_anchors(self, w, anchors, j, t, force_fp32=False):
+        """Render frames from their content codes and the parameters of their two anchors.
+
+        w       [N, w_dim]      content code of each frame's video
+        anchors 4 x [N, 2, D]   alpha, omega, rho, a of the left (t_j) and right (t_{j+1}) anchor
+        j       [N]             (int64) left anchor index: j = floor(t / delta^z)
+        t       [N]             float64 times in frames
+        """
+        if anchors is None:                                              # image-only baseline: no v_t
+            v = w.new_zeros(w.shape[0], 0)
+        else:
+            v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z)   # [N, D]    (Eq 2-6)
+        return self.synthesis(w, v, force_fp32=force_fp32)               # [N, 3, H, W]
+
+    @staticmethod
+    def tokens_needed(t: torch.Tensor, delta_z: int, context: int) -> int:
+        """Motion tokens per video that cover clips at times t [B, k]: anchors spanned + 2, + 20."""
+        j = torch.floor(t.double() / delta_z)
+        return int((j.max(dim=1).values - j.min(dim=1).values).max()) + 2 + context
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, tokens: Optional[torch.Tensor] = None,
+                truncation: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+        """z [B, z_dim], t [B, k] frames -> [B, k, 3, H, W].
+
+        tokens [B, L, D]: motion noise for tokens j_first-20, j_first-19, ... of each video, where
+        j_first = floor(min t / delta^z); drawn here when not given (L >= tokens_needed(t)).
+        """
+        B, k = t.shape
+        D = self.cfg.motion_dim
+        t = t.double()
+        w = self.mapping(z, truncation, update_w_avg).repeat_interleave(k, dim=0)   # [N, w_dim]
+        if self.motion is None:
+            img = self.frames_from_anchors(w, None, None, t.reshape(-1))
+            return img.reshape(B, k, *img.shape[1:])
+        dz = self.cfg.motion_delta_z
+        j = torch.floor(t / dz).long()                           # [B, k] left anchors
+        j_first = j.min(dim=1, keepdim=True).values              # [B, 1]
+        if tokens is None:                                       # fresh z^m for tokens j_first-20 ...
+            tokens = torch.randn(B, self.tokens_needed(t, dz, self.motion.context), D, device=z.device)
+        params = self.motion(tokens)                             # 4 x [B, A, D]
+        idx = (j - j_first).reshape(B, k, 1, 1) + torch.arange(2, device=z.device).reshape(1, 1, 2, 1)
+        idx = idx.expand(-1, -1, -1, D).reshape(B, 2 * k, D)     # [B, 2k, D]: left, right anchor per frame
+        anchors = [p.gather(1, idx).reshape(B * k, 2, D) for p in params]   # 4 x [N, 2, D]
+        img = self.frames_from_anchors(w, anchors, j.reshape(-1), t.reshape(-1))
+        return img.reshape(B, k, *img.shape[1:])                 # [B, k, 3, H, W]
+
+    # -- seeded, addressable rendering (sample, FVD, previews) ------------------------------------
+    ANCHOR_BLOCK = 16   # anchors are computed in fixed, aligned blocks so bits never depend on the window
+
+    def _in_row_blocks(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """fn over the rows of x. On CPU, in blocks of exactly ROW_BLOCK rows (the last one padded).
+
+        CPU conv and GEMM kernels pick their algorithm (and summation order) by batch size, so a
+        frame rendered alone and the same frame inside a batch of 64 would differ in the last bit.
+        Fixed-size blocks make every frame's bits independent of the batch it is rendered in (and
+        8-row blocks are also the fastest on CPU, measured). On GPU the whole batch goes at once.
+        """
+        if x.device.type != "cpu":
+            return fn(x)
+        n, nb = x.shape[0], self.ROW_BLOCK
+        pad = (-n) % nb
+        if pad:
+            x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
+        return torch.cat([fn(x[i:i + nb]) for i in range(0, n + pad, nb)])[:n]
+
+    @property
+    def device(self) -> torch.device:
+        return self.synthesis.blocks[0].const.device
+
+    @torch.no_grad()
+    def content_codes(self, seeds, truncation: float = 1.0) -> torch.Tensor:
+        """w for each content seed -> [B, w_dim] (z^c ~ N(0, I) drawn from torch.Generator(seed))."""
+        z = torch.stack([_seeded_normal(int(s), self.cfg.z_dim) for s in seeds]).to(self.device)
+        return self._in_row_blocks(lambda z_: self.mapping(z_, truncation), z)
+
+    def anchor_params(self, motion_seed: int, js, cache: Optional[dict] = None):
+        """Wave parameters of anchors js (ints) of one video -> 4 x [len(js), D].
+
+        Anchors are computed in aligned blocks of ANCHOR_BLOCK (block b: tokens 16b-20 ... 16b+15,
+        always the same shapes), so the bits of anchor j never depend on which frames were asked
+        for. `cache` (a dict) keeps recent blocks: a long video walks forward block by block.
+        """
+        nb, ctx, D = self.ANCHOR_BLOCK, self.motion.context, self.cfg.motion_dim
+        rows = []
+        for j in js:
+            b = j // nb
+            key = (int(motion_seed), b)
+            block = None if cache is None else cache.get(key)
+            if block is None:
+                tokens = motion_tokens(int(motion_seed), b * nb - ctx, nb + ctx, D).to(self.device)
+                block = [p[0] for p in self.motion(tokens[None])]          # 4 x [nb, D]
+                if cache is not None:
+                    if len(cache) >= 256:                                  # bounded: memory stays flat
+                        cache.pop(next(iter(cache)))
+                    cache[key] = block
+            rows.append([p[j - b * nb] for p in block])
+        return [torch.stack([r[i] for r in rows]) for i in range(4)]
+
+    @torch.no_grad()
+    def render_frames(self, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
+        """Frames for every (video, time) pair -> float [B, T, 3, H, W] in [-1, 1].
+
+        w [B, w_dim] content codes, motion_seeds: B ints, t [T] float times in frames (>= 0, any
+        spacing: the cost of a frame depends on neither t nor the other frames).
+        """
+        t = torch.as_tensor(t).double().cpu()
+        if t.ndim != 1 or (t < 0).any() or not torch.isfinite(t).all():
+            raise ValueError("frame times must be a 1-D tensor of finite values >= 0")
+        dz = self.cfg.motion_delta_z
+        j = torch.floor(t / dz).long()                                     # [T]
+        B, T = w.shape[0], t.shape[0]
+        jj, tt = j.to(self.device).repeat(B), t.to(self.device).repeat(B)  # [B*T]
+        ww = w.repeat_interleave(T, 0)                                     # [B*T, w_dim]
+        rows = torch.arange(B * T, device=self.device)
+        if self.motion is None:
+            img = self._in_row_blocks(lambda r: self.frames_from_anchors(ww[r], None, None, tt[r], force_fp32), rows)
+            return img.reshape(B, T, *img.shape[1:])
+        js = j.tolist() + (j + 1).tolist()                                 # left and right anchors
+        per_video = [self.anchor_params(ms, js, cache) for ms in motion_seeds]          # B x 4 x [2T, D]
+        anchors = [torch.stack([pv[i].reshape(2, T, -1).transpose(0, 1) for pv in per_video])
+                   .reshape(B * T, 2, -1) for i in range(4)]               # 4 x [B*T, 2, D]
+        img = self._in_row_blocks(lambda r: self.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r],
+                                                                     force_fp32), rows)
+        return img.reshape(B, T, *img.shape[1:])
+
+    @torch.no_grad()
+    def render_videos(self, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
+        """uint8 videos [B, T, H, W, 3] for the given seeds at times t [T] (frames, t = 0 ... n-1 for FVD)."""
+        motion_seeds = content_seeds if motion_seeds is None else motion_seeds
+        w = self.content_codes(content_seeds, truncation)
+        return to_uint8(self.render_frames(w, motion_seeds, t))
+
+
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """[..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
+    x = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.movedim(-3, -1)
+
+
+
+# ------------------------------------------------------------------------------------------------
+# §7 Discriminator: per-frame backbone, channel-wise concatenation, time-gap hyper-modulation (Sec 3.2, Fig 6)
+# ------------------------------------------------------------------------------------------------
+# D sees k frames of a clip and the k-1 time gaps delta_i = t_{i+1} - t_i between them. The gaps
+# are Fourier-encoded, passed through a 2-layer MLP each, concatenated into p_delta, and mapped to
+# a conditioning vector c. In the paper (Fig 6), c modulates the FIRST conv of every D block (a
+# ModConv2d, exactly G's modulated conv with c in place of w) and conditions the projection head.
+# The authors' release uses the projection only (cfg.d_cond = 'concat', the "w/o hyper-modulation"
+# row of Table 2); cfg.d_cond = 'none' drops time conditioning (the image-StyleGAN2 baseline).
+
+
+class TimeGapEncoder(nn.Module):
+    """delta_1 ... delta_{k-1} -> c: Fourier features -> 2-layer MLP per gap -> concat (p_delta) -> mapping.
+
+    Gaps are in frames; Fourier periods are log-spaced from 2 to 2048 frames (the positional
+    encoding of [60, 66]). The release adds a learned Embedding(1024, 256) of the rounded gap.
+    """
+
+    def __init__(self, k: int, dim: int, cmap_dim: int, num_freqs: int = 16):
+        super().__init__()
+        self.register_buffer("freqs", 2 * math.pi / torch.logspace(1, 11, num_freqs, base=2.0))  # rad/frame
+        self.mlp = nn.Sequential(FC(2 * num_freqs, dim, act="lrelu"), FC(dim, dim, act="lrelu"))
+        self.mapping = nn.Sequential(FC((k - 1) * dim, cmap_dim, act="lrelu"), FC(cmap_dim, cmap_dim, act="lrelu"))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:          # t [B, k] frame times
+        delta = torch.diff(t.double(), dim=1).round().float()    # [B, k-1]: gaps, rounded (fake t are fractional)
+        phase = delta[..., None] * self.freqs                    # [B, k-1, F]
+        p = self.mlp(torch.cat([phase.sin(), phase.cos()], -1))  # [B, k-1, d]   p(delta_i)
+        return self.mapping(p.flatten(1))                        # [B, (k-1)d] -> [B, cmap]
+
+
+class DiscriminatorBlock(nn.Module):
+    """StyleGAN2 'resnet' block: conv0 (3x3), conv1 (3x3, down 2), plus a 1x1 down-sampling skip.
+
+    In 'hyper' mode conv0 is a ModConv2d whose styles come from the time-gap code c (Fig 6).
+    """
+
+    def __init__(self, in_ch: int, tmp_ch: int, out_ch: int, cmap_dim: int, hyper: bool, clamp, use_fp16: bool):
+        super().__init__()
+        self.use_fp16, self.hyper = use_fp16, hyper
+        if hyper:
+            self.affine = FC(cmap_dim, in_ch, bias_init=1)
+            self.conv0 = ModConv2d(in_ch, tmp_ch, conv_clamp=clamp)
+        else:
+            self.conv0 = Conv2d(in_ch, tmp_ch, 3, conv_clamp=clamp)
+        self.conv1 = Conv2d(tmp_ch, out_ch, 3, down=True, conv_clamp=clamp)
+        self.skip = Conv2d(in_ch, out_ch, 1, act="linear", down=True, bias=False)
+
+    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:   # [N, C, H, W] -> [N, C', H/2, W/2]
+        dtype = torch.float16 if self.use_fp16 and x.is_cuda else torch.float32
+        x = x.to(dtype)
+        y = self.skip(x, gain=math.sqrt(0.5))
+        x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
+        x = self.conv1(x, gain=math.sqrt(0.5))
+        return y.add_(x)                                         # (skip + residual) / sqrt(2)
+
+
+class Discriminator(nn.Module):
+    """D(x_{t_1} ... x_{t_k}; delta) -> logit [B] (Sec 3.2, Fig 6).
+
+    Frames [B, k, 3, H, W] go through the backbone D_b independently ([B*k, ...]) down to 16x16,
+    are concatenated channel-wise into h [B, k*C, 16, 16], and the head D_h continues to 4x4,
+    ending in StyleGAN2's epilogue: minibatch stddev, conv, FC, and a projection onto c.
+    """
+
+    def __init__(self, cfg: Config, k: Optional[int] = None):
+        super().__init__()
+        self.k = k = k or cfg.frames_per_clip
+        self.cond = cfg.d_cond if k > 1 else "none"
+        self.mbstd_group = cfg.mbstd_group
+        R = cfg.resolution
+        self.concat_res = min(cfg.d_concat_res, R)
+        self.cmap_dim = cfg.d_channels(4)
+        self.time_enc = TimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim) if self.cond != "none" else None
+        fp16_min = R // 2 ** (cfg.num_fp16_res - 1)
+        ch = cfg.d_channels
+        self.from_rgb = Conv2d(3, ch(R), 1, conv_clamp=cfg.conv_clamp if R >= fp16_min else None)
+        self.blocks = nn.ModuleList()
+        for res in [2 ** i for i in range(int(math.log2(R)), 2, -1)]:      # R, R/2, ..., 8
+            fp16 = res >= fp16_min
+            # the first head block takes the k concatenated feature maps: k*C channels in
+            in_ch = ch(res) * (k if res == self.concat_res else 1)
+            self.blocks.append(DiscriminatorBlock(in_ch, ch(res), ch(res // 2), self.cmap_dim,
+                                                  self.cond == "hyper", cfg.conv_clamp if fp16 else None, fp16))
+        C4 = ch(4)
+        self.epi_conv = Conv2d(C4 + 1, C4, 3)
+        self.epi_fc = FC(C4 * 16, C4, act="lrelu")
+        self.epi_out = FC(C4, self.cmap_dim if self.cond != "none" else 1)
+        self.block_res = [2 ** i for i in range(int(math.log2(R)), 2, -1)]
+
+    def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
+        """Append the std over groups of G videos as an extra channel (StyleGAN2, 1 feature).
+
+        Groups are *contiguous* runs of videos ([0..3], [4..7], ...), unlike StyleGAN2's strided
+        ones, so a batch split across processes forms the same groups as on one process.
+        """
+        N, C, H, W = x.shape
+        G = min(self.mbstd_group, N)
+        if N % G:
+            raise ValueError(f"batch per process ({N}) must be divisible by the mbstd group ({G})")
+        y = x.float().reshape(N // G, G, C, H, W)                # [n, G, C, H, W]
+        y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()         # [n, C, H, W] std over the group
+        y = y.mean(dim=[1, 2, 3])                                # [n]
+        y = y.repeat_interleave(G).reshape(N, 1, 1, 1).expand(N, 1, H, W)
+        return torch.cat([x.float(), y], dim=1)                  # [N, C+1, H, W]
+
+    def forward(self, frames: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        B, k = frames.shape[:2]
+        c = self.time_enc(t) if self.time_enc is not None else None        # [B, cmap]
+        x = self.from_rgb(frames.flatten(0, 1))                  # [B*k, C, H, W]
+        c_frames = c.repeat_interleave(k, 0) if c is not None else None    # the clip's code, per frame
+        for res, block in zip(self.block_res, self.blocks):
+            if res == self.concat_res:                           # [B*k, C, 16, 16] -> [B, k*C, 16, 16]
+                x = x.reshape(B, k * x.shape[1], *x.shape[2:])
+            x = block(x, c if res <= self.concat_res else c_frames)
+        x = self.minibatch_stddev(x)                             # [B, C+1, 4, 4]
+        x = self.epi_conv(x)                                     # [B, C, 4, 4]
+        x = self.epi_fc(x.flatten(1))                            # [B, C]
+        out = self.epi_out(x)                                    # [B, cmap] or [B, 1]
+        if c is None:
+            return out[:, 0]
+        return (out * c).sum(dim=1) / math.sqrt(self.cmap_dim)   # projection discriminator [41]
+
+
+
+# ------------------------------------------------------------------------------------------------
+# §8 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
+# ------------------------------------------------------------------------------------------------
+#
+# ADA in one paragraph. With little data, D memorises the training set: its outputs on real images drift
+# towards "confidently real" while its outputs on held-out reals and on fakes fall, and G's gradients turn
+# into noise. Karras et al. (2020) fight this by augmenting *every* image D sees (reals, fakes in D's loss,
+# fakes in G's loss, and the reals of R1) with a stochastic pipeline in which each op fires with
+# probability p. As long as p stays below ~0.8 the augmentations do not "leak": the un-augmented image
+# remains the most likely outcome of the pipeline, so the augmented fakes can match the augmented reals only
+# if the fakes match the reals themselves, and G gains nothing by drawing augmented-looking images. The
+# strength p is not tuned by hand but by a controller. The controlled variable is the overfitting heuristic
+#     r_t = E[sign(D(x_real))]      (0: no overfitting; 1: D calls every training real "real", complete
+# overfitting), measured over the last `interval` = 4 D steps. Each update moves p by a fixed step
+# towards keeping r_t at the target 0.6:
+#     p <- clamp(p + sign(r_t - 0.6) * (batch * interval) / (ada_kimg * 1000), 0, 1),
+# so that p could travel from 0 to 1 in `ada_kimg` thousand images (500 in StyleGAN2-ADA; 100 in the
+# StyleGAN-V release, i.e. p reacts 5x faster). `AdaptiveP` below is that controller, `augment` the
+# pipeline.
+#
+# Video-consistency, the paper's change (Appx B, quoted): "we found it important to make them
+# *video-consistent*, i.e. applying the same augmentation for each frame of a video. Otherwise, the
+# discriminator starts to underperform, and the overall quality decreases." Our reading (the paper gives no
+# reason): if each frame got its own flip/rotation/colour, an augmented video would jump between
+# orientations and palettes from frame to frame, something no real video does, and D's temporal features
+# would have to model these artificial jumps instead of real motion. Here every random parameter is
+# drawn once per *video* ([B] draws, never [B*k]) and the same 3x3 warp and 4x4 colour matrix are applied
+# to all k frames. (The release gets the same
+# effect by viewing [B*k, 3, H, W] as [B, 3k, H, W] before calling StyleGAN2-ADA's pipe.)
+#
+# The pipeline is StyleGAN2-ADA's default 'bgc' = blit + geometric + colour. (The paper's text says "bgrc",
+# which is not a StyleGAN2-ADA pipe; the list of ops it gives matches 'bgc', which the release uses.)
+# All 12 ops have probability multiplier 1, so each fires with probability p, except arbitrary rotation,
+# applied twice (before and after anisotropic scaling) with p_rot = 1 - sqrt(1 - p) each, so that
+# P(at least one rotation) = 1 - (1 - p_rot)^2 = p.
+#
+# Deviations from StyleGAN2-ADA's AugmentPipe, and why:
+#  * Resampling. StyleGAN2-ADA pads by reflection (up to one image width), upsamples 2x with a sym6 wavelet
+#    low-pass, samples bilinearly with `grid_sample`, and downsamples with the same filter: an approximation
+#    of ideal (band-limited) interpolation, so rotated/scaled/sub-pixel-shifted images stay sharp and
+#    alias-free. We sample the original image bilinearly, reflecting the coordinates instead of padding
+#    (equivalent to an unbounded reflect padding, so no border artifacts at any zoom). Cost: a slight blur
+#    at fractional positions and a little aliasing when the warp shrinks the image. Integer ops (flips,
+#    90° rotations, integer translations, identity) remain exact, pixel for pixel.
+#  * The sampler is our own gather-based code, not `F.grid_sample`, so that R1 (taken through the
+#    augmentations, which needs the gradient of a gradient w.r.t. the images) works on every PyTorch: for
+#    most of its history grid_sample had no double backward ("derivative for grid_sampler_2d_backward is not
+#    implemented", pytorch/pytorch#34704), which is why NVlabs shipped `grid_sample_gradfix`. Recent
+#    versions do differentiate it twice (we checked 2.14), but a sampler that is visibly linear in x is
+#    simpler to trust and to read: out = sum over 4 neighbours of weight * x[index], where weights and
+#    indices depend only on the random parameters. Autograd differentiates gather (backward: scatter_add,
+#    whose backward is again a gather) any number of times.
+#  * p is clamped to [0, 1]; StyleGAN2-ADA clamps only below (p > 1 acts like p = 1 but takes time to
+#    come back down).
+#  * Left out: the 'f' (image-space filtering), 'n' (noise) and 'c' (cutout) groups, which 'bgc' does not
+#    use, and the `debug_percentile` visualisation hook.
+#
+# Range: the colour ops assume zero is mid-grey, i.e. pixels in [-1, 1] as everywhere in this file
+# (brightness adds N(0, 0.2), contrast and saturation scale around 0). Feed [0, 1] images and contrast
+# would scale around black instead.
+
+ADA_STRENGTHS = dict(       # StyleGAN2-ADA defaults (AugmentPipe's constructor), used unchanged by 'bgc'.
+    xint_max=0.125,         # integer translation: uniform in +-12.5 % of the image size, rounded to pixels
+    scale_std=0.2,          # isotropic scale 2^N(0, 0.2^2)
+    rotate_max=1.0,         # arbitrary rotation: uniform in +-rotate_max * 180°
+    aniso_std=0.2,          # anisotropic scale 2^N(0, 0.2^2) in x and its inverse in y
+    xfrac_std=0.125,        # fractional translation N(0, 0.125^2) of the image size
+    brightness_std=0.2,     # brightness offset N(0, 0.2^2) on the [-1, 1] scale
+    contrast_std=0.5,       # contrast gain 2^N(0, 0.5^2)
+    hue_max=1.0,            # hue rotation about the grey axis: uniform in +-hue_max * 180°
+    saturation_std=1.0,     # saturation gain 2^N(0, 1)
+)
+
+
+# --- Batched homogeneous matrices. Each argument is a [B] tensor; the result is [B, 3, 3] or [B, 4, 4]. ---
+
+def _mat3(a, b, c, d, e, f):
+    """Rows [a b c; d e f; 0 0 1]: a 2D affine map acting on column vectors (x, y, 1)."""
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([a, b, c, d, e, f, zero, zero, one], dim=-1).view(-1, 3, 3)
+
+
+def _translate2d(tx, ty):
+    one, zero = torch.ones_like(tx), torch.zeros_like(tx)
+    return _mat3(one, zero, tx, zero, one, ty)
+
+
+def _scale2d(sx, sy):
+    zero = torch.zeros_like(sx)
+    return _mat3(sx, zero, zero, zero, sy, zero)
+
+
+def _rotate2d(cos, sin):
+    """Counter-clockwise rotation (x right, y down on screen) given its cosine and sine."""
+    zero = torch.zeros_like(cos)
+    return _mat3(cos, -sin, zero, sin, cos, zero)
+
+
+def _rand(generator, device, *shape):
+    """Uniform [0, 1) draws from `generator` (on the generator's own device) or from the global RNG."""
+    return torch.rand(shape, generator=generator, device=device)
+
+
+def _randn(generator, device, *shape):
+    return torch.randn(shape, generator=generator, device=device)
+
+
+def ada_geometry(batch, p, height, width, generator=None, device=None):
+    """Draw one 2D warp per video: the 'b' (blit) and 'g' (geometric) groups of StyleGAN2-ADA's 'bgc'.
+
+    Returns G_inv [batch, 3, 3] float32, which maps an *output* pixel position to the *input* position it is
+    read from, in pixel units with the origin at the image centre (x right, y down). Composing inverses
+    right-to-left (G_inv = G_inv @ op_inv) is the same as applying the ops to the image in the listed order.
+    Every parameter and every coin is drawn whatever p is, so a generator advances by the same amount on
+    every call (reproducible runs and exact resume). Draws happen on the generator's device (or `device`).
+    """
+    dev = generator.device if generator is not None else torch.device(device or 'cpu')
+    B, s = batch, ADA_STRENGTHS
+    rand = lambda *shape: _rand(generator, dev, *shape)     # noqa: E731
+    randn = lambda *shape: _randn(generator, dev, *shape)   # noqa: E731
+    one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
+    G = torch.eye(3, device=dev).expand(B, 3, 3)                          # [B, 3, 3] identity
+
+    # Pixel blitting: ops that move whole pixels, so they need no interpolation and lose nothing.
+    flip = torch.floor(rand(B) * 2)                                       # 0 or 1
+    flip = torch.where(rand(B) < p, flip, zero)
+    G = G @ _scale2d(1 - 2 * flip, one)                                   # x -> -x; a flip is its own inverse
+
+    quarter = torch.floor(rand(B) * 4)                                    # 0..3 quarter turns
+    quarter = torch.where(rand(B) < p, quarter, zero).long()
+    cos = torch.tensor([1., 0., -1., 0.], device=dev)[quarter]           # exact integers, not cos(pi/2) =
+    sin = torch.tensor([0., 1., 0., -1.], device=dev)[quarter]           # 6e-17, so a rot90 stays lossless
+    G = G @ _rotate2d(cos, sin)
+
+    t = (rand(B, 2) * 2 - 1) * s['xint_max']                              # [B, 2] fraction of the image size
+    t = torch.where(rand(B, 1) < p, t, torch.zeros_like(t))
+    G = G @ _translate2d(-torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height))
+
+    # General geometric transformations: these need interpolation.
+    scale = torch.exp2(randn(B) * s['scale_std'])
+    scale = torch.where(rand(B) < p, scale, one)
+    G = G @ _scale2d(1 / scale, 1 / scale)
+
+    p_rot = 1 - math.sqrt(max(1 - p, 0.0))                               # P(pre or post rotation) = p
+    theta = (rand(B) * 2 - 1) * math.pi * s['rotate_max']
+    theta = torch.where(rand(B) < p_rot, theta, zero)
+    G = G @ _rotate2d(torch.cos(-theta), torch.sin(-theta))              # pre-rotation (inverse: -theta)
+
+    aniso = torch.exp2(randn(B) * s['aniso_std'])
+    aniso = torch.where(rand(B) < p, aniso, one)
+    G = G @ _scale2d(1 / aniso, aniso)                                    # stretch x by a, squeeze y by 1/a
+
+    theta = (rand(B) * 2 - 1) * math.pi * s['rotate_max']
+    theta = torch.where(rand(B) < p_rot, theta, zero)
+    G = G @ _rotate2d(torch.cos(-theta), torch.sin(-theta))              # post-rotation
+
+    t = randn(B, 2) * s['xfrac_std']                                      # [B, 2] fraction of the image size
+    t = torch.where(rand(B, 1) < p, t, torch.zeros_like(t))
+    G = G @ _translate2d(-t[:, 0] * width, -t[:, 1] * height)
+    return G                                                              # [B, 3, 3]
+
+
+def ada_color(batch, p, num_channels=3, generator=None, device=None):
+    """Draw one colour transform per video: the 'c' group of 'bgc'.
+
+    Returns C [batch, 4, 4] float32 acting on homogeneous colours (r, g, b, 1):
+    out = C[:3, :3] @ rgb + C[:3, 3].
+    Ops compose left-multiplied (C = op @ C), i.e. applied in the listed order. Hue and saturation are
+    meaningless for grey images and are switched off for num_channels == 1 (their draws still happen).
+    """
+    dev = generator.device if generator is not None else torch.device(device or 'cpu')
+    B, s = batch, ADA_STRENGTHS
+    rand = lambda *shape: _rand(generator, dev, *shape)     # noqa: E731
+    randn = lambda *shape: _randn(generator, dev, *shape)   # noqa: E731
+    p_rgb = p if num_channels > 1 else 0.0
+    one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
+    I4 = torch.eye(4, device=dev)
+    I3 = torch.diag(torch.tensor([1., 1., 1., 0.], device=dev))           # identity on rgb, 0 on the "1" slot
+    E = I4 - I3                                                           # keeps the homogeneous 1 in place
+    v = torch.tensor([1., 1., 1., 0.], device=dev) / math.sqrt(3)         # unit luma (grey) axis
+    vv = torch.outer(v, v)                                                # projector onto the grey axis
+    K = torch.tensor([[0., -1., 1., 0.], [1., 0., -1., 0.],               # cross-product matrix [v]_x:
+                      [-1., 1., 0., 0.], [0., 0., 0., 0.]], device=dev) / math.sqrt(3)  # K @ c = v x c
+    C = I4.expand(B, 4, 4)
+
+    b = randn(B) * s['brightness_std']                                    # brightness: add b to r, g, b
+    b = torch.where(rand(B) < p, b, zero)
+    offset = torch.zeros(B, 4, 4, device=dev)
+    offset[:, :3, 3] = b[:, None]
+    C = (I4 + offset) @ C
+
+    c = torch.exp2(randn(B) * s['contrast_std'])                          # contrast: scale around mid-grey 0
+    c = torch.where(rand(B) < p, c, one)
+    C = (I3 * c[:, None, None] + E) @ C
+
+    flip = torch.floor(rand(B) * 2)                                       # luma flip: Householder reflection
+    flip = torch.where(rand(B) < p, flip, zero)                           # through the plane normal to v
+    C = (I4 - 2 * vv * flip[:, None, None]) @ C                           # (inverts brightness, keeps hue)
+
+    theta = (rand(B) * 2 - 1) * math.pi * s['hue_max']                    # hue: rotate about v (Rodrigues:
+    theta = torch.where(rand(B) < p_rgb, theta, zero)                     # cos I + sin K + (1 - cos) v v^T)
+    ct, st = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    C = (ct * I3 + st * K + (1 - ct) * vv + E) @ C
+
+    sat = torch.exp2(randn(B) * s['saturation_std'])                      # saturation: keep the grey part,
+    sat = torch.where(rand(B) < p_rgb, sat, one)                          # scale the chroma: vv + s(I3 - vv)
+    C = (I4 + (sat - 1)[:, None, None] * (I3 - vv)) @ C                   # written so s = 1 gives exactly I4
+    return C                                                              # [B, 4, 4]
+
+
+def _reflect_index(i, n):
+    """Fold integer indices into [0, n) by mirroring about the first and last pixel centres ('reflect'
+    padding: ... 2 1 | 0 1 2 ... n-1 | n-2 ...), periodic with period 2(n-1), so any distance works."""
+    period = max(2 * (n - 1), 1)                                          # n == 1: everything maps to 0
+    i = torch.remainder(i, period)                                        # in [0, period)
+    return torch.where(i >= n, period - i, i)
+
+
+def warp_bilinear_reflect(x, G_inv):
+    """Resample images by a per-image affine map, bilinearly, with reflect boundary. Linear in x.
+
+    x: [B, N, H, W] (N = channels, here k*C: all frames of a video share the warp); G_inv: [B, 3, 3], output
+    pixel -> input position, pixel units, origin at the image centre (as returned by `ada_geometry`).
+    Pixel j's centre sits at j + 0.5 - W/2, so with G_inv = I every output pixel reads exactly its own input
+    pixel with weight 1 (no blur). Differentiable any number of times w.r.t. x (gather <-> scatter_add);
+    not meant to be differentiated w.r.t. G_inv (floor and the integer indices cut that path).
+    """
+    B, N, H, W = x.shape
+    coord = torch.float64 if x.dtype == torch.float64 else torch.float32  # positions in >= fp32
+    G_inv = G_inv.to(device=x.device, dtype=coord)
+    ys = torch.arange(H, device=x.device, dtype=coord) + (0.5 - H / 2)   # [H] centred row positions
+    xs = torch.arange(W, device=x.device, dtype=coord) + (0.5 - W / 2)   # [W] centred column positions
+    gy, gx = torch.meshgrid(ys, xs, indexing='ij')                        # [H, W] each
+    out_pos = torch.stack([gx, gy, torch.ones_like(gx)]).view(3, H * W)   # [3, H*W] homogeneous (x, y, 1)
+    in_pos = G_inv @ out_pos                                              # [B, 3, H*W]
+    u = in_pos[:, 0] + (W / 2 - 0.5)                                      # [B, H*W] continuous column index
+    v = in_pos[:, 1] + (H / 2 - 0.5)                                      # [B, H*W] continuous row index
+    u0, v0 = torch.floor(u), torch.floor(v)
+    fu, fv = u - u0, v - v0                                               # [B, H*W] fractional parts, [0, 1)
+    u0, v0 = u0.long(), v0.long()
+
+    rows = [(_reflect_index(v0 + dv, H) * W, wv) for dv, wv in ((0, 1 - fv), (1, fv))]  # upper, lower
+    cols = [(_reflect_index(u0 + du, W), wu) for du, wu in ((0, 1 - fu), (1, fu))]      # left, right
+
+    x_flat = x.reshape(B, N, H * W)                                       # [B, N, H, W] -> [B, N, H*W]
+    out = None
+    for row, wv in rows:                                                  # the 4 neighbours (a loop of 4,
+        for col, wu in cols:                                              # not over videos)
+            index = (row + col)[:, None, :].expand(B, N, H * W)           # [B, H*W] -> [B, N, H*W] (a view)
+            weight = (wv * wu).to(x.dtype)[:, None, :]                    # [B, 1, H*W]
+            term = weight * x_flat.gather(2, index)                       # [B, N, H*W]
+            out = term if out is None else out + term
+    return out.view(B, N, H, W)                                           # [B, N, H*W] -> [B, N, H, W]
+
+
+def _apply_color(x, C):
+    """x: [B, k, Ch, H, W] with Ch in {1, 3}; C: [B, 4, 4]; same matrix for all k frames of a video."""
+    B, k, Ch, H, W = x.shape
+    M = C[:, :3, :3].to(device=x.device, dtype=x.dtype)                  # [B, 3, 3] linear part
+    o = C[:, :3, 3].to(device=x.device, dtype=x.dtype)                    # [B, 3] offset
+    if Ch == 3:
+        rgb = x.reshape(B, k, 3, H * W)                                   # [B, k, 3, H*W]
+        rgb = M[:, None] @ rgb + o[:, None, :, None]                      # [B, 1, 3, 3] @ [B, k, 3, H*W]
+        return rgb.view(B, k, 3, H, W)
+    if Ch == 1:                                                           # grey g -> (g, g, g) -> C -> mean
+        gain = M.sum(dim=2).mean(dim=1)                                   # [B]
+        return x * gain.view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
+    raise ValueError(f'colour augmentation needs 1 or 3 channels, got {Ch}')
+
+
+def augment(x, p, generator=None):
+    """Video-consistent 'bgc' augmentation: one random warp + colour transform per video, all frames alike.
+
+    x: [B, k, C, H, W] float, values ~[-1, 1]; p: augmentation probability in [0, 1] (float or 0-dim tensor);
+    generator: optional torch.Generator (any device) for reproducible draws, else the global RNG.
+    Returns a tensor of the same shape and dtype; p == 0 returns x itself. Differentiable twice w.r.t. x.
+    """
+    assert x.ndim == 5, f'expected [B, k, C, H, W], got {tuple(x.shape)}'
+    p = float(p)                                                          # a 0-dim tensor is fine too
+    if p <= 0:
+        return x
+    B, k, Ch, H, W = x.shape
+    G_inv = ada_geometry(B, p, H, W, generator, x.device)                 # [B, 3, 3] on the draw device
+    C = ada_color(B, p, Ch, generator, x.device)                          # [B, 4, 4] on the draw device
+    if not torch.equal(G_inv, torch.eye(3, device=G_inv.device).expand_as(G_inv)):  # skip if no warp fired
+        x = warp_bilinear_reflect(x.reshape(B, k * Ch, H, W), G_inv)      # frames as channels: one warp/video
+        x = x.view(B, k, Ch, H, W)                                        # [B, k*C, H, W] -> [B, k, C, H, W]
+    if not torch.equal(C, torch.eye(4, device=C.device).expand_as(C)):    # skip if no colour op fired
+        x = _apply_color(x, C)
+    return x
+
+
+class AdaptiveP:
+    """The ADA controller (Karras et al. 2020, Sec 3): steers p so that r_t = E[sign(D(x_real))] ~ target.
+
+    Call `accumulate(real_logits)` on every D evaluation of reals (StyleGAN2-ADA counts both the main D
+    pass and the R1 pass), then `step(batch_size)` once per D step. Every `interval` steps it forms r_t over
+    everything accumulated since the last update and moves p by +-batch_size*interval/(ada_kimg*1000).
+    Multi-process: each rank accumulates its local (sum of signs, count) in a [2] tensor on the logits'
+    device; pass `all_reduce` (e.g. torch.distributed.all_reduce, in place, or any function returning the
+    summed tensor) so every rank computes the same global r_t and the same p; every rank must call
+    `accumulate` before its first `step`, which puts the [2] tensor on the logits' device (NCCL needs CUDA).
+    batch_size is the *global* batch per D step in the units of ada_kimg: videos, as in the release (whose
+    ADA step uses the video batch although its progress counter counts frames); StyleGAN2-ADA: images.
+    """
+
+    def __init__(self, p_init=0.0, target=0.6, ada_kimg=100, interval=4):
+        self.target = float(target)       # r_t target (StyleGAN2-ADA's 0.6)
+        self.ada_kimg = float(ada_kimg)   # kimg for p to cross [0, 1]: 100 (StyleGAN-V release), 500 (ADA)
+        self.interval = int(interval)     # D steps between updates (4 in both)
+        self._p = float(p_init)
+        self.rt = None                    # last measured r_t (None before the first update)
+        self.num_steps = 0                # D steps seen, for the every-`interval` schedule
+        self._acc = torch.zeros(2)        # local [sum of sign(logits), count] since the last update
+
+    @property
+    def p(self):
+        return self._p
+
+    @torch.no_grad()
+    def accumulate(self, real_logits):
+        logits = real_logits.detach()
+        if self._acc.device != logits.device:                            # follow the logits (no host sync);
+            self._acc = self._acc.to(logits.device)                       # fp32 counts are exact below 2^24
+        self._acc[0] += logits.float().sign().sum()
+        self._acc[1] += logits.numel()
+
+    def step(self, batch_size, all_reduce=None):
+        """Count one D step; every `interval`-th call update p and return True, otherwise return False."""
+        self.num_steps += 1
+        if self.num_steps % self.interval != 0:
+            return False
+        stats = self._acc.clone()                                         # [2] = (sum of signs, count)
+        if all_reduce is not None:                                        # sum over ranks (in place or not)
+            reduced = all_reduce(stats)
+            stats = reduced if isinstance(reduced, torch.Tensor) else stats
+        self._acc.zero_()
+        total, count = stats.tolist()                                     # the one host sync, every 4 steps
+        if count == 0:
+            return False
+        self.rt = total / count
+        direction = (self.rt > self.target) - (self.rt < self.target)     # sign(r_t - target): +1, 0 or -1
+        adjust = direction * batch_size * self.interval / (self.ada_kimg * 1000)
+        self._p = min(max(self._p + adjust, 0.0), 1.0)
+        return True
+
+    def state_dict(self):
+        return dict(p=self._p, rt=self.rt, num_steps=self.num_steps, acc=self._acc.tolist(),
+                    target=self.target, ada_kimg=self.ada_kimg, interval=self.interval)
+
+    def load_state_dict(self, state):
+        self._p, self.rt, self.num_steps = float(state['p']), state['rt'], int(state['num_steps'])
+        self._acc = torch.tensor(state['acc'], dtype=torch.float32, device=self._acc.device)
+        self.target, self.ada_kimg, self.interval = state['target'], state['ada_kimg'], state['interval']
+
+
+class VideoAugment:
+    """What `--aug ada|fixed|none` needs: 'none' is a no-op, 'fixed' augments with the constant p_init,
+    'ada' augments with an AdaptiveP-controlled p (starting at p_init, usually 0). The trainer applies the
+    same object to reals and fakes, calls `accumulate` with D's real logits and `step` once per D step."""
+
+    def __init__(self, mode='ada', p_init=0.0, target=0.6, ada_kimg=100, interval=4):
+        assert mode in ('ada', 'fixed', 'none'), mode
+        self.mode = mode
+        self.fixed_p = float(p_init) if mode == 'fixed' else 0.0
+        self.ada = AdaptiveP(p_init, target, ada_kimg, interval) if mode == 'ada' else None
+
+    @property
+    def p(self):
+        return self.ada.p if self.ada is not None else self.fixed_p
+
+    def __call__(self, x, generator=None):
+        return x if self.mode == 'none' else augment(x, self.p, generator)
+
+    def accumulate(self, real_logits):
+        if self.ada is not None:
+            self.ada.accumulate(real_logits)
+
+    def step(self, batch_size, all_reduce=None):
+        return self.ada.step(batch_size, all_reduce) if self.ada is not None else False
+
+    def state_dict(self):
+        return dict(mode=self.mode, fixed_p=self.fixed_p,
+                    ada=self.ada.state_dict() if self.ada is not None else None)
+
+    def load_state_dict(self, state):
+        assert state['mode'] == self.mode, f"checkpoint has --aug {state['mode']}, run has {self.mode}"
+        self.fixed_p = state['fixed_p']
+        if self.ada is not None:
+            self.ada.load_state_dict(state['ada'])
+
+
+# ------------------------------------------------------------------------------------------------
+# §9 Losses (Appx B: non-saturating logistic loss + lazy R1, as StyleGAN2)
+# ------------------------------------------------------------------------------------------------
+
+
+def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """L_G = E[softplus(-D(G(z)))] = -E[log sigmoid D(G(z))]."""
+    return F.softplus(-fake_logits).mean()
+
+
+def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """L_D = E[softplus(D(G(z)))] + E[softplus(-D(x))]."""
+    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+
+
+def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 = ||grad_x D(x)||^2 per real clip [B] (Mescheder et al. 2018).
+
+    create_graph=True: the penalty is itself differentiated w.r.t. D's weights, so every op on the
+    way from x to the logit (the augmentation's warp, ModConv2d) must support double backward.
+    """
+    grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.square().flatten(1).sum(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# §10 Dataset and the sparse clip sampler (Sec 3.3, Appx B)
+# ------------------------------------------------------------------------------------------------
+# The layout written by prepare_data.py, as a zip or a folder:
+#     dataset.json                 {"fps": 25.0, "resolution": 256, "format": "jpg",
+#                                   "videos": [{"name": "v00000", "frames": 312}, ...]}
+#     <name>/<frame:06d>.jpg       square RGB frames, numbered from 000000
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints the one-line message, never a traceback."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset that cannot be used; the message is one line naming the file and the problem."""
+
+
+class VideoFolder:
+    """Lazy reader of a prepare_data.py dataset (zip or folder); safe with DataLoader workers.
+
+    The zip is opened on first use in each process (a zip handle must not cross a fork), so every
+    DataLoader worker and every training process gets its own handle.
+    """
+
+    def __init__(self, path: str, resolution: Optional[int] = None):
+        self.path = path
+        self._zip, self._zip_pid = None, None
+        if not os.path.exists(path):
+            raise DataError(f"{path}: no such dataset (make one with: python prepare_data.py SRC {path})")
+        self.is_zip = os.path.isfile(path)
+        if self.is_zip and not zipfile.is_zipfile(path):
+            raise DataError(f"{path}: not a zip file or a dataset folder")
+        try:
+            meta = json.loads(self._read("dataset.json"))
+            self.fps = float(meta["fps"])
+            self.resolution = int(meta["resolution"])
+            self.ext = "." + meta.get("format", "jpg")
+            self.names = [str(v["name"]) for v in meta["videos"]]
+            self.lengths = [int(v["frames"]) for v in meta["videos"]]
+        except KeyError as e:
+            raise DataError(f"{path}: dataset.json is missing or lacks {e} (was it written by prepare_data.py?)")
+        except (ValueError, TypeError) as e:
+            raise DataError(f"{path}: dataset.json is malformed ({e})")
+        if not self.names:
+            raise DataError(f"{path}: the dataset has no videos")
+        self._validate(resolution)
+
+    def _validate(self, resolution):
+        if self.is_zip:   # every frame listed must be in the zip: one set lookup per frame
+            members = set(self._open().namelist())
+            for name, n in zip(self.names, self.lengths):
+                missing = [i for i in range(n) if self._member(name, i) not in members]
+                if missing:
+                    raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {missing[0]} is missing")
+        else:             # folders: check the first and the last frame of each video
+            for name, n in zip(self.names, self.lengths):
+                for i in {0, n - 1}:
+                    if not os.path.isfile(os.path.join(self.path, self._member(name, i))):
+                        raise DataError(f"{self.path}: video '{name}' frame {i} is missing")
+        frame = self.read_frames(0, [0])[0]
+        if frame.shape != (self.resolution, self.resolution, 3):
+            raise DataError(f"{self.path}: frames are {frame.shape[1]}x{frame.shape[0]}, "
+                            f"dataset.json says {self.resolution}x{self.resolution}")
+        if resolution is not None and resolution != self.resolution:
+            raise DataError(f"{self.path}: dataset resolution is {self.resolution}, the model needs {resolution}")
+
+    def _member(self, name: str, i: int) -> str:
+        return f"{name}/{i:06d}{self.ext}"
+
+    def _open(self) -> zipfile.ZipFile:
+        if self._zip is None or self._zip_pid != os.getpid():
+            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._zip
+
+    def _read(self, member: str) -> bytes:
+        if self.is_zip:
+            return self._open().read(member)
+        with open(os.path.join(self.path, member), "rb") as f:
+            return f.read()
+
+    def __getstate__(self):   # pickled into DataLoader workers without the open handle
+        return {**self.__dict__, "_zip": None, "_zip_pid": None}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read_frames(self, video: int, frame_indices) -> np.ndarray:
+        """uint8 [n, H, W, 3] frames of one video."""
+        import imageio.v3 as iio
+        out = []
+        for i in frame_indices:
+            member = self._member(self.names[video], int(i))
+            try:
+                img = iio.imread(self._read(member), extension=self.ext)
+            except Exception as e:
+                raise DataError(f"{self.path}: cannot decode {member} ({e})")
+            if img.ndim == 2:
+                img = np.repeat(img[:, :, None], 3, axis=2)
+            out.append(img[:, :, :3])
+        return np.stack(out)
+
+
+def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time: float,
+                      video_len: Optional[int] = None) -> np.ndarray:
+    """Frame times of one sparse clip (Sec 3.3): span t_k - t_1 ~ U[k-1, max_span], t_1 ~ U[0, T - t_k].
+
+    The middle k-2 times are distinct frames drawn at random between t_1 and t_k. For a real
+    video of `video_len` frames, the span and the offset are limited to the video (integer
+    frames); for a fake clip (video_len None) the offset t_1 is a real number in [0, T - span]:
+    the generator is continuous in time, so it is trained on fractional times, while the gaps,
+    which D sees, keep the same integer distribution as the real clips'.
+    """
+    if k == 1:                                                   # image-only training (bench baseline)
+        span, offsets = 0, np.zeros(1)
+    else:
+        hi = max_span if video_len is None else min(max_span, video_len - 1)
+        span = int(rng.integers(k - 1, hi + 1))                  # U[k-1, 32], both ends included
+        middle = np.sort(rng.choice(np.arange(1, span), size=k - 2, replace=False))
+        offsets = np.concatenate([[0], middle, [span]]).astype(np.float64)
+    if video_len is None:
+        t1 = rng.uniform(0, max(max_time - span, 0))
+    else:
+        t1 = int(rng.integers(0, min(max_time, video_len) - span))  # t_k <= min(T, len) - 1
+    return t1 + offsets
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Real clips as the paper draws them (Sec 3.3, Appx B): a video chosen uniformly -- not
+    weighted by its length, so a few long videos cannot dominate -- then a random offset.
+
+    Items are addressed by a seed: item(s) is a pure function of s, so the global batch of a step
+    is the same for any number of processes and after a resume. Returns (frames uint8 [k, H, W, 3],
+    times float64 [k]).
+    """
+
+    def __init__(self, data: VideoFolder, cfg: Config):
+        self.data, self.cfg = data, cfg
+        short = [n for n, l in zip(data.names, data.lengths) if l < cfg.frames_per_clip]
+        if len(short) == len(data):
+            raise DataError(f"{data.path}: every video is shorter than a clip of {cfg.frames_per_clip} frames")
+        self.usable = [i for i, l in enumerate(data.lengths) if l >= cfg.frames_per_clip]
+
+    def __len__(self):
+        return 2 ** 62
+
+    def draw(self, item_seed: int):
+        """(video index, frame times [k], x-flip?) of item `item_seed`."""
+        rng = np.random.default_rng(item_seed)
+        video = self.usable[int(rng.integers(len(self.usable)))]            # uniform over videos
+        t = sample_clip_times(rng, self.cfg.frames_per_clip, self.cfg.max_span, self.cfg.max_time,
+                              self.data.lengths[video])
+        return video, t, bool(self.cfg.mirror and rng.random() < 0.5)
+
+    def __getitem__(self, item_seed: int):
+        video, t, flip = self.draw(item_seed)
+        frames = self.data.read_frames(video, t.astype(np.int64))            # [k, H, W, 3]
+        if flip:                                                             # the whole video, every frame
+            frames = frames[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(t)
+
+
+
+# ------------------------------------------------------------------------------------------------
+# §11 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
+# ------------------------------------------------------------------------------------------------
+# One step = a G update, a D update, every 16th step an extra D update on the R1 penalty (lazy
+# regularization), the G_ema update and every 4th step the ADA update. Progress is counted in
+# real frames shown to D (kimg = 1000 frames; a step shows batch * k frames).
+#
+# Every random draw of a step -- latents, clip times, motion tokens, which real clips -- comes from
+# a generator seeded by (seed, step, purpose) and is drawn for the GLOBAL batch, of which each
+# process takes its own rows. So a run's result does not depend on the number of processes, and a
+# resumed run replays exactly what the uninterrupted one would have done.
+
+
+def step_rng(seed: int, step: int, purpose: str) -> torch.Generator:
+    key = _splitmix64(_splitmix64(seed & _MASK64) ^ _splitmix64(step)) ^ sum(map(ord, purpose)) * 0x9E3779B1
+    return torch.Generator().manual_seed(_splitmix64(key & _MASK64) >> 1)
+
+
+def step_np_rng(seed: int, step: int, purpose: str) -> np.random.Generator:
+    return np.random.default_rng(int(step_rng(seed, step, purpose).initial_seed()))
+
+
+class Dist:
+    """The process group, or a stand-in for a single process."""
+
+    def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
+        self.rank, self.world, self.device = rank, world, device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_mean(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            torch.distributed.all_reduce(x)
+            x /= self.world
+        return x
+
+    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            torch.distributed.all_reduce(x)
+        return x
+
+
+class Batches:
+    """Item seeds of the real clips of each step, this process's rows of the global batch."""
+
+    def __init__(self, seed: int, start_step: int, batch: int, rows: slice):
+        self.seed, self.step, self.batch, self.rows = seed, start_step, batch, rows
+
+    def __iter__(self):
+        while True:
+            rng = step_np_rng(self.seed, self.step, "real")
+            yield rng.integers(0, 2 ** 62, size=self.batch).tolist()[self.rows]
+            self.step += 1
+
+
+def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int) -> torch.Tensor:
+    """Times [B, k] of generated clips: same gap distribution as real clips, fractional offsets."""
+    return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time) for _ in range(B)]))
+
+
+def sync_grads(module: nn.Module, dist: Dist) -> int:
+    """Average gradients over processes; zero NaN/Inf entries (StyleGAN2-ADA). Returns # non-finite."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return 0
+    flat = torch.cat([p.grad.flatten() for p in params])
+    dist.all_reduce_mean(flat)
+    bad = int((~torch.isfinite(flat)).sum())
+    torch.nan_to_num_(flat, nan=0, posinf=0, neginf=0)
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
+    return bad
+
+
+class Trainer:
+    """Holds G, G_ema, D, their optimizers and the augmentation; `step()` does one training step."""
+
+    def __init__(self, cfg: Config, dist: Dist, seed: int = 0):
+        self.cfg, self.dist, self.seed = cfg, dist, seed
+        self.k = cfg.frames_per_clip
+        if cfg.batch % dist.world:
+            raise UserError(f"--batch {cfg.batch} is not divisible by the number of processes ({dist.world})")
+        self.local = cfg.batch // dist.world
+        self.rows = slice(dist.rank * self.local, (dist.rank + 1) * self.local)
+        if self.local % min(cfg.mbstd_group, self.local):
+            raise UserError(f"batch per process ({self.local}) must be a multiple of the mbstd group ({cfg.mbstd_group})")
+        dev = dist.device
+        torch.manual_seed(seed)                                  # identical initial weights on every process
+        self.G = Generator(cfg).to(dev)
+        self.D = Discriminator(cfg).to(dev)
+        self.G_ema = Generator(cfg).to(dev).eval().requires_grad_(False)
+        self.G_ema.load_state_dict(self.G.state_dict())
+        # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval
+        # steps, so its lr and betas are scaled by c = R / (R + 1) to keep the same effective rate.
+        c = cfg.r1_interval / (cfg.r1_interval + 1)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.0, 0.99), eps=1e-8)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr * c, betas=(0.0, 0.99 ** c), eps=1e-8)
+        self.gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
+        self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
+        self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
+        self.nonfinite = 0
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _latents(self, purpose: str):
+        """z, clip times and motion tokens for this process's rows of the global batch."""
+        cfg, B = self.cfg, self.cfg.batch
+        g = step_rng(self.seed, self.step_idx, purpose)
+        t = fake_clip_times(cfg, step_np_rng(self.seed, self.step_idx, purpose), B, self.k)   # [B, k]
+        z = torch.randn(B, cfg.z_dim, generator=g)
+        tokens = None
+        if self.G.motion is not None:
+            L = Generator.tokens_needed(t, cfg.motion_delta_z, self.G.motion.context)
+            tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(self.dist.device)
+        dev = self.dist.device
+        return z[self.rows].to(dev), t[self.rows].to(dev), tokens
+
+    def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
+        g = step_rng(self.seed * 7919 + self.dist.rank, self.step_idx, purpose)
+        return self.aug(x, generator=g)
+
+    # -- one training step ----------------------------------------------------------------------
+    def step(self, real: torch.Tensor, t_real: torch.Tensor) -> dict:
+        """real uint8 [b, k, H, W, 3], t_real [b, k] -> losses of this step."""
+        cfg, dev = self.cfg, self.dist.device
+        real = real.to(dev).permute(0, 1, 4, 2, 3).float() / 127.5 - 1   # [b, k, 3, H, W] in [-1, 1]
+        t_real = t_real.to(dev)
+        logs = {}
+
+        # G: minimize softplus(-D(G(z))) (non-saturating logistic loss)
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        z, t, tokens = self._latents("G")
+        fake = self.G(z, t, tokens)                                          # [b, k, 3, H, W]
+        loss_G = g_nonsaturating_loss(self.D(self._augment(fake, "G"), t))
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.nonfinite += sync_grads(self.G, self.dist)
+        self.opt_G.step()
+        logs["loss_G"] = loss_G.item()
+
+        # D: minimize softplus(D(G(z))) + softplus(-D(x))
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        z, t, tokens = self._latents("D")
+        with torch.no_grad():
+            fake = self.G(z, t, tokens, update_w_avg=True)       # w_avg tracks the D phase's w (StyleGAN2-ADA)
+        self.dist.all_reduce_mean(self.G.mapping.w_avg)          # the global batch's (the update is linear)
+        fake_logits = self.D(self._augment(fake, "Dfake"), t)
+        real_logits = self.D(self._augment(real, "Dreal"), t_real)
+        loss_D = d_logistic_loss(real_logits, fake_logits)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.nonfinite += sync_grads(self.D, self.dist)
+        self.opt_D.step()
+        self.aug.accumulate(real_logits.detach())
+        logs.update(loss_D=loss_D.item(), real_logit=real_logits.mean().item(), fake_logit=fake_logits.mean().item())
+
+        # Lazy R1 on real clips, taken through the augmentation, every r1_interval steps
+        if self.step_idx % cfg.r1_interval == 0 and self.gamma > 0:
+            real_ = real.detach().requires_grad_(True)
+            r1 = d_r1_penalty(self.D(self._augment(real_, "R1"), t_real), real_)   # [b]
+            loss_r1 = (r1 * (self.gamma / 2)).mean() * cfg.r1_interval
+            self.opt_D.zero_grad(set_to_none=True)
+            loss_r1.backward()
+            self.nonfinite += sync_grads(self.D, self.dist)
+            self.opt_D.step()
+            logs["r1"] = r1.mean().item()
+
+        # G_ema: exponential moving average of G's weights, half-life ema_kimg (scaled with the
+        # batch, 20 kimg at 64 videos), ramped up over the first steps (StyleGAN2-ADA's rampup 0.05)
+        self.nimg += cfg.batch * self.k
+        self.nvid += cfg.batch
+        ema_nimg = min(cfg.ema_kimg * 1000 * cfg.batch / 64, self.nvid * 0.05)
+        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.copy_(p.lerp(p_ema, beta))
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+
+        # ADA: nudge p towards E[sign D(x_real)] = target every 4 steps
+        self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce_sum)
+        logs["p"] = self.aug.p
+        self.step_idx += 1
+        return logs
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return dict(cfg=dataclasses.asdict(self.cfg), G=self.G.state_dict(), G_ema=self.G_ema.state_dict(),
+                    D=self.D.state_dict(), opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
+                    aug=self.aug.state_dict(), step=self.step_idx, nimg=self.nimg, nvid=self.nvid,
+                    seed=self.seed, nonfinite=self.nonfinite)
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ["G", "G_ema", "D", "opt_G", "opt_D"]:
+            getattr(self, name).load_state_dict(state[name])
+        self.aug.load_state_dict(state["aug"])
+        self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
+        self.nonfinite = state.get("nonfinite", 0)
+
+
+def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
+    """A grid video and a PNG strip from G_ema, with the same seeds every time."""
+    import imageio.v3 as iio
+    os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
+    stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
+    n = max(int(seconds * cfg.fps), 8)
+    videos = G.render_videos(list(range(num)), torch.arange(n, dtype=torch.float64))   # [num, n, H, W, 3]
+    with FrameSink(stem + ".mp4", cfg.fps) as sink:
+        sink.write(video_grid(videos))
+    strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
+    iio.imwrite(stem + ".png", video_grid(strip.permute(1, 0, 2, 3, 4)[None].flatten(1, 2), cols=strip.shape[1])[0])
+
+
+def _write_json_line(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
+          tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
+          metrics=(), metric_videos: int = 64, progress: bool = True) -> Trainer:
+    """The training loop of one process (rank). Returns the Trainer at the end."""
+    from tqdm import tqdm
+    data = VideoFolder(data_path)
+    cfg = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps)
+    if fp32:
+        cfg.num_fp16_res = 0
+    dataset = ClipDataset(data, cfg)
+    trainer = Trainer(cfg, dist, seed)
+    ckpt = os.path.join(outdir, "checkpoint.pt")
+    if resume:
+        state = load_checkpoint(ckpt if resume == "auto" else resume)
+        old = config_from_dict(state["cfg"])
+        if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
+            raise UserError(f"{checkpoint_path(resume if resume != 'auto' else ckpt)}: checkpoint is preset "
+                            f"'{old.preset}' at {old.resolution}^2, this run is '{cfg.preset}' at {cfg.resolution}^2")
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise UserError(f"{resume}: checkpoint does not fit this model ({str(e).splitlines()[0][:200]})")
+    if dist.main:
+        os.makedirs(outdir, exist_ok=True)
+        with open(os.path.join(outdir, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(cfg), f, indent=2)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=Batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
+        num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_ignore_sigint)
+
+    # Ctrl-C: finish the current step, save, stop (all processes stop at the same step).
+    stop = {"flag": False}
+
+    def on_sigint(*_):
+        stop["flag"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # a second Ctrl-C stops at once
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if _in_main_thread() else None
+
+    total = int(kimg * 1000)
+    bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main), initial=round(min(trainer.nimg, total) / 1000, 3),
+               bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
+    last_tick, last_snap, tick_start, tick_nimg = trainer.nimg, trainer.nimg, time.time(), trainer.nimg
+    acc: dict = {}
+    try:
+        for real, t_real in loader:
+            if trainer.nimg >= total:
+                break
+            logs = trainer.step(real, t_real)
+            for key, v in logs.items():
+                acc.setdefault(key, []).append(v)
+            bar.update(round(min(trainer.nimg, total) / 1000 - bar.n, 3))
+            done = trainer.nimg >= total
+            if trainer.nimg - last_tick >= tick * 1000 or done:
+                sec_per_kimg = (time.time() - tick_start) / max((trainer.nimg - tick_nimg) / 1000, 1e-9)
+                record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
+                          "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in acc.items()}}
+                bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}")
+                if dist.main:
+                    _write_json_line(os.path.join(outdir, "log.jsonl"), record)
+                acc, last_tick, tick_start, tick_nimg = {}, trainer.nimg, time.time(), trainer.nimg
+            flag = torch.tensor([float(stop["flag"])], device=dist.device)
+            stop_now = dist.all_reduce_sum(flag).item() > 0
+            if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
+                last_snap = trainer.nimg
+                if dist.main:
+                    save_checkpoint(ckpt, trainer.state_dict())
+                    save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, cfg)
+                results = run_metrics(metrics, trainer.G_ema, data_path, metric_videos, dist) if metrics and not stop_now else {}
+                if dist.main and results:
+                    _write_json_line(os.path.join(outdir, "log.jsonl"), {"kimg": trainer.nimg / 1000, **results})
+                    bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items()))
+            if stop_now:
+                if dist.main:
+                    bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto")
+                break
+            if done:
+                break
+    finally:
+        bar.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    return trainer
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the training process, which saves before stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Dist) -> dict:
+    """FVD at a snapshot (computed on the main process; fvd.py holds the protocol)."""
+    results = {}
+    if dist.main:
+        import fvd
+        for m in metrics:
+            frames = int(m[len("fvd"):])
+            results[m] = float(fvd.compute_fvd(real=data_path, fake=G, frames=frames, num_videos=num_videos,
+                                               device=str(dist.device), progress=False))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# §12 Checkpoints and sampling videos of any length (Sec 4.2: "arbitrarily long ... arbitrary frame-rate")
+# ------------------------------------------------------------------------------------------------
+
+
+class CheckpointError(UserError):
+    pass
+
+
+def checkpoint_path(path: str) -> str:
+    """A checkpoint file, or a training directory holding checkpoint.pt."""
+    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """torch.save to a temporary name, then an atomic rename: a crash never leaves half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load with weights_only=True: tensors, numbers, strings and containers, never code."""
+    file = checkpoint_path(path)
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{file}: no such checkpoint")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{file}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
+    return state
+
+
+def config_from_dict(d: dict) -> Config:
+    fields = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in d.items() if k in fields})
+
+
+def load_generator(path: str, device="cpu"):
+    """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["cfg"])
+    G = Generator(cfg)
+    try:
+        G.load_state_dict(state["G_ema"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' generator "
+                              f"({str(e).splitlines()[0][:200]})")
+    return G.eval().requires_grad_(False).to(device), cfg
+
+
+def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
+    """uint8 [B, T, H, W, 3] -> [T, rows*H, cols*W, 3]: B videos tiled into a grid."""
+    B, T, H, W, _ = frames.shape
+    cols = cols or math.ceil(math.sqrt(B))
+    rows = math.ceil(B / cols)
+    if rows * cols > B:
+        frames = torch.cat([frames, frames.new_zeros(rows * cols - B, T, H, W, 3)])
+    grid = frames.reshape(rows, cols, T, H, W, 3).permute(2, 0, 3, 1, 4, 5)   # [T, rows, H, cols, W, 3]
+    return grid.reshape(T, rows * H, cols * W, 3).cpu().numpy()
+
+
+class FrameSink:
+    """Writes frames one chunk at a time to an .mp4 (ffmpeg, streamed) or a folder of PNGs.
+
+    Output goes to a temporary name and is renamed into place by close(); abort() (or an
+    exception inside `with`) removes it, so Ctrl-C never leaves a half-written video behind.
+    """
+
+    def __init__(self, out: str, fps: float):
+        self.out, self.is_video = out, out.lower().endswith(".mp4")
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
+        if not self.is_video and os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+            raise UserError(f"{out}: exists and is not an empty folder")
+        self.count = 0
+        if self.is_video:
+            import imageio.v2 as imageio
+            self.tmp = out[:-4] + f".partial-{os.getpid()}.mp4"
+            self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
+                                             quality=8, pixelformat="yuv420p", macro_block_size=1)
+        else:
+            self.tmp = out.rstrip("/") + f".partial-{os.getpid()}"
+            os.makedirs(self.tmp)
+
+    def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
+        import imageio.v3 as iio
+        for f in frames:
+            if self.is_video:
+                self.writer.append_data(f)
+            else:
+                iio.imwrite(os.path.join(self.tmp, f"{self.count:06d}.png"), f)
+            self.count += 1
+
+    def close(self) -> None:
+        if self.is_video:
+            self.writer.close()
+        elif os.path.isdir(self.out):
+            os.rmdir(self.out)                                   # an empty folder we may replace
+        os.replace(self.tmp, self.out)
+
+    def abort(self) -> None:
+        import shutil
+        with contextlib.suppress(Exception):
+            if self.is_video:
+                self.writer.close()
+        if os.path.isdir(self.tmp):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.abort() if exc_type else self.close()
+
+
+def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
+           seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
+           progress: bool = True) -> int:
+    """Render len(seeds) videos from t = start for `seconds` at `fps`, tiled, streamed to `out`.
+
+    Frame i is at t = (start + i / fps) * data_fps, in the training data's frames: a different fps
+    renders the same continuous video more or less densely. Memory is flat in the length: frames
+    are rendered `batch` at a time, and only a bounded cache of motion anchors is kept.
+    Returns the number of frames written.
+    """
+    from tqdm import tqdm
+    if not seconds > 0 or not fps > 0 or start < 0:
+        raise UserError(f"need --seconds > 0, --fps > 0 and --start >= 0 (got {seconds}, {fps}, {start})")
+    if batch < 1:
+        raise UserError(f"--batch must be >= 1, got {batch}")
+    motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
+    n_frames = max(1, int(round(seconds * fps)))
+    w = G.content_codes(list(seeds), truncation)                 # [B, w_dim], once per video
+    cache: dict = {}
+    with FrameSink(out, fps) as sink, tqdm(total=n_frames, unit="frame", disable=not progress,
+                                           desc=os.path.basename(out)) as bar:
+        for i in range(0, n_frames, batch):
+            idx = torch.arange(i, min(i + batch, n_frames), dtype=torch.float64)
+            t = (start + idx / fps) * data_fps                   # [T] in data frames
+            frames = to_uint8(G.render_frames(w, motion_seeds, t, cache))   # [B, T, H, W, 3]
+            sink.write(video_grid(frames))
+            bar.update(len(idx))
+    return n_frames
+
+
+# ------------------------------------------------------------------------------------------------
+# §13 Command line: train, sample, bench, doctor
+# ------------------------------------------------------------------------------------------------
+
+
+def _pick_device(name: Optional[str]) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available")
+    return torch.device(name)
+
+
+def cmd_sample(args) -> None:
+    device = _pick_device(args.device)
+    if args.ckpt:
+        G, cfg = load_generator(args.ckpt, device)
+        source = checkpoint_path(args.ckpt)
+    else:
+        cfg = make_config(args.preset)
+        torch.manual_seed(args.seed)
+        G = Generator(cfg).eval().requires_grad_(False).to(device)
+        source = f"a freshly initialized '{args.preset}' generator (no --ckpt: expect noise, not video)"
+    fps = args.fps or cfg.fps
+    seeds = list(range(args.seed, args.seed + args.num))
+    mseed = args.seed if args.motion_seed is None else args.motion_seed
+    motion_seeds = list(range(mseed, mseed + args.num))
+    print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
+    t0 = time.time()
+    n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
+               args.truncation, args.batch)
+    dt = time.time() - t0
+    print(f"wrote {args.out}: {n} frames in {dt:.1f} s ({n / dt:.1f} frames/s)", file=sys.stderr)
+
+
+def _train_overrides(args) -> dict:
+    """Config fields set on the command line (None = keep the preset's value)."""
+    o = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
+             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror or None)
+    return {k: v for k, v in o.items() if v is not None}
+
+
+def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
+    """Entry point of one training process (rank) -- also the only one when world == 1."""
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not args.no_custom_ops
+    cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    elif world > 1:   # N CPU processes share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    try:
+        if world > 1:
+            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
+                                                 rank=rank, world_size=world)
+        train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed, snap=args.snap,
+              tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
+              metrics=args.metrics, metric_videos=args.metric_videos)
+    except UserError as e:
+        if rank == 0:
+            print(f"stylegan_v.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def cmd_train(args) -> None:
+    cfg = make_config(args.preset, **_train_overrides(args))
+    if args.kimg is None:
+        args.kimg = 200.0 if args.preset == "tiny" else 25000.0
+    if args.snap is None:
+        args.snap = min(200.0, args.kimg / 5)
+    if args.outdir is None:
+        args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
+    if args.resume == "auto" and not os.path.isfile(os.path.join(args.outdir, "checkpoint.pt")):
+        args.resume = None                                     # nothing to resume yet: start fresh
+    for m in args.metrics:
+        if m not in ("fvd16", "fvd128"):
+            raise UserError(f"--metrics {m}: unknown metric (choose fvd16, fvd128)")
+    # Everything that can be checked is checked before any process starts or any work is done.
+    data = VideoFolder(args.data)
+    cfg = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps)
+    ClipDataset(data, cfg)
+    if args.aug not in (None, "ada", "fixed", "none") or cfg.d_cond not in ("hyper", "concat", "none"):
+        raise UserError("--aug must be ada|fixed|none and --d-cond hyper|concat|none")
+    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
+    if world < 1:
+        raise UserError(f"--gpus must be >= 1, got {world}")
+    if cfg.batch % world:
+        raise UserError(f"--batch {cfg.batch} is not divisible by the number of processes ({world})")
+    local = cfg.batch // world
+    if local % min(cfg.mbstd_group, local):
+        raise UserError(f"batch per process ({local}) must be a multiple of the mbstd group ({cfg.mbstd_group})")
+    if not torchrun and world > 1 and args.device != "cpu":
+        n = torch.cuda.device_count()
+        if world > n:
+            raise UserError(f"--gpus {world}: only {n} CUDA device(s) present"
+                            + ("" if n else " (use --device cpu to run CPU processes instead)"))
+    if args.resume:
+        state = load_checkpoint(args.outdir if args.resume == "auto" else args.resume)
+        old = config_from_dict(state["cfg"])
+        if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
+            raise UserError(f"{checkpoint_path(args.resume if args.resume != 'auto' else args.outdir)}: checkpoint is "
+                            f"preset '{old.preset}' at {old.resolution}^2, this run is '{cfg.preset}' at {cfg.resolution}^2")
+        del state
+    if args.dry_run:
+        print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        return
+    if torchrun:
+        _train_worker(int(os.environ["RANK"]), world, args, cfg, "env://")
+    elif world == 1:
+        _train_worker(0, 1, args, cfg, None)
+    else:
+        import socket
+        with socket.socket() as s:                             # a free port on this machine
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            torch.multiprocessing.spawn(_train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"),
+                                        nprocs=world)
+        except torch.multiprocessing.ProcessExitedException as e:
+            sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
+
+
+def _time_it(fn, repeat: int = 3) -> float:
+    """Median wall time of fn() in seconds (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def cmd_bench(args) -> None:
+    device = _pick_device(args.device)
+    print(f"# bench on {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{os.cpu_count()} CPU cores'}), "
+          f"torch {torch.__version__}")
+    for preset in args.presets:
+        cfg = make_config(preset)
+        G = Generator(cfg).eval().requires_grad_(False).to(device)
+        w = G.content_codes([0])
+        at = lambda t0: _time_it(lambda: G.render_frames(w, [0], t0 + torch.arange(16.0)), args.repeat)
+        s0, s1 = at(0.0), at(90_000.0)
+        print(f"{preset:5s} {cfg.resolution}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
+              f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("sample", help="render videos of any length and frame rate")
+    s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
+    s.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture when no --ckpt")
+    s.add_argument("--seconds", type=float, default=4.0, help="length of the video (default 4)")
+    s.add_argument("--fps", type=float, help="frames per second (default: the dataset's, else 25)")
+    s.add_argument("--start", type=float, default=0.0, help="time of the first frame, in seconds")
+    s.add_argument("--seed", type=int, default=0, help="content seed z^c (video i uses seed + i)")
+    s.add_argument("--motion-seed", type=int, help="motion seed z^m (default: = --seed)")
+    s.add_argument("--num", type=int, default=1, help="number of videos, tiled into a grid")
+    s.add_argument("--truncation", type=float, default=1.0, help="truncation psi for w (1 = off)")
+    s.add_argument("--batch", type=int, default=16, help="frames per forward pass")
+    s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    s.set_defaults(fn=cmd_sample)
+
+    t = sub.add_parser("train", help="train on a dataset written by prepare_data.py",
+                       description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
+    t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
+    t.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture and defaults (tiny: CPU)")
+    t.add_argument("--outdir", help="run directory (default runs/<preset>-<data>)")
+    t.add_argument("--kimg", type=float, help="train until D has seen this many thousand real frames "
+                                              "(default 25000; tiny 200)")
+    t.add_argument("--snap", type=float, help="checkpoint + samples every this many kimg (default min(200, kimg/5))")
+    t.add_argument("--tick", type=float, default=1.0, help="log a line to log.jsonl every this many kimg")
+    t.add_argument("--seed", type=int, default=0, help="seed of weights and of every random draw")
+    t.add_argument("--batch", type=int, help="videos per step over all processes (paper 64)")
+    t.add_argument("--frames-per-clip", type=int, help="k frames D sees per video (paper 3)")
+    t.add_argument("--gamma", type=float, help="R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2)")
+    t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
+    t.add_argument("--p", type=float, help="initial (ada) or constant (fixed) augmentation probability")
+    t.add_argument("--d-cond", choices=["hyper", "concat", "none"],
+                   help="time-gap conditioning of D: hyper = paper (ModConv + projection), concat = release "
+                        "(projection only), none = no time information")
+    t.add_argument("--lr", type=float, help="Adam learning rate (paper 0.0025)")
+    t.add_argument("--mirror", action="store_true", help="x-flip whole videos at random")
+    t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA")
+    t.add_argument("--gpus", type=int, default=1, help="processes, one per GPU (with --device cpu: CPU processes)")
+    t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    t.add_argument("--workers", type=int, default=2, help="data-loading worker processes per training process")
+    t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
+    t.add_argument("--metrics", nargs="*", default=[], help="computed at each snapshot: fvd16 fvd128")
+    t.add_argument("--metric-videos", type=int, default=2048, help="videos per metric (paper 2048)")
+    t.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
+    t.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, stop")
+    t.set_defaults(fn=cmd_train)
+
+    b = sub.add_parser("bench", help="speed of rendering (and of training steps)")
+    b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS))
+    b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--device")
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except UserError as e:
+        print(f"stylegan_v.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("stylegan_v.py: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
