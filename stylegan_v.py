@@ -54,7 +54,7 @@ import threading
 import time
 import warnings
 import zipfile
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -1659,7 +1659,7 @@ def _write_json_line(path: str, record: dict) -> None:
 
 def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
           tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
-          metrics=(), metric_videos: int = 64, progress: bool = True) -> Trainer:
+          metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
     """The training loop of one process (rank). Returns the Trainer at the end."""
     from tqdm import tqdm
     data = VideoFolder(data_path)
@@ -1724,7 +1724,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
                 last_snap = trainer.nimg
                 if dist.main:
                     save_checkpoint(ckpt, trainer.state_dict())
-                    save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, cfg)
+                    if previews:
+                        save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, cfg)
                 results = run_metrics(metrics, trainer.G_ema, data_path, metric_videos, dist) if metrics and not stop_now else {}
                 if dist.main and results:
                     _write_json_line(os.path.join(outdir, "log.jsonl"), {"kimg": trainer.nimg / 1000, **results})
@@ -1758,8 +1759,11 @@ def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Di
         import fvd
         for m in metrics:
             frames = int(m[len("fvd"):])
-            results[m] = float(fvd.compute_fvd(real=data_path, fake=G, frames=frames, num_videos=num_videos,
-                                               device=str(dist.device), progress=False))
+            try:
+                results[m] = float(fvd.compute_fvd(real=data_path, fake=G, frames=frames, num_videos=num_videos,
+                                                   device=str(dist.device), progress=False))
+            except fvd.FVDError as e:
+                raise UserError(f"--metrics {m}: {e}")
     return results
 
 
@@ -2062,18 +2066,49 @@ def _time_it(fn, repeat: int = 3) -> float:
     return float(np.median(times))
 
 
+def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
+    """Seconds per real frame shown to D, for training steps of `cfg` on random data.
+
+    R1 steps (1 in 16) are left out: the same for both models, they would only add noise here.
+    """
+    trainer = Trainer(cfg, Dist(device=device))
+    trainer.step_idx = 1                                         # start off the R1 schedule
+    H = cfg.resolution
+    real = torch.randint(0, 256, (cfg.batch, cfg.frames_per_clip, H, H, 3), dtype=torch.uint8)
+    t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), cfg.frames_per_clip, cfg.max_span,
+                                                     cfg.max_time, 10_000) for i in range(cfg.batch)]))
+
+    def one_step():
+        if trainer.step_idx % cfg.r1_interval == 0:
+            trainer.step_idx += 1
+        trainer.step(real, t)
+    return _time_it(one_step, steps) / (cfg.batch * cfg.frames_per_clip)
+
+
 def cmd_bench(args) -> None:
     device = _pick_device(args.device)
-    print(f"# bench on {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{os.cpu_count()} CPU cores'}), "
-          f"torch {torch.__version__}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
+          f"{'on' if USE_CUSTOM_OPS and load_modconv_plugin() is not None and device.type == 'cuda' else 'off'}")
     for preset in args.presets:
         cfg = make_config(preset)
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         w = G.content_codes([0])
         at = lambda t0: _time_it(lambda: G.render_frames(w, [0], t0 + torch.arange(16.0)), args.repeat)
         s0, s1 = at(0.0), at(90_000.0)
-        print(f"{preset:5s} {cfg.resolution}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
+        print(f"render  {preset:5s} {cfg.resolution:4d}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
               f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
+        if args.train:
+            batch = args.train_batch or cfg.batch
+            video = dataclasses.replace(cfg, batch=batch)
+            # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes,
+            # no time conditioning in D.
+            image = dataclasses.replace(cfg, batch=batch, frames_per_clip=1, motion_dim=0, d_cond="none")
+            sv = bench_training(video, device, args.repeat)
+            si = bench_training(image, device, args.repeat)
+            print(f"train   {preset:5s} {cfg.resolution:4d}^2  batch {batch}: video model {sv * 1e3:8.1f} s/kimg "
+                  f"(k={cfg.frames_per_clip}), image StyleGAN2 {si * 1e3:8.1f} s/kimg   ->  "
+                  f"cost per frame {100 * (sv / si - 1):+.1f} %")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -2129,7 +2164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="speed of rendering (and of training steps)")
     b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS))
-    b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--repeat", type=int, default=3, help="timed repetitions (median)")
+    b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
+    b.add_argument("--train-batch", type=int, help="videos per training step (default: the preset's)")
     b.add_argument("--device")
     b.set_defaults(fn=cmd_bench)
     return p

