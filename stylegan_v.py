@@ -45,21 +45,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
+import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import sys
+import tempfile
 import threading
 import time
+import traceback
 import warnings
 import zipfile
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+try:
+    import fcntl                                    # POSIX file locks, for concurrent kernel builds
+except ImportError:                                 # Windows: builds are not guarded against races
+    fcntl = None
 
 # ------------------------------------------------------------------------------------------------
 # §1 Config and presets (Appx B; numbers from ../shared/REFERENCE.md)
@@ -158,13 +169,15 @@ ACT_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0)}  # keeps the activations' va
 
 
 def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear",
-                 gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
-    """y = clamp(act(x + b) * ACT_GAIN[act] * gain, -clamp, clamp); b is per channel (dim 1)."""
+                 gain: Optional[float] = None, clamp: Optional[float] = None) -> torch.Tensor:
+    """y = clamp(act(x + b) * gain, -clamp, clamp); b is per channel (dim 1); gain defaults to ACT_GAIN[act]."""
     if b is not None:
         x = x + b.to(x.dtype).reshape([1, -1] + [1] * (x.ndim - 2))
     if act == "lrelu":
         x = F.leaky_relu(x, 0.2)
-    x = x * (ACT_GAIN[act] * gain)
+    elif act != "linear":
+        raise ValueError(f"act must be 'linear' or 'lrelu', got {act!r}")
+    x = x * (ACT_GAIN[act] if gain is None else gain)
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return x
@@ -231,84 +244,951 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return fir2d(x, f, (1, 1, 1, 1))[:, :, ::2, ::2]            # [N, C, H/2, W/2]
 
 
-class Conv2d(nn.Module):
-    """Plain conv with equalized lr, optional FIR down-sampling, bias + activation (D's layers)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, act: str = "lrelu", down: bool = False,
-                 bias: bool = True, conv_clamp: Optional[float] = None):
-        super().__init__()
-        self.act, self.down, self.conv_clamp, self.kernel = act, down, conv_clamp, kernel
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
-        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
-        self.register_buffer("fir", fir_filter(), persistent=False)
-
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        if self.down and self.kernel > 1:   # blur, then a strided conv (no padding): H -> H/2
-            x = fir2d(x, self.fir, (2, 2, 2, 2))
-            x = F.conv2d(x, w, stride=2)
-        elif self.down:                     # 1x1: FIR down-sample, then the conv
-            x = F.conv2d(downsample2x(x, self.fir), w)
-        else:
-            x = F.conv2d(x, w, padding=self.kernel // 2)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act_ref(x, self.bias, self.act, gain=gain, clamp=clamp)
-
-
 # ------------------------------------------------------------------------------------------------
-# §3 ModConv2d: the modulated convolution with weight demodulation (StyleGAN2 Eq 1-3)
+# §3 ModConv2d: modulation, demodulation, and the fused CUDA kernel around the conv (StyleGAN2 Eq 1-3)
 # ------------------------------------------------------------------------------------------------
-# StyleGAN2 scales the input channels of the weight by a per-sample style s (modulation), then
-# rescales each output channel so its expected std is 1 again (demodulation):
-#       w'_{oik} = s_i * w_{oik},        d_o = 1 / sqrt(sum_{i,k} w'_{oik}^2 + eps),   w'' = d_o w'.
-# Done literally, that builds an [N, O, I, k, k] weight per sample and a grouped conv. Because s
-# only scales input channels and d only scales output channels, the same result is
-#       y = d[n, o] * conv(x * s[n, i], w),      d[n, o] = rsqrt(sum_i s[n, i]^2 sum_k w[o, i, k]^2 + eps)
-# which keeps ONE shared weight, so the convolution is a plain batched cuDNN call. What remains is
-# memory-bound elementwise work around it: the demodulation coefficients d, and the epilogue
-# (times d, plus bias, activation, gain, clamp). Those two steps are what the CUDA kernel below
-# fuses; `demod_coefficients` and `modconv_epilogue` dispatch between it and the reference.
+# A modulated convolution (ModConv2d) is three things around one convolution:
+#
+#     x' = x · s[n, i]                              modulate the input channels by the style      (Eq 1)
+#     y  = conv2d(x', w)                            the convolution itself: left to cuDNN
+#     d  = 1 / sqrt(Σ_{i,k} (s[n,i] · w[o,i,k])² + ε)  demodulation coefficients                 (Eq 3)
+#     out = clamp(act(y · d[n,o] + noise + b[o]) · gain, ±clamp)    the "epilogue"
+#
+# Demodulating the *output* instead of scaling the weights is the same math (y is linear in w), and
+# it lets every sample share one weight tensor, so cuDNN runs one ordinary conv for the whole batch.
+# Two pieces around the conv are memory-bound and worth a custom kernel:
+#
+#   (a) d, written as d[n,o] = rsqrt(Σ_i s[n,i]² · wsq[o,i] + ε) with wsq[o,i] = Σ_k w[o,i,k]².
+#       A naive version materializes the per-sample weights w[None] · s[:, None, :, None, None], an
+#       [N, O, I, kh, kw] tensor (N=32, O=I=512, 3×3: 75 M floats = 302 MB) just to reduce it again.
+#       Our kernel touches the [O, I, kh, kw] weight once and the [N, I] styles once.
+#
+#   (b) The epilogue. In PyTorch it is a chain of elementwise kernels (y·d, +noise, +b, lrelu, ·gain,
+#       clamp); each reads the whole activation tensor and writes a new one. With E elements of
+#       B bytes that is 6 reads + 6 writes = 12·E·B bytes of memory traffic, against 1 read of y and
+#       1 write of out (2·E·B) for a fused kernel: 6× less, at the 256² layer of the ffs config
+#       (N=16, O=64, 256², fp16: E·B = 134 MB) ≈ 1.6 GB versus 0.27 GB per forward. The backward is
+#       fused the same way (one pass for the gradients of y, d and b, one more for the noise), and the
+#       autograd graph keeps 2 activation-sized tensors (y and out; out is usually kept anyway by the
+#       next layer's modulation) instead of the 3 (y, z, act(z)·gain) the elementwise chain saves.
+#
+# Everything below comes in two implementations behind one `impl=` switch: a short pure-PyTorch
+# reference (THE definition of the math, runs everywhere, used on CPU and as fallback) and the CUDA
+# path. The CUDA code is compiled on first use, never at import, so this file imports without nvcc.
+#
+# Reading order:  reference functions → CUDA source → lazy build → autograd Functions → dispatchers
+#                 → parity check and micro-benchmark (for the `doctor` command).
 
-USE_CUSTOM_OPS = True   # set False by --no-custom-ops
+# Global switch for every custom op; `--no-custom-ops` sets it to False so the PyTorch reference runs
+# everywhere (useful to rule the kernels out when debugging).
+USE_CUSTOM_OPS = True
+
+LRELU_SLOPE = 0.2                                   # StyleGAN's leaky ReLU slope for z < 0
 
 
-def demod_coefficients_ref(weight: torch.Tensor, s: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """d[n, o] = rsqrt(sum_i s[n,i]^2 * sum_k w[o,i,k]^2 + eps)   ([O,I,kh,kw], [N,I] -> [N,O])."""
-    w_sq = weight.square().sum(dim=[2, 3])                      # [O, I]: sum over the kernel taps
-    return (s.square() @ w_sq.t() + eps).rsqrt()                # [N, O]
+# ---------------------------------------------------------------------------------------------------
+# The reference: plain PyTorch, the definition the CUDA kernels must reproduce
+# ---------------------------------------------------------------------------------------------------
+
+def demod_coefficients_ref(weight, s, eps=1e-8):
+    """Demodulation coefficients of StyleGAN2's Eq 3, without building per-sample weights.
+
+    weight: [O, I, kh, kw] (equalized-lr gain already applied), s: [N, I] styles -> d: [N, O].
+    Σ_{i,k} (s_i w_oik)² = Σ_i s_i² (Σ_k w_oik²), so one [N, I] @ [I, O] matmul replaces the
+    [N, O, I, kh, kw] tensor of the naive formula.
+    """
+    wsq = weight.square().sum(dim=[2, 3])           # [O, I]         Σ_k w[o,i,k]² over the kh·kw taps
+    return (s.square() @ wsq.t() + eps).rsqrt()     # [N, I]@[I, O] -> [N, O]   d = 1/sqrt(Σ_i s² wsq + ε)
 
 
-def modconv_epilogue_ref(y: torch.Tensor, d: Optional[torch.Tensor], bias: Optional[torch.Tensor],
-                         act: str, gain: float, clamp: Optional[float]) -> torch.Tensor:
-    """out = clamp(act(y * d[n, o] + b[o]) * ACT_GAIN[act] * gain, -clamp, clamp)."""
+def fused_epilogue_ref(y, d=None, noise=None, bias=None, act='linear', gain=None, clamp=None):
+    """out = clamp(act(y·d[n,o] + noise + b[o]) · gain, ±clamp): the ops after ModConv2d's conv.
+
+    y: [N, O, H, W] conv output; d: [N, O] or None; noise: broadcastable to [N, 1, H, W] (one value
+    per pixel, shared by all channels) or None; bias: [O] or None; act: 'linear' | 'lrelu'; gain:
+    None means the activation's default (√2 for lrelu); clamp: None or a bound > 0 (StyleGAN2's
+    conv_clamp, which keeps fp16 activations finite). Everything is computed in y's dtype, like
+    StyleGAN2, so fp16 layers stay fp16.
+    """
+    x = y
     if d is not None:
-        y = y * d.to(y.dtype)[:, :, None, None]                 # demodulate: [N, O, H, W]
-    return bias_act_ref(y, bias, act, gain=gain, clamp=clamp)
+        x = x * d.to(y.dtype)[:, :, None, None]     # [N, O, H, W]   demodulate (Eq 3): y · d[n, o]
+    if noise is not None:
+        x = x + noise.to(y.dtype)                   # [N, 1, H, W] broadcast over the O channels
+    return bias_act_ref(x, bias, act, gain, clamp)  # + b[o], act, · gain, clamp
 
 
-def _custom_ops_for(x: torch.Tensor):
-    """The compiled plugin if it should serve this tensor, else None (-> reference path)."""
-    if not (USE_CUSTOM_OPS and x.is_cuda):
+# ---------------------------------------------------------------------------------------------------
+# The CUDA source: C++ bindings + CUDA kernels, compiled together by torch's load_inline
+# ---------------------------------------------------------------------------------------------------
+# Vocabulary for the comments inside: a *thread* runs one copy of a kernel; 32 threads form a *warp*
+# that executes in lockstep; a *block* (here 32–256 threads) shares fast on-chip memory; the *grid* is
+# all blocks of one launch. Every kernel uses grid-stride loops ("for (i = my_id; i < n; i += all
+# threads)"), so any grid size covers any problem size, and int64 indices, so tensors past 2^31
+# elements are safe. Values are read in their storage dtype (fp16, bf16, fp32, fp64) and all math is
+# done in `acc_t` (fp32, or fp64 for fp64 tensors): one rounding per output, none in between.
+
+_MODCONV_CPP_SOURCE = r"""
+// ===== main.cpp: declarations of the host functions (defined in the CUDA file) + Python bindings
+#include <torch/extension.h>
+#include <optional>
+#include <vector>
+
+std::vector<at::Tensor> demod_forward(const at::Tensor& weight, const at::Tensor& s, double eps);
+std::vector<at::Tensor> demod_backward(const at::Tensor& grad_d, const at::Tensor& d, const at::Tensor& wsq,
+                                       const at::Tensor& weight, const at::Tensor& s,
+                                       bool need_weight, bool need_s);
+at::Tensor epilogue_forward(const at::Tensor& y, const std::optional<at::Tensor>& d,
+                            const std::optional<at::Tensor>& noise, const std::optional<at::Tensor>& bias,
+                            int64_t act, double gain, double clamp);
+std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const std::optional<at::Tensor>& out,
+                                          const std::optional<at::Tensor>& y, const std::optional<at::Tensor>& d,
+                                          bool need_y, bool need_d, bool need_noise, bool need_bias,
+                                          int64_t act, double gain, double clamp);
+
+// wrap_pybind_function turns a failed TORCH_CHECK into a Python RuntimeError with a readable message.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("demod_forward", torch::wrap_pybind_function(demod_forward),
+        "weight [O,I,kh,kw], s [N,I] -> [d [N,O], wsq [O,I]]", py::arg("weight"), py::arg("s"), py::arg("eps"));
+  m.def("demod_backward", torch::wrap_pybind_function(demod_backward),
+        "-> [grad_weight, grad_s] (None where not needed)", py::arg("grad_d"), py::arg("d"), py::arg("wsq"),
+        py::arg("weight"), py::arg("s"), py::arg("need_weight"), py::arg("need_s"));
+  m.def("epilogue_forward", torch::wrap_pybind_function(epilogue_forward),
+        "out = clamp(act(y*d + noise + b) * gain)", py::arg("y"), py::arg("d"), py::arg("noise"),
+        py::arg("bias"), py::arg("act"), py::arg("gain"), py::arg("clamp"));
+  m.def("epilogue_backward", torch::wrap_pybind_function(epilogue_backward),
+        "-> [grad_y, grad_d, grad_noise, grad_bias] (None where not needed)", py::arg("grad_out"),
+        py::arg("out"), py::arg("y"), py::arg("d"), py::arg("need_y"), py::arg("need_d"),
+        py::arg("need_noise"), py::arg("need_bias"), py::arg("act"), py::arg("gain"), py::arg("clamp"));
+}
+"""
+
+_MODCONV_CUDA_SOURCE = r"""
+// ===== cuda.cu: the kernels and the host functions that check inputs and launch them
+#include <ATen/ATen.h>
+#include <ATen/AccumulateType.h>       // at::acc_type<scalar_t, true>: float for half/bf16/float, double for double
+#include <ATen/Dispatch.h>             // AT_DISPATCH_*: instantiate a lambda once per dtype
+#include <c10/cuda/CUDAException.h>    // C10_CUDA_CHECK, C10_CUDA_KERNEL_LAUNCH_CHECK
+#include <c10/cuda/CUDAGuard.h>        // make the tensors' GPU the current device
+#include <c10/cuda/CUDAStream.h>       // PyTorch's current stream on that device
+#include <cuda_runtime.h>
+// (Not <ATen/cuda/CUDAContext.h>: it pulls in cuBLAS/cuSPARSE headers, which minimal CUDA installs lack.)
+#include <algorithm>
+#include <optional>
+#include <vector>
+
+namespace {
+
+constexpr int kActLinear = 0;          // must match _ACT_ID in the Python code
+constexpr int kActLReLU = 1;
+constexpr double kLReLUSlope = 0.2;    // must match LRELU_SLOPE
+
+// ---------------------------------------------------------------------------------------------
+// Reductions. warp_sum: 5 butterfly exchanges (__shfl_xor_sync reads a register of another lane)
+// leave the sum of the warp's 32 values in *every* lane; no shared memory, no synchronization.
+// block_sum: each warp reduces its values, lane 0 parks the partial in shared memory, then every
+// warp reduces the ≤ 32 partials, so every thread of the block returns the block's total.
+// Both must be reached by all threads of the warp / block (callers keep their loops uniform).
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* smem /* >= 32 elements */) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int num_warps = blockDim.x >> 5;            // blockDim.x is a multiple of 32, at most 1024
+  v = warp_sum(v);
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();                                  // all partials written
+  v = lane < num_warps ? smem[lane] : T(0);
+  __syncthreads();                                  // all partials read: smem may be reused at once
+  return warp_sum(v);
+}
+
+__device__ __forceinline__ float rsqrt_acc(float x) { return rsqrtf(x); }
+__device__ __forceinline__ double rsqrt_acc(double x) { return rsqrt(x); }
+
+// ---------------------------------------------------------------------------------------------
+// (a) Demodulation coefficients, forward.
+// weight_sq_sum_kernel: one thread per (o, i) row of the weight: wsq[o,i] = Σ_k w[o,i,k]², k over the
+//   kh·kw taps (9 for 3×3). Rows are contiguous, so a thread reads K consecutive values.
+// demod_forward_kernel: one warp per (n, o): its 32 lanes stride over i, reading s[n, i] (consecutive
+//   lanes read consecutive addresses: coalesced) and wsq[o, i] (also consecutive), then warp_sum and
+//   d[n, o] = rsqrt(Σ_i s[n,i]² wsq[o,i] + eps).  Memory: O·I·K + N·I + O·I·(N reads, cached in L2).
+// ---------------------------------------------------------------------------------------------
+template <typename scalar_t, typename acc_t>
+__global__ void weight_sq_sum_kernel(const scalar_t* __restrict__ w, acc_t* __restrict__ wsq,
+                                     int64_t rows /* O*I */, int64_t K) {
+  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
+    acc_t acc = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const acc_t v = static_cast<acc_t>(w[r * K + k]);
+      acc += v * v;
+    }
+    wsq[r] = acc;
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void demod_forward_kernel(const scalar_t* __restrict__ s, const acc_t* __restrict__ wsq,
+                                     scalar_t* __restrict__ d, int64_t N, int64_t O, int64_t I, acc_t eps) {
+  const int lane = threadIdx.x & 31;
+  const int64_t first_warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t num_warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  // j = n*O + o is the same for the 32 lanes of a warp, so the loop is warp-uniform (needed by warp_sum).
+  for (int64_t j = first_warp; j < N * O; j += num_warps) {
+    const int64_t n = j / O, o = j - n * O;
+    acc_t acc = 0;
+    for (int64_t i = lane; i < I; i += 32) {
+      const acc_t sv = static_cast<acc_t>(s[n * I + i]);
+      acc += sv * sv * wsq[o * I + i];
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) d[j] = static_cast<scalar_t>(rsqrt_acc(acc + eps));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) Demodulation coefficients, backward. With q = Σ_i s_i² wsq_oi + ε and d = q^(-1/2):
+//   ∂d/∂q = -½ q^(-3/2) = -½ d³, so the gradient reaching q is gq[n,o] = -½ · grad_d[n,o] · d[n,o]³;
+//   grad_s[n,i]   = 2 s[n,i]   · Σ_o gq[n,o] wsq[o,i]          (q depends on s through s²)
+//   grad_w[o,i,k] = 2 w[o,i,k] · Σ_n gq[n,o] s[n,i]²           (and on w through wsq = Σ_k w²)
+// gq is recomputed on the fly (3 multiplies) rather than stored. One warp per output row (n,i) or
+// (o,i); lanes stride over the summed index and warp_sum adds them up.
+// ---------------------------------------------------------------------------------------------
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t grad_q(const scalar_t* grad_d, const scalar_t* d, int64_t idx) {
+  const acc_t dv = static_cast<acc_t>(d[idx]);
+  return acc_t(-0.5) * static_cast<acc_t>(grad_d[idx]) * dv * dv * dv;
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void demod_grad_s_kernel(const scalar_t* __restrict__ grad_d, const scalar_t* __restrict__ d,
+                                    const acc_t* __restrict__ wsq, const scalar_t* __restrict__ s,
+                                    scalar_t* __restrict__ grad_s, int64_t N, int64_t O, int64_t I) {
+  const int lane = threadIdx.x & 31;
+  const int64_t first_warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t num_warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t j = first_warp; j < N * I; j += num_warps) {        // j = n*I + i, warp-uniform
+    const int64_t n = j / I, i = j - n * I;
+    acc_t acc = 0;
+    for (int64_t o = lane; o < O; o += 32) acc += grad_q<scalar_t, acc_t>(grad_d, d, n * O + o) * wsq[o * I + i];
+    acc = warp_sum(acc);
+    if (lane == 0) grad_s[j] = static_cast<scalar_t>(acc_t(2) * static_cast<acc_t>(s[j]) * acc);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void demod_grad_weight_kernel(const scalar_t* __restrict__ grad_d, const scalar_t* __restrict__ d,
+                                         const scalar_t* __restrict__ s, const scalar_t* __restrict__ w,
+                                         scalar_t* __restrict__ grad_w, int64_t N, int64_t O, int64_t I, int64_t K) {
+  const int lane = threadIdx.x & 31;
+  const int64_t first_warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t num_warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t r = first_warp; r < O * I; r += num_warps) {        // r = o*I + i, warp-uniform
+    const int64_t o = r / I, i = r - o * I;
+    acc_t acc = 0;
+    for (int64_t n = lane; n < N; n += 32) {
+      const acc_t sv = static_cast<acc_t>(s[n * I + i]);
+      acc += grad_q<scalar_t, acc_t>(grad_d, d, n * O + o) * sv * sv;
+    }
+    acc = warp_sum(acc);                                            // every lane holds Σ_n ...
+    for (int64_t k = lane; k < K; k += 32)                          // lanes share the K taps of the row
+      grad_w[r * K + k] = static_cast<scalar_t>(acc_t(2) * static_cast<acc_t>(w[r * K + k]) * acc);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) The epilogue. The activation, its gain and the clamp in one place, shared by all kernels.
+// act_gain_clamp: out = clamp(act(z) · gain, ±clamp); clamp < 0 means "no clamp". Comparisons are
+//   written so that a NaN stays NaN, like torch.clamp.
+// slope: ∂out/∂z recovered from the saved *output*, StyleGAN's trick: gain > 0 and clamp > 0 keep
+//   the sign, so out > 0 ⇔ z > 0 tells which side of the lrelu we were on, and |out| < clamp tells
+//   that the clamp was inactive. (At |pre-clamp value| == clamp exactly, torch.clamp passes the
+//   gradient and we do not: a measure-zero difference.) out == nullptr means linear and unclamped,
+//   where the slope is the constant gain and nothing had to be saved.
+// ---------------------------------------------------------------------------------------------
+template <typename acc_t>
+__device__ __forceinline__ acc_t act_gain_clamp(acc_t z, int act, acc_t gain, acc_t clamp) {
+  if (act == kActLReLU) z = z > acc_t(0) ? z : z * acc_t(kLReLUSlope);
+  z = z * gain;
+  if (clamp >= acc_t(0)) z = z > clamp ? clamp : (z < -clamp ? -clamp : z);
+  return z;
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t slope(const scalar_t* out, int64_t idx, int act, acc_t gain, acc_t clamp) {
+  if (out == nullptr) return gain;
+  const acc_t o = static_cast<acc_t>(out[idx]);
+  acc_t m = gain;
+  if (act == kActLReLU && !(o > acc_t(0))) m *= acc_t(kLReLUSlope);
+  if (clamp >= acc_t(0) && !(o < clamp && o > -clamp)) m = acc_t(0);
+  return m;
+}
+
+// Forward: a 2-D grid. blockIdx.y strides over the N·O planes (p = n*O + o), so d[p], b[o] and the
+// address of the noise row are loaded once per plane; blockIdx.x and the threads stride over the
+// H·W pixels of the plane. Each y element is read once and each out element written once.
+template <typename scalar_t, typename acc_t>
+__global__ void epilogue_forward_kernel(const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
+                                        const scalar_t* __restrict__ noise, const acc_t* __restrict__ bias,
+                                        scalar_t* __restrict__ out, int64_t planes, int64_t O, int64_t HW,
+                                        int act, acc_t gain, acc_t clamp) {
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const int64_t n = p / O, o = p - n * O;
+    const acc_t dp = d != nullptr ? d[p] : acc_t(1);
+    const acc_t bp = bias != nullptr ? bias[o] : acc_t(0);
+    const scalar_t* noise_n = noise != nullptr ? noise + n * HW : nullptr;   // [N, 1, H, W]: one row per n
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < HW; i += int64_t(gridDim.x) * blockDim.x) {
+      acc_t z = static_cast<acc_t>(y[p * HW + i]) * dp;           // same order of operations as the reference
+      if (noise_n != nullptr) z += static_cast<acc_t>(noise_n[i]);
+      z += bp;
+      out[p * HW + i] = static_cast<scalar_t>(act_gain_clamp(z, act, gain, clamp));
+    }
+  }
+}
+
+// Backward, pass 1: one block per plane p = (n, o) (grid-stride over planes; the loop is uniform
+// across the block, as block_sum requires). With gz = grad_out · slope = ∂L/∂z for each pixel:
+//   grad_y = gz · d[p]                  written per pixel
+//   grad_d[p]    = Σ_hw gz · y          block_sum over the plane
+//   bias_part[p] = Σ_hw gz              block_sum; summed over n by the next kernel
+// Reads grad_out, out and y once each, writes grad_y once.
+template <typename scalar_t, typename acc_t>
+__global__ void epilogue_backward_planes_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
+                                                const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
+                                                scalar_t* __restrict__ grad_y, acc_t* __restrict__ grad_d,
+                                                acc_t* __restrict__ bias_part, int64_t planes, int64_t HW,
+                                                int act, acc_t gain, acc_t clamp) {
+  __shared__ acc_t smem[32];
+  for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
+    const acc_t dp = d != nullptr ? d[p] : acc_t(1);
+    acc_t sum_gz_y = 0, sum_gz = 0;
+    for (int64_t i = threadIdx.x; i < HW; i += blockDim.x) {
+      const int64_t idx = p * HW + i;
+      const acc_t gz = static_cast<acc_t>(g[idx]) * slope(out, idx, act, gain, clamp);
+      if (grad_y != nullptr) grad_y[idx] = static_cast<scalar_t>(gz * dp);
+      if (grad_d != nullptr) sum_gz_y += gz * static_cast<acc_t>(y[idx]);
+      sum_gz += gz;
+    }
+    if (grad_d != nullptr) {                        // kernel arguments: the same branch for the whole block
+      const acc_t total = block_sum(sum_gz_y, smem);
+      if (threadIdx.x == 0) grad_d[p] = total;
+    }
+    if (bias_part != nullptr) {
+      const acc_t total = block_sum(sum_gz, smem);
+      if (threadIdx.x == 0) bias_part[p] = total;
+    }
+  }
+}
+
+// Backward, pass 2 (only when the noise needs a gradient): the noise is shared by the O channels,
+// so grad_noise[n, 0, hw] = Σ_o gz[n, o, hw]: one thread per pixel (n, hw) walks down the O planes.
+// Neighbouring threads read neighbouring pixels of the same plane, so the reads are coalesced.
+template <typename scalar_t, typename acc_t>
+__global__ void epilogue_grad_noise_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
+                                           scalar_t* __restrict__ grad_noise, int64_t N, int64_t O, int64_t HW,
+                                           int act, acc_t gain, acc_t clamp) {
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < N * HW; j += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = j / HW, i = j - n * HW;
+    acc_t acc = 0;
+    for (int64_t o = 0; o < O; ++o) {
+      const int64_t idx = (n * O + o) * HW + i;
+      acc += static_cast<acc_t>(g[idx]) * slope(out, idx, act, gain, clamp);
+    }
+    grad_noise[j] = static_cast<scalar_t>(acc);
+  }
+}
+
+// grad_bias[o] = Σ_n bias_part[n, o]: one thread per channel (a deterministic order, no atomics).
+template <typename acc_t>
+__global__ void sum_over_batch_kernel(const acc_t* __restrict__ part, acc_t* __restrict__ total, int64_t N, int64_t O) {
+  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < O; o += int64_t(gridDim.x) * blockDim.x) {
+    acc_t acc = 0;
+    for (int64_t n = 0; n < N; ++n) acc += part[n * O + o];
+    total[o] = acc;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host-side helpers: launch geometry and input checks.
+// ---------------------------------------------------------------------------------------------
+constexpr int kThreads = 256;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// 32 blocks per SM is enough to keep every SM busy; grid-stride loops do the rest of the work.
+int64_t max_blocks() {
+  int device = 0, sm_count = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  return int64_t(sm_count) * 32;
+}
+
+// Blocks for `items` work items at `per_block` items per block (at least 1, at most max_blocks()).
+unsigned int grid_for(int64_t items, int64_t per_block) {
+  return static_cast<unsigned int>(std::max<int64_t>(1, std::min(ceil_div(items, per_block), max_blocks())));
+}
+
+// Threads for a block that walks one plane of HW pixels: HW rounded up to a whole warp, 32..256,
+// so a 4×4 plane gets one warp instead of 256 mostly idle threads.
+int threads_for_plane(int64_t HW) {
+  return static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(32, ceil_div(HW, 32) * 32)));
+}
+
+void check_cuda(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor, got one on ", t.device());
+}
+
+// An optional input: undefined if absent, else checked (device, dtype, shape) and made contiguous.
+at::Tensor optional_input(const std::optional<at::Tensor>& t, const char* name, at::IntArrayRef shape,
+                          at::ScalarType dtype, const at::Tensor& like) {
+  if (!t.has_value() || !t->defined()) return at::Tensor();
+  TORCH_CHECK(t->device() == like.device(), name, " must be on ", like.device(), ", got ", t->device());
+  TORCH_CHECK(t->scalar_type() == dtype, name, " must have dtype ", dtype, ", got ", t->scalar_type());
+  TORCH_CHECK(t->sizes() == shape, name, " must have shape ", shape, ", got ", t->sizes());
+  return t->contiguous();
+}
+
+void check_act(int64_t act, double gain) {
+  TORCH_CHECK(act == kActLinear || act == kActLReLU, "act must be 0 (linear) or 1 (lrelu), got ", act);
+  TORCH_CHECK(gain > 0, "gain must be > 0 (the backward reads the sign of z from the output), got ", gain);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Host functions, called from Python. Each one: checks, picks the device and its current stream
+// (so the kernels are ordered with PyTorch's own work), allocates outputs, dispatches on dtype.
+// ---------------------------------------------------------------------------------------------
+std::vector<at::Tensor> demod_forward(const at::Tensor& weight_, const at::Tensor& s_, double eps) {
+  check_cuda(weight_, "weight");
+  check_cuda(s_, "s");
+  TORCH_CHECK(weight_.dim() == 4, "weight must be [O, I, kh, kw], got ", weight_.sizes());
+  TORCH_CHECK(s_.dim() == 2 && s_.size(1) == weight_.size(1), "s must be [N, I] with I = ", weight_.size(1),
+              ", got ", s_.sizes());
+  TORCH_CHECK(s_.device() == weight_.device(), "weight and s must be on the same device");
+  TORCH_CHECK(s_.scalar_type() == weight_.scalar_type(), "weight and s must have the same dtype");
+  const c10::cuda::CUDAGuard guard(weight_.device());
+  const at::Tensor w = weight_.contiguous(), s = s_.contiguous();
+  const int64_t O = w.size(0), I = w.size(1), K = w.size(2) * w.size(3), N = s.size(0);
+  const auto acc_dtype = at::toAccumulateType(w.scalar_type(), /*is_cuda=*/true);
+  at::Tensor wsq = at::empty({O, I}, w.options().dtype(acc_dtype));   // kept for the backward
+  at::Tensor d = at::empty({N, O}, s.options());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "demod_forward", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    if (O * I > 0) {
+      weight_sq_sum_kernel<scalar_t, acc_t><<<grid_for(O * I, kThreads), kThreads, 0, stream>>>(
+          w.data_ptr<scalar_t>(), wsq.data_ptr<acc_t>(), O * I, K);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (N * O > 0) {                                                     // 8 warps per block, one (n, o) each
+      demod_forward_kernel<scalar_t, acc_t><<<grid_for(N * O, kThreads / 32), kThreads, 0, stream>>>(
+          s.data_ptr<scalar_t>(), wsq.data_ptr<acc_t>(), d.data_ptr<scalar_t>(), N, O, I, static_cast<acc_t>(eps));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return {d, wsq};
+}
+
+std::vector<at::Tensor> demod_backward(const at::Tensor& grad_d_, const at::Tensor& d_, const at::Tensor& wsq_,
+                                       const at::Tensor& weight_, const at::Tensor& s_,
+                                       bool need_weight, bool need_s) {
+  for (const auto* t : {&grad_d_, &d_, &wsq_, &weight_, &s_}) check_cuda(*t, "every input of demod_backward");
+  const c10::cuda::CUDAGuard guard(weight_.device());
+  const at::Tensor w = weight_.contiguous(), s = s_.contiguous();
+  const at::Tensor grad_d = grad_d_.contiguous(), d = d_.contiguous(), wsq = wsq_.contiguous();
+  const int64_t O = w.size(0), I = w.size(1), K = w.size(2) * w.size(3), N = s.size(0);
+  const auto acc_dtype = at::toAccumulateType(w.scalar_type(), /*is_cuda=*/true);
+  TORCH_CHECK(s.scalar_type() == w.scalar_type() && d.scalar_type() == w.scalar_type() &&
+              grad_d.scalar_type() == w.scalar_type() && wsq.scalar_type() == acc_dtype, "dtype mismatch");
+  TORCH_CHECK(grad_d.sizes() == d.sizes() && d.sizes() == at::IntArrayRef({N, O}) &&
+              wsq.sizes() == at::IntArrayRef({O, I}), "shape mismatch");
+  at::Tensor grad_w = need_weight ? at::empty_like(w) : at::Tensor();
+  at::Tensor grad_s = need_s ? at::empty_like(s) : at::Tensor();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "demod_backward", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    if (need_s && N * I > 0) {
+      demod_grad_s_kernel<scalar_t, acc_t><<<grid_for(N * I, kThreads / 32), kThreads, 0, stream>>>(
+          grad_d.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(), wsq.data_ptr<acc_t>(), s.data_ptr<scalar_t>(),
+          grad_s.data_ptr<scalar_t>(), N, O, I);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (need_weight && O * I > 0) {                 // N == 0 is fine: the sums are empty, grad_w = 0
+      demod_grad_weight_kernel<scalar_t, acc_t><<<grid_for(O * I, kThreads / 32), kThreads, 0, stream>>>(
+          grad_d.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+          grad_w.data_ptr<scalar_t>(), N, O, I, K);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return {grad_w, grad_s};
+}
+
+at::Tensor epilogue_forward(const at::Tensor& y_, const std::optional<at::Tensor>& d_,
+                            const std::optional<at::Tensor>& noise_, const std::optional<at::Tensor>& bias_,
+                            int64_t act, double gain, double clamp) {
+  check_cuda(y_, "y");
+  TORCH_CHECK(y_.dim() == 4, "y must be [N, O, H, W], got ", y_.sizes());
+  check_act(act, gain);
+  const c10::cuda::CUDAGuard guard(y_.device());
+  const at::Tensor y = y_.contiguous();
+  const int64_t N = y.size(0), O = y.size(1), H = y.size(2), W = y.size(3), HW = H * W, planes = N * O;
+  const auto acc_dtype = at::toAccumulateType(y.scalar_type(), /*is_cuda=*/true);
+  const at::Tensor d = optional_input(d_, "d", {N, O}, acc_dtype, y);
+  const at::Tensor noise = optional_input(noise_, "noise", {N, 1, H, W}, y.scalar_type(), y);
+  const at::Tensor bias = optional_input(bias_, "bias", {O}, acc_dtype, y);
+  at::Tensor out = at::empty_like(y);
+  if (planes == 0 || HW == 0) return out;
+  const int threads = threads_for_plane(HW);
+  const int64_t grid_y = std::min<int64_t>(planes, 65535);                 // gridDim.y is limited to 65535
+  const int64_t grid_x = std::max<int64_t>(1, std::min(ceil_div(HW, threads), max_blocks() / grid_y));
+  const dim3 grid(static_cast<unsigned int>(grid_x), static_cast<unsigned int>(grid_y));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "epilogue_forward", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    epilogue_forward_kernel<scalar_t, acc_t><<<grid, threads, 0, stream>>>(
+        y.data_ptr<scalar_t>(), d.defined() ? d.data_ptr<acc_t>() : nullptr,
+        noise.defined() ? noise.data_ptr<scalar_t>() : nullptr, bias.defined() ? bias.data_ptr<acc_t>() : nullptr,
+        out.data_ptr<scalar_t>(), planes, O, HW, static_cast<int>(act), static_cast<acc_t>(gain),
+        static_cast<acc_t>(clamp));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std::optional<at::Tensor>& out_,
+                                          const std::optional<at::Tensor>& y_, const std::optional<at::Tensor>& d_,
+                                          bool need_y, bool need_d, bool need_noise, bool need_bias,
+                                          int64_t act, double gain, double clamp) {
+  check_cuda(grad_out_, "grad_out");
+  TORCH_CHECK(grad_out_.dim() == 4, "grad_out must be [N, O, H, W], got ", grad_out_.sizes());
+  check_act(act, gain);
+  const c10::cuda::CUDAGuard guard(grad_out_.device());
+  const at::Tensor g = grad_out_.contiguous();           // e.g. the stride-0 gradient of out.sum()
+  const int64_t N = g.size(0), O = g.size(1), H = g.size(2), W = g.size(3), HW = H * W, planes = N * O;
+  const auto dtype = g.scalar_type();
+  const auto acc_dtype = at::toAccumulateType(dtype, /*is_cuda=*/true);
+  const at::Tensor out = optional_input(out_, "out", g.sizes(), dtype, g);
+  const at::Tensor y = optional_input(y_, "y", g.sizes(), dtype, g);
+  const at::Tensor d = optional_input(d_, "d", {N, O}, acc_dtype, g);
+  TORCH_CHECK(out.defined() || (act == kActLinear && clamp < 0), "out is needed to recover the slope of act/clamp");
+  TORCH_CHECK(y.defined() || !need_d, "y is needed for the gradient of d");
+  at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();
+  at::Tensor grad_d = need_d ? at::empty({N, O}, g.options().dtype(acc_dtype)) : at::Tensor();
+  at::Tensor grad_noise = need_noise ? at::empty({N, 1, H, W}, g.options()) : at::Tensor();
+  at::Tensor grad_bias = need_bias ? at::empty({O}, g.options().dtype(acc_dtype)) : at::Tensor();
+  at::Tensor bias_part = need_bias ? at::empty({N, O}, g.options().dtype(acc_dtype)) : at::Tensor();
+  if (planes == 0 || HW == 0) {                          // empty sums are zero
+    for (auto* t : {&grad_d, &grad_noise, &grad_bias}) if (t->defined()) t->zero_();
+    return {grad_y, grad_d, grad_noise, grad_bias};
+  }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "epilogue_backward", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    const scalar_t* out_ptr = out.defined() ? out.data_ptr<scalar_t>() : nullptr;
+    if (need_y || need_d || need_bias) {
+      const int threads = threads_for_plane(HW);
+      epilogue_backward_planes_kernel<scalar_t, acc_t><<<grid_for(planes, 1), threads, 0, stream>>>(
+          g.data_ptr<scalar_t>(), out_ptr, y.defined() ? y.data_ptr<scalar_t>() : nullptr,
+          d.defined() ? d.data_ptr<acc_t>() : nullptr, need_y ? grad_y.data_ptr<scalar_t>() : nullptr,
+          need_d ? grad_d.data_ptr<acc_t>() : nullptr, need_bias ? bias_part.data_ptr<acc_t>() : nullptr,
+          planes, HW, static_cast<int>(act), static_cast<acc_t>(gain), static_cast<acc_t>(clamp));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (need_bias) {
+      sum_over_batch_kernel<acc_t><<<grid_for(O, kThreads), kThreads, 0, stream>>>(
+          bias_part.data_ptr<acc_t>(), grad_bias.data_ptr<acc_t>(), N, O);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (need_noise) {
+      epilogue_grad_noise_kernel<scalar_t, acc_t><<<grid_for(N * HW, kThreads), kThreads, 0, stream>>>(
+          g.data_ptr<scalar_t>(), out_ptr, grad_noise.data_ptr<scalar_t>(), N, O, HW, static_cast<int>(act),
+          static_cast<acc_t>(gain), static_cast<acc_t>(clamp));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return {grad_y, grad_d, grad_noise, grad_bias};
+}
+"""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lazy build: compile on first use, cache on disk, survive N processes starting at once
+# ---------------------------------------------------------------------------------------------------
+# The build directory is keyed by a hash of everything that changes the binary (source, torch and
+# CUDA versions, Python version, target GPU architectures), so a cached build is never stale and
+# never loaded into the wrong torch. A build takes about a minute (on 2 cores); later processes import
+# the cached .so in milliseconds without running nvcc or ninja (a machine with the cache needs no toolkit).
+# An exclusive fcntl lock on <build_dir>/build.lock serializes concurrent starts (torchrun with 8
+# ranks): the first builds, the others wait on the lock, then find BUILD_OK and load the result.
+
+_PLUGIN = None                       # the loaded extension module, or None
+_PLUGIN_STATUS = None                # dict describing the last build/load attempt (see build_modconv_plugin)
+_PLUGIN_THREAD_LOCK = threading.Lock()
+_CPU_ONLY_ARCH_LIST = '8.0+PTX'      # what to compile for when no GPU is visible: sm_80 code + PTX that
+                                     # newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5)
+_EXTRA_CFLAGS = ['-O3']
+_EXTRA_CUDA_CFLAGS = ['-O3']         # no --use_fast_math: it would change rsqrt/division accuracy vs the reference
+
+
+def _cache_root():
+    """Where builds are cached: $STYLEGAN_V_CACHE, else ~/.cache/stylegan_v."""
+    return Path(os.environ.get('STYLEGAN_V_CACHE', Path.home() / '.cache' / 'stylegan_v')).expanduser()
+
+
+def _find_cuda_home():
+    """The CUDA toolkit torch will compile with, or None if nvcc or the CUDA headers are missing."""
+    from torch.utils import cpp_extension          # imported lazily: it probes for CUDA when imported
+    home = cpp_extension.CUDA_HOME
+    if not home:
         return None
-    return load_modconv_plugin()
+    has_nvcc = any((Path(home) / 'bin' / exe).exists() for exe in ('nvcc', 'nvcc.exe'))
+    has_headers = (Path(home) / 'include' / 'cuda_runtime.h').exists()
+    return home if (has_nvcc and has_headers) else None
 
 
-def load_modconv_plugin(verbose: bool = False):
-    """Placeholder until the CUDA section is in: no plugin, the reference path serves."""
-    return None
+def _target_arch_list(force_compile_without_gpu):
+    """TORCH_CUDA_ARCH_LIST to build for: the user's setting, else the visible GPUs, else a default."""
+    if os.environ.get('TORCH_CUDA_ARCH_LIST'):
+        return os.environ['TORCH_CUDA_ARCH_LIST']
+    if torch.cuda.is_available():                  # e.g. '9.0' on H100, '8.0' on A100, '8.0;9.0' if mixed
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        return ';'.join(f'{major}.{minor}' for major, minor in caps)
+    return _CPU_ONLY_ARCH_LIST if force_compile_without_gpu else None
 
 
-def demod_coefficients(weight, s, eps=1e-8):
-    plugin = _custom_ops_for(s)
-    return demod_coefficients_ref(weight, s, eps) if plugin is None else plugin.demod(weight, s, eps)
+@contextlib.contextmanager
+def _exclusive_lock(path, verbose):
+    """Hold an exclusive fcntl lock on `path` (released by the OS even if this process dies)."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, 'a+') as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:                            # somebody else is building: wait for them
+            if verbose:
+                print(f'[modconv] waiting for another process to finish building in {path.parent}', file=sys.stderr)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def modconv_epilogue(y, d, bias, act, gain, clamp):
-    plugin = _custom_ops_for(y)
-    if plugin is None:
-        return modconv_epilogue_ref(y, d, bias, act, gain, clamp)
-    return plugin.epilogue(y, d, bias, act, gain, clamp)
+@contextlib.contextmanager
+def _temporary_env(name, value):
+    """Set os.environ[name] for the duration of the block (load_inline reads TORCH_CUDA_ARCH_LIST)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def _import_extension(name, path):
+    """Import a compiled extension module from a file (what load_inline does after building)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
+    """Build (or load from the cache) the CUDA plugin. Returns (module or None, status dict).
+
+    force_compile_without_gpu: compile even if no GPU is visible (for CI: "a syntax or link error can
+    never land"), targeting $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status dict, for `doctor`, has:
+    ok, reason, from_cache, seconds, build_dir, log, arch_list, cuda_home, torch. Never raises and never
+    warns: load_modconv_plugin() decides what to tell the user.
+    """
+    t0 = time.time()
+    status = dict(ok=False, reason='', from_cache=False, seconds=0.0, build_dir=None, log=None,
+                  arch_list=None, cuda_home=None, torch=torch.__version__, warn=False)
+
+    def finish(module, reason='', warn=False):
+        global _PLUGIN, _PLUGIN_STATUS
+        status.update(ok=module is not None, reason=reason or 'loaded', warn=warn, seconds=round(time.time() - t0, 2))
+        _PLUGIN, _PLUGIN_STATUS = module, status
+        return module, status
+
+    if torch.version.cuda is None:                  # a CPU-only or ROCm build of torch
+        return finish(None, 'this torch build has no CUDA support (torch.version.cuda is None)')
+    arch_list = _target_arch_list(force_compile_without_gpu)
+    if arch_list is None:
+        return finish(None, 'no CUDA GPU visible (use force_compile_without_gpu=True to compile anyway)')
+
+    # Everything that changes the binary goes into the key of the build directory.
+    key_parts = [_MODCONV_CPP_SOURCE, _MODCONV_CUDA_SOURCE, torch.__version__, str(torch.version.cuda), arch_list,
+                 f'py{sys.version_info[0]}.{sys.version_info[1]}', sys.platform, repr(_EXTRA_CFLAGS + _EXTRA_CUDA_CFLAGS)]
+    key = hashlib.sha256('\0'.join(key_parts).encode()).hexdigest()
+    name = f'stylegan_v_modconv_{key[:10]}'         # also the module name (PyInit_<name> inside the .so)
+    build_dir = Path(cache_root or _cache_root()).expanduser() / f'ext-{key[:16]}'
+    library = build_dir / (name + ('.pyd' if os.name == 'nt' else '.so'))
+    status.update(build_dir=str(build_dir), log=str(build_dir / 'build.log'), arch_list=arch_list)
+    if getattr(_PLUGIN, '__name__', None) == name:                # already loaded by this process
+        status['from_cache'] = True
+        return finish(_PLUGIN)
+
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        with _exclusive_lock(build_dir / 'build.lock', verbose):
+            if (build_dir / 'BUILD_OK').exists() and library.exists():
+                try:                                 # the common case: a previous process built it
+                    status['from_cache'] = True
+                    return finish(_import_extension(name, library))
+                except Exception:                   # unloadable (e.g. a half-deleted cache): rebuild
+                    status['from_cache'] = False
+                    (build_dir / 'BUILD_OK').unlink()
+
+            cuda_home = _find_cuda_home()
+            status['cuda_home'] = cuda_home
+            if cuda_home is None:                   # no toolkit and no cache: silently use the reference
+                return finish(None, 'no CUDA toolkit (nvcc and headers) found; set CUDA_HOME to build the plugin')
+            from torch.utils import cpp_extension
+            if not cpp_extension.is_ninja_available():
+                return finish(None, 'ninja is not installed (pip install ninja); it is needed to build the plugin',
+                              warn=True)
+            if verbose:
+                print(f'[modconv] building the CUDA plugin for arch {arch_list} in {build_dir} '
+                      f'(about a minute, once)', file=sys.stderr)
+            with _temporary_env('TORCH_CUDA_ARCH_LIST', arch_list):
+                module = cpp_extension.load_inline(
+                    name=name, cpp_sources=[_MODCONV_CPP_SOURCE], cuda_sources=[_MODCONV_CUDA_SOURCE],
+                    extra_cflags=_EXTRA_CFLAGS, extra_cuda_cflags=_EXTRA_CUDA_CFLAGS, build_directory=str(build_dir),
+                    verbose=verbose, with_cuda=True, no_implicit_headers=True)
+            seconds = round(time.time() - t0, 1)
+            (build_dir / 'build.log').write_text(f'built {name} for arch {arch_list} in {seconds} s\n')
+            (build_dir / 'BUILD_OK').write_text(json.dumps(dict(seconds=seconds, arch_list=arch_list,
+                                                                torch=torch.__version__, cuda_home=cuda_home)))
+            return finish(module)
+    except Exception as error:                      # compiler or linker error, unwritable cache, ...
+        # torch puts the compiler's whole output into the exception message; keep it for the user.
+        log = Path(status['log'])
+        try:
+            log.write_text(f'{error}\n\n{traceback.format_exc()}')
+        except OSError:
+            log = Path(tempfile.gettempdir()) / f'stylegan_v_modconv_build_{os.getpid()}.log'
+            log.write_text(f'{error}\n\n{traceback.format_exc()}')
+        status['log'] = str(log)
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        first_error = next((line for line in lines if re.search(r'\berror\b', line, re.IGNORECASE)
+                            and not line.startswith('Error building extension')), lines[0])
+        return finish(None, f'build failed: {first_error[:300]}', warn=True)
+
+
+def load_modconv_plugin(verbose=False):
+    """The CUDA plugin module, built on first call; None (fall back to the reference) if unavailable.
+
+    Tries once per process. A failed build warns once, naming the log that holds the compiler output;
+    a missing toolkit or GPU is not an error and stays silent (modconv_plugin_status() says why).
+    """
+    with _PLUGIN_THREAD_LOCK:
+        if _PLUGIN_STATUS is None:
+            _, status = build_modconv_plugin(verbose=verbose)
+            if status['warn']:
+                warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({status['reason']}); "
+                              f"using the PyTorch reference instead. Full log: {status['log']}", stacklevel=2)
+        return _PLUGIN
+
+
+def modconv_plugin_status():
+    """The status dict of the last build/load attempt (None if none was made), for `doctor`."""
+    return None if _PLUGIN_STATUS is None else dict(_PLUGIN_STATUS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Autograd Functions around the kernels (first and second derivatives)
+# ---------------------------------------------------------------------------------------------------
+# R1 regularization (Sec 3.3) differentiates D's gradient with respect to its input, and D has a
+# ModConv2d at the start of every block, so these ops need second derivatives. We follow StyleGAN2's
+# bias_act design: the epilogue's backward is itself an autograd Function whose backward is written in
+# differentiable PyTorch ops. For lrelu and clamp ∂out/∂z is piecewise constant (0 derivative almost
+# everywhere), so the backward is *linear* in grad_out, with the slope read from the saved output.
+
+_ACT_ID = {'linear': 0, 'lrelu': 1}
+
+
+def _acc_dtype(dtype):
+    """Accumulation dtype used inside the kernels: fp64 for fp64 tensors, else fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _epilogue_slope(out, act_id, gain, clamp):
+    """∂out/∂z from the saved output (same rule as the kernels' `slope`); a float if it is constant."""
+    if act_id == _ACT_ID['linear'] and clamp < 0:
+        return gain
+    m = torch.full_like(out, gain)                                          # [N, O, H, W]
+    if act_id == _ACT_ID['lrelu']:
+        m = torch.where(out > 0, m, m * LRELU_SLOPE)                        # out > 0 ⇔ z > 0 (gain > 0)
+    if clamp >= 0:
+        m = m * (out.abs() < clamp).to(out.dtype)                           # zero where the clamp was active
+    return m
+
+
+class _DemodCoefficients(torch.autograd.Function):
+    """d = demod_coefficients_ref(weight, s, eps), computed by the CUDA kernels."""
+
+    @staticmethod
+    def forward(ctx, weight, s, eps):
+        d, wsq = load_modconv_plugin().demod_forward(weight, s, eps)       # d: [N, O], wsq: [O, I] (fp32/fp64)
+        ctx.save_for_backward(weight, s, d, wsq)
+        return d
+
+    @staticmethod
+    def backward(ctx, grad_d):
+        weight, s, d, wsq = ctx.saved_tensors
+        need_w, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():
+            # create_graph=True (a double backward): the same formulas as the CUDA kernels, in PyTorch
+            # ops so that autograd can differentiate them once more. R1 itself does not need this (the
+            # penalty's gradient only needs d's first derivative), but any higher-order use is correct.
+            gq = -0.5 * grad_d * d.pow(3)                                    # [N, O]  ∂L/∂q, d = q^(-1/2)
+            wsq = weight.square().sum(dim=[2, 3])                            # [O, I]  recomputed with a graph
+            grad_w = 2 * weight * (gq.t() @ s.square())[:, :, None, None] if need_w else None  # [O, I, kh, kw]
+            grad_s = 2 * s * (gq @ wsq) if need_s else None                  # [N, I]
+            return grad_w, grad_s, None
+        grad_w, grad_s = load_modconv_plugin().demod_backward(grad_d.contiguous(), d, wsq, weight, s, need_w, need_s)
+        return (grad_w if need_w else None), (grad_s if need_s else None), None
+
+
+class _FusedEpilogue(torch.autograd.Function):
+    """out = fused_epilogue_ref(y, d, noise, bias, ...), computed by one CUDA kernel."""
+
+    @staticmethod
+    def forward(ctx, y, d, noise, bias, act_id, gain, clamp):
+        out = load_modconv_plugin().epilogue_forward(y, d, noise, bias, act_id, gain, clamp)
+        needs_slope = act_id != _ACT_ID['linear'] or clamp >= 0
+        ctx.save_for_backward(y if ctx.needs_input_grad[1] else None,       # y: only for the gradient of d
+                              d,                                            # [N, O], small
+                              out if needs_slope else None)                 # out: encodes ∂out/∂z
+        ctx.cfg = (act_id, gain, clamp)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        y, d, out = ctx.saved_tensors
+        grads = _FusedEpilogueBackward.apply(grad_out, out, y, d, ctx.cfg, tuple(ctx.needs_input_grad[:4]))
+        return (*grads, None, None, None)                                   # nothing for act, gain, clamp
+
+
+class _FusedEpilogueBackward(torch.autograd.Function):
+    """(grad_y, grad_d, grad_noise, grad_bias) from grad_out, by the CUDA kernels; differentiable once more.
+
+    With gz = grad_out · m, m = ∂out/∂z (the slope, constant a.e.), the outputs are
+      grad_y = gz · d,   grad_d = Σ_hw gz · y,   grad_noise = Σ_o gz,   grad_bias = Σ_{n,hw} gz.
+    """
+
+    @staticmethod
+    def forward(ctx, grad_out, out, y, d, cfg, needs):
+        ctx.set_materialize_grads(False)            # unused outputs get None, not zero tensors
+        grads = load_modconv_plugin().epilogue_backward(grad_out, out, y, d, *needs, *cfg)
+        ctx.save_for_backward(grad_out, out, y, d)
+        ctx.cfg = cfg
+        return tuple(g if need else None for g, need in zip(grads, needs))
+
+    @staticmethod
+    def backward(ctx, gg_y, gg_d, gg_noise, gg_bias):
+        # The outputs are linear in grad_out (and in y, d separately), so each "grad of grad" is the
+        # transpose of one line above. gg_* are the incoming gradients w.r.t. grad_y, grad_d, ...
+        grad_out, out, y, d = ctx.saved_tensors
+        m = _epilogue_slope(out, *ctx.cfg)                                  # [N, O, H, W] or a float
+        dt = grad_out.dtype
+        grad_g = grad_y_in = grad_d_in = None
+        if ctx.needs_input_grad[0]:                                         # ∂L/∂grad_out = m · (Σ of the transposes)
+            t = torch.zeros_like(grad_out)
+            if gg_y is not None:
+                t = t + gg_y * (d.to(dt)[:, :, None, None] if d is not None else 1)   # from grad_y = gz·d
+            if gg_d is not None:
+                t = t + gg_d.to(dt)[:, :, None, None] * y                            # from grad_d = Σ gz·y
+            if gg_noise is not None:
+                t = t + gg_noise                                                     # from grad_noise = Σ_o gz
+            if gg_bias is not None:
+                t = t + gg_bias.to(dt)[None, :, None, None]                          # from grad_bias = Σ gz
+            grad_g = t * m
+        if ctx.needs_input_grad[2] and gg_d is not None:                    # grad_d = Σ gz·y depends on y
+            grad_y_in = grad_out * m * gg_d.to(dt)[:, :, None, None]
+        if ctx.needs_input_grad[3] and gg_y is not None:                    # grad_y = gz·d depends on d
+            grad_d_in = (grad_out * m * gg_y).sum(dim=[2, 3], dtype=d.dtype)
+        return grad_g, None, grad_y_in, grad_d_in, None, None               # out: slope is constant a.e.
+
+
+def demod_coefficients_cuda(weight, s, eps=1e-8):
+    """demod_coefficients_ref computed by the CUDA plugin (fp16/bf16/fp32/fp64, first and second derivatives)."""
+    dtype = torch.promote_types(weight.dtype, s.dtype)                      # the kernels take one dtype
+    return _DemodCoefficients.apply(weight.to(dtype), s.to(dtype), float(eps))
+
+
+def fused_epilogue_cuda(y, d=None, noise=None, bias=None, act='linear', gain=None, clamp=None):
+    """fused_epilogue_ref computed by one CUDA kernel (reads y once, writes out once).
+
+    y, noise and out stay in y's dtype; d and bias are used in fp32 (fp64 for fp64 y), slightly more
+    accurate than the reference, which rounds them to y's dtype.
+    """
+    if act not in _ACT_ID:
+        raise ValueError(f"act must be 'linear' or 'lrelu', got {act!r}")
+    gain = float(ACT_GAIN[act] if gain is None else gain)
+    if gain <= 0 or (clamp is not None and clamp <= 0):
+        raise ValueError(f'the fused epilogue needs gain > 0 and clamp > 0 or None, got {gain}, {clamp}')
+    N, O, H, W = y.shape
+    acc = _acc_dtype(y.dtype)
+    d = None if d is None else d.to(acc)                                    # [N, O]
+    bias = None if bias is None else bias.to(acc)                           # [O]
+    noise = None if noise is None else noise.to(y.dtype).expand(N, 1, H, W)  # e.g. [H, W] -> [N, 1, H, W]
+    return _FusedEpilogue.apply(y, d, noise, bias, _ACT_ID[act], gain, -1.0 if clamp is None else float(clamp))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dispatchers: what ModConv2d calls
+# ---------------------------------------------------------------------------------------------------
+
+def _resolve_impl(impl, x):
+    """impl=None picks 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin loads; else 'ref'."""
+    if impl is None:
+        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None
+        return 'cuda' if use_cuda else 'ref'
+    if impl not in ('cuda', 'ref'):
+        raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
+    if impl == 'cuda' and load_modconv_plugin() is None:
+        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {modconv_plugin_status()['reason']} "
+                           f"(log: {modconv_plugin_status()['log']})")
+    return impl
+
+
+def demod_coefficients(weight, s, eps=1e-8, impl=None):
+    """d [N, O] = 1 / sqrt(Σ_{i,k} (s[n,i] w[o,i,k])² + eps) (StyleGAN2 Eq 3). impl: 'cuda' | 'ref' | None (auto)."""
+    if _resolve_impl(impl, weight) == 'cuda':
+        return demod_coefficients_cuda(weight, s, eps)
+    return demod_coefficients_ref(weight, s, eps)
+
+
+def fused_epilogue(y, d=None, noise=None, bias=None, act='linear', gain=None, clamp=None, impl=None):
+    """clamp(act(y·d[n,o] + noise + b[o]) · gain, ±clamp). impl: 'cuda' | 'ref' | None (auto)."""
+    if _resolve_impl(impl, y) == 'cuda':
+        return fused_epilogue_cuda(y, d, noise, bias, act, gain, clamp)
+    return fused_epilogue_ref(y, d, noise, bias, act, gain, clamp)
+
+
+def modulated_conv2d_fused(x, weight, s, noise=None, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
+    """A whole ModConv2d layer without resampling (up=1), as ModConv2d composes it; used by the checks below.
+
+    x: [N, I, H, W], weight: [O, I, k, k] (equalized-lr gain applied), s: [N, I] -> [N, O, H, W].
+    """
+    x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (Eq 1)
+    y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
+    d = demod_coefficients(weight, s, impl=impl)                            # [N, O]        (Eq 3)
+    return fused_epilogue(y, d, noise, bias, act=act, gain=gain, clamp=clamp, impl=impl)
 
 
 class ModConv2d(nn.Module):
@@ -346,8 +1226,33 @@ class ModConv2d(nn.Module):
             y = fir2d(y, self.fir, (1, 1, 1, 1), gain=4.0)       # [N, O, 2H, 2W]
         else:
             y = F.conv2d(x, wx, padding=self.kernel // 2)        # [N, O, H, W]
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None   # scaled with the gain (StyleGAN2)
+        return fused_epilogue(y, d, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
+
+
+class Conv2d(nn.Module):
+    """Plain conv with equalized lr, optional FIR down-sampling, bias + activation (D's layers)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, act: str = "lrelu", down: bool = False,
+                 bias: bool = True, conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.act, self.down, self.conv_clamp, self.kernel = act, down, conv_clamp, kernel
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        if self.down and self.kernel > 1:   # blur, then a strided conv (no padding): H -> H/2
+            x = fir2d(x, self.fir, (2, 2, 2, 2))
+            x = F.conv2d(x, w, stride=2)
+        elif self.down:                     # 1x1: FIR down-sample, then the conv
+            x = F.conv2d(downsample2x(x, self.fir), w)
+        else:
+            x = F.conv2d(x, w, padding=self.kernel // 2)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return modconv_epilogue(y, d, self.bias, self.act, gain, clamp)
+        return fused_epilogue(x, None, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1925,6 +2830,177 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 # ------------------------------------------------------------------------------------------------
 # §13 Command line: train, sample, bench, doctor
 # ------------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parity check and micro-benchmark (GPU only; for the `doctor` command and the tests)
+# ---------------------------------------------------------------------------------------------------
+
+def _rel_err(a, b):
+    """max |a - b| / max |b|: one number per tensor, insensitive to its scale."""
+    a, b = a.detach().double(), b.detach().double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() if b.numel() else 0.0
+
+
+def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
+    """Random (y, d, noise, bias), all requiring grad, such that no pre-activation z lies within
+    `margin` of a kink (z = 0 for lrelu, |act(z)·gain| = clamp), where a tiny rounding difference
+    between two implementations would flip the slope. y is solved for from a kink-free z."""
+    gen = torch.Generator(device='cpu').manual_seed(seed)
+    gain = ACT_GAIN[act] if gain is None else gain
+    d = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5                  # like real d: positive, O(1)
+    noise = torch.randn(N, 1, H, W, generator=gen, dtype=torch.float64) * 0.3
+    bias = torch.randn(O, generator=gen, dtype=torch.float64) * 0.3
+    z = torch.randn(N, O, H, W, generator=gen, dtype=torch.float64) * 2
+    for _ in range(100):                                                            # resample z near a kink
+        pre = torch.where(z > 0, z, z * LRELU_SLOPE) * gain if act == 'lrelu' else z * gain
+        bad = z.abs() < margin
+        if clamp is not None:
+            bad |= (pre.abs() - clamp).abs() < margin
+        if not bad.any():
+            break
+        z = torch.where(bad, torch.randn(z.shape, generator=gen, dtype=torch.float64) * 2, z)
+    y = (z - noise - bias[None, :, None, None]) / d[:, :, None, None]               # so that y·d + noise + b = z
+    cast = lambda t: t.to(device=device, dtype=dtype).requires_grad_(True)
+    return cast(y), cast(d), cast(noise), cast(bias)
+
+
+def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16), gradcheck=True, seed=0):
+    """Compare the CUDA ops with the reference: forward and every gradient, per dtype and configuration,
+    plus torch.autograd.gradcheck / gradgradcheck in fp64 and an R1-style double backward.
+
+    The reference runs on the same inputs upcast to fp32 (fp64 for fp64), so a half-precision check
+    measures the kernel's own rounding. Returns {'ok': bool, 'checks': {name: {'ok', 'err', 'tol'}}}.
+    """
+    if load_modconv_plugin() is None:
+        return dict(ok=False, checks={}, reason=modconv_plugin_status()['reason'])
+    # Relative tolerances: a few roundings of the dtype (fp16: 2^-11, bf16: 2^-8; the demod gradient
+    # cubes a rounded d, so it gets up to ~4 of them); an indexing bug gives errors of order 1.
+    tolerances = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+    checks = {}
+
+    def record(name, err, tol):
+        checks[name] = dict(ok=bool(err <= tol), err=float(err), tol=tol)
+
+    configs = [  # (act, clamp, use d, use noise, use bias)
+        ('lrelu', None, True, True, True), ('lrelu', 1.0, True, True, True), ('lrelu', 256.0, True, False, True),
+        ('linear', None, True, False, True), ('linear', 0.5, False, True, False), ('linear', None, False, False, False)]
+    for dtype in dtypes:
+        ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        tol = tolerances[dtype]
+        for act, clamp, use_d, use_noise, use_bias in configs:
+            name = f'epilogue/{str(dtype)[6:]}/{act}/clamp={clamp}/d={use_d}/noise={use_noise}/bias={use_bias}'
+            inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
+            inputs = [t if use else None for t, use in zip(inputs, (True, use_d, use_noise, use_bias))]
+            ref_inputs = [None if t is None else t.detach().to(ref_dtype).requires_grad_(True) for t in inputs]
+            out = fused_epilogue(*inputs, act=act, clamp=clamp, impl='cuda')
+            ref = fused_epilogue(*ref_inputs, act=act, clamp=clamp, impl='ref')
+            record(name + '/forward', _rel_err(out, ref), tol)
+            grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
+            live = [t for t in inputs if t is not None]
+            grads = torch.autograd.grad(out, live, grad)
+            ref_grads = torch.autograd.grad(ref, [t for t in ref_inputs if t is not None], grad.to(ref_dtype))
+            for label, g, rg in zip([n for n, t in zip('y d noise bias'.split(), inputs) if t is not None], grads, ref_grads):
+                record(f'{name}/grad_{label}', _rel_err(g, rg), tol)
+        # Demodulation: weight [O, I, 3, 3] and styles [N, I] around 1, as after the affine layer.
+        gen = torch.Generator().manual_seed(seed + 2)
+        weight = (torch.randn(6, 70, 3, 3, generator=gen) / math.sqrt(70 * 9)).to(device, dtype).requires_grad_(True)
+        s = (torch.randn(4, 70, generator=gen) * 0.5 + 1).to(device, dtype).requires_grad_(True)
+        ref_w, ref_s = (t.detach().to(ref_dtype).requires_grad_(True) for t in (weight, s))
+        d, ref_d = demod_coefficients(weight, s, impl='cuda'), demod_coefficients(ref_w, ref_s, impl='ref')
+        record(f'demod/{str(dtype)[6:]}/forward', _rel_err(d, ref_d), tol)
+        grad = torch.randn(d.shape, generator=gen).to(d)
+        for label, g, rg in zip(('weight', 's'), torch.autograd.grad(d, (weight, s), grad),
+                                torch.autograd.grad(ref_d, (ref_w, ref_s), grad.to(ref_dtype))):
+            record(f'demod/{str(dtype)[6:]}/grad_{label}', _rel_err(g, rg), tol)
+
+    if gradcheck:
+        f64 = dict(device=device, dtype=torch.float64)
+        for act, clamp in (('lrelu', None), ('lrelu', 1.0), ('linear', 0.5)):
+            inputs = _epilogue_test_inputs(2, 3, 4, 5, torch.float64, device, act, None, clamp, seed=seed)
+            fn = lambda *t: fused_epilogue_cuda(*t, act=act, clamp=clamp)
+            for label, check in (('gradcheck', torch.autograd.gradcheck), ('gradgradcheck', torch.autograd.gradgradcheck)):
+                ok = check(fn, inputs, raise_exception=False)
+                checks[f'epilogue/{label}/{act}/clamp={clamp}'] = dict(ok=bool(ok), err=0.0 if ok else 1.0, tol=0.0)
+        weight = torch.randn(3, 4, 3, 3, **f64).requires_grad_(True)
+        s = torch.randn(2, 4, **f64).requires_grad_(True)
+        for label, check in (('gradcheck', torch.autograd.gradcheck), ('gradgradcheck', torch.autograd.gradgradcheck)):
+            ok = check(lambda w_, s_: demod_coefficients_cuda(w_, s_), (weight, s), raise_exception=False)
+            checks[f'demod/{label}'] = dict(ok=bool(ok), err=0.0 if ok else 1.0, tol=0.0)
+        # gradgradcheck differentiates whatever create_graph=True computes; check that value itself too.
+        grad = torch.randn(2, 3, **f64)
+        with_graph = torch.autograd.grad(demod_coefficients_cuda(weight, s), (weight, s), grad, create_graph=True)
+        reference = torch.autograd.grad(demod_coefficients_ref(weight, s), (weight, s), grad)
+        for label, g, rg in zip(('weight', 's'), with_graph, reference):
+            record(f'demod/create_graph_grad_{label}', _rel_err(g, rg), 1e-10)
+        # R1-style: the gradient of ||∂out/∂x||² w.r.t. weight and styles, through a whole layer, in fp32.
+        gen = torch.Generator().manual_seed(seed + 3)
+        x = torch.randn(2, 8, 6, 6, generator=gen).to(device).requires_grad_(True)
+        weight = (torch.randn(5, 8, 3, 3, generator=gen) / math.sqrt(72)).to(device).requires_grad_(True)
+        s = (torch.randn(2, 8, generator=gen) * 0.5 + 1).to(device).requires_grad_(True)
+        bias = torch.randn(5, generator=gen).to(device).requires_grad_(True)
+        results = {}
+        for impl in ('cuda', 'ref'):
+            out = modulated_conv2d_fused(x, weight, s, bias=bias, act='lrelu', impl=impl)
+            (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+            results[impl] = torch.autograd.grad(grad_x.square().sum(), (weight, s, bias))
+        for label, g, rg in zip(('weight', 's', 'bias'), results['cuda'], results['ref']):
+            record(f'r1/grad_{label}', _rel_err(g, rg), 1e-4)
+    return dict(ok=all(c['ok'] for c in checks.values()), checks=checks)
+
+
+def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
+    """Time and peak memory of one ModConv2d layer (the 256² layer of the ffs config by default),
+    forward + backward, CUDA ops vs reference; and of the epilogue alone, the part the kernel fuses.
+
+    Returns {'cuda': {...}, 'ref': {...}, 'speedup_layer': float, 'speedup_epilogue': float} with
+    milliseconds per iteration and peak memory in MiB above what was allocated before.
+    """
+    if load_modconv_plugin() is None:
+        return dict(ok=False, reason=modconv_plugin_status()['reason'])
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(N, I, H, W, device=device, dtype=dtype, generator=gen)
+    weight = (torch.randn(O, I, k, k, device=device, generator=gen) / math.sqrt(I * k * k)).requires_grad_(True)
+    s = (torch.randn(N, I, device=device, generator=gen) * 0.5 + 1).requires_grad_(True)
+    bias = torch.zeros(O, device=device, requires_grad=True)
+    noise_strength = torch.full([], 0.1, device=device, requires_grad=True)
+    noise = torch.randn(N, 1, H, W, device=device, dtype=dtype, generator=gen)
+    y = torch.randn(N, O, H, W, device=device, dtype=dtype, generator=gen).requires_grad_(True)
+    d = torch.rand(N, O, device=device, generator=gen).add_(0.5).requires_grad_(True)
+    grad = torch.randn(N, O, H, W, device=device, dtype=dtype, generator=gen)
+
+    def layer(impl):
+        out = modulated_conv2d_fused(x, weight, s, noise=noise * noise_strength, bias=bias, act='lrelu',
+                                     clamp=256.0, impl=impl)
+        out.backward(grad)
+
+    def epilogue(impl):
+        out = fused_epilogue(y, d, noise * noise_strength, bias, act='lrelu', clamp=256.0, impl=impl)
+        out.backward(grad)
+
+    def measure(fn):
+        for _ in range(3):                                                  # warm-up (cuDNN autotuning, allocator)
+            fn()
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / iters, (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+    result = dict(ok=True, shape=dict(N=N, I=I, O=O, H=H, W=W, k=k, dtype=str(dtype)))
+    for impl in ('ref', 'cuda'):
+        layer_ms, layer_mib = measure(lambda: layer(impl))
+        epi_ms, epi_mib = measure(lambda: epilogue(impl))
+        result[impl] = dict(layer_fwd_bwd_ms=round(layer_ms, 3), layer_peak_mib=round(layer_mib, 1),
+                            epilogue_fwd_bwd_ms=round(epi_ms, 3), epilogue_peak_mib=round(epi_mib, 1))
+    result['speedup_layer'] = round(result['ref']['layer_fwd_bwd_ms'] / result['cuda']['layer_fwd_bwd_ms'], 2)
+    result['speedup_epilogue'] = round(result['ref']['epilogue_fwd_bwd_ms'] / result['cuda']['epilogue_fwd_bwd_ms'], 2)
+    return result
 
 
 def _pick_device(name: Optional[str]) -> torch.device:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -791,6 +792,314 @@ def test_video_augment_modes():
     restored = sv.VideoAugment('ada')
     restored.load_state_dict(ada.state_dict())
     assert restored.p == ada.p
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused ModConv2d ops: the reference math, the lazy build, and the CUDA kernels
+# ---------------------------------------------------------------------------------------------
+svm = sv   # the kernel tests' name for the module
+
+requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+
+# ---------------------------------------------------------------------------------------------------
+# The reference path (CPU, float64)
+# ---------------------------------------------------------------------------------------------------
+
+def test_reference_demodulation_matches_naive_materialized_weights():
+    """StyleGAN2 Eq 1–3 literally (per-sample weights, grouped conv) == modulate → conv → demodulate."""
+    torch.manual_seed(0)
+    N, I, O, k, H = 3, 5, 4, 3, 8
+    x = torch.randn(N, I, H, H, dtype=torch.float64)
+    w = torch.randn(O, I, k, k, dtype=torch.float64)
+    s = torch.randn(N, I, dtype=torch.float64)
+    w1 = w[None] * s[:, None, :, None, None]                                   # [N, O, I, k, k]  Eq 1
+    w2 = w1 * (w1.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()     # Eq 3
+    naive = F.conv2d(x.reshape(1, N * I, H, H), w2.reshape(N * O, I, k, k), padding=1, groups=N)
+    naive = naive.reshape(N, O, H, H)
+
+    y = F.conv2d(x * s[:, :, None, None], w, padding=1)
+    out = svm.fused_epilogue_ref(y, svm.demod_coefficients_ref(w, s))
+    assert torch.allclose(out, naive, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('act, clamp', [('linear', None), ('lrelu', None), ('lrelu', 0.7), ('linear', 0.3)])
+def test_reference_epilogue_equals_the_unfused_sequence(act, clamp):
+    torch.manual_seed(1)
+    N, O, H, W = 2, 3, 4, 5
+    y, d = torch.randn(N, O, H, W, dtype=torch.float64), torch.rand(N, O, dtype=torch.float64) + 0.5
+    noise, b = torch.randn(N, 1, H, W, dtype=torch.float64), torch.randn(O, dtype=torch.float64)
+    gain = math.sqrt(2) if act == 'lrelu' else 1.0
+    x = y * d[:, :, None, None]
+    x = x + noise
+    x = x + b[None, :, None, None]
+    x = F.leaky_relu(x, 0.2) if act == 'lrelu' else x
+    x = x * gain
+    x = x.clamp(-clamp, clamp) if clamp is not None else x
+    assert torch.allclose(svm.fused_epilogue_ref(y, d, noise, b, act=act, clamp=clamp), x, rtol=0, atol=1e-14)
+    # A [H, W] noise (StyleGAN2's noise_mode='const') broadcasts the same way.
+    assert torch.allclose(svm.fused_epilogue_ref(y, d, noise[0, 0], b, act=act, clamp=clamp),
+                          svm.fused_epilogue_ref(y, d, noise[:1].expand(N, 1, H, W), b, act=act, clamp=clamp))
+
+
+def test_reference_epilogue_keeps_the_activation_dtype():
+    y = torch.randn(2, 3, 4, 4, dtype=torch.bfloat16)
+    out = svm.fused_epilogue_ref(y, torch.rand(2, 3), torch.randn(2, 1, 4, 4), torch.randn(3), act='lrelu', clamp=256)
+    assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize('act, clamp', [('lrelu', None), ('lrelu', 1.0), ('linear', 0.5)])
+def test_reference_epilogue_is_twice_differentiable(act, clamp):
+    inputs = svm._epilogue_test_inputs(2, 3, 3, 4, torch.float64, 'cpu', act, None, clamp)
+    fn = lambda *t: svm.fused_epilogue_ref(*t, act=act, clamp=clamp)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+def test_reference_demodulation_is_twice_differentiable():
+    torch.manual_seed(2)
+    w = torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(svm.demod_coefficients_ref, (w, s))
+    assert torch.autograd.gradgradcheck(svm.demod_coefficients_ref, (w, s))
+
+
+def test_test_inputs_keep_away_from_the_kinks():
+    for act, clamp in [('lrelu', 1.0), ('linear', 0.5)]:
+        y, d, noise, b = svm._epilogue_test_inputs(3, 4, 5, 6, torch.float64, 'cpu', act, None, clamp, margin=0.05)
+        z = y * d[:, :, None, None] + noise + b[None, :, None, None]
+        pre = F.leaky_relu(z, 0.2) * math.sqrt(2) if act == 'lrelu' else z
+        assert z.abs().min() >= 0.05 - 1e-9 and ((pre.abs() - clamp).abs().min() >= 0.05 - 1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dispatch and the autograd wiring of the CUDA path, on CPU with a PyTorch stand-in for the plugin
+# ---------------------------------------------------------------------------------------------------
+
+def test_dispatcher_uses_the_reference_on_cpu_and_validates_impl(monkeypatch):
+    y, d = torch.randn(2, 3, 4, 4), torch.rand(2, 3)
+    assert torch.equal(svm.fused_epilogue(y, d, act='lrelu'), svm.fused_epilogue_ref(y, d, act='lrelu'))
+    monkeypatch.setattr(svm, 'USE_CUSTOM_OPS', False)
+    assert torch.equal(svm.fused_epilogue(y, d, act='lrelu'), svm.fused_epilogue_ref(y, d, act='lrelu'))
+    with pytest.raises(ValueError):
+        svm.demod_coefficients(torch.randn(3, 2, 3, 3), torch.randn(2, 2), impl='triton')
+
+
+class TorchStandInPlugin:
+    """The compiled plugin's four functions written in PyTorch, following the kernels' conventions
+    (fp32/fp64 accumulation, slope read from the saved output, None for gradients not asked for)."""
+
+    @staticmethod
+    def demod_forward(weight, s, eps):
+        acc = svm._acc_dtype(weight.dtype)
+        wsq = weight.to(acc).square().sum(dim=[2, 3])
+        return [(s.to(acc).square() @ wsq.t() + eps).rsqrt().to(s.dtype), wsq]
+
+    @staticmethod
+    def demod_backward(grad_d, d, wsq, weight, s, need_weight, need_s):
+        gq = -0.5 * grad_d * d.pow(3)
+        return [2 * weight * (gq.t() @ s.square())[:, :, None, None] if need_weight else None,
+                2 * s * (gq @ wsq.to(s.dtype)) if need_s else None]
+
+    @staticmethod
+    def epilogue_forward(y, d, noise, bias, act, gain, clamp):
+        z = y.to(svm._acc_dtype(y.dtype))
+        z = z * d[:, :, None, None] if d is not None else z
+        z = z + noise if noise is not None else z
+        z = z + bias[None, :, None, None] if bias is not None else z
+        z = torch.where(z > 0, z, z * 0.2) if act == 1 else z
+        z = z * gain
+        return (z.clamp(-clamp, clamp) if clamp >= 0 else z).to(y.dtype)
+
+    @staticmethod
+    def epilogue_backward(g, out, y, d, need_y, need_d, need_noise, need_bias, act, gain, clamp):
+        acc = svm._acc_dtype(g.dtype)
+        m = torch.full_like(g, gain, dtype=acc)
+        if act == 1:
+            m = torch.where(out > 0, m, m * 0.2)
+        if clamp >= 0:
+            m = m * (out.abs() < clamp)
+        gz = g.to(acc) * m
+        return [(gz * d[:, :, None, None] if d is not None else gz).to(g.dtype) if need_y else None,
+                (gz * y.to(acc)).sum(dim=[2, 3]) if need_d else None,
+                gz.sum(dim=1, keepdim=True).to(g.dtype) if need_noise else None,
+                gz.sum(dim=[0, 2, 3]) if need_bias else None]
+
+
+@pytest.fixture
+def stand_in_plugin(monkeypatch):
+    monkeypatch.setattr(svm, '_PLUGIN', TorchStandInPlugin())
+    monkeypatch.setattr(svm, '_PLUGIN_STATUS', dict(ok=True, reason='stand-in', log=None, warn=False))
+
+
+@pytest.mark.parametrize('act, clamp', [('lrelu', None), ('lrelu', 1.0), ('linear', 0.5), ('linear', None)])
+def test_cuda_path_autograd_is_correct_to_second_order_with_a_stand_in_plugin(stand_in_plugin, act, clamp):
+    inputs = svm._epilogue_test_inputs(2, 3, 3, 4, torch.float64, 'cpu', act, None, clamp)
+    fn = lambda *t: svm.fused_epilogue_cuda(*t, act=act, clamp=clamp)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+    w = torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(svm.demod_coefficients_cuda, (w, s))
+    assert torch.autograd.gradgradcheck(svm.demod_coefficients_cuda, (w, s))
+    # gradgradcheck differentiates whatever first derivative create_graph=True computes; check that it
+    # (PyTorch formulas) equals the plain backward (the kernels) and the reference.
+    d, grad_d = svm.demod_coefficients_cuda(w, s), torch.randn(2, 3, dtype=torch.float64)
+    with_graph = torch.autograd.grad(d, (w, s), grad_d, create_graph=True)
+    without = torch.autograd.grad(d, (w, s), grad_d)
+    reference = torch.autograd.grad(svm.demod_coefficients_ref(w, s), (w, s), grad_d)
+    for a, b, c in zip(with_graph, without, reference):
+        assert torch.allclose(a, b) and torch.allclose(b, c)
+
+
+def test_r1_style_double_backward_through_a_layer_matches_the_reference(stand_in_plugin):
+    """The R1 penalty's gradient w.r.t. weight, styles and bias, through modulate → conv → demod → epilogue."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    params = [torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True),        # weight
+              torch.randn(2, 4, dtype=torch.float64, requires_grad=True),              # styles
+              torch.randn(3, dtype=torch.float64, requires_grad=True)]                 # bias
+    grads = {}
+    for impl in ('cuda', 'ref'):
+        out = svm.modulated_conv2d_fused(x, params[0], params[1], bias=params[2], act='lrelu', clamp=2.0, impl=impl)
+        (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        grads[impl] = torch.autograd.grad(grad_x.square().sum(), params)
+    for g, rg in zip(grads['cuda'], grads['ref']):
+        assert torch.allclose(g, rg, rtol=1e-9, atol=1e-12)
+
+
+def test_check_parity_runs_end_to_end_with_a_stand_in_plugin(stand_in_plugin):
+    """The `doctor` parity check itself (its inputs, tolerances and bookkeeping), without a GPU."""
+    result = svm.check_parity('cpu', dtypes=(torch.float64, torch.float32, torch.float16, torch.bfloat16))
+    assert len(result['checks']) > 100 and result['ok'], _failures(result)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The lazy build
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_plugin_state(monkeypatch, tmp_path):
+    monkeypatch.setattr(svm, '_PLUGIN', None)
+    monkeypatch.setattr(svm, '_PLUGIN_STATUS', None)
+    monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path))
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '8.0')      # a target even without a GPU
+    return tmp_path
+
+
+def test_build_failure_warns_once_and_keeps_the_compiler_log(fresh_plugin_state, monkeypatch):
+    from torch.utils import cpp_extension
+
+    def broken_compiler(**kwargs):
+        raise RuntimeError("Error building extension 'x': cuda.cu(42): error: expected a \";\"")
+    monkeypatch.setattr(cpp_extension, 'load_inline', broken_compiler)
+    monkeypatch.setattr(cpp_extension, 'is_ninja_available', lambda: True)
+    monkeypatch.setattr(svm, '_find_cuda_home', lambda: '/opt/fake-cuda')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert svm.load_modconv_plugin() is None
+        assert svm.load_modconv_plugin() is None          # no second build attempt, no second warning
+    ours = [w for w in caught if 'fused ModConv2d' in str(w.message)]
+    assert len(ours) == 1
+    log = svm.modconv_plugin_status()['log']
+    assert log in str(ours[0].message) and 'expected a ";"' in open(log).read()
+    assert not svm.modconv_plugin_status()['ok']
+    assert 'expected a ";"' in svm.modconv_plugin_status()['reason']       # the compiler's line, not ninja's
+
+
+def test_missing_toolkit_falls_back_to_the_reference_silently(fresh_plugin_state, monkeypatch):
+    monkeypatch.setattr(svm, '_find_cuda_home', lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                    # any warning fails the test
+        assert svm.load_modconv_plugin() is None
+    y = torch.randn(1, 2, 3, 3)
+    assert torch.equal(svm.fused_epilogue(y, act='lrelu'), svm.fused_epilogue_ref(y, act='lrelu'))
+
+
+def _have_cuda_toolkit():
+    home = os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH')
+    return bool(shutil.which('nvcc') or (home and os.path.exists(os.path.join(home, 'bin', 'nvcc'))))
+
+
+@pytest.mark.skipif(not _have_cuda_toolkit(), reason='no CUDA toolkit (nvcc, CUDA_HOME): cannot compile the kernels')
+@pytest.mark.skipif(torch.version.cuda is None, reason='this torch build has no CUDA support')
+def test_cuda_kernel_compiles(tmp_path):
+    """Two processes start at once on an empty cache: one compiles, the other waits and loads the result.
+    Then this process loads the cached build (works without a GPU) and checks the bindings."""
+    here = os.path.dirname(os.path.abspath(svm.__file__))
+    script = (f'import sys, json; sys.path.insert(0, {here!r}); import {svm.__name__} as svm; '
+              f'm, st = svm.build_modconv_plugin(force_compile_without_gpu=True, cache_root={str(tmp_path)!r}); '
+              f'print("STATUS " + json.dumps(st))')
+    procs = [subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    statuses = []
+    for proc in procs:
+        output, _ = proc.communicate(timeout=3600)
+        lines = [line for line in output.splitlines() if line.startswith('STATUS ')]
+        assert lines, output
+        statuses.append(json.loads(lines[-1][len('STATUS '):]))
+    for status in statuses:
+        log = open(status['log']).read() if status.get('log') and os.path.exists(status['log']) else ''
+        assert status['ok'], f"{status['reason']}\n{log[-20000:]}"
+    assert sorted(status['from_cache'] for status in statuses) == [False, True]
+    print('compile time (s):', max(status['seconds'] for status in statuses))
+
+    module, status = svm.build_modconv_plugin(force_compile_without_gpu=True, cache_root=tmp_path)
+    assert status['ok'] and status['from_cache'], status
+    for name in ('demod_forward', 'demod_backward', 'epilogue_forward', 'epilogue_backward'):
+        assert callable(getattr(module, name))
+    with pytest.raises(RuntimeError, match='must be a CUDA tensor'):
+        module.epilogue_forward(torch.randn(1, 2, 3, 3), None, None, None, 1, 1.0, -1.0)
+    with pytest.raises(RuntimeError, match='must be a CUDA tensor'):
+        module.demod_forward(torch.randn(2, 2, 3, 3), torch.randn(1, 2), 1e-8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The kernels on a GPU
+# ---------------------------------------------------------------------------------------------------
+
+def _failures(result):
+    return {name: check for name, check in result['checks'].items() if not check['ok']}
+
+
+@requires_gpu
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_ops_match_the_reference_forward_and_gradients(dtype):
+    result = svm.check_parity('cuda', dtypes=(dtype,), gradcheck=False)
+    assert result['checks'] and not _failures(result), _failures(result) or result
+
+
+@requires_gpu
+def test_cuda_ops_pass_gradcheck_and_gradgradcheck_in_float64():
+    result = svm.check_parity('cuda', dtypes=(torch.float64,), gradcheck=True)
+    assert result['checks'] and not _failures(result), _failures(result) or result
+
+
+@requires_gpu
+def test_cuda_dispatch_is_automatic_and_handles_odd_layouts():
+    """impl=None picks the kernel on CUDA tensors; non-contiguous inputs, [H, W] noise, 1×1 planes, sizes
+    that are not multiples of the block size, and more planes than gridDim.y allows, all give the reference."""
+    assert svm._resolve_impl(None, torch.zeros(1, device='cuda')) == 'cuda'
+    torch.manual_seed(4)
+    for N, O, H, W in [(2, 3, 37, 41), (1, 70000, 1, 1), (3, 2, 1, 300)]:
+        y = torch.randn(N, O, H, W, device='cuda').contiguous(memory_format=torch.channels_last)
+        d, b = torch.rand(N, O, device='cuda') + 0.5, torch.randn(O, device='cuda')
+        noise = torch.randn(H, W, device='cuda')
+        for t in (y, d, b, noise):
+            t.requires_grad_(True)
+        out = svm.fused_epilogue(y, d, noise, b, act='lrelu', clamp=1.5)
+        ref = svm.fused_epilogue_ref(y, d, noise, b, act='lrelu', clamp=1.5)
+        assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+        grad = torch.randn_like(out)
+        for g, rg in zip(torch.autograd.grad(out, (y, d, noise, b), grad), torch.autograd.grad(ref, (y, d, noise, b), grad)):
+            # The kernel and the reference may disagree on the slope of an element sitting exactly on a kink.
+            assert svm._rel_err(g, rg) < 1e-3
+
+
+@requires_gpu
+def test_benchmark_runs_on_a_small_layer():
+    result = svm.benchmark_modconv_layer(N=2, I=8, O=8, H=32, W=32, iters=2)
+    assert result['ok'] and result['cuda']['layer_fwd_bwd_ms'] > 0 and result['ref']['layer_peak_mib'] > 0
 
 
 # ---------------------------------------------------------------------------------------------
