@@ -1479,6 +1479,7 @@ class SynthesisNetwork(nn.Module):
 
 
 def _seeded_normal(seed: int, dim: int) -> torch.Tensor:
+    """z ~ N(0, I) of one content seed, drawn on the CPU: the same on every device."""
     return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
 
 
@@ -2356,11 +2357,18 @@ class ClipDataset(torch.utils.data.Dataset):
 
 
 def step_rng(seed: int, step: int, purpose: str) -> torch.Generator:
+    """A CPU generator for one kind of draw ('G', 'D', 'real', ...) of one step of one run.
+
+    Seeding by (seed, step, purpose) instead of carrying RNG state makes every step replayable on
+    its own: resuming needs nothing but the step counter, and the draws do not depend on how many
+    processes split the batch (each takes its rows of the same global draw).
+    """
     key = _splitmix64(_splitmix64(seed & _MASK64) ^ _splitmix64(step)) ^ sum(map(ord, purpose)) * 0x9E3779B1
     return torch.Generator().manual_seed(_splitmix64(key & _MASK64) >> 1)
 
 
 def step_np_rng(seed: int, step: int, purpose: str) -> np.random.Generator:
+    """The numpy twin of step_rng (clip times and real-clip seeds are drawn with numpy)."""
     return np.random.default_rng(int(step_rng(seed, step, purpose).initial_seed()))
 
 
@@ -2461,6 +2469,8 @@ class Trainer:
         return z[self.rows].to(dev), t[self.rows].to(dev), tokens
 
     def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
+        """Video-consistent ADA with this step's generator. (Per process, not per global batch: with
+        augmentation on, N processes draw other -- equally distributed -- parameters than one.)"""
         g = step_rng(self.seed * 7919 + self.dist.rank, self.step_idx, purpose)
         return self.aug(x, generator=g)
 
@@ -2555,12 +2565,24 @@ def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int 
     with FrameSink(stem + ".mp4", cfg.fps) as sink:
         sink.write(video_grid(videos))
     strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
-    iio.imwrite(stem + ".png", video_grid(strip.permute(1, 0, 2, 3, 4)[None].flatten(1, 2), cols=strip.shape[1])[0])
+    tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [num*8, 1, H, W, 3]: one tile per frame
+    iio.imwrite(stem + ".png", video_grid(tiles, cols=strip.shape[1])[0])   # a row per video
 
 
 def _write_json_line(path: str, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def load_resume_state(resume: str, outdir: str, cfg: Config) -> dict:
+    """The checkpoint to continue from ('auto' = the run directory's), refused if it is another model."""
+    path = checkpoint_path(outdir if resume == "auto" else resume)
+    state = load_checkpoint(path)
+    old = config_from_dict(state["cfg"])
+    if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
+        raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
+                        f"this run is '{cfg.preset}' at {cfg.resolution}^2")
+    return state
 
 
 def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
@@ -2576,11 +2598,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     trainer = Trainer(cfg, dist, seed)
     ckpt = os.path.join(outdir, "checkpoint.pt")
     if resume:
-        state = load_checkpoint(ckpt if resume == "auto" else resume)
-        old = config_from_dict(state["cfg"])
-        if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
-            raise UserError(f"{checkpoint_path(resume if resume != 'auto' else ckpt)}: checkpoint is preset "
-                            f"'{old.preset}' at {old.resolution}^2, this run is '{cfg.preset}' at {cfg.resolution}^2")
+        state = load_resume_state(resume, outdir, cfg)
         try:
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
@@ -2602,14 +2620,16 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         signal.signal(signal.SIGINT, signal.default_int_handler)   # a second Ctrl-C stops at once
     old_handler = signal.signal(signal.SIGINT, on_sigint) if _in_main_thread() else None
 
+    # Progress is counted in real frames shown to D (nimg); a tick logs a line, a snapshot saves.
     total = int(kimg * 1000)
-    bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main), initial=round(min(trainer.nimg, total) / 1000, 3),
+    bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main),
+               initial=round(min(trainer.nimg, total) / 1000, 3),
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
     last_tick, last_snap, tick_start, tick_nimg = trainer.nimg, trainer.nimg, time.time(), trainer.nimg
-    acc: dict = {}
+    acc: dict = {}                                               # per-step logs, averaged over a tick
     try:
-        for real, t_real in loader:
-            if trainer.nimg >= total:
+        for real, t_real in loader:                              # this process's rows of each step's batch
+            if trainer.nimg >= total:                            # (a resumed run that was already done)
                 break
             logs = trainer.step(real, t_real)
             for key, v in logs.items():
@@ -2624,6 +2644,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
                 if dist.main:
                     _write_json_line(os.path.join(outdir, "log.jsonl"), record)
                 acc, last_tick, tick_start, tick_nimg = {}, trainer.nimg, time.time(), trainer.nimg
+            # Did any process see Ctrl-C? Every process must agree, or the others would wait
+            # forever in the next step's all_reduce.
             flag = torch.tensor([float(stop["flag"])], device=dist.device)
             stop_now = dist.all_reduce_sum(flag).item() > 0
             if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
@@ -2713,6 +2735,7 @@ def load_checkpoint(path: str) -> dict:
 
 
 def config_from_dict(d: dict) -> Config:
+    """The Config saved in a checkpoint (fields unknown to this version are ignored)."""
     fields = {f.name for f in dataclasses.fields(Config)}
     return Config(**{k: v for k, v in d.items() if k in fields})
 
@@ -3028,6 +3051,7 @@ def _pick_device(name: Optional[str]) -> torch.device:
 
 
 def cmd_sample(args) -> None:
+    """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
     global USE_CUSTOM_OPS
     USE_CUSTOM_OPS = not args.no_custom_ops
     if not args.seconds > 0 or (args.fps is not None and not args.fps > 0) or args.start < 0 or args.num < 1:
@@ -3078,8 +3102,9 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     try:
         if world > 1:
+            import datetime   # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
             torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
-                                                 rank=rank, world_size=world)
+                                                 rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
         train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed, snap=args.snap,
               tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
               metrics=args.metrics, metric_videos=args.metric_videos)
@@ -3093,6 +3118,7 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 
 
 def cmd_train(args) -> None:
+    """`train`: resolve the config, check every input, then run 1 process, N spawned ones, or torchrun's."""
     cfg = make_config(args.preset, **_train_overrides(args))
     if args.kimg is None:
         args.kimg = 200.0 if args.preset == "tiny" else 25000.0
@@ -3126,12 +3152,7 @@ def cmd_train(args) -> None:
             raise UserError(f"--gpus {world}: only {n} CUDA device(s) present"
                             + ("" if n else " (use --device cpu to run CPU processes instead)"))
     if args.resume:
-        state = load_checkpoint(args.outdir if args.resume == "auto" else args.resume)
-        old = config_from_dict(state["cfg"])
-        if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
-            raise UserError(f"{checkpoint_path(args.resume if args.resume != 'auto' else args.outdir)}: checkpoint is "
-                            f"preset '{old.preset}' at {old.resolution}^2, this run is '{cfg.preset}' at {cfg.resolution}^2")
-        del state
+        load_resume_state(args.resume, args.outdir, cfg)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         return

@@ -508,6 +508,9 @@ def test_training_writes_checkpoint_log_samples_and_sample_reads_it(tmp_path):
     assert {"kimg", "loss_G", "loss_D", "p", "sec_per_kimg", "nonfinite_grads"} <= set(log[0])
     assert json.load(open(out / "config.json"))["resolution"] == 16
     assert len([f for f in os.listdir(out / "samples") if f.endswith(".mp4")]) == 2
+    strip = iio.imread(sorted(str(p) for p in (out / "samples").glob("*.png"))[-1])
+    assert strip.shape == (8 * 16, 8 * 16, 3)                           # 8 videos x 8 frames
+    assert strip[:, -16:].std() > 0                                      # the last column is a frame, not padding
     r = run_cli("sample", "--ckpt", out, "--seconds", "0.4", "--out", tmp_path / "s.mp4")
     assert r.returncode == 0, r.stderr
 
