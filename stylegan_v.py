@@ -3225,12 +3225,14 @@ def cmd_bench(args) -> None:
             batch = args.train_batch or cfg.batch
             video = dataclasses.replace(cfg, batch=batch)
             # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes,
-            # no time conditioning in D.
-            image = dataclasses.replace(cfg, batch=batch, frames_per_clip=1, motion_dim=0, d_cond="none")
+            # no time conditioning in D -- with as many frames per step (batch * k images), so both
+            # move the same amount of activation memory per step.
+            image = dataclasses.replace(cfg, batch=batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
+                                        d_cond="none")
             sv = bench_training(video, device, args.repeat)
             si = bench_training(image, device, args.repeat)
-            print(f"train   {preset:5s} {cfg.resolution:4d}^2  batch {batch}: video model {sv * 1e3:8.1f} s/kimg "
-                  f"(k={cfg.frames_per_clip}), image StyleGAN2 {si * 1e3:8.1f} s/kimg   ->  "
+            print(f"train   {preset:5s} {cfg.resolution:4d}^2  {batch} videos x {cfg.frames_per_clip} frames: "
+                  f"video model {sv * 1e3:8.1f} s/kimg, image StyleGAN2 ({image.batch} images) {si * 1e3:8.1f} s/kimg  ->  "
                   f"cost per frame {100 * (sv / si - 1):+.1f} %")
 
 
