@@ -10,7 +10,7 @@ k = 3 frames of a clip (sparse training, Sec 3.3) and is told the time gaps betw
 a hypernetwork: the first convolution of every block is modulated by an embedding of the gaps.
 
 What this file holds, in the order the data flows (each section has a `# ---` banner):
-    §1  Config and presets                  (Appx B, ../shared/REFERENCE.md)
+    §1  Config and presets                                              (Appx B)
     §2  Primitives: equalized lr, bias+activation, FIR resampling        (StyleGAN2)
     §3  ModConv2d: modulation and weight demodulation, the CUDA kernel and its reference
     §4  Content mapping network F_c          (Sec 3.1)
@@ -36,9 +36,10 @@ Launch:
     torchrun --nnodes 2 --nproc-per-node 8 stylegan_v.py train --data ffs.zip --preset ffs
     python stylegan_v.py sample --ckpt runs/ffs --seconds 3600 --out hour.mp4
 
-Where we deviate from the paper or from the authors' release, a comment says so and why. The big
-ones: we follow the paper (not the release) on linear period scaling (Eq 6), learned amplitudes
-(Eq 3) and the hypernetwork D (Fig 6); the release's variants are options.
+Where we deviate from the paper or from the authors' release (github.com/universome/stylegan-v), a
+comment says so and why. The big ones: we follow the paper, not the release, on linear period
+scaling (Eq 6), learned amplitudes (Eq 3) and the hypernetwork D (Fig 6); the release's D
+(projection-only time conditioning) is `--d-cond concat`.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ except ImportError:                                 # Windows: builds are not gu
     fcntl = None
 
 # ------------------------------------------------------------------------------------------------
-# §1 Config and presets (Appx B; numbers from ../shared/REFERENCE.md)
+# §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -1459,7 +1460,12 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """S(w, v_t) -> frame x_t in [-1, 1]: StyleGAN2's synthesis network, motion code at the input."""
+    """S(w, v_t) -> frame x_t in [-1, 1]: StyleGAN2's synthesis network, motion code at the input.
+
+    Mixed precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions (32^2 ... 256^2 at 256^2)
+    run in fp16 with activations clamped to +-conv_clamp (256) and the weights/styles pre-normalized
+    (ModConv2d), while parameters, the RGB skip sum and everything on CPU stay fp32.
+    """
 
     def __init__(self, cfg: Config):
         super().__init__()

