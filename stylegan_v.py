@@ -23,7 +23,7 @@ What this file holds, in the order the data flows (each section has a `# ---` ba
     §11 Training loop                                                   (Sec 4.1, Appx B)
     §12 Checkpoints, sampling videos of any length                      (Sec 4.2)
     §13 The CUDA kernel's parity check and micro-benchmark (doctor)
-    §14 Command line: train, sample, bench, doctor
+    §14 Command line: train, sample, bench, doctor, figures
 
 Shape legend: B videos in a batch, k frames per clip, N = B*k frames, T frames in a rendered
 clip, C channels, H x W pixels, D motion-token dim, L number of motion tokens, A anchors.
@@ -1334,7 +1334,9 @@ def linear_period_scales(dim: int, period_min: float, period_max: float) -> torc
     """Eq 6: sigma_i = 2 pi / (omega_min + (i / N) (omega_max - omega_min)), periods in frames.
 
     Linearly spaced *periods* (not exponentially spaced frequencies) make the joint cycle of all
-    channels (their least common multiple) enormous, which keeps v_t from looping (Fig 9).
+    channels (their least common multiple) enormous, which keeps v_t from looping (Fig 9). (Appx B.3's
+    prose says it scales "the amplitudes weight matrix"; Eq 5 and the release scale the frequencies,
+    as we do.)
     """
     i = torch.arange(dim, dtype=torch.float64)
     return 2 * math.pi / (period_min + (i / dim) * (period_max - period_min))   # [D], rad/frame
@@ -1633,6 +1635,15 @@ class Generator(nn.Module):
         img = self._in_row_blocks(lambda r: self.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r],
                                                                      force_fp32), rows)
         return img.reshape(B, T, *img.shape[1:])
+
+    @torch.no_grad()
+    def motion_codes(self, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
+        """v_t of one video at times t [T] (frames) -> [T, D]: the motion code S is given (Eq 4)."""
+        t = torch.as_tensor(t).double().cpu()
+        j = torch.floor(t / self.cfg.motion_delta_z).long()
+        params = self.anchor_params(motion_seed, j.tolist() + (j + 1).tolist())          # 4 x [2T, D]
+        anchors = [p.reshape(2, len(t), -1).transpose(0, 1) for p in params]             # 4 x [T, 2, D]
+        return acyclic_embedding(*anchors, j.to(self.device), t.to(self.device), self.cfg.motion_delta_z)
 
     @torch.no_grad()
     def render_videos(self, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
@@ -3044,7 +3055,7 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
 
 
 # ------------------------------------------------------------------------------------------------
-# §14 Command line: train, sample, bench, doctor
+# §14 Command line: train, sample, bench, doctor, figures
 # ------------------------------------------------------------------------------------------------
 
 
@@ -3285,6 +3296,66 @@ def cmd_doctor(args) -> None:
     print(f"  speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
 
 
+def _line_plot(curves: np.ndarray, height: int = 60, width: int = 1000) -> np.ndarray:
+    """uint8 [rows*height, width, 3]: each row of `curves` [rows, n] drawn as a dark line in its own band.
+
+    A plot without a plotting library (the design card allows none): sample each curve at `width`
+    points and, at every x, fill the pixels between this value and the next.
+    """
+    rows, n = curves.shape
+    x = np.linspace(0, n - 1, width)
+    canvas = np.full((rows * height, width, 3), 255, np.uint8)
+    for r, curve in enumerate(curves):
+        y = np.interp(x, np.arange(n), curve)
+        lo, hi = y.min(), y.max()
+        py = (height - 4) - (y - lo) / max(hi - lo, 1e-8) * (height - 8) + r * height   # top = max
+        canvas[r * height, :] = 200                                                     # band separator
+        for i in range(width - 1):
+            a, b = sorted((int(round(py[i])), int(round(py[i + 1]))))
+            canvas[a:b + 1, i] = (40, 60, 160)
+    return canvas
+
+
+def cmd_figures(args) -> None:
+    """The README's pictures from a checkpoint (and its dataset): strips of frames and Fig 9."""
+    import imageio.v3 as iio
+    G, cfg = load_generator(args.ckpt, _pick_device(args.device))
+    os.makedirs(args.out, exist_ok=True)
+    n, step = 8, args.stride                                     # 8 frames per row, every `stride` frames
+    t = torch.arange(n, dtype=torch.float64) * step
+    rows = lambda videos: video_grid(videos.reshape(-1, 1, *videos.shape[2:]), cols=n)[0]   # a row per video
+
+    def save(name, image):
+        path = os.path.join(args.out, name)
+        iio.imwrite(path, image)
+        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
+
+    fake = G.render_videos(list(range(args.num)), t)                        # [num, 8, H, W, 3]
+    if args.data:
+        data = VideoFolder(args.data)
+        rng = np.random.default_rng(0)
+        picks = rng.choice(len(data), size=min(args.num, len(data)), replace=False)
+        real = []
+        for v in picks:
+            start = int(rng.integers(0, max(data.lengths[v] - (n - 1) * step, 1)))
+            idx = np.minimum(start + np.arange(n) * step, data.lengths[v] - 1)
+            real.append(torch.from_numpy(data.read_frames(int(v), idx)))
+        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), np.full((4, n * cfg.resolution, 3), 255, np.uint8),
+                                                 rows(fake)]))
+    else:
+        save("fake.png", rows(fake))
+    # Content and motion are separate: same content seed with two motion seeds, and the reverse.
+    pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    cm = torch.cat([G.render_videos([c], t, motion_seeds=[m]) for c, m in pairs])
+    save("content_motion.png", rows(cm))                                    # rows: (c0,m0) (c0,m1) (c1,m0) (c1,m1)
+    # No degradation after an hour: the same video at t = 0 and at t = 1 h.
+    hour = args.hour_seconds * cfg.fps
+    save("t0_vs_1h.png", rows(torch.cat([G.render_videos([0], t), G.render_videos([0], hour + t)])))
+    # Fig 9: channels of the acyclic embedding v_t over 2000 frames.
+    v = G.motion_codes(0, torch.arange(2000, dtype=torch.float64)).cpu().numpy()       # [2000, D]
+    save("embedding.png", _line_plot(v[:, :: max(cfg.motion_dim // 6, 1)][:, :6].T))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -3345,6 +3416,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device")
     b.add_argument("--no-custom-ops", action="store_true", help="time the PyTorch reference instead of the CUDA kernel")
     b.set_defaults(fn=cmd_bench)
+
+    f = sub.add_parser("figures", help="the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9")
+    f.add_argument("--ckpt", required=True, help="checkpoint file or training directory")
+    f.add_argument("--data", help="its dataset, for real frames beside the fake ones")
+    f.add_argument("--out", default="assets", help="folder for the PNGs (default assets/)")
+    f.add_argument("--num", type=int, default=4, help="videos per picture")
+    f.add_argument("--stride", type=int, default=4, help="frames between the 8 frames of a strip")
+    f.add_argument("--hour-seconds", type=float, default=3600.0, help="how late the late strip is")
+    f.add_argument("--device")
+    f.set_defaults(fn=cmd_figures)
 
     d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
     d.add_argument("--verbose", action="store_true", help="show the compiler's output")

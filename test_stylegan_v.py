@@ -2069,3 +2069,25 @@ def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
     rows = [json.loads(line) for line in open(out / "log.jsonl")]
     fvds = [row["fvd16"] for row in rows if "fvd16" in row]
     assert len(fvds) == 1 and np.isfinite(fvds[0]) and fvds[0] > 0
+
+
+def test_motion_codes_equal_the_alignment_vectors_at_the_anchors():
+    G = sv.Generator(tiny()).eval()
+    dz = G.cfg.motion_delta_z
+    j = [0, 3, 11_250]                                                  # 11,250 anchors = 90,000 frames
+    v = G.motion_codes(5, torch.tensor([float(i * dz) for i in j]))
+    a = G.anchor_params(5, j)[3]                                        # W_a u_j
+    torch.testing.assert_close(v, a, rtol=0, atol=1e-5)
+
+
+def test_figures_writes_the_readme_pictures(tmp_path):
+    data = write_dataset(tmp_path / "d.zip", lengths=(40, 40, 40, 40))
+    r = run_cli("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--outdir", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", data, "--out", tmp_path / "figs", "--hour-seconds", 10)
+    assert r.returncode == 0, r.stderr[-2000:]
+    shapes = {f: iio.imread(tmp_path / "figs" / f).shape for f in os.listdir(tmp_path / "figs")}
+    assert shapes["real_vs_fake.png"] == (8 * 16 + 4, 8 * 16, 3)      # 4 real rows, a gap, 4 fake rows
+    assert shapes["content_motion.png"] == (4 * 16, 8 * 16, 3)
+    assert shapes["t0_vs_1h.png"] == (2 * 16, 8 * 16, 3)
+    assert shapes["embedding.png"][1] == 1000
