@@ -172,6 +172,7 @@ def make_config(preset: str = "tiny", **overrides) -> Config:
 # per-layer learning rate is effectively lr * lr_mul.
 
 ACT_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0)}  # keeps the activations' variance at ~1
+LRELU_SLOPE = 0.2                                     # StyleGAN's leaky ReLU slope for z < 0
 
 
 def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear",
@@ -180,7 +181,7 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear"
     if b is not None:
         x = x + b.to(x.dtype).reshape([1, -1] + [1] * (x.ndim - 2))
     if act == "lrelu":
-        x = F.leaky_relu(x, 0.2)
+        x = F.leaky_relu(x, LRELU_SLOPE)
     elif act != "linear":
         raise ValueError(f"act must be 'linear' or 'lrelu', got {act!r}")
     x = x * (ACT_GAIN[act] if gain is None else gain)
@@ -289,7 +290,6 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 # everywhere (useful to rule the kernels out when debugging).
 USE_CUSTOM_OPS = True
 
-LRELU_SLOPE = 0.2                                   # StyleGAN's leaky ReLU slope for z < 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -2373,6 +2373,16 @@ class ClipDataset(torch.utils.data.Dataset):
 # resumed run replays exactly what the uninterrupted one would have done.
 
 
+def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
+    """Videos per process; the global batch must split evenly, each share into mbstd groups."""
+    if batch % world:
+        raise UserError(f"--batch {batch} is not divisible by the number of processes ({world})")
+    local = batch // world
+    if local % min(mbstd_group, local):
+        raise UserError(f"batch per process ({local}) must be a multiple of the mbstd group ({mbstd_group})")
+    return local
+
+
 def step_rng(seed: int, step: int, purpose: str) -> torch.Generator:
     """A CPU generator for one kind of draw ('G', 'D', 'real', ...) of one step of one run.
 
@@ -2449,12 +2459,8 @@ class Trainer:
     def __init__(self, cfg: Config, dist: Dist, seed: int = 0):
         self.cfg, self.dist, self.seed = cfg, dist, seed
         self.k = cfg.frames_per_clip
-        if cfg.batch % dist.world:
-            raise UserError(f"--batch {cfg.batch} is not divisible by the number of processes ({dist.world})")
-        self.local = cfg.batch // dist.world
+        self.local = check_batch_split(cfg.batch, dist.world, cfg.mbstd_group)
         self.rows = slice(dist.rank * self.local, (dist.rank + 1) * self.local)
-        if self.local % min(cfg.mbstd_group, self.local):
-            raise UserError(f"batch per process ({self.local}) must be a multiple of the mbstd group ({cfg.mbstd_group})")
         dev = dist.device
         torch.manual_seed(seed)                                  # identical initial weights on every process
         self.G = Generator(cfg).to(dev)
@@ -3158,11 +3164,7 @@ def cmd_train(args) -> None:
     world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
     if world < 1:
         raise UserError(f"--gpus must be >= 1, got {world}")
-    if cfg.batch % world:
-        raise UserError(f"--batch {cfg.batch} is not divisible by the number of processes ({world})")
-    local = cfg.batch // world
-    if local % min(cfg.mbstd_group, local):
-        raise UserError(f"batch per process ({local}) must be a multiple of the mbstd group ({cfg.mbstd_group})")
+    check_batch_split(cfg.batch, world, cfg.mbstd_group)
     if not torchrun and world > 1 and args.device != "cpu":
         n = torch.cuda.device_count()
         if world > n:
