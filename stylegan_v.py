@@ -23,7 +23,7 @@ What this file holds, in the order the data flows (each section has a `# ---` ba
     §11 Training loop                                                   (Sec 4.1, Appx B)
     §12 Checkpoints, sampling videos of any length                      (Sec 4.2)
     §13 The CUDA kernel's parity check and micro-benchmark (doctor)
-    §14 Command line: train, sample, bench, doctor, figures
+    §14 Command line: train, sample, bench, doctor, figures, plot
 
 Shape legend: B videos in a batch, k frames per clip, N = B*k frames, T frames in a rendered
 clip, C channels, H x W pixels, D motion-token dim, L number of motion tokens, A anchors.
@@ -142,11 +142,14 @@ PRESETS = {
     "sky": dict(resolution=256, motion_delta_z=256, period_min=256.0),
     # MEAD 1024^2: StyleGAN2's full-width network at 1024^2 (fmaps 1.0), 30 fps.
     "mead": dict(resolution=1024, fps=30.0, channel_base=32768, d_channel_base=32768),
-    # tiny: narrow, 64^2, short periods -- trains visibly on a 2-core CPU in minutes.
+    # tiny: narrow, 64^2, short periods -- trains visibly on a 2-core CPU in minutes. Tuned on
+    # 30-minute CPU runs (README, "what mattered"): batch 8 = twice the updates per kimg at the same
+    # cost per frame; R1 gamma 1 (not the auto 0.1) keeps the small D from winning outright; ADA's
+    # p may move 5x faster (ada_kimg 20), as a 50-clip dataset is memorized within minutes.
     "tiny": dict(resolution=64, z_dim=128, w_dim=128, motion_dim=128, channel_base=2048,
                  channel_max=128, d_channel_base=2048, d_channel_max=128, d_time_dim=64,
-                 motion_delta_z=8, period_min=4.0, period_max=128.0, batch=16, max_span=16,
-                 max_time=256, lr=0.002),
+                 motion_delta_z=8, period_min=4.0, period_max=128.0, batch=8, max_span=16,
+                 max_time=256, lr=0.0025, r1_gamma=1.0, ada_kimg=20.0),
 }
 
 
@@ -2300,6 +2303,18 @@ class VideoFolder:
         return np.stack(out)
 
 
+def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
+    """The dataset sets the resolution and the time unit (fps), and caps the clip span.
+
+    Real clips cannot span more than a video's length - 1 frames. If every video is shorter than
+    max_span + 1 frames (e.g. 16-frame chunks), real gaps never reach max_span while fake ones do,
+    and a time-conditioned D would learn "gap = max_span means fake" -- a tell G cannot remove. So
+    the fake gaps are capped at what the longest real video allows.
+    """
+    span = min(cfg.max_span, max(data.lengths) - 1)
+    return dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps, max_span=max(span, 1))
+
+
 def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time: float,
                       video_len: Optional[int] = None) -> np.ndarray:
     """Frame times of one sparse clip (Sec 3.3): span t_k - t_1 ~ U[k-1, max_span], t_1 ~ U[0, T - t_k].
@@ -2505,10 +2520,13 @@ class Trainer:
         t_real = t_real.to(dev)
         logs = {}
 
-        # G: minimize softplus(-D(G(z))) (non-saturating logistic loss)
+        # G: minimize softplus(-D(G(z))) (non-saturating logistic loss). D's weights are frozen so
+        # backward only fills G's gradients (it still flows *through* D to reach G's output).
+        # The fake clip goes through the same augmentation as the real ones: D never sees an
+        # un-augmented image, so G is not pushed to produce augmented-looking frames (ADA Sec 2).
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
-        z, t, tokens = self._latents("G")
+        z, t, tokens = self._latents("G")                        # z [b, z_dim], t [b, k], tokens [b, L, D]
         fake = self.G(z, t, tokens)                                          # [b, k, 3, H, W]
         loss_G = g_nonsaturating_loss(self.D(self._augment(fake, "G"), t))
         self.opt_G.zero_grad(set_to_none=True)
@@ -2517,7 +2535,10 @@ class Trainer:
         self.opt_G.step()
         logs["loss_G"] = loss_G.item()
 
-        # D: minimize softplus(D(G(z))) + softplus(-D(x))
+        # D: minimize softplus(D(G(z))) + softplus(-D(x)). New latents (StyleGAN2 draws the D
+        # phase's fakes separately), rendered without a graph: no gradient goes back into G here.
+        # Real clips come with their own times t_real (Sec 3.3), fakes with times drawn from the
+        # same distribution, so D cannot tell them apart by the time gaps alone.
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         z, t, tokens = self._latents("D")
@@ -2534,7 +2555,9 @@ class Trainer:
         self.aug.accumulate(real_logits.detach())
         logs.update(loss_D=loss_D.item(), real_logit=real_logits.mean().item(), fake_logit=fake_logits.mean().item())
 
-        # Lazy R1 on real clips, taken through the augmentation, every r1_interval steps
+        # Lazy R1 on real clips, taken through the augmentation, every r1_interval steps. The
+        # penalty ||d D(x) / d x||^2 keeps D flat around the data, which is what lets G's gradients
+        # point somewhere useful; multiplying by r1_interval keeps its average weight at gamma / 2.
         if self.step_idx % cfg.r1_interval == 0 and self.gamma > 0:
             real_ = real.detach().requires_grad_(True)
             r1 = d_r1_penalty(self.D(self._augment(real_, "R1"), t_real), real_)   # [b]
@@ -2613,12 +2636,15 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
           metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
     """The training loop of one process (rank). Returns the Trainer at the end."""
     from tqdm import tqdm
+    # The dataset decides the resolution and the time unit (its fps); the preset decides the rest.
     data = VideoFolder(data_path)
-    cfg = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps)
+    cfg = fit_config_to_data(cfg, data)
     if fp32:
         cfg.num_fp16_res = 0
     dataset = ClipDataset(data, cfg)
     trainer = Trainer(cfg, dist, seed)
+    # Resuming restores weights, optimizer moments, ADA's p and the step counter; since every draw
+    # is seeded by the step (step_rng), that is all it takes to continue exactly where we were.
     ckpt = os.path.join(outdir, "checkpoint.pt")
     if resume:
         state = load_resume_state(resume, outdir, cfg)
@@ -2630,6 +2656,9 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         os.makedirs(outdir, exist_ok=True)
         with open(os.path.join(outdir, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(cfg), f, indent=2)
+    # The loader's "sampler" yields, per step, one seed per real clip of this process's rows; a worker
+    # turns each seed into a clip (which video, which k frame times: Sec 3.3) and decodes its frames.
+    # Workers run ahead by prefetch_factor steps, so JPEG decoding overlaps with the training step.
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=Batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
@@ -2648,7 +2677,16 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main),
                initial=round(min(trainer.nimg, total) / 1000, 3),
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
+    if metrics and trainer.nimg == 0:
+        # The starting point of every FVD curve: the freshly initialised generator, at kimg 0.
+        results = run_metrics(metrics, trainer.G_ema, data_path, metric_videos, dist)
+        if dist.main:
+            _write_json_line(os.path.join(outdir, "log.jsonl"), {"kimg": 0.0, **results})
+            bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + "  (kimg 0)")
+    # Time is reported without the metrics (their cost depends on --metric-videos, not on training):
+    # s/kimg per tick, and train_sec, this process's training time so far.
     last_tick, last_snap, tick_start, tick_nimg = trainer.nimg, trainer.nimg, time.time(), trainer.nimg
+    train_start, metric_sec = time.time(), 0.0
     acc: dict = {}                                               # per-step logs, averaged over a tick
     try:
         for real, t_real in loader:                              # this process's rows of each step's batch
@@ -2662,7 +2700,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
             if trainer.nimg - last_tick >= tick * 1000 or done:
                 sec_per_kimg = (time.time() - tick_start) / max((trainer.nimg - tick_nimg) / 1000, 1e-9)
                 record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
-                          "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in acc.items()}}
+                          "train_sec": time.time() - train_start - metric_sec, "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in acc.items()}}
                 bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}")
                 if dist.main:
                     _write_json_line(os.path.join(outdir, "log.jsonl"), record)
@@ -2671,6 +2709,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
             # forever in the next step's all_reduce.
             flag = torch.tensor([float(stop["flag"])], device=dist.device)
             stop_now = dist.all_reduce_sum(flag).item() > 0
+            # A snapshot: checkpoint (atomic), an mp4/PNG preview from G_ema, and the metrics. The
+            # metrics see G_ema, the generator you would sample from, not the noisier G.
             if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
                 last_snap = trainer.nimg
                 if dist.main:
@@ -2678,9 +2718,12 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
                     if previews:
                         save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, cfg)
                 results = run_metrics(metrics, trainer.G_ema, data_path, metric_videos, dist) if metrics and not stop_now else {}
+                if results:
+                    metric_sec += results["sec"]
+                    tick_start += results["sec"]
                 if dist.main and results:
                     _write_json_line(os.path.join(outdir, "log.jsonl"), {"kimg": trainer.nimg / 1000, **results})
-                    bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items()))
+                    bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec"))
             if stop_now:
                 if dist.main:
                     bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto")
@@ -2704,8 +2747,9 @@ def _ignore_sigint(_worker_id: int) -> None:
 
 
 def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Dist) -> dict:
-    """FVD at a snapshot (computed on the main process; fvd.py holds the protocol)."""
-    results = {}
+    """FVD at a snapshot (computed on the main process; fvd.py holds the protocol), and 'sec', the
+    wall time it took here (so the training time can be reported without it)."""
+    results, start = {}, time.time()
     if dist.main:
         import fvd
         for m in metrics:
@@ -2715,7 +2759,7 @@ def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Di
                                                    device=str(dist.device), progress=False))
             except fvd.FVDError as e:
                 raise UserError(f"--metrics {m}: {e}")
-    return results
+    return {**results, "sec": time.time() - start} if metrics else results
 
 
 # ------------------------------------------------------------------------------------------------
@@ -3061,8 +3105,19 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
 
 
 # ------------------------------------------------------------------------------------------------
-# §14 Command line: train, sample, bench, doctor, figures
+# §14 Command line: train, sample, bench, doctor, figures, plot
 # ------------------------------------------------------------------------------------------------
+# Each command is a thin `cmd_*` function over the sections above; `build_parser` at the end lists
+# every option with its default. The error policy is the same everywhere: a mistake the user can fix
+# (a path, a flag, a dataset, a checkpoint) raises UserError, which `main` prints as ONE line,
+# "stylegan_v.py: error: ...", with exit code 2 -- never a traceback from deep inside torch -- and
+# every file is written under a temporary name and renamed when complete, so nothing is half-written.
+#
+#   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
+#   sample   checkpoint -> .mp4 or PNG frames of any length and frame rate (§12)
+#   bench    rendering speed at t = 0 and t = 1 h; with --train, video model vs image StyleGAN2
+#   doctor   torch/CUDA facts, builds the CUDA kernel and checks it against the reference (§13)
+#   figures  the README's pictures from a checkpoint;  plot  FVD over kimg from runs' log.jsonl
 
 
 def _pick_device(name: Optional[str]) -> torch.device:
@@ -3107,7 +3162,7 @@ def cmd_sample(args) -> None:
 def _train_overrides(args) -> dict:
     """Config fields set on the command line (None = keep the preset's value)."""
     o = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
-             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror or None)
+             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror or None, ada_kimg=args.ada_kimg)
     return {k: v for k, v in o.items() if v is not None}
 
 
@@ -3156,7 +3211,7 @@ def cmd_train(args) -> None:
             raise UserError(f"--metrics {m}: unknown metric (choose fvd16, fvd128)")
     # Everything that can be checked is checked before any process starts or any work is done.
     data = VideoFolder(args.data)
-    cfg = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps)
+    cfg = fit_config_to_data(cfg, data)
     ClipDataset(data, cfg)
     if args.aug not in (None, "ada", "fixed", "none") or cfg.d_cond not in ("hyper", "concat", "none"):
         raise UserError("--aug must be ada|fixed|none and --d-cond hyper|concat|none")
@@ -3175,6 +3230,8 @@ def cmd_train(args) -> None:
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         return
+    # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
+    # process in this interpreter, or N processes spawned here that meet on a free local TCP port.
     if torchrun:
         _train_worker(int(os.environ["RANK"]), world, args, cfg, "env://")
     elif world == 1:
@@ -3328,6 +3385,8 @@ def cmd_figures(args) -> None:
     rows = lambda videos: video_grid(videos.reshape(-1, 1, *videos.shape[2:]), cols=n)[0]   # a row per video
 
     def save(name, image):
+        if args.zoom > 1 and name != "embedding.png":           # nearest-neighbour, for small frames
+            image = image.repeat(args.zoom, axis=0).repeat(args.zoom, axis=1)
         path = os.path.join(args.out, name)
         iio.imwrite(path, image)
         print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
@@ -3356,6 +3415,86 @@ def cmd_figures(args) -> None:
     # Fig 9: channels of the acyclic embedding v_t over 2000 frames.
     v = G.motion_codes(0, torch.arange(2000, dtype=torch.float64)).cpu().numpy()       # [2000, D]
     save("embedding.png", _line_plot(v[:, :: max(cfg.motion_dim // 6, 1)][:, :6].T))
+
+
+def read_metric_curve(run: str, metric: str) -> np.ndarray:
+    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, in training order."""
+    path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
+    if not os.path.isfile(path):
+        raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path}: line {number} is not JSON")
+            if metric in record:
+                rows.append((record["kimg"], record[metric]))
+    if not rows:
+        raise UserError(f"{path}: no '{metric}' values (train with --metrics {metric})")
+    return np.array(rows, dtype=np.float64)
+
+
+def plot_curves(curves: dict, ylabel: str, size=(640, 400)) -> np.ndarray:
+    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend.
+
+    Drawn with Pillow (already installed as imageio's dependency) and its built-in font, so the
+    README's training curve needs no plotting library.
+    """
+    from PIL import Image, ImageDraw
+    W, H = size
+    left, right, top, bottom = 64, 16, 16, 44                    # margins for tick labels
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    xs = np.concatenate([c[:, 0] for c in curves.values()])
+    ys = np.concatenate([c[:, 1] for c in curves.values()])
+    x_hi = _nice_ceil(xs.max())
+    y_hi = _nice_ceil(ys.max() * 1.05)
+    px = lambda x: left + x / x_hi * (W - left - right)
+    py = lambda y: H - bottom - y / y_hi * (H - top - bottom)
+    for i in range(6):                                           # grid, ticks and their labels
+        x, y = x_hi * i / 5, y_hi * i / 5
+        draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
+        draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
+        draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
+        draw.text((left - 6, py(y)), f"{y:g}", fill="black", anchor="rm")
+    draw.rectangle([left, top, W - right, H - bottom], outline="black")
+    draw.text(((left + W - right) / 2, H - 14), "kimg (thousands of real frames shown to D)", fill="black", anchor="ma")
+    draw.text((6, top), ylabel, fill="black")
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
+    for i, (label, c) in enumerate(curves.items()):
+        colour = colours[i % len(colours)]
+        points = [(px(x), py(y)) for x, y in c]
+        draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.line([(W - right - 150, top + 12 + 14 * i), (W - right - 130, top + 12 + 14 * i)], fill=colour, width=2)
+        draw.text((W - right - 124, top + 12 + 14 * i), label, fill="black", anchor="lm")
+    return np.asarray(img)
+
+
+def _nice_ceil(x: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= x (an axis end)."""
+    x = max(float(x), 1e-8)
+    base = 10 ** math.floor(math.log10(x))
+    return next(m * base for m in (1, 2, 2.5, 5, 10) if m * base >= x)
+
+
+def cmd_plot(args) -> None:
+    """A metric over kimg for one or more runs (the README's FVD curve)."""
+    import imageio.v3 as iio
+    labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
+    curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
+    image = plot_curves(curves, args.metric.upper().replace("FVD", "FVD_"))
+    tmp = args.out + ".tmp.png"
+    iio.imwrite(tmp, image)
+    os.replace(tmp, args.out)
+    for label, c in curves.items():
+        print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
+    print(f"wrote {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -3398,6 +3537,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time-gap conditioning of D: hyper = paper (ModConv + projection), concat = release "
                         "(projection only), none = no time information")
     t.add_argument("--lr", type=float, help="Adam learning rate (paper 0.0025)")
+    t.add_argument("--ada-kimg", type=float, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
     t.add_argument("--mirror", action="store_true", help="x-flip whole videos at random")
     t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA")
     t.add_argument("--gpus", type=int, default=1, help="processes, one per GPU (with --device cpu: CPU processes)")
@@ -3426,8 +3566,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--num", type=int, default=4, help="videos per picture")
     f.add_argument("--stride", type=int, default=4, help="frames between the 8 frames of a strip")
     f.add_argument("--hour-seconds", type=float, default=3600.0, help="how late the late strip is")
+    f.add_argument("--zoom", type=int, default=1, help="enlarge the strips N times (nearest neighbour)")
     f.add_argument("--device")
     f.set_defaults(fn=cmd_figures)
+
+    c = sub.add_parser("plot", help="a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG")
+    c.add_argument("runs", nargs="+", help="run directories (or their log.jsonl)")
+    c.add_argument("--labels", nargs="+", help="one legend label per run (default: the directory names)")
+    c.add_argument("--metric", default="fvd16", help="a key of log.jsonl (default fvd16)")
+    c.add_argument("--out", default="fvd_curve.png", help="the PNG to write")
+    c.set_defaults(fn=cmd_plot)
 
     d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
     d.add_argument("--verbose", action="store_true", help="show the compiler's output")

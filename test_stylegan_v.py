@@ -327,6 +327,19 @@ def test_clip_times_respect_the_span_and_the_video():
     assert min(spans) == 1 and max(spans) == 32                        # U[k-1, 32], both ends
 
 
+def test_fake_gaps_are_capped_by_the_longest_real_video(tmp_path):
+    # 16-frame chunks: real gaps reach at most 15, so fake gaps must not reach 16 (a tell for D)
+    cfg = sv.fit_config_to_data(tiny(max_span=16), sv.VideoFolder(write_dataset(tmp_path / "a.zip", lengths=(16, 16, 12))))
+    assert (cfg.max_span, cfg.resolution, cfg.fps) == (15, 16, 25.0)
+    rng = np.random.default_rng(0)
+    fake = [round(np.ptp(sv.sample_clip_times(rng, 3, cfg.max_span, cfg.max_time)), 6) for _ in range(2000)]
+    real = [np.ptp(sv.sample_clip_times(rng, 3, cfg.max_span, cfg.max_time, video_len=16)) for _ in range(2000)]
+    assert max(fake) == max(real) == 15
+    # long videos leave the preset's span alone
+    cfg = sv.fit_config_to_data(tiny(max_span=16), sv.VideoFolder(write_dataset(tmp_path / "b.zip", lengths=(12, 40))))
+    assert cfg.max_span == 16
+
+
 def test_videos_are_chosen_uniformly_not_by_length(tmp_path):
     path = write_dataset(tmp_path / "d.zip", lengths=(4, 4, 400))
     ds = sv.ClipDataset(sv.VideoFolder(path), tiny(frames_per_clip=3))
@@ -2067,8 +2080,37 @@ def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
                 "--outdir", out, "--metrics", "fvd16", "--metric-videos", "4")
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in open(out / "log.jsonl")]
-    fvds = [row["fvd16"] for row in rows if "fvd16" in row]
-    assert len(fvds) == 1 and np.isfinite(fvds[0]) and fvds[0] > 0
+    fvds = [(row["kimg"], row["fvd16"]) for row in rows if "fvd16" in row]
+    assert all(row["sec"] > 0 for row in rows if "fvd16" in row)
+    assert all(row["train_sec"] > 0 for row in rows if "loss_G" in row)
+    # one at kimg 0 (the freshly initialised generator: the start of the curve) and one at the snapshot
+    assert [k for k, _ in fvds] == [0.0, 0.024] and all(np.isfinite(v) and v > 0 for _, v in fvds)
+    assert fvds[0][1] != fvds[1][1]                                  # two different generators
+    # ... and `plot` draws them
+    r = run_cli("plot", out, "--labels", "tiny run", "--out", tmp_path / "curve.png")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert iio.imread(tmp_path / "curve.png").shape == (400, 640, 3)
+    np.testing.assert_allclose(sv.read_metric_curve(str(out), "fvd16"), np.array(fvds))
+
+
+def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
+    image = sv.plot_curves({"a": np.array([[0.0, 100.0], [10.0, 50.0]]),
+                            "b": np.array([[0.0, 80.0], [5.0, 90.0]])}, "FVD_16")
+    assert image.shape == (400, 640, 3) and image.dtype == np.uint8
+    blue, red = (image == (31, 119, 180)).all(-1), (image == (214, 39, 40)).all(-1)
+    assert blue.sum() > 100 and red.sum() > 100
+    # below the legend: curve a spans x = 0..10 of the axis (which ends at 10), curve b stops halfway
+    assert np.nonzero(blue[60:])[1].max() > np.nonzero(red[60:])[1].max() + 200
+    assert [sv._nice_ceil(x) for x in (0.9, 7, 24, 4125)] == [1, 10, 25, 5000]
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"kimg": 1.0, "loss_G": 1.0}\n')
+    with pytest.raises(sv.UserError, match="no 'fvd16' values"):
+        sv.read_metric_curve(str(tmp_path), "fvd16")
+    log.write_text('{"kimg": 1.0, "fvd16": 3.0}\nnot json\n')
+    with pytest.raises(sv.UserError, match="line 2 is not JSON"):
+        sv.read_metric_curve(str(log), "fvd16")
+    with pytest.raises(sv.UserError, match="no log.jsonl"):
+        sv.read_metric_curve(str(tmp_path / "missing"), "fvd16")
 
 
 def test_motion_codes_equal_the_alignment_vectors_at_the_anchors():
@@ -2084,10 +2126,11 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     data = write_dataset(tmp_path / "d.zip", lengths=(40, 40, 40, 40))
     r = run_cli("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--outdir", tmp_path / "run")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", data, "--out", tmp_path / "figs", "--hour-seconds", 10)
+    r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", data, "--out", tmp_path / "figs", "--hour-seconds", 10,
+                "--zoom", 2)
     assert r.returncode == 0, r.stderr[-2000:]
     shapes = {f: iio.imread(tmp_path / "figs" / f).shape for f in os.listdir(tmp_path / "figs")}
-    assert shapes["real_vs_fake.png"] == (8 * 16 + 4, 8 * 16, 3)      # 4 real rows, a gap, 4 fake rows
-    assert shapes["content_motion.png"] == (4 * 16, 8 * 16, 3)
-    assert shapes["t0_vs_1h.png"] == (2 * 16, 8 * 16, 3)
-    assert shapes["embedding.png"][1] == 1000
+    assert shapes["real_vs_fake.png"] == (2 * (8 * 16 + 4), 2 * 8 * 16, 3)   # 4 real rows, a gap, 4 fake rows
+    assert shapes["content_motion.png"] == (2 * 4 * 16, 2 * 8 * 16, 3)       # (zoomed 2x)
+    assert shapes["t0_vs_1h.png"] == (2 * 2 * 16, 2 * 8 * 16, 3)
+    assert shapes["embedding.png"][1] == 1000                               # (never zoomed)
