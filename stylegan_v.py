@@ -3449,15 +3449,15 @@ def plot_curves(curves: dict, ylabel: str, size=(640, 400)) -> np.ndarray:
     draw = ImageDraw.Draw(img)
     xs = np.concatenate([c[:, 0] for c in curves.values()])
     ys = np.concatenate([c[:, 1] for c in curves.values()])
-    x_hi = _nice_ceil(xs.max())
-    y_hi = _nice_ceil(ys.max() * 1.05)
+    x_hi, x_step = _axis(xs.max())
+    y_hi, y_step = _axis(ys.max() * 1.05)
     px = lambda x: left + x / x_hi * (W - left - right)
     py = lambda y: H - bottom - y / y_hi * (H - top - bottom)
-    for i in range(6):                                           # grid, ticks and their labels
-        x, y = x_hi * i / 5, y_hi * i / 5
+    for x in np.arange(0, x_hi + x_step / 2, x_step):           # grid, ticks and their labels
         draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
-        draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
         draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
+    for y in np.arange(0, y_hi + y_step / 2, y_step):
+        draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
         draw.text((left - 6, py(y)), f"{y:g}", fill="black", anchor="rm")
     draw.rectangle([left, top, W - right, H - bottom], outline="black")
     draw.text(((left + W - right) / 2, H - 14), "kimg (thousands of real frames shown to D)", fill="black", anchor="ma")
@@ -3474,11 +3474,13 @@ def plot_curves(curves: dict, ylabel: str, size=(640, 400)) -> np.ndarray:
     return np.asarray(img)
 
 
-def _nice_ceil(x: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= x (an axis end)."""
-    x = max(float(x), 1e-8)
-    base = 10 ** math.floor(math.log10(x))
-    return next(m * base for m in (1, 2, 2.5, 5, 10) if m * base >= x)
+def _axis(x: float, max_ticks: int = 6):
+    """(end, step) of an axis from 0 that shows x: the smallest step of 1, 2, 2.5 or 5 times a power
+    of ten that needs at most max_ticks steps (0.5 % of slack, so 60.05 kimg ends the axis at 60)."""
+    x = max(float(x) * 0.995, 1e-8)
+    base = 10 ** math.floor(math.log10(x / max_ticks))
+    step = next(m * base for m in (1, 2, 2.5, 5, 10) if math.ceil(x / (m * base)) <= max_ticks)
+    return step * math.ceil(x / step), step
 
 
 def cmd_plot(args) -> None:

@@ -2101,7 +2101,7 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     assert blue.sum() > 100 and red.sum() > 100
     # below the legend: curve a spans x = 0..10 of the axis (which ends at 10), curve b stops halfway
     assert np.nonzero(blue[60:])[1].max() > np.nonzero(red[60:])[1].max() + 200
-    assert [sv._nice_ceil(x) for x in (0.9, 7, 24, 4125)] == [1, 10, 25, 5000]
+    assert [sv._axis(x) for x in (0.9, 7, 24, 60.048, 4125 * 1.05)] == [(1, 0.2), (8, 2), (25, 5), (60, 10), (5000, 1000)]
     log = tmp_path / "log.jsonl"
     log.write_text('{"kimg": 1.0, "loss_G": 1.0}\n')
     with pytest.raises(sv.UserError, match="no 'fvd16' values"):
