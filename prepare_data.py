@@ -48,11 +48,18 @@ they are 25 fps unless --fps says otherwise (a note is printed).
 Bad input never stops the job and never leaves a broken file. A corrupt or unreadable video, a
 file that is not a video, a video with no frames or fewer than --min-frames (default 3: the k = 3
 frames one training clip needs, Sec 3.3), a frame folder whose frames differ in size: each is
-skipped, and the summary at the end names it with the reason. The output is written under a
-temporary name (OUT.partial-<pid>) beside OUT and renamed onto OUT only when complete, so an
-interrupted run (Ctrl-C, kill) leaves neither OUT nor a temporary file; an existing OUT.zip is
-replaced only at that final rename. An SRC with no usable video, or an OUT that cannot be written,
-is a one-line "prepare_data.py: error: ..." and a non-zero exit status.
+skipped, and the summary at the end names it with the reason. Frames may be in any still-image
+format Pillow reads (by extension, or by content when the extension is unknown); other files in
+a frame folder are left out and named in the summary. The output is written under a temporary
+name (OUT.partial-<pid>) beside OUT and renamed onto OUT only when complete, so an interrupted run
+(Ctrl-C, kill) or a full disk leaves neither OUT nor a temporary file; an existing OUT.zip is
+replaced only at that final rename.
+
+Errors. Every failure of the job as a whole goes out through main() as ONE line on stderr,
+"prepare_data.py: error: ..." naming the flag, file or folder, never a traceback: a numeric flag
+out of its range (FLAG_RANGES, checked while parsing, exit status 2), a flag of the other mode
+(--skip with --demo, --seed without), an SRC with no usable video, an OUT that cannot be written,
+"no space left on <mount point>" (exit status 1). Ctrl-C and SIGTERM exit with status 130.
 
 How it runs. The main process lists SRC, then a pool of worker processes (--workers, default all
 cores) probes every source (frame rate, length) and converts them: each worker decodes one
@@ -78,6 +85,8 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
+import functools
 import io
 import json
 import math
@@ -91,19 +100,40 @@ import threading
 import time
 import unicodedata
 import zipfile
+from concurrent.futures.process import BrokenProcessPool   # `import concurrent.futures` lacks .process
 from typing import Iterator, Optional
 
 import imageio.v2 as iio            # videos, through its ffmpeg plugin (imageio-ffmpeg's binary)
 import imageio.v3 as iio3           # GIFs, through its Pillow plugin
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 from tqdm import tqdm
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+ANIMATION_EXTS = (".gif", ".apng", ".fli", ".flc")   # animations that Pillow decodes frame by frame
+# The usual frame formats; every other still-image format that Pillow reads is accepted too (§3).
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 DEFAULT_FPS = 25.0          # frame folders carry no frame rate; 25 is FaceForensics'/SkyTimelapse's
 DEMO_FPS = 25.0
 FVD_MIN_FRAMES = 16         # the paper's FVD_16 discards real videos shorter than its clip (Appx C)
+
+# The range of every numeric flag, checked before any work (by argparse on the command line, by
+# _check_flag in the Python API). Upper bounds are far beyond any real dataset; they only turn a
+# typo (an extra zero, a seed pasted as a frame count) into an error instead of hours of work.
+MAX_COUNT = 10 ** 9         # frames, videos, chunk lengths: an 8-hour 30 fps film has 864,000 frames
+FLAG_RANGES = {             # flag: (lowest, highest), both allowed
+    "--resolution": (4, 4096),          # and a power of two: StyleGAN's synthesis doubles from 4x4
+    "--clip-len": (1, MAX_COUNT),
+    "--skip": (0, MAX_COUNT),
+    "--max-frames": (1, MAX_COUNT),
+    "--min-frames": (1, MAX_COUNT),
+    "--fps": (0.0, 1000.0),             # a finite number, > 0 (0 itself is refused)
+    "--quality": (1, 100),
+    "--workers": (1, 256),
+    "--num-videos": (1, 100_000),       # --demo: one Source per video is listed up front
+    "--frames": (1, 100_000),
+    "--seed": (0, 2 ** 32 - 1),
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -112,6 +142,59 @@ FVD_MIN_FRAMES = 16         # the paper's FVD_16 discards real videos shorter th
 
 class PrepareError(Exception):
     """A problem with SRC or OUT as a whole; the CLI prints its one-line message, no traceback."""
+
+
+class OutputWriteError(OSError):
+    """Writing the output failed (a full disk, a read-only mount, a folder removed under us).
+
+    Unlike a bad video, this stops the whole job: convert() lets it through instead of turning it
+    into a "skipped" reason, so a full disk is never reported as fifty broken videos. It is an
+    OSError (errno, strerror, filename), so it crosses from a worker process intact.
+    """
+
+
+def _range_text(flag: str) -> str:
+    """What FLAG_RANGES allows for a flag, in words: 'an integer in 1..100'."""
+    lo, hi = FLAG_RANGES[flag]
+    if flag == "--resolution":
+        return f"a power of two in {lo}..{hi} (StyleGAN's synthesis network doubles from 4x4)"
+    if flag == "--fps":
+        return f"a number > 0 and <= {hi:g}"
+    return f"an integer in {lo}..{hi}"
+
+
+def _flag_ok(flag: str, value) -> bool:
+    lo, hi = FLAG_RANGES[flag]
+    if isinstance(value, bool):
+        return False
+    if flag == "--fps":                                     # nan and inf fail every comparison
+        return isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) \
+            and lo < value <= hi
+    if not isinstance(value, (int, np.integer)):
+        return False
+    if flag == "--resolution" and value & (value - 1):      # not a power of two
+        return False
+    return lo <= value <= hi
+
+
+def _check_flag(flag: str, value) -> None:
+    """The Python API's check of one setting (None: not given) -> PrepareError naming the flag."""
+    if value is not None and not _flag_ok(flag, value):
+        raise PrepareError(f"{flag} must be {_range_text(flag)}, not {value!r}")
+
+
+def flag_type(flag: str):
+    """argparse type= for a numeric flag: the text -> its value, or ArgumentTypeError with the range
+    (argparse prints it as `prepare_data.py: error: argument --quality: must be ...`)."""
+    def parse(text: str):
+        try:
+            value = float(text) if flag == "--fps" else int(text)
+        except ValueError:
+            value = None
+        if value is None or not _flag_ok(flag, value):
+            raise argparse.ArgumentTypeError(f"must be {_range_text(flag)}, not {text!r}")
+        return value
+    return parse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +295,7 @@ class Source:
     demo: tuple = ()                   # demo: the (seed, frames, resolution) of make_demo_video
     fps: Optional[float] = None        # from the metadata (None: unknown)
     est_frames: Optional[int] = None   # the length the metadata promises (for the progress bar)
+    notes: tuple = ()                  # said in the summary: "ignored 2 files that are not images: ..."
 
 
 def natural_key(name: str) -> list:
@@ -242,51 +326,118 @@ def unique_names(names: list) -> list:
     return out
 
 
+def _is_stub(factory) -> bool:
+    """A format Pillow only recognises (HDF5, GRIB, ...) and cannot decode without a handler."""
+    return isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)
+
+
+@functools.lru_cache(maxsize=None)
+def still_image_exts() -> frozenset:
+    """Every extension of a still-image format that Pillow can decode: IMAGE_EXTS plus Pillow's own
+    list (.pgm, .tga, .qoi, .jp2, ...), without the animations (.gif: a video here), the video
+    containers Pillow merely recognises (.mpg) and the stub formats it cannot decode (.h5, .grib)."""
+    Image.init()                                        # load every plugin, not just the common ones
+    readable = {ext for ext, fmt in Image.registered_extensions().items()
+                if fmt in Image.OPEN and fmt != "MPEG" and not _is_stub(Image.OPEN[fmt][0])}
+    return frozenset(readable | set(IMAGE_EXTS)) - set(VIDEO_EXTS) - set(ANIMATION_EXTS)
+
+
+def classify(path: str) -> str:
+    """What one entry of SRC is -> "dir", "video", "animation" (decoded by Pillow), "image" or "other".
+
+    By extension where it is known (no file is opened for a folder of 100,000 .jpg frames); by
+    content otherwise: Pillow's cheap Image.open reads only the header, so "frame_0001.raw" holding
+    a PNG is an image and "notes.txt" is not.
+    """
+    if os.path.isdir(path):
+        return "dir"
+    ext = os.path.splitext(path)[1].lower()
+    if ext in ANIMATION_EXTS:
+        return "animation"
+    if ext in VIDEO_EXTS:
+        return "video"
+    if ext in still_image_exts():
+        return "image"
+    try:
+        with Image.open(path) as img:
+            if img.format == "MPEG" or isinstance(img, ImageFile.StubImageFile):
+                return "other"
+            return "animation" if getattr(img, "is_animated", False) else "image"
+    except Exception:                                   # not an image (or unreadable): Pillow says why
+        return "other"
+
+
+def _ignored_note(names: list) -> tuple:
+    """The summary's note on what a frame folder held besides its frames (nothing: no note)."""
+    if not names:
+        return ()
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    files = "file that is not an image" if len(names) == 1 else "files that are not images"
+    return (f"ignored {len(names)} {files}: {shown}",)
+
+
+def _listdir(path: str) -> list:
+    """The visible entries of a folder, in natural order ("a hidden .DS_Store" is no entry)."""
+    try:
+        return sorted((e for e in os.listdir(path) if not e.startswith(".")), key=natural_key)
+    except OSError as e:
+        raise PrepareError(f"cannot read folder {path}: {e.strerror or e}") from None
+
+
 def discover(src: str) -> tuple[list, list]:
     """List the sources in SRC -> (sources, skipped), skipped being (label, reason) pairs.
 
     SRC is a video file; or a folder of video files and/or frame folders (one folder of images per
     video); or a folder of images, which is then one video. Subfolders are not searched further,
-    and hidden files (".DS_Store") are ignored.
+    and hidden files (".DS_Store") are ignored. Files in a frame folder that are not images are
+    left out, and the summary names them.
     """
     if not os.path.exists(src):
         raise PrepareError(f"{src}: no such file or folder")
     if os.path.isfile(src):
-        return [_file_source(src, os.path.basename(src))], []
-    entries = sorted((e for e in os.listdir(src) if not e.startswith(".")), key=natural_key)
-    images = [e for e in entries if e.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(src, e))]
-    if images and len(images) == len(entries):          # a folder of frames is one video
-        label = os.path.basename(os.path.abspath(src)) + "/"
-        return [Source("frames", label, path=src, files=tuple(os.path.join(src, e) for e in images))], []
+        label, kind = os.path.basename(src), classify(src)
+        if kind == "image":
+            return [], [(label, "a lone image: put the frames of a video in a folder of their own")]
+        return [_file_source(src, label, kind)], []
+    entries = _listdir(src)
+    kinds = {e: classify(os.path.join(src, e)) for e in entries}
+    images = [e for e in entries if kinds[e] == "image"]
+    if images and not any(kinds[e] in ("dir", "video", "animation") for e in entries):
+        label = os.path.basename(os.path.abspath(src)) + "/"    # a folder of frames is one video
+        return [Source("frames", label, path=src, files=tuple(os.path.join(src, e) for e in images),
+                       notes=_ignored_note([e for e in entries if kinds[e] != "image"]))], []
     sources, skipped = [], []
     for entry in entries:
         path = os.path.join(src, entry)
-        if os.path.isdir(path):
-            inner = sorted((e for e in os.listdir(path) if not e.startswith(".")), key=natural_key)
-            frames = [e for e in inner if e.lower().endswith(IMAGE_EXTS)]
+        if kinds[entry] == "dir":
+            inner = _listdir(path)
+            inner_kinds = {e: classify(os.path.join(path, e)) for e in inner}
+            frames = [e for e in inner if inner_kinds[e] == "image"]
             if frames:
+                others = [e + "/" * (inner_kinds[e] == "dir") for e in inner if inner_kinds[e] != "image"]
                 sources.append(Source("frames", entry + "/", path=path,
-                                      files=tuple(os.path.join(path, e) for e in frames)))
-            elif any(e.lower().endswith(VIDEO_EXTS) for e in inner):
+                                      files=tuple(os.path.join(path, e) for e in frames),
+                                      notes=_ignored_note(others)))
+            elif any(k in ("video", "animation") for k in inner_kinds.values()):
                 skipped.append((entry + "/", "holds videos, not frames: subfolders are not searched "
                                              "(pass this folder as SRC)"))
             else:
-                skipped.append((entry + "/", "no frames in this folder (expected "
-                                             + ", ".join(IMAGE_EXTS) + ")"))
-        elif entry.lower().endswith(IMAGE_EXTS):
+                skipped.append((entry + "/", "no frames in this folder (no file in it is an image "
+                                             "that Pillow reads: jpg, png, bmp, tif, webp, ppm/pgm, ...)"))
+        elif kinds[entry] == "image":
             skipped.append((entry, "a lone image: put the frames of a video in a folder of their own"))
-        elif entry.lower().endswith(VIDEO_EXTS):
-            sources.append(_file_source(path, entry))
+        elif kinds[entry] in ("video", "animation"):
+            sources.append(_file_source(path, entry, kinds[entry]))
         else:
             ext = os.path.splitext(entry)[1] or "(none)"
             skipped.append((entry, f"not a video (extension {ext}; expected one of "
-                                   + ", ".join(VIDEO_EXTS) + ")"))
+                                   + ", ".join(VIDEO_EXTS) + ", or a folder of frames)"))
     return sources, skipped
 
 
-def _file_source(path: str, label: str) -> Source:
-    kind = "gif" if path.lower().endswith(".gif") else "video"
-    return Source(kind, label, path=path)
+def _file_source(path: str, label: str, kind: str = "video") -> Source:
+    """A video file: decoded by ffmpeg, or by Pillow for an animation (GIF, APNG, FLI)."""
+    return Source("gif" if kind == "animation" else "video", label, path=path)
 
 
 def _ffmpeg_reason(err: Exception) -> str:
@@ -491,7 +642,18 @@ def make_demo_video(seed, frames: int = 64, resolution: int = 64) -> np.ndarray:
 # A worker streams frames in and encoded frames out, into the staging folder, so memory holds one
 # frame whatever the video's length. It reports what it wrote; the main process decides what enters
 # the dataset. A failure is a result ("skipped", with the reason), never an exception, except
-# KeyboardInterrupt, which must stop everything.
+# KeyboardInterrupt (Ctrl-C, SIGTERM) and OutputWriteError (a full disk), which must stop everything.
+
+@contextlib.contextmanager
+def _writing():
+    """Marks output writes: an OSError in them is the job's failure (OutputWriteError), not the video's."""
+    try:
+        yield
+    except OutputWriteError:
+        raise
+    except OSError as e:
+        raise OutputWriteError(e.errno, e.strerror or str(e), e.filename) from None
+
 
 class StagedVideo:
     """Where a worker puts the encoded frames of one output video (a whole video, or one chunk).
@@ -507,23 +669,27 @@ class StagedVideo:
         self.path, self.ext, self.packed, self.count = os.path.join(stage, name), ext, packed, 0
         # "x" and mkdir (not makedirs) fail if the stage is gone: a worker that outlives the
         # main process's cleanup must not recreate what the cleanup removed.
-        if packed:
-            self.file = open(self.path + ".pack", "xb")
-        else:
-            self.file = None
-            os.mkdir(self.path)
+        self.file = None
+        with _writing():
+            if packed:
+                self.file = open(self.path + ".pack", "xb")
+            else:
+                os.mkdir(self.path)
 
     def add(self, data: bytes) -> None:
-        if self.packed:
-            self.file.write(len(data).to_bytes(4, "little") + data)
-        else:
-            with open(os.path.join(self.path, f"{self.count:06d}{self.ext}"), "wb") as f:
-                f.write(data)
+        with _writing():
+            if self.packed:
+                self.file.write(len(data).to_bytes(4, "little") + data)
+            else:
+                with open(os.path.join(self.path, f"{self.count:06d}{self.ext}"), "wb") as f:
+                    f.write(data)
         self.count += 1
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            file, self.file = self.file, None       # closed once, even if the flush fails
+            with _writing():
+                file.close()                        # flushes the last frames: can meet a full disk
 
     def remove(self) -> None:
         self.close()
@@ -541,6 +707,7 @@ def read_pack(path: str) -> Iterator[bytes]:
 
 
 _stop_event = None       # workers: set by the main process on Ctrl-C; polled between frames
+_terminated = False      # workers: a SIGTERM arrived (`kill -- -PGID`); stops the job like _stop_event
 _frame_counter = None    # workers: shared count of frames decoded, which feeds the progress bar
 _progress_hook = None    # --workers 1: a callable(n) that advances the progress bar directly
 
@@ -550,8 +717,19 @@ def _init_worker(stop_event, frame_counter) -> None:
     # Ctrl-C reaches every process of the terminal's group. Workers ignore it, and the main
     # process stops them through stop_event, so that it alone decides what is cleaned up.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM sent to the whole group (`kill -- -PGID`, a job scheduler) must not kill a worker
+    # mid-write either: it only raises a flag, and the job then stops at the next frame, as
+    # KeyboardInterrupt, which the main process receives as the result and cleans up after.
+    signal.signal(signal.SIGTERM, _on_sigterm_in_worker)
+    if _HAVE_SIGMASK:                   # born with both blocked (see _stop_signals_blocked): now safe
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     global _stop_event, _frame_counter
     _stop_event, _frame_counter = stop_event, frame_counter
+
+
+def _on_sigterm_in_worker(signum, frame) -> None:
+    global _terminated
+    _terminated = True
 
 
 def _report(n: int) -> None:
@@ -579,7 +757,7 @@ def convert(source: Source, settings: Settings, stage: str, packed: bool) -> dic
         for frame in frames:
             if s.max_frames is not None and n >= s.max_frames:
                 break
-            if _stop_event is not None and _stop_event.is_set():
+            if _terminated or (_stop_event is not None and _stop_event.is_set()):
                 raise KeyboardInterrupt
             frame = to_rgb8(frame)
             if n == 0 and min(frame.shape[:2]) < s.resolution:
@@ -594,7 +772,7 @@ def convert(source: Source, settings: Settings, stage: str, packed: bool) -> dic
             if unreported == 16:
                 _report(unreported)
                 unreported = 0
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, OutputWriteError):   # the job stops: Ctrl-C, or the output's disk is full
         raise
     except Exception as e:          # e.g. a decoding error mid-stream: keep only complete units
         last = str(e).strip().splitlines()
@@ -657,6 +835,38 @@ class _InlineExecutor:
         pass
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_HAVE_SIGMASK = hasattr(signal, "pthread_sigmask")            # POSIX; Windows has no such signals
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked():
+    """Hold Ctrl-C and SIGTERM back (pending, not lost) while a worker process is started.
+
+    A spawned worker takes a second to import numpy and Pillow before _init_worker can ignore
+    Ctrl-C; a Ctrl-C to the terminal's group in that second used to kill it with a traceback. The
+    signal mask is inherited across fork and exec, so a worker started inside this block is born
+    with both signals blocked and unblocks them once its handlers are in place. (multiprocessing's
+    own resource tracker is started the same way.)
+    """
+    if not _HAVE_SIGMASK or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)   # a pending Ctrl-C lands here
+
+
+class _WorkerPool(concurrent.futures.ProcessPoolExecutor):
+    """The worker processes. With "spawn", a worker is started inside submit() when none is idle."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        with _stop_signals_blocked():
+            return super().submit(fn, *args, **kwargs)
+
+
 def _run_in_order(pool, fn, jobs: list, on_result, window: int, on_wait=None) -> None:
     """Call on_result(fn(*job)) for every job, in job order, with at most `window` jobs in flight.
 
@@ -701,16 +911,16 @@ def _choose_fps(sources: list, fps: Optional[float], log) -> tuple:
     return chosen, [s for s in sources if round(s.fps, 2) == best], skipped
 
 
-def _check_settings(s: Settings) -> None:
+def _check_settings(s: Settings, fps: Optional[float] = None, workers: Optional[int] = None) -> None:
+    """Every setting against FLAG_RANGES (the Python API's counterpart of the parser's checks)."""
     if s.fmt not in ("jpg", "png"):
         raise PrepareError(f"--format must be jpg or png, not {s.fmt!r}")
-    if s.resolution < 4 or s.resolution & (s.resolution - 1):
-        raise PrepareError(f"--resolution must be a power of two >= 4 (StyleGAN's synthesis network "
-                           f"doubles from 4x4), not {s.resolution}")
-    if s.clip_len is not None and s.clip_len < max(1, s.min_frames):
+    for flag, value in [("--resolution", s.resolution), ("--quality", s.quality), ("--clip-len", s.clip_len),
+                        ("--skip", s.skip), ("--max-frames", s.max_frames), ("--min-frames", s.min_frames),
+                        ("--fps", fps), ("--workers", workers)]:
+        _check_flag(flag, value)
+    if s.clip_len is not None and s.clip_len < s.min_frames:
         raise PrepareError(f"--clip-len {s.clip_len} is shorter than --min-frames {s.min_frames}")
-    if s.skip < 0 or (s.max_frames is not None and s.max_frames < 1) or not 1 <= s.quality <= 100:
-        raise PrepareError("--skip must be >= 0, --max-frames >= 1 and --quality in 1..100")
 
 
 def _check_out(out: str) -> tuple:
@@ -718,6 +928,9 @@ def _check_out(out: str) -> tuple:
     out = os.path.abspath(out)
     as_zip = out.lower().endswith(".zip")
     parent = os.path.dirname(out)
+    blocker = next((p for p in _parents(parent) if os.path.exists(p) and not os.path.isdir(p)), None)
+    if blocker is not None:
+        raise PrepareError(f"cannot write {out}: {blocker} is a file, not a folder")
     if not os.path.isdir(parent):
         raise PrepareError(f"cannot write {out}: folder {parent} does not exist")
     if as_zip and os.path.isdir(out):
@@ -728,9 +941,56 @@ def _check_out(out: str) -> tuple:
     return out, as_zip
 
 
-def _no_usable_videos(skipped: list) -> PrepareError:
-    first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-    return PrepareError(f"no usable videos in the input: {len(skipped)} skipped{first}")
+def _parents(path: str) -> list:
+    """path and the folders above it, nearest first: /a/b/c -> [/a/b/c, /a/b, /a, /]."""
+    chain = [path]
+    while os.path.dirname(chain[-1]) != chain[-1]:
+        chain.append(os.path.dirname(chain[-1]))
+    return chain
+
+
+def _mount_point(path: str) -> str:
+    """The mount point of the file system that holds path (/ at worst): names "the disk" in errors."""
+    path = os.path.realpath(path)
+    while not os.path.ismount(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _write_error(out: str, e: OSError) -> PrepareError:
+    """An OSError met while writing OUT or its temporary files -> the one-line error that says so."""
+    folder = os.path.dirname(out)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        mount = _mount_point(folder)
+        where = mount if mount == os.path.realpath(folder) else f"{mount} (the file system of {folder})"
+        kept = " (the older one is untouched)" if os.path.exists(out) else ""
+        return PrepareError(f"no space left on {where}: {out} was not written{kept}, "
+                            f"and the temporary files were removed")
+    if e.errno == errno.EROFS:
+        return PrepareError(f"cannot write {out}: {_mount_point(folder)} is a read-only file system")
+    return PrepareError(f"cannot write {out}: {e.strerror or e}")
+
+
+def _run_every_step(*steps) -> None:
+    """Run every cleanup step, each on its own: one that fails (a full disk makes closing the zip
+    raise) must not skip the ones after it. The error that brought us here is the one reported;
+    a Ctrl-C during a step is raised again once every step has run."""
+    interrupted = False
+    for step in steps:
+        try:
+            step()
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception:
+            pass
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _no_usable_videos(src: str, skipped: list) -> PrepareError:
+    if not skipped:
+        return PrepareError(f"no usable videos in {src}: it holds no video, no frames and no folder")
+    return PrepareError(f"no usable videos in {src}: {len(skipped)} skipped ({skipped[0][0]}: {skipped[0][1]})")
 
 
 def _copy_into_zip(zf: zipfile.ZipFile, pack: str, video: dict, fmt: str) -> None:
@@ -754,32 +1014,30 @@ def _index_json(fps: float, s: Settings, videos: list) -> str:
 
 
 def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Optional[float],
-           workers: Optional[int], progress: bool, verbose: bool) -> dict:
+           workers: Optional[int], progress: bool, verbose: bool, origin: str = "the input") -> dict:
     """Probe, choose the frame rate, convert and write: the engine of prepare() and make_demo()."""
     global _progress_hook
     t_start, s = time.time(), settings
     log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
     bar_off = not progress or None        # tqdm: True = off; None = on, but only on a terminal
-    _check_settings(s)
+    _check_settings(s, fps, workers)
     out, as_zip = _check_out(out)
     tmp = f"{out}.partial-{os.getpid()}"            # the zip, or the output folder, until complete
     stage = tmp + ".stage" if as_zip else tmp       # where workers put frames (see StagedVideo)
     workers = max(1, min(workers or os.cpu_count() or 1, len(sources)))
     pool, stop_event, counter, zip_file, zf = _InlineExecutor(), None, None, None, None
     try:
-        try:                                        # fail on a bad OUT now, before any decoding
-            os.makedirs(stage)
-            if as_zip:
-                zip_file = open(tmp, "wb")
-        except OSError as e:
-            raise PrepareError(f"cannot write {out}: {e.strerror or e}")
+        os.makedirs(stage)                          # fail on a bad OUT now, before any decoding
+        if as_zip:
+            zip_file = open(tmp, "wb")
         if workers > 1:
             # "spawn" starts clean interpreters (no forked copies of our threads and open files)
             # and behaves the same on Linux, macOS and Windows.
             ctx = multiprocessing.get_context("spawn")
-            stop_event, counter = ctx.Event(), ctx.Value("q", 0)
-            pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                                          initargs=(stop_event, counter))
+            with _stop_signals_blocked():
+                stop_event, counter = ctx.Event(), ctx.Value("q", 0)
+                pool = _WorkerPool(workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(stop_event, counter))
 
         # 1. Probe every source, in parallel (a frame folder means opening every image header).
         probed = []
@@ -788,11 +1046,11 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
         fps, kept, fps_skipped = _choose_fps([p for p, _ in probed if p is not None], fps, log)
         skipped += fps_skipped
         if not kept:
-            raise _no_usable_videos(skipped)
+            raise _no_usable_videos(origin, skipped)
 
         # 2. Convert, moving each finished video into the output in source order.
         zf = zipfile.ZipFile(zip_file, "w") if as_zip else None
-        videos, notes = [], []
+        videos, notes = [], [f"{src.label}: {note}" for src in sources for note in src.notes]
         expected = sum(min(max((p.est_frames or 0) - s.skip, 0), s.max_frames or 1 << 62) for p in kept)
         bar = tqdm(total=expected or None, desc="converting", unit="frame", disable=bar_off, smoothing=0.05)
         _progress_hook = bar.update                 # --workers 1: convert() advances the bar itself
@@ -816,7 +1074,7 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
         sync_bar()
         bar.close()
         if not videos:
-            raise _no_usable_videos(skipped)
+            raise _no_usable_videos(origin, skipped)
 
         # 3. The index, written last, then the rename that makes OUT appear, complete.
         index = _index_json(fps, s, videos)
@@ -831,23 +1089,23 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
                 f.write(index)
         pool.shutdown(wait=True)
         os.replace(tmp, out)
-    except concurrent.futures.process.BrokenProcessPool:
-        raise PrepareError("a worker process died (out of memory?); try fewer --workers")
-    except OSError as e:
-        raise PrepareError(f"cannot write {out}: {e.strerror or e}")
+    except BrokenProcessPool:                       # a worker was killed (the OOM killer, kill -9)
+        raise PrepareError("a worker process died (out of memory?); try fewer --workers") from None
+    except OSError as e:                            # every read of SRC is guarded: this is OUT's disk
+        raise _write_error(out, e) from None
     finally:
+        # Whatever stopped us (done, an error, a full disk, Ctrl-C, SIGTERM): nothing temporary stays.
+        # On success every step is a no-op except the shutdown. Each step runs even if one before
+        # it fails: closing the zip on a full disk raises, and used to skip the removals after it.
         _progress_hook = None
-        try:
-            if stop_event is not None:
-                stop_event.set()                    # workers stop at their next frame
-            pool.shutdown(wait=True, cancel_futures=True)
-        finally:                                    # even if a second Ctrl-C cuts the wait short
-            for f in (zf, zip_file):
-                if f is not None:
-                    f.close()
-            shutil.rmtree(stage, ignore_errors=True)
-            if as_zip and os.path.exists(tmp):
-                os.remove(tmp)
+        _run_every_step(
+            lambda: stop_event is not None and stop_event.set(),        # workers stop at their next frame
+            lambda: pool.shutdown(wait=True, cancel_futures=True),      # a 2nd Ctrl-C may cut this short
+            lambda: zf is not None and zf.close(),                      # (writes the zip directory: may fail)
+            lambda: zip_file is not None and zip_file.close(),
+            lambda: shutil.rmtree(stage, ignore_errors=True),
+            lambda: as_zip and os.path.lexists(tmp) and os.remove(tmp),
+        )
 
     frames = sum(v["frames"] for v in videos)
     size = os.path.getsize(out) if as_zip else sum(
@@ -879,25 +1137,30 @@ def prepare(src: str, out: str, resolution: int = 256, *, clip_len: Optional[int
 
     The summary: {"out", "videos", "frames", "fps", "resolution", "format", "bytes", "seconds",
     "skipped": [{"source", "reason"}], "notes": [...]}. Raises PrepareError when nothing usable
-    is found or OUT cannot be written; in every failure OUT and the temporary files are absent.
+    is found, a setting is out of range or OUT cannot be written; in every failure OUT and the
+    temporary files are absent (and an older OUT is untouched).
     """
+    settings = Settings(resolution, fmt, quality, clip_len, skip, max_frames, min_frames)
+    _check_settings(settings, fps, workers)         # every setting, then OUT, before SRC is read
+    _check_out(out)
     sources, skipped = discover(src)
     names = unique_names([safe_name(os.path.splitext(s.label.rstrip("/"))[0] if s.kind != "frames"
                                     else s.label.rstrip("/")) for s in sources])
     sources = [dataclasses.replace(s, name=n) for s, n in zip(sources, names)]
-    settings = Settings(resolution, fmt, quality, clip_len, skip, max_frames, min_frames)
-    return _build(sources, skipped, out, settings, fps, workers, progress, verbose)
+    return _build(sources, skipped, out, settings, fps, workers, progress, verbose, origin=src)
 
 
 def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int = 64, seed: int = 0, *,
               fmt: str = "jpg", quality: int = 95, workers: Optional[int] = None, progress: bool = False,
               verbose: bool = True) -> dict:
     """Write the procedural demo dataset (§4): video i is make_demo_video((seed, i), frames, resolution)."""
-    if num_videos < 1 or frames < 1:
-        raise PrepareError("--num-videos and --frames must be >= 1")
+    for flag, value in [("--num-videos", num_videos), ("--frames", frames), ("--seed", seed)]:
+        _check_flag(flag, value)
+    settings = Settings(resolution, fmt, quality, min_frames=min(3, frames))
+    _check_settings(settings, None, workers)
+    _check_out(out)
     sources = [Source("demo", f"make_demo_video(seed=({seed}, {i}))", name=f"demo{i:05d}",
                       demo=((seed, i), frames, resolution), est_frames=frames) for i in range(num_videos)]
-    settings = Settings(resolution, fmt, quality, min_frames=min(3, frames))
     return _build(sources, [], out, settings, None, workers, progress, verbose)
 
 
@@ -922,8 +1185,23 @@ def read_video(dataset: str, name: str) -> np.ndarray:
         return np.stack([np.asarray(f) for f in frames])
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as ONE line, `prepare_data.py: error: ...`, exit
+    status 2, without the usage block: the same shape as every other error of this tool."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+SRC_ONLY_FLAGS = ("clip_len", "skip", "max_frames", "min_frames", "fps")   # flags that shape SRC's videos
+DEMO_ONLY_FLAGS = ("num_videos", "frames", "seed")                          # flags of --demo
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    # Mode-specific flags default to None, so that main() can refuse one given to the other mode
+    # instead of ignoring it; the defaults named in the help are filled in by main().
+    r = lambda flag: "{}..{}".format(*FLAG_RANGES[flag])
+    p = OneLineParser(
         prog="prepare_data.py",
         description="Make a StyleGAN-V dataset: OUT.zip (or a folder OUT) holding dataset.json and\n"
                     "square RGB frames <video>/<frame:06d>.jpg. Frames are center-cropped to a square and\n"
@@ -937,68 +1215,98 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", nargs="?", metavar="SRC",
                    help="a video file, a folder of videos (mp4 avi mov mkv webm gif ...), or a folder of "
-                        "frame folders (one folder of jpg/png frames per video, sorted naturally by name)")
+                        "frame folders (one folder of image frames per video: jpg, png, bmp, tif, webp, "
+                        "ppm/pgm or any still format Pillow reads; sorted naturally by name)")
     p.add_argument("out", nargs="?", metavar="OUT", help="the dataset to write: OUT.zip, or a folder")
-    p.add_argument("--resolution", type=int, metavar="R", default=None,
-                   help="output frames are R x R, center-cropped and Lanczos-resized (default 256, the "
-                        "paper's; 64 with --demo)")
-    p.add_argument("--clip-len", type=int, metavar="N", default=None,
-                   help="slice each video into chunks of N frames named <video>_c0000, ...; a remainder "
-                        "shorter than N is dropped and reported (RainbowJelly: 512)")
-    p.add_argument("--skip", type=int, metavar="N", default=0,
-                   help="drop the first N frames of each video (RainbowJelly: 150)")
-    p.add_argument("--max-frames", type=int, metavar="N", default=None,
-                   help="keep at most N frames of each video, after --skip")
-    p.add_argument("--min-frames", type=int, metavar="N", default=3,
-                   help="skip videos with fewer frames (default 3: one training clip has k = 3 frames)")
-    p.add_argument("--fps", type=float, metavar="FPS", default=None,
-                   help="declare the frame rate (default: from the files' metadata, the most common one "
-                        "wins and other files are skipped; 25 for frame folders); frames are not resampled")
+    p.add_argument("--resolution", type=flag_type("--resolution"), metavar="R", default=None,
+                   help="output frames are R x R, center-cropped and Lanczos-resized; a power of two in "
+                        f"{r('--resolution')} (default 256, the paper's; 64 with --demo)")
+    p.add_argument("--clip-len", type=flag_type("--clip-len"), metavar="N", default=None,
+                   help=f"slice each video into chunks of N frames ({r('--clip-len')}) named <video>_c0000, "
+                        "...; a remainder shorter than N is dropped and reported (RainbowJelly: 512)")
+    p.add_argument("--skip", type=flag_type("--skip"), metavar="N", default=None,
+                   help=f"drop the first N frames of each video, {r('--skip')} (default 0; RainbowJelly: 150)")
+    p.add_argument("--max-frames", type=flag_type("--max-frames"), metavar="N", default=None,
+                   help=f"keep at most N frames of each video, after --skip ({r('--max-frames')})")
+    p.add_argument("--min-frames", type=flag_type("--min-frames"), metavar="N", default=None,
+                   help=f"skip videos with fewer frames, {r('--min-frames')} (default 3: one training clip "
+                        "has k = 3 frames)")
+    p.add_argument("--fps", type=flag_type("--fps"), metavar="FPS", default=None,
+                   help="declare the frame rate, > 0 and <= {:g} (default: from the files' metadata, the most "
+                        "common one wins and other files are skipped; 25 for frame folders); frames are "
+                        "not resampled".format(FLAG_RANGES["--fps"][1]))
     p.add_argument("--format", dest="fmt", choices=["jpg", "png"], default="jpg",
                    help="jpg (quality 95, the paper's protocol) or png (lossless, larger)")
-    p.add_argument("--quality", type=int, metavar="Q", default=95, help="JPEG quality (default 95)")
-    p.add_argument("--workers", type=int, metavar="N", default=None,
-                   help="processes decoding in parallel (default: all cores; 1 = no subprocesses)")
+    p.add_argument("--quality", type=flag_type("--quality"), metavar="Q", default=95,
+                   help=f"JPEG quality, {r('--quality')} (default 95)")
+    p.add_argument("--workers", type=flag_type("--workers"), metavar="N", default=None,
+                   help=f"processes decoding in parallel, {r('--workers')} (default: all cores; 1 = no "
+                        "subprocesses)")
     demo = p.add_argument_group("the embedded demo dataset (no SRC, no download)")
     demo.add_argument("--demo", action="store_true",
                       help="write 25 fps procedural videos of soft blobs moving smoothly: --demo OUT")
-    demo.add_argument("--num-videos", type=int, metavar="N", default=64,
-                      help="demo: number of videos (default 64)")
-    demo.add_argument("--frames", type=int, metavar="F", default=64,
-                      help="demo: frames per video (default 64, 2.6 s at 25 fps)")
-    demo.add_argument("--seed", type=int, metavar="S", default=0, help="demo: random seed (default 0)")
+    demo.add_argument("--num-videos", type=flag_type("--num-videos"), metavar="N", default=None,
+                      help=f"demo: number of videos, {r('--num-videos')} (default 64)")
+    demo.add_argument("--frames", type=flag_type("--frames"), metavar="F", default=None,
+                      help=f"demo: frames per video, {r('--frames')} (default 64, 2.6 s at 25 fps)")
+    demo.add_argument("--seed", type=flag_type("--seed"), metavar="S", default=None,
+                      help=f"demo: random seed, {r('--seed')} (default 0)")
     return p
 
 
+def _flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
 def main(argv: Optional[list] = None) -> int:
-    """The command line; returns the exit status (0 done, 1 error, 130 interrupted)."""
+    """The command line; returns the exit status (0 done, 1 error, 2 bad command line, 130 interrupted).
+
+    The one way out for every failure: a single line on stderr, `prepare_data.py: error: ...`,
+    naming the flag, the file or the folder, never a traceback; Ctrl-C and SIGTERM print
+    `prepare_data.py: interrupted; nothing was written`. Flags are checked before anything is read.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.demo:
-        if args.src is None or args.out is not None:
-            parser.error("--demo takes one path, OUT (e.g. --demo demo.zip)")
-        args.out = args.src
-    elif args.src is None or args.out is None:
-        parser.error("need SRC and OUT (or --demo OUT)")
+    prog = parser.prog
 
     def interrupt(signum, frame):                  # `kill` cleans up like Ctrl-C does
         raise KeyboardInterrupt
     in_main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGTERM, interrupt) if in_main_thread else None
     try:
+        args = parser.parse_args(argv)             # a bad flag: one line and exit status 2, here
         if args.demo:
-            make_demo(args.out, args.resolution or 64, args.num_videos, args.frames, args.seed,
+            if args.src is None or args.out is not None:
+                parser.error("--demo takes one path, OUT (e.g. --demo demo.zip)")
+            given = [_flag_name(f) for f in SRC_ONLY_FLAGS if getattr(args, f) is not None]
+            if given:
+                parser.error(f"{given[0]} does not apply to --demo (it shapes the videos of SRC; the demo "
+                             f"has {DEMO_FPS:g} fps videos of --frames frames)")
+            make_demo(args.src, args.resolution or 64, 64 if args.num_videos is None else args.num_videos,
+                      64 if args.frames is None else args.frames, args.seed or 0,
                       fmt=args.fmt, quality=args.quality, workers=args.workers, progress=True)
         else:
-            prepare(args.src, args.out, args.resolution or 256, clip_len=args.clip_len, skip=args.skip,
-                    max_frames=args.max_frames, min_frames=args.min_frames, fps=args.fps, fmt=args.fmt,
-                    quality=args.quality, workers=args.workers, progress=True)
+            if args.src is None or args.out is None:
+                parser.error("need SRC and OUT (or --demo OUT)")
+            given = [_flag_name(f) for f in DEMO_ONLY_FLAGS if getattr(args, f) is not None]
+            if given:
+                parser.error(f"{given[0]} applies to --demo only")
+            prepare(args.src, args.out, args.resolution or 256, clip_len=args.clip_len, skip=args.skip or 0,
+                    max_frames=args.max_frames, min_frames=3 if args.min_frames is None else args.min_frames,
+                    fps=args.fps, fmt=args.fmt, quality=args.quality, workers=args.workers, progress=True)
     except PrepareError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr)
+        print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as e:                           # not expected (writes are PrepareErrors), but one line
+        print(f"{prog}: error: {e.filename or 'input/output'}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:                         # a bug: still one line, and a non-zero status
+        text = str(e).strip().splitlines()
+        print(f"{prog}: error: unexpected {type(e).__name__}: {text[0] if text else ''} "
+              f"(a bug in prepare_data.py, please report it)", file=sys.stderr)
+        return 1
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, old_handler)

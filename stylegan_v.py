@@ -21,9 +21,9 @@ What this file holds, in the order the data flows (each section has a `# ---` ba
     §9  Losses                                                          (Appx B)
     §10 Dataset and the sparse clip sampler                             (Sec 3.3)
     §11 Training loop                                                   (Sec 4.1, Appx B)
-    §12 Checkpoints, sampling videos of any length                      (Sec 4.2)
+    §12 Checkpoints (ours, and the authors' snapshots), sampling videos of any length (Sec 4.2)
     §13 The CUDA kernel's parity check and micro-benchmark (doctor)
-    §14 Command line: train, sample, bench, doctor, figures, plot
+    §14 Command line: train, sample, convert, bench, doctor, figures, plot
 
 Shape legend: B videos in a batch, k frames per clip, N = B*k frames, T frames in a rendered
 clip, C channels, H x W pixels, D motion-token dim, L number of motion tokens, A anchors.
@@ -37,22 +37,29 @@ Launch:
     python stylegan_v.py sample --ckpt runs/ffs --seconds 3600 --out hour.mp4
 
 Where we deviate from the paper or from the authors' release (github.com/universome/stylegan-v), a
-comment says so and why. The big ones: we follow the paper, not the release, on linear period
-scaling (Eq 6), learned amplitudes (Eq 3) and the hypernetwork D (Fig 6); the release's D
-(projection-only time conditioning) is `--d-cond concat`.
+comment says so and why (the README has them all in one table). The big ones: we follow the paper,
+not the release, on linear period scaling (Eq 6), learned amplitudes (Eq 3) and the hypernetwork D
+(Fig 6); where the paper is silent we follow the release (R1 per frame, x-flips, clamps, G's Adam
+settings, real clips from anywhere in a long video). `Config.arch = 'release'` is the release's
+architecture exactly, for its published checkpoints (`import_release_snapshot`, §12).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
+import io
 import json
 import math
 import os
+import pickle
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -83,11 +90,19 @@ class UserError(Exception):
     """Bad input from the user: the CLI prints the one-line message, never a traceback."""
 
 
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters (torch's run to pages)."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:200]
+
+
 @dataclasses.dataclass
 class Config:
     """Everything that defines a model and a training run. Saved into every checkpoint."""
 
     preset: str = "tiny"
+    arch: str = "paper"           # 'paper' = this file's reading of the paper; 'release' = the authors'
+                                  # release, exactly (to load their checkpoints; §5, §7 say where they differ)
     # -- data --
     resolution: int = 64          # frame size H = W
     fps: float = 25.0             # frame rate of the training data: the time unit of t
@@ -103,8 +118,11 @@ class Config:
     motion_layers: int = 2        # F_m depth -> n anchors need n + 2*(11-1) = n + 20 tokens
     period_min: float = 8.0       # omega_min of Eq 6, in frames                       (Appx B: 2^3)
     period_max: float = 1024.0    # omega_max of Eq 6, in frames                       (Appx B: 2^10)
+    time_enc_dim: int = 256       # release arch only: waves of its embedding; v_t = [sin, cos] has twice
     num_fp16_res: int = 4         # fp16 in the top 4 resolutions, on CUDA only        (StyleGAN2)
-    conv_clamp: float = 256.0     # clamp activations of fp16 layers to +-256          (StyleGAN2)
+    amp_dtype: str = "auto"       # dtype of those layers: 'auto' = float16 on CUDA, float32 on CPU;
+                                  # 'float16' or 'bfloat16' on any device (bfloat16 runs them on a CPU)
+    conv_clamp: Optional[float] = 256.0   # clamp every conv's output to +-256 (release, StyleGAN2-ADA); None: off
     # -- discriminator (Sec 3.2, Fig 6) --
     d_channel_base: int = 16384
     d_channel_max: int = 512
@@ -116,19 +134,27 @@ class Config:
     batch: int = 64               # videos per step, over all processes                (Appx B: 64)
     frames_per_clip: int = 3      # k                                                  (Sec 3.3: 3)
     max_span: int = 32            # t_k - t_1 ~ U[k-1, 32]                             (Sec 3.3)
+    span_dist: str = "uniform"    # 'uniform' = U[k-1, max_span] (paper); 'release' = {2, 4, ..., 32}
     max_time: int = 1024          # T: largest time position seen in training          (Sec 3.3)
     lr: float = 0.0025            # Adam, equalized lr                                 (StyleGAN2)
     r1_gamma: float = -1.0        # R1 weight; < 0 means StyleGAN2's 0.0002*res^2/batch (0.2 @ 256)
     r1_interval: int = 16         # lazy R1 every 16 D steps                           (StyleGAN2)
+    g_reg_interval: int = 4       # G's Adam as if lazily regularized every 4 steps    (release: lr 0.002)
     ema_kimg: float = 20.0        # G_ema half-life in kimg at batch 64, scaled with the batch
+    ema_rampup: Optional[float] = None   # G_ema half-life <= rampup * kimg so far (release: None)
     aug: str = "ada"              # 'ada' | 'fixed' | 'none'
     aug_p: float = 0.0            # initial (ada) or constant (fixed) augmentation probability
     ada_target: float = 0.6       # target E[sign D(x_real)]                           (ADA)
     ada_kimg: float = 100.0       # p can move 0 -> 1 in this many kimg                (release 100)
-    mirror: bool = False          # x-flip whole videos as data augmentation
+    mirror: bool = True           # x-flip whole videos as data augmentation           (release: on)
 
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
+
+    @property
+    def v_dim(self) -> int:
+        """Channels of the motion code v_t tiled onto the 4x4 constant (Fig 5)."""
+        return 2 * self.time_enc_dim if self.arch == "release" else self.motion_dim
 
     def d_channels(self, res: int) -> int:
         return min(self.d_channel_base // res, self.d_channel_max)
@@ -149,7 +175,7 @@ PRESETS = {
     "tiny": dict(resolution=64, z_dim=128, w_dim=128, motion_dim=128, channel_base=2048,
                  channel_max=128, d_channel_base=2048, d_channel_max=128, d_time_dim=64,
                  motion_delta_z=8, period_min=4.0, period_max=128.0, batch=8, max_span=16,
-                 max_time=256, lr=0.0025, r1_gamma=1.0, ada_kimg=20.0),
+                 max_time=256, lr=0.0025, r1_gamma=3.0, ada_kimg=20.0, ema_rampup=0.05),
 }
 
 
@@ -161,6 +187,13 @@ def make_config(preset: str = "tiny", **overrides) -> Config:
     bad = set(overrides) - fields
     if bad:
         raise ValueError(f"unknown config field(s): {', '.join(sorted(bad))}")
+    if overrides.get("arch", "paper") not in ("paper", "release"):
+        raise ValueError(f"arch must be 'paper' or 'release', got {overrides['arch']!r}")
+    if overrides.get("amp_dtype", "auto") not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {overrides['amp_dtype']!r}")
+    if overrides.get("arch") == "release" and "period_min" not in overrides:
+        # The release ties its shortest period to the token spacing (min_period_len = motion_z_distance).
+        overrides["period_min"] = float(overrides.get("motion_delta_z", PRESETS[preset].get("motion_delta_z", 16)))
     res = overrides.get("resolution", PRESETS[preset].get("resolution", 64))
     if res < 8 or res & (res - 1):
         raise ValueError(f"resolution must be a power of two >= 8, got {res}")
@@ -194,24 +227,24 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear"
 
 
 class FC(nn.Module):
-    """Fully connected layer with equalized learning rate."""
+    """Fully connected layer with equalized learning rate (bias=False: a purely linear map, as Eq 3's)."""
 
     def __init__(self, in_dim: int, out_dim: int, act: str = "linear", lr_mul: float = 1.0,
-                 bias_init: float = 0.0):
+                 bias_init: float = 0.0, bias: bool = True):
         super().__init__()
         self.act = act
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
-        self.bias = nn.Parameter(torch.full([out_dim], float(bias_init)))
+        self.bias = nn.Parameter(torch.full([out_dim], float(bias_init))) if bias else None
         self.weight_gain = lr_mul / math.sqrt(in_dim)
         self.bias_gain = lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:         # [*, in] -> [*, out]
         w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias.to(x.dtype) * self.bias_gain
+        b = self.bias.to(x.dtype) * self.bias_gain if self.bias is not None else None
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])                           # [M, in]
         if self.act == "linear":
-            x = torch.addmm(b, x, w.t())
+            x = torch.addmm(b, x, w.t()) if b is not None else x @ w.t()
         else:
             x = bias_act_ref(x @ w.t(), b, self.act)
         return x.reshape(*lead, -1)
@@ -852,15 +885,44 @@ def _cache_root():
     return Path(os.environ.get('STYLEGAN_V_CACHE', Path.home() / '.cache' / 'stylegan_v')).expanduser()
 
 
+def _is_cuda_toolkit(home) -> bool:
+    """Does `home` hold a CUDA toolkit one can compile with: bin/nvcc and include/cuda_runtime.h?"""
+    return bool(home) and any((Path(home) / 'bin' / exe).is_file() for exe in ('nvcc', 'nvcc.exe')) \
+        and (Path(home) / 'include' / 'cuda_runtime.h').is_file()
+
+
+@functools.lru_cache(maxsize=None)
+def _nvcc_own_home(nvcc: str) -> Optional[str]:
+    """The toolkit an `nvcc` on PATH belongs to, asked of nvcc itself.
+
+    nvcc on PATH is often a symlink or a wrapper script (`exec /usr/local/cuda-13.0/bin/nvcc "$@"`),
+    so its own folder may hold no headers; torch then guesses the folder above it (e.g. /usr/local)
+    and finds no toolkit. `nvcc --dryrun` prints the directory the real binary runs from (_HERE_).
+    """
+    with contextlib.suppress(Exception):
+        import subprocess
+        out = subprocess.run([nvcc, '--dryrun', '-c', '-x', 'cu', os.devnull, '-o', os.devnull],
+                             capture_output=True, text=True, timeout=30)
+        for line in (out.stdout + out.stderr).splitlines():
+            match = re.match(r'#\$ _HERE_=(.+)', line.strip())
+            if match:
+                return str(Path(match.group(1).strip()).parent)
+    return None
+
+
 def _find_cuda_home():
-    """The CUDA toolkit torch will compile with, or None if nvcc or the CUDA headers are missing."""
-    from torch.utils import cpp_extension          # imported lazily: it probes for CUDA when imported
-    home = cpp_extension.CUDA_HOME
-    if not home:
-        return None
-    has_nvcc = any((Path(home) / 'bin' / exe).exists() for exe in ('nvcc', 'nvcc.exe'))
-    has_headers = (Path(home) / 'include' / 'cuda_runtime.h').exists()
-    return home if (has_nvcc and has_headers) else None
+    """The CUDA toolkit to compile with, or None: the same search in the build, `doctor` and the tests.
+
+    In order: $CUDA_HOME / $CUDA_PATH; the toolkit of the `nvcc` on PATH (resolving symlinks, then
+    asking nvcc itself, for wrapper scripts); /usr/local/cuda. A candidate counts only if it has
+    bin/nvcc and include/cuda_runtime.h.
+    """
+    candidates = [os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH')]
+    nvcc = shutil.which('nvcc')
+    if nvcc:
+        candidates += [str(Path(nvcc).resolve().parent.parent), _nvcc_own_home(nvcc)]
+    candidates += ['/usr/local/cuda']
+    return next((str(home) for home in candidates if _is_cuda_toolkit(home)), None)
 
 
 def _target_arch_list(force_compile_without_gpu):
@@ -904,6 +966,17 @@ def _temporary_env(name, value):
             del os.environ[name]
         else:
             os.environ[name] = old
+
+
+@contextlib.contextmanager
+def _temporary_attr(obj, name, value):
+    """Set obj.name for the duration of the block (cpp_extension reads its module-level CUDA_HOME)."""
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
 
 
 def _import_extension(name, path):
@@ -972,7 +1045,9 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
             if verbose:
                 print(f'[modconv] building the CUDA plugin for arch {arch_list} in {build_dir} '
                       f'(about a minute, once)', file=sys.stderr)
-            with _temporary_env('TORCH_CUDA_ARCH_LIST', arch_list):
+            # torch guessed a CUDA_HOME of its own when it was imported; build with the one found above.
+            with _temporary_env('TORCH_CUDA_ARCH_LIST', arch_list), _temporary_env('CUDA_HOME', cuda_home), \
+                    _temporary_attr(cpp_extension, 'CUDA_HOME', cuda_home):
                 module = cpp_extension.load_inline(
                     name=name, cpp_sources=[_MODCONV_CPP_SOURCE], cuda_sources=[_MODCONV_CUDA_SOURCE],
                     extra_cflags=_EXTRA_CFLAGS, extra_cuda_cflags=_EXTRA_CUDA_CFLAGS, build_directory=str(build_dir),
@@ -1162,10 +1237,44 @@ def fused_epilogue_cuda(y, d=None, noise=None, bias=None, act='linear', gain=Non
 # Dispatchers: what ModConv2d calls
 # ---------------------------------------------------------------------------------------------------
 
+# The kernel checks itself. The first time the compiled ops would be used on a device in this
+# process, they are compared with the reference on small random inputs (forward and every gradient,
+# in float32, float16 and bfloat16: milliseconds on a GPU). If any relative error exceeds the
+# tolerances of check_parity (1e-5 in fp32; a few roundings in fp16/bf16), one warning names the
+# check and the error, and that device uses the reference for the rest of the run: a miscompiled or
+# mis-indexed kernel costs speed, never a silently wrong model.
+_SELF_CHECKS = {}                    # device -> dict(ok, worst, err, tol) of the first-use self-check
+
+
+def plugin_self_check(device) -> dict:
+    """Run the compiled ops against the reference once on `device` -> dict(ok, worst, err, tol)."""
+    try:
+        parity = check_parity(device, gradcheck=False)
+        checks = parity["checks"] or {"plugin": dict(ok=False, err=float("inf"), tol=0.0)}
+        worst, c = max(checks.items(), key=lambda kv: kv[1]["err"] / max(kv[1]["tol"], 1e-30))
+        result = dict(ok=bool(parity["ok"]), worst=worst, err=c["err"], tol=c["tol"])
+    except Exception as e:                          # a kernel that crashes is as unusable as a wrong one
+        result = dict(ok=False, worst=f"{type(e).__name__}: {_first_line(e)}", err=float("inf"), tol=0.0)
+    if not result["ok"]:
+        warnings.warn(f"stylegan_v: the fused ModConv2d kernel disagrees with the PyTorch reference on {device} "
+                      f"({result['worst']}: relative error {result['err']:.1e} > tolerance {result['tol']:.0e}); "
+                      f"using the reference for the rest of this run", stacklevel=3)
+    return result
+
+
+def _plugin_trusted(device) -> bool:
+    """Has the compiled kernel passed its self-check on this device (running it the first time)?"""
+    key = str(device)
+    if key not in _SELF_CHECKS:
+        _SELF_CHECKS[key] = plugin_self_check(device)
+    return _SELF_CHECKS[key]["ok"]
+
+
 def _resolve_impl(impl, x):
-    """impl=None picks 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin loads; else 'ref'."""
+    """impl=None picks 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin loads and passes
+    its self-check on x's device; else 'ref'."""
     if impl is None:
-        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None
+        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and _plugin_trusted(x.device)
         return 'cuda' if use_cuda else 'ref'
     if impl not in ('cuda', 'ref'):
         raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
@@ -1218,8 +1327,13 @@ class ModConv2d(nn.Module):
         self.register_buffer("fir", fir_filter(), persistent=False)
 
     def forward(self, x: torch.Tensor, styles: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = self.weight * self.weight_gain                       # [O, I, k, k], fp32
+        w = self.weight                                          # [O, I, k, k], fp32
         s = styles.float() if styles.dtype == torch.float16 else styles   # [N, I], fp32 (or fp64 in tests)
+        # Where the equalized-lr gain 1/sqrt(I k^2) goes, as in StyleGAN2 (same math, same rounding):
+        # a demodulated conv is invariant to the scale of w, so it uses the raw weight; without
+        # demodulation (ToRGB) the gain multiplies the styles.
+        if not self.demodulate:
+            s = s * self.weight_gain
         if x.dtype == torch.float16 and self.demodulate:
             # fp16 pre-normalization (StyleGAN2): demodulation makes the result invariant to the
             # scale of w and s, so shrink both to ~1 first; x * s then cannot overflow fp16.
@@ -1229,9 +1343,10 @@ class ModConv2d(nn.Module):
         x = x * s.to(x.dtype)[:, :, None, None]                  # modulate: [N, I, H, W]
         wx = w.to(x.dtype)
         if self.up:
-            # Transposed conv with stride 2 == zero-stuffing then a 3x3 conv, at a quarter of the
-            # cost; conv_transpose2d convolves (flips), so flip the kernel to keep correlation.
-            y = F.conv_transpose2d(x, wx.transpose(0, 1).flip([2, 3]), stride=2)  # [N, O, 2H+1, 2W+1]
+            # Transposed conv with stride 2 == zero-stuffing then a 3x3 *convolution* (flipped
+            # kernel), at a quarter of the cost. StyleGAN2 up-samples with a true convolution too
+            # (flip_weight=False) while its other layers correlate, so its weights load unchanged.
+            y = F.conv_transpose2d(x, wx.transpose(0, 1), stride=2)       # [N, O, 2H+1, 2W+1]
             y = fir2d(y, self.fir, (1, 1, 1, 1), gain=4.0)       # [N, O, 2H, 2W]
         else:
             y = F.conv2d(x, wx, padding=self.kernel // 2)        # [N, O, H, W]
@@ -1345,14 +1460,27 @@ def linear_period_scales(dim: int, period_min: float, period_max: float) -> torc
     return 2 * math.pi / (period_min + (i / dim) * (period_max - period_min))   # [D], rad/frame
 
 
+def log_period_frequencies(dim: int, period_min: float, period_max: float) -> torch.Tensor:
+    """The release's frequencies: 2 pi / periods log-spaced from period_min to period_max (slowest
+    first). Compare Eq 6: linearly spaced periods, whose joint cycle is far longer (Fig 9)."""
+    periods = 2.0 ** np.linspace(math.log2(period_min), math.log2(period_max), dim)[::-1]
+    return torch.from_numpy(2 * np.pi / periods.copy()).float()                  # [F], rad/frame
+
+
 class MotionMappingNetwork(nn.Module):
-    """F_m and the wave parameters: tokens z^m [B, L, D] -> per-anchor (alpha, omega, rho, a), [B, L-20, D].
+    """F_m and the wave parameters: tokens z^m [B, L, D] -> per-anchor (alpha, omega, rho, a), [B, L-20, .].
 
     F_m is `motion_layers` padding-less conv1d layers (kernel 11, stride 1, leaky ReLU, equalized
-    lr with the release's lr multiplier 0.01). Then for every anchor u_j (Eq 3, 5):
+    lr with the release's lr multiplier 0.01; like the release, and unlike StyleGAN2's layers, without
+    the sqrt(2) activation gain, which the paper does not specify). Then for every anchor u_j (Eq 3, 5):
         alpha_j = W_alpha u_j,   omega_j = (tanh(W_omega u_j) + 1) * sigma,   rho_j = W_rho u_j,   a_j = W_a u_j.
     The tanh bounds omega to (0, 2 sigma): periods never shorter than omega_min / 2 frames, which
     stops the temporal aliasing of unbounded frequencies (Appx B.3); its mean is the Eq 6 scale.
+
+    arch 'release' (the authors' AlignedTimeEncoder): F = time_enc_dim waves; no amplitudes (alpha = 1,
+    and v~ is [sin, cos] of the phase, 2F channels); log-spaced frequencies sigma; the phase is
+    W_rho u times phase_scales = period_max / period (slow waves get small phase offsets); W_a maps
+    to 2F. Its predictors have no bias either.
     """
 
     def __init__(self, cfg: Config):
@@ -1361,33 +1489,46 @@ class MotionMappingNetwork(nn.Module):
         self.kernel, self.num_layers = k, cfg.motion_layers
         self.context = cfg.motion_layers * (k - 1)               # 20: tokens lost to "valid" convs
         self.lr_mul = 0.01
+        self.sincos = cfg.arch == "release"
         self.conv_weights = nn.ParameterList(
             nn.Parameter(torch.randn(D, D, k) / self.lr_mul) for _ in range(cfg.motion_layers))
         self.conv_biases = nn.ParameterList(nn.Parameter(torch.zeros(D)) for _ in range(cfg.motion_layers))
-        self.W_alpha, self.W_omega, self.W_rho, self.W_a = (FC(D, D) for _ in range(4))   # Eq 3, 4
-        self.register_buffer("sigma", linear_period_scales(D, cfg.period_min, cfg.period_max).float())
+        # Eq 3 is linear: no biases. (The release drops them too, "to prevent motion mode collapse": a
+        # bias would give every video the same share of its waves, whatever its motion noise.)
+        if self.sincos:
+            Fw = cfg.time_enc_dim
+            self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
+            sigma = log_period_frequencies(Fw, cfg.period_min, cfg.period_max)
+            self.register_buffer("sigma", sigma)
+            self.register_buffer("phase_scales", cfg.period_max * sigma / (2 * math.pi))
+        else:
+            self.W_alpha, self.W_omega, self.W_rho, self.W_a = (FC(D, D, bias=False) for _ in range(4))
+            self.register_buffer("sigma", linear_period_scales(D, cfg.period_min, cfg.period_max).float())
 
     def forward(self, tokens: torch.Tensor):
         x = tokens.transpose(1, 2)                               # [B, L, D] -> [B, D, L]
         for w, b in zip(self.conv_weights, self.conv_biases):
             gain = self.lr_mul / math.sqrt(w.shape[1] * self.kernel)
             x = F.conv1d(x, w * gain)                            # [B, D, L] -> [B, D, L - 10]
-            x = bias_act_ref(x, b * self.lr_mul, "lrelu")
+            x = bias_act_ref(x, b * self.lr_mul, "lrelu", gain=1.0)   # no sqrt(2) gain (release)
         u = x.transpose(1, 2)                                    # [B, A, D], A = L - 20
-        alpha = self.W_alpha(u)                                  # Eq 3
         omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma   # Eq 5 with the Eq 6 scales
         rho = self.W_rho(u)                                      # Eq 3
         a = self.W_a(u)                                          # alignment vectors of Eq 4
-        return alpha, omega, rho, a
+        if self.sincos:                                          # release: no amplitudes, scaled phases
+            return torch.ones_like(omega), omega, rho * self.phase_scales, a
+        return self.W_alpha(u), omega, rho, a                    # Eq 3: alpha = W_alpha u
 
 
-def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tensor, delta_z: float):
+def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tensor, delta_z: float,
+                      sincos: bool = False):
     """v_t of Eq 2 and 4 for frames at times t, given the parameters of their anchors.
 
     alpha, omega, rho, a : [N, 2, D]  parameters of the left anchor l = t_j and the right one r = t_{j+1}
     j_left               : [N]        index j of the left anchor
     t                    : [N]        frame times (float64, in frames), t_j <= t < t_{j+1}
-    returns v_t          : [N, D]
+    sincos               :            the release's v~ = [sin, cos] of the phase (a has 2D channels)
+    returns v_t          : [N, D] (or [N, 2D])
 
     The raw embedding (Eq 2) uses the LEFT anchor's waves everywhere (as the authors' release does):
         v~(s) = alpha_l * sin(omega_l * s + rho_l)
@@ -1403,7 +1544,10 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
     al, om, rh = alpha[:, 0].double(), omega[:, 0].double(), rho[:, 0].double()   # [N, D]
 
     def v_raw(s):                                                # Eq 2 with the left anchor's waves
-        return (al * torch.sin(om * s[:, None] + rh)).float()   # [N, D]
+        phase = om * s[:, None] + rh                             # [N, D]
+        if sincos:                                               # release: [sin, cos], no amplitude
+            return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1).float()   # [N, 2D]
+        return (al * torch.sin(phase)).float()                   # [N, D]
 
     v_tilde = v_raw(t)
     v_tilde_l, v_tilde_r = v_raw(l), v_raw(r)
@@ -1415,17 +1559,30 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
 # ------------------------------------------------------------------------------------------------
 
 
+AMP_DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def amp_dtype(choice: Optional[torch.dtype], x: torch.Tensor) -> torch.dtype:
+    """The dtype of the mixed-precision layers: `choice` if set, else float16 on CUDA, float32 elsewhere."""
+    return choice or (torch.float16 if x.is_cuda else torch.float32)
+
+
 class ToRGB(nn.Module):
-    """1x1 modulated conv to RGB, no demodulation (StyleGAN2)."""
+    """1x1 modulated conv to RGB, no demodulation (StyleGAN2).
+
+    Without demodulation nothing normalizes the output, so the 1/sqrt(C k^2) equalized-lr gain must be
+    applied exactly once: StyleGAN2 multiplies the styles by it, our ModConv2d the weight -- the same
+    product s * g * W, with the same gradients. At initialisation a unit-variance input then gives RGB
+    values of std ~ 1.4 (s ~ 1 + N(0, 1), so E[s^2] = 2), as in the release.
+    """
 
     def __init__(self, w_dim: int, in_ch: int, conv_clamp: Optional[float]):
         super().__init__()
         self.affine = FC(w_dim, in_ch, bias_init=1)
         self.conv = ModConv2d(in_ch, 3, kernel=1, demodulate=False, act="linear", conv_clamp=conv_clamp)
-        self.style_gain = 1 / math.sqrt(in_ch)
 
     def forward(self, x, w):
-        return self.conv(x, self.affine(w) * self.style_gain)
+        return self.conv(x, self.affine(w))                     # [N, C, H, W] -> [N, 3, H, W]
 
 
 class SynthesisBlock(nn.Module):
@@ -1434,13 +1591,13 @@ class SynthesisBlock(nn.Module):
     def __init__(self, cfg: Config, in_ch: int, out_ch: int, res: int, use_fp16: bool):
         super().__init__()
         self.res, self.use_fp16 = res, use_fp16
-        clamp = cfg.conv_clamp if use_fp16 else None
+        clamp = cfg.conv_clamp                 # every layer, not only the fp16 ones (release, StyleGAN2-ADA)
         self.is_first = res == 4
         if self.is_first:
             # Fig 5: the learned constant, to which the tiled motion code v_t is concatenated,
             # so the first conv takes C_4 + D input channels.
             self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
-            conv_in = out_ch + cfg.motion_dim
+            conv_in = out_ch + cfg.v_dim
         else:
             self.affine0 = FC(cfg.w_dim, in_ch, bias_init=1)
             self.conv0 = ModConv2d(in_ch, out_ch, up=True, conv_clamp=clamp)
@@ -1469,7 +1626,9 @@ class SynthesisNetwork(nn.Module):
 
     Mixed precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions (32^2 ... 256^2 at 256^2)
     run in fp16 with activations clamped to +-conv_clamp (256) and the weights/styles pre-normalized
-    (ModConv2d), while parameters, the RGB skip sum and everything on CPU stay fp32.
+    (ModConv2d), while parameters, the RGB skip sum and everything on CPU stay fp32. `amp_dtype`
+    (None = that default) runs those layers in another dtype, on any device: bfloat16 on a CPU, or
+    float16 on a CPU as the release does when called there.
     """
 
     def __init__(self, cfg: Config):
@@ -1480,12 +1639,13 @@ class SynthesisNetwork(nn.Module):
         self.blocks = nn.ModuleList(
             SynthesisBlock(cfg, cfg.channels(max(r // 2, 4)), cfg.channels(r), r, use_fp16=r >= fp16_min)
             for r in self.resolutions)
+        self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]
 
     def forward(self, w: torch.Tensor, v: torch.Tensor, force_fp32: bool = False) -> torch.Tensor:
         x = img = None                                           # w [N, w_dim], v [N, D]
+        low = amp_dtype(self.amp_dtype, w)
         for block in self.blocks:
-            fp16 = block.use_fp16 and w.is_cuda and not force_fp32
-            x, img = block(x, img, w, v, torch.float16 if fp16 else torch.float32)
+            x, img = block(x, img, w, v, low if block.use_fp16 and not force_fp32 else torch.float32)
         return img                                               # [N, 3, H, W]
 
 
@@ -1525,7 +1685,7 @@ class Generator(nn.Module):
         if anchors is None:                                              # image-only baseline: no v_t
             v = w.new_zeros(w.shape[0], 0)
         else:
-            v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z)   # [N, D]    (Eq 2-6)
+            v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z, self.motion.sincos)   # [N, v_dim]  (Eq 2-6)
         return self.synthesis(w, v, force_fp32=force_fp32)               # [N, 3, H, W]
 
     @staticmethod
@@ -1542,23 +1702,37 @@ class Generator(nn.Module):
         j_first = floor(min t / delta^z); drawn here when not given (L >= tokens_needed(t)).
         """
         B, k = t.shape
-        D = self.cfg.motion_dim
         t = t.double()
         w = self.mapping(z, truncation, update_w_avg).repeat_interleave(k, dim=0)   # [N, w_dim]
         if self.motion is None:
             img = self.frames_from_anchors(w, None, None, t.reshape(-1))
             return img.reshape(B, k, *img.shape[1:])
-        dz = self.cfg.motion_delta_z
-        j = torch.floor(t / dz).long()                           # [B, k] left anchors
-        j_first = j.min(dim=1, keepdim=True).values              # [B, 1]
         if tokens is None:                                       # fresh z^m for tokens j_first-20 ...
-            tokens = torch.randn(B, self.tokens_needed(t, dz, self.motion.context), D, device=z.device)
-        params = self.motion(tokens)                             # 4 x [B, A, D]
-        idx = (j - j_first).reshape(B, k, 1, 1) + torch.arange(2, device=z.device).reshape(1, 1, 2, 1)
-        idx = idx.expand(-1, -1, -1, D).reshape(B, 2 * k, D)     # [B, 2k, D]: left, right anchor per frame
-        anchors = [p.gather(1, idx).reshape(B * k, 2, D) for p in params]   # 4 x [N, 2, D]
+            L = self.tokens_needed(t, self.cfg.motion_delta_z, self.motion.context)
+            tokens = torch.randn(B, L, self.cfg.motion_dim, device=z.device)
+        anchors, j = self.anchors_from_tokens(tokens, t)
         img = self.frames_from_anchors(w, anchors, j.reshape(-1), t.reshape(-1))
         return img.reshape(B, k, *img.shape[1:])                 # [B, k, 3, H, W]
+
+    def anchors_from_tokens(self, tokens: torch.Tensor, t: torch.Tensor):
+        """Wave parameters of each frame's two anchors -> (4 x [B*k, 2, .], left anchor j [B, k]).
+
+        tokens [B, L, D] are tokens j_first-20 ... of each video (j_first = floor(min t / delta^z)),
+        t [B, k] float64 frame times.
+        """
+        B, k = t.shape
+        j = torch.floor(t / self.cfg.motion_delta_z).long()     # [B, k] left anchors
+        j_first = j.min(dim=1, keepdim=True).values              # [B, 1]
+        params = self.motion(tokens)                             # 4 x [B, A, .]
+        idx = (j - j_first).reshape(B, k, 1, 1) + torch.arange(2, device=t.device).reshape(1, 1, 2, 1)
+        idx = idx.reshape(B, 2 * k, 1)                           # [B, 2k, 1]: left, right anchor per frame
+        return [p.gather(1, idx.expand(-1, -1, p.shape[-1])).reshape(B * k, 2, -1) for p in params], j
+
+    def motion_codes_from_tokens(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """v_t [B*k, v_dim] of frames at times t [B, k] from their videos' motion noise (as forward)."""
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(len(tokens), -1)
+        anchors, j = self.anchors_from_tokens(tokens, t)
+        return acyclic_embedding(*anchors, j.reshape(-1), t.reshape(-1), self.cfg.motion_delta_z, self.motion.sincos)
 
     # -- seeded, addressable rendering (sample, FVD, previews) ------------------------------------
     ANCHOR_BLOCK = 16   # anchors are computed in fixed, aligned blocks so bits never depend on the window
@@ -1646,7 +1820,8 @@ class Generator(nn.Module):
         j = torch.floor(t / self.cfg.motion_delta_z).long()
         params = self.anchor_params(motion_seed, j.tolist() + (j + 1).tolist())          # 4 x [2T, D]
         anchors = [p.reshape(2, len(t), -1).transpose(0, 1) for p in params]             # 4 x [T, 2, D]
-        return acyclic_embedding(*anchors, j.to(self.device), t.to(self.device), self.cfg.motion_delta_z)
+        return acyclic_embedding(*anchors, j.to(self.device), t.to(self.device), self.cfg.motion_delta_z,
+                                 self.motion.sincos)
 
     @torch.no_grad()
     def render_videos(self, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
@@ -1694,6 +1869,35 @@ class TimeGapEncoder(nn.Module):
         return self.mapping(p.flatten(1))                        # [B, (k-1)d] -> [B, cmap]
 
 
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / sqrt(mean(x^2)) over dim 1 (StyleGAN2: the input of a mapping network)."""
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+class ReleaseTimeGapEncoder(nn.Module):
+    """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping): arch 'release'.
+
+    Per gap delta_i: a learned Embedding of the rounded gap (T entries of `dim`) and [sin, cos] of
+    log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes concatenated, then StyleGAN2's mapping
+    network without z: an FC, the 2nd-moment normalization, 2 FC layers (leaky ReLU, lr multiplier 0.01).
+    The result only conditions the projection head; there is no hypernetwork (Sec 3.2 differs).
+    """
+
+    def __init__(self, k: int, dim: int, cmap_dim: int, max_time: int):
+        super().__init__()
+        T = 2 ** math.ceil(math.log2(max_time))
+        self.embed = nn.Embedding(max_time, dim)
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(int(math.log2(T))) / T)   # [F] rad/frame
+        self.project = FC((k - 1) * (dim + 2 * len(self.freqs)), cmap_dim)
+        self.mapping = nn.Sequential(*(FC(cmap_dim, cmap_dim, act="lrelu", lr_mul=0.01) for _ in range(2)))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:          # t [B, k] frame times
+        delta = torch.diff(t.float(), dim=1)                     # [B, k-1]
+        phase = delta[..., None] * self.freqs                    # [B, k-1, F]
+        codes = torch.cat([self.embed(delta.round().long()), phase.sin(), phase.cos()], -1)   # [B, k-1, d + 2F]
+        return self.mapping(normalize_2nd_moment(self.project(codes.flatten(1))))            # [B, cmap]
+
+
 class DiscriminatorBlock(nn.Module):
     """StyleGAN2 'resnet' block: conv0 (3x3), conv1 (3x3, down 2), plus a 1x1 down-sampling skip.
 
@@ -1711,9 +1915,8 @@ class DiscriminatorBlock(nn.Module):
         self.conv1 = Conv2d(tmp_ch, out_ch, 3, down=True, conv_clamp=clamp)
         self.skip = Conv2d(in_ch, out_ch, 1, act="linear", down=True, bias=False)
 
-    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:   # [N, C, H, W] -> [N, C', H/2, W/2]
-        dtype = torch.float16 if self.use_fp16 and x.is_cuda else torch.float32
-        x = x.to(dtype)
+    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor], low=None) -> torch.Tensor:   # [N, C, H, W] -> [N, C', H/2, W/2]
+        x = x.to(amp_dtype(low, x) if self.use_fp16 else torch.float32)
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
         x = self.conv1(x, gain=math.sqrt(0.5))
@@ -1731,53 +1934,70 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: Config, k: Optional[int] = None):
         super().__init__()
         self.k = k = k or cfg.frames_per_clip
-        self.cond = cfg.d_cond if k > 1 else "none"
-        self.mbstd_group = cfg.mbstd_group
+        release = cfg.arch == "release"
+        self.cond = ("concat" if release else cfg.d_cond) if k > 1 else "none"
+        self.mbstd_group, self.mbstd_strided = cfg.mbstd_group, release
         R = cfg.resolution
         self.concat_res = min(cfg.d_concat_res, R)
+        if release and self.concat_res >= R:
+            raise ValueError(f"arch 'release' needs a resolution above d_concat_res ({cfg.d_concat_res})")
         self.cmap_dim = cfg.d_channels(4)
-        self.time_enc = TimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim) if self.cond != "none" else None
+        if self.cond == "none":
+            self.time_enc = None
+        elif release:
+            self.time_enc = ReleaseTimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim, cfg.max_time)
+        else:
+            self.time_enc = TimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim)
         fp16_min = R // 2 ** (cfg.num_fp16_res - 1)
         ch = cfg.d_channels
-        self.from_rgb = Conv2d(3, ch(R), 1, conv_clamp=cfg.conv_clamp if R >= fp16_min else None)
+        # The release halves the channels of each frame's features before the concatenation
+        # (num_frames_div_factor 2); the paper concatenates them whole (Sec 3.2: 512k x 16 x 16).
+        div = 2 if release else 1
+        clamp = cfg.conv_clamp                 # every conv, not only the fp16 ones (release, StyleGAN2-ADA)
+        self.from_rgb = Conv2d(3, ch(R), 1, conv_clamp=clamp)
         self.blocks = nn.ModuleList()
         for res in [2 ** i for i in range(int(math.log2(R)), 2, -1)]:      # R, R/2, ..., 8
-            fp16 = res >= fp16_min
             # the first head block takes the k concatenated feature maps: k*C channels in
-            in_ch = ch(res) * (k if res == self.concat_res else 1)
-            self.blocks.append(DiscriminatorBlock(in_ch, ch(res), ch(res // 2), self.cmap_dim,
-                                                  self.cond == "hyper", cfg.conv_clamp if fp16 else None, fp16))
+            in_ch = ch(res) // div * k if res == self.concat_res else ch(res)
+            out_ch = ch(res // 2) // div if res // 2 == self.concat_res else ch(res // 2)
+            self.blocks.append(DiscriminatorBlock(in_ch, ch(res), out_ch, self.cmap_dim,
+                                                  self.cond == "hyper", clamp, res >= fp16_min))
         C4 = ch(4)
-        self.epi_conv = Conv2d(C4 + 1, C4, 3)
+        self.epi_conv = Conv2d(C4 + 1, C4, 3, conv_clamp=clamp)
         self.epi_fc = FC(C4 * 16, C4, act="lrelu")
         self.epi_out = FC(C4, self.cmap_dim if self.cond != "none" else 1)
         self.block_res = [2 ** i for i in range(int(math.log2(R)), 2, -1)]
+        self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]   # see SynthesisNetwork
 
     def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
         """Append the std over groups of G videos as an extra channel (StyleGAN2, 1 feature).
 
         Groups are *contiguous* runs of videos ([0..3], [4..7], ...), unlike StyleGAN2's strided
-        ones, so a batch split across processes forms the same groups as on one process.
+        ones (videos i, i + n, i + 2n, ...; arch 'release'), so a batch split across processes forms
+        the same groups as on one process.
         """
         N, C, H, W = x.shape
         G = min(self.mbstd_group, N)
         if N % G:
             raise ValueError(f"batch per process ({N}) must be divisible by the mbstd group ({G})")
-        y = x.float().reshape(N // G, G, C, H, W)                # [n, G, C, H, W]
+        y = x.float().reshape(G, N // G, C, H, W).transpose(0, 1) if self.mbstd_strided \
+            else x.float().reshape(N // G, G, C, H, W)           # [n, G, C, H, W]
         y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()         # [n, C, H, W] std over the group
         y = y.mean(dim=[1, 2, 3])                                # [n]
-        y = y.repeat_interleave(G).reshape(N, 1, 1, 1).expand(N, 1, H, W)
+        y = (y.repeat(G) if self.mbstd_strided else y.repeat_interleave(G)).reshape(N, 1, 1, 1).expand(N, 1, H, W)
         return torch.cat([x.float(), y], dim=1)                  # [N, C+1, H, W]
 
     def forward(self, frames: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         B, k = frames.shape[:2]
         c = self.time_enc(t) if self.time_enc is not None else None        # [B, cmap]
-        x = self.from_rgb(frames.flatten(0, 1))                  # [B*k, C, H, W]
+        low = amp_dtype(self.amp_dtype, frames)                  # the mixed-precision blocks' dtype
+        x = frames.flatten(0, 1).to(low if self.blocks[0].use_fp16 else torch.float32)
+        x = self.from_rgb(x)                                     # [B*k, C, H, W]
         c_frames = c.repeat_interleave(k, 0) if c is not None else None    # the clip's code, per frame
         for res, block in zip(self.block_res, self.blocks):
             if res == self.concat_res:                           # [B*k, C, 16, 16] -> [B, k*C, 16, 16]
                 x = x.reshape(B, k * x.shape[1], *x.shape[2:])
-            x = block(x, c if res <= self.concat_res else c_frames)
+            x = block(x, c if res <= self.concat_res else c_frames, low)
         x = self.minibatch_stddev(x)                             # [B, C+1, 4, 4]
         x = self.epi_conv(x)                                     # [B, C, 4, 4]
         x = self.epi_fc(x.flatten(1))                            # [B, C]
@@ -2159,6 +2379,13 @@ class VideoAugment:
     def p(self):
         return self.ada.p if self.ada is not None else self.fixed_p
 
+    @p.setter
+    def p(self, value):                      # (fine-tuning an authors' snapshot starts from its p)
+        if self.ada is not None:
+            self.ada._p = float(value)
+        elif self.mode == 'fixed':
+            self.fixed_p = float(value)
+
     def __call__(self, x, generator=None):
         return x if self.mode == 'none' else augment(x, self.p, generator)
 
@@ -2174,7 +2401,8 @@ class VideoAugment:
                     ada=self.ada.state_dict() if self.ada is not None else None)
 
     def load_state_dict(self, state):
-        assert state['mode'] == self.mode, f"checkpoint has --aug {state['mode']}, run has {self.mode}"
+        if state['mode'] != self.mode:
+            raise ValueError(f"the checkpoint was trained with --aug {state['mode']}, this run has --aug {self.mode}")
         self.fixed_p = state['fixed_p']
         if self.ada is not None:
             self.ada.load_state_dict(state['ada'])
@@ -2196,13 +2424,18 @@ def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tor
 
 
 def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """R1 = ||grad_x D(x)||^2 per real clip [B] (Mescheder et al. 2018).
+    """R1 (Mescheder et al. 2018) per real clip [B]: ||grad_x D(x)||^2 of each frame, averaged over
+    the clip's k frames.
 
+    real [B, k, 3, H, W]. The mean over frames (not the sum) is the release's normalisation: it makes
+    gamma mean per frame what it means per image in StyleGAN2(-ADA), whatever k, so the 'auto'
+    gamma = 0.0002 res^2 / batch (0.2 at 256^2) carries over. Summing the k frames' penalties would
+    make R1 k times stronger at the same gamma.
     create_graph=True: the penalty is itself differentiated w.r.t. D's weights, so every op on the
     way from x to the logit (the augmentation's warp, ModConv2d) must support double backward.
     """
-    grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-    return grad.square().flatten(1).sum(1)
+    grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)   # [B, k, 3, H, W]
+    return grad.square().sum(dim=[2, 3, 4]).mean(dim=1)                      # [B, k] -> [B]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -2218,15 +2451,24 @@ class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
 
 
+MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
+MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (a month at 30 fps)
+
+
 class VideoFolder:
     """Lazy reader of a prepare_data.py dataset (zip or folder); safe with DataLoader workers.
 
+    Opening one checks the whole dataset's metadata before any work, cheaply: every field of
+    dataset.json (types and ranges, unique safe names), every video's frame count against the zip's
+    members (one pass over the zip's index, so a header cannot make us allocate by claiming 10^9
+    frames) or, for a folder, its first and last frame; and the size of every video's first frame
+    (an image header, not a decode). A later frame of another size is caught when it is read.
     The zip is opened on first use in each process (a zip handle must not cross a fork), so every
     DataLoader worker and every training process gets its own handle.
     """
 
     def __init__(self, path: str, resolution: Optional[int] = None):
-        self.path = path
+        self.path = str(path)
         self._zip, self._zip_pid = None, None
         if not os.path.exists(path):
             raise DataError(f"{path}: no such dataset (make one with: python prepare_data.py SRC {path})")
@@ -2234,38 +2476,54 @@ class VideoFolder:
         if self.is_zip and not zipfile.is_zipfile(path):
             raise DataError(f"{path}: not a zip file or a dataset folder")
         try:
-            meta = json.loads(self._read("dataset.json"))
-            self.fps = float(meta["fps"])
-            self.resolution = int(meta["resolution"])
-            self.ext = "." + meta.get("format", "jpg")
-            self.names = [str(v["name"]) for v in meta["videos"]]
-            self.lengths = [int(v["frames"]) for v in meta["videos"]]
-        except KeyError as e:
-            raise DataError(f"{path}: dataset.json is missing or lacks {e} (was it written by prepare_data.py?)")
-        except (ValueError, TypeError) as e:
-            raise DataError(f"{path}: dataset.json is malformed ({e})")
-        if not self.names:
-            raise DataError(f"{path}: the dataset has no videos")
+            raw = self._read("dataset.json")
+        except (KeyError, OSError, zipfile.BadZipFile):
+            raise DataError(f"{path}: no dataset.json, so not a dataset written by prepare_data.py "
+                            f"(make one with: python prepare_data.py SRC OUT.zip)") from None
+        try:
+            meta = json.loads(raw)
+        except ValueError as e:                                  # JSONDecodeError, UnicodeDecodeError
+            raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
+        self.fps, self.resolution, self.ext, self.names, self.lengths = _parse_dataset_json(path, meta)
         self._validate(resolution)
 
     def _validate(self, resolution):
-        if self.is_zip:   # every frame listed must be in the zip: one set lookup per frame
-            members = set(self._open().namelist())
+        if self.is_zip:
+            self._check_zip_members()
+        else:             # a folder: the first and the last frame of each video
             for name, n in zip(self.names, self.lengths):
-                missing = [i for i in range(n) if self._member(name, i) not in members]
-                if missing:
-                    raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {missing[0]} is missing")
-        else:             # folders: check the first and the last frame of each video
-            for name, n in zip(self.names, self.lengths):
-                for i in {0, n - 1}:
+                for i in sorted({0, n - 1}):
                     if not os.path.isfile(os.path.join(self.path, self._member(name, i))):
-                        raise DataError(f"{self.path}: video '{name}' frame {i} is missing")
-        frame = self.read_frames(0, [0])[0]
-        if frame.shape != (self.resolution, self.resolution, 3):
-            raise DataError(f"{self.path}: frames are {frame.shape[1]}x{frame.shape[0]}, "
-                            f"dataset.json says {self.resolution}x{self.resolution}")
+                        raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {i} is missing")
+        from PIL import Image
+        for name in self.names:                                  # image headers only: no decoding
+            member = self._member(name, 0)
+            try:
+                with self._open_member(member) as f, Image.open(f) as img:
+                    size = img.size
+            except Exception as e:
+                raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
+            if size != (self.resolution, self.resolution):
+                raise DataError(f"{self.path}: {member} is {size[0]}x{size[1]}, "
+                                f"dataset.json says {self.resolution}x{self.resolution}")
         if resolution is not None and resolution != self.resolution:
             raise DataError(f"{self.path}: dataset resolution is {self.resolution}, the model needs {resolution}")
+
+    def _check_zip_members(self):
+        """Every listed frame <name>/<i:06d><ext>, i < frames, is a member: one pass over the zip's index."""
+        wanted = dict(zip(self.names, self.lengths))
+        found = {name: set() for name in self.names}
+        pattern = re.compile(r"(\d{6,})" + re.escape(self.ext) + "$")
+        for member in self._open().namelist():
+            name, _, file = member.partition("/")
+            match = pattern.match(file) if name in wanted else None
+            if match and int(match.group(1)) < wanted[name]:
+                found[name].add(int(match.group(1)))
+        for name, n in wanted.items():
+            if len(found[name]) < n:                             # the first missing index is <= len(found)
+                first = next(i for i in range(len(found[name]) + 1) if i not in found[name])
+                raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {first} "
+                                f"({self._member(name, first)}) is not in the zip")
 
     def _member(self, name: str, i: int) -> str:
         return f"{name}/{i:06d}{self.ext}"
@@ -2275,10 +2533,11 @@ class VideoFolder:
             self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
         return self._zip
 
+    def _open_member(self, member: str):
+        return self._open().open(member) if self.is_zip else open(os.path.join(self.path, member), "rb")
+
     def _read(self, member: str) -> bytes:
-        if self.is_zip:
-            return self._open().read(member)
-        with open(os.path.join(self.path, member), "rb") as f:
+        with self._open_member(member) as f:
             return f.read()
 
     def __getstate__(self):   # pickled into DataLoader workers without the open handle
@@ -2288,19 +2547,56 @@ class VideoFolder:
         return len(self.names)
 
     def read_frames(self, video: int, frame_indices) -> np.ndarray:
-        """uint8 [n, H, W, 3] frames of one video."""
+        """uint8 [n, H, W, 3] frames of one video; a missing, broken or wrongly sized frame is a DataError."""
         import imageio.v3 as iio
-        out = []
+        out, R = [], self.resolution
         for i in frame_indices:
             member = self._member(self.names[video], int(i))
             try:
                 img = iio.imread(self._read(member), extension=self.ext)
             except Exception as e:
-                raise DataError(f"{self.path}: cannot decode {member} ({e})")
+                raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
             if img.ndim == 2:
                 img = np.repeat(img[:, :, None], 3, axis=2)
+            if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+                raise DataError(f"{self.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} "
+                                f"{img.dtype} image, the dataset's frames are {R}x{R} 8-bit RGB")
             out.append(img[:, :, :3])
         return np.stack(out)
+
+
+def _parse_dataset_json(path: str, meta) -> tuple:
+    """dataset.json -> (fps, resolution, ext, names, lengths), every field checked; else a DataError."""
+    def bad(what):
+        return DataError(f"{path}: dataset.json: {what}")
+    if not isinstance(meta, dict):
+        raise bad("not a JSON object")
+    for key in ("fps", "resolution", "videos"):
+        if key not in meta:
+            raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
+    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
+    if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
+        raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
+    if not (number(res) and res == int(res) and 4 <= res <= 4096 and int(res) & (int(res) - 1) == 0):
+        raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
+    if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
+        raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
+    if not isinstance(videos, list) or not videos:
+        raise bad("'videos' must be a non-empty list")
+    names, lengths = [], []
+    for i, v in enumerate(videos):
+        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
+        if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
+            raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
+        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
+            raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
+        names.append(name)
+        lengths.append(n)
+    if len(set(names)) < len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise bad(f"video name '{dup}' is listed twice")
+    return float(fps), int(res), "." + fmt, names, lengths
 
 
 def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
@@ -2311,31 +2607,45 @@ def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
     and a time-conditioned D would learn "gap = max_span means fake" -- a tell G cannot remove. So
     the fake gaps are capped at what the longest real video allows.
     """
+    if data.resolution < 8:
+        raise DataError(f"{data.path}: {data.resolution}x{data.resolution} frames; the model needs at least 8x8")
     span = min(cfg.max_span, max(data.lengths) - 1)
     return dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps, max_span=max(span, 1))
 
 
 def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time: float,
-                      video_len: Optional[int] = None) -> np.ndarray:
+                      video_len: Optional[int] = None, span_dist: str = "uniform") -> np.ndarray:
     """Frame times of one sparse clip (Sec 3.3): span t_k - t_1 ~ U[k-1, max_span], t_1 ~ U[0, T - t_k].
 
-    The middle k-2 times are distinct frames drawn at random between t_1 and t_k. For a real
-    video of `video_len` frames, the span and the offset are limited to the video (integer
-    frames); for a fake clip (video_len None) the offset t_1 is a real number in [0, T - span]:
-    the generator is continuous in time, so it is trained on fractional times, while the gaps,
-    which D sees, keep the same integer distribution as the real clips'.
+    The middle k-2 times are distinct frames drawn at random between t_1 and t_k.
+    span_dist 'release' draws the span from the powers of two in [k-1, max_span] instead ({2, 4, 8,
+    16, 32} for k = 3: the release's `total_dists`), so short spans are far more frequent (span 2:
+    1 in 5 clips instead of 1 in 31).
+    Fake clip (video_len None): the offset t_1 is a real number in [0, T - span]: the generator is
+    continuous in time, so it is trained on fractional times, while the gaps, which D sees, keep the
+    same integer distribution as the real clips'.
+    Real clip of a video of `video_len` frames: integer frame indices, the span limited to the video.
+    A video longer than T is first cut to a random window of T frames (as the release does), then the
+    clip is drawn inside it as for a shorter video, so every frame of every video can be drawn while
+    the clip's position inside its window keeps the range [0, T) that fake clips have.
     """
     if k == 1:                                                   # image-only training (bench baseline)
         span, offsets = 0, np.zeros(1)
     else:
         hi = max_span if video_len is None else min(max_span, video_len - 1)
-        span = int(rng.integers(k - 1, hi + 1))                  # U[k-1, 32], both ends included
+        if span_dist == "release":
+            spans = [d for d in (2 ** np.arange(12)).tolist() if k - 1 <= d <= hi] or [hi]
+            span = int(spans[int(rng.integers(len(spans)))])
+        else:
+            span = int(rng.integers(k - 1, hi + 1))              # U[k-1, 32], both ends included
         middle = np.sort(rng.choice(np.arange(1, span), size=k - 2, replace=False))
         offsets = np.concatenate([[0], middle, [span]]).astype(np.float64)
     if video_len is None:
         t1 = rng.uniform(0, max(max_time - span, 0))
     else:
-        t1 = int(rng.integers(0, min(max_time, video_len) - span))  # t_k <= min(T, len) - 1
+        window = min(int(max_time), video_len)                   # T frames, or the whole video
+        start = int(rng.integers(0, video_len - window + 1)) if video_len > window else 0
+        t1 = start + int(rng.integers(0, window - span))         # t_k <= start + window - 1
     return t1 + offsets
 
 
@@ -2353,6 +2663,9 @@ class ClipDataset(torch.utils.data.Dataset):
         short = [n for n, l in zip(data.names, data.lengths) if l < cfg.frames_per_clip]
         if len(short) == len(data):
             raise DataError(f"{data.path}: every video is shorter than a clip of {cfg.frames_per_clip} frames")
+        if cfg.frames_per_clip - 1 > cfg.max_span:
+            raise UserError(f"--frames-per-clip {cfg.frames_per_clip}: k frames span at least k - 1 = "
+                            f"{cfg.frames_per_clip - 1}, but clips of {data.path} span at most {cfg.max_span}")
         self.usable = [i for i, l in enumerate(data.lengths) if l >= cfg.frames_per_clip]
 
     def __len__(self):
@@ -2363,7 +2676,7 @@ class ClipDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng(item_seed)
         video = self.usable[int(rng.integers(len(self.usable)))]            # uniform over videos
         t = sample_clip_times(rng, self.cfg.frames_per_clip, self.cfg.max_span, self.cfg.max_time,
-                              self.data.lengths[video])
+                              self.data.lengths[video], self.cfg.span_dist)
         return video, t, bool(self.cfg.mirror and rng.random() < 0.5)
 
     def __getitem__(self, item_seed: int):
@@ -2451,18 +2764,31 @@ class Batches:
 
 def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int) -> torch.Tensor:
     """Times [B, k] of generated clips: same gap distribution as real clips, fractional offsets."""
-    return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time) for _ in range(B)]))
+    return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time, None, cfg.span_dist)
+                                      for _ in range(B)]))
+
+
+def adam_kwargs(lr: float, reg_interval: int) -> dict:
+    """Adam's settings for a network regularized lazily every `reg_interval` steps (0: never).
+
+    With an extra regularization step every R steps, lr and beta2 are scaled by c = R / (R + 1) so
+    the moments and the step size per unit of time stay what they would be without the extra steps
+    (StyleGAN2, Appx B). betas = (0, 0.99), eps = 1e-8 as StyleGAN2.
+    """
+    c = reg_interval / (reg_interval + 1) if reg_interval > 0 else 1.0
+    return dict(lr=lr * c, betas=(0.0, 0.99 ** c), eps=1e-8)
 
 
 def sync_grads(module: nn.Module, dist: Dist) -> int:
-    """Average gradients over processes; zero NaN/Inf entries (StyleGAN2-ADA). Returns # non-finite."""
+    """Average gradients over processes; NaN -> 0 and +-Inf -> +-1e5, as StyleGAN2-ADA and the release
+    (an infinite gradient keeps its sign, clipped to a large step). Returns the number non-finite."""
     params = [p for p in module.parameters() if p.grad is not None]
     if not params:
         return 0
     flat = torch.cat([p.grad.flatten() for p in params])
     dist.all_reduce_mean(flat)
     bad = int((~torch.isfinite(flat)).sum())
-    torch.nan_to_num_(flat, nan=0, posinf=0, neginf=0)
+    torch.nan_to_num_(flat, nan=0, posinf=1e5, neginf=-1e5)
     for p, g in zip(params, flat.split([p.numel() for p in params])):
         p.grad.copy_(g.view_as(p))
     return bad
@@ -2484,9 +2810,11 @@ class Trainer:
         self.G_ema.load_state_dict(self.G.state_dict())
         # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval
         # steps, so its lr and betas are scaled by c = R / (R + 1) to keep the same effective rate.
-        c = cfg.r1_interval / (cfg.r1_interval + 1)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.0, 0.99), eps=1e-8)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr * c, betas=(0.0, 0.99 ** c), eps=1e-8)
+        # G gets the same adjustment for g_reg_interval = 4 although it has no regularizer (no path
+        # length penalty here): StyleGAN2-ADA and the StyleGAN-V release keep G_reg_interval = 4 with
+        # pl_weight = 0, so their G really trains at lr 0.0025 * 4/5 = 0.002, beta2 = 0.99^0.8.
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.lr, cfg.g_reg_interval))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.lr, cfg.r1_interval))
         self.gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
         self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
         self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
@@ -2569,10 +2897,13 @@ class Trainer:
             logs["r1"] = r1.mean().item()
 
         # G_ema: exponential moving average of G's weights, half-life ema_kimg (scaled with the
-        # batch, 20 kimg at 64 videos), ramped up over the first steps (StyleGAN2-ADA's rampup 0.05)
+        # batch, 20 kimg at 64 videos). With ema_rampup the half-life is at most rampup * videos so far
+        # (StyleGAN2-ADA's 'auto' 0.05); the release trains without a rampup, and so do the paper presets.
         self.nimg += cfg.batch * self.k
         self.nvid += cfg.batch
-        ema_nimg = min(cfg.ema_kimg * 1000 * cfg.batch / 64, self.nvid * 0.05)
+        ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 64
+        if cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.nvid * cfg.ema_rampup)
         beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
         with torch.no_grad():
             for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
@@ -2594,8 +2925,15 @@ class Trainer:
                     seed=self.seed, nonfinite=self.nonfinite)
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ["G", "G_ema", "D", "opt_G", "opt_D"]:
+        """Everything of a checkpoint of ours; of an authors' snapshot (no optimizer state, no step):
+        G, G_ema, D and ADA's p, with fresh optimizers and the counters at 0 (fine-tuning)."""
+        for name in ["G", "G_ema", "D"]:
             getattr(self, name).load_state_dict(state[name])
+        if "opt_G" not in state:
+            self.aug.p = state.get("aug_p", 0.0)
+            return
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
         self.aug.load_state_dict(state["aug"])
         self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
         self.nonfinite = state.get("nonfinite", 0)
@@ -2620,130 +2958,238 @@ def _write_json_line(path: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def load_resume_state(resume: str, outdir: str, cfg: Config) -> dict:
-    """The checkpoint to continue from ('auto' = the run directory's), refused if it is another model."""
+def _atomic_write_text(path: str, text: str) -> None:
+    """Write a small text file under a temporary name, then rename it into place."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def truncate_log(path: str, kimg: float) -> int:
+    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many
+    were dropped. A run killed between two checkpoints had logged kimg that the resumed run does
+    again: without this, plot and every reader of the log would see those kimg twice."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    def keep(line):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            return float(json.loads(line)["kimg"]) <= kimg + 1e-9
+        return False                                             # a torn last line of a killed run
+    kept = [line for line in lines if keep(line)]
+    if len(kept) < len(lines):
+        _atomic_write_text(path, "".join(kept))
+    return len(lines) - len(kept)
+
+
+# The fields that define the networks (not the training): a run resuming an authors' snapshot takes
+# them from the snapshot, whatever its preset says.
+ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
+               "motion_delta_z", "motion_kernel", "motion_layers", "period_min", "period_max", "time_enc_dim",
+               "num_fp16_res", "conv_clamp", "d_channel_base", "d_channel_max", "d_concat_res", "d_time_dim",
+               "d_cond", "mbstd_group", "frames_per_clip", "max_time")
+
+
+def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
+    """The checkpoint to continue from ('auto' = the run directory's) -> (state, the run's Config).
+
+    A checkpoint of ours must be of this run's preset and resolution (and --aug mode). An authors'
+    snapshot brings its own architecture (the run keeps its training settings) and must match the
+    dataset's resolution."""
     path = checkpoint_path(outdir if resume == "auto" else resume)
     state = load_checkpoint(path)
     old = config_from_dict(state["cfg"])
+    if "opt_G" not in state:                                     # an authors' snapshot
+        if old.resolution != cfg.resolution:
+            raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
+        return state, dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
     if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
         raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
                         f"this run is '{cfg.preset}' at {cfg.resolution}^2")
-    return state
+    if state.get("aug", {}).get("mode", cfg.aug) != cfg.aug:
+        raise UserError(f"{path}: the checkpoint was trained with --aug {state['aug']['mode']}, "
+                        f"this run has --aug {cfg.aug}")
+    return state, cfg
+
+
+class GracefulStop:
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) ask the training loop to finish its step, save and stop.
+
+    A context manager (main thread only; elsewhere a no-op): the first signal sets `requested`; a
+    second Ctrl-C stops at once (KeyboardInterrupt), further SIGTERMs are ignored (a supervisor
+    that sends TERM twice still gets its checkpoint). The old handlers come back on exit.
+    """
+
+    def __init__(self):
+        self.requested, self._old = False, {}
+
+    def _handle(self, signum, _frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *_):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
           tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
           metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
-    """The training loop of one process (rank). Returns the Trainer at the end."""
+    """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
+    when a signal stopped it (after saving)."""
     from tqdm import tqdm
     # The dataset decides the resolution and the time unit (its fps); the preset decides the rest.
     data = VideoFolder(data_path)
     cfg = fit_config_to_data(cfg, data)
-    if fp32:
-        cfg.num_fp16_res = 0
-    dataset = ClipDataset(data, cfg)
-    trainer = Trainer(cfg, dist, seed)
     # Resuming restores weights, optimizer moments, ADA's p and the step counter; since every draw
     # is seeded by the step (step_rng), that is all it takes to continue exactly where we were.
-    ckpt = os.path.join(outdir, "checkpoint.pt")
+    state = None
     if resume:
-        state = load_resume_state(resume, outdir, cfg)
+        state, cfg = load_resume_state(resume, outdir, cfg)
+    if fp32:                                   # no fp16 layers, and (as the release) no clamping either
+        cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
+    dataset = ClipDataset(data, cfg)
+    trainer = Trainer(cfg, dist, seed)
+    trainer.interrupted = False
+    ckpt, log = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "log.jsonl")
+    if state is not None:
         try:
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"{resume}: checkpoint does not fit this model ({str(e).splitlines()[0][:200]})")
+            raise UserError(f"{resume}: checkpoint does not fit this model ({_first_line(e)})")
+        if "opt_G" not in state and dist.main:
+            print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
+                  f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
-        with open(os.path.join(outdir, "config.json"), "w") as f:
-            json.dump(dataclasses.asdict(cfg), f, indent=2)
+        truncate_log(log, trainer.nimg / 1000 if resume else -1.0)   # a fresh start keeps no old lines
+        _atomic_write_text(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     # The loader's "sampler" yields, per step, one seed per real clip of this process's rows; a worker
     # turns each seed into a clip (which video, which k frame times: Sec 3.3) and decodes its frames.
     # Workers run ahead by prefetch_factor steps, so JPEG decoding overlaps with the training step.
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=Batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=_ignore_sigint)
-
-    # Ctrl-C: finish the current step, save, stop (all processes stop at the same step).
-    stop = {"flag": False}
-
-    def on_sigint(*_):
-        stop["flag"] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)   # a second Ctrl-C stops at once
-    old_handler = signal.signal(signal.SIGINT, on_sigint) if _in_main_thread() else None
+        worker_init_fn=_ignore_signals)
 
     # Progress is counted in real frames shown to D (nimg); a tick logs a line, a snapshot saves.
     total = int(kimg * 1000)
     bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main),
                initial=round(min(trainer.nimg, total) / 1000, 3),
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
+    clock = dict(train_start=time.time(), metric_sec=0.0)      # training time, without the metrics
     if metrics and trainer.nimg == 0:
         # The starting point of every FVD curve: the freshly initialised generator, at kimg 0.
-        results = run_metrics(metrics, trainer.G_ema, data_path, metric_videos, dist)
-        if dist.main:
-            _write_json_line(os.path.join(outdir, "log.jsonl"), {"kimg": 0.0, **results})
-            bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + "  (kimg 0)")
-    # Time is reported without the metrics (their cost depends on --metric-videos, not on training):
-    # s/kimg per tick, and train_sec, this process's training time so far.
-    last_tick, last_snap, tick_start, tick_nimg = trainer.nimg, trainer.nimg, time.time(), trainer.nimg
-    train_start, metric_sec = time.time(), 0.0
-    acc: dict = {}                                               # per-step logs, averaged over a tick
-    try:
-        for real, t_real in loader:                              # this process's rows of each step's batch
-            if trainer.nimg >= total:                            # (a resumed run that was already done)
-                break
-            logs = trainer.step(real, t_real)
-            for key, v in logs.items():
-                acc.setdefault(key, []).append(v)
-            bar.update(round(min(trainer.nimg, total) / 1000 - bar.n, 3))
-            done = trainer.nimg >= total
-            if trainer.nimg - last_tick >= tick * 1000 or done:
-                sec_per_kimg = (time.time() - tick_start) / max((trainer.nimg - tick_nimg) / 1000, 1e-9)
-                record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
-                          "train_sec": time.time() - train_start - metric_sec, "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in acc.items()}}
-                bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}")
-                if dist.main:
-                    _write_json_line(os.path.join(outdir, "log.jsonl"), record)
-                acc, last_tick, tick_start, tick_nimg = {}, trainer.nimg, time.time(), trainer.nimg
-            # Did any process see Ctrl-C? Every process must agree, or the others would wait
-            # forever in the next step's all_reduce.
-            flag = torch.tensor([float(stop["flag"])], device=dist.device)
-            stop_now = dist.all_reduce_sum(flag).item() > 0
-            # A snapshot: checkpoint (atomic), an mp4/PNG preview from G_ema, and the metrics. The
-            # metrics see G_ema, the generator you would sample from, not the noisier G.
-            if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
-                last_snap = trainer.nimg
-                if dist.main:
-                    save_checkpoint(ckpt, trainer.state_dict())
-                    if previews:
-                        save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, cfg)
-                results = run_metrics(metrics, trainer.G_ema, data_path, metric_videos, dist) if metrics and not stop_now else {}
-                if results:
-                    metric_sec += results["sec"]
-                    tick_start += results["sec"]
-                if dist.main and results:
-                    _write_json_line(os.path.join(outdir, "log.jsonl"), {"kimg": trainer.nimg / 1000, **results})
-                    bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec"))
-            if stop_now:
-                if dist.main:
-                    bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto")
-                break
-            if done:
-                break
-    finally:
-        bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+        _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
+    tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
+    last_snap = trainer.nimg
+    batches = _unwrap_worker_errors(loader)
+    with GracefulStop() as stop:
+        try:
+            for real, t_real in batches:                         # this process's rows of each step's batch
+                if trainer.nimg >= total:                        # (a resumed run that was already done)
+                    break
+                for key, v in trainer.step(real, t_real).items():
+                    tick_state["acc"].setdefault(key, []).append(v)
+                bar.update(round(min(trainer.nimg, total) / 1000 - bar.n, 3))
+                done = trainer.nimg >= total
+                if trainer.nimg - tick_state["nimg"] >= tick * 1000 or done:
+                    _log_tick(trainer, tick_state, log, bar, clock)
+                # Did any process get a signal? Every process must agree, or the others would wait
+                # forever in the next step's all_reduce.
+                flag = torch.tensor([float(stop.requested)], device=dist.device)
+                stop_now = dist.all_reduce_sum(flag).item() > 0
+                if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
+                    last_snap = trainer.nimg
+                    _snapshot(trainer, outdir, previews, bar)
+                    if metrics and not stop_now:
+                        _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
+                if stop_now:
+                    trainer.interrupted = True
+                    if dist.main:
+                        bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; "
+                                  f"continue with --resume auto")
+                    break
+                if done:
+                    break
+        finally:
+            batches.close()                                      # stops the loader's workers now
+            bar.close()
     return trainer
 
 
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+def _unwrap_worker_errors(loader):
+    """Iterate a DataLoader; a DataError raised in a worker comes back as the worker's one-line message.
+
+    (DataLoader re-raises a worker's exception with the worker's whole traceback in its message.)
+    Closing the generator shuts the workers down at once: they ignore SIGTERM (it is the training
+    process's to handle), so they must not be left for the interpreter's exit to terminate.
+    """
+    iterator = iter(loader)
+    try:
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except DataError as e:
+                lines = [line for line in str(e).splitlines() if line.strip()]
+                last = lines[-1] if lines else str(e)
+                raise DataError(last.split("DataError: ", 1)[-1]) from None
+            yield batch
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)     # only with worker processes
+        if shutdown is not None:
+            shutdown()
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the training process, which saves before stopping."""
+def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
+    """One log.jsonl line: this tick's mean losses, s/kimg (metrics excluded), training time so far."""
+    sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
+    sec_per_kimg = sec / max((trainer.nimg - tick["nimg"]) / 1000, 1e-9)
+    record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
+              "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
+              "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
+    bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}")
+    if trainer.dist.main:
+        _write_json_line(log, record)
+    tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
+
+
+def _snapshot(trainer: Trainer, outdir: str, previews: bool, bar) -> None:
+    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process."""
+    if trainer.dist.main:
+        save_checkpoint(os.path.join(outdir, "checkpoint.pt"), trainer.state_dict())
+        if previews:
+            save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
+
+
+def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
+    """The metrics of G_ema -- the generator you would sample from, not the noisier G -- into log.jsonl."""
+    results = run_metrics(metrics, trainer.G_ema, data_path, num_videos, trainer.dist)
+    clock["metric_sec"] += results["sec"]
+    if trainer.dist.main:
+        _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
+        note = "  (kimg 0)" if trainer.nimg == 0 else ""
+        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + note)
+
+
+def _ignore_signals(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which saves before stopping."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Dist) -> dict:
@@ -2777,27 +3223,292 @@ def checkpoint_path(path: str) -> str:
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """torch.save to a temporary name, then an atomic rename: a crash never leaves half a file."""
+    """torch.save to a temporary name, then an atomic rename: a crash never leaves half a file, and a
+    failed write (a full disk) leaves the previous checkpoint as it was and no temporary file."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:    # a full disk is ENOSPC, or torch's zip writer noticing it
+        full = isinstance(e, RuntimeError) and shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20
+        reason = os_error_reason(e, path) if isinstance(e, OSError) else \
+            "no space left on device" if full else _first_line(e)
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({reason}); "
+                              f"the previous checkpoint, if any, is intact") from None
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.remove(tmp)
 
 
+def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
+    """An OSError in words a user can act on, e.g. 'no space left on device (folder runs/x)'."""
+    import errno
+    file = e.filename or path
+    if e.errno == errno.ENOSPC:
+        return "no space left on device" + (f" (folder {os.path.dirname(os.path.abspath(file))})" if file else "")
+    return e.strerror or _first_line(e)
+
+
 def load_checkpoint(path: str) -> dict:
-    """Load with weights_only=True: tensors, numbers, strings and containers, never code."""
+    """Load with weights_only=True: tensors, numbers, strings and containers, never code. An authors'
+    network-snapshot-*.pkl is imported by import_release_snapshot (safely, too).
+
+    A file that is not one of ours is refused with what it is not; never with torch's advice to
+    retry with weights_only=False, which would run whatever code the pickle holds.
+    """
     file = checkpoint_path(path)
     if not os.path.isfile(file):
         raise CheckpointError(f"{file}: no such checkpoint")
+    if not zipfile.is_zipfile(file):                   # torch.save writes zips; a bare pickle may be
+        with open(file, "rb") as f:                     # an authors' snapshot (read safely, below)
+            if f.read(1) == b"\x80":
+                return import_release_snapshot(file)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{file}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    except Exception as e:                         # refused objects, not torch.save's format, truncated
+        refused = isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower()
+        what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: "
+                "unpickling it could run code)" if refused else "not a file torch.save wrote, or a truncated one")
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
     if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
+    return state
+
+
+# --- The authors' snapshots (network-snapshot-*.pkl), read without running anything in them ---------
+# The release's training loop pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its
+# networks as StyleGAN2-ADA *persistence* objects: each embeds the Python source of its module, and
+# the ordinary unpickler imports and runs that source (plus OmegaConf, dnnlib, numpy globals). We read
+# the same bytes with an Unpickler whose find_class answers every name with an inert stand-in --
+# a class that only records what it is given -- except torch's tensor and storage rebuilds and a
+# few plain containers. The persistent objects' recorded state (their __dict__: _parameters,
+# _buffers, _modules, the constructor kwargs, the OmegaConf config) then gives the weights and the
+# settings, which are mapped onto arch='release' modules. Nothing from the file is imported,
+# executed or called (only its storages are read, by torch.load(weights_only=True)).
+
+MAX_SNAPSHOT_BYTES = 8 * 2 ** 30          # a published 1024^2 snapshot is ~1 GB; more is not one of them
+
+
+class _Inert:
+    """Stands in for any class a pickle names: accepts any arguments and any state, runs nothing."""
+    _qualname = "?"
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __setitem__(self, key, value):                   # SETITEMS on a dict subclass
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value):                             # APPENDS on a list subclass
+        self.__dict__.setdefault("list", []).append(value)
+
+    def extend(self, values):
+        self.__dict__.setdefault("list", []).extend(values)
+
+
+class _PersistentObject:
+    """What `torch_utils.persistence._reconstruct_persistent_obj(meta)` stands for: the class name and
+    the recorded state, with the embedded module source kept as text and never run."""
+
+    def __init__(self, meta):
+        meta = meta if isinstance(meta, dict) else {}
+        self.class_name, self.state = meta.get("class_name"), meta.get("state")
+
+
+def _storage_from_bytes(data):
+    """torch.storage._load_from_bytes, safely: a legacy torch.save of one storage, read weights-only."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError("a storage that is not bytes")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _numpy_scalar(dtype, data=None):
+    """numpy._core.multiarray.scalar(dtype, bytes), for a plain numeric dtype only."""
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
+        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _numpy_dtype(name, align=False, copy=True):
+    if not isinstance(name, str) or not re.fullmatch(r"[biuf]\d", name):
+        raise pickle.UnpicklingError(f"numpy dtype {name!r}")
+    return np.dtype(name)
+
+
+class _SnapshotUnpickler(pickle.Unpickler):
+    """find_class: torch's rebuilds and plain containers are real, everything else an _Inert stand-in."""
+    REAL = {("collections", "OrderedDict"): collections.OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+            ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+            ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+            ("numpy._core.multiarray", "scalar"): _numpy_scalar, ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+            ("numpy", "dtype"): _numpy_dtype,
+            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)}}
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.inert = {}
+
+    def find_class(self, module, name):
+        if (module, name) in self.REAL:
+            return self.REAL[(module, name)]
+        if name == "_reconstruct_persistent_obj":
+            return _PersistentObject
+        key = f"{module}.{name}"
+        if key not in self.inert:                        # one inert class per name, recording only
+            self.inert[key] = type(name, (_Inert,), {"_qualname": key})
+        return self.inert[key]
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
+
+
+def _plain(obj):
+    """OmegaConf stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
+    if isinstance(obj, _Inert):
+        state = getattr(obj, "state", None)
+        if isinstance(state, dict) and "_content" in state:
+            return _plain(state["_content"])
+        if isinstance(state, dict) and "_val" in state:
+            return _plain(state["_val"])
+        return None
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _module_state(obj, prefix: str = "") -> dict:
+    """The state dict of a recorded torch module (persistent or not): its parameters and persistent
+    buffers, then its children's, with dotted names as module.state_dict() would give them."""
+    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
+    if not isinstance(state, dict):
+        return {}
+    out = {}
+    skip = state.get("_non_persistent_buffers_set") or set()
+    for group in ("_parameters", "_buffers"):
+        for name, tensor in (state.get(group) or {}).items():
+            if torch.is_tensor(tensor) and name not in skip:
+                out[prefix + name] = tensor.detach()
+    for name, child in (state.get("_modules") or {}).items():
+        out.update(_module_state(child, f"{prefix}{name}."))
+    return out
+
+
+def _attrs(obj) -> dict:
+    """A recorded module's plain attributes (z_dim, img_resolution, cfg, _init_kwargs, ...)."""
+    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
+    return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"} \
+        if isinstance(state, dict) else {}
+
+
+def _release_config(G: dict, D: dict, G_ema_mapping: dict, training_set: dict) -> Config:
+    """A Config (arch 'release') from the recorded attributes of the release's G and D."""
+    g, d = G["cfg"], D["cfg"]
+    syn = G["_init_kwargs"].get("synthesis_kwargs", {})
+    motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
+    return make_config(
+        "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
+        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), motion_dim=int(motion["v_dim"]),
+        mapping_layers=int(G_ema_mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
+        channel_max=int(syn["channel_max"]), motion_delta_z=int(motion["motion_z_distance"]),
+        motion_kernel=int(motion["kernel_size"]), period_min=float(time_enc["min_period_len"]),
+        period_max=float(time_enc["max_period_len"]), time_enc_dim=int(time_enc["dim"]),
+        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
+        d_channel_base=int(D["_init_kwargs"]["channel_base"]), d_channel_max=int(D["_init_kwargs"]["channel_max"]),
+        d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
+        frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
+        max_span=int(sampling.get("max_dist", 32)), mirror=bool(training_set.get("xflip", True)),
+        span_dist="release" if sampling.get("total_dists") else "uniform")
+
+
+def _release_names(kind: str, cfg: Config) -> list:
+    """(our name, release name) pairs of every tensor of our arch='release' G or D."""
+    pairs = []
+    if kind == "G":
+        pairs += [(f"mapping.layers.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(cfg.mapping_layers)
+                  for p in ("weight", "bias")] + [("mapping.w_avg", "mapping.w_avg")]
+        me = "synthesis.motion_encoder."
+        pairs += [(f"motion.conv_weights.{i}", f"{me}conv.{i}.weight") for i in range(cfg.motion_layers)]
+        pairs += [(f"motion.conv_biases.{i}", f"{me}conv.{i}.bias") for i in range(cfg.motion_layers)]
+        pairs += [(f"motion.{ours}.weight", f"{me}time_encoder.{theirs}_predictor.weight")
+                  for ours, theirs in (("W_omega", "periods"), ("W_rho", "phase"), ("W_a", "aligners"))]
+        for i in range(int(math.log2(cfg.resolution)) - 1):
+            b, o = f"synthesis.b{2 ** (i + 2)}.", f"synthesis.blocks.{i}."
+            convs = [("1", "conv1")] + ([("0", "conv0")] if i else [])
+            pairs += [(o + "const", b + "input.input.const")] if i == 0 else []
+            pairs += [(o + f"conv{n}.{p}", b + f"{c}.{p}") for n, c in convs for p in ("weight", "bias")]
+            pairs += [(o + f"affine{n}.{p}", b + f"{c}.affine.{p}") for n, c in convs for p in ("weight", "bias")]
+            pairs += [(o + f"torgb.affine.{p}", b + f"torgb.affine.{p}") for p in ("weight", "bias")]
+            pairs += [(o + f"torgb.conv.{p}", b + f"torgb.{p}") for p in ("weight", "bias")]
+        return pairs
+    pairs += [("time_enc.embed.weight", "time_encoder.const_embed.weight")]
+    pairs += [(f"time_enc.project.{p}", f"mapping.embed.{p}") for p in ("weight", "bias")]
+    pairs += [(f"time_enc.mapping.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(2) for p in ("weight", "bias")]
+    R = cfg.resolution
+    pairs += [(f"from_rgb.{p}", f"b{R}.fromrgb.{p}") for p in ("weight", "bias")]
+    for i in range(int(math.log2(R)) - 2):
+        b, o = f"b{R >> i}.", f"blocks.{i}."
+        pairs += [(o + f"{c}.{p}", b + f"{c}.{p}") for c in ("conv0", "conv1") for p in ("weight", "bias")]
+        pairs += [(o + "skip.weight", b + "skip.weight")]
+    pairs += [(f"epi_{c}.{p}", f"b4.{c}.{p}") for c in ("conv", "fc", "out") for p in ("weight", "bias")]
+    return pairs
+
+
+def import_release_snapshot(path: str) -> dict:
+    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours (cfg, G, G_ema, D, aug), safely.
+
+    The state dicts are built for arch='release' modules and checked against them (every tensor
+    present, every shape right); the file's fixed buffers (frequencies, phase scales) are compared
+    with the ones the Config implies, so a mis-read setting cannot pass unnoticed.
+    """
+    if os.path.getsize(path) > MAX_SNAPSHOT_BYTES:
+        raise CheckpointError(f"{path}: {os.path.getsize(path) / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
+    try:
+        with open(path, "rb") as f:
+            snap = _SnapshotUnpickler(f).load()
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
+    nets = ("G", "D", "G_ema")
+    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in nets)):
+        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
+    try:
+        G, D = _attrs(snap["G_ema"]), _attrs(snap["D"])
+        mapping = _attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
+        cfg = _release_config(G, D, mapping, snap.get("training_set_kwargs") or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
+                              f"({type(e).__name__}: {_first_line(e)})") from None
+    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": 0, "source": f"authors' snapshot {os.path.basename(path)}"}
+    for name, kind, module in (("G", "G", Generator), ("G_ema", "G", Generator), ("D", "D", Discriminator)):
+        theirs, ours = _module_state(snap[name]), module(cfg).state_dict()
+        mapped = {}
+        for key, their_key in _release_names(kind, cfg):
+            tensor, want = theirs.get(their_key), ours[key].shape   # (their const is [1, C, 4, 4], ours [C, 4, 4])
+            if tensor is None or tensor.numel() != want.numel() or (tensor.shape != want and not key.endswith("const")):
+                raise CheckpointError(f"{path}: {name}.{their_key} is "
+                                      f"{'missing' if tensor is None else tuple(tensor.shape)}, expected {tuple(want)}")
+            mapped[key] = tensor.reshape(want).float()
+        for key in set(ours) - set(mapped):              # buffers the Config determines: compare them
+            fixed = {"motion.sigma": f"{'synthesis.motion_encoder.time_encoder.'}freqs",
+                     "motion.phase_scales": "synthesis.motion_encoder.time_encoder.phase_scales",
+                     "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}.get(key)
+            if fixed in theirs and not torch.allclose(theirs[fixed].flatten().float(), ours[key].flatten(), rtol=1e-5):
+                raise CheckpointError(f"{path}: {name}.{fixed} is not what the snapshot's settings give")
+            mapped[key] = ours[key]
+        state[name] = mapped
+    pipe = snap.get("augment_pipe")
+    p = _module_state(pipe).get("p") if isinstance(pipe, _PersistentObject) else None
+    state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
+    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))
+    state["nimg"] = int(match.group(1)) * 1000 if match else 0      # the release names snapshots by kimg
     return state
 
 
@@ -2816,7 +3527,7 @@ def load_generator(path: str, device="cpu"):
         G.load_state_dict(state["G_ema"])
     except RuntimeError as e:
         raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' generator "
-                              f"({str(e).splitlines()[0][:200]})")
+                              f"({_first_line(e)})")
     return G.eval().requires_grad_(False).to(device), cfg
 
 
@@ -2872,7 +3583,6 @@ class FrameSink:
         os.replace(self.tmp, self.out)
 
     def abort(self) -> None:
-        import shutil
         with contextlib.suppress(Exception):
             if self.is_video:
                 self.writer.close()
@@ -3108,15 +3818,19 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
 # §14 Command line: train, sample, bench, doctor, figures, plot
 # ------------------------------------------------------------------------------------------------
 # Each command is a thin `cmd_*` function over the sections above; `build_parser` at the end lists
-# every option with its default. The error policy is the same everywhere: a mistake the user can fix
-# (a path, a flag, a dataset, a checkpoint) raises UserError, which `main` prints as ONE line,
-# "stylegan_v.py: error: ...", with exit code 2 -- never a traceback from deep inside torch -- and
-# every file is written under a temporary name and renamed when complete, so nothing is half-written.
+# every option with its default and its range (checked while parsing). The error policy is the same
+# everywhere: a mistake the user can fix (a path, a flag, a dataset, a checkpoint) raises UserError,
+# and a failing file system an OSError; `_exit_on_error`, the one way out of every command and every
+# training process, prints either as ONE line, "stylegan_v.py: error: ...", exit status 2 -- never a
+# traceback from deep inside torch. Ctrl-C and SIGTERM exit 130 (train saves first). Every file is
+# written under a temporary name and renamed when complete, so nothing is half-written.
 #
 #   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
 #   sample   checkpoint -> .mp4 or PNG frames of any length and frame rate (§12)
+#   convert  an authors' network-snapshot-*.pkl -> a checkpoint of ours
 #   bench    rendering speed at t = 0 and t = 1 h; with --train, video model vs image StyleGAN2
-#   doctor   torch/CUDA facts, builds the CUDA kernel and checks it against the reference (§13)
+#   doctor   torch/CUDA facts, builds the CUDA kernel and checks it against the reference (§13);
+#            --full: the GPU acceptance run (parity matrix, layer and training benchmarks, sampling)
 #   figures  the README's pictures from a checkpoint;  plot  FVD over kimg from runs' log.jsonl
 
 
@@ -3132,10 +3846,7 @@ def cmd_sample(args) -> None:
     """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
     global USE_CUSTOM_OPS
     USE_CUSTOM_OPS = not args.no_custom_ops
-    if not args.seconds > 0 or (args.fps is not None and not args.fps > 0) or args.start < 0 or args.num < 1:
-        raise UserError(f"need --seconds > 0, --fps > 0, --start >= 0 and --num >= 1 "
-                        f"(got {args.seconds}, {args.fps}, {args.start}, {args.num})")
-    device = _pick_device(args.device)
+    device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
     if args.ckpt:
         G, cfg = load_generator(args.ckpt, device)
         source = checkpoint_path(args.ckpt)
@@ -3159,15 +3870,32 @@ def cmd_sample(args) -> None:
           file=sys.stderr)
 
 
+def cmd_convert(args) -> None:
+    """`convert`: an authors' network-snapshot-*.pkl (read safely) -> a checkpoint of ours (.pt)."""
+    if os.path.exists(args.out):
+        raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
+    state = load_checkpoint(args.src)
+    if "opt_G" in state:
+        raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
+    cfg = config_from_dict(state["cfg"])
+    save_checkpoint(args.out, state)
+    print(f"wrote {args.out}: arch '{cfg.arch}' {cfg.resolution}^2 G_ema, G, D and ADA's p = {state['aug_p']:.3f} "
+          f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
+
+
 def _train_overrides(args) -> dict:
     """Config fields set on the command line (None = keep the preset's value)."""
     o = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
-             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror or None, ada_kimg=args.ada_kimg)
+             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
+             span_dist=args.span_dist, amp_dtype=args.amp_dtype)
     return {k: v for k, v in o.items() if v is not None}
 
 
 def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
-    """Entry point of one training process (rank) -- also the only one when world == 1."""
+    """Entry point of one training process (rank) -- also the only one when world == 1.
+
+    Exits 130 when a signal stopped the run (after the checkpoint was saved), like any Unix tool.
+    """
     global USE_CUSTOM_OPS
     USE_CUSTOM_OPS = not args.no_custom_ops
     cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
@@ -3178,21 +3906,93 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
         torch.backends.cudnn.benchmark = True
     elif world > 1:   # N CPU processes share the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    interrupted = False
     try:
         if world > 1:
             import datetime   # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
             torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
                                                  rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
-        train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed, snap=args.snap,
-              tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
-              metrics=args.metrics, metric_videos=args.metric_videos)
-    except UserError as e:
-        if rank == 0:
-            print(f"stylegan_v.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed,
+                        snap=args.snap, tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
+                        metrics=args.metrics, metric_videos=args.metric_videos)
+        interrupted = trainer.interrupted
+        if world > 1:
+            torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
+    except BaseException as e:                 # the tool's one error path, in every process
+        _exit_on_error(e, quiet=rank != 0)
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if interrupted:
+        sys.exit(130)
+
+
+class RunLock:
+    """An exclusive lock on a run directory (<outdir>/train.lock, fcntl) held while one training runs.
+
+    The lock belongs to the process, so the OS releases it when the process dies, however it dies;
+    the file keeps the holder's pid for the error message. (No locking on Windows, where fcntl is
+    missing.) Taking it also removes what a killed run left behind: temporary checkpoint, config and
+    log files and half-written preview videos, which nobody else can be writing while we hold it.
+    """
+
+    def __init__(self, outdir: str):
+        self.outdir, self.file = outdir, None
+
+    @staticmethod
+    def holder(outdir: str) -> Optional[str]:
+        """The pid of the training that holds outdir's lock, or None; creates nothing."""
+        path = os.path.join(outdir, "train.lock")
+        if fcntl is None or not os.path.isfile(path):
+            return None
+        with open(path, "r") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return f.read().strip() or "?"
+        return None
+
+    def acquire(self) -> "RunLock":
+        os.makedirs(self.outdir, exist_ok=True)
+        self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.file.seek(0)
+                pid = self.file.read().strip() or "?"
+                self.file.close()
+                raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); "
+                                f"wait for it or stop it, or train into another --outdir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        import glob
+        stale = [p for pattern in ("*.tmp-*", os.path.join("samples", "*.partial-*"))
+                 for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()                    # closing the file releases the lock
+            self.file = None
+
+
+def check_run_dir(outdir: str, resuming: bool) -> None:
+    """A new run never writes into a directory that holds something, and never beside a live run."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
+    pid = RunLock.holder(outdir)
+    if pid is not None:
+        raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
+                        f"wait for it or stop it, or train into another --outdir")
+    entries = sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []
+    if entries and not resuming:
+        raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
+                        f"continue it with --resume auto, or train into a new --outdir")
 
 
 def cmd_train(args) -> None:
@@ -3204,48 +4004,72 @@ def cmd_train(args) -> None:
         args.snap = min(200.0, args.kimg / 5)
     if args.outdir is None:
         args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
+    resuming = args.resume is not None                          # 'auto' also consents to reuse the directory
     if args.resume == "auto" and not os.path.isfile(os.path.join(args.outdir, "checkpoint.pt")):
         args.resume = None                                     # nothing to resume yet: start fresh
-    for m in args.metrics:
-        if m not in ("fvd16", "fvd128"):
-            raise UserError(f"--metrics {m}: unknown metric (choose fvd16, fvd128)")
     # Everything that can be checked is checked before any process starts or any work is done.
     data = VideoFolder(args.data)
     cfg = fit_config_to_data(cfg, data)
+    if args.resume:                                            # (an authors' snapshot brings its architecture)
+        _, cfg = load_resume_state(args.resume, args.outdir, cfg)
     ClipDataset(data, cfg)
-    if args.aug not in (None, "ada", "fixed", "none") or cfg.d_cond not in ("hyper", "concat", "none"):
-        raise UserError("--aug must be ada|fixed|none and --d-cond hyper|concat|none")
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
-    if world < 1:
-        raise UserError(f"--gpus must be >= 1, got {world}")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
     if not torchrun and world > 1 and args.device != "cpu":
         n = torch.cuda.device_count()
         if world > n:
             raise UserError(f"--gpus {world}: only {n} CUDA device(s) present"
                             + ("" if n else " (use --device cpu to run CPU processes instead)"))
-    if args.resume:
-        load_resume_state(args.resume, args.outdir, cfg)
+    main_process = not torchrun or int(os.environ["RANK"]) == 0
+    if main_process:
+        check_run_dir(args.outdir, resuming)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         return
-    # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
-    # process in this interpreter, or N processes spawned here that meet on a free local TCP port.
-    if torchrun:
-        _train_worker(int(os.environ["RANK"]), world, args, cfg, "env://")
-    elif world == 1:
-        _train_worker(0, 1, args, cfg, None)
-    else:
-        import socket
-        with socket.socket() as s:                             # a free port on this machine
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            torch.multiprocessing.spawn(_train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"),
-                                        nprocs=world)
-        except torch.multiprocessing.ProcessExitedException as e:
-            sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
+    lock = RunLock(args.outdir).acquire() if main_process else None
+    try:
+        # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
+        # process in this interpreter, or N processes spawned here that meet on a free local TCP port.
+        if torchrun:
+            _train_worker(int(os.environ["RANK"]), world, args, cfg, "env://")
+        elif world == 1:
+            _train_worker(0, 1, args, cfg, None)
+        else:
+            _spawn_workers(world, args, cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _spawn_workers(world: int, args, cfg: Config) -> None:
+    """Start `world` training processes here and wait for them; Ctrl-C / SIGTERM reach every one.
+
+    Ctrl-C in a terminal signals the whole process group; `kill` signals only us. Either way we pass
+    a SIGTERM on to every worker (they treat it as a request to save and stop, and ignore repeats)
+    and keep waiting: the workers are daemonic, so exiting first would kill them mid-save.
+    """
+    import socket
+    with socket.socket() as sock:                              # a free port on this machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = torch.multiprocessing.start_processes(
+        _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
+
+    def forward(_signum, _frame):
+        for process in context.processes:
+            with contextlib.suppress(OSError):
+                if process.pid:
+                    os.kill(process.pid, signal.SIGTERM)
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not context.join():
+            pass
+    except torch.multiprocessing.ProcessExitedException as e:
+        sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _time_it(fn, repeat: int = 3) -> float:
@@ -3313,7 +4137,17 @@ def cmd_bench(args) -> None:
 
 
 def cmd_doctor(args) -> None:
-    """Facts about the machine, a build of the CUDA kernel, and on a GPU its parity and speed."""
+    """Facts about the machine, a build of the CUDA kernel, and on a GPU its parity and speed;
+    with --full, the GPU acceptance run (acceptance_run)."""
+    if args.full:
+        if not torch.cuda.is_available():
+            print("doctor --full needs a GPU, and none is visible. On a GPU it would run, and write "
+                  f"{os.path.join(args.out, 'doctor_full.json')} and doctor_full.md:")
+            for i, stage in enumerate(ACCEPTANCE_PLAN, 1):
+                print(f"  {i}. {stage}")
+            return
+        acceptance_run("cuda", args.out)
+        return
     import subprocess
     from torch.utils import cpp_extension
     print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
@@ -3353,6 +4187,87 @@ def cmd_doctor(args) -> None:
         print(f"  {impl:4s}  layer {r['layer_fwd_bwd_ms']:7.2f} ms  {r['layer_peak_mib']:7.1f} MiB peak   "
               f"epilogue {r['epilogue_fwd_bwd_ms']:7.2f} ms  {r['epilogue_peak_mib']:7.1f} MiB peak")
     print(f"  speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
+
+
+ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (about 8 minutes on one GPU)
+    "environment: GPU model, torch and CUDA versions",
+    "kernel: build (or cached load), then the parity matrix: float32/float16/bfloat16 x 6 epilogue configurations "
+    "x forward and every gradient, demodulation, gradcheck and gradgradcheck in float64, an R1 double backward",
+    "layer: one 256^2 ModConv2d layer forward+backward, time and peak memory, with and without the kernel",
+    "training: steps of the ffs 256^2 model (16 videos x 3 frames per GPU): s/kimg and peak memory, "
+    "kernel on/off x float16/float32 layers",
+    "sampling: frames/s rendering 256^2 frames from the ffs generator, kernel on",
+]
+
+
+def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Optional[int] = None, batch: int = 16,
+                   steps: int = 5, log=print) -> dict:
+    """doctor --full: every open GPU question answered in one run; writes doctor_full.json and .md.
+
+    On a CPU (the tests) the same stages run at a small size; the kernel stages then say why they were
+    skipped. Returns the results dict.
+    """
+    global USE_CUSTOM_OPS
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    res = {"device": torch.cuda.get_device_name(device) if cuda else f"{os.cpu_count()} CPU cores",
+           "torch": torch.__version__, "cuda": torch.version.cuda, "preset": preset}
+    log(f"[1/5] environment: {res['device']}, torch {res['torch']}, CUDA {res['cuda']}")
+    module, status = build_modconv_plugin(force_compile_without_gpu=not cuda)
+    kernel = cuda and module is not None
+    res["kernel_build"] = {k: status.get(k) for k in ("ok", "reason", "seconds", "from_cache", "arch_list")}
+    log(f"[2/5] kernel: {'built' if module is not None else 'NOT built: ' + status['reason']}"
+        + ("" if kernel else "; parity needs a GPU: skipped"))
+    if kernel:
+        parity = check_parity(device)
+        bad = {k: v for k, v in parity["checks"].items() if not v["ok"]}
+        res["parity"] = dict(ok=parity["ok"], checks=len(parity["checks"]), failed=bad)
+        log(f"      parity: {len(parity['checks']) - len(bad)}/{len(parity['checks'])} checks ok")
+    log("[3/5] one ModConv2d layer with and without the kernel" + ("" if kernel else ": needs a GPU, skipped"))
+    if kernel:
+        res["layer"] = benchmark_modconv_layer(device)
+    cfg0 = make_config(preset, **({"resolution": resolution} if resolution else {}))
+    rows = []
+    old = USE_CUSTOM_OPS
+    try:
+        for use_kernel in ([True, False] if kernel else [False]):
+            for fp16 in ([True, False] if cuda else [False]):
+                USE_CUSTOM_OPS = use_kernel
+                cfg = dataclasses.replace(cfg0, batch=batch, num_fp16_res=4 if fp16 else 0)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                sec = bench_training(cfg, device, steps) * 1000
+                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
+                rows.append(dict(kernel=use_kernel, fp16=fp16, sec_per_kimg=round(sec, 2),
+                                 peak_gib=None if peak is None else round(peak, 2)))
+                log(f"[4/5] training {preset} {cfg.resolution}^2, {batch} videos: kernel {'on' if use_kernel else 'off'}, "
+                    f"{'float16' if fp16 else 'float32'} layers: {sec:.1f} s/kimg"
+                    + ("" if peak is None else f", peak {peak:.2f} GiB"))
+        USE_CUSTOM_OPS = kernel
+        G = Generator(cfg0).eval().requires_grad_(False).to(device)
+        w = G.content_codes(list(range(4)))
+        sec = _time_it(lambda: G.render_frames(w, list(range(4)), torch.arange(16.0)), 3)
+        res["sample_frames_per_s"] = round(64 / sec, 1)
+        log(f"[5/5] sampling {cfg0.resolution}^2: {res['sample_frames_per_s']} frames/s (4 videos x 16 frames a call)")
+    finally:
+        USE_CUSTOM_OPS = old
+    res["training"] = rows
+    os.makedirs(out_dir, exist_ok=True)
+    _atomic_write_text(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
+    md = [f"Measured by `python stylegan_v.py doctor --full` on {res['device']} (torch {res['torch']}, CUDA {res['cuda']}).",
+          "", f"| {preset} {cfg0.resolution}^2, {batch} videos x 3 frames | s/kimg | peak GPU memory |", "| --- | ---: | ---: |"]
+    for r in rows:
+        md.append(f"| kernel {'on' if r['kernel'] else 'off'}, {'float16' if r['fp16'] else 'float32'} layers | "
+                  f"{r['sec_per_kimg']} | {'–' if r['peak_gib'] is None else str(r['peak_gib']) + ' GiB'} |")
+    md.append(f"| sampling {cfg0.resolution}^2 | {res['sample_frames_per_s']} frames/s | |")
+    if "parity" in res:
+        md.append(f"\nKernel parity: {'all' if res['parity']['ok'] else 'NOT all'} {res['parity']['checks']} checks pass.")
+    if "layer" in res and res["layer"].get("ok"):
+        md.append(f"One 256^2 ModConv2d layer, fwd+bwd: x{res['layer']['speedup_layer']} with the kernel "
+                  f"(epilogue alone x{res['layer']['speedup_epilogue']}).")
+    _atomic_write_text(os.path.join(out_dir, "doctor_full.md"), "\n".join(md) + "\n")
+    log(f"wrote {os.path.join(out_dir, 'doctor_full.json')} and doctor_full.md")
+    return res
 
 
 def _line_plot(curves: np.ndarray, height: int = 60, width: int = 1000) -> np.ndarray:
@@ -3414,7 +4329,7 @@ def cmd_figures(args) -> None:
     save("t0_vs_1h.png", rows(torch.cat([G.render_videos([0], t), G.render_videos([0], hour + t)])))
     # Fig 9: channels of the acyclic embedding v_t over 2000 frames.
     v = G.motion_codes(0, torch.arange(2000, dtype=torch.float64)).cpu().numpy()       # [2000, D]
-    save("embedding.png", _line_plot(v[:, :: max(cfg.motion_dim // 6, 1)][:, :6].T))
+    save("embedding.png", _line_plot(v[:, :: max(cfg.v_dim // 6, 1)][:, :6].T))
 
 
 def read_metric_curve(run: str, metric: str) -> np.ndarray:
@@ -3499,23 +4414,55 @@ def cmd_plot(args) -> None:
     print(f"wrote {args.out}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
+
+    def error(self, message):
+        command = self.prog.split()[-1] if " " in self.prog else None
+        hint = f" (see: stylegan_v.py {command} --help)" if command else ""
+        print(f"stylegan_v.py: error: {message}{hint}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _in_range(kind, lo, hi, lo_open=False, hi_open=False):
+    """An argparse `type` that parses an int or a finite float and checks lo <= x <= hi ('(' = open)."""
+    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def parse(text: str):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(x) or x < lo or x > hi or (lo_open and x == lo) or (hi_open and x == hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {span}")
+        return x
+    return parse
+
+
+SEED = _in_range(int, 0, 2 ** 32 - 1)          # every seed flag
+KIMG = _in_range(float, 0, 1e6, lo_open=True)   # --kimg, --snap, --tick, --ada-kimg
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("sample", help="render videos of any length and frame rate")
     s.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
     s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
     s.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture when no --ckpt")
-    s.add_argument("--seconds", type=float, default=4.0, help="length of the video (default 4)")
-    s.add_argument("--fps", type=float, help="frames per second (default: the dataset's, else 25)")
-    s.add_argument("--start", type=float, default=0.0, help="time of the first frame, in seconds")
-    s.add_argument("--seed", type=int, default=0, help="content seed z^c (video i uses seed + i)")
-    s.add_argument("--motion-seed", type=int, help="motion seed z^m (default: = --seed)")
-    s.add_argument("--num", type=int, default=1, help="number of videos, tiled into a grid")
-    s.add_argument("--truncation", type=float, default=1.0, help="truncation psi for w (1 = off)")
-    s.add_argument("--batch", type=int, default=16, help="frames per forward pass")
+    s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
+                   help="length of the video, up to a day (default 4)")
+    s.add_argument("--fps", type=_in_range(float, 0, 1000, lo_open=True),
+                   help="frames per second, up to 1000 (default: the dataset's, else 25)")
+    s.add_argument("--start", type=_in_range(float, 0, 1e7), default=0.0,
+                   help="time of the first frame, in seconds (0 to 10^7)")
+    s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i)")
+    s.add_argument("--motion-seed", type=SEED, help="motion seed z^m (default: = --seed)")
+    s.add_argument("--num", type=_in_range(int, 1, 64), default=1, help="number of videos, tiled into a grid (1-64)")
+    s.add_argument("--truncation", type=_in_range(float, -10, 10), default=1.0, help="truncation psi for w (1 = off)")
+    s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16, help="frames per forward pass")
     s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     s.set_defaults(fn=cmd_sample)
@@ -3524,39 +4471,48 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
     t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
     t.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture and defaults (tiny: CPU)")
-    t.add_argument("--outdir", help="run directory (default runs/<preset>-<data>)")
-    t.add_argument("--kimg", type=float, help="train until D has seen this many thousand real frames "
-                                              "(default 25000; tiny 200)")
-    t.add_argument("--snap", type=float, help="checkpoint + samples every this many kimg (default min(200, kimg/5))")
-    t.add_argument("--tick", type=float, default=1.0, help="log a line to log.jsonl every this many kimg")
-    t.add_argument("--seed", type=int, default=0, help="seed of weights and of every random draw")
-    t.add_argument("--batch", type=int, help="videos per step over all processes (paper 64)")
-    t.add_argument("--frames-per-clip", type=int, help="k frames D sees per video (paper 3)")
-    t.add_argument("--gamma", type=float, help="R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2)")
+    t.add_argument("--outdir", help="run directory (default runs/<preset>-<data>); a new run needs an empty or new one")
+    t.add_argument("--kimg", type=KIMG, help="train until D has seen this many thousand real frames "
+                                             "(default 25000; tiny 200)")
+    t.add_argument("--snap", type=KIMG, help="checkpoint + samples every this many kimg (default min(200, kimg/5))")
+    t.add_argument("--tick", type=KIMG, default=1.0, help="log a line to log.jsonl every this many kimg")
+    t.add_argument("--seed", type=SEED, default=0, help="seed of weights and of every random draw")
+    t.add_argument("--batch", type=_in_range(int, 1, 65536), help="videos per step over all processes (paper 64)")
+    t.add_argument("--frames-per-clip", type=_in_range(int, 1, 33), help="k frames D sees per video (paper 3)")
+    t.add_argument("--gamma", type=_in_range(float, 0, 1e4),
+                   help="R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2)")
     t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
-    t.add_argument("--p", type=float, help="initial (ada) or constant (fixed) augmentation probability")
+    t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
     t.add_argument("--d-cond", choices=["hyper", "concat", "none"],
                    help="time-gap conditioning of D: hyper = paper (ModConv + projection), concat = release "
                         "(projection only), none = no time information")
-    t.add_argument("--lr", type=float, help="Adam learning rate (paper 0.0025)")
-    t.add_argument("--ada-kimg", type=float, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
-    t.add_argument("--mirror", action="store_true", help="x-flip whole videos at random")
-    t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA")
-    t.add_argument("--gpus", type=int, default=1, help="processes, one per GPU (with --device cpu: CPU processes)")
+    t.add_argument("--lr", type=_in_range(float, 0, 1, lo_open=True), help="Adam learning rate (paper 0.0025)")
+    t.add_argument("--ada-kimg", type=KIMG, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
+    t.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="x-flip whole videos at random (default on, as the release; --no-mirror: off)")
+    t.add_argument("--span-dist", choices=["uniform", "release"],
+                   help="clip spans: uniform = U[k-1, 32] (paper), release = {2, 4, 8, 16, 32}")
+    t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA, no activation clamping")
+    t.add_argument("--amp-dtype", choices=list(AMP_DTYPES),
+                   help="dtype of the mixed-precision layers (G's and D's top 4 resolutions): auto = float16 "
+                        "on CUDA, float32 on a CPU (default); bfloat16 runs them in bfloat16 on a CPU too")
+    t.add_argument("--gpus", type=_in_range(int, 1, 1024), default=1,
+                   help="processes, one per GPU (with --device cpu: CPU processes)")
     t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    t.add_argument("--workers", type=int, default=2, help="data-loading worker processes per training process")
+    t.add_argument("--workers", type=_in_range(int, 0, 64), default=2,
+                   help="data-loading worker processes per training process")
     t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
-    t.add_argument("--metrics", nargs="*", default=[], help="computed at each snapshot: fvd16 fvd128")
-    t.add_argument("--metric-videos", type=int, default=2048, help="videos per metric (paper 2048)")
+    t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
+    t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=2048, help="videos per metric (paper 2048)")
     t.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
     t.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, stop")
     t.set_defaults(fn=cmd_train)
 
     b = sub.add_parser("bench", help="speed of rendering (and of training steps)")
     b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS))
-    b.add_argument("--repeat", type=int, default=3, help="timed repetitions (median)")
+    b.add_argument("--repeat", type=_in_range(int, 1, 1000), default=3, help="timed repetitions (median)")
     b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
-    b.add_argument("--train-batch", type=int, help="videos per training step (default: the preset's)")
+    b.add_argument("--train-batch", type=_in_range(int, 1, 4096), help="videos per training step (default: the preset's)")
     b.add_argument("--device")
     b.add_argument("--no-custom-ops", action="store_true", help="time the PyTorch reference instead of the CUDA kernel")
     b.set_defaults(fn=cmd_bench)
@@ -3565,10 +4521,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ckpt", required=True, help="checkpoint file or training directory")
     f.add_argument("--data", help="its dataset, for real frames beside the fake ones")
     f.add_argument("--out", default="assets", help="folder for the PNGs (default assets/)")
-    f.add_argument("--num", type=int, default=4, help="videos per picture")
-    f.add_argument("--stride", type=int, default=4, help="frames between the 8 frames of a strip")
-    f.add_argument("--hour-seconds", type=float, default=3600.0, help="how late the late strip is")
-    f.add_argument("--zoom", type=int, default=1, help="enlarge the strips N times (nearest neighbour)")
+    f.add_argument("--num", type=_in_range(int, 1, 64), default=4, help="videos per picture")
+    f.add_argument("--stride", type=_in_range(int, 1, 10 ** 6), default=4, help="frames between the 8 frames of a strip")
+    f.add_argument("--hour-seconds", type=_in_range(float, 0, 1e7), default=3600.0, help="how late the late strip is")
+    f.add_argument("--zoom", type=_in_range(int, 1, 16), default=1, help="enlarge the strips N times (nearest neighbour)")
     f.add_argument("--device")
     f.set_defaults(fn=cmd_figures)
 
@@ -3579,22 +4535,60 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="fvd_curve.png", help="the PNG to write")
     c.set_defaults(fn=cmd_plot)
 
+    v = sub.add_parser("convert", help="an authors' network-snapshot-*.pkl -> a checkpoint of ours (nothing in the "
+                                       "pickle is run)")
+    v.add_argument("src", help="the authors' snapshot, e.g. network-snapshot-001234.pkl")
+    v.add_argument("out", help="the checkpoint to write, e.g. ffs.pt")
+    v.set_defaults(fn=cmd_convert)
+
     d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
     d.add_argument("--verbose", action="store_true", help="show the compiler's output")
+    d.add_argument("--full", action="store_true", help="on a GPU: the acceptance run (parity matrix, layer and "
+                                                       "training benchmarks, sampling speed; ~8 minutes)")
+    d.add_argument("--out", default="doctor_full", help="folder for doctor --full's JSON and Markdown table")
     d.set_defaults(fn=cmd_doctor)
     return p
 
 
+def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
+    """The one error path of every command and every training process: a mistake the user can fix
+    (UserError) or a failing file system (OSError: a full disk, a read-only folder) is ONE line,
+    "stylegan_v.py: error: ...", exit status 2; an interruption is exit status 130. Anything else
+    is a bug, and keeps its traceback."""
+    if isinstance(e, UserError):
+        message = str(e)
+    elif isinstance(e, OSError):
+        message = f"{e.filename}: {os_error_reason(e)}" if e.filename else os_error_reason(e)
+    elif isinstance(e, KeyboardInterrupt):
+        if not quiet:
+            print("stylegan_v.py: interrupted", file=sys.stderr)
+        sys.exit(130)
+    else:
+        raise e
+    if not quiet:
+        print(f"stylegan_v.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _raise_keyboard_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    # `kill` (SIGTERM) stops a command as Ctrl-C does, so outputs in progress are removed (FrameSink)
+    # and checkpoints saved (train installs its own handler: finish the step, save, stop).
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
     try:
         args.fn(args)
-    except UserError as e:
-        print(f"stylegan_v.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("stylegan_v.py: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except BaseException as e:
+        if isinstance(e, SystemExit):
+            raise
+        _exit_on_error(e)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

