@@ -3005,7 +3005,7 @@ def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
     path = checkpoint_path(outdir if resume == "auto" else resume)
     state = load_checkpoint(path)
     old = config_from_dict(state["cfg"])
-    if "opt_G" not in state:                                     # an authors' snapshot
+    if "opt_G" not in state and "source" in state:               # an authors' snapshot (or its convert)
         if old.resolution != cfg.resolution:
             raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
         return state, dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
@@ -4333,11 +4333,12 @@ def cmd_figures(args) -> None:
 
 
 def read_metric_curve(run: str, metric: str) -> np.ndarray:
-    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, in training order."""
+    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears
+    twice (a log written before resuming cut logs back to the checkpoint) the later value counts."""
     path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
     if not os.path.isfile(path):
         raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
-    rows = []
+    rows = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
             try:
@@ -4345,10 +4346,10 @@ def read_metric_curve(run: str, metric: str) -> np.ndarray:
             except json.JSONDecodeError:
                 raise UserError(f"{path}: line {number} is not JSON")
             if metric in record:
-                rows.append((record["kimg"], record[metric]))
+                rows[float(record["kimg"])] = float(record[metric])
     if not rows:
         raise UserError(f"{path}: no '{metric}' values (train with --metrics {metric})")
-    return np.array(rows, dtype=np.float64)
+    return np.array(sorted(rows.items()), dtype=np.float64)
 
 
 def plot_curves(curves: dict, ylabel: str, size=(640, 400)) -> np.ndarray:

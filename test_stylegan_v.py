@@ -3320,6 +3320,10 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
         sv.read_metric_curve(str(log), "fvd16")
     with pytest.raises(sv.UserError, match="no log.jsonl"):
         sv.read_metric_curve(str(tmp_path / "missing"), "fvd16")
+    # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
+    log.write_text('{"kimg": 0.0, "fvd16": 9.0}\n{"kimg": 10.0, "fvd16": 5.0}\n{"kimg": 10.0, "fvd16": 4.0}\n'
+                   '{"kimg": 5.0, "fvd16": 7.0}\n')
+    assert sv.read_metric_curve(str(log), "fvd16").tolist() == [[0.0, 9.0], [5.0, 7.0], [10.0, 4.0]]
 
 
 def test_motion_codes_equal_the_alignment_vectors_at_the_anchors():
