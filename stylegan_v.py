@@ -12,18 +12,19 @@ a hypernetwork: the first convolution of every block is modulated by an embeddin
 What this file holds, in the order the data flows (each section has a `# ---` banner):
     §1  Config and presets                                              (Appx B)
     §2  Primitives: equalized lr, bias+activation, FIR resampling        (StyleGAN2)
-    §3  ModConv2d: modulation and weight demodulation, the CUDA kernel and its reference
+    §3  ModConv2d: modulation and weight demodulation, the math and its PyTorch reference
     §4  Content mapping network F_c          (Sec 3.1)
     §5  Motion: addressable noise, F_m, acyclic positional embedding     (Sec 3.1, Eq 1-6, Appx B)
     §6  Synthesis network S and the Generator                           (Fig 5)
     §7  Discriminator with time-gap hyper-modulation                    (Sec 3.2, Fig 6)
-    §8  Video-consistent ADA                                            (Appx B)
+    §8  Sparse clips: the frame times of a training clip                (Sec 3.3)
     §9  Losses                                                          (Appx B)
-    §10 Dataset and the sparse clip sampler                             (Sec 3.3)
-    §11 Training loop                                                   (Sec 4.1, Appx B)
-    §12 Checkpoints (ours, and the authors' snapshots), sampling videos of any length (Sec 4.2)
-    §13 The CUDA kernel's parity check and micro-benchmark (doctor)
+    §10 Video-consistent ADA                                            (Appx B)
+    §11 Dataset: the video folder and its real clips                    (Appx B)
+    §12 Training loop                                                   (Sec 4.1, Appx B)
+    §13 Checkpoints (ours, and the authors' snapshots), sampling videos of any length (Sec 4.2)
     §14 Command line: train, sample, convert, bench, doctor, figures, plot
+    Appendix A  The fused ModConv2d CUDA kernel: source, lazy build, autograd, self-check, benchmark
 
 Shape legend: B videos in a batch, k frames per clip, N = B*k frames, T frames in a rendered
 clip, C channels, H x W pixels, D motion-token dim, L number of motion tokens, A anchors.
@@ -41,7 +42,7 @@ comment says so and why (the README has them all in one table). The big ones: we
 not the release, on linear period scaling (Eq 6), learned amplitudes (Eq 3) and the hypernetwork D
 (Fig 6); where the paper is silent we follow the release (R1 per frame, x-flips, clamps, G's Adam
 settings, real clips from anywhere in a long video). `Config.arch = 'release'` is the release's
-architecture exactly, for its published checkpoints (`import_release_snapshot`, §12).
+architecture exactly, for its published checkpoints (`import_release_snapshot`, §13).
 """
 
 from __future__ import annotations
@@ -288,7 +289,7 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
-# §3 ModConv2d: modulation, demodulation, and the fused CUDA kernel around the conv (StyleGAN2 Eq 1-3)
+# §3 ModConv2d: modulation and demodulation around one conv, the math (StyleGAN2 Eq 1-3)
 # ------------------------------------------------------------------------------------------------
 # A modulated convolution (ModConv2d) is three things around one convolution:
 #
@@ -299,28 +300,14 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 #
 # Demodulating the *output* instead of scaling the weights is the same math (y is linear in w), and
 # it lets every sample share one weight tensor, so cuDNN runs one ordinary conv for the whole batch.
-# Two pieces around the conv are memory-bound and worth a custom kernel:
 #
-#   (a) d, written as d[n,o] = rsqrt(Σ_i s[n,i]² · wsq[o,i] + ε) with wsq[o,i] = Σ_k w[o,i,k]².
-#       A naive version materializes the per-sample weights w[None] · s[:, None, :, None, None], an
-#       [N, O, I, kh, kw] tensor (N=32, O=I=512, 3×3: 75 M floats = 302 MB) just to reduce it again.
-#       Our kernel touches the [O, I, kh, kw] weight once and the [N, I] styles once.
+# Two pieces around the conv are memory-bound: the demodulation coefficients d and the "epilogue".
+# Each comes in two implementations behind one `impl=` switch: a short pure-PyTorch reference (THE
+# definition of the math, runs everywhere, used on CPU and as fallback) and a fused CUDA kernel.
+# On a GPU the dispatchers below call the fused kernel defined in Appendix A at the end of the file,
+# which is compiled on first use (at call time, never at import), so this file imports without nvcc.
 #
-#   (b) The epilogue. In PyTorch it is a chain of elementwise kernels (y·d, +noise, +b, lrelu, ·gain,
-#       clamp); each reads the whole activation tensor and writes a new one. With E elements of
-#       B bytes that is 6 reads + 6 writes = 12·E·B bytes of memory traffic, against 1 read of y and
-#       1 write of out (2·E·B) for a fused kernel: 6× less, at the 256² layer of the ffs config
-#       (N=16, O=64, 256², fp16: E·B = 134 MB) ≈ 1.6 GB versus 0.27 GB per forward. The backward is
-#       fused the same way (one pass for the gradients of y, d and b, one more for the noise), and the
-#       autograd graph keeps 2 activation-sized tensors (y and out; out is usually kept anyway by the
-#       next layer's modulation) instead of the 3 (y, z, act(z)·gain) the elementwise chain saves.
-#
-# Everything below comes in two implementations behind one `impl=` switch: a short pure-PyTorch
-# reference (THE definition of the math, runs everywhere, used on CPU and as fallback) and the CUDA
-# path. The CUDA code is compiled on first use, never at import, so this file imports without nvcc.
-#
-# Reading order:  reference functions → CUDA source → lazy build → autograd Functions → dispatchers
-#                 → parity check and micro-benchmark (for the `doctor` command).
+# Reading order:  reference functions → dispatchers → ModConv2d, Conv2d.
 
 # Global switch for every custom op; `--no-custom-ops` sets it to False so the PyTorch reference runs
 # everywhere (useful to rule the kernels out when debugging).
@@ -358,6 +345,3193 @@ def fused_epilogue_ref(y, d=None, noise=None, bias=None, act='linear', gain=None
     if noise is not None:
         x = x + noise.to(y.dtype)                   # [N, 1, H, W] broadcast over the O channels
     return bias_act_ref(x, bias, act, gain, clamp)  # + b[o], act, · gain, clamp
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dispatchers: what ModConv2d calls
+# ---------------------------------------------------------------------------------------------------
+
+def _resolve_impl(impl, x):
+    """impl=None picks 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin loads and passes
+    its self-check on x's device; else 'ref'."""
+    if impl is None:
+        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and _plugin_trusted(x.device)
+        return 'cuda' if use_cuda else 'ref'
+    if impl not in ('cuda', 'ref'):
+        raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
+    if impl == 'cuda' and load_modconv_plugin() is None:
+        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {modconv_plugin_status()['reason']} "
+                           f"(log: {modconv_plugin_status()['log']})")
+    return impl
+
+
+def demod_coefficients(weight, s, eps=1e-8, impl=None):
+    """d [N, O] = 1 / sqrt(Σ_{i,k} (s[n,i] w[o,i,k])² + eps) (StyleGAN2 Eq 3). impl: 'cuda' | 'ref' | None (auto)."""
+    if _resolve_impl(impl, weight) == 'cuda':
+        return demod_coefficients_cuda(weight, s, eps)
+    return demod_coefficients_ref(weight, s, eps)
+
+
+def fused_epilogue(y, d=None, noise=None, bias=None, act='linear', gain=None, clamp=None, impl=None):
+    """clamp(act(y·d[n,o] + noise + b[o]) · gain, ±clamp). impl: 'cuda' | 'ref' | None (auto)."""
+    if _resolve_impl(impl, y) == 'cuda':
+        return fused_epilogue_cuda(y, d, noise, bias, act, gain, clamp)
+    return fused_epilogue_ref(y, d, noise, bias, act, gain, clamp)
+
+
+def modulated_conv2d_fused(x, weight, s, noise=None, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
+    """A whole ModConv2d layer without resampling (up=1), as ModConv2d composes it; used by the checks below.
+
+    x: [N, I, H, W], weight: [O, I, k, k] (equalized-lr gain applied), s: [N, I] -> [N, O, H, W].
+    """
+    x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (Eq 1)
+    y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
+    d = demod_coefficients(weight, s, impl=impl)                            # [N, O]        (Eq 3)
+    return fused_epilogue(y, d, noise, bias, act=act, gain=gain, clamp=clamp, impl=impl)
+
+
+class ModConv2d(nn.Module):
+    """Conv2d whose weight is modulated per sample by a style vector (G's layers and D's first convs).
+
+    forward(x [N, I, H, W], styles [N, I]) -> [N, O, H', W'];  up=True doubles H and W with a
+    transposed conv followed by the [1,3,3,1] FIR low-pass (StyleGAN2's up-sampling conv).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, up: bool = False,
+                 demodulate: bool = True, act: str = "lrelu", conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.in_ch, self.out_ch, self.kernel, self.up = in_ch, out_ch, kernel, up
+        self.demodulate, self.act, self.conv_clamp = demodulate, act, conv_clamp
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, styles: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = self.weight                                          # [O, I, k, k], fp32
+        s = styles.float() if styles.dtype == torch.float16 else styles   # [N, I], fp32 (or fp64 in tests)
+        # Where the equalized-lr gain 1/sqrt(I k^2) goes, as in StyleGAN2 (same math, same rounding):
+        # a demodulated conv is invariant to the scale of w, so it uses the raw weight; without
+        # demodulation (ToRGB) the gain multiplies the styles.
+        if not self.demodulate:
+            s = s * self.weight_gain
+        if x.dtype == torch.float16 and self.demodulate:
+            # fp16 pre-normalization (StyleGAN2): demodulation makes the result invariant to the
+            # scale of w and s, so shrink both to ~1 first; x * s then cannot overflow fp16.
+            w = w * (1 / math.sqrt(self.in_ch * self.kernel ** 2) / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+            s = s / s.norm(float("inf"), dim=1, keepdim=True)
+        d = demod_coefficients(w, s) if self.demodulate else None  # [N, O]
+        x = x * s.to(x.dtype)[:, :, None, None]                  # modulate: [N, I, H, W]
+        wx = w.to(x.dtype)
+        if self.up:
+            # Transposed conv with stride 2 == zero-stuffing then a 3x3 *convolution* (flipped
+            # kernel), at a quarter of the cost. StyleGAN2 up-samples with a true convolution too
+            # (flip_weight=False) while its other layers correlate, so its weights load unchanged.
+            y = F.conv_transpose2d(x, wx.transpose(0, 1), stride=2)       # [N, O, 2H+1, 2W+1]
+            y = fir2d(y, self.fir, (1, 1, 1, 1), gain=4.0)       # [N, O, 2H, 2W]
+        else:
+            y = F.conv2d(x, wx, padding=self.kernel // 2)        # [N, O, H, W]
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None   # scaled with the gain (StyleGAN2)
+        return fused_epilogue(y, d, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
+
+
+class Conv2d(nn.Module):
+    """Plain conv with equalized lr, optional FIR down-sampling, bias + activation (D's layers)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, act: str = "lrelu", down: bool = False,
+                 bias: bool = True, conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.act, self.down, self.conv_clamp, self.kernel = act, down, conv_clamp, kernel
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        if self.down and self.kernel > 1:   # blur, then a strided conv (no padding): H -> H/2
+            x = fir2d(x, self.fir, (2, 2, 2, 2))
+            x = F.conv2d(x, w, stride=2)
+        elif self.down:                     # 1x1: FIR down-sample, then the conv
+            x = F.conv2d(downsample2x(x, self.fir), w)
+        else:
+            x = F.conv2d(x, w, padding=self.kernel // 2)
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return fused_epilogue(x, None, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
+
+
+# ------------------------------------------------------------------------------------------------
+# §4 Content mapping network F_c: z^c -> w (Sec 3.1; StyleGAN2's mapping network)
+# ------------------------------------------------------------------------------------------------
+
+
+class MappingNetwork(nn.Module):
+    """w = F_c(z^c): normalize z to unit 2nd moment, then an MLP with lr multiplier 0.01.
+
+    Tracks the running mean w_avg (beta 0.995) for the truncation trick w_avg + psi (w - w_avg).
+    """
+
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int = 2, lr_mul: float = 0.01,
+                 w_avg_beta: float = 0.995):
+        super().__init__()
+        dims = [z_dim] + [w_dim] * num_layers
+        self.layers = nn.ModuleList(FC(a, b, act="lrelu", lr_mul=lr_mul) for a, b in zip(dims, dims[1:]))
+        self.w_avg_beta = w_avg_beta
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, truncation: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()             # [B, z]
+        for layer in self.layers:
+            x = layer(x)                                                          # [B, w]
+        if update_w_avg:    # running mean of w, for truncation at sampling time
+            self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+        if truncation != 1:
+            x = self.w_avg.lerp(x, truncation)
+        return x
+
+
+# ------------------------------------------------------------------------------------------------
+# §5 Motion: addressable motion noise, F_m, and the acyclic positional embedding (Sec 3.1, Eq 1-6)
+# ------------------------------------------------------------------------------------------------
+# A video's motion is driven by a sequence of noise tokens z^m_j placed every delta^z frames at
+# times t_j = j * delta^z (Sec 3.1). F_m, two padding-less conv1d layers with kernel 11, turns them
+# into motion codes u_j. Without padding, u_j sees tokens j-20 ... j (the "previous" tokens of
+# Appx B), so n anchors need n + 20 tokens. A frame at t in [t_j, t_{j+1}) needs u_j and u_{j+1},
+# i.e. tokens j-20 ... j+1: 22 tokens, wherever t is.
+#
+# Addressable noise. For sampling, token j of a video is a pure function of (motion seed, j): it
+# is drawn from its own RNG stream seeded by a hash of the pair. So frame t can be rendered from
+# the tokens around it without generating anything before it, at a cost that does not depend on t.
+# (Training just draws fresh tokens for the window it needs: statistically the same thing.)
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """A 64-bit integer hash (Steele et al., SplitMix64 finalizer): decorrelates nearby inputs."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.Tensor:
+    """Tokens z^m_j for j = first ... first+count-1 of the video `motion_seed` -> [count, dim].
+
+    Token j always has the same value, whatever window it is requested in (j may be negative:
+    the anchors near t = 0 look 20 tokens back).
+    """
+    out = torch.empty(count, dim)
+    g = torch.Generator()
+    for i in range(count):
+        g.manual_seed(_splitmix64(_splitmix64(motion_seed & _MASK64) ^ ((first + i) & _MASK64)) >> 1)
+        out[i] = torch.randn(dim, generator=g)
+    return out
+
+
+def linear_period_scales(dim: int, period_min: float, period_max: float) -> torch.Tensor:
+    """Eq 6: sigma_i = 2 pi / (omega_min + (i / N) (omega_max - omega_min)), periods in frames.
+
+    Linearly spaced *periods* (not exponentially spaced frequencies) make the joint cycle of all
+    channels (their least common multiple) enormous, which keeps v_t from looping (Fig 9). (Appx B.3's
+    prose says it scales "the amplitudes weight matrix"; Eq 5 and the release scale the frequencies,
+    as we do.)
+    """
+    i = torch.arange(dim, dtype=torch.float64)
+    return 2 * math.pi / (period_min + (i / dim) * (period_max - period_min))   # [D], rad/frame
+
+
+def log_period_frequencies(dim: int, period_min: float, period_max: float) -> torch.Tensor:
+    """The release's frequencies: 2 pi / periods log-spaced from period_min to period_max (slowest
+    first). Compare Eq 6: linearly spaced periods, whose joint cycle is far longer (Fig 9)."""
+    periods = 2.0 ** np.linspace(math.log2(period_min), math.log2(period_max), dim)[::-1]
+    return torch.from_numpy(2 * np.pi / periods.copy()).float()                  # [F], rad/frame
+
+
+class MotionMappingNetwork(nn.Module):
+    """F_m and the wave parameters: tokens z^m [B, L, D] -> per-anchor (alpha, omega, rho, a), [B, L-20, .].
+
+    F_m is `motion_layers` padding-less conv1d layers (kernel 11, stride 1, leaky ReLU, equalized
+    lr with the release's lr multiplier 0.01; like the release, and unlike StyleGAN2's layers, without
+    the sqrt(2) activation gain, which the paper does not specify). Then for every anchor u_j (Eq 3, 5):
+        alpha_j = W_alpha u_j,   omega_j = (tanh(W_omega u_j) + 1) * sigma,   rho_j = W_rho u_j,   a_j = W_a u_j.
+    The tanh bounds omega to (0, 2 sigma): periods never shorter than omega_min / 2 frames, which
+    stops the temporal aliasing of unbounded frequencies (Appx B.3); its mean is the Eq 6 scale.
+
+    arch 'release' (the authors' AlignedTimeEncoder): F = time_enc_dim waves; no amplitudes (alpha = 1,
+    and v~ is [sin, cos] of the phase, 2F channels); log-spaced frequencies sigma; the phase is
+    W_rho u times phase_scales = period_max / period (slow waves get small phase offsets); W_a maps
+    to 2F. Its predictors have no bias either.
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        D, k = cfg.motion_dim, cfg.motion_kernel
+        self.kernel, self.num_layers = k, cfg.motion_layers
+        self.context = cfg.motion_layers * (k - 1)               # 20: tokens lost to "valid" convs
+        self.lr_mul = 0.01
+        self.sincos = cfg.arch == "release"
+        self.conv_weights = nn.ParameterList(
+            nn.Parameter(torch.randn(D, D, k) / self.lr_mul) for _ in range(cfg.motion_layers))
+        self.conv_biases = nn.ParameterList(nn.Parameter(torch.zeros(D)) for _ in range(cfg.motion_layers))
+        # Eq 3 is linear: no biases. (The release drops them too, "to prevent motion mode collapse": a
+        # bias would give every video the same share of its waves, whatever its motion noise.)
+        if self.sincos:
+            Fw = cfg.time_enc_dim
+            self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
+            sigma = log_period_frequencies(Fw, cfg.period_min, cfg.period_max)
+            self.register_buffer("sigma", sigma)
+            self.register_buffer("phase_scales", cfg.period_max * sigma / (2 * math.pi))
+        else:
+            self.W_alpha, self.W_omega, self.W_rho, self.W_a = (FC(D, D, bias=False) for _ in range(4))
+            self.register_buffer("sigma", linear_period_scales(D, cfg.period_min, cfg.period_max).float())
+
+    def forward(self, tokens: torch.Tensor):
+        x = tokens.transpose(1, 2)                               # [B, L, D] -> [B, D, L]
+        for w, b in zip(self.conv_weights, self.conv_biases):
+            gain = self.lr_mul / math.sqrt(w.shape[1] * self.kernel)
+            x = F.conv1d(x, w * gain)                            # [B, D, L] -> [B, D, L - 10]
+            x = bias_act_ref(x, b * self.lr_mul, "lrelu", gain=1.0)   # no sqrt(2) gain (release)
+        u = x.transpose(1, 2)                                    # [B, A, D], A = L - 20
+        omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma   # Eq 5 with the Eq 6 scales
+        rho = self.W_rho(u)                                      # Eq 3
+        a = self.W_a(u)                                          # alignment vectors of Eq 4
+        if self.sincos:                                          # release: no amplitudes, scaled phases
+            return torch.ones_like(omega), omega, rho * self.phase_scales, a
+        return self.W_alpha(u), omega, rho, a                    # Eq 3: alpha = W_alpha u
+
+
+def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tensor, delta_z: float,
+                      sincos: bool = False):
+    """v_t of Eq 2 and 4 for frames at times t, given the parameters of their anchors.
+
+    alpha, omega, rho, a : [N, 2, D]  parameters of the left anchor l = t_j and the right one r = t_{j+1}
+    j_left               : [N]        index j of the left anchor
+    t                    : [N]        frame times (float64, in frames), t_j <= t < t_{j+1}
+    sincos               :            the release's v~ = [sin, cos] of the phase (a has 2D channels)
+    returns v_t          : [N, D] (or [N, 2D])
+
+    The raw embedding (Eq 2) uses the LEFT anchor's waves everywhere (as the authors' release does):
+        v~(s) = alpha_l * sin(omega_l * s + rho_l)
+    and Eq 4 stitches the segments together so that v is continuous across anchors:
+        v_t = v~(t) - lerp(v~(l), v~(r), tau) + lerp(a_l, a_r, tau),   tau = (t - l) / delta^z.
+    At t = l and t = r the first two terms cancel and v equals the alignment vector a = W_a u.
+    The phases omega * t are formed in float64: at t = 90,000 frames (an hour at 25 fps) float32
+    would lose ~0.01 rad of phase, float64 keeps ~1e-11.
+    """
+    l = j_left.double() * delta_z                                # [N] left anchor time
+    r = l + delta_z                                              # [N] right anchor time
+    tau = ((t - l) / delta_z).float()[:, None]                   # [N, 1] in [0, 1)
+    al, om, rh = alpha[:, 0].double(), omega[:, 0].double(), rho[:, 0].double()   # [N, D]
+
+    def v_raw(s):                                                # Eq 2 with the left anchor's waves
+        phase = om * s[:, None] + rh                             # [N, D]
+        if sincos:                                               # release: [sin, cos], no amplitude
+            return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1).float()   # [N, 2D]
+        return (al * torch.sin(phase)).float()                   # [N, D]
+
+    v_tilde = v_raw(t)
+    v_tilde_l, v_tilde_r = v_raw(l), v_raw(r)
+    return v_tilde - torch.lerp(v_tilde_l, v_tilde_r, tau) + torch.lerp(a[:, 0], a[:, 1], tau)  # Eq 4
+
+
+# ------------------------------------------------------------------------------------------------
+# §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
+# ------------------------------------------------------------------------------------------------
+
+
+AMP_DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def amp_dtype(choice: Optional[torch.dtype], x: torch.Tensor) -> torch.dtype:
+    """The dtype of the mixed-precision layers: `choice` if set, else float16 on CUDA, float32 elsewhere."""
+    return choice or (torch.float16 if x.is_cuda else torch.float32)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv to RGB, no demodulation (StyleGAN2).
+
+    Without demodulation nothing normalizes the output, so the 1/sqrt(C k^2) equalized-lr gain must be
+    applied exactly once: StyleGAN2 multiplies the styles by it, our ModConv2d the weight -- the same
+    product s * g * W, with the same gradients. At initialisation a unit-variance input then gives RGB
+    values of std ~ 1.4 (s ~ 1 + N(0, 1), so E[s^2] = 2), as in the release.
+    """
+
+    def __init__(self, w_dim: int, in_ch: int, conv_clamp: Optional[float]):
+        super().__init__()
+        self.affine = FC(w_dim, in_ch, bias_init=1)
+        self.conv = ModConv2d(in_ch, 3, kernel=1, demodulate=False, act="linear", conv_clamp=conv_clamp)
+
+    def forward(self, x, w):
+        return self.conv(x, self.affine(w))                     # [N, C, H, W] -> [N, 3, H, W]
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of S: [up-sampling ModConv,] ModConv, ToRGB; RGB skips are summed ('skip')."""
+
+    def __init__(self, cfg: Config, in_ch: int, out_ch: int, res: int, use_fp16: bool):
+        super().__init__()
+        self.res, self.use_fp16 = res, use_fp16
+        clamp = cfg.conv_clamp                 # every layer, not only the fp16 ones (release, StyleGAN2-ADA)
+        self.is_first = res == 4
+        if self.is_first:
+            # Fig 5: the learned constant, to which the tiled motion code v_t is concatenated,
+            # so the first conv takes C_4 + D input channels.
+            self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
+            conv_in = out_ch + cfg.v_dim
+        else:
+            self.affine0 = FC(cfg.w_dim, in_ch, bias_init=1)
+            self.conv0 = ModConv2d(in_ch, out_ch, up=True, conv_clamp=clamp)
+            conv_in = out_ch
+        self.affine1 = FC(cfg.w_dim, conv_in, bias_init=1)
+        self.conv1 = ModConv2d(conv_in, out_ch, conv_clamp=clamp)
+        self.torgb = ToRGB(cfg.w_dim, out_ch, clamp)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x, img, w, v, dtype):
+        if self.is_first:
+            N = w.shape[0]
+            const = self.const[None].expand(N, -1, -1, -1)                 # [N, C4, 4, 4]
+            v_tiled = v[:, :, None, None].expand(-1, -1, 4, 4)             # [N, D, 4, 4]
+            x = torch.cat([const, v_tiled], dim=1).to(dtype)               # [N, C4 + D, 4, 4]
+        else:
+            x = self.conv0(x.to(dtype), self.affine0(w))                   # [N, C, 2H, 2W]
+        x = self.conv1(x, self.affine1(w))
+        y = self.torgb(x, w).float()                                       # [N, 3, H, W]
+        img = y if img is None else upsample2x(img, self.fir) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """S(w, v_t) -> frame x_t in [-1, 1]: StyleGAN2's synthesis network, motion code at the input.
+
+    Mixed precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions (32^2 ... 256^2 at 256^2)
+    run in fp16 with activations clamped to +-conv_clamp (256) and the weights/styles pre-normalized
+    (ModConv2d), while parameters, the RGB skip sum and everything on CPU stay fp32. `amp_dtype`
+    (None = that default) runs those layers in another dtype, on any device: bfloat16 on a CPU, or
+    float16 on a CPU as the release does when called there.
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        log_res = int(math.log2(cfg.resolution))
+        self.resolutions = [2 ** i for i in range(2, log_res + 1)]
+        fp16_min = 2 ** max(log_res + 1 - cfg.num_fp16_res, 3)   # fp16 only in the top resolutions
+        self.blocks = nn.ModuleList(
+            SynthesisBlock(cfg, cfg.channels(max(r // 2, 4)), cfg.channels(r), r, use_fp16=r >= fp16_min)
+            for r in self.resolutions)
+        self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]
+
+    def forward(self, w: torch.Tensor, v: torch.Tensor, force_fp32: bool = False) -> torch.Tensor:
+        x = img = None                                           # w [N, w_dim], v [N, D]
+        low = amp_dtype(self.amp_dtype, w)
+        for block in self.blocks:
+            x, img = block(x, img, w, v, low if block.use_fp16 and not force_fp32 else torch.float32)
+        return img                                               # [N, 3, H, W]
+
+
+def _seeded_normal(seed: int, dim: int) -> torch.Tensor:
+    """z ~ N(0, I) of one content seed, drawn on the CPU: the same on every device."""
+    return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+
+
+class Generator(nn.Module):
+    """G(z^c, z^m, t): the StyleGAN-V generator (Fig 5): F_c, F_m + Eq 1-6, and S.
+
+    Two ways in:
+      forward(z, t)             training: z [B, z_dim], times t [B, k] (float, frames) -> [B, k, 3, H, W];
+                                motion tokens are drawn fresh for just the window each video needs.
+      render_videos(seeds, t)   sampling: seeded, addressable, bit-exact on CPU for any chunking;
+                                returns uint8 [B, T, H, W, 3].
+    """
+
+    ROW_BLOCK = 8   # rendering runs in fixed 8-row blocks on CPU: see _in_row_blocks
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
+        self.motion = MotionMappingNetwork(cfg) if cfg.motion_dim > 0 else None   # None: image-only baseline
+        self.synthesis = SynthesisNetwork(cfg)
+
+    # -- the shared core: anchors -> v_t -> frames ------------------------------------------------
+    def frames_from_anchors(self, w, anchors, j, t, force_fp32=False):
+        """Render frames from their content codes and the parameters of their two anchors.
+
+        w       [N, w_dim]      content code of each frame's video
+        anchors 4 x [N, 2, D]   alpha, omega, rho, a of the left (t_j) and right (t_{j+1}) anchor
+        j       [N]             (int64) left anchor index: j = floor(t / delta^z)
+        t       [N]             float64 times in frames
+        """
+        if anchors is None:                                              # image-only baseline: no v_t
+            v = w.new_zeros(w.shape[0], 0)
+        else:
+            v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z, self.motion.sincos)   # [N, v_dim]  (Eq 2-6)
+        return self.synthesis(w, v, force_fp32=force_fp32)               # [N, 3, H, W]
+
+    @staticmethod
+    def tokens_needed(t: torch.Tensor, delta_z: int, context: int) -> int:
+        """Motion tokens per video that cover clips at times t [B, k]: anchors spanned + 2, + 20."""
+        j = torch.floor(t.double() / delta_z)
+        return int((j.max(dim=1).values - j.min(dim=1).values).max()) + 2 + context
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, tokens: Optional[torch.Tensor] = None,
+                truncation: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+        """z [B, z_dim], t [B, k] frames -> [B, k, 3, H, W].
+
+        tokens [B, L, D]: motion noise for tokens j_first-20, j_first-19, ... of each video, where
+        j_first = floor(min t / delta^z); drawn here when not given (L >= tokens_needed(t)).
+        """
+        B, k = t.shape
+        t = t.double()
+        w = self.mapping(z, truncation, update_w_avg).repeat_interleave(k, dim=0)   # [N, w_dim]
+        if self.motion is None:
+            img = self.frames_from_anchors(w, None, None, t.reshape(-1))
+            return img.reshape(B, k, *img.shape[1:])
+        if tokens is None:                                       # fresh z^m for tokens j_first-20 ...
+            L = self.tokens_needed(t, self.cfg.motion_delta_z, self.motion.context)
+            tokens = torch.randn(B, L, self.cfg.motion_dim, device=z.device)
+        anchors, j = self.anchors_from_tokens(tokens, t)
+        img = self.frames_from_anchors(w, anchors, j.reshape(-1), t.reshape(-1))
+        return img.reshape(B, k, *img.shape[1:])                 # [B, k, 3, H, W]
+
+    def anchors_from_tokens(self, tokens: torch.Tensor, t: torch.Tensor):
+        """Wave parameters of each frame's two anchors -> (4 x [B*k, 2, .], left anchor j [B, k]).
+
+        tokens [B, L, D] are tokens j_first-20 ... of each video (j_first = floor(min t / delta^z)),
+        t [B, k] float64 frame times.
+        """
+        B, k = t.shape
+        j = torch.floor(t / self.cfg.motion_delta_z).long()     # [B, k] left anchors
+        j_first = j.min(dim=1, keepdim=True).values              # [B, 1]
+        params = self.motion(tokens)                             # 4 x [B, A, .]
+        idx = (j - j_first).reshape(B, k, 1, 1) + torch.arange(2, device=t.device).reshape(1, 1, 2, 1)
+        idx = idx.reshape(B, 2 * k, 1)                           # [B, 2k, 1]: left, right anchor per frame
+        return [p.gather(1, idx.expand(-1, -1, p.shape[-1])).reshape(B * k, 2, -1) for p in params], j
+
+    def motion_codes_from_tokens(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """v_t [B*k, v_dim] of frames at times t [B, k] from their videos' motion noise (as forward)."""
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(len(tokens), -1)
+        anchors, j = self.anchors_from_tokens(tokens, t)
+        return acyclic_embedding(*anchors, j.reshape(-1), t.reshape(-1), self.cfg.motion_delta_z, self.motion.sincos)
+
+    # -- seeded, addressable rendering (sample, FVD, previews) ------------------------------------
+    ANCHOR_BLOCK = 16   # anchors are computed in fixed, aligned blocks so bits never depend on the window
+
+    def _in_row_blocks(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """fn over the rows of x. On CPU, in blocks of exactly ROW_BLOCK rows (the last one padded).
+
+        CPU conv and GEMM kernels pick their algorithm (and summation order) by batch size, so a
+        frame rendered alone and the same frame inside a batch of 64 would differ in the last bit.
+        Fixed-size blocks make every frame's bits independent of the batch it is rendered in (and
+        8-row blocks are also the fastest on CPU, measured). On GPU the whole batch goes at once.
+        """
+        if x.device.type != "cpu":
+            return fn(x)
+        n, nb = x.shape[0], self.ROW_BLOCK
+        pad = (-n) % nb
+        if pad:
+            x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
+        return torch.cat([fn(x[i:i + nb]) for i in range(0, n + pad, nb)])[:n]
+
+    @property
+    def device(self) -> torch.device:
+        return self.synthesis.blocks[0].const.device
+
+    @torch.no_grad()
+    def content_codes(self, seeds, truncation: float = 1.0) -> torch.Tensor:
+        """w for each content seed -> [B, w_dim] (z^c ~ N(0, I) drawn from torch.Generator(seed))."""
+        z = torch.stack([_seeded_normal(int(s), self.cfg.z_dim) for s in seeds]).to(self.device)
+        return self._in_row_blocks(lambda z_: self.mapping(z_, truncation), z)
+
+    def anchor_params(self, motion_seed: int, js, cache: Optional[dict] = None):
+        """Wave parameters of anchors js (ints) of one video -> 4 x [len(js), D].
+
+        Anchors are computed in aligned blocks of ANCHOR_BLOCK (block b: tokens 16b-20 ... 16b+15,
+        always the same shapes), so the bits of anchor j never depend on which frames were asked
+        for. `cache` (a dict) keeps recent blocks: a long video walks forward block by block.
+        """
+        nb, ctx, D = self.ANCHOR_BLOCK, self.motion.context, self.cfg.motion_dim
+        rows = []
+        for j in js:
+            b = j // nb
+            key = (int(motion_seed), b)
+            block = None if cache is None else cache.get(key)
+            if block is None:
+                tokens = motion_tokens(int(motion_seed), b * nb - ctx, nb + ctx, D).to(self.device)
+                block = [p[0] for p in self.motion(tokens[None])]          # 4 x [nb, D]
+                if cache is not None:
+                    if len(cache) >= 256:                                  # bounded: memory stays flat
+                        cache.pop(next(iter(cache)))
+                    cache[key] = block
+            rows.append([p[j - b * nb] for p in block])
+        return [torch.stack([r[i] for r in rows]) for i in range(4)]
+
+    @torch.no_grad()
+    def render_frames(self, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
+        """Frames for every (video, time) pair -> float [B, T, 3, H, W] in [-1, 1].
+
+        w [B, w_dim] content codes, motion_seeds: B ints, t [T] float times in frames (>= 0, any
+        spacing: the cost of a frame depends on neither t nor the other frames).
+        """
+        t = torch.as_tensor(t).double().cpu()
+        if t.ndim != 1 or (t < 0).any() or not torch.isfinite(t).all():
+            raise ValueError("frame times must be a 1-D tensor of finite values >= 0")
+        dz = self.cfg.motion_delta_z
+        j = torch.floor(t / dz).long()                                     # [T]
+        B, T = w.shape[0], t.shape[0]
+        jj, tt = j.to(self.device).repeat(B), t.to(self.device).repeat(B)  # [B*T]
+        ww = w.repeat_interleave(T, 0)                                     # [B*T, w_dim]
+        rows = torch.arange(B * T, device=self.device)
+        if self.motion is None:
+            img = self._in_row_blocks(lambda r: self.frames_from_anchors(ww[r], None, None, tt[r], force_fp32), rows)
+            return img.reshape(B, T, *img.shape[1:])
+        js = j.tolist() + (j + 1).tolist()                                 # left and right anchors
+        per_video = [self.anchor_params(ms, js, cache) for ms in motion_seeds]          # B x 4 x [2T, D]
+        anchors = [torch.stack([pv[i].reshape(2, T, -1).transpose(0, 1) for pv in per_video])
+                   .reshape(B * T, 2, -1) for i in range(4)]               # 4 x [B*T, 2, D]
+        img = self._in_row_blocks(lambda r: self.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r],
+                                                                     force_fp32), rows)
+        return img.reshape(B, T, *img.shape[1:])
+
+    @torch.no_grad()
+    def motion_codes(self, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
+        """v_t of one video at times t [T] (frames) -> [T, D]: the motion code S is given (Eq 4)."""
+        t = torch.as_tensor(t).double().cpu()
+        j = torch.floor(t / self.cfg.motion_delta_z).long()
+        params = self.anchor_params(motion_seed, j.tolist() + (j + 1).tolist())          # 4 x [2T, D]
+        anchors = [p.reshape(2, len(t), -1).transpose(0, 1) for p in params]             # 4 x [T, 2, D]
+        return acyclic_embedding(*anchors, j.to(self.device), t.to(self.device), self.cfg.motion_delta_z,
+                                 self.motion.sincos)
+
+    @torch.no_grad()
+    def render_videos(self, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
+        """uint8 videos [B, T, H, W, 3] for the given seeds at times t [T] (frames, t = 0 ... n-1 for FVD)."""
+        motion_seeds = content_seeds if motion_seeds is None else motion_seeds
+        w = self.content_codes(content_seeds, truncation)
+        return to_uint8(self.render_frames(w, motion_seeds, t))
+
+
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """[..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
+    x = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.movedim(-3, -1)
+
+
+
+# ------------------------------------------------------------------------------------------------
+# §7 Discriminator: per-frame backbone, channel-wise concatenation, time-gap hyper-modulation (Sec 3.2, Fig 6)
+# ------------------------------------------------------------------------------------------------
+# D sees k frames of a clip and the k-1 time gaps delta_i = t_{i+1} - t_i between them. The gaps
+# are Fourier-encoded, passed through a 2-layer MLP each, concatenated into p_delta, and mapped to
+# a conditioning vector c. In the paper (Fig 6), c modulates the FIRST conv of every D block (a
+# ModConv2d, exactly G's modulated conv with c in place of w) and conditions the projection head.
+# The authors' release uses the projection only (cfg.d_cond = 'concat', the "w/o hyper-modulation"
+# row of Table 2); cfg.d_cond = 'none' drops time conditioning (the image-StyleGAN2 baseline).
+
+
+class TimeGapEncoder(nn.Module):
+    """delta_1 ... delta_{k-1} -> c: Fourier features -> 2-layer MLP per gap -> concat (p_delta) -> mapping.
+
+    Gaps are in frames; Fourier periods are log-spaced from 2 to 2048 frames (the positional
+    encoding of [60, 66]). The release adds a learned Embedding(1024, 256) of the rounded gap.
+    """
+
+    def __init__(self, k: int, dim: int, cmap_dim: int, num_freqs: int = 16):
+        super().__init__()
+        self.register_buffer("freqs", 2 * math.pi / torch.logspace(1, 11, num_freqs, base=2.0))  # rad/frame
+        self.mlp = nn.Sequential(FC(2 * num_freqs, dim, act="lrelu"), FC(dim, dim, act="lrelu"))
+        self.mapping = nn.Sequential(FC((k - 1) * dim, cmap_dim, act="lrelu"), FC(cmap_dim, cmap_dim, act="lrelu"))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:          # t [B, k] frame times
+        delta = torch.diff(t.double(), dim=1).round().float()    # [B, k-1]: gaps, rounded (fake t are fractional)
+        phase = delta[..., None] * self.freqs                    # [B, k-1, F]
+        p = self.mlp(torch.cat([phase.sin(), phase.cos()], -1))  # [B, k-1, d]   p(delta_i)
+        return self.mapping(p.flatten(1))                        # [B, (k-1)d] -> [B, cmap]
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / sqrt(mean(x^2)) over dim 1 (StyleGAN2: the input of a mapping network)."""
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+class ReleaseTimeGapEncoder(nn.Module):
+    """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping): arch 'release'.
+
+    Per gap delta_i: a learned Embedding of the rounded gap (T entries of `dim`) and [sin, cos] of
+    log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes concatenated, then StyleGAN2's mapping
+    network without z: an FC, the 2nd-moment normalization, 2 FC layers (leaky ReLU, lr multiplier 0.01).
+    The result only conditions the projection head; there is no hypernetwork (Sec 3.2 differs).
+    """
+
+    def __init__(self, k: int, dim: int, cmap_dim: int, max_time: int):
+        super().__init__()
+        T = 2 ** math.ceil(math.log2(max_time))
+        self.embed = nn.Embedding(max_time, dim)
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(int(math.log2(T))) / T)   # [F] rad/frame
+        self.project = FC((k - 1) * (dim + 2 * len(self.freqs)), cmap_dim)
+        self.mapping = nn.Sequential(*(FC(cmap_dim, cmap_dim, act="lrelu", lr_mul=0.01) for _ in range(2)))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:          # t [B, k] frame times
+        delta = torch.diff(t.float(), dim=1)                     # [B, k-1]
+        phase = delta[..., None] * self.freqs                    # [B, k-1, F]
+        codes = torch.cat([self.embed(delta.round().long()), phase.sin(), phase.cos()], -1)   # [B, k-1, d + 2F]
+        return self.mapping(normalize_2nd_moment(self.project(codes.flatten(1))))            # [B, cmap]
+
+
+class DiscriminatorBlock(nn.Module):
+    """StyleGAN2 'resnet' block: conv0 (3x3), conv1 (3x3, down 2), plus a 1x1 down-sampling skip.
+
+    In 'hyper' mode conv0 is a ModConv2d whose styles come from the time-gap code c (Fig 6).
+    """
+
+    def __init__(self, in_ch: int, tmp_ch: int, out_ch: int, cmap_dim: int, hyper: bool, clamp, use_fp16: bool):
+        super().__init__()
+        self.use_fp16, self.hyper = use_fp16, hyper
+        if hyper:
+            self.affine = FC(cmap_dim, in_ch, bias_init=1)
+            self.conv0 = ModConv2d(in_ch, tmp_ch, conv_clamp=clamp)
+        else:
+            self.conv0 = Conv2d(in_ch, tmp_ch, 3, conv_clamp=clamp)
+        self.conv1 = Conv2d(tmp_ch, out_ch, 3, down=True, conv_clamp=clamp)
+        self.skip = Conv2d(in_ch, out_ch, 1, act="linear", down=True, bias=False)
+
+    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor], low=None) -> torch.Tensor:   # [N, C, H, W] -> [N, C', H/2, W/2]
+        x = x.to(amp_dtype(low, x) if self.use_fp16 else torch.float32)
+        y = self.skip(x, gain=math.sqrt(0.5))
+        x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
+        x = self.conv1(x, gain=math.sqrt(0.5))
+        return y.add_(x)                                         # (skip + residual) / sqrt(2)
+
+
+class Discriminator(nn.Module):
+    """D(x_{t_1} ... x_{t_k}; delta) -> logit [B] (Sec 3.2, Fig 6).
+
+    Frames [B, k, 3, H, W] go through the backbone D_b independently ([B*k, ...]) down to 16x16,
+    are concatenated channel-wise into h [B, k*C, 16, 16], and the head D_h continues to 4x4,
+    ending in StyleGAN2's epilogue: minibatch stddev, conv, FC, and a projection onto c.
+    """
+
+    def __init__(self, cfg: Config, k: Optional[int] = None):
+        super().__init__()
+        self.k = k = k or cfg.frames_per_clip
+        release = cfg.arch == "release"
+        self.cond = ("concat" if release else cfg.d_cond) if k > 1 else "none"
+        self.mbstd_group, self.mbstd_strided = cfg.mbstd_group, release
+        R = cfg.resolution
+        self.concat_res = min(cfg.d_concat_res, R)
+        if release and self.concat_res >= R:
+            raise ValueError(f"arch 'release' needs a resolution above d_concat_res ({cfg.d_concat_res})")
+        self.cmap_dim = cfg.d_channels(4)
+        if self.cond == "none":
+            self.time_enc = None
+        elif release:
+            self.time_enc = ReleaseTimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim, cfg.max_time)
+        else:
+            self.time_enc = TimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim)
+        fp16_min = R // 2 ** (cfg.num_fp16_res - 1)
+        ch = cfg.d_channels
+        # The release halves the channels of each frame's features before the concatenation
+        # (num_frames_div_factor 2); the paper concatenates them whole (Sec 3.2: 512k x 16 x 16).
+        div = 2 if release else 1
+        clamp = cfg.conv_clamp                 # every conv, not only the fp16 ones (release, StyleGAN2-ADA)
+        self.from_rgb = Conv2d(3, ch(R), 1, conv_clamp=clamp)
+        self.blocks = nn.ModuleList()
+        for res in [2 ** i for i in range(int(math.log2(R)), 2, -1)]:      # R, R/2, ..., 8
+            # the first head block takes the k concatenated feature maps: k*C channels in
+            in_ch = ch(res) // div * k if res == self.concat_res else ch(res)
+            out_ch = ch(res // 2) // div if res // 2 == self.concat_res else ch(res // 2)
+            self.blocks.append(DiscriminatorBlock(in_ch, ch(res), out_ch, self.cmap_dim,
+                                                  self.cond == "hyper", clamp, res >= fp16_min))
+        C4 = ch(4)
+        self.epi_conv = Conv2d(C4 + 1, C4, 3, conv_clamp=clamp)
+        self.epi_fc = FC(C4 * 16, C4, act="lrelu")
+        self.epi_out = FC(C4, self.cmap_dim if self.cond != "none" else 1)
+        self.block_res = [2 ** i for i in range(int(math.log2(R)), 2, -1)]
+        self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]   # see SynthesisNetwork
+
+    def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
+        """Append the std over groups of G videos as an extra channel (StyleGAN2, 1 feature).
+
+        Groups are *contiguous* runs of videos ([0..3], [4..7], ...), unlike StyleGAN2's strided
+        ones (videos i, i + n, i + 2n, ...; arch 'release'), so a batch split across processes forms
+        the same groups as on one process.
+        """
+        N, C, H, W = x.shape
+        G = min(self.mbstd_group, N)
+        if N % G:
+            raise ValueError(f"batch per process ({N}) must be divisible by the mbstd group ({G})")
+        y = x.float().reshape(G, N // G, C, H, W).transpose(0, 1) if self.mbstd_strided \
+            else x.float().reshape(N // G, G, C, H, W)           # [n, G, C, H, W]
+        y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()         # [n, C, H, W] std over the group
+        y = y.mean(dim=[1, 2, 3])                                # [n]
+        y = (y.repeat(G) if self.mbstd_strided else y.repeat_interleave(G)).reshape(N, 1, 1, 1).expand(N, 1, H, W)
+        return torch.cat([x.float(), y], dim=1)                  # [N, C+1, H, W]
+
+    def forward(self, frames: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        B, k = frames.shape[:2]
+        c = self.time_enc(t) if self.time_enc is not None else None        # [B, cmap]
+        low = amp_dtype(self.amp_dtype, frames)                  # the mixed-precision blocks' dtype
+        x = frames.flatten(0, 1).to(low if self.blocks[0].use_fp16 else torch.float32)
+        x = self.from_rgb(x)                                     # [B*k, C, H, W]
+        c_frames = c.repeat_interleave(k, 0) if c is not None else None    # the clip's code, per frame
+        for res, block in zip(self.block_res, self.blocks):
+            if res == self.concat_res:                           # [B*k, C, 16, 16] -> [B, k*C, 16, 16]
+                x = x.reshape(B, k * x.shape[1], *x.shape[2:])
+            x = block(x, c if res <= self.concat_res else c_frames, low)
+        x = self.minibatch_stddev(x)                             # [B, C+1, 4, 4]
+        x = self.epi_conv(x)                                     # [B, C, 4, 4]
+        x = self.epi_fc(x.flatten(1))                            # [B, C]
+        out = self.epi_out(x)                                    # [B, cmap] or [B, 1]
+        if c is None:
+            return out[:, 0]
+        return (out * c).sum(dim=1) / math.sqrt(self.cmap_dim)   # projection discriminator [41]
+
+
+
+# ------------------------------------------------------------------------------------------------
+# §8 Sparse clips: the frame times of one training clip (Sec 3.3, Appx B)
+# ------------------------------------------------------------------------------------------------
+# StyleGAN-V trains on k = 3 frames per clip at random times, not on dense runs of frames: D sees the
+# frames and their time gaps (§7). `sample_clip_times` draws those times, for the real clips of the
+# dataset (§11) and for the fake clips G renders in the training loop (§12).
+
+def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time: float,
+                      video_len: Optional[int] = None, span_dist: str = "uniform") -> np.ndarray:
+    """Frame times of one sparse clip (Sec 3.3): span t_k - t_1 ~ U[k-1, max_span], t_1 ~ U[0, T - t_k].
+
+    The middle k-2 times are distinct frames drawn at random between t_1 and t_k.
+    span_dist 'release' draws the span from the powers of two in [k-1, max_span] instead ({2, 4, 8,
+    16, 32} for k = 3: the release's `total_dists`), so short spans are far more frequent (span 2:
+    1 in 5 clips instead of 1 in 31).
+    Fake clip (video_len None): the offset t_1 is a real number in [0, T - span]: the generator is
+    continuous in time, so it is trained on fractional times, while the gaps, which D sees, keep the
+    same integer distribution as the real clips'.
+    Real clip of a video of `video_len` frames: integer frame indices, the span limited to the video.
+    A video longer than T is first cut to a random window of T frames (as the release does), then the
+    clip is drawn inside it as for a shorter video, so every frame of every video can be drawn while
+    the clip's position inside its window keeps the range [0, T) that fake clips have.
+    """
+    if k == 1:                                                   # image-only training (bench baseline)
+        span, offsets = 0, np.zeros(1)
+    else:
+        hi = max_span if video_len is None else min(max_span, video_len - 1)
+        if span_dist == "release":
+            spans = [d for d in (2 ** np.arange(12)).tolist() if k - 1 <= d <= hi] or [hi]
+            span = int(spans[int(rng.integers(len(spans)))])
+        else:
+            span = int(rng.integers(k - 1, hi + 1))              # U[k-1, 32], both ends included
+        middle = np.sort(rng.choice(np.arange(1, span), size=k - 2, replace=False))
+        offsets = np.concatenate([[0], middle, [span]]).astype(np.float64)
+    if video_len is None:
+        t1 = rng.uniform(0, max(max_time - span, 0))
+    else:
+        window = min(int(max_time), video_len)                   # T frames, or the whole video
+        start = int(rng.integers(0, video_len - window + 1)) if video_len > window else 0
+        t1 = start + int(rng.integers(0, window - span))         # t_k <= start + window - 1
+    return t1 + offsets
+
+
+# ------------------------------------------------------------------------------------------------
+# §9 Losses (Appx B: non-saturating logistic loss + lazy R1, as StyleGAN2)
+# ------------------------------------------------------------------------------------------------
+
+
+def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """L_G = E[softplus(-D(G(z)))] = -E[log sigmoid D(G(z))]."""
+    return F.softplus(-fake_logits).mean()
+
+
+def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """L_D = E[softplus(D(G(z)))] + E[softplus(-D(x))]."""
+    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+
+
+def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018) per real clip [B]: ||grad_x D(x)||^2 of each frame, averaged over
+    the clip's k frames.
+
+    real [B, k, 3, H, W]. The mean over frames (not the sum) is the release's normalisation: it makes
+    gamma mean per frame what it means per image in StyleGAN2(-ADA), whatever k, so the 'auto'
+    gamma = 0.0002 res^2 / batch (0.2 at 256^2) carries over. Summing the k frames' penalties would
+    make R1 k times stronger at the same gamma.
+    create_graph=True: the penalty is itself differentiated w.r.t. D's weights, so every op on the
+    way from x to the logit (the augmentation's warp, ModConv2d) must support double backward.
+    """
+    grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)   # [B, k, 3, H, W]
+    return grad.square().sum(dim=[2, 3, 4]).mean(dim=1)                      # [B, k] -> [B]
+
+
+# ------------------------------------------------------------------------------------------------
+# §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
+# ------------------------------------------------------------------------------------------------
+#
+# ADA in one paragraph. With little data, D memorises the training set: its outputs on real images drift
+# towards "confidently real" while its outputs on held-out reals and on fakes fall, and G's gradients turn
+# into noise. Karras et al. (2020) fight this by augmenting *every* image D sees (reals, fakes in D's loss,
+# fakes in G's loss, and the reals of R1) with a stochastic pipeline in which each op fires with
+# probability p. As long as p stays below ~0.8 the augmentations do not "leak": the un-augmented image
+# remains the most likely outcome of the pipeline, so the augmented fakes can match the augmented reals only
+# if the fakes match the reals themselves, and G gains nothing by drawing augmented-looking images. The
+# strength p is not tuned by hand but by a controller. The controlled variable is the overfitting heuristic
+#     r_t = E[sign(D(x_real))]      (0: no overfitting; 1: D calls every training real "real", complete
+# overfitting), measured over the last `interval` = 4 D steps. Each update moves p by a fixed step
+# towards keeping r_t at the target 0.6:
+#     p <- clamp(p + sign(r_t - 0.6) * (batch * interval) / (ada_kimg * 1000), 0, 1),
+# so that p could travel from 0 to 1 in `ada_kimg` thousand images (500 in StyleGAN2-ADA; 100 in the
+# StyleGAN-V release, i.e. p reacts 5x faster). `AdaptiveP` below is that controller, `augment` the
+# pipeline.
+#
+# Video-consistency, the paper's change (Appx B, quoted): "we found it important to make them
+# *video-consistent*, i.e. applying the same augmentation for each frame of a video. Otherwise, the
+# discriminator starts to underperform, and the overall quality decreases." Our reading (the paper gives no
+# reason): if each frame got its own flip/rotation/colour, an augmented video would jump between
+# orientations and palettes from frame to frame, something no real video does, and D's temporal features
+# would have to model these artificial jumps instead of real motion. Here every random parameter is
+# drawn once per *video* ([B] draws, never [B*k]) and the same 3x3 warp and 4x4 colour matrix are applied
+# to all k frames. (The release gets the same
+# effect by viewing [B*k, 3, H, W] as [B, 3k, H, W] before calling StyleGAN2-ADA's pipe.)
+#
+# The pipeline is StyleGAN2-ADA's default 'bgc' = blit + geometric + colour. (The paper's text says "bgrc",
+# which is not a StyleGAN2-ADA pipe; the list of ops it gives matches 'bgc', which the release uses.)
+# All 12 ops have probability multiplier 1, so each fires with probability p, except arbitrary rotation,
+# applied twice (before and after anisotropic scaling) with p_rot = 1 - sqrt(1 - p) each, so that
+# P(at least one rotation) = 1 - (1 - p_rot)^2 = p.
+#
+# Deviations from StyleGAN2-ADA's AugmentPipe, and why:
+#  * Resampling. StyleGAN2-ADA pads by reflection (up to one image width), upsamples 2x with a sym6 wavelet
+#    low-pass, samples bilinearly with `grid_sample`, and downsamples with the same filter: an approximation
+#    of ideal (band-limited) interpolation, so rotated/scaled/sub-pixel-shifted images stay sharp and
+#    alias-free. We sample the original image bilinearly, reflecting the coordinates instead of padding
+#    (equivalent to an unbounded reflect padding, so no border artifacts at any zoom). Cost: a slight blur
+#    at fractional positions and a little aliasing when the warp shrinks the image. Integer ops (flips,
+#    90° rotations, integer translations, identity) remain exact, pixel for pixel.
+#  * The sampler is our own gather-based code, not `F.grid_sample`, so that R1 (taken through the
+#    augmentations, which needs the gradient of a gradient w.r.t. the images) works on every PyTorch: for
+#    most of its history grid_sample had no double backward ("derivative for grid_sampler_2d_backward is not
+#    implemented", pytorch/pytorch#34704), which is why NVlabs shipped `grid_sample_gradfix`. Recent
+#    versions do differentiate it twice (we checked 2.14), but a sampler that is visibly linear in x is
+#    simpler to trust and to read: out = sum over 4 neighbours of weight * x[index], where weights and
+#    indices depend only on the random parameters. Autograd differentiates gather (backward: scatter_add,
+#    whose backward is again a gather) any number of times.
+#  * p is clamped to [0, 1]; StyleGAN2-ADA clamps only below (p > 1 acts like p = 1 but takes time to
+#    come back down).
+#  * Left out: the 'f' (image-space filtering), 'n' (noise) and 'c' (cutout) groups, which 'bgc' does not
+#    use, and the `debug_percentile` visualisation hook.
+#
+# Range: the colour ops assume zero is mid-grey, i.e. pixels in [-1, 1] as everywhere in this file
+# (brightness adds N(0, 0.2), contrast and saturation scale around 0). Feed [0, 1] images and contrast
+# would scale around black instead.
+
+ADA_STRENGTHS = dict(       # StyleGAN2-ADA defaults (AugmentPipe's constructor), used unchanged by 'bgc'.
+    xint_max=0.125,         # integer translation: uniform in +-12.5 % of the image size, rounded to pixels
+    scale_std=0.2,          # isotropic scale 2^N(0, 0.2^2)
+    rotate_max=1.0,         # arbitrary rotation: uniform in +-rotate_max * 180°
+    aniso_std=0.2,          # anisotropic scale 2^N(0, 0.2^2) in x and its inverse in y
+    xfrac_std=0.125,        # fractional translation N(0, 0.125^2) of the image size
+    brightness_std=0.2,     # brightness offset N(0, 0.2^2) on the [-1, 1] scale
+    contrast_std=0.5,       # contrast gain 2^N(0, 0.5^2)
+    hue_max=1.0,            # hue rotation about the grey axis: uniform in +-hue_max * 180°
+    saturation_std=1.0,     # saturation gain 2^N(0, 1)
+)
+
+
+# --- Batched homogeneous matrices. Each argument is a [B] tensor; the result is [B, 3, 3] or [B, 4, 4]. ---
+
+def _mat3(a, b, c, d, e, f):
+    """Rows [a b c; d e f; 0 0 1]: a 2D affine map acting on column vectors (x, y, 1)."""
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([a, b, c, d, e, f, zero, zero, one], dim=-1).view(-1, 3, 3)
+
+
+def _translate2d(tx, ty):
+    one, zero = torch.ones_like(tx), torch.zeros_like(tx)
+    return _mat3(one, zero, tx, zero, one, ty)
+
+
+def _scale2d(sx, sy):
+    zero = torch.zeros_like(sx)
+    return _mat3(sx, zero, zero, zero, sy, zero)
+
+
+def _rotate2d(cos, sin):
+    """Counter-clockwise rotation (x right, y down on screen) given its cosine and sine."""
+    zero = torch.zeros_like(cos)
+    return _mat3(cos, -sin, zero, sin, cos, zero)
+
+
+def _rand(generator, device, *shape):
+    """Uniform [0, 1) draws from `generator` (on the generator's own device) or from the global RNG."""
+    return torch.rand(shape, generator=generator, device=device)
+
+
+def _randn(generator, device, *shape):
+    return torch.randn(shape, generator=generator, device=device)
+
+
+def ada_geometry(batch, p, height, width, generator=None, device=None):
+    """Draw one 2D warp per video: the 'b' (blit) and 'g' (geometric) groups of StyleGAN2-ADA's 'bgc'.
+
+    Returns G_inv [batch, 3, 3] float32, which maps an *output* pixel position to the *input* position it is
+    read from, in pixel units with the origin at the image centre (x right, y down). Composing inverses
+    right-to-left (G_inv = G_inv @ op_inv) is the same as applying the ops to the image in the listed order.
+    Every parameter and every coin is drawn whatever p is, so a generator advances by the same amount on
+    every call (reproducible runs and exact resume). Draws happen on the generator's device (or `device`).
+    """
+    dev = generator.device if generator is not None else torch.device(device or 'cpu')
+    B, s = batch, ADA_STRENGTHS
+    rand = lambda *shape: _rand(generator, dev, *shape)     # noqa: E731
+    randn = lambda *shape: _randn(generator, dev, *shape)   # noqa: E731
+    one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
+    G = torch.eye(3, device=dev).expand(B, 3, 3)                          # [B, 3, 3] identity
+
+    # Pixel blitting: ops that move whole pixels, so they need no interpolation and lose nothing.
+    flip = torch.floor(rand(B) * 2)                                       # 0 or 1
+    flip = torch.where(rand(B) < p, flip, zero)
+    G = G @ _scale2d(1 - 2 * flip, one)                                   # x -> -x; a flip is its own inverse
+
+    quarter = torch.floor(rand(B) * 4)                                    # 0..3 quarter turns
+    quarter = torch.where(rand(B) < p, quarter, zero).long()
+    cos = torch.tensor([1., 0., -1., 0.], device=dev)[quarter]           # exact integers, not cos(pi/2) =
+    sin = torch.tensor([0., 1., 0., -1.], device=dev)[quarter]           # 6e-17, so a rot90 stays lossless
+    G = G @ _rotate2d(cos, sin)
+
+    t = (rand(B, 2) * 2 - 1) * s['xint_max']                              # [B, 2] fraction of the image size
+    t = torch.where(rand(B, 1) < p, t, torch.zeros_like(t))
+    G = G @ _translate2d(-torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height))
+
+    # General geometric transformations: these need interpolation.
+    scale = torch.exp2(randn(B) * s['scale_std'])
+    scale = torch.where(rand(B) < p, scale, one)
+    G = G @ _scale2d(1 / scale, 1 / scale)
+
+    p_rot = 1 - math.sqrt(max(1 - p, 0.0))                               # P(pre or post rotation) = p
+    theta = (rand(B) * 2 - 1) * math.pi * s['rotate_max']
+    theta = torch.where(rand(B) < p_rot, theta, zero)
+    G = G @ _rotate2d(torch.cos(-theta), torch.sin(-theta))              # pre-rotation (inverse: -theta)
+
+    aniso = torch.exp2(randn(B) * s['aniso_std'])
+    aniso = torch.where(rand(B) < p, aniso, one)
+    G = G @ _scale2d(1 / aniso, aniso)                                    # stretch x by a, squeeze y by 1/a
+
+    theta = (rand(B) * 2 - 1) * math.pi * s['rotate_max']
+    theta = torch.where(rand(B) < p_rot, theta, zero)
+    G = G @ _rotate2d(torch.cos(-theta), torch.sin(-theta))              # post-rotation
+
+    t = randn(B, 2) * s['xfrac_std']                                      # [B, 2] fraction of the image size
+    t = torch.where(rand(B, 1) < p, t, torch.zeros_like(t))
+    G = G @ _translate2d(-t[:, 0] * width, -t[:, 1] * height)
+    return G                                                              # [B, 3, 3]
+
+
+def ada_color(batch, p, num_channels=3, generator=None, device=None):
+    """Draw one colour transform per video: the 'c' group of 'bgc'.
+
+    Returns C [batch, 4, 4] float32 acting on homogeneous colours (r, g, b, 1):
+    out = C[:3, :3] @ rgb + C[:3, 3].
+    Ops compose left-multiplied (C = op @ C), i.e. applied in the listed order. Hue and saturation are
+    meaningless for grey images and are switched off for num_channels == 1 (their draws still happen).
+    """
+    dev = generator.device if generator is not None else torch.device(device or 'cpu')
+    B, s = batch, ADA_STRENGTHS
+    rand = lambda *shape: _rand(generator, dev, *shape)     # noqa: E731
+    randn = lambda *shape: _randn(generator, dev, *shape)   # noqa: E731
+    p_rgb = p if num_channels > 1 else 0.0
+    one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
+    I4 = torch.eye(4, device=dev)
+    I3 = torch.diag(torch.tensor([1., 1., 1., 0.], device=dev))           # identity on rgb, 0 on the "1" slot
+    E = I4 - I3                                                           # keeps the homogeneous 1 in place
+    v = torch.tensor([1., 1., 1., 0.], device=dev) / math.sqrt(3)         # unit luma (grey) axis
+    vv = torch.outer(v, v)                                                # projector onto the grey axis
+    K = torch.tensor([[0., -1., 1., 0.], [1., 0., -1., 0.],               # cross-product matrix [v]_x:
+                      [-1., 1., 0., 0.], [0., 0., 0., 0.]], device=dev) / math.sqrt(3)  # K @ c = v x c
+    C = I4.expand(B, 4, 4)
+
+    b = randn(B) * s['brightness_std']                                    # brightness: add b to r, g, b
+    b = torch.where(rand(B) < p, b, zero)
+    offset = torch.zeros(B, 4, 4, device=dev)
+    offset[:, :3, 3] = b[:, None]
+    C = (I4 + offset) @ C
+
+    c = torch.exp2(randn(B) * s['contrast_std'])                          # contrast: scale around mid-grey 0
+    c = torch.where(rand(B) < p, c, one)
+    C = (I3 * c[:, None, None] + E) @ C
+
+    flip = torch.floor(rand(B) * 2)                                       # luma flip: Householder reflection
+    flip = torch.where(rand(B) < p, flip, zero)                           # through the plane normal to v
+    C = (I4 - 2 * vv * flip[:, None, None]) @ C                           # (inverts brightness, keeps hue)
+
+    theta = (rand(B) * 2 - 1) * math.pi * s['hue_max']                    # hue: rotate about v (Rodrigues:
+    theta = torch.where(rand(B) < p_rgb, theta, zero)                     # cos I + sin K + (1 - cos) v v^T)
+    ct, st = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    C = (ct * I3 + st * K + (1 - ct) * vv + E) @ C
+
+    sat = torch.exp2(randn(B) * s['saturation_std'])                      # saturation: keep the grey part,
+    sat = torch.where(rand(B) < p_rgb, sat, one)                          # scale the chroma: vv + s(I3 - vv)
+    C = (I4 + (sat - 1)[:, None, None] * (I3 - vv)) @ C                   # written so s = 1 gives exactly I4
+    return C                                                              # [B, 4, 4]
+
+
+def _reflect_index(i, n):
+    """Fold integer indices into [0, n) by mirroring about the first and last pixel centres ('reflect'
+    padding: ... 2 1 | 0 1 2 ... n-1 | n-2 ...), periodic with period 2(n-1), so any distance works."""
+    period = max(2 * (n - 1), 1)                                          # n == 1: everything maps to 0
+    i = torch.remainder(i, period)                                        # in [0, period)
+    return torch.where(i >= n, period - i, i)
+
+
+def warp_bilinear_reflect(x, G_inv):
+    """Resample images by a per-image affine map, bilinearly, with reflect boundary. Linear in x.
+
+    x: [B, N, H, W] (N = channels, here k*C: all frames of a video share the warp); G_inv: [B, 3, 3], output
+    pixel -> input position, pixel units, origin at the image centre (as returned by `ada_geometry`).
+    Pixel j's centre sits at j + 0.5 - W/2, so with G_inv = I every output pixel reads exactly its own input
+    pixel with weight 1 (no blur). Differentiable any number of times w.r.t. x (gather <-> scatter_add);
+    not meant to be differentiated w.r.t. G_inv (floor and the integer indices cut that path).
+    """
+    B, N, H, W = x.shape
+    coord = torch.float64 if x.dtype == torch.float64 else torch.float32  # positions in >= fp32
+    G_inv = G_inv.to(device=x.device, dtype=coord)
+    ys = torch.arange(H, device=x.device, dtype=coord) + (0.5 - H / 2)   # [H] centred row positions
+    xs = torch.arange(W, device=x.device, dtype=coord) + (0.5 - W / 2)   # [W] centred column positions
+    gy, gx = torch.meshgrid(ys, xs, indexing='ij')                        # [H, W] each
+    out_pos = torch.stack([gx, gy, torch.ones_like(gx)]).view(3, H * W)   # [3, H*W] homogeneous (x, y, 1)
+    in_pos = G_inv @ out_pos                                              # [B, 3, H*W]
+    u = in_pos[:, 0] + (W / 2 - 0.5)                                      # [B, H*W] continuous column index
+    v = in_pos[:, 1] + (H / 2 - 0.5)                                      # [B, H*W] continuous row index
+    u0, v0 = torch.floor(u), torch.floor(v)
+    fu, fv = u - u0, v - v0                                               # [B, H*W] fractional parts, [0, 1)
+    u0, v0 = u0.long(), v0.long()
+
+    rows = [(_reflect_index(v0 + dv, H) * W, wv) for dv, wv in ((0, 1 - fv), (1, fv))]  # upper, lower
+    cols = [(_reflect_index(u0 + du, W), wu) for du, wu in ((0, 1 - fu), (1, fu))]      # left, right
+
+    x_flat = x.reshape(B, N, H * W)                                       # [B, N, H, W] -> [B, N, H*W]
+    out = None
+    for row, wv in rows:                                                  # the 4 neighbours (a loop of 4,
+        for col, wu in cols:                                              # not over videos)
+            index = (row + col)[:, None, :].expand(B, N, H * W)           # [B, H*W] -> [B, N, H*W] (a view)
+            weight = (wv * wu).to(x.dtype)[:, None, :]                    # [B, 1, H*W]
+            term = weight * x_flat.gather(2, index)                       # [B, N, H*W]
+            out = term if out is None else out + term
+    return out.view(B, N, H, W)                                           # [B, N, H*W] -> [B, N, H, W]
+
+
+def _apply_color(x, C):
+    """x: [B, k, Ch, H, W] with Ch in {1, 3}; C: [B, 4, 4]; same matrix for all k frames of a video."""
+    B, k, Ch, H, W = x.shape
+    M = C[:, :3, :3].to(device=x.device, dtype=x.dtype)                  # [B, 3, 3] linear part
+    o = C[:, :3, 3].to(device=x.device, dtype=x.dtype)                    # [B, 3] offset
+    if Ch == 3:
+        rgb = x.reshape(B, k, 3, H * W)                                   # [B, k, 3, H*W]
+        rgb = M[:, None] @ rgb + o[:, None, :, None]                      # [B, 1, 3, 3] @ [B, k, 3, H*W]
+        return rgb.view(B, k, 3, H, W)
+    if Ch == 1:                                                           # grey g -> (g, g, g) -> C -> mean
+        gain = M.sum(dim=2).mean(dim=1)                                   # [B]
+        return x * gain.view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
+    raise ValueError(f'colour augmentation needs 1 or 3 channels, got {Ch}')
+
+
+def augment(x, p, generator=None):
+    """Video-consistent 'bgc' augmentation: one random warp + colour transform per video, all frames alike.
+
+    x: [B, k, C, H, W] float, values ~[-1, 1]; p: augmentation probability in [0, 1] (float or 0-dim tensor);
+    generator: optional torch.Generator (any device) for reproducible draws, else the global RNG.
+    Returns a tensor of the same shape and dtype; p == 0 returns x itself. Differentiable twice w.r.t. x.
+    """
+    assert x.ndim == 5, f'expected [B, k, C, H, W], got {tuple(x.shape)}'
+    p = float(p)                                                          # a 0-dim tensor is fine too
+    if p <= 0:
+        return x
+    B, k, Ch, H, W = x.shape
+    G_inv = ada_geometry(B, p, H, W, generator, x.device)                 # [B, 3, 3] on the draw device
+    C = ada_color(B, p, Ch, generator, x.device)                          # [B, 4, 4] on the draw device
+    if not torch.equal(G_inv, torch.eye(3, device=G_inv.device).expand_as(G_inv)):  # skip if no warp fired
+        x = warp_bilinear_reflect(x.reshape(B, k * Ch, H, W), G_inv)      # frames as channels: one warp/video
+        x = x.view(B, k, Ch, H, W)                                        # [B, k*C, H, W] -> [B, k, C, H, W]
+    if not torch.equal(C, torch.eye(4, device=C.device).expand_as(C)):    # skip if no colour op fired
+        x = _apply_color(x, C)
+    return x
+
+
+class AdaptiveP:
+    """The ADA controller (Karras et al. 2020, Sec 3): steers p so that r_t = E[sign(D(x_real))] ~ target.
+
+    Call `accumulate(real_logits)` on every D evaluation of reals (StyleGAN2-ADA counts both the main D
+    pass and the R1 pass), then `step(batch_size)` once per D step. Every `interval` steps it forms r_t over
+    everything accumulated since the last update and moves p by +-batch_size*interval/(ada_kimg*1000).
+    Multi-process: each rank accumulates its local (sum of signs, count) in a [2] tensor on the logits'
+    device; pass `all_reduce` (e.g. torch.distributed.all_reduce, in place, or any function returning the
+    summed tensor) so every rank computes the same global r_t and the same p; every rank must call
+    `accumulate` before its first `step`, which puts the [2] tensor on the logits' device (NCCL needs CUDA).
+    batch_size is the *global* batch per D step in the units of ada_kimg: videos, as in the release (whose
+    ADA step uses the video batch although its progress counter counts frames); StyleGAN2-ADA: images.
+    """
+
+    def __init__(self, p_init=0.0, target=0.6, ada_kimg=100, interval=4):
+        self.target = float(target)       # r_t target (StyleGAN2-ADA's 0.6)
+        self.ada_kimg = float(ada_kimg)   # kimg for p to cross [0, 1]: 100 (StyleGAN-V release), 500 (ADA)
+        self.interval = int(interval)     # D steps between updates (4 in both)
+        self._p = float(p_init)
+        self.rt = None                    # last measured r_t (None before the first update)
+        self.num_steps = 0                # D steps seen, for the every-`interval` schedule
+        self._acc = torch.zeros(2)        # local [sum of sign(logits), count] since the last update
+
+    @property
+    def p(self):
+        return self._p
+
+    @torch.no_grad()
+    def accumulate(self, real_logits):
+        logits = real_logits.detach()
+        if self._acc.device != logits.device:                            # follow the logits (no host sync);
+            self._acc = self._acc.to(logits.device)                       # fp32 counts are exact below 2^24
+        self._acc[0] += logits.float().sign().sum()
+        self._acc[1] += logits.numel()
+
+    def step(self, batch_size, all_reduce=None):
+        """Count one D step; every `interval`-th call update p and return True, otherwise return False."""
+        self.num_steps += 1
+        if self.num_steps % self.interval != 0:
+            return False
+        stats = self._acc.clone()                                         # [2] = (sum of signs, count)
+        if all_reduce is not None:                                        # sum over ranks (in place or not)
+            reduced = all_reduce(stats)
+            stats = reduced if isinstance(reduced, torch.Tensor) else stats
+        self._acc.zero_()
+        total, count = stats.tolist()                                     # the one host sync, every 4 steps
+        if count == 0:
+            return False
+        self.rt = total / count
+        direction = (self.rt > self.target) - (self.rt < self.target)     # sign(r_t - target): +1, 0 or -1
+        adjust = direction * batch_size * self.interval / (self.ada_kimg * 1000)
+        self._p = min(max(self._p + adjust, 0.0), 1.0)
+        return True
+
+    def state_dict(self):
+        return dict(p=self._p, rt=self.rt, num_steps=self.num_steps, acc=self._acc.tolist(),
+                    target=self.target, ada_kimg=self.ada_kimg, interval=self.interval)
+
+    def load_state_dict(self, state):
+        self._p, self.rt, self.num_steps = float(state['p']), state['rt'], int(state['num_steps'])
+        self._acc = torch.tensor(state['acc'], dtype=torch.float32, device=self._acc.device)
+        self.target, self.ada_kimg, self.interval = state['target'], state['ada_kimg'], state['interval']
+
+
+class VideoAugment:
+    """What `--aug ada|fixed|none` needs: 'none' is a no-op, 'fixed' augments with the constant p_init,
+    'ada' augments with an AdaptiveP-controlled p (starting at p_init, usually 0). The trainer applies the
+    same object to reals and fakes, calls `accumulate` with D's real logits and `step` once per D step."""
+
+    def __init__(self, mode='ada', p_init=0.0, target=0.6, ada_kimg=100, interval=4):
+        assert mode in ('ada', 'fixed', 'none'), mode
+        self.mode = mode
+        self.fixed_p = float(p_init) if mode == 'fixed' else 0.0
+        self.ada = AdaptiveP(p_init, target, ada_kimg, interval) if mode == 'ada' else None
+
+    @property
+    def p(self):
+        return self.ada.p if self.ada is not None else self.fixed_p
+
+    @p.setter
+    def p(self, value):                      # (fine-tuning an authors' snapshot starts from its p)
+        if self.ada is not None:
+            self.ada._p = float(value)
+        elif self.mode == 'fixed':
+            self.fixed_p = float(value)
+
+    def __call__(self, x, generator=None):
+        return x if self.mode == 'none' else augment(x, self.p, generator)
+
+    def accumulate(self, real_logits):
+        if self.ada is not None:
+            self.ada.accumulate(real_logits)
+
+    def step(self, batch_size, all_reduce=None):
+        return self.ada.step(batch_size, all_reduce) if self.ada is not None else False
+
+    def state_dict(self):
+        return dict(mode=self.mode, fixed_p=self.fixed_p,
+                    ada=self.ada.state_dict() if self.ada is not None else None)
+
+    def load_state_dict(self, state):
+        if state['mode'] != self.mode:
+            raise ValueError(f"the checkpoint was trained with --aug {state['mode']}, this run has --aug {self.mode}")
+        self.fixed_p = state['fixed_p']
+        if self.ada is not None:
+            self.ada.load_state_dict(state['ada'])
+
+
+# ------------------------------------------------------------------------------------------------
+# §11 Dataset: the video folder and its real clips (Appx B; the clip times are §8)
+# ------------------------------------------------------------------------------------------------
+# The layout written by prepare_data.py, as a zip or a folder:
+#     dataset.json                 {"fps": 25.0, "resolution": 256, "format": "jpg",
+#                                   "videos": [{"name": "v00000", "frames": 312}, ...]}
+#     <name>/<frame:06d>.jpg       square RGB frames, numbered from 000000
+
+
+class DataError(UserError, ValueError):
+    """A dataset that cannot be used; the message is one line naming the file and the problem."""
+
+
+MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
+MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (a month at 30 fps)
+
+
+class VideoFolder:
+    """Lazy reader of a prepare_data.py dataset (zip or folder); safe with DataLoader workers.
+
+    Opening one checks the whole dataset's metadata before any work, cheaply: every field of
+    dataset.json (types and ranges, unique safe names), every video's frame count against the zip's
+    members (one pass over the zip's index, so a header cannot make us allocate by claiming 10^9
+    frames) or, for a folder, its first and last frame; and the size of every video's first frame
+    (an image header, not a decode). A later frame of another size is caught when it is read.
+    The zip is opened on first use in each process (a zip handle must not cross a fork), so every
+    DataLoader worker and every training process gets its own handle.
+    """
+
+    def __init__(self, path: str, resolution: Optional[int] = None):
+        self.path = str(path)
+        self._zip, self._zip_pid = None, None
+        if not os.path.exists(path):
+            raise DataError(f"{path}: no such dataset (make one with: python prepare_data.py SRC {path})")
+        self.is_zip = os.path.isfile(path)
+        if self.is_zip and not zipfile.is_zipfile(path):
+            raise DataError(f"{path}: not a zip file or a dataset folder")
+        try:
+            raw = self._read("dataset.json")
+        except (KeyError, OSError, zipfile.BadZipFile):
+            raise DataError(f"{path}: no dataset.json, so not a dataset written by prepare_data.py "
+                            f"(make one with: python prepare_data.py SRC OUT.zip)") from None
+        try:
+            meta = json.loads(raw)
+        except ValueError as e:                                  # JSONDecodeError, UnicodeDecodeError
+            raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
+        self.fps, self.resolution, self.ext, self.names, self.lengths = _parse_dataset_json(path, meta)
+        self._validate(resolution)
+
+    def _validate(self, resolution):
+        if self.is_zip:
+            self._check_zip_members()
+        else:             # a folder: the first and the last frame of each video
+            for name, n in zip(self.names, self.lengths):
+                for i in sorted({0, n - 1}):
+                    if not os.path.isfile(os.path.join(self.path, self._member(name, i))):
+                        raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {i} is missing")
+        from PIL import Image
+        for name in self.names:                                  # image headers only: no decoding
+            member = self._member(name, 0)
+            try:
+                with self._open_member(member) as f, Image.open(f) as img:
+                    size = img.size
+            except Exception as e:
+                raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
+            if size != (self.resolution, self.resolution):
+                raise DataError(f"{self.path}: {member} is {size[0]}x{size[1]}, "
+                                f"dataset.json says {self.resolution}x{self.resolution}")
+        if resolution is not None and resolution != self.resolution:
+            raise DataError(f"{self.path}: dataset resolution is {self.resolution}, the model needs {resolution}")
+
+    def _check_zip_members(self):
+        """Every listed frame <name>/<i:06d><ext>, i < frames, is a member: one pass over the zip's index."""
+        wanted = dict(zip(self.names, self.lengths))
+        found = {name: set() for name in self.names}
+        pattern = re.compile(r"(\d{6,})" + re.escape(self.ext) + "$")
+        for member in self._open().namelist():
+            name, _, file = member.partition("/")
+            match = pattern.match(file) if name in wanted else None
+            if match and int(match.group(1)) < wanted[name]:
+                found[name].add(int(match.group(1)))
+        for name, n in wanted.items():
+            if len(found[name]) < n:                             # the first missing index is <= len(found)
+                first = next(i for i in range(len(found[name]) + 1) if i not in found[name])
+                raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {first} "
+                                f"({self._member(name, first)}) is not in the zip")
+
+    def _member(self, name: str, i: int) -> str:
+        return f"{name}/{i:06d}{self.ext}"
+
+    def _open(self) -> zipfile.ZipFile:
+        if self._zip is None or self._zip_pid != os.getpid():
+            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._zip
+
+    def _open_member(self, member: str):
+        return self._open().open(member) if self.is_zip else open(os.path.join(self.path, member), "rb")
+
+    def _read(self, member: str) -> bytes:
+        with self._open_member(member) as f:
+            return f.read()
+
+    def __getstate__(self):   # pickled into DataLoader workers without the open handle
+        return {**self.__dict__, "_zip": None, "_zip_pid": None}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read_frames(self, video: int, frame_indices) -> np.ndarray:
+        """uint8 [n, H, W, 3] frames of one video; a missing, broken or wrongly sized frame is a DataError."""
+        import imageio.v3 as iio
+        out, R = [], self.resolution
+        for i in frame_indices:
+            member = self._member(self.names[video], int(i))
+            try:
+                img = iio.imread(self._read(member), extension=self.ext)
+            except Exception as e:
+                raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
+            if img.ndim == 2:
+                img = np.repeat(img[:, :, None], 3, axis=2)
+            if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+                raise DataError(f"{self.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} "
+                                f"{img.dtype} image, the dataset's frames are {R}x{R} 8-bit RGB")
+            out.append(img[:, :, :3])
+        return np.stack(out)
+
+
+def _parse_dataset_json(path: str, meta) -> tuple:
+    """dataset.json -> (fps, resolution, ext, names, lengths), every field checked; else a DataError."""
+    def bad(what):
+        return DataError(f"{path}: dataset.json: {what}")
+    if not isinstance(meta, dict):
+        raise bad("not a JSON object")
+    for key in ("fps", "resolution", "videos"):
+        if key not in meta:
+            raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
+    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
+    if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
+        raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
+    if not (number(res) and res == int(res) and 4 <= res <= 4096 and int(res) & (int(res) - 1) == 0):
+        raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
+    if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
+        raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
+    if not isinstance(videos, list) or not videos:
+        raise bad("'videos' must be a non-empty list")
+    names, lengths = [], []
+    for i, v in enumerate(videos):
+        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
+        if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
+            raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
+        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
+            raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
+        names.append(name)
+        lengths.append(n)
+    if len(set(names)) < len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise bad(f"video name '{dup}' is listed twice")
+    return float(fps), int(res), "." + fmt, names, lengths
+
+
+def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
+    """The dataset sets the resolution and the time unit (fps), and caps the clip span.
+
+    Real clips cannot span more than a video's length - 1 frames. If every video is shorter than
+    max_span + 1 frames (e.g. 16-frame chunks), real gaps never reach max_span while fake ones do,
+    and a time-conditioned D would learn "gap = max_span means fake" -- a tell G cannot remove. So
+    the fake gaps are capped at what the longest real video allows.
+    """
+    if data.resolution < 8:
+        raise DataError(f"{data.path}: {data.resolution}x{data.resolution} frames; the model needs at least 8x8")
+    span = min(cfg.max_span, max(data.lengths) - 1)
+    return dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps, max_span=max(span, 1))
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Real clips as the paper draws them (Sec 3.3, Appx B): a video chosen uniformly -- not
+    weighted by its length, so a few long videos cannot dominate -- then a random offset.
+
+    Items are addressed by a seed: item(s) is a pure function of s, so the global batch of a step
+    is the same for any number of processes and after a resume. Returns (frames uint8 [k, H, W, 3],
+    times float64 [k]).
+    """
+
+    def __init__(self, data: VideoFolder, cfg: Config):
+        self.data, self.cfg = data, cfg
+        short = [n for n, l in zip(data.names, data.lengths) if l < cfg.frames_per_clip]
+        if len(short) == len(data):
+            raise DataError(f"{data.path}: every video is shorter than a clip of {cfg.frames_per_clip} frames")
+        if cfg.frames_per_clip - 1 > cfg.max_span:
+            raise UserError(f"--frames-per-clip {cfg.frames_per_clip}: k frames span at least k - 1 = "
+                            f"{cfg.frames_per_clip - 1}, but clips of {data.path} span at most {cfg.max_span}")
+        self.usable = [i for i, l in enumerate(data.lengths) if l >= cfg.frames_per_clip]
+
+    def __len__(self):
+        return 2 ** 62
+
+    def draw(self, item_seed: int):
+        """(video index, frame times [k], x-flip?) of item `item_seed`."""
+        rng = np.random.default_rng(item_seed)
+        video = self.usable[int(rng.integers(len(self.usable)))]            # uniform over videos
+        t = sample_clip_times(rng, self.cfg.frames_per_clip, self.cfg.max_span, self.cfg.max_time,
+                              self.data.lengths[video], self.cfg.span_dist)
+        return video, t, bool(self.cfg.mirror and rng.random() < 0.5)
+
+    def __getitem__(self, item_seed: int):
+        video, t, flip = self.draw(item_seed)
+        frames = self.data.read_frames(video, t.astype(np.int64))            # [k, H, W, 3]
+        if flip:                                                             # the whole video, every frame
+            frames = frames[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(t)
+
+
+
+# ------------------------------------------------------------------------------------------------
+# §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
+# ------------------------------------------------------------------------------------------------
+# One step = a G update, a D update, every 16th step an extra D update on the R1 penalty (lazy
+# regularization), the G_ema update and every 4th step the ADA update. Progress is counted in
+# real frames shown to D (kimg = 1000 frames; a step shows batch * k frames).
+#
+# Every random draw of a step -- latents, clip times, motion tokens, which real clips -- comes from
+# a generator seeded by (seed, step, purpose) and is drawn for the GLOBAL batch, of which each
+# process takes its own rows. So a run's result does not depend on the number of processes, and a
+# resumed run replays exactly what the uninterrupted one would have done.
+
+
+def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
+    """Videos per process; the global batch must split evenly, each share into mbstd groups."""
+    if batch % world:
+        raise UserError(f"--batch {batch} is not divisible by the number of processes ({world})")
+    local = batch // world
+    if local % min(mbstd_group, local):
+        raise UserError(f"batch per process ({local}) must be a multiple of the mbstd group ({mbstd_group})")
+    return local
+
+
+def step_rng(seed: int, step: int, purpose: str) -> torch.Generator:
+    """A CPU generator for one kind of draw ('G', 'D', 'real', ...) of one step of one run.
+
+    Seeding by (seed, step, purpose) instead of carrying RNG state makes every step replayable on
+    its own: resuming needs nothing but the step counter, and the draws do not depend on how many
+    processes split the batch (each takes its rows of the same global draw).
+    """
+    key = _splitmix64(_splitmix64(seed & _MASK64) ^ _splitmix64(step)) ^ sum(map(ord, purpose)) * 0x9E3779B1
+    return torch.Generator().manual_seed(_splitmix64(key & _MASK64) >> 1)
+
+
+def step_np_rng(seed: int, step: int, purpose: str) -> np.random.Generator:
+    """The numpy twin of step_rng (clip times and real-clip seeds are drawn with numpy)."""
+    return np.random.default_rng(int(step_rng(seed, step, purpose).initial_seed()))
+
+
+class Dist:
+    """The process group, or a stand-in for a single process."""
+
+    def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
+        self.rank, self.world, self.device = rank, world, device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_mean(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            torch.distributed.all_reduce(x)
+            x /= self.world
+        return x
+
+    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            torch.distributed.all_reduce(x)
+        return x
+
+
+class Batches:
+    """Item seeds of the real clips of each step, this process's rows of the global batch."""
+
+    def __init__(self, seed: int, start_step: int, batch: int, rows: slice):
+        self.seed, self.step, self.batch, self.rows = seed, start_step, batch, rows
+
+    def __iter__(self):
+        while True:
+            rng = step_np_rng(self.seed, self.step, "real")
+            yield rng.integers(0, 2 ** 62, size=self.batch).tolist()[self.rows]
+            self.step += 1
+
+
+def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int) -> torch.Tensor:
+    """Times [B, k] of generated clips: same gap distribution as real clips, fractional offsets."""
+    return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time, None, cfg.span_dist)
+                                      for _ in range(B)]))
+
+
+def adam_kwargs(lr: float, reg_interval: int) -> dict:
+    """Adam's settings for a network regularized lazily every `reg_interval` steps (0: never).
+
+    With an extra regularization step every R steps, lr and beta2 are scaled by c = R / (R + 1) so
+    the moments and the step size per unit of time stay what they would be without the extra steps
+    (StyleGAN2, Appx B). betas = (0, 0.99), eps = 1e-8 as StyleGAN2.
+    """
+    c = reg_interval / (reg_interval + 1) if reg_interval > 0 else 1.0
+    return dict(lr=lr * c, betas=(0.0, 0.99 ** c), eps=1e-8)
+
+
+def sync_grads(module: nn.Module, dist: Dist) -> int:
+    """Average gradients over processes; NaN -> 0 and +-Inf -> +-1e5, as StyleGAN2-ADA and the release
+    (an infinite gradient keeps its sign, clipped to a large step). Returns the number non-finite."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return 0
+    flat = torch.cat([p.grad.flatten() for p in params])
+    dist.all_reduce_mean(flat)
+    bad = int((~torch.isfinite(flat)).sum())
+    torch.nan_to_num_(flat, nan=0, posinf=1e5, neginf=-1e5)
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
+    return bad
+
+
+class Trainer:
+    """Holds G, G_ema, D, their optimizers and the augmentation; `step()` does one training step."""
+
+    def __init__(self, cfg: Config, dist: Dist, seed: int = 0):
+        self.cfg, self.dist, self.seed = cfg, dist, seed
+        self.k = cfg.frames_per_clip
+        self.local = check_batch_split(cfg.batch, dist.world, cfg.mbstd_group)
+        self.rows = slice(dist.rank * self.local, (dist.rank + 1) * self.local)
+        dev = dist.device
+        torch.manual_seed(seed)                                  # identical initial weights on every process
+        self.G = Generator(cfg).to(dev)
+        self.D = Discriminator(cfg).to(dev)
+        self.G_ema = Generator(cfg).to(dev).eval().requires_grad_(False)
+        self.G_ema.load_state_dict(self.G.state_dict())
+        # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval
+        # steps, so its lr and betas are scaled by c = R / (R + 1) to keep the same effective rate.
+        # G gets the same adjustment for g_reg_interval = 4 although it has no regularizer (no path
+        # length penalty here): StyleGAN2-ADA and the StyleGAN-V release keep G_reg_interval = 4 with
+        # pl_weight = 0, so their G really trains at lr 0.0025 * 4/5 = 0.002, beta2 = 0.99^0.8.
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.lr, cfg.g_reg_interval))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.lr, cfg.r1_interval))
+        self.gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
+        self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
+        self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
+        self.nonfinite = 0
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _latents(self, purpose: str):
+        """z, clip times and motion tokens for this process's rows of the global batch."""
+        cfg, B = self.cfg, self.cfg.batch
+        g = step_rng(self.seed, self.step_idx, purpose)
+        t = fake_clip_times(cfg, step_np_rng(self.seed, self.step_idx, purpose), B, self.k)   # [B, k]
+        z = torch.randn(B, cfg.z_dim, generator=g)
+        tokens = None
+        if self.G.motion is not None:
+            L = Generator.tokens_needed(t, cfg.motion_delta_z, self.G.motion.context)
+            tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(self.dist.device)
+        dev = self.dist.device
+        return z[self.rows].to(dev), t[self.rows].to(dev), tokens
+
+    def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
+        """Video-consistent ADA with this step's generator. (Per process, not per global batch: with
+        augmentation on, N processes draw other -- equally distributed -- parameters than one.)"""
+        g = step_rng(self.seed * 7919 + self.dist.rank, self.step_idx, purpose)
+        return self.aug(x, generator=g)
+
+    # -- one training step ----------------------------------------------------------------------
+    def step(self, real: torch.Tensor, t_real: torch.Tensor) -> dict:
+        """real uint8 [b, k, H, W, 3], t_real [b, k] -> losses of this step."""
+        cfg, dev = self.cfg, self.dist.device
+        real = real.to(dev).permute(0, 1, 4, 2, 3).float() / 127.5 - 1   # [b, k, 3, H, W] in [-1, 1]
+        t_real = t_real.to(dev)
+        logs = {}
+
+        # G: minimize softplus(-D(G(z))) (non-saturating logistic loss). D's weights are frozen so
+        # backward only fills G's gradients (it still flows *through* D to reach G's output).
+        # The fake clip goes through the same augmentation as the real ones: D never sees an
+        # un-augmented image, so G is not pushed to produce augmented-looking frames (ADA Sec 2).
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        z, t, tokens = self._latents("G")                        # z [b, z_dim], t [b, k], tokens [b, L, D]
+        fake = self.G(z, t, tokens)                                          # [b, k, 3, H, W]
+        loss_G = g_nonsaturating_loss(self.D(self._augment(fake, "G"), t))
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.nonfinite += sync_grads(self.G, self.dist)
+        self.opt_G.step()
+        logs["loss_G"] = loss_G.item()
+
+        # D: minimize softplus(D(G(z))) + softplus(-D(x)). New latents (StyleGAN2 draws the D
+        # phase's fakes separately), rendered without a graph: no gradient goes back into G here.
+        # Real clips come with their own times t_real (Sec 3.3), fakes with times drawn from the
+        # same distribution, so D cannot tell them apart by the time gaps alone.
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        z, t, tokens = self._latents("D")
+        with torch.no_grad():
+            fake = self.G(z, t, tokens, update_w_avg=True)       # w_avg tracks the D phase's w (StyleGAN2-ADA)
+        self.dist.all_reduce_mean(self.G.mapping.w_avg)          # the global batch's (the update is linear)
+        fake_logits = self.D(self._augment(fake, "Dfake"), t)
+        real_logits = self.D(self._augment(real, "Dreal"), t_real)
+        loss_D = d_logistic_loss(real_logits, fake_logits)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.nonfinite += sync_grads(self.D, self.dist)
+        self.opt_D.step()
+        self.aug.accumulate(real_logits.detach())
+        logs.update(loss_D=loss_D.item(), real_logit=real_logits.mean().item(), fake_logit=fake_logits.mean().item())
+
+        # Lazy R1 on real clips, taken through the augmentation, every r1_interval steps. The
+        # penalty ||d D(x) / d x||^2 keeps D flat around the data, which is what lets G's gradients
+        # point somewhere useful; multiplying by r1_interval keeps its average weight at gamma / 2.
+        if self.step_idx % cfg.r1_interval == 0 and self.gamma > 0:
+            real_ = real.detach().requires_grad_(True)
+            r1 = d_r1_penalty(self.D(self._augment(real_, "R1"), t_real), real_)   # [b]
+            loss_r1 = (r1 * (self.gamma / 2)).mean() * cfg.r1_interval
+            self.opt_D.zero_grad(set_to_none=True)
+            loss_r1.backward()
+            self.nonfinite += sync_grads(self.D, self.dist)
+            self.opt_D.step()
+            logs["r1"] = r1.mean().item()
+
+        # G_ema: exponential moving average of G's weights, half-life ema_kimg (scaled with the
+        # batch, 20 kimg at 64 videos). With ema_rampup the half-life is at most rampup * videos so far
+        # (StyleGAN2-ADA's 'auto' 0.05); the release trains without a rampup, and so do the paper presets.
+        self.nimg += cfg.batch * self.k
+        self.nvid += cfg.batch
+        ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 64
+        if cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.nvid * cfg.ema_rampup)
+        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.copy_(p.lerp(p_ema, beta))
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+
+        # ADA: nudge p towards E[sign D(x_real)] = target every 4 steps
+        self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce_sum)
+        logs["p"] = self.aug.p
+        self.step_idx += 1
+        return logs
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return dict(cfg=dataclasses.asdict(self.cfg), G=self.G.state_dict(), G_ema=self.G_ema.state_dict(),
+                    D=self.D.state_dict(), opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
+                    aug=self.aug.state_dict(), step=self.step_idx, nimg=self.nimg, nvid=self.nvid,
+                    seed=self.seed, nonfinite=self.nonfinite)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Everything of a checkpoint of ours; of an authors' snapshot (no optimizer state, no step):
+        G, G_ema, D and ADA's p, with fresh optimizers and the counters at 0 (fine-tuning)."""
+        for name in ["G", "G_ema", "D"]:
+            getattr(self, name).load_state_dict(state[name])
+        if "opt_G" not in state:
+            self.aug.p = state.get("aug_p", 0.0)
+            return
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.aug.load_state_dict(state["aug"])
+        self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
+        self.nonfinite = state.get("nonfinite", 0)
+
+
+def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
+    """A grid video and a PNG strip from G_ema, with the same seeds every time."""
+    import imageio.v3 as iio
+    os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
+    stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
+    n = max(int(seconds * cfg.fps), 8)
+    videos = G.render_videos(list(range(num)), torch.arange(n, dtype=torch.float64))   # [num, n, H, W, 3]
+    with FrameSink(stem + ".mp4", cfg.fps) as sink:
+        sink.write(video_grid(videos))
+    strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
+    tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [num*8, 1, H, W, 3]: one tile per frame
+    iio.imwrite(stem + ".png", video_grid(tiles, cols=strip.shape[1])[0])   # a row per video
+
+
+def _write_json_line(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    """Write a small text file under a temporary name, then rename it into place."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def truncate_log(path: str, kimg: float) -> int:
+    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many
+    were dropped. A run killed between two checkpoints had logged kimg that the resumed run does
+    again: without this, plot and every reader of the log would see those kimg twice."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    def keep(line):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            return float(json.loads(line)["kimg"]) <= kimg + 1e-9
+        return False                                             # a torn last line of a killed run
+    kept = [line for line in lines if keep(line)]
+    if len(kept) < len(lines):
+        _atomic_write_text(path, "".join(kept))
+    return len(lines) - len(kept)
+
+
+# The fields that define the networks (not the training): a run resuming an authors' snapshot takes
+# them from the snapshot, whatever its preset says.
+ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
+               "motion_delta_z", "motion_kernel", "motion_layers", "period_min", "period_max", "time_enc_dim",
+               "num_fp16_res", "conv_clamp", "d_channel_base", "d_channel_max", "d_concat_res", "d_time_dim",
+               "d_cond", "mbstd_group", "frames_per_clip", "max_time")
+
+
+def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
+    """The checkpoint to continue from ('auto' = the run directory's) -> (state, the run's Config).
+
+    A checkpoint of ours must be of this run's preset and resolution (and --aug mode). An authors'
+    snapshot brings its own architecture (the run keeps its training settings) and must match the
+    dataset's resolution."""
+    path = checkpoint_path(outdir if resume == "auto" else resume)
+    state = load_checkpoint(path)
+    old = config_from_dict(state["cfg"])
+    if "opt_G" not in state and "source" in state:               # an authors' snapshot (or its convert)
+        if old.resolution != cfg.resolution:
+            raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
+        return state, dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
+    if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
+        raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
+                        f"this run is '{cfg.preset}' at {cfg.resolution}^2")
+    if state.get("aug", {}).get("mode", cfg.aug) != cfg.aug:
+        raise UserError(f"{path}: the checkpoint was trained with --aug {state['aug']['mode']}, "
+                        f"this run has --aug {cfg.aug}")
+    return state, cfg
+
+
+class GracefulStop:
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) ask the training loop to finish its step, save and stop.
+
+    A context manager (main thread only; elsewhere a no-op): the first signal sets `requested`; a
+    second Ctrl-C stops at once (KeyboardInterrupt), further SIGTERMs are ignored (a supervisor
+    that sends TERM twice still gets its checkpoint). The old handlers come back on exit.
+    """
+
+    def __init__(self):
+        self.requested, self._old = False, {}
+
+    def _handle(self, signum, _frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *_):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
+          tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
+          metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
+    """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
+    when a signal stopped it (after saving)."""
+    from tqdm import tqdm
+    # The dataset decides the resolution and the time unit (its fps); the preset decides the rest.
+    data = VideoFolder(data_path)
+    cfg = fit_config_to_data(cfg, data)
+    # Resuming restores weights, optimizer moments, ADA's p and the step counter; since every draw
+    # is seeded by the step (step_rng), that is all it takes to continue exactly where we were.
+    state = None
+    if resume:
+        state, cfg = load_resume_state(resume, outdir, cfg)
+    if fp32:                                   # no fp16 layers, and (as the release) no clamping either
+        cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
+    dataset = ClipDataset(data, cfg)
+    trainer = Trainer(cfg, dist, seed)
+    trainer.interrupted = False
+    ckpt, log = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "log.jsonl")
+    if state is not None:
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise UserError(f"{resume}: checkpoint does not fit this model ({_first_line(e)})")
+        if "opt_G" not in state and dist.main:
+            print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
+                  f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
+    if dist.main:
+        os.makedirs(outdir, exist_ok=True)
+        truncate_log(log, trainer.nimg / 1000 if resume else -1.0)   # a fresh start keeps no old lines
+        _atomic_write_text(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
+    # The loader's "sampler" yields, per step, one seed per real clip of this process's rows; a worker
+    # turns each seed into a clip (which video, which k frame times: Sec 3.3) and decodes its frames.
+    # Workers run ahead by prefetch_factor steps, so JPEG decoding overlaps with the training step.
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=Batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
+        num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_ignore_signals)
+
+    # Progress is counted in real frames shown to D (nimg); a tick logs a line, a snapshot saves.
+    total = int(kimg * 1000)
+    bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main),
+               initial=round(min(trainer.nimg, total) / 1000, 3),
+               bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
+    clock = dict(train_start=time.time(), metric_sec=0.0)      # training time, without the metrics
+    if metrics and trainer.nimg == 0:
+        # The starting point of every FVD curve: the freshly initialised generator, at kimg 0.
+        _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
+    tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
+    last_snap = trainer.nimg
+    batches = _unwrap_worker_errors(loader)
+    with GracefulStop() as stop:
+        try:
+            for real, t_real in batches:                         # this process's rows of each step's batch
+                if trainer.nimg >= total:                        # (a resumed run that was already done)
+                    break
+                for key, v in trainer.step(real, t_real).items():
+                    tick_state["acc"].setdefault(key, []).append(v)
+                bar.update(round(min(trainer.nimg, total) / 1000 - bar.n, 3))
+                done = trainer.nimg >= total
+                if trainer.nimg - tick_state["nimg"] >= tick * 1000 or done:
+                    _log_tick(trainer, tick_state, log, bar, clock)
+                # Did any process get a signal? Every process must agree, or the others would wait
+                # forever in the next step's all_reduce.
+                flag = torch.tensor([float(stop.requested)], device=dist.device)
+                stop_now = dist.all_reduce_sum(flag).item() > 0
+                if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
+                    last_snap = trainer.nimg
+                    _snapshot(trainer, outdir, previews, bar)
+                    if metrics and not stop_now:
+                        _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
+                if stop_now:
+                    trainer.interrupted = True
+                    if dist.main:
+                        bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; "
+                                  f"continue with --resume auto")
+                    break
+                if done:
+                    break
+        finally:
+            batches.close()                                      # stops the loader's workers now
+            bar.close()
+    return trainer
+
+
+def _unwrap_worker_errors(loader):
+    """Iterate a DataLoader; a DataError raised in a worker comes back as the worker's one-line message.
+
+    (DataLoader re-raises a worker's exception with the worker's whole traceback in its message.)
+    Closing the generator shuts the workers down at once: they ignore SIGTERM (it is the training
+    process's to handle), so they must not be left for the interpreter's exit to terminate.
+    """
+    iterator = iter(loader)
+    try:
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except DataError as e:
+                lines = [line for line in str(e).splitlines() if line.strip()]
+                last = lines[-1] if lines else str(e)
+                raise DataError(last.split("DataError: ", 1)[-1]) from None
+            yield batch
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)     # only with worker processes
+        if shutdown is not None:
+            shutdown()
+
+
+def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
+    """One log.jsonl line: this tick's mean losses, s/kimg (metrics excluded), training time so far."""
+    sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
+    sec_per_kimg = sec / max((trainer.nimg - tick["nimg"]) / 1000, 1e-9)
+    record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
+              "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
+              "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
+    bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}")
+    if trainer.dist.main:
+        _write_json_line(log, record)
+    tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
+
+
+def _snapshot(trainer: Trainer, outdir: str, previews: bool, bar) -> None:
+    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process."""
+    if trainer.dist.main:
+        save_checkpoint(os.path.join(outdir, "checkpoint.pt"), trainer.state_dict())
+        if previews:
+            save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
+
+
+def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
+    """The metrics of G_ema -- the generator you would sample from, not the noisier G -- into log.jsonl."""
+    results = run_metrics(metrics, trainer.G_ema, data_path, num_videos, trainer.dist)
+    clock["metric_sec"] += results["sec"]
+    if trainer.dist.main:
+        _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
+        note = "  (kimg 0)" if trainer.nimg == 0 else ""
+        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + note)
+
+
+def _ignore_signals(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which saves before stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Dist) -> dict:
+    """FVD at a snapshot (computed on the main process; fvd.py holds the protocol), and 'sec', the
+    wall time it took here (so the training time can be reported without it)."""
+    results, start = {}, time.time()
+    if dist.main:
+        import fvd
+        for m in metrics:
+            frames = int(m[len("fvd"):])
+            try:
+                results[m] = float(fvd.compute_fvd(real=data_path, fake=G, frames=frames, num_videos=num_videos,
+                                                   device=str(dist.device), progress=False))
+            except fvd.FVDError as e:
+                raise UserError(f"--metrics {m}: {e}")
+    return {**results, "sec": time.time() - start} if metrics else results
+
+
+# ------------------------------------------------------------------------------------------------
+# §13 Checkpoints and sampling videos of any length (Sec 4.2: "arbitrarily long ... arbitrary frame-rate")
+# ------------------------------------------------------------------------------------------------
+
+
+class CheckpointError(UserError):
+    pass
+
+
+def checkpoint_path(path: str) -> str:
+    """A checkpoint file, or a training directory holding checkpoint.pt."""
+    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """torch.save to a temporary name, then an atomic rename: a crash never leaves half a file, and a
+    failed write (a full disk) leaves the previous checkpoint as it was and no temporary file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:    # a full disk is ENOSPC, or torch's zip writer noticing it
+        full = isinstance(e, RuntimeError) and shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20
+        reason = os_error_reason(e, path) if isinstance(e, OSError) else \
+            "no space left on device" if full else _first_line(e)
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({reason}); "
+                              f"the previous checkpoint, if any, is intact") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
+    """An OSError in words a user can act on, e.g. 'no space left on device (folder runs/x)'."""
+    import errno
+    file = e.filename or path
+    if e.errno == errno.ENOSPC:
+        return "no space left on device" + (f" (folder {os.path.dirname(os.path.abspath(file))})" if file else "")
+    return e.strerror or _first_line(e)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load with weights_only=True: tensors, numbers, strings and containers, never code. An authors'
+    network-snapshot-*.pkl is imported by import_release_snapshot (safely, too).
+
+    A file that is not one of ours is refused with what it is not; never with torch's advice to
+    retry with weights_only=False, which would run whatever code the pickle holds.
+    """
+    file = checkpoint_path(path)
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{file}: no such checkpoint")
+    if not zipfile.is_zipfile(file):                   # torch.save writes zips; a bare pickle may be
+        with open(file, "rb") as f:                     # an authors' snapshot (read safely, below)
+            if f.read(1) == b"\x80":
+                return import_release_snapshot(file)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:                         # refused objects, not torch.save's format, truncated
+        refused = isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower()
+        what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: "
+                "unpickling it could run code)" if refused else "not a file torch.save wrote, or a truncated one")
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
+    if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
+    return state
+
+
+# --- The authors' snapshots (network-snapshot-*.pkl), read without running anything in them ---------
+# The release's training loop pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its
+# networks as StyleGAN2-ADA *persistence* objects: each embeds the Python source of its module, and
+# the ordinary unpickler imports and runs that source (plus OmegaConf, dnnlib, numpy globals). We read
+# the same bytes with an Unpickler whose find_class answers every name with an inert stand-in --
+# a class that only records what it is given -- except torch's tensor and storage rebuilds and a
+# few plain containers. The persistent objects' recorded state (their __dict__: _parameters,
+# _buffers, _modules, the constructor kwargs, the OmegaConf config) then gives the weights and the
+# settings, which are mapped onto arch='release' modules. Nothing from the file is imported,
+# executed or called (only its storages are read, by torch.load(weights_only=True)).
+
+MAX_SNAPSHOT_BYTES = 8 * 2 ** 30          # a published 1024^2 snapshot is ~1 GB; more is not one of them
+
+
+class _Inert:
+    """Stands in for any class a pickle names: accepts any arguments and any state, runs nothing."""
+    _qualname = "?"
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __setitem__(self, key, value):                   # SETITEMS on a dict subclass
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value):                             # APPENDS on a list subclass
+        self.__dict__.setdefault("list", []).append(value)
+
+    def extend(self, values):
+        self.__dict__.setdefault("list", []).extend(values)
+
+
+class _PersistentObject:
+    """What `torch_utils.persistence._reconstruct_persistent_obj(meta)` stands for: the class name and
+    the recorded state, with the embedded module source kept as text and never run."""
+
+    def __init__(self, meta):
+        meta = meta if isinstance(meta, dict) else {}
+        self.class_name, self.state = meta.get("class_name"), meta.get("state")
+
+
+def _storage_from_bytes(data):
+    """torch.storage._load_from_bytes, safely: a legacy torch.save of one storage, read weights-only."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError("a storage that is not bytes")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _numpy_scalar(dtype, data=None):
+    """numpy._core.multiarray.scalar(dtype, bytes), for a plain numeric dtype only."""
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
+        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _numpy_dtype(name, align=False, copy=True):
+    if not isinstance(name, str) or not re.fullmatch(r"[biuf]\d", name):
+        raise pickle.UnpicklingError(f"numpy dtype {name!r}")
+    return np.dtype(name)
+
+
+class _SnapshotUnpickler(pickle.Unpickler):
+    """find_class: torch's rebuilds and plain containers are real, everything else an _Inert stand-in."""
+    REAL = {("collections", "OrderedDict"): collections.OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+            ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+            ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+            ("numpy._core.multiarray", "scalar"): _numpy_scalar, ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+            ("numpy", "dtype"): _numpy_dtype,
+            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)}}
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.inert = {}
+
+    def find_class(self, module, name):
+        if (module, name) in self.REAL:
+            return self.REAL[(module, name)]
+        if name == "_reconstruct_persistent_obj":
+            return _PersistentObject
+        key = f"{module}.{name}"
+        if key not in self.inert:                        # one inert class per name, recording only
+            self.inert[key] = type(name, (_Inert,), {"_qualname": key})
+        return self.inert[key]
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
+
+
+def _plain(obj):
+    """OmegaConf stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
+    if isinstance(obj, _Inert):
+        state = getattr(obj, "state", None)
+        if isinstance(state, dict) and "_content" in state:
+            return _plain(state["_content"])
+        if isinstance(state, dict) and "_val" in state:
+            return _plain(state["_val"])
+        return None
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _module_state(obj, prefix: str = "") -> dict:
+    """The state dict of a recorded torch module (persistent or not): its parameters and persistent
+    buffers, then its children's, with dotted names as module.state_dict() would give them."""
+    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
+    if not isinstance(state, dict):
+        return {}
+    out = {}
+    skip = state.get("_non_persistent_buffers_set") or set()
+    for group in ("_parameters", "_buffers"):
+        for name, tensor in (state.get(group) or {}).items():
+            if torch.is_tensor(tensor) and name not in skip:
+                out[prefix + name] = tensor.detach()
+    for name, child in (state.get("_modules") or {}).items():
+        out.update(_module_state(child, f"{prefix}{name}."))
+    return out
+
+
+def _attrs(obj) -> dict:
+    """A recorded module's plain attributes (z_dim, img_resolution, cfg, _init_kwargs, ...)."""
+    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
+    return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"} \
+        if isinstance(state, dict) else {}
+
+
+def _release_config(G: dict, D: dict, G_ema_mapping: dict, training_set: dict) -> Config:
+    """A Config (arch 'release') from the recorded attributes of the release's G and D."""
+    g, d = G["cfg"], D["cfg"]
+    syn = G["_init_kwargs"].get("synthesis_kwargs", {})
+    motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
+    return make_config(
+        "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
+        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), motion_dim=int(motion["v_dim"]),
+        mapping_layers=int(G_ema_mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
+        channel_max=int(syn["channel_max"]), motion_delta_z=int(motion["motion_z_distance"]),
+        motion_kernel=int(motion["kernel_size"]), period_min=float(time_enc["min_period_len"]),
+        period_max=float(time_enc["max_period_len"]), time_enc_dim=int(time_enc["dim"]),
+        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
+        d_channel_base=int(D["_init_kwargs"]["channel_base"]), d_channel_max=int(D["_init_kwargs"]["channel_max"]),
+        d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
+        frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
+        max_span=int(sampling.get("max_dist", 32)), mirror=bool(training_set.get("xflip", True)),
+        span_dist="release" if sampling.get("total_dists") else "uniform")
+
+
+def _release_names(kind: str, cfg: Config) -> list:
+    """(our name, release name) pairs of every tensor of our arch='release' G or D."""
+    pairs = []
+    if kind == "G":
+        pairs += [(f"mapping.layers.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(cfg.mapping_layers)
+                  for p in ("weight", "bias")] + [("mapping.w_avg", "mapping.w_avg")]
+        me = "synthesis.motion_encoder."
+        pairs += [(f"motion.conv_weights.{i}", f"{me}conv.{i}.weight") for i in range(cfg.motion_layers)]
+        pairs += [(f"motion.conv_biases.{i}", f"{me}conv.{i}.bias") for i in range(cfg.motion_layers)]
+        pairs += [(f"motion.{ours}.weight", f"{me}time_encoder.{theirs}_predictor.weight")
+                  for ours, theirs in (("W_omega", "periods"), ("W_rho", "phase"), ("W_a", "aligners"))]
+        for i in range(int(math.log2(cfg.resolution)) - 1):
+            b, o = f"synthesis.b{2 ** (i + 2)}.", f"synthesis.blocks.{i}."
+            convs = [("1", "conv1")] + ([("0", "conv0")] if i else [])
+            pairs += [(o + "const", b + "input.input.const")] if i == 0 else []
+            pairs += [(o + f"conv{n}.{p}", b + f"{c}.{p}") for n, c in convs for p in ("weight", "bias")]
+            pairs += [(o + f"affine{n}.{p}", b + f"{c}.affine.{p}") for n, c in convs for p in ("weight", "bias")]
+            pairs += [(o + f"torgb.affine.{p}", b + f"torgb.affine.{p}") for p in ("weight", "bias")]
+            pairs += [(o + f"torgb.conv.{p}", b + f"torgb.{p}") for p in ("weight", "bias")]
+        return pairs
+    pairs += [("time_enc.embed.weight", "time_encoder.const_embed.weight")]
+    pairs += [(f"time_enc.project.{p}", f"mapping.embed.{p}") for p in ("weight", "bias")]
+    pairs += [(f"time_enc.mapping.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(2) for p in ("weight", "bias")]
+    R = cfg.resolution
+    pairs += [(f"from_rgb.{p}", f"b{R}.fromrgb.{p}") for p in ("weight", "bias")]
+    for i in range(int(math.log2(R)) - 2):
+        b, o = f"b{R >> i}.", f"blocks.{i}."
+        pairs += [(o + f"{c}.{p}", b + f"{c}.{p}") for c in ("conv0", "conv1") for p in ("weight", "bias")]
+        pairs += [(o + "skip.weight", b + "skip.weight")]
+    pairs += [(f"epi_{c}.{p}", f"b4.{c}.{p}") for c in ("conv", "fc", "out") for p in ("weight", "bias")]
+    return pairs
+
+
+def import_release_snapshot(path: str) -> dict:
+    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours (cfg, G, G_ema, D, aug), safely.
+
+    The state dicts are built for arch='release' modules and checked against them (every tensor
+    present, every shape right); the file's fixed buffers (frequencies, phase scales) are compared
+    with the ones the Config implies, so a mis-read setting cannot pass unnoticed.
+    """
+    if os.path.getsize(path) > MAX_SNAPSHOT_BYTES:
+        raise CheckpointError(f"{path}: {os.path.getsize(path) / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
+    try:
+        with open(path, "rb") as f:
+            snap = _SnapshotUnpickler(f).load()
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
+    nets = ("G", "D", "G_ema")
+    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in nets)):
+        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
+    try:
+        G, D = _attrs(snap["G_ema"]), _attrs(snap["D"])
+        mapping = _attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
+        cfg = _release_config(G, D, mapping, snap.get("training_set_kwargs") or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
+                              f"({type(e).__name__}: {_first_line(e)})") from None
+    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": 0, "source": f"authors' snapshot {os.path.basename(path)}"}
+    for name, kind, module in (("G", "G", Generator), ("G_ema", "G", Generator), ("D", "D", Discriminator)):
+        theirs, ours = _module_state(snap[name]), module(cfg).state_dict()
+        mapped = {}
+        for key, their_key in _release_names(kind, cfg):
+            tensor, want = theirs.get(their_key), ours[key].shape   # (their const is [1, C, 4, 4], ours [C, 4, 4])
+            if tensor is None or tensor.numel() != want.numel() or (tensor.shape != want and not key.endswith("const")):
+                raise CheckpointError(f"{path}: {name}.{their_key} is "
+                                      f"{'missing' if tensor is None else tuple(tensor.shape)}, expected {tuple(want)}")
+            mapped[key] = tensor.reshape(want).float()
+        for key in set(ours) - set(mapped):              # buffers the Config determines: compare them
+            fixed = {"motion.sigma": f"{'synthesis.motion_encoder.time_encoder.'}freqs",
+                     "motion.phase_scales": "synthesis.motion_encoder.time_encoder.phase_scales",
+                     "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}.get(key)
+            if fixed in theirs and not torch.allclose(theirs[fixed].flatten().float(), ours[key].flatten(), rtol=1e-5):
+                raise CheckpointError(f"{path}: {name}.{fixed} is not what the snapshot's settings give")
+            mapped[key] = ours[key]
+        state[name] = mapped
+    pipe = snap.get("augment_pipe")
+    p = _module_state(pipe).get("p") if isinstance(pipe, _PersistentObject) else None
+    state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
+    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))
+    state["nimg"] = int(match.group(1)) * 1000 if match else 0      # the release names snapshots by kimg
+    return state
+
+
+def config_from_dict(d: dict) -> Config:
+    """The Config saved in a checkpoint (fields unknown to this version are ignored)."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in d.items() if k in fields})
+
+
+def load_generator(path: str, device="cpu"):
+    """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["cfg"])
+    G = Generator(cfg)
+    try:
+        G.load_state_dict(state["G_ema"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' generator "
+                              f"({_first_line(e)})")
+    return G.eval().requires_grad_(False).to(device), cfg
+
+
+def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
+    """uint8 [B, T, H, W, 3] -> [T, rows*H, cols*W, 3]: B videos tiled into a grid."""
+    B, T, H, W, _ = frames.shape
+    cols = cols or math.ceil(math.sqrt(B))
+    rows = math.ceil(B / cols)
+    if rows * cols > B:
+        frames = torch.cat([frames, frames.new_zeros(rows * cols - B, T, H, W, 3)])
+    grid = frames.reshape(rows, cols, T, H, W, 3).permute(2, 0, 3, 1, 4, 5)   # [T, rows, H, cols, W, 3]
+    return grid.reshape(T, rows * H, cols * W, 3).cpu().numpy()
+
+
+class FrameSink:
+    """Writes frames one chunk at a time to an .mp4 (ffmpeg, streamed) or a folder of PNGs.
+
+    Output goes to a temporary name and is renamed into place by close(); abort() (or an
+    exception inside `with`) removes it, so Ctrl-C never leaves a half-written video behind.
+    """
+
+    def __init__(self, out: str, fps: float):
+        self.out, self.is_video = out, out.lower().endswith(".mp4")
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
+        if not self.is_video and os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+            raise UserError(f"{out}: exists and is not an empty folder")
+        self.count = 0
+        if self.is_video:
+            import imageio.v2 as imageio
+            self.tmp = out[:-4] + f".partial-{os.getpid()}.mp4"
+            self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
+                                             quality=8, pixelformat="yuv420p", macro_block_size=1)
+        else:
+            self.tmp = out.rstrip("/") + f".partial-{os.getpid()}"
+            os.makedirs(self.tmp)
+
+    def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
+        import imageio.v3 as iio
+        for f in frames:
+            if self.is_video:
+                self.writer.append_data(f)
+            else:
+                iio.imwrite(os.path.join(self.tmp, f"{self.count:06d}.png"), f)
+            self.count += 1
+
+    def close(self) -> None:
+        if self.is_video:
+            self.writer.close()
+        elif os.path.isdir(self.out):
+            os.rmdir(self.out)                                   # an empty folder we may replace
+        os.replace(self.tmp, self.out)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.is_video:
+                self.writer.close()
+        if os.path.isdir(self.tmp):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.abort() if exc_type else self.close()
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere a no-op).
+
+    Rendering allocates and frees the same few-MB activations for every chunk; glibc keeps freed
+    blocks in a heap that slowly fragments, and over an hour of chunks the peak memory crept up by
+    ~17 % (measured). Trimming every few dozen chunks keeps it flat at no measurable cost.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+        import ctypes.util
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
+           seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
+           progress: bool = True) -> int:
+    """Render len(seeds) videos from t = start for `seconds` at `fps`, tiled, streamed to `out`.
+
+    Frame i is at t = (start + i / fps) * data_fps, in the training data's frames: a different fps
+    renders the same continuous video more or less densely. Memory is flat in the length: frames
+    are rendered `batch` at a time, and only a bounded cache of motion anchors is kept.
+    Returns the number of frames written.
+    """
+    from tqdm import tqdm
+    if not seconds > 0 or not fps > 0 or start < 0:
+        raise UserError(f"need --seconds > 0, --fps > 0 and --start >= 0 (got {seconds}, {fps}, {start})")
+    if batch < 1:
+        raise UserError(f"--batch must be >= 1, got {batch}")
+    motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
+    n_frames = max(1, int(round(seconds * fps)))
+    w = G.content_codes(list(seeds), truncation)                 # [B, w_dim], once per video
+    cache: dict = {}
+    with FrameSink(out, fps) as sink, tqdm(total=n_frames, unit="frame", disable=not progress,
+                                           desc=os.path.basename(out)) as bar:
+        for i in range(0, n_frames, batch):
+            idx = torch.arange(i, min(i + batch, n_frames), dtype=torch.float64)
+            t = (start + idx / fps) * data_fps                   # [T] in data frames
+            frames = to_uint8(G.render_frames(w, motion_seeds, t, cache))   # [B, T, H, W, 3]
+            sink.write(video_grid(frames))
+            bar.update(len(idx))
+            if (i // batch) % 64 == 63:
+                _release_free_memory()
+    return n_frames
+
+
+# ------------------------------------------------------------------------------------------------
+# §14 Command line: train, sample, bench, doctor, figures, plot
+# ------------------------------------------------------------------------------------------------
+# Each command is a thin `cmd_*` function over the sections above; `build_parser` at the end lists
+# every option with its default and its range (checked while parsing). The error policy is the same
+# everywhere: a mistake the user can fix (a path, a flag, a dataset, a checkpoint) raises UserError,
+# and a failing file system an OSError; `_exit_on_error`, the one way out of every command and every
+# training process, prints either as ONE line, "stylegan_v.py: error: ...", exit status 2 -- never a
+# traceback from deep inside torch. Ctrl-C and SIGTERM exit 130 (train saves first). Every file is
+# written under a temporary name and renamed when complete, so nothing is half-written.
+#
+#   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
+#   sample   checkpoint -> .mp4 or PNG frames of any length and frame rate (§13)
+#   convert  an authors' network-snapshot-*.pkl -> a checkpoint of ours
+#   bench    rendering speed at t = 0 and t = 1 h; with --train, video model vs image StyleGAN2
+#   doctor   torch/CUDA facts, builds the CUDA kernel and checks it against the reference (Appendix A);
+#            --full: the GPU acceptance run (parity matrix, layer and training benchmarks, sampling)
+#   figures  the README's pictures from a checkpoint;  plot  FVD over kimg from runs' log.jsonl
+
+
+def _pick_device(name: Optional[str]) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available")
+    return torch.device(name)
+
+
+def cmd_sample(args) -> None:
+    """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not args.no_custom_ops
+    device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
+    if args.ckpt:
+        G, cfg = load_generator(args.ckpt, device)
+        source = checkpoint_path(args.ckpt)
+    else:
+        cfg = make_config(args.preset)
+        torch.manual_seed(args.seed)
+        G = Generator(cfg).eval().requires_grad_(False).to(device)
+        source = f"a freshly initialized '{args.preset}' generator (no --ckpt: expect noise, not video)"
+    fps = args.fps or cfg.fps
+    seeds = list(range(args.seed, args.seed + args.num))
+    mseed = args.seed if args.motion_seed is None else args.motion_seed
+    motion_seeds = list(range(mseed, mseed + args.num))
+    print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
+    t0 = time.time()
+    n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
+               args.truncation, args.batch)
+    dt = time.time() - t0
+    import resource
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process (not ffmpeg's)
+    print(f"wrote {args.out}: {n} frames in {dt:.1f} s ({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB",
+          file=sys.stderr)
+
+
+def cmd_convert(args) -> None:
+    """`convert`: an authors' network-snapshot-*.pkl (read safely) -> a checkpoint of ours (.pt)."""
+    if os.path.exists(args.out):
+        raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
+    state = load_checkpoint(args.src)
+    if "opt_G" in state:
+        raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
+    cfg = config_from_dict(state["cfg"])
+    save_checkpoint(args.out, state)
+    print(f"wrote {args.out}: arch '{cfg.arch}' {cfg.resolution}^2 G_ema, G, D and ADA's p = {state['aug_p']:.3f} "
+          f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
+
+
+def _train_overrides(args) -> dict:
+    """Config fields set on the command line (None = keep the preset's value)."""
+    o = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
+             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
+             span_dist=args.span_dist, amp_dtype=args.amp_dtype)
+    return {k: v for k, v in o.items() if v is not None}
+
+
+def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
+    """Entry point of one training process (rank) -- also the only one when world == 1.
+
+    Exits 130 when a signal stopped the run (after the checkpoint was saved), like any Unix tool.
+    """
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not args.no_custom_ops
+    cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    elif world > 1:   # N CPU processes share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    interrupted = False
+    try:
+        if world > 1:
+            import datetime   # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
+            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
+                                                 rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
+        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed,
+                        snap=args.snap, tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
+                        metrics=args.metrics, metric_videos=args.metric_videos)
+        interrupted = trainer.interrupted
+        if world > 1:
+            torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
+    except BaseException as e:                 # the tool's one error path, in every process
+        _exit_on_error(e, quiet=rank != 0)
+    finally:
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if interrupted:
+        sys.exit(130)
+
+
+class RunLock:
+    """An exclusive lock on a run directory (<outdir>/train.lock, fcntl) held while one training runs.
+
+    The lock belongs to the process, so the OS releases it when the process dies, however it dies;
+    the file keeps the holder's pid for the error message. (No locking on Windows, where fcntl is
+    missing.) Taking it also removes what a killed run left behind: temporary checkpoint, config and
+    log files and half-written preview videos, which nobody else can be writing while we hold it.
+    """
+
+    def __init__(self, outdir: str):
+        self.outdir, self.file = outdir, None
+
+    @staticmethod
+    def holder(outdir: str) -> Optional[str]:
+        """The pid of the training that holds outdir's lock, or None; creates nothing."""
+        path = os.path.join(outdir, "train.lock")
+        if fcntl is None or not os.path.isfile(path):
+            return None
+        with open(path, "r") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return f.read().strip() or "?"
+        return None
+
+    def acquire(self) -> "RunLock":
+        os.makedirs(self.outdir, exist_ok=True)
+        self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.file.seek(0)
+                pid = self.file.read().strip() or "?"
+                self.file.close()
+                raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); "
+                                f"wait for it or stop it, or train into another --outdir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        import glob
+        stale = [p for pattern in ("*.tmp-*", os.path.join("samples", "*.partial-*"))
+                 for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()                    # closing the file releases the lock
+            self.file = None
+
+
+def check_run_dir(outdir: str, resuming: bool) -> None:
+    """A new run never writes into a directory that holds something, and never beside a live run."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
+    pid = RunLock.holder(outdir)
+    if pid is not None:
+        raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
+                        f"wait for it or stop it, or train into another --outdir")
+    entries = sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []
+    if entries and not resuming:
+        raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
+                        f"continue it with --resume auto, or train into a new --outdir")
+
+
+def cmd_train(args) -> None:
+    """`train`: resolve the config, check every input, then run 1 process, N spawned ones, or torchrun's."""
+    cfg = make_config(args.preset, **_train_overrides(args))
+    if args.kimg is None:
+        args.kimg = 200.0 if args.preset == "tiny" else 25000.0
+    if args.snap is None:
+        args.snap = min(200.0, args.kimg / 5)
+    if args.outdir is None:
+        args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
+    resuming = args.resume is not None                          # 'auto' also consents to reuse the directory
+    if args.resume == "auto" and not os.path.isfile(os.path.join(args.outdir, "checkpoint.pt")):
+        args.resume = None                                     # nothing to resume yet: start fresh
+    # Everything that can be checked is checked before any process starts or any work is done.
+    data = VideoFolder(args.data)
+    cfg = fit_config_to_data(cfg, data)
+    if args.resume:                                            # (an authors' snapshot brings its architecture)
+        _, cfg = load_resume_state(args.resume, args.outdir, cfg)
+    ClipDataset(data, cfg)
+    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
+    check_batch_split(cfg.batch, world, cfg.mbstd_group)
+    if not torchrun and world > 1 and args.device != "cpu":
+        n = torch.cuda.device_count()
+        if world > n:
+            raise UserError(f"--gpus {world}: only {n} CUDA device(s) present"
+                            + ("" if n else " (use --device cpu to run CPU processes instead)"))
+    main_process = not torchrun or int(os.environ["RANK"]) == 0
+    if main_process:
+        check_run_dir(args.outdir, resuming)
+    if args.dry_run:
+        print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        return
+    lock = RunLock(args.outdir).acquire() if main_process else None
+    try:
+        # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
+        # process in this interpreter, or N processes spawned here that meet on a free local TCP port.
+        if torchrun:
+            _train_worker(int(os.environ["RANK"]), world, args, cfg, "env://")
+        elif world == 1:
+            _train_worker(0, 1, args, cfg, None)
+        else:
+            _spawn_workers(world, args, cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _spawn_workers(world: int, args, cfg: Config) -> None:
+    """Start `world` training processes here and wait for them; Ctrl-C / SIGTERM reach every one.
+
+    Ctrl-C in a terminal signals the whole process group; `kill` signals only us. Either way we pass
+    a SIGTERM on to every worker (they treat it as a request to save and stop, and ignore repeats)
+    and keep waiting: the workers are daemonic, so exiting first would kill them mid-save.
+    """
+    import socket
+    with socket.socket() as sock:                              # a free port on this machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = torch.multiprocessing.start_processes(
+        _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
+
+    def forward(_signum, _frame):
+        for process in context.processes:
+            with contextlib.suppress(OSError):
+                if process.pid:
+                    os.kill(process.pid, signal.SIGTERM)
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not context.join():
+            pass
+    except torch.multiprocessing.ProcessExitedException as e:
+        sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _time_it(fn, repeat: int = 3) -> float:
+    """Median wall time of fn() in seconds (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
+    """Seconds per real frame shown to D, for training steps of `cfg` on random data.
+
+    R1 steps (1 in 16) are left out: the same for both models, they would only add noise here.
+    """
+    trainer = Trainer(cfg, Dist(device=device))
+    trainer.step_idx = 1                                         # start off the R1 schedule
+    H = cfg.resolution
+    real = torch.randint(0, 256, (cfg.batch, cfg.frames_per_clip, H, H, 3), dtype=torch.uint8)
+    t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), cfg.frames_per_clip, cfg.max_span,
+                                                     cfg.max_time, 10_000) for i in range(cfg.batch)]))
+
+    def one_step():
+        if trainer.step_idx % cfg.r1_interval == 0:
+            trainer.step_idx += 1
+        trainer.step(real, t)
+    return _time_it(one_step, steps) / (cfg.batch * cfg.frames_per_clip)
+
+
+def cmd_bench(args) -> None:
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not args.no_custom_ops
+    device = _pick_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
+          f"{'on' if USE_CUSTOM_OPS and load_modconv_plugin() is not None and device.type == 'cuda' else 'off'}")
+    for preset in args.presets:
+        cfg = make_config(preset)
+        G = Generator(cfg).eval().requires_grad_(False).to(device)
+        w = G.content_codes([0])
+        at = lambda t0: _time_it(lambda: G.render_frames(w, [0], t0 + torch.arange(16.0)), args.repeat)
+        s0, s1 = at(0.0), at(90_000.0)
+        print(f"render  {preset:5s} {cfg.resolution:4d}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
+              f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
+        if args.train:
+            batch = args.train_batch or cfg.batch
+            video = dataclasses.replace(cfg, batch=batch)
+            # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes,
+            # no time conditioning in D -- with as many frames per step (batch * k images), so both
+            # move the same amount of activation memory per step.
+            image = dataclasses.replace(cfg, batch=batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
+                                        d_cond="none")
+            sv = bench_training(video, device, args.repeat)
+            si = bench_training(image, device, args.repeat)
+            print(f"train   {preset:5s} {cfg.resolution:4d}^2  {batch} videos x {cfg.frames_per_clip} frames: "
+                  f"video model {sv * 1e3:8.1f} s/kimg, image StyleGAN2 ({image.batch} images) {si * 1e3:8.1f} s/kimg  ->  "
+                  f"cost per frame {100 * (sv / si - 1):+.1f} %")
+
+
+def cmd_doctor(args) -> None:
+    """Facts about the machine, a build of the CUDA kernel, and on a GPU its parity and speed;
+    with --full, the GPU acceptance run (acceptance_run)."""
+    if args.full:
+        if not torch.cuda.is_available():
+            print("doctor --full needs a GPU, and none is visible. On a GPU it would run, and write "
+                  f"{os.path.join(args.out, 'doctor_full.json')} and doctor_full.md:")
+            for i, stage in enumerate(ACCEPTANCE_PLAN, 1):
+                print(f"  {i}. {stage}")
+            return
+        acceptance_run("cuda", args.out)
+        return
+    import subprocess
+    from torch.utils import cpp_extension
+    print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
+    home = _find_cuda_home()
+    nvcc = os.path.join(home, "bin", "nvcc") if home else None
+    if nvcc:
+        version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        print(f"nvcc: {nvcc} ({version})")
+    else:
+        print("nvcc: not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference path works without)")
+    print(f"ninja: {'yes' if cpp_extension.is_ninja_available() else 'no (pip install ninja)'}")
+    gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
+            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
+    print("building the fused ModConv2d kernel ...", flush=True)
+    module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not gpus)
+    if module is None:
+        print(f"kernel: NOT built: {status['reason']}" + (f" (log: {status['log']})" if status.get("log") else ""))
+    else:
+        print(f"kernel: ok in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}) for "
+              f"arch {status['arch_list']}, in {status['build_dir']}")
+    if not gpus or module is None:
+        print("parity and speed checks need a GPU: skipped")
+        return
+    parity = check_parity("cuda")
+    worst = max(parity["checks"].items(), key=lambda kv: kv[1]["err"] / max(kv[1]["tol"], 1e-30))
+    print(f"parity: {'ok' if parity['ok'] else 'FAILED'} ({sum(c['ok'] for c in parity['checks'].values())}/"
+          f"{len(parity['checks'])} checks; worst {worst[0]}: err {worst[1]['err']:.2e}, tol {worst[1]['tol']:.0e})")
+    for name, c in parity["checks"].items():
+        if not c["ok"]:
+            print(f"  FAILED {name}: err {c['err']:.2e} > tol {c['tol']:.0e}")
+    b = benchmark_modconv_layer("cuda")
+    s = b["shape"]
+    print(f"one ModConv2d layer, N={s['N']} {s['I']}->{s['O']} ch at {s['H']}x{s['W']}, {s['dtype']}, fwd+bwd:")
+    for impl in ("ref", "cuda"):
+        r = b[impl]
+        print(f"  {impl:4s}  layer {r['layer_fwd_bwd_ms']:7.2f} ms  {r['layer_peak_mib']:7.1f} MiB peak   "
+              f"epilogue {r['epilogue_fwd_bwd_ms']:7.2f} ms  {r['epilogue_peak_mib']:7.1f} MiB peak")
+    print(f"  speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
+
+
+ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (about 8 minutes on one GPU)
+    "environment: GPU model, torch and CUDA versions",
+    "kernel: build (or cached load), then the parity matrix: float32/float16/bfloat16 x 6 epilogue configurations "
+    "x forward and every gradient, demodulation, gradcheck and gradgradcheck in float64, an R1 double backward",
+    "layer: one 256^2 ModConv2d layer forward+backward, time and peak memory, with and without the kernel",
+    "training: steps of the ffs 256^2 model (16 videos x 3 frames per GPU): s/kimg and peak memory, "
+    "kernel on/off x float16/float32 layers",
+    "sampling: frames/s rendering 256^2 frames from the ffs generator, kernel on",
+]
+
+
+def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Optional[int] = None, batch: int = 16,
+                   steps: int = 5, log=print) -> dict:
+    """doctor --full: every open GPU question answered in one run; writes doctor_full.json and .md.
+
+    On a CPU (the tests) the same stages run at a small size; the kernel stages then say why they were
+    skipped. Returns the results dict.
+    """
+    global USE_CUSTOM_OPS
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    res = {"device": torch.cuda.get_device_name(device) if cuda else f"{os.cpu_count()} CPU cores",
+           "torch": torch.__version__, "cuda": torch.version.cuda, "preset": preset}
+    log(f"[1/5] environment: {res['device']}, torch {res['torch']}, CUDA {res['cuda']}")
+    module, status = build_modconv_plugin(force_compile_without_gpu=not cuda)
+    kernel = cuda and module is not None
+    res["kernel_build"] = {k: status.get(k) for k in ("ok", "reason", "seconds", "from_cache", "arch_list")}
+    log(f"[2/5] kernel: {'built' if module is not None else 'NOT built: ' + status['reason']}"
+        + ("" if kernel else "; parity needs a GPU: skipped"))
+    if kernel:
+        parity = check_parity(device)
+        bad = {k: v for k, v in parity["checks"].items() if not v["ok"]}
+        res["parity"] = dict(ok=parity["ok"], checks=len(parity["checks"]), failed=bad)
+        log(f"      parity: {len(parity['checks']) - len(bad)}/{len(parity['checks'])} checks ok")
+    log("[3/5] one ModConv2d layer with and without the kernel" + ("" if kernel else ": needs a GPU, skipped"))
+    if kernel:
+        res["layer"] = benchmark_modconv_layer(device)
+    cfg0 = make_config(preset, **({"resolution": resolution} if resolution else {}))
+    rows = []
+    old = USE_CUSTOM_OPS
+    try:
+        for use_kernel in ([True, False] if kernel else [False]):
+            for fp16 in ([True, False] if cuda else [False]):
+                USE_CUSTOM_OPS = use_kernel
+                cfg = dataclasses.replace(cfg0, batch=batch, num_fp16_res=4 if fp16 else 0)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                sec = bench_training(cfg, device, steps) * 1000
+                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
+                rows.append(dict(kernel=use_kernel, fp16=fp16, sec_per_kimg=round(sec, 2),
+                                 peak_gib=None if peak is None else round(peak, 2)))
+                log(f"[4/5] training {preset} {cfg.resolution}^2, {batch} videos: kernel {'on' if use_kernel else 'off'}, "
+                    f"{'float16' if fp16 else 'float32'} layers: {sec:.1f} s/kimg"
+                    + ("" if peak is None else f", peak {peak:.2f} GiB"))
+        USE_CUSTOM_OPS = kernel
+        G = Generator(cfg0).eval().requires_grad_(False).to(device)
+        w = G.content_codes(list(range(4)))
+        sec = _time_it(lambda: G.render_frames(w, list(range(4)), torch.arange(16.0)), 3)
+        res["sample_frames_per_s"] = round(64 / sec, 1)
+        log(f"[5/5] sampling {cfg0.resolution}^2: {res['sample_frames_per_s']} frames/s (4 videos x 16 frames a call)")
+    finally:
+        USE_CUSTOM_OPS = old
+    res["training"] = rows
+    os.makedirs(out_dir, exist_ok=True)
+    _atomic_write_text(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
+    md = [f"Measured by `python stylegan_v.py doctor --full` on {res['device']} (torch {res['torch']}, CUDA {res['cuda']}).",
+          "", f"| {preset} {cfg0.resolution}^2, {batch} videos x 3 frames | s/kimg | peak GPU memory |", "| --- | ---: | ---: |"]
+    for r in rows:
+        md.append(f"| kernel {'on' if r['kernel'] else 'off'}, {'float16' if r['fp16'] else 'float32'} layers | "
+                  f"{r['sec_per_kimg']} | {'–' if r['peak_gib'] is None else str(r['peak_gib']) + ' GiB'} |")
+    md.append(f"| sampling {cfg0.resolution}^2 | {res['sample_frames_per_s']} frames/s | |")
+    if "parity" in res:
+        md.append(f"\nKernel parity: {'all' if res['parity']['ok'] else 'NOT all'} {res['parity']['checks']} checks pass.")
+    if "layer" in res and res["layer"].get("ok"):
+        md.append(f"One 256^2 ModConv2d layer, fwd+bwd: x{res['layer']['speedup_layer']} with the kernel "
+                  f"(epilogue alone x{res['layer']['speedup_epilogue']}).")
+    _atomic_write_text(os.path.join(out_dir, "doctor_full.md"), "\n".join(md) + "\n")
+    log(f"wrote {os.path.join(out_dir, 'doctor_full.json')} and doctor_full.md")
+    return res
+
+
+def _line_plot(curves: np.ndarray, height: int = 60, width: int = 1000) -> np.ndarray:
+    """uint8 [rows*height, width, 3]: each row of `curves` [rows, n] drawn as a dark line in its own band.
+
+    A plot without a plotting library (the design card allows none): sample each curve at `width`
+    points and, at every x, fill the pixels between this value and the next.
+    """
+    rows, n = curves.shape
+    x = np.linspace(0, n - 1, width)
+    canvas = np.full((rows * height, width, 3), 255, np.uint8)
+    for r, curve in enumerate(curves):
+        y = np.interp(x, np.arange(n), curve)
+        lo, hi = y.min(), y.max()
+        py = (height - 4) - (y - lo) / max(hi - lo, 1e-8) * (height - 8) + r * height   # top = max
+        canvas[r * height, :] = 200                                                     # band separator
+        for i in range(width - 1):
+            a, b = sorted((int(round(py[i])), int(round(py[i + 1]))))
+            canvas[a:b + 1, i] = (40, 60, 160)
+    return canvas
+
+
+def cmd_figures(args) -> None:
+    """The README's pictures from a checkpoint (and its dataset): strips of frames and Fig 9."""
+    import imageio.v3 as iio
+    G, cfg = load_generator(args.ckpt, _pick_device(args.device))
+    os.makedirs(args.out, exist_ok=True)
+    n, step = 8, args.stride                                     # 8 frames per row, every `stride` frames
+    t = torch.arange(n, dtype=torch.float64) * step
+    rows = lambda videos: video_grid(videos.reshape(-1, 1, *videos.shape[2:]), cols=n)[0]   # a row per video
+
+    def save(name, image):
+        if args.zoom > 1 and name != "embedding.png":           # nearest-neighbour, for small frames
+            image = image.repeat(args.zoom, axis=0).repeat(args.zoom, axis=1)
+        path = os.path.join(args.out, name)
+        iio.imwrite(path, image)
+        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
+
+    fake = G.render_videos(list(range(args.num)), t)                        # [num, 8, H, W, 3]
+    if args.data:
+        data = VideoFolder(args.data)
+        rng = np.random.default_rng(0)
+        picks = rng.choice(len(data), size=min(args.num, len(data)), replace=False)
+        real = []
+        for v in picks:
+            start = int(rng.integers(0, max(data.lengths[v] - (n - 1) * step, 1)))
+            idx = np.minimum(start + np.arange(n) * step, data.lengths[v] - 1)
+            real.append(torch.from_numpy(data.read_frames(int(v), idx)))
+        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), np.full((4, n * cfg.resolution, 3), 255, np.uint8),
+                                                 rows(fake)]))
+    else:
+        save("fake.png", rows(fake))
+    # Content and motion are separate: same content seed with two motion seeds, and the reverse.
+    pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    cm = torch.cat([G.render_videos([c], t, motion_seeds=[m]) for c, m in pairs])
+    save("content_motion.png", rows(cm))                                    # rows: (c0,m0) (c0,m1) (c1,m0) (c1,m1)
+    # No degradation after an hour: the same video at t = 0 and at t = 1 h.
+    hour = args.hour_seconds * cfg.fps
+    save("t0_vs_1h.png", rows(torch.cat([G.render_videos([0], t), G.render_videos([0], hour + t)])))
+    # Fig 9: channels of the acyclic embedding v_t over 2000 frames.
+    v = G.motion_codes(0, torch.arange(2000, dtype=torch.float64)).cpu().numpy()       # [2000, D]
+    save("embedding.png", _line_plot(v[:, :: max(cfg.v_dim // 6, 1)][:, :6].T))
+
+
+def read_metric_curve(run: str, metric: str) -> np.ndarray:
+    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears
+    twice (a log written before resuming cut logs back to the checkpoint) the later value counts."""
+    path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
+    if not os.path.isfile(path):
+        raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
+    rows = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path}: line {number} is not JSON")
+            if metric in record:
+                rows[float(record["kimg"])] = float(record[metric])
+    if not rows:
+        raise UserError(f"{path}: no '{metric}' values (train with --metrics {metric})")
+    return np.array(sorted(rows.items()), dtype=np.float64)
+
+
+def plot_curves(curves: dict, ylabel: str, size=(640, 400)) -> np.ndarray:
+    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend.
+
+    Drawn with Pillow (already installed as imageio's dependency) and its built-in font, so the
+    README's training curve needs no plotting library.
+    """
+    from PIL import Image, ImageDraw
+    W, H = size
+    left, right, top, bottom = 64, 16, 16, 44                    # margins for tick labels
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    xs = np.concatenate([c[:, 0] for c in curves.values()])
+    ys = np.concatenate([c[:, 1] for c in curves.values()])
+    x_hi, x_step = _axis(xs.max())
+    y_hi, y_step = _axis(ys.max() * 1.05)
+    px = lambda x: left + x / x_hi * (W - left - right)
+    py = lambda y: H - bottom - y / y_hi * (H - top - bottom)
+    for x in np.arange(0, x_hi + x_step / 2, x_step):           # grid, ticks and their labels
+        draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
+        draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
+    for y in np.arange(0, y_hi + y_step / 2, y_step):
+        draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
+        draw.text((left - 6, py(y)), f"{y:g}", fill="black", anchor="rm")
+    draw.rectangle([left, top, W - right, H - bottom], outline="black")
+    draw.text(((left + W - right) / 2, H - 14), "kimg (thousands of real frames shown to D)", fill="black", anchor="ma")
+    draw.text((6, top), ylabel, fill="black")
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
+    for i, (label, c) in enumerate(curves.items()):
+        colour = colours[i % len(colours)]
+        points = [(px(x), py(y)) for x, y in c]
+        draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.line([(W - right - 150, top + 12 + 14 * i), (W - right - 130, top + 12 + 14 * i)], fill=colour, width=2)
+        draw.text((W - right - 124, top + 12 + 14 * i), label, fill="black", anchor="lm")
+    return np.asarray(img)
+
+
+def _axis(x: float, max_ticks: int = 6):
+    """(end, step) of an axis from 0 that shows x: the smallest step of 1, 2, 2.5 or 5 times a power
+    of ten that needs at most max_ticks steps (0.5 % of slack, so 60.05 kimg ends the axis at 60)."""
+    x = max(float(x) * 0.995, 1e-8)
+    base = 10 ** math.floor(math.log10(x / max_ticks))
+    step = next(m * base for m in (1, 2, 2.5, 5, 10) if math.ceil(x / (m * base)) <= max_ticks)
+    return step * math.ceil(x / step), step
+
+
+def cmd_plot(args) -> None:
+    """A metric over kimg for one or more runs (the README's FVD curve)."""
+    import imageio.v3 as iio
+    labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
+    curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
+    image = plot_curves(curves, args.metric.upper().replace("FVD", "FVD_"))
+    tmp = args.out + ".tmp.png"
+    iio.imwrite(tmp, image)
+    os.replace(tmp, args.out)
+    for label, c in curves.items():
+        print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
+    print(f"wrote {args.out}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
+
+    def error(self, message):
+        command = self.prog.split()[-1] if " " in self.prog else None
+        hint = f" (see: stylegan_v.py {command} --help)" if command else ""
+        print(f"stylegan_v.py: error: {message}{hint}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _in_range(kind, lo, hi, lo_open=False, hi_open=False):
+    """An argparse `type` that parses an int or a finite float and checks lo <= x <= hi ('(' = open)."""
+    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def parse(text: str):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(x) or x < lo or x > hi or (lo_open and x == lo) or (hi_open and x == hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {span}")
+        return x
+    return parse
+
+
+SEED = _in_range(int, 0, 2 ** 32 - 1)          # every seed flag
+KIMG = _in_range(float, 0, 1e6, lo_open=True)   # --kimg, --snap, --tick, --ada-kimg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("sample", help="render videos of any length and frame rate")
+    s.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
+    s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
+    s.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture when no --ckpt")
+    s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
+                   help="length of the video, up to a day (default 4)")
+    s.add_argument("--fps", type=_in_range(float, 0, 1000, lo_open=True),
+                   help="frames per second, up to 1000 (default: the dataset's, else 25)")
+    s.add_argument("--start", type=_in_range(float, 0, 1e7), default=0.0,
+                   help="time of the first frame, in seconds (0 to 10^7)")
+    s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i)")
+    s.add_argument("--motion-seed", type=SEED, help="motion seed z^m (default: = --seed)")
+    s.add_argument("--num", type=_in_range(int, 1, 64), default=1, help="number of videos, tiled into a grid (1-64)")
+    s.add_argument("--truncation", type=_in_range(float, -10, 10), default=1.0, help="truncation psi for w (1 = off)")
+    s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16, help="frames per forward pass")
+    s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    s.set_defaults(fn=cmd_sample)
+
+    t = sub.add_parser("train", help="train on a dataset written by prepare_data.py",
+                       description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
+    t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
+    t.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture and defaults (tiny: CPU)")
+    t.add_argument("--outdir", help="run directory (default runs/<preset>-<data>); a new run needs an empty or new one")
+    t.add_argument("--kimg", type=KIMG, help="train until D has seen this many thousand real frames "
+                                             "(default 25000; tiny 200)")
+    t.add_argument("--snap", type=KIMG, help="checkpoint + samples every this many kimg (default min(200, kimg/5))")
+    t.add_argument("--tick", type=KIMG, default=1.0, help="log a line to log.jsonl every this many kimg")
+    t.add_argument("--seed", type=SEED, default=0, help="seed of weights and of every random draw")
+    t.add_argument("--batch", type=_in_range(int, 1, 65536), help="videos per step over all processes (paper 64)")
+    t.add_argument("--frames-per-clip", type=_in_range(int, 1, 33), help="k frames D sees per video (paper 3)")
+    t.add_argument("--gamma", type=_in_range(float, 0, 1e4),
+                   help="R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2)")
+    t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
+    t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
+    t.add_argument("--d-cond", choices=["hyper", "concat", "none"],
+                   help="time-gap conditioning of D: hyper = paper (ModConv + projection), concat = release "
+                        "(projection only), none = no time information")
+    t.add_argument("--lr", type=_in_range(float, 0, 1, lo_open=True), help="Adam learning rate (paper 0.0025)")
+    t.add_argument("--ada-kimg", type=KIMG, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
+    t.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="x-flip whole videos at random (default on, as the release; --no-mirror: off)")
+    t.add_argument("--span-dist", choices=["uniform", "release"],
+                   help="clip spans: uniform = U[k-1, 32] (paper), release = {2, 4, 8, 16, 32}")
+    t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA, no activation clamping")
+    t.add_argument("--amp-dtype", choices=list(AMP_DTYPES),
+                   help="dtype of the mixed-precision layers (G's and D's top 4 resolutions): auto = float16 "
+                        "on CUDA, float32 on a CPU (default); bfloat16 runs them in bfloat16 on a CPU too")
+    t.add_argument("--gpus", type=_in_range(int, 1, 1024), default=1,
+                   help="processes, one per GPU (with --device cpu: CPU processes)")
+    t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    t.add_argument("--workers", type=_in_range(int, 0, 64), default=2,
+                   help="data-loading worker processes per training process")
+    t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
+    t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
+    t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=2048, help="videos per metric (paper 2048)")
+    t.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
+    t.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, stop")
+    t.set_defaults(fn=cmd_train)
+
+    b = sub.add_parser("bench", help="speed of rendering (and of training steps)")
+    b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS))
+    b.add_argument("--repeat", type=_in_range(int, 1, 1000), default=3, help="timed repetitions (median)")
+    b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
+    b.add_argument("--train-batch", type=_in_range(int, 1, 4096), help="videos per training step (default: the preset's)")
+    b.add_argument("--device")
+    b.add_argument("--no-custom-ops", action="store_true", help="time the PyTorch reference instead of the CUDA kernel")
+    b.set_defaults(fn=cmd_bench)
+
+    f = sub.add_parser("figures", help="the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9")
+    f.add_argument("--ckpt", required=True, help="checkpoint file or training directory")
+    f.add_argument("--data", help="its dataset, for real frames beside the fake ones")
+    f.add_argument("--out", default="assets", help="folder for the PNGs (default assets/)")
+    f.add_argument("--num", type=_in_range(int, 1, 64), default=4, help="videos per picture")
+    f.add_argument("--stride", type=_in_range(int, 1, 10 ** 6), default=4, help="frames between the 8 frames of a strip")
+    f.add_argument("--hour-seconds", type=_in_range(float, 0, 1e7), default=3600.0, help="how late the late strip is")
+    f.add_argument("--zoom", type=_in_range(int, 1, 16), default=1, help="enlarge the strips N times (nearest neighbour)")
+    f.add_argument("--device")
+    f.set_defaults(fn=cmd_figures)
+
+    c = sub.add_parser("plot", help="a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG")
+    c.add_argument("runs", nargs="+", help="run directories (or their log.jsonl)")
+    c.add_argument("--labels", nargs="+", help="one legend label per run (default: the directory names)")
+    c.add_argument("--metric", default="fvd16", help="a key of log.jsonl (default fvd16)")
+    c.add_argument("--out", default="fvd_curve.png", help="the PNG to write")
+    c.set_defaults(fn=cmd_plot)
+
+    v = sub.add_parser("convert", help="an authors' network-snapshot-*.pkl -> a checkpoint of ours (nothing in the "
+                                       "pickle is run)")
+    v.add_argument("src", help="the authors' snapshot, e.g. network-snapshot-001234.pkl")
+    v.add_argument("out", help="the checkpoint to write, e.g. ffs.pt")
+    v.set_defaults(fn=cmd_convert)
+
+    d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
+    d.add_argument("--verbose", action="store_true", help="show the compiler's output")
+    d.add_argument("--full", action="store_true", help="on a GPU: the acceptance run (parity matrix, layer and "
+                                                       "training benchmarks, sampling speed; ~8 minutes)")
+    d.add_argument("--out", default="doctor_full", help="folder for doctor --full's JSON and Markdown table")
+    d.set_defaults(fn=cmd_doctor)
+    return p
+
+
+def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
+    """The one error path of every command and every training process: a mistake the user can fix
+    (UserError) or a failing file system (OSError: a full disk, a read-only folder) is ONE line,
+    "stylegan_v.py: error: ...", exit status 2; an interruption is exit status 130. Anything else
+    is a bug, and keeps its traceback."""
+    if isinstance(e, UserError):
+        message = str(e)
+    elif isinstance(e, OSError):
+        message = f"{e.filename}: {os_error_reason(e)}" if e.filename else os_error_reason(e)
+    elif isinstance(e, KeyboardInterrupt):
+        if not quiet:
+            print("stylegan_v.py: interrupted", file=sys.stderr)
+        sys.exit(130)
+    else:
+        raise e
+    if not quiet:
+        print(f"stylegan_v.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _raise_keyboard_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    # `kill` (SIGTERM) stops a command as Ctrl-C does, so outputs in progress are removed (FrameSink)
+    # and checkpoints saved (train installs its own handler: finish the step, save, stop).
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
+    try:
+        args.fn(args)
+    except BaseException as e:
+        if isinstance(e, SystemExit):
+            raise
+        _exit_on_error(e)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
+
+
+# ------------------------------------------------------------------------------------------------
+# Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, benchmark)
+# ------------------------------------------------------------------------------------------------
+# What §3's dispatchers call on a GPU. Nothing here runs at import: the kernel is compiled on first use.
+#
+# Two pieces around the conv are memory-bound and worth a custom kernel:
+#
+#   (a) d, written as d[n,o] = rsqrt(Σ_i s[n,i]² · wsq[o,i] + ε) with wsq[o,i] = Σ_k w[o,i,k]².
+#       A naive version materializes the per-sample weights w[None] · s[:, None, :, None, None], an
+#       [N, O, I, kh, kw] tensor (N=32, O=I=512, 3×3: 75 M floats = 302 MB) just to reduce it again.
+#       Our kernel touches the [O, I, kh, kw] weight once and the [N, I] styles once.
+#
+#   (b) The epilogue. In PyTorch it is a chain of elementwise kernels (y·d, +noise, +b, lrelu, ·gain,
+#       clamp); each reads the whole activation tensor and writes a new one. With E elements of
+#       B bytes that is 6 reads + 6 writes = 12·E·B bytes of memory traffic, against 1 read of y and
+#       1 write of out (2·E·B) for a fused kernel: 6× less, at the 256² layer of the ffs config
+#       (N=16, O=64, 256², fp16: E·B = 134 MB) ≈ 1.6 GB versus 0.27 GB per forward. The backward is
+#       fused the same way (one pass for the gradients of y, d and b, one more for the noise), and the
+#       autograd graph keeps 2 activation-sized tensors (y and out; out is usually kept anyway by the
+#       next layer's modulation) instead of the 3 (y, z, act(z)·gain) the elementwise chain saves.
+#
+# Reading order:  CUDA source → lazy build → autograd Functions → self-check
+#                 → parity check and micro-benchmark (for the `doctor` command).
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1234,7 +4408,7 @@ def fused_epilogue_cuda(y, d=None, noise=None, bias=None, act='linear', gain=Non
 
 
 # ---------------------------------------------------------------------------------------------------
-# Dispatchers: what ModConv2d calls
+# The self-check: the compiled ops are used only after they match the reference
 # ---------------------------------------------------------------------------------------------------
 
 # The kernel checks itself. The first time the compiled ops would be used on a device in this
@@ -1270,2382 +4444,9 @@ def _plugin_trusted(device) -> bool:
     return _SELF_CHECKS[key]["ok"]
 
 
-def _resolve_impl(impl, x):
-    """impl=None picks 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin loads and passes
-    its self-check on x's device; else 'ref'."""
-    if impl is None:
-        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and _plugin_trusted(x.device)
-        return 'cuda' if use_cuda else 'ref'
-    if impl not in ('cuda', 'ref'):
-        raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
-    if impl == 'cuda' and load_modconv_plugin() is None:
-        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {modconv_plugin_status()['reason']} "
-                           f"(log: {modconv_plugin_status()['log']})")
-    return impl
-
-
-def demod_coefficients(weight, s, eps=1e-8, impl=None):
-    """d [N, O] = 1 / sqrt(Σ_{i,k} (s[n,i] w[o,i,k])² + eps) (StyleGAN2 Eq 3). impl: 'cuda' | 'ref' | None (auto)."""
-    if _resolve_impl(impl, weight) == 'cuda':
-        return demod_coefficients_cuda(weight, s, eps)
-    return demod_coefficients_ref(weight, s, eps)
-
-
-def fused_epilogue(y, d=None, noise=None, bias=None, act='linear', gain=None, clamp=None, impl=None):
-    """clamp(act(y·d[n,o] + noise + b[o]) · gain, ±clamp). impl: 'cuda' | 'ref' | None (auto)."""
-    if _resolve_impl(impl, y) == 'cuda':
-        return fused_epilogue_cuda(y, d, noise, bias, act, gain, clamp)
-    return fused_epilogue_ref(y, d, noise, bias, act, gain, clamp)
-
-
-def modulated_conv2d_fused(x, weight, s, noise=None, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
-    """A whole ModConv2d layer without resampling (up=1), as ModConv2d composes it; used by the checks below.
-
-    x: [N, I, H, W], weight: [O, I, k, k] (equalized-lr gain applied), s: [N, I] -> [N, O, H, W].
-    """
-    x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (Eq 1)
-    y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
-    d = demod_coefficients(weight, s, impl=impl)                            # [N, O]        (Eq 3)
-    return fused_epilogue(y, d, noise, bias, act=act, gain=gain, clamp=clamp, impl=impl)
-
-
-class ModConv2d(nn.Module):
-    """Conv2d whose weight is modulated per sample by a style vector (G's layers and D's first convs).
-
-    forward(x [N, I, H, W], styles [N, I]) -> [N, O, H', W'];  up=True doubles H and W with a
-    transposed conv followed by the [1,3,3,1] FIR low-pass (StyleGAN2's up-sampling conv).
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, up: bool = False,
-                 demodulate: bool = True, act: str = "lrelu", conv_clamp: Optional[float] = None):
-        super().__init__()
-        self.in_ch, self.out_ch, self.kernel, self.up = in_ch, out_ch, kernel, up
-        self.demodulate, self.act, self.conv_clamp = demodulate, act, conv_clamp
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(out_ch))
-        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
-        self.register_buffer("fir", fir_filter(), persistent=False)
-
-    def forward(self, x: torch.Tensor, styles: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = self.weight                                          # [O, I, k, k], fp32
-        s = styles.float() if styles.dtype == torch.float16 else styles   # [N, I], fp32 (or fp64 in tests)
-        # Where the equalized-lr gain 1/sqrt(I k^2) goes, as in StyleGAN2 (same math, same rounding):
-        # a demodulated conv is invariant to the scale of w, so it uses the raw weight; without
-        # demodulation (ToRGB) the gain multiplies the styles.
-        if not self.demodulate:
-            s = s * self.weight_gain
-        if x.dtype == torch.float16 and self.demodulate:
-            # fp16 pre-normalization (StyleGAN2): demodulation makes the result invariant to the
-            # scale of w and s, so shrink both to ~1 first; x * s then cannot overflow fp16.
-            w = w * (1 / math.sqrt(self.in_ch * self.kernel ** 2) / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-            s = s / s.norm(float("inf"), dim=1, keepdim=True)
-        d = demod_coefficients(w, s) if self.demodulate else None  # [N, O]
-        x = x * s.to(x.dtype)[:, :, None, None]                  # modulate: [N, I, H, W]
-        wx = w.to(x.dtype)
-        if self.up:
-            # Transposed conv with stride 2 == zero-stuffing then a 3x3 *convolution* (flipped
-            # kernel), at a quarter of the cost. StyleGAN2 up-samples with a true convolution too
-            # (flip_weight=False) while its other layers correlate, so its weights load unchanged.
-            y = F.conv_transpose2d(x, wx.transpose(0, 1), stride=2)       # [N, O, 2H+1, 2W+1]
-            y = fir2d(y, self.fir, (1, 1, 1, 1), gain=4.0)       # [N, O, 2H, 2W]
-        else:
-            y = F.conv2d(x, wx, padding=self.kernel // 2)        # [N, O, H, W]
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None   # scaled with the gain (StyleGAN2)
-        return fused_epilogue(y, d, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
-
-
-class Conv2d(nn.Module):
-    """Plain conv with equalized lr, optional FIR down-sampling, bias + activation (D's layers)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, act: str = "lrelu", down: bool = False,
-                 bias: bool = True, conv_clamp: Optional[float] = None):
-        super().__init__()
-        self.act, self.down, self.conv_clamp, self.kernel = act, down, conv_clamp, kernel
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
-        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
-        self.register_buffer("fir", fir_filter(), persistent=False)
-
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        if self.down and self.kernel > 1:   # blur, then a strided conv (no padding): H -> H/2
-            x = fir2d(x, self.fir, (2, 2, 2, 2))
-            x = F.conv2d(x, w, stride=2)
-        elif self.down:                     # 1x1: FIR down-sample, then the conv
-            x = F.conv2d(downsample2x(x, self.fir), w)
-        else:
-            x = F.conv2d(x, w, padding=self.kernel // 2)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return fused_epilogue(x, None, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
-
-
-# ------------------------------------------------------------------------------------------------
-# §4 Content mapping network F_c: z^c -> w (Sec 3.1; StyleGAN2's mapping network)
-# ------------------------------------------------------------------------------------------------
-
-
-class MappingNetwork(nn.Module):
-    """w = F_c(z^c): normalize z to unit 2nd moment, then an MLP with lr multiplier 0.01.
-
-    Tracks the running mean w_avg (beta 0.995) for the truncation trick w_avg + psi (w - w_avg).
-    """
-
-    def __init__(self, z_dim: int, w_dim: int, num_layers: int = 2, lr_mul: float = 0.01,
-                 w_avg_beta: float = 0.995):
-        super().__init__()
-        dims = [z_dim] + [w_dim] * num_layers
-        self.layers = nn.ModuleList(FC(a, b, act="lrelu", lr_mul=lr_mul) for a, b in zip(dims, dims[1:]))
-        self.w_avg_beta = w_avg_beta
-        self.register_buffer("w_avg", torch.zeros(w_dim))
-
-    def forward(self, z: torch.Tensor, truncation: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
-        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()             # [B, z]
-        for layer in self.layers:
-            x = layer(x)                                                          # [B, w]
-        if update_w_avg:    # running mean of w, for truncation at sampling time
-            self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
-        if truncation != 1:
-            x = self.w_avg.lerp(x, truncation)
-        return x
-
-
-# ------------------------------------------------------------------------------------------------
-# §5 Motion: addressable motion noise, F_m, and the acyclic positional embedding (Sec 3.1, Eq 1-6)
-# ------------------------------------------------------------------------------------------------
-# A video's motion is driven by a sequence of noise tokens z^m_j placed every delta^z frames at
-# times t_j = j * delta^z (Sec 3.1). F_m, two padding-less conv1d layers with kernel 11, turns them
-# into motion codes u_j. Without padding, u_j sees tokens j-20 ... j (the "previous" tokens of
-# Appx B), so n anchors need n + 20 tokens. A frame at t in [t_j, t_{j+1}) needs u_j and u_{j+1},
-# i.e. tokens j-20 ... j+1: 22 tokens, wherever t is.
-#
-# Addressable noise. For sampling, token j of a video is a pure function of (motion seed, j): it
-# is drawn from its own RNG stream seeded by a hash of the pair. So frame t can be rendered from
-# the tokens around it without generating anything before it, at a cost that does not depend on t.
-# (Training just draws fresh tokens for the window it needs: statistically the same thing.)
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    """A 64-bit integer hash (Steele et al., SplitMix64 finalizer): decorrelates nearby inputs."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.Tensor:
-    """Tokens z^m_j for j = first ... first+count-1 of the video `motion_seed` -> [count, dim].
-
-    Token j always has the same value, whatever window it is requested in (j may be negative:
-    the anchors near t = 0 look 20 tokens back).
-    """
-    out = torch.empty(count, dim)
-    g = torch.Generator()
-    for i in range(count):
-        g.manual_seed(_splitmix64(_splitmix64(motion_seed & _MASK64) ^ ((first + i) & _MASK64)) >> 1)
-        out[i] = torch.randn(dim, generator=g)
-    return out
-
-
-def linear_period_scales(dim: int, period_min: float, period_max: float) -> torch.Tensor:
-    """Eq 6: sigma_i = 2 pi / (omega_min + (i / N) (omega_max - omega_min)), periods in frames.
-
-    Linearly spaced *periods* (not exponentially spaced frequencies) make the joint cycle of all
-    channels (their least common multiple) enormous, which keeps v_t from looping (Fig 9). (Appx B.3's
-    prose says it scales "the amplitudes weight matrix"; Eq 5 and the release scale the frequencies,
-    as we do.)
-    """
-    i = torch.arange(dim, dtype=torch.float64)
-    return 2 * math.pi / (period_min + (i / dim) * (period_max - period_min))   # [D], rad/frame
-
-
-def log_period_frequencies(dim: int, period_min: float, period_max: float) -> torch.Tensor:
-    """The release's frequencies: 2 pi / periods log-spaced from period_min to period_max (slowest
-    first). Compare Eq 6: linearly spaced periods, whose joint cycle is far longer (Fig 9)."""
-    periods = 2.0 ** np.linspace(math.log2(period_min), math.log2(period_max), dim)[::-1]
-    return torch.from_numpy(2 * np.pi / periods.copy()).float()                  # [F], rad/frame
-
-
-class MotionMappingNetwork(nn.Module):
-    """F_m and the wave parameters: tokens z^m [B, L, D] -> per-anchor (alpha, omega, rho, a), [B, L-20, .].
-
-    F_m is `motion_layers` padding-less conv1d layers (kernel 11, stride 1, leaky ReLU, equalized
-    lr with the release's lr multiplier 0.01; like the release, and unlike StyleGAN2's layers, without
-    the sqrt(2) activation gain, which the paper does not specify). Then for every anchor u_j (Eq 3, 5):
-        alpha_j = W_alpha u_j,   omega_j = (tanh(W_omega u_j) + 1) * sigma,   rho_j = W_rho u_j,   a_j = W_a u_j.
-    The tanh bounds omega to (0, 2 sigma): periods never shorter than omega_min / 2 frames, which
-    stops the temporal aliasing of unbounded frequencies (Appx B.3); its mean is the Eq 6 scale.
-
-    arch 'release' (the authors' AlignedTimeEncoder): F = time_enc_dim waves; no amplitudes (alpha = 1,
-    and v~ is [sin, cos] of the phase, 2F channels); log-spaced frequencies sigma; the phase is
-    W_rho u times phase_scales = period_max / period (slow waves get small phase offsets); W_a maps
-    to 2F. Its predictors have no bias either.
-    """
-
-    def __init__(self, cfg: Config):
-        super().__init__()
-        D, k = cfg.motion_dim, cfg.motion_kernel
-        self.kernel, self.num_layers = k, cfg.motion_layers
-        self.context = cfg.motion_layers * (k - 1)               # 20: tokens lost to "valid" convs
-        self.lr_mul = 0.01
-        self.sincos = cfg.arch == "release"
-        self.conv_weights = nn.ParameterList(
-            nn.Parameter(torch.randn(D, D, k) / self.lr_mul) for _ in range(cfg.motion_layers))
-        self.conv_biases = nn.ParameterList(nn.Parameter(torch.zeros(D)) for _ in range(cfg.motion_layers))
-        # Eq 3 is linear: no biases. (The release drops them too, "to prevent motion mode collapse": a
-        # bias would give every video the same share of its waves, whatever its motion noise.)
-        if self.sincos:
-            Fw = cfg.time_enc_dim
-            self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
-            sigma = log_period_frequencies(Fw, cfg.period_min, cfg.period_max)
-            self.register_buffer("sigma", sigma)
-            self.register_buffer("phase_scales", cfg.period_max * sigma / (2 * math.pi))
-        else:
-            self.W_alpha, self.W_omega, self.W_rho, self.W_a = (FC(D, D, bias=False) for _ in range(4))
-            self.register_buffer("sigma", linear_period_scales(D, cfg.period_min, cfg.period_max).float())
-
-    def forward(self, tokens: torch.Tensor):
-        x = tokens.transpose(1, 2)                               # [B, L, D] -> [B, D, L]
-        for w, b in zip(self.conv_weights, self.conv_biases):
-            gain = self.lr_mul / math.sqrt(w.shape[1] * self.kernel)
-            x = F.conv1d(x, w * gain)                            # [B, D, L] -> [B, D, L - 10]
-            x = bias_act_ref(x, b * self.lr_mul, "lrelu", gain=1.0)   # no sqrt(2) gain (release)
-        u = x.transpose(1, 2)                                    # [B, A, D], A = L - 20
-        omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma   # Eq 5 with the Eq 6 scales
-        rho = self.W_rho(u)                                      # Eq 3
-        a = self.W_a(u)                                          # alignment vectors of Eq 4
-        if self.sincos:                                          # release: no amplitudes, scaled phases
-            return torch.ones_like(omega), omega, rho * self.phase_scales, a
-        return self.W_alpha(u), omega, rho, a                    # Eq 3: alpha = W_alpha u
-
-
-def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tensor, delta_z: float,
-                      sincos: bool = False):
-    """v_t of Eq 2 and 4 for frames at times t, given the parameters of their anchors.
-
-    alpha, omega, rho, a : [N, 2, D]  parameters of the left anchor l = t_j and the right one r = t_{j+1}
-    j_left               : [N]        index j of the left anchor
-    t                    : [N]        frame times (float64, in frames), t_j <= t < t_{j+1}
-    sincos               :            the release's v~ = [sin, cos] of the phase (a has 2D channels)
-    returns v_t          : [N, D] (or [N, 2D])
-
-    The raw embedding (Eq 2) uses the LEFT anchor's waves everywhere (as the authors' release does):
-        v~(s) = alpha_l * sin(omega_l * s + rho_l)
-    and Eq 4 stitches the segments together so that v is continuous across anchors:
-        v_t = v~(t) - lerp(v~(l), v~(r), tau) + lerp(a_l, a_r, tau),   tau = (t - l) / delta^z.
-    At t = l and t = r the first two terms cancel and v equals the alignment vector a = W_a u.
-    The phases omega * t are formed in float64: at t = 90,000 frames (an hour at 25 fps) float32
-    would lose ~0.01 rad of phase, float64 keeps ~1e-11.
-    """
-    l = j_left.double() * delta_z                                # [N] left anchor time
-    r = l + delta_z                                              # [N] right anchor time
-    tau = ((t - l) / delta_z).float()[:, None]                   # [N, 1] in [0, 1)
-    al, om, rh = alpha[:, 0].double(), omega[:, 0].double(), rho[:, 0].double()   # [N, D]
-
-    def v_raw(s):                                                # Eq 2 with the left anchor's waves
-        phase = om * s[:, None] + rh                             # [N, D]
-        if sincos:                                               # release: [sin, cos], no amplitude
-            return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1).float()   # [N, 2D]
-        return (al * torch.sin(phase)).float()                   # [N, D]
-
-    v_tilde = v_raw(t)
-    v_tilde_l, v_tilde_r = v_raw(l), v_raw(r)
-    return v_tilde - torch.lerp(v_tilde_l, v_tilde_r, tau) + torch.lerp(a[:, 0], a[:, 1], tau)  # Eq 4
-
-
-# ------------------------------------------------------------------------------------------------
-# §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
-# ------------------------------------------------------------------------------------------------
-
-
-AMP_DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def amp_dtype(choice: Optional[torch.dtype], x: torch.Tensor) -> torch.dtype:
-    """The dtype of the mixed-precision layers: `choice` if set, else float16 on CUDA, float32 elsewhere."""
-    return choice or (torch.float16 if x.is_cuda else torch.float32)
-
-
-class ToRGB(nn.Module):
-    """1x1 modulated conv to RGB, no demodulation (StyleGAN2).
-
-    Without demodulation nothing normalizes the output, so the 1/sqrt(C k^2) equalized-lr gain must be
-    applied exactly once: StyleGAN2 multiplies the styles by it, our ModConv2d the weight -- the same
-    product s * g * W, with the same gradients. At initialisation a unit-variance input then gives RGB
-    values of std ~ 1.4 (s ~ 1 + N(0, 1), so E[s^2] = 2), as in the release.
-    """
-
-    def __init__(self, w_dim: int, in_ch: int, conv_clamp: Optional[float]):
-        super().__init__()
-        self.affine = FC(w_dim, in_ch, bias_init=1)
-        self.conv = ModConv2d(in_ch, 3, kernel=1, demodulate=False, act="linear", conv_clamp=conv_clamp)
-
-    def forward(self, x, w):
-        return self.conv(x, self.affine(w))                     # [N, C, H, W] -> [N, 3, H, W]
-
-
-class SynthesisBlock(nn.Module):
-    """One resolution of S: [up-sampling ModConv,] ModConv, ToRGB; RGB skips are summed ('skip')."""
-
-    def __init__(self, cfg: Config, in_ch: int, out_ch: int, res: int, use_fp16: bool):
-        super().__init__()
-        self.res, self.use_fp16 = res, use_fp16
-        clamp = cfg.conv_clamp                 # every layer, not only the fp16 ones (release, StyleGAN2-ADA)
-        self.is_first = res == 4
-        if self.is_first:
-            # Fig 5: the learned constant, to which the tiled motion code v_t is concatenated,
-            # so the first conv takes C_4 + D input channels.
-            self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
-            conv_in = out_ch + cfg.v_dim
-        else:
-            self.affine0 = FC(cfg.w_dim, in_ch, bias_init=1)
-            self.conv0 = ModConv2d(in_ch, out_ch, up=True, conv_clamp=clamp)
-            conv_in = out_ch
-        self.affine1 = FC(cfg.w_dim, conv_in, bias_init=1)
-        self.conv1 = ModConv2d(conv_in, out_ch, conv_clamp=clamp)
-        self.torgb = ToRGB(cfg.w_dim, out_ch, clamp)
-        self.register_buffer("fir", fir_filter(), persistent=False)
-
-    def forward(self, x, img, w, v, dtype):
-        if self.is_first:
-            N = w.shape[0]
-            const = self.const[None].expand(N, -1, -1, -1)                 # [N, C4, 4, 4]
-            v_tiled = v[:, :, None, None].expand(-1, -1, 4, 4)             # [N, D, 4, 4]
-            x = torch.cat([const, v_tiled], dim=1).to(dtype)               # [N, C4 + D, 4, 4]
-        else:
-            x = self.conv0(x.to(dtype), self.affine0(w))                   # [N, C, 2H, 2W]
-        x = self.conv1(x, self.affine1(w))
-        y = self.torgb(x, w).float()                                       # [N, 3, H, W]
-        img = y if img is None else upsample2x(img, self.fir) + y
-        return x, img
-
-
-class SynthesisNetwork(nn.Module):
-    """S(w, v_t) -> frame x_t in [-1, 1]: StyleGAN2's synthesis network, motion code at the input.
-
-    Mixed precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions (32^2 ... 256^2 at 256^2)
-    run in fp16 with activations clamped to +-conv_clamp (256) and the weights/styles pre-normalized
-    (ModConv2d), while parameters, the RGB skip sum and everything on CPU stay fp32. `amp_dtype`
-    (None = that default) runs those layers in another dtype, on any device: bfloat16 on a CPU, or
-    float16 on a CPU as the release does when called there.
-    """
-
-    def __init__(self, cfg: Config):
-        super().__init__()
-        log_res = int(math.log2(cfg.resolution))
-        self.resolutions = [2 ** i for i in range(2, log_res + 1)]
-        fp16_min = 2 ** max(log_res + 1 - cfg.num_fp16_res, 3)   # fp16 only in the top resolutions
-        self.blocks = nn.ModuleList(
-            SynthesisBlock(cfg, cfg.channels(max(r // 2, 4)), cfg.channels(r), r, use_fp16=r >= fp16_min)
-            for r in self.resolutions)
-        self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]
-
-    def forward(self, w: torch.Tensor, v: torch.Tensor, force_fp32: bool = False) -> torch.Tensor:
-        x = img = None                                           # w [N, w_dim], v [N, D]
-        low = amp_dtype(self.amp_dtype, w)
-        for block in self.blocks:
-            x, img = block(x, img, w, v, low if block.use_fp16 and not force_fp32 else torch.float32)
-        return img                                               # [N, 3, H, W]
-
-
-def _seeded_normal(seed: int, dim: int) -> torch.Tensor:
-    """z ~ N(0, I) of one content seed, drawn on the CPU: the same on every device."""
-    return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
-
-
-class Generator(nn.Module):
-    """G(z^c, z^m, t): the StyleGAN-V generator (Fig 5): F_c, F_m + Eq 1-6, and S.
-
-    Two ways in:
-      forward(z, t)             training: z [B, z_dim], times t [B, k] (float, frames) -> [B, k, 3, H, W];
-                                motion tokens are drawn fresh for just the window each video needs.
-      render_videos(seeds, t)   sampling: seeded, addressable, bit-exact on CPU for any chunking;
-                                returns uint8 [B, T, H, W, 3].
-    """
-
-    ROW_BLOCK = 8   # rendering runs in fixed 8-row blocks on CPU: see _in_row_blocks
-
-    def __init__(self, cfg: Config):
-        super().__init__()
-        self.cfg = cfg
-        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
-        self.motion = MotionMappingNetwork(cfg) if cfg.motion_dim > 0 else None   # None: image-only baseline
-        self.synthesis = SynthesisNetwork(cfg)
-
-    # -- the shared core: anchors -> v_t -> frames ------------------------------------------------
-    def frames_from_anchors(self, w, anchors, j, t, force_fp32=False):
-        """Render frames from their content codes and the parameters of their two anchors.
-
-        w       [N, w_dim]      content code of each frame's video
-        anchors 4 x [N, 2, D]   alpha, omega, rho, a of the left (t_j) and right (t_{j+1}) anchor
-        j       [N]             (int64) left anchor index: j = floor(t / delta^z)
-        t       [N]             float64 times in frames
-        """
-        if anchors is None:                                              # image-only baseline: no v_t
-            v = w.new_zeros(w.shape[0], 0)
-        else:
-            v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z, self.motion.sincos)   # [N, v_dim]  (Eq 2-6)
-        return self.synthesis(w, v, force_fp32=force_fp32)               # [N, 3, H, W]
-
-    @staticmethod
-    def tokens_needed(t: torch.Tensor, delta_z: int, context: int) -> int:
-        """Motion tokens per video that cover clips at times t [B, k]: anchors spanned + 2, + 20."""
-        j = torch.floor(t.double() / delta_z)
-        return int((j.max(dim=1).values - j.min(dim=1).values).max()) + 2 + context
-
-    def forward(self, z: torch.Tensor, t: torch.Tensor, tokens: Optional[torch.Tensor] = None,
-                truncation: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
-        """z [B, z_dim], t [B, k] frames -> [B, k, 3, H, W].
-
-        tokens [B, L, D]: motion noise for tokens j_first-20, j_first-19, ... of each video, where
-        j_first = floor(min t / delta^z); drawn here when not given (L >= tokens_needed(t)).
-        """
-        B, k = t.shape
-        t = t.double()
-        w = self.mapping(z, truncation, update_w_avg).repeat_interleave(k, dim=0)   # [N, w_dim]
-        if self.motion is None:
-            img = self.frames_from_anchors(w, None, None, t.reshape(-1))
-            return img.reshape(B, k, *img.shape[1:])
-        if tokens is None:                                       # fresh z^m for tokens j_first-20 ...
-            L = self.tokens_needed(t, self.cfg.motion_delta_z, self.motion.context)
-            tokens = torch.randn(B, L, self.cfg.motion_dim, device=z.device)
-        anchors, j = self.anchors_from_tokens(tokens, t)
-        img = self.frames_from_anchors(w, anchors, j.reshape(-1), t.reshape(-1))
-        return img.reshape(B, k, *img.shape[1:])                 # [B, k, 3, H, W]
-
-    def anchors_from_tokens(self, tokens: torch.Tensor, t: torch.Tensor):
-        """Wave parameters of each frame's two anchors -> (4 x [B*k, 2, .], left anchor j [B, k]).
-
-        tokens [B, L, D] are tokens j_first-20 ... of each video (j_first = floor(min t / delta^z)),
-        t [B, k] float64 frame times.
-        """
-        B, k = t.shape
-        j = torch.floor(t / self.cfg.motion_delta_z).long()     # [B, k] left anchors
-        j_first = j.min(dim=1, keepdim=True).values              # [B, 1]
-        params = self.motion(tokens)                             # 4 x [B, A, .]
-        idx = (j - j_first).reshape(B, k, 1, 1) + torch.arange(2, device=t.device).reshape(1, 1, 2, 1)
-        idx = idx.reshape(B, 2 * k, 1)                           # [B, 2k, 1]: left, right anchor per frame
-        return [p.gather(1, idx.expand(-1, -1, p.shape[-1])).reshape(B * k, 2, -1) for p in params], j
-
-    def motion_codes_from_tokens(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """v_t [B*k, v_dim] of frames at times t [B, k] from their videos' motion noise (as forward)."""
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(len(tokens), -1)
-        anchors, j = self.anchors_from_tokens(tokens, t)
-        return acyclic_embedding(*anchors, j.reshape(-1), t.reshape(-1), self.cfg.motion_delta_z, self.motion.sincos)
-
-    # -- seeded, addressable rendering (sample, FVD, previews) ------------------------------------
-    ANCHOR_BLOCK = 16   # anchors are computed in fixed, aligned blocks so bits never depend on the window
-
-    def _in_row_blocks(self, fn, x: torch.Tensor) -> torch.Tensor:
-        """fn over the rows of x. On CPU, in blocks of exactly ROW_BLOCK rows (the last one padded).
-
-        CPU conv and GEMM kernels pick their algorithm (and summation order) by batch size, so a
-        frame rendered alone and the same frame inside a batch of 64 would differ in the last bit.
-        Fixed-size blocks make every frame's bits independent of the batch it is rendered in (and
-        8-row blocks are also the fastest on CPU, measured). On GPU the whole batch goes at once.
-        """
-        if x.device.type != "cpu":
-            return fn(x)
-        n, nb = x.shape[0], self.ROW_BLOCK
-        pad = (-n) % nb
-        if pad:
-            x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
-        return torch.cat([fn(x[i:i + nb]) for i in range(0, n + pad, nb)])[:n]
-
-    @property
-    def device(self) -> torch.device:
-        return self.synthesis.blocks[0].const.device
-
-    @torch.no_grad()
-    def content_codes(self, seeds, truncation: float = 1.0) -> torch.Tensor:
-        """w for each content seed -> [B, w_dim] (z^c ~ N(0, I) drawn from torch.Generator(seed))."""
-        z = torch.stack([_seeded_normal(int(s), self.cfg.z_dim) for s in seeds]).to(self.device)
-        return self._in_row_blocks(lambda z_: self.mapping(z_, truncation), z)
-
-    def anchor_params(self, motion_seed: int, js, cache: Optional[dict] = None):
-        """Wave parameters of anchors js (ints) of one video -> 4 x [len(js), D].
-
-        Anchors are computed in aligned blocks of ANCHOR_BLOCK (block b: tokens 16b-20 ... 16b+15,
-        always the same shapes), so the bits of anchor j never depend on which frames were asked
-        for. `cache` (a dict) keeps recent blocks: a long video walks forward block by block.
-        """
-        nb, ctx, D = self.ANCHOR_BLOCK, self.motion.context, self.cfg.motion_dim
-        rows = []
-        for j in js:
-            b = j // nb
-            key = (int(motion_seed), b)
-            block = None if cache is None else cache.get(key)
-            if block is None:
-                tokens = motion_tokens(int(motion_seed), b * nb - ctx, nb + ctx, D).to(self.device)
-                block = [p[0] for p in self.motion(tokens[None])]          # 4 x [nb, D]
-                if cache is not None:
-                    if len(cache) >= 256:                                  # bounded: memory stays flat
-                        cache.pop(next(iter(cache)))
-                    cache[key] = block
-            rows.append([p[j - b * nb] for p in block])
-        return [torch.stack([r[i] for r in rows]) for i in range(4)]
-
-    @torch.no_grad()
-    def render_frames(self, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
-        """Frames for every (video, time) pair -> float [B, T, 3, H, W] in [-1, 1].
-
-        w [B, w_dim] content codes, motion_seeds: B ints, t [T] float times in frames (>= 0, any
-        spacing: the cost of a frame depends on neither t nor the other frames).
-        """
-        t = torch.as_tensor(t).double().cpu()
-        if t.ndim != 1 or (t < 0).any() or not torch.isfinite(t).all():
-            raise ValueError("frame times must be a 1-D tensor of finite values >= 0")
-        dz = self.cfg.motion_delta_z
-        j = torch.floor(t / dz).long()                                     # [T]
-        B, T = w.shape[0], t.shape[0]
-        jj, tt = j.to(self.device).repeat(B), t.to(self.device).repeat(B)  # [B*T]
-        ww = w.repeat_interleave(T, 0)                                     # [B*T, w_dim]
-        rows = torch.arange(B * T, device=self.device)
-        if self.motion is None:
-            img = self._in_row_blocks(lambda r: self.frames_from_anchors(ww[r], None, None, tt[r], force_fp32), rows)
-            return img.reshape(B, T, *img.shape[1:])
-        js = j.tolist() + (j + 1).tolist()                                 # left and right anchors
-        per_video = [self.anchor_params(ms, js, cache) for ms in motion_seeds]          # B x 4 x [2T, D]
-        anchors = [torch.stack([pv[i].reshape(2, T, -1).transpose(0, 1) for pv in per_video])
-                   .reshape(B * T, 2, -1) for i in range(4)]               # 4 x [B*T, 2, D]
-        img = self._in_row_blocks(lambda r: self.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r],
-                                                                     force_fp32), rows)
-        return img.reshape(B, T, *img.shape[1:])
-
-    @torch.no_grad()
-    def motion_codes(self, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
-        """v_t of one video at times t [T] (frames) -> [T, D]: the motion code S is given (Eq 4)."""
-        t = torch.as_tensor(t).double().cpu()
-        j = torch.floor(t / self.cfg.motion_delta_z).long()
-        params = self.anchor_params(motion_seed, j.tolist() + (j + 1).tolist())          # 4 x [2T, D]
-        anchors = [p.reshape(2, len(t), -1).transpose(0, 1) for p in params]             # 4 x [T, 2, D]
-        return acyclic_embedding(*anchors, j.to(self.device), t.to(self.device), self.cfg.motion_delta_z,
-                                 self.motion.sincos)
-
-    @torch.no_grad()
-    def render_videos(self, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
-        """uint8 videos [B, T, H, W, 3] for the given seeds at times t [T] (frames, t = 0 ... n-1 for FVD)."""
-        motion_seeds = content_seeds if motion_seeds is None else motion_seeds
-        w = self.content_codes(content_seeds, truncation)
-        return to_uint8(self.render_frames(w, motion_seeds, t))
-
-
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """[..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
-    x = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.movedim(-3, -1)
-
-
-
-# ------------------------------------------------------------------------------------------------
-# §7 Discriminator: per-frame backbone, channel-wise concatenation, time-gap hyper-modulation (Sec 3.2, Fig 6)
-# ------------------------------------------------------------------------------------------------
-# D sees k frames of a clip and the k-1 time gaps delta_i = t_{i+1} - t_i between them. The gaps
-# are Fourier-encoded, passed through a 2-layer MLP each, concatenated into p_delta, and mapped to
-# a conditioning vector c. In the paper (Fig 6), c modulates the FIRST conv of every D block (a
-# ModConv2d, exactly G's modulated conv with c in place of w) and conditions the projection head.
-# The authors' release uses the projection only (cfg.d_cond = 'concat', the "w/o hyper-modulation"
-# row of Table 2); cfg.d_cond = 'none' drops time conditioning (the image-StyleGAN2 baseline).
-
-
-class TimeGapEncoder(nn.Module):
-    """delta_1 ... delta_{k-1} -> c: Fourier features -> 2-layer MLP per gap -> concat (p_delta) -> mapping.
-
-    Gaps are in frames; Fourier periods are log-spaced from 2 to 2048 frames (the positional
-    encoding of [60, 66]). The release adds a learned Embedding(1024, 256) of the rounded gap.
-    """
-
-    def __init__(self, k: int, dim: int, cmap_dim: int, num_freqs: int = 16):
-        super().__init__()
-        self.register_buffer("freqs", 2 * math.pi / torch.logspace(1, 11, num_freqs, base=2.0))  # rad/frame
-        self.mlp = nn.Sequential(FC(2 * num_freqs, dim, act="lrelu"), FC(dim, dim, act="lrelu"))
-        self.mapping = nn.Sequential(FC((k - 1) * dim, cmap_dim, act="lrelu"), FC(cmap_dim, cmap_dim, act="lrelu"))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:          # t [B, k] frame times
-        delta = torch.diff(t.double(), dim=1).round().float()    # [B, k-1]: gaps, rounded (fake t are fractional)
-        phase = delta[..., None] * self.freqs                    # [B, k-1, F]
-        p = self.mlp(torch.cat([phase.sin(), phase.cos()], -1))  # [B, k-1, d]   p(delta_i)
-        return self.mapping(p.flatten(1))                        # [B, (k-1)d] -> [B, cmap]
-
-
-def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """x / sqrt(mean(x^2)) over dim 1 (StyleGAN2: the input of a mapping network)."""
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
-
-
-class ReleaseTimeGapEncoder(nn.Module):
-    """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping): arch 'release'.
-
-    Per gap delta_i: a learned Embedding of the rounded gap (T entries of `dim`) and [sin, cos] of
-    log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes concatenated, then StyleGAN2's mapping
-    network without z: an FC, the 2nd-moment normalization, 2 FC layers (leaky ReLU, lr multiplier 0.01).
-    The result only conditions the projection head; there is no hypernetwork (Sec 3.2 differs).
-    """
-
-    def __init__(self, k: int, dim: int, cmap_dim: int, max_time: int):
-        super().__init__()
-        T = 2 ** math.ceil(math.log2(max_time))
-        self.embed = nn.Embedding(max_time, dim)
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(int(math.log2(T))) / T)   # [F] rad/frame
-        self.project = FC((k - 1) * (dim + 2 * len(self.freqs)), cmap_dim)
-        self.mapping = nn.Sequential(*(FC(cmap_dim, cmap_dim, act="lrelu", lr_mul=0.01) for _ in range(2)))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:          # t [B, k] frame times
-        delta = torch.diff(t.float(), dim=1)                     # [B, k-1]
-        phase = delta[..., None] * self.freqs                    # [B, k-1, F]
-        codes = torch.cat([self.embed(delta.round().long()), phase.sin(), phase.cos()], -1)   # [B, k-1, d + 2F]
-        return self.mapping(normalize_2nd_moment(self.project(codes.flatten(1))))            # [B, cmap]
-
-
-class DiscriminatorBlock(nn.Module):
-    """StyleGAN2 'resnet' block: conv0 (3x3), conv1 (3x3, down 2), plus a 1x1 down-sampling skip.
-
-    In 'hyper' mode conv0 is a ModConv2d whose styles come from the time-gap code c (Fig 6).
-    """
-
-    def __init__(self, in_ch: int, tmp_ch: int, out_ch: int, cmap_dim: int, hyper: bool, clamp, use_fp16: bool):
-        super().__init__()
-        self.use_fp16, self.hyper = use_fp16, hyper
-        if hyper:
-            self.affine = FC(cmap_dim, in_ch, bias_init=1)
-            self.conv0 = ModConv2d(in_ch, tmp_ch, conv_clamp=clamp)
-        else:
-            self.conv0 = Conv2d(in_ch, tmp_ch, 3, conv_clamp=clamp)
-        self.conv1 = Conv2d(tmp_ch, out_ch, 3, down=True, conv_clamp=clamp)
-        self.skip = Conv2d(in_ch, out_ch, 1, act="linear", down=True, bias=False)
-
-    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor], low=None) -> torch.Tensor:   # [N, C, H, W] -> [N, C', H/2, W/2]
-        x = x.to(amp_dtype(low, x) if self.use_fp16 else torch.float32)
-        y = self.skip(x, gain=math.sqrt(0.5))
-        x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
-        x = self.conv1(x, gain=math.sqrt(0.5))
-        return y.add_(x)                                         # (skip + residual) / sqrt(2)
-
-
-class Discriminator(nn.Module):
-    """D(x_{t_1} ... x_{t_k}; delta) -> logit [B] (Sec 3.2, Fig 6).
-
-    Frames [B, k, 3, H, W] go through the backbone D_b independently ([B*k, ...]) down to 16x16,
-    are concatenated channel-wise into h [B, k*C, 16, 16], and the head D_h continues to 4x4,
-    ending in StyleGAN2's epilogue: minibatch stddev, conv, FC, and a projection onto c.
-    """
-
-    def __init__(self, cfg: Config, k: Optional[int] = None):
-        super().__init__()
-        self.k = k = k or cfg.frames_per_clip
-        release = cfg.arch == "release"
-        self.cond = ("concat" if release else cfg.d_cond) if k > 1 else "none"
-        self.mbstd_group, self.mbstd_strided = cfg.mbstd_group, release
-        R = cfg.resolution
-        self.concat_res = min(cfg.d_concat_res, R)
-        if release and self.concat_res >= R:
-            raise ValueError(f"arch 'release' needs a resolution above d_concat_res ({cfg.d_concat_res})")
-        self.cmap_dim = cfg.d_channels(4)
-        if self.cond == "none":
-            self.time_enc = None
-        elif release:
-            self.time_enc = ReleaseTimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim, cfg.max_time)
-        else:
-            self.time_enc = TimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim)
-        fp16_min = R // 2 ** (cfg.num_fp16_res - 1)
-        ch = cfg.d_channels
-        # The release halves the channels of each frame's features before the concatenation
-        # (num_frames_div_factor 2); the paper concatenates them whole (Sec 3.2: 512k x 16 x 16).
-        div = 2 if release else 1
-        clamp = cfg.conv_clamp                 # every conv, not only the fp16 ones (release, StyleGAN2-ADA)
-        self.from_rgb = Conv2d(3, ch(R), 1, conv_clamp=clamp)
-        self.blocks = nn.ModuleList()
-        for res in [2 ** i for i in range(int(math.log2(R)), 2, -1)]:      # R, R/2, ..., 8
-            # the first head block takes the k concatenated feature maps: k*C channels in
-            in_ch = ch(res) // div * k if res == self.concat_res else ch(res)
-            out_ch = ch(res // 2) // div if res // 2 == self.concat_res else ch(res // 2)
-            self.blocks.append(DiscriminatorBlock(in_ch, ch(res), out_ch, self.cmap_dim,
-                                                  self.cond == "hyper", clamp, res >= fp16_min))
-        C4 = ch(4)
-        self.epi_conv = Conv2d(C4 + 1, C4, 3, conv_clamp=clamp)
-        self.epi_fc = FC(C4 * 16, C4, act="lrelu")
-        self.epi_out = FC(C4, self.cmap_dim if self.cond != "none" else 1)
-        self.block_res = [2 ** i for i in range(int(math.log2(R)), 2, -1)]
-        self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]   # see SynthesisNetwork
-
-    def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
-        """Append the std over groups of G videos as an extra channel (StyleGAN2, 1 feature).
-
-        Groups are *contiguous* runs of videos ([0..3], [4..7], ...), unlike StyleGAN2's strided
-        ones (videos i, i + n, i + 2n, ...; arch 'release'), so a batch split across processes forms
-        the same groups as on one process.
-        """
-        N, C, H, W = x.shape
-        G = min(self.mbstd_group, N)
-        if N % G:
-            raise ValueError(f"batch per process ({N}) must be divisible by the mbstd group ({G})")
-        y = x.float().reshape(G, N // G, C, H, W).transpose(0, 1) if self.mbstd_strided \
-            else x.float().reshape(N // G, G, C, H, W)           # [n, G, C, H, W]
-        y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()         # [n, C, H, W] std over the group
-        y = y.mean(dim=[1, 2, 3])                                # [n]
-        y = (y.repeat(G) if self.mbstd_strided else y.repeat_interleave(G)).reshape(N, 1, 1, 1).expand(N, 1, H, W)
-        return torch.cat([x.float(), y], dim=1)                  # [N, C+1, H, W]
-
-    def forward(self, frames: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        B, k = frames.shape[:2]
-        c = self.time_enc(t) if self.time_enc is not None else None        # [B, cmap]
-        low = amp_dtype(self.amp_dtype, frames)                  # the mixed-precision blocks' dtype
-        x = frames.flatten(0, 1).to(low if self.blocks[0].use_fp16 else torch.float32)
-        x = self.from_rgb(x)                                     # [B*k, C, H, W]
-        c_frames = c.repeat_interleave(k, 0) if c is not None else None    # the clip's code, per frame
-        for res, block in zip(self.block_res, self.blocks):
-            if res == self.concat_res:                           # [B*k, C, 16, 16] -> [B, k*C, 16, 16]
-                x = x.reshape(B, k * x.shape[1], *x.shape[2:])
-            x = block(x, c if res <= self.concat_res else c_frames, low)
-        x = self.minibatch_stddev(x)                             # [B, C+1, 4, 4]
-        x = self.epi_conv(x)                                     # [B, C, 4, 4]
-        x = self.epi_fc(x.flatten(1))                            # [B, C]
-        out = self.epi_out(x)                                    # [B, cmap] or [B, 1]
-        if c is None:
-            return out[:, 0]
-        return (out * c).sum(dim=1) / math.sqrt(self.cmap_dim)   # projection discriminator [41]
-
-
-
-# ------------------------------------------------------------------------------------------------
-# §8 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
-# ------------------------------------------------------------------------------------------------
-#
-# ADA in one paragraph. With little data, D memorises the training set: its outputs on real images drift
-# towards "confidently real" while its outputs on held-out reals and on fakes fall, and G's gradients turn
-# into noise. Karras et al. (2020) fight this by augmenting *every* image D sees (reals, fakes in D's loss,
-# fakes in G's loss, and the reals of R1) with a stochastic pipeline in which each op fires with
-# probability p. As long as p stays below ~0.8 the augmentations do not "leak": the un-augmented image
-# remains the most likely outcome of the pipeline, so the augmented fakes can match the augmented reals only
-# if the fakes match the reals themselves, and G gains nothing by drawing augmented-looking images. The
-# strength p is not tuned by hand but by a controller. The controlled variable is the overfitting heuristic
-#     r_t = E[sign(D(x_real))]      (0: no overfitting; 1: D calls every training real "real", complete
-# overfitting), measured over the last `interval` = 4 D steps. Each update moves p by a fixed step
-# towards keeping r_t at the target 0.6:
-#     p <- clamp(p + sign(r_t - 0.6) * (batch * interval) / (ada_kimg * 1000), 0, 1),
-# so that p could travel from 0 to 1 in `ada_kimg` thousand images (500 in StyleGAN2-ADA; 100 in the
-# StyleGAN-V release, i.e. p reacts 5x faster). `AdaptiveP` below is that controller, `augment` the
-# pipeline.
-#
-# Video-consistency, the paper's change (Appx B, quoted): "we found it important to make them
-# *video-consistent*, i.e. applying the same augmentation for each frame of a video. Otherwise, the
-# discriminator starts to underperform, and the overall quality decreases." Our reading (the paper gives no
-# reason): if each frame got its own flip/rotation/colour, an augmented video would jump between
-# orientations and palettes from frame to frame, something no real video does, and D's temporal features
-# would have to model these artificial jumps instead of real motion. Here every random parameter is
-# drawn once per *video* ([B] draws, never [B*k]) and the same 3x3 warp and 4x4 colour matrix are applied
-# to all k frames. (The release gets the same
-# effect by viewing [B*k, 3, H, W] as [B, 3k, H, W] before calling StyleGAN2-ADA's pipe.)
-#
-# The pipeline is StyleGAN2-ADA's default 'bgc' = blit + geometric + colour. (The paper's text says "bgrc",
-# which is not a StyleGAN2-ADA pipe; the list of ops it gives matches 'bgc', which the release uses.)
-# All 12 ops have probability multiplier 1, so each fires with probability p, except arbitrary rotation,
-# applied twice (before and after anisotropic scaling) with p_rot = 1 - sqrt(1 - p) each, so that
-# P(at least one rotation) = 1 - (1 - p_rot)^2 = p.
-#
-# Deviations from StyleGAN2-ADA's AugmentPipe, and why:
-#  * Resampling. StyleGAN2-ADA pads by reflection (up to one image width), upsamples 2x with a sym6 wavelet
-#    low-pass, samples bilinearly with `grid_sample`, and downsamples with the same filter: an approximation
-#    of ideal (band-limited) interpolation, so rotated/scaled/sub-pixel-shifted images stay sharp and
-#    alias-free. We sample the original image bilinearly, reflecting the coordinates instead of padding
-#    (equivalent to an unbounded reflect padding, so no border artifacts at any zoom). Cost: a slight blur
-#    at fractional positions and a little aliasing when the warp shrinks the image. Integer ops (flips,
-#    90° rotations, integer translations, identity) remain exact, pixel for pixel.
-#  * The sampler is our own gather-based code, not `F.grid_sample`, so that R1 (taken through the
-#    augmentations, which needs the gradient of a gradient w.r.t. the images) works on every PyTorch: for
-#    most of its history grid_sample had no double backward ("derivative for grid_sampler_2d_backward is not
-#    implemented", pytorch/pytorch#34704), which is why NVlabs shipped `grid_sample_gradfix`. Recent
-#    versions do differentiate it twice (we checked 2.14), but a sampler that is visibly linear in x is
-#    simpler to trust and to read: out = sum over 4 neighbours of weight * x[index], where weights and
-#    indices depend only on the random parameters. Autograd differentiates gather (backward: scatter_add,
-#    whose backward is again a gather) any number of times.
-#  * p is clamped to [0, 1]; StyleGAN2-ADA clamps only below (p > 1 acts like p = 1 but takes time to
-#    come back down).
-#  * Left out: the 'f' (image-space filtering), 'n' (noise) and 'c' (cutout) groups, which 'bgc' does not
-#    use, and the `debug_percentile` visualisation hook.
-#
-# Range: the colour ops assume zero is mid-grey, i.e. pixels in [-1, 1] as everywhere in this file
-# (brightness adds N(0, 0.2), contrast and saturation scale around 0). Feed [0, 1] images and contrast
-# would scale around black instead.
-
-ADA_STRENGTHS = dict(       # StyleGAN2-ADA defaults (AugmentPipe's constructor), used unchanged by 'bgc'.
-    xint_max=0.125,         # integer translation: uniform in +-12.5 % of the image size, rounded to pixels
-    scale_std=0.2,          # isotropic scale 2^N(0, 0.2^2)
-    rotate_max=1.0,         # arbitrary rotation: uniform in +-rotate_max * 180°
-    aniso_std=0.2,          # anisotropic scale 2^N(0, 0.2^2) in x and its inverse in y
-    xfrac_std=0.125,        # fractional translation N(0, 0.125^2) of the image size
-    brightness_std=0.2,     # brightness offset N(0, 0.2^2) on the [-1, 1] scale
-    contrast_std=0.5,       # contrast gain 2^N(0, 0.5^2)
-    hue_max=1.0,            # hue rotation about the grey axis: uniform in +-hue_max * 180°
-    saturation_std=1.0,     # saturation gain 2^N(0, 1)
-)
-
-
-# --- Batched homogeneous matrices. Each argument is a [B] tensor; the result is [B, 3, 3] or [B, 4, 4]. ---
-
-def _mat3(a, b, c, d, e, f):
-    """Rows [a b c; d e f; 0 0 1]: a 2D affine map acting on column vectors (x, y, 1)."""
-    zero, one = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([a, b, c, d, e, f, zero, zero, one], dim=-1).view(-1, 3, 3)
-
-
-def _translate2d(tx, ty):
-    one, zero = torch.ones_like(tx), torch.zeros_like(tx)
-    return _mat3(one, zero, tx, zero, one, ty)
-
-
-def _scale2d(sx, sy):
-    zero = torch.zeros_like(sx)
-    return _mat3(sx, zero, zero, zero, sy, zero)
-
-
-def _rotate2d(cos, sin):
-    """Counter-clockwise rotation (x right, y down on screen) given its cosine and sine."""
-    zero = torch.zeros_like(cos)
-    return _mat3(cos, -sin, zero, sin, cos, zero)
-
-
-def _rand(generator, device, *shape):
-    """Uniform [0, 1) draws from `generator` (on the generator's own device) or from the global RNG."""
-    return torch.rand(shape, generator=generator, device=device)
-
-
-def _randn(generator, device, *shape):
-    return torch.randn(shape, generator=generator, device=device)
-
-
-def ada_geometry(batch, p, height, width, generator=None, device=None):
-    """Draw one 2D warp per video: the 'b' (blit) and 'g' (geometric) groups of StyleGAN2-ADA's 'bgc'.
-
-    Returns G_inv [batch, 3, 3] float32, which maps an *output* pixel position to the *input* position it is
-    read from, in pixel units with the origin at the image centre (x right, y down). Composing inverses
-    right-to-left (G_inv = G_inv @ op_inv) is the same as applying the ops to the image in the listed order.
-    Every parameter and every coin is drawn whatever p is, so a generator advances by the same amount on
-    every call (reproducible runs and exact resume). Draws happen on the generator's device (or `device`).
-    """
-    dev = generator.device if generator is not None else torch.device(device or 'cpu')
-    B, s = batch, ADA_STRENGTHS
-    rand = lambda *shape: _rand(generator, dev, *shape)     # noqa: E731
-    randn = lambda *shape: _randn(generator, dev, *shape)   # noqa: E731
-    one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
-    G = torch.eye(3, device=dev).expand(B, 3, 3)                          # [B, 3, 3] identity
-
-    # Pixel blitting: ops that move whole pixels, so they need no interpolation and lose nothing.
-    flip = torch.floor(rand(B) * 2)                                       # 0 or 1
-    flip = torch.where(rand(B) < p, flip, zero)
-    G = G @ _scale2d(1 - 2 * flip, one)                                   # x -> -x; a flip is its own inverse
-
-    quarter = torch.floor(rand(B) * 4)                                    # 0..3 quarter turns
-    quarter = torch.where(rand(B) < p, quarter, zero).long()
-    cos = torch.tensor([1., 0., -1., 0.], device=dev)[quarter]           # exact integers, not cos(pi/2) =
-    sin = torch.tensor([0., 1., 0., -1.], device=dev)[quarter]           # 6e-17, so a rot90 stays lossless
-    G = G @ _rotate2d(cos, sin)
-
-    t = (rand(B, 2) * 2 - 1) * s['xint_max']                              # [B, 2] fraction of the image size
-    t = torch.where(rand(B, 1) < p, t, torch.zeros_like(t))
-    G = G @ _translate2d(-torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height))
-
-    # General geometric transformations: these need interpolation.
-    scale = torch.exp2(randn(B) * s['scale_std'])
-    scale = torch.where(rand(B) < p, scale, one)
-    G = G @ _scale2d(1 / scale, 1 / scale)
-
-    p_rot = 1 - math.sqrt(max(1 - p, 0.0))                               # P(pre or post rotation) = p
-    theta = (rand(B) * 2 - 1) * math.pi * s['rotate_max']
-    theta = torch.where(rand(B) < p_rot, theta, zero)
-    G = G @ _rotate2d(torch.cos(-theta), torch.sin(-theta))              # pre-rotation (inverse: -theta)
-
-    aniso = torch.exp2(randn(B) * s['aniso_std'])
-    aniso = torch.where(rand(B) < p, aniso, one)
-    G = G @ _scale2d(1 / aniso, aniso)                                    # stretch x by a, squeeze y by 1/a
-
-    theta = (rand(B) * 2 - 1) * math.pi * s['rotate_max']
-    theta = torch.where(rand(B) < p_rot, theta, zero)
-    G = G @ _rotate2d(torch.cos(-theta), torch.sin(-theta))              # post-rotation
-
-    t = randn(B, 2) * s['xfrac_std']                                      # [B, 2] fraction of the image size
-    t = torch.where(rand(B, 1) < p, t, torch.zeros_like(t))
-    G = G @ _translate2d(-t[:, 0] * width, -t[:, 1] * height)
-    return G                                                              # [B, 3, 3]
-
-
-def ada_color(batch, p, num_channels=3, generator=None, device=None):
-    """Draw one colour transform per video: the 'c' group of 'bgc'.
-
-    Returns C [batch, 4, 4] float32 acting on homogeneous colours (r, g, b, 1):
-    out = C[:3, :3] @ rgb + C[:3, 3].
-    Ops compose left-multiplied (C = op @ C), i.e. applied in the listed order. Hue and saturation are
-    meaningless for grey images and are switched off for num_channels == 1 (their draws still happen).
-    """
-    dev = generator.device if generator is not None else torch.device(device or 'cpu')
-    B, s = batch, ADA_STRENGTHS
-    rand = lambda *shape: _rand(generator, dev, *shape)     # noqa: E731
-    randn = lambda *shape: _randn(generator, dev, *shape)   # noqa: E731
-    p_rgb = p if num_channels > 1 else 0.0
-    one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
-    I4 = torch.eye(4, device=dev)
-    I3 = torch.diag(torch.tensor([1., 1., 1., 0.], device=dev))           # identity on rgb, 0 on the "1" slot
-    E = I4 - I3                                                           # keeps the homogeneous 1 in place
-    v = torch.tensor([1., 1., 1., 0.], device=dev) / math.sqrt(3)         # unit luma (grey) axis
-    vv = torch.outer(v, v)                                                # projector onto the grey axis
-    K = torch.tensor([[0., -1., 1., 0.], [1., 0., -1., 0.],               # cross-product matrix [v]_x:
-                      [-1., 1., 0., 0.], [0., 0., 0., 0.]], device=dev) / math.sqrt(3)  # K @ c = v x c
-    C = I4.expand(B, 4, 4)
-
-    b = randn(B) * s['brightness_std']                                    # brightness: add b to r, g, b
-    b = torch.where(rand(B) < p, b, zero)
-    offset = torch.zeros(B, 4, 4, device=dev)
-    offset[:, :3, 3] = b[:, None]
-    C = (I4 + offset) @ C
-
-    c = torch.exp2(randn(B) * s['contrast_std'])                          # contrast: scale around mid-grey 0
-    c = torch.where(rand(B) < p, c, one)
-    C = (I3 * c[:, None, None] + E) @ C
-
-    flip = torch.floor(rand(B) * 2)                                       # luma flip: Householder reflection
-    flip = torch.where(rand(B) < p, flip, zero)                           # through the plane normal to v
-    C = (I4 - 2 * vv * flip[:, None, None]) @ C                           # (inverts brightness, keeps hue)
-
-    theta = (rand(B) * 2 - 1) * math.pi * s['hue_max']                    # hue: rotate about v (Rodrigues:
-    theta = torch.where(rand(B) < p_rgb, theta, zero)                     # cos I + sin K + (1 - cos) v v^T)
-    ct, st = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
-    C = (ct * I3 + st * K + (1 - ct) * vv + E) @ C
-
-    sat = torch.exp2(randn(B) * s['saturation_std'])                      # saturation: keep the grey part,
-    sat = torch.where(rand(B) < p_rgb, sat, one)                          # scale the chroma: vv + s(I3 - vv)
-    C = (I4 + (sat - 1)[:, None, None] * (I3 - vv)) @ C                   # written so s = 1 gives exactly I4
-    return C                                                              # [B, 4, 4]
-
-
-def _reflect_index(i, n):
-    """Fold integer indices into [0, n) by mirroring about the first and last pixel centres ('reflect'
-    padding: ... 2 1 | 0 1 2 ... n-1 | n-2 ...), periodic with period 2(n-1), so any distance works."""
-    period = max(2 * (n - 1), 1)                                          # n == 1: everything maps to 0
-    i = torch.remainder(i, period)                                        # in [0, period)
-    return torch.where(i >= n, period - i, i)
-
-
-def warp_bilinear_reflect(x, G_inv):
-    """Resample images by a per-image affine map, bilinearly, with reflect boundary. Linear in x.
-
-    x: [B, N, H, W] (N = channels, here k*C: all frames of a video share the warp); G_inv: [B, 3, 3], output
-    pixel -> input position, pixel units, origin at the image centre (as returned by `ada_geometry`).
-    Pixel j's centre sits at j + 0.5 - W/2, so with G_inv = I every output pixel reads exactly its own input
-    pixel with weight 1 (no blur). Differentiable any number of times w.r.t. x (gather <-> scatter_add);
-    not meant to be differentiated w.r.t. G_inv (floor and the integer indices cut that path).
-    """
-    B, N, H, W = x.shape
-    coord = torch.float64 if x.dtype == torch.float64 else torch.float32  # positions in >= fp32
-    G_inv = G_inv.to(device=x.device, dtype=coord)
-    ys = torch.arange(H, device=x.device, dtype=coord) + (0.5 - H / 2)   # [H] centred row positions
-    xs = torch.arange(W, device=x.device, dtype=coord) + (0.5 - W / 2)   # [W] centred column positions
-    gy, gx = torch.meshgrid(ys, xs, indexing='ij')                        # [H, W] each
-    out_pos = torch.stack([gx, gy, torch.ones_like(gx)]).view(3, H * W)   # [3, H*W] homogeneous (x, y, 1)
-    in_pos = G_inv @ out_pos                                              # [B, 3, H*W]
-    u = in_pos[:, 0] + (W / 2 - 0.5)                                      # [B, H*W] continuous column index
-    v = in_pos[:, 1] + (H / 2 - 0.5)                                      # [B, H*W] continuous row index
-    u0, v0 = torch.floor(u), torch.floor(v)
-    fu, fv = u - u0, v - v0                                               # [B, H*W] fractional parts, [0, 1)
-    u0, v0 = u0.long(), v0.long()
-
-    rows = [(_reflect_index(v0 + dv, H) * W, wv) for dv, wv in ((0, 1 - fv), (1, fv))]  # upper, lower
-    cols = [(_reflect_index(u0 + du, W), wu) for du, wu in ((0, 1 - fu), (1, fu))]      # left, right
-
-    x_flat = x.reshape(B, N, H * W)                                       # [B, N, H, W] -> [B, N, H*W]
-    out = None
-    for row, wv in rows:                                                  # the 4 neighbours (a loop of 4,
-        for col, wu in cols:                                              # not over videos)
-            index = (row + col)[:, None, :].expand(B, N, H * W)           # [B, H*W] -> [B, N, H*W] (a view)
-            weight = (wv * wu).to(x.dtype)[:, None, :]                    # [B, 1, H*W]
-            term = weight * x_flat.gather(2, index)                       # [B, N, H*W]
-            out = term if out is None else out + term
-    return out.view(B, N, H, W)                                           # [B, N, H*W] -> [B, N, H, W]
-
-
-def _apply_color(x, C):
-    """x: [B, k, Ch, H, W] with Ch in {1, 3}; C: [B, 4, 4]; same matrix for all k frames of a video."""
-    B, k, Ch, H, W = x.shape
-    M = C[:, :3, :3].to(device=x.device, dtype=x.dtype)                  # [B, 3, 3] linear part
-    o = C[:, :3, 3].to(device=x.device, dtype=x.dtype)                    # [B, 3] offset
-    if Ch == 3:
-        rgb = x.reshape(B, k, 3, H * W)                                   # [B, k, 3, H*W]
-        rgb = M[:, None] @ rgb + o[:, None, :, None]                      # [B, 1, 3, 3] @ [B, k, 3, H*W]
-        return rgb.view(B, k, 3, H, W)
-    if Ch == 1:                                                           # grey g -> (g, g, g) -> C -> mean
-        gain = M.sum(dim=2).mean(dim=1)                                   # [B]
-        return x * gain.view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
-    raise ValueError(f'colour augmentation needs 1 or 3 channels, got {Ch}')
-
-
-def augment(x, p, generator=None):
-    """Video-consistent 'bgc' augmentation: one random warp + colour transform per video, all frames alike.
-
-    x: [B, k, C, H, W] float, values ~[-1, 1]; p: augmentation probability in [0, 1] (float or 0-dim tensor);
-    generator: optional torch.Generator (any device) for reproducible draws, else the global RNG.
-    Returns a tensor of the same shape and dtype; p == 0 returns x itself. Differentiable twice w.r.t. x.
-    """
-    assert x.ndim == 5, f'expected [B, k, C, H, W], got {tuple(x.shape)}'
-    p = float(p)                                                          # a 0-dim tensor is fine too
-    if p <= 0:
-        return x
-    B, k, Ch, H, W = x.shape
-    G_inv = ada_geometry(B, p, H, W, generator, x.device)                 # [B, 3, 3] on the draw device
-    C = ada_color(B, p, Ch, generator, x.device)                          # [B, 4, 4] on the draw device
-    if not torch.equal(G_inv, torch.eye(3, device=G_inv.device).expand_as(G_inv)):  # skip if no warp fired
-        x = warp_bilinear_reflect(x.reshape(B, k * Ch, H, W), G_inv)      # frames as channels: one warp/video
-        x = x.view(B, k, Ch, H, W)                                        # [B, k*C, H, W] -> [B, k, C, H, W]
-    if not torch.equal(C, torch.eye(4, device=C.device).expand_as(C)):    # skip if no colour op fired
-        x = _apply_color(x, C)
-    return x
-
-
-class AdaptiveP:
-    """The ADA controller (Karras et al. 2020, Sec 3): steers p so that r_t = E[sign(D(x_real))] ~ target.
-
-    Call `accumulate(real_logits)` on every D evaluation of reals (StyleGAN2-ADA counts both the main D
-    pass and the R1 pass), then `step(batch_size)` once per D step. Every `interval` steps it forms r_t over
-    everything accumulated since the last update and moves p by +-batch_size*interval/(ada_kimg*1000).
-    Multi-process: each rank accumulates its local (sum of signs, count) in a [2] tensor on the logits'
-    device; pass `all_reduce` (e.g. torch.distributed.all_reduce, in place, or any function returning the
-    summed tensor) so every rank computes the same global r_t and the same p; every rank must call
-    `accumulate` before its first `step`, which puts the [2] tensor on the logits' device (NCCL needs CUDA).
-    batch_size is the *global* batch per D step in the units of ada_kimg: videos, as in the release (whose
-    ADA step uses the video batch although its progress counter counts frames); StyleGAN2-ADA: images.
-    """
-
-    def __init__(self, p_init=0.0, target=0.6, ada_kimg=100, interval=4):
-        self.target = float(target)       # r_t target (StyleGAN2-ADA's 0.6)
-        self.ada_kimg = float(ada_kimg)   # kimg for p to cross [0, 1]: 100 (StyleGAN-V release), 500 (ADA)
-        self.interval = int(interval)     # D steps between updates (4 in both)
-        self._p = float(p_init)
-        self.rt = None                    # last measured r_t (None before the first update)
-        self.num_steps = 0                # D steps seen, for the every-`interval` schedule
-        self._acc = torch.zeros(2)        # local [sum of sign(logits), count] since the last update
-
-    @property
-    def p(self):
-        return self._p
-
-    @torch.no_grad()
-    def accumulate(self, real_logits):
-        logits = real_logits.detach()
-        if self._acc.device != logits.device:                            # follow the logits (no host sync);
-            self._acc = self._acc.to(logits.device)                       # fp32 counts are exact below 2^24
-        self._acc[0] += logits.float().sign().sum()
-        self._acc[1] += logits.numel()
-
-    def step(self, batch_size, all_reduce=None):
-        """Count one D step; every `interval`-th call update p and return True, otherwise return False."""
-        self.num_steps += 1
-        if self.num_steps % self.interval != 0:
-            return False
-        stats = self._acc.clone()                                         # [2] = (sum of signs, count)
-        if all_reduce is not None:                                        # sum over ranks (in place or not)
-            reduced = all_reduce(stats)
-            stats = reduced if isinstance(reduced, torch.Tensor) else stats
-        self._acc.zero_()
-        total, count = stats.tolist()                                     # the one host sync, every 4 steps
-        if count == 0:
-            return False
-        self.rt = total / count
-        direction = (self.rt > self.target) - (self.rt < self.target)     # sign(r_t - target): +1, 0 or -1
-        adjust = direction * batch_size * self.interval / (self.ada_kimg * 1000)
-        self._p = min(max(self._p + adjust, 0.0), 1.0)
-        return True
-
-    def state_dict(self):
-        return dict(p=self._p, rt=self.rt, num_steps=self.num_steps, acc=self._acc.tolist(),
-                    target=self.target, ada_kimg=self.ada_kimg, interval=self.interval)
-
-    def load_state_dict(self, state):
-        self._p, self.rt, self.num_steps = float(state['p']), state['rt'], int(state['num_steps'])
-        self._acc = torch.tensor(state['acc'], dtype=torch.float32, device=self._acc.device)
-        self.target, self.ada_kimg, self.interval = state['target'], state['ada_kimg'], state['interval']
-
-
-class VideoAugment:
-    """What `--aug ada|fixed|none` needs: 'none' is a no-op, 'fixed' augments with the constant p_init,
-    'ada' augments with an AdaptiveP-controlled p (starting at p_init, usually 0). The trainer applies the
-    same object to reals and fakes, calls `accumulate` with D's real logits and `step` once per D step."""
-
-    def __init__(self, mode='ada', p_init=0.0, target=0.6, ada_kimg=100, interval=4):
-        assert mode in ('ada', 'fixed', 'none'), mode
-        self.mode = mode
-        self.fixed_p = float(p_init) if mode == 'fixed' else 0.0
-        self.ada = AdaptiveP(p_init, target, ada_kimg, interval) if mode == 'ada' else None
-
-    @property
-    def p(self):
-        return self.ada.p if self.ada is not None else self.fixed_p
-
-    @p.setter
-    def p(self, value):                      # (fine-tuning an authors' snapshot starts from its p)
-        if self.ada is not None:
-            self.ada._p = float(value)
-        elif self.mode == 'fixed':
-            self.fixed_p = float(value)
-
-    def __call__(self, x, generator=None):
-        return x if self.mode == 'none' else augment(x, self.p, generator)
-
-    def accumulate(self, real_logits):
-        if self.ada is not None:
-            self.ada.accumulate(real_logits)
-
-    def step(self, batch_size, all_reduce=None):
-        return self.ada.step(batch_size, all_reduce) if self.ada is not None else False
-
-    def state_dict(self):
-        return dict(mode=self.mode, fixed_p=self.fixed_p,
-                    ada=self.ada.state_dict() if self.ada is not None else None)
-
-    def load_state_dict(self, state):
-        if state['mode'] != self.mode:
-            raise ValueError(f"the checkpoint was trained with --aug {state['mode']}, this run has --aug {self.mode}")
-        self.fixed_p = state['fixed_p']
-        if self.ada is not None:
-            self.ada.load_state_dict(state['ada'])
-
-
-# ------------------------------------------------------------------------------------------------
-# §9 Losses (Appx B: non-saturating logistic loss + lazy R1, as StyleGAN2)
-# ------------------------------------------------------------------------------------------------
-
-
-def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """L_G = E[softplus(-D(G(z)))] = -E[log sigmoid D(G(z))]."""
-    return F.softplus(-fake_logits).mean()
-
-
-def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """L_D = E[softplus(D(G(z)))] + E[softplus(-D(x))]."""
-    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-
-
-def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018) per real clip [B]: ||grad_x D(x)||^2 of each frame, averaged over
-    the clip's k frames.
-
-    real [B, k, 3, H, W]. The mean over frames (not the sum) is the release's normalisation: it makes
-    gamma mean per frame what it means per image in StyleGAN2(-ADA), whatever k, so the 'auto'
-    gamma = 0.0002 res^2 / batch (0.2 at 256^2) carries over. Summing the k frames' penalties would
-    make R1 k times stronger at the same gamma.
-    create_graph=True: the penalty is itself differentiated w.r.t. D's weights, so every op on the
-    way from x to the logit (the augmentation's warp, ModConv2d) must support double backward.
-    """
-    grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)   # [B, k, 3, H, W]
-    return grad.square().sum(dim=[2, 3, 4]).mean(dim=1)                      # [B, k] -> [B]
-
-
-# ------------------------------------------------------------------------------------------------
-# §10 Dataset and the sparse clip sampler (Sec 3.3, Appx B)
-# ------------------------------------------------------------------------------------------------
-# The layout written by prepare_data.py, as a zip or a folder:
-#     dataset.json                 {"fps": 25.0, "resolution": 256, "format": "jpg",
-#                                   "videos": [{"name": "v00000", "frames": 312}, ...]}
-#     <name>/<frame:06d>.jpg       square RGB frames, numbered from 000000
-
-
-class DataError(UserError, ValueError):
-    """A dataset that cannot be used; the message is one line naming the file and the problem."""
-
-
-MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
-MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (a month at 30 fps)
-
-
-class VideoFolder:
-    """Lazy reader of a prepare_data.py dataset (zip or folder); safe with DataLoader workers.
-
-    Opening one checks the whole dataset's metadata before any work, cheaply: every field of
-    dataset.json (types and ranges, unique safe names), every video's frame count against the zip's
-    members (one pass over the zip's index, so a header cannot make us allocate by claiming 10^9
-    frames) or, for a folder, its first and last frame; and the size of every video's first frame
-    (an image header, not a decode). A later frame of another size is caught when it is read.
-    The zip is opened on first use in each process (a zip handle must not cross a fork), so every
-    DataLoader worker and every training process gets its own handle.
-    """
-
-    def __init__(self, path: str, resolution: Optional[int] = None):
-        self.path = str(path)
-        self._zip, self._zip_pid = None, None
-        if not os.path.exists(path):
-            raise DataError(f"{path}: no such dataset (make one with: python prepare_data.py SRC {path})")
-        self.is_zip = os.path.isfile(path)
-        if self.is_zip and not zipfile.is_zipfile(path):
-            raise DataError(f"{path}: not a zip file or a dataset folder")
-        try:
-            raw = self._read("dataset.json")
-        except (KeyError, OSError, zipfile.BadZipFile):
-            raise DataError(f"{path}: no dataset.json, so not a dataset written by prepare_data.py "
-                            f"(make one with: python prepare_data.py SRC OUT.zip)") from None
-        try:
-            meta = json.loads(raw)
-        except ValueError as e:                                  # JSONDecodeError, UnicodeDecodeError
-            raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
-        self.fps, self.resolution, self.ext, self.names, self.lengths = _parse_dataset_json(path, meta)
-        self._validate(resolution)
-
-    def _validate(self, resolution):
-        if self.is_zip:
-            self._check_zip_members()
-        else:             # a folder: the first and the last frame of each video
-            for name, n in zip(self.names, self.lengths):
-                for i in sorted({0, n - 1}):
-                    if not os.path.isfile(os.path.join(self.path, self._member(name, i))):
-                        raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {i} is missing")
-        from PIL import Image
-        for name in self.names:                                  # image headers only: no decoding
-            member = self._member(name, 0)
-            try:
-                with self._open_member(member) as f, Image.open(f) as img:
-                    size = img.size
-            except Exception as e:
-                raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
-            if size != (self.resolution, self.resolution):
-                raise DataError(f"{self.path}: {member} is {size[0]}x{size[1]}, "
-                                f"dataset.json says {self.resolution}x{self.resolution}")
-        if resolution is not None and resolution != self.resolution:
-            raise DataError(f"{self.path}: dataset resolution is {self.resolution}, the model needs {resolution}")
-
-    def _check_zip_members(self):
-        """Every listed frame <name>/<i:06d><ext>, i < frames, is a member: one pass over the zip's index."""
-        wanted = dict(zip(self.names, self.lengths))
-        found = {name: set() for name in self.names}
-        pattern = re.compile(r"(\d{6,})" + re.escape(self.ext) + "$")
-        for member in self._open().namelist():
-            name, _, file = member.partition("/")
-            match = pattern.match(file) if name in wanted else None
-            if match and int(match.group(1)) < wanted[name]:
-                found[name].add(int(match.group(1)))
-        for name, n in wanted.items():
-            if len(found[name]) < n:                             # the first missing index is <= len(found)
-                first = next(i for i in range(len(found[name]) + 1) if i not in found[name])
-                raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {first} "
-                                f"({self._member(name, first)}) is not in the zip")
-
-    def _member(self, name: str, i: int) -> str:
-        return f"{name}/{i:06d}{self.ext}"
-
-    def _open(self) -> zipfile.ZipFile:
-        if self._zip is None or self._zip_pid != os.getpid():
-            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
-        return self._zip
-
-    def _open_member(self, member: str):
-        return self._open().open(member) if self.is_zip else open(os.path.join(self.path, member), "rb")
-
-    def _read(self, member: str) -> bytes:
-        with self._open_member(member) as f:
-            return f.read()
-
-    def __getstate__(self):   # pickled into DataLoader workers without the open handle
-        return {**self.__dict__, "_zip": None, "_zip_pid": None}
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def read_frames(self, video: int, frame_indices) -> np.ndarray:
-        """uint8 [n, H, W, 3] frames of one video; a missing, broken or wrongly sized frame is a DataError."""
-        import imageio.v3 as iio
-        out, R = [], self.resolution
-        for i in frame_indices:
-            member = self._member(self.names[video], int(i))
-            try:
-                img = iio.imread(self._read(member), extension=self.ext)
-            except Exception as e:
-                raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
-            if img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-                raise DataError(f"{self.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} "
-                                f"{img.dtype} image, the dataset's frames are {R}x{R} 8-bit RGB")
-            out.append(img[:, :, :3])
-        return np.stack(out)
-
-
-def _parse_dataset_json(path: str, meta) -> tuple:
-    """dataset.json -> (fps, resolution, ext, names, lengths), every field checked; else a DataError."""
-    def bad(what):
-        return DataError(f"{path}: dataset.json: {what}")
-    if not isinstance(meta, dict):
-        raise bad("not a JSON object")
-    for key in ("fps", "resolution", "videos"):
-        if key not in meta:
-            raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
-    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
-    if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
-        raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
-    if not (number(res) and res == int(res) and 4 <= res <= 4096 and int(res) & (int(res) - 1) == 0):
-        raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
-    if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
-        raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
-    if not isinstance(videos, list) or not videos:
-        raise bad("'videos' must be a non-empty list")
-    names, lengths = [], []
-    for i, v in enumerate(videos):
-        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
-        if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
-            raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
-        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
-            raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
-        names.append(name)
-        lengths.append(n)
-    if len(set(names)) < len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise bad(f"video name '{dup}' is listed twice")
-    return float(fps), int(res), "." + fmt, names, lengths
-
-
-def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
-    """The dataset sets the resolution and the time unit (fps), and caps the clip span.
-
-    Real clips cannot span more than a video's length - 1 frames. If every video is shorter than
-    max_span + 1 frames (e.g. 16-frame chunks), real gaps never reach max_span while fake ones do,
-    and a time-conditioned D would learn "gap = max_span means fake" -- a tell G cannot remove. So
-    the fake gaps are capped at what the longest real video allows.
-    """
-    if data.resolution < 8:
-        raise DataError(f"{data.path}: {data.resolution}x{data.resolution} frames; the model needs at least 8x8")
-    span = min(cfg.max_span, max(data.lengths) - 1)
-    return dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps, max_span=max(span, 1))
-
-
-def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time: float,
-                      video_len: Optional[int] = None, span_dist: str = "uniform") -> np.ndarray:
-    """Frame times of one sparse clip (Sec 3.3): span t_k - t_1 ~ U[k-1, max_span], t_1 ~ U[0, T - t_k].
-
-    The middle k-2 times are distinct frames drawn at random between t_1 and t_k.
-    span_dist 'release' draws the span from the powers of two in [k-1, max_span] instead ({2, 4, 8,
-    16, 32} for k = 3: the release's `total_dists`), so short spans are far more frequent (span 2:
-    1 in 5 clips instead of 1 in 31).
-    Fake clip (video_len None): the offset t_1 is a real number in [0, T - span]: the generator is
-    continuous in time, so it is trained on fractional times, while the gaps, which D sees, keep the
-    same integer distribution as the real clips'.
-    Real clip of a video of `video_len` frames: integer frame indices, the span limited to the video.
-    A video longer than T is first cut to a random window of T frames (as the release does), then the
-    clip is drawn inside it as for a shorter video, so every frame of every video can be drawn while
-    the clip's position inside its window keeps the range [0, T) that fake clips have.
-    """
-    if k == 1:                                                   # image-only training (bench baseline)
-        span, offsets = 0, np.zeros(1)
-    else:
-        hi = max_span if video_len is None else min(max_span, video_len - 1)
-        if span_dist == "release":
-            spans = [d for d in (2 ** np.arange(12)).tolist() if k - 1 <= d <= hi] or [hi]
-            span = int(spans[int(rng.integers(len(spans)))])
-        else:
-            span = int(rng.integers(k - 1, hi + 1))              # U[k-1, 32], both ends included
-        middle = np.sort(rng.choice(np.arange(1, span), size=k - 2, replace=False))
-        offsets = np.concatenate([[0], middle, [span]]).astype(np.float64)
-    if video_len is None:
-        t1 = rng.uniform(0, max(max_time - span, 0))
-    else:
-        window = min(int(max_time), video_len)                   # T frames, or the whole video
-        start = int(rng.integers(0, video_len - window + 1)) if video_len > window else 0
-        t1 = start + int(rng.integers(0, window - span))         # t_k <= start + window - 1
-    return t1 + offsets
-
-
-class ClipDataset(torch.utils.data.Dataset):
-    """Real clips as the paper draws them (Sec 3.3, Appx B): a video chosen uniformly -- not
-    weighted by its length, so a few long videos cannot dominate -- then a random offset.
-
-    Items are addressed by a seed: item(s) is a pure function of s, so the global batch of a step
-    is the same for any number of processes and after a resume. Returns (frames uint8 [k, H, W, 3],
-    times float64 [k]).
-    """
-
-    def __init__(self, data: VideoFolder, cfg: Config):
-        self.data, self.cfg = data, cfg
-        short = [n for n, l in zip(data.names, data.lengths) if l < cfg.frames_per_clip]
-        if len(short) == len(data):
-            raise DataError(f"{data.path}: every video is shorter than a clip of {cfg.frames_per_clip} frames")
-        if cfg.frames_per_clip - 1 > cfg.max_span:
-            raise UserError(f"--frames-per-clip {cfg.frames_per_clip}: k frames span at least k - 1 = "
-                            f"{cfg.frames_per_clip - 1}, but clips of {data.path} span at most {cfg.max_span}")
-        self.usable = [i for i, l in enumerate(data.lengths) if l >= cfg.frames_per_clip]
-
-    def __len__(self):
-        return 2 ** 62
-
-    def draw(self, item_seed: int):
-        """(video index, frame times [k], x-flip?) of item `item_seed`."""
-        rng = np.random.default_rng(item_seed)
-        video = self.usable[int(rng.integers(len(self.usable)))]            # uniform over videos
-        t = sample_clip_times(rng, self.cfg.frames_per_clip, self.cfg.max_span, self.cfg.max_time,
-                              self.data.lengths[video], self.cfg.span_dist)
-        return video, t, bool(self.cfg.mirror and rng.random() < 0.5)
-
-    def __getitem__(self, item_seed: int):
-        video, t, flip = self.draw(item_seed)
-        frames = self.data.read_frames(video, t.astype(np.int64))            # [k, H, W, 3]
-        if flip:                                                             # the whole video, every frame
-            frames = frames[:, :, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(t)
-
-
-
-# ------------------------------------------------------------------------------------------------
-# §11 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
-# ------------------------------------------------------------------------------------------------
-# One step = a G update, a D update, every 16th step an extra D update on the R1 penalty (lazy
-# regularization), the G_ema update and every 4th step the ADA update. Progress is counted in
-# real frames shown to D (kimg = 1000 frames; a step shows batch * k frames).
-#
-# Every random draw of a step -- latents, clip times, motion tokens, which real clips -- comes from
-# a generator seeded by (seed, step, purpose) and is drawn for the GLOBAL batch, of which each
-# process takes its own rows. So a run's result does not depend on the number of processes, and a
-# resumed run replays exactly what the uninterrupted one would have done.
-
-
-def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
-    """Videos per process; the global batch must split evenly, each share into mbstd groups."""
-    if batch % world:
-        raise UserError(f"--batch {batch} is not divisible by the number of processes ({world})")
-    local = batch // world
-    if local % min(mbstd_group, local):
-        raise UserError(f"batch per process ({local}) must be a multiple of the mbstd group ({mbstd_group})")
-    return local
-
-
-def step_rng(seed: int, step: int, purpose: str) -> torch.Generator:
-    """A CPU generator for one kind of draw ('G', 'D', 'real', ...) of one step of one run.
-
-    Seeding by (seed, step, purpose) instead of carrying RNG state makes every step replayable on
-    its own: resuming needs nothing but the step counter, and the draws do not depend on how many
-    processes split the batch (each takes its rows of the same global draw).
-    """
-    key = _splitmix64(_splitmix64(seed & _MASK64) ^ _splitmix64(step)) ^ sum(map(ord, purpose)) * 0x9E3779B1
-    return torch.Generator().manual_seed(_splitmix64(key & _MASK64) >> 1)
-
-
-def step_np_rng(seed: int, step: int, purpose: str) -> np.random.Generator:
-    """The numpy twin of step_rng (clip times and real-clip seeds are drawn with numpy)."""
-    return np.random.default_rng(int(step_rng(seed, step, purpose).initial_seed()))
-
-
-class Dist:
-    """The process group, or a stand-in for a single process."""
-
-    def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
-        self.rank, self.world, self.device = rank, world, device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_reduce_mean(self, x: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            torch.distributed.all_reduce(x)
-            x /= self.world
-        return x
-
-    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            torch.distributed.all_reduce(x)
-        return x
-
-
-class Batches:
-    """Item seeds of the real clips of each step, this process's rows of the global batch."""
-
-    def __init__(self, seed: int, start_step: int, batch: int, rows: slice):
-        self.seed, self.step, self.batch, self.rows = seed, start_step, batch, rows
-
-    def __iter__(self):
-        while True:
-            rng = step_np_rng(self.seed, self.step, "real")
-            yield rng.integers(0, 2 ** 62, size=self.batch).tolist()[self.rows]
-            self.step += 1
-
-
-def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int) -> torch.Tensor:
-    """Times [B, k] of generated clips: same gap distribution as real clips, fractional offsets."""
-    return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time, None, cfg.span_dist)
-                                      for _ in range(B)]))
-
-
-def adam_kwargs(lr: float, reg_interval: int) -> dict:
-    """Adam's settings for a network regularized lazily every `reg_interval` steps (0: never).
-
-    With an extra regularization step every R steps, lr and beta2 are scaled by c = R / (R + 1) so
-    the moments and the step size per unit of time stay what they would be without the extra steps
-    (StyleGAN2, Appx B). betas = (0, 0.99), eps = 1e-8 as StyleGAN2.
-    """
-    c = reg_interval / (reg_interval + 1) if reg_interval > 0 else 1.0
-    return dict(lr=lr * c, betas=(0.0, 0.99 ** c), eps=1e-8)
-
-
-def sync_grads(module: nn.Module, dist: Dist) -> int:
-    """Average gradients over processes; NaN -> 0 and +-Inf -> +-1e5, as StyleGAN2-ADA and the release
-    (an infinite gradient keeps its sign, clipped to a large step). Returns the number non-finite."""
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return 0
-    flat = torch.cat([p.grad.flatten() for p in params])
-    dist.all_reduce_mean(flat)
-    bad = int((~torch.isfinite(flat)).sum())
-    torch.nan_to_num_(flat, nan=0, posinf=1e5, neginf=-1e5)
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad.copy_(g.view_as(p))
-    return bad
-
-
-class Trainer:
-    """Holds G, G_ema, D, their optimizers and the augmentation; `step()` does one training step."""
-
-    def __init__(self, cfg: Config, dist: Dist, seed: int = 0):
-        self.cfg, self.dist, self.seed = cfg, dist, seed
-        self.k = cfg.frames_per_clip
-        self.local = check_batch_split(cfg.batch, dist.world, cfg.mbstd_group)
-        self.rows = slice(dist.rank * self.local, (dist.rank + 1) * self.local)
-        dev = dist.device
-        torch.manual_seed(seed)                                  # identical initial weights on every process
-        self.G = Generator(cfg).to(dev)
-        self.D = Discriminator(cfg).to(dev)
-        self.G_ema = Generator(cfg).to(dev).eval().requires_grad_(False)
-        self.G_ema.load_state_dict(self.G.state_dict())
-        # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval
-        # steps, so its lr and betas are scaled by c = R / (R + 1) to keep the same effective rate.
-        # G gets the same adjustment for g_reg_interval = 4 although it has no regularizer (no path
-        # length penalty here): StyleGAN2-ADA and the StyleGAN-V release keep G_reg_interval = 4 with
-        # pl_weight = 0, so their G really trains at lr 0.0025 * 4/5 = 0.002, beta2 = 0.99^0.8.
-        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.lr, cfg.g_reg_interval))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.lr, cfg.r1_interval))
-        self.gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
-        self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
-        self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
-        self.nonfinite = 0
-
-    # -- helpers --------------------------------------------------------------------------------
-    def _latents(self, purpose: str):
-        """z, clip times and motion tokens for this process's rows of the global batch."""
-        cfg, B = self.cfg, self.cfg.batch
-        g = step_rng(self.seed, self.step_idx, purpose)
-        t = fake_clip_times(cfg, step_np_rng(self.seed, self.step_idx, purpose), B, self.k)   # [B, k]
-        z = torch.randn(B, cfg.z_dim, generator=g)
-        tokens = None
-        if self.G.motion is not None:
-            L = Generator.tokens_needed(t, cfg.motion_delta_z, self.G.motion.context)
-            tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(self.dist.device)
-        dev = self.dist.device
-        return z[self.rows].to(dev), t[self.rows].to(dev), tokens
-
-    def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
-        """Video-consistent ADA with this step's generator. (Per process, not per global batch: with
-        augmentation on, N processes draw other -- equally distributed -- parameters than one.)"""
-        g = step_rng(self.seed * 7919 + self.dist.rank, self.step_idx, purpose)
-        return self.aug(x, generator=g)
-
-    # -- one training step ----------------------------------------------------------------------
-    def step(self, real: torch.Tensor, t_real: torch.Tensor) -> dict:
-        """real uint8 [b, k, H, W, 3], t_real [b, k] -> losses of this step."""
-        cfg, dev = self.cfg, self.dist.device
-        real = real.to(dev).permute(0, 1, 4, 2, 3).float() / 127.5 - 1   # [b, k, 3, H, W] in [-1, 1]
-        t_real = t_real.to(dev)
-        logs = {}
-
-        # G: minimize softplus(-D(G(z))) (non-saturating logistic loss). D's weights are frozen so
-        # backward only fills G's gradients (it still flows *through* D to reach G's output).
-        # The fake clip goes through the same augmentation as the real ones: D never sees an
-        # un-augmented image, so G is not pushed to produce augmented-looking frames (ADA Sec 2).
-        self.G.requires_grad_(True)
-        self.D.requires_grad_(False)
-        z, t, tokens = self._latents("G")                        # z [b, z_dim], t [b, k], tokens [b, L, D]
-        fake = self.G(z, t, tokens)                                          # [b, k, 3, H, W]
-        loss_G = g_nonsaturating_loss(self.D(self._augment(fake, "G"), t))
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        self.nonfinite += sync_grads(self.G, self.dist)
-        self.opt_G.step()
-        logs["loss_G"] = loss_G.item()
-
-        # D: minimize softplus(D(G(z))) + softplus(-D(x)). New latents (StyleGAN2 draws the D
-        # phase's fakes separately), rendered without a graph: no gradient goes back into G here.
-        # Real clips come with their own times t_real (Sec 3.3), fakes with times drawn from the
-        # same distribution, so D cannot tell them apart by the time gaps alone.
-        self.G.requires_grad_(False)
-        self.D.requires_grad_(True)
-        z, t, tokens = self._latents("D")
-        with torch.no_grad():
-            fake = self.G(z, t, tokens, update_w_avg=True)       # w_avg tracks the D phase's w (StyleGAN2-ADA)
-        self.dist.all_reduce_mean(self.G.mapping.w_avg)          # the global batch's (the update is linear)
-        fake_logits = self.D(self._augment(fake, "Dfake"), t)
-        real_logits = self.D(self._augment(real, "Dreal"), t_real)
-        loss_D = d_logistic_loss(real_logits, fake_logits)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        self.nonfinite += sync_grads(self.D, self.dist)
-        self.opt_D.step()
-        self.aug.accumulate(real_logits.detach())
-        logs.update(loss_D=loss_D.item(), real_logit=real_logits.mean().item(), fake_logit=fake_logits.mean().item())
-
-        # Lazy R1 on real clips, taken through the augmentation, every r1_interval steps. The
-        # penalty ||d D(x) / d x||^2 keeps D flat around the data, which is what lets G's gradients
-        # point somewhere useful; multiplying by r1_interval keeps its average weight at gamma / 2.
-        if self.step_idx % cfg.r1_interval == 0 and self.gamma > 0:
-            real_ = real.detach().requires_grad_(True)
-            r1 = d_r1_penalty(self.D(self._augment(real_, "R1"), t_real), real_)   # [b]
-            loss_r1 = (r1 * (self.gamma / 2)).mean() * cfg.r1_interval
-            self.opt_D.zero_grad(set_to_none=True)
-            loss_r1.backward()
-            self.nonfinite += sync_grads(self.D, self.dist)
-            self.opt_D.step()
-            logs["r1"] = r1.mean().item()
-
-        # G_ema: exponential moving average of G's weights, half-life ema_kimg (scaled with the
-        # batch, 20 kimg at 64 videos). With ema_rampup the half-life is at most rampup * videos so far
-        # (StyleGAN2-ADA's 'auto' 0.05); the release trains without a rampup, and so do the paper presets.
-        self.nimg += cfg.batch * self.k
-        self.nvid += cfg.batch
-        ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 64
-        if cfg.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, self.nvid * cfg.ema_rampup)
-        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
-        with torch.no_grad():
-            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, beta))
-            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-                b_ema.copy_(b)
-
-        # ADA: nudge p towards E[sign D(x_real)] = target every 4 steps
-        self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce_sum)
-        logs["p"] = self.aug.p
-        self.step_idx += 1
-        return logs
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return dict(cfg=dataclasses.asdict(self.cfg), G=self.G.state_dict(), G_ema=self.G_ema.state_dict(),
-                    D=self.D.state_dict(), opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
-                    aug=self.aug.state_dict(), step=self.step_idx, nimg=self.nimg, nvid=self.nvid,
-                    seed=self.seed, nonfinite=self.nonfinite)
-
-    def load_state_dict(self, state: dict) -> None:
-        """Everything of a checkpoint of ours; of an authors' snapshot (no optimizer state, no step):
-        G, G_ema, D and ADA's p, with fresh optimizers and the counters at 0 (fine-tuning)."""
-        for name in ["G", "G_ema", "D"]:
-            getattr(self, name).load_state_dict(state[name])
-        if "opt_G" not in state:
-            self.aug.p = state.get("aug_p", 0.0)
-            return
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.aug.load_state_dict(state["aug"])
-        self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
-        self.nonfinite = state.get("nonfinite", 0)
-
-
-def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
-    """A grid video and a PNG strip from G_ema, with the same seeds every time."""
-    import imageio.v3 as iio
-    os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
-    stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
-    n = max(int(seconds * cfg.fps), 8)
-    videos = G.render_videos(list(range(num)), torch.arange(n, dtype=torch.float64))   # [num, n, H, W, 3]
-    with FrameSink(stem + ".mp4", cfg.fps) as sink:
-        sink.write(video_grid(videos))
-    strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
-    tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [num*8, 1, H, W, 3]: one tile per frame
-    iio.imwrite(stem + ".png", video_grid(tiles, cols=strip.shape[1])[0])   # a row per video
-
-
-def _write_json_line(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    """Write a small text file under a temporary name, then rename it into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
-def truncate_log(path: str, kimg: float) -> int:
-    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many
-    were dropped. A run killed between two checkpoints had logged kimg that the resumed run does
-    again: without this, plot and every reader of the log would see those kimg twice."""
-    if not os.path.isfile(path):
-        return 0
-    with open(path) as f:
-        lines = f.readlines()
-    def keep(line):
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            return float(json.loads(line)["kimg"]) <= kimg + 1e-9
-        return False                                             # a torn last line of a killed run
-    kept = [line for line in lines if keep(line)]
-    if len(kept) < len(lines):
-        _atomic_write_text(path, "".join(kept))
-    return len(lines) - len(kept)
-
-
-# The fields that define the networks (not the training): a run resuming an authors' snapshot takes
-# them from the snapshot, whatever its preset says.
-ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
-               "motion_delta_z", "motion_kernel", "motion_layers", "period_min", "period_max", "time_enc_dim",
-               "num_fp16_res", "conv_clamp", "d_channel_base", "d_channel_max", "d_concat_res", "d_time_dim",
-               "d_cond", "mbstd_group", "frames_per_clip", "max_time")
-
-
-def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
-    """The checkpoint to continue from ('auto' = the run directory's) -> (state, the run's Config).
-
-    A checkpoint of ours must be of this run's preset and resolution (and --aug mode). An authors'
-    snapshot brings its own architecture (the run keeps its training settings) and must match the
-    dataset's resolution."""
-    path = checkpoint_path(outdir if resume == "auto" else resume)
-    state = load_checkpoint(path)
-    old = config_from_dict(state["cfg"])
-    if "opt_G" not in state and "source" in state:               # an authors' snapshot (or its convert)
-        if old.resolution != cfg.resolution:
-            raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
-        return state, dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
-    if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
-        raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
-                        f"this run is '{cfg.preset}' at {cfg.resolution}^2")
-    if state.get("aug", {}).get("mode", cfg.aug) != cfg.aug:
-        raise UserError(f"{path}: the checkpoint was trained with --aug {state['aug']['mode']}, "
-                        f"this run has --aug {cfg.aug}")
-    return state, cfg
-
-
-class GracefulStop:
-    """Ctrl-C (SIGINT) and `kill` (SIGTERM) ask the training loop to finish its step, save and stop.
-
-    A context manager (main thread only; elsewhere a no-op): the first signal sets `requested`; a
-    second Ctrl-C stops at once (KeyboardInterrupt), further SIGTERMs are ignored (a supervisor
-    that sends TERM twice still gets its checkpoint). The old handlers come back on exit.
-    """
-
-    def __init__(self):
-        self.requested, self._old = False, {}
-
-    def _handle(self, signum, _frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *_):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
-def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
-          tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
-          metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
-    """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
-    when a signal stopped it (after saving)."""
-    from tqdm import tqdm
-    # The dataset decides the resolution and the time unit (its fps); the preset decides the rest.
-    data = VideoFolder(data_path)
-    cfg = fit_config_to_data(cfg, data)
-    # Resuming restores weights, optimizer moments, ADA's p and the step counter; since every draw
-    # is seeded by the step (step_rng), that is all it takes to continue exactly where we were.
-    state = None
-    if resume:
-        state, cfg = load_resume_state(resume, outdir, cfg)
-    if fp32:                                   # no fp16 layers, and (as the release) no clamping either
-        cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
-    dataset = ClipDataset(data, cfg)
-    trainer = Trainer(cfg, dist, seed)
-    trainer.interrupted = False
-    ckpt, log = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "log.jsonl")
-    if state is not None:
-        try:
-            trainer.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"{resume}: checkpoint does not fit this model ({_first_line(e)})")
-        if "opt_G" not in state and dist.main:
-            print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
-                  f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
-    if dist.main:
-        os.makedirs(outdir, exist_ok=True)
-        truncate_log(log, trainer.nimg / 1000 if resume else -1.0)   # a fresh start keeps no old lines
-        _atomic_write_text(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
-    # The loader's "sampler" yields, per step, one seed per real clip of this process's rows; a worker
-    # turns each seed into a clip (which video, which k frame times: Sec 3.3) and decodes its frames.
-    # Workers run ahead by prefetch_factor steps, so JPEG decoding overlaps with the training step.
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=Batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
-        num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=_ignore_signals)
-
-    # Progress is counted in real frames shown to D (nimg); a tick logs a line, a snapshot saves.
-    total = int(kimg * 1000)
-    bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main),
-               initial=round(min(trainer.nimg, total) / 1000, 3),
-               bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
-    clock = dict(train_start=time.time(), metric_sec=0.0)      # training time, without the metrics
-    if metrics and trainer.nimg == 0:
-        # The starting point of every FVD curve: the freshly initialised generator, at kimg 0.
-        _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
-    tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
-    last_snap = trainer.nimg
-    batches = _unwrap_worker_errors(loader)
-    with GracefulStop() as stop:
-        try:
-            for real, t_real in batches:                         # this process's rows of each step's batch
-                if trainer.nimg >= total:                        # (a resumed run that was already done)
-                    break
-                for key, v in trainer.step(real, t_real).items():
-                    tick_state["acc"].setdefault(key, []).append(v)
-                bar.update(round(min(trainer.nimg, total) / 1000 - bar.n, 3))
-                done = trainer.nimg >= total
-                if trainer.nimg - tick_state["nimg"] >= tick * 1000 or done:
-                    _log_tick(trainer, tick_state, log, bar, clock)
-                # Did any process get a signal? Every process must agree, or the others would wait
-                # forever in the next step's all_reduce.
-                flag = torch.tensor([float(stop.requested)], device=dist.device)
-                stop_now = dist.all_reduce_sum(flag).item() > 0
-                if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
-                    last_snap = trainer.nimg
-                    _snapshot(trainer, outdir, previews, bar)
-                    if metrics and not stop_now:
-                        _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
-                if stop_now:
-                    trainer.interrupted = True
-                    if dist.main:
-                        bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; "
-                                  f"continue with --resume auto")
-                    break
-                if done:
-                    break
-        finally:
-            batches.close()                                      # stops the loader's workers now
-            bar.close()
-    return trainer
-
-
-def _unwrap_worker_errors(loader):
-    """Iterate a DataLoader; a DataError raised in a worker comes back as the worker's one-line message.
-
-    (DataLoader re-raises a worker's exception with the worker's whole traceback in its message.)
-    Closing the generator shuts the workers down at once: they ignore SIGTERM (it is the training
-    process's to handle), so they must not be left for the interpreter's exit to terminate.
-    """
-    iterator = iter(loader)
-    try:
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except DataError as e:
-                lines = [line for line in str(e).splitlines() if line.strip()]
-                last = lines[-1] if lines else str(e)
-                raise DataError(last.split("DataError: ", 1)[-1]) from None
-            yield batch
-    finally:
-        shutdown = getattr(iterator, "_shutdown_workers", None)     # only with worker processes
-        if shutdown is not None:
-            shutdown()
-
-
-def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
-    """One log.jsonl line: this tick's mean losses, s/kimg (metrics excluded), training time so far."""
-    sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
-    sec_per_kimg = sec / max((trainer.nimg - tick["nimg"]) / 1000, 1e-9)
-    record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
-              "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
-              "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
-    bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}")
-    if trainer.dist.main:
-        _write_json_line(log, record)
-    tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
-
-
-def _snapshot(trainer: Trainer, outdir: str, previews: bool, bar) -> None:
-    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process."""
-    if trainer.dist.main:
-        save_checkpoint(os.path.join(outdir, "checkpoint.pt"), trainer.state_dict())
-        if previews:
-            save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
-
-
-def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
-    """The metrics of G_ema -- the generator you would sample from, not the noisier G -- into log.jsonl."""
-    results = run_metrics(metrics, trainer.G_ema, data_path, num_videos, trainer.dist)
-    clock["metric_sec"] += results["sec"]
-    if trainer.dist.main:
-        _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
-        note = "  (kimg 0)" if trainer.nimg == 0 else ""
-        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + note)
-
-
-def _ignore_signals(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which saves before stopping."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Dist) -> dict:
-    """FVD at a snapshot (computed on the main process; fvd.py holds the protocol), and 'sec', the
-    wall time it took here (so the training time can be reported without it)."""
-    results, start = {}, time.time()
-    if dist.main:
-        import fvd
-        for m in metrics:
-            frames = int(m[len("fvd"):])
-            try:
-                results[m] = float(fvd.compute_fvd(real=data_path, fake=G, frames=frames, num_videos=num_videos,
-                                                   device=str(dist.device), progress=False))
-            except fvd.FVDError as e:
-                raise UserError(f"--metrics {m}: {e}")
-    return {**results, "sec": time.time() - start} if metrics else results
-
-
-# ------------------------------------------------------------------------------------------------
-# §12 Checkpoints and sampling videos of any length (Sec 4.2: "arbitrarily long ... arbitrary frame-rate")
-# ------------------------------------------------------------------------------------------------
-
-
-class CheckpointError(UserError):
-    pass
-
-
-def checkpoint_path(path: str) -> str:
-    """A checkpoint file, or a training directory holding checkpoint.pt."""
-    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """torch.save to a temporary name, then an atomic rename: a crash never leaves half a file, and a
-    failed write (a full disk) leaves the previous checkpoint as it was and no temporary file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:    # a full disk is ENOSPC, or torch's zip writer noticing it
-        full = isinstance(e, RuntimeError) and shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20
-        reason = os_error_reason(e, path) if isinstance(e, OSError) else \
-            "no space left on device" if full else _first_line(e)
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({reason}); "
-                              f"the previous checkpoint, if any, is intact") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
-def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
-    """An OSError in words a user can act on, e.g. 'no space left on device (folder runs/x)'."""
-    import errno
-    file = e.filename or path
-    if e.errno == errno.ENOSPC:
-        return "no space left on device" + (f" (folder {os.path.dirname(os.path.abspath(file))})" if file else "")
-    return e.strerror or _first_line(e)
-
-
-def load_checkpoint(path: str) -> dict:
-    """Load with weights_only=True: tensors, numbers, strings and containers, never code. An authors'
-    network-snapshot-*.pkl is imported by import_release_snapshot (safely, too).
-
-    A file that is not one of ours is refused with what it is not; never with torch's advice to
-    retry with weights_only=False, which would run whatever code the pickle holds.
-    """
-    file = checkpoint_path(path)
-    if not os.path.isfile(file):
-        raise CheckpointError(f"{file}: no such checkpoint")
-    if not zipfile.is_zipfile(file):                   # torch.save writes zips; a bare pickle may be
-        with open(file, "rb") as f:                     # an authors' snapshot (read safely, below)
-            if f.read(1) == b"\x80":
-                return import_release_snapshot(file)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:                         # refused objects, not torch.save's format, truncated
-        refused = isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower()
-        what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: "
-                "unpickling it could run code)" if refused else "not a file torch.save wrote, or a truncated one")
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
-    if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
-    return state
-
-
-# --- The authors' snapshots (network-snapshot-*.pkl), read without running anything in them ---------
-# The release's training loop pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its
-# networks as StyleGAN2-ADA *persistence* objects: each embeds the Python source of its module, and
-# the ordinary unpickler imports and runs that source (plus OmegaConf, dnnlib, numpy globals). We read
-# the same bytes with an Unpickler whose find_class answers every name with an inert stand-in --
-# a class that only records what it is given -- except torch's tensor and storage rebuilds and a
-# few plain containers. The persistent objects' recorded state (their __dict__: _parameters,
-# _buffers, _modules, the constructor kwargs, the OmegaConf config) then gives the weights and the
-# settings, which are mapped onto arch='release' modules. Nothing from the file is imported,
-# executed or called (only its storages are read, by torch.load(weights_only=True)).
-
-MAX_SNAPSHOT_BYTES = 8 * 2 ** 30          # a published 1024^2 snapshot is ~1 GB; more is not one of them
-
-
-class _Inert:
-    """Stands in for any class a pickle names: accepts any arguments and any state, runs nothing."""
-    _qualname = "?"
-
-    def __init__(self, *args, **kwargs):
-        self.args = args
-
-    def __setstate__(self, state):
-        self.state = state
-
-    def __setitem__(self, key, value):                   # SETITEMS on a dict subclass
-        self.__dict__.setdefault("items", {})[key] = value
-
-    def append(self, value):                             # APPENDS on a list subclass
-        self.__dict__.setdefault("list", []).append(value)
-
-    def extend(self, values):
-        self.__dict__.setdefault("list", []).extend(values)
-
-
-class _PersistentObject:
-    """What `torch_utils.persistence._reconstruct_persistent_obj(meta)` stands for: the class name and
-    the recorded state, with the embedded module source kept as text and never run."""
-
-    def __init__(self, meta):
-        meta = meta if isinstance(meta, dict) else {}
-        self.class_name, self.state = meta.get("class_name"), meta.get("state")
-
-
-def _storage_from_bytes(data):
-    """torch.storage._load_from_bytes, safely: a legacy torch.save of one storage, read weights-only."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise pickle.UnpicklingError("a storage that is not bytes")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-
-
-def _numpy_scalar(dtype, data=None):
-    """numpy._core.multiarray.scalar(dtype, bytes), for a plain numeric dtype only."""
-    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
-    return np.frombuffer(data, dtype)[0]
-
-
-def _numpy_dtype(name, align=False, copy=True):
-    if not isinstance(name, str) or not re.fullmatch(r"[biuf]\d", name):
-        raise pickle.UnpicklingError(f"numpy dtype {name!r}")
-    return np.dtype(name)
-
-
-class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: torch's rebuilds and plain containers are real, everything else an _Inert stand-in."""
-    REAL = {("collections", "OrderedDict"): collections.OrderedDict,
-            ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-            ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-            ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-            ("numpy._core.multiarray", "scalar"): _numpy_scalar, ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-            ("numpy", "dtype"): _numpy_dtype,
-            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)}}
-
-    def __init__(self, file):
-        super().__init__(file)
-        self.inert = {}
-
-    def find_class(self, module, name):
-        if (module, name) in self.REAL:
-            return self.REAL[(module, name)]
-        if name == "_reconstruct_persistent_obj":
-            return _PersistentObject
-        key = f"{module}.{name}"
-        if key not in self.inert:                        # one inert class per name, recording only
-            self.inert[key] = type(name, (_Inert,), {"_qualname": key})
-        return self.inert[key]
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
-
-
-def _plain(obj):
-    """OmegaConf stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
-    if isinstance(obj, _Inert):
-        state = getattr(obj, "state", None)
-        if isinstance(state, dict) and "_content" in state:
-            return _plain(state["_content"])
-        if isinstance(state, dict) and "_val" in state:
-            return _plain(state["_val"])
-        return None
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _module_state(obj, prefix: str = "") -> dict:
-    """The state dict of a recorded torch module (persistent or not): its parameters and persistent
-    buffers, then its children's, with dotted names as module.state_dict() would give them."""
-    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
-    if not isinstance(state, dict):
-        return {}
-    out = {}
-    skip = state.get("_non_persistent_buffers_set") or set()
-    for group in ("_parameters", "_buffers"):
-        for name, tensor in (state.get(group) or {}).items():
-            if torch.is_tensor(tensor) and name not in skip:
-                out[prefix + name] = tensor.detach()
-    for name, child in (state.get("_modules") or {}).items():
-        out.update(_module_state(child, f"{prefix}{name}."))
-    return out
-
-
-def _attrs(obj) -> dict:
-    """A recorded module's plain attributes (z_dim, img_resolution, cfg, _init_kwargs, ...)."""
-    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
-    return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"} \
-        if isinstance(state, dict) else {}
-
-
-def _release_config(G: dict, D: dict, G_ema_mapping: dict, training_set: dict) -> Config:
-    """A Config (arch 'release') from the recorded attributes of the release's G and D."""
-    g, d = G["cfg"], D["cfg"]
-    syn = G["_init_kwargs"].get("synthesis_kwargs", {})
-    motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
-    return make_config(
-        "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
-        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), motion_dim=int(motion["v_dim"]),
-        mapping_layers=int(G_ema_mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
-        channel_max=int(syn["channel_max"]), motion_delta_z=int(motion["motion_z_distance"]),
-        motion_kernel=int(motion["kernel_size"]), period_min=float(time_enc["min_period_len"]),
-        period_max=float(time_enc["max_period_len"]), time_enc_dim=int(time_enc["dim"]),
-        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
-        d_channel_base=int(D["_init_kwargs"]["channel_base"]), d_channel_max=int(D["_init_kwargs"]["channel_max"]),
-        d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
-        frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
-        max_span=int(sampling.get("max_dist", 32)), mirror=bool(training_set.get("xflip", True)),
-        span_dist="release" if sampling.get("total_dists") else "uniform")
-
-
-def _release_names(kind: str, cfg: Config) -> list:
-    """(our name, release name) pairs of every tensor of our arch='release' G or D."""
-    pairs = []
-    if kind == "G":
-        pairs += [(f"mapping.layers.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(cfg.mapping_layers)
-                  for p in ("weight", "bias")] + [("mapping.w_avg", "mapping.w_avg")]
-        me = "synthesis.motion_encoder."
-        pairs += [(f"motion.conv_weights.{i}", f"{me}conv.{i}.weight") for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.conv_biases.{i}", f"{me}conv.{i}.bias") for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.{ours}.weight", f"{me}time_encoder.{theirs}_predictor.weight")
-                  for ours, theirs in (("W_omega", "periods"), ("W_rho", "phase"), ("W_a", "aligners"))]
-        for i in range(int(math.log2(cfg.resolution)) - 1):
-            b, o = f"synthesis.b{2 ** (i + 2)}.", f"synthesis.blocks.{i}."
-            convs = [("1", "conv1")] + ([("0", "conv0")] if i else [])
-            pairs += [(o + "const", b + "input.input.const")] if i == 0 else []
-            pairs += [(o + f"conv{n}.{p}", b + f"{c}.{p}") for n, c in convs for p in ("weight", "bias")]
-            pairs += [(o + f"affine{n}.{p}", b + f"{c}.affine.{p}") for n, c in convs for p in ("weight", "bias")]
-            pairs += [(o + f"torgb.affine.{p}", b + f"torgb.affine.{p}") for p in ("weight", "bias")]
-            pairs += [(o + f"torgb.conv.{p}", b + f"torgb.{p}") for p in ("weight", "bias")]
-        return pairs
-    pairs += [("time_enc.embed.weight", "time_encoder.const_embed.weight")]
-    pairs += [(f"time_enc.project.{p}", f"mapping.embed.{p}") for p in ("weight", "bias")]
-    pairs += [(f"time_enc.mapping.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(2) for p in ("weight", "bias")]
-    R = cfg.resolution
-    pairs += [(f"from_rgb.{p}", f"b{R}.fromrgb.{p}") for p in ("weight", "bias")]
-    for i in range(int(math.log2(R)) - 2):
-        b, o = f"b{R >> i}.", f"blocks.{i}."
-        pairs += [(o + f"{c}.{p}", b + f"{c}.{p}") for c in ("conv0", "conv1") for p in ("weight", "bias")]
-        pairs += [(o + "skip.weight", b + "skip.weight")]
-    pairs += [(f"epi_{c}.{p}", f"b4.{c}.{p}") for c in ("conv", "fc", "out") for p in ("weight", "bias")]
-    return pairs
-
-
-def import_release_snapshot(path: str) -> dict:
-    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours (cfg, G, G_ema, D, aug), safely.
-
-    The state dicts are built for arch='release' modules and checked against them (every tensor
-    present, every shape right); the file's fixed buffers (frequencies, phase scales) are compared
-    with the ones the Config implies, so a mis-read setting cannot pass unnoticed.
-    """
-    if os.path.getsize(path) > MAX_SNAPSHOT_BYTES:
-        raise CheckpointError(f"{path}: {os.path.getsize(path) / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
-    try:
-        with open(path, "rb") as f:
-            snap = _SnapshotUnpickler(f).load()
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
-    nets = ("G", "D", "G_ema")
-    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in nets)):
-        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
-    try:
-        G, D = _attrs(snap["G_ema"]), _attrs(snap["D"])
-        mapping = _attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
-        cfg = _release_config(G, D, mapping, snap.get("training_set_kwargs") or {})
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
-    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": 0, "source": f"authors' snapshot {os.path.basename(path)}"}
-    for name, kind, module in (("G", "G", Generator), ("G_ema", "G", Generator), ("D", "D", Discriminator)):
-        theirs, ours = _module_state(snap[name]), module(cfg).state_dict()
-        mapped = {}
-        for key, their_key in _release_names(kind, cfg):
-            tensor, want = theirs.get(their_key), ours[key].shape   # (their const is [1, C, 4, 4], ours [C, 4, 4])
-            if tensor is None or tensor.numel() != want.numel() or (tensor.shape != want and not key.endswith("const")):
-                raise CheckpointError(f"{path}: {name}.{their_key} is "
-                                      f"{'missing' if tensor is None else tuple(tensor.shape)}, expected {tuple(want)}")
-            mapped[key] = tensor.reshape(want).float()
-        for key in set(ours) - set(mapped):              # buffers the Config determines: compare them
-            fixed = {"motion.sigma": f"{'synthesis.motion_encoder.time_encoder.'}freqs",
-                     "motion.phase_scales": "synthesis.motion_encoder.time_encoder.phase_scales",
-                     "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}.get(key)
-            if fixed in theirs and not torch.allclose(theirs[fixed].flatten().float(), ours[key].flatten(), rtol=1e-5):
-                raise CheckpointError(f"{path}: {name}.{fixed} is not what the snapshot's settings give")
-            mapped[key] = ours[key]
-        state[name] = mapped
-    pipe = snap.get("augment_pipe")
-    p = _module_state(pipe).get("p") if isinstance(pipe, _PersistentObject) else None
-    state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
-    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))
-    state["nimg"] = int(match.group(1)) * 1000 if match else 0      # the release names snapshots by kimg
-    return state
-
-
-def config_from_dict(d: dict) -> Config:
-    """The Config saved in a checkpoint (fields unknown to this version are ignored)."""
-    fields = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in d.items() if k in fields})
-
-
-def load_generator(path: str, device="cpu"):
-    """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
-    state = load_checkpoint(path)
-    cfg = config_from_dict(state["cfg"])
-    G = Generator(cfg)
-    try:
-        G.load_state_dict(state["G_ema"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' generator "
-                              f"({_first_line(e)})")
-    return G.eval().requires_grad_(False).to(device), cfg
-
-
-def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
-    """uint8 [B, T, H, W, 3] -> [T, rows*H, cols*W, 3]: B videos tiled into a grid."""
-    B, T, H, W, _ = frames.shape
-    cols = cols or math.ceil(math.sqrt(B))
-    rows = math.ceil(B / cols)
-    if rows * cols > B:
-        frames = torch.cat([frames, frames.new_zeros(rows * cols - B, T, H, W, 3)])
-    grid = frames.reshape(rows, cols, T, H, W, 3).permute(2, 0, 3, 1, 4, 5)   # [T, rows, H, cols, W, 3]
-    return grid.reshape(T, rows * H, cols * W, 3).cpu().numpy()
-
-
-class FrameSink:
-    """Writes frames one chunk at a time to an .mp4 (ffmpeg, streamed) or a folder of PNGs.
-
-    Output goes to a temporary name and is renamed into place by close(); abort() (or an
-    exception inside `with`) removes it, so Ctrl-C never leaves a half-written video behind.
-    """
-
-    def __init__(self, out: str, fps: float):
-        self.out, self.is_video = out, out.lower().endswith(".mp4")
-        parent = os.path.dirname(os.path.abspath(out))
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
-        if not self.is_video and os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-            raise UserError(f"{out}: exists and is not an empty folder")
-        self.count = 0
-        if self.is_video:
-            import imageio.v2 as imageio
-            self.tmp = out[:-4] + f".partial-{os.getpid()}.mp4"
-            self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
-                                             quality=8, pixelformat="yuv420p", macro_block_size=1)
-        else:
-            self.tmp = out.rstrip("/") + f".partial-{os.getpid()}"
-            os.makedirs(self.tmp)
-
-    def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
-        import imageio.v3 as iio
-        for f in frames:
-            if self.is_video:
-                self.writer.append_data(f)
-            else:
-                iio.imwrite(os.path.join(self.tmp, f"{self.count:06d}.png"), f)
-            self.count += 1
-
-    def close(self) -> None:
-        if self.is_video:
-            self.writer.close()
-        elif os.path.isdir(self.out):
-            os.rmdir(self.out)                                   # an empty folder we may replace
-        os.replace(self.tmp, self.out)
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.is_video:
-                self.writer.close()
-        if os.path.isdir(self.tmp):
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *_):
-        self.abort() if exc_type else self.close()
-
-
-def _release_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere a no-op).
-
-    Rendering allocates and frees the same few-MB activations for every chunk; glibc keeps freed
-    blocks in a heap that slowly fragments, and over an hour of chunks the peak memory crept up by
-    ~17 % (measured). Trimming every few dozen chunks keeps it flat at no measurable cost.
-    """
-    with contextlib.suppress(Exception):
-        import ctypes
-        import ctypes.util
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-
-
-def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
-           seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
-           progress: bool = True) -> int:
-    """Render len(seeds) videos from t = start for `seconds` at `fps`, tiled, streamed to `out`.
-
-    Frame i is at t = (start + i / fps) * data_fps, in the training data's frames: a different fps
-    renders the same continuous video more or less densely. Memory is flat in the length: frames
-    are rendered `batch` at a time, and only a bounded cache of motion anchors is kept.
-    Returns the number of frames written.
-    """
-    from tqdm import tqdm
-    if not seconds > 0 or not fps > 0 or start < 0:
-        raise UserError(f"need --seconds > 0, --fps > 0 and --start >= 0 (got {seconds}, {fps}, {start})")
-    if batch < 1:
-        raise UserError(f"--batch must be >= 1, got {batch}")
-    motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
-    n_frames = max(1, int(round(seconds * fps)))
-    w = G.content_codes(list(seeds), truncation)                 # [B, w_dim], once per video
-    cache: dict = {}
-    with FrameSink(out, fps) as sink, tqdm(total=n_frames, unit="frame", disable=not progress,
-                                           desc=os.path.basename(out)) as bar:
-        for i in range(0, n_frames, batch):
-            idx = torch.arange(i, min(i + batch, n_frames), dtype=torch.float64)
-            t = (start + idx / fps) * data_fps                   # [T] in data frames
-            frames = to_uint8(G.render_frames(w, motion_seeds, t, cache))   # [B, T, H, W, 3]
-            sink.write(video_grid(frames))
-            bar.update(len(idx))
-            if (i // batch) % 64 == 63:
-                _release_free_memory()
-    return n_frames
-
-
-# ------------------------------------------------------------------------------------------------
-# §13 The kernel's parity check and micro-benchmark (GPU only; for `doctor` and the tests)
-# ------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------
+# Parity check and micro-benchmark (GPU only; for `doctor` and the tests)
+# ---------------------------------------------------------------------------------------------------
 
 def _rel_err(a, b):
     """max |a - b| / max |b|: one number per tensor, insensitive to its scale."""
@@ -3812,784 +4613,6 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
     result['speedup_layer'] = round(result['ref']['layer_fwd_bwd_ms'] / result['cuda']['layer_fwd_bwd_ms'], 2)
     result['speedup_epilogue'] = round(result['ref']['epilogue_fwd_bwd_ms'] / result['cuda']['epilogue_fwd_bwd_ms'], 2)
     return result
-
-
-# ------------------------------------------------------------------------------------------------
-# §14 Command line: train, sample, bench, doctor, figures, plot
-# ------------------------------------------------------------------------------------------------
-# Each command is a thin `cmd_*` function over the sections above; `build_parser` at the end lists
-# every option with its default and its range (checked while parsing). The error policy is the same
-# everywhere: a mistake the user can fix (a path, a flag, a dataset, a checkpoint) raises UserError,
-# and a failing file system an OSError; `_exit_on_error`, the one way out of every command and every
-# training process, prints either as ONE line, "stylegan_v.py: error: ...", exit status 2 -- never a
-# traceback from deep inside torch. Ctrl-C and SIGTERM exit 130 (train saves first). Every file is
-# written under a temporary name and renamed when complete, so nothing is half-written.
-#
-#   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
-#   sample   checkpoint -> .mp4 or PNG frames of any length and frame rate (§12)
-#   convert  an authors' network-snapshot-*.pkl -> a checkpoint of ours
-#   bench    rendering speed at t = 0 and t = 1 h; with --train, video model vs image StyleGAN2
-#   doctor   torch/CUDA facts, builds the CUDA kernel and checks it against the reference (§13);
-#            --full: the GPU acceptance run (parity matrix, layer and training benchmarks, sampling)
-#   figures  the README's pictures from a checkpoint;  plot  FVD over kimg from runs' log.jsonl
-
-
-def _pick_device(name: Optional[str]) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available")
-    return torch.device(name)
-
-
-def cmd_sample(args) -> None:
-    """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
-    global USE_CUSTOM_OPS
-    USE_CUSTOM_OPS = not args.no_custom_ops
-    device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
-    if args.ckpt:
-        G, cfg = load_generator(args.ckpt, device)
-        source = checkpoint_path(args.ckpt)
-    else:
-        cfg = make_config(args.preset)
-        torch.manual_seed(args.seed)
-        G = Generator(cfg).eval().requires_grad_(False).to(device)
-        source = f"a freshly initialized '{args.preset}' generator (no --ckpt: expect noise, not video)"
-    fps = args.fps or cfg.fps
-    seeds = list(range(args.seed, args.seed + args.num))
-    mseed = args.seed if args.motion_seed is None else args.motion_seed
-    motion_seeds = list(range(mseed, mseed + args.num))
-    print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
-    t0 = time.time()
-    n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
-               args.truncation, args.batch)
-    dt = time.time() - t0
-    import resource
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process (not ffmpeg's)
-    print(f"wrote {args.out}: {n} frames in {dt:.1f} s ({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB",
-          file=sys.stderr)
-
-
-def cmd_convert(args) -> None:
-    """`convert`: an authors' network-snapshot-*.pkl (read safely) -> a checkpoint of ours (.pt)."""
-    if os.path.exists(args.out):
-        raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
-    state = load_checkpoint(args.src)
-    if "opt_G" in state:
-        raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
-    cfg = config_from_dict(state["cfg"])
-    save_checkpoint(args.out, state)
-    print(f"wrote {args.out}: arch '{cfg.arch}' {cfg.resolution}^2 G_ema, G, D and ADA's p = {state['aug_p']:.3f} "
-          f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
-
-
-def _train_overrides(args) -> dict:
-    """Config fields set on the command line (None = keep the preset's value)."""
-    o = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
-             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
-             span_dist=args.span_dist, amp_dtype=args.amp_dtype)
-    return {k: v for k, v in o.items() if v is not None}
-
-
-def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
-    """Entry point of one training process (rank) -- also the only one when world == 1.
-
-    Exits 130 when a signal stopped the run (after the checkpoint was saved), like any Unix tool.
-    """
-    global USE_CUSTOM_OPS
-    USE_CUSTOM_OPS = not args.no_custom_ops
-    cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    elif world > 1:   # N CPU processes share the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    interrupted = False
-    try:
-        if world > 1:
-            import datetime   # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
-            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
-                                                 rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
-        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed,
-                        snap=args.snap, tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
-                        metrics=args.metrics, metric_videos=args.metric_videos)
-        interrupted = trainer.interrupted
-        if world > 1:
-            torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
-    except BaseException as e:                 # the tool's one error path, in every process
-        _exit_on_error(e, quiet=rank != 0)
-    finally:
-        if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    if interrupted:
-        sys.exit(130)
-
-
-class RunLock:
-    """An exclusive lock on a run directory (<outdir>/train.lock, fcntl) held while one training runs.
-
-    The lock belongs to the process, so the OS releases it when the process dies, however it dies;
-    the file keeps the holder's pid for the error message. (No locking on Windows, where fcntl is
-    missing.) Taking it also removes what a killed run left behind: temporary checkpoint, config and
-    log files and half-written preview videos, which nobody else can be writing while we hold it.
-    """
-
-    def __init__(self, outdir: str):
-        self.outdir, self.file = outdir, None
-
-    @staticmethod
-    def holder(outdir: str) -> Optional[str]:
-        """The pid of the training that holds outdir's lock, or None; creates nothing."""
-        path = os.path.join(outdir, "train.lock")
-        if fcntl is None or not os.path.isfile(path):
-            return None
-        with open(path, "r") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                return f.read().strip() or "?"
-        return None
-
-    def acquire(self) -> "RunLock":
-        os.makedirs(self.outdir, exist_ok=True)
-        self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
-        if fcntl is not None:
-            try:
-                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self.file.seek(0)
-                pid = self.file.read().strip() or "?"
-                self.file.close()
-                raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); "
-                                f"wait for it or stop it, or train into another --outdir") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(str(os.getpid()))
-        self.file.flush()
-        import glob
-        stale = [p for pattern in ("*.tmp-*", os.path.join("samples", "*.partial-*"))
-                 for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-        return self
-
-    def release(self) -> None:
-        if self.file is not None:
-            self.file.close()                    # closing the file releases the lock
-            self.file = None
-
-
-def check_run_dir(outdir: str, resuming: bool) -> None:
-    """A new run never writes into a directory that holds something, and never beside a live run."""
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
-    pid = RunLock.holder(outdir)
-    if pid is not None:
-        raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
-                        f"wait for it or stop it, or train into another --outdir")
-    entries = sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []
-    if entries and not resuming:
-        raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
-                        f"continue it with --resume auto, or train into a new --outdir")
-
-
-def cmd_train(args) -> None:
-    """`train`: resolve the config, check every input, then run 1 process, N spawned ones, or torchrun's."""
-    cfg = make_config(args.preset, **_train_overrides(args))
-    if args.kimg is None:
-        args.kimg = 200.0 if args.preset == "tiny" else 25000.0
-    if args.snap is None:
-        args.snap = min(200.0, args.kimg / 5)
-    if args.outdir is None:
-        args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
-    resuming = args.resume is not None                          # 'auto' also consents to reuse the directory
-    if args.resume == "auto" and not os.path.isfile(os.path.join(args.outdir, "checkpoint.pt")):
-        args.resume = None                                     # nothing to resume yet: start fresh
-    # Everything that can be checked is checked before any process starts or any work is done.
-    data = VideoFolder(args.data)
-    cfg = fit_config_to_data(cfg, data)
-    if args.resume:                                            # (an authors' snapshot brings its architecture)
-        _, cfg = load_resume_state(args.resume, args.outdir, cfg)
-    ClipDataset(data, cfg)
-    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
-    check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    if not torchrun and world > 1 and args.device != "cpu":
-        n = torch.cuda.device_count()
-        if world > n:
-            raise UserError(f"--gpus {world}: only {n} CUDA device(s) present"
-                            + ("" if n else " (use --device cpu to run CPU processes instead)"))
-    main_process = not torchrun or int(os.environ["RANK"]) == 0
-    if main_process:
-        check_run_dir(args.outdir, resuming)
-    if args.dry_run:
-        print(json.dumps(dataclasses.asdict(cfg), indent=2))
-        return
-    lock = RunLock(args.outdir).acquire() if main_process else None
-    try:
-        # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
-        # process in this interpreter, or N processes spawned here that meet on a free local TCP port.
-        if torchrun:
-            _train_worker(int(os.environ["RANK"]), world, args, cfg, "env://")
-        elif world == 1:
-            _train_worker(0, 1, args, cfg, None)
-        else:
-            _spawn_workers(world, args, cfg)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """Start `world` training processes here and wait for them; Ctrl-C / SIGTERM reach every one.
-
-    Ctrl-C in a terminal signals the whole process group; `kill` signals only us. Either way we pass
-    a SIGTERM on to every worker (they treat it as a request to save and stop, and ignore repeats)
-    and keep waiting: the workers are daemonic, so exiting first would kill them mid-save.
-    """
-    import socket
-    with socket.socket() as sock:                              # a free port on this machine
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    context = torch.multiprocessing.start_processes(
-        _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
-
-    def forward(_signum, _frame):
-        for process in context.processes:
-            with contextlib.suppress(OSError):
-                if process.pid:
-                    os.kill(process.pid, signal.SIGTERM)
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not context.join():
-            pass
-    except torch.multiprocessing.ProcessExitedException as e:
-        sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
-def _time_it(fn, repeat: int = 3) -> float:
-    """Median wall time of fn() in seconds (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
-    """Seconds per real frame shown to D, for training steps of `cfg` on random data.
-
-    R1 steps (1 in 16) are left out: the same for both models, they would only add noise here.
-    """
-    trainer = Trainer(cfg, Dist(device=device))
-    trainer.step_idx = 1                                         # start off the R1 schedule
-    H = cfg.resolution
-    real = torch.randint(0, 256, (cfg.batch, cfg.frames_per_clip, H, H, 3), dtype=torch.uint8)
-    t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), cfg.frames_per_clip, cfg.max_span,
-                                                     cfg.max_time, 10_000) for i in range(cfg.batch)]))
-
-    def one_step():
-        if trainer.step_idx % cfg.r1_interval == 0:
-            trainer.step_idx += 1
-        trainer.step(real, t)
-    return _time_it(one_step, steps) / (cfg.batch * cfg.frames_per_clip)
-
-
-def cmd_bench(args) -> None:
-    global USE_CUSTOM_OPS
-    USE_CUSTOM_OPS = not args.no_custom_ops
-    device = _pick_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
-    print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
-          f"{'on' if USE_CUSTOM_OPS and load_modconv_plugin() is not None and device.type == 'cuda' else 'off'}")
-    for preset in args.presets:
-        cfg = make_config(preset)
-        G = Generator(cfg).eval().requires_grad_(False).to(device)
-        w = G.content_codes([0])
-        at = lambda t0: _time_it(lambda: G.render_frames(w, [0], t0 + torch.arange(16.0)), args.repeat)
-        s0, s1 = at(0.0), at(90_000.0)
-        print(f"render  {preset:5s} {cfg.resolution:4d}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
-              f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
-        if args.train:
-            batch = args.train_batch or cfg.batch
-            video = dataclasses.replace(cfg, batch=batch)
-            # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes,
-            # no time conditioning in D -- with as many frames per step (batch * k images), so both
-            # move the same amount of activation memory per step.
-            image = dataclasses.replace(cfg, batch=batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
-                                        d_cond="none")
-            sv = bench_training(video, device, args.repeat)
-            si = bench_training(image, device, args.repeat)
-            print(f"train   {preset:5s} {cfg.resolution:4d}^2  {batch} videos x {cfg.frames_per_clip} frames: "
-                  f"video model {sv * 1e3:8.1f} s/kimg, image StyleGAN2 ({image.batch} images) {si * 1e3:8.1f} s/kimg  ->  "
-                  f"cost per frame {100 * (sv / si - 1):+.1f} %")
-
-
-def cmd_doctor(args) -> None:
-    """Facts about the machine, a build of the CUDA kernel, and on a GPU its parity and speed;
-    with --full, the GPU acceptance run (acceptance_run)."""
-    if args.full:
-        if not torch.cuda.is_available():
-            print("doctor --full needs a GPU, and none is visible. On a GPU it would run, and write "
-                  f"{os.path.join(args.out, 'doctor_full.json')} and doctor_full.md:")
-            for i, stage in enumerate(ACCEPTANCE_PLAN, 1):
-                print(f"  {i}. {stage}")
-            return
-        acceptance_run("cuda", args.out)
-        return
-    import subprocess
-    from torch.utils import cpp_extension
-    print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
-    home = _find_cuda_home()
-    nvcc = os.path.join(home, "bin", "nvcc") if home else None
-    if nvcc:
-        version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        print(f"nvcc: {nvcc} ({version})")
-    else:
-        print("nvcc: not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference path works without)")
-    print(f"ninja: {'yes' if cpp_extension.is_ninja_available() else 'no (pip install ninja)'}")
-    gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
-            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
-    print("building the fused ModConv2d kernel ...", flush=True)
-    module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not gpus)
-    if module is None:
-        print(f"kernel: NOT built: {status['reason']}" + (f" (log: {status['log']})" if status.get("log") else ""))
-    else:
-        print(f"kernel: ok in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}) for "
-              f"arch {status['arch_list']}, in {status['build_dir']}")
-    if not gpus or module is None:
-        print("parity and speed checks need a GPU: skipped")
-        return
-    parity = check_parity("cuda")
-    worst = max(parity["checks"].items(), key=lambda kv: kv[1]["err"] / max(kv[1]["tol"], 1e-30))
-    print(f"parity: {'ok' if parity['ok'] else 'FAILED'} ({sum(c['ok'] for c in parity['checks'].values())}/"
-          f"{len(parity['checks'])} checks; worst {worst[0]}: err {worst[1]['err']:.2e}, tol {worst[1]['tol']:.0e})")
-    for name, c in parity["checks"].items():
-        if not c["ok"]:
-            print(f"  FAILED {name}: err {c['err']:.2e} > tol {c['tol']:.0e}")
-    b = benchmark_modconv_layer("cuda")
-    s = b["shape"]
-    print(f"one ModConv2d layer, N={s['N']} {s['I']}->{s['O']} ch at {s['H']}x{s['W']}, {s['dtype']}, fwd+bwd:")
-    for impl in ("ref", "cuda"):
-        r = b[impl]
-        print(f"  {impl:4s}  layer {r['layer_fwd_bwd_ms']:7.2f} ms  {r['layer_peak_mib']:7.1f} MiB peak   "
-              f"epilogue {r['epilogue_fwd_bwd_ms']:7.2f} ms  {r['epilogue_peak_mib']:7.1f} MiB peak")
-    print(f"  speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
-
-
-ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (about 8 minutes on one GPU)
-    "environment: GPU model, torch and CUDA versions",
-    "kernel: build (or cached load), then the parity matrix: float32/float16/bfloat16 x 6 epilogue configurations "
-    "x forward and every gradient, demodulation, gradcheck and gradgradcheck in float64, an R1 double backward",
-    "layer: one 256^2 ModConv2d layer forward+backward, time and peak memory, with and without the kernel",
-    "training: steps of the ffs 256^2 model (16 videos x 3 frames per GPU): s/kimg and peak memory, "
-    "kernel on/off x float16/float32 layers",
-    "sampling: frames/s rendering 256^2 frames from the ffs generator, kernel on",
-]
-
-
-def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Optional[int] = None, batch: int = 16,
-                   steps: int = 5, log=print) -> dict:
-    """doctor --full: every open GPU question answered in one run; writes doctor_full.json and .md.
-
-    On a CPU (the tests) the same stages run at a small size; the kernel stages then say why they were
-    skipped. Returns the results dict.
-    """
-    global USE_CUSTOM_OPS
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    res = {"device": torch.cuda.get_device_name(device) if cuda else f"{os.cpu_count()} CPU cores",
-           "torch": torch.__version__, "cuda": torch.version.cuda, "preset": preset}
-    log(f"[1/5] environment: {res['device']}, torch {res['torch']}, CUDA {res['cuda']}")
-    module, status = build_modconv_plugin(force_compile_without_gpu=not cuda)
-    kernel = cuda and module is not None
-    res["kernel_build"] = {k: status.get(k) for k in ("ok", "reason", "seconds", "from_cache", "arch_list")}
-    log(f"[2/5] kernel: {'built' if module is not None else 'NOT built: ' + status['reason']}"
-        + ("" if kernel else "; parity needs a GPU: skipped"))
-    if kernel:
-        parity = check_parity(device)
-        bad = {k: v for k, v in parity["checks"].items() if not v["ok"]}
-        res["parity"] = dict(ok=parity["ok"], checks=len(parity["checks"]), failed=bad)
-        log(f"      parity: {len(parity['checks']) - len(bad)}/{len(parity['checks'])} checks ok")
-    log("[3/5] one ModConv2d layer with and without the kernel" + ("" if kernel else ": needs a GPU, skipped"))
-    if kernel:
-        res["layer"] = benchmark_modconv_layer(device)
-    cfg0 = make_config(preset, **({"resolution": resolution} if resolution else {}))
-    rows = []
-    old = USE_CUSTOM_OPS
-    try:
-        for use_kernel in ([True, False] if kernel else [False]):
-            for fp16 in ([True, False] if cuda else [False]):
-                USE_CUSTOM_OPS = use_kernel
-                cfg = dataclasses.replace(cfg0, batch=batch, num_fp16_res=4 if fp16 else 0)
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats(device)
-                sec = bench_training(cfg, device, steps) * 1000
-                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
-                rows.append(dict(kernel=use_kernel, fp16=fp16, sec_per_kimg=round(sec, 2),
-                                 peak_gib=None if peak is None else round(peak, 2)))
-                log(f"[4/5] training {preset} {cfg.resolution}^2, {batch} videos: kernel {'on' if use_kernel else 'off'}, "
-                    f"{'float16' if fp16 else 'float32'} layers: {sec:.1f} s/kimg"
-                    + ("" if peak is None else f", peak {peak:.2f} GiB"))
-        USE_CUSTOM_OPS = kernel
-        G = Generator(cfg0).eval().requires_grad_(False).to(device)
-        w = G.content_codes(list(range(4)))
-        sec = _time_it(lambda: G.render_frames(w, list(range(4)), torch.arange(16.0)), 3)
-        res["sample_frames_per_s"] = round(64 / sec, 1)
-        log(f"[5/5] sampling {cfg0.resolution}^2: {res['sample_frames_per_s']} frames/s (4 videos x 16 frames a call)")
-    finally:
-        USE_CUSTOM_OPS = old
-    res["training"] = rows
-    os.makedirs(out_dir, exist_ok=True)
-    _atomic_write_text(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
-    md = [f"Measured by `python stylegan_v.py doctor --full` on {res['device']} (torch {res['torch']}, CUDA {res['cuda']}).",
-          "", f"| {preset} {cfg0.resolution}^2, {batch} videos x 3 frames | s/kimg | peak GPU memory |", "| --- | ---: | ---: |"]
-    for r in rows:
-        md.append(f"| kernel {'on' if r['kernel'] else 'off'}, {'float16' if r['fp16'] else 'float32'} layers | "
-                  f"{r['sec_per_kimg']} | {'–' if r['peak_gib'] is None else str(r['peak_gib']) + ' GiB'} |")
-    md.append(f"| sampling {cfg0.resolution}^2 | {res['sample_frames_per_s']} frames/s | |")
-    if "parity" in res:
-        md.append(f"\nKernel parity: {'all' if res['parity']['ok'] else 'NOT all'} {res['parity']['checks']} checks pass.")
-    if "layer" in res and res["layer"].get("ok"):
-        md.append(f"One 256^2 ModConv2d layer, fwd+bwd: x{res['layer']['speedup_layer']} with the kernel "
-                  f"(epilogue alone x{res['layer']['speedup_epilogue']}).")
-    _atomic_write_text(os.path.join(out_dir, "doctor_full.md"), "\n".join(md) + "\n")
-    log(f"wrote {os.path.join(out_dir, 'doctor_full.json')} and doctor_full.md")
-    return res
-
-
-def _line_plot(curves: np.ndarray, height: int = 60, width: int = 1000) -> np.ndarray:
-    """uint8 [rows*height, width, 3]: each row of `curves` [rows, n] drawn as a dark line in its own band.
-
-    A plot without a plotting library (the design card allows none): sample each curve at `width`
-    points and, at every x, fill the pixels between this value and the next.
-    """
-    rows, n = curves.shape
-    x = np.linspace(0, n - 1, width)
-    canvas = np.full((rows * height, width, 3), 255, np.uint8)
-    for r, curve in enumerate(curves):
-        y = np.interp(x, np.arange(n), curve)
-        lo, hi = y.min(), y.max()
-        py = (height - 4) - (y - lo) / max(hi - lo, 1e-8) * (height - 8) + r * height   # top = max
-        canvas[r * height, :] = 200                                                     # band separator
-        for i in range(width - 1):
-            a, b = sorted((int(round(py[i])), int(round(py[i + 1]))))
-            canvas[a:b + 1, i] = (40, 60, 160)
-    return canvas
-
-
-def cmd_figures(args) -> None:
-    """The README's pictures from a checkpoint (and its dataset): strips of frames and Fig 9."""
-    import imageio.v3 as iio
-    G, cfg = load_generator(args.ckpt, _pick_device(args.device))
-    os.makedirs(args.out, exist_ok=True)
-    n, step = 8, args.stride                                     # 8 frames per row, every `stride` frames
-    t = torch.arange(n, dtype=torch.float64) * step
-    rows = lambda videos: video_grid(videos.reshape(-1, 1, *videos.shape[2:]), cols=n)[0]   # a row per video
-
-    def save(name, image):
-        if args.zoom > 1 and name != "embedding.png":           # nearest-neighbour, for small frames
-            image = image.repeat(args.zoom, axis=0).repeat(args.zoom, axis=1)
-        path = os.path.join(args.out, name)
-        iio.imwrite(path, image)
-        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
-
-    fake = G.render_videos(list(range(args.num)), t)                        # [num, 8, H, W, 3]
-    if args.data:
-        data = VideoFolder(args.data)
-        rng = np.random.default_rng(0)
-        picks = rng.choice(len(data), size=min(args.num, len(data)), replace=False)
-        real = []
-        for v in picks:
-            start = int(rng.integers(0, max(data.lengths[v] - (n - 1) * step, 1)))
-            idx = np.minimum(start + np.arange(n) * step, data.lengths[v] - 1)
-            real.append(torch.from_numpy(data.read_frames(int(v), idx)))
-        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), np.full((4, n * cfg.resolution, 3), 255, np.uint8),
-                                                 rows(fake)]))
-    else:
-        save("fake.png", rows(fake))
-    # Content and motion are separate: same content seed with two motion seeds, and the reverse.
-    pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    cm = torch.cat([G.render_videos([c], t, motion_seeds=[m]) for c, m in pairs])
-    save("content_motion.png", rows(cm))                                    # rows: (c0,m0) (c0,m1) (c1,m0) (c1,m1)
-    # No degradation after an hour: the same video at t = 0 and at t = 1 h.
-    hour = args.hour_seconds * cfg.fps
-    save("t0_vs_1h.png", rows(torch.cat([G.render_videos([0], t), G.render_videos([0], hour + t)])))
-    # Fig 9: channels of the acyclic embedding v_t over 2000 frames.
-    v = G.motion_codes(0, torch.arange(2000, dtype=torch.float64)).cpu().numpy()       # [2000, D]
-    save("embedding.png", _line_plot(v[:, :: max(cfg.v_dim // 6, 1)][:, :6].T))
-
-
-def read_metric_curve(run: str, metric: str) -> np.ndarray:
-    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears
-    twice (a log written before resuming cut logs back to the checkpoint) the later value counts."""
-    path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
-    if not os.path.isfile(path):
-        raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
-    rows = {}
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}: line {number} is not JSON")
-            if metric in record:
-                rows[float(record["kimg"])] = float(record[metric])
-    if not rows:
-        raise UserError(f"{path}: no '{metric}' values (train with --metrics {metric})")
-    return np.array(sorted(rows.items()), dtype=np.float64)
-
-
-def plot_curves(curves: dict, ylabel: str, size=(640, 400)) -> np.ndarray:
-    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend.
-
-    Drawn with Pillow (already installed as imageio's dependency) and its built-in font, so the
-    README's training curve needs no plotting library.
-    """
-    from PIL import Image, ImageDraw
-    W, H = size
-    left, right, top, bottom = 64, 16, 16, 44                    # margins for tick labels
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    xs = np.concatenate([c[:, 0] for c in curves.values()])
-    ys = np.concatenate([c[:, 1] for c in curves.values()])
-    x_hi, x_step = _axis(xs.max())
-    y_hi, y_step = _axis(ys.max() * 1.05)
-    px = lambda x: left + x / x_hi * (W - left - right)
-    py = lambda y: H - bottom - y / y_hi * (H - top - bottom)
-    for x in np.arange(0, x_hi + x_step / 2, x_step):           # grid, ticks and their labels
-        draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
-        draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
-    for y in np.arange(0, y_hi + y_step / 2, y_step):
-        draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
-        draw.text((left - 6, py(y)), f"{y:g}", fill="black", anchor="rm")
-    draw.rectangle([left, top, W - right, H - bottom], outline="black")
-    draw.text(((left + W - right) / 2, H - 14), "kimg (thousands of real frames shown to D)", fill="black", anchor="ma")
-    draw.text((6, top), ylabel, fill="black")
-    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
-    for i, (label, c) in enumerate(curves.items()):
-        colour = colours[i % len(colours)]
-        points = [(px(x), py(y)) for x, y in c]
-        draw.line(points, fill=colour, width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.line([(W - right - 150, top + 12 + 14 * i), (W - right - 130, top + 12 + 14 * i)], fill=colour, width=2)
-        draw.text((W - right - 124, top + 12 + 14 * i), label, fill="black", anchor="lm")
-    return np.asarray(img)
-
-
-def _axis(x: float, max_ticks: int = 6):
-    """(end, step) of an axis from 0 that shows x: the smallest step of 1, 2, 2.5 or 5 times a power
-    of ten that needs at most max_ticks steps (0.5 % of slack, so 60.05 kimg ends the axis at 60)."""
-    x = max(float(x) * 0.995, 1e-8)
-    base = 10 ** math.floor(math.log10(x / max_ticks))
-    step = next(m * base for m in (1, 2, 2.5, 5, 10) if math.ceil(x / (m * base)) <= max_ticks)
-    return step * math.ceil(x / step), step
-
-
-def cmd_plot(args) -> None:
-    """A metric over kimg for one or more runs (the README's FVD curve)."""
-    import imageio.v3 as iio
-    labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
-    if len(labels) != len(args.runs):
-        raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
-    curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
-    image = plot_curves(curves, args.metric.upper().replace("FVD", "FVD_"))
-    tmp = args.out + ".tmp.png"
-    iio.imwrite(tmp, image)
-    os.replace(tmp, args.out)
-    for label, c in curves.items():
-        print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
-    print(f"wrote {args.out}")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
-
-    def error(self, message):
-        command = self.prog.split()[-1] if " " in self.prog else None
-        hint = f" (see: stylegan_v.py {command} --help)" if command else ""
-        print(f"stylegan_v.py: error: {message}{hint}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _in_range(kind, lo, hi, lo_open=False, hi_open=False):
-    """An argparse `type` that parses an int or a finite float and checks lo <= x <= hi ('(' = open)."""
-    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-
-    def parse(text: str):
-        try:
-            x = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not math.isfinite(x) or x < lo or x > hi or (lo_open and x == lo) or (hi_open and x == hi):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {span}")
-        return x
-    return parse
-
-
-SEED = _in_range(int, 0, 2 ** 32 - 1)          # every seed flag
-KIMG = _in_range(float, 0, 1e6, lo_open=True)   # --kimg, --snap, --tick, --ada-kimg
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-
-    s = sub.add_parser("sample", help="render videos of any length and frame rate")
-    s.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
-    s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
-    s.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture when no --ckpt")
-    s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
-                   help="length of the video, up to a day (default 4)")
-    s.add_argument("--fps", type=_in_range(float, 0, 1000, lo_open=True),
-                   help="frames per second, up to 1000 (default: the dataset's, else 25)")
-    s.add_argument("--start", type=_in_range(float, 0, 1e7), default=0.0,
-                   help="time of the first frame, in seconds (0 to 10^7)")
-    s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i)")
-    s.add_argument("--motion-seed", type=SEED, help="motion seed z^m (default: = --seed)")
-    s.add_argument("--num", type=_in_range(int, 1, 64), default=1, help="number of videos, tiled into a grid (1-64)")
-    s.add_argument("--truncation", type=_in_range(float, -10, 10), default=1.0, help="truncation psi for w (1 = off)")
-    s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16, help="frames per forward pass")
-    s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
-    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    s.set_defaults(fn=cmd_sample)
-
-    t = sub.add_parser("train", help="train on a dataset written by prepare_data.py",
-                       description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
-    t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
-    t.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture and defaults (tiny: CPU)")
-    t.add_argument("--outdir", help="run directory (default runs/<preset>-<data>); a new run needs an empty or new one")
-    t.add_argument("--kimg", type=KIMG, help="train until D has seen this many thousand real frames "
-                                             "(default 25000; tiny 200)")
-    t.add_argument("--snap", type=KIMG, help="checkpoint + samples every this many kimg (default min(200, kimg/5))")
-    t.add_argument("--tick", type=KIMG, default=1.0, help="log a line to log.jsonl every this many kimg")
-    t.add_argument("--seed", type=SEED, default=0, help="seed of weights and of every random draw")
-    t.add_argument("--batch", type=_in_range(int, 1, 65536), help="videos per step over all processes (paper 64)")
-    t.add_argument("--frames-per-clip", type=_in_range(int, 1, 33), help="k frames D sees per video (paper 3)")
-    t.add_argument("--gamma", type=_in_range(float, 0, 1e4),
-                   help="R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2)")
-    t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
-    t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
-    t.add_argument("--d-cond", choices=["hyper", "concat", "none"],
-                   help="time-gap conditioning of D: hyper = paper (ModConv + projection), concat = release "
-                        "(projection only), none = no time information")
-    t.add_argument("--lr", type=_in_range(float, 0, 1, lo_open=True), help="Adam learning rate (paper 0.0025)")
-    t.add_argument("--ada-kimg", type=KIMG, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
-    t.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
-                   help="x-flip whole videos at random (default on, as the release; --no-mirror: off)")
-    t.add_argument("--span-dist", choices=["uniform", "release"],
-                   help="clip spans: uniform = U[k-1, 32] (paper), release = {2, 4, 8, 16, 32}")
-    t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA, no activation clamping")
-    t.add_argument("--amp-dtype", choices=list(AMP_DTYPES),
-                   help="dtype of the mixed-precision layers (G's and D's top 4 resolutions): auto = float16 "
-                        "on CUDA, float32 on a CPU (default); bfloat16 runs them in bfloat16 on a CPU too")
-    t.add_argument("--gpus", type=_in_range(int, 1, 1024), default=1,
-                   help="processes, one per GPU (with --device cpu: CPU processes)")
-    t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    t.add_argument("--workers", type=_in_range(int, 0, 64), default=2,
-                   help="data-loading worker processes per training process")
-    t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
-    t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
-    t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=2048, help="videos per metric (paper 2048)")
-    t.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
-    t.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, stop")
-    t.set_defaults(fn=cmd_train)
-
-    b = sub.add_parser("bench", help="speed of rendering (and of training steps)")
-    b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS))
-    b.add_argument("--repeat", type=_in_range(int, 1, 1000), default=3, help="timed repetitions (median)")
-    b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
-    b.add_argument("--train-batch", type=_in_range(int, 1, 4096), help="videos per training step (default: the preset's)")
-    b.add_argument("--device")
-    b.add_argument("--no-custom-ops", action="store_true", help="time the PyTorch reference instead of the CUDA kernel")
-    b.set_defaults(fn=cmd_bench)
-
-    f = sub.add_parser("figures", help="the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9")
-    f.add_argument("--ckpt", required=True, help="checkpoint file or training directory")
-    f.add_argument("--data", help="its dataset, for real frames beside the fake ones")
-    f.add_argument("--out", default="assets", help="folder for the PNGs (default assets/)")
-    f.add_argument("--num", type=_in_range(int, 1, 64), default=4, help="videos per picture")
-    f.add_argument("--stride", type=_in_range(int, 1, 10 ** 6), default=4, help="frames between the 8 frames of a strip")
-    f.add_argument("--hour-seconds", type=_in_range(float, 0, 1e7), default=3600.0, help="how late the late strip is")
-    f.add_argument("--zoom", type=_in_range(int, 1, 16), default=1, help="enlarge the strips N times (nearest neighbour)")
-    f.add_argument("--device")
-    f.set_defaults(fn=cmd_figures)
-
-    c = sub.add_parser("plot", help="a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG")
-    c.add_argument("runs", nargs="+", help="run directories (or their log.jsonl)")
-    c.add_argument("--labels", nargs="+", help="one legend label per run (default: the directory names)")
-    c.add_argument("--metric", default="fvd16", help="a key of log.jsonl (default fvd16)")
-    c.add_argument("--out", default="fvd_curve.png", help="the PNG to write")
-    c.set_defaults(fn=cmd_plot)
-
-    v = sub.add_parser("convert", help="an authors' network-snapshot-*.pkl -> a checkpoint of ours (nothing in the "
-                                       "pickle is run)")
-    v.add_argument("src", help="the authors' snapshot, e.g. network-snapshot-001234.pkl")
-    v.add_argument("out", help="the checkpoint to write, e.g. ffs.pt")
-    v.set_defaults(fn=cmd_convert)
-
-    d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
-    d.add_argument("--verbose", action="store_true", help="show the compiler's output")
-    d.add_argument("--full", action="store_true", help="on a GPU: the acceptance run (parity matrix, layer and "
-                                                       "training benchmarks, sampling speed; ~8 minutes)")
-    d.add_argument("--out", default="doctor_full", help="folder for doctor --full's JSON and Markdown table")
-    d.set_defaults(fn=cmd_doctor)
-    return p
-
-
-def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one error path of every command and every training process: a mistake the user can fix
-    (UserError) or a failing file system (OSError: a full disk, a read-only folder) is ONE line,
-    "stylegan_v.py: error: ...", exit status 2; an interruption is exit status 130. Anything else
-    is a bug, and keeps its traceback."""
-    if isinstance(e, UserError):
-        message = str(e)
-    elif isinstance(e, OSError):
-        message = f"{e.filename}: {os_error_reason(e)}" if e.filename else os_error_reason(e)
-    elif isinstance(e, KeyboardInterrupt):
-        if not quiet:
-            print("stylegan_v.py: interrupted", file=sys.stderr)
-        sys.exit(130)
-    else:
-        raise e
-    if not quiet:
-        print(f"stylegan_v.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _raise_keyboard_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
-
-
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    # `kill` (SIGTERM) stops a command as Ctrl-C does, so outputs in progress are removed (FrameSink)
-    # and checkpoints saved (train installs its own handler: finish the step, save, stop).
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
-    try:
-        args.fn(args)
-    except BaseException as e:
-        if isinstance(e, SystemExit):
-            raise
-        _exit_on_error(e)
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

