@@ -1620,7 +1620,13 @@ def _clips_of(source, path, role, frames, subsample, num_videos, seed, offsets, 
     """select_clips on a source under a protocol, with the error naming the flag and the file."""
     order = _release_order(source) if protocol != "paper" else None
     try:
-        return select_clips(list(source.lengths), frames, subsample, num_videos, seed, offsets, protocol, order)
+        clips = select_clips(list(source.lengths), frames, subsample, num_videos, seed, offsets, protocol, order)
+        if len(clips) < 2:                    # a covariance needs two; say so before any I3D pass
+            skipped = list(getattr(source, "skipped", None) or [])
+            why = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+            raise FVDError(f"{len(clips)} video(s) long enough for a clip of {frames} frames, "
+                           f"FVD needs at least 2{why}")
+        return clips
     except FVDError as e:
         raise FVDError(f"--{role} {path or getattr(source, 'path', '')}: {e}") from None
 
