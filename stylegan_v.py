@@ -1,8 +1,8 @@
 """StyleGAN-V in one readable file: a continuous-time video GAN you can read, train and sample from.
 
 StyleGAN-V (Skorokhodov, Tulyakov, Elhoseiny, CVPR 2022, arXiv:2112.14683 v3 -- the equation,
-section and figure numbers in the comments below refer to that version) treats a video as a
-function x(t) that is continuous in time. Its generator is StyleGAN2 with exactly one change: a
+section and figure numbers in the comments below refer to that version; StyleGAN2's equations are
+cited as "SG2 Eq N") treats a video as a function x(t) that is continuous in time. Its generator is StyleGAN2 with exactly one change: a
 *motion code* v_t, computed from a little noise sequence by a padding-less conv1d network and an
 *acyclic positional embedding*, is concatenated to the constant 4x4 input. Every frame is rendered
 independently, so frame t = 1 hour costs the same as frame t = 0. Its discriminator sees only
@@ -289,13 +289,13 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
-# §3 ModConv2d: modulation and demodulation around one conv, the math (StyleGAN2 Eq 1-3)
+# §3 ModConv2d: modulation and demodulation around one conv, the math (SG2 Eq 1-3)
 # ------------------------------------------------------------------------------------------------
 # A modulated convolution (ModConv2d) is three things around one convolution:
 #
-#     x' = x · s[n, i]                              modulate the input channels by the style      (Eq 1)
+#     x' = x · s[n, i]                              modulate the input channels by the style      (SG2 Eq 1)
 #     y  = conv2d(x', w)                            the convolution itself: left to cuDNN
-#     d  = 1 / sqrt(Σ_{i,k} (s[n,i] · w[o,i,k])² + ε)  demodulation coefficients                 (Eq 3)
+#     d  = 1 / sqrt(Σ_{i,k} (s[n,i] · w[o,i,k])² + ε)  demodulation coefficients             (SG2 Eq 3)
 #     out = clamp(act(y · d[n,o] + noise + b[o]) · gain, ±clamp)    the "epilogue"
 #
 # Demodulating the *output* instead of scaling the weights is the same math (y is linear in w), and
@@ -320,7 +320,7 @@ USE_CUSTOM_OPS = True
 # ---------------------------------------------------------------------------------------------------
 
 def demod_coefficients_ref(weight, s, eps=1e-8):
-    """Demodulation coefficients of StyleGAN2's Eq 3, without building per-sample weights.
+    """Demodulation coefficients of SG2 Eq 3, without building per-sample weights.
 
     weight: [O, I, kh, kw] (equalized-lr gain already applied), s: [N, I] styles -> d: [N, O].
     Σ_{i,k} (s_i w_oik)² = Σ_i s_i² (Σ_k w_oik²), so one [N, I] @ [I, O] matmul replaces the
@@ -341,7 +341,7 @@ def fused_epilogue_ref(y, d=None, noise=None, bias=None, act='linear', gain=None
     """
     x = y
     if d is not None:
-        x = x * d.to(y.dtype)[:, :, None, None]     # [N, O, H, W]   demodulate (Eq 3): y · d[n, o]
+        x = x * d.to(y.dtype)[:, :, None, None]     # [N, O, H, W]   demodulate (SG2 Eq 3): y · d[n, o]
     if noise is not None:
         x = x + noise.to(y.dtype)                   # [N, 1, H, W] broadcast over the O channels
     return bias_act_ref(x, bias, act, gain, clamp)  # + b[o], act, · gain, clamp
@@ -366,7 +366,7 @@ def _resolve_impl(impl, x):
 
 
 def demod_coefficients(weight, s, eps=1e-8, impl=None):
-    """d [N, O] = 1 / sqrt(Σ_{i,k} (s[n,i] w[o,i,k])² + eps) (StyleGAN2 Eq 3). impl: 'cuda' | 'ref' | None (auto)."""
+    """d [N, O] = 1 / sqrt(Σ_{i,k} (s[n,i] w[o,i,k])² + eps) (SG2 Eq 3). impl: 'cuda' | 'ref' | None (auto)."""
     if _resolve_impl(impl, weight) == 'cuda':
         return demod_coefficients_cuda(weight, s, eps)
     return demod_coefficients_ref(weight, s, eps)
@@ -384,9 +384,9 @@ def modulated_conv2d_fused(x, weight, s, noise=None, bias=None, act='lrelu', gai
 
     x: [N, I, H, W], weight: [O, I, k, k] (equalized-lr gain applied), s: [N, I] -> [N, O, H, W].
     """
-    x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (Eq 1)
+    x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (SG2 Eq 1)
     y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
-    d = demod_coefficients(weight, s, impl=impl)                            # [N, O]        (Eq 3)
+    d = demod_coefficients(weight, s, impl=impl)                            # [N, O]    (SG2 Eq 3)
     return fused_epilogue(y, d, noise, bias, act=act, gain=gain, clamp=clamp, impl=impl)
 
 
@@ -624,7 +624,7 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
     tau = ((t - l) / delta_z).float()[:, None]                   # [N, 1] in [0, 1)
     al, om, rh = alpha[:, 0].double(), omega[:, 0].double(), rho[:, 0].double()   # [N, D]
 
-    def v_raw(s):                                                # Eq 2 with the left anchor's waves
+    def v_raw(s):                                                # Eq 1-2 with the left anchor's waves
         phase = om * s[:, None] + rh                             # [N, D]
         if sincos:                                               # release: [sin, cos], no amplitude
             return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1).float()   # [N, 2D]
@@ -1133,7 +1133,7 @@ def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time:
 
 
 # ------------------------------------------------------------------------------------------------
-# §9 Losses (Appx B: non-saturating logistic loss + lazy R1, as StyleGAN2)
+# §9 Losses (Sec 4.1, Appx B.1: non-saturating logistic loss + lazy R1, as StyleGAN2)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -1945,10 +1945,7 @@ class Trainer:
         z, t, tokens = self._latents("G")                        # z [b, z_dim], t [b, k], tokens [b, L, D]
         fake = self.G(z, t, tokens)                                          # [b, k, 3, H, W]
         loss_G = g_nonsaturating_loss(self.D(self._augment(fake, "G"), t))
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        self.nonfinite += sync_grads(self.G, self.dist)
-        self.opt_G.step()
+        self._optimize(loss_G, self.G, self.opt_G)
         logs["loss_G"] = loss_G.item()
 
         # D: minimize softplus(D(G(z))) + softplus(-D(x)). New latents (StyleGAN2 draws the D
@@ -1964,10 +1961,7 @@ class Trainer:
         fake_logits = self.D(self._augment(fake, "Dfake"), t)
         real_logits = self.D(self._augment(real, "Dreal"), t_real)
         loss_D = d_logistic_loss(real_logits, fake_logits)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        self.nonfinite += sync_grads(self.D, self.dist)
-        self.opt_D.step()
+        self._optimize(loss_D, self.D, self.opt_D)
         self.aug.accumulate(real_logits.detach())
         logs.update(loss_D=loss_D.item(), real_logit=real_logits.mean().item(), fake_logit=fake_logits.mean().item())
 
@@ -1978,17 +1972,31 @@ class Trainer:
             real_ = real.detach().requires_grad_(True)
             r1 = d_r1_penalty(self.D(self._augment(real_, "R1"), t_real), real_)   # [b]
             loss_r1 = (r1 * (self.gamma / 2)).mean() * cfg.r1_interval
-            self.opt_D.zero_grad(set_to_none=True)
-            loss_r1.backward()
-            self.nonfinite += sync_grads(self.D, self.dist)
-            self.opt_D.step()
+            self._optimize(loss_r1, self.D, self.opt_D)
             logs["r1"] = r1.mean().item()
 
-        # G_ema: exponential moving average of G's weights, half-life ema_kimg (scaled with the
-        # batch, 20 kimg at 64 videos). With ema_rampup the half-life is at most rampup * videos so far
-        # (StyleGAN2-ADA's 'auto' 0.05); the release trains without a rampup, and so do the paper presets.
         self.nimg += cfg.batch * self.k
         self.nvid += cfg.batch
+        self._update_ema()
+
+        # ADA: nudge p towards E[sign D(x_real)] = target every 4 steps
+        self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce_sum)
+        logs["p"] = self.aug.p
+        self.step_idx += 1
+        return logs
+
+    def _optimize(self, loss: torch.Tensor, net: nn.Module, opt: torch.optim.Optimizer) -> None:
+        """One optimizer step on `loss`: gradients averaged over the processes (non-finite ones zeroed)."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.nonfinite += sync_grads(net, self.dist)
+        opt.step()
+
+    def _update_ema(self) -> None:
+        """G_ema: exponential moving average of G's weights, half-life ema_kimg (scaled with the
+        batch, 20 kimg at 64 videos). With ema_rampup the half-life is at most rampup * videos so far
+        (StyleGAN2-ADA's 'auto' 0.05); the release trains without a rampup, and so do the paper presets."""
+        cfg = self.cfg
         ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 64
         if cfg.ema_rampup is not None:
             ema_nimg = min(ema_nimg, self.nvid * cfg.ema_rampup)
@@ -1998,12 +2006,6 @@ class Trainer:
                 p_ema.copy_(p.lerp(p_ema, beta))
             for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 b_ema.copy_(b)
-
-        # ADA: nudge p towards E[sign D(x_real)] = target every 4 steps
-        self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce_sum)
-        logs["p"] = self.aug.p
-        self.step_idx += 1
-        return logs
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -2132,12 +2134,9 @@ class GracefulStop:
             signal.signal(sig, handler)
 
 
-def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
-          tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
-          metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
-    """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
-    when a signal stopped it (after saving)."""
-    from tqdm import tqdm
+def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
+               fp32: bool) -> tuple:
+    """The dataset, the Trainer (resumed when asked) and the run directory of a training -> (trainer, dataset)."""
     # The dataset decides the resolution and the time unit (its fps); the preset decides the rest.
     data = VideoFolder(data_path)
     cfg = fit_config_to_data(cfg, data)
@@ -2151,7 +2150,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     dataset = ClipDataset(data, cfg)
     trainer = Trainer(cfg, dist, seed)
     trainer.interrupted = False
-    ckpt, log = os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "log.jsonl")
+    log = os.path.join(outdir, "log.jsonl")
     if state is not None:
         try:
             trainer.load_state_dict(state)
@@ -2164,6 +2163,17 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         os.makedirs(outdir, exist_ok=True)
         truncate_log(log, trainer.nimg / 1000 if resume else -1.0)   # a fresh start keeps no old lines
         _atomic_write_text(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
+    return trainer, dataset
+
+
+def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
+          tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
+          metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
+    """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
+    when a signal stopped it (after saving)."""
+    from tqdm import tqdm
+    trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32)
+    cfg, ckpt, log = trainer.cfg, os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "log.jsonl")
     # The loader's "sampler" yields, per step, one seed per real clip of this process's rows; a worker
     # turns each seed into a clip (which video, which k frame times: Sec 3.3) and decodes its frames.
     # Workers run ahead by prefetch_factor steps, so JPEG decoding overlaps with the training step.
@@ -2195,10 +2205,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
                 done = trainer.nimg >= total
                 if trainer.nimg - tick_state["nimg"] >= tick * 1000 or done:
                     _log_tick(trainer, tick_state, log, bar, clock)
-                # Did any process get a signal? Every process must agree, or the others would wait
-                # forever in the next step's all_reduce.
-                flag = torch.tensor([float(stop.requested)], device=dist.device)
-                stop_now = dist.all_reduce_sum(flag).item() > 0
+                stop_now = _stop_requested_anywhere(stop, dist)
                 if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
                     last_snap = trainer.nimg
                     _snapshot(trainer, outdir, previews, bar)
@@ -2216,6 +2223,13 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
             batches.close()                                      # stops the loader's workers now
             bar.close()
     return trainer
+
+
+def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
+    """Did any process get a signal? All must agree to stop at the same step, or the others would
+    wait forever in the next step's all_reduce."""
+    flag = torch.tensor([float(stop.requested)], device=dist.device)
+    return dist.all_reduce_sum(flag).item() > 0
 
 
 def _unwrap_worker_errors(loader):
@@ -4269,7 +4283,7 @@ def modconv_plugin_status():
 # ---------------------------------------------------------------------------------------------------
 # Autograd Functions around the kernels (first and second derivatives)
 # ---------------------------------------------------------------------------------------------------
-# R1 regularization (Sec 3.3) differentiates D's gradient with respect to its input, and D has a
+# R1 regularization (Sec 4.1, Appx B.1) differentiates D's gradient with respect to its input, and D has a
 # ModConv2d at the start of every block, so these ops need second derivatives. We follow StyleGAN2's
 # bias_act design: the epilogue's backward is itself an autograd Function whose backward is written in
 # differentiable PyTorch ops. For lrelu and clamp ∂out/∂z is piecewise constant (0 derivative almost
