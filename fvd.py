@@ -1379,10 +1379,10 @@ def _resolve_source(source, role, device, workers=0, progress=False):
             return "stats", source, None
         if hasattr(source, "read_frames") and hasattr(source, "lengths"):   # a source opened before
             return "dataset", source, getattr(source, "path", None)
-        if hasattr(source, "render_videos"):
+        if _renderer(source) is not None:
             return "generator", source, None
         raise FVDError(f"--{role}: cannot use a {type(source).__name__} (expected a path, a dataset, "
-                       f"a generator with render_videos(), or FeatureStats)")
+                       f"a generator (stylegan_v.Generator, or any object with render_videos()), or FeatureStats)")
     path = Path(source).expanduser()
     if not path.exists():
         raise FVDError(f"--{role} {path}: no such file or directory")
@@ -1565,17 +1565,30 @@ def _clip_batches(source, clips, batch, workers, skipped):
         yield np.stack(pending)
 
 
+def _renderer(generator):
+    """videos = render(seeds, t, motion_seeds=seeds): the object's own render_videos, or, for a
+    stylegan_v.Generator, render_videos(G, ...) of the module that defines it (imported already:
+    whoever made the generator imported it, as `stylegan_v` or as `__main__` under `train`)."""
+    if hasattr(generator, "render_videos"):
+        return generator.render_videos
+    fn = getattr(sys.modules.get(type(generator).__module__), "render_videos", None)
+    if isinstance(generator, nn.Module) and hasattr(generator, "synthesis") and callable(fn):
+        return lambda seeds, t, motion_seeds=None: fn(generator, seeds, t, motion_seeds=motion_seeds)
+    return None
+
+
 def _generator_batches(generator, num_videos, frames, subsample, seed, batch):
     """Yield uint8 [B, T, H, W, 3] batches of generated videos, frames t = 0, S, …, (n−1)·S.
     Video k uses content seed = motion seed = seed + k, so the set is the same for any batch size."""
     device = _module_device(generator) if isinstance(generator, nn.Module) else torch.device("cpu")
     t = torch.arange(frames, dtype=torch.float32, device=device) * subsample   # [T]
+    render = _renderer(generator)
     for start in range(0, num_videos, batch):
         seeds = list(range(seed + start, seed + min(start + batch, num_videos)))
         with torch.no_grad():
-            videos = generator.render_videos(seeds, t, motion_seeds=seeds)     # [B, T, H, W, 3] uint8
+            videos = render(seeds, t, motion_seeds=seeds)                    # [B, T, H, W, 3] uint8
         if not (torch.is_tensor(videos) and videos.dtype == torch.uint8 and videos.ndim == 5):
-            raise FVDError("generator.render_videos must return a uint8 tensor [B, T, H, W, 3]")
+            raise FVDError("render_videos must return a uint8 tensor [B, T, H, W, 3]")
         yield videos.cpu().numpy()
 
 
@@ -1696,7 +1709,8 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
 
     real, fake: a path of any source kind (§8: a dataset, a folder or zip of videos or frame
     folders, a .npy/.npz array, a checkpoint or run directory), a source opened before (a
-    DatasetSource, stylegan_v.VideoFolder, ...), a generator with render_videos(), or FeatureStats.
+    DatasetSource, stylegan_v.VideoFolder, ...), a generator (stylegan_v.Generator or an object with
+    render_videos()), or FeatureStats.
     frames: clip length n (16 or 128 in the paper); subsample: take every S-th frame.
     num_videos: fake videos generated, and the maximum number of videos read from a file source.
     seed: seeds clip selection and offsets, and generated videos (content = motion seed = seed + k).

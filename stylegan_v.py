@@ -15,14 +15,14 @@ What this file holds, in the order the data flows (each section has a `# ---` ba
     §3  ModConv2d: modulation and weight demodulation, the math and its PyTorch reference
     §4  Content mapping network F_c          (Sec 3.1)
     §5  Motion: addressable noise, F_m, acyclic positional embedding     (Sec 3.1, Eq 1-6, Appx B)
-    §6  Synthesis network S and the Generator                           (Fig 5)
+    §6  Synthesis network S and the Generator (its training path)       (Fig 5)
     §7  Discriminator with time-gap hyper-modulation                    (Sec 3.2, Fig 6)
     §8  Sparse clips: the frame times of a training clip                (Sec 3.3)
     §9  Losses                                                          (Appx B)
     §10 Video-consistent ADA                                            (Appx B)
     §11 Dataset: the video folder and its real clips                    (Appx B)
     §12 Training loop                                                   (Sec 4.1, Appx B)
-    §13 Checkpoints (ours, and the authors' snapshots), sampling videos of any length (Sec 4.2)
+    §13 Checkpoints (ours, the authors' snapshots); rendering any frame by seed; sampling (Sec 4.2)
     §14 Command line: train, sample, convert, bench, doctor, figures, plot
     Appendix A  The fused ModConv2d CUDA kernel: source, lazy build, autograd, self-check, benchmark
 
@@ -37,12 +37,22 @@ Launch:
     torchrun --nnodes 2 --nproc-per-node 8 stylegan_v.py train --data ffs.zip --preset ffs
     python stylegan_v.py sample --ckpt runs/ffs --seconds 3600 --out hour.mp4
 
-Where we deviate from the paper or from the authors' release (github.com/universome/stylegan-v), a
-comment says so and why (the README has them all in one table). The big ones: we follow the paper,
-not the release, on linear period scaling (Eq 6), learned amplitudes (Eq 3) and the hypernetwork D
-(Fig 6); where the paper is silent we follow the release (R1 per frame, x-flips, clamps, G's Adam
-settings, real clips from anywhere in a long video). `Config.arch = 'release'` is the release's
-architecture exactly, for its published checkpoints (`import_release_snapshot`, §13).
+Deviations, in one list (each also has a comment at its line, and a row in the README's table). The
+rule: the paper where it says something, the authors' release (github.com/universome/stylegan-v) where
+it is silent, the other side as an option where it matters.
+  * Paper, not release: linear period scaling (Eq 6), learned amplitudes (Eq 3), the hypernetwork D
+    (Fig 6; `--d-cond concat` is the release's), D's full width where frames meet, clip spans
+    U[k-1, 32] (`--span-dist release`).
+  * Release, where the paper is silent: R1 per frame, x-flips on, activation clamps at +-256, G's Adam
+    settings, no sqrt(2) gain in F_m, the left anchor's waves in all three terms of Eq 4, real clips
+    from anywhere in a long video.
+  * No per-pixel noise inputs in G (StyleGAN2 has them; the release turns them off): noise drawn per
+    frame would flicker from frame to frame, and a frame must be a function of (z^c, z^m, t) alone to
+    be addressable. ModConv2d's epilogue therefore has no noise term, in the reference and the kernel.
+  * Ours: addressable motion noise (token j seeded by (seed, j)), contiguous minibatch-stddev groups,
+    fractional t_1 with integer gaps for fake clips, ADA's sampler (§10; the README says why).
+  * `Config.arch = 'release'` is the release's architecture exactly, for its published checkpoints
+    (`import_release_snapshot`, §13).
 """
 
 from __future__ import annotations
@@ -296,7 +306,7 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 #     x' = x · s[n, i]                              modulate the input channels by the style      (SG2 Eq 1)
 #     y  = conv2d(x', w)                            the convolution itself: left to cuDNN
 #     d  = 1 / sqrt(Σ_{i,k} (s[n,i] · w[o,i,k])² + ε)  demodulation coefficients             (SG2 Eq 3)
-#     out = clamp(act(y · d[n,o] + noise + b[o]) · gain, ±clamp)    the "epilogue"
+#     out = clamp(act(y · d[n,o] + b[o]) · gain, ±clamp)    the "epilogue"
 #
 # Demodulating the *output* instead of scaling the weights is the same math (y is linear in w), and
 # it lets every sample share one weight tensor, so cuDNN runs one ordinary conv for the whole batch.
@@ -330,21 +340,17 @@ def demod_coefficients_ref(weight, s, eps=1e-8):
     return (s.square() @ wsq.t() + eps).rsqrt()     # [N, I]@[I, O] -> [N, O]   d = 1/sqrt(Σ_i s² wsq + ε)
 
 
-def fused_epilogue_ref(y, d=None, noise=None, bias=None, act='linear', gain=None, clamp=None):
-    """out = clamp(act(y·d[n,o] + noise + b[o]) · gain, ±clamp): the ops after ModConv2d's conv.
+def fused_epilogue_ref(y, d=None, bias=None, act='linear', gain=None, clamp=None):
+    """out = clamp(act(y·d[n,o] + b[o]) · gain, ±clamp): the ops after ModConv2d's conv.
 
-    y: [N, O, H, W] conv output; d: [N, O] or None; noise: broadcastable to [N, 1, H, W] (one value
-    per pixel, shared by all channels) or None; bias: [O] or None; act: 'linear' | 'lrelu'; gain:
-    None means the activation's default (√2 for lrelu); clamp: None or a bound > 0 (StyleGAN2's
-    conv_clamp, which keeps fp16 activations finite). Everything is computed in y's dtype, like
-    StyleGAN2, so fp16 layers stay fp16.
+    y: [N, O, H, W] conv output; d: [N, O] or None; bias: [O] or None; act: 'linear' | 'lrelu';
+    gain: None means the activation's default (√2 for lrelu); clamp: None or a bound > 0
+    (StyleGAN2's conv_clamp, which keeps fp16 activations finite). Everything is computed in y's
+    dtype, like StyleGAN2, so fp16 layers stay fp16. (StyleGAN2 also adds per-pixel noise here;
+    StyleGAN-V's G has none, see the header.)
     """
-    x = y
-    if d is not None:
-        x = x * d.to(y.dtype)[:, :, None, None]     # [N, O, H, W]   demodulate (SG2 Eq 3): y · d[n, o]
-    if noise is not None:
-        x = x + noise.to(y.dtype)                   # [N, 1, H, W] broadcast over the O channels
-    return bias_act_ref(x, bias, act, gain, clamp)  # + b[o], act, · gain, clamp
+    x = y if d is None else y * d.to(y.dtype)[:, :, None, None]   # [N, O, H, W]  demodulate (SG2 Eq 3)
+    return bias_act_ref(x, bias, act, gain, clamp)                # + b[o], act, · gain, clamp
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -372,22 +378,11 @@ def demod_coefficients(weight, s, eps=1e-8, impl=None):
     return demod_coefficients_ref(weight, s, eps)
 
 
-def fused_epilogue(y, d=None, noise=None, bias=None, act='linear', gain=None, clamp=None, impl=None):
-    """clamp(act(y·d[n,o] + noise + b[o]) · gain, ±clamp). impl: 'cuda' | 'ref' | None (auto)."""
+def fused_epilogue(y, d=None, bias=None, act='linear', gain=None, clamp=None, impl=None):
+    """clamp(act(y·d[n,o] + b[o]) · gain, ±clamp). impl: 'cuda' | 'ref' | None (auto)."""
     if _resolve_impl(impl, y) == 'cuda':
-        return fused_epilogue_cuda(y, d, noise, bias, act, gain, clamp)
-    return fused_epilogue_ref(y, d, noise, bias, act, gain, clamp)
-
-
-def modulated_conv2d_fused(x, weight, s, noise=None, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
-    """A whole ModConv2d layer without resampling (up=1), as ModConv2d composes it; used by the checks below.
-
-    x: [N, I, H, W], weight: [O, I, k, k] (equalized-lr gain applied), s: [N, I] -> [N, O, H, W].
-    """
-    x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (SG2 Eq 1)
-    y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
-    d = demod_coefficients(weight, s, impl=impl)                            # [N, O]    (SG2 Eq 3)
-    return fused_epilogue(y, d, noise, bias, act=act, gain=gain, clamp=clamp, impl=impl)
+        return fused_epilogue_cuda(y, d, bias, act, gain, clamp)
+    return fused_epilogue_ref(y, d, bias, act, gain, clamp)
 
 
 class ModConv2d(nn.Module):
@@ -432,7 +427,7 @@ class ModConv2d(nn.Module):
         else:
             y = F.conv2d(x, wx, padding=self.kernel // 2)        # [N, O, H, W]
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None   # scaled with the gain (StyleGAN2)
-        return fused_epilogue(y, d, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
+        return fused_epilogue(y, d, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
 
 
 class Conv2d(nn.Module):
@@ -457,7 +452,7 @@ class Conv2d(nn.Module):
         else:
             x = F.conv2d(x, w, padding=self.kernel // 2)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return fused_epilogue(x, None, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
+        return fused_epilogue(x, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -738,14 +733,11 @@ def _seeded_normal(seed: int, dim: int) -> torch.Tensor:
 class Generator(nn.Module):
     """G(z^c, z^m, t): the StyleGAN-V generator (Fig 5): F_c, F_m + Eq 1-6, and S.
 
-    Two ways in:
-      forward(z, t)             training: z [B, z_dim], times t [B, k] (float, frames) -> [B, k, 3, H, W];
-                                motion tokens are drawn fresh for just the window each video needs.
-      render_videos(seeds, t)   sampling: seeded, addressable, bit-exact on CPU for any chunking;
-                                returns uint8 [B, T, H, W, 3].
+    This class is the training path: forward(z, t), z [B, z_dim] and times t [B, k] (float, frames)
+    -> [B, k, 3, H, W], with motion tokens drawn fresh for just the window each video needs. Sampling
+    by seed at any t (addressable, bit-exact on CPU for any chunking) is `render_videos(G, seeds, t)`
+    in §13, beside sample() which needs it.
     """
-
-    ROW_BLOCK = 8   # rendering runs in fixed 8-row blocks on CPU: see _in_row_blocks
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -814,102 +806,6 @@ class Generator(nn.Module):
         t = torch.as_tensor(t, dtype=torch.float64).reshape(len(tokens), -1)
         anchors, j = self.anchors_from_tokens(tokens, t)
         return acyclic_embedding(*anchors, j.reshape(-1), t.reshape(-1), self.cfg.motion_delta_z, self.motion.sincos)
-
-    # -- seeded, addressable rendering (sample, FVD, previews) ------------------------------------
-    ANCHOR_BLOCK = 16   # anchors are computed in fixed, aligned blocks so bits never depend on the window
-
-    def _in_row_blocks(self, fn, x: torch.Tensor) -> torch.Tensor:
-        """fn over the rows of x. On CPU, in blocks of exactly ROW_BLOCK rows (the last one padded).
-
-        CPU conv and GEMM kernels pick their algorithm (and summation order) by batch size, so a
-        frame rendered alone and the same frame inside a batch of 64 would differ in the last bit.
-        Fixed-size blocks make every frame's bits independent of the batch it is rendered in (and
-        8-row blocks are also the fastest on CPU, measured). On GPU the whole batch goes at once.
-        """
-        if x.device.type != "cpu":
-            return fn(x)
-        n, nb = x.shape[0], self.ROW_BLOCK
-        pad = (-n) % nb
-        if pad:
-            x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
-        return torch.cat([fn(x[i:i + nb]) for i in range(0, n + pad, nb)])[:n]
-
-    @property
-    def device(self) -> torch.device:
-        return self.synthesis.blocks[0].const.device
-
-    @torch.no_grad()
-    def content_codes(self, seeds, truncation: float = 1.0) -> torch.Tensor:
-        """w for each content seed -> [B, w_dim] (z^c ~ N(0, I) drawn from torch.Generator(seed))."""
-        z = torch.stack([_seeded_normal(int(s), self.cfg.z_dim) for s in seeds]).to(self.device)
-        return self._in_row_blocks(lambda z_: self.mapping(z_, truncation), z)
-
-    def anchor_params(self, motion_seed: int, js, cache: Optional[dict] = None):
-        """Wave parameters of anchors js (ints) of one video -> 4 x [len(js), D].
-
-        Anchors are computed in aligned blocks of ANCHOR_BLOCK (block b: tokens 16b-20 ... 16b+15,
-        always the same shapes), so the bits of anchor j never depend on which frames were asked
-        for. `cache` (a dict) keeps recent blocks: a long video walks forward block by block.
-        """
-        nb, ctx, D = self.ANCHOR_BLOCK, self.motion.context, self.cfg.motion_dim
-        rows = []
-        for j in js:
-            b = j // nb
-            key = (int(motion_seed), b)
-            block = None if cache is None else cache.get(key)
-            if block is None:
-                tokens = motion_tokens(int(motion_seed), b * nb - ctx, nb + ctx, D).to(self.device)
-                block = [p[0] for p in self.motion(tokens[None])]          # 4 x [nb, D]
-                if cache is not None:
-                    if len(cache) >= 256:                                  # bounded: memory stays flat
-                        cache.pop(next(iter(cache)))
-                    cache[key] = block
-            rows.append([p[j - b * nb] for p in block])
-        return [torch.stack([r[i] for r in rows]) for i in range(4)]
-
-    @torch.no_grad()
-    def render_frames(self, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
-        """Frames for every (video, time) pair -> float [B, T, 3, H, W] in [-1, 1].
-
-        w [B, w_dim] content codes, motion_seeds: B ints, t [T] float times in frames (>= 0, any
-        spacing: the cost of a frame depends on neither t nor the other frames).
-        """
-        t = torch.as_tensor(t).double().cpu()
-        if t.ndim != 1 or (t < 0).any() or not torch.isfinite(t).all():
-            raise ValueError("frame times must be a 1-D tensor of finite values >= 0")
-        dz = self.cfg.motion_delta_z
-        j = torch.floor(t / dz).long()                                     # [T]
-        B, T = w.shape[0], t.shape[0]
-        jj, tt = j.to(self.device).repeat(B), t.to(self.device).repeat(B)  # [B*T]
-        ww = w.repeat_interleave(T, 0)                                     # [B*T, w_dim]
-        rows = torch.arange(B * T, device=self.device)
-        if self.motion is None:
-            img = self._in_row_blocks(lambda r: self.frames_from_anchors(ww[r], None, None, tt[r], force_fp32), rows)
-            return img.reshape(B, T, *img.shape[1:])
-        js = j.tolist() + (j + 1).tolist()                                 # left and right anchors
-        per_video = [self.anchor_params(ms, js, cache) for ms in motion_seeds]          # B x 4 x [2T, D]
-        anchors = [torch.stack([pv[i].reshape(2, T, -1).transpose(0, 1) for pv in per_video])
-                   .reshape(B * T, 2, -1) for i in range(4)]               # 4 x [B*T, 2, D]
-        img = self._in_row_blocks(lambda r: self.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r],
-                                                                     force_fp32), rows)
-        return img.reshape(B, T, *img.shape[1:])
-
-    @torch.no_grad()
-    def motion_codes(self, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
-        """v_t of one video at times t [T] (frames) -> [T, D]: the motion code S is given (Eq 4)."""
-        t = torch.as_tensor(t).double().cpu()
-        j = torch.floor(t / self.cfg.motion_delta_z).long()
-        params = self.anchor_params(motion_seed, j.tolist() + (j + 1).tolist())          # 4 x [2T, D]
-        anchors = [p.reshape(2, len(t), -1).transpose(0, 1) for p in params]             # 4 x [T, 2, D]
-        return acyclic_embedding(*anchors, j.to(self.device), t.to(self.device), self.cfg.motion_delta_z,
-                                 self.motion.sincos)
-
-    @torch.no_grad()
-    def render_videos(self, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
-        """uint8 videos [B, T, H, W, 3] for the given seeds at times t [T] (frames, t = 0 ... n-1 for FVD)."""
-        motion_seeds = content_seeds if motion_seeds is None else motion_seeds
-        w = self.content_codes(content_seeds, truncation)
-        return to_uint8(self.render_frames(w, motion_seeds, t))
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
@@ -1198,26 +1094,10 @@ def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 # applied twice (before and after anisotropic scaling) with p_rot = 1 - sqrt(1 - p) each, so that
 # P(at least one rotation) = 1 - (1 - p_rot)^2 = p.
 #
-# Deviations from StyleGAN2-ADA's AugmentPipe, and why:
-#  * Resampling. StyleGAN2-ADA pads by reflection (up to one image width), upsamples 2x with a sym6 wavelet
-#    low-pass, samples bilinearly with `grid_sample`, and downsamples with the same filter: an approximation
-#    of ideal (band-limited) interpolation, so rotated/scaled/sub-pixel-shifted images stay sharp and
-#    alias-free. We sample the original image bilinearly, reflecting the coordinates instead of padding
-#    (equivalent to an unbounded reflect padding, so no border artifacts at any zoom). Cost: a slight blur
-#    at fractional positions and a little aliasing when the warp shrinks the image. Integer ops (flips,
-#    90° rotations, integer translations, identity) remain exact, pixel for pixel.
-#  * The sampler is our own gather-based code, not `F.grid_sample`, so that R1 (taken through the
-#    augmentations, which needs the gradient of a gradient w.r.t. the images) works on every PyTorch: for
-#    most of its history grid_sample had no double backward ("derivative for grid_sampler_2d_backward is not
-#    implemented", pytorch/pytorch#34704), which is why NVlabs shipped `grid_sample_gradfix`. Recent
-#    versions do differentiate it twice (we checked 2.14), but a sampler that is visibly linear in x is
-#    simpler to trust and to read: out = sum over 4 neighbours of weight * x[index], where weights and
-#    indices depend only on the random parameters. Autograd differentiates gather (backward: scatter_add,
-#    whose backward is again a gather) any number of times.
-#  * p is clamped to [0, 1]; StyleGAN2-ADA clamps only below (p > 1 acts like p = 1 but takes time to
-#    come back down).
-#  * Left out: the 'f' (image-space filtering), 'n' (noise) and 'c' (cutout) groups, which 'bgc' does not
-#    use, and the `debug_percentile` visualisation hook.
+# Where this differs from StyleGAN2-ADA's AugmentPipe (the README lists each with its reason): the
+# warps sample bilinearly from reflected coordinates with our own gather-based sampler, which autograd
+# differentiates twice (R1 through the augmentations) on every PyTorch, instead of wavelet up/down-
+# sampling around `grid_sample`; p is clamped to [0, 1]; the unused 'f', 'n', 'c' groups are left out.
 #
 # Range: the colour ops assume zero is mid-grey, i.e. pixels in [-1, 1] as everywhere in this file
 # (brightness adds N(0, 0.2), contrast and saturation scale around 0). Feed [0, 1] images and contrast
@@ -2035,7 +1915,7 @@ def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int 
     os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
     stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
     n = max(int(seconds * cfg.fps), 8)
-    videos = G.render_videos(list(range(num)), torch.arange(n, dtype=torch.float64))   # [num, n, H, W, 3]
+    videos = render_videos(G, list(range(num)), torch.arange(n, dtype=torch.float64))   # [num, n, H, W, 3]
     with FrameSink(stem + ".mp4", cfg.fps) as sink:
         sink.write(video_grid(videos))
     strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
@@ -2193,35 +2073,32 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
     tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
     last_snap = trainer.nimg
-    batches = _unwrap_worker_errors(loader)
-    with GracefulStop() as stop:
-        try:
-            for real, t_real in batches:                         # this process's rows of each step's batch
-                if trainer.nimg >= total:                        # (a resumed run that was already done)
-                    break
-                for key, v in trainer.step(real, t_real).items():
-                    tick_state["acc"].setdefault(key, []).append(v)
-                bar.update(round(min(trainer.nimg, total) / 1000 - bar.n, 3))
-                done = trainer.nimg >= total
-                if trainer.nimg - tick_state["nimg"] >= tick * 1000 or done:
-                    _log_tick(trainer, tick_state, log, bar, clock)
-                stop_now = _stop_requested_anywhere(stop, dist)
-                if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
-                    last_snap = trainer.nimg
-                    _snapshot(trainer, outdir, previews, bar)
-                    if metrics and not stop_now:
-                        _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
-                if stop_now:
-                    trainer.interrupted = True
-                    if dist.main:
-                        bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; "
-                                  f"continue with --resume auto")
-                    break
-                if done:
-                    break
-        finally:
-            batches.close()                                      # stops the loader's workers now
-            bar.close()
+
+    def after_step(stats: dict) -> bool:
+        """Log a tick, save a snapshot, honour a stop: True when the loop ends."""
+        nonlocal last_snap
+        for key, v in stats.items():
+            tick_state["acc"].setdefault(key, []).append(v)
+        bar.update(round(min(trainer.nimg, total) / 1000 - bar.n, 3))
+        done = trainer.nimg >= total
+        if trainer.nimg - tick_state["nimg"] >= tick * 1000 or done:
+            _log_tick(trainer, tick_state, log, bar, clock)
+        stop_now = _stop_requested_anywhere(stop, dist)
+        if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
+            last_snap = trainer.nimg
+            _snapshot(trainer, outdir, previews, bar)
+            if metrics and not stop_now:
+                _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
+        if stop_now and dist.main:
+            bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto")
+        trainer.interrupted = stop_now
+        return done or stop_now
+
+    batches = _unwrap_worker_errors(loader)                      # closing it stops the loader's workers now
+    with GracefulStop() as stop, contextlib.closing(batches), contextlib.closing(bar):
+        for real, t_real in batches:                             # this process's rows of each step's batch
+            if trainer.nimg >= total or after_step(trainer.step(real, t_real)):   # (>=: a resumed run was done)
+                break
     return trainer
 
 
@@ -2633,6 +2510,109 @@ def load_generator(path: str, device="cpu"):
     return G.eval().requires_grad_(False).to(device), cfg
 
 
+# --- Rendering at any t: seeded, addressable, bit-exact -------------------------------------------
+# What sample(), FVD and the training previews use (§12 calls these at run time). A video is fully
+# named by two integers, its content seed (z^c) and its motion seed (the tokens z^m_j, §5), so any
+# frame of any video can be rendered alone, in any order, without its neighbours. On CPU the bits of a
+# frame do not depend on the batch or the window it is rendered in, for two reasons:
+#   * anchors are computed in fixed, aligned blocks of ANCHOR_BLOCK (block b: tokens 16b-20 ... 16b+15,
+#     always the same shapes), so the bits of anchor j never depend on which frames were asked for;
+#   * frames go through G in blocks of exactly ROW_BLOCK rows: CPU conv and GEMM kernels pick their
+#     algorithm (and summation order) by batch size, so a frame rendered alone and inside a batch of
+#     64 would otherwise differ in the last bit (8 rows is also the fastest on CPU, measured).
+# On a GPU the whole batch goes at once (cuDNN's choice of algorithm is not ours to fix).
+
+ROW_BLOCK, ANCHOR_BLOCK = 8, 16
+
+
+def _g_device(G) -> torch.device:
+    return G.synthesis.blocks[0].const.device
+
+
+def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
+    """fn over the rows of x; on CPU in blocks of exactly ROW_BLOCK rows (the last one padded)."""
+    if x.device.type != "cpu":
+        return fn(x)
+    n, nb = x.shape[0], ROW_BLOCK
+    pad = (-n) % nb
+    if pad:
+        x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
+    return torch.cat([fn(x[i:i + nb]) for i in range(0, n + pad, nb)])[:n]
+
+
+@torch.no_grad()
+def content_codes(G, seeds, truncation: float = 1.0) -> torch.Tensor:
+    """w for each content seed -> [B, w_dim] (z^c ~ N(0, I) drawn from torch.Generator(seed))."""
+    z = torch.stack([_seeded_normal(int(s), G.cfg.z_dim) for s in seeds]).to(_g_device(G))
+    return _in_row_blocks(lambda z_: G.mapping(z_, truncation), z)
+
+
+def anchor_params(G, motion_seed: int, js, cache: Optional[dict] = None):
+    """Wave parameters of anchors js (ints) of one video -> 4 x [len(js), D], in aligned blocks.
+    `cache` (a dict) keeps recent blocks: a long video walks forward block by block."""
+    nb, ctx, D = ANCHOR_BLOCK, G.motion.context, G.cfg.motion_dim
+    rows = []
+    for j in js:
+        b = j // nb
+        key = (int(motion_seed), b)
+        block = None if cache is None else cache.get(key)
+        if block is None:
+            tokens = motion_tokens(int(motion_seed), b * nb - ctx, nb + ctx, D).to(_g_device(G))
+            block = [p[0] for p in G.motion(tokens[None])]                 # 4 x [nb, D]
+            if cache is not None:
+                if len(cache) >= 256:                                      # bounded: memory stays flat
+                    cache.pop(next(iter(cache)))
+                cache[key] = block
+        rows.append([p[j - b * nb] for p in block])
+    return [torch.stack([r[i] for r in rows]) for i in range(4)]
+
+
+@torch.no_grad()
+def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
+    """Frames for every (video, time) pair -> float [B, T, 3, H, W] in [-1, 1].
+
+    w [B, w_dim] content codes, motion_seeds: B ints, t [T] float times in frames (>= 0, any
+    spacing: the cost of a frame depends on neither t nor the other frames).
+    """
+    t = torch.as_tensor(t).double().cpu()
+    if t.ndim != 1 or (t < 0).any() or not torch.isfinite(t).all():
+        raise ValueError("frame times must be a 1-D tensor of finite values >= 0")
+    device = _g_device(G)
+    j = torch.floor(t / G.cfg.motion_delta_z).long()                     # [T]
+    B, T = w.shape[0], t.shape[0]
+    jj, tt = j.to(device).repeat(B), t.to(device).repeat(B)              # [B*T]
+    ww = w.repeat_interleave(T, 0)                                       # [B*T, w_dim]
+    rows = torch.arange(B * T, device=device)
+    if G.motion is None:                                                 # the image-only baseline
+        img = _in_row_blocks(lambda r: G.frames_from_anchors(ww[r], None, None, tt[r], force_fp32), rows)
+        return img.reshape(B, T, *img.shape[1:])
+    js = j.tolist() + (j + 1).tolist()                                   # left and right anchors
+    per_video = [anchor_params(G, ms, js, cache) for ms in motion_seeds]              # B x 4 x [2T, D]
+    anchors = [torch.stack([pv[i].reshape(2, T, -1).transpose(0, 1) for pv in per_video])
+               .reshape(B * T, 2, -1) for i in range(4)]                 # 4 x [B*T, 2, D]
+    img = _in_row_blocks(lambda r: G.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r], force_fp32),
+                         rows)
+    return img.reshape(B, T, *img.shape[1:])                             # [B, T, 3, H, W]
+
+
+@torch.no_grad()
+def render_videos(G, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
+    """uint8 videos [B, T, H, W, 3] for the given seeds at times t [T] (frames, t = 0 ... n-1 for FVD)."""
+    motion_seeds = content_seeds if motion_seeds is None else motion_seeds
+    return to_uint8(render_frames(G, content_codes(G, content_seeds, truncation), motion_seeds, t))
+
+
+@torch.no_grad()
+def motion_codes(G, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
+    """v_t of one video at times t [T] (frames) -> [T, D]: its motion code, addressable (Eq 4; Fig 9)."""
+    t = torch.as_tensor(t).double().cpu()
+    j = torch.floor(t / G.cfg.motion_delta_z).long()
+    params = anchor_params(G, motion_seed, j.tolist() + (j + 1).tolist())                # 4 x [2T, D]
+    anchors = [p.reshape(2, len(t), -1).transpose(0, 1) for p in params]                 # 4 x [T, 2, D]
+    device = _g_device(G)
+    return acyclic_embedding(*anchors, j.to(device), t.to(device), G.cfg.motion_delta_z, G.motion.sincos)
+
+
 def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
     """uint8 [B, T, H, W, 3] -> [T, rows*H, cols*W, 3]: B videos tiled into a grid."""
     B, T, H, W, _ = frames.shape
@@ -2730,14 +2710,14 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
         raise UserError(f"--batch must be >= 1, got {batch}")
     motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
     n_frames = max(1, int(round(seconds * fps)))
-    w = G.content_codes(list(seeds), truncation)                 # [B, w_dim], once per video
+    w = content_codes(G, list(seeds), truncation)                 # [B, w_dim], once per video
     cache: dict = {}
     with FrameSink(out, fps) as sink, tqdm(total=n_frames, unit="frame", disable=not progress,
                                            desc=os.path.basename(out)) as bar:
         for i in range(0, n_frames, batch):
             idx = torch.arange(i, min(i + batch, n_frames), dtype=torch.float64)
             t = (start + idx / fps) * data_fps                   # [T] in data frames
-            frames = to_uint8(G.render_frames(w, motion_seeds, t, cache))   # [B, T, H, W, 3]
+            frames = to_uint8(render_frames(G, w, motion_seeds, t, cache))   # [B, T, H, W, 3]
             sink.write(video_grid(frames))
             bar.update(len(idx))
             if (i // batch) % 64 == 63:
@@ -2765,6 +2745,12 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 #   figures  the README's pictures from a checkpoint;  plot  FVD over kimg from runs' log.jsonl
 
 
+def _set_custom_ops(args) -> None:
+    """--no-custom-ops: the PyTorch reference everywhere, for this process (commands that have the flag)."""
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)
+
+
 def _pick_device(name: Optional[str]) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -2775,8 +2761,6 @@ def _pick_device(name: Optional[str]) -> torch.device:
 
 def cmd_sample(args) -> None:
     """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
-    global USE_CUSTOM_OPS
-    USE_CUSTOM_OPS = not args.no_custom_ops
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
     if args.ckpt:
         G, cfg = load_generator(args.ckpt, device)
@@ -2827,8 +2811,7 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 
     Exits 130 when a signal stopped the run (after the checkpoint was saved), like any Unix tool.
     """
-    global USE_CUSTOM_OPS
-    USE_CUSTOM_OPS = not args.no_custom_ops
+    _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
     cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
@@ -2871,6 +2854,11 @@ class RunLock:
         self.outdir, self.file = outdir, None
 
     @staticmethod
+    def busy(outdir: str, pid: str) -> UserError:
+        return UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
+                         f"wait for it or stop it, or train into another --outdir")
+
+    @staticmethod
     def holder(outdir: str) -> Optional[str]:
         """The pid of the training that holds outdir's lock, or None; creates nothing."""
         path = os.path.join(outdir, "train.lock")
@@ -2893,8 +2881,7 @@ class RunLock:
                 self.file.seek(0)
                 pid = self.file.read().strip() or "?"
                 self.file.close()
-                raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); "
-                                f"wait for it or stop it, or train into another --outdir") from None
+                raise RunLock.busy(self.outdir, pid) from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
@@ -2918,8 +2905,7 @@ def check_run_dir(outdir: str, resuming: bool) -> None:
         raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
     pid = RunLock.holder(outdir)
     if pid is not None:
-        raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
-                        f"wait for it or stop it, or train into another --outdir")
+        raise RunLock.busy(outdir, pid)
     entries = sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []
     if entries and not resuming:
         raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
@@ -3038,8 +3024,8 @@ def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
 
 
 def cmd_bench(args) -> None:
-    global USE_CUSTOM_OPS
-    USE_CUSTOM_OPS = not args.no_custom_ops
+    """`bench`: frames/s of rendering at t = 0 and t = 1 h; with --train, s/kimg of the video model
+    against the same backbone as an image StyleGAN2."""
     device = _pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
     print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
@@ -3047,8 +3033,8 @@ def cmd_bench(args) -> None:
     for preset in args.presets:
         cfg = make_config(preset)
         G = Generator(cfg).eval().requires_grad_(False).to(device)
-        w = G.content_codes([0])
-        at = lambda t0: _time_it(lambda: G.render_frames(w, [0], t0 + torch.arange(16.0)), args.repeat)
+        w = content_codes(G, [0])
+        at = lambda t0: _time_it(lambda: render_frames(G, w, [0], t0 + torch.arange(16.0)), args.repeat)
         s0, s1 = at(0.0), at(90_000.0)
         print(f"render  {preset:5s} {cfg.resolution:4d}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
               f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
@@ -3068,62 +3054,36 @@ def cmd_bench(args) -> None:
 
 
 def cmd_doctor(args) -> None:
-    """Facts about the machine, a build of the CUDA kernel, and on a GPU its parity and speed;
-    with --full, the GPU acceptance run (acceptance_run)."""
-    if args.full:
-        if not torch.cuda.is_available():
-            print("doctor --full needs a GPU, and none is visible. On a GPU it would run, and write "
-                  f"{os.path.join(args.out, 'doctor_full.json')} and doctor_full.md:")
-            for i, stage in enumerate(ACCEPTANCE_PLAN, 1):
-                print(f"  {i}. {stage}")
-            return
-        acceptance_run("cuda", args.out)
+    """Facts about the machine, then the first stages of the acceptance run: build the CUDA kernel and,
+    on a GPU, its parity check and one layer's speed; with --full, every stage (acceptance_run)."""
+    gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
+            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if args.full and not gpus:
+        print("doctor --full needs a GPU, and none is visible. On a GPU it would run, and write "
+              f"{os.path.join(args.out, 'doctor_full.json')} and doctor_full.md:")
+        for i, stage in enumerate(ACCEPTANCE_PLAN, 1):
+            print(f"  {i}. {stage}")
         return
     import subprocess
     from torch.utils import cpp_extension
     print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
     home = _find_cuda_home()
-    nvcc = os.path.join(home, "bin", "nvcc") if home else None
-    if nvcc:
+    if home:
+        nvcc = os.path.join(home, "bin", "nvcc")
         version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
         print(f"nvcc: {nvcc} ({version})")
     else:
         print("nvcc: not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference path works without)")
     print(f"ninja: {'yes' if cpp_extension.is_ninja_available() else 'no (pip install ninja)'}")
-    gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
-            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
-    print("building the fused ModConv2d kernel ...", flush=True)
-    module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not gpus)
-    if module is None:
-        print(f"kernel: NOT built: {status['reason']}" + (f" (log: {status['log']})" if status.get("log") else ""))
-    else:
-        print(f"kernel: ok in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}) for "
-              f"arch {status['arch_list']}, in {status['build_dir']}")
-    if not gpus or module is None:
-        print("parity and speed checks need a GPU: skipped")
-        return
-    parity = check_parity("cuda")
-    worst = max(parity["checks"].items(), key=lambda kv: kv[1]["err"] / max(kv[1]["tol"], 1e-30))
-    print(f"parity: {'ok' if parity['ok'] else 'FAILED'} ({sum(c['ok'] for c in parity['checks'].values())}/"
-          f"{len(parity['checks'])} checks; worst {worst[0]}: err {worst[1]['err']:.2e}, tol {worst[1]['tol']:.0e})")
-    for name, c in parity["checks"].items():
-        if not c["ok"]:
-            print(f"  FAILED {name}: err {c['err']:.2e} > tol {c['tol']:.0e}")
-    b = benchmark_modconv_layer("cuda")
-    s = b["shape"]
-    print(f"one ModConv2d layer, N={s['N']} {s['I']}->{s['O']} ch at {s['H']}x{s['W']}, {s['dtype']}, fwd+bwd:")
-    for impl in ("ref", "cuda"):
-        r = b[impl]
-        print(f"  {impl:4s}  layer {r['layer_fwd_bwd_ms']:7.2f} ms  {r['layer_peak_mib']:7.1f} MiB peak   "
-              f"epilogue {r['epilogue_fwd_bwd_ms']:7.2f} ms  {r['epilogue_peak_mib']:7.1f} MiB peak")
-    print(f"  speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
+    acceptance_run("cuda" if gpus else "cpu", args.out, stages=len(ACCEPTANCE_PLAN) if args.full else 3,
+                   verbose=args.verbose)
 
 
 ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (about 8 minutes on one GPU)
     "environment: GPU model, torch and CUDA versions",
-    "kernel: build (or cached load), then the parity matrix: float32/float16/bfloat16 x 6 epilogue configurations "
-    "x forward and every gradient, demodulation, gradcheck and gradgradcheck in float64, an R1 double backward",
+    "kernel: build (or cached load), then the parity check in float64/float32/float16/bfloat16: the epilogue "
+    "in 3 configurations and the demodulation, forward and every gradient (the full matrix: pytest -k kernel_parity)",
     "layer: one 256^2 ModConv2d layer forward+backward, time and peak memory, with and without the kernel",
     "training: steps of the ffs 256^2 model (16 videos x 3 frames per GPU): s/kimg and peak memory, "
     "kernel on/off x float16/float32 layers",
@@ -3132,31 +3092,38 @@ ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (ab
 
 
 def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Optional[int] = None, batch: int = 16,
-                   steps: int = 5, log=print) -> dict:
-    """doctor --full: every open GPU question answered in one run; writes doctor_full.json and .md.
-
-    On a CPU (the tests) the same stages run at a small size; the kernel stages then say why they were
-    skipped. Returns the results dict.
+                   steps: int = 5, log=print, stages: int = 5, verbose: bool = False) -> dict:
+    """The stages of ACCEPTANCE_PLAN, every open GPU question answered in one run (doctor --full; plain
+    `doctor` runs the first 3). All 5 write doctor_full.json and .md to out_dir. On a CPU (the tests)
+    they run at a small size, and the kernel stages say why they were skipped. -> the results dict.
     """
     global USE_CUSTOM_OPS
     device = torch.device(device)
     cuda = device.type == "cuda"
     res = {"device": torch.cuda.get_device_name(device) if cuda else f"{os.cpu_count()} CPU cores",
            "torch": torch.__version__, "cuda": torch.version.cuda, "preset": preset}
-    log(f"[1/5] environment: {res['device']}, torch {res['torch']}, CUDA {res['cuda']}")
-    module, status = build_modconv_plugin(force_compile_without_gpu=not cuda)
+    log(f"[1/{stages}] environment: {res['device']}, torch {res['torch']}, CUDA {res['cuda']}")
+    module, status = build_modconv_plugin(verbose=verbose, force_compile_without_gpu=not cuda)
     kernel = cuda and module is not None
     res["kernel_build"] = {k: status.get(k) for k in ("ok", "reason", "seconds", "from_cache", "arch_list")}
-    log(f"[2/5] kernel: {'built' if module is not None else 'NOT built: ' + status['reason']}"
+    log(f"[2/{stages}] kernel: " + (f"built in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}, "
+                                   f"arch {status['arch_list']})" if module is not None else
+                                   f"NOT built: {status['reason']}" + (f" (log: {status['log']})" if status.get('log') else ""))
         + ("" if kernel else "; parity needs a GPU: skipped"))
     if kernel:
-        parity = check_parity(device)
+        parity = check_parity(device, dtypes=tuple(PARITY_TOL))
         bad = {k: v for k, v in parity["checks"].items() if not v["ok"]}
         res["parity"] = dict(ok=parity["ok"], checks=len(parity["checks"]), failed=bad)
-        log(f"      parity: {len(parity['checks']) - len(bad)}/{len(parity['checks'])} checks ok")
-    log("[3/5] one ModConv2d layer with and without the kernel" + ("" if kernel else ": needs a GPU, skipped"))
+        log(f"      parity: {len(parity['checks']) - len(bad)}/{len(parity['checks'])} checks ok"
+            + "".join(f"\n      FAILED {k}: err {v['err']:.2e} > tol {v['tol']:.0e}" for k, v in bad.items()))
+    log(f"[3/{stages}] one ModConv2d layer with and without the kernel" + ("" if kernel else ": needs a GPU, skipped"))
     if kernel:
-        res["layer"] = benchmark_modconv_layer(device)
+        res["layer"] = b = benchmark_modconv_layer(device)
+        log("".join(f"      {impl:4s} layer fwd+bwd {b[impl]['layer_fwd_bwd_ms']:7.2f} ms, {b[impl]['layer_peak_mib']:7.1f} MiB peak; "
+                    f"epilogue {b[impl]['epilogue_fwd_bwd_ms']:7.2f} ms\n" for impl in ("ref", "cuda"))
+            + f"      speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
+    if stages <= 3:
+        return res
     cfg0 = make_config(preset, **({"resolution": resolution} if resolution else {}))
     rows = []
     old = USE_CUSTOM_OPS
@@ -3176,8 +3143,8 @@ def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Option
                     + ("" if peak is None else f", peak {peak:.2f} GiB"))
         USE_CUSTOM_OPS = kernel
         G = Generator(cfg0).eval().requires_grad_(False).to(device)
-        w = G.content_codes(list(range(4)))
-        sec = _time_it(lambda: G.render_frames(w, list(range(4)), torch.arange(16.0)), 3)
+        w = content_codes(G, list(range(4)))
+        sec = _time_it(lambda: render_frames(G, w, list(range(4)), torch.arange(16.0)), 3)
         res["sample_frames_per_s"] = round(64 / sec, 1)
         log(f"[5/5] sampling {cfg0.resolution}^2: {res['sample_frames_per_s']} frames/s (4 videos x 16 frames a call)")
     finally:
@@ -3201,26 +3168,6 @@ def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Option
     return res
 
 
-def _line_plot(curves: np.ndarray, height: int = 60, width: int = 1000) -> np.ndarray:
-    """uint8 [rows*height, width, 3]: each row of `curves` [rows, n] drawn as a dark line in its own band.
-
-    A plot without a plotting library (the design card allows none): sample each curve at `width`
-    points and, at every x, fill the pixels between this value and the next.
-    """
-    rows, n = curves.shape
-    x = np.linspace(0, n - 1, width)
-    canvas = np.full((rows * height, width, 3), 255, np.uint8)
-    for r, curve in enumerate(curves):
-        y = np.interp(x, np.arange(n), curve)
-        lo, hi = y.min(), y.max()
-        py = (height - 4) - (y - lo) / max(hi - lo, 1e-8) * (height - 8) + r * height   # top = max
-        canvas[r * height, :] = 200                                                     # band separator
-        for i in range(width - 1):
-            a, b = sorted((int(round(py[i])), int(round(py[i + 1]))))
-            canvas[a:b + 1, i] = (40, 60, 160)
-    return canvas
-
-
 def cmd_figures(args) -> None:
     """The README's pictures from a checkpoint (and its dataset): strips of frames and Fig 9."""
     import imageio.v3 as iio
@@ -3237,7 +3184,7 @@ def cmd_figures(args) -> None:
         iio.imwrite(path, image)
         print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
-    fake = G.render_videos(list(range(args.num)), t)                        # [num, 8, H, W, 3]
+    fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
     if args.data:
         data = VideoFolder(args.data)
         rng = np.random.default_rng(0)
@@ -3253,14 +3200,16 @@ def cmd_figures(args) -> None:
         save("fake.png", rows(fake))
     # Content and motion are separate: same content seed with two motion seeds, and the reverse.
     pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    cm = torch.cat([G.render_videos([c], t, motion_seeds=[m]) for c, m in pairs])
+    cm = torch.cat([render_videos(G, [c], t, motion_seeds=[m]) for c, m in pairs])
     save("content_motion.png", rows(cm))                                    # rows: (c0,m0) (c0,m1) (c1,m0) (c1,m1)
     # No degradation after an hour: the same video at t = 0 and at t = 1 h.
     hour = args.hour_seconds * cfg.fps
-    save("t0_vs_1h.png", rows(torch.cat([G.render_videos([0], t), G.render_videos([0], hour + t)])))
-    # Fig 9: channels of the acyclic embedding v_t over 2000 frames.
-    v = G.motion_codes(0, torch.arange(2000, dtype=torch.float64)).cpu().numpy()       # [2000, D]
-    save("embedding.png", _line_plot(v[:, :: max(cfg.v_dim // 6, 1)][:, :6].T))
+    save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), render_videos(G, [0], hour + t)])))
+    # Fig 9: channels of the acyclic embedding v_t over 2000 frames, drawn by the same plotter as `plot`.
+    t = np.arange(2000.0)
+    v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
+    channels = {f"v_t[{c}]": np.stack([t, v[:, c]], 1) for c in range(0, cfg.v_dim, max(cfg.v_dim // 4, 1))[:4]}
+    save("embedding.png", plot_curves(channels, "v_t", xlabel="t (frames)", size=(1000, 300), markers=False))
 
 
 def read_metric_curve(run: str, metric: str) -> np.ndarray:
@@ -3283,11 +3232,12 @@ def read_metric_curve(run: str, metric: str) -> np.ndarray:
     return np.array(sorted(rows.items()), dtype=np.float64)
 
 
-def plot_curves(curves: dict, ylabel: str, size=(640, 400)) -> np.ndarray:
+def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
+                size=(640, 400), markers: bool = True) -> np.ndarray:
     """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend.
 
     Drawn with Pillow (already installed as imageio's dependency) and its built-in font, so the
-    README's training curve needs no plotting library.
+    README's pictures (the FVD curve of `plot`, Fig 9 of `figures`) need no plotting library.
     """
     from PIL import Image, ImageDraw
     W, H = size
@@ -3297,24 +3247,25 @@ def plot_curves(curves: dict, ylabel: str, size=(640, 400)) -> np.ndarray:
     xs = np.concatenate([c[:, 0] for c in curves.values()])
     ys = np.concatenate([c[:, 1] for c in curves.values()])
     x_hi, x_step = _axis(xs.max())
-    y_hi, y_step = _axis(ys.max() * 1.05)
+    y_lo = 0.0 if ys.min() >= 0 else -_axis(-ys.min() * 1.05)[0]   # the y axis reaches below 0 if needed
+    y_hi, y_step = _axis(ys.max() * 1.05 - y_lo)
     px = lambda x: left + x / x_hi * (W - left - right)
-    py = lambda y: H - bottom - y / y_hi * (H - top - bottom)
+    py = lambda y: H - bottom - (y - y_lo) / y_hi * (H - top - bottom)
     for x in np.arange(0, x_hi + x_step / 2, x_step):           # grid, ticks and their labels
         draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
         draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
-    for y in np.arange(0, y_hi + y_step / 2, y_step):
+    for y in np.arange(y_lo, y_lo + y_hi + y_step / 2, y_step):
         draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
-        draw.text((left - 6, py(y)), f"{y:g}", fill="black", anchor="rm")
+        draw.text((left - 6, py(y)), f"{round(y, 9) + 0:g}", fill="black", anchor="rm")
     draw.rectangle([left, top, W - right, H - bottom], outline="black")
-    draw.text(((left + W - right) / 2, H - 14), "kimg (thousands of real frames shown to D)", fill="black", anchor="ma")
+    draw.text(((left + W - right) / 2, H - 14), xlabel, fill="black", anchor="ma")
     draw.text((6, top), ylabel, fill="black")
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
     for i, (label, c) in enumerate(curves.items()):
         colour = colours[i % len(colours)]
         points = [(px(x), py(y)) for x, y in c]
         draw.line(points, fill=colour, width=2)
-        for x, y in points:
+        for x, y in points if markers else []:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         draw.line([(W - right - 150, top + 12 + 14 * i), (W - right - 130, top + 12 + 14 * i)], fill=colour, width=2)
         draw.text((W - right - 124, top + 12 + 14 * i), label, fill="black", anchor="lm")
@@ -3379,9 +3330,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
+    device = argparse.ArgumentParser(add_help=False)             # the flags every compute command shares
+    device.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    device.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
 
-    s = sub.add_parser("sample", help="render videos of any length and frame rate")
-    s.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
+    s = sub.add_parser("sample", parents=[device], help="render videos of any length and frame rate")
     s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
     s.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture when no --ckpt")
     s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
@@ -3396,10 +3349,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truncation", type=_in_range(float, -10, 10), default=1.0, help="truncation psi for w (1 = off)")
     s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16, help="frames per forward pass")
     s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
-    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     s.set_defaults(fn=cmd_sample)
 
-    t = sub.add_parser("train", help="train on a dataset written by prepare_data.py",
+    t = sub.add_parser("train", parents=[device], help="train on a dataset written by prepare_data.py",
                        description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
     t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
     t.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture and defaults (tiny: CPU)")
@@ -3430,26 +3382,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "on CUDA, float32 on a CPU (default); bfloat16 runs them in bfloat16 on a CPU too")
     t.add_argument("--gpus", type=_in_range(int, 1, 1024), default=1,
                    help="processes, one per GPU (with --device cpu: CPU processes)")
-    t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     t.add_argument("--workers", type=_in_range(int, 0, 64), default=2,
                    help="data-loading worker processes per training process")
     t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
     t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
     t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=2048, help="videos per metric (paper 2048)")
-    t.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
     t.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, stop")
     t.set_defaults(fn=cmd_train)
 
-    b = sub.add_parser("bench", help="speed of rendering (and of training steps)")
+    b = sub.add_parser("bench", parents=[device], help="speed of rendering (and of training steps)")
     b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS))
     b.add_argument("--repeat", type=_in_range(int, 1, 1000), default=3, help="timed repetitions (median)")
     b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
     b.add_argument("--train-batch", type=_in_range(int, 1, 4096), help="videos per training step (default: the preset's)")
-    b.add_argument("--device")
-    b.add_argument("--no-custom-ops", action="store_true", help="time the PyTorch reference instead of the CUDA kernel")
     b.set_defaults(fn=cmd_bench)
 
-    f = sub.add_parser("figures", help="the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9")
+    f = sub.add_parser("figures", parents=[device], help="the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9")
     f.add_argument("--ckpt", required=True, help="checkpoint file or training directory")
     f.add_argument("--data", help="its dataset, for real frames beside the fake ones")
     f.add_argument("--out", default="assets", help="folder for the PNGs (default assets/)")
@@ -3457,7 +3405,6 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--stride", type=_in_range(int, 1, 10 ** 6), default=4, help="frames between the 8 frames of a strip")
     f.add_argument("--hour-seconds", type=_in_range(float, 0, 1e7), default=3600.0, help="how late the late strip is")
     f.add_argument("--zoom", type=_in_range(int, 1, 16), default=1, help="enlarge the strips N times (nearest neighbour)")
-    f.add_argument("--device")
     f.set_defaults(fn=cmd_figures)
 
     c = sub.add_parser("plot", help="a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG")
@@ -3507,18 +3454,22 @@ def _raise_keyboard_interrupt(_signum, _frame):
 
 
 def main(argv=None) -> None:
+    global USE_CUSTOM_OPS
     args = build_parser().parse_args(argv)
     # `kill` (SIGTERM) stops a command as Ctrl-C does, so outputs in progress are removed (FrameSink)
     # and checkpoints saved (train installs its own handler: finish the step, save, stop).
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
+    custom_ops = USE_CUSTOM_OPS
     try:
+        _set_custom_ops(args)
         args.fn(args)
     except BaseException as e:
         if isinstance(e, SystemExit):
             raise
         _exit_on_error(e)
     finally:
+        USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
         if main_thread:
             signal.signal(signal.SIGTERM, old)
 
@@ -3535,12 +3486,12 @@ def main(argv=None) -> None:
 #       [N, O, I, kh, kw] tensor (N=32, O=I=512, 3×3: 75 M floats = 302 MB) just to reduce it again.
 #       Our kernel touches the [O, I, kh, kw] weight once and the [N, I] styles once.
 #
-#   (b) The epilogue. In PyTorch it is a chain of elementwise kernels (y·d, +noise, +b, lrelu, ·gain,
-#       clamp); each reads the whole activation tensor and writes a new one. With E elements of
-#       B bytes that is 6 reads + 6 writes = 12·E·B bytes of memory traffic, against 1 read of y and
-#       1 write of out (2·E·B) for a fused kernel: 6× less, at the 256² layer of the ffs config
-#       (N=16, O=64, 256², fp16: E·B = 134 MB) ≈ 1.6 GB versus 0.27 GB per forward. The backward is
-#       fused the same way (one pass for the gradients of y, d and b, one more for the noise), and the
+#   (b) The epilogue. In PyTorch it is a chain of elementwise kernels (y·d, +b, lrelu, ·gain, clamp);
+#       each reads the whole activation tensor and writes a new one. With E elements of B bytes that
+#       is 5 reads + 5 writes = 10·E·B bytes of memory traffic, against 1 read of y and 1 write of
+#       out (2·E·B) for a fused kernel: 5× less, at the 256² layer of the ffs config (N=16, O=64,
+#       256², fp16: E·B = 134 MB) ≈ 1.3 GB versus 0.27 GB per forward. The backward is fused the same
+#       way (one pass over the planes for the gradients of y, d and b), and the
 #       autograd graph keeps 2 activation-sized tensors (y and out; out is usually kept anyway by the
 #       next layer's modulation) instead of the 3 (y, z, act(z)·gain) the elementwise chain saves.
 #
@@ -3569,11 +3520,10 @@ std::vector<at::Tensor> demod_backward(const at::Tensor& grad_d, const at::Tenso
                                        const at::Tensor& weight, const at::Tensor& s,
                                        bool need_weight, bool need_s);
 at::Tensor epilogue_forward(const at::Tensor& y, const std::optional<at::Tensor>& d,
-                            const std::optional<at::Tensor>& noise, const std::optional<at::Tensor>& bias,
-                            int64_t act, double gain, double clamp);
+                            const std::optional<at::Tensor>& bias, int64_t act, double gain, double clamp);
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const std::optional<at::Tensor>& out,
                                           const std::optional<at::Tensor>& y, const std::optional<at::Tensor>& d,
-                                          bool need_y, bool need_d, bool need_noise, bool need_bias,
+                                          bool need_y, bool need_d, bool need_bias,
                                           int64_t act, double gain, double clamp);
 
 // wrap_pybind_function turns a failed TORCH_CHECK into a Python RuntimeError with a readable message.
@@ -3584,12 +3534,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "-> [grad_weight, grad_s] (None where not needed)", py::arg("grad_d"), py::arg("d"), py::arg("wsq"),
         py::arg("weight"), py::arg("s"), py::arg("need_weight"), py::arg("need_s"));
   m.def("epilogue_forward", torch::wrap_pybind_function(epilogue_forward),
-        "out = clamp(act(y*d + noise + b) * gain)", py::arg("y"), py::arg("d"), py::arg("noise"),
-        py::arg("bias"), py::arg("act"), py::arg("gain"), py::arg("clamp"));
+        "out = clamp(act(y*d + b) * gain)", py::arg("y"), py::arg("d"), py::arg("bias"), py::arg("act"),
+        py::arg("gain"), py::arg("clamp"));
   m.def("epilogue_backward", torch::wrap_pybind_function(epilogue_backward),
-        "-> [grad_y, grad_d, grad_noise, grad_bias] (None where not needed)", py::arg("grad_out"),
-        py::arg("out"), py::arg("y"), py::arg("d"), py::arg("need_y"), py::arg("need_d"),
-        py::arg("need_noise"), py::arg("need_bias"), py::arg("act"), py::arg("gain"), py::arg("clamp"));
+        "-> [grad_y, grad_d, grad_bias] (None where not needed)", py::arg("grad_out"), py::arg("out"),
+        py::arg("y"), py::arg("d"), py::arg("need_y"), py::arg("need_d"), py::arg("need_bias"),
+        py::arg("act"), py::arg("gain"), py::arg("clamp"));
 }
 """
 
@@ -3761,22 +3711,18 @@ __device__ __forceinline__ acc_t slope(const scalar_t* out, int64_t idx, int act
   return m;
 }
 
-// Forward: a 2-D grid. blockIdx.y strides over the N·O planes (p = n*O + o), so d[p], b[o] and the
-// address of the noise row are loaded once per plane; blockIdx.x and the threads stride over the
-// H·W pixels of the plane. Each y element is read once and each out element written once.
+// Forward: a 2-D grid. blockIdx.y strides over the N·O planes (p = n*O + o), so d[p] and b[o] are
+// loaded once per plane; blockIdx.x and the threads stride over the H·W pixels of the plane. Each
+// y element is read once and each out element written once.
 template <typename scalar_t, typename acc_t>
 __global__ void epilogue_forward_kernel(const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
-                                        const scalar_t* __restrict__ noise, const acc_t* __restrict__ bias,
-                                        scalar_t* __restrict__ out, int64_t planes, int64_t O, int64_t HW,
-                                        int act, acc_t gain, acc_t clamp) {
+                                        const acc_t* __restrict__ bias, scalar_t* __restrict__ out,
+                                        int64_t planes, int64_t O, int64_t HW, int act, acc_t gain, acc_t clamp) {
   for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
-    const int64_t n = p / O, o = p - n * O;
     const acc_t dp = d != nullptr ? d[p] : acc_t(1);
-    const acc_t bp = bias != nullptr ? bias[o] : acc_t(0);
-    const scalar_t* noise_n = noise != nullptr ? noise + n * HW : nullptr;   // [N, 1, H, W]: one row per n
+    const acc_t bp = bias != nullptr ? bias[p % O] : acc_t(0);
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < HW; i += int64_t(gridDim.x) * blockDim.x) {
       acc_t z = static_cast<acc_t>(y[p * HW + i]) * dp;           // same order of operations as the reference
-      if (noise_n != nullptr) z += static_cast<acc_t>(noise_n[i]);
       z += bp;
       out[p * HW + i] = static_cast<scalar_t>(act_gain_clamp(z, act, gain, clamp));
     }
@@ -3814,24 +3760,6 @@ __global__ void epilogue_backward_planes_kernel(const scalar_t* __restrict__ g, 
       const acc_t total = block_sum(sum_gz, smem);
       if (threadIdx.x == 0) bias_part[p] = total;
     }
-  }
-}
-
-// Backward, pass 2 (only when the noise needs a gradient): the noise is shared by the O channels,
-// so grad_noise[n, 0, hw] = Σ_o gz[n, o, hw]: one thread per pixel (n, hw) walks down the O planes.
-// Neighbouring threads read neighbouring pixels of the same plane, so the reads are coalesced.
-template <typename scalar_t, typename acc_t>
-__global__ void epilogue_grad_noise_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
-                                           scalar_t* __restrict__ grad_noise, int64_t N, int64_t O, int64_t HW,
-                                           int act, acc_t gain, acc_t clamp) {
-  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < N * HW; j += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t n = j / HW, i = j - n * HW;
-    acc_t acc = 0;
-    for (int64_t o = 0; o < O; ++o) {
-      const int64_t idx = (n * O + o) * HW + i;
-      acc += static_cast<acc_t>(g[idx]) * slope(out, idx, act, gain, clamp);
-    }
-    grad_noise[j] = static_cast<scalar_t>(acc);
   }
 }
 
@@ -3962,8 +3890,7 @@ std::vector<at::Tensor> demod_backward(const at::Tensor& grad_d_, const at::Tens
 }
 
 at::Tensor epilogue_forward(const at::Tensor& y_, const std::optional<at::Tensor>& d_,
-                            const std::optional<at::Tensor>& noise_, const std::optional<at::Tensor>& bias_,
-                            int64_t act, double gain, double clamp) {
+                            const std::optional<at::Tensor>& bias_, int64_t act, double gain, double clamp) {
   check_cuda(y_, "y");
   TORCH_CHECK(y_.dim() == 4, "y must be [N, O, H, W], got ", y_.sizes());
   check_act(act, gain);
@@ -3972,7 +3899,6 @@ at::Tensor epilogue_forward(const at::Tensor& y_, const std::optional<at::Tensor
   const int64_t N = y.size(0), O = y.size(1), H = y.size(2), W = y.size(3), HW = H * W, planes = N * O;
   const auto acc_dtype = at::toAccumulateType(y.scalar_type(), /*is_cuda=*/true);
   const at::Tensor d = optional_input(d_, "d", {N, O}, acc_dtype, y);
-  const at::Tensor noise = optional_input(noise_, "noise", {N, 1, H, W}, y.scalar_type(), y);
   const at::Tensor bias = optional_input(bias_, "bias", {O}, acc_dtype, y);
   at::Tensor out = at::empty_like(y);
   if (planes == 0 || HW == 0) return out;
@@ -3985,9 +3911,8 @@ at::Tensor epilogue_forward(const at::Tensor& y_, const std::optional<at::Tensor
     using acc_t = at::acc_type<scalar_t, true>;
     epilogue_forward_kernel<scalar_t, acc_t><<<grid, threads, 0, stream>>>(
         y.data_ptr<scalar_t>(), d.defined() ? d.data_ptr<acc_t>() : nullptr,
-        noise.defined() ? noise.data_ptr<scalar_t>() : nullptr, bias.defined() ? bias.data_ptr<acc_t>() : nullptr,
-        out.data_ptr<scalar_t>(), planes, O, HW, static_cast<int>(act), static_cast<acc_t>(gain),
-        static_cast<acc_t>(clamp));
+        bias.defined() ? bias.data_ptr<acc_t>() : nullptr, out.data_ptr<scalar_t>(), planes, O, HW,
+        static_cast<int>(act), static_cast<acc_t>(gain), static_cast<acc_t>(clamp));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -3995,7 +3920,7 @@ at::Tensor epilogue_forward(const at::Tensor& y_, const std::optional<at::Tensor
 
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std::optional<at::Tensor>& out_,
                                           const std::optional<at::Tensor>& y_, const std::optional<at::Tensor>& d_,
-                                          bool need_y, bool need_d, bool need_noise, bool need_bias,
+                                          bool need_y, bool need_d, bool need_bias,
                                           int64_t act, double gain, double clamp) {
   check_cuda(grad_out_, "grad_out");
   TORCH_CHECK(grad_out_.dim() == 4, "grad_out must be [N, O, H, W], got ", grad_out_.sizes());
@@ -4012,12 +3937,11 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std
   TORCH_CHECK(y.defined() || !need_d, "y is needed for the gradient of d");
   at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();
   at::Tensor grad_d = need_d ? at::empty({N, O}, g.options().dtype(acc_dtype)) : at::Tensor();
-  at::Tensor grad_noise = need_noise ? at::empty({N, 1, H, W}, g.options()) : at::Tensor();
   at::Tensor grad_bias = need_bias ? at::empty({O}, g.options().dtype(acc_dtype)) : at::Tensor();
   at::Tensor bias_part = need_bias ? at::empty({N, O}, g.options().dtype(acc_dtype)) : at::Tensor();
   if (planes == 0 || HW == 0) {                          // empty sums are zero
-    for (auto* t : {&grad_d, &grad_noise, &grad_bias}) if (t->defined()) t->zero_();
-    return {grad_y, grad_d, grad_noise, grad_bias};
+    for (auto* t : {&grad_d, &grad_bias}) if (t->defined()) t->zero_();
+    return {grad_y, grad_d, grad_bias};
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "epilogue_backward", [&] {
@@ -4037,14 +3961,8 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std
           bias_part.data_ptr<acc_t>(), grad_bias.data_ptr<acc_t>(), N, O);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    if (need_noise) {
-      epilogue_grad_noise_kernel<scalar_t, acc_t><<<grid_for(N * HW, kThreads), kThreads, 0, stream>>>(
-          g.data_ptr<scalar_t>(), out_ptr, grad_noise.data_ptr<scalar_t>(), N, O, HW, static_cast<int>(act),
-          static_cast<acc_t>(gain), static_cast<acc_t>(clamp));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
   });
-  return {grad_y, grad_d, grad_noise, grad_bias};
+  return {grad_y, grad_d, grad_bias};
 }
 """
 
@@ -4336,11 +4254,11 @@ class _DemodCoefficients(torch.autograd.Function):
 
 
 class _FusedEpilogue(torch.autograd.Function):
-    """out = fused_epilogue_ref(y, d, noise, bias, ...), computed by one CUDA kernel."""
+    """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel."""
 
     @staticmethod
-    def forward(ctx, y, d, noise, bias, act_id, gain, clamp):
-        out = load_modconv_plugin().epilogue_forward(y, d, noise, bias, act_id, gain, clamp)
+    def forward(ctx, y, d, bias, act_id, gain, clamp):
+        out = load_modconv_plugin().epilogue_forward(y, d, bias, act_id, gain, clamp)
         needs_slope = act_id != _ACT_ID['linear'] or clamp >= 0
         ctx.save_for_backward(y if ctx.needs_input_grad[1] else None,       # y: only for the gradient of d
                               d,                                            # [N, O], small
@@ -4351,15 +4269,15 @@ class _FusedEpilogue(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         y, d, out = ctx.saved_tensors
-        grads = _FusedEpilogueBackward.apply(grad_out, out, y, d, ctx.cfg, tuple(ctx.needs_input_grad[:4]))
+        grads = _FusedEpilogueBackward.apply(grad_out, out, y, d, ctx.cfg, tuple(ctx.needs_input_grad[:3]))
         return (*grads, None, None, None)                                   # nothing for act, gain, clamp
 
 
 class _FusedEpilogueBackward(torch.autograd.Function):
-    """(grad_y, grad_d, grad_noise, grad_bias) from grad_out, by the CUDA kernels; differentiable once more.
+    """(grad_y, grad_d, grad_bias) from grad_out, by the CUDA kernels; differentiable once more.
 
     With gz = grad_out · m, m = ∂out/∂z (the slope, constant a.e.), the outputs are
-      grad_y = gz · d,   grad_d = Σ_hw gz · y,   grad_noise = Σ_o gz,   grad_bias = Σ_{n,hw} gz.
+      grad_y = gz · d,   grad_d = Σ_hw gz · y,   grad_bias = Σ_{n,hw} gz.
     """
 
     @staticmethod
@@ -4371,9 +4289,9 @@ class _FusedEpilogueBackward(torch.autograd.Function):
         return tuple(g if need else None for g, need in zip(grads, needs))
 
     @staticmethod
-    def backward(ctx, gg_y, gg_d, gg_noise, gg_bias):
+    def backward(ctx, gg_y, gg_d, gg_bias):
         # The outputs are linear in grad_out (and in y, d separately), so each "grad of grad" is the
-        # transpose of one line above. gg_* are the incoming gradients w.r.t. grad_y, grad_d, ...
+        # transpose of one line above. gg_* are the incoming gradients w.r.t. grad_y, grad_d, grad_bias.
         grad_out, out, y, d = ctx.saved_tensors
         m = _epilogue_slope(out, *ctx.cfg)                                  # [N, O, H, W] or a float
         dt = grad_out.dtype
@@ -4384,8 +4302,6 @@ class _FusedEpilogueBackward(torch.autograd.Function):
                 t = t + gg_y * (d.to(dt)[:, :, None, None] if d is not None else 1)   # from grad_y = gz·d
             if gg_d is not None:
                 t = t + gg_d.to(dt)[:, :, None, None] * y                            # from grad_d = Σ gz·y
-            if gg_noise is not None:
-                t = t + gg_noise                                                     # from grad_noise = Σ_o gz
             if gg_bias is not None:
                 t = t + gg_bias.to(dt)[None, :, None, None]                          # from grad_bias = Σ gz
             grad_g = t * m
@@ -4402,10 +4318,10 @@ def demod_coefficients_cuda(weight, s, eps=1e-8):
     return _DemodCoefficients.apply(weight.to(dtype), s.to(dtype), float(eps))
 
 
-def fused_epilogue_cuda(y, d=None, noise=None, bias=None, act='linear', gain=None, clamp=None):
+def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=None):
     """fused_epilogue_ref computed by one CUDA kernel (reads y once, writes out once).
 
-    y, noise and out stay in y's dtype; d and bias are used in fp32 (fp64 for fp64 y), slightly more
+    y and out stay in y's dtype; d and bias are used in fp32 (fp64 for fp64 y), slightly more
     accurate than the reference, which rounds them to y's dtype.
     """
     if act not in _ACT_ID:
@@ -4413,12 +4329,10 @@ def fused_epilogue_cuda(y, d=None, noise=None, bias=None, act='linear', gain=Non
     gain = float(ACT_GAIN[act] if gain is None else gain)
     if gain <= 0 or (clamp is not None and clamp <= 0):
         raise ValueError(f'the fused epilogue needs gain > 0 and clamp > 0 or None, got {gain}, {clamp}')
-    N, O, H, W = y.shape
     acc = _acc_dtype(y.dtype)
     d = None if d is None else d.to(acc)                                    # [N, O]
     bias = None if bias is None else bias.to(acc)                           # [O]
-    noise = None if noise is None else noise.to(y.dtype).expand(N, 1, H, W)  # e.g. [H, W] -> [N, 1, H, W]
-    return _FusedEpilogue.apply(y, d, noise, bias, _ACT_ID[act], gain, -1.0 if clamp is None else float(clamp))
+    return _FusedEpilogue.apply(y, d, bias, _ACT_ID[act], gain, -1.0 if clamp is None else float(clamp))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -4437,7 +4351,7 @@ _SELF_CHECKS = {}                    # device -> dict(ok, worst, err, tol) of th
 def plugin_self_check(device) -> dict:
     """Run the compiled ops against the reference once on `device` -> dict(ok, worst, err, tol)."""
     try:
-        parity = check_parity(device, gradcheck=False)
+        parity = check_parity(device)
         checks = parity["checks"] or {"plugin": dict(ok=False, err=float("inf"), tol=0.0)}
         worst, c = max(checks.items(), key=lambda kv: kv[1]["err"] / max(kv[1]["tol"], 1e-30))
         result = dict(ok=bool(parity["ok"]), worst=worst, err=c["err"], tol=c["tol"])
@@ -4459,8 +4373,17 @@ def _plugin_trusted(device) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Parity check and micro-benchmark (GPU only; for `doctor` and the tests)
+# Parity check and micro-benchmark (GPU only; for the self-check, `doctor` and the tests)
 # ---------------------------------------------------------------------------------------------------
+# The same inputs go through the compiled op and the reference, the reference upcast to fp32 (fp64
+# for fp64), so a half-precision check measures the kernel's own rounding. The tolerances are
+# relative: a few roundings of the dtype (fp16: 2^-11, bf16: 2^-8; the demodulation gradient cubes
+# a rounded d, so it gets up to ~4 of them); an indexing bug gives errors of order 1. The full matrix
+# (6 epilogue configurations x 4 dtypes, gradcheck, gradgradcheck, an R1 double backward) is the
+# parametrized test `test_kernel_parity`; `check_parity` is its short form.
+
+PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+
 
 def _rel_err(a, b):
     """max |a - b| / max |b|: one number per tensor, insensitive to its scale."""
@@ -4469,13 +4392,12 @@ def _rel_err(a, b):
 
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
-    """Random (y, d, noise, bias), all requiring grad, such that no pre-activation z lies within
-    `margin` of a kink (z = 0 for lrelu, |act(z)·gain| = clamp), where a tiny rounding difference
-    between two implementations would flip the slope. y is solved for from a kink-free z."""
+    """Random (y, d, bias), all requiring grad, such that no pre-activation z lies within `margin`
+    of a kink (z = 0 for lrelu, |act(z)·gain| = clamp), where a tiny rounding difference between two
+    implementations would flip the slope. y is solved for from a kink-free z."""
     gen = torch.Generator(device='cpu').manual_seed(seed)
     gain = ACT_GAIN[act] if gain is None else gain
     d = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5                  # like real d: positive, O(1)
-    noise = torch.randn(N, 1, H, W, generator=gen, dtype=torch.float64) * 0.3
     bias = torch.randn(O, generator=gen, dtype=torch.float64) * 0.3
     z = torch.randn(N, O, H, W, generator=gen, dtype=torch.float64) * 2
     for _ in range(100):                                                            # resample z near a kink
@@ -4486,93 +4408,68 @@ def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.
         if not bad.any():
             break
         z = torch.where(bad, torch.randn(z.shape, generator=gen, dtype=torch.float64) * 2, z)
-    y = (z - noise - bias[None, :, None, None]) / d[:, :, None, None]               # so that y·d + noise + b = z
+    y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
     cast = lambda t: t.to(device=device, dtype=dtype).requires_grad_(True)
-    return cast(y), cast(d), cast(noise), cast(bias)
+    return cast(y), cast(d), cast(bias)
 
 
-def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16), gradcheck=True, seed=0):
-    """Compare the CUDA ops with the reference: forward and every gradient, per dtype and configuration,
-    plus torch.autograd.gradcheck / gradgradcheck in fp64 and an R1-style double backward.
+def epilogue_parity(device, dtype, act, clamp, use_d=True, use_bias=True, seed=0) -> dict:
+    """{'forward': err, 'grad_y': err, ...}: relative errors of the CUDA epilogue against the reference."""
+    ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
+    inputs = [t if use else None for t, use in zip(inputs, (True, use_d, use_bias))]
+    ref_inputs = [None if t is None else t.detach().to(ref_dtype).requires_grad_(True) for t in inputs]
+    out = fused_epilogue(*inputs, act=act, clamp=clamp, impl='cuda')
+    ref = fused_epilogue(*ref_inputs, act=act, clamp=clamp, impl='ref')
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
+    errs = {'forward': _rel_err(out, ref)}
+    names = [n for n, t in zip(('y', 'd', 'bias'), inputs) if t is not None]
+    grads = torch.autograd.grad(out, [t for t in inputs if t is not None], grad)
+    ref_grads = torch.autograd.grad(ref, [t for t in ref_inputs if t is not None], grad.to(ref_dtype))
+    errs.update({f'grad_{n}': _rel_err(g, rg) for n, g, rg in zip(names, grads, ref_grads)})
+    return errs
 
-    The reference runs on the same inputs upcast to fp32 (fp64 for fp64), so a half-precision check
-    measures the kernel's own rounding. Returns {'ok': bool, 'checks': {name: {'ok', 'err', 'tol'}}}.
-    """
+
+def demod_parity(device, dtype, seed=0) -> dict:
+    """{'forward': err, 'grad_weight': err, 'grad_s': err} of the CUDA demodulation, weight [6, 70, 3, 3]
+    and styles [4, 70] around 1 (as after the affine layer)."""
+    ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    gen = torch.Generator().manual_seed(seed + 2)
+    weight = (torch.randn(6, 70, 3, 3, generator=gen) / math.sqrt(70 * 9)).to(device, dtype).requires_grad_(True)
+    s = (torch.randn(4, 70, generator=gen) * 0.5 + 1).to(device, dtype).requires_grad_(True)
+    ref_w, ref_s = (t.detach().to(ref_dtype).requires_grad_(True) for t in (weight, s))
+    d, ref_d = demod_coefficients(weight, s, impl='cuda'), demod_coefficients(ref_w, ref_s, impl='ref')
+    grad = torch.randn(d.shape, generator=gen).to(d)
+    grads = torch.autograd.grad(d, (weight, s), grad)
+    ref_grads = torch.autograd.grad(ref_d, (ref_w, ref_s), grad.to(ref_dtype))
+    return {'forward': _rel_err(d, ref_d), 'grad_weight': _rel_err(grads[0], ref_grads[0]),
+            'grad_s': _rel_err(grads[1], ref_grads[1])}
+
+
+def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16), seed=0) -> dict:
+    """The short parity check (first-use self-check, `doctor`): per dtype, the epilogue in three
+    configurations and the demodulation, forward and every gradient.
+    -> {'ok': bool, 'checks': {name: {'ok', 'err', 'tol'}}}."""
     if load_modconv_plugin() is None:
         return dict(ok=False, checks={}, reason=modconv_plugin_status()['reason'])
-    # Relative tolerances: a few roundings of the dtype (fp16: 2^-11, bf16: 2^-8; the demod gradient
-    # cubes a rounded d, so it gets up to ~4 of them); an indexing bug gives errors of order 1.
-    tolerances = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
     checks = {}
-
-    def record(name, err, tol):
-        checks[name] = dict(ok=bool(err <= tol), err=float(err), tol=tol)
-
-    configs = [  # (act, clamp, use d, use noise, use bias)
-        ('lrelu', None, True, True, True), ('lrelu', 1.0, True, True, True), ('lrelu', 256.0, True, False, True),
-        ('linear', None, True, False, True), ('linear', 0.5, False, True, False), ('linear', None, False, False, False)]
     for dtype in dtypes:
-        ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        tol = tolerances[dtype]
-        for act, clamp, use_d, use_noise, use_bias in configs:
-            name = f'epilogue/{str(dtype)[6:]}/{act}/clamp={clamp}/d={use_d}/noise={use_noise}/bias={use_bias}'
-            inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
-            inputs = [t if use else None for t, use in zip(inputs, (True, use_d, use_noise, use_bias))]
-            ref_inputs = [None if t is None else t.detach().to(ref_dtype).requires_grad_(True) for t in inputs]
-            out = fused_epilogue(*inputs, act=act, clamp=clamp, impl='cuda')
-            ref = fused_epilogue(*ref_inputs, act=act, clamp=clamp, impl='ref')
-            record(name + '/forward', _rel_err(out, ref), tol)
-            grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
-            live = [t for t in inputs if t is not None]
-            grads = torch.autograd.grad(out, live, grad)
-            ref_grads = torch.autograd.grad(ref, [t for t in ref_inputs if t is not None], grad.to(ref_dtype))
-            for label, g, rg in zip([n for n, t in zip('y d noise bias'.split(), inputs) if t is not None], grads, ref_grads):
-                record(f'{name}/grad_{label}', _rel_err(g, rg), tol)
-        # Demodulation: weight [O, I, 3, 3] and styles [N, I] around 1, as after the affine layer.
-        gen = torch.Generator().manual_seed(seed + 2)
-        weight = (torch.randn(6, 70, 3, 3, generator=gen) / math.sqrt(70 * 9)).to(device, dtype).requires_grad_(True)
-        s = (torch.randn(4, 70, generator=gen) * 0.5 + 1).to(device, dtype).requires_grad_(True)
-        ref_w, ref_s = (t.detach().to(ref_dtype).requires_grad_(True) for t in (weight, s))
-        d, ref_d = demod_coefficients(weight, s, impl='cuda'), demod_coefficients(ref_w, ref_s, impl='ref')
-        record(f'demod/{str(dtype)[6:]}/forward', _rel_err(d, ref_d), tol)
-        grad = torch.randn(d.shape, generator=gen).to(d)
-        for label, g, rg in zip(('weight', 's'), torch.autograd.grad(d, (weight, s), grad),
-                                torch.autograd.grad(ref_d, (ref_w, ref_s), grad.to(ref_dtype))):
-            record(f'demod/{str(dtype)[6:]}/grad_{label}', _rel_err(g, rg), tol)
-
-    if gradcheck:
-        f64 = dict(device=device, dtype=torch.float64)
-        for act, clamp in (('lrelu', None), ('lrelu', 1.0), ('linear', 0.5)):
-            inputs = _epilogue_test_inputs(2, 3, 4, 5, torch.float64, device, act, None, clamp, seed=seed)
-            fn = lambda *t: fused_epilogue_cuda(*t, act=act, clamp=clamp)
-            for label, check in (('gradcheck', torch.autograd.gradcheck), ('gradgradcheck', torch.autograd.gradgradcheck)):
-                ok = check(fn, inputs, raise_exception=False)
-                checks[f'epilogue/{label}/{act}/clamp={clamp}'] = dict(ok=bool(ok), err=0.0 if ok else 1.0, tol=0.0)
-        weight = torch.randn(3, 4, 3, 3, **f64).requires_grad_(True)
-        s = torch.randn(2, 4, **f64).requires_grad_(True)
-        for label, check in (('gradcheck', torch.autograd.gradcheck), ('gradgradcheck', torch.autograd.gradgradcheck)):
-            ok = check(lambda w_, s_: demod_coefficients_cuda(w_, s_), (weight, s), raise_exception=False)
-            checks[f'demod/{label}'] = dict(ok=bool(ok), err=0.0 if ok else 1.0, tol=0.0)
-        # gradgradcheck differentiates whatever create_graph=True computes; check that value itself too.
-        grad = torch.randn(2, 3, **f64)
-        with_graph = torch.autograd.grad(demod_coefficients_cuda(weight, s), (weight, s), grad, create_graph=True)
-        reference = torch.autograd.grad(demod_coefficients_ref(weight, s), (weight, s), grad)
-        for label, g, rg in zip(('weight', 's'), with_graph, reference):
-            record(f'demod/create_graph_grad_{label}', _rel_err(g, rg), 1e-10)
-        # R1-style: the gradient of ||∂out/∂x||² w.r.t. weight and styles, through a whole layer, in fp32.
-        gen = torch.Generator().manual_seed(seed + 3)
-        x = torch.randn(2, 8, 6, 6, generator=gen).to(device).requires_grad_(True)
-        weight = (torch.randn(5, 8, 3, 3, generator=gen) / math.sqrt(72)).to(device).requires_grad_(True)
-        s = (torch.randn(2, 8, generator=gen) * 0.5 + 1).to(device).requires_grad_(True)
-        bias = torch.randn(5, generator=gen).to(device).requires_grad_(True)
-        results = {}
-        for impl in ('cuda', 'ref'):
-            out = modulated_conv2d_fused(x, weight, s, bias=bias, act='lrelu', impl=impl)
-            (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
-            results[impl] = torch.autograd.grad(grad_x.square().sum(), (weight, s, bias))
-        for label, g, rg in zip(('weight', 's', 'bias'), results['cuda'], results['ref']):
-            record(f'r1/grad_{label}', _rel_err(g, rg), 1e-4)
+        tol, tag = PARITY_TOL[dtype], str(dtype)[6:]
+        runs = {f'epilogue/{tag}/{act}/clamp={clamp}/d={use}': epilogue_parity(device, dtype, act, clamp, use, use, seed)
+                for act, clamp, use in (('lrelu', None, True), ('lrelu', 1.0, True), ('linear', 0.5, False))}
+        runs[f'demod/{tag}'] = demod_parity(device, dtype, seed)
+        checks.update({f'{name}/{k}': dict(ok=bool(e <= tol), err=float(e), tol=tol)
+                       for name, errs in runs.items() for k, e in errs.items()})
     return dict(ok=all(c['ok'] for c in checks.values()), checks=checks)
+
+
+def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
+    """A whole ModConv2d layer without resampling (up=1), as ModConv2d composes it (for the benchmark
+    and the R1 parity test). x: [N, I, H, W], weight: [O, I, k, k] (gain applied), s: [N, I]."""
+    x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (SG2 Eq 1)
+    y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
+    d = demod_coefficients(weight, s, impl=impl)                            # [N, O]    (SG2 Eq 3)
+    return fused_epilogue(y, d, bias, act=act, gain=gain, clamp=clamp, impl=impl)
 
 
 def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
@@ -4589,20 +4486,11 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
     weight = (torch.randn(O, I, k, k, device=device, generator=gen) / math.sqrt(I * k * k)).requires_grad_(True)
     s = (torch.randn(N, I, device=device, generator=gen) * 0.5 + 1).requires_grad_(True)
     bias = torch.zeros(O, device=device, requires_grad=True)
-    noise_strength = torch.full([], 0.1, device=device, requires_grad=True)
-    noise = torch.randn(N, 1, H, W, device=device, dtype=dtype, generator=gen)
     y = torch.randn(N, O, H, W, device=device, dtype=dtype, generator=gen).requires_grad_(True)
     d = torch.rand(N, O, device=device, generator=gen).add_(0.5).requires_grad_(True)
     grad = torch.randn(N, O, H, W, device=device, dtype=dtype, generator=gen)
-
-    def layer(impl):
-        out = modulated_conv2d_fused(x, weight, s, noise=noise * noise_strength, bias=bias, act='lrelu',
-                                     clamp=256.0, impl=impl)
-        out.backward(grad)
-
-    def epilogue(impl):
-        out = fused_epilogue(y, d, noise * noise_strength, bias, act='lrelu', clamp=256.0, impl=impl)
-        out.backward(grad)
+    layer = lambda impl: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl).backward(grad)
+    epilogue = lambda impl: fused_epilogue(y, d, bias, 'lrelu', clamp=256.0, impl=impl).backward(grad)
 
     def measure(fn):
         for _ in range(3):                                                  # warm-up (cuDNN autotuning, allocator)
@@ -4624,8 +4512,8 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
         epi_ms, epi_mib = measure(lambda: epilogue(impl))
         result[impl] = dict(layer_fwd_bwd_ms=round(layer_ms, 3), layer_peak_mib=round(layer_mib, 1),
                             epilogue_fwd_bwd_ms=round(epi_ms, 3), epilogue_peak_mib=round(epi_mib, 1))
-    result['speedup_layer'] = round(result['ref']['layer_fwd_bwd_ms'] / result['cuda']['layer_fwd_bwd_ms'], 2)
-    result['speedup_epilogue'] = round(result['ref']['epilogue_fwd_bwd_ms'] / result['cuda']['epilogue_fwd_bwd_ms'], 2)
+    for part in ('layer', 'epilogue'):
+        result[f'speedup_{part}'] = round(result['ref'][f'{part}_fwd_bwd_ms'] / result['cuda'][f'{part}_fwd_bwd_ms'], 2)
     return result
 
 
