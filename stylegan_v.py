@@ -2188,8 +2188,11 @@ def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Di
 
 
 # ------------------------------------------------------------------------------------------------
-# §13 Checkpoints and sampling videos of any length (Sec 4.2: "arbitrarily long ... arbitrary frame-rate")
+# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.2: "arbitrarily
+#     long ... arbitrary frame-rate")
 # ------------------------------------------------------------------------------------------------
+# Reading order: our checkpoints → the authors' snapshots, read safely → load_generator → rendering
+# any frame by (content seed, motion seed, t) → the frame sink and sample(), which renders an hour.
 
 
 class CheckpointError(UserError):
@@ -3208,8 +3211,9 @@ def cmd_figures(args) -> None:
     # Fig 9: channels of the acyclic embedding v_t over 2000 frames, drawn by the same plotter as `plot`.
     t = np.arange(2000.0)
     v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
-    channels = {f"v_t[{c}]": np.stack([t, v[:, c]], 1) for c in range(0, cfg.v_dim, max(cfg.v_dim // 4, 1))[:4]}
-    save("embedding.png", plot_curves(channels, "v_t", xlabel="t (frames)", size=(1000, 300), markers=False))
+    panels = [plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]", xlabel="t (frames)",
+                          size=(1000, 140), markers=False) for c in range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]]
+    save("embedding.png", np.concatenate(panels))                           # one band per channel
 
 
 def read_metric_curve(run: str, metric: str) -> np.ndarray:
@@ -3247,8 +3251,9 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
     xs = np.concatenate([c[:, 0] for c in curves.values()])
     ys = np.concatenate([c[:, 1] for c in curves.values()])
     x_hi, x_step = _axis(xs.max())
-    y_lo = 0.0 if ys.min() >= 0 else -_axis(-ys.min() * 1.05)[0]   # the y axis reaches below 0 if needed
-    y_hi, y_step = _axis(ys.max() * 1.05 - y_lo)
+    y_ticks = max(2, min(6, (H - top - bottom) // 25))          # fewer ticks on a short plot
+    y_lo = 0.0 if ys.min() >= 0 else -_axis(-ys.min() * 1.05, y_ticks)[0]   # below 0 where needed
+    y_hi, y_step = _axis(ys.max() * 1.05 - y_lo, y_ticks)
     px = lambda x: left + x / x_hi * (W - left - right)
     py = lambda y: H - bottom - (y - y_lo) / y_hi * (H - top - bottom)
     for x in np.arange(0, x_hi + x_step / 2, x_step):           # grid, ticks and their labels
@@ -3267,8 +3272,9 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
         draw.line(points, fill=colour, width=2)
         for x, y in points if markers else []:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.line([(W - right - 150, top + 12 + 14 * i), (W - right - 130, top + 12 + 14 * i)], fill=colour, width=2)
-        draw.text((W - right - 124, top + 12 + 14 * i), label, fill="black", anchor="lm")
+        if len(curves) > 1:                                      # a legend, where there is a choice
+            draw.line([(W - right - 150, top + 12 + 14 * i), (W - right - 130, top + 12 + 14 * i)], fill=colour, width=2)
+            draw.text((W - right - 124, top + 12 + 14 * i), label, fill="black", anchor="lm")
     return np.asarray(img)
 
 
@@ -4060,31 +4066,6 @@ def _exclusive_lock(path, verbose):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-@contextlib.contextmanager
-def _temporary_env(name, value):
-    """Set os.environ[name] for the duration of the block (load_inline reads TORCH_CUDA_ARCH_LIST)."""
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = old
-
-
-@contextlib.contextmanager
-def _temporary_attr(obj, name, value):
-    """Set obj.name for the duration of the block (cpp_extension reads its module-level CUDA_HOME)."""
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
-
-
 def _import_extension(name, path):
     """Import a compiled extension module from a file (what load_inline does after building)."""
     spec = importlib.util.spec_from_file_location(name, path)
@@ -4151,9 +4132,11 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
             if verbose:
                 print(f'[modconv] building the CUDA plugin for arch {arch_list} in {build_dir} '
                       f'(about a minute, once)', file=sys.stderr)
-            # torch guessed a CUDA_HOME of its own when it was imported; build with the one found above.
-            with _temporary_env('TORCH_CUDA_ARCH_LIST', arch_list), _temporary_env('CUDA_HOME', cuda_home), \
-                    _temporary_attr(cpp_extension, 'CUDA_HOME', cuda_home):
+            # torch guessed a CUDA_HOME of its own when it was imported (cpp_extension.CUDA_HOME); build
+            # with the one found above, and for arch_list (load_inline reads TORCH_CUDA_ARCH_LIST).
+            from unittest import mock
+            with mock.patch.dict(os.environ, TORCH_CUDA_ARCH_LIST=arch_list, CUDA_HOME=cuda_home), \
+                    mock.patch.object(cpp_extension, 'CUDA_HOME', cuda_home):
                 module = cpp_extension.load_inline(
                     name=name, cpp_sources=[_MODCONV_CPP_SOURCE], cuda_sources=[_MODCONV_CUDA_SOURCE],
                     extra_cflags=_EXTRA_CFLAGS, extra_cuda_cflags=_EXTRA_CUDA_CFLAGS, build_directory=str(build_dir),
