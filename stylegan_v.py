@@ -1140,15 +1140,6 @@ def _rotate2d(cos, sin):
     return _mat3(cos, -sin, zero, sin, cos, zero)
 
 
-def _rand(generator, device, *shape):
-    """Uniform [0, 1) draws from `generator` (on the generator's own device) or from the global RNG."""
-    return torch.rand(shape, generator=generator, device=device)
-
-
-def _randn(generator, device, *shape):
-    return torch.randn(shape, generator=generator, device=device)
-
-
 def ada_geometry(batch, p, height, width, generator=None, device=None):
     """Draw one 2D warp per video: the 'b' (blit) and 'g' (geometric) groups of StyleGAN2-ADA's 'bgc'.
 
@@ -1160,8 +1151,8 @@ def ada_geometry(batch, p, height, width, generator=None, device=None):
     """
     dev = generator.device if generator is not None else torch.device(device or 'cpu')
     B, s = batch, ADA_STRENGTHS
-    rand = lambda *shape: _rand(generator, dev, *shape)     # noqa: E731
-    randn = lambda *shape: _randn(generator, dev, *shape)   # noqa: E731
+    rand = lambda *shape: torch.rand(shape, generator=generator, device=dev)     # noqa: E731  U[0, 1)
+    randn = lambda *shape: torch.randn(shape, generator=generator, device=dev)   # noqa: E731  N(0, 1)
     one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
     G = torch.eye(3, device=dev).expand(B, 3, 3)                          # [B, 3, 3] identity
 
@@ -1214,8 +1205,8 @@ def ada_color(batch, p, num_channels=3, generator=None, device=None):
     """
     dev = generator.device if generator is not None else torch.device(device or 'cpu')
     B, s = batch, ADA_STRENGTHS
-    rand = lambda *shape: _rand(generator, dev, *shape)     # noqa: E731
-    randn = lambda *shape: _randn(generator, dev, *shape)   # noqa: E731
+    rand = lambda *shape: torch.rand(shape, generator=generator, device=dev)     # noqa: E731  U[0, 1)
+    randn = lambda *shape: torch.randn(shape, generator=generator, device=dev)   # noqa: E731  N(0, 1)
     p_rgb = p if num_channels > 1 else 0.0
     one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
     I4 = torch.eye(4, device=dev)
