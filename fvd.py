@@ -984,6 +984,18 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 # Reading happens in worker processes (§9, _source_map), so a source pickles without open handles.
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+
+# A video file is decoded to the end when its source is opened (the exact frame count: containers'
+# counts are unreliable), and the clip is chosen only after every video is counted (select_clips
+# needs all the lengths). So that the clip is not decoded a second time, the probe is told which
+# clip will most likely be asked for (`clip=`, from compute_fvd's arguments) and keeps those raw
+# frames: frames 0, S, ... for offsets 'start'; for 'random', the clip select_clips would draw for
+# the container's estimated length, and for this video's position assuming no earlier video is
+# skipped. read_frames uses kept frames only when they hold every frame asked for, so a wrong
+# guess (an estimate off by one, a skipped video shifting the positions, another --frames or
+# seed) costs the old second decode, never a different frame. At most this many bytes of kept
+# frames per source (about the clips themselves: 16 frames of 256x256 are 3 MiB); 0 turns it off.
+PROBE_KEEP_BYTES = 1 << 30
 ARRAY_EXTENSIONS = (".npy", ".npz")
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".pkl", ".ckpt")
 
@@ -1128,18 +1140,26 @@ class FilesSource:
 
     kind, strict, parallel = "files", False, True
 
-    def __init__(self, path, items, ignored, workers=0, progress=False, desc="probing"):
+    def __init__(self, path, items, ignored, workers=0, progress=False, desc="probing", clip=None):
         """items: [(name, 'video' | 'frames', [file or member, ...])] in natural order. Probing
-        (frame counts: a video is decoded once; a frame folder's first image header) runs here."""
+        (frame counts: a video is decoded once; a frame folder's first image header) runs here.
+        clip: None, or dict(frames, subsample, seed, offsets, protocol) of the clips that will be
+        read: the probe keeps their frames (see PROBE_KEEP_BYTES) so they are not decoded again."""
         self.path = str(path)
         self.zip = _ZipMembers(path) if zipfile.is_zipfile(path) and os.path.isfile(path) else None
         self.items = items
         self.skipped = [(name, "not a video or an image file") for name in ignored]
+        self.clip, self._kept, self._sent = clip, {}, 0      # _kept: {video: {frame index: frame}}
         jobs = [(i,) for i in range(len(items))]
-        kept, self.lengths, sizes = [], [], []
+        kept, self.lengths, sizes, held = [], [], [], 0
         bar = _progress(len(jobs), desc, progress and len(jobs) > 1)
         for (i,), (ok, out) in zip(jobs, _source_map(self, "probe", jobs, workers)):
             if ok:
+                frames = out[2] if len(out) > 2 else None
+                size = sum(f.nbytes for f in frames.values()) if frames else 0
+                if frames and held + size <= PROBE_KEEP_BYTES:      # the bound over all workers
+                    self._kept[len(kept)] = frames
+                    held += size
                 kept.append(items[i])
                 self.lengths.append(out[0])
                 sizes.append(out[1])
@@ -1189,6 +1209,9 @@ class FilesSource:
             items.append((folder or path.stem, "frames", [full(m) for m in sorted(members, key=_natural_key)]))
         return sorted(items, key=lambda item: _natural_key(item[0])), sorted(ignored, key=_natural_key)
 
+    def __getstate__(self):         # worker processes get no kept frames: the parent serves those
+        return {**self.__dict__, "_kept": {}}
+
     def identity(self):
         """Path, then size and mtime of the zip, or of every file of a folder."""
         if os.path.isfile(self.path):
@@ -1204,12 +1227,16 @@ class FilesSource:
         with self._open_bytes(file) as f, Image.open(f) as img:
             return _to_rgb8(img)                                    # [H, W, 3]
 
-    def _video_frames(self, file):
+    def _video_frames(self, file, info=None):
         """Yield the frames of a video file as uint8 [H, W, 3]: GIF through Pillow, the rest through
-        imageio's ffmpeg plugin (a zip member is first copied to a temporary file for ffmpeg)."""
+        imageio's ffmpeg plugin (a zip member is first copied to a temporary file for ffmpeg).
+        info: None, or a dict that receives 'estimate', the container's frame count (or None),
+        before the first frame."""
         from PIL import Image, ImageSequence
+        info = {} if info is None else info
         if file.lower().endswith(".gif"):
             with self._open_bytes(file) as f, Image.open(f) as img:
+                info["estimate"] = getattr(img, "n_frames", None)
                 for frame in ImageSequence.Iterator(img):
                     yield _to_rgb8(frame)
             return
@@ -1222,6 +1249,9 @@ class FilesSource:
                 f.write(self.zip.read(file))
         try:
             with iio2.get_reader(tmp or file, format="FFMPEG") as reader:
+                meta = reader.get_meta_data()                       # duration (s) and fps: ffmpeg's header
+                estimate = meta.get("duration", 0) * meta.get("fps", 0)
+                info["estimate"] = round(estimate) if np.isfinite(estimate) and estimate > 0 else None
                 for frame in reader:
                     yield np.asarray(frame)[:, :, :3]
         finally:
@@ -1230,18 +1260,51 @@ class FilesSource:
 
     def probe(self, i):
         """-> (frames, (H, W)) of item i: a video is decoded to the end (exact count, and a broken
-        file is found now); a frame folder is counted and its first image's header read."""
+        file is found now); a frame folder is counted and its first image's header read. A video
+        may add a third item, {frame index: frame}: the frames kept for its clip (PROBE_KEEP_BYTES)."""
         name, kind, files = self.items[i]
         if kind == "frames":
             from PIL import Image
             with self._open_bytes(files[0]) as f, Image.open(f) as img:
                 return len(files), (img.size[1], img.size[0])
-        count, size = 0, None
-        for frame in self._video_frames(files[0]):
+        count, size, info, keep, frames = 0, None, {}, None, {}
+        for frame in self._video_frames(files[0], info):
+            if keep is None:
+                keep = self._probe_keeps(i, info.get("estimate"))
+            if count in keep:
+                frames[count] = frame
             count, size = count + 1, size or frame.shape[:2]
         if count == 0:
             raise ValueError("no frames")
-        return count, tuple(size)
+        # Bound what one worker sends back too (pickling costs about a copy; the parent keeps at
+        # most PROBE_KEEP_BYTES over all workers, so a worker never needs to send more).
+        self._sent += sum(f.nbytes for f in frames.values())
+        return (count, tuple(size)) + ((frames,) if frames and self._sent <= PROBE_KEEP_BYTES else ())
+
+    def _probe_keeps(self, i, estimate):
+        """Frame indices of item i the probe keeps: the clip(s) it will most likely be asked for
+        (see PROBE_KEEP_BYTES); a set, empty when there is no clip hint or nothing to guess from."""
+        c = self.clip
+        if not c or PROBE_KEEP_BYTES <= 0 or self._sent > PROBE_KEEP_BYTES:
+            return set()
+        frames, subsample = c["frames"], c.get("subsample", 1)
+        if c.get("offsets", "random") == "start":
+            return set(range(0, (frames - 1) * subsample + 1, subsample))
+        span = (frames - 1) * subsample + 1
+        if not estimate or estimate < span:
+            return set()
+        # release-mirror also reads video i as the x-flipped copy i + N, at that index's own offset.
+        indices = [i, i + len(self.items)] if c.get("protocol") == "release-mirror" else [i]
+        keep = set()
+        for index in indices:                                       # the same draw as select_clips
+            start = int(np.random.default_rng([c.get("seed", 0), index]).integers(0, estimate - span + 1))
+            keep.update(range(start, start + span, subsample))
+        return keep
+
+    def holds_frames(self, video, frame_indices):
+        """True when the probe kept every frame of this clip (read_frames needs no decoding)."""
+        kept = self._kept.get(video)
+        return kept is not None and all(int(i) in kept for i in frame_indices)
 
     def read_frames(self, video, frame_indices):
         """uint8 [n, H, W, 3] of one video; errors are raised and the caller skips the video."""
@@ -1249,6 +1312,8 @@ class FilesSource:
         wanted = [int(i) for i in frame_indices]
         if kind == "frames":
             frames = [self._image(files[i]) for i in wanted]
+        elif self.holds_frames(video, wanted):                      # kept by the probe: no decoding
+            frames = [self._kept[video][i] for i in wanted]
         else:
             got, last = {}, max(wanted)
             for i, frame in enumerate(self._video_frames(files[0])):
@@ -1323,6 +1388,10 @@ class MirroredSource:
     def identity(self):
         return [self.inner.identity(), "x-flipped copies appended"]
 
+    def holds_frames(self, video, frame_indices):
+        held = getattr(self.inner, "holds_frames", None)
+        return held is not None and held(video % len(self.inner.lengths), frame_indices)
+
     def read_frames(self, video, frame_indices):
         n = len(self.inner.lengths)
         frames = self.inner.read_frames(video % n, frame_indices)   # [n, H, W, 3]
@@ -1371,9 +1440,10 @@ def _zip_names(path):
         raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
 
 
-def _resolve_source(source, role, device, workers=0, progress=False):
+def _resolve_source(source, role, device, workers=0, progress=False, clip=None):
     """-> ('dataset' | 'generator' | 'stats', object, path or None). Every file kind ('dataset',
-    'files', 'array', see above) comes back as 'dataset': they share the reader interface."""
+    'files', 'array', see above) comes back as 'dataset': they share the reader interface.
+    clip: the clips that will be read first, for a folder of videos (see PROBE_KEEP_BYTES)."""
     if not isinstance(source, (str, os.PathLike)):
         if isinstance(source, FeatureStats):
             return "stats", source, None
@@ -1387,7 +1457,7 @@ def _resolve_source(source, role, device, workers=0, progress=False):
     if not path.exists():
         raise FVDError(f"--{role} {path}: no such file or directory")
     files = lambda: FilesSource.listing(path)                       # noqa: E731
-    probe = dict(workers=workers, progress=progress, desc=f"reading --{role}")
+    probe = dict(workers=workers, progress=progress, desc=f"reading --{role}", clip=clip)
     suffix = path.suffix.lower()
     if path.is_dir():
         if (path / "dataset.json").is_file():
@@ -1426,7 +1496,8 @@ def _resolve_source(source, role, device, workers=0, progress=False):
 def open_source(path, workers=0, progress=False, device="cpu"):
     """Open a path of any kind once (a folder of videos is probed: every video decoded to count its
     frames), to pass to compute_fvd many times: a DatasetSource, FilesSource, ArraySource or a
-    generator."""
+    generator. (Opened without a clip in view, so each clip read decodes its video again: see
+    PROBE_KEEP_BYTES; compute_fvd on a path decodes each video once.)"""
     return _resolve_source(path, "real", device, workers, progress)[1]
 
 
@@ -1542,8 +1613,14 @@ def _clip_batches(source, clips, batch, workers, skipped):
     name_of = lambda i: names[i] if names is not None else f"video {i}"   # noqa: E731
     strict = getattr(source, "strict", True)
     jobs = [(i, [int(j) for j in frame_indices]) for i, frame_indices in clips]
+    # Clips whose frames the probe kept (FilesSource) are read here, from memory; the rest in the
+    # workers. Results still come in clip order.
+    held = getattr(source, "holds_frames", None)
+    here = [held is not None and held(*job) for job in jobs]
+    results = _source_map(source, "read_frames", [job for job, h in zip(jobs, here) if not h], workers)
     pending = []                                                    # clips [T, H, W, 3] of one size
-    for (i, _), (ok, out) in zip(jobs, _source_map(source, "read_frames", jobs, workers)):
+    for (i, indices), h in zip(jobs, here):
+        ok, out = _call(source, "read_frames", (i, indices)) if h else next(results)
         if ok:
             out = np.asarray(out)
             if out.ndim != 4 or out.shape[-1] != 3 or out.dtype != np.uint8:
@@ -1735,8 +1812,11 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
 
     # Everything that can be wrong with the inputs is found before the first I3D pass: the two
     # sources, and whether any video is long enough for the clip.
-    kind, real_src, real_path = _resolve_source(real, "real", device, workers, progress)
-    fake_kind, fake_src, fake_path = _resolve_source(fake, "fake", device, workers, progress)
+    hint = dict(frames=frames, subsample=subsample, seed=seed, protocol=protocol)  # clips to keep (§8)
+    kind, real_src, real_path = _resolve_source(real, "real", device, workers, progress,
+                                                clip={**hint, "offsets": "random"})
+    fake_kind, fake_src, fake_path = _resolve_source(fake, "fake", device, workers, progress,
+                                                     clip={**hint, "offsets": fake_offsets})
     if kind == "dataset" and protocol == "release-mirror":
         real_src = MirroredSource(real_src)                         # + the x-flipped copies (§7)
     if kind == "dataset":
@@ -1964,8 +2044,11 @@ def _run(args):
     # Both sources are opened (a folder of videos probed, a checkpoint loaded) once, and reused for
     # every clip length and run; the cache is keyed by the source's identity (its files).
     workers, progress = args.workers, not args.quiet
-    real_kind, real_src, real_path = _resolve_source(args.real, "real", device, workers, progress)
-    fake_kind, fake_src, fake_path = _resolve_source(args.fake, "fake", device, workers, progress)
+    hint = dict(frames=args.frames[0], subsample=args.subsample, seed=args.seed, protocol=args.protocol)
+    real_kind, real_src, real_path = _resolve_source(args.real, "real", device, workers, progress,
+                                                     clip={**hint, "offsets": "random"})
+    fake_kind, fake_src, fake_path = _resolve_source(args.fake, "fake", device, workers, progress,
+                                                     clip={**hint, "offsets": args.fake_offsets})
     for frames in args.frames:                  # too short for any clip length: say so now, not after FVD_16
         if real_kind == "dataset":
             real_used = MirroredSource(real_src) if args.protocol == "release-mirror" else real_src

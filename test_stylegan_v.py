@@ -3702,3 +3702,79 @@ def test_fvd_bad_sources_are_one_line_errors(tmp_path):
         assert text.startswith("fvd.py: error: ") and needle in text and "\n" not in text, (name, text)
     r = _hd_cli("fvd.py", "--real", tmp_path / "float.npy", "--fake", good, "--frames", "9", "--no-cache")
     _hd_assert_one_error(r, "fvd.py", 1, "float.npy", "expected uint8")
+
+
+# -- a video file is decoded once: the probe keeps the clip it will be asked for ---------------
+
+def _decode_counter(monkeypatch):
+    """Count FilesSource._video_frames calls (decodes of a video file) in this process."""
+    calls, decode = [], fvd.FilesSource._video_frames
+
+    def counted(self, file, *args, **kwargs):
+        calls.append(os.path.basename(file))
+        return decode(self, file, *args, **kwargs)
+    monkeypatch.setattr(fvd.FilesSource, "_video_frames", counted)
+    return calls
+
+
+def _read_clips(folder, frames, subsample, seed, offsets, protocol, workers=0):
+    """Open a folder as compute_fvd does (with the clip hint), select, read: -> (clips, frames)."""
+    clip = dict(frames=frames, subsample=subsample, seed=seed, offsets=offsets, protocol=protocol)
+    src = fvd._resolve_source(str(folder), "real", "cpu", workers, False, clip=clip)[1]
+    if protocol == "release-mirror":
+        src = fvd.MirroredSource(src)
+    num_videos = 8 if protocol == "release-mirror" else 4           # mirrored: some x-flipped copies too
+    clips = fvd._clips_of(src, folder, "real", frames, subsample, num_videos, seed, offsets, protocol)
+    batches = list(fvd._clip_batches(src, clips, 2, workers, []))
+    return [(i, list(idx)) for i, idx in clips], np.concatenate(batches)
+
+
+@slow
+def test_fvd_video_files_are_decoded_once_with_the_same_clips(tmp_path, monkeypatch):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for k, n in enumerate([14, 20, 25, 31, 17]):                    # 5 videos: num_videos=4 picks a subset
+        _hd_write_video(folder / f"v{k}.mp4", frames=n, noise=True)
+    calls, budget = _decode_counter(monkeypatch), fvd.PROBE_KEEP_BYTES
+    for protocol in ("paper", "release", "release-mirror"):
+        for offsets in ("random", "start"):
+            for frames, subsample, seed in ((9, 1, 0), (5, 2, 7)):
+                args = (frames, subsample, seed, offsets, protocol)
+                calls.clear()
+                clips, once = _read_clips(folder, *args)
+                assert sorted(calls) == [f"v{k}.mp4" for k in range(5)], (args, calls)    # each once
+                monkeypatch.setattr(fvd, "PROBE_KEEP_BYTES", 0)     # the old path: decoded again
+                calls.clear()
+                clips_old, twice = _read_clips(folder, *args)
+                assert len(calls) == 5 + len(clips_old), (args, calls)
+                monkeypatch.setattr(fvd, "PROBE_KEEP_BYTES", budget)
+                assert clips == clips_old and once.dtype == np.uint8, args
+                np.testing.assert_array_equal(once, twice)
+    # In worker processes too (the kept frames come back to the parent), the same frames.
+    _, parallel = _read_clips(folder, 9, 1, 3, "random", "paper", workers=2)
+    monkeypatch.setattr(fvd, "PROBE_KEEP_BYTES", 0)
+    np.testing.assert_array_equal(parallel, _read_clips(folder, 9, 1, 3, "random", "paper", workers=2)[1])
+
+
+def test_fvd_a_wrong_guess_of_the_probe_falls_back_to_decoding(tmp_path, monkeypatch):
+    """A broken first file shifts every later video's position (the probe guessed the clip for its
+    position in the listing): those clips are decoded again, and the frames and FVD are unchanged."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "a broken.mp4").write_bytes(b"not a video")
+    for k, n in enumerate([14, 20, 25]):
+        _hd_write_video(folder / f"v{k}.mp4", frames=n, noise=True)
+    calls = _decode_counter(monkeypatch)
+    clips, frames = _read_clips(folder, 9, 1, 0, "random", "paper")
+    assert len(calls) > 4                                           # the probe's 4, then some again
+    monkeypatch.setattr(fvd, "PROBE_KEEP_BYTES", 0)
+    clips_old, frames_old = _read_clips(folder, 9, 1, 0, "random", "paper")
+    assert clips == clips_old
+    np.testing.assert_array_equal(frames, frames_old)
+    # FVD itself, bit for bit, with the probe keeping frames and without.
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"), trust_torchscript=True)
+    run = lambda: fvd.compute_fvd(str(folder), str(folder), frames=9, detector=detector, device="cpu",  # noqa: E731
+                                  use_cache=False, progress=False, fake_offsets="random", seed=1)
+    without = run()
+    monkeypatch.undo()
+    assert run() == without
