@@ -2070,7 +2070,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         nonlocal last_snap
         for key, v in stats.items():
             tick_state["acc"].setdefault(key, []).append(v)
-        bar.update(round(min(trainer.nimg, total) / 1000 - bar.n, 3))
+        bar.n = round(min(trainer.nimg, total) / 1000, 3)            # set, not summed: no float drift past
+        bar.update(0)                                            # the total (tqdm warns, shows -00:00 left)
         done = trainer.nimg >= total
         if trainer.nimg - tick_state["nimg"] >= tick * 1000 or done:
             _log_tick(trainer, tick_state, log, bar, clock)
