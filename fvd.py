@@ -924,6 +924,12 @@ PROTOCOLS = {
 }
 
 
+def clip_start(seed, video, length, span):
+    """The random first frame of video `video`'s clip (offsets 'random'): a draw seeded by (seed, video)
+    alone, so it depends on no other video. (The probe of FilesSource repeats it to guess the clip.)"""
+    return int(np.random.default_rng([seed, video]).integers(0, length - span + 1))
+
+
 def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random",
                  protocol="paper", order=None):
     """-> list of (video_index, frame_indices [frames]) for the videos used.
@@ -957,7 +963,7 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
     for i in usable:
         start = 0
         if offsets == "random":
-            start = int(np.random.default_rng([seed, i]).integers(0, lengths[i] - span + 1))
+            start = clip_start(seed, i, lengths[i], span)
         clips.append((i, start + subsample * np.arange(frames)))
     return clips
 
@@ -1297,7 +1303,7 @@ class FilesSource:
         indices = [i, i + len(self.items)] if c.get("protocol") == "release-mirror" else [i]
         keep = set()
         for index in indices:                                       # the same draw as select_clips
-            start = int(np.random.default_rng([c.get("seed", 0), index]).integers(0, estimate - span + 1))
+            start = clip_start(c.get("seed", 0), index, estimate, span)
             keep.update(range(start, start + span, subsample))
         return keep
 
