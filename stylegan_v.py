@@ -22,9 +22,11 @@ What this file holds, in the order the data flows (each section has a `# ---` ba
     §10 Video-consistent ADA                                            (Appx B)
     §11 Dataset: the video folder and its real clips                    (Appx B)
     §12 Training loop                                                   (Sec 4.1, Appx B)
-    §13 Checkpoints (ours, the authors' snapshots); rendering any frame by seed; sampling (Sec 4.2)
-    §14 Command line: train, sample, convert, bench, doctor, figures, plot
-    Appendix A  The fused ModConv2d CUDA kernel: source, lazy build, autograd, self-check, benchmark
+    §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.2)
+    §14 Command line: train, sample, convert; the one error path
+    Appendix A  The fused ModConv2d CUDA kernel: source, lazy build, autograd, self-check, parity
+    Appendix B  The authors' snapshots (network-snapshot-*.pkl), read safely
+    Appendix C  Measuring and drawing: bench, doctor (the GPU acceptance run), figures, plot
 
 Shape legend: B videos in a batch, k frames per clip, N = B*k frames, T frames in a rendered
 clip, C channels, H x W pixels, D motion-token dim, L number of motion tokens, A anchors.
@@ -52,7 +54,7 @@ it is silent, the other side as an option where it matters.
   * Ours: addressable motion noise (token j seeded by (seed, j)), contiguous minibatch-stddev groups,
     fractional t_1 with integer gaps for fake clips, ADA's sampler (§10; the README says why).
   * `Config.arch = 'release'` is the release's architecture exactly, for its published checkpoints
-    (`import_release_snapshot`, §13).
+    (`import_release_snapshot`, Appendix B).
 """
 
 from __future__ import annotations
@@ -1440,6 +1442,13 @@ class VideoAugment:
 #     dataset.json                 {"fps": 25.0, "resolution": 256, "format": "jpg",
 #                                   "videos": [{"name": "v00000", "frames": 312}, ...]}
 #     <name>/<frame:06d>.jpg       square RGB frames, numbered from 000000
+#
+# Why single frames and not video files: sparse training (§8) reads k = 3 frames scattered over up
+# to 33 frames of a video, from a random offset. A compressed video decodes only forward from its
+# last keyframe (up to 250 frames back with x264's defaults), so 3 frames could cost hundreds of
+# decodes; as images, every frame is one decode wherever it is, and a clip costs k decodes.
+# Everything about a dataset that can be checked cheaply is checked when it is opened, so a broken
+# dataset fails in the first second with its file named, not hours later inside a loader worker.
 
 
 class DataError(UserError, ValueError):
@@ -1627,7 +1636,7 @@ class ClipDataset(torch.utils.data.Dataset):
                             f"{cfg.frames_per_clip - 1}, but clips of {data.path} span at most {cfg.max_span}")
         self.usable = [i for i, l in enumerate(data.lengths) if l >= cfg.frames_per_clip]
 
-    def __len__(self):
+    def __len__(self):           # items are seeds (Batches yields them): any int is an item
         return 2 ** 62
 
     def draw(self, item_seed: int):
@@ -1687,7 +1696,13 @@ def step_np_rng(seed: int, step: int, purpose: str) -> np.random.Generator:
 
 
 class Dist:
-    """The process group, or a stand-in for a single process."""
+    """The process group, or a stand-in for a single process.
+
+    Gradients are averaged by hand, one all_reduce per optimizer step (sync_grads), as StyleGAN2-ADA
+    does, rather than by wrapping G and D in DistributedDataParallel: a step runs each network in
+    several phases with the other one frozen, and R1 differentiates through D twice, a pattern DDP's
+    gradient hooks get wrong or refuse (pytorch/pytorch issues 47562 and 63812).
+    """
 
     def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
         self.rank, self.world, self.device = rank, world, device
@@ -1709,7 +1724,12 @@ class Dist:
 
 
 class Batches:
-    """Item seeds of the real clips of each step, this process's rows of the global batch."""
+    """Item seeds of the real clips of each step, this process's rows of the global batch.
+
+    The DataLoader's batch_sampler: a list of seeds per step, each turned into one clip by a worker
+    (ClipDataset). The seeds of step s come from step_np_rng(seed, s, 'real'), so a resumed run and a
+    run on another number of processes show D the same real clips at the same step.
+    """
 
     def __init__(self, seed: int, start_step: int, batch: int, rows: slice):
         self.seed, self.step, self.batch, self.rows = seed, start_step, batch, rows
@@ -2183,8 +2203,9 @@ def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Di
 # §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.2: "arbitrarily
 #     long ... arbitrary frame-rate")
 # ------------------------------------------------------------------------------------------------
-# Reading order: our checkpoints → the authors' snapshots, read safely → load_generator → rendering
-# any frame by (content seed, motion seed, t) → the frame sink and sample(), which renders an hour.
+# Reading order: our checkpoints (an authors' snapshot is read by Appendix B) → load_generator →
+# rendering any frame by (content seed, motion seed, t) → the frame sink and sample(), which renders
+# an hour.
 
 
 class CheckpointError(UserError):
@@ -2228,7 +2249,7 @@ def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
 
 def load_checkpoint(path: str) -> dict:
     """Load with weights_only=True: tensors, numbers, strings and containers, never code. An authors'
-    network-snapshot-*.pkl is imported by import_release_snapshot (safely, too).
+    network-snapshot-*.pkl is imported by import_release_snapshot (Appendix B; safely, too).
 
     A file that is not one of ours is refused with what it is not; never with torch's advice to
     retry with weights_only=False, which would run whatever code the pickle holds.
@@ -2249,240 +2270,6 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
     if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
-    return state
-
-
-# --- The authors' snapshots (network-snapshot-*.pkl), read without running anything in them ---------
-# The release's training loop pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its
-# networks as StyleGAN2-ADA *persistence* objects: each embeds the Python source of its module, and
-# the ordinary unpickler imports and runs that source (plus OmegaConf, dnnlib, numpy globals). We read
-# the same bytes with an Unpickler whose find_class answers every name with an inert stand-in --
-# a class that only records what it is given -- except torch's tensor and storage rebuilds and a
-# few plain containers. The persistent objects' recorded state (their __dict__: _parameters,
-# _buffers, _modules, the constructor kwargs, the OmegaConf config) then gives the weights and the
-# settings, which are mapped onto arch='release' modules. Nothing from the file is imported,
-# executed or called (only its storages are read, by torch.load(weights_only=True)).
-
-MAX_SNAPSHOT_BYTES = 8 * 2 ** 30          # a published 1024^2 snapshot is ~1 GB; more is not one of them
-
-
-class _Inert:
-    """Stands in for any class a pickle names: accepts any arguments and any state, runs nothing."""
-    _qualname = "?"
-
-    def __init__(self, *args, **kwargs):
-        self.args = args
-
-    def __setstate__(self, state):
-        self.state = state
-
-    def __setitem__(self, key, value):                   # SETITEMS on a dict subclass
-        self.__dict__.setdefault("items", {})[key] = value
-
-    def append(self, value):                             # APPENDS on a list subclass
-        self.__dict__.setdefault("list", []).append(value)
-
-    def extend(self, values):
-        self.__dict__.setdefault("list", []).extend(values)
-
-
-class _PersistentObject:
-    """What `torch_utils.persistence._reconstruct_persistent_obj(meta)` stands for: the class name and
-    the recorded state, with the embedded module source kept as text and never run."""
-
-    def __init__(self, meta):
-        meta = meta if isinstance(meta, dict) else {}
-        self.class_name, self.state = meta.get("class_name"), meta.get("state")
-
-
-def _storage_from_bytes(data):
-    """torch.storage._load_from_bytes, safely: a legacy torch.save of one storage, read weights-only."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise pickle.UnpicklingError("a storage that is not bytes")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-
-
-def _numpy_scalar(dtype, data=None):
-    """numpy._core.multiarray.scalar(dtype, bytes), for a plain numeric dtype only."""
-    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
-    return np.frombuffer(data, dtype)[0]
-
-
-def _numpy_dtype(name, align=False, copy=True):
-    if not isinstance(name, str) or not re.fullmatch(r"[biuf]\d", name):
-        raise pickle.UnpicklingError(f"numpy dtype {name!r}")
-    return np.dtype(name)
-
-
-class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: torch's rebuilds and plain containers are real, everything else an _Inert stand-in."""
-    REAL = {("collections", "OrderedDict"): collections.OrderedDict,
-            ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-            ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-            ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-            ("numpy._core.multiarray", "scalar"): _numpy_scalar, ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-            ("numpy", "dtype"): _numpy_dtype,
-            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)}}
-
-    def __init__(self, file):
-        super().__init__(file)
-        self.inert = {}
-
-    def find_class(self, module, name):
-        if (module, name) in self.REAL:
-            return self.REAL[(module, name)]
-        if name == "_reconstruct_persistent_obj":
-            return _PersistentObject
-        key = f"{module}.{name}"
-        if key not in self.inert:                        # one inert class per name, recording only
-            self.inert[key] = type(name, (_Inert,), {"_qualname": key})
-        return self.inert[key]
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
-
-
-def _plain(obj):
-    """OmegaConf stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
-    if isinstance(obj, _Inert):
-        state = getattr(obj, "state", None)
-        if isinstance(state, dict) and "_content" in state:
-            return _plain(state["_content"])
-        if isinstance(state, dict) and "_val" in state:
-            return _plain(state["_val"])
-        return None
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _module_state(obj, prefix: str = "") -> dict:
-    """The state dict of a recorded torch module (persistent or not): its parameters and persistent
-    buffers, then its children's, with dotted names as module.state_dict() would give them."""
-    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
-    if not isinstance(state, dict):
-        return {}
-    out = {}
-    skip = state.get("_non_persistent_buffers_set") or set()
-    for group in ("_parameters", "_buffers"):
-        for name, tensor in (state.get(group) or {}).items():
-            if torch.is_tensor(tensor) and name not in skip:
-                out[prefix + name] = tensor.detach()
-    for name, child in (state.get("_modules") or {}).items():
-        out.update(_module_state(child, f"{prefix}{name}."))
-    return out
-
-
-def _attrs(obj) -> dict:
-    """A recorded module's plain attributes (z_dim, img_resolution, cfg, _init_kwargs, ...)."""
-    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
-    return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"} \
-        if isinstance(state, dict) else {}
-
-
-def _release_config(G: dict, D: dict, G_ema_mapping: dict, training_set: dict) -> Config:
-    """A Config (arch 'release') from the recorded attributes of the release's G and D."""
-    g, d = G["cfg"], D["cfg"]
-    syn = G["_init_kwargs"].get("synthesis_kwargs", {})
-    motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
-    return make_config(
-        "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
-        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), motion_dim=int(motion["v_dim"]),
-        mapping_layers=int(G_ema_mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
-        channel_max=int(syn["channel_max"]), motion_delta_z=int(motion["motion_z_distance"]),
-        motion_kernel=int(motion["kernel_size"]), period_min=float(time_enc["min_period_len"]),
-        period_max=float(time_enc["max_period_len"]), time_enc_dim=int(time_enc["dim"]),
-        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
-        d_channel_base=int(D["_init_kwargs"]["channel_base"]), d_channel_max=int(D["_init_kwargs"]["channel_max"]),
-        d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
-        frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
-        max_span=int(sampling.get("max_dist", 32)), mirror=bool(training_set.get("xflip", True)),
-        span_dist="release" if sampling.get("total_dists") else "uniform")
-
-
-def _release_names(kind: str, cfg: Config) -> list:
-    """(our name, release name) pairs of every tensor of our arch='release' G or D."""
-    pairs = []
-    if kind == "G":
-        pairs += [(f"mapping.layers.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(cfg.mapping_layers)
-                  for p in ("weight", "bias")] + [("mapping.w_avg", "mapping.w_avg")]
-        me = "synthesis.motion_encoder."
-        pairs += [(f"motion.conv_weights.{i}", f"{me}conv.{i}.weight") for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.conv_biases.{i}", f"{me}conv.{i}.bias") for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.{ours}.weight", f"{me}time_encoder.{theirs}_predictor.weight")
-                  for ours, theirs in (("W_omega", "periods"), ("W_rho", "phase"), ("W_a", "aligners"))]
-        for i in range(int(math.log2(cfg.resolution)) - 1):
-            b, o = f"synthesis.b{2 ** (i + 2)}.", f"synthesis.blocks.{i}."
-            convs = [("1", "conv1")] + ([("0", "conv0")] if i else [])
-            pairs += [(o + "const", b + "input.input.const")] if i == 0 else []
-            pairs += [(o + f"conv{n}.{p}", b + f"{c}.{p}") for n, c in convs for p in ("weight", "bias")]
-            pairs += [(o + f"affine{n}.{p}", b + f"{c}.affine.{p}") for n, c in convs for p in ("weight", "bias")]
-            pairs += [(o + f"torgb.affine.{p}", b + f"torgb.affine.{p}") for p in ("weight", "bias")]
-            pairs += [(o + f"torgb.conv.{p}", b + f"torgb.{p}") for p in ("weight", "bias")]
-        return pairs
-    pairs += [("time_enc.embed.weight", "time_encoder.const_embed.weight")]
-    pairs += [(f"time_enc.project.{p}", f"mapping.embed.{p}") for p in ("weight", "bias")]
-    pairs += [(f"time_enc.mapping.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(2) for p in ("weight", "bias")]
-    R = cfg.resolution
-    pairs += [(f"from_rgb.{p}", f"b{R}.fromrgb.{p}") for p in ("weight", "bias")]
-    for i in range(int(math.log2(R)) - 2):
-        b, o = f"b{R >> i}.", f"blocks.{i}."
-        pairs += [(o + f"{c}.{p}", b + f"{c}.{p}") for c in ("conv0", "conv1") for p in ("weight", "bias")]
-        pairs += [(o + "skip.weight", b + "skip.weight")]
-    pairs += [(f"epi_{c}.{p}", f"b4.{c}.{p}") for c in ("conv", "fc", "out") for p in ("weight", "bias")]
-    return pairs
-
-
-def import_release_snapshot(path: str) -> dict:
-    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours (cfg, G, G_ema, D, aug), safely.
-
-    The state dicts are built for arch='release' modules and checked against them (every tensor
-    present, every shape right); the file's fixed buffers (frequencies, phase scales) are compared
-    with the ones the Config implies, so a mis-read setting cannot pass unnoticed.
-    """
-    if os.path.getsize(path) > MAX_SNAPSHOT_BYTES:
-        raise CheckpointError(f"{path}: {os.path.getsize(path) / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
-    try:
-        with open(path, "rb") as f:
-            snap = _SnapshotUnpickler(f).load()
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
-    nets = ("G", "D", "G_ema")
-    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in nets)):
-        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
-    try:
-        G, D = _attrs(snap["G_ema"]), _attrs(snap["D"])
-        mapping = _attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
-        cfg = _release_config(G, D, mapping, snap.get("training_set_kwargs") or {})
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
-    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": 0, "source": f"authors' snapshot {os.path.basename(path)}"}
-    for name, kind, module in (("G", "G", Generator), ("G_ema", "G", Generator), ("D", "D", Discriminator)):
-        theirs, ours = _module_state(snap[name]), module(cfg).state_dict()
-        mapped = {}
-        for key, their_key in _release_names(kind, cfg):
-            tensor, want = theirs.get(their_key), ours[key].shape   # (their const is [1, C, 4, 4], ours [C, 4, 4])
-            if tensor is None or tensor.numel() != want.numel() or (tensor.shape != want and not key.endswith("const")):
-                raise CheckpointError(f"{path}: {name}.{their_key} is "
-                                      f"{'missing' if tensor is None else tuple(tensor.shape)}, expected {tuple(want)}")
-            mapped[key] = tensor.reshape(want).float()
-        for key in set(ours) - set(mapped):              # buffers the Config determines: compare them
-            fixed = {"motion.sigma": f"{'synthesis.motion_encoder.time_encoder.'}freqs",
-                     "motion.phase_scales": "synthesis.motion_encoder.time_encoder.phase_scales",
-                     "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}.get(key)
-            if fixed in theirs and not torch.allclose(theirs[fixed].flatten().float(), ours[key].flatten(), rtol=1e-5):
-                raise CheckpointError(f"{path}: {name}.{fixed} is not what the snapshot's settings give")
-            mapped[key] = ours[key]
-        state[name] = mapped
-    pipe = snap.get("augment_pipe")
-    p = _module_state(pipe).get("p") if isinstance(pipe, _PersistentObject) else None
-    state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
-    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))
-    state["nimg"] = int(match.group(1)) * 1000 if match else 0      # the release names snapshots by kimg
     return state
 
 
@@ -2581,6 +2368,9 @@ def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None,
     if G.motion is None:                                                 # the image-only baseline
         img = _in_row_blocks(lambda r: G.frames_from_anchors(ww[r], None, None, tt[r], force_fp32), rows)
         return img.reshape(B, T, *img.shape[1:])
+    # Frame t lies between the motion anchors j = floor(t / delta_z) and j + 1, and Eq 4 needs only
+    # those two: each frame costs two anchors' wave parameters (a block of 16 is computed at once and
+    # cached), whatever t is. This is why frame t = 1 h costs what frame t = 0 costs.
     js = j.tolist() + (j + 1).tolist()                                   # left and right anchors
     per_video = [anchor_params(G, ms, js, cache) for ms in motion_seeds]              # B x 4 x [2T, D]
     anchors = [torch.stack([pv[i].reshape(2, T, -1).transpose(0, 1) for pv in per_video])
@@ -2706,7 +2496,8 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
     motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
     n_frames = max(1, int(round(seconds * fps)))
     w = content_codes(G, list(seeds), truncation)                 # [B, w_dim], once per video
-    cache: dict = {}
+    cache: dict = {}                                              # anchor blocks (anchor_params): the
+    # chunks walk forward in t, so each block is computed once; at most 256 are kept (memory is flat).
     with FrameSink(out, fps) as sink, tqdm(total=n_frames, unit="frame", disable=not progress,
                                            desc=os.path.basename(out)) as bar:
         for i in range(0, n_frames, batch):
@@ -2721,14 +2512,15 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 
 
 # ------------------------------------------------------------------------------------------------
-# §14 Command line: train, sample, bench, doctor, figures, plot
+# §14 Command line: train, sample, convert (bench, doctor, figures and plot: Appendix C)
 # ------------------------------------------------------------------------------------------------
-# Each command is a thin `cmd_*` function over the sections above; `build_parser` at the end lists
-# every option with its default and its range (checked while parsing). The error policy is the same
-# everywhere: a mistake the user can fix (a path, a flag, a dataset, a checkpoint) raises UserError,
-# and a failing file system an OSError; `_exit_on_error`, the one way out of every command and every
-# training process, prints either as ONE line, "stylegan_v.py: error: ...", exit status 2 -- never a
-# traceback from deep inside torch. Ctrl-C and SIGTERM exit 130 (train saves first). Every file is
+# Each command is a thin `cmd_*` function over the sections above (the four that measure or draw are
+# in Appendix C, called at run time); `build_parser` at the end lists every option with its default
+# and its range (checked while parsing). The error policy is the same everywhere: a mistake the
+# user can fix (a path, a flag, a dataset, a checkpoint) raises UserError, and a failing file system
+# an OSError; `_exit_on_error`, the one way out of every command and every training process, prints
+# either as ONE line, "stylegan_v.py: error: ...", exit status 2 -- never a traceback from deep
+# inside torch. Ctrl-C and SIGTERM exit 130 (train saves first). Every file is
 # written under a temporary name and renamed when complete, so nothing is half-written.
 #
 #   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
@@ -2736,7 +2528,7 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 #   convert  an authors' network-snapshot-*.pkl -> a checkpoint of ours
 #   bench    rendering speed at t = 0 and t = 1 h; with --train, video model vs image StyleGAN2
 #   doctor   torch/CUDA facts, builds the CUDA kernel and checks it against the reference (Appendix A);
-#            --full: the GPU acceptance run (parity matrix, layer and training benchmarks, sampling)
+#            --full: the GPU acceptance run (parity, layer and training benchmarks, sampling)
 #   figures  the README's pictures from a checkpoint;  plot  FVD over kimg from runs' log.jsonl
 
 
@@ -2805,6 +2597,9 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
     """Entry point of one training process (rank) -- also the only one when world == 1.
 
     Exits 130 when a signal stopped the run (after the checkpoint was saved), like any Unix tool.
+    Process `rank` trains on GPU LOCAL_RANK (torchrun) or GPU `rank` (spawned here), or on the CPU;
+    the processes meet through NCCL on GPUs, through gloo on CPUs, and from then on differ only in
+    which rows of each step's global batch they compute (§12) and in rank 0 writing the files.
     """
     _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
     cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
@@ -2984,317 +2779,6 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
             signal.signal(sig, handler)
 
 
-def _time_it(fn, repeat: int = 3) -> float:
-    """Median wall time of fn() in seconds (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
-    """Seconds per real frame shown to D, for training steps of `cfg` on random data.
-
-    R1 steps (1 in 16) are left out: the same for both models, they would only add noise here.
-    """
-    trainer = Trainer(cfg, Dist(device=device))
-    trainer.step_idx = 1                                         # start off the R1 schedule
-    H = cfg.resolution
-    real = torch.randint(0, 256, (cfg.batch, cfg.frames_per_clip, H, H, 3), dtype=torch.uint8)
-    t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), cfg.frames_per_clip, cfg.max_span,
-                                                     cfg.max_time, 10_000) for i in range(cfg.batch)]))
-
-    def one_step():
-        if trainer.step_idx % cfg.r1_interval == 0:
-            trainer.step_idx += 1
-        trainer.step(real, t)
-    return _time_it(one_step, steps) / (cfg.batch * cfg.frames_per_clip)
-
-
-def cmd_bench(args) -> None:
-    """`bench`: frames/s of rendering at t = 0 and t = 1 h; with --train, s/kimg of the video model
-    against the same backbone as an image StyleGAN2."""
-    device = _pick_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
-    print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
-          f"{'on' if USE_CUSTOM_OPS and load_modconv_plugin() is not None and device.type == 'cuda' else 'off'}")
-    for preset in args.presets:
-        cfg = make_config(preset)
-        G = Generator(cfg).eval().requires_grad_(False).to(device)
-        w = content_codes(G, [0])
-        at = lambda t0: _time_it(lambda: render_frames(G, w, [0], t0 + torch.arange(16.0)), args.repeat)
-        s0, s1 = at(0.0), at(90_000.0)
-        print(f"render  {preset:5s} {cfg.resolution:4d}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
-              f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
-        if args.train:
-            batch = args.train_batch or cfg.batch
-            video = dataclasses.replace(cfg, batch=batch)
-            # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes,
-            # no time conditioning in D -- with as many frames per step (batch * k images), so both
-            # move the same amount of activation memory per step.
-            image = dataclasses.replace(cfg, batch=batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
-                                        d_cond="none")
-            sv = bench_training(video, device, args.repeat)
-            si = bench_training(image, device, args.repeat)
-            print(f"train   {preset:5s} {cfg.resolution:4d}^2  {batch} videos x {cfg.frames_per_clip} frames: "
-                  f"video model {sv * 1e3:8.1f} s/kimg, image StyleGAN2 ({image.batch} images) {si * 1e3:8.1f} s/kimg  ->  "
-                  f"cost per frame {100 * (sv / si - 1):+.1f} %")
-
-
-def cmd_doctor(args) -> None:
-    """Facts about the machine, then the first stages of the acceptance run: build the CUDA kernel and,
-    on a GPU, its parity check and one layer's speed; with --full, every stage (acceptance_run)."""
-    gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
-            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    if args.full and not gpus:
-        print("doctor --full needs a GPU, and none is visible. On a GPU it would run, and write "
-              f"{os.path.join(args.out, 'doctor_full.json')} and doctor_full.md:")
-        for i, stage in enumerate(ACCEPTANCE_PLAN, 1):
-            print(f"  {i}. {stage}")
-        return
-    import subprocess
-    from torch.utils import cpp_extension
-    print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
-    home = _find_cuda_home()
-    if home:
-        nvcc = os.path.join(home, "bin", "nvcc")
-        version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        print(f"nvcc: {nvcc} ({version})")
-    else:
-        print("nvcc: not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference path works without)")
-    print(f"ninja: {'yes' if cpp_extension.is_ninja_available() else 'no (pip install ninja)'}")
-    print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
-    acceptance_run("cuda" if gpus else "cpu", args.out, stages=len(ACCEPTANCE_PLAN) if args.full else 3,
-                   verbose=args.verbose)
-
-
-ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (about 8 minutes on one GPU)
-    "environment: GPU model, torch and CUDA versions",
-    "kernel: build (or cached load), then the parity check in float64/float32/float16/bfloat16: the epilogue "
-    "in 3 configurations and the demodulation, forward and every gradient (the full matrix: pytest -k kernel_parity)",
-    "layer: one 256^2 ModConv2d layer forward+backward, time and peak memory, with and without the kernel",
-    "training: steps of the ffs 256^2 model (16 videos x 3 frames per GPU): s/kimg and peak memory, "
-    "kernel on/off x float16/float32 layers",
-    "sampling: frames/s rendering 256^2 frames from the ffs generator, kernel on",
-]
-
-
-def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Optional[int] = None, batch: int = 16,
-                   steps: int = 5, log=print, stages: int = 5, verbose: bool = False) -> dict:
-    """The stages of ACCEPTANCE_PLAN, every open GPU question answered in one run (doctor --full; plain
-    `doctor` runs the first 3). All 5 write doctor_full.json and .md to out_dir. On a CPU (the tests)
-    they run at a small size, and the kernel stages say why they were skipped. -> the results dict.
-    """
-    global USE_CUSTOM_OPS
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    res = {"device": torch.cuda.get_device_name(device) if cuda else f"{os.cpu_count()} CPU cores",
-           "torch": torch.__version__, "cuda": torch.version.cuda, "preset": preset}
-    log(f"[1/{stages}] environment: {res['device']}, torch {res['torch']}, CUDA {res['cuda']}")
-    module, status = build_modconv_plugin(verbose=verbose, force_compile_without_gpu=not cuda)
-    kernel = cuda and module is not None
-    res["kernel_build"] = {k: status.get(k) for k in ("ok", "reason", "seconds", "from_cache", "arch_list")}
-    log(f"[2/{stages}] kernel: " + (f"built in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}, "
-                                   f"arch {status['arch_list']})" if module is not None else
-                                   f"NOT built: {status['reason']}" + (f" (log: {status['log']})" if status.get('log') else ""))
-        + ("" if kernel else "; parity needs a GPU: skipped"))
-    if kernel:
-        parity = check_parity(device, dtypes=tuple(PARITY_TOL))
-        bad = {k: v for k, v in parity["checks"].items() if not v["ok"]}
-        res["parity"] = dict(ok=parity["ok"], checks=len(parity["checks"]), failed=bad)
-        log(f"      parity: {len(parity['checks']) - len(bad)}/{len(parity['checks'])} checks ok"
-            + "".join(f"\n      FAILED {k}: err {v['err']:.2e} > tol {v['tol']:.0e}" for k, v in bad.items()))
-    log(f"[3/{stages}] one ModConv2d layer with and without the kernel" + ("" if kernel else ": needs a GPU, skipped"))
-    if kernel:
-        res["layer"] = b = benchmark_modconv_layer(device)
-        log("".join(f"      {impl:4s} layer fwd+bwd {b[impl]['layer_fwd_bwd_ms']:7.2f} ms, {b[impl]['layer_peak_mib']:7.1f} MiB peak; "
-                    f"epilogue {b[impl]['epilogue_fwd_bwd_ms']:7.2f} ms\n" for impl in ("ref", "cuda"))
-            + f"      speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
-    if stages <= 3:
-        return res
-    cfg0 = make_config(preset, **({"resolution": resolution} if resolution else {}))
-    rows = []
-    old = USE_CUSTOM_OPS
-    try:
-        for use_kernel in ([True, False] if kernel else [False]):
-            for fp16 in ([True, False] if cuda else [False]):
-                USE_CUSTOM_OPS = use_kernel
-                cfg = dataclasses.replace(cfg0, batch=batch, num_fp16_res=4 if fp16 else 0)
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats(device)
-                sec = bench_training(cfg, device, steps) * 1000
-                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
-                rows.append(dict(kernel=use_kernel, fp16=fp16, sec_per_kimg=round(sec, 2),
-                                 peak_gib=None if peak is None else round(peak, 2)))
-                log(f"[4/5] training {preset} {cfg.resolution}^2, {batch} videos: kernel {'on' if use_kernel else 'off'}, "
-                    f"{'float16' if fp16 else 'float32'} layers: {sec:.1f} s/kimg"
-                    + ("" if peak is None else f", peak {peak:.2f} GiB"))
-        USE_CUSTOM_OPS = kernel
-        G = Generator(cfg0).eval().requires_grad_(False).to(device)
-        w = content_codes(G, list(range(4)))
-        sec = _time_it(lambda: render_frames(G, w, list(range(4)), torch.arange(16.0)), 3)
-        res["sample_frames_per_s"] = round(64 / sec, 1)
-        log(f"[5/5] sampling {cfg0.resolution}^2: {res['sample_frames_per_s']} frames/s (4 videos x 16 frames a call)")
-    finally:
-        USE_CUSTOM_OPS = old
-    res["training"] = rows
-    os.makedirs(out_dir, exist_ok=True)
-    _atomic_write_text(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
-    md = [f"Measured by `python stylegan_v.py doctor --full` on {res['device']} (torch {res['torch']}, CUDA {res['cuda']}).",
-          "", f"| {preset} {cfg0.resolution}^2, {batch} videos x 3 frames | s/kimg | peak GPU memory |", "| --- | ---: | ---: |"]
-    for r in rows:
-        md.append(f"| kernel {'on' if r['kernel'] else 'off'}, {'float16' if r['fp16'] else 'float32'} layers | "
-                  f"{r['sec_per_kimg']} | {'–' if r['peak_gib'] is None else str(r['peak_gib']) + ' GiB'} |")
-    md.append(f"| sampling {cfg0.resolution}^2 | {res['sample_frames_per_s']} frames/s | |")
-    if "parity" in res:
-        md.append(f"\nKernel parity: {'all' if res['parity']['ok'] else 'NOT all'} {res['parity']['checks']} checks pass.")
-    if "layer" in res and res["layer"].get("ok"):
-        md.append(f"One 256^2 ModConv2d layer, fwd+bwd: x{res['layer']['speedup_layer']} with the kernel "
-                  f"(epilogue alone x{res['layer']['speedup_epilogue']}).")
-    _atomic_write_text(os.path.join(out_dir, "doctor_full.md"), "\n".join(md) + "\n")
-    log(f"wrote {os.path.join(out_dir, 'doctor_full.json')} and doctor_full.md")
-    return res
-
-
-def cmd_figures(args) -> None:
-    """The README's pictures from a checkpoint (and its dataset): strips of frames and Fig 9."""
-    import imageio.v3 as iio
-    G, cfg = load_generator(args.ckpt, _pick_device(args.device))
-    os.makedirs(args.out, exist_ok=True)
-    n, step = 8, args.stride                                     # 8 frames per row, every `stride` frames
-    t = torch.arange(n, dtype=torch.float64) * step
-    rows = lambda videos: video_grid(videos.reshape(-1, 1, *videos.shape[2:]), cols=n)[0]   # a row per video
-
-    def save(name, image):
-        if args.zoom > 1 and name != "embedding.png":           # nearest-neighbour, for small frames
-            image = image.repeat(args.zoom, axis=0).repeat(args.zoom, axis=1)
-        path = os.path.join(args.out, name)
-        iio.imwrite(path, image)
-        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
-
-    fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
-    if args.data:
-        data = VideoFolder(args.data)
-        rng = np.random.default_rng(0)
-        picks = rng.choice(len(data), size=min(args.num, len(data)), replace=False)
-        real = []
-        for v in picks:
-            start = int(rng.integers(0, max(data.lengths[v] - (n - 1) * step, 1)))
-            idx = np.minimum(start + np.arange(n) * step, data.lengths[v] - 1)
-            real.append(torch.from_numpy(data.read_frames(int(v), idx)))
-        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), np.full((4, n * cfg.resolution, 3), 255, np.uint8),
-                                                 rows(fake)]))
-    else:
-        save("fake.png", rows(fake))
-    # Content and motion are separate: same content seed with two motion seeds, and the reverse.
-    pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    cm = torch.cat([render_videos(G, [c], t, motion_seeds=[m]) for c, m in pairs])
-    save("content_motion.png", rows(cm))                                    # rows: (c0,m0) (c0,m1) (c1,m0) (c1,m1)
-    # No degradation after an hour: the same video at t = 0 and at t = 1 h.
-    hour = args.hour_seconds * cfg.fps
-    save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), render_videos(G, [0], hour + t)])))
-    # Fig 9: channels of the acyclic embedding v_t over 2000 frames, drawn by the same plotter as `plot`.
-    t = np.arange(2000.0)
-    v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
-    panels = [plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]", xlabel="t (frames)",
-                          size=(1000, 140), markers=False) for c in range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]]
-    save("embedding.png", np.concatenate(panels))                           # one band per channel
-
-
-def read_metric_curve(run: str, metric: str) -> np.ndarray:
-    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears
-    twice (a log written before resuming cut logs back to the checkpoint) the later value counts."""
-    path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
-    if not os.path.isfile(path):
-        raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
-    rows = {}
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}: line {number} is not JSON")
-            if metric in record:
-                rows[float(record["kimg"])] = float(record[metric])
-    if not rows:
-        raise UserError(f"{path}: no '{metric}' values (train with --metrics {metric})")
-    return np.array(sorted(rows.items()), dtype=np.float64)
-
-
-def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
-                size=(640, 400), markers: bool = True) -> np.ndarray:
-    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend.
-
-    Drawn with Pillow (already installed as imageio's dependency) and its built-in font, so the
-    README's pictures (the FVD curve of `plot`, Fig 9 of `figures`) need no plotting library.
-    """
-    from PIL import Image, ImageDraw
-    W, H = size
-    left, right, top, bottom = 64, 16, 16, 44                    # margins for tick labels
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    xs = np.concatenate([c[:, 0] for c in curves.values()])
-    ys = np.concatenate([c[:, 1] for c in curves.values()])
-    x_hi, x_step = _axis(xs.max())
-    y_ticks = max(2, min(6, (H - top - bottom) // 25))          # fewer ticks on a short plot
-    y_lo = 0.0 if ys.min() >= 0 else -_axis(-ys.min() * 1.05, y_ticks)[0]   # below 0 where needed
-    y_hi, y_step = _axis(ys.max() * 1.05 - y_lo, y_ticks)
-    px = lambda x: left + x / x_hi * (W - left - right)
-    py = lambda y: H - bottom - (y - y_lo) / y_hi * (H - top - bottom)
-    for x in np.arange(0, x_hi + x_step / 2, x_step):           # grid, ticks and their labels
-        draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
-        draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
-    for y in np.arange(y_lo, y_lo + y_hi + y_step / 2, y_step):
-        draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
-        draw.text((left - 6, py(y)), f"{round(y, 9) + 0:g}", fill="black", anchor="rm")
-    draw.rectangle([left, top, W - right, H - bottom], outline="black")
-    draw.text(((left + W - right) / 2, H - 14), xlabel, fill="black", anchor="ma")
-    draw.text((6, top), ylabel, fill="black")
-    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
-    for i, (label, c) in enumerate(curves.items()):
-        colour = colours[i % len(colours)]
-        points = [(px(x), py(y)) for x, y in c]
-        draw.line(points, fill=colour, width=2)
-        for x, y in points if markers else []:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        if len(curves) > 1:                                      # a legend, where there is a choice
-            draw.line([(W - right - 150, top + 12 + 14 * i), (W - right - 130, top + 12 + 14 * i)], fill=colour, width=2)
-            draw.text((W - right - 124, top + 12 + 14 * i), label, fill="black", anchor="lm")
-    return np.asarray(img)
-
-
-def _axis(x: float, max_ticks: int = 6):
-    """(end, step) of an axis from 0 that shows x: the smallest step of 1, 2, 2.5 or 5 times a power
-    of ten that needs at most max_ticks steps (0.5 % of slack, so 60.05 kimg ends the axis at 60)."""
-    x = max(float(x) * 0.995, 1e-8)
-    base = 10 ** math.floor(math.log10(x / max_ticks))
-    step = next(m * base for m in (1, 2, 2.5, 5, 10) if math.ceil(x / (m * base)) <= max_ticks)
-    return step * math.ceil(x / step), step
-
-
-def cmd_plot(args) -> None:
-    """A metric over kimg for one or more runs (the README's FVD curve)."""
-    import imageio.v3 as iio
-    labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
-    if len(labels) != len(args.runs):
-        raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
-    curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
-    image = plot_curves(curves, args.metric.upper().replace("FVD", "FVD_"))
-    tmp = args.out + ".tmp.png"
-    iio.imwrite(tmp, image)
-    os.replace(tmp, args.out)
-    for label, c in curves.items():
-        print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
-    print(f"wrote {args.out}")
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
 
@@ -3349,6 +2833,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
     s.set_defaults(fn=cmd_sample)
 
+    # `train`: the flags that change the Config default to None, "the preset's value" (§1), so the
+    # paper's numbers live in one place, and a run's config.json records what was actually used.
     t = sub.add_parser("train", parents=[device], help="train on a dataset written by prepare_data.py",
                        description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
     t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
@@ -3473,7 +2959,7 @@ def main(argv=None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, benchmark)
+# Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity)
 # ------------------------------------------------------------------------------------------------
 # What §3's dispatchers call on a GPU. Nothing here runs at import: the kernel is compiled on first use.
 #
@@ -3494,7 +2980,7 @@ def main(argv=None) -> None:
 #       next layer's modulation) instead of the 3 (y, z, act(z)·gain) the elementwise chain saves.
 #
 # Reading order:  CUDA source → lazy build → autograd Functions → self-check
-#                 → parity check and micro-benchmark (for the `doctor` command).
+#                 → parity check (for the `doctor` command; its benchmark is in Appendix C).
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -4348,7 +3834,7 @@ def _plugin_trusted(device) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Parity check and micro-benchmark (GPU only; for the self-check, `doctor` and the tests)
+# Parity check (GPU only; for the self-check, `doctor` and the tests)
 # ---------------------------------------------------------------------------------------------------
 # The same inputs go through the compiled op and the reference, the reference upcast to fp32 (fp64
 # for fp64), so a half-precision check measures the kernel's own rounding. The tolerances are
@@ -4447,6 +3933,321 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
     return fused_epilogue(y, d, bias, act=act, gain=gain, clamp=clamp, impl=impl)
 
 
+# ------------------------------------------------------------------------------------------------
+# Appendix B: the authors' snapshots (network-snapshot-*.pkl), read without running anything in them
+# ------------------------------------------------------------------------------------------------
+# What §13's load_checkpoint calls (at run time) for a file that is a bare pickle rather than a
+# checkpoint of ours; `convert` and `train --resume` reach it through load_checkpoint.
+#
+# The release's training loop pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its
+# networks as StyleGAN2-ADA *persistence* objects: each embeds the Python source of its module, and
+# the ordinary unpickler imports and runs that source (plus OmegaConf, dnnlib, numpy globals). We read
+# the same bytes with an Unpickler whose find_class answers every name with an inert stand-in --
+# a class that only records what it is given -- except torch's tensor and storage rebuilds and a
+# few plain containers. The persistent objects' recorded state (their __dict__: _parameters,
+# _buffers, _modules, the constructor kwargs, the OmegaConf config) then gives the weights and the
+# settings, which are mapped onto arch='release' modules. Nothing from the file is imported,
+# executed or called (only its storages are read, by torch.load(weights_only=True)).
+
+MAX_SNAPSHOT_BYTES = 8 * 2 ** 30          # a published 1024^2 snapshot is ~1 GB; more is not one of them
+
+
+class _Inert:
+    """Stands in for any class a pickle names: accepts any arguments and any state, runs nothing."""
+    _qualname = "?"
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __setitem__(self, key, value):                   # SETITEMS on a dict subclass
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value):                             # APPENDS on a list subclass
+        self.__dict__.setdefault("list", []).append(value)
+
+    def extend(self, values):
+        self.__dict__.setdefault("list", []).extend(values)
+
+
+class _PersistentObject:
+    """What `torch_utils.persistence._reconstruct_persistent_obj(meta)` stands for: the class name and
+    the recorded state, with the embedded module source kept as text and never run."""
+
+    def __init__(self, meta):
+        meta = meta if isinstance(meta, dict) else {}
+        self.class_name, self.state = meta.get("class_name"), meta.get("state")
+
+
+def _storage_from_bytes(data):
+    """torch.storage._load_from_bytes, safely: a legacy torch.save of one storage, read weights-only."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError("a storage that is not bytes")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _numpy_scalar(dtype, data=None):
+    """numpy._core.multiarray.scalar(dtype, bytes), for a plain numeric dtype only."""
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
+        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _numpy_dtype(name, align=False, copy=True):
+    if not isinstance(name, str) or not re.fullmatch(r"[biuf]\d", name):
+        raise pickle.UnpicklingError(f"numpy dtype {name!r}")
+    return np.dtype(name)
+
+
+class _SnapshotUnpickler(pickle.Unpickler):
+    """find_class: torch's rebuilds and plain containers are real, everything else an _Inert stand-in."""
+    REAL = {("collections", "OrderedDict"): collections.OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+            ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+            ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+            ("numpy._core.multiarray", "scalar"): _numpy_scalar, ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+            ("numpy", "dtype"): _numpy_dtype,
+            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)}}
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.inert = {}
+
+    def find_class(self, module, name):
+        if (module, name) in self.REAL:
+            return self.REAL[(module, name)]
+        if name == "_reconstruct_persistent_obj":
+            return _PersistentObject
+        key = f"{module}.{name}"
+        if key not in self.inert:                        # one inert class per name, recording only
+            self.inert[key] = type(name, (_Inert,), {"_qualname": key})
+        return self.inert[key]
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
+
+
+def _plain(obj):
+    """OmegaConf stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
+    if isinstance(obj, _Inert):
+        state = getattr(obj, "state", None)
+        if isinstance(state, dict) and "_content" in state:
+            return _plain(state["_content"])
+        if isinstance(state, dict) and "_val" in state:
+            return _plain(state["_val"])
+        return None
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _module_state(obj, prefix: str = "") -> dict:
+    """The state dict of a recorded torch module (persistent or not): its parameters and persistent
+    buffers, then its children's, with dotted names as module.state_dict() would give them."""
+    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
+    if not isinstance(state, dict):
+        return {}
+    out = {}
+    skip = state.get("_non_persistent_buffers_set") or set()
+    for group in ("_parameters", "_buffers"):
+        for name, tensor in (state.get(group) or {}).items():
+            if torch.is_tensor(tensor) and name not in skip:
+                out[prefix + name] = tensor.detach()
+    for name, child in (state.get("_modules") or {}).items():
+        out.update(_module_state(child, f"{prefix}{name}."))
+    return out
+
+
+def _attrs(obj) -> dict:
+    """A recorded module's plain attributes (z_dim, img_resolution, cfg, _init_kwargs, ...)."""
+    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
+    return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"} \
+        if isinstance(state, dict) else {}
+
+
+def _release_config(G: dict, D: dict, G_ema_mapping: dict, training_set: dict) -> Config:
+    """A Config (arch 'release') from the recorded attributes of the release's G and D."""
+    g, d = G["cfg"], D["cfg"]
+    syn = G["_init_kwargs"].get("synthesis_kwargs", {})
+    motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
+    return make_config(
+        "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
+        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), motion_dim=int(motion["v_dim"]),
+        mapping_layers=int(G_ema_mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
+        channel_max=int(syn["channel_max"]), motion_delta_z=int(motion["motion_z_distance"]),
+        motion_kernel=int(motion["kernel_size"]), period_min=float(time_enc["min_period_len"]),
+        period_max=float(time_enc["max_period_len"]), time_enc_dim=int(time_enc["dim"]),
+        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
+        d_channel_base=int(D["_init_kwargs"]["channel_base"]), d_channel_max=int(D["_init_kwargs"]["channel_max"]),
+        d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
+        frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
+        max_span=int(sampling.get("max_dist", 32)), mirror=bool(training_set.get("xflip", True)),
+        span_dist="release" if sampling.get("total_dists") else "uniform")
+
+
+def _release_names(kind: str, cfg: Config) -> list:
+    """(our name, release name) pairs of every tensor of our arch='release' G or D."""
+    pairs = []
+    if kind == "G":
+        pairs += [(f"mapping.layers.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(cfg.mapping_layers)
+                  for p in ("weight", "bias")] + [("mapping.w_avg", "mapping.w_avg")]
+        me = "synthesis.motion_encoder."
+        pairs += [(f"motion.conv_weights.{i}", f"{me}conv.{i}.weight") for i in range(cfg.motion_layers)]
+        pairs += [(f"motion.conv_biases.{i}", f"{me}conv.{i}.bias") for i in range(cfg.motion_layers)]
+        pairs += [(f"motion.{ours}.weight", f"{me}time_encoder.{theirs}_predictor.weight")
+                  for ours, theirs in (("W_omega", "periods"), ("W_rho", "phase"), ("W_a", "aligners"))]
+        for i in range(int(math.log2(cfg.resolution)) - 1):
+            b, o = f"synthesis.b{2 ** (i + 2)}.", f"synthesis.blocks.{i}."
+            convs = [("1", "conv1")] + ([("0", "conv0")] if i else [])
+            pairs += [(o + "const", b + "input.input.const")] if i == 0 else []
+            pairs += [(o + f"conv{n}.{p}", b + f"{c}.{p}") for n, c in convs for p in ("weight", "bias")]
+            pairs += [(o + f"affine{n}.{p}", b + f"{c}.affine.{p}") for n, c in convs for p in ("weight", "bias")]
+            pairs += [(o + f"torgb.affine.{p}", b + f"torgb.affine.{p}") for p in ("weight", "bias")]
+            pairs += [(o + f"torgb.conv.{p}", b + f"torgb.{p}") for p in ("weight", "bias")]
+        return pairs
+    pairs += [("time_enc.embed.weight", "time_encoder.const_embed.weight")]
+    pairs += [(f"time_enc.project.{p}", f"mapping.embed.{p}") for p in ("weight", "bias")]
+    pairs += [(f"time_enc.mapping.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(2) for p in ("weight", "bias")]
+    R = cfg.resolution
+    pairs += [(f"from_rgb.{p}", f"b{R}.fromrgb.{p}") for p in ("weight", "bias")]
+    for i in range(int(math.log2(R)) - 2):
+        b, o = f"b{R >> i}.", f"blocks.{i}."
+        pairs += [(o + f"{c}.{p}", b + f"{c}.{p}") for c in ("conv0", "conv1") for p in ("weight", "bias")]
+        pairs += [(o + "skip.weight", b + "skip.weight")]
+    pairs += [(f"epi_{c}.{p}", f"b4.{c}.{p}") for c in ("conv", "fc", "out") for p in ("weight", "bias")]
+    return pairs
+
+
+def import_release_snapshot(path: str) -> dict:
+    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours (cfg, G, G_ema, D, aug), safely.
+
+    The state dicts are built for arch='release' modules and checked against them (every tensor
+    present, every shape right); the file's fixed buffers (frequencies, phase scales) are compared
+    with the ones the Config implies, so a mis-read setting cannot pass unnoticed.
+    """
+    if os.path.getsize(path) > MAX_SNAPSHOT_BYTES:
+        raise CheckpointError(f"{path}: {os.path.getsize(path) / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
+    try:
+        with open(path, "rb") as f:
+            snap = _SnapshotUnpickler(f).load()
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
+    nets = ("G", "D", "G_ema")
+    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in nets)):
+        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
+    try:
+        G, D = _attrs(snap["G_ema"]), _attrs(snap["D"])
+        mapping = _attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
+        cfg = _release_config(G, D, mapping, snap.get("training_set_kwargs") or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
+                              f"({type(e).__name__}: {_first_line(e)})") from None
+    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": 0, "source": f"authors' snapshot {os.path.basename(path)}"}
+    for name, kind, module in (("G", "G", Generator), ("G_ema", "G", Generator), ("D", "D", Discriminator)):
+        theirs, ours = _module_state(snap[name]), module(cfg).state_dict()
+        mapped = {}
+        for key, their_key in _release_names(kind, cfg):
+            tensor, want = theirs.get(their_key), ours[key].shape   # (their const is [1, C, 4, 4], ours [C, 4, 4])
+            if tensor is None or tensor.numel() != want.numel() or (tensor.shape != want and not key.endswith("const")):
+                raise CheckpointError(f"{path}: {name}.{their_key} is "
+                                      f"{'missing' if tensor is None else tuple(tensor.shape)}, expected {tuple(want)}")
+            mapped[key] = tensor.reshape(want).float()
+        for key in set(ours) - set(mapped):              # buffers the Config determines: compare them
+            fixed = {"motion.sigma": f"{'synthesis.motion_encoder.time_encoder.'}freqs",
+                     "motion.phase_scales": "synthesis.motion_encoder.time_encoder.phase_scales",
+                     "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}.get(key)
+            if fixed in theirs and not torch.allclose(theirs[fixed].flatten().float(), ours[key].flatten(), rtol=1e-5):
+                raise CheckpointError(f"{path}: {name}.{fixed} is not what the snapshot's settings give")
+            mapped[key] = ours[key]
+        state[name] = mapped
+    pipe = snap.get("augment_pipe")
+    p = _module_state(pipe).get("p") if isinstance(pipe, _PersistentObject) else None
+    state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
+    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))
+    state["nimg"] = int(match.group(1)) * 1000 if match else 0      # the release names snapshots by kimg
+    return state
+
+
+# ------------------------------------------------------------------------------------------------
+# Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot
+# ------------------------------------------------------------------------------------------------
+# The commands that measure the model or draw the README's pictures; none of it is needed to train
+# or to sample. Last in the file because it uses everything above it, the kernel of Appendix A too:
+#
+#   bench    _time_it, bench_training (s/kimg of the video model against an image StyleGAN2)
+#   doctor   benchmark_modconv_layer, ACCEPTANCE_PLAN, acceptance_run (the stages doctor --full runs)
+#   figures  plot_curves (one small Pillow line chart, also Fig 9), the frame strips
+#   plot     read_metric_curve (FVD over kimg from log.jsonl) through the same plot_curves
+
+
+def _time_it(fn, repeat: int = 3) -> float:
+    """Median wall time of fn() in seconds (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
+    """Seconds per real frame shown to D, for training steps of `cfg` on random data.
+
+    R1 steps (1 in 16) are left out: the same for both models, they would only add noise here.
+    """
+    trainer = Trainer(cfg, Dist(device=device))
+    trainer.step_idx = 1                                         # start off the R1 schedule
+    H = cfg.resolution
+    real = torch.randint(0, 256, (cfg.batch, cfg.frames_per_clip, H, H, 3), dtype=torch.uint8)
+    t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), cfg.frames_per_clip, cfg.max_span,
+                                                     cfg.max_time, 10_000) for i in range(cfg.batch)]))
+
+    def one_step():
+        if trainer.step_idx % cfg.r1_interval == 0:
+            trainer.step_idx += 1
+        trainer.step(real, t)
+    return _time_it(one_step, steps) / (cfg.batch * cfg.frames_per_clip)
+
+
+def cmd_bench(args) -> None:
+    """`bench`: frames/s of rendering at t = 0 and t = 1 h; with --train, s/kimg of the video model
+    against the same backbone as an image StyleGAN2."""
+    device = _pick_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
+          f"{'on' if USE_CUSTOM_OPS and load_modconv_plugin() is not None and device.type == 'cuda' else 'off'}")
+    for preset in args.presets:
+        cfg = make_config(preset)
+        G = Generator(cfg).eval().requires_grad_(False).to(device)
+        w = content_codes(G, [0])
+        at = lambda t0: _time_it(lambda: render_frames(G, w, [0], t0 + torch.arange(16.0)), args.repeat)
+        s0, s1 = at(0.0), at(90_000.0)
+        print(f"render  {preset:5s} {cfg.resolution:4d}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
+              f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
+        if args.train:
+            batch = args.train_batch or cfg.batch
+            video = dataclasses.replace(cfg, batch=batch)
+            # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes,
+            # no time conditioning in D -- with as many frames per step (batch * k images), so both
+            # move the same amount of activation memory per step.
+            image = dataclasses.replace(cfg, batch=batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
+                                        d_cond="none")
+            sv = bench_training(video, device, args.repeat)
+            si = bench_training(image, device, args.repeat)
+            print(f"train   {preset:5s} {cfg.resolution:4d}^2  {batch} videos x {cfg.frames_per_clip} frames: "
+                  f"video model {sv * 1e3:8.1f} s/kimg, image StyleGAN2 ({image.batch} images) {si * 1e3:8.1f} s/kimg  ->  "
+                  f"cost per frame {100 * (sv / si - 1):+.1f} %")
+
+
 def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
     """Time and peak memory of one ModConv2d layer (the 256² layer of the ffs config by default),
     forward + backward, CUDA ops vs reference; and of the epilogue alone, the part the kernel fuses.
@@ -4490,6 +4291,253 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
     for part in ('layer', 'epilogue'):
         result[f'speedup_{part}'] = round(result['ref'][f'{part}_fwd_bwd_ms'] / result['cuda'][f'{part}_fwd_bwd_ms'], 2)
     return result
+
+
+ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (about 8 minutes on one GPU)
+    "environment: GPU model, torch and CUDA versions",
+    "kernel: build (or cached load), then the parity check in float64/float32/float16/bfloat16: the epilogue "
+    "in 3 configurations and the demodulation, forward and every gradient (the full matrix: pytest -k kernel_parity)",
+    "layer: one 256^2 ModConv2d layer forward+backward, time and peak memory, with and without the kernel",
+    "training: steps of the ffs 256^2 model (16 videos x 3 frames per GPU): s/kimg and peak memory, "
+    "kernel on/off x float16/float32 layers",
+    "sampling: frames/s rendering 256^2 frames from the ffs generator, kernel on",
+]
+
+
+def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Optional[int] = None, batch: int = 16,
+                   steps: int = 5, log=print, stages: int = 5, verbose: bool = False) -> dict:
+    """The stages of ACCEPTANCE_PLAN, every open GPU question answered in one run (doctor --full; plain
+    `doctor` runs the first 3). All 5 write doctor_full.json and .md to out_dir. On a CPU (the tests)
+    they run at a small size, and the kernel stages say why they were skipped. -> the results dict.
+    """
+    global USE_CUSTOM_OPS
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    res = {"device": torch.cuda.get_device_name(device) if cuda else f"{os.cpu_count()} CPU cores",
+           "torch": torch.__version__, "cuda": torch.version.cuda, "preset": preset}
+    log(f"[1/{stages}] environment: {res['device']}, torch {res['torch']}, CUDA {res['cuda']}")
+    module, status = build_modconv_plugin(verbose=verbose, force_compile_without_gpu=not cuda)
+    kernel = cuda and module is not None
+    res["kernel_build"] = {k: status.get(k) for k in ("ok", "reason", "seconds", "from_cache", "arch_list")}
+    log(f"[2/{stages}] kernel: " + (f"built in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}, "
+                                   f"arch {status['arch_list']})" if module is not None else
+                                   f"NOT built: {status['reason']}" + (f" (log: {status['log']})" if status.get('log') else ""))
+        + ("" if kernel else "; parity needs a GPU: skipped"))
+    if kernel:
+        parity = check_parity(device, dtypes=tuple(PARITY_TOL))
+        bad = {k: v for k, v in parity["checks"].items() if not v["ok"]}
+        res["parity"] = dict(ok=parity["ok"], checks=len(parity["checks"]), failed=bad)
+        log(f"      parity: {len(parity['checks']) - len(bad)}/{len(parity['checks'])} checks ok"
+            + "".join(f"\n      FAILED {k}: err {v['err']:.2e} > tol {v['tol']:.0e}" for k, v in bad.items()))
+    log(f"[3/{stages}] one ModConv2d layer with and without the kernel" + ("" if kernel else ": needs a GPU, skipped"))
+    if kernel:
+        res["layer"] = b = benchmark_modconv_layer(device)
+        log("".join(f"      {impl:4s} layer fwd+bwd {b[impl]['layer_fwd_bwd_ms']:7.2f} ms, {b[impl]['layer_peak_mib']:7.1f} MiB peak; "
+                    f"epilogue {b[impl]['epilogue_fwd_bwd_ms']:7.2f} ms\n" for impl in ("ref", "cuda"))
+            + f"      speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
+    if stages <= 3:
+        return res
+    cfg0 = make_config(preset, **({"resolution": resolution} if resolution else {}))
+    rows = []
+    old = USE_CUSTOM_OPS
+    try:
+        for use_kernel in ([True, False] if kernel else [False]):
+            for fp16 in ([True, False] if cuda else [False]):
+                USE_CUSTOM_OPS = use_kernel
+                cfg = dataclasses.replace(cfg0, batch=batch, num_fp16_res=4 if fp16 else 0)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                sec = bench_training(cfg, device, steps) * 1000
+                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
+                rows.append(dict(kernel=use_kernel, fp16=fp16, sec_per_kimg=round(sec, 2),
+                                 peak_gib=None if peak is None else round(peak, 2)))
+                log(f"[4/5] training {preset} {cfg.resolution}^2, {batch} videos: kernel {'on' if use_kernel else 'off'}, "
+                    f"{'float16' if fp16 else 'float32'} layers: {sec:.1f} s/kimg"
+                    + ("" if peak is None else f", peak {peak:.2f} GiB"))
+        USE_CUSTOM_OPS = kernel
+        G = Generator(cfg0).eval().requires_grad_(False).to(device)
+        w = content_codes(G, list(range(4)))
+        sec = _time_it(lambda: render_frames(G, w, list(range(4)), torch.arange(16.0)), 3)
+        res["sample_frames_per_s"] = round(64 / sec, 1)
+        log(f"[5/5] sampling {cfg0.resolution}^2: {res['sample_frames_per_s']} frames/s (4 videos x 16 frames a call)")
+    finally:
+        USE_CUSTOM_OPS = old
+    res["training"] = rows
+    os.makedirs(out_dir, exist_ok=True)
+    _atomic_write_text(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
+    md = [f"Measured by `python stylegan_v.py doctor --full` on {res['device']} (torch {res['torch']}, CUDA {res['cuda']}).",
+          "", f"| {preset} {cfg0.resolution}^2, {batch} videos x 3 frames | s/kimg | peak GPU memory |", "| --- | ---: | ---: |"]
+    for r in rows:
+        md.append(f"| kernel {'on' if r['kernel'] else 'off'}, {'float16' if r['fp16'] else 'float32'} layers | "
+                  f"{r['sec_per_kimg']} | {'–' if r['peak_gib'] is None else str(r['peak_gib']) + ' GiB'} |")
+    md.append(f"| sampling {cfg0.resolution}^2 | {res['sample_frames_per_s']} frames/s | |")
+    if "parity" in res:
+        md.append(f"\nKernel parity: {'all' if res['parity']['ok'] else 'NOT all'} {res['parity']['checks']} checks pass.")
+    if "layer" in res and res["layer"].get("ok"):
+        md.append(f"One 256^2 ModConv2d layer, fwd+bwd: x{res['layer']['speedup_layer']} with the kernel "
+                  f"(epilogue alone x{res['layer']['speedup_epilogue']}).")
+    _atomic_write_text(os.path.join(out_dir, "doctor_full.md"), "\n".join(md) + "\n")
+    log(f"wrote {os.path.join(out_dir, 'doctor_full.json')} and doctor_full.md")
+    return res
+
+
+def cmd_doctor(args) -> None:
+    """Facts about the machine, then the first stages of the acceptance run: build the CUDA kernel and,
+    on a GPU, its parity check and one layer's speed; with --full, every stage (acceptance_run)."""
+    gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
+            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if args.full and not gpus:
+        print("doctor --full needs a GPU, and none is visible. On a GPU it would run, and write "
+              f"{os.path.join(args.out, 'doctor_full.json')} and doctor_full.md:")
+        for i, stage in enumerate(ACCEPTANCE_PLAN, 1):
+            print(f"  {i}. {stage}")
+        return
+    import subprocess
+    from torch.utils import cpp_extension
+    print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
+    home = _find_cuda_home()
+    if home:
+        nvcc = os.path.join(home, "bin", "nvcc")
+        version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        print(f"nvcc: {nvcc} ({version})")
+    else:
+        print("nvcc: not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference path works without)")
+    print(f"ninja: {'yes' if cpp_extension.is_ninja_available() else 'no (pip install ninja)'}")
+    print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
+    acceptance_run("cuda" if gpus else "cpu", args.out, stages=len(ACCEPTANCE_PLAN) if args.full else 3,
+                   verbose=args.verbose)
+
+
+def _axis(x: float, max_ticks: int = 6):
+    """(end, step) of an axis from 0 that shows x: the smallest step of 1, 2, 2.5 or 5 times a power
+    of ten that needs at most max_ticks steps (0.5 % of slack, so 60.05 kimg ends the axis at 60)."""
+    x = max(float(x) * 0.995, 1e-8)
+    base = 10 ** math.floor(math.log10(x / max_ticks))
+    step = next(m * base for m in (1, 2, 2.5, 5, 10) if math.ceil(x / (m * base)) <= max_ticks)
+    return step * math.ceil(x / step), step
+
+
+def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
+                size=(640, 400), markers: bool = True) -> np.ndarray:
+    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend.
+
+    Drawn with Pillow (already installed as imageio's dependency) and its built-in font, so the
+    README's pictures (the FVD curve of `plot`, Fig 9 of `figures`) need no plotting library.
+    """
+    from PIL import Image, ImageDraw
+    W, H = size
+    left, right, top, bottom = 64, 16, 16, 44                    # margins for tick labels
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    xs = np.concatenate([c[:, 0] for c in curves.values()])
+    ys = np.concatenate([c[:, 1] for c in curves.values()])
+    x_hi, x_step = _axis(xs.max())
+    y_ticks = max(2, min(6, (H - top - bottom) // 25))          # fewer ticks on a short plot
+    y_lo = 0.0 if ys.min() >= 0 else -_axis(-ys.min() * 1.05, y_ticks)[0]   # below 0 where needed
+    y_hi, y_step = _axis(ys.max() * 1.05 - y_lo, y_ticks)
+    px = lambda x: left + x / x_hi * (W - left - right)
+    py = lambda y: H - bottom - (y - y_lo) / y_hi * (H - top - bottom)
+    for x in np.arange(0, x_hi + x_step / 2, x_step):           # grid, ticks and their labels
+        draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
+        draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
+    for y in np.arange(y_lo, y_lo + y_hi + y_step / 2, y_step):
+        draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
+        draw.text((left - 6, py(y)), f"{round(y, 9) + 0:g}", fill="black", anchor="rm")
+    draw.rectangle([left, top, W - right, H - bottom], outline="black")
+    draw.text(((left + W - right) / 2, H - 14), xlabel, fill="black", anchor="ma")
+    draw.text((6, top), ylabel, fill="black")
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
+    for i, (label, c) in enumerate(curves.items()):
+        colour = colours[i % len(colours)]
+        points = [(px(x), py(y)) for x, y in c]
+        draw.line(points, fill=colour, width=2)
+        for x, y in points if markers else []:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        if len(curves) > 1:                                      # a legend, where there is a choice
+            draw.line([(W - right - 150, top + 12 + 14 * i), (W - right - 130, top + 12 + 14 * i)], fill=colour, width=2)
+            draw.text((W - right - 124, top + 12 + 14 * i), label, fill="black", anchor="lm")
+    return np.asarray(img)
+
+
+def cmd_figures(args) -> None:
+    """The README's pictures from a checkpoint (and its dataset): strips of frames and Fig 9."""
+    import imageio.v3 as iio
+    G, cfg = load_generator(args.ckpt, _pick_device(args.device))
+    os.makedirs(args.out, exist_ok=True)
+    n, step = 8, args.stride                                     # 8 frames per row, every `stride` frames
+    t = torch.arange(n, dtype=torch.float64) * step
+    rows = lambda videos: video_grid(videos.reshape(-1, 1, *videos.shape[2:]), cols=n)[0]   # a row per video
+
+    def save(name, image):
+        if args.zoom > 1 and name != "embedding.png":           # nearest-neighbour, for small frames
+            image = image.repeat(args.zoom, axis=0).repeat(args.zoom, axis=1)
+        path = os.path.join(args.out, name)
+        iio.imwrite(path, image)
+        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
+
+    fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
+    if args.data:
+        data = VideoFolder(args.data)
+        rng = np.random.default_rng(0)
+        picks = rng.choice(len(data), size=min(args.num, len(data)), replace=False)
+        real = []
+        for v in picks:
+            start = int(rng.integers(0, max(data.lengths[v] - (n - 1) * step, 1)))
+            idx = np.minimum(start + np.arange(n) * step, data.lengths[v] - 1)
+            real.append(torch.from_numpy(data.read_frames(int(v), idx)))
+        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), np.full((4, n * cfg.resolution, 3), 255, np.uint8),
+                                                 rows(fake)]))
+    else:
+        save("fake.png", rows(fake))
+    # Content and motion are separate: same content seed with two motion seeds, and the reverse.
+    pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    cm = torch.cat([render_videos(G, [c], t, motion_seeds=[m]) for c, m in pairs])
+    save("content_motion.png", rows(cm))                                    # rows: (c0,m0) (c0,m1) (c1,m0) (c1,m1)
+    # No degradation after an hour: the same video at t = 0 and at t = 1 h.
+    hour = args.hour_seconds * cfg.fps
+    save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), render_videos(G, [0], hour + t)])))
+    # Fig 9: channels of the acyclic embedding v_t over 2000 frames, drawn by the same plotter as `plot`.
+    t = np.arange(2000.0)
+    v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
+    panels = [plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]", xlabel="t (frames)",
+                          size=(1000, 140), markers=False) for c in range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]]
+    save("embedding.png", np.concatenate(panels))                           # one band per channel
+
+
+def read_metric_curve(run: str, metric: str) -> np.ndarray:
+    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears
+    twice (a log written before resuming cut logs back to the checkpoint) the later value counts."""
+    path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
+    if not os.path.isfile(path):
+        raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
+    rows = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path}: line {number} is not JSON")
+            if metric in record:
+                rows[float(record["kimg"])] = float(record[metric])
+    if not rows:
+        raise UserError(f"{path}: no '{metric}' values (train with --metrics {metric})")
+    return np.array(sorted(rows.items()), dtype=np.float64)
+
+
+def cmd_plot(args) -> None:
+    """A metric over kimg for one or more runs (the README's FVD curve)."""
+    import imageio.v3 as iio
+    labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
+    curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
+    image = plot_curves(curves, args.metric.upper().replace("FVD", "FVD_"))
+    tmp = args.out + ".tmp.png"
+    iio.imwrite(tmp, image)
+    os.replace(tmp, args.out)
+    for label, c in curves.items():
+        print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The specification of stylegan_v.py, fvd.py and prepare_data.py, as tests (CPU; the GPU ones skip).
 
 The tests of stylegan_v.py follow its sections, in its order (the "# §N" banners of both files
-match: §1 config ... §14 command line, Appendix A the fused CUDA kernel); prepare_data.py's and
-fvd.py's tests come after them.
+match: §1 config ... §14 command line, Appendix A the fused CUDA kernel, B the authors' snapshots,
+C measuring and drawing); prepare_data.py's and fvd.py's tests come after them.
 
 Run the whole specification (several minutes on 2 CPU cores):
     python -m pytest -q test_stylegan_v.py
@@ -1132,7 +1132,7 @@ def test_a_killed_run_leaves_nothing_stale_and_its_log_is_one_history_after_resu
 
 
 # ---------------------------------------------------------------------------------------------
-# §13 Checkpoints (ours and the authors' snapshots) and sampling videos of any length (Sec 4.2)
+# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.2)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1148,164 +1148,6 @@ def test_resume_refuses_a_file_that_is_not_a_checkpoint_without_suggesting_unsaf
     r = run_cli("train", "--data", data, "--outdir", tmp_path / "run", "--resume", tmp_path / "pickled.pt", "--dry-run")
     assert_one_error_line(r, "pickled.pt", "refused unread")
     assert "weights_only" not in r.stderr
-
-
-# -- the authors' snapshots: the safe importer, arch 'release', parity with their outputs ------
-
-
-SNAPSHOT_DIR = os.path.join(HERE, "..", "shared", "fixtures", "release-snapshot")
-SNAPSHOT = os.path.join(SNAPSHOT_DIR, "network-snapshot-000000.pkl")
-needs_snapshot = pytest.mark.skipif(not os.path.isfile(SNAPSHOT), reason="../shared/fixtures/release-snapshot "
-                                    "is absent (a clone without shared/): no release snapshot to test against")
-
-
-# The release's own outputs in float32 on parity.npz's inputs, measured by running its code on the CPU:
-# G_ema(z, c=[], t, motion_z=motion_z, noise_mode='const', force_fp32=True) (and truncation_psi=0.7),
-# D(d_input, c=[], d_t, force_fp32=True). parity.npz's frames and D logits come from the release's
-# default call, which runs its top four resolutions in float16 even on a CPU.
-RELEASE_FP32 = dict(
-    pixels_yx=[[27, 20], [16, 8], [9, 1], [2, 0]],
-    mean=[-0.52669, -0.54056, -0.51116, -0.63571, -0.77989, -0.94807, 0.35166, 0.38256, 0.25271, -0.30641, 0.15815, -0.10547],
-    std=[0.72019, 0.66547, 0.60305, 1.04291, 1.21525, 1.34560, 0.68527, 0.70997, 0.69105, 0.97111, 0.96621, 0.62299],
-    pixels=[[-0.8201, -0.9808, -0.1299, 0.2124, -2.0121, -0.6174, -0.2339, 0.0906, -0.9003, 0.5172, -0.6591, -0.4432],
-            [-1.0278, -1.1772, -0.1247, 0.2248, -1.7845, -0.5436, -0.0273, 0.1030, -0.8361, 0.3928, -0.6766, -0.4523],
-            [-1.0873, -1.2880, -0.0583, 0.2457, -1.4015, -0.4729, 0.1806, 0.1179, -0.8643, 0.2628, -0.7336, -0.4614],
-            [-0.4736, 0.5325, 1.0759, 0.0078, -0.7963, -2.2537, -0.9562, 0.0819, -1.7812, -2.0730, -1.4241, -0.7634],
-            [-0.0032, 0.7508, 0.9164, 0.0377, -0.7909, -2.7121, -1.3518, 0.0415, -2.2269, -2.1406, -0.8814, -0.5664],
-            [-0.1097, 0.3212, 1.1007, 0.0344, -0.7733, -2.9404, -1.4472, -0.1928, -2.1942, -2.8277, -1.4470, -0.8309],
-            [0.4839, 0.7344, 0.2256, -0.1350, 0.8956, -0.8432, -0.6192, 0.1636, -0.7086, 0.1579, 0.2198, 0.0269],
-            [0.5396, 0.8164, 0.2066, -0.1487, 1.0432, -0.6527, -0.5676, 0.1450, -0.7250, 0.0378, 0.2095, 0.0181],
-            [0.0548, 1.4528, 0.5140, -0.1228, 0.7998, -0.9421, -0.7404, -0.0518, -0.4026, -0.0851, -0.0665, 0.0430],
-            [-1.5114, -2.6701, 0.0785, -0.0178, 1.4607, -0.4678, 0.5931, -0.0262, 0.6580, 0.2984, -0.8033, -0.5330],
-            [1.5815, 1.2359, 0.5467, 0.0870, 1.4262, 0.9371, -0.2623, -0.2662, -0.2885, -1.4175, -1.8008, -0.8557],
-            [0.0890, -0.7208, 0.0924, -0.3029, 1.3214, -0.0816, -0.8511, -0.3809, 0.2345, 0.0011, -1.1612, -0.5124]],
-    psi_mean=[-0.42759, -0.41430, -0.38346, -0.31886, -0.33049, -0.40073, -0.06635, -0.06156, -0.02228, -0.38373, 0.16606, -0.16370],
-    psi_std=[0.52751, 0.49785, 0.45918, 0.98066, 1.21759, 1.20068, 0.60132, 0.62870, 0.66555, 0.66888, 0.87261, 0.52257],
-    d_logits=[0.066747, -0.057954, -0.049342, 0.114872])
-
-
-class _EvilReduce:
-    """Unpickled the ordinary way, this would run a shell command that leaves a file behind."""
-
-    def __init__(self, mark):
-        self.mark = mark
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.mark}",))
-
-
-def _persistent_pickle(path, mark):
-    """A pickle in the persistence format whose embedded module source writes a file when run."""
-    import types
-    fake = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta):                           # never called by the importer
-        raise AssertionError
-    _reconstruct_persistent_obj.__module__ = fake.__name__
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    fake._reconstruct_persistent_obj = _reconstruct_persistent_obj
-
-    class Persistent:
-        def __reduce__(self):
-            meta = dict(type="class", version=6, class_name="training.networks.Generator", state={},
-                        module_src=f"open({str(mark)!r}, 'w').write('ran')")
-            return (_reconstruct_persistent_obj, (meta,))
-    sys.modules.update({"torch_utils": types.ModuleType("torch_utils"), fake.__name__: fake})
-    try:
-        with open(path, "wb") as f:
-            pickle.dump({"G": Persistent(), "D": Persistent(), "G_ema": Persistent(),
-                         "augment_pipe": _EvilReduce(mark)}, f)
-    finally:
-        del sys.modules[fake.__name__], sys.modules["torch_utils"]
-
-
-@slow
-def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
-    mark = tmp_path / "ran"
-    _persistent_pickle(tmp_path / "evil.pkl", mark)
-    with open(tmp_path / "reduce.pkl", "wb") as f:
-        pickle.dump({"G": _EvilReduce(mark)}, f)
-    for name in ("evil.pkl", "reduce.pkl"):
-        with pytest.raises(sv.CheckpointError, match="not a StyleGAN-V snapshot|settings"):
-            sv.load_checkpoint(str(tmp_path / name))
-        assert not mark.exists()                                      # neither the source nor the reduce ran
-    r = run_cli("sample", "--ckpt", tmp_path / "evil.pkl", "--out", tmp_path / "x.mp4")
-    assert_one_error_line(r, "evil.pkl")
-    assert not mark.exists()
-
-
-def _snapshot_tokens(P, cfg):
-    """parity.npz's motion noise in our layout: release motion_z[b, m] is token m - 20, and G(z, t,
-    tokens) wants tokens j_first - 20, j_first - 19, ... (j_first = floor(min t / delta^z))."""
-    t = P["t"].double()
-    j_first = torch.floor(t / cfg.motion_delta_z).min(dim=1).values.long()
-    L = sv.Generator.tokens_needed(t, cfg.motion_delta_z, 20)
-    return torch.stack([P["motion_z"][b, j_first[b]:j_first[b] + L] for b in range(len(t))])
-
-
-@needs_snapshot
-def test_a_release_snapshot_reproduces_the_releases_outputs():
-    """Same weights, same inputs, same numbers: the mapping, the motion codes v_t, D's logits and
-    the frames (with and without truncation) against the release's."""
-    state = sv.load_checkpoint(SNAPSHOT)
-    cfg = sv.config_from_dict(state["cfg"])
-    G, D = sv.Generator(cfg).eval(), sv.Discriminator(cfg).eval()
-    G.load_state_dict(state["G_ema"])
-    D.load_state_dict(state["D"])
-    P = {k: torch.from_numpy(v) for k, v in np.load(os.path.join(SNAPSHOT_DIR, "parity.npz")).items()}
-    tokens, t, psi = _snapshot_tokens(P, cfg), P["t"].double(), float(P["truncation_psi"])
-    with torch.no_grad():
-        torch.testing.assert_close(G.mapping(P["z"]), P["ws"][:, 0], rtol=0, atol=1e-5)
-        v = G.motion_codes_from_tokens(tokens, t)                       # [12, 64]
-        torch.testing.assert_close(v, P["motion_v"], rtol=0, atol=1e-4)
-        frames, frames_psi = G(P["z"], t, tokens).flatten(0, 1), G(P["z"], t, tokens, truncation=psi).flatten(0, 1)
-        logits = D(P["d_input"].reshape(4, 3, 3, 32, 32), P["d_t"].double())
-        D.amp_dtype = G.synthesis.amp_dtype = torch.float16       # the release's default call on a CPU
-        logits16 = D(P["d_input"].reshape(4, 3, 3, 32, 32), P["d_t"].double())
-        frames16 = G(P["z"], t, tokens).flatten(0, 1)
-    ref = RELEASE_FP32
-    torch.testing.assert_close(logits, torch.tensor(ref["d_logits"]), rtol=0, atol=1e-5)
-    torch.testing.assert_close(logits16, P["d_logits"], rtol=0, atol=1e-4)
-    ys, xs = zip(*ref["pixels_yx"])
-    pixels = frames[:, :, list(ys), list(xs)].reshape(12, -1)         # [12, 3 channels x 4 pixels]
-    torch.testing.assert_close(pixels, torch.tensor(ref["pixels"]), rtol=0, atol=1.5e-4)
-    for x, mean, std in ((frames, ref["mean"], ref["std"]), (frames_psi, ref["psi_mean"], ref["psi_std"])):
-        torch.testing.assert_close(x.double().mean(dim=[1, 2, 3]), torch.tensor(mean).double(), rtol=0, atol=2e-5)
-        torch.testing.assert_close(x.double().std(dim=[1, 2, 3], unbiased=False), torch.tensor(std).double(),
-                                   rtol=0, atol=2e-5)
-    # float16 rounds differently wherever a float32 value differs in its last bit (the release's fused
-    # 4x4 conv, its float32 phases): one float16 ulp, ~5e-3 measured, in the frames parity.npz holds.
-    torch.testing.assert_close(frames16, P["frames"], rtol=0, atol=1e-2)
-
-
-@needs_snapshot
-def test_a_release_snapshot_samples_frames_bit_identical_however_chunked():
-    G, cfg = sv.load_generator(SNAPSHOT)
-    w = sv.content_codes(G, [3, 4])
-    t = torch.arange(40, dtype=torch.float64) * 2.5 + 90_000.0       # an hour in, fractional times
-    whole = sv.render_frames(G, w, [3, 4], t)
-    parts = torch.cat([sv.render_frames(G, w, [3, 4], t[i:i + 7]) for i in range(0, 40, 7)], dim=1)
-    assert torch.equal(whole, parts) and cfg.arch == "release"
-
-
-@slow
-@needs_snapshot
-def test_a_release_snapshot_converts_samples_and_fine_tunes_from_the_cli(tmp_path):
-    r = run_cli("convert", SNAPSHOT, tmp_path / "ffs.pt")
-    assert r.returncode == 0, r.stderr[-3000:]
-    state = sv.load_checkpoint(str(tmp_path / "ffs.pt"))
-    assert state["cfg"]["arch"] == "release" and state["aug_p"] == pytest.approx(0.125)
-    r = run_cli("sample", "--ckpt", SNAPSHOT, "--seconds", "0.2", "--out", tmp_path / "s.mp4")
-    assert r.returncode == 0 and iio.get_reader(tmp_path / "s.mp4").count_frames() == 6, r.stderr[-3000:]
-    data = write_dataset(tmp_path / "d.zip", res=32)
-    r = run_cli("train", "--data", data, *RUN, "--batch", "4", "--kimg", 0.024, "--resume", SNAPSHOT,
-                "--outdir", tmp_path / "run")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "fine-tuning the authors' snapshot network-snapshot-000000.pkl" in r.stderr and "fresh optimizers" in r.stderr
-    tuned = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert tuned["cfg"]["arch"] == "release" and tuned["step"] == 2
-    kind, G, _ = fvd._resolve_source(SNAPSHOT, "fake", torch.device("cpu"))   # fvd.py --fake takes it too
-    assert kind == "generator" and G.cfg.arch == "release"
 
 
 # -- rendering any frame by seed: deterministic, addressable, bit-exact however chunked ---------
@@ -1394,7 +1236,7 @@ def test_interrupted_sample_leaves_no_output(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# §14 Command line: train, sample, convert, bench, doctor, figures, plot; one error path
+# §14 Command line: train, sample, convert; one error path
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1531,82 +1373,6 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
         subprocess.run(["umount", str(disk)])
 
 
-# -- doctor ------------------------------------------------------------------------------------
-
-
-def test_doctor_reports_the_toolchain_and_falls_back_cleanly_without_nvcc(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sv, "_find_cuda_home", lambda: None)      # a machine without a CUDA toolkit
-    monkeypatch.setattr(sv, "_PLUGIN", None)
-    monkeypatch.setattr(sv, "_PLUGIN_STATUS", None)
-    monkeypatch.setenv("STYLEGAN_V_CACHE", str(tmp_path / "cache"))
-    sv.main(["doctor"])
-    out = capsys.readouterr().out
-    assert "torch " in out and "nvcc: not found" in out and "kernel: NOT built" in out
-
-
-def test_doctor_full_without_a_gpu_says_what_it_would_run_and_exits_0(capsys):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: doctor --full would run for minutes")
-    sv.main(["doctor", "--full"])                                       # returns: exit status 0
-    out = capsys.readouterr().out
-    assert "needs a GPU" in out and all(stage[:20] in out for stage in sv.ACCEPTANCE_PLAN)
-
-
-def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, monkeypatch):
-    """The acceptance run's plumbing (stages, JSON, Markdown table) so a first GPU does not find a typo."""
-    monkeypatch.setattr(sv, "build_modconv_plugin",
-                        lambda **kw: (None, dict(ok=False, reason="no GPU (test)", seconds=0, from_cache=False,
-                                                 arch_list=None)))
-    lines = []
-    res = sv.acceptance_run("cpu", str(tmp_path), preset="tiny", resolution=16, batch=4, steps=1, log=lines.append)
-    assert [line[:5] for line in lines[:5]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
-    saved = json.load(open(tmp_path / "doctor_full.json"))
-    assert saved["training"][0]["sec_per_kimg"] > 0 and saved["sample_frames_per_s"] > 0 == len(res.get("parity", {}))
-    assert "| kernel off, float32 layers |" in (tmp_path / "doctor_full.md").read_text()
-
-
-# -- figures and plot --------------------------------------------------------------------------
-
-
-@slow
-def test_figures_writes_the_readme_pictures(tmp_path):
-    data = write_dataset(tmp_path / "d.zip", lengths=(40, 40, 40, 40))
-    r = run_cli("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--outdir", tmp_path / "run")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", data, "--out", tmp_path / "figs", "--hour-seconds", 10,
-                "--zoom", 2)
-    assert r.returncode == 0, r.stderr[-2000:]
-    shapes = {f: iio.imread(tmp_path / "figs" / f).shape for f in os.listdir(tmp_path / "figs")}
-    assert shapes["real_vs_fake.png"] == (2 * (8 * 16 + 4), 2 * 8 * 16, 3)   # 4 real rows, a gap, 4 fake rows
-    assert shapes["content_motion.png"] == (2 * 4 * 16, 2 * 8 * 16, 3)       # (zoomed 2x)
-    assert shapes["t0_vs_1h.png"] == (2 * 2 * 16, 2 * 8 * 16, 3)
-    assert shapes["embedding.png"][1] == 1000                               # (never zoomed)
-
-
-def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
-    image = sv.plot_curves({"a": np.array([[0.0, 100.0], [10.0, 50.0]]),
-                            "b": np.array([[0.0, 80.0], [5.0, 90.0]])}, "FVD_16")
-    assert image.shape == (400, 640, 3) and image.dtype == np.uint8
-    blue, red = (image == (31, 119, 180)).all(-1), (image == (214, 39, 40)).all(-1)
-    assert blue.sum() > 100 and red.sum() > 100
-    # below the legend: curve a spans x = 0..10 of the axis (which ends at 10), curve b stops halfway
-    assert np.nonzero(blue[60:])[1].max() > np.nonzero(red[60:])[1].max() + 200
-    assert [sv._axis(x) for x in (0.9, 7, 24, 60.048, 4125 * 1.05)] == [(1, 0.2), (8, 2), (25, 5), (60, 10), (5000, 1000)]
-    log = tmp_path / "log.jsonl"
-    log.write_text('{"kimg": 1.0, "loss_G": 1.0}\n')
-    with pytest.raises(sv.UserError, match="no 'fvd16' values"):
-        sv.read_metric_curve(str(tmp_path), "fvd16")
-    log.write_text('{"kimg": 1.0, "fvd16": 3.0}\nnot json\n')
-    with pytest.raises(sv.UserError, match="line 2 is not JSON"):
-        sv.read_metric_curve(str(log), "fvd16")
-    with pytest.raises(sv.UserError, match="no log.jsonl"):
-        sv.read_metric_curve(str(tmp_path / "missing"), "fvd16")
-    # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
-    log.write_text('{"kimg": 0.0, "fvd16": 9.0}\n{"kimg": 10.0, "fvd16": 5.0}\n{"kimg": 10.0, "fvd16": 4.0}\n'
-                   '{"kimg": 5.0, "fvd16": 7.0}\n')
-    assert sv.read_metric_curve(str(log), "fvd16").tolist() == [[0.0, 9.0], [5.0, 7.0], [10.0, 4.0]]
-
-
 # -- every numeric flag has a range, checked while parsing; one error line ---------------------
 
 
@@ -1640,7 +1406,7 @@ def test_a_bad_flag_from_the_real_cli_is_one_line_before_any_work(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Appendix A: the fused ModConv2d kernel (lazy build, autograd, self-check, parity, benchmark)
+# Appendix A: the fused ModConv2d kernel (lazy build, autograd, self-check, parity)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1919,6 +1685,247 @@ def test_cuda_dispatch_is_automatic_and_handles_odd_layouts():
         for g, rg in zip(torch.autograd.grad(out, (y, d, b), grad), torch.autograd.grad(ref, (y, d, b), grad)):
             # The kernel and the reference may disagree on the slope of an element sitting exactly on a kink.
             assert svm._rel_err(g, rg) < 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# Appendix B: the authors' snapshots (the safe importer, arch 'release', parity with their outputs)
+# ---------------------------------------------------------------------------------------------
+
+
+SNAPSHOT_DIR = os.path.join(HERE, "..", "shared", "fixtures", "release-snapshot")
+SNAPSHOT = os.path.join(SNAPSHOT_DIR, "network-snapshot-000000.pkl")
+needs_snapshot = pytest.mark.skipif(not os.path.isfile(SNAPSHOT), reason="../shared/fixtures/release-snapshot "
+                                    "is absent (a clone without shared/): no release snapshot to test against")
+
+
+# The release's own outputs in float32 on parity.npz's inputs, measured by running its code on the CPU:
+# G_ema(z, c=[], t, motion_z=motion_z, noise_mode='const', force_fp32=True) (and truncation_psi=0.7),
+# D(d_input, c=[], d_t, force_fp32=True). parity.npz's frames and D logits come from the release's
+# default call, which runs its top four resolutions in float16 even on a CPU.
+RELEASE_FP32 = dict(
+    pixels_yx=[[27, 20], [16, 8], [9, 1], [2, 0]],
+    mean=[-0.52669, -0.54056, -0.51116, -0.63571, -0.77989, -0.94807, 0.35166, 0.38256, 0.25271, -0.30641, 0.15815, -0.10547],
+    std=[0.72019, 0.66547, 0.60305, 1.04291, 1.21525, 1.34560, 0.68527, 0.70997, 0.69105, 0.97111, 0.96621, 0.62299],
+    pixels=[[-0.8201, -0.9808, -0.1299, 0.2124, -2.0121, -0.6174, -0.2339, 0.0906, -0.9003, 0.5172, -0.6591, -0.4432],
+            [-1.0278, -1.1772, -0.1247, 0.2248, -1.7845, -0.5436, -0.0273, 0.1030, -0.8361, 0.3928, -0.6766, -0.4523],
+            [-1.0873, -1.2880, -0.0583, 0.2457, -1.4015, -0.4729, 0.1806, 0.1179, -0.8643, 0.2628, -0.7336, -0.4614],
+            [-0.4736, 0.5325, 1.0759, 0.0078, -0.7963, -2.2537, -0.9562, 0.0819, -1.7812, -2.0730, -1.4241, -0.7634],
+            [-0.0032, 0.7508, 0.9164, 0.0377, -0.7909, -2.7121, -1.3518, 0.0415, -2.2269, -2.1406, -0.8814, -0.5664],
+            [-0.1097, 0.3212, 1.1007, 0.0344, -0.7733, -2.9404, -1.4472, -0.1928, -2.1942, -2.8277, -1.4470, -0.8309],
+            [0.4839, 0.7344, 0.2256, -0.1350, 0.8956, -0.8432, -0.6192, 0.1636, -0.7086, 0.1579, 0.2198, 0.0269],
+            [0.5396, 0.8164, 0.2066, -0.1487, 1.0432, -0.6527, -0.5676, 0.1450, -0.7250, 0.0378, 0.2095, 0.0181],
+            [0.0548, 1.4528, 0.5140, -0.1228, 0.7998, -0.9421, -0.7404, -0.0518, -0.4026, -0.0851, -0.0665, 0.0430],
+            [-1.5114, -2.6701, 0.0785, -0.0178, 1.4607, -0.4678, 0.5931, -0.0262, 0.6580, 0.2984, -0.8033, -0.5330],
+            [1.5815, 1.2359, 0.5467, 0.0870, 1.4262, 0.9371, -0.2623, -0.2662, -0.2885, -1.4175, -1.8008, -0.8557],
+            [0.0890, -0.7208, 0.0924, -0.3029, 1.3214, -0.0816, -0.8511, -0.3809, 0.2345, 0.0011, -1.1612, -0.5124]],
+    psi_mean=[-0.42759, -0.41430, -0.38346, -0.31886, -0.33049, -0.40073, -0.06635, -0.06156, -0.02228, -0.38373, 0.16606, -0.16370],
+    psi_std=[0.52751, 0.49785, 0.45918, 0.98066, 1.21759, 1.20068, 0.60132, 0.62870, 0.66555, 0.66888, 0.87261, 0.52257],
+    d_logits=[0.066747, -0.057954, -0.049342, 0.114872])
+
+
+class _EvilReduce:
+    """Unpickled the ordinary way, this would run a shell command that leaves a file behind."""
+
+    def __init__(self, mark):
+        self.mark = mark
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.mark}",))
+
+
+def _persistent_pickle(path, mark):
+    """A pickle in the persistence format whose embedded module source writes a file when run."""
+    import types
+    fake = types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta):                           # never called by the importer
+        raise AssertionError
+    _reconstruct_persistent_obj.__module__ = fake.__name__
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    fake._reconstruct_persistent_obj = _reconstruct_persistent_obj
+
+    class Persistent:
+        def __reduce__(self):
+            meta = dict(type="class", version=6, class_name="training.networks.Generator", state={},
+                        module_src=f"open({str(mark)!r}, 'w').write('ran')")
+            return (_reconstruct_persistent_obj, (meta,))
+    sys.modules.update({"torch_utils": types.ModuleType("torch_utils"), fake.__name__: fake})
+    try:
+        with open(path, "wb") as f:
+            pickle.dump({"G": Persistent(), "D": Persistent(), "G_ema": Persistent(),
+                         "augment_pipe": _EvilReduce(mark)}, f)
+    finally:
+        del sys.modules[fake.__name__], sys.modules["torch_utils"]
+
+
+@slow
+def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
+    mark = tmp_path / "ran"
+    _persistent_pickle(tmp_path / "evil.pkl", mark)
+    with open(tmp_path / "reduce.pkl", "wb") as f:
+        pickle.dump({"G": _EvilReduce(mark)}, f)
+    for name in ("evil.pkl", "reduce.pkl"):
+        with pytest.raises(sv.CheckpointError, match="not a StyleGAN-V snapshot|settings"):
+            sv.load_checkpoint(str(tmp_path / name))
+        assert not mark.exists()                                      # neither the source nor the reduce ran
+    r = run_cli("sample", "--ckpt", tmp_path / "evil.pkl", "--out", tmp_path / "x.mp4")
+    assert_one_error_line(r, "evil.pkl")
+    assert not mark.exists()
+
+
+def _snapshot_tokens(P, cfg):
+    """parity.npz's motion noise in our layout: release motion_z[b, m] is token m - 20, and G(z, t,
+    tokens) wants tokens j_first - 20, j_first - 19, ... (j_first = floor(min t / delta^z))."""
+    t = P["t"].double()
+    j_first = torch.floor(t / cfg.motion_delta_z).min(dim=1).values.long()
+    L = sv.Generator.tokens_needed(t, cfg.motion_delta_z, 20)
+    return torch.stack([P["motion_z"][b, j_first[b]:j_first[b] + L] for b in range(len(t))])
+
+
+@needs_snapshot
+def test_a_release_snapshot_reproduces_the_releases_outputs():
+    """Same weights, same inputs, same numbers: the mapping, the motion codes v_t, D's logits and
+    the frames (with and without truncation) against the release's."""
+    state = sv.load_checkpoint(SNAPSHOT)
+    cfg = sv.config_from_dict(state["cfg"])
+    G, D = sv.Generator(cfg).eval(), sv.Discriminator(cfg).eval()
+    G.load_state_dict(state["G_ema"])
+    D.load_state_dict(state["D"])
+    P = {k: torch.from_numpy(v) for k, v in np.load(os.path.join(SNAPSHOT_DIR, "parity.npz")).items()}
+    tokens, t, psi = _snapshot_tokens(P, cfg), P["t"].double(), float(P["truncation_psi"])
+    with torch.no_grad():
+        torch.testing.assert_close(G.mapping(P["z"]), P["ws"][:, 0], rtol=0, atol=1e-5)
+        v = G.motion_codes_from_tokens(tokens, t)                       # [12, 64]
+        torch.testing.assert_close(v, P["motion_v"], rtol=0, atol=1e-4)
+        frames, frames_psi = G(P["z"], t, tokens).flatten(0, 1), G(P["z"], t, tokens, truncation=psi).flatten(0, 1)
+        logits = D(P["d_input"].reshape(4, 3, 3, 32, 32), P["d_t"].double())
+        D.amp_dtype = G.synthesis.amp_dtype = torch.float16       # the release's default call on a CPU
+        logits16 = D(P["d_input"].reshape(4, 3, 3, 32, 32), P["d_t"].double())
+        frames16 = G(P["z"], t, tokens).flatten(0, 1)
+    ref = RELEASE_FP32
+    torch.testing.assert_close(logits, torch.tensor(ref["d_logits"]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits16, P["d_logits"], rtol=0, atol=1e-4)
+    ys, xs = zip(*ref["pixels_yx"])
+    pixels = frames[:, :, list(ys), list(xs)].reshape(12, -1)         # [12, 3 channels x 4 pixels]
+    torch.testing.assert_close(pixels, torch.tensor(ref["pixels"]), rtol=0, atol=1.5e-4)
+    for x, mean, std in ((frames, ref["mean"], ref["std"]), (frames_psi, ref["psi_mean"], ref["psi_std"])):
+        torch.testing.assert_close(x.double().mean(dim=[1, 2, 3]), torch.tensor(mean).double(), rtol=0, atol=2e-5)
+        torch.testing.assert_close(x.double().std(dim=[1, 2, 3], unbiased=False), torch.tensor(std).double(),
+                                   rtol=0, atol=2e-5)
+    # float16 rounds differently wherever a float32 value differs in its last bit (the release's fused
+    # 4x4 conv, its float32 phases): one float16 ulp, ~5e-3 measured, in the frames parity.npz holds.
+    torch.testing.assert_close(frames16, P["frames"], rtol=0, atol=1e-2)
+
+
+@needs_snapshot
+def test_a_release_snapshot_samples_frames_bit_identical_however_chunked():
+    G, cfg = sv.load_generator(SNAPSHOT)
+    w = sv.content_codes(G, [3, 4])
+    t = torch.arange(40, dtype=torch.float64) * 2.5 + 90_000.0       # an hour in, fractional times
+    whole = sv.render_frames(G, w, [3, 4], t)
+    parts = torch.cat([sv.render_frames(G, w, [3, 4], t[i:i + 7]) for i in range(0, 40, 7)], dim=1)
+    assert torch.equal(whole, parts) and cfg.arch == "release"
+
+
+@slow
+@needs_snapshot
+def test_a_release_snapshot_converts_samples_and_fine_tunes_from_the_cli(tmp_path):
+    r = run_cli("convert", SNAPSHOT, tmp_path / "ffs.pt")
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = sv.load_checkpoint(str(tmp_path / "ffs.pt"))
+    assert state["cfg"]["arch"] == "release" and state["aug_p"] == pytest.approx(0.125)
+    r = run_cli("sample", "--ckpt", SNAPSHOT, "--seconds", "0.2", "--out", tmp_path / "s.mp4")
+    assert r.returncode == 0 and iio.get_reader(tmp_path / "s.mp4").count_frames() == 6, r.stderr[-3000:]
+    data = write_dataset(tmp_path / "d.zip", res=32)
+    r = run_cli("train", "--data", data, *RUN, "--batch", "4", "--kimg", 0.024, "--resume", SNAPSHOT,
+                "--outdir", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "fine-tuning the authors' snapshot network-snapshot-000000.pkl" in r.stderr and "fresh optimizers" in r.stderr
+    tuned = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert tuned["cfg"]["arch"] == "release" and tuned["step"] == 2
+    kind, G, _ = fvd._resolve_source(SNAPSHOT, "fake", torch.device("cpu"))   # fvd.py --fake takes it too
+    assert kind == "generator" and G.cfg.arch == "release"
+
+
+# ---------------------------------------------------------------------------------------------
+# Appendix C: measuring and drawing (bench, doctor and its acceptance run, figures, plot)
+# ---------------------------------------------------------------------------------------------
+
+
+# -- doctor and the layer benchmark ------------------------------------------------------------
+
+
+def test_doctor_reports_the_toolchain_and_falls_back_cleanly_without_nvcc(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sv, "_find_cuda_home", lambda: None)      # a machine without a CUDA toolkit
+    monkeypatch.setattr(sv, "_PLUGIN", None)
+    monkeypatch.setattr(sv, "_PLUGIN_STATUS", None)
+    monkeypatch.setenv("STYLEGAN_V_CACHE", str(tmp_path / "cache"))
+    sv.main(["doctor"])
+    out = capsys.readouterr().out
+    assert "torch " in out and "nvcc: not found" in out and "kernel: NOT built" in out
+
+
+def test_doctor_full_without_a_gpu_says_what_it_would_run_and_exits_0(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: doctor --full would run for minutes")
+    sv.main(["doctor", "--full"])                                       # returns: exit status 0
+    out = capsys.readouterr().out
+    assert "needs a GPU" in out and all(stage[:20] in out for stage in sv.ACCEPTANCE_PLAN)
+
+
+def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, monkeypatch):
+    """The acceptance run's plumbing (stages, JSON, Markdown table) so a first GPU does not find a typo."""
+    monkeypatch.setattr(sv, "build_modconv_plugin",
+                        lambda **kw: (None, dict(ok=False, reason="no GPU (test)", seconds=0, from_cache=False,
+                                                 arch_list=None)))
+    lines = []
+    res = sv.acceptance_run("cpu", str(tmp_path), preset="tiny", resolution=16, batch=4, steps=1, log=lines.append)
+    assert [line[:5] for line in lines[:5]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    saved = json.load(open(tmp_path / "doctor_full.json"))
+    assert saved["training"][0]["sec_per_kimg"] > 0 and saved["sample_frames_per_s"] > 0 == len(res.get("parity", {}))
+    assert "| kernel off, float32 layers |" in (tmp_path / "doctor_full.md").read_text()
+
+
+# -- figures and plot --------------------------------------------------------------------------
+
+
+@slow
+def test_figures_writes_the_readme_pictures(tmp_path):
+    data = write_dataset(tmp_path / "d.zip", lengths=(40, 40, 40, 40))
+    r = run_cli("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--outdir", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", data, "--out", tmp_path / "figs", "--hour-seconds", 10,
+                "--zoom", 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    shapes = {f: iio.imread(tmp_path / "figs" / f).shape for f in os.listdir(tmp_path / "figs")}
+    assert shapes["real_vs_fake.png"] == (2 * (8 * 16 + 4), 2 * 8 * 16, 3)   # 4 real rows, a gap, 4 fake rows
+    assert shapes["content_motion.png"] == (2 * 4 * 16, 2 * 8 * 16, 3)       # (zoomed 2x)
+    assert shapes["t0_vs_1h.png"] == (2 * 2 * 16, 2 * 8 * 16, 3)
+    assert shapes["embedding.png"][1] == 1000                               # (never zoomed)
+
+
+def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
+    image = sv.plot_curves({"a": np.array([[0.0, 100.0], [10.0, 50.0]]),
+                            "b": np.array([[0.0, 80.0], [5.0, 90.0]])}, "FVD_16")
+    assert image.shape == (400, 640, 3) and image.dtype == np.uint8
+    blue, red = (image == (31, 119, 180)).all(-1), (image == (214, 39, 40)).all(-1)
+    assert blue.sum() > 100 and red.sum() > 100
+    # below the legend: curve a spans x = 0..10 of the axis (which ends at 10), curve b stops halfway
+    assert np.nonzero(blue[60:])[1].max() > np.nonzero(red[60:])[1].max() + 200
+    assert [sv._axis(x) for x in (0.9, 7, 24, 60.048, 4125 * 1.05)] == [(1, 0.2), (8, 2), (25, 5), (60, 10), (5000, 1000)]
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"kimg": 1.0, "loss_G": 1.0}\n')
+    with pytest.raises(sv.UserError, match="no 'fvd16' values"):
+        sv.read_metric_curve(str(tmp_path), "fvd16")
+    log.write_text('{"kimg": 1.0, "fvd16": 3.0}\nnot json\n')
+    with pytest.raises(sv.UserError, match="line 2 is not JSON"):
+        sv.read_metric_curve(str(log), "fvd16")
+    with pytest.raises(sv.UserError, match="no log.jsonl"):
+        sv.read_metric_curve(str(tmp_path / "missing"), "fvd16")
+    # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
+    log.write_text('{"kimg": 0.0, "fvd16": 9.0}\n{"kimg": 10.0, "fvd16": 5.0}\n{"kimg": 10.0, "fvd16": 4.0}\n'
+                   '{"kimg": 5.0, "fvd16": 7.0}\n')
+    assert sv.read_metric_curve(str(log), "fvd16").tolist() == [[0.0, 9.0], [5.0, 7.0], [10.0, 4.0]]
 
 
 @requires_gpu
