@@ -1560,7 +1560,7 @@ class VideoFolder:
                 img = iio.imread(self._read(member), extension=self.ext)
             except Exception as e:
                 raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
-            if img.ndim == 2:
+            if img.ndim == 2:                                        # greyscale -> RGB; RGBA loses alpha below
                 img = np.repeat(img[:, :, None], 3, axis=2)
             if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
                 raise DataError(f"{self.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} "
@@ -1591,6 +1591,7 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     names, lengths = [], []
     for i, v in enumerate(videos):
         name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
+        # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
         if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
             raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
         if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
@@ -2427,6 +2428,8 @@ class FrameSink:
         if self.is_video:
             import imageio.v2 as imageio
             self.tmp = out[:-4] + f".partial-{os.getpid()}.mp4"
+            # H.264 in yuv420p plays everywhere; macro_block_size=1 writes frames at their own size
+            # (imageio's default scales them up to a multiple of 16: an 8^2 model's video to 16^2).
             self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
                                              quality=8, pixelformat="yuv420p", macro_block_size=1)
         else:

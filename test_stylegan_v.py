@@ -29,6 +29,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -1852,7 +1853,17 @@ def test_a_release_snapshot_converts_samples_and_fine_tunes_from_the_cli(tmp_pat
 # ---------------------------------------------------------------------------------------------
 
 
-# -- doctor and the layer benchmark ------------------------------------------------------------
+# -- bench, doctor and the layer benchmark-------------------------------------------------------
+
+
+def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for(capsys):
+    sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("# bench on cpu") and "custom ops off" in out[0], out
+    row = re.fullmatch(r"render  tiny +64\^2  16 frames at t=0: +([\d.]+) ms   at t=90000: +([\d.]+) ms"
+                       r"   ->  +([\d.]+) frames/s", out[1])
+    assert row and all(float(x) > 0 for x in row.groups()), out
+    assert len(out) == 2                                          # no training rows without --train
 
 
 def test_doctor_reports_the_toolchain_and_falls_back_cleanly_without_nvcc(tmp_path, monkeypatch, capsys):
