@@ -22,7 +22,7 @@ What this file holds, in the order the data flows (each section has a `# ---` ba
     §10 Video-consistent ADA                                            (Appx B)
     §11 Dataset: the video folder and its real clips                    (Appx B)
     §12 Training loop                                                   (Sec 4.1, Appx B)
-    §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.2)
+    §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
     §14 Command line: train, sample, convert; the one error path
     Appendix A  The fused ModConv2d CUDA kernel: source, lazy build, autograd, self-check, parity
     Appendix B  The authors' snapshots (network-snapshot-*.pkl), read safely
@@ -153,12 +153,12 @@ class Config:
     r1_gamma: float = -1.0        # R1 weight; < 0 means StyleGAN2's 0.0002*res^2/batch (0.2 @ 256)
     r1_interval: int = 16         # lazy R1 every 16 D steps                           (StyleGAN2)
     g_reg_interval: int = 4       # G's Adam as if lazily regularized every 4 steps    (release: lr 0.002)
-    ema_kimg: float = 20.0        # G_ema half-life in kimg at batch 64, scaled with the batch
+    ema_kimg: float = 20.0        # G_ema half-life in thousand videos at batch 64, scaled with the batch
     ema_rampup: Optional[float] = None   # G_ema half-life <= rampup * kimg so far (release: None)
     aug: str = "ada"              # 'ada' | 'fixed' | 'none'
     aug_p: float = 0.0            # initial (ada) or constant (fixed) augmentation probability
     ada_target: float = 0.6       # target E[sign D(x_real)]                           (ADA)
-    ada_kimg: float = 100.0       # p can move 0 -> 1 in this many kimg                (release 100)
+    ada_kimg: float = 100.0       # p can move 0 -> 1 in this many thousand videos     (release 100)
     mirror: bool = True           # x-flip whole videos as data augmentation           (release: on)
 
     def channels(self, res: int) -> int:
@@ -183,8 +183,9 @@ PRESETS = {
     "mead": dict(resolution=1024, fps=30.0, channel_base=32768, d_channel_base=32768),
     # tiny: narrow, 64^2, short periods -- trains visibly on a 2-core CPU in minutes. Tuned on
     # 30-minute CPU runs (README, "what mattered"): batch 8 = twice the updates per kimg at the same
-    # cost per frame; R1 gamma 1 (not the auto 0.1) keeps the small D from winning outright; ADA's
-    # p may move 5x faster (ada_kimg 20), as a 50-clip dataset is memorized within minutes.
+    # cost per frame; R1 gamma 3 per frame (= 1 on the clip of 3 frames it was tuned as; the auto
+    # rule gives 0.1) keeps the small D from winning outright; ADA's p may move 5x faster
+    # (ada_kimg 20), as a 50-clip dataset is memorized within minutes.
     "tiny": dict(resolution=64, z_dim=128, w_dim=128, motion_dim=128, channel_base=2048,
                  channel_max=128, d_channel_base=2048, d_channel_max=128, d_time_dim=64,
                  motion_delta_z=8, period_min=4.0, period_max=128.0, batch=8, max_span=16,
@@ -316,7 +317,7 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 # Two pieces around the conv are memory-bound: the demodulation coefficients d and the "epilogue".
 # Each comes in two implementations behind one `impl=` switch: a short pure-PyTorch reference (THE
 # definition of the math, runs everywhere, used on CPU and as fallback) and a fused CUDA kernel.
-# On a GPU the dispatchers below call the fused kernel defined in Appendix A at the end of the file,
+# On a GPU the dispatchers below call the fused kernel defined in Appendix A, after §14,
 # which is compiled on first use (at call time, never at import), so this file imports without nvcc.
 #
 # Reading order:  reference functions → dispatchers → ModConv2d, Conv2d.
@@ -1456,7 +1457,7 @@ class DataError(UserError, ValueError):
 
 
 MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
-MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (a month at 30 fps)
+MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (five weeks at 30 fps)
 
 
 class VideoFolder:
@@ -1464,7 +1465,7 @@ class VideoFolder:
 
     Opening one checks the whole dataset's metadata before any work, cheaply: every field of
     dataset.json (types and ranges, unique safe names), every video's frame count against the zip's
-    members (one pass over the zip's index, so a header cannot make us allocate by claiming 10^9
+    members (one pass over the zip's index, so a header cannot make us allocate by claiming 10^8
     frames) or, for a folder, its first and last frame; and the size of every video's first frame
     (an image header, not a decode). A later frame of another size is caught when it is read.
     The zip is opened on first use in each process (a zip handle must not cross a fork), so every
@@ -1666,8 +1667,9 @@ class ClipDataset(torch.utils.data.Dataset):
 #
 # Every random draw of a step -- latents, clip times, motion tokens, which real clips -- comes from
 # a generator seeded by (seed, step, purpose) and is drawn for the GLOBAL batch, of which each
-# process takes its own rows. So a run's result does not depend on the number of processes, and a
-# resumed run replays exactly what the uninterrupted one would have done.
+# process takes its own rows. So a resumed run replays exactly what the uninterrupted one would have
+# done, and without augmentation a run's result does not depend on the number of processes (ADA's
+# parameters are drawn per process: other draws, from the same distribution, with N processes).
 
 
 def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
@@ -1743,7 +1745,8 @@ class Batches:
 
 
 def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int) -> torch.Tensor:
-    """Times [B, k] of generated clips: same gap distribution as real clips, fractional offsets."""
+    """Times [B, k] of generated clips: the real clips' gap distribution (where every video has at least
+    max_span + 1 frames; a shorter one gives shorter real spans), fractional offsets."""
     return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time, None, cfg.span_dist)
                                       for _ in range(B)]))
 
@@ -1835,7 +1838,7 @@ class Trainer:
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         z, t, tokens = self._latents("G")                        # z [b, z_dim], t [b, k], tokens [b, L, D]
-        fake = self.G(z, t, tokens)                                          # [b, k, 3, H, W]
+        fake = self.G(z, t, tokens, update_w_avg=True)                       # [b, k, 3, H, W]
         loss_G = g_nonsaturating_loss(self.D(self._augment(fake, "G"), t))
         self._optimize(loss_G, self.G, self.opt_G)
         logs["loss_G"] = loss_G.item()
@@ -1843,13 +1846,13 @@ class Trainer:
         # D: minimize softplus(D(G(z))) + softplus(-D(x)). New latents (StyleGAN2 draws the D
         # phase's fakes separately), rendered without a graph: no gradient goes back into G here.
         # Real clips come with their own times t_real (Sec 3.3), fakes with times drawn from the
-        # same distribution, so D cannot tell them apart by the time gaps alone.
+        # same distribution (fake_clip_times), so D cannot tell them apart by the time gaps alone.
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         z, t, tokens = self._latents("D")
         with torch.no_grad():
-            fake = self.G(z, t, tokens, update_w_avg=True)       # w_avg tracks the D phase's w (StyleGAN2-ADA)
-        self.dist.all_reduce_mean(self.G.mapping.w_avg)          # the global batch's (the update is linear)
+            fake = self.G(z, t, tokens, update_w_avg=True)       # w_avg tracks both phases' w, as the release
+        self.dist.all_reduce_mean(self.G.mapping.w_avg)          # the global batch's (the updates are linear)
         fake_logits = self.D(self._augment(fake, "Dfake"), t)
         real_logits = self.D(self._augment(real, "Dreal"), t_real)
         loss_D = d_logistic_loss(real_logits, fake_logits)
@@ -1862,9 +1865,11 @@ class Trainer:
         # point somewhere useful; multiplying by r1_interval keeps its average weight at gamma / 2.
         if self.step_idx % cfg.r1_interval == 0 and self.gamma > 0:
             real_ = real.detach().requires_grad_(True)
-            r1 = d_r1_penalty(self.D(self._augment(real_, "R1"), t_real), real_)   # [b]
+            r1_logits = self.D(self._augment(real_, "R1"), t_real)                # [b]
+            r1 = d_r1_penalty(r1_logits, real_)                                   # [b]
             loss_r1 = (r1 * (self.gamma / 2)).mean() * cfg.r1_interval
             self._optimize(loss_r1, self.D, self.opt_D)
+            self.aug.accumulate(r1_logits.detach())   # ADA's r_t counts these reals too (the release's Dr1)
             logs["r1"] = r1.mean().item()
 
         self.nimg += cfg.batch * self.k
@@ -1878,7 +1883,7 @@ class Trainer:
         return logs
 
     def _optimize(self, loss: torch.Tensor, net: nn.Module, opt: torch.optim.Optimizer) -> None:
-        """One optimizer step on `loss`: gradients averaged over the processes (non-finite ones zeroed)."""
+        """One optimizer step on `loss`: gradients averaged over the processes (NaN -> 0, +-Inf -> +-1e5)."""
         opt.zero_grad(set_to_none=True)
         loss.backward()
         self.nonfinite += sync_grads(net, self.dist)
@@ -1932,7 +1937,8 @@ def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int 
         sink.write(video_grid(videos))
     strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
     tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [num*8, 1, H, W, 3]: one tile per frame
-    iio.imwrite(stem + ".png", video_grid(tiles, cols=strip.shape[1])[0])   # a row per video
+    strip_png = video_grid(tiles, cols=strip.shape[1])[0]           # [num*H, 8*W, 3]: a row per video
+    _atomic_write(stem + ".png", lambda tmp: iio.imwrite(tmp, strip_png))
 
 
 def _write_json_line(path: str, record: dict) -> None:
@@ -1940,16 +1946,21 @@ def _write_json_line(path: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    """Write a small text file under a temporary name, then rename it into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+def _atomic_write(path: str, write) -> None:
+    """write(tmp) to <stem>.partial-<pid><ext> beside `path` (the extension kept: image writers read the
+    format from it), then rename it into place, so a crash or Ctrl-C never leaves half a file at `path`."""
+    stem, ext = os.path.splitext(path)
+    tmp = f"{stem}.partial-{os.getpid()}{ext}"
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def truncate_log(path: str, kimg: float) -> int:
@@ -2068,7 +2079,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     cfg, ckpt, log = trainer.cfg, os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "log.jsonl")
     # The loader's "sampler" yields, per step, one seed per real clip of this process's rows; a worker
     # turns each seed into a clip (which video, which k frame times: Sec 3.3) and decodes its frames.
-    # Workers run ahead by prefetch_factor steps, so JPEG decoding overlaps with the training step.
+    # Each worker keeps prefetch_factor batches ready (workers x 4 steps ahead), so JPEG decoding
+    # overlaps with the training step.
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=Batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
@@ -2201,7 +2213,7 @@ def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Di
 
 
 # ------------------------------------------------------------------------------------------------
-# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.2: "arbitrarily
+# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3: "arbitrarily
 #     long ... arbitrary frame-rate")
 # ------------------------------------------------------------------------------------------------
 # Reading order: our checkpoints (an authors' snapshot is read by Appendix B) → load_generator →
@@ -2352,7 +2364,7 @@ def anchor_params(G, motion_seed: int, js, cache: Optional[dict] = None):
 
 @torch.no_grad()
 def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
-    """Frames for every (video, time) pair -> float [B, T, 3, H, W] in [-1, 1].
+    """Frames for every (video, time) pair -> float [B, T, 3, H, W], nominally in [-1, 1] (not clamped).
 
     w [B, w_dim] content codes, motion_seeds: B ints, t [T] float times in frames (>= 0, any
     spacing: the cost of a frame depends on neither t nor the other frames).
@@ -2488,7 +2500,8 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 
     Frame i is at t = (start + i / fps) * data_fps, in the training data's frames: a different fps
     renders the same continuous video more or less densely. Memory is flat in the length: frames
-    are rendered `batch` at a time, and only a bounded cache of motion anchors is kept.
+    are rendered `batch` time steps at a time (len(seeds) x batch frames a chunk), and only a bounded
+    cache of motion anchors is kept.
     Returns the number of frames written.
     """
     from tqdm import tqdm
@@ -2518,13 +2531,15 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 # §14 Command line: train, sample, convert (bench, doctor, figures and plot: Appendix C)
 # ------------------------------------------------------------------------------------------------
 # Each command is a thin `cmd_*` function over the sections above (the four that measure or draw are
-# in Appendix C, called at run time); `build_parser` at the end lists every option with its default
+# in Appendix C, called at run time); `build_parser` near the end lists every option with its default
 # and its range (checked while parsing). The error policy is the same everywhere: a mistake the
 # user can fix (a path, a flag, a dataset, a checkpoint) raises UserError, and a failing file system
 # an OSError; `_exit_on_error`, the one way out of every command and every training process, prints
 # either as ONE line, "stylegan_v.py: error: ...", exit status 2 -- never a traceback from deep
-# inside torch. Ctrl-C and SIGTERM exit 130 (train saves first). Every file is
-# written under a temporary name and renamed when complete, so nothing is half-written.
+# inside torch. Ctrl-C and SIGTERM exit 130 (train saves first). Every output file (checkpoints,
+# config.json, videos, frame folders, PNGs) is written under a temporary name and renamed when
+# complete, so nothing is half-written; log.jsonl is appended to, and on --resume it is cut back to
+# the checkpoint, a torn last line of a killed run included (truncate_log).
 #
 #   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
 #   sample   checkpoint -> .mp4 or PNG frames of any length and frame rate (§13)
@@ -2546,7 +2561,13 @@ def _pick_device(name: Optional[str]) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return device
 
 
 def cmd_sample(args) -> None:
@@ -2599,14 +2620,17 @@ def _train_overrides(args) -> dict:
 def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
     """Entry point of one training process (rank) -- also the only one when world == 1.
 
-    Exits 130 when a signal stopped the run (after the checkpoint was saved), like any Unix tool.
-    Process `rank` trains on GPU LOCAL_RANK (torchrun) or GPU `rank` (spawned here), or on the CPU;
+    Exits 130 (Ctrl-C's status, for SIGTERM too) when a signal stopped the run, after saving.
+    Process `rank` trains on GPU LOCAL_RANK (torchrun), GPU `rank` (spawned here; one process: the
+    --device given, cuda:0 by default), or on the CPU;
     the processes meet through NCCL on GPUs, through gloo on CPUs, and from then on differ only in
     which rows of each step's global batch they compute (§12) and in rank 0 writing the files.
     """
     _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
     cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if cuda and world == 1 and "LOCAL_RANK" not in os.environ:
+        local_rank = _pick_device(args.device).index or 0           # --device cuda:1 trains on GPU 1
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -2680,7 +2704,7 @@ class RunLock:
         self.file.write(str(os.getpid()))
         self.file.flush()
         import glob
-        stale = [p for pattern in ("*.tmp-*", os.path.join("samples", "*.partial-*"))
+        stale = [p for pattern in ("*.tmp-*", "*.partial-*", os.path.join("samples", "*.partial-*"))
                  for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
         for path in stale:
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
@@ -2726,6 +2750,11 @@ def cmd_train(args) -> None:
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
+    if args.device is not None:
+        _pick_device(args.device)                              # a device that exists, or one line
+    if world > 1 and (args.device or "").startswith("cuda:"):
+        raise UserError(f"--device {args.device}: with {world} processes each takes the GPU of its rank; "
+                        f"choose the GPUs with CUDA_VISIBLE_DEVICES instead")
     if not torchrun and world > 1 and args.device != "cpu":
         n = torch.cuda.device_count()
         if world > n:
@@ -2757,7 +2786,7 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
 
     Ctrl-C in a terminal signals the whole process group; `kill` signals only us. Either way we pass
     a SIGTERM on to every worker (they treat it as a request to save and stop, and ignore repeats)
-    and keep waiting: the workers are daemonic, so exiting first would kill them mid-save.
+    and keep waiting (join) until every worker has saved and exited, so their exit status is passed on.
     """
     import socket
     with socket.socket() as sock:                              # a free port on this machine
@@ -2825,14 +2854,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
                    help="length of the video, up to a day (default 4)")
     s.add_argument("--fps", type=_in_range(float, 0, 1000, lo_open=True),
-                   help="frames per second, up to 1000 (default: the dataset's, else 25)")
+                   help="frames per second, up to 1000 (default: the dataset's, else the preset's)")
     s.add_argument("--start", type=_in_range(float, 0, 1e7), default=0.0,
                    help="time of the first frame, in seconds (0 to 10^7)")
     s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i)")
     s.add_argument("--motion-seed", type=SEED, help="motion seed z^m (default: = --seed)")
     s.add_argument("--num", type=_in_range(int, 1, 64), default=1, help="number of videos, tiled into a grid (1-64)")
     s.add_argument("--truncation", type=_in_range(float, -10, 10), default=1.0, help="truncation psi for w (1 = off)")
-    s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16, help="frames per forward pass")
+    s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16,
+                   help="time steps rendered per chunk (--num x this many frames)")
     s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
     s.set_defaults(fn=cmd_sample)
 
@@ -2851,7 +2881,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=_in_range(int, 1, 65536), help="videos per step over all processes (paper 64)")
     t.add_argument("--frames-per-clip", type=_in_range(int, 1, 33), help="k frames D sees per video (paper 3)")
     t.add_argument("--gamma", type=_in_range(float, 0, 1e4),
-                   help="R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2)")
+                   help="R1 weight (default: the preset's; 0.0002 * res^2 / batch = 0.2 at 256^2, tiny 3)")
     t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
     t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
     t.add_argument("--d-cond", choices=["hyper", "concat", "none"],
@@ -2910,7 +2940,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
     d.add_argument("--verbose", action="store_true", help="show the compiler's output")
     d.add_argument("--full", action="store_true", help="on a GPU: the acceptance run (parity matrix, layer and "
-                                                       "training benchmarks, sampling speed; ~8 minutes)")
+                                                       "training benchmarks, sampling speed; an estimated ~8 minutes)")
     d.add_argument("--out", default="doctor_full", help="folder for doctor --full's JSON and Markdown table")
     d.set_defaults(fn=cmd_doctor)
     return p
@@ -3125,7 +3155,7 @@ __global__ void demod_forward_kernel(const scalar_t* __restrict__ s, const acc_t
 //   ∂d/∂q = -½ q^(-3/2) = -½ d³, so the gradient reaching q is gq[n,o] = -½ · grad_d[n,o] · d[n,o]³;
 //   grad_s[n,i]   = 2 s[n,i]   · Σ_o gq[n,o] wsq[o,i]          (q depends on s through s²)
 //   grad_w[o,i,k] = 2 w[o,i,k] · Σ_n gq[n,o] s[n,i]²           (and on w through wsq = Σ_k w²)
-// gq is recomputed on the fly (3 multiplies) rather than stored. One warp per output row (n,i) or
+// gq is recomputed on the fly (4 multiplies) rather than stored. One warp per output row (n,i) or
 // (o,i); lanes stride over the summed index and warp_sum adds them up.
 // ---------------------------------------------------------------------------------------------
 template <typename scalar_t, typename acc_t>
@@ -3176,8 +3206,8 @@ __global__ void demod_grad_weight_kernel(const scalar_t* __restrict__ grad_d, co
 //   written so that a NaN stays NaN, like torch.clamp.
 // slope: ∂out/∂z recovered from the saved *output*, StyleGAN's trick: gain > 0 and clamp > 0 keep
 //   the sign, so out > 0 ⇔ z > 0 tells which side of the lrelu we were on, and |out| < clamp tells
-//   that the clamp was inactive. (At |pre-clamp value| == clamp exactly, torch.clamp passes the
-//   gradient and we do not: a measure-zero difference.) out == nullptr means linear and unclamped,
+//   that the clamp was inactive. (At |pre-clamp value| == clamp exactly the slope is 0, as
+//   torch.clamp's with scalar bounds.) out == nullptr means linear and unclamped,
 //   where the slope is the constant gain and nothing had to be saved.
 // ---------------------------------------------------------------------------------------------
 template <typename acc_t>
@@ -3560,8 +3590,8 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
 
     force_compile_without_gpu: compile even if no GPU is visible (for CI: "a syntax or link error can
     never land"), targeting $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status dict, for `doctor`, has:
-    ok, reason, from_cache, seconds, build_dir, log, arch_list, cuda_home, torch. Never raises and never
-    warns: load_modconv_plugin() decides what to tell the user.
+    ok, reason, from_cache, seconds, build_dir, log, arch_list, cuda_home, torch, warn. Never raises and
+    never warns itself: load_modconv_plugin() decides what to tell the user (`warn`).
     """
     t0 = time.time()
     status = dict(ok=False, reason='', from_cache=False, seconds=0.0, build_dir=None, log=None,
@@ -3806,7 +3836,7 @@ def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=Non
 # The kernel checks itself. The first time the compiled ops would be used on a device in this
 # process, they are compared with the reference on small random inputs (forward and every gradient,
 # in float32, float16 and bfloat16: milliseconds on a GPU). If any relative error exceeds the
-# tolerances of check_parity (1e-5 in fp32; a few roundings in fp16/bf16), one warning names the
+# tolerances of check_parity (1e-5 in fp32; ~10 roundings in fp16/bf16), one warning names the
 # check and the error, and that device uses the reference for the rest of the run: a miscompiled or
 # mis-indexed kernel costs speed, never a silently wrong model.
 _SELF_CHECKS = {}                    # device -> dict(ok, worst, err, tol) of the first-use self-check
@@ -3841,10 +3871,11 @@ def _plugin_trusted(device) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # The same inputs go through the compiled op and the reference, the reference upcast to fp32 (fp64
 # for fp64), so a half-precision check measures the kernel's own rounding. The tolerances are
-# relative: a few roundings of the dtype (fp16: 2^-11, bf16: 2^-8; the demodulation gradient cubes
-# a rounded d, so it gets up to ~4 of them); an indexing bug gives errors of order 1. The full matrix
-# (6 epilogue configurations x 4 dtypes, gradcheck, gradgradcheck, an R1 double backward) is the
-# parametrized test `test_kernel_parity`; `check_parity` is its short form.
+# relative: about 10 roundings of the dtype (fp16 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8), room for
+# the ~4 the demodulation gradient accumulates (it cubes a rounded d); an indexing bug gives errors
+# of order 1. The full matrix (6 epilogue configurations and the demodulation x 4 dtypes, gradcheck,
+# gradgradcheck, an R1 double backward) is the parametrized tests `test_kernel_parity_*`
+# (`pytest -k kernel_parity`); `check_parity` is its short form.
 
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 
@@ -3913,7 +3944,7 @@ def demod_parity(device, dtype, seed=0) -> dict:
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16), seed=0) -> dict:
     """The short parity check (first-use self-check, `doctor`): per dtype, the epilogue in three
     configurations and the demodulation, forward and every gradient.
-    -> {'ok': bool, 'checks': {name: {'ok', 'err', 'tol'}}}."""
+    -> {'ok': bool, 'checks': {name: {'ok', 'err', 'tol'}}} (and 'reason' when there is no plugin)."""
     if load_modconv_plugin() is None:
         return dict(ok=False, checks={}, reason=modconv_plugin_status()['reason'])
     checks = {}
@@ -3940,14 +3971,15 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # Appendix B: the authors' snapshots (network-snapshot-*.pkl), read without running anything in them
 # ------------------------------------------------------------------------------------------------
 # What §13's load_checkpoint calls (at run time) for a file that is a bare pickle rather than a
-# checkpoint of ours; `convert` and `train --resume` reach it through load_checkpoint.
+# checkpoint of ours: `convert`, `train --resume`, `sample`, `figures` and fvd.py's --fake reach it
+# through load_checkpoint.
 #
 # The release's training loop pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its
 # networks as StyleGAN2-ADA *persistence* objects: each embeds the Python source of its module, and
 # the ordinary unpickler imports and runs that source (plus OmegaConf, dnnlib, numpy globals). We read
 # the same bytes with an Unpickler whose find_class answers every name with an inert stand-in --
-# a class that only records what it is given -- except torch's tensor and storage rebuilds and a
-# few plain containers. The persistent objects' recorded state (their __dict__: _parameters,
+# a class that only records what it is given -- except torch's tensor and storage rebuilds, plain
+# containers and plain numpy numbers. The persistent objects' recorded state (their __dict__: _parameters,
 # _buffers, _modules, the constructor kwargs, the OmegaConf config) then gives the weights and the
 # settings, which are mapped onto arch='release' modules. Nothing from the file is imported,
 # executed or called (only its storages are read, by torch.load(weights_only=True)).
@@ -4126,7 +4158,8 @@ def _release_names(kind: str, cfg: Config) -> list:
 
 
 def import_release_snapshot(path: str) -> dict:
-    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours (cfg, G, G_ema, D, aug), safely.
+    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely: cfg, G, G_ema, D,
+    aug_p (ADA's p), nimg (from the file name), step 0 and source (no optimizer state).
 
     The state dicts are built for arch='release' modules and checked against them (every tensor
     present, every shape right); the file's fixed buffers (frequencies, phase scales) are compared
@@ -4255,8 +4288,9 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
     """Time and peak memory of one ModConv2d layer (the 256² layer of the ffs config by default),
     forward + backward, CUDA ops vs reference; and of the epilogue alone, the part the kernel fuses.
 
-    Returns {'cuda': {...}, 'ref': {...}, 'speedup_layer': float, 'speedup_epilogue': float} with
-    milliseconds per iteration and peak memory in MiB above what was allocated before.
+    Returns {'ok': True, 'shape': {...}, 'cuda': {...}, 'ref': {...}, 'speedup_layer': float,
+    'speedup_epilogue': float} with milliseconds per iteration and peak memory in MiB above what was
+    allocated before; without the plugin {'ok': False, 'reason': str}.
     """
     if load_modconv_plugin() is None:
         return dict(ok=False, reason=modconv_plugin_status()['reason'])
@@ -4296,7 +4330,7 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
     return result
 
 
-ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (about 8 minutes on one GPU)
+ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (estimated ~8 minutes; unmeasured)
     "environment: GPU model, torch and CUDA versions",
     "kernel: build (or cached load), then the parity check in float64/float32/float16/bfloat16: the epilogue "
     "in 3 configurations and the demodulation, forward and every gradient (the full matrix: pytest -k kernel_parity)",
@@ -4310,7 +4344,8 @@ ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (ab
 def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Optional[int] = None, batch: int = 16,
                    steps: int = 5, log=print, stages: int = 5, verbose: bool = False) -> dict:
     """The stages of ACCEPTANCE_PLAN, every open GPU question answered in one run (doctor --full; plain
-    `doctor` runs the first 3). All 5 write doctor_full.json and .md to out_dir. On a CPU (the tests)
+    `doctor` runs the first 3). All 5 write doctor_full.json and .md to out_dir; the first 3 alone
+    write nothing. On a CPU (the tests)
     they run at a small size, and the kernel stages say why they were skipped. -> the results dict.
     """
     global USE_CUSTOM_OPS
@@ -4475,7 +4510,7 @@ def cmd_figures(args) -> None:
         if args.zoom > 1 and name != "embedding.png":           # nearest-neighbour, for small frames
             image = image.repeat(args.zoom, axis=0).repeat(args.zoom, axis=1)
         path = os.path.join(args.out, name)
-        iio.imwrite(path, image)
+        _atomic_write(path, lambda tmp: iio.imwrite(tmp, image))
         print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
     fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
@@ -4535,9 +4570,7 @@ def cmd_plot(args) -> None:
         raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
     curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
     image = plot_curves(curves, args.metric.upper().replace("FVD", "FVD_"))
-    tmp = args.out + ".tmp.png"
-    iio.imwrite(tmp, image)
-    os.replace(tmp, args.out)
+    _atomic_write(args.out, lambda tmp: iio.imwrite(tmp, image, extension=".png"))
     for label, c in curves.items():
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
     print(f"wrote {args.out}")

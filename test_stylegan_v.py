@@ -950,6 +950,24 @@ def test_nonfinite_gradients_are_replaced_as_stylegan2_ada_and_counted():
     assert m.weight.grad[1, 0] == 1e5 and m.bias.grad[1] == -1e5
 
 
+def test_ada_counts_the_reals_of_the_d_pass_and_of_the_r1_pass_and_w_avg_moves_in_both_phases():
+    """As the release's loss.py and training loop: sign(D(x_real)) is reported in the Dmain and in the Dr1
+    phase, and ADA's r_t is the mean of all of them since the last update; the mapping network updates
+    w_avg on every training-mode call, i.e. in the Gmain and the Dmain phase (Dr1 runs no G)."""
+    torch.manual_seed(0)
+    trainer = sv.Trainer(tiny(batch=4, aug="ada"), sv.Dist())
+    real = torch.randint(0, 256, (4, 3, 16, 16, 3), dtype=torch.uint8)
+    t = torch.tensor([[0.0, 3.0, 7.0]] * 4, dtype=torch.float64)
+    updates = []
+    forward = trainer.G.mapping.forward
+    trainer.G.mapping.forward = lambda z, psi=1.0, update_w_avg=False: (
+        updates.append(update_w_avg), forward(z, psi, update_w_avg))[1]
+    trainer.step(real, t)                                              # step 0: lazy R1 (0 % 16 == 0)
+    assert trainer.aug.ada._acc[1].item() == 2 * 4 and updates.count(True) == 2
+    trainer.step(real, t)                                              # step 1: no R1
+    assert trainer.aug.ada._acc[1].item() == 3 * 4 and updates.count(True) == 4
+
+
 def test_a_short_bfloat16_training_on_a_cpu_has_finite_losses_and_r1():
     """The pre-normalization, clamps and casts of mixed-precision training, exercised on a CPU."""
     torch.manual_seed(0)
@@ -1061,6 +1079,23 @@ def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert iio.imread(tmp_path / "curve.png").shape == (400, 640, 3)
     np.testing.assert_allclose(sv.read_metric_curve(str(out), "fvd16"), np.array(fvds))
+
+
+def test_an_output_is_renamed_into_place_complete_or_not_at_all(tmp_path):
+    """_atomic_write (config.json, previews, figures, plots): a writer that fails halfway leaves neither
+    the file nor its temporary; one that succeeds leaves just the file, in the format of its extension."""
+    path = str(tmp_path / "strip.png")
+
+    def fails(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half a PNG")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        sv._atomic_write(path, fails)
+    assert os.listdir(tmp_path) == []
+    image = np.full((4, 6, 3), 200, np.uint8)
+    sv._atomic_write(path, lambda tmp: iio.imwrite(tmp, image))
+    assert os.listdir(tmp_path) == ["strip.png"] and np.array_equal(iio.imread(path), image)
 
 
 # -- stopping: a signal finishes the step and saves; a kill leaves nothing stale; resume -------
@@ -1292,6 +1327,21 @@ def test_sigterm_during_sample_leaves_no_partial_video(tmp_path):
 
 
 # -- train: bad input, one run directory per training, a full disk -----------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--device", "gpu0"], "--device gpu0: not a device"),
+    (["train", "--data", "d.zip", "--device", "tpu"], "--device tpu: not a device"),
+    (["train", "--data", "d.zip", "--device", "cuda:1", "--gpus", "2"], "--device cuda:1"),
+])
+def test_a_device_that_is_not_one_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "d.zip")
+    with pytest.raises(SystemExit) as exit_:
+        sv.main(argv + (["--outdir", "run"] if argv[0] == "train" else ["--out", "x.mp4"]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert sorted(os.listdir(tmp_path)) == ["d.zip"]
 
 
 @slow
