@@ -23,10 +23,12 @@ What this file holds, in the order the data flows (each section has a `# ---` ba
     §11 Dataset: the video folder and its real clips                    (Appx B)
     §12 Training loop                                                   (Sec 4.1, Appx B)
     §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
-    §14 Command line: train, sample, convert; the one error path
+    §14 Command line: train, sample, convert
     Appendix A  The fused ModConv2d CUDA kernel: source, lazy build, autograd, self-check, parity
     Appendix B  The authors' snapshots (network-snapshot-*.pkl), read safely
     Appendix C  Measuring and drawing: bench, doctor (the GPU acceptance run), figures, plot
+    Appendix D  Plumbing: the dataset's checks, crash-safe files, signals and processes, the run lock,
+                the flags and their ranges, the one error path
 
 Shape legend: B videos in a batch, k frames per clip, N = B*k frames, T frames in a rendered
 clip, C channels, H x W pixels, D motion-token dim, L number of motion tokens, A anchors.
@@ -257,7 +259,7 @@ class FC(nn.Module):
         b = self.bias.to(x.dtype) * self.bias_gain if self.bias is not None else None
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])                           # [M, in]
-        if self.act == "linear":
+        if self.act == "linear":                                 # addmm: bias and matmul in one kernel
             x = torch.addmm(b, x, w.t()) if b is not None else x @ w.t()
         else:
             x = bias_act_ref(x @ w.t(), b, self.act)
@@ -279,6 +281,8 @@ def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple, gain: float = 1.0) -> to
     """Depthwise 2-D convolution of every channel with f after zero padding (left, right, top, bottom)."""
     C = x.shape[1]
     x = F.pad(x, pad)
+    # conv2d correlates; flipping f makes it a true convolution (the same for this symmetric filter,
+    # but exact for any other). groups=C: every channel is filtered on its own, with the same f.
     w = (f * gain).to(x.dtype).flip([0, 1])[None, None].repeat(C, 1, 1, 1)  # [C, 1, fh, fw]
     return F.conv2d(x, w, groups=C)
 
@@ -325,7 +329,6 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 # Global switch for every custom op; `--no-custom-ops` sets it to False so the PyTorch reference runs
 # everywhere (useful to rule the kernels out when debugging).
 USE_CUSTOM_OPS = True
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -467,6 +470,8 @@ class MappingNetwork(nn.Module):
     """w = F_c(z^c): normalize z to unit 2nd moment, then an MLP with lr multiplier 0.01.
 
     Tracks the running mean w_avg (beta 0.995) for the truncation trick w_avg + psi (w - w_avg).
+    lr_mul = 0.01 (StyleGAN): the mapping learns 100x slower than the synthesis network, which keeps
+    the space of w from drifting under the layers that read it.
     """
 
     def __init__(self, z_dim: int, w_dim: int, num_layers: int = 2, lr_mul: float = 0.01,
@@ -478,6 +483,8 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, truncation: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+        # z / rms(z): every z lies near the sphere of radius sqrt(z_dim), so the MLP never sees the
+        # rare long vectors of a Gaussian (StyleGAN's "normalize 2nd moment").
         x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()             # [B, z]
         for layer in self.layers:
             x = layer(x)                                                          # [B, w]
@@ -817,7 +824,6 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
     return x.movedim(-3, -1)
 
 
-
 # ------------------------------------------------------------------------------------------------
 # §7 Discriminator: per-frame backbone, channel-wise concatenation, time-gap hyper-modulation (Sec 3.2, Fig 6)
 # ------------------------------------------------------------------------------------------------
@@ -985,7 +991,6 @@ class Discriminator(nn.Module):
         if c is None:
             return out[:, 0]
         return (out * c).sum(dim=1) / math.sqrt(self.cmap_dim)   # projection discriminator [41]
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1449,15 +1454,12 @@ class VideoAugment:
 # last keyframe (up to 250 frames back with x264's defaults), so 3 frames could cost hundreds of
 # decodes; as images, every frame is one decode wherever it is, and a clip costs k decodes.
 # Everything about a dataset that can be checked cheaply is checked when it is opened, so a broken
-# dataset fails in the first second with its file named, not hours later inside a loader worker.
+# dataset fails in the first second with its file named, not hours later inside a loader worker
+# (the checks themselves, `_parse_dataset_json` and `check_dataset_files`, are in Appendix D).
 
 
 class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
-
-
-MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
-MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (five weeks at 30 fps)
 
 
 class VideoFolder:
@@ -1490,45 +1492,7 @@ class VideoFolder:
         except ValueError as e:                                  # JSONDecodeError, UnicodeDecodeError
             raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
         self.fps, self.resolution, self.ext, self.names, self.lengths = _parse_dataset_json(path, meta)
-        self._validate(resolution)
-
-    def _validate(self, resolution):
-        if self.is_zip:
-            self._check_zip_members()
-        else:             # a folder: the first and the last frame of each video
-            for name, n in zip(self.names, self.lengths):
-                for i in sorted({0, n - 1}):
-                    if not os.path.isfile(os.path.join(self.path, self._member(name, i))):
-                        raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {i} is missing")
-        from PIL import Image
-        for name in self.names:                                  # image headers only: no decoding
-            member = self._member(name, 0)
-            try:
-                with self._open_member(member) as f, Image.open(f) as img:
-                    size = img.size
-            except Exception as e:
-                raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
-            if size != (self.resolution, self.resolution):
-                raise DataError(f"{self.path}: {member} is {size[0]}x{size[1]}, "
-                                f"dataset.json says {self.resolution}x{self.resolution}")
-        if resolution is not None and resolution != self.resolution:
-            raise DataError(f"{self.path}: dataset resolution is {self.resolution}, the model needs {resolution}")
-
-    def _check_zip_members(self):
-        """Every listed frame <name>/<i:06d><ext>, i < frames, is a member: one pass over the zip's index."""
-        wanted = dict(zip(self.names, self.lengths))
-        found = {name: set() for name in self.names}
-        pattern = re.compile(r"(\d{6,})" + re.escape(self.ext) + "$")
-        for member in self._open().namelist():
-            name, _, file = member.partition("/")
-            match = pattern.match(file) if name in wanted else None
-            if match and int(match.group(1)) < wanted[name]:
-                found[name].add(int(match.group(1)))
-        for name, n in wanted.items():
-            if len(found[name]) < n:                             # the first missing index is <= len(found)
-                first = next(i for i in range(len(found[name]) + 1) if i not in found[name])
-                raise DataError(f"{self.path}: video '{name}' lists {n} frames but frame {first} "
-                                f"({self._member(name, first)}) is not in the zip")
+        check_dataset_files(self, resolution)                   # Appendix D: every file it lists
 
     def _member(self, name: str, i: int) -> str:
         return f"{name}/{i:06d}{self.ext}"
@@ -1557,7 +1521,7 @@ class VideoFolder:
         out, R = [], self.resolution
         for i in frame_indices:
             member = self._member(self.names[video], int(i))
-            try:
+            try:       # decoded from bytes, so a zip member and a file take the same path
                 img = iio.imread(self._read(member), extension=self.ext)
             except Exception as e:
                 raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
@@ -1568,41 +1532,6 @@ class VideoFolder:
                                 f"{img.dtype} image, the dataset's frames are {R}x{R} 8-bit RGB")
             out.append(img[:, :, :3])
         return np.stack(out)
-
-
-def _parse_dataset_json(path: str, meta) -> tuple:
-    """dataset.json -> (fps, resolution, ext, names, lengths), every field checked; else a DataError."""
-    def bad(what):
-        return DataError(f"{path}: dataset.json: {what}")
-    if not isinstance(meta, dict):
-        raise bad("not a JSON object")
-    for key in ("fps", "resolution", "videos"):
-        if key not in meta:
-            raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
-    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
-    if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
-        raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
-    if not (number(res) and res == int(res) and 4 <= res <= 4096 and int(res) & (int(res) - 1) == 0):
-        raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
-    if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
-        raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
-    if not isinstance(videos, list) or not videos:
-        raise bad("'videos' must be a non-empty list")
-    names, lengths = [], []
-    for i, v in enumerate(videos):
-        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
-        # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
-        if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
-            raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
-        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
-            raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
-        names.append(name)
-        lengths.append(n)
-    if len(set(names)) < len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise bad(f"video name '{dup}' is listed twice")
-    return float(fps), int(res), "." + fmt, names, lengths
 
 
 def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
@@ -1639,7 +1568,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.usable = [i for i, l in enumerate(data.lengths) if l >= cfg.frames_per_clip]
 
     def __len__(self):           # items are seeds (Batches yields them): any int is an item
-        return 2 ** 62
+        return 2 ** 62           # (the DataLoader never asks for it: Batches decides what is drawn)
 
     def draw(self, item_seed: int):
         """(video index, frame times [k], x-flip?) of item `item_seed`."""
@@ -1655,7 +1584,6 @@ class ClipDataset(torch.utils.data.Dataset):
         if flip:                                                             # the whole video, every frame
             frames = frames[:, :, ::-1]
         return torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(t)
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1689,6 +1617,8 @@ def step_rng(seed: int, step: int, purpose: str) -> torch.Generator:
     its own: resuming needs nothing but the step counter, and the draws do not depend on how many
     processes split the batch (each takes its rows of the same global draw).
     """
+    # The key mixes the three with splitmix64 (§5), not Python's hash(): hash() of a str is salted per
+    # process (PYTHONHASHSEED), so two processes, or a run and its resume, would draw different numbers.
     key = _splitmix64(_splitmix64(seed & _MASK64) ^ _splitmix64(step)) ^ sum(map(ord, purpose)) * 0x9E3779B1
     return torch.Generator().manual_seed(_splitmix64(key & _MASK64) >> 1)
 
@@ -1798,6 +1728,9 @@ class Trainer:
         # pl_weight = 0, so their G really trains at lr 0.0025 * 4/5 = 0.002, beta2 = 0.99^0.8.
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.lr, cfg.g_reg_interval))
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.lr, cfg.r1_interval))
+        # gamma < 0 means StyleGAN2-ADA's 'auto' heuristic 0.0002 * res^2 / batch: the penalty is a
+        # sum over pixels, so its scale grows with res^2; at the paper's 256^2 and batch 64 it gives
+        # 0.2048, the paper's gamma = 0.2 (Appx B.1). The presets set it explicitly (§1).
         self.gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
         self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
         self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
@@ -1806,6 +1739,8 @@ class Trainer:
     # -- helpers --------------------------------------------------------------------------------
     def _latents(self, purpose: str):
         """z, clip times and motion tokens for this process's rows of the global batch."""
+        # Everything is drawn for all B videos and then sliced: drawing only our rows would make row
+        # r's latents depend on how many processes split the batch (see step_rng).
         cfg, B = self.cfg, self.cfg.batch
         g = step_rng(self.seed, self.step_idx, purpose)
         t = fake_clip_times(cfg, step_np_rng(self.seed, self.step_idx, purpose), B, self.k)   # [B, k]
@@ -1820,6 +1755,8 @@ class Trainer:
     def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
         """Video-consistent ADA with this step's generator. (Per process, not per global batch: with
         augmentation on, N processes draw other -- equally distributed -- parameters than one.)"""
+        # The rank enters the seed (7919, a prime, keeps (seed, rank) pairs apart), or every process
+        # would apply the same augmentation to its different videos, a correlation ADA does not have.
         g = step_rng(self.seed * 7919 + self.dist.rank, self.step_idx, purpose)
         return self.aug(x, generator=g)
 
@@ -1901,6 +1838,8 @@ class Trainer:
         with torch.no_grad():
             for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
                 p_ema.copy_(p.lerp(p_ema, beta))
+            # Buffers are copied, not averaged, as StyleGAN2-ADA does: the one that changes, w_avg (§4),
+            # is already a running mean of w, and a second average would only make it lag further.
             for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 b_ema.copy_(b)
 
@@ -1927,7 +1866,10 @@ class Trainer:
 
 
 def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
-    """A grid video and a PNG strip from G_ema, with the same seeds every time."""
+    """A grid video and a PNG strip from G_ema, with the same seeds every time.
+
+    Same seeds, same videos: the previews of successive snapshots show the same content and motion
+    codes, so what changes between them is the training, not the draw."""
     import imageio.v3 as iio
     os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
     stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
@@ -1941,44 +1883,11 @@ def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int 
     _atomic_write(stem + ".png", lambda tmp: iio.imwrite(tmp, strip_png))
 
 
+# log.jsonl: one JSON object per line, appended, so `tail -f` follows a run and a reader needs no
+# parser state; a line torn by a kill is at the end, and truncate_log drops it on --resume.
 def _write_json_line(path: str, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def _atomic_write(path: str, write) -> None:
-    """write(tmp) to <stem>.partial-<pid><ext> beside `path` (the extension kept: image writers read the
-    format from it), then rename it into place, so a crash or Ctrl-C never leaves half a file at `path`."""
-    stem, ext = os.path.splitext(path)
-    tmp = f"{stem}.partial-{os.getpid()}{ext}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def truncate_log(path: str, kimg: float) -> int:
-    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many
-    were dropped. A run killed between two checkpoints had logged kimg that the resumed run does
-    again: without this, plot and every reader of the log would see those kimg twice."""
-    if not os.path.isfile(path):
-        return 0
-    with open(path) as f:
-        lines = f.readlines()
-    def keep(line):
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            return float(json.loads(line)["kimg"]) <= kimg + 1e-9
-        return False                                             # a torn last line of a killed run
-    kept = [line for line in lines if keep(line)]
-    if len(kept) < len(lines):
-        _atomic_write_text(path, "".join(kept))
-    return len(lines) - len(kept)
 
 
 # The fields that define the networks (not the training): a run resuming an authors' snapshot takes
@@ -2009,32 +1918,6 @@ def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
         raise UserError(f"{path}: the checkpoint was trained with --aug {state['aug']['mode']}, "
                         f"this run has --aug {cfg.aug}")
     return state, cfg
-
-
-class GracefulStop:
-    """Ctrl-C (SIGINT) and `kill` (SIGTERM) ask the training loop to finish its step, save and stop.
-
-    A context manager (main thread only; elsewhere a no-op): the first signal sets `requested`; a
-    second Ctrl-C stops at once (KeyboardInterrupt), further SIGTERMs are ignored (a supervisor
-    that sends TERM twice still gets its checkpoint). The old handlers come back on exit.
-    """
-
-    def __init__(self):
-        self.requested, self._old = False, {}
-
-    def _handle(self, signum, _frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *_):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
@@ -2119,44 +2002,15 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         trainer.interrupted = stop_now
         return done or stop_now
 
+    # Stopping (the plumbing is in Appendix D): GracefulStop turns Ctrl-C or SIGTERM into a request
+    # that after_step honours once the step is done, and every process agrees on the same step
+    # (_stop_requested_anywhere), or the others would wait forever in the next all_reduce.
     batches = _unwrap_worker_errors(loader)                      # closing it stops the loader's workers now
     with GracefulStop() as stop, contextlib.closing(batches), contextlib.closing(bar):
         for real, t_real in batches:                             # this process's rows of each step's batch
             if trainer.nimg >= total or after_step(trainer.step(real, t_real)):   # (>=: a resumed run was done)
                 break
     return trainer
-
-
-def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
-    """Did any process get a signal? All must agree to stop at the same step, or the others would
-    wait forever in the next step's all_reduce."""
-    flag = torch.tensor([float(stop.requested)], device=dist.device)
-    return dist.all_reduce_sum(flag).item() > 0
-
-
-def _unwrap_worker_errors(loader):
-    """Iterate a DataLoader; a DataError raised in a worker comes back as the worker's one-line message.
-
-    (DataLoader re-raises a worker's exception with the worker's whole traceback in its message.)
-    Closing the generator shuts the workers down at once: they ignore SIGTERM (it is the training
-    process's to handle), so they must not be left for the interpreter's exit to terminate.
-    """
-    iterator = iter(loader)
-    try:
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except DataError as e:
-                lines = [line for line in str(e).splitlines() if line.strip()]
-                last = lines[-1] if lines else str(e)
-                raise DataError(last.split("DataError: ", 1)[-1]) from None
-            yield batch
-    finally:
-        shutdown = getattr(iterator, "_shutdown_workers", None)     # only with worker processes
-        if shutdown is not None:
-            shutdown()
 
 
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
@@ -2190,12 +2044,6 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
         bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + note)
 
 
-def _ignore_signals(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which saves before stopping."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Dist) -> dict:
     """FVD at a snapshot (computed on the main process; fvd.py holds the protocol), and 'sec', the
     wall time it took here (so the training time can be reported without it)."""
@@ -2222,7 +2070,7 @@ def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Di
 
 
 class CheckpointError(UserError):
-    pass
+    """A checkpoint that is missing, not ours, unsafe to unpickle, or cannot be written."""
 
 
 def checkpoint_path(path: str) -> str:
@@ -2231,33 +2079,13 @@ def checkpoint_path(path: str) -> str:
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """torch.save to a temporary name, then an atomic rename: a crash never leaves half a file, and a
-    failed write (a full disk) leaves the previous checkpoint as it was and no temporary file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """torch.save, written atomically and synced to disk (`_atomic_write`, Appendix D): a crash never
+    leaves half a file, and a failed write (a full disk) leaves the previous checkpoint as it was."""
     try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=True)
     except (OSError, RuntimeError) as e:    # a full disk is ENOSPC, or torch's zip writer noticing it
-        full = isinstance(e, RuntimeError) and shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20
-        reason = os_error_reason(e, path) if isinstance(e, OSError) else \
-            "no space left on device" if full else _first_line(e)
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({reason}); "
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({write_error_reason(e, path)}); "
                               f"the previous checkpoint, if any, is intact") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
-def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
-    """An OSError in words a user can act on, e.g. 'no space left on device (folder runs/x)'."""
-    import errno
-    file = e.filename or path
-    if e.errno == errno.ENOSPC:
-        return "no space left on device" + (f" (folder {os.path.dirname(os.path.abspath(file))})" if file else "")
-    return e.strerror or _first_line(e)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -2287,7 +2115,10 @@ def load_checkpoint(path: str) -> dict:
 
 
 def config_from_dict(d: dict) -> Config:
-    """The Config saved in a checkpoint (fields unknown to this version are ignored)."""
+    """The Config saved in a checkpoint (fields unknown to this version are ignored).
+
+    Fields a checkpoint lacks take today's defaults, and fields this version does not know are dropped,
+    so checkpoints load across versions of the file; ARCH_FIELDS (§12) are the ones that must match."""
     fields = {f.name for f in dataclasses.fields(Config)}
     return Config(**{k: v for k, v in d.items() if k in fields})
 
@@ -2328,6 +2159,8 @@ def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
     """fn over the rows of x; on CPU in blocks of exactly ROW_BLOCK rows (the last one padded)."""
     if x.device.type != "cpu":
         return fn(x)
+    # The last block is padded with copies of the last row (rows are independent, so any values would
+    # do; real ones keep fp16 layers in their usual range) and the padded rows are dropped after.
     n, nb = x.shape[0], ROW_BLOCK
     pad = (-n) % nb
     if pad:
@@ -2355,8 +2188,9 @@ def anchor_params(G, motion_seed: int, js, cache: Optional[dict] = None):
             tokens = motion_tokens(int(motion_seed), b * nb - ctx, nb + ctx, D).to(_g_device(G))
             block = [p[0] for p in G.motion(tokens[None])]                 # 4 x [nb, D]
             if cache is not None:
-                if len(cache) >= 256:                                      # bounded: memory stays flat
-                    cache.pop(next(iter(cache)))
+                if len(cache) >= 256:                                      # bounded: memory stays flat;
+                    cache.pop(next(iter(cache)))                           # a dict keeps insertion order,
+                                                                           # so this drops the oldest block
                 cache[key] = block
         rows.append([p[j - b * nb] for p in block])
     return [torch.stack([r[i] for r in rows]) for i in range(4)]
@@ -2480,19 +2314,6 @@ class FrameSink:
         self.abort() if exc_type else self.close()
 
 
-def _release_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere a no-op).
-
-    Rendering allocates and frees the same few-MB activations for every chunk; glibc keeps freed
-    blocks in a heap that slowly fragments, and over an hour of chunks the peak memory crept up by
-    ~17 % (measured). Trimming every few dozen chunks keeps it flat at no measurable cost.
-    """
-    with contextlib.suppress(Exception):
-        import ctypes
-        import ctypes.util
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-
-
 def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
            seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
            progress: bool = True) -> int:
@@ -2522,19 +2343,19 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
             frames = to_uint8(render_frames(G, w, motion_seeds, t, cache))   # [B, T, H, W, 3]
             sink.write(video_grid(frames))
             bar.update(len(idx))
-            if (i // batch) % 64 == 63:
-                _release_free_memory()
+            if (i // batch) % 64 == 63:            # glibc's malloc_trim (Appendix D): without it the
+                _release_free_memory()              # peak memory creeps up over an hour of chunks
     return n_frames
 
 
 # ------------------------------------------------------------------------------------------------
-# §14 Command line: train, sample, convert (bench, doctor, figures and plot: Appendix C)
+# §14 Command line: train, sample, convert (bench, doctor, figures, plot: Appendix C; flags: Appendix D)
 # ------------------------------------------------------------------------------------------------
 # Each command is a thin `cmd_*` function over the sections above (the four that measure or draw are
-# in Appendix C, called at run time); `build_parser` near the end lists every option with its default
+# in Appendix C, called at run time); `build_parser` (Appendix D) lists every option with its default
 # and its range (checked while parsing). The error policy is the same everywhere: a mistake the
 # user can fix (a path, a flag, a dataset, a checkpoint) raises UserError, and a failing file system
-# an OSError; `_exit_on_error`, the one way out of every command and every training process, prints
+# an OSError; `_exit_on_error` (Appendix D), the one way out of every command and every process, prints
 # either as ONE line, "stylegan_v.py: error: ...", exit status 2 -- never a traceback from deep
 # inside torch. Ctrl-C and SIGTERM exit 130 (train saves first). Every output file (checkpoints,
 # config.json, videos, frame folders, PNGs) is written under a temporary name and renamed when
@@ -2557,6 +2378,9 @@ def _set_custom_ops(args) -> None:
 
 
 def _pick_device(name: Optional[str]) -> torch.device:
+    """--device as a torch.device, checked now: a CUDA name on a machine without CUDA, a misspelt name
+    or a GPU index past the count is one error line here, not a failure after the model is built
+    (and, for a misspelt name, not a silent run on the CPU)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -2581,6 +2405,8 @@ def cmd_sample(args) -> None:
         torch.manual_seed(args.seed)
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{args.preset}' generator (no --ckpt: expect noise, not video)"
+    # --fps only sets how densely the continuous video is sampled: frame times are in the training
+    # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
     fps = args.fps or cfg.fps
     seeds = list(range(args.seed, args.seed + args.num))
     mseed = args.seed if args.motion_seed is None else args.motion_seed
@@ -2600,6 +2426,8 @@ def cmd_convert(args) -> None:
     """`convert`: an authors' network-snapshot-*.pkl (read safely) -> a checkpoint of ours (.pt)."""
     if os.path.exists(args.out):
         raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
+    # The snapshot is read by Appendix B's importer (nothing in it runs) into our checkpoint's layout;
+    # saving it as a .pt means later loads use torch's safe weights_only reader, not the importer.
     state = load_checkpoint(args.src)
     if "opt_G" in state:
         raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
@@ -2633,9 +2461,11 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
         local_rank = _pick_device(args.device).index or 0           # --device cuda:1 trains on GPU 1
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
+        # benchmark: cuDNN times its algorithms for each new shape once and keeps the fastest; the
+        # shapes of a training step never change, so that costs one slow step and then pays back.
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    elif world > 1:   # N CPU processes share the cores
+    elif world > 1:   # N CPU processes share the cores; each with all of them would oversubscribe
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     interrupted = False
     try:
@@ -2656,77 +2486,6 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
             torch.distributed.destroy_process_group()
     if interrupted:
         sys.exit(130)
-
-
-class RunLock:
-    """An exclusive lock on a run directory (<outdir>/train.lock, fcntl) held while one training runs.
-
-    The lock belongs to the process, so the OS releases it when the process dies, however it dies;
-    the file keeps the holder's pid for the error message. (No locking on Windows, where fcntl is
-    missing.) Taking it also removes what a killed run left behind: temporary checkpoint, config and
-    log files and half-written preview videos, which nobody else can be writing while we hold it.
-    """
-
-    def __init__(self, outdir: str):
-        self.outdir, self.file = outdir, None
-
-    @staticmethod
-    def busy(outdir: str, pid: str) -> UserError:
-        return UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
-                         f"wait for it or stop it, or train into another --outdir")
-
-    @staticmethod
-    def holder(outdir: str) -> Optional[str]:
-        """The pid of the training that holds outdir's lock, or None; creates nothing."""
-        path = os.path.join(outdir, "train.lock")
-        if fcntl is None or not os.path.isfile(path):
-            return None
-        with open(path, "r") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                return f.read().strip() or "?"
-        return None
-
-    def acquire(self) -> "RunLock":
-        os.makedirs(self.outdir, exist_ok=True)
-        self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
-        if fcntl is not None:
-            try:
-                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self.file.seek(0)
-                pid = self.file.read().strip() or "?"
-                self.file.close()
-                raise RunLock.busy(self.outdir, pid) from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(str(os.getpid()))
-        self.file.flush()
-        import glob
-        stale = [p for pattern in ("*.tmp-*", "*.partial-*", os.path.join("samples", "*.partial-*"))
-                 for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-        return self
-
-    def release(self) -> None:
-        if self.file is not None:
-            self.file.close()                    # closing the file releases the lock
-            self.file = None
-
-
-def check_run_dir(outdir: str, resuming: bool) -> None:
-    """A new run never writes into a directory that holds something, and never beside a live run."""
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
-    pid = RunLock.holder(outdir)
-    if pid is not None:
-        raise RunLock.busy(outdir, pid)
-    entries = sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []
-    if entries and not resuming:
-        raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
-                        f"continue it with --resume auto, or train into a new --outdir")
 
 
 def cmd_train(args) -> None:
@@ -2779,195 +2538,6 @@ def cmd_train(args) -> None:
     finally:
         if lock is not None:
             lock.release()
-
-
-def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """Start `world` training processes here and wait for them; Ctrl-C / SIGTERM reach every one.
-
-    Ctrl-C in a terminal signals the whole process group; `kill` signals only us. Either way we pass
-    a SIGTERM on to every worker (they treat it as a request to save and stop, and ignore repeats)
-    and keep waiting (join) until every worker has saved and exited, so their exit status is passed on.
-    """
-    import socket
-    with socket.socket() as sock:                              # a free port on this machine
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    context = torch.multiprocessing.start_processes(
-        _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
-
-    def forward(_signum, _frame):
-        for process in context.processes:
-            with contextlib.suppress(OSError):
-                if process.pid:
-                    os.kill(process.pid, signal.SIGTERM)
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not context.join():
-            pass
-    except torch.multiprocessing.ProcessExitedException as e:
-        sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
-
-    def error(self, message):
-        command = self.prog.split()[-1] if " " in self.prog else None
-        hint = f" (see: stylegan_v.py {command} --help)" if command else ""
-        print(f"stylegan_v.py: error: {message}{hint}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _in_range(kind, lo, hi, lo_open=False, hi_open=False):
-    """An argparse `type` that parses an int or a finite float and checks lo <= x <= hi ('(' = open)."""
-    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-
-    def parse(text: str):
-        try:
-            x = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not math.isfinite(x) or x < lo or x > hi or (lo_open and x == lo) or (hi_open and x == hi):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {span}")
-        return x
-    return parse
-
-
-SEED = _in_range(int, 0, 2 ** 32 - 1)          # every seed flag
-KIMG = _in_range(float, 0, 1e6, lo_open=True)   # --kimg, --snap, --tick, --ada-kimg
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    device = argparse.ArgumentParser(add_help=False)             # the flags every compute command shares
-    device.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    device.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
-
-    s = sub.add_parser("sample", parents=[device], help="render videos of any length and frame rate")
-    s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
-    s.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture when no --ckpt")
-    s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
-                   help="length of the video, up to a day (default 4)")
-    s.add_argument("--fps", type=_in_range(float, 0, 1000, lo_open=True),
-                   help="frames per second, up to 1000 (default: the dataset's, else the preset's)")
-    s.add_argument("--start", type=_in_range(float, 0, 1e7), default=0.0,
-                   help="time of the first frame, in seconds (0 to 10^7)")
-    s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i)")
-    s.add_argument("--motion-seed", type=SEED, help="motion seed z^m (default: = --seed)")
-    s.add_argument("--num", type=_in_range(int, 1, 64), default=1, help="number of videos, tiled into a grid (1-64)")
-    s.add_argument("--truncation", type=_in_range(float, -10, 10), default=1.0, help="truncation psi for w (1 = off)")
-    s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16,
-                   help="time steps rendered per chunk (--num x this many frames)")
-    s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
-    s.set_defaults(fn=cmd_sample)
-
-    # `train`: the flags that change the Config default to None, "the preset's value" (§1), so the
-    # paper's numbers live in one place, and a run's config.json records what was actually used.
-    t = sub.add_parser("train", parents=[device], help="train on a dataset written by prepare_data.py",
-                       description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
-    t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
-    t.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture and defaults (tiny: CPU)")
-    t.add_argument("--outdir", help="run directory (default runs/<preset>-<data>); a new run needs an empty or new one")
-    t.add_argument("--kimg", type=KIMG, help="train until D has seen this many thousand real frames "
-                                             "(default 25000; tiny 200)")
-    t.add_argument("--snap", type=KIMG, help="checkpoint + samples every this many kimg (default min(200, kimg/5))")
-    t.add_argument("--tick", type=KIMG, default=1.0, help="log a line to log.jsonl every this many kimg")
-    t.add_argument("--seed", type=SEED, default=0, help="seed of weights and of every random draw")
-    t.add_argument("--batch", type=_in_range(int, 1, 65536), help="videos per step over all processes (paper 64)")
-    t.add_argument("--frames-per-clip", type=_in_range(int, 1, 33), help="k frames D sees per video (paper 3)")
-    t.add_argument("--gamma", type=_in_range(float, 0, 1e4),
-                   help="R1 weight (default: the preset's; 0.0002 * res^2 / batch = 0.2 at 256^2, tiny 3)")
-    t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
-    t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
-    t.add_argument("--d-cond", choices=["hyper", "concat", "none"],
-                   help="time-gap conditioning of D: hyper = paper (ModConv + projection), concat = release "
-                        "(projection only), none = no time information")
-    t.add_argument("--lr", type=_in_range(float, 0, 1, lo_open=True), help="Adam learning rate (paper 0.0025)")
-    t.add_argument("--ada-kimg", type=KIMG, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
-    t.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
-                   help="x-flip whole videos at random (default on, as the release; --no-mirror: off)")
-    t.add_argument("--span-dist", choices=["uniform", "release"],
-                   help="clip spans: uniform = U[k-1, 32] (paper), release = {2, 4, 8, 16, 32}")
-    t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA, no activation clamping")
-    t.add_argument("--amp-dtype", choices=list(AMP_DTYPES),
-                   help="dtype of the mixed-precision layers (G's and D's top 4 resolutions): auto = float16 "
-                        "on CUDA, float32 on a CPU (default); bfloat16 runs them in bfloat16 on a CPU too")
-    t.add_argument("--gpus", type=_in_range(int, 1, 1024), default=1,
-                   help="processes, one per GPU (with --device cpu: CPU processes)")
-    t.add_argument("--workers", type=_in_range(int, 0, 64), default=2,
-                   help="data-loading worker processes per training process")
-    t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
-    t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
-    t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=2048, help="videos per metric (paper 2048)")
-    t.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, stop")
-    t.set_defaults(fn=cmd_train)
-
-    b = sub.add_parser("bench", parents=[device], help="speed of rendering (and of training steps)")
-    b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS))
-    b.add_argument("--repeat", type=_in_range(int, 1, 1000), default=3, help="timed repetitions (median)")
-    b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
-    b.add_argument("--train-batch", type=_in_range(int, 1, 4096), help="videos per training step (default: the preset's)")
-    b.set_defaults(fn=cmd_bench)
-
-    f = sub.add_parser("figures", parents=[device], help="the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9")
-    f.add_argument("--ckpt", required=True, help="checkpoint file or training directory")
-    f.add_argument("--data", help="its dataset, for real frames beside the fake ones")
-    f.add_argument("--out", default="assets", help="folder for the PNGs (default assets/)")
-    f.add_argument("--num", type=_in_range(int, 1, 64), default=4, help="videos per picture")
-    f.add_argument("--stride", type=_in_range(int, 1, 10 ** 6), default=4, help="frames between the 8 frames of a strip")
-    f.add_argument("--hour-seconds", type=_in_range(float, 0, 1e7), default=3600.0, help="how late the late strip is")
-    f.add_argument("--zoom", type=_in_range(int, 1, 16), default=1, help="enlarge the strips N times (nearest neighbour)")
-    f.set_defaults(fn=cmd_figures)
-
-    c = sub.add_parser("plot", help="a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG")
-    c.add_argument("runs", nargs="+", help="run directories (or their log.jsonl)")
-    c.add_argument("--labels", nargs="+", help="one legend label per run (default: the directory names)")
-    c.add_argument("--metric", default="fvd16", help="a key of log.jsonl (default fvd16)")
-    c.add_argument("--out", default="fvd_curve.png", help="the PNG to write")
-    c.set_defaults(fn=cmd_plot)
-
-    v = sub.add_parser("convert", help="an authors' network-snapshot-*.pkl -> a checkpoint of ours (nothing in the "
-                                       "pickle is run)")
-    v.add_argument("src", help="the authors' snapshot, e.g. network-snapshot-001234.pkl")
-    v.add_argument("out", help="the checkpoint to write, e.g. ffs.pt")
-    v.set_defaults(fn=cmd_convert)
-
-    d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
-    d.add_argument("--verbose", action="store_true", help="show the compiler's output")
-    d.add_argument("--full", action="store_true", help="on a GPU: the acceptance run (parity matrix, layer and "
-                                                       "training benchmarks, sampling speed; an estimated ~8 minutes)")
-    d.add_argument("--out", default="doctor_full", help="folder for doctor --full's JSON and Markdown table")
-    d.set_defaults(fn=cmd_doctor)
-    return p
-
-
-def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one error path of every command and every training process: a mistake the user can fix
-    (UserError) or a failing file system (OSError: a full disk, a read-only folder) is ONE line,
-    "stylegan_v.py: error: ...", exit status 2; an interruption is exit status 130. Anything else
-    is a bug, and keeps its traceback."""
-    if isinstance(e, UserError):
-        message = str(e)
-    elif isinstance(e, OSError):
-        message = f"{e.filename}: {os_error_reason(e)}" if e.filename else os_error_reason(e)
-    elif isinstance(e, KeyboardInterrupt):
-        if not quiet:
-            print("stylegan_v.py: interrupted", file=sys.stderr)
-        sys.exit(130)
-    else:
-        raise e
-    if not quiet:
-        print(f"stylegan_v.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _raise_keyboard_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
 
 
 def main(argv=None) -> None:
@@ -4574,6 +4144,506 @@ def cmd_plot(args) -> None:
     for label, c in curves.items():
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
     print(f"wrote {args.out}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
+#             the flags and the one error path)
+# ------------------------------------------------------------------------------------------------
+# What lets the sections above survive real use: a broken dataset is named in its first second, not
+# hours later in a loader worker; Ctrl-C or `kill` saves before it stops; a full disk leaves the last
+# checkpoint intact; two trainings cannot write into one directory; every mistake is one line, never a
+# traceback. None of it is StyleGAN-V, so it is kept out of the reading path: §11-§14 call it at run
+# time. The policy (§14's banner states it): a mistake the user can fix raises UserError, a failing
+# file system an OSError, and `_exit_on_error` prints either as ONE line, exit status 2.
+
+
+# --- The dataset's metadata, checked when it is opened (§11) ----------------------------------
+
+MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
+MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (five weeks at 30 fps)
+
+
+def _parse_dataset_json(path: str, meta) -> tuple:
+    """dataset.json -> (fps, resolution, ext, names, lengths), every field checked; else a DataError."""
+    def bad(what):
+        return DataError(f"{path}: dataset.json: {what}")
+    if not isinstance(meta, dict):
+        raise bad("not a JSON object")
+    for key in ("fps", "resolution", "videos"):
+        if key not in meta:
+            raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
+    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
+    if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
+        raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
+    if not (number(res) and res == int(res) and 4 <= res <= 4096 and int(res) & (int(res) - 1) == 0):
+        raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
+    if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
+        raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
+    if not isinstance(videos, list) or not videos:
+        raise bad("'videos' must be a non-empty list")
+    names, lengths = [], []
+    for i, v in enumerate(videos):
+        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
+        # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
+        if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
+            raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
+        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
+            raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
+        names.append(name)
+        lengths.append(n)
+    if len(set(names)) < len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise bad(f"video name '{dup}' is listed twice")
+    return float(fps), int(res), "." + fmt, names, lengths
+
+
+def check_dataset_files(data: VideoFolder, resolution: Optional[int]) -> None:
+    """Every video's frames are there (its first and last one, for a folder) and its first frame has the
+    size dataset.json gives (an image header, no decode); and the resolution is the model's, if given."""
+    if data.is_zip:
+        _check_zip_members(data)
+    else:             # a folder: the first and the last frame of each video
+        for name, n in zip(data.names, data.lengths):
+            for i in sorted({0, n - 1}):
+                if not os.path.isfile(os.path.join(data.path, data._member(name, i))):
+                    raise DataError(f"{data.path}: video '{name}' lists {n} frames but frame {i} is missing")
+    from PIL import Image
+    for name in data.names:                                  # image headers only: no decoding
+        member = data._member(name, 0)
+        try:
+            with data._open_member(member) as f, Image.open(f) as img:
+                size = img.size
+        except Exception as e:
+            raise DataError(f"{data.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
+        if size != (data.resolution, data.resolution):
+            raise DataError(f"{data.path}: {member} is {size[0]}x{size[1]}, "
+                            f"dataset.json says {data.resolution}x{data.resolution}")
+    if resolution is not None and resolution != data.resolution:
+        raise DataError(f"{data.path}: dataset resolution is {data.resolution}, the model needs {resolution}")
+
+
+def _check_zip_members(data: VideoFolder) -> None:
+    """Every listed frame <name>/<i:06d><ext>, i < frames, is a member: one pass over the zip's index."""
+    wanted = dict(zip(data.names, data.lengths))
+    found = {name: set() for name in data.names}
+    pattern = re.compile(r"(\d{6,})" + re.escape(data.ext) + "$")
+    for member in data._open().namelist():
+        name, _, file = member.partition("/")
+        match = pattern.match(file) if name in wanted else None
+        if match and int(match.group(1)) < wanted[name]:
+            found[name].add(int(match.group(1)))
+    for name, n in wanted.items():
+        if len(found[name]) < n:                             # the first missing index is <= len(found)
+            first = next(i for i in range(len(found[name]) + 1) if i not in found[name])
+            raise DataError(f"{data.path}: video '{name}' lists {n} frames but frame {first} "
+                            f"({data._member(name, first)}) is not in the zip")
+
+
+# --- Files that survive a crash, a full disk and Ctrl-C ---------------------------------------
+
+def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
+    """An OSError in words a user can act on, e.g. 'no space left on device (folder runs/x)'."""
+    import errno
+    file = e.filename or path
+    if e.errno == errno.ENOSPC:
+        return "no space left on device" + (f" (folder {os.path.dirname(os.path.abspath(file))})" if file else "")
+    return e.strerror or _first_line(e)
+
+
+def write_error_reason(e: Exception, path: str) -> str:
+    """Why writing `path` failed, in words: an OSError's reason, or a full disk that torch's zip writer
+    reports only as a RuntimeError ("PytorchStreamWriter failed writing file ...")."""
+    if isinstance(e, OSError):
+        return os_error_reason(e, path)
+    full = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20
+    return "no space left on device" if full else _first_line(e)
+
+
+def _atomic_write(path: str, write, fsync: bool = False) -> None:
+    """write(tmp) to <stem>.partial-<pid><ext> beside `path` (the extension kept: image writers read the
+    format from it), then rename it into place, so a crash or Ctrl-C never leaves half a file at `path`.
+    With fsync the bytes are on the disk before the rename, so a checkpoint survives a power cut too."""
+    stem, ext = os.path.splitext(path)
+    tmp = f"{stem}.partial-{os.getpid()}{ext}"
+    try:
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def truncate_log(path: str, kimg: float) -> int:
+    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many
+    were dropped. A run killed between two checkpoints had logged kimg that the resumed run does
+    again: without this, plot and every reader of the log would see those kimg twice."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    def keep(line):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            return float(json.loads(line)["kimg"]) <= kimg + 1e-9
+        return False                                             # a torn last line of a killed run
+    kept = [line for line in lines if keep(line)]
+    if len(kept) < len(lines):
+        _atomic_write_text(path, "".join(kept))
+    return len(lines) - len(kept)
+
+
+# --- Signals and processes --------------------------------------------------------------------
+
+class GracefulStop:
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) ask the training loop to finish its step, save and stop.
+
+    A context manager (main thread only; elsewhere a no-op): the first signal sets `requested`; a
+    second Ctrl-C stops at once (KeyboardInterrupt), further SIGTERMs are ignored (a supervisor
+    that sends TERM twice still gets its checkpoint). The old handlers come back on exit.
+    """
+
+    def __init__(self):
+        self.requested, self._old = False, {}
+
+    def _handle(self, signum, _frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *_):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _ignore_signals(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which saves before stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
+    """Did any process get a signal? All must agree to stop at the same step, or the others would
+    wait forever in the next step's all_reduce."""
+    flag = torch.tensor([float(stop.requested)], device=dist.device)
+    return dist.all_reduce_sum(flag).item() > 0
+
+
+def _unwrap_worker_errors(loader):
+    """Iterate a DataLoader; a DataError raised in a worker comes back as the worker's one-line message.
+
+    (DataLoader re-raises a worker's exception with the worker's whole traceback in its message.)
+    Closing the generator shuts the workers down at once: they ignore SIGTERM (it is the training
+    process's to handle), so they must not be left for the interpreter's exit to terminate.
+    """
+    iterator = iter(loader)
+    try:
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except DataError as e:
+                lines = [line for line in str(e).splitlines() if line.strip()]
+                last = lines[-1] if lines else str(e)
+                raise DataError(last.split("DataError: ", 1)[-1]) from None
+            yield batch
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)     # only with worker processes
+        if shutdown is not None:
+            shutdown()
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere a no-op).
+
+    Rendering allocates and frees the same few-MB activations for every chunk; glibc keeps freed
+    blocks in a heap that slowly fragments, and over an hour of chunks the peak memory crept up by
+    ~17 % (measured). Trimming every few dozen chunks keeps it flat at no measurable cost.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+        import ctypes.util
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+def _spawn_workers(world: int, args, cfg: Config) -> None:
+    """Start `world` training processes here and wait for them; Ctrl-C / SIGTERM reach every one.
+
+    Ctrl-C in a terminal signals the whole process group; `kill` signals only us. Either way we pass
+    a SIGTERM on to every worker (they treat it as a request to save and stop, and ignore repeats)
+    and keep waiting (join) until every worker has saved and exited, so their exit status is passed on.
+    """
+    import socket
+    with socket.socket() as sock:                              # a free port on this machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = torch.multiprocessing.start_processes(
+        _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
+
+    def forward(_signum, _frame):
+        for process in context.processes:
+            with contextlib.suppress(OSError):
+                if process.pid:
+                    os.kill(process.pid, signal.SIGTERM)
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not context.join():
+            pass
+    except torch.multiprocessing.ProcessExitedException as e:
+        sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _raise_keyboard_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+# --- The run directory: one training at a time ------------------------------------------------
+
+class RunLock:
+    """An exclusive lock on a run directory (<outdir>/train.lock, fcntl) held while one training runs.
+
+    The lock belongs to the process, so the OS releases it when the process dies, however it dies;
+    the file keeps the holder's pid for the error message. (No locking on Windows, where fcntl is
+    missing.) Taking it also removes what a killed run left behind: temporary checkpoint, config and
+    log files and half-written preview videos, which nobody else can be writing while we hold it.
+    """
+
+    def __init__(self, outdir: str):
+        self.outdir, self.file = outdir, None
+
+    @staticmethod
+    def busy(outdir: str, pid: str) -> UserError:
+        return UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
+                         f"wait for it or stop it, or train into another --outdir")
+
+    @staticmethod
+    def holder(outdir: str) -> Optional[str]:
+        """The pid of the training that holds outdir's lock, or None; creates nothing."""
+        path = os.path.join(outdir, "train.lock")
+        if fcntl is None or not os.path.isfile(path):
+            return None
+        with open(path, "r") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return f.read().strip() or "?"
+        return None
+
+    def acquire(self) -> "RunLock":
+        os.makedirs(self.outdir, exist_ok=True)
+        self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.file.seek(0)
+                pid = self.file.read().strip() or "?"
+                self.file.close()
+                raise RunLock.busy(self.outdir, pid) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        import glob
+        # (*.tmp-*: the temporary checkpoint name of earlier versions of this file)
+        stale = [p for pattern in ("*.tmp-*", "*.partial-*", os.path.join("samples", "*.partial-*"))
+                 for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()                    # closing the file releases the lock
+            self.file = None
+
+
+def check_run_dir(outdir: str, resuming: bool) -> None:
+    """A new run never writes into a directory that holds something, and never beside a live run."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
+    pid = RunLock.holder(outdir)
+    if pid is not None:
+        raise RunLock.busy(outdir, pid)
+    entries = sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []
+    if entries and not resuming:
+        raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
+                        f"continue it with --resume auto, or train into a new --outdir")
+
+
+# --- Flags, their ranges, and the one error path ----------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
+
+    def error(self, message):
+        command = self.prog.split()[-1] if " " in self.prog else None
+        hint = f" (see: stylegan_v.py {command} --help)" if command else ""
+        print(f"stylegan_v.py: error: {message}{hint}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _in_range(kind, lo, hi, lo_open=False, hi_open=False):
+    """An argparse `type` that parses an int or a finite float and checks lo <= x <= hi ('(' = open)."""
+    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def parse(text: str):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(x) or x < lo or x > hi or (lo_open and x == lo) or (hi_open and x == hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {span}")
+        return x
+    return parse
+
+
+SEED = _in_range(int, 0, 2 ** 32 - 1)          # every seed flag
+
+
+KIMG = _in_range(float, 0, 1e6, lo_open=True)   # --kimg, --snap, --tick, --ada-kimg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    device = argparse.ArgumentParser(add_help=False)             # the flags every compute command shares
+    device.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    device.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
+
+    s = sub.add_parser("sample", parents=[device], help="render videos of any length and frame rate")
+    s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
+    s.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture when no --ckpt")
+    s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
+                   help="length of the video, up to a day (default 4)")
+    s.add_argument("--fps", type=_in_range(float, 0, 1000, lo_open=True),
+                   help="frames per second, up to 1000 (default: the dataset's, else the preset's)")
+    s.add_argument("--start", type=_in_range(float, 0, 1e7), default=0.0,
+                   help="time of the first frame, in seconds (0 to 10^7)")
+    s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i)")
+    s.add_argument("--motion-seed", type=SEED, help="motion seed z^m (default: = --seed)")
+    s.add_argument("--num", type=_in_range(int, 1, 64), default=1, help="number of videos, tiled into a grid (1-64)")
+    s.add_argument("--truncation", type=_in_range(float, -10, 10), default=1.0, help="truncation psi for w (1 = off)")
+    s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16,
+                   help="time steps rendered per chunk (--num x this many frames)")
+    s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
+    s.set_defaults(fn=cmd_sample)
+
+    # `train`: the flags that change the Config default to None, "the preset's value" (§1), so the
+    # paper's numbers live in one place, and a run's config.json records what was actually used.
+    t = sub.add_parser("train", parents=[device], help="train on a dataset written by prepare_data.py",
+                       description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
+    t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
+    t.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture and defaults (tiny: CPU)")
+    t.add_argument("--outdir", help="run directory (default runs/<preset>-<data>); a new run needs an empty or new one")
+    t.add_argument("--kimg", type=KIMG, help="train until D has seen this many thousand real frames "
+                                             "(default 25000; tiny 200)")
+    t.add_argument("--snap", type=KIMG, help="checkpoint + samples every this many kimg (default min(200, kimg/5))")
+    t.add_argument("--tick", type=KIMG, default=1.0, help="log a line to log.jsonl every this many kimg")
+    t.add_argument("--seed", type=SEED, default=0, help="seed of weights and of every random draw")
+    t.add_argument("--batch", type=_in_range(int, 1, 65536), help="videos per step over all processes (paper 64)")
+    t.add_argument("--frames-per-clip", type=_in_range(int, 1, 33), help="k frames D sees per video (paper 3)")
+    t.add_argument("--gamma", type=_in_range(float, 0, 1e4),
+                   help="R1 weight (default: the preset's; 0.0002 * res^2 / batch = 0.2 at 256^2, tiny 3)")
+    t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
+    t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
+    t.add_argument("--d-cond", choices=["hyper", "concat", "none"],
+                   help="time-gap conditioning of D: hyper = paper (ModConv + projection), concat = release "
+                        "(projection only), none = no time information")
+    t.add_argument("--lr", type=_in_range(float, 0, 1, lo_open=True), help="Adam learning rate (paper 0.0025)")
+    t.add_argument("--ada-kimg", type=KIMG, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
+    t.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="x-flip whole videos at random (default on, as the release; --no-mirror: off)")
+    t.add_argument("--span-dist", choices=["uniform", "release"],
+                   help="clip spans: uniform = U[k-1, 32] (paper), release = {2, 4, 8, 16, 32}")
+    t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA, no activation clamping")
+    t.add_argument("--amp-dtype", choices=list(AMP_DTYPES),
+                   help="dtype of the mixed-precision layers (G's and D's top 4 resolutions): auto = float16 "
+                        "on CUDA, float32 on a CPU (default); bfloat16 runs them in bfloat16 on a CPU too")
+    t.add_argument("--gpus", type=_in_range(int, 1, 1024), default=1,
+                   help="processes, one per GPU (with --device cpu: CPU processes)")
+    t.add_argument("--workers", type=_in_range(int, 0, 64), default=2,
+                   help="data-loading worker processes per training process")
+    t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
+    t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
+    t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=2048, help="videos per metric (paper 2048)")
+    t.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, stop")
+    t.set_defaults(fn=cmd_train)
+
+    b = sub.add_parser("bench", parents=[device], help="speed of rendering (and of training steps)")
+    b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS))
+    b.add_argument("--repeat", type=_in_range(int, 1, 1000), default=3, help="timed repetitions (median)")
+    b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
+    b.add_argument("--train-batch", type=_in_range(int, 1, 4096), help="videos per training step (default: the preset's)")
+    b.set_defaults(fn=cmd_bench)
+
+    f = sub.add_parser("figures", parents=[device], help="the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9")
+    f.add_argument("--ckpt", required=True, help="checkpoint file or training directory")
+    f.add_argument("--data", help="its dataset, for real frames beside the fake ones")
+    f.add_argument("--out", default="assets", help="folder for the PNGs (default assets/)")
+    f.add_argument("--num", type=_in_range(int, 1, 64), default=4, help="videos per picture")
+    f.add_argument("--stride", type=_in_range(int, 1, 10 ** 6), default=4, help="frames between the 8 frames of a strip")
+    f.add_argument("--hour-seconds", type=_in_range(float, 0, 1e7), default=3600.0, help="how late the late strip is")
+    f.add_argument("--zoom", type=_in_range(int, 1, 16), default=1, help="enlarge the strips N times (nearest neighbour)")
+    f.set_defaults(fn=cmd_figures)
+
+    c = sub.add_parser("plot", help="a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG")
+    c.add_argument("runs", nargs="+", help="run directories (or their log.jsonl)")
+    c.add_argument("--labels", nargs="+", help="one legend label per run (default: the directory names)")
+    c.add_argument("--metric", default="fvd16", help="a key of log.jsonl (default fvd16)")
+    c.add_argument("--out", default="fvd_curve.png", help="the PNG to write")
+    c.set_defaults(fn=cmd_plot)
+
+    v = sub.add_parser("convert", help="an authors' network-snapshot-*.pkl -> a checkpoint of ours (nothing in the "
+                                       "pickle is run)")
+    v.add_argument("src", help="the authors' snapshot, e.g. network-snapshot-001234.pkl")
+    v.add_argument("out", help="the checkpoint to write, e.g. ffs.pt")
+    v.set_defaults(fn=cmd_convert)
+
+    d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
+    d.add_argument("--verbose", action="store_true", help="show the compiler's output")
+    d.add_argument("--full", action="store_true", help="on a GPU: the acceptance run (parity matrix, layer and "
+                                                       "training benchmarks, sampling speed; an estimated ~8 minutes)")
+    d.add_argument("--out", default="doctor_full", help="folder for doctor --full's JSON and Markdown table")
+    d.set_defaults(fn=cmd_doctor)
+    return p
+
+
+def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
+    """The one error path of every command and every training process: a mistake the user can fix
+    (UserError) or a failing file system (OSError: a full disk, a read-only folder) is ONE line,
+    "stylegan_v.py: error: ...", exit status 2; an interruption is exit status 130. Anything else
+    is a bug, and keeps its traceback."""
+    if isinstance(e, UserError):
+        message = str(e)
+    elif isinstance(e, OSError):
+        message = f"{e.filename}: {os_error_reason(e)}" if e.filename else os_error_reason(e)
+    elif isinstance(e, KeyboardInterrupt):
+        if not quiet:
+            print("stylegan_v.py: interrupted", file=sys.stderr)
+        sys.exit(130)
+    else:
+        raise e
+    if not quiet:
+        print(f"stylegan_v.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1081,94 +1081,8 @@ def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
     np.testing.assert_allclose(sv.read_metric_curve(str(out), "fvd16"), np.array(fvds))
 
 
-def test_an_output_is_renamed_into_place_complete_or_not_at_all(tmp_path):
-    """_atomic_write (config.json, previews, figures, plots): a writer that fails halfway leaves neither
-    the file nor its temporary; one that succeeds leaves just the file, in the format of its extension."""
-    path = str(tmp_path / "strip.png")
-
-    def fails(tmp):
-        with open(tmp, "wb") as f:
-            f.write(b"half a PNG")
-        raise OSError(28, "No space left on device")
-    with pytest.raises(OSError):
-        sv._atomic_write(path, fails)
-    assert os.listdir(tmp_path) == []
-    image = np.full((4, 6, 3), 200, np.uint8)
-    sv._atomic_write(path, lambda tmp: iio.imwrite(tmp, image))
-    assert os.listdir(tmp_path) == ["strip.png"] and np.array_equal(iio.imread(path), image)
-
-
-# -- stopping: a signal finishes the step and saves; a kill leaves nothing stale; resume -------
-
-
-def _start_training(data, outdir, *extra):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "stylegan_v.py"), "train", "--data", str(data),
-                             *LONG_RUN, "--outdir", str(outdir), *map(str, extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
-
-
-def _wait_for_log_lines(outdir, n, proc, timeout=120):
-    """Block until log.jsonl has n lines (the training is under way)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"training exited early: {proc.communicate()[1][-3000:]}")
-        log = outdir / "log.jsonl"
-        if log.is_file() and len(log.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.2)
-    raise AssertionError("training did not start")
-
-
-def _kimgs(outdir):
-    return [json.loads(line)["kimg"] for line in open(outdir / "log.jsonl")]
-
-
-@slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues(tmp_path, sig):
-    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
-    proc = _start_training(data, out)
-    _wait_for_log_lines(out, 2, proc)
-    proc.send_signal(sig)
-    stdout, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
-    assert "interrupted: saved" in stdout + err and "Traceback" not in err
-    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
-    assert step >= 2 and _kimgs(out)[-1] == step * 24 / 1000        # the checkpoint is the last logged step
-    # A rerun into the same directory without --resume is refused; nothing is touched.
-    before = {f: (out / f).read_bytes() for f in ("checkpoint.pt", "log.jsonl")}
-    r = run_cli("train", "--data", data, *LONG_RUN, "--outdir", out)
-    assert_one_error_line(r, str(out), "--resume auto", "new --outdir")
-    assert all((out / f).read_bytes() == b for f, b in before.items())
-    # --resume auto continues from the saved step.
-    r = run_cli("train", "--data", data, *RUN, "--kimg", (step + 2) * 24 / 1000, "--outdir", out,
-                "--resume", "auto")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step + 2
-
-
-@slow
-def test_a_killed_run_leaves_nothing_stale_and_its_log_is_one_history_after_resume(tmp_path):
-    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
-    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.048, "--outdir", out)   # 2 steps, saved
-    assert r.returncode == 0, r.stderr[-3000:]
-    proc = _start_training(data, out, "--resume", "auto")              # continues, logs, is killed -9
-    _wait_for_log_lines(out, 5, proc)
-    proc.kill()
-    proc.communicate()
-    (out / "checkpoint.pt.tmp-999999").write_bytes(b"half a checkpoint")   # what a kill mid-save leaves
-    assert max(_kimgs(out)) > 0.048
-    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.096, "--outdir", out, "--resume", "auto")
-    assert r.returncode == 0, r.stderr[-3000:]
-    kimgs = _kimgs(out)
-    assert kimgs == sorted(set(kimgs)) and kimgs[-1] == 0.096        # each kimg once, in order
-    assert not list(out.glob("*.tmp-*"))
-
-
 # ---------------------------------------------------------------------------------------------
-# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.2)
+# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1272,7 +1186,7 @@ def test_interrupted_sample_leaves_no_output(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# §14 Command line: train, sample, convert; one error path
+# §14 Command line: train, sample, convert
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1387,73 +1301,6 @@ def test_train_bad_input_is_a_one_line_error_before_any_work(tmp_path, case, mes
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("stylegan_v.py: error:") and message in last, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
-
-
-@slow
-def test_two_trainings_cannot_share_a_run_directory(tmp_path):
-    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
-    first = _start_training(data, out)
-    try:
-        _wait_for_log_lines(out, 1, first)
-        for extra in ([], ["--resume", "auto"]):                     # neither a new run nor a resume
-            r = run_cli("train", "--data", data, *LONG_RUN, "--outdir", out, *extra)
-            assert_one_error_line(r, str(out), f"another training is running in this directory (pid {first.pid})")
-    finally:
-        first.send_signal(signal.SIGINT)
-        first.communicate(timeout=120)
-    assert first.returncode == 130
-
-
-def _small_tmpfs(path, size):
-    """Mount a tmpfs of `size` at path (needs root, as on this project's machines); skip elsewhere."""
-    path.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:100]})")
-
-
-@slow
-def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
-    data, disk = write_dataset(tmp_path / "d.zip"), tmp_path / "disk"
-    _small_tmpfs(disk, "256k")                                         # config and log fit, a checkpoint does not
-    try:
-        r = run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", disk / "run")
-        assert_one_error_line(r, "no space left on device", "checkpoint.pt")
-        assert sorted(os.listdir(disk / "run")) == ["config.json", "log.jsonl", "train.lock"]
-    finally:
-        subprocess.run(["umount", str(disk)])
-
-
-# -- every numeric flag has a range, checked while parsing; one error line ---------------------
-
-
-@pytest.mark.parametrize("argv", [
-    ["train", "--data", "d.zip", "--batch", "0"], ["train", "--data", "d.zip", "--batch", "-4"],
-    ["train", "--data", "d.zip", "--lr", "-1"], ["train", "--data", "d.zip", "--lr", "nan"],
-    ["train", "--data", "d.zip", "--workers", "-1"], ["train", "--data", "d.zip", "--frames-per-clip", "0"],
-    ["train", "--data", "d.zip", "--p", "2"], ["train", "--data", "d.zip", "--gamma", "-1"],
-    ["train", "--data", "d.zip", "--kimg", "0"], ["train", "--data", "d.zip", "--kimg", "-1"],
-    ["train", "--data", "d.zip", "--snap", "0"], ["train", "--data", "d.zip", "--tick", "0"],
-    ["train", "--data", "d.zip", "--gpus", "0"], ["train", "--data", "d.zip", "--seed", "-3"],
-    ["train", "--data", "d.zip", "--metric-videos", "0"], ["train", "--data", "d.zip", "--metrics", "fid"],
-    ["sample", "--seconds", "inf"], ["sample", "--seconds", "1e9"], ["sample", "--seconds", "0"],
-    ["sample", "--start", "inf"], ["sample", "--start", "-1"], ["sample", "--fps", "1e12"],
-    ["sample", "--truncation", "nan"], ["sample", "--num", "0"], ["sample", "--batch", "0"],
-    ["sample", "--seed", "x"], ["bench", "--repeat", "0"], ["figures", "--ckpt", "c", "--zoom", "0"],
-])
-def test_every_numeric_flag_has_a_range_checked_at_parse_time(argv, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        sv.main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and len(err) == 1, err
-    assert err[0].startswith("stylegan_v.py: error: argument " + argv[-2]), err
-
-
-@slow
-def test_a_bad_flag_from_the_real_cli_is_one_line_before_any_work(tmp_path):
-    assert_one_error_line(run_cli("train", "--data", tmp_path / "none.zip", "--batch", "0"), "--batch", "[1, 65536]")
-    assert_one_error_line(run_cli("sample", "--seconds", "1e9", "--out", tmp_path / "x.mp4"), "--seconds", "86400")
-    assert not list(tmp_path.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1993,6 +1840,166 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
 def test_benchmark_runs_on_a_small_layer():
     result = svm.benchmark_modconv_layer(N=2, I=8, O=8, H=32, W=32, iters=2)
     assert result['ok'] and result['cuda']['layer_fwd_bwd_ms'] > 0 and result['ref']['layer_peak_mib'] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Appendix D: plumbing (crash-safe files, signals and stopping, the run lock, a full disk, the
+#             flags' ranges and the one error line)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_an_output_is_renamed_into_place_complete_or_not_at_all(tmp_path):
+    """_atomic_write (config.json, previews, figures, plots): a writer that fails halfway leaves neither
+    the file nor its temporary; one that succeeds leaves just the file, in the format of its extension."""
+    path = str(tmp_path / "strip.png")
+
+    def fails(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half a PNG")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        sv._atomic_write(path, fails)
+    assert os.listdir(tmp_path) == []
+    image = np.full((4, 6, 3), 200, np.uint8)
+    sv._atomic_write(path, lambda tmp: iio.imwrite(tmp, image))
+    assert os.listdir(tmp_path) == ["strip.png"] and np.array_equal(iio.imread(path), image)
+
+
+# -- stopping: a signal finishes the step and saves; a kill leaves nothing stale; resume -------
+
+
+def _start_training(data, outdir, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "stylegan_v.py"), "train", "--data", str(data),
+                             *LONG_RUN, "--outdir", str(outdir), *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
+
+
+def _wait_for_log_lines(outdir, n, proc, timeout=120):
+    """Block until log.jsonl has n lines (the training is under way)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.communicate()[1][-3000:]}")
+        log = outdir / "log.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError("training did not start")
+
+
+def _kimgs(outdir):
+    return [json.loads(line)["kimg"] for line in open(outdir / "log.jsonl")]
+
+
+@slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues(tmp_path, sig):
+    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
+    proc = _start_training(data, out)
+    _wait_for_log_lines(out, 2, proc)
+    proc.send_signal(sig)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted: saved" in stdout + err and "Traceback" not in err
+    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert step >= 2 and _kimgs(out)[-1] == step * 24 / 1000        # the checkpoint is the last logged step
+    # A rerun into the same directory without --resume is refused; nothing is touched.
+    before = {f: (out / f).read_bytes() for f in ("checkpoint.pt", "log.jsonl")}
+    r = run_cli("train", "--data", data, *LONG_RUN, "--outdir", out)
+    assert_one_error_line(r, str(out), "--resume auto", "new --outdir")
+    assert all((out / f).read_bytes() == b for f, b in before.items())
+    # --resume auto continues from the saved step.
+    r = run_cli("train", "--data", data, *RUN, "--kimg", (step + 2) * 24 / 1000, "--outdir", out,
+                "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step + 2
+
+
+@slow
+def test_a_killed_run_leaves_nothing_stale_and_its_log_is_one_history_after_resume(tmp_path):
+    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
+    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.048, "--outdir", out)   # 2 steps, saved
+    assert r.returncode == 0, r.stderr[-3000:]
+    proc = _start_training(data, out, "--resume", "auto")              # continues, logs, is killed -9
+    _wait_for_log_lines(out, 5, proc)
+    proc.kill()
+    proc.communicate()
+    (out / "checkpoint.partial-999999.pt").write_bytes(b"half a checkpoint")   # what a kill mid-save leaves
+    (out / "checkpoint.pt.tmp-999999").write_bytes(b"half a checkpoint")   # ... and left, in earlier versions
+    assert max(_kimgs(out)) > 0.048
+    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.096, "--outdir", out, "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    kimgs = _kimgs(out)
+    assert kimgs == sorted(set(kimgs)) and kimgs[-1] == 0.096        # each kimg once, in order
+    assert not list(out.glob("*.tmp-*")) and not list(out.glob("*.partial-*"))
+
+
+@slow
+def test_two_trainings_cannot_share_a_run_directory(tmp_path):
+    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
+    first = _start_training(data, out)
+    try:
+        _wait_for_log_lines(out, 1, first)
+        for extra in ([], ["--resume", "auto"]):                     # neither a new run nor a resume
+            r = run_cli("train", "--data", data, *LONG_RUN, "--outdir", out, *extra)
+            assert_one_error_line(r, str(out), f"another training is running in this directory (pid {first.pid})")
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+
+
+def _small_tmpfs(path, size):
+    """Mount a tmpfs of `size` at path (needs root, as on this project's machines); skip elsewhere."""
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:100]})")
+
+
+@slow
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    data, disk = write_dataset(tmp_path / "d.zip"), tmp_path / "disk"
+    _small_tmpfs(disk, "256k")                                         # config and log fit, a checkpoint does not
+    try:
+        r = run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", disk / "run")
+        assert_one_error_line(r, "no space left on device", "checkpoint.pt")
+        assert sorted(os.listdir(disk / "run")) == ["config.json", "log.jsonl", "train.lock"]
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+# -- every numeric flag has a range, checked while parsing; one error line ---------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "d.zip", "--batch", "0"], ["train", "--data", "d.zip", "--batch", "-4"],
+    ["train", "--data", "d.zip", "--lr", "-1"], ["train", "--data", "d.zip", "--lr", "nan"],
+    ["train", "--data", "d.zip", "--workers", "-1"], ["train", "--data", "d.zip", "--frames-per-clip", "0"],
+    ["train", "--data", "d.zip", "--p", "2"], ["train", "--data", "d.zip", "--gamma", "-1"],
+    ["train", "--data", "d.zip", "--kimg", "0"], ["train", "--data", "d.zip", "--kimg", "-1"],
+    ["train", "--data", "d.zip", "--snap", "0"], ["train", "--data", "d.zip", "--tick", "0"],
+    ["train", "--data", "d.zip", "--gpus", "0"], ["train", "--data", "d.zip", "--seed", "-3"],
+    ["train", "--data", "d.zip", "--metric-videos", "0"], ["train", "--data", "d.zip", "--metrics", "fid"],
+    ["sample", "--seconds", "inf"], ["sample", "--seconds", "1e9"], ["sample", "--seconds", "0"],
+    ["sample", "--start", "inf"], ["sample", "--start", "-1"], ["sample", "--fps", "1e12"],
+    ["sample", "--truncation", "nan"], ["sample", "--num", "0"], ["sample", "--batch", "0"],
+    ["sample", "--seed", "x"], ["bench", "--repeat", "0"], ["figures", "--ckpt", "c", "--zoom", "0"],
+])
+def test_every_numeric_flag_has_a_range_checked_at_parse_time(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        sv.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("stylegan_v.py: error: argument " + argv[-2]), err
+
+
+@slow
+def test_a_bad_flag_from_the_real_cli_is_one_line_before_any_work(tmp_path):
+    assert_one_error_line(run_cli("train", "--data", tmp_path / "none.zip", "--batch", "0"), "--batch", "[1, 65536]")
+    assert_one_error_line(run_cli("sample", "--seconds", "1e9", "--out", tmp_path / "x.mp4"), "--seconds", "86400")
+    assert not list(tmp_path.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------
