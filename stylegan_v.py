@@ -156,7 +156,7 @@ class Config:
     r1_interval: int = 16         # lazy R1 every 16 D steps                           (StyleGAN2)
     g_reg_interval: int = 4       # G's Adam as if lazily regularized every 4 steps    (release: lr 0.002)
     ema_kimg: float = 20.0        # G_ema half-life in thousand videos at batch 64, scaled with the batch
-    ema_rampup: Optional[float] = None   # G_ema half-life <= rampup * kimg so far (release: None)
+    ema_rampup: Optional[float] = None   # G_ema half-life <= rampup * videos so far (release: None)
     aug: str = "ada"              # 'ada' | 'fixed' | 'none'
     aug_p: float = 0.0            # initial (ada) or constant (fixed) augmentation probability
     ada_target: float = 0.6       # target E[sign D(x_real)]                           (ADA)
@@ -1057,7 +1057,7 @@ def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
     real [B, k, 3, H, W]. The mean over frames (not the sum) is the release's normalisation: it makes
     gamma mean per frame what it means per image in StyleGAN2(-ADA), whatever k, so the 'auto'
-    gamma = 0.0002 res^2 / batch (0.2 at 256^2) carries over. Summing the k frames' penalties would
+    gamma = 0.0002 res^2 / batch (0.2 at 256^2, batch 64) carries over. Summing the k frames' penalties would
     make R1 k times stronger at the same gamma.
     create_graph=True: the penalty is itself differentiated w.r.t. D's weights, so every op on the
     way from x to the logit (the augmentation's warp, ModConv2d) must support double backward.
@@ -1619,6 +1619,8 @@ def step_rng(seed: int, step: int, purpose: str) -> torch.Generator:
     """
     # The key mixes the three with splitmix64 (§5), not Python's hash(): hash() of a str is salted per
     # process (PYTHONHASHSEED), so two processes, or a run and its resume, would draw different numbers.
+    # The purpose enters by its character sum, so purposes need distinct sums (G 71, D 68, real 420,
+    # augG 388, augDfake 792, augDreal 805, augR1 448). >> 1 keeps seeds below 2^63 (a non-negative int64).
     key = _splitmix64(_splitmix64(seed & _MASK64) ^ _splitmix64(step)) ^ sum(map(ord, purpose)) * 0x9E3779B1
     return torch.Generator().manual_seed(_splitmix64(key & _MASK64) >> 1)
 
@@ -1631,8 +1633,8 @@ def step_np_rng(seed: int, step: int, purpose: str) -> np.random.Generator:
 class Dist:
     """The process group, or a stand-in for a single process.
 
-    Gradients are averaged by hand, one all_reduce per optimizer step (sync_grads), as StyleGAN2-ADA
-    does, rather than by wrapping G and D in DistributedDataParallel: a step runs each network in
+    Gradients are averaged by hand, one all_reduce per optimizer step (sync_grads), as StyleGAN3 does
+    (StyleGAN2-ADA and the release wrap G and D in DistributedDataParallel instead): a step runs each network in
     several phases with the other one frozen, and R1 differentiates through D twice, a pattern DDP's
     gradient hooks get wrong or refuse (pytorch/pytorch issues 47562 and 63812).
     """
@@ -1659,8 +1661,8 @@ class Dist:
 class Batches:
     """Item seeds of the real clips of each step, this process's rows of the global batch.
 
-    The DataLoader's batch_sampler: a list of seeds per step, each turned into one clip by a worker
-    (ClipDataset). The seeds of step s come from step_np_rng(seed, s, 'real'), so a resumed run and a
+    The DataLoader's batch_sampler: a list of seeds per step, which a worker turns into that step's
+    clips (ClipDataset, one clip a seed). The seeds of step s come from step_np_rng(seed, s, 'real'), so a resumed run and a
     run on another number of processes show D the same real clips at the same step.
     """
 
@@ -1724,13 +1726,13 @@ class Trainer:
         # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval
         # steps, so its lr and betas are scaled by c = R / (R + 1) to keep the same effective rate.
         # G gets the same adjustment for g_reg_interval = 4 although it has no regularizer (no path
-        # length penalty here): StyleGAN2-ADA and the StyleGAN-V release keep G_reg_interval = 4 with
-        # pl_weight = 0, so their G really trains at lr 0.0025 * 4/5 = 0.002, beta2 = 0.99^0.8.
+        # length penalty here): the StyleGAN-V release keeps StyleGAN2-ADA's G_reg_interval = 4 with
+        # pl_weight = 0, so its G really trains at lr 0.0025 * 4/5 = 0.002, beta2 = 0.99^0.8.
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.lr, cfg.g_reg_interval))
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.lr, cfg.r1_interval))
         # gamma < 0 means StyleGAN2-ADA's 'auto' heuristic 0.0002 * res^2 / batch: the penalty is a
         # sum over pixels, so its scale grows with res^2; at the paper's 256^2 and batch 64 it gives
-        # 0.2048, the paper's gamma = 0.2 (Appx B.1). The presets set it explicitly (§1).
+        # 0.2048, the paper's gamma = 0.2 (Appx B.1). The paper presets use this rule; tiny sets 3 (§1).
         self.gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
         self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
         self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
@@ -1757,7 +1759,9 @@ class Trainer:
         augmentation on, N processes draw other -- equally distributed -- parameters than one.)"""
         # The rank enters the seed (7919, a prime, keeps (seed, rank) pairs apart), or every process
         # would apply the same augmentation to its different videos, a correlation ADA does not have.
-        g = step_rng(self.seed * 7919 + self.dist.rank, self.step_idx, purpose)
+        # The purpose is prefixed: with seed 0 on rank 0, "G" alone was the very stream that drew the
+        # G phase's z (_latents), so G could have learnt which augmentation each z gets, and undo it.
+        g = step_rng(self.seed * 7919 + self.dist.rank, self.step_idx, "aug" + purpose)
         return self.aug(x, generator=g)
 
     # -- one training step ----------------------------------------------------------------------
@@ -1827,8 +1831,8 @@ class Trainer:
         opt.step()
 
     def _update_ema(self) -> None:
-        """G_ema: exponential moving average of G's weights, half-life ema_kimg (scaled with the
-        batch, 20 kimg at 64 videos). With ema_rampup the half-life is at most rampup * videos so far
+        """G_ema: exponential moving average of G's weights, half-life ema_kimg thousand videos (scaled
+        with the batch: 20 at 64 videos, StyleGAN2-ADA's batch * 10 / 32). With ema_rampup the half-life is at most rampup * videos so far
         (StyleGAN2-ADA's 'auto' 0.05); the release trains without a rampup, and so do the paper presets."""
         cfg = self.cfg
         ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 64
@@ -1982,7 +1986,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     last_snap = trainer.nimg
 
     def after_step(stats: dict) -> bool:
-        """Log a tick, save a snapshot, honour a stop: True when the loop ends."""
+        """Log a tick, save a snapshot, honour a stop: True when the loop ends. (Called only inside the
+        `with GracefulStop() as stop` below, which binds `stop`.)"""
         nonlocal last_snap
         for key, v in stats.items():
             tick_state["acc"].setdefault(key, []).append(v)
@@ -2099,7 +2104,7 @@ def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(file):
         raise CheckpointError(f"{file}: no such checkpoint")
     if not zipfile.is_zipfile(file):                   # torch.save writes zips; a bare pickle may be
-        with open(file, "rb") as f:                     # an authors' snapshot (read safely, below)
+        with open(file, "rb") as f:                     # an authors' snapshot (read safely: Appendix B)
             if f.read(1) == b"\x80":
                 return import_release_snapshot(file)
     try:
@@ -2203,6 +2208,8 @@ def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None,
     w [B, w_dim] content codes, motion_seeds: B ints, t [T] float times in frames (>= 0, any
     spacing: the cost of a frame depends on neither t nor the other frames).
     """
+    # float64: --start reaches 10^7 s, t ~ 2.5e8 frames, past float32's exact integers (2^24), and
+    # floor(t / delta_z) and the position between two anchors must be exact there.
     t = torch.as_tensor(t).double().cpu()
     if t.ndim != 1 or (t < 0).any() or not torch.isfinite(t).all():
         raise ValueError("frame times must be a 1-D tensor of finite values >= 0")
@@ -2462,7 +2469,8 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
         # benchmark: cuDNN times its algorithms for each new shape once and keeps the fastest; the
-        # shapes of a training step never change, so that costs one slow step and then pays back.
+        # shapes of a step barely change (only the motion-token count L, among a few values), so that
+        # costs a few slow steps and then pays back.
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     elif world > 1:   # N CPU processes share the cores; each with all of them would oversubscribe
@@ -2505,7 +2513,7 @@ def cmd_train(args) -> None:
     cfg = fit_config_to_data(cfg, data)
     if args.resume:                                            # (an authors' snapshot brings its architecture)
         _, cfg = load_resume_state(args.resume, args.outdir, cfg)
-    ClipDataset(data, cfg)
+    ClipDataset(data, cfg)                                     # built for its checks only (clip length vs videos)
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
@@ -3782,7 +3790,7 @@ def import_release_snapshot(path: str) -> dict:
 # Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot
 # ------------------------------------------------------------------------------------------------
 # The commands that measure the model or draw the README's pictures; none of it is needed to train
-# or to sample. Last in the file because it uses everything above it, the kernel of Appendix A too:
+# or to sample. After the kernel because it uses §1-§14 and Appendix A (and D's `_atomic_write`):
 #
 #   bench    _time_it, bench_training (s/kimg of the video model against an image StyleGAN2)
 #   doctor   benchmark_modconv_layer, ACCEPTANCE_PLAN, acceptance_run (the stages doctor --full runs)
@@ -4148,7 +4156,7 @@ def cmd_plot(args) -> None:
 
 # ------------------------------------------------------------------------------------------------
 # Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
-#             the flags and the one error path)
+#             the flags and their ranges, the one error path)
 # ------------------------------------------------------------------------------------------------
 # What lets the sections above survive real use: a broken dataset is named in its first second, not
 # hours later in a loader worker; Ctrl-C or `kill` saves before it stops; a full disk leaves the last
@@ -4177,7 +4185,8 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
     if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
         raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
-    if not (number(res) and res == int(res) and 4 <= res <= 4096 and int(res) & (int(res) - 1) == 0):
+    if not (number(res) and math.isfinite(res) and res == int(res) and 4 <= res <= 4096
+            and int(res) & (int(res) - 1) == 0):
         raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
     if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
         raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
@@ -4228,7 +4237,9 @@ def _check_zip_members(data: VideoFolder) -> None:
     """Every listed frame <name>/<i:06d><ext>, i < frames, is a member: one pass over the zip's index."""
     wanted = dict(zip(data.names, data.lengths))
     found = {name: set() for name in data.names}
-    pattern = re.compile(r"(\d{6,})" + re.escape(data.ext) + "$")
+    # Exactly the names _member writes, f"{i:06d}": six digits, or more without a leading zero
+    # ('0000001.jpg' would otherwise count as frame 1, which is read as '000001.jpg' and is missing).
+    pattern = re.compile(r"(\d{6}|[1-9]\d{6,})" + re.escape(data.ext) + "$")
     for member in data._open().namelist():
         name, _, file = member.partition("/")
         match = pattern.match(file) if name in wanted else None
@@ -4264,7 +4275,8 @@ def write_error_reason(e: Exception, path: str) -> str:
 def _atomic_write(path: str, write, fsync: bool = False) -> None:
     """write(tmp) to <stem>.partial-<pid><ext> beside `path` (the extension kept: image writers read the
     format from it), then rename it into place, so a crash or Ctrl-C never leaves half a file at `path`.
-    With fsync the bytes are on the disk before the rename, so a checkpoint survives a power cut too."""
+    With fsync the bytes are on the disk before the rename: after a power cut the checkpoint is the old
+    one or the new one, never a torn one."""
     stem, ext = os.path.splitext(path)
     tmp = f"{stem}.partial-{os.getpid()}{ext}"
     try:
@@ -4291,7 +4303,7 @@ def truncate_log(path: str, kimg: float) -> int:
     with open(path) as f:
         lines = f.readlines()
     def keep(line):
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
+        with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
             return float(json.loads(line)["kimg"]) <= kimg + 1e-9
         return False                                             # a torn last line of a killed run
     kept = [line for line in lines if keep(line)]
@@ -4384,7 +4396,9 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
 
     Ctrl-C in a terminal signals the whole process group; `kill` signals only us. Either way we pass
     a SIGTERM on to every worker (they treat it as a request to save and stop, and ignore repeats)
-    and keep waiting (join) until every worker has saved and exited, so their exit status is passed on.
+    and wait (join). When one worker exits non-zero (130 after a signal, or an error), torch's join
+    sends SIGTERM to the rest and SIGKILL 30 s later; after a signal that is safe, because no worker
+    exits before all have passed the barrier that follows rank 0's save (_train_worker).
     """
     import socket
     with socket.socket() as sock:                              # a free port on this machine
@@ -4561,7 +4575,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=_in_range(int, 1, 65536), help="videos per step over all processes (paper 64)")
     t.add_argument("--frames-per-clip", type=_in_range(int, 1, 33), help="k frames D sees per video (paper 3)")
     t.add_argument("--gamma", type=_in_range(float, 0, 1e4),
-                   help="R1 weight (default: the preset's; 0.0002 * res^2 / batch = 0.2 at 256^2, tiny 3)")
+                   help="R1 weight (default: the preset's; 0.0002 * res^2 / batch = 0.2 at 256^2 and batch 64; tiny 3)")
     t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
     t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
     t.add_argument("--d-cond", choices=["hyper", "concat", "none"],

@@ -852,6 +852,8 @@ def _write_meta(path, meta, frames=None):
     ("fps 0", ["fps must be a number", "0"]),
     ("fps string", ["fps must be a number"]),
     ("resolution 12", ["resolution must be a power of two"]),
+    ("resolution infinity", ["resolution must be a power of two", "inf"]),
+    ("a seven-digit frame name", ["lists 2 frames but frame 1 (v0/000001.png) is not in the zip"]),
     ("ten million frames", ["lists 10000000 frames but frame 2", "not in the zip"]),
     ("a billion frames", ["'frames' must be an integer from 1 to 100,000,000"]),
     ("path in a name", ["'name' must be a folder name", "../evil"]),
@@ -875,6 +877,10 @@ def test_the_datasets_metadata_is_checked_whole_and_cheaply_before_any_work(tmp_
             _write_meta(data, json.dumps({**meta, "fps": float("nan")}), two)
     elif case == "resolution 12":
         _write_meta(data, {**meta, "resolution": 12}, two)
+    elif case == "resolution infinity":                              # json.dumps writes Infinity
+        _write_meta(data, json.dumps({**meta, "resolution": float("inf")}), two)
+    elif case == "a seven-digit frame name":                         # frame 1 is not the name it is read by
+        _write_meta(data, meta, {"v0/000000.png": frame, "v0/0000001.png": frame})
     elif case in ("ten million frames", "a billion frames"):          # a header cannot make us allocate
         _write_meta(data, {**meta, "videos": [{"name": "v0", "frames": 10 ** (7 if "ten" in case else 9)}]}, two)
     elif case == "path in a name":
@@ -966,6 +972,22 @@ def test_ada_counts_the_reals_of_the_d_pass_and_of_the_r1_pass_and_w_avg_moves_i
     assert trainer.aug.ada._acc[1].item() == 2 * 4 and updates.count(True) == 2
     trainer.step(real, t)                                              # step 1: no R1
     assert trainer.aug.ada._acc[1].item() == 3 * 4 and updates.count(True) == 4
+
+
+def test_the_augmentation_of_a_phase_draws_from_its_own_stream_not_its_latents(monkeypatch):
+    """step_rng(seed, step, purpose): every draw of a step has its own generator. With seed 0 on rank 0 the
+    G phase's augmentation used to get step_rng(0, step, 'G'), the generator that drew that phase's z, so
+    which augmentation a fake got was a function of its z (which G could learn, and undo)."""
+    torch.manual_seed(0)
+    trainer = sv.Trainer(tiny(batch=4, aug="fixed", aug_p=0.5), sv.Dist(), seed=0)
+    real = torch.randint(0, 256, (4, 3, 16, 16, 3), dtype=torch.uint8)
+    t = torch.tensor([[0.0, 3.0, 7.0]] * 4, dtype=torch.float64)
+    seen, call = [], sv.VideoAugment.__call__
+    monkeypatch.setattr(sv.VideoAugment, "__call__",
+                        lambda self, x, generator=None: (seen.append(generator.initial_seed()), call(self, x, generator))[1])
+    trainer.step(real, t)                                    # step 0: G, D (fakes, reals) and the lazy R1
+    latents = {sv.step_rng(0, 0, purpose).initial_seed() for purpose in ("G", "D", "real")}
+    assert len(seen) == 4 and len(set(seen)) == 4 and not set(seen) & latents
 
 
 def test_a_short_bfloat16_training_on_a_cpu_has_finite_losses_and_r1():
