@@ -1662,8 +1662,9 @@ class Batches:
     """Item seeds of the real clips of each step, this process's rows of the global batch.
 
     The DataLoader's batch_sampler: a list of seeds per step, which a worker turns into that step's
-    clips (ClipDataset, one clip a seed). The seeds of step s come from step_np_rng(seed, s, 'real'), so a resumed run and a
-    run on another number of processes show D the same real clips at the same step.
+    clips (ClipDataset, one clip a seed). The seeds of step s come from step_np_rng(seed, s, 'real'),
+    so a resumed run and a run on another number of processes show D the same real clips at the same
+    step.
     """
 
     def __init__(self, seed: int, start_step: int, batch: int, rows: slice):
@@ -1831,9 +1832,10 @@ class Trainer:
         opt.step()
 
     def _update_ema(self) -> None:
-        """G_ema: exponential moving average of G's weights, half-life ema_kimg thousand videos (scaled
-        with the batch: 20 at 64 videos, StyleGAN2-ADA's batch * 10 / 32). With ema_rampup the half-life is at most rampup * videos so far
-        (StyleGAN2-ADA's 'auto' 0.05); the release trains without a rampup, and so do the paper presets."""
+        """G_ema: exponential moving average of G's weights, half-life ema_kimg thousand videos
+        (scaled with the batch: 20 at 64 videos, StyleGAN2-ADA's batch * 10 / 32). With ema_rampup the
+        half-life is at most rampup * videos so far (StyleGAN2-ADA's 'auto' 0.05); the release trains
+        without a rampup, and so do the paper presets."""
         cfg = self.cfg
         ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 64
         if cfg.ema_rampup is not None:
