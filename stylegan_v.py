@@ -91,11 +91,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-try:
-    import fcntl                                    # POSIX file locks, for concurrent kernel builds
-except ImportError:                                 # Windows: builds are not guarded against races
-    fcntl = None
-
 # ------------------------------------------------------------------------------------------------
 # §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
 # ------------------------------------------------------------------------------------------------
@@ -103,12 +98,6 @@ except ImportError:                                 # Windows: builds are not gu
 
 class UserError(Exception):
     """Bad input from the user: the CLI prints the one-line message, never a traceback."""
-
-
-def _first_line(e: BaseException) -> str:
-    """The first line of an exception's message, at most 200 characters (torch's run to pages)."""
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 @dataclasses.dataclass
@@ -360,22 +349,9 @@ def fused_epilogue_ref(y, d=None, bias=None, act='linear', gain=None, clamp=None
 
 
 # ---------------------------------------------------------------------------------------------------
-# Dispatchers: what ModConv2d calls
+# Dispatchers: what ModConv2d calls (`_resolve_impl`, which decides, is in Appendix A: on a GPU it
+# loads the kernel and trusts it only after its self-check)
 # ---------------------------------------------------------------------------------------------------
-
-def _resolve_impl(impl, x):
-    """impl=None picks 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin loads and passes
-    its self-check on x's device; else 'ref'."""
-    if impl is None:
-        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and _plugin_trusted(x.device)
-        return 'cuda' if use_cuda else 'ref'
-    if impl not in ('cuda', 'ref'):
-        raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
-    if impl == 'cuda' and load_modconv_plugin() is None:
-        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {modconv_plugin_status()['reason']} "
-                           f"(log: {modconv_plugin_status()['log']})")
-    return impl
-
 
 def demod_coefficients(weight, s, eps=1e-8, impl=None):
     """d [N, O] = 1 / sqrt(Σ_{i,k} (s[n,i] w[o,i,k])² + eps) (SG2 Eq 3). impl: 'cuda' | 'ref' | None (auto)."""
@@ -3138,6 +3114,12 @@ def _target_arch_list(force_compile_without_gpu):
     return _CPU_ONLY_ARCH_LIST if force_compile_without_gpu else None
 
 
+try:
+    import fcntl                                    # POSIX file locks: this build lock and the run lock
+except ImportError:                                 # (Appendix D); on Windows neither is guarded
+    fcntl = None
+
+
 @contextlib.contextmanager
 def _exclusive_lock(path, verbose):
     """Hold an exclusive fcntl lock on `path` (released by the OS even if this process dies)."""
@@ -3444,6 +3426,21 @@ def _plugin_trusted(device) -> bool:
     if key not in _SELF_CHECKS:
         _SELF_CHECKS[key] = plugin_self_check(device)
     return _SELF_CHECKS[key]["ok"]
+
+
+# What §3's dispatchers ask first: which implementation runs (the kernel only once it is trusted).
+def _resolve_impl(impl, x):
+    """impl=None picks 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin loads and passes
+    its self-check on x's device; else 'ref'."""
+    if impl is None:
+        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and _plugin_trusted(x.device)
+        return 'cuda' if use_cuda else 'ref'
+    if impl not in ('cuda', 'ref'):
+        raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
+    if impl == 'cuda' and load_modconv_plugin() is None:
+        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {modconv_plugin_status()['reason']} "
+                           f"(log: {modconv_plugin_status()['log']})")
+    return impl
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -4255,6 +4252,12 @@ def _check_zip_members(data: VideoFolder) -> None:
 
 
 # --- Files that survive a crash, a full disk and Ctrl-C ---------------------------------------
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters (torch's run to pages)."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:200]
+
 
 def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
     """An OSError in words a user can act on, e.g. 'no space left on device (folder runs/x)'."""
