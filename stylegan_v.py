@@ -307,24 +307,21 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 # Demodulating the *output* instead of scaling the weights is the same math (y is linear in w), and
 # it lets every sample share one weight tensor, so cuDNN runs one ordinary conv for the whole batch.
 #
-# Two pieces around the conv are memory-bound: the demodulation coefficients d and the "epilogue".
-# Each comes in two implementations behind one `impl=` switch: a short pure-PyTorch reference (THE
-# definition of the math, runs everywhere, used on CPU and as fallback) and a fused CUDA kernel.
-# On a GPU the dispatchers below call the fused kernel defined in Appendix A, after §14,
-# which is compiled on first use (at call time, never at import), so this file imports without nvcc.
+# The demodulation coefficients are one small matmul (below). The epilogue is memory-bound: five
+# elementwise passes over the activations. It comes in two implementations behind one `impl=` switch:
+# a short pure-PyTorch reference (THE definition of the math, runs everywhere, used on CPU and as
+# fallback) and a fused CUDA kernel. On a GPU the dispatcher below calls the kernel defined in
+# Appendix A, after §14, which is compiled on first use (at call time, never at import), so this file
+# imports without nvcc. (Appendix A also says why d has no kernel.)
 #
-# Reading order:  reference functions → dispatchers → ModConv2d, Conv2d.
+# Reading order:  demodulation → the epilogue's reference → its dispatcher → ModConv2d, Conv2d.
 
-# Global switch for every custom op; `--no-custom-ops` sets it to False so the PyTorch reference runs
-# everywhere (useful to rule the kernels out when debugging).
+# Global switch for the custom op; `--no-custom-ops` sets it to False so the PyTorch reference runs
+# everywhere (useful to rule the kernel out when debugging).
 USE_CUSTOM_OPS = True
 
 
-# ---------------------------------------------------------------------------------------------------
-# The reference: plain PyTorch, the definition the CUDA kernels must reproduce
-# ---------------------------------------------------------------------------------------------------
-
-def demod_coefficients_ref(weight, s, eps=1e-8):
+def demod_coefficients(weight, s, eps=1e-8):
     """Demodulation coefficients of SG2 Eq 3, without building per-sample weights.
 
     weight: [O, I, kh, kw] (equalized-lr gain already applied), s: [N, I] styles -> d: [N, O].
@@ -342,24 +339,14 @@ def fused_epilogue_ref(y, d=None, bias=None, act='linear', gain=None, clamp=None
     gain: None means the activation's default (√2 for lrelu); clamp: None or a bound > 0
     (StyleGAN2's conv_clamp, which keeps fp16 activations finite). Everything is computed in y's
     dtype, like StyleGAN2, so fp16 layers stay fp16. (StyleGAN2 also adds per-pixel noise here;
-    StyleGAN-V's G has none, see the header.)
+    StyleGAN-V's G has none, see the header.) The CUDA kernel must reproduce this.
     """
     x = y if d is None else y * d.to(y.dtype)[:, :, None, None]   # [N, O, H, W]  demodulate (SG2 Eq 3)
     return bias_act_ref(x, bias, act, gain, clamp)                # + b[o], act, · gain, clamp
 
 
-# ---------------------------------------------------------------------------------------------------
-# Dispatchers: what ModConv2d calls (`_resolve_impl`, which decides, is in Appendix A: on a GPU it
-# loads the kernel and trusts it only after its self-check)
-# ---------------------------------------------------------------------------------------------------
-
-def demod_coefficients(weight, s, eps=1e-8, impl=None):
-    """d [N, O] = 1 / sqrt(Σ_{i,k} (s[n,i] w[o,i,k])² + eps) (SG2 Eq 3). impl: 'cuda' | 'ref' | None (auto)."""
-    if _resolve_impl(impl, weight) == 'cuda':
-        return demod_coefficients_cuda(weight, s, eps)
-    return demod_coefficients_ref(weight, s, eps)
-
-
+# The dispatcher, what ModConv2d and Conv2d call. `_resolve_impl`, which decides, is in Appendix A:
+# on a GPU it loads the kernel and trusts it only after its self-check.
 def fused_epilogue(y, d=None, bias=None, act='linear', gain=None, clamp=None, impl=None):
     """clamp(act(y·d[n,o] + b[o]) · gain, ±clamp). impl: 'cuda' | 'ref' | None (auto)."""
     if _resolve_impl(impl, y) == 'cuda':
@@ -2550,23 +2537,23 @@ def main(argv=None) -> None:
 # ------------------------------------------------------------------------------------------------
 # Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity)
 # ------------------------------------------------------------------------------------------------
-# What §3's dispatchers call on a GPU. Nothing here runs at import: the kernel is compiled on first use.
+# What §3's dispatcher `fused_epilogue` calls on a GPU. Nothing here runs at import: the kernel is compiled on first use.
 #
-# Two pieces around the conv are memory-bound and worth a custom kernel:
+# What is worth a kernel is the epilogue. In PyTorch it is a chain of elementwise kernels (y·d, +b,
+# lrelu, ·gain, clamp); each reads the whole activation tensor and writes a new one. With E elements
+# of B bytes that is 5 reads + 5 writes = 10·E·B bytes of memory traffic, against 1 read of y and 1
+# write of out (2·E·B) for a fused kernel: 5× less, at the 256² layer of the ffs config (N=16, O=64,
+# 256², fp16: E·B = 134 MB) ≈ 1.3 GB versus 0.27 GB per forward. The backward is fused the same way
+# (one pass over the planes for the gradients of y, d and b), and the autograd graph keeps 2
+# activation-sized tensors (y and out; out is usually kept anyway by the next layer's modulation)
+# instead of the 3 (y, z, act(z)·gain) the elementwise chain saves.
 #
-#   (a) d, written as d[n,o] = rsqrt(Σ_i s[n,i]² · wsq[o,i] + ε) with wsq[o,i] = Σ_k w[o,i,k]².
-#       A naive version materializes the per-sample weights w[None] · s[:, None, :, None, None], an
-#       [N, O, I, kh, kw] tensor (N=32, O=I=512, 3×3: 75 M floats = 302 MB) just to reduce it again.
-#       Our kernel touches the [O, I, kh, kw] weight once and the [N, I] styles once.
-#
-#   (b) The epilogue. In PyTorch it is a chain of elementwise kernels (y·d, +b, lrelu, ·gain, clamp);
-#       each reads the whole activation tensor and writes a new one. With E elements of B bytes that
-#       is 5 reads + 5 writes = 10·E·B bytes of memory traffic, against 1 read of y and 1 write of
-#       out (2·E·B) for a fused kernel: 5× less, at the 256² layer of the ffs config (N=16, O=64,
-#       256², fp16: E·B = 134 MB) ≈ 1.3 GB versus 0.27 GB per forward. The backward is fused the same
-#       way (one pass over the planes for the gradients of y, d and b), and the
-#       autograd graph keeps 2 activation-sized tensors (y and out; out is usually kept anyway by the
-#       next layer's modulation) instead of the 3 (y, z, act(z)·gain) the elementwise chain saves.
+# What is not: the demodulation coefficients d. §3 computes them as one [N, I] @ [I, O] matmul on
+# Σ_k w², never building the [N, O, I, kh, kw] per-sample weights, so they cost O(N·O·I) operations
+# against the conv's O(N·O·I·H·W·k²): at the ffs 256² layer H·W·k² = 589,824 times fewer, and at the
+# widest layer (O = I = 512, 3×3) the weight is 9.4 MB in fp32, a few µs of memory traffic per pass
+# on any datacenter GPU. (An earlier version had a demodulation kernel too; by this arithmetic it
+# could save a few µs per layer at most, so it was removed, with its backward and its parity checks.)
 #
 # Reading order:  CUDA source → lazy build → autograd Functions → self-check
 #                 → parity check (for the `doctor` command; its benchmark is in Appendix C).
@@ -2588,10 +2575,6 @@ _MODCONV_CPP_SOURCE = r"""
 #include <optional>
 #include <vector>
 
-std::vector<at::Tensor> demod_forward(const at::Tensor& weight, const at::Tensor& s, double eps);
-std::vector<at::Tensor> demod_backward(const at::Tensor& grad_d, const at::Tensor& d, const at::Tensor& wsq,
-                                       const at::Tensor& weight, const at::Tensor& s,
-                                       bool need_weight, bool need_s);
 at::Tensor epilogue_forward(const at::Tensor& y, const std::optional<at::Tensor>& d,
                             const std::optional<at::Tensor>& bias, int64_t act, double gain, double clamp);
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const std::optional<at::Tensor>& out,
@@ -2601,11 +2584,6 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const std:
 
 // wrap_pybind_function turns a failed TORCH_CHECK into a Python RuntimeError with a readable message.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("demod_forward", torch::wrap_pybind_function(demod_forward),
-        "weight [O,I,kh,kw], s [N,I] -> [d [N,O], wsq [O,I]]", py::arg("weight"), py::arg("s"), py::arg("eps"));
-  m.def("demod_backward", torch::wrap_pybind_function(demod_backward),
-        "-> [grad_weight, grad_s] (None where not needed)", py::arg("grad_d"), py::arg("d"), py::arg("wsq"),
-        py::arg("weight"), py::arg("s"), py::arg("need_weight"), py::arg("need_s"));
   m.def("epilogue_forward", torch::wrap_pybind_function(epilogue_forward),
         "out = clamp(act(y*d + b) * gain)", py::arg("y"), py::arg("d"), py::arg("bias"), py::arg("act"),
         py::arg("gain"), py::arg("clamp"));
@@ -2663,101 +2641,8 @@ __device__ __forceinline__ T block_sum(T v, T* smem /* >= 32 elements */) {
   return warp_sum(v);
 }
 
-__device__ __forceinline__ float rsqrt_acc(float x) { return rsqrtf(x); }
-__device__ __forceinline__ double rsqrt_acc(double x) { return rsqrt(x); }
-
 // ---------------------------------------------------------------------------------------------
-// (a) Demodulation coefficients, forward.
-// weight_sq_sum_kernel: one thread per (o, i) row of the weight: wsq[o,i] = Σ_k w[o,i,k]², k over the
-//   kh·kw taps (9 for 3×3). Rows are contiguous, so a thread reads K consecutive values.
-// demod_forward_kernel: one warp per (n, o): its 32 lanes stride over i, reading s[n, i] (consecutive
-//   lanes read consecutive addresses: coalesced) and wsq[o, i] (also consecutive), then warp_sum and
-//   d[n, o] = rsqrt(Σ_i s[n,i]² wsq[o,i] + eps).  Memory: O·I·K + N·I + O·I·(N reads, cached in L2).
-// ---------------------------------------------------------------------------------------------
-template <typename scalar_t, typename acc_t>
-__global__ void weight_sq_sum_kernel(const scalar_t* __restrict__ w, acc_t* __restrict__ wsq,
-                                     int64_t rows /* O*I */, int64_t K) {
-  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
-    acc_t acc = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      const acc_t v = static_cast<acc_t>(w[r * K + k]);
-      acc += v * v;
-    }
-    wsq[r] = acc;
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void demod_forward_kernel(const scalar_t* __restrict__ s, const acc_t* __restrict__ wsq,
-                                     scalar_t* __restrict__ d, int64_t N, int64_t O, int64_t I, acc_t eps) {
-  const int lane = threadIdx.x & 31;
-  const int64_t first_warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t num_warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  // j = n*O + o is the same for the 32 lanes of a warp, so the loop is warp-uniform (needed by warp_sum).
-  for (int64_t j = first_warp; j < N * O; j += num_warps) {
-    const int64_t n = j / O, o = j - n * O;
-    acc_t acc = 0;
-    for (int64_t i = lane; i < I; i += 32) {
-      const acc_t sv = static_cast<acc_t>(s[n * I + i]);
-      acc += sv * sv * wsq[o * I + i];
-    }
-    acc = warp_sum(acc);
-    if (lane == 0) d[j] = static_cast<scalar_t>(rsqrt_acc(acc + eps));
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// (a) Demodulation coefficients, backward. With q = Σ_i s_i² wsq_oi + ε and d = q^(-1/2):
-//   ∂d/∂q = -½ q^(-3/2) = -½ d³, so the gradient reaching q is gq[n,o] = -½ · grad_d[n,o] · d[n,o]³;
-//   grad_s[n,i]   = 2 s[n,i]   · Σ_o gq[n,o] wsq[o,i]          (q depends on s through s²)
-//   grad_w[o,i,k] = 2 w[o,i,k] · Σ_n gq[n,o] s[n,i]²           (and on w through wsq = Σ_k w²)
-// gq is recomputed on the fly (4 multiplies) rather than stored. One warp per output row (n,i) or
-// (o,i); lanes stride over the summed index and warp_sum adds them up.
-// ---------------------------------------------------------------------------------------------
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t grad_q(const scalar_t* grad_d, const scalar_t* d, int64_t idx) {
-  const acc_t dv = static_cast<acc_t>(d[idx]);
-  return acc_t(-0.5) * static_cast<acc_t>(grad_d[idx]) * dv * dv * dv;
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void demod_grad_s_kernel(const scalar_t* __restrict__ grad_d, const scalar_t* __restrict__ d,
-                                    const acc_t* __restrict__ wsq, const scalar_t* __restrict__ s,
-                                    scalar_t* __restrict__ grad_s, int64_t N, int64_t O, int64_t I) {
-  const int lane = threadIdx.x & 31;
-  const int64_t first_warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t num_warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t j = first_warp; j < N * I; j += num_warps) {        // j = n*I + i, warp-uniform
-    const int64_t n = j / I, i = j - n * I;
-    acc_t acc = 0;
-    for (int64_t o = lane; o < O; o += 32) acc += grad_q<scalar_t, acc_t>(grad_d, d, n * O + o) * wsq[o * I + i];
-    acc = warp_sum(acc);
-    if (lane == 0) grad_s[j] = static_cast<scalar_t>(acc_t(2) * static_cast<acc_t>(s[j]) * acc);
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void demod_grad_weight_kernel(const scalar_t* __restrict__ grad_d, const scalar_t* __restrict__ d,
-                                         const scalar_t* __restrict__ s, const scalar_t* __restrict__ w,
-                                         scalar_t* __restrict__ grad_w, int64_t N, int64_t O, int64_t I, int64_t K) {
-  const int lane = threadIdx.x & 31;
-  const int64_t first_warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t num_warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t r = first_warp; r < O * I; r += num_warps) {        // r = o*I + i, warp-uniform
-    const int64_t o = r / I, i = r - o * I;
-    acc_t acc = 0;
-    for (int64_t n = lane; n < N; n += 32) {
-      const acc_t sv = static_cast<acc_t>(s[n * I + i]);
-      acc += grad_q<scalar_t, acc_t>(grad_d, d, n * O + o) * sv * sv;
-    }
-    acc = warp_sum(acc);                                            // every lane holds Σ_n ...
-    for (int64_t k = lane; k < K; k += 32)                          // lanes share the K taps of the row
-      grad_w[r * K + k] = static_cast<scalar_t>(acc_t(2) * static_cast<acc_t>(w[r * K + k]) * acc);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// (b) The epilogue. The activation, its gain and the clamp in one place, shared by all kernels.
+// The epilogue. The activation, its gain and the clamp in one place, shared by all kernels.
 // act_gain_clamp: out = clamp(act(z) · gain, ±clamp); clamp < 0 means "no clamp". Comparisons are
 //   written so that a NaN stays NaN, like torch.clamp.
 // slope: ∂out/∂z recovered from the saved *output*, StyleGAN's trick: gain > 0 and clamp > 0 keep
@@ -2897,71 +2782,6 @@ void check_act(int64_t act, double gain) {
 // Host functions, called from Python. Each one: checks, picks the device and its current stream
 // (so the kernels are ordered with PyTorch's own work), allocates outputs, dispatches on dtype.
 // ---------------------------------------------------------------------------------------------
-std::vector<at::Tensor> demod_forward(const at::Tensor& weight_, const at::Tensor& s_, double eps) {
-  check_cuda(weight_, "weight");
-  check_cuda(s_, "s");
-  TORCH_CHECK(weight_.dim() == 4, "weight must be [O, I, kh, kw], got ", weight_.sizes());
-  TORCH_CHECK(s_.dim() == 2 && s_.size(1) == weight_.size(1), "s must be [N, I] with I = ", weight_.size(1),
-              ", got ", s_.sizes());
-  TORCH_CHECK(s_.device() == weight_.device(), "weight and s must be on the same device");
-  TORCH_CHECK(s_.scalar_type() == weight_.scalar_type(), "weight and s must have the same dtype");
-  const c10::cuda::CUDAGuard guard(weight_.device());
-  const at::Tensor w = weight_.contiguous(), s = s_.contiguous();
-  const int64_t O = w.size(0), I = w.size(1), K = w.size(2) * w.size(3), N = s.size(0);
-  const auto acc_dtype = at::toAccumulateType(w.scalar_type(), /*is_cuda=*/true);
-  at::Tensor wsq = at::empty({O, I}, w.options().dtype(acc_dtype));   // kept for the backward
-  at::Tensor d = at::empty({N, O}, s.options());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "demod_forward", [&] {
-    using acc_t = at::acc_type<scalar_t, true>;
-    if (O * I > 0) {
-      weight_sq_sum_kernel<scalar_t, acc_t><<<grid_for(O * I, kThreads), kThreads, 0, stream>>>(
-          w.data_ptr<scalar_t>(), wsq.data_ptr<acc_t>(), O * I, K);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-    if (N * O > 0) {                                                     // 8 warps per block, one (n, o) each
-      demod_forward_kernel<scalar_t, acc_t><<<grid_for(N * O, kThreads / 32), kThreads, 0, stream>>>(
-          s.data_ptr<scalar_t>(), wsq.data_ptr<acc_t>(), d.data_ptr<scalar_t>(), N, O, I, static_cast<acc_t>(eps));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  });
-  return {d, wsq};
-}
-
-std::vector<at::Tensor> demod_backward(const at::Tensor& grad_d_, const at::Tensor& d_, const at::Tensor& wsq_,
-                                       const at::Tensor& weight_, const at::Tensor& s_,
-                                       bool need_weight, bool need_s) {
-  for (const auto* t : {&grad_d_, &d_, &wsq_, &weight_, &s_}) check_cuda(*t, "every input of demod_backward");
-  const c10::cuda::CUDAGuard guard(weight_.device());
-  const at::Tensor w = weight_.contiguous(), s = s_.contiguous();
-  const at::Tensor grad_d = grad_d_.contiguous(), d = d_.contiguous(), wsq = wsq_.contiguous();
-  const int64_t O = w.size(0), I = w.size(1), K = w.size(2) * w.size(3), N = s.size(0);
-  const auto acc_dtype = at::toAccumulateType(w.scalar_type(), /*is_cuda=*/true);
-  TORCH_CHECK(s.scalar_type() == w.scalar_type() && d.scalar_type() == w.scalar_type() &&
-              grad_d.scalar_type() == w.scalar_type() && wsq.scalar_type() == acc_dtype, "dtype mismatch");
-  TORCH_CHECK(grad_d.sizes() == d.sizes() && d.sizes() == at::IntArrayRef({N, O}) &&
-              wsq.sizes() == at::IntArrayRef({O, I}), "shape mismatch");
-  at::Tensor grad_w = need_weight ? at::empty_like(w) : at::Tensor();
-  at::Tensor grad_s = need_s ? at::empty_like(s) : at::Tensor();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "demod_backward", [&] {
-    using acc_t = at::acc_type<scalar_t, true>;
-    if (need_s && N * I > 0) {
-      demod_grad_s_kernel<scalar_t, acc_t><<<grid_for(N * I, kThreads / 32), kThreads, 0, stream>>>(
-          grad_d.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(), wsq.data_ptr<acc_t>(), s.data_ptr<scalar_t>(),
-          grad_s.data_ptr<scalar_t>(), N, O, I);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-    if (need_weight && O * I > 0) {                 // N == 0 is fine: the sums are empty, grad_w = 0
-      demod_grad_weight_kernel<scalar_t, acc_t><<<grid_for(O * I, kThreads / 32), kThreads, 0, stream>>>(
-          grad_d.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-          grad_w.data_ptr<scalar_t>(), N, O, I, K);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  });
-  return {grad_w, grad_s};
-}
-
 at::Tensor epilogue_forward(const at::Tensor& y_, const std::optional<at::Tensor>& d_,
                             const std::optional<at::Tensor>& bias_, int64_t act, double gain, double clamp) {
   check_cuda(y_, "y");
@@ -3056,7 +2876,7 @@ _PLUGIN_THREAD_LOCK = threading.Lock()
 _CPU_ONLY_ARCH_LIST = '8.0+PTX'      # what to compile for when no GPU is visible: sm_80 code + PTX that
                                      # newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5)
 _EXTRA_CFLAGS = ['-O3']
-_EXTRA_CUDA_CFLAGS = ['-O3']         # no --use_fast_math: it would change rsqrt/division accuracy vs the reference
+_EXTRA_CUDA_CFLAGS = ['-O3']         # no --use_fast_math: it would round differently from the reference
 
 
 def _cache_root():
@@ -3283,32 +3103,6 @@ def _epilogue_slope(out, act_id, gain, clamp):
     return m
 
 
-class _DemodCoefficients(torch.autograd.Function):
-    """d = demod_coefficients_ref(weight, s, eps), computed by the CUDA kernels."""
-
-    @staticmethod
-    def forward(ctx, weight, s, eps):
-        d, wsq = load_modconv_plugin().demod_forward(weight, s, eps)       # d: [N, O], wsq: [O, I] (fp32/fp64)
-        ctx.save_for_backward(weight, s, d, wsq)
-        return d
-
-    @staticmethod
-    def backward(ctx, grad_d):
-        weight, s, d, wsq = ctx.saved_tensors
-        need_w, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if torch.is_grad_enabled():
-            # create_graph=True (a double backward): the same formulas as the CUDA kernels, in PyTorch
-            # ops so that autograd can differentiate them once more. R1 itself does not need this (the
-            # penalty's gradient only needs d's first derivative), but any higher-order use is correct.
-            gq = -0.5 * grad_d * d.pow(3)                                    # [N, O]  ∂L/∂q, d = q^(-1/2)
-            wsq = weight.square().sum(dim=[2, 3])                            # [O, I]  recomputed with a graph
-            grad_w = 2 * weight * (gq.t() @ s.square())[:, :, None, None] if need_w else None  # [O, I, kh, kw]
-            grad_s = 2 * s * (gq @ wsq) if need_s else None                  # [N, I]
-            return grad_w, grad_s, None
-        grad_w, grad_s = load_modconv_plugin().demod_backward(grad_d.contiguous(), d, wsq, weight, s, need_w, need_s)
-        return (grad_w if need_w else None), (grad_s if need_s else None), None
-
-
 class _FusedEpilogue(torch.autograd.Function):
     """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel."""
 
@@ -3368,12 +3162,6 @@ class _FusedEpilogueBackward(torch.autograd.Function):
         return grad_g, None, grad_y_in, grad_d_in, None, None               # out: slope is constant a.e.
 
 
-def demod_coefficients_cuda(weight, s, eps=1e-8):
-    """demod_coefficients_ref computed by the CUDA plugin (fp16/bf16/fp32/fp64, first and second derivatives)."""
-    dtype = torch.promote_types(weight.dtype, s.dtype)                      # the kernels take one dtype
-    return _DemodCoefficients.apply(weight.to(dtype), s.to(dtype), float(eps))
-
-
 def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=None):
     """fused_epilogue_ref computed by one CUDA kernel (reads y once, writes out once).
 
@@ -3428,7 +3216,7 @@ def _plugin_trusted(device) -> bool:
     return _SELF_CHECKS[key]["ok"]
 
 
-# What §3's dispatchers ask first: which implementation runs (the kernel only once it is trusted).
+# What §3's dispatcher asks first: which implementation runs (the kernel only once it is trusted).
 def _resolve_impl(impl, x):
     """impl=None picks 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin loads and passes
     its self-check on x's device; else 'ref'."""
@@ -3449,8 +3237,8 @@ def _resolve_impl(impl, x):
 # The same inputs go through the compiled op and the reference, the reference upcast to fp32 (fp64
 # for fp64), so a half-precision check measures the kernel's own rounding. The tolerances are
 # relative: about 10 roundings of the dtype (fp16 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8), room for
-# the ~4 the demodulation gradient accumulates (it cubes a rounded d); an indexing bug gives errors
-# of order 1. The full matrix (6 epilogue configurations and the demodulation x 4 dtypes, gradcheck,
+# the few a gradient accumulates (the reference rounds d and b to y's dtype, the kernel does not); an
+# indexing bug gives errors of order 1. The full matrix (6 epilogue configurations x 4 dtypes, gradcheck,
 # gradgradcheck, an R1 double backward) is the parametrized tests `test_kernel_parity_*`
 # (`pytest -k kernel_parity`); `check_parity` is its short form.
 
@@ -3502,25 +3290,9 @@ def epilogue_parity(device, dtype, act, clamp, use_d=True, use_bias=True, seed=0
     return errs
 
 
-def demod_parity(device, dtype, seed=0) -> dict:
-    """{'forward': err, 'grad_weight': err, 'grad_s': err} of the CUDA demodulation, weight [6, 70, 3, 3]
-    and styles [4, 70] around 1 (as after the affine layer)."""
-    ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    gen = torch.Generator().manual_seed(seed + 2)
-    weight = (torch.randn(6, 70, 3, 3, generator=gen) / math.sqrt(70 * 9)).to(device, dtype).requires_grad_(True)
-    s = (torch.randn(4, 70, generator=gen) * 0.5 + 1).to(device, dtype).requires_grad_(True)
-    ref_w, ref_s = (t.detach().to(ref_dtype).requires_grad_(True) for t in (weight, s))
-    d, ref_d = demod_coefficients(weight, s, impl='cuda'), demod_coefficients(ref_w, ref_s, impl='ref')
-    grad = torch.randn(d.shape, generator=gen).to(d)
-    grads = torch.autograd.grad(d, (weight, s), grad)
-    ref_grads = torch.autograd.grad(ref_d, (ref_w, ref_s), grad.to(ref_dtype))
-    return {'forward': _rel_err(d, ref_d), 'grad_weight': _rel_err(grads[0], ref_grads[0]),
-            'grad_s': _rel_err(grads[1], ref_grads[1])}
-
-
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16), seed=0) -> dict:
     """The short parity check (first-use self-check, `doctor`): per dtype, the epilogue in three
-    configurations and the demodulation, forward and every gradient.
+    configurations, forward and every gradient.
     -> {'ok': bool, 'checks': {name: {'ok', 'err', 'tol'}}} (and 'reason' when there is no plugin)."""
     if load_modconv_plugin() is None:
         return dict(ok=False, checks={}, reason=modconv_plugin_status()['reason'])
@@ -3529,7 +3301,6 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
         tol, tag = PARITY_TOL[dtype], str(dtype)[6:]
         runs = {f'epilogue/{tag}/{act}/clamp={clamp}/d={use}': epilogue_parity(device, dtype, act, clamp, use, use, seed)
                 for act, clamp, use in (('lrelu', None, True), ('lrelu', 1.0, True), ('linear', 0.5, False))}
-        runs[f'demod/{tag}'] = demod_parity(device, dtype, seed)
         checks.update({f'{name}/{k}': dict(ok=bool(e <= tol), err=float(e), tol=tol)
                        for name, errs in runs.items() for k, e in errs.items()})
     return dict(ok=all(c['ok'] for c in checks.values()), checks=checks)
@@ -3540,7 +3311,7 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
     and the R1 parity test). x: [N, I, H, W], weight: [O, I, k, k] (gain applied), s: [N, I]."""
     x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (SG2 Eq 1)
     y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
-    d = demod_coefficients(weight, s, impl=impl)                            # [N, O]    (SG2 Eq 3)
+    d = demod_coefficients(weight, s)                                       # [N, O]    (SG2 Eq 3)
     return fused_epilogue(y, d, bias, act=act, gain=gain, clamp=clamp, impl=impl)
 
 
@@ -3910,7 +3681,7 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
 ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (estimated ~8 minutes; unmeasured)
     "environment: GPU model, torch and CUDA versions",
     "kernel: build (or cached load), then the parity check in float64/float32/float16/bfloat16: the epilogue "
-    "in 3 configurations and the demodulation, forward and every gradient (the full matrix: pytest -k kernel_parity)",
+    "in 3 configurations, forward and every gradient (the full matrix: pytest -k kernel_parity)",
     "layer: one 256^2 ModConv2d layer forward+backward, time and peak memory, with and without the kernel",
     "training: steps of the ffs 256^2 model (16 videos x 3 frames per GPU): s/kimg and peak memory, "
     "kernel on/off x float16/float32 layers",

@@ -156,7 +156,7 @@ def test_reference_demodulation_matches_naive_materialized_weights():
     naive = naive.reshape(N, O, H, H)
 
     y = F.conv2d(x * s[:, :, None, None], w, padding=1)
-    out = svm.fused_epilogue_ref(y, svm.demod_coefficients_ref(w, s))
+    out = svm.fused_epilogue_ref(y, svm.demod_coefficients(w, s))
     assert torch.allclose(out, naive, rtol=1e-10, atol=1e-12)
     # ... and a ModConv2d layer (equalized-lr gain, bias, lrelu) is the same literal Eq 1-3.
     torch.manual_seed(0)
@@ -175,8 +175,8 @@ def test_reference_demodulation_is_twice_differentiable():
     torch.manual_seed(2)
     w = torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     s = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(svm.demod_coefficients_ref, (w, s))
-    assert torch.autograd.gradgradcheck(svm.demod_coefficients_ref, (w, s))
+    assert torch.autograd.gradcheck(svm.demod_coefficients, (w, s))
+    assert torch.autograd.gradgradcheck(svm.demod_coefficients, (w, s))
 
 
 @pytest.mark.parametrize('act, clamp', [('linear', None), ('lrelu', None), ('lrelu', 0.7), ('linear', 0.3)])
@@ -214,7 +214,7 @@ def test_dispatcher_uses_the_reference_on_cpu_and_validates_impl(monkeypatch):
     monkeypatch.setattr(svm, 'USE_CUSTOM_OPS', False)
     assert torch.equal(svm.fused_epilogue(y, d, act='lrelu'), svm.fused_epilogue_ref(y, d, act='lrelu'))
     with pytest.raises(ValueError):
-        svm.demod_coefficients(torch.randn(3, 2, 3, 3), torch.randn(2, 2), impl='triton')
+        svm.fused_epilogue(y, d, act='lrelu', impl='triton')
 
 
 def test_upsampling_modconv_equals_zero_stuffing_then_conv():
@@ -1406,32 +1406,19 @@ def test_cuda_kernel_compiles(tmp_path):
 
     module, status = svm.build_modconv_plugin(force_compile_without_gpu=True, cache_root=tmp_path)
     assert status['ok'] and status['from_cache'], status
-    for name in ('demod_forward', 'demod_backward', 'epilogue_forward', 'epilogue_backward'):
+    for name in ('epilogue_forward', 'epilogue_backward'):
         assert callable(getattr(module, name))
+    assert not hasattr(module, 'demod_forward')                     # d is one matmul in §3, no kernel
     with pytest.raises(RuntimeError, match='must be a CUDA tensor'):
         module.epilogue_forward(torch.randn(1, 2, 3, 3), None, None, 1, 1.0, -1.0)
-    with pytest.raises(RuntimeError, match='must be a CUDA tensor'):
-        module.demod_forward(torch.randn(2, 2, 3, 3), torch.randn(1, 2), 1e-8)
 
 
 # -- the autograd wiring and the self-check, on a CPU with a PyTorch stand-in for the plugin ---
 
 
 class TorchStandInPlugin:
-    """The compiled plugin's four functions written in PyTorch, following the kernels' conventions
+    """The compiled plugin's two functions written in PyTorch, following the kernels' conventions
     (fp32/fp64 accumulation, slope read from the saved output, None for gradients not asked for)."""
-
-    @staticmethod
-    def demod_forward(weight, s, eps):
-        acc = svm._acc_dtype(weight.dtype)
-        wsq = weight.to(acc).square().sum(dim=[2, 3])
-        return [(s.to(acc).square() @ wsq.t() + eps).rsqrt().to(s.dtype), wsq]
-
-    @staticmethod
-    def demod_backward(grad_d, d, wsq, weight, s, need_weight, need_s):
-        gq = -0.5 * grad_d * d.pow(3)
-        return [2 * weight * (gq.t() @ s.square())[:, :, None, None] if need_weight else None,
-                2 * s * (gq @ wsq.to(s.dtype)) if need_s else None]
 
     @staticmethod
     def epilogue_forward(y, d, bias, act, gain, clamp):
@@ -1492,31 +1479,12 @@ def test_kernel_parity_epilogue_forward_and_every_gradient(kernel_device, dtype,
     assert len(errs) == 2 + use_d + use_bias and max(errs.values()) <= svm.PARITY_TOL[dtype], errs
 
 
-@pytest.mark.parametrize('dtype', PARITY_DTYPES, ids=lambda d: str(d)[6:])
-def test_kernel_parity_demodulation_forward_and_gradients(kernel_device, dtype):
-    errs = svm.demod_parity(kernel_device, dtype)
-    assert len(errs) == 3 and max(errs.values()) <= svm.PARITY_TOL[dtype], errs
-
-
 @pytest.mark.parametrize('act, clamp', [('lrelu', None), ('lrelu', 1.0), ('linear', 0.5), ('linear', None)])
 def test_kernel_parity_gradcheck_and_gradgradcheck_in_float64(kernel_device, act, clamp):
     inputs = svm._epilogue_test_inputs(2, 3, 3, 4, torch.float64, kernel_device, act, None, clamp)
     fn = lambda *t: svm.fused_epilogue_cuda(*t, act=act, clamp=clamp)  # noqa: E731
     assert torch.autograd.gradcheck(fn, inputs)
     assert torch.autograd.gradgradcheck(fn, inputs)
-    gen = torch.Generator().manual_seed(2)
-    w = torch.randn(3, 4, 3, 3, dtype=torch.float64, generator=gen).to(kernel_device).requires_grad_(True)
-    s = torch.randn(2, 4, dtype=torch.float64, generator=gen).to(kernel_device).requires_grad_(True)
-    assert torch.autograd.gradcheck(svm.demod_coefficients_cuda, (w, s))
-    assert torch.autograd.gradgradcheck(svm.demod_coefficients_cuda, (w, s))
-    # gradgradcheck differentiates whatever first derivative create_graph=True computes; check that it
-    # (PyTorch formulas) equals the plain backward (the kernels) and the reference.
-    d, grad_d = svm.demod_coefficients_cuda(w, s), torch.randn(2, 3, dtype=torch.float64).to(kernel_device)
-    with_graph = torch.autograd.grad(d, (w, s), grad_d, create_graph=True)
-    without = torch.autograd.grad(d, (w, s), grad_d)
-    reference = torch.autograd.grad(svm.demod_coefficients_ref(w, s), (w, s), grad_d)
-    for a, b, c in zip(with_graph, without, reference):
-        assert torch.allclose(a, b) and torch.allclose(b, c)
 
 
 def test_kernel_parity_r1_double_backward_through_a_layer(kernel_device):
@@ -1534,20 +1502,20 @@ def test_kernel_parity_r1_double_backward_through_a_layer(kernel_device):
 
 
 def test_check_parity_is_the_short_form_of_the_matrix(stand_in_plugin):
-    """What the self-check and `doctor` run: 3 epilogue configurations (4 + 4 + 2 outputs) and the
-    demodulation (3) per dtype, each with its dtype's tolerance."""
+    """What the self-check and `doctor` run: 3 epilogue configurations (4 + 4 + 2 outputs) per dtype,
+    each with its dtype's tolerance."""
     result = svm.check_parity('cpu', dtypes=tuple(PARITY_DTYPES))
-    assert len(result['checks']) == 13 * len(PARITY_DTYPES) and result['ok'], _failures(result)
+    assert len(result['checks']) == 10 * len(PARITY_DTYPES) and result['ok'], _failures(result)
     assert {c['tol'] for c in result['checks'].values()} == set(svm.PARITY_TOL.values())
 
 
 class WrongStandInPlugin(TorchStandInPlugin):
-    """A kernel with a bug: the demodulation coefficients come out 1 % too large."""
+    """A kernel with a bug: the epilogue's gradient of d comes out 1 % too large."""
 
     @staticmethod
-    def demod_forward(weight, s, eps):
-        d, wsq = TorchStandInPlugin.demod_forward(weight, s, eps)
-        return [d * 1.01, wsq]
+    def epilogue_backward(*args):
+        grad_y, grad_d, grad_bias = TorchStandInPlugin.epilogue_backward(*args)
+        return [grad_y, None if grad_d is None else grad_d * 1.01, grad_bias]
 
 
 def test_a_kernel_that_disagrees_with_the_reference_is_not_used_and_says_so_once(stand_in_plugin, monkeypatch):
@@ -1563,8 +1531,7 @@ def test_a_kernel_that_disagrees_with_the_reference_is_not_used_and_says_so_once
         warnings.simplefilter("always")
         assert not svm._plugin_trusted("cpu") and not svm._plugin_trusted("cpu")
     ours = [str(w.message) for w in caught if "disagrees with the PyTorch reference" in str(w.message)]
-    assert len(ours) == 1 and "demod/" in ours[0] and "relative error 3.0e-02 > tolerance 1e-05" in ours[0], ours
-    #                                          (d is 1 % off, its weight gradient, which cubes d, 3 %)
+    assert len(ours) == 1 and "/grad_d" in ours[0] and "relative error 1.0e-02 > tolerance 1e-05" in ours[0], ours
     crashing = WrongStandInPlugin()
     crashing.epilogue_forward = lambda *a: (_ for _ in ()).throw(RuntimeError("CUDA error: illegal memory access"))
     monkeypatch.setattr(svm, "_PLUGIN", crashing)
