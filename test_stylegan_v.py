@@ -1038,27 +1038,42 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert full.aug.p == resumed.aug.p
 
 
+def _first_moments(state, opt):
+    """Adam's exp_avg of every parameter, flattened: with beta1 = 0 it is the last step's gradient."""
+    moments = state[opt]["state"]
+    return torch.cat([moments[i]["exp_avg"].flatten() for i in sorted(moments)])
+
+
 @slow
 def test_two_processes_reach_the_same_weights_as_one(tmp_path):
     data = write_dataset(tmp_path / "d.zip")
-    kimg = 8 * 3 * 3 / 1000                                             # 3 steps of 8 videos x 3 frames
-    a = run_cli("train", "--data", data, *TRAIN, "--kimg", kimg, "--aug", "none", "--outdir", tmp_path / "one")
-    b = run_cli("train", "--data", data, *TRAIN, "--kimg", kimg, "--aug", "none", "--outdir", tmp_path / "two",
-                "--gpus", "2")
-    assert a.returncode == 0, a.stderr[-2000:]
-    assert b.returncode == 0, b.stderr[-2000:]
-    sa, sb = _weights(tmp_path / "one"), _weights(tmp_path / "two")
-    assert sa["step"] == sb["step"] == 3
+    runs = {}
+    for steps, extra in [(1, ["--gamma", "0"]), (3, [])]:              # 8 videos x 3 frames a step
+        for gpus in (1, 2):
+            out = tmp_path / f"{steps}-{gpus}"
+            r = run_cli("train", "--data", data, *TRAIN, "--kimg", 8 * 3 * steps / 1000, "--aug", "none", *extra,
+                        "--outdir", out, "--gpus", gpus)
+            assert r.returncode == 0, r.stderr[-2000:]
+            runs[steps, gpus] = _weights(out)
+            assert runs[steps, gpus]["step"] == steps
+    # The first step's gradients (Adam's beta1 = 0 keeps them as exp_avg), without R1: G's agree to
+    # rounding (measured 3e-6); D's fakes come from G after its first Adam step, which is ~lr * sign(g)
+    # per element, so the few elements whose g is at rounding level moved apart (measured 3e-4).
+    for opt, tol in [("opt_G", 1e-4), ("opt_D", 2e-3)]:
+        ga, gb = _first_moments(runs[1, 1], opt), _first_moments(runs[1, 2], opt)
+        assert ga.norm() > 0 and (ga - gb).norm() < tol * ga.norm(), opt
+    # Three steps with R1: every later step magnifies those flips again (measured 3.4 % for G and
+    # 5.2 % for D on an AVX-512 CPU, 0.2 % on an AVX2 one), so the whole update only agrees coarsely;
+    # a missing all_reduce or rows taken twice would give a different trajectory altogether.
+    sa, sb = runs[3, 1], runs[3, 2]
     torch.manual_seed(0)                                                # the initial weights, as Trainer makes them
     cfg = tiny()
     init = {"G": sv.Generator(cfg).state_dict(), "D": sv.Discriminator(cfg).state_dict()}
     for name in ["G", "D"]:
         da = torch.cat([(sa[name][k] - init[name][k]).flatten() for k in init[name]])
         db = torch.cat([(sb[name][k] - init[name][k]).flatten() for k in init[name]])
-        # Summation order differs between 1 and 2 processes, and Adam's g / sqrt(v) magnifies
-        # rounding in near-zero gradients: the updates agree to float tolerance, not bit for bit.
         assert da.norm() > 0.1                                          # the weights did move
-        assert (da - db).norm() < 2e-3 * da.norm(), name
+        assert (da - db).norm() < 0.15 * da.norm(), name
     torch.testing.assert_close(sa["G"]["mapping.w_avg"], sb["G"]["mapping.w_avg"], rtol=1e-4, atol=1e-5)
 
 
