@@ -1559,8 +1559,9 @@ class ClipDataset(torch.utils.data.Dataset):
 # Every random draw of a step -- latents, clip times, motion tokens, which real clips -- comes from
 # a generator seeded by (seed, step, purpose) and is drawn for the GLOBAL batch, of which each
 # process takes its own rows. So a resumed run replays exactly what the uninterrupted one would have
-# done, and without augmentation a run's result does not depend on the number of processes (ADA's
-# parameters are drawn per process: other draws, from the same distribution, with N processes).
+# done, and without augmentation a run's result does not depend on the number of processes, up to
+# rounding (which Adam's first, nearly sign(g)-sized steps magnify; ADA's parameters are drawn per
+# process: other draws, from the same distribution, with N processes).
 
 
 def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
@@ -1701,6 +1702,7 @@ class Trainer:
         self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
         self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
         self.nonfinite = 0
+        self.train_sec = 0.0                                     # training time at the last checkpoint (log.jsonl)
 
     # -- helpers --------------------------------------------------------------------------------
     def _latents(self, purpose: str):
@@ -1817,7 +1819,7 @@ class Trainer:
         return dict(cfg=dataclasses.asdict(self.cfg), G=self.G.state_dict(), G_ema=self.G_ema.state_dict(),
                     D=self.D.state_dict(), opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
                     aug=self.aug.state_dict(), step=self.step_idx, nimg=self.nimg, nvid=self.nvid,
-                    seed=self.seed, nonfinite=self.nonfinite)
+                    seed=self.seed, nonfinite=self.nonfinite, train_sec=self.train_sec)
 
     def load_state_dict(self, state: dict) -> None:
         """Everything of a checkpoint of ours; of an authors' snapshot (no optimizer state, no step):
@@ -1832,6 +1834,7 @@ class Trainer:
         self.aug.load_state_dict(state["aug"])
         self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
         self.nonfinite = state.get("nonfinite", 0)
+        self.train_sec = state.get("train_sec", 0.0)             # (older checkpoints: counted from here)
 
 
 def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
@@ -1914,6 +1917,9 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
         if "opt_G" not in state and dist.main:
             print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
                   f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
+        elif dist.main:
+            print(f"resuming {checkpoint_path(outdir if resume == 'auto' else resume)} at "
+                  f"{trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
         truncate_log(log, trainer.nimg / 1000 if resume else -1.0)   # a fresh start keeps no old lines
@@ -1929,6 +1935,9 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     from tqdm import tqdm
     trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32)
     cfg, ckpt, log = trainer.cfg, os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "log.jsonl")
+    if trainer.nimg >= int(kimg * 1000) and dist.main:
+        print(f"{ckpt}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train "
+              f"(a larger --kimg continues it)", file=sys.stderr)
     # The loader's "sampler" yields, per step, one seed per real clip of this process's rows; a worker
     # turns each seed into a clip (which video, which k frame times: Sec 3.3) and decodes its frames.
     # Each worker keeps prefetch_factor batches ready (workers x 4 steps ahead), so JPEG decoding
@@ -1943,12 +1952,18 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main),
                initial=round(min(trainer.nimg, total) / 1000, 3),
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
-    clock = dict(train_start=time.time(), metric_sec=0.0)      # training time, without the metrics
+    clock = dict(train_start=time.time() - trainer.train_sec, metric_sec=0.0)   # training time, no metrics
     if metrics and trainer.nimg == 0:
         # The starting point of every FVD curve: the freshly initialised generator, at kimg 0.
         _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
     tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
     last_snap = trainer.nimg
+
+    def crossed(every_kimg: float, since_nimg: int) -> bool:
+        """Has this step passed a multiple of `every_kimg`? Multiples, not "every_kimg since the last
+        one": a resumed run logs and saves at the kimg the uninterrupted run would have."""
+        every = max(1, round(every_kimg * 1000))
+        return trainer.nimg // every > since_nimg // every
 
     def after_step(stats: dict) -> bool:
         """Log a tick, save a snapshot, honour a stop: True when the loop ends. (Called only inside the
@@ -1959,16 +1974,20 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         bar.n = round(min(trainer.nimg, total) / 1000, 3)            # set, not summed: no float drift past
         bar.update(0)                                            # the total (tqdm warns, shows -00:00 left)
         done = trainer.nimg >= total
-        if trainer.nimg - tick_state["nimg"] >= tick * 1000 or done:
+        if crossed(tick, tick_state["nimg"]) or done:
             _log_tick(trainer, tick_state, log, bar, clock)
         stop_now = _stop_requested_anywhere(stop, dist)
-        if trainer.nimg - last_snap >= snap * 1000 or done or stop_now:
+        if crossed(snap, last_snap) or done or stop_now:
             last_snap = trainer.nimg
+            trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]
             _snapshot(trainer, outdir, previews, bar)
             if metrics and not stop_now:
                 _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
         if stop_now and dist.main:
             bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto")
+        elif done and dist.main:
+            bar.write(f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
+                      f"python stylegan_v.py sample --ckpt {outdir})")
         trainer.interrupted = stop_now
         return done or stop_now
 
@@ -2075,7 +2094,9 @@ def load_checkpoint(path: str) -> dict:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:                         # refused objects, not torch.save's format, truncated
-        refused = isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower()
+        # Only a class the pickle names ("Unsupported global") means Python objects; random bytes
+        # fail as an unknown opcode ("Unsupported operand") and are simply not a checkpoint.
+        refused = isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower()
         what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: "
                 "unpickling it could run code)" if refused else "not a file torch.save wrote, or a truncated one")
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
@@ -2240,35 +2261,54 @@ class FrameSink:
         parent = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
             raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
+        ext = os.path.splitext(out)[1].lower()
+        if not self.is_video and ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
+            raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
         if not self.is_video and os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
             raise UserError(f"{out}: exists and is not an empty folder")
+        remove_stale_partials(out)                           # what a killed sample to `out` left (Appendix D)
         self.count = 0
         if self.is_video:
             import imageio.v2 as imageio
             self.tmp = out[:-4] + f".partial-{os.getpid()}.mp4"
             # H.264 in yuv420p plays everywhere; macro_block_size=1 writes frames at their own size
             # (imageio's default scales them up to a multiple of 16: an 8^2 model's video to 16^2).
+            # ffmpeg writes to our stderr directly; at log level "fatal" a full disk is our one line
+            # (write_error_reason), not six lines of ffmpeg's muxer.
             self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
-                                             quality=8, pixelformat="yuv420p", macro_block_size=1)
+                                             quality=8, pixelformat="yuv420p", macro_block_size=1,
+                                             ffmpeg_log_level="fatal")
         else:
             self.tmp = out.rstrip("/") + f".partial-{os.getpid()}"
             os.makedirs(self.tmp)
 
     def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
         import imageio.v3 as iio
-        for f in frames:
-            if self.is_video:
-                self.writer.append_data(f)
-            else:
-                iio.imwrite(os.path.join(self.tmp, f"{self.count:06d}.png"), f)
-            self.count += 1
+        try:
+            for f in frames:
+                if self.is_video:
+                    self.writer.append_data(f)
+                else:
+                    iio.imwrite(os.path.join(self.tmp, f"{self.count:06d}.png"), f)
+                self.count += 1
+        except (OSError, RuntimeError) as e:                     # a full disk, a lost mount, ffmpeg gone
+            self._fail(e)
 
     def close(self) -> None:
-        if self.is_video:
-            self.writer.close()
-        elif os.path.isdir(self.out):
-            os.rmdir(self.out)                                   # an empty folder we may replace
-        os.replace(self.tmp, self.out)
+        try:
+            if self.is_video:
+                self.writer.close()
+            elif os.path.isdir(self.out):
+                os.rmdir(self.out)                               # an empty folder we may replace
+            os.replace(self.tmp, self.out)
+        except (OSError, RuntimeError) as e:
+            self._fail(e)
+
+    def _fail(self, e: Exception):
+        reason = write_error_reason(e, self.tmp)                 # before abort() frees the disk again
+        self.abort()
+        raise UserError(f"{self.out}: cannot write the {'video' if self.is_video else 'frames'} "
+                        f"({reason}); nothing was left behind") from None
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -2495,8 +2535,11 @@ def cmd_train(args) -> None:
     main_process = not torchrun or int(os.environ["RANK"]) == 0
     if main_process:
         check_run_dir(args.outdir, resuming)
-    if args.dry_run:
+    if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        print(f"dry run: would train {'on from --resume ' + args.resume if resuming else 'a new run'} to "
+              f"{args.kimg:g} kimg in {args.outdir} with {world} process(es), a log line every {args.tick:g} kimg, "
+              f"a snapshot every {args.snap:g} kimg", file=sys.stderr)
         return
     lock = RunLock(args.outdir).acquire() if main_process else None
     try:
@@ -2517,9 +2560,12 @@ def main(argv=None) -> None:
     global USE_CUSTOM_OPS
     args = build_parser().parse_args(argv)
     # `kill` (SIGTERM) stops a command as Ctrl-C does, so outputs in progress are removed (FrameSink)
-    # and checkpoints saved (train installs its own handler: finish the step, save, stop).
+    # and checkpoints saved (train installs its own handler: finish the step, save, stop). SIGINT is
+    # set too: a shell starts a background job (`cmd &` in a script, nohup) with SIGINT ignored, and
+    # `kill -INT` should still stop it.
     main_thread = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
+    old = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)} \
+        if main_thread else {}
     custom_ops = USE_CUSTOM_OPS
     try:
         _set_custom_ops(args)
@@ -2530,8 +2576,8 @@ def main(argv=None) -> None:
         _exit_on_error(e)
     finally:
         USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
-        if main_thread:
-            signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
 
 
 # ------------------------------------------------------------------------------------------------
@@ -3896,17 +3942,20 @@ def read_metric_curve(run: str, metric: str) -> np.ndarray:
     path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
     if not os.path.isfile(path):
         raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
-    rows = {}
+    rows, keys = {}, set()
     with open(path) as f:
         for number, line in enumerate(f, 1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise UserError(f"{path}: line {number} is not JSON")
+            keys.update(k for k, v in record.items() if k != "kimg" and isinstance(v, (int, float)))
             if metric in record:
                 rows[float(record["kimg"])] = float(record[metric])
     if not rows:
-        raise UserError(f"{path}: no '{metric}' values (train with --metrics {metric})")
+        hint = f"train with --metrics {metric}" if metric in ("fvd16", "fvd128") else \
+            f"its keys: {', '.join(sorted(keys)) or 'none'}"
+        raise UserError(f"{path}: no '{metric}' values ({hint})")
     return np.array(sorted(rows.items()), dtype=np.float64)
 
 
@@ -4040,12 +4089,18 @@ def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
 
 
 def write_error_reason(e: Exception, path: str) -> str:
-    """Why writing `path` failed, in words: an OSError's reason, or a full disk that torch's zip writer
-    reports only as a RuntimeError ("PytorchStreamWriter failed writing file ...")."""
-    if isinstance(e, OSError):
+    """Why writing `path` failed, in words. An OSError says it, except a broken pipe (ffmpeg, which
+    wrote the file, has stopped); torch's zip writer hides it in a RuntimeError ("... open file failed
+    with strerror: Read-only file system", or only "failed writing file" on a full disk)."""
+    broken_pipe = isinstance(e, BrokenPipeError) or "broken pipe" in _first_line(e).lower()   # (imageio: IOError)
+    if isinstance(e, OSError) and not broken_pipe:
         return os_error_reason(e, path)
-    full = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20
-    return "no space left on device" if full else _first_line(e)
+    hidden = re.search(r"strerror: ([^\n]+)", str(e))
+    if hidden:
+        return hidden.group(1).strip()
+    if shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20:
+        return "no space left on device"
+    return "the ffmpeg writer stopped (broken pipe)" if broken_pipe else _first_line(e)
 
 
 def _atomic_write(path: str, write, fsync: bool = False) -> None:
@@ -4068,6 +4123,26 @@ def _atomic_write(path: str, write, fsync: bool = False) -> None:
 
 def _atomic_write_text(path: str, text: str) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def remove_stale_partials(path: str) -> None:
+    """Remove <stem>.partial-<pid>[.mp4] beside `path` left by a writer that is gone (kill -9, a power
+    cut); one whose process still runs belongs to another writer and stays."""
+    import glob
+    stem = path[:-4] if path.lower().endswith(".mp4") else path.rstrip("/")
+    for leftover in glob.glob(glob.escape(stem) + ".partial-*"):
+        pid = re.fullmatch(r"\.partial-(\d+)(\.mp4)?", leftover[len(stem):], re.IGNORECASE)
+        if pid is None or int(pid.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid.group(1)), 0)                   # signal 0: only asks whether it exists
+            continue
+        except ProcessLookupError:
+            pass
+        except OSError:                                     # (EPERM: it exists, as another user)
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(leftover) if os.path.isdir(leftover) else os.remove(leftover)
 
 
 def truncate_log(path: str, kimg: float) -> int:
@@ -4196,7 +4271,7 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
         sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
     finally:
         for sig, handler in old.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
 
 
 def _raise_keyboard_interrupt(_signum, _frame):
@@ -4271,7 +4346,9 @@ def check_run_dir(outdir: str, resuming: bool) -> None:
     pid = RunLock.holder(outdir)
     if pid is not None:
         raise RunLock.busy(outdir, pid)
-    entries = sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []
+    # What a run that failed before its first step leaves (a bad dataset, a typo in a flag found late)
+    # is no run: starting over there loses nothing, so it does not block the directory.
+    entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
     if entries and not resuming:
         raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
                         f"continue it with --resume auto, or train into a new --outdir")
@@ -4291,7 +4368,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _in_range(kind, lo, hi, lo_open=False, hi_open=False):
     """An argparse `type` that parses an int or a finite float and checks lo <= x <= hi ('(' = open)."""
-    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    show = (lambda x: str(int(x))) if kind is int else (lambda x: f"{x:g}")    # 4294967295, not 4.29497e+09
+    span = f"{'(' if lo_open else '['}{show(lo)}, {show(hi)}{')' if hi_open else ']'}"
 
     def parse(text: str):
         try:
@@ -4374,7 +4452,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
     t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
     t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=2048, help="videos per metric (paper 2048)")
-    t.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, stop")
+    t.add_argument("--dry-run", action="store_true",
+                   help="check the inputs, print the resolved model config (JSON) and the run's plan, stop")
     t.set_defaults(fn=cmd_train)
 
     b = sub.add_parser("bench", parents=[device], help="speed of rendering (and of training steps)")

@@ -1127,7 +1127,9 @@ def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
 def test_resume_refuses_a_file_that_is_not_a_checkpoint_without_suggesting_unsafe_loading(tmp_path):
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pt")   # a pickled module, not a state dict
     (tmp_path / "text.pt").write_text("hello")
-    for name, what in [("pickled.pt", "pickled Python objects"), ("text.pt", "not a file torch.save wrote")]:
+    (tmp_path / "random.pt").write_bytes(b"\x13" + np.random.default_rng(0).bytes(5000))   # not a pickle at all
+    for name, what in [("pickled.pt", "pickled Python objects"), ("text.pt", "not a file torch.save wrote"),
+                       ("random.pt", "not a file torch.save wrote")]:
         with pytest.raises(sv.CheckpointError) as e:
             sv.load_checkpoint(str(tmp_path / name))
         assert what in str(e.value) and "weights_only" not in str(e.value), str(e.value)
@@ -1248,6 +1250,8 @@ def test_sample_writes_a_readable_mp4_with_the_right_frame_count(tmp_path):
     (["--ckpt", "{tmp}/garbage.pt"], "not a StyleGAN-V checkpoint"),
     (["--ckpt", "{tmp}/missing.pt"], "no such checkpoint"),
     (["--out", "{tmp}/no/such/dir/x.mp4"], "cannot write here"),
+    (["--out", "{tmp}/clip.gif"], "clip.gif: --out is an .mp4 file or a folder for PNG frames, not a .gif file"),
+    (["--seed", "-1"], "must be in [0, 4294967295]"),
 ])
 def test_sample_bad_arguments_give_one_line_errors(tmp_path, args, message):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
@@ -1263,18 +1267,34 @@ def test_sample_bad_arguments_give_one_line_errors(tmp_path, args, message):
 
 
 @slow
-def test_sigterm_during_sample_leaves_no_partial_video(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT, ignored at start (a background job of a script)"])
+def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sig.startswith("SIGINT") else None
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "stylegan_v.py"), "sample", "--seconds", "3000",
-                             "--out", str(tmp_path / "long.mp4")], stderr=subprocess.PIPE, text=True, env=env)
+                             "--out", str(tmp_path / "long.mp4")], stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=ignore)
     deadline = time.time() + 60
     while not list(tmp_path.glob("*.partial-*")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT if ignore else signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert not list(tmp_path.iterdir())
+
+
+@slow
+def test_sample_removes_what_a_killed_sample_left_but_not_a_live_ones(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                                         # a pid that no longer runs
+    dead, alive = tmp_path / f"o.partial-{gone.pid}.mp4", tmp_path / f"o.partial-{os.getpid()}.mp4"
+    for leftover in (dead, alive):
+        leftover.write_bytes(b"half a video")
+    (tmp_path / "frames.partial-1").mkdir()                            # another output's: not ours to judge
+    r = run_cli("sample", "--preset", "tiny", "--seconds", "0.2", "--out", tmp_path / "o.mp4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path)) == sorted(["o.mp4", alive.name, "frames.partial-1"])
 
 
 # -- train: bad input, one run directory per training, a full disk -----------------------------
@@ -1921,6 +1941,43 @@ def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues(tmp
 
 
 @slow
+def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_says_what_it_does(tmp_path):
+    data = write_dataset(tmp_path / "d.zip")
+    args = [*TRAIN, "--tick", 0.048, "--aug", "none"]                   # a tick every 2 steps of 24 frames
+    r = run_cli("train", "--data", data, *args, "--kimg", 0.168, "--outdir", tmp_path / "whole")
+    assert r.returncode == 0 and "done: 0.17 kimg" in r.stdout + r.stderr, r.stderr[-3000:]
+    out = tmp_path / "cut"
+    r = run_cli("train", "--data", data, *args, "--kimg", 0.072, "--outdir", out)     # 3 steps, then resumed
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("train", "--data", data, *args, "--kimg", 0.168, "--outdir", out, "--resume", "auto")
+    assert r.returncode == 0 and f"resuming {out / 'checkpoint.pt'} at 0.07 kimg (step 3)" in r.stderr, r.stderr[-3000:]
+    # Ticks at multiples of --tick, not --tick after the resume: the uninterrupted run's kimgs, plus
+    # the end of the first part (the old schedule logged 0.12 here, and 0.072 + 0.048 after it).
+    assert _kimgs(out) == [0.048, 0.072, 0.096, 0.144, 0.168] and _kimgs(tmp_path / "whole") == [0.048, 0.096, 0.144, 0.168]
+    train_sec = [json.loads(line)["train_sec"] for line in open(out / "log.jsonl")]
+    assert train_sec == sorted(train_sec) and train_sec[0] > 0           # the clock goes on across the resume
+    r = run_cli("train", "--data", data, *args, "--kimg", 0.1, "--outdir", out, "--resume", "auto")
+    assert r.returncode == 0 and "already at 0.17 kimg, --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
+
+
+@slow
+def test_what_a_run_that_failed_before_its_first_step_left_does_not_block_its_directory(tmp_path):
+    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")                              # what a run that died at startup leaves
+    (out / "train.lock").write_text("999999")
+    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["preset"] == "tiny"
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("config.json", "train.lock", "notes.txt"):             # anything else still makes it a run
+        (other / name).write_text("mine")
+    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", other)
+    assert_one_error_line(r, str(other), "a run is already there (notes.txt)", "--resume auto")
+
+
+@slow
 def test_a_killed_run_leaves_nothing_stale_and_its_log_is_one_history_after_resume(tmp_path):
     data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
     r = run_cli("train", "--data", data, *RUN, "--kimg", 0.048, "--outdir", out)   # 2 steps, saved
@@ -1970,6 +2027,36 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
         r = run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", disk / "run")
         assert_one_error_line(r, "no space left on device", "checkpoint.pt")
         assert sorted(os.listdir(disk / "run")) == ["config.json", "log.jsonl", "train.lock"]
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+@slow
+@pytest.mark.parametrize("out", ["o.mp4", "frames"])
+def test_a_full_disk_during_sample_is_one_line_naming_the_output(tmp_path, out):
+    disk = tmp_path / "disk"
+    _small_tmpfs(disk, "256k")                                         # a few frames fit, 60 s do not
+    try:
+        r = run_cli("sample", "--preset", "tiny", "--seconds", "60", "--out", disk / out)
+        lines = [line for line in r.stderr.splitlines() if line.strip() and "%|" not in line]
+        assert r.returncode == 2 and len(lines) == 2 and lines[0].startswith("sampling "), r.stderr[-3000:]
+        assert lines[1].startswith(f"stylegan_v.py: error: {disk / out}: cannot write the"), lines[1]
+        assert "no space left on device" in lines[1]                   # and none of ffmpeg's own lines
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_a_read_only_disk_is_said_in_words_not_in_torch_internals(tmp_path):
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:100]})")
+    try:
+        with pytest.raises(sv.CheckpointError) as e:
+            sv.save_checkpoint(str(disk / "c.pt"), {"x": torch.zeros(3)})
+        assert "(Read-only file system)" in str(e.value) and "inline_container" not in str(e.value), str(e.value)
     finally:
         subprocess.run(["umount", str(disk)])
 
