@@ -1893,7 +1893,7 @@ def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
 
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
-               fp32: bool) -> tuple:
+               fp32: bool, kimg: float) -> tuple:
     """The dataset, the Trainer (resumed when asked) and the run directory of a training -> (trainer, dataset)."""
     # The dataset decides the resolution and the time unit (its fps); the preset decides the rest.
     data = VideoFolder(data_path)
@@ -1918,8 +1918,11 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
             print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
                   f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
         elif dist.main:
-            print(f"resuming {checkpoint_path(outdir if resume == 'auto' else resume)} at "
-                  f"{trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
+            path = checkpoint_path(outdir if resume == "auto" else resume)
+            print(f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
+            if trainer.nimg >= int(kimg * 1000):
+                print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train "
+                      f"(a larger --kimg continues it)", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
         truncate_log(log, trainer.nimg / 1000 if resume else -1.0)   # a fresh start keeps no old lines
@@ -1933,11 +1936,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
     when a signal stopped it (after saving)."""
     from tqdm import tqdm
-    trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32)
-    cfg, ckpt, log = trainer.cfg, os.path.join(outdir, "checkpoint.pt"), os.path.join(outdir, "log.jsonl")
-    if trainer.nimg >= int(kimg * 1000) and dist.main:
-        print(f"{ckpt}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train "
-              f"(a larger --kimg continues it)", file=sys.stderr)
+    trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32, kimg)
+    cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
     # The loader's "sampler" yields, per step, one seed per real clip of this process's rows; a worker
     # turns each seed into a clip (which video, which k frame times: Sec 3.3) and decodes its frames.
     # Each worker keeps prefetch_factor batches ready (workers x 4 steps ahead), so JPEG decoding
@@ -1959,12 +1959,6 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
     last_snap = trainer.nimg
 
-    def crossed(every_kimg: float, since_nimg: int) -> bool:
-        """Has this step passed a multiple of `every_kimg`? Multiples, not "every_kimg since the last
-        one": a resumed run logs and saves at the kimg the uninterrupted run would have."""
-        every = max(1, round(every_kimg * 1000))
-        return trainer.nimg // every > since_nimg // every
-
     def after_step(stats: dict) -> bool:
         """Log a tick, save a snapshot, honour a stop: True when the loop ends. (Called only inside the
         `with GracefulStop() as stop` below, which binds `stop`.)"""
@@ -1974,20 +1968,15 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         bar.n = round(min(trainer.nimg, total) / 1000, 3)            # set, not summed: no float drift past
         bar.update(0)                                            # the total (tqdm warns, shows -00:00 left)
         done = trainer.nimg >= total
-        if crossed(tick, tick_state["nimg"]) or done:
+        if _crossed(trainer.nimg, tick, tick_state["nimg"]) or done:
             _log_tick(trainer, tick_state, log, bar, clock)
         stop_now = _stop_requested_anywhere(stop, dist)
-        if crossed(snap, last_snap) or done or stop_now:
+        if _crossed(trainer.nimg, snap, last_snap) or done or stop_now:
             last_snap = trainer.nimg
-            trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]
-            _snapshot(trainer, outdir, previews, bar)
+            end = "interrupted" if stop_now else "done" if done else None
+            _snapshot(trainer, outdir, previews, bar, clock, end)
             if metrics and not stop_now:
                 _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
-        if stop_now and dist.main:
-            bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto")
-        elif done and dist.main:
-            bar.write(f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
-                      f"python stylegan_v.py sample --ckpt {outdir})")
         trainer.interrupted = stop_now
         return done or stop_now
 
@@ -2015,12 +2004,28 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
     tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
 
 
-def _snapshot(trainer: Trainer, outdir: str, previews: bool, bar) -> None:
-    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process."""
-    if trainer.dist.main:
-        save_checkpoint(os.path.join(outdir, "checkpoint.pt"), trainer.state_dict())
-        if previews:
-            save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
+def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
+    """Has training passed a multiple of `every_kimg` since `since_nimg`? Multiples, not "every_kimg
+    since the last one": a resumed run logs and saves at the kimg the uninterrupted run would have."""
+    every = max(1, round(every_kimg * 1000))
+    return nimg // every > since_nimg // every
+
+
+def _snapshot(trainer: Trainer, outdir: str, previews: bool, bar, clock: dict, end: Optional[str] = None) -> None:
+    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process; at the `end` of a
+    run ('done' or 'interrupted') a line saying where the checkpoint is and what to do next."""
+    trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]    # kept across resumes
+    if not trainer.dist.main:
+        return
+    ckpt = os.path.join(outdir, "checkpoint.pt")
+    save_checkpoint(ckpt, trainer.state_dict())
+    if previews:
+        save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
+    if end == "interrupted":
+        bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto")
+    elif end == "done":
+        bar.write(f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
+                  f"python stylegan_v.py sample --ckpt {outdir})")
 
 
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
@@ -2424,14 +2429,14 @@ def cmd_sample(args) -> None:
     mseed = args.seed if args.motion_seed is None else args.motion_seed
     motion_seeds = list(range(mseed, mseed + args.num))
     print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
-    t0 = time.time()
+    t0, replaced = time.time(), os.path.isfile(args.out)
     n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
                args.truncation, args.batch)
     dt = time.time() - t0
     import resource
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process (not ffmpeg's)
-    print(f"wrote {args.out}: {n} frames in {dt:.1f} s ({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB",
-          file=sys.stderr)
+    print(f"wrote {args.out}{' (replacing the previous file)' if replaced else ''}: {n} frames in {dt:.1f} s "
+          f"({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB", file=sys.stderr)
 
 
 def cmd_convert(args) -> None:

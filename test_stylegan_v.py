@@ -1240,8 +1240,10 @@ def test_sample_writes_a_readable_mp4_with_the_right_frame_count(tmp_path):
     assert r.returncode == 0, r.stderr
     video = iio.imread(out)
     assert video.shape == (12, 64, 128, 3)                              # 2 videos side by side
-    assert "freshly initialized" in r.stderr
+    assert "freshly initialized" in r.stderr and "replacing" not in r.stderr
     assert not [p for p in os.listdir(tmp_path) if "partial" in p]
+    r = run_cli("sample", "--preset", "tiny", "--seconds", "0.2", "--out", out)      # a second time: says so
+    assert r.returncode == 0 and f"wrote {out} (replacing the previous file): 5 frames" in r.stderr, r.stderr
 
 
 @slow
