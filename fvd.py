@@ -155,6 +155,23 @@ def _first_line(exc):
     return text.splitlines()[0]
 
 
+NPY_MAGIC = b"\x93NUMPY"                         # how every .npy file begins
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")         # ... and every .npz, a zip (the second: an empty one)
+
+
+def _numpy_reason(exc):
+    """Why np.load(allow_pickle=False) refused a file, in one line, WITHOUT numpy's advice.
+
+    numpy takes any file that is neither .npy nor .npz for a pickle and explains how to load it
+    anyway ("If you trust the file you can load it unsafely using the allow_pickle= keyword
+    argument or pickle.load()"), i.e. how to run whatever code it holds. Never the right advice
+    for a file that should hold only numbers (see also _torch_load_reason), so say what it holds."""
+    line = _first_line(exc)
+    if re.search(r"pickle|Python objects|Object arrays", line, re.IGNORECASE):
+        return "it holds Python objects, which are refused unread"
+    return f"{type(exc).__name__}: {line}"
+
+
 def _range_text(flag):
     lo, hi = FLAG_RANGES[flag]
     extra = " (I3D's shortest clip)" if flag == "--frames" else ""
@@ -262,6 +279,9 @@ class FeatureStats:
 
     @classmethod
     def load(cls, path):
+        with open(path, "rb") as f:         # else np.load takes it for a pickle (see _numpy_reason)
+            if not f.read(4).startswith(ZIP_MAGICS):
+                raise ValueError("not an .npz archive of statistics (what FeatureStats.save writes)")
         with np.load(path, allow_pickle=False) as z:
             stats = cls()
             stats.n = int(z["n"])
@@ -1056,19 +1076,35 @@ class _ZipMembers:
         return {"path": self.path, "_zip": None, "_pid": None}
 
 
+# The limits of dataset.json, the same as stylegan_v.py's reader (its MAX_DATASET_FPS and
+# MAX_VIDEO_FRAMES): a dataset that training refuses must not get an FVD, and the other way round.
+# They are repeated here, not imported, because fvd.py reads datasets without stylegan_v.py.
+MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
+MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (five weeks at 30 fps)
+
+
 def _parse_dataset_json(path, raw):
-    """dataset.json bytes -> (resolution, '.ext', names, lengths), every field checked: FVDError."""
+    """dataset.json bytes -> (fps, resolution, '.ext', names, lengths), every field checked as
+    stylegan_v.py's _parse_dataset_json checks it, with its wording: else an FVDError."""
     def bad(what):
         return FVDError(f"{path}: dataset.json: {what}")
     try:
         meta = json.loads(raw)
     except ValueError as e:                                         # JSONDecodeError, UnicodeDecodeError
         raise FVDError(f"{path}: dataset.json is not valid JSON ({_first_line(e)})") from None
-    if not isinstance(meta, dict) or "resolution" not in meta or "videos" not in meta:
-        raise bad("expected an object with 'resolution' and 'videos' (was it written by prepare_data.py?)")
-    res, fmt, videos = meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    if not (isinstance(res, int) and not isinstance(res, bool) and 4 <= res <= 4096):
-        raise bad(f"resolution must be an integer from 4 to 4096, got {res!r}")
+    if not isinstance(meta, dict):
+        raise bad("not a JSON object")
+    for key in ("fps", "resolution", "videos"):
+        if key not in meta:
+            raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
+    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
+    # json.loads reads NaN and Infinity as floats: the finiteness checks keep them out.
+    if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
+        raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
+    if not (number(res) and math.isfinite(res) and res == int(res) and 4 <= res <= 4096
+            and int(res) & (int(res) - 1) == 0):
+        raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
     if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
         raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
     if not (isinstance(videos, list) and videos):
@@ -1076,15 +1112,16 @@ def _parse_dataset_json(path, raw):
     names, lengths = [], []
     for i, v in enumerate(videos):
         name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
+        # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
         if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
             raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
-        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10 ** 8):
-            raise bad(f"video '{name}': 'frames' must be an integer from 1 to 10^8, got {n!r}")
+        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
+            raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
         names.append(name)
         lengths.append(n)
     if len(set(names)) < len(names):
         raise bad(f"video name '{next(n for n in names if names.count(n) > 1)}' is listed twice")
-    return res, "." + fmt, names, lengths
+    return float(fps), int(res), "." + fmt, names, lengths
 
 
 class DatasetSource:
@@ -1101,7 +1138,7 @@ class DatasetSource:
             present = set(self.zip.open().namelist()) if self.zip else None
         except Exception as e:
             raise FVDError(f"{path}: cannot read dataset.json ({_short_reason(e)})") from None
-        self.resolution, self.ext, self.names, self.lengths = _parse_dataset_json(path, raw)
+        self.fps, self.resolution, self.ext, self.names, self.lengths = _parse_dataset_json(path, raw)
         self.size = (self.resolution, self.resolution)
         for name, n in zip(self.names, self.lengths):               # first and last frame of each video
             for i in sorted({0, n - 1}):
@@ -1109,6 +1146,17 @@ class DatasetSource:
                 found = member in present if present is not None else os.path.isfile(os.path.join(path, member))
                 if not found:
                     raise FVDError(f"{path}: video '{name}' lists {n} frames but {member} is missing")
+        from PIL import Image
+        for name in self.names:             # every first frame's size, from its header (a few KB each):
+            member = self._member(name, 0)  # a dataset of the wrong size fails here, not in the I3D pass
+            try:
+                with Image.open(io.BytesIO(self._read(member))) as img:
+                    width, height = img.size
+            except Exception as e:
+                raise FVDError(f"{path}: cannot read {member} ({_short_reason(e)})") from None
+            if (width, height) != self.size:
+                raise FVDError(f"{path}: {member} is {width}x{height}, dataset.json says "
+                               f"{self.resolution}x{self.resolution}")
 
     def _member(self, name, i):
         return f"{name}/{i:06d}{self.ext}"
@@ -1344,8 +1392,21 @@ class ArraySource:
 
     def __init__(self, path):
         self.path, self.skipped = str(path), []
+        npz = self.path.lower().endswith(".npz")
         try:
-            if self.path.lower().endswith(".npy"):
+            with open(self.path, "rb") as f:
+                head = f.read(len(NPY_MAGIC))
+        except OSError as e:
+            raise FVDError(f"{path}: cannot read ({e.strerror or _first_line(e)})") from None
+        # np.load goes by content, not by name: a text file or a pickle would end in numpy's refusal
+        # to unpickle (and its advice to load it unsafely), a zip named .npy would come back as an
+        # NpzFile. So the content must be what the name says before numpy reads it.
+        if not (head.startswith(ZIP_MAGICS) if npz else head == NPY_MAGIC):
+            what = "a .npz archive (NumPy arrays saved with np.savez" if npz else \
+                   "a .npy array file (a NumPy array saved with np.save"
+            raise FVDError(f"{path}: not {what}; files holding Python objects are refused unread)")
+        try:
+            if not npz:
                 array = np.load(self.path, mmap_mode="r", allow_pickle=False)
             else:
                 with np.load(self.path, allow_pickle=False) as z:
@@ -1354,10 +1415,12 @@ class ArraySource:
                     if key is None:
                         raise FVDError(f"{path}: holds arrays {keys[:5]}: expected one array, or one named 'videos'")
                     array = z[key]
+                    if not isinstance(array, np.ndarray):           # a member that is no .npy comes back as bytes
+                        raise FVDError(f"{path}: member '{key}' is not a NumPy array (np.savez writes .npy members)")
         except FVDError:
             raise
-        except Exception as e:      # not a numpy file, truncated, pickled objects (refused), ...
-            raise FVDError(f"{path}: not a readable numpy array ({_short_reason(e)})") from None
+        except Exception as e:      # truncated, an array of Python objects (refused unread), ...
+            raise FVDError(f"{path}: not a readable numpy array ({_numpy_reason(e)})") from None
         if array.dtype != np.uint8 or array.ndim != 5 or array.shape[-1] != 3 or 0 in array.shape:
             raise FVDError(f"{path}: expected uint8 videos [N, T, H, W, 3], found {array.dtype} {list(array.shape)}")
         self.array = array                                          # [N, T, H, W, 3]
@@ -1435,6 +1498,9 @@ def _open_generator(path, device):
         raise FVDError(_first_line(e)) from None
     except Exception as e:  # the checkpoint is foreign input: any failure is a bad file
         raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+    # The report names a source by its path (_source_name); a generator object has none, so it
+    # keeps the one it was loaded from, else it would be reported as its class, 'Generator'.
+    generator.fvd_source = str(path)
     return generator
 
 
@@ -1606,7 +1672,10 @@ def _auto_batch(device, frames):
 
 
 def _source_name(source, path=None):
-    return str(path or getattr(source, "path", None) or type(source).__name__)
+    """How the report names a source: the path it was given as (a generator loaded from a checkpoint
+    keeps it as fvd_source), else its class (a generator or FeatureStats passed in from Python)."""
+    return str(path or getattr(source, "path", None) or getattr(source, "fvd_source", None)
+               or type(source).__name__)
 
 
 def _clip_batches(source, clips, batch, workers, skipped):
@@ -1858,7 +1927,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                 real_meta = real_stats.meta
                 info["real_cached"] = True
             except Exception as e:  # a damaged cache file is recomputed, not fatal
-                _warn(f"{cache_file}: unreadable cached statistics ({_first_line(e)}); recomputing")
+                _warn(f"{cache_file}: unreadable cached statistics ({_numpy_reason(e)}); recomputing")
         if real_stats is None:
             real_stats = _feature_stats(_clip_batches(real_src, real_clips, batch, workers, real_skipped),
                                         len(real_clips), detector, False, f"FVD_{frames} real", progress)

@@ -52,8 +52,8 @@ skipped, and the summary at the end names it with the reason. Frames may be in a
 format Pillow reads (by extension, or by content when the extension is unknown); other files in
 a frame folder are left out and named in the summary. The output is written under a temporary
 name (OUT.partial-<pid>) beside OUT and renamed onto OUT only when complete, so an interrupted run
-(Ctrl-C, kill) or a full disk leaves neither OUT nor a temporary file; an existing OUT.zip is
-replaced only at that final rename.
+(Ctrl-C, kill) or a full disk leaves neither OUT nor a temporary file; an existing OUT.zip (or
+empty OUT folder) is replaced only at that final rename, and the summary line says so.
 
 Errors. Every failure of the job as a whole goes out through main() as ONE line on stderr,
 "prepare_data.py: error: ..." naming the flag, file or folder, never a traceback: a numeric flag
@@ -1088,6 +1088,10 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
             with open(os.path.join(stage, "dataset.json"), "w") as f:
                 f.write(index)
         pool.shutdown(wait=True)
+        # An existing OUT (a zip, or an empty folder: _check_out refuses any other) is replaced, by
+        # this one rename, so it is the old OUT or the new one, never half of either. Replacing is
+        # what a user expects of a rerun, but it must not go unsaid: the summary line names it.
+        replaced = os.path.lexists(out)
         os.replace(tmp, out)
     except BrokenProcessPool:                       # a worker was killed (the OOM killer, kill -9)
         raise PrepareError("a worker process died (out of memory?); try fewer --workers") from None
@@ -1116,11 +1120,13 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
     summary = {"out": out, "videos": len(videos), "frames": frames, "fps": float(fps),
                "resolution": s.resolution, "format": s.fmt, "bytes": size,
                "seconds": round(time.time() - t_start, 2),
-               "skipped": [{"source": a, "reason": b} for a, b in skipped], "notes": notes}
+               "skipped": [{"source": a, "reason": b} for a, b in skipped], "notes": notes,
+               "replaced": replaced}
     encoding = f"jpg q{s.quality}" if s.fmt == "jpg" else "png"
+    was = f" (replaced the existing {'' if as_zip else 'empty folder '}{os.path.basename(out)})" if replaced else ""
     log(f"wrote {out}: {len(videos)} video{'s' * (len(videos) != 1)}, {frames} frames of "
         f"{s.resolution}x{s.resolution} at {fps:g} fps ({encoding}), "
-        f"{size / 2**20:.1f} MiB in {summary['seconds']:.1f} s")
+        f"{size / 2**20:.1f} MiB in {summary['seconds']:.1f} s{was}")
     for title, lines in [(f"skipped {len(skipped)}:", [f"{a}: {b}" for a, b in skipped]), ("notes:", notes)]:
         if lines:
             log(title)
@@ -1136,9 +1142,9 @@ def prepare(src: str, out: str, resolution: int = 256, *, clip_len: Optional[int
     """Make a dataset from SRC (a video, a folder of videos, a folder of frame folders) -> summary.
 
     The summary: {"out", "videos", "frames", "fps", "resolution", "format", "bytes", "seconds",
-    "skipped": [{"source", "reason"}], "notes": [...]}. Raises PrepareError when nothing usable
-    is found, a setting is out of range or OUT cannot be written; in every failure OUT and the
-    temporary files are absent (and an older OUT is untouched).
+    "skipped": [{"source", "reason"}], "notes": [...], "replaced": True if an existing OUT was}.
+    Raises PrepareError when nothing usable is found, a setting is out of range or OUT cannot be
+    written; in every failure OUT and the temporary files are absent (and an older OUT is untouched).
     """
     settings = Settings(resolution, fmt, quality, clip_len, skip, max_frames, min_frames)
     _check_settings(settings, fps, workers)         # every setting, then OUT, before SRC is read

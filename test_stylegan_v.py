@@ -23,6 +23,7 @@ one section: -k picks tests by words of their names, e.g. §5 (motion) and §8 (
 # registration. (With --strict-markers the lookup would fail instead: register the mark then.)
 
 import contextlib
+import dataclasses
 import errno
 import io
 import json
@@ -2477,6 +2478,66 @@ def test_ctrl_c_with_worker_processes_leaves_nothing_behind(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+# -- an existing OUT is replaced by one rename, and the summary says so -----------------------
+
+DEMO = ["--num-videos", "2", "--frames", "4", "--resolution", "16", "--workers", "1"]
+
+
+def _summary_line(capsys):
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_prepare_says_when_it_replaces_an_existing_zip_and_replaces_it_by_one_rename(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out.zip"
+    assert pd.main(["--demo", str(out), *DEMO]) == 0
+    assert "replaced" not in _summary_line(capsys)                   # nothing was there
+    first = out.read_bytes()
+    renames, replace = [], os.replace
+
+    def spy(src, dst):
+        renames.append((str(src), str(dst), os.path.exists(dst)))
+        return replace(src, dst)
+    monkeypatch.setattr(os, "replace", spy)
+    assert pd.main(["--demo", str(out), *DEMO, "--seed", "1"]) == 0
+    line = _summary_line(capsys)
+    assert line.startswith(f"wrote {out}: 2 videos") and line.endswith("(replaced the existing out.zip)"), line
+    # Written beside OUT under a temporary name, then renamed onto it: OUT was whole the whole time.
+    assert renames == [(f"{out}.partial-{os.getpid()}", str(out), True)], renames
+    assert out.read_bytes() != first and sorted(os.listdir(tmp_path)) == ["out.zip"]
+    summary = pd.make_demo(str(out), 16, 2, 4, seed=2, workers=1, verbose=False)
+    assert summary["replaced"] is True and pd.make_demo(str(tmp_path / "new.zip"), 16, 2, 4, workers=1,
+                                                        verbose=False)["replaced"] is False
+
+
+def test_prepare_a_failed_rerun_leaves_the_existing_zip_as_it_was(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out.zip"
+    assert pd.main(["--demo", str(out), *DEMO]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt                                      # Ctrl-C just before the index is written
+    monkeypatch.setattr(pd, "_index_json", interrupted)
+    assert pd.main(["--demo", str(out), *DEMO, "--seed", "1"]) == 130
+    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["out.zip"]
+    assert "replaced" not in capsys.readouterr().out
+
+
+def test_prepare_says_when_it_replaces_an_empty_folder_and_still_refuses_a_full_one(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert pd.main(["--demo", str(out), *DEMO]) == 0
+    assert _summary_line(capsys).endswith("(replaced the existing empty folder out)")
+    assert sorted(os.listdir(out))[0] == "dataset.json"
+    assert pd.main(["--demo", str(out), *DEMO]) == 1                 # not empty now: refused, as before
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prepare_data.py: error: ") and "already exists" in err and "\n" not in err, err
+    assert pd.main(["--demo", str(tmp_path / "fresh"), *DEMO]) == 0
+    assert "replaced" not in _summary_line(capsys)
+
+
 # -- the embedded demo dataset -----------------------------------------------------------------
 
 
@@ -3633,6 +3694,202 @@ def test_fvd_corruptions_keep_shape_and_do_what_they_say():
     assert blurred.dtype == np.uint8 and np.abs(np.diff(blurred.astype(int), axis=3)).mean() < \
         np.abs(np.diff(clips.astype(int), axis=3)).mean()
     assert fvd.corrupt_videos(clips, "none") is clips
+
+
+# What numpy (and torch) say to get a refused file loaded anyway: never to be passed on to a user.
+UNSAFE_ADVICE = ("allow_pickle", "pickle.load", "unsafely", "If you trust", "weights_only")
+
+
+def _fvd_error(argv):
+    """fvd.main(argv) in this process -> the one line it exits with (asserted: one line, no advice)."""
+    with pytest.raises(SystemExit) as exit_:
+        fvd.main(["--device", "cpu", "--quiet", "--no-cache", "--frames", "9", "--workers", "0", *map(str, argv)])
+    text = str(exit_.value.code)
+    assert text.startswith("fvd.py: error: ") and "\n" not in text, text
+    assert not any(advice in text for advice in UNSAFE_ADVICE), text
+    return text
+
+
+# -- a file that is not a NumPy array: one line, no advice to load it unsafely ---------------
+
+def _write_not_arrays(folder):
+    """{file name: what the error must say} for files that are not uint8 video arrays."""
+    (folder / "bad.npy").write_text("a text file, not an array\n")
+    (folder / "bad.npz").write_text("a text file, not an archive\n")
+    with open(folder / "pickled.npy", "wb") as f:               # a pickle named .npy: never unpickled
+        pickle.dump({"videos": [1, 2, 3]}, f)
+    np.save(folder / "objects.npy", np.array([{"a": 1}, None], dtype=object))
+    np.savez(folder / "objects.npz", videos=np.array([{"a": 1}, None], dtype=object))
+    with zipfile.ZipFile(folder / "raw.npz", "w") as z:         # a zip, but its member is no .npy
+        z.writestr("videos.txt", "hello")
+    np.savez(folder / "zip.npz", videos=np.zeros((2, 10, 8, 8, 3), np.uint8))
+    os.replace(folder / "zip.npz", folder / "zip.npy")           # an .npz archive under a .npy name
+    return {"bad.npy": "not a .npy array file (a NumPy array saved with np.save; files holding Python "
+                       "objects are refused unread)",
+            "bad.npz": "not a .npz archive (NumPy arrays saved with np.savez",
+            "pickled.npy": "not a .npy array file",
+            "objects.npy": "it holds Python objects, which are refused unread",
+            "objects.npz": "it holds Python objects, which are refused unread",
+            "raw.npz": "member 'videos.txt' is not a NumPy array",
+            "zip.npy": "not a .npy array file"}
+
+
+def test_fvd_a_file_that_is_not_an_array_is_one_line_without_unsafe_advice(tmp_path):
+    cases = _write_not_arrays(tmp_path)
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((2, 10, 8, 8, 3), np.uint8))
+    for name, needle in cases.items():
+        for role in ("--fake", "--real"):
+            argv = ["--real", good, "--fake", tmp_path / name] if role == "--fake" else \
+                   ["--real", tmp_path / name, "--fake", good]
+            text = _fvd_error(argv)
+            assert f"{name}: " in text and needle in text, (name, role, text)
+
+
+@slow
+def test_fvd_a_text_file_named_npy_is_one_line_from_the_real_cli(tmp_path):
+    (tmp_path / "bad.npy").write_text("hello\n")
+    np.save(tmp_path / "good.npy", np.zeros((2, 10, 8, 8, 3), np.uint8))
+    r = _hd_cli("fvd.py", "--real", tmp_path / "good.npy", "--fake", tmp_path / "bad.npy", "--frames", "9",
+                "--no-cache", "--device", "cpu")
+    line = _hd_assert_one_error(r, "fvd.py", 1, "bad.npy: not a .npy array file", "refused unread")
+    assert not any(advice in r.stderr for advice in UNSAFE_ADVICE), line
+
+
+def test_fvd_a_damaged_statistics_cache_is_recomputed_with_a_warning_without_unsafe_advice(tmp_path, capsys):
+    with pytest.raises(ValueError) as info:                          # FeatureStats.load, of a text file
+        (tmp_path / "text.npz").write_text("not statistics")
+        fvd.FeatureStats.load(tmp_path / "text.npz")
+    assert "not an .npz archive of statistics" in str(info.value)
+    assert not any(advice in str(info.value) for advice in UNSAFE_ADVICE)
+    # Through compute_fvd: the cache file written by the first call, then damaged.
+    data = write_dataset(tmp_path / "d.zip", lengths=(10, 10, 10))
+    detector = fvd.load_i3d(save_toy_detector(tmp_path / "toy.pt"), trust_torchscript=True)
+    kwargs = dict(frames=9, num_videos=3, detector=detector, device="cpu", cache_dir=tmp_path / "cache",
+                  progress=False, fake_offsets="random")
+    info = {}
+    first = fvd.compute_fvd(data, data, info=info, **kwargs)
+    with open(info["cache_file"], "w") as f:
+        f.write("garbage, and no array in it")
+    again = {}
+    assert fvd.compute_fvd(data, data, info=again, **kwargs) == pytest.approx(first, abs=1e-9)
+    err = capsys.readouterr().err
+    assert again["real_cached"] is False and "unreadable cached statistics" in err, err
+    assert not any(advice in err for advice in UNSAFE_ADVICE), err
+    # numpy's own refusals, reworded whatever they say: no advice in any of them.
+    refusals = 0
+    for file in _write_not_arrays(tmp_path):
+        try:
+            loaded = np.load(tmp_path / file, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded:
+                    loaded["videos"]
+        except Exception as e:
+            refusals += 1
+            assert not any(advice in fvd._numpy_reason(e) for advice in UNSAFE_ADVICE), (file, e)
+    assert refusals >= 4                                            # bad.npy/.npz, pickled.npy, objects.*
+
+
+def test_fvd_a_dataset_of_another_size_than_it_says_fails_when_opened_not_in_the_i3d_pass(tmp_path):
+    frames = {f"v{v}/{i:06d}.png": np.zeros((8, 8, 3), np.uint8) for v in range(2) for i in range(10)}
+    data = _write_meta(tmp_path / "d.zip", {"fps": 25, "resolution": 16, "format": "png",
+                                            "videos": [{"name": f"v{v}", "frames": 10} for v in range(2)]}, frames)
+    with pytest.raises(fvd.FVDError, match=r"d.zip: v0/000000.png is 8x8, dataset.json says 16x16"):
+        fvd.open_source(data)                                       # no detector, no frame decoded
+
+
+# -- the report names a generator by the path it was given ------------------------------------
+
+def _tiny_run(folder):
+    """A training run folder with a checkpoint.pt that load_generator reads: an untrained tiny G."""
+    cfg = tiny()                                                     # 16x16
+    folder.mkdir()
+    sv.save_checkpoint(str(folder / "checkpoint.pt"),
+                       {"cfg": dataclasses.asdict(cfg), "G_ema": sv.Generator(cfg).state_dict()})
+    return folder
+
+
+def test_fvd_report_names_a_generator_by_its_path_not_its_class(tmp_path, capsys):
+    run = _tiny_run(tmp_path / "t1")
+    real = write_dataset(tmp_path / "real.zip", lengths=(10, 10, 10), res=32)   # another size: a note too
+    toy = save_toy_detector(tmp_path / "toy.pt")
+    common = ["--real", real, "--num-videos", "3", "--frames", "9", "--detector", toy, "--trust-detector",
+              "--no-cache", "--device", "cpu", "--workers", "0"]
+    for given in (run, run / "checkpoint.pt"):                       # a run folder, or its checkpoint file
+        fvd.main([str(a) for a in [*common, "--fake", given, "--json"]])
+        details = json.loads(capsys.readouterr().out)["details"]["FVD_9"]
+        assert details["fake"]["source"] == str(given) and details["fake"]["kind"] == "generator", details["fake"]
+        assert f"--fake {given} is 16x16" in details["resolution_note"], details["resolution_note"]
+        fvd.main([str(a) for a in [*common, "--fake", given]])
+        report = capsys.readouterr().out
+        assert f"fake {given} [generator, 16x16]: 3 videos used" in report, report
+        assert "Generator" not in report, report
+    # From Python, a generator object passed in has no path: it is named by its class, as before.
+    G, _ = sv.load_generator(str(run))
+    assert fvd._source_name(G) == "Generator"
+    assert fvd._source_name(fvd._open_generator(run, "cpu")) == str(run)
+
+
+# -- fvd.py's own dataset.json reader checks what stylegan_v.py's checks, in its words -------
+
+GOOD_META = {"fps": 25, "resolution": 16, "format": "png", "videos": [{"name": "v0", "frames": 2}]}
+
+
+@pytest.mark.parametrize("case, meta, needle", [
+    ("fps a word", {**GOOD_META, "fps": "fast"}, "fps must be a number in (0, 1000], got 'fast'"),
+    ("fps NaN", '{"fps": NaN, "resolution": 16, "videos": [{"name": "v0", "frames": 2}]}', "fps must be a number"),
+    ("fps Infinity", '{"fps": Infinity, "resolution": 16, "videos": [{"name": "v0", "frames": 2}]}',
+     "fps must be a number"),
+    ("fps 0", {**GOOD_META, "fps": 0}, "got 0"),
+    ("fps negative", {**GOOD_META, "fps": -25}, "got -25"),
+    ("fps too high", {**GOOD_META, "fps": 1e6}, "got 1000000.0"),
+    ("fps true", {**GOOD_META, "fps": True}, "got True"),
+    ("fps missing", {k: v for k, v in GOOD_META.items() if k != "fps"}, "no 'fps' field"),
+    ("resolution missing", {k: v for k, v in GOOD_META.items() if k != "resolution"}, "no 'resolution' field"),
+    ("videos missing", {k: v for k, v in GOOD_META.items() if k != "videos"}, "no 'videos' field"),
+    ("resolution 12", {**GOOD_META, "resolution": 12}, "resolution must be a power of two from 4 to 4096, got 12"),
+    ("resolution 8192", {**GOOD_META, "resolution": 8192}, "got 8192"),
+    ("resolution a string", {**GOOD_META, "resolution": "16"}, "got '16'"),
+    ("resolution 16.5", {**GOOD_META, "resolution": 16.5}, "got 16.5"),
+    ("resolution Infinity", '{"fps": 25, "resolution": Infinity, "videos": [{"name": "v0", "frames": 2}]}',
+     "resolution must be a power of two"),
+    ("format a path", {**GOOD_META, "format": "../png"}, "format must be an image extension"),
+    ("videos empty", {**GOOD_META, "videos": []}, "'videos' must be a non-empty list"),
+    ("name a path", {**GOOD_META, "videos": [{"name": "../evil", "frames": 2}]}, "'name' must be a folder name"),
+    ("a billion frames", {**GOOD_META, "videos": [{"name": "v0", "frames": 10 ** 9}]},
+     "'frames' must be an integer from 1 to 100,000,000"),
+    ("frames 2.0", {**GOOD_META, "videos": [{"name": "v0", "frames": 2.0}]}, "'frames' must be an integer"),
+    ("duplicate names", {**GOOD_META, "videos": [{"name": "v0", "frames": 2}] * 2}, "listed twice"),
+    ("not an object", [GOOD_META], "not a JSON object"),
+])
+def test_fvd_dataset_json_is_checked_as_stylegan_v_checks_it_in_the_same_words(tmp_path, case, meta, needle):
+    raw = (meta if isinstance(meta, str) else json.dumps(meta)).encode()
+    with pytest.raises(fvd.FVDError) as ours:
+        fvd._parse_dataset_json("d.zip", raw)
+    with pytest.raises(sv.DataError) as theirs:
+        sv._parse_dataset_json("d.zip", json.loads(raw))
+    assert str(ours.value).startswith("d.zip: dataset.json: ") and needle in str(ours.value), str(ours.value)
+    assert str(ours.value) == str(theirs.value)                      # the same verdict, the same words
+
+
+def test_fvd_dataset_json_accepts_what_stylegan_v_accepts(tmp_path):
+    for meta in (GOOD_META, {**GOOD_META, "fps": 29.97, "resolution": 64.0}, {**GOOD_META, "fps": 1000},
+                 {k: v for k, v in GOOD_META.items() if k != "format"}):
+        raw = json.dumps(meta).encode()
+        assert fvd._parse_dataset_json("d.zip", raw) == sv._parse_dataset_json("d.zip", json.loads(raw)), meta
+
+
+def test_fvd_cli_refuses_a_dataset_with_fps_fast_in_one_line(tmp_path):
+    good = write_dataset(tmp_path / "good.zip", lengths=(10, 10))
+    bad = tmp_path / "fast.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for member in src.namelist():
+            data = src.read(member)
+            if member == "dataset.json":
+                data = json.dumps({**json.loads(data), "fps": "fast"}).encode()
+            dst.writestr(member, data)
+    text = _fvd_error(["--real", bad, "--fake", good])
+    assert f"{bad}: dataset.json: fps must be a number in (0, 1000], got 'fast'" in text, text
 
 
 # -- any video source, named protocols, the report ---------------------------------------------
