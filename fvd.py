@@ -2088,8 +2088,10 @@ def format_report(name, details):
     runs = details["runs"]
     head = f"{name}: {details['value']:.2f}"
     if len(runs) > 1:
-        head += f" ± {details['std']:.2f} (mean ± std of {len(runs)} runs, seeds {details['seeds'][0]}.." \
-                f"{details['seeds'][-1]})"
+        seeds = details["seeds"]
+        consecutive = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+        shown = f"{seeds[0]}..{seeds[-1]}" if consecutive else ", ".join(map(str, seeds[:3])) + (", ..." * (len(seeds) > 3))
+        head += f" ± {details['std']:.2f} (mean ± std of {len(runs)} runs, seeds {shown})"
     head += f"  protocol {details['protocol']}" + ("  (fakes through JPEG q=95)" if details.get("jpeg") else "")
     sha = details.get("detector_sha256")
     parts = [_side_text("real", details["real"]), _side_text("fake", details["fake"]),
@@ -2135,12 +2137,17 @@ def _run(args):
     detector = _get_detector(args.detector, device, args.trust_detector)
     _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, fake_path)
     warned = set()
+    # --num-runs: other seeds of clip selection and of generated videos. A generator's video k has seed
+    # seed + k, so consecutive run seeds would share all but one of their videos and hide the noise:
+    # its runs are num_videos seeds apart, disjoint sets of videos (wrapping in the 32-bit seed range).
+    seeds = [(args.seed + run * (args.num_videos if fake_kind == "generator" else 1)) % 2 ** 32
+             for run in range(args.num_runs)]
     for frames in args.frames:
         runs, infos = [], []
-        for run in range(args.num_runs):         # --num-runs: other seeds of clip selection (and of fakes)
+        for seed in seeds:
             info = {}
             runs.append(compute_fvd(real_src, fake_src, frames=frames, num_videos=args.num_videos,
-                                    subsample=args.subsample, seed=args.seed + run, jpeg=args.jpeg,
+                                    subsample=args.subsample, seed=seed, jpeg=args.jpeg,
                                     detector=detector, device=device, batch=args.batch,
                                     cache_dir=cache_dir or DEFAULT_CACHE_DIR, use_cache=cache_dir is not None,
                                     fake_offsets=args.fake_offsets, progress=progress, info=info,
@@ -2151,7 +2158,7 @@ def _run(args):
         std = float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0
         results[name] = value
         details[name] = {**infos[0], "value": value, "runs": runs, "std": std,
-                         "seeds": [args.seed + k for k in range(args.num_runs)]}
+                         "seeds": seeds}
         for role in ("real", "fake"):            # what was skipped, by name, once per source
             skipped = [s for s in details[name][role].get("skipped", []) if (role, s[0]) not in warned]
             warned.update((role, s[0]) for s in skipped)

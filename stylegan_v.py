@@ -2261,16 +2261,20 @@ class FrameSink:
     exception inside `with`) removes it, so Ctrl-C never leaves a half-written video behind.
     """
 
-    def __init__(self, out: str, fps: float):
-        self.out, self.is_video = out, out.lower().endswith(".mp4")
-        parent = os.path.dirname(os.path.abspath(out))
+    @staticmethod
+    def check(out: str) -> None:
+        """What can be wrong with `out` before anything is rendered: a one-line UserError."""
+        parent, ext = os.path.dirname(os.path.abspath(out)), os.path.splitext(out)[1].lower()
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
             raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
-        ext = os.path.splitext(out)[1].lower()
-        if not self.is_video and ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
+        if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
             raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
-        if not self.is_video and os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        if ext != ".mp4" and os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
             raise UserError(f"{out}: exists and is not an empty folder")
+
+    def __init__(self, out: str, fps: float):
+        self.out, self.is_video = out, out.lower().endswith(".mp4")
+        FrameSink.check(out)
         remove_stale_partials(out)                           # what a killed sample to `out` left (Appendix D)
         self.count = 0
         if self.is_video:
@@ -2414,6 +2418,7 @@ def _pick_device(name: Optional[str]) -> torch.device:
 def cmd_sample(args) -> None:
     """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
+    FrameSink.check(args.out)                                    # before a checkpoint is loaded
     if args.ckpt:
         G, cfg = load_generator(args.ckpt, device)
         source = checkpoint_path(args.ckpt)
@@ -2460,6 +2465,22 @@ def _train_overrides(args) -> dict:
              aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
              span_dist=args.span_dist, amp_dtype=args.amp_dtype)
     return {k: v for k, v in o.items() if v is not None}
+
+
+def _check_train_flags(args, data: VideoFolder) -> None:
+    """Flags that contradict each other or the machine, refused before any work (not silently ignored)."""
+    if args.p is not None and args.aug == "none":
+        raise UserError("--p sets the augmentation probability, but --aug none augments nothing")
+    if args.fp32 and args.amp_dtype not in (None, "auto", "float32"):
+        raise UserError(f"--fp32 runs every layer in float32, but --amp-dtype {args.amp_dtype} asks for lower precision")
+    on_cpu = (args.device or "").startswith("cpu") or (args.device is None and not torch.cuda.is_available())
+    if on_cpu and args.amp_dtype == "float16":     # CPUs emulate fp16 convolutions: measured ~70x slower
+        raise UserError("--amp-dtype float16 is for CUDA; on a CPU use bfloat16 (or leave it at auto: float32)")
+    for m in args.metrics:                          # fvd.py's rule: some video must hold one whole clip
+        frames = int(m[len("fvd"):])
+        if max(data.lengths) < frames:
+            raise UserError(f"--metrics {m}: needs videos of at least {frames} frames; the longest in "
+                            f"{args.data} has {max(data.lengths)}")
 
 
 def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
@@ -2520,6 +2541,7 @@ def cmd_train(args) -> None:
         args.resume = None                                     # nothing to resume yet: start fresh
     # Everything that can be checked is checked before any process starts or any work is done.
     data = VideoFolder(args.data)
+    _check_train_flags(args, data)
     cfg = fit_config_to_data(cfg, data)
     if args.resume:                                            # (an authors' snapshot brings its architecture)
         _, cfg = load_resume_state(args.resume, args.outdir, cfg)
@@ -2541,7 +2563,8 @@ def cmd_train(args) -> None:
     if main_process:
         check_run_dir(args.outdir, resuming)
     if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
-        print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        fp32 = dict(num_fp16_res=0, conv_clamp=None) if args.fp32 else {}       # as _start_run applies it
+        print(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, **fp32)), indent=2))
         print(f"dry run: would train {'on from --resume ' + args.resume if resuming else 'a new run'} to "
               f"{args.kimg:g} kimg in {args.outdir} with {world} process(es), a log line every {args.tick:g} kimg, "
               f"a snapshot every {args.snap:g} kimg", file=sys.stderr)
@@ -3900,6 +3923,10 @@ def cmd_figures(args) -> None:
     """The README's pictures from a checkpoint (and its dataset): strips of frames and Fig 9."""
     import imageio.v3 as iio
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
+    data = VideoFolder(args.data) if args.data else None
+    if data is not None and data.resolution != cfg.resolution:
+        raise UserError(f"{args.data}: its frames are {data.resolution}^2, the generator's {cfg.resolution}^2 "
+                        f"(figures shows them side by side at one size: pass the dataset it was trained on)")
     os.makedirs(args.out, exist_ok=True)
     n, step = 8, args.stride                                     # 8 frames per row, every `stride` frames
     t = torch.arange(n, dtype=torch.float64) * step
@@ -3913,8 +3940,11 @@ def cmd_figures(args) -> None:
         print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
     fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
-    if args.data:
-        data = VideoFolder(args.data)
+    if data is not None:
+        if max(data.lengths) < (n - 1) * step + 1:
+            print(f"note: {args.data}'s videos are shorter than {(n - 1) * step + 1} frames (8 frames, --stride "
+                  f"{step}): a real strip repeats its last frame; a smaller --stride shows the same span as the fakes",
+                  file=sys.stderr)
         rng = np.random.default_rng(0)
         picks = rng.choice(len(data), size=min(args.num, len(data)), replace=False)
         real = []
@@ -4410,13 +4440,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames per second, up to 1000 (default: the dataset's, else the preset's)")
     s.add_argument("--start", type=_in_range(float, 0, 1e7), default=0.0,
                    help="time of the first frame, in seconds (0 to 10^7)")
-    s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i)")
+    s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i; default 0)")
     s.add_argument("--motion-seed", type=SEED, help="motion seed z^m (default: = --seed)")
     s.add_argument("--num", type=_in_range(int, 1, 64), default=1, help="number of videos, tiled into a grid (1-64)")
     s.add_argument("--truncation", type=_in_range(float, -10, 10), default=1.0, help="truncation psi for w (1 = off)")
     s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16,
                    help="time steps rendered per chunk (--num x this many frames)")
-    s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames")
+    s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames (default sample.mp4)")
     s.set_defaults(fn=cmd_sample)
 
     # `train`: the flags that change the Config default to None, "the preset's value" (§1), so the
@@ -4429,8 +4459,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--kimg", type=KIMG, help="train until D has seen this many thousand real frames "
                                              "(default 25000; tiny 200)")
     t.add_argument("--snap", type=KIMG, help="checkpoint + samples every this many kimg (default min(200, kimg/5))")
-    t.add_argument("--tick", type=KIMG, default=1.0, help="log a line to log.jsonl every this many kimg")
-    t.add_argument("--seed", type=SEED, default=0, help="seed of weights and of every random draw")
+    t.add_argument("--tick", type=KIMG, default=1.0, help="log a line to log.jsonl at every multiple of this many kimg (default 1)")
+    t.add_argument("--seed", type=SEED, default=0, help="seed of weights and of every random draw (default 0)")
     t.add_argument("--batch", type=_in_range(int, 1, 65536), help="videos per step over all processes (paper 64)")
     t.add_argument("--frames-per-clip", type=_in_range(int, 1, 33), help="k frames D sees per video (paper 3)")
     t.add_argument("--gamma", type=_in_range(float, 0, 1e4),
@@ -4453,7 +4483,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gpus", type=_in_range(int, 1, 1024), default=1,
                    help="processes, one per GPU (with --device cpu: CPU processes)")
     t.add_argument("--workers", type=_in_range(int, 0, 64), default=2,
-                   help="data-loading worker processes per training process")
+                   help="data-loading worker processes per training process (default 2)")
     t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
     t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
     t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=2048, help="videos per metric (paper 2048)")
@@ -4462,8 +4492,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_train)
 
     b = sub.add_parser("bench", parents=[device], help="speed of rendering (and of training steps)")
-    b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS))
-    b.add_argument("--repeat", type=_in_range(int, 1, 1000), default=3, help="timed repetitions (median)")
+    b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS), help="default: tiny")
+    b.add_argument("--repeat", type=_in_range(int, 1, 1000), default=3, help="timed repetitions (median; default 3)")
     b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
     b.add_argument("--train-batch", type=_in_range(int, 1, 4096), help="videos per training step (default: the preset's)")
     b.set_defaults(fn=cmd_bench)
@@ -4471,7 +4501,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("figures", parents=[device], help="the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9")
     f.add_argument("--ckpt", required=True, help="checkpoint file or training directory")
     f.add_argument("--data", help="its dataset, for real frames beside the fake ones")
-    f.add_argument("--out", default="assets", help="folder for the PNGs (default assets/)")
+    f.add_argument("--out", default="figures", help="folder for the PNGs (default figures/; the README's are in assets/)")
     f.add_argument("--num", type=_in_range(int, 1, 64), default=4, help="videos per picture")
     f.add_argument("--stride", type=_in_range(int, 1, 10 ** 6), default=4, help="frames between the 8 frames of a strip")
     f.add_argument("--hour-seconds", type=_in_range(float, 0, 1e7), default=3600.0, help="how late the late strip is")
@@ -4482,7 +4512,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", help="run directories (or their log.jsonl)")
     c.add_argument("--labels", nargs="+", help="one legend label per run (default: the directory names)")
     c.add_argument("--metric", default="fvd16", help="a key of log.jsonl (default fvd16)")
-    c.add_argument("--out", default="fvd_curve.png", help="the PNG to write")
+    c.add_argument("--out", default="fvd_curve.png", help="the PNG to write (default fvd_curve.png)")
     c.set_defaults(fn=cmd_plot)
 
     v = sub.add_parser("convert", help="an authors' network-snapshot-*.pkl -> a checkpoint of ours (nothing in the "

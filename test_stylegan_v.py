@@ -1287,6 +1287,32 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--aug", "none", "--p", "0.3"], "--p sets the augmentation probability, but --aug none augments nothing"),
+    (["--fp32", "--amp-dtype", "bfloat16"], "--fp32 runs every layer in float32, but --amp-dtype bfloat16"),
+    (["--amp-dtype", "float16", "--device", "cpu"], "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
+    (["--metrics", "fvd128"], "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
+])
+def test_contradicting_train_flags_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, flags, message):
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "d.zip")
+    with pytest.raises(SystemExit) as exit_:
+        sv.main(["train", "--data", "d.zip", "--preset", "tiny", "--outdir", "run", "--dry-run", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert sorted(os.listdir(tmp_path)) == ["d.zip"]
+
+
+def test_dry_run_prints_the_config_that_trains(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "d.zip")
+    sv.main(["train", "--data", "d.zip", "--preset", "tiny", "--outdir", "run", "--dry-run", "--fp32"])
+    out, err = capsys.readouterr()
+    cfg = json.loads(out)
+    assert cfg["num_fp16_res"] == 0 and cfg["conv_clamp"] is None                 # as _start_run applies --fp32
+    assert "dry run: would train a new run to 200 kimg in run with 1 process(es)" in err, err
+
+
 @slow
 def test_sample_removes_what_a_killed_sample_left_but_not_a_live_ones(tmp_path):
     gone = subprocess.Popen(["true"])
@@ -1837,6 +1863,10 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     assert shapes["content_motion.png"] == (2 * 4 * 16, 2 * 8 * 16, 3)       # (zoomed 2x)
     assert shapes["t0_vs_1h.png"] == (2 * 2 * 16, 2 * 8 * 16, 3)
     assert shapes["embedding.png"][1] == 1000                               # (never zoomed)
+    other = write_dataset(tmp_path / "d32.zip", lengths=(40, 40), res=32)   # not the generator's size
+    r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", other, "--out", tmp_path / "figs2")
+    assert_one_error_line(r, "d32.zip: its frames are 32^2, the generator's 16^2")
+    assert not (tmp_path / "figs2").exists()
 
 
 def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
@@ -3828,6 +3858,20 @@ def test_fvd_report_names_a_generator_by_its_path_not_its_class(tmp_path, capsys
     G, _ = sv.load_generator(str(run))
     assert fvd._source_name(G) == "Generator"
     assert fvd._source_name(fvd._open_generator(run, "cpu")) == str(run)
+
+
+def test_fvd_num_runs_of_a_generator_draw_disjoint_videos(tmp_path, capsys):
+    run = _tiny_run(tmp_path / "t1")
+    real = write_dataset(tmp_path / "real.zip", lengths=(10,) * 6, res=16)
+    toy = save_toy_detector(tmp_path / "toy.pt")
+    fvd.main([str(a) for a in ["--real", real, "--fake", run, "--num-videos", "3", "--frames", "9", "--detector",
+                               toy, "--trust-detector", "--no-cache", "--device", "cpu", "--workers", "0",
+                               "--num-runs", "3", "--seed", "5", "--json"]])
+    details = json.loads(capsys.readouterr().out)["details"]["FVD_9"]
+    # Video k of a run has seed (run seed) + k: run seeds 3 apart give the videos 5-7, 8-10, 11-13, not
+    # 5-7, 6-8, 7-9 (which share all but one and would understate the spread).
+    assert details["seeds"] == [5, 8, 11], details["seeds"]
+    assert "(mean ± std of 3 runs, seeds 5, 8, 11)" in fvd.format_report("FVD_9", details)
 
 
 # -- fvd.py's own dataset.json reader checks what stylegan_v.py's checks, in its words -------
