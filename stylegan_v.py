@@ -1892,6 +1892,11 @@ def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
     return state, cfg
 
 
+def with_fp32(cfg: Config, fp32: bool) -> Config:
+    """--fp32: no fp16 layers, and (as the release) no activation clamping either."""
+    return dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None) if fp32 else cfg
+
+
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
                fp32: bool, kimg: float) -> tuple:
     """The dataset, the Trainer (resumed when asked) and the run directory of a training -> (trainer, dataset)."""
@@ -1903,8 +1908,7 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
     state = None
     if resume:
         state, cfg = load_resume_state(resume, outdir, cfg)
-    if fp32:                                   # no fp16 layers, and (as the release) no clamping either
-        cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
+    cfg = with_fp32(cfg, fp32)
     dataset = ClipDataset(data, cfg)
     trainer = Trainer(cfg, dist, seed)
     trainer.interrupted = False
@@ -2563,8 +2567,7 @@ def cmd_train(args) -> None:
     if main_process:
         check_run_dir(args.outdir, resuming)
     if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
-        fp32 = dict(num_fp16_res=0, conv_clamp=None) if args.fp32 else {}       # as _start_run applies it
-        print(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, **fp32)), indent=2))
+        print(json.dumps(dataclasses.asdict(with_fp32(cfg, args.fp32)), indent=2))   # as _start_run applies it
         print(f"dry run: would train {'on from --resume ' + args.resume if resuming else 'a new run'} to "
               f"{args.kimg:g} kimg in {args.outdir} with {world} process(es), a log line every {args.tick:g} kimg, "
               f"a snapshot every {args.snap:g} kimg", file=sys.stderr)
