@@ -1,38 +1,28 @@
 """StyleGAN-V in one readable file: a continuous-time video GAN you can read, train and sample from.
 
-StyleGAN-V (Skorokhodov, Tulyakov, Elhoseiny, CVPR 2022, arXiv:2112.14683 v3 -- the equation,
-section and figure numbers in the comments below refer to that version; StyleGAN2's equations are
-cited as "SG2 Eq N") treats a video as a function x(t) that is continuous in time. Its generator is StyleGAN2 with exactly one change: a
-*motion code* v_t, computed from a little noise sequence by a padding-less conv1d network and an
-*acyclic positional embedding*, is concatenated to the constant 4x4 input. Every frame is rendered
-independently, so frame t = 1 hour costs the same as frame t = 0. Its discriminator sees only
-k = 3 frames of a clip (sparse training, Sec 3.3) and is told the time gaps between them through
-a hypernetwork: the first convolution of every block is modulated by an embedding of the gaps.
+StyleGAN-V (Skorokhodov, Tulyakov, Elhoseiny, CVPR 2022, arXiv:2112.14683 v3: the equation, section and
+figure numbers below are that version's; StyleGAN2's equations are cited as "SG2 Eq N") treats a video as
+a function x(t), continuous in time. Its generator is StyleGAN2 with one change: a *motion code* v_t,
+made from a short noise sequence by a padding-less conv1d network and an *acyclic positional embedding*,
+is concatenated to the constant 4x4 input. Frames are rendered independently, so frame t = 1 hour costs
+what frame t = 0 costs. Its discriminator sees k = 3 frames of a clip (sparse training, Sec 3.3) and is
+told the time gaps between them through a hypernetwork that modulates the first conv of every block.
 
-What this file holds, in the order the data flows (each section has a `# ---` banner):
-    §1  Config and presets                                              (Appx B)
-    §2  Primitives: equalized lr, bias+activation, FIR resampling        (StyleGAN2)
-    §3  ModConv2d: modulation and weight demodulation, the math and its PyTorch reference
-    §4  Content mapping network F_c          (Sec 3.1)
-    §5  Motion: addressable noise, F_m, acyclic positional embedding     (Sec 3.1, Eq 1-6, Appx B)
-    §6  Synthesis network S and the Generator (its training path)       (Fig 5)
-    §7  Discriminator with time-gap hyper-modulation                    (Sec 3.2, Fig 6)
-    §8  Sparse clips: the frame times of a training clip                (Sec 3.3)
-    §9  Losses                                                          (Appx B)
-    §10 Video-consistent ADA                                            (Appx B)
-    §11 Dataset: the video folder and its real clips                    (Appx B)
-    §12 Training loop                                                   (Sec 4.1, Appx B)
-    §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
-    §14 Command line: train, sample, convert
-    Appendix A  The fused ModConv2d CUDA kernel: source, lazy build, autograd, self-check, parity
-    Appendix B  The authors' snapshots (network-snapshot-*.pkl), read safely
-    Appendix C  Measuring and drawing: bench, doctor (the GPU acceptance run), figures, plot
-    Appendix D  Plumbing: the dataset's checks, crash-safe files, signals and processes, the run lock,
-                the flags and their ranges, the one error path
+Contents, in the order the data flows (each section behind a `# ---` banner):
+    §1  Config and presets (Appx B)              §8  Sparse clips: a training clip's frame times (Sec 3.3)
+    §2  Primitives (StyleGAN2)                   §9  Losses: non-saturating, R1 (Appx B.1)
+    §3  ModConv2d, the math (SG2 Eq 1-3)         §10 Video-consistent ADA (Appx B)
+    §4  Content mapping F_c (Sec 3.1)            §11 Dataset and real clips
+    §5  Motion: F_m, Eq 1-6 (Sec 3.1)            §12 Training loop (Sec 4.1)
+    §6  Synthesis network and Generator (Fig 5)  §13 Checkpoints; rendering any t; sampling (Sec 4.3)
+    §7  Discriminator (Sec 3.2, Fig 6)           §14 Command line: train, sample, convert
+    Appendix A  the fused ModConv2d CUDA kernel   C  bench, doctor, figures, plot
+             B  the authors' snapshots, read safely   D  plumbing: dataset checks, crash-safe files,
+                                                     signals, the run lock, flags, the one error path
 
-Shape legend: B videos in a batch, k frames per clip, N = B*k frames, T frames in a rendered
-clip, C channels, H x W pixels, D motion-token dim, L number of motion tokens, A anchors.
-Time t is measured in *frames of the training data* (a float; 25 fps data: t = 25 is 1 s).
+Shapes: B videos, k frames per clip, N = B*k frames, T frames of a rendered clip, C channels, H x W
+pixels, D motion-token dim, L motion tokens, A anchors. Time t is in *frames of the training data*
+(a float; at 25 fps t = 25 is 1 s).
 
 Launch:
     python prepare_data.py --demo demo.zip                          # procedural data, no download
@@ -41,22 +31,17 @@ Launch:
     torchrun --nnodes 2 --nproc-per-node 8 stylegan_v.py train --data ffs.zip --preset ffs
     python stylegan_v.py sample --ckpt runs/ffs --seconds 3600 --out hour.mp4
 
-Deviations, in one list (each also has a comment at its line, and a row in the README's table). The
-rule: the paper where it says something, the authors' release (github.com/universome/stylegan-v) where
-it is silent, the other side as an option where it matters.
-  * Paper, not release: linear period scaling (Eq 6), learned amplitudes (Eq 3), the hypernetwork D
-    (Fig 6; `--d-cond concat` is the release's), D's full width where frames meet, clip spans
-    U[k-1, 32] (`--span-dist release`).
-  * Release, where the paper is silent: R1 per frame, x-flips on, activation clamps at +-256, G's Adam
-    settings, no sqrt(2) gain in F_m, the left anchor's waves in all three terms of Eq 4, real clips
-    from anywhere in a long video.
-  * No per-pixel noise inputs in G (StyleGAN2 has them; the release turns them off): noise drawn per
-    frame would flicker from frame to frame, and a frame must be a function of (z^c, z^m, t) alone to
-    be addressable. ModConv2d's epilogue therefore has no noise term, in the reference and the kernel.
+Deviations (each also at its line and in the README's table). The paper where it says something, the
+authors' release (github.com/universome/stylegan-v) where it is silent, the other side as an option:
+  * Paper, not release: linear periods (Eq 6), amplitudes (Eq 3), the hypernetwork D (Fig 6; the
+    release's is `--d-cond concat`), D's full width where frames meet, spans U[k-1, 32] (`--span-dist`).
+  * Release, where the paper is silent: R1 per frame, x-flips, clamps at +-256, G's Adam settings, no
+    sqrt(2) gain in F_m, the left anchor's waves in all of Eq 4, real clips from anywhere in a video.
+  * No per-pixel noise inputs in G (StyleGAN2 has them, the release turns them off): noise drawn per
+    frame would flicker, and a frame must be a function of (z^c, z^m, t) alone to be addressable.
   * Ours: addressable motion noise (token j seeded by (seed, j)), contiguous minibatch-stddev groups,
-    fractional t_1 with integer gaps for fake clips, ADA's sampler (§10; the README says why).
-  * `Config.arch = 'release'` is the release's architecture exactly, for its published checkpoints
-    (`import_release_snapshot`, Appendix B).
+    fractional t_1 with integer gaps for fake clips, ADA's resampler (§10).
+  * `Config.arch = 'release'` is the release's architecture exactly, for its checkpoints (Appendix B).
 """
 
 from __future__ import annotations
@@ -1032,47 +1017,27 @@ def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
 # ------------------------------------------------------------------------------------------------
+# ADA (Karras et al. 2020). With little data D memorises the training set, and G's gradients turn to
+# noise. ADA augments *every* image D sees (reals, fakes in both losses, the reals of R1) with a pipeline
+# whose ops each fire with probability p. Below p ~ 0.8 the augmentations do not "leak": the un-augmented
+# image stays the pipeline's most likely output, so augmented fakes match augmented reals only if the
+# fakes match the reals. A controller sets p from the overfitting heuristic r_t = E[sign D(x_real)]
+# (0: none; 1: D calls every training real "real"), measured over 4 D steps:
+#     p <- clamp(p + sign(r_t - 0.6) * (batch * 4) / (ada_kimg * 1000), 0, 1),
+# so p can cross [0, 1] in `ada_kimg` thousand videos (500 in StyleGAN2-ADA, 100 in the release).
 #
-# ADA in one paragraph. With little data, D memorises the training set: its outputs on real images drift
-# towards "confidently real" while its outputs on held-out reals and on fakes fall, and G's gradients turn
-# into noise. Karras et al. (2020) fight this by augmenting *every* image D sees (reals, fakes in D's loss,
-# fakes in G's loss, and the reals of R1) with a stochastic pipeline in which each op fires with
-# probability p. As long as p stays below ~0.8 the augmentations do not "leak": the un-augmented image
-# remains the most likely outcome of the pipeline, so the augmented fakes can match the augmented reals only
-# if the fakes match the reals themselves, and G gains nothing by drawing augmented-looking images. The
-# strength p is not tuned by hand but by a controller. The controlled variable is the overfitting heuristic
-#     r_t = E[sign(D(x_real))]      (0: no overfitting; 1: D calls every training real "real", complete
-# overfitting), measured over the last `interval` = 4 D steps. Each update moves p by a fixed step
-# towards keeping r_t at the target 0.6:
-#     p <- clamp(p + sign(r_t - 0.6) * (batch * interval) / (ada_kimg * 1000), 0, 1),
-# so that p could travel from 0 to 1 in `ada_kimg` thousand images (500 in StyleGAN2-ADA; 100 in the
-# StyleGAN-V release, i.e. p reacts 5x faster). `AdaptiveP` below is that controller, `augment` the
-# pipeline.
+# Video-consistency, the paper's change (Appx B): "we found it important to make them *video-consistent*,
+# i.e. applying the same augmentation for each frame of a video. Otherwise, the discriminator starts to
+# underperform". Our reading: per-frame flips and palettes would make augmented videos jump from frame to
+# frame, as no real video does, and D would model the jumps instead of motion. So every random parameter
+# is drawn once per *video* ([B] draws, never [B*k]) and one 3x3 warp and one 4x4 colour matrix serve
+# all k frames (the release views [B*k, 3, H, W] as [B, 3k, H, W] before StyleGAN2-ADA's pipe).
 #
-# Video-consistency, the paper's change (Appx B, quoted): "we found it important to make them
-# *video-consistent*, i.e. applying the same augmentation for each frame of a video. Otherwise, the
-# discriminator starts to underperform, and the overall quality decreases." Our reading (the paper gives no
-# reason): if each frame got its own flip/rotation/colour, an augmented video would jump between
-# orientations and palettes from frame to frame, something no real video does, and D's temporal features
-# would have to model these artificial jumps instead of real motion. Here every random parameter is
-# drawn once per *video* ([B] draws, never [B*k]) and the same 3x3 warp and 4x4 colour matrix are applied
-# to all k frames. (The release gets the same
-# effect by viewing [B*k, 3, H, W] as [B, 3k, H, W] before calling StyleGAN2-ADA's pipe.)
-#
-# The pipeline is StyleGAN2-ADA's default 'bgc' = blit + geometric + colour. (The paper's text says "bgrc",
-# which is not a StyleGAN2-ADA pipe; the list of ops it gives matches 'bgc', which the release uses.)
-# All 12 ops have probability multiplier 1, so each fires with probability p, except arbitrary rotation,
-# applied twice (before and after anisotropic scaling) with p_rot = 1 - sqrt(1 - p) each, so that
-# P(at least one rotation) = 1 - (1 - p_rot)^2 = p.
-#
-# Where this differs from StyleGAN2-ADA's AugmentPipe (the README lists each with its reason): the
-# warps sample bilinearly from reflected coordinates with our own gather-based sampler, which autograd
-# differentiates twice (R1 through the augmentations) on every PyTorch, instead of wavelet up/down-
-# sampling around `grid_sample`; p is clamped to [0, 1]; the unused 'f', 'n', 'c' groups are left out.
-#
-# Range: the colour ops assume zero is mid-grey, i.e. pixels in [-1, 1] as everywhere in this file
-# (brightness adds N(0, 0.2), contrast and saturation scale around 0). Feed [0, 1] images and contrast
-# would scale around black instead.
+# The pipeline is 'bgc' = blit + geometric + colour (the paper's "bgrc" is no StyleGAN2-ADA pipe; its list
+# of ops is 'bgc', which the release uses): each op fires with probability p, except the two arbitrary
+# rotations (before and after anisotropic scaling), each with p_rot = 1 - sqrt(1 - p), so that P(any
+# rotation) = p. How the resampler and the clamp differ from StyleGAN2-ADA, and why: README, Deviations.
+# The colour ops take zero as mid-grey: pixels in [-1, 1], as everywhere in this file.
 
 ADA_STRENGTHS = dict(       # StyleGAN2-ADA defaults (AugmentPipe's constructor), used unchanged by 'bgc'.
     xint_max=0.125,         # integer translation: uniform in +-12.5 % of the image size, rounded to pixels
@@ -1087,99 +1052,63 @@ ADA_STRENGTHS = dict(       # StyleGAN2-ADA defaults (AugmentPipe's constructor)
 )
 
 
-# --- Batched homogeneous matrices. Each argument is a [B] tensor; the result is [B, 3, 3] or [B, 4, 4]. ---
+def _draws(batch, p, generator, device):
+    """(device, rand, randn, fire) on the generator's device: fire(value, off, prob=p) keeps each video's
+    value where its coin (drawn after the value) lands below prob, else `off`."""
+    dev = generator.device if generator is not None else torch.device(device or 'cpu')
+    rand = lambda *shape: torch.rand(shape, generator=generator, device=dev)     # noqa: E731  U[0, 1)
+    randn = lambda *shape: torch.randn(shape, generator=generator, device=dev)   # noqa: E731  N(0, 1)
+    fire = lambda v, off, prob=p: torch.where(rand(batch, *[1] * (v.ndim - 1)) < prob, v, off)  # noqa: E731
+    return dev, rand, randn, fire
+
 
 def _mat3(a, b, c, d, e, f):
-    """Rows [a b c; d e f; 0 0 1]: a 2D affine map acting on column vectors (x, y, 1)."""
-    zero, one = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([a, b, c, d, e, f, zero, zero, one], dim=-1).view(-1, 3, 3)
-
-
-def _translate2d(tx, ty):
-    one, zero = torch.ones_like(tx), torch.zeros_like(tx)
-    return _mat3(one, zero, tx, zero, one, ty)
-
-
-def _scale2d(sx, sy):
-    zero = torch.zeros_like(sx)
-    return _mat3(sx, zero, zero, zero, sy, zero)
-
-
-def _rotate2d(cos, sin):
-    """Counter-clockwise rotation (x right, y down on screen) given its cosine and sine."""
-    zero = torch.zeros_like(cos)
-    return _mat3(cos, -sin, zero, sin, cos, zero)
+    """[B, 3, 3] affine maps [a b c; d e f; 0 0 1] on column vectors (x, y, 1); entries [B] tensors or numbers."""
+    ref = next(v for v in (a, b, c, d, e, f) if torch.is_tensor(v))
+    return torch.stack([v if torch.is_tensor(v) else torch.full_like(ref, v)
+                        for v in (a, b, c, d, e, f, 0, 0, 1)], dim=-1).view(-1, 3, 3)
 
 
 def ada_geometry(batch, p, height, width, generator=None, device=None):
-    """Draw one 2D warp per video: the 'b' (blit) and 'g' (geometric) groups of StyleGAN2-ADA's 'bgc'.
+    """One warp per video, the 'b' and 'g' groups of 'bgc' -> G_inv [batch, 3, 3] float32.
 
-    Returns G_inv [batch, 3, 3] float32, which maps an *output* pixel position to the *input* position it is
-    read from, in pixel units with the origin at the image centre (x right, y down). Composing inverses
-    right-to-left (G_inv = G_inv @ op_inv) is the same as applying the ops to the image in the listed order.
-    Every parameter and every coin is drawn whatever p is, so a generator advances by the same amount on
-    every call (reproducible runs and exact resume). Draws happen on the generator's device (or `device`).
+    G_inv maps an *output* pixel position to the *input* position it is read from (pixels, origin at the
+    image centre, x right, y down); composing inverses right to left applies the ops in the order listed.
+    Every value and coin is drawn whatever p is, so the generator always advances alike (exact resume).
     """
-    dev = generator.device if generator is not None else torch.device(device or 'cpu')
-    B, s = batch, ADA_STRENGTHS
-    rand = lambda *shape: torch.rand(shape, generator=generator, device=dev)     # noqa: E731  U[0, 1)
-    randn = lambda *shape: torch.randn(shape, generator=generator, device=dev)   # noqa: E731  N(0, 1)
-    one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
-    G = torch.eye(3, device=dev).expand(B, 3, 3)                          # [B, 3, 3] identity
-
-    # Pixel blitting: ops that move whole pixels, so they need no interpolation and lose nothing.
-    flip = torch.floor(rand(B) * 2)                                       # 0 or 1
-    flip = torch.where(rand(B) < p, flip, zero)
-    G = G @ _scale2d(1 - 2 * flip, one)                                   # x -> -x; a flip is its own inverse
-
-    quarter = torch.floor(rand(B) * 4)                                    # 0..3 quarter turns
-    quarter = torch.where(rand(B) < p, quarter, zero).long()
-    cos = torch.tensor([1., 0., -1., 0.], device=dev)[quarter]           # exact integers, not cos(pi/2) =
-    sin = torch.tensor([0., 1., 0., -1.], device=dev)[quarter]           # 6e-17, so a rot90 stays lossless
-    G = G @ _rotate2d(cos, sin)
-
-    t = (rand(B, 2) * 2 - 1) * s['xint_max']                              # [B, 2] fraction of the image size
-    t = torch.where(rand(B, 1) < p, t, torch.zeros_like(t))
-    G = G @ _translate2d(-torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height))
-
-    # General geometric transformations: these need interpolation.
-    scale = torch.exp2(randn(B) * s['scale_std'])
-    scale = torch.where(rand(B) < p, scale, one)
-    G = G @ _scale2d(1 / scale, 1 / scale)
-
+    dev, rand, randn, fire = _draws(batch, p, generator, device)
+    s, rotate = ADA_STRENGTHS, lambda cos, sin: _mat3(cos, -sin, 0, sin, cos, 0)   # noqa: E731  counter-clockwise
+    G = torch.eye(3, device=dev).expand(batch, 3, 3)
+    # Blitting: whole-pixel moves, lossless.
+    flip = fire(torch.floor(rand(batch) * 2), 0.0)                        # 0 or 1
+    G = G @ _mat3(1 - 2 * flip, 0, 0, 0, 1, 0)                            # x -> -x: its own inverse
+    quarter = fire(torch.floor(rand(batch) * 4), 0.0).long()              # 0..3 quarter turns, with exact
+    cos, sin = (torch.tensor(v, device=dev)[quarter] for v in ([1., 0., -1., 0.], [0., 1., 0., -1.]))
+    G = G @ rotate(cos, sin)                                              # integers: a rot90 stays lossless
+    t = fire((rand(batch, 2) * 2 - 1) * s['xint_max'], 0.0)               # [B, 2] fractions of the size
+    G = G @ _mat3(1, 0, -torch.round(t[:, 0] * width), 0, 1, -torch.round(t[:, 1] * height))
+    # General geometric transformations: these interpolate.
+    scale = fire(torch.exp2(randn(batch) * s['scale_std']), 1.0)
+    G = G @ _mat3(1 / scale, 0, 0, 0, 1 / scale, 0)
     p_rot = 1 - math.sqrt(max(1 - p, 0.0))                               # P(pre or post rotation) = p
-    theta = (rand(B) * 2 - 1) * math.pi * s['rotate_max']
-    theta = torch.where(rand(B) < p_rot, theta, zero)
-    G = G @ _rotate2d(torch.cos(-theta), torch.sin(-theta))              # pre-rotation (inverse: -theta)
-
-    aniso = torch.exp2(randn(B) * s['aniso_std'])
-    aniso = torch.where(rand(B) < p, aniso, one)
-    G = G @ _scale2d(1 / aniso, aniso)                                    # stretch x by a, squeeze y by 1/a
-
-    theta = (rand(B) * 2 - 1) * math.pi * s['rotate_max']
-    theta = torch.where(rand(B) < p_rot, theta, zero)
-    G = G @ _rotate2d(torch.cos(-theta), torch.sin(-theta))              # post-rotation
-
-    t = randn(B, 2) * s['xfrac_std']                                      # [B, 2] fraction of the image size
-    t = torch.where(rand(B, 1) < p, t, torch.zeros_like(t))
-    G = G @ _translate2d(-t[:, 0] * width, -t[:, 1] * height)
-    return G                                                              # [B, 3, 3]
+    theta = fire((rand(batch) * 2 - 1) * math.pi * s['rotate_max'], 0.0, p_rot)
+    G = G @ rotate(torch.cos(-theta), torch.sin(-theta))                 # pre-rotation (inverse: -theta)
+    aniso = fire(torch.exp2(randn(batch) * s['aniso_std']), 1.0)
+    G = G @ _mat3(1 / aniso, 0, 0, 0, aniso, 0)                           # stretch x by a, squeeze y by 1/a
+    theta = fire((rand(batch) * 2 - 1) * math.pi * s['rotate_max'], 0.0, p_rot)
+    G = G @ rotate(torch.cos(-theta), torch.sin(-theta))                 # post-rotation
+    t = fire(randn(batch, 2) * s['xfrac_std'], 0.0)                       # [B, 2] fractions of the size
+    return G @ _mat3(1, 0, -t[:, 0] * width, 0, 1, -t[:, 1] * height)    # [B, 3, 3]
 
 
 def ada_color(batch, p, num_channels=3, generator=None, device=None):
-    """Draw one colour transform per video: the 'c' group of 'bgc'.
+    """One colour transform per video, the 'c' group of 'bgc' -> C [batch, 4, 4] float32 acting on (r, g, b, 1).
 
-    Returns C [batch, 4, 4] float32 acting on homogeneous colours (r, g, b, 1):
-    out = C[:3, :3] @ rgb + C[:3, 3].
-    Ops compose left-multiplied (C = op @ C), i.e. applied in the listed order. Hue and saturation are
-    meaningless for grey images and are switched off for num_channels == 1 (their draws still happen).
+    Ops compose left-multiplied (C = op @ C), in the order listed. Hue and saturation mean nothing for grey
+    images and are off for num_channels == 1 (their values and coins are still drawn).
     """
-    dev = generator.device if generator is not None else torch.device(device or 'cpu')
-    B, s = batch, ADA_STRENGTHS
-    rand = lambda *shape: torch.rand(shape, generator=generator, device=dev)     # noqa: E731  U[0, 1)
-    randn = lambda *shape: torch.randn(shape, generator=generator, device=dev)   # noqa: E731  N(0, 1)
-    p_rgb = p if num_channels > 1 else 0.0
-    one, zero = torch.ones(B, device=dev), torch.zeros(B, device=dev)
+    dev, rand, randn, fire = _draws(batch, p, generator, device)
+    s, p_rgb = ADA_STRENGTHS, (p if num_channels > 1 else 0.0)
     I4 = torch.eye(4, device=dev)
     I3 = torch.diag(torch.tensor([1., 1., 1., 0.], device=dev))           # identity on rgb, 0 on the "1" slot
     E = I4 - I3                                                           # keeps the homogeneous 1 in place
@@ -1187,31 +1116,20 @@ def ada_color(batch, p, num_channels=3, generator=None, device=None):
     vv = torch.outer(v, v)                                                # projector onto the grey axis
     K = torch.tensor([[0., -1., 1., 0.], [1., 0., -1., 0.],               # cross-product matrix [v]_x:
                       [-1., 1., 0., 0.], [0., 0., 0., 0.]], device=dev) / math.sqrt(3)  # K @ c = v x c
-    C = I4.expand(B, 4, 4)
-
-    b = randn(B) * s['brightness_std']                                    # brightness: add b to r, g, b
-    b = torch.where(rand(B) < p, b, zero)
-    offset = torch.zeros(B, 4, 4, device=dev)
+    C = I4.expand(batch, 4, 4)
+    b = fire(randn(batch) * s['brightness_std'], 0.0)                     # brightness: add b to r, g, b
+    offset = torch.zeros(batch, 4, 4, device=dev)
     offset[:, :3, 3] = b[:, None]
     C = (I4 + offset) @ C
-
-    c = torch.exp2(randn(B) * s['contrast_std'])                          # contrast: scale around mid-grey 0
-    c = torch.where(rand(B) < p, c, one)
+    c = fire(torch.exp2(randn(batch) * s['contrast_std']), 1.0)           # contrast: scale around mid-grey 0
     C = (I3 * c[:, None, None] + E) @ C
-
-    flip = torch.floor(rand(B) * 2)                                       # luma flip: Householder reflection
-    flip = torch.where(rand(B) < p, flip, zero)                           # through the plane normal to v
-    C = (I4 - 2 * vv * flip[:, None, None]) @ C                           # (inverts brightness, keeps hue)
-
-    theta = (rand(B) * 2 - 1) * math.pi * s['hue_max']                    # hue: rotate about v (Rodrigues:
-    theta = torch.where(rand(B) < p_rgb, theta, zero)                     # cos I + sin K + (1 - cos) v v^T)
-    ct, st = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    flip = fire(torch.floor(rand(batch) * 2), 0.0)                        # luma flip: Householder reflection
+    C = (I4 - 2 * vv * flip[:, None, None]) @ C                           # through the plane normal to v
+    theta = fire((rand(batch) * 2 - 1) * math.pi * s['hue_max'], 0.0, p_rgb)   # hue: rotate about v (Rodrigues:
+    ct, st = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]  # cos I + sin K + (1 - cos) vv^T)
     C = (ct * I3 + st * K + (1 - ct) * vv + E) @ C
-
-    sat = torch.exp2(randn(B) * s['saturation_std'])                      # saturation: keep the grey part,
-    sat = torch.where(rand(B) < p_rgb, sat, one)                          # scale the chroma: vv + s(I3 - vv)
-    C = (I4 + (sat - 1)[:, None, None] * (I3 - vv)) @ C                   # written so s = 1 gives exactly I4
-    return C                                                              # [B, 4, 4]
+    sat = fire(torch.exp2(randn(batch) * s['saturation_std']), 1.0, p_rgb)   # saturation: keep the grey part,
+    return (I4 + (sat - 1)[:, None, None] * (I3 - vv)) @ C               # scale the chroma (s = 1: exactly I4)
 
 
 def _reflect_index(i, n):
@@ -1225,11 +1143,9 @@ def _reflect_index(i, n):
 def warp_bilinear_reflect(x, G_inv):
     """Resample images by a per-image affine map, bilinearly, with reflect boundary. Linear in x.
 
-    x: [B, N, H, W] (N = channels, here k*C: all frames of a video share the warp); G_inv: [B, 3, 3], output
-    pixel -> input position, pixel units, origin at the image centre (as returned by `ada_geometry`).
-    Pixel j's centre sits at j + 0.5 - W/2, so with G_inv = I every output pixel reads exactly its own input
-    pixel with weight 1 (no blur). Differentiable any number of times w.r.t. x (gather <-> scatter_add);
-    not meant to be differentiated w.r.t. G_inv (floor and the integer indices cut that path).
+    x: [B, N, H, W] (N = k*C: a video's frames share its warp); G_inv: [B, 3, 3] from `ada_geometry`.
+    Pixel j's centre sits at j + 0.5 - W/2, so G_inv = I reads every pixel exactly (no blur). Autograd
+    differentiates it w.r.t. x any number of times (gather <-> scatter_add), as R1 needs.
     """
     B, N, H, W = x.shape
     coord = torch.float64 if x.dtype == torch.float64 else torch.float32  # positions in >= fp32
@@ -1260,29 +1176,24 @@ def warp_bilinear_reflect(x, G_inv):
 
 
 def _apply_color(x, C):
-    """x: [B, k, Ch, H, W] with Ch in {1, 3}; C: [B, 4, 4]; same matrix for all k frames of a video."""
+    """x [B, k, Ch, H, W], Ch in {1, 3}; C [B, 4, 4], one matrix for all k frames of a video."""
     B, k, Ch, H, W = x.shape
     M = C[:, :3, :3].to(device=x.device, dtype=x.dtype)                  # [B, 3, 3] linear part
     o = C[:, :3, 3].to(device=x.device, dtype=x.dtype)                    # [B, 3] offset
-    if Ch == 3:
-        rgb = x.reshape(B, k, 3, H * W)                                   # [B, k, 3, H*W]
-        rgb = M[:, None] @ rgb + o[:, None, :, None]                      # [B, 1, 3, 3] @ [B, k, 3, H*W]
-        return rgb.view(B, k, 3, H, W)
     if Ch == 1:                                                           # grey g -> (g, g, g) -> C -> mean
-        gain = M.sum(dim=2).mean(dim=1)                                   # [B]
-        return x * gain.view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
-    raise ValueError(f'colour augmentation needs 1 or 3 channels, got {Ch}')
+        return x * M.sum(dim=2).mean(dim=1).view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
+    rgb = M[:, None] @ x.reshape(B, k, 3, H * W) + o[:, None, :, None]    # [B, 1, 3, 3] @ [B, k, 3, H*W]
+    return rgb.view(B, k, 3, H, W)
 
 
 def augment(x, p, generator=None):
-    """Video-consistent 'bgc' augmentation: one random warp + colour transform per video, all frames alike.
+    """Video-consistent 'bgc': one random warp and colour transform per video, the same for all its frames.
 
-    x: [B, k, C, H, W] float, values ~[-1, 1]; p: augmentation probability in [0, 1] (float or 0-dim tensor);
-    generator: optional torch.Generator (any device) for reproducible draws, else the global RNG.
-    Returns a tensor of the same shape and dtype; p == 0 returns x itself. Differentiable twice w.r.t. x.
+    x [B, k, C, H, W] in ~[-1, 1]; p a float or 0-dim tensor (p == 0 returns x itself); generator: a
+    torch.Generator on any device, else the global RNG. Same shape and dtype; differentiable twice in x.
     """
     assert x.ndim == 5, f'expected [B, k, C, H, W], got {tuple(x.shape)}'
-    p = float(p)                                                          # a 0-dim tensor is fine too
+    p = float(p)
     if p <= 0:
         return x
     B, k, Ch, H, W = x.shape
@@ -1296,112 +1207,66 @@ def augment(x, p, generator=None):
     return x
 
 
-class AdaptiveP:
-    """The ADA controller (Karras et al. 2020, Sec 3): steers p so that r_t = E[sign(D(x_real))] ~ target.
-
-    Call `accumulate(real_logits)` on every D evaluation of reals (StyleGAN2-ADA counts both the main D
-    pass and the R1 pass), then `step(batch_size)` once per D step. Every `interval` steps it forms r_t over
-    everything accumulated since the last update and moves p by +-batch_size*interval/(ada_kimg*1000).
-    Multi-process: each rank accumulates its local (sum of signs, count) in a [2] tensor on the logits'
-    device; pass `all_reduce` (e.g. torch.distributed.all_reduce, in place, or any function returning the
-    summed tensor) so every rank computes the same global r_t and the same p; every rank must call
-    `accumulate` before its first `step`, which puts the [2] tensor on the logits' device (NCCL needs CUDA).
-    batch_size is the *global* batch per D step in the units of ada_kimg: videos, as in the release (whose
-    ADA step uses the video batch although its progress counter counts frames); StyleGAN2-ADA: images.
-    """
-
-    def __init__(self, p_init=0.0, target=0.6, ada_kimg=100, interval=4):
-        self.target = float(target)       # r_t target (StyleGAN2-ADA's 0.6)
-        self.ada_kimg = float(ada_kimg)   # kimg for p to cross [0, 1]: 100 (StyleGAN-V release), 500 (ADA)
-        self.interval = int(interval)     # D steps between updates (4 in both)
-        self._p = float(p_init)
-        self.rt = None                    # last measured r_t (None before the first update)
-        self.num_steps = 0                # D steps seen, for the every-`interval` schedule
-        self._acc = torch.zeros(2)        # local [sum of sign(logits), count] since the last update
-
-    @property
-    def p(self):
-        return self._p
-
-    @torch.no_grad()
-    def accumulate(self, real_logits):
-        logits = real_logits.detach()
-        if self._acc.device != logits.device:                            # follow the logits (no host sync);
-            self._acc = self._acc.to(logits.device)                       # fp32 counts are exact below 2^24
-        self._acc[0] += logits.float().sign().sum()
-        self._acc[1] += logits.numel()
-
-    def step(self, batch_size, all_reduce=None):
-        """Count one D step; every `interval`-th call update p and return True, otherwise return False."""
-        self.num_steps += 1
-        if self.num_steps % self.interval != 0:
-            return False
-        stats = self._acc.clone()                                         # [2] = (sum of signs, count)
-        if all_reduce is not None:                                        # sum over ranks (in place or not)
-            reduced = all_reduce(stats)
-            stats = reduced if isinstance(reduced, torch.Tensor) else stats
-        self._acc.zero_()
-        total, count = stats.tolist()                                     # the one host sync, every 4 steps
-        if count == 0:
-            return False
-        self.rt = total / count
-        direction = (self.rt > self.target) - (self.rt < self.target)     # sign(r_t - target): +1, 0 or -1
-        adjust = direction * batch_size * self.interval / (self.ada_kimg * 1000)
-        self._p = min(max(self._p + adjust, 0.0), 1.0)
-        return True
-
-    def state_dict(self):
-        return dict(p=self._p, rt=self.rt, num_steps=self.num_steps, acc=self._acc.tolist(),
-                    target=self.target, ada_kimg=self.ada_kimg, interval=self.interval)
-
-    def load_state_dict(self, state):
-        self._p, self.rt, self.num_steps = float(state['p']), state['rt'], int(state['num_steps'])
-        self._acc = torch.tensor(state['acc'], dtype=torch.float32, device=self._acc.device)
-        self.target, self.ada_kimg, self.interval = state['target'], state['ada_kimg'], state['interval']
-
-
 class VideoAugment:
-    """What `--aug ada|fixed|none` needs: 'none' is a no-op, 'fixed' augments with the constant p_init,
-    'ada' augments with an AdaptiveP-controlled p (starting at p_init, usually 0). The trainer applies the
-    same object to reals and fakes, calls `accumulate` with D's real logits and `step` once per D step."""
+    """`--aug`: 'none' is a no-op, 'fixed' augments with the constant p_init, 'ada' with a p steered by the
+    ADA controller (Karras et al. 2020, Sec 3) so that r_t = E[sign D(x_real)] stays near `target`.
+
+    The trainer applies it to reals and fakes alike, calls `accumulate(real_logits)` on every D pass over
+    reals (the main one and R1's, as StyleGAN2-ADA counts them) and `step(batch_size)` once per D step;
+    every `interval` steps 'ada' forms r_t over what was accumulated and moves p (the formula above).
+    batch_size is the *global* videos per step (the release's unit, though its kimg counts frames). With
+    several processes, pass `all_reduce` (in place like torch.distributed.all_reduce, or returning the
+    sum) so every rank sees the global r_t and keeps the same p; the local (sum of signs, count) lives on
+    the logits' device (NCCL needs CUDA): no host sync except one every `interval` steps.
+    """
 
     def __init__(self, mode='ada', p_init=0.0, target=0.6, ada_kimg=100, interval=4):
         assert mode in ('ada', 'fixed', 'none'), mode
-        self.mode = mode
-        self.fixed_p = float(p_init) if mode == 'fixed' else 0.0
-        self.ada = AdaptiveP(p_init, target, ada_kimg, interval) if mode == 'ada' else None
-
-    @property
-    def p(self):
-        return self.ada.p if self.ada is not None else self.fixed_p
-
-    @p.setter
-    def p(self, value):                      # (fine-tuning an authors' snapshot starts from its p)
-        if self.ada is not None:
-            self.ada._p = float(value)
-        elif self.mode == 'fixed':
-            self.fixed_p = float(value)
+        self.mode, self.target, self.ada_kimg, self.interval = mode, float(target), float(ada_kimg), int(interval)
+        self.p = float(p_init) if mode != 'none' else 0.0   # (fine-tuning an authors' snapshot sets it)
+        self.rt, self.num_steps = None, 0                    # last measured r_t; D steps seen
+        self._acc = torch.zeros(2)                           # [sum of sign(logits), count] since the last update
 
     def __call__(self, x, generator=None):
         return x if self.mode == 'none' else augment(x, self.p, generator)
 
+    @torch.no_grad()
     def accumulate(self, real_logits):
-        if self.ada is not None:
-            self.ada.accumulate(real_logits)
+        logits = real_logits.detach()
+        self._acc = self._acc.to(logits.device)              # fp32 counts are exact below 2^24
+        self._acc[0] += logits.float().sign().sum()
+        self._acc[1] += logits.numel()
 
     def step(self, batch_size, all_reduce=None):
-        return self.ada.step(batch_size, all_reduce) if self.ada is not None else False
+        """Count one D step; on every `interval`-th one ('ada' only) update p and return True."""
+        self.num_steps += 1
+        if self.mode != 'ada' or self.num_steps % self.interval:
+            return False
+        stats = self._acc.clone()                                          # [2]
+        reduced = all_reduce(stats) if all_reduce is not None else None     # sum over ranks
+        stats = reduced if isinstance(reduced, torch.Tensor) else stats
+        self._acc.zero_()
+        total, count = stats.tolist()                                      # the one host sync
+        if count == 0:
+            return False
+        self.rt = total / count
+        direction = (self.rt > self.target) - (self.rt < self.target)      # sign(r_t - target)
+        self.p = min(max(self.p + direction * batch_size * self.interval / (self.ada_kimg * 1000), 0.0), 1.0)
+        return True
 
     def state_dict(self):
-        return dict(mode=self.mode, fixed_p=self.fixed_p,
-                    ada=self.ada.state_dict() if self.ada is not None else None)
+        return dict(mode=self.mode, p=self.p, rt=self.rt, num_steps=self.num_steps, acc=self._acc.tolist(),
+                    target=self.target, ada_kimg=self.ada_kimg, interval=self.interval)
 
     def load_state_dict(self, state):
+        if "ada" in state:                      # the layout before 2026-12-03: {mode, fixed_p, ada: {...} or None}
+            state = {"mode": state["mode"], "p": state["fixed_p"], **(state["ada"] or {})}
         if state['mode'] != self.mode:
             raise ValueError(f"the checkpoint was trained with --aug {state['mode']}, this run has --aug {self.mode}")
-        self.fixed_p = state['fixed_p']
-        if self.ada is not None:
-            self.ada.load_state_dict(state['ada'])
+        self.p, self.rt, self.num_steps = float(state['p']), state.get('rt'), int(state.get('num_steps', 0))
+        self._acc = torch.tensor(state.get('acc', [0.0, 0.0]), dtype=torch.float32, device=self._acc.device)
+        self.target = state.get('target', self.target)
+        self.ada_kimg, self.interval = state.get('ada_kimg', self.ada_kimg), state.get('interval', self.interval)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1552,16 +1417,15 @@ class ClipDataset(torch.utils.data.Dataset):
 # ------------------------------------------------------------------------------------------------
 # §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
 # ------------------------------------------------------------------------------------------------
-# One step = a G update, a D update, every 16th step an extra D update on the R1 penalty (lazy
-# regularization), the G_ema update and every 4th step the ADA update. Progress is counted in
-# real frames shown to D (kimg = 1000 frames; a step shows batch * k frames).
+# One step = a G update, a D update, every 16th step an extra D update on R1 (lazy regularization),
+# the G_ema update and every 4th step the ADA update. Progress is counted in real frames shown to D
+# (kimg = 1000 frames; a step shows batch * k frames).
 #
-# Every random draw of a step -- latents, clip times, motion tokens, which real clips -- comes from
-# a generator seeded by (seed, step, purpose) and is drawn for the GLOBAL batch, of which each
-# process takes its own rows. So a resumed run replays exactly what the uninterrupted one would have
-# done, and without augmentation a run's result does not depend on the number of processes, up to
-# rounding (which Adam's first, nearly sign(g)-sized steps magnify; ADA's parameters are drawn per
-# process: other draws, from the same distribution, with N processes).
+# Every random draw of a step (latents, clip times, motion tokens, which real clips) comes from a
+# generator seeded by (seed, step, purpose) and is drawn for the GLOBAL batch, of which each process
+# takes its rows. So a resumed run replays exactly what the uninterrupted one would have done, and
+# without augmentation the result does not depend on the number of processes, up to rounding (ADA's
+# parameters are drawn per process: other draws from the same distribution).
 
 
 def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
@@ -1575,16 +1439,11 @@ def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
 
 
 def step_rng(seed: int, step: int, purpose: str) -> torch.Generator:
-    """A CPU generator for one kind of draw ('G', 'D', 'real', ...) of one step of one run.
-
-    Seeding by (seed, step, purpose) instead of carrying RNG state makes every step replayable on
-    its own: resuming needs nothing but the step counter, and the draws do not depend on how many
-    processes split the batch (each takes its rows of the same global draw).
-    """
-    # The key mixes the three with splitmix64 (§5), not Python's hash(): hash() of a str is salted per
-    # process (PYTHONHASHSEED), so two processes, or a run and its resume, would draw different numbers.
-    # The purpose enters by its character sum, so purposes need distinct sums (G 71, D 68, real 420,
-    # augG 388, augDfake 792, augDreal 805, augR1 448). >> 1 keeps seeds below 2^63 (a non-negative int64).
+    """A CPU generator for one kind of draw ('G', 'D', 'real', ...) of one step of one run: every step is
+    replayable on its own, so resuming needs nothing but the step counter."""
+    # splitmix64 (§5), not hash(): Python salts str hashes per process, so two processes, or a run and its
+    # resume, would draw different numbers. Purposes enter by their character sums, which must differ
+    # (G 71, D 68, real 420, augG 388, augDfake 792, augDreal 805, augR1 448). >> 1: a non-negative int64.
     key = _splitmix64(_splitmix64(seed & _MASK64) ^ _splitmix64(step)) ^ sum(map(ord, purpose)) * 0x9E3779B1
     return torch.Generator().manual_seed(_splitmix64(key & _MASK64) >> 1)
 
@@ -1595,41 +1454,30 @@ def step_np_rng(seed: int, step: int, purpose: str) -> np.random.Generator:
 
 
 class Dist:
-    """The process group, or a stand-in for a single process.
+    """The process group (rank, world, device), or a stand-in for a single process.
 
     Gradients are averaged by hand, one all_reduce per optimizer step (sync_grads), as StyleGAN3 does
-    (StyleGAN2-ADA and the release wrap G and D in DistributedDataParallel instead): a step runs each network in
-    several phases with the other one frozen, and R1 differentiates through D twice, a pattern DDP's
-    gradient hooks get wrong or refuse (pytorch/pytorch issues 47562 and 63812).
+    (StyleGAN2-ADA and the release use DistributedDataParallel): a step runs each network in several
+    phases with the other frozen, and R1 differentiates through D twice, which DDP's gradient hooks
+    get wrong or refuse (pytorch/pytorch issues 47562 and 63812).
     """
 
     def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
-        self.rank, self.world, self.device = rank, world, device
+        self.rank, self.world, self.device, self.main = rank, world, device, rank == 0
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:       # in place, and returned
+        if self.world > 1:
+            torch.distributed.all_reduce(x)
+        return x
 
     def all_reduce_mean(self, x: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            torch.distributed.all_reduce(x)
-            x /= self.world
-        return x
-
-    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            torch.distributed.all_reduce(x)
-        return x
+        return self.all_reduce_sum(x).div_(self.world) if self.world > 1 else x
 
 
 class Batches:
-    """Item seeds of the real clips of each step, this process's rows of the global batch.
-
-    The DataLoader's batch_sampler: a list of seeds per step, which a worker turns into that step's
-    clips (ClipDataset, one clip a seed). The seeds of step s come from step_np_rng(seed, s, 'real'),
-    so a resumed run and a run on another number of processes show D the same real clips at the same
-    step.
-    """
+    """The DataLoader's batch_sampler: per step, the item seeds of this process's rows of the global batch
+    (a worker turns each into a clip, ClipDataset). Seeded by the step: a resumed run, or one on another
+    number of processes, shows D the same real clips at the same step."""
 
     def __init__(self, seed: int, start_step: int, batch: int, rows: slice):
         self.seed, self.step, self.batch, self.rows = seed, start_step, batch, rows
@@ -1649,12 +1497,9 @@ def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int) -> to
 
 
 def adam_kwargs(lr: float, reg_interval: int) -> dict:
-    """Adam's settings for a network regularized lazily every `reg_interval` steps (0: never).
-
-    With an extra regularization step every R steps, lr and beta2 are scaled by c = R / (R + 1) so
-    the moments and the step size per unit of time stay what they would be without the extra steps
-    (StyleGAN2, Appx B). betas = (0, 0.99), eps = 1e-8 as StyleGAN2.
-    """
+    """Adam's settings for a network regularized lazily every R = `reg_interval` steps (0: never): lr and
+    beta2 scaled by c = R / (R + 1), so the step size and moments per unit of time stay what they would
+    be without the extra steps (StyleGAN2 Appx B); betas (0, 0.99), eps 1e-8 as StyleGAN2."""
     c = reg_interval / (reg_interval + 1) if reg_interval > 0 else 1.0
     return dict(lr=lr * c, betas=(0.0, 0.99 ** c), eps=1e-8)
 
@@ -1688,11 +1533,9 @@ class Trainer:
         self.D = Discriminator(cfg).to(dev)
         self.G_ema = Generator(cfg).to(dev).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
-        # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval
-        # steps, so its lr and betas are scaled by c = R / (R + 1) to keep the same effective rate.
-        # G gets the same adjustment for g_reg_interval = 4 although it has no regularizer (no path
-        # length penalty here): the StyleGAN-V release keeps StyleGAN2-ADA's G_reg_interval = 4 with
-        # pl_weight = 0, so its G really trains at lr 0.0025 * 4/5 = 0.002, beta2 = 0.99^0.8.
+        # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval steps
+        # (adam_kwargs). G gets the adjustment for g_reg_interval = 4 without any regularizer, as in the
+        # release (StyleGAN2-ADA's G_reg_interval 4 with pl_weight 0): lr 0.0025 * 4/5 = 0.002, beta2 0.99^0.8.
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.lr, cfg.g_reg_interval))
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.lr, cfg.r1_interval))
         # gamma < 0 means StyleGAN2-ADA's 'auto' heuristic 0.0002 * res^2 / batch: the penalty is a
@@ -1701,32 +1544,27 @@ class Trainer:
         self.gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
         self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
         self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
-        self.nonfinite = 0
-        self.train_sec = 0.0                                     # training time at the last checkpoint (log.jsonl)
+        self.nonfinite, self.train_sec = 0, 0.0                  # zeroed gradients; training time at the last save
 
     # -- helpers --------------------------------------------------------------------------------
     def _latents(self, purpose: str):
-        """z, clip times and motion tokens for this process's rows of the global batch."""
-        # Everything is drawn for all B videos and then sliced: drawing only our rows would make row
-        # r's latents depend on how many processes split the batch (see step_rng).
-        cfg, B = self.cfg, self.cfg.batch
+        """z, clip times and motion tokens for this process's rows of the global batch. (All B videos are
+        drawn, then sliced: drawing only our rows would tie row r's latents to the number of processes.)"""
+        cfg, B, dev = self.cfg, self.cfg.batch, self.dist.device
         g = step_rng(self.seed, self.step_idx, purpose)
         t = fake_clip_times(cfg, step_np_rng(self.seed, self.step_idx, purpose), B, self.k)   # [B, k]
         z = torch.randn(B, cfg.z_dim, generator=g)
         tokens = None
         if self.G.motion is not None:
             L = Generator.tokens_needed(t, cfg.motion_delta_z, self.G.motion.context)
-            tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(self.dist.device)
-        dev = self.dist.device
+            tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(dev)
         return z[self.rows].to(dev), t[self.rows].to(dev), tokens
 
     def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
-        """Video-consistent ADA with this step's generator. (Per process, not per global batch: with
-        augmentation on, N processes draw other -- equally distributed -- parameters than one.)"""
-        # The rank enters the seed (7919, a prime, keeps (seed, rank) pairs apart), or every process
-        # would apply the same augmentation to its different videos, a correlation ADA does not have.
-        # The purpose is prefixed: with seed 0 on rank 0, "G" alone was the very stream that drew the
-        # G phase's z (_latents), so G could have learnt which augmentation each z gets, and undo it.
+        """Video-consistent ADA with this step's generator, drawn per process (not per global batch)."""
+        # The rank enters the seed (7919, a prime, keeps (seed, rank) pairs apart), or every process would
+        # augment its videos alike. The "aug" prefix keeps this stream apart from _latents': at seed 0 on
+        # rank 0, "G" alone is the stream of the G phase's z, and G could learn to undo each z's augmentation.
         g = step_rng(self.seed * 7919 + self.dist.rank, self.step_idx, "aug" + purpose)
         return self.aug(x, generator=g)
 
@@ -1783,8 +1621,7 @@ class Trainer:
         self.nvid += cfg.batch
         self._update_ema()
 
-        # ADA: nudge p towards E[sign D(x_real)] = target every 4 steps
-        self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce_sum)
+        self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce_sum)   # ADA: every 4 steps, p towards the target
         logs["p"] = self.aug.p
         self.step_idx += 1
         return logs
@@ -1797,10 +1634,9 @@ class Trainer:
         opt.step()
 
     def _update_ema(self) -> None:
-        """G_ema: exponential moving average of G's weights, half-life ema_kimg thousand videos
-        (scaled with the batch: 20 at 64 videos, StyleGAN2-ADA's batch * 10 / 32). With ema_rampup the
-        half-life is at most rampup * videos so far (StyleGAN2-ADA's 'auto' 0.05); the release trains
-        without a rampup, and so do the paper presets."""
+        """G_ema: moving average of G's weights, half-life ema_kimg thousand videos, scaled with the batch
+        (20 at 64 videos, StyleGAN2-ADA's batch * 10 / 32); with ema_rampup at most rampup * videos so far
+        (StyleGAN2-ADA's 'auto' 0.05; the release and the paper presets have none)."""
         cfg = self.cfg
         ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 64
         if cfg.ema_rampup is not None:
@@ -1833,15 +1669,12 @@ class Trainer:
         self.opt_D.load_state_dict(state["opt_D"])
         self.aug.load_state_dict(state["aug"])
         self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
-        self.nonfinite = state.get("nonfinite", 0)
-        self.train_sec = state.get("train_sec", 0.0)             # (older checkpoints: counted from here)
+        self.nonfinite, self.train_sec = state.get("nonfinite", 0), state.get("train_sec", 0.0)   # (older: absent)
 
 
 def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
-    """A grid video and a PNG strip from G_ema, with the same seeds every time.
-
-    Same seeds, same videos: the previews of successive snapshots show the same content and motion
-    codes, so what changes between them is the training, not the draw."""
+    """A grid video and a PNG strip from G_ema, with the same seeds every time: what changes between the
+    previews of successive snapshots is the training, not the draw."""
     import imageio.v3 as iio
     os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
     stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
@@ -1942,10 +1775,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     from tqdm import tqdm
     trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32, kimg)
     cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
-    # The loader's "sampler" yields, per step, one seed per real clip of this process's rows; a worker
-    # turns each seed into a clip (which video, which k frame times: Sec 3.3) and decodes its frames.
-    # Each worker keeps prefetch_factor batches ready (workers x 4 steps ahead), so JPEG decoding
-    # overlaps with the training step.
+    # Batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
+    # (a video, k frame times: Sec 3.3) and decodes it, 4 steps ahead, so decoding overlaps the step.
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=Batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
@@ -1984,9 +1815,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         trainer.interrupted = stop_now
         return done or stop_now
 
-    # Stopping (the plumbing is in Appendix D): GracefulStop turns Ctrl-C or SIGTERM into a request
-    # that after_step honours once the step is done, and every process agrees on the same step
-    # (_stop_requested_anywhere), or the others would wait forever in the next all_reduce.
+    # Stopping (Appendix D): GracefulStop turns Ctrl-C or SIGTERM into a request that after_step honours
+    # once the step is done, on the same step in every process, or the others would hang in all_reduce.
     batches = _unwrap_worker_errors(loader)                      # closing it stops the loader's workers now
     with GracefulStop() as stop, contextlib.closing(batches), contextlib.closing(bar):
         for real, t_real in batches:                             # this process's rows of each step's batch
@@ -2033,8 +1863,18 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, bar, clock: dict, e
 
 
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
-    """The metrics of G_ema -- the generator you would sample from, not the noisier G -- into log.jsonl."""
-    results = run_metrics(metrics, trainer.G_ema, data_path, num_videos, trainer.dist)
+    """FVD of G_ema (the generator you would sample from, not the noisier G) into log.jsonl, on the main
+    process (fvd.py holds the protocol); 'sec', its wall time, is left out of the training time."""
+    results, start = {}, time.time()
+    if trainer.dist.main:
+        import fvd
+        for m in metrics:                                        # 'fvd16' -> 16 frames
+            try:
+                results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
+                                                   num_videos=num_videos, device=str(trainer.dist.device), progress=False))
+            except fvd.FVDError as e:
+                raise UserError(f"--metrics {m}: {e}")
+    results["sec"] = time.time() - start
     clock["metric_sec"] += results["sec"]
     if trainer.dist.main:
         _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
@@ -2042,29 +1882,11 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
         bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + note)
 
 
-def run_metrics(metrics, G: Generator, data_path: str, num_videos: int, dist: Dist) -> dict:
-    """FVD at a snapshot (computed on the main process; fvd.py holds the protocol), and 'sec', the
-    wall time it took here (so the training time can be reported without it)."""
-    results, start = {}, time.time()
-    if dist.main:
-        import fvd
-        for m in metrics:
-            frames = int(m[len("fvd"):])
-            try:
-                results[m] = float(fvd.compute_fvd(real=data_path, fake=G, frames=frames, num_videos=num_videos,
-                                                   device=str(dist.device), progress=False))
-            except fvd.FVDError as e:
-                raise UserError(f"--metrics {m}: {e}")
-    return {**results, "sec": time.time() - start} if metrics else results
-
-
 # ------------------------------------------------------------------------------------------------
-# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3: "arbitrarily
-#     long ... arbitrary frame-rate")
+# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
 # ------------------------------------------------------------------------------------------------
-# Reading order: our checkpoints (an authors' snapshot is read by Appendix B) → load_generator →
-# rendering any frame by (content seed, motion seed, t) → the frame sink and sample(), which renders
-# an hour.
+# Our checkpoints (an authors' snapshot goes to Appendix B) -> load_generator -> rendering any frame by
+# (content seed, motion seed, t) -> the frame sink and sample(), which renders an hour.
 
 
 class CheckpointError(UserError):
@@ -2087,12 +1909,9 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    """Load with weights_only=True: tensors, numbers, strings and containers, never code. An authors'
-    network-snapshot-*.pkl is imported by import_release_snapshot (Appendix B; safely, too).
-
-    A file that is not one of ours is refused with what it is not; never with torch's advice to
-    retry with weights_only=False, which would run whatever code the pickle holds.
-    """
+    """torch.load(weights_only=True): tensors, numbers, strings and containers, never code; an authors'
+    network-snapshot-*.pkl goes to import_release_snapshot (Appendix B, as safe). A file of another kind is
+    refused with what it is not, never with torch's advice to retry unsafely (weights_only=False)."""
     file = checkpoint_path(path)
     if not os.path.isfile(file):
         raise CheckpointError(f"{file}: no such checkpoint")
@@ -2115,10 +1934,8 @@ def load_checkpoint(path: str) -> dict:
 
 
 def config_from_dict(d: dict) -> Config:
-    """The Config saved in a checkpoint (fields unknown to this version are ignored).
-
-    Fields a checkpoint lacks take today's defaults, and fields this version does not know are dropped,
-    so checkpoints load across versions of the file; ARCH_FIELDS (§12) are the ones that must match."""
+    """The Config saved in a checkpoint: fields it lacks take today's defaults and fields this version does
+    not know are dropped, so checkpoints load across versions of the file."""
     fields = {f.name for f in dataclasses.fields(Config)}
     return Config(**{k: v for k, v in d.items() if k in fields})
 
@@ -2259,11 +2076,8 @@ def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
 
 
 class FrameSink:
-    """Writes frames one chunk at a time to an .mp4 (ffmpeg, streamed) or a folder of PNGs.
-
-    Output goes to a temporary name and is renamed into place by close(); abort() (or an
-    exception inside `with`) removes it, so Ctrl-C never leaves a half-written video behind.
-    """
+    """Writes frames a chunk at a time to an .mp4 (ffmpeg, streamed) or a folder of PNGs, under a temporary
+    name that close() renames into place and abort() (or an exception inside `with`) removes."""
 
     @staticmethod
     def check(out: str) -> None:
@@ -2342,13 +2156,11 @@ class FrameSink:
 def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
            seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
            progress: bool = True) -> int:
-    """Render len(seeds) videos from t = start for `seconds` at `fps`, tiled, streamed to `out`.
+    """Render len(seeds) videos from t = start for `seconds` at `fps`, tiled, streamed to `out` -> frames written.
 
-    Frame i is at t = (start + i / fps) * data_fps, in the training data's frames: a different fps
-    renders the same continuous video more or less densely. Memory is flat in the length: frames
-    are rendered `batch` time steps at a time (len(seeds) x batch frames a chunk), and only a bounded
-    cache of motion anchors is kept.
-    Returns the number of frames written.
+    Frame i is at t = (start + i / fps) * data_fps training frames: another fps samples the same continuous
+    video more or less densely. Memory is flat in the length: `batch` time steps a chunk, and a bounded
+    cache of motion anchors.
     """
     from tqdm import tqdm
     if not seconds > 0 or not fps > 0 or start < 0:
@@ -2376,24 +2188,17 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 # ------------------------------------------------------------------------------------------------
 # §14 Command line: train, sample, convert (bench, doctor, figures, plot: Appendix C; flags: Appendix D)
 # ------------------------------------------------------------------------------------------------
-# Each command is a thin `cmd_*` function over the sections above (the four that measure or draw are
-# in Appendix C, called at run time); `build_parser` (Appendix D) lists every option with its default
-# and its range (checked while parsing). The error policy is the same everywhere: a mistake the
-# user can fix (a path, a flag, a dataset, a checkpoint) raises UserError, and a failing file system
-# an OSError; `_exit_on_error` (Appendix D), the one way out of every command and every process, prints
-# either as ONE line, "stylegan_v.py: error: ...", exit status 2 -- never a traceback from deep
-# inside torch. Ctrl-C and SIGTERM exit 130 (train saves first). Every output file (checkpoints,
-# config.json, videos, frame folders, PNGs) is written under a temporary name and renamed when
-# complete, so nothing is half-written; log.jsonl is appended to, and on --resume it is cut back to
-# the checkpoint, a torn last line of a killed run included (truncate_log).
+# Each command is a thin `cmd_*` over the sections above (bench, doctor, figures and plot are in Appendix
+# C); `build_parser` (Appendix D) gives every flag its default and range. One error policy everywhere: a
+# mistake the user can fix raises UserError, a failing file system OSError, and `_exit_on_error` (D) prints
+# either as ONE line, "stylegan_v.py: error: ...", exit status 2, never a traceback; Ctrl-C and SIGTERM
+# exit 130 (train saves first). Every output file is written under a temporary name and renamed when
+# complete; log.jsonl is appended to, and cut back to the checkpoint on --resume (truncate_log).
 #
 #   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
 #   sample   checkpoint -> .mp4 or PNG frames of any length and frame rate (§13)
 #   convert  an authors' network-snapshot-*.pkl -> a checkpoint of ours
-#   bench    rendering speed at t = 0 and t = 1 h; with --train, video model vs image StyleGAN2
-#   doctor   torch/CUDA facts, builds the CUDA kernel and checks it against the reference (Appendix A);
-#            --full: the GPU acceptance run (parity, layer and training benchmarks, sampling)
-#   figures  the README's pictures from a checkpoint;  plot  FVD over kimg from runs' log.jsonl
+#   bench, doctor, figures, plot: speed; the CUDA kernel's build and parity; the README's pictures
 
 
 def _set_custom_ops(args) -> None:

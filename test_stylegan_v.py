@@ -758,7 +758,7 @@ def test_r1_through_augmentation_and_modconv_has_finite_gradient():
 
 
 def test_adaptive_p_moves_up_on_positive_and_down_on_negative_real_logits():
-    ada = sv.AdaptiveP(p_init=0.5, target=0.6, ada_kimg=100, interval=4)
+    ada = sv.VideoAugment('ada', p_init=0.5, target=0.6, ada_kimg=100, interval=4)
     for i in range(4):
         ada.accumulate(torch.full((16, 1), 3.0))
         assert ada.step(batch_size=16) == (i == 3)                          # updates every 4th step only
@@ -770,7 +770,7 @@ def test_adaptive_p_moves_up_on_positive_and_down_on_negative_real_logits():
 
 
 def test_adaptive_p_clamps_to_unit_interval():
-    up, down = sv.AdaptiveP(p_init=0.99, ada_kimg=0.001), sv.AdaptiveP(p_init=0.01, ada_kimg=0.001)
+    up, down = sv.VideoAugment('ada', p_init=0.99, ada_kimg=0.001), sv.VideoAugment('ada', p_init=0.01, ada_kimg=0.001)
     for _ in range(4):
         up.accumulate(torch.ones(8)); up.step(8)                            # noqa: E702
         down.accumulate(-torch.ones(8)); down.step(8)                       # noqa: E702
@@ -780,7 +780,7 @@ def test_adaptive_p_clamps_to_unit_interval():
 def test_adaptive_p_all_reduce_hook_uses_global_statistics():
     # Locally every real logit is positive, but the (simulated) other rank saw 3x as many negative ones:
     # the global r_t = (8 - 24) / 32 = -0.5 < 0.6, so p must go down on every rank.
-    ada = sv.AdaptiveP(p_init=0.5, interval=1)
+    ada = sv.VideoAugment('ada', p_init=0.5, interval=1)
     ada.accumulate(torch.ones(8))
     other_rank = torch.tensor([-24.0, 24.0])
     assert ada.step(8, all_reduce=lambda t: t.add_(other_rank))             # in place, like dist.all_reduce
@@ -791,11 +791,11 @@ def test_adaptive_p_all_reduce_hook_uses_global_statistics():
 
 
 def test_adaptive_p_state_dict_resumes_exactly():
-    a = sv.AdaptiveP(p_init=0.2)
+    a = sv.VideoAugment('ada', p_init=0.2)
     logits = [torch.randn(8, generator=_gen(i)) + 0.3 for i in range(11)]
     for t in logits[:6]:                                                    # stop mid-interval
         a.accumulate(t); a.step(8)                                          # noqa: E702
-    b = sv.AdaptiveP(p_init=0.9)
+    b = sv.VideoAugment('ada', p_init=0.9)
     b.load_state_dict(a.state_dict())
     for t in logits[6:]:
         a.accumulate(t); b.accumulate(t)                                    # noqa: E702
@@ -970,9 +970,9 @@ def test_ada_counts_the_reals_of_the_d_pass_and_of_the_r1_pass_and_w_avg_moves_i
     trainer.G.mapping.forward = lambda z, psi=1.0, update_w_avg=False: (
         updates.append(update_w_avg), forward(z, psi, update_w_avg))[1]
     trainer.step(real, t)                                              # step 0: lazy R1 (0 % 16 == 0)
-    assert trainer.aug.ada._acc[1].item() == 2 * 4 and updates.count(True) == 2
+    assert trainer.aug._acc[1].item() == 2 * 4 and updates.count(True) == 2
     trainer.step(real, t)                                              # step 1: no R1
-    assert trainer.aug.ada._acc[1].item() == 3 * 4 and updates.count(True) == 4
+    assert trainer.aug._acc[1].item() == 3 * 4 and updates.count(True) == 4
 
 
 def test_the_augmentation_of_a_phase_draws_from_its_own_stream_not_its_latents(monkeypatch):
