@@ -3441,87 +3441,76 @@ def import_release_snapshot(path: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot
 # ------------------------------------------------------------------------------------------------
-# The commands that measure the model or draw the README's pictures; none of it is needed to train
-# or to sample. After the kernel because it uses §1-§14 and Appendix A (and D's `_atomic_write`):
-#
-#   bench    _time_it, bench_training (s/kimg of the video model against an image StyleGAN2)
-#   doctor   benchmark_modconv_layer, ACCEPTANCE_PLAN, acceptance_run (the stages doctor --full runs)
-#   figures  plot_curves (one small Pillow line chart, also Fig 9), the frame strips
-#   plot     read_metric_curve (FVD over kimg from log.jsonl) through the same plot_curves
+# None of it is needed to train or to sample. `bench` and `doctor --full` time the same two things,
+# bench_training (s/kimg) and bench_render (frames/s); doctor adds the kernel's build, parity check and one
+# layer (benchmark_modconv_layer). `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
 
 
 def _time_it(fn, repeat: int = 3) -> float:
     """Median wall time of fn() in seconds (after one warm-up call)."""
-    fn()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
     times = []
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+    for _ in range(repeat + 1):
+        sync()
         t0 = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(times[1:]))                          # the first call was a warm-up
 
 
 def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
-    """Seconds per real frame shown to D, for training steps of `cfg` on random data.
-
-    R1 steps (1 in 16) are left out: the same for both models, they would only add noise here.
-    """
+    """Seconds per real frame shown to D, for training steps of `cfg` on random data. R1 steps (1 in 16) are
+    left out: the same for every model compared, they would only add noise here."""
     trainer = Trainer(cfg, Dist(device=device))
     trainer.step_idx = 1                                         # start off the R1 schedule
-    H = cfg.resolution
-    real = torch.randint(0, 256, (cfg.batch, cfg.frames_per_clip, H, H, 3), dtype=torch.uint8)
-    t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), cfg.frames_per_clip, cfg.max_span,
-                                                     cfg.max_time, 10_000) for i in range(cfg.batch)]))
+    B, k, H = cfg.batch, cfg.frames_per_clip, cfg.resolution
+    real = torch.randint(0, 256, (B, k, H, H, 3), dtype=torch.uint8)                 # [B, k, H, W, 3] random frames
+    t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), k, cfg.max_span, cfg.max_time, 10_000)
+                                   for i in range(B)]))                              # [B, k] frame times
 
     def one_step():
         if trainer.step_idx % cfg.r1_interval == 0:
             trainer.step_idx += 1
         trainer.step(real, t)
-    return _time_it(one_step, steps) / (cfg.batch * cfg.frames_per_clip)
+    return _time_it(one_step, steps) / (B * k)
+
+
+def bench_render(cfg: Config, device: torch.device, videos: int = 1, starts=(0.0,), repeat: int = 3) -> list:
+    """Seconds to render 16 frames of `videos` videos in one call, from each start time, by a new G of `cfg`."""
+    G, seeds = Generator(cfg).eval().requires_grad_(False).to(device), list(range(videos))
+    w = content_codes(G, seeds)
+    return [_time_it(lambda: render_frames(G, w, seeds, t0 + torch.arange(16.0)), repeat) for t0 in starts]
 
 
 def cmd_bench(args) -> None:
-    """`bench`: frames/s of rendering at t = 0 and t = 1 h; with --train, s/kimg of the video model
-    against the same backbone as an image StyleGAN2."""
+    """`bench`: frames/s of rendering at t = 0 and t = 1 h; with --train, s/kimg of video vs image StyleGAN2."""
     device = _pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
     print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
           f"{'on' if USE_CUSTOM_OPS and load_modconv_plugin() is not None and device.type == 'cuda' else 'off'}")
     for preset in args.presets:
         cfg = make_config(preset)
-        G = Generator(cfg).eval().requires_grad_(False).to(device)
-        w = content_codes(G, [0])
-        at = lambda t0: _time_it(lambda: render_frames(G, w, [0], t0 + torch.arange(16.0)), args.repeat)
-        s0, s1 = at(0.0), at(90_000.0)
+        s0, s1 = bench_render(cfg, device, 1, (0.0, 90_000.0), args.repeat)
         print(f"render  {preset:5s} {cfg.resolution:4d}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
               f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
         if args.train:
             batch = args.train_batch or cfg.batch
-            video = dataclasses.replace(cfg, batch=batch)
-            # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes,
-            # no time conditioning in D -- with as many frames per step (batch * k images), so both
-            # move the same amount of activation memory per step.
+            # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes, no time
+            # conditioning in D -- with as many frames per step, so both move the same activation memory.
             image = dataclasses.replace(cfg, batch=batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
                                         d_cond="none")
-            sv = bench_training(video, device, args.repeat)
+            sv = bench_training(dataclasses.replace(cfg, batch=batch), device, args.repeat)
             si = bench_training(image, device, args.repeat)
             print(f"train   {preset:5s} {cfg.resolution:4d}^2  {batch} videos x {cfg.frames_per_clip} frames: "
-                  f"video model {sv * 1e3:8.1f} s/kimg, image StyleGAN2 ({image.batch} images) {si * 1e3:8.1f} s/kimg  ->  "
-                  f"cost per frame {100 * (sv / si - 1):+.1f} %")
+                  f"video model {sv * 1e3:8.1f} s/kimg, image StyleGAN2 ({image.batch} images) {si * 1e3:8.1f} "
+                  f"s/kimg  ->  cost per frame {100 * (sv / si - 1):+.1f} %")
 
 
 def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
-    """Time and peak memory of one ModConv2d layer (the 256² layer of the ffs config by default),
-    forward + backward, CUDA ops vs reference; and of the epilogue alone, the part the kernel fuses.
-
-    Returns {'ok': True, 'shape': {...}, 'cuda': {...}, 'ref': {...}, 'speedup_layer': float,
-    'speedup_epilogue': float} with milliseconds per iteration and peak memory in MiB above what was
-    allocated before; without the plugin {'ok': False, 'reason': str}.
-    """
+    """ms per forward + backward and peak MiB (above what was allocated before) of one ModConv2d layer (the ffs
+    config's 256^2 layer by default) and of its epilogue alone, the part the kernel fuses: 'ref' vs 'cuda', and
+    the speed-ups; without the plugin {'ok': False, 'reason': str}."""
     if load_modconv_plugin() is None:
         return dict(ok=False, reason=modconv_plugin_status()['reason'])
     gen = torch.Generator(device=device).manual_seed(0)
@@ -3532,31 +3521,21 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
     y = torch.randn(N, O, H, W, device=device, dtype=dtype, generator=gen).requires_grad_(True)
     d = torch.rand(N, O, device=device, generator=gen).add_(0.5).requires_grad_(True)
     grad = torch.randn(N, O, H, W, device=device, dtype=dtype, generator=gen)
-    layer = lambda impl: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl).backward(grad)
-    epilogue = lambda impl: fused_epilogue(y, d, bias, 'lrelu', clamp=256.0, impl=impl).backward(grad)
-
-    def measure(fn):
-        for _ in range(3):                                                  # warm-up (cuDNN autotuning, allocator)
-            fn()
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / iters, (torch.cuda.max_memory_allocated(device) - base) / 2**20
-
-    result = dict(ok=True, shape=dict(N=N, I=I, O=O, H=H, W=W, k=k, dtype=str(dtype)))
+    runs = dict(layer=lambda impl: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl),
+                epilogue=lambda impl: fused_epilogue(y, d, bias, 'lrelu', clamp=256.0, impl=impl))
+    result = dict(ok=True, shape=dict(N=N, I=I, O=O, H=H, W=W, k=k, dtype=str(dtype)), ref={}, cuda={})
     for impl in ('ref', 'cuda'):
-        layer_ms, layer_mib = measure(lambda: layer(impl))
-        epi_ms, epi_mib = measure(lambda: epilogue(impl))
-        result[impl] = dict(layer_fwd_bwd_ms=round(layer_ms, 3), layer_peak_mib=round(layer_mib, 1),
-                            epilogue_fwd_bwd_ms=round(epi_ms, 3), epilogue_peak_mib=round(epi_mib, 1))
-    for part in ('layer', 'epilogue'):
-        result[f'speedup_{part}'] = round(result['ref'][f'{part}_fwd_bwd_ms'] / result['cuda'][f'{part}_fwd_bwd_ms'], 2)
+        for part, run in runs.items():
+            step = lambda: run(impl).backward(grad)
+            for _ in range(2):                       # warm-up (cuDNN autotuning, allocator, .grad); _time_it adds a 3rd
+                step()
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            result[impl][f'{part}_fwd_bwd_ms'] = round(_time_it(step, iters) * 1e3, 3)
+            result[impl][f'{part}_peak_mib'] = round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
+    for part in runs:
+        ms = [result[impl][f'{part}_fwd_bwd_ms'] for impl in ('ref', 'cuda')]
+        result[f'speedup_{part}'] = round(ms[0] / ms[1], 2)
     return result
 
 
@@ -3573,11 +3552,9 @@ ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (es
 
 def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Optional[int] = None, batch: int = 16,
                    steps: int = 5, log=print, stages: int = 5, verbose: bool = False) -> dict:
-    """The stages of ACCEPTANCE_PLAN, every open GPU question answered in one run (doctor --full; plain
-    `doctor` runs the first 3). All 5 write doctor_full.json and .md to out_dir; the first 3 alone
-    write nothing. On a CPU (the tests)
-    they run at a small size, and the kernel stages say why they were skipped. -> the results dict.
-    """
+    """The stages of ACCEPTANCE_PLAN (doctor --full; plain `doctor` runs the first 3, which write nothing), all 5
+    writing doctor_full.json and .md to out_dir. On a CPU (the tests) they run at a small size, and the kernel
+    stages say why they were skipped. -> the results dict."""
     global USE_CUSTOM_OPS
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -3587,10 +3564,10 @@ def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Option
     module, status = build_modconv_plugin(verbose=verbose, force_compile_without_gpu=not cuda)
     kernel = cuda and module is not None
     res["kernel_build"] = {k: status.get(k) for k in ("ok", "reason", "seconds", "from_cache", "arch_list")}
-    log(f"[2/{stages}] kernel: " + (f"built in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}, "
-                                   f"arch {status['arch_list']})" if module is not None else
-                                   f"NOT built: {status['reason']}" + (f" (log: {status['log']})" if status.get('log') else ""))
-        + ("" if kernel else "; parity needs a GPU: skipped"))
+    built = (f"built in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}, "
+             f"arch {status['arch_list']})" if module is not None else f"NOT built: {status['reason']}"
+             + (f" (log: {status['log']})" if status.get('log') else ""))
+    log(f"[2/{stages}] kernel: {built}" + ("" if kernel else "; parity needs a GPU: skipped"))
     if kernel:
         parity = check_parity(device, dtypes=tuple(PARITY_TOL))
         bad = {k: v for k, v in parity["checks"].items() if not v["ok"]}
@@ -3600,76 +3577,68 @@ def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Option
     log(f"[3/{stages}] one ModConv2d layer with and without the kernel" + ("" if kernel else ": needs a GPU, skipped"))
     if kernel:
         res["layer"] = b = benchmark_modconv_layer(device)
-        log("".join(f"      {impl:4s} layer fwd+bwd {b[impl]['layer_fwd_bwd_ms']:7.2f} ms, {b[impl]['layer_peak_mib']:7.1f} MiB peak; "
-                    f"epilogue {b[impl]['epilogue_fwd_bwd_ms']:7.2f} ms\n" for impl in ("ref", "cuda"))
+        log("".join(f"      {i:4s} layer fwd+bwd {b[i]['layer_fwd_bwd_ms']:7.2f} ms, {b[i]['layer_peak_mib']:7.1f} MiB "
+                    f"peak; epilogue {b[i]['epilogue_fwd_bwd_ms']:7.2f} ms\n" for i in ("ref", "cuda"))
             + f"      speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
     if stages <= 3:
         return res
     cfg0 = make_config(preset, **({"resolution": resolution} if resolution else {}))
-    rows = []
-    old = USE_CUSTOM_OPS
+    md = [f"Measured by `python stylegan_v.py doctor --full` on {res['device']} (torch {res['torch']}, "
+          f"CUDA {res['cuda']}).", "", f"| {preset} {cfg0.resolution}^2, {batch} videos x 3 frames | s/kimg "
+          "| peak GPU memory |", "| --- | ---: | ---: |"]
+    rows, old = [], USE_CUSTOM_OPS
     try:
         for use_kernel in ([True, False] if kernel else [False]):
             for fp16 in ([True, False] if cuda else [False]):
                 USE_CUSTOM_OPS = use_kernel
-                cfg = dataclasses.replace(cfg0, batch=batch, num_fp16_res=4 if fp16 else 0)
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
+                cfg = dataclasses.replace(cfg0, batch=batch, num_fp16_res=4 if fp16 else 0)
                 sec = bench_training(cfg, device, steps) * 1000
-                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
-                rows.append(dict(kernel=use_kernel, fp16=fp16, sec_per_kimg=round(sec, 2),
-                                 peak_gib=None if peak is None else round(peak, 2)))
-                log(f"[4/5] training {preset} {cfg.resolution}^2, {batch} videos: kernel {'on' if use_kernel else 'off'}, "
-                    f"{'float16' if fp16 else 'float32'} layers: {sec:.1f} s/kimg"
+                peak = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if cuda else None
+                rows.append(dict(kernel=use_kernel, fp16=fp16, sec_per_kimg=round(sec, 2), peak_gib=peak))
+                row = f"kernel {'on' if use_kernel else 'off'}, {'float16' if fp16 else 'float32'} layers"
+                log(f"[4/5] training {preset} {cfg0.resolution}^2, {batch} videos: {row}: {sec:.1f} s/kimg"
                     + ("" if peak is None else f", peak {peak:.2f} GiB"))
+                md.append(f"| {row} | {round(sec, 2)} | {'–' if peak is None else f'{peak} GiB'} |")
         USE_CUSTOM_OPS = kernel
-        G = Generator(cfg0).eval().requires_grad_(False).to(device)
-        w = content_codes(G, list(range(4)))
-        sec = _time_it(lambda: render_frames(G, w, list(range(4)), torch.arange(16.0)), 3)
-        res["sample_frames_per_s"] = round(64 / sec, 1)
+        res["sample_frames_per_s"] = round(64 / bench_render(cfg0, device, videos=4)[0], 1)
         log(f"[5/5] sampling {cfg0.resolution}^2: {res['sample_frames_per_s']} frames/s (4 videos x 16 frames a call)")
     finally:
         USE_CUSTOM_OPS = old
     res["training"] = rows
-    os.makedirs(out_dir, exist_ok=True)
-    _atomic_write_text(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
-    md = [f"Measured by `python stylegan_v.py doctor --full` on {res['device']} (torch {res['torch']}, CUDA {res['cuda']}).",
-          "", f"| {preset} {cfg0.resolution}^2, {batch} videos x 3 frames | s/kimg | peak GPU memory |", "| --- | ---: | ---: |"]
-    for r in rows:
-        md.append(f"| kernel {'on' if r['kernel'] else 'off'}, {'float16' if r['fp16'] else 'float32'} layers | "
-                  f"{r['sec_per_kimg']} | {'–' if r['peak_gib'] is None else str(r['peak_gib']) + ' GiB'} |")
     md.append(f"| sampling {cfg0.resolution}^2 | {res['sample_frames_per_s']} frames/s | |")
     if "parity" in res:
-        md.append(f"\nKernel parity: {'all' if res['parity']['ok'] else 'NOT all'} {res['parity']['checks']} checks pass.")
+        md.append(f"\nKernel parity: {'all' if res['parity']['ok'] else 'NOT all'} "
+                  f"{res['parity']['checks']} checks pass.")
     if "layer" in res and res["layer"].get("ok"):
         md.append(f"One 256^2 ModConv2d layer, fwd+bwd: x{res['layer']['speedup_layer']} with the kernel "
                   f"(epilogue alone x{res['layer']['speedup_epilogue']}).")
+    os.makedirs(out_dir, exist_ok=True)
+    _atomic_write_text(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
     _atomic_write_text(os.path.join(out_dir, "doctor_full.md"), "\n".join(md) + "\n")
     log(f"wrote {os.path.join(out_dir, 'doctor_full.json')} and doctor_full.md")
     return res
 
 
 def cmd_doctor(args) -> None:
-    """Facts about the machine, then the first stages of the acceptance run: build the CUDA kernel and,
-    on a GPU, its parity check and one layer's speed; with --full, every stage (acceptance_run)."""
+    """Facts about the machine, then the first 3 stages of acceptance_run (build the CUDA kernel; on a GPU, its
+    parity check and one layer's speed); with --full, every stage."""
     gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
             for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     if args.full and not gpus:
         print("doctor --full needs a GPU, and none is visible. On a GPU it would run, and write "
               f"{os.path.join(args.out, 'doctor_full.json')} and doctor_full.md:")
-        for i, stage in enumerate(ACCEPTANCE_PLAN, 1):
-            print(f"  {i}. {stage}")
+        print("\n".join(f"  {i}. {stage}" for i, stage in enumerate(ACCEPTANCE_PLAN, 1)))
         return
     import subprocess
     from torch.utils import cpp_extension
     print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
     home = _find_cuda_home()
-    if home:
-        nvcc = os.path.join(home, "bin", "nvcc")
-        version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        print(f"nvcc: {nvcc} ({version})")
-    else:
-        print("nvcc: not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference path works without)")
+    nvcc = home and os.path.join(home, "bin", "nvcc")
+    version = nvcc and subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip()
+    print(f"nvcc: {nvcc} ({version.splitlines()[-1]})" if nvcc else
+          "nvcc: not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference path works without)")
     print(f"ninja: {'yes' if cpp_extension.is_ninja_available() else 'no (pip install ninja)'}")
     print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
     acceptance_run("cuda" if gpus else "cpu", args.out, stages=len(ACCEPTANCE_PLAN) if args.full else 3,
@@ -3687,18 +3656,14 @@ def _axis(x: float, max_ticks: int = 6):
 
 def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
                 size=(640, 400), markers: bool = True) -> np.ndarray:
-    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend.
-
-    Drawn with Pillow (already installed as imageio's dependency) and its built-in font, so the
-    README's pictures (the FVD curve of `plot`, Fig 9 of `figures`) need no plotting library.
-    """
+    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend, drawn with Pillow
+    (imageio's dependency) and its built-in font, so the README's pictures need no plotting library."""
     from PIL import Image, ImageDraw
     W, H = size
     left, right, top, bottom = 64, 16, 16, 44                    # margins for tick labels
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
-    xs = np.concatenate([c[:, 0] for c in curves.values()])
-    ys = np.concatenate([c[:, 1] for c in curves.values()])
+    xs, ys = np.concatenate(list(curves.values())).T
     x_hi, x_step = _axis(xs.max())
     y_ticks = max(2, min(6, (H - top - bottom) // 25))          # fewer ticks on a short plot
     y_lo = 0.0 if ys.min() >= 0 else -_axis(-ys.min() * 1.05, y_ticks)[0]   # below 0 where needed
@@ -3716,14 +3681,14 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
     draw.text((6, top), ylabel, fill="black")
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
     for i, (label, c) in enumerate(curves.items()):
-        colour = colours[i % len(colours)]
+        colour, legend_y = colours[i % len(colours)], top + 12 + 14 * i
         points = [(px(x), py(y)) for x, y in c]
         draw.line(points, fill=colour, width=2)
         for x, y in points if markers else []:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         if len(curves) > 1:                                      # a legend, where there is a choice
-            draw.line([(W - right - 150, top + 12 + 14 * i), (W - right - 130, top + 12 + 14 * i)], fill=colour, width=2)
-            draw.text((W - right - 124, top + 12 + 14 * i), label, fill="black", anchor="lm")
+            draw.line([(W - right - 150, legend_y), (W - right - 130, legend_y)], fill=colour, width=2)
+            draw.text((W - right - 124, legend_y), label, fill="black", anchor="lm")
     return np.asarray(img)
 
 
@@ -3754,29 +3719,27 @@ def cmd_figures(args) -> None:
                   f"{step}): a real strip repeats its last frame; a smaller --stride shows the same span as the fakes",
                   file=sys.stderr)
         rng = np.random.default_rng(0)
-        picks = rng.choice(len(data), size=min(args.num, len(data)), replace=False)
         real = []
-        for v in picks:
+        for v in rng.choice(len(data), size=min(args.num, len(data)), replace=False):
             start = int(rng.integers(0, max(data.lengths[v] - (n - 1) * step, 1)))
-            idx = np.minimum(start + np.arange(n) * step, data.lengths[v] - 1)
-            real.append(torch.from_numpy(data.read_frames(int(v), idx)))
-        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), np.full((4, n * cfg.resolution, 3), 255, np.uint8),
-                                                 rows(fake)]))
+            real.append(torch.from_numpy(data.read_frames(int(v), np.minimum(start + np.arange(n) * step,
+                                                                             data.lengths[v] - 1))))
+        gap = np.full((4, n * cfg.resolution, 3), 255, np.uint8)
+        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), gap, rows(fake)]))
     else:
         save("fake.png", rows(fake))
-    # Content and motion are separate: same content seed with two motion seeds, and the reverse.
-    pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    cm = torch.cat([render_videos(G, [c], t, motion_seeds=[m]) for c, m in pairs])
-    save("content_motion.png", rows(cm))                                    # rows: (c0,m0) (c0,m1) (c1,m0) (c1,m1)
+    # Content and motion are separate: rows (c0,m0) (c0,m1) (c1,m0) (c1,m1), content seed c, motion seed m.
+    save("content_motion.png", rows(torch.cat([render_videos(G, [c], t, motion_seeds=[m])
+                                               for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]])))
     # No degradation after an hour: the same video at t = 0 and at t = 1 h.
     hour = args.hour_seconds * cfg.fps
     save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), render_videos(G, [0], hour + t)])))
-    # Fig 9: channels of the acyclic embedding v_t over 2000 frames, drawn by the same plotter as `plot`.
+    # Fig 9: channels of the acyclic embedding v_t over 2000 frames, one band per channel.
     t = np.arange(2000.0)
     v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
-    panels = [plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]", xlabel="t (frames)",
-                          size=(1000, 140), markers=False) for c in range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]]
-    save("embedding.png", np.concatenate(panels))                           # one band per channel
+    save("embedding.png", np.concatenate([plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]",
+                                                      xlabel="t (frames)", size=(1000, 140), markers=False)
+                                          for c in range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]]))
 
 
 def read_metric_curve(run: str, metric: str) -> np.ndarray:
@@ -3796,8 +3759,8 @@ def read_metric_curve(run: str, metric: str) -> np.ndarray:
             if metric in record:
                 rows[float(record["kimg"])] = float(record[metric])
     if not rows:
-        hint = f"train with --metrics {metric}" if metric in ("fvd16", "fvd128") else \
-            f"its keys: {', '.join(sorted(keys)) or 'none'}"
+        hint = (f"train with --metrics {metric}" if metric in ("fvd16", "fvd128")
+                else f"its keys: {', '.join(sorted(keys)) or 'none'}")
         raise UserError(f"{path}: no '{metric}' values ({hint})")
     return np.array(sorted(rows.items()), dtype=np.float64)
 
