@@ -2623,8 +2623,8 @@ def main(argv=None) -> None:
 # Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k² times fewer operations than the conv (589,824×
 # at 256²), and the widest weight is 9.4 MB: a kernel would save a few µs per layer (an earlier one was removed).
 #
-# Reading order: CUDA source → lazy build → autograd Functions → self-check → parity check (for `doctor`;
-# its benchmark is in Appendix C).
+# Reading order: CUDA source → lazy build → autograd Functions → parity check and self-check (`doctor` runs
+# them; its benchmark is in Appendix C).
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -2637,8 +2637,6 @@ def main(argv=None) -> None:
 
 _MODCONV_CPP_SOURCE = r"""
 #include <torch/extension.h>
-#include <optional>
-#include <vector>
 at::Tensor epilogue_forward(const at::Tensor& y, const std::optional<at::Tensor>& d,
                             const std::optional<at::Tensor>& bias, int64_t act, double gain, double clamp);
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const std::optional<at::Tensor>& out,
@@ -2662,8 +2660,6 @@ _MODCONV_CUDA_SOURCE = r"""
 #include <cuda_runtime.h>
 // (Not <ATen/cuda/CUDAContext.h>: it pulls in cuBLAS/cuSPARSE headers, which minimal CUDA installs lack.)
 #include <algorithm>
-#include <optional>
-#include <vector>
 
 namespace {
 
@@ -2682,9 +2678,7 @@ __device__ __forceinline__ T warp_sum(T v) {
 
 template <typename T>
 __device__ __forceinline__ T block_sum(T v, T* smem /* >= 32 elements */) {
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int num_warps = blockDim.x >> 5;            // blockDim.x is a multiple of 32, at most 1024
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;  // blockDim.x: 32·k ≤ 1024
   v = warp_sum(v);
   if (lane == 0) smem[warp] = v;
   __syncthreads();                                  // all partials written
@@ -2853,7 +2847,7 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std
     for (auto* t : {&grad_d, &bias_part}) if (t->defined()) t->zero_();
   } else if (need_y || need_d || need_bias) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    const auto blocks = static_cast<unsigned int>(std::max<int64_t>(1, std::min(planes, max_blocks())));  // 1 per plane
+    const auto blocks = static_cast<unsigned int>(std::max<int64_t>(1, std::min(planes, max_blocks())));  // ≤ planes
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "epilogue_backward", [&] {
       using acc_t = at::acc_type<scalar_t, true>;
       epilogue_backward_planes_kernel<scalar_t, acc_t><<<blocks, threads_for_plane(HW), 0, stream>>>(
@@ -3220,10 +3214,9 @@ def plugin_self_check(device) -> dict:
 
 def _plugin_trusted(device) -> bool:
     """Has the compiled kernel passed its self-check on this device (running it the first time)?"""
-    key = str(device)
-    if key not in _SELF_CHECKS:
-        _SELF_CHECKS[key] = plugin_self_check(device)
-    return _SELF_CHECKS[key]["ok"]
+    if str(device) not in _SELF_CHECKS:
+        _SELF_CHECKS[str(device)] = plugin_self_check(device)
+    return _SELF_CHECKS[str(device)]["ok"]
 
 
 def _resolve_impl(impl, x):
