@@ -2419,90 +2419,61 @@ def main(argv=None) -> None:
 # ------------------------------------------------------------------------------------------------
 # Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity)
 # ------------------------------------------------------------------------------------------------
-# What §3's dispatcher `fused_epilogue` calls on a GPU. Nothing here runs at import: the kernel is compiled on first use.
+# What §3's dispatcher `fused_epilogue` calls on a GPU. Nothing here runs at import: it compiles on first use.
 #
-# What is worth a kernel is the epilogue. In PyTorch it is a chain of elementwise kernels (y·d, +b,
-# lrelu, ·gain, clamp); each reads the whole activation tensor and writes a new one. With E elements
-# of B bytes that is 5 reads + 5 writes = 10·E·B bytes of memory traffic, against 1 read of y and 1
-# write of out (2·E·B) for a fused kernel: 5× less, at the 256² layer of the ffs config (N=16, O=64,
-# 256², fp16: E·B = 134 MB) ≈ 1.3 GB versus 0.27 GB per forward. The backward is fused the same way
-# (one pass over the planes for the gradients of y, d and b), and the autograd graph keeps 2
-# activation-sized tensors (y and out; out is usually kept anyway by the next layer's modulation)
-# instead of the 3 (y, z, act(z)·gain) the elementwise chain saves.
+# Why the epilogue has a kernel: in PyTorch it is five elementwise kernels (y·d, +b, lrelu, ·gain, clamp), each
+# reading and writing the whole activation: 10·E·B bytes of traffic for E elements of B bytes, against 2·E·B fused,
+# 5× less (≈ 1.3 GB vs 0.27 GB per forward at the ffs 256² layer: N=16, O=64, fp16). The backward is fused the
+# same way, and autograd keeps 2 activation-sized tensors (y, out) instead of the chain's 3 (y, z, act(z)·gain).
+# Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k² times fewer operations than the conv (589,824×
+# at 256²), and the widest weight is 9.4 MB: a kernel would save a few µs per layer (an earlier one was removed).
 #
-# What is not: the demodulation coefficients d. §3 computes them as one [N, I] @ [I, O] matmul on
-# Σ_k w², never building the [N, O, I, kh, kw] per-sample weights, so they cost O(N·O·I) operations
-# against the conv's O(N·O·I·H·W·k²): at the ffs 256² layer H·W·k² = 589,824 times fewer, and at the
-# widest layer (O = I = 512, 3×3) the weight is 9.4 MB in fp32, a few µs of memory traffic per pass
-# on any datacenter GPU. (An earlier version had a demodulation kernel too; by this arithmetic it
-# could save a few µs per layer at most, so it was removed, with its backward and its parity checks.)
-#
-# Reading order:  CUDA source → lazy build → autograd Functions → self-check
-#                 → parity check (for the `doctor` command; its benchmark is in Appendix C).
+# Reading order: CUDA source → lazy build → autograd Functions → parity check and self-check (`doctor` runs
+# them; its benchmark is in Appendix C).
 
 
 # ---------------------------------------------------------------------------------------------------
 # The CUDA source: C++ bindings + CUDA kernels, compiled together by torch's load_inline
 # ---------------------------------------------------------------------------------------------------
-# Vocabulary for the comments inside: a *thread* runs one copy of a kernel; 32 threads form a *warp*
-# that executes in lockstep; a *block* (here 32–256 threads) shares fast on-chip memory; the *grid* is
-# all blocks of one launch. Every kernel uses grid-stride loops ("for (i = my_id; i < n; i += all
-# threads)"), so any grid size covers any problem size, and int64 indices, so tensors past 2^31
-# elements are safe. Values are read in their storage dtype (fp16, bf16, fp32, fp64) and all math is
-# done in `acc_t` (fp32, or fp64 for fp64 tensors): one rounding per output, none in between.
+# A *thread* runs one copy of a kernel; 32 threads form a *warp* (in lockstep); a *block* (here 32–256 threads)
+# shares on-chip memory; the *grid* is all blocks of one launch. Grid-stride loops ("for (i = my_id; i < n;
+# i += all threads)") let any grid cover any size, and int64 indices keep tensors past 2^31 elements safe. Values
+# are read in their storage dtype and all math is done in `acc_t` (fp32; fp64 for fp64): one rounding per output.
 
 _MODCONV_CPP_SOURCE = r"""
-// ===== main.cpp: declarations of the host functions (defined in the CUDA file) + Python bindings
 #include <torch/extension.h>
-#include <optional>
-#include <vector>
-
 at::Tensor epilogue_forward(const at::Tensor& y, const std::optional<at::Tensor>& d,
                             const std::optional<at::Tensor>& bias, int64_t act, double gain, double clamp);
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const std::optional<at::Tensor>& out,
                                           const std::optional<at::Tensor>& y, const std::optional<at::Tensor>& d,
                                           bool need_y, bool need_d, bool need_bias,
                                           int64_t act, double gain, double clamp);
-
 // wrap_pybind_function turns a failed TORCH_CHECK into a Python RuntimeError with a readable message.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("epilogue_forward", torch::wrap_pybind_function(epilogue_forward),
-        "out = clamp(act(y*d + b) * gain)", py::arg("y"), py::arg("d"), py::arg("bias"), py::arg("act"),
-        py::arg("gain"), py::arg("clamp"));
-  m.def("epilogue_backward", torch::wrap_pybind_function(epilogue_backward),
-        "-> [grad_y, grad_d, grad_bias] (None where not needed)", py::arg("grad_out"), py::arg("out"),
-        py::arg("y"), py::arg("d"), py::arg("need_y"), py::arg("need_d"), py::arg("need_bias"),
-        py::arg("act"), py::arg("gain"), py::arg("clamp"));
+  m.def("epilogue_forward", torch::wrap_pybind_function(epilogue_forward), "out = clamp(act(y*d + b) * gain)");
+  m.def("epilogue_backward", torch::wrap_pybind_function(epilogue_backward), "-> [grad_y, grad_d, grad_bias]");
 }
 """
 
 _MODCONV_CUDA_SOURCE = r"""
-// ===== cuda.cu: the kernels and the host functions that check inputs and launch them
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>       // at::acc_type<scalar_t, true>: float for half/bf16/float, double for double
-#include <ATen/Dispatch.h>             // AT_DISPATCH_*: instantiate a lambda once per dtype
-#include <c10/cuda/CUDAException.h>    // C10_CUDA_CHECK, C10_CUDA_KERNEL_LAUNCH_CHECK
-#include <c10/cuda/CUDAGuard.h>        // make the tensors' GPU the current device
-#include <c10/cuda/CUDAStream.h>       // PyTorch's current stream on that device
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 // (Not <ATen/cuda/CUDAContext.h>: it pulls in cuBLAS/cuSPARSE headers, which minimal CUDA installs lack.)
 #include <algorithm>
-#include <optional>
-#include <vector>
 
 namespace {
 
-constexpr int kActLinear = 0;          // must match _ACT_ID in the Python code
-constexpr int kActLReLU = 1;
-constexpr double kLReLUSlope = 0.2;    // must match LRELU_SLOPE
+constexpr int kActLinear = 0, kActLReLU = 1;   // must match _ACT_ID in the Python code
+constexpr double kLReLUSlope = 0.2;            // must match LRELU_SLOPE
 
-// ---------------------------------------------------------------------------------------------
-// Reductions. warp_sum: 5 butterfly exchanges (__shfl_xor_sync reads a register of another lane)
-// leave the sum of the warp's 32 values in *every* lane; no shared memory, no synchronization.
-// block_sum: each warp reduces its values, lane 0 parks the partial in shared memory, then every
-// warp reduces the ≤ 32 partials, so every thread of the block returns the block's total.
-// Both must be reached by all threads of the warp / block (callers keep their loops uniform).
-// ---------------------------------------------------------------------------------------------
+// warp_sum: 5 butterfly exchanges (__shfl_xor_sync reads another lane's register) leave the warp's sum in *every*
+// lane. block_sum: each warp reduces, lane 0 parks its partial in shared memory, then every warp reduces the ≤ 32
+// partials, so every thread returns the block's total. All threads of the warp / block must reach them.
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
@@ -2512,9 +2483,7 @@ __device__ __forceinline__ T warp_sum(T v) {
 
 template <typename T>
 __device__ __forceinline__ T block_sum(T v, T* smem /* >= 32 elements */) {
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int num_warps = blockDim.x >> 5;            // blockDim.x is a multiple of 32, at most 1024
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;  // blockDim.x: 32·k ≤ 1024
   v = warp_sum(v);
   if (lane == 0) smem[warp] = v;
   __syncthreads();                                  // all partials written
@@ -2523,16 +2492,7 @@ __device__ __forceinline__ T block_sum(T v, T* smem /* >= 32 elements */) {
   return warp_sum(v);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The epilogue. The activation, its gain and the clamp in one place, shared by all kernels.
-// act_gain_clamp: out = clamp(act(z) · gain, ±clamp); clamp < 0 means "no clamp". Comparisons are
-//   written so that a NaN stays NaN, like torch.clamp.
-// slope: ∂out/∂z recovered from the saved *output*, StyleGAN's trick: gain > 0 and clamp > 0 keep
-//   the sign, so out > 0 ⇔ z > 0 tells which side of the lrelu we were on, and |out| < clamp tells
-//   that the clamp was inactive. (At |pre-clamp value| == clamp exactly the slope is 0, as
-//   torch.clamp's with scalar bounds.) out == nullptr means linear and unclamped,
-//   where the slope is the constant gain and nothing had to be saved.
-// ---------------------------------------------------------------------------------------------
+// out = clamp(act(z) · gain, ±clamp), clamp < 0 meaning none; written so that a NaN stays NaN, like torch.clamp.
 template <typename acc_t>
 __device__ __forceinline__ acc_t act_gain_clamp(acc_t z, int act, acc_t gain, acc_t clamp) {
   if (act == kActLReLU) z = z > acc_t(0) ? z : z * acc_t(kLReLUSlope);
@@ -2541,6 +2501,9 @@ __device__ __forceinline__ acc_t act_gain_clamp(acc_t z, int act, acc_t gain, ac
   return z;
 }
 
+// ∂out/∂z from the saved *output* (StyleGAN's trick): gain > 0 and clamp > 0 keep the sign, so out > 0 ⇔ z > 0
+// gives the lrelu's side and |out| < clamp an inactive clamp (slope 0 at |out| == clamp, as torch.clamp's).
+// out == nullptr means linear and unclamped: the slope is the constant gain.
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t slope(const scalar_t* out, int64_t idx, int act, acc_t gain, acc_t clamp) {
   if (out == nullptr) return gain;
@@ -2551,9 +2514,8 @@ __device__ __forceinline__ acc_t slope(const scalar_t* out, int64_t idx, int act
   return m;
 }
 
-// Forward: a 2-D grid. blockIdx.y strides over the N·O planes (p = n*O + o), so d[p] and b[o] are
-// loaded once per plane; blockIdx.x and the threads stride over the H·W pixels of the plane. Each
-// y element is read once and each out element written once.
+// Forward: blockIdx.y strides over the N·O planes p = n*O + o (d[p] and b[o] loaded once per plane), blockIdx.x
+// and the threads over its H·W pixels. Each y element is read once and each out element written once.
 template <typename scalar_t, typename acc_t>
 __global__ void epilogue_forward_kernel(const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
                                         const acc_t* __restrict__ bias, scalar_t* __restrict__ out,
@@ -2569,12 +2531,9 @@ __global__ void epilogue_forward_kernel(const scalar_t* __restrict__ y, const ac
   }
 }
 
-// Backward, pass 1: one block per plane p = (n, o) (grid-stride over planes; the loop is uniform
-// across the block, as block_sum requires). With gz = grad_out · slope = ∂L/∂z for each pixel:
-//   grad_y = gz · d[p]                  written per pixel
-//   grad_d[p]    = Σ_hw gz · y          block_sum over the plane
-//   bias_part[p] = Σ_hw gz              block_sum; summed over n by the next kernel
-// Reads grad_out, out and y once each, writes grad_y once.
+// Backward: one block per plane p (grid-stride; the loop is uniform across the block, as block_sum requires).
+// With gz = grad_out · slope = ∂L/∂z: grad_y = gz · d[p] per pixel, grad_d[p] = Σ_hw gz · y and
+// bias_part[p] = Σ_hw gz by block_sum (summed over n by the host). Reads grad_out, out, y once, writes grad_y once.
 template <typename scalar_t, typename acc_t>
 __global__ void epilogue_backward_planes_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
                                                 const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
@@ -2603,19 +2562,7 @@ __global__ void epilogue_backward_planes_kernel(const scalar_t* __restrict__ g, 
   }
 }
 
-// grad_bias[o] = Σ_n bias_part[n, o]: one thread per channel (a deterministic order, no atomics).
-template <typename acc_t>
-__global__ void sum_over_batch_kernel(const acc_t* __restrict__ part, acc_t* __restrict__ total, int64_t N, int64_t O) {
-  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < O; o += int64_t(gridDim.x) * blockDim.x) {
-    acc_t acc = 0;
-    for (int64_t n = 0; n < N; ++n) acc += part[n * O + o];
-    total[o] = acc;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Host-side helpers: launch geometry and input checks.
-// ---------------------------------------------------------------------------------------------
 constexpr int kThreads = 256;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -2628,19 +2575,9 @@ int64_t max_blocks() {
   return int64_t(sm_count) * 32;
 }
 
-// Blocks for `items` work items at `per_block` items per block (at least 1, at most max_blocks()).
-unsigned int grid_for(int64_t items, int64_t per_block) {
-  return static_cast<unsigned int>(std::max<int64_t>(1, std::min(ceil_div(items, per_block), max_blocks())));
-}
-
-// Threads for a block that walks one plane of HW pixels: HW rounded up to a whole warp, 32..256,
-// so a 4×4 plane gets one warp instead of 256 mostly idle threads.
+// Threads for a block walking a plane of HW pixels: HW rounded up to a whole warp, 32..256 (4×4: one warp).
 int threads_for_plane(int64_t HW) {
   return static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(32, ceil_div(HW, 32) * 32)));
-}
-
-void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor, got one on ", t.device());
 }
 
 // An optional input: undefined if absent, else checked (device, dtype, shape) and made contiguous.
@@ -2660,13 +2597,11 @@ void check_act(int64_t act, double gain) {
 
 }  // namespace
 
-// ---------------------------------------------------------------------------------------------
-// Host functions, called from Python. Each one: checks, picks the device and its current stream
-// (so the kernels are ordered with PyTorch's own work), allocates outputs, dispatches on dtype.
-// ---------------------------------------------------------------------------------------------
+// The host functions, called from Python: check, take the tensors' device and its current stream (so the kernels
+// are ordered with PyTorch's own work), allocate the outputs, dispatch on dtype.
 at::Tensor epilogue_forward(const at::Tensor& y_, const std::optional<at::Tensor>& d_,
                             const std::optional<at::Tensor>& bias_, int64_t act, double gain, double clamp) {
-  check_cuda(y_, "y");
+  TORCH_CHECK(y_.is_cuda(), "y must be a CUDA tensor, got one on ", y_.device());
   TORCH_CHECK(y_.dim() == 4, "y must be [N, O, H, W], got ", y_.sizes());
   check_act(act, gain);
   const c10::cuda::CUDAGuard guard(y_.device());
@@ -2697,7 +2632,7 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std
                                           const std::optional<at::Tensor>& y_, const std::optional<at::Tensor>& d_,
                                           bool need_y, bool need_d, bool need_bias,
                                           int64_t act, double gain, double clamp) {
-  check_cuda(grad_out_, "grad_out");
+  TORCH_CHECK(grad_out_.is_cuda(), "grad_out must be a CUDA tensor, got one on ", grad_out_.device());
   TORCH_CHECK(grad_out_.dim() == 4, "grad_out must be [N, O, H, W], got ", grad_out_.sizes());
   check_act(act, gain);
   const c10::cuda::CUDAGuard guard(grad_out_.device());
@@ -2712,32 +2647,25 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std
   TORCH_CHECK(y.defined() || !need_d, "y is needed for the gradient of d");
   at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();
   at::Tensor grad_d = need_d ? at::empty({N, O}, g.options().dtype(acc_dtype)) : at::Tensor();
-  at::Tensor grad_bias = need_bias ? at::empty({O}, g.options().dtype(acc_dtype)) : at::Tensor();
   at::Tensor bias_part = need_bias ? at::empty({N, O}, g.options().dtype(acc_dtype)) : at::Tensor();
   if (planes == 0 || HW == 0) {                          // empty sums are zero
-    for (auto* t : {&grad_d, &grad_bias}) if (t->defined()) t->zero_();
-    return {grad_y, grad_d, grad_bias};
-  }
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "epilogue_backward", [&] {
-    using acc_t = at::acc_type<scalar_t, true>;
-    const scalar_t* out_ptr = out.defined() ? out.data_ptr<scalar_t>() : nullptr;
-    if (need_y || need_d || need_bias) {
-      const int threads = threads_for_plane(HW);
-      epilogue_backward_planes_kernel<scalar_t, acc_t><<<grid_for(planes, 1), threads, 0, stream>>>(
-          g.data_ptr<scalar_t>(), out_ptr, y.defined() ? y.data_ptr<scalar_t>() : nullptr,
-          d.defined() ? d.data_ptr<acc_t>() : nullptr, need_y ? grad_y.data_ptr<scalar_t>() : nullptr,
-          need_d ? grad_d.data_ptr<acc_t>() : nullptr, need_bias ? bias_part.data_ptr<acc_t>() : nullptr,
+    for (auto* t : {&grad_d, &bias_part}) if (t->defined()) t->zero_();
+  } else if (need_y || need_d || need_bias) {
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    const auto blocks = static_cast<unsigned int>(std::max<int64_t>(1, std::min(planes, max_blocks())));  // ≤ planes
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "epilogue_backward", [&] {
+      using acc_t = at::acc_type<scalar_t, true>;
+      epilogue_backward_planes_kernel<scalar_t, acc_t><<<blocks, threads_for_plane(HW), 0, stream>>>(
+          g.data_ptr<scalar_t>(), out.defined() ? out.data_ptr<scalar_t>() : nullptr,
+          y.defined() ? y.data_ptr<scalar_t>() : nullptr, d.defined() ? d.data_ptr<acc_t>() : nullptr,
+          need_y ? grad_y.data_ptr<scalar_t>() : nullptr, need_d ? grad_d.data_ptr<acc_t>() : nullptr,
+          need_bias ? bias_part.data_ptr<acc_t>() : nullptr,
           planes, HW, static_cast<int>(act), static_cast<acc_t>(gain), static_cast<acc_t>(clamp));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-    if (need_bias) {
-      sum_over_batch_kernel<acc_t><<<grid_for(O, kThreads), kThreads, 0, stream>>>(
-          bias_part.data_ptr<acc_t>(), grad_bias.data_ptr<acc_t>(), N, O);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  });
-  return {grad_y, grad_d, grad_bias};
+    });
+  }
+  // grad_bias[o] = Σ_n bias_part[n, o]: ATen's sum over dim 0, in acc_t, on the same stream, deterministic.
+  return {grad_y, grad_d, need_bias ? bias_part.sum(0) : at::Tensor()};
 }
 """
 
@@ -2745,76 +2673,16 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std
 # ---------------------------------------------------------------------------------------------------
 # Lazy build: compile on first use, cache on disk, survive N processes starting at once
 # ---------------------------------------------------------------------------------------------------
-# The build directory is keyed by a hash of everything that changes the binary (source, torch and
-# CUDA versions, Python version, target GPU architectures), so a cached build is never stale and
-# never loaded into the wrong torch. A build takes about a minute (on 2 cores); later processes import
-# the cached .so in milliseconds without running nvcc or ninja (a machine with the cache needs no toolkit).
-# An exclusive fcntl lock on <build_dir>/build.lock serializes concurrent starts (torchrun with 8
-# ranks): the first builds, the others wait on the lock, then find BUILD_OK and load the result.
+# The build directory is keyed by a hash of everything that changes the binary (sources, torch, CUDA and Python
+# versions, target GPU architectures), so a cached build is never stale nor loaded into the wrong torch. A build
+# takes about a minute on 2 cores; later processes import the cached .so in milliseconds, without a toolkit. An
+# fcntl lock on <build_dir>/build.lock serializes concurrent starts (torchrun's 8 ranks): the first builds, the
+# others wait on the lock, then find BUILD_OK and load the result.
 
 _PLUGIN = None                       # the loaded extension module, or None
-_PLUGIN_STATUS = None                # dict describing the last build/load attempt (see build_modconv_plugin)
+_PLUGIN_STATUS = None                # the status dict of the last build/load attempt (see build_modconv_plugin)
 _PLUGIN_THREAD_LOCK = threading.Lock()
-_CPU_ONLY_ARCH_LIST = '8.0+PTX'      # what to compile for when no GPU is visible: sm_80 code + PTX that
-                                     # newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5)
-_EXTRA_CFLAGS = ['-O3']
-_EXTRA_CUDA_CFLAGS = ['-O3']         # no --use_fast_math: it would round differently from the reference
-
-
-def _cache_root():
-    """Where builds are cached: $STYLEGAN_V_CACHE, else ~/.cache/stylegan_v."""
-    return Path(os.environ.get('STYLEGAN_V_CACHE', Path.home() / '.cache' / 'stylegan_v')).expanduser()
-
-
-def _is_cuda_toolkit(home) -> bool:
-    """Does `home` hold a CUDA toolkit one can compile with: bin/nvcc and include/cuda_runtime.h?"""
-    return bool(home) and any((Path(home) / 'bin' / exe).is_file() for exe in ('nvcc', 'nvcc.exe')) \
-        and (Path(home) / 'include' / 'cuda_runtime.h').is_file()
-
-
-@functools.lru_cache(maxsize=None)
-def _nvcc_own_home(nvcc: str) -> Optional[str]:
-    """The toolkit an `nvcc` on PATH belongs to, asked of nvcc itself.
-
-    nvcc on PATH is often a symlink or a wrapper script (`exec /usr/local/cuda-13.0/bin/nvcc "$@"`),
-    so its own folder may hold no headers; torch then guesses the folder above it (e.g. /usr/local)
-    and finds no toolkit. `nvcc --dryrun` prints the directory the real binary runs from (_HERE_).
-    """
-    with contextlib.suppress(Exception):
-        import subprocess
-        out = subprocess.run([nvcc, '--dryrun', '-c', '-x', 'cu', os.devnull, '-o', os.devnull],
-                             capture_output=True, text=True, timeout=30)
-        for line in (out.stdout + out.stderr).splitlines():
-            match = re.match(r'#\$ _HERE_=(.+)', line.strip())
-            if match:
-                return str(Path(match.group(1).strip()).parent)
-    return None
-
-
-def _find_cuda_home():
-    """The CUDA toolkit to compile with, or None: the same search in the build, `doctor` and the tests.
-
-    In order: $CUDA_HOME / $CUDA_PATH; the toolkit of the `nvcc` on PATH (resolving symlinks, then
-    asking nvcc itself, for wrapper scripts); /usr/local/cuda. A candidate counts only if it has
-    bin/nvcc and include/cuda_runtime.h.
-    """
-    candidates = [os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH')]
-    nvcc = shutil.which('nvcc')
-    if nvcc:
-        candidates += [str(Path(nvcc).resolve().parent.parent), _nvcc_own_home(nvcc)]
-    candidates += ['/usr/local/cuda']
-    return next((str(home) for home in candidates if _is_cuda_toolkit(home)), None)
-
-
-def _target_arch_list(force_compile_without_gpu):
-    """TORCH_CUDA_ARCH_LIST to build for: the user's setting, else the visible GPUs, else a default."""
-    if os.environ.get('TORCH_CUDA_ARCH_LIST'):
-        return os.environ['TORCH_CUDA_ARCH_LIST']
-    if torch.cuda.is_available():                  # e.g. '9.0' on H100, '8.0' on A100, '8.0;9.0' if mixed
-        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
-        return ';'.join(f'{major}.{minor}' for major, minor in caps)
-    return _CPU_ONLY_ARCH_LIST if force_compile_without_gpu else None
-
+_CFLAGS = ['-O3']                    # for g++ and nvcc; no --use_fast_math: it would round unlike the reference
 
 try:
     import fcntl                                    # POSIX file locks: this build lock and the run lock
@@ -2822,41 +2690,34 @@ except ImportError:                                 # (Appendix D); on Windows n
     fcntl = None
 
 
-@contextlib.contextmanager
-def _exclusive_lock(path, verbose):
-    """Hold an exclusive fcntl lock on `path` (released by the OS even if this process dies)."""
-    if fcntl is None:
-        yield
-        return
-    with open(path, 'a+') as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:                            # somebody else is building: wait for them
-            if verbose:
-                print(f'[modconv] waiting for another process to finish building in {path.parent}', file=sys.stderr)
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+@functools.lru_cache(maxsize=None)
+def _nvcc_own_home(nvcc: str) -> Optional[str]:
+    """The toolkit an `nvcc` on PATH belongs to, asked of nvcc: a wrapper script's own folder holds no headers,
+    but `nvcc --dryrun` prints the directory the real binary runs from (_HERE_)."""
+    with contextlib.suppress(Exception):
+        import subprocess
+        out = subprocess.run([nvcc, '--dryrun', '-c', '-x', 'cu', os.devnull, '-o', os.devnull],
+                             capture_output=True, text=True, timeout=30)
+        match = re.search(r'^\s*#\$ _HERE_=(.+)', out.stdout + out.stderr, re.MULTILINE)
+        return str(Path(match.group(1).strip()).parent) if match else None
 
 
-def _import_extension(name, path):
-    """Import a compiled extension module from a file (what load_inline does after building)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _find_cuda_home():
+    """The CUDA toolkit to compile with, or None: the same search in the build, `doctor` and the tests.
+    In order $CUDA_HOME, $CUDA_PATH, the `nvcc` on PATH (symlinks resolved, then asking nvcc itself),
+    /usr/local/cuda; the first with bin/nvcc and include/cuda_runtime.h."""
+    nvcc = shutil.which('nvcc')
+    candidates = [os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'),
+                  *([str(Path(nvcc).resolve().parent.parent), _nvcc_own_home(nvcc)] if nvcc else []), '/usr/local/cuda']
+    return next((str(home) for home in candidates if home and (Path(home) / 'include' / 'cuda_runtime.h').is_file()
+                 and any((Path(home) / 'bin' / exe).is_file() for exe in ('nvcc', 'nvcc.exe'))), None)
 
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
-    """Build (or load from the cache) the CUDA plugin. Returns (module or None, status dict).
-
-    force_compile_without_gpu: compile even if no GPU is visible (for CI: "a syntax or link error can
-    never land"), targeting $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status dict, for `doctor`, has:
-    ok, reason, from_cache, seconds, build_dir, log, arch_list, cuda_home, torch, warn. Never raises and
-    never warns itself: load_modconv_plugin() decides what to tell the user (`warn`).
-    """
+    """Build (or load from the cache) the CUDA plugin -> (module or None, status dict). Never raises nor warns:
+    load_modconv_plugin() decides what to tell the user (`warn`). force_compile_without_gpu: compile with no GPU
+    visible (for CI: "a syntax or link error can never land"), for $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status,
+    for `doctor`: ok, reason, from_cache, seconds, build_dir, log, arch_list, cuda_home, torch, warn."""
     t0 = time.time()
     status = dict(ok=False, reason='', from_cache=False, seconds=0.0, build_dir=None, log=None,
                   arch_list=None, cuda_home=None, torch=torch.__version__, warn=False)
@@ -2869,16 +2730,22 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
 
     if torch.version.cuda is None:                  # a CPU-only or ROCm build of torch
         return finish(None, 'this torch build has no CUDA support (torch.version.cuda is None)')
-    arch_list = _target_arch_list(force_compile_without_gpu)
+    # The target: the user's TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0' on H100, '8.0;9.0' if mixed), else
+    # (forced, no GPU) sm_80 code + PTX that newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5).
+    arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST')
+    if not arch_list and torch.cuda.is_available():
+        arch_list = ';'.join(f'{major}.{minor}' for major, minor in sorted(
+            {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
+    arch_list = arch_list or ('8.0+PTX' if force_compile_without_gpu else None)
     if arch_list is None:
         return finish(None, 'no CUDA GPU visible (use force_compile_without_gpu=True to compile anyway)')
 
-    # Everything that changes the binary goes into the key of the build directory.
     key_parts = [_MODCONV_CPP_SOURCE, _MODCONV_CUDA_SOURCE, torch.__version__, str(torch.version.cuda), arch_list,
-                 f'py{sys.version_info[0]}.{sys.version_info[1]}', sys.platform, repr(_EXTRA_CFLAGS + _EXTRA_CUDA_CFLAGS)]
+                 f'py{sys.version_info[0]}.{sys.version_info[1]}', sys.platform, repr(_CFLAGS)]
     key = hashlib.sha256('\0'.join(key_parts).encode()).hexdigest()
     name = f'stylegan_v_modconv_{key[:10]}'         # also the module name (PyInit_<name> inside the .so)
-    build_dir = Path(cache_root or _cache_root()).expanduser() / f'ext-{key[:16]}'
+    cache_root = cache_root or os.environ.get('STYLEGAN_V_CACHE', Path.home() / '.cache' / 'stylegan_v')
+    build_dir = Path(cache_root).expanduser() / f'ext-{key[:16]}'
     library = build_dir / (name + ('.pyd' if os.name == 'nt' else '.so'))
     status.update(build_dir=str(build_dir), log=str(build_dir / 'build.log'), arch_list=arch_list)
     if getattr(_PLUGIN, '__name__', None) == name:                # already loaded by this process
@@ -2887,17 +2754,26 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
 
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
-        with _exclusive_lock(build_dir / 'build.lock', verbose):
+        with open(build_dir / 'build.lock', 'a+') as lock:       # closing it (or dying) releases the lock
+            if fcntl is not None:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:                    # somebody else is building: wait for them
+                    if verbose:
+                        print(f'[modconv] waiting for another process to finish building in {build_dir}',
+                              file=sys.stderr)
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             if (build_dir / 'BUILD_OK').exists() and library.exists():
                 try:                                 # the common case: a previous process built it
+                    spec = importlib.util.spec_from_file_location(name, library)
+                    module = importlib.util.module_from_spec(spec)
+                    spec.loader.exec_module(module)
                     status['from_cache'] = True
-                    return finish(_import_extension(name, library))
+                    return finish(module)
                 except Exception:                   # unloadable (e.g. a half-deleted cache): rebuild
-                    status['from_cache'] = False
                     (build_dir / 'BUILD_OK').unlink()
 
-            cuda_home = _find_cuda_home()
-            status['cuda_home'] = cuda_home
+            status['cuda_home'] = cuda_home = _find_cuda_home()
             if cuda_home is None:                   # no toolkit and no cache: silently use the reference
                 return finish(None, 'no CUDA toolkit (nvcc and headers) found; set CUDA_HOME to build the plugin')
             from torch.utils import cpp_extension
@@ -2907,14 +2783,14 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
             if verbose:
                 print(f'[modconv] building the CUDA plugin for arch {arch_list} in {build_dir} '
                       f'(about a minute, once)', file=sys.stderr)
-            # torch guessed a CUDA_HOME of its own when it was imported (cpp_extension.CUDA_HOME); build
-            # with the one found above, and for arch_list (load_inline reads TORCH_CUDA_ARCH_LIST).
+            # torch guessed a CUDA_HOME of its own at import (cpp_extension.CUDA_HOME); build with the one found
+            # above, and for arch_list (load_inline reads TORCH_CUDA_ARCH_LIST).
             from unittest import mock
             with mock.patch.dict(os.environ, TORCH_CUDA_ARCH_LIST=arch_list, CUDA_HOME=cuda_home), \
                     mock.patch.object(cpp_extension, 'CUDA_HOME', cuda_home):
                 module = cpp_extension.load_inline(
                     name=name, cpp_sources=[_MODCONV_CPP_SOURCE], cuda_sources=[_MODCONV_CUDA_SOURCE],
-                    extra_cflags=_EXTRA_CFLAGS, extra_cuda_cflags=_EXTRA_CUDA_CFLAGS, build_directory=str(build_dir),
+                    extra_cflags=_CFLAGS, extra_cuda_cflags=_CFLAGS, build_directory=str(build_dir),
                     verbose=verbose, with_cuda=True, no_implicit_headers=True)
             seconds = round(time.time() - t0, 1)
             (build_dir / 'build.log').write_text(f'built {name} for arch {arch_list} in {seconds} s\n')
@@ -2922,13 +2798,13 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
                                                                 torch=torch.__version__, cuda_home=cuda_home)))
             return finish(module)
     except Exception as error:                      # compiler or linker error, unwritable cache, ...
-        # torch puts the compiler's whole output into the exception message; keep it for the user.
+        text = f'{error}\n\n{traceback.format_exc()}'   # torch puts the compiler's whole output into the message
         log = Path(status['log'])
         try:
-            log.write_text(f'{error}\n\n{traceback.format_exc()}')
+            log.write_text(text)
         except OSError:
             log = Path(tempfile.gettempdir()) / f'stylegan_v_modconv_build_{os.getpid()}.log'
-            log.write_text(f'{error}\n\n{traceback.format_exc()}')
+            log.write_text(text)
         status['log'] = str(log)
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
         first_error = next((line for line in lines if re.search(r'\berror\b', line, re.IGNORECASE)
@@ -2937,11 +2813,8 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
 
 
 def load_modconv_plugin(verbose=False):
-    """The CUDA plugin module, built on first call; None (fall back to the reference) if unavailable.
-
-    Tries once per process. A failed build warns once, naming the log that holds the compiler output;
-    a missing toolkit or GPU is not an error and stays silent (modconv_plugin_status() says why).
-    """
+    """The CUDA plugin module, built on the first call of the process; None (use the reference) if unavailable.
+    A failed build warns once, naming the log with the compiler's output; a missing toolkit or GPU is silent."""
     with _PLUGIN_THREAD_LOCK:
         if _PLUGIN_STATUS is None:
             _, status = build_modconv_plugin(verbose=verbose)
@@ -2959,11 +2832,10 @@ def modconv_plugin_status():
 # ---------------------------------------------------------------------------------------------------
 # Autograd Functions around the kernels (first and second derivatives)
 # ---------------------------------------------------------------------------------------------------
-# R1 regularization (Sec 4.1, Appx B.1) differentiates D's gradient with respect to its input, and D has a
-# ModConv2d at the start of every block, so these ops need second derivatives. We follow StyleGAN2's
-# bias_act design: the epilogue's backward is itself an autograd Function whose backward is written in
-# differentiable PyTorch ops. For lrelu and clamp ∂out/∂z is piecewise constant (0 derivative almost
-# everywhere), so the backward is *linear* in grad_out, with the slope read from the saved output.
+# R1 (Sec 4.1, Appx B.1) differentiates D's gradient w.r.t. its input, through a ModConv2d in every D block, so
+# these ops need second derivatives. As in StyleGAN2's bias_act, the epilogue's backward is itself an autograd
+# Function whose backward is differentiable PyTorch: ∂out/∂z of lrelu and clamp is piecewise constant, so the
+# backward is *linear* in grad_out, with the slope read from the saved output.
 
 _ACT_ID = {'linear': 0, 'lrelu': 1}
 
@@ -2974,7 +2846,7 @@ def _acc_dtype(dtype):
 
 
 def _epilogue_slope(out, act_id, gain, clamp):
-    """∂out/∂z from the saved output (same rule as the kernels' `slope`); a float if it is constant."""
+    """∂out/∂z from the saved output (the kernels' `slope`); a float where it is constant."""
     if act_id == _ACT_ID['linear'] and clamp < 0:
         return gain
     m = torch.full_like(out, gain)                                          # [N, O, H, W]
@@ -2993,8 +2865,7 @@ class _FusedEpilogue(torch.autograd.Function):
         out = load_modconv_plugin().epilogue_forward(y, d, bias, act_id, gain, clamp)
         needs_slope = act_id != _ACT_ID['linear'] or clamp >= 0
         ctx.save_for_backward(y if ctx.needs_input_grad[1] else None,       # y: only for the gradient of d
-                              d,                                            # [N, O], small
-                              out if needs_slope else None)                 # out: encodes ∂out/∂z
+                              d, out if needs_slope else None)              # d: [N, O]; out encodes ∂out/∂z
         ctx.cfg = (act_id, gain, clamp)
         return out
 
@@ -3006,11 +2877,8 @@ class _FusedEpilogue(torch.autograd.Function):
 
 
 class _FusedEpilogueBackward(torch.autograd.Function):
-    """(grad_y, grad_d, grad_bias) from grad_out, by the CUDA kernels; differentiable once more.
-
-    With gz = grad_out · m, m = ∂out/∂z (the slope, constant a.e.), the outputs are
-      grad_y = gz · d,   grad_d = Σ_hw gz · y,   grad_bias = Σ_{n,hw} gz.
-    """
+    """(grad_y, grad_d, grad_bias) from grad_out by the CUDA kernels, differentiable once more. With
+    gz = grad_out · m, m = ∂out/∂z:  grad_y = gz · d,  grad_d = Σ_hw gz · y,  grad_bias = Σ_{n,hw} gz."""
 
     @staticmethod
     def forward(ctx, grad_out, out, y, d, cfg, needs):
@@ -3022,8 +2890,8 @@ class _FusedEpilogueBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gg_y, gg_d, gg_bias):
-        # The outputs are linear in grad_out (and in y, d separately), so each "grad of grad" is the
-        # transpose of one line above. gg_* are the incoming gradients w.r.t. grad_y, grad_d, grad_bias.
+        # The outputs are linear in grad_out (and in y, d separately): each "grad of grad" is the transpose of one
+        # line of the docstring. gg_* are the incoming gradients w.r.t. grad_y, grad_d, grad_bias.
         grad_out, out, y, d = ctx.saved_tensors
         m = _epilogue_slope(out, *ctx.cfg)                                  # [N, O, H, W] or a float
         dt = grad_out.dtype
@@ -3045,11 +2913,8 @@ class _FusedEpilogueBackward(torch.autograd.Function):
 
 
 def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=None):
-    """fused_epilogue_ref computed by one CUDA kernel (reads y once, writes out once).
-
-    y and out stay in y's dtype; d and bias are used in fp32 (fp64 for fp64 y), slightly more
-    accurate than the reference, which rounds them to y's dtype.
-    """
+    """fused_epilogue_ref by one CUDA kernel. y and out stay in y's dtype; d and bias are used in fp32 (fp64 for
+    fp64 y), slightly more accurate than the reference, which rounds them to y's dtype."""
     if act not in _ACT_ID:
         raise ValueError(f"act must be 'linear' or 'lrelu', got {act!r}")
     gain = float(ACT_GAIN[act] if gain is None else gain)
@@ -3062,15 +2927,77 @@ def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=Non
 
 
 # ---------------------------------------------------------------------------------------------------
-# The self-check: the compiled ops are used only after they match the reference
+# Parity and the self-check: the compiled ops are used only once they match the reference
 # ---------------------------------------------------------------------------------------------------
+# The same inputs go through the compiled op and the reference, the reference upcast to fp32 (fp64 for fp64), so
+# a half-precision check measures the kernel's own rounding. The relative tolerances allow about 10 roundings
+# (fp16 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8): the few a gradient accumulates, and the reference rounds d and
+# b to y's dtype, the kernel does not; an indexing bug gives errors of order 1. The full matrix is the tests
+# `test_kernel_parity_*` (`pytest -k kernel_parity`); `check_parity` is its short form, what `doctor` runs and,
+# the first time the compiled ops would run on a device in this process, the self-check (milliseconds on a GPU).
+# On a mismatch one warning names the check and its error, and that device uses the reference for the rest of
+# the run: a miscompiled or mis-indexed kernel costs speed, never a silently wrong model.
 
-# The kernel checks itself. The first time the compiled ops would be used on a device in this
-# process, they are compared with the reference on small random inputs (forward and every gradient,
-# in float32, float16 and bfloat16: milliseconds on a GPU). If any relative error exceeds the
-# tolerances of check_parity (1e-5 in fp32; ~10 roundings in fp16/bf16), one warning names the
-# check and the error, and that device uses the reference for the rest of the run: a miscompiled or
-# mis-indexed kernel costs speed, never a silently wrong model.
+PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+
+
+def _rel_err(a, b):
+    """max |a - b| / max |b|: one number per tensor, insensitive to its scale."""
+    a, b = a.detach().double(), b.detach().double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() if b.numel() else 0.0
+
+
+def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
+    """Random (y, d, bias), all requiring grad, with no pre-activation z within `margin` of a kink (z = 0 for
+    lrelu, |act(z)·gain| = clamp), where a rounding difference would flip the slope: y is solved for from z."""
+    gen = torch.Generator(device='cpu').manual_seed(seed)
+    gain = ACT_GAIN[act] if gain is None else gain
+    d = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5                  # like real d: positive, O(1)
+    bias = torch.randn(O, generator=gen, dtype=torch.float64) * 0.3
+    z = torch.randn(N, O, H, W, generator=gen, dtype=torch.float64) * 2
+    for _ in range(100):                                                            # resample z near a kink
+        pre = torch.where(z > 0, z, z * LRELU_SLOPE) * gain if act == 'lrelu' else z * gain
+        bad = z.abs() < margin
+        if clamp is not None:
+            bad |= (pre.abs() - clamp).abs() < margin
+        if not bad.any():
+            break
+        z = torch.where(bad, torch.randn(z.shape, generator=gen, dtype=torch.float64) * 2, z)
+    y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
+    return tuple(t.to(device=device, dtype=dtype).requires_grad_(True) for t in (y, d, bias))
+
+
+def epilogue_parity(device, dtype, act, clamp, use_d=True, use_bias=True, seed=0) -> dict:
+    """{'forward': err, 'grad_y': err, ...}: relative errors of the CUDA epilogue against the reference."""
+    ref_dtype = _acc_dtype(dtype)
+    inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
+    inputs = [t if use else None for t, use in zip(inputs, (True, use_d, use_bias))]
+    ref_inputs = [None if t is None else t.detach().to(ref_dtype).requires_grad_(True) for t in inputs]
+    out = fused_epilogue(*inputs, act=act, clamp=clamp, impl='cuda')
+    ref = fused_epilogue(*ref_inputs, act=act, clamp=clamp, impl='ref')
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
+    names = [n for n, t in zip(('y', 'd', 'bias'), inputs) if t is not None]
+    grads = torch.autograd.grad(out, [t for t in inputs if t is not None], grad)
+    ref_grads = torch.autograd.grad(ref, [t for t in ref_inputs if t is not None], grad.to(ref_dtype))
+    return {'forward': _rel_err(out, ref),
+            **{f'grad_{n}': _rel_err(g, rg) for n, g, rg in zip(names, grads, ref_grads)}}
+
+
+def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16), seed=0) -> dict:
+    """The short parity check (first-use self-check, `doctor`): per dtype, the epilogue in three configurations,
+    forward and every gradient -> {'ok': bool, 'checks': {name: {'ok', 'err', 'tol'}}} ('reason' if no plugin)."""
+    if load_modconv_plugin() is None:
+        return dict(ok=False, checks={}, reason=modconv_plugin_status()['reason'])
+    checks = {}
+    for dtype in dtypes:
+        tol, tag = PARITY_TOL[dtype], str(dtype)[6:]
+        for act, clamp, use in (('lrelu', None, True), ('lrelu', 1.0, True), ('linear', 0.5, False)):
+            name = f'epilogue/{tag}/{act}/clamp={clamp}/d={use}'
+            for k, e in epilogue_parity(device, dtype, act, clamp, use, use, seed).items():
+                checks[f'{name}/{k}'] = dict(ok=bool(e <= tol), err=float(e), tol=tol)
+    return dict(ok=all(c['ok'] for c in checks.values()), checks=checks)
+
+
 _SELF_CHECKS = {}                    # device -> dict(ok, worst, err, tol) of the first-use self-check
 
 
@@ -3092,16 +3019,14 @@ def plugin_self_check(device) -> dict:
 
 def _plugin_trusted(device) -> bool:
     """Has the compiled kernel passed its self-check on this device (running it the first time)?"""
-    key = str(device)
-    if key not in _SELF_CHECKS:
-        _SELF_CHECKS[key] = plugin_self_check(device)
-    return _SELF_CHECKS[key]["ok"]
+    if str(device) not in _SELF_CHECKS:
+        _SELF_CHECKS[str(device)] = plugin_self_check(device)
+    return _SELF_CHECKS[str(device)]["ok"]
 
 
-# What §3's dispatcher asks first: which implementation runs (the kernel only once it is trusted).
 def _resolve_impl(impl, x):
-    """impl=None picks 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin loads and passes
-    its self-check on x's device; else 'ref'."""
+    """What §3's dispatcher asks first. impl=None: 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin
+    loads and has passed its self-check on x's device; else 'ref'."""
     if impl is None:
         use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and _plugin_trusted(x.device)
         return 'cuda' if use_cuda else 'ref'
@@ -3113,84 +3038,9 @@ def _resolve_impl(impl, x):
     return impl
 
 
-# ---------------------------------------------------------------------------------------------------
-# Parity check (GPU only; for the self-check, `doctor` and the tests)
-# ---------------------------------------------------------------------------------------------------
-# The same inputs go through the compiled op and the reference, the reference upcast to fp32 (fp64
-# for fp64), so a half-precision check measures the kernel's own rounding. The tolerances are
-# relative: about 10 roundings of the dtype (fp16 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8), room for
-# the few a gradient accumulates (the reference rounds d and b to y's dtype, the kernel does not); an
-# indexing bug gives errors of order 1. The full matrix (6 epilogue configurations x 4 dtypes, gradcheck,
-# gradgradcheck, an R1 double backward) is the parametrized tests `test_kernel_parity_*`
-# (`pytest -k kernel_parity`); `check_parity` is its short form.
-
-PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
-
-
-def _rel_err(a, b):
-    """max |a - b| / max |b|: one number per tensor, insensitive to its scale."""
-    a, b = a.detach().double(), b.detach().double()
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() if b.numel() else 0.0
-
-
-def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
-    """Random (y, d, bias), all requiring grad, such that no pre-activation z lies within `margin`
-    of a kink (z = 0 for lrelu, |act(z)·gain| = clamp), where a tiny rounding difference between two
-    implementations would flip the slope. y is solved for from a kink-free z."""
-    gen = torch.Generator(device='cpu').manual_seed(seed)
-    gain = ACT_GAIN[act] if gain is None else gain
-    d = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5                  # like real d: positive, O(1)
-    bias = torch.randn(O, generator=gen, dtype=torch.float64) * 0.3
-    z = torch.randn(N, O, H, W, generator=gen, dtype=torch.float64) * 2
-    for _ in range(100):                                                            # resample z near a kink
-        pre = torch.where(z > 0, z, z * LRELU_SLOPE) * gain if act == 'lrelu' else z * gain
-        bad = z.abs() < margin
-        if clamp is not None:
-            bad |= (pre.abs() - clamp).abs() < margin
-        if not bad.any():
-            break
-        z = torch.where(bad, torch.randn(z.shape, generator=gen, dtype=torch.float64) * 2, z)
-    y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
-    cast = lambda t: t.to(device=device, dtype=dtype).requires_grad_(True)
-    return cast(y), cast(d), cast(bias)
-
-
-def epilogue_parity(device, dtype, act, clamp, use_d=True, use_bias=True, seed=0) -> dict:
-    """{'forward': err, 'grad_y': err, ...}: relative errors of the CUDA epilogue against the reference."""
-    ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
-    inputs = [t if use else None for t, use in zip(inputs, (True, use_d, use_bias))]
-    ref_inputs = [None if t is None else t.detach().to(ref_dtype).requires_grad_(True) for t in inputs]
-    out = fused_epilogue(*inputs, act=act, clamp=clamp, impl='cuda')
-    ref = fused_epilogue(*ref_inputs, act=act, clamp=clamp, impl='ref')
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
-    errs = {'forward': _rel_err(out, ref)}
-    names = [n for n, t in zip(('y', 'd', 'bias'), inputs) if t is not None]
-    grads = torch.autograd.grad(out, [t for t in inputs if t is not None], grad)
-    ref_grads = torch.autograd.grad(ref, [t for t in ref_inputs if t is not None], grad.to(ref_dtype))
-    errs.update({f'grad_{n}': _rel_err(g, rg) for n, g, rg in zip(names, grads, ref_grads)})
-    return errs
-
-
-def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16), seed=0) -> dict:
-    """The short parity check (first-use self-check, `doctor`): per dtype, the epilogue in three
-    configurations, forward and every gradient.
-    -> {'ok': bool, 'checks': {name: {'ok', 'err', 'tol'}}} (and 'reason' when there is no plugin)."""
-    if load_modconv_plugin() is None:
-        return dict(ok=False, checks={}, reason=modconv_plugin_status()['reason'])
-    checks = {}
-    for dtype in dtypes:
-        tol, tag = PARITY_TOL[dtype], str(dtype)[6:]
-        runs = {f'epilogue/{tag}/{act}/clamp={clamp}/d={use}': epilogue_parity(device, dtype, act, clamp, use, use, seed)
-                for act, clamp, use in (('lrelu', None, True), ('lrelu', 1.0, True), ('linear', 0.5, False))}
-        checks.update({f'{name}/{k}': dict(ok=bool(e <= tol), err=float(e), tol=tol)
-                       for name, errs in runs.items() for k, e in errs.items()})
-    return dict(ok=all(c['ok'] for c in checks.values()), checks=checks)
-
-
 def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
-    """A whole ModConv2d layer without resampling (up=1), as ModConv2d composes it (for the benchmark
-    and the R1 parity test). x: [N, I, H, W], weight: [O, I, k, k] (gain applied), s: [N, I]."""
+    """A whole ModConv2d layer without resampling (up=1), as ModConv2d composes it (for the benchmark and the R1
+    parity test). x: [N, I, H, W], weight: [O, I, k, k] (gain applied), s: [N, I]."""
     x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (SG2 Eq 1)
     y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
     d = demod_coefficients(weight, s)                                       # [N, O]    (SG2 Eq 3)

@@ -1519,14 +1519,13 @@ def stand_in_plugin(monkeypatch):
 # without a GPU.
 
 @pytest.fixture(params=['stand-in', 'cuda'])
-def kernel_device(request, monkeypatch):
+def kernel_device(request):
     if request.param == 'cuda':
         if not torch.cuda.is_available():
             pytest.skip('needs a CUDA GPU')
         assert svm.load_modconv_plugin() is not None, svm.modconv_plugin_status()
         return 'cuda'
-    monkeypatch.setattr(svm, '_PLUGIN', TorchStandInPlugin())
-    monkeypatch.setattr(svm, '_PLUGIN_STATUS', dict(ok=True, reason='stand-in', log=None, warn=False))
+    request.getfixturevalue('stand_in_plugin')
     return 'cpu'
 
 
