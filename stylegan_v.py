@@ -3395,26 +3395,18 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' snapshots (network-snapshot-*.pkl), read without running anything in them
 # ------------------------------------------------------------------------------------------------
-# What §13's load_checkpoint calls (at run time) for a file that is a bare pickle rather than a
-# checkpoint of ours: `convert`, `train --resume`, `sample`, `figures` and fvd.py's --fake reach it
-# through load_checkpoint.
-#
-# The release's training loop pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its
-# networks as StyleGAN2-ADA *persistence* objects: each embeds the Python source of its module, and
-# the ordinary unpickler imports and runs that source (plus OmegaConf, dnnlib, numpy globals). We read
-# the same bytes with an Unpickler whose find_class answers every name with an inert stand-in --
-# a class that only records what it is given -- except torch's tensor and storage rebuilds, plain
-# containers and plain numpy numbers. The persistent objects' recorded state (their __dict__: _parameters,
-# _buffers, _modules, the constructor kwargs, the OmegaConf config) then gives the weights and the
-# settings, which are mapped onto arch='release' modules. Nothing from the file is imported,
-# executed or called (only its storages are read, by torch.load(weights_only=True)).
+# What §13's load_checkpoint calls for a bare pickle (`convert`, `train --resume`, `sample`, `figures`, fvd.py's
+# --fake). The release pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its networks as StyleGAN2-ADA
+# *persistence* objects embedding their module's source, which the ordinary unpickler imports and runs (with OmegaConf,
+# dnnlib, numpy globals). Ours answers every name with an inert stand-in that records what it is given, except torch's
+# tensor and storage rebuilds, plain containers and plain numpy numbers: nothing in the file runs, and the recorded
+# state (_parameters, _buffers, _modules, constructor kwargs, OmegaConf config) gives the weights and settings.
 
 MAX_SNAPSHOT_BYTES = 8 * 2 ** 30          # a published 1024^2 snapshot is ~1 GB; more is not one of them
 
 
 class _Inert:
     """Stands in for any class a pickle names: accepts any arguments and any state, runs nothing."""
-    _qualname = "?"
 
     def __init__(self, *args, **kwargs):
         self.args = args
@@ -3425,37 +3417,30 @@ class _Inert:
     def __setitem__(self, key, value):                   # SETITEMS on a dict subclass
         self.__dict__.setdefault("items", {})[key] = value
 
-    def append(self, value):                             # APPENDS on a list subclass
+    def append(self, value):                             # APPENDS on a list subclass (pickle falls back to it)
         self.__dict__.setdefault("list", []).append(value)
-
-    def extend(self, values):
-        self.__dict__.setdefault("list", []).extend(values)
 
 
 class _PersistentObject:
-    """What `torch_utils.persistence._reconstruct_persistent_obj(meta)` stands for: the class name and
-    the recorded state, with the embedded module source kept as text and never run."""
+    """Stands for torch_utils.persistence._reconstruct_persistent_obj(meta): the recorded state, never the source."""
 
     def __init__(self, meta):
-        meta = meta if isinstance(meta, dict) else {}
-        self.class_name, self.state = meta.get("class_name"), meta.get("state")
+        self.state = meta.get("state") if isinstance(meta, dict) else None
 
 
-def _storage_from_bytes(data):
-    """torch.storage._load_from_bytes, safely: a legacy torch.save of one storage, read weights-only."""
+def _storage_from_bytes(data):                  # torch.storage._load_from_bytes: a legacy torch.save of a storage
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError("a storage that is not bytes")
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def _numpy_scalar(dtype, data=None):
-    """numpy._core.multiarray.scalar(dtype, bytes), for a plain numeric dtype only."""
+def _numpy_scalar(dtype, data=None):            # numpy._core.multiarray.scalar(dtype, bytes): plain numbers only
     if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
         raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
     return np.frombuffer(data, dtype)[0]
 
 
-def _numpy_dtype(name, align=False, copy=True):
+def _numpy_dtype(name, align=False, copy=True):  # numpy.dtype: likewise
     if not isinstance(name, str) or not re.fullmatch(r"[biuf]\d", name):
         raise pickle.UnpicklingError(f"numpy dtype {name!r}")
     return np.dtype(name)
@@ -3464,26 +3449,18 @@ def _numpy_dtype(name, align=False, copy=True):
 class _SnapshotUnpickler(pickle.Unpickler):
     """find_class: torch's rebuilds and plain containers are real, everything else an _Inert stand-in."""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
-            ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-            ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-            ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+            **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
+            ("torch.storage", "_load_from_bytes"): _storage_from_bytes, ("numpy", "dtype"): _numpy_dtype,
             ("numpy._core.multiarray", "scalar"): _numpy_scalar, ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-            ("numpy", "dtype"): _numpy_dtype,
             **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)}}
-
-    def __init__(self, file):
-        super().__init__(file)
-        self.inert = {}
+    inert = {}                                           # one stand-in class per name (a class records nothing)
 
     def find_class(self, module, name):
         if (module, name) in self.REAL:
-            return self.REAL[(module, name)]
+            return self.REAL[module, name]
         if name == "_reconstruct_persistent_obj":
             return _PersistentObject
-        key = f"{module}.{name}"
-        if key not in self.inert:                        # one inert class per name, recording only
-            self.inert[key] = type(name, (_Inert,), {"_qualname": key})
-        return self.inert[key]
+        return self.inert.setdefault((module, name), type(name, (_Inert,), {"__module__": module}))
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
@@ -3492,52 +3469,37 @@ class _SnapshotUnpickler(pickle.Unpickler):
 def _plain(obj):
     """OmegaConf stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
     if isinstance(obj, _Inert):
-        state = getattr(obj, "state", None)
-        if isinstance(state, dict) and "_content" in state:
-            return _plain(state["_content"])
-        if isinstance(state, dict) and "_val" in state:
-            return _plain(state["_val"])
-        return None
+        state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
+        return _plain(state["_content"] if "_content" in state else state.get("_val"))
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+    return [_plain(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
 
 
 def _module_state(obj, prefix: str = "") -> dict:
-    """The state dict of a recorded torch module (persistent or not): its parameters and persistent
-    buffers, then its children's, with dotted names as module.state_dict() would give them."""
-    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
-    if not isinstance(state, dict):
-        return {}
-    out = {}
+    """A recorded torch module's parameters and persistent buffers, then its children's: its state_dict()."""
+    state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
     skip = state.get("_non_persistent_buffers_set") or set()
-    for group in ("_parameters", "_buffers"):
-        for name, tensor in (state.get(group) or {}).items():
-            if torch.is_tensor(tensor) and name not in skip:
-                out[prefix + name] = tensor.detach()
+    out = {prefix + name: tensor.detach() for group in ("_parameters", "_buffers")
+           for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor) and name not in skip}
     for name, child in (state.get("_modules") or {}).items():
         out.update(_module_state(child, f"{prefix}{name}."))
     return out
 
 
-def _attrs(obj) -> dict:
-    """A recorded module's plain attributes (z_dim, img_resolution, cfg, _init_kwargs, ...)."""
-    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
-    return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"} \
-        if isinstance(state, dict) else {}
-
-
-def _release_config(G: dict, D: dict, G_ema_mapping: dict, training_set: dict) -> Config:
-    """A Config (arch 'release') from the recorded attributes of the release's G and D."""
-    g, d = G["cfg"], D["cfg"]
-    syn = G["_init_kwargs"].get("synthesis_kwargs", {})
+def _release_config(snap: dict) -> Config:
+    """A Config (arch 'release') from the plain attributes (z_dim, cfg, _init_kwargs, ...) G_ema and D recorded."""
+    def attrs(obj) -> dict:
+        state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
+        return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"}
+    G, D = attrs(snap["G_ema"]), attrs(snap["D"])
+    mapping = attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
+    g, d, syn = G["cfg"], D["cfg"], G["_init_kwargs"].get("synthesis_kwargs", {})
     motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
     return make_config(
         "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
         z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), motion_dim=int(motion["v_dim"]),
-        mapping_layers=int(G_ema_mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
+        mapping_layers=int(mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
         channel_max=int(syn["channel_max"]), motion_delta_z=int(motion["motion_z_distance"]),
         motion_kernel=int(motion["kernel_size"]), period_min=float(time_enc["min_period_len"]),
         period_max=float(time_enc["max_period_len"]), time_enc_dim=int(time_enc["dim"]),
@@ -3545,51 +3507,41 @@ def _release_config(G: dict, D: dict, G_ema_mapping: dict, training_set: dict) -
         d_channel_base=int(D["_init_kwargs"]["channel_base"]), d_channel_max=int(D["_init_kwargs"]["channel_max"]),
         d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
         frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
-        max_span=int(sampling.get("max_dist", 32)), mirror=bool(training_set.get("xflip", True)),
-        span_dist="release" if sampling.get("total_dists") else "uniform")
+        max_span=int(sampling.get("max_dist", 32)), span_dist="release" if sampling.get("total_dists") else "uniform",
+        mirror=bool((snap.get("training_set_kwargs") or {}).get("xflip", True)))
 
 
 def _release_names(kind: str, cfg: Config) -> list:
     """(our name, release name) pairs of every tensor of our arch='release' G or D."""
-    pairs = []
+    def wb(ours, theirs):                                # a layer's weight and bias
+        return [(ours + p, theirs + p) for p in ("weight", "bias")]
     if kind == "G":
-        pairs += [(f"mapping.layers.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(cfg.mapping_layers)
-                  for p in ("weight", "bias")] + [("mapping.w_avg", "mapping.w_avg")]
-        me = "synthesis.motion_encoder."
-        pairs += [(f"motion.conv_weights.{i}", f"{me}conv.{i}.weight") for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.conv_biases.{i}", f"{me}conv.{i}.bias") for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.{ours}.weight", f"{me}time_encoder.{theirs}_predictor.weight")
+        pairs = [x for i in range(cfg.mapping_layers) for x in wb(f"mapping.layers.{i}.", f"mapping.fc{i}.")]
+        pairs += [("mapping.w_avg", "mapping.w_avg")] + [
+            (f"motion.conv_{ours}.{i}", f"synthesis.motion_encoder.conv.{i}.{p}")
+            for ours, p in (("weights", "weight"), ("biases", "bias")) for i in range(cfg.motion_layers)]
+        pairs += [(f"motion.{ours}.weight", f"synthesis.motion_encoder.time_encoder.{theirs}_predictor.weight")
                   for ours, theirs in (("W_omega", "periods"), ("W_rho", "phase"), ("W_a", "aligners"))]
         for i in range(int(math.log2(cfg.resolution)) - 1):
             b, o = f"synthesis.b{2 ** (i + 2)}.", f"synthesis.blocks.{i}."
             convs = [("1", "conv1")] + ([("0", "conv0")] if i else [])
             pairs += [(o + "const", b + "input.input.const")] if i == 0 else []
-            pairs += [(o + f"conv{n}.{p}", b + f"{c}.{p}") for n, c in convs for p in ("weight", "bias")]
-            pairs += [(o + f"affine{n}.{p}", b + f"{c}.affine.{p}") for n, c in convs for p in ("weight", "bias")]
-            pairs += [(o + f"torgb.affine.{p}", b + f"torgb.affine.{p}") for p in ("weight", "bias")]
-            pairs += [(o + f"torgb.conv.{p}", b + f"torgb.{p}") for p in ("weight", "bias")]
+            pairs += [x for n, c in convs for x in wb(f"{o}conv{n}.", f"{b}{c}.")]
+            pairs += [x for n, c in convs for x in wb(f"{o}affine{n}.", f"{b}{c}.affine.")]
+            pairs += wb(o + "torgb.affine.", b + "torgb.affine.") + wb(o + "torgb.conv.", b + "torgb.")
         return pairs
-    pairs += [("time_enc.embed.weight", "time_encoder.const_embed.weight")]
-    pairs += [(f"time_enc.project.{p}", f"mapping.embed.{p}") for p in ("weight", "bias")]
-    pairs += [(f"time_enc.mapping.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(2) for p in ("weight", "bias")]
-    R = cfg.resolution
-    pairs += [(f"from_rgb.{p}", f"b{R}.fromrgb.{p}") for p in ("weight", "bias")]
-    for i in range(int(math.log2(R)) - 2):
-        b, o = f"b{R >> i}.", f"blocks.{i}."
-        pairs += [(o + f"{c}.{p}", b + f"{c}.{p}") for c in ("conv0", "conv1") for p in ("weight", "bias")]
-        pairs += [(o + "skip.weight", b + "skip.weight")]
-    pairs += [(f"epi_{c}.{p}", f"b4.{c}.{p}") for c in ("conv", "fc", "out") for p in ("weight", "bias")]
-    return pairs
+    pairs = [("time_enc.embed.weight", "time_encoder.const_embed.weight")] + wb("time_enc.project.", "mapping.embed.")
+    pairs += [x for i in range(2) for x in wb(f"time_enc.mapping.{i}.", f"mapping.fc{i}.")]
+    pairs += wb("from_rgb.", f"b{cfg.resolution}.fromrgb.")
+    for i in range(int(math.log2(cfg.resolution)) - 2):
+        b, o = f"b{cfg.resolution >> i}.", f"blocks.{i}."
+        pairs += [x for c in ("conv0.", "conv1.") for x in wb(o + c, b + c)] + [(o + "skip.weight", b + "skip.weight")]
+    return pairs + [x for c in ("conv", "fc", "out") for x in wb(f"epi_{c}.", f"b4.{c}.")]
 
 
 def import_release_snapshot(path: str) -> dict:
-    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely: cfg, G, G_ema, D,
-    aug_p (ADA's p), nimg (from the file name), step 0 and source (no optimizer state).
-
-    The state dicts are built for arch='release' modules and checked against them (every tensor
-    present, every shape right); the file's fixed buffers (frequencies, phase scales) are compared
-    with the ones the Config implies, so a mis-read setting cannot pass unnoticed.
-    """
+    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely. Every tensor is checked against our
+    arch='release' modules (present, right shape), the fixed buffers against the Config's: a misread setting fails."""
     if os.path.getsize(path) > MAX_SNAPSHOT_BYTES:
         raise CheckpointError(f"{path}: {os.path.getsize(path) / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
     try:
@@ -3597,39 +3549,35 @@ def import_release_snapshot(path: str) -> dict:
             snap = _SnapshotUnpickler(f).load()
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
-    nets = ("G", "D", "G_ema")
-    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in nets)):
+    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in ("G", "D", "G_ema"))):
         raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
     try:
-        G, D = _attrs(snap["G_ema"]), _attrs(snap["D"])
-        mapping = _attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
-        cfg = _release_config(G, D, mapping, snap.get("training_set_kwargs") or {})
+        cfg = _release_config(snap)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
                               f"({type(e).__name__}: {_first_line(e)})") from None
-    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": 0, "source": f"authors' snapshot {os.path.basename(path)}"}
+    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))   # the release names snapshots by kimg
+    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": int(match.group(1)) * 1000 if match else 0,
+             "source": f"authors' snapshot {os.path.basename(path)}"}
+    te = "synthesis.motion_encoder.time_encoder."     # buffers the Config determines: compared, not copied
+    fixed = {"motion.sigma": te + "freqs", "motion.phase_scales": te + "phase_scales",
+             "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}
     for name, kind, module in (("G", "G", Generator), ("G_ema", "G", Generator), ("D", "D", Discriminator)):
-        theirs, ours = _module_state(snap[name]), module(cfg).state_dict()
-        mapped = {}
+        theirs, ours, mapped = _module_state(snap[name]), module(cfg).state_dict(), {}
         for key, their_key in _release_names(kind, cfg):
             tensor, want = theirs.get(their_key), ours[key].shape   # (their const is [1, C, 4, 4], ours [C, 4, 4])
             if tensor is None or tensor.numel() != want.numel() or (tensor.shape != want and not key.endswith("const")):
                 raise CheckpointError(f"{path}: {name}.{their_key} is "
                                       f"{'missing' if tensor is None else tuple(tensor.shape)}, expected {tuple(want)}")
             mapped[key] = tensor.reshape(want).float()
-        for key in set(ours) - set(mapped):              # buffers the Config determines: compare them
-            fixed = {"motion.sigma": f"{'synthesis.motion_encoder.time_encoder.'}freqs",
-                     "motion.phase_scales": "synthesis.motion_encoder.time_encoder.phase_scales",
-                     "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}.get(key)
-            if fixed in theirs and not torch.allclose(theirs[fixed].flatten().float(), ours[key].flatten(), rtol=1e-5):
-                raise CheckpointError(f"{path}: {name}.{fixed} is not what the snapshot's settings give")
+        for key in set(ours) - set(mapped):
+            their = theirs.get(fixed.get(key))
+            if their is not None and not torch.allclose(their.flatten().float(), ours[key].flatten(), rtol=1e-5):
+                raise CheckpointError(f"{path}: {name}.{fixed[key]} is not what the snapshot's settings give")
             mapped[key] = ours[key]
         state[name] = mapped
-    pipe = snap.get("augment_pipe")
-    p = _module_state(pipe).get("p") if isinstance(pipe, _PersistentObject) else None
+    p = _module_state(pipe).get("p") if isinstance(pipe := snap.get("augment_pipe"), _PersistentObject) else None
     state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
-    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))
-    state["nimg"] = int(match.group(1)) * 1000 if match else 0      # the release names snapshots by kimg
     return state
 
 
