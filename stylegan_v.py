@@ -3963,12 +3963,10 @@ def cmd_plot(args) -> None:
 # Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
 #             the flags and their ranges, the one error path)
 # ------------------------------------------------------------------------------------------------
-# What lets the sections above survive real use: a broken dataset is named in its first second, not
-# hours later in a loader worker; Ctrl-C or `kill` saves before it stops; a full disk leaves the last
-# checkpoint intact; two trainings cannot write into one directory; every mistake is one line, never a
-# traceback. None of it is StyleGAN-V, so it is kept out of the reading path: §11-§14 call it at run
-# time. The policy (§14's banner states it): a mistake the user can fix raises UserError, a failing
-# file system an OSError, and `_exit_on_error` prints either as ONE line, exit status 2.
+# What lets the sections above survive real use: a broken dataset is named in its first second, not hours later
+# in a loader worker; Ctrl-C or `kill` saves before it stops; a full disk leaves the last checkpoint intact; two
+# trainings cannot write into one directory; every mistake is one line, never a traceback (the policy: §14's
+# banner). None of it is StyleGAN-V, so it is kept out of the reading path: §11-§14 call it at run time.
 
 
 # --- The dataset's metadata, checked when it is opened (§11) ----------------------------------
@@ -3990,14 +3988,12 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
     if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
         raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
-    if not (number(res) and math.isfinite(res) and res == int(res) and 4 <= res <= 4096
-            and int(res) & (int(res) - 1) == 0):
+    if not (number(res) and res in {2 ** k for k in range(2, 13)}):
         raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
     if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
         raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
     if not isinstance(videos, list) or not videos:
         raise bad("'videos' must be a non-empty list")
-    names, lengths = [], []
     for i, v in enumerate(videos):
         name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
         # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
@@ -4005,26 +4001,24 @@ def _parse_dataset_json(path: str, meta) -> tuple:
             raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
         if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
             raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
-        names.append(name)
-        lengths.append(n)
+    names, lengths = [v["name"] for v in videos], [v["frames"] for v in videos]
     if len(set(names)) < len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise bad(f"video name '{dup}' is listed twice")
+        raise bad(f"video name '{next(n for n in names if names.count(n) > 1)}' is listed twice")
     return float(fps), int(res), "." + fmt, names, lengths
 
 
 def check_dataset_files(data: VideoFolder, resolution: Optional[int]) -> None:
-    """Every video's frames are there (its first and last one, for a folder) and its first frame has the
-    size dataset.json gives (an image header, no decode); and the resolution is the model's, if given."""
+    """Every video's frames are there (for a folder, its first and last) and its first frame has the size
+    dataset.json gives (an image header, no decoding); and the resolution is the model's, if given."""
     if data.is_zip:
         _check_zip_members(data)
-    else:             # a folder: the first and the last frame of each video
+    else:
         for name, n in zip(data.names, data.lengths):
             for i in sorted({0, n - 1}):
                 if not os.path.isfile(os.path.join(data.path, data._member(name, i))):
                     raise DataError(f"{data.path}: video '{name}' lists {n} frames but frame {i} is missing")
     from PIL import Image
-    for name in data.names:                                  # image headers only: no decoding
+    for name in data.names:
         member = data._member(name, 0)
         try:
             with data._open_member(member) as f, Image.open(f) as img:
@@ -4040,8 +4034,7 @@ def check_dataset_files(data: VideoFolder, resolution: Optional[int]) -> None:
 
 def _check_zip_members(data: VideoFolder) -> None:
     """Every listed frame <name>/<i:06d><ext>, i < frames, is a member: one pass over the zip's index."""
-    wanted = dict(zip(data.names, data.lengths))
-    found = {name: set() for name in data.names}
+    wanted, found = dict(zip(data.names, data.lengths)), {name: set() for name in data.names}
     # Exactly the names _member writes, f"{i:06d}": six digits, or more without a leading zero
     # ('0000001.jpg' would otherwise count as frame 1, which is read as '000001.jpg' and is missing).
     pattern = re.compile(r"(\d{6}|[1-9]\d{6,})" + re.escape(data.ext) + "$")
@@ -4075,25 +4068,21 @@ def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
 
 
 def write_error_reason(e: Exception, path: str) -> str:
-    """Why writing `path` failed, in words. An OSError says it, except a broken pipe (ffmpeg, which
-    wrote the file, has stopped); torch's zip writer hides it in a RuntimeError ("... open file failed
-    with strerror: Read-only file system", or only "failed writing file" on a full disk)."""
+    """Why writing `path` failed, in words: an OSError says it, except a broken pipe (ffmpeg, which writes the
+    file, has stopped); torch's zip writer hides it in a RuntimeError ("... strerror: Read-only file system")."""
     broken_pipe = isinstance(e, BrokenPipeError) or "broken pipe" in _first_line(e).lower()   # (imageio: IOError)
     if isinstance(e, OSError) and not broken_pipe:
         return os_error_reason(e, path)
-    hidden = re.search(r"strerror: ([^\n]+)", str(e))
-    if hidden:
+    if hidden := re.search(r"strerror: ([^\n]+)", str(e)):
         return hidden.group(1).strip()
-    if shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20:
+    if shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20:   # torch: "failed writing file"
         return "no space left on device"
     return "the ffmpeg writer stopped (broken pipe)" if broken_pipe else _first_line(e)
 
 
 def _atomic_write(path: str, write, fsync: bool = False) -> None:
-    """write(tmp) to <stem>.partial-<pid><ext> beside `path` (the extension kept: image writers read the
-    format from it), then rename it into place, so a crash or Ctrl-C never leaves half a file at `path`.
-    With fsync the bytes are on the disk before the rename: after a power cut the checkpoint is the old
-    one or the new one, never a torn one."""
+    """write(tmp) to <stem>.partial-<pid><ext> beside `path` (the extension kept: image writers read the format
+    from it), then rename it into place. With fsync the bytes reach the disk first: a power cut leaves old or new."""
     stem, ext = os.path.splitext(path)
     tmp = f"{stem}.partial-{os.getpid()}{ext}"
     try:
@@ -4112,8 +4101,8 @@ def _atomic_write_text(path: str, text: str) -> None:
 
 
 def remove_stale_partials(path: str) -> None:
-    """Remove <stem>.partial-<pid>[.mp4] beside `path` left by a writer that is gone (kill -9, a power
-    cut); one whose process still runs belongs to another writer and stays."""
+    """Remove <stem>.partial-<pid>[.mp4] beside `path` left by a writer that is gone (kill -9, a power cut);
+    one whose process still runs belongs to another writer and stays."""
     import glob
     stem = path[:-4] if path.lower().endswith(".mp4") else path.rstrip("/")
     for leftover in glob.glob(glob.escape(stem) + ".partial-*"):
@@ -4122,28 +4111,25 @@ def remove_stale_partials(path: str) -> None:
             continue
         try:
             os.kill(int(pid.group(1)), 0)                   # signal 0: only asks whether it exists
-            continue
         except ProcessLookupError:
-            pass
+            with contextlib.suppress(OSError):
+                shutil.rmtree(leftover) if os.path.isdir(leftover) else os.remove(leftover)
         except OSError:                                     # (EPERM: it exists, as another user)
-            continue
-        with contextlib.suppress(OSError):
-            shutil.rmtree(leftover) if os.path.isdir(leftover) else os.remove(leftover)
+            pass
 
 
 def truncate_log(path: str, kimg: float) -> int:
-    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many
-    were dropped. A run killed between two checkpoints had logged kimg that the resumed run does
-    again: without this, plot and every reader of the log would see those kimg twice."""
+    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many were dropped.
+    A run killed between two checkpoints logged kimg that the resumed run does again: readers would see them twice."""
     if not os.path.isfile(path):
         return 0
     with open(path) as f:
         lines = f.readlines()
-    def keep(line):
+    kept = []
+    for line in lines:                                           # (a torn last line of a killed run: dropped)
         with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
-            return float(json.loads(line)["kimg"]) <= kimg + 1e-9
-        return False                                             # a torn last line of a killed run
-    kept = [line for line in lines if keep(line)]
+            if float(json.loads(line)["kimg"]) <= kimg + 1e-9:
+                kept.append(line)
     if len(kept) < len(lines):
         _atomic_write_text(path, "".join(kept))
     return len(lines) - len(kept)
@@ -4152,12 +4138,8 @@ def truncate_log(path: str, kimg: float) -> int:
 # --- Signals and processes --------------------------------------------------------------------
 
 class GracefulStop:
-    """Ctrl-C (SIGINT) and `kill` (SIGTERM) ask the training loop to finish its step, save and stop.
-
-    A context manager (main thread only; elsewhere a no-op): the first signal sets `requested`; a
-    second Ctrl-C stops at once (KeyboardInterrupt), further SIGTERMs are ignored (a supervisor
-    that sends TERM twice still gets its checkpoint). The old handlers come back on exit.
-    """
+    """Ctrl-C (SIGINT) or `kill` (SIGTERM) sets `requested` (main thread only); a second Ctrl-C stops at once
+    (KeyboardInterrupt), further SIGTERMs are ignored: a supervisor that sends TERM twice still gets its checkpoint."""
 
     def __init__(self):
         self.requested, self._old = False, {}
@@ -4184,31 +4166,20 @@ def _ignore_signals(_worker_id: int) -> None:
 
 
 def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
-    """Did any process get a signal? All must agree to stop at the same step, or the others would
-    wait forever in the next step's all_reduce."""
+    """Did any process get a signal? All stop at the same step, or the others would hang in the next all_reduce."""
     flag = torch.tensor([float(stop.requested)], device=dist.device)
     return dist.all_reduce_sum(flag).item() > 0
 
 
 def _unwrap_worker_errors(loader):
-    """Iterate a DataLoader; a DataError raised in a worker comes back as the worker's one-line message.
-
-    (DataLoader re-raises a worker's exception with the worker's whole traceback in its message.)
-    Closing the generator shuts the workers down at once: they ignore SIGTERM (it is the training
-    process's to handle), so they must not be left for the interpreter's exit to terminate.
-    """
+    """Iterate a DataLoader; a worker's DataError comes back as its one line, not with the worker's traceback. Closing
+    it shuts the workers down now: they ignore SIGTERM, so they must not be left for the interpreter's exit to end."""
     iterator = iter(loader)
     try:
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except DataError as e:
-                lines = [line for line in str(e).splitlines() if line.strip()]
-                last = lines[-1] if lines else str(e)
-                raise DataError(last.split("DataError: ", 1)[-1]) from None
-            yield batch
+        yield from iterator
+    except DataError as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise DataError((lines[-1] if lines else str(e)).split("DataError: ", 1)[-1]) from None
     finally:
         shutdown = getattr(iterator, "_shutdown_workers", None)     # only with worker processes
         if shutdown is not None:
@@ -4216,27 +4187,18 @@ def _unwrap_worker_errors(loader):
 
 
 def _release_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere a no-op).
-
-    Rendering allocates and frees the same few-MB activations for every chunk; glibc keeps freed
-    blocks in a heap that slowly fragments, and over an hour of chunks the peak memory crept up by
-    ~17 % (measured). Trimming every few dozen chunks keeps it flat at no measurable cost.
-    """
+    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere a no-op). Rendering frees the same few-MB
+    activations every chunk and glibc's heap fragments: over an hour the peak crept up ~17 % (measured) without it."""
     with contextlib.suppress(Exception):
-        import ctypes
         import ctypes.util
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """Start `world` training processes here and wait for them; Ctrl-C / SIGTERM reach every one.
-
-    Ctrl-C in a terminal signals the whole process group; `kill` signals only us. Either way we pass
-    a SIGTERM on to every worker (they treat it as a request to save and stop, and ignore repeats)
-    and wait (join). When one worker exits non-zero (130 after a signal, or an error), torch's join
-    sends SIGTERM to the rest and SIGKILL 30 s later; after a signal that is safe, because no worker
-    exits before all have passed the barrier that follows rank 0's save (_train_worker).
-    """
+    """Start `world` training processes here and wait for them. Ctrl-C (to the whole process group) or `kill`
+    (to us only): we pass a SIGTERM on to every worker (save and stop; repeats ignored) and wait. When one exits
+    non-zero (130 after a signal, or an error), torch's join sends SIGTERM to the rest and SIGKILL 30 s later:
+    safe after a signal, as no worker exits before all pass the barrier after rank 0's save (_train_worker)."""
     import socket
     with socket.socket() as sock:                              # a free port on this machine
         sock.bind(("127.0.0.1", 0))
@@ -4245,10 +4207,9 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
         _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
 
     def forward(_signum, _frame):
-        for process in context.processes:
+        for pid in [process.pid for process in context.processes if process.pid]:
             with contextlib.suppress(OSError):
-                if process.pid:
-                    os.kill(process.pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not context.join():
@@ -4267,52 +4228,35 @@ def _raise_keyboard_interrupt(_signum, _frame):
 # --- The run directory: one training at a time ------------------------------------------------
 
 class RunLock:
-    """An exclusive lock on a run directory (<outdir>/train.lock, fcntl) held while one training runs.
-
-    The lock belongs to the process, so the OS releases it when the process dies, however it dies;
-    the file keeps the holder's pid for the error message. (No locking on Windows, where fcntl is
-    missing.) Taking it also removes what a killed run left behind: temporary checkpoint, config and
-    log files and half-written preview videos, which nobody else can be writing while we hold it.
-    """
+    """An exclusive fcntl lock on <outdir>/train.lock while one training runs (none on Windows): the OS releases it
+    however the process dies; the file keeps the holder's pid for the error message. Taking it also removes what a
+    killed run left (temporary checkpoint, config and log files, half-written previews): nobody else writes them."""
 
     def __init__(self, outdir: str):
         self.outdir, self.file = outdir, None
 
     @staticmethod
-    def busy(outdir: str, pid: str) -> UserError:
-        return UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
-                         f"wait for it or stop it, or train into another --outdir")
-
-    @staticmethod
-    def holder(outdir: str) -> Optional[str]:
-        """The pid of the training that holds outdir's lock, or None; creates nothing."""
-        path = os.path.join(outdir, "train.lock")
-        if fcntl is None or not os.path.isfile(path):
-            return None
-        with open(path, "r") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                return f.read().strip() or "?"
-        return None
+    def _flock(file, outdir: str, how: int) -> None:
+        """flock `file` without waiting; if another training holds it, close it and say so (its pid)."""
+        try:
+            fcntl.flock(file.fileno(), how | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            pid = file.read().strip() or "?"
+            file.close()
+            raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
+                            f"wait for it or stop it, or train into another --outdir") from None
 
     def acquire(self) -> "RunLock":
         os.makedirs(self.outdir, exist_ok=True)
         self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
         if fcntl is not None:
-            try:
-                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self.file.seek(0)
-                pid = self.file.read().strip() or "?"
-                self.file.close()
-                raise RunLock.busy(self.outdir, pid) from None
+            RunLock._flock(self.file, self.outdir, fcntl.LOCK_EX)
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
-        import glob
-        # (*.tmp-*: the temporary checkpoint name of earlier versions of this file)
+        import glob                              # (*.tmp-*: the temporary checkpoint name of earlier versions)
         stale = [p for pattern in ("*.tmp-*", "*.partial-*", os.path.join("samples", "*.partial-*"))
                  for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
         for path in stale:
@@ -4329,11 +4273,10 @@ def check_run_dir(outdir: str, resuming: bool) -> None:
     """A new run never writes into a directory that holds something, and never beside a live run."""
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
-    pid = RunLock.holder(outdir)
-    if pid is not None:
-        raise RunLock.busy(outdir, pid)
-    # What a run that failed before its first step leaves (a bad dataset, a typo in a flag found late)
-    # is no run: starting over there loses nothing, so it does not block the directory.
+    if fcntl is not None and os.path.isfile(os.path.join(outdir, "train.lock")):
+        with open(os.path.join(outdir, "train.lock")) as f:
+            RunLock._flock(f, outdir, fcntl.LOCK_SH)          # (a shared lock: only asks whether one runs)
+    # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
     entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
     if entries and not resuming:
         raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
@@ -4346,8 +4289,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
 
     def error(self, message):
-        command = self.prog.split()[-1] if " " in self.prog else None
-        hint = f" (see: stylegan_v.py {command} --help)" if command else ""
+        hint = f" (see: stylegan_v.py {self.prog.split()[-1]} --help)" if " " in self.prog else ""
         print(f"stylegan_v.py: error: {message}{hint}", file=sys.stderr)
         sys.exit(2)
 
@@ -4369,8 +4311,6 @@ def _in_range(kind, lo, hi, lo_open=False, hi_open=False):
 
 
 SEED = _in_range(int, 0, 2 ** 32 - 1)          # every seed flag
-
-
 KIMG = _in_range(float, 0, 1e6, lo_open=True)   # --kimg, --snap, --tick, --ada-kimg
 
 
@@ -4418,9 +4358,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="R1 weight (default: the preset's; 0.0002 * res^2 / batch = 0.2 at 256^2 and batch 64; tiny 3)")
     t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
     t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
-    t.add_argument("--d-cond", choices=["hyper", "concat", "none"],
-                   help="time-gap conditioning of D: hyper = paper (ModConv + projection), concat = release "
-                        "(projection only), none = no time information")
+    t.add_argument("--d-cond", choices=["hyper", "concat", "none"], help="time-gap conditioning of D: hyper = paper "
+                   "(ModConv + projection), concat = release (projection only), none = no time information")
     t.add_argument("--lr", type=_in_range(float, 0, 1, lo_open=True), help="Adam learning rate (paper 0.0025)")
     t.add_argument("--ada-kimg", type=KIMG, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
     t.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
@@ -4482,10 +4421,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one error path of every command and every training process: a mistake the user can fix
-    (UserError) or a failing file system (OSError: a full disk, a read-only folder) is ONE line,
-    "stylegan_v.py: error: ...", exit status 2; an interruption is exit status 130. Anything else
-    is a bug, and keeps its traceback."""
+    """The one way out of every command and every training process (the policy: §14's banner): a UserError or an
+    OSError is ONE line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
     if isinstance(e, UserError):
         message = str(e)
     elif isinstance(e, OSError):
