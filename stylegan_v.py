@@ -3050,26 +3050,18 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' snapshots (network-snapshot-*.pkl), read without running anything in them
 # ------------------------------------------------------------------------------------------------
-# What §13's load_checkpoint calls (at run time) for a file that is a bare pickle rather than a
-# checkpoint of ours: `convert`, `train --resume`, `sample`, `figures` and fvd.py's --fake reach it
-# through load_checkpoint.
-#
-# The release's training loop pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its
-# networks as StyleGAN2-ADA *persistence* objects: each embeds the Python source of its module, and
-# the ordinary unpickler imports and runs that source (plus OmegaConf, dnnlib, numpy globals). We read
-# the same bytes with an Unpickler whose find_class answers every name with an inert stand-in --
-# a class that only records what it is given -- except torch's tensor and storage rebuilds, plain
-# containers and plain numpy numbers. The persistent objects' recorded state (their __dict__: _parameters,
-# _buffers, _modules, the constructor kwargs, the OmegaConf config) then gives the weights and the
-# settings, which are mapped onto arch='release' modules. Nothing from the file is imported,
-# executed or called (only its storages are read, by torch.load(weights_only=True)).
+# What §13's load_checkpoint calls for a bare pickle (`convert`, `train --resume`, `sample`, `figures`, fvd.py's
+# --fake). The release pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its networks as StyleGAN2-ADA
+# *persistence* objects embedding their module's source, which the ordinary unpickler imports and runs (with OmegaConf,
+# dnnlib, numpy globals). Ours answers every name with an inert stand-in that records what it is given, except torch's
+# tensor and storage rebuilds, plain containers and plain numpy numbers: nothing in the file runs, and the recorded
+# state (_parameters, _buffers, _modules, constructor kwargs, OmegaConf config) gives the weights and settings.
 
 MAX_SNAPSHOT_BYTES = 8 * 2 ** 30          # a published 1024^2 snapshot is ~1 GB; more is not one of them
 
 
 class _Inert:
     """Stands in for any class a pickle names: accepts any arguments and any state, runs nothing."""
-    _qualname = "?"
 
     def __init__(self, *args, **kwargs):
         self.args = args
@@ -3080,37 +3072,30 @@ class _Inert:
     def __setitem__(self, key, value):                   # SETITEMS on a dict subclass
         self.__dict__.setdefault("items", {})[key] = value
 
-    def append(self, value):                             # APPENDS on a list subclass
+    def append(self, value):                             # APPENDS on a list subclass (pickle falls back to it)
         self.__dict__.setdefault("list", []).append(value)
-
-    def extend(self, values):
-        self.__dict__.setdefault("list", []).extend(values)
 
 
 class _PersistentObject:
-    """What `torch_utils.persistence._reconstruct_persistent_obj(meta)` stands for: the class name and
-    the recorded state, with the embedded module source kept as text and never run."""
+    """Stands for torch_utils.persistence._reconstruct_persistent_obj(meta): the recorded state, never the source."""
 
     def __init__(self, meta):
-        meta = meta if isinstance(meta, dict) else {}
-        self.class_name, self.state = meta.get("class_name"), meta.get("state")
+        self.state = meta.get("state") if isinstance(meta, dict) else None
 
 
-def _storage_from_bytes(data):
-    """torch.storage._load_from_bytes, safely: a legacy torch.save of one storage, read weights-only."""
+def _storage_from_bytes(data):                  # torch.storage._load_from_bytes: a legacy torch.save of a storage
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError("a storage that is not bytes")
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def _numpy_scalar(dtype, data=None):
-    """numpy._core.multiarray.scalar(dtype, bytes), for a plain numeric dtype only."""
+def _numpy_scalar(dtype, data=None):            # numpy._core.multiarray.scalar(dtype, bytes): plain numbers only
     if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
         raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
     return np.frombuffer(data, dtype)[0]
 
 
-def _numpy_dtype(name, align=False, copy=True):
+def _numpy_dtype(name, align=False, copy=True):  # numpy.dtype: likewise
     if not isinstance(name, str) or not re.fullmatch(r"[biuf]\d", name):
         raise pickle.UnpicklingError(f"numpy dtype {name!r}")
     return np.dtype(name)
@@ -3119,26 +3104,18 @@ def _numpy_dtype(name, align=False, copy=True):
 class _SnapshotUnpickler(pickle.Unpickler):
     """find_class: torch's rebuilds and plain containers are real, everything else an _Inert stand-in."""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
-            ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-            ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-            ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+            **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
+            ("torch.storage", "_load_from_bytes"): _storage_from_bytes, ("numpy", "dtype"): _numpy_dtype,
             ("numpy._core.multiarray", "scalar"): _numpy_scalar, ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-            ("numpy", "dtype"): _numpy_dtype,
             **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)}}
-
-    def __init__(self, file):
-        super().__init__(file)
-        self.inert = {}
+    inert = {}                                           # one stand-in class per name (a class records nothing)
 
     def find_class(self, module, name):
         if (module, name) in self.REAL:
-            return self.REAL[(module, name)]
+            return self.REAL[module, name]
         if name == "_reconstruct_persistent_obj":
             return _PersistentObject
-        key = f"{module}.{name}"
-        if key not in self.inert:                        # one inert class per name, recording only
-            self.inert[key] = type(name, (_Inert,), {"_qualname": key})
-        return self.inert[key]
+        return self.inert.setdefault((module, name), type(name, (_Inert,), {"__module__": module}))
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
@@ -3147,52 +3124,37 @@ class _SnapshotUnpickler(pickle.Unpickler):
 def _plain(obj):
     """OmegaConf stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
     if isinstance(obj, _Inert):
-        state = getattr(obj, "state", None)
-        if isinstance(state, dict) and "_content" in state:
-            return _plain(state["_content"])
-        if isinstance(state, dict) and "_val" in state:
-            return _plain(state["_val"])
-        return None
+        state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
+        return _plain(state["_content"] if "_content" in state else state.get("_val"))
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+    return [_plain(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
 
 
 def _module_state(obj, prefix: str = "") -> dict:
-    """The state dict of a recorded torch module (persistent or not): its parameters and persistent
-    buffers, then its children's, with dotted names as module.state_dict() would give them."""
-    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
-    if not isinstance(state, dict):
-        return {}
-    out = {}
+    """A recorded torch module's parameters and persistent buffers, then its children's: its state_dict()."""
+    state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
     skip = state.get("_non_persistent_buffers_set") or set()
-    for group in ("_parameters", "_buffers"):
-        for name, tensor in (state.get(group) or {}).items():
-            if torch.is_tensor(tensor) and name not in skip:
-                out[prefix + name] = tensor.detach()
+    out = {prefix + name: tensor.detach() for group in ("_parameters", "_buffers")
+           for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor) and name not in skip}
     for name, child in (state.get("_modules") or {}).items():
         out.update(_module_state(child, f"{prefix}{name}."))
     return out
 
 
-def _attrs(obj) -> dict:
-    """A recorded module's plain attributes (z_dim, img_resolution, cfg, _init_kwargs, ...)."""
-    state = obj.state if isinstance(obj, _PersistentObject) else getattr(obj, "state", None)
-    return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"} \
-        if isinstance(state, dict) else {}
-
-
-def _release_config(G: dict, D: dict, G_ema_mapping: dict, training_set: dict) -> Config:
-    """A Config (arch 'release') from the recorded attributes of the release's G and D."""
-    g, d = G["cfg"], D["cfg"]
-    syn = G["_init_kwargs"].get("synthesis_kwargs", {})
+def _release_config(snap: dict) -> Config:
+    """A Config (arch 'release') from the plain attributes (z_dim, cfg, _init_kwargs, ...) G_ema and D recorded."""
+    def attrs(obj) -> dict:
+        state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
+        return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"}
+    G, D = attrs(snap["G_ema"]), attrs(snap["D"])
+    mapping = attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
+    g, d, syn = G["cfg"], D["cfg"], G["_init_kwargs"].get("synthesis_kwargs", {})
     motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
     return make_config(
         "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
         z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), motion_dim=int(motion["v_dim"]),
-        mapping_layers=int(G_ema_mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
+        mapping_layers=int(mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
         channel_max=int(syn["channel_max"]), motion_delta_z=int(motion["motion_z_distance"]),
         motion_kernel=int(motion["kernel_size"]), period_min=float(time_enc["min_period_len"]),
         period_max=float(time_enc["max_period_len"]), time_enc_dim=int(time_enc["dim"]),
@@ -3200,51 +3162,41 @@ def _release_config(G: dict, D: dict, G_ema_mapping: dict, training_set: dict) -
         d_channel_base=int(D["_init_kwargs"]["channel_base"]), d_channel_max=int(D["_init_kwargs"]["channel_max"]),
         d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
         frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
-        max_span=int(sampling.get("max_dist", 32)), mirror=bool(training_set.get("xflip", True)),
-        span_dist="release" if sampling.get("total_dists") else "uniform")
+        max_span=int(sampling.get("max_dist", 32)), span_dist="release" if sampling.get("total_dists") else "uniform",
+        mirror=bool((snap.get("training_set_kwargs") or {}).get("xflip", True)))
 
 
 def _release_names(kind: str, cfg: Config) -> list:
     """(our name, release name) pairs of every tensor of our arch='release' G or D."""
-    pairs = []
+    def wb(ours, theirs):                                # a layer's weight and bias
+        return [(ours + p, theirs + p) for p in ("weight", "bias")]
     if kind == "G":
-        pairs += [(f"mapping.layers.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(cfg.mapping_layers)
-                  for p in ("weight", "bias")] + [("mapping.w_avg", "mapping.w_avg")]
-        me = "synthesis.motion_encoder."
-        pairs += [(f"motion.conv_weights.{i}", f"{me}conv.{i}.weight") for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.conv_biases.{i}", f"{me}conv.{i}.bias") for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.{ours}.weight", f"{me}time_encoder.{theirs}_predictor.weight")
+        pairs = [x for i in range(cfg.mapping_layers) for x in wb(f"mapping.layers.{i}.", f"mapping.fc{i}.")]
+        pairs += [("mapping.w_avg", "mapping.w_avg")] + [
+            (f"motion.conv_{ours}.{i}", f"synthesis.motion_encoder.conv.{i}.{p}")
+            for ours, p in (("weights", "weight"), ("biases", "bias")) for i in range(cfg.motion_layers)]
+        pairs += [(f"motion.{ours}.weight", f"synthesis.motion_encoder.time_encoder.{theirs}_predictor.weight")
                   for ours, theirs in (("W_omega", "periods"), ("W_rho", "phase"), ("W_a", "aligners"))]
         for i in range(int(math.log2(cfg.resolution)) - 1):
             b, o = f"synthesis.b{2 ** (i + 2)}.", f"synthesis.blocks.{i}."
             convs = [("1", "conv1")] + ([("0", "conv0")] if i else [])
             pairs += [(o + "const", b + "input.input.const")] if i == 0 else []
-            pairs += [(o + f"conv{n}.{p}", b + f"{c}.{p}") for n, c in convs for p in ("weight", "bias")]
-            pairs += [(o + f"affine{n}.{p}", b + f"{c}.affine.{p}") for n, c in convs for p in ("weight", "bias")]
-            pairs += [(o + f"torgb.affine.{p}", b + f"torgb.affine.{p}") for p in ("weight", "bias")]
-            pairs += [(o + f"torgb.conv.{p}", b + f"torgb.{p}") for p in ("weight", "bias")]
+            pairs += [x for n, c in convs for x in wb(f"{o}conv{n}.", f"{b}{c}.")]
+            pairs += [x for n, c in convs for x in wb(f"{o}affine{n}.", f"{b}{c}.affine.")]
+            pairs += wb(o + "torgb.affine.", b + "torgb.affine.") + wb(o + "torgb.conv.", b + "torgb.")
         return pairs
-    pairs += [("time_enc.embed.weight", "time_encoder.const_embed.weight")]
-    pairs += [(f"time_enc.project.{p}", f"mapping.embed.{p}") for p in ("weight", "bias")]
-    pairs += [(f"time_enc.mapping.{i}.{p}", f"mapping.fc{i}.{p}") for i in range(2) for p in ("weight", "bias")]
-    R = cfg.resolution
-    pairs += [(f"from_rgb.{p}", f"b{R}.fromrgb.{p}") for p in ("weight", "bias")]
-    for i in range(int(math.log2(R)) - 2):
-        b, o = f"b{R >> i}.", f"blocks.{i}."
-        pairs += [(o + f"{c}.{p}", b + f"{c}.{p}") for c in ("conv0", "conv1") for p in ("weight", "bias")]
-        pairs += [(o + "skip.weight", b + "skip.weight")]
-    pairs += [(f"epi_{c}.{p}", f"b4.{c}.{p}") for c in ("conv", "fc", "out") for p in ("weight", "bias")]
-    return pairs
+    pairs = [("time_enc.embed.weight", "time_encoder.const_embed.weight")] + wb("time_enc.project.", "mapping.embed.")
+    pairs += [x for i in range(2) for x in wb(f"time_enc.mapping.{i}.", f"mapping.fc{i}.")]
+    pairs += wb("from_rgb.", f"b{cfg.resolution}.fromrgb.")
+    for i in range(int(math.log2(cfg.resolution)) - 2):
+        b, o = f"b{cfg.resolution >> i}.", f"blocks.{i}."
+        pairs += [x for c in ("conv0.", "conv1.") for x in wb(o + c, b + c)] + [(o + "skip.weight", b + "skip.weight")]
+    return pairs + [x for c in ("conv", "fc", "out") for x in wb(f"epi_{c}.", f"b4.{c}.")]
 
 
 def import_release_snapshot(path: str) -> dict:
-    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely: cfg, G, G_ema, D,
-    aug_p (ADA's p), nimg (from the file name), step 0 and source (no optimizer state).
-
-    The state dicts are built for arch='release' modules and checked against them (every tensor
-    present, every shape right); the file's fixed buffers (frequencies, phase scales) are compared
-    with the ones the Config implies, so a mis-read setting cannot pass unnoticed.
-    """
+    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely. Every tensor is checked against our
+    arch='release' modules (present, right shape), the fixed buffers against the Config's: a misread setting fails."""
     if os.path.getsize(path) > MAX_SNAPSHOT_BYTES:
         raise CheckpointError(f"{path}: {os.path.getsize(path) / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
     try:
@@ -3252,39 +3204,35 @@ def import_release_snapshot(path: str) -> dict:
             snap = _SnapshotUnpickler(f).load()
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
-    nets = ("G", "D", "G_ema")
-    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in nets)):
+    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in ("G", "D", "G_ema"))):
         raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
     try:
-        G, D = _attrs(snap["G_ema"]), _attrs(snap["D"])
-        mapping = _attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
-        cfg = _release_config(G, D, mapping, snap.get("training_set_kwargs") or {})
+        cfg = _release_config(snap)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
                               f"({type(e).__name__}: {_first_line(e)})") from None
-    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": 0, "source": f"authors' snapshot {os.path.basename(path)}"}
+    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))   # the release names snapshots by kimg
+    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": int(match.group(1)) * 1000 if match else 0,
+             "source": f"authors' snapshot {os.path.basename(path)}"}
+    te = "synthesis.motion_encoder.time_encoder."     # buffers the Config determines: compared, not copied
+    fixed = {"motion.sigma": te + "freqs", "motion.phase_scales": te + "phase_scales",
+             "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}
     for name, kind, module in (("G", "G", Generator), ("G_ema", "G", Generator), ("D", "D", Discriminator)):
-        theirs, ours = _module_state(snap[name]), module(cfg).state_dict()
-        mapped = {}
+        theirs, ours, mapped = _module_state(snap[name]), module(cfg).state_dict(), {}
         for key, their_key in _release_names(kind, cfg):
             tensor, want = theirs.get(their_key), ours[key].shape   # (their const is [1, C, 4, 4], ours [C, 4, 4])
             if tensor is None or tensor.numel() != want.numel() or (tensor.shape != want and not key.endswith("const")):
                 raise CheckpointError(f"{path}: {name}.{their_key} is "
                                       f"{'missing' if tensor is None else tuple(tensor.shape)}, expected {tuple(want)}")
             mapped[key] = tensor.reshape(want).float()
-        for key in set(ours) - set(mapped):              # buffers the Config determines: compare them
-            fixed = {"motion.sigma": f"{'synthesis.motion_encoder.time_encoder.'}freqs",
-                     "motion.phase_scales": "synthesis.motion_encoder.time_encoder.phase_scales",
-                     "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}.get(key)
-            if fixed in theirs and not torch.allclose(theirs[fixed].flatten().float(), ours[key].flatten(), rtol=1e-5):
-                raise CheckpointError(f"{path}: {name}.{fixed} is not what the snapshot's settings give")
+        for key in set(ours) - set(mapped):
+            their = theirs.get(fixed.get(key))
+            if their is not None and not torch.allclose(their.flatten().float(), ours[key].flatten(), rtol=1e-5):
+                raise CheckpointError(f"{path}: {name}.{fixed[key]} is not what the snapshot's settings give")
             mapped[key] = ours[key]
         state[name] = mapped
-    pipe = snap.get("augment_pipe")
-    p = _module_state(pipe).get("p") if isinstance(pipe, _PersistentObject) else None
+    p = _module_state(pipe).get("p") if isinstance(pipe := snap.get("augment_pipe"), _PersistentObject) else None
     state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
-    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))
-    state["nimg"] = int(match.group(1)) * 1000 if match else 0      # the release names snapshots by kimg
     return state
 
 
@@ -3633,12 +3581,10 @@ def cmd_plot(args) -> None:
 # Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
 #             the flags and their ranges, the one error path)
 # ------------------------------------------------------------------------------------------------
-# What lets the sections above survive real use: a broken dataset is named in its first second, not
-# hours later in a loader worker; Ctrl-C or `kill` saves before it stops; a full disk leaves the last
-# checkpoint intact; two trainings cannot write into one directory; every mistake is one line, never a
-# traceback. None of it is StyleGAN-V, so it is kept out of the reading path: §11-§14 call it at run
-# time. The policy (§14's banner states it): a mistake the user can fix raises UserError, a failing
-# file system an OSError, and `_exit_on_error` prints either as ONE line, exit status 2.
+# What lets the sections above survive real use: a broken dataset is named in its first second, not hours later
+# in a loader worker; Ctrl-C or `kill` saves before it stops; a full disk leaves the last checkpoint intact; two
+# trainings cannot write into one directory; every mistake is one line, never a traceback (the policy: §14's
+# banner). None of it is StyleGAN-V, so it is kept out of the reading path: §11-§14 call it at run time.
 
 
 # --- The dataset's metadata, checked when it is opened (§11) ----------------------------------
@@ -3660,14 +3606,12 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
     if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
         raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
-    if not (number(res) and math.isfinite(res) and res == int(res) and 4 <= res <= 4096
-            and int(res) & (int(res) - 1) == 0):
+    if not (number(res) and res in {2 ** k for k in range(2, 13)}):
         raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
     if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
         raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
     if not isinstance(videos, list) or not videos:
         raise bad("'videos' must be a non-empty list")
-    names, lengths = [], []
     for i, v in enumerate(videos):
         name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
         # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
@@ -3675,26 +3619,24 @@ def _parse_dataset_json(path: str, meta) -> tuple:
             raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
         if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
             raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
-        names.append(name)
-        lengths.append(n)
+    names, lengths = [v["name"] for v in videos], [v["frames"] for v in videos]
     if len(set(names)) < len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise bad(f"video name '{dup}' is listed twice")
+        raise bad(f"video name '{next(n for n in names if names.count(n) > 1)}' is listed twice")
     return float(fps), int(res), "." + fmt, names, lengths
 
 
 def check_dataset_files(data: VideoFolder, resolution: Optional[int]) -> None:
-    """Every video's frames are there (its first and last one, for a folder) and its first frame has the
-    size dataset.json gives (an image header, no decode); and the resolution is the model's, if given."""
+    """Every video's frames are there (for a folder, its first and last) and its first frame has the size
+    dataset.json gives (an image header, no decoding); and the resolution is the model's, if given."""
     if data.is_zip:
         _check_zip_members(data)
-    else:             # a folder: the first and the last frame of each video
+    else:
         for name, n in zip(data.names, data.lengths):
             for i in sorted({0, n - 1}):
                 if not os.path.isfile(os.path.join(data.path, data._member(name, i))):
                     raise DataError(f"{data.path}: video '{name}' lists {n} frames but frame {i} is missing")
     from PIL import Image
-    for name in data.names:                                  # image headers only: no decoding
+    for name in data.names:
         member = data._member(name, 0)
         try:
             with data._open_member(member) as f, Image.open(f) as img:
@@ -3710,8 +3652,7 @@ def check_dataset_files(data: VideoFolder, resolution: Optional[int]) -> None:
 
 def _check_zip_members(data: VideoFolder) -> None:
     """Every listed frame <name>/<i:06d><ext>, i < frames, is a member: one pass over the zip's index."""
-    wanted = dict(zip(data.names, data.lengths))
-    found = {name: set() for name in data.names}
+    wanted, found = dict(zip(data.names, data.lengths)), {name: set() for name in data.names}
     # Exactly the names _member writes, f"{i:06d}": six digits, or more without a leading zero
     # ('0000001.jpg' would otherwise count as frame 1, which is read as '000001.jpg' and is missing).
     pattern = re.compile(r"(\d{6}|[1-9]\d{6,})" + re.escape(data.ext) + "$")
@@ -3745,25 +3686,21 @@ def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
 
 
 def write_error_reason(e: Exception, path: str) -> str:
-    """Why writing `path` failed, in words. An OSError says it, except a broken pipe (ffmpeg, which
-    wrote the file, has stopped); torch's zip writer hides it in a RuntimeError ("... open file failed
-    with strerror: Read-only file system", or only "failed writing file" on a full disk)."""
+    """Why writing `path` failed, in words: an OSError says it, except a broken pipe (ffmpeg, which writes the
+    file, has stopped); torch's zip writer hides it in a RuntimeError ("... strerror: Read-only file system")."""
     broken_pipe = isinstance(e, BrokenPipeError) or "broken pipe" in _first_line(e).lower()   # (imageio: IOError)
     if isinstance(e, OSError) and not broken_pipe:
         return os_error_reason(e, path)
-    hidden = re.search(r"strerror: ([^\n]+)", str(e))
-    if hidden:
+    if hidden := re.search(r"strerror: ([^\n]+)", str(e)):
         return hidden.group(1).strip()
-    if shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20:
+    if shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20:   # torch: "failed writing file"
         return "no space left on device"
     return "the ffmpeg writer stopped (broken pipe)" if broken_pipe else _first_line(e)
 
 
 def _atomic_write(path: str, write, fsync: bool = False) -> None:
-    """write(tmp) to <stem>.partial-<pid><ext> beside `path` (the extension kept: image writers read the
-    format from it), then rename it into place, so a crash or Ctrl-C never leaves half a file at `path`.
-    With fsync the bytes are on the disk before the rename: after a power cut the checkpoint is the old
-    one or the new one, never a torn one."""
+    """write(tmp) to <stem>.partial-<pid><ext> beside `path` (the extension kept: image writers read the format
+    from it), then rename it into place. With fsync the bytes reach the disk first: a power cut leaves old or new."""
     stem, ext = os.path.splitext(path)
     tmp = f"{stem}.partial-{os.getpid()}{ext}"
     try:
@@ -3782,8 +3719,8 @@ def _atomic_write_text(path: str, text: str) -> None:
 
 
 def remove_stale_partials(path: str) -> None:
-    """Remove <stem>.partial-<pid>[.mp4] beside `path` left by a writer that is gone (kill -9, a power
-    cut); one whose process still runs belongs to another writer and stays."""
+    """Remove <stem>.partial-<pid>[.mp4] beside `path` left by a writer that is gone (kill -9, a power cut);
+    one whose process still runs belongs to another writer and stays."""
     import glob
     stem = path[:-4] if path.lower().endswith(".mp4") else path.rstrip("/")
     for leftover in glob.glob(glob.escape(stem) + ".partial-*"):
@@ -3792,28 +3729,25 @@ def remove_stale_partials(path: str) -> None:
             continue
         try:
             os.kill(int(pid.group(1)), 0)                   # signal 0: only asks whether it exists
-            continue
         except ProcessLookupError:
-            pass
+            with contextlib.suppress(OSError):
+                shutil.rmtree(leftover) if os.path.isdir(leftover) else os.remove(leftover)
         except OSError:                                     # (EPERM: it exists, as another user)
-            continue
-        with contextlib.suppress(OSError):
-            shutil.rmtree(leftover) if os.path.isdir(leftover) else os.remove(leftover)
+            pass
 
 
 def truncate_log(path: str, kimg: float) -> int:
-    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many
-    were dropped. A run killed between two checkpoints had logged kimg that the resumed run does
-    again: without this, plot and every reader of the log would see those kimg twice."""
+    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many were dropped.
+    A run killed between two checkpoints logged kimg that the resumed run does again: readers would see them twice."""
     if not os.path.isfile(path):
         return 0
     with open(path) as f:
         lines = f.readlines()
-    def keep(line):
+    kept = []
+    for line in lines:                                           # (a torn last line of a killed run: dropped)
         with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
-            return float(json.loads(line)["kimg"]) <= kimg + 1e-9
-        return False                                             # a torn last line of a killed run
-    kept = [line for line in lines if keep(line)]
+            if float(json.loads(line)["kimg"]) <= kimg + 1e-9:
+                kept.append(line)
     if len(kept) < len(lines):
         _atomic_write_text(path, "".join(kept))
     return len(lines) - len(kept)
@@ -3822,12 +3756,8 @@ def truncate_log(path: str, kimg: float) -> int:
 # --- Signals and processes --------------------------------------------------------------------
 
 class GracefulStop:
-    """Ctrl-C (SIGINT) and `kill` (SIGTERM) ask the training loop to finish its step, save and stop.
-
-    A context manager (main thread only; elsewhere a no-op): the first signal sets `requested`; a
-    second Ctrl-C stops at once (KeyboardInterrupt), further SIGTERMs are ignored (a supervisor
-    that sends TERM twice still gets its checkpoint). The old handlers come back on exit.
-    """
+    """Ctrl-C (SIGINT) or `kill` (SIGTERM) sets `requested` (main thread only); a second Ctrl-C stops at once
+    (KeyboardInterrupt), further SIGTERMs are ignored: a supervisor that sends TERM twice still gets its checkpoint."""
 
     def __init__(self):
         self.requested, self._old = False, {}
@@ -3854,31 +3784,20 @@ def _ignore_signals(_worker_id: int) -> None:
 
 
 def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
-    """Did any process get a signal? All must agree to stop at the same step, or the others would
-    wait forever in the next step's all_reduce."""
+    """Did any process get a signal? All stop at the same step, or the others would hang in the next all_reduce."""
     flag = torch.tensor([float(stop.requested)], device=dist.device)
     return dist.all_reduce_sum(flag).item() > 0
 
 
 def _unwrap_worker_errors(loader):
-    """Iterate a DataLoader; a DataError raised in a worker comes back as the worker's one-line message.
-
-    (DataLoader re-raises a worker's exception with the worker's whole traceback in its message.)
-    Closing the generator shuts the workers down at once: they ignore SIGTERM (it is the training
-    process's to handle), so they must not be left for the interpreter's exit to terminate.
-    """
+    """Iterate a DataLoader; a worker's DataError comes back as its one line, not with the worker's traceback. Closing
+    it shuts the workers down now: they ignore SIGTERM, so they must not be left for the interpreter's exit to end."""
     iterator = iter(loader)
     try:
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except DataError as e:
-                lines = [line for line in str(e).splitlines() if line.strip()]
-                last = lines[-1] if lines else str(e)
-                raise DataError(last.split("DataError: ", 1)[-1]) from None
-            yield batch
+        yield from iterator
+    except DataError as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise DataError((lines[-1] if lines else str(e)).split("DataError: ", 1)[-1]) from None
     finally:
         shutdown = getattr(iterator, "_shutdown_workers", None)     # only with worker processes
         if shutdown is not None:
@@ -3886,27 +3805,18 @@ def _unwrap_worker_errors(loader):
 
 
 def _release_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere a no-op).
-
-    Rendering allocates and frees the same few-MB activations for every chunk; glibc keeps freed
-    blocks in a heap that slowly fragments, and over an hour of chunks the peak memory crept up by
-    ~17 % (measured). Trimming every few dozen chunks keeps it flat at no measurable cost.
-    """
+    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere a no-op). Rendering frees the same few-MB
+    activations every chunk and glibc's heap fragments: over an hour the peak crept up ~17 % (measured) without it."""
     with contextlib.suppress(Exception):
-        import ctypes
         import ctypes.util
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """Start `world` training processes here and wait for them; Ctrl-C / SIGTERM reach every one.
-
-    Ctrl-C in a terminal signals the whole process group; `kill` signals only us. Either way we pass
-    a SIGTERM on to every worker (they treat it as a request to save and stop, and ignore repeats)
-    and wait (join). When one worker exits non-zero (130 after a signal, or an error), torch's join
-    sends SIGTERM to the rest and SIGKILL 30 s later; after a signal that is safe, because no worker
-    exits before all have passed the barrier that follows rank 0's save (_train_worker).
-    """
+    """Start `world` training processes here and wait for them. Ctrl-C (to the whole process group) or `kill`
+    (to us only): we pass a SIGTERM on to every worker (save and stop; repeats ignored) and wait. When one exits
+    non-zero (130 after a signal, or an error), torch's join sends SIGTERM to the rest and SIGKILL 30 s later:
+    safe after a signal, as no worker exits before all pass the barrier after rank 0's save (_train_worker)."""
     import socket
     with socket.socket() as sock:                              # a free port on this machine
         sock.bind(("127.0.0.1", 0))
@@ -3915,10 +3825,9 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
         _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
 
     def forward(_signum, _frame):
-        for process in context.processes:
+        for pid in [process.pid for process in context.processes if process.pid]:
             with contextlib.suppress(OSError):
-                if process.pid:
-                    os.kill(process.pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not context.join():
@@ -3937,52 +3846,35 @@ def _raise_keyboard_interrupt(_signum, _frame):
 # --- The run directory: one training at a time ------------------------------------------------
 
 class RunLock:
-    """An exclusive lock on a run directory (<outdir>/train.lock, fcntl) held while one training runs.
-
-    The lock belongs to the process, so the OS releases it when the process dies, however it dies;
-    the file keeps the holder's pid for the error message. (No locking on Windows, where fcntl is
-    missing.) Taking it also removes what a killed run left behind: temporary checkpoint, config and
-    log files and half-written preview videos, which nobody else can be writing while we hold it.
-    """
+    """An exclusive fcntl lock on <outdir>/train.lock while one training runs (none on Windows): the OS releases it
+    however the process dies; the file keeps the holder's pid for the error message. Taking it also removes what a
+    killed run left (temporary checkpoint, config and log files, half-written previews): nobody else writes them."""
 
     def __init__(self, outdir: str):
         self.outdir, self.file = outdir, None
 
     @staticmethod
-    def busy(outdir: str, pid: str) -> UserError:
-        return UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
-                         f"wait for it or stop it, or train into another --outdir")
-
-    @staticmethod
-    def holder(outdir: str) -> Optional[str]:
-        """The pid of the training that holds outdir's lock, or None; creates nothing."""
-        path = os.path.join(outdir, "train.lock")
-        if fcntl is None or not os.path.isfile(path):
-            return None
-        with open(path, "r") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                return f.read().strip() or "?"
-        return None
+    def _flock(file, outdir: str, how: int) -> None:
+        """flock `file` without waiting; if another training holds it, close it and say so (its pid)."""
+        try:
+            fcntl.flock(file.fileno(), how | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            pid = file.read().strip() or "?"
+            file.close()
+            raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
+                            f"wait for it or stop it, or train into another --outdir") from None
 
     def acquire(self) -> "RunLock":
         os.makedirs(self.outdir, exist_ok=True)
         self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
         if fcntl is not None:
-            try:
-                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self.file.seek(0)
-                pid = self.file.read().strip() or "?"
-                self.file.close()
-                raise RunLock.busy(self.outdir, pid) from None
+            RunLock._flock(self.file, self.outdir, fcntl.LOCK_EX)
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
-        import glob
-        # (*.tmp-*: the temporary checkpoint name of earlier versions of this file)
+        import glob                              # (*.tmp-*: the temporary checkpoint name of earlier versions)
         stale = [p for pattern in ("*.tmp-*", "*.partial-*", os.path.join("samples", "*.partial-*"))
                  for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
         for path in stale:
@@ -3999,11 +3891,10 @@ def check_run_dir(outdir: str, resuming: bool) -> None:
     """A new run never writes into a directory that holds something, and never beside a live run."""
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
-    pid = RunLock.holder(outdir)
-    if pid is not None:
-        raise RunLock.busy(outdir, pid)
-    # What a run that failed before its first step leaves (a bad dataset, a typo in a flag found late)
-    # is no run: starting over there loses nothing, so it does not block the directory.
+    if fcntl is not None and os.path.isfile(os.path.join(outdir, "train.lock")):
+        with open(os.path.join(outdir, "train.lock")) as f:
+            RunLock._flock(f, outdir, fcntl.LOCK_SH)          # (a shared lock: only asks whether one runs)
+    # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
     entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
     if entries and not resuming:
         raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
@@ -4016,8 +3907,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
 
     def error(self, message):
-        command = self.prog.split()[-1] if " " in self.prog else None
-        hint = f" (see: stylegan_v.py {command} --help)" if command else ""
+        hint = f" (see: stylegan_v.py {self.prog.split()[-1]} --help)" if " " in self.prog else ""
         print(f"stylegan_v.py: error: {message}{hint}", file=sys.stderr)
         sys.exit(2)
 
@@ -4039,8 +3929,6 @@ def _in_range(kind, lo, hi, lo_open=False, hi_open=False):
 
 
 SEED = _in_range(int, 0, 2 ** 32 - 1)          # every seed flag
-
-
 KIMG = _in_range(float, 0, 1e6, lo_open=True)   # --kimg, --snap, --tick, --ada-kimg
 
 
@@ -4088,9 +3976,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="R1 weight (default: the preset's; 0.0002 * res^2 / batch = 0.2 at 256^2 and batch 64; tiny 3)")
     t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
     t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
-    t.add_argument("--d-cond", choices=["hyper", "concat", "none"],
-                   help="time-gap conditioning of D: hyper = paper (ModConv + projection), concat = release "
-                        "(projection only), none = no time information")
+    t.add_argument("--d-cond", choices=["hyper", "concat", "none"], help="time-gap conditioning of D: hyper = paper "
+                   "(ModConv + projection), concat = release (projection only), none = no time information")
     t.add_argument("--lr", type=_in_range(float, 0, 1, lo_open=True), help="Adam learning rate (paper 0.0025)")
     t.add_argument("--ada-kimg", type=KIMG, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
     t.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
@@ -4152,10 +4039,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one error path of every command and every training process: a mistake the user can fix
-    (UserError) or a failing file system (OSError: a full disk, a read-only folder) is ONE line,
-    "stylegan_v.py: error: ...", exit status 2; an interruption is exit status 130. Anything else
-    is a bug, and keeps its traceback."""
+    """The one way out of every command and every training process (the policy: §14's banner): a UserError or an
+    OSError is ONE line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
     if isinstance(e, UserError):
         message = str(e)
     elif isinstance(e, OSError):
