@@ -819,8 +819,8 @@ class ReleaseTimeGapEncoder(nn.Module):
 
     def __init__(self, k: int, dim: int, cmap_dim: int, max_time: int):
         super().__init__()
-        T = 2 ** math.ceil(math.log2(max_time))
-        self.embed = nn.Embedding(max_time, dim)
+        T = 2 ** math.ceil(math.log2(max_time))                 # the Fourier features' longest period, in frames
+        self.embed = nn.Embedding(max_time, dim)                  # one learned vector per integer gap < max_time
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(int(math.log2(T))) / T)   # [F] rad/frame
         self.project = FC((k - 1) * (dim + 2 * len(self.freqs)), cmap_dim)
         self.mapping = nn.Sequential(*(FC(cmap_dim, cmap_dim, act="lrelu", lr_mul=0.01) for _ in range(2)))
@@ -869,20 +869,20 @@ class Discriminator(nn.Module):
         super().__init__()
         self.k = k = k or cfg.frames_per_clip
         release = cfg.arch == "release"
-        self.cond = ("concat" if release else cfg.d_cond) if k > 1 else "none"
+        self.cond = ("concat" if release else cfg.d_cond) if k > 1 else "none"   # one frame has no time gap
         self.mbstd_group, self.mbstd_strided = cfg.mbstd_group, release
         R = cfg.resolution
         self.concat_res = min(cfg.d_concat_res, R)
         if release and self.concat_res >= R:
             raise ValueError(f"arch 'release' needs a resolution above d_concat_res ({cfg.d_concat_res})")
-        self.cmap_dim = cfg.d_channels(4)
+        self.cmap_dim = cfg.d_channels(4)      # c is as wide as the 4x4 features it is projected on (StyleGAN2)
         if self.cond == "none":
             self.time_enc = None
         elif release:
             self.time_enc = ReleaseTimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim, cfg.max_time)
         else:
             self.time_enc = TimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim)
-        fp16_min = R // 2 ** (cfg.num_fp16_res - 1)
+        fp16_min = R // 2 ** (cfg.num_fp16_res - 1)            # the top num_fp16_res resolutions, as in G
         ch = cfg.d_channels
         # The release halves the channels of each frame's features before the concatenation
         # (num_frames_div_factor 2); the paper concatenates them whole (Sec 3.2: 512k x 16 x 16).
@@ -896,9 +896,11 @@ class Discriminator(nn.Module):
             out_ch = ch(res // 2) // div if res // 2 == self.concat_res else ch(res // 2)
             self.blocks.append(DiscriminatorBlock(in_ch, ch(res), out_ch, self.cmap_dim,
                                                   self.cond == "hyper", clamp, res >= fp16_min))
+        # The epilogue (StyleGAN2's): minibatch-stddev adds 1 channel, a 3x3 conv, an FC on the flattened
+        # 4x4 map, and an output of cmap_dim for the projection onto c (1 logit when D is not conditioned).
         C4 = ch(4)
         self.epi_conv = Conv2d(C4 + 1, C4, 3, conv_clamp=clamp)
-        self.epi_fc = FC(C4 * 16, C4, act="lrelu")
+        self.epi_fc = FC(C4 * 16, C4, act="lrelu")                        # [B, C4 * 4 * 4] -> [B, C4]
         self.epi_out = FC(C4, self.cmap_dim if self.cond != "none" else 1)
         self.block_res = [2 ** i for i in range(int(math.log2(R)), 2, -1)]
         self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]   # see SynthesisNetwork
@@ -1307,7 +1309,7 @@ class VideoFolder:
         self._zip, self._zip_pid = None, None
         if not os.path.exists(path):
             raise DataError(f"{path}: no such dataset (make one with: python prepare_data.py SRC {path})")
-        self.is_zip = os.path.isfile(path)
+        self.is_zip = os.path.isfile(path)                       # a zip, or a folder of the same layout
         if self.is_zip and not zipfile.is_zipfile(path):
             raise DataError(f"{path}: not a zip file or a dataset folder")
         try:
@@ -1950,7 +1952,7 @@ def load_generator(path: str, device="cpu"):
     except RuntimeError as e:
         raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' generator "
                               f"({_first_line(e)})")
-    return G.eval().requires_grad_(False).to(device), cfg
+    return G.eval().requires_grad_(False).to(device), cfg        # for rendering: no autograd graph
 
 
 # --- Rendering at any t: seeded, addressable, bit-exact -------------------------------------------
@@ -2094,7 +2096,7 @@ class FrameSink:
         self.out, self.is_video = out, out.lower().endswith(".mp4")
         FrameSink.check(out)
         remove_stale_partials(out)                           # what a killed sample to `out` left (Appendix D)
-        self.count = 0
+        self.count = 0                                       # frames written so far (the PNGs' numbers)
         if self.is_video:
             import imageio.v2 as imageio
             self.tmp = out[:-4] + f".partial-{os.getpid()}.mp4"
@@ -2189,39 +2191,18 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 # §14 Command line: train, sample, convert (bench, doctor, figures, plot: Appendix C; flags: Appendix D)
 # ------------------------------------------------------------------------------------------------
 # Each command is a thin `cmd_*` over the sections above (bench, doctor, figures and plot are in Appendix
-# C); `build_parser` (Appendix D) gives every flag its default and range. One error policy everywhere: a
-# mistake the user can fix raises UserError, a failing file system OSError, and `_exit_on_error` (D) prints
-# either as ONE line, "stylegan_v.py: error: ...", exit status 2, never a traceback; Ctrl-C and SIGTERM
-# exit 130 (train saves first). Every output file is written under a temporary name and renamed when
-# complete; log.jsonl is appended to, and cut back to the checkpoint on --resume (truncate_log).
+# C); `build_parser` (Appendix D) gives every flag its default and range, and D's `_pick_device`,
+# `_check_train_flags` and `_check_devices` check flags against each other and the machine before any work.
+# One error policy everywhere: a mistake the user can fix raises UserError, a failing file system OSError,
+# and `_exit_on_error` (D) prints either as ONE line, "stylegan_v.py: error: ...", exit status 2, never a
+# traceback; Ctrl-C and SIGTERM exit 130 (train saves first). Every output file is written under a
+# temporary name and renamed when complete; log.jsonl is appended to, and cut back to the checkpoint on
+# --resume (truncate_log).
 #
 #   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
 #   sample   checkpoint -> .mp4 or PNG frames of any length and frame rate (§13)
 #   convert  an authors' network-snapshot-*.pkl -> a checkpoint of ours
 #   bench, doctor, figures, plot: speed; the CUDA kernel's build and parity; the README's pictures
-
-
-def _set_custom_ops(args) -> None:
-    """--no-custom-ops: the PyTorch reference everywhere, for this process (commands that have the flag)."""
-    global USE_CUSTOM_OPS
-    USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)
-
-
-def _pick_device(name: Optional[str]) -> torch.device:
-    """--device as a torch.device, checked now: a CUDA name on a machine without CUDA, a misspelt name
-    or a GPU index past the count is one error line here, not a failure after the model is built
-    (and, for a misspelt name, not a silent run on the CPU)."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    return device
 
 
 def cmd_sample(args) -> None:
@@ -2239,11 +2220,11 @@ def cmd_sample(args) -> None:
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
     fps = args.fps or cfg.fps
-    seeds = list(range(args.seed, args.seed + args.num))
+    seeds = list(range(args.seed, args.seed + args.num))            # video i: content seed + i, motion seed + i
     mseed = args.seed if args.motion_seed is None else args.motion_seed
     motion_seeds = list(range(mseed, mseed + args.num))
     print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
-    t0, replaced = time.time(), os.path.isfile(args.out)
+    t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
     n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
                args.truncation, args.batch)
     dt = time.time() - t0
@@ -2266,30 +2247,6 @@ def cmd_convert(args) -> None:
     save_checkpoint(args.out, state)
     print(f"wrote {args.out}: arch '{cfg.arch}' {cfg.resolution}^2 G_ema, G, D and ADA's p = {state['aug_p']:.3f} "
           f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
-
-
-def _train_overrides(args) -> dict:
-    """Config fields set on the command line (None = keep the preset's value)."""
-    o = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
-             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
-             span_dist=args.span_dist, amp_dtype=args.amp_dtype)
-    return {k: v for k, v in o.items() if v is not None}
-
-
-def _check_train_flags(args, data: VideoFolder) -> None:
-    """Flags that contradict each other or the machine, refused before any work (not silently ignored)."""
-    if args.p is not None and args.aug == "none":
-        raise UserError("--p sets the augmentation probability, but --aug none augments nothing")
-    if args.fp32 and args.amp_dtype not in (None, "auto", "float32"):
-        raise UserError(f"--fp32 runs every layer in float32, but --amp-dtype {args.amp_dtype} asks for lower precision")
-    on_cpu = (args.device or "").startswith("cpu") or (args.device is None and not torch.cuda.is_available())
-    if on_cpu and args.amp_dtype == "float16":     # CPUs emulate fp16 convolutions: measured ~70x slower
-        raise UserError("--amp-dtype float16 is for CUDA; on a CPU use bfloat16 (or leave it at auto: float32)")
-    for m in args.metrics:                          # fvd.py's rule: some video must hold one whole clip
-        frames = int(m[len("fvd"):])
-        if max(data.lengths) < frames:
-            raise UserError(f"--metrics {m}: needs videos of at least {frames} frames; the longest in "
-                            f"{args.data} has {max(data.lengths)}")
 
 
 def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
@@ -2339,9 +2296,9 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 def cmd_train(args) -> None:
     """`train`: resolve the config, check every input, then run 1 process, N spawned ones, or torchrun's."""
     cfg = make_config(args.preset, **_train_overrides(args))
-    if args.kimg is None:
+    if args.kimg is None:           # the paper's 256^2 models saw ~23 M frames (2 days on 4 V100s)
         args.kimg = 200.0 if args.preset == "tiny" else 25000.0
-    if args.snap is None:
+    if args.snap is None:           # at least 5 snapshots, at most 200 kimg apart
         args.snap = min(200.0, args.kimg / 5)
     if args.outdir is None:
         args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
@@ -2355,20 +2312,11 @@ def cmd_train(args) -> None:
     if args.resume:                                            # (an authors' snapshot brings its architecture)
         _, cfg = load_resume_state(args.resume, args.outdir, cfg)
     ClipDataset(data, cfg)                                     # built for its checks only (clip length vs videos)
-    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    if args.device is not None:
-        _pick_device(args.device)                              # a device that exists, or one line
-    if world > 1 and (args.device or "").startswith("cuda:"):
-        raise UserError(f"--device {args.device}: with {world} processes each takes the GPU of its rank; "
-                        f"choose the GPUs with CUDA_VISIBLE_DEVICES instead")
-    if not torchrun and world > 1 and args.device != "cpu":
-        n = torch.cuda.device_count()
-        if world > n:
-            raise UserError(f"--gpus {world}: only {n} CUDA device(s) present"
-                            + ("" if n else " (use --device cpu to run CPU processes instead)"))
-    main_process = not torchrun or int(os.environ["RANK"]) == 0
+    _check_devices(args, world, torchrun)                      # --device and --gpus against the machine
+    main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
     if main_process:
         check_run_dir(args.outdir, resuming)
     if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
@@ -3902,6 +3850,67 @@ def check_run_dir(outdir: str, resuming: bool) -> None:
 
 
 # --- Flags, their ranges, and the one error path ----------------------------------------------
+
+def _set_custom_ops(args) -> None:
+    """--no-custom-ops: the PyTorch reference everywhere, for this process (commands that have the flag)."""
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)
+
+
+def _pick_device(name: Optional[str]) -> torch.device:
+    """--device as a torch.device, checked now: a CUDA name on a machine without CUDA, a misspelt name
+    or a GPU index past the count is one error line here, not a failure after the model is built
+    (and, for a misspelt name, not a silent run on the CPU)."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return device
+
+
+def _train_overrides(args) -> dict:
+    """Config fields set on the command line (None = keep the preset's value)."""
+    o = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
+             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
+             span_dist=args.span_dist, amp_dtype=args.amp_dtype)
+    return {k: v for k, v in o.items() if v is not None}
+
+
+def _check_train_flags(args, data: VideoFolder) -> None:
+    """Flags that contradict each other or the machine, refused before any work (not silently ignored)."""
+    if args.p is not None and args.aug == "none":
+        raise UserError("--p sets the augmentation probability, but --aug none augments nothing")
+    if args.fp32 and args.amp_dtype not in (None, "auto", "float32"):
+        raise UserError(f"--fp32 runs every layer in float32, but --amp-dtype {args.amp_dtype} asks for lower precision")
+    on_cpu = (args.device or "").startswith("cpu") or (args.device is None and not torch.cuda.is_available())
+    if on_cpu and args.amp_dtype == "float16":     # CPUs emulate fp16 convolutions: measured ~70x slower
+        raise UserError("--amp-dtype float16 is for CUDA; on a CPU use bfloat16 (or leave it at auto: float32)")
+    for m in args.metrics:                          # fvd.py's rule: some video must hold one whole clip
+        frames = int(m[len("fvd"):])
+        if max(data.lengths) < frames:
+            raise UserError(f"--metrics {m}: needs videos of at least {frames} frames; the longest in "
+                            f"{args.data} has {max(data.lengths)}")
+
+
+def _check_devices(args, world: int, torchrun: bool) -> None:
+    """--device and --gpus against this machine, before any process starts: one line, not a failure later."""
+    if args.device is not None:
+        _pick_device(args.device)                              # a device that exists, or one line
+    if world > 1 and (args.device or "").startswith("cuda:"):
+        raise UserError(f"--device {args.device}: with {world} processes each takes the GPU of its rank; "
+                        f"choose the GPUs with CUDA_VISIBLE_DEVICES instead")
+    if not torchrun and world > 1 and args.device != "cpu":
+        n = torch.cuda.device_count()
+        if world > n:
+            raise UserError(f"--gpus {world}: only {n} CUDA device(s) present"
+                            + ("" if n else " (use --device cpu to run CPU processes instead)"))
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
