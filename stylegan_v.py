@@ -3404,11 +3404,13 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
                 size=(640, 400), markers: bool = True) -> np.ndarray:
     """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend, drawn with Pillow
     (imageio's dependency) and its built-in font, so the README's pictures need no plotting library."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
     W, H = size
-    left, right, top, bottom = 64, 16, 16, 44                    # margins for tick labels
+    left, right, top, bottom = 64, 16, 24, 44                    # margins for tick labels; the y label on top
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
+    with contextlib.suppress(TypeError):                         # (Pillow < 10.1: its bitmap font)
+        draw.font = ImageFont.load_default(size=12)              # at its default size 10 words run together
     xs, ys = np.concatenate(list(curves.values())).T
     x_hi, x_step = _axis(xs.max())
     y_ticks = max(2, min(6, (H - top - bottom) // 25))          # fewer ticks on a short plot
@@ -3423,8 +3425,9 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
         draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
         draw.text((left - 6, py(y)), f"{round(y, 9) + 0:g}", fill="black", anchor="rm")
     draw.rectangle([left, top, W - right, H - bottom], outline="black")
-    draw.text(((left + W - right) / 2, H - 14), xlabel, fill="black", anchor="ma")
-    draw.text((6, top), ylabel, fill="black")
+    draw.text(((left + W - right) / 2, H - 18), xlabel, fill="black", anchor="ma")
+    draw.text((left, top - 4), ylabel, fill="black", anchor="ld")    # above the frame, clear of the ticks
+    legend_x = W - right - 36 - max(draw.textlength(label) for label in curves)
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
     for i, (label, c) in enumerate(curves.items()):
         colour, legend_y = colours[i % len(colours)], top + 12 + 14 * i
@@ -3433,8 +3436,8 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
         for x, y in points if markers else []:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         if len(curves) > 1:                                      # a legend, where there is a choice
-            draw.line([(W - right - 150, legend_y), (W - right - 130, legend_y)], fill=colour, width=2)
-            draw.text((W - right - 124, legend_y), label, fill="black", anchor="lm")
+            draw.line([(legend_x, legend_y), (legend_x + 20, legend_y)], fill=colour, width=2)
+            draw.text((legend_x + 26, legend_y), label, fill="black", anchor="lm")
     return np.asarray(img)
 
 
@@ -3514,12 +3517,14 @@ def read_metric_curve(run: str, metric: str) -> np.ndarray:
 def cmd_plot(args) -> None:
     """A metric over kimg for one or more runs (the README's FVD curve)."""
     import imageio.v3 as iio
+    if os.path.splitext(args.out)[1].lower() not in (".png", ".jpg", ".jpeg"):
+        raise UserError(f"{args.out}: --out is a .png or .jpg file")
     labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
     if len(labels) != len(args.runs):
         raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
     curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
     image = plot_curves(curves, args.metric.upper().replace("FVD", "FVD_"))
-    _atomic_write(args.out, lambda tmp: iio.imwrite(tmp, image, extension=".png"))
+    _atomic_write(args.out, lambda tmp: iio.imwrite(tmp, image))    # the format of the name's extension
     for label, c in curves.items():
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
     print(f"wrote {args.out}")

@@ -1890,6 +1890,12 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     log.write_text('{"kimg": 0.0, "fvd16": 9.0}\n{"kimg": 10.0, "fvd16": 5.0}\n{"kimg": 10.0, "fvd16": 4.0}\n'
                    '{"kimg": 5.0, "fvd16": 7.0}\n')
     assert sv.read_metric_curve(str(log), "fvd16").tolist() == [[0.0, 9.0], [5.0, 7.0], [10.0, 4.0]]
+    # the image's format is its name's: a .jpg is a JPEG (it was PNG bytes once), and a .gif is refused
+    sv.main(["plot", str(log), "--out", str(tmp_path / "curve.jpg")])
+    assert (tmp_path / "curve.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    with pytest.raises(SystemExit):
+        sv.main(["plot", str(log), "--out", str(tmp_path / "curve.gif")])
+    assert not (tmp_path / "curve.gif").exists()
 
 
 @requires_gpu
