@@ -1810,10 +1810,13 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         stop_now = _stop_requested_anywhere(stop, dist)
         if _crossed(trainer.nimg, snap, last_snap) or done or stop_now:
             last_snap = trainer.nimg
-            end = "interrupted" if stop_now else "done" if done else None
-            _snapshot(trainer, outdir, previews, bar, clock, end)
+            ckpt = _snapshot(trainer, outdir, previews, clock)
             if metrics and not stop_now:
                 _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
+            if dist.main and (done or stop_now):                 # the run's last line: its checkpoint, what next
+                bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
+                          if stop_now else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
+                          f"python stylegan_v.py sample --ckpt {outdir})")
         trainer.interrupted = stop_now
         return done or stop_now
 
@@ -1847,21 +1850,15 @@ def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
     return nimg // every > since_nimg // every
 
 
-def _snapshot(trainer: Trainer, outdir: str, previews: bool, bar, clock: dict, end: Optional[str] = None) -> None:
-    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process; at the `end` of a
-    run ('done' or 'interrupted') a line saying where the checkpoint is and what to do next."""
+def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str:
+    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process -> the checkpoint's path."""
     trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]    # kept across resumes
-    if not trainer.dist.main:
-        return
     ckpt = os.path.join(outdir, "checkpoint.pt")
-    save_checkpoint(ckpt, trainer.state_dict())
-    if previews:
-        save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
-    if end == "interrupted":
-        bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto")
-    elif end == "done":
-        bar.write(f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
-                  f"python stylegan_v.py sample --ckpt {outdir})")
+    if trainer.dist.main:
+        save_checkpoint(ckpt, trainer.state_dict())
+        if previews:
+            save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
+    return ckpt
 
 
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
@@ -2300,6 +2297,8 @@ def cmd_train(args) -> None:
         args.kimg = 200.0 if args.preset == "tiny" else 25000.0
     if args.snap is None:           # at least 5 snapshots, at most 200 kimg apart
         args.snap = min(200.0, args.kimg / 5)
+    if args.metric_videos is None:  # the paper's 2048 a side; I3D on a CPU: ~1 s a video, so 64 there
+        args.metric_videos = 2048 if _pick_device(args.device).type == "cuda" else 64
     if args.outdir is None:
         args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
     resuming = args.resume is not None                          # 'auto' also consents to reuse the directory
@@ -2323,7 +2322,8 @@ def cmd_train(args) -> None:
         print(json.dumps(dataclasses.asdict(with_fp32(cfg, args.fp32)), indent=2))   # as _start_run applies it
         print(f"dry run: would train {'on from --resume ' + args.resume if resuming else 'a new run'} to "
               f"{args.kimg:g} kimg in {args.outdir} with {world} process(es), a log line every {args.tick:g} kimg, "
-              f"a snapshot every {args.snap:g} kimg", file=sys.stderr)
+              f"a snapshot every {args.snap:g} kimg" + "".join(f", {m.upper()} on {args.metric_videos} videos a side"
+                                                             for m in args.metrics), file=sys.stderr)
         return
     lock = RunLock(args.outdir).acquire() if main_process else None
     try:
@@ -2662,7 +2662,8 @@ def _find_cuda_home():
 
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
-    """Build (or load from the cache) the CUDA plugin -> (module or None, status dict). Never raises nor warns:
+    """Build (or load from the cache) the CUDA plugin -> (module or None, status dict). Never raises nor warns
+    (a compile says so on stderr):
     load_modconv_plugin() decides what to tell the user (`warn`). force_compile_without_gpu: compile with no GPU
     visible (for CI: "a syntax or link error can never land"), for $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status,
     for `doctor`: ok, reason, from_cache, seconds, build_dir, log, arch_list, cuda_home, torch, warn."""
@@ -2728,9 +2729,8 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
             if not cpp_extension.is_ninja_available():
                 return finish(None, 'ninja is not installed (pip install ninja); it is needed to build the plugin',
                               warn=True)
-            if verbose:
-                print(f'[modconv] building the CUDA plugin for arch {arch_list} in {build_dir} '
-                      f'(about a minute, once)', file=sys.stderr)
+            print(f'[modconv] compiling the CUDA kernel for arch {arch_list} into {build_dir} (a minute or two, '
+                  f'once; later runs load it)', file=sys.stderr)   # said always: a silent minute looks like a hang
             # torch guessed a CUDA_HOME of its own at import (cpp_extension.CUDA_HOME); build with the one found
             # above, and for arch_list (load_inline reads TORCH_CUDA_ARCH_LIST).
             from unittest import mock
@@ -4008,7 +4008,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-loading worker processes per training process (default 2)")
     t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
     t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
-    t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=2048, help="videos per metric (paper 2048)")
+    t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=None,
+                   help="videos a side per metric (default: the paper's 2048 on a GPU, 64 on a CPU)")
     t.add_argument("--dry-run", action="store_true",
                    help="check the inputs, print the resolved model config (JSON) and the run's plan, stop")
     t.set_defaults(fn=cmd_train)

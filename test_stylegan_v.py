@@ -1112,6 +1112,8 @@ def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
     # one at kimg 0 (the freshly initialised generator: the start of the curve) and one at the snapshot
     assert [k for k, _ in fvds] == [0.0, 0.024] and all(np.isfinite(v) and v > 0 for _, v in fvds)
     assert fvds[0][1] != fvds[1][1]                                  # two different generators
+    last = r.stdout.strip().splitlines()[-2:]                      # the run's last word comes after its FVD
+    assert last[0].startswith("fvd16: ") and last[1].startswith("done: 0.02 kimg"), r.stdout[-500:]
     # ... and `plot` draws them
     r = run_cli("plot", out, "--labels", "tiny run", "--out", tmp_path / "curve.png")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -1311,6 +1313,15 @@ def test_dry_run_prints_the_config_that_trains(tmp_path, monkeypatch, capsys):
     cfg = json.loads(out)
     assert cfg["num_fp16_res"] == 0 and cfg["conv_clamp"] is None                 # as _start_run applies --fp32
     assert "dry run: would train a new run to 200 kimg in run with 1 process(es)" in err, err
+
+
+@pytest.mark.parametrize("flags, videos", [([], 64), (["--metric-videos", "2048"], 2048)])
+def test_fvd_during_training_defaults_to_64_videos_on_a_cpu(tmp_path, monkeypatch, capsys, flags, videos):
+    # The paper's 2048 videos a side would take I3D hours per snapshot on a CPU; a GPU keeps 2048.
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "d.zip", lengths=(18, 20))
+    sv.main(["train", "--data", "d.zip", "--preset", "tiny", "--device", "cpu", "--dry-run", "--metrics", "fvd16", *flags])
+    assert f"FVD16 on {videos} videos a side" in capsys.readouterr().err
 
 
 @slow
