@@ -3400,6 +3400,17 @@ def _axis(x: float, max_ticks: int = 6):
     return step * math.ceil(x / step), step
 
 
+def _y_range(ys: np.ndarray, max_ticks: int) -> tuple:
+    """(start, span, step) of a y axis that shows ys and 0 with 5 % to spare: ticks on multiples of the step,
+    so a curve below 0 gets ticks like -4, -2, 0, 2, not -3.3, -1.3, 0.7."""
+    lo, hi = min(0.0, ys.min() * 1.05), max(0.0, ys.max() * 1.05)
+    span, step = _axis(hi - lo, max_ticks)
+    if lo < 0:                                                   # start at a multiple of the step below lo
+        lo = math.floor(lo / step) * step
+        span = math.ceil((hi - lo) / step) * step
+    return lo, span, step
+
+
 def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
                 size=(640, 400), markers: bool = True) -> np.ndarray:
     """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend, drawn with Pillow
@@ -3414,8 +3425,7 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
     xs, ys = np.concatenate(list(curves.values())).T
     x_hi, x_step = _axis(xs.max())
     y_ticks = max(2, min(6, (H - top - bottom) // 25))          # fewer ticks on a short plot
-    y_lo = 0.0 if ys.min() >= 0 else -_axis(-ys.min() * 1.05, y_ticks)[0]   # below 0 where needed
-    y_hi, y_step = _axis(ys.max() * 1.05 - y_lo, y_ticks)
+    y_lo, y_hi, y_step = _y_range(ys, y_ticks)
     px = lambda x: left + x / x_hi * (W - left - right)
     py = lambda y: H - bottom - (y - y_lo) / y_hi * (H - top - bottom)
     for x in np.arange(0, x_hi + x_step / 2, x_step):           # grid, ticks and their labels

@@ -1888,6 +1888,8 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     # below the legend: curve a spans x = 0..10 of the axis (which ends at 10), curve b stops halfway
     assert np.nonzero(blue[60:])[1].max() > np.nonzero(red[60:])[1].max() + 200
     assert [sv._axis(x) for x in (0.9, 7, 24, 60.048, 4125 * 1.05)] == [(1, 0.2), (8, 2), (25, 5), (60, 10), (5000, 1000)]
+    # a y axis below 0 ticks at multiples of its step (Fig 9's bands): -4 ... 6 by 2, not -3.5 ... 6.5
+    assert sv._y_range(np.array([-3.3, 5.2]), 6) == (-4, 10, 2) and sv._y_range(np.array([80.0, 4125]), 6) == (0.0, 5000, 1000)
     log = tmp_path / "log.jsonl"
     log.write_text('{"kimg": 1.0, "loss_G": 1.0}\n')
     with pytest.raises(sv.UserError, match="no 'fvd16' values"):
