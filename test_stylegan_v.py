@@ -1137,6 +1137,8 @@ def test_resume_refuses_a_file_that_is_not_a_checkpoint_without_suggesting_unsaf
             sv.load_checkpoint(str(tmp_path / name))
         assert what in str(e.value) and "weights_only" not in str(e.value), str(e.value)
     data = write_dataset(tmp_path / "d.zip")
+    with pytest.raises(sv.CheckpointError, match="d.zip: not a StyleGAN-V checkpoint: it is a dataset"):
+        sv.load_checkpoint(str(data))                                # --data and --ckpt mixed up
     r = run_cli("train", "--data", data, "--outdir", tmp_path / "run", "--resume", tmp_path / "pickled.pt", "--dry-run")
     assert_one_error_line(r, "pickled.pt", "refused unread")
     assert "weights_only" not in r.stderr
