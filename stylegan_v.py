@@ -1926,10 +1926,8 @@ def load_checkpoint(path: str) -> dict:
         refused = isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower()
         what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: "
                 "unpickling it could run code)" if refused else "not a file torch.save wrote, or a truncated one")
-        if zipfile.is_zipfile(file):
-            with zipfile.ZipFile(file) as z:
-                if "dataset.json" in z.namelist():
-                    what = "it is a dataset (prepare_data.py's zip: pass it as --data)"
+        if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():   # (closed by its __del__)
+            what = "it is a dataset (prepare_data.py's zip: pass it as --data)"
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
     if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
