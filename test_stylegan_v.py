@@ -1469,16 +1469,18 @@ def test_cuda_kernel_compiles(tmp_path):
               f'print("STATUS " + json.dumps(st))')
     procs = [subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(2)]
-    statuses = []
+    statuses, said = [], []
     for proc in procs:
         output, _ = proc.communicate(timeout=3600)
         lines = [line for line in output.splitlines() if line.startswith('STATUS ')]
         assert lines, output
         statuses.append(json.loads(lines[-1][len('STATUS '):]))
+        said.append('[modconv] compiling the CUDA kernel for arch' in output)
     for status in statuses:
         log = open(status['log']).read() if status.get('log') and os.path.exists(status['log']) else ''
         assert status['ok'], f"{status['reason']}\n{log[-20000:]}"
     assert sorted(status['from_cache'] for status in statuses) == [False, True]
+    assert [not status['from_cache'] for status in statuses] == said     # a compile says so (not a silent minute)
     print('compile time (s):', max(status['seconds'] for status in statuses))
 
     module, status = svm.build_modconv_plugin(force_compile_without_gpu=True, cache_root=tmp_path)
