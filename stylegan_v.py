@@ -3498,9 +3498,10 @@ def cmd_figures(args) -> None:
     # Fig 9: channels of the acyclic embedding v_t over 2000 frames, one band per channel.
     t = np.arange(2000.0)
     v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
+    channels = range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]                           # the x label once, below
     save("embedding.png", np.concatenate([plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]",
-                                                      xlabel="t (frames)", size=(1000, 140), markers=False)
-                                          for c in range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]]))
+                                                      xlabel="t (frames)" if c == channels[-1] else "",
+                                                      size=(1000, 140), markers=False) for c in channels]))
 
 
 def read_metric_curve(run: str, metric: str) -> np.ndarray:
