@@ -3906,7 +3906,7 @@ def _check_train_flags(args, data: VideoFolder) -> None:
         raise UserError("--p sets the augmentation probability, but --aug none augments nothing")
     if args.fp32 and args.amp_dtype not in (None, "auto", "float32"):
         raise UserError(f"--fp32 runs every layer in float32, but --amp-dtype {args.amp_dtype} asks for lower precision")
-    on_cpu = (args.device or "").startswith("cpu") or (args.device is None and not torch.cuda.is_available())
+    on_cpu = _pick_device(args.device).type == "cpu"
     if on_cpu and args.amp_dtype == "float16":     # CPUs emulate fp16 convolutions: measured ~70x slower
         raise UserError("--amp-dtype float16 is for CUDA; on a CPU use bfloat16 (or leave it at auto: float32)")
     for m in args.metrics:                          # fvd.py's rule: some video must hold one whole clip
