@@ -1753,10 +1753,11 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
             raise UserError(f"{resume}: checkpoint does not fit this model ({_first_line(e)})")
-        if "opt_G" not in state and dist.main:
+    if state is not None and dist.main:
+        if "opt_G" not in state:
             print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
                   f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
-        elif dist.main:
+        else:
             path = checkpoint_path(outdir if resume == "auto" else resume)
             print(f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
             if trainer.nimg >= int(kimg * 1000):
@@ -2005,10 +2006,9 @@ def anchor_params(G, motion_seed: int, js, cache: Optional[dict] = None):
         if block is None:
             tokens = motion_tokens(int(motion_seed), b * nb - ctx, nb + ctx, D).to(_g_device(G))
             block = [p[0] for p in G.motion(tokens[None])]                 # 4 x [nb, D]
-            if cache is not None:
-                if len(cache) >= 256:                                      # bounded: memory stays flat;
-                    cache.pop(next(iter(cache)))                           # a dict keeps insertion order,
-                                                                           # so this drops the oldest block
+            if cache is not None and len(cache) >= 256:                    # bounded: memory stays flat; a
+                cache.pop(next(iter(cache)))                               # dict keeps insertion order, so
+            if cache is not None:                                          # this drops the oldest block
                 cache[key] = block
         rows.append([p[j - b * nb] for p in block])
     return [torch.stack([r[i] for r in rows]) for i in range(4)]
@@ -3659,8 +3659,10 @@ def write_error_reason(e: Exception, path: str) -> str:
         return os_error_reason(e, path)
     if hidden := re.search(r"strerror: ([^\n]+)", str(e)):
         return hidden.group(1).strip()
-    if shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2 ** 20:   # torch: "failed writing file"
-        return "no space left on device"
+    with contextlib.suppress(OSError):                    # torch says only "failed writing file"; a full disk
+        disk = shutil.disk_usage(os.path.dirname(os.path.abspath(path)))   # is the likely cause, but not on
+        if disk.total > 0 and disk.free < 2 ** 20:        # a pseudo-filesystem (/proc: total 0), nor a lost one
+            return "no space left on device"
     return "the ffmpeg writer stopped (broken pipe)" if broken_pipe else _first_line(e)
 
 

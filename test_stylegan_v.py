@@ -2116,6 +2116,17 @@ def test_a_read_only_disk_is_said_in_words_not_in_torch_internals(tmp_path):
         subprocess.run(["umount", str(disk)])
 
 
+def test_a_write_error_without_errno_blames_a_full_disk_only_on_a_real_full_disk(monkeypatch):
+    # torch's "failed writing file" and a broken ffmpeg pipe say no reason: a real disk with < 1 MiB free is
+    # the likely one; /proc (total 0) or a folder that vanished is not, and its own message is kept.
+    torch_error = RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file")
+    assert sv.write_error_reason(torch_error, "/proc/x.pt").startswith("[enforce fail")
+    assert sv.write_error_reason(BrokenPipeError(32, "Broken pipe"), "/no/such/dir/o.mp4") == \
+        "the ffmpeg writer stopped (broken pipe)"
+    monkeypatch.setattr(sv.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 4096, 4096))
+    assert sv.write_error_reason(torch_error, "/tmp/x.pt") == "no space left on device"
+
+
 # -- every numeric flag has a range, checked while parsing; one error line ---------------------
 
 
