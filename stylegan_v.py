@@ -1677,7 +1677,6 @@ class Trainer:
 def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
     """A grid video and a PNG strip from G_ema, with the same seeds every time: what changes between the
     previews of successive snapshots is the training, not the draw."""
-    import imageio.v3 as iio
     os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
     stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
     n = max(int(seconds * cfg.fps), 8)
@@ -1687,7 +1686,7 @@ def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int 
     strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
     tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [num*8, 1, H, W, 3]: one tile per frame
     strip_png = video_grid(tiles, cols=strip.shape[1])[0]           # [num*H, 8*W, 3]: a row per video
-    _atomic_write(stem + ".png", lambda tmp: iio.imwrite(tmp, strip_png))
+    _write_image(stem + ".png", strip_png)
 
 
 # log.jsonl: one JSON object per line, appended, so `tail -f` follows a run and a reader needs no
@@ -2088,8 +2087,16 @@ class FrameSink:
             raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
         if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
             raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
-        if ext != ".mp4" and os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-            raise UserError(f"{out}: exists and is not an empty folder")
+        if ext != ".mp4" and os.path.isfile(out):
+            raise UserError(f"{out}: is a file; --out is an .mp4 file or a folder for PNG frames (new or empty)")
+        if ext != ".mp4" and os.path.isdir(out) and [e for e in os.listdir(out) if not e.startswith(".partial-")]:
+            raise UserError(f"{out}: is a folder that holds files; PNG frames go to a new or an empty one")
+        probe = out.rstrip("/") + f".partial-{os.getpid()}"             # can a file be made there? (a folder's
+        try:                                                          # write bit does not say, on /proc or /sys)
+            open(probe, "x").close()
+            os.remove(probe)
+        except OSError as e:
+            raise UserError(f"{out}: cannot write here ({os_error_reason(e)})") from None
 
     def __init__(self, out: str, fps: float):
         self.out, self.is_video = out, out.lower().endswith(".mp4")
@@ -2106,6 +2113,9 @@ class FrameSink:
             self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
                                              quality=8, pixelformat="yuv420p", macro_block_size=1,
                                              ffmpeg_log_level="fatal")
+        elif os.path.isdir(out):                             # an empty folder (maybe a mount point, which
+            self.tmp = os.path.join(out, f".partial-{os.getpid()}")   # cannot be renamed onto): frames go into
+            os.makedirs(self.tmp)                            # it, and close() moves them up
         else:
             self.tmp = out.rstrip("/") + f".partial-{os.getpid()}"
             os.makedirs(self.tmp)
@@ -2116,8 +2126,8 @@ class FrameSink:
             for f in frames:
                 if self.is_video:
                     self.writer.append_data(f)
-                else:
-                    iio.imwrite(os.path.join(self.tmp, f"{self.count:06d}.png"), f)
+                else:                                        # (encoded in memory: see _write_image)
+                    Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
                 self.count += 1
         except (OSError, RuntimeError) as e:                     # a full disk, a lost mount, ffmpeg gone
             self._fail(e)
@@ -2126,9 +2136,14 @@ class FrameSink:
         try:
             if self.is_video:
                 self.writer.close()
-            elif os.path.isdir(self.out):
-                os.rmdir(self.out)                               # an empty folder we may replace
-            os.replace(self.tmp, self.out)
+                if not _mp4_is_complete(self.tmp):           # imageio ignores ffmpeg's exit status
+                    raise RuntimeError("ffmpeg could not finish the file")
+            if os.path.dirname(self.tmp) == self.out:        # frames inside the (empty) output folder
+                for name in sorted(os.listdir(self.tmp)):
+                    os.replace(os.path.join(self.tmp, name), os.path.join(self.out, name))
+                os.rmdir(self.tmp)
+            else:
+                os.replace(self.tmp, self.out)
         except (OSError, RuntimeError) as e:
             self._fail(e)
 
@@ -3455,7 +3470,6 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
 
 def cmd_figures(args) -> None:
     """The README's pictures from a checkpoint (and its dataset): strips of frames and Fig 9."""
-    import imageio.v3 as iio
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
     data = VideoFolder(args.data) if args.data else None
     if data is not None and data.resolution != cfg.resolution:
@@ -3470,7 +3484,7 @@ def cmd_figures(args) -> None:
         if args.zoom > 1 and name != "embedding.png":           # nearest-neighbour, for small frames
             image = image.repeat(args.zoom, axis=0).repeat(args.zoom, axis=1)
         path = os.path.join(args.out, name)
-        _atomic_write(path, lambda tmp: iio.imwrite(tmp, image))
+        _write_image(path, image)
         print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
     fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
@@ -3511,12 +3525,14 @@ def read_metric_curve(run: str, metric: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
     rows, keys = {}, set()
-    with open(path) as f:
+    with open(path, "rb") as f:                                  # bytes: a binary file is a line, not a crash
         for number, line in enumerate(f, 1):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}: line {number} is not JSON")
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}: line {number} is not a JSON object (not a run's log.jsonl)")
             keys.update(k for k, v in record.items() if k != "kimg" and isinstance(v, (int, float)))
             if metric in record:
                 rows[float(record["kimg"])] = float(record[metric])
@@ -3529,7 +3545,6 @@ def read_metric_curve(run: str, metric: str) -> np.ndarray:
 
 def cmd_plot(args) -> None:
     """A metric over kimg for one or more runs (the README's FVD curve)."""
-    import imageio.v3 as iio
     if os.path.splitext(args.out)[1].lower() not in (".png", ".jpg", ".jpeg"):
         raise UserError(f"{args.out}: --out is a .png or .jpg file")
     labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
@@ -3537,7 +3552,7 @@ def cmd_plot(args) -> None:
         raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
     curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
     image = plot_curves(curves, args.metric.upper().replace("FVD", "FVD_"))
-    _atomic_write(args.out, lambda tmp: iio.imwrite(tmp, image))    # the format of the name's extension
+    _write_image(args.out, image)                                # the format of the name's extension
     for label, c in curves.items():
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
     print(f"wrote {args.out}")
@@ -3677,6 +3692,10 @@ def _atomic_write(path: str, write, fsync: bool = False) -> None:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename not in (None, tmp):                          # (a write() error names no file)
+            raise
+        raise OSError(e.errno, e.strerror, path) from None        # the user's name, not our temporary one
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -3686,13 +3705,38 @@ def _atomic_write_text(path: str, text: str) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def _write_image(path: str, image: np.ndarray) -> None:
+    """uint8 [H, W, 3] -> an image file in the format of its extension, whole or not at all. Encoded in memory:
+    imageio writing a file on a full disk raises, then raises again from its plugin's __del__ (a traceback)."""
+    import imageio.v3 as iio
+    data = iio.imwrite("<bytes>", image, extension=os.path.splitext(path)[1].lower())
+    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _mp4_is_complete(path: str) -> bool:
+    """Do the file's top-level MP4 boxes end exactly at its end, with the index ('moov', written last) among them?
+    An ffmpeg that ran out of disk exits non-zero and leaves a file without it; imageio does not say so."""
+    size, pos, kinds = os.path.getsize(path), 0, set()
+    with open(path, "rb") as f:
+        while pos + 8 <= size:
+            f.seek(pos)
+            head = f.read(16)
+            n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            n = int.from_bytes(head[8:16], "big") if n == 1 else (size - pos if n == 0 else n)   # 64-bit; to EOF
+            if n < 8:
+                return False
+            kinds.add(kind)
+            pos += n
+    return pos == size and b"moov" in kinds
+
+
 def remove_stale_partials(path: str) -> None:
-    """Remove <stem>.partial-<pid>[.mp4] beside `path` left by a writer that is gone (kill -9, a power cut);
+    """Remove <stem>.partial-<pid>[.mp4] beside `path` (or inside it, a folder) left by a writer that is gone (kill -9, a power cut);
     one whose process still runs belongs to another writer and stays."""
     import glob
     stem = path[:-4] if path.lower().endswith(".mp4") else path.rstrip("/")
-    for leftover in glob.glob(glob.escape(stem) + ".partial-*"):
-        pid = re.fullmatch(r"\.partial-(\d+)(\.mp4)?", leftover[len(stem):], re.IGNORECASE)
+    for leftover in glob.glob(glob.escape(stem) + ".partial-*") + glob.glob(glob.escape(stem) + "/.partial-*"):
+        pid = re.fullmatch(r"/?\.partial-(\d+)(\.mp4)?", leftover[len(stem):], re.IGNORECASE)
         if pid is None or int(pid.group(1)) == os.getpid():
             continue
         try:

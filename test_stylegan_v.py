@@ -1899,8 +1899,12 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     with pytest.raises(sv.UserError, match="no 'fvd16' values"):
         sv.read_metric_curve(str(tmp_path), "fvd16")
     log.write_text('{"kimg": 1.0, "fvd16": 3.0}\nnot json\n')
-    with pytest.raises(sv.UserError, match="line 2 is not JSON"):
+    with pytest.raises(sv.UserError, match="line 2 is not a JSON object"):
         sv.read_metric_curve(str(log), "fvd16")
+    for text in (b"PK\x03\x04\x94\xff binary\n", b"[1, 2]\n"):      # a dataset zip, JSON of another shape
+        log.write_bytes(text)
+        with pytest.raises(sv.UserError, match="line 1 is not a JSON object"):
+            sv.read_metric_curve(str(log), "fvd16")
     with pytest.raises(sv.UserError, match="no log.jsonl"):
         sv.read_metric_curve(str(tmp_path / "missing"), "fvd16")
     # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
@@ -2100,6 +2104,72 @@ def test_a_full_disk_during_sample_is_one_line_naming_the_output(tmp_path, out):
         assert os.listdir(disk) == []
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+@slow
+def test_a_video_that_ffmpeg_could_not_finish_is_an_error_not_a_success(tmp_path):
+    # Every frame reaches ffmpeg's pipe, but the file's index (written last) does not fit on the disk: ffmpeg
+    # exits non-zero, which imageio does not report. It was "wrote ...: 150 frames", exit 0, and a file no
+    # player opens ("moov atom not found").
+    disk = tmp_path / "disk"
+    _small_tmpfs(disk, "200k")
+    try:
+        r = run_cli("sample", "--preset", "tiny", "--seconds", "6", "--num", "4", "--out", disk / "b.mp4")
+        lines = [line for line in r.stderr.splitlines() if line.strip() and "%|" not in line]
+        assert r.returncode == 2 and len(lines) == 2 and lines[0].startswith("sampling "), r.stderr[-3000:]
+        assert lines[1] == (f"stylegan_v.py: error: {disk / 'b.mp4'}: cannot write the video (no space left on "
+                            f"device); nothing was left behind"), lines[1]
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+@pytest.mark.parametrize("out", ["/proc/x.mp4", "/sys/frames"])
+def test_sample_to_where_no_file_can_be_made_is_one_line_before_any_work(out):
+    # /proc and /sys have a folder write bit but take no new files: said before rendering, in the user's
+    # words (it was ffmpeg's own line, then "no space left on device", or the name of our temporary file)
+    r = run_cli("sample", "--preset", "tiny", "--seconds", "1", "--out", out)
+    assert_one_error_line(r, f"{out}: cannot write here (")
+
+
+@slow
+def test_frames_go_into_an_empty_mount_point_which_cannot_be_renamed_onto(tmp_path):
+    disk = tmp_path / "disk"                                          # an empty volume, a USB drive...
+    _small_tmpfs(disk, "4m")
+    try:
+        r = run_cli("sample", "--preset", "tiny", "--seconds", "0.2", "--out", disk)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert sorted(os.listdir(disk)) == [f"{i:06d}.png" for i in range(5)]
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+@slow
+def test_a_full_disk_under_plot_is_one_line_naming_its_file(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.jsonl").write_text('{"kimg": 0, "fvd16": 9.0}\n{"kimg": 1, "fvd16": 5.0}\n')
+    disk = tmp_path / "disk"
+    _small_tmpfs(disk, "4k")                                          # a 640x400 PNG does not fit
+    try:
+        r = run_cli("plot", tmp_path / "run", "--out", disk / "c.png")
+        assert_one_error_line(r, f"{disk / 'c.png'}: no space left on device")   # not c.partial-<pid>.png, and
+        assert "Exception ignored" not in r.stderr and os.listdir(disk) == []    # no imageio __del__ traceback
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_mp4_is_complete_only_with_its_index_and_every_box_whole(tmp_path):
+    import imageio.v2 as imageio
+    path = str(tmp_path / "v.mp4")
+    with imageio.get_writer(path, format="FFMPEG", fps=25, codec="libx264", macro_block_size=1) as w:
+        for i in range(10):
+            w.append_data(np.full((16, 16, 3), 20 * i, np.uint8))
+    assert sv._mp4_is_complete(path)
+    data = open(path, "rb").read()
+    for cut in (len(data) - 1, len(data) // 2, 8):                  # a box cut short, or no index at all
+        with open(path, "wb") as f:
+            f.write(data[:cut])
+        assert not sv._mp4_is_complete(path), cut
 
 
 def test_a_read_only_disk_is_said_in_words_not_in_torch_internals(tmp_path):
