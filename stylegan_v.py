@@ -59,6 +59,7 @@ import math
 import os
 import pickle
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -1723,6 +1724,10 @@ def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
     if state.get("aug", {}).get("mode", cfg.aug) != cfg.aug:
         raise UserError(f"{path}: the checkpoint was trained with --aug {state['aug']['mode']}, "
                         f"this run has --aug {cfg.aug}")
+    for field, flag in (("frames_per_clip", "--frames-per-clip"), ("d_cond", "--d-cond")):   # D's shapes
+        if getattr(old, field) != getattr(cfg, field):
+            raise UserError(f"{path}: the checkpoint's D was built for {flag} {getattr(old, field)}, this run asks "
+                            f"for {getattr(cfg, field)} (a resumed run keeps its networks: pass {flag} {getattr(old, field)})")
     return state, cfg
 
 
@@ -1750,8 +1755,9 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
     if state is not None:
         try:
             trainer.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"{resume}: checkpoint does not fit this model ({_first_line(e)})")
+        except (RuntimeError, KeyError, ValueError) as e:               # (torch's first line ends in a colon)
+            raise UserError(f"{checkpoint_path(outdir if resume == 'auto' else resume)}: checkpoint does not fit "
+                            f"this model ({' '.join(str(e).split())[:200]})")
     if state is not None and dist.main:
         if "opt_G" not in state:
             print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
@@ -1786,7 +1792,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
 
     # Progress is counted in real frames shown to D (nimg); a tick logs a line, a snapshot saves.
     total = int(kimg * 1000)
-    bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main),
+    bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main) or trainer.nimg >= total,
                initial=round(min(trainer.nimg, total) / 1000, 3),
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
     clock = dict(train_start=time.time() - trainer.train_sec, metric_sec=0.0)   # training time, no metrics
@@ -1814,9 +1820,10 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
             if metrics and not stop_now:
                 _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
             if dist.main and (done or stop_now):                 # the run's last line: its checkpoint, what next
-                bar.write(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
-                          if stop_now else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
-                          f"python stylegan_v.py sample --ckpt {outdir})")
+                bar.close()                                      # (first: a bar closed later is drawn again below)
+                print(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
+                      if stop_now else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
+                      f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
         trainer.interrupted = stop_now
         return done or stop_now
 
@@ -2314,19 +2321,25 @@ def cmd_train(args) -> None:
         args.kimg = 200.0 if args.preset == "tiny" else 25000.0
     if args.snap is None:           # at least 5 snapshots, at most 200 kimg apart
         args.snap = min(200.0, args.kimg / 5)
-    if args.metric_videos is None:  # the paper's 2048 a side; I3D on a CPU: ~1 s a video, so 64 there
-        args.metric_videos = 2048 if _pick_device(args.device).type == "cuda" else 64
+    if args.metric_videos is None and args.metrics:   # the paper's 2048 a side; I3D on a CPU: ~1 s a video,
+        args.metric_videos = 2048 if _pick_device(args.device).type == "cuda" else 64   # so 64 there
     if args.outdir is None:
         args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
-    resuming = args.resume is not None                          # 'auto' also consents to reuse the directory
-    if args.resume == "auto" and not os.path.isfile(os.path.join(args.outdir, "checkpoint.pt")):
+    # --resume auto, or a checkpoint inside --outdir, continues the run there; another checkpoint starts a new
+    # run from it, which must not write into a directory that holds a run of its own.
+    own = os.path.join(args.outdir, "checkpoint.pt")
+    resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
+                                         os.path.samefile(checkpoint_path(args.resume), own))
+    if args.resume == "auto" and not os.path.isfile(own):
         args.resume = None                                     # nothing to resume yet: start fresh
     # Everything that can be checked is checked before any process starts or any work is done.
     data = VideoFolder(args.data)
     _check_train_flags(args, data)
     cfg = fit_config_to_data(cfg, data)
+    done_kimg, resume_path = 0.0, args.resume and checkpoint_path(args.outdir if args.resume == "auto" else args.resume)
     if args.resume:                                            # (an authors' snapshot brings its architecture)
-        _, cfg = load_resume_state(args.resume, args.outdir, cfg)
+        state, cfg = load_resume_state(args.resume, args.outdir, cfg)
+        done_kimg = state.get("nimg", 0) / 1000 if "opt_G" in state else 0.0
     ClipDataset(data, cfg)                                     # built for its checks only (clip length vs videos)
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
@@ -2337,8 +2350,13 @@ def cmd_train(args) -> None:
         check_run_dir(args.outdir, resuming)
     if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
         print(json.dumps(dataclasses.asdict(with_fp32(cfg, args.fp32)), indent=2))   # as _start_run applies it
-        print(f"dry run: would train {'on from --resume ' + args.resume if resuming else 'a new run'} to "
-              f"{args.kimg:g} kimg in {args.outdir} with {world} process(es), a log line every {args.tick:g} kimg, "
+        if done_kimg >= args.kimg:
+            print(f"dry run: {resume_path} is already at {done_kimg:.2f} kimg, --kimg is "
+                  f"{args.kimg:g}: nothing to train", file=sys.stderr)
+            return
+        plan = (f"on from {resume_path} ({done_kimg:.2f} kimg)" if args.resume else
+                "a new run" + (" (--resume auto: no checkpoint there yet)" if resuming else ""))
+        print(f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with {world} process(es), a log line every {args.tick:g} kimg, "
               f"a snapshot every {args.snap:g} kimg" + "".join(f", {m.upper()} on {args.metric_videos} videos a side"
                                                              for m in args.metrics), file=sys.stderr)
         return
@@ -3952,6 +3970,8 @@ def _check_train_flags(args, data: VideoFolder) -> None:
         raise UserError("--p sets the augmentation probability, but --aug none augments nothing")
     if args.fp32 and args.amp_dtype not in (None, "auto", "float32"):
         raise UserError(f"--fp32 runs every layer in float32, but --amp-dtype {args.amp_dtype} asks for lower precision")
+    if args.metric_videos is not None and not args.metrics:
+        raise UserError("--metric-videos sets how many videos --metrics uses, but no --metrics is asked for")
     on_cpu = _pick_device(args.device).type == "cpu"
     if on_cpu and args.amp_dtype == "float16":     # CPUs emulate fp16 convolutions: measured ~70x slower
         raise UserError("--amp-dtype float16 is for CUDA; on a CPU use bfloat16 (or leave it at auto: float32)")

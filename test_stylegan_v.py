@@ -1144,6 +1144,37 @@ def test_resume_refuses_a_file_that_is_not_a_checkpoint_without_suggesting_unsaf
     assert "weights_only" not in r.stderr
 
 
+@slow
+def test_resume_is_checked_and_planned_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_dataset(tmp_path / "d.zip")
+    for run in ("a", "b"):
+        assert run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", tmp_path / run).returncode == 0
+
+    def train(*flags):
+        with pytest.raises(SystemExit) if "--dry-run" not in flags else contextlib.nullcontext() as exit_:
+            sv.main(["train", "--data", "d.zip", *RUN, *flags])
+        err = capsys.readouterr().err.strip().splitlines()
+        return (exit_.value.code if exit_ else 0), [line for line in err if "%|" not in line]
+    # --resume auto where there is no checkpoint yet plans a new run (it was a TypeError in --dry-run)
+    assert train("--outdir", "new", "--resume", "auto", "--dry-run")[1][-1].startswith(
+        "dry run: would train a new run (--resume auto: no checkpoint there yet) to 200 kimg in new")
+    # the dry run knows what the run will do: continue from the checkpoint's kimg, or nothing at all
+    assert "would train on from a/checkpoint.pt (0.02 kimg) to 1 kimg" in train(
+        "--outdir", "a", "--resume", "auto", "--kimg", "1", "--dry-run")[1][-1]
+    assert train("--outdir", "a", "--resume", "auto", "--kimg", "0.01", "--dry-run")[1][-1] == \
+        "dry run: a/checkpoint.pt is already at 0.02 kimg, --kimg is 0.01: nothing to train"
+    # a flag that changes D's shapes is named, with the path (was: "auto: ... (Error(s) in loading ...:)")
+    code, err = train("--outdir", "a", "--resume", "auto", "--d-cond", "none")
+    assert code == 2 and err == ["stylegan_v.py: error: a/checkpoint.pt: the checkpoint's D was built for --d-cond "
+                                 "hyper, this run asks for none (a resumed run keeps its networks: pass --d-cond hyper)"]
+    # another run's checkpoint never writes into a directory that holds a run (it replaced b's checkpoint)
+    before = (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    code, err = train("--outdir", "b", "--resume", "a", "--kimg", "1")
+    assert code == 2 and len(err) == 1 and "b: a run is already there" in err[0], err
+    assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == before
+
+
 # -- rendering any frame by seed: deterministic, addressable, bit-exact however chunked ---------
 
 def test_rendering_is_deterministic_and_seeds_separate_content_from_motion():
@@ -1296,6 +1327,7 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     (["--fp32", "--amp-dtype", "bfloat16"], "--fp32 runs every layer in float32, but --amp-dtype bfloat16"),
     (["--amp-dtype", "float16", "--device", "cpu"], "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
     (["--metrics", "fvd128"], "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
+    (["--metric-videos", "8"], "--metric-videos sets how many videos --metrics uses, but no --metrics"),
 ])
 def test_contradicting_train_flags_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, flags, message):
     monkeypatch.chdir(tmp_path)
