@@ -398,6 +398,8 @@ def discover(src: str) -> tuple[list, list]:
         label, kind = os.path.basename(src), classify(src)
         if kind == "image":
             return [], [(label, "a lone image: put the frames of a video in a folder of their own")]
+        if kind == "other":                 # as in a folder: by extension, not by ffmpeg's "cannot handle"
+            return [], [(label, _not_a_video(label))]
         return [_file_source(src, label, kind)], []
     entries = _listdir(src)
     kinds = {e: classify(os.path.join(src, e)) for e in entries}
@@ -429,10 +431,14 @@ def discover(src: str) -> tuple[list, list]:
         elif kinds[entry] in ("video", "animation"):
             sources.append(_file_source(path, entry, kinds[entry]))
         else:
-            ext = os.path.splitext(entry)[1] or "(none)"
-            skipped.append((entry, f"not a video (extension {ext}; expected one of "
-                                   + ", ".join(VIDEO_EXTS) + ", or a folder of frames)"))
+            skipped.append((entry, _not_a_video(entry)))
     return sources, skipped
+
+
+def _not_a_video(name: str) -> str:
+    """The reason a file that is neither a video nor an image is skipped, alone or in a folder."""
+    ext = os.path.splitext(name)[1] or "(none)"
+    return f"not a video (extension {ext}; expected one of " + ", ".join(VIDEO_EXTS) + ", or a folder of frames)"
 
 
 def _file_source(path: str, label: str, kind: str = "video") -> Source:

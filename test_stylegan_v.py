@@ -2370,6 +2370,19 @@ def test_non_video_file_is_skipped_with_reason(tmp_path):
     assert s["videos"] == 1 and "not a video (extension .txt" in skip_reasons(s)["notes.txt"]
 
 
+def test_a_single_non_video_file_as_src_is_refused_by_its_extension_as_in_a_folder(tmp_path, capsys):
+    # Not ffmpeg's "`FFMPEG` can not handle the given uri": the same reason a folder gives the file.
+    (tmp_path / "notes.txt").write_text("not a video")
+    pd.make_demo(str(tmp_path / "demo.zip"), 16, 1, 4, workers=1, verbose=False)    # a dataset, not a video
+    for name in ["notes.txt", "demo.zip"]:
+        rc = pd.main([str(tmp_path / name), str(tmp_path / "out.zip"), "--workers", "1"])
+        err = capsys.readouterr().err
+        ext = os.path.splitext(name)[1]
+        assert rc == 1 and err.count("\n") == 1, err
+        assert f"{name}: not a video (extension {ext}; expected one of .mp4" in err and "ffmpeg" not in err, err
+    assert sorted(os.listdir(tmp_path)) == ["demo.zip", "notes.txt"]
+
+
 def test_zero_frame_inputs_are_skipped_with_reason(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
