@@ -931,6 +931,13 @@ def _check_settings(s: Settings, fps: Optional[float] = None, workers: Optional[
 
 def _check_out(out: str) -> tuple:
     """OUT -> (absolute OUT, is it a zip); refuses what we could not or should not write."""
+    # A trailing "/" names a folder, a name ending in .zip a zip file: a contradiction, which must not
+    # end in replacing the zip the user meant to write into (abspath drops the "/"; decide before).
+    name = out.rstrip("/" + os.sep)
+    if name != out and name.lower().endswith(".zip") and not os.path.isdir(name):
+        what = (f"{name} is a file (without the '/', it is replaced)" if os.path.lexists(name) else
+                "a name ending in .zip is written as a zip file (drop the '/' to write one)")
+        raise PrepareError(f"{out}: a trailing '/' names a folder, but {what}")
     out = os.path.abspath(out)
     as_zip = out.lower().endswith(".zip")
     parent = os.path.dirname(out)

@@ -2601,6 +2601,24 @@ def test_prepare_a_failed_rerun_leaves_the_existing_zip_as_it_was(tmp_path, caps
     assert "replaced" not in capsys.readouterr().out
 
 
+def test_prepare_refuses_a_zip_name_with_a_trailing_slash_and_leaves_the_existing_zip_as_it_was(tmp_path, capsys):
+    # "demo.zip/" names a folder: never a reason to replace the file demo.zip, nor to write a new zip.
+    out = tmp_path / "demo.zip"
+    assert pd.main(["--demo", str(out), *DEMO]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    src = tmp_path / "v.mp4"
+    write_video(src, gray_frames(5))
+    for argv, needle in [([str(src), f"{out}/"], f"{out}/: a trailing '/' names a folder, but {out} is a file"),
+                         (["--demo", f"{out}/", *DEMO], f"{out}/: a trailing '/' names a folder, but {out} is a file"),
+                         ([str(src), f"{tmp_path}/new.zip/"], "new.zip/: a trailing '/' names a folder, but a name "
+                                                              "ending in .zip is written as a zip file")]:
+        assert pd.main(argv + ["--resolution", "16", "--workers", "1"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("prepare_data.py: error: ") and err.count("\n") == 1 and needle in err, err
+    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["demo.zip", "v.mp4"]
+
+
 def test_prepare_says_when_it_replaces_an_empty_folder_and_still_refuses_a_full_one(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
