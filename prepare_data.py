@@ -1256,8 +1256,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "not resampled".format(FLAG_RANGES["--fps"][1]))
     p.add_argument("--format", dest="fmt", choices=["jpg", "png"], default="jpg",
                    help="jpg (quality 95, the paper's protocol) or png (lossless, larger)")
-    p.add_argument("--quality", type=flag_type("--quality"), metavar="Q", default=95,
-                   help=f"JPEG quality, {r('--quality')} (default 95)")
+    p.add_argument("--quality", type=flag_type("--quality"), metavar="Q", default=None,
+                   help=f"JPEG quality, {r('--quality')} (default 95; --format jpg only)")
     p.add_argument("--workers", type=flag_type("--workers"), metavar="N", default=None,
                    help=f"processes decoding in parallel, {r('--workers')} (default: all cores; 1 = no "
                         "subprocesses)")
@@ -1293,6 +1293,9 @@ def main(argv: Optional[list] = None) -> int:
     old_handler = signal.signal(signal.SIGTERM, interrupt) if in_main_thread else None
     try:
         args = parser.parse_args(argv)             # a bad flag: one line and exit status 2, here
+        if args.quality is not None and args.fmt != "jpg":
+            parser.error(f"--quality applies to --format jpg only ({args.fmt} is lossless)")
+        quality = 95 if args.quality is None else args.quality
         if args.demo:
             if args.src is None or args.out is not None:
                 parser.error("--demo takes one path, OUT (e.g. --demo demo.zip)")
@@ -1302,7 +1305,7 @@ def main(argv: Optional[list] = None) -> int:
                              f"has {DEMO_FPS:g} fps videos of --frames frames)")
             make_demo(args.src, args.resolution or 64, 64 if args.num_videos is None else args.num_videos,
                       64 if args.frames is None else args.frames, args.seed or 0,
-                      fmt=args.fmt, quality=args.quality, workers=args.workers, progress=True)
+                      fmt=args.fmt, quality=quality, workers=args.workers, progress=True)
         else:
             if args.src is None or args.out is None:
                 parser.error("need SRC and OUT (or --demo OUT)")
@@ -1311,7 +1314,7 @@ def main(argv: Optional[list] = None) -> int:
                 parser.error(f"{given[0]} applies to --demo only")
             prepare(args.src, args.out, args.resolution or 256, clip_len=args.clip_len, skip=args.skip or 0,
                     max_frames=args.max_frames, min_frames=3 if args.min_frames is None else args.min_frames,
-                    fps=args.fps, fmt=args.fmt, quality=args.quality, workers=args.workers, progress=True)
+                    fps=args.fps, fmt=args.fmt, quality=quality, workers=args.workers, progress=True)
     except PrepareError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

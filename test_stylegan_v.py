@@ -2986,6 +2986,20 @@ def test_hd_prepare_every_bad_value_of_every_flag_and_the_bounds(tmp_path, capsy
     assert os.listdir(tmp_path) == []
 
 
+def test_prepare_refuses_quality_with_png_as_it_refuses_a_flag_of_the_other_mode(tmp_path, capsys):
+    # PNG is lossless: a --quality given with it would be silently ignored, so it is refused instead.
+    for argv in (["src", "out.zip"], ["--demo", "d.zip"]):
+        with pytest.raises(SystemExit) as exit_:
+            pd.main(argv + ["--format", "png", "--quality", "50"])
+        lines = capsys.readouterr().err.splitlines()
+        assert exit_.value.code == 2 and lines == ["prepare_data.py: error: --quality applies to --format jpg "
+                                                   "only (png is lossless)"], lines
+    assert pd.main(["--demo", str(tmp_path / "d.zip"), *DEMO, "--format", "jpg", "--quality", "50"]) == 0
+    assert "(jpg q50)" in _summary_line(capsys)
+    assert pd.main(["--demo", str(tmp_path / "p.zip"), *DEMO, "--format", "png"]) == 0      # png alone: fine
+    assert sorted(os.listdir(tmp_path)) == ["d.zip", "p.zip"]
+
+
 # -- frames in every still-image format Pillow reads; what is ignored is said ------------------
 
 
