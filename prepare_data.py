@@ -52,8 +52,10 @@ skipped, and the summary at the end names it with the reason. Frames may be in a
 format Pillow reads (by extension, or by content when the extension is unknown); other files in
 a frame folder are left out and named in the summary. The output is written under a temporary
 name (OUT.partial-<pid>) beside OUT and renamed onto OUT only when complete, so an interrupted run
-(Ctrl-C, kill) or a full disk leaves neither OUT nor a temporary file; an existing OUT.zip (or
-empty OUT folder) is replaced only at that final rename, and the summary line says so.
+(Ctrl-C, kill) or a full disk leaves neither OUT nor a temporary file; an existing OUT.zip is
+replaced only at that final rename, and the summary line says so. An existing empty OUT folder
+(perhaps a mount point, which no rename can replace) is written into: the output is made in
+OUT/.partial-<pid>, whose entries move up into OUT when complete, dataset.json last.
 
 Errors. Every failure of the job as a whole goes out through main() as ONE line on stderr,
 "prepare_data.py: error: ..." naming the flag, file or folder, never a traceback: a numeric flag
@@ -972,7 +974,7 @@ def _mount_point(path: str) -> str:
 
 def _write_error(out: str, e: OSError) -> PrepareError:
     """An OSError met while writing OUT or its temporary files -> the one-line error that says so."""
-    folder = os.path.dirname(out)
+    folder = out if os.path.isdir(out) else os.path.dirname(out)    # an existing OUT folder is written into
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         mount = _mount_point(folder)
         where = mount if mount == os.path.realpath(folder) else f"{mount} (the file system of {folder})"
@@ -998,6 +1000,13 @@ def _run_every_step(*steps) -> None:
             pass
     if interrupted:
         raise KeyboardInterrupt
+
+
+def _remove_entries(folder: str, entries: list) -> None:
+    """Remove these files and folders of folder (what a failed move up put into an empty OUT)."""
+    for entry in entries:
+        path = os.path.join(folder, entry)
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
 def _no_usable_videos(src: str, skipped: list) -> PrepareError:
@@ -1035,8 +1044,13 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
     bar_off = not progress or None        # tqdm: True = off; None = on, but only on a terminal
     _check_settings(s, fps, workers)
     out, as_zip = _check_out(out)
-    tmp = f"{out}.partial-{os.getpid()}"            # the zip, or the output folder, until complete
+    # An existing (empty: _check_out refuses any other) OUT folder is written into, not replaced: it
+    # may be a mount point, onto which no rename can go (EBUSY), and its disk is the one to fill.
+    # The output is made in a hidden folder inside it, whose entries move up when complete.
+    into = not as_zip and os.path.isdir(out)
+    tmp = os.path.join(out, f".partial-{os.getpid()}") if into else f"{out}.partial-{os.getpid()}"
     stage = tmp + ".stage" if as_zip else tmp       # where workers put frames (see StagedVideo)
+    moved, done = [], False                         # into: the entries already moved up into OUT
     workers = max(1, min(workers or os.cpu_count() or 1, len(sources)))
     pool, stop_event, counter, zip_file, zf = _InlineExecutor(), None, None, None, None
     try:
@@ -1101,11 +1115,18 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
             with open(os.path.join(stage, "dataset.json"), "w") as f:
                 f.write(index)
         pool.shutdown(wait=True)
-        # An existing OUT (a zip, or an empty folder: _check_out refuses any other) is replaced, by
-        # this one rename, so it is the old OUT or the new one, never half of either. Replacing is
-        # what a user expects of a rerun, but it must not go unsaid: the summary line names it.
+        # An existing OUT zip is replaced by this one rename, so it is the old OUT or the new one,
+        # never half of either; an existing empty folder gets its entries (a failure midway empties it
+        # again, in the `finally`). Replacing is what a user expects of a rerun, but it must not go
+        # unsaid: the summary line names it.
         replaced = os.path.lexists(out)
-        os.replace(tmp, out)
+        if into:                                    # dataset.json last: OUT is a dataset only once whole
+            for entry in sorted(os.listdir(tmp), key=lambda e: e == "dataset.json"):
+                os.rename(os.path.join(tmp, entry), os.path.join(out, entry))
+                moved.append(entry)
+        else:
+            os.replace(tmp, out)
+        done = True
     except BrokenProcessPool:                       # a worker was killed (the OOM killer, kill -9)
         raise PrepareError("a worker process died (out of memory?); try fewer --workers") from None
     except OSError as e:                            # every read of SRC is guarded: this is OUT's disk
@@ -1122,6 +1143,7 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
             lambda: zip_file is not None and zip_file.close(),
             lambda: shutil.rmtree(stage, ignore_errors=True),
             lambda: as_zip and os.path.lexists(tmp) and os.remove(tmp),
+            lambda: done or _remove_entries(out, moved),                 # OUT empty again, as it was
         )
 
     frames = sum(v["frames"] for v in videos)

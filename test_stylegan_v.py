@@ -2632,6 +2632,32 @@ def test_prepare_says_when_it_replaces_an_empty_folder_and_still_refuses_a_full_
     assert "replaced" not in _summary_line(capsys)
 
 
+def test_prepare_writes_into_an_empty_folder_that_is_a_mount_point_and_a_failed_move_leaves_it_empty(
+        tmp_path, capsys, monkeypatch):
+    # No rename can go onto a mount point (EBUSY): an existing empty OUT is written into, not replaced.
+    out = tmp_path / "rw"
+    _small_tmpfs(out, "50m")
+    try:
+        assert pd.main(["--demo", str(out), *DEMO]) == 0, capsys.readouterr().err
+        assert _summary_line(capsys).endswith("(replaced the existing empty folder rw)")
+        assert sorted(os.listdir(out)) == ["dataset.json", "demo00000", "demo00001"] and os.path.ismount(out)
+        assert pd.read_video(str(out), "demo00001").shape == (4, 16, 16, 3)
+        for entry in os.listdir(out):
+            shutil.rmtree(out / entry) if (out / entry).is_dir() else (out / entry).unlink()
+        rename, calls = os.rename, []
+
+        def interrupted_after_one(src, dst):                         # Ctrl-C while the entries move up
+            if calls:
+                raise KeyboardInterrupt
+            calls.append(dst)
+            return rename(src, dst)
+        monkeypatch.setattr(os, "rename", interrupted_after_one)
+        assert pd.main(["--demo", str(out), *DEMO]) == 130
+        assert calls and os.listdir(out) == [] and sorted(os.listdir(tmp_path)) == ["rw"]
+    finally:
+        subprocess.run(["umount", str(out)])
+
+
 # -- the embedded demo dataset -----------------------------------------------------------------
 
 
