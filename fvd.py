@@ -1820,6 +1820,18 @@ def _resolution_of(kind, source):
     return None
 
 
+def _mixed_text(source):
+    """'mixed' said in full: 'of mixed sizes (a.mp4 is 32x24, b.mp4 is 16x16, ...)', the first two
+    sizes met, each with a file of that size (FilesSource: names and sizes go together)."""
+    first = {}
+    for name, size in zip(getattr(source, "names", []), getattr(source, "sizes", [])):
+        first.setdefault(tuple(size), name)
+    if len(first) < 2:
+        return "of mixed sizes"
+    (s0, n0), (s1, n1) = list(first.items())[:2]
+    return f"of mixed sizes ({n0} is {_size_text(s0)}, {n1} is {_size_text(s1)}{', ...' * (len(first) > 2)})"
+
+
 def _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, fake_path, warn=True):
     """Real and fake videos of different resolutions are both resized to 224² for I3D, as usual;
     say so (-> the note, or None), since the difference then partly measures the resizing (Table 4:
@@ -1827,6 +1839,7 @@ def _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, 
     r, f = _resolution_of(real_kind, real_src), _resolution_of(fake_kind, fake_src)
     if r is None or f is None or r == f:
         return None
+    r, f = (_mixed_text(src) if size == "mixed" else size for size, src in ((r, real_src), (f, fake_src)))
     note = (f"--fake {_source_name(fake_src, fake_path)} is {f} but --real {_source_name(real_src, real_path)} "
             f"is {r}: both are resized to 224x224 for I3D, so the FVD also measures the resizing")
     if warn:

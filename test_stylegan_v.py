@@ -3750,6 +3750,18 @@ def test_hd_the_statistics_cache_is_written_atomically(tmp_path, monkeypatch, ca
     assert "cannot write the statistics cache" in capsys.readouterr().err and info["cache_file"] is None
     assert os.listdir(tmp_path / "cache") == []
 
+def test_fvd_a_set_of_mixed_sizes_is_said_with_two_sizes_and_a_file_of_each(tmp_path, capsys):
+    # Not "--real videos is mixed": which sizes, and where to find them.
+    real, videos = _hd_dataset(tmp_path / "real.zip", res=16), tmp_path / "videos"
+    for name, size in [("a", 16), ("b", 24), ("c", 16), ("d", 32)]:
+        write_frames(videos / name, [np.zeros((size, size, 3), np.uint8)] * 10)
+    fvd._check_same_resolution("dataset", fvd._open_dataset(real), real,
+                               "dataset", fvd.open_source(str(videos)), videos)
+    err = capsys.readouterr().err
+    assert f"--fake {videos} is of mixed sizes (a is 16x16, b is 24x24, ...) but --real" in err, err
+    assert f"--real {real} is 16x16: both are resized" in err, err
+
+
 
 @slow
 @pytest.mark.skipif(fvd.default_weights_path() is None,
