@@ -1512,6 +1512,24 @@ def _zip_names(path):
         raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
 
 
+# What `stylegan_v.py train` writes into a run's samples/ at each snapshot (save_previews): a grid
+# video tiling 8 videos, kimg000200.000.mp4, and a PNG strip of the same. A grid is not a video of
+# the model: FVD over grids is a number about nothing, so such a folder is refused, not measured.
+PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")
+
+
+def _check_not_previews(path, role, items):
+    """Refuse a training run's preview folder (every video and frame in it a preview file)."""
+    files = [f for _, _, members in items for f in members]
+    if not any(f.endswith(".mp4") for f in files) or \
+            not all(PREVIEW_NAME.fullmatch(f.replace("\\", "/").rsplit("/", 1)[-1]) for f in files):
+        return
+    run = path.parent if (path.parent / "checkpoint.pt").is_file() else Path("RUN")
+    raise FVDError(f"--{role} {path}: a training run's preview folder (kimg*.mp4 grids of 8 videos, not videos "
+                   f"of the model): pass the run directory instead (--fake {run}: its checkpoint renders the "
+                   f"videos), or render them with `python stylegan_v.py sample --ckpt {run} --seed N`")
+
+
 def _resolve_source(source, role, device, workers=0, progress=False, clip=None):
     """-> ('dataset' | 'generator' | 'stats', object, path or None). Every file kind ('dataset',
     'files', 'array', see above) comes back as 'dataset': they share the reader interface.
@@ -1540,6 +1558,7 @@ def _resolve_source(source, role, device, workers=0, progress=False, clip=None):
         if not items:
             raise FVDError(f"--{role} {path}: not a dataset (no dataset.json), a folder of videos or frame "
                            f"folders (none found), or a training run (no checkpoint.pt)")
+        _check_not_previews(path, role, items)
         return "dataset", FilesSource(path, items, ignored, **probe), path
     if suffix in ARRAY_EXTENSIONS:
         return "dataset", ArraySource(path), path

@@ -4289,6 +4289,24 @@ def test_fvd_bad_sources_are_one_line_errors(tmp_path):
     _hd_assert_one_error(r, "fvd.py", 1, "float.npy", "expected uint8")
 
 
+def test_fvd_refuses_a_training_runs_preview_folder_and_says_how_to_measure_the_run(tmp_path):
+    # samples/ holds grids of 8 videos (kimg*.mp4) and PNG strips: not videos of the model.
+    good = str(write_dataset_zip(tmp_path / "d.zip", list(_src_videos(n=3, frames=10))))
+    run = tmp_path / "runs" / "r2"
+    (run / "samples").mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"never opened here")
+    for kimg in ("000000.000", "000200.000"):
+        iio.mimwrite(run / "samples" / f"kimg{kimg}.mp4", list(_src_videos(n=1, frames=10)[0]), fps=25,
+                     macro_block_size=16)
+        Image.fromarray(np.zeros((16, 64, 3), np.uint8)).save(run / "samples" / f"kimg{kimg}.png")
+    with pytest.raises(SystemExit) as info:
+        fvd.main(["--real", good, "--fake", str(run / "samples"), "--frames", "9", "--no-cache", "--quiet",
+                  "--device", "cpu", "--workers", "0"])
+    text = str(info.value.code)
+    assert text.startswith(f"fvd.py: error: --fake {run / 'samples'}: a training run's preview folder") and \
+        f"--fake {run}" in text and "stylegan_v.py sample" in text and "\n" not in text, text
+
+
 # -- a video file is decoded once: the probe keeps the clip it will be asked for ---------------
 
 def _decode_counter(monkeypatch):
