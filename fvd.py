@@ -1512,6 +1512,24 @@ def _zip_names(path):
         raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
 
 
+# What `stylegan_v.py train` writes into a run's samples/ at each snapshot (save_previews): a grid
+# video tiling 8 videos, kimg000200.000.mp4, and a PNG strip of the same. A grid is not a video of
+# the model: FVD over grids is a number about nothing, so such a folder is refused, not measured.
+PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")
+
+
+def _check_not_previews(path, role, items):
+    """Refuse a training run's preview folder (every video and frame in it a preview file)."""
+    files = [f for _, _, members in items for f in members]
+    if not any(f.endswith(".mp4") for f in files) or \
+            not all(PREVIEW_NAME.fullmatch(f.replace("\\", "/").rsplit("/", 1)[-1]) for f in files):
+        return
+    run = path.parent if (path.parent / "checkpoint.pt").is_file() else Path("RUN")
+    raise FVDError(f"--{role} {path}: a training run's preview folder (kimg*.mp4 grids of 8 videos, not videos "
+                   f"of the model): pass the run directory instead (--fake {run}: its checkpoint renders the "
+                   f"videos), or render them with `python stylegan_v.py sample --ckpt {run} --seed N`")
+
+
 def _resolve_source(source, role, device, workers=0, progress=False, clip=None):
     """-> ('dataset' | 'generator' | 'stats', object, path or None). Every file kind ('dataset',
     'files', 'array', see above) comes back as 'dataset': they share the reader interface.
@@ -1540,6 +1558,7 @@ def _resolve_source(source, role, device, workers=0, progress=False, clip=None):
         if not items:
             raise FVDError(f"--{role} {path}: not a dataset (no dataset.json), a folder of videos or frame "
                            f"folders (none found), or a training run (no checkpoint.pt)")
+        _check_not_previews(path, role, items)
         return "dataset", FilesSource(path, items, ignored, **probe), path
     if suffix in ARRAY_EXTENSIONS:
         return "dataset", ArraySource(path), path
@@ -1820,6 +1839,18 @@ def _resolution_of(kind, source):
     return None
 
 
+def _mixed_text(source):
+    """'mixed' said in full: 'of mixed sizes (a.mp4 is 32x24, b.mp4 is 16x16, ...)', the first two
+    sizes met, each with a file of that size (FilesSource: names and sizes go together)."""
+    first = {}
+    for name, size in zip(getattr(source, "names", []), getattr(source, "sizes", [])):
+        first.setdefault(tuple(size), name)
+    if len(first) < 2:
+        return "of mixed sizes"
+    (s0, n0), (s1, n1) = list(first.items())[:2]
+    return f"of mixed sizes ({n0} is {_size_text(s0)}, {n1} is {_size_text(s1)}{', ...' * (len(first) > 2)})"
+
+
 def _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, fake_path, warn=True):
     """Real and fake videos of different resolutions are both resized to 224² for I3D, as usual;
     say so (-> the note, or None), since the difference then partly measures the resizing (Table 4:
@@ -1827,6 +1858,7 @@ def _check_same_resolution(real_kind, real_src, real_path, fake_kind, fake_src, 
     r, f = _resolution_of(real_kind, real_src), _resolution_of(fake_kind, fake_src)
     if r is None or f is None or r == f:
         return None
+    r, f = (_mixed_text(src) if size == "mixed" else size for size, src in ((r, real_src), (f, fake_src)))
     note = (f"--fake {_source_name(fake_src, fake_path)} is {f} but --real {_source_name(real_src, real_path)} "
             f"is {r}: both are resized to 224x224 for I3D, so the FVD also measures the resizing")
     if warn:

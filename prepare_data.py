@@ -52,8 +52,10 @@ skipped, and the summary at the end names it with the reason. Frames may be in a
 format Pillow reads (by extension, or by content when the extension is unknown); other files in
 a frame folder are left out and named in the summary. The output is written under a temporary
 name (OUT.partial-<pid>) beside OUT and renamed onto OUT only when complete, so an interrupted run
-(Ctrl-C, kill) or a full disk leaves neither OUT nor a temporary file; an existing OUT.zip (or
-empty OUT folder) is replaced only at that final rename, and the summary line says so.
+(Ctrl-C, kill) or a full disk leaves neither OUT nor a temporary file; an existing OUT.zip is
+replaced only at that final rename, and the summary line says so. An existing empty OUT folder
+(perhaps a mount point, which no rename can replace) is written into: the output is made in
+OUT/.partial-<pid>, whose entries move up into OUT when complete, dataset.json last.
 
 Errors. Every failure of the job as a whole goes out through main() as ONE line on stderr,
 "prepare_data.py: error: ..." naming the flag, file or folder, never a traceback: a numeric flag
@@ -398,6 +400,8 @@ def discover(src: str) -> tuple[list, list]:
         label, kind = os.path.basename(src), classify(src)
         if kind == "image":
             return [], [(label, "a lone image: put the frames of a video in a folder of their own")]
+        if kind == "other":                 # as in a folder: by extension, not by ffmpeg's "cannot handle"
+            return [], [(label, _not_a_video(label))]
         return [_file_source(src, label, kind)], []
     entries = _listdir(src)
     kinds = {e: classify(os.path.join(src, e)) for e in entries}
@@ -429,10 +433,14 @@ def discover(src: str) -> tuple[list, list]:
         elif kinds[entry] in ("video", "animation"):
             sources.append(_file_source(path, entry, kinds[entry]))
         else:
-            ext = os.path.splitext(entry)[1] or "(none)"
-            skipped.append((entry, f"not a video (extension {ext}; expected one of "
-                                   + ", ".join(VIDEO_EXTS) + ", or a folder of frames)"))
+            skipped.append((entry, _not_a_video(entry)))
     return sources, skipped
+
+
+def _not_a_video(name: str) -> str:
+    """The reason a file that is neither a video nor an image is skipped, alone or in a folder."""
+    ext = os.path.splitext(name)[1] or "(none)"
+    return f"not a video (extension {ext}; expected one of " + ", ".join(VIDEO_EXTS) + ", or a folder of frames)"
 
 
 def _file_source(path: str, label: str, kind: str = "video") -> Source:
@@ -925,6 +933,13 @@ def _check_settings(s: Settings, fps: Optional[float] = None, workers: Optional[
 
 def _check_out(out: str) -> tuple:
     """OUT -> (absolute OUT, is it a zip); refuses what we could not or should not write."""
+    # A trailing "/" names a folder, a name ending in .zip a zip file: a contradiction, which must not
+    # end in replacing the zip the user meant to write into (abspath drops the "/"; decide before).
+    name = out.rstrip("/" + os.sep)
+    if name != out and name.lower().endswith(".zip") and not os.path.isdir(name):
+        what = (f"{name} is a file (without the '/', it is replaced)" if os.path.lexists(name) else
+                "a name ending in .zip is written as a zip file (drop the '/' to write one)")
+        raise PrepareError(f"{out}: a trailing '/' names a folder, but {what}")
     out = os.path.abspath(out)
     as_zip = out.lower().endswith(".zip")
     parent = os.path.dirname(out)
@@ -959,7 +974,7 @@ def _mount_point(path: str) -> str:
 
 def _write_error(out: str, e: OSError) -> PrepareError:
     """An OSError met while writing OUT or its temporary files -> the one-line error that says so."""
-    folder = os.path.dirname(out)
+    folder = out if os.path.isdir(out) else os.path.dirname(out)    # an existing OUT folder is written into
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         mount = _mount_point(folder)
         where = mount if mount == os.path.realpath(folder) else f"{mount} (the file system of {folder})"
@@ -985,6 +1000,13 @@ def _run_every_step(*steps) -> None:
             pass
     if interrupted:
         raise KeyboardInterrupt
+
+
+def _remove_entries(folder: str, entries: list) -> None:
+    """Remove these files and folders of folder (what a failed move up put into an empty OUT)."""
+    for entry in entries:
+        path = os.path.join(folder, entry)
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
 def _no_usable_videos(src: str, skipped: list) -> PrepareError:
@@ -1022,8 +1044,13 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
     bar_off = not progress or None        # tqdm: True = off; None = on, but only on a terminal
     _check_settings(s, fps, workers)
     out, as_zip = _check_out(out)
-    tmp = f"{out}.partial-{os.getpid()}"            # the zip, or the output folder, until complete
+    # An existing (empty: _check_out refuses any other) OUT folder is written into, not replaced: it
+    # may be a mount point, onto which no rename can go (EBUSY), and its disk is the one to fill.
+    # The output is made in a hidden folder inside it, whose entries move up when complete.
+    into = not as_zip and os.path.isdir(out)
+    tmp = os.path.join(out, f".partial-{os.getpid()}") if into else f"{out}.partial-{os.getpid()}"
     stage = tmp + ".stage" if as_zip else tmp       # where workers put frames (see StagedVideo)
+    moved, done = [], False                         # into: the entries already moved up into OUT
     workers = max(1, min(workers or os.cpu_count() or 1, len(sources)))
     pool, stop_event, counter, zip_file, zf = _InlineExecutor(), None, None, None, None
     try:
@@ -1088,11 +1115,18 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
             with open(os.path.join(stage, "dataset.json"), "w") as f:
                 f.write(index)
         pool.shutdown(wait=True)
-        # An existing OUT (a zip, or an empty folder: _check_out refuses any other) is replaced, by
-        # this one rename, so it is the old OUT or the new one, never half of either. Replacing is
-        # what a user expects of a rerun, but it must not go unsaid: the summary line names it.
+        # An existing OUT zip is replaced by this one rename, so it is the old OUT or the new one,
+        # never half of either; an existing empty folder gets its entries (a failure midway empties it
+        # again, in the `finally`). Replacing is what a user expects of a rerun, but it must not go
+        # unsaid: the summary line names it.
         replaced = os.path.lexists(out)
-        os.replace(tmp, out)
+        if into:                                    # dataset.json last: OUT is a dataset only once whole
+            for entry in sorted(os.listdir(tmp), key=lambda e: e == "dataset.json"):
+                os.rename(os.path.join(tmp, entry), os.path.join(out, entry))
+                moved.append(entry)
+        else:
+            os.replace(tmp, out)
+        done = True
     except BrokenProcessPool:                       # a worker was killed (the OOM killer, kill -9)
         raise PrepareError("a worker process died (out of memory?); try fewer --workers") from None
     except OSError as e:                            # every read of SRC is guarded: this is OUT's disk
@@ -1109,6 +1143,7 @@ def _build(sources: list, skipped: list, out: str, settings: Settings, fps: Opti
             lambda: zip_file is not None and zip_file.close(),
             lambda: shutil.rmtree(stage, ignore_errors=True),
             lambda: as_zip and os.path.lexists(tmp) and os.remove(tmp),
+            lambda: done or _remove_entries(out, moved),                 # OUT empty again, as it was
         )
 
     frames = sum(v["frames"] for v in videos)
@@ -1243,8 +1278,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "not resampled".format(FLAG_RANGES["--fps"][1]))
     p.add_argument("--format", dest="fmt", choices=["jpg", "png"], default="jpg",
                    help="jpg (quality 95, the paper's protocol) or png (lossless, larger)")
-    p.add_argument("--quality", type=flag_type("--quality"), metavar="Q", default=95,
-                   help=f"JPEG quality, {r('--quality')} (default 95)")
+    p.add_argument("--quality", type=flag_type("--quality"), metavar="Q", default=None,
+                   help=f"JPEG quality, {r('--quality')} (default 95; --format jpg only)")
     p.add_argument("--workers", type=flag_type("--workers"), metavar="N", default=None,
                    help=f"processes decoding in parallel, {r('--workers')} (default: all cores; 1 = no "
                         "subprocesses)")
@@ -1280,6 +1315,9 @@ def main(argv: Optional[list] = None) -> int:
     old_handler = signal.signal(signal.SIGTERM, interrupt) if in_main_thread else None
     try:
         args = parser.parse_args(argv)             # a bad flag: one line and exit status 2, here
+        if args.quality is not None and args.fmt != "jpg":
+            parser.error(f"--quality applies to --format jpg only ({args.fmt} is lossless)")
+        quality = 95 if args.quality is None else args.quality
         if args.demo:
             if args.src is None or args.out is not None:
                 parser.error("--demo takes one path, OUT (e.g. --demo demo.zip)")
@@ -1289,7 +1327,7 @@ def main(argv: Optional[list] = None) -> int:
                              f"has {DEMO_FPS:g} fps videos of --frames frames)")
             make_demo(args.src, args.resolution or 64, 64 if args.num_videos is None else args.num_videos,
                       64 if args.frames is None else args.frames, args.seed or 0,
-                      fmt=args.fmt, quality=args.quality, workers=args.workers, progress=True)
+                      fmt=args.fmt, quality=quality, workers=args.workers, progress=True)
         else:
             if args.src is None or args.out is None:
                 parser.error("need SRC and OUT (or --demo OUT)")
@@ -1298,7 +1336,7 @@ def main(argv: Optional[list] = None) -> int:
                 parser.error(f"{given[0]} applies to --demo only")
             prepare(args.src, args.out, args.resolution or 256, clip_len=args.clip_len, skip=args.skip or 0,
                     max_frames=args.max_frames, min_frames=3 if args.min_frames is None else args.min_frames,
-                    fps=args.fps, fmt=args.fmt, quality=args.quality, workers=args.workers, progress=True)
+                    fps=args.fps, fmt=args.fmt, quality=quality, workers=args.workers, progress=True)
     except PrepareError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

@@ -2472,6 +2472,19 @@ def test_non_video_file_is_skipped_with_reason(tmp_path):
     assert s["videos"] == 1 and "not a video (extension .txt" in skip_reasons(s)["notes.txt"]
 
 
+def test_a_single_non_video_file_as_src_is_refused_by_its_extension_as_in_a_folder(tmp_path, capsys):
+    # Not ffmpeg's "`FFMPEG` can not handle the given uri": the same reason a folder gives the file.
+    (tmp_path / "notes.txt").write_text("not a video")
+    pd.make_demo(str(tmp_path / "demo.zip"), 16, 1, 4, workers=1, verbose=False)    # a dataset, not a video
+    for name in ["notes.txt", "demo.zip"]:
+        rc = pd.main([str(tmp_path / name), str(tmp_path / "out.zip"), "--workers", "1"])
+        err = capsys.readouterr().err
+        ext = os.path.splitext(name)[1]
+        assert rc == 1 and err.count("\n") == 1, err
+        assert f"{name}: not a video (extension {ext}; expected one of .mp4" in err and "ffmpeg" not in err, err
+    assert sorted(os.listdir(tmp_path)) == ["demo.zip", "notes.txt"]
+
+
 def test_zero_frame_inputs_are_skipped_with_reason(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -2690,6 +2703,24 @@ def test_prepare_a_failed_rerun_leaves_the_existing_zip_as_it_was(tmp_path, caps
     assert "replaced" not in capsys.readouterr().out
 
 
+def test_prepare_refuses_a_zip_name_with_a_trailing_slash_and_leaves_the_existing_zip_as_it_was(tmp_path, capsys):
+    # "demo.zip/" names a folder: never a reason to replace the file demo.zip, nor to write a new zip.
+    out = tmp_path / "demo.zip"
+    assert pd.main(["--demo", str(out), *DEMO]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    src = tmp_path / "v.mp4"
+    write_video(src, gray_frames(5))
+    for argv, needle in [([str(src), f"{out}/"], f"{out}/: a trailing '/' names a folder, but {out} is a file"),
+                         (["--demo", f"{out}/", *DEMO], f"{out}/: a trailing '/' names a folder, but {out} is a file"),
+                         ([str(src), f"{tmp_path}/new.zip/"], "new.zip/: a trailing '/' names a folder, but a name "
+                                                              "ending in .zip is written as a zip file")]:
+        assert pd.main(argv + ["--resolution", "16", "--workers", "1"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("prepare_data.py: error: ") and err.count("\n") == 1 and needle in err, err
+    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["demo.zip", "v.mp4"]
+
+
 def test_prepare_says_when_it_replaces_an_empty_folder_and_still_refuses_a_full_one(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -2701,6 +2732,32 @@ def test_prepare_says_when_it_replaces_an_empty_folder_and_still_refuses_a_full_
     assert err.startswith("prepare_data.py: error: ") and "already exists" in err and "\n" not in err, err
     assert pd.main(["--demo", str(tmp_path / "fresh"), *DEMO]) == 0
     assert "replaced" not in _summary_line(capsys)
+
+
+def test_prepare_writes_into_an_empty_folder_that_is_a_mount_point_and_a_failed_move_leaves_it_empty(
+        tmp_path, capsys, monkeypatch):
+    # No rename can go onto a mount point (EBUSY): an existing empty OUT is written into, not replaced.
+    out = tmp_path / "rw"
+    _small_tmpfs(out, "50m")
+    try:
+        assert pd.main(["--demo", str(out), *DEMO]) == 0, capsys.readouterr().err
+        assert _summary_line(capsys).endswith("(replaced the existing empty folder rw)")
+        assert sorted(os.listdir(out)) == ["dataset.json", "demo00000", "demo00001"] and os.path.ismount(out)
+        assert pd.read_video(str(out), "demo00001").shape == (4, 16, 16, 3)
+        for entry in os.listdir(out):
+            shutil.rmtree(out / entry) if (out / entry).is_dir() else (out / entry).unlink()
+        rename, calls = os.rename, []
+
+        def interrupted_after_one(src, dst):                         # Ctrl-C while the entries move up
+            if calls:
+                raise KeyboardInterrupt
+            calls.append(dst)
+            return rename(src, dst)
+        monkeypatch.setattr(os, "rename", interrupted_after_one)
+        assert pd.main(["--demo", str(out), *DEMO]) == 130
+        assert calls and os.listdir(out) == [] and sorted(os.listdir(tmp_path)) == ["rw"]
+    finally:
+        subprocess.run(["umount", str(out)])
 
 
 # -- the embedded demo dataset -----------------------------------------------------------------
@@ -3055,6 +3112,20 @@ def test_hd_prepare_every_bad_value_of_every_flag_and_the_bounds(tmp_path, capsy
     with pytest.raises(pd.PrepareError, match="--num-videos"):
         pd.make_demo(str(tmp_path / "o.zip"), num_videos=0)
     assert os.listdir(tmp_path) == []
+
+
+def test_prepare_refuses_quality_with_png_as_it_refuses_a_flag_of_the_other_mode(tmp_path, capsys):
+    # PNG is lossless: a --quality given with it would be silently ignored, so it is refused instead.
+    for argv in (["src", "out.zip"], ["--demo", "d.zip"]):
+        with pytest.raises(SystemExit) as exit_:
+            pd.main(argv + ["--format", "png", "--quality", "50"])
+        lines = capsys.readouterr().err.splitlines()
+        assert exit_.value.code == 2 and lines == ["prepare_data.py: error: --quality applies to --format jpg "
+                                                   "only (png is lossless)"], lines
+    assert pd.main(["--demo", str(tmp_path / "d.zip"), *DEMO, "--format", "jpg", "--quality", "50"]) == 0
+    assert "(jpg q50)" in _summary_line(capsys)
+    assert pd.main(["--demo", str(tmp_path / "p.zip"), *DEMO, "--format", "png"]) == 0      # png alone: fine
+    assert sorted(os.listdir(tmp_path)) == ["d.zip", "p.zip"]
 
 
 # -- frames in every still-image format Pillow reads; what is ignored is said ------------------
@@ -3781,6 +3852,18 @@ def test_hd_the_statistics_cache_is_written_atomically(tmp_path, monkeypatch, ca
     assert "cannot write the statistics cache" in capsys.readouterr().err and info["cache_file"] is None
     assert os.listdir(tmp_path / "cache") == []
 
+def test_fvd_a_set_of_mixed_sizes_is_said_with_two_sizes_and_a_file_of_each(tmp_path, capsys):
+    # Not "--real videos is mixed": which sizes, and where to find them.
+    real, videos = _hd_dataset(tmp_path / "real.zip", res=16), tmp_path / "videos"
+    for name, size in [("a", 16), ("b", 24), ("c", 16), ("d", 32)]:
+        write_frames(videos / name, [np.zeros((size, size, 3), np.uint8)] * 10)
+    fvd._check_same_resolution("dataset", fvd._open_dataset(real), real,
+                               "dataset", fvd.open_source(str(videos)), videos)
+    err = capsys.readouterr().err
+    assert f"--fake {videos} is of mixed sizes (a is 16x16, b is 24x24, ...) but --real" in err, err
+    assert f"--real {real} is 16x16: both are resized" in err, err
+
+
 
 @slow
 @pytest.mark.skipif(fvd.default_weights_path() is None,
@@ -4306,6 +4389,24 @@ def test_fvd_bad_sources_are_one_line_errors(tmp_path):
         assert text.startswith("fvd.py: error: ") and needle in text and "\n" not in text, (name, text)
     r = _hd_cli("fvd.py", "--real", tmp_path / "float.npy", "--fake", good, "--frames", "9", "--no-cache")
     _hd_assert_one_error(r, "fvd.py", 1, "float.npy", "expected uint8")
+
+
+def test_fvd_refuses_a_training_runs_preview_folder_and_says_how_to_measure_the_run(tmp_path):
+    # samples/ holds grids of 8 videos (kimg*.mp4) and PNG strips: not videos of the model.
+    good = str(write_dataset_zip(tmp_path / "d.zip", list(_src_videos(n=3, frames=10))))
+    run = tmp_path / "runs" / "r2"
+    (run / "samples").mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"never opened here")
+    for kimg in ("000000.000", "000200.000"):
+        iio.mimwrite(run / "samples" / f"kimg{kimg}.mp4", list(_src_videos(n=1, frames=10)[0]), fps=25,
+                     macro_block_size=16)
+        Image.fromarray(np.zeros((16, 64, 3), np.uint8)).save(run / "samples" / f"kimg{kimg}.png")
+    with pytest.raises(SystemExit) as info:
+        fvd.main(["--real", good, "--fake", str(run / "samples"), "--frames", "9", "--no-cache", "--quiet",
+                  "--device", "cpu", "--workers", "0"])
+    text = str(info.value.code)
+    assert text.startswith(f"fvd.py: error: --fake {run / 'samples'}: a training run's preview folder") and \
+        f"--fake {run}" in text and "stylegan_v.py sample" in text and "\n" not in text, text
 
 
 # -- a video file is decoded once: the probe keeps the clip it will be asked for ---------------
