@@ -950,10 +950,27 @@ def _check_out(out: str) -> tuple:
         raise PrepareError(f"cannot write {out}: folder {parent} does not exist")
     if as_zip and os.path.isdir(out):
         raise PrepareError(f"cannot write {out}: it is a folder")
+    if not as_zip and os.path.isdir(out):
+        _remove_dead_partials(out)
     if not as_zip and os.path.exists(out) and not (os.path.isdir(out) and not os.listdir(out)):
         raise PrepareError(f"{out} already exists (a folder output is never overwritten: remove it "
                            f"or name another)")
     return out, as_zip
+
+
+def _remove_dead_partials(folder: str) -> None:
+    """Remove folder/.partial-<pid> that a run killed while writing into this folder left (kill -9, a power
+    cut): without it, the folder would no longer be empty. A live process's stays: it is still writing."""
+    for entry in os.listdir(folder):
+        pid = re.fullmatch(r"\.partial-(\d+)", entry)
+        if pid is None or int(pid.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid.group(1)), 0)                   # signal 0: only asks whether it exists
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
+        except OSError:                                     # (EPERM: it exists, as another user)
+            pass
 
 
 def _parents(path: str) -> list:

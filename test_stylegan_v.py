@@ -2756,6 +2756,12 @@ def test_prepare_writes_into_an_empty_folder_that_is_a_mount_point_and_a_failed_
         monkeypatch.setattr(os, "rename", interrupted_after_one)
         assert pd.main(["--demo", str(out), *DEMO]) == 130
         assert calls and os.listdir(out) == [] and sorted(os.listdir(tmp_path)) == ["rw"]
+        monkeypatch.setattr(os, "rename", rename)
+        gone = subprocess.Popen(["true"])
+        gone.wait()                                                   # what a kill -9 inside OUT left: no
+        (out / f".partial-{gone.pid}" / "demo00000").mkdir(parents=True)   # longer an empty folder, unless removed
+        assert pd.main(["--demo", str(out), *DEMO]) == 0, capsys.readouterr().err
+        assert sorted(os.listdir(out)) == ["dataset.json", "demo00000", "demo00001"]
     finally:
         subprocess.run(["umount", str(out)])
 
