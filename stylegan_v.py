@@ -2230,6 +2230,9 @@ def cmd_sample(args) -> None:
     """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
     FrameSink.check(args.out)                                    # before a checkpoint is loaded
+    if args.ckpt and args.preset:
+        raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
+    args.preset = args.preset or "tiny"
     if args.ckpt:
         G, cfg = load_generator(args.ckpt, device)
         source = checkpoint_path(args.ckpt)
@@ -3266,6 +3269,14 @@ def bench_render(cfg: Config, device: torch.device, videos: int = 1, starts=(0.0
 
 def cmd_bench(args) -> None:
     """`bench`: frames/s of rendering at t = 0 and t = 1 h; with --train, s/kimg of video vs image StyleGAN2."""
+    if args.train_batch and not args.train:
+        raise UserError("--train-batch sets the batch of --train's training steps, but --train is not given")
+    for cfg in [make_config(p) for p in args.presets] if args.train_batch else []:   # before any work
+        b, k, g = args.train_batch, cfg.frames_per_clip, cfg.mbstd_group
+        if b % min(g, b) or (b * k) % min(g, b * k):
+            raise UserError(f"--train-batch {b}: the image StyleGAN2 it is compared with trains {b} x {k} = {b * k} "
+                            f"frames a step, and both batches must be multiples of the minibatch-stddev group "
+                            f"({g}): try {g * math.ceil(b / g)}")
     device = _pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
     print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
@@ -3405,6 +3416,9 @@ def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Option
 def cmd_doctor(args) -> None:
     """Facts about the machine, then the first 3 stages of acceptance_run (build the CUDA kernel; on a GPU, its
     parity check and one layer's speed); with --full, every stage."""
+    if args.out and not args.full:
+        raise UserError("--out names where doctor --full writes its tables; plain doctor writes nothing")
+    args.out = args.out or "doctor_full"
     gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
             for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     if args.full and not gpus:
@@ -3755,15 +3769,19 @@ def remove_stale_partials(path: str) -> None:
     stem = path[:-4] if path.lower().endswith(".mp4") else path.rstrip("/")
     for leftover in glob.glob(glob.escape(stem) + ".partial-*") + glob.glob(glob.escape(stem) + "/.partial-*"):
         pid = re.fullmatch(r"/?\.partial-(\d+)(\.mp4)?", leftover[len(stem):], re.IGNORECASE)
-        if pid is None or int(pid.group(1)) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid.group(1)), 0)                   # signal 0: only asks whether it exists
-        except ProcessLookupError:
+        if pid is not None and int(pid.group(1)) != os.getpid() and not _pid_alive(int(pid.group(1))):
             with contextlib.suppress(OSError):
                 shutil.rmtree(leftover) if os.path.isdir(leftover) else os.remove(leftover)
-        except OSError:                                     # (EPERM: it exists, as another user)
-            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)                                     # signal 0: only asks whether it exists
+    except ProcessLookupError:
+        return False
+    except OSError:                                         # (EPERM: it exists, as another user)
+        pass
+    return True
 
 
 def truncate_log(path: str, kimg: float) -> int:
@@ -3892,6 +3910,9 @@ class RunLock:
             file.seek(0)
             pid = file.read().strip() or "?"
             file.close()
+            if pid.isdigit() and not _pid_alive(int(pid)):          # its forked loader workers hold the lock
+                raise UserError(f"{outdir}: the training that ran here (pid {pid}) is gone, but its data-loader "
+                                f"workers still hold the run's lock while they exit: try again in a few seconds")
             raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
                             f"wait for it or stop it, or train into another --outdir") from None
 
@@ -4035,7 +4056,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", parents=[device], help="render videos of any length and frame rate")
     s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
-    s.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture when no --ckpt")
+    s.add_argument("--preset", choices=list(PRESETS), help="architecture when no --ckpt (default tiny)")
     s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
                    help="length of the video, up to a day (default 4)")
     s.add_argument("--fps", type=_in_range(float, 0, 1000, lo_open=True),
@@ -4127,7 +4148,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--verbose", action="store_true", help="show the compiler's output")
     d.add_argument("--full", action="store_true", help="on a GPU: the acceptance run (parity matrix, layer and "
                                                        "training benchmarks, sampling speed; an estimated ~8 minutes)")
-    d.add_argument("--out", default="doctor_full", help="folder for doctor --full's JSON and Markdown table")
+    d.add_argument("--out", help="folder for doctor --full's JSON and Markdown table (default doctor_full)")
     d.set_defaults(fn=cmd_doctor)
     return p
 

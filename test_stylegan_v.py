@@ -1375,6 +1375,22 @@ def test_sample_removes_what_a_killed_sample_left_but_not_a_live_ones(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
+    (["sample", "--ckpt", "run", "--preset", "ffs", "--out", "x.mp4"], "--preset picks an untrained generator's"),
+    (["bench", "--train-batch", "4"], "--train-batch sets the batch of --train's training steps, but --train is not"),
+    (["bench", "--train", "--train-batch", "2"], "--train-batch 2: the image StyleGAN2 it is compared with trains "
+                                                 "2 x 3 = 6 frames a step"),
+    (["doctor", "--out", "somewhere"], "--out names where doctor --full writes its tables"),
+])
+def test_a_flag_another_makes_meaningless_is_refused_not_ignored(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        sv.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv, message", [
     (["sample", "--device", "gpu0"], "--device gpu0: not a device"),
     (["train", "--data", "d.zip", "--device", "tpu"], "--device tpu: not a device"),
     (["train", "--data", "d.zip", "--device", "cuda:1", "--gpus", "2"], "--device cuda:1"),
@@ -2085,6 +2101,26 @@ def test_a_killed_run_leaves_nothing_stale_and_its_log_is_one_history_after_resu
     kimgs = _kimgs(out)
     assert kimgs == sorted(set(kimgs)) and kimgs[-1] == 0.096        # each kimg once, in order
     assert not list(out.glob("*.tmp-*")) and not list(out.glob("*.partial-*"))
+
+
+def test_a_lock_held_by_a_killed_runs_workers_says_so_not_that_a_training_runs(tmp_path):
+    # kill -9 of a training leaves its forked data-loader workers holding the lock for a few seconds; the
+    # pid in the file is dead. (It said "another training is running (pid N)", of a pid that was gone.)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lock = tmp_path / "train.lock"
+    lock.write_text(str(gone.pid))
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1]); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); time.sleep(60)", str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()                                       # it holds the lock now
+        with pytest.raises(sv.UserError, match=f"the training that ran here \\(pid {gone.pid}\\) is gone, but its "
+                                                "data-loader workers still hold the run's lock"):
+            sv.check_run_dir(str(tmp_path), resuming=True)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @slow
