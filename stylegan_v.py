@@ -2699,6 +2699,15 @@ def _find_cuda_home():
                  and any((Path(home) / 'bin' / exe).is_file() for exe in ('nvcc', 'nvcc.exe'))), None)
 
 
+def _cpp_extension():
+    """torch.utils.cpp_extension, imported quietly: at import it guesses a CUDA_HOME of its own and, with no GPU,
+    prints it ("No CUDA runtime is found, using CUDA_HOME='/usr/local'" for a wrapper nvcc in /usr/local/bin), a
+    line that contradicts the toolkit _find_cuda_home chose, which the build uses and doctor prints."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        from torch.utils import cpp_extension
+    return cpp_extension
+
+
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
     """Build (or load from the cache) the CUDA plugin -> (module or None, status dict). Never raises nor warns
     (a compile says so on stderr):
@@ -2763,7 +2772,7 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
             status['cuda_home'] = cuda_home = _find_cuda_home()
             if cuda_home is None:                   # no toolkit and no cache: silently use the reference
                 return finish(None, 'no CUDA toolkit (nvcc and headers) found; set CUDA_HOME to build the plugin')
-            from torch.utils import cpp_extension
+            cpp_extension = _cpp_extension()
             if not cpp_extension.is_ninja_available():
                 return finish(None, 'ninja is not installed (pip install ninja); it is needed to build the plugin',
                               warn=True)
@@ -3427,7 +3436,7 @@ def cmd_doctor(args) -> None:
         print("\n".join(f"  {i}. {stage}" for i, stage in enumerate(ACCEPTANCE_PLAN, 1)))
         return
     import subprocess
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
     print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
     home = _find_cuda_home()
     nvcc = home and os.path.join(home, "bin", "nvcc")

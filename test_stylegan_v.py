@@ -1888,6 +1888,14 @@ def test_doctor_reports_the_toolchain_and_falls_back_cleanly_without_nvcc(tmp_pa
     assert "torch " in out and "nvcc: not found" in out and "kernel: NOT built" in out
 
 
+def test_importing_torchs_cpp_extension_prints_no_cuda_guess_of_its_own():
+    # torch's guess ("No CUDA runtime is found, using CUDA_HOME='/usr/local'") contradicted doctor's own nvcc line
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
+    r = subprocess.run([sys.executable, "-c", "import stylegan_v as sv; print(sv._cpp_extension().__name__)"],
+                       cwd=HERE, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "torch.utils.cpp_extension" and r.stderr == "", r.stderr
+
+
 def test_doctor_full_without_a_gpu_says_what_it_would_run_and_exits_0(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: doctor --full would run for minutes")
