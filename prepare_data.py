@@ -952,6 +952,8 @@ def _check_out(out: str) -> tuple:
         raise PrepareError(f"cannot write {out}: it is a folder")
     if not as_zip and os.path.isdir(out):
         _remove_dead_partials(out)
+    if not as_zip and os.path.isfile(out):
+        raise PrepareError(f"{out} is a file: OUT is a .zip file or a folder (a new or an empty one)")
     if not as_zip and os.path.exists(out) and not (os.path.isdir(out) and not os.listdir(out)):
         raise PrepareError(f"{out} already exists (a folder output is never overwritten: remove it "
                            f"or name another)")

@@ -2424,6 +2424,9 @@ def test_folder_output_has_the_same_layout_and_is_never_overwritten(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.mp4", "dataset"]               # no temporary left
     with pytest.raises(pd.PrepareError, match="already exists"):
         run(tmp_path / "a.mp4", out, resolution=16)
+    with pytest.raises(pd.PrepareError, match=r"a.mp4 is a file: OUT is a .zip file or a folder"):
+        run(tmp_path / "a.mp4", tmp_path / "a.mp4", resolution=16)       # the input named as OUT, say
+    assert (tmp_path / "a.mp4").stat().st_size > 0
 
 
 def test_png_zip_round_trip_is_lossless_and_dataset_json_is_exact(tmp_path):
