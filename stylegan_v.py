@@ -2094,25 +2094,19 @@ class FrameSink:
             raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
         if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
             raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
-        if ext != ".mp4" and os.path.isfile(out):
-            raise UserError(f"{out}: is a file; --out is an .mp4 file or a folder for PNG frames (new or empty)")
-        if ext != ".mp4" and os.path.isdir(out) and [e for e in os.listdir(out) if not e.startswith(".partial-")]:
-            raise UserError(f"{out}: is a folder that holds files; PNG frames go to a new or an empty one")
-        probe = out.rstrip("/") + f".partial-{os.getpid()}"             # can a file be made there? (a folder's
-        try:                                                          # write bit does not say, on /proc or /sys)
-            open(probe, "x").close()
-            os.remove(probe)
-        except OSError as e:
-            raise UserError(f"{out}: cannot write here ({os_error_reason(e)})") from None
+        if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and any(not e.startswith(".partial-")
+                                                                                 for e in os.listdir(out))):
+            raise UserError(f"{out}: exists; --out is an .mp4 file or a folder for PNG frames (a new or empty one)")
+        _check_can_create(out)                                   # (/proc, /sys: a write bit, but no new files)
 
     def __init__(self, out: str, fps: float):
-        self.out, self.is_video = out, out.lower().endswith(".mp4")
+        self.out, self.is_video, pid = out, out.lower().endswith(".mp4"), os.getpid()
         FrameSink.check(out)
         remove_stale_partials(out)                           # what a killed sample to `out` left (Appendix D)
         self.count = 0                                       # frames written so far (the PNGs' numbers)
         if self.is_video:
             import imageio.v2 as imageio
-            self.tmp = out[:-4] + f".partial-{os.getpid()}.mp4"
+            self.tmp = out[:-4] + f".partial-{pid}.mp4"
             # H.264 in yuv420p plays everywhere; macro_block_size=1 writes frames at their own size
             # (imageio's default scales them up to a multiple of 16: an 8^2 model's video to 16^2).
             # ffmpeg writes to our stderr directly; at log level "fatal" a full disk is our one line
@@ -2120,11 +2114,9 @@ class FrameSink:
             self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
                                              quality=8, pixelformat="yuv420p", macro_block_size=1,
                                              ffmpeg_log_level="fatal")
-        elif os.path.isdir(out):                             # an empty folder (maybe a mount point, which
-            self.tmp = os.path.join(out, f".partial-{os.getpid()}")   # cannot be renamed onto): frames go into
-            os.makedirs(self.tmp)                            # it, and close() moves them up
-        else:
-            self.tmp = out.rstrip("/") + f".partial-{os.getpid()}"
+        else:       # an existing (empty) folder may be a mount point, which no rename goes onto: written into
+            self.inside = os.path.isdir(out)
+            self.tmp = os.path.join(out, f".partial-{pid}") if self.inside else out.rstrip("/") + f".partial-{pid}"
             os.makedirs(self.tmp)
 
     def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
@@ -2145,12 +2137,7 @@ class FrameSink:
                 self.writer.close()
                 if not _mp4_is_complete(self.tmp):           # imageio ignores ffmpeg's exit status
                     raise RuntimeError("ffmpeg could not finish the file")
-            if os.path.dirname(self.tmp) == self.out:        # frames inside the (empty) output folder
-                for name in sorted(os.listdir(self.tmp)):
-                    os.replace(os.path.join(self.tmp, name), os.path.join(self.out, name))
-                os.rmdir(self.tmp)
-            else:
-                os.replace(self.tmp, self.out)
+            _move_entries_up(self.tmp) if getattr(self, "inside", False) else os.replace(self.tmp, self.out)
         except (OSError, RuntimeError) as e:
             self._fail(e)
 
@@ -2232,15 +2219,14 @@ def cmd_sample(args) -> None:
     FrameSink.check(args.out)                                    # before a checkpoint is loaded
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
-    args.preset = args.preset or "tiny"
     if args.ckpt:
         G, cfg = load_generator(args.ckpt, device)
         source = checkpoint_path(args.ckpt)
     else:
-        cfg = make_config(args.preset)
+        cfg = make_config(args.preset or "tiny")
         torch.manual_seed(args.seed)
         G = Generator(cfg).eval().requires_grad_(False).to(device)
-        source = f"a freshly initialized '{args.preset}' generator (no --ckpt: expect noise, not video)"
+        source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
     fps = args.fps or cfg.fps
@@ -2326,23 +2312,14 @@ def cmd_train(args) -> None:
         args.snap = min(200.0, args.kimg / 5)
     if args.metric_videos is None and args.metrics:   # the paper's 2048 a side; I3D on a CPU: ~1 s a video,
         args.metric_videos = 2048 if _pick_device(args.device).type == "cuda" else 64   # so 64 there
-    if args.outdir is None:
-        args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
-    # --resume auto, or a checkpoint inside --outdir, continues the run there; another checkpoint starts a new
-    # run from it, which must not write into a directory that holds a run of its own.
-    own = os.path.join(args.outdir, "checkpoint.pt")
-    resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
-                                         os.path.samefile(checkpoint_path(args.resume), own))
-    if args.resume == "auto" and not os.path.isfile(own):
-        args.resume = None                                     # nothing to resume yet: start fresh
+    resuming = _run_dir_and_resume(args)     # --outdir's default; True when --resume continues the run there
     # Everything that can be checked is checked before any process starts or any work is done.
     data = VideoFolder(args.data)
     _check_train_flags(args, data)
     cfg = fit_config_to_data(cfg, data)
-    done_kimg, resume_path = 0.0, args.resume and checkpoint_path(args.outdir if args.resume == "auto" else args.resume)
+    state = None
     if args.resume:                                            # (an authors' snapshot brings its architecture)
         state, cfg = load_resume_state(args.resume, args.outdir, cfg)
-        done_kimg = state.get("nimg", 0) / 1000 if "opt_G" in state else 0.0
     ClipDataset(data, cfg)                                     # built for its checks only (clip length vs videos)
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
@@ -2352,17 +2329,7 @@ def cmd_train(args) -> None:
     if main_process:
         check_run_dir(args.outdir, resuming)
     if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
-        print(json.dumps(dataclasses.asdict(with_fp32(cfg, args.fp32)), indent=2))   # as _start_run applies it
-        if done_kimg >= args.kimg:
-            print(f"dry run: {resume_path} is already at {done_kimg:.2f} kimg, --kimg is "
-                  f"{args.kimg:g}: nothing to train", file=sys.stderr)
-            return
-        plan = (f"on from {resume_path} ({done_kimg:.2f} kimg)" if args.resume else
-                "a new run" + (" (--resume auto: no checkpoint there yet)" if resuming else ""))
-        print(f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with {world} process(es), a log line every {args.tick:g} kimg, "
-              f"a snapshot every {args.snap:g} kimg" + "".join(f", {m.upper()} on {args.metric_videos} videos a side"
-                                                             for m in args.metrics), file=sys.stderr)
-        return
+        return _print_dry_run(args, with_fp32(cfg, args.fp32), world, resuming, state)   # (as _start_run applies it)
     lock = RunLock(args.outdir).acquire() if main_process else None
     try:
         # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
@@ -2414,9 +2381,7 @@ def main(argv=None) -> None:
 # Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k² times fewer operations than the conv (589,824×
 # at 256²), and the widest weight is 9.4 MB: a kernel would save a few µs per layer (an earlier one was removed).
 #
-# Reading order: CUDA source → lazy build → autograd Functions → parity check and self-check (`doctor` runs
-# them; its benchmark is in Appendix C).
-
+# Reading order: CUDA source → lazy build → autograd Functions → parity and self-check (`doctor`; bench: App. C).
 
 # ---------------------------------------------------------------------------------------------------
 # The CUDA source: C++ bindings + CUDA kernels, compiled together by torch's load_inline
@@ -2697,15 +2662,6 @@ def _find_cuda_home():
                   *([str(Path(nvcc).resolve().parent.parent), _nvcc_own_home(nvcc)] if nvcc else []), '/usr/local/cuda']
     return next((str(home) for home in candidates if home and (Path(home) / 'include' / 'cuda_runtime.h').is_file()
                  and any((Path(home) / 'bin' / exe).is_file() for exe in ('nvcc', 'nvcc.exe'))), None)
-
-
-def _cpp_extension():
-    """torch.utils.cpp_extension, imported quietly: at import it guesses a CUDA_HOME of its own and, with no GPU,
-    prints it ("No CUDA runtime is found, using CUDA_HOME='/usr/local'" for a wrapper nvcc in /usr/local/bin), a
-    line that contradicts the toolkit _find_cuda_home chose, which the build uses and doctor prints."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        from torch.utils import cpp_extension
-    return cpp_extension
 
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
@@ -3754,6 +3710,31 @@ def _write_image(path: str, image: np.ndarray) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
+def _cpp_extension():
+    """torch.utils.cpp_extension, imported without the CUDA_HOME it guesses and prints with no GPU ('/usr/local'
+    for a wrapper nvcc in /usr/local/bin), which contradicted the toolkit _find_cuda_home chose for the build."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        from torch.utils import cpp_extension
+    return cpp_extension
+
+
+def _check_can_create(path: str) -> None:
+    """A UserError unless a file can be made beside `path`: a folder's write bit does not say (/proc, /sys)."""
+    probe = path.rstrip("/") + f".partial-{os.getpid()}"
+    try:
+        open(probe, "x").close()
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write here ({os_error_reason(e)})") from None
+
+
+def _move_entries_up(folder: str) -> None:
+    """Move what `folder` holds into its parent, then remove it (an output made inside an existing folder)."""
+    for name in sorted(os.listdir(folder)):
+        os.replace(os.path.join(folder, name), os.path.join(os.path.dirname(folder), name))
+    os.rmdir(folder)
+
+
 def _mp4_is_complete(path: str) -> bool:
     """Do the file's top-level MP4 boxes end exactly at its end, with the index ('moov', written last) among them?
     An ffmpeg that ran out of disk exits non-zero and leaves a file without it; imageio does not say so."""
@@ -3992,6 +3973,35 @@ def _train_overrides(args) -> dict:
              aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
              span_dist=args.span_dist, amp_dtype=args.amp_dtype)
     return {k: v for k, v in o.items() if v is not None}
+
+
+def _run_dir_and_resume(args) -> bool:
+    """Sets --outdir's default, and --resume auto with no checkpoint there yet to None (start fresh) -> whether the
+    run continues the one in --outdir: --resume auto, or its checkpoint. Another checkpoint starts a new run from
+    it, which check_run_dir keeps out of a directory that holds a run of its own."""
+    if args.outdir is None:
+        args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
+    own = os.path.join(args.outdir, "checkpoint.pt")
+    resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
+                                         os.path.samefile(checkpoint_path(args.resume), own))
+    if args.resume == "auto" and not os.path.isfile(own):
+        args.resume = None
+    return resuming
+
+
+def _print_dry_run(args, cfg: Config, world: int, resuming: bool, state: Optional[dict]) -> None:
+    """train --dry-run: the model's config (JSON) on stdout, the run's plan on stderr, as the run would do it."""
+    print(json.dumps(dataclasses.asdict(cfg), indent=2))
+    path = args.resume and checkpoint_path(args.outdir if args.resume == "auto" else args.resume)
+    done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0     # (a snapshot starts at 0)
+    if done >= args.kimg:
+        return print(f"dry run: {path} is already at {done:.2f} kimg, --kimg is {args.kimg:g}: nothing to train",
+                     file=sys.stderr)
+    plan = (f"on from {path} ({done:.2f} kimg)" if args.resume else
+            "a new run" + (" (--resume auto: no checkpoint there yet)" if resuming else ""))
+    print(f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with {world} process(es), a log line "
+          f"every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
+          + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
 
 
 def _check_train_flags(args, data: VideoFolder) -> None:
