@@ -13,16 +13,16 @@ Contents, in the order the data flows (each section behind a `# ---` banner):
     §2  Primitives (StyleGAN2)                   §9  Losses: non-saturating, R1 (Appx B.1)
     §3  ModConv2d, the math (SG2 Eq 1-3)         §10 Video-consistent ADA (Appx B)
     §4  Content mapping F_c (Sec 3.1)            §11 Dataset and real clips
-    §5  Motion: F_m, Eq 1-6 (Sec 3.1)            §12 Training loop (Sec 4.1)
+    §5  Motion: F_m, Eq 1-6 (Sec 3.1, Appx B.3)  §12 Training loop (Sec 4.1)
     §6  Synthesis network and Generator (Fig 5)  §13 Checkpoints; rendering any t; sampling (Sec 4.3)
     §7  Discriminator (Sec 3.2, Fig 6)           §14 Command line: train, sample, convert
     Appendix A  the fused ModConv2d CUDA kernel   C  bench, doctor, figures, plot
              B  the authors' snapshots, read safely   D  plumbing: dataset checks, crash-safe files,
                                                      signals, the run lock, flags, the one error path
+§11-§14 also call names defined further down (§13's checkpoints and rendering, Appendix D) at run time.
 
-Shapes: B videos, k frames per clip, N = B*k frames, T frames of a rendered clip, C channels, H x W
-pixels, D motion-token dim, L motion tokens, A anchors. Time t is in *frames of the training data*
-(a float; at 25 fps t = 25 is 1 s).
+Shapes: B videos, k frames per clip, N = B*k frames, T frames of a rendered clip, C channels, H x W pixels,
+D motion-token dim, L motion tokens, A anchors. Time t: in *frames of the training data* (25 = 1 s at 25 fps).
 
 Launch:
     python prepare_data.py --demo demo.zip                          # procedural data, no download
@@ -103,10 +103,10 @@ class Config:
     mapping_layers: int = 2       # depth of F_c                                       (release: 2)
     channel_base: int = 16384     # channels at resolution r = min(base / r, max)     (fmaps 0.5)
     channel_max: int = 512
-    motion_delta_z: int = 16      # delta^z: frames between motion-noise tokens        (Sec 3.1: 16)
+    motion_delta_z: int = 16      # delta^z: frames between motion-noise tokens        (Sec 4.1: 16)
     motion_kernel: int = 11       # F_m conv1d kernel size, no padding                 (Appx B: 11)
     motion_layers: int = 2        # F_m depth -> n anchors need n + 2*(11-1) = n + 20 tokens
-    period_min: float = 8.0       # omega_min of Eq 6, in frames                       (Appx B: 2^3)
+    period_min: float = 8.0       # omega_min of Eq 6, in frames (Appx B.3: 2^3; Appx A.1 implies 2^4)
     period_max: float = 1024.0    # omega_max of Eq 6, in frames                       (Appx B: 2^10)
     time_enc_dim: int = 256       # release arch only: waves of its embedding; v_t = [sin, cos] has twice
     num_fp16_res: int = 4         # fp16 in the top 4 resolutions, on CUDA only        (StyleGAN2)
@@ -121,7 +121,7 @@ class Config:
     d_cond: str = "hyper"         # 'hyper' = paper (ModConv + projection); 'concat' = release
     mbstd_group: int = 4          # minibatch-stddev group size                        (StyleGAN2)
     # -- training (Sec 3.3, 4.1, Appx B) --
-    batch: int = 64               # videos per step, over all processes                (Appx B: 64)
+    batch: int = 64               # videos per step, over all processes                (release: 64)
     frames_per_clip: int = 3      # k                                                  (Sec 3.3: 3)
     max_span: int = 32            # t_k - t_1 ~ U[k-1, 32]                             (Sec 3.3)
     span_dist: str = "uniform"    # 'uniform' = U[k-1, max_span] (paper); 'release' = {2, 4, ..., 32}
@@ -150,11 +150,13 @@ class Config:
         return min(self.d_channel_base // res, self.d_channel_max)
 
 
+AMP_DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16}   # Config.amp_dtype's choices
+
 # The paper's settings and a CPU-sized one. Resolution and fps are overwritten by the dataset.
 PRESETS = {
-    # FaceForensics 256^2: delta^z = 16, periods 2^3 ... 2^10 frames (Appx B).
+    # FaceForensics 256^2: delta^z = 16 (Sec 4.1), periods 2^3 ... 2^10 frames (Appx B.3).
     "ffs": dict(resolution=256),
-    # SkyTimelapse 256^2: slow motion, so sparse tokens (delta^z = 256) and omega_min = 2^8 (Appx B).
+    # SkyTimelapse 256^2: slow motion, so sparse tokens (delta^z = 256, Sec 4.1), omega_min = 2^8 (Appx B.3).
     "sky": dict(resolution=256, motion_delta_z=256, period_min=256.0),
     # MEAD 1024^2: StyleGAN2's full-width network at 1024^2 (fmaps 1.0), 30 fps.
     "mead": dict(resolution=1024, fps=30.0, channel_base=32768, d_channel_base=32768),
@@ -445,7 +447,7 @@ class MappingNetwork(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# §5 Motion: addressable motion noise, F_m, and the acyclic positional embedding (Sec 3.1, Eq 1-6)
+# §5 Motion: addressable motion noise, F_m, and the acyclic positional embedding (Sec 3.1, Eq 1-6, Appx B.3)
 # ------------------------------------------------------------------------------------------------
 # A video's motion is driven by a sequence of noise tokens z^m_j placed every delta^z frames at
 # times t_j = j * delta^z (Sec 3.1). F_m, two padding-less conv1d layers with kernel 11, turns them
@@ -594,9 +596,6 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
 # ------------------------------------------------------------------------------------------------
 
 
-AMP_DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def amp_dtype(choice: Optional[torch.dtype], x: torch.Tensor) -> torch.dtype:
     """The dtype of the mixed-precision layers: `choice` if set, else float16 on CUDA, float32 elsewhere."""
     return choice or (torch.float16 if x.is_cuda else torch.float32)
@@ -606,8 +605,8 @@ class ToRGB(nn.Module):
     """1x1 modulated conv to RGB, no demodulation (StyleGAN2).
 
     Without demodulation nothing normalizes the output, so the 1/sqrt(C k^2) equalized-lr gain must be
-    applied exactly once: StyleGAN2 multiplies the styles by it, our ModConv2d the weight -- the same
-    product s * g * W, with the same gradients. At initialisation a unit-variance input then gives RGB
+    applied exactly once: ModConv2d (demodulate=False) multiplies the styles by it, as StyleGAN2 does --
+    the product s * g * W, never g twice. At initialisation a unit-variance input then gives RGB
     values of std ~ 1.4 (s ~ 1 + N(0, 1), so E[s^2] = 2), as in the release.
     """
 
@@ -780,8 +779,8 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
 # are Fourier-encoded, passed through a 2-layer MLP each, concatenated into p_delta, and mapped to
 # a conditioning vector c. In the paper (Fig 6), c modulates the FIRST conv of every D block (a
 # ModConv2d, exactly G's modulated conv with c in place of w) and conditions the projection head.
-# The authors' release uses the projection only (cfg.d_cond = 'concat', the "w/o hyper-modulation"
-# row of Table 2); cfg.d_cond = 'none' drops time conditioning (the image-StyleGAN2 baseline).
+# The authors' release uses the projection only (cfg.d_cond = 'concat'; near Table 2's "w/o hyper-
+# modulation", which kept ModConv2d with zero time codes); 'none' drops time conditioning (image StyleGAN2).
 
 
 class TimeGapEncoder(nn.Module):
@@ -812,7 +811,7 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 class ReleaseTimeGapEncoder(nn.Module):
     """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping): arch 'release'.
 
-    Per gap delta_i: a learned Embedding of the rounded gap (T entries of `dim`) and [sin, cos] of
+    Per gap delta_i: a learned Embedding of the rounded gap (max_time entries of `dim`) and [sin, cos] of
     log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes concatenated, then StyleGAN2's mapping
     network without z: an FC, the 2nd-moment normalization, 2 FC layers (leaky ReLU, lr multiplier 0.01).
     The result only conditions the projection head; there is no hypernetwork (Sec 3.2 differs).
@@ -820,7 +819,7 @@ class ReleaseTimeGapEncoder(nn.Module):
 
     def __init__(self, k: int, dim: int, cmap_dim: int, max_time: int):
         super().__init__()
-        T = 2 ** math.ceil(math.log2(max_time))                 # the Fourier features' longest period, in frames
+        T = 2 ** math.ceil(math.log2(max_time))                 # the slowest wave, sin(pi delta / T), has period 2T
         self.embed = nn.Embedding(max_time, dim)                  # one learned vector per integer gap < max_time
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(int(math.log2(T))) / T)   # [F] rad/frame
         self.project = FC((k - 1) * (dim + 2 * len(self.freqs)), cmap_dim)
@@ -1725,9 +1724,9 @@ def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
         raise UserError(f"{path}: the checkpoint was trained with --aug {state['aug']['mode']}, "
                         f"this run has --aug {cfg.aug}")
     for field, flag in (("frames_per_clip", "--frames-per-clip"), ("d_cond", "--d-cond")):   # D's shapes
-        if getattr(old, field) != getattr(cfg, field):
-            raise UserError(f"{path}: the checkpoint's D was built for {flag} {getattr(old, field)}, this run asks "
-                            f"for {getattr(cfg, field)} (a resumed run keeps its networks: pass {flag} {getattr(old, field)})")
+        if (was := getattr(old, field)) != getattr(cfg, field):
+            raise UserError(f"{path}: the checkpoint's D was built for {flag} {was}, this run asks for "
+                            f"{getattr(cfg, field)} (a resumed run keeps its networks: pass {flag} {was})")
     return state, cfg
 
 
@@ -2306,7 +2305,7 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 def cmd_train(args) -> None:
     """`train`: resolve the config, check every input, then run 1 process, N spawned ones, or torchrun's."""
     cfg = make_config(args.preset, **_train_overrides(args))
-    if args.kimg is None:           # the paper's 256^2 models saw ~23 M frames (2 days on 4 V100s)
+    if args.kimg is None:           # the paper's 256^2 models: ~23 M frames in 2 days on 4 V100s; 25 M: SG2's
         args.kimg = 200.0 if args.preset == "tiny" else 25000.0
     if args.snap is None:           # at least 5 snapshots, at most 200 kimg apart
         args.snap = min(200.0, args.kimg / 5)
@@ -3753,8 +3752,8 @@ def _mp4_is_complete(path: str) -> bool:
 
 
 def remove_stale_partials(path: str) -> None:
-    """Remove <stem>.partial-<pid>[.mp4] beside `path` (or inside it, a folder) left by a writer that is gone (kill -9, a power cut);
-    one whose process still runs belongs to another writer and stays."""
+    """Remove <stem>.partial-<pid>[.mp4] beside `path` (or inside it, a folder) left by a writer that is gone
+    (kill -9, a power cut); one whose process still runs belongs to another writer and stays."""
     import glob
     stem = path[:-4] if path.lower().endswith(".mp4") else path.rstrip("/")
     for leftover in glob.glob(glob.escape(stem) + ".partial-*") + glob.glob(glob.escape(stem) + "/.partial-*"):
