@@ -1750,19 +1750,17 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
     dataset = ClipDataset(data, cfg)
     trainer = Trainer(cfg, dist, seed)
     trainer.interrupted = False
-    log = os.path.join(outdir, "log.jsonl")
+    log, path = os.path.join(outdir, "log.jsonl"), resume and checkpoint_path(outdir if resume == "auto" else resume)
     if state is not None:
         try:
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:               # (torch's first line ends in a colon)
-            raise UserError(f"{checkpoint_path(outdir if resume == 'auto' else resume)}: checkpoint does not fit "
-                            f"this model ({' '.join(str(e).split())[:200]})")
+            raise UserError(f"{path}: checkpoint does not fit this model ({' '.join(str(e).split())[:200]})")
     if state is not None and dist.main:
         if "opt_G" not in state:
             print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
                   f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
         else:
-            path = checkpoint_path(outdir if resume == "auto" else resume)
             print(f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
             if trainer.nimg >= int(kimg * 1000):
                 print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train "
@@ -2100,6 +2098,7 @@ class FrameSink:
 
     def __init__(self, out: str, fps: float):
         self.out, self.is_video, pid = out, out.lower().endswith(".mp4"), os.getpid()
+        self.inside = not self.is_video and os.path.isdir(out)   # an existing (empty) folder: written into
         FrameSink.check(out)
         remove_stale_partials(out)                           # what a killed sample to `out` left (Appendix D)
         self.count = 0                                       # frames written so far (the PNGs' numbers)
@@ -2113,8 +2112,7 @@ class FrameSink:
             self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
                                              quality=8, pixelformat="yuv420p", macro_block_size=1,
                                              ffmpeg_log_level="fatal")
-        else:       # an existing (empty) folder may be a mount point, which no rename goes onto: written into
-            self.inside = os.path.isdir(out)
+        else:                                                # (it may be a mount point: no rename goes onto it)
             self.tmp = os.path.join(out, f".partial-{pid}") if self.inside else out.rstrip("/") + f".partial-{pid}"
             os.makedirs(self.tmp)
 
@@ -2136,7 +2134,7 @@ class FrameSink:
                 self.writer.close()
                 if not _mp4_is_complete(self.tmp):           # imageio ignores ffmpeg's exit status
                     raise RuntimeError("ffmpeg could not finish the file")
-            _move_entries_up(self.tmp) if getattr(self, "inside", False) else os.replace(self.tmp, self.out)
+            _move_entries_up(self.tmp) if self.inside else os.replace(self.tmp, self.out)
         except (OSError, RuntimeError) as e:
             self._fail(e)
 
@@ -3237,10 +3235,13 @@ def cmd_bench(args) -> None:
         raise UserError("--train-batch sets the batch of --train's training steps, but --train is not given")
     for cfg in [make_config(p) for p in args.presets] if args.train_batch else []:   # before any work
         b, k, g = args.train_batch, cfg.frames_per_clip, cfg.mbstd_group
-        if b % min(g, b) or (b * k) % min(g, b * k):
+        try:                                                     # the video batch, then the image model's
+            for batch in (b, b * k):
+                check_batch_split(batch, 1, g)
+        except UserError:
             raise UserError(f"--train-batch {b}: the image StyleGAN2 it is compared with trains {b} x {k} = {b * k} "
                             f"frames a step, and both batches must be multiples of the minibatch-stddev group "
-                            f"({g}): try {g * math.ceil(b / g)}")
+                            f"({g}): try {g * math.ceil(b / g)}") from None
     device = _pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
     print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
