@@ -126,7 +126,7 @@ class Config:
     max_span: int = 32            # t_k - t_1 ~ U[k-1, 32]                             (Sec 3.3)
     span_dist: str = "uniform"    # 'uniform' = U[k-1, max_span] (paper); 'release' = {2, 4, ..., 32}
     max_time: int = 1024          # T: largest time position seen in training          (Sec 3.3)
-    lr: float = 0.0025            # Adam, equalized lr                                 (StyleGAN2)
+    lr: float = -1.0              # Adam, equalized lr; < 0 means the release's 0.0025 (0.002 from 1024^2)
     r1_gamma: float = -1.0        # R1 weight; < 0 means StyleGAN2's 0.0002*res^2/batch (0.2 @ 256)
     r1_interval: int = 16         # lazy R1 every 16 D steps                           (StyleGAN2)
     g_reg_interval: int = 4       # G's Adam as if lazily regularized every 4 steps    (release: lr 0.002)
@@ -168,7 +168,7 @@ PRESETS = {
     "tiny": dict(resolution=64, z_dim=128, w_dim=128, motion_dim=128, channel_base=2048,
                  channel_max=128, d_channel_base=2048, d_channel_max=128, d_time_dim=64,
                  motion_delta_z=8, period_min=4.0, period_max=128.0, batch=8, max_span=16,
-                 max_time=256, lr=0.0025, r1_gamma=3.0, ada_kimg=20.0, ema_rampup=0.05),
+                 max_time=256, r1_gamma=3.0, ada_kimg=20.0, ema_rampup=0.05),
 }
 
 
@@ -184,9 +184,11 @@ def make_config(preset: str = "tiny", **overrides) -> Config:
         raise ValueError(f"arch must be 'paper' or 'release', got {overrides['arch']!r}")
     if overrides.get("amp_dtype", "auto") not in AMP_DTYPES:
         raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {overrides['amp_dtype']!r}")
-    if overrides.get("arch") == "release" and "period_min" not in overrides:
-        # The release ties its shortest period to the token spacing (min_period_len = motion_z_distance).
-        overrides["period_min"] = float(overrides.get("motion_delta_z", PRESETS[preset].get("motion_delta_z", 16)))
+    if overrides.get("arch") == "release":
+        # The release ties its shortest period to the token spacing (min_period_len = motion_z_distance),
+        # and draws spans from {2, 4, ..., 32} (its total_dists).
+        overrides.setdefault("period_min", float(overrides.get("motion_delta_z", PRESETS[preset].get("motion_delta_z", 16))))
+        overrides.setdefault("span_dist", "release")
     res = overrides.get("resolution", PRESETS[preset].get("resolution", 64))
     if res < 8 or res & (res - 1):
         raise ValueError(f"resolution must be a power of two >= 8, got {res}")
@@ -950,26 +952,26 @@ class Discriminator(nn.Module):
 # frames and their time gaps (§7). `sample_clip_times` draws those times, for the real clips of the
 # dataset (§11) and for the fake clips G renders in the training loop (§12).
 
-def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time: float,
-                      video_len: Optional[int] = None, span_dist: str = "uniform") -> np.ndarray:
-    """Frame times of one sparse clip (Sec 3.3): span t_k - t_1 ~ U[k-1, max_span], t_1 ~ U[0, T - t_k].
+def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time: float, video_len: int,
+                      span_dist: str = "uniform", fractional: bool = False) -> np.ndarray:
+    """Frame times of one sparse clip of a video of `video_len` frames (Sec 3.3): the span t_k - t_1 ~
+    U[k-1, min(max_span, video_len - 1)], then t_1 inside a window of min(T, video_len) frames.
 
     The middle k-2 times are distinct frames drawn at random between t_1 and t_k.
     span_dist 'release' draws the span from the powers of two in [k-1, max_span] instead ({2, 4, 8,
     16, 32} for k = 3: the release's `total_dists`), so short spans are far more frequent (span 2:
     1 in 5 clips instead of 1 in 31).
-    Fake clip (video_len None): the offset t_1 is a real number in [0, T - span]: the generator is
-    continuous in time, so it is trained on fractional times, while the gaps, which D sees, keep the
-    same integer distribution as the real clips'.
-    Real clip of a video of `video_len` frames: integer frame indices, the span limited to the video.
-    A video longer than T is first cut to a random window of T frames (as the release does), then the
-    clip is drawn inside it as for a shorter video, so every frame of every video can be drawn while
-    the clip's position inside its window keeps the range [0, T) that fake clips have.
+    Real clip: integer frame indices. A video longer than T is first cut to a random window of T
+    frames (as the release does), so every frame of every video can be drawn while the clip's position
+    inside its window keeps the range [0, T) that fake clips have.
+    Fake clip (`fractional`, §12 draws video_len from a real video): t_1 is a real number in
+    [0, window - 1 - span]: the generator is continuous in time, so it is trained on fractional times,
+    while the gaps, which D sees, keep the integer distribution of the real clips'.
     """
     if k == 1:                                                   # image-only training (bench baseline)
         span, offsets = 0, np.zeros(1)
     else:
-        hi = max_span if video_len is None else min(max_span, video_len - 1)
+        hi = min(max_span, video_len - 1)
         if span_dist == "release":
             spans = [d for d in (2 ** np.arange(12)).tolist() if k - 1 <= d <= hi] or [hi]
             span = int(spans[int(rng.integers(len(spans)))])
@@ -977,10 +979,10 @@ def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time:
             span = int(rng.integers(k - 1, hi + 1))              # U[k-1, 32], both ends included
         middle = np.sort(rng.choice(np.arange(1, span), size=k - 2, replace=False))
         offsets = np.concatenate([[0], middle, [span]]).astype(np.float64)
-    if video_len is None:
-        t1 = rng.uniform(0, max(max_time - span, 0))
+    window = min(int(max_time), video_len)                       # T frames, or the whole video
+    if fractional:
+        t1 = rng.uniform(0, window - 1 - span)                   # t_k <= window - 1, as a real clip's
     else:
-        window = min(int(max_time), video_len)                   # T frames, or the whole video
         start = int(rng.integers(0, video_len - window + 1)) if video_len > window else 0
         t1 = start + int(rng.integers(0, window - span))         # t_k <= start + window - 1
     return t1 + offsets
@@ -1365,17 +1367,11 @@ class VideoFolder:
 
 
 def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
-    """The dataset sets the resolution and the time unit (fps), and caps the clip span.
-
-    Real clips cannot span more than a video's length - 1 frames. If every video is shorter than
-    max_span + 1 frames (e.g. 16-frame chunks), real gaps never reach max_span while fake ones do,
-    and a time-conditioned D would learn "gap = max_span means fake" -- a tell G cannot remove. So
-    the fake gaps are capped at what the longest real video allows.
-    """
+    """The dataset sets the resolution and the time unit (fps). (Clip spans follow each video's length:
+    §8 for real clips, §12's fake_clip_times for fake ones.)"""
     if data.resolution < 8:
         raise DataError(f"{data.path}: {data.resolution}x{data.resolution} frames; the model needs at least 8x8")
-    span = min(cfg.max_span, max(data.lengths) - 1)
-    return dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps, max_span=max(span, 1))
+    return dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps)
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -1394,7 +1390,7 @@ class ClipDataset(torch.utils.data.Dataset):
             raise DataError(f"{data.path}: every video is shorter than a clip of {cfg.frames_per_clip} frames")
         if cfg.frames_per_clip - 1 > cfg.max_span:
             raise UserError(f"--frames-per-clip {cfg.frames_per_clip}: k frames span at least k - 1 = "
-                            f"{cfg.frames_per_clip - 1}, but clips of {data.path} span at most {cfg.max_span}")
+                            f"{cfg.frames_per_clip - 1}, but clips span at most {cfg.max_span} (the preset's max_span)")
         self.usable = [i for i, l in enumerate(data.lengths) if l >= cfg.frames_per_clip]
 
     def __len__(self):           # items are seeds (Batches yields them): any int is an item
@@ -1491,11 +1487,14 @@ class Batches:
             self.step += 1
 
 
-def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int) -> torch.Tensor:
-    """Times [B, k] of generated clips: the real clips' gap distribution (where every video has at least
-    max_span + 1 frames; a shorter one gives shorter real spans), fractional offsets."""
-    return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time, None, cfg.span_dist)
-                                      for _ in range(B)]))
+def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int, video_lengths) -> torch.Tensor:
+    """Times [B, k] of generated clips, drawn as the release draws them (its training_loop.py): each inside
+    the length of a real video chosen at random, so fake clips have the real clips' spans (a dataset of
+    16-frame videos has no gap of 16, and a time-told D could learn "gap 16 = fake") and times below
+    min(L, T). The offsets are fractional (§8)."""
+    lengths = np.asarray(video_lengths)[rng.integers(len(video_lengths), size=B)]
+    return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time, int(n), cfg.span_dist,
+                                                        fractional=True) for n in lengths]))
 
 
 def adam_kwargs(lr: float, reg_interval: int) -> dict:
@@ -1522,10 +1521,13 @@ def sync_grads(module: nn.Module, dist: Dist) -> int:
 
 
 class Trainer:
-    """Holds G, G_ema, D, their optimizers and the augmentation; `step()` does one training step."""
+    """Holds G, G_ema, D, their optimizers and the augmentation; `step()` does one training step.
+    video_lengths: the frames of each usable video of the dataset, which fake clips are drawn inside
+    (fake_clip_times); None: videos of T frames (benchmarks on random data)."""
 
-    def __init__(self, cfg: Config, dist: Dist, seed: int = 0):
+    def __init__(self, cfg: Config, dist: Dist, seed: int = 0, video_lengths=None):
         self.cfg, self.dist, self.seed = cfg, dist, seed
+        self.video_lengths = list(video_lengths or [cfg.max_time])
         self.k = cfg.frames_per_clip
         self.local = check_batch_split(cfg.batch, dist.world, cfg.mbstd_group)
         self.rows = slice(dist.rank * self.local, (dist.rank + 1) * self.local)
@@ -1538,8 +1540,10 @@ class Trainer:
         # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval steps
         # (adam_kwargs). G gets the adjustment for g_reg_interval = 4 without any regularizer, as in the
         # release (StyleGAN2-ADA's G_reg_interval 4 with pl_weight 0): lr 0.0025 * 4/5 = 0.002, beta2 0.99^0.8.
-        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.lr, cfg.g_reg_interval))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.lr, cfg.r1_interval))
+        # lr < 0 is the release's 'auto' (its train.py): 0.0025, or 0.002 from 1024^2 on.
+        lr = cfg.lr if cfg.lr >= 0 else 0.002 if cfg.resolution >= 1024 else 0.0025
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(lr, cfg.g_reg_interval))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(lr, cfg.r1_interval))
         # gamma < 0 means StyleGAN2-ADA's 'auto' heuristic 0.0002 * res^2 / batch: the penalty is a
         # sum over pixels, so its scale grows with res^2; at the paper's 256^2 and batch 64 it gives
         # 0.2048, the paper's gamma = 0.2 (Appx B.1). The paper presets use this rule; tiny sets 3 (§1).
@@ -1554,7 +1558,7 @@ class Trainer:
         drawn, then sliced: drawing only our rows would tie row r's latents to the number of processes.)"""
         cfg, B, dev = self.cfg, self.cfg.batch, self.dist.device
         g = step_rng(self.seed, self.step_idx, purpose)
-        t = fake_clip_times(cfg, step_np_rng(self.seed, self.step_idx, purpose), B, self.k)   # [B, k]
+        t = fake_clip_times(cfg, step_np_rng(self.seed, self.step_idx, purpose), B, self.k, self.video_lengths)
         z = torch.randn(B, cfg.z_dim, generator=g)
         tokens = None
         if self.G.motion is not None:
@@ -1610,11 +1614,13 @@ class Trainer:
         # Lazy R1 on real clips, taken through the augmentation, every r1_interval steps. The
         # penalty ||d D(x) / d x||^2 keeps D flat around the data, which is what lets G's gradients
         # point somewhere useful; multiplying by r1_interval keeps its average weight at gamma / 2.
+        # `r1_logits * 0`, as the release: D's last bias, which R1 does not reach, gets a zero gradient
+        # rather than none, so Adam counts this step for it as for every other parameter.
         if self.step_idx % cfg.r1_interval == 0 and self.gamma > 0:
             real_ = real.detach().requires_grad_(True)
             r1_logits = self.D(self._augment(real_, "R1"), t_real)                # [b]
             r1 = d_r1_penalty(r1_logits, real_)                                   # [b]
-            loss_r1 = (r1 * (self.gamma / 2)).mean() * cfg.r1_interval
+            loss_r1 = (r1_logits * 0 + r1 * (self.gamma / 2)).mean() * cfg.r1_interval
             self._optimize(loss_r1, self.D, self.opt_D)
             self.aug.accumulate(r1_logits.detach())   # ADA's r_t counts these reals too (the release's Dr1)
             logs["r1"] = r1.mean().item()
@@ -1748,7 +1754,7 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
         state, cfg = load_resume_state(resume, outdir, cfg)
     cfg = with_fp32(cfg, fp32)
     dataset = ClipDataset(data, cfg)
-    trainer = Trainer(cfg, dist, seed)
+    trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted = False
     log, path = os.path.join(outdir, "log.jsonl"), resume and checkpoint_path(outdir if resume == "auto" else resume)
     if state is not None:
@@ -1782,10 +1788,11 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
     # Batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
     # (a video, k frame times: Sec 3.3) and decodes it, 4 steps ahead, so decoding overlaps the step.
+    # Workers are spawned, not forked: a fork of a process whose torch threads hold a lock can hang.
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=Batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=_ignore_signals)
+        worker_init_fn=_ignore_signals, multiprocessing_context="spawn" if workers > 0 else None)
 
     # Progress is counted in real frames shown to D (nimg); a tick logs a line, a snapshot saves.
     total = int(kimg * 1000)
@@ -2271,6 +2278,9 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
     if cuda and world == 1 and "LOCAL_RANK" not in os.environ:
         local_rank = _pick_device(args.device).index or 0           # --device cuda:1 trains on GPU 1
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    # TF32 (matmuls and convolutions at a 10-bit mantissa on Ampere and later) off unless --tf32, as the
+    # release (allow_tf32: false) and StyleGAN3: the float32 layers and R1's double backward keep float32.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     if cuda:
         # benchmark: cuDNN times its algorithms for each new shape once and keeps the fastest; the
         # shapes of a step barely change (only the motion-token count L, among a few values), so that
@@ -2302,6 +2312,9 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 
 def cmd_train(args) -> None:
     """`train`: resolve the config, check every input, then run 1 process, N spawned ones, or torchrun's."""
+    # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
+    chosen = args.preset
+    args.preset = chosen or ("ffs" if _pick_device(args.device).type == "cuda" else "tiny")
     cfg = make_config(args.preset, **_train_overrides(args))
     if args.kimg is None:           # the paper's 256^2 models: ~23 M frames in 2 days on 4 V100s; 25 M: SG2's
         args.kimg = 200.0 if args.preset == "tiny" else 25000.0
@@ -2325,6 +2338,10 @@ def cmd_train(args) -> None:
     main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
     if main_process:
         check_run_dir(args.outdir, resuming)
+        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else "tiny, on a CPU)")
+        tf32 = "on (--tf32)" if args.tf32 else "off (--tf32 allows it)"
+        print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
+              f"{_pick_device(args.device).type}, TF32 {tf32}", file=sys.stderr)
     if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
         return _print_dry_run(args, with_fp32(cfg, args.fp32), world, resuming, state)   # (as _start_run applies it)
     lock = RunLock(args.outdir).acquire() if main_process else None
@@ -3900,9 +3917,6 @@ class RunLock:
             file.seek(0)
             pid = file.read().strip() or "?"
             file.close()
-            if pid.isdigit() and not _pid_alive(int(pid)):          # its forked loader workers hold the lock
-                raise UserError(f"{outdir}: the training that ran here (pid {pid}) is gone, but its data-loader "
-                                f"workers still hold the run's lock while they exit: try again in a few seconds")
             raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
                             f"wait for it or stop it, or train into another --outdir") from None
 
@@ -4096,7 +4110,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", parents=[device], help="train on a dataset written by prepare_data.py",
                        description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
     t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
-    t.add_argument("--preset", default="tiny", choices=list(PRESETS), help="architecture and defaults (tiny: CPU)")
+    t.add_argument("--preset", choices=list(PRESETS),
+                   help="architecture and defaults (default: ffs, the paper's, on a GPU; tiny on a CPU)")
     t.add_argument("--outdir", help="run directory (default runs/<preset>-<data>); a new run needs an empty or new one")
     t.add_argument("--kimg", type=KIMG, help="train until D has seen this many thousand real frames "
                                              "(default 25000; tiny 200)")
@@ -4118,6 +4133,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--span-dist", choices=["uniform", "release"],
                    help="clip spans: uniform = U[k-1, 32] (paper), release = {2, 4, 8, 16, 32}")
     t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA, no activation clamping")
+    t.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (off: the release's choice)")
     t.add_argument("--amp-dtype", choices=list(AMP_DTYPES),
                    help="dtype of the mixed-precision layers (G's and D's top 4 resolutions): auto = float16 "
                         "on CUDA, float32 on a CPU (default); bfloat16 runs them in bfloat16 on a CPU too")
