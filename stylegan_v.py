@@ -449,43 +449,13 @@ class MappingNetwork(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# §5 Motion: addressable motion noise, F_m, and the acyclic positional embedding (Sec 3.1, Eq 1-6, Appx B.3)
+# §5 Motion: F_m and the acyclic positional embedding (Sec 3.1, Eq 1-6, Appx B.3)
 # ------------------------------------------------------------------------------------------------
 # A video's motion is driven by a sequence of noise tokens z^m_j placed every delta^z frames at
 # times t_j = j * delta^z (Sec 3.1). F_m, two padding-less conv1d layers with kernel 11, turns them
 # into motion codes u_j. Without padding, u_j sees tokens j-20 ... j (the "previous" tokens of
 # Appx B), so n anchors need n + 20 tokens. A frame at t in [t_j, t_{j+1}) needs u_j and u_{j+1},
 # i.e. tokens j-20 ... j+1: 22 tokens, wherever t is.
-#
-# Addressable noise. For sampling, token j of a video is a pure function of (motion seed, j): it
-# is drawn from its own RNG stream seeded by a hash of the pair. So frame t can be rendered from
-# the tokens around it without generating anything before it, at a cost that does not depend on t.
-# (Training just draws fresh tokens for the window it needs: statistically the same thing.)
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    """A 64-bit integer hash (Steele et al., SplitMix64 finalizer): decorrelates nearby inputs."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.Tensor:
-    """Tokens z^m_j for j = first ... first+count-1 of the video `motion_seed` -> [count, dim].
-
-    Token j always has the same value, whatever window it is requested in (j may be negative:
-    the anchors near t = 0 look 20 tokens back).
-    """
-    out = torch.empty(count, dim)
-    g = torch.Generator()
-    for i in range(count):
-        g.manual_seed(_splitmix64(_splitmix64(motion_seed & _MASK64) ^ ((first + i) & _MASK64)) >> 1)
-        out[i] = torch.randn(dim, generator=g)
-    return out
-
 
 def linear_period_scales(dim: int, period_min: float, period_max: float) -> torch.Tensor:
     """Eq 6: sigma_i = 2 pi / (omega_min + (i / N) (omega_max - omega_min)), periods in frames.
@@ -751,7 +721,10 @@ class Generator(nn.Module):
         """Wave parameters of each frame's two anchors -> (4 x [B*k, 2, .], left anchor j [B, k]).
 
         tokens [B, L, D] are tokens j_first-20 ... of each video (j_first = floor(min t / delta^z)),
-        t [B, k] float64 frame times.
+        t [B, k] float64 frame times. A worked example, delta^z = 16, t = [3, 17, 40]:
+            j = floor(t / 16) = [0, 1, 2], j_first = 0, L = tokens_needed = (2 - 0) + 2 + 20 = 24
+            tokens j = -20 ... 3  --F_m (two valid convs, kernel 11)-->  anchors u_0 ... u_3 (A = 4)
+            frame t = 40 reads anchors idx = j - j_first + [0, 1] = [2, 3]: its left u_2, its right u_3
         """
         B, k = t.shape
         j = torch.floor(t / self.cfg.motion_delta_z).long()     # [B, k] left anchors
@@ -1263,14 +1236,11 @@ class VideoAugment:
                     target=self.target, ada_kimg=self.ada_kimg, interval=self.interval)
 
     def load_state_dict(self, state):
-        if "ada" in state:                      # the layout before 2026-12-03: {mode, fixed_p, ada: {...} or None}
-            state = {"mode": state["mode"], "p": state["fixed_p"], **(state["ada"] or {})}
         if state['mode'] != self.mode:
             raise ValueError(f"the checkpoint was trained with --aug {state['mode']}, this run has --aug {self.mode}")
-        self.p, self.rt, self.num_steps = float(state['p']), state.get('rt'), int(state.get('num_steps', 0))
-        self._acc = torch.tensor(state.get('acc', [0.0, 0.0]), dtype=torch.float32, device=self._acc.device)
-        self.target = state.get('target', self.target)
-        self.ada_kimg, self.interval = state.get('ada_kimg', self.ada_kimg), state.get('interval', self.interval)
+        self.p, self.rt, self.num_steps = float(state['p']), state['rt'], int(state['num_steps'])
+        self._acc = torch.tensor(state['acc'], dtype=torch.float32, device=self._acc.device)
+        self.target, self.ada_kimg, self.interval = state['target'], state['ada_kimg'], state['interval']
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1436,19 +1406,19 @@ def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     return local
 
 
-def step_rng(seed: int, step: int, purpose: str) -> torch.Generator:
-    """A CPU generator for one kind of draw ('G', 'D', 'real', ...) of one step of one run: every step is
-    replayable on its own, so resuming needs nothing but the step counter."""
-    # splitmix64 (§5), not hash(): Python salts str hashes per process, so two processes, or a run and its
-    # resume, would draw different numbers. Purposes enter by their character sums, which must differ
-    # (G 71, D 68, real 420, augG 388, augDfake 792, augDreal 805, augR1 448). >> 1: a non-negative int64.
-    key = _splitmix64(_splitmix64(seed & _MASK64) ^ _splitmix64(step)) ^ sum(map(ord, purpose)) * 0x9E3779B1
-    return torch.Generator().manual_seed(_splitmix64(key & _MASK64) >> 1)
+PURPOSES = ("G", "D", "real", "augG", "augDfake", "augDreal", "augR1")   # one random stream each, per step
 
 
-def step_np_rng(seed: int, step: int, purpose: str) -> np.random.Generator:
-    """The numpy twin of step_rng (clip times and real-clip seeds are drawn with numpy)."""
-    return np.random.default_rng(int(step_rng(seed, step, purpose).initial_seed()))
+def step_np_rng(seed: int, step: int, purpose: str, rank: int = 0) -> np.random.Generator:
+    """A generator for one kind of draw of one step of one run (per process, for the augmentation): every
+    step is replayable on its own, so resuming needs nothing but the step counter. numpy's SeedSequence
+    mixes (seed, step, purpose, rank) into a stream of its own (not hash(): Python salts it per process)."""
+    return np.random.default_rng([seed, step, PURPOSES.index(purpose), rank])
+
+
+def step_rng(seed: int, step: int, purpose: str, rank: int = 0) -> torch.Generator:
+    """The torch twin of step_np_rng (latents and augmentations are drawn with torch), seeded from it."""
+    return torch.Generator().manual_seed(int(step_np_rng(seed, step, purpose, rank).integers(2 ** 63)))
 
 
 class Dist:
@@ -1568,10 +1538,9 @@ class Trainer:
 
     def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
         """Video-consistent ADA with this step's generator, drawn per process (not per global batch)."""
-        # The rank enters the seed (7919, a prime, keeps (seed, rank) pairs apart), or every process would
-        # augment its videos alike. The "aug" prefix keeps this stream apart from _latents': at seed 0 on
-        # rank 0, "G" alone is the stream of the G phase's z, and G could learn to undo each z's augmentation.
-        g = step_rng(self.seed * 7919 + self.dist.rank, self.step_idx, "aug" + purpose)
+        # The rank enters the stream, or every process would augment its videos alike; its own purpose keeps
+        # it apart from _latents' (G must not see its z's augmentation drawn from z's own stream: it could undo it).
+        g = step_rng(self.seed, self.step_idx, "aug" + purpose, self.dist.rank)
         return self.aug(x, generator=g)
 
     # -- one training step ----------------------------------------------------------------------
@@ -1677,7 +1646,7 @@ class Trainer:
         self.opt_D.load_state_dict(state["opt_D"])
         self.aug.load_state_dict(state["aug"])
         self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
-        self.nonfinite, self.train_sec = state.get("nonfinite", 0), state.get("train_sec", 0.0)   # (older: absent)
+        self.nonfinite, self.train_sec = state["nonfinite"], state["train_sec"]
 
 
 def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
@@ -1804,40 +1773,30 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         # The starting point of every FVD curve: the freshly initialised generator, at kimg 0.
         _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
     tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
-    last_snap = trainer.nimg
+    last_snap, ckpt, done = trainer.nimg, None, trainer.nimg >= total       # (a resumed run may be done already)
 
-    def after_step(stats: dict) -> bool:
-        """Log a tick, save a snapshot, honour a stop: True when the loop ends. (Called only inside the
-        `with GracefulStop() as stop` below, which binds `stop`.)"""
-        nonlocal last_snap
-        for key, v in stats.items():
-            tick_state["acc"].setdefault(key, []).append(v)
-        bar.n = round(min(trainer.nimg, total) / 1000, 3)            # set, not summed: no float drift past
-        bar.update(0)                                            # the total (tqdm warns, shows -00:00 left)
-        done = trainer.nimg >= total
-        if _crossed(trainer.nimg, tick, tick_state["nimg"]) or done:
-            _log_tick(trainer, tick_state, log, bar, clock)
-        stop_now = _stop_requested_anywhere(stop, dist)
-        if _crossed(trainer.nimg, snap, last_snap) or done or stop_now:
-            last_snap = trainer.nimg
-            ckpt = _snapshot(trainer, outdir, previews, clock)
-            if metrics and not stop_now:
-                _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
-            if dist.main and (done or stop_now):                 # the run's last line: its checkpoint, what next
-                bar.close()                                      # (first: a bar closed later is drawn again below)
-                print(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
-                      if stop_now else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
-                      f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
-        trainer.interrupted = stop_now
-        return done or stop_now
-
-    # Stopping (Appendix D): GracefulStop turns Ctrl-C or SIGTERM into a request that after_step honours
-    # once the step is done, on the same step in every process, or the others would hang in all_reduce.
+    # Stopping (Appendix D): GracefulStop turns Ctrl-C or SIGTERM into a request, honoured once the step
+    # is done, on the same step in every process, or the others would hang in all_reduce.
     batches = _unwrap_worker_errors(loader)                      # closing it stops the loader's workers now
     with GracefulStop() as stop, contextlib.closing(batches), contextlib.closing(bar):
-        for real, t_real in batches:                             # this process's rows of each step's batch
-            if trainer.nimg >= total or after_step(trainer.step(real, t_real)):   # (>=: a resumed run was done)
+        for real, t_real in batches if not done else ():         # this process's rows of each step's batch
+            for key, v in trainer.step(real, t_real).items():    # G, D, (R1), G_ema, ADA: §12's Trainer.step
+                tick_state["acc"].setdefault(key, []).append(v)
+            bar.n = round(min(trainer.nimg, total) / 1000, 3)    # set, not summed: no float drift past the
+            bar.update(0)                                        # total (tqdm warns, shows -00:00 left)
+            done, trainer.interrupted = trainer.nimg >= total, _stop_requested_anywhere(stop, dist)
+            if _crossed(trainer.nimg, tick, tick_state["nimg"]) or done:                  # a log line
+                _log_tick(trainer, tick_state, log, bar, clock)
+            if _crossed(trainer.nimg, snap, last_snap) or done or trainer.interrupted:    # a snapshot
+                last_snap, ckpt = trainer.nimg, _snapshot(trainer, outdir, previews, clock)
+                if metrics and not trainer.interrupted:
+                    _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
+            if done or trainer.interrupted:
                 break
+    if dist.main and ckpt is not None:                           # the run's last line, after the closed bar
+        print(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
+              if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
+              f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
     return trainer
 
 
@@ -1976,6 +1935,36 @@ def load_generator(path: str, device="cpu"):
 #     algorithm (and summation order) by batch size, so a frame rendered alone and inside a batch of
 #     64 would otherwise differ in the last bit (8 rows is also the fastest on CPU, measured).
 # On a GPU the whole batch goes at once (cuDNN's choice of algorithm is not ours to fix).
+
+# Addressable noise. For sampling, token j of a video is a pure function of (motion seed, j): it
+# is drawn from its own RNG stream seeded by a hash of the pair. So frame t can be rendered from
+# the tokens around it without generating anything before it, at a cost that does not depend on t.
+# (Training just draws fresh tokens for the window it needs: statistically the same thing.)
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """A 64-bit integer hash (Steele et al., SplitMix64 finalizer): decorrelates nearby inputs."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.Tensor:
+    """Tokens z^m_j for j = first ... first+count-1 of the video `motion_seed` -> [count, dim].
+
+    Token j always has the same value, whatever window it is requested in (j may be negative:
+    the anchors near t = 0 look 20 tokens back).
+    """
+    out = torch.empty(count, dim)
+    g = torch.Generator()
+    for i in range(count):
+        g.manual_seed(_splitmix64(_splitmix64(motion_seed & _MASK64) ^ ((first + i) & _MASK64)) >> 1)
+        out[i] = torch.randn(dim, generator=g)
+    return out
+
 
 ROW_BLOCK, ANCHOR_BLOCK = 8, 16
 
@@ -3929,8 +3918,8 @@ class RunLock:
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
-        import glob                              # (*.tmp-*: the temporary checkpoint name of earlier versions)
-        stale = [p for pattern in ("*.tmp-*", "*.partial-*", os.path.join("samples", "*.partial-*"))
+        import glob
+        stale = [p for pattern in ("*.partial-*", os.path.join("samples", "*.partial-*"))
                  for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
         for path in stale:
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
