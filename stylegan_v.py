@@ -92,7 +92,7 @@ class Config:
 
     preset: str = "tiny"
     arch: str = "paper"           # 'paper' = this file's reading of the paper; 'release' = the authors'
-                                  # release, exactly (to load their checkpoints; §5, §7 say where they differ)
+                                  # release, exactly (to load their checkpoints: Appendix B)
     # -- data --
     resolution: int = 64          # frame size H = W
     fps: float = 25.0             # frame rate of the training data: the time unit of t
@@ -108,7 +108,7 @@ class Config:
     motion_layers: int = 2        # F_m depth -> n anchors need n + 2*(11-1) = n + 20 tokens
     period_min: float = 8.0       # omega_min of Eq 6, in frames (Appx B.3: 2^3; Appx A.1 implies 2^4)
     period_max: float = 1024.0    # omega_max of Eq 6, in frames                       (Appx B: 2^10)
-    time_enc_dim: int = 256       # release arch only: waves of its embedding; v_t = [sin, cos] has twice
+    time_enc_dim: int = 256       # arch 'release' only: waves of its embedding (Appendix B)
     num_fp16_res: int = 4         # fp16 in the top 4 resolutions, on CUDA only        (StyleGAN2)
     amp_dtype: str = "auto"       # dtype of those layers: 'auto' = float16 on CUDA, float32 on CPU;
                                   # 'float16' or 'bfloat16' on any device (bfloat16 runs them on a CPU)
@@ -118,8 +118,10 @@ class Config:
     d_channel_max: int = 512
     d_concat_res: int = 16        # frames are merged channel-wise at 16x16            (Sec 3.2)
     d_time_dim: int = 256         # d: size of p(delta_i), one per time gap            (release: 256)
-    d_cond: str = "hyper"         # 'hyper' = paper (ModConv + projection); 'concat' = release
+    d_cond: str = "hyper"         # 'hyper' = paper (ModConv + projection); 'concat' = projection only
+    d_frame_div: int = 1          # each frame's channels / this where frames meet     (Sec 3.2: 1)
     mbstd_group: int = 4          # minibatch-stddev group size                        (StyleGAN2)
+    mbstd_strided: bool = False   # StyleGAN2's strided groups; False: contiguous ones (§7)
     # -- training (Sec 3.3, 4.1, Appx B) --
     batch: int = 64               # videos per step, over all processes                (release: 64)
     frames_per_clip: int = 3      # k                                                  (Sec 3.3: 3)
@@ -144,13 +146,18 @@ class Config:
     @property
     def v_dim(self) -> int:
         """Channels of the motion code v_t tiled onto the 4x4 constant (Fig 5)."""
-        return 2 * self.time_enc_dim if self.arch == "release" else self.motion_dim
+        return ARCH_VARIANTS[self.arch].get("v_dim", lambda cfg: cfg.motion_dim)(self)
 
     def d_channels(self, res: int) -> int:
         return min(self.d_channel_base // res, self.d_channel_max)
 
 
 AMP_DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16}   # Config.amp_dtype's choices
+
+# The authors' release differs from the paper in a few places. Its variants (the motion embedding, D's
+# time encoder, its settings) live beside its snapshot importer (Appendix B) and register here, so the
+# model below reads as the paper alone; Config.arch picks one, once, where the networks are built.
+ARCH_VARIANTS: dict = {"paper": {}}
 
 # The paper's settings and a CPU-sized one. Resolution and fps are overwritten by the dataset.
 PRESETS = {
@@ -173,26 +180,15 @@ PRESETS = {
 
 
 def make_config(preset: str = "tiny", **overrides) -> Config:
-    """Config from a named preset plus overrides (unknown names are an error, not ignored)."""
+    """Config from a named preset plus overrides, every field checked (check_config, Appendix D)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
-    fields = {f.name for f in dataclasses.fields(Config)}
-    bad = set(overrides) - fields
-    if bad:
-        raise ValueError(f"unknown config field(s): {', '.join(sorted(bad))}")
-    if overrides.get("arch", "paper") not in ("paper", "release"):
-        raise ValueError(f"arch must be 'paper' or 'release', got {overrides['arch']!r}")
-    if overrides.get("amp_dtype", "auto") not in AMP_DTYPES:
-        raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {overrides['amp_dtype']!r}")
-    if overrides.get("arch") == "release":
-        # The release ties its shortest period to the token spacing (min_period_len = motion_z_distance),
-        # and draws spans from {2, 4, ..., 32} (its total_dists).
-        overrides.setdefault("period_min", float(overrides.get("motion_delta_z", PRESETS[preset].get("motion_delta_z", 16))))
-        overrides.setdefault("span_dist", "release")
-    res = overrides.get("resolution", PRESETS[preset].get("resolution", 64))
-    if res < 8 or res & (res - 1):
-        raise ValueError(f"resolution must be a power of two >= 8, got {res}")
-    return Config(**{**PRESETS[preset], **overrides, "preset": preset})
+        raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if overrides.get("arch", "paper") not in ARCH_VARIANTS:
+        raise ValueError(f"arch must be one of {', '.join(ARCH_VARIANTS)}, got {overrides['arch']!r}")
+    variant = ARCH_VARIANTS[overrides.get("arch", "paper")]              # an arch's own settings (Appendix B)
+    overrides = {**variant.get("defaults", lambda fields: {})({**PRESETS[preset], **overrides}), **overrides,
+                 **variant.get("fixed", {})}
+    return check_config({**PRESETS[preset], **overrides, "preset": preset})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -469,13 +465,6 @@ def linear_period_scales(dim: int, period_min: float, period_max: float) -> torc
     return 2 * math.pi / (period_min + (i / dim) * (period_max - period_min))   # [D], rad/frame
 
 
-def log_period_frequencies(dim: int, period_min: float, period_max: float) -> torch.Tensor:
-    """The release's frequencies: 2 pi / periods log-spaced from period_min to period_max (slowest
-    first). Compare Eq 6: linearly spaced periods, whose joint cycle is far longer (Fig 9)."""
-    periods = 2.0 ** np.linspace(math.log2(period_min), math.log2(period_max), dim)[::-1]
-    return torch.from_numpy(2 * np.pi / periods.copy()).float()                  # [F], rad/frame
-
-
 class MotionMappingNetwork(nn.Module):
     """F_m and the wave parameters: tokens z^m [B, L, D] -> per-anchor (alpha, omega, rho, a), [B, L-20, .].
 
@@ -485,11 +474,6 @@ class MotionMappingNetwork(nn.Module):
         alpha_j = W_alpha u_j,   omega_j = (tanh(W_omega u_j) + 1) * sigma,   rho_j = W_rho u_j,   a_j = W_a u_j.
     The tanh bounds omega to (0, 2 sigma): periods never shorter than omega_min / 2 frames, which
     stops the temporal aliasing of unbounded frequencies (Appx B.3); its mean is the Eq 6 scale.
-
-    arch 'release' (the authors' AlignedTimeEncoder): F = time_enc_dim waves; no amplitudes (alpha = 1,
-    and v~ is [sin, cos] of the phase, 2F channels); log-spaced frequencies sigma; the phase is
-    W_rho u times phase_scales = period_max / period (slow waves get small phase offsets); W_a maps
-    to 2F. Its predictors have no bias either.
     """
 
     def __init__(self, cfg: Config):
@@ -498,21 +482,14 @@ class MotionMappingNetwork(nn.Module):
         self.kernel, self.num_layers = k, cfg.motion_layers
         self.context = cfg.motion_layers * (k - 1)               # 20: tokens lost to "valid" convs
         self.lr_mul = 0.01
-        self.sincos = cfg.arch == "release"
+        self.v_dim = D                                           # channels of v_t
         self.conv_weights = nn.ParameterList(
             nn.Parameter(torch.randn(D, D, k) / self.lr_mul) for _ in range(cfg.motion_layers))
         self.conv_biases = nn.ParameterList(nn.Parameter(torch.zeros(D)) for _ in range(cfg.motion_layers))
         # Eq 3 is linear: no biases. (The release drops them too, "to prevent motion mode collapse": a
         # bias would give every video the same share of its waves, whatever its motion noise.)
-        if self.sincos:
-            Fw = cfg.time_enc_dim
-            self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
-            sigma = log_period_frequencies(Fw, cfg.period_min, cfg.period_max)
-            self.register_buffer("sigma", sigma)
-            self.register_buffer("phase_scales", cfg.period_max * sigma / (2 * math.pi))
-        else:
-            self.W_alpha, self.W_omega, self.W_rho, self.W_a = (FC(D, D, bias=False) for _ in range(4))
-            self.register_buffer("sigma", linear_period_scales(D, cfg.period_min, cfg.period_max).float())
+        self.W_alpha, self.W_omega, self.W_rho, self.W_a = (FC(D, D, bias=False) for _ in range(4))
+        self.register_buffer("sigma", linear_period_scales(D, cfg.period_min, cfg.period_max).float())
 
     def forward(self, tokens: torch.Tensor):
         x = tokens.transpose(1, 2)                               # [B, L, D] -> [B, D, L]
@@ -521,23 +498,28 @@ class MotionMappingNetwork(nn.Module):
             x = F.conv1d(x, w * gain)                            # [B, D, L] -> [B, D, L - 10]
             x = bias_act_ref(x, b * self.lr_mul, "lrelu", gain=1.0)   # no sqrt(2) gain (release)
         u = x.transpose(1, 2)                                    # [B, A, D], A = L - 20
+        return self.wave_params(u)
+
+    def wave_params(self, u: torch.Tensor):
+        """Motion codes u [B, A, D] -> the waves of Eq 3 and 5: alpha, omega, rho, a, each [B, A, D]."""
         omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma   # Eq 5 with the Eq 6 scales
-        rho = self.W_rho(u)                                      # Eq 3
-        a = self.W_a(u)                                          # alignment vectors of Eq 4
-        if self.sincos:                                          # release: no amplitudes, scaled phases
-            return torch.ones_like(omega), omega, rho * self.phase_scales, a
-        return self.W_alpha(u), omega, rho, a                    # Eq 3: alpha = W_alpha u
+        return self.W_alpha(u), omega, self.W_rho(u), self.W_a(u)   # Eq 3; a: the alignment vectors of Eq 4
+
+    @staticmethod
+    def wave(alpha: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """Eq 1: one sine per channel, alpha * sin(phase)."""
+        return alpha * torch.sin(phase)
 
 
 def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tensor, delta_z: float,
-                      sincos: bool = False):
+                      wave=MotionMappingNetwork.wave):
     """v_t of Eq 2 and 4 for frames at times t, given the parameters of their anchors.
 
     alpha, omega, rho, a : [N, 2, D]  parameters of the left anchor l = t_j and the right one r = t_{j+1}
     j_left               : [N]        index j of the left anchor
     t                    : [N]        frame times (float64, in frames), t_j <= t < t_{j+1}
-    sincos               :            the release's v~ = [sin, cos] of the phase (a has 2D channels)
-    returns v_t          : [N, D] (or [N, 2D])
+    wave                 :            Eq 1's wave of (alpha, phase): the motion network's `wave`
+    returns v_t          : [N, D]
 
     The raw embedding (Eq 2) uses the LEFT anchor's waves everywhere (as the authors' release does):
         v~(s) = alpha_l * sin(omega_l * s + rho_l)
@@ -553,10 +535,7 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
     al, om, rh = alpha[:, 0].double(), omega[:, 0].double(), rho[:, 0].double()   # [N, D]
 
     def v_raw(s):                                                # Eq 1-2 with the left anchor's waves
-        phase = om * s[:, None] + rh                             # [N, D]
-        if sincos:                                               # release: [sin, cos], no amplitude
-            return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1).float()   # [N, 2D]
-        return (al * torch.sin(phase)).float()                   # [N, D]
+        return wave(al, om * s[:, None] + rh).float()            # [N, D]
 
     v_tilde = v_raw(t)
     v_tilde_l, v_tilde_r = v_raw(l), v_raw(r)
@@ -673,7 +652,8 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
-        self.motion = MotionMappingNetwork(cfg) if cfg.motion_dim > 0 else None   # None: image-only baseline
+        motion = ARCH_VARIANTS[cfg.arch].get("motion", MotionMappingNetwork)
+        self.motion = motion(cfg) if cfg.motion_dim > 0 else None               # None: image-only baseline
         self.synthesis = SynthesisNetwork(cfg)
 
     # -- the shared core: anchors -> v_t -> frames ------------------------------------------------
@@ -688,7 +668,7 @@ class Generator(nn.Module):
         if anchors is None:                                              # image-only baseline: no v_t
             v = w.new_zeros(w.shape[0], 0)
         else:
-            v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z, self.motion.sincos)   # [N, v_dim]  (Eq 2-6)
+            v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z, self.motion.wave)   # [N, v_dim]  (Eq 2-6)
         return self.synthesis(w, v, force_fp32=force_fp32)               # [N, 3, H, W]
 
     @staticmethod
@@ -738,7 +718,7 @@ class Generator(nn.Module):
         """v_t [B*k, v_dim] of frames at times t [B, k] from their videos' motion noise (as forward)."""
         t = torch.as_tensor(t, dtype=torch.float64).reshape(len(tokens), -1)
         anchors, j = self.anchors_from_tokens(tokens, t)
-        return acyclic_embedding(*anchors, j.reshape(-1), t.reshape(-1), self.cfg.motion_delta_z, self.motion.sincos)
+        return acyclic_embedding(*anchors, j.reshape(-1), t.reshape(-1), self.cfg.motion_delta_z, self.motion.wave)
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
@@ -754,19 +734,25 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
 # are Fourier-encoded, passed through a 2-layer MLP each, concatenated into p_delta, and mapped to
 # a conditioning vector c. In the paper (Fig 6), c modulates the FIRST conv of every D block (a
 # ModConv2d, exactly G's modulated conv with c in place of w) and conditions the projection head.
-# The authors' release uses the projection only (cfg.d_cond = 'concat'; near Table 2's "w/o hyper-
+# d_cond 'concat' uses the projection only (as the authors' release; near Table 2's "w/o hyper-
 # modulation", which kept ModConv2d with zero time codes); 'none' drops time conditioning (image StyleGAN2).
+#
+#   frames [B, k, 3, H, W] -> [B*k, ...] -> from_rgb -> blocks R ... 32 (each frame alone, conv0 modulated by c)
+#        -> at 16^2: [B*k, C, 16, 16] -> [B, k*C, 16, 16] (the k frames side by side in channels)
+#        -> blocks 16 ... 8 -> minibatch-stddev, conv, FC -> out [B, cmap] -> <out, c> / sqrt(cmap): logit [B]
+#   t [B, k] -> gaps delta [B, k-1] -> Fourier features, MLP per gap -> concat p_delta -> c [B, cmap]
 
 
 class TimeGapEncoder(nn.Module):
     """delta_1 ... delta_{k-1} -> c: Fourier features -> 2-layer MLP per gap -> concat (p_delta) -> mapping.
 
     Gaps are in frames; Fourier periods are log-spaced from 2 to 2048 frames (the positional
-    encoding of [60, 66]). The release adds a learned Embedding(1024, 256) of the rounded gap.
+    encoding of [60, 66]). (The release adds a learned Embedding(1024, 256) of the rounded gap.)
     """
 
-    def __init__(self, k: int, dim: int, cmap_dim: int, num_freqs: int = 16):
+    def __init__(self, k: int, cmap_dim: int, cfg: Config, num_freqs: int = 16):
         super().__init__()
+        dim = cfg.d_time_dim
         self.register_buffer("freqs", 2 * math.pi / torch.logspace(1, 11, num_freqs, base=2.0))  # rad/frame
         self.mlp = nn.Sequential(FC(2 * num_freqs, dim, act="lrelu"), FC(dim, dim, act="lrelu"))
         self.mapping = nn.Sequential(FC((k - 1) * dim, cmap_dim, act="lrelu"), FC(cmap_dim, cmap_dim, act="lrelu"))
@@ -776,35 +762,6 @@ class TimeGapEncoder(nn.Module):
         phase = delta[..., None] * self.freqs                    # [B, k-1, F]
         p = self.mlp(torch.cat([phase.sin(), phase.cos()], -1))  # [B, k-1, d]   p(delta_i)
         return self.mapping(p.flatten(1))                        # [B, (k-1)d] -> [B, cmap]
-
-
-def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """x / sqrt(mean(x^2)) over dim 1 (StyleGAN2: the input of a mapping network)."""
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
-
-
-class ReleaseTimeGapEncoder(nn.Module):
-    """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping): arch 'release'.
-
-    Per gap delta_i: a learned Embedding of the rounded gap (max_time entries of `dim`) and [sin, cos] of
-    log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes concatenated, then StyleGAN2's mapping
-    network without z: an FC, the 2nd-moment normalization, 2 FC layers (leaky ReLU, lr multiplier 0.01).
-    The result only conditions the projection head; there is no hypernetwork (Sec 3.2 differs).
-    """
-
-    def __init__(self, k: int, dim: int, cmap_dim: int, max_time: int):
-        super().__init__()
-        T = 2 ** math.ceil(math.log2(max_time))                 # the slowest wave, sin(pi delta / T), has period 2T
-        self.embed = nn.Embedding(max_time, dim)                  # one learned vector per integer gap < max_time
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(int(math.log2(T))) / T)   # [F] rad/frame
-        self.project = FC((k - 1) * (dim + 2 * len(self.freqs)), cmap_dim)
-        self.mapping = nn.Sequential(*(FC(cmap_dim, cmap_dim, act="lrelu", lr_mul=0.01) for _ in range(2)))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:          # t [B, k] frame times
-        delta = torch.diff(t.float(), dim=1)                     # [B, k-1]
-        phase = delta[..., None] * self.freqs                    # [B, k-1, F]
-        codes = torch.cat([self.embed(delta.round().long()), phase.sin(), phase.cos()], -1)   # [B, k-1, d + 2F]
-        return self.mapping(normalize_2nd_moment(self.project(codes.flatten(1))))            # [B, cmap]
 
 
 class DiscriminatorBlock(nn.Module):
@@ -843,25 +800,20 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: Config, k: Optional[int] = None):
         super().__init__()
         self.k = k = k or cfg.frames_per_clip
-        release = cfg.arch == "release"
-        self.cond = ("concat" if release else cfg.d_cond) if k > 1 else "none"   # one frame has no time gap
-        self.mbstd_group, self.mbstd_strided = cfg.mbstd_group, release
+        self.cond = cfg.d_cond if k > 1 else "none"              # one frame has no time gap
+        self.mbstd_group, self.mbstd_strided = cfg.mbstd_group, cfg.mbstd_strided
         R = cfg.resolution
         self.concat_res = min(cfg.d_concat_res, R)
-        if release and self.concat_res >= R:
-            raise ValueError(f"arch 'release' needs a resolution above d_concat_res ({cfg.d_concat_res})")
+        if cfg.d_frame_div > 1 and self.concat_res >= R:
+            raise ValueError(f"d_frame_div needs a resolution above d_concat_res ({cfg.d_concat_res})")
         self.cmap_dim = cfg.d_channels(4)      # c is as wide as the 4x4 features it is projected on (StyleGAN2)
-        if self.cond == "none":
-            self.time_enc = None
-        elif release:
-            self.time_enc = ReleaseTimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim, cfg.max_time)
-        else:
-            self.time_enc = TimeGapEncoder(k, cfg.d_time_dim, self.cmap_dim)
+        time_encoder = ARCH_VARIANTS[cfg.arch].get("time_enc", TimeGapEncoder)
+        self.time_enc = time_encoder(k, self.cmap_dim, cfg) if self.cond != "none" else None
         fp16_min = R // 2 ** (cfg.num_fp16_res - 1)            # the top num_fp16_res resolutions, as in G
         ch = cfg.d_channels
-        # The release halves the channels of each frame's features before the concatenation
-        # (num_frames_div_factor 2); the paper concatenates them whole (Sec 3.2: 512k x 16 x 16).
-        div = 2 if release else 1
+        # The paper concatenates each frame's features whole (Sec 3.2: 512k x 16 x 16); the release
+        # halves their channels first (d_frame_div 2, its num_frames_div_factor).
+        div = cfg.d_frame_div
         clamp = cfg.conv_clamp                 # every conv, not only the fp16 ones (release, StyleGAN2-ADA)
         self.from_rgb = Conv2d(3, ch(R), 1, conv_clamp=clamp)
         self.blocks = nn.ModuleList()
@@ -884,7 +836,7 @@ class Discriminator(nn.Module):
         """Append the std over groups of G videos as an extra channel (StyleGAN2, 1 feature).
 
         Groups are *contiguous* runs of videos ([0..3], [4..7], ...), unlike StyleGAN2's strided
-        ones (videos i, i + n, i + 2n, ...; arch 'release'), so a batch split across processes forms
+        ones (videos i, i + n, i + 2n, ...; `mbstd_strided`), so a batch split across processes forms
         the same groups as on one process.
         """
         N, C, H, W = x.shape
@@ -1901,14 +1853,20 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
     if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
+    try:                                     # sizes come from here: checked before any network is built
+        state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
     return state
 
 
 def config_from_dict(d: dict) -> Config:
-    """The Config saved in a checkpoint: fields it lacks take today's defaults and fields this version does
-    not know are dropped, so checkpoints load across versions of the file."""
-    fields = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in d.items() if k in fields})
+    """The Config saved in a checkpoint, checked as flags are (check_config): fields it lacks take its
+    preset's values, fields this version does not know are dropped."""
+    if not isinstance(d, dict):
+        raise ValueError(f"its config is a {type(d).__name__}, not a dict of settings")
+    fields = {f.name for f in dataclasses.fields(Config)} - {"preset"}
+    return make_config(d.get("preset", "tiny"), **{k: v for k, v in d.items() if k in fields})
 
 
 def load_generator(path: str, device="cpu"):
@@ -2061,7 +2019,7 @@ def motion_codes(G, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
     params = anchor_params(G, motion_seed, j.tolist() + (j + 1).tolist())                # 4 x [2T, D]
     anchors = [p.reshape(2, len(t), -1).transpose(0, 1) for p in params]                 # 4 x [T, 2, D]
     device = _g_device(G)
-    return acyclic_embedding(*anchors, j.to(device), t.to(device), G.cfg.motion_delta_z, G.motion.sincos)
+    return acyclic_embedding(*anchors, j.to(device), t.to(device), G.cfg.motion_delta_z, G.motion.wave)
 
 
 def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
@@ -3004,6 +2962,83 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' snapshots (network-snapshot-*.pkl), read without running anything in them
 # ------------------------------------------------------------------------------------------------
+# B.1 The release's architecture (arch 'release'). Where the authors' code differs from the paper (the
+# README's deviations table has every row), as variants of §5's and §7's modules, registered in §1's
+# ARCH_VARIANTS: their checkpoints then load into the same Generator and Discriminator, weight for weight.
+#   * motion: F = time_enc_dim waves, no amplitudes (v~ = [sin, cos] of the phase, 2F channels), log-
+#     spaced frequencies, phases W_rho u scaled by period_max / period, predictors without bias;
+#   * D: time gaps through a learned Embedding of the rounded gap plus Fourier features and StyleGAN2's
+#     mapping network, projection only (d_cond 'concat'), frame features halved where frames meet,
+#     strided minibatch-stddev groups;
+#   * sampling: spans from {2, 4, 8, 16, 32} (its total_dists), shortest period = the token spacing.
+
+def log_period_frequencies(dim: int, period_min: float, period_max: float) -> torch.Tensor:
+    """The release's frequencies: 2 pi / periods log-spaced from period_min to period_max (slowest
+    first). Compare Eq 6: linearly spaced periods, whose joint cycle is far longer (Fig 9)."""
+    periods = 2.0 ** np.linspace(math.log2(period_min), math.log2(period_max), dim)[::-1]
+    return torch.from_numpy(2 * np.pi / periods.copy()).float()                  # [F], rad/frame
+
+
+class ReleaseMotionMapping(MotionMappingNetwork):
+    """The release's AlignedTimeEncoder on F_m's motion codes: what wave_params and wave return differ."""
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        D, Fw = cfg.motion_dim, cfg.time_enc_dim
+        del self.W_alpha                                          # no amplitudes
+        self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
+        self.v_dim = 2 * Fw                                       # [sin, cos]
+        sigma = log_period_frequencies(Fw, cfg.period_min, cfg.period_max)
+        self.register_buffer("sigma", sigma)
+        self.register_buffer("phase_scales", cfg.period_max * sigma / (2 * math.pi))
+
+    def wave_params(self, u: torch.Tensor):
+        omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma
+        return torch.ones_like(omega), omega, self.W_rho(u) * self.phase_scales, self.W_a(u)
+
+    @staticmethod
+    def wave(alpha: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)            # [N, 2F]
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / sqrt(mean(x^2)) over dim 1 (StyleGAN2: the input of a mapping network)."""
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+class ReleaseTimeGapEncoder(nn.Module):
+    """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping).
+
+    Per gap delta_i: a learned Embedding of the rounded gap (max_time entries of `dim`) and [sin, cos] of
+    log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes concatenated, then StyleGAN2's mapping
+    network without z: an FC, the 2nd-moment normalization, 2 FC layers (leaky ReLU, lr multiplier 0.01).
+    The result only conditions the projection head; there is no hypernetwork (Sec 3.2 differs).
+    """
+
+    def __init__(self, k: int, cmap_dim: int, cfg: Config):
+        super().__init__()
+        dim, max_time = cfg.d_time_dim, cfg.max_time
+        T = 2 ** math.ceil(math.log2(max_time))                 # the slowest wave, sin(pi delta / T), has period 2T
+        self.embed = nn.Embedding(max_time, dim)                  # one learned vector per integer gap < max_time
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(int(math.log2(T))) / T)   # [F] rad/frame
+        self.project = FC((k - 1) * (dim + 2 * len(self.freqs)), cmap_dim)
+        self.mapping = nn.Sequential(*(FC(cmap_dim, cmap_dim, act="lrelu", lr_mul=0.01) for _ in range(2)))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:          # t [B, k] frame times
+        delta = torch.diff(t.float(), dim=1)                     # [B, k-1]
+        phase = delta[..., None] * self.freqs                    # [B, k-1, F]
+        codes = torch.cat([self.embed(delta.round().long()), phase.sin(), phase.cos()], -1)   # [B, k-1, d + 2F]
+        return self.mapping(normalize_2nd_moment(self.project(codes.flatten(1))))            # [B, cmap]
+
+
+
+ARCH_VARIANTS["release"] = dict(
+    motion=ReleaseMotionMapping, time_enc=ReleaseTimeGapEncoder, v_dim=lambda cfg: 2 * cfg.time_enc_dim,
+    defaults=lambda fields: dict(period_min=float(fields.get("motion_delta_z", 16)), span_dist="release"),
+    fixed=dict(d_cond="concat", d_frame_div=2, mbstd_strided=True))           # its D, whatever a flag says
+
+
+# B.2 Reading their pickles.
 # What §13's load_checkpoint calls for a bare pickle (`convert`, `train --resume`, `sample`, `figures`, fvd.py's
 # --fake). The release pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its networks as StyleGAN2-ADA
 # *persistence* objects embedding their module's source, which the ordinary unpickler imports and runs (with OmegaConf,
@@ -3946,6 +3981,52 @@ def check_run_dir(outdir: str, resuming: bool) -> None:
 
 
 # --- Flags, their ranges, and the one error path ----------------------------------------------
+
+# The one check of a Config, for flags, checkpoints and the authors' snapshots alike: every field's type and
+# range, so that a size read from a file is bounded before anything of that size is built. The ranges are
+# wide (the paper's settings are far inside) but finite: a 10^6-layer mapping network is not a model.
+_I, _F = (int,), (int, float)
+CONFIG_RANGES = dict(
+    resolution=(_I, 8, 2048), fps=(_F, 1e-3, 1000), z_dim=(_I, 1, 4096), w_dim=(_I, 1, 4096),
+    motion_dim=(_I, 0, 4096), mapping_layers=(_I, 1, 16), channel_base=(_I, 1, 2 ** 20), channel_max=(_I, 1, 4096),
+    motion_delta_z=(_I, 1, 2 ** 16), motion_kernel=(_I, 1, 64), motion_layers=(_I, 1, 16),
+    period_min=(_F, 1e-3, 1e9), period_max=(_F, 1e-3, 1e9), time_enc_dim=(_I, 1, 4096), num_fp16_res=(_I, 0, 16),
+    d_channel_base=(_I, 1, 2 ** 20), d_channel_max=(_I, 1, 4096), d_concat_res=(_I, 4, 2048), d_time_dim=(_I, 1, 4096),
+    d_frame_div=(_I, 1, 64), mbstd_group=(_I, 1, 64), batch=(_I, 1, 65536), frames_per_clip=(_I, 1, 33),
+    max_span=(_I, 1, 2 ** 16), max_time=(_I, 1, 2 ** 20), lr=(_F, -1, 1), r1_gamma=(_F, -1, 1e4),
+    r1_interval=(_I, 1, 10 ** 4), g_reg_interval=(_I, 0, 10 ** 4), ema_kimg=(_F, 1e-6, 1e6), aug_p=(_F, 0, 1),
+    ada_target=(_F, 0, 1), ada_kimg=(_F, 1e-6, 1e6))
+CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, d_cond=("hyper", "concat", "none"),
+                      span_dist=("uniform", "release"), aug=("ada", "fixed", "none"))
+
+
+def check_config(fields: dict) -> Config:
+    """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
+    unknown = set(fields) - {f.name for f in dataclasses.fields(Config)}
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+    cfg = Config(**fields)
+    for name, (types, lo, hi) in CONFIG_RANGES.items():
+        v = getattr(cfg, name)
+        if not (isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi):
+            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+    for name, choices in CONFIG_CHOICES.items():
+        if not (isinstance(getattr(cfg, name), str) and getattr(cfg, name) in choices):
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
+    for name in ("mirror", "mbstd_strided"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ValueError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
+    for name, lo in (("conv_clamp", 0), ("ema_rampup", 0)):                 # a number or None (off)
+        v = getattr(cfg, name)
+        if v is not None and not (isinstance(v, _F) and not isinstance(v, bool) and math.isfinite(v) and v > lo):
+            raise ValueError(f"{name} must be a positive number or null, got {v!r}")
+    for name in ("resolution", "d_concat_res"):
+        if getattr(cfg, name) & (getattr(cfg, name) - 1):
+            raise ValueError(f"{name} must be a power of two, got {getattr(cfg, name)}")
+    if cfg.period_max < cfg.period_min:
+        raise ValueError(f"period_max ({cfg.period_max:g}) is below period_min ({cfg.period_min:g})")
+    return cfg
+
 
 def _set_custom_ops(args) -> None:
     """--no-custom-ops: the PyTorch reference everywhere, for this process (commands that have the flag)."""

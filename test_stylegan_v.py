@@ -1169,6 +1169,24 @@ def test_train_without_a_preset_is_the_papers_model_on_a_gpu_and_tiny_on_a_cpu(t
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("change, said", [
+    (dict(mapping_layers=10 ** 6), "mapping_layers must be a number in [1, 16], got 1000000"),
+    (dict(resolution=4096), "resolution must be a number in [8, 2048], got 4096"),
+    (dict(z_dim=-5), "z_dim must be a number in [1, 4096], got -5"),
+    (dict(channel_base="wide"), "channel_base must be a number"),
+    (dict(arch="evil"), "arch must be one of paper, release, got 'evil'"),
+    (dict(period_min=float("nan")), "period_min must be a number"),
+    ("a string", "its config is a str, not a dict of settings"),
+])
+def test_a_checkpoints_config_is_checked_before_anything_is_built(tmp_path, change, said):
+    """Every size in a checkpoint is bounded at the door by the one check flags get (check_config)."""
+    cfg = dataclasses.asdict(tiny())
+    torch.save({"cfg": {**cfg, **change} if isinstance(change, dict) else change, "G_ema": {}}, tmp_path / "x.pt")
+    with pytest.raises(sv.CheckpointError) as e:
+        sv.load_checkpoint(str(tmp_path / "x.pt"))
+    assert str(e.value).startswith(f"{tmp_path / 'x.pt'}: a checkpoint with impossible settings: {said}")
+
+
 @slow
 def test_resume_refuses_a_file_that_is_not_a_checkpoint_without_suggesting_unsafe_loading(tmp_path):
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pt")   # a pickled module, not a state dict
