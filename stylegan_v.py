@@ -1208,8 +1208,7 @@ class VideoAugment:
 # last keyframe (up to 250 frames back with x264's defaults), so 3 frames could cost hundreds of
 # decodes; as images, every frame is one decode wherever it is, and a clip costs k decodes.
 # Everything about a dataset that can be checked cheaply is checked when it is opened, so a broken
-# dataset fails in the first second with its file named, not hours later inside a loader worker
-# (the checks themselves, `_parse_dataset_json` and `check_dataset_files`, are in Appendix D).
+# dataset fails in the first second with its file named, not hours later inside a loader worker.
 
 
 class DataError(UserError, ValueError):
@@ -1217,75 +1216,25 @@ class DataError(UserError, ValueError):
 
 
 class VideoFolder:
-    """Lazy reader of a prepare_data.py dataset (zip or folder); safe with DataLoader workers.
-
-    Opening one checks the whole dataset's metadata before any work, cheaply: every field of
-    dataset.json (types and ranges, unique safe names), every video's frame count against the zip's
-    members (one pass over the zip's index, so a header cannot make us allocate by claiming 10^8
-    frames) or, for a folder, its first and last frame; and the size of every video's first frame
-    (an image header, not a decode). A later frame of another size is caught when it is read.
-    The zip is opened on first use in each process (a zip handle must not cross a fork), so every
-    DataLoader worker and every training process gets its own handle.
-    """
+    """A prepare_data.py dataset (zip or folder), read lazily, a few frames at a time. Opening one checks
+    everything that can be checked cheaply (open_dataset, Appendix D), and every frame is checked when read."""
 
     def __init__(self, path: str, resolution: Optional[int] = None):
-        self.path = str(path)
-        self._zip, self._zip_pid = None, None
-        if not os.path.exists(path):
-            raise DataError(f"{path}: no such dataset (make one with: python prepare_data.py SRC {path})")
-        self.is_zip = os.path.isfile(path)                       # a zip, or a folder of the same layout
-        if self.is_zip and not zipfile.is_zipfile(path):
-            raise DataError(f"{path}: not a zip file or a dataset folder")
-        try:
-            raw = self._read("dataset.json")
-        except (KeyError, OSError, zipfile.BadZipFile):
-            raise DataError(f"{path}: no dataset.json, so not a dataset written by prepare_data.py "
-                            f"(make one with: python prepare_data.py SRC OUT.zip)") from None
-        try:
-            meta = json.loads(raw)
-        except ValueError as e:                                  # JSONDecodeError, UnicodeDecodeError
-            raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
-        self.fps, self.resolution, self.ext, self.names, self.lengths = _parse_dataset_json(path, meta)
-        check_dataset_files(self, resolution)                   # Appendix D: every file it lists
+        self.path, self.is_zip, self._zip = str(path), os.path.isfile(path), None
+        self.fps, self.resolution, self.ext, self.names, self.lengths = open_dataset(self, resolution)
 
-    def _member(self, name: str, i: int) -> str:
+    def member(self, name: str, i: int) -> str:
         return f"{name}/{i:06d}{self.ext}"
 
-    def _open(self) -> zipfile.ZipFile:
-        if self._zip is None or self._zip_pid != os.getpid():
-            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
-        return self._zip
-
-    def _open_member(self, member: str):
-        return self._open().open(member) if self.is_zip else open(os.path.join(self.path, member), "rb")
-
-    def _read(self, member: str) -> bytes:
-        with self._open_member(member) as f:
-            return f.read()
-
-    def __getstate__(self):   # pickled into DataLoader workers without the open handle
-        return {**self.__dict__, "_zip": None, "_zip_pid": None}
+    def __getstate__(self):   # into a DataLoader worker without the open zip: it opens its own
+        return {**self.__dict__, "_zip": None}
 
     def __len__(self) -> int:
         return len(self.names)
 
     def read_frames(self, video: int, frame_indices) -> np.ndarray:
         """uint8 [n, H, W, 3] frames of one video; a missing, broken or wrongly sized frame is a DataError."""
-        import imageio.v3 as iio
-        out, R = [], self.resolution
-        for i in frame_indices:
-            member = self._member(self.names[video], int(i))
-            try:       # decoded from bytes, so a zip member and a file take the same path
-                img = iio.imread(self._read(member), extension=self.ext)
-            except Exception as e:
-                raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
-            if img.ndim == 2:                                        # greyscale -> RGB; RGBA loses alpha below
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-                raise DataError(f"{self.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} "
-                                f"{img.dtype} image, the dataset's frames are {R}x{R} 8-bit RGB")
-            out.append(img[:, :, :3])
-        return np.stack(out)
+        return np.stack([read_frame(self, self.member(self.names[video], int(i))) for i in frame_indices])
 
 
 def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
@@ -1346,16 +1295,6 @@ class ClipDataset(torch.utils.data.Dataset):
 # takes its rows. So a resumed run replays exactly what the uninterrupted one would have done, and
 # without augmentation the result does not depend on the number of processes, up to rounding (ADA's
 # parameters are drawn per process: other draws from the same distribution).
-
-
-def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
-    """Videos per process; the global batch must split evenly, each share into mbstd groups."""
-    if batch % world:
-        raise UserError(f"--batch {batch} is not divisible by the number of processes ({world})")
-    local = batch // world
-    if local % min(mbstd_group, local):
-        raise UserError(f"batch per process ({local}) must be a multiple of the mbstd group ({mbstd_group})")
-    return local
 
 
 PURPOSES = ("G", "D", "real", "augG", "augDfake", "augDreal", "augR1")   # one random stream each, per step
@@ -1601,104 +1540,6 @@ class Trainer:
         self.nonfinite, self.train_sec = state["nonfinite"], state["train_sec"]
 
 
-def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
-    """A grid video and a PNG strip from G_ema, with the same seeds every time: what changes between the
-    previews of successive snapshots is the training, not the draw."""
-    os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
-    stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
-    n = max(int(seconds * cfg.fps), 8)
-    videos = render_videos(G, list(range(num)), torch.arange(n, dtype=torch.float64))   # [num, n, H, W, 3]
-    with FrameSink(stem + ".mp4", cfg.fps) as sink:
-        sink.write(video_grid(videos))
-    strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
-    tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [num*8, 1, H, W, 3]: one tile per frame
-    strip_png = video_grid(tiles, cols=strip.shape[1])[0]           # [num*H, 8*W, 3]: a row per video
-    _write_image(stem + ".png", strip_png)
-
-
-# log.jsonl: one JSON object per line, appended, so `tail -f` follows a run and a reader needs no
-# parser state; a line torn by a kill is at the end, and truncate_log drops it on --resume.
-def _write_json_line(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-# The fields that define the networks (not the training): a run resuming an authors' snapshot takes
-# them from the snapshot, whatever its preset says.
-ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
-               "motion_delta_z", "motion_kernel", "motion_layers", "period_min", "period_max", "time_enc_dim",
-               "num_fp16_res", "conv_clamp", "d_channel_base", "d_channel_max", "d_concat_res", "d_time_dim",
-               "d_cond", "mbstd_group", "frames_per_clip", "max_time")
-
-
-def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
-    """The checkpoint to continue from ('auto' = the run directory's) -> (state, the run's Config).
-
-    A checkpoint of ours must be of this run's preset and resolution (and --aug mode). An authors'
-    snapshot brings its own architecture (the run keeps its training settings) and must match the
-    dataset's resolution."""
-    path = checkpoint_path(outdir if resume == "auto" else resume)
-    state = load_checkpoint(path)
-    old = config_from_dict(state["cfg"])
-    if "opt_G" not in state and "source" in state:               # an authors' snapshot (or its convert)
-        if old.resolution != cfg.resolution:
-            raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
-        return state, dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
-    if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
-        raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
-                        f"this run is '{cfg.preset}' at {cfg.resolution}^2")
-    if state.get("aug", {}).get("mode", cfg.aug) != cfg.aug:
-        raise UserError(f"{path}: the checkpoint was trained with --aug {state['aug']['mode']}, "
-                        f"this run has --aug {cfg.aug}")
-    for field, flag in (("frames_per_clip", "--frames-per-clip"), ("d_cond", "--d-cond")):   # D's shapes
-        if (was := getattr(old, field)) != getattr(cfg, field):
-            raise UserError(f"{path}: the checkpoint's D was built for {flag} {was}, this run asks for "
-                            f"{getattr(cfg, field)} (a resumed run keeps its networks: pass {flag} {was})")
-    return state, cfg
-
-
-def with_fp32(cfg: Config, fp32: bool) -> Config:
-    """--fp32: no fp16 layers, and (as the release) no activation clamping either."""
-    return dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None) if fp32 else cfg
-
-
-def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
-               fp32: bool, kimg: float) -> tuple:
-    """The dataset, the Trainer (resumed when asked) and the run directory of a training -> (trainer, dataset)."""
-    # The dataset decides the resolution and the time unit (its fps); the preset decides the rest.
-    data = VideoFolder(data_path)
-    cfg = fit_config_to_data(cfg, data)
-    # Resuming restores weights, optimizer moments, ADA's p and the step counter; since every draw
-    # is seeded by the step (step_rng), that is all it takes to continue exactly where we were.
-    state = None
-    if resume:
-        state, cfg = load_resume_state(resume, outdir, cfg)
-    cfg = with_fp32(cfg, fp32)
-    dataset = ClipDataset(data, cfg)
-    trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
-    trainer.interrupted = False
-    log, path = os.path.join(outdir, "log.jsonl"), resume and checkpoint_path(outdir if resume == "auto" else resume)
-    if state is not None:
-        try:
-            trainer.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as e:               # (torch's first line ends in a colon)
-            raise UserError(f"{path}: checkpoint does not fit this model ({' '.join(str(e).split())[:200]})")
-    if state is not None and dist.main:
-        if "opt_G" not in state:
-            print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
-                  f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
-        else:
-            print(f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
-            if trainer.nimg >= int(kimg * 1000):
-                print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train "
-                      f"(a larger --kimg continues it)", file=sys.stderr)
-    if dist.main:
-        os.makedirs(outdir, exist_ok=True)
-        truncate_log(log, trainer.nimg / 1000 if resume else -1.0)   # a fresh start keeps no old lines
-        _atomic_write_text(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
-    return trainer, dataset
-
-
 def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
           tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
           metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
@@ -1752,121 +1593,12 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     return trainer
 
 
-def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
-    """One log.jsonl line: this tick's mean losses, s/kimg (metrics excluded), training time so far."""
-    sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
-    sec_per_kimg = sec / max((trainer.nimg - tick["nimg"]) / 1000, 1e-9)
-    record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
-              "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
-              "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
-    bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}")
-    if trainer.dist.main:
-        _write_json_line(log, record)
-    tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
-
-
-def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
-    """Has training passed a multiple of `every_kimg` since `since_nimg`? Multiples, not "every_kimg
-    since the last one": a resumed run logs and saves at the kimg the uninterrupted run would have."""
-    every = max(1, round(every_kimg * 1000))
-    return nimg // every > since_nimg // every
-
-
-def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str:
-    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process -> the checkpoint's path."""
-    trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]    # kept across resumes
-    ckpt = os.path.join(outdir, "checkpoint.pt")
-    if trainer.dist.main:
-        save_checkpoint(ckpt, trainer.state_dict())
-        if previews:
-            save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
-    return ckpt
-
-
-def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
-    """FVD of G_ema (the generator you would sample from, not the noisier G) into log.jsonl, on the main
-    process (fvd.py holds the protocol); 'sec', its wall time, is left out of the training time."""
-    results, start = {}, time.time()
-    if trainer.dist.main:
-        import fvd
-        for m in metrics:                                        # 'fvd16' -> 16 frames
-            try:
-                results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
-                                                   num_videos=num_videos, device=str(trainer.dist.device), progress=False))
-            except fvd.FVDError as e:
-                raise UserError(f"--metrics {m}: {e}")
-    results["sec"] = time.time() - start
-    clock["metric_sec"] += results["sec"]
-    if trainer.dist.main:
-        _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
-        note = "  (kimg 0)" if trainer.nimg == 0 else ""
-        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + note)
-
-
 # ------------------------------------------------------------------------------------------------
 # §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
 # ------------------------------------------------------------------------------------------------
 # Our checkpoints (an authors' snapshot goes to Appendix B) -> load_generator -> rendering any frame by
-# (content seed, motion seed, t) -> the frame sink and sample(), which renders an hour.
-
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing, not ours, unsafe to unpickle, or cannot be written."""
-
-
-def checkpoint_path(path: str) -> str:
-    """A checkpoint file, or a training directory holding checkpoint.pt."""
-    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """torch.save, written atomically and synced to disk (`_atomic_write`, Appendix D): a crash never
-    leaves half a file, and a failed write (a full disk) leaves the previous checkpoint as it was."""
-    try:
-        _atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=True)
-    except (OSError, RuntimeError) as e:    # a full disk is ENOSPC, or torch's zip writer noticing it
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({write_error_reason(e, path)}); "
-                              f"the previous checkpoint, if any, is intact") from None
-
-
-def load_checkpoint(path: str) -> dict:
-    """torch.load(weights_only=True): tensors, numbers, strings and containers, never code; an authors'
-    network-snapshot-*.pkl goes to import_release_snapshot (Appendix B, as safe). A file of another kind is
-    refused with what it is not, never with torch's advice to retry unsafely (weights_only=False)."""
-    file = checkpoint_path(path)
-    if not os.path.isfile(file):
-        raise CheckpointError(f"{file}: no such checkpoint")
-    if not zipfile.is_zipfile(file):                   # torch.save writes zips; a bare pickle may be
-        with open(file, "rb") as f:                     # an authors' snapshot (read safely: Appendix B)
-            if f.read(1) == b"\x80":
-                return import_release_snapshot(file)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:                         # refused objects, not torch.save's format, truncated
-        # Only a class the pickle names ("Unsupported global") means Python objects; random bytes
-        # fail as an unknown opcode ("Unsupported operand") and are simply not a checkpoint.
-        refused = isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower()
-        what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: "
-                "unpickling it could run code)" if refused else "not a file torch.save wrote, or a truncated one")
-        if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():   # (closed by its __del__)
-            what = "it is a dataset (prepare_data.py's zip: pass it as --data)"
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
-    if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
-    try:                                     # sizes come from here: checked before any network is built
-        state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
-    return state
-
-
-def config_from_dict(d: dict) -> Config:
-    """The Config saved in a checkpoint, checked as flags are (check_config): fields it lacks take its
-    preset's values, fields this version does not know are dropped."""
-    if not isinstance(d, dict):
-        raise ValueError(f"its config is a {type(d).__name__}, not a dict of settings")
-    fields = {f.name for f in dataclasses.fields(Config)} - {"preset"}
-    return make_config(d.get("preset", "tiny"), **{k: v for k, v in d.items() if k in fields})
+# (content seed, motion seed, t) -> sample(), which renders an hour. Checkpoint files are written atomically
+# and read without unpickling code (save_checkpoint, load_checkpoint: Appendix D).
 
 
 def load_generator(path: str, device="cpu"):
@@ -2033,87 +1765,6 @@ def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
     return grid.reshape(T, rows * H, cols * W, 3).cpu().numpy()
 
 
-class FrameSink:
-    """Writes frames a chunk at a time to an .mp4 (ffmpeg, streamed) or a folder of PNGs, under a temporary
-    name that close() renames into place and abort() (or an exception inside `with`) removes."""
-
-    @staticmethod
-    def check(out: str) -> None:
-        """What can be wrong with `out` before anything is rendered: a one-line UserError."""
-        parent, ext = os.path.dirname(os.path.abspath(out)), os.path.splitext(out)[1].lower()
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
-        if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
-            raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
-        if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and any(not e.startswith(".partial-")
-                                                                                 for e in os.listdir(out))):
-            raise UserError(f"{out}: exists; --out is an .mp4 file or a folder for PNG frames (a new or empty one)")
-        _check_can_create(out)                                   # (/proc, /sys: a write bit, but no new files)
-
-    def __init__(self, out: str, fps: float):
-        self.out, self.is_video, pid = out, out.lower().endswith(".mp4"), os.getpid()
-        self.inside = not self.is_video and os.path.isdir(out)   # an existing (empty) folder: written into
-        FrameSink.check(out)
-        remove_stale_partials(out)                           # what a killed sample to `out` left (Appendix D)
-        self.count = 0                                       # frames written so far (the PNGs' numbers)
-        if self.is_video:
-            import imageio.v2 as imageio
-            self.tmp = out[:-4] + f".partial-{pid}.mp4"
-            # H.264 in yuv420p plays everywhere; macro_block_size=1 writes frames at their own size
-            # (imageio's default scales them up to a multiple of 16: an 8^2 model's video to 16^2).
-            # ffmpeg writes to our stderr directly; at log level "fatal" a full disk is our one line
-            # (write_error_reason), not six lines of ffmpeg's muxer.
-            self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
-                                             quality=8, pixelformat="yuv420p", macro_block_size=1,
-                                             ffmpeg_log_level="fatal")
-        else:                                                # (it may be a mount point: no rename goes onto it)
-            self.tmp = os.path.join(out, f".partial-{pid}") if self.inside else out.rstrip("/") + f".partial-{pid}"
-            os.makedirs(self.tmp)
-
-    def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
-        import imageio.v3 as iio
-        try:
-            for f in frames:
-                if self.is_video:
-                    self.writer.append_data(f)
-                else:                                        # (encoded in memory: see _write_image)
-                    Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
-                self.count += 1
-        except (OSError, RuntimeError) as e:                     # a full disk, a lost mount, ffmpeg gone
-            self._fail(e)
-
-    def close(self) -> None:
-        try:
-            if self.is_video:
-                self.writer.close()
-                if not _mp4_is_complete(self.tmp):           # imageio ignores ffmpeg's exit status
-                    raise RuntimeError("ffmpeg could not finish the file")
-            _move_entries_up(self.tmp) if self.inside else os.replace(self.tmp, self.out)
-        except (OSError, RuntimeError) as e:
-            self._fail(e)
-
-    def _fail(self, e: Exception):
-        reason = write_error_reason(e, self.tmp)                 # before abort() frees the disk again
-        self.abort()
-        raise UserError(f"{self.out}: cannot write the {'video' if self.is_video else 'frames'} "
-                        f"({reason}); nothing was left behind") from None
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.is_video:
-                self.writer.close()
-        if os.path.isdir(self.tmp):
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *_):
-        self.abort() if exc_type else self.close()
-
-
 def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
            seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
            progress: bool = True) -> int:
@@ -2149,14 +1800,10 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 # ------------------------------------------------------------------------------------------------
 # §14 Command line: train, sample, convert (bench, doctor, figures, plot: Appendix C; flags: Appendix D)
 # ------------------------------------------------------------------------------------------------
-# Each command is a thin `cmd_*` over the sections above (bench, doctor, figures and plot are in Appendix
-# C); `build_parser` (Appendix D) gives every flag its default and range, and D's `_pick_device`,
-# `_check_train_flags` and `_check_devices` check flags against each other and the machine before any work.
-# One error policy everywhere: a mistake the user can fix raises UserError, a failing file system OSError,
-# and `_exit_on_error` (D) prints either as ONE line, "stylegan_v.py: error: ...", exit status 2, never a
-# traceback; Ctrl-C and SIGTERM exit 130 (train saves first). Every output file is written under a
-# temporary name and renamed when complete; log.jsonl is appended to, and cut back to the checkpoint on
-# --resume (truncate_log).
+# Each command is a thin `cmd_*` over the sections above. Every input is checked where it enters (flags by
+# build_parser, datasets by open_dataset, checkpoints by check_config: Appendix D); a mistake the user can fix
+# is ONE line, "stylegan_v.py: error: ...", exit status 2, never a traceback; Ctrl-C and SIGTERM exit 130
+# (train saves first); every output file is written under a temporary name and renamed when complete.
 #
 #   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
 #   sample   checkpoint -> .mp4 or PNG frames of any length and frame rate (§13)
@@ -2195,102 +1842,12 @@ def cmd_sample(args) -> None:
           f"({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB", file=sys.stderr)
 
 
-def cmd_convert(args) -> None:
-    """`convert`: an authors' network-snapshot-*.pkl (read safely) -> a checkpoint of ours (.pt)."""
-    if os.path.exists(args.out):
-        raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
-    # The snapshot is read by Appendix B's importer (nothing in it runs) into our checkpoint's layout;
-    # saving it as a .pt means later loads use torch's safe weights_only reader, not the importer.
-    state = load_checkpoint(args.src)
-    if "opt_G" in state:
-        raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
-    cfg = config_from_dict(state["cfg"])
-    save_checkpoint(args.out, state)
-    print(f"wrote {args.out}: arch '{cfg.arch}' {cfg.resolution}^2 G_ema, G, D and ADA's p = {state['aug_p']:.3f} "
-          f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
-
-
-def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
-    """Entry point of one training process (rank) -- also the only one when world == 1.
-
-    Exits 130 (Ctrl-C's status, for SIGTERM too) when a signal stopped the run, after saving.
-    Process `rank` trains on GPU LOCAL_RANK (torchrun), GPU `rank` (spawned here; one process: the
-    --device given, cuda:0 by default), or on the CPU;
-    the processes meet through NCCL on GPUs, through gloo on CPUs, and from then on differ only in
-    which rows of each step's global batch they compute (§12) and in rank 0 writing the files.
-    """
-    _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
-    cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if cuda and world == 1 and "LOCAL_RANK" not in os.environ:
-        local_rank = _pick_device(args.device).index or 0           # --device cuda:1 trains on GPU 1
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    # TF32 (matmuls and convolutions at a 10-bit mantissa on Ampere and later) off unless --tf32, as the
-    # release (allow_tf32: false) and StyleGAN3: the float32 layers and R1's double backward keep float32.
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-    if cuda:
-        # benchmark: cuDNN times its algorithms for each new shape once and keeps the fastest; the
-        # shapes of a step barely change (only the motion-token count L, among a few values), so that
-        # costs a few slow steps and then pays back.
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    elif world > 1:   # N CPU processes share the cores; each with all of them would oversubscribe
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    interrupted = False
-    try:
-        if world > 1:
-            import datetime   # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
-            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
-                                                 rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
-        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed,
-                        snap=args.snap, tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
-                        metrics=args.metrics, metric_videos=args.metric_videos)
-        interrupted = trainer.interrupted
-        if world > 1:
-            torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
-    except BaseException as e:                 # the tool's one error path, in every process
-        _exit_on_error(e, quiet=rank != 0)
-    finally:
-        if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    if interrupted:
-        sys.exit(130)
-
-
 def cmd_train(args) -> None:
-    """`train`: resolve the config, check every input, then run 1 process, N spawned ones, or torchrun's."""
-    # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
-    chosen = args.preset
-    args.preset = chosen or ("ffs" if _pick_device(args.device).type == "cuda" else "tiny")
-    cfg = make_config(args.preset, **_train_overrides(args))
-    if args.kimg is None:           # the paper's 256^2 models: ~23 M frames in 2 days on 4 V100s; 25 M: SG2's
-        args.kimg = 200.0 if args.preset == "tiny" else 25000.0
-    if args.snap is None:           # at least 5 snapshots, at most 200 kimg apart
-        args.snap = min(200.0, args.kimg / 5)
-    if args.metric_videos is None and args.metrics:   # the paper's 2048 a side; I3D on a CPU: ~1 s a video,
-        args.metric_videos = 2048 if _pick_device(args.device).type == "cuda" else 64   # so 64 there
-    resuming = _run_dir_and_resume(args)     # --outdir's default; True when --resume continues the run there
-    # Everything that can be checked is checked before any process starts or any work is done.
-    data = VideoFolder(args.data)
-    _check_train_flags(args, data)
-    cfg = fit_config_to_data(cfg, data)
-    state = None
-    if args.resume:                                            # (an authors' snapshot brings its architecture)
-        state, cfg = load_resume_state(args.resume, args.outdir, cfg)
-    ClipDataset(data, cfg)                                     # built for its checks only (clip length vs videos)
-    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
-    world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
-    check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    _check_devices(args, world, torchrun)                      # --device and --gpus against the machine
-    main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
-    if main_process:
-        check_run_dir(args.outdir, resuming)
-        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else "tiny, on a CPU)")
-        tf32 = "on (--tf32)" if args.tf32 else "off (--tf32 allows it)"
-        print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
-              f"{_pick_device(args.device).type}, TF32 {tf32}", file=sys.stderr)
-    if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
-        return _print_dry_run(args, with_fp32(cfg, args.fp32), world, resuming, state)   # (as _start_run applies it)
+    """`train`: resolve the config and check every input (plan_training, Appendix D), then run 1 process,
+    N spawned ones, or torchrun's."""
+    cfg, world, torchrun, main_process = plan_training(args)
+    if args.dry_run:
+        return
     lock = RunLock(args.outdir).acquire() if main_process else None
     try:
         # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
@@ -2307,27 +1864,9 @@ def cmd_train(args) -> None:
 
 
 def main(argv=None) -> None:
-    global USE_CUSTOM_OPS
-    args = build_parser().parse_args(argv)
-    # `kill` (SIGTERM) stops a command as Ctrl-C does, so outputs in progress are removed (FrameSink)
-    # and checkpoints saved (train installs its own handler: finish the step, save, stop). SIGINT is
-    # set too: a shell starts a background job (`cmd &` in a script, nohup) with SIGINT ignored, and
-    # `kill -INT` should still stop it.
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)} \
-        if main_thread else {}
-    custom_ops = USE_CUSTOM_OPS
-    try:
-        _set_custom_ops(args)
-        args.fn(args)
-    except BaseException as e:
-        if isinstance(e, SystemExit):
-            raise
-        _exit_on_error(e)
-    finally:
-        USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
-        for sig, handler in old.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
+    """Parse the flags (build_parser: every flag's default and range), then run the command (run_command:
+    Ctrl-C and SIGTERM stop it cleanly, a mistake is one line; both Appendix D)."""
+    run_command(build_parser().parse_args(argv))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -3031,7 +2570,6 @@ class ReleaseTimeGapEncoder(nn.Module):
         return self.mapping(normalize_2nd_moment(self.project(codes.flatten(1))))            # [B, cmap]
 
 
-
 ARCH_VARIANTS["release"] = dict(
     motion=ReleaseMotionMapping, time_enc=ReleaseTimeGapEncoder, v_dim=lambda cfg: 2 * cfg.time_enc_dim,
     defaults=lambda fields: dict(period_min=float(fields.get("motion_delta_z", 16)), span_dist="release"),
@@ -3609,7 +3147,72 @@ def cmd_plot(args) -> None:
 # --- The dataset's metadata, checked when it is opened (§11) ----------------------------------
 
 MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
+MAX_DATASET_JSON_BYTES = 2 ** 26  # 64 MB: a million videos' names and lengths
 MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (five weeks at 30 fps)
+
+
+def open_dataset(data: VideoFolder, resolution: Optional[int]) -> tuple:
+    """VideoFolder's checks at the door -> (fps, resolution, ext, names, lengths) from its dataset.json."""
+    path = data.path
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such dataset (make one with: python prepare_data.py SRC {path})")
+    if data.is_zip and not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a zip file or a dataset folder")
+    try:
+        raw = read_member(data, "dataset.json", MAX_DATASET_JSON_BYTES)
+    except (KeyError, FileNotFoundError, NotADirectoryError, zipfile.BadZipFile):
+        raise DataError(f"{path}: no dataset.json, so not a dataset written by prepare_data.py "
+                        f"(make one with: python prepare_data.py SRC OUT.zip)") from None
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:                                  # JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
+    fields = _parse_dataset_json(path, meta)
+    data.fps, data.resolution, data.ext, data.names, data.lengths = fields
+    check_dataset_files(data, resolution)
+    return fields
+
+
+def open_member(data: VideoFolder, member: str, limit: int):
+    """One file of a dataset, opened for reading once its declared size is checked against `limit`."""
+    if data.is_zip:
+        if data._zip is None:                                # opened on first use, in every process
+            data._zip = zipfile.ZipFile(data.path)
+        size = data._zip.getinfo(member).file_size
+    else:
+        size = os.path.getsize(os.path.join(data.path, member))
+    if size > limit:
+        raise DataError(f"{data.path}: {member} is {size:,} bytes, more than such a file of this dataset can be "
+                        f"({limit:,})")
+    return data._zip.open(member) if data.is_zip else open(os.path.join(data.path, member), "rb")
+
+
+def read_member(data: VideoFolder, member: str, limit: int) -> bytes:
+    with open_member(data, member, limit) as f:
+        return f.read(limit + 1)
+
+
+def frame_bytes_limit(resolution: int) -> int:
+    """More than any image file of an R x R frame can take (raw 16-bit RGBA is 8 R^2 bytes)."""
+    return 16 * resolution * resolution + 2 ** 16
+
+
+def read_frame(data: VideoFolder, member: str) -> np.ndarray:
+    """uint8 [R, R, 3]: one frame, decoded and checked (missing, broken, of another size: a DataError)."""
+    import imageio.v3 as iio
+    R = data.resolution
+    try:       # decoded from bytes, so a zip member and a file take the same path
+        img = iio.imread(read_member(data, member, frame_bytes_limit(R)), extension=data.ext)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{data.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
+    if img.ndim == 2:                                        # greyscale -> RGB; RGBA loses alpha below
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+        raise DataError(f"{data.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} "
+                        f"{img.dtype} image, the dataset's frames are {R}x{R} 8-bit RGB")
+    return img[:, :, :3]
 
 
 def _parse_dataset_json(path: str, meta) -> tuple:
@@ -3652,14 +3255,14 @@ def check_dataset_files(data: VideoFolder, resolution: Optional[int]) -> None:
     else:
         for name, n in zip(data.names, data.lengths):
             for i in sorted({0, n - 1}):
-                if not os.path.isfile(os.path.join(data.path, data._member(name, i))):
+                if not os.path.isfile(os.path.join(data.path, data.member(name, i))):
                     raise DataError(f"{data.path}: video '{name}' lists {n} frames but frame {i} is missing")
     from PIL import Image
     for name in data.names:
-        member = data._member(name, 0)
+        member = data.member(name, 0)
         try:
-            with data._open_member(member) as f, Image.open(f) as img:
-                size = img.size
+            with open_member(data, member, frame_bytes_limit(data.resolution)) as f, Image.open(f) as img:
+                size = img.size                              # (the header only: nothing is decoded)
         except Exception as e:
             raise DataError(f"{data.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
         if size != (data.resolution, data.resolution):
@@ -3675,7 +3278,7 @@ def _check_zip_members(data: VideoFolder) -> None:
     # Exactly the names _member writes, f"{i:06d}": six digits, or more without a leading zero
     # ('0000001.jpg' would otherwise count as frame 1, which is read as '000001.jpg' and is missing).
     pattern = re.compile(r"(\d{6}|[1-9]\d{6,})" + re.escape(data.ext) + "$")
-    for member in data._open().namelist():
+    for member in data._zip.namelist():
         name, _, file = member.partition("/")
         match = pattern.match(file) if name in wanted else None
         if match and int(match.group(1)) < wanted[name]:
@@ -3684,7 +3287,7 @@ def _check_zip_members(data: VideoFolder) -> None:
         if len(found[name]) < n:                             # the first missing index is <= len(found)
             first = next(i for i in range(len(found[name]) + 1) if i not in found[name])
             raise DataError(f"{data.path}: video '{name}' lists {n} frames but frame {first} "
-                            f"({data._member(name, first)}) is not in the zip")
+                            f"({data.member(name, first)}) is not in the zip")
 
 
 # --- Files that survive a crash, a full disk and Ctrl-C ---------------------------------------
@@ -3832,7 +3435,402 @@ def truncate_log(path: str, kimg: float) -> int:
     return len(lines) - len(kept)
 
 
+# --- A run: starting or resuming it, its log, its snapshots (§12) -------------------------------
+
+
+def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
+    """A grid video and a PNG strip from G_ema, with the same seeds every time: what changes between the
+    previews of successive snapshots is the training, not the draw."""
+    os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
+    stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
+    n = max(int(seconds * cfg.fps), 8)
+    videos = render_videos(G, list(range(num)), torch.arange(n, dtype=torch.float64))   # [num, n, H, W, 3]
+    with FrameSink(stem + ".mp4", cfg.fps) as sink:
+        sink.write(video_grid(videos))
+    strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
+    tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [num*8, 1, H, W, 3]: one tile per frame
+    strip_png = video_grid(tiles, cols=strip.shape[1])[0]           # [num*H, 8*W, 3]: a row per video
+    _write_image(stem + ".png", strip_png)
+
+
+# log.jsonl: one JSON object per line, appended, so `tail -f` follows a run and a reader needs no
+# parser state; a line torn by a kill is at the end, and truncate_log drops it on --resume.
+def _write_json_line(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# The fields that define the networks (not the training): a run resuming an authors' snapshot takes
+# them from the snapshot, whatever its preset says.
+ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
+               "motion_delta_z", "motion_kernel", "motion_layers", "period_min", "period_max", "time_enc_dim",
+               "num_fp16_res", "conv_clamp", "d_channel_base", "d_channel_max", "d_concat_res", "d_time_dim",
+               "d_cond", "d_frame_div", "mbstd_group", "mbstd_strided", "frames_per_clip", "max_time")
+
+
+def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
+    """The checkpoint to continue from ('auto' = the run directory's) -> (state, the run's Config).
+
+    A checkpoint of ours must be of this run's preset and resolution (and --aug mode). An authors'
+    snapshot brings its own architecture (the run keeps its training settings) and must match the
+    dataset's resolution."""
+    path = checkpoint_path(outdir if resume == "auto" else resume)
+    state = load_checkpoint(path)
+    old = config_from_dict(state["cfg"])
+    if "opt_G" not in state and "source" in state:               # an authors' snapshot (or its convert)
+        if old.resolution != cfg.resolution:
+            raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
+        return state, dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
+    if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
+        raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
+                        f"this run is '{cfg.preset}' at {cfg.resolution}^2")
+    if state.get("aug", {}).get("mode", cfg.aug) != cfg.aug:
+        raise UserError(f"{path}: the checkpoint was trained with --aug {state['aug']['mode']}, "
+                        f"this run has --aug {cfg.aug}")
+    for field, flag in (("frames_per_clip", "--frames-per-clip"), ("d_cond", "--d-cond")):   # D's shapes
+        if (was := getattr(old, field)) != getattr(cfg, field):
+            raise UserError(f"{path}: the checkpoint's D was built for {flag} {was}, this run asks for "
+                            f"{getattr(cfg, field)} (a resumed run keeps its networks: pass {flag} {was})")
+    return state, cfg
+
+
+def with_fp32(cfg: Config, fp32: bool) -> Config:
+    """--fp32: no fp16 layers, and (as the release) no activation clamping either."""
+    return dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None) if fp32 else cfg
+
+
+def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
+               fp32: bool, kimg: float) -> tuple:
+    """The dataset, the Trainer (resumed when asked) and the run directory of a training -> (trainer, dataset)."""
+    # The dataset decides the resolution and the time unit (its fps); the preset decides the rest.
+    data = VideoFolder(data_path)
+    cfg = fit_config_to_data(cfg, data)
+    # Resuming restores weights, optimizer moments, ADA's p and the step counter; since every draw
+    # is seeded by the step (step_rng), that is all it takes to continue exactly where we were.
+    state = None
+    if resume:
+        state, cfg = load_resume_state(resume, outdir, cfg)
+    cfg = with_fp32(cfg, fp32)
+    dataset = ClipDataset(data, cfg)
+    trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
+    trainer.interrupted = False
+    log, path = os.path.join(outdir, "log.jsonl"), resume and checkpoint_path(outdir if resume == "auto" else resume)
+    if state is not None:
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as e:               # (torch's first line ends in a colon)
+            raise UserError(f"{path}: checkpoint does not fit this model ({' '.join(str(e).split())[:200]})")
+    if state is not None and dist.main:
+        if "opt_G" not in state:
+            print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
+                  f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
+        else:
+            print(f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
+            if trainer.nimg >= int(kimg * 1000):
+                print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train "
+                      f"(a larger --kimg continues it)", file=sys.stderr)
+    if dist.main:
+        os.makedirs(outdir, exist_ok=True)
+        truncate_log(log, trainer.nimg / 1000 if resume else -1.0)   # a fresh start keeps no old lines
+        _atomic_write_text(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
+    return trainer, dataset
+
+
+def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
+    """One log.jsonl line: this tick's mean losses, s/kimg (metrics excluded), training time so far."""
+    sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
+    sec_per_kimg = sec / max((trainer.nimg - tick["nimg"]) / 1000, 1e-9)
+    record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
+              "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
+              "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
+    bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}")
+    if trainer.dist.main:
+        _write_json_line(log, record)
+    tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
+
+
+def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
+    """Has training passed a multiple of `every_kimg` since `since_nimg`? Multiples, not "every_kimg
+    since the last one": a resumed run logs and saves at the kimg the uninterrupted run would have."""
+    every = max(1, round(every_kimg * 1000))
+    return nimg // every > since_nimg // every
+
+
+def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str:
+    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process -> the checkpoint's path."""
+    trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]    # kept across resumes
+    ckpt = os.path.join(outdir, "checkpoint.pt")
+    if trainer.dist.main:
+        save_checkpoint(ckpt, trainer.state_dict())
+        if previews:
+            save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
+    return ckpt
+
+
+def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
+    """FVD of G_ema (the generator you would sample from, not the noisier G) into log.jsonl, on the main
+    process (fvd.py holds the protocol); 'sec', its wall time, is left out of the training time."""
+    results, start = {}, time.time()
+    if trainer.dist.main:
+        import fvd
+        for m in metrics:                                        # 'fvd16' -> 16 frames
+            try:
+                results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
+                                                   num_videos=num_videos, device=str(trainer.dist.device), progress=False))
+            except fvd.FVDError as e:
+                raise UserError(f"--metrics {m}: {e}")
+    results["sec"] = time.time() - start
+    clock["metric_sec"] += results["sec"]
+    if trainer.dist.main:
+        _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
+        note = "  (kimg 0)" if trainer.nimg == 0 else ""
+        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + note)
+
+
+# --- Checkpoint files and sample's outputs (§13) ----------------------------------------------
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, not ours, unsafe to unpickle, or cannot be written."""
+
+
+def checkpoint_path(path: str) -> str:
+    """A checkpoint file, or a training directory holding checkpoint.pt."""
+    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """torch.save, written atomically and synced to disk (`_atomic_write`, Appendix D): a crash never
+    leaves half a file, and a failed write (a full disk) leaves the previous checkpoint as it was."""
+    try:
+        _atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=True)
+    except (OSError, RuntimeError) as e:    # a full disk is ENOSPC, or torch's zip writer noticing it
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({write_error_reason(e, path)}); "
+                              f"the previous checkpoint, if any, is intact") from None
+
+
+def config_from_dict(d: dict) -> Config:
+    """The Config saved in a checkpoint, checked as flags are (check_config): fields it lacks take its
+    preset's values, fields this version does not know are dropped."""
+    if not isinstance(d, dict):
+        raise ValueError(f"its config is a {type(d).__name__}, not a dict of settings")
+    fields = {f.name for f in dataclasses.fields(Config)} - {"preset"}
+    return make_config(d.get("preset", "tiny"), **{k: v for k, v in d.items() if k in fields})
+
+
+def load_checkpoint(path: str) -> dict:
+    """torch.load(weights_only=True): tensors, numbers, strings and containers, never code; an authors'
+    network-snapshot-*.pkl goes to import_release_snapshot (Appendix B, as safe). A file of another kind is
+    refused with what it is not, never with torch's advice to retry unsafely (weights_only=False)."""
+    file = checkpoint_path(path)
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{file}: no such checkpoint")
+    if not zipfile.is_zipfile(file):                   # torch.save writes zips; a bare pickle may be
+        with open(file, "rb") as f:                     # an authors' snapshot (read safely: Appendix B)
+            if f.read(1) == b"\x80":
+                return import_release_snapshot(file)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:                         # refused objects, not torch.save's format, truncated
+        # Only a class the pickle names ("Unsupported global") means Python objects; random bytes
+        # fail as an unknown opcode ("Unsupported operand") and are simply not a checkpoint.
+        refused = isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower()
+        what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: "
+                "unpickling it could run code)" if refused else "not a file torch.save wrote, or a truncated one")
+        if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():   # (closed by its __del__)
+            what = "it is a dataset (prepare_data.py's zip: pass it as --data)"
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
+    if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
+    try:                                     # sizes come from here: checked before any network is built
+        state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
+    return state
+
+
+class FrameSink:
+    """Writes frames a chunk at a time to an .mp4 (ffmpeg, streamed) or a folder of PNGs, under a temporary
+    name that close() renames into place and abort() (or an exception inside `with`) removes."""
+
+    @staticmethod
+    def check(out: str) -> None:
+        """What can be wrong with `out` before anything is rendered: a one-line UserError."""
+        parent, ext = os.path.dirname(os.path.abspath(out)), os.path.splitext(out)[1].lower()
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
+        if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
+            raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
+        if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and any(not e.startswith(".partial-")
+                                                                                 for e in os.listdir(out))):
+            raise UserError(f"{out}: exists; --out is an .mp4 file or a folder for PNG frames (a new or empty one)")
+        _check_can_create(out)                                   # (/proc, /sys: a write bit, but no new files)
+
+    def __init__(self, out: str, fps: float):
+        self.out, self.is_video, pid = out, out.lower().endswith(".mp4"), os.getpid()
+        self.inside = not self.is_video and os.path.isdir(out)   # an existing (empty) folder: written into
+        FrameSink.check(out)
+        remove_stale_partials(out)                           # what a killed sample to `out` left (Appendix D)
+        self.count = 0                                       # frames written so far (the PNGs' numbers)
+        if self.is_video:
+            import imageio.v2 as imageio
+            self.tmp = out[:-4] + f".partial-{pid}.mp4"
+            # H.264 in yuv420p plays everywhere; macro_block_size=1 writes frames at their own size
+            # (imageio's default scales them up to a multiple of 16: an 8^2 model's video to 16^2).
+            # ffmpeg writes to our stderr directly; at log level "fatal" a full disk is our one line
+            # (write_error_reason), not six lines of ffmpeg's muxer.
+            self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
+                                             quality=8, pixelformat="yuv420p", macro_block_size=1,
+                                             ffmpeg_log_level="fatal")
+        else:                                                # (it may be a mount point: no rename goes onto it)
+            self.tmp = os.path.join(out, f".partial-{pid}") if self.inside else out.rstrip("/") + f".partial-{pid}"
+            os.makedirs(self.tmp)
+
+    def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
+        import imageio.v3 as iio
+        try:
+            for f in frames:
+                if self.is_video:
+                    self.writer.append_data(f)
+                else:                                        # (encoded in memory: see _write_image)
+                    Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
+                self.count += 1
+        except (OSError, RuntimeError) as e:                     # a full disk, a lost mount, ffmpeg gone
+            self._fail(e)
+
+    def close(self) -> None:
+        try:
+            if self.is_video:
+                self.writer.close()
+                if not _mp4_is_complete(self.tmp):           # imageio ignores ffmpeg's exit status
+                    raise RuntimeError("ffmpeg could not finish the file")
+            _move_entries_up(self.tmp) if self.inside else os.replace(self.tmp, self.out)
+        except (OSError, RuntimeError) as e:
+            self._fail(e)
+
+    def _fail(self, e: Exception):
+        reason = write_error_reason(e, self.tmp)                 # before abort() frees the disk again
+        self.abort()
+        raise UserError(f"{self.out}: cannot write the {'video' if self.is_video else 'frames'} "
+                        f"({reason}); nothing was left behind") from None
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.is_video:
+                self.writer.close()
+        if os.path.isdir(self.tmp):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.abort() if exc_type else self.close()
+
+
+def cmd_convert(args) -> None:
+    """`convert`: an authors' network-snapshot-*.pkl (read safely) -> a checkpoint of ours (.pt)."""
+    if os.path.exists(args.out):
+        raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
+    # The snapshot is read by Appendix B's importer (nothing in it runs) into our checkpoint's layout;
+    # saving it as a .pt means later loads use torch's safe weights_only reader, not the importer.
+    state = load_checkpoint(args.src)
+    if "opt_G" in state:
+        raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
+    cfg = config_from_dict(state["cfg"])
+    save_checkpoint(args.out, state)
+    print(f"wrote {args.out}: arch '{cfg.arch}' {cfg.resolution}^2 G_ema, G, D and ADA's p = {state['aug_p']:.3f} "
+          f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
+
+
+def plan_training(args) -> tuple:
+    """train's flags, dataset and checkpoint resolved into the run's Config and checked, before any process
+    starts or any work is done -> (cfg, world, torchrun, main_process); train --dry-run stops here."""
+    # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
+    chosen = args.preset
+    args.preset = chosen or ("ffs" if _pick_device(args.device).type == "cuda" else "tiny")
+    cfg = make_config(args.preset, **_train_overrides(args))
+    if args.kimg is None:           # the paper's 256^2 models: ~23 M frames in 2 days on 4 V100s; 25 M: SG2's
+        args.kimg = 200.0 if args.preset == "tiny" else 25000.0
+    if args.snap is None:           # at least 5 snapshots, at most 200 kimg apart
+        args.snap = min(200.0, args.kimg / 5)
+    if args.metric_videos is None and args.metrics:   # the paper's 2048 a side; I3D on a CPU: ~1 s a video,
+        args.metric_videos = 2048 if _pick_device(args.device).type == "cuda" else 64   # so 64 there
+    resuming = _run_dir_and_resume(args)     # --outdir's default; True when --resume continues the run there
+    # Everything that can be checked is checked before any process starts or any work is done.
+    data = VideoFolder(args.data)
+    _check_train_flags(args, data)
+    cfg = fit_config_to_data(cfg, data)
+    state = None
+    if args.resume:                                            # (an authors' snapshot brings its architecture)
+        state, cfg = load_resume_state(args.resume, args.outdir, cfg)
+    ClipDataset(data, cfg)                                     # built for its checks only (clip length vs videos)
+    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
+    world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
+    check_batch_split(cfg.batch, world, cfg.mbstd_group)
+    _check_devices(args, world, torchrun)                      # --device and --gpus against the machine
+    main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
+    if main_process:
+        check_run_dir(args.outdir, resuming)
+        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else "tiny, on a CPU)")
+        tf32 = "on (--tf32)" if args.tf32 else "off (--tf32 allows it)"
+        print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
+              f"{_pick_device(args.device).type}, TF32 {tf32}", file=sys.stderr)
+    if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
+        _print_dry_run(args, with_fp32(cfg, args.fp32), world, resuming, state)   # (as _start_run applies it)
+    return cfg, world, torchrun, main_process
+
+
 # --- Signals and processes --------------------------------------------------------------------
+
+def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
+    """Entry point of one training process (rank) -- also the only one when world == 1.
+
+    Exits 130 (Ctrl-C's status, for SIGTERM too) when a signal stopped the run, after saving.
+    Process `rank` trains on GPU LOCAL_RANK (torchrun), GPU `rank` (spawned here; one process: the
+    --device given, cuda:0 by default), or on the CPU;
+    the processes meet through NCCL on GPUs, through gloo on CPUs, and from then on differ only in
+    which rows of each step's global batch they compute (§12) and in rank 0 writing the files.
+    """
+    _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
+    cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if cuda and world == 1 and "LOCAL_RANK" not in os.environ:
+        local_rank = _pick_device(args.device).index or 0           # --device cuda:1 trains on GPU 1
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    # TF32 (matmuls and convolutions at a 10-bit mantissa on Ampere and later) off unless --tf32, as the
+    # release (allow_tf32: false) and StyleGAN3: the float32 layers and R1's double backward keep float32.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    if cuda:
+        # benchmark: cuDNN times its algorithms for each new shape once and keeps the fastest; the
+        # shapes of a step barely change (only the motion-token count L, among a few values), so that
+        # costs a few slow steps and then pays back.
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    elif world > 1:   # N CPU processes share the cores; each with all of them would oversubscribe
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    interrupted = False
+    try:
+        if world > 1:
+            import datetime   # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
+            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
+                                                 rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
+        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed,
+                        snap=args.snap, tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
+                        metrics=args.metrics, metric_videos=args.metric_videos)
+        interrupted = trainer.interrupted
+        if world > 1:
+            torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
+    except BaseException as e:                 # the tool's one error path, in every process
+        _exit_on_error(e, quiet=rank != 0)
+    finally:
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if interrupted:
+        sys.exit(130)
+
 
 class GracefulStop:
     """Ctrl-C (SIGINT) or `kill` (SIGTERM) sets `requested` (main thread only); a second Ctrl-C stops at once
@@ -3982,6 +3980,30 @@ def check_run_dir(outdir: str, resuming: bool) -> None:
 
 # --- Flags, their ranges, and the one error path ----------------------------------------------
 
+def run_command(args) -> None:
+    """Run a command through the one error path: a UserError or OSError is one line (_exit_on_error)."""
+    global USE_CUSTOM_OPS
+    # `kill` (SIGTERM) stops a command as Ctrl-C does, so outputs in progress are removed (FrameSink)
+    # and checkpoints saved (train installs its own handler: finish the step, save, stop). SIGINT is
+    # set too: a shell starts a background job (`cmd &` in a script, nohup) with SIGINT ignored, and
+    # `kill -INT` should still stop it.
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)} \
+        if main_thread else {}
+    custom_ops = USE_CUSTOM_OPS
+    try:
+        _set_custom_ops(args)
+        args.fn(args)
+    except BaseException as e:
+        if isinstance(e, SystemExit):
+            raise
+        _exit_on_error(e)
+    finally:
+        USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
+
+
 # The one check of a Config, for flags, checkpoints and the authors' snapshots alike: every field's type and
 # range, so that a size read from a file is bounded before anything of that size is built. The ranges are
 # wide (the paper's settings are far inside) but finite: a 10^6-layer mapping network is not a model.
@@ -3998,6 +4020,16 @@ CONFIG_RANGES = dict(
     ada_target=(_F, 0, 1), ada_kimg=(_F, 1e-6, 1e6))
 CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, d_cond=("hyper", "concat", "none"),
                       span_dist=("uniform", "release"), aug=("ada", "fixed", "none"))
+
+
+def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
+    """Videos per process; the global batch must split evenly, each share into mbstd groups."""
+    if batch % world:
+        raise UserError(f"--batch {batch} is not divisible by the number of processes ({world})")
+    local = batch // world
+    if local % min(mbstd_group, local):
+        raise UserError(f"batch per process ({local}) must be a multiple of the mbstd group ({mbstd_group})")
+    return local
 
 
 def check_config(fields: dict) -> Config:

@@ -847,6 +847,22 @@ def _write_meta(path, meta, frames=None):
     return path
 
 
+def test_a_frame_file_larger_than_any_frame_is_refused_before_it_is_read(tmp_path):
+    """Sizes before allocations: a member's declared size is checked against what an R x R image can take
+    (16 R^2 bytes + 64 KB), so a padded frame (here 4 MB at 16^2) is refused unread, at open or in a worker."""
+    import imageio.v3 as iio
+    meta = {"fps": 25, "resolution": 16, "format": "png", "videos": [{"name": "v0", "frames": 8}]}
+    png = iio.imwrite("<bytes>", np.zeros((16, 16, 3), np.uint8), extension=".png")
+    for padded in (5, 0):                                              # a later frame, then the first one
+        path = tmp_path / f"d{padded}.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("dataset.json", json.dumps(meta))
+            for i in range(8):
+                z.writestr(f"v0/{i:06d}.png", png + (bytes(4 << 20) if i == padded else b""))
+        with pytest.raises(sv.DataError, match=f"v0/00000{padded}.png is 4,194,[0-9]+ bytes, more than such a file"):
+            sv.VideoFolder(str(path)).read_frames(0, range(8))
+
+
 @slow
 @pytest.mark.parametrize("case, needles", [
     ("folder without dataset.json", ["no dataset.json"]),
