@@ -1590,6 +1590,9 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         print(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
               if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
               f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
+        if trainer.diverged:
+            print(f"warning: the losses diverged at {trainer.diverged:.2f} kimg (non-finite or above 100, "
+                  f"log.jsonl says where): this run learned nothing since; lower --lr", flush=True)
     return trainer
 
 
@@ -1789,8 +1792,11 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
         for i in range(0, n_frames, batch):
             idx = torch.arange(i, min(i + batch, n_frames), dtype=torch.float64)
             t = (start + idx / fps) * data_fps                   # [T] in data frames
-            frames = to_uint8(render_frames(G, w, motion_seeds, t, cache))   # [B, T, H, W, 3]
-            sink.write(video_grid(frames))
+            frames = render_frames(G, w, motion_seeds, t, cache)           # [B, T, 3, H, W]
+            if not torch.isfinite(frames).all():                 # (NaN weights: a black video, not an error)
+                raise UserError(f"{out}: the generator renders non-finite values at t = {float(t[0]):g} "
+                                f"frames (NaN or Inf weights?); nothing was written")
+            sink.write(video_grid(to_uint8(frames)))
             bar.update(len(idx))
             if (i // batch) % 64 == 63:            # glibc's malloc_trim (Appendix D): without it the
                 _release_free_memory()              # peak memory creeps up over an hour of chunks
@@ -1825,6 +1831,8 @@ def cmd_sample(args) -> None:
         torch.manual_seed(args.seed)
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
+    check_memory(rendering_bytes(cfg, args.num * args.batch, device), device,
+                 f"rendering {args.num} video(s) {args.batch} frames at a time at {cfg.resolution}^2", "--batch or --num")
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
     fps = args.fps or cfg.fps
@@ -3513,7 +3521,7 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
     cfg = with_fp32(cfg, fp32)
     dataset = ClipDataset(data, cfg)
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
-    trainer.interrupted = False
+    trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
     log, path = os.path.join(outdir, "log.jsonl"), resume and checkpoint_path(outdir if resume == "auto" else resume)
     if state is not None:
         try:
@@ -3543,7 +3551,13 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
     record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
               "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
               "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
-    bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}")
+    # The logistic losses are O(1) (log 2 each at equilibrium): non-finite or above 100 means D's logits
+    # ran off, a diverged run (too high a --lr, a broken dataset). Said in the log, the bar and the last line.
+    if not all(math.isfinite(record[k]) and abs(record[k]) < 100 for k in ("loss_G", "loss_D")):
+        record["diverged"] = True
+        trainer.diverged = trainer.diverged or record["kimg"]
+    bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}"
+                        + (" DIVERGED" if record.get("diverged") else ""))
     if trainer.dist.main:
         _write_json_line(log, record)
     tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
@@ -3769,8 +3783,11 @@ def plan_training(args) -> tuple:
     ClipDataset(data, cfg)                                     # built for its checks only (clip length vs videos)
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
-    check_batch_split(cfg.batch, world, cfg.mbstd_group)
+    local = check_batch_split(cfg.batch, world, cfg.mbstd_group)
     _check_devices(args, world, torchrun)                      # --device and --gpus against the machine
+    if _pick_device(args.device).type == "cpu":   # (on a GPU the estimate is unmeasured: CUDA's OOM is one line)
+        check_memory(training_step_bytes(cfg, cfg.batch), torch.device("cpu"),     # (all processes' shares)
+                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
     main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
     if main_process:
         check_run_dir(args.outdir, resuming)
@@ -4022,6 +4039,42 @@ CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, 
                       span_dist=("uniform", "release"), aug=("ada", "fixed", "none"))
 
 
+def available_memory(device: torch.device) -> Optional[int]:
+    """Bytes this process may still allocate on `device`: the GPU's free memory, or the kernel's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None                                              # not Linux: nothing to compare with
+
+
+def check_memory(need: int, device: torch.device, what: str, lower: str) -> None:
+    """One estimate of memory, before the work: `need` bytes against what the device has, else one line."""
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise UserError(f"{what} needs about {need / 2 ** 30:.1f} GB, {have / 2 ** 30:.1f} GB are available "
+                        f"on this {device.type}: lower {lower}")
+
+
+def training_step_bytes(cfg: Config, videos: int) -> int:
+    """Memory of one training step of `videos` clips (a process's share), from the shapes alone: float32
+    activations of G and D, sum over resolutions of C(r) r^2 per frame, times 32 for the saved tensors of
+    the forward passes, their backward and R1's double backward (17-25 measured on a CPU, tiny, 32-128^2)."""
+    res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
+    per_frame = sum((cfg.channels(r) + cfg.d_channels(r)) * r * r for r in res)
+    return 32 * 4 * videos * cfg.frames_per_clip * per_frame
+
+
+def rendering_bytes(cfg: Config, frames: int, device: torch.device) -> int:
+    """Memory of rendering `frames` frames at once (sample's chunk): the frames (float32, uint8 and the grid),
+    and G's activations, 4 live tensors of C(r) r^2 per frame, for 8 rows at a time on a CPU (§13)."""
+    rows = min(frames, ROW_BLOCK) if device.type == "cpu" else frames
+    per_frame = sum(cfg.channels(2 ** i) * 4 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1))
+    return frames * 3 * cfg.resolution ** 2 * 6 + rows * per_frame * 4 * 4
+
+
 def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     """Videos per process; the global batch must split evenly, each share into mbstd groups."""
     if batch % world:
@@ -4072,12 +4125,11 @@ def _pick_device(name: Optional[str]) -> torch.device:
     (and, for a misspelt name, not a silent run on the CPU)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name):             # (mps, meta, xla, ...: not tested here)
+        raise UserError(f"--device {name}: not a device this program runs on (cpu, cuda, cuda:1, ...)")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device is available")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    device = torch.device(name)
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
@@ -4194,8 +4246,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", choices=list(PRESETS), help="architecture when no --ckpt (default tiny)")
     s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
                    help="length of the video, up to a day (default 4)")
-    s.add_argument("--fps", type=_in_range(float, 0, 1000, lo_open=True),
-                   help="frames per second, up to 1000 (default: the dataset's, else the preset's)")
+    s.add_argument("--fps", type=_in_range(float, 0.01, 1000),
+                   help="frames per second, 0.01 to 1000 (default: the dataset's, else the preset's)")
     s.add_argument("--start", type=_in_range(float, 0, 1e7), default=0.0,
                    help="time of the first frame, in seconds (0 to 10^7)")
     s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i; default 0)")
@@ -4297,6 +4349,8 @@ def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
         message = str(e)
     elif isinstance(e, OSError):
         message = f"{e.filename}: {os_error_reason(e)}" if e.filename else os_error_reason(e)
+    elif isinstance(e, torch.cuda.OutOfMemoryError):
+        message = f"out of GPU memory ({_first_line(e)[:120]}): lower --batch"
     elif isinstance(e, KeyboardInterrupt):
         if not quiet:
             print("stylegan_v.py: interrupted", file=sys.stderr)

@@ -1405,6 +1405,9 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     (["--amp-dtype", "float16", "--device", "cpu"], "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
     (["--metrics", "fvd128"], "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
     (["--metric-videos", "8"], "--metric-videos sets how many videos --metrics uses, but no --metrics"),
+    (["--device", "meta"], "--device meta: not a device this program runs on"),       # (it trained on the CPU)
+    (["--device", "mps"], "--device mps: not a device this program runs on"),
+    (["--batch", "65536"], "a training step at 16^2 with --batch 65536 needs about"),   # (6 GB, then on)
 ])
 def test_contradicting_train_flags_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, flags, message):
     monkeypatch.chdir(tmp_path)
@@ -2476,7 +2479,7 @@ def test_a_write_error_without_errno_blames_a_full_disk_only_on_a_real_full_disk
     ["train", "--data", "d.zip", "--gpus", "0"], ["train", "--data", "d.zip", "--seed", "-3"],
     ["train", "--data", "d.zip", "--metric-videos", "0"], ["train", "--data", "d.zip", "--metrics", "fid"],
     ["sample", "--seconds", "inf"], ["sample", "--seconds", "1e9"], ["sample", "--seconds", "0"],
-    ["sample", "--start", "inf"], ["sample", "--start", "-1"], ["sample", "--fps", "1e12"],
+    ["sample", "--start", "inf"], ["sample", "--start", "-1"], ["sample", "--fps", "1e12"], ["sample", "--fps", "1e-9"],
     ["sample", "--truncation", "nan"], ["sample", "--num", "0"], ["sample", "--batch", "0"],
     ["sample", "--seed", "x"], ["bench", "--repeat", "0"], ["figures", "--ckpt", "c", "--zoom", "0"],
 ])
@@ -2486,6 +2489,40 @@ def test_every_numeric_flag_has_a_range_checked_at_parse_time(argv, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1, err
     assert err[0].startswith("stylegan_v.py: error: argument " + argv[-2]), err
+
+
+def test_work_larger_than_the_machine_is_one_line_before_it_starts(tmp_path, capsys, monkeypatch):
+    """One estimate of memory, from the shapes: sample's chunk and train's step against what is available
+    (here a machine with 1 GB free: 16 videos x 4096 frames of 64^2 is 1.2 GB of frames alone)."""
+    monkeypatch.setattr(sv, "available_memory", lambda device: 2 ** 30)
+    with pytest.raises(SystemExit) as exit_:
+        sv.main(["sample", "--preset", "tiny", "--num", "16", "--batch", "4096", "--out", str(tmp_path / "x.mp4")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and "rendering 16 video(s) 4096 frames at a time at 64^2 needs about" in err[0]
+    assert "1.0 GB are available on this cpu: lower --batch or --num" in err[0] and not list(tmp_path.iterdir())
+    assert 0 < sv.training_step_bytes(sv.make_config("tiny"), 8) < 2 ** 31          # the quick start's step fits
+
+
+def test_a_generator_with_nan_weights_is_an_error_not_a_black_video(tmp_path):
+    G = sv.Generator(tiny()).eval().requires_grad_(False)
+    G.synthesis.blocks[0].const.fill_(float("nan"))
+    with pytest.raises(sv.UserError, match="renders non-finite values at t = 0 frames"):
+        sv.sample(G, str(tmp_path / "x.mp4"), 0.2, 25, 25, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_diverged_run_says_so_in_its_log_line():
+    """Losses non-finite or above 100 (D's logits ran off: --lr 1 reaches 1e9 in 3 steps) are marked."""
+    trainer = sv.Trainer(tiny(), sv.Dist())
+    trainer.diverged, log = None, []
+    bar = type("Bar", (), {"set_postfix_str": lambda self, s: log.append(s)})()
+    clock = dict(train_start=time.time(), metric_sec=0.0)
+    for kimg, loss_D in ((0.024, 1.4), (0.048, 1.3e9), (0.072, float("nan"))):
+        trainer.nimg = int(kimg * 1000)
+        tick = dict(nimg=0, start=time.time(), metric_sec=0.0,
+                    acc=dict(loss_G=[0.7], loss_D=[loss_D], p=[0.0]))
+        sv._log_tick(trainer, tick, os.devnull, bar, clock)
+    assert trainer.diverged == 0.048 and ["DIVERGED" in line for line in log] == [False, True, True]
 
 
 @slow
