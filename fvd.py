@@ -79,7 +79,7 @@ MAX_VIDEO_FRAMES = 10 ** 8        # fvd.py reads datasets without stylegan_v.py)
 # The range of every numeric flag, checked while parsing (and by compute_fvd), before any work: far
 # beyond the paper's settings, they turn a typo into an error instead of an hour of I3D passes.
 FLAG_RANGES = {"--frames": (I3D_MIN_FRAMES, 1024), "--num-videos": (1, 1_000_000), "--subsample": (1, 1024),
-               "--seed": (0, 2 ** 32 - 1), "--batch": (1, 1024), "--num-runs": (1, 100), "--workers": (0, 256)}
+               "--seed": (0, 2 ** 32 - 1), "--batch": (1, 1024), "--workers": (0, 256)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1226,7 +1226,7 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
     """The door of compute_fvd: every setting and both sources checked, the clips chosen, the batch
     sized, before the first I3D pass. -> ({role: (kind, source, clips)}, batch)."""
     for flag, value in (("--frames", frames), ("--num-videos", num_videos), ("--subsample", subsample),
-                        ("--seed", seed), ("--workers", workers), ("--batch", batch or 1)):
+                        ("--seed", seed), ("--workers", workers), ("--batch", 1 if batch is None else batch)):
         check_flag(flag, value)
     if protocol not in PROTOCOLS:
         raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
@@ -1381,7 +1381,8 @@ def format_report(name, d):
         s = d[role]
         sides.append(f"{role} {s['source']} [{s['kind']}, {s['resolution'] or 'size unknown'}]: {s['used']} videos used"
                      + (f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
-                        + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"])) * ("videos" in s))
+                        + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"])
+                        if "videos" in s else ""))
     sides += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
               f"detector {(d['detector'] or 'a module passed in').split(':')[0]}" + f" sha256 {d['detector_sha256']}"
               * bool(d["detector_sha256"])]
