@@ -838,7 +838,7 @@ class FileSource:
                     member = f"{name}/{i:06d}{self.ext}"            # size fails here, not in the I3D pass
                     if not (member in self.zip.names if self.zip else (path / member).is_file()):
                         raise FVDError(f"{path}: video '{name}' lists {n} frames but {member} is missing")
-                self._check_size(member, self._image_size(member))
+                self._check_size(member)
             self.sizes = [self.size] * len(self.names)
             return
         items, self.skipped = ([(path.name, "video", [path.name])], []) if single else self._listing(path)
@@ -904,16 +904,15 @@ class FileSource:
             return io.BytesIO(self.zip.read(file, limit))
         return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
 
-    def _image_size(self, file):
+    def _check_size(self, member, size=None):
+        """A dataset's frame is R×R as dataset.json says: its size (H, W) when decoded, else its header's."""
         from PIL import Image
         try:
-            with self._open(file) as f, Image.open(f) as img:
-                return img.size[1], img.size[0]
+            with self._open(member) as f, Image.open(f) as img:
+                size = size or img.size[::-1]
         except Exception as e:
-            raise FVDError(f"{self.path}: cannot read {file} ({_first_line(e)})") from None
-
-    def _check_size(self, member, size):
-        if size != self.size:
+            raise FVDError(f"{self.path}: cannot read {member} ({_first_line(e)})") from None
+        if tuple(size) != self.size:
             raise FVDError(f"{self.path}: {member} is {size[1]}x{size[0]}, dataset.json says "
                            f"{self.size[1]}x{self.size[0]}")
 
@@ -956,18 +955,20 @@ class FileSource:
         """uint8 [n, H, W, 3] of one video."""
         name, kind, files = self.items[video]
         wanted = [int(i) for i in frame_indices]
-        if kind == "dataset":
+        if kind != "video":                                         # a frame folder, or a dataset's video
             out = []
             for i in wanted:
-                member = f"{name}/{i:06d}{self.ext}"
+                file = files[i] if kind == "frames" else f"{name}/{i:06d}{self.ext}"
                 try:
-                    out.append(_decode_image(self._open(member)))
+                    with self._open(file) as f:
+                        out.append(_decode_image(f))                # [H, W, 3]
                 except Exception as e:
-                    raise FVDError(f"{self.path}: cannot read {member} ({_first_line(e)})") from None
-                self._check_size(member, out[-1].shape[:2])
-            return np.stack(out)                                    # [n, R, R, 3]
-        if kind == "frames":
-            return np.stack([_decode_image(self._open(files[i])) for i in wanted])
+                    if not self.strict:
+                        raise
+                    raise FVDError(f"{self.path}: cannot read {file} ({_first_line(e)})") from None
+                if self.strict and out[-1].shape[:2] != self.size:
+                    self._check_size(file, out[-1].shape[:2])
+            return np.stack(out)                                    # [n, H, W, 3]
         got, last = {}, max(wanted)
         with contextlib.closing(self._decode(files[0])) as frames:
             for i, frame in zip(range(last + 1), frames):          # up to the clip's last frame, no further
