@@ -40,7 +40,7 @@ cache, is written atomically and carries what it was computed from. Every failur
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
     python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
     python fvd.py --real real_frames/ --fake samples_mp4/ --protocol release   # another project's folders
-    python fvd.py --real data/ffs.zip --fake fakes.npy --num-runs 5 --json     # mean ± std over 5 seeds
+    python fvd.py --real data/ffs.zip --fake fakes.npy --json                  # the report as one JSON object
 
 Python API (`stylegan_v.py train --metrics fvd16` calls compute_fvd):
     compute_fvd(real, fake, frames=16, num_videos=2048, protocol='paper', info=None, ...) -> float
