@@ -3512,16 +3512,13 @@ def test_fvd_protocols_change_the_clip_selection_as_documented(tmp_path, toy):
     assert [i for i, _ in fvd.select_clips(lengths, 16, num_videos=3, protocol="release", order=order)] == [5, 6, 7]
     assert [i for i, _ in fvd.select_clips([31, 32], 16, subsample=2)] == [0, 1]          # (n − 1)·S + 1
     assert [i for i, _ in fvd.select_clips([31, 32], 16, subsample=2, protocol="release")] == [1]   # n·S
-    videos, folder = _src_videos(n=3, frames=10, size=16), tmp_path / "f"   # the release's name order: 'clip 10' < 'clip 9'
-    for k, name in enumerate(["clip 9", "clip 10", "clip 11"]):
-        (folder / name).mkdir(parents=True)
-        for i, frame in enumerate(videos[k]):
-            Image.fromarray(frame).save(folder / name / f"{i:03d}.png")
+    videos = _src_videos(n=3, frames=10, size=16)                      # the release's name order: Python's,
+    folder = _src_frame_tree(tmp_path / "f", videos)                  # 'clip 10' < 'clip 8'; ours is natural
     src = fvd.open_source(str(folder))
-    assert src.names == ["clip 9", "clip 10", "clip 11"] and fvd._release_order(src) == [1, 2, 0]
+    assert src.names == ["set 0/clip 8", "set 0/clip 9", "set 0/clip 10"] and fvd._release_order(src) == [2, 0, 1]
     mirrored = fvd.MirroredSource(src)                                # the videos, then their x-flipped copies
-    assert mirrored.order == [1, 2, 0, 4, 5, 3] and mirrored.names[3] == "clip 9 (x-flipped)"
-    np.testing.assert_array_equal(mirrored.read_frames(4, [0, 1]), videos[1][:2, :, ::-1])
+    assert mirrored.order == [2, 0, 1, 5, 3, 4] and mirrored.names[3] == "set 0/clip 8 (x-flipped)"
+    np.testing.assert_array_equal(mirrored.read_frames(5, [0, 1]), videos[2][:2, :, ::-1])
     info = {}
     fvd.compute_fvd(str(folder), str(folder), frames=9, num_videos=5, detector=toy, device="cpu", use_cache=False,
                     progress=False, protocol="release-mirror", info=info)
