@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 import unicodedata
+import warnings
 import zipfile
 from typing import Iterator, Optional
 
@@ -114,8 +115,7 @@ class Settings:
 # --- §2 Frames: any image -> 8-bit RGB -> centred square -> R x R (Lanczos) -> JPEG/PNG -----------
 
 def pil_to_rgb8(img: Image.Image) -> np.ndarray:
-    """A Pillow image in any mode -> uint8 [H, W, 3]: alpha composited over black (how a transparent pixel
-    looks in a video), 16-bit rounded (x * 255 / 65535), every other mode through Pillow's RGB."""
+    """Any Pillow image -> uint8 [H, W, 3]: alpha over black (a transparent pixel in a video), 16 bits rounded."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L"):
         x = (np.clip(np.asarray(img).astype(np.int64), 0, 65535) * 255 + 32767) // 65535   # [H, W]
         return np.repeat(x.astype(np.uint8)[:, :, None], 3, axis=2)                     # [H, W, 3]
@@ -126,9 +126,9 @@ def pil_to_rgb8(img: Image.Image) -> np.ndarray:
 
 
 def center_crop_resize(frame: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 [H, W, 3] -> [R, R, 3]: the largest centred square (the paper center-crops, Appx E.2), resized
-    with Lanczos. Shrinking by f, its kernel reaches 3f source pixels to each side, so every pixel counts; a
-    fixed 2-pixel bilinear kernel (F.interpolate without antialias) skips most of them, and aliases."""
+    """uint8 [H, W, 3] -> [R, R, 3]: the largest centred square (never squashed; the paper crops, Appx E.2), resized
+    with Lanczos: shrinking by f, its kernel reaches 3f source pixels each side, so every pixel counts (a fixed
+    2-pixel bilinear kernel, F.interpolate without antialias, skips most and aliases them into moire)."""
     h, w = frame.shape[:2]
     side = min(h, w)
     square = frame[(h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2]   # [S, S, 3]
@@ -143,9 +143,8 @@ def encode_frame(frame: np.ndarray, fmt: str = "jpg", quality: int = 95) -> byte
 
 
 # --- §3 Sources: what SRC holds, checked at the door, read one frame at a time --------------------
-# An entry of SRC is classified by its extension alone (100,000 frames are listed without opening one).
-# Sizes are checked before anything of that size is read: a video's frame size and rate from its header
-# (probe), a frame image's size from its header, which Pillow reads before the pixels.
+# An entry of SRC is classified by its extension alone (100,000 frames are listed without opening one). Sizes are
+# checked before anything of that size is read: a video's from its header (probe), a frame image's from its own.
 
 @dataclasses.dataclass
 class Source:
@@ -236,9 +235,9 @@ def probe(source: Source) -> tuple:
 
 
 def iter_frames(source: Source, fps: float, skip: int = 0) -> Iterator[np.ndarray]:
-    """Yield a source's frames at the dataset's rate after the first `skip`, uint8 [H, W, 3], one at a time.
-    A video at another rate goes through ffmpeg's fps filter, by the file's own timestamps (so variable-rate
-    phone videos and GIFs come out right). Skipped frames are decoded and dropped: exact, whatever the codec."""
+    """A source's frames at the dataset's rate after the first `skip`, uint8 [H, W, 3], one at a time. A video at
+    another rate goes through ffmpeg's fps filter, by the file's own timestamps (variable-rate phone videos and
+    GIFs come out right): output frame i, at i / fps s, is the source frame on screen then."""
     if source.kind == "video":
         resample = ["-vf", f"fps={fps!r}"] if round(source.fps, 2) != round(fps, 2) else []
         with contextlib.closing(imageio_ffmpeg.read_frames(source.path, output_params=resample)) as reader:
@@ -327,10 +326,10 @@ def make_demo_video(seed, frames: int = 64, resolution: int = 64) -> np.ndarray:
 # --- §5 Converting one source (in a worker thread) ------------------------------------------------
 
 def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick) -> Optional[dict]:
-    """Decode, crop, resize, encode and stage one source as <stage>/<name>/<i:06d>.<fmt> -> {"source", "videos":
-    [{"name", "frames", "source"}], "skipped": reason or None, "notes"}, or None once `stop` is set. Only reading
-    is guarded: a reading error is the source's (a unit, the video or one --clip-len chunk, is kept only if all
-    its frames decoded); an OSError in a write is OUT's disk and stops the job (never "fifty broken videos")."""
+    """Stage one source as <stage>/<name>/<i:06d>.<fmt> -> {"source", "videos": [{"name", "frames", "source"}],
+    "skipped": reason or None, "notes"}, None once `stop` is set. Only reading is guarded: its error is the source's
+    (a unit, the video or a --clip-len chunk, is kept if all its frames decoded); an OSError in a write is OUT's
+    disk and stops the job (a full disk is never "fifty broken videos")."""
     result = {"source": source.label, "videos": [], "skipped": None, "notes": []}
     unit = lambda n: f"{source.name}_c{n // s.clip_len:04d}" if s.clip_len else source.name
     frames, n, error = iter_frames(source, s.fps, s.skip), 0, None
@@ -385,6 +384,7 @@ def check_out(out: str) -> tuple:
     if os.path.isdir(out) if as_zip else os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise PrepareError(f"cannot write {out}: " + ("it is a folder" if as_zip else "it already exists (a folder "
                                                       "output is written only new or into an empty folder)"))
+    remove_dead_partials(out)
     return out, as_zip
 
 
@@ -407,8 +407,7 @@ def remove_dead_partials(out: str) -> None:
 def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, verbose: bool,
            origin: str = "the input") -> dict:
     """Probe, choose the frame rate, convert, and write OUT atomically: the engine of prepare() and make_demo()."""
-    t_start, (out, as_zip) = time.time(), check_out(out)
-    remove_dead_partials(out)
+    t_start, (out, as_zip) = time.time(), check_out(out)    # (and what a killed run left beside OUT goes)
     tmp = f"{out}.partial-{os.getpid()}"
     stage = tmp + ".stage" if as_zip else tmp               # where the threads put frames
     stop, done, file, zf, videos, notes = threading.Event(), False, None, None, [], []
@@ -433,24 +432,23 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
         notes += [f"{p.label}: {note}" for p in kept for note in p.notes]
         if as_zip:
             zf = zipfile.ZipFile(file := open(tmp, "xb"), "w")
-        bar = tqdm(desc="converting", unit="frame", disable=not progress or None, smoothing=0.05)
-        pending, jobs = collections.deque(), iter(kept)     # results in source order (the same zip for any
-        while True:                                         # --workers), at most 2 per thread in the stage
-            pending.extend(pool.submit(convert, p, s, stage, stop, bar.update)
-                           for p in itertools.islice(jobs, 2 * workers - len(pending)))
-            if not pending:
-                break
-            res = pending.popleft().result()                # (a Ctrl-C interrupts this wait)
-            skipped += [(res["source"], res["skipped"])] if res["skipped"] else []
-            notes += [f"{res['source']}: {note}" for note in res["notes"]]
-            for video in res["videos"]:
-                for i in range(video["frames"] if zf else 0):   # stored (JPEG/PNG do not compress), with a
-                    path = os.path.join(stage, video["name"], f"{i:06d}.{s.fmt}")   # fixed date: the zip
-                    with open(path, "rb") as f:                                    # depends on the data only
-                        zf.writestr(zipfile.ZipInfo(path[len(stage) + 1:], (1980, 1, 1, 0, 0, 0)), f.read())
-                    os.remove(path)
-                videos.append(video)
-        bar.close()
+        with tqdm(desc="converting", unit="frame", disable=not progress or None, smoothing=0.05) as bar:
+            pending, jobs = collections.deque(), iter(kept)     # results in source order (the same zip for any
+            while True:                                         # --workers), at most 2 per thread in the stage
+                pending.extend(pool.submit(convert, p, s, stage, stop, bar.update)
+                               for p in itertools.islice(jobs, 2 * workers - len(pending)))
+                if not pending:
+                    break
+                res = pending.popleft().result()                # (a Ctrl-C interrupts this wait)
+                skipped += [(res["source"], res["skipped"])] if res["skipped"] else []
+                notes += [f"{res['source']}: {note}" for note in res["notes"]]
+                for video in res["videos"]:
+                    for i in range(video["frames"] if zf else 0):   # stored (JPEG/PNG do not compress), with a
+                        path = os.path.join(stage, video["name"], f"{i:06d}.{s.fmt}")   # fixed date: the zip
+                        with open(path, "rb") as f:                                    # depends on the data only
+                            zf.writestr(zipfile.ZipInfo(path[len(stage) + 1:], (1980, 1, 1, 0, 0, 0)), f.read())
+                        os.remove(path)
+                    videos.append(video)
         if not videos:
             raise nothing()
         # dataset.json last, one video a line (readable, greppable); then the one rename that makes OUT.
@@ -579,7 +577,9 @@ def main(argv: Optional[list] = None) -> int:
             parser.error(f"--quality applies to --format jpg only ({a.fmt} is lossless)")
         if a.src is None or (a.out is None) != a.demo:
             parser.error("--demo takes one path, OUT (e.g. --demo demo.zip)" if a.demo else "need SRC and OUT (or --demo OUT)")
-        run(*[a.src, a.out][:2 - a.demo], **given, progress=True)
+        with warnings.catch_warnings():                     # Pillow warns of a frame over 89 M pixels as it reads
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)     # its header: _check_size refuses it
+            run(*[a.src, a.out][:2 - a.demo], **given, progress=True)
     except PrepareError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
