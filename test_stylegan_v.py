@@ -2307,7 +2307,7 @@ def test_a_bad_flag_from_the_real_cli_is_one_line_before_any_work(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-# -- helpers (write_frames and the _hd_ ones are shared with fvd.py's tests below) ---------------
+# -- helpers (write_frames and the _hd_ ones are fvd.py's tests' too) ----------------------------
 
 
 def gray_frames(n, h=24, w=32, step=20):
@@ -2316,12 +2316,11 @@ def gray_frames(n, h=24, w=32, step=20):
 
 
 def write_video(path, frames, fps=10):
-    path = str(path)
-    if path.endswith(".gif"):
-        iio.mimwrite(path, frames, duration=1000 / fps, loop=0)
-        return
-    codec = "libvpx-vp9" if path.endswith(".webm") else "libx264"
-    with iio.get_writer(path, format="FFMPEG", fps=fps, codec=codec, macro_block_size=1) as w:
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    if str(path).endswith(".gif"):
+        return iio.mimwrite(str(path), frames, duration=1000 / fps, loop=0)
+    with iio.get_writer(str(path), format="FFMPEG", fps=fps, macro_block_size=1,
+                        codec="libvpx-vp9" if str(path).endswith(".webm") else "libx264") as w:
         for f in frames:
             w.append_data(f)
 
@@ -2334,30 +2333,21 @@ def write_frames(folder, frames, names=None):
 
 
 def meta_of(dataset):
-    if str(dataset).endswith(".zip"):
-        with zipfile.ZipFile(dataset) as z:
-            return json.loads(z.read("dataset.json"))
-    with open(os.path.join(dataset, "dataset.json")) as f:
-        return json.load(f)
+    read = zipfile.ZipFile(dataset).read if str(dataset).endswith(".zip") else lambda m: (dataset / m).read_bytes()
+    return json.loads(read("dataset.json"))
 
 
 def prep(src, out, **kw):
-    """pd.prepare, quietly, on 2 threads (so every test exercises the pool and its ordering)."""
+    """pd.prepare, quietly, on 2 threads (so every test goes through the pool and its ordering)."""
     return pd.prepare(str(src), str(out), **{"workers": 2, "verbose": False, **kw})
 
 
-def reasons(summary):
-    return {s["source"]: s["reason"] for s in summary["skipped"]}
-
-
-def huge_png(path, w=100_000, h=100_000):
-    """A PNG of a few bytes whose header claims w x h pixels (its pixel data is not even there)."""
+def huge_png(path, w, h):
+    """A PNG of a few bytes whose header claims w x h pixels (the pixels are not even there)."""
     import zlib
-    chunk = lambda kind, data: (len(data).to_bytes(4, "big") + kind + data
-                                + zlib.crc32(kind + data).to_bytes(4, "big"))
-    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    chunk = lambda kind, data: len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + b"\x08\2\0\0\0")
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 def _hd_env():
@@ -2373,8 +2363,7 @@ def _hd_cli(tool, *args, timeout=180):
 def _hd_popen(tool, *args):
     """Start `python TOOL ARGS...` in its own process group (so killpg is what Ctrl-C does)."""
     return subprocess.Popen([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=HERE,
-                            env=_hd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            env=_hd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def _hd_visible_lines(stderr):
@@ -2385,11 +2374,9 @@ def _hd_visible_lines(stderr):
 def _hd_assert_one_error(result, tool, status, *needles):
     """Exit status `status`, stderr is ONE 'tool: error: ...' line holding every needle, no traceback."""
     lines = _hd_visible_lines(result.stderr)
-    assert result.returncode == status, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == status and "Traceback" not in result.stderr, (result.returncode, result.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), lines
-    for needle in needles:
-        assert str(needle) in lines[0], (needle, lines[0])
+    assert all(str(needle) in lines[0] for needle in needles), (needles, lines[0])
     return lines[0]
 
 
@@ -2400,10 +2387,10 @@ def _hd_tree(root):
 
 
 def _hd_write_video(path, frames=10, h=24, w=32, fps=10, noise=False):
-    """A small real mp4 (imageio's ffmpeg writer): frame i is gray level 20 i, or random pixels."""
+    """A small real mp4: frame i is gray level 20 i, or random pixels."""
     rng = np.random.default_rng(0)
-    write_video(path, [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if noise else f
-                       for f in gray_frames(frames, h, w)], fps)
+    write_video(path, [rng.integers(0, 256, f.shape, dtype=np.uint8) if noise else f for f in gray_frames(frames, h, w)],
+                fps)
     return path
 
 
@@ -2429,27 +2416,21 @@ def _hd_wait_until(condition, proc, timeout=60):
         time.sleep(0.02)
 
 
-def _staged(folder):
-    """True once a temporary output beside OUT holds a frame (the conversion is under way)."""
-    return any(".partial-" in d and fs for d, _, fs in os.walk(folder))
-
-
 @pytest.fixture(scope="module")
 def long_mp4(tmp_path_factory):
     """A 1500-frame 320x240 mp4 (ffmpeg's test pattern): converting it at 256^2 takes seconds."""
     path = tmp_path_factory.mktemp("long") / "long.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc=size=320x240:rate=25", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast",
-                    str(path)], check=True)
+                    "testsrc=size=320x240:rate=25", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast", str(path)],
+                   check=True)
     return path
 
 
 # -- what a dataset looks like: layout, frames, frame rate, the demo ----------------------------
 
 
-def test_prepare_every_container_and_frame_folders_give_the_layout(tmp_path, capsys):
+def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_path, capsys):
     src = tmp_path / "videos"
-    src.mkdir()
     for ext in ["mp4", "avi", "mov", "mkv", "webm", "gif"]:
         write_video(src / f"clip_{ext}.{ext}", gray_frames(10))
     s = prep(src, tmp_path / "out.zip", resolution=16)
@@ -2462,39 +2443,35 @@ def test_prepare_every_container_and_frame_folders_give_the_layout(tmp_path, cap
         assert {f"clip_mp4/{i:06d}.jpg" for i in range(10)} <= set(z.namelist())
         assert all(info.compress_type == zipfile.ZIP_STORED for info in z.infolist())   # a reader seeks to a frame
     assert pd.read_video(str(tmp_path / "out.zip"), "clip_gif").shape == (10, 16, 16, 3)
-    # Frame folders: natural order (f2 before f10), 25 fps unless --fps, junk left out and named.
+    # One long video in chunks, after --skip; --max-frames; a folder OUT has the same layout.
+    write_video(tmp_path / "long.mp4", gray_frames(30, step=8))
+    s = prep(tmp_path / "long.mp4", tmp_path / "c.zip", resolution=16, fmt="png", clip_len=8, skip=3)
+    assert [(v["name"], v["frames"]) for v in meta_of(tmp_path / "c.zip")["videos"]] == \
+        [("long_c0000", 8), ("long_c0001", 8), ("long_c0002", 8)] and "long.mp4: dropped the last 3 frames " \
+        "(shorter than --clip-len 8)" in s["notes"]                            # 27 = 3 * 8 + 3
+    chunk = pd.read_video(str(tmp_path / "c.zip"), "long_c0001").astype(float)
+    assert abs(chunk[0].mean() - 8 * 11) < 4 and abs(chunk[7].mean() - 8 * 18) < 4    # source frames 11 and 18
+    prep(tmp_path / "long.mp4", tmp_path / "dataset", resolution=16, max_frames=10, skip=2)
+    assert meta_of(tmp_path / "dataset")["videos"] == [{"name": "long", "frames": 10, "source": "long.mp4"}]
+    assert sorted(os.listdir(tmp_path / "dataset" / "long")) == [f"{i:06d}.jpg" for i in range(10)]
+    # Frame folders: natural order (f2 before f10), 25 fps unless --fps, other files left out and named.
     levels = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110]
     write_frames(tmp_path / "frames" / "walk", [np.full((16, 16, 3), v, np.uint8) for v in levels],
                  names=[f"f{i + 1}.png" for i in range(len(levels))])
     write_frames(tmp_path / "frames" / "run", gray_frames(4, 16, 16))
     (tmp_path / "frames" / "run" / "notes.txt").write_text("shot on a phone")
-    s = pd.prepare(str(tmp_path / "frames"), str(tmp_path / "f.zip"), resolution=16, fmt="png", workers=1)
+    pd.prepare(str(tmp_path / "frames"), str(tmp_path / "f.zip"), resolution=16, fmt="png", workers=1)
     out = capsys.readouterr().out
     assert "assuming 25 fps" in out and "run/: ignored 1 not an image: notes.txt" in out, out
-    assert meta_of(tmp_path / "f.zip")["fps"] == 25.0 and [v["name"] for v in meta_of(tmp_path / "f.zip")["videos"]] \
-        == ["run", "walk"]
+    assert [(v["name"], v["frames"]) for v in meta_of(tmp_path / "f.zip")["videos"]] == [("run", 4), ("walk", 11)]
     assert pd.read_video(str(tmp_path / "f.zip"), "walk")[:, 0, 0, 0].tolist() == levels
     assert prep(tmp_path / "frames", tmp_path / "f12.zip", resolution=16, fps=12)["fps"] == 12.0
-    assert prep(tmp_path / "frames" / "walk", tmp_path / "one.zip", resolution=16)["videos"] == 1  # frames only: one video
+    assert prep(tmp_path / "frames" / "walk", tmp_path / "one.zip", resolution=16)["videos"] == 1   # a folder of frames
+    assert sorted(os.listdir(tmp_path)) == ["c.zip", "dataset", "f.zip", "f12.zip", "frames", "long.mp4", "one.zip",
+                                            "out.zip", "videos"]                 # no temporary left
 
 
-def test_prepare_chunks_after_skip_caps_with_max_frames_and_writes_a_folder_the_same_way(tmp_path):
-    write_video(tmp_path / "long.mp4", gray_frames(30, step=8))
-    s = prep(tmp_path / "long.mp4", tmp_path / "out.zip", resolution=16, fmt="png", clip_len=8, skip=3)
-    meta = meta_of(tmp_path / "out.zip")
-    assert [v["name"] for v in meta["videos"]] == ["long_c0000", "long_c0001", "long_c0002"]
-    assert all(v["frames"] == 8 and v["source"] == "long.mp4" for v in meta["videos"])
-    assert any("dropped the last 3 frames" in n for n in s["notes"])          # 27 = 3 * 8 + 3
-    chunk = pd.read_video(str(tmp_path / "out.zip"), "long_c0001").astype(float)
-    assert abs(chunk[0].mean() - 8 * 11) < 4 and abs(chunk[7].mean() - 8 * 18) < 4    # source frames 11 and 18
-    assert prep(tmp_path / "long.mp4", tmp_path / "cap.zip", resolution=16, max_frames=4, skip=2)["frames"] == 4
-    prep(tmp_path / "long.mp4", tmp_path / "dataset", resolution=16, max_frames=10)
-    assert meta_of(tmp_path / "dataset")["videos"] == [{"name": "long", "frames": 10, "source": "long.mp4"}]
-    assert sorted(os.listdir(tmp_path / "dataset" / "long")) == [f"{i:06d}.jpg" for i in range(10)]
-    assert sorted(os.listdir(tmp_path)) == ["cap.zip", "dataset", "long.mp4", "out.zip"]   # no temporary left
-
-
-def test_prepare_png_is_lossless_and_every_pixel_format_becomes_8bit_rgb(tmp_path):
+def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_with_portable_names(tmp_path):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
     src = tmp_path / "src"
@@ -2502,64 +2479,43 @@ def test_prepare_png_is_lossless_and_every_pixel_format_becomes_8bit_rgb(tmp_pat
     write_frames(src / "gray", [Image.fromarray(np.full((16, 16), 100, np.uint8))] * 3)               # mode L
     write_frames(src / "rgba", [Image.fromarray(np.full((16, 16, 4), (200, 100, 50, 128), np.uint8))] * 3)
     write_frames(src / "deep", [Image.fromarray(np.full((16, 16), 32768, np.uint16))] * 3)            # I;16
-    write_frames(src / "mixed", [Image.fromarray(np.full((16, 16, 3), v, np.uint8)) for v in (0, 40, 120)],
-                 names=["0.ppm", "1.bmp", "2.webp"])
-    Image.fromarray(np.full((16, 16), 80 * 257, np.uint16)).save(src / "mixed" / "3.tif")              # 16-bit tif
-    prep(src, tmp_path / "out.zip", resolution=16, fmt="png")
+    write_frames(src / "any", [np.full((16, 16, 3), v, np.uint8) for v in (0, 40, 120)], ["0.ppm", "1.bmp", "2.webp"])
+    Image.fromarray(np.full((16, 16), 80 * 257, np.uint16)).save(src / "any" / "3.tif")               # 16-bit tif
+    checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)                    # 1-pixel checkerboard
+    write_frames(src / "checker", [np.stack([checker] * 3, -1)] * 3)
+    portrait = np.zeros((48, 24, 3), np.uint8)               # 24 wide, 48 high: red bands outside the centred
+    portrait[:12] = portrait[36:] = (255, 0, 0)              # square, green inside it
+    portrait[12:36] = (0, 255, 0)
+    for name in ["portrait.mp4", "my clip!.mp4", "my clip!.avi", "my_clip_2.mp4", "café.mp4"]:
+        write_video(src / name, [portrait] * 10)
+    s = prep(src, tmp_path / "out.zip", resolution=16, fmt="png")
     read = lambda name: pd.read_video(str(tmp_path / "out.zip"), name)
-    assert meta_of(tmp_path / "out.zip")["videos"][0] == {"name": "clip", "frames": 5, "source": "clip/"}
-    np.testing.assert_array_equal(read("clip"), np.stack(frames))
+    np.testing.assert_array_equal(read("clip"), np.stack(frames))                         # png: lossless
     assert (read("gray") == 100).all() and (read("rgba") == (100, 50, 25)).all()   # alpha over black: c * 128 / 255
-    assert (read("deep") == 128).all()                                              # 32768 * 255 / 65535 = 127.5
-    assert read("mixed")[:, 5, 5, 0].tolist()[:2] == [0, 40] and read("mixed")[3, 5, 5, 0] == 80
-
-
-def test_prepare_crops_the_centre_and_resizes_with_lanczos(tmp_path):
-    frame = np.zeros((48, 24, 3), np.uint8)                 # a portrait video, 24 wide, 48 high
-    frame[:12] = frame[36:] = (255, 0, 0)                   # red bands: outside the centred square
-    frame[12:36] = (0, 255, 0)                              # green: exactly the centred 24x24 square
-    write_video(tmp_path / "portrait.mp4", [frame] * 10)
-    checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)   # 1-pixel checkerboard
-    write_frames(tmp_path / "checker", [np.stack([checker] * 3, -1)] * 3)
-    prep(tmp_path / "portrait.mp4", tmp_path / "p.zip", resolution=16, fmt="png")
-    prep(tmp_path / "checker", tmp_path / "c.zip", resolution=16, fmt="png")
-    video = pd.read_video(str(tmp_path / "p.zip"), "portrait").astype(float)
-    assert video[..., 0].mean() < 40 and video[..., 1].mean() > 200      # squashing would be half red
-    video = pd.read_video(str(tmp_path / "c.zip"), "checker").astype(float)
-    assert abs(video.mean() - 127.5) < 5 and video.std() < 5              # filtered: flat gray, not black/white
-
-
-def test_prepare_names_are_portable_and_unique(tmp_path):
-    (tmp_path / "src").mkdir()
-    for name in ["my clip!.mp4", "my clip!.avi", "my_clip_2.mp4", "café.mp4"]:
-        write_video(tmp_path / "src" / name, gray_frames(4))
-    prep(tmp_path / "src", tmp_path / "out.zip", resolution=16)
-    assert sorted(v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]) == \
-        ["cafe", "my_clip", "my_clip_2", "my_clip_2_2"]
+    assert (read("deep") == 128).all() and read("any")[:, 5, 5, 0].tolist() == [0, 40, 120, 80]   # 32768 / 257
+    assert abs(read("checker").mean() - 127.5) < 5 and read("checker").std() < 5   # filtered: gray, not black/white
+    assert read("portrait")[..., 0].mean() < 40 and read("portrait")[..., 1].mean() > 200   # cropped, not squashed
+    names = {v["name"]: v for v in meta_of(tmp_path / "out.zip")["videos"]}
+    assert len(names) == 11 and {"cafe", "my_clip", "my_clip_2", "my_clip_2_2"} <= set(names)
+    assert names["clip"] == {"name": "clip", "frames": 5, "source": "clip/"} and s["skipped"] == []
     assert pd.unique_names(["a", "A", "a_2", "dataset.json"]) == ["a", "A_2", "a_2_2", "dataset.json_2"]
 
 
 def test_prepare_brings_every_video_to_one_frame_rate_by_timestamp(tmp_path):
     # Phones record 25, 26.78, 30 fps...: none is dropped. Each goes through ffmpeg's fps filter: output frame i
-    # (at i / fps s) is the source frame on screen then; frame j's level 8 j tells which one it was.
-    src = tmp_path / "src"
-    src.mkdir()
-    write_video(src / "a25.mp4", gray_frames(10, step=8), fps=25)
-    write_video(src / "b25.mp4", gray_frames(10, step=8), fps=25)
-    write_video(src / "c30.mp4", gray_frames(12, step=8), fps=30)
-    write_video(src / "d2678.mp4", gray_frames(12, step=8), fps=26.78)
-    s = prep(src, tmp_path / "out.zip", resolution=16, fmt="png")
+    # (at i / fps s) is the source frame on screen then; source frame j's level 8 j tells which one it is.
+    for name, fps, n in [("a25", 25, 10), ("b25", 25, 10), ("c30", 30, 12), ("d2678", 26.78, 12)]:
+        write_video(tmp_path / "src" / f"{name}.mp4", gray_frames(n, step=8), fps=fps)
+    s = prep(tmp_path / "src", tmp_path / "out.zip", resolution=16, fmt="png")
     assert s["fps"] == 25.0 and s["videos"] == 4 and s["resampled"] == ["c30.mp4", "d2678.mp4"]
     assert "c30.mp4: resampled from 30 to 25 fps (frames picked by timestamp)" in s["notes"]
-    picked = lambda name: [round(x / 8) for x in pd.read_video(str(tmp_path / "out.zip"), name)[:, 8, 8, 1]]
-    assert picked("a25") == list(range(10))                                 # the dataset's rate: one for one
-    assert picked("c30") == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11]                # 0.4 s: 10 frames, 3 and 9 dropped
-    assert picked("d2678") == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11]           # 0.448 s: 11 frames, 7 dropped
-    s = prep(src, tmp_path / "up.zip", resolution=16, fmt="png", fps=50)   # --fps: every video to 50 fps
-    assert s["resampled"] == ["a25.mp4", "b25.mp4", "c30.mp4", "d2678.mp4"] and s["frames"] == 20 + 20 + 20 + 22
-    assert picked("a25") == list(range(10))
-    assert [round(x / 8) for x in pd.read_video(str(tmp_path / "up.zip"), "a25")[:, 8, 8, 1]] == \
-        [j for j in range(10) for _ in (0, 1)]                              # each frame twice
+    picked = lambda out, name: [round(x / 8) for x in pd.read_video(str(tmp_path / out), name)[:, 8, 8, 1]]
+    assert picked("out.zip", "a25") == list(range(10))                       # the dataset's rate: one for one
+    assert picked("out.zip", "c30") == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11]     # 0.4 s: 10 frames, 3 and 9 dropped
+    assert picked("out.zip", "d2678") == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11]   # 0.448 s: 11 frames, 7 dropped
+    s = prep(tmp_path / "src", tmp_path / "up.zip", resolution=16, fmt="png", fps=50)   # --fps 50: all resampled
+    assert s["fps"] == 50.0 and len(s["resampled"]) == 4 and s["frames"] == 20 + 20 + 20 + 22
+    assert picked("up.zip", "a25") == [j for j in range(10) for _ in (0, 1)]   # each frame twice
 
 
 def test_demo_video_is_deterministic_and_moves_smoothly():
@@ -2592,30 +2548,28 @@ def test_demo_dataset_by_the_cli_is_the_same_for_any_number_of_threads(tmp_path,
 
 def test_prepare_skips_each_bad_source_with_its_reason(tmp_path):
     src = tmp_path / "src"
-    src.mkdir()
     write_video(src / "good.mp4", gray_frames(25))
     write_video(src / "short.mp4", gray_frames(10))
     (src / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     (src / "notes.txt").write_text("not a video")
-    Image.fromarray(gray_frames(1)[0]).save(src / "lone.png")
+    write_frames(src, gray_frames(1), ["lone.png"])
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
                     "color=s=32x24:r=10:d=1", "-frames:v", "0", str(src / "zero.mp4")], check=True)
     (src / "empty").mkdir()
     write_frames(src / "mixed", gray_frames(2, 16, 16) + gray_frames(1, 16, 20))
     (src / "huge").mkdir()                                   # refused from its header: nothing is decoded
-    huge_png(src / "huge" / "0000.png", 9000, 9000)           # (100000^2: Pillow's own limit refuses it first)
-    (src / "nested").mkdir()
+    huge_png(src / "huge" / "0000.png", 9000, 9000)          # (at 100000^2 Pillow's own limit refuses it first)
     write_video(src / "nested" / "x.mp4", gray_frames(4))
-    t = time.time()
+    started = time.time()
     s = prep(src, tmp_path / "out.zip", resolution=16, min_frames=20)
-    assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["good"] and time.time() - t < 30
-    want = {"short.mp4": "only 10 frames, fewer than --min-frames 20",
-            "broken.mp4": "not a readable video (ffmpeg:", "notes.txt": "not a video (extension .txt;",
-            "lone.png": "a lone image", "zero.mp4": "no video stream", "empty/": "no frames in this folder",
+    assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["good"] and time.time() - started < 30
+    want = {"short.mp4": "only 10 frames, fewer than --min-frames 20", "broken.mp4": "not a readable video (ffmpeg:",
+            "notes.txt": "not a video (extension .txt;", "lone.png": "a lone image", "zero.mp4": "no video stream",
+            "empty/": "no frames in this folder", "nested/": "no frames in this folder (subfolders are not searched",
             "mixed/": "frames of different sizes in folder mixed/: 0000.png is 16x16, 0002.png is 20x16",
-            "huge/": "frame 0000.png claims 9000x9000 frames, more than 67,108,864 pixels: refused unread",
-            "nested/": "no frames in this folder (subfolders are not searched"}
-    assert set(reasons(s)) == set(want) and all(want[k] in reasons(s)[k] for k in want), reasons(s)
+            "huge/": "frame 0000.png claims 9000x9000 frames, more than 67,108,864 pixels: refused unread"}
+    got = {k["source"]: k["reason"] for k in s["skipped"]}
+    assert set(got) == set(want) and all(want[k] in got[k] for k in want), got
     with pytest.raises(pd.PrepareError, match="10 frames: shorter than one --clip-len chunk of 16"):
         prep(src / "short.mp4", tmp_path / "c.zip", resolution=16, clip_len=16)
 
@@ -2623,8 +2577,8 @@ def test_prepare_skips_each_bad_source_with_its_reason(tmp_path):
 def test_prepare_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
     noise = np.random.default_rng(0).integers(0, 256, (40, 24, 32, 3), dtype=np.uint8)   # bytes spread evenly
     with iio.get_writer(str(tmp_path / "cut.mp4"), format="FFMPEG", fps=10, macro_block_size=1,
-                        output_params=["-movflags", "+faststart"]) as w:                  # index first: the first
-        for f in noise:                                                                    # half still decodes
+                        output_params=["-movflags", "+faststart"]) as w:     # the index first: half the file decodes
+        for f in noise:
             w.append_data(f)
     (tmp_path / "cut.mp4").write_bytes((tmp_path / "cut.mp4").read_bytes()[:(tmp_path / "cut.mp4").stat().st_size // 2])
     s = prep(tmp_path / "cut.mp4", tmp_path / "cut.zip", resolution=16)
@@ -2649,33 +2603,6 @@ def test_prepare_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
 
 # -- bad input of the job: ONE line, and everything as it was ------------------------------------
 
-
-def _make(t, what):
-    """The crafted input a case of the table below names."""
-    if what == "a.mp4":
-        write_video(t / "a.mp4", gray_frames(5))
-    elif what == "broken.mp4":
-        (t / "broken.mp4").write_bytes(np.random.default_rng(1).bytes(3000))
-    elif what in ("src/", "junk", "huge"):
-        (t / "src").mkdir()
-        if what == "junk":
-            (t / "src" / "notes.txt").write_text("not a video")
-            (t / "src" / "data.bin").write_bytes(os.urandom(64))
-        if what == "huge":
-            huge_png(t / "src" / "0000.png")
-    elif what in ("file", "notes.txt"):
-        (t / what).write_text("a file, not a folder")
-    elif what == "out.zip/":
-        (t / "out.zip").mkdir()
-    elif what == "outdir/keep.txt":
-        (t / "outdir").mkdir()
-        (t / "outdir" / "keep.txt").write_text("mine")
-    elif what == "old out.zip":
-        (t / "out.zip").write_bytes(b"an older dataset")
-    elif what == "demo.zip":
-        pd.make_demo(str(t / "demo.zip"), 16, 1, 4, workers=1, verbose=False)
-
-
 _RANGES = {"--resolution": "a power of two in 4..4096", "--clip-len": "an integer in 1..100000000",
            "--skip": "an integer in 0..100000000", "--max-frames": "an integer in 1..100000000",
            "--min-frames": "an integer in 1..100000000", "--fps": "a number in 1..1000", "--quality": "an integer in 1..100",
@@ -2686,6 +2613,19 @@ _FLAGS = [("--resolution", "100"), ("--resolution", "2"), ("--resolution", "8192
           ("--min-frames", "0"), ("--fps", "1e-9"), ("--fps", "nan"), ("--fps", "inf"), ("--fps", "0"), ("--fps", "-25"),
           ("--fps", "1e6"), ("--fps", "abc"), ("--quality", "0"), ("--quality", "101"), ("--workers", "0"),
           ("--workers", "1000"), ("--num-videos", "0"), ("--frames", "0"), ("--seed", "-1"), ("--seed", str(2 ** 32))]
+_INPUTS = {  # what a case of the table below crafts in the test's folder t
+    "a.mp4": lambda t: write_video(t / "a.mp4", gray_frames(5)),
+    "broken.mp4": lambda t: (t / "broken.mp4").write_bytes(np.random.default_rng(1).bytes(3000)),
+    "src/": lambda t: (t / "src").mkdir(),
+    "junk": lambda t: [(t / "src" / "notes.txt").write_text("x"), (t / "src" / "data.bin").write_bytes(b"\1" * 64)],
+    "huge": lambda t: huge_png(t / "src" / "0000.png", 100_000, 100_000),          # a few bytes, "10^10 pixels"
+    "file": lambda t: (t / "file").write_text("a file, not a folder"),
+    "notes.txt": lambda t: (t / "notes.txt").write_text("not a video"),
+    "out.zip/": lambda t: (t / "out.zip").mkdir(),
+    "outdir/keep.txt": lambda t: write_frames(t / "outdir", gray_frames(1), ["keep.png"]),
+    "old out.zip": lambda t: (t / "out.zip").write_bytes(b"an older dataset"),
+    "demo.zip": lambda t: pd.make_demo(str(t / "demo.zip"), 16, 1, 4, workers=1, verbose=False),
+}
 _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragment of the one line)
     *[((), ("--demo {t}/d.zip" if flag in ("--num-videos", "--frames", "--seed") else "{t}/src {t}/out.zip")
        + f" {flag}={value}", 2, f"argument {flag}: must be {_RANGES[flag]}") for flag, value in _FLAGS],
@@ -2696,14 +2636,14 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
     ((), "{t}/src", 2, "need SRC and OUT (or --demo OUT)"),
     ((), "--demo {t}/a.zip {t}/b.zip", 2, "--demo takes one path, OUT"),
     (("src/",), "{t}/src {t}/out.zip", 1, "no usable videos in {t}/src: it holds no video, no frames and no folder"),
-    (("junk",), "{t}/src {t}/out.zip", 1, "no usable videos in {t}/src: 2 skipped (data.bin: not a video (extension .bin"),
-    (("huge",), "{t}/src {t}/out.zip", 1, "(src/: failed after 0 frames (DecompressionBombError: Image size"),
+    (("src/", "junk"), "{t}/src {t}/out.zip", 1, "in {t}/src: 2 skipped (data.bin: not a video (extension .bin"),
+    (("src/", "huge"), "{t}/src {t}/out.zip", 1, "(src/: failed after 0 frames (DecompressionBombError: Image size"),
     (("broken.mp4",), "{t}/broken.mp4 {t}/out.zip --workers 1", 1, "1 skipped (broken.mp4: not a readable video"),
     (("notes.txt",), "{t}/notes.txt {t}/out.zip", 1, "notes.txt: not a video (extension .txt; expected"),
     (("demo.zip",), "{t}/demo.zip {t}/out.zip", 1, "demo.zip: not a video (extension .zip;"),   # a dataset, not a video
     ((), "{t}/nope {t}/out.zip", 1, "{t}/nope: no such file or folder"),
     (("a.mp4",), "{t}/a.mp4 {t}/out.zip --skip 20", 1, "a.mp4: only 0 frames, fewer than --min-frames 3"),
-    (("a.mp4", "old out.zip", "junk"), "{t}/src {t}/out.zip", 1, "no usable videos"),        # the old zip: as it was
+    (("old out.zip", "src/", "junk"), "{t}/src {t}/out.zip", 1, "no usable videos"),        # the old zip: as it was
     (("a.mp4", "file"), "{t}/a.mp4 {t}/file/out.zip", 1, "cannot write {t}/file/out.zip: {t}/file is a file"),
     (("a.mp4",), "{t}/a.mp4 {t}/no/such/out.zip", 1, "cannot write {t}/no/such/out.zip: {t}/no/such does not exist"),
     (("a.mp4", "out.zip/"), "{t}/a.mp4 {t}/out.zip", 1, "cannot write {t}/out.zip: it is a folder"),
@@ -2716,7 +2656,7 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
 def test_prepare_bad_input_is_one_line_and_leaves_everything_as_it_was(tmp_path, capsys, inputs, argv, status,
                                                                           fragment):
     for what in inputs:
-        _make(tmp_path, what)
+        _INPUTS[what](tmp_path)
     before, started = _hd_tree(tmp_path), time.time()
     try:
         rc = pd.main(argv.format(t=tmp_path).split())
@@ -2749,18 +2689,15 @@ DEMO = ["--num-videos", "2", "--frames", "4", "--resolution", "16", "--workers",
 
 
 def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says_so(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "out.zip"
+    out, renames, replace = tmp_path / "out.zip", [], os.replace
     assert pd.main(["--demo", str(out), *DEMO]) == 0 and "replaced" not in capsys.readouterr().out
-    first, renames, replace = out.read_bytes(), [], os.replace
+    first = out.read_bytes()
     monkeypatch.setattr(os, "replace", lambda a, b: renames.append((str(a), str(b), os.path.exists(b))) or replace(a, b))
     assert pd.main(["--demo", str(out), *DEMO, "--seed", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("(replaced the existing out.zip)")
     assert renames == [(f"{out}.partial-{os.getpid()}", str(out), True)]   # OUT was whole the whole time
     assert out.read_bytes() != first and sorted(os.listdir(tmp_path)) == ["out.zip"]
-
-    def interrupted(*args):                                  # Ctrl-C at the last moment: the old zip stays
-        raise KeyboardInterrupt
-    monkeypatch.setattr(os, "replace", interrupted)
+    monkeypatch.setattr(os, "replace", lambda *a: signal.default_int_handler(signal.SIGINT, None))  # Ctrl-C, last moment
     before = out.read_bytes()
     assert pd.main(["--demo", str(out), *DEMO, "--seed", "2"]) == 130
     assert capsys.readouterr().err == "prepare_data.py: interrupted; nothing was written\n"
@@ -2774,12 +2711,10 @@ def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says
 
 @pytest.mark.parametrize("out_name", ["out.zip", "out_folder"])
 def test_prepare_interrupted_midway_leaves_no_output_and_no_temporary_files(tmp_path, monkeypatch, out_name):
-    (tmp_path / "src").mkdir()
-    (tmp_path / "out").mkdir()
     for name in "abc":
         write_video(tmp_path / "src" / f"{name}.mp4", gray_frames(10))
-    if out_name.endswith(".zip"):
-        (tmp_path / "out" / out_name).write_bytes(b"an older dataset")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "out.zip").write_bytes(b"an older dataset")
     real_encode, calls = pd.encode_frame, []
 
     def encode_then_interrupt(*args):
@@ -2790,7 +2725,7 @@ def test_prepare_interrupted_midway_leaves_no_output_and_no_temporary_files(tmp_
     monkeypatch.setattr(pd, "encode_frame", encode_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16)
-    assert _hd_tree(tmp_path / "out") == ([("out.zip", 16)] if out_name.endswith(".zip") else [])
+    assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
 
 
 def test_prepare_a_full_disk_cleans_up_even_when_closing_the_zip_fails(tmp_path, monkeypatch):
@@ -2822,52 +2757,51 @@ def test_hd_prepare_a_bad_flag_or_input_is_one_line_within_seconds_from_the_real
     assert os.listdir(tmp_path) == [] and time.time() - started < 60
 
 
+def _hd_start_and_wait(folder, *args):
+    """Start prepare_data.py ARGS in a fresh process and wait until it has staged a frame."""
+    proc = _hd_popen("prepare_data.py", *args)
+    _hd_wait_until(lambda: any(".partial-" in d and fs for d, _, fs in os.walk(folder)), proc)
+    return proc
+
+
 @slow
-@pytest.mark.parametrize("how, sig", [(how, sig) for how in ["one video", "three videos, --workers 2"]
-                                      for sig in ["SIGINT to the group (Ctrl-C)", "SIGTERM to the process (kill)"]]
-                         + [("three videos, --workers 2", "SIGTERM to the group (kill -- -PGID)")])
-def test_hd_prepare_signal_exits_130_with_one_line_and_leaves_the_disk_as_before(tmp_path, long_mp4, how, sig):
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "out.zip").write_bytes(b"an older dataset")
-    src = long_mp4 if how == "one video" else tmp_path / "videos"
-    if how != "one video":
-        src.mkdir()
-        for name in "abc":
-            os.symlink(long_mp4, src / f"{name}.mp4")
-    before = _hd_tree(work)
-    proc = _hd_popen("prepare_data.py", src, work / "out.zip", "--resolution", "256", "--workers", how[-1:] * (
-        how != "one video") or "1")
+@pytest.mark.parametrize("workers, sig", [(w, sig) for w in "12" for sig in ["SIGINT to the group (Ctrl-C)",
+                                                                          "SIGTERM to the process (kill)"]]
+                         + [("2", "SIGTERM to the group (kill -- -PGID)")])
+def test_hd_prepare_signal_exits_130_with_one_line_and_leaves_the_disk_as_before(tmp_path, long_mp4, workers, sig):
+    (tmp_path / "videos").mkdir()
+    for name in "abc"[:int(workers) + 1]:
+        os.symlink(long_mp4, tmp_path / "videos" / f"{name}.mp4")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "out.zip").write_bytes(b"an older dataset")
+    before = _hd_tree(tmp_path / "work")
+    proc = _hd_start_and_wait(tmp_path / "work", tmp_path / "videos", tmp_path / "work" / "out.zip", "--resolution",
+                              "256", "--workers", workers)
     try:
-        _hd_wait_until(lambda: _staged(work), proc)
         (os.killpg if "group" in sig else os.kill)(proc.pid, signal.SIGINT if "SIGINT" in sig else signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err.decode()[-2000:]
-    assert _hd_visible_lines(err.decode()) == ["prepare_data.py: interrupted; nothing was written"], err.decode()
-    assert _hd_tree(work) == before
+        proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and _hd_visible_lines(err.decode()) == [
+        "prepare_data.py: interrupted; nothing was written"], err.decode()[-2000:]
+    assert _hd_tree(tmp_path / "work") == before
 
 
 @slow
 def test_hd_prepare_what_a_killed_run_left_the_next_run_removes(tmp_path, long_mp4):
     out, alive = tmp_path / "out.zip", subprocess.Popen(["sleep", "60"])
     (tmp_path / f"out.zip.partial-{alive.pid}").write_bytes(b"a live run's")   # another run, still writing
-    proc = _hd_popen("prepare_data.py", long_mp4, out, "--resolution", "256", "--workers", "2")
+    proc = _hd_start_and_wait(tmp_path, long_mp4, out, "--resolution", "256", "--workers", "2")
     try:
-        _hd_wait_until(lambda: _staged(tmp_path), proc)
         os.kill(proc.pid, signal.SIGKILL)                    # no cleanup can run: what a power cut leaves
         proc.communicate(timeout=60)
-        left = sorted(os.listdir(tmp_path))
-        assert left == sorted([f"out.zip.partial-{proc.pid}", f"out.zip.partial-{proc.pid}.stage",
-                               f"out.zip.partial-{alive.pid}"]), left
+        assert sorted(os.listdir(tmp_path)) == sorted([f"out.zip.partial-{proc.pid}", f"out.zip.partial-{proc.pid}.stage",
+                                                       f"out.zip.partial-{alive.pid}"])
         assert pd.main(["--demo", str(out), *DEMO]) == 0     # the next run removes a dead run's, not a live one's
         assert sorted(os.listdir(tmp_path)) == ["out.zip", f"out.zip.partial-{alive.pid}"]
     finally:
         alive.kill()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL)
 
 
 @slow
@@ -2885,15 +2819,13 @@ def test_hd_full_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, form,
 
 @slow
 def test_hd_full_disk_while_converting_a_real_video_and_a_read_only_disk(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    _hd_write_video(src / "a.mp4", frames=60, h=64, w=64, noise=True)      # ~10 KB a PNG frame
+    _hd_write_video(tmp_path / "src" / "a.mp4", frames=60, h=64, w=64, noise=True)      # ~10 KB a PNG frame
     with _hd_tmpfs(tmp_path / "disk", "64k") as disk:
-        r = _hd_cli("prepare_data.py", src, disk / "out.zip", "--resolution", "64", "--format", "png")
+        r = _hd_cli("prepare_data.py", tmp_path / "src", disk / "out.zip", "--resolution", "64", "--format", "png")
         _hd_assert_one_error(r, "prepare_data.py", 1, "No space left on device")   # never "a.mp4: failed after"
         assert os.listdir(disk) == []
     with _hd_tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
-        r = _hd_cli("prepare_data.py", src, ro / "out.zip", "--resolution", "16")
+        r = _hd_cli("prepare_data.py", tmp_path / "src", ro / "out.zip", "--resolution", "16")
         _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {ro}/out.zip: Read-only file system")
         assert os.listdir(ro) == []
 
