@@ -156,7 +156,7 @@ class Source:
     files: tuple = ()                  # frames: the image files, in natural order
     demo: tuple = ()                   # demo: the (seed, frames, resolution) of make_demo_video
     fps: Optional[float] = None        # from the header (None: a frame folder has none)
-    notes: tuple = ()                  # said in the summary: "ignored 2 not an image: notes.txt, raw/"
+    notes: tuple = ()                  # said in the summary: "left out, not images: notes.txt, raw/"
 
 
 def unique_names(names: list) -> list:
@@ -185,7 +185,7 @@ def discover(src: str) -> tuple:
 
     def frame_folder(path, label, kinds):
         other = [e + "/" * (k == "dir") for e, k in kinds.items() if k != "image"]
-        note = f"ignored {len(other)} not an image: {', '.join(other[:5])}" + ", ..." * (len(other) > 5)
+        note = f"left out, not images: {', '.join(other[:5])}" + f" and {len(other) - 5} more" * (len(other) > 5)
         return Source("frames", label, path=path, files=tuple(os.path.join(path, e) for e in kinds if kinds[e] == "image"),
                       notes=(note,) if other else ())
 

@@ -2462,7 +2462,7 @@ def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_pa
     (tmp_path / "frames" / "run" / "notes.txt").write_text("shot on a phone")
     pd.prepare(str(tmp_path / "frames"), str(tmp_path / "f.zip"), resolution=16, fmt="png", workers=1)
     out = capsys.readouterr().out
-    assert "assuming 25 fps" in out and "run/: ignored 1 not an image: notes.txt" in out, out
+    assert "assuming 25 fps" in out and "run/: left out, not images: notes.txt" in out, out
     assert [(v["name"], v["frames"]) for v in meta_of(tmp_path / "f.zip")["videos"]] == [("run", 4), ("walk", 11)]
     assert pd.read_video(str(tmp_path / "f.zip"), "walk")[:, 0, 0, 0].tolist() == levels
     assert prep(tmp_path / "frames", tmp_path / "f12.zip", resolution=16, fps=12)["fps"] == 12.0
@@ -2518,7 +2518,7 @@ def test_prepare_brings_every_video_to_one_frame_rate_by_timestamp(tmp_path):
     assert picked("up.zip", "a25") == [j for j in range(10) for _ in (0, 1)]   # each frame twice
 
 
-def test_demo_video_is_deterministic_and_moves_smoothly_and_its_dataset_is_the_same_for_any_threads(tmp_path, capsys):
+def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threads(tmp_path, capsys):
     video = pd.make_demo_video(3, frames=48, resolution=32)
     assert video.shape == (48, 32, 32, 3) and video.dtype == np.uint8
     np.testing.assert_array_equal(video, pd.make_demo_video(3, frames=48, resolution=32))
