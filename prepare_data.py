@@ -129,16 +129,14 @@ def center_crop_resize(frame: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 [H, W, 3] -> [R, R, 3]: the largest centred square (never squashed; the paper crops, Appx E.2), resized
     with Lanczos: shrinking by f, its kernel reaches 3f source pixels each side, so every pixel counts (a fixed
     2-pixel bilinear kernel, F.interpolate without antialias, skips most and aliases them into moire)."""
-    h, w = frame.shape[:2]
-    side = min(h, w)
+    (h, w), side = frame.shape[:2], min(frame.shape[:2])
     square = frame[(h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2]   # [S, S, 3]
     return np.asarray(Image.fromarray(square).resize((resolution, resolution), Image.Resampling.LANCZOS))
 
 
 def encode_frame(frame: np.ndarray, fmt: str = "jpg", quality: int = 95) -> bytes:
     """uint8 [R, R, 3] -> the bytes of a .jpg or .png file (Pillow, as the paper's protocol)."""
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, "JPEG", quality=quality) if fmt == "jpg" else Image.fromarray(frame).save(buf, "PNG")
+    Image.fromarray(frame).save(buf := io.BytesIO(), "JPEG" if fmt == "jpg" else "PNG", quality=quality)  # (PNG: unused)
     return buf.getvalue()
 
 
@@ -384,6 +382,8 @@ def check_out(out: str) -> tuple:
     if os.path.isdir(out) if as_zip else os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise PrepareError(f"cannot write {out}: " + ("it is a folder" if as_zip else "it already exists (a folder "
                                                       "output is written only new or into an empty folder)"))
+    if os.path.ismount(out):                                # no rename can replace a mount point
+        raise PrepareError(f"cannot write {out}: it is a mount point (name a new folder inside it)")
     remove_dead_partials(out)
     return out, as_zip
 

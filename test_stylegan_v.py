@@ -2795,7 +2795,7 @@ def test_hd_full_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, form,
 
 
 @slow
-def test_hd_full_disk_while_converting_a_real_video_and_a_read_only_disk(tmp_path):
+def test_hd_full_disk_while_converting_a_real_video_a_read_only_disk_and_a_mount_point(tmp_path):
     _hd_write_video(tmp_path / "src" / "a.mp4", frames=60, h=64, w=64, noise=True)      # ~10 KB a PNG frame
     with _hd_tmpfs(tmp_path / "disk", "64k") as disk:
         r = _hd_cli("prepare_data.py", tmp_path / "src", disk / "out.zip", "--resolution", "64", "--format", "png")
@@ -2804,6 +2804,8 @@ def test_hd_full_disk_while_converting_a_real_video_and_a_read_only_disk(tmp_pat
     with _hd_tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
         r = _hd_cli("prepare_data.py", tmp_path / "src", ro / "out.zip", "--resolution", "16")
         _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {ro}/out.zip: Read-only file system")
+        r = _hd_cli("prepare_data.py", tmp_path / "src", ro, "--resolution", "16")   # no rename can replace it
+        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {ro}: it is a mount point")
         assert os.listdir(ro) == []
 
 
