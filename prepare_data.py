@@ -374,7 +374,7 @@ def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick
 # subprocess and Pillow, which release the GIL; Ctrl-C is one KeyboardInterrupt in the main thread, the zip's writer.
 
 def check_out(out: str) -> tuple:
-    """OUT -> (absolute OUT, is it a zip): a new zip or folder, or an existing zip or empty folder; nothing else."""
+    """OUT -> (absolute OUT, is it a zip): new, or an existing zip or empty folder; what a killed run left goes."""
     out = os.path.abspath(out)
     as_zip, parent = out.lower().endswith(".zip"), os.path.dirname(out)
     if not os.path.isdir(parent):
@@ -407,7 +407,7 @@ def remove_dead_partials(out: str) -> None:
 def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, verbose: bool,
            origin: str = "the input") -> dict:
     """Probe, choose the frame rate, convert, and write OUT atomically: the engine of prepare() and make_demo()."""
-    t_start, (out, as_zip) = time.time(), check_out(out)    # (and what a killed run left beside OUT goes)
+    t_start, (out, as_zip) = time.time(), check_out(out)
     tmp = f"{out}.partial-{os.getpid()}"
     stage = tmp + ".stage" if as_zip else tmp               # where the threads put frames
     stop, done, file, zf, videos, notes = threading.Event(), False, None, None, [], []
