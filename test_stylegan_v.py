@@ -2537,7 +2537,7 @@ def test_a_bad_flag_from_the_real_cli_is_one_line_before_any_work(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-# -- helpers -----------------------------------------------------------------------------------
+# -- helpers (write_frames and the _hd_ ones are fvd.py's tests' too) ----------------------------
 
 
 def gray_frames(n, h=24, w=32, step=20):
@@ -2546,12 +2546,11 @@ def gray_frames(n, h=24, w=32, step=20):
 
 
 def write_video(path, frames, fps=10):
-    path = str(path)
-    if path.endswith(".gif"):
-        iio.mimwrite(path, frames, duration=1000 / fps, loop=0)
-        return
-    codec = "libvpx-vp9" if path.endswith(".webm") else "libx264"
-    with iio.get_writer(path, format="FFMPEG", fps=fps, codec=codec, macro_block_size=1) as w:
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    if str(path).endswith(".gif"):
+        return iio.mimwrite(str(path), frames, duration=1000 / fps, loop=0)
+    with iio.get_writer(str(path), format="FFMPEG", fps=fps, macro_block_size=1,
+                        codec="libvpx-vp9" if str(path).endswith(".webm") else "libx264") as w:
         for f in frames:
             w.append_data(f)
 
@@ -2564,511 +2563,21 @@ def write_frames(folder, frames, names=None):
 
 
 def meta_of(dataset):
-    if str(dataset).endswith(".zip"):
-        with zipfile.ZipFile(dataset) as z:
-            return json.loads(z.read("dataset.json"))
-    with open(os.path.join(dataset, "dataset.json")) as f:
-        return json.load(f)
+    read = zipfile.ZipFile(dataset).read if str(dataset).endswith(".zip") else lambda m: (dataset / m).read_bytes()
+    return json.loads(read("dataset.json"))
 
 
-def skip_reasons(summary):
-    return {s["source"]: s["reason"] for s in summary["skipped"]}
+def prep(src, out, **kw):
+    """pd.prepare, quietly, on 2 threads (so every test goes through the pool and its ordering)."""
+    return pd.prepare(str(src), str(out), **{"workers": 2, "verbose": False, **kw})
 
 
-def run(src, out, **kw):
-    kw.setdefault("workers", 1)
-    kw.setdefault("verbose", False)
-    return pd.prepare(str(src), str(out), **kw)
-
-
-# -- each kind of input ------------------------------------------------------------------------
-
-
-def test_folder_of_videos_in_every_container_becomes_one_zip(tmp_path):
-    src = tmp_path / "videos"
-    src.mkdir()
-    for ext in ["mp4", "avi", "mov", "mkv", "webm", "gif"]:
-        write_video(src / f"clip_{ext}.{ext}", gray_frames(10))
-    s = run(src, tmp_path / "out.zip", resolution=16)
-    meta = meta_of(tmp_path / "out.zip")
-    assert s["skipped"] == [] and s["videos"] == 6 and s["frames"] == 60
-    assert meta["fps"] == 10.0 and meta["resolution"] == 16 and meta["format"] == "jpg"
-    containers = ["avi", "gif", "mkv", "mov", "mp4", "webm"]                 # in natural order
-    assert [v["name"] for v in meta["videos"]] == [f"clip_{e}" for e in containers]
-    assert all(v["frames"] == 10 for v in meta["videos"])
-    assert meta["videos"][0]["source"] == "clip_avi.avi"
-    with zipfile.ZipFile(tmp_path / "out.zip") as z:
-        names = set(z.namelist())
-        assert {f"clip_mp4/{i:06d}.jpg" for i in range(10)} <= names
-        assert all(info.compress_type == zipfile.ZIP_STORED for info in z.infolist())
-    assert pd.read_video(str(tmp_path / "out.zip"), "clip_gif").shape == (10, 16, 16, 3)
-
-
-def test_folder_of_frame_folders_sorts_frames_naturally_and_defaults_to_25_fps(tmp_path, capsys):
-    src = tmp_path / "frames"
-    levels = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110]     # written as f1.png ... f11.png
-    write_frames(src / "walk", [np.full((16, 16, 3), v, np.uint8) for v in levels],
-                 names=[f"f{i + 1}.png" for i in range(len(levels))])
-    write_frames(src / "run", gray_frames(4, 16, 16))
-    s = pd.prepare(str(src), str(tmp_path / "out.zip"), resolution=16, fmt="png", workers=1)
-    assert "assuming 25 fps" in capsys.readouterr().out
-    meta = meta_of(tmp_path / "out.zip")
-    assert meta["fps"] == 25.0 and [v["name"] for v in meta["videos"]] == ["run", "walk"]
-    walk = pd.read_video(str(tmp_path / "out.zip"), "walk")
-    assert walk[:, 0, 0, 0].tolist() == levels                  # f2 before f10: natural order
-    s = run(src, tmp_path / "out12.zip", resolution=16, fps=12)
-    assert meta_of(tmp_path / "out12.zip")["fps"] == 12.0 and s["videos"] == 2
-
-
-def test_single_long_video_is_sliced_into_chunks_after_skip(tmp_path):
-    write_video(tmp_path / "long.mp4", gray_frames(30, step=8))
-    s = run(tmp_path / "long.mp4", tmp_path / "out.zip", resolution=16, fmt="png", clip_len=8, skip=3)
-    meta = meta_of(tmp_path / "out.zip")
-    assert [v["name"] for v in meta["videos"]] == ["long_c0000", "long_c0001", "long_c0002"]
-    assert all(v["frames"] == 8 and v["source"] == "long.mp4" for v in meta["videos"])
-    assert any("dropped the last 3 frames" in n for n in s["notes"])         # 27 = 3 * 8 + 3
-    chunk = pd.read_video(str(tmp_path / "out.zip"), "long_c0001").astype(float)
-    # Frame 0 of chunk 1 is source frame 3 + 8 = 11, frame 7 is source frame 18.
-    assert abs(chunk[0].mean() - 8 * 11) < 4 and abs(chunk[7].mean() - 8 * 18) < 4
-
-
-def test_max_frames_caps_each_video(tmp_path):
-    src = tmp_path / "videos"
-    src.mkdir()
-    write_video(src / "a.mp4", gray_frames(10))
-    write_video(src / "b.mp4", gray_frames(12))
-    s = run(src, tmp_path / "out.zip", resolution=16, max_frames=4, skip=2)
-    assert [v["frames"] for v in meta_of(tmp_path / "out.zip")["videos"]] == [4, 4]
-    assert s["frames"] == 8
-
-
-def test_folder_output_has_the_same_layout_and_is_never_overwritten(tmp_path):
-    write_video(tmp_path / "a.mp4", gray_frames(10))
-    out = tmp_path / "dataset"
-    run(tmp_path / "a.mp4", out, resolution=16)
-    assert meta_of(out)["videos"] == [{"name": "a", "frames": 10, "source": "a.mp4"}]
-    assert sorted(os.listdir(out / "a")) == [f"{i:06d}.jpg" for i in range(10)]
-    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "dataset"]               # no temporary left
-    with pytest.raises(pd.PrepareError, match="already exists"):
-        run(tmp_path / "a.mp4", out, resolution=16)
-    with pytest.raises(pd.PrepareError, match=r"a.mp4 is a file: OUT is a .zip file or a folder"):
-        run(tmp_path / "a.mp4", tmp_path / "a.mp4", resolution=16)       # the input named as OUT, say
-    assert (tmp_path / "a.mp4").stat().st_size > 0
-
-
-def test_png_zip_round_trip_is_lossless_and_dataset_json_is_exact(tmp_path):
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
-    write_frames(tmp_path / "src" / "clip", frames)
-    run(tmp_path / "src", tmp_path / "out.zip", resolution=16, fmt="png")
-    assert meta_of(tmp_path / "out.zip") == {"fps": 25.0, "resolution": 16, "format": "png",
-                                              "videos": [{"name": "clip", "frames": 5, "source": "clip/"}]}
-    with zipfile.ZipFile(tmp_path / "out.zip") as z:
-        assert sorted(z.namelist()) == [f"clip/{i:06d}.png" for i in range(5)] + ["dataset.json"]
-    np.testing.assert_array_equal(pd.read_video(str(tmp_path / "out.zip"), "clip"), np.stack(frames))
-
-
-@slow
-def test_workers_give_the_same_zip_as_one_process(tmp_path):
-    one = pd.make_demo(str(tmp_path / "one.zip"), 16, num_videos=3, frames=6, workers=1, verbose=False)
-    two = pd.make_demo(str(tmp_path / "two.zip"), 16, num_videos=3, frames=6, workers=2, verbose=False)
-    assert one["frames"] == two["frames"] == 18
-    assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "two.zip").read_bytes()
-
-
-# -- frames: conversion, crop, resize ----------------------------------------------------------
-
-
-def test_grayscale_rgba_and_16bit_frames_become_8bit_rgb(tmp_path):
-    src = tmp_path / "src"
-    write_frames(src / "gray", [Image.fromarray(np.full((16, 16), 100, np.uint8))] * 3)          # mode L
-    write_frames(src / "rgba", [Image.fromarray(np.full((16, 16, 4), (200, 100, 50, 128), np.uint8))] * 3)
-    write_frames(src / "deep", [Image.fromarray(np.full((16, 16), 32768, np.uint16))] * 3)       # 16-bit
-    assert Image.open(src / "deep" / "0000.png").mode == "I;16"
-    run(src, tmp_path / "out.zip", resolution=16, fmt="png")
-    read = lambda name: pd.read_video(str(tmp_path / "out.zip"), name)
-    assert (read("gray") == 100).all()
-    assert (read("rgba") == (100, 50, 25)).all()           # composited over black: c * 128 / 255
-    assert (read("deep") == 128).all()                     # 32768 * 255 / 65535 = 127.5 -> 128
-    assert read("deep").dtype == np.uint8 and read("deep").shape == (3, 16, 16, 3)
-
-
-def test_portrait_video_is_center_cropped_not_squashed(tmp_path):
-    frame = np.zeros((48, 24, 3), np.uint8)                 # 24 wide, 48 high
-    frame[:12] = frame[36:] = (255, 0, 0)                   # red bands: outside the centred square
-    frame[12:36] = (0, 255, 0)                              # green: exactly the centred 24x24 square
-    write_video(tmp_path / "portrait.mp4", [frame] * 10)
-    run(tmp_path / "portrait.mp4", tmp_path / "out.zip", resolution=16, fmt="png")
-    video = pd.read_video(str(tmp_path / "out.zip"), "portrait").astype(float)
-    assert video.shape == (10, 16, 16, 3)
-    assert video[..., 0].mean() < 40 and video[..., 1].mean() > 200    # squashing would be half red
-
-
-def test_downscaling_is_antialiased_with_lanczos(tmp_path):
-    checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)   # 1-pixel checkerboard
-    write_frames(tmp_path / "src" / "checker", [np.stack([checker] * 3, -1)] * 3)
-    run(tmp_path / "src", tmp_path / "out.zip", resolution=16, fmt="png")
-    video = pd.read_video(str(tmp_path / "out.zip"), "checker").astype(float)
-    # Filtered, the pattern averages to flat gray; sampled without a filter it would stay black/white.
-    assert abs(video.mean() - 127.5) < 5 and video.std() < 5
-
-
-def test_unsafe_and_duplicate_names_are_sanitized_and_unique(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ["my clip!.mp4", "my clip!.avi", "my_clip_2.mp4", "café.mp4"]:
-        write_video(src / name, gray_frames(4))
-    run(src, tmp_path / "out.zip", resolution=16)
-    names = [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]]
-    assert sorted(names) == ["cafe", "my_clip", "my_clip_2", "my_clip_3"]
-    assert pd.unique_names(["a", "A", "a_2", "dataset.json"]) == ["a", "A_3", "a_2", "dataset.json_2"]
-
-
-# -- bad input: skipped with a reason, never fatal ---------------------------------------------
-
-
-def test_corrupt_video_is_skipped_with_reason(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
-    write_video(src / "good.mp4", gray_frames(10))
-    s = run(src, tmp_path / "out.zip", resolution=16)
-    assert s["videos"] == 1
-    assert "not a readable video" in skip_reasons(s)["broken.mp4"]
-
-
-def test_non_video_file_is_skipped_with_reason(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "notes.txt").write_text("not a video")
-    write_video(src / "good.mp4", gray_frames(10))
-    s = run(src, tmp_path / "out.zip", resolution=16)
-    assert s["videos"] == 1 and "not a video (extension .txt" in skip_reasons(s)["notes.txt"]
-
-
-def test_a_single_non_video_file_as_src_is_refused_by_its_extension_as_in_a_folder(tmp_path, capsys):
-    # Not ffmpeg's "`FFMPEG` can not handle the given uri": the same reason a folder gives the file.
-    (tmp_path / "notes.txt").write_text("not a video")
-    pd.make_demo(str(tmp_path / "demo.zip"), 16, 1, 4, workers=1, verbose=False)    # a dataset, not a video
-    for name in ["notes.txt", "demo.zip"]:
-        rc = pd.main([str(tmp_path / name), str(tmp_path / "out.zip"), "--workers", "1"])
-        err = capsys.readouterr().err
-        ext = os.path.splitext(name)[1]
-        assert rc == 1 and err.count("\n") == 1, err
-        assert f"{name}: not a video (extension {ext}; expected one of .mp4" in err and "ffmpeg" not in err, err
-    assert sorted(os.listdir(tmp_path)) == ["demo.zip", "notes.txt"]
-
-
-def test_zero_frame_inputs_are_skipped_with_reason(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()                # an mp4 whose video track has no frames
-    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=s=32x24:r=10:d=1",
-                    "-frames:v", "0", str(src / "zero.mp4")], check=True)
-    (src / "empty").mkdir()                                 # a frame folder without frames
-    write_video(src / "good.mp4", gray_frames(10))
-    s = run(src, tmp_path / "out.zip", resolution=16)
-    reasons = skip_reasons(s)
-    assert "no video stream" in reasons["zero.mp4"] and "no frames in this folder" in reasons["empty/"]
-    with pytest.raises(pd.PrepareError, match="no frames after --skip 20"):
-        run(src / "good.mp4", tmp_path / "none.zip", resolution=16, skip=20)
-
-
-def test_too_short_video_is_skipped_with_reason(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    write_video(src / "short.mp4", gray_frames(10))
-    write_video(src / "long.mp4", gray_frames(25))
-    s = run(src, tmp_path / "out.zip", resolution=16, min_frames=20)
-    assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["long"]
-    assert skip_reasons(s)["short.mp4"] == "only 10 frames, fewer than --min-frames 20"
-
-
-def test_video_shorter_than_one_chunk_is_skipped_with_reason(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    write_video(src / "short.mp4", gray_frames(10))
-    write_video(src / "long.mp4", gray_frames(20))
-    s = run(src, tmp_path / "out.zip", resolution=16, clip_len=16)
-    assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["long_c0000"]
-    assert skip_reasons(s)["short.mp4"] == "10 frames: shorter than one --clip-len chunk of 16"
-
-
-def test_truncated_video_keeps_its_frames_with_a_note(tmp_path):
-    (tmp_path / "src").mkdir()
-    cut = tmp_path / "src" / "cut.mp4"
-    noise = np.random.default_rng(0).integers(0, 256, (40, 24, 32, 3), dtype=np.uint8)  # bytes spread evenly
-    # The index first (faststart), so that the first half of the file still decodes.
-    with iio.get_writer(str(cut), format="FFMPEG", fps=10, macro_block_size=1,
-                        output_params=["-movflags", "+faststart"]) as w:
-        for f in noise:
-            w.append_data(f)
-    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
-    s = run(tmp_path / "src", tmp_path / "out.zip", resolution=16)
-    assert s["videos"] == 1 and 3 <= s["frames"] < 30
-    assert any("but the file promises about 40: truncated?" in note for note in s["notes"])
-
-
-def test_error_midway_keeps_only_complete_chunks(tmp_path, monkeypatch):
-    write_video(tmp_path / "a.mp4", gray_frames(20))
-    real_iter = pd.iter_frames
-
-    def failing_after_13(source, skip=0):
-        for i, frame in enumerate(real_iter(source, skip)):
-            if i == 13:
-                raise RuntimeError("corrupt packet")
-            yield frame
-
-    monkeypatch.setattr(pd, "iter_frames", failing_after_13)
-    s = run(tmp_path / "a.mp4", tmp_path / "chunks.zip", resolution=16, clip_len=4)
-    names = [v["name"] for v in meta_of(tmp_path / "chunks.zip")["videos"]]
-    assert names == ["a_c0000", "a_c0001", "a_c0002"]                      # frames 0-11; 12 is lost
-    assert any("failed after 13 frames (RuntimeError: corrupt packet); kept the 3 complete chunks" in n
-               for n in s["notes"])
-    with pytest.raises(pd.PrepareError, match="failed after 13 frames"):   # no chunks: the video is lost
-        run(tmp_path / "a.mp4", tmp_path / "whole.zip", resolution=16)
-    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "chunks.zip"]
-
-
-def test_frame_folder_with_mixed_sizes_is_refused_naming_the_folder(tmp_path):
-    src = tmp_path / "src"
-    write_frames(src / "good", gray_frames(3, 16, 16))
-    write_frames(src / "mixed", gray_frames(2, 16, 16) + gray_frames(1, 16, 20))
-    s = run(src, tmp_path / "out.zip", resolution=16)
-    reason = skip_reasons(s)["mixed/"]
-    assert "different sizes in folder mixed/" in reason and "16x16" in reason and "20x16" in reason
-    assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["good"]
-
-
-def test_videos_with_another_fps_are_skipped_unless_fps_is_given(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    write_video(src / "a.mp4", gray_frames(5), fps=10)
-    write_video(src / "b.mp4", gray_frames(5), fps=10)
-    write_video(src / "c.mp4", gray_frames(5), fps=12)
-    s = run(src, tmp_path / "out.zip", resolution=16)
-    assert s["fps"] == 10.0 and s["videos"] == 2
-    assert skip_reasons(s)["c.mp4"].startswith("12 fps, but most videos here are 10 fps")
-    s = run(src, tmp_path / "all.zip", resolution=16, fps=12)
-    assert meta_of(tmp_path / "all.zip")["fps"] == 12.0 and s["videos"] == 3
-
-
-def test_empty_src_is_a_one_line_error(tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "junk").mkdir()
-    (tmp_path / "junk" / "readme.txt").write_text("hi")
-    expected = {"empty": "empty: it holds no video, no frames and no folder",
-                "junk": "junk: 1 skipped (readme.txt: not a video",
-                "missing": "no such file or folder"}
-    for src, message in expected.items():
-        rc = pd.main([str(tmp_path / src), str(tmp_path / "out.zip"), "--workers", "1"])
-        err = capsys.readouterr().err
-        assert rc == 1 and err.startswith("prepare_data.py: error: ") and err.count("\n") == 1, err
-        assert message in err
-    assert sorted(os.listdir(tmp_path)) == ["empty", "junk"]
-
-
-def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):
-    write_video(tmp_path / "a.mp4", gray_frames(5))
-    (tmp_path / "file").write_text("a file, not a folder")
-    for out in [tmp_path / "file" / "out.zip", tmp_path / "no" / "such" / "dir" / "out.zip"]:
-        rc = pd.main([str(tmp_path / "a.mp4"), str(out), "--resolution", "16", "--workers", "1"])
-        err = capsys.readouterr().err
-        assert rc == 1 and err.startswith("prepare_data.py: error: cannot write") and err.count("\n") == 1
-    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "file"]
-
-
-# -- interruption: nothing left behind ---------------------------------------------------------
-
-
-@pytest.mark.parametrize("out_name", ["out.zip", "out_folder"])
-def test_keyboard_interrupt_midway_leaves_no_output_and_no_temp_files(tmp_path, monkeypatch, out_name):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ["a", "b", "c"]:
-        write_video(src / f"{name}.mp4", gray_frames(10))
-    out = tmp_path / "out" / out_name
-    out.parent.mkdir()
-    if out_name.endswith(".zip"):
-        out.write_bytes(b"an older dataset")
-    real_encode, calls = pd.encode_frame, []
-
-    def encode_then_interrupt(*args, **kw):
-        calls.append(1)
-        if len(calls) == 15:                                # in the middle of video b
-            raise KeyboardInterrupt
-        return real_encode(*args, **kw)
-
-    monkeypatch.setattr(pd, "encode_frame", encode_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run(src, out, resolution=16)
-    left = os.listdir(out.parent)
-    if out_name.endswith(".zip"):                           # the old zip is untouched, nothing else
-        assert left == ["out.zip"] and out.read_bytes() == b"an older dataset"
-    else:
-        assert left == []
-
-
-@slow
-def test_ctrl_c_with_worker_processes_leaves_nothing_behind(tmp_path):
-    out = tmp_path / "demo.zip"
-    script = os.path.join(os.path.dirname(os.path.abspath(pd.__file__)), "prepare_data.py")
-    proc = subprocess.Popen([sys.executable, script, "--demo", str(out), "--num-videos", "400",
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    def staged_videos():                                    # the workers' folders of finished frames
-        stage = [p for p in os.listdir(tmp_path) if p.endswith(".stage")]
-        return os.listdir(tmp_path / stage[0]) if stage else []
-    deadline = time.time() + 30
-    while not staged_videos() and time.time() < deadline:   # wait until the workers are converting
-        time.sleep(0.05)
-    assert proc.poll() is None, "finished before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGINT)                      # what Ctrl-C in a terminal does
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()
-    assert "interrupted" in err.decode() and "Traceback" not in err.decode()
-    assert os.listdir(tmp_path) == []
-
-
-# -- an existing OUT is replaced by one rename, and the summary says so -----------------------
-
-DEMO = ["--num-videos", "2", "--frames", "4", "--resolution", "16", "--workers", "1"]
-
-
-def _summary_line(capsys):
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
-def test_prepare_says_when_it_replaces_an_existing_zip_and_replaces_it_by_one_rename(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "out.zip"
-    assert pd.main(["--demo", str(out), *DEMO]) == 0
-    assert "replaced" not in _summary_line(capsys)                   # nothing was there
-    first = out.read_bytes()
-    renames, replace = [], os.replace
-
-    def spy(src, dst):
-        renames.append((str(src), str(dst), os.path.exists(dst)))
-        return replace(src, dst)
-    monkeypatch.setattr(os, "replace", spy)
-    assert pd.main(["--demo", str(out), *DEMO, "--seed", "1"]) == 0
-    line = _summary_line(capsys)
-    assert line.startswith(f"wrote {out}: 2 videos") and line.endswith("(replaced the existing out.zip)"), line
-    # Written beside OUT under a temporary name, then renamed onto it: OUT was whole the whole time.
-    assert renames == [(f"{out}.partial-{os.getpid()}", str(out), True)], renames
-    assert out.read_bytes() != first and sorted(os.listdir(tmp_path)) == ["out.zip"]
-    summary = pd.make_demo(str(out), 16, 2, 4, seed=2, workers=1, verbose=False)
-    assert summary["replaced"] is True and pd.make_demo(str(tmp_path / "new.zip"), 16, 2, 4, workers=1,
-                                                        verbose=False)["replaced"] is False
-
-
-def test_prepare_a_failed_rerun_leaves_the_existing_zip_as_it_was(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "out.zip"
-    assert pd.main(["--demo", str(out), *DEMO]) == 0
-    before = out.read_bytes()
-    capsys.readouterr()
-
-    def interrupted(*args):
-        raise KeyboardInterrupt                                      # Ctrl-C just before the index is written
-    monkeypatch.setattr(pd, "_index_json", interrupted)
-    assert pd.main(["--demo", str(out), *DEMO, "--seed", "1"]) == 130
-    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["out.zip"]
-    assert "replaced" not in capsys.readouterr().out
-
-
-def test_prepare_refuses_a_zip_name_with_a_trailing_slash_and_leaves_the_existing_zip_as_it_was(tmp_path, capsys):
-    # "demo.zip/" names a folder: never a reason to replace the file demo.zip, nor to write a new zip.
-    out = tmp_path / "demo.zip"
-    assert pd.main(["--demo", str(out), *DEMO]) == 0
-    before = out.read_bytes()
-    capsys.readouterr()
-    src = tmp_path / "v.mp4"
-    write_video(src, gray_frames(5))
-    for argv, needle in [([str(src), f"{out}/"], f"{out}/: a trailing '/' names a folder, but {out} is a file"),
-                         (["--demo", f"{out}/", *DEMO], f"{out}/: a trailing '/' names a folder, but {out} is a file"),
-                         ([str(src), f"{tmp_path}/new.zip/"], "new.zip/: a trailing '/' names a folder, but a name "
-                                                              "ending in .zip is written as a zip file")]:
-        assert pd.main(argv + ["--resolution", "16", "--workers", "1"]) == 1
-        err = capsys.readouterr().err
-        assert err.startswith("prepare_data.py: error: ") and err.count("\n") == 1 and needle in err, err
-    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["demo.zip", "v.mp4"]
-
-
-def test_prepare_says_when_it_replaces_an_empty_folder_and_still_refuses_a_full_one(tmp_path, capsys):
-    out = tmp_path / "out"
-    out.mkdir()
-    assert pd.main(["--demo", str(out), *DEMO]) == 0
-    assert _summary_line(capsys).endswith("(replaced the existing empty folder out)")
-    assert sorted(os.listdir(out))[0] == "dataset.json"
-    assert pd.main(["--demo", str(out), *DEMO]) == 1                 # not empty now: refused, as before
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("prepare_data.py: error: ") and "already exists" in err and "\n" not in err, err
-    assert pd.main(["--demo", str(tmp_path / "fresh"), *DEMO]) == 0
-    assert "replaced" not in _summary_line(capsys)
-
-
-def test_prepare_writes_into_an_empty_folder_that_is_a_mount_point_and_a_failed_move_leaves_it_empty(
-        tmp_path, capsys, monkeypatch):
-    # No rename can go onto a mount point (EBUSY): an existing empty OUT is written into, not replaced.
-    out = tmp_path / "rw"
-    _small_tmpfs(out, "50m")
-    try:
-        assert pd.main(["--demo", str(out), *DEMO]) == 0, capsys.readouterr().err
-        assert _summary_line(capsys).endswith("(replaced the existing empty folder rw)")
-        assert sorted(os.listdir(out)) == ["dataset.json", "demo00000", "demo00001"] and os.path.ismount(out)
-        assert pd.read_video(str(out), "demo00001").shape == (4, 16, 16, 3)
-        for entry in os.listdir(out):
-            shutil.rmtree(out / entry) if (out / entry).is_dir() else (out / entry).unlink()
-        rename, calls = os.rename, []
-
-        def interrupted_after_one(src, dst):                         # Ctrl-C while the entries move up
-            if calls:
-                raise KeyboardInterrupt
-            calls.append(dst)
-            return rename(src, dst)
-        monkeypatch.setattr(os, "rename", interrupted_after_one)
-        assert pd.main(["--demo", str(out), *DEMO]) == 130
-        assert calls and os.listdir(out) == [] and sorted(os.listdir(tmp_path)) == ["rw"]
-        monkeypatch.setattr(os, "rename", rename)
-        gone = subprocess.Popen(["true"])
-        gone.wait()                                                   # what a kill -9 inside OUT left: no
-        (out / f".partial-{gone.pid}" / "demo00000").mkdir(parents=True)   # longer an empty folder, unless removed
-        assert pd.main(["--demo", str(out), *DEMO]) == 0, capsys.readouterr().err
-        assert sorted(os.listdir(out)) == ["dataset.json", "demo00000", "demo00001"]
-    finally:
-        subprocess.run(["umount", str(out)])
-
-
-# -- the embedded demo dataset -----------------------------------------------------------------
-
-
-def test_demo_video_is_deterministic_and_moves_smoothly():
-    video = pd.make_demo_video(3, frames=48, resolution=32)
-    assert video.shape == (48, 32, 32, 3) and video.dtype == np.uint8
-    np.testing.assert_array_equal(video, pd.make_demo_video(3, frames=48, resolution=32))
-    np.testing.assert_array_equal(video[:20], pd.make_demo_video(3, frames=20, resolution=32))  # x(t)
-    assert np.abs(video.astype(float) - pd.make_demo_video(4, 48, 32)).mean() > 10   # seeds differ
-    step = np.abs(np.diff(video.astype(float), axis=0)).mean(axis=(1, 2, 3))          # [47]
-    assert (step > 0.2).all()                       # every frame moves ...
-    assert step.max() < 8                           # ... by a little: smooth, no jumps
-    assert np.abs(video[-1].astype(float) - video[0]).mean() > 4 * step.mean()        # and goes somewhere
-
-
-def test_demo_dataset_is_written_by_the_cli(tmp_path, capsys):
-    out = tmp_path / "demo.zip"
-    rc = pd.main(["--demo", str(out), "--num-videos", "3", "--frames", "8", "--resolution", "32",
-                  "--workers", "1"])
-    assert rc == 0 and "wrote" in capsys.readouterr().out
-    meta = meta_of(out)
-    assert meta["fps"] == 25.0 and meta["resolution"] == 32
-    assert [(v["name"], v["frames"]) for v in meta["videos"]] == [(f"demo{i:05d}", 8) for i in range(3)]
-    stored = pd.read_video(str(out), "demo00002")
-    jpeg = lambda frame: np.asarray(Image.open(io.BytesIO(pd.encode_frame(frame, "jpg", 95))))
-    np.testing.assert_array_equal(stored, np.stack([jpeg(f) for f in pd.make_demo_video((0, 2), 8, 32)]))
-
-
-# -- the CLI in a fresh process, what it printed, what it left on disk: helpers ----------------
+def huge_png(path, w, h):
+    """A PNG of a few bytes whose header claims w x h pixels (the pixels are not even there)."""
+    import zlib
+    chunk = lambda kind, data: len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + b"\x08\2\0\0\0")
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 def _hd_env():
@@ -3084,8 +2593,7 @@ def _hd_cli(tool, *args, timeout=180):
 def _hd_popen(tool, *args):
     """Start `python TOOL ARGS...` in its own process group (so killpg is what Ctrl-C does)."""
     return subprocess.Popen([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=HERE,
-                            env=_hd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            env=_hd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def _hd_visible_lines(stderr):
@@ -3096,31 +2604,23 @@ def _hd_visible_lines(stderr):
 def _hd_assert_one_error(result, tool, status, *needles):
     """Exit status `status`, stderr is ONE 'tool: error: ...' line holding every needle, no traceback."""
     lines = _hd_visible_lines(result.stderr)
-    assert result.returncode == status, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == status and "Traceback" not in result.stderr, (result.returncode, result.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), lines
-    for needle in needles:
-        assert str(needle) in lines[0], (needle, lines[0])
+    assert all(str(needle) in lines[0] for needle in needles), (needles, lines[0])
     return lines[0]
 
 
 def _hd_tree(root):
     """Every path under root, relative, with the size of files: what 'as before' is compared on."""
-    root, out = str(root), []
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            out.append((os.path.relpath(path, root), os.path.getsize(path) if os.path.isfile(path) else None))
-    return sorted(out)
+    return sorted((os.path.relpath(os.path.join(d, n), root), os.path.getsize(os.path.join(d, n)) if n in fs else None)
+                  for d, ds, fs in os.walk(root) for n in ds + fs)
 
 
 def _hd_write_video(path, frames=10, h=24, w=32, fps=10, noise=False):
-    """A small real mp4 (imageio's ffmpeg writer): frame i is gray level 20 i, or random pixels."""
+    """A small real mp4: frame i is gray level 20 i, or random pixels."""
     rng = np.random.default_rng(0)
-    with iio.get_writer(str(path), format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1) as writer:
-        for i in range(frames):
-            writer.append_data(rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if noise
-                               else np.full((h, w, 3), min(20 * i, 255), np.uint8))
+    write_video(path, [rng.integers(0, 256, f.shape, dtype=np.uint8) if noise else f for f in gray_frames(frames, h, w)],
+                fps)
     return path
 
 
@@ -3128,8 +2628,8 @@ def _hd_write_video(path, frames=10, h=24, w=32, fps=10, noise=False):
 def _hd_tmpfs(path, size, read_only=False):
     """A small tmpfs at path (this project's machines run tests as root); skip where it cannot mount."""
     os.makedirs(path, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}" + ",ro" * read_only, "tmpfs", str(path)],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()[:120]}")
     try:
@@ -3146,302 +2646,397 @@ def _hd_wait_until(condition, proc, timeout=60):
         time.sleep(0.02)
 
 
-def _hd_staged_work(folder):
-    """True once a temporary output beside OUT holds some frames (the conversion is under way)."""
-    for entry in os.listdir(folder):
-        path = os.path.join(folder, entry)
-        if ".partial-" in entry and os.path.isdir(path):
-            for inner in os.listdir(path):
-                p = os.path.join(path, inner)
-                if (os.path.isfile(p) and os.path.getsize(p) > 0) or (os.path.isdir(p) and os.listdir(p)):
-                    return True
-    return False
-
-
 @pytest.fixture(scope="module")
-def _hd_long_mp4(tmp_path_factory):
+def long_mp4(tmp_path_factory):
     """A 1500-frame 320x240 mp4 (ffmpeg's test pattern): converting it at 256^2 takes seconds."""
-    path = tmp_path_factory.mktemp("hd_long") / "long.mp4"
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc=size=320x240:rate=25", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast",
-                    str(path)], check=True)
+                    "testsrc=size=320x240:rate=25", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast", str(path)],
+                   check=True)
     return path
 
 
-# -- one error path, in a fresh process --------------------------------------------------------
+# -- what a dataset looks like: layout, frames, frame rate, the demo ----------------------------
 
 
-def _hd_prepare_case(tmp_path, case):
-    """Make the inputs of one failure -> (argv, needles, the folder whose tree must not change)."""
-    src, out = tmp_path / "src", tmp_path / "out.zip"
-    src.mkdir()
-    if case == "empty folder":
-        return [src, out], ["no usable videos in", "src", "holds no video"]
-    if case == "junk only":
-        (src / "notes.txt").write_text("not a video")
-        (src / "data.bin").write_bytes(os.urandom(64))
-        return [src, out], ["no usable videos in", "2 skipped", "data.bin: not a video"]
-    if case == "a single source":                            # one file, no pool is ever started
-        (src / "broken.mp4").write_bytes(os.urandom(3000))
-        return [src / "broken.mp4", out], ["broken.mp4", "1 skipped", "not a readable video"]
-    if case == "--workers 1":
-        (src / "broken.mp4").write_bytes(os.urandom(3000))
-        (src / "notes.txt").write_text("x")
-        return [src, out, "--workers", "1"], ["no usable videos in", "2 skipped"]
-    if case == "missing SRC":
-        return [tmp_path / "nope", out], ["nope: no such file or folder"]
-    _hd_write_video(src / "a.mp4")
-    if case == "OUT under a regular file":
-        (tmp_path / "file").write_text("a file, not a folder")
-        return [src, tmp_path / "file" / "out.zip"], ["cannot write", "file is a file, not a folder"]
-    if case == "OUT.zip is a folder":
-        (tmp_path / "out.zip").mkdir()
-        return [src, out], ["cannot write", "out.zip: it is a folder"]
-    if case == "OUT folder is not empty":
-        (tmp_path / "outdir").mkdir()
-        (tmp_path / "outdir" / "keep.txt").write_text("mine")
-        return [src, tmp_path / "outdir"], ["outdir already exists"]
-    raise AssertionError(case)
+def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_path, capsys):
+    src = tmp_path / "videos"
+    for ext in ["mp4", "avi", "mov", "mkv", "webm", "gif"]:
+        write_video(src / f"clip_{ext}.{ext}", gray_frames(10))
+    s = prep(src, tmp_path / "out.zip", resolution=16)
+    meta = meta_of(tmp_path / "out.zip")
+    assert s["skipped"] == [] and s["videos"] == 6 and s["frames"] == 60 and s["resampled"] == []
+    assert meta["fps"] == 10.0 and meta["resolution"] == 16 and meta["format"] == "jpg"
+    assert [v["name"] for v in meta["videos"]] == [f"clip_{e}" for e in ["avi", "gif", "mkv", "mov", "mp4", "webm"]]
+    assert all(v["frames"] == 10 for v in meta["videos"]) and meta["videos"][0]["source"] == "clip_avi.avi"
+    with zipfile.ZipFile(tmp_path / "out.zip") as z:
+        assert {f"clip_mp4/{i:06d}.jpg" for i in range(10)} <= set(z.namelist())
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in z.infolist())   # a reader seeks to a frame
+    assert pd.read_video(str(tmp_path / "out.zip"), "clip_gif").shape == (10, 16, 16, 3)
+    # One long video in chunks, after --skip; --max-frames; a folder OUT has the same layout.
+    write_video(tmp_path / "long.mp4", gray_frames(30, step=8))
+    s = prep(tmp_path / "long.mp4", tmp_path / "c.zip", resolution=16, fmt="png", clip_len=8, skip=3)
+    assert [(v["name"], v["frames"]) for v in meta_of(tmp_path / "c.zip")["videos"]] == \
+        [("long_c0000", 8), ("long_c0001", 8), ("long_c0002", 8)] and "long.mp4: dropped the last 3 frames " \
+        "(shorter than --clip-len 8)" in s["notes"]                            # 27 = 3 * 8 + 3
+    chunk = pd.read_video(str(tmp_path / "c.zip"), "long_c0001").astype(float)
+    assert abs(chunk[0].mean() - 8 * 11) < 4 and abs(chunk[7].mean() - 8 * 18) < 4    # source frames 11 and 18
+    prep(tmp_path / "long.mp4", tmp_path / "dataset", resolution=16, max_frames=10, skip=2)
+    assert meta_of(tmp_path / "dataset")["videos"] == [{"name": "long", "frames": 10, "source": "long.mp4"}]
+    assert sorted(os.listdir(tmp_path / "dataset" / "long")) == [f"{i:06d}.jpg" for i in range(10)]
+    # Frame folders: natural order (f2 before f10), 25 fps unless --fps, other files left out and named.
+    levels = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110]
+    write_frames(tmp_path / "frames" / "walk", [np.full((16, 16, 3), v, np.uint8) for v in levels],
+                 names=[f"f{i + 1}.png" for i in range(len(levels))])
+    write_frames(tmp_path / "frames" / "run", gray_frames(4, 16, 16))
+    (tmp_path / "frames" / "run" / "notes.txt").write_text("shot on a phone")
+    pd.prepare(str(tmp_path / "frames"), str(tmp_path / "f.zip"), resolution=16, fmt="png", workers=1)
+    out = capsys.readouterr().out
+    assert "assuming 25 fps" in out and "run/: left out, not images: notes.txt" in out, out
+    assert [(v["name"], v["frames"]) for v in meta_of(tmp_path / "f.zip")["videos"]] == [("run", 4), ("walk", 11)]
+    assert pd.read_video(str(tmp_path / "f.zip"), "walk")[:, 0, 0, 0].tolist() == levels
+    assert prep(tmp_path / "frames", tmp_path / "f12.zip", resolution=16, fps=12)["fps"] == 12.0
+    assert prep(tmp_path / "frames" / "walk", tmp_path / "one.zip", resolution=16)["videos"] == 1   # a folder of frames
+    assert sorted(os.listdir(tmp_path)) == ["c.zip", "dataset", "f.zip", "f12.zip", "frames", "long.mp4", "one.zip",
+                                            "out.zip", "videos"]                 # no temporary left
 
 
-@slow
-@pytest.mark.parametrize("case", ["empty folder", "junk only", "a single source", "--workers 1", "missing SRC",
-                                  "OUT under a regular file", "OUT.zip is a folder", "OUT folder is not empty"])
-def test_hd_prepare_failures_are_one_line_in_a_fresh_process(tmp_path, case):
-    argv, needles = _hd_prepare_case(tmp_path, case)
-    before = _hd_tree(tmp_path)
-    r = _hd_cli("prepare_data.py", *argv, "--resolution", "16")
-    _hd_assert_one_error(r, "prepare_data.py", 1, *needles)
-    assert _hd_tree(tmp_path) == before                    # no OUT, no OUT.partial-*, no .stage
-
-
-@slow
-def test_hd_prepare_read_only_out_is_one_line(tmp_path):
+def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_with_portable_names(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
     src = tmp_path / "src"
-    src.mkdir()
-    _hd_write_video(src / "a.mp4")
-    with _hd_tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
-        r = _hd_cli("prepare_data.py", src, ro / "out.zip", "--resolution", "16", "--workers", "1")
-        _hd_assert_one_error(r, "prepare_data.py", 1, "cannot write", "out.zip", "read-only file system")
-        assert os.listdir(ro) == []
+    write_frames(src / "clip", frames)
+    write_frames(src / "gray", [Image.fromarray(np.full((16, 16), 100, np.uint8))] * 3)               # mode L
+    write_frames(src / "rgba", [Image.fromarray(np.full((16, 16, 4), (200, 100, 50, 128), np.uint8))] * 3)
+    write_frames(src / "deep", [Image.fromarray(np.full((16, 16), 32768, np.uint16))] * 3)            # I;16
+    write_frames(src / "any", [np.full((16, 16, 3), v, np.uint8) for v in (0, 40, 120)], ["0.ppm", "1.bmp", "2.webp"])
+    Image.fromarray(np.full((16, 16), 80 * 257, np.uint16)).save(src / "any" / "3.tif")               # 16-bit tif
+    checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)                    # 1-pixel checkerboard
+    write_frames(src / "checker", [np.stack([checker] * 3, -1)] * 3)
+    portrait = np.zeros((48, 24, 3), np.uint8)               # 24 wide, 48 high: red bands outside the centred
+    portrait[:12] = portrait[36:] = (255, 0, 0)              # square, green inside it
+    portrait[12:36] = (0, 255, 0)
+    for name in ["portrait.mp4", "my clip!.mp4", "my clip!.avi", "my_clip_2.mp4", "café.mp4"]:
+        write_video(src / name, [portrait] * 10)
+    s = prep(src, tmp_path / "out.zip", resolution=16, fmt="png")
+    read = lambda name: pd.read_video(str(tmp_path / "out.zip"), name)
+    np.testing.assert_array_equal(read("clip"), np.stack(frames))                         # png: lossless
+    assert (read("gray") == 100).all() and (read("rgba") == (100, 50, 25)).all()   # alpha over black: c * 128 / 255
+    assert (read("deep") == 128).all() and read("any")[:, 5, 5, 0].tolist() == [0, 40, 120, 80]   # 32768 / 257
+    assert abs(read("checker").mean() - 127.5) < 5 and read("checker").std() < 5   # filtered: gray, not black/white
+    assert read("portrait")[..., 0].mean() < 40 and read("portrait")[..., 1].mean() > 200   # cropped, not squashed
+    names = {v["name"]: v for v in meta_of(tmp_path / "out.zip")["videos"]}
+    assert len(names) == 11 and {"cafe", "my_clip", "my_clip_2", "my_clip_2_2"} <= set(names)
+    assert names["clip"] == {"name": "clip", "frames": 5, "source": "clip/"} and s["skipped"] == []
+    assert pd.unique_names(["a", "A", "a_2", "dataset.json"]) == ["a", "A_2", "a_2_2", "dataset.json_2"]
 
 
-@slow
-@pytest.mark.parametrize("form, workers", [("zip", "1"), ("zip", "2"), ("folder", "1"), ("folder", "2")])
-def test_hd_full_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, form, workers):
-    with _hd_tmpfs(tmp_path / "disk", "256k") as disk:
-        out = disk / ("out.zip" if form == "zip" else "out")
-        if form == "zip":
-            out.write_bytes(b"an older dataset")           # replaced only by a complete new one
-        before = _hd_tree(disk)
-        r = _hd_cli("prepare_data.py", "--demo", out, "--num-videos", "8", "--frames", "32",
-                    "--workers", workers)
-        _hd_assert_one_error(r, "prepare_data.py", 1, f"no space left on {disk}", str(out))
-        assert _hd_tree(disk) == before                    # no OUT.partial-*, no .stage: retry can fit
-        if form == "zip":
-            assert out.read_bytes() == b"an older dataset"
+def test_prepare_brings_every_video_to_one_frame_rate_by_timestamp(tmp_path):
+    # Phones record 25, 26.78, 30 fps...: none is dropped. Each goes through ffmpeg's fps filter: output frame i
+    # (at i / fps s) is the source frame on screen then; source frame j's level 8 j tells which one it is.
+    for name, fps, n in [("a25", 25, 10), ("b25", 25, 10), ("c30", 30, 12), ("d2678", 26.78, 12)]:
+        write_video(tmp_path / "src" / f"{name}.mp4", gray_frames(n, step=8), fps=fps)
+    s = prep(tmp_path / "src", tmp_path / "out.zip", resolution=16, fmt="png")
+    assert s["fps"] == 25.0 and s["videos"] == 4 and s["resampled"] == ["c30.mp4", "d2678.mp4"]
+    assert "c30.mp4: resampled from 30 to 25 fps (frames picked by timestamp)" in s["notes"]
+    picked = lambda out, name: [round(x / 8) for x in pd.read_video(str(tmp_path / out), name)[:, 8, 8, 1]]
+    assert picked("out.zip", "a25") == list(range(10))                       # the dataset's rate: one for one
+    assert picked("out.zip", "c30") == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11]     # 0.4 s: 10 frames, 3 and 9 dropped
+    assert picked("out.zip", "d2678") == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11]   # 0.448 s: 11 frames, 7 dropped
+    s = prep(tmp_path / "src", tmp_path / "up.zip", resolution=16, fmt="png", fps=50)   # --fps 50: all resampled
+    assert s["fps"] == 50.0 and len(s["resampled"]) == 4 and s["frames"] == 20 + 20 + 20 + 22
+    assert picked("up.zip", "a25") == [j for j in range(10) for _ in (0, 1)]   # each frame twice
 
 
-@slow
-def test_hd_full_disk_while_converting_a_real_video(tmp_path):
+def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threads(tmp_path, capsys):
+    video = pd.make_demo_video(3, frames=48, resolution=32)
+    assert video.shape == (48, 32, 32, 3) and video.dtype == np.uint8
+    np.testing.assert_array_equal(video, pd.make_demo_video(3, frames=48, resolution=32))
+    np.testing.assert_array_equal(video[:20], pd.make_demo_video(3, frames=20, resolution=32))  # x(t)
+    assert np.abs(video.astype(float) - pd.make_demo_video(4, 48, 32)).mean() > 10   # seeds differ
+    step = np.abs(np.diff(video.astype(float), axis=0)).mean(axis=(1, 2, 3))          # [47]
+    assert (step > 0.2).all() and step.max() < 8                     # every frame moves, by a little
+    assert np.abs(video[-1].astype(float) - video[0]).mean() > 4 * step.mean()        # and goes somewhere
+    assert pd.main(["--demo", str(tmp_path / "one.zip"), "--num-videos", "3", "--frames", "8", "--resolution", "32",
+                    "--workers", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'one.zip'}: 3 videos, 24 frames of 32x32 at 25 fps")
+    meta = meta_of(tmp_path / "one.zip")
+    assert meta["fps"] == 25.0 and [(v["name"], v["frames"]) for v in meta["videos"]] == \
+        [(f"demo{i:05d}", 8) for i in range(3)]
+    jpeg = lambda frame: np.asarray(Image.open(io.BytesIO(pd.encode_frame(frame, "jpg", 95))))
+    np.testing.assert_array_equal(pd.read_video(str(tmp_path / "one.zip"), "demo00002"),
+                                  np.stack([jpeg(f) for f in pd.make_demo_video((0, 2), 8, 32)]))
+    pd.make_demo(str(tmp_path / "four.zip"), 32, num_videos=3, frames=8, workers=4, verbose=False)
+    assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "four.zip").read_bytes()
+
+
+# -- bad sources: skipped with their reason, the job goes on -------------------------------------
+
+
+def test_prepare_skips_each_bad_source_with_its_reason(tmp_path):
     src = tmp_path / "src"
-    src.mkdir()
-    _hd_write_video(src / "a.mp4", frames=60, h=64, w=64, noise=True)      # ~10 KB a PNG frame
-    with _hd_tmpfs(tmp_path / "disk", "64k") as disk:
-        r = _hd_cli("prepare_data.py", src, disk / "out.zip", "--resolution", "64", "--format", "png",
-                    "--workers", "1")
-        _hd_assert_one_error(r, "prepare_data.py", 1, f"no space left on {disk}")
-        assert os.listdir(disk) == []                      # never "a.mp4: failed after 12 frames"
+    write_video(src / "good.mp4", gray_frames(25))
+    write_video(src / "short.mp4", gray_frames(10))
+    (src / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    (src / "notes.txt").write_text("not a video")
+    write_frames(src, gray_frames(1), ["lone.png"])
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "color=s=32x24:r=10:d=1", "-frames:v", "0", str(src / "zero.mp4")], check=True)
+    (src / "empty").mkdir()
+    write_frames(src / "mixed", gray_frames(2, 16, 16) + gray_frames(1, 16, 20))
+    (src / "huge").mkdir()                                   # refused from its header: nothing is decoded
+    huge_png(src / "huge" / "0000.png", 9000, 9000)          # (at 100000^2 Pillow's own limit refuses it first)
+    write_video(src / "nested" / "x.mp4", gray_frames(4))
+    started = time.time()
+    s = prep(src, tmp_path / "out.zip", resolution=16, min_frames=20)
+    assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["good"] and time.time() - started < 30
+    want = {"short.mp4": "only 10 frames, fewer than --min-frames 20", "broken.mp4": "not a readable video (ffmpeg:",
+            "notes.txt": "not a video (extension .txt;", "lone.png": "a lone image", "zero.mp4": "no video stream",
+            "empty/": "no frames in this folder", "nested/": "no frames in this folder (subfolders are not searched",
+            "mixed/": "frames of different sizes in folder mixed/: 0000.png is 16x16, 0002.png is 20x16",
+            "huge/": "frame 0000.png claims 9000x9000 frames, more than 67,108,864 pixels: refused unread"}
+    got = {k["source"]: k["reason"] for k in s["skipped"]}
+    assert set(got) == set(want) and all(want[k] in got[k] for k in want), got
+    with pytest.raises(pd.PrepareError, match="10 frames: shorter than one --clip-len chunk of 16"):
+        prep(src / "short.mp4", tmp_path / "c.zip", resolution=16, clip_len=16)
 
 
-def test_hd_cleanup_runs_every_step_even_when_closing_the_zip_fails(tmp_path, monkeypatch):
-    # A full disk makes the zip's own close() raise in the cleanup; the removals after it must run.
-    def no_space(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+def test_prepare_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
+    noise = np.random.default_rng(0).integers(0, 256, (40, 24, 32, 3), dtype=np.uint8)   # bytes spread evenly
+    with iio.get_writer(str(tmp_path / "cut.mp4"), format="FFMPEG", fps=10, macro_block_size=1,
+                        output_params=["-movflags", "+faststart"]) as w:     # the index first: half the file decodes
+        for f in noise:
+            w.append_data(f)
+    (tmp_path / "cut.mp4").write_bytes((tmp_path / "cut.mp4").read_bytes()[:(tmp_path / "cut.mp4").stat().st_size // 2])
+    s = prep(tmp_path / "cut.mp4", tmp_path / "cut.zip", resolution=16)
+    assert s["videos"] == 1 and 3 <= s["frames"] < 30
+    write_video(tmp_path / "a.mp4", gray_frames(20))         # an error midway: only complete chunks are kept
+    real_iter = pd.iter_frames
 
-    def close_on_a_full_disk(self):                # as ZipFile.close: the handle goes, the write fails
-        if self.fp is not None:
-            self.fp = None
-            no_space()
-    monkeypatch.setattr(pd, "_copy_into_zip", no_space)
-    monkeypatch.setattr(zipfile.ZipFile, "close", close_on_a_full_disk)
-    with pytest.raises(pd.PrepareError, match="no space left on"):
-        pd.make_demo(str(tmp_path / "out.zip"), 16, num_videos=2, frames=4, workers=1, verbose=False)
-    monkeypatch.undo()
-    assert os.listdir(tmp_path) == []
-
-
-@slow
-def test_hd_a_killed_worker_is_one_line_and_leaves_nothing(tmp_path):
-    proc = _hd_popen("prepare_data.py", "--demo", tmp_path / "demo.zip", "--num-videos", "400", "--workers", "2")
-
-    def workers():
-        pids = []
-        for entry in os.listdir("/proc"):
-            try:
-                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-                if ppid == proc.pid and b"spawn_main" in open(f"/proc/{entry}/cmdline", "rb").read():
-                    pids.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-        return pids
-    try:
-        _hd_wait_until(lambda: _hd_staged_work(tmp_path) and workers(), proc)
-        os.kill(workers()[0], signal.SIGKILL)              # what the out-of-memory killer does
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    r = subprocess.CompletedProcess(proc.args, proc.returncode, "", err.decode())
-    _hd_assert_one_error(r, "prepare_data.py", 1, "a worker process died", "--workers")
-    assert os.listdir(tmp_path) == []
+    def failing_after_13(*args):
+        for i, frame in enumerate(real_iter(*args)):
+            if i == 13:
+                raise RuntimeError("corrupt packet")
+            yield frame
+    monkeypatch.setattr(pd, "iter_frames", failing_after_13)
+    s = prep(tmp_path / "a.mp4", tmp_path / "chunks.zip", resolution=16, clip_len=4)
+    assert [v["name"] for v in meta_of(tmp_path / "chunks.zip")["videos"]] == ["a_c0000", "a_c0001", "a_c0002"]
+    assert "a.mp4: failed after 13 frames (RuntimeError: corrupt packet); kept the 3 complete chunks before it" \
+        in s["notes"]
+    with pytest.raises(pd.PrepareError, match="failed after 13 frames"):   # no chunks: the video is lost
+        prep(tmp_path / "a.mp4", tmp_path / "whole.zip", resolution=16)
+    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "chunks.zip", "cut.mp4", "cut.zip"]
 
 
-# -- Ctrl-C and SIGTERM ------------------------------------------------------------------------
+# -- bad input of the job: ONE line, and everything as it was ------------------------------------
 
-
-@slow
-@pytest.mark.parametrize("how, sig", [
-    (how, sig) for how in ["one video", "three videos, --workers 1", "three videos, --workers 2"]
-    for sig in ["SIGINT to the group (Ctrl-C)", "SIGTERM to the process (kill)"]
-] + [("three videos, --workers 2", "SIGTERM to the group (kill -- -PGID)")])
-def test_hd_prepare_signal_exits_130_with_one_line_and_leaves_the_disk_as_before(tmp_path, _hd_long_mp4,
-                                                                                 how, sig):
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "out.zip").write_bytes(b"an older dataset")
-    if how == "one video":
-        src, extra = _hd_long_mp4, []
-    else:
-        src = tmp_path / "videos"
-        src.mkdir()
-        for name in "abc":
-            os.symlink(_hd_long_mp4, src / f"{name}.mp4")
-        extra = ["--workers", how[-1]]
-    before = _hd_tree(work)
-    proc = _hd_popen("prepare_data.py", src, work / "out.zip", "--resolution", "256", *extra)
-    try:
-        _hd_wait_until(lambda: _hd_staged_work(work), proc)
-        number = signal.SIGINT if sig.startswith("SIGINT") else signal.SIGTERM
-        (os.killpg if "group" in sig else os.kill)(proc.pid, number)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    err = err.decode()
-    assert proc.returncode == 130, err[-2000:]
-    assert _hd_visible_lines(err) == ["prepare_data.py: interrupted; nothing was written"], err[-2000:]
-    assert _hd_tree(work) == before and (work / "out.zip").read_bytes() == b"an older dataset"
-
-
-# -- every numeric flag has a range, checked while parsing -------------------------------------
-
-
-_HD_PREPARE_BAD = [
-    ("--resolution", "100", "power of two in 4..4096"), ("--resolution", "2", "4..4096"),
-    ("--resolution", "8192", "4..4096"), ("--resolution", "x", "4..4096"),
-    ("--clip-len", "0", "1..1000000000"), ("--clip-len", "-5", "1..1000000000"),
-    ("--skip", "-1", "0..1000000000"), ("--skip", "1.5", "0..1000000000"),
-    ("--max-frames", "0", "1..1000000000"), ("--min-frames", "0", "1..1000000000"),
-    ("--fps", "nan", "> 0 and <= 1000"), ("--fps", "inf", "> 0 and <= 1000"), ("--fps", "0", "> 0"),
-    ("--fps", "-25", "> 0"), ("--fps", "1e6", "<= 1000"), ("--fps", "abc", "> 0"),
-    ("--quality", "0", "1..100"), ("--quality", "101", "1..100"),
-    ("--workers", "0", "1..256"), ("--workers", "1000", "1..256"),
-    ("--num-videos", "0", "1..100000"), ("--frames", "0", "1..100000"),
-    ("--seed", "-1", "0..4294967295"), ("--seed", str(2 ** 32), "0..4294967295"),
+_RANGES = {"--resolution": "a power of two in 4..4096", "--clip-len": "an integer in 1..100000000",
+           "--skip": "an integer in 0..100000000", "--max-frames": "an integer in 1..100000000",
+           "--min-frames": "an integer in 1..100000000", "--fps": "a number in 1..1000", "--quality": "an integer in 1..100",
+           "--workers": "an integer in 1..64", "--num-videos": "an integer in 1..100000",
+           "--frames": "an integer in 1..100000", "--seed": "an integer in 0..4294967295"}
+_FLAGS = [("--resolution", "100"), ("--resolution", "2"), ("--resolution", "8192"), ("--resolution", "x"),
+          ("--clip-len", "0"), ("--clip-len", "-5"), ("--skip", "-1"), ("--skip", "1.5"), ("--max-frames", "0"),
+          ("--min-frames", "0"), ("--fps", "1e-9"), ("--fps", "nan"), ("--fps", "inf"), ("--fps", "0"), ("--fps", "-25"),
+          ("--fps", "1e6"), ("--fps", "abc"), ("--quality", "0"), ("--quality", "101"), ("--workers", "0"),
+          ("--workers", "1000"), ("--num-videos", "0"), ("--frames", "0"), ("--seed", "-1"), ("--seed", str(2 ** 32))]
+_INPUTS = {  # what a case of the table below crafts in the test's folder t
+    "a.mp4": lambda t: write_video(t / "a.mp4", gray_frames(5)),
+    "broken.mp4": lambda t: (t / "broken.mp4").write_bytes(np.random.default_rng(1).bytes(3000)),
+    "src/": lambda t: (t / "src").mkdir(),
+    "junk": lambda t: [(t / "src" / "notes.txt").write_text("x"), (t / "src" / "data.bin").write_bytes(b"\1" * 64)],
+    "huge": lambda t: huge_png(t / "src" / "0000.png", 100_000, 100_000),          # a few bytes, "10^10 pixels"
+    "file": lambda t: (t / "file").write_text("a file, not a folder"),
+    "notes.txt": lambda t: (t / "notes.txt").write_text("not a video"),
+    "out.zip/": lambda t: (t / "out.zip").mkdir(),
+    "outdir/keep.txt": lambda t: write_frames(t / "outdir", gray_frames(1), ["keep.png"]),
+    "old out.zip": lambda t: (t / "out.zip").write_bytes(b"an older dataset"),
+    "demo.zip": lambda t: pd.make_demo(str(t / "demo.zip"), 16, 1, 4, workers=1, verbose=False),
+}
+_BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragment of the one line)
+    *[((), ("--demo {t}/d.zip" if flag in ("--num-videos", "--frames", "--seed") else "{t}/src {t}/out.zip")
+       + f" {flag}={value}", 2, f"argument {flag}: must be {_RANGES[flag]}") for flag, value in _FLAGS],
+    ((), "--demo {t}/d.zip --skip 3", 2, "--skip does not apply to --demo"),
+    ((), "--demo {t}/d.zip --fps 30", 2, "--fps does not apply to --demo"),
+    ((), "{t}/src {t}/out.zip --seed 3", 2, "--seed applies to --demo only"),
+    ((), "--demo {t}/d.zip --format png --quality 50", 2, "--quality applies to --format jpg only (png is lossless)"),
+    ((), "{t}/src", 2, "need SRC and OUT (or --demo OUT)"),
+    ((), "--demo {t}/a.zip {t}/b.zip", 2, "--demo takes one path, OUT"),
+    (("src/",), "{t}/src {t}/out.zip", 1, "no usable videos in {t}/src: it holds no video, no frames and no folder"),
+    (("src/", "junk"), "{t}/src {t}/out.zip", 1, "in {t}/src: 2 skipped (data.bin: not a video (extension .bin"),
+    (("src/", "huge"), "{t}/src {t}/out.zip", 1, "(src/: failed after 0 frames (DecompressionBombError: Image size"),
+    (("broken.mp4",), "{t}/broken.mp4 {t}/out.zip --workers 1", 1, "1 skipped (broken.mp4: not a readable video"),
+    (("notes.txt",), "{t}/notes.txt {t}/out.zip", 1, "notes.txt: not a video (extension .txt; expected"),
+    (("demo.zip",), "{t}/demo.zip {t}/out.zip", 1, "demo.zip: not a video (extension .zip;"),   # a dataset, not a video
+    ((), "{t}/nope {t}/out.zip", 1, "{t}/nope: no such file or folder"),
+    (("a.mp4",), "{t}/a.mp4 {t}/out.zip --skip 20", 1, "a.mp4: only 0 frames, fewer than --min-frames 3"),
+    (("old out.zip", "src/", "junk"), "{t}/src {t}/out.zip", 1, "no usable videos"),        # the old zip: as it was
+    (("a.mp4", "file"), "{t}/a.mp4 {t}/file/out.zip", 1, "cannot write {t}/file/out.zip: {t}/file is a file"),
+    (("a.mp4",), "{t}/a.mp4 {t}/no/such/out.zip", 1, "cannot write {t}/no/such/out.zip: {t}/no/such does not exist"),
+    (("a.mp4", "out.zip/"), "{t}/a.mp4 {t}/out.zip", 1, "cannot write {t}/out.zip: it is a folder"),
+    (("a.mp4", "outdir/keep.txt"), "{t}/a.mp4 {t}/outdir", 1, "cannot write {t}/outdir: it already exists"),
+    (("a.mp4",), "{t}/a.mp4 {t}/a.mp4", 1, "cannot write {t}/a.mp4: it already exists"),   # the input named as OUT
 ]
-_HD_DEMO_FLAGS = ("--num-videos", "--frames", "--seed")
+_FRESH = [row for row in _BAD if "1e-9" in row[1] or row[3].endswith("no folder")]   # from the real CLI too
 
 
-@slow
-@pytest.mark.parametrize("flag, bad, needle", list({f: (f, b, n) for f, b, n in reversed(_HD_PREPARE_BAD)}.values()))
-def test_hd_prepare_bad_flag_is_one_line_from_the_real_cli(tmp_path, flag, bad, needle):
-    argv = ["--demo", tmp_path / "d.zip"] if flag in _HD_DEMO_FLAGS else [tmp_path, tmp_path / "out.zip"]
-    r = _hd_cli("prepare_data.py", *argv, f"{flag}={bad}")
-    _hd_assert_one_error(r, "prepare_data.py", 2, f"argument {flag}: must be", needle)
-    assert os.listdir(tmp_path) == []
-
-
-def test_hd_prepare_every_bad_value_of_every_flag_and_the_bounds(tmp_path, capsys):
-    for flag, bad, needle in _HD_PREPARE_BAD:
-        argv = ["--demo", "d.zip"] if flag in _HD_DEMO_FLAGS else ["src", "out.zip"]
-        with pytest.raises(SystemExit) as exit_:
-            pd.main(argv + [f"{flag}={bad}"])
+@pytest.mark.parametrize("fresh, inputs, argv, status, fragment", [(False, *row) for row in _BAD] + [
+    pytest.param(True, *row, marks=slow) for row in _FRESH], ids=lambda v: v if isinstance(v, str) else None)
+def test_prepare_bad_input_is_one_line_and_leaves_everything_as_it_was(tmp_path, capsys, fresh, inputs, argv, status,
+                                                                          fragment):
+    for what in inputs:
+        _INPUTS[what](tmp_path)
+    before, started, argv = _hd_tree(tmp_path), time.time(), argv.format(t=tmp_path).split()
+    if fresh:
+        _hd_assert_one_error(_hd_cli("prepare_data.py", *argv), "prepare_data.py", status, fragment.format(t=tmp_path))
+    else:
+        try:
+            rc = pd.main(argv)
+        except SystemExit as e:                              # argparse's exit, status 2
+            rc = e.code
         lines = capsys.readouterr().err.splitlines()
-        assert exit_.value.code == 2 and len(lines) == 1, (flag, bad, lines)
-        assert lines[0].startswith(f"prepare_data.py: error: argument {flag}: must be ") and needle in lines[0]
-    parser = pd.build_parser()                             # the bounds themselves are allowed
-    for flag, (lo, hi) in pd.FLAG_RANGES.items():
-        for value in ([lo + 1e-3, hi] if flag == "--fps" else [lo, hi]):
-            assert getattr(parser.parse_args([f"{flag}={value}"]), flag[2:].replace("-", "_")) == value
-    # A flag of the other mode is refused, not ignored.
-    for argv, needle in [(["--demo", "d.zip", "--skip", "3"], "--skip does not apply to --demo"),
-                         (["--demo", "d.zip", "--fps", "30"], "--fps does not apply to --demo"),
-                         (["src", "out.zip", "--seed", "3"], "--seed applies to --demo only")]:
-        with pytest.raises(SystemExit) as exit_:
-            pd.main(argv)
-        lines = capsys.readouterr().err.splitlines()
-        assert exit_.value.code == 2 and len(lines) == 1, lines
-        assert lines[0].startswith(f"prepare_data.py: error: {needle}"), lines
-    # The Python API checks the same ranges (PrepareError naming the flag), before reading SRC.
-    for kwargs, needle in [({"quality": 0}, "--quality"), ({"fps": float("nan")}, "--fps"),
-                           ({"workers": 0}, "--workers"), ({"resolution": 48}, "--resolution"),
-                           ({"skip": -1}, "--skip"), ({"clip_len": 2, "min_frames": 3}, "--clip-len 2")]:
+        assert rc == status and len(lines) == 1 and lines[0].startswith("prepare_data.py: error: "), (rc, lines)
+        assert fragment.format(t=tmp_path) in lines[0], lines[0]
+    assert _hd_tree(tmp_path) == before and time.time() - started < 30     # no OUT, no OUT.partial-*, no .stage
+
+
+def test_prepare_api_checks_the_same_ranges_before_reading_src(tmp_path):
+    for kwargs, needle in [({"quality": 0}, "--quality"), ({"fps": float("nan")}, "--fps"), ({"fps": 1e-9}, "--fps"),
+                           ({"workers": 0}, "--workers"), ({"resolution": 48}, "--resolution"), ({"skip": -1}, "--skip"),
+                           ({"clip_len": 2, "min_frames": 3}, "--clip-len 2"), ({"fmt": "gif"}, "--format")]:
         with pytest.raises(pd.PrepareError, match=needle):
             pd.prepare(str(tmp_path / "does-not-exist"), str(tmp_path / "o.zip"), **kwargs)
     with pytest.raises(pd.PrepareError, match="--num-videos"):
         pd.make_demo(str(tmp_path / "o.zip"), num_videos=0)
+    parser = pd.build_parser()                                # the bounds themselves are allowed
+    for flag, (lo, hi) in pd.FLAG_RANGES.items():
+        for value in ([lo, hi] if flag != "--resolution" else [4, 4096]):
+            assert getattr(parser.parse_args([f"{flag}={value}"]), flag[2:].replace("-", "_")) == value
     assert os.listdir(tmp_path) == []
 
 
-def test_prepare_refuses_quality_with_png_as_it_refuses_a_flag_of_the_other_mode(tmp_path, capsys):
-    # PNG is lossless: a --quality given with it would be silently ignored, so it is refused instead.
-    for argv in (["src", "out.zip"], ["--demo", "d.zip"]):
-        with pytest.raises(SystemExit) as exit_:
-            pd.main(argv + ["--format", "png", "--quality", "50"])
-        lines = capsys.readouterr().err.splitlines()
-        assert exit_.value.code == 2 and lines == ["prepare_data.py: error: --quality applies to --format jpg "
-                                                   "only (png is lossless)"], lines
-    assert pd.main(["--demo", str(tmp_path / "d.zip"), *DEMO, "--format", "jpg", "--quality", "50"]) == 0
-    assert "(jpg q50)" in _summary_line(capsys)
-    assert pd.main(["--demo", str(tmp_path / "p.zip"), *DEMO, "--format", "png"]) == 0      # png alone: fine
-    assert sorted(os.listdir(tmp_path)) == ["d.zip", "p.zip"]
+# -- one atomic writer: an older OUT untouched, nothing temporary left, whatever happens ----------
+
+DEMO = ["--num-videos", "2", "--frames", "4", "--resolution", "16", "--workers", "2"]
 
 
-# -- frames in every still-image format Pillow reads; what is ignored is said ------------------
+def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says_so(tmp_path, capsys, monkeypatch):
+    out, renames, replace = tmp_path / "out.zip", [], os.replace
+    assert pd.main(["--demo", str(out), *DEMO]) == 0 and "replaced" not in capsys.readouterr().out
+    first = out.read_bytes()
+    monkeypatch.setattr(os, "replace", lambda a, b: renames.append((str(a), str(b), os.path.exists(b))) or replace(a, b))
+    assert pd.main(["--demo", str(out), *DEMO, "--seed", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("(replaced the existing out.zip)")
+    assert renames == [(f"{out}.partial-{os.getpid()}", str(out), True)]   # OUT was whole the whole time
+    assert out.read_bytes() != first and sorted(os.listdir(tmp_path)) == ["out.zip"]
+    monkeypatch.setattr(os, "replace", lambda *a: signal.default_int_handler(signal.SIGINT, None))  # Ctrl-C, last moment
+    before = out.read_bytes()
+    assert pd.main(["--demo", str(out), *DEMO, "--seed", "2"]) == 130
+    assert capsys.readouterr().err == "prepare_data.py: interrupted; nothing was written\n"
+    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["out.zip"]
+    monkeypatch.setattr(os, "replace", replace)
+    (tmp_path / "empty").mkdir()
+    assert pd.main(["--demo", str(tmp_path / "empty"), *DEMO]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("(replaced the existing empty folder empty)")
+    assert sorted(os.listdir(tmp_path / "empty")) == ["dataset.json", "demo00000", "demo00001"]
+
+
+@pytest.mark.parametrize("out_name", ["out.zip", "out_folder"])
+def test_prepare_interrupted_midway_leaves_no_output_and_no_temporary_files(tmp_path, monkeypatch, out_name):
+    for name in "abc":
+        write_video(tmp_path / "src" / f"{name}.mp4", gray_frames(10))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "out.zip").write_bytes(b"an older dataset")
+    real_encode, calls = pd.encode_frame, []
+
+    def encode_then_interrupt(*args):
+        calls.append(1)
+        if len(calls) == 15:                                # in the middle of the second video
+            raise KeyboardInterrupt
+        return real_encode(*args)
+    monkeypatch.setattr(pd, "encode_frame", encode_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16)
+    assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
+
+
+def test_prepare_a_full_disk_cleans_up_even_when_closing_the_zip_fails(tmp_path, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close_on_a_full_disk(self):                          # as ZipFile.close: the handle goes, the write fails
+        if self.fp is not None:
+            self.fp = None
+            no_space()
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", no_space)
+    monkeypatch.setattr(zipfile.ZipFile, "close", close_on_a_full_disk)
+    with pytest.raises(pd.PrepareError, match=f"cannot write {tmp_path}/out.zip: No space left on device; nothing"):
+        pd.make_demo(str(tmp_path / "out.zip"), 16, num_videos=2, frames=4, workers=2, verbose=False)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
+# -- the command line in a fresh process: signals, kill -9, a full or read-only disk --------------
 
 
 @slow
-def test_hd_frames_in_every_still_format_and_by_content_with_junk_reported(tmp_path):
-    src = tmp_path / "src"
-    (src / "gray").mkdir(parents=True)                     # real .pgm frames: grayscale, not square
-    for i in range(4):
-        Image.fromarray(np.full((24, 40), 30 * i, np.uint8)).save(src / "gray" / f"f{i}.pgm")
-    mixed = src / "mixed"
-    mixed.mkdir()
-    rgb = lambda level: np.full((16, 16, 3), level, np.uint8)
-    Image.fromarray(rgb(0)).save(mixed / "000.ppm")
-    Image.fromarray(rgb(40)).save(mixed / "001.bmp")
-    Image.fromarray(np.full((16, 16), 80 * 257, np.uint16)).save(mixed / "002.tif")     # 16-bit
-    assert Image.open(mixed / "002.tif").mode == "I;16"
-    Image.fromarray(rgb(120)).save(mixed / "003.webp", lossless=True)
-    Image.fromarray(rgb(160)).save(mixed / "004.frame", format="PNG")   # unknown extension, PNG inside
-    (mixed / "notes.txt").write_text("shot on a phone")                 # junk: left out, and said so
-    r = _hd_cli("prepare_data.py", src, tmp_path / "out.zip", "--resolution", "16", "--format", "png",
-                "--workers", "1")
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert "mixed/: ignored 1 file that is not an image: notes.txt" in r.stdout, r.stdout
-    out = str(tmp_path / "out.zip")
-    assert pd.read_video(out, "mixed")[:, 5, 5, 0].tolist() == [0, 40, 80, 120, 160]
-    gray = pd.read_video(out, "gray")
-    assert gray.shape == (4, 16, 16, 3) and gray[:, 8, 8, 1].tolist() == [0, 30, 60, 90]
-    # A folder that holds only frames is one video; a file's kind is its content where its name is unknown.
-    assert pd.discover(str(src / "gray"))[0][0].files[0].endswith("f0.pgm")
-    Image.fromarray(rgb(0)).save(tmp_path / "clip.anim", format="GIF", save_all=True,
-                                 append_images=[Image.fromarray(rgb(9))])
-    assert [pd.classify(str(p)) for p in (mixed / "004.frame", mixed / "notes.txt", tmp_path / "clip.anim",
-                                          mixed / "002.tif", tmp_path / "out.zip")] == \
-        ["image", "other", "animation", "image", "other"]
+@pytest.mark.parametrize("workers, sig", [(w, sig) for w in "12" for sig in ["SIGINT to the group (Ctrl-C)",
+                                                                          "SIGTERM to the process (kill)"]]
+                         + [("2", "SIGTERM to the group (kill -- -PGID)"), ("2", "SIGKILL to the process (kill -9)")])
+def test_hd_prepare_signal_exits_130_with_one_line_and_a_killed_run_is_cleaned_by_the_next(tmp_path, long_mp4,
+                                                                                           workers, sig):
+    work, out = tmp_path / "work", tmp_path / "work" / "out.zip"
+    for folder in (tmp_path / "videos", work):
+        folder.mkdir()
+    for name in "abc"[:int(workers) + 1]:
+        os.symlink(long_mp4, tmp_path / "videos" / f"{name}.mp4")
+    out.write_bytes(b"an older dataset")
+    (work / f"out.zip.partial-{os.getppid()}").write_bytes(b"")    # another run's, still writing: it stays
+    before = _hd_tree(work)
+    proc = _hd_popen("prepare_data.py", tmp_path / "videos", out, "--resolution", "256", "--workers", workers)
+    try:
+        _hd_wait_until(lambda: any(".stage" in d and fs for d, _, fs in os.walk(work)), proc)
+        (os.killpg if "group" in sig else os.kill)(proc.pid, getattr(signal, sig.split()[0]))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    if sig.startswith("SIGKILL"):                            # no cleanup could run: the next run's removes it
+        assert {f"out.zip.partial-{proc.pid}", f"out.zip.partial-{proc.pid}.stage"} <= set(os.listdir(work))
+        assert pd.main(["--demo", str(out), *DEMO]) == 0
+        assert sorted(os.listdir(work)) == ["out.zip", f"out.zip.partial-{os.getppid()}"]
+    else:
+        assert proc.returncode == 130 and _hd_visible_lines(err.decode()) == [
+            "prepare_data.py: interrupted; nothing was written"], err.decode()[-2000:]
+        assert _hd_tree(work) == before
+
+
+@slow
+@pytest.mark.parametrize("form, workers", [("zip", "1"), ("zip", "2"), ("folder", "2")])
+def test_hd_full_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, form, workers):
+    with _hd_tmpfs(tmp_path / "disk", "256k") as disk:
+        out = disk / ("out.zip" if form == "zip" else "out")
+        if form == "zip":
+            out.write_bytes(b"an older dataset")            # replaced only by a complete new one
+        before = _hd_tree(disk)
+        r = _hd_cli("prepare_data.py", "--demo", out, "--num-videos", "8", "--frames", "32", "--workers", workers)
+        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {out}: No space left on device")
+        assert _hd_tree(disk) == before                    # no OUT.partial-*, no .stage: a retry can fit
+
+
+@slow
+def test_hd_full_disk_while_converting_a_real_video_a_read_only_disk_and_a_mount_point(tmp_path):
+    _hd_write_video(tmp_path / "src" / "a.mp4", frames=60, h=64, w=64, noise=True)      # ~10 KB a PNG frame
+    with _hd_tmpfs(tmp_path / "disk", "64k") as disk:
+        r = _hd_cli("prepare_data.py", tmp_path / "src", disk / "out.zip", "--resolution", "64", "--format", "png")
+        _hd_assert_one_error(r, "prepare_data.py", 1, "No space left on device")   # never "a.mp4: failed after"
+        assert os.listdir(disk) == []
+    with _hd_tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
+        r = _hd_cli("prepare_data.py", tmp_path / "src", ro / "out.zip", "--resolution", "16")
+        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {ro}/out.zip: Read-only file system")
+        r = _hd_cli("prepare_data.py", tmp_path / "src", ro, "--resolution", "16")   # no rename can replace it
+        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {ro}: it is a mount point")
+        assert os.listdir(ro) == []
 
 
 # ---------------------------------------------------------------------------------------------
