@@ -2040,9 +2040,6 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
 # ---------------------------------------------------------------------------------------------
 
 
-# -- bench, doctor and the layer benchmark-------------------------------------------------------
-
-
 def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for(capsys):
     sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
     out = capsys.readouterr().out.splitlines()
@@ -2053,14 +2050,19 @@ def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for(capsy
     assert len(out) == 2                                          # no training rows without --train
 
 
-def test_doctor_reports_the_toolchain_and_falls_back_cleanly_without_nvcc(tmp_path, monkeypatch, capsys):
+def test_doctor_without_nvcc_or_gpu_reports_the_toolchain_and_says_what_it_skips(tmp_path, monkeypatch, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: doctor --full would run for minutes")
     monkeypatch.setattr(sv, "_find_cuda_home", lambda: None)      # a machine without a CUDA toolkit
     monkeypatch.setattr(sv, "_PLUGIN", None)
     monkeypatch.setattr(sv, "_PLUGIN_STATUS", None)
     monkeypatch.setenv("STYLEGAN_V_CACHE", str(tmp_path / "cache"))
-    sv.main(["doctor"])
-    out = capsys.readouterr().out
-    assert "torch " in out and "nvcc: not found" in out and "kernel: NOT built" in out
+    monkeypatch.chdir(tmp_path)
+    for argv in (["doctor"], ["doctor", "--full"]):                     # returns: exit status 0
+        sv.main(argv)
+        out = capsys.readouterr().out
+        assert all(s in out for s in ("torch: ", "nvcc: not found", "kernel: NOT built", "parity and speed: need a GPU"))
+    assert "--full: its training and sampling measurements need a GPU" in out and os.listdir(tmp_path) == ["cache"]
 
 
 def test_importing_torchs_cpp_extension_prints_no_cuda_guess_of_its_own():
@@ -2071,25 +2073,24 @@ def test_importing_torchs_cpp_extension_prints_no_cuda_guess_of_its_own():
     assert r.returncode == 0 and r.stdout.strip() == "torch.utils.cpp_extension" and r.stderr == "", r.stderr
 
 
-def test_doctor_full_without_a_gpu_says_what_it_would_run_and_exits_0(capsys):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: doctor --full would run for minutes")
-    sv.main(["doctor", "--full"])                                       # returns: exit status 0
-    out = capsys.readouterr().out
-    assert "needs a GPU" in out and all(stage[:20] in out for stage in sv.ACCEPTANCE_PLAN)
-
-
 def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, monkeypatch):
     """The acceptance run's plumbing (stages, JSON, Markdown table) so a first GPU does not find a typo."""
     monkeypatch.setattr(sv, "build_modconv_plugin",
-                        lambda **kw: (None, dict(ok=False, reason="no GPU (test)", seconds=0, from_cache=False,
-                                                 arch_list=None)))
+                        lambda **kw: (None, dict(ok=False, reason="no GPU (test)", log=None)))
     lines = []
-    res = sv.acceptance_run("cpu", str(tmp_path), preset="tiny", resolution=16, batch=4, steps=1, log=lines.append)
-    assert [line[:5] for line in lines[:5]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
-    saved = json.load(open(tmp_path / "doctor_full.json"))
-    assert saved["training"][0]["sec_per_kimg"] > 0 and saved["sample_frames_per_s"] > 0 == len(res.get("parity", {}))
-    assert "| kernel off, float32 layers |" in (tmp_path / "doctor_full.md").read_text()
+    cfg = sv.make_config("tiny", resolution=16, batch=4)
+    res = sv.acceptance_run("cpu", str(tmp_path), cfg, steps=1, log=lines.append)
+    assert [line.split(":")[0] for line in lines] == [
+        "torch", "nvcc", "ninja", "GPUs", "kernel", "kernel parity and speed", "training tiny 16^2, 4 videos, "
+        "kernel off, float32 layers (s/kimg)", "sampling 16^2, kernel off (frames/s)", f"wrote {tmp_path}/doctor_full.json and doctor_full.md"]
+    assert json.load(open(tmp_path / "doctor_full.json")) == res and all(v > 0 for k, v in res.items() if "/" in k)
+    assert "| training tiny 16^2, 4 videos, kernel off, float32 layers (s/kimg) |" in (tmp_path / "doctor_full.md").read_text()
+
+
+@requires_gpu
+def test_the_layer_benchmark_times_both_paths_on_a_small_layer():
+    result = svm.benchmark_modconv_layer(N=2, I=8, O=8, H=32, W=32, iters=2)
+    assert result["layer fwd+bwd, cuda (ms)"] > 0 and result["layer peak, ref (MiB)"] > 0 and result["epilogue speed-up"] > 0
 
 
 # -- figures and plot --------------------------------------------------------------------------
@@ -2114,6 +2115,17 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     assert not (tmp_path / "figs2").exists()
 
 
+@pytest.mark.parametrize("lo, hi, n, ticks", [
+    (0, 0.9, 6, [0, 0.2, 0.4, 0.6, 0.8, 1]), (0, 7, 6, [0, 2, 4, 6, 8]), (0, 24, 6, [0, 5, 10, 15, 20, 25]),
+    (0, 60.048, 6, [0, 10, 20, 30, 40, 50, 60]),                    # a run that stops just past 60 kimg
+    (0, 4125 * 1.05, 6, [0, 1000, 2000, 3000, 4000, 5000]),
+    (-3.3 * 1.05, 5.2 * 1.05, 6, [-4, -2, 0, 2, 4, 6]),             # below 0: multiples of the step (Fig 9's bands)
+    (-1.05, 1.05, 2, [-2, 0, 2]), (0, 0, 6, [0, 1e-9]),              # a short band; a single point
+])
+def test_axis_ticks_are_round_multiples_that_cover_the_data(lo, hi, n, ticks):
+    np.testing.assert_allclose(sv._ticks(lo, hi, n), ticks)
+
+
 def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     image = sv.plot_curves({"a": np.array([[0.0, 100.0], [10.0, 50.0]]),
                             "b": np.array([[0.0, 80.0], [5.0, 90.0]])}, "FVD_16")
@@ -2122,20 +2134,14 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     assert blue.sum() > 100 and red.sum() > 100
     # below the legend: curve a spans x = 0..10 of the axis (which ends at 10), curve b stops halfway
     assert np.nonzero(blue[60:])[1].max() > np.nonzero(red[60:])[1].max() + 200
-    assert [sv._axis(x) for x in (0.9, 7, 24, 60.048, 4125 * 1.05)] == [(1, 0.2), (8, 2), (25, 5), (60, 10), (5000, 1000)]
-    # a y axis below 0 ticks at multiples of its step (Fig 9's bands): -4 ... 6 by 2, not -3.5 ... 6.5
-    assert sv._y_range(np.array([-3.3, 5.2]), 6) == (-4, 10, 2) and sv._y_range(np.array([80.0, 4125]), 6) == (0.0, 5000, 1000)
     log = tmp_path / "log.jsonl"
-    log.write_text('{"kimg": 1.0, "loss_G": 1.0}\n')
-    with pytest.raises(sv.UserError, match="no 'fvd16' values"):
-        sv.read_metric_curve(str(tmp_path), "fvd16")
-    log.write_text('{"kimg": 1.0, "fvd16": 3.0}\nnot json\n')
-    with pytest.raises(sv.UserError, match="line 2 is not a JSON object"):
-        sv.read_metric_curve(str(log), "fvd16")
-    for text in (b"PK\x03\x04\x94\xff binary\n", b"[1, 2]\n"):      # a dataset zip, JSON of another shape
+    for text, message in [(b'{"kimg": 1.0, "loss_G": 1.0}\n', "no 'fvd16' values"),
+                          (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "line 2 is not a JSON object"),
+                          (b"PK\x03\x04\x94\xff binary\n", "line 1 is not a JSON object"),   # a dataset zip
+                          (b"[1, 2]\n", "line 1 is not a JSON object")]:                  # JSON of another shape
         log.write_bytes(text)
-        with pytest.raises(sv.UserError, match="line 1 is not a JSON object"):
-            sv.read_metric_curve(str(log), "fvd16")
+        with pytest.raises(sv.UserError, match=message):
+            sv.read_metric_curve(str(tmp_path), "fvd16")
     with pytest.raises(sv.UserError, match="no log.jsonl"):
         sv.read_metric_curve(str(tmp_path / "missing"), "fvd16")
     # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
@@ -2148,12 +2154,6 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     with pytest.raises(SystemExit):
         sv.main(["plot", str(log), "--out", str(tmp_path / "curve.gif")])
     assert not (tmp_path / "curve.gif").exists()
-
-
-@requires_gpu
-def test_benchmark_runs_on_a_small_layer():
-    result = svm.benchmark_modconv_layer(N=2, I=8, O=8, H=32, W=32, iters=2)
-    assert result['ok'] and result['cuda']['layer_fwd_bwd_ms'] > 0 and result['ref']['layer_peak_mib'] > 0
 
 
 # ---------------------------------------------------------------------------------------------
