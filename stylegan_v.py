@@ -3195,7 +3195,8 @@ def import_release_snapshot(path: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 # None of it is needed to train or to sample. `bench` and `doctor --full` time the same two things,
 # bench_training (s/kimg) and bench_render (frames/s); doctor adds the kernel's build, parity check and one
-# layer (benchmark_modconv_layer). `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
+# layer (benchmark_modconv_layer), each result noted once in a dict that its log lines, JSON and Markdown table
+# are made from. `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
 
 
 def _time_it(fn, repeat: int = 3) -> float:
@@ -3269,26 +3270,28 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
     above what was allocated before, and the kernel's speed-up."""
     gen = torch.Generator(device=device).manual_seed(0)
     randn = lambda *shape, dtype=torch.float32: torch.randn(*shape, device=device, dtype=dtype, generator=gen)
-    x, y, grad = randn(N, I, H, W, dtype=dtype), randn(N, O, H, W, dtype=dtype).requires_grad_(), randn(N, O, H, W, dtype=dtype)
+    x, grad = randn(N, I, H, W, dtype=dtype), randn(N, O, H, W, dtype=dtype)
+    y = randn(N, O, H, W, dtype=dtype).requires_grad_()                   # a conv's output, for the epilogue alone
     weight = (randn(O, I, k, k) / math.sqrt(I * k * k)).requires_grad_()
     s, d = (randn(N, I) * 0.5 + 1).requires_grad_(), (randn(N, O).abs() + 0.5).requires_grad_()
     bias = torch.zeros(O, device=device, requires_grad=True)
     parts = dict(layer=lambda impl: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl),
                  epilogue=lambda impl: fused_epilogue(y, d, bias, 'lrelu', clamp=256.0, impl=impl))
-    result = {}
+    result, ms = {}, {}
     for part, run in parts.items():
         for impl in ('ref', 'cuda'):
             step = lambda: run(impl).backward(grad)
             step()                                               # allocates the .grad buffers before the baseline
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-            result[f"{part} fwd+bwd, {impl} (ms)"] = round(_time_it(step, iters) * 1e3, 3)
+            ms[impl] = _time_it(step, iters) * 1e3
+            result[f"{part} fwd+bwd, {impl} (ms)"] = round(ms[impl], 3)
             result[f"{part} peak, {impl} (MiB)"] = round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
-        result[f"{part} speed-up"] = round(result[f"{part} fwd+bwd, ref (ms)"] / result[f"{part} fwd+bwd, cuda (ms)"], 2)
+        result[f"{part} speed-up"] = round(ms['ref'] / ms['cuda'], 2)
     return result
 
 
-def acceptance_run(device, out_dir: str = "doctor_full", cfg: Optional[Config] = None, steps: int = 3, log=print,
+def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: int = 3, log=print,
                    verbose: bool = False) -> dict:
     """`doctor`'s checks, each logged as it comes -> {what: result}: the toolchain, the kernel's build (without a
     GPU too: a build error shows anywhere) and, on a GPU, its parity and one layer's speed. With cfg (--full), also
@@ -3303,11 +3306,13 @@ def acceptance_run(device, out_dir: str = "doctor_full", cfg: Optional[Config] =
         log(f"{what}: {value}")
 
     nvcc = (home := _find_cuda_home()) and os.path.join(home, "bin", "nvcc")
+    version = nvcc and subprocess.run([nvcc, "--version"], capture_output=True,
+                                      text=True).stdout.strip().splitlines()[-1]      # "Build cuda_13.0.r13.0/..."
     note("torch", f"{torch.__version__} (CUDA {torch.version.cuda or 'none'}), python {sys.version.split()[0]}")
-    note("nvcc", f"{nvcc} ({subprocess.run([nvcc, '--version'], capture_output=True, text=True).stdout.split(chr(10))[-1]})"
-         if nvcc else "not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference works without)")
+    note("nvcc", f"{nvcc} ({version})" if nvcc else "not found (set CUDA_HOME to a CUDA toolkit to build the kernel; "
+                                                    "the reference works without)")
     note("ninja", "yes" if _cpp_extension().is_ninja_available() else "no (pip install ninja)")
-    note("GPUs", ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
+    note("GPUs", ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{'%d%d' % torch.cuda.get_device_capability(i)})"
                            for i in range(torch.cuda.device_count())) or "none")
     module, status = build_modconv_plugin(verbose=verbose, force_compile_without_gpu=not cuda)
     note("kernel", f"built in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}, arch "
@@ -3326,7 +3331,7 @@ def acceptance_run(device, out_dir: str = "doctor_full", cfg: Optional[Config] =
         return res
     old = USE_CUSTOM_OPS
     try:
-        for USE_CUSTOM_OPS in [True, False] if kernel else [False]:      # (the global: what ModConv2d asks)
+        for USE_CUSTOM_OPS in [True, False] if kernel else [False]:      # (the global ModConv2d's dispatch reads)
             for fp16 in [True, False] if cuda else [False]:
                 what = (f"training {cfg.preset} {cfg.resolution}^2, {cfg.batch} videos, kernel "
                         f"{'on' if USE_CUSTOM_OPS else 'off'}, {'float16' if fp16 else 'float32'} layers")
@@ -3422,12 +3427,14 @@ def cmd_figures(args) -> None:
                         f"(figures shows them side by side at one size: pass the dataset it was trained on)")
     os.makedirs(args.out, exist_ok=True)
     t = torch.arange(8, dtype=torch.float64) * args.stride
-    rows = lambda v: v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy()  # [V, 8, H, W, 3] -> [V*H, 8*W, 3]
+
+    def rows(v):                                                 # [V, 8, H, W, 3] -> [V*H, 8*W, 3]: a row per video
+        return v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy()
 
     def save(name, image, zoom=args.zoom):                       # nearest neighbour, for small frames
-        path = os.path.join(args.out, name)
-        _write_image(path, image.repeat(zoom, axis=0).repeat(zoom, axis=1))
-        print(f"wrote {path}")
+        path, image = os.path.join(args.out, name), image.repeat(zoom, axis=0).repeat(zoom, axis=1)
+        _write_image(path, image)
+        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
     fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
     if data is None:
@@ -3446,12 +3453,12 @@ def cmd_figures(args) -> None:
     save("content_motion.png", rows(torch.cat([render_videos(G, [c], t, motion_seeds=[m])
                                                for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]])))
     # No degradation after an hour: the same video at t = 0 and at t = 1 h.
-    hour = args.hour_seconds * cfg.fps
-    save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), render_videos(G, [0], hour + t)])))
-    # Fig 9: channels of the acyclic embedding v_t over 2000 frames, one band per channel.
+    late = render_videos(G, [0], args.hour_seconds * cfg.fps + t)
+    save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), late])))
+    # Fig 9: six channels of the acyclic embedding v_t over 2000 frames, a band each, the x label once below.
     t = np.arange(2000.0)
     v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
-    channels = range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]                           # the x label once, below
+    channels = range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]
     save("embedding.png", np.concatenate([plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]",
                                                       xlabel="t (frames)" if c == channels[-1] else "",
                                                       size=(1000, 140)) for c in channels]), zoom=1)
@@ -4105,8 +4112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
     d.add_argument("--verbose", action="store_true", help="show the compiler's output")
-    d.add_argument("--full", action="store_true", help="on a GPU: the acceptance run (parity matrix, layer and "
-                                                       "training benchmarks, sampling speed; an estimated ~8 minutes)")
+    d.add_argument("--full", action="store_true", help="on a GPU, the acceptance run: also the ffs 256^2 model's "
+                   "training (kernel on/off x float16/float32 layers) and sampling speed (a few minutes, estimated)")
     d.add_argument("--out", help="folder for doctor --full's JSON and Markdown table (default doctor_full)")
     d.set_defaults(fn=cmd_doctor)
     return p

@@ -2061,7 +2061,7 @@ def test_doctor_without_nvcc_or_gpu_reports_the_toolchain_and_says_what_it_skips
     for argv in (["doctor"], ["doctor", "--full"]):                     # returns: exit status 0
         sv.main(argv)
         out = capsys.readouterr().out
-        assert all(s in out for s in ("torch: ", "nvcc: not found", "kernel: NOT built", "parity and speed: need a GPU"))
+        assert all(s in out for s in ("torch: ", "nvcc: not found", "kernel: NOT built", "speed: need a GPU"))
     assert "--full: its training and sampling measurements need a GPU" in out and os.listdir(tmp_path) == ["cache"]
 
 
@@ -2080,17 +2080,21 @@ def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, mo
     lines = []
     cfg = sv.make_config("tiny", resolution=16, batch=4)
     res = sv.acceptance_run("cpu", str(tmp_path), cfg, steps=1, log=lines.append)
-    assert [line.split(":")[0] for line in lines] == [
-        "torch", "nvcc", "ninja", "GPUs", "kernel", "kernel parity and speed", "training tiny 16^2, 4 videos, "
-        "kernel off, float32 layers (s/kimg)", "sampling 16^2, kernel off (frames/s)", f"wrote {tmp_path}/doctor_full.json and doctor_full.md"]
-    assert json.load(open(tmp_path / "doctor_full.json")) == res and all(v > 0 for k, v in res.items() if "/" in k)
-    assert "| training tiny 16^2, 4 videos, kernel off, float32 layers (s/kimg) |" in (tmp_path / "doctor_full.md").read_text()
+    train = "training tiny 16^2, 4 videos, kernel off, float32 layers (s/kimg)"    # (no kernel nor float16 on a CPU)
+    assert [line.split(": ")[0] for line in lines] == ["torch", "nvcc", "ninja", "GPUs", "kernel",
+                                                       "kernel parity and speed", train,
+                                                       "sampling 16^2, kernel off (frames/s)", lines[-1]]
+    assert re.fullmatch(r"nvcc: (not found .*|\S+ \(Build .+\))", lines[1]), lines[1]      # its version, where found
+    assert lines[-1] == f"wrote {tmp_path / 'doctor_full.json'} and doctor_full.md"
+    assert json.load(open(tmp_path / "doctor_full.json")) == res and res[train] > 0
+    assert f"| {train} | {res[train]} |" in (tmp_path / "doctor_full.md").read_text()
 
 
 @requires_gpu
 def test_the_layer_benchmark_times_both_paths_on_a_small_layer():
     result = svm.benchmark_modconv_layer(N=2, I=8, O=8, H=32, W=32, iters=2)
-    assert result["layer fwd+bwd, cuda (ms)"] > 0 and result["layer peak, ref (MiB)"] > 0 and result["epilogue speed-up"] > 0
+    assert result["layer fwd+bwd, cuda (ms)"] > 0 and result["layer peak, ref (MiB)"] > 0
+    assert result["epilogue speed-up"] > 0
 
 
 # -- figures and plot --------------------------------------------------------------------------
