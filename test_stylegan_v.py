@@ -2040,6 +2040,9 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
 # ---------------------------------------------------------------------------------------------
 
 
+# -- bench, doctor and the layer benchmark-------------------------------------------------------
+
+
 def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for(capsys):
     sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
     out = capsys.readouterr().out.splitlines()
@@ -2078,14 +2081,12 @@ def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, mo
     monkeypatch.setattr(sv, "build_modconv_plugin",
                         lambda **kw: (None, dict(ok=False, reason="no GPU (test)", log=None)))
     lines = []
-    cfg = sv.make_config("tiny", resolution=16, batch=4)
-    res = sv.acceptance_run("cpu", str(tmp_path), cfg, steps=1, log=lines.append)
+    res = sv.acceptance_run("cpu", str(tmp_path), sv.make_config("tiny", resolution=16, batch=4), 1, lines.append)
     train = "training tiny 16^2, 4 videos, kernel off, float32 layers (s/kimg)"    # (no kernel nor float16 on a CPU)
-    assert [line.split(": ")[0] for line in lines] == ["torch", "nvcc", "ninja", "GPUs", "kernel",
-                                                       "kernel parity and speed", train,
-                                                       "sampling 16^2, kernel off (frames/s)", lines[-1]]
+    assert [line.split(": ")[0] for line in lines] == [
+        "torch", "nvcc", "ninja", "GPUs", "kernel", "kernel parity and speed", train,
+        "sampling 16^2, kernel off (frames/s)", f"wrote {tmp_path / 'doctor_full.json'} and doctor_full.md"]
     assert re.fullmatch(r"nvcc: (not found .*|\S+ \(Build .+\))", lines[1]), lines[1]      # its version, where found
-    assert lines[-1] == f"wrote {tmp_path / 'doctor_full.json'} and doctor_full.md"
     assert json.load(open(tmp_path / "doctor_full.json")) == res and res[train] > 0
     assert f"| {train} | {res[train]} |" in (tmp_path / "doctor_full.md").read_text()
 
@@ -2119,18 +2120,7 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     assert not (tmp_path / "figs2").exists()
 
 
-@pytest.mark.parametrize("lo, hi, n, ticks", [
-    (0, 0.9, 6, [0, 0.2, 0.4, 0.6, 0.8, 1]), (0, 7, 6, [0, 2, 4, 6, 8]), (0, 24, 6, [0, 5, 10, 15, 20, 25]),
-    (0, 60.048, 6, [0, 10, 20, 30, 40, 50, 60]),                    # a run that stops just past 60 kimg
-    (0, 4125 * 1.05, 6, [0, 1000, 2000, 3000, 4000, 5000]),
-    (-3.3 * 1.05, 5.2 * 1.05, 6, [-4, -2, 0, 2, 4, 6]),             # below 0: multiples of the step (Fig 9's bands)
-    (-1.05, 1.05, 2, [-2, 0, 2]), (0, 0, 6, [0, 1e-9]),              # a short band; a single point
-])
-def test_axis_ticks_are_round_multiples_that_cover_the_data(lo, hi, n, ticks):
-    np.testing.assert_allclose(sv._ticks(lo, hi, n), ticks)
-
-
-def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
+def test_plot_draws_each_curve_in_its_place_on_round_ticks_and_reports_bad_logs(tmp_path):
     image = sv.plot_curves({"a": np.array([[0.0, 100.0], [10.0, 50.0]]),
                             "b": np.array([[0.0, 80.0], [5.0, 90.0]])}, "FVD_16")
     assert image.shape == (400, 640, 3) and image.dtype == np.uint8
@@ -2138,6 +2128,11 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     assert blue.sum() > 100 and red.sum() > 100
     # below the legend: curve a spans x = 0..10 of the axis (which ends at 10), curve b stops halfway
     assert np.nonzero(blue[60:])[1].max() > np.nonzero(red[60:])[1].max() + 200
+    # (lo, hi, at most n intervals) -> the ends and the step; below 0 at multiples of the step (Fig 9's bands)
+    np.testing.assert_allclose([(t[0], t[-1], t[1] - t[0]) for t in (sv._ticks(*a) for a in [
+        (0, 0.9, 6), (0, 7, 6), (0, 24, 6), (0, 60.048, 6), (0, 4125 * 1.05, 6), (-3.3 * 1.05, 5.2 * 1.05, 6),
+        (-1.05, 1.05, 2), (0, 0, 6)])], [(0, 1, 0.2), (0, 8, 2), (0, 25, 5), (0, 60, 10), (0, 5000, 1000),
+                                         (-4, 6, 2), (-2, 2, 2), (0, 1e-9, 1e-9)])
     log = tmp_path / "log.jsonl"
     for text, message in [(b'{"kimg": 1.0, "loss_G": 1.0}\n', "no 'fvd16' values"),
                           (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "line 2 is not a JSON object"),
