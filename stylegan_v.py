@@ -3266,8 +3266,8 @@ def cmd_bench(args) -> None:
 
 def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
     """Forward + backward of one ModConv2d layer (the ffs config's 256^2 layer by default) and of its epilogue
-    alone, the part the kernel fuses, with impl 'ref' and 'cuda' -> {name: value}: the median ms, the peak MiB
-    above what was allocated before, and the kernel's speed-up."""
+    alone, the part the kernel fuses, with impl 'ref' and 'cuda' -> {what: value}: the median ms, the peak MiB
+    above what was allocated before (on a GPU), and the kernel's speed-up."""
     gen = torch.Generator(device=device).manual_seed(0)
     randn = lambda *shape, dtype=torch.float32: torch.randn(*shape, device=device, dtype=dtype, generator=gen)
     x, grad = randn(N, I, H, W, dtype=dtype), randn(N, O, H, W, dtype=dtype)
@@ -3286,7 +3286,7 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
             torch.cuda.reset_peak_memory_stats(device)
             ms[impl] = _time_it(step, iters) * 1e3
             result[f"{part} fwd+bwd, {impl} (ms)"] = round(ms[impl], 3)
-            result[f"{part} peak, {impl} (MiB)"] = round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
+            result[f"{part} fwd+bwd, {impl} (peak MiB)"] = round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
         result[f"{part} speed-up"] = round(ms['ref'] / ms['cuda'], 2)
     return result
 
@@ -3299,7 +3299,8 @@ def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: in
     written to out_dir as doctor_full.json and .md (a table for the README). A CPU (the tests) skips the GPU's parts."""
     import subprocess
     global USE_CUSTOM_OPS
-    cuda, res = torch.device(device).type == "cuda", {}
+    device, res = torch.device(device), {}
+    cuda = device.type == "cuda"
 
     def note(what, value):
         res[what] = value
@@ -3340,7 +3341,7 @@ def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: in
                 fp16_cfg = dataclasses.replace(cfg, num_fp16_res=4 if fp16 else 0)
                 note(f"{what} (s/kimg)", round(bench_training(fp16_cfg, device, steps) * 1e3, 2))
                 if cuda:
-                    note(f"{what}: peak (GiB)", round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2))
+                    note(f"{what} (peak GiB)", round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2))
         USE_CUSTOM_OPS = kernel
         seconds = bench_render(cfg, device, videos=4)[0]                 # 4 videos x 16 frames a call
         note(f"sampling {cfg.resolution}^2, kernel {'on' if kernel else 'off'} (frames/s)", round(64 / seconds, 1))
