@@ -3332,14 +3332,15 @@ def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: in
         return res
     old = USE_CUSTOM_OPS
     try:
-        for USE_CUSTOM_OPS in [True, False] if kernel else [False]:      # (the global ModConv2d's dispatch reads)
+        for kernel_on in [True, False] if kernel else [False]:
             for fp16 in [True, False] if cuda else [False]:
+                USE_CUSTOM_OPS = kernel_on                                # what ModConv2d's dispatch reads
                 what = (f"training {cfg.preset} {cfg.resolution}^2, {cfg.batch} videos, kernel "
-                        f"{'on' if USE_CUSTOM_OPS else 'off'}, {'float16' if fp16 else 'float32'} layers")
+                        f"{'on' if kernel_on else 'off'}, {'float16' if fp16 else 'float32'} layers")
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
-                fp16_cfg = dataclasses.replace(cfg, num_fp16_res=4 if fp16 else 0)
-                note(f"{what} (s/kimg)", round(bench_training(fp16_cfg, device, steps) * 1e3, 2))
+                variant = dataclasses.replace(cfg, num_fp16_res=4 if fp16 else 0)
+                note(f"{what} (s/kimg)", round(bench_training(variant, device, steps) * 1e3, 2))
                 if cuda:
                     note(f"{what} (peak GiB)", round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2))
         USE_CUSTOM_OPS = kernel
