@@ -3286,7 +3286,8 @@ def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, 
             torch.cuda.reset_peak_memory_stats(device)
             ms[impl] = _time_it(step, iters) * 1e3
             result[f"{part} fwd+bwd, {impl} (ms)"] = round(ms[impl], 3)
-            result[f"{part} fwd+bwd, {impl} (peak MiB)"] = round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
+            peak = torch.cuda.max_memory_allocated(device) - base
+            result[f"{part} fwd+bwd, {impl} (peak MiB)"] = round(peak / 2**20, 1)
         result[f"{part} speed-up"] = round(ms['ref'] / ms['cuda'], 2)
     return result
 
