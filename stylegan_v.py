@@ -3236,7 +3236,8 @@ def cmd_bench(args) -> None:
     for cfg in [make_config(p) for p in args.presets] if args.train_batch else []:   # before any work
         b, k, g = args.train_batch, cfg.frames_per_clip, cfg.mbstd_group
         try:                                                     # the video model's batch, then the image model's
-            [check_batch_split(batch, 1, g) for batch in (b, b * k)]
+            for batch in (b, b * k):
+                check_batch_split(batch, 1, g)
         except UserError:
             raise UserError(f"--train-batch {b}: the image StyleGAN2 it is compared with trains {b} x {k} = {b * k} "
                             f"frames a step, and both batches must be multiples of the minibatch-stddev group "
