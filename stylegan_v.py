@@ -2776,37 +2776,31 @@ def import_release_snapshot(path: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 # None of it is needed to train or to sample. `bench` and `doctor --full` time the same two things,
 # bench_training (s/kimg) and bench_render (frames/s); doctor adds the kernel's build, parity check and one
-# layer (benchmark_modconv_layer). `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
+# layer (benchmark_modconv_layer), each result noted once in a dict that its log lines, JSON and Markdown table
+# are made from. `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
 
 
 def _time_it(fn, repeat: int = 3) -> float:
-    """Median wall time of fn() in seconds (after one warm-up call)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
+    """Median wall time of fn() in seconds, after one warm-up call (cuDNN's autotuning, the allocator)."""
     times = []
     for _ in range(repeat + 1):
-        sync()
         t0 = time.perf_counter()
         fn()
-        sync()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()                             # CUDA runs asynchronously: wait for fn's end
         times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))                          # the first call was a warm-up
+    return float(np.median(times[1:]))
 
 
 def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
     """Seconds per real frame shown to D, for training steps of `cfg` on random data. R1 steps (1 in 16) are
     left out: the same for every model compared, they would only add noise here."""
-    trainer = Trainer(cfg, Dist(device=device))
-    trainer.step_idx = 1                                         # start off the R1 schedule
+    trainer = Trainer(dataclasses.replace(cfg, r1_gamma=0.0), Dist(device=device))   # gamma 0: no R1 steps
     B, k, H = cfg.batch, cfg.frames_per_clip, cfg.resolution
     real = torch.randint(0, 256, (B, k, H, H, 3), dtype=torch.uint8)                 # [B, k, H, W, 3] random frames
     t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), k, cfg.max_span, cfg.max_time, 10_000)
                                    for i in range(B)]))                              # [B, k] frame times
-
-    def one_step():
-        if trainer.step_idx % cfg.r1_interval == 0:
-            trainer.step_idx += 1
-        trainer.step(real, t)
-    return _time_it(one_step, steps) / (B * k)
+    return _time_it(lambda: trainer.step(real, t), steps) / (B * k)
 
 
 def bench_render(cfg: Config, device: torch.device, videos: int = 1, starts=(0.0,), repeat: int = 3) -> list:
@@ -2822,7 +2816,7 @@ def cmd_bench(args) -> None:
         raise UserError("--train-batch sets the batch of --train's training steps, but --train is not given")
     for cfg in [make_config(p) for p in args.presets] if args.train_batch else []:   # before any work
         b, k, g = args.train_batch, cfg.frames_per_clip, cfg.mbstd_group
-        try:                                                     # the video batch, then the image model's
+        try:                                                     # the video model's batch, then the image model's
             for batch in (b, b * k):
                 check_batch_split(batch, 1, g)
         except UserError:
@@ -2830,9 +2824,10 @@ def cmd_bench(args) -> None:
                             f"frames a step, and both batches must be multiples of the minibatch-stddev group "
                             f"({g}): try {g * math.ceil(b / g)}") from None
     device = _pick_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
-    print(f"# bench on {device} ({name}), torch {torch.__version__}, custom ops "
-          f"{'on' if USE_CUSTOM_OPS and load_modconv_plugin() is not None and device.type == 'cuda' else 'off'}")
+    cuda = device.type == "cuda"
+    kernel = cuda and USE_CUSTOM_OPS and load_modconv_plugin() is not None      # (never builds it for a CPU)
+    print(f"# bench on {device} ({torch.cuda.get_device_name(device) if cuda else f'{os.cpu_count()} CPU cores'}), "
+          f"torch {torch.__version__}, custom ops {'on' if kernel else 'off'}")
     for preset in args.presets:
         cfg = make_config(preset)
         s0, s1 = bench_render(cfg, device, 1, (0.0, 90_000.0), args.repeat)
@@ -2852,170 +2847,126 @@ def cmd_bench(args) -> None:
 
 
 def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
-    """ms per forward + backward and peak MiB (above what was allocated before) of one ModConv2d layer (the ffs
-    config's 256^2 layer by default) and of its epilogue alone, the part the kernel fuses: 'ref' vs 'cuda', and
-    the speed-ups; without the plugin {'ok': False, 'reason': str}."""
-    if load_modconv_plugin() is None:
-        return dict(ok=False, reason=modconv_plugin_status()['reason'])
+    """Forward + backward of one ModConv2d layer (the ffs config's 256^2 layer by default) and of its epilogue
+    alone, the part the kernel fuses, with impl 'ref' and 'cuda' -> {what: value}: the median ms, the peak MiB
+    above what was allocated before (on a GPU), and the kernel's speed-up."""
     gen = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(N, I, H, W, device=device, dtype=dtype, generator=gen)
-    weight = (torch.randn(O, I, k, k, device=device, generator=gen) / math.sqrt(I * k * k)).requires_grad_(True)
-    s = (torch.randn(N, I, device=device, generator=gen) * 0.5 + 1).requires_grad_(True)
+    randn = lambda *shape, dtype=torch.float32: torch.randn(*shape, device=device, dtype=dtype, generator=gen)
+    x, grad = randn(N, I, H, W, dtype=dtype), randn(N, O, H, W, dtype=dtype)
+    y = randn(N, O, H, W, dtype=dtype).requires_grad_()                   # a conv's output, for the epilogue alone
+    weight = (randn(O, I, k, k) / math.sqrt(I * k * k)).requires_grad_()
+    s, d = (randn(N, I) * 0.5 + 1).requires_grad_(), (randn(N, O).abs() + 0.5).requires_grad_()
     bias = torch.zeros(O, device=device, requires_grad=True)
-    y = torch.randn(N, O, H, W, device=device, dtype=dtype, generator=gen).requires_grad_(True)
-    d = torch.rand(N, O, device=device, generator=gen).add_(0.5).requires_grad_(True)
-    grad = torch.randn(N, O, H, W, device=device, dtype=dtype, generator=gen)
-    runs = dict(layer=lambda impl: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl),
-                epilogue=lambda impl: fused_epilogue(y, d, bias, 'lrelu', clamp=256.0, impl=impl))
-    result = dict(ok=True, shape=dict(N=N, I=I, O=O, H=H, W=W, k=k, dtype=str(dtype)), ref={}, cuda={})
-    for impl in ('ref', 'cuda'):
-        for part, run in runs.items():
+    parts = dict(layer=lambda impl: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl),
+                 epilogue=lambda impl: fused_epilogue(y, d, bias, 'lrelu', clamp=256.0, impl=impl))
+    result, ms = {}, {}
+    for part, run in parts.items():
+        for impl in ('ref', 'cuda'):
             step = lambda: run(impl).backward(grad)
-            for _ in range(2):                       # warm-up (cuDNN autotuning, allocator, .grad); _time_it adds a 3rd
-                step()
+            step()                                               # allocates the .grad buffers before the baseline
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-            result[impl][f'{part}_fwd_bwd_ms'] = round(_time_it(step, iters) * 1e3, 3)
-            result[impl][f'{part}_peak_mib'] = round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
-    for part in runs:
-        ms = [result[impl][f'{part}_fwd_bwd_ms'] for impl in ('ref', 'cuda')]
-        result[f'speedup_{part}'] = round(ms[0] / ms[1], 2)
+            ms[impl] = _time_it(step, iters) * 1e3
+            result[f"{part} fwd+bwd, {impl} (ms)"] = round(ms[impl], 3)
+            peak = torch.cuda.max_memory_allocated(device) - base
+            result[f"{part} fwd+bwd, {impl} (peak MiB)"] = round(peak / 2**20, 1)
+        result[f"{part} speed-up"] = round(ms['ref'] / ms['cuda'], 2)
     return result
 
 
-ACCEPTANCE_PLAN = [  # what `doctor --full` measures on a GPU, in this order (estimated ~8 minutes; unmeasured)
-    "environment: GPU model, torch and CUDA versions",
-    "kernel: build (or cached load), then the parity check in float64/float32/float16/bfloat16: the epilogue "
-    "in 3 configurations, forward and every gradient (the full matrix: pytest -k kernel_parity)",
-    "layer: one 256^2 ModConv2d layer forward+backward, time and peak memory, with and without the kernel",
-    "training: steps of the ffs 256^2 model (16 videos x 3 frames per GPU): s/kimg and peak memory, "
-    "kernel on/off x float16/float32 layers",
-    "sampling: frames/s rendering 256^2 frames from the ffs generator, kernel on",
-]
-
-
-def acceptance_run(device, out_dir: str, preset: str = "ffs", resolution: Optional[int] = None, batch: int = 16,
-                   steps: int = 5, log=print, stages: int = 5, verbose: bool = False) -> dict:
-    """The stages of ACCEPTANCE_PLAN (doctor --full; plain `doctor` runs the first 3, which write nothing), all 5
-    writing doctor_full.json and .md to out_dir. On a CPU (the tests) they run at a small size, and the kernel
-    stages say why they were skipped. -> the results dict."""
+def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: int = 3, log=print,
+                   verbose: bool = False) -> dict:
+    """`doctor`'s checks, each logged as it comes -> {what: result}: the toolchain, the kernel's build (without a
+    GPU too: a build error shows anywhere) and, on a GPU, its parity and one layer's speed. With cfg (--full), also
+    training steps, kernel on/off x float16/float32 layers (s/kimg, peak memory), and sampling (frames/s), all
+    written to out_dir as doctor_full.json and .md (a table for the README). A CPU (the tests) skips the GPU's parts."""
+    import subprocess
     global USE_CUSTOM_OPS
-    device = torch.device(device)
+    device, res = torch.device(device), {}
     cuda = device.type == "cuda"
-    res = {"device": torch.cuda.get_device_name(device) if cuda else f"{os.cpu_count()} CPU cores",
-           "torch": torch.__version__, "cuda": torch.version.cuda, "preset": preset}
-    log(f"[1/{stages}] environment: {res['device']}, torch {res['torch']}, CUDA {res['cuda']}")
+
+    def note(what, value):
+        res[what] = value
+        log(f"{what}: {value}")
+
+    nvcc = (home := _find_cuda_home()) and os.path.join(home, "bin", "nvcc")
+    version = nvcc and subprocess.run([nvcc, "--version"], capture_output=True,
+                                      text=True).stdout.strip().splitlines()[-1]      # "Build cuda_13.0.r13.0/..."
+    note("torch", f"{torch.__version__} (CUDA {torch.version.cuda or 'none'}), python {sys.version.split()[0]}")
+    note("nvcc", f"{nvcc} ({version})" if nvcc else "not found (set CUDA_HOME to a CUDA toolkit to build the kernel; "
+                                                    "the reference works without)")
+    note("ninja", "yes" if _cpp_extension().is_ninja_available() else "no (pip install ninja)")
+    note("GPUs", ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{'%d%d' % torch.cuda.get_device_capability(i)})"
+                           for i in range(torch.cuda.device_count())) or "none")
     module, status = build_modconv_plugin(verbose=verbose, force_compile_without_gpu=not cuda)
+    note("kernel", f"built in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}, arch "
+         f"{status['arch_list']})" if module else f"NOT built: {status['reason']}"
+         + (f" (log: {status['log']})" if os.path.isfile(status["log"] or "") else ""))
     kernel = cuda and module is not None
-    res["kernel_build"] = {k: status.get(k) for k in ("ok", "reason", "seconds", "from_cache", "arch_list")}
-    built = (f"built in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}, "
-             f"arch {status['arch_list']})" if module is not None else f"NOT built: {status['reason']}"
-             + (f" (log: {status['log']})" if status.get('log') else ""))
-    log(f"[2/{stages}] kernel: {built}" + ("" if kernel else "; parity needs a GPU: skipped"))
     if kernel:
-        parity = check_parity(device, dtypes=tuple(PARITY_TOL))
-        bad = {k: v for k, v in parity["checks"].items() if not v["ok"]}
-        res["parity"] = dict(ok=parity["ok"], checks=len(parity["checks"]), failed=bad)
-        log(f"      parity: {len(parity['checks']) - len(bad)}/{len(parity['checks'])} checks ok"
-            + "".join(f"\n      FAILED {k}: err {v['err']:.2e} > tol {v['tol']:.0e}" for k, v in bad.items()))
-    log(f"[3/{stages}] one ModConv2d layer with and without the kernel" + ("" if kernel else ": needs a GPU, skipped"))
-    if kernel:
-        res["layer"] = b = benchmark_modconv_layer(device)
-        log("".join(f"      {i:4s} layer fwd+bwd {b[i]['layer_fwd_bwd_ms']:7.2f} ms, {b[i]['layer_peak_mib']:7.1f} MiB "
-                    f"peak; epilogue {b[i]['epilogue_fwd_bwd_ms']:7.2f} ms\n" for i in ("ref", "cuda"))
-            + f"      speed-up: layer x{b['speedup_layer']}, epilogue x{b['speedup_epilogue']}")
-    if stages <= 3:
+        checks = check_parity(device, dtypes=tuple(PARITY_TOL))["checks"]
+        bad = [f"; FAILED {k}: err {v['err']:.1e} > tol {v['tol']:.0e}" for k, v in checks.items() if not v["ok"]]
+        note("kernel parity", f"{len(checks) - len(bad)}/{len(checks)} checks ok" + "".join(bad))
+        for what, value in benchmark_modconv_layer(device).items():
+            note(f"one 256^2 ModConv2d {what}", value)
+    else:
+        log("kernel parity and speed: need a GPU and the kernel, skipped")
+    if cfg is None:
         return res
-    cfg0 = make_config(preset, **({"resolution": resolution} if resolution else {}))
-    md = [f"Measured by `python stylegan_v.py doctor --full` on {res['device']} (torch {res['torch']}, "
-          f"CUDA {res['cuda']}).", "", f"| {preset} {cfg0.resolution}^2, {batch} videos x 3 frames | s/kimg "
-          "| peak GPU memory |", "| --- | ---: | ---: |"]
-    rows, old = [], USE_CUSTOM_OPS
+    old = USE_CUSTOM_OPS
     try:
-        for use_kernel in ([True, False] if kernel else [False]):
-            for fp16 in ([True, False] if cuda else [False]):
-                USE_CUSTOM_OPS = use_kernel
+        for kernel_on in [True, False] if kernel else [False]:
+            for fp16 in [True, False] if cuda else [False]:
+                USE_CUSTOM_OPS = kernel_on                                # what ModConv2d's dispatch reads
+                what = (f"training {cfg.preset} {cfg.resolution}^2, {cfg.batch} videos, kernel "
+                        f"{'on' if kernel_on else 'off'}, {'float16' if fp16 else 'float32'} layers")
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
-                cfg = dataclasses.replace(cfg0, batch=batch, num_fp16_res=4 if fp16 else 0)
-                sec = bench_training(cfg, device, steps) * 1000
-                peak = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if cuda else None
-                rows.append(dict(kernel=use_kernel, fp16=fp16, sec_per_kimg=round(sec, 2), peak_gib=peak))
-                row = f"kernel {'on' if use_kernel else 'off'}, {'float16' if fp16 else 'float32'} layers"
-                log(f"[4/5] training {preset} {cfg0.resolution}^2, {batch} videos: {row}: {sec:.1f} s/kimg"
-                    + ("" if peak is None else f", peak {peak:.2f} GiB"))
-                md.append(f"| {row} | {round(sec, 2)} | {'–' if peak is None else f'{peak} GiB'} |")
+                variant = dataclasses.replace(cfg, num_fp16_res=4 if fp16 else 0)
+                note(f"{what} (s/kimg)", round(bench_training(variant, device, steps) * 1e3, 2))
+                if cuda:
+                    note(f"{what} (peak GiB)", round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2))
         USE_CUSTOM_OPS = kernel
-        res["sample_frames_per_s"] = round(64 / bench_render(cfg0, device, videos=4)[0], 1)
-        log(f"[5/5] sampling {cfg0.resolution}^2: {res['sample_frames_per_s']} frames/s (4 videos x 16 frames a call)")
+        seconds = bench_render(cfg, device, videos=4)[0]                 # 4 videos x 16 frames a call
+        note(f"sampling {cfg.resolution}^2, kernel {'on' if kernel else 'off'} (frames/s)", round(64 / seconds, 1))
     finally:
         USE_CUSTOM_OPS = old
-    res["training"] = rows
-    md.append(f"| sampling {cfg0.resolution}^2 | {res['sample_frames_per_s']} frames/s | |")
-    if "parity" in res:
-        md.append(f"\nKernel parity: {'all' if res['parity']['ok'] else 'NOT all'} "
-                  f"{res['parity']['checks']} checks pass.")
-    if "layer" in res and res["layer"].get("ok"):
-        md.append(f"One 256^2 ModConv2d layer, fwd+bwd: x{res['layer']['speedup_layer']} with the kernel "
-                  f"(epilogue alone x{res['layer']['speedup_epilogue']}).")
     os.makedirs(out_dir, exist_ok=True)
     _atomic_write_text(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
-    _atomic_write_text(os.path.join(out_dir, "doctor_full.md"), "\n".join(md) + "\n")
+    _atomic_write_text(os.path.join(out_dir, "doctor_full.md"), "| `doctor --full` | measured |\n| --- | ---: |\n"
+                       + "".join(f"| {what} | {value} |\n" for what, value in res.items()))
     log(f"wrote {os.path.join(out_dir, 'doctor_full.json')} and doctor_full.md")
     return res
 
 
 def cmd_doctor(args) -> None:
-    """Facts about the machine, then the first 3 stages of acceptance_run (build the CUDA kernel; on a GPU, its
-    parity check and one layer's speed); with --full, every stage."""
+    """`doctor`: acceptance_run's checks; with --full on a GPU, the whole acceptance run."""
     if args.out and not args.full:
         raise UserError("--out names where doctor --full writes its tables; plain doctor writes nothing")
-    args.out = args.out or "doctor_full"
-    gpus = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
-            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    if args.full and not gpus:
-        print("doctor --full needs a GPU, and none is visible. On a GPU it would run, and write "
-              f"{os.path.join(args.out, 'doctor_full.json')} and doctor_full.md:")
-        print("\n".join(f"  {i}. {stage}" for i, stage in enumerate(ACCEPTANCE_PLAN, 1)))
-        return
-    import subprocess
-    cpp_extension = _cpp_extension()
-    print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}), python {sys.version.split()[0]}")
-    home = _find_cuda_home()
-    nvcc = home and os.path.join(home, "bin", "nvcc")
-    version = nvcc and subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip()
-    print(f"nvcc: {nvcc} ({version.splitlines()[-1]})" if nvcc else
-          "nvcc: not found (set CUDA_HOME to a CUDA toolkit to build the kernel; the reference path works without)")
-    print(f"ninja: {'yes' if cpp_extension.is_ninja_available() else 'no (pip install ninja)'}")
-    print(f"GPUs: {', '.join(gpus) if gpus else 'none'}")
-    acceptance_run("cuda" if gpus else "cpu", args.out, stages=len(ACCEPTANCE_PLAN) if args.full else 3,
-                   verbose=args.verbose)
+    gpu = torch.cuda.is_available()
+    if args.full and not gpu:
+        print("doctor --full: its training and sampling measurements need a GPU, and none is visible; "
+              "the checks of plain doctor follow")
+    acceptance_run("cuda" if gpu else "cpu", args.out or "doctor_full",
+                   make_config("ffs", batch=16) if args.full and gpu else None, verbose=args.verbose)
 
 
-def _axis(x: float, max_ticks: int = 6):
-    """(end, step) of an axis from 0 that shows x: the smallest step of 1, 2, 2.5 or 5 times a power
-    of ten that needs at most max_ticks steps (0.5 % of slack, so 60.05 kimg ends the axis at 60)."""
-    x = max(float(x) * 0.995, 1e-8)
-    base = 10 ** math.floor(math.log10(x / max_ticks))
-    step = next(m * base for m in (1, 2, 2.5, 5, 10) if math.ceil(x / (m * base)) <= max_ticks)
-    return step * math.ceil(x / step), step
-
-
-def _y_range(ys: np.ndarray, max_ticks: int) -> tuple:
-    """(start, span, step) of a y axis that shows ys and 0 with 5 % to spare: ticks on multiples of the step,
-    so a curve below 0 gets ticks like -4, -2, 0, 2, not -3.3, -1.3, 0.7."""
-    lo, hi = min(0.0, ys.min() * 1.05), max(0.0, ys.max() * 1.05)
-    span, step = _axis(hi - lo, max_ticks)
-    if lo < 0:                                                   # start at a multiple of the step below lo
-        lo = math.floor(lo / step) * step
-        span = math.ceil((hi - lo) / step) * step
-    return lo, span, step
+def _ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
+    """The ticks of an axis that shows [lo, hi]: multiples of the smallest step of 1, 2, 2.5 or 5 times a power
+    of ten that needs at most n intervals, so a curve below 0 ticks at -4, -2, 0, 2, not -3.3, -1.3, 0.7. Half a
+    percent of a step of slack: a run that stops at 60.048 kimg ends its axis at 60, not 70."""
+    base = 10 ** math.floor(math.log10(max(hi - lo, 1e-8) / n))
+    for step in (m * base for m in (1, 2, 2.5, 5, 10, 20)):     # 20: ends at multiples can add an interval
+        first, last = math.floor(lo / step + 0.005), math.ceil(hi / step - 0.005)
+        if last - first <= n:
+            return np.arange(first, max(last, first + 1) + 1) * step     # (a single point gets one interval)
 
 
 def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
-                size=(640, 400), markers: bool = True) -> np.ndarray:
+                size=(640, 400)) -> np.ndarray:
     """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend, drawn with Pillow
-    (imageio's dependency) and its built-in font, so the README's pictures need no plotting library."""
+    (imageio's dependency) and its built-in font, so the README's pictures need no plotting library. A curve
+    of few points (FVD at snapshots) gets a dot on each; a dense one (Fig 9's 2000 frames) only its line."""
     from PIL import Image, ImageDraw, ImageFont
     W, H = size
     left, right, top, bottom = 64, 16, 24, 44                    # margins for tick labels; the y label on top
@@ -3024,17 +2975,16 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
     with contextlib.suppress(TypeError):                         # (Pillow < 10.1: its bitmap font)
         draw.font = ImageFont.load_default(size=12)              # at its default size 10 words run together
     xs, ys = np.concatenate(list(curves.values())).T
-    x_hi, x_step = _axis(xs.max())
-    y_ticks = max(2, min(6, (H - top - bottom) // 25))          # fewer ticks on a short plot
-    y_lo, y_hi, y_step = _y_range(ys, y_ticks)
-    px = lambda x: left + x / x_hi * (W - left - right)
-    py = lambda y: H - bottom - (y - y_lo) / y_hi * (H - top - bottom)
-    for x in np.arange(0, x_hi + x_step / 2, x_step):           # grid, ticks and their labels
+    x_ticks = _ticks(0, xs.max())
+    y_ticks = _ticks(min(0, 1.05 * ys.min()), max(0, 1.05 * ys.max()), max(2, min(6, (H - top - bottom) // 25)))
+    px = lambda x: left + (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * (W - left - right)
+    py = lambda y: H - bottom - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]) * (H - top - bottom)
+    for x in x_ticks:                                            # grid, ticks and their labels
         draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
         draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
-    for y in np.arange(y_lo, y_lo + y_hi + y_step / 2, y_step):
+    for y in y_ticks:
         draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
-        draw.text((left - 6, py(y)), f"{round(y, 9) + 0:g}", fill="black", anchor="rm")
+        draw.text((left - 6, py(y)), f"{y:g}", fill="black", anchor="rm")
     draw.rectangle([left, top, W - right, H - bottom], outline="black")
     draw.text(((left + W - right) / 2, H - 18), xlabel, fill="black", anchor="ma")
     draw.text((left, top - 4), ylabel, fill="black", anchor="ld")    # above the frame, clear of the ticks
@@ -3044,7 +2994,7 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
         colour, legend_y = colours[i % len(colours)], top + 12 + 14 * i
         points = [(px(x), py(y)) for x, y in c]
         draw.line(points, fill=colour, width=2)
-        for x, y in points if markers else []:
+        for x, y in points if len(points) <= 100 else []:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         if len(curves) > 1:                                      # a legend, where there is a choice
             draw.line([(legend_x, legend_y), (legend_x + 20, legend_y)], fill=colour, width=2)
@@ -3053,53 +3003,50 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
 
 
 def cmd_figures(args) -> None:
-    """The README's pictures from a checkpoint (and its dataset): strips of frames and Fig 9."""
+    """The README's pictures from a checkpoint (and its dataset): strips of 8 frames `--stride` apart, a row per
+    video, and Fig 9."""
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
     data = VideoFolder(args.data) if args.data else None
     if data is not None and data.resolution != cfg.resolution:
         raise UserError(f"{args.data}: its frames are {data.resolution}^2, the generator's {cfg.resolution}^2 "
                         f"(figures shows them side by side at one size: pass the dataset it was trained on)")
     os.makedirs(args.out, exist_ok=True)
-    n, step = 8, args.stride                                     # 8 frames per row, every `stride` frames
-    t = torch.arange(n, dtype=torch.float64) * step
-    rows = lambda videos: video_grid(videos.reshape(-1, 1, *videos.shape[2:]), cols=n)[0]   # a row per video
+    t = torch.arange(8, dtype=torch.float64) * args.stride
 
-    def save(name, image):
-        if args.zoom > 1 and name != "embedding.png":           # nearest-neighbour, for small frames
-            image = image.repeat(args.zoom, axis=0).repeat(args.zoom, axis=1)
-        path = os.path.join(args.out, name)
+    def rows(v):                                                 # [V, 8, H, W, 3] -> [V*H, 8*W, 3]: a row per video
+        return v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy()
+
+    def save(name, image, zoom=args.zoom):                       # nearest neighbour, for small frames
+        path, image = os.path.join(args.out, name), image.repeat(zoom, axis=0).repeat(zoom, axis=1)
         _write_image(path, image)
         print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
     fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
-    if data is not None:
-        if max(data.lengths) < (n - 1) * step + 1:
-            print(f"note: {args.data}'s videos are shorter than {(n - 1) * step + 1} frames (8 frames, --stride "
-                  f"{step}): a real strip repeats its last frame; a smaller --stride shows the same span as the fakes",
-                  file=sys.stderr)
-        rng = np.random.default_rng(0)
-        real = []
-        for v in rng.choice(len(data), size=min(args.num, len(data)), replace=False):
-            start = int(rng.integers(0, max(data.lengths[v] - (n - 1) * step, 1)))
-            real.append(torch.from_numpy(data.read_frames(int(v), np.minimum(start + np.arange(n) * step,
-                                                                             data.lengths[v] - 1))))
-        gap = np.full((4, n * cfg.resolution, 3), 255, np.uint8)
-        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), gap, rows(fake)]))
-    else:
+    if data is None:
         save("fake.png", rows(fake))
+    else:
+        if max(data.lengths) <= t[-1]:
+            print(f"note: {args.data}'s videos are shorter than 8 frames --stride {args.stride} apart: a real strip "
+                  f"repeats its last frame", file=sys.stderr)
+        rng, real = np.random.default_rng(0), []
+        for v in rng.choice(len(data), size=min(args.num, len(data)), replace=False):      # random videos and starts
+            frames = rng.integers(0, max(data.lengths[v] - int(t[-1]), 1)) + t.long().numpy()
+            real.append(torch.from_numpy(data.read_frames(int(v), np.minimum(frames, data.lengths[v] - 1))))
+        gap = np.full((4, 8 * cfg.resolution, 3), 255, np.uint8)
+        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), gap, rows(fake)]))
     # Content and motion are separate: rows (c0,m0) (c0,m1) (c1,m0) (c1,m1), content seed c, motion seed m.
     save("content_motion.png", rows(torch.cat([render_videos(G, [c], t, motion_seeds=[m])
                                                for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]])))
     # No degradation after an hour: the same video at t = 0 and at t = 1 h.
-    hour = args.hour_seconds * cfg.fps
-    save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), render_videos(G, [0], hour + t)])))
-    # Fig 9: channels of the acyclic embedding v_t over 2000 frames, one band per channel.
+    late = render_videos(G, [0], args.hour_seconds * cfg.fps + t)
+    save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), late])))
+    # Fig 9: six channels of the acyclic embedding v_t over 2000 frames, a band each, the x label once below.
     t = np.arange(2000.0)
     v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
-    channels = range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]                           # the x label once, below
+    channels = range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]
     save("embedding.png", np.concatenate([plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]",
                                                       xlabel="t (frames)" if c == channels[-1] else "",
-                                                      size=(1000, 140), markers=False) for c in channels]))
+                                                      size=(1000, 140)) for c in channels]), zoom=1)
 
 
 def read_metric_curve(run: str, metric: str) -> np.ndarray:
@@ -3113,7 +3060,7 @@ def read_metric_curve(run: str, metric: str) -> np.ndarray:
         for number, line in enumerate(f, 1):
             try:
                 record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except ValueError:                                   # (JSON's and UTF-8's errors both are)
                 record = None
             if not isinstance(record, dict):
                 raise UserError(f"{path}: line {number} is not a JSON object (not a run's log.jsonl)")
@@ -3135,8 +3082,7 @@ def cmd_plot(args) -> None:
     if len(labels) != len(args.runs):
         raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
     curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
-    image = plot_curves(curves, args.metric.upper().replace("FVD", "FVD_"))
-    _write_image(args.out, image)                                # the format of the name's extension
+    _write_image(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
     for label, c in curves.items():
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
     print(f"wrote {args.out}")
@@ -4335,8 +4281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
     d.add_argument("--verbose", action="store_true", help="show the compiler's output")
-    d.add_argument("--full", action="store_true", help="on a GPU: the acceptance run (parity matrix, layer and "
-                                                       "training benchmarks, sampling speed; an estimated ~8 minutes)")
+    d.add_argument("--full", action="store_true", help="on a GPU, the acceptance run: also the ffs 256^2 model's "
+                   "training (kernel on/off x float16/float32 layers) and sampling speed (a few minutes, estimated)")
     d.add_argument("--out", help="folder for doctor --full's JSON and Markdown table (default doctor_full)")
     d.set_defaults(fn=cmd_doctor)
     return p

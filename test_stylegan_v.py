@@ -2090,14 +2090,19 @@ def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for(capsy
     assert len(out) == 2                                          # no training rows without --train
 
 
-def test_doctor_reports_the_toolchain_and_falls_back_cleanly_without_nvcc(tmp_path, monkeypatch, capsys):
+def test_doctor_without_nvcc_or_gpu_reports_the_toolchain_and_says_what_it_skips(tmp_path, monkeypatch, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: doctor --full would run for minutes")
     monkeypatch.setattr(sv, "_find_cuda_home", lambda: None)      # a machine without a CUDA toolkit
     monkeypatch.setattr(sv, "_PLUGIN", None)
     monkeypatch.setattr(sv, "_PLUGIN_STATUS", None)
     monkeypatch.setenv("STYLEGAN_V_CACHE", str(tmp_path / "cache"))
-    sv.main(["doctor"])
-    out = capsys.readouterr().out
-    assert "torch " in out and "nvcc: not found" in out and "kernel: NOT built" in out
+    monkeypatch.chdir(tmp_path)
+    for argv in (["doctor"], ["doctor", "--full"]):                     # returns: exit status 0
+        sv.main(argv)
+        out = capsys.readouterr().out
+        assert all(s in out for s in ("torch: ", "nvcc: not found", "kernel: NOT built", "speed: need a GPU"))
+    assert "--full: its training and sampling measurements need a GPU" in out and os.listdir(tmp_path) == ["cache"]
 
 
 def test_importing_torchs_cpp_extension_prints_no_cuda_guess_of_its_own():
@@ -2108,25 +2113,29 @@ def test_importing_torchs_cpp_extension_prints_no_cuda_guess_of_its_own():
     assert r.returncode == 0 and r.stdout.strip() == "torch.utils.cpp_extension" and r.stderr == "", r.stderr
 
 
-def test_doctor_full_without_a_gpu_says_what_it_would_run_and_exits_0(capsys):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: doctor --full would run for minutes")
-    sv.main(["doctor", "--full"])                                       # returns: exit status 0
-    out = capsys.readouterr().out
-    assert "needs a GPU" in out and all(stage[:20] in out for stage in sv.ACCEPTANCE_PLAN)
-
-
 def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, monkeypatch):
     """The acceptance run's plumbing (stages, JSON, Markdown table) so a first GPU does not find a typo."""
     monkeypatch.setattr(sv, "build_modconv_plugin",
-                        lambda **kw: (None, dict(ok=False, reason="no GPU (test)", seconds=0, from_cache=False,
-                                                 arch_list=None)))
+                        lambda **kw: (None, dict(ok=False, reason="no GPU (test)", log=None)))
     lines = []
-    res = sv.acceptance_run("cpu", str(tmp_path), preset="tiny", resolution=16, batch=4, steps=1, log=lines.append)
-    assert [line[:5] for line in lines[:5]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
-    saved = json.load(open(tmp_path / "doctor_full.json"))
-    assert saved["training"][0]["sec_per_kimg"] > 0 and saved["sample_frames_per_s"] > 0 == len(res.get("parity", {}))
-    assert "| kernel off, float32 layers |" in (tmp_path / "doctor_full.md").read_text()
+    res = sv.acceptance_run("cpu", str(tmp_path), sv.make_config("tiny", resolution=16, batch=4), 1, lines.append)
+    train = "training tiny 16^2, 4 videos, kernel off, float32 layers (s/kimg)"    # (no kernel nor float16 on a CPU)
+    assert [line.split(": ")[0] for line in lines] == [
+        "torch", "nvcc", "ninja", "GPUs", "kernel", "kernel parity and speed", train,
+        "sampling 16^2, kernel off (frames/s)", f"wrote {tmp_path / 'doctor_full.json'} and doctor_full.md"]
+    assert re.fullmatch(r"nvcc: (not found .*|\S+ \(Build .+\))", lines[1]), lines[1]      # its version, where found
+    assert json.load(open(tmp_path / "doctor_full.json")) == res and res[train] > 0
+    assert f"| {train} | {res[train]} |" in (tmp_path / "doctor_full.md").read_text()
+
+
+def test_the_layer_benchmark_times_both_paths_on_a_small_layer(request, monkeypatch):
+    gpu = torch.cuda.is_available()
+    if not gpu:                                  # its plumbing on a CPU: the stand-in plugin, no memory counters
+        request.getfixturevalue("stand_in_plugin")
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
+    result = svm.benchmark_modconv_layer("cuda" if gpu else "cpu", N=2, I=8, O=8, H=32, W=32, iters=2)
+    assert result["layer fwd+bwd, cuda (ms)"] > 0 and result["epilogue speed-up"] > 0
+    assert result["layer fwd+bwd, ref (peak MiB)"] > 0 or not gpu
 
 
 # -- figures and plot --------------------------------------------------------------------------
@@ -2151,7 +2160,7 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     assert not (tmp_path / "figs2").exists()
 
 
-def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
+def test_plot_draws_each_curve_in_its_place_on_round_ticks_and_reports_bad_logs(tmp_path):
     image = sv.plot_curves({"a": np.array([[0.0, 100.0], [10.0, 50.0]]),
                             "b": np.array([[0.0, 80.0], [5.0, 90.0]])}, "FVD_16")
     assert image.shape == (400, 640, 3) and image.dtype == np.uint8
@@ -2159,20 +2168,19 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     assert blue.sum() > 100 and red.sum() > 100
     # below the legend: curve a spans x = 0..10 of the axis (which ends at 10), curve b stops halfway
     assert np.nonzero(blue[60:])[1].max() > np.nonzero(red[60:])[1].max() + 200
-    assert [sv._axis(x) for x in (0.9, 7, 24, 60.048, 4125 * 1.05)] == [(1, 0.2), (8, 2), (25, 5), (60, 10), (5000, 1000)]
-    # a y axis below 0 ticks at multiples of its step (Fig 9's bands): -4 ... 6 by 2, not -3.5 ... 6.5
-    assert sv._y_range(np.array([-3.3, 5.2]), 6) == (-4, 10, 2) and sv._y_range(np.array([80.0, 4125]), 6) == (0.0, 5000, 1000)
+    # (lo, hi, at most n intervals) -> the ends and the step; below 0 at multiples of the step (Fig 9's bands)
+    np.testing.assert_allclose([(t[0], t[-1], t[1] - t[0]) for t in (sv._ticks(*a) for a in [
+        (0, 0.9, 6), (0, 7, 6), (0, 24, 6), (0, 60.048, 6), (0, 4125 * 1.05, 6), (-3.3 * 1.05, 5.2 * 1.05, 6),
+        (-1.05, 1.05, 2), (0, 0, 6)])], [(0, 1, 0.2), (0, 8, 2), (0, 25, 5), (0, 60, 10), (0, 5000, 1000),
+                                         (-4, 6, 2), (-2, 2, 2), (0, 1e-9, 1e-9)])
     log = tmp_path / "log.jsonl"
-    log.write_text('{"kimg": 1.0, "loss_G": 1.0}\n')
-    with pytest.raises(sv.UserError, match="no 'fvd16' values"):
-        sv.read_metric_curve(str(tmp_path), "fvd16")
-    log.write_text('{"kimg": 1.0, "fvd16": 3.0}\nnot json\n')
-    with pytest.raises(sv.UserError, match="line 2 is not a JSON object"):
-        sv.read_metric_curve(str(log), "fvd16")
-    for text in (b"PK\x03\x04\x94\xff binary\n", b"[1, 2]\n"):      # a dataset zip, JSON of another shape
+    for text, message in [(b'{"kimg": 1.0, "loss_G": 1.0}\n', "no 'fvd16' values"),
+                          (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "line 2 is not a JSON object"),
+                          (b"PK\x03\x04\x94\xff binary\n", "line 1 is not a JSON object"),   # a dataset zip
+                          (b"[1, 2]\n", "line 1 is not a JSON object")]:                  # JSON of another shape
         log.write_bytes(text)
-        with pytest.raises(sv.UserError, match="line 1 is not a JSON object"):
-            sv.read_metric_curve(str(log), "fvd16")
+        with pytest.raises(sv.UserError, match=message):
+            sv.read_metric_curve(str(tmp_path), "fvd16")
     with pytest.raises(sv.UserError, match="no log.jsonl"):
         sv.read_metric_curve(str(tmp_path / "missing"), "fvd16")
     # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
@@ -2185,12 +2193,6 @@ def test_plot_draws_each_curve_in_its_place_and_reports_bad_logs(tmp_path):
     with pytest.raises(SystemExit):
         sv.main(["plot", str(log), "--out", str(tmp_path / "curve.gif")])
     assert not (tmp_path / "curve.gif").exists()
-
-
-@requires_gpu
-def test_benchmark_runs_on_a_small_layer():
-    result = svm.benchmark_modconv_layer(N=2, I=8, O=8, H=32, W=32, iters=2)
-    assert result['ok'] and result['cuda']['layer_fwd_bwd_ms'] > 0 and result['ref']['layer_peak_mib'] > 0
 
 
 # ---------------------------------------------------------------------------------------------
