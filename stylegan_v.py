@@ -3066,7 +3066,11 @@ def read_metric_curve(run: str, metric: str) -> np.ndarray:
                 raise UserError(f"{path}: line {number} is not a JSON object (not a run's log.jsonl)")
             keys.update(k for k, v in record.items() if k != "kimg" and isinstance(v, (int, float)))
             if metric in record:
-                rows[float(record["kimg"])] = float(record[metric])
+                kimg, value = record.get("kimg"), record[metric]
+                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (kimg, value)):
+                    raise UserError(f"{path}: line {number}: kimg and {metric} must be numbers, got {kimg!r} "
+                                    f"and {value!r}")
+                rows[float(kimg)] = float(value)
     if not rows:
         hint = (f"train with --metrics {metric}" if metric in ("fvd16", "fvd128")
                 else f"its keys: {', '.join(sorted(keys)) or 'none'}")

@@ -2177,7 +2177,8 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks_and_reports_bad_logs(
     for text, message in [(b'{"kimg": 1.0, "loss_G": 1.0}\n', "no 'fvd16' values"),
                           (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "line 2 is not a JSON object"),
                           (b"PK\x03\x04\x94\xff binary\n", "line 1 is not a JSON object"),   # a dataset zip
-                          (b"[1, 2]\n", "line 1 is not a JSON object")]:                  # JSON of another shape
+                          (b"[1, 2]\n", "line 1 is not a JSON object"),                   # JSON of another shape
+                          (b'{"kimg": 1.0, "fvd16": "abc"}\n', "line 1: kimg and fvd16 must be numbers")]:
         log.write_bytes(text)
         with pytest.raises(sv.UserError, match=message):
             sv.read_metric_curve(str(tmp_path), "fvd16")
