@@ -62,6 +62,7 @@ import re
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -3330,37 +3331,13 @@ def _check_can_create(path: str) -> None:
         raise UserError(f"{path}: cannot write here ({os_error_reason(e)})") from None
 
 
-def _move_entries_up(folder: str) -> None:
-    """Move what `folder` holds into its parent, then remove it (an output made inside an existing folder)."""
-    for name in sorted(os.listdir(folder)):
-        os.replace(os.path.join(folder, name), os.path.join(os.path.dirname(folder), name))
-    os.rmdir(folder)
-
-
-def _mp4_is_complete(path: str) -> bool:
-    """Do the file's top-level MP4 boxes end exactly at its end, with the index ('moov', written last) among them?
-    An ffmpeg that ran out of disk exits non-zero and leaves a file without it; imageio does not say so."""
-    size, pos, kinds = os.path.getsize(path), 0, set()
-    with open(path, "rb") as f:
-        while pos + 8 <= size:
-            f.seek(pos)
-            head = f.read(16)
-            n, kind = int.from_bytes(head[:4], "big"), head[4:8]
-            n = int.from_bytes(head[8:16], "big") if n == 1 else (size - pos if n == 0 else n)   # 64-bit; to EOF
-            if n < 8:
-                return False
-            kinds.add(kind)
-            pos += n
-    return pos == size and b"moov" in kinds
-
-
 def remove_stale_partials(path: str) -> None:
-    """Remove <stem>.partial-<pid>[.mp4] beside `path` (or inside it, a folder) left by a writer that is gone
+    """Remove <stem>.partial-<pid>[.mp4] beside `path` left by a writer that is gone
     (kill -9, a power cut); one whose process still runs belongs to another writer and stays."""
     import glob
     stem = path[:-4] if path.lower().endswith(".mp4") else path.rstrip("/")
-    for leftover in glob.glob(glob.escape(stem) + ".partial-*") + glob.glob(glob.escape(stem) + "/.partial-*"):
-        pid = re.fullmatch(r"/?\.partial-(\d+)(\.mp4)?", leftover[len(stem):], re.IGNORECASE)
+    for leftover in glob.glob(glob.escape(stem) + ".partial-*"):
+        pid = re.fullmatch(r"\.partial-(\d+)(\.mp4)?", leftover[len(stem):], re.IGNORECASE)
         if pid is not None and int(pid.group(1)) != os.getpid() and not _pid_alive(int(pid.group(1))):
             with contextlib.suppress(OSError):
                 shutil.rmtree(leftover) if os.path.isdir(leftover) else os.remove(leftover)
@@ -3614,8 +3591,8 @@ def load_checkpoint(path: str) -> dict:
 
 
 class FrameSink:
-    """Writes frames a chunk at a time to an .mp4 (ffmpeg, streamed) or a folder of PNGs, under a temporary
-    name that close() renames into place and abort() (or an exception inside `with`) removes."""
+    """Writes frames a chunk at a time to an .mp4 (H.264 through an ffmpeg pipe, its exit status checked) or
+    to a new folder of PNGs, under a temporary name that close() renames into place and abort() removes."""
 
     @staticmethod
     def check(out: str) -> None:
@@ -3625,50 +3602,51 @@ class FrameSink:
             raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
         if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
             raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
-        if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and any(not e.startswith(".partial-")
-                                                                                 for e in os.listdir(out))):
-            raise UserError(f"{out}: exists; --out is an .mp4 file or a folder for PNG frames (a new or empty one)")
+        if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and os.listdir(out) or os.path.ismount(out)):
+            raise UserError(f"{out}: exists; --out is an .mp4 file or a folder for PNG frames (a new or empty one, "
+                            f"not a mount point)")
         _check_can_create(out)                                   # (/proc, /sys: a write bit, but no new files)
 
     def __init__(self, out: str, fps: float):
-        self.out, self.is_video, pid = out, out.lower().endswith(".mp4"), os.getpid()
-        self.inside = not self.is_video and os.path.isdir(out)   # an existing (empty) folder: written into
+        self.out, self.fps, self.is_video, self.count, self.ffmpeg = out, fps, out.lower().endswith(".mp4"), 0, None
         FrameSink.check(out)
         remove_stale_partials(out)                           # what a killed sample to `out` left (Appendix D)
-        self.count = 0                                       # frames written so far (the PNGs' numbers)
-        if self.is_video:
-            import imageio.v2 as imageio
-            self.tmp = out[:-4] + f".partial-{pid}.mp4"
-            # H.264 in yuv420p plays everywhere; macro_block_size=1 writes frames at their own size
-            # (imageio's default scales them up to a multiple of 16: an 8^2 model's video to 16^2).
-            # ffmpeg writes to our stderr directly; at log level "fatal" a full disk is our one line
-            # (write_error_reason), not six lines of ffmpeg's muxer.
-            self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, codec="libx264",
-                                             quality=8, pixelformat="yuv420p", macro_block_size=1,
-                                             ffmpeg_log_level="fatal")
-        else:                                                # (it may be a mount point: no rename goes onto it)
-            self.tmp = os.path.join(out, f".partial-{pid}") if self.inside else out.rstrip("/") + f".partial-{pid}"
+        self.tmp = out[:-4] + f".partial-{os.getpid()}.mp4" if self.is_video else out.rstrip("/") + f".partial-{os.getpid()}"
+        if not self.is_video:
             os.makedirs(self.tmp)
+
+    def _pipe(self, height: int, width: int):
+        """ffmpeg reading raw RGB frames on stdin, started at the first frame (when its size is known). H.264 in
+        yuv420p plays everywhere; crf 10 is near-lossless; errors only, into a file read if it fails."""
+        if self.ffmpeg is None:
+            import imageio_ffmpeg
+            self.log = tempfile.TemporaryFile()
+            self.ffmpeg = subprocess.Popen(
+                [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                 "-s", f"{width}x{height}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264", "-crf", "10",
+                 "-pix_fmt", "yuv420p", "-f", "mp4", "-y", self.tmp], stdin=subprocess.PIPE, stderr=self.log)
+        return self.ffmpeg.stdin
 
     def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
         import imageio.v3 as iio
         try:
             for f in frames:
                 if self.is_video:
-                    self.writer.append_data(f)
+                    self._pipe(*f.shape[:2]).write(np.ascontiguousarray(f).tobytes())
                 else:                                        # (encoded in memory: see _write_image)
                     Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
                 self.count += 1
-        except (OSError, RuntimeError) as e:                     # a full disk, a lost mount, ffmpeg gone
+        except OSError as e:                                     # a full disk, a lost mount, ffmpeg gone
             self._fail(e)
 
     def close(self) -> None:
         try:
             if self.is_video:
-                self.writer.close()
-                if not _mp4_is_complete(self.tmp):           # imageio ignores ffmpeg's exit status
-                    raise RuntimeError("ffmpeg could not finish the file")
-            _move_entries_up(self.tmp) if self.inside else os.replace(self.tmp, self.out)
+                self.ffmpeg.stdin.close()
+                if self.ffmpeg.wait() != 0:                  # e.g. the file's index did not fit on the disk
+                    self.log.seek(0)
+                    raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
+            os.replace(self.tmp, self.out)                   # (onto an empty folder too)
         except (OSError, RuntimeError) as e:
             self._fail(e)
 
@@ -3679,9 +3657,9 @@ class FrameSink:
                         f"({reason}); nothing was left behind") from None
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.is_video:
-                self.writer.close()
+        if self.ffmpeg is not None and self.ffmpeg.poll() is None:
+            self.ffmpeg.kill()
+            self.ffmpeg.wait()
         if os.path.isdir(self.tmp):
             shutil.rmtree(self.tmp, ignore_errors=True)
         elif os.path.exists(self.tmp):
