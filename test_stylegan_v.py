@@ -2495,6 +2495,32 @@ def test_work_larger_than_the_machine_is_one_line_before_it_starts(tmp_path, cap
     assert 0 < sv.training_step_bytes(sv.make_config("tiny"), 8) < 2 ** 31          # the quick start's step fits
 
 
+def _peak_rss_mb(*args):
+    """(peak RSS in MB, return code, last stderr line) of `python stylegan_v.py args...` in a fresh process."""
+    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.returncode); "
+            "print((r.stderr.strip().splitlines() or [''])[-1])")
+    out = subprocess.run([sys.executable, "-c", code, sys.executable, os.path.join(HERE, "stylegan_v.py"), *map(str, args)],
+                         capture_output=True, text=True, cwd=HERE).stdout.splitlines()
+    return int(out[0].split()[0]), int(out[0].split()[1]), out[1]
+
+
+@slow
+def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path):
+    """Measured, not assumed: a checkpoint claiming a 10^6-layer mapping network and a step of 65536 videos are
+    refused in one line with the memory of a bare start (torch's import, ~0.9 GB here) plus < 200 MB."""
+    cfg = {**dataclasses.asdict(tiny()), "mapping_layers": 10 ** 6}
+    torch.save({"cfg": cfg, "G_ema": {}}, tmp_path / "evil.pt")
+    base, rc, _ = _peak_rss_mb("sample", "--help")
+    assert rc == 0
+    for args, said in ((["sample", "--ckpt", tmp_path / "evil.pt", "--out", tmp_path / "x.mp4"], "mapping_layers must be"),
+                       (["train", "--data", write_dataset(tmp_path / "d.zip"), "--batch", "65536", "--outdir",
+                         tmp_path / "run"], "--batch 65536 needs about")):
+        peak, rc, line = _peak_rss_mb(*args)
+        assert rc == 2 and said in line and peak - base < 200, (peak, base, line)
+    assert sorted(os.listdir(tmp_path)) == ["d.zip", "evil.pt"]
+
+
 def test_a_generator_with_nan_weights_is_an_error_not_a_black_video(tmp_path):
     G = sv.Generator(tiny()).eval().requires_grad_(False)
     G.synthesis.blocks[0].const.fill_(float("nan"))
