@@ -963,21 +963,6 @@ def _release_order(source):
                                                                      key=lambda i: str(source.names[i]))
 
 
-def _open_generator(path, device):
-    try:
-        import stylegan_v as sv
-    except ImportError as e:
-        raise FVDError(f"cannot import stylegan_v.py, needed to render videos from a generator (keep fvd.py "
-                       f"next to it): {_first_line(e)}") from None
-    try:
-        generator, _ = sv.load_generator(str(path), device=device)
-    except Exception as e:  # the checkpoint is foreign input: any failure is a bad file
-        raise FVDError(_first_line(e) if isinstance(e, sv.UserError) else
-                       f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
-    generator.fvd_source = str(path)                                # the report names it by its path
-    return generator
-
-
 def _resolve_source(source, role, device, workers=0, progress=False):
     """-> ('dataset' | 'generator' | 'stats', object, path or None); every file kind comes back as
     'dataset' (they share one interface). The validator of each kind runs here; errors name the flag."""
@@ -996,14 +981,25 @@ def _resolve_source(source, role, device, workers=0, progress=False):
             raise FVDError(f"{path}: no such file or directory")
         if not (path.is_dir() or path.is_file()):                  # never opened: it could block, or never end
             raise FVDError(f"{path}: not a regular file or a folder (a device, FIFO or socket is never read)")
-        if path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file():
-            return "generator", _open_generator(path, device), path
         if path.suffix.lower() in (".npy", ".npz"):
             return "dataset", ArraySource(path), path
-        if path.is_file() and path.suffix.lower() not in VIDEO_EXTENSIONS and \
-                (not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names)):
-            return "generator", _open_generator(path, device), path  # a checkpoint (torch.save: a zip with data.pkl)
-        return "dataset", FileSource(path, workers, progress, f"reading --{role}"), path
+        run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
+        checkpoint = path.is_file() and path.suffix.lower() not in VIDEO_EXTENSIONS and (   # torch.save's: a zip
+            not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # with data.pkl
+        if not (run or checkpoint):
+            return "dataset", FileSource(path, workers, progress, f"reading --{role}"), path
+        try:
+            import stylegan_v as sv
+        except ImportError as e:
+            raise FVDError(f"cannot import stylegan_v.py, needed to render videos from a generator (keep fvd.py "
+                           f"next to it): {_first_line(e)}") from None
+        try:
+            generator, _ = sv.load_generator(str(path), device=device)
+        except Exception as e:  # the checkpoint is foreign input: any failure is a bad file
+            raise FVDError(_first_line(e) if isinstance(e, sv.UserError) else
+                           f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+        generator.fvd_source = str(path)                            # the report names it by its path
+        return "generator", generator, path
     except FVDError as e:
         raise (e if str(e).startswith("--") else FVDError(f"--{role} {e}")) from None
 
@@ -1022,16 +1018,14 @@ def open_source(path, workers=0, progress=False, device="cpu"):
 # child can wait on one forever. Results come back in job order (features do not depend on the
 # number of workers), at most 2 * workers clips ahead.
 
-def _call(fn, args):
-    """-> (True, fn(*args)) or (False, the one-line reason it failed)."""
-    try:
-        return True, fn(*args)
-    except Exception as e:
-        return False, str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
-
-
 def _source_map(fn, jobs, workers):
-    """Yield _call(fn, args) for every args in jobs, in order, in `workers` threads (0: this one)."""
+    """Yield (True, fn(*args)) or (False, the one-line reason it failed) for every args in jobs, in order,
+    in `workers` threads (0: this one)."""
+    def _call(fn, args):
+        try:
+            return True, fn(*args)
+        except Exception as e:
+            return False, str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
     if workers < 1 or len(jobs) < 2:
         yield from (_call(fn, args) for args in jobs)
         return
@@ -1098,9 +1092,9 @@ def _generator_batches(generator, num_videos, frames, subsample, seed, batch):
     Video k has content seed = motion seed = seed + k, so the set is the same for any batch size."""
     device = _module_device(generator) if isinstance(generator, nn.Module) else torch.device("cpu")
     t, render = torch.arange(frames, dtype=torch.float32, device=device) * subsample, _renderer(generator)
-    for start in range(0, num_videos, batch):
-        with torch.no_grad():
-            yield render(list(range(seed + start, seed + min(start + batch, num_videos))), t).cpu().numpy()
+    with torch.no_grad():
+        yield from (render(list(range(seed + start, seed + min(start + batch, num_videos))), t).cpu().numpy()
+                    for start in range(0, num_videos, batch))
 
 
 def _jpeg_roundtrip(videos, quality=95):
