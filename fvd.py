@@ -136,6 +136,7 @@ class Zip:
         except (zipfile.BadZipFile, OSError) as e:
             raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
         self.names = [m for m in self.zip.namelist() if not m.endswith("/")]
+        self.members = set(self.names)                              # `in` a list: O(N) per look-up
 
     def open(self, member, limit=None):
         size, limit = self.zip.getinfo(member).file_size, limit or MAX_MEMBER_BYTES
@@ -728,7 +729,7 @@ class FileSource:
         single = path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
         self.zip = Zip(path) if path.is_file() and not single else None
         self.root = str(path.parent) if single else self.path       # what a file's name is relative to
-        self.strict = "dataset.json" in self.zip.names if self.zip else (path / "dataset.json").is_file()
+        self.strict = "dataset.json" in self.zip.members if self.zip else (path / "dataset.json").is_file()
         self.kind = "dataset" if self.strict else "files"
         if self.strict:
             try:
@@ -806,15 +807,13 @@ class FileSource:
                 return io.BytesIO(f.read())
         return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
 
-    def _image(self, file, header_only=False):
-        """A frame -> uint8 [H, W, 3] (any mode Pillow reads: grey, palette, RGBA, 16-bit), or its (H, W)
-        from the header; the header's size is bounded before the pixels are decoded."""
+    def _image(self, file):
+        """A frame -> uint8 [H, W, 3] (any mode Pillow reads: grey, palette, RGBA, 16-bit), the header's
+        size bounded before the pixels are decoded."""
         from PIL import Image
         with self._open(file) as f, Image.open(f) as img:
             if max(img.size) > MAX_SIDE:
                 raise FVDError(f"{file}: an image of {img.size[0]}x{img.size[1]} pixels, more than {MAX_SIDE} a side")
-            if header_only:
-                return img.size[::-1]
             if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit -> 8-bit grey
                 a = np.asarray(img).astype(np.float64)
                 a = a / 257.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else a
@@ -835,21 +834,20 @@ class FileSource:
     def _probe(self, item):
         """-> (frames, (H, W)) of an item, from headers and packets only."""
         name, kind, files = item
-        if kind == "dataset":                                       # the last frame there, the first one's size:
-            last = self._file(item, files - 1)                      # a wrong dataset fails here, not in the I3D pass
-            if not (last in self.zip.names if self.zip else os.path.isfile(os.path.join(self.root, last))):
-                raise FVDError(f"{self.path}: video '{name}' lists {files} frames but {last} is missing")
-            return files, self._checked(self._file(item, 0), self._image(self._file(item, 0), header_only=True))
-        if kind == "video" and not files[0].lower().endswith(".gif"):
-            with self._local(files[0]) as local:
+        first, last = self._file(item, 0), kind == "dataset" and self._file(item, files - 1)
+        if last and not (last in self.zip.members if self.zip else os.path.isfile(os.path.join(self.root, last))):
+            raise FVDError(f"{self.path}: video '{name}' lists {files} frames but {last} is missing")
+        if kind == "video" and not first.lower().endswith(".gif"):
+            with self._local(first) as local:
                 count, size = _ffmpeg_count(local)
-        else:
+        else:                                                       # a dataset fails here, not in the I3D pass
             from PIL import Image
-            with self._open(files[0], MAX_VIDEO_BYTES) as f, Image.open(f) as img:
-                count, size = len(files) if kind == "frames" else img.n_frames, img.size[::-1]
+            with self._open(first, MAX_VIDEO_BYTES if kind == "video" else None) as f, Image.open(f) as img:
+                count = files if kind == "dataset" else len(files) if kind == "frames" else img.n_frames
+                size = img.size[::-1]
         if max(size) > MAX_SIDE:
-            raise FVDError(f"{size[1]}x{size[0]} pixels, more than {MAX_SIDE} a side")
-        return count, size
+            raise FVDError(f"{first}: {size[1]}x{size[0]} pixels, more than {MAX_SIDE} a side")
+        return count, self._checked(first, size)
 
     @contextlib.contextmanager
     def _local(self, file):
