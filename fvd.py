@@ -194,8 +194,8 @@ class FeatureStats:
     def mean_cov(self, unbiased=False, warn=True):
         """(μ [D], Σ [D, D]); warns when n ≤ D: Σ (of rank ≤ n − 1) is singular, FVD biased upward."""
         if warn and self.n <= len(self.sum):
-            _warn(f"only {self.n} samples for {len(self.sum)}-d features (full rank needs {len(self.sum)} + 1): "
-                  f"the covariance is rank-deficient and the Fréchet distance is biased upward (Appx C: 2048 videos)")
+            _warn(f"only {self.n} samples for {len(self.sum)}-d features (full rank needs {len(self.sum)} + 1): the "
+                  f"covariance is rank-deficient and the Fréchet distance is biased upward (the paper uses 2048 videos)")
         mu = self.sum / self.n                                      # [D]
         cov = self.sum_outer / self.n - np.outer(mu, mu)            # [D, D] population covariance
         return mu, cov * (self.n / (self.n - 1)) if unbiased else cov
