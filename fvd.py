@@ -195,7 +195,8 @@ class FeatureStats:
         """(μ [D], Σ [D, D]); warns when n ≤ D: Σ (of rank ≤ n − 1) is singular, FVD biased upward."""
         if warn and self.n <= len(self.sum):
             _warn(f"only {self.n} samples for {len(self.sum)}-d features (full rank needs {len(self.sum)} + 1): the "
-                  f"covariance is rank-deficient and the Fréchet distance is biased upward (the paper uses 2048 videos)")
+                  f"covariance is rank-deficient and the Fréchet distance is biased upward (the paper uses 2048 "
+                  f"videos)")
         mu = self.sum / self.n                                      # [D]
         cov = self.sum_outer / self.n - np.outer(mu, mu)            # [D, D] population covariance
         return mu, cov * (self.n / (self.n - 1)) if unbiased else cov
