@@ -434,7 +434,6 @@ def test_clip_times_respect_the_span_and_the_video():
 
 class _ExtremeRng:
     """A stand-in for np.random.Generator that always draws the largest (or smallest) value."""
-
     def __init__(self, high: bool):
         self.high = high
 
@@ -478,12 +477,9 @@ def test_release_span_distribution_draws_powers_of_two():
 
 def test_d_loss_decreases_on_a_trivial_batch():
     torch.manual_seed(0)
-    cfg = tiny()
-    D = sv.Discriminator(cfg)
+    D = sv.Discriminator(tiny())
     opt = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.0, 0.99))
-    real = torch.ones(4, 3, 3, 16, 16) * 0.5
-    fake = -torch.ones(4, 3, 3, 16, 16) * 0.5
-    t = torch.tensor([[0.0, 1, 3]] * 4)
+    real, fake, t = torch.full((4, 3, 3, 16, 16), 0.5), torch.full((4, 3, 3, 16, 16), -0.5), torch.tensor([[0.0, 1, 3]] * 4)
     losses = []
     for _ in range(10):
         loss = sv.d_logistic_loss(D(real, t), D(fake, t))
@@ -532,54 +528,39 @@ def _eye(n, B):
 # -- the pipeline ------------------------------------------------------------------------------
 
 
-def test_p_zero_is_exact_identity():
+def test_p_zero_is_exact_identity_and_p_may_be_a_zero_dim_tensor():
     x = _videos()
-    assert sv.augment(x, 0.0, _gen()) is x
+    assert sv.augment(x, 0.0, _gen()) is x and sv.augment(x, torch.tensor(0.0)) is x
     assert torch.equal(sv.ada_geometry(8, 0.0, 16, 16, _gen()), _eye(3, 8))   # no op fires: exactly I
     assert torch.equal(sv.ada_color(8, 0.0, 3, _gen()), _eye(4, 8))
+    assert torch.equal(sv.augment(x, torch.tensor(0.7), _gen(3)), sv.augment(x, 0.7, _gen(3)))
 
 
-def test_output_shape_and_dtype_are_preserved():
+def test_augment_keeps_shape_and_dtype_and_is_deterministic_given_a_seed():
     for dtype in (torch.float32, torch.float64):
         for C in (1, 3):
             x = _videos(B=3, k=2, C=C, H=8, W=12, dtype=dtype)
             y = sv.augment(x, 1.0, _gen())
             assert y.shape == x.shape and y.dtype == dtype and torch.isfinite(y).all()
-
-
-def test_p_accepts_a_zero_dim_tensor():
-    x = _videos()
-    assert torch.equal(sv.augment(x, torch.tensor(0.7), _gen(3)), sv.augment(x, 0.7, _gen(3)))
-    assert sv.augment(x, torch.tensor(0.0)) is x
-
-
-def test_ada_applies_identical_transform_to_all_frames_of_a_video():
-    x = _videos(B=4, k=3)
-    x[:, 1:] = x[:, :1]                                    # each video: k identical frames
-    y = sv.augment(x, 1.0, _gen(1))
-    assert not torch.equal(y, x)
-    assert torch.equal(y[:, 1], y[:, 0]) and torch.equal(y[:, 2], y[:, 0])
-    x2 = _videos(B=1).expand(2, -1, -1, -1, -1).contiguous()  # the same video twice in a batch ...
-    y2 = sv.augment(x2, 1.0, _gen(2))
-    assert (y2[0] - y2[1]).abs().max() > 1e-2                 # ... gets two different transforms
-
-
-def test_each_video_draws_once_whatever_the_number_of_frames():
-    # Parameters are drawn per video ([B]), never per frame: augmenting frame 0 alone reproduces frame 0
-    # of the augmented clip, so the other frames must have received the same transform.
-    x = _videos(B=5, k=4)
-    y_clip = sv.augment(x, 1.0, _gen(7))
-    y_first = sv.augment(x[:, :1].contiguous(), 1.0, _gen(7))
-    torch.testing.assert_close(y_clip[:, :1], y_first, rtol=0, atol=1e-6)
-
-
-def test_seeded_generator_makes_augment_deterministic():
     x = _videos()
     assert torch.equal(sv.augment(x, 0.6, _gen(5)), sv.augment(x, 0.6, _gen(5)))
     assert not torch.equal(sv.augment(x, 0.6, _gen(5)), sv.augment(x, 0.6, _gen(6)))
     torch.manual_seed(11); a = sv.augment(x, 0.6)           # noqa: E702  global RNG works too
     torch.manual_seed(11); b = sv.augment(x, 0.6)           # noqa: E702
     assert torch.equal(a, b)
+
+
+def test_ada_draws_once_per_video_and_applies_it_to_every_frame():
+    x = _videos(B=4, k=3)
+    x[:, 1:] = x[:, :1]                                    # each video: k identical frames
+    y = sv.augment(x, 1.0, _gen(1))
+    assert not torch.equal(y, x) and torch.equal(y[:, 1], y[:, 0]) and torch.equal(y[:, 2], y[:, 0])
+    y2 = sv.augment(_videos(B=1).expand(2, -1, -1, -1, -1).contiguous(), 1.0, _gen(2))  # one video twice ...
+    assert (y2[0] - y2[1]).abs().max() > 1e-2                 # ... gets two different transforms
+    # drawn per video ([B]), never per frame: augmenting frame 0 alone reproduces frame 0 of the clip
+    x = _videos(B=5, k=4)
+    y_first = sv.augment(x[:, :1].contiguous(), 1.0, _gen(7))
+    torch.testing.assert_close(sv.augment(x, 1.0, _gen(7))[:, :1], y_first, rtol=0, atol=1e-6)
 
 
 def test_each_op_fires_with_probability_p_and_rotation_with_p_rot():
@@ -617,33 +598,22 @@ def test_no_resampling_when_no_geometric_op_fired(monkeypatch):
 # -- the sampler, and R1 through it ------------------------------------------------------------
 
 
-def _warp(x, G):
-    return sv.warp_bilinear_reflect(x, G)
-
-
-def test_identity_warp_reproduces_input_exactly():
+def test_the_sampler_is_exact_on_integer_warps_and_averages_at_half_pixels():
+    warp = sv.warp_bilinear_reflect
     x = torch.randn(2, 5, 7, 9)                                         # odd sizes: centres at half-pixels
-    assert torch.equal(_warp(x, _eye(3, 2)), x)                          # sampled at pixel centres: no blur
-
-
-def test_integer_warps_are_lossless():
+    assert torch.equal(warp(x, _eye(3, 2)), x)                          # sampled at pixel centres: no blur
     x = torch.randn(1, 3, 6, 8)
     flip = torch.diag(torch.tensor([-1., 1., 1.]))[None]
-    assert torch.equal(_warp(x, flip), x.flip(-1))                       # xflip
-    assert torch.equal(_warp(_warp(x, flip), flip), x)                   # xflip twice = identity
+    assert torch.equal(warp(x, flip), x.flip(-1)) and torch.equal(warp(warp(x, flip), flip), x)
     sq = torch.randn(1, 3, 6, 6)
     rot = torch.tensor([[[0., -1., 0.], [1., 0., 0.], [0., 0., 1.]]])   # quarter turn, as ada_geometry builds
-    assert torch.equal(_warp(sq, rot), torch.rot90(sq, 1, dims=(2, 3)))
+    assert torch.equal(warp(sq, rot), torch.rot90(sq, 1, dims=(2, 3)))
     shift = torch.tensor([[[1., 0., -2.], [0., 1., 1.], [0., 0., 1.]]])  # read from (x - 2, y + 1)
-    ref = F.pad(x, (2, 2, 2, 2), mode='reflect')[:, :, 3:9, 0:8]         # content moves right 2, up 1
-    assert torch.equal(_warp(x, shift), ref)
-
-
-def test_half_pixel_shift_averages_neighbours():
+    assert torch.equal(warp(x, shift), F.pad(x, (2, 2, 2, 2), mode='reflect')[:, :, 3:9, 0:8])   # right 2, up 1
     x = torch.randn(1, 2, 4, 6)
     half = torch.tensor([[[1., 0., 0.5], [0., 1., 0.], [0., 0., 1.]]])
     expected = (x + F.pad(x, (0, 1, 0, 0), mode='reflect')[..., 1:]) / 2   # last column mirrors column W-2
-    torch.testing.assert_close(_warp(x, half), expected)
+    torch.testing.assert_close(warp(x, half), expected)
 
 
 def test_warp_matches_grid_sample_inside_the_image():
@@ -660,14 +630,14 @@ def test_warp_matches_grid_sample_inside_the_image():
     theta = to_norm @ G @ torch.linalg.inv(to_norm)
     grid = F.affine_grid(theta[:, :2], [B, 4, H, W], align_corners=False)
     ref = F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
-    torch.testing.assert_close(_warp(x, G), ref)
+    torch.testing.assert_close(sv.warp_bilinear_reflect(x, G), ref)
 
 
 def test_sampler_passes_gradgradcheck_in_float64():
     x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     G = sv.ada_geometry(2, 1.0, 4, 5, _gen(3)).double()
-    assert torch.autograd.gradcheck(lambda t: _warp(t, G), (x,))
-    assert torch.autograd.gradgradcheck(lambda t: _warp(t, G), (x,))
+    assert torch.autograd.gradcheck(lambda t: sv.warp_bilinear_reflect(t, G), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: sv.warp_bilinear_reflect(t, G), (x,))
 
 
 def test_r1_through_augmentations_gives_finite_double_backward_grads():
@@ -703,24 +673,20 @@ def test_r1_through_augmentation_and_modconv_has_finite_gradient():
 # -- the controller ----------------------------------------------------------------------------
 
 
-def test_adaptive_p_moves_up_on_positive_and_down_on_negative_real_logits():
+def test_adaptive_p_moves_up_on_positive_and_down_on_negative_real_logits_within_0_1():
     ada = sv.VideoAugment('ada', p_init=0.5, target=0.6, ada_kimg=100, interval=4)
     for i in range(4):
         ada.accumulate(torch.full((16, 1), 3.0))
         assert ada.step(batch_size=16) == (i == 3)                          # updates every 4th step only
     assert ada.rt == 1.0 and ada.p == pytest.approx(0.5 + 16 * 4 / 100_000)
     for _ in range(4):
-        ada.accumulate(-torch.ones(16))
-        ada.step(16)
+        ada.accumulate(-torch.ones(16)); ada.step(16)                       # noqa: E702
     assert ada.rt == -1.0 and ada.p == pytest.approx(0.5)
-
-
-def test_adaptive_p_clamps_to_unit_interval():
     up, down = sv.VideoAugment('ada', p_init=0.99, ada_kimg=0.001), sv.VideoAugment('ada', p_init=0.01, ada_kimg=0.001)
     for _ in range(4):
         up.accumulate(torch.ones(8)); up.step(8)                            # noqa: E702
         down.accumulate(-torch.ones(8)); down.step(8)                       # noqa: E702
-    assert up.p == 1.0 and down.p == 0.0
+    assert up.p == 1.0 and down.p == 0.0                                    # clamped to [0, 1]
 
 
 def test_adaptive_p_all_reduce_hook_uses_global_statistics():
@@ -807,60 +773,38 @@ def test_a_frame_file_larger_than_any_frame_is_refused_before_it_is_read(tmp_pat
             sv.VideoFolder(str(path)).read_frames(0, range(8))
 
 
-@slow
-@pytest.mark.parametrize("case, needles", [
-    ("folder without dataset.json", ["no dataset.json"]),
-    ("not json", ["not valid JSON"]),
-    ("fps nan", ["fps must be a number", "'nan'"]),
-    ("fps 0", ["fps must be a number", "0"]),
-    ("fps string", ["fps must be a number"]),
-    ("resolution 12", ["resolution must be a power of two"]),
-    ("resolution infinity", ["resolution must be a power of two", "inf"]),
-    ("a seven-digit frame name", ["lists 2 frames but frame 1 (v0/000001.png) is not in the zip"]),
-    ("ten million frames", ["lists 10000000 frames but frame 2", "not in the zip"]),
-    ("a billion frames", ["'frames' must be an integer from 1 to 100,000,000"]),
-    ("path in a name", ["'name' must be a folder name", "../evil"]),
-    ("duplicate names", ["listed twice"]),
-    ("later video of another size", ["v1/000000.png is 8x8", "says 16x16"]),
-    ("too small for the model", ["at least 8x8"]),
-])
-def test_the_datasets_metadata_is_checked_whole_and_cheaply_before_any_work(tmp_path, case, needles):
-    frame = np.zeros((16, 16, 3), np.uint8)
-    two = {f"v0/{i:06d}.png": frame for i in range(2)}
-    meta = {"fps": 25, "resolution": 16, "format": "png", "videos": [{"name": "v0", "frames": 2}]}
-    data = tmp_path / "d.zip"
-    if case == "folder without dataset.json":
-        data = tmp_path / "folder"
-        (data / "v0").mkdir(parents=True)
-    elif case == "not json":
-        _write_meta(data, "{fps: 25", two)
-    elif case in ("fps nan", "fps 0", "fps string"):
-        _write_meta(data, {**meta, "fps": {"fps nan": "nan", "fps 0": 0, "fps string": "25"}[case]}, two)
-        if case == "fps nan":                                        # what json.dumps writes for float('nan')
-            _write_meta(data, json.dumps({**meta, "fps": float("nan")}), two)
-    elif case == "resolution 12":
-        _write_meta(data, {**meta, "resolution": 12}, two)
-    elif case == "resolution infinity":                              # json.dumps writes Infinity
-        _write_meta(data, json.dumps({**meta, "resolution": float("inf")}), two)
-    elif case == "a seven-digit frame name":                         # frame 1 is not the name it is read by
-        _write_meta(data, meta, {"v0/000000.png": frame, "v0/0000001.png": frame})
-    elif case in ("ten million frames", "a billion frames"):          # a header cannot make us allocate
-        _write_meta(data, {**meta, "videos": [{"name": "v0", "frames": 10 ** (7 if "ten" in case else 9)}]}, two)
-    elif case == "path in a name":
-        _write_meta(data, {**meta, "videos": [{"name": "../evil", "frames": 2}]}, two)
-    elif case == "duplicate names":
-        _write_meta(data, {**meta, "videos": [{"name": "v0", "frames": 2}] * 2}, two)
-    elif case == "later video of another size":
-        _write_meta(data, {**meta, "videos": [{"name": "v0", "frames": 2}, {"name": "v1", "frames": 1}]},
-                    {**two, "v1/000000.png": np.zeros((8, 8, 3), np.uint8)})
-    elif case == "too small for the model":
-        _write_meta(data, {**meta, "resolution": 4}, {f"v0/{i:06d}.png": np.zeros((4, 4, 3), np.uint8) for i in range(2)})
-    if "nan" in case:
-        needles = ["fps must be a number"]
-    start = time.time()
-    r = run_cli("train", "--data", data, "--outdir", tmp_path / "run", "--dry-run")
-    assert_one_error_line(r, *needles)
-    assert time.time() - start < 30 and not (tmp_path / "run").exists()
+def _zip_with(path, members):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+_FRAME, _META = np.zeros((16, 16, 3), np.uint8), {"fps": 25, "resolution": 16, "format": "png",
+                                                  "videos": [{"name": "v0", "frames": 2}]}
+_TWO = {f"v0/{i:06d}.png": _FRAME for i in range(2)}
+BAD_INPUTS = {   # a name in a row of the refusal tables (§14) -> how to write that file; d.zip is a good dataset
+    "folder": lambda p: (p / "v0").mkdir(parents=True),                 # a folder without dataset.json
+    "not-json.zip": lambda p: _write_meta(p, "{fps: 25", _TWO),
+    "fps-nan.zip": lambda p: _write_meta(p, json.dumps({**_META, "fps": float("nan")}), _TWO),   # NaN, as json writes it
+    "fps-0.zip": lambda p: _write_meta(p, {**_META, "fps": 0}, _TWO),
+    "fps-string.zip": lambda p: _write_meta(p, {**_META, "fps": "25"}, _TWO),
+    "res-12.zip": lambda p: _write_meta(p, {**_META, "resolution": 12}, _TWO),
+    "res-inf.zip": lambda p: _write_meta(p, json.dumps({**_META, "resolution": float("inf")}), _TWO),   # Infinity
+    "7-digit-name.zip": lambda p: _write_meta(p, _META, {"v0/000000.png": _FRAME, "v0/0000001.png": _FRAME}),
+    "1e7-frames.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v0", "frames": 10 ** 7}]}, _TWO),
+    "1e9-frames.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v0", "frames": 10 ** 9}]}, _TWO),
+    "path-in-name.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "../evil", "frames": 2}]}, _TWO),
+    "duplicates.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v0", "frames": 2}] * 2}, _TWO),
+    "later-8x8.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v0", "frames": 2}, {"name": "v1", "frames": 1}]},
+                                           {**_TWO, "v1/000000.png": np.zeros((8, 8, 3), np.uint8)}),
+    "first-8x8.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v", "frames": 1}]},
+                                           {"v/000000.png": np.zeros((8, 8, 3), np.uint8)}),
+    "4x4.zip": lambda p: _write_meta(p, {**_META, "resolution": 4}, {f"v0/{i:06d}.png": _FRAME[:4, :4] for i in range(2)}),
+    "no-json.zip": lambda p: _zip_with(p, {"a/0.png": b""}),
+    "short.zip": lambda p: write_dataset(p, lengths=(2, 2)),
+    "ffs.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config("ffs"))}, "G_ema": {}}, p),
+    "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
+}
 
 
 @slow
@@ -1303,26 +1247,58 @@ def test_sample_writes_a_readable_mp4_with_the_right_frame_count(tmp_path):
     assert r.returncode == 0 and f"wrote {out} (replacing the previous file): 5 frames" in r.stderr, r.stderr
 
 
-@slow
-@pytest.mark.parametrize("args, message", [
-    (["--seconds", "-1"], "--seconds: -1 is out of range"),
-    (["--ckpt", "{tmp}/garbage.pt"], "not a StyleGAN-V checkpoint"),
-    (["--ckpt", "{tmp}/missing.pt"], "no such checkpoint"),
-    (["--out", "{tmp}/no/such/dir/x.mp4"], "cannot write here"),
-    (["--out", "{tmp}/clip.gif"], "clip.gif: --out is an .mp4 file or a folder for PNG frames, not a .gif file"),
-    (["--seed", "-1"], "must be in [0, 4294967295]"),
+# The refusal tables, one per tool: each row is a command line (run in a folder holding d.zip, a good
+# dataset, and the BAD_INPUTS it names) that must be refused in ONE line holding the row's words, before
+# any work, leaving the folder as it was. In this process, or in a fresh one: `fresh` rows (slow).
+
+def _row(argv, *needles, fresh=False, fast=False, marks=()):
+    return pytest.param(fresh, argv.split(), needles, id=argv, marks=[*marks, *[slow] * (fresh and not fast)])
+
+
+def _ranges(cmd, *flags):   # a number out of a flag's range: argparse's line names the flag
+    return [_row(f"{cmd} {flag}", "stylegan_v.py: error: argument " + flag.split()[-2]) for flag in flags]
+
+
+@pytest.fixture
+def refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "d.zip")
+
+    def run(fresh, argv, needles):
+        for name in set(argv) & set(BAD_INPUTS):
+            BAD_INPUTS[name](tmp_path / name)
+        start = time.time()
+        assert_refused(argv, needles, None if fresh else capsys)
+        assert time.time() - start < 30
+    return run
+
+
+@pytest.mark.parametrize("fresh, argv, needles", [
+    *_ranges("sample", "--seconds inf", "--seconds 1e9", "--seconds 0", "--start inf", "--start -1", "--fps 1e12",
+             "--fps 1e-9", "--truncation nan", "--num 0", "--batch 0", "--seed x"),
+    _row("sample --device gpu0 --out x.mp4", "--device gpu0: not a device"),
+    _row("sample --ckpt run --preset ffs --out x.mp4", "--preset picks an untrained generator's"),
+    # one estimate of memory from the shapes (on a machine with 1 GB free, see below): 16 videos x 4096
+    # frames of 64^2 is 1.2 GB of frames alone
+    _row("sample --preset tiny --num 16 --batch 4096 --out x.mp4",
+         "rendering 16 video(s) 4096 frames at a time at 64^2 needs about",
+         "1.0 GB are available on this cpu: lower --batch or --num"),
+    _row("sample --seconds -1 --out o.mp4", "--seconds: -1 is out of range", fresh=True),
+    _row("sample --seconds 1e9 --out x.mp4", "--seconds", "86400", fresh=True),
+    _row("sample --seconds 0.2 --seed -1 --out o.mp4", "must be in [0, 4294967295]", fresh=True),
+    _row("sample --seconds 0.2 --ckpt garbage.pt --out o.mp4", "not a StyleGAN-V checkpoint", fresh=True),
+    _row("sample --seconds 0.2 --ckpt missing.pt --out o.mp4", "no such checkpoint", fresh=True),
+    _row("sample --seconds 0.2 --out no/such/dir/x.mp4", "cannot write here", fresh=True),
+    _row("sample --seconds 0.2 --out clip.gif",
+         "clip.gif: --out is an .mp4 file or a folder for PNG frames, not a .gif file", fresh=True),
+    # /proc and /sys have a folder write bit but take no new files: said before rendering, in the user's
+    # words (it was ffmpeg's own line, then "no space left on device", or the name of our temporary file)
+    *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (", fresh=True, fast=True)
+      for out in ("/proc/x.mp4", "/sys/frames")],
 ])
-def test_sample_bad_arguments_give_one_line_errors(tmp_path, args, message):
-    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    if "--out" not in args:
-        args += ["--out", str(tmp_path / "o.mp4")]
-    r = run_cli("sample", "--seconds", "0.2", *args) if "--seconds" not in args else run_cli("sample", *args)
-    assert r.returncode == 2
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("stylegan_v.py: error:") and message in last
-    assert "Traceback" not in r.stderr
-    assert not (tmp_path / "o.mp4").exists()
+def test_sample_refuses_bad_input_in_one_line_before_any_work(refused, monkeypatch, fresh, argv, needles):
+    monkeypatch.setattr(sv, "available_memory", lambda device: 2 ** 30)
+    refused(fresh, argv, needles)
 
 
 @slow
@@ -1341,26 +1317,6 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert not list(tmp_path.iterdir())
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--aug", "none", "--p", "0.3"], "--p sets the augmentation probability, but --aug none augments nothing"),
-    (["--fp32", "--amp-dtype", "bfloat16"], "--fp32 runs every layer in float32, but --amp-dtype bfloat16"),
-    (["--amp-dtype", "float16", "--device", "cpu"], "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
-    (["--metrics", "fvd128"], "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
-    (["--metric-videos", "8"], "--metric-videos sets how many videos --metrics uses, but no --metrics"),
-    (["--device", "meta"], "--device meta: not a device this program runs on"),       # (it trained on the CPU)
-    (["--device", "mps"], "--device mps: not a device this program runs on"),
-    (["--batch", "65536"], "a training step at 16^2 with --batch 65536 needs about"),   # (6 GB, then on)
-])
-def test_contradicting_train_flags_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, flags, message):
-    monkeypatch.chdir(tmp_path)
-    write_dataset(tmp_path / "d.zip")
-    with pytest.raises(SystemExit) as exit_:
-        sv.main(["train", "--data", "d.zip", "--preset", "tiny", "--outdir", "run", "--dry-run", *flags])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
-    assert sorted(os.listdir(tmp_path)) == ["d.zip"]
 
 
 def test_dry_run_prints_the_config_that_trains(tmp_path, monkeypatch, capsys):
@@ -1398,80 +1354,56 @@ def test_sample_removes_what_a_killed_sample_left_but_not_a_live_ones(tmp_path):
 # -- train: bad input, one run directory per training, a full disk -----------------------------
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["sample", "--ckpt", "run", "--preset", "ffs", "--out", "x.mp4"], "--preset picks an untrained generator's"),
-    (["bench", "--train-batch", "4"], "--train-batch sets the batch of --train's training steps, but --train is not"),
-    (["bench", "--train", "--train-batch", "2"], "--train-batch 2: the image StyleGAN2 it is compared with trains "
-                                                 "2 x 3 = 6 frames a step"),
-    (["doctor", "--out", "somewhere"], "--out names where doctor --full writes its tables"),
+@pytest.mark.parametrize("fresh, argv, needles", [
+    *_ranges("train --data d.zip", "--batch 0", "--batch -4", "--lr -1", "--lr nan", "--workers -1",
+             "--frames-per-clip 0", "--p 2", "--gamma -1", "--kimg 0", "--kimg -1", "--snap 0", "--tick 0",
+             "--gpus 0", "--seed -3", "--metric-videos 0", "--metrics fid"),
+    _row("train --data none.zip --batch 0", "--batch", "[1, 65536]", fresh=True),
+    # flags that contradict each other, or the machine
+    *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle) for flags, needle in [
+        ("--aug none --p 0.3", "--p sets the augmentation probability, but --aug none augments nothing"),
+        ("--fp32 --amp-dtype bfloat16", "--fp32 runs every layer in float32, but --amp-dtype bfloat16"),
+        ("--amp-dtype float16 --device cpu", "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
+        ("--metrics fvd128", "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
+        ("--metric-videos 8", "--metric-videos sets how many videos --metrics uses, but no --metrics"),
+        ("--device meta", "--device meta: not a device this program runs on"),       # (it trained on the CPU)
+        ("--device mps", "--device mps: not a device this program runs on"),
+        ("--batch 65536", "a training step at 16^2 with --batch 65536 needs about")]],   # (6 GB, then on)
+    _row("train --data d.zip --device tpu --outdir run", "--device tpu: not a device"),
+    _row("train --data d.zip --device cuda:1 --gpus 2 --outdir run", "--device cuda:1"),
+    *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle, fresh=True, marks=marks)
+      for flags, needle, marks in [
+          ("--gpus 4", "CUDA device", [pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has GPUs")]),
+          ("--gpus 3 --device cpu", "not divisible", []),
+          ("--resume ffs.pt", "checkpoint is preset", [])]],
+    # the dataset: checked whole and cheaply (sizes read from it bounded before anything is allocated)
+    *[_row(f"train --data {data} --preset tiny --outdir run --dry-run", needle, fresh=True) for data, needle in [
+        ("nope.zip", "no such dataset"), ("no-json.zip", "no dataset.json"),
+        ("first-8x8.zip", "is 8x8, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
+    *[_row(f"train --data {data} --outdir run --dry-run", *needles, fresh=True) for data, *needles in [
+        ("folder", "no dataset.json"), ("not-json.zip", "not valid JSON"),
+        ("fps-nan.zip", "fps must be a number"), ("fps-0.zip", "fps must be a number", "0"),
+        ("fps-string.zip", "fps must be a number"), ("res-12.zip", "resolution must be a power of two"),
+        ("res-inf.zip", "resolution must be a power of two", "inf"),
+        ("7-digit-name.zip", "lists 2 frames but frame 1 (v0/000001.png) is not in the zip"),
+        ("1e7-frames.zip", "lists 10000000 frames but frame 2", "not in the zip"),
+        ("1e9-frames.zip", "'frames' must be an integer from 1 to 100,000,000"),
+        ("path-in-name.zip", "'name' must be a folder name", "../evil"), ("duplicates.zip", "listed twice"),
+        ("later-8x8.zip", "v1/000000.png is 8x8", "says 16x16"), ("4x4.zip", "at least 8x8")]],
 ])
-def test_a_flag_another_makes_meaningless_is_refused_not_ignored(tmp_path, monkeypatch, capsys, argv, message):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_:
-        sv.main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
-    assert os.listdir(tmp_path) == []
+def test_train_refuses_bad_input_in_one_line_before_any_work(refused, fresh, argv, needles):
+    refused(fresh, argv, needles)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["sample", "--device", "gpu0"], "--device gpu0: not a device"),
-    (["train", "--data", "d.zip", "--device", "tpu"], "--device tpu: not a device"),
-    (["train", "--data", "d.zip", "--device", "cuda:1", "--gpus", "2"], "--device cuda:1"),
+@pytest.mark.parametrize("fresh, argv, needles", [
+    *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--zoom 0"),
+    _row("bench --train-batch 4", "--train-batch sets the batch of --train's training steps, but --train is not"),
+    _row("bench --train --train-batch 2", "--train-batch 2: the image StyleGAN2 it is compared with trains "
+                                          "2 x 3 = 6 frames a step"),
+    _row("doctor --out somewhere", "--out names where doctor --full writes its tables"),
 ])
-def test_a_device_that_is_not_one_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
-    monkeypatch.chdir(tmp_path)
-    write_dataset(tmp_path / "d.zip")
-    with pytest.raises(SystemExit) as exit_:
-        sv.main(argv + (["--outdir", "run"] if argv[0] == "train" else ["--out", "x.mp4"]))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
-    assert sorted(os.listdir(tmp_path)) == ["d.zip"]
-
-
-@slow
-@pytest.mark.parametrize("case, message", [
-    ("missing", "no such dataset"),
-    ("layout", "no dataset.json"),
-    ("mixed", "is 8x8, dataset.json says 16x16"),
-    ("short", "shorter than a clip"),
-    ("gpus", "CUDA device"),
-    ("batch", "not divisible"),
-    ("preset", "checkpoint is preset"),
-])
-def test_train_bad_input_is_a_one_line_error_before_any_work(tmp_path, case, message):
-    import imageio.v3 as iio
-    data = write_dataset(tmp_path / "d.zip")
-    args = ["--data", data, "--preset", "tiny", "--outdir", tmp_path / "run", "--dry-run"]
-    if case == "missing":
-        args[1] = tmp_path / "nope.zip"
-    elif case == "layout":
-        with zipfile.ZipFile(tmp_path / "bad.zip", "w") as z:
-            z.writestr("a/0.png", b"")
-        args[1] = tmp_path / "bad.zip"
-    elif case == "mixed":
-        with zipfile.ZipFile(tmp_path / "mixed.zip", "w") as z:
-            z.writestr("v/000000.png", iio.imwrite("<bytes>", np.zeros((8, 8, 3), np.uint8), extension=".png"))
-            z.writestr("dataset.json", json.dumps({"fps": 25, "resolution": 16, "format": "png",
-                                                   "videos": [{"name": "v", "frames": 1}]}))
-        args[1] = tmp_path / "mixed.zip"
-    elif case == "short":
-        args[1] = write_dataset(tmp_path / "short.zip", lengths=(2, 2))
-    elif case == "gpus":
-        if torch.cuda.is_available():
-            pytest.skip("this machine has GPUs")
-        args += ["--gpus", "4"]
-    elif case == "batch":
-        args += ["--gpus", "3", "--device", "cpu"]
-    elif case == "preset":
-        state = {"cfg": {**vars(sv.make_config("ffs"))}, "G_ema": {}}
-        torch.save(state, tmp_path / "ffs.pt")
-        args += ["--resume", tmp_path / "ffs.pt"]
-    r = run_cli("train", *args)
-    assert r.returncode == 2, r.stderr
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("stylegan_v.py: error:") and message in last, r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+def test_bench_doctor_and_figures_refuse_a_meaningless_flag_in_one_line(refused, fresh, argv, needles):
+    refused(fresh, argv, needles)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2339,14 +2271,6 @@ def test_a_video_that_ffmpeg_could_not_finish_is_an_error_not_a_success(tmp_path
         subprocess.run(["umount", str(disk)])
 
 
-@pytest.mark.parametrize("out", ["/proc/x.mp4", "/sys/frames"])
-def test_sample_to_where_no_file_can_be_made_is_one_line_before_any_work(out):
-    # /proc and /sys have a folder write bit but take no new files: said before rendering, in the user's
-    # words (it was ffmpeg's own line, then "no space left on device", or the name of our temporary file)
-    r = run_cli("sample", "--preset", "tiny", "--seconds", "1", "--out", out)
-    assert_one_error_line(r, f"{out}: cannot write here (")
-
-
 @slow
 def test_frames_go_into_an_empty_mount_point_which_cannot_be_renamed_onto(tmp_path):
     disk = tmp_path / "disk"                                          # an empty volume, a USB drive...
@@ -2412,41 +2336,12 @@ def test_a_write_error_without_errno_blames_a_full_disk_only_on_a_real_full_disk
     assert sv.write_error_reason(torch_error, "/tmp/x.pt") == "no space left on device"
 
 
-# -- every numeric flag has a range, checked while parsing; one error line ---------------------
+# -- work larger than the machine, a generator rendering NaN, a diverged run -----------------------
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--data", "d.zip", "--batch", "0"], ["train", "--data", "d.zip", "--batch", "-4"],
-    ["train", "--data", "d.zip", "--lr", "-1"], ["train", "--data", "d.zip", "--lr", "nan"],
-    ["train", "--data", "d.zip", "--workers", "-1"], ["train", "--data", "d.zip", "--frames-per-clip", "0"],
-    ["train", "--data", "d.zip", "--p", "2"], ["train", "--data", "d.zip", "--gamma", "-1"],
-    ["train", "--data", "d.zip", "--kimg", "0"], ["train", "--data", "d.zip", "--kimg", "-1"],
-    ["train", "--data", "d.zip", "--snap", "0"], ["train", "--data", "d.zip", "--tick", "0"],
-    ["train", "--data", "d.zip", "--gpus", "0"], ["train", "--data", "d.zip", "--seed", "-3"],
-    ["train", "--data", "d.zip", "--metric-videos", "0"], ["train", "--data", "d.zip", "--metrics", "fid"],
-    ["sample", "--seconds", "inf"], ["sample", "--seconds", "1e9"], ["sample", "--seconds", "0"],
-    ["sample", "--start", "inf"], ["sample", "--start", "-1"], ["sample", "--fps", "1e12"], ["sample", "--fps", "1e-9"],
-    ["sample", "--truncation", "nan"], ["sample", "--num", "0"], ["sample", "--batch", "0"],
-    ["sample", "--seed", "x"], ["bench", "--repeat", "0"], ["figures", "--ckpt", "c", "--zoom", "0"],
-])
-def test_every_numeric_flag_has_a_range_checked_at_parse_time(argv, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        sv.main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and len(err) == 1, err
-    assert err[0].startswith("stylegan_v.py: error: argument " + argv[-2]), err
-
-
-def test_work_larger_than_the_machine_is_one_line_before_it_starts(tmp_path, capsys, monkeypatch):
-    """One estimate of memory, from the shapes: sample's chunk and train's step against what is available
-    (here a machine with 1 GB free: 16 videos x 4096 frames of 64^2 is 1.2 GB of frames alone)."""
-    monkeypatch.setattr(sv, "available_memory", lambda device: 2 ** 30)
-    with pytest.raises(SystemExit) as exit_:
-        sv.main(["sample", "--preset", "tiny", "--num", "16", "--batch", "4096", "--out", str(tmp_path / "x.mp4")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and len(err) == 1 and "rendering 16 video(s) 4096 frames at a time at 64^2 needs about" in err[0]
-    assert "1.0 GB are available on this cpu: lower --batch or --num" in err[0] and not list(tmp_path.iterdir())
-    assert 0 < sv.training_step_bytes(sv.make_config("tiny"), 8) < 2 ** 31          # the quick start's step fits
+def test_the_quick_starts_training_step_fits_the_memory_estimate():
+    """The one estimate of memory (train's step; sample's chunk is refused in its table in §14)."""
+    assert 0 < sv.training_step_bytes(sv.make_config("tiny"), 8) < 2 ** 31
 
 
 def test_a_generator_with_nan_weights_is_an_error_not_a_black_video(tmp_path):
@@ -2469,13 +2364,6 @@ def test_a_diverged_run_says_so_in_its_log_line():
                     acc=dict(loss_G=[0.7], loss_D=[loss_D], p=[0.0]))
         sv._log_tick(trainer, tick, os.devnull, bar, clock)
     assert trainer.diverged == 0.048 and ["DIVERGED" in line for line in log] == [False, True, True]
-
-
-@slow
-def test_a_bad_flag_from_the_real_cli_is_one_line_before_any_work(tmp_path):
-    assert_one_error_line(run_cli("train", "--data", tmp_path / "none.zip", "--batch", "0"), "--batch", "[1, 65536]")
-    assert_one_error_line(run_cli("sample", "--seconds", "1e9", "--out", tmp_path / "x.mp4"), "--seconds", "86400")
-    assert not list(tmp_path.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------
