@@ -1108,13 +1108,11 @@ def test_resume_is_checked_and_planned_before_any_work(tmp_path, monkeypatch, ca
 # -- rendering any frame by seed: deterministic, addressable, bit-exact however chunked ---------
 
 def test_rendering_is_deterministic_and_seeds_separate_content_from_motion():
-    G = sv.Generator(tiny()).eval()
-    t = torch.arange(0, 40, 4.0)
+    G, t = sv.Generator(tiny()).eval(), torch.arange(0, 40, 4.0)
     a = sv.render_videos(G, [1], t, motion_seeds=[5])
     assert torch.equal(a, sv.render_videos(G, [1], t, motion_seeds=[5]))
-    other_motion = sv.render_videos(G, [1], t, motion_seeds=[6])
-    other_content = sv.render_videos(G, [2], t, motion_seeds=[5])
-    assert not torch.equal(a, other_motion) and not torch.equal(a, other_content)
+    assert not torch.equal(a, sv.render_videos(G, [1], t, motion_seeds=[6]))           # other motion
+    assert not torch.equal(a, sv.render_videos(G, [2], t, motion_seeds=[5]))           # other content
 
 
 def test_frame_at_t_is_independent_of_render_window():
@@ -1127,19 +1125,14 @@ def test_frame_at_t_is_independent_of_render_window():
     assert torch.equal(split[0, 3], seq[1, 13])
 
 
-def test_cost_of_a_frame_does_not_depend_on_t():
-    G = sv.Generator(tiny()).eval()
-    calls = []
-    orig = sv.motion_tokens
-    try:
-        sv.motion_tokens = lambda *a: calls.append(a[2]) or orig(*a)
-        sv.render_frames(G, sv.content_codes(G, [0]), [0], torch.tensor([3.0]))
-        near = sum(calls)
-        calls.clear()
-        sv.render_frames(G, sv.content_codes(G, [0]), [0], torch.tensor([3_600.0 * 30 * 10]))
-        assert sum(calls) == near                                       # same number of tokens drawn
-    finally:
-        sv.motion_tokens = orig
+def test_cost_of_a_frame_does_not_depend_on_t(monkeypatch):
+    G, calls, tokens = sv.Generator(tiny()).eval(), [], sv.motion_tokens
+    monkeypatch.setattr(sv, "motion_tokens", lambda *a: calls.append(a[2]) or tokens(*a))
+    sv.render_frames(G, sv.content_codes(G, [0]), [0], torch.tensor([3.0]))
+    near = sum(calls)
+    calls.clear()
+    sv.render_frames(G, sv.content_codes(G, [0]), [0], torch.tensor([3_600.0 * 30 * 10]))
+    assert sum(calls) == near                                           # same number of tokens drawn
 
 
 def test_motion_is_smooth_in_t_at_one_hour():
@@ -1153,40 +1146,27 @@ def test_motion_is_smooth_in_t_at_one_hour():
 # -- sampling ----------------------------------------------------------------------------------
 
 
-def test_sample_to_a_folder_numbers_png_frames_from_zero(tmp_path):
+def test_sample_to_a_folder_numbers_png_frames_from_zero_and_another_fps_is_the_same_video(tmp_path):
     G = sv.Generator(tiny()).eval()
-    out = tmp_path / "frames"
-    n = sv.sample(G, str(out), seconds=0.5, fps=8, data_fps=25, start=100.0, progress=False)
-    assert n == 4 and sorted(os.listdir(out)) == [f"{i:06d}.png" for i in range(4)]
-
-
-def test_sample_at_another_fps_renders_the_same_continuous_video(tmp_path):
-    import imageio.v3 as iio
-    G = sv.Generator(tiny()).eval()
+    n = sv.sample(G, str(tmp_path / "frames"), seconds=0.5, fps=8, data_fps=25, start=100.0, progress=False)
+    assert n == 4 and sorted(os.listdir(tmp_path / "frames")) == [f"{i:06d}.png" for i in range(4)]
     sv.sample(G, str(tmp_path / "a"), seconds=0.4, fps=25, data_fps=25, progress=False)
     sv.sample(G, str(tmp_path / "b"), seconds=0.4, fps=50, data_fps=25, progress=False)
-    a5 = iio.imread(tmp_path / "a" / "000005.png")                     # t = 5 frames
-    b10 = iio.imread(tmp_path / "b" / "000010.png")                    # t = 10 / 50 s = 5 frames
-    assert np.array_equal(a5, b10)
+    assert np.array_equal(iio.imread(tmp_path / "a" / "000005.png"),       # t = 5 frames
+                          iio.imread(tmp_path / "b" / "000010.png"))       # t = 10 / 50 s = 5 frames
 
 
-def test_interrupted_sample_leaves_no_output(tmp_path):
-    G = sv.Generator(tiny()).eval()
-    calls = {"n": 0}
-    orig = sv.FrameSink.write
+def test_interrupted_sample_leaves_no_output(tmp_path, monkeypatch):
+    G, calls, write = sv.Generator(tiny()).eval(), [], sv.FrameSink.write
 
     def flaky(self, frames):
-        calls["n"] += 1
-        if calls["n"] == 2:
+        calls.append(1)
+        if len(calls) == 2:
             raise KeyboardInterrupt
-        orig(self, frames)
-
-    sv.FrameSink.write = flaky
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            sv.sample(G, str(tmp_path / "x.mp4"), seconds=2, fps=25, data_fps=25, batch=8, progress=False)
-    finally:
-        sv.FrameSink.write = orig
+        write(self, frames)
+    monkeypatch.setattr(sv.FrameSink, "write", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        sv.sample(G, str(tmp_path / "x.mp4"), seconds=2, fps=25, data_fps=25, batch=8, progress=False)
     assert os.listdir(tmp_path) == []
 
 
@@ -1376,9 +1356,6 @@ def test_bench_doctor_and_figures_refuse_a_meaningless_flag_in_one_line(refused,
 # ---------------------------------------------------------------------------------------------
 
 
-requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-
-
 # -- the lazy build ----------------------------------------------------------------------------
 
 
@@ -1420,14 +1397,8 @@ def test_missing_toolkit_falls_back_to_the_reference_silently(fresh_plugin_state
     assert torch.equal(svm.fused_epilogue(y, act='lrelu'), svm.fused_epilogue_ref(y, act='lrelu'))
 
 
-def _have_cuda_toolkit():
-    """The very search the build uses (CUDA_HOME, nvcc on PATH resolved, /usr/local/cuda): the compile
-    test runs exactly where the kernel would build, with or without CUDA_HOME set."""
-    return svm._find_cuda_home() is not None
-
-
-@slow
-@pytest.mark.skipif(not _have_cuda_toolkit(), reason='no CUDA toolkit (nvcc, CUDA_HOME): cannot compile the kernels')
+@slow   # where the kernel would build: the build's own search (CUDA_HOME, nvcc on PATH, /usr/local/cuda)
+@pytest.mark.skipif(svm._find_cuda_home() is None, reason='no CUDA toolkit (nvcc, CUDA_HOME): cannot compile the kernels')
 @pytest.mark.skipif(torch.version.cuda is None, reason='this torch build has no CUDA support')
 def test_cuda_kernel_compiles(tmp_path):
     """Two processes start at once on an empty cache: one compiles, the other waits and loads the result.
@@ -1439,8 +1410,7 @@ def test_cuda_kernel_compiles(tmp_path):
     procs = [subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(2)]
     statuses, said = [], []
-    for proc in procs:
-        output, _ = proc.communicate(timeout=3600)
+    for output, _ in (proc.communicate(timeout=3600) for proc in procs):
         lines = [line for line in output.splitlines() if line.startswith('STATUS ')]
         assert lines, output
         statuses.append(json.loads(lines[-1][len('STATUS '):]))
@@ -1601,7 +1571,7 @@ def _failures(result):
     return {name: check for name, check in result['checks'].items() if not check['ok']}
 
 
-@requires_gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_cuda_dispatch_is_automatic_and_handles_odd_layouts():
     """impl=None picks the kernel on CUDA tensors; non-contiguous inputs, 1×1 planes, sizes
     that are not multiples of the block size, and more planes than gridDim.y allows, all give the reference."""
@@ -2182,84 +2152,53 @@ def test_two_trainings_cannot_share_a_run_directory(tmp_path):
     assert first.returncode == 130
 
 
-def _small_tmpfs(path, size):
-    """Mount a tmpfs of `size` at path (needs root, as on this project's machines); skip elsewhere."""
-    path.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:100]})")
-
+# A small disk: _hd_tmpfs (prepare_data.py's tests' helper) mounts a tmpfs, or skips where it cannot.
 
 @slow
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
-    data, disk = write_dataset(tmp_path / "d.zip"), tmp_path / "disk"
-    _small_tmpfs(disk, "256k")                                         # config and log fit, a checkpoint does not
-    try:
+    data = write_dataset(tmp_path / "d.zip")
+    with _hd_tmpfs(tmp_path / "disk", "256k") as disk:                # config and log fit, a checkpoint does not
         r = run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", disk / "run")
         assert_one_error_line(r, "no space left on device", "checkpoint.pt")
         assert sorted(os.listdir(disk / "run")) == ["config.json", "log.jsonl", "train.lock"]
-    finally:
-        subprocess.run(["umount", str(disk)])
 
 
 @slow
-@pytest.mark.parametrize("out", ["o.mp4", "frames"])
-def test_a_full_disk_during_sample_is_one_line_naming_the_output(tmp_path, out):
-    disk = tmp_path / "disk"
-    _small_tmpfs(disk, "256k")                                         # a few frames fit, 60 s do not
-    try:
-        r = run_cli("sample", "--preset", "tiny", "--seconds", "60", "--out", disk / out)
+@pytest.mark.parametrize("out, size, args", [("o.mp4", "256k", "--seconds 60"),    # a few frames fit, 60 s do not
+                                             ("frames", "256k", "--seconds 60"),
+                                             ("b.mp4", "200k", "--seconds 6 --num 4")])   # all but the index fit
+def test_a_full_disk_during_sample_is_one_line_naming_the_output(tmp_path, out, size, args):
+    # b.mp4: every frame reaches ffmpeg's pipe, but the file's index (written last) does not fit: ffmpeg
+    # exits non-zero, which imageio does not report. It was "wrote ...: 150 frames", exit 0, and a file no
+    # player opens ("moov atom not found").
+    with _hd_tmpfs(tmp_path / "disk", size) as disk:
+        r = run_cli("sample", "--preset", "tiny", *args.split(), "--out", disk / out)
         lines = [line for line in r.stderr.splitlines() if line.strip() and "%|" not in line]
         assert r.returncode == 2 and len(lines) == 2 and lines[0].startswith("sampling "), r.stderr[-3000:]
         assert lines[1].startswith(f"stylegan_v.py: error: {disk / out}: cannot write the"), lines[1]
         assert "no space left on device" in lines[1]                   # and none of ffmpeg's own lines
+        if out == "b.mp4":
+            assert lines[1] == (f"stylegan_v.py: error: {disk / 'b.mp4'}: cannot write the video (no space left on "
+                                f"device); nothing was left behind"), lines[1]
         assert os.listdir(disk) == []
-    finally:
-        subprocess.run(["umount", str(disk)])
-
-
-@slow
-def test_a_video_that_ffmpeg_could_not_finish_is_an_error_not_a_success(tmp_path):
-    # Every frame reaches ffmpeg's pipe, but the file's index (written last) does not fit on the disk: ffmpeg
-    # exits non-zero, which imageio does not report. It was "wrote ...: 150 frames", exit 0, and a file no
-    # player opens ("moov atom not found").
-    disk = tmp_path / "disk"
-    _small_tmpfs(disk, "200k")
-    try:
-        r = run_cli("sample", "--preset", "tiny", "--seconds", "6", "--num", "4", "--out", disk / "b.mp4")
-        lines = [line for line in r.stderr.splitlines() if line.strip() and "%|" not in line]
-        assert r.returncode == 2 and len(lines) == 2 and lines[0].startswith("sampling "), r.stderr[-3000:]
-        assert lines[1] == (f"stylegan_v.py: error: {disk / 'b.mp4'}: cannot write the video (no space left on "
-                            f"device); nothing was left behind"), lines[1]
-        assert os.listdir(disk) == []
-    finally:
-        subprocess.run(["umount", str(disk)])
 
 
 @slow
 def test_frames_go_into_an_empty_mount_point_which_cannot_be_renamed_onto(tmp_path):
-    disk = tmp_path / "disk"                                          # an empty volume, a USB drive...
-    _small_tmpfs(disk, "4m")
-    try:
+    with _hd_tmpfs(tmp_path / "disk", "4m") as disk:                  # an empty volume, a USB drive...
         r = run_cli("sample", "--preset", "tiny", "--seconds", "0.2", "--out", disk)
         assert r.returncode == 0, r.stderr[-3000:]
         assert sorted(os.listdir(disk)) == [f"{i:06d}.png" for i in range(5)]
-    finally:
-        subprocess.run(["umount", str(disk)])
 
 
 @slow
 def test_a_full_disk_under_plot_is_one_line_naming_its_file(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "log.jsonl").write_text('{"kimg": 0, "fvd16": 9.0}\n{"kimg": 1, "fvd16": 5.0}\n')
-    disk = tmp_path / "disk"
-    _small_tmpfs(disk, "4k")                                          # a 640x400 PNG does not fit
-    try:
+    with _hd_tmpfs(tmp_path / "disk", "4k") as disk:                  # a 640x400 PNG does not fit
         r = run_cli("plot", tmp_path / "run", "--out", disk / "c.png")
         assert_one_error_line(r, f"{disk / 'c.png'}: no space left on device")   # not c.partial-<pid>.png, and
         assert "Exception ignored" not in r.stderr and os.listdir(disk) == []    # no imageio __del__ traceback
-    finally:
-        subprocess.run(["umount", str(disk)])
 
 
 def test_mp4_is_complete_only_with_its_index_and_every_box_whole(tmp_path):
@@ -2277,17 +2216,10 @@ def test_mp4_is_complete_only_with_its_index_and_every_box_whole(tmp_path):
 
 
 def test_a_read_only_disk_is_said_in_words_not_in_torch_internals(tmp_path):
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(disk)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:100]})")
-    try:
+    with _hd_tmpfs(tmp_path / "ro", "1m", read_only=True) as disk:
         with pytest.raises(sv.CheckpointError) as e:
             sv.save_checkpoint(str(disk / "c.pt"), {"x": torch.zeros(3)})
         assert "(Read-only file system)" in str(e.value) and "inline_container" not in str(e.value), str(e.value)
-    finally:
-        subprocess.run(["umount", str(disk)])
 
 
 def test_a_write_error_without_errno_blames_a_full_disk_only_on_a_real_full_disk(monkeypatch):
