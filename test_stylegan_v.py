@@ -97,6 +97,13 @@ def run_cli(*args, timeout=600, cwd=HERE):
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
+def cli_ok(*args):
+    """run_cli, which must succeed -> CompletedProcess."""
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
 def assert_one_error_line(r, *needles):
     """rc 2, stderr is exactly one 'stylegan_v.py: error: ...' line holding every needle, no traceback
     (besides progress bars and the run's first line, `train: preset ...`, when training had begun)."""
@@ -966,9 +973,8 @@ def test_two_processes_reach_the_same_weights_as_one(tmp_path):
 def test_training_writes_checkpoint_log_samples_and_sample_reads_it(tmp_path):
     data = write_dataset(tmp_path / "d.zip")
     out = tmp_path / "run"
-    r = run_cli("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.048, "--snap", 0.024,
-                "--tick", 0.024, "--outdir", out)
-    assert r.returncode == 0, r.stderr[-2000:]
+    cli_ok("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.048, "--snap", 0.024, "--tick", 0.024,
+           "--outdir", out)
     log = [json.loads(line) for line in open(out / "log.jsonl")]
     assert {"kimg", "loss_G", "loss_D", "p", "sec_per_kimg", "nonfinite_grads"} <= set(log[0])
     assert json.load(open(out / "config.json"))["resolution"] == 16
@@ -976,8 +982,7 @@ def test_training_writes_checkpoint_log_samples_and_sample_reads_it(tmp_path):
     strip = iio.imread(sorted(str(p) for p in (out / "samples").glob("*.png"))[-1])
     assert strip.shape == (8 * 16, 8 * 16, 3)                           # 8 videos x 8 frames
     assert strip[:, -16:].std() > 0                                      # the last column is a frame, not padding
-    r = run_cli("sample", "--ckpt", out, "--seconds", "0.4", "--out", tmp_path / "s.mp4")
-    assert r.returncode == 0, r.stderr
+    r = cli_ok("sample", "--ckpt", out, "--seconds", "0.4", "--out", tmp_path / "s.mp4")
 
 
 @slow
@@ -986,9 +991,8 @@ def test_training_writes_checkpoint_log_samples_and_sample_reads_it(tmp_path):
 def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
     data = write_dataset(tmp_path / "d.zip", lengths=(18, 20, 22, 24))
     out = tmp_path / "run"
-    r = run_cli("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--snap", 0.024,
-                "--outdir", out, "--metrics", "fvd16", "--metric-videos", "4")
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli_ok("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--snap", 0.024,
+               "--outdir", out, "--metrics", "fvd16", "--metric-videos", "4")
     rows = [json.loads(line) for line in open(out / "log.jsonl")]
     fvds = [(row["kimg"], row["fvd16"]) for row in rows if "fvd16" in row]
     assert all(row["sec"] > 0 for row in rows if "fvd16" in row)
@@ -999,8 +1003,7 @@ def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
     last = r.stdout.strip().splitlines()[-2:]                      # the run's last word comes after its FVD
     assert last[0].startswith("fvd16: ") and last[1].startswith("done: 0.02 kimg"), r.stdout[-500:]
     # ... and `plot` draws them
-    r = run_cli("plot", out, "--labels", "tiny run", "--out", tmp_path / "curve.png")
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli_ok("plot", out, "--labels", "tiny run", "--out", tmp_path / "curve.png")
     assert iio.imread(tmp_path / "curve.png").shape == (400, 640, 3)
     np.testing.assert_allclose(sv.read_metric_curve(str(out), "fvd16"), np.array(fvds))
 
@@ -1182,14 +1185,13 @@ def test_interrupted_sample_leaves_no_output(tmp_path, monkeypatch):
 def test_sample_writes_a_readable_mp4_with_the_right_frame_count(tmp_path):
     import imageio.v3 as iio
     out = tmp_path / "v.mp4"
-    r = run_cli("sample", "--preset", "tiny", "--seconds", "1.2", "--fps", "10", "--num", "2", "--out", out)
-    assert r.returncode == 0, r.stderr
+    r = cli_ok("sample", "--preset", "tiny", "--seconds", "1.2", "--fps", "10", "--num", "2", "--out", out)
     video = iio.imread(out)
     assert video.shape == (12, 64, 128, 3)                              # 2 videos side by side
     assert "freshly initialized" in r.stderr and "replacing" not in r.stderr
     assert not [p for p in os.listdir(tmp_path) if "partial" in p]
-    r = run_cli("sample", "--preset", "tiny", "--seconds", "0.2", "--out", out)      # a second time: says so
-    assert r.returncode == 0 and f"wrote {out} (replacing the previous file): 5 frames" in r.stderr, r.stderr
+    r = cli_ok("sample", "--preset", "tiny", "--seconds", "0.2", "--out", out)      # a second time: says so
+    assert f"wrote {out} (replacing the previous file): 5 frames" in r.stderr, r.stderr[-3000:]
 
 
 # The refusal tables, one per tool: each row is a command line (run in a folder holding d.zip, a good
@@ -1291,8 +1293,7 @@ def test_sample_removes_what_a_killed_sample_left_but_not_a_live_ones(tmp_path):
     for leftover in (dead, alive):
         leftover.write_bytes(b"half a video")
     (tmp_path / "frames.partial-1").mkdir()                            # another output's: not ours to judge
-    r = run_cli("sample", "--preset", "tiny", "--seconds", "0.2", "--out", tmp_path / "o.mp4")
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli_ok("sample", "--preset", "tiny", "--seconds", "0.2", "--out", tmp_path / "o.mp4")
     assert sorted(os.listdir(tmp_path)) == sorted(["o.mp4", alive.name, "frames.partial-1"])
 
 
@@ -1731,16 +1732,14 @@ def test_a_release_snapshot_samples_frames_bit_identical_however_chunked():
 @slow
 @needs_snapshot
 def test_a_release_snapshot_converts_samples_and_fine_tunes_from_the_cli(tmp_path):
-    r = run_cli("convert", SNAPSHOT, tmp_path / "ffs.pt")
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli_ok("convert", SNAPSHOT, tmp_path / "ffs.pt")
     state = sv.load_checkpoint(str(tmp_path / "ffs.pt"))
     assert state["cfg"]["arch"] == "release" and state["aug_p"] == pytest.approx(0.125)
-    r = run_cli("sample", "--ckpt", SNAPSHOT, "--seconds", "0.2", "--out", tmp_path / "s.mp4")
-    assert r.returncode == 0 and iio.get_reader(tmp_path / "s.mp4").count_frames() == 6, r.stderr[-3000:]
+    r = cli_ok("sample", "--ckpt", SNAPSHOT, "--seconds", "0.2", "--out", tmp_path / "s.mp4")
+    assert iio.get_reader(tmp_path / "s.mp4").count_frames() == 6, r.stderr[-3000:]
     data = write_dataset(tmp_path / "d.zip", res=32)
-    r = run_cli("train", "--data", data, *RUN, "--batch", "4", "--kimg", 0.024, "--resume", SNAPSHOT,
-                "--outdir", tmp_path / "run")
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli_ok("train", "--data", data, *RUN, "--batch", "4", "--kimg", 0.024, "--resume", SNAPSHOT,
+               "--outdir", tmp_path / "run")
     assert "fine-tuning the authors' snapshot network-snapshot-000000.pkl" in r.stderr and "fresh optimizers" in r.stderr
     tuned = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert tuned["cfg"]["arch"] == "release" and tuned["step"] == 2
@@ -1955,11 +1954,9 @@ def test_the_layer_benchmark_times_both_paths_on_a_small_layer(request, monkeypa
 @slow
 def test_figures_writes_the_readme_pictures(tmp_path):
     data = write_dataset(tmp_path / "d.zip", lengths=(40, 40, 40, 40))
-    r = run_cli("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--outdir", tmp_path / "run")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", data, "--out", tmp_path / "figs", "--hour-seconds", 10,
-                "--zoom", 2)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli_ok("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--outdir", tmp_path / "run")
+    r = cli_ok("figures", "--ckpt", tmp_path / "run", "--data", data, "--out", tmp_path / "figs", "--hour-seconds", 10,
+               "--zoom", 2)
     shapes = {f: iio.imread(tmp_path / "figs" / f).shape for f in os.listdir(tmp_path / "figs")}
     assert shapes["real_vs_fake.png"] == (2 * (8 * 16 + 4), 2 * 8 * 16, 3)   # 4 real rows, a gap, 4 fake rows
     assert shapes["content_motion.png"] == (2 * 4 * 16, 2 * 8 * 16, 3)       # (zoomed 2x)
@@ -2074,9 +2071,7 @@ def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues(tmp
     assert_one_error_line(r, str(out), "--resume auto", "new --outdir")
     assert all((out / f).read_bytes() == b for f, b in before.items())
     # --resume auto continues from the saved step.
-    r = run_cli("train", "--data", data, *RUN, "--kimg", (step + 2) * 24 / 1000, "--outdir", out,
-                "--resume", "auto")
-    assert r.returncode == 0, r.stderr[-3000:]
+    cli_ok("train", "--data", data, *RUN, "--kimg", (step + 2) * 24 / 1000, "--outdir", out, "--resume", "auto")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step + 2
 
 
@@ -2084,20 +2079,19 @@ def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues(tmp
 def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_says_what_it_does(tmp_path):
     data = write_dataset(tmp_path / "d.zip")
     args = [*TRAIN, "--tick", 0.048, "--aug", "none"]                   # a tick every 2 steps of 24 frames
-    r = run_cli("train", "--data", data, *args, "--kimg", 0.168, "--outdir", tmp_path / "whole")
-    assert r.returncode == 0 and "done: 0.17 kimg" in r.stdout + r.stderr, r.stderr[-3000:]
+    r = cli_ok("train", "--data", data, *args, "--kimg", 0.168, "--outdir", tmp_path / "whole")
+    assert "done: 0.17 kimg" in r.stdout + r.stderr, r.stderr[-3000:]
     out = tmp_path / "cut"
-    r = run_cli("train", "--data", data, *args, "--kimg", 0.072, "--outdir", out)     # 3 steps, then resumed
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = run_cli("train", "--data", data, *args, "--kimg", 0.168, "--outdir", out, "--resume", "auto")
-    assert r.returncode == 0 and f"resuming {out / 'checkpoint.pt'} at 0.07 kimg (step 3)" in r.stderr, r.stderr[-3000:]
+    r = cli_ok("train", "--data", data, *args, "--kimg", 0.072, "--outdir", out)     # 3 steps, then resumed
+    r = cli_ok("train", "--data", data, *args, "--kimg", 0.168, "--outdir", out, "--resume", "auto")
+    assert f"resuming {out / 'checkpoint.pt'} at 0.07 kimg (step 3)" in r.stderr, r.stderr[-3000:]
     # Ticks at multiples of --tick, not --tick after the resume: the uninterrupted run's kimgs, plus
     # the end of the first part (the old schedule logged 0.12 here, and 0.072 + 0.048 after it).
     assert _kimgs(out) == [0.048, 0.072, 0.096, 0.144, 0.168] and _kimgs(tmp_path / "whole") == [0.048, 0.096, 0.144, 0.168]
     train_sec = [json.loads(line)["train_sec"] for line in open(out / "log.jsonl")]
     assert train_sec == sorted(train_sec) and train_sec[0] > 0           # the clock goes on across the resume
-    r = run_cli("train", "--data", data, *args, "--kimg", 0.1, "--outdir", out, "--resume", "auto")
-    assert r.returncode == 0 and "already at 0.17 kimg, --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
+    r = cli_ok("train", "--data", data, *args, "--kimg", 0.1, "--outdir", out, "--resume", "auto")
+    assert "already at 0.17 kimg, --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
 
 
 @slow
@@ -2106,8 +2100,7 @@ def test_what_a_run_that_failed_before_its_first_step_left_does_not_block_its_di
     out.mkdir()
     (out / "config.json").write_text("{}")                              # what a run that died at startup leaves
     (out / "train.lock").write_text("999999")
-    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", out)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli_ok("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", out)
     assert json.loads((out / "config.json").read_text())["preset"] == "tiny"
     other = tmp_path / "other"
     other.mkdir()
@@ -2120,8 +2113,7 @@ def test_what_a_run_that_failed_before_its_first_step_left_does_not_block_its_di
 @slow
 def test_a_killed_run_leaves_nothing_stale_and_its_log_is_one_history_after_resume(tmp_path):
     data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
-    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.048, "--outdir", out)   # 2 steps, saved
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli_ok("train", "--data", data, *RUN, "--kimg", 0.048, "--outdir", out)   # 2 steps, saved
     # It continues with a loader worker, logs, and is killed -9. Its worker was spawned (not forked), so
     # it never held the run's lock: the resume right after the kill finds the directory free.
     proc = _start_training(data, out, "--resume", "auto", "--workers", "1")
@@ -2130,8 +2122,7 @@ def test_a_killed_run_leaves_nothing_stale_and_its_log_is_one_history_after_resu
     proc.communicate()
     (out / "checkpoint.partial-999999.pt").write_bytes(b"half a checkpoint")   # what a kill mid-save leaves
     assert max(_kimgs(out)) > 0.048
-    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.096, "--outdir", out, "--resume", "auto")
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli_ok("train", "--data", data, *RUN, "--kimg", 0.096, "--outdir", out, "--resume", "auto")
     kimgs = _kimgs(out)
     assert kimgs == sorted(set(kimgs)) and kimgs[-1] == 0.096        # each kimg once, in order
     assert not list(out.glob("*.partial-*"))
@@ -2186,8 +2177,7 @@ def test_a_full_disk_during_sample_is_one_line_naming_the_output(tmp_path, out, 
 @slow
 def test_frames_go_into_an_empty_mount_point_which_cannot_be_renamed_onto(tmp_path):
     with _hd_tmpfs(tmp_path / "disk", "4m") as disk:                  # an empty volume, a USB drive...
-        r = run_cli("sample", "--preset", "tiny", "--seconds", "0.2", "--out", disk)
-        assert r.returncode == 0, r.stderr[-3000:]
+        r = cli_ok("sample", "--preset", "tiny", "--seconds", "0.2", "--out", disk)
         assert sorted(os.listdir(disk)) == [f"{i:06d}.png" for i in range(5)]
 
 
