@@ -1022,20 +1022,6 @@ def test_training_runs_without_tf32_unless_asked(tmp_path, capsys):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def test_train_without_a_preset_is_the_papers_model_on_a_gpu_and_tiny_on_a_cpu(tmp_path, monkeypatch, capsys):
-    """The design card's `train --data ffs.zip --gpus 4` trains the paper's architecture (ffs's), not tiny."""
-    data = write_dataset(tmp_path / "d.zip")
-    sv.main(["train", "--data", str(data), "--dry-run", "--outdir", str(tmp_path / "cpu")])
-    out = capsys.readouterr()
-    assert json.loads(out.out)["preset"] == "tiny" and "train: preset tiny (no --preset: tiny, on a CPU)" in out.err
-    monkeypatch.setattr(sv, "_pick_device", lambda name: torch.device("cuda"))        # as on a GPU machine
-    sv.main(["train", "--data", str(data), "--dry-run", "--outdir", str(tmp_path / "gpu")])
-    out = capsys.readouterr()
-    cfg = json.loads(out.out)
-    assert (cfg["preset"], cfg["z_dim"], cfg["channel_base"], cfg["motion_delta_z"]) == ("ffs", 512, 16384, 16)
-    assert "train: preset ffs (no --preset: the paper's, on a GPU)" in out.err, out.err
-
-
 # ---------------------------------------------------------------------------------------------
 # §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
 # ---------------------------------------------------------------------------------------------
@@ -1266,23 +1252,26 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     assert not list(tmp_path.iterdir())
 
 
-def test_dry_run_prints_the_config_that_trains(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    write_dataset(tmp_path / "d.zip")
-    sv.main(["train", "--data", "d.zip", "--preset", "tiny", "--outdir", "run", "--dry-run", "--fp32"])
-    out, err = capsys.readouterr()
-    cfg = json.loads(out)
-    assert cfg["num_fp16_res"] == 0 and cfg["conv_clamp"] is None                 # as _start_run applies --fp32
-    assert "dry run: would train a new run to 200 kimg in run with 1 process(es)" in err, err
-
-
-@pytest.mark.parametrize("flags, videos", [([], 64), (["--metric-videos", "2048"], 2048)])
-def test_fvd_during_training_defaults_to_64_videos_on_a_cpu(tmp_path, monkeypatch, capsys, flags, videos):
+@pytest.mark.parametrize("flags, on_gpu, cfg, said", [
+    ("--preset tiny --outdir run --fp32", False, dict(num_fp16_res=0, conv_clamp=None),   # as _start_run applies it
+     "dry run: would train a new run to 200 kimg in run with 1 process(es)"),
     # The paper's 2048 videos a side would take I3D hours per snapshot on a CPU; a GPU keeps 2048.
+    ("--preset tiny --device cpu --metrics fvd16", False, {}, "FVD16 on 64 videos a side"),
+    ("--preset tiny --device cpu --metrics fvd16 --metric-videos 2048", False, {}, "FVD16 on 2048 videos a side"),
+    # The design card's `train --data ffs.zip --gpus 4` trains the paper's architecture (ffs's), not tiny.
+    ("--outdir cpu", False, dict(preset="tiny"), "train: preset tiny (no --preset: tiny, on a CPU)"),
+    ("--outdir gpu", True, dict(preset="ffs", z_dim=512, channel_base=16384, motion_delta_z=16),
+     "train: preset ffs (no --preset: the paper's, on a GPU)"),
+])
+def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_path, monkeypatch, capsys, flags,
+                                                                         on_gpu, cfg, said):
     monkeypatch.chdir(tmp_path)
     write_dataset(tmp_path / "d.zip", lengths=(18, 20))
-    sv.main(["train", "--data", "d.zip", "--preset", "tiny", "--device", "cpu", "--dry-run", "--metrics", "fvd16", *flags])
-    assert f"FVD16 on {videos} videos a side" in capsys.readouterr().err
+    if on_gpu:
+        monkeypatch.setattr(sv, "_pick_device", lambda name: torch.device("cuda"))    # as on a GPU machine
+    sv.main(["train", "--data", "d.zip", "--dry-run", *flags.split()])
+    out, err = capsys.readouterr()
+    assert cfg.items() <= json.loads(out).items() and said in err, err
 
 
 @slow
