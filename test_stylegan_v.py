@@ -327,19 +327,14 @@ def test_paper_mode_ffs_generator_has_the_reference_and_the_releases_parameter_c
         assert W.bias is None and count(W) == 512 * 512                  # Eq 3 is linear
 
 
-def test_torgb_applies_the_equalized_lr_gain_once():
-    """The release's ToRGB(512 -> 3) on a unit-variance input gives RGB of std ~1.39: styles
-    s ~ 1 + N(0, 1) times 1/sqrt(512), once, into a non-demodulated 1x1 conv (REFERENCE.md)."""
+def test_torgb_and_generator_output_scale_at_initialisation_match_the_release():
+    """REFERENCE.md: the release's ToRGB(512 -> 3) on a unit-variance input gives RGB of std ~1.39: styles
+    s ~ 1 + N(0, 1) times 1/sqrt(512), once, into a non-demodulated 1x1 conv. Its ffs G at 64^2 (same
+    widths) outputs pixels of std ~1.15 at initialisation; a ToRGB gain applied twice gives ~0.09."""
     torch.manual_seed(0)
-    torgb = sv.ToRGB(512, 512, None)
     with torch.no_grad():
-        y = torgb(torch.randn(64, 512, 8, 8), torch.randn(64, 512))
+        y = sv.ToRGB(512, 512, None)(torch.randn(64, 512, 8, 8), torch.randn(64, 512))
     assert abs(y.std().item() / 1.39 - 1) < 0.1, y.std().item()
-
-
-def test_generator_output_scale_at_initialisation_matches_the_release():
-    """The release's ffs G at 64^2 (same widths) outputs pixels of std ~1.15 at initialisation
-    (REFERENCE.md). A ToRGB gain applied twice gives ~0.09."""
     torch.manual_seed(0)
     G = sv.Generator(sv.make_config("ffs", resolution=64))
     with torch.no_grad():
@@ -1360,22 +1355,17 @@ def fresh_plugin_state(monkeypatch, tmp_path):
 
 def test_build_failure_warns_once_and_keeps_the_compiler_log(fresh_plugin_state, monkeypatch):
     from torch.utils import cpp_extension
-
-    def broken_compiler(**kwargs):
-        raise RuntimeError("Error building extension 'x': cuda.cu(42): error: expected a \";\"")
-    monkeypatch.setattr(cpp_extension, 'load_inline', broken_compiler)
+    monkeypatch.setattr(cpp_extension, 'load_inline', lambda **kw: (_ for _ in ()).throw(
+        RuntimeError("Error building extension 'x': cuda.cu(42): error: expected a \";\"")))
     monkeypatch.setattr(cpp_extension, 'is_ninja_available', lambda: True)
     monkeypatch.setattr(svm, '_find_cuda_home', lambda: '/opt/fake-cuda')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        assert svm.load_modconv_plugin() is None
-        assert svm.load_modconv_plugin() is None          # no second build attempt, no second warning
+        assert svm.load_modconv_plugin() is None and svm.load_modconv_plugin() is None   # one build, one warning
     ours = [w for w in caught if 'fused ModConv2d' in str(w.message)]
-    assert len(ours) == 1
-    log = svm.modconv_plugin_status()['log']
-    assert log in str(ours[0].message) and 'expected a ";"' in open(log).read()
-    assert not svm.modconv_plugin_status()['ok']
-    assert 'expected a ";"' in svm.modconv_plugin_status()['reason']       # the compiler's line, not ninja's
+    status = svm.modconv_plugin_status()
+    assert len(ours) == 1 and status['log'] in str(ours[0].message) and 'expected a ";"' in open(status['log']).read()
+    assert not status['ok'] and 'expected a ";"' in status['reason']       # the compiler's line, not ninja's
 
 
 def test_missing_toolkit_falls_back_to_the_reference_silently(fresh_plugin_state, monkeypatch):
