@@ -1312,7 +1312,7 @@ def test_sample_removes_what_a_killed_sample_left_but_not_a_live_ones(tmp_path):
         ("first-8x8.zip", "is 8x8, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
     *[_row(f"train --data {data} --outdir run --dry-run", *needles, fresh=True) for data, *needles in [
         ("folder", "no dataset.json"), ("not-json.zip", "not valid JSON"),
-        ("fps-nan.zip", "fps must be a number"), ("fps-0.zip", "fps must be a number", "0"),
+        ("fps-nan.zip", "fps must be a number", "got nan"), ("fps-0.zip", "fps must be a number", "0"),
         ("fps-string.zip", "fps must be a number"), ("res-12.zip", "resolution must be a power of two"),
         ("res-inf.zip", "resolution must be a power of two", "inf"),
         ("7-digit-name.zip", "lists 2 frames but frame 1 (v0/000001.png) is not in the zip"),
