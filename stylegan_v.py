@@ -14,12 +14,14 @@ Contents, in the order the data flows (each section behind a `# ---` banner):
     §3  ModConv2d, the math (SG2 Eq 1-3)         §10 Video-consistent ADA (Appx B)
     §4  Content mapping F_c (Sec 3.1)            §11 Dataset and real clips
     §5  Motion: F_m, Eq 1-6 (Sec 3.1, Appx B.3)  §12 Training loop (Sec 4.1)
-    §6  Synthesis network and Generator (Fig 5)  §13 Checkpoints; rendering any t; sampling (Sec 4.3)
-    §7  Discriminator (Sec 3.2, Fig 6)           §14 Command line: train, sample, convert
+    §6  Synthesis network and Generator (Fig 5)  §13 Rendering any t by seed; sampling (Sec 4.3)
+    §7  Discriminator (Sec 3.2, Fig 6)           §14 Command line: train, sample
     Appendix A  the fused ModConv2d CUDA kernel   C  bench, doctor, figures, plot
-             B  the authors' snapshots, read safely   D  plumbing: dataset checks, crash-safe files,
-                                                     signals, the run lock, flags, the one error path
-§11-§14 also call names defined further down (§13's checkpoints and rendering, Appendix D) at run time.
+             B  the authors' release: its          D  plumbing: checks at the door, crash-safe files,
+                architecture, its snapshots           a run's start and log, checkpoints, signals, the
+                read safely, convert                  run lock, flags, the one error path
+§11-§14 call names of Appendix D (checks, files, processes) at run time; §1 and §6-§7 the release's
+variants of Appendix B when Config.arch is 'release'.
 
 Shapes: B videos, k frames per clip, N = B*k frames, T frames of a rendered clip, C channels, H x W pixels,
 D motion-token dim, L motion tokens, A anchors. Time t: in *frames of the training data* (25 = 1 s at 25 fps).
@@ -1598,7 +1600,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
 
 
 # ------------------------------------------------------------------------------------------------
-# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
+# §13 Rendering any frame by seed; sampling videos of any length (Sec 4.3)
 # ------------------------------------------------------------------------------------------------
 # Our checkpoints (an authors' snapshot goes to Appendix B) -> load_generator -> rendering any frame by
 # (content seed, motion seed, t) -> sample(), which renders an hour. Checkpoint files are written atomically
@@ -1805,7 +1807,7 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 
 
 # ------------------------------------------------------------------------------------------------
-# §14 Command line: train, sample, convert (bench, doctor, figures, plot: Appendix C; flags: Appendix D)
+# §14 Command line: train, sample (convert: Appendix D; bench, doctor, figures, plot: Appendix C)
 # ------------------------------------------------------------------------------------------------
 # Each command is a thin `cmd_*` over the sections above. Every input is checked where it enters (flags by
 # build_parser, datasets by open_dataset, checkpoints by check_config: Appendix D); a mistake the user can fix
@@ -2508,7 +2510,7 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 
 
 # ------------------------------------------------------------------------------------------------
-# Appendix B: the authors' snapshots (network-snapshot-*.pkl), read without running anything in them
+# Appendix B: the authors' release: its architecture, and its snapshots read without running anything
 # ------------------------------------------------------------------------------------------------
 # B.1 The release's architecture (arch 'release'). Where the authors' code differs from the paper (the
 # README's deviations table has every row), as variants of §5's and §7's modules, registered in §1's
