@@ -3271,7 +3271,7 @@ def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
 def write_error_reason(e: Exception, path: str) -> str:
     """Why writing `path` failed, in words: an OSError says it, except a broken pipe (ffmpeg, which writes the
     file, has stopped); torch's zip writer hides it in a RuntimeError ("... strerror: Read-only file system")."""
-    broken_pipe = isinstance(e, BrokenPipeError) or "broken pipe" in _first_line(e).lower()   # (imageio: IOError)
+    broken_pipe = isinstance(e, BrokenPipeError)              # (sample's ffmpeg pipe: ffmpeg has stopped)
     if isinstance(e, OSError) and not broken_pipe:
         return os_error_reason(e, path)
     if hidden := re.search(r"strerror: ([^\n]+)", str(e)):
