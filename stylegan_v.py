@@ -33,17 +33,10 @@ Launch:
     torchrun --nnodes 2 --nproc-per-node 8 stylegan_v.py train --data ffs.zip --preset ffs
     python stylegan_v.py sample --ckpt runs/ffs --seconds 3600 --out hour.mp4
 
-Deviations (each also at its line and in the README's table). The paper where it says something, the
-authors' release (github.com/universome/stylegan-v) where it is silent, the other side as an option:
-  * Paper, not release: linear periods (Eq 6), amplitudes (Eq 3), the hypernetwork D (Fig 6; the
-    release's is `--d-cond concat`), D's full width where frames meet, spans U[k-1, 32] (`--span-dist`).
-  * Release, where the paper is silent: R1 per frame, x-flips, clamps at +-256, G's Adam settings, no
-    sqrt(2) gain in F_m, the left anchor's waves in all of Eq 4, real clips from anywhere in a video.
-  * No per-pixel noise inputs in G (StyleGAN2 has them, the release turns them off): noise drawn per
-    frame would flicker, and a frame must be a function of (z^c, z^m, t) alone to be addressable.
-  * Ours: addressable motion noise (token j seeded by (seed, j)), contiguous minibatch-stddev groups,
-    fractional t_1 with integer gaps for fake clips, ADA's resampler (§10).
-  * `Config.arch = 'release'` is the release's architecture exactly, for its checkpoints (Appendix B).
+Deviations: the paper where it says something, the authors' release (github.com/universome/stylegan-v)
+where it is silent, the release's architecture exactly as `Config.arch = 'release'` (Appendix B). Each
+is commented at its line and listed in the README's table. G has no per-pixel noise inputs (the release
+turns them off): a frame must be a function of (z^c, z^m, t) alone to be addressable (§13).
 """
 
 from __future__ import annotations
@@ -170,11 +163,9 @@ PRESETS = {
     "sky": dict(resolution=256, motion_delta_z=256, period_min=256.0),
     # MEAD 1024^2: StyleGAN2's full-width network at 1024^2 (fmaps 1.0), 30 fps.
     "mead": dict(resolution=1024, fps=30.0, channel_base=32768, d_channel_base=32768),
-    # tiny: narrow, 64^2, short periods -- trains visibly on a 2-core CPU in minutes. Tuned on
-    # 30-minute CPU runs (README, "what mattered"): batch 8 = twice the updates per kimg at the same
-    # cost per frame; R1 gamma 3 per frame (= 1 on the clip of 3 frames it was tuned as; the auto
-    # rule gives 0.1) keeps the small D from winning outright; ADA's p may move 5x faster
-    # (ada_kimg 20), as a 50-clip dataset is memorized within minutes.
+    # tiny: narrow, 64^2, short periods -- trains visibly on a 2-core CPU in minutes (tuned on 30-minute
+    # CPU runs): batch 8 = twice the updates per kimg; R1 gamma 3 per frame keeps the small D from winning
+    # outright; ADA's p moves 5x faster (ada_kimg 20), as a 50-clip dataset is memorized within minutes.
     "tiny": dict(resolution=64, z_dim=128, w_dim=128, motion_dim=128, channel_base=2048,
                  channel_max=128, d_channel_base=2048, d_channel_max=128, d_time_dim=64,
                  motion_delta_z=8, period_min=4.0, period_max=128.0, batch=8, max_span=16,
@@ -295,19 +286,11 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 #
 # Demodulating the *output* instead of scaling the weights is the same math (y is linear in w), and
 # it lets every sample share one weight tensor, so cuDNN runs one ordinary conv for the whole batch.
-#
-# The demodulation coefficients are one small matmul (below). The epilogue is memory-bound: five
-# elementwise passes over the activations. It comes in two implementations behind one `impl=` switch:
-# a short pure-PyTorch reference (THE definition of the math, runs everywhere, used on CPU and as
-# fallback) and a fused CUDA kernel. On a GPU the dispatcher below calls the kernel defined in
-# Appendix A, after §14, which is compiled on first use (at call time, never at import), so this file
-# imports without nvcc. (Appendix A also says why d has no kernel.)
-#
-# Reading order:  demodulation → the epilogue's reference → its dispatcher → ModConv2d, Conv2d.
+# d is one small matmul. The epilogue is memory-bound (five elementwise passes), so it has two
+# implementations behind one `impl=` switch: the pure-PyTorch reference below (THE definition, used on
+# CPU and as fallback) and a fused CUDA kernel (Appendix A), compiled on first use, never at import.
 
-# Global switch for the custom op; `--no-custom-ops` sets it to False so the PyTorch reference runs
-# everywhere (useful to rule the kernel out when debugging).
-USE_CUSTOM_OPS = True
+USE_CUSTOM_OPS = True     # `--no-custom-ops` sets it False: the reference everywhere (rules the kernel out)
 
 
 def demod_coefficients(weight, s, eps=1e-8):
@@ -556,13 +539,8 @@ def amp_dtype(choice: Optional[torch.dtype], x: torch.Tensor) -> torch.dtype:
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv to RGB, no demodulation (StyleGAN2).
-
-    Without demodulation nothing normalizes the output, so the 1/sqrt(C k^2) equalized-lr gain must be
-    applied exactly once: ModConv2d (demodulate=False) multiplies the styles by it, as StyleGAN2 does --
-    the product s * g * W, never g twice. At initialisation a unit-variance input then gives RGB
-    values of std ~ 1.4 (s ~ 1 + N(0, 1), so E[s^2] = 2), as in the release.
-    """
+    """1x1 modulated conv to RGB, no demodulation (StyleGAN2). Nothing normalizes the output, so the
+    equalized-lr gain 1/sqrt(C) is applied once, to the styles (ModConv2d): RGB std ~1.4 at init, as the release."""
 
     def __init__(self, w_dim: int, in_ch: int, conv_clamp: Optional[float]):
         super().__init__()
@@ -612,11 +590,9 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     """S(w, v_t) -> frame x_t in [-1, 1]: StyleGAN2's synthesis network, motion code at the input.
 
-    Mixed precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions (32^2 ... 256^2 at 256^2)
-    run in fp16 with activations clamped to +-conv_clamp (256) and the weights/styles pre-normalized
-    (ModConv2d), while parameters, the RGB skip sum and everything on CPU stay fp32. `amp_dtype`
-    (None = that default) runs those layers in another dtype, on any device: bfloat16 on a CPU, or
-    float16 on a CPU as the release does when called there.
+    Mixed precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions run in fp16 (activations
+    clamped to +-256, weights and styles pre-normalized in ModConv2d); parameters, the RGB skip sum and
+    everything on CPU stay fp32. `amp_dtype` picks another dtype on any device (bfloat16 on a CPU).
     """
 
     def __init__(self, cfg: Config):
@@ -883,18 +859,13 @@ class Discriminator(nn.Module):
 def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time: float, video_len: int,
                       span_dist: str = "uniform", fractional: bool = False) -> np.ndarray:
     """Frame times of one sparse clip of a video of `video_len` frames (Sec 3.3): the span t_k - t_1 ~
-    U[k-1, min(max_span, video_len - 1)], then t_1 inside a window of min(T, video_len) frames.
+    U[k-1, min(max_span, video_len - 1)], the middle k-2 times distinct frames between t_1 and t_k.
 
-    The middle k-2 times are distinct frames drawn at random between t_1 and t_k.
-    span_dist 'release' draws the span from the powers of two in [k-1, max_span] instead ({2, 4, 8,
-    16, 32} for k = 3: the release's `total_dists`), so short spans are far more frequent (span 2:
-    1 in 5 clips instead of 1 in 31).
-    Real clip: integer frame indices. A video longer than T is first cut to a random window of T
-    frames (as the release does), so every frame of every video can be drawn while the clip's position
-    inside its window keeps the range [0, T) that fake clips have.
-    Fake clip (`fractional`, §12 draws video_len from a real video): t_1 is a real number in
-    [0, window - 1 - span]: the generator is continuous in time, so it is trained on fractional times,
-    while the gaps, which D sees, keep the integer distribution of the real clips'.
+    span_dist 'release': spans from the powers of two in [k-1, max_span] (the release's {2, 4, 8, 16, 32}).
+    Real clip: integer frames. A video longer than T is first cut to a random window of T frames (as the
+    release does): every frame can be drawn, while t keeps the range [0, T) that fake clips have.
+    Fake clip (`fractional`): t_1 is real in [0, window - 1 - span], as G is continuous in time; the
+    gaps, which D sees, keep the real clips' integer distribution.
     """
     if k == 1:                                                   # image-only training (bench baseline)
         span, offsets = 0, np.zeros(1)
@@ -932,15 +903,10 @@ def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tor
 
 
 def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018) per real clip [B]: ||grad_x D(x)||^2 of each frame, averaged over
-    the clip's k frames.
-
-    real [B, k, 3, H, W]. The mean over frames (not the sum) is the release's normalisation: it makes
-    gamma mean per frame what it means per image in StyleGAN2(-ADA), whatever k, so the 'auto'
-    gamma = 0.0002 res^2 / batch (0.2 at 256^2, batch 64) carries over. Summing the k frames' penalties would
-    make R1 k times stronger at the same gamma.
-    create_graph=True: the penalty is itself differentiated w.r.t. D's weights, so every op on the
-    way from x to the logit (the augmentation's warp, ModConv2d) must support double backward.
+    """R1 (Mescheder et al. 2018) per real clip [B]: ||grad_x D(x)||^2 of each frame of real [B, k, 3, H, W],
+    averaged over the k frames (the release's normalisation: gamma means per frame what it means per image in
+    StyleGAN2, whatever k). create_graph: the penalty is differentiated again, w.r.t. D's weights, so every
+    op from x to the logit (the augmentation's warp, ModConv2d) must support double backward.
     """
     grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)   # [B, k, 3, H, W]
     return grad.square().sum(dim=[2, 3, 4]).mean(dim=1)                      # [B, k] -> [B]
@@ -1143,13 +1109,9 @@ class VideoAugment:
     """`--aug`: 'none' is a no-op, 'fixed' augments with the constant p_init, 'ada' with a p steered by the
     ADA controller (Karras et al. 2020, Sec 3) so that r_t = E[sign D(x_real)] stays near `target`.
 
-    The trainer applies it to reals and fakes alike, calls `accumulate(real_logits)` on every D pass over
-    reals (the main one and R1's, as StyleGAN2-ADA counts them) and `step(batch_size)` once per D step;
-    every `interval` steps 'ada' forms r_t over what was accumulated and moves p (the formula above).
-    batch_size is the *global* videos per step (the release's unit, though its kimg counts frames). With
-    several processes, pass `all_reduce` (in place like torch.distributed.all_reduce, or returning the
-    sum) so every rank sees the global r_t and keeps the same p; the local (sum of signs, count) lives on
-    the logits' device (NCCL needs CUDA): no host sync except one every `interval` steps.
+    `accumulate(real_logits)` on every D pass over reals (the main one and R1's, as StyleGAN2-ADA counts
+    them); `step(global videos per step, all_reduce)` once per D step moves p every `interval` steps, on
+    the global r_t (the sums stay on the logits' device: one host sync per update).
     """
 
     def __init__(self, mode='ada', p_init=0.0, target=0.6, ada_kimg=100, interval=4):
