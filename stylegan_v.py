@@ -1983,7 +1983,8 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* 
       if (grad_d) sum_gz_y += gz * static_cast<acc_t>(y[i]);
       sum_gz += gz;
     }
-    sum_gz_y = block_sum(sum_gz_y, smem), sum_gz = block_sum(sum_gz, smem);
+    sum_gz_y = block_sum(sum_gz_y, smem);                   // (both by all threads, used or not)
+    sum_gz = block_sum(sum_gz, smem);
     if (threadIdx.x == 0 && grad_d) grad_d[p] = sum_gz_y;
     if (threadIdx.x == 0 && bias_part) bias_part[p] = sum_gz;
   }
@@ -2008,8 +2009,7 @@ at::Tensor optional_input(const Opt& t, const char* name, at::IntArrayRef shape,
                           const at::Tensor& like) {
   if (!t.has_value() || !t->defined()) return at::Tensor();
   TORCH_CHECK(t->device() == like.device() && t->scalar_type() == dtype && t->sizes() == shape, name, " must be ",
-              dtype, " ", shape, " on ", like.device(), ", got ", t->scalar_type(), " ", t->sizes(), " on ",
-              t->device());
+              dtype, shape, " on ", like.device(), ", got ", t->scalar_type(), t->sizes(), " on ", t->device());
   return t->contiguous();
 }
 }  // namespace
@@ -2023,19 +2023,18 @@ at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias
   const auto acc = at::toAccumulateType(y.scalar_type(), /*is_cuda=*/true);
   const at::Tensor d = optional_input(d_, "d", {N, O}, acc, y), bias = optional_input(bias_, "bias", {O}, acc, y);
   const at::Tensor out = at::empty_like(y);
+  if (planes == 0 || HW == 0) return out;
   const int threads = threads_for(HW);
   const int64_t grid_y = std::min<int64_t>(planes, 65535);                 // gridDim.y's limit
-  const int64_t grid_x = std::min((HW + threads - 1) / threads, kMaxBlocks / std::max<int64_t>(grid_y, 1));
-  if (grid_x > 0 && grid_y > 0) {                                           // else out is empty
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "epilogue_forward", [&] {
-      using acc_t = at::acc_type<scalar_t, true>;
-      forward_kernel<scalar_t, acc_t><<<dim3(unsigned(grid_x), unsigned(grid_y)), threads, 0,
-                                        c10::cuda::getCurrentCUDAStream()>>>(
-          ptr<scalar_t>(y), ptr<acc_t>(d), ptr<acc_t>(bias), ptr<scalar_t>(out), planes, O, HW, int(act),
-          acc_t(gain), acc_t(clamp));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  }
+  const int64_t grid_x = std::max<int64_t>(1, std::min((HW + threads - 1) / threads, kMaxBlocks / grid_y));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "epilogue_forward", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    forward_kernel<scalar_t, acc_t><<<dim3(unsigned(grid_x), unsigned(grid_y)), threads, 0,
+                                      c10::cuda::getCurrentCUDAStream()>>>(
+        ptr<scalar_t>(y), ptr<acc_t>(d), ptr<acc_t>(bias), ptr<scalar_t>(out), planes, O, HW, int(act),
+        acc_t(gain), acc_t(clamp));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
   return out;
 }
 

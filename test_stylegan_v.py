@@ -1341,9 +1341,6 @@ def test_bench_doctor_and_figures_refuse_a_meaningless_flag_in_one_line(refused,
 # ---------------------------------------------------------------------------------------------
 
 
-# -- the lazy build ----------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize('toolkit', [None, '/opt/fake-cuda'], ids=['no-toolkit', 'compiler-error'])
 def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(toolkit, monkeypatch, tmp_path):
     """No toolkit: silently the reference. A failed build: ONE warning naming the log, which keeps the compiler's
@@ -1366,7 +1363,7 @@ def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(
         assert not ours and not status['ok'] and 'set CUDA_HOME' in status['reason']
     else:
         assert len(ours) == 1 and status['log'] in ours[0] and 'expected a ";"' in open(status['log']).read()
-        assert not status['ok'] and status['reason'] == 'build failed: cuda.cu(42): error: expected a ";"'
+        assert status['reason'] == 'build failed: cuda.cu(42): error: expected a ";"' and not status['ok']
 
 
 @slow   # where the kernel would build: the build's own search (CUDA_HOME, nvcc on PATH, /usr/local/cuda)
@@ -1386,8 +1383,8 @@ def test_cuda_kernel_compiles(tmp_path):
     for status in statuses:
         assert status['ok'], f"{status['reason']}\n{open(status['log']).read()[-20000:] if status.get('log') else ''}"
     assert sorted(status['from_cache'] for status in statuses) == [False, True]
-    assert [not status['from_cache'] for status in statuses] == ['[modconv] compiling the CUDA kernel' in out
-                                                                  for out in outputs]   # not a silent minute
+    said = ['[modconv] compiling the CUDA kernel' in out for out in outputs]          # not a silent minute
+    assert [not status['from_cache'] for status in statuses] == said
     print('compile time (s):', max(status['seconds'] for status in statuses))
     module, status = svm.build_modconv_plugin(force_compile_without_gpu=True, cache_root=tmp_path)
     assert status['ok'] and status['from_cache'] and callable(module.epilogue_backward), status
@@ -1396,20 +1393,15 @@ def test_cuda_kernel_compiles(tmp_path):
         module.epilogue_forward(torch.randn(1, 2, 3, 3), None, None, 1, 1.0, -1.0)
 
 
-# -- the autograd wiring and the self-check, on a CPU with a PyTorch stand-in for the plugin ---
-
-
 class TorchStandInPlugin:
-    """The compiled plugin's two functions written in PyTorch, following the kernels' conventions
-    (fp32/fp64 accumulation, slope read from the saved output, None for gradients not asked for)."""
+    """The compiled plugin's two functions in PyTorch, following the kernels' conventions (fp32/fp64
+    accumulation, slope read from the saved output, None for gradients not asked for): the autograd wiring
+    and the self-check's bookkeeping run on a CPU."""
 
     @staticmethod
     def epilogue_forward(y, d, bias, act, gain, clamp):
         z = y.to(torch.promote_types(y.dtype, torch.float32))
-        z = z * d[:, :, None, None] if d is not None else z
-        z = z + bias[None, :, None, None] if bias is not None else z
-        z = torch.where(z > 0, z, z * 0.2) if act == 1 else z
-        return (z * gain).clamp(-clamp, clamp).to(y.dtype) if clamp >= 0 else (z * gain).to(y.dtype)
+        return svm.fused_epilogue_ref(z, d, bias, ['linear', 'lrelu'][act], gain, None if clamp < 0 else clamp).to(y)
 
     @staticmethod
     def epilogue_backward(g, out, y, d, need_y, need_d, need_bias, act, gain, clamp):
@@ -1420,15 +1412,6 @@ class TorchStandInPlugin:
                 (gz * y.to(m.dtype)).sum(dim=[2, 3]) if need_d else None, gz.sum(dim=[0, 2, 3]) if need_bias else None]
 
 
-class WrongStandInPlugin(TorchStandInPlugin):
-    """A kernel with a bug: the epilogue's gradient of d comes out 1 % too large."""
-
-    @staticmethod
-    def epilogue_backward(*args):
-        grad_y, grad_d, grad_bias = TorchStandInPlugin.epilogue_backward(*args)
-        return [grad_y, None if grad_d is None else grad_d * 1.01, grad_bias]
-
-
 @pytest.fixture
 def stand_in_plugin(monkeypatch):
     monkeypatch.setattr(svm, '_PLUGIN', TorchStandInPlugin())
@@ -1437,9 +1420,8 @@ def stand_in_plugin(monkeypatch):
 
 
 # The parity matrix, minGPT-style: every output and gradient of the fast path against the reference
-# (allclose at a relative tolerance per dtype, svm.PARITY_TOL). `stand-in` runs the autograd wiring
-# and the bookkeeping on the CPU with TorchStandInPlugin; `cuda` runs the compiled kernels and skips
-# without a GPU.
+# (allclose at a relative tolerance per dtype, svm.PARITY_TOL), with the stand-in on a CPU and with the
+# compiled kernels on a GPU (skipped without one).
 
 @pytest.fixture(params=['stand-in', 'cuda'])
 def kernel_device(request):
@@ -1453,13 +1435,12 @@ def kernel_device(request):
 
 
 PARITY_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-EPILOGUE_CONFIGS = [  # (act, clamp, with d, with bias)
-    ('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('lrelu', 256.0, True, True),
-    ('linear', None, True, True), ('linear', 0.5, False, False), ('linear', None, False, False)]
 
 
 @pytest.mark.parametrize('dtype', PARITY_DTYPES, ids=lambda d: str(d)[6:])
-@pytest.mark.parametrize('config', EPILOGUE_CONFIGS, ids=str)
+@pytest.mark.parametrize('config', [  # (act, clamp, with d, with bias)
+    ('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('lrelu', 256.0, True, True),
+    ('linear', None, True, True), ('linear', 0.5, False, False), ('linear', None, False, False)], ids=str)
 def test_kernel_parity_epilogue_forward_and_every_gradient(kernel_device, dtype, config):
     result = svm.check_parity(kernel_device, [dtype], [config])
     assert len(result['checks']) == 2 + config[2] + config[3] and result['ok'], result['checks']
@@ -1497,9 +1478,11 @@ def test_the_self_check_trusts_a_right_kernel_and_warns_once_about_a_wrong_or_cr
     with warnings.catch_warnings():
         warnings.simplefilter('error')                                  # a correct kernel: no warning
         assert svm.plugin_self_check('cpu')
-    crashing = WrongStandInPlugin()
+    wrong, crashing = TorchStandInPlugin(), TorchStandInPlugin()        # grad_d 1 % too large; a crash
+    wrong.epilogue_backward = lambda *a: [g * 1.01 if i == 1 and g is not None else g
+                                          for i, g in enumerate(TorchStandInPlugin.epilogue_backward(*a))]
     crashing.epilogue_forward = lambda *a: (_ for _ in ()).throw(RuntimeError('CUDA error: illegal memory access'))
-    for plugin, said in [(WrongStandInPlugin(), '/grad_d: relative error 1.0e-02 > tolerance 1e-05'),
+    for plugin, said in [(wrong, '/grad_d: relative error 1.0e-02 > tolerance 1e-05'),
                          (crashing, 'RuntimeError: CUDA error: illegal memory access')]:
         monkeypatch.setattr(svm, '_SELF_CHECKS', {})
         monkeypatch.setattr(svm, '_PLUGIN', plugin)
@@ -1510,35 +1493,29 @@ def test_the_self_check_trusts_a_right_kernel_and_warns_once_about_a_wrong_or_cr
         assert len(ours) == 1 and said in ours[0], ours
 
 
-def test_test_inputs_keep_away_from_the_kinks():
-    for act, clamp in [('lrelu', 1.0), ('linear', 0.5)]:
-        y, d, b = svm._epilogue_test_inputs(3, 4, 5, 6, torch.float64, 'cpu', act, None, clamp, margin=0.05)
-        z = y * d[:, :, None, None] + b[None, :, None, None]
-        pre = F.leaky_relu(z, 0.2) * math.sqrt(2) if act == 'lrelu' else z
-        assert z.abs().min() >= 0.05 - 1e-9 and ((pre.abs() - clamp).abs().min() >= 0.05 - 1e-9)
-
-
-# -- the kernels on a GPU ----------------------------------------------------------------------
+@pytest.mark.parametrize('act, clamp', [('lrelu', 1.0), ('linear', 0.5)])
+def test_test_inputs_keep_away_from_the_kinks(act, clamp):
+    y, d, b = svm._epilogue_test_inputs(3, 4, 5, 6, torch.float64, 'cpu', act, None, clamp, margin=0.05)
+    z = y * d[:, :, None, None] + b[None, :, None, None]
+    pre = F.leaky_relu(z, 0.2) * math.sqrt(2) if act == 'lrelu' else z
+    assert z.abs().min() >= 0.05 - 1e-9 and ((pre.abs() - clamp).abs().min() >= 0.05 - 1e-9)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-def test_cuda_dispatch_is_automatic_and_handles_odd_layouts():
-    """impl=None picks the kernel on CUDA tensors; non-contiguous inputs, 1×1 planes, sizes
-    that are not multiples of the block size, and more planes than gridDim.y allows, all give the reference."""
+@pytest.mark.parametrize('N, O, H, W', [(2, 3, 37, 41), (1, 70000, 1, 1), (3, 2, 1, 300)])
+def test_cuda_dispatch_is_automatic_and_handles_odd_layouts(N, O, H, W):
+    """impl=None picks the kernel on CUDA tensors; non-contiguous inputs, 1×1 planes, sizes that are not
+    multiples of the block size, and more planes than gridDim.y allows, all give the reference."""
     assert svm._resolve_impl(None, torch.zeros(1, device='cuda')) == 'cuda'
     torch.manual_seed(4)
-    for N, O, H, W in [(2, 3, 37, 41), (1, 70000, 1, 1), (3, 2, 1, 300)]:
-        y = torch.randn(N, O, H, W, device='cuda').contiguous(memory_format=torch.channels_last)
-        d, b = torch.rand(N, O, device='cuda') + 0.5, torch.randn(O, device='cuda')
-        for t in (y, d, b):
-            t.requires_grad_(True)
-        out = svm.fused_epilogue(y, d, b, act='lrelu', clamp=1.5)
-        ref = svm.fused_epilogue_ref(y, d, b, act='lrelu', clamp=1.5)
-        assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
-        grad = torch.randn_like(out)
-        for g, rg in zip(torch.autograd.grad(out, (y, d, b), grad), torch.autograd.grad(ref, (y, d, b), grad)):
-            # The kernel and the reference may disagree on the slope of an element sitting exactly on a kink.
-            assert ((g - rg).abs().max() / rg.abs().max()).item() < 1e-3
+    y = torch.randn(N, O, H, W, device='cuda').contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    d, b = (torch.rand(N, O, device='cuda') + 0.5).requires_grad_(True), torch.randn(O, device='cuda', requires_grad=True)
+    out, ref = (fn(y, d, b, act='lrelu', clamp=1.5) for fn in (svm.fused_epilogue, svm.fused_epilogue_ref))
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    for g, rg in zip(torch.autograd.grad(out, (y, d, b), grad), torch.autograd.grad(ref, (y, d, b), grad)):
+        # The kernel and the reference may disagree on the slope of an element sitting exactly on a kink.
+        assert ((g - rg).abs().max() / rg.abs().max()).item() < 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
