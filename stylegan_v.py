@@ -1904,7 +1904,7 @@ _MODCONV_CPP = r"""
 using Opt = std::optional<at::Tensor>;
 at::Tensor epilogue_forward(const at::Tensor& y, const Opt& d, const Opt& bias, int64_t act, double gain, double clamp);
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt& out, const Opt& y, const Opt& d,
-                                          bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp);
+    bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp);
 """
 
 _MODCONV_CUDA = r"""
@@ -2016,7 +2016,8 @@ at::Tensor optional_input(const Opt& t, const char* name, at::IntArrayRef shape,
 
 // The host functions, called from Python: check, run on the tensors' device and its current stream (ordered with
 // PyTorch's own work), allocate the outputs, dispatch on the dtype.
-at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias_, int64_t act, double gain, double clamp) {
+at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias_, int64_t act, double gain,
+    double clamp) {
   const at::Tensor y = main_input(y_, "y", act, gain);
   const c10::cuda::CUDAGuard guard(y.device());
   const int64_t N = y.size(0), O = y.size(1), HW = y.size(2) * y.size(3), planes = N * O;
@@ -2039,7 +2040,7 @@ at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias
 }
 
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt& out_, const Opt& y_, const Opt& d_,
-                                          bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp) {
+    bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp) {
   const at::Tensor g = main_input(grad_out, "grad_out", act, gain);   // e.g. the stride-0 gradient of out.sum()
   const c10::cuda::CUDAGuard guard(g.device());
   const int64_t N = g.size(0), O = g.size(1), HW = g.size(2) * g.size(3), planes = N * O;
@@ -2101,7 +2102,6 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
     says so on stderr): load_modconv_plugin() tells the user. force_compile_without_gpu: compile with no GPU visible
     (for CI: "a syntax or link error can never land"), for $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status, for
     `doctor`: ok, reason, warn (a failure to tell), from_cache, seconds, arch_list, log (a failed build's output)."""
-    global _PLUGIN, _PLUGIN_STATUS
     t0, status = time.time(), dict(from_cache=False, arch_list=None, log=None)
 
     def finish(module, reason='loaded', warn=False):
@@ -2139,16 +2139,14 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
             if (cuda_home := _find_cuda_home()) is None:          # no toolkit, no cache: silently the reference
                 return finish(None, 'no CUDA toolkit (bin/nvcc, include/cuda_runtime.h) found; set CUDA_HOME to '
                                     'one to build the kernel')
-            if not (cpp_extension := _cpp_extension()).is_ninja_available():
-                return finish(None, 'ninja is not installed (pip install ninja); it is needed to build the kernel',
-                              warn=True)
             print(f'[modconv] compiling the CUDA kernel for arch {arch_list} into {build_dir} (a minute or two, '
                   f'once; later runs load it)', file=sys.stderr)   # said always: a silent minute looks like a hang
             # torch guessed a CUDA_HOME of its own at import (cpp_extension.CUDA_HOME): build with the one found
             # above, and for arch_list (load_inline reads TORCH_CUDA_ARCH_LIST).
+            # (Without ninja, load_inline says "Ninja is required ... (pip install ninja to get it)": the reason.)
             from unittest import mock
             with mock.patch.dict(os.environ, TORCH_CUDA_ARCH_LIST=arch_list, CUDA_HOME=cuda_home), \
-                    mock.patch.object(cpp_extension, 'CUDA_HOME', cuda_home):
+                    mock.patch.object(cpp_extension := _cpp_extension(), 'CUDA_HOME', cuda_home):
                 module = cpp_extension.load_inline(
                     name, [_MODCONV_CPP], [_MODCONV_CUDA], functions=['epilogue_forward', 'epilogue_backward'],
                     extra_cflags=['-O3'], extra_cuda_cflags=['-O3'], build_directory=str(build_dir),
@@ -2228,14 +2226,13 @@ def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=Non
 
 
 # --- A.4 Parity and the self-check: the compiled ops are used only once they match the reference ----------------
-# The same inputs go through the compiled op and the reference, the reference upcast to fp32 (fp64 for fp64), so
-# a half-precision check measures the kernel's own rounding. The relative tolerances allow about 10 roundings
-# (fp16 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8): the few a gradient accumulates, and the reference rounds d and
-# b to y's dtype, the kernel does not; an indexing bug gives errors of order 1. `check_parity` runs any matrix
-# (the tests `pytest -k kernel_parity`: all); its default, the short form, is what `doctor` runs and, the first time
-# the compiled ops would run on a device in this process, the self-check (milliseconds on a GPU). On a mismatch
-# one warning names the check and its error, and that device uses the reference for the rest of the run: a
-# miscompiled or mis-indexed kernel costs speed, never a silently wrong model.
+# check_parity sends the same inputs through the kernel and the reference, upcast to fp32 (fp64 for fp64) so that a
+# half-precision check measures the kernel's own rounding. The relative tolerances allow about 10 roundings (fp16
+# 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8: a gradient's sums, and the reference rounds d and b to y's dtype, the
+# kernel does not); an indexing bug gives errors of order 1. Its default, the short form, is what `doctor` runs, and
+# the self-check the first time the kernel would run on a device in this process (ms on a GPU); the tests run the
+# whole matrix (`pytest -k kernel_parity`). On a mismatch one warning names the check and its error, and that device
+# uses the reference for the rest of the run: a miscompiled kernel costs speed, never a silently wrong model.
 
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 
@@ -2261,7 +2258,7 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
     (act, clamp, with d, with bias) -> {'ok', 'checks': {name: {'ok', 'err', 'tol'}}} ('reason' without a plugin)."""
     if load_modconv_plugin() is None:
         return dict(ok=False, checks={}, reason=_PLUGIN_STATUS['reason'])
-    rel_err = lambda a, b: ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()  # noqa: E731
+    rel_err = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()  # noqa: E731
     checks = {}
     for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
         inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
@@ -2289,7 +2286,7 @@ def plugin_self_check(device) -> bool:
     if str(device) not in _SELF_CHECKS:
         try:
             checks = check_parity(device)['checks']
-            worst, c = max(checks.items(), key=lambda kv: kv[1]['err'] / kv[1]['tol'])
+            worst, c = max(checks.items(), key=lambda kv: (not kv[1]['ok'], kv[1]['err'] / kv[1]['tol']))  # a NaN fails
             ok, why = c['ok'], f"{worst}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
         except Exception as e:                      # a kernel that crashes is as unusable as a wrong one
             ok, why = False, f'{type(e).__name__}: {_first_line(e)}'

@@ -1348,7 +1348,6 @@ def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(
     from torch.utils import cpp_extension
     for name, value in [('_PLUGIN', None), ('_PLUGIN_STATUS', None), ('_find_cuda_home', lambda: toolkit)]:
         monkeypatch.setattr(svm, name, value)
-    monkeypatch.setattr(cpp_extension, 'is_ninja_available', lambda: True)
     monkeypatch.setattr(cpp_extension, 'load_inline', lambda *a, **kw: (_ for _ in ()).throw(
         RuntimeError("Error building extension 'x':\n[1/3] nvcc ...\ncuda.cu(42): error: expected a \";\"\n")))
     monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path))
@@ -1508,8 +1507,9 @@ def test_cuda_dispatch_is_automatic_and_handles_odd_layouts(N, O, H, W):
     multiples of the block size, and more planes than gridDim.y allows, all give the reference."""
     assert svm._resolve_impl(None, torch.zeros(1, device='cuda')) == 'cuda'
     torch.manual_seed(4)
-    y = torch.randn(N, O, H, W, device='cuda').contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    d, b = (torch.rand(N, O, device='cuda') + 0.5).requires_grad_(True), torch.randn(O, device='cuda', requires_grad=True)
+    y = torch.randn(N, O, H, W, device='cuda').contiguous(memory_format=torch.channels_last)
+    d, b = torch.rand(N, O, device='cuda') + 0.5, torch.randn(O, device='cuda')
+    y, d, b = (t.requires_grad_(True) for t in (y, d, b))
     out, ref = (fn(y, d, b, act='lrelu', clamp=1.5) for fn in (svm.fused_epilogue, svm.fused_epilogue_ref))
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
     grad = torch.randn_like(out)
