@@ -2244,9 +2244,12 @@ def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     gain = ACT_GAIN[act] if gain is None else gain
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
-    while (bad := (z.abs() < margin) | ((torch.where(z > 0, z, z * LRELU_SLOPE if act == 'lrelu' else z) * gain).abs()
-                                        - (math.inf if clamp is None else clamp)).abs().lt(margin)).any():
-        z = torch.where(bad, randn(N, O, H, W) * 2, z)                              # resample z near a kink
+    while True:                                                                     # resample z near a kink
+        pre = torch.where(z > 0, z, z * LRELU_SLOPE if act == 'lrelu' else z) * gain   # act(z)·gain
+        bad = (z.abs() < margin) | ((pre.abs() - (clamp or math.inf)).abs() < margin)
+        if not bad.any():
+            break
+        z = torch.where(bad, randn(N, O, H, W) * 2, z)
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
     return tuple(t.to(device=device, dtype=dtype).requires_grad_(True) for t in (y, d, bias))
 
@@ -2286,7 +2289,8 @@ def plugin_self_check(device) -> bool:
     if str(device) not in _SELF_CHECKS:
         try:
             checks = check_parity(device)['checks']
-            worst, c = max(checks.items(), key=lambda kv: (not kv[1]['ok'], kv[1]['err'] / kv[1]['tol']))  # a NaN fails
+            # the worst check, a failed one first (an error of NaN fails, and compares with nothing)
+            worst, c = max(checks.items(), key=lambda kv: (not kv[1]['ok'], kv[1]['err'] / kv[1]['tol']))
             ok, why = c['ok'], f"{worst}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
         except Exception as e:                      # a kernel that crashes is as unusable as a wrong one
             ok, why = False, f'{type(e).__name__}: {_first_line(e)}'
