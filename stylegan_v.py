@@ -1995,12 +1995,11 @@ int threads_for(int64_t HW) { return int(std::min<int64_t>(256, std::max<int64_t
 
 template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
 
-// The main input: a CUDA [N, O, H, W] tensor, with an act and gain the kernels handle; made contiguous.
-at::Tensor main_input(const at::Tensor& t, const char* name, int64_t act, double gain) {
+// The main input, made contiguous. (act and gain > 0, which the backward's `slope` needs, are checked by the caller,
+// fused_epilogue_cuda.)
+at::Tensor main_input(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda() && t.dim() == 4, name, " must be a CUDA tensor [N, O, H, W], got ", t.sizes(), " on ",
               t.device());
-  TORCH_CHECK((act == 0 || act == kLReLU) && gain > 0, "act must be 0 (linear) or 1 (lrelu) and gain > 0 (the "
-              "backward reads the sign of z from the output), got ", act, " and ", gain);
   return t.contiguous();
 }
 
@@ -2018,7 +2017,7 @@ at::Tensor optional_input(const Opt& t, const char* name, at::IntArrayRef shape,
 // PyTorch's own work), allocate the outputs, dispatch on the dtype.
 at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias_, int64_t act, double gain,
     double clamp) {
-  const at::Tensor y = main_input(y_, "y", act, gain);
+  const at::Tensor y = main_input(y_, "y");
   const c10::cuda::CUDAGuard guard(y.device());
   const int64_t N = y.size(0), O = y.size(1), HW = y.size(2) * y.size(3), planes = N * O;
   const auto acc = at::toAccumulateType(y.scalar_type(), /*is_cuda=*/true);
@@ -2041,7 +2040,7 @@ at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias
 
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt& out_, const Opt& y_, const Opt& d_,
     bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp) {
-  const at::Tensor g = main_input(grad_out, "grad_out", act, gain);   // e.g. the stride-0 gradient of out.sum()
+  const at::Tensor g = main_input(grad_out, "grad_out");   // e.g. the stride-0 gradient of out.sum()
   const c10::cuda::CUDAGuard guard(g.device());
   const int64_t N = g.size(0), O = g.size(1), HW = g.size(2) * g.size(3), planes = N * O;
   const auto acc = at::toAccumulateType(g.scalar_type(), /*is_cuda=*/true);
