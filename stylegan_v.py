@@ -1852,239 +1852,175 @@ def main(argv=None) -> None:
 # 5× less (≈ 1.3 GB vs 0.27 GB per forward at the ffs 256² layer: N=16, O=64, fp16). The backward is fused the
 # same way, and autograd keeps 2 activation-sized tensors (y, out) instead of the chain's 3 (y, z, act(z)·gain).
 # Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k² times fewer operations than the conv (589,824×
-# at 256²), and the widest weight is 9.4 MB: a kernel would save a few µs per layer (an earlier one was removed).
+# at 256²), and the widest weight is 9.4 MB: a kernel would save a few µs per layer.
 #
-# Reading order: CUDA source → lazy build → autograd Functions → parity and self-check (`doctor`; bench: App. C).
-
-# ---------------------------------------------------------------------------------------------------
-# The CUDA source: C++ bindings + CUDA kernels, compiled together by torch's load_inline
-# ---------------------------------------------------------------------------------------------------
-# A *thread* runs one copy of a kernel; 32 threads form a *warp* (in lockstep); a *block* (here 32–256 threads)
+# --- A.1 The CUDA source (torch's load_inline compiles it and binds the two functions declared in _MODCONV_CPP)
+# A *thread* runs one copy of a kernel; 32 threads form a *warp* (in lockstep); a *block* (here 32-256 threads)
 # shares on-chip memory; the *grid* is all blocks of one launch. Grid-stride loops ("for (i = my_id; i < n;
-# i += all threads)") let any grid cover any size, and int64 indices keep tensors past 2^31 elements safe. Values
-# are read in their storage dtype and all math is done in `acc_t` (fp32; fp64 for fp64): one rounding per output.
+# i += all threads)") let any grid cover any size; int64 indices keep tensors past 2^31 elements safe. One
+# template serves fp64/fp32/fp16/bf16: values are read in their storage dtype, all math is done in `acc_t` (fp32,
+# fp64 for fp64), one rounding per output (and no --use_fast_math, which would round unlike the reference).
 
-_MODCONV_CPP_SOURCE = r"""
+_MODCONV_CPP = r"""
 #include <torch/extension.h>
-at::Tensor epilogue_forward(const at::Tensor& y, const std::optional<at::Tensor>& d,
-                            const std::optional<at::Tensor>& bias, int64_t act, double gain, double clamp);
-std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const std::optional<at::Tensor>& out,
-                                          const std::optional<at::Tensor>& y, const std::optional<at::Tensor>& d,
-                                          bool need_y, bool need_d, bool need_bias,
-                                          int64_t act, double gain, double clamp);
-// wrap_pybind_function turns a failed TORCH_CHECK into a Python RuntimeError with a readable message.
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("epilogue_forward", torch::wrap_pybind_function(epilogue_forward), "out = clamp(act(y*d + b) * gain)");
-  m.def("epilogue_backward", torch::wrap_pybind_function(epilogue_backward), "-> [grad_y, grad_d, grad_bias]");
-}
+using Opt = std::optional<at::Tensor>;
+at::Tensor epilogue_forward(const at::Tensor& y, const Opt& d, const Opt& bias, int64_t act, double gain, double clamp);
+std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt& out, const Opt& y, const Opt& d,
+    bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp);
 """
 
-_MODCONV_CUDA_SOURCE = r"""
+_MODCONV_CUDA = r"""
 #include <ATen/ATen.h>
-#include <ATen/AccumulateType.h>       // at::acc_type<scalar_t, true>: float for half/bf16/float, double for double
+#include <ATen/AccumulateType.h>    // at::acc_type<scalar_t, true>: float for half/bf16/float, double for double
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime.h>
-// (Not <ATen/cuda/CUDAContext.h>: it pulls in cuBLAS/cuSPARSE headers, which minimal CUDA installs lack.)
-#include <algorithm>
+#include <c10/cuda/CUDAStream.h>    // (not ATen/cuda/CUDAContext.h: it needs cuBLAS headers, absent from minimal CUDAs)
 
+using Opt = std::optional<at::Tensor>;
 namespace {
+constexpr int kLReLU = 1;                 // act: 0 linear, 1 lrelu (_ACT_ID); kSlope is LRELU_SLOPE
+constexpr double kSlope = 0.2;
+constexpr int64_t kMaxBlocks = 4096;      // ≈ 30 blocks per SM of an H100 fill it; the loops stride over the rest
 
-constexpr int kActLinear = 0, kActLReLU = 1;   // must match _ACT_ID in the Python code
-constexpr double kLReLUSlope = 0.2;            // must match LRELU_SLOPE
-
-// warp_sum: 5 butterfly exchanges (__shfl_xor_sync reads another lane's register) leave the warp's sum in *every*
-// lane. block_sum: each warp reduces, lane 0 parks its partial in shared memory, then every warp reduces the ≤ 32
-// partials, so every thread returns the block's total. All threads of the warp / block must reach them.
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-template <typename T>
-__device__ __forceinline__ T block_sum(T v, T* smem /* >= 32 elements */) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;  // blockDim.x: 32·k ≤ 1024
+// The block's sum, in every thread (all must call it). Within a warp, 5 butterfly exchanges (__shfl_xor_sync
+// reads another lane's register) leave the warp's sum in every lane; lane 0 parks it in shared memory; then every
+// warp sums the ≤ 32 partials the same way.
+template <typename T> __device__ T block_sum(T v, T* smem /* [32] */) {
+  auto warp_sum = [](T x) { for (int k = 16; k > 0; k >>= 1) x += __shfl_xor_sync(0xffffffffu, x, k); return x; };
+  const int lane = threadIdx.x & 31;
   v = warp_sum(v);
-  if (lane == 0) smem[warp] = v;
-  __syncthreads();                                  // all partials written
-  v = lane < num_warps ? smem[lane] : T(0);
-  __syncthreads();                                  // all partials read: smem may be reused at once
+  if (lane == 0) smem[threadIdx.x >> 5] = v;
+  __syncthreads();                                          // all partials written
+  v = lane < (blockDim.x >> 5) ? smem[lane] : T(0);
+  __syncthreads();                                          // all partials read: smem may be reused at once
   return warp_sum(v);
 }
 
-// out = clamp(act(z) · gain, ±clamp), clamp < 0 meaning none; written so that a NaN stays NaN, like torch.clamp.
-template <typename acc_t>
-__device__ __forceinline__ acc_t act_gain_clamp(acc_t z, int act, acc_t gain, acc_t clamp) {
-  if (act == kActLReLU) z = z > acc_t(0) ? z : z * acc_t(kLReLUSlope);
-  z = z * gain;
-  if (clamp >= acc_t(0)) z = z > clamp ? clamp : (z < -clamp ? -clamp : z);
-  return z;
+// out = clamp(act(z) · gain, ±clamp), clamp < 0 meaning none; a NaN stays NaN, as in torch.clamp.
+template <typename acc_t> __device__ acc_t act_gain_clamp(acc_t z, int act, acc_t gain, acc_t clamp) {
+  z = (act == kLReLU && !(z > acc_t(0)) ? z * acc_t(kSlope) : z) * gain;
+  return clamp < acc_t(0) ? z : (z > clamp ? clamp : (z < -clamp ? -clamp : z));
 }
 
-// ∂out/∂z from the saved *output* (StyleGAN's trick): gain > 0 and clamp > 0 keep the sign, so out > 0 ⇔ z > 0
+// ∂out/∂z from the saved *output* (StyleGAN2's trick): gain > 0 and clamp > 0 keep the sign, so out > 0 ⇔ z > 0
 // gives the lrelu's side and |out| < clamp an inactive clamp (slope 0 at |out| == clamp, as torch.clamp's).
-// out == nullptr means linear and unclamped: the slope is the constant gain.
+// No out means linear and unclamped: the slope is the constant gain.
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t slope(const scalar_t* out, int64_t idx, int act, acc_t gain, acc_t clamp) {
-  if (out == nullptr) return gain;
-  const acc_t o = static_cast<acc_t>(out[idx]);
-  acc_t m = gain;
-  if (act == kActLReLU && !(o > acc_t(0))) m *= acc_t(kLReLUSlope);
-  if (clamp >= acc_t(0) && !(o < clamp && o > -clamp)) m = acc_t(0);
-  return m;
+__device__ acc_t slope(const scalar_t* out, int64_t i, int act, acc_t gain, acc_t clamp) {
+  const acc_t o = out ? static_cast<acc_t>(out[i]) : acc_t(1);
+  if (clamp >= acc_t(0) && !(o < clamp && o > -clamp)) return acc_t(0);
+  return act == kLReLU && !(o > acc_t(0)) ? gain * acc_t(kSlope) : gain;
 }
 
-// Forward: blockIdx.y strides over the N·O planes p = n*O + o (d[p] and b[o] loaded once per plane), blockIdx.x
-// and the threads over its H·W pixels. Each y element is read once and each out element written once.
+// Forward: blockIdx.y strides over the N·O planes p = n·O + o (d[p] and b[o] read once per plane), blockIdx.x and
+// the threads over its H·W pixels. Each y element is read once and each out element written once.
 template <typename scalar_t, typename acc_t>
-__global__ void epilogue_forward_kernel(const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
-                                        const acc_t* __restrict__ bias, scalar_t* __restrict__ out,
-                                        int64_t planes, int64_t O, int64_t HW, int act, acc_t gain, acc_t clamp) {
+__global__ void forward_kernel(const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
+                               const acc_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t planes,
+                               int64_t O, int64_t HW, int act, acc_t gain, acc_t clamp) {
   for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
-    const acc_t dp = d != nullptr ? d[p] : acc_t(1);
-    const acc_t bp = bias != nullptr ? bias[p % O] : acc_t(0);
-    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < HW; i += int64_t(gridDim.x) * blockDim.x) {
-      acc_t z = static_cast<acc_t>(y[p * HW + i]) * dp;           // same order of operations as the reference
-      z += bp;
-      out[p * HW + i] = static_cast<scalar_t>(act_gain_clamp(z, act, gain, clamp));
-    }
+    const acc_t dp = d ? d[p] : acc_t(1), bp = bias ? bias[p % O] : acc_t(0);
+    for (int64_t i = p * HW + blockIdx.x * blockDim.x + threadIdx.x; i < (p + 1) * HW; i += gridDim.x * blockDim.x)
+      out[i] = static_cast<scalar_t>(act_gain_clamp(static_cast<acc_t>(y[i]) * dp + bp, act, gain, clamp));
   }
 }
 
 // Backward: one block per plane p (grid-stride; the loop is uniform across the block, as block_sum requires).
 // With gz = grad_out · slope = ∂L/∂z: grad_y = gz · d[p] per pixel, grad_d[p] = Σ_hw gz · y and
-// bias_part[p] = Σ_hw gz by block_sum (summed over n by the host). Reads grad_out, out, y once, writes grad_y once.
+// bias_part[p] = Σ_hw gz (summed over n by the host). Reads grad_out, out, y once, writes grad_y once.
 template <typename scalar_t, typename acc_t>
-__global__ void epilogue_backward_planes_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
-                                                const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
-                                                scalar_t* __restrict__ grad_y, acc_t* __restrict__ grad_d,
-                                                acc_t* __restrict__ bias_part, int64_t planes, int64_t HW,
-                                                int act, acc_t gain, acc_t clamp) {
+__global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
+                                const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
+                                scalar_t* __restrict__ grad_y, acc_t* __restrict__ grad_d,
+                                acc_t* __restrict__ bias_part, int64_t planes, int64_t HW, int act, acc_t gain,
+                                acc_t clamp) {
   __shared__ acc_t smem[32];
   for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
-    const acc_t dp = d != nullptr ? d[p] : acc_t(1);
+    const acc_t dp = d ? d[p] : acc_t(1);
     acc_t sum_gz_y = 0, sum_gz = 0;
-    for (int64_t i = threadIdx.x; i < HW; i += blockDim.x) {
-      const int64_t idx = p * HW + i;
-      const acc_t gz = static_cast<acc_t>(g[idx]) * slope(out, idx, act, gain, clamp);
-      if (grad_y != nullptr) grad_y[idx] = static_cast<scalar_t>(gz * dp);
-      if (grad_d != nullptr) sum_gz_y += gz * static_cast<acc_t>(y[idx]);
+    for (int64_t i = p * HW + threadIdx.x; i < (p + 1) * HW; i += blockDim.x) {
+      const acc_t gz = static_cast<acc_t>(g[i]) * slope(out, i, act, gain, clamp);
+      if (grad_y) grad_y[i] = static_cast<scalar_t>(gz * dp);
+      if (grad_d) sum_gz_y += gz * static_cast<acc_t>(y[i]);
       sum_gz += gz;
     }
-    if (grad_d != nullptr) {                        // kernel arguments: the same branch for the whole block
-      const acc_t total = block_sum(sum_gz_y, smem);
-      if (threadIdx.x == 0) grad_d[p] = total;
-    }
-    if (bias_part != nullptr) {
-      const acc_t total = block_sum(sum_gz, smem);
-      if (threadIdx.x == 0) bias_part[p] = total;
-    }
+    sum_gz_y = block_sum(sum_gz_y, smem);                   // (both by all threads, used or not)
+    sum_gz = block_sum(sum_gz, smem);
+    if (threadIdx.x == 0 && grad_d) grad_d[p] = sum_gz_y;
+    if (threadIdx.x == 0 && bias_part) bias_part[p] = sum_gz;
   }
 }
 
-// Host-side helpers: launch geometry and input checks.
-constexpr int kThreads = 256;
+// Threads for a block walking a plane of HW pixels: HW rounded up to whole warps, 32..256 (4×4: one warp).
+int threads_for(int64_t HW) { return int(std::min<int64_t>(256, std::max<int64_t>(32, (HW + 31) / 32 * 32))); }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
 
-// 32 blocks per SM is enough to keep every SM busy; grid-stride loops do the rest of the work.
-int64_t max_blocks() {
-  int device = 0, sm_count = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  return int64_t(sm_count) * 32;
+// The main input, made contiguous. (act and gain > 0, which the backward's `slope` needs, are checked by the caller,
+// fused_epilogue_cuda.)
+at::Tensor main_input(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda() && t.dim() == 4, name, " must be a CUDA tensor [N, O, H, W], got ", t.sizes(), " on ",
+              t.device());
+  return t.contiguous();
 }
 
-// Threads for a block walking a plane of HW pixels: HW rounded up to a whole warp, 32..256 (4×4: one warp).
-int threads_for_plane(int64_t HW) {
-  return static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(32, ceil_div(HW, 32) * 32)));
-}
-
-// An optional input: undefined if absent, else checked (device, dtype, shape) and made contiguous.
-at::Tensor optional_input(const std::optional<at::Tensor>& t, const char* name, at::IntArrayRef shape,
-                          at::ScalarType dtype, const at::Tensor& like) {
+// An optional input: undefined if absent, else checked (like's device, a dtype, a shape) and made contiguous.
+at::Tensor optional_input(const Opt& t, const char* name, at::IntArrayRef shape, at::ScalarType dtype,
+                          const at::Tensor& like) {
   if (!t.has_value() || !t->defined()) return at::Tensor();
-  TORCH_CHECK(t->device() == like.device(), name, " must be on ", like.device(), ", got ", t->device());
-  TORCH_CHECK(t->scalar_type() == dtype, name, " must have dtype ", dtype, ", got ", t->scalar_type());
-  TORCH_CHECK(t->sizes() == shape, name, " must have shape ", shape, ", got ", t->sizes());
+  TORCH_CHECK(t->device() == like.device() && t->scalar_type() == dtype && t->sizes() == shape, name, " must be ",
+              dtype, shape, " on ", like.device(), ", got ", t->scalar_type(), t->sizes(), " on ", t->device());
   return t->contiguous();
 }
-
-void check_act(int64_t act, double gain) {
-  TORCH_CHECK(act == kActLinear || act == kActLReLU, "act must be 0 (linear) or 1 (lrelu), got ", act);
-  TORCH_CHECK(gain > 0, "gain must be > 0 (the backward reads the sign of z from the output), got ", gain);
-}
-
 }  // namespace
 
-// The host functions, called from Python: check, take the tensors' device and its current stream (so the kernels
-// are ordered with PyTorch's own work), allocate the outputs, dispatch on dtype.
-at::Tensor epilogue_forward(const at::Tensor& y_, const std::optional<at::Tensor>& d_,
-                            const std::optional<at::Tensor>& bias_, int64_t act, double gain, double clamp) {
-  TORCH_CHECK(y_.is_cuda(), "y must be a CUDA tensor, got one on ", y_.device());
-  TORCH_CHECK(y_.dim() == 4, "y must be [N, O, H, W], got ", y_.sizes());
-  check_act(act, gain);
-  const c10::cuda::CUDAGuard guard(y_.device());
-  const at::Tensor y = y_.contiguous();
-  const int64_t N = y.size(0), O = y.size(1), H = y.size(2), W = y.size(3), HW = H * W, planes = N * O;
-  const auto acc_dtype = at::toAccumulateType(y.scalar_type(), /*is_cuda=*/true);
-  const at::Tensor d = optional_input(d_, "d", {N, O}, acc_dtype, y);
-  const at::Tensor bias = optional_input(bias_, "bias", {O}, acc_dtype, y);
-  at::Tensor out = at::empty_like(y);
+// The host functions, called from Python: check, run on the tensors' device and its current stream (ordered with
+// PyTorch's own work), allocate the outputs, dispatch on the dtype.
+at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias_, int64_t act, double gain,
+    double clamp) {
+  const at::Tensor y = main_input(y_, "y");
+  const c10::cuda::CUDAGuard guard(y.device());
+  const int64_t N = y.size(0), O = y.size(1), HW = y.size(2) * y.size(3), planes = N * O;
+  const auto acc = at::toAccumulateType(y.scalar_type(), /*is_cuda=*/true);
+  const at::Tensor d = optional_input(d_, "d", {N, O}, acc, y), bias = optional_input(bias_, "bias", {O}, acc, y);
+  const at::Tensor out = at::empty_like(y);
   if (planes == 0 || HW == 0) return out;
-  const int threads = threads_for_plane(HW);
-  const int64_t grid_y = std::min<int64_t>(planes, 65535);                 // gridDim.y is limited to 65535
-  const int64_t grid_x = std::max<int64_t>(1, std::min(ceil_div(HW, threads), max_blocks() / grid_y));
-  const dim3 grid(static_cast<unsigned int>(grid_x), static_cast<unsigned int>(grid_y));
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int threads = threads_for(HW);
+  const int64_t grid_y = std::min<int64_t>(planes, 65535);                 // gridDim.y's limit
+  const int64_t grid_x = std::max<int64_t>(1, std::min((HW + threads - 1) / threads, kMaxBlocks / grid_y));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "epilogue_forward", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
-    epilogue_forward_kernel<scalar_t, acc_t><<<grid, threads, 0, stream>>>(
-        y.data_ptr<scalar_t>(), d.defined() ? d.data_ptr<acc_t>() : nullptr,
-        bias.defined() ? bias.data_ptr<acc_t>() : nullptr, out.data_ptr<scalar_t>(), planes, O, HW,
-        static_cast<int>(act), static_cast<acc_t>(gain), static_cast<acc_t>(clamp));
+    forward_kernel<scalar_t, acc_t><<<dim3(unsigned(grid_x), unsigned(grid_y)), threads, 0,
+                                      c10::cuda::getCurrentCUDAStream()>>>(
+        ptr<scalar_t>(y), ptr<acc_t>(d), ptr<acc_t>(bias), ptr<scalar_t>(out), planes, O, HW, int(act),
+        acc_t(gain), acc_t(clamp));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
 
-std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std::optional<at::Tensor>& out_,
-                                          const std::optional<at::Tensor>& y_, const std::optional<at::Tensor>& d_,
-                                          bool need_y, bool need_d, bool need_bias,
-                                          int64_t act, double gain, double clamp) {
-  TORCH_CHECK(grad_out_.is_cuda(), "grad_out must be a CUDA tensor, got one on ", grad_out_.device());
-  TORCH_CHECK(grad_out_.dim() == 4, "grad_out must be [N, O, H, W], got ", grad_out_.sizes());
-  check_act(act, gain);
-  const c10::cuda::CUDAGuard guard(grad_out_.device());
-  const at::Tensor g = grad_out_.contiguous();           // e.g. the stride-0 gradient of out.sum()
-  const int64_t N = g.size(0), O = g.size(1), H = g.size(2), W = g.size(3), HW = H * W, planes = N * O;
-  const auto dtype = g.scalar_type();
-  const auto acc_dtype = at::toAccumulateType(dtype, /*is_cuda=*/true);
-  const at::Tensor out = optional_input(out_, "out", g.sizes(), dtype, g);
-  const at::Tensor y = optional_input(y_, "y", g.sizes(), dtype, g);
-  const at::Tensor d = optional_input(d_, "d", {N, O}, acc_dtype, g);
-  TORCH_CHECK(out.defined() || (act == kActLinear && clamp < 0), "out is needed to recover the slope of act/clamp");
+std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt& out_, const Opt& y_, const Opt& d_,
+    bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp) {
+  const at::Tensor g = main_input(grad_out, "grad_out");   // e.g. the stride-0 gradient of out.sum()
+  const c10::cuda::CUDAGuard guard(g.device());
+  const int64_t N = g.size(0), O = g.size(1), HW = g.size(2) * g.size(3), planes = N * O;
+  const auto acc = at::toAccumulateType(g.scalar_type(), /*is_cuda=*/true);
+  const at::Tensor out = optional_input(out_, "out", g.sizes(), g.scalar_type(), g);
+  const at::Tensor y = optional_input(y_, "y", g.sizes(), g.scalar_type(), g);
+  const at::Tensor d = optional_input(d_, "d", {N, O}, acc, g);
+  TORCH_CHECK(out.defined() || (act == 0 && clamp < 0), "out is needed to recover the slope of act and clamp");
   TORCH_CHECK(y.defined() || !need_d, "y is needed for the gradient of d");
-  at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();
-  at::Tensor grad_d = need_d ? at::empty({N, O}, g.options().dtype(acc_dtype)) : at::Tensor();
-  at::Tensor bias_part = need_bias ? at::empty({N, O}, g.options().dtype(acc_dtype)) : at::Tensor();
-  if (planes == 0 || HW == 0) {                          // empty sums are zero
-    for (auto* t : {&grad_d, &bias_part}) if (t->defined()) t->zero_();
-  } else if (need_y || need_d || need_bias) {
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    const auto blocks = static_cast<unsigned int>(std::max<int64_t>(1, std::min(planes, max_blocks())));  // ≤ planes
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "epilogue_backward", [&] {
+  const at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();
+  const at::Tensor grad_d = need_d ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();  // (zeros: an
+  const at::Tensor bias_part = need_bias ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();  // empty sum)
+  if (planes > 0 && HW > 0 && (need_y || need_d || need_bias)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "epilogue_backward", [&] {
       using acc_t = at::acc_type<scalar_t, true>;
-      epilogue_backward_planes_kernel<scalar_t, acc_t><<<blocks, threads_for_plane(HW), 0, stream>>>(
-          g.data_ptr<scalar_t>(), out.defined() ? out.data_ptr<scalar_t>() : nullptr,
-          y.defined() ? y.data_ptr<scalar_t>() : nullptr, d.defined() ? d.data_ptr<acc_t>() : nullptr,
-          need_y ? grad_y.data_ptr<scalar_t>() : nullptr, need_d ? grad_d.data_ptr<acc_t>() : nullptr,
-          need_bias ? bias_part.data_ptr<acc_t>() : nullptr,
-          planes, HW, static_cast<int>(act), static_cast<acc_t>(gain), static_cast<acc_t>(clamp));
+      backward_kernel<scalar_t, acc_t><<<unsigned(std::min(planes, kMaxBlocks)), threads_for(HW), 0,
+                                         c10::cuda::getCurrentCUDAStream()>>>(
+          ptr<scalar_t>(g), ptr<scalar_t>(out), ptr<scalar_t>(y), ptr<acc_t>(d), ptr<scalar_t>(grad_y),
+          ptr<acc_t>(grad_d), ptr<acc_t>(bias_part), planes, HW, int(act), acc_t(gain), acc_t(clamp));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
@@ -2094,19 +2030,16 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out_, const std
 """
 
 
-# ---------------------------------------------------------------------------------------------------
-# Lazy build: compile on first use, cache on disk, survive N processes starting at once
-# ---------------------------------------------------------------------------------------------------
+# --- A.2 Lazy build: compile on first use, cache on disk, survive N processes starting at once ----------------
 # The build directory is keyed by a hash of everything that changes the binary (sources, torch, CUDA and Python
 # versions, target GPU architectures), so a cached build is never stale nor loaded into the wrong torch. A build
-# takes about a minute on 2 cores; later processes import the cached .so in milliseconds, without a toolkit. An
+# takes a minute or two on 2 cores; later processes import the cached .so in milliseconds, without a toolkit. An
 # fcntl lock on <build_dir>/build.lock serializes concurrent starts (torchrun's 8 ranks): the first builds, the
 # others wait on the lock, then find BUILD_OK and load the result.
 
 _PLUGIN = None                       # the loaded extension module, or None
 _PLUGIN_STATUS = None                # the status dict of the last build/load attempt (see build_modconv_plugin)
 _PLUGIN_THREAD_LOCK = threading.Lock()
-_CFLAGS = ['-O3']                    # for g++ and nvcc; no --use_fast_math: it would round unlike the reference
 
 try:
     import fcntl                                    # POSIX file locks: this build lock and the run lock
@@ -2114,42 +2047,27 @@ except ImportError:                                 # (Appendix D); on Windows n
     fcntl = None
 
 
-@functools.lru_cache(maxsize=None)
-def _nvcc_own_home(nvcc: str) -> Optional[str]:
-    """The toolkit an `nvcc` on PATH belongs to, asked of nvcc: a wrapper script's own folder holds no headers,
-    but `nvcc --dryrun` prints the directory the real binary runs from (_HERE_)."""
-    with contextlib.suppress(Exception):
-        import subprocess
-        out = subprocess.run([nvcc, '--dryrun', '-c', '-x', 'cu', os.devnull, '-o', os.devnull],
-                             capture_output=True, text=True, timeout=30)
-        match = re.search(r'^\s*#\$ _HERE_=(.+)', out.stdout + out.stderr, re.MULTILINE)
-        return str(Path(match.group(1).strip()).parent) if match else None
-
-
 def _find_cuda_home():
-    """The CUDA toolkit to compile with, or None: the same search in the build, `doctor` and the tests.
-    In order $CUDA_HOME, $CUDA_PATH, the `nvcc` on PATH (symlinks resolved, then asking nvcc itself),
-    /usr/local/cuda; the first with bin/nvcc and include/cuda_runtime.h."""
+    """The CUDA toolkit to compile with (the build, `doctor`, the tests), or None: the first of $CUDA_HOME,
+    $CUDA_PATH, the `nvcc` on PATH's (links resolved), /usr/local/cuda with bin/nvcc and include/cuda_runtime.h."""
     nvcc = shutil.which('nvcc')
-    candidates = [os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'),
-                  *([str(Path(nvcc).resolve().parent.parent), _nvcc_own_home(nvcc)] if nvcc else []), '/usr/local/cuda']
-    return next((str(home) for home in candidates if home and (Path(home) / 'include' / 'cuda_runtime.h').is_file()
-                 and any((Path(home) / 'bin' / exe).is_file() for exe in ('nvcc', 'nvcc.exe'))), None)
+    for home in (os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'),
+                 nvcc and Path(nvcc).resolve().parent.parent, '/usr/local/cuda'):
+        if home and Path(home, 'include/cuda_runtime.h').is_file() and shutil.which('nvcc', path=Path(home, 'bin')):
+            return str(home)
+    return None
 
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
-    """Build (or load from the cache) the CUDA plugin -> (module or None, status dict). Never raises nor warns
-    (a compile says so on stderr):
-    load_modconv_plugin() decides what to tell the user (`warn`). force_compile_without_gpu: compile with no GPU
-    visible (for CI: "a syntax or link error can never land"), for $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status,
-    for `doctor`: ok, reason, from_cache, seconds, build_dir, log, arch_list, cuda_home, torch, warn."""
-    t0 = time.time()
-    status = dict(ok=False, reason='', from_cache=False, seconds=0.0, build_dir=None, log=None,
-                  arch_list=None, cuda_home=None, torch=torch.__version__, warn=False)
+    """Build (or load from the cache) the CUDA plugin -> (module or None, status). Never raises nor warns (a compile
+    says so on stderr): load_modconv_plugin() tells the user. force_compile_without_gpu: compile with no GPU visible
+    (for CI: "a syntax or link error can never land"), for $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status, for
+    `doctor`: ok, reason, warn (a failure to tell), from_cache, seconds, arch_list, log (a failed build's output)."""
+    t0, status = time.time(), dict(from_cache=False, arch_list=None, log=None)
 
-    def finish(module, reason='', warn=False):
+    def finish(module, reason='loaded', warn=False):
         global _PLUGIN, _PLUGIN_STATUS
-        status.update(ok=module is not None, reason=reason or 'loaded', warn=warn, seconds=round(time.time() - t0, 2))
+        status.update(ok=module is not None, reason=reason, warn=warn, seconds=round(time.time() - t0, 2))
         _PLUGIN, _PLUGIN_STATUS = module, status
         return module, status
 
@@ -2157,83 +2075,55 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
         return finish(None, 'this torch build has no CUDA support (torch.version.cuda is None)')
     # The target: the user's TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0' on H100, '8.0;9.0' if mixed), else
     # (forced, no GPU) sm_80 code + PTX that newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5).
-    arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST')
-    if not arch_list and torch.cuda.is_available():
-        arch_list = ';'.join(f'{major}.{minor}' for major, minor in sorted(
-            {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
-    arch_list = arch_list or ('8.0+PTX' if force_compile_without_gpu else None)
+    status['arch_list'] = arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or ';'.join(sorted(
+        {'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})) or (
+        '8.0+PTX' if force_compile_without_gpu else None)
     if arch_list is None:
         return finish(None, 'no CUDA GPU visible (use force_compile_without_gpu=True to compile anyway)')
-
-    key_parts = [_MODCONV_CPP_SOURCE, _MODCONV_CUDA_SOURCE, torch.__version__, str(torch.version.cuda), arch_list,
-                 f'py{sys.version_info[0]}.{sys.version_info[1]}', sys.platform, repr(_CFLAGS)]
-    key = hashlib.sha256('\0'.join(key_parts).encode()).hexdigest()
+    key = hashlib.sha256('\0'.join([_MODCONV_CPP, _MODCONV_CUDA, torch.__version__, torch.version.cuda, arch_list,
+                                    sys.version.split()[0], sys.platform]).encode()).hexdigest()
     name = f'stylegan_v_modconv_{key[:10]}'         # also the module name (PyInit_<name> inside the .so)
-    cache_root = cache_root or os.environ.get('STYLEGAN_V_CACHE', Path.home() / '.cache' / 'stylegan_v')
-    build_dir = Path(cache_root).expanduser() / f'ext-{key[:16]}'
+    cache = cache_root or os.environ.get('STYLEGAN_V_CACHE') or Path.home() / '.cache/stylegan_v'
+    build_dir = Path(cache, f'ext-{key[:16]}').expanduser()
     library = build_dir / (name + ('.pyd' if os.name == 'nt' else '.so'))
-    status.update(build_dir=str(build_dir), log=str(build_dir / 'build.log'), arch_list=arch_list)
-    if getattr(_PLUGIN, '__name__', None) == name:                # already loaded by this process
-        status['from_cache'] = True
-        return finish(_PLUGIN)
-
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
-        with open(build_dir / 'build.lock', 'a+') as lock:       # closing it (or dying) releases the lock
+        with open(build_dir / 'build.lock', 'a+') as lock:        # closing it (or dying) releases the lock
             if fcntl is not None:
-                try:
-                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:                    # somebody else is building: wait for them
-                    if verbose:
-                        print(f'[modconv] waiting for another process to finish building in {build_dir}',
-                              file=sys.stderr)
-                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)         # another process is building: wait for it
             if (build_dir / 'BUILD_OK').exists() and library.exists():
-                try:                                 # the common case: a previous process built it
+                with contextlib.suppress(Exception):             # unloadable (a half-deleted cache): rebuild
                     spec = importlib.util.spec_from_file_location(name, library)
-                    module = importlib.util.module_from_spec(spec)
-                    spec.loader.exec_module(module)
+                    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
                     status['from_cache'] = True
                     return finish(module)
-                except Exception:                   # unloadable (e.g. a half-deleted cache): rebuild
-                    (build_dir / 'BUILD_OK').unlink()
-
-            status['cuda_home'] = cuda_home = _find_cuda_home()
-            if cuda_home is None:                   # no toolkit and no cache: silently use the reference
-                return finish(None, 'no CUDA toolkit (nvcc and headers) found; set CUDA_HOME to build the plugin')
-            cpp_extension = _cpp_extension()
-            if not cpp_extension.is_ninja_available():
-                return finish(None, 'ninja is not installed (pip install ninja); it is needed to build the plugin',
-                              warn=True)
+            if (cuda_home := _find_cuda_home()) is None:          # no toolkit, no cache: silently the reference
+                return finish(None, 'no CUDA toolkit (bin/nvcc, include/cuda_runtime.h) found; set CUDA_HOME to '
+                                    'one to build the kernel')
             print(f'[modconv] compiling the CUDA kernel for arch {arch_list} into {build_dir} (a minute or two, '
                   f'once; later runs load it)', file=sys.stderr)   # said always: a silent minute looks like a hang
-            # torch guessed a CUDA_HOME of its own at import (cpp_extension.CUDA_HOME); build with the one found
+            # torch guessed a CUDA_HOME of its own at import (cpp_extension.CUDA_HOME): build with the one found
             # above, and for arch_list (load_inline reads TORCH_CUDA_ARCH_LIST).
+            # (Without ninja, load_inline says "Ninja is required ... (pip install ninja to get it)": the reason.)
             from unittest import mock
             with mock.patch.dict(os.environ, TORCH_CUDA_ARCH_LIST=arch_list, CUDA_HOME=cuda_home), \
-                    mock.patch.object(cpp_extension, 'CUDA_HOME', cuda_home):
+                    mock.patch.object(cpp_extension := _cpp_extension(), 'CUDA_HOME', cuda_home):
                 module = cpp_extension.load_inline(
-                    name=name, cpp_sources=[_MODCONV_CPP_SOURCE], cuda_sources=[_MODCONV_CUDA_SOURCE],
-                    extra_cflags=_CFLAGS, extra_cuda_cflags=_CFLAGS, build_directory=str(build_dir),
+                    name, [_MODCONV_CPP], [_MODCONV_CUDA], functions=['epilogue_forward', 'epilogue_backward'],
+                    extra_cflags=['-O3'], extra_cuda_cflags=['-O3'], build_directory=str(build_dir),
                     verbose=verbose, with_cuda=True, no_implicit_headers=True)
-            seconds = round(time.time() - t0, 1)
-            (build_dir / 'build.log').write_text(f'built {name} for arch {arch_list} in {seconds} s\n')
-            (build_dir / 'BUILD_OK').write_text(json.dumps(dict(seconds=seconds, arch_list=arch_list,
-                                                                torch=torch.__version__, cuda_home=cuda_home)))
+            (build_dir / 'BUILD_OK').write_text(f'built for arch {arch_list} in {time.time() - t0:.0f} s\n')
             return finish(module)
-    except Exception as error:                      # compiler or linker error, unwritable cache, ...
-        text = f'{error}\n\n{traceback.format_exc()}'   # torch puts the compiler's whole output into the message
-        log = Path(status['log'])
-        try:
-            log.write_text(text)
-        except OSError:
-            log = Path(tempfile.gettempdir()) / f'stylegan_v_modconv_build_{os.getpid()}.log'
-            log.write_text(text)
-        status['log'] = str(log)
+    except Exception as error:                      # a compiler or linker error, an unwritable cache, ...
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-        first_error = next((line for line in lines if re.search(r'\berror\b', line, re.IGNORECASE)
-                            and not line.startswith('Error building extension')), lines[0])
-        return finish(None, f'build failed: {first_error[:300]}', warn=True)
+        first = next((line for line in lines if re.search(r'\berror\b', line, re.IGNORECASE)
+                      and not line.startswith('Error building extension')), lines[0])   # the compiler's, not ninja's
+        for log in (build_dir / 'build.log', Path(tempfile.gettempdir(), f'stylegan_v_build_{os.getpid()}.log')):
+            with contextlib.suppress(OSError):     # torch puts the compiler's whole output into the message
+                log.write_text(f'{error}\n\n{traceback.format_exc()}')
+                status['log'] = str(log)
+                break
+        return finish(None, f'build failed: {first[:300]}', warn=True)
 
 
 def load_modconv_plugin(verbose=False):
@@ -2248,37 +2138,14 @@ def load_modconv_plugin(verbose=False):
         return _PLUGIN
 
 
-def modconv_plugin_status():
-    """The status dict of the last build/load attempt (None if none was made), for `doctor`."""
-    return None if _PLUGIN_STATUS is None else dict(_PLUGIN_STATUS)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Autograd Functions around the kernels (first and second derivatives)
-# ---------------------------------------------------------------------------------------------------
+# --- A.3 The autograd Function: first derivatives by the kernels, second ones by PyTorch ------------------------
 # R1 (Sec 4.1, Appx B.1) differentiates D's gradient w.r.t. its input, through a ModConv2d in every D block, so
-# these ops need second derivatives. As in StyleGAN2's bias_act, the epilogue's backward is itself an autograd
-# Function whose backward is differentiable PyTorch: ∂out/∂z of lrelu and clamp is piecewise constant, so the
-# backward is *linear* in grad_out, with the slope read from the saved output.
+# the op needs second derivatives. With m = ∂out/∂z and gz = grad_out · m:  grad_y = gz · d,  grad_d = Σ_hw gz · y,
+# grad_bias = Σ_{n,hw} gz. m of lrelu and clamp is piecewise constant and read from the saved output (the kernel's
+# `slope`), so these are plain products of saved tensors: a backward that will itself be differentiated
+# (create_graph, as R1's) computes them in PyTorch, which differentiates them again; any other uses the kernel.
 
 _ACT_ID = {'linear': 0, 'lrelu': 1}
-
-
-def _acc_dtype(dtype):
-    """Accumulation dtype used inside the kernels: fp64 for fp64 tensors, else fp32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _epilogue_slope(out, act_id, gain, clamp):
-    """∂out/∂z from the saved output (the kernels' `slope`); a float where it is constant."""
-    if act_id == _ACT_ID['linear'] and clamp < 0:
-        return gain
-    m = torch.full_like(out, gain)                                          # [N, O, H, W]
-    if act_id == _ACT_ID['lrelu']:
-        m = torch.where(out > 0, m, m * LRELU_SLOPE)                        # out > 0 ⇔ z > 0 (gain > 0)
-    if clamp >= 0:
-        m = m * (out.abs() < clamp).to(out.dtype)                           # zero where the clamp was active
-    return m
 
 
 class _FusedEpilogue(torch.autograd.Function):
@@ -2287,178 +2154,125 @@ class _FusedEpilogue(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, d, bias, act_id, gain, clamp):
         out = load_modconv_plugin().epilogue_forward(y, d, bias, act_id, gain, clamp)
-        needs_slope = act_id != _ACT_ID['linear'] or clamp >= 0
-        ctx.save_for_backward(y if ctx.needs_input_grad[1] else None,       # y: only for the gradient of d
-                              d, out if needs_slope else None)              # d: [N, O]; out encodes ∂out/∂z
+        ctx.save_for_backward(y if ctx.needs_input_grad[1] else None,      # y: only for the gradient of d
+                              d, out if act_id or clamp >= 0 else None)   # d: [N, O]; out: m (none: m = gain)
         ctx.cfg = (act_id, gain, clamp)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        y, d, out = ctx.saved_tensors
-        grads = _FusedEpilogueBackward.apply(grad_out, out, y, d, ctx.cfg, tuple(ctx.needs_input_grad[:3]))
-        return (*grads, None, None, None)                                   # nothing for act, gain, clamp
-
-
-class _FusedEpilogueBackward(torch.autograd.Function):
-    """(grad_y, grad_d, grad_bias) from grad_out by the CUDA kernels, differentiable once more. With
-    gz = grad_out · m, m = ∂out/∂z:  grad_y = gz · d,  grad_d = Σ_hw gz · y,  grad_bias = Σ_{n,hw} gz."""
-
-    @staticmethod
-    def forward(ctx, grad_out, out, y, d, cfg, needs):
-        ctx.set_materialize_grads(False)            # unused outputs get None, not zero tensors
-        grads = load_modconv_plugin().epilogue_backward(grad_out, out, y, d, *needs, *cfg)
-        ctx.save_for_backward(grad_out, out, y, d)
-        ctx.cfg = cfg
-        return tuple(g if need else None for g, need in zip(grads, needs))
-
-    @staticmethod
-    def backward(ctx, gg_y, gg_d, gg_bias):
-        # The outputs are linear in grad_out (and in y, d separately): each "grad of grad" is the transpose of one
-        # line of the docstring. gg_* are the incoming gradients w.r.t. grad_y, grad_d, grad_bias.
-        grad_out, out, y, d = ctx.saved_tensors
-        m = _epilogue_slope(out, *ctx.cfg)                                  # [N, O, H, W] or a float
-        dt = grad_out.dtype
-        grad_g = grad_y_in = grad_d_in = None
-        if ctx.needs_input_grad[0]:                                         # ∂L/∂grad_out = m · (Σ of the transposes)
-            t = torch.zeros_like(grad_out)
-            if gg_y is not None:
-                t = t + gg_y * (d.to(dt)[:, :, None, None] if d is not None else 1)   # from grad_y = gz·d
-            if gg_d is not None:
-                t = t + gg_d.to(dt)[:, :, None, None] * y                            # from grad_d = Σ gz·y
-            if gg_bias is not None:
-                t = t + gg_bias.to(dt)[None, :, None, None]                          # from grad_bias = Σ gz
-            grad_g = t * m
-        if ctx.needs_input_grad[2] and gg_d is not None:                    # grad_d = Σ gz·y depends on y
-            grad_y_in = grad_out * m * gg_d.to(dt)[:, :, None, None]
-        if ctx.needs_input_grad[3] and gg_y is not None:                    # grad_y = gz·d depends on d
-            grad_d_in = (grad_out * m * gg_y).sum(dim=[2, 3], dtype=d.dtype)
-        return grad_g, None, grad_y_in, grad_d_in, None, None               # out: slope is constant a.e.
+        (y, d, out), need, (act_id, gain, clamp) = ctx.saved_tensors, ctx.needs_input_grad[:3], ctx.cfg
+        if not torch.is_grad_enabled():                                    # a first derivative: the kernel
+            return (*load_modconv_plugin().epilogue_backward(grad_out, out, y, d, *need, *ctx.cfg), None, None, None)
+        m = gain if out is None else torch.full_like(out, gain)            # [N, O, H, W] (or a float)
+        if act_id == _ACT_ID['lrelu']:
+            m = torch.where(out > 0, m, m * LRELU_SLOPE)                   # out > 0 ⇔ z > 0 (gain > 0)
+        gz = grad_out * (m * (out.abs() < clamp) if clamp >= 0 else m)     # zero where the clamp was active
+        acc = torch.promote_types(gz.dtype, torch.float32)
+        return (gz * (d[:, :, None, None] if d is not None else 1) if need[0] else None,
+                (gz * y).sum(dim=[2, 3], dtype=acc) if need[1] else None,   # [N, O]
+                gz.sum(dim=[0, 2, 3], dtype=acc) if need[2] else None, None, None, None)
 
 
 def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=None):
     """fused_epilogue_ref by one CUDA kernel. y and out stay in y's dtype; d and bias are used in fp32 (fp64 for
     fp64 y), slightly more accurate than the reference, which rounds them to y's dtype."""
-    if act not in _ACT_ID:
-        raise ValueError(f"act must be 'linear' or 'lrelu', got {act!r}")
-    gain = float(ACT_GAIN[act] if gain is None else gain)
-    if gain <= 0 or (clamp is not None and clamp <= 0):
-        raise ValueError(f'the fused epilogue needs gain > 0 and clamp > 0 or None, got {gain}, {clamp}')
-    acc = _acc_dtype(y.dtype)
-    d = None if d is None else d.to(acc)                                    # [N, O]
-    bias = None if bias is None else bias.to(acc)                           # [O]
+    gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
+    if act not in _ACT_ID or gain <= 0 or (clamp is not None and clamp <= 0):
+        raise ValueError(f"the fused epilogue needs act 'linear' or 'lrelu', gain > 0 and clamp > 0 or None, got "
+                         f"{act!r}, {gain}, {clamp}")
+    acc = torch.promote_types(y.dtype, torch.float32)                      # the kernels' acc_t
+    d, bias = (None if t is None else t.to(acc) for t in (d, bias))        # [N, O], [O]
     return _FusedEpilogue.apply(y, d, bias, _ACT_ID[act], gain, -1.0 if clamp is None else float(clamp))
 
 
-# ---------------------------------------------------------------------------------------------------
-# Parity and the self-check: the compiled ops are used only once they match the reference
-# ---------------------------------------------------------------------------------------------------
-# The same inputs go through the compiled op and the reference, the reference upcast to fp32 (fp64 for fp64), so
-# a half-precision check measures the kernel's own rounding. The relative tolerances allow about 10 roundings
-# (fp16 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8): the few a gradient accumulates, and the reference rounds d and
-# b to y's dtype, the kernel does not; an indexing bug gives errors of order 1. The full matrix is the tests
-# `test_kernel_parity_*` (`pytest -k kernel_parity`); `check_parity` is its short form, what `doctor` runs and,
-# the first time the compiled ops would run on a device in this process, the self-check (milliseconds on a GPU).
-# On a mismatch one warning names the check and its error, and that device uses the reference for the rest of
-# the run: a miscompiled or mis-indexed kernel costs speed, never a silently wrong model.
+# --- A.4 Parity and the self-check: the compiled ops are used only once they match the reference ----------------
+# check_parity sends the same inputs through the kernel and the reference, upcast to fp32 (fp64 for fp64) so that a
+# half-precision check measures the kernel's own rounding. The relative tolerances allow about 10 roundings (fp16
+# 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8: a gradient's sums, and the reference rounds d and b to y's dtype, the
+# kernel does not); an indexing bug gives errors of order 1. Its default, the short form, is what `doctor` runs, and
+# the self-check the first time the kernel would run on a device in this process (ms on a GPU); the tests run the
+# whole matrix (`pytest -k kernel_parity`). On a mismatch one warning names the check and its error, and that device
+# uses the reference for the rest of the run: a miscompiled kernel costs speed, never a silently wrong model.
 
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
-
-
-def _rel_err(a, b):
-    """max |a - b| / max |b|: one number per tensor, insensitive to its scale."""
-    a, b = a.detach().double(), b.detach().double()
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() if b.numel() else 0.0
 
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
     """Random (y, d, bias), all requiring grad, with no pre-activation z within `margin` of a kink (z = 0 for
     lrelu, |act(z)·gain| = clamp), where a rounding difference would flip the slope: y is solved for from z."""
     gen = torch.Generator(device='cpu').manual_seed(seed)
+    randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     gain = ACT_GAIN[act] if gain is None else gain
-    d = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5                  # like real d: positive, O(1)
-    bias = torch.randn(O, generator=gen, dtype=torch.float64) * 0.3
-    z = torch.randn(N, O, H, W, generator=gen, dtype=torch.float64) * 2
-    for _ in range(100):                                                            # resample z near a kink
-        pre = torch.where(z > 0, z, z * LRELU_SLOPE) * gain if act == 'lrelu' else z * gain
-        bad = z.abs() < margin
-        if clamp is not None:
-            bad |= (pre.abs() - clamp).abs() < margin
+    d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
+    while True:                                                                     # resample z near a kink
+        pre = torch.where(z > 0, z, z * LRELU_SLOPE if act == 'lrelu' else z) * gain   # act(z)·gain
+        bad = (z.abs() < margin) | ((pre.abs() - (clamp or math.inf)).abs() < margin)
         if not bad.any():
             break
-        z = torch.where(bad, torch.randn(z.shape, generator=gen, dtype=torch.float64) * 2, z)
+        z = torch.where(bad, randn(N, O, H, W) * 2, z)
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
     return tuple(t.to(device=device, dtype=dtype).requires_grad_(True) for t in (y, d, bias))
 
 
-def epilogue_parity(device, dtype, act, clamp, use_d=True, use_bias=True, seed=0) -> dict:
-    """{'forward': err, 'grad_y': err, ...}: relative errors of the CUDA epilogue against the reference."""
-    ref_dtype = _acc_dtype(dtype)
-    inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
-    inputs = [t if use else None for t, use in zip(inputs, (True, use_d, use_bias))]
-    ref_inputs = [None if t is None else t.detach().to(ref_dtype).requires_grad_(True) for t in inputs]
-    out = fused_epilogue(*inputs, act=act, clamp=clamp, impl='cuda')
-    ref = fused_epilogue(*ref_inputs, act=act, clamp=clamp, impl='ref')
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
-    names = [n for n, t in zip(('y', 'd', 'bias'), inputs) if t is not None]
-    grads = torch.autograd.grad(out, [t for t in inputs if t is not None], grad)
-    ref_grads = torch.autograd.grad(ref, [t for t in ref_inputs if t is not None], grad.to(ref_dtype))
-    return {'forward': _rel_err(out, ref),
-            **{f'grad_{n}': _rel_err(g, rg) for n, g, rg in zip(names, grads, ref_grads)}}
-
-
-def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16), seed=0) -> dict:
-    """The short parity check (first-use self-check, `doctor`): per dtype, the epilogue in three configurations,
-    forward and every gradient -> {'ok': bool, 'checks': {name: {'ok', 'err', 'tol'}}} ('reason' if no plugin)."""
+def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16),
+                 configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False)),
+                 seed=0) -> dict:
+    """The compiled epilogue against the reference, forward and every gradient, per dtype and configuration
+    (act, clamp, with d, with bias) -> {'ok', 'checks': {name: {'ok', 'err', 'tol'}}} ('reason' without a plugin)."""
     if load_modconv_plugin() is None:
-        return dict(ok=False, checks={}, reason=modconv_plugin_status()['reason'])
+        return dict(ok=False, checks={}, reason=_PLUGIN_STATUS['reason'])
+    rel_err = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()  # noqa: E731
     checks = {}
-    for dtype in dtypes:
-        tol, tag = PARITY_TOL[dtype], str(dtype)[6:]
-        for act, clamp, use in (('lrelu', None, True), ('lrelu', 1.0, True), ('linear', 0.5, False)):
-            name = f'epilogue/{tag}/{act}/clamp={clamp}/d={use}'
-            for k, e in epilogue_parity(device, dtype, act, clamp, use, use, seed).items():
-                checks[f'{name}/{k}'] = dict(ok=bool(e <= tol), err=float(e), tol=tol)
+    for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
+        inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
+        inputs = {n: t for n, t, use in zip(('y', 'd', 'bias'), inputs, (True, use_d, use_bias)) if use}
+        ref_dtype = torch.promote_types(dtype, torch.float32)
+        ref_inputs = {n: t.detach().to(ref_dtype).requires_grad_(True) for n, t in inputs.items()}
+        out = fused_epilogue(**inputs, act=act, clamp=clamp, impl='cuda')
+        ref = fused_epilogue(**ref_inputs, act=act, clamp=clamp, impl='ref')
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
+        grads = zip(inputs, torch.autograd.grad(out, list(inputs.values()), grad),
+                    torch.autograd.grad(ref, list(ref_inputs.values()), grad.to(ref)))
+        errs = dict(forward=rel_err(out, ref), **{f'grad_{n}': rel_err(g, rg) for n, g, rg in grads})
+        for what, err in errs.items():
+            checks[f'epilogue/{str(dtype)[6:]}/{act}/clamp={clamp}/d={use_d}/b={use_bias}/{what}'] = dict(
+                ok=err <= PARITY_TOL[dtype], err=err, tol=PARITY_TOL[dtype])
     return dict(ok=all(c['ok'] for c in checks.values()), checks=checks)
 
 
-_SELF_CHECKS = {}                    # device -> dict(ok, worst, err, tol) of the first-use self-check
+_SELF_CHECKS = {}                    # str(device) -> whether the compiled ops passed the self-check there
 
 
-def plugin_self_check(device) -> dict:
-    """Run the compiled ops against the reference once on `device` -> dict(ok, worst, err, tol)."""
-    try:
-        parity = check_parity(device)
-        checks = parity["checks"] or {"plugin": dict(ok=False, err=float("inf"), tol=0.0)}
-        worst, c = max(checks.items(), key=lambda kv: kv[1]["err"] / max(kv[1]["tol"], 1e-30))
-        result = dict(ok=bool(parity["ok"]), worst=worst, err=c["err"], tol=c["tol"])
-    except Exception as e:                          # a kernel that crashes is as unusable as a wrong one
-        result = dict(ok=False, worst=f"{type(e).__name__}: {_first_line(e)}", err=float("inf"), tol=0.0)
-    if not result["ok"]:
-        warnings.warn(f"stylegan_v: the fused ModConv2d kernel disagrees with the PyTorch reference on {device} "
-                      f"({result['worst']}: relative error {result['err']:.1e} > tolerance {result['tol']:.0e}); "
-                      f"using the reference for the rest of this run", stacklevel=3)
-    return result
-
-
-def _plugin_trusted(device) -> bool:
-    """Has the compiled kernel passed its self-check on this device (running it the first time)?"""
+def plugin_self_check(device) -> bool:
+    """Has the compiled kernel matched the reference on `device`? Checked (check_parity's short form) the first
+    time it is asked in a process; a mismatch or a crash warns once and says False: the reference is used there."""
     if str(device) not in _SELF_CHECKS:
-        _SELF_CHECKS[str(device)] = plugin_self_check(device)
-    return _SELF_CHECKS[str(device)]["ok"]
+        try:
+            checks = check_parity(device)['checks']
+            # the worst check, a failed one first (an error of NaN fails, and compares with nothing)
+            worst, c = max(checks.items(), key=lambda kv: (not kv[1]['ok'], kv[1]['err'] / kv[1]['tol']))
+            ok, why = c['ok'], f"{worst}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
+        except Exception as e:                      # a kernel that crashes is as unusable as a wrong one
+            ok, why = False, f'{type(e).__name__}: {_first_line(e)}'
+        if not ok:
+            warnings.warn(f'stylegan_v: the fused ModConv2d kernel disagrees with the PyTorch reference on {device} '
+                          f'({why}); using the reference for the rest of this run', stacklevel=3)
+        _SELF_CHECKS[str(device)] = ok
+    return _SELF_CHECKS[str(device)]
 
 
 def _resolve_impl(impl, x):
     """What §3's dispatcher asks first. impl=None: 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin
     loads and has passed its self-check on x's device; else 'ref'."""
     if impl is None:
-        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and _plugin_trusted(x.device)
+        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and plugin_self_check(x.device)
         return 'cuda' if use_cuda else 'ref'
     if impl not in ('cuda', 'ref'):
         raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
     if impl == 'cuda' and load_modconv_plugin() is None:
-        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {modconv_plugin_status()['reason']} "
-                           f"(log: {modconv_plugin_status()['log']})")
+        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {_PLUGIN_STATUS['reason']} "
+                           f"(log: {_PLUGIN_STATUS['log']})")
     return impl
 
 
