@@ -2512,25 +2512,18 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' release: its architecture, and its snapshots read without running anything
 # ------------------------------------------------------------------------------------------------
-# B.1 The release's architecture (arch 'release'). Where the authors' code differs from the paper (the
-# README's deviations table has every row), as variants of §5's and §7's modules, registered in §1's
-# ARCH_VARIANTS: their checkpoints then load into the same Generator and Discriminator, weight for weight.
-#   * motion: F = time_enc_dim waves, no amplitudes (v~ = [sin, cos] of the phase, 2F channels), log-
-#     spaced frequencies, phases W_rho u scaled by period_max / period, predictors without bias;
-#   * D: time gaps through a learned Embedding of the rounded gap plus Fourier features and StyleGAN2's
-#     mapping network, projection only (d_cond 'concat'), frame features halved where frames meet,
-#     strided minibatch-stddev groups;
+# B.1 The release's architecture (arch 'release'): where the authors' code differs from the paper (the README's
+# deviations table has every row), as variants of §5's and §7's modules registered in §1's ARCH_VARIANTS, so that
+# its checkpoints load into the same Generator and Discriminator, weight for weight:
+#   * motion: time_enc_dim waves without amplitudes (v~ = [sin, cos] of the phase, 2F channels), log-spaced
+#     frequencies, phases W_rho u scaled by period_max / period, predictors without bias;
+#   * D: time gaps through a learned Embedding of the rounded gap, Fourier features and StyleGAN2's mapping network,
+#     projection only (d_cond 'concat'), frame features halved where frames meet, strided minibatch-stddev groups;
 #   * sampling: spans from {2, 4, 8, 16, 32} (its total_dists), shortest period = the token spacing.
 
-def log_period_frequencies(dim: int, period_min: float, period_max: float) -> torch.Tensor:
-    """The release's frequencies: 2 pi / periods log-spaced from period_min to period_max (slowest
-    first). Compare Eq 6: linearly spaced periods, whose joint cycle is far longer (Fig 9)."""
-    periods = 2.0 ** np.linspace(math.log2(period_min), math.log2(period_max), dim)[::-1]
-    return torch.from_numpy(2 * np.pi / periods.copy()).float()                  # [F], rad/frame
-
-
 class ReleaseMotionMapping(MotionMappingNetwork):
-    """The release's AlignedTimeEncoder on F_m's motion codes: what wave_params and wave return differ."""
+    """The release's AlignedTimeEncoder on F_m's motion codes: what wave_params and wave return differ. Its periods
+    are log-spaced from period_min to period_max (Eq 6's are linear: their joint cycle is far longer, Fig 9)."""
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -2538,9 +2531,9 @@ class ReleaseMotionMapping(MotionMappingNetwork):
         del self.W_alpha                                          # no amplitudes
         self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
         self.v_dim = 2 * Fw                                       # [sin, cos]
-        sigma = log_period_frequencies(Fw, cfg.period_min, cfg.period_max)
-        self.register_buffer("sigma", sigma)
-        self.register_buffer("phase_scales", cfg.period_max * sigma / (2 * math.pi))
+        periods = 2.0 ** np.linspace(math.log2(cfg.period_min), math.log2(cfg.period_max), Fw)[::-1]  # slowest first
+        self.register_buffer("sigma", torch.from_numpy(2 * np.pi / periods).float())        # [F] rad/frame
+        self.register_buffer("phase_scales", cfg.period_max * self.sigma / (2 * math.pi))
 
     def wave_params(self, u: torch.Tensor):
         omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma
@@ -2551,19 +2544,11 @@ class ReleaseMotionMapping(MotionMappingNetwork):
         return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)            # [N, 2F]
 
 
-def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """x / sqrt(mean(x^2)) over dim 1 (StyleGAN2: the input of a mapping network)."""
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
-
-
 class ReleaseTimeGapEncoder(nn.Module):
-    """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping).
-
-    Per gap delta_i: a learned Embedding of the rounded gap (max_time entries of `dim`) and [sin, cos] of
-    log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes concatenated, then StyleGAN2's mapping
-    network without z: an FC, the 2nd-moment normalization, 2 FC layers (leaky ReLU, lr multiplier 0.01).
-    The result only conditions the projection head; there is no hypernetwork (Sec 3.2 differs).
-    """
+    """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping): per gap delta, a learned
+    Embedding of the rounded gap and [sin, cos] of log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes
+    concatenated into StyleGAN2's mapping network without z (an FC, the 2nd-moment normalization, 2 FC layers, lr
+    multiplier 0.01). It only conditions the projection head: no hypernetwork (Sec 3.2 differs)."""
 
     def __init__(self, k: int, cmap_dim: int, cfg: Config):
         super().__init__()
@@ -2578,7 +2563,8 @@ class ReleaseTimeGapEncoder(nn.Module):
         delta = torch.diff(t.float(), dim=1)                     # [B, k-1]
         phase = delta[..., None] * self.freqs                    # [B, k-1, F]
         codes = torch.cat([self.embed(delta.round().long()), phase.sin(), phase.cos()], -1)   # [B, k-1, d + 2F]
-        return self.mapping(normalize_2nd_moment(self.project(codes.flatten(1))))            # [B, cmap]
+        x = self.project(codes.flatten(1))                                                     # [B, cmap]
+        return self.mapping(x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt())        # x / rms(x)
 
 
 ARCH_VARIANTS["release"] = dict(
@@ -2587,83 +2573,71 @@ ARCH_VARIANTS["release"] = dict(
     fixed=dict(d_cond="concat", d_frame_div=2, mbstd_strided=True))           # its D, whatever a flag says
 
 
-# B.2 Reading their pickles.
-# What §13's load_checkpoint calls for a bare pickle (`convert`, `train --resume`, `sample`, `figures`, fvd.py's
-# --fake). The release pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its networks as StyleGAN2-ADA
-# *persistence* objects embedding their module's source, which the ordinary unpickler imports and runs (with OmegaConf,
-# dnnlib, numpy globals). Ours answers every name with an inert stand-in that records what it is given, except torch's
-# tensor and storage rebuilds, plain containers and plain numpy numbers: nothing in the file runs, and the recorded
-# state (_parameters, _buffers, _modules, constructor kwargs, OmegaConf config) gives the weights and settings.
-
-MAX_SNAPSHOT_BYTES = 8 * 2 ** 30          # a published 1024^2 snapshot is ~1 GB; more is not one of them
-
+# B.2 Reading their pickles (what load_checkpoint calls for a bare pickle: `convert`, `train --resume`, `sample`,
+# `figures`, fvd.py's --fake). A snapshot is dict(training_set_kwargs, G, D, G_ema, augment_pipe), its networks
+# StyleGAN2-ADA *persistence* objects that embed their module's source, which the ordinary unpickler imports and
+# runs (with OmegaConf, dnnlib and numpy globals). Ours makes real only torch's tensor rebuilds, plain containers
+# and plain numpy numbers, and answers every other name with an inert stand-in: nothing in the file runs, and the
+# recorded state (_parameters, _buffers, _modules, _init_kwargs, OmegaConf's config) holds weights and settings.
 
 class _Inert:
-    """Stands in for any class a pickle names: accepts any arguments and any state, runs nothing."""
+    """Stands in for any class a pickle names: records the state it is given (a dict), runs nothing."""
+    state: dict = {}
 
-    def __init__(self, *args, **kwargs):
-        self.args = args
+    def __init__(self, *args, **kwargs):                 # any arguments, ignored
+        pass
+    __setitem__ = append = __init__                      # so are SETITEMS and APPENDS on a dict or list subclass
 
     def __setstate__(self, state):
-        self.state = state
-
-    def __setitem__(self, key, value):                   # SETITEMS on a dict subclass
-        self.__dict__.setdefault("items", {})[key] = value
-
-    def append(self, value):                             # APPENDS on a list subclass (pickle falls back to it)
-        self.__dict__.setdefault("list", []).append(value)
+        self.state = state if isinstance(state, dict) else {}
 
 
-class _PersistentObject:
-    """Stands for torch_utils.persistence._reconstruct_persistent_obj(meta): the recorded state, never the source."""
+class _PersistentObject(_Inert):
+    """Stands for persistence._reconstruct_persistent_obj(meta): the state it recorded, never its source."""
 
     def __init__(self, meta):
-        self.state = meta.get("state") if isinstance(meta, dict) else None
+        self.__setstate__(meta.get("state") if isinstance(meta, dict) else None)
 
 
-def _storage_from_bytes(data):                  # torch.storage._load_from_bytes: a legacy torch.save of a storage
-    if not isinstance(data, (bytes, bytearray)):
-        raise pickle.UnpicklingError("a storage that is not bytes")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-
-
-def _numpy_scalar(dtype, data=None):            # numpy._core.multiarray.scalar(dtype, bytes): plain numbers only
-    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
-    return np.frombuffer(data, dtype)[0]
-
-
-def _numpy_dtype(name, align=False, copy=True):  # numpy.dtype: likewise
-    if not isinstance(name, str) or not re.fullmatch(r"[biuf]\d", name):
-        raise pickle.UnpicklingError(f"numpy dtype {name!r}")
-    return np.dtype(name)
+def _checked(fn, ok):
+    """fn, called only on arguments that pass ok(*args) (else an UnpicklingError): a real callable a pickle names."""
+    def call(*args):
+        if not ok(*args):
+            raise pickle.UnpicklingError(f"{fn.__name__} refused on {args!r:.80}")
+        return fn(*args)
+    return call
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: torch's rebuilds and plain containers are real, everything else an _Inert stand-in."""
+    """find_class: the names of REAL are themselves (a numpy dtype or scalar only of a plain number; a storage only
+    from bytes, by torch's own safe loader), persistence's rebuild a _PersistentObject, every other name an _Inert."""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
-            ("torch.storage", "_load_from_bytes"): _storage_from_bytes, ("numpy", "dtype"): _numpy_dtype,
-            ("numpy._core.multiarray", "scalar"): _numpy_scalar, ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)}}
-    inert = {}                                           # one stand-in class per name (a class records nothing)
+            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)},
+            ("numpy", "dtype"): _checked(lambda name, *_: np.dtype(name),
+                                         lambda name, *_: isinstance(name, str) and re.fullmatch(r"[biuf]\d", name)),
+            **dict.fromkeys([("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")], _checked(
+                lambda dtype, data: np.frombuffer(data, dtype)[0],
+                lambda dtype, data=None: isinstance(dtype, np.dtype) and dtype.kind in "biuf" and type(data) is bytes)),
+            ("torch.storage", "_load_from_bytes"): _checked(    # a legacy torch.save of one storage
+                lambda data: torch.load(io.BytesIO(data), map_location="cpu", weights_only=True),
+                lambda data: isinstance(data, (bytes, bytearray)))}
+    inert = {}                                           # one stand-in class per name
 
     def find_class(self, module, name):
-        if (module, name) in self.REAL:
-            return self.REAL[module, name]
         if name == "_reconstruct_persistent_obj":
             return _PersistentObject
-        return self.inert.setdefault((module, name), type(name, (_Inert,), {"__module__": module}))
+        return self.REAL.get((module, name)) or self.inert.setdefault(
+            (module, name), type(name, (_Inert,), {"__module__": module}))
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
 
 
 def _plain(obj):
-    """OmegaConf stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
+    """OmegaConf's stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
     if isinstance(obj, _Inert):
-        state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
-        return _plain(state["_content"] if "_content" in state else state.get("_val"))
+        return _plain(obj.state["_content"] if "_content" in obj.state else obj.state.get("_val"))
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
     return [_plain(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
@@ -2671,7 +2645,7 @@ def _plain(obj):
 
 def _module_state(obj, prefix: str = "") -> dict:
     """A recorded torch module's parameters and persistent buffers, then its children's: its state_dict()."""
-    state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
+    state = obj.state if isinstance(obj, _Inert) else {}
     skip = state.get("_non_persistent_buffers_set") or set()
     out = {prefix + name: tensor.detach() for group in ("_parameters", "_buffers")
            for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor) and name not in skip}
@@ -2681,62 +2655,49 @@ def _module_state(obj, prefix: str = "") -> dict:
 
 
 def _release_config(snap: dict) -> Config:
-    """A Config (arch 'release') from the plain attributes (z_dim, cfg, _init_kwargs, ...) G_ema and D recorded."""
-    def attrs(obj) -> dict:
-        state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
-        return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"}
-    G, D = attrs(snap["G_ema"]), attrs(snap["D"])
-    mapping = attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
-    g, d, syn = G["cfg"], D["cfg"], G["_init_kwargs"].get("synthesis_kwargs", {})
+    """A Config (arch 'release') from what G_ema and D recorded: their OmegaConf cfg, _init_kwargs, attributes."""
+    G, D = snap["G_ema"].state, snap["D"].state
+    g, d, Dk, Gk = _plain(G["cfg"]), _plain(D["cfg"]), _plain(D["_init_kwargs"]), _plain(G["_init_kwargs"])
+    syn, mapping = Gk.get("synthesis_kwargs", {}), _plain(G["_modules"]["mapping"].state["_init_kwargs"])
     motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
     return make_config(
         "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
-        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), motion_dim=int(motion["v_dim"]),
-        mapping_layers=int(mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
-        channel_max=int(syn["channel_max"]), motion_delta_z=int(motion["motion_z_distance"]),
-        motion_kernel=int(motion["kernel_size"]), period_min=float(time_enc["min_period_len"]),
-        period_max=float(time_enc["max_period_len"]), time_enc_dim=int(time_enc["dim"]),
-        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
-        d_channel_base=int(D["_init_kwargs"]["channel_base"]), d_channel_max=int(D["_init_kwargs"]["channel_max"]),
+        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), mapping_layers=int(mapping.get("num_layers", 2)),
+        channel_base=int(syn["channel_base"]), channel_max=int(syn["channel_max"]),
+        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"), motion_dim=int(motion["v_dim"]),
+        motion_delta_z=int(motion["motion_z_distance"]), motion_kernel=int(motion["kernel_size"]),
+        period_min=float(time_enc["min_period_len"]), period_max=float(time_enc["max_period_len"]),
+        time_enc_dim=int(time_enc["dim"]), d_channel_base=int(Dk["channel_base"]), d_channel_max=int(Dk["channel_max"]),
         d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
         frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
         max_span=int(sampling.get("max_dist", 32)), span_dist="release" if sampling.get("total_dists") else "uniform",
         mirror=bool((snap.get("training_set_kwargs") or {}).get("xflip", True)))
 
 
-def _release_names(kind: str, cfg: Config) -> list:
-    """(our name, release name) pairs of every tensor of our arch='release' G or D."""
-    def wb(ours, theirs):                                # a layer's weight and bias
-        return [(ours + p, theirs + p) for p in ("weight", "bias")]
-    if kind == "G":
-        pairs = [x for i in range(cfg.mapping_layers) for x in wb(f"mapping.layers.{i}.", f"mapping.fc{i}.")]
-        pairs += [("mapping.w_avg", "mapping.w_avg")] + [
-            (f"motion.conv_{ours}.{i}", f"synthesis.motion_encoder.conv.{i}.{p}")
-            for ours, p in (("weights", "weight"), ("biases", "bias")) for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.{ours}.weight", f"synthesis.motion_encoder.time_encoder.{theirs}_predictor.weight")
-                  for ours, theirs in (("W_omega", "periods"), ("W_rho", "phase"), ("W_a", "aligners"))]
-        for i in range(int(math.log2(cfg.resolution)) - 1):
-            b, o = f"synthesis.b{2 ** (i + 2)}.", f"synthesis.blocks.{i}."
-            convs = [("1", "conv1")] + ([("0", "conv0")] if i else [])
-            pairs += [(o + "const", b + "input.input.const")] if i == 0 else []
-            pairs += [x for n, c in convs for x in wb(f"{o}conv{n}.", f"{b}{c}.")]
-            pairs += [x for n, c in convs for x in wb(f"{o}affine{n}.", f"{b}{c}.affine.")]
-            pairs += wb(o + "torgb.affine.", b + "torgb.affine.") + wb(o + "torgb.conv.", b + "torgb.")
-        return pairs
-    pairs = [("time_enc.embed.weight", "time_encoder.const_embed.weight")] + wb("time_enc.project.", "mapping.embed.")
-    pairs += [x for i in range(2) for x in wb(f"time_enc.mapping.{i}.", f"mapping.fc{i}.")]
-    pairs += wb("from_rgb.", f"b{cfg.resolution}.fromrgb.")
-    for i in range(int(math.log2(cfg.resolution)) - 2):
-        b, o = f"b{cfg.resolution >> i}.", f"blocks.{i}."
-        pairs += [x for c in ("conv0.", "conv1.") for x in wb(o + c, b + c)] + [(o + "skip.weight", b + "skip.weight")]
-    return pairs + [x for c in ("conv", "fc", "out") for x in wb(f"epi_{c}.", f"b4.{c}.")]
+def _release_name(ours: str, resolution: int) -> str:
+    """The release's name of a tensor of our arch='release' G or D (a state_dict name): the renames below, in order.
+    Our blocks count from the network's input (G: 4^2 up, D: `resolution` down), the release's name their size."""
+    for pattern, new in [
+            (r"^mapping\.layers\.", "mapping.fc"), (r"^motion\.", "synthesis.motion_encoder."),      # G: F_c, F_m
+            (r"conv_(weight|bias)e?s\.(\d+)$", r"conv.\2.\1"), (r"W_omega\.", "time_encoder.periods_predictor."),
+            (r"W_rho\.", "time_encoder.phase_predictor."), (r"W_a\.", "time_encoder.aligners_predictor."),
+            (r"encoder\.sigma$", "encoder.time_encoder.freqs"), (r"\.phase_scales$", ".time_encoder.phase_scales"),
+            (r"^synthesis\.blocks\.(\d+)\.", lambda m: f"synthesis.b{4 << int(m[1])}."),             # G: S
+            (r"\.const$", ".input.input.const"), (r"affine(\d)", r"conv\1.affine"), (r"torgb\.conv\.", "torgb."),
+            (r"^time_enc\.embed\.", "time_encoder.const_embed."), (r"^time_enc\.project\.", "mapping.embed."),
+            (r"^time_enc\.freqs$", "time_encoder.time_encoder.fourier_coefs"), (r"^time_enc\.mapping\.", "mapping.fc"),
+            (r"^from_rgb\.", f"b{resolution}.fromrgb."), (r"^epi_", "b4."),                         # D
+            (r"^blocks\.(\d+)\.", lambda m: f"b{resolution >> int(m[1])}.")]:
+        ours = re.sub(pattern, new, ours)
+    return ours
 
 
 def import_release_snapshot(path: str) -> dict:
     """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely. Every tensor is checked against our
-    arch='release' modules (present, right shape), the fixed buffers against the Config's: a misread setting fails."""
-    if os.path.getsize(path) > MAX_SNAPSHOT_BYTES:
-        raise CheckpointError(f"{path}: {os.path.getsize(path) / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
+    arch='release' modules (present, right shape); the buffers the Config fixes are compared, not copied, so a
+    misread setting fails."""
+    if (size := os.path.getsize(path)) > 8 * 2 ** 30:   # a published 1024^2 snapshot is ~1 GB; more is not one
+        raise CheckpointError(f"{path}: {size / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
     try:
         with open(path, "rb") as f:
             snap = _SnapshotUnpickler(f).load()
@@ -2744,32 +2705,29 @@ def import_release_snapshot(path: str) -> dict:
         raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
     if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in ("G", "D", "G_ema"))):
         raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
-    try:
+    try:                                                 # (a deep or cyclic pickle: a RecursionError, also one line)
         cfg = _release_config(snap)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        theirs = {n: _module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
+    except Exception as e:
         raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
                               f"({type(e).__name__}: {_first_line(e)})") from None
-    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))   # the release names snapshots by kimg
-    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": int(match.group(1)) * 1000 if match else 0,
+    kimg = re.search(r"network-snapshot-(\d+)", os.path.basename(path))   # the release names snapshots by kimg
+    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": int(kimg.group(1)) * 1000 if kimg else 0,
              "source": f"authors' snapshot {os.path.basename(path)}"}
-    te = "synthesis.motion_encoder.time_encoder."     # buffers the Config determines: compared, not copied
-    fixed = {"motion.sigma": te + "freqs", "motion.phase_scales": te + "phase_scales",
-             "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}
-    for name, kind, module in (("G", "G", Generator), ("G_ema", "G", Generator), ("D", "D", Discriminator)):
-        theirs, ours, mapped = _module_state(snap[name]), module(cfg).state_dict(), {}
-        for key, their_key in _release_names(kind, cfg):
-            tensor, want = theirs.get(their_key), ours[key].shape   # (their const is [1, C, 4, 4], ours [C, 4, 4])
-            if tensor is None or tensor.numel() != want.numel() or (tensor.shape != want and not key.endswith("const")):
-                raise CheckpointError(f"{path}: {name}.{their_key} is "
-                                      f"{'missing' if tensor is None else tuple(tensor.shape)}, expected {tuple(want)}")
-            mapped[key] = tensor.reshape(want).float()
-        for key in set(ours) - set(mapped):
-            their = theirs.get(fixed.get(key))
-            if their is not None and not torch.allclose(their.flatten().float(), ours[key].flatten(), rtol=1e-5):
-                raise CheckpointError(f"{path}: {name}.{fixed[key]} is not what the snapshot's settings give")
-            mapped[key] = ours[key]
-        state[name] = mapped
-    p = _module_state(pipe).get("p") if isinstance(pipe := snap.get("augment_pipe"), _PersistentObject) else None
+    for name, module in (("G", Generator), ("G_ema", Generator), ("D", Discriminator)):
+        state[name] = module(cfg).state_dict()
+        for key, want in state[name].items():
+            their_key = _release_name(key, cfg.resolution)
+            tensor, fixed = theirs[name].get(their_key), key.endswith(("sigma", "phase_scales", "freqs"))
+            if tensor is None and fixed:                    # a buffer the Config fixes: ours, compared where saved
+                continue
+            shape = "missing" if tensor is None else tuple(tensor.shape)
+            if shape not in (tuple(want.shape), (1, *want.shape)):      # (their const, freqs: a leading 1)
+                raise CheckpointError(f"{path}: {name}.{their_key} is {shape}, expected {tuple(want.shape)}")
+            if fixed and not torch.allclose(tensor.reshape(want.shape).float(), want, rtol=1e-5):
+                raise CheckpointError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
+            state[name][key] = want if fixed else tensor.reshape(want.shape).float()
+    p = theirs["augment_pipe"].get("p")
     state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
     return state
 

@@ -1800,8 +1800,7 @@ def _check_phase_grads(record_grads, R, phase, names, tol):
 def _param_names(trainer, kind):
     """{our parameter name: the release's} of G or D (buffers left out)."""
     net = trainer.G if kind == "G" else trainer.D
-    params = dict(net.named_parameters())
-    return {ours: theirs for ours, theirs in sv._release_names(kind, trainer.cfg) if ours in params}
+    return {name: sv._release_name(name, trainer.cfg.resolution) for name, _ in net.named_parameters()}
 
 
 @needs_snapshot
