@@ -2735,55 +2735,63 @@ def import_release_snapshot(path: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot
 # ------------------------------------------------------------------------------------------------
-# None of it is needed to train or to sample. `bench` and `doctor --full` time the same two things,
-# bench_training (s/kimg) and bench_render (frames/s); doctor adds the kernel's build, parity check and one
-# layer (benchmark_modconv_layer), each result noted once in a dict that its log lines, JSON and Markdown table
-# are made from. `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
+# None of it is needed to train or to sample. `bench` and `doctor --full` time the same two things with
+# bench_model: rendering (frames/s) and training steps (s/kimg); doctor adds the kernel's build, its parity and one
+# layer's speed, each result noted once in a dict that its log lines, JSON and Markdown table are made from.
+# `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
 
 
-def _time_it(fn, repeat: int = 3) -> float:
-    """Median wall time of fn() in seconds, after one warm-up call (cuDNN's autotuning, the allocator)."""
-    times = []
-    for _ in range(repeat + 1):
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()                             # CUDA runs asynchronously: wait for fn's end
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
+def _time_it(fn, repeat: int = 3) -> tuple:
+    """(median seconds of fn() over `repeat` calls after a warm-up one (cuDNN's autotuning, the allocator, .grad
+    buffers), the peak MiB they allocated above what was allocated before, on a GPU (else 0)). Each call waits for
+    the GPU, which runs asynchronously."""
+    import timeit
+    cuda = torch.cuda.is_available()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated() if cuda else 0
+    seconds = np.median(timeit.repeat(lambda: (fn(), cuda and torch.cuda.synchronize()), number=1, repeat=repeat))
+    return float(seconds), (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if cuda else 0.0
 
 
-def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
-    """Seconds per real frame shown to D, for training steps of `cfg` on random data. R1 steps (1 in 16) are
-    left out: the same for every model compared, they would only add noise here."""
-    trainer = Trainer(dataclasses.replace(cfg, r1_gamma=0.0), Dist(device=device))   # gamma 0: no R1 steps
-    B, k, H = cfg.batch, cfg.frames_per_clip, cfg.resolution
-    real = torch.randint(0, 256, (B, k, H, H, 3), dtype=torch.uint8)                 # [B, k, H, W, 3] random frames
-    t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), k, cfg.max_span, cfg.max_time, 10_000)
-                                   for i in range(B)]))                              # [B, k] frame times
-    return _time_it(lambda: trainer.step(real, t), steps) / (B * k)
-
-
-def bench_render(cfg: Config, device: torch.device, videos: int = 1, starts=(0.0,), repeat: int = 3) -> list:
-    """Seconds to render 16 frames of `videos` videos in one call, from each start time, by a new G of `cfg`."""
-    G, seeds = Generator(cfg).eval().requires_grad_(False).to(device), list(range(videos))
-    w = content_codes(G, seeds)
-    return [_time_it(lambda: render_frames(G, w, seeds, t0 + torch.arange(16.0)), repeat) for t0 in starts]
+def bench_model(cfg: Config, device: torch.device, repeat: int = 3, render: bool = True, train: bool = True) -> dict:
+    """A new model of `cfg` -> {what: value}: rendering 16 frames of a video from t = 0 and from t = 1 h (frames/s;
+    the same, Sec 4.3) and training steps on random frames (s/kimg; peak GiB on a GPU), R1 steps left out (1 in 16:
+    the same for every model compared, they would only add noise)."""
+    res, B, k, H = {}, cfg.batch, cfg.frames_per_clip, cfg.resolution
+    if render:
+        G = Generator(cfg).eval().requires_grad_(False).to(device)
+        w = content_codes(G, [0])
+        for t0 in (0, 90_000):
+            seconds, _ = _time_it(lambda: render_frames(G, w, [0], t0 + torch.arange(16.0)), repeat)
+            res[f"rendering a video from t={t0} (frames/s)"] = round(16 / seconds, 1)
+    if train:
+        trainer = Trainer(dataclasses.replace(cfg, r1_gamma=0.0), Dist(device=device))   # gamma 0: no R1 steps
+        real = torch.randint(0, 256, (B, k, H, H, 3), dtype=torch.uint8)                 # [B, k, H, W, 3] random frames
+        t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), k, cfg.max_span, cfg.max_time,
+                                                         10_000) for i in range(B)]))   # [B, k] frame times
+        seconds, peak = _time_it(lambda: trainer.step(real, t), repeat)
+        what = f"training on {B} clips of {k} frame(s)"
+        res[f"{what} (s/kimg)"] = round(seconds / (B * k) * 1e3, 2)
+        if device.type == "cuda":
+            res[f"{what} (peak GiB above its weights)"] = round(peak / 2 ** 10, 2)
+    return res
 
 
 def cmd_bench(args) -> None:
-    """`bench`: frames/s of rendering at t = 0 and t = 1 h; with --train, s/kimg of video vs image StyleGAN2."""
+    """`bench`: bench_model on each preset; with --train also an image StyleGAN2 of the same backbone (one frame per
+    clip, no motion codes, no time conditioning in D) trained on as many frames a step, so both move the same
+    activation memory: what video costs per frame."""
     if args.train_batch and not args.train:
         raise UserError("--train-batch sets the batch of --train's training steps, but --train is not given")
-    for cfg in [make_config(p) for p in args.presets] if args.train_batch else []:   # before any work
+    for cfg in map(make_config, args.presets if args.train_batch else []):              # before any work
         b, k, g = args.train_batch, cfg.frames_per_clip, cfg.mbstd_group
-        try:                                                     # the video model's batch, then the image model's
-            for batch in (b, b * k):
-                check_batch_split(batch, 1, g)
-        except UserError:
+        if any(n % min(g, n) for n in (b, b * k)):              # the video model's batch, the image model's
             raise UserError(f"--train-batch {b}: the image StyleGAN2 it is compared with trains {b} x {k} = {b * k} "
                             f"frames a step, and both batches must be multiples of the minibatch-stddev group "
-                            f"({g}): try {g * math.ceil(b / g)}") from None
+                            f"({g}): try {g * math.ceil(b / g)}")
     device = _pick_device(args.device)
     cuda = device.type == "cuda"
     kernel = cuda and USE_CUSTOM_OPS and load_modconv_plugin() is not None      # (never builds it for a CPU)
@@ -2791,59 +2799,50 @@ def cmd_bench(args) -> None:
           f"torch {torch.__version__}, custom ops {'on' if kernel else 'off'}")
     for preset in args.presets:
         cfg = make_config(preset)
-        s0, s1 = bench_render(cfg, device, 1, (0.0, 90_000.0), args.repeat)
-        print(f"render  {preset:5s} {cfg.resolution:4d}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
-              f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
+        cfg = dataclasses.replace(cfg, batch=args.train_batch or cfg.batch)
+        res = bench_model(cfg, device, args.repeat, train=args.train)
         if args.train:
-            batch = args.train_batch or cfg.batch
-            # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes, no time
-            # conditioning in D -- with as many frames per step, so both move the same activation memory.
-            image = dataclasses.replace(cfg, batch=batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
+            image = dataclasses.replace(cfg, batch=cfg.batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
                                         d_cond="none")
-            sv = bench_training(dataclasses.replace(cfg, batch=batch), device, args.repeat)
-            si = bench_training(image, device, args.repeat)
-            print(f"train   {preset:5s} {cfg.resolution:4d}^2  {batch} videos x {cfg.frames_per_clip} frames: "
-                  f"video model {sv * 1e3:8.1f} s/kimg, image StyleGAN2 ({image.batch} images) {si * 1e3:8.1f} "
-                  f"s/kimg  ->  cost per frame {100 * (sv / si - 1):+.1f} %")
+            res.update({f"image StyleGAN2 {w}": v for w, v in bench_model(image, device, args.repeat, False).items()})
+            sv, si = (v for w, v in res.items() if w.endswith("(s/kimg)"))
+            res["video's cost per frame (%)"] = round(100 * (sv / si - 1), 1)
+        for what, value in res.items():
+            print(f"{preset} {cfg.resolution}^2, {what}: {value}")
 
 
 def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
-    """Forward + backward of one ModConv2d layer (the ffs config's 256^2 layer by default) and of its epilogue
-    alone, the part the kernel fuses, with impl 'ref' and 'cuda' -> {what: value}: the median ms, the peak MiB
-    above what was allocated before (on a GPU), and the kernel's speed-up."""
+    """Forward + backward of one ModConv2d layer (ffs's 256^2 layer by default) and of its epilogue alone, the part
+    the kernel fuses, by impl 'ref' and 'cuda' -> {what: value}: the median ms, the peak MiB above what was allocated
+    before (on a GPU) and the kernel's speed-up."""
     gen = torch.Generator(device=device).manual_seed(0)
     randn = lambda *shape, dtype=torch.float32: torch.randn(*shape, device=device, dtype=dtype, generator=gen)
-    x, grad = randn(N, I, H, W, dtype=dtype), randn(N, O, H, W, dtype=dtype)
-    y = randn(N, O, H, W, dtype=dtype).requires_grad_()                   # a conv's output, for the epilogue alone
-    weight = (randn(O, I, k, k) / math.sqrt(I * k * k)).requires_grad_()
-    s, d = (randn(N, I) * 0.5 + 1).requires_grad_(), (randn(N, O).abs() + 0.5).requires_grad_()
-    bias = torch.zeros(O, device=device, requires_grad=True)
+    x, grad, y = (randn(N, c, H, W, dtype=dtype) for c in (I, O, O))      # y: a conv's output, for the epilogue
+    weight, s, d = randn(O, I, k, k) / math.sqrt(I * k * k), randn(N, I) * 0.5 + 1, randn(N, O).abs() + 0.5
+    bias = torch.zeros(O, device=device)
+    for leaf in (y, weight, s, d, bias):
+        leaf.requires_grad_()
     parts = dict(layer=lambda impl: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl),
                  epilogue=lambda impl: fused_epilogue(y, d, bias, 'lrelu', clamp=256.0, impl=impl))
     result, ms = {}, {}
     for part, run in parts.items():
         for impl in ('ref', 'cuda'):
-            step = lambda: run(impl).backward(grad)
-            step()                                               # allocates the .grad buffers before the baseline
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            ms[impl] = _time_it(step, iters) * 1e3
-            result[f"{part} fwd+bwd, {impl} (ms)"] = round(ms[impl], 3)
-            peak = torch.cuda.max_memory_allocated(device) - base
-            result[f"{part} fwd+bwd, {impl} (peak MiB)"] = round(peak / 2**20, 1)
+            seconds, peak = _time_it(lambda: run(impl).backward(grad), iters)
+            ms[impl] = seconds * 1e3
+            result.update({f"{part} fwd+bwd, {impl} (ms)": round(ms[impl], 3),
+                           f"{part} fwd+bwd, {impl} (peak MiB)": round(peak, 1)})
         result[f"{part} speed-up"] = round(ms['ref'] / ms['cuda'], 2)
     return result
 
 
 def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: int = 3, log=print,
                    verbose: bool = False) -> dict:
-    """`doctor`'s checks, each logged as it comes -> {what: result}: the toolchain, the kernel's build (without a
-    GPU too: a build error shows anywhere) and, on a GPU, its parity and one layer's speed. With cfg (--full), also
-    training steps, kernel on/off x float16/float32 layers (s/kimg, peak memory), and sampling (frames/s), all
-    written to out_dir as doctor_full.json and .md (a table for the README). A CPU (the tests) skips the GPU's parts."""
-    import subprocess
+    """`doctor`'s checks, each logged as it comes -> {what: result}: the toolchain, the kernel's build (without a GPU
+    too: a build error shows anywhere) and, on a GPU, its parity and one layer's speed. With cfg (--full) also
+    training steps, kernel on/off x float16/float32 layers (s/kimg, peak memory), and sampling (frames/s), written
+    to out_dir as doctor_full.json and .md (a table for the README). A CPU (the tests) skips the GPU's parts."""
     global USE_CUSTOM_OPS
-    device, res = torch.device(device), {}
+    device, res, old = torch.device(device), {}, USE_CUSTOM_OPS
     cuda = device.type == "cuda"
 
     def note(what, value):
@@ -2874,22 +2873,15 @@ def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: in
         log("kernel parity and speed: need a GPU and the kernel, skipped")
     if cfg is None:
         return res
-    old = USE_CUSTOM_OPS
+    # The kernel on (where built) and off x float16 (on a GPU) and float32 layers:
+    variants = [(kn, fp) for kn in (True, False) for fp in (True, False) if (kernel or not kn) and (cuda or not fp)]
     try:
-        for kernel_on in [True, False] if kernel else [False]:
-            for fp16 in [True, False] if cuda else [False]:
-                USE_CUSTOM_OPS = kernel_on                                # what ModConv2d's dispatch reads
-                what = (f"training {cfg.preset} {cfg.resolution}^2, {cfg.batch} videos, kernel "
-                        f"{'on' if kernel_on else 'off'}, {'float16' if fp16 else 'float32'} layers")
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats(device)
-                variant = dataclasses.replace(cfg, num_fp16_res=4 if fp16 else 0)
-                note(f"{what} (s/kimg)", round(bench_training(variant, device, steps) * 1e3, 2))
-                if cuda:
-                    note(f"{what} (peak GiB)", round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2))
-        USE_CUSTOM_OPS = kernel
-        seconds = bench_render(cfg, device, videos=4)[0]                 # 4 videos x 16 frames a call
-        note(f"sampling {cfg.resolution}^2, kernel {'on' if kernel else 'off'} (frames/s)", round(64 / seconds, 1))
+        for kernel_on, fp16 in variants:
+            USE_CUSTOM_OPS = kernel_on                                # what ModConv2d's dispatch reads
+            variant = dataclasses.replace(cfg, num_fp16_res=4 if fp16 else 0)
+            for what, value in bench_model(variant, device, steps).items():
+                note(f"{cfg.preset} {cfg.resolution}^2, kernel {'on' if kernel_on else 'off'}, "
+                     f"{'float16' if fp16 else 'float32'} layers, {what}", value)
     finally:
         USE_CUSTOM_OPS = old
     os.makedirs(out_dir, exist_ok=True)
@@ -2925,25 +2917,24 @@ def _ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
 
 def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
                 size=(640, 400)) -> np.ndarray:
-    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend, drawn with Pillow
-    (imageio's dependency) and its built-in font, so the README's pictures need no plotting library. A curve
-    of few points (FVD at snapshots) gets a dot on each; a dense one (Fig 9's 2000 frames) only its line."""
+    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend (of 2 curves or more),
+    drawn with Pillow (imageio's dependency) and its built-in font, so the README's pictures need no plotting
+    library. A curve of few points (FVD at snapshots) gets a dot on each; a dense one (Fig 9's) only its line."""
     from PIL import Image, ImageDraw, ImageFont
-    W, H = size
-    left, right, top, bottom = 64, 16, 24, 44                    # margins for tick labels; the y label on top
+    (W, H), (left, right, top, bottom) = size, (64, 16, 24, 44)  # margins for tick labels; the y label on top
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     with contextlib.suppress(TypeError):                         # (Pillow < 10.1: its bitmap font)
         draw.font = ImageFont.load_default(size=12)              # at its default size 10 words run together
     xs, ys = np.concatenate(list(curves.values())).T
-    x_ticks = _ticks(0, xs.max())
-    y_ticks = _ticks(min(0, 1.05 * ys.min()), max(0, 1.05 * ys.max()), max(2, min(6, (H - top - bottom) // 25)))
-    px = lambda x: left + (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * (W - left - right)
-    py = lambda y: H - bottom - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]) * (H - top - bottom)
-    for x in x_ticks:                                            # grid, ticks and their labels
+    xt = _ticks(0, xs.max())
+    yt = _ticks(min(0, 1.05 * ys.min()), max(0, 1.05 * ys.max()), max(2, min(6, (H - top - bottom) // 25)))
+    px = lambda x: left + (x - xt[0]) / (xt[-1] - xt[0]) * (W - left - right)
+    py = lambda y: H - bottom - (y - yt[0]) / (yt[-1] - yt[0]) * (H - top - bottom)
+    for x in xt:                                                 # grid, ticks and their labels
         draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
         draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
-    for y in y_ticks:
+    for y in yt:
         draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
         draw.text((left - 6, py(y)), f"{y:g}", fill="black", anchor="rm")
     draw.rectangle([left, top, W - right, H - bottom], outline="black")
@@ -2952,12 +2943,11 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
     legend_x = W - right - 36 - max(draw.textlength(label) for label in curves)
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
     for i, (label, c) in enumerate(curves.items()):
-        colour, legend_y = colours[i % len(colours)], top + 12 + 14 * i
-        points = [(px(x), py(y)) for x, y in c]
+        colour, legend_y, points = colours[i % len(colours)], top + 12 + 14 * i, [(px(x), py(y)) for x, y in c]
         draw.line(points, fill=colour, width=2)
         for x, y in points if len(points) <= 100 else []:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        if len(curves) > 1:                                      # a legend, where there is a choice
+        if len(curves) > 1:
             draw.line([(legend_x, legend_y), (legend_x + 20, legend_y)], fill=colour, width=2)
             draw.text((legend_x + 26, legend_y), label, fill="black", anchor="lm")
     return np.asarray(img)
@@ -2965,76 +2955,70 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
 
 def cmd_figures(args) -> None:
     """The README's pictures from a checkpoint (and its dataset): strips of 8 frames `--stride` apart, a row per
-    video, and Fig 9."""
+    video (real vs fake, content vs motion, t = 0 vs an hour later), and Fig 9."""
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
     data = VideoFolder(args.data) if args.data else None
     if data is not None and data.resolution != cfg.resolution:
         raise UserError(f"{args.data}: its frames are {data.resolution}^2, the generator's {cfg.resolution}^2 "
                         f"(figures shows them side by side at one size: pass the dataset it was trained on)")
-    os.makedirs(args.out, exist_ok=True)
     t = torch.arange(8, dtype=torch.float64) * args.stride
-
-    def rows(v):                                                 # [V, 8, H, W, 3] -> [V*H, 8*W, 3]: a row per video
-        return v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy()
-
-    def save(name, image, zoom=args.zoom):                       # nearest neighbour, for small frames
-        path, image = os.path.join(args.out, name), image.repeat(zoom, axis=0).repeat(zoom, axis=1)
-        _write_image(path, image)
-        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
-
-    fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
+    # a row per video: [V, 8, H, W, 3] -> [V*H, 8*W, 3]
+    rows = lambda v: v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy()
+    pictures, fake = {}, render_videos(G, list(range(args.num)), t)                       # [num, 8, H, W, 3]
     if data is None:
-        save("fake.png", rows(fake))
-    else:
+        pictures["fake.png"] = rows(fake)
+    else:                                                        # random videos, random starts
         if max(data.lengths) <= t[-1]:
             print(f"note: {args.data}'s videos are shorter than 8 frames --stride {args.stride} apart: a real strip "
                   f"repeats its last frame", file=sys.stderr)
         rng, real = np.random.default_rng(0), []
-        for v in rng.choice(len(data), size=min(args.num, len(data)), replace=False):      # random videos and starts
+        for v in rng.choice(len(data), size=min(args.num, len(data)), replace=False):
             frames = rng.integers(0, max(data.lengths[v] - int(t[-1]), 1)) + t.long().numpy()
             real.append(torch.from_numpy(data.read_frames(int(v), np.minimum(frames, data.lengths[v] - 1))))
         gap = np.full((4, 8 * cfg.resolution, 3), 255, np.uint8)
-        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), gap, rows(fake)]))
+        pictures["real_vs_fake.png"] = np.concatenate([rows(torch.stack(real)), gap, rows(fake)])
     # Content and motion are separate: rows (c0,m0) (c0,m1) (c1,m0) (c1,m1), content seed c, motion seed m.
-    save("content_motion.png", rows(torch.cat([render_videos(G, [c], t, motion_seeds=[m])
-                                               for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]])))
+    pictures["content_motion.png"] = rows(torch.cat([render_videos(G, [c], t, motion_seeds=[m])
+                                                     for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]]))
     # No degradation after an hour: the same video at t = 0 and at t = 1 h.
-    late = render_videos(G, [0], args.hour_seconds * cfg.fps + t)
-    save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), late])))
+    pictures["t0_vs_1h.png"] = rows(torch.cat([render_videos(G, [0], s + t) for s in (0, args.hour_seconds * cfg.fps)]))
+    pictures = {name: image.repeat(args.zoom, 0).repeat(args.zoom, 1) for name, image in pictures.items()}   # nearest
     # Fig 9: six channels of the acyclic embedding v_t over 2000 frames, a band each, the x label once below.
     t = np.arange(2000.0)
     v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
     channels = range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]
-    save("embedding.png", np.concatenate([plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]",
-                                                      xlabel="t (frames)" if c == channels[-1] else "",
-                                                      size=(1000, 140)) for c in channels]), zoom=1)
+    pictures["embedding.png"] = np.concatenate([plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]",
+                                                            xlabel="t (frames)" if c == channels[-1] else "",
+                                                            size=(1000, 140)) for c in channels])
+    os.makedirs(args.out, exist_ok=True)
+    for name, image in pictures.items():
+        _write_image(path := os.path.join(args.out, name), image)
+        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
 
 def read_metric_curve(run: str, metric: str) -> np.ndarray:
-    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears
-    twice (a log written before resuming cut logs back to the checkpoint) the later value counts."""
+    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears twice (a log
+    written before resuming cut logs back to the checkpoint) the later value counts."""
     path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
     if not os.path.isfile(path):
         raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
     rows, keys = {}, set()
     with open(path, "rb") as f:                                  # bytes: a binary file is a line, not a crash
         for number, line in enumerate(f, 1):
-            try:
+            try:                                                 # not UTF-8, not JSON, not an object
                 record = json.loads(line)
-            except ValueError:                                   # (JSON's and UTF-8's errors both are)
-                record = None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}: line {number} is not a JSON object (not a run's log.jsonl)")
-            keys.update(k for k, v in record.items() if k != "kimg" and isinstance(v, (int, float)))
+                keys.update(k for k, v in record.items() if type(v) in (int, float))
+            except (ValueError, AttributeError):
+                raise UserError(f"{path}: line {number} is not a JSON object (not a run's log.jsonl)") from None
             if metric in record:
                 kimg, value = record.get("kimg"), record[metric]
-                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (kimg, value)):
+                if not {type(kimg), type(value)} <= {int, float}:
                     raise UserError(f"{path}: line {number}: kimg and {metric} must be numbers, got {kimg!r} "
                                     f"and {value!r}")
                 rows[float(kimg)] = float(value)
     if not rows:
         hint = (f"train with --metrics {metric}" if metric in ("fvd16", "fvd128")
-                else f"its keys: {', '.join(sorted(keys)) or 'none'}")
+                else f"its keys: {', '.join(sorted(keys - {'kimg'})) or 'none'}")
         raise UserError(f"{path}: no '{metric}' values ({hint})")
     return np.array(sorted(rows.items()), dtype=np.float64)
 

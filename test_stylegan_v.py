@@ -1582,51 +1582,27 @@ needs_snapshot = pytest.mark.skipif(not os.path.isfile(SNAPSHOT), reason="../sha
                                     "is absent (a clone without shared/): no release snapshot to test against")
 
 
-class _EvilReduce:
-    """Unpickled the ordinary way, this would run a shell command that leaves a file behind."""
-
-    def __init__(self, mark):
-        self.mark = mark
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.mark}",))
-
-
-def _persistent_pickle(path, mark):
-    """A pickle in the persistence format whose embedded module source writes a file when run."""
-    import types
-    fake = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta):                           # never called by the importer
-        raise AssertionError
-    _reconstruct_persistent_obj.__module__ = fake.__name__
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    fake._reconstruct_persistent_obj = _reconstruct_persistent_obj
-
-    class Persistent:
-        def __reduce__(self):
-            meta = dict(type="class", version=6, class_name="training.networks.Generator", state={},
-                        module_src=f"open({str(mark)!r}, 'w').write('ran')")
-            return (_reconstruct_persistent_obj, (meta,))
-    sys.modules.update({"torch_utils": types.ModuleType("torch_utils"), fake.__name__: fake})
-    try:
-        with open(path, "wb") as f:
-            pickle.dump({"G": Persistent(), "D": Persistent(), "G_ema": Persistent(),
-                         "augment_pipe": _EvilReduce(mark)}, f)
-    finally:
-        del sys.modules[fake.__name__], sys.modules["torch_utils"]
+def _pickle_calling(path, **calls):
+    """A pickle of {key: module.name(*args)} for each key=(module, name, *args), written opcode by opcode, so the
+    globals need not exist here: the ordinary unpickler would import each and call it with its args."""
+    body = b"".join(pickle.dumps(key, 0)[:-1] + f"c{module}\n{name}\n(".encode()
+                    + b"".join(pickle.dumps(a, 0)[:-1] for a in args) + b"tRs" for key, (module, name, *args) in calls.items())
+    path.write_bytes(b"\x80\x02(d" + body + b".")                     # PROTO 2, {...}, STOP
 
 
 @slow
 def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
     mark = tmp_path / "ran"
-    _persistent_pickle(tmp_path / "evil.pkl", mark)
-    with open(tmp_path / "reduce.pkl", "wb") as f:
-        pickle.dump({"G": _EvilReduce(mark)}, f)
+    source = f"open({str(mark)!r}, 'w').write('ran')"              # what a persistent object's embedded module runs
+    persistent = ("torch_utils.persistence", "_reconstruct_persistent_obj", dict(
+        type="class", version=6, class_name="training.networks.Generator", state={}, module_src=source))
+    _pickle_calling(tmp_path / "evil.pkl", G=persistent, D=persistent, G_ema=persistent,
+                    augment_pipe=("os", "system", f"touch {mark}"))
+    _pickle_calling(tmp_path / "reduce.pkl", G=("os", "system", f"touch {mark}"), D=("builtins", "exec", source))
     for name in ("evil.pkl", "reduce.pkl"):
         with pytest.raises(sv.CheckpointError, match="not a StyleGAN-V snapshot|settings"):
             sv.load_checkpoint(str(tmp_path / name))
-        assert not mark.exists()                                      # neither the source nor the reduce ran
+        assert not mark.exists()                                      # neither the source nor the calls ran
     r = run_cli("sample", "--ckpt", tmp_path / "evil.pkl", "--out", tmp_path / "x.mp4")
     assert_one_error_line(r, "evil.pkl")
     assert not mark.exists()
@@ -1647,13 +1623,12 @@ def _fan_ins(net):
     return sum(p[0].numel() for p in net.parameters() if p.dim() >= 2)
 
 
-def _snapshot_tokens(P, cfg):
-    """parity.npz's motion noise in our layout: release motion_z[b, m] is token m - 20, and G(z, t,
-    tokens) wants tokens j_first - 20, j_first - 19, ... (j_first = floor(min t / delta^z))."""
-    t = P["t"].double()
+def _release_tokens(motion_z, t, cfg):
+    """The release's motion noise in our layout: its motion_z[b, m] is token m - 20, and G(z, t, tokens) wants
+    tokens j_first - 20, j_first - 19, ... (j_first = floor(min t / delta^z))."""
     j_first = torch.floor(t / cfg.motion_delta_z).min(dim=1).values.long()
     L = sv.Generator.tokens_needed(t, cfg.motion_delta_z, 20)
-    return torch.stack([P["motion_z"][b, j_first[b]:j_first[b] + L] for b in range(len(t))])
+    return torch.stack([motion_z[b, j_first[b]:j_first[b] + L] for b in range(len(t))])
 
 
 @needs_snapshot
@@ -1666,7 +1641,8 @@ def test_a_release_snapshot_reproduces_the_releases_outputs():
     G.load_state_dict(state["G_ema"])
     D.load_state_dict(state["D"])
     P = {k: torch.from_numpy(v) for k, v in np.load(os.path.join(SNAPSHOT_DIR, "parity.npz")).items()}
-    tokens, t, psi = _snapshot_tokens(P, cfg), P["t"].double(), float(P["truncation_psi"])
+    t, psi = P["t"].double(), float(P["truncation_psi"])
+    tokens = _release_tokens(P["motion_z"], t, cfg)
     with torch.no_grad():
         torch.testing.assert_close(G.mapping(P["z"]), P["ws"][:, 0], rtol=0, atol=U32 * _fan_ins(G.mapping) * 4)
         v = G.motion_codes_from_tokens(tokens, t)                       # [12, 2F]: [sin, cos]
@@ -1755,11 +1731,7 @@ def _run_release_step(kind):
     def latents(purpose):                             # the fixture's draws for this phase
         phase = {"G": "Gmain", "D": "Dmain"}[purpose]
         t = torch.from_numpy(R[f"in/t_{phase}"])
-        j_first = torch.floor(t / cfg.motion_delta_z).min(dim=1).values.long()
-        L = sv.Generator.tokens_needed(t, cfg.motion_delta_z, trainer.G.motion.context)
-        mz = torch.from_numpy(R[f"in/mz_{phase}"])    # release motion_z[b, m] is token m - 20
-        tokens = torch.stack([mz[b, j_first[b]:j_first[b] + L] for b in range(len(t))])
-        return torch.from_numpy(R[f"in/z_{phase}"]), t, tokens
+        return torch.from_numpy(R[f"in/z_{phase}"]), t, _release_tokens(torch.from_numpy(R[f"in/mz_{phase}"]), t, cfg)
 
     record = dict(logits=[], r1=[], grads=[], params=[])
     trainer._latents = latents
