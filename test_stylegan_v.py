@@ -1585,8 +1585,9 @@ needs_snapshot = pytest.mark.skipif(not os.path.isfile(SNAPSHOT), reason="../sha
 def _pickle_calling(path, **calls):
     """A pickle of {key: module.name(*args)} for each key=(module, name, *args), written opcode by opcode, so the
     globals need not exist here: the ordinary unpickler would import each and call it with its args."""
-    body = b"".join(pickle.dumps(key, 0)[:-1] + f"c{module}\n{name}\n(".encode()
-                    + b"".join(pickle.dumps(a, 0)[:-1] for a in args) + b"tRs" for key, (module, name, *args) in calls.items())
+    body = b"".join(pickle.dumps(key, 0)[:-1] + f"c{module}\n{name}\n(".encode()           # key, GLOBAL, MARK,
+                    + b"".join(pickle.dumps(a, 0)[:-1] for a in args) + b"tRs"              # args, TUPLE REDUCE SETITEM
+                    for key, (module, name, *args) in calls.items())
     path.write_bytes(b"\x80\x02(d" + body + b".")                     # PROTO 2, {...}, STOP
 
 
@@ -1837,17 +1838,16 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
 # ---------------------------------------------------------------------------------------------
 
 
-# -- bench, doctor and the layer benchmark-------------------------------------------------------
+# -- bench, doctor and the layer benchmark ------------------------------------------------------
 
 
 def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for(capsys):
     sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("# bench on cpu") and "custom ops off" in out[0], out
-    row = re.fullmatch(r"render  tiny +64\^2  16 frames at t=0: +([\d.]+) ms   at t=90000: +([\d.]+) ms"
-                       r"   ->  +([\d.]+) frames/s", out[1])
-    assert row and all(float(x) > 0 for x in row.groups()), out
-    assert len(out) == 2                                          # no training rows without --train
+    assert out[0].startswith("# bench on cpu") and "custom ops off" in out[0] and len(out) == 3, out   # no --train
+    rows = [re.fullmatch(rf"tiny 64\^2, rendering a video from t={t0} \(frames/s\): ([\d.]+)", row)
+            for t0, row in zip((0, 90000), out[1:])]
+    assert all(row and float(row[1]) > 0 for row in rows), out
 
 
 def test_doctor_without_nvcc_or_gpu_reports_the_toolchain_and_says_what_it_skips(tmp_path, monkeypatch, capsys):
@@ -1879,20 +1879,21 @@ def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, mo
                         lambda **kw: (None, dict(ok=False, reason="no GPU (test)", log=None)))
     lines = []
     res = sv.acceptance_run("cpu", str(tmp_path), sv.make_config("tiny", resolution=16, batch=4), 1, lines.append)
-    train = "training tiny 16^2, 4 videos, kernel off, float32 layers (s/kimg)"    # (no kernel nor float16 on a CPU)
+    run = "tiny 16^2, kernel off, float32 layers"                  # (no kernel nor float16 on a CPU)
+    train = f"{run}, training on 4 clips of 3 frame(s) (s/kimg)"
     assert [line.split(": ")[0] for line in lines] == [
-        "torch", "nvcc", "ninja", "GPUs", "kernel", "kernel parity and speed", train,
-        "sampling 16^2, kernel off (frames/s)", f"wrote {tmp_path / 'doctor_full.json'} and doctor_full.md"]
+        "torch", "nvcc", "ninja", "GPUs", "kernel", "kernel parity and speed",
+        *(f"{run}, rendering a video from t={t0} (frames/s)" for t0 in (0, 90000)), train,
+        f"wrote {tmp_path}/doctor_full.json and doctor_full.md"]
     assert re.fullmatch(r"nvcc: (not found .*|\S+ \(Build .+\))", lines[1]), lines[1]      # its version, where found
     assert json.load(open(tmp_path / "doctor_full.json")) == res and res[train] > 0
     assert f"| {train} | {res[train]} |" in (tmp_path / "doctor_full.md").read_text()
 
 
-def test_the_layer_benchmark_times_both_paths_on_a_small_layer(request, monkeypatch):
+def test_the_layer_benchmark_times_both_paths_on_a_small_layer(request):
     gpu = torch.cuda.is_available()
     if not gpu:                                  # its plumbing on a CPU: the stand-in plugin, no memory counters
         request.getfixturevalue("stand_in_plugin")
-        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
     result = svm.benchmark_modconv_layer("cuda" if gpu else "cpu", N=2, I=8, O=8, H=32, W=32, iters=2)
     assert result["layer fwd+bwd, cuda (ms)"] > 0 and result["epilogue speed-up"] > 0
     assert result["layer fwd+bwd, ref (peak MiB)"] > 0 or not gpu
@@ -1918,7 +1919,7 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     assert not (tmp_path / "figs2").exists()
 
 
-def test_plot_draws_each_curve_in_its_place_on_round_ticks_and_reports_bad_logs(tmp_path):
+def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path):
     image = sv.plot_curves({"a": np.array([[0.0, 100.0], [10.0, 50.0]]),
                             "b": np.array([[0.0, 80.0], [5.0, 90.0]])}, "FVD_16")
     assert image.shape == (400, 640, 3) and image.dtype == np.uint8
@@ -1931,27 +1932,32 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks_and_reports_bad_logs(
         (0, 0.9, 6), (0, 7, 6), (0, 24, 6), (0, 60.048, 6), (0, 4125 * 1.05, 6), (-3.3 * 1.05, 5.2 * 1.05, 6),
         (-1.05, 1.05, 2), (0, 0, 6)])], [(0, 1, 0.2), (0, 8, 2), (0, 25, 5), (0, 60, 10), (0, 5000, 1000),
                                          (-4, 6, 2), (-2, 2, 2), (0, 1e-9, 1e-9)])
-    log = tmp_path / "log.jsonl"
-    for text, message in [(b'{"kimg": 1.0, "loss_G": 1.0}\n', "no 'fvd16' values"),
-                          (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "line 2 is not a JSON object"),
-                          (b"PK\x03\x04\x94\xff binary\n", "line 1 is not a JSON object"),   # a dataset zip
-                          (b"[1, 2]\n", "line 1 is not a JSON object"),                   # JSON of another shape
-                          (b'{"kimg": 1.0, "fvd16": "abc"}\n', "line 1: kimg and fvd16 must be numbers")]:
-        log.write_bytes(text)
-        with pytest.raises(sv.UserError, match=message):
-            sv.read_metric_curve(str(tmp_path), "fvd16")
-    with pytest.raises(sv.UserError, match="no log.jsonl"):
-        sv.read_metric_curve(str(tmp_path / "missing"), "fvd16")
     # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
+    log = tmp_path / "log.jsonl"
     log.write_text('{"kimg": 0.0, "fvd16": 9.0}\n{"kimg": 10.0, "fvd16": 5.0}\n{"kimg": 10.0, "fvd16": 4.0}\n'
                    '{"kimg": 5.0, "fvd16": 7.0}\n')
     assert sv.read_metric_curve(str(log), "fvd16").tolist() == [[0.0, 9.0], [5.0, 7.0], [10.0, 4.0]]
-    # the image's format is its name's: a .jpg is a JPEG (it was PNG bytes once), and a .gif is refused
-    sv.main(["plot", str(log), "--out", str(tmp_path / "curve.jpg")])
+    sv.main(["plot", str(log), "--out", str(tmp_path / "curve.jpg")])     # the format is the name's: a JPEG
     assert (tmp_path / "curve.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
-    with pytest.raises(SystemExit):
-        sv.main(["plot", str(log), "--out", str(tmp_path / "curve.gif")])
-    assert not (tmp_path / "curve.gif").exists()
+
+
+@pytest.mark.parametrize("log, flags, needle", [
+    (b'{"kimg": 1.0, "loss_G": 1.0}\n', "", "no 'fvd16' values (train with --metrics fvd16)"),
+    (b'{"kimg": 1.0, "loss_G": 1.0, "note": "x"}\n', "--metric loss_D", "no 'loss_D' values (its keys: loss_G)"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "", "line 2 is not a JSON object"),
+    (b"PK\x03\x04\x94\xff binary\n", "", "line 1 is not a JSON object"),                   # a dataset zip
+    (b"[1, 2]\n", "", "line 1 is not a JSON object"),                                     # JSON of another shape
+    (b'{"kimg": 1.0, "fvd16": "abc"}\n', "", "line 1: kimg and fvd16 must be numbers, got 1.0 and 'abc'"),
+    (None, "", "run: no log.jsonl"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--out curve.gif", "curve.gif: --out is a .png or .jpg file"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--labels a b", "--labels: 2 labels for 1 runs"),
+])
+def test_plot_refuses_a_log_it_cannot_read_in_one_line(tmp_path, monkeypatch, capsys, log, flags, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    if log is not None:
+        (tmp_path / "run" / "log.jsonl").write_bytes(log)
+    assert_refused(["plot", "run", *flags.split()], [needle], capsys)
 
 
 # ---------------------------------------------------------------------------------------------
