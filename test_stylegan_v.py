@@ -2239,14 +2239,11 @@ def gray_frames(n, h=24, w=32, step=20):
     return [np.full((h, w, 3), min(step * i, 255), dtype=np.uint8) for i in range(n)]
 
 
-def write_video(path, frames, fps=10):
+def write_video(path, frames, fps=10, **ffmpeg):
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    if str(path).endswith(".gif"):
-        return iio.mimwrite(str(path), frames, duration=1000 / fps, loop=0)
-    with iio.get_writer(str(path), format="FFMPEG", fps=fps, macro_block_size=1,
-                        codec="libvpx-vp9" if str(path).endswith(".webm") else "libx264") as w:
-        for f in frames:
-            w.append_data(f)
+    codec = "libvpx-vp9" if str(path).endswith(".webm") else "libx264"
+    iio.mimwrite(str(path), frames, **(dict(duration=1000 / fps, loop=0) if str(path).endswith(".gif") else
+                                       dict(format="FFMPEG", fps=fps, macro_block_size=1, codec=codec, **ffmpeg)))
 
 
 def write_frames(folder, frames, names=None):
@@ -2497,11 +2494,8 @@ def test_prepare_skips_each_bad_source_with_its_reason(tmp_path):
 
 def test_prepare_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
     noise = np.random.default_rng(0).integers(0, 256, (40, 24, 32, 3), dtype=np.uint8)   # bytes spread evenly
-    with iio.get_writer(str(tmp_path / "cut.mp4"), format="FFMPEG", fps=10, macro_block_size=1,
-                        output_params=["-movflags", "+faststart"]) as w:     # the index first: half the file decodes
-        for f in noise:
-            w.append_data(f)
-    (tmp_path / "cut.mp4").write_bytes((tmp_path / "cut.mp4").read_bytes()[:(tmp_path / "cut.mp4").stat().st_size // 2])
+    write_video(cut := tmp_path / "cut.mp4", noise, output_params=["-movflags", "+faststart"])   # the index first:
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])                             # half the file decodes
     s = prep(tmp_path / "cut.mp4", tmp_path / "cut.zip", resolution=16)
     assert s["videos"] == 1 and 3 <= s["frames"] < 30
     write_video(tmp_path / "a.mp4", gray_frames(20))         # an error midway: only complete chunks are kept
@@ -2635,8 +2629,9 @@ def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says
     assert sorted(os.listdir(tmp_path / "empty")) == ["dataset.json", "demo00000", "demo00001"]
 
 
-@pytest.mark.parametrize("out_name", ["out.zip", "out_folder"])
-def test_prepare_interrupted_midway_leaves_no_output_and_no_temporary_files(tmp_path, monkeypatch, out_name):
+@pytest.mark.parametrize("failure, out_name", [("Ctrl-C", "out.zip"), ("Ctrl-C", "out_folder"),
+                                               ("a full disk, closing the zip too", "out.zip")])
+def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_path, monkeypatch, failure, out_name):
     for name in "abc":
         write_video(tmp_path / "src" / f"{name}.mp4", gray_frames(10))
     (tmp_path / "out").mkdir()
@@ -2648,13 +2643,7 @@ def test_prepare_interrupted_midway_leaves_no_output_and_no_temporary_files(tmp_
         if len(calls) == 15:                                # in the middle of the second video
             raise KeyboardInterrupt
         return real_encode(*args)
-    monkeypatch.setattr(pd, "encode_frame", encode_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16)
-    assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
 
-
-def test_prepare_a_full_disk_cleans_up_even_when_closing_the_zip_fails(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -2662,12 +2651,16 @@ def test_prepare_a_full_disk_cleans_up_even_when_closing_the_zip_fails(tmp_path,
         if self.fp is not None:
             self.fp = None
             no_space()
-    monkeypatch.setattr(zipfile.ZipFile, "writestr", no_space)
-    monkeypatch.setattr(zipfile.ZipFile, "close", close_on_a_full_disk)
-    with pytest.raises(pd.PrepareError, match=f"cannot write {tmp_path}/out.zip: No space left on device; nothing"):
-        pd.make_demo(str(tmp_path / "out.zip"), 16, num_videos=2, frames=4, workers=2, verbose=False)
+    if failure == "Ctrl-C":
+        monkeypatch.setattr(pd, "encode_frame", encode_then_interrupt)
+    else:
+        monkeypatch.setattr(zipfile.ZipFile, "writestr", no_space)
+        monkeypatch.setattr(zipfile.ZipFile, "close", close_on_a_full_disk)
+    with pytest.raises(KeyboardInterrupt if failure == "Ctrl-C" else pd.PrepareError,
+                       match=None if failure == "Ctrl-C" else "out.zip: No space left on device; nothing was"):
+        prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16)
     monkeypatch.undo()
-    assert os.listdir(tmp_path) == []
+    assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
 
 
 # -- the command line in a fresh process: signals, kill -9, a full or read-only disk --------------
@@ -2706,31 +2699,24 @@ def test_hd_prepare_signal_exits_130_with_one_line_and_a_killed_run_is_cleaned_b
 
 
 @slow
-@pytest.mark.parametrize("form, workers", [("zip", "1"), ("zip", "2"), ("folder", "2")])
-def test_hd_full_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, form, workers):
-    with _hd_tmpfs(tmp_path / "disk", "256k") as disk:
-        out = disk / ("out.zip" if form == "zip" else "out")
-        if form == "zip":
-            out.write_bytes(b"an older dataset")            # replaced only by a complete new one
+@pytest.mark.parametrize("size, read_only, argv, needle", [
+    *[("256k", False, f"--demo {{d}}/{out} --num-videos 8 --frames 32 --workers {workers}",
+       f"cannot write {{d}}/{out}: No space left on device") for out, workers in [("out.zip", 1), ("out.zip", 2),
+                                                                                  ("out", 2)]],
+    ("64k", False, "{src} {d}/out.zip --resolution 64 --format png", "No space left on device"),  # not "a.mp4: failed"
+    ("64k", True, "{src} {d}/out.zip --resolution 16", "cannot write {d}/out.zip: Read-only file system"),
+    ("64k", True, "{src} {d} --resolution 16", "cannot write {d}: it is a mount point"),      # no rename replaces it
+])
+def test_hd_a_full_or_read_only_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, size, read_only, argv,
+                                                                                 needle):
+    src = _hd_write_video(tmp_path / "src" / "a.mp4", frames=60, h=64, w=64, noise=True).parent   # ~10 KB a PNG frame
+    with _hd_tmpfs(tmp_path / "disk", size, read_only) as disk:
+        if not read_only:
+            (disk / "out.zip").write_bytes(b"an older dataset")            # replaced only by a complete new one
         before = _hd_tree(disk)
-        r = _hd_cli("prepare_data.py", "--demo", out, "--num-videos", "8", "--frames", "32", "--workers", workers)
-        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {out}: No space left on device")
+        r = _hd_cli("prepare_data.py", *argv.format(src=src, d=disk).split())
+        _hd_assert_one_error(r, "prepare_data.py", 1, needle.format(d=disk))
         assert _hd_tree(disk) == before                    # no OUT.partial-*, no .stage: a retry can fit
-
-
-@slow
-def test_hd_full_disk_while_converting_a_real_video_a_read_only_disk_and_a_mount_point(tmp_path):
-    _hd_write_video(tmp_path / "src" / "a.mp4", frames=60, h=64, w=64, noise=True)      # ~10 KB a PNG frame
-    with _hd_tmpfs(tmp_path / "disk", "64k") as disk:
-        r = _hd_cli("prepare_data.py", tmp_path / "src", disk / "out.zip", "--resolution", "64", "--format", "png")
-        _hd_assert_one_error(r, "prepare_data.py", 1, "No space left on device")   # never "a.mp4: failed after"
-        assert os.listdir(disk) == []
-    with _hd_tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
-        r = _hd_cli("prepare_data.py", tmp_path / "src", ro / "out.zip", "--resolution", "16")
-        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {ro}/out.zip: Read-only file system")
-        r = _hd_cli("prepare_data.py", tmp_path / "src", ro, "--resolution", "16")   # no rename can replace it
-        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {ro}: it is a mount point")
-        assert os.listdir(ro) == []
 
 
 # ---------------------------------------------------------------------------------------------
