@@ -2545,10 +2545,9 @@ class ReleaseMotionMapping(MotionMappingNetwork):
 
 
 class ReleaseTimeGapEncoder(nn.Module):
-    """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping): per gap delta, a learned
-    Embedding of the rounded gap and [sin, cos] of log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes
-    concatenated into StyleGAN2's mapping network without z (an FC, the 2nd-moment normalization, 2 FC layers, lr
-    multiplier 0.01). It only conditions the projection head: no hypernetwork (Sec 3.2 differs)."""
+    """The release's time conditioning of D (TemporalDifferenceEncoder, D's mapping): per gap delta, a learned Embedding
+    of the rounded gap and [sin, cos] of log2(T) Fourier features pi 2^i delta / T, the k-1 gap codes into StyleGAN2's
+    mapping network without z. It only conditions the projection head: no hypernetwork (Sec 3.2 differs)."""
 
     def __init__(self, k: int, cmap_dim: int, cfg: Config):
         super().__init__()
@@ -2599,28 +2598,29 @@ class _PersistentObject(_Inert):
         self.__setstate__(meta.get("state") if isinstance(meta, dict) else None)
 
 
-def _checked(fn, ok):
-    """fn, called only on arguments that pass ok(*args) (else an UnpicklingError): a real callable a pickle names."""
+def _checked(what: str, fn, ok):
+    """fn, called only on arguments that pass ok(*args), else an UnpicklingError: a real callable a pickle names."""
     def call(*args):
         if not ok(*args):
-            raise pickle.UnpicklingError(f"{fn.__name__} refused on {args!r:.80}")
+            raise pickle.UnpicklingError(f"{what}{args!r:.80} refused")
         return fn(*args)
     return call
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
     """find_class: the names of REAL are themselves (a numpy dtype or scalar only of a plain number; a storage only
-    from bytes, by torch's own safe loader), persistence's rebuild a _PersistentObject, every other name an _Inert."""
+    from bytes, by torch's own safe loader), persistence's rebuild a _PersistentObject, every other name an _Inert.
+    (A persistent id, which no snapshot has, is refused by pickle's own persistent_load.)"""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
             **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)},
-            ("numpy", "dtype"): _checked(lambda name, *_: np.dtype(name),
+            ("numpy", "dtype"): _checked("numpy.dtype", lambda name, *_: np.dtype(name),
                                          lambda name, *_: isinstance(name, str) and re.fullmatch(r"[biuf]\d", name)),
             **dict.fromkeys([("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")], _checked(
-                lambda dtype, data: np.frombuffer(data, dtype)[0],
+                "numpy scalar", lambda dtype, data: np.frombuffer(data, dtype)[0],
                 lambda dtype, data=None: isinstance(dtype, np.dtype) and dtype.kind in "biuf" and type(data) is bytes)),
             ("torch.storage", "_load_from_bytes"): _checked(    # a legacy torch.save of one storage
-                lambda data: torch.load(io.BytesIO(data), map_location="cpu", weights_only=True),
+                "a storage from", lambda data: torch.load(io.BytesIO(data), map_location="cpu", weights_only=True),
                 lambda data: isinstance(data, (bytes, bytearray)))}
     inert = {}                                           # one stand-in class per name
 
@@ -2629,9 +2629,6 @@ class _SnapshotUnpickler(pickle.Unpickler):
             return _PersistentObject
         return self.REAL.get((module, name)) or self.inert.setdefault(
             (module, name), type(name, (_Inert,), {"__module__": module}))
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
 
 
 def _plain(obj):
@@ -2694,8 +2691,7 @@ def _release_name(ours: str, resolution: int) -> str:
 
 def import_release_snapshot(path: str) -> dict:
     """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely. Every tensor is checked against our
-    arch='release' modules (present, right shape); the buffers the Config fixes are compared, not copied, so a
-    misread setting fails."""
+    arch='release' modules (present, right shape), the buffers the Config fixes compared: a misread setting fails."""
     if (size := os.path.getsize(path)) > 8 * 2 ** 30:   # a published 1024^2 snapshot is ~1 GB; more is not one
         raise CheckpointError(f"{path}: {size / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
     try:
