@@ -1757,23 +1757,21 @@ def _rel(ours, theirs, floor=0.0):
     return float((ours - theirs).norm()) / scale if scale > 0 else float(ours.norm())
 
 
-def _check_phase_grads(record_grads, R, phase, names, tol):
-    """Every parameter's gradient of one phase against the release's (both sides the same names). A gradient
-    far smaller than its phase's carries the rounding of the larger terms it is the difference of (R1
-    reaches D's biases only through minibatch-stddev and the time modulation: 4e-7 of a phase's 2.5e-4),
-    so each is measured against max(its norm, 1% of the phase's)."""
-    theirs = {k[len(f"grad/{phase}/"):] for k in R if k.startswith(f"grad/{phase}/")}
-    assert set(names.values()) == theirs and set(record_grads) == set(names), phase  # every one, on both sides
-    floor = 0.01 * float(np.sqrt(sum(np.square(R[f"grad/{phase}/{n}"]).sum() for n in theirs)))
-    errors = {names[n]: _rel(g, R[f"grad/{phase}/{names[n]}"], floor) for n, g in record_grads.items()}
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= tol, (phase, worst, errors[worst])
-
-
-def _param_names(trainer, kind):
-    """{our parameter name: the release's} of G or D (buffers left out)."""
-    net = trainer.G if kind == "G" else trainer.D
-    return {name: sv._release_name(name, trainer.cfg.resolution) for name, _ in net.named_parameters()}
+def _check_phase_grads(record, R, trainer, tols):
+    """Every parameter's gradient of each phase (Gmain, Dmain, Dreg) against the release's, on both sides the same
+    names -> {"G"/"D": {our parameter name: the release's}}. A gradient far smaller than its phase's carries the
+    rounding of the larger terms it is the difference of (R1 reaches D's biases only through minibatch-stddev and
+    the time modulation: 4e-7 of a phase's 2.5e-4), so each is measured against max(its norm, 1% of the phase's)."""
+    names = {kind: {n: sv._release_name(n, trainer.cfg.resolution) for n, _ in net.named_parameters()}
+             for kind, net in (("G", trainer.G), ("D", trainer.D))}
+    for grads, phase, kind, tol in zip(record["grads"], ("Gmain", "Dmain", "Dreg"), "GDD", tols):
+        theirs = {k[len(f"grad/{phase}/"):] for k in R if k.startswith(f"grad/{phase}/")}
+        assert set(names[kind].values()) == theirs and set(grads) == set(names[kind]), phase   # every one, both sides
+        floor = 0.01 * float(np.sqrt(sum(np.square(R[f"grad/{phase}/{n}"]).sum() for n in theirs)))
+        errors = {names[kind][n]: _rel(g, R[f"grad/{phase}/{names[kind][n]}"], floor) for n, g in grads.items()}
+        worst = max(errors, key=errors.get)
+        assert errors[worst] <= tol, (phase, worst, errors[worst])
+    return names
 
 
 @needs_snapshot
@@ -1790,10 +1788,7 @@ def test_one_training_iteration_equals_the_releases_phase_by_phase():
     r1_frames = torch.from_numpy(R["report/Dreg:Loss/r1_penalty"]).reshape(B, k)     # per frame -> per clip
     assert _rel(record["r1"][0], r1_frames.mean(dim=1)) <= 1e-5
     assert _rel(record["r1"][0] * trainer.gamma / 2, R["report/Dreg:Loss/D/reg"]) <= 1e-5
-    G_names, D_names = _param_names(trainer, "G"), _param_names(trainer, "D")
-    for grads, phase, names, tol in zip(record["grads"], ("Gmain", "Dmain", "Dreg"), (G_names, D_names, D_names),
-                                        (2e-3, 1e-4, 1e-4)):
-        _check_phase_grads(grads, R, phase, names, tol)
+    _check_phase_grads(record, R, trainer, (2e-3, 1e-4, 1e-4))
 
 
 @slow
@@ -1805,10 +1800,7 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
     compared by that bound and by the share that moved alike, D's later gradients (taken on those
     weights) to 1%. G's gradient and every count are as tight as in the phase-by-phase test."""
     R, meta, trainer, record, logs = _run_release_step("full-iteration")
-    G_names, D_names = _param_names(trainer, "G"), _param_names(trainer, "D")
-    for grads, phase, names, tol in zip(record["grads"], ("Gmain", "Dmain", "Dreg"), (G_names, D_names, D_names),
-                                        (2e-3, 1e-2, 1e-2)):
-        _check_phase_grads(grads, R, phase, names, tol)
+    G_names, D_names = _check_phase_grads(record, R, trainer, (2e-3, 1e-2, 1e-2)).values()
     steps = dict(Gmain=("G", 1), Dmain=("D", 1), Dreg=("D", 2))            # optimizer steps taken so far
     for params, (phase, (net, n)), names in zip(record["params"], steps.items(), (G_names, D_names, D_names)):
         lr, moved, total = meta["hyper"][net]["lr"], 0, 0
