@@ -2980,7 +2980,7 @@ def cmd_figures(args) -> None:
                                                      for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]]))
     # No degradation after an hour: the same video at t = 0 and at t = 1 h.
     pictures["t0_vs_1h.png"] = rows(torch.cat([render_videos(G, [0], s + t) for s in (0, args.hour_seconds * cfg.fps)]))
-    pictures = {name: image.repeat(args.zoom, 0).repeat(args.zoom, 1) for name, image in pictures.items()}   # nearest
+    pictures = {n: image.repeat(args.zoom, 0).repeat(args.zoom, 1) for n, image in pictures.items()}  # --zoom: nearest
     # Fig 9: six channels of the acyclic embedding v_t over 2000 frames, a band each, the x label once below.
     t = np.arange(2000.0)
     v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
