@@ -2288,25 +2288,18 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' release: its architecture, and its snapshots read without running anything
 # ------------------------------------------------------------------------------------------------
-# B.1 The release's architecture (arch 'release'). Where the authors' code differs from the paper (the
-# README's deviations table has every row), as variants of §5's and §7's modules, registered in §1's
-# ARCH_VARIANTS: their checkpoints then load into the same Generator and Discriminator, weight for weight.
-#   * motion: F = time_enc_dim waves, no amplitudes (v~ = [sin, cos] of the phase, 2F channels), log-
-#     spaced frequencies, phases W_rho u scaled by period_max / period, predictors without bias;
-#   * D: time gaps through a learned Embedding of the rounded gap plus Fourier features and StyleGAN2's
-#     mapping network, projection only (d_cond 'concat'), frame features halved where frames meet,
-#     strided minibatch-stddev groups;
+# B.1 The release's architecture (arch 'release'): where the authors' code differs from the paper (the README's
+# deviations table has every row), as variants of §5's and §7's modules registered in §1's ARCH_VARIANTS, so that
+# its checkpoints load into the same Generator and Discriminator, weight for weight:
+#   * motion: time_enc_dim waves without amplitudes (v~ = [sin, cos] of the phase, 2F channels), log-spaced
+#     frequencies, phases W_rho u scaled by period_max / period, predictors without bias;
+#   * D: time gaps through a learned Embedding of the rounded gap, Fourier features and StyleGAN2's mapping network,
+#     projection only (d_cond 'concat'), frame features halved where frames meet, strided minibatch-stddev groups;
 #   * sampling: spans from {2, 4, 8, 16, 32} (its total_dists), shortest period = the token spacing.
 
-def log_period_frequencies(dim: int, period_min: float, period_max: float) -> torch.Tensor:
-    """The release's frequencies: 2 pi / periods log-spaced from period_min to period_max (slowest
-    first). Compare Eq 6: linearly spaced periods, whose joint cycle is far longer (Fig 9)."""
-    periods = 2.0 ** np.linspace(math.log2(period_min), math.log2(period_max), dim)[::-1]
-    return torch.from_numpy(2 * np.pi / periods.copy()).float()                  # [F], rad/frame
-
-
 class ReleaseMotionMapping(MotionMappingNetwork):
-    """The release's AlignedTimeEncoder on F_m's motion codes: what wave_params and wave return differ."""
+    """The release's AlignedTimeEncoder on F_m's motion codes: what wave_params and wave return differ. Its periods
+    are log-spaced from period_min to period_max (Eq 6's are linear: their joint cycle is far longer, Fig 9)."""
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -2314,9 +2307,9 @@ class ReleaseMotionMapping(MotionMappingNetwork):
         del self.W_alpha                                          # no amplitudes
         self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
         self.v_dim = 2 * Fw                                       # [sin, cos]
-        sigma = log_period_frequencies(Fw, cfg.period_min, cfg.period_max)
-        self.register_buffer("sigma", sigma)
-        self.register_buffer("phase_scales", cfg.period_max * sigma / (2 * math.pi))
+        periods = 2.0 ** np.linspace(math.log2(cfg.period_min), math.log2(cfg.period_max), Fw)[::-1]  # slowest first
+        self.register_buffer("sigma", torch.from_numpy(2 * np.pi / periods).float())        # [F] rad/frame
+        self.register_buffer("phase_scales", cfg.period_max * self.sigma / (2 * math.pi))
 
     def wave_params(self, u: torch.Tensor):
         omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma
@@ -2327,19 +2320,10 @@ class ReleaseMotionMapping(MotionMappingNetwork):
         return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)            # [N, 2F]
 
 
-def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """x / sqrt(mean(x^2)) over dim 1 (StyleGAN2: the input of a mapping network)."""
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
-
-
 class ReleaseTimeGapEncoder(nn.Module):
-    """The release's time conditioning of D (its TemporalDifferenceEncoder and D mapping).
-
-    Per gap delta_i: a learned Embedding of the rounded gap (max_time entries of `dim`) and [sin, cos] of
-    log2(T) Fourier features pi 2^i delta / T; the k-1 gap codes concatenated, then StyleGAN2's mapping
-    network without z: an FC, the 2nd-moment normalization, 2 FC layers (leaky ReLU, lr multiplier 0.01).
-    The result only conditions the projection head; there is no hypernetwork (Sec 3.2 differs).
-    """
+    """The release's time conditioning of D (TemporalDifferenceEncoder, D's mapping): per gap delta, a learned Embedding
+    of the rounded gap and [sin, cos] of log2(T) Fourier features pi 2^i delta / T, the k-1 gap codes into StyleGAN2's
+    mapping network without z. It only conditions the projection head: no hypernetwork (Sec 3.2 differs)."""
 
     def __init__(self, k: int, cmap_dim: int, cfg: Config):
         super().__init__()
@@ -2354,7 +2338,8 @@ class ReleaseTimeGapEncoder(nn.Module):
         delta = torch.diff(t.float(), dim=1)                     # [B, k-1]
         phase = delta[..., None] * self.freqs                    # [B, k-1, F]
         codes = torch.cat([self.embed(delta.round().long()), phase.sin(), phase.cos()], -1)   # [B, k-1, d + 2F]
-        return self.mapping(normalize_2nd_moment(self.project(codes.flatten(1))))            # [B, cmap]
+        x = self.project(codes.flatten(1))                                                     # [B, cmap]
+        return self.mapping(x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt())        # x / rms(x)
 
 
 ARCH_VARIANTS["release"] = dict(
@@ -2363,83 +2348,69 @@ ARCH_VARIANTS["release"] = dict(
     fixed=dict(d_cond="concat", d_frame_div=2, mbstd_strided=True))           # its D, whatever a flag says
 
 
-# B.2 Reading their pickles.
-# What §13's load_checkpoint calls for a bare pickle (`convert`, `train --resume`, `sample`, `figures`, fvd.py's
-# --fake). The release pickles dict(training_set_kwargs, G, D, G_ema, augment_pipe), its networks as StyleGAN2-ADA
-# *persistence* objects embedding their module's source, which the ordinary unpickler imports and runs (with OmegaConf,
-# dnnlib, numpy globals). Ours answers every name with an inert stand-in that records what it is given, except torch's
-# tensor and storage rebuilds, plain containers and plain numpy numbers: nothing in the file runs, and the recorded
-# state (_parameters, _buffers, _modules, constructor kwargs, OmegaConf config) gives the weights and settings.
-
-MAX_SNAPSHOT_BYTES = 8 * 2 ** 30          # a published 1024^2 snapshot is ~1 GB; more is not one of them
-
+# B.2 Reading their pickles (what load_checkpoint calls for a bare pickle: `convert`, `train --resume`, `sample`,
+# `figures`, fvd.py's --fake). A snapshot is dict(training_set_kwargs, G, D, G_ema, augment_pipe), its networks
+# StyleGAN2-ADA *persistence* objects that embed their module's source, which the ordinary unpickler imports and
+# runs (with OmegaConf, dnnlib and numpy globals). Ours makes real only torch's tensor rebuilds, plain containers
+# and plain numpy numbers, and answers every other name with an inert stand-in: nothing in the file runs, and the
+# recorded state (_parameters, _buffers, _modules, _init_kwargs, OmegaConf's config) holds weights and settings.
 
 class _Inert:
-    """Stands in for any class a pickle names: accepts any arguments and any state, runs nothing."""
+    """Stands in for any class a pickle names: records the state it is given (a dict), runs nothing."""
+    state: dict = {}
 
-    def __init__(self, *args, **kwargs):
-        self.args = args
+    def __init__(self, *args, **kwargs):                 # any arguments, ignored
+        pass
+    __setitem__ = append = __init__                      # so are SETITEMS and APPENDS on a dict or list subclass
 
     def __setstate__(self, state):
-        self.state = state
-
-    def __setitem__(self, key, value):                   # SETITEMS on a dict subclass
-        self.__dict__.setdefault("items", {})[key] = value
-
-    def append(self, value):                             # APPENDS on a list subclass (pickle falls back to it)
-        self.__dict__.setdefault("list", []).append(value)
+        self.state = state if isinstance(state, dict) else {}
 
 
-class _PersistentObject:
-    """Stands for torch_utils.persistence._reconstruct_persistent_obj(meta): the recorded state, never the source."""
+class _PersistentObject(_Inert):
+    """Stands for persistence._reconstruct_persistent_obj(meta): the state it recorded, never its source."""
 
     def __init__(self, meta):
-        self.state = meta.get("state") if isinstance(meta, dict) else None
+        self.__setstate__(meta.get("state") if isinstance(meta, dict) else None)
 
 
-def _storage_from_bytes(data):                  # torch.storage._load_from_bytes: a legacy torch.save of a storage
-    if not isinstance(data, (bytes, bytearray)):
-        raise pickle.UnpicklingError("a storage that is not bytes")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-
-
-def _numpy_scalar(dtype, data=None):            # numpy._core.multiarray.scalar(dtype, bytes): plain numbers only
-    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
-    return np.frombuffer(data, dtype)[0]
-
-
-def _numpy_dtype(name, align=False, copy=True):  # numpy.dtype: likewise
-    if not isinstance(name, str) or not re.fullmatch(r"[biuf]\d", name):
-        raise pickle.UnpicklingError(f"numpy dtype {name!r}")
-    return np.dtype(name)
+def _checked(what: str, fn, ok):
+    """fn, called only on arguments that pass ok(*args), else an UnpicklingError: a real callable a pickle names."""
+    def call(*args):
+        if not ok(*args):
+            raise pickle.UnpicklingError(f"{what}{args!r:.80} refused")
+        return fn(*args)
+    return call
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: torch's rebuilds and plain containers are real, everything else an _Inert stand-in."""
+    """find_class: the names of REAL are themselves (a numpy dtype or scalar only of a plain number; a storage only
+    from bytes, by torch's own safe loader), persistence's rebuild a _PersistentObject, every other name an _Inert.
+    (A persistent id, which no snapshot has, is refused by pickle's own persistent_load.)"""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
-            ("torch.storage", "_load_from_bytes"): _storage_from_bytes, ("numpy", "dtype"): _numpy_dtype,
-            ("numpy._core.multiarray", "scalar"): _numpy_scalar, ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)}}
-    inert = {}                                           # one stand-in class per name (a class records nothing)
+            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)},
+            ("numpy", "dtype"): _checked("numpy.dtype", lambda name, *_: np.dtype(name),
+                                         lambda name, *_: isinstance(name, str) and re.fullmatch(r"[biuf]\d", name)),
+            **dict.fromkeys([("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")], _checked(
+                "numpy scalar", lambda dtype, data: np.frombuffer(data, dtype)[0],
+                lambda dtype, data=None: isinstance(dtype, np.dtype) and dtype.kind in "biuf" and type(data) is bytes)),
+            ("torch.storage", "_load_from_bytes"): _checked(    # a legacy torch.save of one storage
+                "a storage from", lambda data: torch.load(io.BytesIO(data), map_location="cpu", weights_only=True),
+                lambda data: isinstance(data, (bytes, bytearray)))}
+    inert = {}                                           # one stand-in class per name
 
     def find_class(self, module, name):
-        if (module, name) in self.REAL:
-            return self.REAL[module, name]
         if name == "_reconstruct_persistent_obj":
             return _PersistentObject
-        return self.inert.setdefault((module, name), type(name, (_Inert,), {"__module__": module}))
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent ids are not part of a snapshot")
+        return self.REAL.get((module, name)) or self.inert.setdefault(
+            (module, name), type(name, (_Inert,), {"__module__": module}))
 
 
 def _plain(obj):
-    """OmegaConf stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
+    """OmegaConf's stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
     if isinstance(obj, _Inert):
-        state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
-        return _plain(state["_content"] if "_content" in state else state.get("_val"))
+        return _plain(obj.state["_content"] if "_content" in obj.state else obj.state.get("_val"))
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
     return [_plain(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
@@ -2447,7 +2418,7 @@ def _plain(obj):
 
 def _module_state(obj, prefix: str = "") -> dict:
     """A recorded torch module's parameters and persistent buffers, then its children's: its state_dict()."""
-    state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
+    state = obj.state if isinstance(obj, _Inert) else {}
     skip = state.get("_non_persistent_buffers_set") or set()
     out = {prefix + name: tensor.detach() for group in ("_parameters", "_buffers")
            for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor) and name not in skip}
@@ -2457,62 +2428,48 @@ def _module_state(obj, prefix: str = "") -> dict:
 
 
 def _release_config(snap: dict) -> Config:
-    """A Config (arch 'release') from the plain attributes (z_dim, cfg, _init_kwargs, ...) G_ema and D recorded."""
-    def attrs(obj) -> dict:
-        state = obj.state if isinstance(getattr(obj, "state", None), dict) else {}
-        return {k: _plain(v) for k, v in state.items() if not k.startswith("_") or k == "_init_kwargs"}
-    G, D = attrs(snap["G_ema"]), attrs(snap["D"])
-    mapping = attrs(snap["G_ema"].state["_modules"]["mapping"])["_init_kwargs"]
-    g, d, syn = G["cfg"], D["cfg"], G["_init_kwargs"].get("synthesis_kwargs", {})
+    """A Config (arch 'release') from what G_ema and D recorded: their OmegaConf cfg, _init_kwargs, attributes."""
+    G, D = snap["G_ema"].state, snap["D"].state
+    g, d, Dk, Gk = _plain(G["cfg"]), _plain(D["cfg"]), _plain(D["_init_kwargs"]), _plain(G["_init_kwargs"])
+    syn, mapping = Gk.get("synthesis_kwargs", {}), _plain(G["_modules"]["mapping"].state["_init_kwargs"])
     motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
     return make_config(
         "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
-        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), motion_dim=int(motion["v_dim"]),
-        mapping_layers=int(mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
-        channel_max=int(syn["channel_max"]), motion_delta_z=int(motion["motion_z_distance"]),
-        motion_kernel=int(motion["kernel_size"]), period_min=float(time_enc["min_period_len"]),
-        period_max=float(time_enc["max_period_len"]), time_enc_dim=int(time_enc["dim"]),
-        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
-        d_channel_base=int(D["_init_kwargs"]["channel_base"]), d_channel_max=int(D["_init_kwargs"]["channel_max"]),
+        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), mapping_layers=int(mapping.get("num_layers", 2)),
+        channel_base=int(syn["channel_base"]), channel_max=int(syn["channel_max"]),
+        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"), motion_dim=int(motion["v_dim"]),
+        motion_delta_z=int(motion["motion_z_distance"]), motion_kernel=int(motion["kernel_size"]),
+        period_min=float(time_enc["min_period_len"]), period_max=float(time_enc["max_period_len"]),
+        time_enc_dim=int(time_enc["dim"]), d_channel_base=int(Dk["channel_base"]), d_channel_max=int(Dk["channel_max"]),
         d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
         frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
         max_span=int(sampling.get("max_dist", 32)), span_dist="release" if sampling.get("total_dists") else "uniform",
         mirror=bool((snap.get("training_set_kwargs") or {}).get("xflip", True)))
 
 
-def _release_names(kind: str, cfg: Config) -> list:
-    """(our name, release name) pairs of every tensor of our arch='release' G or D."""
-    def wb(ours, theirs):                                # a layer's weight and bias
-        return [(ours + p, theirs + p) for p in ("weight", "bias")]
-    if kind == "G":
-        pairs = [x for i in range(cfg.mapping_layers) for x in wb(f"mapping.layers.{i}.", f"mapping.fc{i}.")]
-        pairs += [("mapping.w_avg", "mapping.w_avg")] + [
-            (f"motion.conv_{ours}.{i}", f"synthesis.motion_encoder.conv.{i}.{p}")
-            for ours, p in (("weights", "weight"), ("biases", "bias")) for i in range(cfg.motion_layers)]
-        pairs += [(f"motion.{ours}.weight", f"synthesis.motion_encoder.time_encoder.{theirs}_predictor.weight")
-                  for ours, theirs in (("W_omega", "periods"), ("W_rho", "phase"), ("W_a", "aligners"))]
-        for i in range(int(math.log2(cfg.resolution)) - 1):
-            b, o = f"synthesis.b{2 ** (i + 2)}.", f"synthesis.blocks.{i}."
-            convs = [("1", "conv1")] + ([("0", "conv0")] if i else [])
-            pairs += [(o + "const", b + "input.input.const")] if i == 0 else []
-            pairs += [x for n, c in convs for x in wb(f"{o}conv{n}.", f"{b}{c}.")]
-            pairs += [x for n, c in convs for x in wb(f"{o}affine{n}.", f"{b}{c}.affine.")]
-            pairs += wb(o + "torgb.affine.", b + "torgb.affine.") + wb(o + "torgb.conv.", b + "torgb.")
-        return pairs
-    pairs = [("time_enc.embed.weight", "time_encoder.const_embed.weight")] + wb("time_enc.project.", "mapping.embed.")
-    pairs += [x for i in range(2) for x in wb(f"time_enc.mapping.{i}.", f"mapping.fc{i}.")]
-    pairs += wb("from_rgb.", f"b{cfg.resolution}.fromrgb.")
-    for i in range(int(math.log2(cfg.resolution)) - 2):
-        b, o = f"b{cfg.resolution >> i}.", f"blocks.{i}."
-        pairs += [x for c in ("conv0.", "conv1.") for x in wb(o + c, b + c)] + [(o + "skip.weight", b + "skip.weight")]
-    return pairs + [x for c in ("conv", "fc", "out") for x in wb(f"epi_{c}.", f"b4.{c}.")]
+def _release_name(ours: str, resolution: int) -> str:
+    """The release's name of a tensor of our arch='release' G or D (a state_dict name): the renames below, in order.
+    Our blocks count from the network's input (G: 4^2 up, D: `resolution` down), the release's name their size."""
+    for pattern, new in [
+            (r"^mapping\.layers\.", "mapping.fc"), (r"^motion\.", "synthesis.motion_encoder."),      # G: F_c, F_m
+            (r"conv_(weight|bias)e?s\.(\d+)$", r"conv.\2.\1"), (r"W_omega\.", "time_encoder.periods_predictor."),
+            (r"W_rho\.", "time_encoder.phase_predictor."), (r"W_a\.", "time_encoder.aligners_predictor."),
+            (r"encoder\.sigma$", "encoder.time_encoder.freqs"), (r"\.phase_scales$", ".time_encoder.phase_scales"),
+            (r"^synthesis\.blocks\.(\d+)\.", lambda m: f"synthesis.b{4 << int(m[1])}."),             # G: S
+            (r"\.const$", ".input.input.const"), (r"affine(\d)", r"conv\1.affine"), (r"torgb\.conv\.", "torgb."),
+            (r"^time_enc\.embed\.", "time_encoder.const_embed."), (r"^time_enc\.project\.", "mapping.embed."),
+            (r"^time_enc\.freqs$", "time_encoder.time_encoder.fourier_coefs"), (r"^time_enc\.mapping\.", "mapping.fc"),
+            (r"^from_rgb\.", f"b{resolution}.fromrgb."), (r"^epi_", "b4."),                         # D
+            (r"^blocks\.(\d+)\.", lambda m: f"b{resolution >> int(m[1])}.")]:
+        ours = re.sub(pattern, new, ours)
+    return ours
 
 
 def import_release_snapshot(path: str) -> dict:
     """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely. Every tensor is checked against our
-    arch='release' modules (present, right shape), the fixed buffers against the Config's: a misread setting fails."""
-    if os.path.getsize(path) > MAX_SNAPSHOT_BYTES:
-        raise CheckpointError(f"{path}: {os.path.getsize(path) / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
+    arch='release' modules (present, right shape), the buffers the Config fixes compared: a misread setting fails."""
+    if (size := os.path.getsize(path)) > 8 * 2 ** 30:   # a published 1024^2 snapshot is ~1 GB; more is not one
+        raise CheckpointError(f"{path}: {size / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
     try:
         with open(path, "rb") as f:
             snap = _SnapshotUnpickler(f).load()
@@ -2520,32 +2477,29 @@ def import_release_snapshot(path: str) -> dict:
         raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
     if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in ("G", "D", "G_ema"))):
         raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
-    try:
+    try:                                                 # (a deep or cyclic pickle: a RecursionError, also one line)
         cfg = _release_config(snap)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        theirs = {n: _module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
+    except Exception as e:
         raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
                               f"({type(e).__name__}: {_first_line(e)})") from None
-    match = re.search(r"network-snapshot-(\d+)", os.path.basename(path))   # the release names snapshots by kimg
-    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": int(match.group(1)) * 1000 if match else 0,
+    kimg = re.search(r"network-snapshot-(\d+)", os.path.basename(path))   # the release names snapshots by kimg
+    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": int(kimg.group(1)) * 1000 if kimg else 0,
              "source": f"authors' snapshot {os.path.basename(path)}"}
-    te = "synthesis.motion_encoder.time_encoder."     # buffers the Config determines: compared, not copied
-    fixed = {"motion.sigma": te + "freqs", "motion.phase_scales": te + "phase_scales",
-             "time_enc.freqs": "time_encoder.time_encoder.fourier_coefs"}
-    for name, kind, module in (("G", "G", Generator), ("G_ema", "G", Generator), ("D", "D", Discriminator)):
-        theirs, ours, mapped = _module_state(snap[name]), module(cfg).state_dict(), {}
-        for key, their_key in _release_names(kind, cfg):
-            tensor, want = theirs.get(their_key), ours[key].shape   # (their const is [1, C, 4, 4], ours [C, 4, 4])
-            if tensor is None or tensor.numel() != want.numel() or (tensor.shape != want and not key.endswith("const")):
-                raise CheckpointError(f"{path}: {name}.{their_key} is "
-                                      f"{'missing' if tensor is None else tuple(tensor.shape)}, expected {tuple(want)}")
-            mapped[key] = tensor.reshape(want).float()
-        for key in set(ours) - set(mapped):
-            their = theirs.get(fixed.get(key))
-            if their is not None and not torch.allclose(their.flatten().float(), ours[key].flatten(), rtol=1e-5):
-                raise CheckpointError(f"{path}: {name}.{fixed[key]} is not what the snapshot's settings give")
-            mapped[key] = ours[key]
-        state[name] = mapped
-    p = _module_state(pipe).get("p") if isinstance(pipe := snap.get("augment_pipe"), _PersistentObject) else None
+    for name, module in (("G", Generator), ("G_ema", Generator), ("D", Discriminator)):
+        state[name] = module(cfg).state_dict()
+        for key, want in state[name].items():
+            their_key = _release_name(key, cfg.resolution)
+            tensor, fixed = theirs[name].get(their_key), key.endswith(("sigma", "phase_scales", "freqs"))
+            if tensor is None and fixed:                    # a buffer the Config fixes: ours, compared where saved
+                continue
+            shape = "missing" if tensor is None else tuple(tensor.shape)
+            if shape not in (tuple(want.shape), (1, *want.shape)):      # (their const, freqs: a leading 1)
+                raise CheckpointError(f"{path}: {name}.{their_key} is {shape}, expected {tuple(want.shape)}")
+            if fixed and not torch.allclose(tensor.reshape(want.shape).float(), want, rtol=1e-5):
+                raise CheckpointError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
+            state[name][key] = want if fixed else tensor.reshape(want.shape).float()
+    p = theirs["augment_pipe"].get("p")
     state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
     return state
 
@@ -2553,55 +2507,65 @@ def import_release_snapshot(path: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot
 # ------------------------------------------------------------------------------------------------
-# None of it is needed to train or to sample. `bench` and `doctor --full` time the same two things,
-# bench_training (s/kimg) and bench_render (frames/s); doctor adds the kernel's build, parity check and one
-# layer (benchmark_modconv_layer), each result noted once in a dict that its log lines, JSON and Markdown table
-# are made from. `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
+# None of it is needed to train or to sample. `bench` and `doctor --full` time the same two things with
+# bench_model: rendering (frames/s) and training steps (s/kimg); doctor adds the kernel's build, its parity and one
+# layer's speed, each result noted once in a dict that its log lines, JSON and Markdown table are made from.
+# `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
 
 
-def _time_it(fn, repeat: int = 3) -> float:
-    """Median wall time of fn() in seconds, after one warm-up call (cuDNN's autotuning, the allocator)."""
-    times = []
-    for _ in range(repeat + 1):
+def _time_it(fn, repeat: int = 3) -> tuple:
+    """(median seconds of fn() over `repeat` calls after a warm-up one (cuDNN's autotuning, the allocator, .grad
+    buffers), the peak MiB they allocated above what was allocated before, on a GPU (else 0)). Each call waits for
+    the GPU, which runs asynchronously."""
+    cuda, times = torch.cuda.is_available(), []
+    for i in range(repeat + 1):
+        if i == 1 and cuda:                                      # after the warm-up: the baseline
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
         t0 = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()                             # CUDA runs asynchronously: wait for fn's end
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
+    return float(np.median(times[1:])), (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if cuda else 0.0
 
 
-def bench_training(cfg: Config, device: torch.device, steps: int = 3) -> float:
-    """Seconds per real frame shown to D, for training steps of `cfg` on random data. R1 steps (1 in 16) are
-    left out: the same for every model compared, they would only add noise here."""
-    trainer = Trainer(dataclasses.replace(cfg, r1_gamma=0.0), Dist(device=device))   # gamma 0: no R1 steps
-    B, k, H = cfg.batch, cfg.frames_per_clip, cfg.resolution
-    real = torch.randint(0, 256, (B, k, H, H, 3), dtype=torch.uint8)                 # [B, k, H, W, 3] random frames
-    t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), k, cfg.max_span, cfg.max_time, 10_000)
-                                   for i in range(B)]))                              # [B, k] frame times
-    return _time_it(lambda: trainer.step(real, t), steps) / (B * k)
-
-
-def bench_render(cfg: Config, device: torch.device, videos: int = 1, starts=(0.0,), repeat: int = 3) -> list:
-    """Seconds to render 16 frames of `videos` videos in one call, from each start time, by a new G of `cfg`."""
-    G, seeds = Generator(cfg).eval().requires_grad_(False).to(device), list(range(videos))
-    w = content_codes(G, seeds)
-    return [_time_it(lambda: render_frames(G, w, seeds, t0 + torch.arange(16.0)), repeat) for t0 in starts]
+def bench_model(cfg: Config, device: torch.device, repeat: int = 3, render: bool = True, train: bool = True) -> dict:
+    """A new model of `cfg` -> {what: value}: rendering 16 frames of a video from t = 0 and from t = 1 h (frames/s;
+    the same, Sec 4.3) and training steps on random frames (s/kimg; peak GiB on a GPU), R1 steps left out (1 in 16:
+    the same for every model compared, they would only add noise)."""
+    res, B, k, H = {}, cfg.batch, cfg.frames_per_clip, cfg.resolution
+    if render:
+        G = Generator(cfg).eval().requires_grad_(False).to(device)
+        w = content_codes(G, [0])
+        for t0 in (0, 90_000):
+            seconds, _ = _time_it(lambda: render_frames(G, w, [0], t0 + torch.arange(16.0)), repeat)
+            res[f"rendering a video from t={t0} (frames/s)"] = round(16 / seconds, 1)
+    if train:
+        trainer = Trainer(dataclasses.replace(cfg, r1_gamma=0.0), Dist(device=device))   # gamma 0: no R1 steps
+        real = torch.randint(0, 256, (B, k, H, H, 3), dtype=torch.uint8)                 # [B, k, H, W, 3] random frames
+        t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), k, cfg.max_span, cfg.max_time,
+                                                         10_000) for i in range(B)]))   # [B, k] frame times
+        seconds, _ = _time_it(lambda: trainer.step(real, t), repeat)
+        what = f"training on {B} clips of {k} frame(s)"
+        res[f"{what} (s/kimg)"] = round(seconds / (B * k) * 1e3, 2)
+        if device.type == "cuda":                                # the whole peak, weights and Adam's state too
+            res[f"{what} (peak GiB)"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+    return res
 
 
 def cmd_bench(args) -> None:
-    """`bench`: frames/s of rendering at t = 0 and t = 1 h; with --train, s/kimg of video vs image StyleGAN2."""
+    """`bench`: bench_model on each preset; with --train also an image StyleGAN2 of the same backbone (one frame per
+    clip, no motion codes, no time conditioning in D) trained on as many frames a step, so both move the same
+    activation memory: what video costs per frame."""
     if args.train_batch and not args.train:
         raise UserError("--train-batch sets the batch of --train's training steps, but --train is not given")
-    for cfg in [make_config(p) for p in args.presets] if args.train_batch else []:   # before any work
+    for cfg in map(make_config, args.presets if args.train_batch else []):              # before any work
         b, k, g = args.train_batch, cfg.frames_per_clip, cfg.mbstd_group
-        try:                                                     # the video model's batch, then the image model's
-            for batch in (b, b * k):
-                check_batch_split(batch, 1, g)
-        except UserError:
+        if any(n % min(g, n) for n in (b, b * k)):              # the video model's batch, the image model's
             raise UserError(f"--train-batch {b}: the image StyleGAN2 it is compared with trains {b} x {k} = {b * k} "
                             f"frames a step, and both batches must be multiples of the minibatch-stddev group "
-                            f"({g}): try {g * math.ceil(b / g)}") from None
+                            f"({g}): try {g * math.ceil(b / g)}")
     device = _pick_device(args.device)
     cuda = device.type == "cuda"
     kernel = cuda and USE_CUSTOM_OPS and load_modconv_plugin() is not None      # (never builds it for a CPU)
@@ -2609,59 +2573,50 @@ def cmd_bench(args) -> None:
           f"torch {torch.__version__}, custom ops {'on' if kernel else 'off'}")
     for preset in args.presets:
         cfg = make_config(preset)
-        s0, s1 = bench_render(cfg, device, 1, (0.0, 90_000.0), args.repeat)
-        print(f"render  {preset:5s} {cfg.resolution:4d}^2  16 frames at t=0: {s0 * 1e3:8.1f} ms   at t=90000: "
-              f"{s1 * 1e3:8.1f} ms   ->  {16 / s0:7.1f} frames/s")
+        cfg = dataclasses.replace(cfg, batch=args.train_batch or cfg.batch)
+        res = bench_model(cfg, device, args.repeat, train=args.train)
         if args.train:
-            batch = args.train_batch or cfg.batch
-            # The same backbone as a plain image StyleGAN2: one frame per clip, no motion codes, no time
-            # conditioning in D -- with as many frames per step, so both move the same activation memory.
-            image = dataclasses.replace(cfg, batch=batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
+            image = dataclasses.replace(cfg, batch=cfg.batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
                                         d_cond="none")
-            sv = bench_training(dataclasses.replace(cfg, batch=batch), device, args.repeat)
-            si = bench_training(image, device, args.repeat)
-            print(f"train   {preset:5s} {cfg.resolution:4d}^2  {batch} videos x {cfg.frames_per_clip} frames: "
-                  f"video model {sv * 1e3:8.1f} s/kimg, image StyleGAN2 ({image.batch} images) {si * 1e3:8.1f} "
-                  f"s/kimg  ->  cost per frame {100 * (sv / si - 1):+.1f} %")
+            res.update({f"image StyleGAN2 {w}": v for w, v in bench_model(image, device, args.repeat, False).items()})
+            sv, si = (v for w, v in res.items() if w.endswith("(s/kimg)"))
+            res["video's cost per frame (%)"] = round(100 * (sv / si - 1), 1)
+        for what, value in res.items():
+            print(f"{preset} {cfg.resolution}^2, {what}: {value}")
 
 
 def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
-    """Forward + backward of one ModConv2d layer (the ffs config's 256^2 layer by default) and of its epilogue
-    alone, the part the kernel fuses, with impl 'ref' and 'cuda' -> {what: value}: the median ms, the peak MiB
-    above what was allocated before (on a GPU), and the kernel's speed-up."""
+    """Forward + backward of one ModConv2d layer (ffs's 256^2 layer by default) and of its epilogue alone, the part
+    the kernel fuses, by impl 'ref' and 'cuda' -> {what: value}: the median ms, the peak MiB above what was allocated
+    before (on a GPU) and the kernel's speed-up."""
     gen = torch.Generator(device=device).manual_seed(0)
     randn = lambda *shape, dtype=torch.float32: torch.randn(*shape, device=device, dtype=dtype, generator=gen)
-    x, grad = randn(N, I, H, W, dtype=dtype), randn(N, O, H, W, dtype=dtype)
-    y = randn(N, O, H, W, dtype=dtype).requires_grad_()                   # a conv's output, for the epilogue alone
-    weight = (randn(O, I, k, k) / math.sqrt(I * k * k)).requires_grad_()
-    s, d = (randn(N, I) * 0.5 + 1).requires_grad_(), (randn(N, O).abs() + 0.5).requires_grad_()
-    bias = torch.zeros(O, device=device, requires_grad=True)
+    x, grad, y = (randn(N, c, H, W, dtype=dtype) for c in (I, O, O))      # y: a conv's output, for the epilogue
+    weight, s, d = randn(O, I, k, k) / math.sqrt(I * k * k), randn(N, I) * 0.5 + 1, randn(N, O).abs() + 0.5
+    bias = torch.zeros(O, device=device)
+    for leaf in (y, weight, s, d, bias):
+        leaf.requires_grad_()
     parts = dict(layer=lambda impl: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl),
                  epilogue=lambda impl: fused_epilogue(y, d, bias, 'lrelu', clamp=256.0, impl=impl))
     result, ms = {}, {}
     for part, run in parts.items():
         for impl in ('ref', 'cuda'):
-            step = lambda: run(impl).backward(grad)
-            step()                                               # allocates the .grad buffers before the baseline
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            ms[impl] = _time_it(step, iters) * 1e3
-            result[f"{part} fwd+bwd, {impl} (ms)"] = round(ms[impl], 3)
-            peak = torch.cuda.max_memory_allocated(device) - base
-            result[f"{part} fwd+bwd, {impl} (peak MiB)"] = round(peak / 2**20, 1)
+            seconds, peak = _time_it(lambda: run(impl).backward(grad), iters)
+            ms[impl] = seconds * 1e3
+            result.update({f"{part} fwd+bwd, {impl} (ms)": round(ms[impl], 3),
+                           f"{part} fwd+bwd, {impl} (peak MiB)": round(peak, 1)})
         result[f"{part} speed-up"] = round(ms['ref'] / ms['cuda'], 2)
     return result
 
 
 def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: int = 3, log=print,
                    verbose: bool = False) -> dict:
-    """`doctor`'s checks, each logged as it comes -> {what: result}: the toolchain, the kernel's build (without a
-    GPU too: a build error shows anywhere) and, on a GPU, its parity and one layer's speed. With cfg (--full), also
-    training steps, kernel on/off x float16/float32 layers (s/kimg, peak memory), and sampling (frames/s), all
-    written to out_dir as doctor_full.json and .md (a table for the README). A CPU (the tests) skips the GPU's parts."""
-    import subprocess
+    """`doctor`'s checks, each logged as it comes -> {what: result}: the toolchain, the kernel's build (without a GPU
+    too: a build error shows anywhere) and, on a GPU, its parity and one layer's speed. With cfg (--full) also
+    training steps, kernel on/off x float16/float32 layers (s/kimg, peak memory), and sampling (frames/s), written
+    to out_dir as doctor_full.json and .md (a table for the README). A CPU (the tests) skips the GPU's parts."""
     global USE_CUSTOM_OPS
-    device, res = torch.device(device), {}
+    device, res, old = torch.device(device), {}, USE_CUSTOM_OPS
     cuda = device.type == "cuda"
 
     def note(what, value):
@@ -2692,22 +2647,15 @@ def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: in
         log("kernel parity and speed: need a GPU and the kernel, skipped")
     if cfg is None:
         return res
-    old = USE_CUSTOM_OPS
+    # The kernel on (where built) and off x float16 (on a GPU) and float32 layers:
+    variants = [(kn, fp) for kn in (True, False) for fp in (True, False) if (kernel or not kn) and (cuda or not fp)]
     try:
-        for kernel_on in [True, False] if kernel else [False]:
-            for fp16 in [True, False] if cuda else [False]:
-                USE_CUSTOM_OPS = kernel_on                                # what ModConv2d's dispatch reads
-                what = (f"training {cfg.preset} {cfg.resolution}^2, {cfg.batch} videos, kernel "
-                        f"{'on' if kernel_on else 'off'}, {'float16' if fp16 else 'float32'} layers")
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats(device)
-                variant = dataclasses.replace(cfg, num_fp16_res=4 if fp16 else 0)
-                note(f"{what} (s/kimg)", round(bench_training(variant, device, steps) * 1e3, 2))
-                if cuda:
-                    note(f"{what} (peak GiB)", round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2))
-        USE_CUSTOM_OPS = kernel
-        seconds = bench_render(cfg, device, videos=4)[0]                 # 4 videos x 16 frames a call
-        note(f"sampling {cfg.resolution}^2, kernel {'on' if kernel else 'off'} (frames/s)", round(64 / seconds, 1))
+        for kernel_on, fp16 in variants:
+            USE_CUSTOM_OPS = kernel_on                                # what ModConv2d's dispatch reads
+            variant = dataclasses.replace(cfg, num_fp16_res=4 if fp16 else 0)
+            for what, value in bench_model(variant, device, steps).items():
+                note(f"{cfg.preset} {cfg.resolution}^2, kernel {'on' if kernel_on else 'off'}, "
+                     f"{'float16' if fp16 else 'float32'} layers, {what}", value)
     finally:
         USE_CUSTOM_OPS = old
     os.makedirs(out_dir, exist_ok=True)
@@ -2743,25 +2691,24 @@ def _ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
 
 def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
                 size=(640, 400)) -> np.ndarray:
-    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend, drawn with Pillow
-    (imageio's dependency) and its built-in font, so the README's pictures need no plotting library. A curve
-    of few points (FVD at snapshots) gets a dot on each; a dense one (Fig 9's 2000 frames) only its line."""
+    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend (of 2 curves or more),
+    drawn with Pillow (imageio's dependency) and its built-in font, so the README's pictures need no plotting
+    library. A curve of few points (FVD at snapshots) gets a dot on each; a dense one (Fig 9's) only its line."""
     from PIL import Image, ImageDraw, ImageFont
-    W, H = size
-    left, right, top, bottom = 64, 16, 24, 44                    # margins for tick labels; the y label on top
+    (W, H), (left, right, top, bottom) = size, (64, 16, 24, 44)  # margins for tick labels; the y label on top
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     with contextlib.suppress(TypeError):                         # (Pillow < 10.1: its bitmap font)
         draw.font = ImageFont.load_default(size=12)              # at its default size 10 words run together
     xs, ys = np.concatenate(list(curves.values())).T
-    x_ticks = _ticks(0, xs.max())
-    y_ticks = _ticks(min(0, 1.05 * ys.min()), max(0, 1.05 * ys.max()), max(2, min(6, (H - top - bottom) // 25)))
-    px = lambda x: left + (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * (W - left - right)
-    py = lambda y: H - bottom - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]) * (H - top - bottom)
-    for x in x_ticks:                                            # grid, ticks and their labels
+    xt = _ticks(0, xs.max())
+    yt = _ticks(min(0, 1.05 * ys.min()), max(0, 1.05 * ys.max()), max(2, min(6, (H - top - bottom) // 25)))
+    px = lambda x: left + (x - xt[0]) / (xt[-1] - xt[0]) * (W - left - right)
+    py = lambda y: H - bottom - (y - yt[0]) / (yt[-1] - yt[0]) * (H - top - bottom)
+    for x in xt:                                                 # grid, ticks and their labels
         draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
         draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
-    for y in y_ticks:
+    for y in yt:
         draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
         draw.text((left - 6, py(y)), f"{y:g}", fill="black", anchor="rm")
     draw.rectangle([left, top, W - right, H - bottom], outline="black")
@@ -2770,12 +2717,11 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
     legend_x = W - right - 36 - max(draw.textlength(label) for label in curves)
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
     for i, (label, c) in enumerate(curves.items()):
-        colour, legend_y = colours[i % len(colours)], top + 12 + 14 * i
-        points = [(px(x), py(y)) for x, y in c]
+        colour, legend_y, points = colours[i % len(colours)], top + 12 + 14 * i, [(px(x), py(y)) for x, y in c]
         draw.line(points, fill=colour, width=2)
         for x, y in points if len(points) <= 100 else []:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        if len(curves) > 1:                                      # a legend, where there is a choice
+        if len(curves) > 1:
             draw.line([(legend_x, legend_y), (legend_x + 20, legend_y)], fill=colour, width=2)
             draw.text((legend_x + 26, legend_y), label, fill="black", anchor="lm")
     return np.asarray(img)
@@ -2783,76 +2729,70 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
 
 def cmd_figures(args) -> None:
     """The README's pictures from a checkpoint (and its dataset): strips of 8 frames `--stride` apart, a row per
-    video, and Fig 9."""
+    video (real vs fake, content vs motion, t = 0 vs an hour later), and Fig 9."""
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
     data = VideoFolder(args.data) if args.data else None
     if data is not None and data.resolution != cfg.resolution:
         raise UserError(f"{args.data}: its frames are {data.resolution}^2, the generator's {cfg.resolution}^2 "
                         f"(figures shows them side by side at one size: pass the dataset it was trained on)")
-    os.makedirs(args.out, exist_ok=True)
     t = torch.arange(8, dtype=torch.float64) * args.stride
-
-    def rows(v):                                                 # [V, 8, H, W, 3] -> [V*H, 8*W, 3]: a row per video
-        return v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy()
-
-    def save(name, image, zoom=args.zoom):                       # nearest neighbour, for small frames
-        path, image = os.path.join(args.out, name), image.repeat(zoom, axis=0).repeat(zoom, axis=1)
-        _write_image(path, image)
-        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
-
-    fake = render_videos(G, list(range(args.num)), t)                        # [num, 8, H, W, 3]
+    # a row per video: [V, 8, H, W, 3] -> [V*H, 8*W, 3]
+    rows = lambda v: v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy()
+    pictures, fake = {}, render_videos(G, list(range(args.num)), t)                       # [num, 8, H, W, 3]
     if data is None:
-        save("fake.png", rows(fake))
-    else:
+        pictures["fake.png"] = rows(fake)
+    else:                                                        # random videos, random starts
         if max(data.lengths) <= t[-1]:
             print(f"note: {args.data}'s videos are shorter than 8 frames --stride {args.stride} apart: a real strip "
                   f"repeats its last frame", file=sys.stderr)
         rng, real = np.random.default_rng(0), []
-        for v in rng.choice(len(data), size=min(args.num, len(data)), replace=False):      # random videos and starts
+        for v in rng.choice(len(data), size=min(args.num, len(data)), replace=False):
             frames = rng.integers(0, max(data.lengths[v] - int(t[-1]), 1)) + t.long().numpy()
             real.append(torch.from_numpy(data.read_frames(int(v), np.minimum(frames, data.lengths[v] - 1))))
         gap = np.full((4, 8 * cfg.resolution, 3), 255, np.uint8)
-        save("real_vs_fake.png", np.concatenate([rows(torch.stack(real)), gap, rows(fake)]))
+        pictures["real_vs_fake.png"] = np.concatenate([rows(torch.stack(real)), gap, rows(fake)])
     # Content and motion are separate: rows (c0,m0) (c0,m1) (c1,m0) (c1,m1), content seed c, motion seed m.
-    save("content_motion.png", rows(torch.cat([render_videos(G, [c], t, motion_seeds=[m])
-                                               for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]])))
+    pictures["content_motion.png"] = rows(torch.cat([render_videos(G, [c], t, motion_seeds=[m])
+                                                     for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]]))
     # No degradation after an hour: the same video at t = 0 and at t = 1 h.
-    late = render_videos(G, [0], args.hour_seconds * cfg.fps + t)
-    save("t0_vs_1h.png", rows(torch.cat([render_videos(G, [0], t), late])))
+    pictures["t0_vs_1h.png"] = rows(torch.cat([render_videos(G, [0], s + t) for s in (0, args.hour_seconds * cfg.fps)]))
+    pictures = {n: image.repeat(args.zoom, 0).repeat(args.zoom, 1) for n, image in pictures.items()}  # --zoom: nearest
     # Fig 9: six channels of the acyclic embedding v_t over 2000 frames, a band each, the x label once below.
     t = np.arange(2000.0)
     v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
     channels = range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]
-    save("embedding.png", np.concatenate([plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]",
-                                                      xlabel="t (frames)" if c == channels[-1] else "",
-                                                      size=(1000, 140)) for c in channels]), zoom=1)
+    pictures["embedding.png"] = np.concatenate([plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]",
+                                                            xlabel="t (frames)" if c == channels[-1] else "",
+                                                            size=(1000, 140)) for c in channels])
+    os.makedirs(args.out, exist_ok=True)
+    for name, image in pictures.items():
+        _write_image(path := os.path.join(args.out, name), image)
+        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
 
 def read_metric_curve(run: str, metric: str) -> np.ndarray:
-    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears
-    twice (a log written before resuming cut logs back to the checkpoint) the later value counts."""
+    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears twice (a log
+    written before resuming cut logs back to the checkpoint) the later value counts."""
     path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
     if not os.path.isfile(path):
         raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
     rows, keys = {}, set()
     with open(path, "rb") as f:                                  # bytes: a binary file is a line, not a crash
         for number, line in enumerate(f, 1):
-            try:
+            try:                                                 # not UTF-8, not JSON, not an object
                 record = json.loads(line)
-            except ValueError:                                   # (JSON's and UTF-8's errors both are)
-                record = None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}: line {number} is not a JSON object (not a run's log.jsonl)")
-            keys.update(k for k, v in record.items() if k != "kimg" and isinstance(v, (int, float)))
+                keys.update(k for k, v in record.items() if type(v) in (int, float))
+            except (ValueError, AttributeError):
+                raise UserError(f"{path}: line {number} is not a JSON object (not a run's log.jsonl)") from None
             if metric in record:
                 kimg, value = record.get("kimg"), record[metric]
-                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (kimg, value)):
+                if not {type(kimg), type(value)} <= {int, float}:
                     raise UserError(f"{path}: line {number}: kimg and {metric} must be numbers, got {kimg!r} "
                                     f"and {value!r}")
                 rows[float(kimg)] = float(value)
     if not rows:
         hint = (f"train with --metrics {metric}" if metric in ("fvd16", "fvd128")
-                else f"its keys: {', '.join(sorted(keys)) or 'none'}")
+                else f"its keys: {', '.join(sorted(keys - {'kimg'})) or 'none'}")
         raise UserError(f"{path}: no '{metric}' values ({hint})")
     return np.array(sorted(rows.items()), dtype=np.float64)
 

@@ -1528,51 +1528,28 @@ needs_snapshot = pytest.mark.skipif(not os.path.isfile(SNAPSHOT), reason="../sha
                                     "is absent (a clone without shared/): no release snapshot to test against")
 
 
-class _EvilReduce:
-    """Unpickled the ordinary way, this would run a shell command that leaves a file behind."""
-
-    def __init__(self, mark):
-        self.mark = mark
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.mark}",))
-
-
-def _persistent_pickle(path, mark):
-    """A pickle in the persistence format whose embedded module source writes a file when run."""
-    import types
-    fake = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta):                           # never called by the importer
-        raise AssertionError
-    _reconstruct_persistent_obj.__module__ = fake.__name__
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    fake._reconstruct_persistent_obj = _reconstruct_persistent_obj
-
-    class Persistent:
-        def __reduce__(self):
-            meta = dict(type="class", version=6, class_name="training.networks.Generator", state={},
-                        module_src=f"open({str(mark)!r}, 'w').write('ran')")
-            return (_reconstruct_persistent_obj, (meta,))
-    sys.modules.update({"torch_utils": types.ModuleType("torch_utils"), fake.__name__: fake})
-    try:
-        with open(path, "wb") as f:
-            pickle.dump({"G": Persistent(), "D": Persistent(), "G_ema": Persistent(),
-                         "augment_pipe": _EvilReduce(mark)}, f)
-    finally:
-        del sys.modules[fake.__name__], sys.modules["torch_utils"]
+def _pickle_calling(path, **calls):
+    """A pickle of {key: module.name(*args)} for each key=(module, name, *args), written opcode by opcode, so the
+    globals need not exist here: the ordinary unpickler would import each and call it with its args."""
+    body = b"".join(pickle.dumps(key, 0)[:-1] + f"c{module}\n{name}\n(".encode()           # key, GLOBAL, MARK,
+                    + b"".join(pickle.dumps(a, 0)[:-1] for a in args) + b"tRs"              # args, TUPLE REDUCE SETITEM
+                    for key, (module, name, *args) in calls.items())
+    path.write_bytes(b"\x80\x02(d" + body + b".")                     # PROTO 2, {...}, STOP
 
 
 @slow
 def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
     mark = tmp_path / "ran"
-    _persistent_pickle(tmp_path / "evil.pkl", mark)
-    with open(tmp_path / "reduce.pkl", "wb") as f:
-        pickle.dump({"G": _EvilReduce(mark)}, f)
+    source = f"open({str(mark)!r}, 'w').write('ran')"              # what a persistent object's embedded module runs
+    persistent = ("torch_utils.persistence", "_reconstruct_persistent_obj", dict(
+        type="class", version=6, class_name="training.networks.Generator", state={}, module_src=source))
+    _pickle_calling(tmp_path / "evil.pkl", G=persistent, D=persistent, G_ema=persistent,
+                    augment_pipe=("os", "system", f"touch {mark}"))
+    _pickle_calling(tmp_path / "reduce.pkl", G=("os", "system", f"touch {mark}"), D=("builtins", "exec", source))
     for name in ("evil.pkl", "reduce.pkl"):
         with pytest.raises(sv.CheckpointError, match="not a StyleGAN-V snapshot|settings"):
             sv.load_checkpoint(str(tmp_path / name))
-        assert not mark.exists()                                      # neither the source nor the reduce ran
+        assert not mark.exists()                                      # neither the source nor the calls ran
     r = run_cli("sample", "--ckpt", tmp_path / "evil.pkl", "--out", tmp_path / "x.mp4")
     assert_one_error_line(r, "evil.pkl")
     assert not mark.exists()
@@ -1593,13 +1570,12 @@ def _fan_ins(net):
     return sum(p[0].numel() for p in net.parameters() if p.dim() >= 2)
 
 
-def _snapshot_tokens(P, cfg):
-    """parity.npz's motion noise in our layout: release motion_z[b, m] is token m - 20, and G(z, t,
-    tokens) wants tokens j_first - 20, j_first - 19, ... (j_first = floor(min t / delta^z))."""
-    t = P["t"].double()
+def _release_tokens(motion_z, t, cfg):
+    """The release's motion noise in our layout: its motion_z[b, m] is token m - 20, and G(z, t, tokens) wants
+    tokens j_first - 20, j_first - 19, ... (j_first = floor(min t / delta^z))."""
     j_first = torch.floor(t / cfg.motion_delta_z).min(dim=1).values.long()
     L = sv.Generator.tokens_needed(t, cfg.motion_delta_z, 20)
-    return torch.stack([P["motion_z"][b, j_first[b]:j_first[b] + L] for b in range(len(t))])
+    return torch.stack([motion_z[b, j_first[b]:j_first[b] + L] for b in range(len(t))])
 
 
 @needs_snapshot
@@ -1612,7 +1588,8 @@ def test_a_release_snapshot_reproduces_the_releases_outputs():
     G.load_state_dict(state["G_ema"])
     D.load_state_dict(state["D"])
     P = {k: torch.from_numpy(v) for k, v in np.load(os.path.join(SNAPSHOT_DIR, "parity.npz")).items()}
-    tokens, t, psi = _snapshot_tokens(P, cfg), P["t"].double(), float(P["truncation_psi"])
+    t, psi = P["t"].double(), float(P["truncation_psi"])
+    tokens = _release_tokens(P["motion_z"], t, cfg)
     with torch.no_grad():
         torch.testing.assert_close(G.mapping(P["z"]), P["ws"][:, 0], rtol=0, atol=U32 * _fan_ins(G.mapping) * 4)
         v = G.motion_codes_from_tokens(tokens, t)                       # [12, 2F]: [sin, cos]
@@ -1701,11 +1678,7 @@ def _run_release_step(kind):
     def latents(purpose):                             # the fixture's draws for this phase
         phase = {"G": "Gmain", "D": "Dmain"}[purpose]
         t = torch.from_numpy(R[f"in/t_{phase}"])
-        j_first = torch.floor(t / cfg.motion_delta_z).min(dim=1).values.long()
-        L = sv.Generator.tokens_needed(t, cfg.motion_delta_z, trainer.G.motion.context)
-        mz = torch.from_numpy(R[f"in/mz_{phase}"])    # release motion_z[b, m] is token m - 20
-        tokens = torch.stack([mz[b, j_first[b]:j_first[b] + L] for b in range(len(t))])
-        return torch.from_numpy(R[f"in/z_{phase}"]), t, tokens
+        return torch.from_numpy(R[f"in/z_{phase}"]), t, _release_tokens(torch.from_numpy(R[f"in/mz_{phase}"]), t, cfg)
 
     record = dict(logits=[], r1=[], grads=[], params=[])
     trainer._latents = latents
@@ -1730,24 +1703,21 @@ def _rel(ours, theirs, floor=0.0):
     return float((ours - theirs).norm()) / scale if scale > 0 else float(ours.norm())
 
 
-def _check_phase_grads(record_grads, R, phase, names, tol):
-    """Every parameter's gradient of one phase against the release's (both sides the same names). A gradient
-    far smaller than its phase's carries the rounding of the larger terms it is the difference of (R1
-    reaches D's biases only through minibatch-stddev and the time modulation: 4e-7 of a phase's 2.5e-4),
-    so each is measured against max(its norm, 1% of the phase's)."""
-    theirs = {k[len(f"grad/{phase}/"):] for k in R if k.startswith(f"grad/{phase}/")}
-    assert set(names.values()) == theirs and set(record_grads) == set(names), phase  # every one, on both sides
-    floor = 0.01 * float(np.sqrt(sum(np.square(R[f"grad/{phase}/{n}"]).sum() for n in theirs)))
-    errors = {names[n]: _rel(g, R[f"grad/{phase}/{names[n]}"], floor) for n, g in record_grads.items()}
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= tol, (phase, worst, errors[worst])
-
-
-def _param_names(trainer, kind):
-    """{our parameter name: the release's} of G or D (buffers left out)."""
-    net = trainer.G if kind == "G" else trainer.D
-    params = dict(net.named_parameters())
-    return {ours: theirs for ours, theirs in sv._release_names(kind, trainer.cfg) if ours in params}
+def _check_phase_grads(record, R, trainer, tols):
+    """Every parameter's gradient of each phase (Gmain, Dmain, Dreg) against the release's, on both sides the same
+    names -> {"G"/"D": {our parameter name: the release's}}. A gradient far smaller than its phase's carries the
+    rounding of the larger terms it is the difference of (R1 reaches D's biases only through minibatch-stddev and
+    the time modulation: 4e-7 of a phase's 2.5e-4), so each is measured against max(its norm, 1% of the phase's)."""
+    names = {kind: {n: sv._release_name(n, trainer.cfg.resolution) for n, _ in net.named_parameters()}
+             for kind, net in (("G", trainer.G), ("D", trainer.D))}
+    for grads, phase, kind, tol in zip(record["grads"], ("Gmain", "Dmain", "Dreg"), "GDD", tols):
+        theirs = {k[len(f"grad/{phase}/"):] for k in R if k.startswith(f"grad/{phase}/")}
+        assert set(names[kind].values()) == theirs and set(grads) == set(names[kind]), phase   # every one, both sides
+        floor = 0.01 * float(np.sqrt(sum(np.square(R[f"grad/{phase}/{n}"]).sum() for n in theirs)))
+        errors = {names[kind][n]: _rel(g, R[f"grad/{phase}/{names[kind][n]}"], floor) for n, g in grads.items()}
+        worst = max(errors, key=errors.get)
+        assert errors[worst] <= tol, (phase, worst, errors[worst])
+    return names
 
 
 @needs_snapshot
@@ -1764,10 +1734,7 @@ def test_one_training_iteration_equals_the_releases_phase_by_phase():
     r1_frames = torch.from_numpy(R["report/Dreg:Loss/r1_penalty"]).reshape(B, k)     # per frame -> per clip
     assert _rel(record["r1"][0], r1_frames.mean(dim=1)) <= 1e-5
     assert _rel(record["r1"][0] * trainer.gamma / 2, R["report/Dreg:Loss/D/reg"]) <= 1e-5
-    G_names, D_names = _param_names(trainer, "G"), _param_names(trainer, "D")
-    for grads, phase, names, tol in zip(record["grads"], ("Gmain", "Dmain", "Dreg"), (G_names, D_names, D_names),
-                                        (2e-3, 1e-4, 1e-4)):
-        _check_phase_grads(grads, R, phase, names, tol)
+    _check_phase_grads(record, R, trainer, (2e-3, 1e-4, 1e-4))
 
 
 @slow
@@ -1779,10 +1746,7 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
     compared by that bound and by the share that moved alike, D's later gradients (taken on those
     weights) to 1%. G's gradient and every count are as tight as in the phase-by-phase test."""
     R, meta, trainer, record, logs = _run_release_step("full-iteration")
-    G_names, D_names = _param_names(trainer, "G"), _param_names(trainer, "D")
-    for grads, phase, names, tol in zip(record["grads"], ("Gmain", "Dmain", "Dreg"), (G_names, D_names, D_names),
-                                        (2e-3, 1e-2, 1e-2)):
-        _check_phase_grads(grads, R, phase, names, tol)
+    G_names, D_names = _check_phase_grads(record, R, trainer, (2e-3, 1e-2, 1e-2)).values()
     steps = dict(Gmain=("G", 1), Dmain=("D", 1), Dreg=("D", 2))            # optimizer steps taken so far
     for params, (phase, (net, n)), names in zip(record["params"], steps.items(), (G_names, D_names, D_names)):
         lr, moved, total = meta["hyper"][net]["lr"], 0, 0
@@ -1812,17 +1776,16 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
 # ---------------------------------------------------------------------------------------------
 
 
-# -- bench, doctor and the layer benchmark-------------------------------------------------------
+# -- bench, doctor and the layer benchmark ------------------------------------------------------
 
 
 def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for(capsys):
     sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("# bench on cpu") and "custom ops off" in out[0], out
-    row = re.fullmatch(r"render  tiny +64\^2  16 frames at t=0: +([\d.]+) ms   at t=90000: +([\d.]+) ms"
-                       r"   ->  +([\d.]+) frames/s", out[1])
-    assert row and all(float(x) > 0 for x in row.groups()), out
-    assert len(out) == 2                                          # no training rows without --train
+    assert out[0].startswith("# bench on cpu") and "custom ops off" in out[0] and len(out) == 3, out   # no --train
+    rows = [re.fullmatch(rf"tiny 64\^2, rendering a video from t={t0} \(frames/s\): ([\d.]+)", row)
+            for t0, row in zip((0, 90000), out[1:])]
+    assert all(row and float(row[1]) > 0 for row in rows), out
 
 
 def test_doctor_without_nvcc_or_gpu_reports_the_toolchain_and_says_what_it_skips(tmp_path, monkeypatch, capsys):
@@ -1854,20 +1817,21 @@ def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, mo
                         lambda **kw: (None, dict(ok=False, reason="no GPU (test)", log=None)))
     lines = []
     res = sv.acceptance_run("cpu", str(tmp_path), sv.make_config("tiny", resolution=16, batch=4), 1, lines.append)
-    train = "training tiny 16^2, 4 videos, kernel off, float32 layers (s/kimg)"    # (no kernel nor float16 on a CPU)
+    run = "tiny 16^2, kernel off, float32 layers"                  # (no kernel nor float16 on a CPU)
+    train = f"{run}, training on 4 clips of 3 frame(s) (s/kimg)"
     assert [line.split(": ")[0] for line in lines] == [
-        "torch", "nvcc", "ninja", "GPUs", "kernel", "kernel parity and speed", train,
-        "sampling 16^2, kernel off (frames/s)", f"wrote {tmp_path / 'doctor_full.json'} and doctor_full.md"]
+        "torch", "nvcc", "ninja", "GPUs", "kernel", "kernel parity and speed",
+        *(f"{run}, rendering a video from t={t0} (frames/s)" for t0 in (0, 90000)), train,
+        f"wrote {tmp_path}/doctor_full.json and doctor_full.md"]
     assert re.fullmatch(r"nvcc: (not found .*|\S+ \(Build .+\))", lines[1]), lines[1]      # its version, where found
     assert json.load(open(tmp_path / "doctor_full.json")) == res and res[train] > 0
     assert f"| {train} | {res[train]} |" in (tmp_path / "doctor_full.md").read_text()
 
 
-def test_the_layer_benchmark_times_both_paths_on_a_small_layer(request, monkeypatch):
+def test_the_layer_benchmark_times_both_paths_on_a_small_layer(request):
     gpu = torch.cuda.is_available()
     if not gpu:                                  # its plumbing on a CPU: the stand-in plugin, no memory counters
         request.getfixturevalue("stand_in_plugin")
-        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
     result = svm.benchmark_modconv_layer("cuda" if gpu else "cpu", N=2, I=8, O=8, H=32, W=32, iters=2)
     assert result["layer fwd+bwd, cuda (ms)"] > 0 and result["epilogue speed-up"] > 0
     assert result["layer fwd+bwd, ref (peak MiB)"] > 0 or not gpu
@@ -1893,7 +1857,7 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     assert not (tmp_path / "figs2").exists()
 
 
-def test_plot_draws_each_curve_in_its_place_on_round_ticks_and_reports_bad_logs(tmp_path):
+def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path):
     image = sv.plot_curves({"a": np.array([[0.0, 100.0], [10.0, 50.0]]),
                             "b": np.array([[0.0, 80.0], [5.0, 90.0]])}, "FVD_16")
     assert image.shape == (400, 640, 3) and image.dtype == np.uint8
@@ -1906,27 +1870,32 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks_and_reports_bad_logs(
         (0, 0.9, 6), (0, 7, 6), (0, 24, 6), (0, 60.048, 6), (0, 4125 * 1.05, 6), (-3.3 * 1.05, 5.2 * 1.05, 6),
         (-1.05, 1.05, 2), (0, 0, 6)])], [(0, 1, 0.2), (0, 8, 2), (0, 25, 5), (0, 60, 10), (0, 5000, 1000),
                                          (-4, 6, 2), (-2, 2, 2), (0, 1e-9, 1e-9)])
-    log = tmp_path / "log.jsonl"
-    for text, message in [(b'{"kimg": 1.0, "loss_G": 1.0}\n', "no 'fvd16' values"),
-                          (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "line 2 is not a JSON object"),
-                          (b"PK\x03\x04\x94\xff binary\n", "line 1 is not a JSON object"),   # a dataset zip
-                          (b"[1, 2]\n", "line 1 is not a JSON object"),                   # JSON of another shape
-                          (b'{"kimg": 1.0, "fvd16": "abc"}\n', "line 1: kimg and fvd16 must be numbers")]:
-        log.write_bytes(text)
-        with pytest.raises(sv.UserError, match=message):
-            sv.read_metric_curve(str(tmp_path), "fvd16")
-    with pytest.raises(sv.UserError, match="no log.jsonl"):
-        sv.read_metric_curve(str(tmp_path / "missing"), "fvd16")
     # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
+    log = tmp_path / "log.jsonl"
     log.write_text('{"kimg": 0.0, "fvd16": 9.0}\n{"kimg": 10.0, "fvd16": 5.0}\n{"kimg": 10.0, "fvd16": 4.0}\n'
                    '{"kimg": 5.0, "fvd16": 7.0}\n')
     assert sv.read_metric_curve(str(log), "fvd16").tolist() == [[0.0, 9.0], [5.0, 7.0], [10.0, 4.0]]
-    # the image's format is its name's: a .jpg is a JPEG (it was PNG bytes once), and a .gif is refused
-    sv.main(["plot", str(log), "--out", str(tmp_path / "curve.jpg")])
+    sv.main(["plot", str(log), "--out", str(tmp_path / "curve.jpg")])     # the format is the name's: a JPEG
     assert (tmp_path / "curve.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
-    with pytest.raises(SystemExit):
-        sv.main(["plot", str(log), "--out", str(tmp_path / "curve.gif")])
-    assert not (tmp_path / "curve.gif").exists()
+
+
+@pytest.mark.parametrize("log, flags, needle", [
+    (b'{"kimg": 1.0, "loss_G": 1.0}\n', "", "no 'fvd16' values (train with --metrics fvd16)"),
+    (b'{"kimg": 1.0, "loss_G": 1.0, "note": "x"}\n', "--metric loss_D", "no 'loss_D' values (its keys: loss_G)"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "", "line 2 is not a JSON object"),
+    (b"PK\x03\x04\x94\xff binary\n", "", "line 1 is not a JSON object"),                   # a dataset zip
+    (b"[1, 2]\n", "", "line 1 is not a JSON object"),                                     # JSON of another shape
+    (b'{"kimg": 1.0, "fvd16": "abc"}\n', "", "line 1: kimg and fvd16 must be numbers, got 1.0 and 'abc'"),
+    (None, "", "run: no log.jsonl"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--out curve.gif", "curve.gif: --out is a .png or .jpg file"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--labels a b", "--labels: 2 labels for 1 runs"),
+])
+def test_plot_refuses_a_log_it_cannot_read_in_one_line(tmp_path, monkeypatch, capsys, log, flags, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    if log is not None:
+        (tmp_path / "run" / "log.jsonl").write_bytes(log)
+    assert_refused(["plot", "run", *flags.split()], [needle], capsys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2208,14 +2177,11 @@ def gray_frames(n, h=24, w=32, step=20):
     return [np.full((h, w, 3), min(step * i, 255), dtype=np.uint8) for i in range(n)]
 
 
-def write_video(path, frames, fps=10):
+def write_video(path, frames, fps=10, **ffmpeg):
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    if str(path).endswith(".gif"):
-        return iio.mimwrite(str(path), frames, duration=1000 / fps, loop=0)
-    with iio.get_writer(str(path), format="FFMPEG", fps=fps, macro_block_size=1,
-                        codec="libvpx-vp9" if str(path).endswith(".webm") else "libx264") as w:
-        for f in frames:
-            w.append_data(f)
+    codec = "libvpx-vp9" if str(path).endswith(".webm") else "libx264"
+    iio.mimwrite(str(path), frames, **(dict(duration=1000 / fps, loop=0) if str(path).endswith(".gif") else
+                                       dict(format="FFMPEG", fps=fps, macro_block_size=1, codec=codec, **ffmpeg)))
 
 
 def write_frames(folder, frames, names=None):
@@ -2466,11 +2432,8 @@ def test_prepare_skips_each_bad_source_with_its_reason(tmp_path):
 
 def test_prepare_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
     noise = np.random.default_rng(0).integers(0, 256, (40, 24, 32, 3), dtype=np.uint8)   # bytes spread evenly
-    with iio.get_writer(str(tmp_path / "cut.mp4"), format="FFMPEG", fps=10, macro_block_size=1,
-                        output_params=["-movflags", "+faststart"]) as w:     # the index first: half the file decodes
-        for f in noise:
-            w.append_data(f)
-    (tmp_path / "cut.mp4").write_bytes((tmp_path / "cut.mp4").read_bytes()[:(tmp_path / "cut.mp4").stat().st_size // 2])
+    write_video(cut := tmp_path / "cut.mp4", noise, output_params=["-movflags", "+faststart"])   # the index first:
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])                             # half the file decodes
     s = prep(tmp_path / "cut.mp4", tmp_path / "cut.zip", resolution=16)
     assert s["videos"] == 1 and 3 <= s["frames"] < 30
     write_video(tmp_path / "a.mp4", gray_frames(20))         # an error midway: only complete chunks are kept
@@ -2604,8 +2567,9 @@ def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says
     assert sorted(os.listdir(tmp_path / "empty")) == ["dataset.json", "demo00000", "demo00001"]
 
 
-@pytest.mark.parametrize("out_name", ["out.zip", "out_folder"])
-def test_prepare_interrupted_midway_leaves_no_output_and_no_temporary_files(tmp_path, monkeypatch, out_name):
+@pytest.mark.parametrize("failure, out_name", [("Ctrl-C", "out.zip"), ("Ctrl-C", "out_folder"),
+                                               ("a full disk, closing the zip too", "out.zip")])
+def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_path, monkeypatch, failure, out_name):
     for name in "abc":
         write_video(tmp_path / "src" / f"{name}.mp4", gray_frames(10))
     (tmp_path / "out").mkdir()
@@ -2617,13 +2581,7 @@ def test_prepare_interrupted_midway_leaves_no_output_and_no_temporary_files(tmp_
         if len(calls) == 15:                                # in the middle of the second video
             raise KeyboardInterrupt
         return real_encode(*args)
-    monkeypatch.setattr(pd, "encode_frame", encode_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16)
-    assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
 
-
-def test_prepare_a_full_disk_cleans_up_even_when_closing_the_zip_fails(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -2631,12 +2589,16 @@ def test_prepare_a_full_disk_cleans_up_even_when_closing_the_zip_fails(tmp_path,
         if self.fp is not None:
             self.fp = None
             no_space()
-    monkeypatch.setattr(zipfile.ZipFile, "writestr", no_space)
-    monkeypatch.setattr(zipfile.ZipFile, "close", close_on_a_full_disk)
-    with pytest.raises(pd.PrepareError, match=f"cannot write {tmp_path}/out.zip: No space left on device; nothing"):
-        pd.make_demo(str(tmp_path / "out.zip"), 16, num_videos=2, frames=4, workers=2, verbose=False)
+    if failure == "Ctrl-C":
+        monkeypatch.setattr(pd, "encode_frame", encode_then_interrupt)
+    else:
+        monkeypatch.setattr(zipfile.ZipFile, "writestr", no_space)
+        monkeypatch.setattr(zipfile.ZipFile, "close", close_on_a_full_disk)
+    with pytest.raises(KeyboardInterrupt if failure == "Ctrl-C" else pd.PrepareError,
+                       match=None if failure == "Ctrl-C" else "out.zip: No space left on device; nothing was"):
+        prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16)
     monkeypatch.undo()
-    assert os.listdir(tmp_path) == []
+    assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
 
 
 # -- the command line in a fresh process: signals, kill -9, a full or read-only disk --------------
@@ -2675,31 +2637,24 @@ def test_hd_prepare_signal_exits_130_with_one_line_and_a_killed_run_is_cleaned_b
 
 
 @slow
-@pytest.mark.parametrize("form, workers", [("zip", "1"), ("zip", "2"), ("folder", "2")])
-def test_hd_full_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, form, workers):
-    with _hd_tmpfs(tmp_path / "disk", "256k") as disk:
-        out = disk / ("out.zip" if form == "zip" else "out")
-        if form == "zip":
-            out.write_bytes(b"an older dataset")            # replaced only by a complete new one
+@pytest.mark.parametrize("size, read_only, argv, needle", [
+    *[("256k", False, f"--demo {{d}}/{out} --num-videos 8 --frames 32 --workers {workers}",
+       f"cannot write {{d}}/{out}: No space left on device") for out, workers in [("out.zip", 1), ("out.zip", 2),
+                                                                                  ("out", 2)]],
+    ("64k", False, "{src} {d}/out.zip --resolution 64 --format png", "No space left on device"),  # not "a.mp4: failed"
+    ("64k", True, "{src} {d}/out.zip --resolution 16", "cannot write {d}/out.zip: Read-only file system"),
+    ("64k", True, "{src} {d} --resolution 16", "cannot write {d}: it is a mount point"),      # no rename replaces it
+])
+def test_hd_a_full_or_read_only_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, size, read_only, argv,
+                                                                                 needle):
+    src = _hd_write_video(tmp_path / "src" / "a.mp4", frames=60, h=64, w=64, noise=True).parent   # ~10 KB a PNG frame
+    with _hd_tmpfs(tmp_path / "disk", size, read_only) as disk:
+        if not read_only:
+            (disk / "out.zip").write_bytes(b"an older dataset")            # replaced only by a complete new one
         before = _hd_tree(disk)
-        r = _hd_cli("prepare_data.py", "--demo", out, "--num-videos", "8", "--frames", "32", "--workers", workers)
-        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {out}: No space left on device")
+        r = _hd_cli("prepare_data.py", *argv.format(src=src, d=disk).split())
+        _hd_assert_one_error(r, "prepare_data.py", 1, needle.format(d=disk))
         assert _hd_tree(disk) == before                    # no OUT.partial-*, no .stage: a retry can fit
-
-
-@slow
-def test_hd_full_disk_while_converting_a_real_video_a_read_only_disk_and_a_mount_point(tmp_path):
-    _hd_write_video(tmp_path / "src" / "a.mp4", frames=60, h=64, w=64, noise=True)      # ~10 KB a PNG frame
-    with _hd_tmpfs(tmp_path / "disk", "64k") as disk:
-        r = _hd_cli("prepare_data.py", tmp_path / "src", disk / "out.zip", "--resolution", "64", "--format", "png")
-        _hd_assert_one_error(r, "prepare_data.py", 1, "No space left on device")   # never "a.mp4: failed after"
-        assert os.listdir(disk) == []
-    with _hd_tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
-        r = _hd_cli("prepare_data.py", tmp_path / "src", ro / "out.zip", "--resolution", "16")
-        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {ro}/out.zip: Read-only file system")
-        r = _hd_cli("prepare_data.py", tmp_path / "src", ro, "--resolution", "16")   # no rename can replace it
-        _hd_assert_one_error(r, "prepare_data.py", 1, f"cannot write {ro}: it is a mount point")
-        assert os.listdir(ro) == []
 
 
 # ---------------------------------------------------------------------------------------------
