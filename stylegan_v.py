@@ -45,7 +45,6 @@ import argparse
 import collections
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import importlib.util
 import io
@@ -692,12 +691,6 @@ class Generator(nn.Module):
         idx = (j - j_first).reshape(B, k, 1, 1) + torch.arange(2, device=t.device).reshape(1, 1, 2, 1)
         idx = idx.reshape(B, 2 * k, 1)                           # [B, 2k, 1]: left, right anchor per frame
         return [p.gather(1, idx.expand(-1, -1, p.shape[-1])).reshape(B * k, 2, -1) for p in params], j
-
-    def motion_codes_from_tokens(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """v_t [B*k, v_dim] of frames at times t [B, k] from their videos' motion noise (as forward)."""
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(len(tokens), -1)
-        anchors, j = self.anchors_from_tokens(tokens, t)
-        return acyclic_embedding(*anchors, j.reshape(-1), t.reshape(-1), self.cfg.motion_delta_z, self.motion.wave)
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:

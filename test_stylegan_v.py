@@ -1592,8 +1592,9 @@ def test_a_release_snapshot_reproduces_the_releases_outputs():
     tokens = _release_tokens(P["motion_z"], t, cfg)
     with torch.no_grad():
         torch.testing.assert_close(G.mapping(P["z"]), P["ws"][:, 0], rtol=0, atol=U32 * _fan_ins(G.mapping) * 4)
-        v = G.motion_codes_from_tokens(tokens, t)                       # [12, 2F]: [sin, cos]
-        (_, omega, rho, a), j = G.anchors_from_tokens(tokens, t)
+        anchors, j = G.anchors_from_tokens(tokens, t)
+        v = sv.acyclic_embedding(*anchors, j.reshape(-1), t.reshape(-1), cfg.motion_delta_z, G.motion.wave)  # [12, 2F]
+        _, omega, rho, a = anchors
         left = j.reshape(-1, 1).double() * cfg.motion_delta_z
         phase = torch.stack([(omega[:, 0].double() * s).abs() + rho[:, 0].double().abs()
                              for s in (t.reshape(-1, 1), left, left + cfg.motion_delta_z)]).amax(0)   # [12, F]
