@@ -637,16 +637,12 @@ class Source:
         self.items, self.lengths, self.sizes, jobs = [], [], [], [(item,) for item in items]
         with tqdm(total=len(items), desc=f"probing {p.name}", unit="video", file=sys.stderr, leave=False,
                   disable=not progress or self.strict) as bar:      # (a dataset's headers are quick)
-            for item, (ok, out) in zip(items, _source_map(self._probe, jobs, 0 if self.kind == "array" else workers)):
+            for (item,), (length, size) in _read_all(self, self._probe, jobs, [i[0] for i in items], workers,
+                                                     self.skipped):
                 bar.update(1)
-                if ok:
-                    self.items.append(item)
-                    self.lengths.append(out[0])
-                    self.sizes.append(out[1])
-                elif self.strict:
-                    raise FVDError(out if self.path in out else f"{self.path}: {out}")
-                else:
-                    self.skipped.append((item[0], out))
+                self.items.append(item)
+                self.lengths.append(length)
+                self.sizes.append(size)
         if not self.items:
             raise FVDError(f"{p}: no readable video: {len(self.skipped)} skipped, e.g. {self.skipped[0][0]} "
                            f"({self.skipped[0][1]})")
@@ -851,46 +847,51 @@ def open_source(path, workers=0, progress=False, device="cpu"):
 # Decoding (ffmpeg, PNG, JPEG) is the slow part of reading; it runs in threads while the main thread
 # runs I3D. Threads, not processes: ffmpeg decodes in a subprocess and Pillow releases the GIL, and a
 # fork of a process in which torch has started threads copies locks those threads hold, so a forked
-# child can wait on one forever. Results come back in job order (features do not depend on the
-# number of workers), at most 2 * workers clips ahead.
+# child can wait on one forever.
 
-def _source_map(fn, jobs, workers):
-    """Yield (True, fn(*args)) or (False, the one-line reason it failed) for every args in jobs, in order,
-    in `workers` threads (0: this one)."""
-    def call(args):
+def _read_all(src, fn, jobs, names, workers, skipped):
+    """Yield (job, fn(*job)) for the jobs that work, in job order (features do not depend on the number
+    of workers), computed in `workers` threads (for an array's one stream: this one) at most 2 * workers
+    ahead. A job that fails is an error naming it for a strict source; for a lenient one, (its name,
+    the one-line reason) goes to `skipped`: THE rule of strict and lenient, for probes and clips alike."""
+    def call(job):
         try:
-            return True, fn(*args)
+            return True, fn(*job)
         except Exception as e:
             return False, str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
-    if workers < 1 or len(jobs) < 2:
-        yield from map(call, jobs)
-        return
-    pool, pending = concurrent.futures.ThreadPoolExecutor(min(workers, len(jobs))), collections.deque()
-    try:
-        for args in jobs:
-            pending.append(pool.submit(call, args))
-            if len(pending) > 2 * workers:
+
+    def results():
+        if src.kind == "array" or workers < 1 or len(jobs) < 2:
+            yield from map(call, jobs)
+            return
+        pool, pending = concurrent.futures.ThreadPoolExecutor(min(workers, len(jobs))), collections.deque()
+        try:
+            for job in jobs:
+                pending.append(pool.submit(call, job))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:                                  # Ctrl-C, or a consumer that stops early: drop what is queued
-        pool.shutdown(wait=True, cancel_futures=True)
+        finally:                              # Ctrl-C, or a consumer that stops early: drop what is queued
+            pool.shutdown(wait=True, cancel_futures=True)
+    for job, name, (ok, out) in zip(jobs, names, results()):
+        if ok:
+            yield job, out
+        elif src.strict:
+            raise FVDError(f"{src.path}: " + (out if name in out else f"{name}: {out}"))
+        else:
+            skipped.append((name, out))
 
 
 def _clip_batches(src, clips, batch, workers, skipped):
-    """Yield uint8 [B, T, H, W, 3] batches of the clips, read in threads. A clip that cannot be read is
-    an error for a strict source, else skipped and named in `skipped`. Sizes go in separate batches."""
+    """Yield uint8 [B, T, H, W, 3] batches of the clips, read in threads (_read_all). Videos of another
+    size than the batch's go in a batch of their own."""
     jobs, pending = [(i, [int(j) for j in indices]) for i, indices in clips], []
-    for (i, _), (ok, out) in zip(jobs, _source_map(src.read_frames, jobs, 0 if src.kind == "array" else workers)):
-        if not ok and src.strict:
-            raise FVDError(out if src.path in out else f"{src.path}: reading video '{src.names[i]}': {out}")
-        if not ok:
-            skipped.append((src.names[i], out))
-            continue
-        if pending and out.shape != pending[0].shape:
+    for _, clip in _read_all(src, src.read_frames, jobs, [src.names[i] for i, _ in jobs], workers, skipped):
+        if pending and clip.shape != pending[0].shape:
             yield np.stack(pending)
             pending = []
-        pending.append(out)                                         # [T, H, W, 3]
+        pending.append(clip)                                        # [T, H, W, 3]
         if len(pending) == batch:
             yield np.stack(pending)                                 # [B, T, H, W, 3]
             pending = []

@@ -3341,12 +3341,6 @@ def _crafted(d, name):
     return str(d / name)
 
 
-def _tree(d):
-    """Every path under d with its size and mtime: what 'nothing left behind, nothing written' compares."""
-    paths = [os.path.join(root, n) for root, dirs, files in os.walk(d) for n in dirs + files]
-    return sorted((os.path.relpath(p, d), os.lstat(p).st_size, os.lstat(p).st_mtime_ns) for p in paths)
-
-
 FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {d}/nope.zip --fake {data}", "nope.zip: no such file or directory", {}),
     ("--real {data} --fake {data} --frames 16", "needs videos of ≥ 16 frames, but the longest has 12", {}),
@@ -3413,7 +3407,7 @@ def test_fvd_bad_input_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypat
         monkeypatch.setattr(fvd, name, value)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))   # where a zip member would be copied
     os.mkdir(tmp_path / "tmp")
-    before, peak = _tree(tmp_path), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before, peak = _hd_tree(tmp_path), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(SystemExit) as exit_:
         fvd.main(["--device", "cpu", "--quiet", "--workers", "0", "--frames", "9", "--no-cache", *argv])
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("fvd: warning:")]
@@ -3422,7 +3416,7 @@ def test_fvd_bad_input_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypat
     assert line.startswith("fvd.py: error: ") and "\n" not in line and "Traceback" not in line, line
     assert fragment.replace("{d}", str(tmp_path)) in line, line
     assert not any(advice in line for advice in UNSAFE_ADVICE), line
-    assert _tree(tmp_path) == before and not (tmp_path / "PWNED").exists()         # nothing written, nothing run
+    assert _hd_tree(tmp_path) == before and not (tmp_path / "PWNED").exists()      # nothing written, nothing run
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 500_000     # KB: well under 1 GB
 
 
