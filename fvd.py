@@ -987,20 +987,25 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
     return sides, plan_batch(batch, frames, largest, device, workers)
 
 
-def _cached(cache_file, key, compute):
-    """-> (stats, skipped, cache_file or None, read back?): the statistics in cache_file if they are of
-    `key` (what they were computed from), else compute() -> (stats, skipped), then kept there."""
+def _cached(src, key, cache_dir, compute, skipped):
+    """-> (stats, skipped, cache file or None, read back?): the real statistics from the file named by
+    a digest of `key` if it holds those of `key` (a file copied from another dataset does not), else
+    compute() (which lists what it skipped in `skipped`), kept there when the cache can be written."""
+    key = json.loads(json.dumps(key))                               # (as read back: tuples are lists)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    cache_file = Path(cache_dir).expanduser() / f"real_{Path(src.path).stem}_{key['frames']}f_s{key['subsample']}_" \
+                                                f"{digest}.npz"
     try:
         if cache_file.is_file():
             cached = FeatureStats.load(cache_file)
             if cached.key.get("of") == key:
                 return cached, cached.key["skipped"], cache_file, True
             raise FVDError(f"computed from {json.dumps(cached.key.get('of'))[:200]}, not from this source and "
-                           f"protocol")                             # e.g. another dataset's file copied here
+                           f"protocol")
     except Exception as e:                # (numpy's advice to unpickle is not passed on)
         _warn(f"{cache_file}: unusable cached statistics ({e if isinstance(e, FVDError) else type(e).__name__}); "
               f"recomputing")
-    stats, skipped = compute()
+    stats = compute()
     try:
         if stats.n >= 2:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -1034,22 +1039,22 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                 real_cached=False, warning=None)
     stats = {}
     for role, (kind, src, clips) in sides.items():
-        skipped, measure = [], lambda batches, total: _feature_stats(   # noqa: E731
-            batches, total, detector, jpeg and role == "fake", f"FVD_{frames} {role}", progress)
-        if kind == "generator":
-            stats[role] = measure(_generator_batches(src, num_videos, frames, subsample, seed, batch), num_videos)
-        elif role == "real" and use_cache and identity is not None:   # the key: everything the statistics are of
-            key = json.loads(json.dumps({"version": CACHE_VERSION, "source": src.identity(), "frames": frames,
-                                         "subsample": subsample, "num_videos": num_videos, "seed": seed,
-                                         "protocol": protocol, "detector": identity, "resize": info["resize"]}))
-            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-            cache_name = f"real_{Path(src.path).stem}_{frames}f_s{subsample}_{digest}.npz"
-            cache_file = Path(cache_dir).expanduser() / cache_name
-            stats[role], skipped, cache_file, info["real_cached"] = _cached(cache_file, key, lambda: (
-                measure(_clip_batches(src, clips, batch, workers, skipped), len(clips)), skipped))
+        skipped = []
+
+        def measure():                                              # -> FeatureStats of this side
+            if kind == "generator":
+                batches, total = _generator_batches(src, num_videos, frames, subsample, seed, batch), num_videos
+            else:
+                batches, total = _clip_batches(src, clips, batch, workers, skipped), len(clips)
+            return _feature_stats(batches, total, detector, jpeg and role == "fake", f"FVD_{frames} {role}", progress)
+        if role == "real" and kind == "videos" and use_cache and identity is not None:
+            key = {"version": CACHE_VERSION, "source": src.identity(), "frames": frames, "subsample": subsample,
+                   "num_videos": num_videos, "seed": seed, "protocol": protocol, "detector": identity,
+                   "resize": info["resize"]}                        # everything the statistics are of
+            stats[role], skipped, cache_file, info["real_cached"] = _cached(src, key, cache_dir, measure, skipped)
             info["cache_file"] = cache_file and str(cache_file)
         else:
-            stats[role] = measure(_clip_batches(src, clips, batch, workers, skipped), len(clips))
+            stats[role] = measure()
         side = info[role] = {"source": _name(src), "kind": getattr(src, "kind", kind), "used": stats[role].n,
                              "resolution": _resolution(src)}
         if kind == "videos":
