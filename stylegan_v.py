@@ -3100,10 +3100,10 @@ def cmd_plot(args) -> None:
 #             the flags and their ranges, the one error path)
 # ------------------------------------------------------------------------------------------------
 # What lets §11-§14 survive real use, through a few mechanisms used everywhere: each kind of input checked where
-# it enters (open_dataset, load_checkpoint -> check_config, the flags' ranges), every size bounded before anything
-# of that size is read or built; one atomic writer (_atomic_write, and FrameSink for streams) and one rule for
-# what a killed writer left (remove_stale_partials); a signal becomes a clean stop (train saves first); one
-# training per run directory (RunLock); one error path (_exit_on_error: one line, exit status 2).
+# it enters (open_dataset, load_checkpoint -> check_config, the flags' ranges), sizes bounded before anything of
+# that size is read or built; one atomic writer (_atomic_write; FrameSink for streams) and one rule for what a
+# killed writer left (remove_stale_partials); a signal becomes a clean stop (GracefulStop: train saves first);
+# one training per run directory (RunLock); one error path (_exit_on_error: one line, exit status 2).
 
 
 # --- The dataset, checked when it is opened (§11) ----------------------------------------------
@@ -3127,15 +3127,13 @@ def open_dataset(data: VideoFolder, resolution: Optional[int]) -> tuple:
     except ValueError as e:                                               # JSONDecodeError, UnicodeDecodeError
         raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
     data.fps, data.resolution, data.ext, data.names, data.lengths = fields = _parse_dataset_json(path, meta)
-    missing = []
-    if data.is_zip:               # one pass over the zip's index; only the names member() writes count: six
-        found = {name: set() for name in data.names}    # digits, or more without a leading zero ('0000001.jpg'
-        pattern = re.compile(r"([^/]+)/(\d{6}|[1-9]\d{6,})" + re.escape(data.ext))     # is not frame 1)
-        for match in filter(None, map(pattern.fullmatch, data._zip.namelist())):
-            found.get(match.group(1), set()).add(int(match.group(2)))
-        for name, n in zip(data.names, data.lengths):
-            if len({i for i in found[name] if i < n}) < n:
-                missing.append((name, n, next(i for i in range(n) if i not in found[name])))
+    if data.is_zip:     # one pass over the zip's index; only the names member() writes count: six digits, or more
+        found = {name: set() for name in data.names}      # without a leading zero ('0000001.jpg' is not frame 1)
+        for m in filter(None, map(re.compile(r"(.+)/(\d{6}|[1-9]\d{6,})" + re.escape(data.ext)).fullmatch,
+                                  data._zip.namelist())):
+            found.get(m.group(1), set()).add(int(m.group(2)))
+        missing = [(name, n, min(set(range(len(found[name]) + 1)) - found[name]))
+                   for name, n in zip(data.names, data.lengths) if len({i for i in found[name] if i < n}) < n]
     else:
         missing = [(name, n, i) for name, n in zip(data.names, data.lengths) for i in sorted({0, n - 1})
                    if not os.path.isfile(os.path.join(path, data.member(name, i)))]
@@ -3151,14 +3149,12 @@ def open_dataset(data: VideoFolder, resolution: Optional[int]) -> tuple:
 
 
 def read_member(data: VideoFolder, member: str, limit: Optional[int] = None) -> bytes:
-    """One file of a dataset, read once its declared size is at most `limit` (default: more than any image file
-    of an R x R frame can take; raw 16-bit RGBA is 8 R^2 bytes). The zip is opened on first use, in each process."""
+    """One file of a dataset, read once its declared size is at most `limit` (default: more than any image of an
+    R x R frame can take; raw 16-bit RGBA is 8 R^2 bytes). The zip is opened on first use, in each process."""
     limit = limit or 16 * data.resolution ** 2 + 2 ** 16
     if data.is_zip:
         data._zip = data._zip or zipfile.ZipFile(data.path)
-        size = data._zip.getinfo(member).file_size
-    else:
-        size = os.path.getsize(os.path.join(data.path, member))
+    size = data._zip.getinfo(member).file_size if data.is_zip else os.path.getsize(os.path.join(data.path, member))
     if size > limit:
         raise DataError(f"{data.path}: {member} is {size:,} bytes, more than such a file of this dataset can be "
                         f"({limit:,})")
@@ -3167,8 +3163,8 @@ def read_member(data: VideoFolder, member: str, limit: Optional[int] = None) -> 
 
 
 def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Optional[np.ndarray]:
-    """uint8 [R, R, 3]: one frame, decoded from its bytes (a zip member and a file alike) and checked; missing,
-    broken, of another size: a DataError. header_only: only its size is checked, from the header (open_dataset)."""
+    """uint8 [R, R, 3]: one frame, decoded from its bytes and checked (missing, broken, of another size: a
+    DataError); header_only: only its size, read from its header (open_dataset)."""
     import imageio.v3 as iio
     from PIL import Image
     R = data.resolution
@@ -3176,10 +3172,9 @@ def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Opt
         raw = read_member(data, member)
         if header_only:
             with Image.open(io.BytesIO(raw)) as header:
-                if header.size != (R, R):
-                    raise DataError(f"{data.path}: {member} is {header.size[0]}x{header.size[1]}, "
-                                    f"dataset.json says {R}x{R}")
-                return None
+                if header.size == (R, R):
+                    return None
+            raise DataError(f"{data.path}: {member} is {header.size[0]}x{header.size[1]}, dataset.json says {R}x{R}")
         img = iio.imread(raw, extension=data.ext)
     except DataError:
         raise
@@ -3188,8 +3183,8 @@ def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Opt
     if img.ndim == 2:                                        # greyscale -> RGB; RGBA loses alpha below
         img = np.repeat(img[:, :, None], 3, axis=2)
     if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-        raise DataError(f"{data.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} "
-                        f"{img.dtype} image, the dataset's frames are {R}x{R} 8-bit RGB")
+        raise DataError(f"{data.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} {img.dtype} image, "
+                        f"the dataset's frames are {R}x{R} 8-bit RGB")
     return img[:, :, :3]
 
 
@@ -3197,14 +3192,14 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     """dataset.json -> (fps, resolution, ext, names, lengths), every field checked; else a DataError."""
     def bad(what):
         return DataError(f"{path}: dataset.json: {what}")
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
     if not isinstance(meta, dict):
         raise bad("not a JSON object")
     for key in ("fps", "resolution", "videos"):
         if key not in meta:
             raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
     fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
+    if not (number(fps) and 0 < fps <= MAX_DATASET_FPS):
         raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
     if not (number(res) and res in {2 ** k for k in range(2, 13)}):
         raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
@@ -3225,7 +3220,7 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     return float(fps), int(res), "." + fmt, names, lengths
 
 
-# --- Errors in words; files written whole or not at all -----------------------------------------
+# --- Errors in words; outputs written whole or not at all -----------------------------------------
 
 def _first_line(e: BaseException) -> str:
     """The first line of an exception's message, at most 200 characters (torch's run to pages)."""
@@ -3234,9 +3229,9 @@ def _first_line(e: BaseException) -> str:
 
 
 def error_reason(e: BaseException, path: str = ".") -> str:
-    """Why an operation on `path` failed, in words a user can act on. torch's zip writer hides the OS's reason in
-    a RuntimeError ("... strerror: Read-only file system") or says none, as a broken ffmpeg pipe says none: then
-    a full disk is the likely one, if the disk is real (not /proc: total 0) and has < 1 MiB free."""
+    """Why an operation on `path` failed, in words. torch's zip writer hides the OS's reason in a RuntimeError
+    ("... strerror: Read-only file system") or says none, as a broken ffmpeg pipe says none: then a full disk is
+    the likely one, if the disk is a real one (not /proc: total 0) with < 1 MiB free."""
     import errno
     if isinstance(e, OSError) and not isinstance(e, BrokenPipeError):
         return "no space left on device" if e.errno == errno.ENOSPC else e.strerror or _first_line(e)
@@ -3250,47 +3245,39 @@ def error_reason(e: BaseException, path: str = ".") -> str:
 
 
 def _partial(path: str) -> str:
-    """An output's temporary name, beside it: <stem>.partial-<pid><ext> (the extension kept: writers read the
-    format from it; the pid says whose it is, for remove_stale_partials)."""
+    """An output's temporary name beside it, <stem>.partial-<pid><ext>: writers read the format from the extension,
+    remove_stale_partials reads whose it is from the pid."""
     stem, ext = os.path.splitext(path.rstrip("/"))
     return f"{stem}.partial-{os.getpid()}{ext}"
 
 
 def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            os.remove(path)
-
-
-def _commit(tmp: str, path: str) -> None:
-    """A file's bytes reach the disk (fsync), then it is renamed onto `path` (a file, or an empty folder): a crash
-    or a power cut leaves the old output or the new one, never half of one."""
-    if os.path.isfile(tmp):
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
 def _cannot_write(path: str, tmp: str, e: BaseException) -> UserError:
-    """The one error of a failed output: its reason (found before removing the temporary frees the disk again)."""
+    """The one error of a failed output: why (asked before removing the temporary frees the disk again)."""
     reason = error_reason(e, tmp)
     _remove(tmp)
     return UserError(f"{path}: cannot write ({reason}); nothing half-written is left, any older version is untouched")
 
 
 def _atomic_write(path: str, data) -> None:
-    """The one writer of every output file (checkpoints, config, logs, images): `data` (bytes, str, or write(tmp),
-    e.g. torch.save) into _partial(path), then _commit. RuntimeError is torch's zip writer's OSError."""
+    """The one writer of every output: `data` (bytes, str, or write(tmp): torch.save, ffmpeg's end) goes to
+    _partial(path), reaches the disk (fsync), and is renamed onto `path` (a file, or an empty folder): a crash, a
+    kill, a full disk or a power cut leaves the old output or the new one. (torch's zip writer raises RuntimeError.)"""
     tmp = _partial(path)
     try:
         data(tmp) if callable(data) else Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
-        _commit(tmp, path)
+        if os.path.isfile(tmp):
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
         raise _cannot_write(path, tmp, e) from None
     finally:
-        _remove(tmp)                                          # (an interruption)
+        _remove(tmp)                                          # (after an interruption)
 
 
 def _write_image(path: str, image: np.ndarray) -> None:
@@ -3301,18 +3288,18 @@ def _write_image(path: str, image: np.ndarray) -> None:
 
 
 def remove_stale_partials(path: str, every: bool = False) -> None:
-    """The one rule for what a killed writer left (kill -9, a power cut): remove the _partial names of the output
-    `path` (every: of any output in the folder `path`) whose process is gone; a live writer's stay."""
+    """The one rule for what a killed writer left (kill -9, a power cut): the _partial names of the output `path`
+    (every: of every output in the folder `path`) whose process is gone are removed; a live writer's stay."""
     import glob
     pattern = os.path.join(glob.escape(path), "*") if every else glob.escape(os.path.splitext(path.rstrip("/"))[0])
     for leftover in glob.glob(pattern + ".partial-*"):
         pid = re.search(r"\.partial-(\d{1,9})(\.\w+)?$", leftover)
         if pid and int(pid.group(1)) not in (0, os.getpid()):
             try:
-                os.kill(int(pid.group(1)), 0)                 # signal 0 only asks whether the process exists
+                os.kill(int(pid.group(1)), 0)                     # signal 0 only asks whether it runs
             except ProcessLookupError:
                 _remove(leftover)
-            except OSError:                                   # EPERM: it exists, as another user
+            except OSError:                                       # (EPERM: it runs, as another user)
                 pass
 
 
@@ -3324,7 +3311,7 @@ def _cpp_extension():
     return cpp_extension
 
 
-# --- Checkpoints (§12, §13) and sample's output --------------------------------------------------
+# --- Checkpoints (§12, §13) and sample's output ------------------------------------------------
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, not ours, or unsafe to unpickle."""
@@ -3350,7 +3337,7 @@ def config_from_dict(d: dict) -> Config:
 
 def load_checkpoint(path: str) -> dict:
     """torch.load(weights_only=True): tensors, numbers, strings and containers, never code; an authors'
-    network-snapshot-*.pkl goes to import_release_snapshot (Appendix B, as safe). A file of another kind is
+    network-snapshot-*.pkl goes to import_release_snapshot (Appendix B, as safe). Another kind of file is
     refused with what it is not, never with torch's advice to retry unsafely (weights_only=False)."""
     file = checkpoint_path(path)
     if not os.path.isfile(file):
@@ -3381,7 +3368,7 @@ def load_checkpoint(path: str) -> dict:
 
 class FrameSink:
     """Frames, a chunk at a time, into an .mp4 (H.264 through an ffmpeg pipe, its exit status checked) or a new
-    folder of PNGs: the atomic writer for an output too long to hold, under _partial(out) until close() commits."""
+    folder of PNGs: _atomic_write for an output too long to hold, kept under _partial(out) until close()."""
 
     @staticmethod
     def check(out: str) -> None:
@@ -3412,45 +3399,41 @@ class FrameSink:
             for f in frames:
                 if not self.is_video:                             # (encoded in memory: see _write_image)
                     Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
-                else:
-                    if self.ffmpeg is None:      # started at the first frame, when its size is known; yuv420p plays
-                        import imageio_ffmpeg    # everywhere, crf 10 is near-lossless; errors only, into a file
-                        self.log = tempfile.TemporaryFile()
-                        self.ffmpeg = subprocess.Popen(
-                            [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt",
-                             "rgb24", "-s", f"{f.shape[1]}x{f.shape[0]}", "-r", f"{self.fps:g}", "-i", "-", "-c:v",
-                             "libx264", "-crf", "10", "-pix_fmt", "yuv420p", "-f", "mp4", "-y", self.tmp],
-                            stdin=subprocess.PIPE, stderr=self.log)
+                elif self.ffmpeg is None:    # started at the first frame, when its size is known; yuv420p plays
+                    import imageio_ffmpeg    # everywhere, crf 10 is near-lossless; errors only, into a file
+                    self.log = tempfile.TemporaryFile()
+                    self.ffmpeg = subprocess.Popen(
+                        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                         "-s", f"{f.shape[1]}x{f.shape[0]}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264",
+                         "-crf", "10", "-pix_fmt", "yuv420p", "-f", "mp4", "-y", self.tmp],
+                        stdin=subprocess.PIPE, stderr=self.log)
+                if self.is_video:
                     self.ffmpeg.stdin.write(np.ascontiguousarray(f).tobytes())
                 self.count += 1
         except OSError as e:                                     # a full disk, a lost mount, ffmpeg gone
-            self.abort(e)
+            self.abort()
+            raise _cannot_write(self.out, self.tmp, e) from None
 
-    def close(self) -> None:
-        try:
-            if self.ffmpeg is not None:
+    def _finish(self, _tmp):
+        """ffmpeg's end: its exit status says whether the file is whole (e.g. its index did not fit on the disk)."""
+        if self.ffmpeg is not None:
+            with contextlib.suppress(BrokenPipeError):
                 self.ffmpeg.stdin.close()
-                if self.ffmpeg.wait() != 0:                  # e.g. the file's index did not fit on the disk
-                    self.log.seek(0)
-                    raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
-            _commit(self.tmp, self.out)
-        except (OSError, RuntimeError) as e:
-            self.abort(e)
+            if self.ffmpeg.wait() != 0:
+                self.log.seek(0)
+                raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
 
-    def abort(self, error: Optional[BaseException] = None) -> None:
-        """Stop ffmpeg and remove the temporary output; given the `error` that stopped it, raise its one line."""
+    def abort(self) -> None:
         if self.ffmpeg is not None and self.ffmpeg.poll() is None:
             self.ffmpeg.kill()
             self.ffmpeg.wait()
-        if error is not None:
-            raise _cannot_write(self.out, self.tmp, error) from None
         _remove(self.tmp)
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, *_):
-        self.abort() if exc_type else self.close()
+        self.abort() if exc_type else _atomic_write(self.out, self._finish)
 
 
 def cmd_convert(args) -> None:
@@ -3467,7 +3450,7 @@ def cmd_convert(args) -> None:
           f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
 
 
-# --- A run: planning, starting or resuming it, its log and snapshots (§12, §14) ----------------------
+# --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12, §14) -------
 
 # The fields that define the networks (not the training): a run resuming an authors' snapshot takes them from it.
 ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
@@ -3477,10 +3460,10 @@ ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channe
 
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
-    """The dataset and the run's Config -> (cfg, data, clip dataset, checkpoint state or None, its path): what
-    plan_training checks before any process starts, and each training process redoes. The dataset sets the
-    resolution and the time unit (its fps). A checkpoint of ours must be of this run's preset, resolution, --aug
-    and D's shapes; an authors' snapshot brings its architecture (the run keeps its training settings)."""
+    """The dataset and the run's Config -> (cfg, data, clip dataset, checkpoint state or None, its path): checked
+    by plan_training before any process starts, redone by each process. The dataset sets the resolution and the
+    time unit (its fps). A checkpoint of ours must be of this run's preset, resolution, --aug and D's shapes; an
+    authors' snapshot brings its architecture (the run keeps its training settings)."""
     data = VideoFolder(data_path)
     cfg, state, path = fit_config_to_data(cfg, data), None, None
     if resume:
@@ -3512,18 +3495,18 @@ def plan_training(args) -> tuple:
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
     for refused, message in (              # flags that contradict each other or the machine: not silently ignored
-            (args.p is not None and args.aug == "none", "--p sets the augmentation probability, but --aug none "
-             "augments nothing"),
-            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), f"--fp32 runs every layer in float32, "
-             f"but --amp-dtype {args.amp_dtype} asks for lower precision"),
-            (args.metric_videos is not None and not args.metrics, "--metric-videos sets how many videos --metrics "
-             "uses, but no --metrics is asked for"),
-            (device.type == "cpu" and args.amp_dtype == "float16", "--amp-dtype float16 is for CUDA; on a CPU use "
-             "bfloat16 (or leave it at auto: float32)"),            # CPUs emulate fp16 convolutions: ~70x slower
+            (args.p is not None and args.aug == "none",
+             "--p sets the augmentation probability, but --aug none augments nothing"),
+            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"),
+             f"--fp32 runs every layer in float32, but --amp-dtype {args.amp_dtype} asks for lower precision"),
+            (args.metric_videos is not None and not args.metrics,
+             "--metric-videos sets how many videos --metrics uses, but no --metrics is asked for"),
+            (device.type == "cpu" and args.amp_dtype == "float16",         # CPUs emulate fp16: measured ~70x slower
+             "--amp-dtype float16 is for CUDA; on a CPU use bfloat16 (or leave it at auto: float32)"),
             (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: with {world} "
-             f"processes each takes the GPU of its rank; choose the GPUs with CUDA_VISIBLE_DEVICES instead"),
+             "processes each takes the GPU of its rank; choose the GPUs with CUDA_VISIBLE_DEVICES instead"),
             (not torchrun and args.device != "cpu" and world > max(gpus, 1), f"--gpus {world}: only {gpus} CUDA "
-             f"device(s) present" + ("" if gpus else " (use --device cpu to run CPU processes instead)"))):
+             "device(s) present" + ("" if gpus else " (use --device cpu to run CPU processes instead)"))):
         if refused:
             raise UserError(message)
     # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
@@ -3538,7 +3521,7 @@ def plan_training(args) -> tuple:
     if args.metric_videos is None and args.metrics:   # the paper's 2048 a side; I3D on a CPU: ~1 s a video
         args.metric_videos = 2048 if device.type == "cuda" else 64
     # `resuming`: this run continues the one in --outdir (--resume auto, or its checkpoint); any other checkpoint
-    # starts a new run from it, which check_run_dir keeps out of a directory holding a run of its own.
+    # starts a new run from it, which RunLock.check keeps out of a directory holding a run of its own.
     name = os.path.splitext(os.path.basename(args.data.rstrip("/")))[0]
     args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{name}")
     own = os.path.join(args.outdir, "checkpoint.pt")
@@ -3552,12 +3535,12 @@ def plan_training(args) -> tuple:
             raise UserError(f"--metrics {m}: needs videos of at least {m[3:]} frames; the longest in {args.data} "
                             f"has {max(data.lengths)}")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    if device.type == "cpu":         # (all processes' shares; on a GPU the estimate is unmeasured: CUDA's OOM is
-        check_memory(training_step_bytes(cfg, cfg.batch), device,        # one line)
+    if device.type == "cpu":         # all processes' shares (on a GPU the estimate is unmeasured; CUDA's OOM is one line)
+        check_memory(training_step_bytes(cfg, cfg.batch), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
     main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
     if main_process:
-        check_run_dir(args.outdir, resuming)
+        RunLock(args.outdir).check(resuming)
         why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else "tiny, on a CPU)")
         print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
               f"{device.type}, TF32 {'on (--tf32)' if args.tf32 else 'off (--tf32 allows it)'}", file=sys.stderr)
@@ -3571,27 +3554,6 @@ def plan_training(args) -> tuple:
               f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
               + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
     return cfg, world, torchrun, main_process
-
-
-def truncate_log(path: str, kimg: float) -> None:
-    """Keep the lines of log.jsonl up to `kimg`, the checkpoint resumed from: what a run killed after it logged is
-    done again, and would be read twice. A torn last line goes too."""
-    def kimg_of(line):
-        with contextlib.suppress(Exception):
-            return float(json.loads(line)["kimg"])
-        return math.inf
-    if os.path.isfile(path):
-        with open(path) as f:
-            lines = f.readlines()
-        if len(kept := [line for line in lines if kimg_of(line) <= kimg + 1e-9]) < len(lines):
-            _atomic_write(path, "".join(kept))
-
-
-# log.jsonl: one JSON object per line, appended, so `tail -f` follows a run and a reader needs no parser
-# state; a line torn by a kill is at the end, and truncate_log drops it on --resume.
-def _write_json_line(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
@@ -3622,6 +3584,27 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
     return trainer, dataset
 
 
+def truncate_log(path: str, kimg: float) -> None:
+    """Keep the lines of log.jsonl up to `kimg`, the checkpoint resumed from: what a run killed after its last
+    checkpoint logged is done again, and would be read twice. A line torn by the kill goes too."""
+    def kimg_of(line):
+        with contextlib.suppress(Exception):
+            return float(json.loads(line)["kimg"])
+        return math.inf
+    if os.path.isfile(path):
+        with open(path) as f:
+            lines = f.readlines()
+        if len(kept := [line for line in lines if kimg_of(line) <= kimg + 1e-9]) < len(lines):
+            _atomic_write(path, "".join(kept))
+
+
+# log.jsonl: one JSON object per line, appended, so `tail -f` follows a run and a reader needs no parser
+# state; a line torn by a kill is at the end, and truncate_log drops it on --resume.
+def _write_json_line(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
     """One log.jsonl line: this tick's mean losses, s/kimg (metrics excluded), training time so far."""
     sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
@@ -3649,8 +3632,8 @@ def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
 
 
 def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str:
-    """The checkpoint, and previews from G_ema: a grid video and a PNG strip, the same seeds every time (what
-    changes between snapshots is the training, not the draw); on the main process -> the checkpoint's path."""
+    """The checkpoint, and previews from G_ema (a grid video and a PNG strip, the same seeds every time: what
+    changes between snapshots is the training, not the draw), by the main process -> the checkpoint's path."""
     trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]    # kept across resumes
     ckpt, cfg = os.path.join(outdir, "checkpoint.pt"), trainer.cfg
     if trainer.dist.main:
@@ -3695,8 +3678,7 @@ class RunLock:
     def __init__(self, outdir: str):
         self.outdir, self.file = outdir, None
 
-    @staticmethod
-    def _flock(file, outdir: str, how: int) -> None:
+    def _flock(self, file, how: int) -> None:
         """flock `file` without waiting; if another training holds it, close it and say so (its pid)."""
         try:
             fcntl.flock(file.fileno(), how | fcntl.LOCK_NB)
@@ -3704,14 +3686,28 @@ class RunLock:
             file.seek(0)
             pid = file.read().strip() or "?"
             file.close()
-            raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
+            raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); "
                             f"wait for it or stop it, or train into another --outdir") from None
+
+    def check(self, resuming: bool) -> None:
+        """Before any work: a new run never writes into a directory that holds a run, nor beside a live one."""
+        lock, outdir = os.path.join(self.outdir, "train.lock"), self.outdir
+        if os.path.exists(outdir) and not os.path.isdir(outdir):
+            raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
+        if fcntl is not None and os.path.isfile(lock):
+            with open(lock) as f:
+                self._flock(f, fcntl.LOCK_SH)                     # (a shared lock: only asks whether one runs)
+        # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
+        entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
+        if entries and not resuming:
+            raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' * (len(entries) > 3)}); "
+                            f"continue it with --resume auto, or train into a new --outdir")
 
     def acquire(self) -> "RunLock":
         os.makedirs(self.outdir, exist_ok=True)
         self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
         if fcntl is not None:
-            RunLock._flock(self.file, self.outdir, fcntl.LOCK_EX)
+            self._flock(self.file, fcntl.LOCK_EX)
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
@@ -3726,52 +3722,29 @@ class RunLock:
             self.file = None
 
 
-def check_run_dir(outdir: str, resuming: bool) -> None:
-    """A new run never writes into a directory that holds something, and never beside a live run."""
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
-    if fcntl is not None and os.path.isfile(os.path.join(outdir, "train.lock")):
-        with open(os.path.join(outdir, "train.lock")) as f:
-            RunLock._flock(f, outdir, fcntl.LOCK_SH)          # (a shared lock: only asks whether one runs)
-    # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
-    entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
-    if entries and not resuming:
-        raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
-                        f"continue it with --resume auto, or train into a new --outdir")
-
-
 # --- Signals and processes --------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _on_signals(handler):
-    """`handler` for SIGINT and SIGTERM inside the block, the previous handlers after it (in the main thread only,
-    where Python runs handlers). SIGINT too, as a shell starts a background job with SIGINT ignored."""
-    main = threading.current_thread() is threading.main_thread()
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
-    try:
-        yield
-    finally:
-        for sig, previous in old.items():
-            signal.signal(sig, signal.SIG_DFL if previous is None else previous)   # None: set outside Python
-
-
 class GracefulStop:
-    """Ctrl-C or `kill` sets `requested`: train finishes the step and saves. A second Ctrl-C stops at once
-    (KeyboardInterrupt), more SIGTERMs are ignored: a supervisor that sends TERM twice still gets its checkpoint."""
-    requested = False
+    """Ctrl-C or `kill` (SIGINT, SIGTERM) sets `requested`: train finishes the step and saves. A second Ctrl-C stops
+    at once (KeyboardInterrupt); more SIGTERMs are ignored, so a supervisor that sends TERM twice still gets its
+    checkpoint. Given a `handler`, the block runs that instead (run_command's, _spawn_workers')."""
 
-    def _handle(self, signum, _frame):
+    def __init__(self, handler=None):
+        self.requested, self.handler, self.old = False, handler or self._request, {}
+
+    def _request(self, signum, _frame):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
     def __enter__(self):
-        self._signals = _on_signals(self._handle)
-        self._signals.__enter__()
+        if threading.current_thread() is threading.main_thread():    # (where Python runs handlers)
+            self.old = {sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *_):
-        self._signals.__exit__(None, None, None)
+        for sig, handler in self.old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
 
 
 def _ignore_signals(_worker_id: int) -> None:
@@ -3808,8 +3781,8 @@ def _release_free_memory() -> None:
 
 
 def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
-    """One training process: on GPU LOCAL_RANK (torchrun), GPU `rank` (spawned here; one process: --device, cuda:0 by
-    default), or the CPU. The processes meet through NCCL on GPUs, gloo on CPUs, and differ only in which rows of
+    """One training process: on GPU LOCAL_RANK (torchrun), GPU `rank` (spawned here; one process: --device, cuda:0
+    by default) or the CPU. The processes meet through NCCL on GPUs, gloo on CPUs, and differ only in which rows of
     each step's batch they compute (§12) and in rank 0 writing the files. Exits 130 after a signal stopped it."""
     _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
     cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
@@ -3862,7 +3835,7 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
     try:
-        with _on_signals(forward):
+        with GracefulStop(forward):
             while not context.join():
                 pass
     except torch.multiprocessing.ProcessExitedException as e:
@@ -4012,9 +3985,9 @@ DEVICE = [("--device", None, None, "cpu, cuda, cuda:1 ... (default: cuda if avai
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every command's flags, one row each: (flag, kind, default, help[, more add_argument settings]); the kind
-    is a range (INT, NUM, SEED, KIMG: checked as parsed), a list of choices, an action, or None (a string).
-    train's Config flags default to None, "the preset's value" (§1): the paper's numbers live in one place."""
+    """Every command's flags, a row each: (flag, kind, default, help[, more of add_argument's settings]); a kind is
+    a range (INT, NUM, SEED, KIMG: checked as parsed), a list of choices, an action, or None (a string). train's
+    Config flags default to None, "the preset's value" (§1): the paper's numbers live in one place."""
     commands = dict(
         sample=(cmd_sample, "render videos of any length and frame rate", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory (default: untrained --preset)"),
@@ -4028,11 +4001,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("--truncation", NUM(-10, 10), 1.0, "truncation psi for w (1 = off)"),
             ("--batch", INT(1, 4096), 16, "time steps rendered per chunk (--num x this many frames)"),
             ("--out", None, "sample.mp4", "an .mp4 file, or a folder for PNG frames (default sample.mp4)")]),
-        train=(cmd_train, "train StyleGAN-V on a dataset written by prepare_data.py (every option defaults to the "
-                          "preset's, paper, value)", DEVICE + [
+        train=(cmd_train, "train on a dataset written by prepare_data.py (every flag defaults to the preset's)", DEVICE + [
             ("--data", None, None, "dataset zip or folder written by prepare_data.py", dict(required=True)),
-            ("--preset", list(PRESETS), None, "architecture and defaults (default: ffs, the paper's, on a GPU; tiny "
-                                              "on a CPU)"),
+            ("--preset", list(PRESETS), None, "architecture and defaults (default: ffs, the paper's, on a GPU; else tiny)"),
             ("--outdir", None, None, "run directory (default runs/<preset>-<data>); a new run needs a new or empty one"),
             ("--kimg", KIMG, None, "train until D has seen this many thousand real frames (default 25000; tiny 200)"),
             ("--snap", KIMG, None, "checkpoint + samples every this many kimg (default min(200, kimg/5))"),
@@ -4040,20 +4011,17 @@ def build_parser() -> argparse.ArgumentParser:
             ("--seed", SEED, 0, "seed of weights and of every random draw (default 0)"),
             ("--batch", INT(1, 65536), None, "videos per step over all processes (paper 64)"),
             ("--frames-per-clip", INT(1, 33), None, "k frames D sees per video (paper 3)"),
-            ("--gamma", NUM(0, 1e4), None, "R1 weight (default: 0.0002 * res^2 / batch = 0.2 at 256^2, batch 64)"),
+            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2, batch 64)"),
             ("--aug", ["ada", "fixed", "none"], None, "augmentation: adaptive p, constant --p, or none"),
             ("--p", NUM(0, 1), None, "initial (ada) or constant (fixed) augmentation probability"),
-            ("--d-cond", ["hyper", "concat", "none"], None, "time-gap conditioning of D: hyper = paper (ModConv + "
-                                                           "projection), concat = release (projection only), none"),
+            ("--d-cond", ["hyper", "concat", "none"], None, "D's time conditioning: paper, release, or none"),
             ("--lr", NUM(0, 1, lo_open=True), None, "Adam learning rate (paper 0.0025)"),
-            ("--ada-kimg", KIMG, None, "ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)"),
-            ("--mirror", argparse.BooleanOptionalAction, None, "x-flip whole videos at random (default on, as the "
-                                                                "release)"),
+            ("--ada-kimg", KIMG, None, "ADA's p can move 0 -> 1 in this many thousand videos (release 100)"),
+            ("--mirror", argparse.BooleanOptionalAction, None, "x-flip whole videos at random (default on)"),
             ("--span-dist", ["uniform", "release"], None, "clip spans: U[k-1, 32] (paper), or {2, 4, 8, 16, 32}"),
             ("--fp32", "store_true", False, "no fp16 layers on CUDA, no activation clamping"),
             ("--tf32", "store_true", False, "allow TF32 matmuls and convolutions (off: the release's choice)"),
-            ("--amp-dtype", list(AMP_DTYPES), None, "dtype of the mixed-precision layers (G's and D's top 4 "
-             "resolutions): auto = float16 on CUDA, float32 on a CPU; bfloat16 on a CPU too"),
+            ("--amp-dtype", list(AMP_DTYPES), None, "mixed-precision layers' dtype (auto: float16 on CUDA, else float32)"),
             ("--gpus", INT(1, 1024), 1, "processes, one per GPU (with --device cpu: CPU processes)"),
             ("--workers", INT(0, 64), 2, "data-loading worker processes per training process (default 2)"),
             ("--resume", None, None, "a checkpoint or run directory to continue from, or 'auto' (--outdir's)"),
@@ -4065,7 +4033,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--repeat", INT(1, 1000), 3, "timed repetitions (median; default 3)"),
             ("--train", "store_true", False, "also time training steps: video model vs image StyleGAN2"),
             ("--train-batch", INT(1, 4096), None, "videos per training step (default: the preset's)")]),
-        figures=(cmd_figures, "the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9", DEVICE + [
+        figures=(cmd_figures, "the README's pictures: real vs fake, content/motion, t=0 vs 1 h, Fig 9", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory", dict(required=True)),
             ("--data", None, None, "its dataset, for real frames beside the fake ones"),
             ("--out", None, "figures", "folder for the PNGs (default figures/; the README's are in assets/)"),
@@ -4083,8 +4051,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("out", None, None, "the checkpoint to write, e.g. ffs.pt")]),
         doctor=(cmd_doctor, "torch/CUDA facts, build the CUDA kernel, check it against the reference", [
             ("--verbose", "store_true", False, "show the compiler's output"),
-            ("--full", "store_true", False, "on a GPU, the acceptance run: also the ffs 256^2 model's training "
-             "(kernel on/off x float16/float32 layers) and sampling speed (a few minutes, estimated)"),
+            ("--full", "store_true", False, "on a GPU, also the acceptance run: the ffs model's speeds (minutes)"),
             ("--out", None, None, "folder for doctor --full's JSON and Markdown table (default doctor_full)")]))
     p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -4105,7 +4072,7 @@ def run_command(args) -> None:
     global USE_CUSTOM_OPS
     custom_ops = USE_CUSTOM_OPS
     try:
-        with _on_signals(signal.default_int_handler):           # (it raises KeyboardInterrupt)
+        with GracefulStop(signal.default_int_handler):          # (it raises KeyboardInterrupt)
             _set_custom_ops(args)
             args.fn(args)
     except SystemExit:
@@ -4120,20 +4087,18 @@ def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
     """The one way out of every command and every training process (the policy: §14's banner): a UserError or an
     OSError is ONE line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
     if isinstance(e, KeyboardInterrupt):
-        if not quiet:
-            print("stylegan_v.py: interrupted", file=sys.stderr)
-        sys.exit(130)
-    if isinstance(e, UserError):
-        message = str(e)
+        message, status = "interrupted", 130
+    elif isinstance(e, UserError):
+        message, status = f"error: {e}", 2
     elif isinstance(e, OSError):
-        message = f"{e.filename}: {error_reason(e)}" if e.filename else error_reason(e)
+        message, status = "error: " + (f"{e.filename}: " if e.filename else "") + error_reason(e), 2
     elif isinstance(e, torch.cuda.OutOfMemoryError):
-        message = f"out of GPU memory ({_first_line(e)[:120]}): lower --batch"
+        message, status = f"error: out of GPU memory ({_first_line(e)[:120]}): lower --batch", 2
     else:
         raise e
     if not quiet:
-        print(f"stylegan_v.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+        print(f"stylegan_v.py: {message}", file=sys.stderr)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
