@@ -3411,7 +3411,7 @@ class FrameSink:
                     self.ffmpeg.stdin.write(np.ascontiguousarray(f).tobytes())
                 self.count += 1
         except OSError as e:                                     # a full disk, a lost mount, ffmpeg gone
-            self.abort()
+            self._kill()
             raise _cannot_write(self.out, self.tmp, e) from None
 
     def _finish(self, _tmp):
@@ -3423,17 +3423,19 @@ class FrameSink:
                 self.log.seek(0)
                 raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
 
-    def abort(self) -> None:
+    def _kill(self) -> None:
         if self.ffmpeg is not None and self.ffmpeg.poll() is None:
             self.ffmpeg.kill()
             self.ffmpeg.wait()
-        _remove(self.tmp)
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, *_):
-        self.abort() if exc_type else _atomic_write(self.out, self._finish)
+        if exc_type is None:                                     # complete: committed as any output is
+            return _atomic_write(self.out, self._finish)
+        self._kill()                                             # interrupted, failed: nothing is left
+        _remove(self.tmp)
 
 
 def cmd_convert(args) -> None:

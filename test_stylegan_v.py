@@ -2038,12 +2038,17 @@ def _kimgs(outdir):
 
 @slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues(tmp_path, sig):
+def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues_and_the_lock_holds(tmp_path, sig):
     data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
     proc = _start_training(data, out)
-    _wait_for_log_lines(out, 2, proc)
-    proc.send_signal(sig)
-    stdout, err = proc.communicate(timeout=120)
+    try:
+        _wait_for_log_lines(out, 2, proc)
+        for extra in ([], ["--resume", "auto"]):                     # while it runs: neither a new run nor a resume
+            assert_one_error_line(run_cli("train", "--data", data, *LONG_RUN, "--outdir", out, *extra), str(out),
+                                  f"another training is running in this directory (pid {proc.pid})")
+    finally:
+        proc.send_signal(sig)
+        stdout, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted: saved" in stdout + err and "Traceback" not in err, err[-3000:]
     step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
     assert step >= 2 and _kimgs(out)[-1] == step * 24 / 1000        # the checkpoint is the last logged step
@@ -2095,21 +2100,6 @@ def test_a_killed_run_leaves_nothing_stale_and_what_failed_before_its_first_step
         (other / name).write_text("mine")
     assert_one_error_line(run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", other),
                           str(other), "a run is already there (notes.txt)", "--resume auto")
-
-
-@slow
-def test_two_trainings_cannot_share_a_run_directory(tmp_path):
-    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
-    first = _start_training(data, out)
-    try:
-        _wait_for_log_lines(out, 1, first)
-        for extra in ([], ["--resume", "auto"]):                     # neither a new run nor a resume
-            r = run_cli("train", "--data", data, *LONG_RUN, "--outdir", out, *extra)
-            assert_one_error_line(r, str(out), f"another training is running in this directory (pid {first.pid})")
-    finally:
-        first.send_signal(signal.SIGINT)
-        first.communicate(timeout=120)
-    assert first.returncode == 130
 
 
 # -- a full disk (_hd_tmpfs, prepare_data.py's tests' helper, mounts a small tmpfs): one line, nothing half-written
