@@ -3132,7 +3132,7 @@ def open_dataset(data: VideoFolder, resolution: Optional[int]) -> tuple:
         for m in filter(None, map(re.compile(r"(.+)/(\d{6}|[1-9]\d{6,})" + re.escape(data.ext)).fullmatch,
                                   data._zip.namelist())):
             found.get(m.group(1), set()).add(int(m.group(2)))
-        missing = [(name, n, min(set(range(len(found[name]) + 1)) - found[name]))
+        missing = [(name, n, next(i for i in range(n) if i not in found[name]))
                    for name, n in zip(data.names, data.lengths) if len({i for i in found[name] if i < n}) < n]
     else:
         missing = [(name, n, i) for name, n in zip(data.names, data.lengths) for i in sorted({0, n - 1})
@@ -3462,10 +3462,9 @@ ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channe
 
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
-    """The dataset and the run's Config -> (cfg, data, clip dataset, checkpoint state or None, its path): checked
-    by plan_training before any process starts, redone by each process. The dataset sets the resolution and the
-    time unit (its fps). A checkpoint of ours must be of this run's preset, resolution, --aug and D's shapes; an
-    authors' snapshot brings its architecture (the run keeps its training settings)."""
+    """The dataset (it sets the resolution and the time unit, its fps) and the checkpoint resumed -> (cfg, data, clip
+    dataset, state or None, its path), checked by plan_training before any process starts, redone by each. A
+    checkpoint of ours must fit the run's networks; an authors' snapshot brings them (the run keeps its training)."""
     data = VideoFolder(data_path)
     cfg, state, path = fit_config_to_data(cfg, data), None, None
     if resume:
@@ -3537,13 +3536,14 @@ def plan_training(args) -> tuple:
             raise UserError(f"--metrics {m}: needs videos of at least {m[3:]} frames; the longest in {args.data} "
                             f"has {max(data.lengths)}")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    if device.type == "cpu":         # all processes' shares (on a GPU the estimate is unmeasured; CUDA's OOM is one line)
+    if device.type == "cpu":           # all processes' shares (on a GPU: unmeasured, and CUDA's OOM is one line)
         check_memory(training_step_bytes(cfg, cfg.batch), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
     main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
     if main_process:
         RunLock(args.outdir).check(resuming)
-        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else "tiny, on a CPU)")
+        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
+                                                     "tiny, on a CPU)")
         print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
               f"{device.type}, TF32 {'on (--tf32)' if args.tf32 else 'off (--tf32 allows it)'}", file=sys.stderr)
     if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
@@ -3702,7 +3702,7 @@ class RunLock:
         # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
         entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
         if entries and not resuming:
-            raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' * (len(entries) > 3)}); "
+            raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'] * (len(entries) > 3))}); "
                             f"continue it with --resume auto, or train into a new --outdir")
 
     def acquire(self) -> "RunLock":
@@ -3710,8 +3710,7 @@ class RunLock:
         self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
         if fcntl is not None:
             self._flock(self.file, fcntl.LOCK_EX)
-        self.file.seek(0)
-        self.file.truncate()
+        self.file.truncate(0)                    # ("a+": the pid is then written at 0)
         self.file.write(str(os.getpid()))
         self.file.flush()
         for folder in (self.outdir, os.path.join(self.outdir, "samples")):
@@ -3821,10 +3820,9 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 
 
 def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """Start `world` training processes here and wait for them. Ctrl-C (to the whole process group) or `kill`
-    (to us only): we pass a SIGTERM on to every worker (save and stop; repeats ignored) and wait. When one exits
-    non-zero (130 after a signal, or an error), torch's join sends SIGTERM to the rest and SIGKILL 30 s later:
-    safe after a signal, as no worker exits before all pass the barrier after rank 0's save (_train_worker)."""
+    """Start `world` training processes here and wait. Ctrl-C (to the process group) or `kill` (to us): each worker
+    gets a SIGTERM (save, stop). When one exits non-zero, torch's join sends the rest SIGTERM, then SIGKILL 30 s
+    later: safe, as no worker exits before all pass the barrier after rank 0's save (_train_worker)."""
     import socket
     with socket.socket() as sock:                              # a free port on this machine
         sock.bind(("127.0.0.1", 0))
@@ -4003,10 +4001,10 @@ def build_parser() -> argparse.ArgumentParser:
             ("--truncation", NUM(-10, 10), 1.0, "truncation psi for w (1 = off)"),
             ("--batch", INT(1, 4096), 16, "time steps rendered per chunk (--num x this many frames)"),
             ("--out", None, "sample.mp4", "an .mp4 file, or a folder for PNG frames (default sample.mp4)")]),
-        train=(cmd_train, "train on a dataset written by prepare_data.py (every flag defaults to the preset's)", DEVICE + [
+        train=(cmd_train, "train on a dataset from prepare_data.py (every flag defaults to the preset's)", DEVICE + [
             ("--data", None, None, "dataset zip or folder written by prepare_data.py", dict(required=True)),
-            ("--preset", list(PRESETS), None, "architecture and defaults (default: ffs, the paper's, on a GPU; else tiny)"),
-            ("--outdir", None, None, "run directory (default runs/<preset>-<data>); a new run needs a new or empty one"),
+            ("--preset", list(PRESETS), None, "architecture and defaults (ffs, the paper's, on a GPU; else tiny)"),
+            ("--outdir", None, None, "run directory (default runs/<preset>-<data>); a new run needs an empty one"),
             ("--kimg", KIMG, None, "train until D has seen this many thousand real frames (default 25000; tiny 200)"),
             ("--snap", KIMG, None, "checkpoint + samples every this many kimg (default min(200, kimg/5))"),
             ("--tick", KIMG, 1.0, "log a line to log.jsonl at every multiple of this many kimg (default 1)"),
@@ -4023,7 +4021,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--span-dist", ["uniform", "release"], None, "clip spans: U[k-1, 32] (paper), or {2, 4, 8, 16, 32}"),
             ("--fp32", "store_true", False, "no fp16 layers on CUDA, no activation clamping"),
             ("--tf32", "store_true", False, "allow TF32 matmuls and convolutions (off: the release's choice)"),
-            ("--amp-dtype", list(AMP_DTYPES), None, "mixed-precision layers' dtype (auto: float16 on CUDA, else float32)"),
+            ("--amp-dtype", list(AMP_DTYPES), None, "mixed-precision layers' dtype (auto: float16 on CUDA, float32)"),
             ("--gpus", INT(1, 1024), 1, "processes, one per GPU (with --device cpu: CPU processes)"),
             ("--workers", INT(0, 64), 2, "data-loading worker processes per training process (default 2)"),
             ("--resume", None, None, "a checkpoint or run directory to continue from, or 'auto' (--outdir's)"),
