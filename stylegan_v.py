@@ -3786,11 +3786,9 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
     by default) or the CPU. The processes meet through NCCL on GPUs, gloo on CPUs, and differ only in which rows of
     each step's batch they compute (§12) and in rank 0 writing the files. Exits 130 after a signal stopped it."""
     _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
-    cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if cuda and world == 1 and "LOCAL_RANK" not in os.environ:
-        local_rank = _pick_device(args.device).index or 0           # --device cuda:1 trains on GPU 1
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    device = _pick_device(args.device)          # a GPU: torchrun's LOCAL_RANK, a spawned process's rank, --device's
+    if cuda := device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank if world > 1 else device.index or 0)))
     # TF32 (10-bit mantissa matmuls and convolutions) off unless --tf32, as the release and StyleGAN3: the
     # float32 layers and R1's double backward keep float32.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
