@@ -3368,7 +3368,7 @@ def load_checkpoint(path: str) -> dict:
 
 class FrameSink:
     """Frames, a chunk at a time, into an .mp4 (H.264 through an ffmpeg pipe, its exit status checked) or a new
-    folder of PNGs: _atomic_write for an output too long to hold, kept under _partial(out) until close()."""
+    folder of PNGs: _atomic_write for an output too long to hold, kept under _partial(out) until the block ends."""
 
     @staticmethod
     def check(out: str) -> None:
