@@ -2652,8 +2652,8 @@ def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: in
     finally:
         USE_CUSTOM_OPS = old
     os.makedirs(out_dir, exist_ok=True)
-    _atomic_write_text(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
-    _atomic_write_text(os.path.join(out_dir, "doctor_full.md"), "| `doctor --full` | measured |\n| --- | ---: |\n"
+    _atomic_write(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
+    _atomic_write(os.path.join(out_dir, "doctor_full.md"), "| `doctor --full` | measured |\n| --- | ---: |\n"
                        + "".join(f"| {what} | {value} |\n" for what, value in res.items()))
     log(f"wrote {os.path.join(out_dir, 'doctor_full.json')} and doctor_full.md")
     return res
@@ -2808,71 +2808,83 @@ def cmd_plot(args) -> None:
 # Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
 #             the flags and their ranges, the one error path)
 # ------------------------------------------------------------------------------------------------
-# What lets the sections above survive real use: a broken dataset is named in its first second, not hours later
-# in a loader worker; Ctrl-C or `kill` saves before it stops; a full disk leaves the last checkpoint intact; two
-# trainings cannot write into one directory; every mistake is one line, never a traceback (the policy: §14's
-# banner). None of it is StyleGAN-V, so it is kept out of the reading path: §11-§14 call it at run time.
+# What lets §11-§14 survive real use, through a few mechanisms used everywhere: each kind of input checked where
+# it enters (open_dataset, load_checkpoint -> check_config, the flags' ranges), sizes bounded before anything of
+# that size is read or built; one atomic writer (_atomic_write; FrameSink for streams) and one rule for what a
+# killed writer left (remove_stale_partials); a signal becomes a clean stop (GracefulStop: train saves first);
+# one training per run directory (RunLock); one error path (_exit_on_error: one line, exit status 2).
 
 
-# --- The dataset's metadata, checked when it is opened (§11) ----------------------------------
+# --- The dataset, checked when it is opened (§11) ----------------------------------------------
 
 MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
-MAX_DATASET_JSON_BYTES = 2 ** 26  # 64 MB: a million videos' names and lengths
 MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (five weeks at 30 fps)
 
 
 def open_dataset(data: VideoFolder, resolution: Optional[int]) -> tuple:
-    """VideoFolder's checks at the door -> (fps, resolution, ext, names, lengths) from its dataset.json."""
-    path = data.path
+    """VideoFolder's checks at the door -> (fps, resolution, ext, names, lengths): every field of dataset.json,
+    every listed frame there (a zip's index; a folder's first and last), each first frame's size (its header)."""
+    path, make = data.path, f"make one with: python prepare_data.py SRC {data.path}"
     if not os.path.exists(path):
-        raise DataError(f"{path}: no such dataset (make one with: python prepare_data.py SRC {path})")
+        raise DataError(f"{path}: no such dataset ({make})")
     if data.is_zip and not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not a zip file or a dataset folder")
     try:
-        raw = read_member(data, "dataset.json", MAX_DATASET_JSON_BYTES)
+        meta = json.loads(read_member(data, "dataset.json", 2 ** 26))     # 64 MB: a million videos' names
     except (KeyError, FileNotFoundError, NotADirectoryError, zipfile.BadZipFile):
-        raise DataError(f"{path}: no dataset.json, so not a dataset written by prepare_data.py "
-                        f"(make one with: python prepare_data.py SRC OUT.zip)") from None
-    try:
-        meta = json.loads(raw)
-    except ValueError as e:                                  # JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"{path}: no dataset.json, so not a dataset written by prepare_data.py ({make})") from None
+    except ValueError as e:                                               # JSONDecodeError, UnicodeDecodeError
         raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
-    fields = _parse_dataset_json(path, meta)
-    data.fps, data.resolution, data.ext, data.names, data.lengths = fields
-    check_dataset_files(data, resolution)
+    data.fps, data.resolution, data.ext, data.names, data.lengths = fields = _parse_dataset_json(path, meta)
+    if data.is_zip:     # one pass over the zip's index; only the names member() writes count: six digits, or more
+        found = {name: set() for name in data.names}      # without a leading zero ('0000001.jpg' is not frame 1)
+        for m in filter(None, map(re.compile(r"(.+)/(\d{6}|[1-9]\d{6,})" + re.escape(data.ext)).fullmatch,
+                                  data._zip.namelist())):
+            found.get(m.group(1), set()).add(int(m.group(2)))
+        missing = [(name, n, next(i for i in range(n) if i not in found[name]))
+                   for name, n in zip(data.names, data.lengths) if len({i for i in found[name] if i < n}) < n]
+    else:
+        missing = [(name, n, i) for name, n in zip(data.names, data.lengths) for i in sorted({0, n - 1})
+                   if not os.path.isfile(os.path.join(path, data.member(name, i)))]
+    if missing:
+        name, n, i = missing[0]
+        raise DataError(f"{path}: video '{name}' lists {n} frames but frame {i} ({data.member(name, i)}) is not in "
+                        f"the {'zip' if data.is_zip else 'folder'}")
+    for name in data.names:
+        read_frame(data, data.member(name, 0), header_only=True)
+    if resolution is not None and resolution != data.resolution:
+        raise DataError(f"{path}: dataset resolution is {data.resolution}, the model needs {resolution}")
     return fields
 
 
-def open_member(data: VideoFolder, member: str, limit: int):
-    """One file of a dataset, opened for reading once its declared size is checked against `limit`."""
+def read_member(data: VideoFolder, member: str, limit: Optional[int] = None) -> bytes:
+    """One file of a dataset, read once its declared size is at most `limit` (default: more than any image of an
+    R x R frame can take; raw 16-bit RGBA is 8 R^2 bytes). The zip is opened on first use, in each process."""
+    limit = limit or 16 * data.resolution ** 2 + 2 ** 16
     if data.is_zip:
-        if data._zip is None:                                # opened on first use, in every process
-            data._zip = zipfile.ZipFile(data.path)
-        size = data._zip.getinfo(member).file_size
-    else:
-        size = os.path.getsize(os.path.join(data.path, member))
+        data._zip = data._zip or zipfile.ZipFile(data.path)
+    size = data._zip.getinfo(member).file_size if data.is_zip else os.path.getsize(os.path.join(data.path, member))
     if size > limit:
         raise DataError(f"{data.path}: {member} is {size:,} bytes, more than such a file of this dataset can be "
                         f"({limit:,})")
-    return data._zip.open(member) if data.is_zip else open(os.path.join(data.path, member), "rb")
-
-
-def read_member(data: VideoFolder, member: str, limit: int) -> bytes:
-    with open_member(data, member, limit) as f:
+    with data._zip.open(member) if data.is_zip else open(os.path.join(data.path, member), "rb") as f:
         return f.read(limit + 1)
 
 
-def frame_bytes_limit(resolution: int) -> int:
-    """More than any image file of an R x R frame can take (raw 16-bit RGBA is 8 R^2 bytes)."""
-    return 16 * resolution * resolution + 2 ** 16
-
-
-def read_frame(data: VideoFolder, member: str) -> np.ndarray:
-    """uint8 [R, R, 3]: one frame, decoded and checked (missing, broken, of another size: a DataError)."""
+def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Optional[np.ndarray]:
+    """uint8 [R, R, 3]: one frame, decoded from its bytes and checked (missing, broken, of another size: a
+    DataError); header_only: only its size, read from its header (open_dataset)."""
     import imageio.v3 as iio
+    from PIL import Image
     R = data.resolution
-    try:       # decoded from bytes, so a zip member and a file take the same path
-        img = iio.imread(read_member(data, member, frame_bytes_limit(R)), extension=data.ext)
+    try:
+        raw = read_member(data, member)
+        if header_only:
+            with Image.open(io.BytesIO(raw)) as header:
+                if header.size == (R, R):
+                    return None
+            raise DataError(f"{data.path}: {member} is {header.size[0]}x{header.size[1]}, dataset.json says {R}x{R}")
+        img = iio.imread(raw, extension=data.ext)
     except DataError:
         raise
     except Exception as e:
@@ -2880,8 +2892,8 @@ def read_frame(data: VideoFolder, member: str) -> np.ndarray:
     if img.ndim == 2:                                        # greyscale -> RGB; RGBA loses alpha below
         img = np.repeat(img[:, :, None], 3, axis=2)
     if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-        raise DataError(f"{data.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} "
-                        f"{img.dtype} image, the dataset's frames are {R}x{R} 8-bit RGB")
+        raise DataError(f"{data.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} {img.dtype} image, "
+                        f"the dataset's frames are {R}x{R} 8-bit RGB")
     return img[:, :, :3]
 
 
@@ -2889,14 +2901,14 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     """dataset.json -> (fps, resolution, ext, names, lengths), every field checked; else a DataError."""
     def bad(what):
         return DataError(f"{path}: dataset.json: {what}")
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
     if not isinstance(meta, dict):
         raise bad("not a JSON object")
     for key in ("fps", "resolution", "videos"):
         if key not in meta:
             raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
     fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)   # noqa: E731
-    if not (number(fps) and math.isfinite(fps) and 0 < fps <= MAX_DATASET_FPS):
+    if not (number(fps) and 0 < fps <= MAX_DATASET_FPS):
         raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
     if not (number(res) and res in {2 ** k for k in range(2, 13)}):
         raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
@@ -2917,50 +2929,7 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     return float(fps), int(res), "." + fmt, names, lengths
 
 
-def check_dataset_files(data: VideoFolder, resolution: Optional[int]) -> None:
-    """Every video's frames are there (for a folder, its first and last) and its first frame has the size
-    dataset.json gives (an image header, no decoding); and the resolution is the model's, if given."""
-    if data.is_zip:
-        _check_zip_members(data)
-    else:
-        for name, n in zip(data.names, data.lengths):
-            for i in sorted({0, n - 1}):
-                if not os.path.isfile(os.path.join(data.path, data.member(name, i))):
-                    raise DataError(f"{data.path}: video '{name}' lists {n} frames but frame {i} is missing")
-    from PIL import Image
-    for name in data.names:
-        member = data.member(name, 0)
-        try:
-            with open_member(data, member, frame_bytes_limit(data.resolution)) as f, Image.open(f) as img:
-                size = img.size                              # (the header only: nothing is decoded)
-        except Exception as e:
-            raise DataError(f"{data.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
-        if size != (data.resolution, data.resolution):
-            raise DataError(f"{data.path}: {member} is {size[0]}x{size[1]}, "
-                            f"dataset.json says {data.resolution}x{data.resolution}")
-    if resolution is not None and resolution != data.resolution:
-        raise DataError(f"{data.path}: dataset resolution is {data.resolution}, the model needs {resolution}")
-
-
-def _check_zip_members(data: VideoFolder) -> None:
-    """Every listed frame <name>/<i:06d><ext>, i < frames, is a member: one pass over the zip's index."""
-    wanted, found = dict(zip(data.names, data.lengths)), {name: set() for name in data.names}
-    # Exactly the names _member writes, f"{i:06d}": six digits, or more without a leading zero
-    # ('0000001.jpg' would otherwise count as frame 1, which is read as '000001.jpg' and is missing).
-    pattern = re.compile(r"(\d{6}|[1-9]\d{6,})" + re.escape(data.ext) + "$")
-    for member in data._zip.namelist():
-        name, _, file = member.partition("/")
-        match = pattern.match(file) if name in wanted else None
-        if match and int(match.group(1)) < wanted[name]:
-            found[name].add(int(match.group(1)))
-    for name, n in wanted.items():
-        if len(found[name]) < n:                             # the first missing index is <= len(found)
-            first = next(i for i in range(len(found[name]) + 1) if i not in found[name])
-            raise DataError(f"{data.path}: video '{name}' lists {n} frames but frame {first} "
-                            f"({data.member(name, first)}) is not in the zip")
-
-
-# --- Files that survive a crash, a full disk and Ctrl-C ---------------------------------------
+# --- Errors in words; outputs written whole or not at all -----------------------------------------
 
 def _first_line(e: BaseException) -> str:
     """The first line of an exception's message, at most 200 characters (torch's run to pages)."""
@@ -2968,218 +2937,383 @@ def _first_line(e: BaseException) -> str:
     return (lines[0] if lines else type(e).__name__)[:200]
 
 
-def os_error_reason(e: OSError, path: Optional[str] = None) -> str:
-    """An OSError in words a user can act on, e.g. 'no space left on device (folder runs/x)'."""
+def error_reason(e: BaseException, path: str = ".") -> str:
+    """Why an operation on `path` failed, in words. torch's zip writer hides the OS's reason in a RuntimeError
+    ("... strerror: Read-only file system") or says none, as a broken ffmpeg pipe says none: then a full disk is
+    the likely one, if the disk is a real one (not /proc: total 0) with < 1 MiB free."""
     import errno
-    file = e.filename or path
-    if e.errno == errno.ENOSPC:
-        return "no space left on device" + (f" (folder {os.path.dirname(os.path.abspath(file))})" if file else "")
-    return e.strerror or _first_line(e)
-
-
-def write_error_reason(e: Exception, path: str) -> str:
-    """Why writing `path` failed, in words: an OSError says it, except a broken pipe (ffmpeg, which writes the
-    file, has stopped); torch's zip writer hides it in a RuntimeError ("... strerror: Read-only file system")."""
-    broken_pipe = isinstance(e, BrokenPipeError)              # (sample's ffmpeg pipe: ffmpeg has stopped)
-    if isinstance(e, OSError) and not broken_pipe:
-        return os_error_reason(e, path)
+    if isinstance(e, OSError) and not isinstance(e, BrokenPipeError):
+        return "no space left on device" if e.errno == errno.ENOSPC else e.strerror or _first_line(e)
     if hidden := re.search(r"strerror: ([^\n]+)", str(e)):
         return hidden.group(1).strip()
-    with contextlib.suppress(OSError):                    # torch says only "failed writing file"; a full disk
-        disk = shutil.disk_usage(os.path.dirname(os.path.abspath(path)))   # is the likely cause, but not on
-        if disk.total > 0 and disk.free < 2 ** 20:        # a pseudo-filesystem (/proc: total 0), nor a lost one
+    with contextlib.suppress(OSError):
+        disk = shutil.disk_usage(os.path.dirname(os.path.abspath(path)))
+        if disk.total > 0 and disk.free < 2 ** 20:
             return "no space left on device"
-    return "the ffmpeg writer stopped (broken pipe)" if broken_pipe else _first_line(e)
+    return "the ffmpeg writer stopped (broken pipe)" if isinstance(e, BrokenPipeError) else _first_line(e)
 
 
-def _atomic_write(path: str, write, fsync: bool = False) -> None:
-    """write(tmp) to <stem>.partial-<pid><ext> beside `path` (the extension kept: image writers read the format
-    from it), then rename it into place. With fsync the bytes reach the disk first: a power cut leaves old or new."""
-    stem, ext = os.path.splitext(path)
-    tmp = f"{stem}.partial-{os.getpid()}{ext}"
+def _partial(path: str) -> str:
+    """An output's temporary name beside it, <stem>.partial-<pid><ext>: writers read the format from the extension,
+    remove_stale_partials reads whose it is from the pid."""
+    stem, ext = os.path.splitext(path.rstrip("/"))
+    return f"{stem}.partial-{os.getpid()}{ext}"
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+
+
+def _cannot_write(path: str, tmp: str, e: BaseException) -> UserError:
+    """The one error of a failed output: why (asked before removing the temporary frees the disk again)."""
+    reason = error_reason(e, tmp)
+    _remove(tmp)
+    return UserError(f"{path}: cannot write ({reason}); nothing half-written is left, any older version is untouched")
+
+
+def _atomic_write(path: str, data) -> None:
+    """The one writer of every output: `data` (bytes, str, or write(tmp): torch.save, ffmpeg's end) goes to
+    _partial(path), reaches the disk (fsync), and is renamed onto `path` (a file, or an empty folder): a crash, a
+    kill, a full disk or a power cut leaves the old output or the new one. (torch's zip writer raises RuntimeError.)"""
+    tmp = _partial(path)
     try:
-        write(tmp)
-        if fsync:
+        data(tmp) if callable(data) else Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
+        if os.path.isfile(tmp):
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        if e.filename not in (None, tmp):                          # (a write() error names no file)
-            raise
-        raise OSError(e.errno, e.strerror, path) from None        # the user's name, not our temporary one
+    except (OSError, RuntimeError) as e:
+        raise _cannot_write(path, tmp, e) from None
     finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        _remove(tmp)                                          # (after an interruption)
 
 
 def _write_image(path: str, image: np.ndarray) -> None:
-    """uint8 [H, W, 3] -> an image file in the format of its extension, whole or not at all. Encoded in memory:
-    imageio writing a file on a full disk raises, then raises again from its plugin's __del__ (a traceback)."""
+    """uint8 [H, W, 3] -> an image file in its extension's format, encoded in memory (imageio writing a file on a
+    full disk raises, then raises again from its plugin's __del__: a traceback)."""
     import imageio.v3 as iio
-    data = iio.imwrite("<bytes>", image, extension=os.path.splitext(path)[1].lower())
-    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    _atomic_write(path, iio.imwrite("<bytes>", image, extension=os.path.splitext(path)[1].lower()))
+
+
+def remove_stale_partials(path: str, every: bool = False) -> None:
+    """The one rule for what a killed writer left (kill -9, a power cut): the _partial names of the output `path`
+    (every: of every output in the folder `path`) whose process is gone are removed; a live writer's stay."""
+    import glob
+    pattern = os.path.join(glob.escape(path), "*") if every else glob.escape(os.path.splitext(path.rstrip("/"))[0])
+    for leftover in glob.glob(pattern + ".partial-*"):
+        pid = re.search(r"\.partial-(\d{1,9})(\.\w+)?$", leftover)
+        if pid and int(pid.group(1)) not in (0, os.getpid()):
+            try:
+                os.kill(int(pid.group(1)), 0)                     # signal 0 only asks whether it runs
+            except ProcessLookupError:
+                _remove(leftover)
+            except OSError:                                       # (EPERM: it runs, as another user)
+                pass
 
 
 def _cpp_extension():
-    """torch.utils.cpp_extension, imported without the CUDA_HOME it guesses and prints with no GPU ('/usr/local'
-    for a wrapper nvcc in /usr/local/bin), which contradicted the toolkit _find_cuda_home chose for the build."""
+    """torch.utils.cpp_extension, imported without the CUDA_HOME it guesses and prints with no GPU, which would
+    contradict the toolkit _find_cuda_home chose for the build (Appendix A)."""
     with contextlib.redirect_stderr(io.StringIO()):
         from torch.utils import cpp_extension
     return cpp_extension
 
 
-def _check_can_create(path: str) -> None:
-    """A UserError unless a file can be made beside `path`: a folder's write bit does not say (/proc, /sys)."""
-    probe = path.rstrip("/") + f".partial-{os.getpid()}"
+# --- Checkpoints (§12, §13) and sample's output ------------------------------------------------
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, not ours, or unsafe to unpickle."""
+
+
+def checkpoint_path(path: str) -> str:
+    """A checkpoint file, or a training directory holding checkpoint.pt."""
+    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    _atomic_write(path, lambda tmp: torch.save(state, tmp))     # a full disk leaves the previous one intact
+
+
+def config_from_dict(d: dict) -> Config:
+    """The Config saved in a checkpoint, checked as flags are (check_config): fields it lacks take its preset's
+    values, fields this version does not know are dropped."""
+    if not isinstance(d, dict):
+        raise ValueError(f"its config is a {type(d).__name__}, not a dict of settings")
+    fields = {f.name for f in dataclasses.fields(Config)} - {"preset"}
+    return make_config(d.get("preset", "tiny"), **{k: v for k, v in d.items() if k in fields})
+
+
+def load_checkpoint(path: str) -> dict:
+    """torch.load(weights_only=True): tensors, numbers, strings and containers, never code; an authors'
+    network-snapshot-*.pkl goes to import_release_snapshot (Appendix B, as safe). Another kind of file is
+    refused with what it is not, never with torch's advice to retry unsafely (weights_only=False)."""
+    file = checkpoint_path(path)
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{file}: no such checkpoint")
+    if not zipfile.is_zipfile(file):                    # torch.save writes zips; a bare pickle may be a snapshot
+        with open(file, "rb") as f:
+            if f.read(1) == b"\x80":
+                return import_release_snapshot(file)
     try:
-        open(probe, "x").close()
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"{path}: cannot write here ({os_error_reason(e)})") from None
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:                              # refused objects, not torch.save's format, truncated
+        # Only a class the pickle names ("Unsupported global") means Python objects; random bytes fail as an
+        # unknown opcode ("Unsupported operand") and are simply not a checkpoint.
+        refused = isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower()
+        what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: unpickling it "
+                "could run code)" if refused else "not a file torch.save wrote, or a truncated one")
+        if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():
+            what = "it is a dataset (prepare_data.py's zip: pass it as --data)"
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
+    if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
+    try:                                     # sizes come from here: checked before any network is built
+        state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
+    return state
 
 
-def remove_stale_partials(path: str) -> None:
-    """Remove <stem>.partial-<pid>[.mp4] beside `path` left by a writer that is gone
-    (kill -9, a power cut); one whose process still runs belongs to another writer and stays."""
-    import glob
-    stem = path[:-4] if path.lower().endswith(".mp4") else path.rstrip("/")
-    for leftover in glob.glob(glob.escape(stem) + ".partial-*"):
-        pid = re.fullmatch(r"\.partial-(\d+)(\.mp4)?", leftover[len(stem):], re.IGNORECASE)
-        if pid is not None and int(pid.group(1)) != os.getpid() and not _pid_alive(int(pid.group(1))):
-            with contextlib.suppress(OSError):
-                shutil.rmtree(leftover) if os.path.isdir(leftover) else os.remove(leftover)
+class FrameSink:
+    """Frames, a chunk at a time, into an .mp4 (H.264 through an ffmpeg pipe, its exit status checked) or a new
+    folder of PNGs: _atomic_write for an output too long to hold, kept under _partial(out) until the block ends."""
+
+    @staticmethod
+    def check(out: str) -> None:
+        """What can be wrong with `out`, said before anything is rendered."""
+        ext = os.path.splitext(out)[1].lower()
+        if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
+            raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
+        if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and os.listdir(out) or os.path.ismount(out)):
+            raise UserError(f"{out}: exists; --out is an .mp4 file or a folder for PNG frames (a new or empty one, "
+                            f"not a mount point)")
+        try:                                    # a folder's write bit does not say (/proc, /sys take no new files)
+            open(_partial(out), "x").close()
+            os.remove(_partial(out))
+        except OSError as e:
+            raise UserError(f"{out}: cannot write here ({error_reason(e)})") from None
+
+    def __init__(self, out: str, fps: float):
+        FrameSink.check(out)
+        remove_stale_partials(out)
+        self.out, self.fps, self.tmp, self.count, self.ffmpeg = out, fps, _partial(out), 0, None
+        self.is_video = out.lower().endswith(".mp4")
+        if not self.is_video:
+            os.makedirs(self.tmp)
+
+    def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
+        import imageio.v3 as iio
+        try:
+            for f in frames:
+                if not self.is_video:                             # (encoded in memory: see _write_image)
+                    Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
+                elif self.ffmpeg is None:    # started at the first frame, when its size is known; yuv420p plays
+                    import imageio_ffmpeg    # everywhere, crf 10 is near-lossless; errors only, into a file
+                    self.log = tempfile.TemporaryFile()
+                    self.ffmpeg = subprocess.Popen(
+                        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                         "-s", f"{f.shape[1]}x{f.shape[0]}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264",
+                         "-crf", "10", "-pix_fmt", "yuv420p", "-f", "mp4", "-y", self.tmp],
+                        stdin=subprocess.PIPE, stderr=self.log)
+                if self.is_video:
+                    self.ffmpeg.stdin.write(np.ascontiguousarray(f).tobytes())
+                self.count += 1
+        except OSError as e:                                     # a full disk, a lost mount, ffmpeg gone
+            self._kill()
+            raise _cannot_write(self.out, self.tmp, e) from None
+
+    def _finish(self, _tmp):
+        """ffmpeg's end: its exit status says whether the file is whole (e.g. its index did not fit on the disk)."""
+        if self.ffmpeg is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.ffmpeg.stdin.close()
+            if self.ffmpeg.wait() != 0:
+                self.log.seek(0)
+                raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
+
+    def _kill(self) -> None:
+        if self.ffmpeg is not None and self.ffmpeg.poll() is None:
+            self.ffmpeg.kill()
+            self.ffmpeg.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:                                     # complete: committed as any output is
+            return _atomic_write(self.out, self._finish)
+        self._kill()                                             # interrupted, failed: nothing is left
+        _remove(self.tmp)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)                                     # signal 0: only asks whether it exists
-    except ProcessLookupError:
-        return False
-    except OSError:                                         # (EPERM: it exists, as another user)
-        pass
-    return True
+def cmd_convert(args) -> None:
+    """`convert`: an authors' network-snapshot-*.pkl, read by Appendix B's importer (nothing in it runs) -> a
+    checkpoint of ours, which later loads read with torch's safe weights_only reader."""
+    if os.path.exists(args.out):
+        raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
+    state = load_checkpoint(args.src)
+    if "opt_G" in state:
+        raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
+    cfg = config_from_dict(state["cfg"])
+    save_checkpoint(args.out, state)
+    print(f"wrote {args.out}: arch '{cfg.arch}' {cfg.resolution}^2 G_ema, G, D and ADA's p = {state['aug_p']:.3f} "
+          f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
 
 
-def truncate_log(path: str, kimg: float) -> int:
-    """Keep the lines of log.jsonl up to `kimg` (the checkpoint a run resumes from); returns how many were dropped.
-    A run killed between two checkpoints logged kimg that the resumed run does again: readers would see them twice."""
-    if not os.path.isfile(path):
-        return 0
-    with open(path) as f:
-        lines = f.readlines()
-    kept = []
-    for line in lines:                                           # (a torn last line of a killed run: dropped)
-        with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
-            if float(json.loads(line)["kimg"]) <= kimg + 1e-9:
-                kept.append(line)
-    if len(kept) < len(lines):
-        _atomic_write_text(path, "".join(kept))
-    return len(lines) - len(kept)
+# --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12, §14) -------
 
-
-# --- A run: starting or resuming it, its log, its snapshots (§12) -------------------------------
-
-
-def save_previews(G: Generator, outdir: str, kimg: float, cfg: Config, num: int = 8, seconds: float = 2.0):
-    """A grid video and a PNG strip from G_ema, with the same seeds every time: what changes between the
-    previews of successive snapshots is the training, not the draw."""
-    os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
-    stem = os.path.join(outdir, "samples", f"kimg{kimg:010.3f}")
-    n = max(int(seconds * cfg.fps), 8)
-    videos = render_videos(G, list(range(num)), torch.arange(n, dtype=torch.float64))   # [num, n, H, W, 3]
-    with FrameSink(stem + ".mp4", cfg.fps) as sink:
-        sink.write(video_grid(videos))
-    strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [num, 8, H, W, 3]: every few frames
-    tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [num*8, 1, H, W, 3]: one tile per frame
-    strip_png = video_grid(tiles, cols=strip.shape[1])[0]           # [num*H, 8*W, 3]: a row per video
-    _write_image(stem + ".png", strip_png)
-
-
-# log.jsonl: one JSON object per line, appended, so `tail -f` follows a run and a reader needs no
-# parser state; a line torn by a kill is at the end, and truncate_log drops it on --resume.
-def _write_json_line(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-# The fields that define the networks (not the training): a run resuming an authors' snapshot takes
-# them from the snapshot, whatever its preset says.
+# The fields that define the networks (not the training): a run resuming an authors' snapshot takes them from it.
 ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
                "motion_delta_z", "motion_kernel", "motion_layers", "period_min", "period_max", "time_enc_dim",
                "num_fp16_res", "conv_clamp", "d_channel_base", "d_channel_max", "d_concat_res", "d_time_dim",
                "d_cond", "d_frame_div", "mbstd_group", "mbstd_strided", "frames_per_clip", "max_time")
 
 
-def load_resume_state(resume: str, outdir: str, cfg: Config) -> tuple:
-    """The checkpoint to continue from ('auto' = the run directory's) -> (state, the run's Config).
+def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
+    """The dataset (it sets the resolution and the time unit, its fps) and the checkpoint resumed -> (cfg, data, clip
+    dataset, state or None, its path), checked by plan_training before any process starts, redone by each. A
+    checkpoint of ours must fit the run's networks; an authors' snapshot brings them (the run keeps its training)."""
+    data = VideoFolder(data_path)
+    cfg, state, path = fit_config_to_data(cfg, data), None, None
+    if resume:
+        path = checkpoint_path(outdir if resume == "auto" else resume)
+        state = load_checkpoint(path)
+        old = config_from_dict(state["cfg"])
+        if "opt_G" not in state and "source" in state:           # an authors' snapshot (or its convert)
+            if old.resolution != cfg.resolution:
+                raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
+            cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
+        elif (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
+            raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
+                            f"this run is '{cfg.preset}' at {cfg.resolution}^2")
+        elif (was := state.get("aug", {}).get("mode", cfg.aug)) != cfg.aug:
+            raise UserError(f"{path}: the checkpoint was trained with --aug {was}, this run has --aug {cfg.aug}")
+        for field, flag in (("frames_per_clip", "--frames-per-clip"), ("d_cond", "--d-cond")):   # D's shapes
+            if (was := getattr(old, field)) != getattr(cfg, field):
+                raise UserError(f"{path}: the checkpoint's D was built for {flag} {was}, this run asks for "
+                                f"{getattr(cfg, field)} (a resumed run keeps its networks: pass {flag} {was})")
+    if fp32:                                     # --fp32: no fp16 layers, and (as the release) no clamping either
+        cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
+    return cfg, data, ClipDataset(data, cfg), state, path
 
-    A checkpoint of ours must be of this run's preset and resolution (and --aug mode). An authors'
-    snapshot brings its own architecture (the run keeps its training settings) and must match the
-    dataset's resolution."""
-    path = checkpoint_path(outdir if resume == "auto" else resume)
-    state = load_checkpoint(path)
-    old = config_from_dict(state["cfg"])
-    if "opt_G" not in state and "source" in state:               # an authors' snapshot (or its convert)
-        if old.resolution != cfg.resolution:
-            raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
-        return state, dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
-    if (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
-        raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
-                        f"this run is '{cfg.preset}' at {cfg.resolution}^2")
-    if state.get("aug", {}).get("mode", cfg.aug) != cfg.aug:
-        raise UserError(f"{path}: the checkpoint was trained with --aug {state['aug']['mode']}, "
-                        f"this run has --aug {cfg.aug}")
-    for field, flag in (("frames_per_clip", "--frames-per-clip"), ("d_cond", "--d-cond")):   # D's shapes
-        if (was := getattr(old, field)) != getattr(cfg, field):
-            raise UserError(f"{path}: the checkpoint's D was built for {flag} {was}, this run asks for "
-                            f"{getattr(cfg, field)} (a resumed run keeps its networks: pass {flag} {was})")
-    return state, cfg
 
-
-def with_fp32(cfg: Config, fp32: bool) -> Config:
-    """--fp32: no fp16 layers, and (as the release) no activation clamping either."""
-    return dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None) if fp32 else cfg
+def plan_training(args) -> tuple:
+    """train's flags, dataset and checkpoint resolved into the run's Config and checked, before any process
+    starts or any work is done -> (cfg, world, torchrun, main_process); train --dry-run stops here."""
+    device = _pick_device(args.device)
+    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
+    world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
+    for refused, message in (              # flags that contradict each other or the machine: not silently ignored
+            (args.p is not None and args.aug == "none",
+             "--p sets the augmentation probability, but --aug none augments nothing"),
+            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"),
+             f"--fp32 runs every layer in float32, but --amp-dtype {args.amp_dtype} asks for lower precision"),
+            (args.metric_videos is not None and not args.metrics,
+             "--metric-videos sets how many videos --metrics uses, but no --metrics is asked for"),
+            (device.type == "cpu" and args.amp_dtype == "float16",         # CPUs emulate fp16: measured ~70x slower
+             "--amp-dtype float16 is for CUDA; on a CPU use bfloat16 (or leave it at auto: float32)"),
+            (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: with {world} "
+             "processes each takes the GPU of its rank; choose the GPUs with CUDA_VISIBLE_DEVICES instead"),
+            (not torchrun and args.device != "cpu" and world > max(gpus, 1), f"--gpus {world}: only {gpus} CUDA "
+             "device(s) present" + ("" if gpus else " (use --device cpu to run CPU processes instead)"))):
+        if refused:
+            raise UserError(message)
+    # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
+    chosen, args.preset = args.preset, args.preset or ("ffs" if device.type == "cuda" else "tiny")
+    flags = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
+                 aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
+                 span_dist=args.span_dist, amp_dtype=args.amp_dtype)
+    cfg = make_config(args.preset, **{k: v for k, v in flags.items() if v is not None})
+    if args.kimg is None:           # the paper's 256^2 models: ~23 M frames in 2 days on 4 V100s; 25 M: SG2's
+        args.kimg = 200.0 if args.preset == "tiny" else 25000.0
+    args.snap = args.snap or min(200.0, args.kimg / 5)          # at least 5 snapshots, at most 200 kimg apart
+    if args.metric_videos is None and args.metrics:   # the paper's 2048 a side; I3D on a CPU: ~1 s a video
+        args.metric_videos = 2048 if device.type == "cuda" else 64
+    # `resuming`: this run continues the one in --outdir (--resume auto, or its checkpoint); any other checkpoint
+    # starts a new run from it, which RunLock.check keeps out of a directory holding a run of its own.
+    name = os.path.splitext(os.path.basename(args.data.rstrip("/")))[0]
+    args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{name}")
+    own = os.path.join(args.outdir, "checkpoint.pt")
+    resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
+                                         os.path.samefile(checkpoint_path(args.resume), own))
+    if args.resume == "auto" and not os.path.isfile(own):       # nothing to resume yet: a new run
+        args.resume = None
+    cfg, data, _, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32)
+    for m in args.metrics:                                        # fvd.py's rule: some video holds one whole clip
+        if max(data.lengths) < int(m[3:]):
+            raise UserError(f"--metrics {m}: needs videos of at least {m[3:]} frames; the longest in {args.data} "
+                            f"has {max(data.lengths)}")
+    check_batch_split(cfg.batch, world, cfg.mbstd_group)
+    if device.type == "cpu":           # all processes' shares (on a GPU: unmeasured, and CUDA's OOM is one line)
+        check_memory(training_step_bytes(cfg, cfg.batch), device,
+                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
+    main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
+    if main_process:
+        RunLock(args.outdir).check(resuming)
+        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
+                                                     "tiny, on a CPU)")
+        print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
+              f"{device.type}, TF32 {'on (--tf32)' if args.tf32 else 'off (--tf32 allows it)'}", file=sys.stderr)
+    if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
+        print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0   # (a snapshot: from 0)
+        plan = (f"on from {path} ({done:.2f} kimg)" if args.resume else
+                "a new run" + (" (--resume auto: no checkpoint there yet)" if resuming else ""))
+        print(f"dry run: {path} is already at {done:.2f} kimg, --kimg is {args.kimg:g}: nothing to train"
+              if done >= args.kimg else f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with "
+              f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
+              + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
+    return cfg, world, torchrun, main_process
 
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
                fp32: bool, kimg: float) -> tuple:
-    """The dataset, the Trainer (resumed when asked) and the run directory of a training -> (trainer, dataset)."""
-    # The dataset decides the resolution and the time unit (its fps); the preset decides the rest.
-    data = VideoFolder(data_path)
-    cfg = fit_config_to_data(cfg, data)
-    # Resuming restores weights, optimizer moments, ADA's p and the step counter; since every draw
-    # is seeded by the step (step_rng), that is all it takes to continue exactly where we were.
-    state = None
-    if resume:
-        state, cfg = load_resume_state(resume, outdir, cfg)
-    cfg = with_fp32(cfg, fp32)
-    dataset = ClipDataset(data, cfg)
+    """The dataset, the Trainer (resumed when asked) and the run directory of a training -> (trainer, dataset).
+    Resuming restores weights, optimizer moments, ADA's p and the step counter; every draw is seeded by the
+    step (step_rng), so that is all it takes to continue exactly where the run was."""
+    cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
-    log, path = os.path.join(outdir, "log.jsonl"), resume and checkpoint_path(outdir if resume == "auto" else resume)
     if state is not None:
         try:
             trainer.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as e:               # (torch's first line ends in a colon)
+        except (RuntimeError, KeyError, ValueError) as e:
             raise UserError(f"{path}: checkpoint does not fit this model ({' '.join(str(e).split())[:200]})")
-    if state is not None and dist.main:
-        if "opt_G" not in state:
-            print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
-                  f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
-        else:
-            print(f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
-            if trainer.nimg >= int(kimg * 1000):
-                print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train "
-                      f"(a larger --kimg continues it)", file=sys.stderr)
+    if state is not None and dist.main and "opt_G" not in state:
+        print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
+              f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
+    elif state is not None and dist.main:
+        print(f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
+        if trainer.nimg >= int(kimg * 1000):
+            print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train "
+                  f"(a larger --kimg continues it)", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
-        truncate_log(log, trainer.nimg / 1000 if resume else -1.0)   # a fresh start keeps no old lines
-        _atomic_write_text(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
+        truncate_log(os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 if resume else -1.0)   # fresh: no lines
+        _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     return trainer, dataset
+
+
+def truncate_log(path: str, kimg: float) -> None:
+    """Keep the lines of log.jsonl up to `kimg`, the checkpoint resumed from: what a run killed after its last
+    checkpoint logged is done again, and would be read twice. A line torn by the kill goes too."""
+    def kimg_of(line):
+        with contextlib.suppress(Exception):
+            return float(json.loads(line)["kimg"])
+        return math.inf
+    if os.path.isfile(path):
+        with open(path) as f:
+            lines = f.readlines()
+        if len(kept := [line for line in lines if kimg_of(line) <= kimg + 1e-9]) < len(lines):
+            _atomic_write(path, "".join(kept))
+
+
+# log.jsonl: one JSON object per line, appended, so `tail -f` follows a run and a reader needs no parser
+# state; a line torn by a kill is at the end, and truncate_log drops it on --resume.
+def _write_json_line(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
@@ -3209,13 +3343,21 @@ def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
 
 
 def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str:
-    """Checkpoint (atomic) and an mp4/PNG preview from G_ema, on the main process -> the checkpoint's path."""
+    """The checkpoint, and previews from G_ema (a grid video and a PNG strip, the same seeds every time: what
+    changes between snapshots is the training, not the draw), by the main process -> the checkpoint's path."""
     trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]    # kept across resumes
-    ckpt = os.path.join(outdir, "checkpoint.pt")
+    ckpt, cfg = os.path.join(outdir, "checkpoint.pt"), trainer.cfg
     if trainer.dist.main:
         save_checkpoint(ckpt, trainer.state_dict())
-        if previews:
-            save_previews(trainer.G_ema, outdir, trainer.nimg / 1000, trainer.cfg)
+    if trainer.dist.main and previews:
+        os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
+        stem, n = os.path.join(outdir, "samples", f"kimg{trainer.nimg / 1000:010.3f}"), max(int(2 * cfg.fps), 8)
+        videos = render_videos(trainer.G_ema, list(range(8)), torch.arange(n, dtype=torch.float64))  # [8, n, H, W, 3]
+        with FrameSink(stem + ".mp4", cfg.fps) as sink:
+            sink.write(video_grid(videos))
+        strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [8, 8, H, W, 3]: every few frames
+        tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [64, 1, H, W, 3]: one tile per frame
+        _write_image(stem + ".png", video_grid(tiles, cols=strip.shape[1])[0])   # [8*H, 8*W, 3]: a row per video
     return ckpt
 
 
@@ -3239,275 +3381,80 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
         bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + note)
 
 
-# --- Checkpoint files and sample's outputs (§13) ----------------------------------------------
+class RunLock:
+    """One training per run directory: an exclusive fcntl lock on <outdir>/train.lock while it runs (none on
+    Windows), released by the OS however the process dies; the file holds the pid for the message. Taking it
+    removes what a killed run left there (remove_stale_partials: checkpoints, logs, previews half-written)."""
 
+    def __init__(self, outdir: str):
+        self.outdir, self.file = outdir, None
 
-class CheckpointError(UserError):
-    """A checkpoint that is missing, not ours, unsafe to unpickle, or cannot be written."""
-
-
-def checkpoint_path(path: str) -> str:
-    """A checkpoint file, or a training directory holding checkpoint.pt."""
-    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """torch.save, written atomically and synced to disk (`_atomic_write`, Appendix D): a crash never
-    leaves half a file, and a failed write (a full disk) leaves the previous checkpoint as it was."""
-    try:
-        _atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=True)
-    except (OSError, RuntimeError) as e:    # a full disk is ENOSPC, or torch's zip writer noticing it
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({write_error_reason(e, path)}); "
-                              f"the previous checkpoint, if any, is intact") from None
-
-
-def config_from_dict(d: dict) -> Config:
-    """The Config saved in a checkpoint, checked as flags are (check_config): fields it lacks take its
-    preset's values, fields this version does not know are dropped."""
-    if not isinstance(d, dict):
-        raise ValueError(f"its config is a {type(d).__name__}, not a dict of settings")
-    fields = {f.name for f in dataclasses.fields(Config)} - {"preset"}
-    return make_config(d.get("preset", "tiny"), **{k: v for k, v in d.items() if k in fields})
-
-
-def load_checkpoint(path: str) -> dict:
-    """torch.load(weights_only=True): tensors, numbers, strings and containers, never code; an authors'
-    network-snapshot-*.pkl goes to import_release_snapshot (Appendix B, as safe). A file of another kind is
-    refused with what it is not, never with torch's advice to retry unsafely (weights_only=False)."""
-    file = checkpoint_path(path)
-    if not os.path.isfile(file):
-        raise CheckpointError(f"{file}: no such checkpoint")
-    if not zipfile.is_zipfile(file):                   # torch.save writes zips; a bare pickle may be
-        with open(file, "rb") as f:                     # an authors' snapshot (read safely: Appendix B)
-            if f.read(1) == b"\x80":
-                return import_release_snapshot(file)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:                         # refused objects, not torch.save's format, truncated
-        # Only a class the pickle names ("Unsupported global") means Python objects; random bytes
-        # fail as an unknown opcode ("Unsupported operand") and are simply not a checkpoint.
-        refused = isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower()
-        what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: "
-                "unpickling it could run code)" if refused else "not a file torch.save wrote, or a truncated one")
-        if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():   # (closed by its __del__)
-            what = "it is a dataset (prepare_data.py's zip: pass it as --data)"
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
-    if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
-    try:                                     # sizes come from here: checked before any network is built
-        state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
-    return state
-
-
-class FrameSink:
-    """Writes frames a chunk at a time to an .mp4 (H.264 through an ffmpeg pipe, its exit status checked) or
-    to a new folder of PNGs, under a temporary name that close() renames into place and abort() removes."""
-
-    @staticmethod
-    def check(out: str) -> None:
-        """What can be wrong with `out` before anything is rendered: a one-line UserError."""
-        parent, ext = os.path.dirname(os.path.abspath(out)), os.path.splitext(out)[1].lower()
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise UserError(f"{out}: cannot write here (folder {parent} does not exist or is not writable)")
-        if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
-            raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
-        if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and os.listdir(out) or os.path.ismount(out)):
-            raise UserError(f"{out}: exists; --out is an .mp4 file or a folder for PNG frames (a new or empty one, "
-                            f"not a mount point)")
-        _check_can_create(out)                                   # (/proc, /sys: a write bit, but no new files)
-
-    def __init__(self, out: str, fps: float):
-        self.out, self.fps, self.is_video, self.count, self.ffmpeg = out, fps, out.lower().endswith(".mp4"), 0, None
-        FrameSink.check(out)
-        remove_stale_partials(out)                           # what a killed sample to `out` left (Appendix D)
-        self.tmp = out[:-4] + f".partial-{os.getpid()}.mp4" if self.is_video else out.rstrip("/") + f".partial-{os.getpid()}"
-        if not self.is_video:
-            os.makedirs(self.tmp)
-
-    def _pipe(self, height: int, width: int):
-        """ffmpeg reading raw RGB frames on stdin, started at the first frame (when its size is known). H.264 in
-        yuv420p plays everywhere; crf 10 is near-lossless; errors only, into a file read if it fails."""
-        if self.ffmpeg is None:
-            import imageio_ffmpeg
-            self.log = tempfile.TemporaryFile()
-            self.ffmpeg = subprocess.Popen(
-                [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                 "-s", f"{width}x{height}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264", "-crf", "10",
-                 "-pix_fmt", "yuv420p", "-f", "mp4", "-y", self.tmp], stdin=subprocess.PIPE, stderr=self.log)
-        return self.ffmpeg.stdin
-
-    def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
-        import imageio.v3 as iio
+    def _flock(self, file, how: int) -> None:
+        """flock `file` without waiting; if another training holds it, close it and say so (its pid)."""
         try:
-            for f in frames:
-                if self.is_video:
-                    self._pipe(*f.shape[:2]).write(np.ascontiguousarray(f).tobytes())
-                else:                                        # (encoded in memory: see _write_image)
-                    Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
-                self.count += 1
-        except OSError as e:                                     # a full disk, a lost mount, ffmpeg gone
-            self._fail(e)
+            fcntl.flock(file.fileno(), how | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            pid = file.read().strip() or "?"
+            file.close()
+            raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); "
+                            f"wait for it or stop it, or train into another --outdir") from None
 
-    def close(self) -> None:
-        try:
-            if self.is_video:
-                self.ffmpeg.stdin.close()
-                if self.ffmpeg.wait() != 0:                  # e.g. the file's index did not fit on the disk
-                    self.log.seek(0)
-                    raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
-            os.replace(self.tmp, self.out)                   # (onto an empty folder too)
-        except (OSError, RuntimeError) as e:
-            self._fail(e)
+    def check(self, resuming: bool) -> None:
+        """Before any work: a new run never writes into a directory that holds a run, nor beside a live one."""
+        lock, outdir = os.path.join(self.outdir, "train.lock"), self.outdir
+        if os.path.exists(outdir) and not os.path.isdir(outdir):
+            raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
+        if fcntl is not None and os.path.isfile(lock):
+            with open(lock) as f:
+                self._flock(f, fcntl.LOCK_SH)                     # (a shared lock: only asks whether one runs)
+        # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
+        entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
+        if entries and not resuming:
+            raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'] * (len(entries) > 3))}); "
+                            f"continue it with --resume auto, or train into a new --outdir")
 
-    def _fail(self, e: Exception):
-        reason = write_error_reason(e, self.tmp)                 # before abort() frees the disk again
-        self.abort()
-        raise UserError(f"{self.out}: cannot write the {'video' if self.is_video else 'frames'} "
-                        f"({reason}); nothing was left behind") from None
-
-    def abort(self) -> None:
-        if self.ffmpeg is not None and self.ffmpeg.poll() is None:
-            self.ffmpeg.kill()
-            self.ffmpeg.wait()
-        if os.path.isdir(self.tmp):
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
-
-    def __enter__(self):
+    def acquire(self) -> "RunLock":
+        os.makedirs(self.outdir, exist_ok=True)
+        self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
+        if fcntl is not None:
+            self._flock(self.file, fcntl.LOCK_EX)
+        self.file.truncate(0)                    # ("a+": the pid is then written at 0)
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        for folder in (self.outdir, os.path.join(self.outdir, "samples")):
+            remove_stale_partials(folder, every=True)
         return self
 
-    def __exit__(self, exc_type, *_):
-        self.abort() if exc_type else self.close()
-
-
-def cmd_convert(args) -> None:
-    """`convert`: an authors' network-snapshot-*.pkl (read safely) -> a checkpoint of ours (.pt)."""
-    if os.path.exists(args.out):
-        raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
-    # The snapshot is read by Appendix B's importer (nothing in it runs) into our checkpoint's layout;
-    # saving it as a .pt means later loads use torch's safe weights_only reader, not the importer.
-    state = load_checkpoint(args.src)
-    if "opt_G" in state:
-        raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
-    cfg = config_from_dict(state["cfg"])
-    save_checkpoint(args.out, state)
-    print(f"wrote {args.out}: arch '{cfg.arch}' {cfg.resolution}^2 G_ema, G, D and ADA's p = {state['aug_p']:.3f} "
-          f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
-
-
-def plan_training(args) -> tuple:
-    """train's flags, dataset and checkpoint resolved into the run's Config and checked, before any process
-    starts or any work is done -> (cfg, world, torchrun, main_process); train --dry-run stops here."""
-    # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
-    chosen = args.preset
-    args.preset = chosen or ("ffs" if _pick_device(args.device).type == "cuda" else "tiny")
-    cfg = make_config(args.preset, **_train_overrides(args))
-    if args.kimg is None:           # the paper's 256^2 models: ~23 M frames in 2 days on 4 V100s; 25 M: SG2's
-        args.kimg = 200.0 if args.preset == "tiny" else 25000.0
-    if args.snap is None:           # at least 5 snapshots, at most 200 kimg apart
-        args.snap = min(200.0, args.kimg / 5)
-    if args.metric_videos is None and args.metrics:   # the paper's 2048 a side; I3D on a CPU: ~1 s a video,
-        args.metric_videos = 2048 if _pick_device(args.device).type == "cuda" else 64   # so 64 there
-    resuming = _run_dir_and_resume(args)     # --outdir's default; True when --resume continues the run there
-    # Everything that can be checked is checked before any process starts or any work is done.
-    data = VideoFolder(args.data)
-    _check_train_flags(args, data)
-    cfg = fit_config_to_data(cfg, data)
-    state = None
-    if args.resume:                                            # (an authors' snapshot brings its architecture)
-        state, cfg = load_resume_state(args.resume, args.outdir, cfg)
-    ClipDataset(data, cfg)                                     # built for its checks only (clip length vs videos)
-    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
-    world = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus
-    local = check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    _check_devices(args, world, torchrun)                      # --device and --gpus against the machine
-    if _pick_device(args.device).type == "cpu":   # (on a GPU the estimate is unmeasured: CUDA's OOM is one line)
-        check_memory(training_step_bytes(cfg, cfg.batch), torch.device("cpu"),     # (all processes' shares)
-                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
-    main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
-    if main_process:
-        check_run_dir(args.outdir, resuming)
-        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else "tiny, on a CPU)")
-        tf32 = "on (--tf32)" if args.tf32 else "off (--tf32 allows it)"
-        print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
-              f"{_pick_device(args.device).type}, TF32 {tf32}", file=sys.stderr)
-    if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
-        _print_dry_run(args, with_fp32(cfg, args.fp32), world, resuming, state)   # (as _start_run applies it)
-    return cfg, world, torchrun, main_process
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()                    # closing the file releases the lock
+            self.file = None
 
 
 # --- Signals and processes --------------------------------------------------------------------
 
-def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
-    """Entry point of one training process (rank) -- also the only one when world == 1.
-
-    Exits 130 (Ctrl-C's status, for SIGTERM too) when a signal stopped the run, after saving.
-    Process `rank` trains on GPU LOCAL_RANK (torchrun), GPU `rank` (spawned here; one process: the
-    --device given, cuda:0 by default), or on the CPU;
-    the processes meet through NCCL on GPUs, through gloo on CPUs, and from then on differ only in
-    which rows of each step's global batch they compute (§12) and in rank 0 writing the files.
-    """
-    _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
-    cuda = args.device is None and torch.cuda.is_available() or (args.device or "").startswith("cuda")
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if cuda and world == 1 and "LOCAL_RANK" not in os.environ:
-        local_rank = _pick_device(args.device).index or 0           # --device cuda:1 trains on GPU 1
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    # TF32 (matmuls and convolutions at a 10-bit mantissa on Ampere and later) off unless --tf32, as the
-    # release (allow_tf32: false) and StyleGAN3: the float32 layers and R1's double backward keep float32.
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-    if cuda:
-        # benchmark: cuDNN times its algorithms for each new shape once and keeps the fastest; the
-        # shapes of a step barely change (only the motion-token count L, among a few values), so that
-        # costs a few slow steps and then pays back.
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    elif world > 1:   # N CPU processes share the cores; each with all of them would oversubscribe
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    interrupted = False
-    try:
-        if world > 1:
-            import datetime   # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
-            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
-                                                 rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
-        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed,
-                        snap=args.snap, tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
-                        metrics=args.metrics, metric_videos=args.metric_videos)
-        interrupted = trainer.interrupted
-        if world > 1:
-            torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
-    except BaseException as e:                 # the tool's one error path, in every process
-        _exit_on_error(e, quiet=rank != 0)
-    finally:
-        if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    if interrupted:
-        sys.exit(130)
-
-
 class GracefulStop:
-    """Ctrl-C (SIGINT) or `kill` (SIGTERM) sets `requested` (main thread only); a second Ctrl-C stops at once
-    (KeyboardInterrupt), further SIGTERMs are ignored: a supervisor that sends TERM twice still gets its checkpoint."""
+    """Ctrl-C or `kill` (SIGINT, SIGTERM) sets `requested`: train finishes the step and saves. A second Ctrl-C stops
+    at once (KeyboardInterrupt); more SIGTERMs are ignored, so a supervisor that sends TERM twice still gets its
+    checkpoint. Given a `handler`, the block runs that instead (run_command's, _spawn_workers')."""
 
-    def __init__(self):
-        self.requested, self._old = False, {}
+    def __init__(self, handler=None):
+        self.requested, self.handler, self.old = False, handler or self._request, {}
 
-    def _handle(self, signum, _frame):
+    def _request(self, signum, _frame):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if threading.current_thread() is threading.main_thread():    # (where Python runs handlers)
+            self.old = {sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *_):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+        for sig, handler in self.old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
 
 
 def _ignore_signals(_worker_id: int) -> None:
@@ -3518,8 +3465,7 @@ def _ignore_signals(_worker_id: int) -> None:
 
 def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
     """Did any process get a signal? All stop at the same step, or the others would hang in the next all_reduce."""
-    flag = torch.tensor([float(stop.requested)], device=dist.device)
-    return dist.all_reduce_sum(flag).item() > 0
+    return dist.all_reduce_sum(torch.tensor([float(stop.requested)], device=dist.device)).item() > 0
 
 
 def _unwrap_worker_errors(loader):
@@ -3532,9 +3478,8 @@ def _unwrap_worker_errors(loader):
         lines = [line for line in str(e).splitlines() if line.strip()]
         raise DataError((lines[-1] if lines else str(e)).split("DataError: ", 1)[-1]) from None
     finally:
-        shutdown = getattr(iterator, "_shutdown_workers", None)     # only with worker processes
-        if shutdown is not None:
-            shutdown()
+        if hasattr(iterator, "_shutdown_workers"):                     # only with worker processes
+            iterator._shutdown_workers()
 
 
 def _release_free_memory() -> None:
@@ -3545,11 +3490,46 @@ def _release_free_memory() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
+def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
+    """One training process: on GPU LOCAL_RANK (torchrun), GPU `rank` (spawned here; one process: --device, cuda:0
+    by default) or the CPU. The processes meet through NCCL on GPUs, gloo on CPUs, and differ only in which rows of
+    each step's batch they compute (§12) and in rank 0 writing the files. Exits 130 after a signal stopped it."""
+    _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
+    device = _pick_device(args.device)          # a GPU: torchrun's LOCAL_RANK, a spawned process's rank, --device's
+    if cuda := device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank if world > 1 else device.index or 0)))
+    # TF32 (10-bit mantissa matmuls and convolutions) off unless --tf32, as the release and StyleGAN3: the
+    # float32 layers and R1's double backward keep float32.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    if cuda:                   # cuDNN times its algorithms once per shape; a step's shapes barely change (only
+        torch.cuda.set_device(device)           # the motion-token count): a few slow steps, then faster ones
+        torch.backends.cudnn.benchmark = True
+    elif world > 1:            # N CPU processes share the cores; each with all of them would oversubscribe
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    interrupted = False
+    try:
+        if world > 1:          # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
+            import datetime
+            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
+                                                 rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
+        interrupted = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed,
+                            snap=args.snap, tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
+                            metrics=args.metrics, metric_videos=args.metric_videos).interrupted
+        if world > 1:
+            torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
+    except BaseException as e:                 # the tool's one error path, in every process
+        _exit_on_error(e, quiet=rank != 0)
+    finally:
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if interrupted:
+        sys.exit(130)
+
+
 def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """Start `world` training processes here and wait for them. Ctrl-C (to the whole process group) or `kill`
-    (to us only): we pass a SIGTERM on to every worker (save and stop; repeats ignored) and wait. When one exits
-    non-zero (130 after a signal, or an error), torch's join sends SIGTERM to the rest and SIGKILL 30 s later:
-    safe after a signal, as no worker exits before all pass the barrier after rank 0's save (_train_worker)."""
+    """Start `world` training processes here and wait. Ctrl-C (to the process group) or `kill` (to us): each worker
+    gets a SIGTERM (save, stop). When one exits non-zero, torch's join sends the rest SIGTERM, then SIGKILL 30 s
+    later: safe, as no worker exits before all pass the barrier after rank 0's save (_train_worker)."""
     import socket
     with socket.socket() as sock:                              # a free port on this machine
         sock.bind(("127.0.0.1", 0))
@@ -3561,108 +3541,19 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
         for pid in [process.pid for process in context.processes if process.pid]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not context.join():
-            pass
+        with GracefulStop(forward):
+            while not context.join():
+                pass
     except torch.multiprocessing.ProcessExitedException as e:
         sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
 
 
-def _raise_keyboard_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
+# --- Sizes and settings: the one check of a Config, memory before the work, devices ------------------
 
-
-# --- The run directory: one training at a time ------------------------------------------------
-
-class RunLock:
-    """An exclusive fcntl lock on <outdir>/train.lock while one training runs (none on Windows): the OS releases it
-    however the process dies; the file keeps the holder's pid for the error message. Taking it also removes what a
-    killed run left (temporary checkpoint, config and log files, half-written previews): nobody else writes them."""
-
-    def __init__(self, outdir: str):
-        self.outdir, self.file = outdir, None
-
-    @staticmethod
-    def _flock(file, outdir: str, how: int) -> None:
-        """flock `file` without waiting; if another training holds it, close it and say so (its pid)."""
-        try:
-            fcntl.flock(file.fileno(), how | fcntl.LOCK_NB)
-        except OSError:
-            file.seek(0)
-            pid = file.read().strip() or "?"
-            file.close()
-            raise UserError(f"{outdir}: another training is running in this directory (pid {pid}); "
-                            f"wait for it or stop it, or train into another --outdir") from None
-
-    def acquire(self) -> "RunLock":
-        os.makedirs(self.outdir, exist_ok=True)
-        self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
-        if fcntl is not None:
-            RunLock._flock(self.file, self.outdir, fcntl.LOCK_EX)
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(str(os.getpid()))
-        self.file.flush()
-        import glob
-        stale = [p for pattern in ("*.partial-*", os.path.join("samples", "*.partial-*"))
-                 for p in glob.glob(os.path.join(glob.escape(self.outdir), pattern))]
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-        return self
-
-    def release(self) -> None:
-        if self.file is not None:
-            self.file.close()                    # closing the file releases the lock
-            self.file = None
-
-
-def check_run_dir(outdir: str, resuming: bool) -> None:
-    """A new run never writes into a directory that holds something, and never beside a live run."""
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
-    if fcntl is not None and os.path.isfile(os.path.join(outdir, "train.lock")):
-        with open(os.path.join(outdir, "train.lock")) as f:
-            RunLock._flock(f, outdir, fcntl.LOCK_SH)          # (a shared lock: only asks whether one runs)
-    # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
-    entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
-    if entries and not resuming:
-        raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
-                        f"continue it with --resume auto, or train into a new --outdir")
-
-
-# --- Flags, their ranges, and the one error path ----------------------------------------------
-
-def run_command(args) -> None:
-    """Run a command through the one error path: a UserError or OSError is one line (_exit_on_error)."""
-    global USE_CUSTOM_OPS
-    # `kill` (SIGTERM) stops a command as Ctrl-C does, so outputs in progress are removed (FrameSink)
-    # and checkpoints saved (train installs its own handler: finish the step, save, stop). SIGINT is
-    # set too: a shell starts a background job (`cmd &` in a script, nohup) with SIGINT ignored, and
-    # `kill -INT` should still stop it.
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)} \
-        if main_thread else {}
-    custom_ops = USE_CUSTOM_OPS
-    try:
-        _set_custom_ops(args)
-        args.fn(args)
-    except BaseException as e:
-        if isinstance(e, SystemExit):
-            raise
-        _exit_on_error(e)
-    finally:
-        USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
-        for sig, handler in old.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
-
-
-# The one check of a Config, for flags, checkpoints and the authors' snapshots alike: every field's type and
-# range, so that a size read from a file is bounded before anything of that size is built. The ranges are
-# wide (the paper's settings are far inside) but finite: a 10^6-layer mapping network is not a model.
+# Every Config field's type and range, for flags, checkpoints and the authors' snapshots alike, so that a size
+# read from a file is bounded before anything of that size is built. Wide (the paper's settings are far inside)
+# but finite: a 10^6-layer mapping network is not a model.
 _I, _F = (int,), (int, float)
 CONFIG_RANGES = dict(
     resolution=(_I, 8, 2048), fps=(_F, 1e-3, 1000), z_dim=(_I, 1, 4096), w_dim=(_I, 1, 4096),
@@ -3675,43 +3566,33 @@ CONFIG_RANGES = dict(
     r1_interval=(_I, 1, 10 ** 4), g_reg_interval=(_I, 0, 10 ** 4), ema_kimg=(_F, 1e-6, 1e6), aug_p=(_F, 0, 1),
     ada_target=(_F, 0, 1), ada_kimg=(_F, 1e-6, 1e6))
 CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, d_cond=("hyper", "concat", "none"),
-                      span_dist=("uniform", "release"), aug=("ada", "fixed", "none"))
+                      span_dist=("uniform", "release"), aug=("ada", "fixed", "none"), mirror=(True, False),
+                      mbstd_strided=(True, False))
 
 
-def available_memory(device: torch.device) -> Optional[int]:
-    """Bytes this process may still allocate on `device`: the GPU's free memory, or the kernel's MemAvailable."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return None                                              # not Linux: nothing to compare with
-
-
-def check_memory(need: int, device: torch.device, what: str, lower: str) -> None:
-    """One estimate of memory, before the work: `need` bytes against what the device has, else one line."""
-    have = available_memory(device)
-    if have is not None and need > have:
-        raise UserError(f"{what} needs about {need / 2 ** 30:.1f} GB, {have / 2 ** 30:.1f} GB are available "
-                        f"on this {device.type}: lower {lower}")
-
-
-def training_step_bytes(cfg: Config, videos: int) -> int:
-    """Memory of one training step of `videos` clips (a process's share), from the shapes alone: float32
-    activations of G and D, sum over resolutions of C(r) r^2 per frame, times 32 for the saved tensors of
-    the forward passes, their backward and R1's double backward (17-25 measured on a CPU, tiny, 32-128^2)."""
-    res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
-    per_frame = sum((cfg.channels(r) + cfg.d_channels(r)) * r * r for r in res)
-    return 32 * 4 * videos * cfg.frames_per_clip * per_frame
-
-
-def rendering_bytes(cfg: Config, frames: int, device: torch.device) -> int:
-    """Memory of rendering `frames` frames at once (sample's chunk): the frames (float32, uint8 and the grid),
-    and G's activations, 4 live tensors of C(r) r^2 per frame, for 8 rows at a time on a CPU (§13)."""
-    rows = min(frames, ROW_BLOCK) if device.type == "cpu" else frames
-    per_frame = sum(cfg.channels(2 ** i) * 4 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1))
-    return frames * 3 * cfg.resolution ** 2 * 6 + rows * per_frame * 4 * 4
+def check_config(fields: dict) -> Config:
+    """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
+    number = lambda v, types: isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v)   # noqa: E731
+    unknown = set(fields) - {f.name for f in dataclasses.fields(Config)}
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+    cfg = Config(**fields)
+    for name, (types, lo, hi) in CONFIG_RANGES.items():
+        if not (number(v := getattr(cfg, name), types) and lo <= v <= hi):
+            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+    for name, choices in CONFIG_CHOICES.items():
+        v = getattr(cfg, name)
+        if not any(type(v) is type(c) and v == c for c in choices):          # (a bool, not 0 or 1)
+            raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
+    for name in ("conv_clamp", "ema_rampup"):                             # a positive number, or None (off)
+        if (v := getattr(cfg, name)) is not None and not (number(v, _F) and v > 0):
+            raise ValueError(f"{name} must be a positive number or null, got {v!r}")
+    for name in ("resolution", "d_concat_res"):
+        if getattr(cfg, name) & (getattr(cfg, name) - 1):
+            raise ValueError(f"{name} must be a power of two, got {getattr(cfg, name)}")
+    if cfg.period_max < cfg.period_min:
+        raise ValueError(f"period_max ({cfg.period_max:g}) is below period_min ({cfg.period_min:g})")
+    return cfg
 
 
 def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
@@ -3724,32 +3605,51 @@ def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     return local
 
 
-def check_config(fields: dict) -> Config:
-    """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
-    unknown = set(fields) - {f.name for f in dataclasses.fields(Config)}
-    if unknown:
-        raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-    cfg = Config(**fields)
-    for name, (types, lo, hi) in CONFIG_RANGES.items():
-        v = getattr(cfg, name)
-        if not (isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi):
-            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
-    for name, choices in CONFIG_CHOICES.items():
-        if not (isinstance(getattr(cfg, name), str) and getattr(cfg, name) in choices):
-            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
-    for name in ("mirror", "mbstd_strided"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ValueError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
-    for name, lo in (("conv_clamp", 0), ("ema_rampup", 0)):                 # a number or None (off)
-        v = getattr(cfg, name)
-        if v is not None and not (isinstance(v, _F) and not isinstance(v, bool) and math.isfinite(v) and v > lo):
-            raise ValueError(f"{name} must be a positive number or null, got {v!r}")
-    for name in ("resolution", "d_concat_res"):
-        if getattr(cfg, name) & (getattr(cfg, name) - 1):
-            raise ValueError(f"{name} must be a power of two, got {getattr(cfg, name)}")
-    if cfg.period_max < cfg.period_min:
-        raise ValueError(f"period_max ({cfg.period_max:g}) is below period_min ({cfg.period_min:g})")
-    return cfg
+def available_memory(device: torch.device) -> Optional[int]:
+    """Bytes this process may still allocate on `device`: the GPU's free memory, or the kernel's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with contextlib.suppress(OSError, StopIteration, ValueError, IndexError), open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    return None                                                  # not Linux: nothing to compare with
+
+
+def check_memory(need: int, device: torch.device, what: str, lower: str) -> None:
+    """One estimate of memory, before the work: `need` bytes against what the device has, else one line."""
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise UserError(f"{what} needs about {need / 2 ** 30:.1f} GB, {have / 2 ** 30:.1f} GB are available "
+                        f"on this {device.type}: lower {lower}")
+
+
+def training_step_bytes(cfg: Config, videos: int) -> int:
+    """Memory of one training step of `videos` clips, from the shapes alone: float32 activations of G and D,
+    sum over resolutions of C(r) r^2 per frame, times 32 for the saved tensors of the forward passes, their
+    backward and R1's double backward (17-25 measured on a CPU, tiny, 32-128^2)."""
+    res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
+    return 32 * 4 * videos * cfg.frames_per_clip * sum((cfg.channels(r) + cfg.d_channels(r)) * r * r for r in res)
+
+
+def rendering_bytes(cfg: Config, frames: int, device: torch.device) -> int:
+    """Memory of rendering `frames` frames at once (sample's chunk): the frames (float32, uint8 and the grid),
+    and G's activations, 4 live tensors of C(r) r^2 per frame, for 8 rows at a time on a CPU (§13)."""
+    rows = min(frames, ROW_BLOCK) if device.type == "cpu" else frames
+    per_frame = sum(cfg.channels(2 ** i) * 4 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1))
+    return frames * 3 * cfg.resolution ** 2 * 6 + rows * per_frame * 4 * 4
+
+
+def _pick_device(name: Optional[str]) -> torch.device:
+    """--device as a torch.device, checked now: a misspelt name is one line, not a silent run on the CPU, and a
+    missing GPU one line, not a failure after the model is built."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name):             # (mps, meta, xla, ...: not tested here)
+        raise UserError(f"--device {name}: not a device this program runs on (cpu, cuda, cuda:1, ...)")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if name.startswith("cuda") and int(name[5:] or 0) >= count:
+        raise UserError(f"--device {name}: " + (f"only {count} CUDA device(s) present" if count else
+                                                 "no CUDA device is available"))
+    return torch.device(name)
 
 
 def _set_custom_ops(args) -> None:
@@ -3758,90 +3658,7 @@ def _set_custom_ops(args) -> None:
     USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)
 
 
-def _pick_device(name: Optional[str]) -> torch.device:
-    """--device as a torch.device, checked now: a CUDA name on a machine without CUDA, a misspelt name
-    or a GPU index past the count is one error line here, not a failure after the model is built
-    (and, for a misspelt name, not a silent run on the CPU)."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name):             # (mps, meta, xla, ...: not tested here)
-        raise UserError(f"--device {name}: not a device this program runs on (cpu, cuda, cuda:1, ...)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available")
-    device = torch.device(name)
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    return device
-
-
-def _train_overrides(args) -> dict:
-    """Config fields set on the command line (None = keep the preset's value)."""
-    o = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
-             aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
-             span_dist=args.span_dist, amp_dtype=args.amp_dtype)
-    return {k: v for k, v in o.items() if v is not None}
-
-
-def _run_dir_and_resume(args) -> bool:
-    """Sets --outdir's default, and --resume auto with no checkpoint there yet to None (start fresh) -> whether the
-    run continues the one in --outdir: --resume auto, or its checkpoint. Another checkpoint starts a new run from
-    it, which check_run_dir keeps out of a directory that holds a run of its own."""
-    if args.outdir is None:
-        args.outdir = os.path.join("runs", f"{args.preset}-{os.path.splitext(os.path.basename(args.data.rstrip('/')))[0]}")
-    own = os.path.join(args.outdir, "checkpoint.pt")
-    resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
-                                         os.path.samefile(checkpoint_path(args.resume), own))
-    if args.resume == "auto" and not os.path.isfile(own):
-        args.resume = None
-    return resuming
-
-
-def _print_dry_run(args, cfg: Config, world: int, resuming: bool, state: Optional[dict]) -> None:
-    """train --dry-run: the model's config (JSON) on stdout, the run's plan on stderr, as the run would do it."""
-    print(json.dumps(dataclasses.asdict(cfg), indent=2))
-    path = args.resume and checkpoint_path(args.outdir if args.resume == "auto" else args.resume)
-    done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0     # (a snapshot starts at 0)
-    if done >= args.kimg:
-        return print(f"dry run: {path} is already at {done:.2f} kimg, --kimg is {args.kimg:g}: nothing to train",
-                     file=sys.stderr)
-    plan = (f"on from {path} ({done:.2f} kimg)" if args.resume else
-            "a new run" + (" (--resume auto: no checkpoint there yet)" if resuming else ""))
-    print(f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with {world} process(es), a log line "
-          f"every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
-          + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
-
-
-def _check_train_flags(args, data: VideoFolder) -> None:
-    """Flags that contradict each other or the machine, refused before any work (not silently ignored)."""
-    if args.p is not None and args.aug == "none":
-        raise UserError("--p sets the augmentation probability, but --aug none augments nothing")
-    if args.fp32 and args.amp_dtype not in (None, "auto", "float32"):
-        raise UserError(f"--fp32 runs every layer in float32, but --amp-dtype {args.amp_dtype} asks for lower precision")
-    if args.metric_videos is not None and not args.metrics:
-        raise UserError("--metric-videos sets how many videos --metrics uses, but no --metrics is asked for")
-    on_cpu = _pick_device(args.device).type == "cpu"
-    if on_cpu and args.amp_dtype == "float16":     # CPUs emulate fp16 convolutions: measured ~70x slower
-        raise UserError("--amp-dtype float16 is for CUDA; on a CPU use bfloat16 (or leave it at auto: float32)")
-    for m in args.metrics:                          # fvd.py's rule: some video must hold one whole clip
-        frames = int(m[len("fvd"):])
-        if max(data.lengths) < frames:
-            raise UserError(f"--metrics {m}: needs videos of at least {frames} frames; the longest in "
-                            f"{args.data} has {max(data.lengths)}")
-
-
-def _check_devices(args, world: int, torchrun: bool) -> None:
-    """--device and --gpus against this machine, before any process starts: one line, not a failure later."""
-    if args.device is not None:
-        _pick_device(args.device)                              # a device that exists, or one line
-    if world > 1 and (args.device or "").startswith("cuda:"):
-        raise UserError(f"--device {args.device}: with {world} processes each takes the GPU of its rank; "
-                        f"choose the GPUs with CUDA_VISIBLE_DEVICES instead")
-    if not torchrun and world > 1 and args.device != "cpu":
-        n = torch.cuda.device_count()
-        if world > n:
-            raise UserError(f"--gpus {world}: only {n} CUDA device(s) present"
-                            + ("" if n else " (use --device cpu to run CPU processes instead)"))
-
+# --- The flags, their ranges, and the one error path --------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
@@ -3852,153 +3669,143 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _in_range(kind, lo, hi, lo_open=False, hi_open=False):
-    """An argparse `type` that parses an int or a finite float and checks lo <= x <= hi ('(' = open)."""
+def _in_range(kind, lo, hi, lo_open=False):
+    """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open)."""
     show = (lambda x: str(int(x))) if kind is int else (lambda x: f"{x:g}")    # 4294967295, not 4.29497e+09
-    span = f"{'(' if lo_open else '['}{show(lo)}, {show(hi)}{')' if hi_open else ']'}"
 
     def parse(text: str):
         try:
             x = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not math.isfinite(x) or x < lo or x > hi or (lo_open and x == lo) or (hi_open and x == hi):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {span}")
+        if not (math.isfinite(x) and lo <= x <= hi) or lo_open and x == lo:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in "
+                                             f"{'(' if lo_open else '['}{show(lo)}, {show(hi)}]")
         return x
     return parse
 
 
-SEED = _in_range(int, 0, 2 ** 32 - 1)          # every seed flag
-KIMG = _in_range(float, 0, 1e6, lo_open=True)   # --kimg, --snap, --tick, --ada-kimg
+INT, NUM = functools.partial(_in_range, int), functools.partial(_in_range, float)
+SEED, KIMG = INT(0, 2 ** 32 - 1), NUM(0, 1e6, lo_open=True)     # every seed; --kimg, --snap, --tick, --ada-kimg
+DEVICE = [("--device", None, None, "cpu, cuda, cuda:1 ... (default: cuda if available)"),
+          ("--no-custom-ops", "store_true", False, "use the PyTorch reference of the CUDA kernel")]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command's flags, a row each: (flag, kind, default, help[, more of add_argument's settings]); a kind is
+    a range (INT, NUM, SEED, KIMG: checked as parsed), a list of choices, an action, or None (a string). train's
+    Config flags default to None, "the preset's value" (§1): the paper's numbers live in one place."""
+    commands = dict(
+        sample=(cmd_sample, "render videos of any length and frame rate", DEVICE + [
+            ("--ckpt", None, None, "checkpoint file or training directory (default: untrained --preset)"),
+            ("--preset", list(PRESETS), None, "architecture when no --ckpt (default tiny)"),
+            ("--seconds", NUM(0, 86400, lo_open=True), 4.0, "length of the video, up to a day (default 4)"),
+            ("--fps", NUM(0.01, 1000), None, "frames per second (default: the dataset's, else the preset's)"),
+            ("--start", NUM(0, 1e7), 0.0, "time of the first frame, in seconds"),
+            ("--seed", SEED, 0, "content seed z^c (video i uses seed + i; default 0)"),
+            ("--motion-seed", SEED, None, "motion seed z^m (default: = --seed)"),
+            ("--num", INT(1, 64), 1, "number of videos, tiled into a grid"),
+            ("--truncation", NUM(-10, 10), 1.0, "truncation psi for w (1 = off)"),
+            ("--batch", INT(1, 4096), 16, "time steps rendered per chunk (--num x this many frames)"),
+            ("--out", None, "sample.mp4", "an .mp4 file, or a folder for PNG frames (default sample.mp4)")]),
+        train=(cmd_train, "train on a dataset from prepare_data.py (every flag defaults to the preset's)", DEVICE + [
+            ("--data", None, None, "dataset zip or folder written by prepare_data.py", dict(required=True)),
+            ("--preset", list(PRESETS), None, "architecture and defaults (ffs, the paper's, on a GPU; else tiny)"),
+            ("--outdir", None, None, "run directory (default runs/<preset>-<data>); a new run needs an empty one"),
+            ("--kimg", KIMG, None, "train until D has seen this many thousand real frames (default 25000; tiny 200)"),
+            ("--snap", KIMG, None, "checkpoint + samples every this many kimg (default min(200, kimg/5))"),
+            ("--tick", KIMG, 1.0, "log a line to log.jsonl at every multiple of this many kimg (default 1)"),
+            ("--seed", SEED, 0, "seed of weights and of every random draw (default 0)"),
+            ("--batch", INT(1, 65536), None, "videos per step over all processes (paper 64)"),
+            ("--frames-per-clip", INT(1, 33), None, "k frames D sees per video (paper 3)"),
+            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2, batch 64)"),
+            ("--aug", ["ada", "fixed", "none"], None, "augmentation: adaptive p, constant --p, or none"),
+            ("--p", NUM(0, 1), None, "initial (ada) or constant (fixed) augmentation probability"),
+            ("--d-cond", ["hyper", "concat", "none"], None, "D's time conditioning: paper, release, or none"),
+            ("--lr", NUM(0, 1, lo_open=True), None, "Adam learning rate (paper 0.0025)"),
+            ("--ada-kimg", KIMG, None, "ADA's p can move 0 -> 1 in this many thousand videos (release 100)"),
+            ("--mirror", argparse.BooleanOptionalAction, None, "x-flip whole videos at random (default on)"),
+            ("--span-dist", ["uniform", "release"], None, "clip spans: U[k-1, 32] (paper), or {2, 4, 8, 16, 32}"),
+            ("--fp32", "store_true", False, "no fp16 layers on CUDA, no activation clamping"),
+            ("--tf32", "store_true", False, "allow TF32 matmuls and convolutions (off: the release's choice)"),
+            ("--amp-dtype", list(AMP_DTYPES), None, "mixed-precision layers' dtype (auto: float16 on CUDA, float32)"),
+            ("--gpus", INT(1, 1024), 1, "processes, one per GPU (with --device cpu: CPU processes)"),
+            ("--workers", INT(0, 64), 2, "data-loading worker processes per training process (default 2)"),
+            ("--resume", None, None, "a checkpoint or run directory to continue from, or 'auto' (--outdir's)"),
+            ("--metrics", ["fvd16", "fvd128"], [], "computed at each snapshot", dict(nargs="*")),
+            ("--metric-videos", INT(1, 100000), None, "videos a side per metric (default: 2048 on a GPU, 64 on a CPU)"),
+            ("--dry-run", "store_true", False, "check the inputs, print the config (JSON) and the run's plan, stop")]),
+        bench=(cmd_bench, "speed of rendering (and of training steps)", DEVICE + [
+            ("--presets", list(PRESETS), ["tiny"], "default: tiny", dict(nargs="+")),
+            ("--repeat", INT(1, 1000), 3, "timed repetitions (median; default 3)"),
+            ("--train", "store_true", False, "also time training steps: video model vs image StyleGAN2"),
+            ("--train-batch", INT(1, 4096), None, "videos per training step (default: the preset's)")]),
+        figures=(cmd_figures, "the README's pictures: real vs fake, content/motion, t=0 vs 1 h, Fig 9", DEVICE + [
+            ("--ckpt", None, None, "checkpoint file or training directory", dict(required=True)),
+            ("--data", None, None, "its dataset, for real frames beside the fake ones"),
+            ("--out", None, "figures", "folder for the PNGs (default figures/; the README's are in assets/)"),
+            ("--num", INT(1, 64), 4, "videos per picture"),
+            ("--stride", INT(1, 10 ** 6), 4, "frames between the 8 frames of a strip"),
+            ("--hour-seconds", NUM(0, 1e7), 3600.0, "how late the late strip is"),
+            ("--zoom", INT(1, 16), 1, "enlarge the strips N times (nearest neighbour)")]),
+        plot=(cmd_plot, "a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG", [
+            ("runs", None, None, "run directories (or their log.jsonl)", dict(nargs="+")),
+            ("--labels", None, None, "one legend label per run (default: the directory names)", dict(nargs="+")),
+            ("--metric", None, "fvd16", "a key of log.jsonl (default fvd16)"),
+            ("--out", None, "fvd_curve.png", "the PNG to write (default fvd_curve.png)")]),
+        convert=(cmd_convert, "an authors' network-snapshot-*.pkl -> a checkpoint of ours (nothing in it is run)", [
+            ("src", None, None, "the authors' snapshot, e.g. network-snapshot-001234.pkl"),
+            ("out", None, None, "the checkpoint to write, e.g. ffs.pt")]),
+        doctor=(cmd_doctor, "torch/CUDA facts, build the CUDA kernel, check it against the reference", [
+            ("--verbose", "store_true", False, "show the compiler's output"),
+            ("--full", "store_true", False, "on a GPU, also the acceptance run: the ffs model's speeds (minutes)"),
+            ("--out", None, None, "folder for doctor --full's JSON and Markdown table (default doctor_full)")]))
     p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    device = argparse.ArgumentParser(add_help=False)             # the flags every compute command shares
-    device.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    device.add_argument("--no-custom-ops", action="store_true", help="use the PyTorch reference of the CUDA kernel")
-
-    s = sub.add_parser("sample", parents=[device], help="render videos of any length and frame rate")
-    s.add_argument("--ckpt", help="checkpoint file or training directory (default: untrained --preset)")
-    s.add_argument("--preset", choices=list(PRESETS), help="architecture when no --ckpt (default tiny)")
-    s.add_argument("--seconds", type=_in_range(float, 0, 86400, lo_open=True), default=4.0,
-                   help="length of the video, up to a day (default 4)")
-    s.add_argument("--fps", type=_in_range(float, 0.01, 1000),
-                   help="frames per second, 0.01 to 1000 (default: the dataset's, else the preset's)")
-    s.add_argument("--start", type=_in_range(float, 0, 1e7), default=0.0,
-                   help="time of the first frame, in seconds (0 to 10^7)")
-    s.add_argument("--seed", type=SEED, default=0, help="content seed z^c (video i uses seed + i; default 0)")
-    s.add_argument("--motion-seed", type=SEED, help="motion seed z^m (default: = --seed)")
-    s.add_argument("--num", type=_in_range(int, 1, 64), default=1, help="number of videos, tiled into a grid (1-64)")
-    s.add_argument("--truncation", type=_in_range(float, -10, 10), default=1.0, help="truncation psi for w (1 = off)")
-    s.add_argument("--batch", type=_in_range(int, 1, 4096), default=16,
-                   help="time steps rendered per chunk (--num x this many frames)")
-    s.add_argument("--out", default="sample.mp4", help="an .mp4 file, or a folder for PNG frames (default sample.mp4)")
-    s.set_defaults(fn=cmd_sample)
-
-    # `train`: the flags that change the Config default to None, "the preset's value" (§1), so the
-    # paper's numbers live in one place, and a run's config.json records what was actually used.
-    t = sub.add_parser("train", parents=[device], help="train on a dataset written by prepare_data.py",
-                       description="Train StyleGAN-V. Every option defaults to the preset's (paper) value.")
-    t.add_argument("--data", required=True, help="dataset zip or folder written by prepare_data.py")
-    t.add_argument("--preset", choices=list(PRESETS),
-                   help="architecture and defaults (default: ffs, the paper's, on a GPU; tiny on a CPU)")
-    t.add_argument("--outdir", help="run directory (default runs/<preset>-<data>); a new run needs an empty or new one")
-    t.add_argument("--kimg", type=KIMG, help="train until D has seen this many thousand real frames "
-                                             "(default 25000; tiny 200)")
-    t.add_argument("--snap", type=KIMG, help="checkpoint + samples every this many kimg (default min(200, kimg/5))")
-    t.add_argument("--tick", type=KIMG, default=1.0, help="log a line to log.jsonl at every multiple of this many kimg (default 1)")
-    t.add_argument("--seed", type=SEED, default=0, help="seed of weights and of every random draw (default 0)")
-    t.add_argument("--batch", type=_in_range(int, 1, 65536), help="videos per step over all processes (paper 64)")
-    t.add_argument("--frames-per-clip", type=_in_range(int, 1, 33), help="k frames D sees per video (paper 3)")
-    t.add_argument("--gamma", type=_in_range(float, 0, 1e4),
-                   help="R1 weight (default: the preset's; 0.0002 * res^2 / batch = 0.2 at 256^2 and batch 64; tiny 3)")
-    t.add_argument("--aug", choices=["ada", "fixed", "none"], help="augmentation: adaptive p, constant --p, or none")
-    t.add_argument("--p", type=_in_range(float, 0, 1), help="initial (ada) or constant (fixed) augmentation probability")
-    t.add_argument("--d-cond", choices=["hyper", "concat", "none"], help="time-gap conditioning of D: hyper = paper "
-                   "(ModConv + projection), concat = release (projection only), none = no time information")
-    t.add_argument("--lr", type=_in_range(float, 0, 1, lo_open=True), help="Adam learning rate (paper 0.0025)")
-    t.add_argument("--ada-kimg", type=KIMG, help="ADA's p can move 0 -> 1 in this many thousand videos (release 100, tiny 20)")
-    t.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
-                   help="x-flip whole videos at random (default on, as the release; --no-mirror: off)")
-    t.add_argument("--span-dist", choices=["uniform", "release"],
-                   help="clip spans: uniform = U[k-1, 32] (paper), release = {2, 4, 8, 16, 32}")
-    t.add_argument("--fp32", action="store_true", help="no fp16 layers on CUDA, no activation clamping")
-    t.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (off: the release's choice)")
-    t.add_argument("--amp-dtype", choices=list(AMP_DTYPES),
-                   help="dtype of the mixed-precision layers (G's and D's top 4 resolutions): auto = float16 "
-                        "on CUDA, float32 on a CPU (default); bfloat16 runs them in bfloat16 on a CPU too")
-    t.add_argument("--gpus", type=_in_range(int, 1, 1024), default=1,
-                   help="processes, one per GPU (with --device cpu: CPU processes)")
-    t.add_argument("--workers", type=_in_range(int, 0, 64), default=2,
-                   help="data-loading worker processes per training process (default 2)")
-    t.add_argument("--resume", help="a checkpoint or run directory to continue from, or 'auto' (= --outdir if it has one)")
-    t.add_argument("--metrics", nargs="*", default=[], choices=["fvd16", "fvd128"], help="computed at each snapshot")
-    t.add_argument("--metric-videos", type=_in_range(int, 1, 100000), default=None,
-                   help="videos a side per metric (default: the paper's 2048 on a GPU, 64 on a CPU)")
-    t.add_argument("--dry-run", action="store_true",
-                   help="check the inputs, print the resolved model config (JSON) and the run's plan, stop")
-    t.set_defaults(fn=cmd_train)
-
-    b = sub.add_parser("bench", parents=[device], help="speed of rendering (and of training steps)")
-    b.add_argument("--presets", nargs="+", default=["tiny"], choices=list(PRESETS), help="default: tiny")
-    b.add_argument("--repeat", type=_in_range(int, 1, 1000), default=3, help="timed repetitions (median; default 3)")
-    b.add_argument("--train", action="store_true", help="also time training steps: video model vs image StyleGAN2")
-    b.add_argument("--train-batch", type=_in_range(int, 1, 4096), help="videos per training step (default: the preset's)")
-    b.set_defaults(fn=cmd_bench)
-
-    f = sub.add_parser("figures", parents=[device], help="the README's pictures: real vs fake strips, content/motion, t=0 vs 1 h, Fig 9")
-    f.add_argument("--ckpt", required=True, help="checkpoint file or training directory")
-    f.add_argument("--data", help="its dataset, for real frames beside the fake ones")
-    f.add_argument("--out", default="figures", help="folder for the PNGs (default figures/; the README's are in assets/)")
-    f.add_argument("--num", type=_in_range(int, 1, 64), default=4, help="videos per picture")
-    f.add_argument("--stride", type=_in_range(int, 1, 10 ** 6), default=4, help="frames between the 8 frames of a strip")
-    f.add_argument("--hour-seconds", type=_in_range(float, 0, 1e7), default=3600.0, help="how late the late strip is")
-    f.add_argument("--zoom", type=_in_range(int, 1, 16), default=1, help="enlarge the strips N times (nearest neighbour)")
-    f.set_defaults(fn=cmd_figures)
-
-    c = sub.add_parser("plot", help="a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG")
-    c.add_argument("runs", nargs="+", help="run directories (or their log.jsonl)")
-    c.add_argument("--labels", nargs="+", help="one legend label per run (default: the directory names)")
-    c.add_argument("--metric", default="fvd16", help="a key of log.jsonl (default fvd16)")
-    c.add_argument("--out", default="fvd_curve.png", help="the PNG to write (default fvd_curve.png)")
-    c.set_defaults(fn=cmd_plot)
-
-    v = sub.add_parser("convert", help="an authors' network-snapshot-*.pkl -> a checkpoint of ours (nothing in the "
-                                       "pickle is run)")
-    v.add_argument("src", help="the authors' snapshot, e.g. network-snapshot-001234.pkl")
-    v.add_argument("out", help="the checkpoint to write, e.g. ffs.pt")
-    v.set_defaults(fn=cmd_convert)
-
-    d = sub.add_parser("doctor", help="torch/CUDA facts, build the CUDA kernel, check it against the reference")
-    d.add_argument("--verbose", action="store_true", help="show the compiler's output")
-    d.add_argument("--full", action="store_true", help="on a GPU, the acceptance run: also the ffs 256^2 model's "
-                   "training (kernel on/off x float16/float32 layers) and sampling speed (a few minutes, estimated)")
-    d.add_argument("--out", help="folder for doctor --full's JSON and Markdown table (default doctor_full)")
-    d.set_defaults(fn=cmd_doctor)
+    for name, (fn, about, rows) in commands.items():
+        c = sub.add_parser(name, help=about, description=about)
+        for flag, kind, default, text, *more in rows:
+            how = (dict(choices=kind) if isinstance(kind, list) else dict(action=kind) if isinstance(kind, (str, type))
+                   else dict(type=kind) if kind else {})
+            c.add_argument(flag, default=default, help=text, **how, **(more[0] if more else {}))
+        c.set_defaults(fn=fn)
     return p
+
+
+def run_command(args) -> None:
+    """Run a command through the one error path. `kill` (SIGTERM) stops it as Ctrl-C does, so outputs in
+    progress are removed (FrameSink) and checkpoints saved (train's GracefulStop: finish the step, save, stop)."""
+    global USE_CUSTOM_OPS
+    custom_ops = USE_CUSTOM_OPS
+    try:
+        with GracefulStop(signal.default_int_handler):          # (it raises KeyboardInterrupt)
+            _set_custom_ops(args)
+            args.fn(args)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        _exit_on_error(e)
+    finally:
+        USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
 
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
     """The one way out of every command and every training process (the policy: §14's banner): a UserError or an
     OSError is ONE line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
-    if isinstance(e, UserError):
-        message = str(e)
+    if isinstance(e, KeyboardInterrupt):
+        message, status = "interrupted", 130
+    elif isinstance(e, UserError):
+        message, status = f"error: {e}", 2
     elif isinstance(e, OSError):
-        message = f"{e.filename}: {os_error_reason(e)}" if e.filename else os_error_reason(e)
+        message, status = "error: " + (f"{e.filename}: " if e.filename else "") + error_reason(e), 2
     elif isinstance(e, torch.cuda.OutOfMemoryError):
-        message = f"out of GPU memory ({_first_line(e)[:120]}): lower --batch"
-    elif isinstance(e, KeyboardInterrupt):
-        if not quiet:
-            print("stylegan_v.py: interrupted", file=sys.stderr)
-        sys.exit(130)
+        message, status = f"error: out of GPU memory ({_first_line(e)[:120]}): lower --batch", 2
     else:
         raise e
     if not quiet:
-        print(f"stylegan_v.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+        print(f"stylegan_v.py: {message}", file=sys.stderr)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
