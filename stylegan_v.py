@@ -45,6 +45,7 @@ import argparse
 import collections
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import io
@@ -1172,27 +1173,7 @@ class VideoAugment:
 class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
 
-
-class VideoFolder:
-    """A prepare_data.py dataset (zip or folder), read lazily, a few frames at a time. Opening one checks
-    everything that can be checked cheaply (open_dataset, Appendix D), and every frame is checked when read."""
-
-    def __init__(self, path: str, resolution: Optional[int] = None):
-        self.path, self.is_zip, self._zip = str(path), os.path.isfile(path), None
-        self.fps, self.resolution, self.ext, self.names, self.lengths = open_dataset(self, resolution)
-
-    def member(self, name: str, i: int) -> str:
-        return f"{name}/{i:06d}{self.ext}"
-
-    def __getstate__(self):   # into a DataLoader worker without the open zip: it opens its own
-        return {**self.__dict__, "_zip": None}
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def read_frames(self, video: int, frame_indices) -> np.ndarray:
-        """uint8 [n, H, W, 3] frames of one video; a missing, broken or wrongly sized frame is a DataError."""
-        return np.stack([read_frame(self, self.member(self.names[video], int(i))) for i in frame_indices])
+# VideoFolder(path) (Appendix D) reads it: .fps, .resolution, .names, .lengths, .read_frames(video, frames).
 
 
 def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
@@ -1557,22 +1538,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
 # ------------------------------------------------------------------------------------------------
 # §13 Rendering any frame by seed; sampling videos of any length (Sec 4.3)
 # ------------------------------------------------------------------------------------------------
-# Our checkpoints (an authors' snapshot goes to Appendix B) -> load_generator -> rendering any frame by
-# (content seed, motion seed, t) -> sample(), which renders an hour. Checkpoint files are written atomically
-# and read without unpickling code (save_checkpoint, load_checkpoint: Appendix D).
-
-
-def load_generator(path: str, device="cpu"):
-    """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
-    state = load_checkpoint(path)
-    cfg = config_from_dict(state["cfg"])
-    G = Generator(cfg)
-    try:
-        G.load_state_dict(state["G_ema"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' generator "
-                              f"({_first_line(e)})")
-    return G.eval().requires_grad_(False).to(device), cfg        # for rendering: no autograd graph
+# A checkpoint (ours, or an authors' snapshot: Appendix B) -> load_generator (Appendix D: nothing in the file
+# runs) -> rendering any frame by (content seed, motion seed, t) -> sample(), which renders an hour.
 
 
 # --- Rendering at any t: seeded, addressable, bit-exact -------------------------------------------
@@ -2821,7 +2788,29 @@ MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, 
 MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (five weeks at 30 fps)
 
 
-def open_dataset(data: VideoFolder, resolution: Optional[int]) -> tuple:
+class VideoFolder:
+    """A prepare_data.py dataset (zip or folder), read lazily, a few frames at a time. Opening one checks
+    everything that can be checked cheaply (open_dataset), and every frame is checked when read."""
+
+    def __init__(self, path: str):
+        self.path, self.is_zip, self._zip = str(path), os.path.isfile(path), None
+        self.fps, self.resolution, self.ext, self.names, self.lengths = open_dataset(self)
+
+    def member(self, name: str, i: int) -> str:
+        return f"{name}/{i:06d}{self.ext}"
+
+    def __getstate__(self):   # into a DataLoader worker without the open zip: it opens its own
+        return {**self.__dict__, "_zip": None}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read_frames(self, video: int, frame_indices) -> np.ndarray:
+        """uint8 [n, H, W, 3] frames of one video; a missing, broken or wrongly sized frame is a DataError."""
+        return np.stack([read_frame(self, self.member(self.names[video], int(i))) for i in frame_indices])
+
+
+def open_dataset(data: VideoFolder) -> tuple:
     """VideoFolder's checks at the door -> (fps, resolution, ext, names, lengths): every field of dataset.json,
     every listed frame there (a zip's index; a folder's first and last), each first frame's size (its header)."""
     path, make = data.path, f"make one with: python prepare_data.py SRC {data.path}"
@@ -2852,8 +2841,6 @@ def open_dataset(data: VideoFolder, resolution: Optional[int]) -> tuple:
                         f"the {'zip' if data.is_zip else 'folder'}")
     for name in data.names:
         read_frame(data, data.member(name, 0), header_only=True)
-    if resolution is not None and resolution != data.resolution:
-        raise DataError(f"{path}: dataset resolution is {data.resolution}, the model needs {resolution}")
     return fields
 
 
@@ -3073,6 +3060,19 @@ def load_checkpoint(path: str) -> dict:
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
     return state
+
+
+def load_generator(path: str, device="cpu"):
+    """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["cfg"])
+    G = Generator(cfg)
+    try:
+        G.load_state_dict(state["G_ema"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' generator "
+                              f"({_first_line(e)})")
+    return G.eval().requires_grad_(False).to(device), cfg        # for rendering: no autograd graph
 
 
 class FrameSink:
