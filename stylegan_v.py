@@ -1252,13 +1252,9 @@ def step_rng(seed: int, step: int, purpose: str, rank: int = 0) -> torch.Generat
 
 
 class Dist:
-    """The process group (rank, world, device), or a stand-in for a single process.
-
-    Gradients are averaged by hand, one all_reduce per optimizer step (sync_grads), as StyleGAN3 does
-    (StyleGAN2-ADA and the release use DistributedDataParallel): a step runs each network in several
-    phases with the other frozen, and R1 differentiates through D twice, which DDP's gradient hooks
-    get wrong or refuse (pytorch/pytorch issues 47562 and 63812).
-    """
+    """The process group (rank, world, device), or a stand-in for a single process. Gradients are averaged
+    by hand, one all_reduce per optimizer step (sync_grads), as StyleGAN3 does: DDP's gradient hooks get a
+    step's phases with one network frozen and R1's double backward wrong (pytorch/pytorch 47562, 63812)."""
 
     def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
         self.rank, self.world, self.device, self.main = rank, world, device, rank == 0
@@ -1525,13 +1521,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
                     _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
             if done or trainer.interrupted:
                 break
-    if dist.main and ckpt is not None:                           # the run's last line, after the closed bar
-        print(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
-              if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
-              f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
-        if trainer.diverged:
-            print(f"warning: the losses diverged at {trainer.diverged:.2f} kimg (non-finite or above 100, "
-                  f"log.jsonl says where): this run learned nothing since; lower --lr", flush=True)
+    if dist.main and ckpt is not None:
+        _last_line(trainer, ckpt, outdir)                        # done or interrupted; diverged?
     return trainer
 
 
@@ -1543,21 +1534,13 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
 
 
 # --- Rendering at any t: seeded, addressable, bit-exact -------------------------------------------
-# What sample(), FVD and the training previews use (§12 calls these at run time). A video is fully
-# named by two integers, its content seed (z^c) and its motion seed (the tokens z^m_j, §5), so any
-# frame of any video can be rendered alone, in any order, without its neighbours. On CPU the bits of a
-# frame do not depend on the batch or the window it is rendered in, for two reasons:
-#   * anchors are computed in fixed, aligned blocks of ANCHOR_BLOCK (block b: tokens 16b-20 ... 16b+15,
-#     always the same shapes), so the bits of anchor j never depend on which frames were asked for;
-#   * frames go through G in blocks of exactly ROW_BLOCK rows: CPU conv and GEMM kernels pick their
-#     algorithm (and summation order) by batch size, so a frame rendered alone and inside a batch of
-#     64 would otherwise differ in the last bit (8 rows is also the fastest on CPU, measured).
-# On a GPU the whole batch goes at once (cuDNN's choice of algorithm is not ours to fix).
-
-# Addressable noise. For sampling, token j of a video is a pure function of (motion seed, j): it
-# is drawn from its own RNG stream seeded by a hash of the pair. So frame t can be rendered from
-# the tokens around it without generating anything before it, at a cost that does not depend on t.
-# (Training just draws fresh tokens for the window it needs: statistically the same thing.)
+# A video is named by two integers, its content seed (z^c) and its motion seed: token z^m_j is drawn from
+# its own RNG stream, seeded by a hash of (motion seed, j), so any frame can be rendered alone, in any
+# order, from the 22 tokens around it (§5), at a cost that does not depend on t. (Training draws fresh
+# tokens for the window it needs: statistically the same.) On CPU a frame's bits do not depend on the
+# batch or window it is rendered in: anchors are computed in aligned blocks of ANCHOR_BLOCK (always the
+# same shapes), and frames go through G in blocks of exactly ROW_BLOCK rows (CPU kernels pick their
+# summation order by batch size). On a GPU the whole batch goes at once (cuDNN's choice is not ours).
 
 _MASK64 = (1 << 64) - 1
 
@@ -3314,6 +3297,16 @@ def truncate_log(path: str, kimg: float) -> None:
 def _write_json_line(path: str, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
+    """The run's last line, after the closed bar: done or interrupted, what was saved, and a diverged run said."""
+    print(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
+          if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
+          f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
+    if trainer.diverged:
+        print(f"warning: the losses diverged at {trainer.diverged:.2f} kimg (non-finite or above 100, "
+              f"log.jsonl says where): this run learned nothing since; lower --lr", flush=True)
 
 
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
