@@ -1,8 +1,7 @@
 """The specification of stylegan_v.py, fvd.py and prepare_data.py, as tests (CPU; the GPU ones skip).
 
-The tests of stylegan_v.py follow its sections, in its order (the "# §N" banners of both files
-match: §1 config ... §14 command line, Appendix A the fused CUDA kernel, B the authors' snapshots,
-C measuring and drawing); prepare_data.py's and fvd.py's tests come after them.
+The tests of stylegan_v.py follow its sections, in its order (the "# §N" and "Appendix" banners of both
+files match); prepare_data.py's and fvd.py's tests come after them.
 
 Run the whole specification (several minutes on 2 CPU cores):
     python -m pytest -q test_stylegan_v.py
@@ -60,19 +59,21 @@ def tiny(**kw) -> sv.Config:
     return sv.make_config("tiny", **{"resolution": 16, **kw})
 
 
+def _write_meta(path, meta, frames=None):
+    """A zip holding dataset.json = meta (a dict, or its text) and the given {member: uint8 image} frames."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("dataset.json", json.dumps(meta) if not isinstance(meta, str) else meta)
+        for member, image in (frames or {}).items():
+            z.writestr(member, iio.imwrite("<bytes>", image, format="png"))
+    return path
+
+
 def write_dataset_zip(path, videos, fps=25.0, names=None):
     """Write the prepare_data.py layout: dataset.json + <name>/<frame:06d>.png in a zip."""
     names = names or [f"vid{i:05d}" for i in range(len(videos))]
     meta = {"fps": fps, "resolution": videos[0].shape[1], "format": "png",
             "videos": [{"name": n, "frames": len(v)} for n, v in zip(names, videos)]}
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("dataset.json", json.dumps(meta))
-        for name, video in zip(names, videos):
-            for j, frame in enumerate(video):
-                buffer = io.BytesIO()
-                Image.fromarray(frame).save(buffer, format="PNG")
-                z.writestr(f"{name}/{j:06d}.png", buffer.getvalue())
-    return path
+    return _write_meta(path, meta, {f"{n}/{j:06d}.png": f for n, v in zip(names, videos) for j, f in enumerate(v)})
 
 
 def write_dataset(path, lengths=(20, 23, 26), res=16, fps=25.0, seed=0):
@@ -90,11 +91,9 @@ def write_dataset(path, lengths=(20, 23, 26), res=16, fps=25.0, seed=0):
     return str(write_dataset_zip(path, videos, fps, names=[f"v{i:03d}" for i in range(len(lengths))]))
 
 
-def run_cli(*args, timeout=600, cwd=HERE):
+def run_cli(*args, cwd=HERE):
     """Run `python stylegan_v.py ...` in a subprocess -> CompletedProcess."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, os.path.join(HERE, "stylegan_v.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    return _hd_cli("stylegan_v.py", *args, timeout=600, cwd=cwd)
 
 
 def cli_ok(*args):
@@ -163,8 +162,7 @@ svm = sv   # the kernel tests' name for the module
 
 
 def test_reference_demodulation_matches_naive_materialized_weights():
-    """StyleGAN2 Eq 1-3 literally (per-sample weights, grouped conv) == modulate -> conv -> demodulate,
-    for the reference functions and for a ModConv2d layer (equalized-lr gain, bias, lrelu)."""
+    """StyleGAN2 Eq 1-3 literally (per-sample weights, grouped conv) == modulate, conv, demodulate (+ gain, bias)."""
     def literal(x, w, s):                                               # -> [N, O, H, H] before the epilogue
         wn = w[None] * s[:, None, :, None, None]                        # [N, O, I, k, k]  Eq 1
         wn = wn * (wn.square().sum([2, 3, 4], keepdim=True) + 1e-8).rsqrt()   # Eq 3
@@ -218,8 +216,7 @@ def test_dispatcher_uses_the_reference_on_cpu_and_validates_impl(monkeypatch):
 
 
 def test_upsampling_modconv_equals_zero_stuffing_then_conv():
-    """StyleGAN2's up-sampling conv (flip_weight=False): zero-stuffing, then a true 3x3 convolution
-    (a correlation with the flipped kernel), then the FIR low-pass -- so release weights load as they are."""
+    """StyleGAN2's (flip_weight=False): zero-stuffing, a true 3x3 convolution, the FIR low-pass: release weights fit."""
     torch.manual_seed(0)
     conv = sv.ModConv2d(4, 6, kernel=3, up=True, demodulate=False, act="linear").double()
     x, s = torch.randn(2, 4, 5, 5).double(), torch.ones(2, 4).double()
@@ -266,7 +263,7 @@ def test_padding_less_conv1d_turns_n_plus_20_tokens_into_n_anchors_and_omega_is_
     assert (omega < 1e-3 * sigma).any() and (omega > 1.99 * sigma).any()
 
 
-def test_eq4_embedding_equals_alignment_vector_at_anchors_and_is_not_a_lerp_between_them():
+def test_eq4_embedding_equals_alignment_vector_at_anchors_is_continuous_and_not_a_lerp_between_them():
     g = torch.Generator().manual_seed(0)
     alpha, rho, a = (torch.randn(5, 2, 8, generator=g) for _ in range(3))
     omega = torch.rand(5, 2, 8, generator=g)
@@ -281,11 +278,7 @@ def test_eq4_embedding_equals_alignment_vector_at_anchors_and_is_not_a_lerp_betw
     dz, j = G.cfg.motion_delta_z, [0, 3, 11_250]                        # 11,250 anchors = 90,000 frames
     v = sv.motion_codes(G, 5, torch.tensor([float(i * dz) for i in j]))
     torch.testing.assert_close(v, sv.anchor_params(G, 5, j)[3], rtol=0, atol=1e-5)
-
-
-def test_motion_codes_are_continuous_across_anchors():
-    G = sv.Generator(tiny()).eval()
-    dz = G.cfg.motion_delta_z
+    # ... and continuous across an anchor: the end of [t_0, t_1) meets the start of [t_1, t_2)
     params = sv.anchor_params(G, 3, [0, 1, 2])
     left = [torch.stack([p[0], p[1]])[None] for p in params]            # segment [t_0, t_1)
     right = [torch.stack([p[1], p[2]])[None] for p in params]           # segment [t_1, t_2)
@@ -313,9 +306,7 @@ def test_generator_and_synthesis_output_shapes_for_each_preset(preset):
 
 
 def test_paper_mode_ffs_generator_has_the_reference_and_the_releases_parameter_counts():
-    """REFERENCE.md: with the Eq 3 maps bias-free, the paper-mode ffs G has exactly 32,630,229
-    parameters = mapping 525,312 + synthesis without motion 25,288,149 (block by block the release's at
-    256^2) + conv1d 5,768,192 + four 512x512 maps (W_alpha, W_omega, W_rho, W_a)."""
+    """REFERENCE.md: the paper-mode ffs G (Eq 3's maps bias-free), its synthesis block by block the release's."""
     G = sv.Generator(sv.make_config("ffs")).to("meta")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(G) == 32_630_229
@@ -328,9 +319,7 @@ def test_paper_mode_ffs_generator_has_the_reference_and_the_releases_parameter_c
 
 
 def test_torgb_and_generator_output_scale_at_initialisation_match_the_release():
-    """REFERENCE.md: the release's ToRGB(512 -> 3) on a unit-variance input gives RGB of std ~1.39: styles
-    s ~ 1 + N(0, 1) times 1/sqrt(512), once, into a non-demodulated 1x1 conv. Its ffs G at 64^2 (same
-    widths) outputs pixels of std ~1.15 at initialisation; a ToRGB gain applied twice gives ~0.09."""
+    """REFERENCE.md: ToRGB(512 -> 3), styles times 1/sqrt(512) once (twice gives ~0.09): RGB std ~1.39; ffs G ~1.15."""
     torch.manual_seed(0)
     with torch.no_grad():
         y = sv.ToRGB(512, 512, None)(torch.randn(64, 512, 8, 8), torch.randn(64, 512))
@@ -354,13 +343,10 @@ def test_discriminator_output_shape_for_k_frames(k):
     assert sv.Discriminator(tiny(frames_per_clip=k))(torch.randn(4, k, 3, 16, 16), t).shape == (4,)
 
 
-def test_discriminator_blocks_match_the_release_where_the_designs_agree():
-    """Per-module parameter counts of the ffs D (256^2) against the release's (REFERENCE.md). With
-    projection-only conditioning (the release's) the blocks before the concatenation, b8 and the
-    epilogue are the release's to the parameter; b32 and b16 keep the paper's full width (Sec 3.2:
-    h in R^{512 x 16 x 16} per frame) where the release halves the channels; the hypernetwork adds
-    one affine (cmap 512 -> in_ch, with bias) per block."""
-    count = lambda m: sum(p.numel() for p in m.parameters())
+def test_discriminator_blocks_match_the_release_where_the_designs_agree_and_arch_release_is_the_releases():
+    """REFERENCE.md's counts at ffs (256^2). With the release's conditioning (concat) D is the release's but b32 and
+    b16, at the paper's full width (Sec 3.2: h in R^{512 x 16 x 16} per frame); hyper adds an affine a block."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     D = sv.Discriminator(sv.make_config("ffs", d_cond="concat")).to("meta")
     b256, b128, b64, b32, b16, b8 = map(count, D.blocks)
     assert count(D.from_rgb) + b256 == 119_232 and (b128, b64, b8) == (475_520, 1_901_312, 4_981_760)
@@ -370,6 +356,13 @@ def test_discriminator_blocks_match_the_release_where_the_designs_agree():
     extra = [count(h) - count(c) for h, c in zip(H.blocks, D.blocks)]
     assert extra == [(512 + 1) * c for c in (64, 128, 256, 512, 3 * 512, 512)]
     assert count(H) == 31_648_768
+    # --arch release: G 32,105,941 (its motion encoder 6,292,480), D 25,333,568 (time encoder: Embedding + mapping)
+    cfg = sv.make_config("ffs", arch="release")
+    G, D = sv.Generator(cfg).to("meta"), sv.Discriminator(cfg).to("meta")
+    assert (count(G), count(D)) == (32_105_941, 25_333_568)
+    assert (count(G.mapping), count(G.synthesis) + count(G.motion), count(G.motion)) == (525_312, 31_580_629, 6_292_480)
+    assert (count(D.time_enc.embed), count(D.time_enc) - count(D.time_enc.embed)) == (262_144, 808_448)
+    assert [count(b) for b in D.blocks][3:5] == [3_670_784, 6_292_480]   # b32 halves C, b16 takes 3 C/2
 
 
 @pytest.mark.parametrize("cond, changes", [("hyper", True), ("concat", True), ("none", False)])
@@ -386,23 +379,9 @@ def test_time_gaps_condition_the_discriminator(cond, changes):
         assert not torch.allclose(block(x, c1), block(x, c2))
 
 
-def test_release_arch_has_the_release_parameter_counts():
-    """REFERENCE.md: at the ffs config the release's G has 32,105,941 parameters (mapping 525,312,
-    synthesis 31,580,629 of which the motion encoder is 6,292,480) and its D 25,333,568 (time encoder:
-    Embedding 262,144 + mapping 808,448)."""
-    cfg = sv.make_config("ffs", arch="release")
-    G, D = sv.Generator(cfg).to("meta"), sv.Discriminator(cfg).to("meta")
-    count = lambda m: sum(p.numel() for p in m.parameters())
-    assert (count(G), count(D)) == (32_105_941, 25_333_568)
-    assert (count(G.mapping), count(G.synthesis) + count(G.motion), count(G.motion)) == (525_312, 31_580_629, 6_292_480)
-    assert (count(D.time_enc.embed), count(D.time_enc) - count(D.time_enc.embed)) == (262_144, 808_448)
-    assert [count(b) for b in D.blocks][3:5] == [3_670_784, 6_292_480]   # b32 halves C, b16 takes 3 C/2
-
-
 def test_bfloat16_layers_on_a_cpu_stay_close_to_float32():
-    """--amp-dtype bfloat16 runs the mixed-precision layers (here 8^2 ... 32^2) in bfloat16 on a CPU:
-    G's frames and D's logits within 3 % (relative L2; bfloat16 keeps 8 significant bits, ~0.4 %
-    per rounding, a few dozen roundings deep) of float32's."""
+    """--amp-dtype bfloat16 (8^2 ... 32^2 here) on a CPU: within 3 % (relative L2; 8 significant bits, ~0.4 %
+    a rounding, a few dozen roundings deep) of float32."""
     cfg = tiny(resolution=32)
     torch.manual_seed(0)
     G, D = sv.Generator(cfg).eval(), sv.Discriminator(cfg).eval()
@@ -449,8 +428,7 @@ class _ExtremeRng:
 
 
 def test_every_frame_of_a_video_longer_than_T_can_be_drawn():
-    """A 3,000-frame video with T = 1024: the clip comes from a random window of T frames
-    anywhere in the video (as in the release), so its first and its last frame are reachable."""
+    """T = 1024: a clip from a random window of T frames anywhere in the video (as the release's): all reachable."""
     last = sv.sample_clip_times(_ExtremeRng(True), 3, 32, 1024, video_len=3000)
     first = sv.sample_clip_times(_ExtremeRng(False), 3, 32, 1024, video_len=3000)
     assert last[-1] == 2999 and first[0] == 0
@@ -493,8 +471,7 @@ def test_d_loss_decreases_on_a_trivial_batch():
 
 
 def test_r1_of_a_clip_is_the_mean_of_its_frames_per_frame_penalties():
-    """The release's R1 normalisation: ||grad||^2 per frame, averaged over the clip's k frames. For
-    a D that is a sum of per-frame terms, that is the mean of the k single-frame penalties."""
+    """The release's R1: ||grad||^2 per frame, averaged over the clip's k frames (a D summing per-frame terms)."""
     torch.manual_seed(0)
     w = torch.randn(3 * 8 * 8)
     per_frame = lambda x: torch.tanh(x.flatten(1) @ w) ** 2              # [N, 3, 8, 8] -> [N]
@@ -530,15 +507,17 @@ def _eye(n, B):
 # -- the pipeline ------------------------------------------------------------------------------
 
 
-def test_p_zero_is_exact_identity_and_p_may_be_a_zero_dim_tensor():
+def test_p_zero_is_exact_identity_and_p_may_be_a_zero_dim_tensor_and_no_warp_means_no_resampling(monkeypatch):
     x = _videos()
     assert sv.augment(x, 0.0, _gen()) is x and sv.augment(x, torch.tensor(0.0)) is x
     assert torch.equal(sv.ada_geometry(8, 0.0, 16, 16, _gen()), _eye(3, 8))   # no op fires: exactly I
     assert torch.equal(sv.ada_color(8, 0.0, 3, _gen()), _eye(4, 8))
     assert torch.equal(sv.augment(x, torch.tensor(0.7), _gen(3)), sv.augment(x, 0.7, _gen(3)))
+    monkeypatch.setattr(sv, 'warp_bilinear_reflect', None)             # calling it would raise
+    assert torch.equal(sv.augment(x, 1e-7, _gen(0)), x)                 # nothing fires at such a small p
 
 
-def test_augment_keeps_shape_and_dtype_and_is_deterministic_given_a_seed():
+def test_augment_keeps_shape_and_dtype_is_deterministic_given_a_seed_and_draws_once_per_video_for_every_frame():
     for dtype in (torch.float32, torch.float64):
         for C in (1, 3):
             x = _videos(B=3, k=2, C=C, H=8, W=12, dtype=dtype)
@@ -550,9 +529,6 @@ def test_augment_keeps_shape_and_dtype_and_is_deterministic_given_a_seed():
     torch.manual_seed(11); a = sv.augment(x, 0.6)           # noqa: E702  global RNG works too
     torch.manual_seed(11); b = sv.augment(x, 0.6)           # noqa: E702
     assert torch.equal(a, b)
-
-
-def test_ada_draws_once_per_video_and_applies_it_to_every_frame():
     x = _videos(B=4, k=3)
     x[:, 1:] = x[:, :1]                                    # each video: k identical frames
     y = sv.augment(x, 1.0, _gen(1))
@@ -586,12 +562,6 @@ def test_each_op_fires_with_probability_p_and_colour_ops_keep_the_grey_axis():
     torch.testing.assert_close(out, out[:, :1].expand(-1, 3), rtol=0, atol=1e-5)
 
 
-def test_no_resampling_when_no_geometric_op_fired(monkeypatch):
-    monkeypatch.setattr(sv, 'warp_bilinear_reflect', None)             # calling it would raise
-    x = _videos()
-    assert torch.equal(sv.augment(x, 1e-7, _gen(0)), x)     # nothing fires at such a small p
-
-
 # -- the sampler, and R1 through it ------------------------------------------------------------
 
 
@@ -613,7 +583,7 @@ def test_the_sampler_is_exact_on_integer_warps_and_averages_at_half_pixels():
     torch.testing.assert_close(warp(x, half), expected)
 
 
-def test_warp_matches_grid_sample_inside_the_image():
+def test_warp_matches_grid_sample_inside_the_image_and_passes_gradgradcheck_in_float64():
     # Zoom in (scale 0.6) and rotate a little, so every sample lies inside the image, where padding
     # conventions do not matter; then our sampler must agree with F.grid_sample (align_corners=False).
     B, H, W = 3, 10, 14
@@ -628,10 +598,7 @@ def test_warp_matches_grid_sample_inside_the_image():
     grid = F.affine_grid(theta[:, :2], [B, 4, H, W], align_corners=False)
     ref = F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
     torch.testing.assert_close(sv.warp_bilinear_reflect(x, G), ref)
-
-
-def test_sampler_passes_gradgradcheck_in_float64():
-    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)      # ... and its gradients, twice
     G = sv.ada_geometry(2, 1.0, 4, 5, _gen(3)).double()
     assert torch.autograd.gradcheck(lambda t: sv.warp_bilinear_reflect(t, G), (x,))
     assert torch.autograd.gradgradcheck(lambda t: sv.warp_bilinear_reflect(t, G), (x,))
@@ -662,7 +629,7 @@ def test_r1_through_augmentations_and_modconv_gives_finite_double_backward_grads
 # -- the controller ----------------------------------------------------------------------------
 
 
-def test_adaptive_p_moves_up_on_positive_and_down_on_negative_real_logits_within_0_1():
+def test_adaptive_p_moves_up_on_positive_and_down_on_negative_global_real_logits_within_0_1():
     ada = sv.VideoAugment('ada', p_init=0.5, target=0.6, ada_kimg=100, interval=4)
     for i in range(4):
         ada.accumulate(torch.full((16, 1), 3.0))
@@ -676,11 +643,8 @@ def test_adaptive_p_moves_up_on_positive_and_down_on_negative_real_logits_within
         up.accumulate(torch.ones(8)); up.step(8)                            # noqa: E702
         down.accumulate(-torch.ones(8)); down.step(8)                       # noqa: E702
     assert up.p == 1.0 and down.p == 0.0                                    # clamped to [0, 1]
-
-
-def test_adaptive_p_all_reduce_hook_uses_global_statistics():
-    # Locally every real logit is positive, but the (simulated) other rank saw 3x as many negative ones:
-    # the global r_t = (8 - 24) / 32 = -0.5 < 0.6, so p must go down on every rank.
+    # The all-reduce hook: all local real logits are positive, but the (simulated) other rank saw 3x as many
+    # negative ones: the global r_t = (8 - 24) / 32 = -0.5 < 0.6, so p must go down on every rank.
     ada = sv.VideoAugment('ada', p_init=0.5, interval=1)
     ada.accumulate(torch.ones(8))
     other_rank = torch.tensor([-24.0, 24.0])
@@ -731,16 +695,6 @@ def test_dataset_round_trip_reads_back_png_frames_exactly(tmp_path):
         want = iio.imread(z.read("v000/000003.png"), extension=".png")
     assert np.array_equal(data.read_frames(0, [3])[0], want)
     assert (data.fps, data.resolution, data.lengths) == (25.0, 16, [5])
-
-
-def _write_meta(path, meta, frames=None):
-    """A zip holding dataset.json = meta and the given {member: uint8 image} frames."""
-    import imageio.v3 as iio
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("dataset.json", json.dumps(meta) if not isinstance(meta, str) else meta)
-        for member, image in (frames or {}).items():
-            z.writestr(member, iio.imwrite("<bytes>", image, extension=".png"))
-    return path
 
 
 def test_a_frame_file_larger_than_any_frame_is_refused_before_it_is_read(tmp_path):
@@ -2151,9 +2105,9 @@ def _hd_env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def _hd_cli(tool, *args, timeout=180):
+def _hd_cli(tool, *args, timeout=180, cwd=HERE):
     """Run `python TOOL ARGS...` in a fresh process -> CompletedProcess (text)."""
-    return subprocess.run([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=HERE,
+    return subprocess.run([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=cwd,
                           env=_hd_env(), capture_output=True, text=True, timeout=timeout)
 
 
