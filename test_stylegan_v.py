@@ -687,22 +687,24 @@ def test_video_augment_modes_and_its_state_dict_resumes_exactly():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_dataset_round_trip_reads_back_png_frames_exactly(tmp_path):
-    import imageio.v3 as iio
-    path = write_dataset(tmp_path / "d.zip", lengths=(5,))
+def test_dataset_round_trip_reads_back_png_frames_exactly_and_videos_are_chosen_uniformly_not_by_length(tmp_path):
+    path = write_dataset(tmp_path / "d.zip", lengths=(4, 4, 400))
     data = sv.VideoFolder(path)
     with zipfile.ZipFile(path) as z:
-        want = iio.imread(z.read("v000/000003.png"), extension=".png")
+        want = iio.imread(z.read("v000/000003.png"), format="png")
     assert np.array_equal(data.read_frames(0, [3])[0], want)
-    assert (data.fps, data.resolution, data.lengths) == (25.0, 16, [5])
+    assert (data.fps, data.resolution, data.lengths) == (25.0, 16, [4, 4, 400])
+    ds = sv.ClipDataset(data, tiny(frames_per_clip=3))
+    picks = [ds.draw(int(s))[0] for s in np.random.default_rng(1).integers(0, 2 ** 62, 3000)]
+    assert abs(picks.count(2) / len(picks) - 1 / 3) < 0.05               # not 400 / 408
+    frames, t = ds[12345]
+    assert frames.shape == (3, 16, 16, 3) and frames.dtype == torch.uint8 and t.shape == (3,)
 
 
 def test_a_frame_file_larger_than_any_frame_is_refused_before_it_is_read(tmp_path):
-    """Sizes before allocations: a member's declared size is checked against what an R x R image can take
-    (16 R^2 bytes + 64 KB), so a padded frame (here 4 MB at 16^2) is refused unread, at open or in a worker."""
-    import imageio.v3 as iio
+    """A member's declared size against what an R x R image can take (16 R^2 bytes + 64 KB): refused unread."""
     meta = {"fps": 25, "resolution": 16, "format": "png", "videos": [{"name": "v0", "frames": 8}]}
-    png = iio.imwrite("<bytes>", np.zeros((16, 16, 3), np.uint8), extension=".png")
+    png = iio.imwrite("<bytes>", np.zeros((16, 16, 3), np.uint8), format="png")
     for padded in (5, 0):                                              # a later frame, then the first one
         path = tmp_path / f"d{padded}.zip"
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
@@ -711,12 +713,6 @@ def test_a_frame_file_larger_than_any_frame_is_refused_before_it_is_read(tmp_pat
                 z.writestr(f"v0/{i:06d}.png", png + (bytes(4 << 20) if i == padded else b""))
         with pytest.raises(sv.DataError, match=f"v0/00000{padded}.png is 4,194,[0-9]+ bytes, more than such a file"):
             sv.VideoFolder(str(path)).read_frames(0, range(8))
-
-
-def _zip_with(path, members):
-    with zipfile.ZipFile(path, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
 
 
 _FRAME, _META = np.zeros((16, 16, 3), np.uint8), {"fps": 25, "resolution": 16, "format": "png",
@@ -740,7 +736,7 @@ BAD_INPUTS = {   # a name in a row of the refusal tables (§14) -> how to write 
     "first-8x8.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v", "frames": 1}]},
                                            {"v/000000.png": np.zeros((8, 8, 3), np.uint8)}),
     "4x4.zip": lambda p: _write_meta(p, {**_META, "resolution": 4}, {f"v0/{i:06d}.png": _FRAME[:4, :4] for i in range(2)}),
-    "no-json.zip": lambda p: _zip_with(p, {"a/0.png": b""}),
+    "no-json.zip": lambda p: zipfile.ZipFile(p, "w").writestr("a/0.png", b""),
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)),
     "ffs.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config("ffs"))}, "G_ema": {}}, p),
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
@@ -758,9 +754,8 @@ def test_a_later_frame_of_another_size_is_one_line_from_inside_a_loader_worker(t
 
 
 def test_fake_clips_are_drawn_inside_the_length_of_a_real_video():
-    """As the release (training_loop.py): each fake clip inside a real video of the dataset, chosen at
-    random. With 16-frame videos no fake gap reaches 16 (real ones cannot: a tell for a time-told D),
-    and no fake time passes 15 (G is not trained at times the data never shows)."""
+    """As the release (training_loop.py): with 16-frame videos no fake gap reaches 16 (a tell for a time-told D),
+    no fake time passes 15 (G is not trained at times the data never shows)."""
     cfg = tiny(max_span=32)
     t = sv.fake_clip_times(cfg, np.random.default_rng(0), 4000, 3, [16, 16, 12]).numpy()       # [4000, 3]
     spans = np.round(np.ptp(t, axis=1), 6)
@@ -773,24 +768,14 @@ def test_fake_clips_are_drawn_inside_the_length_of_a_real_video():
     assert np.round(np.ptp(long, axis=1), 6).max() == 32 and long.max() < cfg.max_time   # T caps a long video
 
 
-def test_videos_are_chosen_uniformly_not_by_length(tmp_path):
-    path = write_dataset(tmp_path / "d.zip", lengths=(4, 4, 400))
-    ds = sv.ClipDataset(sv.VideoFolder(path), tiny(frames_per_clip=3))
-    picks = [ds.draw(int(s))[0] for s in np.random.default_rng(1).integers(0, 2 ** 62, 3000)]
-    assert abs(picks.count(2) / len(picks) - 1 / 3) < 0.05               # not 400 / 408
-    frames, t = ds[12345]
-    assert frames.shape == (3, 16, 16, 3) and frames.dtype == torch.uint8 and t.shape == (3,)
-
-
 # ---------------------------------------------------------------------------------------------
 # §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
 # ---------------------------------------------------------------------------------------------
 
 
-def test_optimizers_train_g_and_d_as_the_release_at_the_releases_learning_rate():
-    """G: lr 0.0025 * 4/5 = 0.002, beta2 0.99^0.8 (G_reg_interval = 4 without a G regularizer);
-    D: lr 0.0025 * 16/17, beta2 0.99^(16/17) (lazy R1 every 16 steps). The release's train.py picks lr
-    0.0025, and 0.002 from 1024^2 on (mead)."""
+def test_optimizers_train_g_and_d_as_the_release_at_its_learning_rate_and_nonfinite_gradients_are_replaced():
+    """G: lr 0.0025 * 4/5, beta2 0.99^0.8 (G_reg_interval = 4 without a G regularizer); D: lr 0.0025 * 16/17,
+    beta2 0.99^(16/17) (lazy R1 every 16 steps). The release's train.py: lr 0.0025, 0.002 from 1024^2 on (mead)."""
     trainer = sv.Trainer(tiny(lr=0.0025), sv.Dist())
     (g,), (d,) = trainer.opt_G.param_groups, trainer.opt_D.param_groups
     assert g["lr"] == pytest.approx(0.002) and g["betas"] == pytest.approx((0.0, 0.99 ** 0.8))
@@ -800,11 +785,7 @@ def test_optimizers_train_g_and_d_as_the_release_at_the_releases_learning_rate()
                                             d_channel_base=2 * res, d_channel_max=4), sv.Dist())
         assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(lr * 4 / 5), res
         assert trainer.opt_D.param_groups[0]["lr"] == pytest.approx(lr * 16 / 17), res
-
-
-def test_nonfinite_gradients_are_replaced_as_stylegan2_ada_and_counted():
-    """StyleGAN2-ADA / the release: nan_to_num(nan=0, posinf=1e5, neginf=-1e5) on every gradient."""
-    m = torch.nn.Linear(3, 2)
+    m = torch.nn.Linear(3, 2)             # StyleGAN2-ADA's nan_to_num(nan=0, posinf=1e5, neginf=-1e5), counted
     m.weight.grad = torch.tensor([[1.0, float("nan"), 2.0], [float("inf"), 0.0, 1.0]])
     m.bias.grad = torch.tensor([1.0, -float("inf")])
     assert sv.sync_grads(m, sv.Dist()) == 3
@@ -820,9 +801,8 @@ def _trainer_and_batch(**cfg):
 
 
 def test_ada_counts_the_reals_of_the_d_pass_and_of_the_r1_pass_and_w_avg_moves_in_both_phases():
-    """As the release's loss.py and training loop: sign(D(x_real)) is reported in the Dmain and in the Dr1
-    phase, and ADA's r_t is the mean of all of them since the last update; the mapping network updates
-    w_avg on every training-mode call, i.e. in the Gmain and the Dmain phase (Dr1 runs no G)."""
+    """As the release's loss.py: ADA's r_t counts sign(D(x_real)) of the Dmain and the Dr1 phase; w_avg moves on
+    each training-mode call of the mapping, i.e. in the Gmain and the Dmain phase (Dr1 runs no G)."""
     trainer, real, t = _trainer_and_batch(aug="ada")
     updates = []
     forward = trainer.G.mapping.forward
@@ -835,9 +815,7 @@ def test_ada_counts_the_reals_of_the_d_pass_and_of_the_r1_pass_and_w_avg_moves_i
 
 
 def test_the_augmentation_of_a_phase_draws_from_its_own_stream_not_its_latents(monkeypatch):
-    """step_rng(seed, step, purpose): every draw of a step has its own generator. With seed 0 on rank 0 the
-    G phase's augmentation used to get step_rng(0, step, 'G'), the generator that drew that phase's z, so
-    which augmentation a fake got was a function of its z (which G could learn, and undo)."""
+    """step_rng(seed, step, purpose): a fake's augmentation is drawn apart from its z (else G could learn it)."""
     trainer, real, t = _trainer_and_batch(aug="fixed", aug_p=0.5)
     seen, call = [], sv.VideoAugment.__call__
     monkeypatch.setattr(sv.VideoAugment, "__call__",
