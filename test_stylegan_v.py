@@ -1262,8 +1262,7 @@ def test_train_bench_doctor_and_figures_refuse_bad_input_in_one_line_before_any_
 
 @pytest.mark.parametrize('toolkit', [None, '/opt/fake-cuda'], ids=['no-toolkit', 'compiler-error'])
 def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(toolkit, monkeypatch, tmp_path):
-    """No toolkit: silently the reference. A failed build: ONE warning naming the log, which keeps the compiler's
-    output; the reason is the compiler's own line, not ninja's."""
+    """No toolkit: silently. A failed build: ONE warning naming its log; the reason is the compiler's line."""
     from torch.utils import cpp_extension
     for name, value in [('_PLUGIN', None), ('_PLUGIN_STATUS', None), ('_find_cuda_home', lambda: toolkit)]:
         monkeypatch.setattr(svm, name, value)
@@ -1311,9 +1310,8 @@ def test_cuda_kernel_compiles(tmp_path):
 
 
 class TorchStandInPlugin:
-    """The compiled plugin's two functions in PyTorch, following the kernels' conventions (fp32/fp64
-    accumulation, slope read from the saved output, None for gradients not asked for): the autograd wiring
-    and the self-check's bookkeeping run on a CPU."""
+    """The compiled plugin's two functions in PyTorch, with the kernels' conventions (fp32/fp64 accumulation, the
+    slope read from the saved output, None for gradients not asked for), so its wiring is tested on a CPU."""
 
     @staticmethod
     def epilogue_forward(y, d, bias, act, gain, clamp):
@@ -1386,9 +1384,8 @@ def test_kernel_parity_r1_double_backward_through_a_layer(kernel_device):
 
 def test_the_self_check_trusts_a_right_kernel_and_warns_once_about_a_wrong_or_crashing_one(stand_in_plugin,
                                                                                           monkeypatch):
-    """The first-use self-check, check_parity's short form (3 epilogue configurations, 4 + 4 + 2 outputs per
-    dtype, each with its dtype's tolerance): a correct kernel is trusted silently; a wrong one gives ONE warning
-    with the measured error and the reference is used on that device for the rest of the run."""
+    """check_parity's short form (3 configurations, 4 + 4 + 2 outputs a dtype): a right kernel is trusted silently;
+    a wrong one gives ONE warning with the measured error, and the reference is used on that device from then on."""
     result = svm.check_parity('cpu', dtypes=PARITY_DTYPES)
     assert len(result['checks']) == 10 * len(PARITY_DTYPES) and result['ok'], result['checks']
     assert {c['tol'] for c in result['checks'].values()} == set(svm.PARITY_TOL.values())
@@ -1421,8 +1418,7 @@ def test_test_inputs_keep_away_from_the_kinks(act, clamp):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 @pytest.mark.parametrize('N, O, H, W', [(2, 3, 37, 41), (1, 70000, 1, 1), (3, 2, 1, 300)])
 def test_cuda_dispatch_is_automatic_and_handles_odd_layouts(N, O, H, W):
-    """impl=None picks the kernel on CUDA tensors; non-contiguous inputs, 1×1 planes, sizes that are not
-    multiples of the block size, and more planes than gridDim.y allows, all give the reference."""
+    """impl=None: the kernel on CUDA; odd strides, 1×1 planes, sizes off the block, planes past gridDim.y."""
     assert svm._resolve_impl(None, torch.zeros(1, device='cuda')) == 'cuda'
     torch.manual_seed(4)
     y = torch.randn(N, O, H, W, device='cuda').contiguous(memory_format=torch.channels_last)
@@ -1499,8 +1495,7 @@ def _release_tokens(motion_z, t, cfg):
 
 @needs_snapshot
 def test_a_release_snapshot_reproduces_the_releases_outputs():
-    """Same weights, same inputs, same numbers: the mapping, the motion codes v_t, D's logits and
-    the frames (with and without truncation) against the release's, each within a derived bound."""
+    """The mapping, v_t, D's logits and the frames (with and without truncation), each within a derived bound."""
     state = sv.load_checkpoint(SNAPSHOT)
     cfg = sv.config_from_dict(state["cfg"])
     G, D = sv.Generator(cfg).eval(), sv.Discriminator(cfg).eval()
@@ -1853,18 +1848,12 @@ def test_the_one_writer_leaves_the_whole_file_or_nothing_and_says_why_in_words(t
 # -- stopping: a signal finishes the step and saves; a kill leaves nothing stale; resume -------
 
 def _start_training(data, outdir, *extra):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "stylegan_v.py"), "train", "--data", str(data),
-                             *LONG_RUN, "--outdir", str(outdir), *map(str, extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
+    return _hd_popen("stylegan_v.py", "train", "--data", data, *LONG_RUN, "--outdir", outdir, *extra)
 
 
-def _wait_for_log_lines(outdir, n, proc, timeout=120):
-    deadline = time.time() + timeout
-    while not ((outdir / "log.jsonl").is_file() and len((outdir / "log.jsonl").read_text().splitlines()) >= n):
-        assert proc.poll() is None, f"training exited early: {proc.communicate()[1][-3000:]}"
-        assert time.time() < deadline, "training did not start"
-        time.sleep(0.2)
+def _wait_for_log_lines(outdir, n, proc):
+    log = outdir / "log.jsonl"
+    _hd_wait_until(lambda: log.is_file() and len(log.read_text().splitlines()) >= n, proc, timeout=120)
 
 
 def _kimgs(outdir):
@@ -1883,7 +1872,7 @@ def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues_and
                                   f"another training is running in this directory (pid {proc.pid})")
     finally:
         proc.send_signal(sig)
-        stdout, err = proc.communicate(timeout=120)
+        stdout, err = (b.decode() for b in proc.communicate(timeout=120))
     assert proc.returncode == 130 and "interrupted: saved" in stdout + err and "Traceback" not in err, err[-3000:]
     step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
     assert step >= 2 and _kimgs(out)[-1] == step * 24 / 1000        # the checkpoint is the last logged step
@@ -2001,16 +1990,13 @@ def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["d.zip", "evil.pt"]
 
 
-def test_a_generator_with_nan_weights_is_an_error_not_a_black_video(tmp_path):
+def test_a_generator_with_nan_weights_is_an_error_not_a_black_video_and_a_diverged_run_is_marked(tmp_path):
     G = sv.Generator(tiny()).eval().requires_grad_(False)
     G.synthesis.blocks[0].const.fill_(float("nan"))
     with pytest.raises(sv.UserError, match="renders non-finite values at t = 0 frames"):
         sv.sample(G, str(tmp_path / "x.mp4"), 0.2, 25, 25, progress=False)
     assert not list(tmp_path.iterdir())
-
-
-def test_a_diverged_run_says_so_in_its_log_line():
-    """Losses non-finite or above 100 (D's logits ran off: --lr 1 reaches 1e9 in 3 steps) are marked."""
+    # a diverged run says so in its log line: losses non-finite or above 100 (--lr 1 reaches 1e9 in 3 steps)
     trainer, log = sv.Trainer(tiny(), sv.Dist()), []
     trainer.diverged, clock = None, dict(train_start=time.time(), metric_sec=0.0)
     bar = type("Bar", (), {"set_postfix_str": lambda self, s: log.append(s)})()
