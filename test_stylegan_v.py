@@ -194,25 +194,22 @@ def test_reference_demodulation_and_epilogue_are_twice_differentiable(act, clamp
 
 @pytest.mark.parametrize('act, clamp', [('linear', None), ('lrelu', None), ('lrelu', 0.7), ('linear', 0.3),
                                         ('lrelu', 256)])
-def test_reference_epilogue_equals_the_unfused_sequence_and_keeps_the_dtype(act, clamp):
+def test_reference_epilogue_equals_the_unfused_sequence_keeps_the_dtype_and_is_the_cpus(act, clamp, monkeypatch):
     torch.manual_seed(1)
     y, d = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.rand(2, 3, dtype=torch.float64) + 0.5
     b = torch.randn(3, dtype=torch.float64)
     x = y * d[:, :, None, None] + b[None, :, None, None]
     x = F.leaky_relu(x, 0.2) * math.sqrt(2) if act == 'lrelu' else x
     x = x.clamp(-clamp, clamp) if clamp is not None else x
-    assert torch.allclose(svm.fused_epilogue_ref(y, d, b, act=act, clamp=clamp), x, rtol=0, atol=1e-14)
+    ref = svm.fused_epilogue_ref(y, d, b, act=act, clamp=clamp)
+    assert torch.allclose(ref, x, rtol=0, atol=1e-14)
     y16 = svm.fused_epilogue_ref(y.bfloat16(), d.float(), b.float(), act=act, clamp=clamp)
     assert y16.dtype == torch.bfloat16
-
-
-def test_dispatcher_uses_the_reference_on_cpu_and_validates_impl(monkeypatch):
-    y, d = torch.randn(2, 3, 4, 4), torch.rand(2, 3)
-    for custom_ops in (True, False):
+    for custom_ops in (True, False):                                    # the dispatcher, on a CPU: the reference
         monkeypatch.setattr(svm, 'USE_CUSTOM_OPS', custom_ops and svm.USE_CUSTOM_OPS)
-        assert torch.equal(svm.fused_epilogue(y, d, act='lrelu'), svm.fused_epilogue_ref(y, d, act='lrelu'))
+        assert torch.equal(svm.fused_epilogue(y, d, b, act=act, clamp=clamp), ref)
     with pytest.raises(ValueError):
-        svm.fused_epilogue(y, d, act='lrelu', impl='triton')
+        svm.fused_epilogue(y, d, act=act, impl='triton')
 
 
 def test_upsampling_modconv_equals_zero_stuffing_then_conv():
@@ -427,7 +424,7 @@ class _ExtremeRng:
         return a[-size:] if self.high else a[:size]
 
 
-def test_every_frame_of_a_video_longer_than_T_can_be_drawn():
+def test_every_frame_of_a_video_longer_than_T_can_be_drawn_and_the_release_span_distribution_draws_powers_of_two():
     """T = 1024: a clip from a random window of T frames anywhere in the video (as the release's): all reachable."""
     last = sv.sample_clip_times(_ExtremeRng(True), 3, 32, 1024, video_len=3000)
     first = sv.sample_clip_times(_ExtremeRng(False), 3, 32, 1024, video_len=3000)
@@ -437,11 +434,7 @@ def test_every_frame_of_a_video_longer_than_T_can_be_drawn():
     assert clips.min() >= 0 and clips.max() <= 2999 and (np.ptp(clips, axis=1) <= 32).all()
     hits = np.bincount((clips // 100).astype(int).ravel(), minlength=30)
     assert (hits > 0).all() and hits[10:].sum() > hits[:10].sum()        # not just the first 1024 frames
-
-
-def test_release_span_distribution_draws_powers_of_two():
-    """--span-dist release: the release's total_dists {2, 4, 8, 16, 32} for k = 3, each 1 in 5."""
-    rng = np.random.default_rng(0)
+    # --span-dist release: the release's total_dists {2, 4, 8, 16, 32} for k = 3, each 1 in 5
     spans = [round(np.ptp(sv.sample_clip_times(rng, 3, 32, 1024, 2000, "release", fractional=True))) for _ in range(5000)]
     counts = {d: spans.count(d) / len(spans) for d in set(spans)}
     assert set(counts) == {2, 4, 8, 16, 32} and all(abs(c - 0.2) < 0.03 for c in counts.values())
@@ -973,7 +966,8 @@ def test_a_checkpoints_config_is_checked_before_anything_is_built(tmp_path, chan
 
 
 @slow
-def test_resume_refuses_a_file_that_is_not_a_checkpoint_without_suggesting_unsafe_loading(tmp_path):
+def test_resume_refuses_a_non_checkpoint_without_suggesting_unsafe_loading_and_is_planned_before_any_work(
+        tmp_path, monkeypatch, capsys):
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pt")   # a pickled module, not a state dict
     (tmp_path / "text.pt").write_text("hello")
     (tmp_path / "random.pt").write_bytes(b"\x13" + np.random.default_rng(0).bytes(5000))   # not a pickle at all
@@ -988,12 +982,7 @@ def test_resume_refuses_a_file_that_is_not_a_checkpoint_without_suggesting_unsaf
     r = run_cli("train", "--data", data, "--outdir", tmp_path / "run", "--resume", tmp_path / "pickled.pt", "--dry-run")
     assert_one_error_line(r, "pickled.pt", "refused unread")
     assert "weights_only" not in r.stderr
-
-
-@slow
-def test_resume_is_checked_and_planned_before_any_work(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    data = write_dataset(tmp_path / "d.zip")
+    monkeypatch.chdir(tmp_path)                                         # a resume: checked and planned before work
     for run in ("a", "b"):
         assert run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", tmp_path / run).returncode == 0
 
@@ -1002,7 +991,7 @@ def test_resume_is_checked_and_planned_before_any_work(tmp_path, monkeypatch, ca
             sv.main(["train", "--data", "d.zip", *RUN, *flags])
         err = capsys.readouterr().err.strip().splitlines()
         return (exit_.value.code if exit_ else 0), [line for line in err if "%|" not in line]
-    # --resume auto where there is no checkpoint yet plans a new run (it was a TypeError in --dry-run)
+    # --resume auto where there is no checkpoint yet plans a new run
     assert train("--outdir", "new", "--resume", "auto", "--dry-run")[1][-1].startswith(
         "dry run: would train a new run (--resume auto: no checkpoint there yet) to 200 kimg in new")
     # the dry run knows what the run will do: continue from the checkpoint's kimg, or nothing at all
@@ -1010,7 +999,7 @@ def test_resume_is_checked_and_planned_before_any_work(tmp_path, monkeypatch, ca
         "--outdir", "a", "--resume", "auto", "--kimg", "1", "--dry-run")[1][-1]
     assert train("--outdir", "a", "--resume", "auto", "--kimg", "0.01", "--dry-run")[1][-1] == \
         "dry run: a/checkpoint.pt is already at 0.02 kimg, --kimg is 0.01: nothing to train"
-    # a flag that changes D's shapes is named, with the path (was: "auto: ... (Error(s) in loading ...:)")
+    # a flag that changes D's shapes is named, with the path
     code, err = train("--outdir", "a", "--resume", "auto", "--d-cond", "none")
     assert code == 2 and err == ["stylegan_v.py: error: a/checkpoint.pt: the checkpoint's D was built for --d-cond "
                                  "hyper, this run asks for none (a resumed run keeps its networks: pass --d-cond hyper)"]
@@ -1155,8 +1144,7 @@ def refused(tmp_path, monkeypatch, capsys):
     _row("sample --seconds 0.2 --out no/such/dir/x.mp4", "cannot write here", fresh=True),
     _row("sample --seconds 0.2 --out clip.gif",
          "clip.gif: --out is an .mp4 file or a folder for PNG frames, not a .gif file", fresh=True),
-    # /proc and /sys have a folder write bit but take no new files: said before rendering, in the user's
-    # words (it was ffmpeg's own line, then "no space left on device", or the name of our temporary file)
+    # /proc and /sys have a folder write bit but take no new files: said before rendering, in the user's words
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (", fresh=True, fast=True)
       for out in ("/proc/x.mp4", "/sys/frames")],
 ])
@@ -2508,8 +2496,7 @@ def test_hd_a_full_or_read_only_disk_is_one_line_and_leaves_only_what_was_there(
 
 
 def moving_disc_video(index, frames=16, size=64):
-    """Integer-only procedural clip (bit-identical on every platform): a coloured disc crossing a
-    textured background. Index 0…3 give different colours, speeds and directions."""
+    """Integer-only (the same bits everywhere): a disc crossing a texture; index 0…3: colours, speeds, ways."""
     t, y, x = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
     video = np.stack([(4 * x + 2 * y + 8 * index) % 256, (3 * y + 40 * index) % 256,
                       (2 * x * y // size + 16 * t * index) % 256], axis=-1)        # [T, H, W, 3]
@@ -2520,8 +2507,7 @@ def moving_disc_video(index, frames=16, size=64):
 
 
 def _src_videos(n=6, frames=12, size=16):
-    """n videos [frames, size, size, 3] whose colours and motion change over time (so clip offsets
-    matter), integer-only so every container holds exactly the same pixels."""
+    """n integer-only videos [frames, size, size, 3] whose colours and motion change over time (offsets matter)."""
     t, y, x = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
     return np.stack([np.stack([(5 * x + 11 * k + 7 * t * (k + 1)) % 256, (3 * y + 40 * k + t * t) % 256,
                                (x * y + 16 * t + 30 * k) % 256], axis=-1).astype(np.uint8) for k in range(n)])
@@ -2550,8 +2536,7 @@ def _src_mp4s(folder, videos, quality=9):
 
 
 class ToyDetector(nn.Module):
-    """Stands in for I3D where only the plumbing is tested: cheap 4-d features of uint8 [B, T, H, W, 3]
-    (the mean colour and the mean absolute frame difference)."""
+    """I3D's stand-in for the plumbing: uint8 [B, T, H, W, 3] -> mean colour and mean frame difference [B, 4]."""
     fvd_identity, fvd_sha256 = "toy:0", None
 
     def embed(self, videos):
@@ -2740,7 +2725,7 @@ def test_fvd_real_i3d_frame_tree_vs_npy_is_exactly_zero_and_mp4_only_codec_loss(
 # -- the clip protocol of Appx C, the release's reading of it, generated fakes -----------------
 
 
-def test_select_clips_one_seeded_clip_per_video_short_videos_dropped():
+def test_select_clips_one_seeded_clip_per_video_short_videos_dropped_and_as_each_protocol_says(tmp_path, toy):
     lengths = [20, 5, 16, 40, 100, 15]
     clips = fvd.select_clips(lengths, frames=16, seed=0)
     assert [i for i, _ in clips] == [0, 2, 3, 4] and clips[1][1][0] == 0         # too short dropped; one offset
@@ -2756,10 +2741,7 @@ def test_select_clips_one_seeded_clip_per_video_short_videos_dropped():
     assert [int(f[0]) for _, f in fvd.select_clips([50, 60], frames=16, offsets="start")] == [0, 0]
     with pytest.raises(fvd.FVDError, match="needs videos of ≥ 16 frames, but the longest has 12"):
         fvd.select_clips([12, 10], frames=16)
-
-
-def test_fvd_protocols_change_the_clip_selection_as_documented(tmp_path, toy):
-    lengths = [40] * 10
+    lengths = [40] * 10                                               # the protocols change it as documented
     release = fvd.select_clips(lengths, 16, num_videos=4, seed=3, protocol="release")
     assert [i for i, _ in release] == [0, 1, 2, 3]                    # the first N, not a random subset
     assert [i for i, _ in fvd.select_clips(lengths, 16, num_videos=4, seed=3)] != [0, 1, 2, 3]
@@ -2831,10 +2813,6 @@ def test_fvd_every_source_kind_gives_exactly_zero_against_the_same_frames(tmp_pa
     assert 0 < codec < fvd.compute_fvd(str(tree), str(tmp_path / "reversed.npy"), **kw) / 10
 
 
-def _raise(exc):
-    raise exc
-
-
 def test_fvd_a_video_is_decoded_once_at_most_and_only_up_to_its_clip_and_never_left_in_tmp(tmp_path, monkeypatch):
     import tempfile
     folder = tmp_path / "videos"
@@ -2855,7 +2833,8 @@ def test_fvd_a_video_is_decoded_once_at_most_and_only_up_to_its_clip_and_never_l
         np.testing.assert_array_equal(clip, iio.mimread(folder / f"v{i}.mp4")[indices[0]:indices[-1] + 1])
     os.mkdir(tmp_path / "tmp")                                       # a zipped video is copied out for ffmpeg ...
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    monkeypatch.setattr(fvd, "_ffmpeg_count", lambda path: os.path.isfile(path) and _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(fvd, "_ffmpeg_count", lambda path: os.path.isfile(path) and (_ for _ in ()).throw(
+        KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):                           # ... and removed even on Ctrl-C
         fvd.open_source(str(_src_zip_of(folder, tmp_path / "videos.zip")))
     assert os.listdir(tmp_path / "tmp") == []
