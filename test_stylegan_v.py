@@ -1682,13 +1682,19 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
 # -- bench, doctor and the layer benchmark ------------------------------------------------------
 
 
-def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for(capsys):
+def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for_and_the_layer_on_both_paths(capsys, request):
     sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("# bench on cpu") and "custom ops off" in out[0] and len(out) == 3, out   # no --train
     rows = [re.fullmatch(rf"tiny 64\^2, rendering a video from t={t0} \(frames/s\): ([\d.]+)", row)
             for t0, row in zip((0, 90000), out[1:])]
     assert all(row and float(row[1]) > 0 for row in rows), out
+    gpu = torch.cuda.is_available()                                     # the layer benchmark, on a small layer
+    if not gpu:                                  # its plumbing on a CPU: the stand-in plugin, no memory counters
+        request.getfixturevalue("stand_in_plugin")
+    result = svm.benchmark_modconv_layer("cuda" if gpu else "cpu", N=2, I=8, O=8, H=32, W=32, iters=2)
+    assert result["layer fwd+bwd, cuda (ms)"] > 0 and result["epilogue speed-up"] > 0
+    assert result["layer fwd+bwd, ref (peak MiB)"] > 0 or not gpu
 
 
 def test_doctor_without_nvcc_or_gpu_reports_the_toolchain_and_says_what_it_skips(tmp_path, monkeypatch, capsys):
@@ -1729,15 +1735,6 @@ def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, mo
     assert re.fullmatch(r"nvcc: (not found .*|\S+ \(Build .+\))", lines[1]), lines[1]      # its version, where found
     assert json.load(open(tmp_path / "doctor_full.json")) == res and res[train] > 0
     assert f"| {train} | {res[train]} |" in (tmp_path / "doctor_full.md").read_text()
-
-
-def test_the_layer_benchmark_times_both_paths_on_a_small_layer(request):
-    gpu = torch.cuda.is_available()
-    if not gpu:                                  # its plumbing on a CPU: the stand-in plugin, no memory counters
-        request.getfixturevalue("stand_in_plugin")
-    result = svm.benchmark_modconv_layer("cuda" if gpu else "cpu", N=2, I=8, O=8, H=32, W=32, iters=2)
-    assert result["layer fwd+bwd, cuda (ms)"] > 0 and result["epilogue speed-up"] > 0
-    assert result["layer fwd+bwd, ref (peak MiB)"] > 0 or not gpu
 
 
 # -- figures and plot --------------------------------------------------------------------------
@@ -2591,7 +2588,7 @@ def random_i3d(seed=0):
 # -- the specification: Fréchet distance, running statistics, TF1 preprocessing, I3D -----------
 
 
-def test_fd_of_known_gaussians():
+def test_fd_of_known_gaussians_and_feature_stats_running_sums_round_trip_and_warn_below_full_rank(capsys, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8))
     mu, sigma = x.mean(0), np.cov(x, rowvar=False)
@@ -2611,9 +2608,6 @@ def test_fd_of_known_gaussians():
     assert d12 == pytest.approx(fvd.frechet_distance(m2, s2, m1, s1), rel=1e-9)
     trace_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).real.clip(0)).sum()
     assert d12 == pytest.approx(np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt, rel=1e-8)
-
-
-def test_feature_stats_running_sums_round_trip_and_warn_below_full_rank(capsys, tmp_path):
     x = np.random.default_rng(4).normal(size=(30, 5)) * 3 + 7
     stats = fvd.FeatureStats()
     for chunk in np.array_split(x, 4):                                            # added batch by batch
