@@ -234,12 +234,6 @@ def test_upsampling_modconv_equals_zero_stuffing_then_conv():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_motion_tokens_are_addressable():
-    part = sv.motion_tokens(42, 17, 5, 8)
-    assert torch.equal(sv.motion_tokens(42, -20, 60, 8)[37:42], part)
-    assert not torch.equal(sv.motion_tokens(43, 17, 5, 8), part)
-
-
 def test_eq6_periods_are_linearly_spaced():
     periods = 2 * math.pi / sv.linear_period_scales(64, 8.0, 1024.0)    # in frames
     assert periods[0].item() == pytest.approx(8.0) and periods[-1] < 1024
@@ -247,7 +241,10 @@ def test_eq6_periods_are_linearly_spaced():
     assert torch.allclose(steps, torch.full_like(steps, (1024 - 8) / 64))
 
 
-def test_padding_less_conv1d_turns_n_plus_20_tokens_into_n_anchors_and_omega_is_bounded():
+def test_motion_tokens_are_addressable_and_a_padding_less_conv1d_turns_n_plus_20_into_n_anchors_omega_bounded():
+    part = sv.motion_tokens(42, 17, 5, 8)
+    assert torch.equal(sv.motion_tokens(42, -20, 60, 8)[37:42], part)
+    assert not torch.equal(sv.motion_tokens(43, 17, 5, 8), part)
     F_m = sv.MotionMappingNetwork(tiny(motion_dim=16))
     assert F_m.context == 20
     for n in [1, 2, 7]:
@@ -448,7 +445,7 @@ def test_every_frame_of_a_video_longer_than_T_can_be_drawn_and_the_release_span_
 # ---------------------------------------------------------------------------------------------
 
 
-def test_d_loss_decreases_on_a_trivial_batch():
+def test_d_loss_decreases_on_a_trivial_batch_and_r1_of_a_clip_is_the_mean_of_its_frames_penalties():
     torch.manual_seed(0)
     D = sv.Discriminator(tiny())
     opt = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.0, 0.99))
@@ -461,11 +458,7 @@ def test_d_loss_decreases_on_a_trivial_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-
-
-def test_r1_of_a_clip_is_the_mean_of_its_frames_per_frame_penalties():
-    """The release's R1: ||grad||^2 per frame, averaged over the clip's k frames (a D summing per-frame terms)."""
-    torch.manual_seed(0)
+    # The release's R1: ||grad||^2 per frame, averaged over the clip's k frames (here a D summing per-frame terms)
     w = torch.randn(3 * 8 * 8)
     per_frame = lambda x: torch.tanh(x.flatten(1) @ w) ** 2              # [N, 3, 8, 8] -> [N]
     clip = torch.randn(2, 4, 3, 8, 8, requires_grad=True)               # B = 2 clips, k = 4 frames
@@ -558,7 +551,7 @@ def test_each_op_fires_with_probability_p_and_colour_ops_keep_the_grey_axis():
 # -- the sampler, and R1 through it ------------------------------------------------------------
 
 
-def test_the_sampler_is_exact_on_integer_warps_and_averages_at_half_pixels():
+def test_the_sampler_is_exact_on_integer_warps_averages_at_half_pixels_is_grid_sample_inside_and_gradgradchecks():
     warp = sv.warp_bilinear_reflect
     x = torch.randn(2, 5, 7, 9)                                         # odd sizes: centres at half-pixels
     assert torch.equal(warp(x, _eye(3, 2)), x)                          # sampled at pixel centres: no blur
@@ -574,9 +567,6 @@ def test_the_sampler_is_exact_on_integer_warps_and_averages_at_half_pixels():
     half = torch.tensor([[[1., 0., 0.5], [0., 1., 0.], [0., 0., 1.]]])
     expected = (x + F.pad(x, (0, 1, 0, 0), mode='reflect')[..., 1:]) / 2   # last column mirrors column W-2
     torch.testing.assert_close(warp(x, half), expected)
-
-
-def test_warp_matches_grid_sample_inside_the_image_and_passes_gradgradcheck_in_float64():
     # Zoom in (scale 0.6) and rotate a little, so every sample lies inside the image, where padding
     # conventions do not matter; then our sampler must agree with F.grid_sample (align_corners=False).
     B, H, W = 3, 10, 14
@@ -807,7 +797,7 @@ def test_ada_counts_the_reals_of_the_d_pass_and_of_the_r1_pass_and_w_avg_moves_i
     assert trainer.aug._acc[1].item() == 3 * 4 and updates.count(True) == 4
 
 
-def test_the_augmentation_of_a_phase_draws_from_its_own_stream_not_its_latents(monkeypatch):
+def test_a_phases_augmentation_draws_from_its_own_stream_and_a_bfloat16_training_on_a_cpu_is_finite(monkeypatch):
     """step_rng(seed, step, purpose): a fake's augmentation is drawn apart from its z (else G could learn it)."""
     trainer, real, t = _trainer_and_batch(aug="fixed", aug_p=0.5)
     seen, call = [], sv.VideoAugment.__call__
@@ -816,10 +806,7 @@ def test_the_augmentation_of_a_phase_draws_from_its_own_stream_not_its_latents(m
     trainer.step(real, t)                                    # step 0: G, D (fakes, reals) and the lazy R1
     latents = {sv.step_rng(0, 0, purpose).initial_seed() for purpose in ("G", "D", "real")}
     assert len(seen) == 4 and len(set(seen)) == 4 and not set(seen) & latents
-
-
-def test_a_short_bfloat16_training_on_a_cpu_has_finite_losses_and_r1():
-    """The pre-normalization, clamps and casts of mixed-precision training, exercised on a CPU."""
+    monkeypatch.undo()                            # a short bfloat16 training: mixed precision's casts and clamps
     trainer, real, t = _trainer_and_batch(amp_dtype="bfloat16")
     logs = [trainer.step(real, t) for _ in range(3)]                   # step 0 includes the lazy R1
     assert all(math.isfinite(v) for log in logs for v in log.values()) and logs[0]["r1"] > 0
