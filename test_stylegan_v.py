@@ -2211,7 +2211,7 @@ def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threa
 # -- bad sources: skipped with their reason, the job goes on -------------------------------------
 
 
-def test_prepare_skips_each_bad_source_with_its_reason(tmp_path):
+def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
     src = tmp_path / "src"
     write_video(src / "good.mp4", gray_frames(25))
     write_video(src / "short.mp4", gray_frames(10))
@@ -2237,9 +2237,7 @@ def test_prepare_skips_each_bad_source_with_its_reason(tmp_path):
     assert set(got) == set(want) and all(want[k] in got[k] for k in want), got
     with pytest.raises(pd.PrepareError, match="10 frames: shorter than one --clip-len chunk of 16"):
         prep(src / "short.mp4", tmp_path / "c.zip", resolution=16, clip_len=16)
-
-
-def test_prepare_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
+    # what decoded of a broken video is kept
     noise = np.random.default_rng(0).integers(0, 256, (40, 24, 32, 3), dtype=np.uint8)   # bytes spread evenly
     write_video(cut := tmp_path / "cut.mp4", noise, output_params=["-movflags", "+faststart"])   # the index first:
     cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])                             # half the file decodes
@@ -2260,7 +2258,7 @@ def test_prepare_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
         in s["notes"]
     with pytest.raises(pd.PrepareError, match="failed after 13 frames"):   # no chunks: the video is lost
         prep(tmp_path / "a.mp4", tmp_path / "whole.zip", resolution=16)
-    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "chunks.zip", "cut.mp4", "cut.zip"]
+    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "chunks.zip", "cut.mp4", "cut.zip", "out.zip", "src"]
 
 
 # -- bad input of the job: ONE line, and everything as it was ------------------------------------
@@ -2606,7 +2604,7 @@ def test_fd_of_known_gaussians_and_feature_stats_running_sums_round_trip_and_war
     assert again.n == 3 and np.array_equal(again.sum_outer, few.sum_outer) and again.key == {"of": "x"}
 
 
-def test_tf1_resize_matches_hand_computed_case_and_preprocess_scales_to_minus_one_one():
+def test_tf1_resize_matches_hand_computed_case_preprocess_scales_to_minus_one_one_and_i3d_is_tf_hubs():
     # 2×2 -> 3×3: TF1 samples at src = i·(2/3) = 0, 0.667, 1.333 and clamps at the last row/column.
     image = torch.tensor([[0.0, 10.0], [20.0, 30.0]]).view(1, 2, 2, 1)
     expected = torch.tensor([[0.0, 20 / 3, 10.0], [40 / 3, 20.0, 70 / 3], [20.0, 80 / 3, 30.0]])
@@ -2619,9 +2617,7 @@ def test_tf1_resize_matches_hand_computed_case_and_preprocess_scales_to_minus_on
     videos[1] = 255
     x = fvd.preprocess(videos)
     assert x.shape == (2, 3, 3, 224, 224) and x.dtype == torch.float32 and x[0].eq(-1).all() and x[1].eq(1).all()
-
-
-def test_i3d_has_tf_hubs_parameters_same_padding_and_layer_shapes():
+    # I3D: TF-Hub's parameters, 'SAME' padding, its layers' shapes
     model = random_i3d()
     assert sum(p.numel() for p in model.parameters()) == 12_689_984               # TF-Hub's count
     assert all(m.bn is None or not hasattr(m.bn, "weight") for m in model.modules() if isinstance(m, fvd.Unit3D))
@@ -2788,8 +2784,19 @@ def test_fvd_every_source_kind_gives_exactly_zero_against_the_same_frames(tmp_pa
     assert 0 < codec < fvd.compute_fvd(str(tree), str(tmp_path / "reversed.npy"), **kw) / 10
 
 
-def test_fvd_a_video_is_decoded_once_at_most_and_only_up_to_its_clip_and_never_left_in_tmp(tmp_path, monkeypatch):
+def test_fvd_reads_an_arrays_header_and_clips_and_a_video_once_at_most_up_to_its_clip_never_left_in_tmp(
+        tmp_path, monkeypatch, toy):
     import tempfile
+    import resource
+    path = tmp_path / "big.npy"                                       # uint8 [1000, 16, 256, 256, 3]: 3.1 GB,
+    with open(path, "wb") as f:                                       # sparse on disk: only its header written
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False,
+                                                 "shape": (1000, 16, 256, 256, 3)})
+        f.truncate(f.tell() + 1000 * 16 * 256 * 256 * 3)
+    before, info = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, {}
+    assert fvd.compute_fvd(str(path), str(path), frames=9, num_videos=8, detector=toy, device="cpu",
+                           use_cache=False, progress=False, info=info) == 0.0
+    assert info["real"]["used"] == 8 and (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 300_000  # KB
     folder = tmp_path / "videos"
     folder.mkdir()
     (folder / "a broken.mp4").write_bytes(b"not a video")             # skipped; shifts no other clip
@@ -2813,19 +2820,6 @@ def test_fvd_a_video_is_decoded_once_at_most_and_only_up_to_its_clip_and_never_l
     with pytest.raises(KeyboardInterrupt):                           # ... and removed even on Ctrl-C
         fvd.open_source(str(_src_zip_of(folder, tmp_path / "videos.zip")))
     assert os.listdir(tmp_path / "tmp") == []
-
-
-def test_fvd_an_array_is_read_by_its_header_and_the_clips_used(tmp_path, toy):
-    import resource
-    path = tmp_path / "big.npy"                                       # uint8 [1000, 16, 256, 256, 3]: 3.1 GB,
-    with open(path, "wb") as f:                                       # sparse on disk: only its header written
-        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False,
-                                                 "shape": (1000, 16, 256, 256, 3)})
-        f.truncate(f.tell() + 1000 * 16 * 256 * 256 * 3)
-    before, info = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, {}
-    assert fvd.compute_fvd(str(path), str(path), frames=9, num_videos=8, detector=toy, device="cpu",
-                           use_cache=False, progress=False, info=info) == 0.0
-    assert info["real"]["used"] == 8 and (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 300_000  # KB
 
 
 def test_fvd_cache_is_keyed_by_what_it_is_of_written_atomically_and_recomputed_when_it_is_not(tmp_path, monkeypatch,
