@@ -153,8 +153,7 @@ def test_paper_presets_follow_the_release_where_the_paper_is_silent():
 # ---------------------------------------------------------------------------------------------
 # §2 Primitives (equalized learning rate, bias + activation, FIR resampling) and
 # §3 ModConv2d: modulation and demodulation around one conv, the math (SG2 Eq 1-3)
-# (the primitives have no tests of their own: they are checked through ModConv2d here and
-# ToRGB in §6)
+# (the primitives are checked through ModConv2d here and ToRGB in §6)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -229,8 +228,7 @@ def test_upsampling_modconv_equals_zero_stuffing_then_conv():
 # ---------------------------------------------------------------------------------------------
 # §4 Content mapping network F_c (StyleGAN2's) and
 # §5 Motion: addressable motion noise, F_m, and the acyclic positional embedding (Sec 3.1, Eq 1-6)
-# (F_c's parameter count is checked with the Generator's in §6, its output against the
-# release's in §13)
+# (F_c's parameter count is checked with the Generator's in §6, its output against the release's in Appendix B)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -774,7 +772,8 @@ def _trainer_and_batch(**cfg):
     return trainer, torch.randint(0, 256, (4, 3, 16, 16, 3), dtype=torch.uint8), torch.tensor([[0.0, 3.0, 7.0]] * 4).double()
 
 
-def test_ada_counts_the_reals_of_the_d_pass_and_of_the_r1_pass_and_w_avg_moves_in_both_phases():
+def test_a_step_counts_reals_and_moves_w_avg_as_the_release_draws_augmentations_apart_and_runs_in_bfloat16(
+        monkeypatch):
     """As the release's loss.py: ADA's r_t counts sign(D(x_real)) of the Dmain and the Dr1 phase; w_avg moves on
     each training-mode call of the mapping, i.e. in the Gmain and the Dmain phase (Dr1 runs no G)."""
     trainer, real, t = _trainer_and_batch(aug="ada")
@@ -786,10 +785,7 @@ def test_ada_counts_the_reals_of_the_d_pass_and_of_the_r1_pass_and_w_avg_moves_i
     assert trainer.aug._acc[1].item() == 2 * 4 and updates.count(True) == 2
     trainer.step(real, t)                                              # step 1: no R1
     assert trainer.aug._acc[1].item() == 3 * 4 and updates.count(True) == 4
-
-
-def test_a_phases_augmentation_draws_from_its_own_stream_and_a_bfloat16_training_on_a_cpu_is_finite(monkeypatch):
-    """step_rng(seed, step, purpose): a fake's augmentation is drawn apart from its z (else G could learn it)."""
+    # step_rng(seed, step, purpose): a fake's augmentation is drawn apart from its z (else G could learn it)
     trainer, real, t = _trainer_and_batch(aug="fixed", aug_p=0.5)
     seen, call = [], sv.VideoAugment.__call__
     monkeypatch.setattr(sv.VideoAugment, "__call__",
@@ -1402,8 +1398,7 @@ needs_snapshot = pytest.mark.skipif(not os.path.isfile(SNAPSHOT), reason="../sha
 
 
 def _pickle_calling(path, **calls):
-    """A pickle of {key: module.name(*args)} for each key=(module, name, *args), written opcode by opcode, so the
-    globals need not exist here: the ordinary unpickler would import each and call it with its args."""
+    """A pickle of {key: module.name(*args)} for key=(module, name, *args), opcode by opcode (no import needed)."""
     body = b"".join(pickle.dumps(key, 0)[:-1] + f"c{module}\n{name}\n(".encode()           # key, GLOBAL, MARK,
                     + b"".join(pickle.dumps(a, 0)[:-1] for a in args) + b"tRs"              # args, TUPLE REDUCE SETITEM
                     for key, (module, name, *args) in calls.items())
@@ -1452,7 +1447,7 @@ def _release_tokens(motion_z, t, cfg):
 
 
 @needs_snapshot
-def test_a_release_snapshot_reproduces_the_releases_outputs():
+def test_a_release_snapshot_reproduces_the_releases_outputs_and_samples_bit_identical_however_chunked():
     """The mapping, v_t, D's logits and the frames (with and without truncation), each within a derived bound."""
     state = sv.load_checkpoint(SNAPSHOT)
     cfg = sv.config_from_dict(state["cfg"])
@@ -1492,11 +1487,7 @@ def test_a_release_snapshot_reproduces_the_releases_outputs():
     # spacing of the largest activation (~4) is 2^-8 ~ 4e-3 on frames; 2^-10 on logits of size < 1.
     torch.testing.assert_close(logits16, P["d_logits"], rtol=0, atol=2.0 ** -10)
     torch.testing.assert_close(frames16, P["frames"], rtol=0, atol=2 * 2.0 ** -8)
-
-
-@needs_snapshot
-def test_a_release_snapshot_samples_frames_bit_identical_however_chunked():
-    G, cfg = sv.load_generator(SNAPSHOT)
+    G, cfg = sv.load_generator(SNAPSHOT)                             # its frames, bit-identical however chunked
     w = sv.content_codes(G, [3, 4])
     t = torch.arange(40, dtype=torch.float64) * 2.5 + 90_000.0       # an hour in, fractional times
     whole = sv.render_frames(G, w, [3, 4], t)
@@ -1577,10 +1568,9 @@ def _rel(ours, theirs, floor=0.0):
 
 
 def _check_phase_grads(record, R, trainer, tols):
-    """Every parameter's gradient of each phase (Gmain, Dmain, Dreg) against the release's, on both sides the same
-    names -> {"G"/"D": {our parameter name: the release's}}. A gradient far smaller than its phase's carries the
-    rounding of the larger terms it is the difference of (R1 reaches D's biases only through minibatch-stddev and
-    the time modulation: 4e-7 of a phase's 2.5e-4), so each is measured against max(its norm, 1% of the phase's)."""
+    """Each phase's gradients (Gmain, Dmain, Dreg), every one on both sides -> {"G"/"D": {ours: the release's name}}.
+    A gradient far smaller than its phase's carries the rounding of the larger terms it is the difference of (R1
+    reaches D's biases through minibatch-stddev and time alone: 4e-7 of 2.5e-4): max(its norm, 1% of the phase's)."""
     names = {kind: {n: sv._release_name(n, trainer.cfg.resolution) for n, _ in net.named_parameters()}
              for kind, net in (("G", trainer.G), ("D", trainer.D))}
     for grads, phase, kind, tol in zip(record["grads"], ("Gmain", "Dmain", "Dreg"), "GDD", tols):
@@ -1613,11 +1603,10 @@ def test_one_training_iteration_equals_the_releases_phase_by_phase():
 @slow
 @needs_snapshot
 def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
-    """The release's learning rates: G's step, then D's phases on the updated G; Adam's state, G_ema, w_avg.
-    Adam's first step moves each weight by ~lr * sign(g), so a gradient near zero that rounds the other
-    way moves it by 2 lr the other way (here 161 of G's 101,628 weights): the weights after a step are
-    compared by that bound and by the share that moved alike, D's later gradients (taken on those
-    weights) to 1%. G's gradient and every count are as tight as in the phase-by-phase test."""
+    """The release's learning rates: G's step, then D's phases on the updated G; Adam's state, G_ema, w_avg. Adam's
+    first step moves each weight by ~lr * sign(g): a gradient near zero rounding the other way moves it by 2 lr (161
+    of G's 101,628 weights). So the weights are compared by that bound and the share that moved alike, D's later
+    gradients to 1%; G's gradient and every count as tightly as in the phase-by-phase test."""
     R, meta, trainer, record, logs = _run_release_step("full-iteration")
     G_names, D_names = _check_phase_grads(record, R, trainer, (2e-3, 1e-2, 1e-2)).values()
     steps = dict(Gmain=("G", 1), Dmain=("D", 1), Dreg=("D", 2))            # optimizer steps taken so far
