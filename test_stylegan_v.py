@@ -326,12 +326,6 @@ def test_paper_mode_ffs_generator_has_the_reference_parameter_counts_and_the_rel
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("k", [2, 3, 4])
-def test_discriminator_output_shape_for_k_frames(k):
-    t = torch.cumsum(torch.randint(1, 5, (4, k)).double(), 1)
-    assert sv.Discriminator(tiny(frames_per_clip=k))(torch.randn(4, k, 3, 16, 16), t).shape == (4,)
-
-
 def test_discriminator_blocks_match_the_release_where_the_designs_agree_and_arch_release_is_the_releases():
     """REFERENCE.md's counts at ffs (256^2). With the release's conditioning (concat) D is the release's but b32 and
     b16, at the paper's full width (Sec 3.2: h in R^{512 x 16 x 16} per frame); hyper adds an affine a block."""
@@ -355,7 +349,10 @@ def test_discriminator_blocks_match_the_release_where_the_designs_agree_and_arch
 
 
 @pytest.mark.parametrize("cond, changes", [("hyper", True), ("concat", True), ("none", False)])
-def test_time_gaps_condition_the_discriminator(cond, changes):
+def test_discriminator_takes_k_frames_and_time_gaps_condition_it(cond, changes):
+    for k in (2, 3, 4):
+        t = torch.cumsum(torch.randint(1, 5, (4, k)).double(), 1)
+        assert sv.Discriminator(tiny(frames_per_clip=k, d_cond=cond))(torch.randn(4, k, 3, 16, 16), t).shape == (4,)
     torch.manual_seed(0)
     D = sv.Discriminator(tiny(d_cond=cond))
     x = torch.randn(4, 3, 3, 16, 16)
@@ -1827,7 +1824,8 @@ def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues_and
 
 
 @slow
-def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_says_what_it_does(tmp_path):
+def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_a_killed_or_failed_one_leaves_nothing_stale(
+        tmp_path):
     data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "cut"
     args = [*TRAIN, "--tick", 0.048, "--aug", "none"]                   # a tick every 2 steps of 24 frames
     r = cli_ok("train", "--data", data, *args, "--kimg", 0.168, "--outdir", tmp_path / "whole")
@@ -1841,11 +1839,7 @@ def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_says_what_it_do
     assert train_sec == sorted(train_sec) and train_sec[0] > 0           # the clock goes on across the resume
     r = cli_ok("train", "--data", data, *args, "--kimg", 0.1, "--outdir", out, "--resume", "auto")
     assert "already at 0.17 kimg, --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
-
-
-@slow
-def test_a_killed_run_leaves_nothing_stale_and_what_failed_before_its_first_step_blocks_nothing(tmp_path):
-    data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
+    out = tmp_path / "run"                          # a killed run leaves nothing stale, nor does a failed start
     out.mkdir()
     (out / "config.json").write_text("{}")                              # what a run that died at startup leaves
     (out / "train.lock").write_text("999999")
