@@ -2631,7 +2631,7 @@ needs_weights = pytest.mark.skipif(fvd.default_weights_path() is None,
 
 @slow
 @needs_weights
-def test_real_weights_match_reference_and_separate_frozen_videos():
+def test_real_weights_match_reference_separate_frozen_videos_and_give_zero_on_the_same_frames(tmp_path):
     detector = fvd.load_i3d(device="cpu")
     videos = np.stack([moving_disc_video(i) for i in range(4)])   # [4, 16, 64, 64, 3]
     feats = fvd.i3d_features(videos, detector)                    # [4, 400]
@@ -2641,11 +2641,7 @@ def test_real_weights_match_reference_and_separate_frozen_videos():
     frozen = fvd.i3d_features(np.repeat(videos[:, :1], 16, axis=1), detector)
     stats = [fvd.FeatureStats().add(f).mean_cov() for f in (feats, feats, frozen)]
     assert fvd.frechet_distance(*stats[0], *stats[1]) == 0.0 and fvd.frechet_distance(*stats[0], *stats[2]) > 10.0
-
-
-@slow
-@needs_weights
-def test_fvd_real_i3d_frame_tree_vs_npy_is_exactly_zero_and_mp4_only_codec_loss(tmp_path):
+    # FVD with it: a frame tree against the same frames in an .npy is exactly 0; through mp4, codec loss only
     t, y, x = np.meshgrid(np.arange(10), np.arange(32), np.arange(32), indexing="ij")   # codec-friendly videos:
     blob = [120 * np.exp(-((x - 6 - (2 + k) * t) ** 2 + (y - 8 - 3 * k - (k % 2) * t) ** 2) / 30.0) for k in range(6)]
     videos = np.stack([np.clip(np.stack([40 + 4 * x + 20 * k + b, 60 + 3 * y + b * (k % 3) / 2, 200 - 4 * x - b], -1),
