@@ -2024,14 +2024,6 @@ def _hd_tree(root):
                   for d, ds, fs in os.walk(root) for n in ds + fs)
 
 
-def _hd_write_video(path, frames=10, h=24, w=32, fps=10, noise=False):
-    """A small real mp4: frame i is gray level 20 i, or random pixels."""
-    rng = np.random.default_rng(0)
-    write_video(path, [rng.integers(0, 256, f.shape, dtype=np.uint8) if noise else f for f in gray_frames(frames, h, w)],
-                fps)
-    return path
-
-
 @contextlib.contextmanager
 def _hd_tmpfs(path, size, read_only=False):
     """A small tmpfs at path (this project's machines run tests as root); skip where it cannot mount."""
@@ -2422,7 +2414,8 @@ def test_hd_prepare_signal_exits_130_with_one_line_and_a_killed_run_is_cleaned_b
 ])
 def test_hd_a_full_or_read_only_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, size, read_only, argv,
                                                                                  needle):
-    src = _hd_write_video(tmp_path / "src" / "a.mp4", frames=60, h=64, w=64, noise=True).parent   # ~10 KB a PNG frame
+    src = tmp_path / "src"                                                  # noise: ~10 KB a PNG frame
+    write_video(src / "a.mp4", np.random.default_rng(0).integers(0, 256, (60, 64, 64, 3), dtype=np.uint8))
     with _hd_tmpfs(tmp_path / "disk", size, read_only) as disk:
         if not read_only:
             (disk / "out.zip").write_bytes(b"an older dataset")            # replaced only by a complete new one
@@ -2763,7 +2756,7 @@ def test_fvd_reads_an_arrays_header_and_clips_and_a_video_once_at_most_up_to_its
     folder.mkdir()
     (folder / "a broken.mp4").write_bytes(b"not a video")             # skipped; shifts no other clip
     for k, n in enumerate([14, 20, 25, 31, 17]):
-        _hd_write_video(folder / f"v{k}.mp4", frames=n, noise=True)
+        write_video(folder / f"v{k}.mp4", np.random.default_rng(k).integers(0, 256, (n, 24, 32, 3), dtype=np.uint8))
     calls, decode = [], imageio_ffmpeg.read_frames
     monkeypatch.setattr(imageio_ffmpeg, "read_frames", lambda f, *a, **kw: calls.append(os.path.basename(f))
                         or decode(f, *a, **kw))
