@@ -1988,21 +1988,21 @@ def cmd_sample(args) -> None:
 def cmd_project(args) -> None:
     """`project`: a still or a short clip -> proj.pt, the w and motion tokens that render it (§13's Projection)."""
     device = _pick_device(args.device)
+    if os.path.isdir(args.out) or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UserError(f"--out {args.out}: not a file in an existing folder")       # before the work
     G, cfg = load_generator(args.ckpt, device)
     if G.motion is None:
         raise UserError(f"{checkpoint_path(args.ckpt)}: an image-only generator has no motion to fit")
-    frames, fps = read_target(args.target, cfg.resolution)      # uint8 [T, R, R, 3]
-    fps = fps or cfg.fps
+    frames, fps = read_target(args.target, cfg.resolution)      # uint8 [T, R, R, 3]; a still: no fps
+    fps, t0 = fps or cfg.fps, time.time()
     times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
     target = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1     # [T, 3, R, R] in [-1, 1]
-    print(f"projecting {len(frames)} frame(s) of {args.target} into {checkpoint_path(args.ckpt)}", file=sys.stderr)
-    t0 = time.time()
     fit = project(G, target, times, args.steps, motion=len(frames) > 1, motion_seed=args.motion_seed)
     state = dict(projection=1, weights=weights_id(G), ckpt=args.ckpt, times=times, fps=fps,
                  motion_seed=args.motion_seed, **fit)
     _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
-    print(f"wrote {args.out}: {fit['steps']} steps in {time.time() - t0:.1f} s, distance {fit['loss']:.4f}"
-          + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""), file=sys.stderr)
+    print(f"wrote {args.out}: {len(frames)} frame(s), {fit['steps']} steps in {time.time() - t0:.1f} s, distance "
+          f"{fit['loss']:.4f}" + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""), file=sys.stderr)
     if fit["steps"] < args.steps:
         raise KeyboardInterrupt
 
