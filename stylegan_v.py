@@ -1823,6 +1823,9 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 # seed's, addressable as above), or with another motion seed. The schedule is StyleGAN2-ADA's projector:
 # w starts at w_avg; Adam's lr ramps up over the first 5% of the steps and down on a cosine over the last
 # 25%; noise added to w, fading out over the first 75%, searches widely before the fit settles.
+# The loss is the pixels' MSE. StyleGAN2-ADA's LPIPS needs VGG16 weights downloaded at run time; measured
+# on training clips (README), plain MSE fitted better than a multi-scale MSE, and D's own features (the
+# checkpoint's, normalised as LPIPS does) far worse: D learns what tells real from fake, not likeness.
 
 PROJECT_MAX_FRAMES = 64
 
@@ -1854,20 +1857,8 @@ def read_target(path: str, resolution: int) -> tuple:
     return np.stack([pd.center_crop_resize(f, resolution) for f in frames]), fps
 
 
-def image_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Frames [N, 3, H, W] -> the pixel MSE averaged over scales H, H/2, ... 4 (2x2 mean pooling).
-    Offline (no VGG to download, unlike StyleGAN2-ADA's LPIPS), and the coarse scales give the early,
-    noisy steps a smooth target: measured against plain MSE and D's features in the README."""
-    scales = int(math.log2(x.shape[-1])) - 1
-    d = F.mse_loss(x, y)
-    for _ in range(scales - 1):
-        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-        d = d + F.mse_loss(x, y)
-    return d / scales
-
-
 def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = True, motion_seed: int = 0,
-            lr: float = 0.1, noise: float = 0.05, token_weight: float = 1.0, distance=image_distance,
+            lr: float = 0.1, noise: float = 0.05, token_weight: float = 1.0, distance=F.mse_loss,
             progress: bool = True) -> dict:
     """Fit w (from w_avg) and, with `motion`, the tokens covering `times` [T] (frames; from the motion seed's)
     so that G renders `target` [T, 3, R, R] in [-1, 1] -> dict(w [w_dim], tokens [L, D], first, loss, steps).
