@@ -1824,8 +1824,8 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 # w starts at w_avg; Adam's lr ramps up over the first 5% of the steps and down on a cosine over the last
 # 25%; noise added to w, fading out over the first 75%, searches widely before the fit settles.
 # The loss is the pixels' MSE. StyleGAN2-ADA's LPIPS needs VGG16 weights downloaded at run time; measured
-# on training clips (README), plain MSE fitted better than a multi-scale MSE, and D's own features (the
-# checkpoint's, normalised as LPIPS does) far worse: D learns what tells real from fake, not likeness.
+# on training clips (README), plain MSE fitted best: 20.5 dB, SSIM 0.57, against 20.0 dB, 0.54 for an MSE
+# over 4 scales, and 17.5 dB, 0.56 for D's own features (normalised as LPIPS does) at 1.7x the time.
 
 PROJECT_MAX_FRAMES = 64
 
