@@ -1594,17 +1594,24 @@ def content_codes(G, seeds, truncation: float = 1.0) -> torch.Tensor:
     return _in_row_blocks(lambda z_: G.mapping(z_, truncation), z)
 
 
-def anchor_params(G, motion_seed: int, js, cache: Optional[dict] = None):
+def anchor_params(G, motion, js, cache: Optional[dict] = None):
     """Wave parameters of anchors js (ints) of one video -> 4 x [len(js), D], in aligned blocks.
-    `cache` (a dict) keeps recent blocks: a long video walks forward block by block."""
+    motion: a motion seed, or (seed, first, tokens [L, D]) whose tokens first ... first+L-1 are given (a
+    projection, below) and the rest seeded. `cache` (a dict) keeps recent blocks: a long video walks forward."""
     nb, ctx, D = ANCHOR_BLOCK, G.motion.context, G.cfg.motion_dim
+    seed, first, given = motion if isinstance(motion, tuple) else (int(motion), 0, torch.zeros(0, D))
     rows = []
     for j in js:
         b = j // nb
-        key = (int(motion_seed), b)
+        key = (motion, b)
         block = None if cache is None else cache.get(key)
         if block is None:
-            tokens = motion_tokens(int(motion_seed), b * nb - ctx, nb + ctx, D).to(_g_device(G))
+            lo = b * nb - ctx                                              # the block's first token
+            tokens = motion_tokens(seed, lo, nb + ctx, D)
+            a, e = max(first, lo), min(first + len(given), lo + nb + ctx)  # the given ones in this block
+            if a < e:
+                tokens[a - lo:e - lo] = given[a - first:e - first].cpu()
+            tokens = tokens.to(_g_device(G))
             block = [p[0] for p in G.motion(tokens[None])]                 # 4 x [nb, D]
             if cache is not None and len(cache) >= 256:                    # bounded: memory stays flat; a
                 cache.pop(next(iter(cache)))                               # dict keeps insertion order, so
@@ -1618,8 +1625,8 @@ def anchor_params(G, motion_seed: int, js, cache: Optional[dict] = None):
 def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
     """Frames for every (video, time) pair -> float [B, T, 3, H, W], nominally in [-1, 1] (not clamped).
 
-    w [B, w_dim] content codes, motion_seeds: B ints, t [T] float times in frames (>= 0, any
-    spacing: the cost of a frame depends on neither t nor the other frames).
+    w [B, w_dim] content codes, motion_seeds: B motions (seeds, or a projection's, see anchor_params),
+    t [T] float times in frames (>= 0, any spacing: a frame's cost depends on neither t nor the others).
     """
     # float64: --start reaches 10^7 s, t ~ 2.5e8 frames, past float32's exact integers (2^24), and
     # floor(t / delta_z) and the position between two anchors must be exact there.
@@ -1678,8 +1685,9 @@ def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
 
 def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
            seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
-           progress: bool = True) -> int:
-    """Render len(seeds) videos from t = start for `seconds` at `fps`, tiled, streamed to `out` -> frames written.
+           progress: bool = True, w: Optional[torch.Tensor] = None) -> int:
+    """Render len(seeds) videos (or one per given content code, w [B, w_dim]) from t = start for `seconds` at
+    `fps`, tiled, streamed to `out` -> frames written.
 
     Frame i is at t = (start + i / fps) * data_fps training frames: another fps samples the same continuous
     video more or less densely. Memory is flat in the length: `batch` time steps a chunk, and a bounded
@@ -1692,7 +1700,8 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
         raise UserError(f"--batch must be >= 1, got {batch}")
     motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
     n_frames = max(1, int(round(seconds * fps)))
-    w = content_codes(G, list(seeds), truncation)                 # [B, w_dim], once per video
+    if w is None:                                                 # (given: a projection's, below)
+        w = content_codes(G, list(seeds), truncation)             # [B, w_dim], once per video
     cache: dict = {}                                              # anchor blocks (anchor_params): the
     # chunks walk forward in t, so each block is computed once; at most 256 are kept (memory is flat).
     with FrameSink(out, fps) as sink, tqdm(total=n_frames, unit="frame", disable=not progress,
@@ -1709,6 +1718,111 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
             if (i // batch) % 64 == 63:            # glibc's malloc_trim (Appendix D): without it the
                 _release_free_memory()              # peak memory creeps up over an hour of chunks
     return n_frames
+
+
+# --- Projection (Fig 2, Sec 4.3) -----------------------------------------------------------------
+# Fig 2 projects a real image into the content space and animates it with the video generator. A clip
+# goes further: its content code w and the motion tokens z^m_j that cover its frame times are fitted
+# together, each frame at its real time t. What comes out is a video of the continuous-time generator:
+# it renders between the real frames (any --fps), past the clip's end (the tokens there are the motion
+# seed's, addressable as above), or with another motion seed. The schedule is StyleGAN2-ADA's projector:
+# w starts at w_avg; Adam's lr ramps up over the first 5% of the steps and down on a cosine over the last
+# 25%; noise added to w, fading out over the first 75%, searches widely before the fit settles.
+# The loss is the pixels' MSE. StyleGAN2-ADA's LPIPS needs VGG16 weights downloaded at run time; measured
+# on training clips (README), plain MSE fitted best: 20.5 dB, SSIM 0.57, against 20.0 dB, 0.54 for an MSE
+# over 4 scales, and 17.5 dB, 0.56 for D's own features (normalised as LPIPS does) at 1.7x the time.
+
+PROJECT_MAX_FRAMES = 64
+
+
+def read_target(path: str, resolution: int) -> tuple:
+    """A still image, a video file or a folder of frames -> (uint8 [T, R, R, 3], fps; None for a still),
+    at most PROJECT_MAX_FRAMES frames, center-cropped and resized as prepare_data.py makes a dataset."""
+    import prepare_data as pd
+    try:
+        if os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS):
+            with pd.Image.open(path) as img:
+                frames, fps = [pd.pil_to_rgb8(img)], None
+        else:
+            sources, skipped = pd.discover(path)
+            if len(sources) != 1:
+                raise UserError(f"{path}: " + (f"{len(sources)} videos, project one at a time" if sources else
+                                               skipped[0][1] if skipped else "no frames in it"))
+            source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
+            if source is None:
+                raise UserError(f"{path}: {why}")
+            fps = source.fps or 25.0                             # (prepare_data's rate for frame folders)
+            frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES), pd.iter_frames(source, fps))]
+            if len(frames) < 2:
+                raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass the image)")
+    except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
+        raise UserError(str(e)) from None
+    except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
+        raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
+    return np.stack([pd.center_crop_resize(f, resolution) for f in frames]), fps
+
+
+def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = True, motion_seed: int = 0,
+            lr: float = 0.1, noise: float = 0.05, token_weight: float = 1.0, distance=F.mse_loss,
+            progress: bool = True) -> dict:
+    """Fit w (from w_avg) and, with `motion`, the tokens covering `times` [T] (frames; from the motion seed's)
+    so that G renders `target` [T, 3, R, R] in [-1, 1] -> dict(w [w_dim], tokens [L, D], first, loss, steps).
+    Ctrl-C (or SIGTERM) stops it early: the best fit so far comes back, with steps = the steps done."""
+    from tqdm import tqdm
+    dev, dz, ctx = _g_device(G), G.cfg.motion_delta_z, G.motion.context
+    gen = torch.Generator().manual_seed(motion_seed)
+    with torch.no_grad():                                        # w_avg, and w's spread (one number)
+        ws = G.mapping(torch.randn(4096, G.cfg.z_dim, generator=gen).to(dev))
+    w_avg, w_std = ws.mean(0), (ws - ws.mean(0)).square().sum(1).mean().sqrt()
+    t = torch.as_tensor(times, dtype=torch.float64).reshape(1, -1).to(dev)           # [1, T]
+    first = int(torch.floor(t.min() / dz)) - ctx                # tokens first ... : every frame's 2 anchors
+    tokens = motion_tokens(motion_seed, first, G.tokens_needed(t, dz, ctx), G.cfg.motion_dim).to(dev)
+    w, tokens = w_avg.clone().requires_grad_(), tokens.requires_grad_(motion)
+    opt, target = torch.optim.Adam([w, tokens] if motion else [w]), target.to(dev)
+    best, done = (math.inf, w.detach().clone(), tokens.detach().clone()), 0
+    try:
+        for done in tqdm(range(steps), desc="project", unit="step", disable=not progress):
+            tau = done / steps
+            ramp = min(1.0, tau / 0.05) * (0.5 - 0.5 * math.cos(math.pi * min(1.0, (1 - tau) / 0.25)))
+            for group in opt.param_groups:
+                group["lr"] = lr * ramp
+            w_noisy = w + torch.randn(w.shape, generator=gen).to(dev) * w_std * noise * max(0.0, 1 - tau / 0.75) ** 2
+            anchors, j = G.anchors_from_tokens(tokens[None], t)
+            fit = distance(G.frames_from_anchors(w_noisy.expand(t.shape[1], -1), anchors, j[0], t[0]), target)
+            # Each token is kept on N(0, I)'s shell, |z|^2 / D ~ 1: past the clip it meets seeded tokens.
+            loss = fit + token_weight * (tokens.square().mean(1) - 1).square().mean() if motion else fit
+            if fit.item() < best[0]:
+                best = (fit.item(), w.detach().clone(), tokens.detach().clone())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        done = steps
+    except KeyboardInterrupt:
+        pass
+    return dict(w=best[1].cpu(), tokens=best[2].cpu(), first=first, loss=best[0], steps=done)
+
+
+def weights_id(G) -> str:
+    """A hash of the generator's weights: the checkpoint a projection belongs to."""
+    h = hashlib.sha256()
+    for name, v in G.state_dict().items():
+        h.update(name.encode() + v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_projection(path: str, G=None) -> dict:
+    """A file `project` wrote (read as checkpoints are: tensors and plain data, never code); with G, refused
+    unless G has the weights it was fitted to."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: not a projection ({error_reason(e, path) if isinstance(e, OSError) else 'unreadable'})") from None
+    if not isinstance(state, dict) or state.get("projection") != 1:
+        raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")
+    if G is not None and state["weights"] != weights_id(G):
+        raise UserError(f"{path} was projected into other weights (checkpoint {state['ckpt']}, weights "
+                        f"{state['weights']}; these are {weights_id(G)}): pass its --ckpt")
+    return state
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1729,6 +1843,8 @@ def cmd_sample(args) -> None:
     """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
     FrameSink.check(args.out)                                    # before a checkpoint is loaded
+    proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)
+    args.ckpt = args.ckpt or (proj and proj["ckpt"])
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
     if args.ckpt:
@@ -1746,16 +1862,45 @@ def cmd_sample(args) -> None:
     fps = args.fps or cfg.fps
     seeds = list(range(args.seed, args.seed + args.num))            # video i: content seed + i, motion seed + i
     mseed = args.seed if args.motion_seed is None else args.motion_seed
-    motion_seeds = list(range(mseed, mseed + args.num))
+    motion_seeds, w = list(range(mseed, mseed + args.num)), None
+    if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
+        load_projection(args.proj, G)
+        w = G.mapping.w_avg.lerp(proj["w"].to(device), args.truncation)[None]    # [1, w_dim], truncated
+        motion_seeds = [(proj["motion_seed"], proj["first"], proj["tokens"]) if args.motion_seed is None else mseed]
+        fps = args.fps or proj["fps"]
+        args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else 4.0)
+    args.seconds = args.seconds or 4.0
     print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
     t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
     n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
-               args.truncation, args.batch)
+               args.truncation, args.batch, w=w)
     dt = time.time() - t0
     import resource
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process (not ffmpeg's)
     print(f"wrote {args.out}{' (replacing the previous file)' if replaced else ''}: {n} frames in {dt:.1f} s "
           f"({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB", file=sys.stderr)
+
+
+def cmd_project(args) -> None:
+    """`project`: a still or a short clip -> proj.pt, the w and motion tokens that render it (§13's Projection)."""
+    device = _pick_device(args.device)
+    if os.path.isdir(args.out) or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UserError(f"--out {args.out}: not a file in an existing folder")       # before the work
+    G, cfg = load_generator(args.ckpt, device)
+    if G.motion is None:
+        raise UserError(f"{checkpoint_path(args.ckpt)}: an image-only generator has no motion to fit")
+    frames, fps = read_target(args.target, cfg.resolution)      # uint8 [T, R, R, 3]; a still: no fps
+    fps, t0 = fps or cfg.fps, time.time()
+    times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
+    target = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1     # [T, 3, R, R] in [-1, 1]
+    fit = project(G, target, times, args.steps, motion=len(frames) > 1, motion_seed=args.motion_seed)
+    state = dict(projection=1, weights=weights_id(G), ckpt=os.path.abspath(args.ckpt), times=times, fps=fps,
+                 motion_seed=args.motion_seed, **fit)
+    _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
+    print(f"wrote {args.out}: {len(frames)} frame(s), {fit['steps']} steps in {time.time() - t0:.1f} s, distance "
+          f"{fit['loss']:.4f}" + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""), file=sys.stderr)
+    if fit["steps"] < args.steps:
+        raise KeyboardInterrupt
 
 
 def cmd_train(args) -> None:
@@ -3692,7 +3837,7 @@ def build_parser() -> argparse.ArgumentParser:
         sample=(cmd_sample, "render videos of any length and frame rate", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory (default: untrained --preset)"),
             ("--preset", list(PRESETS), None, "architecture when no --ckpt (default tiny)"),
-            ("--seconds", NUM(0, 86400, lo_open=True), 4.0, "length of the video, up to a day (default 4)"),
+            ("--seconds", NUM(0, 86400, lo_open=True), None, "length of the video, up to a day (default 4; --from: the clip's)"),
             ("--fps", NUM(0.01, 1000), None, "frames per second (default: the dataset's, else the preset's)"),
             ("--start", NUM(0, 1e7), 0.0, "time of the first frame, in seconds"),
             ("--seed", SEED, 0, "content seed z^c (video i uses seed + i; default 0)"),
@@ -3700,7 +3845,16 @@ def build_parser() -> argparse.ArgumentParser:
             ("--num", INT(1, 64), 1, "number of videos, tiled into a grid"),
             ("--truncation", NUM(-10, 10), 1.0, "truncation psi for w (1 = off)"),
             ("--batch", INT(1, 4096), 16, "time steps rendered per chunk (--num x this many frames)"),
-            ("--out", None, "sample.mp4", "an .mp4 file, or a folder for PNG frames (default sample.mp4)")]),
+            ("--out", None, "sample.mp4", "an .mp4 file, or a folder for PNG frames (default sample.mp4)"),
+            ("--from", None, None, "a projection (`project`'s proj.pt): its content and motion at its fps and "
+             "length unless given; --motion-seed: new motion", dict(dest="proj"))]),
+        project=(cmd_project, "fit a real image or short clip: w and motion tokens (Fig 2)", DEVICE + [
+            ("--ckpt", None, None, "checkpoint file or training directory", dict(required=True)),
+            ("--target", None, None, f"an image, a video or a folder of frames (first {PROJECT_MAX_FRAMES})",
+             dict(required=True)),
+            ("--steps", INT(1, 10 ** 5), 300, "optimizer steps (default 300)"),
+            ("--motion-seed", SEED, 0, "the tokens' starting values (a still: its motion)"),
+            ("--out", None, "proj.pt", "the projection to write (default proj.pt)")]),
         train=(cmd_train, "train on a dataset from prepare_data.py (every flag defaults to the preset's)", DEVICE + [
             ("--data", None, None, "dataset zip or folder written by prepare_data.py", dict(required=True)),
             ("--preset", list(PRESETS), None, "architecture and defaults (ffs, the paper's, on a GPU; else tiny)"),

@@ -1042,6 +1042,76 @@ def test_interrupted_sample_leaves_no_output(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+# -- projection (Fig 2, Sec 4.3): a real frame or clip into the generator, rendered again ------
+
+def psnr(x, y):                                                   # frames in [-1, 1]
+    return float(10 * torch.log10(4 / (x.clamp(-1, 1) - y.clamp(-1, 1)).square().mean()))
+
+
+def test_a_projection_recovers_frames_the_generator_rendered():
+    """Tiny untrained G, 16^2, 60 steps (2 s each): still and clip > 15 dB, w_avg ~10 dB."""
+    torch.manual_seed(0)
+    G, t = sv.Generator(tiny()).eval().requires_grad_(False), torch.arange(6.0)
+    real = sv.render_frames(G, sv.content_codes(G, [3]), [5], t)[0]                  # [6, 3, 16, 16]
+    w_avg = sv.project(G, real[:1], t[:1], steps=0, motion=False, progress=False)["w"]
+    baseline = psnr(sv.render_frames(G, w_avg[None], [0], t[:1])[0], real[:1])
+    for T in (1, 6):                                             # a still (w only), a clip (w and tokens)
+        fit = sv.project(G, real[:T], t[:T], steps=60, motion=T > 1, progress=False)
+        again = sv.render_frames(G, fit["w"][None], [(0, fit["first"], fit["tokens"])], t[:T])[0]
+        assert psnr(again, real[:T]) > max(15, baseline + 5), (psnr(again, real[:T]), baseline)
+
+
+def test_project_then_sample_from_it_renders_the_same_bits_and_only_with_its_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for seed, ckpt in enumerate(("a.pt", "b.pt")):
+        torch.manual_seed(seed)
+        G = sv.Generator(tiny()).eval()
+        sv.save_checkpoint(ckpt, {"cfg": dataclasses.asdict(tiny()), "G_ema": G.state_dict()})
+    os.mkdir("clip")
+    for i in range(4):                                           # a 48x32 clip: cropped and resized to 16^2
+        iio.imwrite(f"clip/{i}.png", np.random.default_rng(i).integers(0, 255, (32, 48, 3), dtype=np.uint8))
+    sv.main(["project", "--ckpt", "a.pt", "--target", "clip", "--steps", "3", "--device", "cpu"])
+    for out in ("x", "y"):                                       # 4 frames at 25 fps, rendered at 50: 8
+        sv.main(["sample", "--from", "proj.pt", "--fps", "50", "--out", out, "--device", "cpu"])
+    assert sorted(os.listdir("x")) == [f"{i:06d}.png" for i in range(8)]
+    assert all((tmp_path / "x" / f).read_bytes() == (tmp_path / "y" / f).read_bytes() for f in os.listdir("x"))
+    sv.main(["sample", "--from", "proj.pt", "--motion-seed", "9", "--start", "1", "--out", "z.mp4", "--device", "cpu"])
+    capsys.readouterr()
+    assert_refused(["sample", "--from", "proj.pt", "--ckpt", "b.pt", "--out", "w"],
+                   ["proj.pt was projected into other weights (checkpoint a.pt", "pass its --ckpt"], capsys)
+
+
+@pytest.mark.parametrize("make, target, said", [
+    (lambda: None, "none.png", "none.png: no such file or folder"),
+    (lambda: open("x.png", "w").write("not an image"), "x.png", "x.png: not a readable image or clip"),
+    (lambda: open("x.mp4", "w").write("not a video"), "x.mp4", "x.mp4: not a readable video"),
+    (lambda: os.mkdir("empty"), "empty", "empty: no frames in it"),
+    (lambda: os.mkdir("one") or iio.imwrite("one/0.png", np.zeros((8, 8, 3), np.uint8)), "one", "one: a clip needs 2"),
+])
+def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, make, target, said):
+    monkeypatch.chdir(tmp_path)
+    sv.save_checkpoint("a.pt", {"cfg": dataclasses.asdict(tiny()), "G_ema": sv.Generator(tiny()).state_dict()})
+    make()
+    assert_refused(["project", "--ckpt", "a.pt", "--target", target, "--device", "cpu"], [said], capsys)
+
+
+def test_ctrl_c_during_a_projection_saves_the_best_fit_so_far(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sv.save_checkpoint("a.pt", {"cfg": dataclasses.asdict(tiny()), "G_ema": sv.Generator(tiny()).state_dict()})
+    iio.imwrite("still.png", np.zeros((20, 20, 3), np.uint8))
+    calls, render = [], sv.Generator.frames_from_anchors
+
+    def interrupted_at_step_4(*a):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return render(*a)
+    monkeypatch.setattr(sv.Generator, "frames_from_anchors", interrupted_at_step_4)
+    with pytest.raises(SystemExit) as exit_:
+        sv.main(["project", "--ckpt", "a.pt", "--target", "still.png", "--device", "cpu"])
+    assert exit_.value.code == 130 and sv.load_projection("proj.pt")["steps"] == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # §14 Command line: train, sample, convert
 # ---------------------------------------------------------------------------------------------
