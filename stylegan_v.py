@@ -15,13 +15,13 @@ Contents, in the order the data flows (each section behind a `# ---` banner):
     §4  Content mapping F_c (Sec 3.1)            §11 Dataset and real clips
     §5  Motion: F_m, Eq 1-6 (Sec 3.1, Appx B.3)  §12 Training loop (Sec 4.1)
     §6  Synthesis network and Generator (Fig 5)  §13 Rendering any t by seed; sampling (Sec 4.3)
-    §7  Discriminator (Sec 3.2, Fig 6)           §14 Command line: train, sample
+    §7  Discriminator (Sec 3.2, Fig 6)               projecting a real frame or clip (Fig 2)
     Appendix A  the fused ModConv2d CUDA kernel   C  bench, doctor, figures, plot
              B  the authors' release: its          D  plumbing: checks at the door, crash-safe files,
-                architecture, its snapshots           a run's start and log, checkpoints, signals, the
-                read safely, convert                  run lock, flags, the one error path
-§11-§14 call names of Appendix D (checks, files, processes) at run time; §1 and §6-§7 the release's
-variants of Appendix B when Config.arch is 'release'.
+                architecture, its snapshots           checkpoints, a run's start and log, signals, the
+                read safely, convert                  run lock, the commands, flags, the one error path
+§11-§13 call names of Appendix D (checks, files, processes) at run time; §1 and §6-§7 the release's
+variants of Appendix B when Config.arch is 'release'. The command line (main) is at the end of Appendix D.
 
 Shapes: B videos, k frames per clip, N = B*k frames, T frames of a rendered clip, C channels, H x W pixels,
 D motion-token dim, L motion tokens, A anchors. Time t: in *frames of the training data* (25 = 1 s at 25 fps).
@@ -1527,10 +1527,11 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
 
 
 # ------------------------------------------------------------------------------------------------
-# §13 Rendering any frame by seed; sampling videos of any length (Sec 4.3)
+# §13 Rendering any frame by seed; sampling videos of any length (Sec 4.3); projection (Fig 2)
 # ------------------------------------------------------------------------------------------------
 # A checkpoint (ours, or an authors' snapshot: Appendix B) -> load_generator (Appendix D: nothing in the file
-# runs) -> rendering any frame by (content seed, motion seed, t) -> sample(), which renders an hour.
+# runs) -> rendering any frame by (content seed, motion seed, t) -> sample(), which renders an hour. And the
+# other way: a real frame or clip -> project() -> the w and motion tokens that render it.
 
 
 # --- Rendering at any t: seeded, addressable, bit-exact -------------------------------------------
@@ -1732,36 +1733,6 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 # on training clips (README), plain MSE fitted best: 20.5 dB, SSIM 0.57, against 20.0 dB, 0.54 for an MSE
 # over 4 scales, and 17.5 dB, 0.56 for D's own features (normalised as LPIPS does) at 1.7x the time.
 
-PROJECT_MAX_FRAMES = 64
-
-
-def read_target(path: str, resolution: int) -> tuple:
-    """A still image, a video file or a folder of frames -> (uint8 [T, R, R, 3], fps; None for a still),
-    at most PROJECT_MAX_FRAMES frames, center-cropped and resized as prepare_data.py makes a dataset."""
-    import prepare_data as pd
-    try:
-        if os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS):
-            with pd.Image.open(path) as img:
-                frames, fps = [pd.pil_to_rgb8(img)], None
-        else:
-            sources, skipped = pd.discover(path)
-            if len(sources) != 1:
-                raise UserError(f"{path}: " + (f"{len(sources)} videos, project one at a time" if sources else
-                                               skipped[0][1] if skipped else "no frames in it"))
-            source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
-            if source is None:
-                raise UserError(f"{path}: {why}")
-            fps = source.fps or 25.0                             # (prepare_data's rate for frame folders)
-            frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES), pd.iter_frames(source, fps))]
-            if len(frames) < 2:
-                raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass the image)")
-    except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
-        raise UserError(str(e)) from None
-    except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
-        raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
-    return np.stack([pd.center_crop_resize(f, resolution) for f in frames]), fps
-
-
 def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = True, motion_seed: int = 0,
             lr: float = 0.1, noise: float = 0.05, token_weight: float = 1.0, distance=F.mse_loss,
             progress: bool = True) -> dict:
@@ -1800,134 +1771,6 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
     except KeyboardInterrupt:
         pass
     return dict(w=best[1].cpu(), tokens=best[2].cpu(), first=first, loss=best[0], steps=done)
-
-
-def weights_id(G) -> str:
-    """A hash of the generator's weights: the checkpoint a projection belongs to."""
-    h = hashlib.sha256()
-    for name, v in G.state_dict().items():
-        h.update(name.encode() + v.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def load_projection(path: str, G=None) -> dict:
-    """A file `project` wrote (read as checkpoints are: tensors and plain data, never code); with G, refused
-    unless G has the weights it was fitted to."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: not a projection ({error_reason(e, path) if isinstance(e, OSError) else 'unreadable'})") from None
-    if not isinstance(state, dict) or state.get("projection") != 1:
-        raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")
-    if G is not None and state["weights"] != weights_id(G):
-        raise UserError(f"{path} was projected into other weights (checkpoint {state['ckpt']}, weights "
-                        f"{state['weights']}; these are {weights_id(G)}): pass its --ckpt")
-    return state
-
-
-# ------------------------------------------------------------------------------------------------
-# §14 Command line: train, sample (convert: Appendix D; bench, doctor, figures, plot: Appendix C)
-# ------------------------------------------------------------------------------------------------
-# Each command is a thin `cmd_*` over the sections above. Every input is checked where it enters (flags by
-# build_parser, datasets by open_dataset, checkpoints by check_config: Appendix D); a mistake the user can fix
-# is ONE line, "stylegan_v.py: error: ...", exit status 2, never a traceback; Ctrl-C and SIGTERM exit 130
-# (train saves first); every output file is written under a temporary name and renamed when complete.
-#
-#   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes
-#   sample   checkpoint -> .mp4 or PNG frames of any length and frame rate (§13)
-#   convert  an authors' network-snapshot-*.pkl -> a checkpoint of ours
-#   bench, doctor, figures, plot: speed; the CUDA kernel's build and parity; the README's pictures
-
-
-def cmd_sample(args) -> None:
-    """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
-    device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
-    FrameSink.check(args.out)                                    # before a checkpoint is loaded
-    proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)
-    args.ckpt = args.ckpt or (proj and proj["ckpt"])
-    if args.ckpt and args.preset:
-        raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
-    if args.ckpt:
-        G, cfg = load_generator(args.ckpt, device)
-        source = checkpoint_path(args.ckpt)
-    else:
-        cfg = make_config(args.preset or "tiny")
-        torch.manual_seed(args.seed)
-        G = Generator(cfg).eval().requires_grad_(False).to(device)
-        source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
-    check_memory(rendering_bytes(cfg, args.num * args.batch, device), device,
-                 f"rendering {args.num} video(s) {args.batch} frames at a time at {cfg.resolution}^2", "--batch or --num")
-    # --fps only sets how densely the continuous video is sampled: frame times are in the training
-    # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
-    fps = args.fps or cfg.fps
-    seeds = list(range(args.seed, args.seed + args.num))            # video i: content seed + i, motion seed + i
-    mseed = args.seed if args.motion_seed is None else args.motion_seed
-    motion_seeds, w = list(range(mseed, mseed + args.num)), None
-    if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
-        load_projection(args.proj, G)
-        w = G.mapping.w_avg.lerp(proj["w"].to(device), args.truncation)[None]    # [1, w_dim], truncated
-        motion_seeds = [(proj["motion_seed"], proj["first"], proj["tokens"]) if args.motion_seed is None else mseed]
-        fps = args.fps or proj["fps"]
-        args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else 4.0)
-    args.seconds = args.seconds or 4.0
-    print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
-    t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
-    n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
-               args.truncation, args.batch, w=w)
-    dt = time.time() - t0
-    import resource
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process (not ffmpeg's)
-    print(f"wrote {args.out}{' (replacing the previous file)' if replaced else ''}: {n} frames in {dt:.1f} s "
-          f"({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB", file=sys.stderr)
-
-
-def cmd_project(args) -> None:
-    """`project`: a still or a short clip -> proj.pt, the w and motion tokens that render it (§13's Projection)."""
-    device = _pick_device(args.device)
-    if os.path.isdir(args.out) or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise UserError(f"--out {args.out}: not a file in an existing folder")       # before the work
-    G, cfg = load_generator(args.ckpt, device)
-    if G.motion is None:
-        raise UserError(f"{checkpoint_path(args.ckpt)}: an image-only generator has no motion to fit")
-    frames, fps = read_target(args.target, cfg.resolution)      # uint8 [T, R, R, 3]; a still: no fps
-    fps, t0 = fps or cfg.fps, time.time()
-    times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
-    target = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1     # [T, 3, R, R] in [-1, 1]
-    fit = project(G, target, times, args.steps, motion=len(frames) > 1, motion_seed=args.motion_seed)
-    state = dict(projection=1, weights=weights_id(G), ckpt=os.path.abspath(args.ckpt), times=times, fps=fps,
-                 motion_seed=args.motion_seed, **fit)
-    _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
-    print(f"wrote {args.out}: {len(frames)} frame(s), {fit['steps']} steps in {time.time() - t0:.1f} s, distance "
-          f"{fit['loss']:.4f}" + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""), file=sys.stderr)
-    if fit["steps"] < args.steps:
-        raise KeyboardInterrupt
-
-
-def cmd_train(args) -> None:
-    """`train`: resolve the config and check every input (plan_training, Appendix D), then run 1 process,
-    N spawned ones, or torchrun's."""
-    cfg, world, torchrun, main_process = plan_training(args)
-    if args.dry_run:
-        return
-    lock = RunLock(args.outdir).acquire() if main_process else None
-    try:
-        # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
-        # process in this interpreter, or N processes spawned here that meet on a free local TCP port.
-        if torchrun:
-            _train_worker(int(os.environ["RANK"]), world, args, cfg, "env://")
-        elif world == 1:
-            _train_worker(0, 1, args, cfg, None)
-        else:
-            _spawn_workers(world, args, cfg)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def main(argv=None) -> None:
-    """Parse the flags (build_parser: every flag's default and range), then run the command (run_command:
-    Ctrl-C and SIGTERM stop it cleanly, a mistake is one line; both Appendix D)."""
-    run_command(build_parser().parse_args(argv))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -2903,7 +2746,7 @@ def cmd_plot(args) -> None:
 # Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
 #             the flags and their ranges, the one error path)
 # ------------------------------------------------------------------------------------------------
-# What lets §11-§14 survive real use, through a few mechanisms used everywhere: each kind of input checked where
+# What lets §11-§13 survive real use, through a few mechanisms used everywhere: each kind of input checked where
 # it enters (open_dataset, load_checkpoint -> check_config, the flags' ranges), sizes bounded before anything of
 # that size is read or built; one atomic writer (_atomic_write; FrameSink for streams) and one rule for what a
 # killed writer left (remove_stale_partials); a signal becomes a clean stop (GracefulStop: train saves first);
@@ -3289,7 +3132,7 @@ def cmd_convert(args) -> None:
           f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
 
 
-# --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12, §14) -------
+# --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12) -----------
 
 # The fields that define the networks (not the training): a run resuming an authors' snapshot takes them from it.
 ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
@@ -3796,6 +3639,165 @@ def _set_custom_ops(args) -> None:
     USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)
 
 
+# --- A projection's target and its file (§13's project) ----------------------------------------
+
+PROJECT_MAX_FRAMES = 64
+
+
+def read_target(path: str, resolution: int) -> tuple:
+    """A still image, a video file or a folder of frames -> (uint8 [T, R, R, 3], fps; None for a still),
+    at most PROJECT_MAX_FRAMES frames, center-cropped and resized as prepare_data.py makes a dataset."""
+    import prepare_data as pd
+    try:
+        if os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS):
+            with pd.Image.open(path) as img:
+                frames, fps = [pd.pil_to_rgb8(img)], None
+        else:
+            sources, skipped = pd.discover(path)
+            if len(sources) != 1:
+                raise UserError(f"{path}: " + (f"{len(sources)} videos, project one at a time" if sources else
+                                               skipped[0][1] if skipped else "no frames in it"))
+            source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
+            if source is None:
+                raise UserError(f"{path}: {why}")
+            fps = source.fps or 25.0                             # (prepare_data's rate for frame folders)
+            frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES), pd.iter_frames(source, fps))]
+            if len(frames) < 2:
+                raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass the image)")
+    except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
+        raise UserError(str(e)) from None
+    except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
+        raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
+    return np.stack([pd.center_crop_resize(f, resolution) for f in frames]), fps
+
+
+def weights_id(G) -> str:
+    """A hash of the generator's weights: the checkpoint a projection belongs to."""
+    h = hashlib.sha256()
+    for name, v in G.state_dict().items():
+        h.update(name.encode() + v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_projection(path: str, G=None) -> dict:
+    """A file `project` wrote (read as checkpoints are: tensors and plain data, never code); with G, refused
+    unless G has the weights it was fitted to."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: not a projection ({error_reason(e, path) if isinstance(e, OSError) else 'unreadable'})") from None
+    if not isinstance(state, dict) or state.get("projection") != 1:
+        raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")
+    if G is not None and state["weights"] != weights_id(G):
+        raise UserError(f"{path} was projected into other weights (checkpoint {state['ckpt']}, weights "
+                        f"{state['weights']}; these are {weights_id(G)}): pass its --ckpt")
+    return state
+
+
+# --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
+# Each command is a thin `cmd_*` over §12-§13. Every input is checked where it enters (flags by build_parser,
+# datasets by open_dataset, checkpoints by check_config); a mistake the user can fix is ONE line,
+# "stylegan_v.py: error: ...", exit status 2, never a traceback; Ctrl-C and SIGTERM exit 130 (train saves
+# first); every output file is written under a temporary name and renamed when complete.
+#
+#   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes (§12)
+#   sample   checkpoint (or a projection) -> .mp4 or PNG frames of any length and frame rate (§13)
+#   project  a real image or clip -> proj.pt: the w and motion tokens that render it (§13)
+#   convert  an authors' network-snapshot-*.pkl -> a checkpoint of ours
+#   bench, doctor, figures, plot: speed; the CUDA kernel's build and parity; the README's pictures
+
+
+def cmd_sample(args) -> None:
+    """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
+    device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
+    FrameSink.check(args.out)                                    # before a checkpoint is loaded
+    proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)
+    args.ckpt = args.ckpt or (proj and proj["ckpt"])
+    if args.ckpt and args.preset:
+        raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
+    if args.ckpt:
+        G, cfg = load_generator(args.ckpt, device)
+        source = checkpoint_path(args.ckpt)
+    else:
+        cfg = make_config(args.preset or "tiny")
+        torch.manual_seed(args.seed)
+        G = Generator(cfg).eval().requires_grad_(False).to(device)
+        source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
+    check_memory(rendering_bytes(cfg, args.num * args.batch, device), device,
+                 f"rendering {args.num} video(s) {args.batch} frames at a time at {cfg.resolution}^2", "--batch or --num")
+    # --fps only sets how densely the continuous video is sampled: frame times are in the training
+    # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
+    fps = args.fps or cfg.fps
+    seeds = list(range(args.seed, args.seed + args.num))            # video i: content seed + i, motion seed + i
+    mseed = args.seed if args.motion_seed is None else args.motion_seed
+    motion_seeds, w = list(range(mseed, mseed + args.num)), None
+    if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
+        load_projection(args.proj, G)
+        w = G.mapping.w_avg.lerp(proj["w"].to(device), args.truncation)[None]    # [1, w_dim], truncated
+        motion_seeds = [(proj["motion_seed"], proj["first"], proj["tokens"]) if args.motion_seed is None else mseed]
+        fps = args.fps or proj["fps"]
+        args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else 4.0)
+    args.seconds = args.seconds or 4.0
+    print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
+    t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
+    n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
+               args.truncation, args.batch, w=w)
+    dt = time.time() - t0
+    import resource
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process (not ffmpeg's)
+    print(f"wrote {args.out}{' (replacing the previous file)' if replaced else ''}: {n} frames in {dt:.1f} s "
+          f"({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB", file=sys.stderr)
+
+
+def cmd_project(args) -> None:
+    """`project`: a still or a short clip -> proj.pt, the w and motion tokens that render it (§13's Projection)."""
+    device = _pick_device(args.device)
+    if os.path.isdir(args.out) or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UserError(f"--out {args.out}: not a file in an existing folder")       # before the work
+    G, cfg = load_generator(args.ckpt, device)
+    if G.motion is None:
+        raise UserError(f"{checkpoint_path(args.ckpt)}: an image-only generator has no motion to fit")
+    frames, fps = read_target(args.target, cfg.resolution)      # uint8 [T, R, R, 3]; a still: no fps
+    fps, t0 = fps or cfg.fps, time.time()
+    times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
+    target = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1     # [T, 3, R, R] in [-1, 1]
+    fit = project(G, target, times, args.steps, motion=len(frames) > 1, motion_seed=args.motion_seed)
+    state = dict(projection=1, weights=weights_id(G), ckpt=os.path.abspath(args.ckpt), times=times, fps=fps,
+                 motion_seed=args.motion_seed, **fit)
+    _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
+    print(f"wrote {args.out}: {len(frames)} frame(s), {fit['steps']} steps in {time.time() - t0:.1f} s, distance "
+          f"{fit['loss']:.4f}" + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""), file=sys.stderr)
+    if fit["steps"] < args.steps:
+        raise KeyboardInterrupt
+
+
+def cmd_train(args) -> None:
+    """`train`: resolve the config and check every input (plan_training, Appendix D), then run 1 process,
+    N spawned ones, or torchrun's."""
+    cfg, world, torchrun, main_process = plan_training(args)
+    if args.dry_run:
+        return
+    lock = RunLock(args.outdir).acquire() if main_process else None
+    try:
+        # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
+        # process in this interpreter, or N processes spawned here that meet on a free local TCP port.
+        if torchrun:
+            _train_worker(int(os.environ["RANK"]), world, args, cfg, "env://")
+        elif world == 1:
+            _train_worker(0, 1, args, cfg, None)
+        else:
+            _spawn_workers(world, args, cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def main(argv=None) -> None:
+    """Parse the flags (build_parser: every flag's default and range), then run the command (run_command:
+    Ctrl-C and SIGTERM stop it cleanly, a mistake is one line; both Appendix D)."""
+    run_command(build_parser().parse_args(argv))
+
+
 # --- The flags, their ranges, and the one error path --------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -3938,7 +3940,7 @@ def run_command(args) -> None:
 
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one way out of every command and every training process (the policy: §14's banner): a UserError or an
+    """The one way out of every command and every training process (the policy: the commands' banner): a UserError or an
     OSError is ONE line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
     if isinstance(e, KeyboardInterrupt):
         message, status = "interrupted", 130

@@ -687,7 +687,7 @@ def test_dataset_reads_back_png_frames_exactly_refuses_a_frame_file_too_large_an
 _FRAME, _META = np.zeros((16, 16, 3), np.uint8), {"fps": 25, "resolution": 16, "format": "png",
                                                   "videos": [{"name": "v0", "frames": 2}]}
 _TWO = {f"v0/{i:06d}.png": _FRAME for i in range(2)}
-BAD_INPUTS = {   # a name in a row of the refusal tables (§14) -> how to write that file; d.zip is a good dataset
+BAD_INPUTS = {   # a name in a row of the refusal tables (the commands') -> how to write that file; d.zip is a good dataset
     "folder": lambda p: (p / "v0").mkdir(parents=True),                 # a folder without dataset.json
     "not-json.zip": lambda p: _write_meta(p, "{fps: 25", _TWO),
     "fps-nan.zip": lambda p: _write_meta(p, json.dumps({**_META, "fps": float("nan")}), _TWO),   # NaN, as json writes it
@@ -1113,7 +1113,7 @@ def test_ctrl_c_during_a_projection_saves_the_best_fit_so_far(tmp_path, monkeypa
 
 
 # ---------------------------------------------------------------------------------------------
-# §14 Command line: train, sample, convert
+# The commands (end of Appendix D): train, sample, project, convert
 # ---------------------------------------------------------------------------------------------
 
 
