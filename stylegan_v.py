@@ -3712,6 +3712,9 @@ def cmd_sample(args) -> None:
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
     FrameSink.check(args.out)                                    # before a checkpoint is loaded
     proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)
+    if proj and (args.num > 1 or args.preset):
+        raise UserError(f"--from {args.proj} renders its one projected video with its own generator: "
+                        f"{'--num' if args.num > 1 else '--preset'} does not apply")
     args.ckpt = args.ckpt or (proj and proj["ckpt"])
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")

@@ -1079,6 +1079,7 @@ def test_project_then_sample_from_it_renders_the_same_bits_and_only_with_its_wei
     capsys.readouterr()
     assert_refused(["sample", "--from", "proj.pt", "--ckpt", "b.pt", "--out", "w"],
                    ["proj.pt was projected into other weights (checkpoint ", "a.pt, weights", "pass its --ckpt"], capsys)
+    assert_refused(["sample", "--from", "proj.pt", "--num", "2", "--out", "w"], ["--from proj.pt", "--num does not apply"], capsys)
 
 
 @pytest.mark.parametrize("make, target, said", [
