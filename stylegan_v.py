@@ -3686,11 +3686,17 @@ def load_projection(path: str, G=None) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"{path}: not a projection ({error_reason(e, path) if isinstance(e, OSError) else 'unreadable'})") from None
-    if not isinstance(state, dict) or state.get("projection") != 1:
+    kinds = dict(weights=str, ckpt=str, w=torch.Tensor, tokens=torch.Tensor, times=torch.Tensor, fps=(int, float),
+                 first=int, motion_seed=int)
+    if not isinstance(state, dict) or state.get("projection") != 1 or not all(
+            isinstance(state.get(k), t) for k, t in kinds.items()) or not 0 < state["fps"] <= MAX_DATASET_FPS:
         raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")
     if G is not None and state["weights"] != weights_id(G):
         raise UserError(f"{path} was projected into other weights (checkpoint {state['ckpt']}, weights "
                         f"{state['weights']}; these are {weights_id(G)}): pass its --ckpt")
+    if G is not None and (state["w"].shape != (G.cfg.w_dim,) or state["tokens"].shape[1:] != (G.cfg.motion_dim,)):
+        raise UserError(f"{path}: its w {tuple(state['w'].shape)} or tokens {tuple(state['tokens'].shape)} do not fit "
+                        f"the generator")
     return state
 
 

@@ -1080,6 +1080,8 @@ def test_project_then_sample_from_it_renders_the_same_bits_and_only_with_its_wei
     assert_refused(["sample", "--from", "proj.pt", "--ckpt", "b.pt", "--out", "w"],
                    ["proj.pt was projected into other weights (checkpoint ", "a.pt, weights", "pass its --ckpt"], capsys)
     assert_refused(["sample", "--from", "proj.pt", "--num", "2", "--out", "w"], ["--from proj.pt", "--num does not apply"], capsys)
+    torch.save({**torch.load("proj.pt"), "tokens": "x"}, "bad.pt")                  # a field of the wrong kind
+    assert_refused(["sample", "--from", "bad.pt", "--out", "w"], ["bad.pt: not a projection"], capsys)
 
 
 @pytest.mark.parametrize("make, target, said", [
