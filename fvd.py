@@ -38,6 +38,9 @@ import argparse, collections, concurrent.futures, contextlib, copy, hashlib, imp
 import math, os, pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
 from pathlib import Path
 
+if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("fvd.py: interrupted\n"), os._exit(130)))
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -1169,6 +1172,8 @@ def main(argv=None):
     130 for Ctrl-C or SIGTERM (`fvd.py: interrupted`: temporary files are removed on the way out)."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None   # as ^C
+    if in_main_thread:
+        signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
     try:
         return _run(build_parser().parse_args(argv))
     except KeyboardInterrupt:

@@ -68,6 +68,9 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
+if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("stylegan_v.py: interrupted\n"), os._exit(130)))
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -2784,11 +2787,12 @@ class VideoFolder:
 def open_dataset(data: VideoFolder) -> tuple:
     """VideoFolder's checks at the door -> (fps, resolution, ext, names, lengths): every field of dataset.json,
     every listed frame there (a zip's index; a folder's first and last), each first frame's size (its header)."""
-    path, make = data.path, f"make one with: python prepare_data.py SRC {data.path}"
+    path, make = data.path, "make one with: python prepare_data.py VIDEOS data.zip"
     if not os.path.exists(path):
         raise DataError(f"{path}: no such dataset ({make})")
     if data.is_zip and not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: not a zip file or a dataset folder")
+        raise DataError(f"{path}: not a dataset (a zip or folder written by prepare_data.py: python prepare_data.py "
+                        f"VIDEOS data.zip, then --data data.zip)")
     try:
         meta = json.loads(read_member(data, "dataset.json", 2 ** 26))     # 64 MB: a million videos' names
     except (KeyError, FileNotFoundError, NotADirectoryError, zipfile.BadZipFile):
@@ -3661,7 +3665,10 @@ def read_target(path: str, resolution: int) -> tuple:
             if source is None:
                 raise UserError(f"{path}: {why}")
             fps = source.fps or 25.0                             # (prepare_data's rate for frame folders)
-            frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES), pd.iter_frames(source, fps))]
+            frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES + 1), pd.iter_frames(source, fps))]
+            if len(frames) > PROJECT_MAX_FRAMES:
+                frames = frames[:PROJECT_MAX_FRAMES]
+                print(f"note: {path}: its first {PROJECT_MAX_FRAMES} frames are projected", file=sys.stderr)
             if len(frames) < 2:
                 raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass the image)")
     except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
@@ -3721,6 +3728,8 @@ def cmd_sample(args) -> None:
     if proj and (args.num > 1 or args.preset):
         raise UserError(f"--from {args.proj} renders its one projected video with its own generator: "
                         f"{'--num' if args.num > 1 else '--preset'} does not apply")
+    if proj and not args.ckpt and not os.path.exists(proj["ckpt"]):
+        raise UserError(f"{args.proj} was projected into {proj['ckpt']}, which is gone: pass that checkpoint as --ckpt")
     args.ckpt = args.ckpt or (proj and proj["ckpt"])
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
@@ -3761,8 +3770,8 @@ def cmd_sample(args) -> None:
 def cmd_project(args) -> None:
     """`project`: a still or a short clip -> proj.pt, the w and motion tokens that render it (§13's Projection)."""
     device = _pick_device(args.device)
-    if os.path.isdir(args.out) or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise UserError(f"--out {args.out}: not a file in an existing folder")       # before the work
+    if not args.out.endswith(".pt") or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UserError(f"--out {args.out}: a .pt file in an existing folder")       # before the work
     G, cfg = load_generator(args.ckpt, device)
     if G.motion is None:
         raise UserError(f"{checkpoint_path(args.ckpt)}: an image-only generator has no motion to fit")

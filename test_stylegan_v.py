@@ -1090,12 +1090,14 @@ def test_project_then_sample_from_it_renders_the_same_bits_and_only_with_its_wei
     (lambda: open("x.mp4", "w").write("not a video"), "x.mp4", "x.mp4: not a readable video"),
     (lambda: os.mkdir("empty"), "empty", "empty: no frames in it"),
     (lambda: os.mkdir("one") or iio.imwrite("one/0.png", np.zeros((8, 8, 3), np.uint8)), "one", "one: a clip needs 2"),
+    (lambda: None, "--out", "--out x.mp4: a .pt file in an existing folder"),
 ])
 def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, make, target, said):
     monkeypatch.chdir(tmp_path)
     sv.save_checkpoint("a.pt", {"cfg": dataclasses.asdict(tiny()), "G_ema": sv.Generator(tiny()).state_dict()})
     make()
-    assert_refused(["project", "--ckpt", "a.pt", "--target", target, "--device", "cpu"], [said], capsys)
+    flags = ["--target", "a.pt", "--out", "x.mp4"] if target == "--out" else ["--target", target]
+    assert_refused(["project", "--ckpt", "a.pt", *flags, "--device", "cpu"], [said], capsys)
 
 
 def test_ctrl_c_during_a_projection_saves_the_best_fit_so_far(tmp_path, monkeypatch):
