@@ -3006,30 +3006,39 @@ def config_from_dict(d: dict) -> Config:
     return make_config(d.get("preset", "tiny"), **{k: v for k, v in d.items() if k in fields})
 
 
-def load_checkpoint(path: str) -> dict:
-    """torch.load(weights_only=True): tensors, numbers, strings and containers, never code; an authors'
-    network-snapshot-*.pkl goes to import_release_snapshot (Appendix B, as safe). Another kind of file is
-    refused with what it is not, never with torch's advice to retry unsafely (weights_only=False)."""
-    file = checkpoint_path(path)
+def _load_plain(file: str, kind: str, error=UserError) -> object:
+    """torch.load(weights_only=True) of a regular file (a FIFO or /dev/zero is refused, not read): tensors,
+    numbers, strings and containers, never code; a failure is one line saying what the file is not, never
+    torch's advice to retry unsafely (weights_only=False)."""
     if not os.path.isfile(file):
-        raise CheckpointError(f"{file}: no such checkpoint")
-    if not zipfile.is_zipfile(file):                    # torch.save writes zips; a bare pickle may be a snapshot
-        with open(file, "rb") as f:
-            if f.read(1) == b"\x80":
-                return import_release_snapshot(file)
+        raise error(f"{file}: " + ("not a regular file" if os.path.exists(file) else f"no such {kind}"))
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:                              # refused objects, not torch.save's format, truncated
         # Only a class the pickle names ("Unsupported global") means Python objects; random bytes fail as an
         # unknown opcode ("Unsupported operand") and are simply not a checkpoint.
         refused = isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower()
         what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: unpickling it "
-                "could run code)" if refused else "not a file torch.save wrote, or a truncated one")
+                "could run code)" if refused else error_reason(e, file) if isinstance(e, OSError)
+                else "not a file torch.save wrote, or a truncated one")
         if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():
             what = "it is a dataset (prepare_data.py's zip: pass it as --data)"
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint: {what}") from None
+        raise error(f"{file}: not a StyleGAN-V {kind}: {what}") from None
+
+
+def load_checkpoint(path: str) -> dict:
+    """Our checkpoint (_load_plain: never code), or an authors' network-snapshot-*.pkl (import_release_snapshot,
+    Appendix B, as safe); its settings checked (check_config) before any network is built."""
+    file = checkpoint_path(path)
+    if os.path.isfile(file) and not zipfile.is_zipfile(file):   # torch.save writes zips; a bare pickle: a snapshot?
+        with open(file, "rb") as f:
+            if f.read(1) == b"\x80":
+                return import_release_snapshot(file)
+    state = _load_plain(file, "checkpoint", CheckpointError)
     if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (no 'cfg' / 'G_ema' entries)")
+        hint = "it is a projection: sample --from it" if isinstance(state, dict) and "projection" in state else \
+            "no 'cfg' / 'G_ema' entries"
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint ({hint})")
     try:                                     # sizes come from here: checked before any network is built
         state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
     except (ValueError, TypeError) as e:
@@ -3689,10 +3698,7 @@ def weights_id(G) -> str:
 def load_projection(path: str, G=None) -> dict:
     """A file `project` wrote (read as checkpoints are: tensors and plain data, never code); with G, refused
     unless G has the weights it was fitted to."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: not a projection ({error_reason(e, path) if isinstance(e, OSError) else 'unreadable'})") from None
+    state = _load_plain(path, "projection")
     kinds = dict(weights=str, ckpt=str, w=torch.Tensor, tokens=torch.Tensor, times=torch.Tensor, fps=(int, float),
                  first=int, motion_seed=int)
     if not isinstance(state, dict) or state.get("projection") != 1 or not all(

@@ -1082,6 +1082,9 @@ def test_project_then_sample_from_it_renders_the_same_bits_and_only_with_its_wei
     assert_refused(["sample", "--from", "proj.pt", "--num", "2", "--out", "w"], ["--from proj.pt", "--num does not apply"], capsys)
     torch.save({**torch.load("proj.pt"), "tokens": "x"}, "bad.pt")                  # a field of the wrong kind
     assert_refused(["sample", "--from", "bad.pt", "--out", "w"], ["bad.pt: not a projection"], capsys)
+    assert_refused(["sample", "--from", "/dev/zero", "--out", "w"], ["/dev/zero: not a regular file"], capsys)
+    assert_refused(["sample", "--ckpt", "proj.pt", "--out", "w"], ["proj.pt: not a StyleGAN-V checkpoint (it is a projection"],
+                   capsys)
 
 
 @pytest.mark.parametrize("make, target, said", [
