@@ -9,17 +9,14 @@ what frame t = 0 costs. Its discriminator sees k = 3 frames of a clip (sparse tr
 told the time gaps between them through a hypernetwork that modulates the first conv of every block.
 
 Contents, in the order the data flows (each section behind a `# ---` banner):
-    §1  Config and presets (Appx B)              §8  Sparse clips: a training clip's frame times (Sec 3.3)
-    §2  Primitives (StyleGAN2)                   §9  Losses: non-saturating, R1 (Appx B.1)
-    §3  ModConv2d, the math (SG2 Eq 1-3)         §10 Video-consistent ADA (Appx B)
-    §4  Content mapping F_c (Sec 3.1)            §11 Dataset and real clips
-    §5  Motion: F_m, Eq 1-6 (Sec 3.1, Appx B.3)  §12 Training loop (Sec 4.1)
-    §6  Synthesis network and Generator (Fig 5)  §13 Rendering any t by seed; sampling (Sec 4.3)
-    §7  Discriminator (Sec 3.2, Fig 6)               projecting a real frame or clip (Fig 2)
-    Appendix A  the fused ModConv2d CUDA kernel   C  bench, doctor, figures, plot
-             B  the authors' release: its          D  plumbing: checks at the door, crash-safe files,
-                architecture, its snapshots           checkpoints, a run's start and log, signals, the
-                read safely, convert                  run lock, the commands, flags, the one error path
+    §1 Config, presets (Appx B)       §6 Synthesis, Generator (Fig 5)     §10 Video-consistent ADA (Appx B)
+    §2 Primitives (StyleGAN2)         §7 Discriminator (Sec 3.2, Fig 6)   §11 Dataset and real clips
+    §3 ModConv2d (SG2 Eq 1-3)         §8 Sparse clip times (Sec 3.3)      §12 Training loop (Sec 4.1)
+    §4 Content mapping F_c (Sec 3.1)  §9 Losses, R1 (Appx B.1)            §13 Rendering any t, sampling (Sec 4.3),
+    §5 Motion: F_m, Eq 1-6 (Appx B.3)                                         projecting a real clip (Fig 2)
+    Appendix A the fused ModConv2d CUDA kernel; B the authors' release: its architecture, its snapshots read
+    safely; C bench, doctor, figures, plot; D plumbing: checks at the door, crash-safe files, checkpoints, a
+    run's start and log, signals, the run lock, the commands, the flags, the one error path.
 §11-§13 call names of Appendix D (checks, files, processes) at run time; §1 and §6-§7 the release's
 variants of Appendix B when Config.arch is 'release'. The command line (main) is at the end of Appendix D.
 
@@ -816,9 +813,7 @@ class Discriminator(nn.Module):
         the same groups as on one process.
         """
         N, C, H, W = x.shape
-        G = min(self.mbstd_group, N)
-        if N % G:
-            raise ValueError(f"batch per process ({N}) must be divisible by the mbstd group ({G})")
+        G = min(self.mbstd_group, N)                             # (N % G == 0: check_batch_split)
         y = x.float().reshape(G, N // G, C, H, W).transpose(0, 1) if self.mbstd_strided \
             else x.float().reshape(N // G, G, C, H, W)           # [n, G, C, H, W]
         y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()         # [n, C, H, W] std over the group
@@ -1133,9 +1128,7 @@ class VideoAugment:
         self.num_steps += 1
         if self.mode != 'ada' or self.num_steps % self.interval:
             return False
-        stats = self._acc.clone()                                          # [2]
-        reduced = all_reduce(stats) if all_reduce is not None else None     # sum over ranks
-        stats = reduced if isinstance(reduced, torch.Tensor) else stats
+        stats = self._acc.clone() if all_reduce is None else all_reduce(self._acc.clone())   # [2], over ranks
         self._acc.zero_()
         total, count = stats.tolist()                                      # the one host sync
         if count == 0:
@@ -1574,10 +1567,6 @@ def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.T
 ROW_BLOCK, ANCHOR_BLOCK = 8, 16
 
 
-def _g_device(G) -> torch.device:
-    return G.synthesis.blocks[0].const.device
-
-
 def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
     """fn over the rows of x; on CPU in blocks of exactly ROW_BLOCK rows (the last one padded)."""
     if x.device.type != "cpu":
@@ -1594,7 +1583,7 @@ def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def content_codes(G, seeds, truncation: float = 1.0) -> torch.Tensor:
     """w for each content seed -> [B, w_dim] (z^c ~ N(0, I) drawn from torch.Generator(seed))."""
-    z = torch.stack([_seeded_normal(int(s), G.cfg.z_dim) for s in seeds]).to(_g_device(G))
+    z = torch.stack([_seeded_normal(int(s), G.cfg.z_dim) for s in seeds]).to(G.mapping.w_avg.device)
     return _in_row_blocks(lambda z_: G.mapping(z_, truncation), z)
 
 
@@ -1615,7 +1604,7 @@ def anchor_params(G, motion, js, cache: Optional[dict] = None):
             a, e = max(first, lo), min(first + len(given), lo + nb + ctx)  # the given ones in this block
             if a < e:
                 tokens[a - lo:e - lo] = given[a - first:e - first].cpu()
-            tokens = tokens.to(_g_device(G))
+            tokens = tokens.to(G.mapping.w_avg.device)
             block = [p[0] for p in G.motion(tokens[None])]                 # 4 x [nb, D]
             if cache is not None and len(cache) >= 256:                    # bounded: memory stays flat; a
                 cache.pop(next(iter(cache)))                               # dict keeps insertion order, so
@@ -1635,9 +1624,7 @@ def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None,
     # float64: --start reaches 10^7 s, t ~ 2.5e8 frames, past float32's exact integers (2^24), and
     # floor(t / delta_z) and the position between two anchors must be exact there.
     t = torch.as_tensor(t).double().cpu()
-    if t.ndim != 1 or (t < 0).any() or not torch.isfinite(t).all():
-        raise ValueError("frame times must be a 1-D tensor of finite values >= 0")
-    device = _g_device(G)
+    device = G.mapping.w_avg.device
     j = torch.floor(t / G.cfg.motion_delta_z).long()                     # [T]
     B, T = w.shape[0], t.shape[0]
     jj, tt = j.to(device).repeat(B), t.to(device).repeat(B)              # [B*T]
@@ -1672,7 +1659,7 @@ def motion_codes(G, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
     j = torch.floor(t / G.cfg.motion_delta_z).long()
     params = anchor_params(G, motion_seed, j.tolist() + (j + 1).tolist())                # 4 x [2T, D]
     anchors = [p.reshape(2, len(t), -1).transpose(0, 1) for p in params]                 # 4 x [T, 2, D]
-    device = _g_device(G)
+    device = G.mapping.w_avg.device
     return acyclic_embedding(*anchors, j.to(device), t.to(device), G.cfg.motion_delta_z, G.motion.wave)
 
 
@@ -1698,10 +1685,6 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
     cache of motion anchors.
     """
     from tqdm import tqdm
-    if not seconds > 0 or not fps > 0 or start < 0:
-        raise UserError(f"need --seconds > 0, --fps > 0 and --start >= 0 (got {seconds}, {fps}, {start})")
-    if batch < 1:
-        raise UserError(f"--batch must be >= 1, got {batch}")
     motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
     n_frames = max(1, int(round(seconds * fps)))
     if w is None:                                                 # (given: a projection's, below)
@@ -1743,7 +1726,7 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
     so that G renders `target` [T, 3, R, R] in [-1, 1] -> dict(w [w_dim], tokens [L, D], first, loss, steps).
     Ctrl-C (or SIGTERM) stops it early: the best fit so far comes back, with steps = the steps done."""
     from tqdm import tqdm
-    dev, dz, ctx = _g_device(G), G.cfg.motion_delta_z, G.motion.context
+    dev, dz, ctx = G.mapping.w_avg.device, G.cfg.motion_delta_z, G.motion.context
     gen = torch.Generator().manual_seed(motion_seed)
     with torch.no_grad():                                        # w_avg, and w's spread (one number)
         ws = G.mapping(torch.randn(4096, G.cfg.z_dim, generator=gen).to(dev))
