@@ -2424,183 +2424,107 @@ def import_release_snapshot(path: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot
 # ------------------------------------------------------------------------------------------------
-# None of it is needed to train or to sample. `bench` and `doctor --full` time the same two things with
-# bench_model: rendering (frames/s) and training steps (s/kimg); doctor adds the kernel's build, its parity and one
-# layer's speed, each result noted once in a dict that its log lines, JSON and Markdown table are made from.
-# `figures` (also Fig 9) and `plot` draw with one Pillow plotter, plot_curves.
 
 
 def _time_it(fn, repeat: int = 3) -> tuple:
-    """(median seconds of fn() over `repeat` calls after a warm-up one (cuDNN's autotuning, the allocator, .grad
-    buffers), the peak MiB they allocated above what was allocated before, on a GPU (else 0)). Each call waits for
-    the GPU, which runs asynchronously."""
+    """(median seconds of `repeat` calls of fn after a warm-up one, the peak GiB they allocated on a GPU, else 0)."""
     cuda, times = torch.cuda.is_available(), []
     for i in range(repeat + 1):
-        if i == 1 and cuda:                                      # after the warm-up: the baseline
+        if i == 1 and cuda:                                      # after the warm-up
             torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
         t0 = time.perf_counter()
         fn()
         if cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize()                             # the GPU runs asynchronously
         times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:])), (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if cuda else 0.0
+    return float(np.median(times[1:])), torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0
 
 
-def bench_model(cfg: Config, device: torch.device, repeat: int = 3, render: bool = True, train: bool = True) -> dict:
-    """A new model of `cfg` -> {what: value}: rendering 16 frames of a video from t = 0 and from t = 1 h (frames/s;
-    the same, Sec 4.3) and training steps on random frames (s/kimg; peak GiB on a GPU), R1 steps left out (1 in 16:
-    the same for every model compared, they would only add noise)."""
+def bench_model(cfg: Config, device: torch.device, repeat: int = 3, train: bool = True) -> dict:
+    """A new model of `cfg` -> {what: value}: rendering 16 frames from t = 0 and from t = 1 h (frames/s; the same,
+    Sec 4.3) and training steps on random frames (s/kimg, peak GiB), without R1 (the same for every model)."""
     res, B, k, H = {}, cfg.batch, cfg.frames_per_clip, cfg.resolution
-    if render:
-        G = Generator(cfg).eval().requires_grad_(False).to(device)
-        w = content_codes(G, [0])
-        for t0 in (0, 90_000):
-            seconds, _ = _time_it(lambda: render_frames(G, w, [0], t0 + torch.arange(16.0)), repeat)
-            res[f"rendering a video from t={t0} (frames/s)"] = round(16 / seconds, 1)
+    G = Generator(cfg).eval().requires_grad_(False).to(device)
+    for t0 in (0, 90_000):
+        seconds, _ = _time_it(lambda: render_frames(G, content_codes(G, [0]), [0], t0 + torch.arange(16.0)), repeat)
+        res[f"rendering a video from t={t0} (frames/s)"] = round(16 / seconds, 1)
     if train:
         trainer = Trainer(dataclasses.replace(cfg, r1_gamma=0.0), Dist(device=device))   # gamma 0: no R1 steps
         real = torch.randint(0, 256, (B, k, H, H, 3), dtype=torch.uint8)                 # [B, k, H, W, 3] random frames
-        t = torch.from_numpy(np.stack([sample_clip_times(np.random.default_rng(i), k, cfg.max_span, cfg.max_time,
-                                                         10_000) for i in range(B)]))   # [B, k] frame times
-        seconds, _ = _time_it(lambda: trainer.step(real, t), repeat)
-        what = f"training on {B} clips of {k} frame(s)"
-        res[f"{what} (s/kimg)"] = round(seconds / (B * k) * 1e3, 2)
-        if device.type == "cuda":                                # the whole peak, weights and Adam's state too
-            res[f"{what} (peak GiB)"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+        t = fake_clip_times(cfg, np.random.default_rng(0), B, k, [cfg.max_time])        # [B, k] frame times
+        seconds, peak = _time_it(lambda: trainer.step(real, t), repeat)
+        res[f"training on {B} clips of {k} frame(s) (s/kimg)"] = round(seconds / (B * k) * 1e3, 2)
+        if peak:                                                 # (a GPU's) with the weights and Adam's state
+            res[f"training on {B} clips of {k} frame(s) (peak GiB)"] = round(peak, 2)
     return res
 
 
 def cmd_bench(args) -> None:
-    """`bench`: bench_model on each preset; with --train also an image StyleGAN2 of the same backbone (one frame per
-    clip, no motion codes, no time conditioning in D) trained on as many frames a step, so both move the same
-    activation memory: what video costs per frame."""
-    if args.train_batch and not args.train:
-        raise UserError("--train-batch sets the batch of --train's training steps, but --train is not given")
-    for cfg in map(make_config, args.presets if args.train_batch else []):              # before any work
-        b, k, g = args.train_batch, cfg.frames_per_clip, cfg.mbstd_group
-        if any(n % min(g, n) for n in (b, b * k)):              # the video model's batch, the image model's
-            raise UserError(f"--train-batch {b}: the image StyleGAN2 it is compared with trains {b} x {k} = {b * k} "
-                            f"frames a step, and both batches must be multiples of the minibatch-stddev group "
-                            f"({g}): try {g * math.ceil(b / g)}")
-    device = _pick_device(args.device)
-    cuda = device.type == "cuda"
-    kernel = cuda and USE_CUSTOM_OPS and load_modconv_plugin() is not None      # (never builds it for a CPU)
-    print(f"# bench on {device} ({torch.cuda.get_device_name(device) if cuda else f'{os.cpu_count()} CPU cores'}), "
-          f"torch {torch.__version__}, custom ops {'on' if kernel else 'off'}")
-    for preset in args.presets:
-        cfg = make_config(preset)
-        cfg = dataclasses.replace(cfg, batch=args.train_batch or cfg.batch)
-        res = bench_model(cfg, device, args.repeat, train=args.train)
-        if args.train:
-            image = dataclasses.replace(cfg, batch=cfg.batch * cfg.frames_per_clip, frames_per_clip=1, motion_dim=0,
-                                        d_cond="none")
-            res.update({f"image StyleGAN2 {w}": v for w, v in bench_model(image, device, args.repeat, False).items()})
-            sv, si = (v for w, v in res.items() if w.endswith("(s/kimg)"))
-            res["video's cost per frame (%)"] = round(100 * (sv / si - 1), 1)
-        for what, value in res.items():
-            print(f"{preset} {cfg.resolution}^2, {what}: {value}")
+    """`bench`: bench_model of each preset (training steps with --train)."""
+    cuda = (device := _pick_device(args.device)).type == "cuda"   # (the kernel is never built for a CPU)
+    print(f"# bench on {torch.cuda.get_device_name(device) if cuda else 'a CPU'}, torch {torch.__version__}, custom "
+          f"ops {'on' if cuda and USE_CUSTOM_OPS and load_modconv_plugin() else 'off'}")
+    for cfg in map(make_config, args.presets):
+        for what, value in bench_model(cfg, device, args.repeat, args.train).items():
+            print(f"{cfg.preset} {cfg.resolution}^2, {what}: {value}")
 
 
 def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
-    """Forward + backward of one ModConv2d layer (ffs's 256^2 layer by default) and of its epilogue alone, the part
-    the kernel fuses, by impl 'ref' and 'cuda' -> {what: value}: the median ms, the peak MiB above what was allocated
-    before (on a GPU) and the kernel's speed-up."""
-    gen = torch.Generator(device=device).manual_seed(0)
-    randn = lambda *shape, dtype=torch.float32: torch.randn(*shape, device=device, dtype=dtype, generator=gen)
-    x, grad, y = (randn(N, c, H, W, dtype=dtype) for c in (I, O, O))      # y: a conv's output, for the epilogue
-    weight, s, d = randn(O, I, k, k) / math.sqrt(I * k * k), randn(N, I) * 0.5 + 1, randn(N, O).abs() + 0.5
-    bias = torch.zeros(O, device=device)
-    for leaf in (y, weight, s, d, bias):
-        leaf.requires_grad_()
-    parts = dict(layer=lambda impl: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl),
-                 epilogue=lambda impl: fused_epilogue(y, d, bias, 'lrelu', clamp=256.0, impl=impl))
-    result, ms = {}, {}
-    for part, run in parts.items():
-        for impl in ('ref', 'cuda'):
-            seconds, peak = _time_it(lambda: run(impl).backward(grad), iters)
-            ms[impl] = seconds * 1e3
-            result.update({f"{part} fwd+bwd, {impl} (ms)": round(ms[impl], 3),
-                           f"{part} fwd+bwd, {impl} (peak MiB)": round(peak, 1)})
-        result[f"{part} speed-up"] = round(ms['ref'] / ms['cuda'], 2)
-    return result
+    """One ModConv2d layer's forward + backward (ffs's at 256^2 by default), impl 'ref' vs 'cuda' -> {what: value}."""
+    gen, res = torch.Generator(device=device).manual_seed(0), {}
+    x, grad = (torch.randn(N, c, H, W, device=device, dtype=dtype, generator=gen) for c in (I, O))
+    weight, s, bias = (torch.randn(*shape, device=device, generator=gen).requires_grad_()   # (demodulated: any scale)
+                       for shape in ((O, I, k, k), (N, I), (O,)))
+    for impl in ('ref', 'cuda'):
+        run = lambda: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl).backward(grad)
+        seconds, peak = _time_it(run, iters)
+        res.update({f"fwd+bwd, {impl} (ms)": round(seconds * 1e3, 3), f"fwd+bwd, {impl} (peak GiB)": round(peak, 3)})
+    res["speed-up"] = round(res["fwd+bwd, ref (ms)"] / res["fwd+bwd, cuda (ms)"], 2)
+    return res
 
 
-def acceptance_run(device, out_dir: str, cfg: Optional[Config] = None, steps: int = 3, log=print,
-                   verbose: bool = False) -> dict:
-    """`doctor`'s checks, each logged as it comes -> {what: result}: the toolchain, the kernel's build (without a GPU
-    too: a build error shows anywhere) and, on a GPU, its parity and one layer's speed. With cfg (--full) also
-    training steps, kernel on/off x float16/float32 layers (s/kimg, peak memory), and sampling (frames/s), written
-    to out_dir as doctor_full.json and .md (a table for the README). A CPU (the tests) skips the GPU's parts."""
-    global USE_CUSTOM_OPS
-    device, res, old = torch.device(device), {}, USE_CUSTOM_OPS
-    cuda = device.type == "cuda"
-
-    def note(what, value):
-        res[what] = value
-        log(f"{what}: {value}")
-
+def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) -> dict:
+    """`doctor` -> {what: result}, logged as they come: the toolchain, the kernel's build (without a GPU too: a build
+    error shows anywhere), on a GPU its parity and one layer's speed; --full on a GPU, the acceptance run: bench_model
+    of cfg (ffs, batch 16) with the kernel on and off. Written to --out (--full: doctor_full/) as JSON and Markdown."""
+    global USE_CUSTOM_OPS                                        # (run_command restores it)
+    cuda, res = torch.cuda.is_available(), {}
+    device, cfg = torch.device("cuda" if cuda else "cpu"), args.full and (cfg or cuda and make_config("ffs", batch=16))
+    note = lambda what, value: log(f"{what}: {res.setdefault(what, value)}")   # noted once, logged as it comes
     nvcc = (home := _find_cuda_home()) and os.path.join(home, "bin", "nvcc")
-    version = nvcc and subprocess.run([nvcc, "--version"], capture_output=True,
-                                      text=True).stdout.strip().splitlines()[-1]      # "Build cuda_13.0.r13.0/..."
     note("torch", f"{torch.__version__} (CUDA {torch.version.cuda or 'none'}), python {sys.version.split()[0]}")
-    note("nvcc", f"{nvcc} ({version})" if nvcc else "not found (set CUDA_HOME to a CUDA toolkit to build the kernel; "
-                                                    "the reference works without)")
-    note("ninja", "yes" if _cpp_extension().is_ninja_available() else "no (pip install ninja)")
+    note("nvcc", f"{nvcc} ({subprocess.run([nvcc, '--version'], capture_output=True, text=True).stdout.split()[-1]})"
+         if nvcc else "not found")                               # (the kernel's line says what to do)
     note("GPUs", ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{'%d%d' % torch.cuda.get_device_capability(i)})"
-                           for i in range(torch.cuda.device_count())) or "none")
-    module, status = build_modconv_plugin(verbose=verbose, force_compile_without_gpu=not cuda)
-    note("kernel", f"built in {status['seconds']} s ({'cached' if status['from_cache'] else 'compiled'}, arch "
-         f"{status['arch_list']})" if module else f"NOT built: {status['reason']}"
-         + (f" (log: {status['log']})" if os.path.isfile(status["log"] or "") else ""))
+                           for i in range(torch.cuda.device_count())) or "none (parity, speed, --full need one)")
+    module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not cuda)
     kernel = cuda and module is not None
+    note("kernel", f"built in {status['seconds']} s" if module else f"NOT built: {status['reason']}")
     if kernel:
-        checks = check_parity(device, dtypes=tuple(PARITY_TOL))["checks"]
+        checks = check_parity(device, (torch.float64, torch.float32, torch.float16, torch.bfloat16))["checks"]
         bad = [f"; FAILED {k}: err {v['err']:.1e} > tol {v['tol']:.0e}" for k, v in checks.items() if not v["ok"]]
         note("kernel parity", f"{len(checks) - len(bad)}/{len(checks)} checks ok" + "".join(bad))
         for what, value in benchmark_modconv_layer(device).items():
             note(f"one 256^2 ModConv2d {what}", value)
-    else:
-        log("kernel parity and speed: need a GPU and the kernel, skipped")
-    if cfg is None:
-        return res
-    # The kernel on (where built) and off x float16 (on a GPU) and float32 layers:
-    variants = [(kn, fp) for kn in (True, False) for fp in (True, False) if (kernel or not kn) and (cuda or not fp)]
-    try:
-        for kernel_on, fp16 in variants:
-            USE_CUSTOM_OPS = kernel_on                                # what ModConv2d's dispatch reads
-            variant = dataclasses.replace(cfg, num_fp16_res=4 if fp16 else 0)
-            for what, value in bench_model(variant, device, steps).items():
-                note(f"{cfg.preset} {cfg.resolution}^2, kernel {'on' if kernel_on else 'off'}, "
-                     f"{'float16' if fp16 else 'float32'} layers, {what}", value)
-    finally:
-        USE_CUSTOM_OPS = old
-    os.makedirs(out_dir, exist_ok=True)
-    _atomic_write(os.path.join(out_dir, "doctor_full.json"), json.dumps(res, indent=2))
-    _atomic_write(os.path.join(out_dir, "doctor_full.md"), "| `doctor --full` | measured |\n| --- | ---: |\n"
-                       + "".join(f"| {what} | {value} |\n" for what, value in res.items()))
-    log(f"wrote {os.path.join(out_dir, 'doctor_full.json')} and doctor_full.md")
+    # --full: the kernel on and off at float16 layers, off at float32 ones (without the kernel or a GPU: fewer)
+    for kernel_on, fp16 in [(True, True), (False, True), (False, False)][(not kernel) + (not cuda):] if cfg else []:
+        USE_CUSTOM_OPS = kernel_on                                    # what ModConv2d's dispatch reads
+        for what, value in bench_model(dataclasses.replace(cfg, num_fp16_res=4 * fp16), device, steps).items():
+            note(f"{cfg.preset} {cfg.resolution}^2, kernel {'on' if kernel_on else 'off'}, "
+                 f"{'float16' if fp16 else 'float32'} layers, {what}", value)
+    if out := args.out or (cfg and "doctor_full"):
+        os.makedirs(out, exist_ok=True)
+        _atomic_write(os.path.join(out, "doctor.json"), json.dumps(res, indent=2))
+        _atomic_write(os.path.join(out, "doctor.md"), "| `doctor` | measured |\n| --- | ---: |\n"
+                      + "".join(f"| {what} | {value} |\n" for what, value in res.items()))
+        log(f"wrote {os.path.join(out, 'doctor.json')} and doctor.md")
     return res
 
 
-def cmd_doctor(args) -> None:
-    """`doctor`: acceptance_run's checks; with --full on a GPU, the whole acceptance run."""
-    if args.out and not args.full:
-        raise UserError("--out names where doctor --full writes its tables; plain doctor writes nothing")
-    gpu = torch.cuda.is_available()
-    if args.full and not gpu:
-        print("doctor --full: its training and sampling measurements need a GPU, and none is visible; "
-              "the checks of plain doctor follow")
-    acceptance_run("cuda" if gpu else "cpu", args.out or "doctor_full",
-                   make_config("ffs", batch=16) if args.full and gpu else None, verbose=args.verbose)
-
-
 def _ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
-    """The ticks of an axis that shows [lo, hi]: multiples of the smallest step of 1, 2, 2.5 or 5 times a power
-    of ten that needs at most n intervals, so a curve below 0 ticks at -4, -2, 0, 2, not -3.3, -1.3, 0.7. Half a
-    percent of a step of slack: a run that stops at 60.048 kimg ends its axis at 60, not 70."""
-    base = 10 ** math.floor(math.log10(max(hi - lo, 1e-8) / n))
-    for step in (m * base for m in (1, 2, 2.5, 5, 10, 20)):     # 20: ends at multiples can add an interval
+    """Round ticks over [lo, hi]: multiples of the smallest step 1, 2, 2.5 or 5 x 10^e that needs <= n intervals
+    (half a percent of slack: a run ending at 60.048 kimg ends its axis at 60, not 70)."""
+    for step in (m * 10.0 ** e for e in range(-9, 12) for m in (1, 2, 2.5, 5)):
         first, last = math.floor(lo / step + 0.005), math.ceil(hi / step - 0.005)
         if last - first <= n:
             return np.arange(first, max(last, first + 1) + 1) * step     # (a single point gets one interval)
@@ -2608,18 +2532,14 @@ def _ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
 
 def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
                 size=(640, 400)) -> np.ndarray:
-    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with axes, ticks and a legend (of 2 curves or more),
-    drawn with Pillow (imageio's dependency) and its built-in font, so the README's pictures need no plotting
-    library. A curve of few points (FVD at snapshots) gets a dot on each; a dense one (Fig 9's) only its line."""
+    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with a grid, round ticks and a legend,
+    drawn with Pillow. Few points (FVD at snapshots) get a dot each; Fig 9's dense curves only a line."""
     from PIL import Image, ImageDraw, ImageFont
-    (W, H), (left, right, top, bottom) = size, (64, 16, 24, 44)  # margins for tick labels; the y label on top
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    with contextlib.suppress(TypeError):                         # (Pillow < 10.1: its bitmap font)
-        draw.font = ImageFont.load_default(size=12)              # at its default size 10 words run together
+    (W, H), (left, right, top, bottom) = size, (64, 16, 24, 44)  # margins (68 px tall) for the labels
+    draw = ImageDraw.Draw(img := Image.new("RGB", size, "white"))
+    draw.font = ImageFont.load_default(size=12)                  # (Pillow >= 10.1; at size 10 words run together)
     xs, ys = np.concatenate(list(curves.values())).T
-    xt = _ticks(0, xs.max())
-    yt = _ticks(min(0, 1.05 * ys.min()), max(0, 1.05 * ys.max()), max(2, min(6, (H - top - bottom) // 25)))
+    xt, yt = _ticks(0, xs.max()), _ticks(min(0, 1.05 * ys.min()), max(0, 1.05 * ys.max()), min(6, (H - 68) // 25))
     px = lambda x: left + (x - xt[0]) / (xt[-1] - xt[0]) * (W - left - right)
     py = lambda y: H - bottom - (y - yt[0]) / (yt[-1] - yt[0]) * (H - top - bottom)
     for x in xt:                                                 # grid, ticks and their labels
@@ -2638,93 +2558,66 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
         draw.line(points, fill=colour, width=2)
         for x, y in points if len(points) <= 100 else []:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        if len(curves) > 1:
-            draw.line([(legend_x, legend_y), (legend_x + 20, legend_y)], fill=colour, width=2)
-            draw.text((legend_x + 26, legend_y), label, fill="black", anchor="lm")
+        draw.line([(legend_x, legend_y), (legend_x + 20, legend_y)], fill=colour, width=2)
+        draw.text((legend_x + 26, legend_y), label, fill="black", anchor="lm")
     return np.asarray(img)
 
 
 def cmd_figures(args) -> None:
-    """The README's pictures from a checkpoint (and its dataset): strips of 8 frames `--stride` apart, a row per
-    video (real vs fake, content vs motion, t = 0 vs an hour later), and Fig 9."""
+    """The README's pictures from a checkpoint (and its dataset): strips of 8 frames 4 apart, a row per video (real
+    vs fake, content vs motion, t = 0 vs 1 h later), enlarged to >= 96 pixels a frame; and Fig 9."""
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
     data = VideoFolder(args.data) if args.data else None
     if data is not None and data.resolution != cfg.resolution:
-        raise UserError(f"{args.data}: its frames are {data.resolution}^2, the generator's {cfg.resolution}^2 "
-                        f"(figures shows them side by side at one size: pass the dataset it was trained on)")
-    t = torch.arange(8, dtype=torch.float64) * args.stride
-    # a row per video: [V, 8, H, W, 3] -> [V*H, 8*W, 3]
-    rows = lambda v: v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy()
-    pictures, fake = {}, render_videos(G, list(range(args.num)), t)                       # [num, 8, H, W, 3]
-    if data is None:
-        pictures["fake.png"] = rows(fake)
-    else:                                                        # random videos, random starts
-        if max(data.lengths) <= t[-1]:
-            print(f"note: {args.data}'s videos are shorter than 8 frames --stride {args.stride} apart: a real strip "
-                  f"repeats its last frame", file=sys.stderr)
-        rng, real = np.random.default_rng(0), []
-        for v in rng.choice(len(data), size=min(args.num, len(data)), replace=False):
-            frames = rng.integers(0, max(data.lengths[v] - int(t[-1]), 1)) + t.long().numpy()
-            real.append(torch.from_numpy(data.read_frames(int(v), np.minimum(frames, data.lengths[v] - 1))))
-        gap = np.full((4, 8 * cfg.resolution, 3), 255, np.uint8)
-        pictures["real_vs_fake.png"] = np.concatenate([rows(torch.stack(real)), gap, rows(fake)])
+        raise UserError(f"{args.data}: {data.resolution}^2 frames, the generator's {cfg.resolution}^2: use its dataset")
+    t, z = torch.arange(0.0, 32.0, 4.0, dtype=torch.float64), max(1, 96 // cfg.resolution)   # z: the zoom
+    # a row per video: [V, 8, H, W, 3] -> [V*H, 8*W, 3] -> [V*H*z, 8*W*z, 3] (nearest neighbour)
+    rows = lambda v: v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy().repeat(z, 0).repeat(z, 1)
+    pictures = {"fake.png": (fake := rows(render_videos(G, list(range(args.num)), t)))}
+    if data is not None:           # random videos from their start (a short one repeats its last frame), a white gap
+        real = torch.from_numpy(np.stack([data.read_frames(int(v), np.minimum(t.long().numpy(), data.lengths[v] - 1))
+                                          for v in np.random.default_rng(0).permutation(len(data))[:args.num]]))
+        pictures = {"real_vs_fake.png": np.concatenate([rows(real), np.full_like(fake[:4], 255), fake])}
     # Content and motion are separate: rows (c0,m0) (c0,m1) (c1,m0) (c1,m1), content seed c, motion seed m.
     pictures["content_motion.png"] = rows(torch.cat([render_videos(G, [c], t, motion_seeds=[m])
                                                      for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]]))
     # No degradation after an hour: the same video at t = 0 and at t = 1 h.
-    pictures["t0_vs_1h.png"] = rows(torch.cat([render_videos(G, [0], s + t) for s in (0, args.hour_seconds * cfg.fps)]))
-    pictures = {n: image.repeat(args.zoom, 0).repeat(args.zoom, 1) for n, image in pictures.items()}  # --zoom: nearest
-    # Fig 9: six channels of the acyclic embedding v_t over 2000 frames, a band each, the x label once below.
-    t = np.arange(2000.0)
-    v = motion_codes(G, 0, torch.from_numpy(t)).cpu().numpy()                           # [2000, D]
-    channels = range(0, cfg.v_dim, max(cfg.v_dim // 6, 1))[:6]
-    pictures["embedding.png"] = np.concatenate([plot_curves({f"v_t[{c}]": np.stack([t, v[:, c]], 1)}, f"v_t[{c}]",
-                                                            xlabel="t (frames)" if c == channels[-1] else "",
-                                                            size=(1000, 140)) for c in channels])
+    pictures["t0_vs_1h.png"] = rows(torch.cat([render_videos(G, [0], s + t) for s in (0, 3600 * cfg.fps)]))
+    # Fig 9: six channels of the acyclic embedding v_t over 2000 frames, a band each.
+    v, t = motion_codes(G, 0, torch.arange(2000.0)).cpu().numpy(), np.arange(2000.0)   # [2000, D], [2000]
+    pictures["embedding.png"] = np.concatenate([plot_curves({f"v_t[{c}]": np.c_[t, v[:, c]]}, "", "frames", (1000, 150))
+                                                for c in range(0, cfg.v_dim, math.ceil(cfg.v_dim / 6))])
     os.makedirs(args.out, exist_ok=True)
     for name, image in pictures.items():
         _write_image(path := os.path.join(args.out, name), image)
         print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
 
-def read_metric_curve(run: str, metric: str) -> np.ndarray:
-    """[n, 2] (kimg, value) rows of `metric` in a run's log.jsonl, sorted by kimg; where a kimg appears twice (a log
-    written before resuming cut logs back to the checkpoint) the later value counts."""
-    path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
-    if not os.path.isfile(path):
-        raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
-    rows, keys = {}, set()
-    with open(path, "rb") as f:                                  # bytes: a binary file is a line, not a crash
-        for number, line in enumerate(f, 1):
-            try:                                                 # not UTF-8, not JSON, not an object
-                record = json.loads(line)
-                keys.update(k for k, v in record.items() if type(v) in (int, float))
-            except (ValueError, AttributeError):
-                raise UserError(f"{path}: line {number} is not a JSON object (not a run's log.jsonl)") from None
-            if metric in record:
-                kimg, value = record.get("kimg"), record[metric]
-                if not {type(kimg), type(value)} <= {int, float}:
-                    raise UserError(f"{path}: line {number}: kimg and {metric} must be numbers, got {kimg!r} "
-                                    f"and {value!r}")
-                rows[float(kimg)] = float(value)
-    if not rows:
-        hint = (f"train with --metrics {metric}" if metric in ("fvd16", "fvd128")
-                else f"its keys: {', '.join(sorted(keys - {'kimg'})) or 'none'}")
-        raise UserError(f"{path}: no '{metric}' values ({hint})")
-    return np.array(sorted(rows.items()), dtype=np.float64)
-
-
 def cmd_plot(args) -> None:
-    """A metric over kimg for one or more runs (the README's FVD curve)."""
+    """A metric over kimg from runs' log.jsonl (the README's FVD curve), drawn to --out (PNG or JPEG, by its name).
+    A kimg logged twice (by a run resumed from a checkpoint) counts its later value."""
     if os.path.splitext(args.out)[1].lower() not in (".png", ".jpg", ".jpeg"):
         raise UserError(f"{args.out}: --out is a .png or .jpg file")
-    labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    labels, curves = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs], {}
     if len(labels) != len(args.runs):
         raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
-    curves = {label: read_metric_curve(run, args.metric) for label, run in zip(labels, args.runs)}
+    for label, run in zip(labels, args.runs):
+        path, rows = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run, {}
+        if not os.path.isfile(path):                             # (a folder without a log, a FIFO: not read)
+            raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
+        with open(path, "rb") as f:                              # bytes: a binary file is a line, not a crash
+            for number, line in enumerate(f, 1):
+                try:                                             # not UTF-8, not JSON, not an object, not numbers
+                    if args.metric in (record := json.loads(line)).keys():
+                        rows[float(record["kimg"])] = float(record[args.metric])
+                except (ValueError, TypeError, AttributeError, KeyError):
+                    raise UserError(f"{path}: line {number} is not a JSON object with numbers kimg and "
+                                    f"{args.metric}") from None
+        if not rows:
+            raise UserError(f"{path}: no '{args.metric}' values (--metric: a key of its lines; FVD: train --metrics)")
+        curves[label] = np.array(sorted(rows.items()), dtype=np.float64)
+        print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in curves[label]))
     _write_image(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
-    for label, c in curves.items():
-        print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in c))
     print(f"wrote {args.out}")
 
 
@@ -3894,16 +3787,12 @@ def build_parser() -> argparse.ArgumentParser:
         bench=(cmd_bench, "speed of rendering (and of training steps)", DEVICE + [
             ("--presets", list(PRESETS), ["tiny"], "default: tiny", dict(nargs="+")),
             ("--repeat", INT(1, 1000), 3, "timed repetitions (median; default 3)"),
-            ("--train", "store_true", False, "also time training steps: video model vs image StyleGAN2"),
-            ("--train-batch", INT(1, 4096), None, "videos per training step (default: the preset's)")]),
+            ("--train", "store_true", False, "also time training steps (s/kimg)")]),
         figures=(cmd_figures, "the README's pictures: real vs fake, content/motion, t=0 vs 1 h, Fig 9", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory", dict(required=True)),
             ("--data", None, None, "its dataset, for real frames beside the fake ones"),
             ("--out", None, "figures", "folder for the PNGs (default figures/; the README's are in assets/)"),
-            ("--num", INT(1, 64), 4, "videos per picture"),
-            ("--stride", INT(1, 10 ** 6), 4, "frames between the 8 frames of a strip"),
-            ("--hour-seconds", NUM(0, 1e7), 3600.0, "how late the late strip is"),
-            ("--zoom", INT(1, 16), 1, "enlarge the strips N times (nearest neighbour)")]),
+            ("--num", INT(1, 64), 4, "videos per picture")]),
         plot=(cmd_plot, "a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG", [
             ("runs", None, None, "run directories (or their log.jsonl)", dict(nargs="+")),
             ("--labels", None, None, "one legend label per run (default: the directory names)", dict(nargs="+")),
@@ -3915,7 +3804,7 @@ def build_parser() -> argparse.ArgumentParser:
         doctor=(cmd_doctor, "torch/CUDA facts, build the CUDA kernel, check it against the reference", [
             ("--verbose", "store_true", False, "show the compiler's output"),
             ("--full", "store_true", False, "on a GPU, also the acceptance run: the ffs model's speeds (minutes)"),
-            ("--out", None, None, "folder for doctor --full's JSON and Markdown table (default doctor_full)")]))
+            ("--out", None, None, "folder for doctor.json and doctor.md (--full's default: doctor_full)")]))
     p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)

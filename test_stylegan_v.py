@@ -896,7 +896,7 @@ def test_train_computes_fvd16_at_snapshots_and_logs_it(tmp_path):
     # ... and `plot` draws them
     r = cli_ok("plot", out, "--labels", "tiny run", "--out", tmp_path / "curve.png")
     assert iio.imread(tmp_path / "curve.png").shape == (400, 640, 3)
-    np.testing.assert_allclose(sv.read_metric_curve(str(out), "fvd16"), np.array(fvds))
+    assert r.stdout.splitlines()[0] == "tiny run: " + "  ".join(f"{k:g} kimg {v:.1f}" for k, v in fvds)
 
 
 def test_training_runs_without_tf32_unless_asked(tmp_path, capsys):
@@ -1277,12 +1277,8 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("1e9-frames.zip", "'frames' must be an integer from 1 to 100,000,000"),
         ("path-in-name.zip", "'name' must be a folder name", "../evil"), ("duplicates.zip", "listed twice"),
         ("later-8x8.zip", "v1/000000.png is 8x8", "says 16x16"), ("4x4.zip", "at least 8x8")]],
-    # bench, doctor and figures: a flag out of range, or meaningless with the others
-    *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--zoom 0"),
-    _row("bench --train-batch 4", "--train-batch sets the batch of --train's training steps, but --train is not"),
-    _row("bench --train --train-batch 2", "--train-batch 2: the image StyleGAN2 it is compared with trains "
-                                          "2 x 3 = 6 frames a step"),
-    _row("doctor --out somewhere", "--out names where doctor --full writes its tables"),
+    # bench and figures: a flag out of range
+    *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
 ])
 def test_train_bench_doctor_and_figures_refuse_bad_input_in_one_line_before_any_work(refused, fresh, argv, needles):
     refused(fresh, argv, needles)
@@ -1713,88 +1709,62 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
 # ---------------------------------------------------------------------------------------------
 
 
-# -- bench, doctor and the layer benchmark ------------------------------------------------------
-
-
-def test_bench_times_rendering_at_t0_and_at_t90000_on_the_preset_asked_for_and_the_layer_on_both_paths(capsys, request):
+def test_bench_times_rendering_at_t0_and_at_t90000_and_the_layer_benchmark_runs_both_paths(capsys, request):
     sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("# bench on cpu") and "custom ops off" in out[0] and len(out) == 3, out   # no --train
-    rows = [re.fullmatch(rf"tiny 64\^2, rendering a video from t={t0} \(frames/s\): ([\d.]+)", row)
-            for t0, row in zip((0, 90000), out[1:])]
-    assert all(row and float(row[1]) > 0 for row in rows), out
-    gpu = torch.cuda.is_available()                                     # the layer benchmark, on a small layer
-    if not gpu:                                  # its plumbing on a CPU: the stand-in plugin, no memory counters
+    out = [re.sub(r"[\d.]+$", "x", row) for row in capsys.readouterr().out.splitlines()]   # (x: a number)
+    assert out[0].startswith("# bench on a CPU") and out[0].endswith("custom ops off") and out[1:] == [
+        f"tiny 64^2, rendering a video from t={t0} (frames/s): x" for t0 in (0, 90000)], out
+    if not (gpu := torch.cuda.is_available()):       # on a CPU its plumbing, with the stand-in plugin
         request.getfixturevalue("stand_in_plugin")
-    result = svm.benchmark_modconv_layer("cuda" if gpu else "cpu", N=2, I=8, O=8, H=32, W=32, iters=2)
-    assert result["layer fwd+bwd, cuda (ms)"] > 0 and result["epilogue speed-up"] > 0
-    assert result["layer fwd+bwd, ref (peak MiB)"] > 0 or not gpu
+    res = svm.benchmark_modconv_layer("cuda" if gpu else "cpu", N=2, I=8, O=8, H=32, W=32, iters=2)
+    assert res["fwd+bwd, cuda (ms)"] > 0 and res["speed-up"] > 0 and (res["fwd+bwd, ref (peak GiB)"] > 0) == gpu
 
 
-def test_doctor_without_nvcc_or_gpu_reports_the_toolchain_and_says_what_it_skips_and_torch_guesses_nothing(
-        tmp_path, monkeypatch, capsys):
+def test_doctor_reports_the_toolchain_and_its_full_run_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
+    """Without a GPU: the facts, nothing written; --full's stages at a small size, so a first GPU finds no typo."""
     # torch's own guess ("No CUDA runtime is found, using CUDA_HOME='/usr/local'") would contradict doctor's nvcc
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
     r = subprocess.run([sys.executable, "-c", "import stylegan_v as sv; print(sv._cpp_extension().__name__)"],
                        cwd=HERE, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "torch.utils.cpp_extension" and r.stderr == "", r.stderr
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: doctor --full would run for minutes")
-    monkeypatch.setattr(sv, "_find_cuda_home", lambda: None)      # a machine without a CUDA toolkit
-    monkeypatch.setattr(sv, "_PLUGIN", None)
-    monkeypatch.setattr(sv, "_PLUGIN_STATUS", None)
-    monkeypatch.setenv("STYLEGAN_V_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)       # a machine without a GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(sv, "build_modconv_plugin", lambda **kw: (None, dict(reason="no GPU (test)", seconds=0)))
     monkeypatch.chdir(tmp_path)
     for argv in (["doctor"], ["doctor", "--full"]):                     # returns: exit status 0
         sv.main(argv)
-        out = capsys.readouterr().out
-        assert all(s in out for s in ("torch: ", "nvcc: not found", "kernel: NOT built", "speed: need a GPU"))
-    assert "--full: its training and sampling measurements need a GPU" in out and os.listdir(tmp_path) == ["cache"]
-
-
-def test_doctor_full_stages_run_end_to_end_at_a_small_size_on_a_cpu(tmp_path, monkeypatch):
-    """The acceptance run's plumbing (stages, JSON, Markdown table) so a first GPU does not find a typo."""
-    monkeypatch.setattr(sv, "build_modconv_plugin",
-                        lambda **kw: (None, dict(ok=False, reason="no GPU (test)", log=None)))
-    lines = []
-    res = sv.acceptance_run("cpu", str(tmp_path), sv.make_config("tiny", resolution=16, batch=4), 1, lines.append)
+        out = capsys.readouterr().out                                  # nvcc: its path and version, where found
+        assert re.search(r"^torch: .*\nnvcc: (not found|\S+ \(\S+\))\nGPUs: none \(parity, speed, --full need one\)\n"
+                         r"kernel: NOT built: no GPU \(test\)\n$", out) and os.listdir() == [], out
+    lines, args = [], sv.build_parser().parse_args(["doctor", "--full", "--out", "d"])
+    res = sv.cmd_doctor(args, sv.make_config("tiny", resolution=16, batch=4), 1, lines.append)
     run = "tiny 16^2, kernel off, float32 layers"                  # (no kernel nor float16 on a CPU)
     train = f"{run}, training on 4 clips of 3 frame(s) (s/kimg)"
     assert [line.split(": ")[0] for line in lines] == [
-        "torch", "nvcc", "ninja", "GPUs", "kernel", "kernel parity and speed",
-        *(f"{run}, rendering a video from t={t0} (frames/s)" for t0 in (0, 90000)), train,
-        f"wrote {tmp_path}/doctor_full.json and doctor_full.md"]
-    assert re.fullmatch(r"nvcc: (not found .*|\S+ \(Build .+\))", lines[1]), lines[1]      # its version, where found
-    assert json.load(open(tmp_path / "doctor_full.json")) == res and res[train] > 0
-    assert f"| {train} | {res[train]} |" in (tmp_path / "doctor_full.md").read_text()
-
-
-# -- figures and plot --------------------------------------------------------------------------
+        "torch", "nvcc", "GPUs", "kernel", *(f"{run}, rendering a video from t={t0} (frames/s)" for t0 in (0, 90000)),
+        train, "wrote d/doctor.json and doctor.md"] and res[train] > 0
+    assert json.load(open("d/doctor.json")) == res and f"| {train} | {res[train]} |" in open("d/doctor.md").read()
 
 
 @slow
 def test_figures_writes_the_readme_pictures(tmp_path):
-    data = write_dataset(tmp_path / "d.zip", lengths=(40, 40, 40, 40))
-    r = cli_ok("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--outdir", tmp_path / "run")
-    r = cli_ok("figures", "--ckpt", tmp_path / "run", "--data", data, "--out", tmp_path / "figs", "--hour-seconds", 10,
-               "--zoom", 2)
+    data, other = write_dataset(tmp_path / "d.zip", (40,) * 4), write_dataset(tmp_path / "d32.zip", (40, 40), res=32)
+    cli_ok("train", "--data", data, *TRAIN[:-4], "--device", "cpu", "--kimg", 0.024, "--outdir", tmp_path / "run")
+    cli_ok("figures", "--ckpt", tmp_path / "run", "--data", data, "--out", tmp_path / "figs")
     shapes = {f: iio.imread(tmp_path / "figs" / f).shape for f in os.listdir(tmp_path / "figs")}
-    assert shapes["real_vs_fake.png"] == (2 * (8 * 16 + 4), 2 * 8 * 16, 3)   # 4 real rows, a gap, 4 fake rows
-    assert shapes["content_motion.png"] == (2 * 4 * 16, 2 * 8 * 16, 3)       # (zoomed 2x)
-    assert shapes["t0_vs_1h.png"] == (2 * 2 * 16, 2 * 8 * 16, 3)
-    assert shapes["embedding.png"][1] == 1000                               # (never zoomed)
-    other = write_dataset(tmp_path / "d32.zip", lengths=(40, 40), res=32)   # not the generator's size
+    # 16^2 frames enlarged to 96^2; 4 real videos, a gap, 4 fake ones; 4 contents x motions; t = 0 and 1 h
+    assert shapes["real_vs_fake.png"] == (4 * 96 + 4 + 4 * 96, 8 * 96, 3) and shapes["t0_vs_1h.png"][0] == 2 * 96
+    assert shapes["content_motion.png"] == (4 * 96, 8 * 96, 3)
+    assert shapes["embedding.png"][1] == 1000 and shapes["embedding.png"][0] % 150 == 0   # a band a channel
     r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", other, "--out", tmp_path / "figs2")
-    assert_one_error_line(r, "d32.zip: its frames are 32^2, the generator's 16^2")
+    assert_one_error_line(r, "d32.zip: 32^2 frames, the generator's 16^2")     # not the generator's size
     assert not (tmp_path / "figs2").exists()
 
 
-def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path):
-    image = sv.plot_curves({"a": np.array([[0.0, 100.0], [10.0, 50.0]]),
-                            "b": np.array([[0.0, 80.0], [5.0, 90.0]])}, "FVD_16")
-    assert image.shape == (400, 640, 3) and image.dtype == np.uint8
+def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
+    image = sv.plot_curves({"a": np.array([[0, 100], [10, 50]]), "b": np.array([[0, 80], [5, 90]])}, "FVD_16")
     blue, red = (image == (31, 119, 180)).all(-1), (image == (214, 39, 40)).all(-1)
-    assert blue.sum() > 100 and red.sum() > 100
+    assert image.shape == (400, 640, 3) and blue.sum() > 100 and red.sum() > 100
     # below the legend: curve a spans x = 0..10 of the axis (which ends at 10), curve b stops halfway
     assert np.nonzero(blue[60:])[1].max() > np.nonzero(red[60:])[1].max() + 200
     # (lo, hi, at most n intervals) -> the ends and the step; below 0 at multiples of the step (Fig 9's bands)
@@ -1803,30 +1773,26 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path):
         (-1.05, 1.05, 2), (0, 0, 6)])], [(0, 1, 0.2), (0, 8, 2), (0, 25, 5), (0, 60, 10), (0, 5000, 1000),
                                          (-4, 6, 2), (-2, 2, 2), (0, 1e-9, 1e-9)])
     # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
-    log = tmp_path / "log.jsonl"
-    log.write_text('{"kimg": 0.0, "fvd16": 9.0}\n{"kimg": 10.0, "fvd16": 5.0}\n{"kimg": 10.0, "fvd16": 4.0}\n'
-                   '{"kimg": 5.0, "fvd16": 7.0}\n')
-    assert sv.read_metric_curve(str(log), "fvd16").tolist() == [[0.0, 9.0], [5.0, 7.0], [10.0, 4.0]]
-    sv.main(["plot", str(log), "--out", str(tmp_path / "curve.jpg")])     # the format is the name's: a JPEG
+    log = "".join(f'{{"kimg": {k}, "fvd16": {v}}}\n' for k, v in ((0, 9), (10, 5), (10, 4), (5, 7)))
+    (tmp_path / "log.jsonl").write_text(log)
+    sv.main(["plot", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "curve.jpg")])   # a JPEG, by its name
+    assert capsys.readouterr().out.splitlines()[0] == "log.jsonl: 0 kimg 9.0  5 kimg 7.0  10 kimg 4.0"
     assert (tmp_path / "curve.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
 
 
 @pytest.mark.parametrize("log, flags, needle", [
-    (b'{"kimg": 1.0, "loss_G": 1.0}\n', "", "no 'fvd16' values (train with --metrics fvd16)"),
-    (b'{"kimg": 1.0, "loss_G": 1.0, "note": "x"}\n', "--metric loss_D", "no 'loss_D' values (its keys: loss_G)"),
-    (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "", "line 2 is not a JSON object"),
+    (b'{"kimg": 1.0, "loss_G": 1.0}\n', "", "no 'fvd16' values (--metric: a key of its lines; FVD: train --metrics)"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "", "line 2 is not a JSON object with numbers kimg and fvd16"),
     (b"PK\x03\x04\x94\xff binary\n", "", "line 1 is not a JSON object"),                   # a dataset zip
     (b"[1, 2]\n", "", "line 1 is not a JSON object"),                                     # JSON of another shape
-    (b'{"kimg": 1.0, "fvd16": "abc"}\n', "", "line 1: kimg and fvd16 must be numbers, got 1.0 and 'abc'"),
-    (None, "", "run: no log.jsonl"),
+    (b'{"kimg": 1.0, "fvd16": "abc"}\n', "", "line 1 is not a JSON object with numbers"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "missing", "missing: no log.jsonl"),              # a second run
     (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--out curve.gif", "curve.gif: --out is a .png or .jpg file"),
-    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--labels a b", "--labels: 2 labels for 1 runs"),
-])
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--labels a b", "--labels: 2 labels for 1 runs")])
 def test_plot_refuses_a_log_it_cannot_read_in_one_line(tmp_path, monkeypatch, capsys, log, flags, needle):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
-    if log is not None:
-        (tmp_path / "run" / "log.jsonl").write_bytes(log)
+    (tmp_path / "run" / "log.jsonl").write_bytes(log)
     assert_refused(["plot", "run", *flags.split()], [needle], capsys)
 
 
