@@ -632,7 +632,7 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
         motion = ARCH_VARIANTS[cfg.arch].get("motion", MotionMappingNetwork)
-        self.motion = motion(cfg) if cfg.motion_dim > 0 else None               # None: image-only baseline
+        self.motion = motion(cfg)
         self.synthesis = SynthesisNetwork(cfg)
 
     # -- the shared core: anchors -> v_t -> frames ------------------------------------------------
@@ -644,10 +644,7 @@ class Generator(nn.Module):
         j       [N]             (int64) left anchor index: j = floor(t / delta^z)
         t       [N]             float64 times in frames
         """
-        if anchors is None:                                              # image-only baseline: no v_t
-            v = w.new_zeros(w.shape[0], 0)
-        else:
-            v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z, self.motion.wave)   # [N, v_dim]  (Eq 2-6)
+        v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z, self.motion.wave)   # [N, v_dim]  (Eq 2-6)
         return self.synthesis(w, v, force_fp32=force_fp32)               # [N, 3, H, W]
 
     @staticmethod
@@ -666,9 +663,6 @@ class Generator(nn.Module):
         B, k = t.shape
         t = t.double()
         w = self.mapping(z, truncation, update_w_avg).repeat_interleave(k, dim=0)   # [N, w_dim]
-        if self.motion is None:
-            img = self.frames_from_anchors(w, None, None, t.reshape(-1))
-            return img.reshape(B, k, *img.shape[1:])
         if tokens is None:                                       # fresh z^m for tokens j_first-20 ...
             L = self.tokens_needed(t, self.cfg.motion_delta_z, self.motion.context)
             tokens = torch.randn(B, L, self.cfg.motion_dim, device=z.device)
@@ -859,7 +853,7 @@ def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time:
     Fake clip (`fractional`): t_1 is real in [0, window - 1 - span], as G is continuous in time; the
     gaps, which D sees, keep the real clips' integer distribution.
     """
-    if k == 1:                                                   # image-only training (bench baseline)
+    if k == 1:                                                   # --frames-per-clip 1: single frames
         span, offsets = 0, np.zeros(1)
     else:
         hi = min(max_span, video_len - 1)
@@ -1352,10 +1346,8 @@ class Trainer:
         g = step_rng(self.seed, self.step_idx, purpose)
         t = fake_clip_times(cfg, step_np_rng(self.seed, self.step_idx, purpose), B, self.k, self.video_lengths)
         z = torch.randn(B, cfg.z_dim, generator=g)
-        tokens = None
-        if self.G.motion is not None:
-            L = Generator.tokens_needed(t, cfg.motion_delta_z, self.G.motion.context)
-            tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(dev)
+        L = Generator.tokens_needed(t, cfg.motion_delta_z, self.G.motion.context)
+        tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(dev)
         return z[self.rows].to(dev), t[self.rows].to(dev), tokens
 
     def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
@@ -1630,9 +1622,6 @@ def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None,
     jj, tt = j.to(device).repeat(B), t.to(device).repeat(B)              # [B*T]
     ww = w.repeat_interleave(T, 0)                                       # [B*T, w_dim]
     rows = torch.arange(B * T, device=device)
-    if G.motion is None:                                                 # the image-only baseline
-        img = _in_row_blocks(lambda r: G.frames_from_anchors(ww[r], None, None, tt[r], force_fp32), rows)
-        return img.reshape(B, T, *img.shape[1:])
     # Frame t lies between the motion anchors j = floor(t / delta_z) and j + 1, and Eq 4 needs only
     # those two: each frame costs two anchors' wave parameters (a block of 16 is computed at once and
     # cached), whatever t is. This is why frame t = 1 h costs what frame t = 0 costs.
@@ -3427,7 +3416,7 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
 _I, _F = (int,), (int, float)
 CONFIG_RANGES = dict(
     resolution=(_I, 8, 2048), fps=(_F, 1e-3, 1000), z_dim=(_I, 1, 4096), w_dim=(_I, 1, 4096),
-    motion_dim=(_I, 0, 4096), mapping_layers=(_I, 1, 16), channel_base=(_I, 1, 2 ** 20), channel_max=(_I, 1, 4096),
+    motion_dim=(_I, 1, 4096), mapping_layers=(_I, 1, 16), channel_base=(_I, 1, 2 ** 20), channel_max=(_I, 1, 4096),
     motion_delta_z=(_I, 1, 2 ** 16), motion_kernel=(_I, 1, 64), motion_layers=(_I, 1, 16),
     period_min=(_F, 1e-3, 1e9), period_max=(_F, 1e-3, 1e9), time_enc_dim=(_I, 1, 4096), num_fp16_res=(_I, 0, 16),
     d_channel_base=(_I, 1, 2 ** 20), d_channel_max=(_I, 1, 4096), d_concat_res=(_I, 4, 2048), d_time_dim=(_I, 1, 4096),
@@ -3655,8 +3644,6 @@ def cmd_project(args) -> None:
     if not args.out.endswith(".pt") or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UserError(f"--out {args.out}: a .pt file in an existing folder")       # before the work
     G, cfg = load_generator(args.ckpt, device)
-    if G.motion is None:
-        raise UserError(f"{checkpoint_path(args.ckpt)}: an image-only generator has no motion to fit")
     frames, fps = read_target(args.target, cfg.resolution)      # uint8 [T, R, R, 3]; a still: no fps
     fps, t0 = fps or cfg.fps, time.time()
     times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
