@@ -1079,7 +1079,8 @@ def test_project_then_sample_from_it_renders_the_same_bits_and_only_with_its_wei
     capsys.readouterr()
     assert_refused(["sample", "--from", "proj.pt", "--ckpt", "b.pt", "--out", "w"],
                    ["proj.pt was projected into other weights (checkpoint ", "a.pt, weights", "pass its --ckpt"], capsys)
-    assert_refused(["sample", "--from", "proj.pt", "--num", "2", "--out", "w"], ["--from proj.pt", "--num does not apply"], capsys)
+    for flag in (["--num", "2"], ["--seed", "0"]):
+        assert_refused(["sample", "--from", "proj.pt", *flag, "--out", "w"], ["--from proj.pt", f"{flag[0]} does not"], capsys)
     torch.save({**torch.load("proj.pt"), "tokens": "x"}, "bad.pt")                  # a field of the wrong kind
     assert_refused(["sample", "--from", "bad.pt", "--out", "w"], ["bad.pt: not a projection"], capsys)
     assert_refused(["sample", "--from", "/dev/zero", "--out", "w"], ["/dev/zero: not a regular file"], capsys)
@@ -1223,7 +1224,7 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     ("--preset tiny --device cpu --metrics fvd16", False, {}, "FVD16 on 64 videos a side"),
     ("--preset tiny --device cpu --metrics fvd16 --metric-videos 2048", False, {}, "FVD16 on 2048 videos a side"),
     # The design card's `train --data ffs.zip --gpus 4` trains the paper's architecture (ffs's), not tiny.
-    ("--outdir cpu", False, dict(preset="tiny"), "train: preset tiny (no --preset: tiny, on a CPU)"),
+    ("--outdir cpu", False, dict(preset="tiny", lr=0.0025), "train: preset tiny (no --preset: tiny, on a CPU)"),
     ("--outdir gpu", True, dict(preset="ffs", z_dim=512, channel_base=16384, motion_delta_z=16),
      "train: preset ffs (no --preset: the paper's, on a GPU)"),
 ])
@@ -1248,11 +1249,11 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     _row("train --data none.zip --batch 0", "--batch", "[1, 65536]", fresh=True),
     # flags that contradict each other, or the machine
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle) for flags, needle in [
-        ("--aug none --p 0.3", "--p sets the augmentation probability, but --aug none augments nothing"),
-        ("--fp32 --amp-dtype bfloat16", "--fp32 runs every layer in float32, but --amp-dtype bfloat16"),
+        ("--aug none --p 0.3", "--p is an augmentation probability: not with --aug none"),
+        ("--fp32 --amp-dtype bfloat16", "--fp32 runs all in float32: no --amp-dtype"),
         ("--amp-dtype float16 --device cpu", "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
         ("--metrics fvd128", "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
-        ("--metric-videos 8", "--metric-videos sets how many videos --metrics uses, but no --metrics"),
+        ("--metric-videos 8", "--metric-videos is for --metrics: add one"),
         ("--device meta", "--device meta: not a device this program runs on"),       # (it trained on the CPU)
         ("--device mps", "--device mps: not a device this program runs on"),
         ("--batch 65536", "a training step at 16^2 with --batch 65536 needs about")]],   # (6 GB, then on)
