@@ -2847,11 +2847,11 @@ def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Opt
 def _parse_dataset_json(path: str, meta) -> tuple:
     """dataset.json -> (fps, resolution, ext, names, lengths), each field checked by a rule (value, ok, what it is)."""
     if not isinstance(meta, dict) or not {"fps", "resolution", "videos"} <= meta.keys():
-        raise DataError(f"{path}: dataset.json: no 'fps', 'resolution' and 'videos' (was it written by prepare_data.py?)")
+        raise DataError(f"{path}: dataset.json: no 'fps', 'resolution' and 'videos' (not from prepare_data.py?)")
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
     fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
     rules = [(fps, number(fps) and 0 < fps <= MAX_DATASET_FPS, f"fps must be a number in (0, {MAX_DATASET_FPS:g}]"),
-             (res, number(res) and res in {2 ** k for k in range(2, 13)}, "resolution must be a power of two, 4 to 4096"),
+             (res, number(res) and res in {2 ** k for k in range(2, 13)}, "resolution must be a power of two <= 4096"),
              (fmt, isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt), "format must be like 'jpg', 'png'"),
              (videos, isinstance(videos, list) and videos, "'videos' must be a non-empty list")]
     for i, v in enumerate(videos if isinstance(videos, list) else []):
@@ -3007,7 +3007,7 @@ def load_checkpoint(path: str) -> dict:
                 return import_release_snapshot(file)
     state = _load_plain(file, "checkpoint", CheckpointError)
     if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
-        hint = "it is a projection: sample --from it" if isinstance(state, dict) and "projection" in state else "no G_ema"
+        hint = "no G_ema" if not isinstance(state, dict) or "projection" not in state else "it is a projection: sample --from it"
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint ({hint})")
     try:                                     # sizes come from here: checked before any network is built
         state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
@@ -3149,14 +3149,14 @@ def plan_training(args) -> tuple:
     world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
     for refused, message in (              # flags that contradict each other or the machine: not silently ignored
             (args.p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
-            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 runs all in float32: no --amp-dtype"),
+            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
             (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
             (device.type == "cpu" and args.amp_dtype == "float16",     # CPUs emulate fp16: measured ~70x slower
              "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
             (world > 1 and (args.device or "").startswith("cuda:"),
              f"--device {args.device}: each process takes its rank's GPU (choose them with CUDA_VISIBLE_DEVICES)"),
             (not torchrun and args.device != "cpu" and world > max(gpus, 1),
-             f"--gpus {world}: only {gpus} CUDA device(s) present" + ("" if gpus else " (--device cpu: CPU processes)"))):
+             f"--gpus {world}: only {gpus} CUDA device(s) present" + ("" if gpus else " (--device cpu: on CPUs)"))):
         if refused:
             raise UserError(message)
     # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
@@ -3188,8 +3188,11 @@ def plan_training(args) -> tuple:
     if device.type == "cpu":           # all processes' shares (on a GPU: unmeasured, and CUDA's OOM is one line)
         check_memory(training_step_bytes(cfg, cfg.batch), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
-    if main_process := not torchrun or int(os.environ["RANK"]) == 0:    # it checks and locks the run directory
-        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else "tiny, on a CPU)")
+    main_process = not torchrun or int(os.environ["RANK"]) == 0     # it checks and locks the run directory
+    lock = RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
+    if main_process:
+        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
+                                                     "tiny, on a CPU)")
         print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
               f"{device.type}, TF32 {'on (--tf32)' if args.tf32 else 'off (--tf32 allows it)'}", file=sys.stderr)
     if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
@@ -3204,7 +3207,7 @@ def plan_training(args) -> tuple:
               if done >= args.kimg else f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with "
               f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
               + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
-    return cfg, world, torchrun, RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
+    return cfg, world, torchrun, lock
 
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
@@ -3320,7 +3323,8 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
     clock["metric_sec"] += results["sec"]
     if trainer.dist.main:
         _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
-        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + "  (kimg 0)" * (trainer.nimg == 0))
+        line = "  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec")
+        bar.write(line + "  (kimg 0)" * (trainer.nimg == 0))
 
 
 class RunLock:
@@ -3645,7 +3649,7 @@ def cmd_sample(args) -> None:
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
     FrameSink.check(args.out)                                    # before a checkpoint is loaded
     proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)
-    given = [flag for flag, v in (("--num", args.num > 1), ("--preset", args.preset), ("--seed", args.seed is not None)) if v]
+    given = [f for f, v in (("--num", args.num > 1), ("--preset", args.preset), ("--seed", args.seed is not None)) if v]
     if proj and given:
         raise UserError(f"--from {args.proj} renders its one projected video with its own content: {given[0]} "
                         f"does not apply")

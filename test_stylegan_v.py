@@ -1240,7 +1240,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     # flags that contradict each other, or the machine
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle) for flags, needle in [
         ("--aug none --p 0.3", "--p is an augmentation probability: not with --aug none"),
-        ("--fp32 --amp-dtype bfloat16", "--fp32 runs all in float32: no --amp-dtype"),
+        ("--fp32 --amp-dtype bfloat16", "--fp32 is all float32: no --amp-dtype"),
         ("--amp-dtype float16 --device cpu", "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
         ("--metrics fvd128", "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
         ("--metric-videos 8", "--metric-videos is for --metrics: add one"),
