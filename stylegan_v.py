@@ -2609,7 +2609,6 @@ def cmd_plot(args) -> None:
     _write_image(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
     print(f"wrote {args.out}")
 
-
 # ------------------------------------------------------------------------------------------------
 # Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
 #             the flags and their ranges, the one error path)
@@ -2623,13 +2622,12 @@ def cmd_plot(args) -> None:
 
 # --- The dataset, checked when it is opened (§11) ----------------------------------------------
 
-MAX_DATASET_FPS = 1000.0          # a frame rate above this is a broken header, not a video
-MAX_VIDEO_FRAMES = 10 ** 8        # ... and so is a video of more frames (five weeks at 30 fps)
+MAX_DATASET_FPS, MAX_VIDEO_FRAMES = 1000.0, 10 ** 8   # more is a broken header, not a video (10^8: 5 weeks at 30 fps)
 
 
 class VideoFolder:
-    """A prepare_data.py dataset (zip or folder), read lazily, a few frames at a time. Opening one checks
-    everything that can be checked cheaply (open_dataset), and every frame is checked when read."""
+    """A prepare_data.py dataset (zip or folder), read lazily; checked cheaply when opened (open_dataset), and
+    every frame when read (read_frame)."""
 
     def __init__(self, path: str):
         self.path, self.is_zip, self._zip = str(path), os.path.isfile(path), None
@@ -2644,49 +2642,37 @@ class VideoFolder:
     def __len__(self) -> int:
         return len(self.names)
 
-    def read_frames(self, video: int, frame_indices) -> np.ndarray:
-        """uint8 [n, H, W, 3] frames of one video; a missing, broken or wrongly sized frame is a DataError."""
+    def read_frames(self, video: int, frame_indices) -> np.ndarray:     # uint8 [n, H, W, 3]
         return np.stack([read_frame(self, self.member(self.names[video], int(i))) for i in frame_indices])
 
 
 def open_dataset(data: VideoFolder) -> tuple:
     """VideoFolder's checks at the door -> (fps, resolution, ext, names, lengths): every field of dataset.json,
     every listed frame there (a zip's index; a folder's first and last), each first frame's size (its header)."""
-    path, make = data.path, "make one with: python prepare_data.py VIDEOS data.zip"
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such dataset ({make})")
-    if data.is_zip and not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: not a dataset (a zip or folder written by prepare_data.py: python prepare_data.py "
-                        f"VIDEOS data.zip, then --data data.zip)")
+    path, make = data.path, "make one with: python prepare_data.py VIDEOS data.zip, then --data data.zip"
+    if not os.path.exists(path) or data.is_zip and not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: {'not a dataset' if os.path.exists(path) else 'no such dataset'} ({make})")
     try:
         meta = json.loads(read_member(data, "dataset.json", 2 ** 26))     # 64 MB: a million videos' names
     except (KeyError, FileNotFoundError, NotADirectoryError, zipfile.BadZipFile):
-        raise DataError(f"{path}: no dataset.json, so not a dataset written by prepare_data.py ({make})") from None
+        raise DataError(f"{path}: no dataset.json, so not a dataset ({make})") from None
     except ValueError as e:                                               # JSONDecodeError, UnicodeDecodeError
         raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
     data.fps, data.resolution, data.ext, data.names, data.lengths = fields = _parse_dataset_json(path, meta)
-    if data.is_zip:     # one pass over the zip's index; only the names member() writes count: six digits, or more
-        found = {name: set() for name in data.names}      # without a leading zero ('0000001.jpg' is not frame 1)
-        for m in filter(None, map(re.compile(r"(.+)/(\d{6}|[1-9]\d{6,})" + re.escape(data.ext)).fullmatch,
-                                  data._zip.namelist())):
-            found.get(m.group(1), set()).add(int(m.group(2)))
-        missing = [(name, n, next(i for i in range(n) if i not in found[name]))
-                   for name, n in zip(data.names, data.lengths) if len({i for i in found[name] if i < n}) < n]
-    else:
-        missing = [(name, n, i) for name, n in zip(data.names, data.lengths) for i in sorted({0, n - 1})
-                   if not os.path.isfile(os.path.join(path, data.member(name, i)))]
-    if missing:
-        name, n, i = missing[0]
-        raise DataError(f"{path}: video '{name}' lists {n} frames but frame {i} ({data.member(name, i)}) is not in "
-                        f"the {'zip' if data.is_zip else 'folder'}")
-    for name in data.names:
+    listed = set(data._zip.namelist()) if data.is_zip else None   # a zip's index: every frame; a folder: first, last
+    for name, n in zip(data.names, data.lengths):
+        for i in range(n) if listed else sorted({0, n - 1}):       # (a zip's first missing frame ends the loop)
+            member = data.member(name, i)
+            if member not in listed if listed else not os.path.isfile(os.path.join(path, member)):
+                raise DataError(f"{path}: video '{name}' lists {n} frames but frame {i} ({member}) is not in the "
+                                f"{'zip' if listed else 'folder'}")
         read_frame(data, data.member(name, 0), header_only=True)
     return fields
 
 
 def read_member(data: VideoFolder, member: str, limit: Optional[int] = None) -> bytes:
-    """One file of a dataset, read once its declared size is at most `limit` (default: more than any image of an
-    R x R frame can take; raw 16-bit RGBA is 8 R^2 bytes). The zip is opened on first use, in each process."""
+    """One file of a dataset, read if its declared size is at most `limit` (default: more than any R x R image
+    takes; raw 16-bit RGBA is 8 R^2 bytes). The zip is opened on first use, in each process."""
     limit = limit or 16 * data.resolution ** 2 + 2 ** 16
     if data.is_zip:
         data._zip = data._zip or zipfile.ZipFile(data.path)
@@ -2699,8 +2685,7 @@ def read_member(data: VideoFolder, member: str, limit: Optional[int] = None) -> 
 
 
 def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Optional[np.ndarray]:
-    """uint8 [R, R, 3]: one frame, decoded from its bytes and checked (missing, broken, of another size: a
-    DataError); header_only: only its size, read from its header (open_dataset)."""
+    """uint8 [R, R, 3]: one frame, decoded and checked (else a DataError); header_only: only its header's size."""
     import imageio.v3 as iio
     from PIL import Image
     R = data.resolution
@@ -2725,40 +2710,34 @@ def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Opt
 
 
 def _parse_dataset_json(path: str, meta) -> tuple:
-    """dataset.json -> (fps, resolution, ext, names, lengths), every field checked; else a DataError."""
-    def bad(what):
-        return DataError(f"{path}: dataset.json: {what}")
+    """dataset.json -> (fps, resolution, ext, names, lengths), each field checked by a rule (value, ok, what it is)."""
+    if not isinstance(meta, dict) or not {"fps", "resolution", "videos"} <= meta.keys():
+        raise DataError(f"{path}: dataset.json: no 'fps', 'resolution' and 'videos' (not from prepare_data.py?)")
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
-    if not isinstance(meta, dict):
-        raise bad("not a JSON object")
-    for key in ("fps", "resolution", "videos"):
-        if key not in meta:
-            raise bad(f"no '{key}' field (was it written by prepare_data.py?)")
     fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    if not (number(fps) and 0 < fps <= MAX_DATASET_FPS):
-        raise bad(f"fps must be a number in (0, {MAX_DATASET_FPS:g}], got {fps!r}")
-    if not (number(res) and res in {2 ** k for k in range(2, 13)}):
-        raise bad(f"resolution must be a power of two from 4 to 4096, got {res!r}")
-    if not (isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt)):
-        raise bad(f"format must be an image extension such as 'jpg' or 'png', got {fmt!r}")
-    if not isinstance(videos, list) or not videos:
-        raise bad("'videos' must be a non-empty list")
-    for i, v in enumerate(videos):
+    rules = [(fps, number(fps) and 0 < fps <= MAX_DATASET_FPS, f"fps must be a number in (0, {MAX_DATASET_FPS:g}]"),
+             (res, number(res) and res in {2 ** k for k in range(2, 13)}, "resolution must be a power of two <= 4096"),
+             (fmt, isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt), "format must be like 'jpg', 'png'"),
+             (videos, isinstance(videos, list) and videos, "'videos' must be a non-empty list")]
+    for i, v in enumerate(videos if isinstance(videos, list) else []):
         name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
         # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
-        if not (isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)):
-            raise bad(f"video {i}: 'name' must be a folder name (no '/', not '.' or '..'), got {name!r}")
-        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES):
-            raise bad(f"video '{name}': 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}, got {n!r}")
-    names, lengths = [v["name"] for v in videos], [v["frames"] for v in videos]
-    if len(set(names)) < len(names):
-        raise bad(f"video name '{next(n for n in names if names.count(n) > 1)}' is listed twice")
-    return float(fps), int(res), "." + fmt, names, lengths
+        rules += [(name, isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name),
+                   f"video {i}: 'name' must be a folder name (no '/', not '.' or '..')"),
+                  (n, isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES,
+                   f"video {i}: 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}")]
+    for value, ok, rule in rules:
+        if not ok:
+            raise DataError(f"{path}: dataset.json: {rule}, got {value!r}")
+    names, seen = [v["name"] for v in videos], set()
+    if (twice := next((n for n in names if n in seen or seen.add(n)), None)) is not None:
+        raise DataError(f"{path}: dataset.json: video name '{twice}' is listed twice")
+    return float(fps), int(res), "." + fmt, names, [v["frames"] for v in videos]
 
 
 # --- Errors in words; outputs written whole or not at all -----------------------------------------
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e) -> str:
     """The first line of an exception's message, at most 200 characters (torch's run to pages)."""
     lines = str(e).strip().splitlines()
     return (lines[0] if lines else type(e).__name__)[:200]
@@ -2781,8 +2760,7 @@ def error_reason(e: BaseException, path: str = ".") -> str:
 
 
 def _partial(path: str) -> str:
-    """An output's temporary name beside it, <stem>.partial-<pid><ext>: writers read the format from the extension,
-    remove_stale_partials reads whose it is from the pid."""
+    """An output's temporary name beside it: <stem>.partial-<pid><ext> (the format is the extension's)."""
     stem, ext = os.path.splitext(path.rstrip("/"))
     return f"{stem}.partial-{os.getpid()}{ext}"
 
@@ -2792,17 +2770,15 @@ def _remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
-def _cannot_write(path: str, tmp: str, e: BaseException) -> UserError:
-    """The one error of a failed output: why (asked before removing the temporary frees the disk again)."""
+def _cannot_write(path: str, tmp: str, e: BaseException) -> UserError:     # (why: asked before tmp frees the disk)
     reason = error_reason(e, tmp)
     _remove(tmp)
     return UserError(f"{path}: cannot write ({reason}); nothing half-written is left, any older version is untouched")
 
 
 def _atomic_write(path: str, data) -> None:
-    """The one writer of every output: `data` (bytes, str, or write(tmp): torch.save, ffmpeg's end) goes to
-    _partial(path), reaches the disk (fsync), and is renamed onto `path` (a file, or an empty folder): a crash, a
-    kill, a full disk or a power cut leaves the old output or the new one. (torch's zip writer raises RuntimeError.)"""
+    """The one writer of every output: `data` (bytes, str, or write(tmp)) goes to _partial(path), is fsynced and
+    renamed onto `path`: a crash, a kill, a full disk or a power cut leaves the old output or the new one."""
     tmp = _partial(path)
     try:
         data(tmp) if callable(data) else Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
@@ -2810,15 +2786,14 @@ def _atomic_write(path: str, data) -> None:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError) as e:                      # (torch's zip writer raises RuntimeError)
         raise _cannot_write(path, tmp, e) from None
     finally:
         _remove(tmp)                                          # (after an interruption)
 
 
 def _write_image(path: str, image: np.ndarray) -> None:
-    """uint8 [H, W, 3] -> an image file in its extension's format, encoded in memory (imageio writing a file on a
-    full disk raises, then raises again from its plugin's __del__: a traceback)."""
+    """uint8 [H, W, 3] -> an image file, encoded in memory (imageio's file writer on a full disk: a traceback)."""
     import imageio.v3 as iio
     _atomic_write(path, iio.imwrite("<bytes>", image, extension=os.path.splitext(path)[1].lower()))
 
@@ -2840,8 +2815,7 @@ def remove_stale_partials(path: str, every: bool = False) -> None:
 
 
 def _cpp_extension():
-    """torch.utils.cpp_extension, imported without the CUDA_HOME it guesses and prints with no GPU, which would
-    contradict the toolkit _find_cuda_home chose for the build (Appendix A)."""
+    """torch.utils.cpp_extension, without the CUDA_HOME it guesses and prints (Appendix A's _find_cuda_home chooses)."""
     with contextlib.redirect_stderr(io.StringIO()):
         from torch.utils import cpp_extension
     return cpp_extension
@@ -2853,8 +2827,7 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, not ours, or unsafe to unpickle."""
 
 
-def checkpoint_path(path: str) -> str:
-    """A checkpoint file, or a training directory holding checkpoint.pt."""
+def checkpoint_path(path: str) -> str:                           # a file, or a run directory's checkpoint.pt
     return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
 
 
@@ -2863,8 +2836,7 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def config_from_dict(d: dict) -> Config:
-    """The Config saved in a checkpoint, checked as flags are (check_config): fields it lacks take its preset's
-    values, fields this version does not know are dropped."""
+    """A checkpoint's Config, checked (check_config): missing fields are its preset's, unknown ones dropped."""
     if not isinstance(d, dict):
         raise ValueError(f"its config is a {type(d).__name__}, not a dict of settings")
     fields = {f.name for f in dataclasses.fields(Config)} - {"preset"}
@@ -2872,9 +2844,8 @@ def config_from_dict(d: dict) -> Config:
 
 
 def _load_plain(file: str, kind: str, error=UserError) -> object:
-    """torch.load(weights_only=True) of a regular file (a FIFO or /dev/zero is refused, not read): tensors,
-    numbers, strings and containers, never code; a failure is one line saying what the file is not, never
-    torch's advice to retry unsafely (weights_only=False)."""
+    """torch.load(weights_only=True) of a regular file (not a FIFO or /dev/zero): plain data, never code; a failure
+    is one line saying what the file is not, never torch's advice to retry unsafely (weights_only=False)."""
     if not os.path.isfile(file):
         raise error(f"{file}: " + ("not a regular file" if os.path.exists(file) else f"no such {kind}"))
     try:
@@ -2883,8 +2854,8 @@ def _load_plain(file: str, kind: str, error=UserError) -> object:
         # Only a class the pickle names ("Unsupported global") means Python objects; random bytes fail as an
         # unknown opcode ("Unsupported operand") and are simply not a checkpoint.
         refused = isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower()
-        what = ("it holds pickled Python objects, not only tensors and plain data (refused unread: unpickling it "
-                "could run code)" if refused else error_reason(e, file) if isinstance(e, OSError)
+        what = ("it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
+                if refused else error_reason(e, file) if isinstance(e, OSError)
                 else "not a file torch.save wrote, or a truncated one")
         if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():
             what = "it is a dataset (prepare_data.py's zip: pass it as --data)"
@@ -2892,8 +2863,8 @@ def _load_plain(file: str, kind: str, error=UserError) -> object:
 
 
 def load_checkpoint(path: str) -> dict:
-    """Our checkpoint (_load_plain: never code), or an authors' network-snapshot-*.pkl (import_release_snapshot,
-    Appendix B, as safe); its settings checked (check_config) before any network is built."""
+    """Our checkpoint (_load_plain), or an authors' network-snapshot-*.pkl (Appendix B's import_release_snapshot),
+    its settings checked (check_config) before any network is built."""
     file = checkpoint_path(path)
     if os.path.isfile(file) and not zipfile.is_zipfile(file):   # torch.save writes zips; a bare pickle: a snapshot?
         with open(file, "rb") as f:
@@ -2901,8 +2872,7 @@ def load_checkpoint(path: str) -> dict:
                 return import_release_snapshot(file)
     state = _load_plain(file, "checkpoint", CheckpointError)
     if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
-        hint = "it is a projection: sample --from it" if isinstance(state, dict) and "projection" in state else \
-            "no 'cfg' / 'G_ema' entries"
+        hint = "no G_ema" if not isinstance(state, dict) or "projection" not in state else "it is a projection: sample --from it"
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint ({hint})")
     try:                                     # sizes come from here: checked before any network is built
         state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
@@ -2914,8 +2884,7 @@ def load_checkpoint(path: str) -> dict:
 def load_generator(path: str, device="cpu"):
     """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
     state = load_checkpoint(path)
-    cfg = config_from_dict(state["cfg"])
-    G = Generator(cfg)
+    G = Generator(cfg := config_from_dict(state["cfg"]))
     try:
         G.load_state_dict(state["G_ema"])
     except RuntimeError as e:
@@ -2929,14 +2898,12 @@ class FrameSink:
     folder of PNGs: _atomic_write for an output too long to hold, kept under _partial(out) until the block ends."""
 
     @staticmethod
-    def check(out: str) -> None:
-        """What can be wrong with `out`, said before anything is rendered."""
+    def check(out: str) -> None:                                 # said before anything is rendered
         ext = os.path.splitext(out)[1].lower()
         if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
             raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
         if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and os.listdir(out) or os.path.ismount(out)):
-            raise UserError(f"{out}: exists; --out is an .mp4 file or a folder for PNG frames (a new or empty one, "
-                            f"not a mount point)")
+            raise UserError(f"{out}: exists; --out is an .mp4 file or a new or empty folder (not a mount point)")
         try:                                    # a folder's write bit does not say (/proc, /sys take no new files)
             open(_partial(out), "x").close()
             os.remove(_partial(out))
@@ -2953,24 +2920,20 @@ class FrameSink:
 
     def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
         import imageio.v3 as iio
-        try:
-            for f in frames:
-                if not self.is_video:                             # (encoded in memory: see _write_image)
-                    Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
-                elif self.ffmpeg is None:    # started at the first frame, when its size is known; yuv420p plays
-                    import imageio_ffmpeg    # everywhere, crf 10 is near-lossless; errors only, into a file
-                    self.log = tempfile.TemporaryFile()
-                    self.ffmpeg = subprocess.Popen(
-                        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                         "-s", f"{f.shape[1]}x{f.shape[0]}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264",
-                         "-crf", "10", "-pix_fmt", "yuv420p", "-f", "mp4", "-y", self.tmp],
-                        stdin=subprocess.PIPE, stderr=self.log)
-                if self.is_video:
-                    self.ffmpeg.stdin.write(np.ascontiguousarray(f).tobytes())
-                self.count += 1
-        except OSError as e:                                     # a full disk, a lost mount, ffmpeg gone
-            self._kill()
-            raise _cannot_write(self.out, self.tmp, e) from None
+        for f in frames:
+            if not self.is_video:                                 # (encoded in memory: see _write_image)
+                Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
+            elif self.ffmpeg is None:        # started at the first frame, when its size is known; yuv420p plays
+                import imageio_ffmpeg        # everywhere, crf 10 is near-lossless; errors only, into a file
+                self.log = tempfile.TemporaryFile()
+                self.ffmpeg = subprocess.Popen(
+                    [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                     "-s", f"{f.shape[1]}x{f.shape[0]}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264",
+                     "-crf", "10", "-pix_fmt", "yuv420p", "-f", "mp4", "-y", self.tmp],
+                    stdin=subprocess.PIPE, stderr=self.log)
+            if self.is_video:
+                self.ffmpeg.stdin.write(np.ascontiguousarray(f).tobytes())
+            self.count += 1
 
     def _finish(self, _tmp):
         """ffmpeg's end: its exit status says whether the file is whole (e.g. its index did not fit on the disk)."""
@@ -2981,18 +2944,17 @@ class FrameSink:
                 self.log.seek(0)
                 raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
 
-    def _kill(self) -> None:
-        if self.ffmpeg is not None and self.ffmpeg.poll() is None:
-            self.ffmpeg.kill()
-            self.ffmpeg.wait()
-
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, *_):
+    def __exit__(self, exc_type, exc, _tb):
         if exc_type is None:                                     # complete: committed as any output is
             return _atomic_write(self.out, self._finish)
-        self._kill()                                             # interrupted, failed: nothing is left
+        if self.ffmpeg is not None and self.ffmpeg.poll() is None:   # interrupted, failed: nothing is left
+            self.ffmpeg.kill()
+            self.ffmpeg.wait()
+        if isinstance(exc, OSError):                             # a full disk, a lost mount, ffmpeg gone
+            raise _cannot_write(self.out, self.tmp, exc) from None
         _remove(self.tmp)
 
 
@@ -3004,10 +2966,8 @@ def cmd_convert(args) -> None:
     state = load_checkpoint(args.src)
     if "opt_G" in state:
         raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
-    cfg = config_from_dict(state["cfg"])
     save_checkpoint(args.out, state)
-    print(f"wrote {args.out}: arch '{cfg.arch}' {cfg.resolution}^2 G_ema, G, D and ADA's p = {state['aug_p']:.3f} "
-          f"from {args.src} (no optimizer state: `train --resume` fine-tunes with fresh optimizers)")
+    print(f"wrote {args.out} (no optimizer state: `train --resume` fine-tunes it with fresh optimizers)")
 
 
 # --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12) -----------
@@ -3020,9 +2980,9 @@ ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channe
 
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
-    """The dataset (it sets the resolution and the time unit, its fps) and the checkpoint resumed -> (cfg, data, clip
-    dataset, state or None, its path), checked by plan_training before any process starts, redone by each. A
-    checkpoint of ours must fit the run's networks; an authors' snapshot brings them (the run keeps its training)."""
+    """The dataset (it sets the resolution and fps) and the checkpoint resumed -> (cfg, data, clip dataset, state or
+    None, its path): checked by plan_training, redone by each process. A checkpoint of ours must fit the run's
+    networks; an authors' snapshot brings them (the run keeps its training settings)."""
     data = VideoFolder(data_path)
     cfg, state, path = fit_config_to_data(cfg, data), None, None
     if resume:
@@ -3048,24 +3008,20 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
 
 
 def plan_training(args) -> tuple:
-    """train's flags, dataset and checkpoint resolved into the run's Config and checked, before any process
-    starts or any work is done -> (cfg, world, torchrun, main_process); train --dry-run stops here."""
+    """train's flags, dataset and checkpoint resolved and checked before any work -> (cfg, world, torchrun, RunLock)."""
     device = _pick_device(args.device)
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
     for refused, message in (              # flags that contradict each other or the machine: not silently ignored
-            (args.p is not None and args.aug == "none",
-             "--p sets the augmentation probability, but --aug none augments nothing"),
-            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"),
-             f"--fp32 runs every layer in float32, but --amp-dtype {args.amp_dtype} asks for lower precision"),
-            (args.metric_videos is not None and not args.metrics,
-             "--metric-videos sets how many videos --metrics uses, but no --metrics is asked for"),
-            (device.type == "cpu" and args.amp_dtype == "float16",         # CPUs emulate fp16: measured ~70x slower
-             "--amp-dtype float16 is for CUDA; on a CPU use bfloat16 (or leave it at auto: float32)"),
-            (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: with {world} "
-             "processes each takes the GPU of its rank; choose the GPUs with CUDA_VISIBLE_DEVICES instead"),
-            (not torchrun and args.device != "cpu" and world > max(gpus, 1), f"--gpus {world}: only {gpus} CUDA "
-             "device(s) present" + ("" if gpus else " (use --device cpu to run CPU processes instead)"))):
+            (args.p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
+            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
+            (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
+            (device.type == "cpu" and args.amp_dtype == "float16",     # CPUs emulate fp16: measured ~70x slower
+             "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
+            (world > 1 and (args.device or "").startswith("cuda:"),
+             f"--device {args.device}: each process takes its rank's GPU (choose them with CUDA_VISIBLE_DEVICES)"),
+            (not torchrun and args.device != "cpu" and world > max(gpus, 1),
+             f"--gpus {world}: only {gpus} CUDA device(s) present" + ("" if gpus else " (--device cpu: on CPUs)"))):
         if refused:
             raise UserError(message)
     # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
@@ -3074,13 +3030,13 @@ def plan_training(args) -> tuple:
                  aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
                  span_dist=args.span_dist, amp_dtype=args.amp_dtype)
     cfg = make_config(args.preset, **{k: v for k, v in flags.items() if v is not None})
-    if args.kimg is None:           # the paper's 256^2 models: ~23 M frames in 2 days on 4 V100s; 25 M: SG2's
-        args.kimg = 200.0 if args.preset == "tiny" else 25000.0
-    args.snap = args.snap or min(200.0, args.kimg / 5)          # at least 5 snapshots, at most 200 kimg apart
-    if args.metric_videos is None and args.metrics:   # the paper's 2048 a side; I3D on a CPU: ~1 s a video
-        args.metric_videos = 2048 if device.type == "cuda" else 64
+    # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
+    # apart; FVD on the paper's 2048 videos a side, 64 on a CPU (I3D there: ~1 s a video).
+    args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
+    args.snap = args.snap or min(200.0, args.kimg / 5)
+    args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
     # `resuming`: this run continues the one in --outdir (--resume auto, or its checkpoint); any other checkpoint
-    # starts a new run from it, which RunLock.check keeps out of a directory holding a run of its own.
+    # starts a new run from it, which RunLock keeps out of a directory holding a run of its own.
     name = os.path.splitext(os.path.basename(args.data.rstrip("/")))[0]
     args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{name}")
     own = os.path.join(args.outdir, "checkpoint.pt")
@@ -3097,15 +3053,18 @@ def plan_training(args) -> tuple:
     if device.type == "cpu":           # all processes' shares (on a GPU: unmeasured, and CUDA's OOM is one line)
         check_memory(training_step_bytes(cfg, cfg.batch), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
-    main_process = not torchrun or int(os.environ["RANK"]) == 0     # the one that checks and locks the run dir
+    main_process = not torchrun or int(os.environ["RANK"]) == 0     # it checks and locks the run directory
+    lock = RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
     if main_process:
-        RunLock(args.outdir).check(resuming)
         why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
                                                      "tiny, on a CPU)")
         print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
               f"{device.type}, TF32 {'on (--tf32)' if args.tf32 else 'off (--tf32 allows it)'}", file=sys.stderr)
     if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
-        print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        # lr and r1_gamma < 0 mean "derived" (§1); shown as Trainer derives them
+        lr = cfg.lr if cfg.lr >= 0 else 0.002 if cfg.resolution >= 1024 else 0.0025
+        gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
+        print(json.dumps({**dataclasses.asdict(cfg), "lr": lr, "r1_gamma": gamma}, indent=2))
         done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0   # (a snapshot: from 0)
         plan = (f"on from {path} ({done:.2f} kimg)" if args.resume else
                 "a new run" + (" (--resume auto: no checkpoint there yet)" if resuming else ""))
@@ -3113,14 +3072,13 @@ def plan_training(args) -> tuple:
               if done >= args.kimg else f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with "
               f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
               + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
-    return cfg, world, torchrun, main_process
+    return cfg, world, torchrun, lock
 
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
                fp32: bool, kimg: float) -> tuple:
-    """The dataset, the Trainer (resumed when asked) and the run directory of a training -> (trainer, dataset).
-    Resuming restores weights, optimizer moments, ADA's p and the step counter; every draw is seeded by the
-    step (step_rng), so that is all it takes to continue exactly where the run was."""
+    """-> (trainer, dataset), resumed when asked: weights, optimizer moments, ADA's p and the step counter, which
+    seeds every draw (step_rng): all it takes to continue exactly where the run was."""
     cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
@@ -3129,38 +3087,32 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
             raise UserError(f"{path}: checkpoint does not fit this model ({' '.join(str(e).split())[:200]})")
-    if state is not None and dist.main and "opt_G" not in state:
-        print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
-              f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
-    elif state is not None and dist.main:
-        print(f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
-        if trainer.nimg >= int(kimg * 1000):
-            print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train "
-                  f"(a larger --kimg continues it)", file=sys.stderr)
+        if dist.main and "opt_G" not in state:
+            print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
+                  f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
+        elif dist.main:
+            print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train (a larger "
+                  f"--kimg continues it)" if trainer.nimg >= int(kimg * 1000) else f"resuming {path} at "
+                  f"{trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
-        truncate_log(os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 if resume else -1.0)   # fresh: no lines
+        # log.jsonl keeps its lines up to the checkpoint resumed from (a fresh run: none): what a run killed after
+        # its last checkpoint logged is done again, and would be read twice; a line torn by the kill goes too.
+        log, upto = os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 if resume else -1.0
+        lines = Path(log).read_text().splitlines(True) if os.path.isfile(log) else []
+        if len(kept := [line for line in lines if _kimg_of(line) <= upto + 1e-9]) < len(lines):
+            _atomic_write(log, "".join(kept))
         _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     return trainer, dataset
 
 
-def truncate_log(path: str, kimg: float) -> None:
-    """Keep the lines of log.jsonl up to `kimg`, the checkpoint resumed from: what a run killed after its last
-    checkpoint logged is done again, and would be read twice. A line torn by the kill goes too."""
-    def kimg_of(line):
-        with contextlib.suppress(Exception):
-            return float(json.loads(line)["kimg"])
-        return math.inf
-    if os.path.isfile(path):
-        with open(path) as f:
-            lines = f.readlines()
-        if len(kept := [line for line in lines if kimg_of(line) <= kimg + 1e-9]) < len(lines):
-            _atomic_write(path, "".join(kept))
+def _kimg_of(line: str) -> float:                                  # (a torn line: inf)
+    with contextlib.suppress(Exception):
+        return float(json.loads(line)["kimg"])
+    return math.inf
 
 
-# log.jsonl: one JSON object per line, appended, so `tail -f` follows a run and a reader needs no parser
-# state; a line torn by a kill is at the end, and truncate_log drops it on --resume.
-def _write_json_line(path: str, record: dict) -> None:
+def _write_json_line(path: str, record: dict) -> None:          # log.jsonl: `tail -f` follows a run
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -3171,8 +3123,8 @@ def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
           if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
           f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
     if trainer.diverged:
-        print(f"warning: the losses diverged at {trainer.diverged:.2f} kimg (non-finite or above 100, "
-              f"log.jsonl says where): this run learned nothing since; lower --lr", flush=True)
+        print(f"warning: the losses diverged at {trainer.diverged:.2f} kimg (log.jsonl says where): this run "
+              f"learned nothing since; lower --lr", flush=True)
 
 
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
@@ -3195,15 +3147,15 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
 
 
 def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
-    """Has training passed a multiple of `every_kimg` since `since_nimg`? Multiples, not "every_kimg
-    since the last one": a resumed run logs and saves at the kimg the uninterrupted run would have."""
+    """Has training passed a multiple of `every_kimg` since `since_nimg`? (Multiples: a resumed run logs and saves
+    at the kimg the uninterrupted run would have.)"""
     every = max(1, round(every_kimg * 1000))
     return nimg // every > since_nimg // every
 
 
 def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str:
-    """The checkpoint, and previews from G_ema (a grid video and a PNG strip, the same seeds every time: what
-    changes between snapshots is the training, not the draw), by the main process -> the checkpoint's path."""
+    """The checkpoint, and previews from G_ema (a grid video and a PNG strip, of the same seeds every time: what
+    changes between snapshots is the training) -> the checkpoint's path."""
     trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]    # kept across resumes
     ckpt, cfg = os.path.join(outdir, "checkpoint.pt"), trainer.cfg
     if trainer.dist.main:
@@ -3221,8 +3173,8 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
 
 
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
-    """FVD of G_ema (the generator you would sample from, not the noisier G) into log.jsonl, on the main
-    process (fvd.py holds the protocol); 'sec', its wall time, is left out of the training time."""
+    """FVD of G_ema (what you sample from, not the noisier G) into log.jsonl (fvd.py holds the protocol); 'sec',
+    its wall time, is left out of the training time."""
     results, start = {}, time.time()
     if trainer.dist.main:
         import fvd
@@ -3236,67 +3188,59 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
     clock["metric_sec"] += results["sec"]
     if trainer.dist.main:
         _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
-        note = "  (kimg 0)" if trainer.nimg == 0 else ""
-        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + note)
+        line = "  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec")
+        bar.write(line + "  (kimg 0)" * (trainer.nimg == 0))
 
 
 class RunLock:
-    """One training per run directory: an exclusive fcntl lock on <outdir>/train.lock while it runs (none on
-    Windows), released by the OS however the process dies; the file holds the pid for the message. Taking it
-    removes what a killed run left there (remove_stale_partials: checkpoints, logs, previews half-written)."""
+    """One training per run directory. Made before any work: a new run never writes into a directory that holds a
+    run, nor beside a live one. Entered: an fcntl lock on <outdir>/train.lock (the OS releases it however the process
+    dies; the file holds the pid), then what a killed run half-wrote there is removed (remove_stale_partials)."""
 
-    def __init__(self, outdir: str):
-        self.outdir, self.file = outdir, None
-
-    def _flock(self, file, how: int) -> None:
-        """flock `file` without waiting; if another training holds it, close it and say so (its pid)."""
-        try:
-            fcntl.flock(file.fileno(), how | fcntl.LOCK_NB)
-        except OSError:
-            file.seek(0)
-            pid = file.read().strip() or "?"
-            file.close()
-            raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); "
-                            f"wait for it or stop it, or train into another --outdir") from None
-
-    def check(self, resuming: bool) -> None:
-        """Before any work: a new run never writes into a directory that holds a run, nor beside a live one."""
-        lock, outdir = os.path.join(self.outdir, "train.lock"), self.outdir
+    def __init__(self, outdir: str, resuming: bool):
+        self.outdir, lock = outdir, os.path.join(outdir, "train.lock")
         if os.path.exists(outdir) and not os.path.isdir(outdir):
             raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
-        if fcntl is not None and os.path.isfile(lock):
+        if os.path.isfile(lock):
             with open(lock) as f:
-                self._flock(f, fcntl.LOCK_SH)                     # (a shared lock: only asks whether one runs)
+                self._flock(f, shared=True)                       # (a shared lock only asks whether one runs)
         # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
         entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
         if entries and not resuming:
             raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'] * (len(entries) > 3))}); "
                             f"continue it with --resume auto, or train into a new --outdir")
 
-    def acquire(self) -> "RunLock":
+    def _flock(self, file, shared: bool = False) -> None:
+        try:
+            if fcntl is not None:
+                fcntl.flock(file.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            pid = file.read().strip() or "?"
+            file.close()
+            raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); wait for it "
+                            f"or stop it, or train into another --outdir") from None
+
+    def __enter__(self) -> "RunLock":
         os.makedirs(self.outdir, exist_ok=True)
         self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
-        if fcntl is not None:
-            self._flock(self.file, fcntl.LOCK_EX)
-        self.file.truncate(0)                    # ("a+": the pid is then written at 0)
+        self._flock(self.file)
+        self.file.truncate(0)                    # ("a+": the pid goes at 0)
         self.file.write(str(os.getpid()))
         self.file.flush()
         for folder in (self.outdir, os.path.join(self.outdir, "samples")):
             remove_stale_partials(folder, every=True)
         return self
 
-    def release(self) -> None:
-        if self.file is not None:
-            self.file.close()                    # closing the file releases the lock
-            self.file = None
+    def __exit__(self, *_):
+        self.file.close()                        # closing the file releases the lock
 
 
 # --- Signals and processes --------------------------------------------------------------------
 
 class GracefulStop:
     """Ctrl-C or `kill` (SIGINT, SIGTERM) sets `requested`: train finishes the step and saves. A second Ctrl-C stops
-    at once (KeyboardInterrupt); more SIGTERMs are ignored, so a supervisor that sends TERM twice still gets its
-    checkpoint. Given a `handler`, the block runs that instead (run_command's, _spawn_workers')."""
+    at once; more SIGTERMs are ignored (a supervisor sending TERM twice still gets its checkpoint). Or `handler`."""
 
     def __init__(self, handler=None):
         self.requested, self.handler, self.old = False, handler or self._request, {}
@@ -3316,10 +3260,9 @@ class GracefulStop:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
 
 
-def _ignore_signals(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which saves before stopping."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _ignore_signals(_worker_id: int) -> None:        # DataLoader workers: the training process saves, then stops
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
@@ -3328,8 +3271,8 @@ def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
 
 
 def _unwrap_worker_errors(loader):
-    """Iterate a DataLoader; a worker's DataError comes back as its one line, not with the worker's traceback. Closing
-    it shuts the workers down now: they ignore SIGTERM, so they must not be left for the interpreter's exit to end."""
+    """A DataLoader's batches; a worker's DataError as its one line (no traceback). Closing it ends the workers now
+    (they ignore SIGTERM: not to be left for the interpreter's exit)."""
     iterator = iter(loader)
     try:
         yield from iterator
@@ -3342,29 +3285,23 @@ def _unwrap_worker_errors(loader):
 
 
 def _release_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere a no-op). Rendering frees the same few-MB
-    activations every chunk and glibc's heap fragments: over an hour the peak crept up ~17 % (measured) without it."""
+    """Freed heap memory back to the OS (glibc's malloc_trim): rendering's chunks fragment the heap (+17 % an hour)."""
     with contextlib.suppress(Exception):
         import ctypes.util
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
-    """One training process: on GPU LOCAL_RANK (torchrun), GPU `rank` (spawned here; one process: --device, cuda:0
-    by default) or the CPU. The processes meet through NCCL on GPUs, gloo on CPUs, and differ only in which rows of
-    each step's batch they compute (§12) and in rank 0 writing the files. Exits 130 after a signal stopped it."""
+    """One training process, on GPU LOCAL_RANK (torchrun), `rank` (spawned), --device's, or the CPU; they meet through
+    NCCL or gloo and differ in their rows of each step's batch (§12) and rank 0 writing. A signal: exit 130."""
     _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
-    device = _pick_device(args.device)          # a GPU: torchrun's LOCAL_RANK, a spawned process's rank, --device's
-    if cuda := device.type == "cuda":
+    device = _pick_device(args.device)
+    if cuda := device.type == "cuda":          # cuDNN times its algorithms once per shape: a step's barely change
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank if world > 1 else device.index or 0)))
-    # TF32 (10-bit mantissa matmuls and convolutions) off unless --tf32, as the release and StyleGAN3: the
-    # float32 layers and R1's double backward keep float32.
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-    if cuda:                   # cuDNN times its algorithms once per shape; a step's shapes barely change (only
-        torch.cuda.set_device(device)           # the motion-token count): a few slow steps, then faster ones
+        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    elif world > 1:            # N CPU processes share the cores; each with all of them would oversubscribe
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    # TF32 (10-bit mantissa matmuls and convolutions) off unless --tf32, as the release and StyleGAN3
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     interrupted = False
     try:
         if world > 1:          # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
@@ -3386,11 +3323,10 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 
 
 def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """Start `world` training processes here and wait. Ctrl-C (to the process group) or `kill` (to us): each worker
-    gets a SIGTERM (save, stop). When one exits non-zero, torch's join sends the rest SIGTERM, then SIGKILL 30 s
-    later: safe, as no worker exits before all pass the barrier after rank 0's save (_train_worker)."""
+    """`world` training processes, meeting on a free local port; a signal to us: SIGTERM to each (save, stop). One
+    failing: join SIGTERMs the rest, SIGKILL 30 s later (safe: all pass the barrier after rank 0's save first)."""
     import socket
-    with socket.socket() as sock:                              # a free port on this machine
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     context = torch.multiprocessing.start_processes(
@@ -3410,9 +3346,8 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
 
 # --- Sizes and settings: the one check of a Config, memory before the work, devices ------------------
 
-# Every Config field's type and range, for flags, checkpoints and the authors' snapshots alike, so that a size
-# read from a file is bounded before anything of that size is built. Wide (the paper's settings are far inside)
-# but finite: a 10^6-layer mapping network is not a model.
+# Every Config field's type and range (flags, checkpoints, snapshots): a size read from a file is bounded before
+# anything of that size is built. Wide (the paper's are far inside) but finite: 10^6 mapping layers is no model.
 _I, _F = (int,), (int, float)
 CONFIG_RANGES = dict(
     resolution=(_I, 8, 2048), fps=(_F, 1e-3, 1000), z_dim=(_I, 1, 4096), w_dim=(_I, 1, 4096),
@@ -3432,34 +3367,30 @@ CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, 
 def check_config(fields: dict) -> Config:
     """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
     number = lambda v, types: isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v)   # noqa: E731
-    unknown = set(fields) - {f.name for f in dataclasses.fields(Config)}
-    if unknown:
+    if unknown := set(fields) - {f.name for f in dataclasses.fields(Config)}:
         raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
     cfg = Config(**fields)
     for name, (types, lo, hi) in CONFIG_RANGES.items():
         if not (number(v := getattr(cfg, name), types) and lo <= v <= hi):
             raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+        if name in ("resolution", "d_concat_res") and v & (v - 1):
+            raise ValueError(f"{name} must be a power of two, got {v}")
     for name, choices in CONFIG_CHOICES.items():
-        v = getattr(cfg, name)
-        if not any(type(v) is type(c) and v == c for c in choices):          # (a bool, not 0 or 1)
+        if not any(type(v := getattr(cfg, name)) is type(c) and v == c for c in choices):   # (a bool, not 0 or 1)
             raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
     for name in ("conv_clamp", "ema_rampup"):                             # a positive number, or None (off)
         if (v := getattr(cfg, name)) is not None and not (number(v, _F) and v > 0):
             raise ValueError(f"{name} must be a positive number or null, got {v!r}")
-    for name in ("resolution", "d_concat_res"):
-        if getattr(cfg, name) & (getattr(cfg, name) - 1):
-            raise ValueError(f"{name} must be a power of two, got {getattr(cfg, name)}")
     if cfg.period_max < cfg.period_min:
         raise ValueError(f"period_max ({cfg.period_max:g}) is below period_min ({cfg.period_min:g})")
     return cfg
 
 
 def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
-    """Videos per process; the global batch must split evenly, each share into mbstd groups."""
+    """Videos per process: the global batch splits evenly, each share into mbstd groups."""
     if batch % world:
         raise UserError(f"--batch {batch} is not divisible by the number of processes ({world})")
-    local = batch // world
-    if local % min(mbstd_group, local):
+    if (local := batch // world) % min(mbstd_group, local):
         raise UserError(f"batch per process ({local}) must be a multiple of the mbstd group ({mbstd_group})")
     return local
 
@@ -3475,8 +3406,7 @@ def available_memory(device: torch.device) -> Optional[int]:
 
 def check_memory(need: int, device: torch.device, what: str, lower: str) -> None:
     """One estimate of memory, before the work: `need` bytes against what the device has, else one line."""
-    have = available_memory(device)
-    if have is not None and need > have:
+    if (have := available_memory(device)) is not None and need > have:
         raise UserError(f"{what} needs about {need / 2 ** 30:.1f} GB, {have / 2 ** 30:.1f} GB are available "
                         f"on this {device.type}: lower {lower}")
 
@@ -3498,8 +3428,7 @@ def rendering_bytes(cfg: Config, frames: int, device: torch.device) -> int:
 
 
 def _pick_device(name: Optional[str]) -> torch.device:
-    """--device as a torch.device, checked now: a misspelt name is one line, not a silent run on the CPU, and a
-    missing GPU one line, not a failure after the model is built."""
+    """--device, checked now: a misspelt name or a missing GPU is one line, not a CPU run or a late failure."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name):             # (mps, meta, xla, ...: not tested here)
@@ -3511,8 +3440,7 @@ def _pick_device(name: Optional[str]) -> torch.device:
     return torch.device(name)
 
 
-def _set_custom_ops(args) -> None:
-    """--no-custom-ops: the PyTorch reference everywhere, for this process (commands that have the flag)."""
+def _set_custom_ops(args) -> None:                   # --no-custom-ops: the PyTorch reference, in this process
     global USE_CUSTOM_OPS
     USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)
 
@@ -3523,8 +3451,8 @@ PROJECT_MAX_FRAMES = 64
 
 
 def read_target(path: str, resolution: int) -> tuple:
-    """A still image, a video file or a folder of frames -> (uint8 [T, R, R, 3], fps; None for a still),
-    at most PROJECT_MAX_FRAMES frames, center-cropped and resized as prepare_data.py makes a dataset."""
+    """An image, a video or a folder of frames -> (uint8 [T, R, R, 3], fps or None: a still), its first
+    PROJECT_MAX_FRAMES frames, center-cropped and resized as prepare_data.py makes a dataset."""
     import prepare_data as pd
     try:
         if os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS):
@@ -3541,7 +3469,6 @@ def read_target(path: str, resolution: int) -> tuple:
             fps = source.fps or 25.0                             # (prepare_data's rate for frame folders)
             frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES + 1), pd.iter_frames(source, fps))]
             if len(frames) > PROJECT_MAX_FRAMES:
-                frames = frames[:PROJECT_MAX_FRAMES]
                 print(f"note: {path}: its first {PROJECT_MAX_FRAMES} frames are projected", file=sys.stderr)
             if len(frames) < 2:
                 raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass the image)")
@@ -3549,20 +3476,17 @@ def read_target(path: str, resolution: int) -> tuple:
         raise UserError(str(e)) from None
     except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
         raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
-    return np.stack([pd.center_crop_resize(f, resolution) for f in frames]), fps
+    return np.stack([pd.center_crop_resize(f, resolution) for f in frames[:PROJECT_MAX_FRAMES]]), fps
 
 
 def weights_id(G) -> str:
     """A hash of the generator's weights: the checkpoint a projection belongs to."""
-    h = hashlib.sha256()
-    for name, v in G.state_dict().items():
-        h.update(name.encode() + v.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return hashlib.sha256(b"".join(name.encode() + v.detach().float().cpu().numpy().tobytes()
+                                   for name, v in G.state_dict().items())).hexdigest()[:16]
 
 
 def load_projection(path: str, G=None) -> dict:
-    """A file `project` wrote (read as checkpoints are: tensors and plain data, never code); with G, refused
-    unless G has the weights it was fitted to."""
+    """A file `project` wrote (read as checkpoints are: never code); with G, refused unless fitted to G's weights."""
     state = _load_plain(path, "projection")
     kinds = dict(weights=str, ckpt=str, w=torch.Tensor, tokens=torch.Tensor, times=torch.Tensor, fps=(int, float),
                  first=int, motion_seed=int)
@@ -3579,45 +3503,37 @@ def load_projection(path: str, G=None) -> dict:
 
 
 # --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
-# Each command is a thin `cmd_*` over §12-§13. Every input is checked where it enters (flags by build_parser,
-# datasets by open_dataset, checkpoints by check_config); a mistake the user can fix is ONE line,
-# "stylegan_v.py: error: ...", exit status 2, never a traceback; Ctrl-C and SIGTERM exit 130 (train saves
-# first); every output file is written under a temporary name and renamed when complete.
-#
-#   train    dataset -> run directory (checkpoint.pt, log.jsonl, samples/), 1 or N processes (§12)
-#   sample   checkpoint (or a projection) -> .mp4 or PNG frames of any length and frame rate (§13)
-#   project  a real image or clip -> proj.pt: the w and motion tokens that render it (§13)
-#   convert  an authors' network-snapshot-*.pkl -> a checkpoint of ours
-#   bench, doctor, figures, plot: speed; the CUDA kernel's build and parity; the README's pictures
+# Each command is a thin `cmd_*` over §12-§13: train (dataset -> run directory: checkpoint.pt, log.jsonl,
+# samples/), sample (checkpoint or projection -> .mp4 or PNG frames of any length and frame rate), project (a real
+# image or clip -> proj.pt: the w and motion tokens that render it). Every input is checked where it enters; a
+# mistake the user can fix is ONE line, "stylegan_v.py: error: ...", exit status 2; Ctrl-C and SIGTERM exit 130.
 
 
 def cmd_sample(args) -> None:
-    """`sample`: a checkpoint (or an untrained preset) -> an .mp4 or a folder of PNGs."""
+    """`sample`: a checkpoint, a projection (--from) or an untrained preset -> an .mp4 or a folder of PNGs."""
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
     FrameSink.check(args.out)                                    # before a checkpoint is loaded
     proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)
-    if proj and (args.num > 1 or args.preset):
-        raise UserError(f"--from {args.proj} renders its one projected video with its own generator: "
-                        f"{'--num' if args.num > 1 else '--preset'} does not apply")
+    given = [f for f, v in (("--num", args.num > 1), ("--preset", args.preset), ("--seed", args.seed is not None)) if v]
+    if proj and given:
+        raise UserError(f"--from {args.proj} renders its one projected video with its own content: {given[0]} "
+                        f"does not apply")
     if proj and not args.ckpt and not os.path.exists(proj["ckpt"]):
         raise UserError(f"{args.proj} was projected into {proj['ckpt']}, which is gone: pass that checkpoint as --ckpt")
-    args.ckpt = args.ckpt or (proj and proj["ckpt"])
+    args.ckpt, args.seed = args.ckpt or (proj and proj["ckpt"]), args.seed or 0
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
     if args.ckpt:
-        G, cfg = load_generator(args.ckpt, device)
-        source = checkpoint_path(args.ckpt)
+        (G, cfg), source = load_generator(args.ckpt, device), checkpoint_path(args.ckpt)
     else:
-        cfg = make_config(args.preset or "tiny")
-        torch.manual_seed(args.seed)
+        cfg, _ = make_config(args.preset or "tiny"), torch.manual_seed(args.seed)
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
     check_memory(rendering_bytes(cfg, args.num * args.batch, device), device,
                  f"rendering {args.num} video(s) {args.batch} frames at a time at {cfg.resolution}^2", "--batch or --num")
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
-    fps = args.fps or cfg.fps
-    seeds = list(range(args.seed, args.seed + args.num))            # video i: content seed + i, motion seed + i
+    fps, seeds = args.fps or cfg.fps, list(range(args.seed, args.seed + args.num))    # video i: seed + i
     mseed = args.seed if args.motion_seed is None else args.motion_seed
     motion_seeds, w = list(range(mseed, mseed + args.num)), None
     if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
@@ -3631,9 +3547,8 @@ def cmd_sample(args) -> None:
     t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
     n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
                args.truncation, args.batch, w=w)
-    dt = time.time() - t0
     import resource
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process (not ffmpeg's)
+    dt, peak_mb = time.time() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # (not ffmpeg's)
     print(f"wrote {args.out}{' (replacing the previous file)' if replaced else ''}: {n} frames in {dt:.1f} s "
           f"({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB", file=sys.stderr)
 
@@ -3659,29 +3574,20 @@ def cmd_project(args) -> None:
 
 
 def cmd_train(args) -> None:
-    """`train`: resolve the config and check every input (plan_training, Appendix D), then run 1 process,
-    N spawned ones, or torchrun's."""
-    cfg, world, torchrun, main_process = plan_training(args)
+    """`train`: resolve the config and check every input (plan_training), then, holding the run's lock, run one
+    process, N spawned ones, or torchrun's (it started us once per GPU and set RANK/WORLD_SIZE)."""
+    cfg, world, torchrun, lock = plan_training(args)
     if args.dry_run:
         return
-    lock = RunLock(args.outdir).acquire() if main_process else None
-    try:
-        # Three ways to run: under torchrun (it started us once per GPU and set RANK/WORLD_SIZE), one
-        # process in this interpreter, or N processes spawned here that meet on a free local TCP port.
-        if torchrun:
-            _train_worker(int(os.environ["RANK"]), world, args, cfg, "env://")
-        elif world == 1:
-            _train_worker(0, 1, args, cfg, None)
-        else:
+    with lock:
+        if world > 1 and not torchrun:
             _spawn_workers(world, args, cfg)
-    finally:
-        if lock is not None:
-            lock.release()
+        else:
+            _train_worker(int(os.environ["RANK"]) if torchrun else 0, world, args, cfg, "env://" if torchrun else None)
 
 
 def main(argv=None) -> None:
-    """Parse the flags (build_parser: every flag's default and range), then run the command (run_command:
-    Ctrl-C and SIGTERM stop it cleanly, a mistake is one line; both Appendix D)."""
+    """Parse the flags (build_parser: every flag's default and range), then run the command (run_command)."""
     run_command(build_parser().parse_args(argv))
 
 
@@ -3729,7 +3635,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--seconds", NUM(0, 86400, lo_open=True), None, "length of the video, up to a day (default 4; --from: the clip's)"),
             ("--fps", NUM(0.01, 1000), None, "frames per second (default: the dataset's, else the preset's)"),
             ("--start", NUM(0, 1e7), 0.0, "time of the first frame, in seconds"),
-            ("--seed", SEED, 0, "content seed z^c (video i uses seed + i; default 0)"),
+            ("--seed", SEED, None, "content seed z^c (video i uses seed + i; default 0)"),
             ("--motion-seed", SEED, None, "motion seed z^m (default: = --seed)"),
             ("--num", INT(1, 64), 1, "number of videos, tiled into a grid"),
             ("--truncation", NUM(-10, 10), 1.0, "truncation psi for w (1 = off)"),
@@ -3806,17 +3712,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args) -> None:
-    """Run a command through the one error path. `kill` (SIGTERM) stops it as Ctrl-C does, so outputs in
-    progress are removed (FrameSink) and checkpoints saved (train's GracefulStop: finish the step, save, stop)."""
+    """Run a command through the one error path; `kill` (SIGTERM) stops it as Ctrl-C does (train: save, stop)."""
     global USE_CUSTOM_OPS
     custom_ops = USE_CUSTOM_OPS
     try:
         with GracefulStop(signal.default_int_handler):          # (it raises KeyboardInterrupt)
             _set_custom_ops(args)
             args.fn(args)
-    except SystemExit:
-        raise
-    except BaseException as e:
+    except BaseException as e:                                   # (a SystemExit goes through it unchanged)
         _exit_on_error(e)
     finally:
         USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
