@@ -23,11 +23,9 @@ variants of Appendix B when Config.arch is 'release'. The command line (main) is
 Shapes: B videos, k frames per clip, N = B*k frames, T frames of a rendered clip, C channels, H x W pixels,
 D motion-token dim, L motion tokens, A anchors. Time t: in *frames of the training data* (25 = 1 s at 25 fps).
 
-Launch:
-    python prepare_data.py --demo demo.zip                          # procedural data, no download
-    python stylegan_v.py train --data demo.zip --preset tiny        # CPU, minutes
-    python stylegan_v.py train --data ffs.zip --preset ffs --gpus 4 # the paper's setting
-    torchrun --nnodes 2 --nproc-per-node 8 stylegan_v.py train --data ffs.zip --preset ffs
+Launch (more in the README):
+    python prepare_data.py --demo demo.zip && python stylegan_v.py train --data demo.zip  # a CPU, minutes
+    python stylegan_v.py train --data ffs.zip --gpus 4          # the paper's setting; or under torchrun
     python stylegan_v.py sample --ckpt runs/ffs --seconds 3600 --out hour.mp4
 
 Deviations: the paper where it says something, the authors' release (github.com/universome/stylegan-v)
@@ -1136,9 +1134,7 @@ class VideoAugment:
         return dict(mode=self.mode, p=self.p, rt=self.rt, num_steps=self.num_steps, acc=self._acc.tolist(),
                     target=self.target, ada_kimg=self.ada_kimg, interval=self.interval)
 
-    def load_state_dict(self, state):
-        if state['mode'] != self.mode:
-            raise ValueError(f"the checkpoint was trained with --aug {state['mode']}, this run has --aug {self.mode}")
+    def load_state_dict(self, state):                    # (a checkpoint of another --aug: refused by _open_run)
         self.p, self.rt, self.num_steps = float(state['p']), state['rt'], int(state['num_steps'])
         self._acc = torch.tensor(state['acc'], dtype=torch.float32, device=self._acc.device)
         self.target, self.ada_kimg, self.interval = state['target'], state['ada_kimg'], state['interval']
@@ -1164,14 +1160,7 @@ class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
 
 # VideoFolder(path) (Appendix D) reads it: .fps, .resolution, .names, .lengths, .read_frames(video, frames).
-
-
-def fit_config_to_data(cfg: Config, data: VideoFolder) -> Config:
-    """The dataset sets the resolution and the time unit (fps). (Clip spans follow each video's length:
-    §8 for real clips, §12's fake_clip_times for fake ones.)"""
-    if data.resolution < 8:
-        raise DataError(f"{data.path}: {data.resolution}x{data.resolution} frames; the model needs at least 8x8")
-    return dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps)
+# The dataset sets the run's resolution and its time unit, the fps (Appendix D's _open_run).
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -1192,9 +1181,6 @@ class ClipDataset(torch.utils.data.Dataset):
             raise UserError(f"--frames-per-clip {cfg.frames_per_clip}: k frames span at least k - 1 = "
                             f"{cfg.frames_per_clip - 1}, but clips span at most {cfg.max_span} (the preset's max_span)")
         self.usable = [i for i, l in enumerate(data.lengths) if l >= cfg.frames_per_clip]
-
-    def __len__(self):           # items are seeds (Batches yields them): any int is an item
-        return 2 ** 62           # (the DataLoader never asks for it: Batches decides what is drawn)
 
     def draw(self, item_seed: int):
         """(video index, frame times [k], x-flip?) of item `item_seed`."""
@@ -1258,19 +1244,12 @@ class Dist:
         return self.all_reduce_sum(x).div_(self.world) if self.world > 1 else x
 
 
-class Batches:
+def real_batches(seed: int, start_step: int, batch: int, rows: slice):
     """The DataLoader's batch_sampler: per step, the item seeds of this process's rows of the global batch
     (a worker turns each into a clip, ClipDataset). Seeded by the step: a resumed run, or one on another
     number of processes, shows D the same real clips at the same step."""
-
-    def __init__(self, seed: int, start_step: int, batch: int, rows: slice):
-        self.seed, self.step, self.batch, self.rows = seed, start_step, batch, rows
-
-    def __iter__(self):
-        while True:
-            rng = step_np_rng(self.seed, self.step, "real")
-            yield rng.integers(0, 2 ** 62, size=self.batch).tolist()[self.rows]
-            self.step += 1
+    for step in range(start_step, 2 ** 62):
+        yield step_np_rng(seed, step, "real").integers(0, 2 ** 62, size=batch).tolist()[rows]
 
 
 def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int, video_lengths) -> torch.Tensor:
@@ -1471,11 +1450,11 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     from tqdm import tqdm
     trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32, kimg)
     cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
-    # Batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
+    # real_batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
     # (a video, k frame times: Sec 3.3) and decodes it, 4 steps ahead, so decoding overlaps the step.
     # Workers are spawned, not forked: a fork of a process whose torch threads hold a lock can hang.
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=Batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
+        dataset, batch_sampler=real_batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=_ignore_signals, multiprocessing_context="spawn" if workers > 0 else None)
 
@@ -1652,17 +1631,6 @@ def motion_codes(G, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
     return acyclic_embedding(*anchors, j.to(device), t.to(device), G.cfg.motion_delta_z, G.motion.wave)
 
 
-def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
-    """uint8 [B, T, H, W, 3] -> [T, rows*H, cols*W, 3]: B videos tiled into a grid."""
-    B, T, H, W, _ = frames.shape
-    cols = cols or math.ceil(math.sqrt(B))
-    rows = math.ceil(B / cols)
-    if rows * cols > B:
-        frames = torch.cat([frames, frames.new_zeros(rows * cols - B, T, H, W, 3)])
-    grid = frames.reshape(rows, cols, T, H, W, 3).permute(2, 0, 3, 1, 4, 5)   # [T, rows, H, cols, W, 3]
-    return grid.reshape(T, rows * H, cols * W, 3).cpu().numpy()
-
-
 def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
            seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
            progress: bool = True, w: Optional[torch.Tensor] = None) -> int:
@@ -1704,9 +1672,8 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
 # seed's, addressable as above), or with another motion seed. The schedule is StyleGAN2-ADA's projector:
 # w starts at w_avg; Adam's lr ramps up over the first 5% of the steps and down on a cosine over the last
 # 25%; noise added to w, fading out over the first 75%, searches widely before the fit settles.
-# The loss is the pixels' MSE. StyleGAN2-ADA's LPIPS needs VGG16 weights downloaded at run time; measured
-# on training clips (README), plain MSE fitted best: 20.5 dB, SSIM 0.57, against 20.0 dB, 0.54 for an MSE
-# over 4 scales, and 17.5 dB, 0.56 for D's own features (normalised as LPIPS does) at 1.7x the time.
+# The loss is the pixels' MSE: StyleGAN2-ADA's LPIPS needs VGG16 weights downloaded at run time, and on
+# training clips MSE fitted better than an MSE over 4 scales or D's own features (README).
 
 def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = True, motion_seed: int = 0,
             lr: float = 0.1, noise: float = 0.05, token_weight: float = 1.0, distance=F.mse_loss,
@@ -2716,7 +2683,7 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
     fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
     rules = [(fps, number(fps) and 0 < fps <= MAX_DATASET_FPS, f"fps must be a number in (0, {MAX_DATASET_FPS:g}]"),
-             (res, number(res) and res in {2 ** k for k in range(2, 13)}, "resolution must be a power of two <= 4096"),
+             (res, number(res) and res in {2 ** k for k in range(3, 13)}, "resolution must be a power of two, 8-4096"),
              (fmt, isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt), "format must be like 'jpg', 'png'"),
              (videos, isinstance(videos, list) and videos, "'videos' must be a non-empty list")]
     for i, v in enumerate(videos if isinstance(videos, list) else []):
@@ -2958,6 +2925,17 @@ class FrameSink:
         _remove(self.tmp)
 
 
+def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
+    """uint8 [B, T, H, W, 3] -> [T, rows*H, cols*W, 3]: B videos tiled into a grid."""
+    B, T, H, W, _ = frames.shape
+    cols = cols or math.ceil(math.sqrt(B))
+    rows = math.ceil(B / cols)
+    if rows * cols > B:
+        frames = torch.cat([frames, frames.new_zeros(rows * cols - B, T, H, W, 3)])
+    grid = frames.reshape(rows, cols, T, H, W, 3).permute(2, 0, 3, 1, 4, 5)   # [T, rows, H, cols, W, 3]
+    return grid.reshape(T, rows * H, cols * W, 3).cpu().numpy()
+
+
 def cmd_convert(args) -> None:
     """`convert`: an authors' network-snapshot-*.pkl, read by Appendix B's importer (nothing in it runs) -> a
     checkpoint of ours, which later loads read with torch's safe weights_only reader."""
@@ -2984,7 +2962,7 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
     None, its path): checked by plan_training, redone by each process. A checkpoint of ours must fit the run's
     networks; an authors' snapshot brings them (the run keeps its training settings)."""
     data = VideoFolder(data_path)
-    cfg, state, path = fit_config_to_data(cfg, data), None, None
+    cfg, state, path = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps), None, None
     if resume:
         path = checkpoint_path(outdir if resume == "auto" else resume)
         state = load_checkpoint(path)

@@ -1266,7 +1266,8 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("1e7-frames.zip", "lists 10000000 frames but frame 2", "not in the zip"),
         ("1e9-frames.zip", "'frames' must be an integer from 1 to 100,000,000"),
         ("path-in-name.zip", "'name' must be a folder name", "../evil"), ("duplicates.zip", "listed twice"),
-        ("later-8x8.zip", "v1/000000.png is 8x8", "says 16x16"), ("4x4.zip", "at least 8x8")]],
+        ("later-8x8.zip", "v1/000000.png is 8x8", "says 16x16"),
+        ("4x4.zip", "resolution must be a power of two, 8-4096", "got 4")]],
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
 ])
