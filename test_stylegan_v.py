@@ -183,8 +183,7 @@ def test_reference_demodulation_matches_naive_materialized_weights_and_is_twice_
 
 @pytest.mark.parametrize('act, clamp', [('linear', None), ('lrelu', None), ('lrelu', 0.7), ('linear', 0.3),
                                         ('lrelu', 256)])
-def test_reference_epilogue_equals_the_unfused_sequence_is_twice_differentiable_keeps_the_dtype_and_is_the_cpus(
-        act, clamp, monkeypatch):
+def test_reference_epilogue_is_the_unfused_sequence_twice_differentiable_and_the_cpus(act, clamp, monkeypatch):
     torch.manual_seed(1)
     y, d = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.rand(2, 3, dtype=torch.float64) + 0.5
     b = torch.randn(3, dtype=torch.float64)
@@ -434,12 +433,9 @@ def test_d_loss_decreases_on_a_trivial_batch_and_r1_of_a_clip_is_the_mean_of_its
     clip = torch.randn(2, 4, 3, 8, 8, requires_grad=True)               # B = 2 clips, k = 4 frames
     logits = sum(per_frame(clip[:, i]) for i in range(4))               # [2]
     r1 = sv.d_r1_penalty(logits, clip)
-    expected = []
-    for i in range(4):
-        frame = clip[:, i].detach().requires_grad_(True)
-        grad, = torch.autograd.grad(per_frame(frame).sum(), frame)
-        expected.append(grad.square().flatten(1).sum(1))
-    torch.testing.assert_close(r1, torch.stack(expected).mean(0))
+    frames = [clip[:, i].detach().requires_grad_(True) for i in range(4)]
+    grads = [torch.autograd.grad(per_frame(frame).sum(), frame)[0] for frame in frames]
+    torch.testing.assert_close(r1, torch.stack([grad.square().flatten(1).sum(1) for grad in grads]).mean(0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,13 +443,12 @@ def test_d_loss_decreases_on_a_trivial_batch_and_r1_of_a_clip_is_the_mean_of_its
 # ---------------------------------------------------------------------------------------------
 
 
-def _videos(B=4, k=3, C=3, H=16, W=16, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(B, k, C, H, W, generator=g, dtype=dtype) * 2 - 1)  # values in [-1, 1]
-
-
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def _videos(B=4, k=3, C=3, H=16, W=16, seed=0, dtype=torch.float32):
+    return torch.rand(B, k, C, H, W, generator=_gen(seed), dtype=dtype) * 2 - 1   # values in [-1, 1]
 
 
 def _eye(n, B):
@@ -683,8 +678,7 @@ BAD_INPUTS = {   # a name in a row of the refusal tables (the commands') -> how 
 def test_a_later_frame_of_another_size_is_one_line_from_inside_a_loader_worker(tmp_path):
     frames = {f"v0/{i:06d}.png": np.full((16, 16, 3), 80, np.uint8) for i in range(40)}
     frames["v0/000007.png"] = np.zeros((8, 8, 3), np.uint8)           # only frame 7 is wrong
-    data = _write_meta(tmp_path / "d.zip", {"fps": 25, "resolution": 16, "format": "png",
-                                            "videos": [{"name": "v0", "frames": 40}]}, frames)
+    data = _write_meta(tmp_path / "d.zip", {**_META, "videos": [{"name": "v0", "frames": 40}]}, frames)
     r = run_cli("train", "--data", data, *TRAIN[:4], "--workers", "1", "--kimg", 5, "--outdir", tmp_path / "run")
     assert_one_error_line(r, "v0/000007.png is a 8x8x3 uint8 image", "16x16 8-bit RGB")
 
@@ -724,8 +718,7 @@ def test_optimizers_train_g_and_d_as_the_release_at_its_learning_rate_and_nonfin
     m = torch.nn.Linear(3, 2)             # StyleGAN2-ADA's nan_to_num(nan=0, posinf=1e5, neginf=-1e5), counted
     m.weight.grad = torch.tensor([[1.0, float("nan"), 2.0], [float("inf"), 0.0, 1.0]])
     m.bias.grad = torch.tensor([1.0, -float("inf")])
-    assert sv.sync_grads(m, sv.Dist()) == 3
-    assert m.weight.grad[0].tolist() == [1.0, 0.0, 2.0]
+    assert sv.sync_grads(m, sv.Dist()) == 3 and m.weight.grad[0].tolist() == [1.0, 0.0, 2.0]
     assert m.weight.grad[1, 0] == 1e5 and m.bias.grad[1] == -1e5
 
 
@@ -733,16 +726,15 @@ def _trainer_and_batch(**cfg):
     """A Trainer (seed 0) of tiny(batch=4, **cfg), a batch of 4 real uint8 clips of 3 frames, their times."""
     torch.manual_seed(0)
     trainer = sv.Trainer(tiny(batch=4, **cfg), sv.Dist(), seed=0)
-    return trainer, torch.randint(0, 256, (4, 3, 16, 16, 3), dtype=torch.uint8), torch.tensor([[0.0, 3.0, 7.0]] * 4).double()
+    real = torch.randint(0, 256, (4, 3, 16, 16, 3), dtype=torch.uint8)
+    return trainer, real, torch.tensor([[0.0, 3.0, 7.0]] * 4, dtype=torch.float64)
 
 
-def test_a_step_counts_reals_and_moves_w_avg_as_the_release_draws_augmentations_apart_and_runs_in_bfloat16(
-        monkeypatch):
+def test_a_step_counts_reals_moves_w_avg_as_the_release_draws_augmentations_apart_and_runs_in_bfloat16(monkeypatch):
     """As the release's loss.py: ADA's r_t counts sign(D(x_real)) of the Dmain and the Dr1 phase; w_avg moves on
     each training-mode call of the mapping, i.e. in the Gmain and the Dmain phase (Dr1 runs no G)."""
     trainer, real, t = _trainer_and_batch(aug="ada")
-    updates = []
-    forward = trainer.G.mapping.forward
+    updates, forward = [], trainer.G.mapping.forward
     trainer.G.mapping.forward = lambda z, psi=1.0, update_w_avg=False: (
         updates.append(update_w_avg), forward(z, psi, update_w_avg))[1]
     trainer.step(real, t)                                              # step 0: lazy R1 (0 % 16 == 0)
@@ -752,8 +744,8 @@ def test_a_step_counts_reals_and_moves_w_avg_as_the_release_draws_augmentations_
     # step_rng(seed, step, purpose): a fake's augmentation is drawn apart from its z (else G could learn it)
     trainer, real, t = _trainer_and_batch(aug="fixed", aug_p=0.5)
     seen, call = [], sv.VideoAugment.__call__
-    monkeypatch.setattr(sv.VideoAugment, "__call__",
-                        lambda self, x, generator=None: (seen.append(generator.initial_seed()), call(self, x, generator))[1])
+    monkeypatch.setattr(sv.VideoAugment, "__call__", lambda self, x, generator=None: (
+        seen.append(generator.initial_seed()), call(self, x, generator))[1])
     trainer.step(real, t)                                    # step 0: G, D (fakes, reals) and the lazy R1
     latents = {sv.step_rng(0, 0, purpose).initial_seed() for purpose in ("G", "D", "real")}
     assert len(seen) == 4 and len(set(seen)) == 4 and not set(seen) & latents
@@ -888,8 +880,7 @@ def test_a_checkpoints_config_is_checked_before_anything_is_built(tmp_path, chan
 
 
 @slow
-def test_resume_refuses_a_non_checkpoint_without_suggesting_unsafe_loading_and_is_planned_before_any_work(
-        tmp_path, monkeypatch, capsys):
+def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_plans_first(tmp_path, monkeypatch, capsys):
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pt")   # a pickled module, not a state dict
     (tmp_path / "text.pt").write_text("hello")
     (tmp_path / "random.pt").write_bytes(b"\x13" + np.random.default_rng(0).bytes(5000))   # not a pickle at all
@@ -934,7 +925,7 @@ def test_resume_refuses_a_non_checkpoint_without_suggesting_unsafe_loading_and_i
 
 # -- rendering any frame by seed: deterministic, addressable, bit-exact however chunked ---------
 
-def test_frame_at_t_is_independent_of_render_window_and_seeds_separate_content_from_motion():
+def test_frame_at_t_is_independent_of_render_window_costs_the_same_at_any_t_seeds_split_content_motion(monkeypatch):
     G = sv.Generator(tiny()).eval()
     w = sv.content_codes(G, [7, 8, 9])
     seq = sv.render_frames(G, w, [7, 8, 9], torch.arange(90_000, 90_020, dtype=torch.float64) + 0.25)
@@ -946,10 +937,7 @@ def test_frame_at_t_is_independent_of_render_window_and_seeds_separate_content_f
     assert torch.equal(a, sv.render_videos(G, [1], t, motion_seeds=[5]))
     assert not torch.equal(a, sv.render_videos(G, [1], t, motion_seeds=[6]))           # other motion
     assert not torch.equal(a, sv.render_videos(G, [2], t, motion_seeds=[5]))           # other content
-
-
-def test_cost_of_a_frame_does_not_depend_on_t_and_motion_is_smooth_in_t_at_one_hour(monkeypatch):
-    G, calls, tokens = sv.Generator(tiny()).eval(), [], sv.motion_tokens
+    calls, tokens = [], sv.motion_tokens                                # a frame's cost does not depend on t
     monkeypatch.setattr(sv, "motion_tokens", lambda *a: calls.append(a[2]) or tokens(*a))
     sv.render_frames(G, sv.content_codes(G, [0]), [0], torch.tensor([3.0]))
     near = sum(calls)
@@ -965,8 +953,7 @@ def test_cost_of_a_frame_does_not_depend_on_t_and_motion_is_smooth_in_t_at_one_h
 # -- sampling ----------------------------------------------------------------------------------
 
 
-def test_sample_to_a_folder_numbers_png_frames_from_zero_another_fps_is_the_same_video_and_ctrl_c_leaves_nothing(
-        tmp_path, monkeypatch):
+def test_sample_numbers_png_frames_from_zero_another_fps_is_the_same_video_ctrl_c_leaves_nothing(tmp_path, monkeypatch):
     G = sv.Generator(tiny()).eval()
     n = sv.sample(G, str(tmp_path / "frames"), seconds=0.5, fps=8, data_fps=25, start=100.0, progress=False)
     assert n == 4 and sorted(os.listdir(tmp_path / "frames")) == [f"{i:06d}.png" for i in range(4)]
@@ -996,8 +983,7 @@ def test_a_projection_recovers_frames_the_generator_rendered():
         assert psnr(again, real[:T]) > max(15, baseline + 5), (psnr(again, real[:T]), baseline)
 
 
-def test_project_then_sample_from_it_renders_the_same_bits_only_with_its_weights_and_ctrl_c_saves_the_best_fit(
-        tmp_path, monkeypatch, capsys):
+def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves_the_fit(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for seed, ckpt in enumerate(("a.pt", "b.pt")):
         torch.manual_seed(seed)
@@ -2104,8 +2090,7 @@ def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_pa
                                             "out.zip", "videos"]                 # no temporary left
 
 
-def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named_at_one_frame_rate_by_timestamp(
-        tmp_path):
+def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named_at_one_rate_by_timestamp(tmp_path):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
     src = tmp_path / "src"
@@ -2277,8 +2262,7 @@ _FRESH = [row for row in _BAD if "1e-9" in row[1] or row[3].endswith("no folder"
 
 @pytest.mark.parametrize("fresh, inputs, argv, status, fragment", [(False, *row) for row in _BAD] + [
     pytest.param(True, *row, marks=slow) for row in _FRESH], ids=lambda v: v if isinstance(v, str) else None)
-def test_prepare_bad_input_is_one_line_and_leaves_everything_as_it_was(tmp_path, capsys, fresh, inputs, argv, status,
-                                                                          fragment):
+def test_prepare_bad_input_is_one_line_leaving_all_as_it_was(tmp_path, capsys, fresh, inputs, argv, status, fragment):
     for what in inputs:
         _INPUTS[what](tmp_path)
     before, started, argv = _hd_tree(tmp_path), time.time(), argv.format(t=tmp_path).split()
@@ -2367,8 +2351,7 @@ def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_pa
 @pytest.mark.parametrize("workers, sig", [(w, sig) for w in "12" for sig in ["SIGINT to the group (Ctrl-C)",
                                                                           "SIGTERM to the process (kill)"]]
                          + [("2", "SIGTERM to the group (kill -- -PGID)"), ("2", "SIGKILL to the process (kill -9)")])
-def test_hd_prepare_signal_exits_130_with_one_line_and_a_killed_run_is_cleaned_by_the_next(tmp_path, long_mp4,
-                                                                                           workers, sig):
+def test_hd_prepare_signal_exits_130_in_one_line_and_the_next_run_cleans_a_killed_one(tmp_path, long_mp4, workers, sig):
     work, out = tmp_path / "work", tmp_path / "work" / "out.zip"
     for folder in (tmp_path / "videos", work):
         folder.mkdir()
@@ -2404,8 +2387,7 @@ def test_hd_prepare_signal_exits_130_with_one_line_and_a_killed_run_is_cleaned_b
     ("64k", True, "{src} {d}/out.zip --resolution 16", "cannot write {d}/out.zip: Read-only file system"),
     ("64k", True, "{src} {d} --resolution 16", "cannot write {d}: it is a mount point"),      # no rename replaces it
 ])
-def test_hd_a_full_or_read_only_disk_is_one_line_and_leaves_only_what_was_there(tmp_path, size, read_only, argv,
-                                                                                 needle):
+def test_hd_a_full_or_read_only_disk_is_one_line_leaving_only_what_was_there(tmp_path, size, read_only, argv, needle):
     src = tmp_path / "src"                                                  # noise: ~10 KB a PNG frame
     write_video(src / "a.mp4", np.random.default_rng(0).integers(0, 256, (60, 64, 64, 3), dtype=np.uint8))
     with _hd_tmpfs(tmp_path / "disk", size, read_only) as disk:
