@@ -46,10 +46,8 @@ with warnings.catch_warnings():   # `slow` is not registered (no conftest.py); -
 HERE = os.path.dirname(os.path.abspath(__file__))
 torch.set_num_threads(1)   # 2 OpenMP threads on a busy 2-core machine spin-wait: 20x slower
 
-
 def tiny(**kw) -> sv.Config:
     return sv.make_config("tiny", **{"resolution": 16, **kw})
-
 
 def _write_meta(path, meta, frames=None):
     """A zip holding dataset.json = meta (a dict, or its text) and the given {member: uint8 image} frames."""
@@ -59,14 +57,12 @@ def _write_meta(path, meta, frames=None):
             z.writestr(member, iio.imwrite("<bytes>", image, format="png"))
     return path
 
-
 def write_dataset_zip(path, videos, fps=25.0, names=None):
     """Write the prepare_data.py layout: dataset.json + <name>/<frame:06d>.png in a zip."""
     names = names or [f"vid{i:05d}" for i in range(len(videos))]
     meta = {"fps": fps, "resolution": videos[0].shape[1], "format": "png",
             "videos": [{"name": n, "frames": len(v)} for n, v in zip(names, videos)]}
     return _write_meta(path, meta, {f"{n}/{j:06d}.png": f for n, v in zip(names, videos) for j, f in enumerate(v)})
-
 
 def write_dataset(path, lengths=(20, 23, 26), res=16, fps=25.0, seed=0):
     """A dataset in prepare_data.py's layout (PNG frames): squares moving one pixel per frame."""
@@ -82,18 +78,15 @@ def write_dataset(path, lengths=(20, 23, 26), res=16, fps=25.0, seed=0):
         videos.append(video)
     return str(write_dataset_zip(path, videos, fps, names=[f"v{i:03d}" for i in range(len(lengths))]))
 
-
 def run_cli(*args, cwd=HERE):
     """Run `python stylegan_v.py ...` in a subprocess -> CompletedProcess."""
     return _hd_cli("stylegan_v.py", *args, timeout=600, cwd=cwd)
-
 
 def cli_ok(*args):
     """run_cli, which must succeed -> CompletedProcess."""
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
-
 
 def assert_one_error_line(r, *needles):
     """rc 2, stderr is exactly one 'stylegan_v.py: error: ...' line holding every needle, no traceback
@@ -104,7 +97,6 @@ def assert_one_error_line(r, *needles):
     assert len(lines) == 1 and lines[0].startswith("stylegan_v.py: error:"), r.stderr[-3000:]
     assert all(n in lines[0] for n in needles), lines[0]
     assert "Traceback" not in r.stderr
-
 
 def assert_refused(argv, needles, capsys=None):
     """`stylegan_v.py argv` run in the current directory -- in this process given capsys, else in a fresh
@@ -120,7 +112,6 @@ def assert_refused(argv, needles, capsys=None):
         assert all(n in err[0] for n in needles), err
     assert sorted(os.listdir()) == before
 
-
 def raising_on_call(n, fn, error=KeyboardInterrupt):
     """fn, but its n-th call raises `error` instead: a Ctrl-C (or a failure) midway through some work."""
     calls = iter(range(1, n + 1))
@@ -131,7 +122,6 @@ def raising_on_call(n, fn, error=KeyboardInterrupt):
         return fn(*args, **kwargs)
     return wrapper
 
-
 TRAIN = ["--preset", "tiny", "--batch", "8", "--workers", "0", "--snap", "1000", "--device", "cpu"]
 RUN = [*TRAIN[:4], "--workers", "0", "--snap", "1000", "--tick", "0.024", "--aug", "none"]   # one log line a step
 LONG_RUN = [*RUN, "--kimg", "100"]
@@ -140,7 +130,6 @@ LONG_RUN = [*RUN, "--kimg", "100"]
 # ---------------------------------------------------------------------------------------------
 # §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
 # ---------------------------------------------------------------------------------------------
-
 
 def test_paper_presets_follow_the_release_where_the_paper_is_silent():
     for cfg in map(sv.make_config, ("ffs", "sky", "mead")):
@@ -157,9 +146,7 @@ def test_paper_presets_follow_the_release_where_the_paper_is_silent():
 # (the primitives are checked through ModConv2d here and ToRGB in §6)
 # ---------------------------------------------------------------------------------------------
 
-
 svm = sv   # the kernel tests' name for the module
-
 
 def test_reference_demodulation_matches_naive_materialized_weights_and_is_twice_differentiable():
     """StyleGAN2 Eq 1-3 literally (per-sample weights, grouped conv) == modulate, conv, demodulate (+ gain, bias)."""
@@ -179,7 +166,6 @@ def test_reference_demodulation_matches_naive_materialized_weights_and_is_twice_
     x, s = torch.randn(3, 5, 8, 8).double(), torch.randn(3, 5).double()
     want = sv.bias_act_ref(literal(x, conv.weight * conv.weight_gain, s), conv.bias, "lrelu")
     torch.testing.assert_close(conv(x, s), want)
-
 
 @pytest.mark.parametrize('act, clamp', [('linear', None), ('lrelu', None), ('lrelu', 0.7), ('linear', 0.3),
                                         ('lrelu', 256)])
@@ -203,7 +189,6 @@ def test_reference_epilogue_is_the_unfused_sequence_twice_differentiable_and_the
     with pytest.raises(ValueError):
         svm.fused_epilogue(y, d, act=act, impl='triton')
 
-
 def test_upsampling_modconv_equals_zero_stuffing_then_conv():
     """StyleGAN2's (flip_weight=False): zero-stuffing, a true 3x3 convolution, the FIR low-pass: release weights fit."""
     torch.manual_seed(0)
@@ -224,13 +209,11 @@ def test_upsampling_modconv_equals_zero_stuffing_then_conv():
 # (F_c's parameter count is checked with the Generator's in §6, its output against the release's in Appendix B)
 # ---------------------------------------------------------------------------------------------
 
-
 def test_eq6_periods_are_linearly_spaced():
     periods = 2 * math.pi / sv.linear_period_scales(64, 8.0, 1024.0)    # in frames
     assert periods[0].item() == pytest.approx(8.0) and periods[-1] < 1024
     steps = periods.diff()
     assert torch.allclose(steps, torch.full_like(steps, (1024 - 8) / 64))
-
 
 def test_motion_tokens_are_addressable_and_a_padding_less_conv1d_turns_n_plus_20_into_n_anchors_omega_bounded():
     part = sv.motion_tokens(42, 17, 5, 8)
@@ -246,7 +229,6 @@ def test_motion_tokens_are_addressable_and_a_padding_less_conv1d_turns_n_plus_20
     sigma = F_m.sigma
     assert (omega >= 0).all() and (omega <= 2 * sigma + 1e-6).all()    # Eq 5: (tanh + 1) * sigma in [0, 2 sigma]
     assert (omega < 1e-3 * sigma).any() and (omega > 1.99 * sigma).any()
-
 
 def test_eq4_embedding_equals_alignment_vector_at_anchors_is_continuous_and_not_a_lerp_between_them():
     g = torch.Generator().manual_seed(0)
@@ -276,7 +258,6 @@ def test_eq4_embedding_equals_alignment_vector_at_anchors_is_continuous_and_not_
 # §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
 # ---------------------------------------------------------------------------------------------
 
-
 @pytest.mark.parametrize("preset", ["tiny", "ffs", "sky", "mead"])
 def test_generator_and_synthesis_output_shapes_for_each_preset(preset):
     cfg = sv.make_config(preset)
@@ -288,7 +269,6 @@ def test_generator_and_synthesis_output_shapes_for_each_preset(preset):
         with torch.no_grad():
             out = sv.Generator(cfg)(torch.randn(1, cfg.z_dim), torch.tensor([[100.0, 117.5]]))
         assert out.shape == (1, 2, 3, cfg.resolution, cfg.resolution) and torch.isfinite(out).all()
-
 
 def test_paper_mode_ffs_generator_has_the_reference_parameter_counts_and_the_releases_output_scale_at_init():
     """REFERENCE.md: the paper-mode ffs G (Eq 3's maps bias-free), its synthesis block by block the release's;
@@ -318,7 +298,6 @@ def test_paper_mode_ffs_generator_has_the_reference_parameter_counts_and_the_rel
 # (Sec 3.2, Fig 6); the release's architecture; G and D in bfloat16
 # ---------------------------------------------------------------------------------------------
 
-
 def test_discriminator_blocks_match_the_release_where_the_designs_agree_and_arch_release_is_the_releases():
     """REFERENCE.md's counts at ffs (256^2). With the release's conditioning (concat) D is the release's but b32 and
     b16, at the paper's full width (Sec 3.2: h in R^{512 x 16 x 16} per frame); hyper adds an affine a block."""
@@ -340,7 +319,6 @@ def test_discriminator_blocks_match_the_release_where_the_designs_agree_and_arch
     assert (count(D.time_enc.embed), count(D.time_enc) - count(D.time_enc.embed)) == (262_144, 808_448)
     assert [count(b) for b in D.blocks][3:5] == [3_670_784, 6_292_480]   # b32 halves C, b16 takes 3 C/2
 
-
 @pytest.mark.parametrize("cond, changes", [("hyper", True), ("concat", True), ("none", False)])
 def test_discriminator_takes_k_frames_and_time_gaps_condition_it(cond, changes):
     for k in (2, 3, 4):
@@ -356,7 +334,6 @@ def test_discriminator_takes_k_frames_and_time_gaps_condition_it(cond, changes):
         x = torch.randn(6, block.conv0.in_ch, 16, 16)
         c1, c2 = (D.time_enc(torch.tensor([[0.0, g, 2 * g]] * 6)) for g in (1, 16))
         assert not torch.allclose(block(x, c1), block(x, c2))
-
 
 def test_bfloat16_layers_on_a_cpu_stay_close_to_float32():
     """--amp-dtype bfloat16 (8^2 ... 32^2 here) on a CPU: within 3 % (relative L2; 8 significant bits, ~0.4 %
@@ -378,7 +355,6 @@ def test_bfloat16_layers_on_a_cpu_stay_close_to_float32():
 # ---------------------------------------------------------------------------------------------
 # §8 Sparse clips: the frame times of one training clip (Sec 3.3, Appx B)
 # ---------------------------------------------------------------------------------------------
-
 
 def test_clip_times_respect_the_span_and_the_video_reach_every_frame_and_the_release_spans_are_powers_of_two():
     """T = 1024: a clip from a random window of T frames anywhere in the video (as the release's): all reachable."""
@@ -413,7 +389,6 @@ def test_clip_times_respect_the_span_and_the_video_reach_every_frame_and_the_rel
 # §9 Losses (Sec 4.1, Appx B.1: non-saturating logistic loss + lazy R1, as StyleGAN2)
 # ---------------------------------------------------------------------------------------------
 
-
 def test_d_loss_decreases_on_a_trivial_batch_and_r1_of_a_clip_is_the_mean_of_its_frames_penalties():
     torch.manual_seed(0)
     D = sv.Discriminator(tiny())
@@ -442,21 +417,16 @@ def test_d_loss_decreases_on_a_trivial_batch_and_r1_of_a_clip_is_the_mean_of_its
 # §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
 # ---------------------------------------------------------------------------------------------
 
-
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
-
 
 def _videos(B=4, k=3, C=3, H=16, W=16, seed=0, dtype=torch.float32):
     return torch.rand(B, k, C, H, W, generator=_gen(seed), dtype=dtype) * 2 - 1   # values in [-1, 1]
 
-
 def _eye(n, B):
     return torch.eye(n).expand(B, n, n).clone()
 
-
 # -- the pipeline ------------------------------------------------------------------------------
-
 
 def test_augment_is_the_identity_at_p_0_keeps_shape_and_dtype_is_seeded_and_draws_once_per_video(monkeypatch):
     x = _videos()
@@ -488,7 +458,6 @@ def test_augment_is_the_identity_at_p_0_keeps_shape_and_dtype_is_seeded_and_draw
     y_first = sv.augment(x[:, :1].contiguous(), 1.0, _gen(7))
     torch.testing.assert_close(sv.augment(x, 1.0, _gen(7))[:, :1], y_first, rtol=0, atol=1e-6)
 
-
 def test_each_op_fires_with_probability_p_and_colour_ops_keep_the_grey_axis():
     # With H = W = 2 an integer translation of at most 12.5 % rounds to 0 pixels, so a warp is the identity
     # iff no other op changed it: P = (1 - p/2) [xflip] (1 - 3p/4) [rot90] (1 - p)^4 [scale, aniso, frac,
@@ -509,9 +478,7 @@ def test_each_op_fires_with_probability_p_and_colour_ops_keep_the_grey_axis():
     out = C[:, :3, :3] @ grey + C[:, :3, 3]                                    # [64, 3]
     torch.testing.assert_close(out, out[:, :1].expand(-1, 3), rtol=0, atol=1e-5)
 
-
 # -- the sampler, and R1 through it ------------------------------------------------------------
-
 
 def test_the_sampler_is_exact_on_integer_warps_averages_at_half_pixels_is_grid_sample_inside_and_gradgradchecks():
     warp = sv.warp_bilinear_reflect
@@ -548,7 +515,6 @@ def test_the_sampler_is_exact_on_integer_warps_averages_at_half_pixels_is_grid_s
     assert torch.autograd.gradcheck(lambda t: sv.warp_bilinear_reflect(t, G), (x,))
     assert torch.autograd.gradgradcheck(lambda t: sv.warp_bilinear_reflect(t, G), (x,))
 
-
 def test_r1_through_augmentations_and_modconv_gives_finite_double_backward_grads():
     torch.manual_seed(0)
     # Softplus, not leaky ReLU: with a piecewise-linear D, grad_x does not depend on the first bias at all,
@@ -570,9 +536,7 @@ def test_r1_through_augmentations_and_modconv_gives_finite_double_backward_grads
     assert torch.isfinite(r1).all() and r1.min() > 0 and grads and all(torch.isfinite(g).all() for g in grads)
     assert D.blocks[0].conv0.weight.grad.abs().sum() > 0
 
-
 # -- the controller ----------------------------------------------------------------------------
-
 
 def _steps(aug, logits, times=1, **kw):
     """`times` steps of the controller, each seeing these real logits -> whether the last one updated p."""
@@ -580,7 +544,6 @@ def _steps(aug, logits, times=1, **kw):
         aug.accumulate(logits)
         updated = aug.step(len(logits), **kw)
     return updated
-
 
 def test_adaptive_p_follows_the_global_real_logits_within_0_1_and_each_mode_with_its_state_dict_resumes_exactly():
     ada = sv.VideoAugment('ada', p_init=0.5, target=0.6, ada_kimg=100, interval=4)
@@ -620,7 +583,6 @@ def test_adaptive_p_follows_the_global_real_logits_within_0_1_and_each_mode_with
 # §11 Dataset: the video folder, its dataset.json, and its real clips (Appx B; the clip times are §8)
 # ---------------------------------------------------------------------------------------------
 
-
 def test_dataset_reads_back_png_frames_exactly_refuses_a_frame_file_too_large_and_draws_videos_uniformly(tmp_path):
     path = write_dataset(tmp_path / "d.zip", lengths=(4, 4, 400))
     data = sv.VideoFolder(path)
@@ -644,7 +606,6 @@ def test_dataset_reads_back_png_frames_exactly_refuses_a_frame_file_too_large_an
                 z.writestr(f"v0/{i:06d}.png", png + (bytes(4 << 20) if i == padded else b""))
         with pytest.raises(sv.DataError, match=f"v0/00000{padded}.png is 4,194,[0-9]+ bytes, more than such a file"):
             sv.VideoFolder(str(path)).read_frames(0, range(8))
-
 
 _FRAME, _META = np.zeros((16, 16, 3), np.uint8), {"fps": 25, "resolution": 16, "format": "png",
                                                   "videos": [{"name": "v0", "frames": 2}]}
@@ -673,7 +634,6 @@ BAD_INPUTS = {   # a name in a row of the refusal tables (the commands') -> how 
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
 }
 
-
 @slow
 def test_a_later_frame_of_another_size_is_one_line_from_inside_a_loader_worker(tmp_path):
     frames = {f"v0/{i:06d}.png": np.full((16, 16, 3), 80, np.uint8) for i in range(40)}
@@ -681,7 +641,6 @@ def test_a_later_frame_of_another_size_is_one_line_from_inside_a_loader_worker(t
     data = _write_meta(tmp_path / "d.zip", {**_META, "videos": [{"name": "v0", "frames": 40}]}, frames)
     r = run_cli("train", "--data", data, *TRAIN[:4], "--workers", "1", "--kimg", 5, "--outdir", tmp_path / "run")
     assert_one_error_line(r, "v0/000007.png is a 8x8x3 uint8 image", "16x16 8-bit RGB")
-
 
 def test_fake_clips_are_drawn_inside_the_length_of_a_real_video():
     """As the release (training_loop.py): with 16-frame videos no fake gap reaches 16 (a tell for a time-told D),
@@ -702,7 +661,6 @@ def test_fake_clips_are_drawn_inside_the_length_of_a_real_video():
 # §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
 # ---------------------------------------------------------------------------------------------
 
-
 def test_optimizers_train_g_and_d_as_the_release_at_its_learning_rate_and_nonfinite_gradients_are_replaced():
     """G: lr 0.0025 * 4/5, beta2 0.99^0.8 (G_reg_interval = 4 without a G regularizer); D: lr 0.0025 * 16/17,
     beta2 0.99^(16/17) (lazy R1 every 16 steps). The release's train.py: lr 0.0025, 0.002 from 1024^2 on (mead)."""
@@ -721,14 +679,12 @@ def test_optimizers_train_g_and_d_as_the_release_at_its_learning_rate_and_nonfin
     assert sv.sync_grads(m, sv.Dist()) == 3 and m.weight.grad[0].tolist() == [1.0, 0.0, 2.0]
     assert m.weight.grad[1, 0] == 1e5 and m.bias.grad[1] == -1e5
 
-
 def _trainer_and_batch(**cfg):
     """A Trainer (seed 0) of tiny(batch=4, **cfg), a batch of 4 real uint8 clips of 3 frames, their times."""
     torch.manual_seed(0)
     trainer = sv.Trainer(tiny(batch=4, **cfg), sv.Dist(), seed=0)
     real = torch.randint(0, 256, (4, 3, 16, 16, 3), dtype=torch.uint8)
     return trainer, real, torch.tensor([[0.0, 3.0, 7.0]] * 4, dtype=torch.float64)
-
 
 def test_a_step_counts_reals_moves_w_avg_as_the_release_draws_augmentations_apart_and_runs_in_bfloat16(monkeypatch):
     """As the release's loss.py: ADA's r_t counts sign(D(x_real)) of the Dmain and the Dr1 phase; w_avg moves on
@@ -756,7 +712,6 @@ def test_a_step_counts_reals_moves_w_avg_as_the_release_draws_augmentations_apar
     assert trainer.nonfinite == 0
     assert all(torch.isfinite(p).all() for p in [*trainer.G.parameters(), *trainer.D.parameters()])
 
-
 @slow
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
     data, cfg = write_dataset(tmp_path / "d.zip"), sv.make_config("tiny", batch=4, aug="ada", aug_p=0.5)
@@ -778,7 +733,6 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
     for net in ("G", "D"):
         for a, b in zip(full.state_dict()[net].values(), resumed.state_dict()[net].values()):
             assert torch.equal(a, b)
-
 
 @slow
 def test_two_processes_reach_the_same_weights_as_one(tmp_path):
@@ -813,7 +767,6 @@ def test_two_processes_reach_the_same_weights_as_one(tmp_path):
         assert (da - db).norm() < 0.15 * da.norm(), name
     torch.testing.assert_close(sa["G"]["mapping.w_avg"], sb["G"]["mapping.w_avg"], rtol=1e-4, atol=1e-5)
 
-
 @slow
 def test_training_writes_checkpoint_log_samples_and_fvd16_at_snapshots_and_sample_and_plot_read_them(tmp_path):
     data, out = write_dataset(tmp_path / "d.zip", lengths=(18, 20, 22, 24)), tmp_path / "run"
@@ -842,7 +795,6 @@ def test_training_writes_checkpoint_log_samples_and_fvd16_at_snapshots_and_sampl
     assert iio.imread(tmp_path / "curve.png").shape == (400, 640, 3)
     np.testing.assert_allclose(sv.read_metric_curve(str(out), "fvd16"), np.array(fvds))
 
-
 def test_training_runs_without_tf32_unless_asked(tmp_path, monkeypatch, capsys):
     """TF32 (10-bit mantissa matmuls and convolutions) off, as the release sets it; --tf32 allows it."""
     data, cuda = write_dataset(tmp_path / "d.zip"), torch.backends.cuda
@@ -860,7 +812,6 @@ def test_training_runs_without_tf32_unless_asked(tmp_path, monkeypatch, capsys):
 # §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
 # ---------------------------------------------------------------------------------------------
 
-
 @pytest.mark.parametrize("change, said", [
     (dict(mapping_layers=10 ** 6), "mapping_layers must be a number in [1, 16], got 1000000"),
     (dict(resolution=4096), "resolution must be a number in [8, 2048], got 4096"),
@@ -877,7 +828,6 @@ def test_a_checkpoints_config_is_checked_before_anything_is_built(tmp_path, chan
     with pytest.raises(sv.CheckpointError) as e:
         sv.load_checkpoint(str(tmp_path / "x.pt"))
     assert str(e.value).startswith(f"{tmp_path / 'x.pt'}: a checkpoint with impossible settings: {said}")
-
 
 @slow
 def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_plans_first(tmp_path, monkeypatch, capsys):
@@ -922,7 +872,6 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     assert code == 2 and len(err) == 1 and "b: a run is already there" in err[0], err
     assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == before
 
-
 # -- rendering any frame by seed: deterministic, addressable, bit-exact however chunked ---------
 
 def test_frame_at_t_is_independent_of_render_window_costs_the_same_at_any_t_seeds_split_content_motion(monkeypatch):
@@ -949,9 +898,7 @@ def test_frame_at_t_is_independent_of_render_window_costs_the_same_at_any_t_seed
     small, large = (f[1] - f[0]).abs().max(), (f[2] - f[0]).abs().max()
     assert torch.isfinite(f).all() and small < 1e-2 * max(large.item(), 1e-3) + 1e-4
 
-
 # -- sampling ----------------------------------------------------------------------------------
-
 
 def test_sample_numbers_png_frames_from_zero_another_fps_is_the_same_video_ctrl_c_leaves_nothing(tmp_path, monkeypatch):
     G = sv.Generator(tiny()).eval()
@@ -965,7 +912,6 @@ def test_sample_numbers_png_frames_from_zero_another_fps_is_the_same_video_ctrl_
     with pytest.raises(KeyboardInterrupt):
         sv.sample(G, str(tmp_path / "x.mp4"), seconds=2, fps=25, data_fps=25, batch=8, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["a", "b", "frames"]
-
 
 # -- projection (Fig 2, Sec 4.3): a real frame or clip into the generator, rendered again ------
 
@@ -981,7 +927,6 @@ def test_a_projection_recovers_frames_the_generator_rendered():
         fit = sv.project(G, real[:T], t[:T], steps=60, motion=T > 1, progress=False)
         again = sv.render_frames(G, fit["w"][None], [(0, fit["first"], fit["tokens"])], t[:T])[0]
         assert psnr(again, real[:T]) > max(15, baseline + 5), (psnr(again, real[:T]), baseline)
-
 
 def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves_the_fit(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -1013,7 +958,6 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     with pytest.raises(SystemExit) as exit_:
         sv.main(["project", "--ckpt", "a.pt", "--target", "still.png", "--out", "still.pt", "--device", "cpu"])
     assert exit_.value.code == 130 and sv.load_projection("still.pt")["steps"] == 3
-
 
 @pytest.mark.parametrize("make, target, said", [
     (lambda: None, "none.png", "none.png: no such file or folder"),
@@ -1936,14 +1880,11 @@ def test_a_generator_with_nan_weights_is_an_error_not_a_black_video_and_a_diverg
 # prepare_data.py: every kind of input, good and bad, and what is left behind when things fail
 # ---------------------------------------------------------------------------------------------
 
-
 # -- helpers (write_frames and the _hd_ ones are fvd.py's tests' too) ----------------------------
-
 
 def gray_frames(n, h=24, w=32, step=20):
     """n flat gray frames, frame i at level step * i: a frame's index can be read from its colour."""
     return [np.full((h, w, 3), min(step * i, 255), dtype=np.uint8) for i in range(n)]
-
 
 def write_video(path, frames, fps=10, **ffmpeg):
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
@@ -1951,23 +1892,19 @@ def write_video(path, frames, fps=10, **ffmpeg):
     iio.mimwrite(str(path), frames, **(dict(duration=1000 / fps, loop=0) if str(path).endswith(".gif") else
                                        dict(format="FFMPEG", fps=fps, macro_block_size=1, codec=codec, **ffmpeg)))
 
-
 def write_frames(folder, frames, names=None):
     os.makedirs(folder, exist_ok=True)
     for i, f in enumerate(frames):
         img = f if isinstance(f, Image.Image) else Image.fromarray(f)
         img.save(os.path.join(folder, names[i] if names else f"{i:04d}.png"))
 
-
 def meta_of(dataset):
     read = zipfile.ZipFile(dataset).read if str(dataset).endswith(".zip") else lambda m: (dataset / m).read_bytes()
     return json.loads(read("dataset.json"))
 
-
 def prep(src, out, **kw):
     """pd.prepare, quietly, on 2 threads (so every test goes through the pool and its ordering)."""
     return pd.prepare(str(src), str(out), **{"workers": 2, "verbose": False, **kw})
-
 
 def huge_png(path, w, h):
     """A PNG of a few bytes whose header claims w x h pixels (the pixels are not even there)."""
@@ -1976,27 +1913,22 @@ def huge_png(path, w, h):
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + b"\x08\2\0\0\0")
                      + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
-
 def _hd_env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
 
 def _hd_cli(tool, *args, timeout=180, cwd=HERE):
     """Run `python TOOL ARGS...` in a fresh process -> CompletedProcess (text)."""
     return subprocess.run([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=cwd,
                           env=_hd_env(), capture_output=True, text=True, timeout=timeout)
 
-
 def _hd_popen(tool, *args):
     """Start `python TOOL ARGS...` in its own process group (so killpg is what Ctrl-C does)."""
     return subprocess.Popen([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=HERE,
                             env=_hd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
-
 def _hd_visible_lines(stderr):
     """The lines a terminal would show: a progress bar redrawn with \\r leaves only its last state."""
     return [line.split("\r")[-1].strip() for line in stderr.split("\n") if line.split("\r")[-1].strip()]
-
 
 def _hd_assert_one_error(result, tool, status, *needles):
     """Exit status `status`, stderr is ONE 'tool: error: ...' line holding every needle, no traceback."""
@@ -2006,12 +1938,10 @@ def _hd_assert_one_error(result, tool, status, *needles):
     assert all(str(needle) in lines[0] for needle in needles), (needles, lines[0])
     return lines[0]
 
-
 def _hd_tree(root):
     """Every path under root, relative, with the size of files: what 'as before' is compared on."""
     return sorted((os.path.relpath(os.path.join(d, n), root), os.path.getsize(os.path.join(d, n)) if n in fs else None)
                   for d, ds, fs in os.walk(root) for n in ds + fs)
-
 
 @contextlib.contextmanager
 def _hd_tmpfs(path, size, read_only=False):
@@ -2026,14 +1956,12 @@ def _hd_tmpfs(path, size, read_only=False):
     finally:
         subprocess.run(["umount", str(path)], capture_output=True)
 
-
 def _hd_wait_until(condition, proc, timeout=60):
     deadline = time.time() + timeout
     while not condition():
         assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()[1][-2000:]}"
         assert time.time() < deadline, "the work never started"
         time.sleep(0.02)
-
 
 @pytest.fixture(scope="module")
 def long_mp4(tmp_path_factory):
@@ -2044,9 +1972,7 @@ def long_mp4(tmp_path_factory):
                    check=True)
     return path
 
-
 # -- what a dataset looks like: layout, frames, frame rate, the demo ----------------------------
-
 
 def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_path, capsys):
     src = tmp_path / "videos"
@@ -2088,7 +2014,6 @@ def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_pa
     assert prep(tmp_path / "frames" / "walk", tmp_path / "one.zip", resolution=16)["videos"] == 1   # a folder of frames
     assert sorted(os.listdir(tmp_path)) == ["c.zip", "dataset", "f.zip", "f12.zip", "frames", "long.mp4", "one.zip",
                                             "out.zip", "videos"]                 # no temporary left
-
 
 def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named_at_one_rate_by_timestamp(tmp_path):
     rng = np.random.default_rng(0)
@@ -2133,7 +2058,6 @@ def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named
     assert s["fps"] == 50.0 and len(s["resampled"]) == 4 and s["frames"] == 20 + 20 + 20 + 22
     assert picked("up.zip", "a25") == [j for j in range(10) for _ in (0, 1)]   # each frame twice
 
-
 def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threads(tmp_path, capsys):
     video = pd.make_demo_video(3, frames=48, resolution=32)
     assert video.shape == (48, 32, 32, 3) and video.dtype == np.uint8
@@ -2155,9 +2079,7 @@ def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threa
     pd.make_demo(str(tmp_path / "four.zip"), 32, num_videos=3, frames=8, workers=4, verbose=False)
     assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "four.zip").read_bytes()
 
-
 # -- bad sources: skipped with their reason, the job goes on -------------------------------------
-
 
 def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
     src = tmp_path / "src"
@@ -2207,7 +2129,6 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
     with pytest.raises(pd.PrepareError, match="failed after 13 frames"):   # no chunks: the video is lost
         prep(tmp_path / "a.mp4", tmp_path / "whole.zip", resolution=16)
     assert sorted(os.listdir(tmp_path)) == ["a.mp4", "chunks.zip", "cut.mp4", "cut.zip", "out.zip", "src"]
-
 
 # -- bad input of the job: ONE line, and everything as it was ------------------------------------
 
@@ -2259,7 +2180,6 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
 ]
 _FRESH = [row for row in _BAD if "1e-9" in row[1] or row[3].endswith("no folder")]   # from the real CLI too
 
-
 @pytest.mark.parametrize("fresh, inputs, argv, status, fragment", [(False, *row) for row in _BAD] + [
     pytest.param(True, *row, marks=slow) for row in _FRESH], ids=lambda v: v if isinstance(v, str) else None)
 def test_prepare_bad_input_is_one_line_leaving_all_as_it_was(tmp_path, capsys, fresh, inputs, argv, status, fragment):
@@ -2275,7 +2195,6 @@ def test_prepare_bad_input_is_one_line_leaving_all_as_it_was(tmp_path, capsys, f
     _hd_assert_one_error(r, "prepare_data.py", status, fragment.format(t=tmp_path))
     assert _hd_tree(tmp_path) == before and time.time() - started < 30     # no OUT, no OUT.partial-*, no .stage
 
-
 def test_prepare_api_checks_the_same_ranges_before_reading_src(tmp_path):
     for kwargs, needle in [({"quality": 0}, "--quality"), ({"fps": float("nan")}, "--fps"), ({"fps": 1e-9}, "--fps"),
                            ({"workers": 0}, "--workers"), ({"resolution": 48}, "--resolution"), ({"skip": -1}, "--skip"),
@@ -2290,11 +2209,9 @@ def test_prepare_api_checks_the_same_ranges_before_reading_src(tmp_path):
             assert getattr(parser.parse_args([f"{flag}={value}"]), flag[2:].replace("-", "_")) == value
     assert os.listdir(tmp_path) == []
 
-
 # -- one atomic writer: an older OUT untouched, nothing temporary left, whatever happens ----------
 
 DEMO = ["--num-videos", "2", "--frames", "4", "--resolution", "16", "--workers", "2"]
-
 
 def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says_so(tmp_path, capsys, monkeypatch):
     out, renames, replace = tmp_path / "out.zip", [], os.replace
@@ -2315,7 +2232,6 @@ def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says
     assert pd.main(["--demo", str(tmp_path / "empty"), *DEMO]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("(replaced the existing empty folder empty)")
     assert sorted(os.listdir(tmp_path / "empty")) == ["dataset.json", "demo00000", "demo00001"]
-
 
 @pytest.mark.parametrize("failure, out_name", [("Ctrl-C", "out.zip"), ("Ctrl-C", "out_folder"),
                                                ("a full disk, closing the zip too", "out.zip")])
@@ -2343,9 +2259,7 @@ def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_pa
     monkeypatch.undo()
     assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
 
-
 # -- the command line in a fresh process: signals, kill -9, a full or read-only disk --------------
-
 
 @slow
 @pytest.mark.parametrize("workers, sig", [(w, sig) for w in "12" for sig in ["SIGINT to the group (Ctrl-C)",
@@ -2376,7 +2290,6 @@ def test_hd_prepare_signal_exits_130_in_one_line_and_the_next_run_cleans_a_kille
         assert proc.returncode == 130 and _hd_visible_lines(err.decode()) == [
             "prepare_data.py: interrupted; nothing was written"], err.decode()[-2000:]
         assert _hd_tree(work) == before
-
 
 @slow
 @pytest.mark.parametrize("size, read_only, argv, needle", [
