@@ -83,7 +83,6 @@ def run_cli(*args, cwd=HERE):
     return _hd_cli("stylegan_v.py", *args, timeout=600, cwd=cwd)
 
 def cli_ok(*args):
-    """run_cli, which must succeed -> CompletedProcess."""
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -148,8 +147,10 @@ def test_paper_presets_follow_the_release_where_the_paper_is_silent():
 
 svm = sv   # the kernel tests' name for the module
 
-def test_reference_demodulation_matches_naive_materialized_weights_and_is_twice_differentiable():
-    """StyleGAN2 Eq 1-3 literally (per-sample weights, grouped conv) == modulate, conv, demodulate (+ gain, bias)."""
+def test_reference_modconv_is_sg2_eq_1_3_literally_is_twice_differentiable_and_upsamples_by_zero_stuffing():
+    """StyleGAN2 Eq 1-3 literally (per-sample weights, grouped conv) == modulate, conv, demodulate (+ gain, bias);
+    its upsampling is StyleGAN2's (flip_weight=False: zero-stuffing, a true 3x3 convolution, the FIR low-pass), so
+    the release's weights fit."""
     def literal(x, w, s):                                               # -> [N, O, H, H] before the epilogue
         wn = w[None] * s[:, None, :, None, None]                        # [N, O, I, k, k]  Eq 1
         wn = wn * (wn.square().sum([2, 3, 4], keepdim=True) + 1e-8).rsqrt()   # Eq 3
@@ -166,41 +167,34 @@ def test_reference_demodulation_matches_naive_materialized_weights_and_is_twice_
     x, s = torch.randn(3, 5, 8, 8).double(), torch.randn(3, 5).double()
     want = sv.bias_act_ref(literal(x, conv.weight * conv.weight_gain, s), conv.bias, "lrelu")
     torch.testing.assert_close(conv(x, s), want)
+    torch.manual_seed(0)
+    conv = sv.ModConv2d(4, 6, kernel=3, up=True, demodulate=False, act="linear").double()
+    x, s = torch.randn(2, 4, 5, 5).double(), torch.ones(2, 4).double()
+    fast = conv(x, s)                                                   # transposed conv + FIR
+    w = (conv.weight * conv.weight_gain).flip([2, 3])
+    corr = F.conv2d(F.pad(sv.zero_upsample2x(x), [3, 2, 3, 2]), w)      # [2, 4, 10, 10], a 3x3 convolution
+    slow = sv.fir2d(corr, conv.fir.double(), (0, 0, 0, 0), gain=4.0)    # then the [1,3,3,1] low-pass
+    assert fast.shape == (2, 6, 10, 10)
+    torch.testing.assert_close(fast, slow + conv.bias.reshape(1, -1, 1, 1))
 
 @pytest.mark.parametrize('act, clamp', [('linear', None), ('lrelu', None), ('lrelu', 0.7), ('linear', 0.3),
                                         ('lrelu', 256)])
 def test_reference_epilogue_is_the_unfused_sequence_twice_differentiable_and_the_cpus(act, clamp, monkeypatch):
-    torch.manual_seed(1)
-    y, d = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.rand(2, 3, dtype=torch.float64) + 0.5
-    b = torch.randn(3, dtype=torch.float64)
+    inputs = svm._epilogue_test_inputs(2, 3, 4, 5, torch.float64, 'cpu', act, None, clamp)   # away from the kinks
+    y, d, b = (t.detach() for t in inputs)
     x = y * d[:, :, None, None] + b[None, :, None, None]
     x = F.leaky_relu(x, 0.2) * math.sqrt(2) if act == 'lrelu' else x
     x = x.clamp(-clamp, clamp) if clamp is not None else x
     ref = svm.fused_epilogue_ref(y, d, b, act=act, clamp=clamp)
     assert torch.allclose(ref, x, rtol=0, atol=1e-14)
-    inputs = svm._epilogue_test_inputs(2, 3, 3, 4, torch.float64, 'cpu', act, None, clamp)   # away from the kinks
     fn = lambda *t: svm.fused_epilogue_ref(*t, act=act, clamp=clamp)  # noqa: E731
     assert torch.autograd.gradcheck(fn, inputs) and torch.autograd.gradgradcheck(fn, inputs)
-    y16 = svm.fused_epilogue_ref(y.bfloat16(), d.float(), b.float(), act=act, clamp=clamp)
-    assert y16.dtype == torch.bfloat16
+    assert svm.fused_epilogue_ref(y.bfloat16(), d.float(), b.float(), act=act, clamp=clamp).dtype == torch.bfloat16
     for custom_ops in (True, False):                                    # the dispatcher, on a CPU: the reference
         monkeypatch.setattr(svm, 'USE_CUSTOM_OPS', custom_ops and svm.USE_CUSTOM_OPS)
         assert torch.equal(svm.fused_epilogue(y, d, b, act=act, clamp=clamp), ref)
     with pytest.raises(ValueError):
         svm.fused_epilogue(y, d, act=act, impl='triton')
-
-def test_upsampling_modconv_equals_zero_stuffing_then_conv():
-    """StyleGAN2's (flip_weight=False): zero-stuffing, a true 3x3 convolution, the FIR low-pass: release weights fit."""
-    torch.manual_seed(0)
-    conv = sv.ModConv2d(4, 6, kernel=3, up=True, demodulate=False, act="linear").double()
-    x, s = torch.randn(2, 4, 5, 5).double(), torch.ones(2, 4).double()
-    fast = conv(x, s)                                                   # transposed conv + FIR
-    u = sv.zero_upsample2x(x)                                           # [2, 4, 10, 10]
-    w = (conv.weight * conv.weight_gain).flip([2, 3])
-    corr = F.conv2d(F.pad(u, [3, 2, 3, 2]), w)                         # 3x3 convolution
-    slow = sv.fir2d(corr, conv.fir.double(), (0, 0, 0, 0), gain=4.0)    # then the [1,3,3,1] low-pass
-    assert fast.shape == (2, 6, 10, 10)
-    torch.testing.assert_close(fast, slow + conv.bias.reshape(1, -1, 1, 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,8 +206,7 @@ def test_upsampling_modconv_equals_zero_stuffing_then_conv():
 def test_eq6_periods_are_linearly_spaced():
     periods = 2 * math.pi / sv.linear_period_scales(64, 8.0, 1024.0)    # in frames
     assert periods[0].item() == pytest.approx(8.0) and periods[-1] < 1024
-    steps = periods.diff()
-    assert torch.allclose(steps, torch.full_like(steps, (1024 - 8) / 64))
+    assert torch.allclose(periods.diff(), torch.full_like(periods[1:], (1024 - 8) / 64))
 
 def test_motion_tokens_are_addressable_and_a_padding_less_conv1d_turns_n_plus_20_into_n_anchors_omega_bounded():
     part = sv.motion_tokens(42, 17, 5, 8)
@@ -225,8 +218,7 @@ def test_motion_tokens_are_addressable_and_a_padding_less_conv1d_turns_n_plus_20
         assert all(o.shape == (2, n, 16) for o in F_m(torch.randn(2, n + 20, 16)))
     with torch.no_grad():
         F_m.W_omega.weight.mul_(1000)                                   # push tanh into saturation
-    _, omega, _, _ = F_m(torch.randn(3, 30, 16) * 10)
-    sigma = F_m.sigma
+    (_, omega, _, _), sigma = F_m(torch.randn(3, 30, 16) * 10), F_m.sigma
     assert (omega >= 0).all() and (omega <= 2 * sigma + 1e-6).all()    # Eq 5: (tanh + 1) * sigma in [0, 2 sigma]
     assert (omega < 1e-3 * sigma).any() and (omega > 1.99 * sigma).any()
 
@@ -741,9 +733,8 @@ def test_two_processes_reach_the_same_weights_as_one(tmp_path):
     for steps, extra in [(1, ["--gamma", "0"]), (3, [])]:              # 8 videos x 3 frames a step
         for gpus in (1, 2):
             out = tmp_path / f"{steps}-{gpus}"
-            r = run_cli("train", "--data", data, *TRAIN, "--kimg", 8 * 3 * steps / 1000, "--aug", "none", *extra,
-                        "--outdir", out, "--gpus", gpus)
-            assert r.returncode == 0, r.stderr[-2000:]
+            cli_ok("train", "--data", data, *TRAIN, "--kimg", 8 * 3 * steps / 1000, "--aug", "none", *extra,
+                   "--outdir", out, "--gpus", gpus)
             runs[steps, gpus] = torch.load(out / "checkpoint.pt", weights_only=True)
             assert runs[steps, gpus]["step"] == steps
     # The first step's gradients (Adam's beta1 = 0 keeps them as exp_avg), without R1: G's agree to
@@ -756,16 +747,12 @@ def test_two_processes_reach_the_same_weights_as_one(tmp_path):
     # Three steps with R1: every later step magnifies those flips again (measured 3.4 % for G and
     # 5.2 % for D on an AVX-512 CPU, 0.2 % on an AVX2 one), so the whole update only agrees coarsely;
     # a missing all_reduce or rows taken twice would give a different trajectory altogether.
-    sa, sb = runs[3, 1], runs[3, 2]
     torch.manual_seed(0)                                                # the initial weights, as Trainer makes them
-    cfg = tiny()
-    init = {"G": sv.Generator(cfg).state_dict(), "D": sv.Discriminator(cfg).state_dict()}
+    init = {"G": sv.Generator(tiny()).state_dict(), "D": sv.Discriminator(tiny()).state_dict()}
     for name in ["G", "D"]:
-        da = torch.cat([(sa[name][k] - init[name][k]).flatten() for k in init[name]])
-        db = torch.cat([(sb[name][k] - init[name][k]).flatten() for k in init[name]])
-        assert da.norm() > 0.1                                          # the weights did move
-        assert (da - db).norm() < 0.15 * da.norm(), name
-    torch.testing.assert_close(sa["G"]["mapping.w_avg"], sb["G"]["mapping.w_avg"], rtol=1e-4, atol=1e-5)
+        da, db = (torch.cat([(runs[3, gpus][name][k] - v).flatten() for k, v in init[name].items()]) for gpus in (1, 2))
+        assert da.norm() > 0.1 and (da - db).norm() < 0.15 * da.norm(), name   # the weights moved, the same way
+    torch.testing.assert_close(runs[3, 1]["G"]["mapping.w_avg"], runs[3, 2]["G"]["mapping.w_avg"], rtol=1e-4, atol=1e-5)
 
 @slow
 def test_training_writes_checkpoint_log_samples_and_fvd16_at_snapshots_and_sample_and_plot_read_them(tmp_path):
@@ -847,7 +834,7 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     assert "weights_only" not in r.stderr
     monkeypatch.chdir(tmp_path)                                         # a resume: checked and planned before work
     for run in ("a", "b"):
-        assert run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", tmp_path / run).returncode == 0
+        cli_ok("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", tmp_path / run)
 
     def train(*flags):
         with pytest.raises(SystemExit) if "--dry-run" not in flags else contextlib.nullcontext() as exit_:
