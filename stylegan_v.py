@@ -1174,13 +1174,9 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __init__(self, data: VideoFolder, cfg: Config):
         self.data, self.cfg = data, cfg
-        short = [n for n, l in zip(data.names, data.lengths) if l < cfg.frames_per_clip]
-        if len(short) == len(data):
-            raise DataError(f"{data.path}: every video is shorter than a clip of {cfg.frames_per_clip} frames")
-        if cfg.frames_per_clip - 1 > cfg.max_span:
-            raise UserError(f"--frames-per-clip {cfg.frames_per_clip}: k frames span at least k - 1 = "
-                            f"{cfg.frames_per_clip - 1}, but clips span at most {cfg.max_span} (the preset's max_span)")
         self.usable = [i for i, l in enumerate(data.lengths) if l >= cfg.frames_per_clip]
+        if not self.usable:
+            raise DataError(f"{data.path}: every video is shorter than a clip of {cfg.frames_per_clip} frames")
 
     def draw(self, item_seed: int):
         """(video index, frame times [k], x-flip?) of item `item_seed`."""
@@ -3007,7 +3003,10 @@ def plan_training(args) -> tuple:
     flags = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
                  aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
                  span_dist=args.span_dist, amp_dtype=args.amp_dtype)
-    cfg = make_config(args.preset, **{k: v for k, v in flags.items() if v is not None})
+    try:
+        cfg = make_config(args.preset, **{k: v for k, v in flags.items() if v is not None})
+    except ValueError as e:                                     # flags each in range, but not together
+        raise UserError(f"--preset {args.preset} with these flags: {e}") from None
     # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
     # apart; FVD on the paper's 2048 videos a side, 64 on a CPU (I3D there: ~1 s a video).
     args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
@@ -3359,8 +3358,11 @@ def check_config(fields: dict) -> Config:
     for name in ("conv_clamp", "ema_rampup"):                             # a positive number, or None (off)
         if (v := getattr(cfg, name)) is not None and not (number(v, _F) and v > 0):
             raise ValueError(f"{name} must be a positive number or null, got {v!r}")
-    if cfg.period_max < cfg.period_min:
-        raise ValueError(f"period_max ({cfg.period_max:g}) is below period_min ({cfg.period_min:g})")
+    for wrong, why in ((cfg.period_max < cfg.period_min, f"period_max {cfg.period_max:g} is below period_min"),
+                       (cfg.frames_per_clip - 1 > cfg.max_span, f"frames_per_clip {cfg.frames_per_clip} spans more "
+                        f"than max_span {cfg.max_span} frames")):
+        if wrong:
+            raise ValueError(why)
     return cfg
 
 

@@ -1090,6 +1090,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("--amp-dtype float16 --device cpu", "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
         ("--metrics fvd128", "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
         ("--metric-videos 8", "--metric-videos is for --metrics: add one"),
+        ("--frames-per-clip 20", "frames_per_clip 20 spans more than max_span 16"),
         ("--device meta", "--device meta: not a device this program runs on"),       # (it trained on the CPU)
         ("--device mps", "--device mps: not a device this program runs on"),
         ("--batch 65536", "a training step at 16^2 with --batch 65536 needs about")]],   # (6 GB, then on)
