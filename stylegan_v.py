@@ -769,8 +769,6 @@ class Discriminator(nn.Module):
         self.mbstd_group, self.mbstd_strided = cfg.mbstd_group, cfg.mbstd_strided
         R = cfg.resolution
         self.concat_res = min(cfg.d_concat_res, R)
-        if cfg.d_frame_div > 1 and self.concat_res >= R:
-            raise ValueError(f"d_frame_div needs a resolution above d_concat_res ({cfg.d_concat_res})")
         self.cmap_dim = cfg.d_channels(4)      # c is as wide as the 4x4 features it is projected on (StyleGAN2)
         time_encoder = ARCH_VARIANTS[cfg.arch].get("time_enc", TimeGapEncoder)
         self.time_enc = time_encoder(k, self.cmap_dim, cfg) if self.cond != "none" else None
@@ -781,8 +779,8 @@ class Discriminator(nn.Module):
         div = cfg.d_frame_div
         clamp = cfg.conv_clamp                 # every conv, not only the fp16 ones (release, StyleGAN2-ADA)
         self.from_rgb = Conv2d(3, ch(R), 1, conv_clamp=clamp)
-        self.blocks = nn.ModuleList()
-        for res in [2 ** i for i in range(int(math.log2(R)), 2, -1)]:      # R, R/2, ..., 8
+        self.blocks, self.block_res = nn.ModuleList(), [2 ** i for i in range(int(math.log2(R)), 2, -1)]
+        for res in self.block_res:                                         # R, R/2, ..., 8
             # the first head block takes the k concatenated feature maps: k*C channels in
             in_ch = ch(res) // div * k if res == self.concat_res else ch(res)
             out_ch = ch(res // 2) // div if res // 2 == self.concat_res else ch(res // 2)
@@ -794,7 +792,6 @@ class Discriminator(nn.Module):
         self.epi_conv = Conv2d(C4 + 1, C4, 3, conv_clamp=clamp)
         self.epi_fc = FC(C4 * 16, C4, act="lrelu")                        # [B, C4 * 4 * 4] -> [B, C4]
         self.epi_out = FC(C4, self.cmap_dim if self.cond != "none" else 1)
-        self.block_res = [2 ** i for i in range(int(math.log2(R)), 2, -1)]
         self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]   # see SynthesisNetwork
 
     def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
@@ -1506,29 +1503,16 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
 # same shapes), and frames go through G in blocks of exactly ROW_BLOCK rows (CPU kernels pick their
 # summation order by batch size). On a GPU the whole batch goes at once (cuDNN's choice is not ours).
 
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    """A 64-bit integer hash (Steele et al., SplitMix64 finalizer): decorrelates nearby inputs."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
 def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.Tensor:
     """Tokens z^m_j for j = first ... first+count-1 of the video `motion_seed` -> [count, dim].
 
-    Token j always has the same value, whatever window it is requested in (j may be negative:
-    the anchors near t = 0 look 20 tokens back).
+    Token j is drawn from a stream of its own, seeded by numpy's SeedSequence of (motion seed, j) as
+    step_np_rng seeds a step's (§12): it has the same value whatever window it is requested in (j may be
+    negative: the anchors near t = 0 look 20 tokens back).
     """
-    out = torch.empty(count, dim)
-    g = torch.Generator()
-    for i in range(count):
-        g.manual_seed(_splitmix64(_splitmix64(motion_seed & _MASK64) ^ ((first + i) & _MASK64)) >> 1)
-        out[i] = torch.randn(dim, generator=g)
-    return out
+    keys = (np.random.SeedSequence([motion_seed, j % 2 ** 64]).generate_state(1, np.uint64)[0]
+            for j in range(first, first + count))
+    return torch.stack([torch.randn(dim, generator=torch.Generator().manual_seed(int(k))) for k in keys])
 
 
 ROW_BLOCK, ANCHOR_BLOCK = 8, 16
@@ -3360,7 +3344,9 @@ def check_config(fields: dict) -> Config:
             raise ValueError(f"{name} must be a positive number or null, got {v!r}")
     for wrong, why in ((cfg.period_max < cfg.period_min, f"period_max {cfg.period_max:g} is below period_min"),
                        (cfg.frames_per_clip - 1 > cfg.max_span, f"frames_per_clip {cfg.frames_per_clip} spans more "
-                        f"than max_span {cfg.max_span} frames")):
+                        f"than max_span {cfg.max_span} frames"),
+                       (cfg.d_frame_div > 1 and cfg.d_concat_res >= cfg.resolution,
+                        f"d_frame_div {cfg.d_frame_div} needs a resolution above d_concat_res {cfg.d_concat_res}")):
         if wrong:
             raise ValueError(why)
     return cfg
