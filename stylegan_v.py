@@ -1813,7 +1813,7 @@ _MODCONV_CUDA = r"""
 
 using Opt = std::optional<at::Tensor>;
 namespace {
-constexpr int kLReLU = 1;                 // act: 0 linear, 1 lrelu (_ACT_ID); kSlope is LRELU_SLOPE
+constexpr int kLReLU = 1;                 // act: 0 linear, 1 lrelu; kSlope is LRELU_SLOPE
 constexpr double kSlope = 0.2;
 constexpr int64_t kMaxBlocks = 4096;      // ≈ 30 blocks per SM of an H100 fill it; the loops stride over the rest
 
@@ -1891,15 +1891,13 @@ int threads_for(int64_t HW) { return int(std::min<int64_t>(256, std::max<int64_t
 
 template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
 
-// The main input, made contiguous. (act and gain > 0, which the backward's `slope` needs, are checked by the caller,
-// fused_epilogue_cuda.)
+// The main input (act and gain > 0, which `slope` needs, are checked by fused_epilogue_cuda), and an optional one:
+// undefined if absent, else checked (like's device, a dtype, a shape); both made contiguous.
 at::Tensor main_input(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda() && t.dim() == 4, name, " must be a CUDA tensor [N, O, H, W], got ", t.sizes(), " on ",
               t.device());
   return t.contiguous();
 }
-
-// An optional input: undefined if absent, else checked (like's device, a dtype, a shape) and made contiguous.
 at::Tensor optional_input(const Opt& t, const char* name, at::IntArrayRef shape, at::ScalarType dtype,
                           const at::Tensor& like) {
   if (!t.has_value() || !t->defined()) return at::Tensor();
@@ -1945,9 +1943,9 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
   const at::Tensor d = optional_input(d_, "d", {N, O}, acc, g);
   TORCH_CHECK(out.defined() || (act == 0 && clamp < 0), "out is needed to recover the slope of act and clamp");
   TORCH_CHECK(y.defined() || !need_d, "y is needed for the gradient of d");
-  const at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();
-  const at::Tensor grad_d = need_d ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();  // (zeros: an
-  const at::Tensor bias_part = need_bias ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();  // empty sum)
+  const at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();     // zeros below: a sum over no pixels is 0
+  const at::Tensor grad_d = need_d ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();
+  const at::Tensor bias_part = need_bias ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();
   if (planes > 0 && HW > 0 && (need_y || need_d || need_bias)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "epilogue_backward", [&] {
       using acc_t = at::acc_type<scalar_t, true>;
@@ -1964,21 +1962,13 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
 """
 
 
-# --- A.2 Lazy build: compile on first use, cache on disk, survive N processes starting at once ----------------
-# The build directory is keyed by a hash of everything that changes the binary (sources, torch, CUDA and Python
-# versions, target GPU architectures), so a cached build is never stale nor loaded into the wrong torch. A build
-# takes a minute or two on 2 cores; later processes import the cached .so in milliseconds, without a toolkit. An
-# fcntl lock on <build_dir>/build.lock serializes concurrent starts (torchrun's 8 ranks): the first builds, the
-# others wait on the lock, then find BUILD_OK and load the result.
+# --- A.2 Lazy build: compiled on first use, cached on disk -----------------------------------------------------
+# The extension's name hashes all that changes the binary (sources, torch, CUDA and Python versions, target GPUs):
+# a build is never stale nor loaded into the wrong torch. load_inline keeps it in <cache>/<name>; of N processes
+# starting at once (torchrun's ranks) one builds (a minute or two), the others wait on its lock and load the result.
 
-_PLUGIN = None                       # the loaded extension module, or None
-_PLUGIN_STATUS = None                # the status dict of the last build/load attempt (see build_modconv_plugin)
-_PLUGIN_THREAD_LOCK = threading.Lock()
-
-try:
-    import fcntl                                    # POSIX file locks: this build lock and the run lock
-except ImportError:                                 # (Appendix D); on Windows neither is guarded
-    fcntl = None
+_PLUGIN, _PLUGIN_STATUS, _PLUGIN_THREAD_LOCK = None, None, threading.Lock()   # the module; the build's status
+fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX file locks (Appendix D's run lock)
 
 
 def _find_cuda_home():
@@ -1993,97 +1983,66 @@ def _find_cuda_home():
 
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
-    """Build (or load from the cache) the CUDA plugin -> (module or None, status). Never raises nor warns (a compile
-    says so on stderr): load_modconv_plugin() tells the user. force_compile_without_gpu: compile with no GPU visible
-    (for CI: "a syntax or link error can never land"), for $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status, for
-    `doctor`: ok, reason, warn (a failure to tell), from_cache, seconds, arch_list, log (a failed build's output)."""
-    t0, status = time.time(), dict(from_cache=False, arch_list=None, log=None)
-
-    def finish(module, reason='loaded', warn=False):
-        global _PLUGIN, _PLUGIN_STATUS
-        status.update(ok=module is not None, reason=reason, warn=warn, seconds=round(time.time() - t0, 2))
-        _PLUGIN, _PLUGIN_STATUS = module, status
-        return module, status
-
-    if torch.version.cuda is None:                  # a CPU-only or ROCm build of torch
-        return finish(None, 'this torch build has no CUDA support (torch.version.cuda is None)')
-    # The target: the user's TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0' on H100, '8.0;9.0' if mixed), else
-    # (forced, no GPU) sm_80 code + PTX that newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5).
-    status['arch_list'] = arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or ';'.join(sorted(
+    """Build or load the plugin -> (module or None, status: ok, reason, warn, from_cache, seconds, arch_list, log).
+    Never raises nor warns: load_modconv_plugin tells the user. force_compile_without_gpu: build with no GPU visible
+    (CI: a syntax or link error never lands)."""
+    global _PLUGIN, _PLUGIN_STATUS
+    t0, cuda_home, module, warn, log = time.time(), _find_cuda_home(), None, False, None
+    # The target: $TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0' on H100, '8.0;9.0' if mixed), else (forced)
+    # sm_80 code + PTX that newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5).
+    arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or ';'.join(sorted(
         {'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})) or (
         '8.0+PTX' if force_compile_without_gpu else None)
-    if arch_list is None:
-        return finish(None, 'no CUDA GPU visible (use force_compile_without_gpu=True to compile anyway)')
-    key = hashlib.sha256('\0'.join([_MODCONV_CPP, _MODCONV_CUDA, torch.__version__, torch.version.cuda, arch_list,
-                                    sys.version.split()[0], sys.platform]).encode()).hexdigest()
-    name = f'stylegan_v_modconv_{key[:10]}'         # also the module name (PyInit_<name> inside the .so)
-    cache = cache_root or os.environ.get('STYLEGAN_V_CACHE') or Path.home() / '.cache/stylegan_v'
-    build_dir = Path(cache, f'ext-{key[:16]}').expanduser()
-    library = build_dir / (name + ('.pyd' if os.name == 'nt' else '.so'))
-    try:
-        build_dir.mkdir(parents=True, exist_ok=True)
-        with open(build_dir / 'build.lock', 'a+') as lock:        # closing it (or dying) releases the lock
-            if fcntl is not None:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)         # another process is building: wait for it
-            if (build_dir / 'BUILD_OK').exists() and library.exists():
-                with contextlib.suppress(Exception):             # unloadable (a half-deleted cache): rebuild
-                    spec = importlib.util.spec_from_file_location(name, library)
-                    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
-                    status['from_cache'] = True
-                    return finish(module)
-            if (cuda_home := _find_cuda_home()) is None:          # no toolkit, no cache: silently the reference
-                return finish(None, 'no CUDA toolkit (bin/nvcc, include/cuda_runtime.h) found; set CUDA_HOME to '
-                                    'one to build the kernel')
+    key = repr((_MODCONV_CPP, _MODCONV_CUDA, torch.__version__, torch.version.cuda, arch_list, sys.version))
+    name = f'stylegan_v_modconv_{hashlib.sha256(key.encode()).hexdigest()[:12]}'   # (PyInit_<name> in the .so)
+    build_dir = Path(cache_root or os.environ.get('STYLEGAN_V_CACHE') or '~/.cache/stylegan_v', name).expanduser()
+    cached = (build_dir / f'{name}.so').is_file()
+    if torch.version.cuda is None or arch_list is None or cuda_home is None:      # silently the reference
+        reason = ('this torch build has no CUDA support' if torch.version.cuda is None else
+                  'no CUDA GPU visible (force_compile_without_gpu=True compiles anyway)' if arch_list is None else
+                  'no CUDA toolkit (bin/nvcc, include/cuda_runtime.h) found; set CUDA_HOME to one to build the kernel')
+    else:
+        if not cached:                              # said: a silent minute looks like a hang
             print(f'[modconv] compiling the CUDA kernel for arch {arch_list} into {build_dir} (a minute or two, '
-                  f'once; later runs load it)', file=sys.stderr)   # said always: a silent minute looks like a hang
-            # torch guessed a CUDA_HOME of its own at import (cpp_extension.CUDA_HOME): build with the one found
-            # above, and for arch_list (load_inline reads TORCH_CUDA_ARCH_LIST).
-            # (Without ninja, load_inline says "Ninja is required ... (pip install ninja to get it)": the reason.)
-            from unittest import mock
+                  f'once; later runs load it)', file=sys.stderr)
+        from unittest import mock                   # torch guessed a CUDA_HOME of its own at import: use ours
+        try:
+            build_dir.mkdir(parents=True, exist_ok=True)
             with mock.patch.dict(os.environ, TORCH_CUDA_ARCH_LIST=arch_list, CUDA_HOME=cuda_home), \
                     mock.patch.object(cpp_extension := _cpp_extension(), 'CUDA_HOME', cuda_home):
                 module = cpp_extension.load_inline(
                     name, [_MODCONV_CPP], [_MODCONV_CUDA], functions=['epilogue_forward', 'epilogue_backward'],
                     extra_cflags=['-O3'], extra_cuda_cflags=['-O3'], build_directory=str(build_dir),
                     verbose=verbose, with_cuda=True, no_implicit_headers=True)
-            (build_dir / 'BUILD_OK').write_text(f'built for arch {arch_list} in {time.time() - t0:.0f} s\n')
-            return finish(module)
-    except Exception as error:                      # a compiler or linker error, an unwritable cache, ...
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-        first = next((line for line in lines if re.search(r'\berror\b', line, re.IGNORECASE)
-                      and not line.startswith('Error building extension')), lines[0])   # the compiler's, not ninja's
-        for log in (build_dir / 'build.log', Path(tempfile.gettempdir(), f'stylegan_v_build_{os.getpid()}.log')):
-            with contextlib.suppress(OSError):     # torch puts the compiler's whole output into the message
-                log.write_text(f'{error}\n\n{traceback.format_exc()}')
-                status['log'] = str(log)
-                break
-        return finish(None, f'build failed: {first[:300]}', warn=True)
+            reason = 'loaded'
+        except Exception as error:                  # a compiler or linker error (or no ninja), an unwritable cache
+            log = os.path.join(tempfile.gettempdir(), f'{name}-{os.getpid()}.log')   # torch's message has it all
+            Path(log).write_text(f'{error}\n\n{traceback.format_exc()}')
+            found = re.search(r'^\s*((?!Error building)[^\n]*\berror\b[^\n]*)', str(error), re.M | re.I)
+            reason, warn = f'build failed: {found[1].strip() if found else _first_line(error)}', True  # the compiler's
+    _PLUGIN, _PLUGIN_STATUS = module, dict(ok=module is not None, reason=reason[:300], warn=warn, from_cache=cached,
+                                           seconds=round(time.time() - t0, 2), arch_list=arch_list, log=log)
+    return _PLUGIN, _PLUGIN_STATUS
 
 
-def load_modconv_plugin(verbose=False):
-    """The CUDA plugin module, built on the first call of the process; None (use the reference) if unavailable.
-    A failed build warns once, naming the log with the compiler's output; a missing toolkit or GPU is silent."""
+def load_modconv_plugin():
+    """The plugin module, built on the process's first call; None (use the reference) if unavailable. A failed
+    build warns once, naming the log with the compiler's output; a missing toolkit or GPU is silent."""
     with _PLUGIN_THREAD_LOCK:
-        if _PLUGIN_STATUS is None:
-            _, status = build_modconv_plugin(verbose=verbose)
-            if status['warn']:
-                warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({status['reason']}); "
-                              f"using the PyTorch reference instead. Full log: {status['log']}", stacklevel=2)
+        if _PLUGIN_STATUS is None and build_modconv_plugin()[1]['warn']:
+            warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({_PLUGIN_STATUS['reason']}); "
+                          f"using the PyTorch reference instead. Full log: {_PLUGIN_STATUS['log']}", stacklevel=2)
         return _PLUGIN
 
 
 # --- A.3 The autograd Function: first derivatives by the kernels, second ones by PyTorch ------------------------
-# R1 (Sec 4.1, Appx B.1) differentiates D's gradient w.r.t. its input, through a ModConv2d in every D block, so
-# the op needs second derivatives. With m = ∂out/∂z and gz = grad_out · m:  grad_y = gz · d,  grad_d = Σ_hw gz · y,
-# grad_bias = Σ_{n,hw} gz. m of lrelu and clamp is piecewise constant and read from the saved output (the kernel's
-# `slope`), so these are plain products of saved tensors: a backward that will itself be differentiated
-# (create_graph, as R1's) computes them in PyTorch, which differentiates them again; any other uses the kernel.
-
-_ACT_ID = {'linear': 0, 'lrelu': 1}
-
+# R1 (Sec 4.1) differentiates D's gradient w.r.t. its input, through a ModConv2d in every D block: the op needs
+# second derivatives. With m = ∂out/∂z and gz = grad_out · m:  grad_y = gz · d,  grad_d = Σ_hw gz · y,  grad_bias =
+# Σ_{n,hw} gz. m is read from the saved output (the kernel's `slope`), so these are products of saved tensors: a
+# backward that will itself be differentiated (create_graph, as R1's) computes them in PyTorch, which can.
 
 class _FusedEpilogue(torch.autograd.Function):
-    """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel."""
+    """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel; act_id 0 linear, 1 lrelu."""
 
     @staticmethod
     def forward(ctx, y, d, bias, act_id, gain, clamp):
@@ -2099,7 +2058,7 @@ class _FusedEpilogue(torch.autograd.Function):
         if not torch.is_grad_enabled():                                    # a first derivative: the kernel
             return (*load_modconv_plugin().epilogue_backward(grad_out, out, y, d, *need, *ctx.cfg), None, None, None)
         m = gain if out is None else torch.full_like(out, gain)            # [N, O, H, W] (or a float)
-        if act_id == _ACT_ID['lrelu']:
+        if act_id == 1:
             m = torch.where(out > 0, m, m * LRELU_SLOPE)                   # out > 0 ⇔ z > 0 (gain > 0)
         gz = grad_out * (m * (out.abs() < clamp) if clamp >= 0 else m)     # zero where the clamp was active
         acc = torch.promote_types(gz.dtype, torch.float32)
@@ -2112,39 +2071,36 @@ def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=Non
     """fused_epilogue_ref by one CUDA kernel. y and out stay in y's dtype; d and bias are used in fp32 (fp64 for
     fp64 y), slightly more accurate than the reference, which rounds them to y's dtype."""
     gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
-    if act not in _ACT_ID or gain <= 0 or (clamp is not None and clamp <= 0):
+    if act not in ACT_GAIN or gain <= 0 or (clamp is not None and clamp <= 0):
         raise ValueError(f"the fused epilogue needs act 'linear' or 'lrelu', gain > 0 and clamp > 0 or None, got "
                          f"{act!r}, {gain}, {clamp}")
     acc = torch.promote_types(y.dtype, torch.float32)                      # the kernels' acc_t
     d, bias = (None if t is None else t.to(acc) for t in (d, bias))        # [N, O], [O]
-    return _FusedEpilogue.apply(y, d, bias, _ACT_ID[act], gain, -1.0 if clamp is None else float(clamp))
+    return _FusedEpilogue.apply(y, d, bias, int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))
 
 
 # --- A.4 Parity and the self-check: the compiled ops are used only once they match the reference ----------------
-# check_parity sends the same inputs through the kernel and the reference, upcast to fp32 (fp64 for fp64) so that a
-# half-precision check measures the kernel's own rounding. The relative tolerances allow about 10 roundings (fp16
-# 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8: a gradient's sums, and the reference rounds d and b to y's dtype, the
-# kernel does not); an indexing bug gives errors of order 1. Its default, the short form, is what `doctor` runs, and
-# the self-check the first time the kernel would run on a device in this process (ms on a GPU); the tests run the
-# whole matrix (`pytest -k kernel_parity`). On a mismatch one warning names the check and its error, and that device
-# uses the reference for the rest of the run: a miscompiled kernel costs speed, never a silently wrong model.
+# The same inputs through the kernel and the reference, upcast to fp32 (fp64 for fp64) so that a half-precision
+# check measures the kernel's own rounding. The tolerances allow about 10 roundings (fp16 5e-3 ~ 10 x 2^-11, bf16
+# 4e-2 ~ 10 x 2^-8); an indexing bug gives errors of order 1. The short form is what `doctor` runs, and the
+# self-check before the kernel's first use on a device (ms); the tests run the whole matrix. A mismatch warns once
+# and that device uses the reference: a miscompiled kernel costs speed, never a silently wrong model.
 
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+_SELF_CHECKS = {}                    # str(device) -> whether the compiled ops passed the self-check there
 
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
-    """Random (y, d, bias), all requiring grad, with no pre-activation z within `margin` of a kink (z = 0 for
-    lrelu, |act(z)·gain| = clamp), where a rounding difference would flip the slope: y is solved for from z."""
-    gen = torch.Generator(device='cpu').manual_seed(seed)
+    """Random (y, d, bias) requiring grad, with no z = y·d + b within `margin` of a kink (z = 0 for lrelu,
+    |act(z)·gain| = clamp), where a rounding difference would flip the slope."""
+    gen = torch.Generator().manual_seed(seed)
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
-    gain = ACT_GAIN[act] if gain is None else gain
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
-    while True:                                                                     # resample z near a kink
-        pre = torch.where(z > 0, z, z * LRELU_SLOPE if act == 'lrelu' else z) * gain   # act(z)·gain
-        bad = (z.abs() < margin) | ((pre.abs() - (clamp or math.inf)).abs() < margin)
-        if not bad.any():
+    while True:
+        near = (z.abs() < margin) | ((bias_act_ref(z, None, act, gain).abs() - (clamp or math.inf)).abs() < margin)
+        if not near.any():
             break
-        z = torch.where(bad, randn(N, O, H, W) * 2, z)
+        z = torch.where(near, randn(N, O, H, W) * 2, z)                             # resampled
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
     return tuple(t.to(device=device, dtype=dtype).requires_grad_(True) for t in (y, d, bias))
 
@@ -2152,62 +2108,53 @@ def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16),
                  configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False)),
                  seed=0) -> dict:
-    """The compiled epilogue against the reference, forward and every gradient, per dtype and configuration
-    (act, clamp, with d, with bias) -> {'ok', 'checks': {name: {'ok', 'err', 'tol'}}} ('reason' without a plugin)."""
+    """The kernel against the reference, forward and every gradient, per dtype and configuration (act, clamp, with
+    d, with bias) -> {'ok', 'checks': {name: {'ok', 'err', 'tol'}}} ('reason' without a plugin)."""
     if load_modconv_plugin() is None:
         return dict(ok=False, checks={}, reason=_PLUGIN_STATUS['reason'])
-    rel_err = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()  # noqa: E731
     checks = {}
     for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
         inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
-        inputs = {n: t for n, t, use in zip(('y', 'd', 'bias'), inputs, (True, use_d, use_bias)) if use}
-        ref_dtype = torch.promote_types(dtype, torch.float32)
-        ref_inputs = {n: t.detach().to(ref_dtype).requires_grad_(True) for n, t in inputs.items()}
-        out = fused_epilogue(**inputs, act=act, clamp=clamp, impl='cuda')
-        ref = fused_epilogue(**ref_inputs, act=act, clamp=clamp, impl='ref')
-        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
-        grads = zip(inputs, torch.autograd.grad(out, list(inputs.values()), grad),
-                    torch.autograd.grad(ref, list(ref_inputs.values()), grad.to(ref)))
-        errs = dict(forward=rel_err(out, ref), **{f'grad_{n}': rel_err(g, rg) for n, g, rg in grads})
-        for what, err in errs.items():
+        fast = {n: t for n, t, use in zip(('y', 'd', 'bias'), inputs, (True, use_d, use_bias)) if use}
+        ref = {n: t.detach().to(torch.promote_types(dtype, torch.float32)).requires_grad_() for n, t in fast.items()}
+        grad = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(seed + 1)).to(inputs[0])
+        results = []                                # [out, its gradients] of the kernel, then of the reference
+        for fn, x in ((fused_epilogue_cuda, fast), (fused_epilogue_ref, ref)):
+            out = fn(**x, act=act, clamp=clamp)
+            results.append([out, *torch.autograd.grad(out, list(x.values()), grad.to(out))])
+        for what, got, want in zip(['forward', *(f'grad_{n}' for n in fast)], *results):
+            err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
             checks[f'epilogue/{str(dtype)[6:]}/{act}/clamp={clamp}/d={use_d}/b={use_bias}/{what}'] = dict(
                 ok=err <= PARITY_TOL[dtype], err=err, tol=PARITY_TOL[dtype])
     return dict(ok=all(c['ok'] for c in checks.values()), checks=checks)
 
 
-_SELF_CHECKS = {}                    # str(device) -> whether the compiled ops passed the self-check there
-
-
 def plugin_self_check(device) -> bool:
-    """Has the compiled kernel matched the reference on `device`? Checked (check_parity's short form) the first
-    time it is asked in a process; a mismatch or a crash warns once and says False: the reference is used there."""
+    """Has the kernel matched the reference (check_parity's short form) on `device`? Checked once a process; a
+    mismatch or a crash warns once and says False: the reference is used there."""
     if str(device) not in _SELF_CHECKS:
-        try:
-            checks = check_parity(device)['checks']
-            # the worst check, a failed one first (an error of NaN fails, and compares with nothing)
-            worst, c = max(checks.items(), key=lambda kv: (not kv[1]['ok'], kv[1]['err'] / kv[1]['tol']))
-            ok, why = c['ok'], f"{worst}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
+        try:                                        # (an error of NaN fails too: it compares with nothing)
+            result = check_parity(device)
+            why = next((f"{k}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
+                        for k, c in result['checks'].items() if not c['ok']), result.get('reason'))
         except Exception as e:                      # a kernel that crashes is as unusable as a wrong one
-            ok, why = False, f'{type(e).__name__}: {_first_line(e)}'
-        if not ok:
+            result, why = dict(ok=False), f'{type(e).__name__}: {_first_line(e)}'
+        if not result['ok']:
             warnings.warn(f'stylegan_v: the fused ModConv2d kernel disagrees with the PyTorch reference on {device} '
                           f'({why}); using the reference for the rest of this run', stacklevel=3)
-        _SELF_CHECKS[str(device)] = ok
+        _SELF_CHECKS[str(device)] = result['ok']
     return _SELF_CHECKS[str(device)]
 
 
 def _resolve_impl(impl, x):
-    """What §3's dispatcher asks first. impl=None: 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin
-    loads and has passed its self-check on x's device; else 'ref'."""
-    if impl is None:
-        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and plugin_self_check(x.device)
-        return 'cuda' if use_cuda else 'ref'
-    if impl not in ('cuda', 'ref'):
+    """What §3's dispatcher asks first: impl; for None 'cuda' where x is on a GPU, USE_CUSTOM_OPS is on and the
+    plugin loads and has passed its self-check on x's device, else 'ref'."""
+    if impl not in (None, 'cuda', 'ref'):
         raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
     if impl == 'cuda' and load_modconv_plugin() is None:
-        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {_PLUGIN_STATUS['reason']} "
-                           f"(log: {_PLUGIN_STATUS['log']})")
-    return impl
+        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {_PLUGIN_STATUS['reason']}")
+    return impl or ('cuda' if USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None
+                    and plugin_self_check(x.device) else 'ref')
 
 
 def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
