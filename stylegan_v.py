@@ -1779,14 +1779,11 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
 # ------------------------------------------------------------------------------------------------
 # Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity)
 # ------------------------------------------------------------------------------------------------
-# What §3's dispatcher `fused_epilogue` calls on a GPU. Nothing here runs at import: it compiles on first use.
-#
-# Why the epilogue has a kernel: in PyTorch it is five elementwise kernels (y·d, +b, lrelu, ·gain, clamp), each
-# reading and writing the whole activation: 10·E·B bytes of traffic for E elements of B bytes, against 2·E·B fused,
-# 5× less (≈ 1.3 GB vs 0.27 GB per forward at the ffs 256² layer: N=16, O=64, fp16). The backward is fused the
-# same way, and autograd keeps 2 activation-sized tensors (y, out) instead of the chain's 3 (y, z, act(z)·gain).
-# Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k² times fewer operations than the conv (589,824×
-# at 256²), and the widest weight is 9.4 MB: a kernel would save a few µs per layer.
+# What §3's dispatcher `fused_epilogue` calls on a GPU, compiled on first use. Why a kernel: in PyTorch the epilogue
+# is five elementwise kernels (y·d, +b, lrelu, ·gain, clamp), each reading and writing the whole activation: 10·E·B
+# bytes of traffic for E elements of B bytes against 2·E·B fused (≈ 1.3 GB vs 0.27 GB per forward at the ffs 256²
+# layer, fp16); the backward is fused the same way. Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k²
+# times fewer operations than the conv (589,824× at 256²): a kernel would save a few µs per layer.
 #
 # --- A.1 The CUDA source (torch's load_inline compiles it and binds the two functions declared in _MODCONV_CPP)
 # A *thread* runs one copy of a kernel; 32 threads form a *warp* (in lockstep); a *block* (here 32-256 threads)
@@ -1972,22 +1969,19 @@ fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX 
 
 
 def _find_cuda_home():
-    """The CUDA toolkit to compile with (the build, `doctor`, the tests), or None: the first of $CUDA_HOME,
-    $CUDA_PATH, the `nvcc` on PATH's (links resolved), /usr/local/cuda with bin/nvcc and include/cuda_runtime.h."""
+    """The CUDA toolkit to compile with, or None: the first of $CUDA_HOME, $CUDA_PATH, the `nvcc` on PATH's (links
+    resolved), /usr/local/cuda that has bin/nvcc and include/cuda_runtime.h."""
     nvcc = shutil.which('nvcc')
-    for home in (os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'),
-                 nvcc and Path(nvcc).resolve().parent.parent, '/usr/local/cuda'):
-        if home and Path(home, 'include/cuda_runtime.h').is_file() and shutil.which('nvcc', path=Path(home, 'bin')):
-            return str(home)
-    return None
+    homes = (os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'), nvcc and Path(nvcc).resolve().parents[1],
+             '/usr/local/cuda')
+    return next((str(home) for home in homes if home and Path(home, 'include/cuda_runtime.h').is_file()
+                 and shutil.which('nvcc', path=Path(home, 'bin'))), None)
 
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
     """Build or load the plugin -> (module or None, status: ok, reason, warn, from_cache, seconds, arch_list, log).
-    Never raises nor warns: load_modconv_plugin tells the user. force_compile_without_gpu: build with no GPU visible
-    (CI: a syntax or link error never lands)."""
+    Never raises nor warns: load_modconv_plugin tells the user. force_compile_without_gpu: for CI, with no GPU."""
     global _PLUGIN, _PLUGIN_STATUS
-    t0, cuda_home, module, warn, log = time.time(), _find_cuda_home(), None, False, None
     # The target: $TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0' on H100, '8.0;9.0' if mixed), else (forced)
     # sm_80 code + PTX that newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5).
     arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or ';'.join(sorted(
@@ -1996,13 +1990,12 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
     key = repr((_MODCONV_CPP, _MODCONV_CUDA, torch.__version__, torch.version.cuda, arch_list, sys.version))
     name = f'stylegan_v_modconv_{hashlib.sha256(key.encode()).hexdigest()[:12]}'   # (PyInit_<name> in the .so)
     build_dir = Path(cache_root or os.environ.get('STYLEGAN_V_CACHE') or '~/.cache/stylegan_v', name).expanduser()
-    cached = (build_dir / f'{name}.so').is_file()
-    if torch.version.cuda is None or arch_list is None or cuda_home is None:      # silently the reference
-        reason = ('this torch build has no CUDA support' if torch.version.cuda is None else
-                  'no CUDA GPU visible (force_compile_without_gpu=True compiles anyway)' if arch_list is None else
-                  'no CUDA toolkit (bin/nvcc, include/cuda_runtime.h) found; set CUDA_HOME to one to build the kernel')
-    else:
-        if not cached:                              # said: a silent minute looks like a hang
+    t0, cuda_home, _PLUGIN = time.time(), _find_cuda_home(), None
+    status = dict(ok=False, warn=False, from_cache=(build_dir / f'{name}.so').is_file(), arch_list=arch_list, log=None,
+                  reason='no CUDA in this torch build' if torch.version.cuda is None else 'no CUDA GPU visible' if
+                  arch_list is None else None if cuda_home else 'no CUDA toolkit found: set CUDA_HOME to one to build')
+    if status['reason'] is None:                    # (a missing toolkit or GPU: silently the reference)
+        if not status['from_cache']:                # said: a silent minute looks like a hang
             print(f'[modconv] compiling the CUDA kernel for arch {arch_list} into {build_dir} (a minute or two, '
                   f'once; later runs load it)', file=sys.stderr)
         from unittest import mock                   # torch guessed a CUDA_HOME of its own at import: use ours
@@ -2010,24 +2003,23 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
             build_dir.mkdir(parents=True, exist_ok=True)
             with mock.patch.dict(os.environ, TORCH_CUDA_ARCH_LIST=arch_list, CUDA_HOME=cuda_home), \
                     mock.patch.object(cpp_extension := _cpp_extension(), 'CUDA_HOME', cuda_home):
-                module = cpp_extension.load_inline(
+                _PLUGIN = cpp_extension.load_inline(
                     name, [_MODCONV_CPP], [_MODCONV_CUDA], functions=['epilogue_forward', 'epilogue_backward'],
                     extra_cflags=['-O3'], extra_cuda_cflags=['-O3'], build_directory=str(build_dir),
                     verbose=verbose, with_cuda=True, no_implicit_headers=True)
-            reason = 'loaded'
+            status.update(ok=True, reason='loaded')
         except Exception as error:                  # a compiler or linker error (or no ninja), an unwritable cache
-            log = os.path.join(tempfile.gettempdir(), f'{name}-{os.getpid()}.log')   # torch's message has it all
-            Path(log).write_text(f'{error}\n\n{traceback.format_exc()}')
+            status.update(warn=True, log=os.path.join(tempfile.gettempdir(), f'{name}-{os.getpid()}.log'))
+            Path(status['log']).write_text(f'{error}\n\n{traceback.format_exc()}')   # torch's message has it all
             found = re.search(r'^\s*((?!Error building)[^\n]*\berror\b[^\n]*)', str(error), re.M | re.I)
-            reason, warn = f'build failed: {found[1].strip() if found else _first_line(error)}', True  # the compiler's
-    _PLUGIN, _PLUGIN_STATUS = module, dict(ok=module is not None, reason=reason[:300], warn=warn, from_cache=cached,
-                                           seconds=round(time.time() - t0, 2), arch_list=arch_list, log=log)
+            status['reason'] = f'build failed: {found[1].strip()[:300] if found else _first_line(error)}'  # nvcc's
+    _PLUGIN_STATUS = dict(status, seconds=round(time.time() - t0, 2))
     return _PLUGIN, _PLUGIN_STATUS
 
 
 def load_modconv_plugin():
-    """The plugin module, built on the process's first call; None (use the reference) if unavailable. A failed
-    build warns once, naming the log with the compiler's output; a missing toolkit or GPU is silent."""
+    """The plugin, built on the process's first call; None (use the reference) if unavailable. A failed build warns
+    once, naming the log with the compiler's output."""
     with _PLUGIN_THREAD_LOCK:
         if _PLUGIN_STATUS is None and build_modconv_plugin()[1]['warn']:
             warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({_PLUGIN_STATUS['reason']}); "
@@ -2037,7 +2029,7 @@ def load_modconv_plugin():
 
 # --- A.3 The autograd Function: first derivatives by the kernels, second ones by PyTorch ------------------------
 # R1 (Sec 4.1) differentiates D's gradient w.r.t. its input, through a ModConv2d in every D block: the op needs
-# second derivatives. With m = ∂out/∂z and gz = grad_out · m:  grad_y = gz · d,  grad_d = Σ_hw gz · y,  grad_bias =
+# second derivatives. With m = ∂out/∂z and gz = grad_out · m: grad_y = gz · d, grad_d = Σ_hw gz · y, grad_bias =
 # Σ_{n,hw} gz. m is read from the saved output (the kernel's `slope`), so these are products of saved tensors: a
 # backward that will itself be differentiated (create_graph, as R1's) computes them in PyTorch, which can.
 
@@ -2068,8 +2060,8 @@ class _FusedEpilogue(torch.autograd.Function):
 
 
 def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=None):
-    """fused_epilogue_ref by one CUDA kernel. y and out stay in y's dtype; d and bias are used in fp32 (fp64 for
-    fp64 y), slightly more accurate than the reference, which rounds them to y's dtype."""
+    """fused_epilogue_ref by one CUDA kernel: y and out in y's dtype, d and bias in fp32 (fp64 for fp64 y), slightly
+    more accurate than the reference, which rounds them to y's dtype."""
     gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
     if act not in ACT_GAIN or gain <= 0 or (clamp is not None and clamp <= 0):
         raise ValueError(f"the fused epilogue needs act 'linear' or 'lrelu', gain > 0 and clamp > 0 or None, got "
@@ -2082,9 +2074,8 @@ def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=Non
 # --- A.4 Parity and the self-check: the compiled ops are used only once they match the reference ----------------
 # The same inputs through the kernel and the reference, upcast to fp32 (fp64 for fp64) so that a half-precision
 # check measures the kernel's own rounding. The tolerances allow about 10 roundings (fp16 5e-3 ~ 10 x 2^-11, bf16
-# 4e-2 ~ 10 x 2^-8); an indexing bug gives errors of order 1. The short form is what `doctor` runs, and the
-# self-check before the kernel's first use on a device (ms); the tests run the whole matrix. A mismatch warns once
-# and that device uses the reference: a miscompiled kernel costs speed, never a silently wrong model.
+# 4e-2 ~ 10 x 2^-8); an indexing bug gives errors of order 1. The short form is `doctor`'s, and the self-check's
+# before the kernel's first use on a device; a mismatch warns once and that device uses the reference.
 
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 _SELF_CHECKS = {}                    # str(device) -> whether the compiled ops passed the self-check there
@@ -2147,19 +2138,17 @@ def plugin_self_check(device) -> bool:
 
 
 def _resolve_impl(impl, x):
-    """What §3's dispatcher asks first: impl; for None 'cuda' where x is on a GPU, USE_CUSTOM_OPS is on and the
-    plugin loads and has passed its self-check on x's device, else 'ref'."""
-    if impl not in (None, 'cuda', 'ref'):
-        raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
-    if impl == 'cuda' and load_modconv_plugin() is None:
-        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {_PLUGIN_STATUS['reason']}")
+    """What §3's dispatcher asks first: impl ('cuda' needs the plugin); for None 'cuda' where x is on a GPU,
+    USE_CUSTOM_OPS is on and the plugin loads and has passed its self-check on x's device, else 'ref'."""
+    if impl not in (None, 'ref') and (impl != 'cuda' or load_modconv_plugin() is None):
+        raise ValueError(f"impl must be None, 'ref' or 'cuda' with the plugin, got {impl!r} ({_PLUGIN_STATUS})")
     return impl or ('cuda' if USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None
                     and plugin_self_check(x.device) else 'ref')
 
 
 def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
-    """A whole ModConv2d layer without resampling (up=1), as ModConv2d composes it (for the benchmark and the R1
-    parity test). x: [N, I, H, W], weight: [O, I, k, k] (gain applied), s: [N, I]."""
+    """A whole ModConv2d layer without resampling (up=1) for the benchmark and the R1 parity test. x: [N, I, H, W],
+    weight: [O, I, k, k] (gain applied), s: [N, I]."""
     x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (SG2 Eq 1)
     y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
     d = demod_coefficients(weight, s)                                       # [N, O]    (SG2 Eq 3)
@@ -2169,14 +2158,11 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' release: its architecture, and its snapshots read without running anything
 # ------------------------------------------------------------------------------------------------
-# B.1 The release's architecture (arch 'release'): where the authors' code differs from the paper (the README's
-# deviations table has every row), as variants of §5's and §7's modules registered in §1's ARCH_VARIANTS, so that
-# its checkpoints load into the same Generator and Discriminator, weight for weight:
-#   * motion: time_enc_dim waves without amplitudes (v~ = [sin, cos] of the phase, 2F channels), log-spaced
-#     frequencies, phases W_rho u scaled by period_max / period, predictors without bias;
-#   * D: time gaps through a learned Embedding of the rounded gap, Fourier features and StyleGAN2's mapping network,
-#     projection only (d_cond 'concat'), frame features halved where frames meet, strided minibatch-stddev groups;
-#   * sampling: spans from {2, 4, 8, 16, 32} (its total_dists), shortest period = the token spacing.
+# B.1 The release's architecture (arch 'release'; the README's deviations table has every row): variants of §5's
+# and §7's modules registered in §1's ARCH_VARIANTS, so its checkpoints load into our G and D weight for weight.
+# Motion: waves without amplitudes (v~ = [sin, cos] of the phase), log-spaced frequencies, phases scaled by
+# period_max / period. D: time gaps by an Embedding and Fourier features, projection only, frame features halved,
+# strided minibatch-stddev groups. Sampling: spans from {2, 4, 8, 16, 32}, shortest period = the token spacing.
 
 class ReleaseMotionMapping(MotionMappingNetwork):
     """The release's AlignedTimeEncoder on F_m's motion codes: what wave_params and wave return differ. Its periods
@@ -2202,9 +2188,8 @@ class ReleaseMotionMapping(MotionMappingNetwork):
 
 
 class ReleaseTimeGapEncoder(nn.Module):
-    """The release's time conditioning of D (TemporalDifferenceEncoder, D's mapping): per gap delta, a learned Embedding
-    of the rounded gap and [sin, cos] of log2(T) Fourier features pi 2^i delta / T, the k-1 gap codes into StyleGAN2's
-    mapping network without z. It only conditions the projection head: no hypernetwork (Sec 3.2 differs)."""
+    """The release's time conditioning of D: per gap delta, a learned Embedding of the rounded gap and [sin, cos] of
+    log2(T) Fourier features pi 2^i delta / T, the k-1 gap codes into a mapping network; projection head only."""
 
     def __init__(self, k: int, cmap_dim: int, cfg: Config):
         super().__init__()
@@ -2229,12 +2214,11 @@ ARCH_VARIANTS["release"] = dict(
     fixed=dict(d_cond="concat", d_frame_div=2, mbstd_strided=True))           # its D, whatever a flag says
 
 
-# B.2 Reading their pickles (what load_checkpoint calls for a bare pickle: `convert`, `train --resume`, `sample`,
-# `figures`, fvd.py's --fake). A snapshot is dict(training_set_kwargs, G, D, G_ema, augment_pipe), its networks
-# StyleGAN2-ADA *persistence* objects that embed their module's source, which the ordinary unpickler imports and
-# runs (with OmegaConf, dnnlib and numpy globals). Ours makes real only torch's tensor rebuilds, plain containers
-# and plain numpy numbers, and answers every other name with an inert stand-in: nothing in the file runs, and the
-# recorded state (_parameters, _buffers, _modules, _init_kwargs, OmegaConf's config) holds weights and settings.
+# B.2 Reading their pickles (load_checkpoint's way for a bare pickle). A snapshot is dict(training_set_kwargs, G, D,
+# G_ema, augment_pipe), its networks StyleGAN2-ADA *persistence* objects that embed their module's source, which the
+# ordinary unpickler imports and runs. Ours makes real only tensor rebuilds, plain containers and plain numbers, and
+# answers every other name with an inert stand-in: nothing in the file runs, and the state they record (_parameters,
+# _buffers, _modules, _init_kwargs, OmegaConf's config) holds the weights and settings.
 
 class _Inert:
     """Stands in for any class a pickle names: records the state it is given (a dict), runs nothing."""
@@ -2249,36 +2233,25 @@ class _Inert:
 
 
 class _PersistentObject(_Inert):
-    """Stands for persistence._reconstruct_persistent_obj(meta): the state it recorded, never its source."""
+    """persistence._reconstruct_persistent_obj(meta): the state it recorded, never its source."""
 
     def __init__(self, meta):
         self.__setstate__(meta.get("state") if isinstance(meta, dict) else None)
 
 
-def _checked(what: str, fn, ok):
-    """fn, called only on arguments that pass ok(*args), else an UnpicklingError: a real callable a pickle names."""
-    def call(*args):
-        if not ok(*args):
-            raise pickle.UnpicklingError(f"{what}{args!r:.80} refused")
-        return fn(*args)
-    return call
-
-
 class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: the names of REAL are themselves (a numpy dtype or scalar only of a plain number; a storage only
-    from bytes, by torch's own safe loader), persistence's rebuild a _PersistentObject, every other name an _Inert.
+    """find_class: the names of REAL are themselves (a numpy dtype or scalar only of a plain number, a storage only
+    from bytes by torch's safe loader, else an _Inert), persistence's rebuild a _PersistentObject, any other an _Inert.
     (A persistent id, which no snapshot has, is refused by pickle's own persistent_load.)"""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
             **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)},
-            ("numpy", "dtype"): _checked("numpy.dtype", lambda name, *_: np.dtype(name),
-                                         lambda name, *_: isinstance(name, str) and re.fullmatch(r"[biuf]\d", name)),
-            **dict.fromkeys([("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")], _checked(
-                "numpy scalar", lambda dtype, data: np.frombuffer(data, dtype)[0],
-                lambda dtype, data=None: isinstance(dtype, np.dtype) and dtype.kind in "biuf" and type(data) is bytes)),
-            ("torch.storage", "_load_from_bytes"): _checked(    # a legacy torch.save of one storage
-                "a storage from", lambda data: torch.load(io.BytesIO(data), map_location="cpu", weights_only=True),
-                lambda data: isinstance(data, (bytes, bytearray)))}
+            ("numpy", "dtype"): lambda name, *_: np.dtype(name) if re.fullmatch(r"[biuf]\d", str(name)) else _Inert(),
+            **dict.fromkeys([("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")],
+                            lambda dtype, data=None: np.frombuffer(data, dtype)[0] if isinstance(dtype, np.dtype)
+                            and dtype.kind in "biuf" and type(data) is bytes else _Inert()),
+            ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), map_location="cpu",
+                weights_only=True) if type(data) in (bytes, bytearray) else _Inert()}   # (a plain pickle's storage)
     inert = {}                                           # one stand-in class per name
 
     def find_class(self, module, name):
@@ -2351,31 +2324,25 @@ def import_release_snapshot(path: str) -> dict:
     arch='release' modules (present, right shape), the buffers the Config fixes compared: a misread setting fails."""
     if (size := os.path.getsize(path)) > 8 * 2 ** 30:   # a published 1024^2 snapshot is ~1 GB; more is not one
         raise CheckpointError(f"{path}: {size / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
-    try:
+    try:                                                 # (a deep or cyclic pickle: a RecursionError, also one line)
         with open(path, "rb") as f:
             snap = _SnapshotUnpickler(f).load()
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
-    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in ("G", "D", "G_ema"))):
-        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
-    try:                                                 # (a deep or cyclic pickle: a RecursionError, also one line)
+        if not all(isinstance(snap[n], _PersistentObject) for n in ("G", "D", "G_ema")):
+            raise TypeError("its G, D and G_ema are not networks")
         cfg = _release_config(snap)
         theirs = {n: _module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
     except Exception as e:
-        raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot ({type(e).__name__}: {_first_line(e)})") from None
     kimg = re.search(r"network-snapshot-(\d+)", os.path.basename(path))   # the release names snapshots by kimg
     state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": int(kimg.group(1)) * 1000 if kimg else 0,
              "source": f"authors' snapshot {os.path.basename(path)}"}
     for name, module in (("G", Generator), ("G_ema", Generator), ("D", Discriminator)):
         state[name] = module(cfg).state_dict()
         for key, want in state[name].items():
-            their_key = _release_name(key, cfg.resolution)
-            tensor, fixed = theirs[name].get(their_key), key.endswith(("sigma", "phase_scales", "freqs"))
-            if tensor is None and fixed:                    # a buffer the Config fixes: ours, compared where saved
-                continue
-            shape = "missing" if tensor is None else tuple(tensor.shape)
-            if shape not in (tuple(want.shape), (1, *want.shape)):      # (their const, freqs: a leading 1)
+            their_key, fixed = _release_name(key, cfg.resolution), key.endswith(("sigma", "phase_scales", "freqs"))
+            tensor = theirs[name].get(their_key, want if fixed else None)    # a buffer the Config fixes: ours
+            if tensor is None or tensor.shape not in (want.shape, (1, *want.shape)):   # (const, freqs: a leading 1)
+                shape = "missing" if tensor is None else tuple(tensor.shape)
                 raise CheckpointError(f"{path}: {name}.{their_key} is {shape}, expected {tuple(want.shape)}")
             if fixed and not torch.allclose(tensor.reshape(want.shape).float(), want, rtol=1e-5):
                 raise CheckpointError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
