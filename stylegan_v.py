@@ -1785,15 +1785,13 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
 # layer, fp16); the backward is fused the same way. Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k²
 # times fewer operations than the conv (589,824× at 256²): a kernel would save a few µs per layer.
 #
-# --- A.1 The CUDA source (torch's load_inline compiles it and binds the two functions declared in _MODCONV_CPP)
-# A *thread* runs one copy of a kernel; 32 threads form a *warp* (in lockstep); a *block* (here 32-256 threads)
-# shares on-chip memory; the *grid* is all blocks of one launch. Grid-stride loops ("for (i = my_id; i < n;
-# i += all threads)") let any grid cover any size; int64 indices keep tensors past 2^31 elements safe. One
-# template serves fp64/fp32/fp16/bf16: values are read in their storage dtype, all math is done in `acc_t` (fp32,
-# fp64 for fp64), one rounding per output (and no --use_fast_math, which would round unlike the reference).
+# --- A.1 The CUDA source (load_inline compiles it and binds the two functions declared in _MODCONV_CPP). A *thread*
+# runs one copy of a kernel; 32 form a *warp* (in lockstep); a *block* (here 32-256 threads) shares on-chip memory;
+# the *grid* is all blocks of one launch. Grid-stride loops (i = my_id; i < n; i += all threads) let any grid cover
+# any size; int64 indices keep tensors past 2^31 elements safe. One template serves fp64/fp32/fp16/bf16: math in
+# `acc_t` (fp32, fp64 for fp64), one rounding per output, no --use_fast_math (it would round unlike the reference).
 
 _MODCONV_CPP = r"""
-#include <torch/extension.h>
 using Opt = std::optional<at::Tensor>;
 at::Tensor epilogue_forward(const at::Tensor& y, const Opt& d, const Opt& bias, int64_t act, double gain, double clamp);
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt& out, const Opt& y, const Opt& d,
@@ -1803,20 +1801,14 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
 _MODCONV_CUDA = r"""
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>    // at::acc_type<scalar_t, true>: float for half/bf16/float, double for double
-#include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>    // (not ATen/cuda/CUDAContext.h: it needs cuBLAS headers, absent from minimal CUDAs)
-
+#include <c10/cuda/CUDAGuard.h>     // (and CUDAStream, CUDAException; not ATen/cuda/CUDAContext.h: it needs cuBLAS)
 using Opt = std::optional<at::Tensor>;
 namespace {
 constexpr int kLReLU = 1;                 // act: 0 linear, 1 lrelu; kSlope is LRELU_SLOPE
 constexpr double kSlope = 0.2;
 constexpr int64_t kMaxBlocks = 4096;      // ≈ 30 blocks per SM of an H100 fill it; the loops stride over the rest
-
-// The block's sum, in every thread (all must call it). Within a warp, 5 butterfly exchanges (__shfl_xor_sync
-// reads another lane's register) leave the warp's sum in every lane; lane 0 parks it in shared memory; then every
-// warp sums the ≤ 32 partials the same way.
+// The block's sum, in every thread (all must call it): 5 butterfly exchanges (__shfl_xor_sync reads another lane's
+// register) leave a warp's sum in all its lanes; lane 0 parks it in shared memory; every warp sums the ≤ 32 partials.
 template <typename T> __device__ T block_sum(T v, T* smem /* [32] */) {
   auto warp_sum = [](T x) { for (int k = 16; k > 0; k >>= 1) x += __shfl_xor_sync(0xffffffffu, x, k); return x; };
   const int lane = threadIdx.x & 31;
@@ -1827,23 +1819,19 @@ template <typename T> __device__ T block_sum(T v, T* smem /* [32] */) {
   __syncthreads();                                          // all partials read: smem may be reused at once
   return warp_sum(v);
 }
-
 // out = clamp(act(z) · gain, ±clamp), clamp < 0 meaning none; a NaN stays NaN, as in torch.clamp.
 template <typename acc_t> __device__ acc_t act_gain_clamp(acc_t z, int act, acc_t gain, acc_t clamp) {
   z = (act == kLReLU && !(z > acc_t(0)) ? z * acc_t(kSlope) : z) * gain;
   return clamp < acc_t(0) ? z : (z > clamp ? clamp : (z < -clamp ? -clamp : z));
 }
-
 // ∂out/∂z from the saved *output* (StyleGAN2's trick): gain > 0 and clamp > 0 keep the sign, so out > 0 ⇔ z > 0
-// gives the lrelu's side and |out| < clamp an inactive clamp (slope 0 at |out| == clamp, as torch.clamp's).
-// No out means linear and unclamped: the slope is the constant gain.
+// gives the lrelu's side, |out| < clamp an inactive clamp (slope 0 at |out| == clamp, as torch.clamp's); no out: gain.
 template <typename scalar_t, typename acc_t>
 __device__ acc_t slope(const scalar_t* out, int64_t i, int act, acc_t gain, acc_t clamp) {
   const acc_t o = out ? static_cast<acc_t>(out[i]) : acc_t(1);
   if (clamp >= acc_t(0) && !(o < clamp && o > -clamp)) return acc_t(0);
   return act == kLReLU && !(o > acc_t(0)) ? gain * acc_t(kSlope) : gain;
 }
-
 // Forward: blockIdx.y strides over the N·O planes p = n·O + o (d[p] and b[o] read once per plane), blockIdx.x and
 // the threads over its H·W pixels. Each y element is read once and each out element written once.
 template <typename scalar_t, typename acc_t>
@@ -1856,10 +1844,9 @@ __global__ void forward_kernel(const scalar_t* __restrict__ y, const acc_t* __re
       out[i] = static_cast<scalar_t>(act_gain_clamp(static_cast<acc_t>(y[i]) * dp + bp, act, gain, clamp));
   }
 }
-
-// Backward: one block per plane p (grid-stride; the loop is uniform across the block, as block_sum requires).
-// With gz = grad_out · slope = ∂L/∂z: grad_y = gz · d[p] per pixel, grad_d[p] = Σ_hw gz · y and
-// bias_part[p] = Σ_hw gz (summed over n by the host). Reads grad_out, out, y once, writes grad_y once.
+// Backward (the chain rule of A.3): one block per plane p (grid-stride; the loop is uniform across the block, as
+// block_sum requires). With gz = grad_out · slope = ∂L/∂z: grad_y = gz · d[p] per pixel, grad_d[p] = Σ_hw gz · y
+// and bias_part[p] = Σ_hw gz (summed over n by the host). Reads grad_out, out, y once, writes grad_y once.
 template <typename scalar_t, typename acc_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
                                 const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
@@ -1882,12 +1869,9 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* 
     if (threadIdx.x == 0 && bias_part) bias_part[p] = sum_gz;
   }
 }
-
 // Threads for a block walking a plane of HW pixels: HW rounded up to whole warps, 32..256 (4×4: one warp).
 int threads_for(int64_t HW) { return int(std::min<int64_t>(256, std::max<int64_t>(32, (HW + 31) / 32 * 32))); }
-
 template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
-
 // The main input (act and gain > 0, which `slope` needs, are checked by fused_epilogue_cuda), and an optional one:
 // undefined if absent, else checked (like's device, a dtype, a shape); both made contiguous.
 at::Tensor main_input(const at::Tensor& t, const char* name) {
@@ -1959,28 +1943,27 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
 """
 
 
-# --- A.2 Lazy build: compiled on first use, cached on disk -----------------------------------------------------
-# The extension's name hashes all that changes the binary (sources, torch, CUDA and Python versions, target GPUs):
-# a build is never stale nor loaded into the wrong torch. load_inline keeps it in <cache>/<name>; of N processes
-# starting at once (torchrun's ranks) one builds (a minute or two), the others wait on its lock and load the result.
+# --- A.2 Lazy build: the name hashes all that changes the binary (sources, torch, CUDA and Python versions, target
+# GPUs), so a build is never stale nor loaded into the wrong torch; load_inline caches it in <cache>/<name>, and of N
+# processes starting at once (torchrun's ranks) one builds (a minute or two), the others wait on its lock.
 
 _PLUGIN, _PLUGIN_STATUS, _PLUGIN_THREAD_LOCK = None, None, threading.Lock()   # the module; the build's status
 fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX file locks (Appendix D's run lock)
 
 
 def _find_cuda_home():
-    """The CUDA toolkit to compile with, or None: the first of $CUDA_HOME, $CUDA_PATH, the `nvcc` on PATH's (links
-    resolved), /usr/local/cuda that has bin/nvcc and include/cuda_runtime.h."""
+    """The toolkit to compile with, or None: the first of $CUDA_HOME, $CUDA_PATH, the dir of the `nvcc` on PATH
+    (links resolved) and /usr/local/cuda that has bin/nvcc and include/cuda_runtime.h."""
     nvcc = shutil.which('nvcc')
-    homes = (os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'), nvcc and Path(nvcc).resolve().parents[1],
-             '/usr/local/cuda')
-    return next((str(home) for home in homes if home and Path(home, 'include/cuda_runtime.h').is_file()
-                 and shutil.which('nvcc', path=Path(home, 'bin'))), None)
+    for home in (os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'), nvcc and Path(nvcc).resolve().parents[1],
+                 '/usr/local/cuda'):
+        if home and Path(home, 'include/cuda_runtime.h').is_file() and shutil.which('nvcc', path=Path(home, 'bin')):
+            return str(home)
 
 
-def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
-    """Build or load the plugin -> (module or None, status: ok, reason, warn, from_cache, seconds, arch_list, log).
-    Never raises nor warns: load_modconv_plugin tells the user. force_compile_without_gpu: for CI, with no GPU."""
+def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None, warn=False):
+    """Build or load the plugin -> (module or None, status: ok, reason, from_cache, seconds, arch_list, log). Never
+    raises; a failed build warns if asked. force_compile_without_gpu: for CI, where a build error must fail."""
     global _PLUGIN, _PLUGIN_STATUS
     # The target: $TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0' on H100, '8.0;9.0' if mixed), else (forced)
     # sm_80 code + PTX that newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5).
@@ -1991,10 +1974,10 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
     name = f'stylegan_v_modconv_{hashlib.sha256(key.encode()).hexdigest()[:12]}'   # (PyInit_<name> in the .so)
     build_dir = Path(cache_root or os.environ.get('STYLEGAN_V_CACHE') or '~/.cache/stylegan_v', name).expanduser()
     t0, cuda_home, _PLUGIN = time.time(), _find_cuda_home(), None
-    status = dict(ok=False, warn=False, from_cache=(build_dir / f'{name}.so').is_file(), arch_list=arch_list, log=None,
+    status = dict(ok=False, from_cache=(build_dir / f'{name}.so').is_file(), arch_list=arch_list, log=None,
                   reason='no CUDA in this torch build' if torch.version.cuda is None else 'no CUDA GPU visible' if
                   arch_list is None else None if cuda_home else 'no CUDA toolkit found: set CUDA_HOME to one to build')
-    if status['reason'] is None:                    # (a missing toolkit or GPU: silently the reference)
+    if status['reason'] is None:                    # (no toolkit or GPU: silently the reference)
         if not status['from_cache']:                # said: a silent minute looks like a hang
             print(f'[modconv] compiling the CUDA kernel for arch {arch_list} into {build_dir} (a minute or two, '
                   f'once; later runs load it)', file=sys.stderr)
@@ -2009,28 +1992,26 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
                     verbose=verbose, with_cuda=True, no_implicit_headers=True)
             status.update(ok=True, reason='loaded')
         except Exception as error:                  # a compiler or linker error (or no ninja), an unwritable cache
-            status.update(warn=True, log=os.path.join(tempfile.gettempdir(), f'{name}-{os.getpid()}.log'))
+            status['log'] = os.path.join(tempfile.gettempdir(), f'{name}-{os.getpid()}.log')
             Path(status['log']).write_text(f'{error}\n\n{traceback.format_exc()}')   # torch's message has it all
             found = re.search(r'^\s*((?!Error building)[^\n]*\berror\b[^\n]*)', str(error), re.M | re.I)
             status['reason'] = f'build failed: {found[1].strip()[:300] if found else _first_line(error)}'  # nvcc's
+            if warn:
+                warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({status['reason']}); "
+                              f"using the PyTorch reference instead. Full log: {status['log']}", stacklevel=3)
     _PLUGIN_STATUS = dict(status, seconds=round(time.time() - t0, 2))
     return _PLUGIN, _PLUGIN_STATUS
 
 
 def load_modconv_plugin():
-    """The plugin, built on the process's first call; None (use the reference) if unavailable. A failed build warns
-    once, naming the log with the compiler's output."""
+    """The plugin, built on the process's first call (a failed build warns once); None: use the reference."""
     with _PLUGIN_THREAD_LOCK:
-        if _PLUGIN_STATUS is None and build_modconv_plugin()[1]['warn']:
-            warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({_PLUGIN_STATUS['reason']}); "
-                          f"using the PyTorch reference instead. Full log: {_PLUGIN_STATUS['log']}", stacklevel=2)
-        return _PLUGIN
+        return _PLUGIN if _PLUGIN_STATUS else build_modconv_plugin(warn=True)[0]
 
 
-# --- A.3 The autograd Function: first derivatives by the kernels, second ones by PyTorch ------------------------
-# R1 (Sec 4.1) differentiates D's gradient w.r.t. its input, through a ModConv2d in every D block: the op needs
-# second derivatives. With m = ∂out/∂z and gz = grad_out · m: grad_y = gz · d, grad_d = Σ_hw gz · y, grad_bias =
-# Σ_{n,hw} gz. m is read from the saved output (the kernel's `slope`), so these are products of saved tensors: a
+# --- A.3 The autograd Function: first derivatives by the kernels, second ones by PyTorch. R1 (Sec 4.1) differentiates
+# D's gradient w.r.t. its input through a ModConv2d in every D block. With m = ∂out/∂z (the kernel's `slope`) and
+# gz = grad_out · m: grad_y = gz · d, grad_d = Σ_hw gz · y, grad_bias = Σ_{n,hw} gz, products of saved tensors; so a
 # backward that will itself be differentiated (create_graph, as R1's) computes them in PyTorch, which can.
 
 class _FusedEpilogue(torch.autograd.Function):
@@ -2060,30 +2041,27 @@ class _FusedEpilogue(torch.autograd.Function):
 
 
 def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=None):
-    """fused_epilogue_ref by one CUDA kernel: y and out in y's dtype, d and bias in fp32 (fp64 for fp64 y), slightly
-    more accurate than the reference, which rounds them to y's dtype."""
+    """fused_epilogue_ref by one kernel: y and out in y's dtype, d and bias in acc_t (the reference rounds them)."""
     gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
-    if act not in ACT_GAIN or gain <= 0 or (clamp is not None and clamp <= 0):
-        raise ValueError(f"the fused epilogue needs act 'linear' or 'lrelu', gain > 0 and clamp > 0 or None, got "
-                         f"{act!r}, {gain}, {clamp}")
+    if act not in ACT_GAIN or gain <= 0 or (clamp is not None and clamp <= 0):   # what `slope` relies on
+        raise ValueError(f"fused epilogue: act 'linear'/'lrelu', gain > 0, clamp > 0 or None, not {act, gain, clamp}")
     acc = torch.promote_types(y.dtype, torch.float32)                      # the kernels' acc_t
     d, bias = (None if t is None else t.to(acc) for t in (d, bias))        # [N, O], [O]
     return _FusedEpilogue.apply(y, d, bias, int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))
 
 
-# --- A.4 Parity and the self-check: the compiled ops are used only once they match the reference ----------------
-# The same inputs through the kernel and the reference, upcast to fp32 (fp64 for fp64) so that a half-precision
-# check measures the kernel's own rounding. The tolerances allow about 10 roundings (fp16 5e-3 ~ 10 x 2^-11, bf16
-# 4e-2 ~ 10 x 2^-8); an indexing bug gives errors of order 1. The short form is `doctor`'s, and the self-check's
-# before the kernel's first use on a device; a mismatch warns once and that device uses the reference.
+# --- A.4 Parity and the self-check: the same inputs through the kernel and the reference, upcast to fp32 (fp64 for
+# fp64) so that a half-precision check measures the kernel's own rounding. The tolerances allow about 10 roundings
+# (fp16 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8); an indexing bug gives errors of order 1. A device uses the
+# kernel only once it passed (the short form, `doctor`'s too): a miscompiled kernel costs speed, never correctness.
 
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 _SELF_CHECKS = {}                    # str(device) -> whether the compiled ops passed the self-check there
 
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
-    """Random (y, d, bias) requiring grad, with no z = y·d + b within `margin` of a kink (z = 0 for lrelu,
-    |act(z)·gain| = clamp), where a rounding difference would flip the slope."""
+    """Random (y, d, bias) requiring grad, no z = y·d + b within `margin` of a kink (lrelu's 0, the clamp's bound),
+    where a rounding difference would flip the slope."""
     gen = torch.Generator().manual_seed(seed)
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
@@ -2100,9 +2078,7 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
                  configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False)),
                  seed=0) -> dict:
     """The kernel against the reference, forward and every gradient, per dtype and configuration (act, clamp, with
-    d, with bias) -> {'ok', 'checks': {name: {'ok', 'err', 'tol'}}} ('reason' without a plugin)."""
-    if load_modconv_plugin() is None:
-        return dict(ok=False, checks={}, reason=_PLUGIN_STATUS['reason'])
+    d, with bias), with the plugin loaded -> {'ok', 'checks': {name: {'ok', 'err', 'tol'}}}."""
     checks = {}
     for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
         inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
@@ -2127,7 +2103,7 @@ def plugin_self_check(device) -> bool:
         try:                                        # (an error of NaN fails too: it compares with nothing)
             result = check_parity(device)
             why = next((f"{k}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
-                        for k, c in result['checks'].items() if not c['ok']), result.get('reason'))
+                        for k, c in result['checks'].items() if not c['ok']), None)
         except Exception as e:                      # a kernel that crashes is as unusable as a wrong one
             result, why = dict(ok=False), f'{type(e).__name__}: {_first_line(e)}'
         if not result['ok']:
@@ -2138,10 +2114,11 @@ def plugin_self_check(device) -> bool:
 
 
 def _resolve_impl(impl, x):
-    """What §3's dispatcher asks first: impl ('cuda' needs the plugin); for None 'cuda' where x is on a GPU,
-    USE_CUSTOM_OPS is on and the plugin loads and has passed its self-check on x's device, else 'ref'."""
+    """§3's dispatcher's choice: impl, or for None 'cuda' where x is on a GPU, USE_CUSTOM_OPS is on and the plugin
+    loads and has passed its self-check on x's device, else 'ref'."""
     if impl not in (None, 'ref') and (impl != 'cuda' or load_modconv_plugin() is None):
-        raise ValueError(f"impl must be None, 'ref' or 'cuda' with the plugin, got {impl!r} ({_PLUGIN_STATUS})")
+        raise ValueError(f"impl must be None, 'ref' or 'cuda' with a plugin ({(_PLUGIN_STATUS or {}).get('reason')}),"
+                         f" not {impl!r}")
     return impl or ('cuda' if USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None
                     and plugin_self_check(x.device) else 'ref')
 
@@ -2159,14 +2136,12 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # Appendix B: the authors' release: its architecture, and its snapshots read without running anything
 # ------------------------------------------------------------------------------------------------
 # B.1 The release's architecture (arch 'release'; the README's deviations table has every row): variants of §5's
-# and §7's modules registered in §1's ARCH_VARIANTS, so its checkpoints load into our G and D weight for weight.
-# Motion: waves without amplitudes (v~ = [sin, cos] of the phase), log-spaced frequencies, phases scaled by
-# period_max / period. D: time gaps by an Embedding and Fourier features, projection only, frame features halved,
-# strided minibatch-stddev groups. Sampling: spans from {2, 4, 8, 16, 32}, shortest period = the token spacing.
+# and §7's modules, chosen in §1's ARCH_VARIANTS, so its checkpoints load into our G and D weight for weight. Also
+# its D: projection only, frame features halved, strided minibatch-stddev groups; spans from {2, 4, ..., 32}.
 
 class ReleaseMotionMapping(MotionMappingNetwork):
-    """The release's AlignedTimeEncoder on F_m's motion codes: what wave_params and wave return differ. Its periods
-    are log-spaced from period_min to period_max (Eq 6's are linear: their joint cycle is far longer, Fig 9)."""
+    """The release's AlignedTimeEncoder on F_m's codes: waves without amplitudes (v~ = [sin, cos] of the phase), periods
+    log-spaced from period_min to period_max (Eq 6's are linear: a far longer joint cycle, Fig 9), phases scaled."""
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -2216,9 +2191,8 @@ ARCH_VARIANTS["release"] = dict(
 
 # B.2 Reading their pickles (load_checkpoint's way for a bare pickle). A snapshot is dict(training_set_kwargs, G, D,
 # G_ema, augment_pipe), its networks StyleGAN2-ADA *persistence* objects that embed their module's source, which the
-# ordinary unpickler imports and runs. Ours makes real only tensor rebuilds, plain containers and plain numbers, and
-# answers every other name with an inert stand-in: nothing in the file runs, and the state they record (_parameters,
-# _buffers, _modules, _init_kwargs, OmegaConf's config) holds the weights and settings.
+# ordinary unpickler imports and runs. Ours answers every name but a few plain ones with an inert stand-in: nothing
+# runs, and the state they record (_parameters, _buffers, _modules, _init_kwargs, OmegaConf's cfg) holds it all.
 
 class _Inert:
     """Stands in for any class a pickle names: records the state it is given (a dict), runs nothing."""
@@ -2240,9 +2214,8 @@ class _PersistentObject(_Inert):
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: the names of REAL are themselves (a numpy dtype or scalar only of a plain number, a storage only
-    from bytes by torch's safe loader, else an _Inert), persistence's rebuild a _PersistentObject, any other an _Inert.
-    (A persistent id, which no snapshot has, is refused by pickle's own persistent_load.)"""
+    """find_class: REAL's names are themselves (a numpy dtype or scalar only of a plain number, a storage only from
+    bytes by torch's safe loader, else an _Inert), persistence's rebuild a _PersistentObject, any other an _Inert."""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
             **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)},
@@ -2302,8 +2275,8 @@ def _release_config(snap: dict) -> Config:
 
 
 def _release_name(ours: str, resolution: int) -> str:
-    """The release's name of a tensor of our arch='release' G or D (a state_dict name): the renames below, in order.
-    Our blocks count from the network's input (G: 4^2 up, D: `resolution` down), the release's name their size."""
+    """The release's name of our state_dict name: ours count blocks from the input (G: 4^2 up, D: resolution down),
+    the release's name their size."""
     for pattern, new in [
             (r"^mapping\.layers\.", "mapping.fc"), (r"^motion\.", "synthesis.motion_encoder."),      # G: F_c, F_m
             (r"conv_(weight|bias)e?s\.(\d+)$", r"conv.\2.\1"), (r"W_omega\.", "time_encoder.periods_predictor."),
