@@ -1832,8 +1832,8 @@ __device__ acc_t slope(const scalar_t* out, int64_t i, int act, acc_t gain, acc_
   if (clamp >= acc_t(0) && !(o < clamp && o > -clamp)) return acc_t(0);
   return act == kLReLU && !(o > acc_t(0)) ? gain * acc_t(kSlope) : gain;
 }
-// Forward: blockIdx.y strides over the N·O planes p = n·O + o (d[p] and b[o] read once per plane), blockIdx.x and
-// the threads over its H·W pixels. Each y element is read once and each out element written once.
+// Forward: blockIdx.y strides over the N·O planes p = n·O + o (d[p], b[o] read once a plane), blockIdx.x and the
+// threads over its H·W pixels.
 template <typename scalar_t, typename acc_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
                                const acc_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t planes,
@@ -1844,9 +1844,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ y, const acc_t* __re
       out[i] = static_cast<scalar_t>(act_gain_clamp(static_cast<acc_t>(y[i]) * dp + bp, act, gain, clamp));
   }
 }
-// Backward (the chain rule of A.3): one block per plane p (grid-stride; the loop is uniform across the block, as
-// block_sum requires). With gz = grad_out · slope = ∂L/∂z: grad_y = gz · d[p] per pixel, grad_d[p] = Σ_hw gz · y
-// and bias_part[p] = Σ_hw gz (summed over n by the host). Reads grad_out, out, y once, writes grad_y once.
+// Backward (A.3's chain rule): one block per plane p (grid-stride, uniform across the block, as block_sum needs):
+// grad_y = gz · d[p] per pixel, grad_d[p] = Σ_hw gz · y and bias_part[p] = Σ_hw gz (summed over n by the host).
 template <typename scalar_t, typename acc_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
                                 const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
@@ -1888,8 +1887,7 @@ at::Tensor optional_input(const Opt& t, const char* name, at::IntArrayRef shape,
 }
 }  // namespace
 
-// The host functions, called from Python: check, run on the tensors' device and its current stream (ordered with
-// PyTorch's own work), allocate the outputs, dispatch on the dtype.
+// The host functions: check, allocate, launch on the tensors' device and its current stream (after PyTorch's work).
 at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias_, int64_t act, double gain,
     double clamp) {
   const at::Tensor y = main_input(y_, "y");
@@ -2204,18 +2202,12 @@ class _Inert:
 
     def __setstate__(self, state):
         self.state = state if isinstance(state, dict) else {}
-
-
-class _PersistentObject(_Inert):
-    """persistence._reconstruct_persistent_obj(meta): the state it recorded, never its source."""
-
-    def __init__(self, meta):
-        self.__setstate__(meta.get("state") if isinstance(meta, dict) else None)
+        return self
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
     """find_class: REAL's names are themselves (a numpy dtype or scalar only of a plain number, a storage only from
-    bytes by torch's safe loader, else an _Inert), persistence's rebuild a _PersistentObject, any other an _Inert."""
+    bytes by torch's safe loader, else an _Inert), any other an _Inert (persistence's rebuild: its recorded state)."""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
             **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)},
@@ -2228,8 +2220,8 @@ class _SnapshotUnpickler(pickle.Unpickler):
     inert = {}                                           # one stand-in class per name
 
     def find_class(self, module, name):
-        if name == "_reconstruct_persistent_obj":
-            return _PersistentObject
+        if name == "_reconstruct_persistent_obj":        # persistence's rebuild: the state it recorded, never its source
+            return lambda meta: _Inert().__setstate__(meta.get("state") if isinstance(meta, dict) else None)
         return self.REAL.get((module, name)) or self.inert.setdefault(
             (module, name), type(name, (_Inert,), {"__module__": module}))
 
@@ -2300,8 +2292,6 @@ def import_release_snapshot(path: str) -> dict:
     try:                                                 # (a deep or cyclic pickle: a RecursionError, also one line)
         with open(path, "rb") as f:
             snap = _SnapshotUnpickler(f).load()
-        if not all(isinstance(snap[n], _PersistentObject) for n in ("G", "D", "G_ema")):
-            raise TypeError("its G, D and G_ema are not networks")
         cfg = _release_config(snap)
         theirs = {n: _module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
     except Exception as e:
