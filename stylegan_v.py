@@ -1784,7 +1784,6 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
 # bytes of traffic for E elements of B bytes against 2·E·B fused (≈ 1.3 GB vs 0.27 GB per forward at the ffs 256²
 # layer, fp16); the backward is fused the same way. Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k²
 # times fewer operations than the conv (589,824× at 256²): a kernel would save a few µs per layer.
-#
 # --- A.1 The CUDA source (load_inline compiles it and binds the two functions declared in _MODCONV_CPP). A *thread*
 # runs one copy of a kernel; 32 form a *warp* (in lockstep); a *block* (here 32-256 threads) shares on-chip memory;
 # the *grid* is all blocks of one launch. Grid-stride loops (i = my_id; i < n; i += all threads) let any grid cover
@@ -2063,10 +2062,8 @@ def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.
     gen = torch.Generator().manual_seed(seed)
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
-    while True:
-        near = (z.abs() < margin) | ((bias_act_ref(z, None, act, gain).abs() - (clamp or math.inf)).abs() < margin)
-        if not near.any():
-            break
+    bound = math.inf if clamp is None else clamp
+    while (near := (z.abs() < margin) | ((bias_act_ref(z, None, act, gain).abs() - bound).abs() < margin)).any():
         z = torch.where(near, randn(N, O, H, W) * 2, z)                             # resampled
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
     return tuple(t.to(device=device, dtype=dtype).requires_grad_(True) for t in (y, d, bias))
@@ -2083,10 +2080,8 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
         fast = {n: t for n, t, use in zip(('y', 'd', 'bias'), inputs, (True, use_d, use_bias)) if use}
         ref = {n: t.detach().to(torch.promote_types(dtype, torch.float32)).requires_grad_() for n, t in fast.items()}
         grad = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(seed + 1)).to(inputs[0])
-        results = []                                # [out, its gradients] of the kernel, then of the reference
-        for fn, x in ((fused_epilogue_cuda, fast), (fused_epilogue_ref, ref)):
-            out = fn(**x, act=act, clamp=clamp)
-            results.append([out, *torch.autograd.grad(out, list(x.values()), grad.to(out))])
+        outs = [fn(**x, act=act, clamp=clamp) for fn, x in ((fused_epilogue_cuda, fast), (fused_epilogue_ref, ref))]
+        results = [[out, *torch.autograd.grad(out, [*x.values()], grad.to(out))] for out, x in zip(outs, (fast, ref))]
         for what, got, want in zip(['forward', *(f'grad_{n}' for n in fast)], *results):
             err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
             checks[f'epilogue/{str(dtype)[6:]}/{act}/clamp={clamp}/d={use_d}/b={use_bias}/{what}'] = dict(
@@ -2122,8 +2117,7 @@ def _resolve_impl(impl, x):
 
 
 def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
-    """A whole ModConv2d layer without resampling (up=1) for the benchmark and the R1 parity test. x: [N, I, H, W],
-    weight: [O, I, k, k] (gain applied), s: [N, I]."""
+    """A ModConv2d layer, up=1 (bench, R1 test): x [N, I, H, W], weight [O, I, k, k] (gain applied), s [N, I]."""
     x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (SG2 Eq 1)
     y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
     d = demod_coefficients(weight, s)                                       # [N, O]    (SG2 Eq 3)
@@ -2220,7 +2214,7 @@ class _SnapshotUnpickler(pickle.Unpickler):
     inert = {}                                           # one stand-in class per name
 
     def find_class(self, module, name):
-        if name == "_reconstruct_persistent_obj":        # persistence's rebuild: the state it recorded, never its source
+        if name == "_reconstruct_persistent_obj":        # persistence's rebuild: its recorded state, never its source
             return lambda meta: _Inert().__setstate__(meta.get("state") if isinstance(meta, dict) else None)
         return self.REAL.get((module, name)) or self.inert.setdefault(
             (module, name), type(name, (_Inert,), {"__module__": module}))
