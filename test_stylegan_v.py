@@ -207,8 +207,6 @@ def test_reference_epilogue_equals_the_unfused_sequence_keeps_the_dtype_and_is_t
     for custom_ops in (True, False):                                    # the dispatcher, on a CPU: the reference
         monkeypatch.setattr(svm, 'USE_CUSTOM_OPS', custom_ops and svm.USE_CUSTOM_OPS)
         assert torch.equal(svm.fused_epilogue(y, d, b, act=act, clamp=clamp), ref)
-    with pytest.raises(ValueError):
-        svm.fused_epilogue(y, d, act=act, impl='triton')
 
 
 def test_upsampling_modconv_equals_zero_stuffing_then_conv():
