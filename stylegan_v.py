@@ -1779,17 +1779,15 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
 # ------------------------------------------------------------------------------------------------
 # Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity)
 # ------------------------------------------------------------------------------------------------
-# What §3's dispatcher `fused_epilogue` calls on a GPU, compiled on first use. Why a kernel: in PyTorch the epilogue
-# is five elementwise kernels (y·d, +b, lrelu, ·gain, clamp), each reading and writing the whole activation: 10·E·B
-# bytes of traffic for E elements of B bytes against 2·E·B fused (≈ 1.3 GB vs 0.27 GB per forward at the ffs 256²
-# layer, fp16); the backward is fused the same way. Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k²
-# times fewer operations than the conv (589,824× at 256²): a kernel would save a few µs per layer.
+# What §3's `fused_epilogue` calls on a GPU. Why: in PyTorch the epilogue is five elementwise kernels (y·d, +b, lrelu,
+# ·gain, clamp), each reading and writing the activation: 10·E·B bytes of traffic for E elements of B bytes, 2·E·B
+# fused (1.3 vs 0.27 GB a forward at ffs 256², fp16); the backward alike. d needs none: §3's one [N, I] @ [I, O]
+# matmul costs H·W·k² times fewer operations than the conv (589,824× at 256²).
 # --- A.1 The CUDA source (load_inline compiles it and binds the two functions declared in _MODCONV_CPP). A *thread*
 # runs one copy of a kernel; 32 form a *warp* (in lockstep); a *block* (here 32-256 threads) shares on-chip memory;
 # the *grid* is all blocks of one launch. Grid-stride loops (i = my_id; i < n; i += all threads) let any grid cover
 # any size; int64 indices keep tensors past 2^31 elements safe. One template serves fp64/fp32/fp16/bf16: math in
 # `acc_t` (fp32, fp64 for fp64), one rounding per output, no --use_fast_math (it would round unlike the reference).
-
 _MODCONV_CPP = r"""
 #include <torch/extension.h>
 using Opt = std::optional<at::Tensor>;
@@ -1832,8 +1830,7 @@ __device__ acc_t slope(const scalar_t* out, int64_t i, int act, acc_t gain, acc_
   if (clamp >= acc_t(0) && !(o < clamp && o > -clamp)) return acc_t(0);
   return act == kLReLU && !(o > acc_t(0)) ? gain * acc_t(kSlope) : gain;
 }
-// Forward: blockIdx.y strides over the N·O planes p = n·O + o (d[p], b[o] read once a plane), blockIdx.x and the
-// threads over its H·W pixels.
+// Forward: blockIdx.y strides over the N·O planes p = n·O + o, blockIdx.x and the threads over its H·W pixels.
 template <typename scalar_t, typename acc_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
                                const acc_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t planes,
@@ -1871,8 +1868,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* 
 // Threads for a block walking a plane of HW pixels: HW rounded up to whole warps, 32..256 (4×4: one warp).
 int threads_for(int64_t HW) { return int(std::min<int64_t>(256, std::max<int64_t>(32, (HW + 31) / 32 * 32))); }
 template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
-// The main input (act and gain > 0, which `slope` needs, are checked by fused_epilogue_cuda), and an optional one:
-// undefined if absent, else checked (like's device, a dtype, a shape); both made contiguous.
+// Inputs, checked and made contiguous (an optional one undefined if absent); act, gain > 0: fused_epilogue_cuda's.
 at::Tensor main_input(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda() && t.dim() == 4, name, " must be a CUDA tensor [N, O, H, W], got ", t.sizes(), " on ",
               t.device());
@@ -1943,14 +1939,12 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
 
 # --- A.2 Lazy build: load_inline caches it in <cache>/<name>, the name a hash of all that changes the binary (a build
 # is never stale nor loaded into the wrong torch); of N processes at once one builds, the others wait on its lock.
-
 _PLUGIN, _PLUGIN_STATUS, _PLUGIN_THREAD_LOCK = None, None, threading.Lock()   # the module; the build's status
 fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX file locks (Appendix D's run lock)
 
 
 def _find_cuda_home():
-    """The toolkit to compile with, or None: the first of $CUDA_HOME, $CUDA_PATH, the dir of the `nvcc` on PATH
-    (links resolved) and /usr/local/cuda that has bin/nvcc and include/cuda_runtime.h."""
+    """The first of $CUDA_HOME, $CUDA_PATH, nvcc's (on PATH), /usr/local/cuda with bin/nvcc and its headers, or None."""
     nvcc = shutil.which('nvcc')
     for home in (os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'), nvcc and Path(nvcc).resolve().parents[1],
                  '/usr/local/cuda'):
@@ -1976,7 +1970,7 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
                   arch_list is None else None if cuda_home else 'no CUDA toolkit found: set CUDA_HOME to one to build')
     if status['reason'] is None:                    # (no toolkit or GPU: silently the reference)
         if not status['from_cache']:                # said: a silent minute looks like a hang
-            print(f'[modconv] compiling the CUDA kernel for {arch_list} in {build_dir} (1-2 min, once)', file=sys.stderr)
+            print(f'[modconv] compiling the CUDA kernel for {arch_list} in {build_dir} (1-2 min)', file=sys.stderr)
         from unittest import mock                   # torch guessed a CUDA_HOME of its own at import: use ours
         try:
             build_dir.mkdir(parents=True, exist_ok=True)
@@ -2005,11 +1999,9 @@ def load_modconv_plugin():
         return _PLUGIN if _PLUGIN_STATUS else build_modconv_plugin(warn=True)[0]
 
 
-# --- A.3 The autograd Function: first derivatives by the kernels, second ones by PyTorch. R1 (Sec 4.1) differentiates
-# D's gradient w.r.t. its input through a ModConv2d in every D block. With m = ∂out/∂z (the kernel's `slope`) and
-# gz = grad_out · m: grad_y = gz · d, grad_d = Σ_hw gz · y, grad_bias = Σ_{n,hw} gz, products of saved tensors; so a
-# backward that will itself be differentiated (create_graph, as R1's) computes them in PyTorch, which can.
-
+# --- A.3 The autograd Function: first derivatives by the kernels, second ones (R1 differentiates D's gradient, Sec
+# 4.1) by PyTorch: with m = ∂out/∂z (the kernel's `slope`) and gz = grad_out · m, grad_y = gz · d, grad_d = Σ_hw gz · y
+# and grad_bias = Σ_{n,hw} gz are products of saved tensors, which a create_graph backward computes in PyTorch.
 class _FusedEpilogue(torch.autograd.Function):
     """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel; act_id 0 linear, 1 lrelu."""
 
@@ -2041,22 +2033,19 @@ def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=Non
     gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
     if act not in ACT_GAIN or gain <= 0 or (clamp is not None and clamp <= 0):   # what `slope` relies on
         raise ValueError(f"fused epilogue: act 'linear'/'lrelu', gain > 0, clamp > 0 or None, not {act, gain, clamp}")
-    acc = torch.promote_types(y.dtype, torch.float32)                      # the kernels' acc_t
-    d, bias = (None if t is None else t.to(acc) for t in (d, bias))        # [N, O], [O]
+    d, bias = (None if t is None else t.to(torch.promote_types(y.dtype, torch.float32)) for t in (d, bias))  # acc_t
     return _FusedEpilogue.apply(y, d, bias, int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))
 
 
 # --- A.4 Parity and the self-check: the same inputs through the kernel and the reference, upcast to fp32 (fp64 for
 # fp64): a half-precision check measures the kernel's own rounding, ~10 roundings allowed (fp16 5e-3 ~ 10 x 2^-11);
 # an indexing bug errs by ~1. A device uses the kernel once it passed: a miscompiled one costs speed, not correctness.
-
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 _SELF_CHECKS = {}                    # str(device) -> whether the compiled ops passed the self-check there
 
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
-    """Random (y, d, bias) requiring grad, no z = y·d + b within `margin` of a kink (lrelu's 0, the clamp's bound),
-    where a rounding difference would flip the slope."""
+    """Random (y, d, bias) requiring grad, no z = y·d + b within `margin` of a kink (rounding would flip the slope)."""
     gen = torch.Generator().manual_seed(seed)
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
@@ -2069,8 +2058,8 @@ def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.
 
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16),
                  configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False))):
-    """The kernel against the reference, forward and every gradient, per dtype and configuration (act, clamp, with
-    d, with bias), with the plugin loaded -> {'ok', 'checks': {name: {'ok', 'err', 'tol'}}}."""
+    """The loaded kernel against the reference per dtype and (act, clamp, d?, bias?): forward and every gradient ->
+    {'ok', 'checks': {name: {'ok', 'err', 'tol'}}}."""
     checks = {}
     for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
         inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp)
@@ -2087,8 +2076,7 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
 
 
 def plugin_self_check(device) -> bool:
-    """Has the kernel matched the reference (check_parity's short form) on `device`? Checked once a process; a
-    mismatch or a crash warns once and says False: the reference is used there."""
+    """Did the kernel match the reference on `device` (check_parity's short form, once a process)? If not: 1 warning."""
     if str(device) not in _SELF_CHECKS:
         try:                                        # (an error of NaN fails too: it compares with nothing)
             bad = [f"{k}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
@@ -2103,8 +2091,7 @@ def plugin_self_check(device) -> bool:
 
 
 def _resolve_impl(impl, x):
-    """§3's dispatcher's choice: impl ('cuda' or 'ref'), or for None 'cuda' where x is on a GPU, USE_CUSTOM_OPS is on
-    and the plugin loads and has passed its self-check on x's device, else 'ref'."""
+    """§3's choice: impl, or for None 'cuda' on a GPU (with USE_CUSTOM_OPS, the plugin, its self-check), else 'ref'."""
     return impl or ('cuda' if USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None
                     and plugin_self_check(x.device) else 'ref')
 
@@ -2120,10 +2107,8 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' release: its architecture, and its snapshots read without running anything
 # ------------------------------------------------------------------------------------------------
-# B.1 The release's architecture (arch 'release'; the README's deviations table has every row): variants of §5's
-# and §7's modules, chosen in §1's ARCH_VARIANTS, so its checkpoints load into our G and D weight for weight. Also
-# its D: projection only, frame features halved, strided minibatch-stddev groups; spans from {2, 4, ..., 32}.
-
+# B.1 The release's architecture (arch 'release', the README's deviations): §5's and §7's modules varied, chosen in
+# §1's ARCH_VARIANTS, so its checkpoints load weight for weight (and its D: projection only, halved frame features).
 class ReleaseMotionMapping(MotionMappingNetwork):
     """The release's AlignedTimeEncoder on F_m's codes: waves without amplitudes (v~ = [sin, cos] of the phase), periods
     log-spaced from period_min to period_max (Eq 6's are linear: a far longer joint cycle, Fig 9), phases scaled."""
@@ -2174,11 +2159,9 @@ ARCH_VARIANTS["release"] = dict(
     fixed=dict(d_cond="concat", d_frame_div=2, mbstd_strided=True))           # its D, whatever a flag says
 
 
-# B.2 Reading their pickles (load_checkpoint's way for a bare pickle). A snapshot is dict(training_set_kwargs, G, D,
-# G_ema, augment_pipe), its networks StyleGAN2-ADA *persistence* objects that embed their module's source, which the
-# ordinary unpickler imports and runs. Ours answers every name but a few plain ones with an inert stand-in: nothing
-# runs, and the state they record (_parameters, _buffers, _modules, _init_kwargs, OmegaConf's cfg) holds it all.
-
+# B.2 Reading their pickles: dict(training_set_kwargs, G, D, G_ema, augment_pipe), the networks StyleGAN2-ADA
+# *persistence* objects embedding their source, which pickle would import and run. Ours answers every name but a few
+# plain ones with an inert stand-in: nothing runs; the state it records (_parameters, _modules, cfg) holds it all.
 class _Inert:
     """Stands in for any class a pickle names: records the state it is given (a dict), runs nothing."""
     state: dict = {}
@@ -2240,8 +2223,7 @@ def _release_config(snap: dict) -> Config:
 
 
 def _release_name(ours: str, resolution: int) -> str:
-    """The release's name of our state_dict name: ours count blocks from the input (G: 4^2 up, D: resolution down),
-    the release's name their size."""
+    """The release's name of our state_dict name (ours count blocks from the input, the release's name their size)."""
     for pattern, new in [
             (r"^mapping\.layers\.", "mapping.fc"), (r"^motion\.", "synthesis.motion_encoder."),      # G: F_c, F_m
             (r"conv_(weight|bias)e?s\.(\d+)$", r"conv.\2.\1"), (r"W_omega\.", "time_encoder.periods_predictor."),
@@ -2258,8 +2240,7 @@ def _release_name(ours: str, resolution: int) -> str:
 
 
 def import_release_snapshot(path: str) -> dict:
-    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely. Every tensor is checked against our
-    arch='release' modules (present, right shape), the buffers the Config fixes compared: a misread setting fails."""
+    """An authors' network-snapshot-*.pkl -> our checkpoint dict, safely; each tensor checked (shape, fixed values)."""
     def module_state(obj, prefix=""):                    # a recorded torch module's state_dict()
         state = obj.state if isinstance(obj, _Inert) else {}
         skip = state.get("_non_persistent_buffers_set") or set()
@@ -2291,8 +2272,7 @@ def import_release_snapshot(path: str) -> dict:
             if fixed and not torch.allclose(tensor.reshape(want.shape).float(), want, rtol=1e-5):
                 raise CheckpointError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
             state[name][key] = want if fixed else tensor.reshape(want.shape).float()
-    p = theirs["augment_pipe"].get("p")
-    state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
+    state["aug_p"] = float(p) if torch.is_tensor(p := theirs["augment_pipe"].get("p")) and p.numel() == 1 else 0.0
     return state
 
 
