@@ -1698,22 +1698,15 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
 # ------------------------------------------------------------------------------------------------
 # Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity)
 # ------------------------------------------------------------------------------------------------
-# What §3's dispatcher `fused_epilogue` calls on a GPU. Nothing here runs at import: it compiles on first use.
-#
-# Why the epilogue has a kernel: in PyTorch it is five elementwise kernels (y·d, +b, lrelu, ·gain, clamp), each
-# reading and writing the whole activation: 10·E·B bytes of traffic for E elements of B bytes, against 2·E·B fused,
-# 5× less (≈ 1.3 GB vs 0.27 GB per forward at the ffs 256² layer: N=16, O=64, fp16). The backward is fused the
-# same way, and autograd keeps 2 activation-sized tensors (y, out) instead of the chain's 3 (y, z, act(z)·gain).
-# Why d has none: §3's one [N, I] @ [I, O] matmul costs H·W·k² times fewer operations than the conv (589,824×
-# at 256²), and the widest weight is 9.4 MB: a kernel would save a few µs per layer.
-#
-# --- A.1 The CUDA source (torch's load_inline compiles it and binds the two functions declared in _MODCONV_CPP)
-# A *thread* runs one copy of a kernel; 32 threads form a *warp* (in lockstep); a *block* (here 32-256 threads)
-# shares on-chip memory; the *grid* is all blocks of one launch. Grid-stride loops ("for (i = my_id; i < n;
-# i += all threads)") let any grid cover any size; int64 indices keep tensors past 2^31 elements safe. One
-# template serves fp64/fp32/fp16/bf16: values are read in their storage dtype, all math is done in `acc_t` (fp32,
-# fp64 for fp64), one rounding per output (and no --use_fast_math, which would round unlike the reference).
-
+# What §3's `fused_epilogue` calls on a GPU. Why: in PyTorch the epilogue is five elementwise kernels (y·d, +b, lrelu,
+# ·gain, clamp), each reading and writing the activation: 10·E·B bytes of traffic for E elements of B bytes, 2·E·B
+# fused (1.3 vs 0.27 GB a forward at ffs 256², fp16); the backward alike. d needs none: §3's one [N, I] @ [I, O]
+# matmul costs H·W·k² times fewer operations than the conv (589,824× at 256²).
+# --- A.1 The CUDA source (load_inline compiles it and binds the two functions declared in _MODCONV_CPP). A *thread*
+# runs one copy of a kernel; 32 form a *warp* (in lockstep); a *block* (here 32-256 threads) shares on-chip memory;
+# the *grid* is all blocks of one launch. Grid-stride loops (i = my_id; i < n; i += all threads) let any grid cover
+# any size; int64 indices keep tensors past 2^31 elements safe. One template serves fp64/fp32/fp16/bf16: math in
+# `acc_t` (fp32, fp64 for fp64), one rounding per output, no --use_fast_math (it would round unlike the reference).
 _MODCONV_CPP = r"""
 #include <torch/extension.h>
 using Opt = std::optional<at::Tensor>;
@@ -1725,20 +1718,14 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
 _MODCONV_CUDA = r"""
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>    // at::acc_type<scalar_t, true>: float for half/bf16/float, double for double
-#include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>    // (not ATen/cuda/CUDAContext.h: it needs cuBLAS headers, absent from minimal CUDAs)
-
+#include <c10/cuda/CUDAGuard.h>     // (and CUDAStream, CUDAException; not ATen/cuda/CUDAContext.h: it needs cuBLAS)
 using Opt = std::optional<at::Tensor>;
 namespace {
-constexpr int kLReLU = 1;                 // act: 0 linear, 1 lrelu (_ACT_ID); kSlope is LRELU_SLOPE
+constexpr int kLReLU = 1;                 // act: 0 linear, 1 lrelu; kSlope is LRELU_SLOPE
 constexpr double kSlope = 0.2;
 constexpr int64_t kMaxBlocks = 4096;      // ≈ 30 blocks per SM of an H100 fill it; the loops stride over the rest
-
-// The block's sum, in every thread (all must call it). Within a warp, 5 butterfly exchanges (__shfl_xor_sync
-// reads another lane's register) leave the warp's sum in every lane; lane 0 parks it in shared memory; then every
-// warp sums the ≤ 32 partials the same way.
+// The block's sum, in every thread (all must call it): 5 butterfly exchanges (__shfl_xor_sync reads another lane's
+// register) leave a warp's sum in all its lanes; lane 0 parks it in shared memory; every warp sums the ≤ 32 partials.
 template <typename T> __device__ T block_sum(T v, T* smem /* [32] */) {
   auto warp_sum = [](T x) { for (int k = 16; k > 0; k >>= 1) x += __shfl_xor_sync(0xffffffffu, x, k); return x; };
   const int lane = threadIdx.x & 31;
@@ -1749,25 +1736,20 @@ template <typename T> __device__ T block_sum(T v, T* smem /* [32] */) {
   __syncthreads();                                          // all partials read: smem may be reused at once
   return warp_sum(v);
 }
-
 // out = clamp(act(z) · gain, ±clamp), clamp < 0 meaning none; a NaN stays NaN, as in torch.clamp.
 template <typename acc_t> __device__ acc_t act_gain_clamp(acc_t z, int act, acc_t gain, acc_t clamp) {
   z = (act == kLReLU && !(z > acc_t(0)) ? z * acc_t(kSlope) : z) * gain;
   return clamp < acc_t(0) ? z : (z > clamp ? clamp : (z < -clamp ? -clamp : z));
 }
-
 // ∂out/∂z from the saved *output* (StyleGAN2's trick): gain > 0 and clamp > 0 keep the sign, so out > 0 ⇔ z > 0
-// gives the lrelu's side and |out| < clamp an inactive clamp (slope 0 at |out| == clamp, as torch.clamp's).
-// No out means linear and unclamped: the slope is the constant gain.
+// gives the lrelu's side, |out| < clamp an inactive clamp (slope 0 at |out| == clamp, as torch.clamp's); no out: gain.
 template <typename scalar_t, typename acc_t>
 __device__ acc_t slope(const scalar_t* out, int64_t i, int act, acc_t gain, acc_t clamp) {
   const acc_t o = out ? static_cast<acc_t>(out[i]) : acc_t(1);
   if (clamp >= acc_t(0) && !(o < clamp && o > -clamp)) return acc_t(0);
   return act == kLReLU && !(o > acc_t(0)) ? gain * acc_t(kSlope) : gain;
 }
-
-// Forward: blockIdx.y strides over the N·O planes p = n·O + o (d[p] and b[o] read once per plane), blockIdx.x and
-// the threads over its H·W pixels. Each y element is read once and each out element written once.
+// Forward: blockIdx.y strides over the N·O planes p = n·O + o, blockIdx.x and the threads over its H·W pixels.
 template <typename scalar_t, typename acc_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
                                const acc_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t planes,
@@ -1778,10 +1760,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ y, const acc_t* __re
       out[i] = static_cast<scalar_t>(act_gain_clamp(static_cast<acc_t>(y[i]) * dp + bp, act, gain, clamp));
   }
 }
-
-// Backward: one block per plane p (grid-stride; the loop is uniform across the block, as block_sum requires).
-// With gz = grad_out · slope = ∂L/∂z: grad_y = gz · d[p] per pixel, grad_d[p] = Σ_hw gz · y and
-// bias_part[p] = Σ_hw gz (summed over n by the host). Reads grad_out, out, y once, writes grad_y once.
+// Backward (A.3's chain rule): one block per plane p (grid-stride, uniform across the block, as block_sum needs):
+// grad_y = gz · d[p] per pixel, grad_d[p] = Σ_hw gz · y and bias_part[p] = Σ_hw gz (summed over n by the host).
 template <typename scalar_t, typename acc_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
                                 const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
@@ -1804,21 +1784,15 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* 
     if (threadIdx.x == 0 && bias_part) bias_part[p] = sum_gz;
   }
 }
-
 // Threads for a block walking a plane of HW pixels: HW rounded up to whole warps, 32..256 (4×4: one warp).
 int threads_for(int64_t HW) { return int(std::min<int64_t>(256, std::max<int64_t>(32, (HW + 31) / 32 * 32))); }
-
 template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
-
-// The main input, made contiguous. (act and gain > 0, which the backward's `slope` needs, are checked by the caller,
-// fused_epilogue_cuda.)
+// Inputs, checked and made contiguous (an optional one undefined if absent); act, gain > 0: fused_epilogue_cuda's.
 at::Tensor main_input(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda() && t.dim() == 4, name, " must be a CUDA tensor [N, O, H, W], got ", t.sizes(), " on ",
               t.device());
   return t.contiguous();
 }
-
-// An optional input: undefined if absent, else checked (like's device, a dtype, a shape) and made contiguous.
 at::Tensor optional_input(const Opt& t, const char* name, at::IntArrayRef shape, at::ScalarType dtype,
                           const at::Tensor& like) {
   if (!t.has_value() || !t->defined()) return at::Tensor();
@@ -1828,8 +1802,7 @@ at::Tensor optional_input(const Opt& t, const char* name, at::IntArrayRef shape,
 }
 }  // namespace
 
-// The host functions, called from Python: check, run on the tensors' device and its current stream (ordered with
-// PyTorch's own work), allocate the outputs, dispatch on the dtype.
+// The host functions: check, allocate, launch on the tensors' device and its current stream (after PyTorch's work).
 at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias_, int64_t act, double gain,
     double clamp) {
   const at::Tensor y = main_input(y_, "y");
@@ -1864,9 +1837,9 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
   const at::Tensor d = optional_input(d_, "d", {N, O}, acc, g);
   TORCH_CHECK(out.defined() || (act == 0 && clamp < 0), "out is needed to recover the slope of act and clamp");
   TORCH_CHECK(y.defined() || !need_d, "y is needed for the gradient of d");
-  const at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();
-  const at::Tensor grad_d = need_d ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();  // (zeros: an
-  const at::Tensor bias_part = need_bias ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();  // empty sum)
+  const at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();     // zeros below: a sum over no pixels is 0
+  const at::Tensor grad_d = need_d ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();
+  const at::Tensor bias_part = need_bias ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();
   if (planes > 0 && HW > 0 && (need_y || need_d || need_bias)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "epilogue_backward", [&] {
       using acc_t = at::acc_type<scalar_t, true>;
@@ -1883,126 +1856,73 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
 """
 
 
-# --- A.2 Lazy build: compile on first use, cache on disk, survive N processes starting at once ----------------
-# The build directory is keyed by a hash of everything that changes the binary (sources, torch, CUDA and Python
-# versions, target GPU architectures), so a cached build is never stale nor loaded into the wrong torch. A build
-# takes a minute or two on 2 cores; later processes import the cached .so in milliseconds, without a toolkit. An
-# fcntl lock on <build_dir>/build.lock serializes concurrent starts (torchrun's 8 ranks): the first builds, the
-# others wait on the lock, then find BUILD_OK and load the result.
-
-_PLUGIN = None                       # the loaded extension module, or None
-_PLUGIN_STATUS = None                # the status dict of the last build/load attempt (see build_modconv_plugin)
-_PLUGIN_THREAD_LOCK = threading.Lock()
-
-try:
-    import fcntl                                    # POSIX file locks: this build lock and the run lock
-except ImportError:                                 # (Appendix D); on Windows neither is guarded
-    fcntl = None
+# --- A.2 Lazy build: load_inline caches it in <cache>/<name>, the name a hash of all that changes the binary (a build
+# is never stale nor loaded into the wrong torch); of N processes at once one builds, the others wait on its lock.
+_PLUGIN, _PLUGIN_STATUS, _PLUGIN_THREAD_LOCK = None, None, threading.Lock()   # the module; the build's status
+fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX file locks (Appendix D's run lock)
 
 
 def _find_cuda_home():
-    """The CUDA toolkit to compile with (the build, `doctor`, the tests), or None: the first of $CUDA_HOME,
-    $CUDA_PATH, the `nvcc` on PATH's (links resolved), /usr/local/cuda with bin/nvcc and include/cuda_runtime.h."""
+    """The first of $CUDA_HOME, $CUDA_PATH, nvcc's (on PATH), /usr/local/cuda with bin/nvcc and its headers, or None."""
     nvcc = shutil.which('nvcc')
-    for home in (os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'),
-                 nvcc and Path(nvcc).resolve().parent.parent, '/usr/local/cuda'):
+    for home in (os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'), nvcc and Path(nvcc).resolve().parents[1],
+                 '/usr/local/cuda'):
         if home and Path(home, 'include/cuda_runtime.h').is_file() and shutil.which('nvcc', path=Path(home, 'bin')):
             return str(home)
-    return None
 
 
-def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
-    """Build (or load from the cache) the CUDA plugin -> (module or None, status). Never raises nor warns (a compile
-    says so on stderr): load_modconv_plugin() tells the user. force_compile_without_gpu: compile with no GPU visible
-    (for CI: "a syntax or link error can never land"), for $TORCH_CUDA_ARCH_LIST or '8.0+PTX'. The status, for
-    `doctor`: ok, reason, warn (a failure to tell), from_cache, seconds, arch_list, log (a failed build's output)."""
-    t0, status = time.time(), dict(from_cache=False, arch_list=None, log=None)
-
-    def finish(module, reason='loaded', warn=False):
-        global _PLUGIN, _PLUGIN_STATUS
-        status.update(ok=module is not None, reason=reason, warn=warn, seconds=round(time.time() - t0, 2))
-        _PLUGIN, _PLUGIN_STATUS = module, status
-        return module, status
-
-    if torch.version.cuda is None:                  # a CPU-only or ROCm build of torch
-        return finish(None, 'this torch build has no CUDA support (torch.version.cuda is None)')
-    # The target: the user's TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0' on H100, '8.0;9.0' if mixed), else
-    # (forced, no GPU) sm_80 code + PTX that newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5).
-    status['arch_list'] = arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or ';'.join(sorted(
+def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None, warn=False):
+    """Build or load the plugin -> (module or None, status: ok, reason, from_cache, seconds, arch_list, log). Never
+    raises; a failed build warns if asked. force_compile_without_gpu: for CI, where a build error must fail."""
+    global _PLUGIN, _PLUGIN_STATUS
+    # The target: $TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0' on H100, '8.0;9.0' if mixed), else (forced)
+    # sm_80 code + PTX that newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5).
+    arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or ';'.join(sorted(
         {'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})) or (
         '8.0+PTX' if force_compile_without_gpu else None)
-    if arch_list is None:
-        return finish(None, 'no CUDA GPU visible (use force_compile_without_gpu=True to compile anyway)')
-    key = hashlib.sha256('\0'.join([_MODCONV_CPP, _MODCONV_CUDA, torch.__version__, torch.version.cuda, arch_list,
-                                    sys.version.split()[0], sys.platform]).encode()).hexdigest()
-    name = f'stylegan_v_modconv_{key[:10]}'         # also the module name (PyInit_<name> inside the .so)
-    cache = cache_root or os.environ.get('STYLEGAN_V_CACHE') or Path.home() / '.cache/stylegan_v'
-    build_dir = Path(cache, f'ext-{key[:16]}').expanduser()
-    library = build_dir / (name + ('.pyd' if os.name == 'nt' else '.so'))
-    try:
-        build_dir.mkdir(parents=True, exist_ok=True)
-        with open(build_dir / 'build.lock', 'a+') as lock:        # closing it (or dying) releases the lock
-            if fcntl is not None:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)         # another process is building: wait for it
-            if (build_dir / 'BUILD_OK').exists() and library.exists():
-                with contextlib.suppress(Exception):             # unloadable (a half-deleted cache): rebuild
-                    spec = importlib.util.spec_from_file_location(name, library)
-                    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
-                    status['from_cache'] = True
-                    return finish(module)
-            if (cuda_home := _find_cuda_home()) is None:          # no toolkit, no cache: silently the reference
-                return finish(None, 'no CUDA toolkit (bin/nvcc, include/cuda_runtime.h) found; set CUDA_HOME to '
-                                    'one to build the kernel')
-            print(f'[modconv] compiling the CUDA kernel for arch {arch_list} into {build_dir} (a minute or two, '
-                  f'once; later runs load it)', file=sys.stderr)   # said always: a silent minute looks like a hang
-            # torch guessed a CUDA_HOME of its own at import (cpp_extension.CUDA_HOME): build with the one found
-            # above, and for arch_list (load_inline reads TORCH_CUDA_ARCH_LIST).
-            # (Without ninja, load_inline says "Ninja is required ... (pip install ninja to get it)": the reason.)
-            from unittest import mock
+    key = repr((_MODCONV_CPP, _MODCONV_CUDA, torch.__version__, torch.version.cuda, arch_list, sys.version))
+    name = f'stylegan_v_modconv_{hashlib.sha256(key.encode()).hexdigest()[:12]}'   # (PyInit_<name> in the .so)
+    build_dir = Path(cache_root or os.environ.get('STYLEGAN_V_CACHE') or '~/.cache/stylegan_v', name).expanduser()
+    t0, cuda_home, _PLUGIN = time.time(), _find_cuda_home(), None
+    status = dict(ok=False, from_cache=(build_dir / f'{name}.so').is_file(), arch_list=arch_list, log=None,
+                  reason='no CUDA in this torch build' if torch.version.cuda is None else 'no CUDA GPU visible' if
+                  arch_list is None else None if cuda_home else 'no CUDA toolkit found: set CUDA_HOME to one to build')
+    if status['reason'] is None:                    # (no toolkit or GPU: silently the reference)
+        if not status['from_cache']:                # said: a silent minute looks like a hang
+            print(f'[modconv] compiling the CUDA kernel for {arch_list} in {build_dir} (1-2 min)', file=sys.stderr)
+        from unittest import mock                   # torch guessed a CUDA_HOME of its own at import: use ours
+        try:
+            build_dir.mkdir(parents=True, exist_ok=True)
             with mock.patch.dict(os.environ, TORCH_CUDA_ARCH_LIST=arch_list, CUDA_HOME=cuda_home), \
                     mock.patch.object(cpp_extension := _cpp_extension(), 'CUDA_HOME', cuda_home):
-                module = cpp_extension.load_inline(
+                _PLUGIN = cpp_extension.load_inline(
                     name, [_MODCONV_CPP], [_MODCONV_CUDA], functions=['epilogue_forward', 'epilogue_backward'],
                     extra_cflags=['-O3'], extra_cuda_cflags=['-O3'], build_directory=str(build_dir),
                     verbose=verbose, with_cuda=True, no_implicit_headers=True)
-            (build_dir / 'BUILD_OK').write_text(f'built for arch {arch_list} in {time.time() - t0:.0f} s\n')
-            return finish(module)
-    except Exception as error:                      # a compiler or linker error, an unwritable cache, ...
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-        first = next((line for line in lines if re.search(r'\berror\b', line, re.IGNORECASE)
-                      and not line.startswith('Error building extension')), lines[0])   # the compiler's, not ninja's
-        for log in (build_dir / 'build.log', Path(tempfile.gettempdir(), f'stylegan_v_build_{os.getpid()}.log')):
-            with contextlib.suppress(OSError):     # torch puts the compiler's whole output into the message
-                log.write_text(f'{error}\n\n{traceback.format_exc()}')
-                status['log'] = str(log)
-                break
-        return finish(None, f'build failed: {first[:300]}', warn=True)
-
-
-def load_modconv_plugin(verbose=False):
-    """The CUDA plugin module, built on the first call of the process; None (use the reference) if unavailable.
-    A failed build warns once, naming the log with the compiler's output; a missing toolkit or GPU is silent."""
-    with _PLUGIN_THREAD_LOCK:
-        if _PLUGIN_STATUS is None:
-            _, status = build_modconv_plugin(verbose=verbose)
-            if status['warn']:
+            status.update(ok=True, reason='loaded')
+        except Exception as error:                  # a compiler or linker error (or no ninja), an unwritable cache
+            status['log'] = os.path.join(tempfile.gettempdir(), f'{name}-{os.getpid()}.log')
+            Path(status['log']).write_text(f'{error}\n\n{traceback.format_exc()}')   # torch's message has it all
+            found = re.search(r'^\s*((?!Error building)[^\n]*\berror\b[^\n]*)', str(error), re.M | re.I)
+            status['reason'] = f'build failed: {found[1].strip()[:300] if found else _first_line(error)}'  # nvcc's
+            if warn:
                 warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({status['reason']}); "
-                              f"using the PyTorch reference instead. Full log: {status['log']}", stacklevel=2)
-        return _PLUGIN
+                              f"using the PyTorch reference instead. Full log: {status['log']}", stacklevel=3)
+    _PLUGIN_STATUS = dict(status, seconds=round(time.time() - t0, 2))
+    return _PLUGIN, _PLUGIN_STATUS
 
 
-# --- A.3 The autograd Function: first derivatives by the kernels, second ones by PyTorch ------------------------
-# R1 (Sec 4.1, Appx B.1) differentiates D's gradient w.r.t. its input, through a ModConv2d in every D block, so
-# the op needs second derivatives. With m = ∂out/∂z and gz = grad_out · m:  grad_y = gz · d,  grad_d = Σ_hw gz · y,
-# grad_bias = Σ_{n,hw} gz. m of lrelu and clamp is piecewise constant and read from the saved output (the kernel's
-# `slope`), so these are plain products of saved tensors: a backward that will itself be differentiated
-# (create_graph, as R1's) computes them in PyTorch, which differentiates them again; any other uses the kernel.
-
-_ACT_ID = {'linear': 0, 'lrelu': 1}
+def load_modconv_plugin():
+    """The plugin, built on the process's first call (a failed build warns once); None: use the reference."""
+    with _PLUGIN_THREAD_LOCK:
+        return _PLUGIN if _PLUGIN_STATUS else build_modconv_plugin(warn=True)[0]
 
 
+# --- A.3 The autograd Function: first derivatives by the kernels, second ones (R1 differentiates D's gradient, Sec
+# 4.1) by PyTorch: with m = ∂out/∂z (the kernel's `slope`) and gz = grad_out · m, grad_y = gz · d, grad_d = Σ_hw gz · y
+# and grad_bias = Σ_{n,hw} gz are products of saved tensors, which a create_graph backward computes in PyTorch.
 class _FusedEpilogue(torch.autograd.Function):
-    """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel."""
+    """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel; act_id 0 linear, 1 lrelu."""
 
     @staticmethod
     def forward(ctx, y, d, bias, act_id, gain, clamp):
@@ -2018,7 +1938,7 @@ class _FusedEpilogue(torch.autograd.Function):
         if not torch.is_grad_enabled():                                    # a first derivative: the kernel
             return (*load_modconv_plugin().epilogue_backward(grad_out, out, y, d, *need, *ctx.cfg), None, None, None)
         m = gain if out is None else torch.full_like(out, gain)            # [N, O, H, W] (or a float)
-        if act_id == _ACT_ID['lrelu']:
+        if act_id == 1:
             m = torch.where(out > 0, m, m * LRELU_SLOPE)                   # out > 0 ⇔ z > 0 (gain > 0)
         gz = grad_out * (m * (out.abs() < clamp) if clamp >= 0 else m)     # zero where the clamp was active
         acc = torch.promote_types(gz.dtype, torch.float32)
@@ -2028,110 +1948,75 @@ class _FusedEpilogue(torch.autograd.Function):
 
 
 def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=None):
-    """fused_epilogue_ref by one CUDA kernel. y and out stay in y's dtype; d and bias are used in fp32 (fp64 for
-    fp64 y), slightly more accurate than the reference, which rounds them to y's dtype."""
+    """fused_epilogue_ref by one kernel: y and out in y's dtype, d and bias in acc_t (the reference rounds them)."""
     gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
-    if act not in _ACT_ID or gain <= 0 or (clamp is not None and clamp <= 0):
-        raise ValueError(f"the fused epilogue needs act 'linear' or 'lrelu', gain > 0 and clamp > 0 or None, got "
-                         f"{act!r}, {gain}, {clamp}")
-    acc = torch.promote_types(y.dtype, torch.float32)                      # the kernels' acc_t
-    d, bias = (None if t is None else t.to(acc) for t in (d, bias))        # [N, O], [O]
-    return _FusedEpilogue.apply(y, d, bias, _ACT_ID[act], gain, -1.0 if clamp is None else float(clamp))
+    if act not in ACT_GAIN or gain <= 0 or (clamp is not None and clamp <= 0):   # what `slope` relies on
+        raise ValueError(f"fused epilogue: act 'linear'/'lrelu', gain > 0, clamp > 0 or None, not {act, gain, clamp}")
+    d, bias = (None if t is None else t.to(torch.promote_types(y.dtype, torch.float32)) for t in (d, bias))  # acc_t
+    return _FusedEpilogue.apply(y, d, bias, int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))
 
 
-# --- A.4 Parity and the self-check: the compiled ops are used only once they match the reference ----------------
-# check_parity sends the same inputs through the kernel and the reference, upcast to fp32 (fp64 for fp64) so that a
-# half-precision check measures the kernel's own rounding. The relative tolerances allow about 10 roundings (fp16
-# 5e-3 ~ 10 x 2^-11, bf16 4e-2 ~ 10 x 2^-8: a gradient's sums, and the reference rounds d and b to y's dtype, the
-# kernel does not); an indexing bug gives errors of order 1. Its default, the short form, is what `doctor` runs, and
-# the self-check the first time the kernel would run on a device in this process (ms on a GPU); the tests run the
-# whole matrix (`pytest -k kernel_parity`). On a mismatch one warning names the check and its error, and that device
-# uses the reference for the rest of the run: a miscompiled kernel costs speed, never a silently wrong model.
-
+# --- A.4 Parity and the self-check: the same inputs through the kernel and the reference, upcast to fp32 (fp64 for
+# fp64): a half-precision check measures the kernel's own rounding, ~10 roundings allowed (fp16 5e-3 ~ 10 x 2^-11);
+# an indexing bug errs by ~1. A device uses the kernel once it passed: a miscompiled one costs speed, not correctness.
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+_SELF_CHECKS = {}                    # str(device) -> whether the compiled ops passed the self-check there
 
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
-    """Random (y, d, bias), all requiring grad, with no pre-activation z within `margin` of a kink (z = 0 for
-    lrelu, |act(z)·gain| = clamp), where a rounding difference would flip the slope: y is solved for from z."""
-    gen = torch.Generator(device='cpu').manual_seed(seed)
+    """Random (y, d, bias) requiring grad, no z = y·d + b within `margin` of a kink (rounding would flip the slope)."""
+    gen = torch.Generator().manual_seed(seed)
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
-    gain = ACT_GAIN[act] if gain is None else gain
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
-    while True:                                                                     # resample z near a kink
-        pre = torch.where(z > 0, z, z * LRELU_SLOPE if act == 'lrelu' else z) * gain   # act(z)·gain
-        bad = (z.abs() < margin) | ((pre.abs() - (clamp or math.inf)).abs() < margin)
-        if not bad.any():
-            break
-        z = torch.where(bad, randn(N, O, H, W) * 2, z)
+    bound = math.inf if clamp is None else clamp
+    while (near := (z.abs() < margin) | ((bias_act_ref(z, None, act, gain).abs() - bound).abs() < margin)).any():
+        z = torch.where(near, randn(N, O, H, W) * 2, z)                             # resampled
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
     return tuple(t.to(device=device, dtype=dtype).requires_grad_(True) for t in (y, d, bias))
 
 
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16),
-                 configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False)),
-                 seed=0) -> dict:
-    """The compiled epilogue against the reference, forward and every gradient, per dtype and configuration
-    (act, clamp, with d, with bias) -> {'ok', 'checks': {name: {'ok', 'err', 'tol'}}} ('reason' without a plugin)."""
-    if load_modconv_plugin() is None:
-        return dict(ok=False, checks={}, reason=_PLUGIN_STATUS['reason'])
-    rel_err = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()  # noqa: E731
+                 configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False))):
+    """The loaded kernel against the reference per dtype and (act, clamp, d?, bias?): forward and every gradient ->
+    {'ok', 'checks': {name: {'ok', 'err', 'tol'}}}."""
     checks = {}
     for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
-        inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp, seed=seed)
-        inputs = {n: t for n, t, use in zip(('y', 'd', 'bias'), inputs, (True, use_d, use_bias)) if use}
-        ref_dtype = torch.promote_types(dtype, torch.float32)
-        ref_inputs = {n: t.detach().to(ref_dtype).requires_grad_(True) for n, t in inputs.items()}
-        out = fused_epilogue(**inputs, act=act, clamp=clamp, impl='cuda')
-        ref = fused_epilogue(**ref_inputs, act=act, clamp=clamp, impl='ref')
-        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(out)
-        grads = zip(inputs, torch.autograd.grad(out, list(inputs.values()), grad),
-                    torch.autograd.grad(ref, list(ref_inputs.values()), grad.to(ref)))
-        errs = dict(forward=rel_err(out, ref), **{f'grad_{n}': rel_err(g, rg) for n, g, rg in grads})
-        for what, err in errs.items():
+        inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp)
+        fast = {n: t for n, t, use in zip(('y', 'd', 'bias'), inputs, (True, use_d, use_bias)) if use}
+        ref = {n: t.detach().to(torch.promote_types(dtype, torch.float32)).requires_grad_() for n, t in fast.items()}
+        grad = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(1)).to(inputs[0])
+        outs = [fn(**x, act=act, clamp=clamp) for fn, x in ((fused_epilogue_cuda, fast), (fused_epilogue_ref, ref))]
+        results = [[out, *torch.autograd.grad(out, [*x.values()], grad.to(out))] for out, x in zip(outs, (fast, ref))]
+        for what, got, want in zip(['forward', *(f'grad_{n}' for n in fast)], *results):
+            err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
             checks[f'epilogue/{str(dtype)[6:]}/{act}/clamp={clamp}/d={use_d}/b={use_bias}/{what}'] = dict(
                 ok=err <= PARITY_TOL[dtype], err=err, tol=PARITY_TOL[dtype])
     return dict(ok=all(c['ok'] for c in checks.values()), checks=checks)
 
 
-_SELF_CHECKS = {}                    # str(device) -> whether the compiled ops passed the self-check there
-
-
 def plugin_self_check(device) -> bool:
-    """Has the compiled kernel matched the reference on `device`? Checked (check_parity's short form) the first
-    time it is asked in a process; a mismatch or a crash warns once and says False: the reference is used there."""
+    """Did the kernel match the reference on `device` (check_parity's short form, once a process)? If not: 1 warning."""
     if str(device) not in _SELF_CHECKS:
-        try:
-            checks = check_parity(device)['checks']
-            # the worst check, a failed one first (an error of NaN fails, and compares with nothing)
-            worst, c = max(checks.items(), key=lambda kv: (not kv[1]['ok'], kv[1]['err'] / kv[1]['tol']))
-            ok, why = c['ok'], f"{worst}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
+        try:                                        # (an error of NaN fails too: it compares with nothing)
+            bad = [f"{k}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
+                   for k, c in check_parity(device)['checks'].items() if not c['ok']]
         except Exception as e:                      # a kernel that crashes is as unusable as a wrong one
-            ok, why = False, f'{type(e).__name__}: {_first_line(e)}'
-        if not ok:
+            bad = [f'{type(e).__name__}: {_first_line(e)}']
+        if bad:
             warnings.warn(f'stylegan_v: the fused ModConv2d kernel disagrees with the PyTorch reference on {device} '
-                          f'({why}); using the reference for the rest of this run', stacklevel=3)
-        _SELF_CHECKS[str(device)] = ok
+                          f'({bad[0]}); using the reference for the rest of this run', stacklevel=3)
+        _SELF_CHECKS[str(device)] = not bad
     return _SELF_CHECKS[str(device)]
 
 
 def _resolve_impl(impl, x):
-    """What §3's dispatcher asks first. impl=None: 'cuda' when x is on a GPU, USE_CUSTOM_OPS is on and the plugin
-    loads and has passed its self-check on x's device; else 'ref'."""
-    if impl is None:
-        use_cuda = USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None and plugin_self_check(x.device)
-        return 'cuda' if use_cuda else 'ref'
-    if impl not in ('cuda', 'ref'):
-        raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
-    if impl == 'cuda' and load_modconv_plugin() is None:
-        raise RuntimeError(f"impl='cuda' but the plugin is unavailable: {_PLUGIN_STATUS['reason']} "
-                           f"(log: {_PLUGIN_STATUS['log']})")
-    return impl
+    """§3's choice: impl, or for None 'cuda' on a GPU (with USE_CUSTOM_OPS, the plugin, its self-check), else 'ref'."""
+    return impl or ('cuda' if USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None
+                    and plugin_self_check(x.device) else 'ref')
 
 
 def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
-    """A whole ModConv2d layer without resampling (up=1), as ModConv2d composes it (for the benchmark and the R1
-    parity test). x: [N, I, H, W], weight: [O, I, k, k] (gain applied), s: [N, I]."""
+    """A ModConv2d layer, up=1 (bench, R1 test): x [N, I, H, W], weight [O, I, k, k] (gain applied), s [N, I]."""
     x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (SG2 Eq 1)
     y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
     d = demod_coefficients(weight, s)                                       # [N, O]    (SG2 Eq 3)
@@ -2141,18 +2026,11 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' release: its architecture, and its snapshots read without running anything
 # ------------------------------------------------------------------------------------------------
-# B.1 The release's architecture (arch 'release'): where the authors' code differs from the paper (the README's
-# deviations table has every row), as variants of §5's and §7's modules registered in §1's ARCH_VARIANTS, so that
-# its checkpoints load into the same Generator and Discriminator, weight for weight:
-#   * motion: time_enc_dim waves without amplitudes (v~ = [sin, cos] of the phase, 2F channels), log-spaced
-#     frequencies, phases W_rho u scaled by period_max / period, predictors without bias;
-#   * D: time gaps through a learned Embedding of the rounded gap, Fourier features and StyleGAN2's mapping network,
-#     projection only (d_cond 'concat'), frame features halved where frames meet, strided minibatch-stddev groups;
-#   * sampling: spans from {2, 4, 8, 16, 32} (its total_dists), shortest period = the token spacing.
-
+# B.1 The release's architecture (arch 'release', the README's deviations): §5's and §7's modules varied, chosen in
+# §1's ARCH_VARIANTS, so its checkpoints load weight for weight (and its D: projection only, halved frame features).
 class ReleaseMotionMapping(MotionMappingNetwork):
-    """The release's AlignedTimeEncoder on F_m's motion codes: what wave_params and wave return differ. Its periods
-    are log-spaced from period_min to period_max (Eq 6's are linear: their joint cycle is far longer, Fig 9)."""
+    """The release's AlignedTimeEncoder on F_m's codes: waves without amplitudes (v~ = [sin, cos] of the phase), periods
+    log-spaced from period_min to period_max (Eq 6's are linear: a far longer joint cycle, Fig 9), phases scaled."""
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -2174,9 +2052,8 @@ class ReleaseMotionMapping(MotionMappingNetwork):
 
 
 class ReleaseTimeGapEncoder(nn.Module):
-    """The release's time conditioning of D (TemporalDifferenceEncoder, D's mapping): per gap delta, a learned Embedding
-    of the rounded gap and [sin, cos] of log2(T) Fourier features pi 2^i delta / T, the k-1 gap codes into StyleGAN2's
-    mapping network without z. It only conditions the projection head: no hypernetwork (Sec 3.2 differs)."""
+    """The release's time conditioning of D: per gap delta, a learned Embedding of the rounded gap and [sin, cos] of
+    log2(T) Fourier features pi 2^i delta / T, the k-1 gap codes into a mapping network; projection head only."""
 
     def __init__(self, k: int, cmap_dim: int, cfg: Config):
         super().__init__()
@@ -2201,13 +2078,9 @@ ARCH_VARIANTS["release"] = dict(
     fixed=dict(d_cond="concat", d_frame_div=2, mbstd_strided=True))           # its D, whatever a flag says
 
 
-# B.2 Reading their pickles (what load_checkpoint calls for a bare pickle: `convert`, `train --resume`, `sample`,
-# `figures`, fvd.py's --fake). A snapshot is dict(training_set_kwargs, G, D, G_ema, augment_pipe), its networks
-# StyleGAN2-ADA *persistence* objects that embed their module's source, which the ordinary unpickler imports and
-# runs (with OmegaConf, dnnlib and numpy globals). Ours makes real only torch's tensor rebuilds, plain containers
-# and plain numpy numbers, and answers every other name with an inert stand-in: nothing in the file runs, and the
-# recorded state (_parameters, _buffers, _modules, _init_kwargs, OmegaConf's config) holds weights and settings.
-
+# B.2 Reading their pickles: dict(training_set_kwargs, G, D, G_ema, augment_pipe), the networks StyleGAN2-ADA
+# *persistence* objects embedding their source, which pickle would import and run. Ours answers every name but a few
+# plain ones with an inert stand-in: nothing runs; the state it records (_parameters, _modules, cfg) holds it all.
 class _Inert:
     """Stands in for any class a pickle names: records the state it is given (a dict), runs nothing."""
     state: dict = {}
@@ -2218,73 +2091,41 @@ class _Inert:
 
     def __setstate__(self, state):
         self.state = state if isinstance(state, dict) else {}
-
-
-class _PersistentObject(_Inert):
-    """Stands for persistence._reconstruct_persistent_obj(meta): the state it recorded, never its source."""
-
-    def __init__(self, meta):
-        self.__setstate__(meta.get("state") if isinstance(meta, dict) else None)
-
-
-def _checked(what: str, fn, ok):
-    """fn, called only on arguments that pass ok(*args), else an UnpicklingError: a real callable a pickle names."""
-    def call(*args):
-        if not ok(*args):
-            raise pickle.UnpicklingError(f"{what}{args!r:.80} refused")
-        return fn(*args)
-    return call
+        return self
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: the names of REAL are themselves (a numpy dtype or scalar only of a plain number; a storage only
-    from bytes, by torch's own safe loader), persistence's rebuild a _PersistentObject, every other name an _Inert.
-    (A persistent id, which no snapshot has, is refused by pickle's own persistent_load.)"""
+    """find_class: REAL's names are themselves (a numpy dtype or scalar only of a plain number, a storage only from
+    bytes by torch's safe loader, else an _Inert), any other an _Inert (persistence's rebuild: its recorded state)."""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
             **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)},
-            ("numpy", "dtype"): _checked("numpy.dtype", lambda name, *_: np.dtype(name),
-                                         lambda name, *_: isinstance(name, str) and re.fullmatch(r"[biuf]\d", name)),
-            **dict.fromkeys([("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")], _checked(
-                "numpy scalar", lambda dtype, data: np.frombuffer(data, dtype)[0],
-                lambda dtype, data=None: isinstance(dtype, np.dtype) and dtype.kind in "biuf" and type(data) is bytes)),
-            ("torch.storage", "_load_from_bytes"): _checked(    # a legacy torch.save of one storage
-                "a storage from", lambda data: torch.load(io.BytesIO(data), map_location="cpu", weights_only=True),
-                lambda data: isinstance(data, (bytes, bytearray)))}
+            ("numpy", "dtype"): lambda name, *_: np.dtype(name) if re.fullmatch(r"[biuf]\d", str(name)) else _Inert(),
+            **dict.fromkeys([("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")],
+                            lambda dtype, data=None: np.frombuffer(data, dtype)[0] if isinstance(dtype, np.dtype)
+                            and dtype.kind in "biuf" and type(data) is bytes else _Inert()),
+            ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), map_location="cpu",
+                weights_only=True) if type(data) in (bytes, bytearray) else _Inert()}   # (a plain pickle's storage)
     inert = {}                                           # one stand-in class per name
 
     def find_class(self, module, name):
-        if name == "_reconstruct_persistent_obj":
-            return _PersistentObject
+        if name == "_reconstruct_persistent_obj":        # persistence's rebuild: its recorded state, never its source
+            return lambda meta: _Inert().__setstate__(meta.get("state") if isinstance(meta, dict) else None)
         return self.REAL.get((module, name)) or self.inert.setdefault(
             (module, name), type(name, (_Inert,), {"__module__": module}))
 
 
-def _plain(obj):
-    """OmegaConf's stand-ins (DictConfig, ListConfig, AnyNode) and containers -> plain Python values."""
-    if isinstance(obj, _Inert):
-        return _plain(obj.state["_content"] if "_content" in obj.state else obj.state.get("_val"))
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    return [_plain(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
-
-
-def _module_state(obj, prefix: str = "") -> dict:
-    """A recorded torch module's parameters and persistent buffers, then its children's: its state_dict()."""
-    state = obj.state if isinstance(obj, _Inert) else {}
-    skip = state.get("_non_persistent_buffers_set") or set()
-    out = {prefix + name: tensor.detach() for group in ("_parameters", "_buffers")
-           for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor) and name not in skip}
-    for name, child in (state.get("_modules") or {}).items():
-        out.update(_module_state(child, f"{prefix}{name}."))
-    return out
-
-
 def _release_config(snap: dict) -> Config:
     """A Config (arch 'release') from what G_ema and D recorded: their OmegaConf cfg, _init_kwargs, attributes."""
+    def plain(obj):                                      # OmegaConf's stand-ins and containers -> plain values
+        if isinstance(obj, _Inert):                      # (DictConfig, ListConfig: _content; AnyNode: _val)
+            return plain(obj.state["_content"] if "_content" in obj.state else obj.state.get("_val"))
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        return [plain(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
     G, D = snap["G_ema"].state, snap["D"].state
-    g, d, Dk, Gk = _plain(G["cfg"]), _plain(D["cfg"]), _plain(D["_init_kwargs"]), _plain(G["_init_kwargs"])
-    syn, mapping = Gk.get("synthesis_kwargs", {}), _plain(G["_modules"]["mapping"].state["_init_kwargs"])
+    g, d, Dk, Gk = plain(G["cfg"]), plain(D["cfg"]), plain(D["_init_kwargs"]), plain(G["_init_kwargs"])
+    syn, mapping = Gk.get("synthesis_kwargs", {}), plain(G["_modules"]["mapping"].state["_init_kwargs"])
     motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
     return make_config(
         "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
@@ -2301,8 +2142,7 @@ def _release_config(snap: dict) -> Config:
 
 
 def _release_name(ours: str, resolution: int) -> str:
-    """The release's name of a tensor of our arch='release' G or D (a state_dict name): the renames below, in order.
-    Our blocks count from the network's input (G: 4^2 up, D: `resolution` down), the release's name their size."""
+    """The release's name of our state_dict name (ours count blocks from the input, the release's name their size)."""
     for pattern, new in [
             (r"^mapping\.layers\.", "mapping.fc"), (r"^motion\.", "synthesis.motion_encoder."),      # G: F_c, F_m
             (r"conv_(weight|bias)e?s\.(\d+)$", r"conv.\2.\1"), (r"W_omega\.", "time_encoder.periods_predictor."),
@@ -2319,41 +2159,39 @@ def _release_name(ours: str, resolution: int) -> str:
 
 
 def import_release_snapshot(path: str) -> dict:
-    """An authors' network-snapshot-*.pkl -> a checkpoint dict of ours, safely. Every tensor is checked against our
-    arch='release' modules (present, right shape), the buffers the Config fixes compared: a misread setting fails."""
+    """An authors' network-snapshot-*.pkl -> our checkpoint dict, safely; each tensor checked (shape, fixed values)."""
+    def module_state(obj, prefix=""):                    # a recorded torch module's state_dict()
+        state = obj.state if isinstance(obj, _Inert) else {}
+        skip = state.get("_non_persistent_buffers_set") or set()
+        out = {prefix + name: tensor.detach() for group in ("_parameters", "_buffers")
+               for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor) and name not in skip}
+        for name, child in (state.get("_modules") or {}).items():
+            out.update(module_state(child, f"{prefix}{name}."))
+        return out
     if (size := os.path.getsize(path)) > 8 * 2 ** 30:   # a published 1024^2 snapshot is ~1 GB; more is not one
         raise CheckpointError(f"{path}: {size / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
-    try:
+    try:                                                 # (a deep or cyclic pickle: a RecursionError, also one line)
         with open(path, "rb") as f:
             snap = _SnapshotUnpickler(f).load()
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {_first_line(e)})") from None
-    if not (isinstance(snap, dict) and all(isinstance(snap.get(n), _PersistentObject) for n in ("G", "D", "G_ema"))):
-        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot (no G, D and G_ema networks in it)")
-    try:                                                 # (a deep or cyclic pickle: a RecursionError, also one line)
         cfg = _release_config(snap)
-        theirs = {n: _module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
+        theirs = {n: module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
     except Exception as e:
-        raise CheckpointError(f"{path}: a snapshot without the settings of a StyleGAN-V release model "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot ({type(e).__name__}: {_first_line(e)})") from None
     kimg = re.search(r"network-snapshot-(\d+)", os.path.basename(path))   # the release names snapshots by kimg
     state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": int(kimg.group(1)) * 1000 if kimg else 0,
              "source": f"authors' snapshot {os.path.basename(path)}"}
     for name, module in (("G", Generator), ("G_ema", Generator), ("D", Discriminator)):
         state[name] = module(cfg).state_dict()
         for key, want in state[name].items():
-            their_key = _release_name(key, cfg.resolution)
-            tensor, fixed = theirs[name].get(their_key), key.endswith(("sigma", "phase_scales", "freqs"))
-            if tensor is None and fixed:                    # a buffer the Config fixes: ours, compared where saved
-                continue
-            shape = "missing" if tensor is None else tuple(tensor.shape)
-            if shape not in (tuple(want.shape), (1, *want.shape)):      # (their const, freqs: a leading 1)
+            their_key, fixed = _release_name(key, cfg.resolution), key.endswith(("sigma", "phase_scales", "freqs"))
+            tensor = theirs[name].get(their_key, want if fixed else None)    # a buffer the Config fixes: ours
+            if tensor is None or tensor.shape not in (want.shape, (1, *want.shape)):   # (const, freqs: a leading 1)
+                shape = "missing" if tensor is None else tuple(tensor.shape)
                 raise CheckpointError(f"{path}: {name}.{their_key} is {shape}, expected {tuple(want.shape)}")
             if fixed and not torch.allclose(tensor.reshape(want.shape).float(), want, rtol=1e-5):
                 raise CheckpointError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
             state[name][key] = want if fixed else tensor.reshape(want.shape).float()
-    p = theirs["augment_pipe"].get("p")
-    state["aug_p"] = float(p) if torch.is_tensor(p) and p.numel() == 1 else 0.0
+    state["aug_p"] = float(p) if torch.is_tensor(p := theirs["augment_pipe"].get("p")) and p.numel() == 1 else 0.0
     return state
 
 
