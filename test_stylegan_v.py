@@ -781,7 +781,7 @@ def test_training_writes_checkpoint_log_samples_and_fvd16_at_snapshots_and_sampl
     assert fvds[0][1] != fvds[1][1]                                  # two different generators
     last = r.stdout.strip().splitlines()[-2:]                      # the run's last word comes after its FVD
     assert last[0].startswith("fvd16: ") and last[1].startswith("done: 0.05 kimg"), r.stdout[-500:]
-    cli_ok("plot", out, "--labels", "tiny run", "--out", tmp_path / "curve.png")     # ... and `plot` draws them
+    r = cli_ok("plot", out, "--labels", "tiny run", "--out", tmp_path / "curve.png")   # ... and `plot` draws them
     assert iio.imread(tmp_path / "curve.png").shape == (400, 640, 3)
     assert r.stdout.splitlines()[0] == "tiny run: " + "  ".join(f"{k:g} kimg {v:.1f}" for k, v in fvds)
 
@@ -1192,6 +1192,11 @@ class TorchStandInPlugin:
 # (allclose at a relative tolerance per dtype, svm.PARITY_TOL), with the stand-in on a CPU and with the
 # compiled kernels on a GPU (skipped without one).
 
+def use_stand_in_plugin(monkeypatch):
+    for name, value in [('_PLUGIN', TorchStandInPlugin()), ('_PLUGIN_STATUS', dict(ok=True)), ('_SELF_CHECKS', {})]:
+        monkeypatch.setattr(svm, name, value)
+
+
 @pytest.fixture(params=['stand-in', 'cuda'])
 def kernel_device(request, monkeypatch):
     if request.param == 'cuda':
@@ -1199,8 +1204,7 @@ def kernel_device(request, monkeypatch):
             pytest.skip('needs a CUDA GPU')
         assert svm.load_modconv_plugin() is not None, svm._PLUGIN_STATUS
         return 'cuda'
-    for name, value in [('_PLUGIN', TorchStandInPlugin()), ('_PLUGIN_STATUS', dict(ok=True)), ('_SELF_CHECKS', {})]:
-        monkeypatch.setattr(svm, name, value)
+    use_stand_in_plugin(monkeypatch)
     return 'cpu'
 
 
@@ -1535,13 +1539,13 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_bench_times_rendering_at_t0_and_at_t90000_and_the_layer_benchmark_runs_both_paths(capsys, request):
+def test_bench_times_rendering_at_t0_and_at_t90000_and_the_layer_benchmark_runs_both_paths(capsys, monkeypatch):
     sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
     out = [re.sub(r"[\d.]+$", "x", row) for row in capsys.readouterr().out.splitlines()]   # (x: a number)
     assert out[0].startswith("# bench on a CPU") and out[0].endswith("custom ops off") and out[1:] == [
         f"tiny 64^2, rendering a video from t={t0} (frames/s): x" for t0 in (0, 90000)], out
     if not (gpu := torch.cuda.is_available()):       # on a CPU its plumbing, with the stand-in plugin
-        request.getfixturevalue("stand_in_plugin")
+        use_stand_in_plugin(monkeypatch)
     res = svm.benchmark_modconv_layer("cuda" if gpu else "cpu", N=2, I=8, O=8, H=32, W=32, iters=2)
     assert res["fwd+bwd, cuda (ms)"] > 0 and res["speed-up"] > 0 and (res["fwd+bwd, ref (peak GiB)"] > 0) == gpu
 
