@@ -746,7 +746,7 @@ class DiscriminatorBlock(nn.Module):
         self.conv1 = Conv2d(tmp_ch, out_ch, 3, down=True, conv_clamp=clamp)
         self.skip = Conv2d(in_ch, out_ch, 1, act="linear", down=True, bias=False)
 
-    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor], low=None) -> torch.Tensor:   # [N, C, H, W] -> [N, C', H/2, W/2]
+    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor], low=None) -> torch.Tensor:   # -> [N, C', H/2, W/2]
         x = x.to(amp_dtype(low, x) if self.use_fp16 else torch.float32)
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
@@ -1918,9 +1918,10 @@ def load_modconv_plugin():
         return _PLUGIN if _PLUGIN_STATUS else build_modconv_plugin(warn=True)[0]
 
 
-# --- A.3 The autograd Function: first derivatives by the kernels, second ones (R1 differentiates D's gradient, Sec
-# 4.1) by PyTorch: with m = ∂out/∂z (the kernel's `slope`) and gz = grad_out · m, grad_y = gz · d, grad_d = Σ_hw gz · y
-# and grad_bias = Σ_{n,hw} gz are products of saved tensors, which a create_graph backward computes in PyTorch.
+# --- A.3 The autograd Function: first derivatives by the kernels, second ones (R1 differentiates D's gradient,
+# Sec 4.1) by PyTorch: with m = ∂out/∂z (the kernel's `slope`) and gz = grad_out · m, grad_y = gz · d,
+# grad_d = Σ_hw gz · y and grad_bias = Σ_{n,hw} gz are products of saved tensors, which a create_graph
+# backward computes in PyTorch.
 class _FusedEpilogue(torch.autograd.Function):
     """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel; act_id 0 linear, 1 lrelu."""
 
@@ -2657,7 +2658,8 @@ def load_checkpoint(path: str) -> dict:
                 return import_release_snapshot(file)
     state = _load_plain(file, "checkpoint", CheckpointError)
     if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
-        hint = "no G_ema" if not isinstance(state, dict) or "projection" not in state else "it is a projection: sample --from it"
+        projection = isinstance(state, dict) and "projection" in state
+        hint = "it is a projection: sample --from it" if projection else "no G_ema"
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint ({hint})")
     try:                                     # sizes come from here: checked before any network is built
         state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
@@ -2938,7 +2940,8 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
     if not all(math.isfinite(record[k]) and abs(record[k]) < 100 for k in ("loss_G", "loss_D")):
         record["diverged"] = True
         trainer.diverged = trainer.diverged or record["kimg"]
-    bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} p {record['p']:.3f}"
+    bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} "
+                        f"p {record['p']:.3f}"
                         + (" DIVERGED" if record.get("diverged") else ""))
     if trainer.dist.main:
         _write_json_line(log, record)
@@ -2980,7 +2983,8 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
         for m in metrics:                                        # 'fvd16' -> 16 frames
             try:
                 results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
-                                                   num_videos=num_videos, device=str(trainer.dist.device), progress=False))
+                                                   num_videos=num_videos, device=str(trainer.dist.device),
+                                                   progress=False))
             except fvd.FVDError as e:
                 raise UserError(f"--metrics {m}: {e}")
     results["sec"] = time.time() - start
@@ -3006,8 +3010,9 @@ class RunLock:
         # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
         entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
         if entries and not resuming:
-            raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'] * (len(entries) > 3))}); "
-                            f"continue it with --resume auto, or train into a new --outdir")
+            shown = ", ".join(entries[:3] + ["..."][:len(entries) > 3])
+            raise UserError(f"{outdir}: a run is already there ({shown}); continue it with --resume auto, or train "
+                            f"into a new --outdir")
 
     def _flock(self, file, shared: bool = False) -> None:
         try:
@@ -3275,7 +3280,7 @@ def read_target(path: str, resolution: int) -> tuple:
             if len(frames) > PROJECT_MAX_FRAMES:
                 print(f"note: {path}: its first {PROJECT_MAX_FRAMES} frames are projected", file=sys.stderr)
             if len(frames) < 2:
-                raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass the image)")
+                raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
     except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
         raise UserError(str(e)) from None
     except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
@@ -3334,7 +3339,8 @@ def cmd_sample(args) -> None:
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
     check_memory(rendering_bytes(cfg, args.num * args.batch, device), device,
-                 f"rendering {args.num} video(s) {args.batch} frames at a time at {cfg.resolution}^2", "--batch or --num")
+                 f"rendering {args.num} video(s) {args.batch} frames at a time at {cfg.resolution}^2",
+                 "--batch or --num")
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
     fps, seeds = args.fps or cfg.fps, list(range(args.seed, args.seed + args.num))    # video i: seed + i
@@ -3372,7 +3378,8 @@ def cmd_project(args) -> None:
                  motion_seed=args.motion_seed, **fit)
     _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
     print(f"wrote {args.out}: {len(frames)} frame(s), {fit['steps']} steps in {time.time() - t0:.1f} s, distance "
-          f"{fit['loss']:.4f}" + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""), file=sys.stderr)
+          f"{fit['loss']:.4f}" + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""),
+          file=sys.stderr)
     if fit["steps"] < args.steps:
         raise KeyboardInterrupt
 
@@ -3436,7 +3443,7 @@ def build_parser() -> argparse.ArgumentParser:
         sample=(cmd_sample, "render videos of any length and frame rate", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory (default: untrained --preset)"),
             ("--preset", list(PRESETS), None, "architecture when no --ckpt (default tiny)"),
-            ("--seconds", NUM(0, 86400, lo_open=True), None, "length of the video, up to a day (default 4; --from: the clip's)"),
+            ("--seconds", NUM(0, 86400, lo_open=True), None, "length, up to a day (default 4; --from: the clip's)"),
             ("--fps", NUM(0.01, 1000), None, "frames per second (default: the dataset's, else the preset's)"),
             ("--start", NUM(0, 1e7), 0.0, "time of the first frame, in seconds"),
             ("--seed", SEED, None, "content seed z^c (video i uses seed + i; default 0)"),
