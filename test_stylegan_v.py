@@ -1266,7 +1266,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     # the dataset: checked whole and cheaply (sizes read from it bounded before anything is allocated)
     *[_row(f"train --data {data} --preset tiny --outdir run --dry-run", needle, fresh=True) for data, needle in [
         ("nope.zip", "no such dataset"), ("no-json.zip", "no dataset.json"),
-        ("first-8x8.zip", "is 8x8, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
+        ("first-8x8.zip", "is 8x8, not 16x16 as its dataset.json says"), ("short.zip", "shorter than a clip")]],
     *[_row(f"train --data {data} --outdir run --dry-run", *needles, fresh=True) for data, *needles in [
         ("folder", "no dataset.json"), ("not-json.zip", "not valid JSON"),
         ("fps-nan.zip", "fps must be a number", "got nan"), ("fps-0.zip", "fps must be a number", "0"),
@@ -3079,7 +3079,7 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {evil.zip} --fake {data}", "video '../v0' lists 9 frames but ../v0/000000.png is missing", {}),
     ("--real {gap.zip} --fake {data}", "video 'v1' lists 10 frames but v1/000009.png is missing", {}),
     ("--real {small.zip} --fake {data}", "small.zip: v0/00000", {}),
-    ("--real {small.zip} --fake {data}", "is 8x8, dataset.json says 16x16", {}),
+    ("--real {small.zip} --fake {data}", "is 8x8, not 16x16 as its dataset.json says", {}),
     ("--real {data} --fake {data}", "more than the 64 it may have", {"MAX_MEMBER_BYTES": 64}),   # declared sizes
     # memory: the batch sized from the clip's shape, before any work
     ("--real {long.npy} --fake {long.npy} --frames 1024", "--frames 1024: one clip of 4x4 needs 8.0 GiB for I3D, "
