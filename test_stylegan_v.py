@@ -3037,7 +3037,7 @@ def _crafted(d, name):
 
 
 FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
-    ("--real {d}/nope.zip --fake {data}", "nope.zip: no such file or directory", {}),
+    ("--real {d}/nope.zip --fake {data}", "--real {d}/nope.zip: no such file", {}),
     ("--real {data} --fake {data} --frames 16", "needs videos of ≥ 16 frames, and FVD 2 of them: 0 of 3", {}),
     ("--real {data} --fake {data} --frames 9 40", "needs videos of ≥ 40 frames", {}),   # every length, first
     ("--real {data} --fake {data} --subsample 2", "needs videos of ≥ 17 frames", {}),
