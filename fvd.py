@@ -623,7 +623,7 @@ class Source:
         import imageio_ffmpeg
         with self._local(what[0]) as local:
             cmd = ["-nostdin", "-hide_banner", "-i", local, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
-            r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *cmd], capture_output=True, text=True, errors="replace")
+            r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *cmd], capture_output=True, text=True, errors="ignore")
         count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
         if r.returncode or not count or not size or int(count[-1]) == 0:
             raise FVDError(f"{self.path}: {what[0]}: " + (_first_line(r.stderr) if r.returncode else "no video frames"))
@@ -722,26 +722,9 @@ def available_memory(device):
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
-def plan_batch(batch, frames, size, device, workers=0):
-    """Clips per I3D call, the one estimate of memory, from shapes: `batch`, or as many clips of `frames` frames
-    of `size` (H, W) as fit in available_memory (at most 8 on a CPU, 128 on a GPU); else an FVDError."""
-    h, w = size
-    clip = frames * h * w * 3                                       # one clip in uint8
-    per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
-    free = max(available_memory(device) - 2 * workers * clip, 0)    # less the clips read ahead
-    fits, gib = free // per_clip, lambda b: f"{b / 2 ** 30:.1f} GiB"   # noqa: E731
-    if fits < 1:
-        raise FVDError(f"--frames {frames}: one clip of {w}x{h} needs {gib(per_clip)} for I3D, but {gib(free)} are "
-                       f"free: lower --frames" + " or --workers" * bool(workers))
-    if batch is not None and batch > fits:
-        raise FVDError(f"--batch {batch}: {batch} clips of {frames} frames of {w}x{h} need {gib(batch * per_clip)} "
-                       f"for I3D, {gib(free)} are free: lower --batch (at most {fits} here)")
-    return batch or int(min(fits, 128 if device.type == "cuda" else 8))
-
-
 def check_settings(protocol="paper", **values):
     """Each numeric setting an integer in its FLAG_RANGES range (batch: or None) and the protocol known,
-    else an FVDError naming the flag: the one check of the command line and of compute_fvd."""
+    else an FVDError naming the flag: the one check, of the command line and of compute_fvd alike."""
     for name, value in values.items():
         (lo, hi), flag = FLAG_RANGES[name], "--" + name.replace("_", "-")
         if not (value is None and name == "batch" or isinstance(value, (int, np.integer))
@@ -760,8 +743,10 @@ def _about(src):
 
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
                 progress):
-    """The door of compute_fvd: every setting and both sources checked, the clips chosen, the batch
-    sized, before the first I3D pass. -> ({role: (source, clips, or None for a generator)}, batch)."""
+    """The door of compute_fvd, before the first I3D pass: every setting and both sources checked, the clips
+    chosen, and the batch planned, the one estimate of memory: `batch`, or as many clips of the largest
+    frames as fit in available_memory (at most 8 on a CPU, 128 on a GPU), else an FVDError naming the flag.
+    -> ({role: (source, clips, or None for a generator)}, batch)."""
     check_settings(protocol, frames=frames, num_videos=num_videos, subsample=subsample, seed=seed, batch=batch,
                    workers=workers)
     sides = {}
@@ -773,8 +758,18 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
         except FVDError as e:
             raise FVDError(f"--{role} {src.path}: {e}") from None
         sides[role] = (src, clips)
-    largest = max((s for src, _ in sides.values() for s in _about(src)[2]), key=lambda s: s[0] * s[1])
-    return sides, plan_batch(batch, frames, largest, device, workers)
+    h, w = max((s for src, _ in sides.values() for s in _about(src)[2]), key=lambda s: s[0] * s[1])
+    clip = frames * h * w * 3                                       # one clip in uint8
+    per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
+    free = max(available_memory(device) - 2 * workers * clip, 0)    # less the clips read ahead
+    fits, gib = free // per_clip, lambda b: f"{b / 2 ** 30:.1f} GiB"   # noqa: E731
+    if fits < 1:
+        raise FVDError(f"--frames {frames}: one clip of {w}x{h} needs {gib(per_clip)} for I3D, but {gib(free)} are "
+                       f"free: lower --frames" + " or --workers" * bool(workers))
+    if batch is not None and batch > fits:
+        raise FVDError(f"--batch {batch}: {batch} clips of {frames} frames of {w}x{h} need {gib(batch * per_clip)} "
+                       f"for I3D, {gib(free)} are free: lower --batch (at most {fits} here)")
+    return sides, batch or int(min(fits, 128 if device.type == "cuda" else 8))
 
 
 def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
@@ -928,38 +923,32 @@ def format_report(name, d):
 
 
 def main(argv=None):
-    """The command line -> {metric name: FVD}, every setting, input and clip length checked before the first
-    I3D pass. THE one way out of every failure: one line, `fvd.py: error: ...`, status 2 (1 for a bug); 130
-    for Ctrl-C or SIGTERM (`fvd.py: interrupted`: temporary files are removed on the way out)."""
+    """The command line -> {'FVD_n': the report of FVD_n as a dict}, every setting, input and clip length
+    checked before the first I3D pass. THE one way out of every failure: one line, `fvd.py: error: ...`, status
+    2 (1 for a bug); 130 for Ctrl-C or SIGTERM (`fvd.py: interrupted`: temporary files removed on the way)."""
     old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)     # SIGTERM as Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
     try:
         args = build_parser().parse_args(argv)
-        kw = dict(num_videos=args.num_videos, subsample=args.subsample, seed=args.seed, protocol=args.protocol,
-                  batch=args.batch, workers=args.workers)
-        for frames in args.frames:
-            check_settings(frames=frames, **kw)
         if args.device and not (re.fullmatch(r"cpu|mps|cuda(:\d+)?", args.device) and (
                 torch.cuda.is_available() or not args.device.startswith("cuda"))):
             raise FVDError(f"--device {args.device}: not a device here (cpu, or cuda[:N] where CUDA is)")
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        real, fake = (open_source(path, args.workers, not args.quiet, device, role)    # each opened once
-                      for role, path in (("real", args.real), ("fake", args.fake)))
-        kw.update(device=device, fake_offsets=args.fake_offsets)
-        for frames in args.frames:             # too short for any clip length: say so now, not after FVD_16
-            _open_sides(real, fake, frames, progress=False, **kw)
-        detector, results, details = _get_detector(args.detector, device), {}, {}
-        for frames in args.frames:
-            name, info = f"FVD_{frames}" + f"_s{args.subsample}" * (args.subsample > 1), {}
-            results[name] = compute_fvd(real, fake, frames=frames, jpeg=args.jpeg, detector=detector, info=info,
-                                        cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                                        progress=not args.quiet, **kw)
-            details[name] = {**info, "value": results[name]}
+        kw, real, fake = dict(num_videos=args.num_videos, subsample=args.subsample, seed=args.seed, batch=args.batch,
+                              protocol=args.protocol, workers=args.workers, device=device,
+                              fake_offsets=args.fake_offsets), args.real, args.fake
+        for frames in args.frames:     # every setting, source (opened once) and clip length before the first pass
+            (real, _), (fake, _) = _open_sides(real, fake, frames, progress=not args.quiet, **kw)[0].values()
+        detector, reports = _get_detector(args.detector, device), {}
+        for name, frames in ((f"FVD_{n}" + f"_s{args.subsample}" * (args.subsample > 1), n) for n in args.frames):
+            reports[name] = d = {}
+            d["value"] = compute_fvd(real, fake, frames=frames, jpeg=args.jpeg, detector=detector, info=d,
+                                     cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.quiet, **kw)
             if not args.json:
-                print(f"{name}: {results[name]:.2f}" if args.quiet else format_report(name, details[name]), flush=True)
+                print(f"{name}: {d['value']:.2f}" if args.quiet else format_report(name, d), flush=True)
         if args.json:
-            print(json.dumps({**results, "real": args.real, "fake": args.fake, "details": details}))
-        return results
+            print(json.dumps(reports))
+        return reports
     except KeyboardInterrupt:
         print("fvd.py: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
