@@ -434,49 +434,39 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
 
 
-class Zip:
-    """A zip opened once and read from several threads (zipfile locks its file), a member at a time,
-    streamed: a member's declared size is checked before it is read (zipfile stops reading there)."""
+class Zip(zipfile.ZipFile):
+    """A zip opened once, read from several threads (zipfile locks its file) a member at a time, streamed:
+    member() checks a member's declared size before it is read (zipfile stops reading there)."""
 
     def __init__(self, path):
-        self.path = str(path)
         open_regular(path, None).close()
         try:
-            self.zip = zipfile.ZipFile(self.path)
+            super().__init__(path)
         except (zipfile.BadZipFile, OSError) as e:
             raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
-        self.names = [m for m in self.zip.namelist() if not m.endswith("/")]
+        self.names = [m for m in self.namelist() if not m.endswith("/")]
 
-    def open(self, member, limit=None):
-        size, limit = self.zip.getinfo(member).file_size, limit or MAX_MEMBER_BYTES
+    def member(self, name, limit=None):
+        size, limit = self.getinfo(name).file_size, limit or MAX_MEMBER_BYTES
         if size > limit:
-            raise FVDError(f"{self.path}: {member} declares {size:,} bytes, more than the {limit:,} it may have")
-        return self.zip.open(member)
+            raise FVDError(f"{self.filename}: {name} declares {size:,} bytes, more than the {limit:,} it may have")
+        return self.open(name)
 
 
 class Source:
-    """The videos of a path: items, names, lengths, sizes [(H, W)], kind ('dataset', 'files', 'array'),
-    identity() (what the cache is keyed by), read_frames(video, frame indices) -> uint8 [n, H, W, 3]."""
+    """The videos of a path: items, names, lengths, sizes [(H, W)], kind ('array', 'dataset' or 'files': the
+    method that lists the items), identity() (what the cache is keyed by), read_frames(video, frame indices)."""
 
     def __init__(self, path, workers=0, progress=False):
-        p, self.zip, self.kind = Path(path), None, "array"
+        p, ext = Path(path), Path(path).suffix.lower()
         self.path, self.root = str(p), str(p.parent if p.is_file() else p)   # (file names are relative to root)
-        if p.suffix.lower() in (".npy", ".npz"):
-            items = self._array(p)
-        else:
-            self.zip = Zip(p) if p.is_file() and p.suffix.lower() not in VIDEO_EXTENSIONS else None
-            files = self.zip.names if self.zip else [p.name] if p.is_file() else [
-                Path(r, f).relative_to(p).as_posix() for r, _, fs in os.walk(p) for f in fs]
-            self.kind = "dataset" if "dataset.json" in files else "files"
-            items = self._dataset(set(files)) if self.kind == "dataset" else self._group(files)
-        if not items:
-            raise FVDError(f"{p}: holds no dataset.json, checkpoint.pt, video files or frame folders")
-        if any(how == "video" for _, how, _ in items) and all(            # FVD over grids is of nothing
-                PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, what in items for f in what):
-            raise FVDError(f"{p}: a training run's preview folder (grids of 8 videos): pass the run directory")
-        self.items, self.names = items, [item[0] for item in items]
-        if self.kind == "files":
-            jobs = [(i,) for i in range(len(items))]
+        self.zip = Zip(p) if p.is_file() and ext not in (*VIDEO_EXTENSIONS, ".npy") else None
+        files = self.zip.names if self.zip else [p.name] if p.is_file() else [
+            Path(r, f).relative_to(p).as_posix() for r, _, fs in os.walk(p) for f in fs]
+        self.kind = "array" if ext in (".npy", ".npz") else "dataset" if "dataset.json" in files else "files"
+        self.items = getattr(self, f"_{self.kind}")(files)          # and lengths, sizes but for 'files'
+        self.names, jobs = [name for name, _, _ in self.items], [(i,) for i in range(len(self.items))]
+        if self.kind == "files":                                    # probed, each in a thread
             probes = list(tqdm(self._each(self._probe, jobs, workers), f"probing {p.name}", len(jobs), leave=False,
                                file=sys.stderr, disable=not progress))
             self.lengths, self.sizes = [n for n, _ in probes], [size for _, size in probes]
@@ -499,17 +489,17 @@ class Source:
             for start in range(0, len(jobs), 2 * workers):
                 yield from pool.map(named, jobs[start:start + 2 * workers])
 
-    def _array(self, p):
+    def _array(self, files):
         """uint8 [N, T, H, W, 3] in a .npy, or an .npz's one array (or 'videos'): its header checked before any
         data is read, then only the frames of the clips used (a seek in an .npz member decompresses)."""
-        if p.suffix.lower() == ".npz":
-            z = Zip(p)
-            member = z.names[0] if len(z.names) == 1 else "videos.npy" if "videos.npy" in z.names else None
+        if self.zip:
+            member = files[0] if len(files) == 1 else "videos.npy" if "videos.npy" in files else None
             if member is None:
-                raise FVDError(f"{p}: holds arrays {z.names[:5]}: expected one array, or one named 'videos'")
-            self.stream, declared, where = z.open(member, 1 << 62), z.zip.getinfo(member).file_size, f"{p}: {member}"
+                raise FVDError(f"{self.path}: holds arrays {files[:5]}: expected one array, or one named 'videos'")
+            self.stream, where = self.zip.member(member, 1 << 62), f"{self.path}: {member}"
+            declared = self.zip.getinfo(member).file_size
         else:
-            self.stream, declared, where = open_regular(p, None), os.path.getsize(p), str(p)
+            self.stream, declared, where = open_regular(self.path, None), os.path.getsize(self.path), self.path
         try:                      # the header alone (np.load would read the data, or unpickle objects, first)
             version = "{}_{}".format(*np.lib.format.read_magic(self.stream))     # 1_0 or 2_0
             shape, fortran, dtype = getattr(np.lib.format, f"read_array_header_{version}")(self.stream)
@@ -524,7 +514,7 @@ class Source:
         self.lengths, self.sizes = [shape[1]] * shape[0], [tuple(shape[2:4])] * shape[0]
         return [(f"video {i}", "array", i) for i in range(shape[0])]
 
-    def _group(self, files):
+    def _files(self, files):
         """Files -> items [(name, 'video' | 'frames', files)] in natural order: each video file, and each
         folder of images (its frames in natural order); hidden files and other kinds are not read."""
         from PIL import Image
@@ -539,16 +529,21 @@ class Source:
             elif ext in images:
                 folders.setdefault(rel.rpartition("/")[0], []).append(rel)
         items += [(folder or Path(self.path).stem, "frames", sorted(fs, key=natural)) for folder, fs in folders.items()]
+        if not items:
+            raise FVDError(f"{self.path}: holds no dataset.json, checkpoint.pt, video files or frame folders")
+        if any(how == "video" for _, how, _ in items) and all(            # FVD over grids is of nothing
+                PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, what in items for f in what):
+            raise FVDError(f"{self.path}: a training run's preview folder (grids of 8 videos): pass the run directory")
         return sorted(items, key=lambda item: natural(item[0]))
 
-    def _dataset(self, present):
+    def _dataset(self, files):
         """A dataset's videos in dataset.json's order, each the frames it lists, every one present."""
         with self._open("dataset.json") as f:
             try:
                 meta = json.loads(f.read())
             except ValueError as e:                                 # JSONDecodeError, UnicodeDecodeError
                 raise FVDError(f"{self.path}: dataset.json is not valid JSON ({_first_line(e)})") from None
-        meta = meta if isinstance(meta, dict) else {}
+        meta, present = meta if isinstance(meta, dict) else {}, set(files)
         videos, res, fmt = meta.get("videos"), meta.get("resolution"), meta.get("format", "jpg")
         listed = isinstance(videos, list) and videos and all(
             isinstance(v, dict) and type(v.get("frames")) is int and v["frames"] >= 1 for v in videos)
@@ -574,7 +569,7 @@ class Source:
     def _open(self, file, limit=None):
         """THE reader of a file of the source, bounded: a zip member by its declared size, a file by its own."""
         if self.zip:
-            with self.zip.open(file, limit) as f:
+            with self.zip.member(file, limit) as f:
                 return io.BytesIO(f.read())
         return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
 
@@ -588,7 +583,7 @@ class Source:
             return
         with tempfile.TemporaryDirectory(prefix="fvd-") as folder:
             local = os.path.join(folder, "video" + os.path.splitext(file)[1])
-            with self.zip.open(file, MAX_VIDEO_BYTES) as src, open(local, "wb") as dst:
+            with self.zip.member(file, MAX_VIDEO_BYTES) as src, open(local, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             yield local
 
