@@ -129,13 +129,6 @@ class FeatureStats:
         return stats
 
 
-def _psd_clean(w):
-    """Eigenvalues of a PSD matrix, those below the numerical-rank threshold (D · eps · λ_max, as matrix_rank) set to
-    0: a rank-deficient Σ has ±1e-17 "zeros" whose square roots (3e-9) would otherwise add up to visible noise."""
-    cutoff = len(w) * np.finfo(np.float64).eps * max(float(np.max(np.abs(w), initial=0.0)), 1e-300)
-    return np.where(w > cutoff, w, 0.0)
-
-
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """Fréchet distance between N(μ1, Σ1) and N(μ2, Σ2), in float64:
 
@@ -146,15 +139,18 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     general sqrtm (no complex parts, no "singular product" retries); TF-GAN's trace_sqrt_product,
     used by the reference FVD, rests on the same identity (with SVDs).
     """
+    def clean(w):   # PSD eigenvalues under the numerical-rank threshold D · eps · λ_max (as matrix_rank) set to 0:
+        cutoff = len(w) * np.finfo(np.float64).eps * max(float(np.max(np.abs(w), initial=0.0)), 1e-300)
+        return np.where(w > cutoff, w, 0.0)     # a rank-deficient Σ's ±1e-17 "zeros" would add up to visible noise
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)            # [D]
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)       # [D, D]
     if np.array_equal(mu1, mu2) and np.array_equal(s1, s2):
         return 0.0           # identical statistics: exactly 0 (the formula below leaves ~1e-12 round-off)
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2                       # remove round-off asymmetry
     w, v = np.linalg.eigh(s1)                                       # Σ1 = V diag(w) Vᵀ
-    root1 = (v * np.sqrt(_psd_clean(w))) @ v.T                      # Σ1^½
+    root1 = (v * np.sqrt(clean(w))) @ v.T                      # Σ1^½
     middle = root1 @ s2 @ root1                                     # Σ1^½ Σ2 Σ1^½, symmetric PSD
-    trace_sqrt = np.sqrt(_psd_clean(np.linalg.eigvalsh((middle + middle.T) / 2))).sum()   # tr (Σ1 Σ2)^½
+    trace_sqrt = np.sqrt(clean(np.linalg.eigvalsh((middle + middle.T) / 2))).sum()   # tr (Σ1 Σ2)^½
     distance = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
     return max(distance, 0.0)        # ≥ 0 exactly; a negative value here is round-off (e.g. −1e-12)
 
@@ -885,17 +881,15 @@ def main(argv=None):
                 torch.cuda.is_available() or not args.device.startswith("cuda"))):
             raise FVDError(f"--device {args.device}: not a device here (cpu, or cuda[:N] where CUDA is)")
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        kw, real, fake = dict(num_videos=args.num_videos, subsample=args.subsample, seed=args.seed, batch=args.batch,
-                              protocol=args.protocol, workers=args.workers, device=device,
-                              fake_offsets=args.fake_offsets), args.real, args.fake
+        kw = dict({k: getattr(args, k) for k in (*FLAG_RANGES, "protocol", "fake_offsets") if k != "frames"},
+                  device=device, progress=not args.quiet)
         for frames in args.frames:     # every setting, source (opened once) and clip length before the first pass
-            (real, _), (fake, _) = _open_sides(real, fake, frames, progress=not args.quiet, **kw)[0].values()
+            (args.real, _), (args.fake, _) = _open_sides(args.real, args.fake, frames, **kw)[0].values()
         detector, reports = _get_detector(args.detector, device), {}
         for name, frames in ((f"FVD_{n}" + f"_s{args.subsample}" * (args.subsample > 1), n) for n in args.frames):
             reports[name] = d = {}
-            d["value"] = compute_fvd(real, fake, frames=frames, jpeg=args.jpeg, detector=detector, info=d,
-                                     progress=not args.quiet, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                                     **kw)
+            d["value"] = compute_fvd(args.real, args.fake, frames=frames, jpeg=args.jpeg, detector=detector, info=d,
+                                     cache_dir=args.cache_dir, use_cache=not args.no_cache, **kw)
             if not args.json:
                 print(f"{name}: {d['value']:.2f}" if args.quiet else format_report(name, d), flush=True)
         if args.json:

@@ -2903,7 +2903,7 @@ def test_fvd_report_and_json_name_everything_a_number_is_of(tmp_path, capsys, to
     head, line = out.strip().splitlines()                             # the report: two lines
     assert head.startswith("FVD_9: ") and "protocol release" in head
     for needle in ("d32.zip [dataset, 32x32]: 6 videos used of 6 found", "v.npy [array, 16x16]", "9 frames", "stride 1",
-                   "seed 0", "resize: the module's own"):
+                   "seed 0", "resize: its own"):
         assert needle in line, (needle, line)
     fvd.main([str(a) for a in common + ["--fake", tmp_path / "v.npy", "--quiet"]])
     assert re.fullmatch(r"FVD_9: \d+\.\d\d\n", capsys.readouterr().out)
