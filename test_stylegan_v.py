@@ -2504,9 +2504,8 @@ def test_hd_a_full_or_read_only_disk_is_one_line_and_leaves_only_what_was_there(
 
 
 # ---------------------------------------------------------------------------------------------
-# fvd.py: the Frechet distance, preprocessing, the I3D port and its weights, the Appx C protocol
-# (the specification first), then every source kind, the cache and the report, then the bad inputs:
-# one table, each row one line out and nothing left behind.
+# fvd.py: the Frechet distance, preprocessing, the I3D port and its weights, the Appx C protocol (the specification
+# first), then every source kind, the cache and the report, then the bad inputs: one table, one line out each.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -2529,8 +2528,7 @@ def _src_videos(n=6, frames=12, size=16):
 
 
 def _src_frame_tree(root, videos):
-    """The release's layout without dataset.json, nested two deep, names with spaces, frames f0 … f11
-    (natural order differs from string order from f10 on), video k in 'set k//3/clip k+8'."""
+    """Nested two deep, names with spaces, frames f0 … f11 (natural order), video k in 'set k//3/clip k+8'."""
     for k, video in enumerate(videos):
         write_frames(root / f"set {k // 3}" / f"clip {k + 8}", video, [f"f{i}.png" for i in range(len(video))])
     return root
@@ -2543,22 +2541,19 @@ def _src_mp4s(folder, videos, quality=9):
     return folder
 
 
-class ToyDetector(nn.Module):
-    """I3D's stand-in for the plumbing: uint8 [B, T, H, W, 3] -> mean colour and mean frame difference [B, 4]."""
-    fvd_identity, fvd_sha256 = "toy:0", None
-
-    def embed(self, videos):
-        v = videos.float() / 255.0
-        motion = (v[:, 1:] - v[:, :-1]).abs().mean(dim=(1, 2, 3, 4))             # [B]
-        return torch.cat([v.mean(dim=(1, 2, 3)), motion[:, None]], dim=1)         # [B, 4]
-
-
 @pytest.fixture
 def toy(monkeypatch):
-    """The toy detector as fvd.py's default (no --detector) on the CPU, so the CLI runs without I3D."""
-    detector = ToyDetector()
-    monkeypatch.setitem(fvd._DETECTORS, ("None", "cpu"), detector)
-    return detector
+    """I3D's stand-in for the plumbing, as fvd.py's default (no --detector) on the CPU, so the CLI runs without I3D:
+    uint8 [B, T, H, W, 3] -> mean colour and mean frame difference [B, 4]."""
+    class Toy(nn.Module):
+        fvd_identity, fvd_sha256 = "toy:0", None
+
+        def embed(self, videos):
+            v = videos.float() / 255.0
+            motion = (v[:, 1:] - v[:, :-1]).abs().mean(dim=(1, 2, 3, 4))         # [B]
+            return torch.cat([v.mean(dim=(1, 2, 3)), motion[:, None]], dim=1)     # [B, 4]
+    monkeypatch.setitem(fvd._DETECTORS, ("None", "cpu"), Toy())
+    return fvd._DETECTORS[("None", "cpu")]
 
 
 def state_dict_to_flax_tree(sd):
@@ -2588,14 +2583,9 @@ def random_i3d(seed=0):
     torch.manual_seed(seed)
     model = fvd.InceptionI3d()
     with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            buffer.copy_(torch.rand_like(buffer) + (0.5 if name.endswith("var") else -0.5))
-        for p in model.parameters():
-            p.normal_(0, 0.05)
+        for name, t in [*model.named_buffers(), *model.named_parameters()]:   # variances > 0
+            t.copy_(torch.rand_like(t) + 0.5 if name.endswith("var") else torch.randn_like(t) * 0.05)
     return model.eval()
-
-
-# -- the specification: Fréchet distance, running statistics, TF1 preprocessing, I3D -----------
 
 
 def test_fd_of_known_gaussians_and_feature_stats_running_sums_round_trip(tmp_path):
@@ -2619,9 +2609,7 @@ def test_fd_of_known_gaussians_and_feature_stats_running_sums_round_trip(tmp_pat
     trace_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).real.clip(0)).sum()
     assert d12 == pytest.approx(np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt, rel=1e-8)
     x = np.random.default_rng(4).normal(size=(30, 5)) * 3 + 7
-    stats = fvd.FeatureStats()
-    for chunk in np.array_split(x, 4):                                            # added batch by batch
-        stats.add(chunk)
+    stats = fvd.FeatureStats().add(x[:10]).add(x[10:17]).add(x[17:])              # added batch by batch
     mu, cov = stats.mean_cov()
     assert stats.n == 30 and mu.dtype == np.float64
     np.testing.assert_allclose(mu, x.mean(0), rtol=1e-12)
@@ -2717,9 +2705,6 @@ def test_real_weights_match_reference_separate_frozen_videos_and_give_zero_on_th
     assert 0 < codec < frozen / 3, (codec, frozen)                    # measured: 16.7 vs 87.7
 
 
-# -- the clip protocol of Appx C, the release's reading of it, generated fakes -----------------
-
-
 def test_select_clips_one_seeded_per_video_short_ones_dropped_as_each_protocol_says_and_fakes_as_appx_c(
         tmp_path, monkeypatch, toy):
     lengths = [20, 5, 16, 40, 100, 15]
@@ -2741,8 +2726,7 @@ def test_select_clips_one_seeded_per_video_short_ones_dropped_as_each_protocol_s
         with pytest.raises(fvd.FVDError, match=needle):             # the API checks as the CLI: before any open
             fvd.compute_fvd("never/opened", "never/opened", **{"frames": 9, **kwargs}, progress=False)
     lengths = [40] * 10                                               # the protocols change it as documented
-    release = fvd.select_clips(lengths, 16, num_videos=4, seed=3, protocol="release")
-    assert [i for i, _ in release] == [0, 1, 2, 3]                    # the first N, not a random subset
+    assert [i for i, _ in fvd.select_clips(lengths, 16, num_videos=4, seed=3, protocol="release")] == [0, 1, 2, 3]
     assert [i for i, _ in fvd.select_clips(lengths, 16, num_videos=4, seed=3)] != [0, 1, 2, 3]
     names = ["f", "g", "h", "i", "j", "a", "b", "c10", "c8", "e"]                     # Python's order, not natural
     assert [i for i, _ in fvd.select_clips(lengths, 16, num_videos=3, protocol="release", names=names)] == [5, 6, 7]
@@ -2760,9 +2744,6 @@ def test_select_clips_one_seeded_per_video_short_ones_dropped_as_each_protocol_s
     assert calls[0][1] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]       # t = 0 … n−1, × S
     video = moving_disc_video(1, frames=2)[None]                                  # JPEG q=95: close, not equal
     assert 0 < np.abs(fvd._jpeg_roundtrip(video).astype(int) - video).mean() < 8
-
-
-# -- every source kind, what is read of it, the cache, the report ----------------------------------
 
 
 @slow
@@ -2806,13 +2787,9 @@ def test_fvd_every_source_kind_gives_exactly_zero_against_the_same_frames(tmp_pa
 
 def test_fvd_reads_an_arrays_header_and_clips_and_a_video_once_at_most_up_to_its_clip_never_left_in_tmp(
         tmp_path, monkeypatch, toy):
-    import tempfile
     import resource
     path = tmp_path / "big.npy"                                       # uint8 [1000, 16, 256, 256, 3]: 3.1 GB,
-    with open(path, "wb") as f:                                       # sparse on disk: only its header written
-        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False,
-                                                 "shape": (1000, 16, 256, 256, 3)})
-        f.truncate(f.tell() + 1000 * 16 * 256 * 256 * 3)
+    np.lib.format.open_memmap(path, "w+", np.uint8, (1000, 16, 256, 256, 3))   # sparse on disk: a header
     before, info = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, {}
     assert fvd.compute_fvd(str(path), str(path), frames=9, num_videos=8, detector=toy, device="cpu",
                            use_cache=False, progress=False, info=info) == 0.0
@@ -2832,7 +2809,7 @@ def test_fvd_reads_an_arrays_header_and_clips_and_a_video_once_at_most_up_to_its
     for (i, indices), clip in zip(clips, got):
         np.testing.assert_array_equal(clip, iio.mimread(folder / f"v{i}.mp4")[indices[0]:indices[-1] + 1])
     os.mkdir(tmp_path / "tmp")                                       # a zipped video is copied out for ffmpeg ...
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(fvd.tempfile, "tempdir", str(tmp_path / "tmp"))
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: os.path.isfile(cmd[4]) and (_ for _ in ()).throw(
         KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):                           # ... and removed even on Ctrl-C
@@ -2856,8 +2833,7 @@ def test_fvd_cache_is_keyed_by_what_it_is_of_written_atomically_and_recomputed_w
     assert run(frames=11)[1]["cache_file"] != info["cache_file"]                   # a new key for a new length
     shutil.copy(run(real=other)[1]["cache_file"], info["cache_file"])              # another dataset's statistics
     assert run()[1]["real_cached"] is False and "not from this source and protocol" in capsys.readouterr().err
-    with open(info["cache_file"], "w") as f:                                       # a damaged file: recomputed
-        f.write("garbage, and no array in it")
+    fvd.Path(info["cache_file"]).write_text("garbage, and no array in it")         # a damaged file: recomputed
     assert run() == (same, info) and "unusable cached statistics" in capsys.readouterr().err
     for exc in (KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")):   # half a file: never seen
         def savez(f, **arrays):
@@ -3083,11 +3059,10 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
 @pytest.mark.parametrize("argv, fragment, patch", FVD_BAD, ids=[f"{i:02d} {r[1][:40]}" for i, r in enumerate(FVD_BAD)])
 def test_fvd_bad_input_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypatch, capsys, toy, argv, fragment, patch):
     import resource
-    import tempfile
     argv = re.sub(r"\{([^}]+)\}", lambda m: str(tmp_path) if m[1] == "d" else _crafted(tmp_path, m[1]), argv).split()
     for name, value in patch.items():
         monkeypatch.setattr(fvd, name, value)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))   # where a zip member would be copied
+    monkeypatch.setattr(fvd.tempfile, "tempdir", str(tmp_path / "tmp"))   # where a zip member would be copied
     os.mkdir(tmp_path / "tmp")
     before, peak = _hd_tree(tmp_path), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(SystemExit) as exit_:
