@@ -2779,7 +2779,7 @@ def test_fvd_every_source_kind_gives_exactly_zero_against_the_same_frames(tmp_pa
     _src_frame_tree(mp4 / "frames", videos[3:5].repeat(2, 2).repeat(2, 3))   # mixed: mp4s, a GIF, 32² frames, notes
     (mp4 / "notes.txt").write_text("not read")
     info = {}
-    assert np.isfinite(fvd.compute_fvd(str(tree), str(mp4), info=info, **kw)) and info["fake"]["used"] == 9
+    assert np.isfinite(fvd.compute_fvd(str(tree), str(mp4), info=info, **kw)) and info["fake"]["videos"] == 9
     assert info["fake"]["resolution"] == "16x16, 32x32"                          # (batched by size)
     np.save(tmp_path / "reversed.npy", videos[:, ::-1].copy())      # the same frames played backwards
     assert 0 < codec < fvd.compute_fvd(str(tree), str(tmp_path / "reversed.npy"), **kw) / 10
