@@ -604,13 +604,12 @@ class Source:
         if how == "frames":
             return np.stack([self._image(what[i], (h, w)) for i in wanted])
         import imageio_ffmpeg
-        last = max(wanted)
         with self._local(what[0]) as local, contextlib.closing(
                 imageio_ffmpeg.read_frames(local, pix_fmt="rgb24")) as stream:   # closing it stops ffmpeg
-            (fw, fh), frames = next(stream)["size"], zip(range(last + 1), stream)   # up to the clip's last frame
+            (fw, fh), frames = next(stream)["size"], zip(range(max(wanted) + 1), stream)   # up to the clip's last
             got = {i: np.frombuffer(f, np.uint8).reshape(fh, fw, 3) for i, f in frames if i in wanted}
-        if last not in got:
-            raise FVDError(f"{self.path}: {what[0]}: ended before frame {last}")
+        if len(got) < len(set(wanted)):
+            raise FVDError(f"{self.path}: {what[0]}: ended before frame {max(wanted)}")
         return np.stack([got[i] for i in wanted])                   # [n, H, W, 3]
 
 
@@ -807,7 +806,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
             stats[role] = measure()
         name, kind, sizes = _about(src)
         info[role] = {"source": name, "kind": kind, "used": stats[role].n,
-                      "resolution": ", ".join(dict.fromkeys(f"{w}x{h}" for h, w in sizes))}
+                      "resolution": ", ".join([*dict.fromkeys(f"{w}x{h}" for h, w in sizes)][:3])}   # (the first 3)
         if clips is not None:
             info[role].update(videos=len(src.lengths),
                               too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
@@ -867,7 +866,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
     try:
         args = build_parser().parse_args(argv)
-        if args.device and not (re.fullmatch(r"cpu|mps|cuda(:\d+)?", args.device) and (
+        if args.device and not (re.fullmatch(r"cpu|cuda(:\d+)?", args.device) and (
                 torch.cuda.is_available() or not args.device.startswith("cuda"))):
             raise FVDError(f"--device {args.device}: not a device here (cpu, or cuda[:N] where CUDA is)")
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
