@@ -3486,7 +3486,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--workers", INT(0, 64), 2, "data-loading worker processes per training process (default 2)"),
             ("--resume", None, None, "a checkpoint or run directory to continue from, or 'auto' (--outdir's)"),
             ("--metrics", ["fvd16", "fvd128"], [], "computed at each snapshot", dict(nargs="*")),
-            ("--metric-videos", INT(1, 100000), None, "videos a side per metric (default: 2048 on a GPU, 64 on a CPU)"),
+            ("--metric-videos", INT(2, 100000), None, "videos a side per metric (default: 2048 on a GPU, 64 on a CPU)"),
             ("--dry-run", "store_true", False, "check the inputs, print the config (JSON) and the run's plan, stop")]),
         bench=(cmd_bench, "speed of rendering (and of training steps)", DEVICE + [
             ("--presets", list(PRESETS), ["tiny"], "default: tiny", dict(nargs="+")),
