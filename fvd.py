@@ -19,17 +19,30 @@ reports FVD_16 and FVD_128; its Appx C and Table 4 show that the number moves wi
 
 Every size read from a file is bounded before it is used; every failure is ONE line, exit status 2.
 
-    python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128
-    python fvd.py --real data/ffs.zip --fake runs/00003/checkpoint.pt --jpeg   # the paper's JPEG q=95
-    python fvd.py --real real_frames/ --fake samples_mp4/ --protocol release   # another project's folders
-    python fvd.py --real data/ffs.zip --fake fakes.npy --json                  # the report as one JSON object
+    python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128 (README: more)
 
 API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it), open_source,
 i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400] (B videos, T frames, H×W pixels).
 """
 
-import argparse, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math, os  # noqa: E401
-import pickle, re, shutil, signal, stat, subprocess, sys, tempfile, zipfile  # noqa: E401
+import argparse
+import concurrent.futures
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
