@@ -15,9 +15,8 @@ fvd.py, in a zip (or a folder if OUT has no .zip):
                          "videos": [{"name": "bikes", "frames": 120, "source": "bikes.mp4"}, ...]}
     bikes/000000.jpg    frame 0 of video "bikes", R x R RGB, numbered on to frames - 1
 
-Frames, not mp4: training reads 3 frames at random times of a random video, thousands a second; an mp4
-decodes from its last keyframe for each, a stored JPEG is read at once (zip members are stored: a reader
-seeks to any frame). How frames are made moves FVD (Sec 4, Table 4), so real and generated frames are made
+Frames, not mp4: training reads 3 frames at random times, thousands a second; a stored JPEG is read at once
+(zip members are stored), an mp4 decodes from its last keyframe for each. How frames are made moves FVD (Sec 4, Table 4), so real and generated frames are made
 alike (§2). One frame rate, as stylegan_v.py measures time in frames: --fps, by default the videos' most
 common (phones record 29.97, 30, 25, 24); a video at another rate is resampled by timestamp (§3).
 Robust by few mechanisms, each used everywhere: a check at the door for each kind of input (§1, §3), one
@@ -277,7 +276,7 @@ def _waves(rng: np.random.Generator, n: int):
 
 
 def _demo_frames(seed, frames: int, resolution: int, start: int = 0) -> Iterator[np.ndarray]:
-    """Yield frames start..frames-1 of demo video `seed`, uint8 [R, R, 3], rendered 8 at a time."""
+    """Yield frames start..frames-1 of demo video `seed`, uint8 [R, R, 3]."""
     rng = np.random.default_rng(seed)                       # everything random is drawn first
     bg = dict(waves=_waves(rng, 3), hue=rng.uniform(), angle=rng.uniform(0, 2 * np.pi))
     blobs = [dict(waves=_waves(rng, 8), center=rng.uniform(-0.6, 0.6, size=2), size=rng.uniform(0.2, 0.32),
@@ -285,35 +284,43 @@ def _demo_frames(seed, frames: int, resolution: int, start: int = 0) -> Iterator
                   hue=rng.uniform(), hue_drift=rng.choice([-1.0, 1.0]) / 300,           # cycles per frame
                   wobble_phase=rng.uniform(0, 2 * np.pi)) for _ in range(int(rng.integers(2, 4)))]
     grid = (np.arange(resolution) + 0.5) / resolution * 2 - 1                  # pixel centres in [-1, 1]
-    y, x = (g[None] for g in np.meshgrid(grid, grid, indexing="ij"))           # [1, R, R] each
-    col = lambda a: a[:, None, None]                                           # [T] -> [T, 1, 1]
-    for t0 in range(start, frames, 8):
-        t = np.arange(t0, min(t0 + 8, frames), dtype=np.float64)              # [T]
-        # Background: a soft linear gradient between two colours whose direction and hues drift.
-        s = bg["waves"](t)                                                     # [T, 3]
-        angle, hue_a = bg["angle"] + 0.8 * s[:, 0], bg["hue"] + 0.06 * s[:, 1] + t / 900
-        w = 0.5 + 0.5 * np.tanh(1.2 * (col(np.cos(angle)) * x + col(np.sin(angle)) * y))   # [T, R, R]
-        dark = _hsv_to_rgb(hue_a % 1, 0.55, 0.45)                                         # [T, 3]
-        light = _hsv_to_rgb((hue_a + 0.25 + 0.05 * s[:, 2]) % 1, 0.55, 0.75)
-        img = dark[:, None, None] * (1 - w[..., None]) + light[:, None, None] * w[..., None]  # [T, R, R, 3]
-        for b in blobs:
-            s = b["waves"](t)                                                  # [T, 8]
-            cx, cy = (0.7 * np.tanh(b["center"][i] + 0.7 * s[:, i]) for i in (0, 1))   # tanh: stays inside
-            size = b["size"] * np.exp(0.25 * s[:, 2])                          # mean radius
-            aspect = np.exp(0.22 * s[:, 3])                                    # elongation
-            theta = b["angle"] + b["spin"] * t + 0.5 * s[:, 4]                 # orientation
-            hue = b["hue"] + b["hue_drift"] * t + 0.08 * s[:, 5]
-            wobble = 0.12 * (1 + 0.5 * s[:, 6])                                # 3-lobed deformation
-            wobble_phase = b["wobble_phase"] + 0.8 * s[:, 7] + t / 40
-            dx, dy = x - col(cx), y - col(cy)                                  # [T, R, R]
-            c, sn = col(np.cos(theta)), col(np.sin(theta))
-            u = (c * dx + sn * dy) / col(size * aspect)                        # the blob's frame, unit
-            v = (-sn * dx + c * dy) / col(size / aspect)                       #  radius = 1
-            r = np.sqrt(u ** 2 + v ** 2) / (1 + col(wobble) * np.sin(3 * np.arctan2(v, u) + col(wobble_phase)))
-            alpha = np.clip(0.5 + (1 - r) * col(size) / 0.05, 0.0, 1.0)       # soft edge 0.05 wide (1.6 px at 64)
-            color = _hsv_to_rgb(hue % 1, 0.8, 1.0)[:, None, None] * (1 - 0.4 * np.clip(r, 0, 1)[..., None] ** 2)
-            img = img * (1 - alpha[..., None]) + color * alpha[..., None]      # shaded: a little volume
-        yield from np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    # Memory stays bounded at any R: T frames of `rows` rows at a time, about 2^20 pixels (every op is per pixel).
+    T = max(1, min(8, 2 ** 20 // resolution ** 2))
+    rows = max(1, 2 ** 20 // (T * resolution))
+    for t0 in range(start, frames, T):
+        t = np.arange(t0, min(t0 + T, frames), dtype=np.float64)              # [T]
+        yield from np.concatenate([_demo_rows(bg, blobs, t, *(g[None] for g in np.meshgrid(
+            grid[r:r + rows], grid, indexing="ij"))) for r in range(0, resolution, rows)], axis=1)
+
+
+def _demo_rows(bg, blobs, t, y, x):
+    """uint8 [T, rows, R, 3]: those rows (pixel centres y, x [1, rows, R]) of the demo frames at times t [T]."""
+    col = lambda a: a[:, None, None]                                       # [T] -> [T, 1, 1]
+    # Background: a soft linear gradient between two colours whose direction and hues drift.
+    s = bg["waves"](t)                                                     # [T, 3]
+    angle, hue_a = bg["angle"] + 0.8 * s[:, 0], bg["hue"] + 0.06 * s[:, 1] + t / 900
+    w = 0.5 + 0.5 * np.tanh(1.2 * (col(np.cos(angle)) * x + col(np.sin(angle)) * y))   # [T, rows, R]
+    dark = _hsv_to_rgb(hue_a % 1, 0.55, 0.45)                                         # [T, 3]
+    light = _hsv_to_rgb((hue_a + 0.25 + 0.05 * s[:, 2]) % 1, 0.55, 0.75)
+    img = dark[:, None, None] * (1 - w[..., None]) + light[:, None, None] * w[..., None]  # [T, rows, R, 3]
+    for b in blobs:
+        s = b["waves"](t)                                                  # [T, 8]
+        cx, cy = (0.7 * np.tanh(b["center"][i] + 0.7 * s[:, i]) for i in (0, 1))   # tanh: stays inside
+        size = b["size"] * np.exp(0.25 * s[:, 2])                          # mean radius
+        aspect = np.exp(0.22 * s[:, 3])                                    # elongation
+        theta = b["angle"] + b["spin"] * t + 0.5 * s[:, 4]                 # orientation
+        hue = b["hue"] + b["hue_drift"] * t + 0.08 * s[:, 5]
+        wobble = 0.12 * (1 + 0.5 * s[:, 6])                                # 3-lobed deformation
+        wobble_phase = b["wobble_phase"] + 0.8 * s[:, 7] + t / 40
+        dx, dy = x - col(cx), y - col(cy)                                  # [T, rows, R]
+        c, sn = col(np.cos(theta)), col(np.sin(theta))
+        u = (c * dx + sn * dy) / col(size * aspect)                        # the blob's frame, unit
+        v = (-sn * dx + c * dy) / col(size / aspect)                       #  radius = 1
+        r = np.sqrt(u ** 2 + v ** 2) / (1 + col(wobble) * np.sin(3 * np.arctan2(v, u) + col(wobble_phase)))
+        alpha = np.clip(0.5 + (1 - r) * col(size) / 0.05, 0.0, 1.0)       # soft edge 0.05 wide (1.6 px at 64)
+        color = _hsv_to_rgb(hue % 1, 0.8, 1.0)[:, None, None] * (1 - 0.4 * np.clip(r, 0, 1)[..., None] ** 2)
+        img = img * (1 - alpha[..., None]) + color * alpha[..., None]      # shaded: a little volume
+    return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def make_demo_video(seed, frames: int = 64, resolution: int = 64) -> np.ndarray:
@@ -478,7 +485,7 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
                 step()                                      # may cut this short: remove_dead_partials, next run)
     frames, seconds = sum(v["frames"] for v in videos), time.time() - t_start
     if verbose:
-        print(f"wrote {out}: {len(videos)} videos, {frames} frames of {s.resolution}x{s.resolution} at {fps:g} fps "
+        print(f"wrote {out}: {len(videos)} video(s), {frames} frames of {s.resolution}x{s.resolution} at {fps:g} fps "
               f"({f'jpg q{s.quality}' if s.fmt == 'jpg' else 'png'}) in {seconds:.1f} s" + " (replaced the existing "
               f"{'' if as_zip else 'empty folder '}{os.path.basename(out)})" * replaced,
               *[f"skipped: {a}: {b}" for a, b in skipped], *[f"note: {n}" for n in notes], sep="\n")
@@ -518,16 +525,6 @@ def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int 
 
 # --- §7 Reading a dataset back, and the command line ----------------------------------------------
 
-def read_video(dataset: str, name: str) -> np.ndarray:
-    """One video of a dataset -> uint8 [frames, R, R, 3]: the whole reading side of the contract, for tests."""
-    read = (lambda m: open(os.path.join(dataset, m), "rb").read()) if os.path.isdir(dataset) else \
-        zipfile.ZipFile(dataset).read
-    meta = json.loads(read("dataset.json"))
-    n = next(v["frames"] for v in meta["videos"] if v["name"] == name)
-    return np.stack([np.asarray(Image.open(io.BytesIO(read(f"{name}/{i:06d}.{meta['format']}"))).convert("RGB"))
-                     for i in range(n)])
-
-
 def build_parser() -> argparse.ArgumentParser:
     # Flags default to None: main() refuses one of the other mode instead of ignoring it, and passes on only
     # those given (prepare() and make_demo() hold the defaults the help names). Every error is ONE line, exit 2.
@@ -562,8 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> int:
-    """The command line -> exit status: 0 done, 1 error, 2 bad command line, 130 interrupted (Ctrl-C, or
-    SIGTERM, handled the same). Every failure is one line on stderr, never a traceback."""
+    """The command line -> exit status: 0 done, 2 bad input (a flag, a file), 1 a bug, 130 interrupted (Ctrl-C, or
+    SIGTERM, handled the same), as stylegan_v.py and fvd.py. Every failure is one line on stderr, never a traceback."""
     parser, in_main = build_parser(), threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None   # raises
     try:                                                                                 # KeyboardInterrupt
@@ -582,7 +579,7 @@ def main(argv: Optional[list] = None) -> int:
             run(*[a.src, a.out][:2 - a.demo], **given, progress=True)
     except PrepareError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr)
         return 130

@@ -60,6 +60,12 @@ def _write_meta(path, meta, frames=None):
     return path
 
 
+def read_video(dataset, name):
+    """One video of a dataset, read by the trainer's own reader (the contract) -> uint8 [frames, R, R, 3]."""
+    data = sv.VideoFolder(str(dataset))
+    return data.read_frames(data.names.index(name), range(data.lengths[data.names.index(name)]))
+
+
 def write_dataset_zip(path, videos, fps=25.0, names=None):
     """Write the prepare_data.py layout: dataset.json + <name>/<frame:06d>.png in a zip."""
     names = names or [f"vid{i:05d}" for i in range(len(videos))]
@@ -1922,14 +1928,14 @@ def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_pa
     with zipfile.ZipFile(tmp_path / "out.zip") as z:
         assert {f"clip_mp4/{i:06d}.jpg" for i in range(10)} <= set(z.namelist())
         assert all(info.compress_type == zipfile.ZIP_STORED for info in z.infolist())   # a reader seeks to a frame
-    assert pd.read_video(str(tmp_path / "out.zip"), "clip_gif").shape == (10, 16, 16, 3)
+    assert read_video(str(tmp_path / "out.zip"), "clip_gif").shape == (10, 16, 16, 3)
     # One long video in chunks, after --skip; --max-frames; a folder OUT has the same layout.
     write_video(tmp_path / "long.mp4", gray_frames(30, step=8))
     s = prep(tmp_path / "long.mp4", tmp_path / "c.zip", resolution=16, fmt="png", clip_len=8, skip=3)
     chunks = [(v["name"], v["frames"]) for v in meta_of(tmp_path / "c.zip")["videos"]]
     assert chunks == [("long_c0000", 8), ("long_c0001", 8), ("long_c0002", 8)]          # 27 = 3 * 8 + 3
     assert "long.mp4: dropped the last 3 frames (shorter than --clip-len 8)" in s["notes"]
-    chunk = pd.read_video(str(tmp_path / "c.zip"), "long_c0001").astype(float)
+    chunk = read_video(str(tmp_path / "c.zip"), "long_c0001").astype(float)
     assert abs(chunk[0].mean() - 8 * 11) < 4 and abs(chunk[7].mean() - 8 * 18) < 4    # source frames 11 and 18
     prep(tmp_path / "long.mp4", tmp_path / "dataset", resolution=16, max_frames=10, skip=2)
     assert meta_of(tmp_path / "dataset")["videos"] == [{"name": "long", "frames": 10, "source": "long.mp4"}]
@@ -1944,7 +1950,7 @@ def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_pa
     out = capsys.readouterr().out
     assert "assuming 25 fps" in out and "run/: left out, not images: notes.txt" in out, out
     assert [(v["name"], v["frames"]) for v in meta_of(tmp_path / "f.zip")["videos"]] == [("run", 4), ("walk", 11)]
-    assert pd.read_video(str(tmp_path / "f.zip"), "walk")[:, 0, 0, 0].tolist() == levels
+    assert read_video(str(tmp_path / "f.zip"), "walk")[:, 0, 0, 0].tolist() == levels
     assert prep(tmp_path / "frames", tmp_path / "f12.zip", resolution=16, fps=12)["fps"] == 12.0
     assert prep(tmp_path / "frames" / "walk", tmp_path / "one.zip", resolution=16)["videos"] == 1   # a folder of frames
     assert sorted(os.listdir(tmp_path)) == ["c.zip", "dataset", "f.zip", "f12.zip", "frames", "long.mp4", "one.zip",
@@ -1968,7 +1974,7 @@ def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named
     for name in ["portrait.mp4", "my clip!.mp4", "my clip!.avi", "my_clip_2.mp4", "café.mp4"]:
         write_video(src / name, [portrait] * 10)
     s = prep(src, tmp_path / "out.zip", resolution=16, fmt="png")
-    read = lambda name: pd.read_video(str(tmp_path / "out.zip"), name)
+    read = lambda name: read_video(str(tmp_path / "out.zip"), name)
     np.testing.assert_array_equal(read("clip"), np.stack(frames))                         # png: lossless
     assert (read("gray") == 100).all() and (read("rgba") == (100, 50, 25)).all()   # alpha over black: c * 128 / 255
     assert (read("deep") == 128).all() and read("any")[:, 5, 5, 0].tolist() == [0, 40, 120, 80]   # 32768 / 257
@@ -1985,7 +1991,7 @@ def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named
     s = prep(tmp_path / "rates", tmp_path / "rates.zip", resolution=16, fmt="png")
     assert s["fps"] == 25.0 and s["videos"] == 4 and s["resampled"] == ["c30.mp4", "d2678.mp4"]
     assert "c30.mp4: resampled from 30 to 25 fps (frames picked by timestamp)" in s["notes"]
-    picked = lambda out, name: [round(x / 8) for x in pd.read_video(str(tmp_path / out), name)[:, 8, 8, 1]]
+    picked = lambda out, name: [round(x / 8) for x in read_video(str(tmp_path / out), name)[:, 8, 8, 1]]
     assert picked("rates.zip", "a25") == list(range(10))                       # the dataset's rate: one for one
     assert picked("rates.zip", "c30") == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11]     # 0.4 s: 10 frames, 3 and 9 dropped
     assert picked("rates.zip", "d2678") == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11]   # 0.448 s: 11 frames, 7 dropped
@@ -2005,12 +2011,12 @@ def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threa
     assert np.abs(video[-1].astype(float) - video[0]).mean() > 4 * step.mean()        # and goes somewhere
     assert pd.main(["--demo", str(tmp_path / "one.zip"), "--num-videos", "3", "--frames", "8", "--resolution", "32",
                     "--workers", "1"]) == 0
-    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'one.zip'}: 3 videos, 24 frames of 32x32 at 25 fps")
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'one.zip'}: 3 video(s), 24 frames of 32x32 at 25 fps")
     meta = meta_of(tmp_path / "one.zip")
     assert meta["fps"] == 25.0 and [(v["name"], v["frames"]) for v in meta["videos"]] == \
         [(f"demo{i:05d}", 8) for i in range(3)]
     jpeg = lambda frame: np.asarray(Image.open(io.BytesIO(pd.encode_frame(frame, "jpg", 95))))
-    np.testing.assert_array_equal(pd.read_video(str(tmp_path / "one.zip"), "demo00002"),
+    np.testing.assert_array_equal(read_video(str(tmp_path / "one.zip"), "demo00002"),
                                   np.stack([jpeg(f) for f in pd.make_demo_video((0, 2), 8, 32)]))
     pd.make_demo(str(tmp_path / "four.zip"), 32, num_videos=3, frames=8, workers=4, verbose=False)
     assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "four.zip").read_bytes()
@@ -2100,20 +2106,20 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
     ((), "--demo {t}/d.zip --format png --quality 50", 2, "--quality applies to --format jpg only (png is lossless)"),
     ((), "{t}/src", 2, "need SRC and OUT (or --demo OUT)"),
     ((), "--demo {t}/a.zip {t}/b.zip", 2, "--demo takes one path, OUT"),
-    (("src/",), "{t}/src {t}/out.zip", 1, "no usable videos in {t}/src: it holds no video, no frames and no folder"),
-    (("src/", "junk"), "{t}/src {t}/out.zip", 1, "in {t}/src: 2 skipped (data.bin: not a video (extension .bin"),
-    (("src/", "huge"), "{t}/src {t}/out.zip", 1, "(src/: failed after 0 frames (DecompressionBombError: Image size"),
-    (("broken.mp4",), "{t}/broken.mp4 {t}/out.zip --workers 1", 1, "1 skipped (broken.mp4: not a readable video"),
-    (("notes.txt",), "{t}/notes.txt {t}/out.zip", 1, "notes.txt: not a video (extension .txt; expected"),
-    (("demo.zip",), "{t}/demo.zip {t}/out.zip", 1, "demo.zip: not a video (extension .zip;"),   # a dataset, not a video
-    ((), "{t}/nope {t}/out.zip", 1, "{t}/nope: no such file or folder"),
-    (("a.mp4",), "{t}/a.mp4 {t}/out.zip --skip 20", 1, "a.mp4: only 0 frames, fewer than --min-frames 3"),
-    (("old out.zip", "src/", "junk"), "{t}/src {t}/out.zip", 1, "no usable videos"),        # the old zip: as it was
-    (("a.mp4", "file"), "{t}/a.mp4 {t}/file/out.zip", 1, "cannot write {t}/file/out.zip: {t}/file is a file"),
-    (("a.mp4",), "{t}/a.mp4 {t}/no/such/out.zip", 1, "cannot write {t}/no/such/out.zip: {t}/no/such does not exist"),
-    (("a.mp4", "out.zip/"), "{t}/a.mp4 {t}/out.zip", 1, "cannot write {t}/out.zip: it is a folder"),
-    (("a.mp4", "outdir/keep.txt"), "{t}/a.mp4 {t}/outdir", 1, "cannot write {t}/outdir: it already exists"),
-    (("a.mp4",), "{t}/a.mp4 {t}/a.mp4", 1, "cannot write {t}/a.mp4: it already exists"),   # the input named as OUT
+    (("src/",), "{t}/src {t}/out.zip", 2, "no usable videos in {t}/src: it holds no video, no frames and no folder"),
+    (("src/", "junk"), "{t}/src {t}/out.zip", 2, "in {t}/src: 2 skipped (data.bin: not a video (extension .bin"),
+    (("src/", "huge"), "{t}/src {t}/out.zip", 2, "(src/: failed after 0 frames (DecompressionBombError: Image size"),
+    (("broken.mp4",), "{t}/broken.mp4 {t}/out.zip --workers 1", 2, "1 skipped (broken.mp4: not a readable video"),
+    (("notes.txt",), "{t}/notes.txt {t}/out.zip", 2, "notes.txt: not a video (extension .txt; expected"),
+    (("demo.zip",), "{t}/demo.zip {t}/out.zip", 2, "demo.zip: not a video (extension .zip;"),   # a dataset, not a video
+    ((), "{t}/nope {t}/out.zip", 2, "{t}/nope: no such file or folder"),
+    (("a.mp4",), "{t}/a.mp4 {t}/out.zip --skip 20", 2, "a.mp4: only 0 frames, fewer than --min-frames 3"),
+    (("old out.zip", "src/", "junk"), "{t}/src {t}/out.zip", 2, "no usable videos"),        # the old zip: as it was
+    (("a.mp4", "file"), "{t}/a.mp4 {t}/file/out.zip", 2, "cannot write {t}/file/out.zip: {t}/file is a file"),
+    (("a.mp4",), "{t}/a.mp4 {t}/no/such/out.zip", 2, "cannot write {t}/no/such/out.zip: {t}/no/such does not exist"),
+    (("a.mp4", "out.zip/"), "{t}/a.mp4 {t}/out.zip", 2, "cannot write {t}/out.zip: it is a folder"),
+    (("a.mp4", "outdir/keep.txt"), "{t}/a.mp4 {t}/outdir", 2, "cannot write {t}/outdir: it already exists"),
+    (("a.mp4",), "{t}/a.mp4 {t}/a.mp4", 2, "cannot write {t}/a.mp4: it already exists"),   # the input named as OUT
 ]
 _FRESH = [row for row in _BAD if "1e-9" in row[1] or row[3].endswith("no folder")]   # from the real CLI too
 
@@ -2127,9 +2133,11 @@ def test_prepare_bad_input_is_one_line_leaving_all_as_it_was(tmp_path, capsys, f
     if fresh:
         r = _hd_cli("prepare_data.py", *argv)
     else:
-        with pytest.raises(SystemExit) if status == 2 else contextlib.nullcontext() as exit_:   # argparse exits
+        try:
             rc = pd.main(argv)
-        r = subprocess.CompletedProcess(argv, exit_.value.code if exit_ else rc, "", capsys.readouterr().err)
+        except SystemExit as exit_:                                     # argparse exits
+            rc = exit_.code
+        r = subprocess.CompletedProcess(argv, rc, "", capsys.readouterr().err)
     _hd_assert_one_error(r, "prepare_data.py", status, fragment.format(t=tmp_path))
     assert _hd_tree(tmp_path) == before and time.time() - started < 30     # no OUT, no OUT.partial-*, no .stage
 
@@ -2249,7 +2257,7 @@ def test_hd_a_full_or_read_only_disk_is_one_line_leaving_only_what_was_there(tmp
             (disk / "out.zip").write_bytes(b"an older dataset")            # replaced only by a complete new one
         before = _hd_tree(disk)
         r = _hd_cli("prepare_data.py", *argv.format(src=src, d=disk).split())
-        _hd_assert_one_error(r, "prepare_data.py", 1, needle.format(d=disk))
+        _hd_assert_one_error(r, "prepare_data.py", 2, needle.format(d=disk))
         assert _hd_tree(disk) == before                    # no OUT.partial-*, no .stage: a retry can fit
 
 
