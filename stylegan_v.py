@@ -1464,8 +1464,9 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     last_snap, ckpt, done = trainer.nimg, None, trainer.nimg >= total       # (a resumed run may be done already)
 
     # Stopping (Appendix D): GracefulStop turns Ctrl-C or SIGTERM into a request, honoured once the step
-    # is done, on the same step in every process, or the others would hang in all_reduce.
-    batches = _unwrap_worker_errors(loader)                      # closing it stops the loader's workers now
+    # is done, on the same step in every process, or the others would hang in all_reduce. A frame that cannot
+    # be read stops the run too, saved first. Closing `batches` stops the loader's workers at once.
+    batches = _unwrap_worker_errors(loader, save=lambda: trainer.nimg > 0 and _snapshot(trainer, outdir, False, clock))
     with GracefulStop() as stop, contextlib.closing(batches), contextlib.closing(bar):
         for real, t_real in batches if not done else ():         # this process's rows of each step's batch
             for key, v in trainer.step(real, t_real).items():    # G, D, (R1), G_ema, ADA: §12's Trainer.step
@@ -2265,6 +2266,8 @@ def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) ->
     global USE_CUSTOM_OPS                                        # (run_command restores it)
     cuda, res = torch.cuda.is_available(), {}
     device, cfg = torch.device("cuda" if cuda else "cpu"), args.full and (cfg or cuda and make_config("ffs", batch=16))
+    if out := args.out or (cfg and "doctor_full"):
+        check_writable(out, folder=True)                          # before the work
     note = lambda what, value: log(f"{what}: {res.setdefault(what, value)}")   # noted once, logged as it comes
     nvcc = (home := _find_cuda_home()) and os.path.join(home, "bin", "nvcc")
     note("torch", f"{torch.__version__} (CUDA {torch.version.cuda or 'none'}), python {sys.version.split()[0]}")
@@ -2274,7 +2277,8 @@ def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) ->
                            for i in range(torch.cuda.device_count())) or "none (parity, speed, --full need one)")
     module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not cuda)
     kernel = cuda and module is not None
-    note("kernel", f"built in {status['seconds']} s" if module else f"NOT built: {status['reason']}")
+    note("kernel", f"{'loaded from the cache' if status['from_cache'] else 'built'} in {status['seconds']} s"
+         if module else f"NOT built: {status['reason']}")
     if kernel:
         checks = check_parity(device, (torch.float64, torch.float32, torch.float16, torch.bfloat16))["checks"]
         bad = [f"; FAILED {k}: err {v['err']:.1e} > tol {v['tol']:.0e}" for k, v in checks.items() if not v["ok"]]
@@ -2287,12 +2291,11 @@ def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) ->
         for what, value in bench_model(dataclasses.replace(cfg, num_fp16_res=4 * fp16), device, steps).items():
             note(f"{cfg.preset} {cfg.resolution}^2, kernel {'on' if kernel_on else 'off'}, "
                  f"{'float16' if fp16 else 'float32'} layers, {what}", value)
-    if out := args.out or (cfg and "doctor_full"):
-        os.makedirs(out, exist_ok=True)
+    if out:
         _atomic_write(os.path.join(out, "doctor.json"), json.dumps(res, indent=2))
         _atomic_write(os.path.join(out, "doctor.md"), "| `doctor` | measured |\n| --- | ---: |\n"
                       + "".join(f"| {what} | {value} |\n" for what, value in res.items()))
-        log(f"wrote {os.path.join(out, 'doctor.json')} and doctor.md")
+        log(f"wrote {os.path.join(out, 'doctor.json')} and {os.path.join(out, 'doctor.md')}")
     return res
 
 
@@ -2341,6 +2344,7 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
 def cmd_figures(args) -> None:
     """The README's pictures from a checkpoint (and its dataset): strips of 8 frames 4 apart, a row per video (real
     vs fake, content vs motion, t = 0 vs 1 h later), enlarged to >= 96 pixels a frame; and Fig 9."""
+    check_writable(args.out, folder=True)
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
     data = VideoFolder(args.data) if args.data else None
     if data is not None and data.resolution != cfg.resolution:
@@ -2436,7 +2440,7 @@ def open_dataset(data: VideoFolder) -> tuple:
     """VideoFolder's checks at the door -> (fps, resolution, ext, names, lengths): every field of dataset.json,
     every listed frame there (a zip's index; a folder's first and last), each first frame's size (its header)."""
     path, make = data.path, "make one with: python prepare_data.py VIDEOS data.zip, then --data data.zip"
-    if not os.path.exists(path) or data.is_zip and not zipfile.is_zipfile(path):
+    if not (data.is_zip or os.path.isdir(path)) or data.is_zip and not zipfile.is_zipfile(path):   # (/dev/zero)
         raise DataError(f"{path}: {'not a dataset' if os.path.exists(path) else 'no such dataset'} ({make})")
     try:
         meta = json.loads(read_member(data, "dataset.json", 2 ** 26))     # 64 MB: a million videos' names
@@ -2524,9 +2528,11 @@ def _parse_dataset_json(path: str, meta) -> tuple:
 # --- Errors in words; outputs written whole or not at all -----------------------------------------
 
 def _first_line(e) -> str:
-    """The first line of an exception's message, at most 200 characters (torch's run to pages)."""
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:200]
+    """An exception's message in one line of at most 200 characters (torch's run to pages): its first line, and the
+    next where the first announces it (ends in ':'), without objects' addresses (<_io.BytesIO object at 0x...>)."""
+    lines = [re.sub(r"\s*<[\w.]+ object at 0x[0-9a-f]+>", "", line).strip() for line in str(e).splitlines()]
+    lines = [line for line in lines if line] or [type(e).__name__]
+    return " ".join(lines[:2] if lines[0].endswith(":") else lines[:1])[:200]
 
 
 def error_reason(e: BaseException, path: str = ".") -> str:
@@ -2582,6 +2588,18 @@ def _write_image(path: str, image: np.ndarray) -> None:
     """uint8 [H, W, 3] -> an image file, encoded in memory (imageio's file writer on a full disk: a traceback)."""
     import imageio.v3 as iio
     _atomic_write(path, iio.imwrite("<bytes>", image, extension=os.path.splitext(path)[1].lower()))
+
+
+def check_writable(out: str, folder: bool = False) -> None:
+    """The one check of an output's place, before any work: a file created there and removed (a folder's write bit
+    does not say: /proc takes no new files); folder: `out` is a folder, made now."""
+    try:
+        if folder:
+            os.makedirs(out, exist_ok=True)
+        open(probe := _partial(os.path.join(out, "probe") if folder else out), "x").close()
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"{out}: cannot write here ({error_reason(e)})") from None
 
 
 def remove_stale_partials(path: str, every: bool = False) -> None:
@@ -2686,16 +2704,11 @@ class FrameSink:
 
     @staticmethod
     def check(out: str) -> None:                                 # said before anything is rendered
-        ext = os.path.splitext(out)[1].lower()
-        if ext in (".gif", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".png", ".jpg"):
-            raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames, not a {ext} file")
+        if (ext := os.path.splitext(out)[1].lower()) not in ("", ".mp4"):
+            raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames (no extension), not a {ext}")
         if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and os.listdir(out) or os.path.ismount(out)):
             raise UserError(f"{out}: exists; --out is an .mp4 file or a new or empty folder (not a mount point)")
-        try:                                    # a folder's write bit does not say (/proc, /sys take no new files)
-            open(_partial(out), "x").close()
-            os.remove(_partial(out))
-        except OSError as e:
-            raise UserError(f"{out}: cannot write here ({error_reason(e)})") from None
+        check_writable(out)
 
     def __init__(self, out: str, fps: float):
         FrameSink.check(out)
@@ -3026,7 +3039,7 @@ class RunLock:
                             f"or stop it, or train into another --outdir") from None
 
     def __enter__(self) -> "RunLock":
-        os.makedirs(self.outdir, exist_ok=True)
+        check_writable(self.outdir, folder=True)
         self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
         self._flock(self.file)
         self.file.truncate(0)                    # ("a+": the pid goes at 0)
@@ -3074,15 +3087,17 @@ def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
     return dist.all_reduce_sum(torch.tensor([float(stop.requested)], device=dist.device)).item() > 0
 
 
-def _unwrap_worker_errors(loader):
-    """A DataLoader's batches; a worker's DataError as its one line (no traceback). Closing it ends the workers now
-    (they ignore SIGTERM: not to be left for the interpreter's exit)."""
+def _unwrap_worker_errors(loader, save):
+    """A DataLoader's batches; a worker's DataError as its one line (no traceback), once save() has kept the steps
+    done (a checkpoint). Closing it ends the workers now (they ignore SIGTERM: not to be left for the exit)."""
     iterator = iter(loader)
     try:
         yield from iterator
     except DataError as e:
         lines = [line for line in str(e).splitlines() if line.strip()]
-        raise DataError((lines[-1] if lines else str(e)).split("DataError: ", 1)[-1]) from None
+        line, saved = (lines[-1] if lines else str(e)).split("DataError: ", 1)[-1], save()
+        raise DataError(line + (f"; the steps done are saved in {saved}: mend the file, then --resume auto"
+                                if saved else "")) from None
     finally:
         if hasattr(iterator, "_shutdown_workers"):                     # only with worker processes
             iterator._shutdown_workers()
@@ -3200,7 +3215,8 @@ def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     if batch % world:
         raise UserError(f"--batch {batch} is not divisible by the number of processes ({world})")
     if (local := batch // world) % min(mbstd_group, local):
-        raise UserError(f"batch per process ({local}) must be a multiple of the mbstd group ({mbstd_group})")
+        raise UserError(f"--batch {batch}: {local} videos a process, not a multiple of the minibatch-stddev group "
+                        f"({mbstd_group})")
     return local
 
 
@@ -3338,9 +3354,6 @@ def cmd_sample(args) -> None:
         cfg, _ = make_config(args.preset or "tiny"), torch.manual_seed(args.seed)
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
-    check_memory(rendering_bytes(cfg, args.num * args.batch, device), device,
-                 f"rendering {args.num} video(s) {args.batch} frames at a time at {cfg.resolution}^2",
-                 "--batch or --num")
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
     fps, seeds = args.fps or cfg.fps, list(range(args.seed, args.seed + args.num))    # video i: seed + i
@@ -3352,7 +3365,9 @@ def cmd_sample(args) -> None:
         motion_seeds = [(proj["motion_seed"], proj["first"], proj["tokens"]) if args.motion_seed is None else mseed]
         fps = args.fps or proj["fps"]
         args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else 4.0)
-    args.seconds = args.seconds or 4.0
+    args.seconds, chunk = args.seconds or 4.0, min(args.batch, max(1, round((args.seconds or 4.0) * fps)))
+    check_memory(rendering_bytes(cfg, args.num * chunk, device), device,
+                 f"rendering {args.num} video(s) {chunk} frames at a time at {cfg.resolution}^2", "--batch or --num")
     print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
     t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
     n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
@@ -3381,7 +3396,7 @@ def cmd_project(args) -> None:
           f"{fit['loss']:.4f}" + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""),
           file=sys.stderr)
     if fit["steps"] < args.steps:
-        raise KeyboardInterrupt
+        sys.exit(130)                                            # interrupted: said in the line above
 
 
 def cmd_train(args) -> None:

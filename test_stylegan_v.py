@@ -630,6 +630,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)),
     "ffs.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config("ffs"))}, "G_ema": {}}, p),
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
+    "a-file": lambda p: p.write_text("a file, not a folder"),
 }
 
 
@@ -731,6 +732,21 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
     assert resumed.step_idx == full.step_idx == 4 and full.aug.p == resumed.aug.p
     for net in ("G", "D"):
         assert all(map(torch.equal, full.state_dict()[net].values(), resumed.state_dict()[net].values())), net
+
+
+def test_a_frame_that_cannot_be_read_mid_run_stops_it_in_one_line_saved_first(tmp_path, monkeypatch, capsys):
+    with zipfile.ZipFile(write_dataset(tmp_path / "d.zip", lengths=(200,) * 3)) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as z:                # one frame cut short, read at step 3
+        for name, data in members.items():
+            z.writestr(name, data[:40] if name == "v002/000150.png" else data)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        sv.main(["train", "--data", "bad.zip", *RUN, "--kimg", "5", "--outdir", "run", "--device", "cpu"])
+    err = [line for line in capsys.readouterr().err.splitlines() if "kimg" not in line or "error" in line]
+    assert exit_.value.code == 2 and err[-1].startswith("stylegan_v.py: error: bad.zip: cannot read v002/000150.png (")
+    assert err[-1].endswith("; the steps done are saved in run/checkpoint.pt: mend the file, then --resume auto")
+    assert torch.load("run/checkpoint.pt", weights_only=True)["step"] == 3
 
 
 @slow
@@ -1026,7 +1042,7 @@ def refused(tmp_path, monkeypatch, capsys):
     _row("sample --device gpu0 --out x.mp4", "--device gpu0: not a device"),
     _row("sample --ckpt run --preset ffs --out x.mp4", "--preset picks an untrained generator's"),
     # one estimate of memory from the shapes (1 GB free, see below): 16 videos x 4096 frames of 64^2 need 1.2 GB
-    _row("sample --preset tiny --num 16 --batch 4096 --out x.mp4",
+    _row("sample --preset tiny --num 16 --batch 4096 --seconds 200 --out x.mp4",
          "rendering 16 video(s) 4096 frames at a time at 64^2 needs about",
          "1.0 GB are available on this cpu: lower --batch or --num"),
     _row("sample --seconds -1 --out o.mp4", "--seconds: -1 is out of range", fresh=True),
@@ -1034,8 +1050,10 @@ def refused(tmp_path, monkeypatch, capsys):
     _row("sample --seconds 0.2 --ckpt garbage.pt --out o.mp4", "not a StyleGAN-V checkpoint", fresh=True),
     _row("sample --seconds 0.2 --ckpt missing.pt --out o.mp4", "no such checkpoint", fresh=True),
     _row("sample --seconds 0.2 --out no/such/dir/x.mp4", "cannot write here", fresh=True),
-    _row("sample --seconds 0.2 --out clip.gif", "clip.gif: --out is an .mp4 file or a folder for PNG frames, not a .gif",
-         fresh=True),                        # /proc and /sys: a folder write bit, but no new files
+    _row("sample --seconds 0.2 --out clip.gif", "clip.gif: --out is an .mp4 file or a folder for PNG frames (no "
+         "extension), not a .gif", fresh=True),
+    _row("sample --seconds 0.2 --out notes.txt", "notes.txt: --out is an .mp4 file or a folder", "not a .txt"),
+    # /proc and /sys: a folder write bit, but no new files
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (", fresh=True, fast=True)
       for out in ("/proc/x.mp4", "/sys/frames")],
 ])
@@ -1095,6 +1113,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("--metrics fvd128", "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
         ("--metric-videos 8", "--metric-videos is for --metrics: add one"),
         ("--frames-per-clip 20", "frames_per_clip 20 spans more than max_span 16"),
+        ("--batch 6", "--batch 6: 6 videos a process, not a multiple of the minibatch-stddev group (4)"),
         ("--device meta", "--device meta: not a device this program runs on"),       # (it trained on the CPU)
         ("--device mps", "--device mps: not a device this program runs on"),
         ("--batch 65536", "a training step at 16^2 with --batch 65536 needs about")]],   # (6 GB, then on)
@@ -1121,6 +1140,9 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("4x4.zip", "resolution must be a power of two, 8-4096", "got 4")]],
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
+    _row("figures --ckpt missing.pt --out a-file", "a-file: cannot write here ("),     # said before the work
+    _row("doctor --out a-file", "a-file: cannot write here ("),
+    _row("train --data /dev/zero --outdir run --dry-run", "/dev/zero: not a dataset (make one with"),
 ])
 def test_train_bench_and_figures_refuse_bad_input_in_one_line_before_any_work(refused, fresh, argv, needles):
     refused(fresh, argv, needles)
@@ -1578,7 +1600,7 @@ def test_doctor_reports_the_toolchain_and_its_full_run_writes_json_and_markdown(
     train = f"{run}, training on 4 clips of 3 frame(s) (s/kimg)"
     assert [line.split(": ")[0] for line in lines] == [
         "torch", "nvcc", "GPUs", "kernel", *(f"{run}, rendering a video from t={t0} (frames/s)" for t0 in (0, 90000)),
-        train, "wrote d/doctor.json and doctor.md"] and res[train] > 0
+        train, "wrote d/doctor.json and d/doctor.md"] and res[train] > 0
     assert json.load(open("d/doctor.json")) == res and f"| {train} | {res[train]} |" in open("d/doctor.md").read()
 
 
@@ -1658,6 +1680,11 @@ def test_the_one_writer_leaves_the_whole_file_or_nothing_and_says_why_in_words(t
     assert sv.error_reason(BrokenPipeError(32, "Broken pipe"), "/no/such/o.mp4") == "the ffmpeg writer stopped (broken pipe)"
     monkeypatch.setattr(sv.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 4096, 4096))
     assert sv.error_reason(torch_error, "/tmp/x.pt") == "no space left on device"
+    # a message in one line: the next line too where the first announces it, no object addresses
+    assert sv._first_line(RuntimeError("Error(s) in loading state_dict for G:\n\tsize mismatch for w.\nmore")) == \
+        "Error(s) in loading state_dict for G: size mismatch for w."
+    assert sv._first_line(OSError("cannot identify image file <_io.BytesIO object at 0x7f3a>")) == \
+        "cannot identify image file"
     with _hd_tmpfs(tmp_path / "ro", "1m", read_only=True) as disk, pytest.raises(sv.UserError) as e:
         sv.save_checkpoint(str(disk / "c.pt"), {"x": torch.zeros(3)})
     assert "(Read-only file system)" in str(e.value) and "inline_container" not in str(e.value), str(e.value)
