@@ -40,6 +40,7 @@ import argparse
 import collections
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import importlib.util
@@ -2292,6 +2293,7 @@ def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) ->
             note(f"{cfg.preset} {cfg.resolution}^2, kernel {'on' if kernel_on else 'off'}, "
                  f"{'float16' if fp16 else 'float32'} layers, {what}", value)
     if out:
+        os.makedirs(out, exist_ok=True)
         _atomic_write(os.path.join(out, "doctor.json"), json.dumps(res, indent=2))
         _atomic_write(os.path.join(out, "doctor.md"), "| `doctor` | measured |\n| --- | ---: |\n"
                       + "".join(f"| {what} | {value} |\n" for what, value in res.items()))
@@ -2539,7 +2541,6 @@ def error_reason(e: BaseException, path: str = ".") -> str:
     """Why an operation on `path` failed, in words. torch's zip writer hides the OS's reason in a RuntimeError
     ("... strerror: Read-only file system") or says none, as a broken ffmpeg pipe says none: then a full disk is
     the likely one, if the disk is a real one (not /proc: total 0) with < 1 MiB free."""
-    import errno
     if isinstance(e, OSError) and not isinstance(e, BrokenPipeError):
         return "no space left on device" if e.errno == errno.ENOSPC else e.strerror or _first_line(e)
     if hidden := re.search(r"strerror: ([^\n]+)", str(e)):
@@ -2592,11 +2593,14 @@ def _write_image(path: str, image: np.ndarray) -> None:
 
 def check_writable(out: str, folder: bool = False) -> None:
     """The one check of an output's place, before any work: a file created there and removed (a folder's write bit
-    does not say: /proc takes no new files); folder: `out` is a folder, made now."""
+    does not say: /proc takes no new files). folder: `out` is a folder, probed in its nearest existing one."""
+    place = os.path.abspath(out)
+    while folder and not os.path.exists(place):               # (made when written: nothing is left if refused)
+        place = os.path.dirname(place)
     try:
-        if folder:
-            os.makedirs(out, exist_ok=True)
-        open(probe := _partial(os.path.join(out, "probe") if folder else out), "x").close()
+        if folder and not os.path.isdir(place):
+            raise NotADirectoryError(errno.ENOTDIR, f"{place} is a file, not a folder")
+        open(probe := _partial(os.path.join(place, "probe") if folder else out), "x").close()
         os.remove(probe)
     except OSError as e:
         raise UserError(f"{out}: cannot write here ({error_reason(e)})") from None
@@ -3040,6 +3044,7 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         check_writable(self.outdir, folder=True)
+        os.makedirs(self.outdir, exist_ok=True)
         self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
         self._flock(self.file)
         self.file.truncate(0)                    # ("a+": the pid goes at 0)
