@@ -1473,7 +1473,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
                 tick_state["acc"].setdefault(key, []).append(v)
             bar.n = round(min(trainer.nimg, total) / 1000, 3)    # set, not summed: no float drift past the
             bar.update(0)                                        # total (tqdm warns, shows -00:00 left)
-            done, trainer.interrupted = trainer.nimg >= total, _stop_requested_anywhere(stop, dist)
+            done, trainer.interrupted = trainer.nimg >= total, stop.anywhere(dist)
             if _crossed(trainer.nimg, tick, tick_state["nimg"]) or done:                  # a log line
                 _log_tick(trainer, tick_state, log, bar, clock)
             if _crossed(trainer.nimg, snap, last_snap) or done or trainer.interrupted:    # a snapshot
@@ -2263,7 +2263,7 @@ def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) ->
     """`doctor` -> {what: result}, logged as they come: the toolchain, the kernel's build (without a GPU too: a build
     error shows anywhere), on a GPU its parity and one layer's speed; --full on a GPU, the acceptance run: bench_model
     of cfg (ffs, batch 16) with the kernel on and off. Written to --out (--full: doctor_full/) as JSON and Markdown."""
-    global USE_CUSTOM_OPS                                        # (run_command restores it)
+    global USE_CUSTOM_OPS                                        # (main restores it)
     cuda, res = torch.cuda.is_available(), {}
     device, cfg = torch.device("cuda" if cuda else "cpu"), args.full and (cfg or cuda and make_config("ffs", batch=16))
     if out := args.out or (cfg and "doctor_full"):
@@ -2416,12 +2416,11 @@ MAX_DATASET_FPS, MAX_VIDEO_FRAMES = 1000.0, 10 ** 8   # more is a broken header,
 
 
 class VideoFolder:
-    """A prepare_data.py dataset (zip or folder), read lazily; checked cheaply when opened (open_dataset), and
-    every frame when read (read_frame)."""
+    """A prepare_data.py dataset (zip or folder), read lazily: checked when opened (open_dataset), each frame read."""
 
     def __init__(self, path: str):
         self.path, self.is_zip, self._zip = str(path), os.path.isfile(path), None
-        self.fps, self.resolution, self.ext, self.names, self.lengths = open_dataset(self)
+        open_dataset(self)
 
     def member(self, name: str, i: int) -> str:
         return f"{name}/{i:06d}{self.ext}"
@@ -2436,9 +2435,10 @@ class VideoFolder:
         return np.stack([read_frame(self, self.member(self.names[video], int(i))) for i in frame_indices])
 
 
-def open_dataset(data: VideoFolder) -> tuple:
-    """VideoFolder's checks at the door -> (fps, resolution, ext, names, lengths): every field of dataset.json,
-    every listed frame there (a zip's index; a folder's first and last), each first frame's size (its header)."""
+def open_dataset(data: VideoFolder) -> None:
+    """VideoFolder's checks at the door, which set its .fps, .resolution, .ext, .names, .lengths: each field of
+    dataset.json by a rule (value, ok, what it is), every listed frame there (a zip's index; a folder's first and
+    last), each first frame's size (its header)."""
     path, make = data.path, "make one with: python prepare_data.py VIDEOS data.zip, then --data data.zip"
     if not (data.is_zip or os.path.isdir(path)) or data.is_zip and not zipfile.is_zipfile(path):   # (/dev/zero)
         raise DataError(f"{path}: {'not a dataset' if os.path.exists(path) else 'no such dataset'} ({make})")
@@ -2448,7 +2448,29 @@ def open_dataset(data: VideoFolder) -> tuple:
         raise DataError(f"{path}: no dataset.json, so not a dataset ({make})") from None
     except ValueError as e:                                               # JSONDecodeError, UnicodeDecodeError
         raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
-    data.fps, data.resolution, data.ext, data.names, data.lengths = fields = _parse_dataset_json(path, meta)
+    if not isinstance(meta, dict) or not {"fps", "resolution", "videos"} <= meta.keys():
+        raise DataError(f"{path}: dataset.json: no 'fps', 'resolution' and 'videos' (not from prepare_data.py?)")
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
+    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
+    rules = [(fps, number(fps) and 0 < fps <= MAX_DATASET_FPS, f"fps must be a number in (0, {MAX_DATASET_FPS:g}]"),
+             (res, number(res) and res in {2 ** k for k in range(3, 13)}, "resolution must be a power of two, 8-4096"),
+             (fmt, isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt), "format must be like 'jpg', 'png'"),
+             (videos, isinstance(videos, list) and videos, "'videos' must be a non-empty list")]
+    for i, v in enumerate(videos if isinstance(videos, list) else []):
+        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
+        # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
+        rules += [(name, isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name),
+                   f"video {i}: 'name' must be a folder name (no '/', not '.' or '..')"),
+                  (n, isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES,
+                   f"video {i}: 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}")]
+    for value, ok, rule in rules:
+        if not ok:
+            raise DataError(f"{path}: dataset.json: {rule}, got {value!r}")
+    names, seen = [v["name"] for v in videos], set()
+    if (twice := next((n for n in names if n in seen or seen.add(n)), None)) is not None:
+        raise DataError(f"{path}: dataset.json: video name '{twice}' is listed twice")
+    data.fps, data.resolution, data.ext, data.names = float(fps), int(res), "." + fmt, names
+    data.lengths = [v["frames"] for v in videos]
     listed = set(data._zip.namelist()) if data.is_zip else None   # a zip's index: every frame; a folder: first, last
     for name, n in zip(data.names, data.lengths):
         for i in range(n) if listed else sorted({0, n - 1}):       # (a zip's first missing frame ends the loop)
@@ -2457,15 +2479,13 @@ def open_dataset(data: VideoFolder) -> tuple:
                 raise DataError(f"{path}: video '{name}' lists {n} frames but frame {i} ({member}) is not in the "
                                 f"{'zip' if listed else 'folder'}")
         read_frame(data, data.member(name, 0), header_only=True)
-    return fields
 
 
 def read_member(data: VideoFolder, member: str, limit: Optional[int] = None) -> bytes:
     """One file of a dataset, read if its declared size is at most `limit` (default: more than any R x R image
     takes; raw 16-bit RGBA is 8 R^2 bytes). The zip is opened on first use, in each process."""
     limit = limit or 16 * data.resolution ** 2 + 2 ** 16
-    if data.is_zip:
-        data._zip = data._zip or zipfile.ZipFile(data.path)
+    data._zip = data._zip or (zipfile.ZipFile(data.path) if data.is_zip else None)
     size = data._zip.getinfo(member).file_size if data.is_zip else os.path.getsize(os.path.join(data.path, member))
     if size > limit:
         raise DataError(f"{data.path}: {member} is {size:,} bytes, more than such a file of this dataset can be "
@@ -2499,32 +2519,6 @@ def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Opt
     return img[:, :, :3]
 
 
-def _parse_dataset_json(path: str, meta) -> tuple:
-    """dataset.json -> (fps, resolution, ext, names, lengths), each field checked by a rule (value, ok, what it is)."""
-    if not isinstance(meta, dict) or not {"fps", "resolution", "videos"} <= meta.keys():
-        raise DataError(f"{path}: dataset.json: no 'fps', 'resolution' and 'videos' (not from prepare_data.py?)")
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
-    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    rules = [(fps, number(fps) and 0 < fps <= MAX_DATASET_FPS, f"fps must be a number in (0, {MAX_DATASET_FPS:g}]"),
-             (res, number(res) and res in {2 ** k for k in range(3, 13)}, "resolution must be a power of two, 8-4096"),
-             (fmt, isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt), "format must be like 'jpg', 'png'"),
-             (videos, isinstance(videos, list) and videos, "'videos' must be a non-empty list")]
-    for i, v in enumerate(videos if isinstance(videos, list) else []):
-        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
-        # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
-        rules += [(name, isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name),
-                   f"video {i}: 'name' must be a folder name (no '/', not '.' or '..')"),
-                  (n, isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES,
-                   f"video {i}: 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}")]
-    for value, ok, rule in rules:
-        if not ok:
-            raise DataError(f"{path}: dataset.json: {rule}, got {value!r}")
-    names, seen = [v["name"] for v in videos], set()
-    if (twice := next((n for n in names if n in seen or seen.add(n)), None)) is not None:
-        raise DataError(f"{path}: dataset.json: video name '{twice}' is listed twice")
-    return float(fps), int(res), "." + fmt, names, [v["frames"] for v in videos]
-
-
 # --- Errors in words; outputs written whole or not at all -----------------------------------------
 
 def _first_line(e) -> str:
@@ -2536,9 +2530,8 @@ def _first_line(e) -> str:
 
 
 def error_reason(e: BaseException, path: str = ".") -> str:
-    """Why an operation on `path` failed, in words. torch's zip writer hides the OS's reason in a RuntimeError
-    ("... strerror: Read-only file system") or says none, as a broken ffmpeg pipe says none: then a full disk is
-    the likely one, if the disk is a real one (not /proc: total 0) with < 1 MiB free."""
+    """Why an operation on `path` failed, in words: the OS's, also where torch's zip writer hides it ("strerror: ...");
+    where none is said (torch, a broken ffmpeg pipe), a full disk if a real one (not /proc) has < 1 MiB free."""
     import errno
     if isinstance(e, OSError) and not isinstance(e, BrokenPipeError):
         return "no space left on device" if e.errno == errno.ENOSPC else e.strerror or _first_line(e)
@@ -2551,8 +2544,7 @@ def error_reason(e: BaseException, path: str = ".") -> str:
     return "the ffmpeg writer stopped (broken pipe)" if isinstance(e, BrokenPipeError) else _first_line(e)
 
 
-def _partial(path: str) -> str:
-    """An output's temporary name beside it: <stem>.partial-<pid><ext> (the format is the extension's)."""
+def _partial(path: str) -> str:       # an output's temporary name beside it, <stem>.partial-<pid><ext> (same format)
     stem, ext = os.path.splitext(path.rstrip("/"))
     return f"{stem}.partial-{os.getpid()}{ext}"
 
@@ -2675,9 +2667,8 @@ def load_checkpoint(path: str) -> dict:
             if f.read(1) == b"\x80":
                 return import_release_snapshot(file)
     state = _load_plain(file, "checkpoint", CheckpointError)
-    if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
-        projection = isinstance(state, dict) and "projection" in state
-        hint = "it is a projection: sample --from it" if projection else "no G_ema"
+    if not isinstance(state, dict) or not {"cfg", "G_ema"} <= state.keys():
+        hint = "it is a projection: sample --from it" if isinstance(state, dict) and "projection" in state else "no G_ema"
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint ({hint})")
     try:                                     # sizes come from here: checked before any network is built
         state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
@@ -2698,7 +2689,7 @@ def load_generator(path: str, device="cpu"):
     return G.eval().requires_grad_(False).to(device), cfg        # for rendering: no autograd graph
 
 
-class FrameSink:
+class FrameSink(contextlib.AbstractContextManager):
     """Frames, a chunk at a time, into an .mp4 (H.264 through an ffmpeg pipe, its exit status checked) or a new
     folder of PNGs: _atomic_write for an output too long to hold, kept under _partial(out) until the block ends."""
 
@@ -2744,9 +2735,6 @@ class FrameSink:
                 self.log.seek(0)
                 raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
 
-    def __enter__(self):
-        return self
-
     def __exit__(self, exc_type, exc, _tb):
         if exc_type is None:                                     # complete: committed as any output is
             return _atomic_write(self.out, self._finish)
@@ -2770,8 +2758,7 @@ def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
 
 
 def cmd_convert(args) -> None:
-    """`convert`: an authors' network-snapshot-*.pkl, read by Appendix B's importer (nothing in it runs) -> a
-    checkpoint of ours, which later loads read with torch's safe weights_only reader."""
+    """`convert`: an authors' snapshot, read by Appendix B's importer (nothing in it runs) -> a checkpoint of ours."""
     if os.path.exists(args.out):
         raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
     state = load_checkpoint(args.src)
@@ -2783,22 +2770,20 @@ def cmd_convert(args) -> None:
 
 # --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12) -----------
 
-# The fields that define the networks (not the training): a run resuming an authors' snapshot takes them from it.
-ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
-               "motion_delta_z", "motion_kernel", "motion_layers", "period_min", "period_max", "time_enc_dim",
-               "num_fp16_res", "conv_clamp", "d_channel_base", "d_channel_max", "d_concat_res", "d_time_dim",
-               "d_cond", "d_frame_div", "mbstd_group", "mbstd_strided", "frames_per_clip", "max_time")
+# The fields that define the networks (Config's from arch to mbstd_strided, but the data's resolution and fps and
+# amp_dtype, and the clips' k and T): a run resuming an authors' snapshot takes them from it.
+_NAMES = [f.name for f in dataclasses.fields(Config)]
+ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
 
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
-    """The dataset (it sets the resolution and fps) and the checkpoint resumed -> (cfg, data, clip dataset, state or
-    None, its path): checked by plan_training, redone by each process. A checkpoint of ours must fit the run's
-    networks; an authors' snapshot brings them (the run keeps its training settings)."""
+    """The dataset (its resolution and fps) and the checkpoint resumed -> (cfg, data, clip dataset, state or None,
+    its path): checked by plan_training, redone by each process. A checkpoint of ours must fit the run's networks; an authors'
+    snapshot brings them (the run keeps its training settings)."""
     data = VideoFolder(data_path)
     cfg, state, path = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps), None, None
     if resume:
-        path = checkpoint_path(outdir if resume == "auto" else resume)
-        state = load_checkpoint(path)
+        state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
         old = config_from_dict(state["cfg"])
         if "opt_G" not in state and "source" in state:           # an authors' snapshot (or its convert)
             if old.resolution != cfg.resolution:
@@ -2824,7 +2809,7 @@ def plan_training(args) -> tuple:
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
     for refused, message in (              # flags that contradict each other or the machine: not silently ignored
-            (args.p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
+            (args.aug_p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
             (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
             (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
             (device.type == "cpu" and args.amp_dtype == "float16",     # CPUs emulate fp16: measured ~70x slower
@@ -2837,11 +2822,9 @@ def plan_training(args) -> tuple:
             raise UserError(message)
     # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
     chosen, args.preset = args.preset, args.preset or ("ffs" if device.type == "cuda" else "tiny")
-    flags = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
-                 aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
-                 span_dist=args.span_dist, amp_dtype=args.amp_dtype)
+    flags = {k: v for k, v in vars(args).items() if k in _NAMES and k != "preset" and v is not None}   # (Config's)
     try:
-        cfg = make_config(args.preset, **{k: v for k, v in flags.items() if v is not None})
+        cfg = make_config(args.preset, **flags)
     except ValueError as e:                                     # flags each in range, but not together
         raise UserError(f"--preset {args.preset} with these flags: {e}") from None
     # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
@@ -2868,31 +2851,27 @@ def plan_training(args) -> tuple:
         check_memory(training_step_bytes(cfg, cfg.batch), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
     main_process = not torchrun or int(os.environ["RANK"]) == 0     # it checks and locks the run directory
-    lock = RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
     if main_process:
-        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
-                                                     "tiny, on a CPU)")
+        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else "tiny, on a CPU)")
         print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
-              f"{device.type}, TF32 {'on (--tf32)' if args.tf32 else 'off (--tf32 allows it)'}", file=sys.stderr)
-    if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
-        # lr and r1_gamma < 0 mean "derived" (§1); shown as Trainer derives them
-        lr = cfg.lr if cfg.lr >= 0 else 0.002 if cfg.resolution >= 1024 else 0.0025
-        gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
-        print(json.dumps({**dataclasses.asdict(cfg), "lr": lr, "r1_gamma": gamma}, indent=2))
+              f"{device.type}", file=sys.stderr)
+    if args.dry_run:      # the config on stdout (JSON), with lr and r1_gamma < 0 as Trainer derives them (§1, §12)
+        auto = dict(lr=0.002 if cfg.resolution >= 1024 else 0.0025, r1_gamma=0.0002 * cfg.resolution ** 2 / cfg.batch)
+        print(json.dumps({**dataclasses.asdict(cfg), **{k: v for k, v in auto.items() if getattr(cfg, k) < 0}}, indent=2))
         done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0   # (a snapshot: from 0)
-        plan = (f"on from {path} ({done:.2f} kimg)" if args.resume else
-                "a new run" + (" (--resume auto: no checkpoint there yet)" if resuming else ""))
+        plan = f"on from {path} ({done:.2f} kimg)" if args.resume else "a new run" + (
+            " (--resume auto: no checkpoint there yet)" if resuming else "")
         print(f"dry run: {path} is already at {done:.2f} kimg, --kimg is {args.kimg:g}: nothing to train"
               if done >= args.kimg else f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with "
               f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
               + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
-    return cfg, world, torchrun, lock
+    return cfg, world, torchrun, RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
 
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
                fp32: bool, kimg: float) -> tuple:
-    """-> (trainer, dataset), resumed when asked: weights, optimizer moments, ADA's p and the step counter, which
-    seeds every draw (step_rng): all it takes to continue exactly where the run was."""
+    """-> (trainer, clip dataset), resumed when asked: weights, optimizer moments, ADA's p and the step counter,
+    which seeds every draw (step_rng): all it takes to continue exactly where the run was."""
     cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
@@ -2900,14 +2879,13 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
         try:
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"{path}: checkpoint does not fit this model ({' '.join(str(e).split())[:200]})")
-        if dist.main and "opt_G" not in state:
-            print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
-                  f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
-        elif dist.main:
-            print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train (a larger "
-                  f"--kimg continues it)" if trainer.nimg >= int(kimg * 1000) else f"resuming {path} at "
-                  f"{trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
+            raise UserError(f"{path}: checkpoint does not fit this model ({_first_line(e)})")
+    if dist.main and state is not None:                          # what the run does with it, said first
+        print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
+              f"from it, fresh optimizers, counting kimg from 0" if "opt_G" not in state else
+              f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train (a larger "
+              f"--kimg continues it)" if trainer.nimg >= int(kimg * 1000) else
+              f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
         # log.jsonl keeps its lines up to the checkpoint resumed from (a fresh run: none): what a run killed after
@@ -2954,8 +2932,7 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
         record["diverged"] = True
         trainer.diverged = trainer.diverged or record["kimg"]
     bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} "
-                        f"p {record['p']:.3f}"
-                        + (" DIVERGED" if record.get("diverged") else ""))
+                        f"p {record['p']:.3f}" + " DIVERGED" * bool(record.get("diverged")))
     if trainer.dist.main:
         _write_json_line(log, record)
     tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
@@ -3004,8 +2981,7 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
     clock["metric_sec"] += results["sec"]
     if trainer.dist.main:
         _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
-        line = "  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec")
-        bar.write(line + "  (kimg 0)" * (trainer.nimg == 0))
+        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec") + "  (kimg 0)" * (trainer.nimg == 0))
 
 
 class RunLock:
@@ -3023,9 +2999,8 @@ class RunLock:
         # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
         entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
         if entries and not resuming:
-            shown = ", ".join(entries[:3] + ["..."][:len(entries) > 3])
-            raise UserError(f"{outdir}: a run is already there ({shown}); continue it with --resume auto, or train "
-                            f"into a new --outdir")
+            raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'][:len(entries) > 3])}); "
+                            f"continue it with --resume auto, or train into a new --outdir")
 
     def _flock(self, file, shared: bool = False) -> None:
         try:
@@ -3076,15 +3051,14 @@ class GracefulStop:
         for sig, handler in self.old.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
 
+    def anywhere(self, dist: Dist) -> bool:
+        """Did any process get a signal? All stop at the same step, or the others would hang in the next all_reduce."""
+        return dist.all_reduce_sum(torch.tensor([float(self.requested)], device=dist.device)).item() > 0
+
 
 def _ignore_signals(_worker_id: int) -> None:        # DataLoader workers: the training process saves, then stops
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-
-
-def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
-    """Did any process get a signal? All stop at the same step, or the others would hang in the next all_reduce."""
-    return dist.all_reduce_sum(torch.tensor([float(stop.requested)], device=dist.device)).item() > 0
 
 
 def _unwrap_worker_errors(loader, save):
@@ -3113,15 +3087,15 @@ def _release_free_memory() -> None:
 def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
     """One training process, on GPU LOCAL_RANK (torchrun), `rank` (spawned), --device's, or the CPU; they meet through
     NCCL or gloo and differ in their rows of each step's batch (§12) and rank 0 writing. A signal: exit 130."""
-    _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not args.no_custom_ops    # (a spawned process starts from a fresh import)
     device = _pick_device(args.device)
     if cuda := device.type == "cuda":          # cuDNN times its algorithms once per shape: a step's barely change
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank if world > 1 else device.index or 0)))
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    # TF32 (10-bit mantissa matmuls and convolutions) off unless --tf32, as the release and StyleGAN3
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-    interrupted = False
+    # TF32 (10-bit mantissa matmuls and convolutions) off, as the release and StyleGAN3
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         if world > 1:          # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
             import datetime
@@ -3132,13 +3106,13 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
                             metrics=args.metrics, metric_videos=args.metric_videos).interrupted
         if world > 1:
             torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
+        if interrupted:
+            sys.exit(130)                      # (through _exit_on_error unchanged)
     except BaseException as e:                 # the tool's one error path, in every process
         _exit_on_error(e, quiet=rank != 0)
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    if interrupted:
-        sys.exit(130)
 
 
 def _spawn_workers(world: int, args, cfg: Config) -> None:
@@ -3152,9 +3126,8 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
         _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
 
     def forward(_signum, _frame):
-        for pid in [process.pid for process in context.processes if process.pid]:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGTERM)
+        for process in context.processes:
+            process.terminate()                # SIGTERM (none to a process gone)
     try:
         with GracefulStop(forward):
             while not context.join():
@@ -3237,9 +3210,9 @@ def check_memory(need: int, device: torch.device, what: str, lower: str) -> None
 
 
 def training_step_bytes(cfg: Config, videos: int) -> int:
-    """Memory of one training step of `videos` clips, from the shapes alone: float32 activations of G and D,
-    sum over resolutions of C(r) r^2 per frame, times 32 for the saved tensors of the forward passes, their
-    backward and R1's double backward (17-25 measured on a CPU, tiny, 32-128^2)."""
+    """Memory of one training step of `videos` clips, from the shapes: float32 activations of G and D, sum over
+    resolutions of C(r) r^2 a frame, times 32 for the forwards' saved tensors, backward, R1's double backward
+    (17-25 measured on a CPU, tiny, 32-128^2)."""
     res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
     return 32 * 4 * videos * cfg.frames_per_clip * sum((cfg.channels(r) + cfg.d_channels(r)) * r * r for r in res)
 
@@ -3265,11 +3238,6 @@ def _pick_device(name: Optional[str]) -> torch.device:
     return torch.device(name)
 
 
-def _set_custom_ops(args) -> None:                   # --no-custom-ops: the PyTorch reference, in this process
-    global USE_CUSTOM_OPS
-    USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)
-
-
 # --- A projection's target and its file (§13's project) ----------------------------------------
 
 PROJECT_MAX_FRAMES = 64
@@ -3280,23 +3248,20 @@ def read_target(path: str, resolution: int) -> tuple:
     PROJECT_MAX_FRAMES frames, center-cropped and resized as prepare_data.py makes a dataset."""
     import prepare_data as pd
     try:
-        if os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS):
-            with pd.Image.open(path) as img:
-                frames, fps = [pd.pil_to_rgb8(img)], None
-        else:
-            sources, skipped = pd.discover(path)
-            if len(sources) != 1:
-                raise UserError(f"{path}: " + (f"{len(sources)} videos, project one at a time" if sources else
-                                               skipped[0][1] if skipped else "no frames in it"))
-            source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
-            if source is None:
-                raise UserError(f"{path}: {why}")
-            fps = source.fps or 25.0                             # (prepare_data's rate for frame folders)
-            frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES + 1), pd.iter_frames(source, fps))]
-            if len(frames) > PROJECT_MAX_FRAMES:
-                print(f"note: {path}: its first {PROJECT_MAX_FRAMES} frames are projected", file=sys.stderr)
-            if len(frames) < 2:
-                raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
+        still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
+        sources, skipped = ([pd.Source("frames", path, files=(path,))], []) if still else pd.discover(path)
+        if len(sources) != 1:
+            raise UserError(f"{path}: " + (f"{len(sources)} videos, project one at a time" if sources else
+                                           skipped[0][1] if skipped else "no frames in it"))
+        source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
+        if source is None:
+            raise UserError(f"{path}: {why}")
+        fps = None if still else source.fps or 25.0                  # (prepare_data's rate for frame folders)
+        frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES + 1), pd.iter_frames(source, fps or 25.0))]
+        if len(frames) > PROJECT_MAX_FRAMES:
+            print(f"note: {path}: its first {PROJECT_MAX_FRAMES} frames are projected", file=sys.stderr)
+        if len(frames) < 2 and not still:
+            raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
     except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
         raise UserError(str(e)) from None
     except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
@@ -3412,11 +3377,6 @@ def cmd_train(args) -> None:
             _train_worker(int(os.environ["RANK"]) if torchrun else 0, world, args, cfg, "env://" if torchrun else None)
 
 
-def main(argv=None) -> None:
-    """Parse the flags (build_parser: every flag's default and range), then run the command (run_command)."""
-    run_command(build_parser().parse_args(argv))
-
-
 # --- The flags, their ranges, and the one error path --------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -3486,16 +3446,16 @@ def build_parser() -> argparse.ArgumentParser:
             ("--seed", SEED, 0, "seed of weights and of every random draw (default 0)"),
             ("--batch", INT(1, 65536), None, "videos per step over all processes (paper 64)"),
             ("--frames-per-clip", INT(1, 33), None, "k frames D sees per video (paper 3)"),
-            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2, batch 64)"),
+            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2, batch 64)",
+             dict(dest="r1_gamma")),
             ("--aug", ["ada", "fixed", "none"], None, "augmentation: adaptive p, constant --p, or none"),
-            ("--p", NUM(0, 1), None, "initial (ada) or constant (fixed) augmentation probability"),
+            ("--p", NUM(0, 1), None, "initial (ada) or constant (fixed) augmentation probability", dict(dest="aug_p")),
             ("--d-cond", ["hyper", "concat", "none"], None, "D's time conditioning: paper, release, or none"),
             ("--lr", NUM(0, 1, lo_open=True), None, "Adam learning rate (paper 0.0025)"),
             ("--ada-kimg", KIMG, None, "ADA's p can move 0 -> 1 in this many thousand videos (release 100)"),
             ("--mirror", argparse.BooleanOptionalAction, None, "x-flip whole videos at random (default on)"),
             ("--span-dist", ["uniform", "release"], None, "clip spans: U[k-1, 32] (paper), or {2, 4, 8, 16, 32}"),
             ("--fp32", "store_true", False, "no fp16 layers on CUDA, no activation clamping"),
-            ("--tf32", "store_true", False, "allow TF32 matmuls and convolutions (off: the release's choice)"),
             ("--amp-dtype", list(AMP_DTYPES), None, "mixed-precision layers' dtype (auto: float16 on CUDA, float32)"),
             ("--gpus", INT(1, 1024), 1, "processes, one per GPU (with --device cpu: CPU processes)"),
             ("--workers", INT(0, 64), 2, "data-loading worker processes per training process (default 2)"),
@@ -3537,20 +3497,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_command(args) -> None:
-    """Run a command through the one error path; `kill` (SIGTERM) stops it as Ctrl-C does (train: save, stop)."""
-    global USE_CUSTOM_OPS
-    custom_ops = USE_CUSTOM_OPS
-    try:
-        with GracefulStop(signal.default_int_handler):          # (it raises KeyboardInterrupt)
-            _set_custom_ops(args)
-            args.fn(args)
-    except BaseException as e:                                   # (a SystemExit goes through it unchanged)
-        _exit_on_error(e)
-    finally:
-        USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
-
-
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
     """The one way out of every command and every training process (the policy: the commands' banner): a UserError or an
     OSError is ONE line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
@@ -3567,6 +3513,21 @@ def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
     if not quiet:
         print(f"stylegan_v.py: {message}", file=sys.stderr)
     sys.exit(status)
+
+
+def main(argv=None) -> None:
+    """Parse the flags (build_parser: every flag's default and range), then run the command through the one error
+    path; `kill` (SIGTERM) stops it as Ctrl-C does (train: save, stop)."""
+    global USE_CUSTOM_OPS
+    args, custom_ops = build_parser().parse_args(argv), USE_CUSTOM_OPS
+    try:
+        with GracefulStop(signal.default_int_handler):          # (it raises KeyboardInterrupt)
+            USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)    # --no-custom-ops: the PyTorch reference
+            args.fn(args)
+    except BaseException as e:                                   # (a SystemExit goes through it unchanged)
+        _exit_on_error(e)
+    finally:
+        USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
 
 
 if __name__ == "__main__":
