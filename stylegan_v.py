@@ -3297,6 +3297,7 @@ def cmd_train(args) -> None:
         check_memory(training_step_bytes(cfg, cfg.batch), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
     main_process = not torchrun or int(os.environ["RANK"]) == 0     # it checks and locks the run directory
+    lock = RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
     if main_process:
         why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
                                                      "tiny, on a CPU)")
@@ -3314,7 +3315,7 @@ def cmd_train(args) -> None:
               f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
               + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
         return
-    with RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext():
+    with lock:
         if world > 1 and not torchrun:
             _spawn_workers(world, args, cfg)
         else:
