@@ -1450,7 +1450,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=real_batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=_ignore_signals, multiprocessing_context="spawn" if workers > 0 else None)
+        worker_init_fn=GracefulStop.ignore, multiprocessing_context="spawn" if workers > 0 else None)
 
     # Progress is counted in real frames shown to D (nimg); a tick logs a line, a snapshot saves.
     total = int(kimg * 1000)
@@ -1474,7 +1474,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
                 tick_state["acc"].setdefault(key, []).append(v)
             bar.n = round(min(trainer.nimg, total) / 1000, 3)    # set, not summed: no float drift past the
             bar.update(0)                                        # total (tqdm warns, shows -00:00 left)
-            done, trainer.interrupted = trainer.nimg >= total, _stop_requested_anywhere(stop, dist)
+            done, trainer.interrupted = trainer.nimg >= total, stop.anywhere(dist)
             if _crossed(trainer.nimg, tick, tick_state["nimg"]) or done:                  # a log line
                 _log_tick(trainer, tick_state, log, bar, clock)
             if _crossed(trainer.nimg, snap, last_snap) or done or trainer.interrupted:    # a snapshot
@@ -1641,8 +1641,6 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
                                 f"frames (NaN or Inf weights?); nothing was written")
             sink.write(video_grid(to_uint8(frames)))
             bar.update(len(idx))
-            if (i // batch) % 64 == 63:            # glibc's malloc_trim (Appendix D): without it the
-                _release_free_memory()              # peak memory creeps up over an hour of chunks
     return n_frames
 
 
@@ -2264,7 +2262,7 @@ def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) ->
     """`doctor` -> {what: result}, logged as they come: the toolchain, the kernel's build (without a GPU too: a build
     error shows anywhere), on a GPU its parity and one layer's speed; --full on a GPU, the acceptance run: bench_model
     of cfg (ffs, batch 16) with the kernel on and off. Written to --out (--full: doctor_full/) as JSON and Markdown."""
-    global USE_CUSTOM_OPS                                        # (run_command restores it)
+    global USE_CUSTOM_OPS                                        # (main restores it)
     cuda, res = torch.cuda.is_available(), {}
     device, cfg = torch.device("cuda" if cuda else "cpu"), args.full and (cfg or cuda and make_config("ffs", batch=16))
     if out := args.out or (cfg and "doctor_full"):
@@ -2413,17 +2411,15 @@ def cmd_plot(args) -> None:
 
 
 # --- The dataset, checked when it is opened (§11) ----------------------------------------------
-
 MAX_DATASET_FPS, MAX_VIDEO_FRAMES = 1000.0, 10 ** 8   # more is a broken header, not a video (10^8: 5 weeks at 30 fps)
 
 
 class VideoFolder:
-    """A prepare_data.py dataset (zip or folder), read lazily; checked cheaply when opened (open_dataset), and
-    every frame when read (read_frame)."""
+    """A prepare_data.py dataset (zip or folder), read lazily: checked when opened (open_dataset), each frame read."""
 
     def __init__(self, path: str):
         self.path, self.is_zip, self._zip = str(path), os.path.isfile(path), None
-        self.fps, self.resolution, self.ext, self.names, self.lengths = open_dataset(self)
+        open_dataset(self)
 
     def member(self, name: str, i: int) -> str:
         return f"{name}/{i:06d}{self.ext}"
@@ -2438,9 +2434,8 @@ class VideoFolder:
         return np.stack([read_frame(self, self.member(self.names[video], int(i))) for i in frame_indices])
 
 
-def open_dataset(data: VideoFolder) -> tuple:
-    """VideoFolder's checks at the door -> (fps, resolution, ext, names, lengths): every field of dataset.json,
-    every listed frame there (a zip's index; a folder's first and last), each first frame's size (its header)."""
+def open_dataset(data: VideoFolder) -> None:
+    """VideoFolder's checks at the door, setting its fields: dataset.json's by rules, each frame, first frames' size."""
     path, make = data.path, "make one with: python prepare_data.py VIDEOS data.zip, then --data data.zip"
     if not (data.is_zip or os.path.isdir(path)) or data.is_zip and not zipfile.is_zipfile(path):   # (/dev/zero)
         raise DataError(f"{path}: {'not a dataset' if os.path.exists(path) else 'no such dataset'} ({make})")
@@ -2450,59 +2445,6 @@ def open_dataset(data: VideoFolder) -> tuple:
         raise DataError(f"{path}: no dataset.json, so not a dataset ({make})") from None
     except ValueError as e:                                               # JSONDecodeError, UnicodeDecodeError
         raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
-    data.fps, data.resolution, data.ext, data.names, data.lengths = fields = _parse_dataset_json(path, meta)
-    listed = set(data._zip.namelist()) if data.is_zip else None   # a zip's index: every frame; a folder: first, last
-    for name, n in zip(data.names, data.lengths):
-        for i in range(n) if listed else sorted({0, n - 1}):       # (a zip's first missing frame ends the loop)
-            member = data.member(name, i)
-            if member not in listed if listed else not os.path.isfile(os.path.join(path, member)):
-                raise DataError(f"{path}: video '{name}' lists {n} frames but frame {i} ({member}) is not in the "
-                                f"{'zip' if listed else 'folder'}")
-        read_frame(data, data.member(name, 0), header_only=True)
-    return fields
-
-
-def read_member(data: VideoFolder, member: str, limit: Optional[int] = None) -> bytes:
-    """One file of a dataset, read if its declared size is at most `limit` (default: more than any R x R image
-    takes; raw 16-bit RGBA is 8 R^2 bytes). The zip is opened on first use, in each process."""
-    limit = limit or 16 * data.resolution ** 2 + 2 ** 16
-    if data.is_zip:
-        data._zip = data._zip or zipfile.ZipFile(data.path)
-    size = data._zip.getinfo(member).file_size if data.is_zip else os.path.getsize(os.path.join(data.path, member))
-    if size > limit:
-        raise DataError(f"{data.path}: {member} is {size:,} bytes, more than such a file of this dataset can be "
-                        f"({limit:,})")
-    with data._zip.open(member) if data.is_zip else open(os.path.join(data.path, member), "rb") as f:
-        return f.read(limit + 1)
-
-
-def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Optional[np.ndarray]:
-    """uint8 [R, R, 3]: one frame, decoded and checked (else a DataError); header_only: only its header's size."""
-    import imageio.v3 as iio
-    from PIL import Image
-    R = data.resolution
-    try:
-        raw = read_member(data, member)
-        if header_only:
-            with Image.open(io.BytesIO(raw)) as header:
-                if header.size == (R, R):
-                    return None
-            raise DataError(f"{data.path}: {member} is {header.size[0]}x{header.size[1]}, dataset.json says {R}x{R}")
-        img = iio.imread(raw, extension=data.ext)
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"{data.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
-    if img.ndim == 2:                                        # greyscale -> RGB; RGBA loses alpha below
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-        raise DataError(f"{data.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} {img.dtype} image, "
-                        f"the dataset's frames are {R}x{R} 8-bit RGB")
-    return img[:, :, :3]
-
-
-def _parse_dataset_json(path: str, meta) -> tuple:
-    """dataset.json -> (fps, resolution, ext, names, lengths), each field checked by a rule (value, ok, what it is)."""
     if not isinstance(meta, dict) or not {"fps", "resolution", "videos"} <= meta.keys():
         raise DataError(f"{path}: dataset.json: no 'fps', 'resolution' and 'videos' (not from prepare_data.py?)")
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
@@ -2524,11 +2466,54 @@ def _parse_dataset_json(path: str, meta) -> tuple:
     names, seen = [v["name"] for v in videos], set()
     if (twice := next((n for n in names if n in seen or seen.add(n)), None)) is not None:
         raise DataError(f"{path}: dataset.json: video name '{twice}' is listed twice")
-    return float(fps), int(res), "." + fmt, names, [v["frames"] for v in videos]
+    data.fps, data.resolution, data.ext, data.names = float(fps), int(res), "." + fmt, names
+    data.lengths = [v["frames"] for v in videos]
+    listed = set(data._zip.namelist()) if data.is_zip else None   # a zip's index: every frame; a folder: first, last
+    for name, n in zip(data.names, data.lengths):
+        for i in range(n) if listed else sorted({0, n - 1}):       # (a zip's first missing frame ends the loop)
+            member = data.member(name, i)
+            if member not in listed if listed else not os.path.isfile(os.path.join(path, member)):
+                raise DataError(f"{path}: video '{name}' lists {n} frames but frame {i} ({member}) is not in the "
+                                f"{'zip' if listed else 'folder'}")
+        read_frame(data, data.member(name, 0), header_only=True)
+
+
+def read_member(data: VideoFolder, member: str, limit: Optional[int] = None) -> bytes:
+    """One file of a dataset (the zip opened once in each process), refused unread if it declares over `limit` bytes."""
+    limit = limit or 16 * data.resolution ** 2 + 2 ** 16              # more than any R^2 image (16-bit RGBA: 8 R^2)
+    data._zip = data._zip or (zipfile.ZipFile(data.path) if data.is_zip else None)
+    size = data._zip.getinfo(member).file_size if data.is_zip else os.path.getsize(os.path.join(data.path, member))
+    if size > limit:
+        raise DataError(f"{data.path}: {member} is {size:,} bytes, more than a file of this dataset can be ({limit:,})")
+    with data._zip.open(member) if data.is_zip else open(os.path.join(data.path, member), "rb") as f:
+        return f.read(limit + 1)
+
+
+def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Optional[np.ndarray]:
+    """uint8 [R, R, 3]: one frame, decoded and checked (else a DataError); header_only: only its header's size."""
+    import imageio.v3 as iio
+    from PIL import Image
+    R = data.resolution
+    try:
+        raw = read_member(data, member)
+        if header_only:
+            with Image.open(io.BytesIO(raw)) as header:
+                if header.size == (R, R):
+                    return None
+            raise DataError(f"{data.path}: {member} is {header.size[0]}x{header.size[1]}, dataset.json says {R}x{R}")
+        img = iio.imread(raw, extension=data.ext)
+    except Exception as e:                                   # (read_member's DataError: as it is)
+        raise e if isinstance(e, DataError) else DataError(
+            f"{data.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
+    if img.ndim == 2:                                        # greyscale -> RGB; RGBA loses alpha below
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+        raise DataError(f"{data.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} {img.dtype} image, "
+                        f"the dataset's frames are {R}x{R} 8-bit RGB")
+    return img[:, :, :3]
 
 
 # --- Errors in words; outputs written whole or not at all -----------------------------------------
-
 def _first_line(e) -> str:
     """An exception's message in one line of at most 200 characters (torch's run to pages): its first line, and the
     next where the first announces it (ends in ':'), without objects' addresses (<_io.BytesIO object at 0x...>)."""
@@ -2538,9 +2523,8 @@ def _first_line(e) -> str:
 
 
 def error_reason(e: BaseException, path: str = ".") -> str:
-    """Why an operation on `path` failed, in words. torch's zip writer hides the OS's reason in a RuntimeError
-    ("... strerror: Read-only file system") or says none, as a broken ffmpeg pipe says none: then a full disk is
-    the likely one, if the disk is a real one (not /proc: total 0) with < 1 MiB free."""
+    """Why an operation on `path` failed, in words: the OS's, also where torch's zip writer hides it ("strerror: ...");
+    where none is said (torch, a broken ffmpeg pipe), a full disk if a real one (not /proc) has < 1 MiB free."""
     if isinstance(e, OSError) and not isinstance(e, BrokenPipeError):
         return "no space left on device" if e.errno == errno.ENOSPC else e.strerror or _first_line(e)
     if hidden := re.search(r"strerror: ([^\n]+)", str(e)):
@@ -2552,8 +2536,7 @@ def error_reason(e: BaseException, path: str = ".") -> str:
     return "the ffmpeg writer stopped (broken pipe)" if isinstance(e, BrokenPipeError) else _first_line(e)
 
 
-def _partial(path: str) -> str:
-    """An output's temporary name beside it: <stem>.partial-<pid><ext> (the format is the extension's)."""
+def _partial(path: str) -> str:       # an output's temporary name beside it, <stem>.partial-<pid><ext> (same format)
     stem, ext = os.path.splitext(path.rstrip("/"))
     return f"{stem}.partial-{os.getpid()}{ext}"
 
@@ -2607,8 +2590,8 @@ def check_writable(out: str, folder: bool = False) -> None:
 
 
 def remove_stale_partials(path: str, every: bool = False) -> None:
-    """The one rule for what a killed writer left (kill -9, a power cut): the _partial names of the output `path`
-    (every: of every output in the folder `path`) whose process is gone are removed; a live writer's stay."""
+    """The one rule for what a killed writer left: `path`'s _partial names (every: any in folder `path`) whose pid is
+    gone are removed; a live writer's stay."""
     import glob
     pattern = os.path.join(glob.escape(path), "*") if every else glob.escape(os.path.splitext(path.rstrip("/"))[0])
     for leftover in glob.glob(pattern + ".partial-*"):
@@ -2630,7 +2613,6 @@ def _cpp_extension():
 
 
 # --- Checkpoints (§12, §13) and sample's output ------------------------------------------------
-
 class CheckpointError(UserError):
     """A checkpoint that is missing, not ours, or unsafe to unpickle."""
 
@@ -2671,15 +2653,14 @@ def _load_plain(file: str, kind: str, error=UserError) -> object:
 
 
 def load_checkpoint(path: str) -> dict:
-    """Our checkpoint (_load_plain), or an authors' network-snapshot-*.pkl (Appendix B's import_release_snapshot),
-    its settings checked (check_config) before any network is built."""
+    """Our checkpoint (_load_plain) or an authors' snapshot (Appendix B), its settings checked before any network."""
     file = checkpoint_path(path)
     if os.path.isfile(file) and not zipfile.is_zipfile(file):   # torch.save writes zips; a bare pickle: a snapshot?
         with open(file, "rb") as f:
             if f.read(1) == b"\x80":
                 return import_release_snapshot(file)
     state = _load_plain(file, "checkpoint", CheckpointError)
-    if not isinstance(state, dict) or "cfg" not in state or "G_ema" not in state:
+    if not isinstance(state, dict) or not {"cfg", "G_ema"} <= state.keys():
         projection = isinstance(state, dict) and "projection" in state
         hint = "it is a projection: sample --from it" if projection else "no G_ema"
         raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint ({hint})")
@@ -2697,12 +2678,11 @@ def load_generator(path: str, device="cpu"):
     try:
         G.load_state_dict(state["G_ema"])
     except RuntimeError as e:
-        raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' generator "
-                              f"({_first_line(e)})")
+        raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' G ({_first_line(e)})")
     return G.eval().requires_grad_(False).to(device), cfg        # for rendering: no autograd graph
 
 
-class FrameSink:
+class FrameSink(contextlib.AbstractContextManager):
     """Frames, a chunk at a time, into an .mp4 (H.264 through an ffmpeg pipe, its exit status checked) or a new
     folder of PNGs: _atomic_write for an output too long to hold, kept under _partial(out) until the block ends."""
 
@@ -2748,9 +2728,6 @@ class FrameSink:
                 self.log.seek(0)
                 raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
 
-    def __enter__(self):
-        return self
-
     def __exit__(self, exc_type, exc, _tb):
         if exc_type is None:                                     # complete: committed as any output is
             return _atomic_write(self.out, self._finish)
@@ -2767,15 +2744,13 @@ def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
     B, T, H, W, _ = frames.shape
     cols = cols or math.ceil(math.sqrt(B))
     rows = math.ceil(B / cols)
-    if rows * cols > B:
-        frames = torch.cat([frames, frames.new_zeros(rows * cols - B, T, H, W, 3)])
+    frames = torch.cat([frames, frames.new_zeros(rows * cols - B, T, H, W, 3)])     # (empty tiles: black)
     grid = frames.reshape(rows, cols, T, H, W, 3).permute(2, 0, 3, 1, 4, 5)   # [T, rows, H, cols, W, 3]
     return grid.reshape(T, rows * H, cols * W, 3).cpu().numpy()
 
 
 def cmd_convert(args) -> None:
-    """`convert`: an authors' network-snapshot-*.pkl, read by Appendix B's importer (nothing in it runs) -> a
-    checkpoint of ours, which later loads read with torch's safe weights_only reader."""
+    """`convert`: an authors' snapshot, read by Appendix B's importer (nothing in it runs) -> a checkpoint of ours."""
     if os.path.exists(args.out):
         raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
     state = load_checkpoint(args.src)
@@ -2786,23 +2761,18 @@ def cmd_convert(args) -> None:
 
 
 # --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12) -----------
-
-# The fields that define the networks (not the training): a run resuming an authors' snapshot takes them from it.
-ARCH_FIELDS = ("arch", "z_dim", "w_dim", "motion_dim", "mapping_layers", "channel_base", "channel_max",
-               "motion_delta_z", "motion_kernel", "motion_layers", "period_min", "period_max", "time_enc_dim",
-               "num_fp16_res", "conv_clamp", "d_channel_base", "d_channel_max", "d_concat_res", "d_time_dim",
-               "d_cond", "d_frame_div", "mbstd_group", "mbstd_strided", "frames_per_clip", "max_time")
+# The networks' fields (arch .. mbstd_strided but data and dtype, k, T): a run resuming a snapshot takes them from it.
+_NAMES = [f.name for f in dataclasses.fields(Config)]
+ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
 
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
-    """The dataset (it sets the resolution and fps) and the checkpoint resumed -> (cfg, data, clip dataset, state or
-    None, its path): checked by plan_training, redone by each process. A checkpoint of ours must fit the run's
-    networks; an authors' snapshot brings them (the run keeps its training settings)."""
+    """The dataset (its resolution, fps) and checkpoint -> (cfg, data, clips, state or None, its path), checked by
+    cmd_train, redone by each process: ours must fit the run's networks; an authors' snapshot brings them."""
     data = VideoFolder(data_path)
     cfg, state, path = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps), None, None
     if resume:
-        path = checkpoint_path(outdir if resume == "auto" else resume)
-        state = load_checkpoint(path)
+        state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
         old = config_from_dict(state["cfg"])
         if "opt_G" not in state and "source" in state:           # an authors' snapshot (or its convert)
             if old.resolution != cfg.resolution:
@@ -2822,81 +2792,9 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
     return cfg, data, ClipDataset(data, cfg), state, path
 
 
-def plan_training(args) -> tuple:
-    """train's flags, dataset and checkpoint resolved and checked before any work -> (cfg, world, torchrun, RunLock)."""
-    device = _pick_device(args.device)
-    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
-    world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
-    for refused, message in (              # flags that contradict each other or the machine: not silently ignored
-            (args.p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
-            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
-            (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
-            (device.type == "cpu" and args.amp_dtype == "float16",     # CPUs emulate fp16: measured ~70x slower
-             "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
-            (world > 1 and (args.device or "").startswith("cuda:"),
-             f"--device {args.device}: each process takes its rank's GPU (choose them with CUDA_VISIBLE_DEVICES)"),
-            (not torchrun and args.device != "cpu" and world > max(gpus, 1),
-             f"--gpus {world}: only {gpus} CUDA device(s) present" + ("" if gpus else " (--device cpu: on CPUs)"))):
-        if refused:
-            raise UserError(message)
-    # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
-    chosen, args.preset = args.preset, args.preset or ("ffs" if device.type == "cuda" else "tiny")
-    flags = dict(batch=args.batch, frames_per_clip=args.frames_per_clip, r1_gamma=args.gamma, aug=args.aug,
-                 aug_p=args.p, d_cond=args.d_cond, lr=args.lr, mirror=args.mirror, ada_kimg=args.ada_kimg,
-                 span_dist=args.span_dist, amp_dtype=args.amp_dtype)
-    try:
-        cfg = make_config(args.preset, **{k: v for k, v in flags.items() if v is not None})
-    except ValueError as e:                                     # flags each in range, but not together
-        raise UserError(f"--preset {args.preset} with these flags: {e}") from None
-    # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
-    # apart; FVD on the paper's 2048 videos a side, 64 on a CPU (I3D there: ~1 s a video).
-    args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
-    args.snap = args.snap or min(200.0, args.kimg / 5)
-    args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
-    # `resuming`: this run continues the one in --outdir (--resume auto, or its checkpoint); any other checkpoint
-    # starts a new run from it, which RunLock keeps out of a directory holding a run of its own.
-    name = os.path.splitext(os.path.basename(args.data.rstrip("/")))[0]
-    args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{name}")
-    own = os.path.join(args.outdir, "checkpoint.pt")
-    resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
-                                         os.path.samefile(checkpoint_path(args.resume), own))
-    if args.resume == "auto" and not os.path.isfile(own):       # nothing to resume yet: a new run
-        args.resume = None
-    cfg, data, _, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32)
-    for m in args.metrics:                                        # fvd.py's rule: some video holds one whole clip
-        if max(data.lengths) < int(m[3:]):
-            raise UserError(f"--metrics {m}: needs videos of at least {m[3:]} frames; the longest in {args.data} "
-                            f"has {max(data.lengths)}")
-    check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    if device.type == "cpu":           # all processes' shares (on a GPU: unmeasured, and CUDA's OOM is one line)
-        check_memory(training_step_bytes(cfg, cfg.batch), device,
-                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
-    main_process = not torchrun or int(os.environ["RANK"]) == 0     # it checks and locks the run directory
-    lock = RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
-    if main_process:
-        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
-                                                     "tiny, on a CPU)")
-        print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
-              f"{device.type}, TF32 {'on (--tf32)' if args.tf32 else 'off (--tf32 allows it)'}", file=sys.stderr)
-    if args.dry_run:                           # the model's config on stdout (JSON), the run's plan on stderr
-        # lr and r1_gamma < 0 mean "derived" (§1); shown as Trainer derives them
-        lr = cfg.lr if cfg.lr >= 0 else 0.002 if cfg.resolution >= 1024 else 0.0025
-        gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
-        print(json.dumps({**dataclasses.asdict(cfg), "lr": lr, "r1_gamma": gamma}, indent=2))
-        done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0   # (a snapshot: from 0)
-        plan = (f"on from {path} ({done:.2f} kimg)" if args.resume else
-                "a new run" + (" (--resume auto: no checkpoint there yet)" if resuming else ""))
-        print(f"dry run: {path} is already at {done:.2f} kimg, --kimg is {args.kimg:g}: nothing to train"
-              if done >= args.kimg else f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with "
-              f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
-              + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
-    return cfg, world, torchrun, lock
-
-
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
                fp32: bool, kimg: float) -> tuple:
-    """-> (trainer, dataset), resumed when asked: weights, optimizer moments, ADA's p and the step counter, which
-    seeds every draw (step_rng): all it takes to continue exactly where the run was."""
+    """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step (it seeds every draw): all a run was."""
     cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
@@ -2904,35 +2802,28 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
         try:
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"{path}: checkpoint does not fit this model ({' '.join(str(e).split())[:200]})")
-        if dist.main and "opt_G" not in state:
-            print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
-                  f"from it, fresh optimizers, counting kimg from 0", file=sys.stderr)
-        elif dist.main:
-            print(f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train (a larger "
-                  f"--kimg continues it)" if trainer.nimg >= int(kimg * 1000) else f"resuming {path} at "
-                  f"{trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
+            raise UserError(f"{path}: checkpoint does not fit this model ({_first_line(e)})")
+    if dist.main and state is not None:                          # what the run does with it, said first
+        print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
+              f"from it, fresh optimizers, counting kimg from 0" if "opt_G" not in state else
+              f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train (a larger "
+              f"--kimg continues it)" if trainer.nimg >= int(kimg * 1000) else
+              f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
         # log.jsonl keeps its lines up to the checkpoint resumed from (a fresh run: none): what a run killed after
         # its last checkpoint logged is done again, and would be read twice; a line torn by the kill goes too.
         log, upto = os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 if resume else -1.0
         lines = Path(log).read_text().splitlines(True) if os.path.isfile(log) else []
-        if len(kept := [line for line in lines if _kimg_of(line) <= upto + 1e-9]) < len(lines):
+
+        def kimg(line: str) -> float:                          # (a torn line: inf)
+            with contextlib.suppress(Exception):
+                return float(json.loads(line)["kimg"])
+            return math.inf
+        if len(kept := [line for line in lines if kimg(line) <= upto + 1e-9]) < len(lines):
             _atomic_write(log, "".join(kept))
         _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     return trainer, dataset
-
-
-def _kimg_of(line: str) -> float:                                  # (a torn line: inf)
-    with contextlib.suppress(Exception):
-        return float(json.loads(line)["kimg"])
-    return math.inf
-
-
-def _write_json_line(path: str, record: dict) -> None:          # log.jsonl: `tail -f` follows a run
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
@@ -2958,23 +2849,21 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
         record["diverged"] = True
         trainer.diverged = trainer.diverged or record["kimg"]
     bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} "
-                        f"p {record['p']:.3f}"
-                        + (" DIVERGED" if record.get("diverged") else ""))
+                        f"p {record['p']:.3f}" + " DIVERGED" * bool(record.get("diverged")))
     if trainer.dist.main:
-        _write_json_line(log, record)
+        with open(log, "a") as f:                                # a line at a time: `tail -f` follows a run
+            f.write(json.dumps(record) + "\n")
     tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
 
 
 def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
-    """Has training passed a multiple of `every_kimg` since `since_nimg`? (Multiples: a resumed run logs and saves
-    at the kimg the uninterrupted run would have.)"""
+    """A multiple of `every_kimg` passed since `since_nimg`? (Multiples: a resumed run saves where a whole one does.)"""
     every = max(1, round(every_kimg * 1000))
     return nimg // every > since_nimg // every
 
 
 def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str:
-    """The checkpoint, and previews from G_ema (a grid video and a PNG strip, of the same seeds every time: what
-    changes between snapshots is the training) -> the checkpoint's path."""
+    """The checkpoint, and previews of G_ema's videos of the same seeds each time (a grid, a PNG strip) -> its path."""
     trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]    # kept across resumes
     ckpt, cfg = os.path.join(outdir, "checkpoint.pt"), trainer.cfg
     if trainer.dist.main:
@@ -2992,8 +2881,7 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
 
 
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
-    """FVD of G_ema (what you sample from, not the noisier G) into log.jsonl (fvd.py holds the protocol); 'sec',
-    its wall time, is left out of the training time."""
+    """FVD of G_ema (what you sample from, not the noisier G) into log.jsonl; 'sec', its time, is not training time."""
     results, start = {}, time.time()
     if trainer.dist.main:
         import fvd
@@ -3007,15 +2895,15 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
     results["sec"] = time.time() - start
     clock["metric_sec"] += results["sec"]
     if trainer.dist.main:
-        _write_json_line(log, {"kimg": trainer.nimg / 1000, **results})
-        line = "  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec")
-        bar.write(line + "  (kimg 0)" * (trainer.nimg == 0))
+        with open(log, "a") as f:
+            f.write(json.dumps({"kimg": trainer.nimg / 1000, **results}) + "\n")
+        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec")
+                  + "  (kimg 0)" * (trainer.nimg == 0))
 
 
 class RunLock:
-    """One training per run directory. Made before any work: a new run never writes into a directory that holds a
-    run, nor beside a live one. Entered: an fcntl lock on <outdir>/train.lock (the OS releases it however the process
-    dies; the file holds the pid), then what a killed run half-wrote there is removed (remove_stale_partials)."""
+    """One training per run directory: a new run never writes into one holding a run, nor beside a live one. Entered:
+    an fcntl lock on train.lock (freed however the process dies; it holds the pid), then a killed run's partials go."""
 
     def __init__(self, outdir: str, resuming: bool):
         self.outdir, lock = outdir, os.path.join(outdir, "train.lock")
@@ -3027,9 +2915,8 @@ class RunLock:
         # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
         entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
         if entries and not resuming:
-            shown = ", ".join(entries[:3] + ["..."][:len(entries) > 3])
-            raise UserError(f"{outdir}: a run is already there ({shown}); continue it with --resume auto, or train "
-                            f"into a new --outdir")
+            raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'][:len(entries) > 3])});"
+                            f" continue it with --resume auto, or train into a new --outdir")
 
     def _flock(self, file, shared: bool = False) -> None:
         try:
@@ -3048,8 +2935,7 @@ class RunLock:
         self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
         self._flock(self.file)
         self.file.truncate(0)                    # ("a+": the pid goes at 0)
-        self.file.write(str(os.getpid()))
-        self.file.flush()
+        print(os.getpid(), file=self.file, flush=True)
         for folder in (self.outdir, os.path.join(self.outdir, "samples")):
             remove_stale_partials(folder, every=True)
         return self
@@ -3059,7 +2945,6 @@ class RunLock:
 
 
 # --- Signals and processes --------------------------------------------------------------------
-
 class GracefulStop:
     """Ctrl-C or `kill` (SIGINT, SIGTERM) sets `requested`: train finishes the step and saves. A second Ctrl-C stops
     at once; more SIGTERMs are ignored (a supervisor sending TERM twice still gets its checkpoint). Or `handler`."""
@@ -3081,15 +2966,14 @@ class GracefulStop:
         for sig, handler in self.old.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
 
+    @staticmethod
+    def ignore(_worker_id: int) -> None:             # DataLoader workers: the training process saves, then stops
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
-def _ignore_signals(_worker_id: int) -> None:        # DataLoader workers: the training process saves, then stops
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def _stop_requested_anywhere(stop: GracefulStop, dist: Dist) -> bool:
-    """Did any process get a signal? All stop at the same step, or the others would hang in the next all_reduce."""
-    return dist.all_reduce_sum(torch.tensor([float(stop.requested)], device=dist.device)).item() > 0
+    def anywhere(self, dist: Dist) -> bool:
+        """Did any process get a signal? All stop at the same step, or the others would hang in the next all_reduce."""
+        return dist.all_reduce_sum(torch.tensor([float(self.requested)], device=dist.device)).item() > 0
 
 
 def _unwrap_worker_errors(loader, save):
@@ -3099,8 +2983,8 @@ def _unwrap_worker_errors(loader, save):
     try:
         yield from iterator
     except DataError as e:
-        lines = [line for line in str(e).splitlines() if line.strip()]
-        line, saved = (lines[-1] if lines else str(e)).split("DataError: ", 1)[-1], save()
+        line = ([line for line in str(e).splitlines() if line.strip()] or [""])[-1].split("DataError: ", 1)[-1]
+        saved = save()
         raise DataError(line + (f"; the steps done are saved in {saved}: mend the file, then --resume auto"
                                 if saved else "")) from None
     finally:
@@ -3108,25 +2992,17 @@ def _unwrap_worker_errors(loader, save):
             iterator._shutdown_workers()
 
 
-def _release_free_memory() -> None:
-    """Freed heap memory back to the OS (glibc's malloc_trim): rendering's chunks fragment the heap (+17 % an hour)."""
-    with contextlib.suppress(Exception):
-        import ctypes.util
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-
-
 def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
-    """One training process, on GPU LOCAL_RANK (torchrun), `rank` (spawned), --device's, or the CPU; they meet through
-    NCCL or gloo and differ in their rows of each step's batch (§12) and rank 0 writing. A signal: exit 130."""
-    _set_custom_ops(args)                      # (a spawned process starts from a fresh import)
+    """One training process (GPU LOCAL_RANK, `rank`, --device's, or a CPU): its rows of each batch; rank 0 saves."""
+    global USE_CUSTOM_OPS
+    USE_CUSTOM_OPS = not args.no_custom_ops    # (a spawned process starts from a fresh import)
     device = _pick_device(args.device)
     if cuda := device.type == "cuda":          # cuDNN times its algorithms once per shape: a step's barely change
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank if world > 1 else device.index or 0)))
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    # TF32 (10-bit mantissa matmuls and convolutions) off unless --tf32, as the release and StyleGAN3
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-    interrupted = False
+    # TF32 (10-bit mantissa matmuls and convolutions) off, as the release and StyleGAN3
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         if world > 1:          # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
             import datetime
@@ -3137,13 +3013,13 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
                             metrics=args.metrics, metric_videos=args.metric_videos).interrupted
         if world > 1:
             torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
+        if interrupted:
+            sys.exit(130)                      # (through _exit_on_error unchanged)
     except BaseException as e:                 # the tool's one error path, in every process
         _exit_on_error(e, quiet=rank != 0)
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    if interrupted:
-        sys.exit(130)
 
 
 def _spawn_workers(world: int, args, cfg: Config) -> None:
@@ -3157,9 +3033,8 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
         _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
 
     def forward(_signum, _frame):
-        for pid in [process.pid for process in context.processes if process.pid]:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGTERM)
+        for process in context.processes:
+            process.terminate()                # SIGTERM (none to a process gone)
     try:
         with GracefulStop(forward):
             while not context.join():
@@ -3169,7 +3044,6 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
 
 
 # --- Sizes and settings: the one check of a Config, memory before the work, devices ------------------
-
 # Every Config field's type and range (flags, checkpoints, snapshots): a size read from a file is bounded before
 # anything of that size is built. Wide (the paper's are far inside) but finite: 10^6 mapping layers is no model.
 _I, _F = (int,), (int, float)
@@ -3191,9 +3065,7 @@ CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, 
 def check_config(fields: dict) -> Config:
     """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
     number = lambda v, types: isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v)   # noqa: E731
-    if unknown := set(fields) - {f.name for f in dataclasses.fields(Config)}:
-        raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-    cfg = Config(**fields)
+    cfg = Config(**fields)                                                # (an unknown field: a TypeError)
     for name, (types, lo, hi) in CONFIG_RANGES.items():
         if not (number(v := getattr(cfg, name), types) and lo <= v <= hi):
             raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
@@ -3242,19 +3114,10 @@ def check_memory(need: int, device: torch.device, what: str, lower: str) -> None
 
 
 def training_step_bytes(cfg: Config, videos: int) -> int:
-    """Memory of one training step of `videos` clips, from the shapes alone: float32 activations of G and D,
-    sum over resolutions of C(r) r^2 per frame, times 32 for the saved tensors of the forward passes, their
-    backward and R1's double backward (17-25 measured on a CPU, tiny, 32-128^2)."""
+    """One training step's memory from the shapes: float32 activations of G and D, C(r) r^2 a frame summed over r,
+    times 32 for the forwards' saved tensors, backward, R1's double backward (17-25 measured: CPU, tiny, 32-128^2)."""
     res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
     return 32 * 4 * videos * cfg.frames_per_clip * sum((cfg.channels(r) + cfg.d_channels(r)) * r * r for r in res)
-
-
-def rendering_bytes(cfg: Config, frames: int, device: torch.device) -> int:
-    """Memory of rendering `frames` frames at once (sample's chunk): the frames (float32, uint8 and the grid),
-    and G's activations, 4 live tensors of C(r) r^2 per frame, for 8 rows at a time on a CPU (§13)."""
-    rows = min(frames, ROW_BLOCK) if device.type == "cpu" else frames
-    per_frame = sum(cfg.channels(2 ** i) * 4 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1))
-    return frames * 3 * cfg.resolution ** 2 * 6 + rows * per_frame * 4 * 4
 
 
 def _pick_device(name: Optional[str]) -> torch.device:
@@ -3270,38 +3133,28 @@ def _pick_device(name: Optional[str]) -> torch.device:
     return torch.device(name)
 
 
-def _set_custom_ops(args) -> None:                   # --no-custom-ops: the PyTorch reference, in this process
-    global USE_CUSTOM_OPS
-    USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)
-
-
 # --- A projection's target and its file (§13's project) ----------------------------------------
-
 PROJECT_MAX_FRAMES = 64
 
 
 def read_target(path: str, resolution: int) -> tuple:
-    """An image, a video or a folder of frames -> (uint8 [T, R, R, 3], fps or None: a still), its first
-    PROJECT_MAX_FRAMES frames, center-cropped and resized as prepare_data.py makes a dataset."""
+    """An image, video or frame folder -> (uint8 [T, R, R, 3], fps; None: a still), cropped as prepare_data.py does."""
     import prepare_data as pd
     try:
-        if os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS):
-            with pd.Image.open(path) as img:
-                frames, fps = [pd.pil_to_rgb8(img)], None
-        else:
-            sources, skipped = pd.discover(path)
-            if len(sources) != 1:
-                raise UserError(f"{path}: " + (f"{len(sources)} videos, project one at a time" if sources else
-                                               skipped[0][1] if skipped else "no frames in it"))
-            source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
-            if source is None:
-                raise UserError(f"{path}: {why}")
-            fps = source.fps or 25.0                             # (prepare_data's rate for frame folders)
-            frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES + 1), pd.iter_frames(source, fps))]
-            if len(frames) > PROJECT_MAX_FRAMES:
-                print(f"note: {path}: its first {PROJECT_MAX_FRAMES} frames are projected", file=sys.stderr)
-            if len(frames) < 2:
-                raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
+        still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
+        sources, skipped = ([pd.Source("frames", path, files=(path,))], []) if still else pd.discover(path)
+        if len(sources) != 1:
+            raise UserError(f"{path}: " + (f"{len(sources)} videos, project one at a time" if sources else
+                                           skipped[0][1] if skipped else "no frames in it"))
+        source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
+        if source is None:
+            raise UserError(f"{path}: {why}")
+        fps = None if still else source.fps or 25.0                  # (prepare_data's rate for frame folders)
+        frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES + 1), pd.iter_frames(source, fps or 25.0))]
+        if len(frames) > PROJECT_MAX_FRAMES:
+            print(f"note: {path}: its first {PROJECT_MAX_FRAMES} frames are projected", file=sys.stderr)
+        if len(frames) < 2 and not still:
+            raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
     except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
         raise UserError(str(e)) from None
     except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
@@ -3333,10 +3186,6 @@ def load_projection(path: str, G=None) -> dict:
 
 
 # --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
-# Each command is a thin `cmd_*` over §12-§13: train (dataset -> run directory: checkpoint.pt, log.jsonl,
-# samples/), sample (checkpoint or projection -> .mp4 or PNG frames of any length and frame rate), project (a real
-# image or clip -> proj.pt: the w and motion tokens that render it). Every input is checked where it enters; a
-# mistake the user can fix is ONE line, "stylegan_v.py: error: ...", exit status 2; Ctrl-C and SIGTERM exit 130.
 
 
 def cmd_sample(args) -> None:
@@ -3371,7 +3220,11 @@ def cmd_sample(args) -> None:
         fps = args.fps or proj["fps"]
         args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else 4.0)
     args.seconds, chunk = args.seconds or 4.0, min(args.batch, max(1, round((args.seconds or 4.0) * fps)))
-    check_memory(rendering_bytes(cfg, args.num * chunk, device), device,
+    # A chunk's memory: its frames (float32, uint8, the grid), and G's activations, 4 live tensors of C(r) r^2 a
+    # frame, for ROW_BLOCK rows at a time on a CPU (§13).
+    frames, rows = args.num * chunk, min(args.num * chunk, ROW_BLOCK) if device.type == "cpu" else args.num * chunk
+    per_frame = sum(cfg.channels(2 ** i) * 4 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1))
+    check_memory(frames * 3 * cfg.resolution ** 2 * 6 + rows * per_frame * 4 * 4, device,
                  f"rendering {args.num} video(s) {chunk} frames at a time at {cfg.resolution}^2", "--batch or --num")
     print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
     t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
@@ -3405,10 +3258,68 @@ def cmd_project(args) -> None:
 
 
 def cmd_train(args) -> None:
-    """`train`: resolve the config and check every input (plan_training), then, holding the run's lock, run one
-    process, N spawned ones, or torchrun's (it started us once per GPU and set RANK/WORLD_SIZE)."""
-    cfg, world, torchrun, lock = plan_training(args)
-    if args.dry_run:
+    """`train`: every input checked before any work (--dry-run: the plan), then, locked, 1 process, N, or torchrun's."""
+    device = _pick_device(args.device)
+    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
+    world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
+    for refused, message in (              # flags that contradict each other or the machine: not silently ignored
+            (args.aug_p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
+            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
+            (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
+            (device.type == "cpu" and args.amp_dtype == "float16",     # CPUs emulate fp16: measured ~70x slower
+             "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
+            (world > 1 and (args.device or "").startswith("cuda:"),
+             f"--device {args.device}: each process takes its rank's GPU (choose them with CUDA_VISIBLE_DEVICES)"),
+            (not torchrun and args.device != "cpu" and world > max(gpus, 1),
+             f"--gpus {world}: only {gpus} CUDA device(s) present" + ("" if gpus else " (--device cpu: on CPUs)"))):
+        if refused:
+            raise UserError(message)
+    # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
+    chosen, args.preset = args.preset, args.preset or ("ffs" if device.type == "cuda" else "tiny")
+    flags = {k: v for k, v in vars(args).items() if k in _NAMES and k != "preset" and v is not None}   # (Config's)
+    try:
+        cfg = make_config(args.preset, **flags)
+    except ValueError as e:                                     # flags each in range, but not together
+        raise UserError(f"--preset {args.preset} with these flags: {e}") from None
+    # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
+    # apart; FVD on the paper's 2048 videos a side, 64 on a CPU (I3D there: ~1 s a video).
+    args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
+    args.snap = args.snap or min(200.0, args.kimg / 5)
+    args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
+    # `resuming`: this run continues the one in --outdir (--resume auto, or its checkpoint); any other checkpoint
+    # starts a new run from it, which RunLock keeps out of a directory holding a run of its own.
+    args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}")
+    own = os.path.join(args.outdir, "checkpoint.pt")
+    resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
+                                         os.path.samefile(checkpoint_path(args.resume), own))
+    if args.resume == "auto" and not os.path.isfile(own):       # nothing to resume yet: a new run
+        args.resume = None
+    cfg, data, _, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32)
+    if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
+        raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
+                        f"has {max(data.lengths)}")
+    check_batch_split(cfg.batch, world, cfg.mbstd_group)
+    if device.type == "cpu":           # all processes' shares (on a GPU: unmeasured, and CUDA's OOM is one line)
+        check_memory(training_step_bytes(cfg, cfg.batch), device,
+                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
+    main_process = not torchrun or int(os.environ["RANK"]) == 0     # it checks and locks the run directory
+    lock = RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
+    if main_process:
+        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
+                                                     "tiny, on a CPU)")
+        print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
+              f"{device.type}", file=sys.stderr)
+    if args.dry_run:      # the config on stdout (JSON), with lr and r1_gamma < 0 as Trainer derives them (§1, §12)
+        auto = dict(lr=0.002 if cfg.resolution >= 1024 else 0.0025, r1_gamma=0.0002 * cfg.resolution ** 2 / cfg.batch)
+        print(json.dumps({**dataclasses.asdict(cfg), **{k: v for k, v in auto.items() if getattr(cfg, k) < 0}},
+                         indent=2))
+        done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0   # (a snapshot: from 0)
+        plan = f"on from {path} ({done:.2f} kimg)" if args.resume else "a new run" + (
+            " (--resume auto: no checkpoint there yet)" if resuming else "")
+        print(f"dry run: {path} is already at {done:.2f} kimg, --kimg is {args.kimg:g}: nothing to train"
+              if done >= args.kimg else f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with "
+              f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
+              + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
         return
     with lock:
         if world > 1 and not torchrun:
@@ -3417,20 +3328,12 @@ def cmd_train(args) -> None:
             _train_worker(int(os.environ["RANK"]) if torchrun else 0, world, args, cfg, "env://" if torchrun else None)
 
 
-def main(argv=None) -> None:
-    """Parse the flags (build_parser: every flag's default and range), then run the command (run_command)."""
-    run_command(build_parser().parse_args(argv))
-
-
 # --- The flags, their ranges, and the one error path --------------------------------------------
-
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
 
     def error(self, message):
-        hint = f" (see: stylegan_v.py {self.prog.split()[-1]} --help)" if " " in self.prog else ""
-        print(f"stylegan_v.py: error: {message}{hint}", file=sys.stderr)
-        sys.exit(2)
+        raise UserError(message + (f" (see: stylegan_v.py {self.prog.split()[-1]} --help)" if " " in self.prog else ""))
 
 
 def _in_range(kind, lo, hi, lo_open=False):
@@ -3456,9 +3359,8 @@ DEVICE = [("--device", None, None, "cpu, cuda, cuda:1 ... (default: cuda if avai
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every command's flags, a row each: (flag, kind, default, help[, more of add_argument's settings]); a kind is
-    a range (INT, NUM, SEED, KIMG: checked as parsed), a list of choices, an action, or None (a string). train's
-    Config flags default to None, "the preset's value" (§1): the paper's numbers live in one place."""
+    """Every command's flags, a row each: (flag, kind: a range, choices, an action or None, default, help[, more]).
+    train's Config flags default to None, "the preset's value" (§1): the paper's numbers live in one place."""
     commands = dict(
         sample=(cmd_sample, "render videos of any length and frame rate", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory (default: untrained --preset)"),
@@ -3491,16 +3393,16 @@ def build_parser() -> argparse.ArgumentParser:
             ("--seed", SEED, 0, "seed of weights and of every random draw (default 0)"),
             ("--batch", INT(1, 65536), None, "videos per step over all processes (paper 64)"),
             ("--frames-per-clip", INT(1, 33), None, "k frames D sees per video (paper 3)"),
-            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2, batch 64)"),
+            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2, batch 64)",
+             dict(dest="r1_gamma")),
             ("--aug", ["ada", "fixed", "none"], None, "augmentation: adaptive p, constant --p, or none"),
-            ("--p", NUM(0, 1), None, "initial (ada) or constant (fixed) augmentation probability"),
+            ("--p", NUM(0, 1), None, "initial (ada) or constant (fixed) augmentation probability", dict(dest="aug_p")),
             ("--d-cond", ["hyper", "concat", "none"], None, "D's time conditioning: paper, release, or none"),
             ("--lr", NUM(0, 1, lo_open=True), None, "Adam learning rate (paper 0.0025)"),
             ("--ada-kimg", KIMG, None, "ADA's p can move 0 -> 1 in this many thousand videos (release 100)"),
             ("--mirror", argparse.BooleanOptionalAction, None, "x-flip whole videos at random (default on)"),
             ("--span-dist", ["uniform", "release"], None, "clip spans: U[k-1, 32] (paper), or {2, 4, 8, 16, 32}"),
             ("--fp32", "store_true", False, "no fp16 layers on CUDA, no activation clamping"),
-            ("--tf32", "store_true", False, "allow TF32 matmuls and convolutions (off: the release's choice)"),
             ("--amp-dtype", list(AMP_DTYPES), None, "mixed-precision layers' dtype (auto: float16 on CUDA, float32)"),
             ("--gpus", INT(1, 1024), 1, "processes, one per GPU (with --device cpu: CPU processes)"),
             ("--workers", INT(0, 64), 2, "data-loading worker processes per training process (default 2)"),
@@ -3542,20 +3444,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_command(args) -> None:
-    """Run a command through the one error path; `kill` (SIGTERM) stops it as Ctrl-C does (train: save, stop)."""
-    global USE_CUSTOM_OPS
-    custom_ops = USE_CUSTOM_OPS
-    try:
-        with GracefulStop(signal.default_int_handler):          # (it raises KeyboardInterrupt)
-            _set_custom_ops(args)
-            args.fn(args)
-    except BaseException as e:                                   # (a SystemExit goes through it unchanged)
-        _exit_on_error(e)
-    finally:
-        USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
-
-
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
     """The one way out of every command and every training process (the policy: the commands' banner): a UserError or an
     OSError is ONE line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
@@ -3572,6 +3460,21 @@ def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
     if not quiet:
         print(f"stylegan_v.py: {message}", file=sys.stderr)
     sys.exit(status)
+
+
+def main(argv=None) -> None:
+    """The flags (build_parser), the command, the one error path; `kill` (SIGTERM) stops it as Ctrl-C does."""
+    global USE_CUSTOM_OPS
+    custom_ops = USE_CUSTOM_OPS
+    try:
+        with GracefulStop(signal.default_int_handler):          # (it raises KeyboardInterrupt)
+            args = build_parser().parse_args(argv)
+            USE_CUSTOM_OPS = not getattr(args, "no_custom_ops", False)    # --no-custom-ops: the PyTorch reference
+            args.fn(args)
+    except BaseException as e:                                   # (a SystemExit goes through it unchanged)
+        _exit_on_error(e)
+    finally:
+        USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
 
 
 if __name__ == "__main__":

@@ -808,16 +808,14 @@ def test_training_writes_checkpoint_log_samples_and_fvd16_at_snapshots_and_sampl
     assert r.stdout.splitlines()[0] == "tiny run: " + "  ".join(f"{k:g} kimg {v:.1f}" for k, v in fvds)
 
 
-def test_training_runs_without_tf32_unless_asked(tmp_path, monkeypatch, capsys):
-    """TF32 (10-bit mantissa matmuls and convolutions) off, as the release sets it; --tf32 allows it."""
+def test_training_runs_without_tf32(tmp_path, monkeypatch):
+    """TF32 (10-bit mantissa matmuls and convolutions) off, as the release sets it."""
     data, cuda = write_dataset(tmp_path / "d.zip"), torch.backends.cuda
     before = torch.backends.cudnn.allow_tf32, cuda.matmul.allow_tf32
     monkeypatch.setattr(sv, "train", lambda *a, **kw: types.SimpleNamespace(interrupted=False))   # set before it
-    for flags, allowed in (([], False), (["--tf32"], True)):
-        torch.backends.cudnn.allow_tf32 = cuda.matmul.allow_tf32 = not allowed
-        sv.main(["train", "--data", data, *map(str, RUN), "--kimg", "0.024", *flags, "--outdir", str(tmp_path / "run")])
-        assert torch.backends.cudnn.allow_tf32 is allowed and cuda.matmul.allow_tf32 is allowed
-        assert f"TF32 {'on (--tf32)' if allowed else 'off (--tf32 allows it)'}" in capsys.readouterr().err
+    torch.backends.cudnn.allow_tf32 = cuda.matmul.allow_tf32 = True
+    sv.main(["train", "--data", data, *map(str, RUN), "--kimg", "0.024", "--outdir", str(tmp_path / "run")])
+    assert torch.backends.cudnn.allow_tf32 is False and cuda.matmul.allow_tf32 is False
     torch.backends.cudnn.allow_tf32, cuda.matmul.allow_tf32 = before
 
 # ---------------------------------------------------------------------------------------------
