@@ -601,7 +601,8 @@ def test_dataset_reads_back_png_frames_exactly_refuses_a_frame_file_too_large_an
             z.writestr("dataset.json", json.dumps(meta))
             for i in range(8):
                 z.writestr(f"v0/{i:06d}.png", png + (bytes(4 << 20) if i == padded else b""))
-        with pytest.raises(sv.DataError, match=f"v0/00000{padded}.png is 4,194,[0-9]+ bytes, more than such a file"):
+        with pytest.raises(sv.DataError, match=f"v0/00000{padded}.png is 4,194,[0-9]+ bytes, more than a file of "
+                                               "this dataset can be"):
             sv.VideoFolder(str(path)).read_frames(0, range(8))
 
 
