@@ -146,6 +146,13 @@ class Config:
     def d_channels(self, res: int) -> int:
         return min(self.d_channel_base // res, self.d_channel_max)
 
+    def resolved(self) -> "Config":
+        """lr and r1_gamma < 0 replaced by what they stand for (§12): the release's 'auto' lr (its train.py: 0.0025,
+        0.002 from 1024^2 on) and StyleGAN2-ADA's 'auto' gamma 0.0002 * res^2 / batch."""
+        auto = dict(lr=0.002 if self.resolution >= 1024 else 0.0025,
+                    r1_gamma=0.0002 * self.resolution ** 2 / self.batch)
+        return dataclasses.replace(self, **{k: v for k, v in auto.items() if getattr(self, k) < 0})
+
 
 AMP_DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16}   # Config.amp_dtype's choices
 
@@ -1290,23 +1297,19 @@ class Trainer:
         self.k = cfg.frames_per_clip
         self.local = check_batch_split(cfg.batch, dist.world, cfg.mbstd_group)
         self.rows = slice(dist.rank * self.local, (dist.rank + 1) * self.local)
-        dev = dist.device
         torch.manual_seed(seed)                                  # identical initial weights on every process
-        self.G = Generator(cfg).to(dev)
-        self.D = Discriminator(cfg).to(dev)
-        self.G_ema = Generator(cfg).to(dev).eval().requires_grad_(False)
+        self.G = Generator(cfg).to(dist.device)
+        self.D = Discriminator(cfg).to(dist.device)
+        self.G_ema = Generator(cfg).to(dist.device).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
         # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval steps
         # (adam_kwargs). G gets the adjustment for g_reg_interval = 4 without any regularizer, as in the
         # release (StyleGAN2-ADA's G_reg_interval 4 with pl_weight 0): lr 0.0025 * 4/5 = 0.002, beta2 0.99^0.8.
-        # lr < 0 is the release's 'auto' (its train.py): 0.0025, or 0.002 from 1024^2 on.
-        lr = cfg.lr if cfg.lr >= 0 else 0.002 if cfg.resolution >= 1024 else 0.0025
-        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(lr, cfg.g_reg_interval))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(lr, cfg.r1_interval))
-        # gamma < 0 means StyleGAN2-ADA's 'auto' heuristic 0.0002 * res^2 / batch: the penalty is a
-        # sum over pixels, so its scale grows with res^2; at the paper's 256^2 and batch 64 it gives
-        # 0.2048, the paper's gamma = 0.2 (Appx B.1). The paper presets use this rule; tiny sets 3 (§1).
-        self.gamma = cfg.r1_gamma if cfg.r1_gamma >= 0 else 0.0002 * cfg.resolution ** 2 / cfg.batch
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.resolved().lr, cfg.g_reg_interval))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.resolved().lr, cfg.r1_interval))
+        # gamma < 0: StyleGAN2-ADA's 'auto' 0.0002 * res^2 / batch (Config.resolved): the penalty sums over pixels,
+        # so it grows with res^2; at 256^2 and batch 64, 0.2048: the paper's 0.2 (Appx B.1). tiny sets 3 (§1).
+        self.gamma = cfg.resolved().r1_gamma
         self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
         self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
         self.nonfinite, self.train_sec = 0, 0.0                  # zeroed gradients; training time at the last save
@@ -3309,10 +3312,8 @@ def cmd_train(args) -> None:
                                                      "tiny, on a CPU)")
         print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
               f"{device.type}", file=sys.stderr)
-    if args.dry_run:      # the config on stdout (JSON), with lr and r1_gamma < 0 as Trainer derives them (§1, §12)
-        auto = dict(lr=0.002 if cfg.resolution >= 1024 else 0.0025, r1_gamma=0.0002 * cfg.resolution ** 2 / cfg.batch)
-        print(json.dumps({**dataclasses.asdict(cfg), **{k: v for k, v in auto.items() if getattr(cfg, k) < 0}},
-                         indent=2))
+    if args.dry_run:      # the config on stdout (JSON), with lr and r1_gamma as Trainer resolves them (§1)
+        print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
         done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0   # (a snapshot: from 0)
         plan = f"on from {path} ({done:.2f} kimg)" if args.resume else "a new run" + (
             " (--resume auto: no checkpoint there yet)" if resuming else "")
