@@ -209,8 +209,6 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear"
         x = x + b.to(x.dtype).reshape([1, -1] + [1] * (x.ndim - 2))
     if act == "lrelu":
         x = F.leaky_relu(x, LRELU_SLOPE)
-    elif act != "linear":
-        raise ValueError(f"act must be 'linear' or 'lrelu', got {act!r}")
     x = x * (ACT_GAIN[act] if gain is None else gain)
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
@@ -617,11 +615,6 @@ class SynthesisNetwork(nn.Module):
         for block in self.blocks:
             x, img = block(x, img, w, v, low if block.use_fp16 and not force_fp32 else torch.float32)
         return img                                               # [N, 3, H, W]
-
-
-def _seeded_normal(seed: int, dim: int) -> torch.Tensor:
-    """z ~ N(0, I) of one content seed, drawn on the CPU: the same on every device."""
-    return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
 
 
 class Generator(nn.Module):
@@ -1501,7 +1494,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
 
 # --- Rendering at any t: seeded, addressable, bit-exact -------------------------------------------
 # A video is named by two integers, its content seed (z^c) and its motion seed: token z^m_j is drawn from
-# its own RNG stream, seeded by a hash of (motion seed, j), so any frame can be rendered alone, in any
+# its own RNG stream, seeded by (motion seed, j), so any frame can be rendered alone, in any
 # order, from the 22 tokens around it (§5), at a cost that does not depend on t. (Training draws fresh
 # tokens for the window it needs: statistically the same.) On CPU a frame's bits do not depend on the
 # batch or window it is rendered in: anchors are computed in aligned blocks of ANCHOR_BLOCK (always the
@@ -1539,7 +1532,8 @@ def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def content_codes(G, seeds, truncation: float = 1.0) -> torch.Tensor:
     """w for each content seed -> [B, w_dim] (z^c ~ N(0, I) drawn from torch.Generator(seed))."""
-    z = torch.stack([_seeded_normal(int(s), G.cfg.z_dim) for s in seeds]).to(G.mapping.w_avg.device)
+    z = torch.stack([torch.randn(G.cfg.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    z = z.to(G.mapping.w_avg.device)                            # (drawn on the CPU: the same on every device)
     return _in_row_blocks(lambda z_: G.mapping(z_, truncation), z)
 
 
