@@ -120,9 +120,8 @@ class FeatureStats:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        finally:
+            tmp.unlink(missing_ok=True)                             # (after a failure: `path` is as it was)
 
     @classmethod
     def load(cls, path):
@@ -142,8 +141,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     Σ1 Σ2 is not symmetric, but it is similar to Σ1^½ Σ2 Σ1^½, which is symmetric PSD, so
     tr (Σ1 Σ2)^½ = Σ_i sqrt(λ_i(Σ1^½ Σ2 Σ1^½)). Two symmetric eigendecompositions replace scipy's
     general sqrtm (no complex parts, no "singular product" retries); TF-GAN's trace_sqrt_product,
-    used by the reference FVD, rests on the same identity (with SVDs).
-    """
+    used by the reference FVD, rests on the same identity (with SVDs)."""
     def clean(w):   # PSD eigenvalues under the numerical-rank threshold D · eps · λ_max (as matrix_rank) set to 0:
         cutoff = len(w) * np.finfo(np.float64).eps * max(float(np.max(np.abs(w), initial=0.0)), 1e-300)
         return np.where(w > cutoff, w, 0.0)     # a rank-deficient Σ's ±1e-17 "zeros" would add up to visible noise
@@ -178,8 +176,7 @@ def tf1_resize_bilinear(frames, size=(224, 224)):
         src = torch.arange(out_size, dtype=torch.float32) * scale   # [out] source coordinate
         lo, hi = torch.floor(src).long().clamp(min=0), torch.ceil(src).long().clamp(max=in_size - 1)
         return lo.to(frames.device), hi.to(frames.device), (src - torch.floor(src)).to(frames.device)
-    y0, y1, wy = weights(frames.shape[1], size[0])
-    x0, x1, wx = weights(frames.shape[2], size[1])
+    (y0, y1, wy), (x0, x1, wx) = weights(frames.shape[1], size[0]), weights(frames.shape[2], size[1])
     top, bottom, wx = frames[:, y0], frames[:, y1], wx.view(1, 1, -1, 1)   # [N, out_h, W, C] each
     top = top[:, :, x0] + (top[:, :, x1] - top[:, :, x0]) * wx      # [N, out_h, out_w, C]
     bottom = bottom[:, :, x0] + (bottom[:, :, x1] - bottom[:, :, x0]) * wx
@@ -441,10 +438,10 @@ class Source:
         self.kind = "array" if ext in (".npy", ".npz") else "dataset" if "dataset.json" in files else "files"
         self.items = getattr(self, f"_{self.kind}")(files)          # and lengths, sizes but for 'files'
         self.names, jobs = [name for name, _, _ in self.items], [(i,) for i in range(len(self.items))]
-        if self.kind == "files":                                    # probed, each in a thread
-            probes = list(tqdm(self._each(self._probe, jobs, workers), f"probing {p.name}", len(jobs), leave=False,
-                               file=sys.stderr, disable=not progress))
-            self.lengths, self.sizes = [n for n, _ in probes], [size for _, size in probes]
+        if self.kind == "files":                                    # probed, each in a thread: [(frames, (H, W))]
+            probes = tqdm(self._each(self._probe, jobs, workers), f"probing {p.name}", len(jobs), leave=False,
+                          file=sys.stderr, disable=not progress)
+            self.lengths, self.sizes = map(list, zip(*probes))
 
     def _each(self, fn, jobs, workers):
         """Yield fn(video, ...) for each job in order, in `workers` threads 2 * workers at a time (an array's
@@ -518,8 +515,7 @@ class Source:
         items = []
         for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
             files = [f"{name}/{i:06d}.{fmt}" for i in range(min(n, len(present) + 1))]   # (bounded by the files)
-            missing = next((f for f in files if f not in present), None)
-            if missing:
+            if missing := next((f for f in files if f not in present), None):
                 raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {missing} is missing")
             items.append((name, "frames", files))
         self.lengths, self.sizes = [len(files) for _, _, files in items], [(res, res)] * len(items)
@@ -609,23 +605,26 @@ class Source:
 def open_source(source, workers=0, progress=False, device="cpu"):
     """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (the only kind that
     imports stylegan_v.py); a Source or a generator (stylegan_v's or __main__'s) is returned as it is."""
-    if isinstance(source, Source) or hasattr(sys.modules.get(type(source).__module__), "render_frames"):
+    if isinstance(source, Source):
         return source
-    path = Path(source).expanduser()
-    if not (path.is_dir() or path.is_file()):         # a device, FIFO or socket is never opened: it could block
-        raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
-    run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
-    checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
-        not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in open_zip(path).namelist()))   # torch's
-    if not (run or checkpoint):
-        return Source(path, workers, progress)
-    try:                        # the checkpoint is foreign input: any failure is a bad file
-        import stylegan_v as sv
-        generator, _ = sv.load_generator(str(path), device=device)
-    except Exception as e:
-        raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
-    generator.fvd_source = str(path)                                # the report names it by its path
-    return generator
+    if not hasattr(sys.modules.get(type(source).__module__), "render_frames"):     # a path, not a generator
+        path = Path(source).expanduser()
+        if not (path.is_dir() or path.is_file()):     # a device, FIFO or socket is never opened: it could block
+            raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
+        run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
+        checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
+            not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in open_zip(path).namelist()))   # torch
+        if not (run or checkpoint):
+            return Source(path, workers, progress)
+        try:                    # the checkpoint is foreign input: any failure is a bad file
+            import stylegan_v as sv
+            source, _ = sv.load_generator(str(path), device=device)
+        except Exception as e:
+            raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+        source.path = str(path)                                     # the report names it by its path
+    source.kind, source.sizes = "generator", [(source.cfg.resolution,) * 2]     # described as a Source is
+    source.path = getattr(source, "path", "the generator")
+    return source
 
 
 # ------------------------------------------------------------------------------------------------
@@ -669,13 +668,6 @@ def available_memory(device):
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
-def _about(src):
-    """(name, kind, [(H, W)]) of a source; a generator is named by the path it was loaded from."""
-    if isinstance(src, Source):
-        return src.path, src.kind, src.sizes
-    return getattr(src, "fvd_source", "the generator"), "generator", [(src.cfg.resolution,) * 2]
-
-
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
                 progress):
     """The door of compute_fvd, before any I3D pass: every setting checked (the one check, the CLI's too), both
@@ -700,7 +692,7 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
                                              src.names) if isinstance(src, Source) else None)
         except FVDError as e:
             raise FVDError(f"--{role} " + (f"{src.path}: {e}" if src else str(e))) from None
-    h, w = max((s for src, _ in sides.values() for s in _about(src)[2]), key=lambda s: s[0] * s[1])
+    h, w = max((s for src, _ in sides.values() for s in src.sizes), key=lambda s: s[0] * s[1])
     clip = frames * h * w * 3                                       # one clip in uint8
     per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
     free = max(available_memory(device) - 2 * workers * clip, 0)    # less the clips read ahead
@@ -733,7 +725,7 @@ def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
         with torch.no_grad():
             videos = sv.render_frames(src, sv.content_codes(src, seeds), seeds, t)   # [B, T, 3, H, W]
         if not torch.isfinite(videos).all():                       # a diverged run: FVD of nothing
-            raise FVDError(f"{_about(src)[0]}: the generator renders non-finite frames (NaN or Inf) for seeds "
+            raise FVDError(f"{src.path}: the generator renders non-finite frames (NaN or Inf) for seeds "
                            f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
         yield sv.to_uint8(videos).cpu().numpy()                     # [B, T, H, W, 3]
 
@@ -799,9 +791,8 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
             stats[role], info["cache_file"], info["real_cached"] = _cached(src, key, cache_dir, measure)
         else:
             stats[role] = measure()
-        name, kind, sizes = _about(src)
-        info[role] = {"source": name, "kind": kind, "used": stats[role].n,
-                      "resolution": ", ".join([*dict.fromkeys(f"{w}x{h}" for h, w in sizes)][:3])}   # (the first 3)
+        info[role] = {"source": src.path, "kind": src.kind, "used": stats[role].n,
+                      "resolution": ", ".join([*dict.fromkeys(f"{w}x{h}" for h, w in src.sizes)][:3])}   # (first 3)
         if clips is not None:
             info[role].update(videos=len(src.lengths),
                               too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
