@@ -87,13 +87,11 @@ class FeatureStats:
     """Running sums n, Σx and Σxxᵀ in float64, batch by batch. μ = Σx / n and the population covariance Σxxᵀ / n −
     μμᵀ, as the authors' release (StyleGAN2-ADA's FeatureStats); TF-GAN divides by n − 1 (×1.0005 at n = 2048)."""
 
-    def __init__(self, n=0, sums=None, sum_outer=None, key=None):     # key: what a cached file is of
-        self.n, self.sum, self.sum_outer, self.key = n, sums, sum_outer, key or {}
+    def __init__(self, n=0, sums=0, sum_outer=0, key=None):         # (0 + the first batch's sums: arrays)
+        self.n, self.sum, self.sum_outer, self.key = n, sums, sum_outer, key or {}   # key: what a cached file is of
 
     def add(self, feats):
         x = np.asarray(feats, dtype=np.float64)                     # [N, D]
-        if self.sum is None:
-            self.sum, self.sum_outer = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
         self.n += x.shape[0]
         self.sum += x.sum(axis=0)                                   # [D]
         self.sum_outer += x.T @ x                                   # [D, D]
@@ -765,7 +763,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     detector = _get_detector(detector, device)
     identity, info, stats = getattr(detector, "fvd_identity", None), {} if info is None else info, {}
     info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos, jpeg=jpeg,
-                detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None,
+                detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None, warning=None,
                 real_cached=False, resize="TF1 bilinear 224x224" if isinstance(detector, InceptionI3d) else "its own")
     for role, (src, clips) in sides.items():
         def measure(src=src, clips=clips, role=role):                # -> FeatureStats of this side
@@ -785,9 +783,8 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
         if clips is not None:
             info[role].update(videos=len(src.lengths),
                               too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
-    fewest, dim = min(s.n for s in stats.values()), len(stats["real"].sum)
-    info["warning"] = None if fewest > dim else f"{fewest} videos, {dim}-d features: Σ rank-deficient, FVD biased up"
-    if info["warning"]:
+    if (fewest := min(s.n for s in stats.values())) <= (dim := len(stats["real"].sum)):   # rank(Σ) ≤ n − 1 < D
+        info["warning"] = f"{fewest} videos, {dim}-d features: Σ rank-deficient, FVD biased up"
         print(f"fvd: warning: {info['warning']}", file=sys.stderr)
     return frechet_distance(*stats["real"].mean_cov(), *stats["fake"].mean_cov())
 
