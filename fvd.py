@@ -363,10 +363,9 @@ def load_i3d(path=None, device="cpu"):
 # frames; shorter videos are dropped. Of more than num_videos usable videos a seeded random subset is taken (not the
 # first: datasets sorted by name often group one subject). Each offset is drawn from a generator seeded by (seed,
 # video index): it does not change when other videos are added or dropped. The authors' release (its
-# frechet_video_distance.py, dataset.py) reads the same text differently, and projects that copy it get other
-# numbers for the same model: it takes the FIRST num_videos in name order, drops videos of fewer than n·S frames,
-# draws offsets from Python's unseeded `random`, and its detector, i3d_torchscript.pt, resizes with PyTorch's
-# interpolation (ours: the reference's, §2).
+# frechet_video_distance.py, dataset.py) reads the same text differently, so projects that copy it get other numbers:
+# it takes the FIRST num_videos in name order, drops videos of fewer than n·S frames, draws offsets from Python's
+# unseeded `random`, and its detector, i3d_torchscript.pt, resizes with PyTorch's interpolation (ours: TF's, §2).
 
 PROTOCOLS = {"paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
              "release": "the authors' release: the first N videos in name order, those under n·S frames dropped"}
@@ -398,11 +397,10 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 # ------------------------------------------------------------------------------------------------
 # §6 Video sources: anything a video model writes, told apart by content, behind one reader
 # ------------------------------------------------------------------------------------------------
-# A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ... and a
-# dataset.json listing names, lengths and the resolution), of a folder or zip of video files and frame folders
-# (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a uint8 array [N, T, H, W, 3] in
-# a .npy / .npz. Each video is an item (name, how, what), `how` its reader: 'frames', an image file per frame;
-# 'video', a file ffmpeg decodes (GIF included); 'array', its index.
+# A Source holds the videos of a dataset (prepare_data.py's zip or folder: <name>/000000.png ... and a dataset.json),
+# of a folder or zip of video files and frame folders (images at any depth, in natural order: "f2" < "f10"), of one
+# video file, or of a uint8 array [N, T, H, W, 3] in a .npy / .npz. Each video is an item (name, how, what), `how` its
+# reader: 'frames', an image file per frame; 'video', a file ffmpeg decodes (GIF included); 'array', its index.
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
