@@ -55,8 +55,8 @@ CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
 MAX_MEMBER_BYTES = 1 << 28        # a frame image, dataset.json, the statistics, the I3D weights: 256 MiB
 MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
-# Each numeric setting's range, far beyond the paper's (a typo: an error, not hours of I3D). 9: I3D's shortest clip
-# (§3); 2: a covariance needs two videos.
+# Each numeric setting's range (_open_sides checks it), far beyond the paper's: a typo is an error, not hours of I3D.
+# 9: I3D's shortest clip (§3); 2: a covariance needs two videos.
 FLAG_RANGES = {"frames": (9, 1024), "num_videos": (2, 1_000_000), "subsample": (1, 1024), "seed": (0, 2 ** 32 - 1),
                "batch": (1, 1024), "workers": (0, 256)}
 
@@ -474,7 +474,7 @@ class Source:
         """Files -> items: each video file, each folder of images, in natural order; hidden or other files unread."""
         natural = lambda text: [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", text)]  # noqa: E731
         images, items, folders = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS), [], {}
-        for rel in [f for f in files if not re.search(r"(^|/)(\.|__MACOSX/)", f)]:   # not hidden, not macOS's
+        for rel in [f for f in files if not re.search(r"(^|/)(\.|__MACOSX/)", f)]:   # (hidden: unread)
             if (ext := os.path.splitext(rel)[1].lower()) in VIDEO_EXTENSIONS:
                 items.append((rel, "video", [rel]))
             elif ext in images:
@@ -588,7 +588,7 @@ class Source:
 
 def open_source(source, workers=0, progress=False, device="cpu"):
     """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (the only kind that
-    imports stylegan_v.py); a Source or a generator (stylegan_v's or __main__'s) is returned as it is."""
+    imports stylegan_v.py); a Source is returned as it is, a generator with the path, kind and sizes a Source has."""
     if isinstance(source, Source):
         return source
     if not hasattr(sys.modules.get(type(source).__module__), "render_frames"):     # a path, not a generator
