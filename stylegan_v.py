@@ -2259,7 +2259,7 @@ def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) ->
     note("GPUs", ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{'%d%d' % torch.cuda.get_device_capability(i)})"
                            for i in range(torch.cuda.device_count())) or "none (parity, speed, --full need one)")
     module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not cuda)
-    note("kernel", ("ready in {seconds} s" if module else "NOT built: {reason}").format(**status))   # (a build: said)
+    note("kernel", ("ready in {seconds} s" if module else "NOT built: {reason}").format(**status))   # (a build says so)
     if kernel := cuda and module is not None:
         checks = check_parity(device, tuple(PARITY_TOL))["checks"]   # float64, float32, float16, bfloat16
         bad = [f"; FAILED {k}: err {v['err']:.1e} > tol {v['tol']:.0e}" for k, v in checks.items() if not v["ok"]]
