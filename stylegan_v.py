@@ -2198,117 +2198,90 @@ def import_release_snapshot(path: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
-def _time_it(fn, repeat: int = 3) -> tuple:
-    """(median seconds of `repeat` calls of fn after a warm-up one, the peak GiB they allocated on a GPU, else 0)."""
-    cuda, times = torch.cuda.is_available(), []
-    for i in range(repeat + 1):
-        if i == 1 and cuda:                                      # after the warm-up
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()                             # the GPU runs asynchronously
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:])), torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0
+def _time_it(fn, repeat: int = 3) -> float:
+    """The median seconds of `repeat` calls of fn after a warm-up one, each awaiting the GPU (asynchronous)."""
+    import timeit
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    return float(np.median(timeit.repeat(lambda: (fn(), sync()), number=1, repeat=repeat + 1)[1:]))
 
 
-def bench_model(cfg: Config, device: torch.device, repeat: int = 3, train: bool = True) -> dict:
-    """A new model of `cfg` -> {what: value}: rendering 16 frames from t = 0 and from t = 1 h (frames/s; the same,
-    Sec 4.3) and training steps on random frames (s/kimg, peak GiB), without R1 (the same for every model)."""
-    res, B, k, H = {}, cfg.batch, cfg.frames_per_clip, cfg.resolution
+def bench_model(cfg: Config, device: torch.device, repeat: int = 3, train: bool = True):
+    """A new model of `cfg` -> (what, value): rendering from t = 0 and 1 h (frames/s, the same: Sec 4.3), training."""
+    B, k, H = cfg.batch, cfg.frames_per_clip, cfg.resolution
     G = Generator(cfg).eval().requires_grad_(False).to(device)
     for t0 in (0, 90_000):
-        seconds, _ = _time_it(lambda: render_frames(G, content_codes(G, [0]), [0], t0 + torch.arange(16.0)), repeat)
-        res[f"rendering a video from t={t0} (frames/s)"] = round(16 / seconds, 1)
+        seconds = _time_it(lambda: render_frames(G, content_codes(G, [0]), [0], t0 + torch.arange(16.0)), repeat)
+        yield f"rendering a video from t={t0} (frames/s)", round(16 / seconds, 1)
     if train:
         trainer = Trainer(dataclasses.replace(cfg, r1_gamma=0.0), Dist(device=device))   # gamma 0: no R1 steps
         real = torch.randint(0, 256, (B, k, H, H, 3), dtype=torch.uint8)                 # [B, k, H, W, 3] random frames
         t = fake_clip_times(cfg, np.random.default_rng(0), B, k, [cfg.max_time])        # [B, k] frame times
-        seconds, peak = _time_it(lambda: trainer.step(real, t), repeat)
-        res[f"training on {B} clips of {k} frame(s) (s/kimg)"] = round(seconds / (B * k) * 1e3, 2)
-        if peak:                                                 # (a GPU's) with the weights and Adam's state
-            res[f"training on {B} clips of {k} frame(s) (peak GiB)"] = round(peak, 2)
-    return res
+        seconds = _time_it(lambda: trainer.step(real, t), repeat)
+        yield f"training on {B} clips of {k} frame(s) (s/kimg)", round(seconds / (B * k) * 1e3, 2)
+
+
+def benchmark_modconv_layer(device='cuda', N=16, C=64, H=256, dtype=torch.float16, iters=20) -> dict:
+    """One 3x3 ModConv2d layer's forward + backward (ffs's at 256^2 by default) -> {impl: ms} for 'ref' and 'cuda'."""
+    x, grad = (torch.randn(N, C, H, H, device=device, dtype=dtype) for _ in "xg")   # (weights: demodulated, any scale)
+    weight, s, bias = (torch.randn(*shape, device=device).requires_grad_() for shape in ((C, C, 3, 3), (N, C), (C,)))
+    return {impl: round(1e3 * _time_it(lambda: modulated_conv2d_fused(x, weight, s, bias, clamp=256.0, impl=impl)
+                                       .backward(grad), iters), 3) for impl in ('ref', 'cuda')}
 
 
 def cmd_bench(args) -> None:
     """`bench`: bench_model of each preset (training steps with --train)."""
-    cuda = (device := _pick_device(args.device)).type == "cuda"   # (the kernel is never built for a CPU)
-    print(f"# bench on {torch.cuda.get_device_name(device) if cuda else 'a CPU'}, torch {torch.__version__}, custom "
-          f"ops {'on' if cuda and USE_CUSTOM_OPS and load_modconv_plugin() else 'off'}")
+    device = _pick_device(args.device)
+    print(f"# torch {torch.__version__} on", torch.cuda.get_device_name(device) if device.type == "cuda" else "a CPU")
     for cfg in map(make_config, args.presets):
-        for what, value in bench_model(cfg, device, args.repeat, args.train).items():
+        for what, value in bench_model(cfg, device, args.repeat, args.train):
             print(f"{cfg.preset} {cfg.resolution}^2, {what}: {value}")
 
 
-def benchmark_modconv_layer(device='cuda', N=16, I=64, O=64, H=256, W=256, k=3, dtype=torch.float16, iters=20):
-    """One ModConv2d layer's forward + backward (ffs's at 256^2 by default), impl 'ref' vs 'cuda' -> {what: value}."""
-    gen, res = torch.Generator(device=device).manual_seed(0), {}
-    x, grad = (torch.randn(N, c, H, W, device=device, dtype=dtype, generator=gen) for c in (I, O))
-    weight, s, bias = (torch.randn(*shape, device=device, generator=gen).requires_grad_()   # (demodulated: any scale)
-                       for shape in ((O, I, k, k), (N, I), (O,)))
-    for impl in ('ref', 'cuda'):
-        run = lambda: modulated_conv2d_fused(x, weight, s, bias, 'lrelu', clamp=256.0, impl=impl).backward(grad)
-        seconds, peak = _time_it(run, iters)
-        res.update({f"fwd+bwd, {impl} (ms)": round(seconds * 1e3, 3), f"fwd+bwd, {impl} (peak GiB)": round(peak, 3)})
-    res["speed-up"] = round(res["fwd+bwd, ref (ms)"] / res["fwd+bwd, cuda (ms)"], 2)
-    return res
-
-
 def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) -> dict:
-    """`doctor` -> {what: result}, logged as they come: the toolchain, the kernel's build (without a GPU too: a build
-    error shows anywhere), on a GPU its parity and one layer's speed; --full on a GPU, the acceptance run: bench_model
-    of cfg (ffs, batch 16) with the kernel on and off. Written to --out (--full: doctor_full/) as JSON and Markdown."""
+    """`doctor` -> {what: result}, logged as they come: the toolchain, the kernel's build (a build error shows without a
+    GPU too); on a GPU its parity, one layer's speed, and --full: bench_model of ffs with the kernel on and off."""
     global USE_CUSTOM_OPS                                        # (main restores it)
-    cuda, res = torch.cuda.is_available(), {}
-    device, cfg = torch.device("cuda" if cuda else "cpu"), args.full and (cfg or cuda and make_config("ffs", batch=16))
-    if out := args.out or (cfg and "doctor_full"):
+    cuda, res, device = torch.cuda.is_available(), {}, _pick_device(None)
+    if args.full and not (cfg := cfg or cuda and make_config("ffs", batch=16)):     # (the tests pass a small cfg)
+        raise UserError("doctor --full: the acceptance run needs a CUDA GPU, and none is visible")
+    if out := args.out or (args.full and "doctor_full"):
         check_writable(out, folder=True)                          # before the work
     note = lambda what, value: log(f"{what}: {res.setdefault(what, value)}")   # noted once, logged as it comes
     nvcc = (home := _find_cuda_home()) and os.path.join(home, "bin", "nvcc")
     note("torch", f"{torch.__version__} (CUDA {torch.version.cuda or 'none'}), python {sys.version.split()[0]}")
-    note("nvcc", f"{nvcc} ({subprocess.run([nvcc, '--version'], capture_output=True, text=True).stdout.split()[-1]})"
-         if nvcc else "not found")                               # (the kernel's line says what to do)
+    note("nvcc", f"{nvcc} ({subprocess.check_output([nvcc, '--version'], text=True).split()[-1]})" if nvcc else "none")
     note("GPUs", ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{'%d%d' % torch.cuda.get_device_capability(i)})"
                            for i in range(torch.cuda.device_count())) or "none (parity, speed, --full need one)")
     module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not cuda)
-    kernel = cuda and module is not None
-    note("kernel", f"{'loaded from the cache' if status['from_cache'] else 'built'} in {status['seconds']} s"
-         if module else f"NOT built: {status['reason']}")
-    if kernel:
-        checks = check_parity(device, (torch.float64, torch.float32, torch.float16, torch.bfloat16))["checks"]
+    note("kernel", ("ready in {seconds} s" if module else "NOT built: {reason}").format(**status))   # (a build says so)
+    if kernel := cuda and module is not None:
+        checks = check_parity(device, tuple(PARITY_TOL))["checks"]   # float64, float32, float16, bfloat16
         bad = [f"; FAILED {k}: err {v['err']:.1e} > tol {v['tol']:.0e}" for k, v in checks.items() if not v["ok"]]
         note("kernel parity", f"{len(checks) - len(bad)}/{len(checks)} checks ok" + "".join(bad))
-        for what, value in benchmark_modconv_layer(device).items():
-            note(f"one 256^2 ModConv2d {what}", value)
+        note("one 256^2 ModConv2d's forward + backward (ms)", benchmark_modconv_layer(device))
     # --full: the kernel on and off at float16 layers, off at float32 ones (without the kernel or a GPU: fewer)
-    for kernel_on, fp16 in [(True, True), (False, True), (False, False)][(not kernel) + (not cuda):] if cfg else []:
-        USE_CUSTOM_OPS = kernel_on                                    # what ModConv2d's dispatch reads
-        for what, value in bench_model(dataclasses.replace(cfg, num_fp16_res=4 * fp16), device, steps).items():
-            note(f"{cfg.preset} {cfg.resolution}^2, kernel {'on' if kernel_on else 'off'}, "
-                 f"{'float16' if fp16 else 'float32'} layers, {what}", value)
+    for on, fp16 in [(True, True), (False, True), (False, False)][(not kernel) + (not cuda):] if args.full else []:
+        USE_CUSTOM_OPS = on                                      # what ModConv2d's dispatch reads
+        for what, value in bench_model(dataclasses.replace(cfg, num_fp16_res=4 * fp16), device, steps):
+            note(f"{cfg.preset}, kernel {'on' if on else 'off'}, float{16 if fp16 else 32} layers, {what}", value)
     if out:
         os.makedirs(out, exist_ok=True)
-        _atomic_write(os.path.join(out, "doctor.json"), json.dumps(res, indent=2))
-        _atomic_write(os.path.join(out, "doctor.md"), "| `doctor` | measured |\n| --- | ---: |\n"
-                      + "".join(f"| {what} | {value} |\n" for what, value in res.items()))
-        log(f"wrote {os.path.join(out, 'doctor.json')} and {os.path.join(out, 'doctor.md')}")
+        _atomic_write(f"{out}/doctor.json", json.dumps(res, indent=2))
+        _atomic_write(f"{out}/doctor.md", "| | |\n|---|--:|\n" + "".join(f"| {k} | {v} |\n" for k, v in res.items()))
+        log(f"wrote {out}/doctor.json and {out}/doctor.md")
     return res
 
 
 def _ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
-    """Round ticks over [lo, hi]: multiples of the smallest step 1, 2, 2.5 or 5 x 10^e that needs <= n intervals
-    (half a percent of slack: a run ending at 60.048 kimg ends its axis at 60, not 70)."""
+    """Ticks over [lo, hi]: the least step 1, 2, 2.5 or 5 x 10^e with <= n intervals (0.5 % slack: 60.048 -> 60)."""
     for step in (m * 10.0 ** e for e in range(-9, 12) for m in (1, 2, 2.5, 5)):
         first, last = math.floor(lo / step + 0.005), math.ceil(hi / step - 0.005)
         if last - first <= n:
             return np.arange(first, max(last, first + 1) + 1) * step     # (a single point gets one interval)
 
 
-def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of real frames shown to D)",
-                size=(640, 400)) -> np.ndarray:
-    """uint8 [H, W, 3]: a line chart of {label: [n, 2] (x, y)} with a grid, round ticks and a legend,
-    drawn with Pillow. Few points (FVD at snapshots) get a dot each; Fig 9's dense curves only a line."""
+def plot_curves(curves: dict, ylabel: str, xlabel="kimg (thousands of real frames shown to D)", size=(640, 400)):
+    """uint8 [H, W, 3]: {label: [n, 2] (x, y)} drawn with Pillow on a grid of round ticks, a label per curve."""
     from PIL import Image, ImageDraw, ImageFont
     (W, H), (left, right, top, bottom) = size, (64, 16, 24, 44)  # margins (68 px tall) for the labels
     draw = ImageDraw.Draw(img := Image.new("RGB", size, "white"))
@@ -2317,48 +2290,41 @@ def plot_curves(curves: dict, ylabel: str, xlabel: str = "kimg (thousands of rea
     xt, yt = _ticks(0, xs.max()), _ticks(min(0, 1.05 * ys.min()), max(0, 1.05 * ys.max()), min(6, (H - 68) // 25))
     px = lambda x: left + (x - xt[0]) / (xt[-1] - xt[0]) * (W - left - right)
     py = lambda y: H - bottom - (y - yt[0]) / (yt[-1] - yt[0]) * (H - top - bottom)
-    for x in xt:                                                 # grid, ticks and their labels
-        draw.line([(px(x), top), (px(x), H - bottom)], fill=(230, 230, 230))
+    for x in xt:                                                 # the grid (its outer lines: the frame), tick labels
+        draw.line([(px(x), top), (px(x), H - bottom)], fill=(200, 200, 200))
         draw.text((px(x), H - bottom + 4), f"{x:g}", fill="black", anchor="ma")
     for y in yt:
-        draw.line([(left, py(y)), (W - right, py(y))], fill=(230, 230, 230))
+        draw.line([(left, py(y)), (W - right, py(y))], fill=(200, 200, 200))
         draw.text((left - 6, py(y)), f"{y:g}", fill="black", anchor="rm")
-    draw.rectangle([left, top, W - right, H - bottom], outline="black")
     draw.text(((left + W - right) / 2, H - 18), xlabel, fill="black", anchor="ma")
     draw.text((left, top - 4), ylabel, fill="black", anchor="ld")    # above the frame, clear of the ticks
-    legend_x = W - right - 36 - max(draw.textlength(label) for label in curves)
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
-    for i, (label, c) in enumerate(curves.items()):
-        colour, legend_y, points = colours[i % len(colours)], top + 12 + 14 * i, [(px(x), py(y)) for x, y in c]
-        draw.line(points, fill=colour, width=2)
-        for x, y in points if len(points) <= 100 else []:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.line([(legend_x, legend_y), (legend_x + 20, legend_y)], fill=colour, width=2)
-        draw.text((legend_x + 26, legend_y), label, fill="black", anchor="lm")
+    for i, (label, c) in enumerate(curves.items()):              # the legend: each label in its curve's colour
+        draw.line(points := [(px(x), py(y)) for x, y in c], fill=colours[i % 6], width=2)
+        for x, y in points if len(points) <= 100 else []:       # few points (FVD at snapshots): a dot each
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colours[i % 6])
+        draw.text((W - right - 8, top + 12 + 14 * i), label, fill=colours[i % 6], anchor="rm")
     return np.asarray(img)
 
 
 def cmd_figures(args) -> None:
-    """The README's pictures from a checkpoint (and its dataset): strips of 8 frames 4 apart, a row per video (real
-    vs fake, content vs motion, t = 0 vs 1 h later), enlarged to >= 96 pixels a frame; and Fig 9."""
+    """The README's pictures from a checkpoint (and its dataset), strips of 8 frames 4 apart, a row per video; Fig 9."""
     check_writable(args.out, folder=True)
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
-    data = VideoFolder(args.data) if args.data else None
-    if data is not None and data.resolution != cfg.resolution:
+    if args.data and (data := VideoFolder(args.data)).resolution != cfg.resolution:
         raise UserError(f"{args.data}: {data.resolution}^2 frames, the generator's {cfg.resolution}^2: use its dataset")
-    t, z = torch.arange(0.0, 32.0, 4.0, dtype=torch.float64), max(1, 96 // cfg.resolution)   # z: the zoom
+    t, z = torch.arange(0.0, 32.0, 4.0, dtype=torch.float64), max(1, 96 // cfg.resolution)   # z: the zoom to >= 96 px
     # a row per video: [V, 8, H, W, 3] -> [V*H, 8*W, 3] -> [V*H*z, 8*W*z, 3] (nearest neighbour)
     rows = lambda v: v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy().repeat(z, 0).repeat(z, 1)
     pictures = {"fake.png": (fake := rows(render_videos(G, list(range(args.num)), t)))}
-    if data is not None:           # random videos from their start (a short one repeats its last frame), a white gap
+    if args.data:                  # random videos from their start (a short one repeats its last frame), a white gap
         real = torch.from_numpy(np.stack([data.read_frames(int(v), np.minimum(t.long().numpy(), data.lengths[v] - 1))
                                           for v in np.random.default_rng(0).permutation(len(data))[:args.num]]))
         pictures = {"real_vs_fake.png": np.concatenate([rows(real), np.full_like(fake[:4], 255), fake])}
     # Content and motion are separate: rows (c0,m0) (c0,m1) (c1,m0) (c1,m1), content seed c, motion seed m.
-    pictures["content_motion.png"] = rows(torch.cat([render_videos(G, [c], t, motion_seeds=[m])
-                                                     for c, m in [(0, 0), (0, 1), (1, 0), (1, 1)]]))
-    # No degradation after an hour: the same video at t = 0 and at t = 1 h.
-    pictures["t0_vs_1h.png"] = rows(torch.cat([render_videos(G, [0], s + t) for s in (0, 3600 * cfg.fps)]))
+    pictures["content_motion.png"] = rows(render_videos(G, [0, 0, 1, 1], t, motion_seeds=[0, 1, 0, 1]))
+    # No degradation after an hour: the same video at t = 0 and at t = 1 h ([1, 16, ...] -> [2, 8, ...]).
+    pictures["t0_vs_1h.png"] = rows(render_videos(G, [0], torch.cat([t, t + 3600 * cfg.fps])).unflatten(1, (2, 8))[0])
     # Fig 9: six channels of the acyclic embedding v_t over 2000 frames, a band each.
     v, t = motion_codes(G, 0, torch.arange(2000.0)).cpu().numpy(), np.arange(2000.0)   # [2000, D], [2000]
     pictures["embedding.png"] = np.concatenate([plot_curves({f"v_t[{c}]": np.c_[t, v[:, c]]}, "", "frames", (1000, 150))
@@ -2370,14 +2336,11 @@ def cmd_figures(args) -> None:
 
 
 def cmd_plot(args) -> None:
-    """A metric over kimg from runs' log.jsonl (the README's FVD curve), drawn to --out (PNG or JPEG, by its name).
-    A kimg logged twice (by a run resumed from a checkpoint) counts its later value."""
+    """A metric over kimg from runs' log.jsonl (FVD), a curve per run; a kimg logged twice counts its later value."""
     if os.path.splitext(args.out)[1].lower() not in (".png", ".jpg", ".jpeg"):
         raise UserError(f"{args.out}: --out is a .png or .jpg file")
-    labels, curves = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs], {}
-    if len(labels) != len(args.runs):
-        raise UserError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
-    for label, run in zip(labels, args.runs):
+    curves = {}
+    for run in args.runs:
         path, rows = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run, {}
         if not os.path.isfile(path):                             # (a folder without a log, a FIFO: not read)
             raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
@@ -2387,11 +2350,10 @@ def cmd_plot(args) -> None:
                     if args.metric in (record := json.loads(line)).keys():
                         rows[float(record["kimg"])] = float(record[args.metric])
                 except (ValueError, TypeError, AttributeError, KeyError):
-                    raise UserError(f"{path}: line {number} is not a JSON object with numbers kimg and "
-                                    f"{args.metric}") from None
+                    raise UserError(f"{path}: line {number}: no JSON object of numbers kimg, {args.metric}") from None
         if not rows:
             raise UserError(f"{path}: no '{args.metric}' values (--metric: a key of its lines; FVD: train --metrics)")
-        curves[label] = np.array(sorted(rows.items()), dtype=np.float64)
+        curves[label := os.path.basename(os.path.normpath(run))] = np.array(sorted(rows.items()), dtype=np.float64)
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in curves[label]))
     _write_image(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
     print(f"wrote {args.out}")
@@ -3416,7 +3378,6 @@ def build_parser() -> argparse.ArgumentParser:
             ("--num", INT(1, 64), 4, "videos per picture")]),
         plot=(cmd_plot, "a metric over kimg from runs' log.jsonl (the README's FVD curve) as a PNG", [
             ("runs", None, None, "run directories (or their log.jsonl)", dict(nargs="+")),
-            ("--labels", None, None, "one legend label per run (default: the directory names)", dict(nargs="+")),
             ("--metric", None, "fvd16", "a key of log.jsonl (default fvd16)"),
             ("--out", None, "fvd_curve.png", "the PNG to write (default fvd_curve.png)")]),
         convert=(cmd_convert, "an authors' network-snapshot-*.pkl -> a checkpoint of ours (nothing in it is run)", [
