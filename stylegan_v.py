@@ -2428,7 +2428,7 @@ class VideoFolder:
             raise DataError(f"{path}: dataset.json is not valid JSON ({e})" if isinstance(e, ValueError) else
                             f"{path}: {'not a dataset: no dataset.json' if os.path.exists(path) else 'no such dataset'}"
                             " (make one with: python prepare_data.py VIDEOS data.zip)") from None
-        num, seen = lambda x: type(x) in (int, float) and math.isfinite(x), set()              # (num: not a bool)
+        num, seen = lambda x: type(x) in (int, float) and math.isfinite(x), set()       # (type: a bool is no number)
         fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")
         rules = [(fps, num(fps) and 0 < fps <= MAX_DATASET_FPS, f"fps must be a number in (0, {MAX_DATASET_FPS:g}]"),
                  (res, num(res) and res in {2 ** k for k in range(3, 13)}, "resolution must be a power of two, 8-4096"),
@@ -2442,8 +2442,8 @@ class VideoFolder:
                        "not '.' or '..'), each listed once"),
                       (n, type(n) is int and 1 <= n <= MAX_VIDEO_FRAMES,
                        f"video {i}: 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}")]
-        for value, rule in [(value, rule) for value, ok, rule in rules if not ok][:1]:
-            raise DataError(f"{path}: dataset.json: {rule}, got {value!r}")
+        if bad := next(((value, rule) for value, ok, rule in rules if not ok), None):
+            raise DataError(f"{path}: dataset.json: {bad[1]}, got {bad[0]!r}")
         self.fps, self.resolution, self.ext = float(fps), int(res), "." + fmt
         self.names, self.lengths = [v["name"] for v in videos], [v["frames"] for v in videos]
         listed = set(self._zip.namelist()) if self.is_zip else None
