@@ -2319,7 +2319,7 @@ def cmd_figures(args) -> None:
     pictures = {"fake.png": (fake := rows(render_videos(G, list(range(args.num)), t)))}
     if args.data:                  # random videos from their start (a short one repeats its last frame), a white gap
         real = torch.from_numpy(np.stack([data.read_frames(int(v), np.minimum(t.long().numpy(), data.lengths[v] - 1))
-                                          for v in np.random.default_rng(0).permutation(len(data))[:args.num]]))
+                                          for v in np.random.default_rng(0).permutation(len(data.names))[:args.num]]))
         pictures = {"real_vs_fake.png": np.concatenate([rows(real), np.full_like(fake[:4], 255), fake])}
     # Content and motion are separate: rows (c0,m0) (c0,m1) (c1,m0) (c1,m1), content seed c, motion seed m.
     pictures["content_motion.png"] = rows(render_videos(G, [0, 0, 1, 1], t, motion_seeds=[0, 1, 0, 1]))
@@ -2331,7 +2331,7 @@ def cmd_figures(args) -> None:
                                                 for c in range(0, cfg.v_dim, math.ceil(cfg.v_dim / 6))])
     os.makedirs(args.out, exist_ok=True)
     for name, image in pictures.items():
-        _write_image(path := os.path.join(args.out, name), image)
+        _atomic_write(path := os.path.join(args.out, name), image)
         print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
 
@@ -2355,18 +2355,17 @@ def cmd_plot(args) -> None:
             raise UserError(f"{path}: no '{args.metric}' values (--metric: a key of its lines; FVD: train --metrics)")
         curves[label := os.path.basename(os.path.normpath(run))] = np.array(sorted(rows.items()), dtype=np.float64)
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in curves[label]))
-    _write_image(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
+    _atomic_write(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
     print(f"wrote {args.out}")
 
 # ------------------------------------------------------------------------------------------------
 # Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
 #             the flags and their ranges, the one error path)
 # ------------------------------------------------------------------------------------------------
-# What lets §11-§13 survive real use, through a few mechanisms used everywhere: each kind of input checked where
-# it enters (open_dataset, load_checkpoint -> check_config, the flags' ranges), sizes bounded before anything of
-# that size is read or built; one atomic writer (_atomic_write; FrameSink for streams) and one rule for what a
-# killed writer left (remove_stale_partials); a signal becomes a clean stop (GracefulStop: train saves first);
-# one training per run directory (RunLock); one error path (_exit_on_error: one line, exit status 2).
+# What lets §11-§13 survive real use, a few mechanisms used everywhere: each input checked where it enters
+# (VideoFolder, load_checkpoint -> check_config, the flags' ranges), sizes bounded before anything of that size is
+# read or built; one atomic writer (_atomic_write; FrameSink for streams), one rule for what a killed writer left
+# (remove_stale_partials); a signal, a clean stop (GracefulStop); one training a run (RunLock); one error line.
 
 
 # --- The dataset, checked when it is opened (§11) ----------------------------------------------
@@ -2374,102 +2373,70 @@ MAX_DATASET_FPS, MAX_VIDEO_FRAMES = 1000.0, 10 ** 8   # more is a broken header,
 
 
 class VideoFolder:
-    """A prepare_data.py dataset (zip or folder), read lazily: checked when opened (open_dataset), each frame read."""
+    """A prepare_data.py dataset (zip or folder) read lazily, checked at the door (dataset.json by rules, every frame
+    there, first frames' sizes), a file's size before it is read, a frame when decoded: any fault, one DataError."""
 
     def __init__(self, path: str):
         self.path, self.is_zip, self._zip = str(path), os.path.isfile(path), None
-        open_dataset(self)
-
-    def member(self, name: str, i: int) -> str:
-        return f"{name}/{i:06d}{self.ext}"
+        try:                         # 64 MB: a million videos' names (/dev/zero, a FIFO: neither a zip nor a folder)
+            meta = m if isinstance(m := json.loads(self.read("dataset.json", 2 ** 26)), dict) else {}
+        except (KeyError, FileNotFoundError, NotADirectoryError, zipfile.BadZipFile, ValueError) as e:
+            raise DataError(f"{path}: dataset.json is not valid JSON ({e})" if isinstance(e, ValueError) else
+                            f"{path}: {'not a dataset: no dataset.json' if os.path.exists(path) else 'no such dataset'}"
+                            " (make one with: python prepare_data.py VIDEOS data.zip)") from None
+        num, seen = lambda x: type(x) in (int, float) and math.isfinite(x), set()       # (type: a bool is no number)
+        fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")
+        rules = [(fps, num(fps) and 0 < fps <= MAX_DATASET_FPS, f"fps must be a number in (0, {MAX_DATASET_FPS:g}]"),
+                 (res, num(res) and res in {2 ** k for k in range(3, 13)}, "resolution must be a power of two, 8-4096"),
+                 (fmt, isinstance(fmt, str) and re.fullmatch(r"[a-z0-9]{1,5}", fmt, re.I), "format must be like 'jpg'"),
+                 (videos, isinstance(videos, list) and videos, "'videos' must be a non-empty list")]
+        for i, v in enumerate(videos if isinstance(videos, list) else []):
+            name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
+            # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
+            rules += [(name, isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)
+                       and not (name in seen or seen.add(name)), f"video {i}: 'name' must be a folder name (no '/', "
+                       "not '.' or '..'), each listed once"),
+                      (n, type(n) is int and 1 <= n <= MAX_VIDEO_FRAMES,
+                       f"video {i}: 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}")]
+        if bad := next(((value, rule) for value, ok, rule in rules if not ok), None):
+            raise DataError(f"{path}: dataset.json: {bad[1]}, got {bad[0]!r}")
+        self.fps, self.resolution, self.ext = float(fps), int(res), "." + fmt
+        self.names, self.lengths = [v["name"] for v in videos], [v["frames"] for v in videos]
+        listed = set(self._zip.namelist()) if self.is_zip else None
+        for name, n in zip(self.names, self.lengths):   # its first frame's size; every frame in a zip's index (to the
+            self.frame(f"{name}/000000{self.ext}", header_only=True)         # first missing one), a folder's last
+            for member in (f"{name}/{i:06d}{self.ext}" for i in (range(1, n) if self.is_zip else [n - 1])):
+                if not (member in listed if self.is_zip else os.path.isfile(os.path.join(path, member))):
+                    raise DataError(f"{path}: video '{name}' lists {n} frames but {member} is missing")
 
     def __getstate__(self):   # into a DataLoader worker without the open zip: it opens its own
         return {**self.__dict__, "_zip": None}
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def read_frames(self, video: int, frame_indices) -> np.ndarray:     # uint8 [n, H, W, 3]
-        return np.stack([read_frame(self, self.member(self.names[video], int(i))) for i in frame_indices])
+        return np.stack([self.frame(f"{self.names[video]}/{int(i):06d}{self.ext}") for i in frame_indices])
 
+    def read(self, member: str, limit: Optional[int] = None) -> bytes:
+        """One file (the zip opened once in each process), refused unread if it declares over `limit` bytes."""
+        limit = limit or 16 * self.resolution ** 2 + 2 ** 16          # more than any R^2 image (16-bit RGBA: 8 R^2)
+        self._zip, file = self._zip or (zipfile.ZipFile(self.path) if self.is_zip else None), f"{self.path}/{member}"
+        if (size := self._zip.getinfo(member).file_size if self.is_zip else os.path.getsize(file)) > limit:
+            raise DataError(f"{self.path}: {member} is {size:,} bytes, more than a file of this dataset can be")
+        with self._zip.open(member) if self.is_zip else open(file, "rb") as f:
+            return f.read(limit + 1)
 
-def open_dataset(data: VideoFolder) -> None:
-    """VideoFolder's checks at the door, setting its fields: dataset.json's by rules, each frame, first frames' size."""
-    path, make = data.path, "make one with: python prepare_data.py VIDEOS data.zip, then --data data.zip"
-    if not (data.is_zip or os.path.isdir(path)) or data.is_zip and not zipfile.is_zipfile(path):   # (/dev/zero)
-        raise DataError(f"{path}: {'not a dataset' if os.path.exists(path) else 'no such dataset'} ({make})")
-    try:
-        meta = json.loads(read_member(data, "dataset.json", 2 ** 26))     # 64 MB: a million videos' names
-    except (KeyError, FileNotFoundError, NotADirectoryError, zipfile.BadZipFile):
-        raise DataError(f"{path}: no dataset.json, so not a dataset ({make})") from None
-    except ValueError as e:                                               # JSONDecodeError, UnicodeDecodeError
-        raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or not {"fps", "resolution", "videos"} <= meta.keys():
-        raise DataError(f"{path}: dataset.json: no 'fps', 'resolution' and 'videos' (not from prepare_data.py?)")
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)   # noqa: E731
-    fps, res, fmt, videos = meta["fps"], meta["resolution"], meta.get("format", "jpg"), meta["videos"]
-    rules = [(fps, number(fps) and 0 < fps <= MAX_DATASET_FPS, f"fps must be a number in (0, {MAX_DATASET_FPS:g}]"),
-             (res, number(res) and res in {2 ** k for k in range(3, 13)}, "resolution must be a power of two, 8-4096"),
-             (fmt, isinstance(fmt, str) and re.fullmatch(r"[A-Za-z0-9]{1,5}", fmt), "format must be like 'jpg', 'png'"),
-             (videos, isinstance(videos, list) and videos, "'videos' must be a non-empty list")]
-    for i, v in enumerate(videos if isinstance(videos, list) else []):
-        name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
-        # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
-        rules += [(name, isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name),
-                   f"video {i}: 'name' must be a folder name (no '/', not '.' or '..')"),
-                  (n, isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_VIDEO_FRAMES,
-                   f"video {i}: 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}")]
-    for value, ok, rule in rules:
-        if not ok:
-            raise DataError(f"{path}: dataset.json: {rule}, got {value!r}")
-    names, seen = [v["name"] for v in videos], set()
-    if (twice := next((n for n in names if n in seen or seen.add(n)), None)) is not None:
-        raise DataError(f"{path}: dataset.json: video name '{twice}' is listed twice")
-    data.fps, data.resolution, data.ext, data.names = float(fps), int(res), "." + fmt, names
-    data.lengths = [v["frames"] for v in videos]
-    listed = set(data._zip.namelist()) if data.is_zip else None   # a zip's index: every frame; a folder: first, last
-    for name, n in zip(data.names, data.lengths):
-        for i in range(n) if listed else sorted({0, n - 1}):       # (a zip's first missing frame ends the loop)
-            member = data.member(name, i)
-            if member not in listed if listed else not os.path.isfile(os.path.join(path, member)):
-                raise DataError(f"{path}: video '{name}' lists {n} frames but frame {i} ({member}) is not in the "
-                                f"{'zip' if listed else 'folder'}")
-        read_frame(data, data.member(name, 0), header_only=True)
-
-
-def read_member(data: VideoFolder, member: str, limit: Optional[int] = None) -> bytes:
-    """One file of a dataset (the zip opened once in each process), refused unread if it declares over `limit` bytes."""
-    limit = limit or 16 * data.resolution ** 2 + 2 ** 16              # more than any R^2 image (16-bit RGBA: 8 R^2)
-    data._zip = data._zip or (zipfile.ZipFile(data.path) if data.is_zip else None)
-    size = data._zip.getinfo(member).file_size if data.is_zip else os.path.getsize(os.path.join(data.path, member))
-    if size > limit:
-        raise DataError(f"{data.path}: {member} is {size:,} bytes, more than a file of this dataset can be ({limit:,})")
-    with data._zip.open(member) if data.is_zip else open(os.path.join(data.path, member), "rb") as f:
-        return f.read(limit + 1)
-
-
-def read_frame(data: VideoFolder, member: str, header_only: bool = False) -> Optional[np.ndarray]:
-    """uint8 [R, R, 3]: one frame, decoded and checked (else a DataError); header_only: only its header's size."""
-    import imageio.v3 as iio
-    from PIL import Image
-    R = data.resolution
-    try:
-        raw = read_member(data, member)
-        if header_only:
-            with Image.open(io.BytesIO(raw)) as header:
-                if header.size == (R, R):
-                    return None
-            raise DataError(f"{data.path}: {member} is {header.size[0]}x{header.size[1]}, dataset.json says {R}x{R}")
-        img = iio.imread(raw, extension=data.ext)
-    except Exception as e:                                   # (read_member's DataError: as it is)
-        raise e if isinstance(e, DataError) else DataError(
-            f"{data.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
-    if img.ndim == 2:                                        # greyscale -> RGB; RGBA loses alpha below
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    if img.shape[:2] != (R, R) or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-        raise DataError(f"{data.path}: {member} is a {img.shape[1]}x{img.shape[0]}x{img.shape[2]} {img.dtype} image, "
-                        f"the dataset's frames are {R}x{R} 8-bit RGB")
-    return img[:, :, :3]
+    def frame(self, member: str, header_only: bool = False) -> Optional[np.ndarray]:
+        """uint8 [R, R, 3]: one frame, decoded and checked; header_only: only its header's size and mode (None)."""
+        from PIL import Image
+        R = self.resolution
+        try:
+            with Image.open(io.BytesIO(self.read(member))) as img:          # 8-bit grey, palette or RGB(A) -> RGB
+                if img.size == (R, R) and img.mode in ("L", "P", "RGB", "RGBA"):
+                    return None if header_only else np.asarray(img.convert("RGB"))
+                found = f"a {img.size[0]}x{img.size[1]} {img.mode} image"
+        except Exception as e:                                   # (read's DataError: as it is)
+            raise e if isinstance(e, DataError) else DataError(
+                f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
+        raise DataError(f"{self.path}: {member} is {found}, dataset.json says {R}x{R} (8-bit RGB)")
 
 
 # --- Errors in words; outputs written whole or not at all -----------------------------------------
@@ -2488,16 +2455,14 @@ def error_reason(e: BaseException, path: str = ".") -> str:
         return "no space left on device" if e.errno == errno.ENOSPC else e.strerror or _first_line(e)
     if hidden := re.search(r"strerror: ([^\n]+)", str(e)):
         return hidden.group(1).strip()
-    with contextlib.suppress(OSError):
-        disk = shutil.disk_usage(os.path.dirname(os.path.abspath(path)))
-        if disk.total > 0 and disk.free < 2 ** 20:
-            return "no space left on device"
+    place = os.path.dirname(os.path.abspath(path))                    # (/proc's total is 0)
+    if os.path.isdir(place) and 0 < (disk := shutil.disk_usage(place)).total and disk.free < 2 ** 20:
+        return "no space left on device"
     return "the ffmpeg writer stopped (broken pipe)" if isinstance(e, BrokenPipeError) else _first_line(e)
 
 
 def _partial(path: str) -> str:       # an output's temporary name beside it, <stem>.partial-<pid><ext> (same format)
-    stem, ext = os.path.splitext(path.rstrip("/"))
-    return f"{stem}.partial-{os.getpid()}{ext}"
+    return f".partial-{os.getpid()}".join(os.path.splitext(path.rstrip("/")))
 
 
 def _remove(path: str) -> None:
@@ -2505,15 +2470,12 @@ def _remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
-def _cannot_write(path: str, tmp: str, e: BaseException) -> UserError:     # (why: asked before tmp frees the disk)
-    reason = error_reason(e, tmp)
-    _remove(tmp)
-    return UserError(f"{path}: cannot write ({reason}); nothing half-written is left, any older version is untouched")
-
-
 def _atomic_write(path: str, data) -> None:
-    """The one writer of every output: `data` (bytes, str, or write(tmp)) goes to _partial(path), is fsynced and
-    renamed onto `path`: a crash, a kill, a full disk or a power cut leaves the old output or the new one."""
+    """The one writer of every output: `data` (bytes, str, an image [H, W, 3] in the name's format, or write(tmp)) goes
+    to _partial(path), is fsynced and renamed onto `path`: a crash, a kill, a full disk or a power cut leaves the old
+    output or the new one. (An image is encoded in memory: imageio's file writer on a full disk: a traceback.)"""
+    if isinstance(data, np.ndarray):
+        data = importlib.import_module("imageio.v3").imwrite("<bytes>", data, extension=Path(path).suffix.lower())
     tmp = _partial(path)
     try:
         data(tmp) if callable(data) else Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
@@ -2521,47 +2483,36 @@ def _atomic_write(path: str, data) -> None:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:                      # (torch's zip writer raises RuntimeError)
-        raise _cannot_write(path, tmp, e) from None
+    except (OSError, RuntimeError) as e:     # (torch's zip writer: RuntimeError; why: asked before tmp frees the disk)
+        raise UserError(f"{path}: cannot write ({error_reason(e, tmp)}); nothing half-written is left") from None
     finally:
-        _remove(tmp)                                          # (after an interruption)
-
-
-def _write_image(path: str, image: np.ndarray) -> None:
-    """uint8 [H, W, 3] -> an image file, encoded in memory (imageio's file writer on a full disk: a traceback)."""
-    import imageio.v3 as iio
-    _atomic_write(path, iio.imwrite("<bytes>", image, extension=os.path.splitext(path)[1].lower()))
+        _remove(tmp)
 
 
 def check_writable(out: str, folder: bool = False) -> None:
     """The one check of an output's place, before any work: a file created there and removed (a folder's write bit
     does not say: /proc takes no new files). folder: `out` is a folder, probed in its nearest existing one."""
-    place = os.path.abspath(out)
+    place = os.path.abspath(out) if folder else os.path.dirname(os.path.abspath(out))
     while folder and not os.path.exists(place):               # (made when written: nothing is left if refused)
         place = os.path.dirname(place)
     try:
-        if folder and not os.path.isdir(place):
-            raise NotADirectoryError(errno.ENOTDIR, f"{place} is a file, not a folder")
-        open(probe := _partial(os.path.join(place, "probe") if folder else out), "x").close()
-        os.remove(probe)
+        tempfile.TemporaryFile(dir=place).close()             # (unnamed where it can be: never left behind)
     except OSError as e:
         raise UserError(f"{out}: cannot write here ({error_reason(e)})") from None
 
 
 def remove_stale_partials(path: str, every: bool = False) -> None:
     """The one rule for what a killed writer left: `path`'s _partial names (every: any in folder `path`) whose pid is
-    gone are removed; a live writer's stay."""
+    gone are removed; a live writer's (ours, another user's) stay."""
     import glob
     pattern = os.path.join(glob.escape(path), "*") if every else glob.escape(os.path.splitext(path.rstrip("/"))[0])
     for leftover in glob.glob(pattern + ".partial-*"):
         pid = re.search(r"\.partial-(\d{1,9})(\.\w+)?$", leftover)
-        if pid and int(pid.group(1)) not in (0, os.getpid()):
+        with contextlib.suppress(PermissionError):            # (EPERM: it runs, as another user)
             try:
-                os.kill(int(pid.group(1)), 0)                     # signal 0 only asks whether it runs
+                os.kill(int(pid[1]) if pid else 0, 0)             # signal 0 only asks whether it runs (0: ours)
             except ProcessLookupError:
                 _remove(leftover)
-            except OSError:                                       # (EPERM: it runs, as another user)
-                pass
 
 
 def _cpp_extension():
@@ -2573,7 +2524,7 @@ def _cpp_extension():
 
 # --- Checkpoints (§12, §13) and sample's output ------------------------------------------------
 class CheckpointError(UserError):
-    """A checkpoint that is missing, not ours, or unsafe to unpickle."""
+    """A checkpoint (or a projection) that is missing, not ours, or unsafe to unpickle."""
 
 
 def checkpoint_path(path: str) -> str:                           # a file, or a run directory's checkpoint.pt
@@ -2584,47 +2535,38 @@ def save_checkpoint(path: str, state: dict) -> None:
     _atomic_write(path, lambda tmp: torch.save(state, tmp))     # a full disk leaves the previous one intact
 
 
-def config_from_dict(d: dict) -> Config:
-    """A checkpoint's Config, checked (check_config): missing fields are its preset's, unknown ones dropped."""
-    if not isinstance(d, dict):
-        raise ValueError(f"its config is a {type(d).__name__}, not a dict of settings")
-    fields = {f.name for f in dataclasses.fields(Config)} - {"preset"}
-    return make_config(d.get("preset", "tiny"), **{k: v for k, v in d.items() if k in fields})
-
-
-def _load_plain(file: str, kind: str, error=UserError) -> object:
-    """torch.load(weights_only=True) of a regular file (not a FIFO or /dev/zero): plain data, never code; a failure
-    is one line saying what the file is not, never torch's advice to retry unsafely (weights_only=False)."""
+def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
+    """A checkpoint (a file, a run's) or a projection: torch.load(weights_only=True) of a regular file (not a FIFO),
+    plain data, never code, or an authors' snapshot (Appendix B); a failure, one line saying what the file is not
+    (never torch's advice to retry unsafely); a checkpoint's settings checked before any network (check_config:
+    missing fields its preset's, unknown ones dropped)."""
+    file = checkpoint_path(path)
     if not os.path.isfile(file):
-        raise error(f"{file}: " + ("not a regular file" if os.path.exists(file) else f"no such {kind}"))
+        raise CheckpointError(f"{file}: " + ("not a regular file" if os.path.exists(file) else f"no such {kind}"))
+    with open(file, "rb") as f:                                  # torch.save writes zips; a bare pickle: a snapshot?
+        if f.read(1) == b"\x80" and not zipfile.is_zipfile(file):
+            return import_release_snapshot(file)
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:                              # refused objects, not torch.save's format, truncated
         # Only a class the pickle names ("Unsupported global") means Python objects; random bytes fail as an
         # unknown opcode ("Unsupported operand") and are simply not a checkpoint.
-        refused = isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower()
-        what = ("it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
-                if refused else error_reason(e, file) if isinstance(e, OSError)
-                else "not a file torch.save wrote, or a truncated one")
-        if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():
-            what = "it is a dataset (prepare_data.py's zip: pass it as --data)"
-        raise error(f"{file}: not a StyleGAN-V {kind}: {what}") from None
-
-
-def load_checkpoint(path: str) -> dict:
-    """Our checkpoint (_load_plain) or an authors' snapshot (Appendix B), its settings checked before any network."""
-    file = checkpoint_path(path)
-    if os.path.isfile(file) and not zipfile.is_zipfile(file):   # torch.save writes zips; a bare pickle: a snapshot?
-        with open(file, "rb") as f:
-            if f.read(1) == b"\x80":
-                return import_release_snapshot(file)
-    state = _load_plain(file, "checkpoint", CheckpointError)
+        dataset = zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist()
+        raise CheckpointError(f"{file}: not a StyleGAN-V {kind}: " + (
+            "it is a dataset (prepare_data.py's zip: pass it as --data)" if dataset else
+            "it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
+            if isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower() else
+            error_reason(e, file) if isinstance(e, OSError) else "not a file torch.save wrote, or truncated")) from None
+    if kind != "checkpoint":
+        return state
     if not isinstance(state, dict) or not {"cfg", "G_ema"} <= state.keys():
-        projection = isinstance(state, dict) and "projection" in state
-        hint = "it is a projection: sample --from it" if projection else "no G_ema"
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint ({hint})")
+        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (" + ("it is a projection: sample --from it"
+                              if isinstance(state, dict) and "projection" in state else "no G_ema") + ")")
     try:                                     # sizes come from here: checked before any network is built
-        state["cfg"] = dataclasses.asdict(config_from_dict(state["cfg"]))
+        if not isinstance(cfg := state["cfg"], dict):
+            raise ValueError(f"its config is a {type(cfg).__name__}, not a dict of settings")
+        known = {k: v for k, v in cfg.items() if k in {f.name for f in dataclasses.fields(Config)} - {"preset"}}
+        state["cfg"] = dataclasses.asdict(make_config(cfg.get("preset", "tiny"), **known))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
     return state
@@ -2633,7 +2575,7 @@ def load_checkpoint(path: str) -> dict:
 def load_generator(path: str, device="cpu"):
     """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
     state = load_checkpoint(path)
-    G = Generator(cfg := config_from_dict(state["cfg"]))
+    G = Generator(cfg := Config(**state["cfg"]))
     try:
         G.load_state_dict(state["G_ema"])
     except RuntimeError as e:
@@ -2642,8 +2584,8 @@ def load_generator(path: str, device="cpu"):
 
 
 class FrameSink(contextlib.AbstractContextManager):
-    """Frames, a chunk at a time, into an .mp4 (H.264 through an ffmpeg pipe, its exit status checked) or a new
-    folder of PNGs: _atomic_write for an output too long to hold, kept under _partial(out) until the block ends."""
+    """Frames, a chunk at a time, through an ffmpeg pipe into an .mp4 (H.264) or a new folder of PNGs at _partial(out),
+    committed by _atomic_write if ffmpeg's exit status says all is written (the index is last); else nothing is left."""
 
     @staticmethod
     def check(out: str) -> None:                                 # said before anything is rendered
@@ -2652,57 +2594,45 @@ class FrameSink(contextlib.AbstractContextManager):
         if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and os.listdir(out) or os.path.ismount(out)):
             raise UserError(f"{out}: exists; --out is an .mp4 file or a new or empty folder (not a mount point)")
         check_writable(out)
+        remove_stale_partials(out)
 
     def __init__(self, out: str, fps: float):
         FrameSink.check(out)
-        remove_stale_partials(out)
-        self.out, self.fps, self.tmp, self.count, self.ffmpeg = out, fps, _partial(out), 0, None
-        self.is_video = out.lower().endswith(".mp4")
-        if not self.is_video:
+        self.out, self.fps, self.tmp, self.ffmpeg = out, fps, _partial(out), None
+        if not out.lower().endswith(".mp4"):
             os.makedirs(self.tmp)
 
     def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
-        import imageio.v3 as iio
-        for f in frames:
-            if not self.is_video:                                 # (encoded in memory: see _write_image)
-                Path(self.tmp, f"{self.count:06d}.png").write_bytes(iio.imwrite("<bytes>", f, extension=".png"))
-            elif self.ffmpeg is None:        # started at the first frame, when its size is known; yuv420p plays
-                import imageio_ffmpeg        # everywhere, crf 10 is near-lossless; errors only, into a file
-                self.log = tempfile.TemporaryFile()
-                self.ffmpeg = subprocess.Popen(
-                    [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                     "-s", f"{f.shape[1]}x{f.shape[0]}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264",
-                     "-crf", "10", "-pix_fmt", "yuv420p", "-f", "mp4", "-y", self.tmp],
-                    stdin=subprocess.PIPE, stderr=self.log)
-            if self.is_video:
-                self.ffmpeg.stdin.write(np.ascontiguousarray(f).tobytes())
-            self.count += 1
+        if self.ffmpeg is None:      # started at the first frame, when its size is known; yuv420p plays everywhere,
+            import imageio_ffmpeg    # crf 10 is near-lossless, PNGs are lossless; errors only, into a file
+            self.log, to = tempfile.TemporaryFile(), ["-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p", self.tmp]
+            to = ["-start_number", "0", os.path.join(self.tmp, "%06d.png")] if os.path.isdir(self.tmp) else to
+            self.ffmpeg = subprocess.Popen(
+                [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                 "-s", f"{frames.shape[2]}x{frames.shape[1]}", "-r", f"{self.fps:g}", "-i", "-", *to],
+                stdin=subprocess.PIPE, stderr=self.log)
+        self.ffmpeg.stdin.write(np.ascontiguousarray(frames).tobytes())
 
-    def _finish(self, _tmp):
-        """ffmpeg's end: its exit status says whether the file is whole (e.g. its index did not fit on the disk)."""
-        if self.ffmpeg is not None:
-            with contextlib.suppress(BrokenPipeError):
-                self.ffmpeg.stdin.close()
-            if self.ffmpeg.wait() != 0:
-                self.log.seek(0)
-                raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
-
-    def __exit__(self, exc_type, exc, _tb):
-        if exc_type is None:                                     # complete: committed as any output is
-            return _atomic_write(self.out, self._finish)
-        if self.ffmpeg is not None and self.ffmpeg.poll() is None:   # interrupted, failed: nothing is left
-            self.ffmpeg.kill()
-            self.ffmpeg.wait()
-        if isinstance(exc, OSError):                             # a full disk, a lost mount, ffmpeg gone
-            raise _cannot_write(self.out, self.tmp, exc) from None
+    def __exit__(self, exc_type, exc, _tb):     # (an OSError -- a full disk, a lost mount -- said as a failed write)
+        def finish(_tmp):
+            if self.ffmpeg is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    (self.ffmpeg.kill if exc else self.ffmpeg.stdin.close)()
+                if self.ffmpeg.wait() != 0 and not exc:
+                    self.log.seek(0)
+                    raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
+            if isinstance(exc, OSError):
+                raise exc
+        if exc is None or isinstance(exc, OSError):
+            return _atomic_write(self.out, finish)
+        finish(self.tmp)
         _remove(self.tmp)
 
 
 def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
     """uint8 [B, T, H, W, 3] -> [T, rows*H, cols*W, 3]: B videos tiled into a grid."""
     B, T, H, W, _ = frames.shape
-    cols = cols or math.ceil(math.sqrt(B))
-    rows = math.ceil(B / cols)
+    rows = math.ceil(B / (cols := cols or math.ceil(math.sqrt(B))))
     frames = torch.cat([frames, frames.new_zeros(rows * cols - B, T, H, W, 3)])     # (empty tiles: black)
     grid = frames.reshape(rows, cols, T, H, W, 3).permute(2, 0, 3, 1, 4, 5)   # [T, rows, H, cols, W, 3]
     return grid.reshape(T, rows * H, cols * W, 3).cpu().numpy()
@@ -2712,8 +2642,7 @@ def cmd_convert(args) -> None:
     """`convert`: an authors' snapshot, read by Appendix B's importer (nothing in it runs) -> a checkpoint of ours."""
     if os.path.exists(args.out):
         raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
-    state = load_checkpoint(args.src)
-    if "opt_G" in state:
+    if "opt_G" in (state := load_checkpoint(args.src)):
         raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
     save_checkpoint(args.out, state)
     print(f"wrote {args.out} (no optimizer state: `train --resume` fine-tunes it with fresh optimizers)")
@@ -2732,7 +2661,7 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
     cfg, state, path = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps), None, None
     if resume:
         state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
-        old = config_from_dict(state["cfg"])
+        old = Config(**state["cfg"])
         if "opt_G" not in state and "source" in state:           # an authors' snapshot (or its convert)
             if old.resolution != cfg.resolution:
                 raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
@@ -2835,7 +2764,7 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
             sink.write(video_grid(videos))
         strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [8, 8, H, W, 3]: every few frames
         tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [64, 1, H, W, 3]: one tile per frame
-        _write_image(stem + ".png", video_grid(tiles, cols=strip.shape[1])[0])   # [8*H, 8*W, 3]: a row per video
+        _atomic_write(stem + ".png", video_grid(tiles, cols=strip.shape[1])[0])   # [8*H, 8*W, 3]: a row per video
     return ckpt
 
 
@@ -3129,7 +3058,7 @@ def weights_id(G) -> str:
 
 def load_projection(path: str, G=None) -> dict:
     """A file `project` wrote (read as checkpoints are: never code); with G, refused unless fitted to G's weights."""
-    state = _load_plain(path, "projection")
+    state = load_checkpoint(path, "projection")
     kinds = dict(weights=str, ckpt=str, w=torch.Tensor, tokens=torch.Tensor, times=torch.Tensor, fps=(int, float),
                  first=int, motion_seed=int)
     if not isinstance(state, dict) or state.get("projection") != 1 or not all(

@@ -640,7 +640,7 @@ def test_a_later_frame_of_another_size_is_one_line_from_inside_a_loader_worker(t
     frames = {f"v0/{i:06d}.png": np.full((16, 16, 3), 80, np.uint8) if i != 7 else _FRAME[:8, :8] for i in range(40)}
     data = _write_meta(tmp_path / "d.zip", {**_META, "videos": [{"name": "v0", "frames": 40}]}, frames)
     r = run_cli("train", "--data", data, *TRAIN[:4], "--workers", "1", "--kimg", 5, "--outdir", tmp_path / "run")
-    assert_one_error_line(r, "v0/000007.png is a 8x8x3 uint8 image", "16x16 8-bit RGB")
+    assert_one_error_line(r, "v0/000007.png is a 8x8 RGB image", "dataset.json says 16x16 (8-bit RGB)")
 
 
 def test_fake_clips_are_drawn_inside_the_length_of_a_real_video():
@@ -1125,23 +1125,23 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
           ("--resume ffs.pt", "checkpoint is preset", [])]],
     *[_row(f"train --data {data} --preset tiny --outdir run --dry-run", needle, fresh=True) for data, needle in [
         ("nope.zip", "no such dataset"), ("no-json.zip", "no dataset.json"),
-        ("first-8x8.zip", "is 8x8, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
+        ("first-8x8.zip", "v/000000.png is a 8x8 RGB image, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
     *[_row(f"train --data {data} --outdir run --dry-run", *needles, fresh=True) for data, *needles in [
         ("folder", "no dataset.json"), ("not-json.zip", "not valid JSON"),
         ("fps-nan.zip", "fps must be a number", "got nan"), ("fps-0.zip", "fps must be a number", "0"),
         ("fps-string.zip", "fps must be a number"), ("res-12.zip", "resolution must be a power of two"),
         ("res-inf.zip", "resolution must be a power of two", "inf"),
-        ("7-digit-name.zip", "lists 2 frames but frame 1 (v0/000001.png) is not in the zip"),
-        ("1e7-frames.zip", "lists 10000000 frames but frame 2", "not in the zip"),
+        ("7-digit-name.zip", "lists 2 frames but v0/000001.png is missing"),
+        ("1e7-frames.zip", "lists 10000000 frames but v0/000002.png is missing"),
         ("1e9-frames.zip", "'frames' must be an integer from 1 to 100,000,000"),
-        ("path-in-name.zip", "'name' must be a folder name", "../evil"), ("duplicates.zip", "listed twice"),
-        ("later-8x8.zip", "v1/000000.png is 8x8", "says 16x16"),
+        ("path-in-name.zip", "'name' must be a folder name", "../evil"), ("duplicates.zip", "listed once", "got 'v0'"),
+        ("later-8x8.zip", "v1/000000.png is a 8x8 RGB image", "says 16x16"),
         ("4x4.zip", "resolution must be a power of two, 8-4096", "got 4")]],
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
     _row("figures --ckpt missing.pt --out a-file", "a-file: cannot write here ("),     # said before the work
     _row("doctor --out a-file", "a-file: cannot write here ("),
-    _row("train --data /dev/zero --outdir run --dry-run", "/dev/zero: not a dataset (make one with"),
+    _row("train --data /dev/zero --outdir run --dry-run", "/dev/zero: not a dataset: no dataset.json (make one with"),
 ])
 def test_train_bench_and_figures_refuse_bad_input_in_one_line_before_any_work(refused, fresh, argv, needles):
     refused(fresh, argv, needles)
@@ -1378,7 +1378,7 @@ def _release_tokens(motion_z, t, cfg):
 def test_a_release_snapshot_reproduces_the_releases_outputs_and_samples_bit_identical_however_chunked():
     """The mapping, v_t, D's logits and the frames (with and without truncation), each within a derived bound."""
     state = sv.load_checkpoint(SNAPSHOT)
-    cfg = sv.config_from_dict(state["cfg"])
+    cfg = sv.Config(**state["cfg"])
     G, D = sv.Generator(cfg).eval(), sv.Discriminator(cfg).eval()
     G.load_state_dict(state["G_ema"])
     D.load_state_dict(state["D"])
@@ -1456,7 +1456,7 @@ def _run_release_step(kind):
     R = dict(np.load(os.path.join(folder, "release_step.npz")))
     meta = json.load(open(os.path.join(folder, "release_meta.json")))
     state = sv.load_checkpoint(os.path.join(folder, "network-snapshot-000000.pkl"))
-    cfg = sv.config_from_dict(state["cfg"])
+    cfg = sv.Config(**state["cfg"])
     g_lr = meta["hyper"]["G"]["lr"] * (cfg.g_reg_interval + 1) / cfg.g_reg_interval   # undo the lazy-reg scaling
     cfg = dataclasses.replace(cfg, batch=meta["B"], frames_per_clip=meta["k"], lr=g_lr, aug="none", mirror=False)
     trainer = sv.Trainer(cfg, sv.Dist())
