@@ -1193,7 +1193,7 @@ def test_cuda_kernel_compiles(tmp_path):
     assert any('[modconv] compiling the CUDA kernel' in out for out in outputs)     # not a silent minute
     module, status = svm.build_modconv_plugin(force_compile_without_gpu=True, cache_root=tmp_path)
     assert status['ok'] and status['from_cache'] and callable(module.epilogue_backward), status
-    with pytest.raises(RuntimeError, match='y must be a CUDA tensor'):
+    with pytest.raises(RuntimeError, match='y: expected CUDA'):
         module.epilogue_forward(torch.randn(1, 2, 3, 3), None, None, 1, 1.0, -1.0)
 
 
