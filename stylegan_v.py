@@ -1707,7 +1707,7 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
 # --- A.1 The CUDA source. A *thread* runs one copy of a kernel; 32 form a *warp* (in lockstep); a *block* (32-256
 # threads here) shares on-chip memory; the *grid* is all blocks of a launch. Grid-stride loops (i = my_id; i < n;
 # i += all threads) let any grid cover any size; int64 indices keep tensors past 2^31 elements safe. One template serves
-# fp64/fp32/fp16/bf16: math in `acc_t` (fp32; fp64 for fp64), one rounding per output, no --use_fast_math (it rounds).
+# fp64/fp32/fp16/bf16: math in `acc_t` (fp32; fp64 for fp64), one rounding per output, no --use_fast_math (inexact).
 _MODCONV_CUDA = r"""
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>    // at::acc_type<scalar_t, true>: float for half/bf16/float, double for double
@@ -1824,8 +1824,8 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
   return {grad_y, grad_d, need_bias ? bias_part.sum(0) : at::Tensor()};   // grad_bias: ATen's Σ_n, deterministic
 }
 """
-_MODCONV_CPP = "#include <torch/extension.h>\nusing Opt = std::optional<at::Tensor>;\n" + "".join(   # for the bindings:
-    f"{signature};\n" for signature in re.findall(r"^\S+ epilogue_\w+\([^)]*\)", _MODCONV_CUDA, re.M))  # the 2 hosts
+_MODCONV_CPP = "#include <torch/extension.h>\nusing Opt = std::optional<at::Tensor>;\n" + "".join(   # (g++, to bind:)
+    f"{signature};\n" for signature in re.findall(r"^\S+ epilogue_\w+\([^)]*\)", _MODCONV_CUDA, re.M))  # the hosts
 
 
 # --- A.2 Lazy build. load_inline caches it in <cache>/<name>, the name a hash of all that changes the binary (never
@@ -1841,8 +1841,8 @@ def _find_cuda_home():
 
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None, warn=False):
-    """Build or load the plugin -> (module or None, status: ok, reason, from_cache, seconds, log); never raises. For:
-    $TORCH_CUDA_ARCH_LIST, else the GPUs' ('8.0;9.0'), else (CI's force_compile_without_gpu) sm_80 + PTX (JIT'ed)."""
+    """Build or load the plugin -> (module or None, status: ok, reason, from_cache, seconds, log); never raises. Target:
+    $TORCH_CUDA_ARCH_LIST, else the visible GPUs (e.g. '9.0'), else (CI's force_compile_without_gpu) sm_80 + PTX."""
     global _PLUGIN, _PLUGIN_STATUS
     gpus = ';'.join(sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
     arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or gpus or force_compile_without_gpu and '8.0+PTX'
@@ -1913,8 +1913,8 @@ def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=Non
     return _FusedEpilogue.apply(y, d, bias, int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))
 
 
-# --- A.4 Parity (the self-check's, doctor's): the same inputs through the kernel and the reference upcast to fp32 (fp64
-# for fp64) measure the kernel's own rounding: ~10 allowed (fp16 5e-3 ~ 10 x 2^-11); an indexing bug errs by ~1.
+# --- A.4 Parity (the self-check's, doctor's): the same inputs through the kernel and, upcast to fp32 (fp64 for fp64),
+# the reference: the error is the kernel's own rounding, ~10 allowed (fp16 5e-3 ~ 10 x 2^-11); an indexing bug errs ~1.
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 
 

@@ -1175,7 +1175,7 @@ def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(
         assert status['reason'] == 'build failed: cuda.cu(42): error: expected a ";"' and not status['ok']
 
 
-@slow   # where the kernel would build: the build's own search (CUDA_HOME, nvcc on PATH, /usr/local/cuda)
+@slow   # where the kernel would build: torch's CUDA_HOME ($CUDA_HOME, nvcc on PATH, /usr/local/cuda) with nvcc, headers
 @pytest.mark.skipif(svm._find_cuda_home() is None, reason='no CUDA toolkit (nvcc, CUDA_HOME): cannot compile the kernels')
 @pytest.mark.skipif(torch.version.cuda is None, reason='this torch build has no CUDA support')
 def test_cuda_kernel_compiles(tmp_path):
