@@ -1695,31 +1695,19 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
 # ------------------------------------------------------------------------------------------------
 # Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity)
 # ------------------------------------------------------------------------------------------------
-# What §3's `fused_epilogue` calls on a GPU. Why: in PyTorch the epilogue is five elementwise kernels (y·d, +b, lrelu,
-# ·gain, clamp), each reading and writing the activation: 10·E·B bytes of traffic for E elements of B bytes, 2·E·B
-# fused (1.3 vs 0.27 GB a forward at ffs 256², fp16); the backward alike. d needs none: §3's one [N, I] @ [I, O]
-# matmul costs H·W·k² times fewer operations than the conv (589,824× at 256²).
-# --- A.1 The CUDA source (load_inline compiles it and binds the two functions declared in _MODCONV_CPP). A *thread*
-# runs one copy of a kernel; 32 form a *warp* (in lockstep); a *block* (here 32-256 threads) shares on-chip memory;
-# the *grid* is all blocks of one launch. Grid-stride loops (i = my_id; i < n; i += all threads) let any grid cover
-# any size; int64 indices keep tensors past 2^31 elements safe. One template serves fp64/fp32/fp16/bf16: math in
-# `acc_t` (fp32, fp64 for fp64), one rounding per output, no --use_fast_math (it would round unlike the reference).
-_MODCONV_CPP = r"""
-#include <torch/extension.h>
-using Opt = std::optional<at::Tensor>;
-at::Tensor epilogue_forward(const at::Tensor& y, const Opt& d, const Opt& bias, int64_t act, double gain, double clamp);
-std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt& out, const Opt& y, const Opt& d,
-    bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp);
-"""
-
+# What §3's `fused_epilogue` calls on a GPU. Why: PyTorch's five elementwise kernels (y·d, +b, lrelu, ·gain, clamp) each
+# read and write the activation, 10·E·B bytes for E elements of B bytes, 2·E·B fused (1.3 vs 0.27 GB a forward at ffs
+# 256², fp16; the backward alike; §3's d, one small matmul, needs no kernel).
+# --- A.1 The CUDA source. A *thread* runs one copy of a kernel; 32 form a *warp* (in lockstep); a *block* (32-256
+# threads here) shares on-chip memory; the *grid* is all blocks of a launch. Grid-stride loops (i = my_id; i < n;
+# i += all threads) let any grid cover any size; int64 indices keep tensors past 2^31 elements safe. One template serves
+# fp64/fp32/fp16/bf16: math in `acc_t` (fp32; fp64 for fp64), one rounding per output, no --use_fast_math (inexact).
 _MODCONV_CUDA = r"""
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>    // at::acc_type<scalar_t, true>: float for half/bf16/float, double for double
 #include <c10/cuda/CUDAGuard.h>     // (and CUDAStream, CUDAException; not ATen/cuda/CUDAContext.h: it needs cuBLAS)
 using Opt = std::optional<at::Tensor>;
-namespace {
-constexpr int kLReLU = 1;                 // act: 0 linear, 1 lrelu; kSlope is LRELU_SLOPE
-constexpr double kSlope = 0.2;
+constexpr double kSlope = 0.2;            // LRELU_SLOPE; act: 0 linear, 1 lrelu
 constexpr int64_t kMaxBlocks = 4096;      // ≈ 30 blocks per SM of an H100 fill it; the loops stride over the rest
 // The block's sum, in every thread (all must call it): 5 butterfly exchanges (__shfl_xor_sync reads another lane's
 // register) leave a warp's sum in all its lanes; lane 0 parks it in shared memory; every warp sums the ≤ 32 partials.
@@ -1735,22 +1723,19 @@ template <typename T> __device__ T block_sum(T v, T* smem /* [32] */) {
 }
 // out = clamp(act(z) · gain, ±clamp), clamp < 0 meaning none; a NaN stays NaN, as in torch.clamp.
 template <typename acc_t> __device__ acc_t act_gain_clamp(acc_t z, int act, acc_t gain, acc_t clamp) {
-  z = (act == kLReLU && !(z > acc_t(0)) ? z * acc_t(kSlope) : z) * gain;
+  z = (act == 1 && !(z > acc_t(0)) ? z * acc_t(kSlope) : z) * gain;
   return clamp < acc_t(0) ? z : (z > clamp ? clamp : (z < -clamp ? -clamp : z));
 }
-// ∂out/∂z from the saved *output* (StyleGAN2's trick): gain > 0 and clamp > 0 keep the sign, so out > 0 ⇔ z > 0
-// gives the lrelu's side, |out| < clamp an inactive clamp (slope 0 at |out| == clamp, as torch.clamp's); no out: gain.
-template <typename scalar_t, typename acc_t>
-__device__ acc_t slope(const scalar_t* out, int64_t i, int act, acc_t gain, acc_t clamp) {
-  const acc_t o = out ? static_cast<acc_t>(out[i]) : acc_t(1);
+// ∂out/∂z from the saved *output* o (StyleGAN2's trick): gain > 0 and clamp > 0 keep the sign, so o > 0 ⇔ z > 0
+// gives the lrelu's side, |o| < clamp an inactive clamp (slope 0 at |o| == clamp, as torch.clamp's); no out: o = 1.
+template <typename acc_t> __device__ acc_t slope(acc_t o, int act, acc_t gain, acc_t clamp) {
   if (clamp >= acc_t(0) && !(o < clamp && o > -clamp)) return acc_t(0);
-  return act == kLReLU && !(o > acc_t(0)) ? gain * acc_t(kSlope) : gain;
+  return act == 1 && !(o > acc_t(0)) ? gain * acc_t(kSlope) : gain;
 }
 // Forward: blockIdx.y strides over the N·O planes p = n·O + o, blockIdx.x and the threads over its H·W pixels.
-template <typename scalar_t, typename acc_t>
-__global__ void forward_kernel(const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
-                               const acc_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t planes,
-                               int64_t O, int64_t HW, int act, acc_t gain, acc_t clamp) {
+template <typename scalar_t, typename acc_t> __global__ void forward_kernel(const scalar_t* __restrict__ y,
+    const acc_t* __restrict__ d, const acc_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t planes,
+    int64_t O, int64_t HW, int act, acc_t gain, acc_t clamp) {
   for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
     const acc_t dp = d ? d[p] : acc_t(1), bp = bias ? bias[p % O] : acc_t(0);
     for (int64_t i = p * HW + blockIdx.x * blockDim.x + threadIdx.x; i < (p + 1) * HW; i += gridDim.x * blockDim.x)
@@ -1759,18 +1744,15 @@ __global__ void forward_kernel(const scalar_t* __restrict__ y, const acc_t* __re
 }
 // Backward (A.3's chain rule): one block per plane p (grid-stride, uniform across the block, as block_sum needs):
 // grad_y = gz · d[p] per pixel, grad_d[p] = Σ_hw gz · y and bias_part[p] = Σ_hw gz (summed over n by the host).
-template <typename scalar_t, typename acc_t>
-__global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
-                                const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
-                                scalar_t* __restrict__ grad_y, acc_t* __restrict__ grad_d,
-                                acc_t* __restrict__ bias_part, int64_t planes, int64_t HW, int act, acc_t gain,
-                                acc_t clamp) {
+template <typename scalar_t, typename acc_t> __global__ void backward_kernel(const scalar_t* __restrict__ g,
+    const scalar_t* __restrict__ out, const scalar_t* __restrict__ y, const acc_t* __restrict__ d,
+    scalar_t* __restrict__ grad_y, acc_t* __restrict__ grad_d, acc_t* __restrict__ bias_part, int64_t planes,
+    int64_t HW, int act, acc_t gain, acc_t clamp) {
   __shared__ acc_t smem[32];
   for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
-    const acc_t dp = d ? d[p] : acc_t(1);
-    acc_t sum_gz_y = 0, sum_gz = 0;
+    acc_t dp = d ? d[p] : acc_t(1), sum_gz_y = 0, sum_gz = 0;
     for (int64_t i = p * HW + threadIdx.x; i < (p + 1) * HW; i += blockDim.x) {
-      const acc_t gz = static_cast<acc_t>(g[i]) * slope(out, i, act, gain, clamp);
+      const acc_t gz = static_cast<acc_t>(g[i]) * slope(out ? static_cast<acc_t>(out[i]) : acc_t(1), act, gain, clamp);
       if (grad_y) grad_y[i] = static_cast<scalar_t>(gz * dp);
       if (grad_d) sum_gz_y += gz * static_cast<acc_t>(y[i]);
       sum_gz += gz;
@@ -1784,40 +1766,30 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* 
 // Threads for a block walking a plane of HW pixels: HW rounded up to whole warps, 32..256 (4×4: one warp).
 int threads_for(int64_t HW) { return int(std::min<int64_t>(256, std::max<int64_t>(32, (HW + 31) / 32 * 32))); }
 template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
-// Inputs, checked and made contiguous (an optional one undefined if absent); act, gain > 0: fused_epilogue_cuda's.
-at::Tensor main_input(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda() && t.dim() == 4, name, " must be a CUDA tensor [N, O, H, W], got ", t.sizes(), " on ",
-              t.device());
-  return t.contiguous();
-}
-at::Tensor optional_input(const Opt& t, const char* name, at::IntArrayRef shape, at::ScalarType dtype,
-                          const at::Tensor& like) {
+cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }   // (PyTorch's current one: after its work)
+// Each input checked before a launch and made contiguous (grad_out may have stride 0); an absent optional: undefined.
+at::Tensor input(const Opt& t, const char* name, const at::Tensor& like, at::IntArrayRef shape, at::ScalarType dtype) {
   if (!t.has_value() || !t->defined()) return at::Tensor();
-  TORCH_CHECK(t->device() == like.device() && t->scalar_type() == dtype && t->sizes() == shape, name, " must be ",
-              dtype, shape, " on ", like.device(), ", got ", t->scalar_type(), t->sizes(), " on ", t->device());
+  TORCH_CHECK(like.is_cuda() && like.dim() == 4 && t->device() == like.device() && t->scalar_type() == dtype &&
+              t->sizes() == shape, name, ": expected CUDA ", dtype, shape, " ([N, O, H, W] y), got ", t->toString(),
+              t->sizes());
   return t->contiguous();
 }
-}  // namespace
-
-// The host functions: check, allocate, launch on the tensors' device and its current stream (after PyTorch's work).
-at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias_, int64_t act, double gain,
-    double clamp) {
-  const at::Tensor y = main_input(y_, "y");
+// The host functions: check, allocate, launch (on the tensors' device: the guard makes it current).
+at::Tensor epilogue_forward(at::Tensor y_, const Opt& d_, const Opt& bias_, int64_t act, double gain, double clamp) {
+  const at::Tensor y = input(y_, "y", y_, y_.sizes(), y_.scalar_type());
   const c10::cuda::CUDAGuard guard(y.device());
   const int64_t N = y.size(0), O = y.size(1), HW = y.size(2) * y.size(3), planes = N * O;
   const auto acc = at::toAccumulateType(y.scalar_type(), /*is_cuda=*/true);
-  const at::Tensor d = optional_input(d_, "d", {N, O}, acc, y), bias = optional_input(bias_, "bias", {O}, acc, y);
+  const at::Tensor d = input(d_, "d", y, {N, O}, acc), bias = input(bias_, "bias", y, {O}, acc);
   const at::Tensor out = at::empty_like(y);
-  if (planes == 0 || HW == 0) return out;
-  const int threads = threads_for(HW);
-  const int64_t grid_y = std::min<int64_t>(planes, 65535);                 // gridDim.y's limit
+  const int threads = threads_for(HW);                                     // (no pixels: one idle block)
+  const int64_t grid_y = std::max<int64_t>(1, std::min<int64_t>(planes, 65535));   // gridDim.y's limit
   const int64_t grid_x = std::max<int64_t>(1, std::min((HW + threads - 1) / threads, kMaxBlocks / grid_y));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "epilogue_forward", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
-    forward_kernel<scalar_t, acc_t><<<dim3(unsigned(grid_x), unsigned(grid_y)), threads, 0,
-                                      c10::cuda::getCurrentCUDAStream()>>>(
-        ptr<scalar_t>(y), ptr<acc_t>(d), ptr<acc_t>(bias), ptr<scalar_t>(out), planes, O, HW, int(act),
-        acc_t(gain), acc_t(clamp));
+    forward_kernel<scalar_t, acc_t><<<dim3(unsigned(grid_x), unsigned(grid_y)), threads, 0, stream()>>>(
+        ptr<scalar_t>(y), ptr<acc_t>(d), ptr<acc_t>(bias), ptr<scalar_t>(out), planes, O, HW, act, gain, clamp);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -1825,78 +1797,64 @@ at::Tensor epilogue_forward(const at::Tensor& y_, const Opt& d_, const Opt& bias
 
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt& out_, const Opt& y_, const Opt& d_,
     bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp) {
-  const at::Tensor g = main_input(grad_out, "grad_out");   // e.g. the stride-0 gradient of out.sum()
+  const at::Tensor g = input(grad_out, "grad_out", grad_out, grad_out.sizes(), grad_out.scalar_type());
   const c10::cuda::CUDAGuard guard(g.device());
   const int64_t N = g.size(0), O = g.size(1), HW = g.size(2) * g.size(3), planes = N * O;
   const auto acc = at::toAccumulateType(g.scalar_type(), /*is_cuda=*/true);
-  const at::Tensor out = optional_input(out_, "out", g.sizes(), g.scalar_type(), g);
-  const at::Tensor y = optional_input(y_, "y", g.sizes(), g.scalar_type(), g);
-  const at::Tensor d = optional_input(d_, "d", {N, O}, acc, g);
-  TORCH_CHECK(out.defined() || (act == 0 && clamp < 0), "out is needed to recover the slope of act and clamp");
-  TORCH_CHECK(y.defined() || !need_d, "y is needed for the gradient of d");
-  const at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();     // zeros below: a sum over no pixels is 0
-  const at::Tensor grad_d = need_d ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();
-  const at::Tensor bias_part = need_bias ? at::zeros({N, O}, g.options().dtype(acc)) : at::Tensor();
-  if (planes > 0 && HW > 0 && (need_y || need_d || need_bias)) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "epilogue_backward", [&] {
-      using acc_t = at::acc_type<scalar_t, true>;
-      backward_kernel<scalar_t, acc_t><<<unsigned(std::min(planes, kMaxBlocks)), threads_for(HW), 0,
-                                         c10::cuda::getCurrentCUDAStream()>>>(
-          ptr<scalar_t>(g), ptr<scalar_t>(out), ptr<scalar_t>(y), ptr<acc_t>(d), ptr<scalar_t>(grad_y),
-          ptr<acc_t>(grad_d), ptr<acc_t>(bias_part), planes, HW, int(act), acc_t(gain), acc_t(clamp));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  }
-  // grad_bias[o] = Σ_n bias_part[n, o]: ATen's sum over dim 0, in acc_t, on the same stream, deterministic.
-  return {grad_y, grad_d, need_bias ? bias_part.sum(0) : at::Tensor()};
+  const at::Tensor out = input(out_, "out", g, g.sizes(), g.scalar_type()), d = input(d_, "d", g, {N, O}, acc);
+  const at::Tensor y = input(y_, "y", g, g.sizes(), g.scalar_type());
+  TORCH_CHECK((out.defined() || (act == 0 && clamp < 0)) && (y.defined() || !need_d), "out (act, clamp) or y missing");
+  const at::Tensor grad_y = need_y ? at::empty_like(g) : at::Tensor();     // (each written whole below)
+  const at::Tensor grad_d = need_d ? at::empty({N, O}, g.options().dtype(acc)) : at::Tensor();
+  const at::Tensor bias_part = need_bias ? at::empty({N, O}, g.options().dtype(acc)) : at::Tensor();
+  const unsigned blocks = unsigned(std::max<int64_t>(1, std::min(planes, kMaxBlocks)));   // (no planes: one idle)
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "epilogue_backward", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    backward_kernel<scalar_t, acc_t><<<blocks, threads_for(HW), 0, stream()>>>(ptr<scalar_t>(g), ptr<scalar_t>(out),
+        ptr<scalar_t>(y), ptr<acc_t>(d), ptr<scalar_t>(grad_y), ptr<acc_t>(grad_d), ptr<acc_t>(bias_part), planes,
+        HW, act, gain, clamp);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {grad_y, grad_d, need_bias ? bias_part.sum(0) : at::Tensor()};   // grad_bias: ATen's Σ_n, deterministic
 }
 """
+_MODCONV_CPP = "#include <torch/extension.h>\nusing Opt = std::optional<at::Tensor>;\n" + "".join(   # (g++, to bind:)
+    f"{signature};\n" for signature in re.findall(r"^\S+ epilogue_\w+\([^)]*\)", _MODCONV_CUDA, re.M))  # the hosts
 
 
-# --- A.2 Lazy build: load_inline caches it in <cache>/<name>, the name a hash of all that changes the binary (a build
-# is never stale nor loaded into the wrong torch); of N processes at once one builds, the others wait on its lock.
-_PLUGIN, _PLUGIN_STATUS, _PLUGIN_THREAD_LOCK = None, None, threading.Lock()   # the module; the build's status
+# --- A.2 Lazy build. load_inline caches it in <cache>/<name>, the name a hash of all that changes the binary (never
+# stale nor loaded into the wrong torch); of N processes at once one builds, the others wait on its lock.
+_PLUGIN, _PLUGIN_STATUS, _SELF_CHECKS = None, None, {}   # the module; the build's status; {device: self-check passed}
 fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX file locks (Appendix D's run lock)
 
 
 def _find_cuda_home():
-    """The first of $CUDA_HOME, $CUDA_PATH, nvcc's (on PATH), /usr/local/cuda with bin/nvcc and its headers, or None."""
-    nvcc = shutil.which('nvcc')
-    for home in (os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH'), nvcc and Path(nvcc).resolve().parents[1],
-                 '/usr/local/cuda'):
-        if home and Path(home, 'include/cuda_runtime.h').is_file() and shutil.which('nvcc', path=Path(home, 'bin')):
-            return str(home)
+    """torch's CUDA_HOME if it holds bin/nvcc and the headers (its guess from nvcc's folder on PATH may not)."""
+    home = _cpp_extension().CUDA_HOME
+    return home if home and all(Path(home, f).is_file() for f in ('bin/nvcc', 'include/cuda_runtime.h')) else None
 
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None, warn=False):
-    """Build or load the plugin -> (module or None, status: ok, reason, from_cache, seconds, arch_list, log). Never
-    raises; a failed build warns if asked. force_compile_without_gpu: for CI, where a build error must fail."""
+    """Build or load the plugin -> (module or None, status: ok, reason, from_cache, seconds, log); never raises. Target:
+    $TORCH_CUDA_ARCH_LIST, else the visible GPUs (e.g. '9.0'), else (CI's force_compile_without_gpu) sm_80 + PTX."""
     global _PLUGIN, _PLUGIN_STATUS
-    # The target: $TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0' on H100, '8.0;9.0' if mixed), else (forced)
-    # sm_80 code + PTX that newer GPUs can JIT-compile (CUDA 13 supports nothing older than 7.5).
-    arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or ';'.join(sorted(
-        {'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})) or (
-        '8.0+PTX' if force_compile_without_gpu else None)
+    gpus = ';'.join(sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
+    arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or gpus or force_compile_without_gpu and '8.0+PTX'
     key = repr((_MODCONV_CPP, _MODCONV_CUDA, torch.__version__, torch.version.cuda, arch_list, sys.version))
     name = f'stylegan_v_modconv_{hashlib.sha256(key.encode()).hexdigest()[:12]}'   # (PyInit_<name> in the .so)
     build_dir = Path(cache_root or os.environ.get('STYLEGAN_V_CACHE') or '~/.cache/stylegan_v', name).expanduser()
-    t0, cuda_home, _PLUGIN = time.time(), _find_cuda_home(), None
-    status = dict(ok=False, from_cache=(build_dir / f'{name}.so').is_file(), arch_list=arch_list, log=None,
-                  reason='no CUDA in this torch build' if torch.version.cuda is None else 'no CUDA GPU visible' if
-                  arch_list is None else None if cuda_home else 'no CUDA toolkit found: set CUDA_HOME to one to build')
+    t0, _PLUGIN, status = time.time(), None, dict(from_cache=(build_dir / f'{name}.so').is_file(), reason=(
+        'no CUDA in this torch build' if torch.version.cuda is None else 'no CUDA GPU visible' if not arch_list else
+        None if _find_cuda_home() else 'no CUDA toolkit found: set CUDA_HOME to one'), log=None)
     if status['reason'] is None:                    # (no toolkit or GPU: silently the reference)
         if not status['from_cache']:                # said: a silent minute looks like a hang
             print(f'[modconv] compiling the CUDA kernel for {arch_list} in {build_dir} (1-2 min)', file=sys.stderr)
-        from unittest import mock                   # torch guessed a CUDA_HOME of its own at import: use ours
+        os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list   # where torch reads the target (it was that or unset)
         try:
             build_dir.mkdir(parents=True, exist_ok=True)
-            with mock.patch.dict(os.environ, TORCH_CUDA_ARCH_LIST=arch_list, CUDA_HOME=cuda_home), \
-                    mock.patch.object(cpp_extension := _cpp_extension(), 'CUDA_HOME', cuda_home):
-                _PLUGIN = cpp_extension.load_inline(
-                    name, [_MODCONV_CPP], [_MODCONV_CUDA], functions=['epilogue_forward', 'epilogue_backward'],
-                    extra_cflags=['-O3'], extra_cuda_cflags=['-O3'], build_directory=str(build_dir),
-                    verbose=verbose, with_cuda=True, no_implicit_headers=True)
-            status.update(ok=True, reason='loaded')
+            _PLUGIN = _cpp_extension().load_inline(name, [_MODCONV_CPP], [_MODCONV_CUDA], verbose=verbose,
+                functions=['epilogue_forward', 'epilogue_backward'], extra_cflags=['-O3'], extra_cuda_cflags=['-O3'],
+                build_directory=str(build_dir), with_cuda=True, no_implicit_headers=True)
         except Exception as error:                  # a compiler or linker error (or no ninja), an unwritable cache
             status['log'] = os.path.join(tempfile.gettempdir(), f'{name}-{os.getpid()}.log')
             Path(status['log']).write_text(f'{error}\n\n{traceback.format_exc()}')   # torch's message has it all
@@ -1905,20 +1863,17 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
             if warn:
                 warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({status['reason']}); "
                               f"using the PyTorch reference instead. Full log: {status['log']}", stacklevel=3)
-    _PLUGIN_STATUS = dict(status, seconds=round(time.time() - t0, 2))
+    _PLUGIN_STATUS = dict(status, ok=_PLUGIN is not None, seconds=round(time.time() - t0, 2))
     return _PLUGIN, _PLUGIN_STATUS
 
 
 def load_modconv_plugin():
     """The plugin, built on the process's first call (a failed build warns once); None: use the reference."""
-    with _PLUGIN_THREAD_LOCK:
-        return _PLUGIN if _PLUGIN_STATUS else build_modconv_plugin(warn=True)[0]
+    return _PLUGIN if _PLUGIN_STATUS else build_modconv_plugin(warn=True)[0]
 
 
-# --- A.3 The autograd Function: first derivatives by the kernels, second ones (R1 differentiates D's gradient,
-# Sec 4.1) by PyTorch: with m = ∂out/∂z (the kernel's `slope`) and gz = grad_out · m, grad_y = gz · d,
-# grad_d = Σ_hw gz · y and grad_bias = Σ_{n,hw} gz are products of saved tensors, which a create_graph
-# backward computes in PyTorch.
+# --- A.3 The autograd Function: first derivatives by the kernels, second ones (R1's, Sec 4.1) by PyTorch from saved
+# tensors: m = ∂out/∂z (`slope`), gz = grad_out · m, grad_y = gz · d, grad_d = Σ_hw gz · y, grad_bias = Σ_{n,hw} gz.
 class _FusedEpilogue(torch.autograd.Function):
     """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel; act_id 0 linear, 1 lrelu."""
 
@@ -1936,8 +1891,7 @@ class _FusedEpilogue(torch.autograd.Function):
         if not torch.is_grad_enabled():                                    # a first derivative: the kernel
             return (*load_modconv_plugin().epilogue_backward(grad_out, out, y, d, *need, *ctx.cfg), None, None, None)
         m = gain if out is None else torch.full_like(out, gain)            # [N, O, H, W] (or a float)
-        if act_id == 1:
-            m = torch.where(out > 0, m, m * LRELU_SLOPE)                   # out > 0 ⇔ z > 0 (gain > 0)
+        m = torch.where(out > 0, m, m * LRELU_SLOPE) if act_id == 1 else m  # out > 0 ⇔ z > 0 (gain > 0)
         gz = grad_out * (m * (out.abs() < clamp) if clamp >= 0 else m)     # zero where the clamp was active
         acc = torch.promote_types(gz.dtype, torch.float32)
         return (gz * (d[:, :, None, None] if d is not None else 1) if need[0] else None,
@@ -1948,35 +1902,31 @@ class _FusedEpilogue(torch.autograd.Function):
 def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=None):
     """fused_epilogue_ref by one kernel: y and out in y's dtype, d and bias in acc_t (the reference rounds them)."""
     gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
-    if act not in ACT_GAIN or gain <= 0 or (clamp is not None and clamp <= 0):   # what `slope` relies on
-        raise ValueError(f"fused epilogue: act 'linear'/'lrelu', gain > 0, clamp > 0 or None, not {act, gain, clamp}")
+    assert act in ACT_GAIN and gain > 0 and (clamp is None or clamp > 0), (act, gain, clamp)   # what `slope` needs
     d, bias = (None if t is None else t.to(torch.promote_types(y.dtype, torch.float32)) for t in (d, bias))  # acc_t
     return _FusedEpilogue.apply(y, d, bias, int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))
 
 
-# --- A.4 Parity and the self-check: the same inputs through the kernel and the reference, upcast to fp32 (fp64 for
-# fp64): a half-precision check measures the kernel's own rounding, ~10 roundings allowed (fp16 5e-3 ~ 10 x 2^-11);
-# an indexing bug errs by ~1. A device uses the kernel once it passed: a miscompiled one costs speed, not correctness.
+# --- A.4 Parity (the self-check's, doctor's): the same inputs through the kernel and, upcast to fp32 (fp64 for fp64),
+# the reference: the error is the kernel's own rounding, ~10 allowed (fp16 5e-3 ~ 10 x 2^-11); an indexing bug errs ~1.
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
-_SELF_CHECKS = {}                    # str(device) -> whether the compiled ops passed the self-check there
 
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
     """Random (y, d, bias) requiring grad, no z = y·d + b within `margin` of a kink (rounding would flip the slope)."""
-    gen = torch.Generator().manual_seed(seed)
+    gen, bound = torch.Generator().manual_seed(seed), math.inf if clamp is None else clamp
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
-    bound = math.inf if clamp is None else clamp
-    while (near := (z.abs() < margin) | ((bias_act_ref(z, None, act, gain).abs() - bound).abs() < margin)).any():
-        z = torch.where(near, randn(N, O, H, W) * 2, z)                             # resampled
+    while (bad := (z.abs() < margin) | ((bias_act_ref(z, None, act, gain).abs() - bound).abs() < margin)).any():
+        z = torch.where(bad, randn(N, O, H, W) * 2, z)                             # resampled
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
     return tuple(t.to(device=device, dtype=dtype).requires_grad_(True) for t in (y, d, bias))
 
 
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16),
                  configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False))):
-    """The loaded kernel against the reference per dtype and (act, clamp, d?, bias?): forward and every gradient ->
-    {'ok', 'checks': {name: {'ok', 'err', 'tol'}}}."""
+    """The kernel vs the reference per dtype and (act, clamp, d?, bias?), forward and every gradient -> {name: {'ok',
+    'err', 'tol'}} (an error of NaN fails: it compares with nothing)."""
     checks = {}
     for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
         inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp)
@@ -1986,31 +1936,27 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
         outs = [fn(**x, act=act, clamp=clamp) for fn, x in ((fused_epilogue_cuda, fast), (fused_epilogue_ref, ref))]
         results = [[out, *torch.autograd.grad(out, [*x.values()], grad.to(out))] for out, x in zip(outs, (fast, ref))]
         for what, got, want in zip(['forward', *(f'grad_{n}' for n in fast)], *results):
-            err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
-            checks[f'epilogue/{str(dtype)[6:]}/{act}/clamp={clamp}/d={use_d}/b={use_bias}/{what}'] = dict(
-                ok=err <= PARITY_TOL[dtype], err=err, tol=PARITY_TOL[dtype])
-    return dict(ok=all(c['ok'] for c in checks.values()), checks=checks)
-
-
-def plugin_self_check(device) -> bool:
-    """Did the kernel match the reference on `device` (check_parity's short form, once a process)? If not: 1 warning."""
-    if str(device) not in _SELF_CHECKS:
-        try:                                        # (an error of NaN fails too: it compares with nothing)
-            bad = [f"{k}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
-                   for k, c in check_parity(device)['checks'].items() if not c['ok']]
-        except Exception as e:                      # a kernel that crashes is as unusable as a wrong one
-            bad = [f'{type(e).__name__}: {_first_line(e)}']
-        if bad:
-            warnings.warn(f'stylegan_v: the fused ModConv2d kernel disagrees with the PyTorch reference on {device} '
-                          f'({bad[0]}); using the reference for the rest of this run', stacklevel=3)
-        _SELF_CHECKS[str(device)] = not bad
-    return _SELF_CHECKS[str(device)]
+            err, tol = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item(), PARITY_TOL[dtype]
+            checks[f'{dtype}/{act}/clamp={clamp}/d={use_d}/b={use_bias}/{what}'] = dict(ok=err <= tol, err=err, tol=tol)
+    return checks
 
 
 def _resolve_impl(impl, x):
-    """§3's choice: impl, or for None 'cuda' on a GPU (with USE_CUSTOM_OPS, the plugin, its self-check), else 'ref'."""
-    return impl or ('cuda' if USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin() is not None
-                    and plugin_self_check(x.device) else 'ref')
+    """§3's choice: impl, or for None 'cuda' on a GPU where the plugin loaded and passed the self-check (check_parity's
+    short form, once a device; a failure warns once: a miscompiled kernel costs speed, not correctness), else 'ref'."""
+    if impl or not (USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin()):
+        return impl or 'ref'
+    if str(x.device) not in _SELF_CHECKS:
+        try:                                        # a kernel that crashes is as unusable as a wrong one
+            bad = [f"{k}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
+                   for k, c in check_parity(x.device).items() if not c['ok']]
+        except Exception as e:
+            bad = [f'{type(e).__name__}: {_first_line(e)}']
+        if bad:
+            warnings.warn(f'stylegan_v: the fused ModConv2d kernel disagrees with the PyTorch reference on {x.device} '
+                          f'({bad[0]}); using the reference for the rest of this run', stacklevel=3)
+        _SELF_CHECKS[str(x.device)] = not bad
+    return 'cuda' if _SELF_CHECKS[str(x.device)] else 'ref'
 
 
 def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
@@ -2024,18 +1970,17 @@ def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clam
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' release: its architecture, and its snapshots read without running anything
 # ------------------------------------------------------------------------------------------------
-# B.1 The release's architecture (arch 'release', the README's deviations): §5's and §7's modules varied, chosen in
-# §1's ARCH_VARIANTS, so its checkpoints load weight for weight (and its D: projection only, halved frame features).
+# B.1 Its architecture (arch 'release', the README's deviations): §5's, §7's modules varied, chosen in ARCH_VARIANTS.
 class ReleaseMotionMapping(MotionMappingNetwork):
     """The release's AlignedTimeEncoder on F_m's codes: waves without amplitudes (v~ = [sin, cos] of the phase), periods
     log-spaced from period_min to period_max (Eq 6's are linear: a far longer joint cycle, Fig 9), phases scaled."""
+    wave = staticmethod(lambda alpha, phase: torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1))   # [N, 2F]
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         D, Fw = cfg.motion_dim, cfg.time_enc_dim
         del self.W_alpha                                          # no amplitudes
         self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
-        self.v_dim = 2 * Fw                                       # [sin, cos]
         periods = 2.0 ** np.linspace(math.log2(cfg.period_min), math.log2(cfg.period_max), Fw)[::-1]  # slowest first
         self.register_buffer("sigma", torch.from_numpy(2 * np.pi / periods).float())        # [F] rad/frame
         self.register_buffer("phase_scales", cfg.period_max * self.sigma / (2 * math.pi))
@@ -2044,10 +1989,6 @@ class ReleaseMotionMapping(MotionMappingNetwork):
         omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma
         return torch.ones_like(omega), omega, self.W_rho(u) * self.phase_scales, self.W_a(u)
 
-    @staticmethod
-    def wave(alpha: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)            # [N, 2F]
-
 
 class ReleaseTimeGapEncoder(nn.Module):
     """The release's time conditioning of D: per gap delta, a learned Embedding of the rounded gap and [sin, cos] of
@@ -2055,11 +1996,10 @@ class ReleaseTimeGapEncoder(nn.Module):
 
     def __init__(self, k: int, cmap_dim: int, cfg: Config):
         super().__init__()
-        dim, max_time = cfg.d_time_dim, cfg.max_time
-        T = 2 ** math.ceil(math.log2(max_time))                 # the slowest wave, sin(pi delta / T), has period 2T
-        self.embed = nn.Embedding(max_time, dim)                  # one learned vector per integer gap < max_time
+        T = 2 ** math.ceil(math.log2(cfg.max_time))             # the slowest wave, sin(pi delta / T), has period 2T
+        self.embed = nn.Embedding(cfg.max_time, cfg.d_time_dim)   # one learned vector per integer gap < max_time
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(int(math.log2(T))) / T)   # [F] rad/frame
-        self.project = FC((k - 1) * (dim + 2 * len(self.freqs)), cmap_dim)
+        self.project = FC((k - 1) * (cfg.d_time_dim + 2 * len(self.freqs)), cmap_dim)
         self.mapping = nn.Sequential(*(FC(cmap_dim, cmap_dim, act="lrelu", lr_mul=0.01) for _ in range(2)))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:          # t [B, k] frame times
@@ -2070,10 +2010,9 @@ class ReleaseTimeGapEncoder(nn.Module):
         return self.mapping(x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt())        # x / rms(x)
 
 
-ARCH_VARIANTS["release"] = dict(
-    motion=ReleaseMotionMapping, time_enc=ReleaseTimeGapEncoder, v_dim=lambda cfg: 2 * cfg.time_enc_dim,
-    defaults=lambda fields: dict(period_min=float(fields.get("motion_delta_z", 16)), span_dist="release"),
-    fixed=dict(d_cond="concat", d_frame_div=2, mbstd_strided=True))           # its D, whatever a flag says
+ARCH_VARIANTS["release"] = dict(motion=ReleaseMotionMapping, time_enc=ReleaseTimeGapEncoder,
+    v_dim=lambda cfg: 2 * cfg.time_enc_dim, fixed=dict(d_cond="concat", d_frame_div=2, mbstd_strided=True),  # its D
+    defaults=lambda fields: dict(period_min=float(fields.get("motion_delta_z", 16)), span_dist="release"))
 
 
 # B.2 Reading their pickles: dict(training_set_kwargs, G, D, G_ema, augment_pipe), the networks StyleGAN2-ADA
@@ -2082,10 +2021,7 @@ ARCH_VARIANTS["release"] = dict(
 class _Inert:
     """Stands in for any class a pickle names: records the state it is given (a dict), runs nothing."""
     state: dict = {}
-
-    def __init__(self, *args, **kwargs):                 # any arguments, ignored
-        pass
-    __setitem__ = append = __init__                      # so are SETITEMS and APPENDS on a dict or list subclass
+    __init__ = __setitem__ = append = lambda self, *args, **kwargs: None  # noqa: E731  (SETITEMS, APPENDS too)
 
     def __setstate__(self, state):
         self.state = state if isinstance(state, dict) else {}
@@ -2093,76 +2029,48 @@ class _Inert:
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: REAL's names are themselves (a numpy dtype or scalar only of a plain number, a storage only from
-    bytes by torch's safe loader, else an _Inert), any other an _Inert (persistence's rebuild: its recorded state)."""
+    """find_class: REAL's names are themselves (checked), persistence's rebuild its recorded state, any other _Inert."""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
             **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)},
             ("numpy", "dtype"): lambda name, *_: np.dtype(name) if re.fullmatch(r"[biuf]\d", str(name)) else _Inert(),
-            **dict.fromkeys([("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")],
-                            lambda dtype, data=None: np.frombuffer(data, dtype)[0] if isinstance(dtype, np.dtype)
-                            and dtype.kind in "biuf" and type(data) is bytes else _Inert()),
+            # (a numpy scalar: only of such a plain-number dtype, the only np.dtype a pickle can make here)
+            **{(m, "scalar"): lambda dtype, data=None: np.frombuffer(data, dtype)[0] if isinstance(dtype, np.dtype)
+               and type(data) is bytes else _Inert() for m in ("numpy._core.multiarray", "numpy.core.multiarray")},
             ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), map_location="cpu",
                 weights_only=True) if type(data) in (bytes, bytearray) else _Inert()}   # (a plain pickle's storage)
-    inert = {}                                           # one stand-in class per name
 
-    def find_class(self, module, name):
-        if name == "_reconstruct_persistent_obj":        # persistence's rebuild: its recorded state, never its source
-            return lambda meta: _Inert().__setstate__(meta.get("state") if isinstance(meta, dict) else None)
-        return self.REAL.get((module, name)) or self.inert.setdefault(
-            (module, name), type(name, (_Inert,), {"__module__": module}))
-
-
-def _release_config(snap: dict) -> Config:
-    """A Config (arch 'release') from what G_ema and D recorded: their OmegaConf cfg, _init_kwargs, attributes."""
-    def plain(obj):                                      # OmegaConf's stand-ins and containers -> plain values
-        if isinstance(obj, _Inert):                      # (DictConfig, ListConfig: _content; AnyNode: _val)
-            return plain(obj.state["_content"] if "_content" in obj.state else obj.state.get("_val"))
-        if isinstance(obj, dict):
-            return {k: plain(v) for k, v in obj.items()}
-        return [plain(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
-    G, D = snap["G_ema"].state, snap["D"].state
-    g, d, Dk, Gk = plain(G["cfg"]), plain(D["cfg"]), plain(D["_init_kwargs"]), plain(G["_init_kwargs"])
-    syn, mapping = Gk.get("synthesis_kwargs", {}), plain(G["_modules"]["mapping"].state["_init_kwargs"])
-    motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
-    return make_config(
-        "ffs", arch="release", resolution=int(G["img_resolution"]), fps=float(sampling.get("fps", 25)),
-        z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]), mapping_layers=int(mapping.get("num_layers", 2)),
-        channel_base=int(syn["channel_base"]), channel_max=int(syn["channel_max"]),
-        num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"), motion_dim=int(motion["v_dim"]),
-        motion_delta_z=int(motion["motion_z_distance"]), motion_kernel=int(motion["kernel_size"]),
-        period_min=float(time_enc["min_period_len"]), period_max=float(time_enc["max_period_len"]),
-        time_enc_dim=int(time_enc["dim"]), d_channel_base=int(Dk["channel_base"]), d_channel_max=int(Dk["channel_max"]),
-        d_concat_res=int(d["concat_res"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
-        frames_per_clip=int(sampling["num_frames_per_video"]), max_time=int(sampling["max_num_frames"]),
-        max_span=int(sampling.get("max_dist", 32)), span_dist="release" if sampling.get("total_dists") else "uniform",
-        mirror=bool((snap.get("training_set_kwargs") or {}).get("xflip", True)))
+    def find_class(self, module, name):                  # persistence's rebuild: its recorded state, never its source
+        return self.REAL.get((module, name), _Inert) if name != "_reconstruct_persistent_obj" else (
+            lambda meta: _Inert().__setstate__(meta.get("state") if isinstance(meta, dict) else None))
 
 
 def _release_name(ours: str, resolution: int) -> str:
     """The release's name of our state_dict name (ours count blocks from the input, the release's name their size)."""
-    for pattern, new in [
-            (r"^mapping\.layers\.", "mapping.fc"), (r"^motion\.", "synthesis.motion_encoder."),      # G: F_c, F_m
-            (r"conv_(weight|bias)e?s\.(\d+)$", r"conv.\2.\1"), (r"W_omega\.", "time_encoder.periods_predictor."),
-            (r"W_rho\.", "time_encoder.phase_predictor."), (r"W_a\.", "time_encoder.aligners_predictor."),
-            (r"encoder\.sigma$", "encoder.time_encoder.freqs"), (r"\.phase_scales$", ".time_encoder.phase_scales"),
-            (r"^synthesis\.blocks\.(\d+)\.", lambda m: f"synthesis.b{4 << int(m[1])}."),             # G: S
-            (r"\.const$", ".input.input.const"), (r"affine(\d)", r"conv\1.affine"), (r"torgb\.conv\.", "torgb."),
-            (r"^time_enc\.embed\.", "time_encoder.const_embed."), (r"^time_enc\.project\.", "mapping.embed."),
-            (r"^time_enc\.freqs$", "time_encoder.time_encoder.fourier_coefs"), (r"^time_enc\.mapping\.", "mapping.fc"),
-            (r"^from_rgb\.", f"b{resolution}.fromrgb."), (r"^epi_", "b4."),                         # D
-            (r"^blocks\.(\d+)\.", lambda m: f"b{resolution >> int(m[1])}.")]:
-        ours = re.sub(pattern, new, ours)
-    return ours
+    return functools.reduce(lambda name, rule: re.sub(*rule, name), [
+        (r"^mapping\.layers\.", "mapping.fc"), (r"^motion\.", "synthesis.motion_encoder."),              # G: F_c, F_m
+        (r"conv_(weight|bias)e?s\.(\d+)$", r"conv.\2.\1"), (r"W_omega\.", "time_encoder.periods_predictor."),
+        (r"W_rho\.", "time_encoder.phase_predictor."), (r"W_a\.", "time_encoder.aligners_predictor."),
+        (r"encoder\.sigma$", "encoder.time_encoder.freqs"), (r"\.phase_scales$", ".time_encoder.phase_scales"),
+        (r"^synthesis\.blocks\.(\d+)\.", lambda m: f"synthesis.b{4 << int(m[1])}."),                     # G: S
+        (r"\.const$", ".input.input.const"), (r"affine(\d)", r"conv\1.affine"), (r"torgb\.conv\.", "torgb."),
+        (r"^time_enc\.embed\.", "time_encoder.const_embed."), (r"^time_enc\.project\.", "mapping.embed."),
+        (r"^time_enc\.freqs$", "time_encoder.time_encoder.fourier_coefs"), (r"^time_enc\.mapping\.", "mapping.fc"),
+        (r"^from_rgb\.", f"b{resolution}.fromrgb."), (r"^epi_", "b4."),                                 # D
+        (r"^blocks\.(\d+)\.", lambda m: f"b{resolution >> int(m[1])}.")], ours)
 
 
 def import_release_snapshot(path: str) -> dict:
-    """An authors' network-snapshot-*.pkl -> our checkpoint dict, safely; each tensor checked (shape, fixed values)."""
-    def module_state(obj, prefix=""):                    # a recorded torch module's state_dict()
+    """An authors' network-snapshot-*.pkl -> our checkpoint dict, safely; the Config from what G_ema and D recorded."""
+    def plain(obj):                                      # OmegaConf's stand-ins (DictConfig, ListConfig: _content;
+        if isinstance(obj, _Inert):                      # AnyNode: _val) and dicts -> plain values (lists: as they are)
+            return plain(obj.state.get("_content", obj.state.get("_val")))
+        return {k: plain(v) for k, v in obj.items()} if isinstance(obj, dict) else obj
+
+    def module_state(obj, prefix=""):                    # a recorded torch module's tensors, by state_dict name
         state = obj.state if isinstance(obj, _Inert) else {}
-        skip = state.get("_non_persistent_buffers_set") or set()
         out = {prefix + name: tensor.detach() for group in ("_parameters", "_buffers")
-               for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor) and name not in skip}
+               for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor)}
         for name, child in (state.get("_modules") or {}).items():
             out.update(module_state(child, f"{prefix}{name}."))
         return out
@@ -2171,13 +2079,29 @@ def import_release_snapshot(path: str) -> dict:
     try:                                                 # (a deep or cyclic pickle: a RecursionError, also one line)
         with open(path, "rb") as f:
             snap = _SnapshotUnpickler(f).load()
-        cfg = _release_config(snap)
+        G, D = snap["G_ema"].state, snap["D"].state
+        g, d, Dk, Gk = plain(G["cfg"]), plain(D["cfg"]), plain(D["_init_kwargs"]), plain(G["_init_kwargs"])
+        syn, mapping = Gk.get("synthesis_kwargs", {}), plain(G["_modules"]["mapping"].state["_init_kwargs"])
+        motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
+        cfg = make_config("ffs", arch="release", resolution=int(G["img_resolution"]),
+            fps=float(sampling.get("fps", 25)), z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]),
+            mapping_layers=int(mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
+            channel_max=int(syn["channel_max"]), motion_dim=int(motion["v_dim"]),
+            num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
+            motion_delta_z=int(motion["motion_z_distance"]), motion_kernel=int(motion["kernel_size"]),
+            period_min=float(time_enc["min_period_len"]), period_max=float(time_enc["max_period_len"]),
+            time_enc_dim=int(time_enc["dim"]), d_channel_base=int(Dk["channel_base"]),
+            d_channel_max=int(Dk["channel_max"]), d_concat_res=int(d["concat_res"]),
+            mbstd_group=int(d.get("mbstd_group_size", 4)), frames_per_clip=int(sampling["num_frames_per_video"]),
+            max_time=int(sampling["max_num_frames"]), max_span=int(sampling.get("max_dist", 32)),
+            span_dist="release" if sampling.get("total_dists") else "uniform",
+            mirror=bool((snap.get("training_set_kwargs") or {}).get("xflip", True)))
         theirs = {n: module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
     except Exception as e:
         raise CheckpointError(f"{path}: not a StyleGAN-V snapshot ({type(e).__name__}: {_first_line(e)})") from None
-    kimg = re.search(r"network-snapshot-(\d+)", os.path.basename(path))   # the release names snapshots by kimg
-    state = {"cfg": dataclasses.asdict(cfg), "step": 0, "nimg": int(kimg.group(1)) * 1000 if kimg else 0,
-             "source": f"authors' snapshot {os.path.basename(path)}"}
+    kimg = re.search(r"network-snapshot-(\d+)", base := os.path.basename(path))   # the release names them by kimg
+    state = dict(cfg=dataclasses.asdict(cfg), step=0, nimg=1000 * int(kimg[1] if kimg else 0),
+                 source=f"authors' snapshot {base}")
     for name, module in (("G", Generator), ("G_ema", Generator), ("D", Discriminator)):
         state[name] = module(cfg).state_dict()
         for key, want in state[name].items():
@@ -2255,7 +2179,7 @@ def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) ->
     module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not cuda)
     note("kernel", ("ready in {seconds} s" if module else "NOT built: {reason}").format(**status))   # (a build says so)
     if kernel := cuda and module is not None:
-        checks = check_parity(device, tuple(PARITY_TOL))["checks"]   # float64, float32, float16, bfloat16
+        checks = check_parity(device, tuple(PARITY_TOL))   # float64, float32, float16, bfloat16
         bad = [f"; FAILED {k}: err {v['err']:.1e} > tol {v['tol']:.0e}" for k, v in checks.items() if not v["ok"]]
         note("kernel parity", f"{len(checks) - len(bad)}/{len(checks)} checks ok" + "".join(bad))
         note("one 256^2 ModConv2d's forward + backward (ms)", benchmark_modconv_layer(device))

@@ -1175,7 +1175,7 @@ def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(
         assert status['reason'] == 'build failed: cuda.cu(42): error: expected a ";"' and not status['ok']
 
 
-@slow   # where the kernel would build: the build's own search (CUDA_HOME, nvcc on PATH, /usr/local/cuda)
+@slow   # where the kernel would build: torch's CUDA_HOME ($CUDA_HOME, nvcc on PATH, /usr/local/cuda) with nvcc, headers
 @pytest.mark.skipif(svm._find_cuda_home() is None, reason='no CUDA toolkit (nvcc, CUDA_HOME): cannot compile the kernels')
 @pytest.mark.skipif(torch.version.cuda is None, reason='this torch build has no CUDA support')
 def test_cuda_kernel_compiles(tmp_path):
@@ -1193,7 +1193,7 @@ def test_cuda_kernel_compiles(tmp_path):
     assert any('[modconv] compiling the CUDA kernel' in out for out in outputs)     # not a silent minute
     module, status = svm.build_modconv_plugin(force_compile_without_gpu=True, cache_root=tmp_path)
     assert status['ok'] and status['from_cache'] and callable(module.epilogue_backward), status
-    with pytest.raises(RuntimeError, match='y must be a CUDA tensor'):
+    with pytest.raises(RuntimeError, match='y: expected CUDA'):
         module.epilogue_forward(torch.randn(1, 2, 3, 3), None, None, 1, 1.0, -1.0)
 
 
@@ -1243,8 +1243,8 @@ PARITY_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
     ('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('lrelu', 256.0, True, True),
     ('linear', None, True, True), ('linear', 0.5, False, False), ('linear', None, False, False)], ids=str)
 def test_kernel_parity_epilogue_forward_and_every_gradient(kernel_device, dtype, config):
-    result = svm.check_parity(kernel_device, [dtype], [config])
-    assert len(result['checks']) == 2 + config[2] + config[3] and result['ok'], result['checks']
+    checks = svm.check_parity(kernel_device, [dtype], [config])
+    assert len(checks) == 2 + config[2] + config[3] and all(c['ok'] for c in checks.values()), checks
 
 
 @pytest.mark.parametrize('act, clamp', [('lrelu', None), ('lrelu', 1.0), ('linear', 0.5), ('linear', None)])
@@ -1277,12 +1277,13 @@ def test_the_self_check_trusts_a_right_kernel_and_warns_once_about_a_wrong_or_cr
                                                                                           monkeypatch):
     """check_parity's short form (3 configurations, 4 + 4 + 2 outputs a dtype): a right kernel is trusted silently;
     a wrong one gives ONE warning with the measured error, and the reference is used on that device from then on."""
-    result = svm.check_parity('cpu', dtypes=PARITY_DTYPES)
-    assert result['ok'] and len(result['checks']) == 40, result['checks']              # and every tolerance:
-    assert {c['tol'] for c in result['checks'].values()} == set(svm.PARITY_TOL.values())
+    checks = svm.check_parity('cpu', dtypes=PARITY_DTYPES)
+    assert all(c['ok'] for c in checks.values()) and len(checks) == 40, checks      # and every tolerance:
+    assert {c['tol'] for c in checks.values()} == set(svm.PARITY_TOL.values())
+    x = types.SimpleNamespace(is_cuda=True, device='cpu')               # what §3's dispatch sees, on this CPU
     with warnings.catch_warnings():
         warnings.simplefilter('error')                                  # a correct kernel: no warning
-        assert svm.plugin_self_check('cpu')
+        assert svm._resolve_impl(None, x) == 'cuda'
     wrong, crashing = TorchStandInPlugin(), TorchStandInPlugin()        # grad_d 1 % too large; a crash
     wrong.epilogue_backward = lambda *a: [g * 1.01 if i == 1 and g is not None else g
                                           for i, g in enumerate(TorchStandInPlugin.epilogue_backward(*a))]
@@ -1293,7 +1294,7 @@ def test_the_self_check_trusts_a_right_kernel_and_warns_once_about_a_wrong_or_cr
         monkeypatch.setattr(svm, '_PLUGIN', plugin)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            assert not svm.plugin_self_check('cpu') and not svm.plugin_self_check('cpu')
+            assert svm._resolve_impl(None, x) == svm._resolve_impl(None, x) == 'ref'
         ours = [str(w.message) for w in caught if 'disagrees with the PyTorch reference' in str(w.message)]
         assert len(ours) == 1 and said in ours[0], ours
 
