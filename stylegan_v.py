@@ -2767,29 +2767,24 @@ def cmd_convert(args) -> None:
 # The networks' fields (arch .. mbstd_strided but data and dtype, k, T): a run resuming a snapshot takes them from it.
 _NAMES = [f.name for f in dataclasses.fields(Config)]
 ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
+# What a resumed checkpoint fixes: its data's size and time unit, its networks (--fp32 aside), its augmentation.
+KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_FIELDS} - {"num_fp16_res", "conv_clamp"}]
 
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
     """The dataset (its resolution, fps) and checkpoint -> (cfg, data, clips, state or None, its path), checked by
-    cmd_train, redone by each process: ours must fit the run's networks; an authors' snapshot brings them."""
+    cmd_train, redone by each process: ours must fit the run; an authors' snapshot brings its networks (any fps)."""
     data = VideoFolder(data_path)
     cfg, state, path = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps), None, None
     if resume:
         state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
-        old = config_from_dict(state["cfg"])
-        if "opt_G" not in state and "source" in state:           # an authors' snapshot (or its convert)
-            if old.resolution != cfg.resolution:
-                raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
+        old, snapshot = config_from_dict(state["cfg"]), "opt_G" not in state and "source" in state
+        if snapshot:                                             # an authors' snapshot (or its convert)
             cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
-        elif (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
-            raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
-                            f"this run is '{cfg.preset}' at {cfg.resolution}^2")
-        elif (was := state.get("aug", {}).get("mode", cfg.aug)) != cfg.aug:
-            raise UserError(f"{path}: the checkpoint was trained with --aug {was}, this run has --aug {cfg.aug}")
-        for field, flag in (("frames_per_clip", "--frames-per-clip"), ("d_cond", "--d-cond")):   # D's shapes
-            if (was := getattr(old, field)) != getattr(cfg, field):
-                raise UserError(f"{path}: the checkpoint's D was built for {flag} {was}, this run asks for "
-                                f"{getattr(cfg, field)} (a resumed run keeps its networks: pass {flag} {was})")
+        for f in ["resolution"] if snapshot else KEPT:
+            if (was := getattr(old, f)) != (now := getattr(cfg, f)):
+                raise UserError(f"{path}: the checkpoint has {f} {was!r}, this run {now!r} (a resumed run keeps its "
+                                f"data's size and fps, its networks and --aug)")
     if fp32:                                     # --fp32: no fp16 layers, and (as the release) no clamping either
         cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
     return cfg, data, ClipDataset(data, cfg), state, path
@@ -2814,16 +2809,12 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
               f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
-        # log.jsonl keeps its lines up to the checkpoint resumed from (a fresh run: none): what a run killed after
-        # its last checkpoint logged is done again, and would be read twice; a line torn by the kill goes too.
-        log, upto = os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 if resume else -1.0
+        # log.jsonl (only a resumed run has one) keeps its lines up to the checkpoint: what a run killed after its
+        # last checkpoint logged is done again, and would be read twice; a line torn by the kill (no "\n") goes too.
+        log = os.path.join(outdir, "log.jsonl")
         lines = Path(log).read_text().splitlines(True) if os.path.isfile(log) else []
-
-        def kimg(line: str) -> float:                          # (a torn line: inf)
-            with contextlib.suppress(Exception):
-                return float(json.loads(line)["kimg"])
-            return math.inf
-        if len(kept := [line for line in lines if kimg(line) <= upto + 1e-9]) < len(lines):
+        kept = [s for s in lines if s.endswith("\n") and json.loads(s)["kimg"] <= trainer.nimg / 1000 + 1e-9]
+        if len(kept) < len(lines):
             _atomic_write(log, "".join(kept))
         _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     return trainer, dataset
@@ -2839,23 +2830,28 @@ def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
               f"learned nothing since; lower --lr", flush=True)
 
 
+def _log(trainer: Trainer, log: str, record: dict) -> None:
+    """One line of log.jsonl, appended by the main process (a line at a time: `tail -f` follows a run)."""
+    if trainer.dist.main:
+        with open(log, "a") as f:
+            f.write(json.dumps({"kimg": trainer.nimg / 1000, **record}) + "\n")
+
+
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
     """One log.jsonl line: this tick's mean losses, s/kimg (metrics excluded), training time so far."""
     sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
     sec_per_kimg = sec / max((trainer.nimg - tick["nimg"]) / 1000, 1e-9)
-    record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
+    record = {"step": trainer.step_idx, "sec_per_kimg": sec_per_kimg, "nonfinite_grads": trainer.nonfinite,
               "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
-              "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
+              **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
     # The logistic losses are O(1) (log 2 each at equilibrium): non-finite or above 100 means D's logits
     # ran off, a diverged run (too high a --lr, a broken dataset). Said in the log, the bar and the last line.
     if not all(math.isfinite(record[k]) and abs(record[k]) < 100 for k in ("loss_G", "loss_D")):
         record["diverged"] = True
-        trainer.diverged = trainer.diverged or record["kimg"]
+        trainer.diverged = trainer.diverged or trainer.nimg / 1000
     bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} "
                         f"p {record['p']:.3f}" + " DIVERGED" * bool(record.get("diverged")))
-    if trainer.dist.main:
-        with open(log, "a") as f:                                # a line at a time: `tail -f` follows a run
-            f.write(json.dumps(record) + "\n")
+    _log(trainer, log, record)
     tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
 
 
@@ -2885,21 +2881,18 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
 
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
     """FVD of G_ema (what you sample from, not the noisier G) into log.jsonl; 'sec', its time, is not training time."""
+    import fvd
     results, start = {}, time.time()
-    if trainer.dist.main:
-        import fvd
-        for m in metrics:                                        # 'fvd16' -> 16 frames
-            try:
-                results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
-                                                   num_videos=num_videos, device=str(trainer.dist.device),
-                                                   progress=False))
-            except fvd.FVDError as e:
-                raise UserError(f"--metrics {m}: {e}")
+    for m in metrics if trainer.dist.main else ():               # 'fvd16' -> 16 frames
+        try:
+            results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
+                                               num_videos=num_videos, device=str(trainer.dist.device), progress=False))
+        except fvd.FVDError as e:
+            raise UserError(f"--metrics {m}: {e}")
     results["sec"] = time.time() - start
     clock["metric_sec"] += results["sec"]
+    _log(trainer, log, results)
     if trainer.dist.main:
-        with open(log, "a") as f:
-            f.write(json.dumps({"kimg": trainer.nimg / 1000, **results}) + "\n")
         bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec")
                   + "  (kimg 0)" * (trainer.nimg == 0))
 
@@ -2909,22 +2902,22 @@ class RunLock:
     an fcntl lock on train.lock (freed however the process dies; it holds the pid), then a killed run's partials go."""
 
     def __init__(self, outdir: str, resuming: bool):
-        self.outdir, lock = outdir, os.path.join(outdir, "train.lock")
-        if os.path.exists(outdir) and not os.path.isdir(outdir):
-            raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
-        if os.path.isfile(lock):
-            with open(lock) as f:
-                self._flock(f, shared=True)                       # (a shared lock only asks whether one runs)
+        self.outdir, self.path = outdir, os.path.join(outdir, "train.lock")
+        check_writable(outdir, folder=True)                      # (a file there, a read-only place: said now)
+        if os.path.isfile(self.path):
+            self._lock("r").close()                              # (asks whether one runs: that is said first)
         # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
         entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
         if entries and not resuming:
             raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'][:len(entries) > 3])});"
                             f" continue it with --resume auto, or train into a new --outdir")
 
-    def _flock(self, file, shared: bool = False) -> None:
+    def _lock(self, mode: str):
+        file = open(self.path, mode)
         try:
             if fcntl is not None:
-                fcntl.flock(file.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return file
         except OSError:
             file.seek(0)
             pid = file.read().strip() or "?"
@@ -2933,10 +2926,8 @@ class RunLock:
                             f"or stop it, or train into another --outdir") from None
 
     def __enter__(self) -> "RunLock":
-        check_writable(self.outdir, folder=True)
         os.makedirs(self.outdir, exist_ok=True)
-        self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
-        self._flock(self.file)
+        self.file = self._lock("a+")
         self.file.truncate(0)                    # ("a+": the pid goes at 0)
         print(os.getpid(), file=self.file, flush=True)
         for folder in (self.outdir, os.path.join(self.outdir, "samples")):
@@ -3049,17 +3040,18 @@ def _spawn_workers(world: int, args, cfg: Config) -> None:
 # --- Sizes and settings: the one check of a Config, memory before the work, devices ------------------
 # Every Config field's type and range (flags, checkpoints, snapshots): a size read from a file is bounded before
 # anything of that size is built. Wide (the paper's are far inside) but finite: 10^6 mapping layers is no model.
-_I, _F = (int,), (int, float)
+_I, _F, _OFF = (int,), (int, float), (int, float, type(None))          # _OFF: a number, or None (off)
 CONFIG_RANGES = dict(
     resolution=(_I, 8, 2048), fps=(_F, 1e-3, 1000), z_dim=(_I, 1, 4096), w_dim=(_I, 1, 4096),
     motion_dim=(_I, 1, 4096), mapping_layers=(_I, 1, 16), channel_base=(_I, 1, 2 ** 20), channel_max=(_I, 1, 4096),
     motion_delta_z=(_I, 1, 2 ** 16), motion_kernel=(_I, 1, 64), motion_layers=(_I, 1, 16),
     period_min=(_F, 1e-3, 1e9), period_max=(_F, 1e-3, 1e9), time_enc_dim=(_I, 1, 4096), num_fp16_res=(_I, 0, 16),
-    d_channel_base=(_I, 1, 2 ** 20), d_channel_max=(_I, 1, 4096), d_concat_res=(_I, 4, 2048), d_time_dim=(_I, 1, 4096),
-    d_frame_div=(_I, 1, 64), mbstd_group=(_I, 1, 64), batch=(_I, 1, 65536), frames_per_clip=(_I, 1, 33),
-    max_span=(_I, 1, 2 ** 16), max_time=(_I, 1, 2 ** 20), lr=(_F, -1, 1), r1_gamma=(_F, -1, 1e4),
-    r1_interval=(_I, 1, 10 ** 4), g_reg_interval=(_I, 0, 10 ** 4), ema_kimg=(_F, 1e-6, 1e6), aug_p=(_F, 0, 1),
-    ada_target=(_F, 0, 1), ada_kimg=(_F, 1e-6, 1e6))
+    conv_clamp=(_OFF, 1e-3, 1e9), d_channel_base=(_I, 1, 2 ** 20), d_channel_max=(_I, 1, 4096),
+    d_concat_res=(_I, 4, 2048), d_time_dim=(_I, 1, 4096), d_frame_div=(_I, 1, 64), mbstd_group=(_I, 1, 64),
+    batch=(_I, 1, 65536), frames_per_clip=(_I, 1, 33), max_span=(_I, 1, 2 ** 16), max_time=(_I, 1, 2 ** 20),
+    lr=(_F, -1, 1), r1_gamma=(_F, -1, 1e4), r1_interval=(_I, 1, 10 ** 4), g_reg_interval=(_I, 0, 10 ** 4),
+    ema_kimg=(_F, 1e-6, 1e6), ema_rampup=(_OFF, 1e-6, 1e6), aug_p=(_F, 0, 1), ada_target=(_F, 0, 1),
+    ada_kimg=(_F, 1e-6, 1e6))
 CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, d_cond=("hyper", "concat", "none"),
                       span_dist=("uniform", "release"), aug=("ada", "fixed", "none"), mirror=(True, False),
                       mbstd_strided=(True, False))
@@ -3067,19 +3059,16 @@ CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, 
 
 def check_config(fields: dict) -> Config:
     """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
-    number = lambda v, types: isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v)   # noqa: E731
     cfg = Config(**fields)                                                # (an unknown field: a TypeError)
     for name, (types, lo, hi) in CONFIG_RANGES.items():
-        if not (number(v := getattr(cfg, name), types) and lo <= v <= hi):
-            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+        if not isinstance(v := getattr(cfg, name), types) or isinstance(v, bool) or (
+                v is not None and not (math.isfinite(v) and lo <= v <= hi)):
+            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}]{' or null' * (types is _OFF)}, got {v!r}")
         if name in ("resolution", "d_concat_res") and v & (v - 1):
             raise ValueError(f"{name} must be a power of two, got {v}")
     for name, choices in CONFIG_CHOICES.items():
         if not any(type(v := getattr(cfg, name)) is type(c) and v == c for c in choices):   # (a bool, not 0 or 1)
             raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
-    for name in ("conv_clamp", "ema_rampup"):                             # a positive number, or None (off)
-        if (v := getattr(cfg, name)) is not None and not (number(v, _F) and v > 0):
-            raise ValueError(f"{name} must be a positive number or null, got {v!r}")
     for wrong, why in ((cfg.period_max < cfg.period_min, f"period_max {cfg.period_max:g} is below period_min"),
                        (cfg.frames_per_clip - 1 > cfg.max_span, f"frames_per_clip {cfg.frames_per_clip} spans more "
                         f"than max_span {cfg.max_span} frames"),

@@ -875,8 +875,8 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     assert train("--outdir", "a", "--resume", "auto", "--kimg", "0.01", "--dry-run")[1][-1] == \
         "dry run: a/checkpoint.pt is already at 0.02 kimg, --kimg is 0.01: nothing to train"
     assert train("--outdir", "a", "--resume", "auto", "--d-cond", "none") == (2, [   # changes D's shapes: named
-        "stylegan_v.py: error: a/checkpoint.pt: the checkpoint's D was built for --d-cond hyper, this run asks for "
-        "none (a resumed run keeps its networks: pass --d-cond hyper)"])
+        "stylegan_v.py: error: a/checkpoint.pt: the checkpoint has d_cond 'hyper', this run 'none' (a resumed run "
+        "keeps its data's size and fps, its networks and --aug)"])
     before = (tmp_path / "b" / "checkpoint.pt").read_bytes()   # another run's checkpoint never goes into a run
     code, err = train("--outdir", "b", "--resume", "a", "--kimg", "1")
     assert code == 2 and len(err) == 1 and "b: a run is already there" in err[0], err
@@ -1122,7 +1122,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
       for flags, needle, marks in [
           ("--gpus 4", "CUDA device", [pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has GPUs")]),
           ("--gpus 3 --device cpu", "not divisible", []),
-          ("--resume ffs.pt", "checkpoint is preset", [])]],
+          ("--resume ffs.pt", "ffs.pt: the checkpoint has preset 'ffs', this run 'tiny'", [])]],
     *[_row(f"train --data {data} --preset tiny --outdir run --dry-run", needle, fresh=True) for data, needle in [
         ("nope.zip", "no such dataset"), ("no-json.zip", "no dataset.json"),
         ("first-8x8.zip", "is 8x8, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
