@@ -2765,9 +2765,9 @@ def cmd_convert(args) -> None:
 
 # --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12) -----------
 # The networks' fields (arch .. mbstd_strided but data and dtype, k, T): a run resuming a snapshot takes them from it.
+# A resumed checkpoint of ours fixes them (--fp32's aside), its data's size and time unit and its augmentation: KEPT.
 _NAMES = [f.name for f in dataclasses.fields(Config)]
 ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
-# What a resumed checkpoint fixes: its data's size and time unit, its networks (--fp32 aside), its augmentation.
 KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_FIELDS} - {"num_fp16_res", "conv_clamp"}]
 
 
@@ -2802,11 +2802,10 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
         except (RuntimeError, KeyError, ValueError) as e:
             raise UserError(f"{path}: checkpoint does not fit this model ({_first_line(e)})")
     if dist.main and state is not None:                          # what the run does with it, said first
-        print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
-              f"from it, fresh optimizers, counting kimg from 0" if "opt_G" not in state else
-              f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train (a larger "
-              f"--kimg continues it)" if trainer.nimg >= int(kimg * 1000) else
-              f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
+        print(f"fine-tuning the {state.get('source', 'snapshot')}: fresh optimizers, kimg from 0" if "opt_G" not in
+              state else f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train"
+              if trainer.nimg >= int(kimg * 1000) else f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step "
+              f"{trainer.step_idx})", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
         # log.jsonl (only a resumed run has one) keeps its lines up to the checkpoint: what a run killed after its
@@ -2826,32 +2825,26 @@ def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
           if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
           f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
     if trainer.diverged:
-        print(f"warning: the losses diverged at {trainer.diverged:.2f} kimg (log.jsonl says where): this run "
-              f"learned nothing since; lower --lr", flush=True)
-
-
-def _log(trainer: Trainer, log: str, record: dict) -> None:
-    """One line of log.jsonl, appended by the main process (a line at a time: `tail -f` follows a run)."""
-    if trainer.dist.main:
-        with open(log, "a") as f:
-            f.write(json.dumps({"kimg": trainer.nimg / 1000, **record}) + "\n")
+        print(f"warning: the losses diverged at {trainer.diverged:.2f} kimg (log.jsonl says where): lower --lr")
 
 
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
-    """One log.jsonl line: this tick's mean losses, s/kimg (metrics excluded), training time so far."""
+    """A line appended to log.jsonl (`tail -f` follows it): the tick's mean losses, s/kimg (no metrics), time so far."""
     sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
     sec_per_kimg = sec / max((trainer.nimg - tick["nimg"]) / 1000, 1e-9)
-    record = {"step": trainer.step_idx, "sec_per_kimg": sec_per_kimg, "nonfinite_grads": trainer.nonfinite,
+    record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
               "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
-              **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
+              "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
     # The logistic losses are O(1) (log 2 each at equilibrium): non-finite or above 100 means D's logits
     # ran off, a diverged run (too high a --lr, a broken dataset). Said in the log, the bar and the last line.
     if not all(math.isfinite(record[k]) and abs(record[k]) < 100 for k in ("loss_G", "loss_D")):
         record["diverged"] = True
-        trainer.diverged = trainer.diverged or trainer.nimg / 1000
+        trainer.diverged = trainer.diverged or record["kimg"]
     bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} "
                         f"p {record['p']:.3f}" + " DIVERGED" * bool(record.get("diverged")))
-    _log(trainer, log, record)
+    if trainer.dist.main:
+        with open(log, "a") as f:
+            f.write(json.dumps(record) + "\n")
     tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
 
 
@@ -2880,21 +2873,21 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
 
 
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
-    """FVD of G_ema (what you sample from, not the noisier G) into log.jsonl; 'sec', its time, is not training time."""
+    """FVD of G_ema (what you sample from, not the noisier G) into log.jsonl, by the main process (the others wait in
+    the next all_reduce); its time, 'sec', is not training time."""
     import fvd
-    results, start = {}, time.time()
+    results, start = {"kimg": trainer.nimg / 1000}, time.time()
     for m in metrics if trainer.dist.main else ():               # 'fvd16' -> 16 frames
         try:
             results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
                                                num_videos=num_videos, device=str(trainer.dist.device), progress=False))
         except fvd.FVDError as e:
             raise UserError(f"--metrics {m}: {e}")
-    results["sec"] = time.time() - start
-    clock["metric_sec"] += results["sec"]
-    _log(trainer, log, results)
+    clock["metric_sec"] += (sec := time.time() - start)
     if trainer.dist.main:
-        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec")
-                  + "  (kimg 0)" * (trainer.nimg == 0))
+        with open(log, "a") as f:
+            f.write(json.dumps({**results, "sec": sec}) + "\n")
+        bar.write("  ".join(f"{m}: {results[m]:.2f}" for m in metrics) + "  (kimg 0)" * (trainer.nimg == 0))
 
 
 class RunLock:
@@ -2905,29 +2898,29 @@ class RunLock:
         self.outdir, self.path = outdir, os.path.join(outdir, "train.lock")
         check_writable(outdir, folder=True)                      # (a file there, a read-only place: said now)
         if os.path.isfile(self.path):
-            self._lock("r").close()                              # (asks whether one runs: that is said first)
+            self._lock().close()                                 # (is one running? said first)
         # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
         entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
         if entries and not resuming:
             raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'][:len(entries) > 3])});"
                             f" continue it with --resume auto, or train into a new --outdir")
 
-    def _lock(self, mode: str):
-        file = open(self.path, mode)
+    def _lock(self):
+        file = open(self.path, "a+")
         try:
             if fcntl is not None:
                 fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             return file
         except OSError:
-            file.seek(0)
-            pid = file.read().strip() or "?"
-            file.close()
-            raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); wait for it "
-                            f"or stop it, or train into another --outdir") from None
+            with file:
+                file.seek(0)
+                raise UserError(f"{self.outdir}: another training is running in this directory (pid "
+                                f"{file.read().strip() or '?'}); wait for it or stop it, or train into another "
+                                f"--outdir") from None
 
     def __enter__(self) -> "RunLock":
         os.makedirs(self.outdir, exist_ok=True)
-        self.file = self._lock("a+")
+        self.file = self._lock()
         self.file.truncate(0)                    # ("a+": the pid goes at 0)
         print(os.getpid(), file=self.file, flush=True)
         for folder in (self.outdir, os.path.join(self.outdir, "samples")):
@@ -2999,15 +2992,14 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         if world > 1:          # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
-            import datetime
-            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
-                                                 rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
-        interrupted = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed,
-                            snap=args.snap, tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
-                            metrics=args.metrics, metric_videos=args.metric_videos).interrupted
+            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank,
+                                                 world_size=world, timeout=torch.distributed.default_pg_timeout * 4)
+        flags = ("seed", "snap", "tick", "resume", "workers", "fp32", "metrics", "metric_videos")
+        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device),
+                        **{k: getattr(args, k) for k in flags})
         if world > 1:
             torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
-        if interrupted:
+        if trainer.interrupted:
             sys.exit(130)                      # (through _exit_on_error unchanged)
     except BaseException as e:                 # the tool's one error path, in every process
         _exit_on_error(e, quiet=rank != 0)
@@ -3017,24 +3009,17 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 
 
 def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """`world` training processes, meeting on a free local port; a signal to us: SIGTERM to each (save, stop). One
+    """`world` training processes, meeting in a temporary file; a signal to us: SIGTERM to each (save, stop). One
     failing: join SIGTERMs the rest, SIGKILL 30 s later (safe: all pass the barrier after rank 0's save first)."""
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    context = torch.multiprocessing.start_processes(
-        _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
-
-    def forward(_signum, _frame):
-        for process in context.processes:
-            process.terminate()                # SIGTERM (none to a process gone)
-    try:
-        with GracefulStop(forward):
-            while not context.join():
-                pass
-    except torch.multiprocessing.ProcessExitedException as e:
-        sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        context = torch.multiprocessing.start_processes(
+            _train_worker, args=(world, args, cfg, f"file://{tmp}/init"), nprocs=world, join=False)
+        try:
+            with GracefulStop(lambda *_: [process.terminate() for process in context.processes]):   # SIGTERMs
+                while not context.join():
+                    pass
+        except torch.multiprocessing.ProcessExitedException as e:
+            sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
 
 
 # --- Sizes and settings: the one check of a Config, memory before the work, devices ------------------
@@ -3105,20 +3090,17 @@ def check_memory(need: int, device: torch.device, what: str, lower: str) -> None
                         f"on this {device.type}: lower {lower}")
 
 
-def training_step_bytes(cfg: Config, videos: int) -> int:
-    """One training step's memory from the shapes: float32 activations of G and D, C(r) r^2 a frame summed over r,
-    times 32 for the forwards' saved tensors, backward, R1's double backward (17-25 measured: CPU, tiny, 32-128^2)."""
+def activation_bytes(cfg: Config, frames: int, d: bool = False) -> int:
+    """Memory from the shapes: `frames` frames' float32 activations in G (and D), C(r) r^2 a frame summed over r."""
     res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
-    return 32 * 4 * videos * cfg.frames_per_clip * sum((cfg.channels(r) + cfg.d_channels(r)) * r * r for r in res)
+    return 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
 
 
 def _pick_device(name: Optional[str]) -> torch.device:
     """--device, checked now: a misspelt name or a missing GPU is one line, not a CPU run or a late failure."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name):             # (mps, meta, xla, ...: not tested here)
-        raise UserError(f"--device {name}: not a device this program runs on (cpu, cuda, cuda:1, ...)")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name := name or ("cuda" if count else "cpu")):   # (not mps, meta, ...)
+        raise UserError(f"--device {name}: not a device this program runs on (cpu, cuda, cuda:1, ...)")
     if name.startswith("cuda") and int(name[5:] or 0) >= count:
         raise UserError(f"--device {name}: " + (f"only {count} CUDA device(s) present" if count else
                                                  "no CUDA device is available"))
@@ -3130,7 +3112,8 @@ PROJECT_MAX_FRAMES = 64
 
 
 def read_target(path: str, resolution: int) -> tuple:
-    """An image, video or frame folder -> (uint8 [T, R, R, 3], fps; None: a still), cropped as prepare_data.py does."""
+    """An image, video or frame folder -> (uint8 [T, R, R, 3] of its first PROJECT_MAX_FRAMES, fps; None: a still),
+    cropped as prepare_data.py does."""
     import prepare_data as pd
     try:
         still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
@@ -3142,16 +3125,14 @@ def read_target(path: str, resolution: int) -> tuple:
         if source is None:
             raise UserError(f"{path}: {why}")
         fps = None if still else source.fps or 25.0                  # (prepare_data's rate for frame folders)
-        frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES + 1), pd.iter_frames(source, fps or 25.0))]
-        if len(frames) > PROJECT_MAX_FRAMES:
-            print(f"note: {path}: its first {PROJECT_MAX_FRAMES} frames are projected", file=sys.stderr)
+        frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES), pd.iter_frames(source, fps or 25.0))]
         if len(frames) < 2 and not still:
             raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
     except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
         raise UserError(str(e)) from None
     except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
         raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
-    return np.stack([pd.center_crop_resize(f, resolution) for f in frames[:PROJECT_MAX_FRAMES]]), fps
+    return np.stack([pd.center_crop_resize(f, resolution) for f in frames]), fps
 
 
 def weights_id(G) -> str:
@@ -3160,26 +3141,19 @@ def weights_id(G) -> str:
                                    for name, v in G.state_dict().items())).hexdigest()[:16]
 
 
-def load_projection(path: str, G=None) -> dict:
-    """A file `project` wrote (read as checkpoints are: never code); with G, refused unless fitted to G's weights."""
+def load_projection(path: str) -> dict:
+    """A file `project` wrote (read as checkpoints are: never code), every field of it checked."""
     state = _load_plain(path, "projection")
-    kinds = dict(weights=str, ckpt=str, w=torch.Tensor, tokens=torch.Tensor, times=torch.Tensor, fps=(int, float),
-                 first=int, motion_seed=int)
-    if not isinstance(state, dict) or state.get("projection") != 1 or not all(
-            isinstance(state.get(k), t) for k, t in kinds.items()) or not 0 < state["fps"] <= MAX_DATASET_FPS:
+    if not isinstance(state, dict) or state.get("projection") != 1:
         raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")
-    if G is not None and state["weights"] != weights_id(G):
-        raise UserError(f"{path} was projected into other weights (checkpoint {state['ckpt']}, weights "
-                        f"{state['weights']}; these are {weights_id(G)}): pass its --ckpt")
-    if G is not None and (state["w"].shape != (G.cfg.w_dim,) or state["tokens"].shape[1:] != (G.cfg.motion_dim,)):
-        raise UserError(f"{path}: its w {tuple(state['w'].shape)} or tokens {tuple(state['tokens'].shape)} do not fit "
-                        f"the generator")
+    for key, kind in dict(weights=str, ckpt=str, w=torch.Tensor, tokens=torch.Tensor, times=torch.Tensor,
+                          fps=(int, float), first=int, motion_seed=int).items():
+        if not isinstance(state.get(key), kind) or key == "fps" and not 0 < state[key] <= MAX_DATASET_FPS:
+            raise UserError(f"{path}: not a projection: its '{key}' is missing or wrong")
     return state
 
 
 # --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
-
-
 def cmd_sample(args) -> None:
     """`sample`: a checkpoint, a projection (--from) or an untrained preset -> an .mp4 or a folder of PNGs."""
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
@@ -3187,45 +3161,41 @@ def cmd_sample(args) -> None:
     proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)
     given = [f for f, v in (("--num", args.num > 1), ("--preset", args.preset), ("--seed", args.seed is not None)) if v]
     if proj and given:
-        raise UserError(f"--from {args.proj} renders its one projected video with its own content: {given[0]} "
-                        f"does not apply")
-    if proj and not args.ckpt and not os.path.exists(proj["ckpt"]):
-        raise UserError(f"{args.proj} was projected into {proj['ckpt']}, which is gone: pass that checkpoint as --ckpt")
-    args.ckpt, args.seed = args.ckpt or (proj and proj["ckpt"]), args.seed or 0
+        raise UserError(f"--from {args.proj} renders its one projected video: {given[0]} does not apply")
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
+    args.ckpt, seed = args.ckpt or (proj and proj["ckpt"]), args.seed or 0
     if args.ckpt:
         (G, cfg), source = load_generator(args.ckpt, device), checkpoint_path(args.ckpt)
     else:
-        cfg, _ = make_config(args.preset or "tiny"), torch.manual_seed(args.seed)
+        cfg, _ = make_config(args.preset or "tiny"), torch.manual_seed(seed)
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
-    fps, seeds = args.fps or cfg.fps, list(range(args.seed, args.seed + args.num))    # video i: seed + i
-    mseed = args.seed if args.motion_seed is None else args.motion_seed
-    motion_seeds, w = list(range(mseed, mseed + args.num)), None
+    fps, w, mseed = args.fps or cfg.fps, None, seed if args.motion_seed is None else args.motion_seed
+    motion_seeds = list(range(mseed, mseed + args.num))                   # video i: seed + i, motion seed + i
     if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
-        load_projection(args.proj, G)
+        fits = proj["w"].shape == (cfg.w_dim,) and proj["tokens"].shape[1:] == (cfg.motion_dim,)
+        if not fits or proj["weights"] != weights_id(G):
+            raise UserError(f"{args.proj} was projected into other weights (checkpoint {proj['ckpt']}, weights "
+                            f"{proj['weights']}; these are {weights_id(G)}): pass its --ckpt")
         w = G.mapping.w_avg.lerp(proj["w"].to(device), args.truncation)[None]    # [1, w_dim], truncated
         motion_seeds = [(proj["motion_seed"], proj["first"], proj["tokens"]) if args.motion_seed is None else mseed]
         fps = args.fps or proj["fps"]
-        args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else 4.0)
-    args.seconds, chunk = args.seconds or 4.0, min(args.batch, max(1, round((args.seconds or 4.0) * fps)))
-    # A chunk's memory: its frames (float32, uint8, the grid), and G's activations, 4 live tensors of C(r) r^2 a
-    # frame, for ROW_BLOCK rows at a time on a CPU (§13).
-    frames, rows = args.num * chunk, min(args.num * chunk, ROW_BLOCK) if device.type == "cpu" else args.num * chunk
-    per_frame = sum(cfg.channels(2 ** i) * 4 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1))
-    check_memory(frames * 3 * cfg.resolution ** 2 * 6 + rows * per_frame * 4 * 4, device,
+        args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else None)
+    seconds, chunk = args.seconds or 4.0, min(args.batch, max(1, round((args.seconds or 4.0) * fps)))
+    # A chunk's memory: its frames (float32, uint8, the grid: 6 bytes a value), and G's activations, 4 live tensors a
+    # layer, for ROW_BLOCK rows at a time on a CPU (§13).
+    rows = min(args.num * chunk, ROW_BLOCK) if device.type == "cpu" else args.num * chunk
+    check_memory(args.num * chunk * 3 * cfg.resolution ** 2 * 6 + 4 * activation_bytes(cfg, rows), device,
                  f"rendering {args.num} video(s) {chunk} frames at a time at {cfg.resolution}^2", "--batch or --num")
-    print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
+    print(f"sampling {args.num} video(s) of {seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
     t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
-    n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
+    n = sample(G, args.out, seconds, fps, cfg.fps, args.start, list(range(seed, seed + args.num)), motion_seeds,
                args.truncation, args.batch, w=w)
-    import resource
-    dt, peak_mb = time.time() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # (not ffmpeg's)
-    print(f"wrote {args.out}{' (replacing the previous file)' if replaced else ''}: {n} frames in {dt:.1f} s "
-          f"({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB", file=sys.stderr)
+    print(f"wrote {args.out}{' (replacing the previous file)' if replaced else ''}: {n} frames in "
+          f"{time.time() - t0:.1f} s", file=sys.stderr)
 
 
 def cmd_project(args) -> None:
@@ -3267,10 +3237,10 @@ def cmd_train(args) -> None:
         if refused:
             raise UserError(message)
     # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
-    chosen, args.preset = args.preset, args.preset or ("ffs" if device.type == "cuda" else "tiny")
-    flags = {k: v for k, v in vars(args).items() if k in _NAMES and k != "preset" and v is not None}   # (Config's)
+    why = "" if args.preset else f" (no --preset: on a {'GPU' if device.type == 'cuda' else 'CPU'})"
+    args.preset = args.preset or ("ffs" if device.type == "cuda" else "tiny")
     try:
-        cfg = make_config(args.preset, **flags)
+        cfg = make_config(**{k: v for k, v in vars(args).items() if k in _NAMES and v is not None})   # (Config's)
     except ValueError as e:                                     # flags each in range, but not together
         raise UserError(f"--preset {args.preset} with these flags: {e}") from None
     # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
@@ -3278,34 +3248,33 @@ def cmd_train(args) -> None:
     args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
     args.snap = args.snap or min(200.0, args.kimg / 5)
     args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
-    # `resuming`: this run continues the one in --outdir (--resume auto, or its checkpoint); any other checkpoint
-    # starts a new run from it, which RunLock keeps out of a directory holding a run of its own.
+    # Resuming continues the run in --outdir (--resume auto, or its checkpoint; auto with none there: a new run). Any
+    # other checkpoint starts a new run from it, which RunLock keeps out of a directory holding a run of its own.
     args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}")
     own = os.path.join(args.outdir, "checkpoint.pt")
     resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
                                          os.path.samefile(checkpoint_path(args.resume), own))
-    if args.resume == "auto" and not os.path.isfile(own):       # nothing to resume yet: a new run
-        args.resume = None
+    args.resume = None if args.resume == "auto" and not os.path.isfile(own) else args.resume
     cfg, data, _, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32)
     if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
                         f"has {max(data.lengths)}")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    if device.type == "cpu":           # all processes' shares (on a GPU: unmeasured, and CUDA's OOM is one line)
-        check_memory(training_step_bytes(cfg, cfg.batch), device,
+    # A step's memory: G and D's activations for every frame of the global batch (all processes' shares), times 32
+    # for the forwards' saved tensors, backward, R1's double backward (17-25 measured: CPU, tiny, 32-128^2). Checked
+    # on a CPU; a GPU's is unmeasured, and CUDA's OOM is one line.
+    if device.type == "cpu":
+        check_memory(32 * activation_bytes(cfg, cfg.batch * cfg.frames_per_clip, d=True), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
     main_process = not torchrun or int(os.environ["RANK"]) == 0     # it checks and locks the run directory
     lock = RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
     if main_process:
-        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
-                                                     "tiny, on a CPU)")
         print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
               f"{device.type}", file=sys.stderr)
     if args.dry_run:      # the config on stdout (JSON), with lr and r1_gamma as Trainer resolves them (§1)
         print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
         done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0   # (a snapshot: from 0)
-        plan = f"on from {path} ({done:.2f} kimg)" if args.resume else "a new run" + (
-            " (--resume auto: no checkpoint there yet)" if resuming else "")
+        plan = f"on from {path} ({done:.2f} kimg)" if state is not None else "a new run"
         print(f"dry run: {path} is already at {done:.2f} kimg, --kimg is {args.kimg:g}: nothing to train"
               if done >= args.kimg else f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with "
               f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
@@ -3328,19 +3297,16 @@ class _Parser(argparse.ArgumentParser):
 
 def _in_range(kind, lo, hi, lo_open=False):
     """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open)."""
-    show = (lambda x: str(int(x))) if kind is int else (lambda x: f"{x:g}")    # 4294967295, not 4.29497e+09
-
     def parse(text: str):
         try:
             x = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not (math.isfinite(x) and lo <= x <= hi) or lo_open and x == lo:
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in "
-                                             f"{'(' if lo_open else '['}{show(lo)}, {show(hi)}]")
+        if not (math.isfinite(x) and lo <= x <= hi) or lo_open and x == lo:       # (4294967295, not 4.29497e+09)
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {'(' if lo_open else '['}"
+                                             + ("{}, {}]" if kind is int else "{:g}, {:g}]").format(lo, hi))
         return x
     return parse
-
 
 INT, NUM = functools.partial(_in_range, int), functools.partial(_in_range, float)
 SEED, KIMG = INT(0, 2 ** 32 - 1), NUM(0, 1e6, lo_open=True)     # every seed; --kimg, --snap, --tick, --ada-kimg

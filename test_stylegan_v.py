@@ -630,6 +630,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "no-json.zip": lambda p: zipfile.ZipFile(p, "w").writestr("a/0.png", b""),
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)),
     "ffs.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config("ffs"))}, "G_ema": {}}, p),
+    "29.97fps.pt": lambda p: torch.save({"cfg": vars(sv.make_config(resolution=16, fps=29.97)), "G_ema": {}}, p),
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
     "a-file": lambda p: p.write_text("a file, not a folder"),
 }
@@ -868,7 +869,7 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
         return (exit_.value.code if exit_ else 0), [line for line in err if "%|" not in line]
     # --resume auto where there is no checkpoint yet plans a new run
     assert train("--outdir", "new", "--resume", "auto", "--dry-run")[1][-1].startswith(
-        "dry run: would train a new run (--resume auto: no checkpoint there yet) to 200 kimg in new")
+        "dry run: would train a new run to 200 kimg in new")
     # the dry run knows what the run will do: continue from the checkpoint's kimg, or nothing at all
     assert "would train on from a/checkpoint.pt (0.02 kimg) to 1 kimg" in train(
         "--outdir", "a", "--resume", "auto", "--kimg", "1", "--dry-run")[1][-1]
@@ -1084,9 +1085,9 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     ("--preset tiny --device cpu --metrics fvd16", False, {}, "FVD16 on 64 videos a side"),
     ("--preset tiny --device cpu --metrics fvd16 --metric-videos 2048", False, {}, "FVD16 on 2048 videos a side"),
     # The design card's `train --data ffs.zip --gpus 4` trains the paper's architecture (ffs's), not tiny.
-    ("--outdir cpu", False, dict(preset="tiny", lr=0.0025), "train: preset tiny (no --preset: tiny, on a CPU)"),
+    ("--outdir cpu", False, dict(preset="tiny", lr=0.0025), "train: preset tiny (no --preset: on a CPU)"),
     ("--outdir gpu", True, dict(preset="ffs", z_dim=512, channel_base=16384, motion_delta_z=16),
-     "train: preset ffs (no --preset: the paper's, on a GPU)"),
+     "train: preset ffs (no --preset: on a GPU)"),
 ])
 def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_path, monkeypatch, capsys, flags,
                                                                          on_gpu, cfg, said):
@@ -1116,6 +1117,8 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("--device meta", "--device meta: not a device this program runs on"),       # (it trained on the CPU)
         ("--device mps", "--device mps: not a device this program runs on"),
         ("--batch 65536", "a training step at 16^2 with --batch 65536 needs about")]],   # (6 GB, then on)
+    _row("train --data d.zip --preset tiny --resume 29.97fps.pt --outdir run --dry-run",    # a 25 fps dataset
+         "29.97fps.pt: the checkpoint has fps 29.97, this run 25.0 (a resumed run keeps its data's size and fps"),
     _row("train --data d.zip --device tpu --outdir run", "--device tpu: not a device"),
     _row("train --data d.zip --device cuda:1 --gpus 2 --outdir run", "--device cuda:1"),
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle, fresh=True, marks=marks)
@@ -1799,7 +1802,7 @@ def _peak_rss_mb(*args):                    # (peak RSS in MB, return code, last
 @slow
 def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path):
     # Measured: 10^6 mapping layers in a checkpoint, a step of 65536 videos: refused at a bare start's memory + 200 MB
-    assert 0 < sv.training_step_bytes(sv.make_config("tiny"), 8) < 2 ** 31      # the quick start's step fits
+    assert 0 < 32 * sv.activation_bytes(sv.make_config("tiny"), 8 * 3, d=True) < 2 ** 31   # the quick start's step fits
     torch.save({"cfg": {**dataclasses.asdict(tiny()), "mapping_layers": 10 ** 6}, "G_ema": {}}, tmp_path / "evil.pt")
     base, rc, _ = _peak_rss_mb("sample", "--help")
     assert rc == 0
