@@ -2890,45 +2890,24 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
         bar.write("  ".join(f"{m}: {results[m]:.2f}" for m in metrics) + "  (kimg 0)" * (trainer.nimg == 0))
 
 
-class RunLock:
-    """One training per run directory: a new run never writes into one holding a run, nor beside a live one. Entered:
-    an fcntl lock on train.lock (freed however the process dies; it holds the pid), then a killed run's partials go."""
-
-    def __init__(self, outdir: str, resuming: bool):
-        self.outdir, self.path = outdir, os.path.join(outdir, "train.lock")
-        check_writable(outdir, folder=True)                      # (a file there, a read-only place: said now)
-        if os.path.isfile(self.path):
-            self._lock().close()                                 # (is one running? said first)
-        # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
-        entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
-        if entries and not resuming:
-            raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'][:len(entries) > 3])});"
-                            f" continue it with --resume auto, or train into a new --outdir")
-
-    def _lock(self):
-        file = open(self.path, "a+")
+@contextlib.contextmanager
+def run_lock(outdir: str):
+    """One training in a run directory at a time: an fcntl lock on train.lock, held while the run is (freed however
+    the process dies; the file holds the pid), then a killed run's partials go."""
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "train.lock"), "a+") as file:
         try:
             if fcntl is not None:
                 fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return file
         except OSError:
-            with file:
-                file.seek(0)
-                raise UserError(f"{self.outdir}: another training is running in this directory (pid "
-                                f"{file.read().strip() or '?'}); wait for it or stop it, or train into another "
-                                f"--outdir") from None
-
-    def __enter__(self) -> "RunLock":
-        os.makedirs(self.outdir, exist_ok=True)
-        self.file = self._lock()
-        self.file.truncate(0)                    # ("a+": the pid goes at 0)
-        print(os.getpid(), file=self.file, flush=True)
-        for folder in (self.outdir, os.path.join(self.outdir, "samples")):
+            file.seek(0)
+            raise UserError(f"{outdir}: another training is running in this directory (pid {file.read().strip()})"
+                            f"; wait for it or stop it, or train into another --outdir") from None
+        file.truncate(0)                         # ("a+": the pid goes at 0)
+        print(os.getpid(), file=file, flush=True)
+        for folder in (outdir, os.path.join(outdir, "samples")):
             remove_stale_partials(folder, every=True)
-        return self
-
-    def __exit__(self, *_):
-        self.file.close()                        # closing the file releases the lock
+        yield
 
 
 # --- Signals and processes --------------------------------------------------------------------
@@ -3223,15 +3202,15 @@ def cmd_train(args) -> None:
     """`train`: every input checked before any work (--dry-run: the plan), then, locked, 1 process, N, or torchrun's."""
     device = _pick_device(args.device)
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
+    main_process = not torchrun or os.environ["RANK"] == "0"           # it checks and locks the run directory
     world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
     for refused, message in (              # flags that contradict each other or the machine: not silently ignored
             (args.aug_p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
             (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
             (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
-            (device.type == "cpu" and args.amp_dtype == "float16",     # CPUs emulate fp16: measured ~70x slower
-             "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
-            (world > 1 and (args.device or "").startswith("cuda:"),
-             f"--device {args.device}: each process takes its rank's GPU (choose them with CUDA_VISIBLE_DEVICES)"),
+            (device.type == "cpu" and args.amp_dtype == "float16", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
+            (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: not with --gpus (a "
+             f"process a GPU: CUDA_VISIBLE_DEVICES picks them)"),
             (not torchrun and args.device != "cpu" and world > max(gpus, 1),
              f"--gpus {world}: only {gpus} CUDA device(s) present" + ("" if gpus else " (--device cpu: on CPUs)"))):
         if refused:
@@ -3248,13 +3227,16 @@ def cmd_train(args) -> None:
     args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
     args.snap = args.snap or min(200.0, args.kimg / 5)
     args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
-    # Resuming continues the run in --outdir (--resume auto, or its checkpoint; auto with none there: a new run). Any
-    # other checkpoint starts a new run from it, which RunLock keeps out of a directory holding a run of its own.
+    # --resume auto continues the run in --outdir (none there yet: a new run); a new run needs a directory without
+    # one. What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
     args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}")
-    own = os.path.join(args.outdir, "checkpoint.pt")
-    resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
-                                         os.path.samefile(checkpoint_path(args.resume), own))
-    args.resume = None if args.resume == "auto" and not os.path.isfile(own) else args.resume
+    check_writable(args.outdir, folder=True)                  # (a file there, a read-only place: said now)
+    run = sorted(set(os.listdir(args.outdir)) - {"config.json", "train.lock"}) if os.path.isdir(args.outdir) else []
+    if run and args.resume != "auto" and main_process:
+        raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3] + ['...'][:len(run) > 3])}); "
+                        f"continue it with --resume auto, or train into a new --outdir")
+    if args.resume == "auto" and not os.path.isfile(os.path.join(args.outdir, "checkpoint.pt")):
+        args.resume = None
     cfg, data, _, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32)
     if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
@@ -3266,8 +3248,6 @@ def cmd_train(args) -> None:
     if device.type == "cpu":
         check_memory(32 * activation_bytes(cfg, cfg.batch * cfg.frames_per_clip, d=True), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
-    main_process = not torchrun or int(os.environ["RANK"]) == 0     # it checks and locks the run directory
-    lock = RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
     if main_process:
         print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
               f"{device.type}", file=sys.stderr)
@@ -3280,7 +3260,7 @@ def cmd_train(args) -> None:
               f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
               + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
         return
-    with lock:
+    with run_lock(args.outdir) if main_process else contextlib.nullcontext():
         if world > 1 and not torchrun:
             _spawn_workers(world, args, cfg)
         else:
@@ -3296,17 +3276,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _in_range(kind, lo, hi, lo_open=False):
-    """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open)."""
+    """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open); not a number: argparse's
+    "invalid int value"."""
     def parse(text: str):
-        try:
-            x = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not (math.isfinite(x) and lo <= x <= hi) or lo_open and x == lo:       # (4294967295, not 4.29497e+09)
+        if not (math.isfinite(x := kind(text)) and lo <= x <= hi) or lo_open and x == lo:   # (4294967295, not 4.3e+09)
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {'(' if lo_open else '['}"
                                              + ("{}, {}]" if kind is int else "{:g}, {:g}]").format(lo, hi))
         return x
+    parse.__name__ = kind.__name__
     return parse
+
 
 INT, NUM = functools.partial(_in_range, int), functools.partial(_in_range, float)
 SEED, KIMG = INT(0, 2 ** 32 - 1), NUM(0, 1e6, lo_open=True)     # every seed; --kimg, --snap, --tick, --ada-kimg
@@ -3401,21 +3380,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one way out of every command and every training process (the policy: the commands' banner): a UserError or an
-    OSError is ONE line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
-    if isinstance(e, KeyboardInterrupt):
-        message, status = "interrupted", 130
-    elif isinstance(e, UserError):
-        message, status = f"error: {e}", 2
-    elif isinstance(e, OSError):
-        message, status = "error: " + (f"{e.filename}: " if e.filename else "") + error_reason(e), 2
-    elif isinstance(e, torch.cuda.OutOfMemoryError):
-        message, status = f"error: out of GPU memory ({_first_line(e)[:120]}): lower --batch", 2
-    else:
+    """The one way out of every command and every training process: a UserError, an OSError or CUDA's OOM is ONE
+    line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
+    if not isinstance(e, (KeyboardInterrupt, UserError, OSError, torch.cuda.OutOfMemoryError)):
         raise e
     if not quiet:
-        print(f"stylegan_v.py: {message}", file=sys.stderr)
-    sys.exit(status)
+        print("stylegan_v.py: " + ("interrupted" if isinstance(e, KeyboardInterrupt) else "error: " + (
+            f"out of GPU memory ({_first_line(e)[:120]}): lower --batch" if isinstance(e, torch.cuda.OutOfMemoryError)
+            else (f"{e.filename}: " if e.filename else "") + error_reason(e) if isinstance(e, OSError) else str(e))),
+            file=sys.stderr)
+    sys.exit(130 if isinstance(e, KeyboardInterrupt) else 2)
 
 
 def main(argv=None) -> None:

@@ -1109,7 +1109,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle) for flags, needle in [
         ("--aug none --p 0.3", "--p is an augmentation probability: not with --aug none"),
         ("--fp32 --amp-dtype bfloat16", "--fp32 is all float32: no --amp-dtype"),
-        ("--amp-dtype float16 --device cpu", "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
+        ("--amp-dtype float16 --device cpu", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
         ("--metrics fvd128", "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
         ("--metric-videos 8", "--metric-videos is for --metrics: add one"),
         ("--frames-per-clip 20", "frames_per_clip 20 spans more than max_span 16"),
@@ -1711,9 +1711,9 @@ def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues_and
     data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
     proc = _train_until_logged(data, out, 2)
     try:
-        for extra in ([], ["--resume", "auto"]):                     # while it runs: neither a new run nor a resume
-            assert_one_error_line(run_cli("train", "--data", data, *LONG_RUN, "--outdir", out, *extra), str(out),
-                                  f"another training is running in this directory (pid {proc.pid})")
+        for extra, said in (([], "a run is already there"),        # while it runs: neither a new run nor a resume
+                            (["--resume", "auto"], f"another training is running in this directory (pid {proc.pid})")):
+            assert_one_error_line(run_cli("train", "--data", data, *LONG_RUN, "--outdir", out, *extra), str(out), said)
     finally:
         proc.send_signal(sig)
         stdout, err = (b.decode() for b in proc.communicate(timeout=120))
