@@ -2772,14 +2772,13 @@ KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_F
 
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
-    """The dataset (its resolution, fps) and checkpoint -> (cfg, data, clips, state or None, its path), checked by
-    cmd_train, redone by each process: ours must fit the run; an authors' snapshot brings its networks (any fps)."""
+    """The dataset and checkpoint, checked (by cmd_train, then each process) -> (cfg, data, clips, state, its path)."""
     data = VideoFolder(data_path)
     cfg, state, path = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps), None, None
     if resume:
         state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
         old, snapshot = config_from_dict(state["cfg"]), "opt_G" not in state and "source" in state
-        if snapshot:                                             # an authors' snapshot (or its convert)
+        if snapshot:                             # an authors' snapshot (or its convert) brings its networks, any fps
             cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
         for f in ["resolution"] if snapshot else KEPT:
             if (was := getattr(old, f)) != (now := getattr(cfg, f)):
@@ -2792,7 +2791,8 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
                fp32: bool, kimg: float) -> tuple:
-    """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step (it seeds every draw): all a run was."""
+    """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step (it seeds every draw): all a run was.
+    (cmd_train said what the run does with its checkpoint.)"""
     cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
@@ -2801,15 +2801,10 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
             raise UserError(f"{path}: checkpoint does not fit this model ({_first_line(e)})")
-    if dist.main and state is not None:                          # what the run does with it, said first
-        print(f"fine-tuning the {state.get('source', 'snapshot')}: fresh optimizers, kimg from 0" if "opt_G" not in
-              state else f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train"
-              if trainer.nimg >= int(kimg * 1000) else f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step "
-              f"{trainer.step_idx})", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
-        # log.jsonl (only a resumed run has one) keeps its lines up to the checkpoint: what a run killed after its
-        # last checkpoint logged is done again, and would be read twice; a line torn by the kill (no "\n") goes too.
+        # log.jsonl (a resumed run's) keeps its lines up to the checkpoint: what a run killed after it logged is done
+        # again, and would be read twice; a line torn by the kill (no "\n") goes too.
         log = os.path.join(outdir, "log.jsonl")
         lines = Path(log).read_text().splitlines(True) if os.path.isfile(log) else []
         kept = [s for s in lines if s.endswith("\n") and json.loads(s)["kimg"] <= trainer.nimg / 1000 + 1e-9]
@@ -2823,9 +2818,8 @@ def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
     """The run's last line, after the closed bar: done or interrupted, what was saved, and a diverged run said."""
     print(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
           if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
-          f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
-    if trainer.diverged:
-        print(f"warning: the losses diverged at {trainer.diverged:.2f} kimg (log.jsonl says where): lower --lr")
+          f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})" + (f"; warning: the losses diverged at "
+          f"{trainer.diverged:.2f} kimg (log.jsonl says where): lower --lr" if trainer.diverged else ""), flush=True)
 
 
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
@@ -2873,8 +2867,7 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
 
 
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
-    """FVD of G_ema (what you sample from, not the noisier G) into log.jsonl, by the main process (the others wait in
-    the next all_reduce); its time, 'sec', is not training time."""
+    """FVD of G_ema (sampled from, not the noisier G) into log.jsonl, by rank 0; its time, 'sec', is not training."""
     import fvd
     results, start = {"kimg": trainer.nimg / 1000}, time.time()
     for m in metrics if trainer.dist.main else ():               # 'fvd16' -> 16 frames
@@ -2892,8 +2885,8 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
 
 @contextlib.contextmanager
 def run_lock(outdir: str):
-    """One training in a run directory at a time: an fcntl lock on train.lock, held while the run is (freed however
-    the process dies; the file holds the pid), then a killed run's partials go."""
+    """One training in a run directory at a time: an fcntl lock on train.lock while it runs (freed however the
+    process dies; the file holds the pid), taken before a killed run's partials go."""
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "train.lock"), "a+") as file:
         try:
@@ -2937,14 +2930,13 @@ class GracefulStop:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
 
-    def anywhere(self, dist: Dist) -> bool:
-        """Did any process get a signal? All stop at the same step, or the others would hang in the next all_reduce."""
+    def anywhere(self, dist: Dist) -> bool:          # all stop at the same step, or the rest hang in all_reduce
         return dist.all_reduce_sum(torch.tensor([float(self.requested)], device=dist.device)).item() > 0
 
 
 def _unwrap_worker_errors(loader, save):
-    """A DataLoader's batches; a worker's DataError as its one line (no traceback), once save() has kept the steps
-    done (a checkpoint). Closing it ends the workers now (they ignore SIGTERM: not to be left for the exit)."""
+    """A DataLoader's batches; a worker's DataError as its one line, once save() kept the steps done. Closing it ends
+    the workers now (they ignore SIGTERM: not to be left for the exit)."""
     iterator = iter(loader)
     try:
         yield from iterator
@@ -2967,15 +2959,13 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank if world > 1 else device.index or 0)))
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    # TF32 (10-bit mantissa matmuls and convolutions) off, as the release and StyleGAN3
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # TF32 off, as the release
     try:
         if world > 1:          # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
             torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank,
                                                  world_size=world, timeout=torch.distributed.default_pg_timeout * 4)
-        flags = ("seed", "snap", "tick", "resume", "workers", "fp32", "metrics", "metric_videos")
-        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device),
-                        **{k: getattr(args, k) for k in flags})
+        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), **{k: getattr(args, k) for k
+                        in ("seed", "snap", "tick", "resume", "workers", "fp32", "metrics", "metric_videos")})
         if world > 1:
             torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
         if trainer.interrupted:
@@ -2988,13 +2978,13 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 
 
 def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """`world` training processes, meeting in a temporary file; a signal to us: SIGTERM to each (save, stop). One
-    failing: join SIGTERMs the rest, SIGKILL 30 s later (safe: all pass the barrier after rank 0's save first)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """`world` training processes; a signal to us: SIGTERM to each (save, stop). One failing: join SIGTERMs the rest,
+    SIGKILL 30 s later (safe: all pass the barrier after rank 0's save first)."""
+    with tempfile.TemporaryDirectory() as tmp:                   # where they meet
         context = torch.multiprocessing.start_processes(
             _train_worker, args=(world, args, cfg, f"file://{tmp}/init"), nprocs=world, join=False)
         try:
-            with GracefulStop(lambda *_: [process.terminate() for process in context.processes]):   # SIGTERMs
+            with GracefulStop(lambda *_: [process.terminate() for process in context.processes]):
                 while not context.join():
                     pass
         except torch.multiprocessing.ProcessExitedException as e:
@@ -3173,8 +3163,8 @@ def cmd_sample(args) -> None:
     t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
     n = sample(G, args.out, seconds, fps, cfg.fps, args.start, list(range(seed, seed + args.num)), motion_seeds,
                args.truncation, args.batch, w=w)
-    print(f"wrote {args.out}{' (replacing the previous file)' if replaced else ''}: {n} frames in "
-          f"{time.time() - t0:.1f} s", file=sys.stderr)
+    print(f"wrote {args.out}{' (replacing the previous file)' * replaced}: {n} frames in {time.time() - t0:.1f} s",
+          file=sys.stderr)
 
 
 def cmd_project(args) -> None:
@@ -3192,9 +3182,9 @@ def cmd_project(args) -> None:
                  motion_seed=args.motion_seed, **fit)
     _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
     print(f"wrote {args.out}: {len(frames)} frame(s), {fit['steps']} steps in {time.time() - t0:.1f} s, distance "
-          f"{fit['loss']:.4f}" + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""),
+          f"{fit['loss']:.4f}" + " (interrupted: the best fit so far)" * (stopped := fit["steps"] < args.steps),
           file=sys.stderr)
-    if fit["steps"] < args.steps:
+    if stopped:
         sys.exit(130)                                            # interrupted: said in the line above
 
 
@@ -3242,23 +3232,25 @@ def cmd_train(args) -> None:
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
                         f"has {max(data.lengths)}")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    # A step's memory: G and D's activations for every frame of the global batch (all processes' shares), times 32
-    # for the forwards' saved tensors, backward, R1's double backward (17-25 measured: CPU, tiny, 32-128^2). Checked
-    # on a CPU; a GPU's is unmeasured, and CUDA's OOM is one line.
+    # A step's memory, on a CPU (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations for each frame
+    # of the global batch, times 32 for the saved tensors, backward, R1's double backward (17-25 measured, 32-128^2).
     if device.type == "cpu":
         check_memory(32 * activation_bytes(cfg, cfg.batch * cfg.frames_per_clip, d=True), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
+    # The plan, said first (--dry-run: then the config on stdout, as JSON, lr and r1_gamma as Trainer resolves them).
+    ours = state is not None and "opt_G" in state                # (else a new run, or a snapshot: from kimg 0)
+    done = state["nimg"] / 1000 if ours else 0.0
+    plan = f"resuming {path} at {done:.2f} kimg (step {state['step']})" if ours else "a new run" if state is None \
+        else f"fine-tuning the {state.get('source', 'snapshot')} (fresh optimizers)"
+    todo = (f"; --kimg is {args.kimg:g}: nothing to train" if done >= args.kimg else f", to {args.kimg:g} kimg in "
+            f"{args.outdir}, a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
+            + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics))
     if main_process:
-        print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
-              f"{device.type}", file=sys.stderr)
-    if args.dry_run:      # the config on stdout (JSON), with lr and r1_gamma as Trainer resolves them (§1)
+        print(f"train{' (dry run)' * args.dry_run}: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, "
+              f"{world} process(es) on {device.type}: {plan}{todo}", file=sys.stderr)
+    if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
-        done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0   # (a snapshot: from 0)
-        plan = f"on from {path} ({done:.2f} kimg)" if state is not None else "a new run"
-        print(f"dry run: {path} is already at {done:.2f} kimg, --kimg is {args.kimg:g}: nothing to train"
-              if done >= args.kimg else f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with "
-              f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
-              + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
+    if args.dry_run or done >= args.kimg:
         return
     with run_lock(args.outdir) if main_process else contextlib.nullcontext():
         if world > 1 and not torchrun:
@@ -3309,12 +3301,11 @@ def build_parser() -> argparse.ArgumentParser:
             ("--truncation", NUM(-10, 10), 1.0, "truncation psi for w (1 = off)"),
             ("--batch", INT(1, 4096), 16, "time steps rendered per chunk (--num x this many frames)"),
             ("--out", None, "sample.mp4", "an .mp4 file, or a folder for PNG frames (default sample.mp4)"),
-            ("--from", None, None, "a projection (`project`'s proj.pt): its content and motion at its fps and "
-             "length unless given; --motion-seed: new motion", dict(dest="proj"))]),
+            ("--from", None, None, "a projection (proj.pt): its video, at its fps and length unless given",
+             dict(dest="proj"))]),
         project=(cmd_project, "fit a real image or short clip: w and motion tokens (Fig 2)", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory", dict(required=True)),
-            ("--target", None, None, f"an image, a video or a folder of frames (first {PROJECT_MAX_FRAMES})",
-             dict(required=True)),
+            ("--target", None, None, "an image, a video or a folder of frames (the first 64)", dict(required=True)),
             ("--steps", INT(1, 10 ** 5), 300, "optimizer steps (default 300)"),
             ("--motion-seed", SEED, 0, "the tokens' starting values (a still: its motion)"),
             ("--out", None, "proj.pt", "the projection to write (default proj.pt)")]),
@@ -3328,8 +3319,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--seed", SEED, 0, "seed of weights and of every random draw (default 0)"),
             ("--batch", INT(1, 65536), None, "videos per step over all processes (paper 64)"),
             ("--frames-per-clip", INT(1, 33), None, "k frames D sees per video (paper 3)"),
-            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2, batch 64)",
-             dict(dest="r1_gamma")),
+            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 res^2 / batch)", dict(dest="r1_gamma")),
             ("--aug", ["ada", "fixed", "none"], None, "augmentation: adaptive p, constant --p, or none"),
             ("--p", NUM(0, 1), None, "initial (ada) or constant (fixed) augmentation probability", dict(dest="aug_p")),
             ("--d-cond", ["hyper", "concat", "none"], None, "D's time conditioning: paper, release, or none"),

@@ -868,13 +868,12 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
         err = capsys.readouterr().err.strip().splitlines()
         return (exit_.value.code if exit_ else 0), [line for line in err if "%|" not in line]
     # --resume auto where there is no checkpoint yet plans a new run
-    assert train("--outdir", "new", "--resume", "auto", "--dry-run")[1][-1].startswith(
-        "dry run: would train a new run to 200 kimg in new")
+    assert ": a new run, to 200 kimg in new," in train("--outdir", "new", "--resume", "auto", "--dry-run")[1][-1]
     # the dry run knows what the run will do: continue from the checkpoint's kimg, or nothing at all
-    assert "would train on from a/checkpoint.pt (0.02 kimg) to 1 kimg" in train(
+    assert "on cpu: resuming a/checkpoint.pt at 0.02 kimg (step 1), to 1 kimg in a" in train(
         "--outdir", "a", "--resume", "auto", "--kimg", "1", "--dry-run")[1][-1]
-    assert train("--outdir", "a", "--resume", "auto", "--kimg", "0.01", "--dry-run")[1][-1] == \
-        "dry run: a/checkpoint.pt is already at 0.02 kimg, --kimg is 0.01: nothing to train"
+    assert train("--outdir", "a", "--resume", "auto", "--kimg", "0.01", "--dry-run")[1][-1].endswith(
+        "on cpu: resuming a/checkpoint.pt at 0.02 kimg (step 1); --kimg is 0.01: nothing to train")
     assert train("--outdir", "a", "--resume", "auto", "--d-cond", "none") == (2, [   # changes D's shapes: named
         "stylegan_v.py: error: a/checkpoint.pt: the checkpoint has d_cond 'hyper', this run 'none' (a resumed run "
         "keeps its data's size and fps, its networks and --aug)"])
@@ -1080,14 +1079,14 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
 
 @pytest.mark.parametrize("flags, on_gpu, cfg, said", [
     ("--preset tiny --outdir run --fp32", False, dict(num_fp16_res=0, conv_clamp=None),   # as _start_run applies it
-     "dry run: would train a new run to 200 kimg in run with 1 process(es)"),
+     "1 process(es) on cpu: a new run, to 200 kimg in run"),
     # The paper's 2048 videos a side would take I3D hours per snapshot on a CPU; a GPU keeps 2048.
     ("--preset tiny --device cpu --metrics fvd16", False, {}, "FVD16 on 64 videos a side"),
     ("--preset tiny --device cpu --metrics fvd16 --metric-videos 2048", False, {}, "FVD16 on 2048 videos a side"),
     # The design card's `train --data ffs.zip --gpus 4` trains the paper's architecture (ffs's), not tiny.
-    ("--outdir cpu", False, dict(preset="tiny", lr=0.0025), "train: preset tiny (no --preset: on a CPU)"),
+    ("--outdir cpu", False, dict(preset="tiny", lr=0.0025), "train (dry run): preset tiny (no --preset: on a CPU)"),
     ("--outdir gpu", True, dict(preset="ffs", z_dim=512, channel_base=16384, motion_delta_z=16),
-     "train: preset ffs (no --preset: on a GPU)"),
+     "train (dry run): preset ffs (no --preset: on a GPU)"),
 ])
 def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_path, monkeypatch, capsys, flags,
                                                                          on_gpu, cfg, said):
@@ -1743,7 +1742,7 @@ def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_a_killed_or_fai
     train_sec = [json.loads(line)["train_sec"] for line in open(out / "log.jsonl")]
     assert train_sec == sorted(train_sec) and train_sec[0] > 0           # the clock goes on across the resume
     r = cli_ok("train", "--data", data, *args, "--kimg", 0.1, "--outdir", out, "--resume", "auto")
-    assert "already at 0.17 kimg, --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
+    assert "at 0.17 kimg (step 7); --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
     (out := tmp_path / "run").mkdir()               # a killed run leaves nothing stale, nor does a failed start
     (out / "config.json").write_text("{}")                              # what a run that died at startup leaves
     (out / "train.lock").write_text("999999")
