@@ -2791,8 +2791,7 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
                fp32: bool, kimg: float) -> tuple:
-    """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step (it seeds every draw): all a run was.
-    (cmd_train said what the run does with its checkpoint.)"""
+    """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step (it seeds every draw): all a run was."""
     cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
@@ -2805,11 +2804,9 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
         os.makedirs(outdir, exist_ok=True)
         # log.jsonl (a resumed run's) keeps its lines up to the checkpoint: what a run killed after it logged is done
         # again, and would be read twice; a line torn by the kill (no "\n") goes too.
-        log = os.path.join(outdir, "log.jsonl")
-        lines = Path(log).read_text().splitlines(True) if os.path.isfile(log) else []
-        kept = [s for s in lines if s.endswith("\n") and json.loads(s)["kimg"] <= trainer.nimg / 1000 + 1e-9]
-        if len(kept) < len(lines):
-            _atomic_write(log, "".join(kept))
+        if os.path.isfile(log := os.path.join(outdir, "log.jsonl")):
+            _atomic_write(log, "".join(s for s in Path(log).read_text().splitlines(True)
+                                       if s.endswith("\n") and json.loads(s)["kimg"] <= trainer.nimg / 1000 + 1e-9))
         _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     return trainer, dataset
 
@@ -2869,18 +2866,19 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
     """FVD of G_ema (sampled from, not the noisier G) into log.jsonl, by rank 0; its time, 'sec', is not training."""
     import fvd
+    if not trainer.dist.main:                                    # (the others wait in the next all_reduce)
+        return
     results, start = {"kimg": trainer.nimg / 1000}, time.time()
-    for m in metrics if trainer.dist.main else ():               # 'fvd16' -> 16 frames
+    for m in metrics:                                            # 'fvd16' -> 16 frames
         try:
             results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
                                                num_videos=num_videos, device=str(trainer.dist.device), progress=False))
         except fvd.FVDError as e:
             raise UserError(f"--metrics {m}: {e}")
     clock["metric_sec"] += (sec := time.time() - start)
-    if trainer.dist.main:
-        with open(log, "a") as f:
-            f.write(json.dumps({**results, "sec": sec}) + "\n")
-        bar.write("  ".join(f"{m}: {results[m]:.2f}" for m in metrics) + "  (kimg 0)" * (trainer.nimg == 0))
+    with open(log, "a") as f:
+        f.write(json.dumps({**results, "sec": sec}) + "\n")
+    bar.write("  ".join(f"{m}: {results[m]:.2f}" for m in metrics) + "  (kimg 0)" * (trainer.nimg == 0))
 
 
 @contextlib.contextmanager
@@ -3077,12 +3075,9 @@ def _pick_device(name: Optional[str]) -> torch.device:
 
 
 # --- A projection's target and its file (§13's project) ----------------------------------------
-PROJECT_MAX_FRAMES = 64
-
-
 def read_target(path: str, resolution: int) -> tuple:
-    """An image, video or frame folder -> (uint8 [T, R, R, 3] of its first PROJECT_MAX_FRAMES, fps; None: a still),
-    cropped as prepare_data.py does."""
+    """An image, video or frame folder -> (uint8 [T, R, R, 3], its first 64 frames; fps, None for a still), cropped
+    as prepare_data.py does."""
     import prepare_data as pd
     try:
         still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
@@ -3093,8 +3088,8 @@ def read_target(path: str, resolution: int) -> tuple:
         source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
         if source is None:
             raise UserError(f"{path}: {why}")
-        fps = None if still else source.fps or 25.0                  # (prepare_data's rate for frame folders)
-        frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES), pd.iter_frames(source, fps or 25.0))]
+        fps = None if still else source.fps or pd.DEFAULT_FPS           # (frame folders: prepare_data's rate)
+        frames = [f for _, f in zip(range(64), pd.iter_frames(source, fps or pd.DEFAULT_FPS))]
         if len(frames) < 2 and not still:
             raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
     except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
@@ -3199,8 +3194,7 @@ def cmd_train(args) -> None:
             (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
             (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
             (device.type == "cpu" and args.amp_dtype == "float16", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
-            (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: not with --gpus (a "
-             f"process a GPU: CUDA_VISIBLE_DEVICES picks them)"),
+            (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: not with --gpus"),
             (not torchrun and args.device != "cpu" and world > max(gpus, 1),
              f"--gpus {world}: only {gpus} CUDA device(s) present" + ("" if gpus else " (--device cpu: on CPUs)"))):
         if refused:
@@ -3225,8 +3219,7 @@ def cmd_train(args) -> None:
     if run and args.resume != "auto" and main_process:
         raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3] + ['...'][:len(run) > 3])}); "
                         f"continue it with --resume auto, or train into a new --outdir")
-    if args.resume == "auto" and not os.path.isfile(os.path.join(args.outdir, "checkpoint.pt")):
-        args.resume = None
+    args.resume = None if args.resume == "auto" and not os.path.isfile(checkpoint_path(args.outdir)) else args.resume
     cfg, data, _, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32)
     if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
@@ -3268,8 +3261,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _in_range(kind, lo, hi, lo_open=False):
-    """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open); not a number: argparse's
-    "invalid int value"."""
+    """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open)."""
     def parse(text: str):
         if not (math.isfinite(x := kind(text)) and lo <= x <= hi) or lo_open and x == lo:   # (4294967295, not 4.3e+09)
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {'(' if lo_open else '['}"
