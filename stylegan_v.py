@@ -2802,11 +2802,12 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
             raise UserError(f"{path}: checkpoint does not fit this model ({_first_line(e)})")
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
-        # log.jsonl (a resumed run's) keeps its lines up to the checkpoint: what a run killed after it logged is done
-        # again, and would be read twice; a line torn by the kill (no "\n") goes too.
+        # log.jsonl keeps its lines up to the checkpoint resumed from (a new run: none): what a run killed after it
+        # logged is done again, and would be read twice; a line torn by the kill (no "\n") goes too.
         if os.path.isfile(log := os.path.join(outdir, "log.jsonl")):
+            upto = trainer.nimg / 1000 + 1e-9 if resume else -1.0
             _atomic_write(log, "".join(s for s in Path(log).read_text().splitlines(True)
-                                       if s.endswith("\n") and json.loads(s)["kimg"] <= trainer.nimg / 1000 + 1e-9))
+                                       if s.endswith("\n") and json.loads(s)["kimg"] <= upto))
         _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     return trainer, dataset
 
