@@ -2410,7 +2410,7 @@ def cmd_plot(args) -> None:
 # it enters (open_dataset, load_checkpoint -> check_config, the flags' ranges), sizes bounded before anything of
 # that size is read or built; one atomic writer (_atomic_write; FrameSink for streams) and one rule for what a
 # killed writer left (remove_stale_partials); a signal becomes a clean stop (GracefulStop: train saves first);
-# one training per run directory (RunLock); one error path (_exit_on_error: one line, exit status 2).
+# one training per run directory (run_lock); one error path (_exit_on_error: one line, exit status 2).
 
 
 # --- The dataset, checked when it is opened (§11) ----------------------------------------------
@@ -3294,8 +3294,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--truncation", NUM(-10, 10), 1.0, "truncation psi for w (1 = off)"),
             ("--batch", INT(1, 4096), 16, "time steps rendered per chunk (--num x this many frames)"),
             ("--out", None, "sample.mp4", "an .mp4 file, or a folder for PNG frames (default sample.mp4)"),
-            ("--from", None, None, "a projection (proj.pt): its video, at its fps and length unless given",
-             dict(dest="proj"))]),
+            ("--from", None, None, "a projection (proj.pt): its video, its fps and length", dict(dest="proj"))]),
         project=(cmd_project, "fit a real image or short clip: w and motion tokens (Fig 2)", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory", dict(required=True)),
             ("--target", None, None, "an image, a video or a folder of frames (the first 64)", dict(required=True)),
