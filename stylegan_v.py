@@ -2814,9 +2814,9 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
 
 def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
     """The run's last line, after the closed bar: done or interrupted, what was saved, and a diverged run said."""
-    print(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
-          if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
-          f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})" + (f"; warning: the losses diverged at "
+    print((f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
+           if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
+           f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})") + (f"; warning: the losses diverged at "
           f"{trainer.diverged:.2f} kimg (log.jsonl says where): lower --lr" if trainer.diverged else ""), flush=True)
 
 

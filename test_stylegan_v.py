@@ -959,7 +959,7 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
         assert_refused(["sample", "--from", "proj.pt", *flag, "--out", "w"], ["--from proj.pt", f"{flag[0]} does not"],
                        capsys)
     torch.save({**torch.load("proj.pt"), "tokens": "x"}, "bad.pt")                  # a field of the wrong kind
-    assert_refused(["sample", "--from", "bad.pt", "--out", "w"], ["bad.pt: not a projection"], capsys)
+    assert_refused(["sample", "--from", "bad.pt", "--out", "w"], ["bad.pt: not a projection: its 'tokens' is"], capsys)
     assert_refused(["sample", "--from", "/dev/zero", "--out", "w"], ["/dev/zero: not a regular file"], capsys)
     assert_refused(["sample", "--ckpt", "proj.pt", "--out", "w"],
                    ["proj.pt: not a StyleGAN-V checkpoint (it is a projection"], capsys)
