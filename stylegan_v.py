@@ -2289,7 +2289,7 @@ def cmd_plot(args) -> None:
 # What lets §11-§13 survive real use, a few mechanisms used everywhere: each input checked where it enters
 # (VideoFolder, load_checkpoint -> check_config, the flags' ranges), sizes bounded before anything of that size is
 # read or built; one atomic writer (_atomic_write; FrameSink for streams), one rule for what a killed writer left
-# (remove_stale_partials); a signal, a clean stop (GracefulStop); one training a run (RunLock); one error line.
+# (remove_stale_partials); a signal, a clean stop (GracefulStop); one training a run (run_lock); one error line.
 
 
 # --- The dataset, checked when it is opened (§11) ----------------------------------------------
@@ -2574,31 +2574,25 @@ def cmd_convert(args) -> None:
 
 # --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12) -----------
 # The networks' fields (arch .. mbstd_strided but data and dtype, k, T): a run resuming a snapshot takes them from it.
+# A resumed checkpoint of ours fixes them (--fp32's aside), its data's size and time unit and its augmentation: KEPT.
 _NAMES = [f.name for f in dataclasses.fields(Config)]
 ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
+KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_FIELDS} - {"num_fp16_res", "conv_clamp"}]
 
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
-    """The dataset (its resolution, fps) and checkpoint -> (cfg, data, clips, state or None, its path), checked by
-    cmd_train, redone by each process: ours must fit the run's networks; an authors' snapshot brings them."""
+    """The dataset and checkpoint, checked (by cmd_train, then each process) -> (cfg, data, clips, state, its path)."""
     data = VideoFolder(data_path)
     cfg, state, path = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps), None, None
     if resume:
         state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
-        old = Config(**state["cfg"])
-        if "opt_G" not in state and "source" in state:           # an authors' snapshot (or its convert)
-            if old.resolution != cfg.resolution:
-                raise UserError(f"{path}: the snapshot is {old.resolution}^2, the dataset {cfg.resolution}^2")
+        old, snapshot = Config(**state["cfg"]), "opt_G" not in state and "source" in state
+        if snapshot:                             # an authors' snapshot (or its convert) brings its networks, any fps
             cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
-        elif (old.preset, old.resolution) != (cfg.preset, cfg.resolution):
-            raise UserError(f"{path}: checkpoint is preset '{old.preset}' at {old.resolution}^2, "
-                            f"this run is '{cfg.preset}' at {cfg.resolution}^2")
-        elif (was := state.get("aug", {}).get("mode", cfg.aug)) != cfg.aug:
-            raise UserError(f"{path}: the checkpoint was trained with --aug {was}, this run has --aug {cfg.aug}")
-        for field, flag in (("frames_per_clip", "--frames-per-clip"), ("d_cond", "--d-cond")):   # D's shapes
-            if (was := getattr(old, field)) != getattr(cfg, field):
-                raise UserError(f"{path}: the checkpoint's D was built for {flag} {was}, this run asks for "
-                                f"{getattr(cfg, field)} (a resumed run keeps its networks: pass {flag} {was})")
+        for f in ["resolution"] if snapshot else KEPT:
+            if (was := getattr(old, f)) != (now := getattr(cfg, f)):
+                raise UserError(f"{path}: the checkpoint has {f} {was!r}, this run {now!r} (a resumed run keeps its "
+                                f"data's size and fps, its networks and --aug)")
     if fp32:                                     # --fp32: no fp16 layers, and (as the release) no clamping either
         cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
     return cfg, data, ClipDataset(data, cfg), state, path
@@ -2615,41 +2609,28 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
             raise UserError(f"{path}: checkpoint does not fit this model ({_first_line(e)})")
-    if dist.main and state is not None:                          # what the run does with it, said first
-        print(f"fine-tuning the {state.get('source', 'snapshot')}: G, G_ema, D and ADA's p = {trainer.aug.p:.3f} "
-              f"from it, fresh optimizers, counting kimg from 0" if "opt_G" not in state else
-              f"{path}: already at {trainer.nimg / 1000:.2f} kimg, --kimg is {kimg:g}: nothing to train (a larger "
-              f"--kimg continues it)" if trainer.nimg >= int(kimg * 1000) else
-              f"resuming {path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_idx})", file=sys.stderr)
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
-        # log.jsonl keeps its lines up to the checkpoint resumed from (a fresh run: none): what a run killed after
-        # its last checkpoint logged is done again, and would be read twice; a line torn by the kill goes too.
-        log, upto = os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 if resume else -1.0
-        lines = Path(log).read_text().splitlines(True) if os.path.isfile(log) else []
-
-        def kimg(line: str) -> float:                          # (a torn line: inf)
-            with contextlib.suppress(Exception):
-                return float(json.loads(line)["kimg"])
-            return math.inf
-        if len(kept := [line for line in lines if kimg(line) <= upto + 1e-9]) < len(lines):
-            _atomic_write(log, "".join(kept))
+        # log.jsonl keeps its lines up to the checkpoint resumed from (a new run: none): what a run killed after it
+        # logged is done again, and would be read twice; a line torn by the kill (no "\n") goes too.
+        if os.path.isfile(log := os.path.join(outdir, "log.jsonl")):
+            upto = trainer.nimg / 1000 + 1e-9 if resume else -1.0
+            _atomic_write(log, "".join(s for s in Path(log).read_text().splitlines(True)
+                                       if s.endswith("\n") and json.loads(s)["kimg"] <= upto))
         _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     return trainer, dataset
 
 
 def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
     """The run's last line, after the closed bar: done or interrupted, what was saved, and a diverged run said."""
-    print(f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
-          if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
-          f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})", flush=True)
-    if trainer.diverged:
-        print(f"warning: the losses diverged at {trainer.diverged:.2f} kimg (log.jsonl says where): this run "
-              f"learned nothing since; lower --lr", flush=True)
+    print((f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
+           if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
+           f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})") + (f"; warning: the losses diverged at "
+          f"{trainer.diverged:.2f} kimg (log.jsonl says where): lower --lr" if trainer.diverged else ""), flush=True)
 
 
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
-    """One log.jsonl line: this tick's mean losses, s/kimg (metrics excluded), training time so far."""
+    """A line appended to log.jsonl (`tail -f` follows it): the tick's mean losses, s/kimg (no metrics), time so far."""
     sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
     sec_per_kimg = sec / max((trainer.nimg - tick["nimg"]) / 1000, 1e-9)
     record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
@@ -2663,7 +2644,7 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
     bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} "
                         f"p {record['p']:.3f}" + " DIVERGED" * bool(record.get("diverged")))
     if trainer.dist.main:
-        with open(log, "a") as f:                                # a line at a time: `tail -f` follows a run
+        with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
     tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
 
@@ -2693,67 +2674,41 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
 
 
 def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
-    """FVD of G_ema (what you sample from, not the noisier G) into log.jsonl; 'sec', its time, is not training time."""
-    results, start = {}, time.time()
-    if trainer.dist.main:
-        import fvd
-        for m in metrics:                                        # 'fvd16' -> 16 frames
-            try:
-                results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
-                                                   num_videos=num_videos, device=str(trainer.dist.device),
-                                                   progress=False))
-            except fvd.FVDError as e:
-                raise UserError(f"--metrics {m}: {e}")
-    results["sec"] = time.time() - start
-    clock["metric_sec"] += results["sec"]
-    if trainer.dist.main:
-        with open(log, "a") as f:
-            f.write(json.dumps({"kimg": trainer.nimg / 1000, **results}) + "\n")
-        bar.write("  ".join(f"{k}: {v:.2f}" for k, v in results.items() if k != "sec")
-                  + "  (kimg 0)" * (trainer.nimg == 0))
+    """FVD of G_ema (sampled from, not the noisier G) into log.jsonl, by rank 0; its time, 'sec', is not training."""
+    import fvd
+    if not trainer.dist.main:                                    # (the others wait in the next all_reduce)
+        return
+    results, start = {"kimg": trainer.nimg / 1000}, time.time()
+    for m in metrics:                                            # 'fvd16' -> 16 frames
+        try:
+            results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
+                                               num_videos=num_videos, device=str(trainer.dist.device), progress=False))
+        except fvd.FVDError as e:
+            raise UserError(f"--metrics {m}: {e}")
+    clock["metric_sec"] += (sec := time.time() - start)
+    with open(log, "a") as f:
+        f.write(json.dumps({**results, "sec": sec}) + "\n")
+    bar.write("  ".join(f"{m}: {results[m]:.2f}" for m in metrics) + "  (kimg 0)" * (trainer.nimg == 0))
 
 
-class RunLock:
-    """One training per run directory: a new run never writes into one holding a run, nor beside a live one. Entered:
-    an fcntl lock on train.lock (freed however the process dies; it holds the pid), then a killed run's partials go."""
-
-    def __init__(self, outdir: str, resuming: bool):
-        self.outdir, lock = outdir, os.path.join(outdir, "train.lock")
-        if os.path.exists(outdir) and not os.path.isdir(outdir):
-            raise UserError(f"{outdir}: is a file, not a run directory (choose another --outdir)")
-        if os.path.isfile(lock):
-            with open(lock) as f:
-                self._flock(f, shared=True)                       # (a shared lock only asks whether one runs)
-        # What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
-        entries = sorted(set(os.listdir(outdir)) - {"config.json", "train.lock"}) if os.path.isdir(outdir) else []
-        if entries and not resuming:
-            raise UserError(f"{outdir}: a run is already there ({', '.join(entries[:3] + ['...'][:len(entries) > 3])});"
-                            f" continue it with --resume auto, or train into a new --outdir")
-
-    def _flock(self, file, shared: bool = False) -> None:
+@contextlib.contextmanager
+def run_lock(outdir: str):
+    """One training in a run directory at a time: an fcntl lock on train.lock while it runs (freed however the
+    process dies; the file holds the pid), taken before a killed run's partials go."""
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "train.lock"), "a+") as file:
         try:
             if fcntl is not None:
-                fcntl.flock(file.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             file.seek(0)
-            pid = file.read().strip() or "?"
-            file.close()
-            raise UserError(f"{self.outdir}: another training is running in this directory (pid {pid}); wait for it "
-                            f"or stop it, or train into another --outdir") from None
-
-    def __enter__(self) -> "RunLock":
-        check_writable(self.outdir, folder=True)
-        os.makedirs(self.outdir, exist_ok=True)
-        self.file = open(os.path.join(self.outdir, "train.lock"), "a+")
-        self._flock(self.file)
-        self.file.truncate(0)                    # ("a+": the pid goes at 0)
-        print(os.getpid(), file=self.file, flush=True)
-        for folder in (self.outdir, os.path.join(self.outdir, "samples")):
+            raise UserError(f"{outdir}: another training is running in this directory (pid {file.read().strip()})"
+                            f"; wait for it or stop it, or train into another --outdir") from None
+        file.truncate(0)                         # ("a+": the pid goes at 0)
+        print(os.getpid(), file=file, flush=True)
+        for folder in (outdir, os.path.join(outdir, "samples")):
             remove_stale_partials(folder, every=True)
-        return self
-
-    def __exit__(self, *_):
-        self.file.close()                        # closing the file releases the lock
+        yield
 
 
 # --- Signals and processes --------------------------------------------------------------------
@@ -2783,14 +2738,13 @@ class GracefulStop:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
 
-    def anywhere(self, dist: Dist) -> bool:
-        """Did any process get a signal? All stop at the same step, or the others would hang in the next all_reduce."""
+    def anywhere(self, dist: Dist) -> bool:          # all stop at the same step, or the rest hang in all_reduce
         return dist.all_reduce_sum(torch.tensor([float(self.requested)], device=dist.device)).item() > 0
 
 
 def _unwrap_worker_errors(loader, save):
-    """A DataLoader's batches; a worker's DataError as its one line (no traceback), once save() has kept the steps
-    done (a checkpoint). Closing it ends the workers now (they ignore SIGTERM: not to be left for the exit)."""
+    """A DataLoader's batches; a worker's DataError as its one line, once save() kept the steps done. Closing it ends
+    the workers now (they ignore SIGTERM: not to be left for the exit)."""
     iterator = iter(loader)
     try:
         yield from iterator
@@ -2813,19 +2767,16 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank if world > 1 else device.index or 0)))
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    # TF32 (10-bit mantissa matmuls and convolutions) off, as the release and StyleGAN3
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # TF32 off, as the release
     try:
         if world > 1:          # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
-            import datetime
-            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method,
-                                                 rank=rank, world_size=world, timeout=datetime.timedelta(hours=2))
-        interrupted = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), seed=args.seed,
-                            snap=args.snap, tick=args.tick, resume=args.resume, workers=args.workers, fp32=args.fp32,
-                            metrics=args.metrics, metric_videos=args.metric_videos).interrupted
+            torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank,
+                                                 world_size=world, timeout=torch.distributed.default_pg_timeout * 4)
+        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), **{k: getattr(args, k) for k
+                        in ("seed", "snap", "tick", "resume", "workers", "fp32", "metrics", "metric_videos")})
         if world > 1:
             torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
-        if interrupted:
+        if trainer.interrupted:
             sys.exit(130)                      # (through _exit_on_error unchanged)
     except BaseException as e:                 # the tool's one error path, in every process
         _exit_on_error(e, quiet=rank != 0)
@@ -2835,40 +2786,34 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 
 
 def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """`world` training processes, meeting on a free local port; a signal to us: SIGTERM to each (save, stop). One
-    failing: join SIGTERMs the rest, SIGKILL 30 s later (safe: all pass the barrier after rank 0's save first)."""
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    context = torch.multiprocessing.start_processes(
-        _train_worker, args=(world, args, cfg, f"tcp://127.0.0.1:{port}"), nprocs=world, join=False)
-
-    def forward(_signum, _frame):
-        for process in context.processes:
-            process.terminate()                # SIGTERM (none to a process gone)
-    try:
-        with GracefulStop(forward):
-            while not context.join():
-                pass
-    except torch.multiprocessing.ProcessExitedException as e:
-        sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
+    """`world` training processes; a signal to us: SIGTERM to each (save, stop). One failing: join SIGTERMs the rest,
+    SIGKILL 30 s later (safe: all pass the barrier after rank 0's save first)."""
+    with tempfile.TemporaryDirectory() as tmp:                   # where they meet
+        context = torch.multiprocessing.start_processes(
+            _train_worker, args=(world, args, cfg, f"file://{tmp}/init"), nprocs=world, join=False)
+        try:
+            with GracefulStop(lambda *_: [process.terminate() for process in context.processes]):
+                while not context.join():
+                    pass
+        except torch.multiprocessing.ProcessExitedException as e:
+            sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
 
 
 # --- Sizes and settings: the one check of a Config, memory before the work, devices ------------------
 # Every Config field's type and range (flags, checkpoints, snapshots): a size read from a file is bounded before
 # anything of that size is built. Wide (the paper's are far inside) but finite: 10^6 mapping layers is no model.
-_I, _F = (int,), (int, float)
+_I, _F, _OFF = (int,), (int, float), (int, float, type(None))          # _OFF: a number, or None (off)
 CONFIG_RANGES = dict(
     resolution=(_I, 8, 2048), fps=(_F, 1e-3, 1000), z_dim=(_I, 1, 4096), w_dim=(_I, 1, 4096),
     motion_dim=(_I, 1, 4096), mapping_layers=(_I, 1, 16), channel_base=(_I, 1, 2 ** 20), channel_max=(_I, 1, 4096),
     motion_delta_z=(_I, 1, 2 ** 16), motion_kernel=(_I, 1, 64), motion_layers=(_I, 1, 16),
     period_min=(_F, 1e-3, 1e9), period_max=(_F, 1e-3, 1e9), time_enc_dim=(_I, 1, 4096), num_fp16_res=(_I, 0, 16),
-    d_channel_base=(_I, 1, 2 ** 20), d_channel_max=(_I, 1, 4096), d_concat_res=(_I, 4, 2048), d_time_dim=(_I, 1, 4096),
-    d_frame_div=(_I, 1, 64), mbstd_group=(_I, 1, 64), batch=(_I, 1, 65536), frames_per_clip=(_I, 1, 33),
-    max_span=(_I, 1, 2 ** 16), max_time=(_I, 1, 2 ** 20), lr=(_F, -1, 1), r1_gamma=(_F, -1, 1e4),
-    r1_interval=(_I, 1, 10 ** 4), g_reg_interval=(_I, 0, 10 ** 4), ema_kimg=(_F, 1e-6, 1e6), aug_p=(_F, 0, 1),
-    ada_target=(_F, 0, 1), ada_kimg=(_F, 1e-6, 1e6))
+    conv_clamp=(_OFF, 1e-3, 1e9), d_channel_base=(_I, 1, 2 ** 20), d_channel_max=(_I, 1, 4096),
+    d_concat_res=(_I, 4, 2048), d_time_dim=(_I, 1, 4096), d_frame_div=(_I, 1, 64), mbstd_group=(_I, 1, 64),
+    batch=(_I, 1, 65536), frames_per_clip=(_I, 1, 33), max_span=(_I, 1, 2 ** 16), max_time=(_I, 1, 2 ** 20),
+    lr=(_F, -1, 1), r1_gamma=(_F, -1, 1e4), r1_interval=(_I, 1, 10 ** 4), g_reg_interval=(_I, 0, 10 ** 4),
+    ema_kimg=(_F, 1e-6, 1e6), ema_rampup=(_OFF, 1e-6, 1e6), aug_p=(_F, 0, 1), ada_target=(_F, 0, 1),
+    ada_kimg=(_F, 1e-6, 1e6))
 CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, d_cond=("hyper", "concat", "none"),
                       span_dist=("uniform", "release"), aug=("ada", "fixed", "none"), mirror=(True, False),
                       mbstd_strided=(True, False))
@@ -2876,19 +2821,16 @@ CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, 
 
 def check_config(fields: dict) -> Config:
     """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
-    number = lambda v, types: isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v)   # noqa: E731
     cfg = Config(**fields)                                                # (an unknown field: a TypeError)
     for name, (types, lo, hi) in CONFIG_RANGES.items():
-        if not (number(v := getattr(cfg, name), types) and lo <= v <= hi):
-            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+        if not isinstance(v := getattr(cfg, name), types) or isinstance(v, bool) or (
+                v is not None and not (math.isfinite(v) and lo <= v <= hi)):
+            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}]{' or null' * (types is _OFF)}, got {v!r}")
         if name in ("resolution", "d_concat_res") and v & (v - 1):
             raise ValueError(f"{name} must be a power of two, got {v}")
     for name, choices in CONFIG_CHOICES.items():
         if not any(type(v := getattr(cfg, name)) is type(c) and v == c for c in choices):   # (a bool, not 0 or 1)
             raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
-    for name in ("conv_clamp", "ema_rampup"):                             # a positive number, or None (off)
-        if (v := getattr(cfg, name)) is not None and not (number(v, _F) and v > 0):
-            raise ValueError(f"{name} must be a positive number or null, got {v!r}")
     for wrong, why in ((cfg.period_max < cfg.period_min, f"period_max {cfg.period_max:g} is below period_min"),
                        (cfg.frames_per_clip - 1 > cfg.max_span, f"frames_per_clip {cfg.frames_per_clip} spans more "
                         f"than max_span {cfg.max_span} frames"),
@@ -2925,20 +2867,17 @@ def check_memory(need: int, device: torch.device, what: str, lower: str) -> None
                         f"on this {device.type}: lower {lower}")
 
 
-def training_step_bytes(cfg: Config, videos: int) -> int:
-    """One training step's memory from the shapes: float32 activations of G and D, C(r) r^2 a frame summed over r,
-    times 32 for the forwards' saved tensors, backward, R1's double backward (17-25 measured: CPU, tiny, 32-128^2)."""
+def activation_bytes(cfg: Config, frames: int, d: bool = False) -> int:
+    """Memory from the shapes: `frames` frames' float32 activations in G (and D), C(r) r^2 a frame summed over r."""
     res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
-    return 32 * 4 * videos * cfg.frames_per_clip * sum((cfg.channels(r) + cfg.d_channels(r)) * r * r for r in res)
+    return 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
 
 
 def _pick_device(name: Optional[str]) -> torch.device:
     """--device, checked now: a misspelt name or a missing GPU is one line, not a CPU run or a late failure."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name):             # (mps, meta, xla, ...: not tested here)
-        raise UserError(f"--device {name}: not a device this program runs on (cpu, cuda, cuda:1, ...)")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name := name or ("cuda" if count else "cpu")):   # (not mps, meta, ...)
+        raise UserError(f"--device {name}: not a device this program runs on (cpu, cuda, cuda:1, ...)")
     if name.startswith("cuda") and int(name[5:] or 0) >= count:
         raise UserError(f"--device {name}: " + (f"only {count} CUDA device(s) present" if count else
                                                  "no CUDA device is available"))
@@ -2946,11 +2885,9 @@ def _pick_device(name: Optional[str]) -> torch.device:
 
 
 # --- A projection's target and its file (§13's project) ----------------------------------------
-PROJECT_MAX_FRAMES = 64
-
-
 def read_target(path: str, resolution: int) -> tuple:
-    """An image, video or frame folder -> (uint8 [T, R, R, 3], fps; None: a still), cropped as prepare_data.py does."""
+    """An image, video or frame folder -> (uint8 [T, R, R, 3], its first 64 frames; fps, None for a still), cropped
+    as prepare_data.py does."""
     import prepare_data as pd
     try:
         still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
@@ -2961,17 +2898,15 @@ def read_target(path: str, resolution: int) -> tuple:
         source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
         if source is None:
             raise UserError(f"{path}: {why}")
-        fps = None if still else source.fps or 25.0                  # (prepare_data's rate for frame folders)
-        frames = [f for _, f in zip(range(PROJECT_MAX_FRAMES + 1), pd.iter_frames(source, fps or 25.0))]
-        if len(frames) > PROJECT_MAX_FRAMES:
-            print(f"note: {path}: its first {PROJECT_MAX_FRAMES} frames are projected", file=sys.stderr)
+        fps = None if still else source.fps or pd.DEFAULT_FPS           # (frame folders: prepare_data's rate)
+        frames = [f for _, f in zip(range(64), pd.iter_frames(source, fps or pd.DEFAULT_FPS))]
         if len(frames) < 2 and not still:
             raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
     except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
         raise UserError(str(e)) from None
     except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
         raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
-    return np.stack([pd.center_crop_resize(f, resolution) for f in frames[:PROJECT_MAX_FRAMES]]), fps
+    return np.stack([pd.center_crop_resize(f, resolution) for f in frames]), fps
 
 
 def weights_id(G) -> str:
@@ -2980,26 +2915,19 @@ def weights_id(G) -> str:
                                    for name, v in G.state_dict().items())).hexdigest()[:16]
 
 
-def load_projection(path: str, G=None) -> dict:
-    """A file `project` wrote (read as checkpoints are: never code); with G, refused unless fitted to G's weights."""
+def load_projection(path: str) -> dict:
+    """A file `project` wrote (read as checkpoints are: never code), every field of it checked."""
     state = load_checkpoint(path, "projection")
-    kinds = dict(weights=str, ckpt=str, w=torch.Tensor, tokens=torch.Tensor, times=torch.Tensor, fps=(int, float),
-                 first=int, motion_seed=int)
-    if not isinstance(state, dict) or state.get("projection") != 1 or not all(
-            isinstance(state.get(k), t) for k, t in kinds.items()) or not 0 < state["fps"] <= MAX_DATASET_FPS:
+    if not isinstance(state, dict) or state.get("projection") != 1:
         raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")
-    if G is not None and state["weights"] != weights_id(G):
-        raise UserError(f"{path} was projected into other weights (checkpoint {state['ckpt']}, weights "
-                        f"{state['weights']}; these are {weights_id(G)}): pass its --ckpt")
-    if G is not None and (state["w"].shape != (G.cfg.w_dim,) or state["tokens"].shape[1:] != (G.cfg.motion_dim,)):
-        raise UserError(f"{path}: its w {tuple(state['w'].shape)} or tokens {tuple(state['tokens'].shape)} do not fit "
-                        f"the generator")
+    for key, kind in dict(weights=str, ckpt=str, w=torch.Tensor, tokens=torch.Tensor, times=torch.Tensor,
+                          fps=(int, float), first=int, motion_seed=int).items():
+        if not isinstance(state.get(key), kind) or key == "fps" and not 0 < state[key] <= MAX_DATASET_FPS:
+            raise UserError(f"{path}: not a projection: its '{key}' is missing or wrong")
     return state
 
 
 # --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
-
-
 def cmd_sample(args) -> None:
     """`sample`: a checkpoint, a projection (--from) or an untrained preset -> an .mp4 or a folder of PNGs."""
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
@@ -3007,45 +2935,41 @@ def cmd_sample(args) -> None:
     proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)
     given = [f for f, v in (("--num", args.num > 1), ("--preset", args.preset), ("--seed", args.seed is not None)) if v]
     if proj and given:
-        raise UserError(f"--from {args.proj} renders its one projected video with its own content: {given[0]} "
-                        f"does not apply")
-    if proj and not args.ckpt and not os.path.exists(proj["ckpt"]):
-        raise UserError(f"{args.proj} was projected into {proj['ckpt']}, which is gone: pass that checkpoint as --ckpt")
-    args.ckpt, args.seed = args.ckpt or (proj and proj["ckpt"]), args.seed or 0
+        raise UserError(f"--from {args.proj} renders its one projected video: {given[0]} does not apply")
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
+    args.ckpt, seed = args.ckpt or (proj and proj["ckpt"]), args.seed or 0
     if args.ckpt:
         (G, cfg), source = load_generator(args.ckpt, device), checkpoint_path(args.ckpt)
     else:
-        cfg, _ = make_config(args.preset or "tiny"), torch.manual_seed(args.seed)
+        cfg, _ = make_config(args.preset or "tiny"), torch.manual_seed(seed)
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
-    fps, seeds = args.fps or cfg.fps, list(range(args.seed, args.seed + args.num))    # video i: seed + i
-    mseed = args.seed if args.motion_seed is None else args.motion_seed
-    motion_seeds, w = list(range(mseed, mseed + args.num)), None
+    fps, w, mseed = args.fps or cfg.fps, None, seed if args.motion_seed is None else args.motion_seed
+    motion_seeds = list(range(mseed, mseed + args.num))                   # video i: seed + i, motion seed + i
     if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
-        load_projection(args.proj, G)
+        fits = proj["w"].shape == (cfg.w_dim,) and proj["tokens"].shape[1:] == (cfg.motion_dim,)
+        if not fits or proj["weights"] != weights_id(G):
+            raise UserError(f"{args.proj} was projected into other weights (checkpoint {proj['ckpt']}, weights "
+                            f"{proj['weights']}; these are {weights_id(G)}): pass its --ckpt")
         w = G.mapping.w_avg.lerp(proj["w"].to(device), args.truncation)[None]    # [1, w_dim], truncated
         motion_seeds = [(proj["motion_seed"], proj["first"], proj["tokens"]) if args.motion_seed is None else mseed]
         fps = args.fps or proj["fps"]
-        args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else 4.0)
-    args.seconds, chunk = args.seconds or 4.0, min(args.batch, max(1, round((args.seconds or 4.0) * fps)))
-    # A chunk's memory: its frames (float32, uint8, the grid), and G's activations, 4 live tensors of C(r) r^2 a
-    # frame, for ROW_BLOCK rows at a time on a CPU (§13).
-    frames, rows = args.num * chunk, min(args.num * chunk, ROW_BLOCK) if device.type == "cpu" else args.num * chunk
-    per_frame = sum(cfg.channels(2 ** i) * 4 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1))
-    check_memory(frames * 3 * cfg.resolution ** 2 * 6 + rows * per_frame * 4 * 4, device,
+        args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else None)
+    seconds, chunk = args.seconds or 4.0, min(args.batch, max(1, round((args.seconds or 4.0) * fps)))
+    # A chunk's memory: its frames (float32, uint8, the grid: 6 bytes a value), and G's activations, 4 live tensors a
+    # layer, for ROW_BLOCK rows at a time on a CPU (§13).
+    rows = min(args.num * chunk, ROW_BLOCK) if device.type == "cpu" else args.num * chunk
+    check_memory(args.num * chunk * 3 * cfg.resolution ** 2 * 6 + 4 * activation_bytes(cfg, rows), device,
                  f"rendering {args.num} video(s) {chunk} frames at a time at {cfg.resolution}^2", "--batch or --num")
-    print(f"sampling {args.num} video(s) of {args.seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
+    print(f"sampling {args.num} video(s) of {seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
     t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
-    n = sample(G, args.out, args.seconds, fps, cfg.fps, args.start, seeds, motion_seeds,
+    n = sample(G, args.out, seconds, fps, cfg.fps, args.start, list(range(seed, seed + args.num)), motion_seeds,
                args.truncation, args.batch, w=w)
-    import resource
-    dt, peak_mb = time.time() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # (not ffmpeg's)
-    print(f"wrote {args.out}{' (replacing the previous file)' if replaced else ''}: {n} frames in {dt:.1f} s "
-          f"({n / dt:.1f} frames/s), peak memory {peak_mb:.0f} MB", file=sys.stderr)
+    print(f"wrote {args.out}{' (replacing the previous file)' * replaced}: {n} frames in {time.time() - t0:.1f} s",
+          file=sys.stderr)
 
 
 def cmd_project(args) -> None:
@@ -3063,9 +2987,9 @@ def cmd_project(args) -> None:
                  motion_seed=args.motion_seed, **fit)
     _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
     print(f"wrote {args.out}: {len(frames)} frame(s), {fit['steps']} steps in {time.time() - t0:.1f} s, distance "
-          f"{fit['loss']:.4f}" + (" (interrupted: the best fit so far)" if fit["steps"] < args.steps else ""),
+          f"{fit['loss']:.4f}" + " (interrupted: the best fit so far)" * (stopped := fit["steps"] < args.steps),
           file=sys.stderr)
-    if fit["steps"] < args.steps:
+    if stopped:
         sys.exit(130)                                            # interrupted: said in the line above
 
 
@@ -3073,24 +2997,23 @@ def cmd_train(args) -> None:
     """`train`: every input checked before any work (--dry-run: the plan), then, locked, 1 process, N, or torchrun's."""
     device = _pick_device(args.device)
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
+    main_process = not torchrun or os.environ["RANK"] == "0"           # it checks and locks the run directory
     world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
     for refused, message in (              # flags that contradict each other or the machine: not silently ignored
             (args.aug_p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
             (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
             (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
-            (device.type == "cpu" and args.amp_dtype == "float16",     # CPUs emulate fp16: measured ~70x slower
-             "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
-            (world > 1 and (args.device or "").startswith("cuda:"),
-             f"--device {args.device}: each process takes its rank's GPU (choose them with CUDA_VISIBLE_DEVICES)"),
+            (device.type == "cpu" and args.amp_dtype == "float16", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
+            (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: not with --gpus"),
             (not torchrun and args.device != "cpu" and world > max(gpus, 1),
              f"--gpus {world}: only {gpus} CUDA device(s) present" + ("" if gpus else " (--device cpu: on CPUs)"))):
         if refused:
             raise UserError(message)
     # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
-    chosen, args.preset = args.preset, args.preset or ("ffs" if device.type == "cuda" else "tiny")
-    flags = {k: v for k, v in vars(args).items() if k in _NAMES and k != "preset" and v is not None}   # (Config's)
+    why = "" if args.preset else f" (no --preset: on a {'GPU' if device.type == 'cuda' else 'CPU'})"
+    args.preset = args.preset or ("ffs" if device.type == "cuda" else "tiny")
     try:
-        cfg = make_config(args.preset, **flags)
+        cfg = make_config(**{k: v for k, v in vars(args).items() if k in _NAMES and v is not None})   # (Config's)
     except ValueError as e:                                     # flags each in range, but not together
         raise UserError(f"--preset {args.preset} with these flags: {e}") from None
     # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
@@ -3098,40 +3021,41 @@ def cmd_train(args) -> None:
     args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
     args.snap = args.snap or min(200.0, args.kimg / 5)
     args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
-    # `resuming`: this run continues the one in --outdir (--resume auto, or its checkpoint); any other checkpoint
-    # starts a new run from it, which RunLock keeps out of a directory holding a run of its own.
+    # --resume auto continues the run in --outdir (none there yet: a new run); a new run needs a directory without
+    # one. What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
     args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}")
-    own = os.path.join(args.outdir, "checkpoint.pt")
-    resuming = args.resume == "auto" or (args.resume is not None and os.path.isfile(own) and
-                                         os.path.samefile(checkpoint_path(args.resume), own))
-    if args.resume == "auto" and not os.path.isfile(own):       # nothing to resume yet: a new run
-        args.resume = None
+    check_writable(args.outdir, folder=True)                  # (a file there, a read-only place: said now)
+    run = sorted(set(os.listdir(args.outdir)) - {"config.json", "train.lock"}) if os.path.isdir(args.outdir) else []
+    if run and args.resume != "auto" and main_process:
+        raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3] + ['...'][:len(run) > 3])}); "
+                        f"continue it with --resume auto, or train into a new --outdir")
+    args.resume = None if args.resume == "auto" and not os.path.isfile(checkpoint_path(args.outdir)) else args.resume
     cfg, data, _, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32)
     if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
                         f"has {max(data.lengths)}")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    if device.type == "cpu":           # all processes' shares (on a GPU: unmeasured, and CUDA's OOM is one line)
-        check_memory(training_step_bytes(cfg, cfg.batch), device,
+    # A step's memory, on a CPU (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations for each frame
+    # of the global batch, times 32 for the saved tensors, backward, R1's double backward (17-25 measured, 32-128^2).
+    if device.type == "cpu":
+        check_memory(32 * activation_bytes(cfg, cfg.batch * cfg.frames_per_clip, d=True), device,
                      f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
-    main_process = not torchrun or int(os.environ["RANK"]) == 0     # it checks and locks the run directory
-    lock = RunLock(args.outdir, resuming) if main_process else contextlib.nullcontext()
+    # The plan, said first (--dry-run: then the config on stdout, as JSON, lr and r1_gamma as Trainer resolves them).
+    ours = state is not None and "opt_G" in state                # (else a new run, or a snapshot: from kimg 0)
+    done = state["nimg"] / 1000 if ours else 0.0
+    plan = f"resuming {path} at {done:.2f} kimg (step {state['step']})" if ours else "a new run" if state is None \
+        else f"fine-tuning the {state.get('source', 'snapshot')} (fresh optimizers)"
+    todo = (f"; --kimg is {args.kimg:g}: nothing to train" if done >= args.kimg else f", to {args.kimg:g} kimg in "
+            f"{args.outdir}, a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
+            + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics))
     if main_process:
-        why = "" if chosen else " (no --preset: " + ("the paper's, on a GPU)" if args.preset == "ffs" else
-                                                     "tiny, on a CPU)")
-        print(f"train: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, {world} process(es) on "
-              f"{device.type}", file=sys.stderr)
-    if args.dry_run:      # the config on stdout (JSON), with lr and r1_gamma as Trainer resolves them (§1)
+        print(f"train{' (dry run)' * args.dry_run}: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, "
+              f"{world} process(es) on {device.type}: {plan}{todo}", file=sys.stderr)
+    if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
-        done = state["nimg"] / 1000 if state is not None and "opt_G" in state else 0.0   # (a snapshot: from 0)
-        plan = f"on from {path} ({done:.2f} kimg)" if args.resume else "a new run" + (
-            " (--resume auto: no checkpoint there yet)" if resuming else "")
-        print(f"dry run: {path} is already at {done:.2f} kimg, --kimg is {args.kimg:g}: nothing to train"
-              if done >= args.kimg else f"dry run: would train {plan} to {args.kimg:g} kimg in {args.outdir} with "
-              f"{world} process(es), a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
-              + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics), file=sys.stderr)
+    if args.dry_run or done >= args.kimg:
         return
-    with lock:
+    with run_lock(args.outdir) if main_process else contextlib.nullcontext():
         if world > 1 and not torchrun:
             _spawn_workers(world, args, cfg)
         else:
@@ -3148,17 +3072,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _in_range(kind, lo, hi, lo_open=False):
     """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open)."""
-    show = (lambda x: str(int(x))) if kind is int else (lambda x: f"{x:g}")    # 4294967295, not 4.29497e+09
-
     def parse(text: str):
-        try:
-            x = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not (math.isfinite(x) and lo <= x <= hi) or lo_open and x == lo:
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in "
-                                             f"{'(' if lo_open else '['}{show(lo)}, {show(hi)}]")
+        if not (math.isfinite(x := kind(text)) and lo <= x <= hi) or lo_open and x == lo:   # (4294967295, not 4.3e+09)
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {'(' if lo_open else '['}"
+                                             + ("{}, {}]" if kind is int else "{:g}, {:g}]").format(lo, hi))
         return x
+    parse.__name__ = kind.__name__
     return parse
 
 
@@ -3184,12 +3103,10 @@ def build_parser() -> argparse.ArgumentParser:
             ("--truncation", NUM(-10, 10), 1.0, "truncation psi for w (1 = off)"),
             ("--batch", INT(1, 4096), 16, "time steps rendered per chunk (--num x this many frames)"),
             ("--out", None, "sample.mp4", "an .mp4 file, or a folder for PNG frames (default sample.mp4)"),
-            ("--from", None, None, "a projection (`project`'s proj.pt): its content and motion at its fps and "
-             "length unless given; --motion-seed: new motion", dict(dest="proj"))]),
+            ("--from", None, None, "a projection (proj.pt): its video, its fps and length", dict(dest="proj"))]),
         project=(cmd_project, "fit a real image or short clip: w and motion tokens (Fig 2)", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory", dict(required=True)),
-            ("--target", None, None, f"an image, a video or a folder of frames (first {PROJECT_MAX_FRAMES})",
-             dict(required=True)),
+            ("--target", None, None, "an image, a video or a folder of frames (the first 64)", dict(required=True)),
             ("--steps", INT(1, 10 ** 5), 300, "optimizer steps (default 300)"),
             ("--motion-seed", SEED, 0, "the tokens' starting values (a still: its motion)"),
             ("--out", None, "proj.pt", "the projection to write (default proj.pt)")]),
@@ -3203,8 +3120,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--seed", SEED, 0, "seed of weights and of every random draw (default 0)"),
             ("--batch", INT(1, 65536), None, "videos per step over all processes (paper 64)"),
             ("--frames-per-clip", INT(1, 33), None, "k frames D sees per video (paper 3)"),
-            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 * res^2 / batch: 0.2 at 256^2, batch 64)",
-             dict(dest="r1_gamma")),
+            ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 res^2 / batch)", dict(dest="r1_gamma")),
             ("--aug", ["ada", "fixed", "none"], None, "augmentation: adaptive p, constant --p, or none"),
             ("--p", NUM(0, 1), None, "initial (ada) or constant (fixed) augmentation probability", dict(dest="aug_p")),
             ("--d-cond", ["hyper", "concat", "none"], None, "D's time conditioning: paper, release, or none"),
@@ -3254,21 +3170,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one way out of every command and every training process (the policy: the commands' banner): a UserError or an
-    OSError is ONE line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
-    if isinstance(e, KeyboardInterrupt):
-        message, status = "interrupted", 130
-    elif isinstance(e, UserError):
-        message, status = f"error: {e}", 2
-    elif isinstance(e, OSError):
-        message, status = "error: " + (f"{e.filename}: " if e.filename else "") + error_reason(e), 2
-    elif isinstance(e, torch.cuda.OutOfMemoryError):
-        message, status = f"error: out of GPU memory ({_first_line(e)[:120]}): lower --batch", 2
-    else:
+    """The one way out of every command and every training process: a UserError, an OSError or CUDA's OOM is ONE
+    line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
+    if not isinstance(e, (KeyboardInterrupt, UserError, OSError, torch.cuda.OutOfMemoryError)):
         raise e
     if not quiet:
-        print(f"stylegan_v.py: {message}", file=sys.stderr)
-    sys.exit(status)
+        print("stylegan_v.py: " + ("interrupted" if isinstance(e, KeyboardInterrupt) else "error: " + (
+            f"out of GPU memory ({_first_line(e)[:120]}): lower --batch" if isinstance(e, torch.cuda.OutOfMemoryError)
+            else (f"{e.filename}: " if e.filename else "") + error_reason(e) if isinstance(e, OSError) else str(e))),
+            file=sys.stderr)
+    sys.exit(130 if isinstance(e, KeyboardInterrupt) else 2)
 
 
 def main(argv=None) -> None:

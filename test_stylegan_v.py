@@ -630,6 +630,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "no-json.zip": lambda p: zipfile.ZipFile(p, "w").writestr("a/0.png", b""),
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)),
     "ffs.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config("ffs"))}, "G_ema": {}}, p),
+    "29.97fps.pt": lambda p: torch.save({"cfg": vars(sv.make_config(resolution=16, fps=29.97)), "G_ema": {}}, p),
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
     "a-file": lambda p: p.write_text("a file, not a folder"),
 }
@@ -867,16 +868,15 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
         err = capsys.readouterr().err.strip().splitlines()
         return (exit_.value.code if exit_ else 0), [line for line in err if "%|" not in line]
     # --resume auto where there is no checkpoint yet plans a new run
-    assert train("--outdir", "new", "--resume", "auto", "--dry-run")[1][-1].startswith(
-        "dry run: would train a new run (--resume auto: no checkpoint there yet) to 200 kimg in new")
+    assert ": a new run, to 200 kimg in new," in train("--outdir", "new", "--resume", "auto", "--dry-run")[1][-1]
     # the dry run knows what the run will do: continue from the checkpoint's kimg, or nothing at all
-    assert "would train on from a/checkpoint.pt (0.02 kimg) to 1 kimg" in train(
+    assert "on cpu: resuming a/checkpoint.pt at 0.02 kimg (step 1), to 1 kimg in a" in train(
         "--outdir", "a", "--resume", "auto", "--kimg", "1", "--dry-run")[1][-1]
-    assert train("--outdir", "a", "--resume", "auto", "--kimg", "0.01", "--dry-run")[1][-1] == \
-        "dry run: a/checkpoint.pt is already at 0.02 kimg, --kimg is 0.01: nothing to train"
+    assert train("--outdir", "a", "--resume", "auto", "--kimg", "0.01", "--dry-run")[1][-1].endswith(
+        "on cpu: resuming a/checkpoint.pt at 0.02 kimg (step 1); --kimg is 0.01: nothing to train")
     assert train("--outdir", "a", "--resume", "auto", "--d-cond", "none") == (2, [   # changes D's shapes: named
-        "stylegan_v.py: error: a/checkpoint.pt: the checkpoint's D was built for --d-cond hyper, this run asks for "
-        "none (a resumed run keeps its networks: pass --d-cond hyper)"])
+        "stylegan_v.py: error: a/checkpoint.pt: the checkpoint has d_cond 'hyper', this run 'none' (a resumed run "
+        "keeps its data's size and fps, its networks and --aug)"])
     before = (tmp_path / "b" / "checkpoint.pt").read_bytes()   # another run's checkpoint never goes into a run
     code, err = train("--outdir", "b", "--resume", "a", "--kimg", "1")
     assert code == 2 and len(err) == 1 and "b: a run is already there" in err[0], err
@@ -959,7 +959,7 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
         assert_refused(["sample", "--from", "proj.pt", *flag, "--out", "w"], ["--from proj.pt", f"{flag[0]} does not"],
                        capsys)
     torch.save({**torch.load("proj.pt"), "tokens": "x"}, "bad.pt")                  # a field of the wrong kind
-    assert_refused(["sample", "--from", "bad.pt", "--out", "w"], ["bad.pt: not a projection"], capsys)
+    assert_refused(["sample", "--from", "bad.pt", "--out", "w"], ["bad.pt: not a projection: its 'tokens' is"], capsys)
     assert_refused(["sample", "--from", "/dev/zero", "--out", "w"], ["/dev/zero: not a regular file"], capsys)
     assert_refused(["sample", "--ckpt", "proj.pt", "--out", "w"],
                    ["proj.pt: not a StyleGAN-V checkpoint (it is a projection"], capsys)
@@ -1079,14 +1079,14 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
 
 @pytest.mark.parametrize("flags, on_gpu, cfg, said", [
     ("--preset tiny --outdir run --fp32", False, dict(num_fp16_res=0, conv_clamp=None),   # as _start_run applies it
-     "dry run: would train a new run to 200 kimg in run with 1 process(es)"),
+     "1 process(es) on cpu: a new run, to 200 kimg in run"),
     # The paper's 2048 videos a side would take I3D hours per snapshot on a CPU; a GPU keeps 2048.
     ("--preset tiny --device cpu --metrics fvd16", False, {}, "FVD16 on 64 videos a side"),
     ("--preset tiny --device cpu --metrics fvd16 --metric-videos 2048", False, {}, "FVD16 on 2048 videos a side"),
     # The design card's `train --data ffs.zip --gpus 4` trains the paper's architecture (ffs's), not tiny.
-    ("--outdir cpu", False, dict(preset="tiny", lr=0.0025), "train: preset tiny (no --preset: tiny, on a CPU)"),
+    ("--outdir cpu", False, dict(preset="tiny", lr=0.0025), "train (dry run): preset tiny (no --preset: on a CPU)"),
     ("--outdir gpu", True, dict(preset="ffs", z_dim=512, channel_base=16384, motion_delta_z=16),
-     "train: preset ffs (no --preset: the paper's, on a GPU)"),
+     "train (dry run): preset ffs (no --preset: on a GPU)"),
 ])
 def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_path, monkeypatch, capsys, flags,
                                                                          on_gpu, cfg, said):
@@ -1108,7 +1108,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle) for flags, needle in [
         ("--aug none --p 0.3", "--p is an augmentation probability: not with --aug none"),
         ("--fp32 --amp-dtype bfloat16", "--fp32 is all float32: no --amp-dtype"),
-        ("--amp-dtype float16 --device cpu", "--amp-dtype float16 is for CUDA; on a CPU use bfloat16"),
+        ("--amp-dtype float16 --device cpu", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
         ("--metrics fvd128", "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
         ("--metric-videos 8", "--metric-videos is for --metrics: add one"),
         ("--frames-per-clip 20", "frames_per_clip 20 spans more than max_span 16"),
@@ -1116,13 +1116,15 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("--device meta", "--device meta: not a device this program runs on"),       # (it trained on the CPU)
         ("--device mps", "--device mps: not a device this program runs on"),
         ("--batch 65536", "a training step at 16^2 with --batch 65536 needs about")]],   # (6 GB, then on)
+    _row("train --data d.zip --preset tiny --resume 29.97fps.pt --outdir run --dry-run",    # a 25 fps dataset
+         "29.97fps.pt: the checkpoint has fps 29.97, this run 25.0 (a resumed run keeps its data's size and fps"),
     _row("train --data d.zip --device tpu --outdir run", "--device tpu: not a device"),
     _row("train --data d.zip --device cuda:1 --gpus 2 --outdir run", "--device cuda:1"),
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle, fresh=True, marks=marks)
       for flags, needle, marks in [
           ("--gpus 4", "CUDA device", [pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has GPUs")]),
           ("--gpus 3 --device cpu", "not divisible", []),
-          ("--resume ffs.pt", "checkpoint is preset", [])]],
+          ("--resume ffs.pt", "ffs.pt: the checkpoint has preset 'ffs', this run 'tiny'", [])]],
     *[_row(f"train --data {data} --preset tiny --outdir run --dry-run", needle, fresh=True) for data, needle in [
         ("nope.zip", "no such dataset"), ("no-json.zip", "no dataset.json"),
         ("first-8x8.zip", "v/000000.png is a 8x8 RGB image, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
@@ -1708,9 +1710,9 @@ def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues_and
     data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
     proc = _train_until_logged(data, out, 2)
     try:
-        for extra in ([], ["--resume", "auto"]):                     # while it runs: neither a new run nor a resume
-            assert_one_error_line(run_cli("train", "--data", data, *LONG_RUN, "--outdir", out, *extra), str(out),
-                                  f"another training is running in this directory (pid {proc.pid})")
+        for extra, said in (([], "a run is already there"),        # while it runs: neither a new run nor a resume
+                            (["--resume", "auto"], f"another training is running in this directory (pid {proc.pid})")):
+            assert_one_error_line(run_cli("train", "--data", data, *LONG_RUN, "--outdir", out, *extra), str(out), said)
     finally:
         proc.send_signal(sig)
         stdout, err = (b.decode() for b in proc.communicate(timeout=120))
@@ -1740,7 +1742,7 @@ def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_a_killed_or_fai
     train_sec = [json.loads(line)["train_sec"] for line in open(out / "log.jsonl")]
     assert train_sec == sorted(train_sec) and train_sec[0] > 0           # the clock goes on across the resume
     r = cli_ok("train", "--data", data, *args, "--kimg", 0.1, "--outdir", out, "--resume", "auto")
-    assert "already at 0.17 kimg, --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
+    assert "at 0.17 kimg (step 7); --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
     (out := tmp_path / "run").mkdir()               # a killed run leaves nothing stale, nor does a failed start
     (out / "config.json").write_text("{}")                              # what a run that died at startup leaves
     (out / "train.lock").write_text("999999")
@@ -1799,7 +1801,7 @@ def _peak_rss_mb(*args):                    # (peak RSS in MB, return code, last
 @slow
 def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path):
     # Measured: 10^6 mapping layers in a checkpoint, a step of 65536 videos: refused at a bare start's memory + 200 MB
-    assert 0 < sv.training_step_bytes(sv.make_config("tiny"), 8) < 2 ** 31      # the quick start's step fits
+    assert 0 < 32 * sv.activation_bytes(sv.make_config("tiny"), 8 * 3, d=True) < 2 ** 31   # the quick start's step fits
     torch.save({"cfg": {**dataclasses.asdict(tiny()), "mapping_layers": 10 ** 6}, "G_ema": {}}, tmp_path / "evil.pt")
     base, rc, _ = _peak_rss_mb("sample", "--help")
     assert rc == 0
