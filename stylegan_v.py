@@ -147,8 +147,7 @@ class Config:
         return min(self.d_channel_base // res, self.d_channel_max)
 
     def resolved(self) -> "Config":
-        """lr and r1_gamma < 0 replaced by what they stand for (§12): the release's 'auto' lr (its train.py: 0.0025,
-        0.002 from 1024^2 on) and StyleGAN2-ADA's 'auto' gamma 0.0002 * res^2 / batch."""
+        """lr and r1_gamma < 0 replaced by the 'auto' values their comments give."""
         auto = dict(lr=0.002 if self.resolution >= 1024 else 0.0025,
                     r1_gamma=0.0002 * self.resolution ** 2 / self.batch)
         return dataclasses.replace(self, **{k: v for k, v in auto.items() if getattr(self, k) < 0})
@@ -260,17 +259,11 @@ def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple, gain: float = 1.0) -> to
     return F.conv2d(x, w, groups=C)
 
 
-def zero_upsample2x(x: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N, C, 2H, 2W] with the new pixels set to zero."""
-    N, C, H, W = x.shape
-    x = x.reshape(N, C, H, 1, W, 1)
-    x = F.pad(x, [0, 1, 0, 0, 0, 1])                             # [N, C, H, 2, W, 2]
-    return x.reshape(N, C, 2 * H, 2 * W)
-
-
 def upsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """FIR up-sampling x2 (used for the RGB skip connections of G)."""
-    return fir2d(zero_upsample2x(x), f, (2, 1, 2, 1), gain=4.0)  # [N, C, 2H, 2W]
+    """FIR up-sampling x2 (G's RGB skip connections): zeros between the pixels, then the low-pass."""
+    N, C, H, W = x.shape
+    x = F.pad(x.reshape(N, C, H, 1, W, 1), [0, 1, 0, 0, 0, 1])  # [N, C, H, 2, W, 2], the new pixels 0
+    return fir2d(x.reshape(N, C, 2 * H, 2 * W), f, (2, 1, 2, 1), gain=4.0)  # [N, C, 2H, 2W]
 
 
 def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -309,22 +302,16 @@ def demod_coefficients(weight, s, eps=1e-8):
 
 
 def fused_epilogue_ref(y, d=None, bias=None, act='linear', gain=None, clamp=None):
-    """out = clamp(act(y·d[n,o] + b[o]) · gain, ±clamp): the ops after ModConv2d's conv.
-
-    y: [N, O, H, W] conv output; d: [N, O] or None; bias: [O] or None; act: 'linear' | 'lrelu';
-    gain: None means the activation's default (√2 for lrelu); clamp: None or a bound > 0
-    (StyleGAN2's conv_clamp, which keeps fp16 activations finite). Everything is computed in y's
-    dtype, like StyleGAN2, so fp16 layers stay fp16. (StyleGAN2 also adds per-pixel noise here;
-    StyleGAN-V's G has none, see the header.) The CUDA kernel must reproduce this.
-    """
+    """The epilogue above, which the CUDA kernel must reproduce. y: [N, O, H, W] conv output; d: [N, O] or None;
+    bias: [O] or None; gain None: the activation's (√2 for lrelu); clamp: StyleGAN2's conv_clamp (keeps fp16
+    finite). All in y's dtype, as StyleGAN2: fp16 layers stay fp16. (No per-pixel noise: see the header.)"""
     x = y if d is None else y * d.to(y.dtype)[:, :, None, None]   # [N, O, H, W]  demodulate (SG2 Eq 3)
     return bias_act_ref(x, bias, act, gain, clamp)                # + b[o], act, · gain, clamp
 
 
-# The dispatcher, what ModConv2d and Conv2d call. `_resolve_impl`, which decides, is in Appendix A:
-# on a GPU it loads the kernel and trusts it only after its self-check.
 def fused_epilogue(y, d=None, bias=None, act='linear', gain=None, clamp=None, impl=None):
-    """clamp(act(y·d[n,o] + b[o]) · gain, ±clamp). impl: 'cuda' | 'ref' | None (auto)."""
+    """The dispatcher ModConv2d and Conv2d call. impl: 'cuda' | 'ref' | None: Appendix A's `_resolve_impl` decides
+    (on a GPU it loads the kernel and trusts it only after its self-check)."""
     if _resolve_impl(impl, y) == 'cuda':
         return fused_epilogue_cuda(y, d, bias, act, gain, clamp)
     return fused_epilogue_ref(y, d, bias, act, gain, clamp)
@@ -406,12 +393,9 @@ class Conv2d(nn.Module):
 
 
 class MappingNetwork(nn.Module):
-    """w = F_c(z^c): normalize z to unit 2nd moment, then an MLP with lr multiplier 0.01.
-
-    Tracks the running mean w_avg (beta 0.995) for the truncation trick w_avg + psi (w - w_avg).
-    lr_mul = 0.01 (StyleGAN): the mapping learns 100x slower than the synthesis network, which keeps
-    the space of w from drifting under the layers that read it.
-    """
+    """w = F_c(z^c): z normalized to unit 2nd moment, then an MLP with lr_mul 0.01 (StyleGAN): it learns 100x
+    slower than S, so the space of w does not drift under the layers that read it. w_avg, a running mean of w
+    (beta 0.995), serves the truncation trick w_avg + psi (w - w_avg)."""
 
     def __init__(self, z_dim: int, w_dim: int, num_layers: int = 2, lr_mul: float = 0.01,
                  w_avg_beta: float = 0.995):
@@ -456,11 +440,10 @@ def linear_period_scales(dim: int, period_min: float, period_max: float) -> torc
 
 
 class MotionMappingNetwork(nn.Module):
-    """F_m and the wave parameters: tokens z^m [B, L, D] -> per-anchor (alpha, omega, rho, a), [B, L-20, .].
+    """F_m and the waves: tokens z^m [B, L, D] -> per-anchor (alpha, omega, rho, a), each [B, L-20, D].
 
-    F_m is `motion_layers` padding-less conv1d layers (kernel 11, stride 1, leaky ReLU, equalized
-    lr with the release's lr multiplier 0.01; like the release, and unlike StyleGAN2's layers, without
-    the sqrt(2) activation gain, which the paper does not specify). Then for every anchor u_j (Eq 3, 5):
+    F_m's conv1d layers: leaky ReLU, equalized lr with the release's lr_mul 0.01, and (as the release; the paper
+    does not say) no sqrt(2) gain. Then for every anchor u_j (Eq 3, 5):
         alpha_j = W_alpha u_j,   omega_j = (tanh(W_omega u_j) + 1) * sigma,   rho_j = W_rho u_j,   a_j = W_a u_j.
     The tanh bounds omega to (0, 2 sigma): periods never shorter than omega_min / 2 frames, which
     stops the temporal aliasing of unbounded frequencies (Appx B.3); its mean is the Eq 6 scale.
@@ -469,10 +452,8 @@ class MotionMappingNetwork(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         D, k = cfg.motion_dim, cfg.motion_kernel
-        self.kernel, self.num_layers = k, cfg.motion_layers
         self.context = cfg.motion_layers * (k - 1)               # 20: tokens lost to "valid" convs
         self.lr_mul = 0.01
-        self.v_dim = D                                           # channels of v_t
         self.conv_weights = nn.ParameterList(
             nn.Parameter(torch.randn(D, D, k) / self.lr_mul) for _ in range(cfg.motion_layers))
         self.conv_biases = nn.ParameterList(nn.Parameter(torch.zeros(D)) for _ in range(cfg.motion_layers))
@@ -484,7 +465,7 @@ class MotionMappingNetwork(nn.Module):
     def forward(self, tokens: torch.Tensor):
         x = tokens.transpose(1, 2)                               # [B, L, D] -> [B, D, L]
         for w, b in zip(self.conv_weights, self.conv_biases):
-            gain = self.lr_mul / math.sqrt(w.shape[1] * self.kernel)
+            gain = self.lr_mul / math.sqrt(w.shape[1] * w.shape[2])   # 1 / sqrt(fan_in = D * 11)
             x = F.conv1d(x, w * gain)                            # [B, D, L] -> [B, D, L - 10]
             x = bias_act_ref(x, b * self.lr_mul, "lrelu", gain=1.0)   # no sqrt(2) gain (release)
         u = x.transpose(1, 2)                                    # [B, A, D], A = L - 20
@@ -535,11 +516,6 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
 # ------------------------------------------------------------------------------------------------
 # §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
 # ------------------------------------------------------------------------------------------------
-
-
-def amp_dtype(choice: Optional[torch.dtype], x: torch.Tensor) -> torch.dtype:
-    """The dtype of the mixed-precision layers: `choice` if set, else float16 on CUDA, float32 elsewhere."""
-    return choice or (torch.float16 if x.is_cuda else torch.float32)
 
 
 class ToRGB(nn.Module):
@@ -596,7 +572,7 @@ class SynthesisNetwork(nn.Module):
 
     Mixed precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions run in fp16 (activations
     clamped to +-256, weights and styles pre-normalized in ModConv2d); parameters, the RGB skip sum and
-    everything on CPU stay fp32. `amp_dtype` picks another dtype on any device (bfloat16 on a CPU).
+    everything on CPU stay fp32. Config.amp_dtype picks another dtype on any device (bfloat16 on a CPU).
     """
 
     def __init__(self, cfg: Config):
@@ -611,20 +587,16 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, w: torch.Tensor, v: torch.Tensor, force_fp32: bool = False) -> torch.Tensor:
         x = img = None                                           # w [N, w_dim], v [N, D]
-        low = amp_dtype(self.amp_dtype, w)
+        low = self.amp_dtype or (torch.float16 if w.is_cuda else torch.float32)   # the mixed-precision dtype
         for block in self.blocks:
             x, img = block(x, img, w, v, low if block.use_fp16 and not force_fp32 else torch.float32)
         return img                                               # [N, 3, H, W]
 
 
 class Generator(nn.Module):
-    """G(z^c, z^m, t): the StyleGAN-V generator (Fig 5): F_c, F_m + Eq 1-6, and S.
-
-    This class is the training path: forward(z, t), z [B, z_dim] and times t [B, k] (float, frames)
-    -> [B, k, 3, H, W], with motion tokens drawn fresh for just the window each video needs. Sampling
-    by seed at any t (addressable, bit-exact on CPU for any chunking) is `render_videos(G, seeds, t)`
-    in §13, beside sample() which needs it.
-    """
+    """G(z^c, z^m, t), the StyleGAN-V generator (Fig 5): F_c, F_m + Eq 1-6, and S. forward() is the training
+    path, with motion tokens drawn fresh for just the window each clip needs; rendering by seed at any t
+    (addressable, bit-exact on CPU however chunked) is §13's render_frames."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -634,15 +606,9 @@ class Generator(nn.Module):
         self.motion = motion(cfg)
         self.synthesis = SynthesisNetwork(cfg)
 
-    # -- the shared core: anchors -> v_t -> frames ------------------------------------------------
     def frames_from_anchors(self, w, anchors, j, t, force_fp32=False):
-        """Render frames from their content codes and the parameters of their two anchors.
-
-        w       [N, w_dim]      content code of each frame's video
-        anchors 4 x [N, 2, D]   alpha, omega, rho, a of the left (t_j) and right (t_{j+1}) anchor
-        j       [N]             (int64) left anchor index: j = floor(t / delta^z)
-        t       [N]             float64 times in frames
-        """
+        """Frames [N, 3, H, W] from w [N, w_dim], their anchors' alpha, omega, rho, a (4 x [N, 2, D]: the left
+        one t_j and the right one t_{j+1}), j [N] = floor(t / delta^z) (int64) and t [N] (float64, frames)."""
         v = acyclic_embedding(*anchors, j, t, self.cfg.motion_delta_z, self.motion.wave)   # [N, v_dim]  (Eq 2-6)
         return self.synthesis(w, v, force_fp32=force_fp32)               # [N, 3, H, W]
 
@@ -654,15 +620,12 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, tokens: Optional[torch.Tensor] = None,
                 truncation: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
-        """z [B, z_dim], t [B, k] frames -> [B, k, 3, H, W].
-
-        tokens [B, L, D]: motion noise for tokens j_first-20, j_first-19, ... of each video, where
-        j_first = floor(min t / delta^z); drawn here when not given (L >= tokens_needed(t)).
-        """
+        """z [B, z_dim], t [B, k] frames -> [B, k, 3, H, W]; tokens [B, L, D] as anchors_from_tokens reads them
+        (drawn here when not given)."""
         B, k = t.shape
         t = t.double()
         w = self.mapping(z, truncation, update_w_avg).repeat_interleave(k, dim=0)   # [N, w_dim]
-        if tokens is None:                                       # fresh z^m for tokens j_first-20 ...
+        if tokens is None:
             L = self.tokens_needed(t, self.cfg.motion_delta_z, self.motion.context)
             tokens = torch.randn(B, L, self.cfg.motion_dim, device=z.device)
         anchors, j = self.anchors_from_tokens(tokens, t)
@@ -747,8 +710,8 @@ class DiscriminatorBlock(nn.Module):
         self.conv1 = Conv2d(tmp_ch, out_ch, 3, down=True, conv_clamp=clamp)
         self.skip = Conv2d(in_ch, out_ch, 1, act="linear", down=True, bias=False)
 
-    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor], low=None) -> torch.Tensor:   # -> [N, C', H/2, W/2]
-        x = x.to(amp_dtype(low, x) if self.use_fp16 else torch.float32)
+    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor], low=torch.float32) -> torch.Tensor:  # [N, C', H/2, W/2]
+        x = x.to(low if self.use_fp16 else torch.float32)
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
         x = self.conv1(x, gain=math.sqrt(0.5))
@@ -814,7 +777,7 @@ class Discriminator(nn.Module):
     def forward(self, frames: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         B, k = frames.shape[:2]
         c = self.time_enc(t) if self.time_enc is not None else None        # [B, cmap]
-        low = amp_dtype(self.amp_dtype, frames)                  # the mixed-precision blocks' dtype
+        low = self.amp_dtype or (torch.float16 if frames.is_cuda else torch.float32)   # as in SynthesisNetwork
         x = frames.flatten(0, 1).to(low if self.blocks[0].use_fp16 else torch.float32)
         x = self.from_rgb(x)                                     # [B*k, C, H, W]
         c_frames = c.repeat_interleave(k, 0) if c is not None else None    # the clip's code, per frame
@@ -1055,24 +1018,12 @@ def warp_bilinear_reflect(x, G_inv):
     return out.view(B, N, H, W)                                           # [B, N, H*W] -> [B, N, H, W]
 
 
-def _apply_color(x, C):
-    """x [B, k, Ch, H, W], Ch in {1, 3}; C [B, 4, 4], one matrix for all k frames of a video."""
-    B, k, Ch, H, W = x.shape
-    M = C[:, :3, :3].to(device=x.device, dtype=x.dtype)                  # [B, 3, 3] linear part
-    o = C[:, :3, 3].to(device=x.device, dtype=x.dtype)                    # [B, 3] offset
-    if Ch == 1:                                                           # grey g -> (g, g, g) -> C -> mean
-        return x * M.sum(dim=2).mean(dim=1).view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
-    rgb = M[:, None] @ x.reshape(B, k, 3, H * W) + o[:, None, :, None]    # [B, 1, 3, 3] @ [B, k, 3, H*W]
-    return rgb.view(B, k, 3, H, W)
-
-
 def augment(x, p, generator=None):
     """Video-consistent 'bgc': one random warp and colour transform per video, the same for all its frames.
 
     x [B, k, C, H, W] in ~[-1, 1]; p a float or 0-dim tensor (p == 0 returns x itself); generator: a
     torch.Generator on any device, else the global RNG. Same shape and dtype; differentiable twice in x.
     """
-    assert x.ndim == 5, f'expected [B, k, C, H, W], got {tuple(x.shape)}'
     p = float(p)
     if p <= 0:
         return x
@@ -1082,22 +1033,22 @@ def augment(x, p, generator=None):
     if not torch.equal(G_inv, torch.eye(3, device=G_inv.device).expand_as(G_inv)):  # skip if no warp fired
         x = warp_bilinear_reflect(x.reshape(B, k * Ch, H, W), G_inv)      # frames as channels: one warp/video
         x = x.view(B, k, Ch, H, W)                                        # [B, k*C, H, W] -> [B, k, C, H, W]
-    if not torch.equal(C, torch.eye(4, device=C.device).expand_as(C)):    # skip if no colour op fired
-        x = _apply_color(x, C)
-    return x
+    if torch.equal(C, torch.eye(4, device=C.device).expand_as(C)):        # no colour op fired
+        return x
+    M = C[:, :3, :3].to(device=x.device, dtype=x.dtype)                  # [B, 3, 3] linear part, for all k frames
+    o = C[:, :3, 3].to(device=x.device, dtype=x.dtype)                    # [B, 3] offset
+    if Ch == 1:                                                           # grey g -> (g, g, g) -> C -> mean
+        return x * M.sum(dim=2).mean(dim=1).view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
+    rgb = M[:, None] @ x.reshape(B, k, 3, H * W) + o[:, None, :, None]    # [B, 1, 3, 3] @ [B, k, 3, H*W]
+    return rgb.view(B, k, 3, H, W)
 
 
 class VideoAugment:
-    """`--aug`: 'none' is a no-op, 'fixed' augments with the constant p_init, 'ada' with a p steered by the
-    ADA controller (Karras et al. 2020, Sec 3) so that r_t = E[sign D(x_real)] stays near `target`.
-
-    `accumulate(real_logits)` on every D pass over reals (the main one and R1's, as StyleGAN2-ADA counts
-    them); `step(global videos per step, all_reduce)` once per D step moves p every `interval` steps, on
-    the global r_t (the sums stay on the logits' device: one host sync per update).
-    """
+    """`--aug`: 'none' is a no-op, 'fixed' augments with the constant p_init, 'ada' with the controller above.
+    `accumulate(real_logits)` on every D pass over reals (the main one and R1's, as StyleGAN2-ADA counts them);
+    `step(global videos per step, all_reduce)` once per D step (the sums stay on the logits' device)."""
 
     def __init__(self, mode='ada', p_init=0.0, target=0.6, ada_kimg=100, interval=4):
-        assert mode in ('ada', 'fixed', 'none'), mode
         self.mode, self.target, self.ada_kimg, self.interval = mode, float(target), float(ada_kimg), int(interval)
         self.p = float(p_init) if mode != 'none' else 0.0   # (fine-tuning an authors' snapshot sets it)
         self.rt, self.num_steps = None, 0                    # last measured r_t; D steps seen
@@ -1128,14 +1079,12 @@ class VideoAugment:
         self.p = min(max(self.p + direction * batch_size * self.interval / (self.ada_kimg * 1000), 0.0), 1.0)
         return True
 
-    def state_dict(self):
-        return dict(mode=self.mode, p=self.p, rt=self.rt, num_steps=self.num_steps, acc=self._acc.tolist(),
-                    target=self.target, ada_kimg=self.ada_kimg, interval=self.interval)
+    def state_dict(self):                                # (a checkpoint of another --aug: refused by _open_run)
+        return dict(p=self.p, rt=self.rt, num_steps=self.num_steps, acc=self._acc.tolist())
 
-    def load_state_dict(self, state):                    # (a checkpoint of another --aug: refused by _open_run)
+    def load_state_dict(self, state):
         self.p, self.rt, self.num_steps = float(state['p']), state['rt'], int(state['num_steps'])
         self._acc = torch.tensor(state['acc'], dtype=torch.float32, device=self._acc.device)
-        self.target, self.ada_kimg, self.interval = state['target'], state['ada_kimg'], state['interval']
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1205,20 +1154,16 @@ class ClipDataset(torch.utils.data.Dataset):
 # without augmentation the result does not depend on the number of processes, up to rounding (ADA's
 # parameters are drawn per process: other draws from the same distribution).
 
-
 PURPOSES = ("G", "D", "real", "augG", "augDfake", "augDreal", "augR1")   # one random stream each, per step
 
 
-def step_np_rng(seed: int, step: int, purpose: str, rank: int = 0) -> np.random.Generator:
-    """A generator for one kind of draw of one step of one run (per process, for the augmentation): every
-    step is replayable on its own, so resuming needs nothing but the step counter. numpy's SeedSequence
-    mixes (seed, step, purpose, rank) into a stream of its own (not hash(): Python salts it per process)."""
-    return np.random.default_rng([seed, step, PURPOSES.index(purpose), rank])
-
-
-def step_rng(seed: int, step: int, purpose: str, rank: int = 0) -> torch.Generator:
-    """The torch twin of step_np_rng (latents and augmentations are drawn with torch), seeded from it."""
-    return torch.Generator().manual_seed(int(step_np_rng(seed, step, purpose, rank).integers(2 ** 63)))
+def step_rng(seed: int, step: int, purpose: str, rank: int = 0, torch_rng: bool = False):
+    """The numpy generator of one kind of draw of one step of one run (per process, for the augmentation), or
+    (torch_rng) a torch.Generator seeded from it: every step is replayable alone, so resuming needs nothing but
+    the step counter. SeedSequence mixes (seed, step, purpose, rank) into a stream of its own (not hash(): Python
+    salts it per process)."""
+    rng = np.random.default_rng([seed, step, PURPOSES.index(purpose), rank])
+    return torch.Generator().manual_seed(int(rng.integers(2 ** 63))) if torch_rng else rng
 
 
 class Dist:
@@ -1229,13 +1174,10 @@ class Dist:
     def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
         self.rank, self.world, self.device, self.main = rank, world, device, rank == 0
 
-    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:       # in place, and returned
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:           # the sum over processes, in place, returned
         if self.world > 1:
             torch.distributed.all_reduce(x)
         return x
-
-    def all_reduce_mean(self, x: torch.Tensor) -> torch.Tensor:
-        return self.all_reduce_sum(x).div_(self.world) if self.world > 1 else x
 
 
 def real_batches(seed: int, start_step: int, batch: int, rows: slice):
@@ -1243,7 +1185,7 @@ def real_batches(seed: int, start_step: int, batch: int, rows: slice):
     (a worker turns each into a clip, ClipDataset). Seeded by the step: a resumed run, or one on another
     number of processes, shows D the same real clips at the same step."""
     for step in range(start_step, 2 ** 62):
-        yield step_np_rng(seed, step, "real").integers(0, 2 ** 62, size=batch).tolist()[rows]
+        yield step_rng(seed, step, "real").integers(0, 2 ** 62, size=batch).tolist()[rows]
 
 
 def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int, video_lengths) -> torch.Tensor:
@@ -1271,7 +1213,7 @@ def sync_grads(module: nn.Module, dist: Dist) -> int:
     if not params:
         return 0
     flat = torch.cat([p.grad.flatten() for p in params])
-    dist.all_reduce_mean(flat)
+    dist.all_reduce(flat).div_(dist.world)
     bad = int((~torch.isfinite(flat)).sum())
     torch.nan_to_num_(flat, nan=0, posinf=1e5, neginf=-1e5)
     for p, g in zip(params, flat.split([p.numel() for p in params])):
@@ -1309,21 +1251,20 @@ class Trainer:
 
     # -- helpers --------------------------------------------------------------------------------
     def _latents(self, purpose: str):
-        """z, clip times and motion tokens for this process's rows of the global batch. (All B videos are
-        drawn, then sliced: drawing only our rows would tie row r's latents to the number of processes.)"""
+        """z, clip times and motion tokens of this process's rows of the global batch (all B are drawn, then sliced:
+        drawing only our rows would tie row r's latents to the number of processes)."""
         cfg, B, dev = self.cfg, self.cfg.batch, self.dist.device
-        g = step_rng(self.seed, self.step_idx, purpose)
-        t = fake_clip_times(cfg, step_np_rng(self.seed, self.step_idx, purpose), B, self.k, self.video_lengths)
+        g = step_rng(self.seed, self.step_idx, purpose, torch_rng=True)
+        t = fake_clip_times(cfg, step_rng(self.seed, self.step_idx, purpose), B, self.k, self.video_lengths)
         z = torch.randn(B, cfg.z_dim, generator=g)
         L = Generator.tokens_needed(t, cfg.motion_delta_z, self.G.motion.context)
         tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(dev)
         return z[self.rows].to(dev), t[self.rows].to(dev), tokens
 
     def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
-        """Video-consistent ADA with this step's generator, drawn per process (not per global batch)."""
-        # The rank enters the stream, or every process would augment its videos alike; its own purpose keeps
-        # it apart from _latents' (G must not see its z's augmentation drawn from z's own stream: it could undo it).
-        g = step_rng(self.seed, self.step_idx, "aug" + purpose, self.dist.rank)
+        """ADA with this step's generator, per process (or all would augment alike), apart from _latents' streams
+        (G must not see its z's augmentation drawn from z's own stream: it could learn to undo it)."""
+        g = step_rng(self.seed, self.step_idx, "aug" + purpose, self.dist.rank, torch_rng=True)
         return self.aug(x, generator=g)
 
     # -- one training step ----------------------------------------------------------------------
@@ -1332,30 +1273,27 @@ class Trainer:
         cfg, dev = self.cfg, self.dist.device
         real = real.to(dev).permute(0, 1, 4, 2, 3).float() / 127.5 - 1   # [b, k, 3, H, W] in [-1, 1]
         t_real = t_real.to(dev)
-        logs = {}
 
-        # G: minimize softplus(-D(G(z))) (non-saturating logistic loss). D's weights are frozen so
-        # backward only fills G's gradients (it still flows *through* D to reach G's output).
-        # The fake clip goes through the same augmentation as the real ones: D never sees an
-        # un-augmented image, so G is not pushed to produce augmented-looking frames (ADA Sec 2).
+        # G: minimize softplus(-D(G(z))). D is frozen: backward fills G's gradients only, flowing *through* D.
+        # The fakes are augmented as the reals: D never sees an un-augmented image, so G is not pushed to
+        # produce augmented-looking frames (ADA Sec 2).
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         z, t, tokens = self._latents("G")                        # z [b, z_dim], t [b, k], tokens [b, L, D]
         fake = self.G(z, t, tokens, update_w_avg=True)                       # [b, k, 3, H, W]
         loss_G = g_nonsaturating_loss(self.D(self._augment(fake, "G"), t))
         self._optimize(loss_G, self.G, self.opt_G)
-        logs["loss_G"] = loss_G.item()
+        logs = dict(loss_G=loss_G.item())
 
-        # D: minimize softplus(D(G(z))) + softplus(-D(x)). New latents (StyleGAN2 draws the D
-        # phase's fakes separately), rendered without a graph: no gradient goes back into G here.
-        # Real clips come with their own times t_real (Sec 3.3), fakes with times drawn from the
-        # same distribution (fake_clip_times), so D cannot tell them apart by the time gaps alone.
+        # D: minimize softplus(D(G(z))) + softplus(-D(x)), on new latents (as StyleGAN2), rendered without a graph.
+        # Real clips come with their own times (Sec 3.3), fakes with times from the same distribution
+        # (fake_clip_times), so D cannot tell them apart by the time gaps alone.
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         z, t, tokens = self._latents("D")
         with torch.no_grad():
             fake = self.G(z, t, tokens, update_w_avg=True)       # w_avg tracks both phases' w, as the release
-        self.dist.all_reduce_mean(self.G.mapping.w_avg)          # the global batch's (the updates are linear)
+        self.dist.all_reduce(self.G.mapping.w_avg).div_(self.dist.world)   # the global batch's (updates are linear)
         fake_logits = self.D(self._augment(fake, "Dfake"), t)
         real_logits = self.D(self._augment(real, "Dreal"), t_real)
         loss_D = d_logistic_loss(real_logits, fake_logits)
@@ -1363,9 +1301,8 @@ class Trainer:
         self.aug.accumulate(real_logits.detach())
         logs.update(loss_D=loss_D.item(), real_logit=real_logits.mean().item(), fake_logit=fake_logits.mean().item())
 
-        # Lazy R1 on real clips, taken through the augmentation, every r1_interval steps. The
-        # penalty ||d D(x) / d x||^2 keeps D flat around the data, which is what lets G's gradients
-        # point somewhere useful; multiplying by r1_interval keeps its average weight at gamma / 2.
+        # Lazy R1 on augmented real clips every r1_interval steps: ||d D(x) / d x||^2 keeps D flat around the
+        # data, so G's gradients point somewhere useful; times r1_interval, its average weight stays gamma / 2.
         # `r1_logits * 0`, as the release: D's last bias, which R1 does not reach, gets a zero gradient
         # rather than none, so Adam counts this step for it as for every other parameter.
         if self.step_idx % cfg.r1_interval == 0 and self.gamma > 0:
@@ -1381,7 +1318,7 @@ class Trainer:
         self.nvid += cfg.batch
         self._update_ema()
 
-        self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce_sum)   # ADA: every 4 steps, p towards the target
+        self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce)   # ADA: every 4 steps, p towards the target
         logs["p"] = self.aug.p
         self.step_idx += 1
         return logs
@@ -1420,16 +1357,14 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         """Everything of a checkpoint of ours; of an authors' snapshot (no optimizer state, no step):
         G, G_ema, D and ADA's p, with fresh optimizers and the counters at 0 (fine-tuning)."""
-        for name in ["G", "G_ema", "D"]:
+        ours = "opt_G" in state
+        for name in ["G", "G_ema", "D"] + (["opt_G", "opt_D", "aug"] if ours else []):
             getattr(self, name).load_state_dict(state[name])
-        if "opt_G" not in state:
+        if ours:
+            self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
+            self.nonfinite, self.train_sec = state["nonfinite"], state["train_sec"]
+        else:
             self.aug.p = state.get("aug_p", 0.0)
-            return
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.aug.load_state_dict(state["aug"])
-        self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
-        self.nonfinite, self.train_sec = state["nonfinite"], state["train_sec"]
 
 
 def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
@@ -1447,19 +1382,15 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
         dataset, batch_sampler=real_batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=GracefulStop.ignore, multiprocessing_context="spawn" if workers > 0 else None)
-
-    # Progress is counted in real frames shown to D (nimg); a tick logs a line, a snapshot saves.
-    total = int(kimg * 1000)
+    total = int(kimg * 1000)                                     # real frames shown to D (nimg)
     bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main) or trainer.nimg >= total,
                initial=round(min(trainer.nimg, total) / 1000, 3),
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
     clock = dict(train_start=time.time() - trainer.train_sec, metric_sec=0.0)   # training time, no metrics
-    if metrics and trainer.nimg == 0:
-        # The starting point of every FVD curve: the freshly initialised generator, at kimg 0.
+    if metrics and trainer.nimg == 0:                            # every FVD curve starts at kimg 0
         _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
     tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
     last_snap, ckpt, done = trainer.nimg, None, trainer.nimg >= total       # (a resumed run may be done already)
-
     # Stopping (Appendix D): GracefulStop turns Ctrl-C or SIGTERM into a request, honoured once the step
     # is done, on the same step in every process, or the others would hang in all_reduce. A frame that cannot
     # be read stops the run too, saved first. Closing `batches` stops the loader's workers at once.
@@ -1488,11 +1419,9 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
 # §13 Rendering any frame by seed; sampling videos of any length (Sec 4.3); projection (Fig 2)
 # ------------------------------------------------------------------------------------------------
 # A checkpoint (ours, or an authors' snapshot: Appendix B) -> load_generator (Appendix D: nothing in the file
-# runs) -> rendering any frame by (content seed, motion seed, t) -> sample(), which renders an hour. And the
-# other way: a real frame or clip -> project() -> the w and motion tokens that render it.
-
-
-# --- Rendering at any t: seeded, addressable, bit-exact -------------------------------------------
+# runs) -> any frame by (content seed, motion seed, t) -> sample(), which renders an hour. And the other way:
+# a real frame or clip -> project() -> the w and motion tokens that render it.
+#
 # A video is named by two integers, its content seed (z^c) and its motion seed: token z^m_j is drawn from
 # its own RNG stream, seeded by (motion seed, j), so any frame can be rendered alone, in any
 # order, from the 22 tokens around it (§5), at a cost that does not depend on t. (Training draws fresh
@@ -1502,12 +1431,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
 # summation order by batch size). On a GPU the whole batch goes at once (cuDNN's choice is not ours).
 
 def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.Tensor:
-    """Tokens z^m_j for j = first ... first+count-1 of the video `motion_seed` -> [count, dim].
-
-    Token j is drawn from a stream of its own, seeded by numpy's SeedSequence of (motion seed, j) as
-    step_np_rng seeds a step's (§12): it has the same value whatever window it is requested in (j may be
-    negative: the anchors near t = 0 look 20 tokens back).
-    """
+    """Tokens z^m_j for j = first ... first+count-1 of the video `motion_seed` -> [count, dim]; j may be negative
+    (the anchors near t = 0 look 20 tokens back). SeedSequence mixes (motion seed, j) as in step_rng (§12)."""
     keys = (np.random.SeedSequence([motion_seed, j % 2 ** 64]).generate_state(1, np.uint64)[0]
             for j in range(first, first + count))
     return torch.stack([torch.randn(dim, generator=torch.Generator().manual_seed(int(k))) for k in keys])
@@ -1517,11 +1442,10 @@ ROW_BLOCK, ANCHOR_BLOCK = 8, 16
 
 
 def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
-    """fn over the rows of x; on CPU in blocks of exactly ROW_BLOCK rows (the last one padded)."""
+    """fn over the rows of x; on CPU in blocks of exactly ROW_BLOCK rows, the last one padded with copies of the
+    last row (rows are independent; real values keep fp16 layers in their usual range), dropped after."""
     if x.device.type != "cpu":
         return fn(x)
-    # The last block is padded with copies of the last row (rows are independent, so any values would
-    # do; real ones keep fp16 layers in their usual range) and the padded rows are dropped after.
     n, nb = x.shape[0], ROW_BLOCK
     pad = (-n) % nb
     if pad:
@@ -1537,15 +1461,21 @@ def content_codes(G, seeds, truncation: float = 1.0) -> torch.Tensor:
     return _in_row_blocks(lambda z_: G.mapping(z_, truncation), z)
 
 
-def anchor_params(G, motion, js, cache: Optional[dict] = None):
-    """Wave parameters of anchors js (ints) of one video -> 4 x [len(js), D], in aligned blocks.
+def anchor_params(G, motion, t, cache: Optional[dict] = None):
+    """The wave parameters of the two anchors of each time t [T] (frames) of one video -> (4 x [T, 2, D]: the left
+    anchor t_j and the right one t_{j+1}; j [T]). Eq 4 needs only those two: whatever t is, a frame costs two
+    anchors (computed in aligned blocks of ANCHOR_BLOCK), so frame t = 1 h costs what frame t = 0 costs.
     motion: a motion seed, or (seed, first, tokens [L, D]) whose tokens first ... first+L-1 are given (a
     projection, below) and the rest seeded. `cache` (a dict) keeps recent blocks: a long video walks forward."""
+    # float64: --start reaches 10^7 s, t ~ 2.5e8 frames, past float32's exact integers (2^24), and
+    # floor(t / delta_z) and the position between two anchors must be exact there.
+    t = torch.as_tensor(t).double().cpu()
+    j = torch.floor(t / G.cfg.motion_delta_z).long()                     # [T]
     nb, ctx, D = ANCHOR_BLOCK, G.motion.context, G.cfg.motion_dim
     seed, first, given = motion if isinstance(motion, tuple) else (int(motion), 0, torch.zeros(0, D))
     rows = []
-    for j in js:
-        b = j // nb
+    for jj in j.tolist() + (j + 1).tolist():                             # left, then right anchors
+        b = jj // nb
         key = (motion, b)
         block = None if cache is None else cache.get(key)
         if block is None:
@@ -1560,8 +1490,9 @@ def anchor_params(G, motion, js, cache: Optional[dict] = None):
                 cache.pop(next(iter(cache)))                               # dict keeps insertion order, so
             if cache is not None:                                          # this drops the oldest block
                 cache[key] = block
-        rows.append([p[j - b * nb] for p in block])
-    return [torch.stack([r[i] for r in rows]) for i in range(4)]
+        rows.append([p[jj - b * nb] for p in block])
+    params = [torch.stack([r[i] for r in rows]) for i in range(4)]       # 4 x [2T, D]
+    return [p.reshape(2, len(t), -1).transpose(0, 1) for p in params], j  # 4 x [T, 2, D], [T]
 
 
 @torch.no_grad()
@@ -1571,22 +1502,14 @@ def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None,
     w [B, w_dim] content codes, motion_seeds: B motions (seeds, or a projection's, see anchor_params),
     t [T] float times in frames (>= 0, any spacing: a frame's cost depends on neither t nor the others).
     """
-    # float64: --start reaches 10^7 s, t ~ 2.5e8 frames, past float32's exact integers (2^24), and
-    # floor(t / delta_z) and the position between two anchors must be exact there.
-    t = torch.as_tensor(t).double().cpu()
     device = G.mapping.w_avg.device
-    j = torch.floor(t / G.cfg.motion_delta_z).long()                     # [T]
-    B, T = w.shape[0], t.shape[0]
-    jj, tt = j.to(device).repeat(B), t.to(device).repeat(B)              # [B*T]
+    per_video = [anchor_params(G, ms, t, cache) for ms in motion_seeds]              # B x (4 x [T, 2, D], j [T])
+    anchors = [torch.cat([pv[0][i] for pv in per_video]) for i in range(4)]       # 4 x [B*T, 2, D]
+    B, j = w.shape[0], per_video[0][1]
+    T = j.shape[0]
+    jj, tt = j.to(device).repeat(B), torch.as_tensor(t).double().to(device).repeat(B)   # [B*T]
     ww = w.repeat_interleave(T, 0)                                       # [B*T, w_dim]
     rows = torch.arange(B * T, device=device)
-    # Frame t lies between the motion anchors j = floor(t / delta_z) and j + 1, and Eq 4 needs only
-    # those two: each frame costs two anchors' wave parameters (a block of 16 is computed at once and
-    # cached), whatever t is. This is why frame t = 1 h costs what frame t = 0 costs.
-    js = j.tolist() + (j + 1).tolist()                                   # left and right anchors
-    per_video = [anchor_params(G, ms, js, cache) for ms in motion_seeds]              # B x 4 x [2T, D]
-    anchors = [torch.stack([pv[i].reshape(2, T, -1).transpose(0, 1) for pv in per_video])
-               .reshape(B * T, 2, -1) for i in range(4)]                 # 4 x [B*T, 2, D]
     img = _in_row_blocks(lambda r: G.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r], force_fp32),
                          rows)
     return img.reshape(B, T, *img.shape[1:])                             # [B, T, 3, H, W]
@@ -1602,31 +1525,25 @@ def render_videos(G, content_seeds, t: torch.Tensor, motion_seeds=None, truncati
 @torch.no_grad()
 def motion_codes(G, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
     """v_t of one video at times t [T] (frames) -> [T, D]: its motion code, addressable (Eq 4; Fig 9)."""
-    t = torch.as_tensor(t).double().cpu()
-    j = torch.floor(t / G.cfg.motion_delta_z).long()
-    params = anchor_params(G, motion_seed, j.tolist() + (j + 1).tolist())                # 4 x [2T, D]
-    anchors = [p.reshape(2, len(t), -1).transpose(0, 1) for p in params]                 # 4 x [T, 2, D]
-    device = G.mapping.w_avg.device
-    return acyclic_embedding(*anchors, j.to(device), t.to(device), G.cfg.motion_delta_z, G.motion.wave)
+    anchors, j = anchor_params(G, motion_seed, t)                        # 4 x [T, 2, D], [T]
+    dev = G.mapping.w_avg.device
+    t = torch.as_tensor(t).double().to(dev)
+    return acyclic_embedding(*anchors, j.to(dev), t, G.cfg.motion_delta_z, G.motion.wave)    # [T, D]
 
 
 def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
            seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
            progress: bool = True, w: Optional[torch.Tensor] = None) -> int:
-    """Render len(seeds) videos (or one per given content code, w [B, w_dim]) from t = start for `seconds` at
-    `fps`, tiled, streamed to `out` -> frames written.
-
-    Frame i is at t = (start + i / fps) * data_fps training frames: another fps samples the same continuous
-    video more or less densely. Memory is flat in the length: `batch` time steps a chunk, and a bounded
-    cache of motion anchors.
-    """
+    """Render len(seeds) videos (or one per given content code, w [B, w_dim]: a projection's) from t = start for
+    `seconds` at `fps`, tiled, streamed to `out` -> frames written. Frame i is at t = (start + i / fps) * data_fps
+    training frames: another fps samples the same continuous video more or less densely. Memory is flat in the
+    length: `batch` time steps a chunk, and a bounded cache of anchor blocks, each computed once as t walks on."""
     from tqdm import tqdm
     motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
     n_frames = max(1, int(round(seconds * fps)))
-    if w is None:                                                 # (given: a projection's, below)
+    if w is None:
         w = content_codes(G, list(seeds), truncation)             # [B, w_dim], once per video
-    cache: dict = {}                                              # anchor blocks (anchor_params): the
-    # chunks walk forward in t, so each block is computed once; at most 256 are kept (memory is flat).
+    cache: dict = {}
     with FrameSink(out, fps) as sink, tqdm(total=n_frames, unit="frame", disable=not progress,
                                            desc=os.path.basename(out)) as bar:
         for i in range(0, n_frames, batch):
@@ -2739,7 +2656,7 @@ class GracefulStop:
             signal.signal(sig, signal.SIG_IGN)
 
     def anywhere(self, dist: Dist) -> bool:          # all stop at the same step, or the rest hang in all_reduce
-        return dist.all_reduce_sum(torch.tensor([float(self.requested)], device=dist.device)).item() > 0
+        return dist.all_reduce(torch.tensor([float(self.requested)], device=dist.device)).item() > 0
 
 
 def _unwrap_worker_errors(loader, save):

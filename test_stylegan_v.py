@@ -184,7 +184,9 @@ def test_reference_modconv_is_sg2_eq_1_3_literally_is_twice_differentiable_and_u
     x, s = torch.randn(2, 4, 5, 5).double(), torch.ones(2, 4).double()
     fast = conv(x, s)                                                   # transposed conv + FIR
     w = (conv.weight * conv.weight_gain).flip([2, 3])
-    corr = F.conv2d(F.pad(sv.zero_upsample2x(x), [3, 2, 3, 2]), w)      # [2, 4, 10, 10], a 3x3 convolution
+    stuffed = torch.zeros(2, 4, 10, 10, dtype=torch.float64)
+    stuffed[:, :, ::2, ::2] = x                                         # zeros between the pixels
+    corr = F.conv2d(F.pad(stuffed, [3, 2, 3, 2]), w)                    # [2, 4, 10, 10], a 3x3 convolution
     slow = sv.fir2d(corr, conv.fir.double(), (0, 0, 0, 0), gain=4.0)    # then the [1,3,3,1] low-pass
     assert fast.shape == (2, 6, 10, 10)
     torch.testing.assert_close(fast, slow + conv.bias.reshape(1, -1, 1, 1))
@@ -247,13 +249,9 @@ def test_eq4_embedding_equals_alignment_vector_at_anchors_is_continuous_and_not_
     assert (v_mid - (a[:, 0] + a[:, 1]) / 2).abs().max() > 1e-2        # the waves add motion inside a segment
     G = sv.Generator(tiny()).eval()                     # its motion codes at t = j delta^z: W_a u_j, an hour in too
     dz, j = G.cfg.motion_delta_z, [0, 3, 11_250]                        # 11,250 anchors = 90,000 frames
-    v = sv.motion_codes(G, 5, torch.tensor([float(i * dz) for i in j]))
-    torch.testing.assert_close(v, sv.anchor_params(G, 5, j)[3], rtol=0, atol=1e-5)
-    params = sv.anchor_params(G, 3, [0, 1, 2])          # continuous: [t_0, t_1)'s end meets [t_1, t_2)'s start
-    left = [torch.stack([p[0], p[1]])[None] for p in params]            # segment [t_0, t_1)
-    right = [torch.stack([p[1], p[2]])[None] for p in params]           # segment [t_1, t_2)
-    v_before = sv.acyclic_embedding(*left, torch.tensor([0]), torch.tensor([dz - 1e-6], dtype=torch.float64), dz)
-    v_at = sv.acyclic_embedding(*right, torch.tensor([1]), torch.tensor([dz], dtype=torch.float64), dz)
+    t = torch.tensor([float(i * dz) for i in j])
+    torch.testing.assert_close(sv.motion_codes(G, 5, t), sv.anchor_params(G, 5, t)[0][3][:, 0], rtol=0, atol=1e-5)
+    v_before, v_at = sv.motion_codes(G, 3, torch.tensor([dz - 1e-6, dz], dtype=torch.float64))   # continuous at t_1
     assert (v_before - v_at).abs().max() < 1e-3
 
 # ---------------------------------------------------------------------------------------------
@@ -705,7 +703,7 @@ def test_a_step_counts_reals_moves_w_avg_as_the_release_draws_augmentations_apar
     monkeypatch.setattr(sv.VideoAugment, "__call__", lambda self, x, generator=None: (
         seen.append(generator.initial_seed()), call(self, x, generator))[1])
     trainer.step(real, t)                                    # step 0: G, D (fakes, reals) and the lazy R1
-    latents = {sv.step_rng(0, 0, purpose).initial_seed() for purpose in ("G", "D", "real")}
+    latents = {sv.step_rng(0, 0, purpose, torch_rng=True).initial_seed() for purpose in ("G", "D", "real")}
     assert len(seen) == 4 and len(set(seen)) == 4 and not set(seen) & latents
     monkeypatch.undo()                            # a short bfloat16 training: mixed precision's casts and clamps
     trainer, real, t = _trainer_and_batch(amp_dtype="bfloat16")
