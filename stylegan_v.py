@@ -16,9 +16,8 @@ Contents, in the order the data flows (each section behind a `# ---` banner):
     §5 Motion: F_m, Eq 1-6 (Appx B.3)                                         projecting a real clip (Fig 2)
     Appendix A the fused ModConv2d CUDA kernel; B the authors' release: its architecture, its snapshots read
     safely; C bench, doctor, figures, plot; D plumbing: checks at the door, crash-safe files, checkpoints, a
-    run's start and log, signals, the run lock, the commands, the flags, the one error path.
-§11-§13 call names of Appendix D (checks, files, processes) at run time; §1 and §6-§7 the release's
-variants of Appendix B when Config.arch is 'release'. The command line (main) is at the end of Appendix D.
+    run's start and log, signals, the run lock, the commands (main, at the end), the flags, the one error path.
+§11-§13 call Appendix D's names at run time; §1 and §6-§7 Appendix B's variants when Config.arch is 'release'.
 
 Shapes: B videos, k frames per clip, N = B*k frames, T frames of a rendered clip, C channels, H x W pixels,
 D motion-token dim, L motion tokens, A anchors. Time t: in *frames of the training data* (25 = 1 s at 25 fps).
@@ -36,31 +35,8 @@ turns them off): a frame must be a function of (z^c, z^m, t) alone to be address
 
 from __future__ import annotations
 
-import argparse
-import collections
-import contextlib
-import dataclasses
-import errno
-import functools
-import hashlib
-import importlib.util
-import io
-import json
-import math
-import os
-import pickle
-import re
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-import traceback
-import warnings
-import zipfile
+import argparse, collections, contextlib, dataclasses, errno, functools, hashlib, importlib.util, io, json, math
+import os, pickle, re, shlex, shutil, signal, subprocess, sys, tempfile, threading, time, traceback, warnings, zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -71,11 +47,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 # ------------------------------------------------------------------------------------------------
 # §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
 # ------------------------------------------------------------------------------------------------
-
 
 class UserError(Exception):
     """Bad input from the user: the CLI prints the one-line message, never a traceback."""
@@ -377,8 +353,7 @@ class Conv2d(nn.Module):
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         w = (self.weight * self.weight_gain).to(x.dtype)
         if self.down and self.kernel > 1:   # blur, then a strided conv (no padding): H -> H/2
-            x = fir2d(x, self.fir, (2, 2, 2, 2))
-            x = F.conv2d(x, w, stride=2)
+            x = F.conv2d(fir2d(x, self.fir, (2, 2, 2, 2)), w, stride=2)
         elif self.down:                     # 1x1: FIR down-sample, then the conv
             x = F.conv2d(downsample2x(x, self.fir), w)
         else:
@@ -390,7 +365,6 @@ class Conv2d(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # §4 Content mapping network F_c: z^c -> w (Sec 3.1; StyleGAN2's mapping network)
 # ------------------------------------------------------------------------------------------------
-
 
 class MappingNetwork(nn.Module):
     """w = F_c(z^c): z normalized to unit 2nd moment, then an MLP with lr_mul 0.01 (StyleGAN): it learns 100x
@@ -517,7 +491,6 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
 # §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
 # ------------------------------------------------------------------------------------------------
 
-
 class ToRGB(nn.Module):
     """1x1 modulated conv to RGB, no demodulation (StyleGAN2). Nothing normalizes the output, so the
     equalized-lr gain 1/sqrt(C) is applied once, to the styles (ModConv2d): RGB std ~1.4 at init, as the release."""
@@ -568,12 +541,10 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """S(w, v_t) -> frame x_t in [-1, 1]: StyleGAN2's synthesis network, motion code at the input.
-
-    Mixed precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions run in fp16 (activations
-    clamped to +-256, weights and styles pre-normalized in ModConv2d); parameters, the RGB skip sum and
-    everything on CPU stay fp32. Config.amp_dtype picks another dtype on any device (bfloat16 on a CPU).
-    """
+    """S(w, v_t) -> frame x_t in [-1, 1]: StyleGAN2's synthesis network, motion code at the input. Mixed
+    precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions run in fp16 (activations clamped to +-256,
+    weights and styles pre-normalized in ModConv2d); parameters, the RGB skip sum and everything on CPU stay
+    fp32. Config.amp_dtype picks another dtype on any device (bfloat16 on a CPU)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -652,8 +623,7 @@ class Generator(nn.Module):
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
     """[..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
-    x = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.movedim(-3, -1)
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).movedim(-3, -1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -673,11 +643,8 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
 
 
 class TimeGapEncoder(nn.Module):
-    """delta_1 ... delta_{k-1} -> c: Fourier features -> 2-layer MLP per gap -> concat (p_delta) -> mapping.
-
-    Gaps are in frames; Fourier periods are log-spaced from 2 to 2048 frames (the positional
-    encoding of [60, 66]). (The release adds a learned Embedding(1024, 256) of the rounded gap.)
-    """
+    """The gaps' encoder above. Fourier periods are log-spaced from 2 to 2048 frames (the positional encoding of
+    [60, 66]). (The release adds a learned Embedding(1024, 256) of the rounded gap: Appendix B.)"""
 
     def __init__(self, k: int, cmap_dim: int, cfg: Config, num_freqs: int = 16):
         super().__init__()
@@ -694,10 +661,8 @@ class TimeGapEncoder(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """StyleGAN2 'resnet' block: conv0 (3x3), conv1 (3x3, down 2), plus a 1x1 down-sampling skip.
-
-    In 'hyper' mode conv0 is a ModConv2d whose styles come from the time-gap code c (Fig 6).
-    """
+    """StyleGAN2 'resnet' block: conv0 (3x3; 'hyper': a ModConv2d styled by c, Fig 6), conv1 (3x3, down 2),
+    plus a 1x1 down-sampling skip."""
 
     def __init__(self, in_ch: int, tmp_ch: int, out_ch: int, cmap_dim: int, hyper: bool, clamp, use_fp16: bool):
         super().__init__()
@@ -710,7 +675,7 @@ class DiscriminatorBlock(nn.Module):
         self.conv1 = Conv2d(tmp_ch, out_ch, 3, down=True, conv_clamp=clamp)
         self.skip = Conv2d(in_ch, out_ch, 1, act="linear", down=True, bias=False)
 
-    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor], low=torch.float32) -> torch.Tensor:  # [N, C', H/2, W/2]
+    def forward(self, x, c: Optional[torch.Tensor], low=torch.float32) -> torch.Tensor:  # [N, C', H/2, W/2]
         x = x.to(low if self.use_fp16 else torch.float32)
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
@@ -719,12 +684,8 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """D(x_{t_1} ... x_{t_k}; delta) -> logit [B] (Sec 3.2, Fig 6).
-
-    Frames [B, k, 3, H, W] go through the backbone D_b independently ([B*k, ...]) down to 16x16,
-    are concatenated channel-wise into h [B, k*C, 16, 16], and the head D_h continues to 4x4,
-    ending in StyleGAN2's epilogue: minibatch stddev, conv, FC, and a projection onto c.
-    """
+    """D(x_{t_1} ... x_{t_k}; delta) -> logit [B] (Sec 3.2, Fig 6), as drawn above: the backbone D_b on each frame
+    down to 16x16, the head D_h on the concatenation to 4x4, StyleGAN2's epilogue, the projection onto c."""
 
     def __init__(self, cfg: Config, k: Optional[int] = None):
         super().__init__()
@@ -759,12 +720,9 @@ class Discriminator(nn.Module):
         self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]   # see SynthesisNetwork
 
     def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
-        """Append the std over groups of G videos as an extra channel (StyleGAN2, 1 feature).
-
-        Groups are *contiguous* runs of videos ([0..3], [4..7], ...), unlike StyleGAN2's strided
-        ones (videos i, i + n, i + 2n, ...; `mbstd_strided`), so a batch split across processes forms
-        the same groups as on one process.
-        """
+        """Append the std over groups of G videos as an extra channel (StyleGAN2, 1 feature). Groups are
+        *contiguous* runs of videos ([0..3], [4..7], ...), unlike StyleGAN2's strided ones (i, i + n, ...;
+        `mbstd_strided`), so a batch split across processes forms the same groups as on one process."""
         N, C, H, W = x.shape
         G = min(self.mbstd_group, N)                             # (N % G == 0: check_batch_split)
         y = x.float().reshape(G, N // G, C, H, W).transpose(0, 1) if self.mbstd_strided \
@@ -835,7 +793,6 @@ def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time:
 # ------------------------------------------------------------------------------------------------
 # §9 Losses (Sec 4.1, Appx B.1: non-saturating logistic loss + lazy R1, as StyleGAN2)
 # ------------------------------------------------------------------------------------------------
-
 
 def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """L_G = E[softplus(-D(G(z)))] = -E[log sigmoid D(G(z))]."""
@@ -913,12 +870,10 @@ def _mat3(a, b, c, d, e, f):
 
 
 def ada_geometry(batch, p, height, width, generator=None, device=None):
-    """One warp per video, the 'b' and 'g' groups of 'bgc' -> G_inv [batch, 3, 3] float32.
-
-    G_inv maps an *output* pixel position to the *input* position it is read from (pixels, origin at the
-    image centre, x right, y down); composing inverses right to left applies the ops in the order listed.
-    Every value and coin is drawn whatever p is, so the generator always advances alike (exact resume).
-    """
+    """One warp per video, the 'b' and 'g' groups of 'bgc' -> G_inv [batch, 3, 3] float32, which maps an *output*
+    pixel position to the *input* position it is read from (pixels, origin at the image centre, x right, y down);
+    composing inverses right to left applies the ops in the order listed. Every value and coin is drawn whatever
+    p is, so the generator always advances alike (exact resume)."""
     dev, rand, randn, fire = _draws(batch, p, generator, device)
     s, rotate = ADA_STRENGTHS, lambda cos, sin: _mat3(cos, -sin, 0, sin, cos, 0)   # noqa: E731  counter-clockwise
     G = torch.eye(3, device=dev).expand(batch, 3, 3)
@@ -984,12 +939,10 @@ def _reflect_index(i, n):
 
 
 def warp_bilinear_reflect(x, G_inv):
-    """Resample images by a per-image affine map, bilinearly, with reflect boundary. Linear in x.
-
-    x: [B, N, H, W] (N = k*C: a video's frames share its warp); G_inv: [B, 3, 3] from `ada_geometry`.
-    Pixel j's centre sits at j + 0.5 - W/2, so G_inv = I reads every pixel exactly (no blur). Autograd
-    differentiates it w.r.t. x any number of times (gather <-> scatter_add), as R1 needs.
-    """
+    """Resample images by a per-image affine map, bilinearly, with reflect boundary; linear in x [B, N, H, W]
+    (N = k*C: a video's frames share its warp); G_inv [B, 3, 3] from `ada_geometry`. Pixel j's centre sits at
+    j + 0.5 - W/2, so G_inv = I reads every pixel exactly (no blur). Autograd differentiates it w.r.t. x any
+    number of times (gather <-> scatter_add), as R1 needs."""
     B, N, H, W = x.shape
     coord = torch.float64 if x.dtype == torch.float64 else torch.float32  # positions in >= fp32
     G_inv = G_inv.to(device=x.device, dtype=coord)
@@ -1059,10 +1012,9 @@ class VideoAugment:
 
     @torch.no_grad()
     def accumulate(self, real_logits):
-        logits = real_logits.detach()
-        self._acc = self._acc.to(logits.device)              # fp32 counts are exact below 2^24
-        self._acc[0] += logits.float().sign().sum()
-        self._acc[1] += logits.numel()
+        self._acc = self._acc.to(real_logits.device)         # fp32 counts are exact below 2^24
+        self._acc[0] += real_logits.float().sign().sum()
+        self._acc[1] += real_logits.numel()
 
     def step(self, batch_size, all_reduce=None):
         """Count one D step; on every `interval`-th one ('ada' only) update p and return True."""
@@ -1099,25 +1051,20 @@ class VideoAugment:
 # to 33 frames of a video, from a random offset. A compressed video decodes only forward from its
 # last keyframe (up to 250 frames back with x264's defaults), so 3 frames could cost hundreds of
 # decodes; as images, every frame is one decode wherever it is, and a clip costs k decodes.
-# Everything about a dataset that can be checked cheaply is checked when it is opened, so a broken
-# dataset fails in the first second with its file named, not hours later inside a loader worker.
+# VideoFolder(path) (Appendix D) reads it: .fps and .resolution (the run's time unit and size), .names, .lengths,
+# .read_frames(video, frames). It checks all that is cheap to check when it opens the dataset, so a broken one
+# fails in the first second with its file named, not hours later inside a loader worker.
 
 
 class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
 
-# VideoFolder(path) (Appendix D) reads it: .fps, .resolution, .names, .lengths, .read_frames(video, frames).
-# The dataset sets the run's resolution and its time unit, the fps (Appendix D's _open_run).
-
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Real clips as the paper draws them (Sec 3.3, Appx B): a video chosen uniformly -- not
-    weighted by its length, so a few long videos cannot dominate -- then a random offset.
-
-    Items are addressed by a seed: item(s) is a pure function of s, so the global batch of a step
-    is the same for any number of processes and after a resume. Returns (frames uint8 [k, H, W, 3],
-    times float64 [k]).
-    """
+    """Real clips as the paper draws them (Sec 3.3, Appx B): a video chosen uniformly (not weighted by its length,
+    so a few long videos cannot dominate), then a random offset. Item s is a pure function of the seed s, so a
+    step's global batch is the same for any number of processes and after a resume -> (frames uint8
+    [k, H, W, 3], times float64 [k])."""
 
     def __init__(self, data: VideoFolder, cfg: Config):
         self.data, self.cfg = data, cfg
@@ -1158,10 +1105,8 @@ PURPOSES = ("G", "D", "real", "augG", "augDfake", "augDreal", "augR1")   # one r
 
 
 def step_rng(seed: int, step: int, purpose: str, rank: int = 0, torch_rng: bool = False):
-    """The numpy generator of one kind of draw of one step of one run (per process, for the augmentation), or
-    (torch_rng) a torch.Generator seeded from it: every step is replayable alone, so resuming needs nothing but
-    the step counter. SeedSequence mixes (seed, step, purpose, rank) into a stream of its own (not hash(): Python
-    salts it per process)."""
+    """(seed, step, purpose, rank) -> a numpy stream of its own (SeedSequence; not hash(), which Python salts per
+    process), or with torch_rng a torch.Generator seeded from it. The rank is the augmentation's only."""
     rng = np.random.default_rng([seed, step, PURPOSES.index(purpose), rank])
     return torch.Generator().manual_seed(int(rng.integers(2 ** 63))) if torch_rng else rng
 
@@ -1181,9 +1126,8 @@ class Dist:
 
 
 def real_batches(seed: int, start_step: int, batch: int, rows: slice):
-    """The DataLoader's batch_sampler: per step, the item seeds of this process's rows of the global batch
-    (a worker turns each into a clip, ClipDataset). Seeded by the step: a resumed run, or one on another
-    number of processes, shows D the same real clips at the same step."""
+    """The DataLoader's batch_sampler: per step, the item seeds (ClipDataset) of this process's rows of the
+    global batch."""
     for step in range(start_step, 2 ** 62):
         yield step_rng(seed, step, "real").integers(0, 2 ** 62, size=batch).tolist()[rows]
 
@@ -1237,9 +1181,8 @@ class Trainer:
         self.D = Discriminator(cfg).to(dist.device)
         self.G_ema = Generator(cfg).to(dist.device).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
-        # Lazy regularization (StyleGAN2 Appx B): D takes an extra step on R1 every r1_interval steps
-        # (adam_kwargs). G gets the adjustment for g_reg_interval = 4 without any regularizer, as in the
-        # release (StyleGAN2-ADA's G_reg_interval 4 with pl_weight 0): lr 0.0025 * 4/5 = 0.002, beta2 0.99^0.8.
+        # Lazy regularization (adam_kwargs): D's R1 every r1_interval steps. G gets the adjustment for g_reg_interval
+        # 4 without any regularizer, as the release (StyleGAN2-ADA's pl_weight 0): lr 0.0025 * 4/5, beta2 0.99^0.8.
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.resolved().lr, cfg.g_reg_interval))
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.resolved().lr, cfg.r1_interval))
         # gamma < 0: StyleGAN2-ADA's 'auto' 0.0002 * res^2 / batch (Config.resolved): the penalty sums over pixels,
@@ -1249,7 +1192,6 @@ class Trainer:
         self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
         self.nonfinite, self.train_sec = 0, 0.0                  # zeroed gradients; training time at the last save
 
-    # -- helpers --------------------------------------------------------------------------------
     def _latents(self, purpose: str):
         """z, clip times and motion tokens of this process's rows of the global batch (all B are drawn, then sliced:
         drawing only our rows would tie row r's latents to the number of processes)."""
@@ -1267,7 +1209,6 @@ class Trainer:
         g = step_rng(self.seed, self.step_idx, "aug" + purpose, self.dist.rank, torch_rng=True)
         return self.aug(x, generator=g)
 
-    # -- one training step ----------------------------------------------------------------------
     def step(self, real: torch.Tensor, t_real: torch.Tensor) -> dict:
         """real uint8 [b, k, H, W, 3], t_real [b, k] -> losses of this step."""
         cfg, dev = self.cfg, self.dist.device
@@ -1347,7 +1288,6 @@ class Trainer:
             for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 b_ema.copy_(b)
 
-    # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return dict(cfg=dataclasses.asdict(self.cfg), G=self.G.state_dict(), G_ema=self.G_ema.state_dict(),
                     D=self.D.state_dict(), opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
@@ -1372,7 +1312,6 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
           metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
     """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
     when a signal stopped it (after saving)."""
-    from tqdm import tqdm
     trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32, kimg)
     cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
     # real_batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
@@ -1497,11 +1436,9 @@ def anchor_params(G, motion, t, cache: Optional[dict] = None):
 
 @torch.no_grad()
 def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
-    """Frames for every (video, time) pair -> float [B, T, 3, H, W], nominally in [-1, 1] (not clamped).
-
-    w [B, w_dim] content codes, motion_seeds: B motions (seeds, or a projection's, see anchor_params),
-    t [T] float times in frames (>= 0, any spacing: a frame's cost depends on neither t nor the others).
-    """
+    """Frames for every (video, time) pair -> float [B, T, 3, H, W], nominally in [-1, 1] (not clamped). w [B, w_dim]
+    content codes, motion_seeds: B motions (seeds, or a projection's, see anchor_params), t [T] float times in
+    frames (>= 0, any spacing: a frame's cost depends on neither t nor the others)."""
     device = G.mapping.w_avg.device
     per_video = [anchor_params(G, ms, t, cache) for ms in motion_seeds]              # B x (4 x [T, 2, D], j [T])
     anchors = [torch.cat([pv[0][i] for pv in per_video]) for i in range(4)]       # 4 x [B*T, 2, D]
@@ -1526,9 +1463,8 @@ def render_videos(G, content_seeds, t: torch.Tensor, motion_seeds=None, truncati
 def motion_codes(G, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
     """v_t of one video at times t [T] (frames) -> [T, D]: its motion code, addressable (Eq 4; Fig 9)."""
     anchors, j = anchor_params(G, motion_seed, t)                        # 4 x [T, 2, D], [T]
-    dev = G.mapping.w_avg.device
-    t = torch.as_tensor(t).double().to(dev)
-    return acyclic_embedding(*anchors, j.to(dev), t, G.cfg.motion_delta_z, G.motion.wave)    # [T, D]
+    dev, t = G.mapping.w_avg.device, torch.as_tensor(t).double()
+    return acyclic_embedding(*anchors, j.to(dev), t.to(dev), G.cfg.motion_delta_z, G.motion.wave)    # [T, D]
 
 
 def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
@@ -1538,7 +1474,6 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
     `seconds` at `fps`, tiled, streamed to `out` -> frames written. Frame i is at t = (start + i / fps) * data_fps
     training frames: another fps samples the same continuous video more or less densely. Memory is flat in the
     length: `batch` time steps a chunk, and a bounded cache of anchor blocks, each computed once as t walks on."""
-    from tqdm import tqdm
     motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
     n_frames = max(1, int(round(seconds * fps)))
     if w is None:
@@ -1558,16 +1493,14 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
     return n_frames
 
 
-# --- Projection (Fig 2, Sec 4.3) -----------------------------------------------------------------
-# Fig 2 projects a real image into the content space and animates it with the video generator. A clip
-# goes further: its content code w and the motion tokens z^m_j that cover its frame times are fitted
-# together, each frame at its real time t. What comes out is a video of the continuous-time generator:
-# it renders between the real frames (any --fps), past the clip's end (the tokens there are the motion
-# seed's, addressable as above), or with another motion seed. The schedule is StyleGAN2-ADA's projector:
-# w starts at w_avg; Adam's lr ramps up over the first 5% of the steps and down on a cosine over the last
-# 25%; noise added to w, fading out over the first 75%, searches widely before the fit settles.
-# The loss is the pixels' MSE: StyleGAN2-ADA's LPIPS needs VGG16 weights downloaded at run time, and on
-# training clips MSE fitted better than an MSE over 4 scales or D's own features (README).
+# Projection (Fig 2, Sec 4.3). Fig 2 projects a real image into the content space and animates it. A clip goes
+# further: its w and the motion tokens z^m_j that cover its frame times are fitted together, each frame at its
+# real time t. What comes out is a video of the continuous-time generator: it renders between the real frames
+# (any --fps), past the clip's end (there the motion seed's tokens, addressable as above), or with another
+# motion seed. The schedule is StyleGAN2-ADA's projector: w starts at w_avg; Adam's lr ramps up over the first
+# 5% of the steps and down on a cosine over the last 25%; noise added to w, fading out over the first 75%,
+# searches widely before the fit settles. The loss is the pixels' MSE: StyleGAN2-ADA's LPIPS needs VGG16 weights
+# downloaded at run time, and on training clips MSE fitted better than an MSE over 4 scales or D's features.
 
 def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = True, motion_seed: int = 0,
             lr: float = 0.1, noise: float = 0.05, token_weight: float = 1.0, distance=F.mse_loss,
@@ -1575,7 +1508,6 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
     """Fit w (from w_avg) and, with `motion`, the tokens covering `times` [T] (frames; from the motion seed's)
     so that G renders `target` [T, 3, R, R] in [-1, 1] -> dict(w [w_dim], tokens [L, D], first, loss, steps).
     Ctrl-C (or SIGTERM) stops it early: the best fit so far comes back, with steps = the steps done."""
-    from tqdm import tqdm
     dev, dz, ctx = G.mapping.w_avg.device, G.cfg.motion_delta_z, G.motion.context
     gen = torch.Generator().manual_seed(motion_seed)
     with torch.no_grad():                                        # w_avg, and w's spread (one number)
@@ -1587,12 +1519,11 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
     w, tokens = w_avg.clone().requires_grad_(), tokens.requires_grad_(motion)
     opt, target = torch.optim.Adam([w, tokens] if motion else [w]), target.to(dev)
     best, done = (math.inf, w.detach().clone(), tokens.detach().clone()), 0
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         for done in tqdm(range(steps), desc="project", unit="step", disable=not progress):
             tau = done / steps
             ramp = min(1.0, tau / 0.05) * (0.5 - 0.5 * math.cos(math.pi * min(1.0, (1 - tau) / 0.25)))
-            for group in opt.param_groups:
-                group["lr"] = lr * ramp
+            opt.param_groups[0]["lr"] = lr * ramp
             w_noisy = w + torch.randn(w.shape, generator=gen).to(dev) * w_std * noise * max(0.0, 1 - tau / 0.75) ** 2
             anchors, j = G.anchors_from_tokens(tokens[None], t)
             fit = distance(G.frames_from_anchors(w_noisy.expand(t.shape[1], -1), anchors, j[0], t[0]), target)
@@ -1604,8 +1535,6 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
             loss.backward()
             opt.step()
         done = steps
-    except KeyboardInterrupt:
-        pass
     return dict(w=best[1].cpu(), tokens=best[2].cpu(), first=first, loss=best[0], steps=done)
 
 
