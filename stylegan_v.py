@@ -161,9 +161,8 @@ def make_config(preset: str = "tiny", **overrides) -> Config:
     if overrides.get("arch", "paper") not in ARCH_VARIANTS:
         raise ValueError(f"arch must be one of {', '.join(ARCH_VARIANTS)}, got {overrides['arch']!r}")
     variant = ARCH_VARIANTS[overrides.get("arch", "paper")]              # an arch's own settings (Appendix B)
-    overrides = {**variant.get("defaults", lambda fields: {})({**PRESETS[preset], **overrides}), **overrides,
-                 **variant.get("fixed", {})}
-    return check_config({**PRESETS[preset], **overrides, "preset": preset})
+    defaults = variant["defaults"]({**PRESETS[preset], **overrides}) if "defaults" in variant else {}
+    return check_config({**PRESETS[preset], **defaults, **overrides, **variant.get("fixed", {}), "preset": preset})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -450,10 +449,7 @@ class MotionMappingNetwork(nn.Module):
         omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma   # Eq 5 with the Eq 6 scales
         return self.W_alpha(u), omega, self.W_rho(u), self.W_a(u)   # Eq 3; a: the alignment vectors of Eq 4
 
-    @staticmethod
-    def wave(alpha: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        """Eq 1: one sine per channel, alpha * sin(phase)."""
-        return alpha * torch.sin(phase)
+    wave = staticmethod(lambda alpha, phase: alpha * torch.sin(phase))   # Eq 1: one sine per channel
 
 
 def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tensor, delta_z: float,
@@ -481,9 +477,7 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
 
     def v_raw(s):                                                # Eq 1-2 with the left anchor's waves
         return wave(al, om * s[:, None] + rh).float()            # [N, D]
-
-    v_tilde = v_raw(t)
-    v_tilde_l, v_tilde_r = v_raw(l), v_raw(r)
+    v_tilde, v_tilde_l, v_tilde_r = v_raw(t), v_raw(l), v_raw(r)
     return v_tilde - torch.lerp(v_tilde_l, v_tilde_r, tau) + torch.lerp(a[:, 0], a[:, 1], tau)  # Eq 4
 
 
@@ -675,7 +669,7 @@ class DiscriminatorBlock(nn.Module):
         self.conv1 = Conv2d(tmp_ch, out_ch, 3, down=True, conv_clamp=clamp)
         self.skip = Conv2d(in_ch, out_ch, 1, act="linear", down=True, bias=False)
 
-    def forward(self, x, c: Optional[torch.Tensor], low=torch.float32) -> torch.Tensor:  # [N, C', H/2, W/2]
+    def forward(self, x, c, low=torch.float32):                  # [N, C, H, W] -> [N, C', H/2, W/2]
         x = x.to(low if self.use_fp16 else torch.float32)
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
@@ -875,7 +869,8 @@ def ada_geometry(batch, p, height, width, generator=None, device=None):
     composing inverses right to left applies the ops in the order listed. Every value and coin is drawn whatever
     p is, so the generator always advances alike (exact resume)."""
     dev, rand, randn, fire = _draws(batch, p, generator, device)
-    s, rotate = ADA_STRENGTHS, lambda cos, sin: _mat3(cos, -sin, 0, sin, cos, 0)   # noqa: E731  counter-clockwise
+    s = ADA_STRENGTHS
+    rotate = lambda cos, sin: _mat3(cos, -sin, 0, sin, cos, 0)   # noqa: E731  counter-clockwise
     G = torch.eye(3, device=dev).expand(batch, 3, 3)
     # Blitting: whole-pixel moves, lossless.
     flip = fire(torch.floor(rand(batch) * 2), 0.0)                        # 0 or 1
@@ -1258,7 +1253,6 @@ class Trainer:
         self.nimg += cfg.batch * self.k
         self.nvid += cfg.batch
         self._update_ema()
-
         self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce)   # ADA: every 4 steps, p towards the target
         logs["p"] = self.aug.p
         self.step_idx += 1
@@ -1401,11 +1395,9 @@ def content_codes(G, seeds, truncation: float = 1.0) -> torch.Tensor:
 
 
 def anchor_params(G, motion, t, cache: Optional[dict] = None):
-    """The wave parameters of the two anchors of each time t [T] (frames) of one video -> (4 x [T, 2, D]: the left
-    anchor t_j and the right one t_{j+1}; j [T]). Eq 4 needs only those two: whatever t is, a frame costs two
-    anchors (computed in aligned blocks of ANCHOR_BLOCK), so frame t = 1 h costs what frame t = 0 costs.
-    motion: a motion seed, or (seed, first, tokens [L, D]) whose tokens first ... first+L-1 are given (a
-    projection, below) and the rest seeded. `cache` (a dict) keeps recent blocks: a long video walks forward."""
+    """The two anchors of each time t [T] (frames) of one video, all Eq 4 needs whatever t is -> (4 x [T, 2, D]: the
+    wave parameters of the left t_j and the right t_{j+1}; j [T]). motion: a seed, or (seed, first, tokens [L, D])
+    whose tokens first ... first+L-1 are given (a projection, below). `cache` (a dict) keeps recent blocks."""
     # float64: --start reaches 10^7 s, t ~ 2.5e8 frames, past float32's exact integers (2^24), and
     # floor(t / delta_z) and the position between two anchors must be exact there.
     t = torch.as_tensor(t).double().cpu()
