@@ -1960,34 +1960,29 @@ def import_release_snapshot(path: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
-def _time_it(fn, repeat: int = 3) -> float:
-    """The median seconds of `repeat` calls of fn after a warm-up one, each awaiting the GPU (asynchronous)."""
+def bench_model(cfg: Config, device: torch.device, name: str, repeat: int = 3, train: bool = True) -> None:
+    """Prints "name, what: value" for a new model of `cfg`: rendering from t = 0 and 1 h (frames/s, the same: Sec 4.3)
+    and training steps without R1 (s/kimg; on a GPU their peak memory, Adam's state included: to choose --batch)."""
     import timeit
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    return float(np.median(timeit.repeat(lambda: (fn(), sync()), number=1, repeat=repeat + 1)[1:]))
+    cuda, B, k, H = device.type == "cuda", cfg.batch, cfg.frames_per_clip, cfg.resolution
 
-
-def bench_model(cfg: Config, device: torch.device, repeat: int = 3, train: bool = True):
-    """A new model of `cfg` -> (what, value): rendering from t = 0 and 1 h (frames/s, the same: Sec 4.3), training."""
-    B, k, H = cfg.batch, cfg.frames_per_clip, cfg.resolution
+    def seconds(fn):                                             # the median of `repeat` calls after a warm-up one
+        call = lambda: [fn(), torch.cuda.synchronize(device) if cuda else None]   # (the GPU runs asynchronously)
+        return np.median(timeit.repeat(call, number=1, repeat=repeat + 1)[1:])
     G = Generator(cfg).eval().requires_grad_(False).to(device)
     for t0 in (0, 90_000):
-        seconds = _time_it(lambda: render_frames(G, content_codes(G, [0]), [0], t0 + torch.arange(16.0)), repeat)
-        yield f"rendering a video from t={t0} (frames/s)", round(16 / seconds, 1)
+        s = seconds(lambda: render_frames(G, content_codes(G, [0]), [0], t0 + torch.arange(16.0)))
+        print(f"{name}, rendering a video from t={t0} (frames/s): {16 / s:.1f}")
     if train:
         trainer = Trainer(dataclasses.replace(cfg, r1_gamma=0.0), Dist(device=device))   # gamma 0: no R1 steps
         real = torch.randint(0, 256, (B, k, H, H, 3), dtype=torch.uint8)                 # [B, k, H, W, 3] random frames
         t = fake_clip_times(cfg, np.random.default_rng(0), B, k, [cfg.max_time])        # [B, k] frame times
-        seconds = _time_it(lambda: trainer.step(real, t), repeat)
-        yield f"training on {B} clips of {k} frame(s) (s/kimg)", round(seconds / (B * k) * 1e3, 2)
-
-
-def benchmark_modconv_layer(device='cuda', N=16, C=64, H=256, dtype=torch.float16, iters=20) -> dict:
-    """One 3x3 ModConv2d layer's forward + backward (ffs's at 256^2 by default) -> {impl: ms} for 'ref' and 'cuda'."""
-    x, grad = (torch.randn(N, C, H, H, device=device, dtype=dtype) for _ in "xg")   # (weights: demodulated, any scale)
-    weight, s, bias = (torch.randn(*shape, device=device).requires_grad_() for shape in ((C, C, 3, 3), (N, C), (C,)))
-    return {impl: round(1e3 * _time_it(lambda: modulated_conv2d_fused(x, weight, s, bias, clamp=256.0, impl=impl)
-                                       .backward(grad), iters), 3) for impl in ('ref', 'cuda')}
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        s = seconds(lambda: trainer.step(real, t))
+        print(f"{name}, training on {B} clips of {k} frame(s) (s/kimg): {s / (B * k) * 1e3:.2f}")
+        if cuda:
+            print(f"{name}, training's peak memory (GiB): {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f}")
 
 
 def cmd_bench(args) -> None:
@@ -1995,43 +1990,32 @@ def cmd_bench(args) -> None:
     device = _pick_device(args.device)
     print(f"# torch {torch.__version__} on", torch.cuda.get_device_name(device) if device.type == "cuda" else "a CPU")
     for cfg in map(make_config, args.presets):
-        for what, value in bench_model(cfg, device, args.repeat, args.train):
-            print(f"{cfg.preset} {cfg.resolution}^2, {what}: {value}")
+        bench_model(cfg, device, f"{cfg.preset} {cfg.resolution}^2", args.repeat, args.train)
 
 
-def cmd_doctor(args, cfg: Optional[Config] = None, steps: int = 3, log=print) -> dict:
-    """`doctor` -> {what: result}, logged as they come: the toolchain, the kernel's build (a build error shows without a
-    GPU too); on a GPU its parity, one layer's speed, and --full: bench_model of ffs with the kernel on and off."""
+def cmd_doctor(args) -> None:
+    """`doctor`, printed as it comes: the toolchain, the kernel's build (a build error shows without a GPU too), on a
+    GPU its parity; --full (minutes): bench_model of ffs with the kernel on and off (on a CPU: of tiny, a smoke run)."""
     global USE_CUSTOM_OPS                                        # (main restores it)
-    cuda, res, device = torch.cuda.is_available(), {}, _pick_device(None)
-    if args.full and not (cfg := cfg or cuda and make_config("ffs", batch=16)):     # (the tests pass a small cfg)
-        raise UserError("doctor --full: the acceptance run needs a CUDA GPU, and none is visible")
-    if out := args.out or (args.full and "doctor_full"):
-        check_writable(out, folder=True)                          # before the work
-    note = lambda what, value: log(f"{what}: {res.setdefault(what, value)}")   # noted once, logged as it comes
-    nvcc = (home := _find_cuda_home()) and os.path.join(home, "bin", "nvcc")
-    note("torch", f"{torch.__version__} (CUDA {torch.version.cuda or 'none'}), python {sys.version.split()[0]}")
-    note("nvcc", f"{nvcc} ({subprocess.check_output([nvcc, '--version'], text=True).split()[-1]})" if nvcc else "none")
-    note("GPUs", ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{'%d%d' % torch.cuda.get_device_capability(i)})"
-                           for i in range(torch.cuda.device_count())) or "none (parity, speed, --full need one)")
+    cuda, device = torch.cuda.is_available(), _pick_device(None)
+    print(f"torch: {torch.__version__} (CUDA {torch.version.cuda or 'none'}), python {sys.version.split()[0]}")
+    nvcc = (home := _find_cuda_home()) and os.path.join(home, "bin", "nvcc")   # (its version vs torch's CUDA)
+    print("nvcc:", f"{nvcc} ({subprocess.check_output([nvcc, '-V'], text=True).split()[-1]})" if nvcc else "none")
+    print("GPUs:", ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{'%d%d' % torch.cuda.get_device_capability(i)})"
+                             for i in range(torch.cuda.device_count())) or "none (the kernel's parity needs one)")
     module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not cuda)
-    note("kernel", ("ready in {seconds} s" if module else "NOT built: {reason}").format(**status))   # (a build says so)
-    if kernel := cuda and module is not None:
-        checks = check_parity(device, tuple(PARITY_TOL))   # float64, float32, float16, bfloat16
+    print("kernel:", ("ready in {seconds} s" if module else "NOT built: {reason}").format(**status))   # (a build: said)
+    kernel = cuda and module is not None
+    if kernel:
+        checks = check_parity(device, tuple(PARITY_TOL))         # float64, float32, float16, bfloat16
         bad = [f"; FAILED {k}: err {v['err']:.1e} > tol {v['tol']:.0e}" for k, v in checks.items() if not v["ok"]]
-        note("kernel parity", f"{len(checks) - len(bad)}/{len(checks)} checks ok" + "".join(bad))
-        note("one 256^2 ModConv2d's forward + backward (ms)", benchmark_modconv_layer(device))
-    # --full: the kernel on and off at float16 layers, off at float32 ones (without the kernel or a GPU: fewer)
-    for on, fp16 in [(True, True), (False, True), (False, False)][(not kernel) + (not cuda):] if args.full else []:
-        USE_CUSTOM_OPS = on                                      # what ModConv2d's dispatch reads
-        for what, value in bench_model(dataclasses.replace(cfg, num_fp16_res=4 * fp16), device, steps):
-            note(f"{cfg.preset}, kernel {'on' if on else 'off'}, float{16 if fp16 else 32} layers, {what}", value)
-    if out:
-        os.makedirs(out, exist_ok=True)
-        _atomic_write(f"{out}/doctor.json", json.dumps(res, indent=2))
-        _atomic_write(f"{out}/doctor.md", "| | |\n|---|--:|\n" + "".join(f"| {k} | {v} |\n" for k, v in res.items()))
-        log(f"wrote {out}/doctor.json and {out}/doctor.md")
-    return res
+        print(f"kernel parity: {len(checks) - len(bad)}/{len(checks)} checks ok" + "".join(bad))
+    if args.full:   # the kernel on and off at float16 layers, off at float32 (no kernel: the last two; a CPU: the last)
+        cfg = make_config("ffs", batch=16) if cuda else make_config("tiny", resolution=16, batch=4)
+        for on, fp16 in [(True, True), (False, True), (False, False)][(not kernel) + (not cuda):]:
+            USE_CUSTOM_OPS = on                                  # what ModConv2d's dispatch reads
+            bench_model(dataclasses.replace(cfg, num_fp16_res=4 * fp16), device,
+                        f"{cfg.preset}, kernel {'on' if on else 'off'}, float{16 if fp16 else 32} layers")
 
 
 def _ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
@@ -2062,39 +2046,41 @@ def plot_curves(curves: dict, ylabel: str, xlabel="kimg (thousands of real frame
     draw.text((left, top - 4), ylabel, fill="black", anchor="ld")    # above the frame, clear of the ticks
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
     for i, (label, c) in enumerate(curves.items()):              # the legend: each label in its curve's colour
-        draw.line(points := [(px(x), py(y)) for x, y in c], fill=colours[i % 6], width=2)
-        for x, y in points if len(points) <= 100 else []:       # few points (FVD at snapshots): a dot each
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colours[i % 6])
+        points = [(px(x), py(y)) for x, y in c]
+        draw.line(points, fill=colours[i % 6], width=2)
+        if len(points) <= 100:                                   # few points (FVD at snapshots): a dot each
+            for x, y in points:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colours[i % 6])
         draw.text((W - right - 8, top + 12 + 14 * i), label, fill=colours[i % 6], anchor="rm")
     return np.asarray(img)
 
 
 def cmd_figures(args) -> None:
-    """The README's pictures from a checkpoint (and its dataset), strips of 8 frames 4 apart, a row per video; Fig 9."""
+    """The README's pictures from a checkpoint (and its dataset): strips of 8 frames 4 apart, a row per video, of real
+    vs fake, content vs motion seeds (separate: Sec 3.1), t = 0 vs 1 h (no drift); Fig 9: v_t, a band per channel."""
     check_writable(args.out, folder=True)
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
-    if args.data and (data := VideoFolder(args.data)).resolution != cfg.resolution:
+    data = VideoFolder(args.data) if args.data else None
+    if data and data.resolution != cfg.resolution:
         raise UserError(f"{args.data}: {data.resolution}^2 frames, the generator's {cfg.resolution}^2: use its dataset")
     t, z = torch.arange(0.0, 32.0, 4.0, dtype=torch.float64), max(1, 96 // cfg.resolution)   # z: the zoom to >= 96 px
     # a row per video: [V, 8, H, W, 3] -> [V*H, 8*W, 3] -> [V*H*z, 8*W*z, 3] (nearest neighbour)
     rows = lambda v: v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy().repeat(z, 0).repeat(z, 1)
-    pictures = {"fake.png": (fake := rows(render_videos(G, list(range(args.num)), t)))}
-    if args.data:                  # random videos from their start (a short one repeats its last frame), a white gap
+    fake = rows(render_videos(G, list(range(args.num)), t))
+    pictures = {"fake.png": fake}
+    if data:                       # random videos from their start (a short one repeats its last frame), a white gap
         real = torch.from_numpy(np.stack([data.read_frames(int(v), np.minimum(t.long().numpy(), data.lengths[v] - 1))
                                           for v in np.random.default_rng(0).permutation(len(data.names))[:args.num]]))
         pictures = {"real_vs_fake.png": np.concatenate([rows(real), np.full_like(fake[:4], 255), fake])}
-    # Content and motion are separate: rows (c0,m0) (c0,m1) (c1,m0) (c1,m1), content seed c, motion seed m.
     pictures["content_motion.png"] = rows(render_videos(G, [0, 0, 1, 1], t, motion_seeds=[0, 1, 0, 1]))
-    # No degradation after an hour: the same video at t = 0 and at t = 1 h ([1, 16, ...] -> [2, 8, ...]).
-    pictures["t0_vs_1h.png"] = rows(render_videos(G, [0], torch.cat([t, t + 3600 * cfg.fps])).unflatten(1, (2, 8))[0])
-    # Fig 9: six channels of the acyclic embedding v_t over 2000 frames, a band each.
-    v, t = motion_codes(G, 0, torch.arange(2000.0)).cpu().numpy(), np.arange(2000.0)   # [2000, D], [2000]
+    pictures["t0_vs_1h.png"] = rows(torch.cat([render_videos(G, [0], t + s) for s in (0, 3600 * cfg.fps)]))
+    v, t = motion_codes(G, 0, torch.arange(2000.0)).cpu().numpy(), np.arange(2000.0)   # v_t [2000, D], t [2000]
     pictures["embedding.png"] = np.concatenate([plot_curves({f"v_t[{c}]": np.c_[t, v[:, c]]}, "", "frames", (1000, 150))
                                                 for c in range(0, cfg.v_dim, math.ceil(cfg.v_dim / 6))])
     os.makedirs(args.out, exist_ok=True)
     for name, image in pictures.items():
-        _atomic_write(path := os.path.join(args.out, name), image)
-        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
+        _atomic_write(os.path.join(args.out, name), image)
+        print(f"wrote {os.path.join(args.out, name)} ({image.shape[1]}x{image.shape[0]})")
 
 
 def cmd_plot(args) -> None:
@@ -2103,23 +2089,22 @@ def cmd_plot(args) -> None:
         raise UserError(f"{args.out}: --out is a .png or .jpg file")
     curves = {}
     for run in args.runs:
-        path, rows = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run, {}
-        if not os.path.isfile(path):                             # (a folder without a log, a FIFO: not read)
-            raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
+        path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
+        label, rows = os.path.basename(os.path.normpath(run)), {}                   # rows: {kimg: value}
         with open(path, "rb") as f:                              # bytes: a binary file is a line, not a crash
             for number, line in enumerate(f, 1):
                 try:                                             # not UTF-8, not JSON, not an object, not numbers
-                    if args.metric in (record := json.loads(line)).keys():
+                    record = json.loads(line)
+                    if args.metric in record.keys():             # (a list has no keys: refused too)
                         rows[float(record["kimg"])] = float(record[args.metric])
                 except (ValueError, TypeError, AttributeError, KeyError):
                     raise UserError(f"{path}: line {number}: no JSON object of numbers kimg, {args.metric}") from None
         if not rows:
             raise UserError(f"{path}: no '{args.metric}' values (--metric: a key of its lines; FVD: train --metrics)")
-        curves[label := os.path.basename(os.path.normpath(run))] = np.array(sorted(rows.items()), dtype=np.float64)
+        curves[label] = np.array(sorted(rows.items()), dtype=np.float64)
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in curves[label]))
     _atomic_write(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
     print(f"wrote {args.out}")
-
 # ------------------------------------------------------------------------------------------------
 # Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
 #             the flags and their ranges, the one error path)
@@ -2977,7 +2962,7 @@ def build_parser() -> argparse.ArgumentParser:
         bench=(cmd_bench, "speed of rendering (and of training steps)", DEVICE + [
             ("--presets", list(PRESETS), ["tiny"], "default: tiny", dict(nargs="+")),
             ("--repeat", INT(1, 1000), 3, "timed repetitions (median; default 3)"),
-            ("--train", "store_true", False, "also time training steps (s/kimg)")]),
+            ("--train", "store_true", False, "also time training steps (s/kimg; on a GPU, their peak memory)")]),
         figures=(cmd_figures, "the README's pictures: real vs fake, content/motion, t=0 vs 1 h, Fig 9", DEVICE + [
             ("--ckpt", None, None, "checkpoint file or training directory", dict(required=True)),
             ("--data", None, None, "its dataset, for real frames beside the fake ones"),
@@ -2992,8 +2977,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("out", None, None, "the checkpoint to write, e.g. ffs.pt")]),
         doctor=(cmd_doctor, "torch/CUDA facts, build the CUDA kernel, check it against the reference", [
             ("--verbose", "store_true", False, "show the compiler's output"),
-            ("--full", "store_true", False, "on a GPU, also the acceptance run: the ffs model's speeds (minutes)"),
-            ("--out", None, None, "folder for doctor.json and doctor.md (--full's default: doctor_full)")]))
+            ("--full", "store_true", False, "also the acceptance run: ffs's speeds and memory on a GPU (minutes)")]))
     p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -1140,7 +1140,6 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
     _row("figures --ckpt missing.pt --out a-file", "a-file: cannot write here ("),     # said before the work
-    _row("doctor --out a-file", "a-file: cannot write here ("),
     _row("train --data /dev/zero --outdir run --dry-run", "/dev/zero: not a dataset: no dataset.json (make one with"),
 ])
 def test_train_bench_and_figures_refuse_bad_input_in_one_line_before_any_work(refused, fresh, argv, needles):
@@ -1567,18 +1566,14 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_bench_times_rendering_at_t0_and_at_t90000_and_the_layer_benchmark_runs_both_paths(capsys, monkeypatch):
+def test_bench_times_rendering_at_t0_and_at_t90000(capsys):
     sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
     out = [re.sub(r"[\d.]+$", "x", row) for row in capsys.readouterr().out.splitlines()]   # (x: a number)
     assert out[0].startswith("# torch ") and out[0].endswith(" on a CPU") and out[1:] == [
         f"tiny 64^2, rendering a video from t={t0} (frames/s): x" for t0 in (0, 90000)], out
-    if not (gpu := torch.cuda.is_available()):       # on a CPU its plumbing, with the stand-in plugin
-        use_stand_in_plugin(monkeypatch)
-    res = svm.benchmark_modconv_layer("cuda" if gpu else "cpu", N=2, C=8, H=32, iters=2)
-    assert list(res) == ["ref", "cuda"] and min(res.values()) > 0, res
 
 
-def test_doctor_reports_the_toolchain_and_its_full_run_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
+def test_doctor_reports_the_toolchain_and_its_full_run_on_a_cpu_is_a_smoke_run(tmp_path, monkeypatch, capsys):
     """Without a GPU: the facts, nothing written; --full's stages at a small size, so a first GPU finds no typo."""
     # torch's own guess ("No CUDA runtime is found, using CUDA_HOME='/usr/local'") would contradict doctor's nvcc
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
@@ -1591,17 +1586,15 @@ def test_doctor_reports_the_toolchain_and_its_full_run_writes_json_and_markdown(
     monkeypatch.chdir(tmp_path)
     sv.main(["doctor"])                                                # returns: exit status 0
     out = capsys.readouterr().out                                      # nvcc: its path and version, where found
-    assert re.search(r"^torch: .*\nnvcc: (none|\S+ \(\S+\))\nGPUs: none \(parity, speed, --full need one\)\n"
+    assert re.search(r"^torch: .*\nnvcc: (none|\S+ \(\S+\))\nGPUs: none \(the kernel's parity needs one\)\n"
                      r"kernel: NOT built: no GPU \(test\)\n$", out) and os.listdir() == [], out
-    assert_refused(["doctor", "--full"], ["doctor --full: the acceptance run needs a CUDA GPU"], capsys)
-    lines, args = [], sv.build_parser().parse_args(["doctor", "--full", "--out", "d"])
-    res = sv.cmd_doctor(args, sv.make_config("tiny", resolution=16, batch=4), 1, lines.append)
+    sv.main(["doctor", "--full"])
     run = "tiny, kernel off, float32 layers"                       # (no kernel nor float16 on a CPU)
-    train = f"{run}, training on 4 clips of 3 frame(s) (s/kimg)"
+    lines = capsys.readouterr().out.splitlines()[4:]
     assert [line.split(": ")[0] for line in lines] == [
-        "torch", "nvcc", "GPUs", "kernel", *(f"{run}, rendering a video from t={t0} (frames/s)" for t0 in (0, 90000)),
-        train, "wrote d/doctor.json and d/doctor.md"] and res[train] > 0
-    assert json.load(open("d/doctor.json")) == res and f"| {train} | {res[train]} |" in open("d/doctor.md").read()
+        *(f"{run}, rendering a video from t={t0} (frames/s)" for t0 in (0, 90000)),
+        f"{run}, training on 4 clips of 3 frame(s) (s/kimg)"] and float(lines[-1].split(": ")[1]) > 0, lines
+    assert os.listdir() == []
 
 
 @slow
@@ -1644,7 +1637,7 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
     (b"PK\x03\x04\x94\xff binary\n", "", "line 1: no JSON object"),                         # a dataset zip
     (b"[1, 2]\n", "", "line 1: no JSON object"),                                           # JSON of another shape
     (b'{"kimg": 1.0, "fvd16": "abc"}\n', "", "line 1: no JSON object of numbers"),
-    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "missing", "missing: no log.jsonl"),              # a second run
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "missing", "missing: No such file or directory"),   # a second run
     (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--out curve.gif", "curve.gif: --out is a .png or .jpg file")])
 def test_plot_refuses_a_log_it_cannot_read_in_one_line(tmp_path, monkeypatch, capsys, log, flags, needle):
     monkeypatch.chdir(tmp_path)
