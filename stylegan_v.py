@@ -35,8 +35,31 @@ turns them off): a frame must be a function of (z^c, z^m, t) alone to be address
 
 from __future__ import annotations
 
-import argparse, collections, contextlib, dataclasses, errno, functools, hashlib, importlib.util, io, json, math
-import os, pickle, re, shlex, shutil, signal, subprocess, sys, tempfile, threading, time, traceback, warnings, zipfile
+import argparse
+import collections
+import contextlib
+import dataclasses
+import errno
+import functools
+import hashlib
+import importlib.util
+import io
+import json
+import math
+import os
+import pickle
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -52,6 +75,7 @@ from tqdm import tqdm
 # ------------------------------------------------------------------------------------------------
 # §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
 # ------------------------------------------------------------------------------------------------
+
 
 class UserError(Exception):
     """Bad input from the user: the CLI prints the one-line message, never a traceback."""
@@ -2091,8 +2115,12 @@ def cmd_plot(args) -> None:
     for run in args.runs:
         path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
         label, rows = os.path.basename(os.path.normpath(run)), {}                   # rows: {kimg: value}
+        if not os.path.isfile(path):                             # (a FIFO is not read: it could block)
+            raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
         with open(path, "rb") as f:                              # bytes: a binary file is a line, not a crash
             for number, line in enumerate(f, 1):
+                if not line.endswith(b"\n"):                     # the last line of a killed run, torn
+                    continue
                 try:                                             # not UTF-8, not JSON, not an object, not numbers
                     record = json.loads(line)
                     if args.metric in record.keys():             # (a list has no keys: refused too)
@@ -2105,6 +2133,8 @@ def cmd_plot(args) -> None:
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in curves[label]))
     _atomic_write(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
     print(f"wrote {args.out}")
+
+
 # ------------------------------------------------------------------------------------------------
 # Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
 #             the flags and their ranges, the one error path)

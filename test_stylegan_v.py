@@ -1625,6 +1625,7 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
                                          (-4, 6, 2), (-2, 2, 2), (0, 1e-9, 1e-9)])
     # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
     log = "".join(f'{{"kimg": {k}, "fvd16": {v}}}\n' for k, v in ((0, 9), (10, 5), (10, 4), (5, 7)))
+    log += '{"kimg": 12, "fvd'                                   # and its last line, torn by a kill: skipped
     (tmp_path / "log.jsonl").write_text(log)
     sv.main(["plot", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "curve.jpg")])   # a JPEG, by its name
     assert capsys.readouterr().out.splitlines()[0] == "log.jsonl: 0 kimg 9.0  5 kimg 7.0  10 kimg 4.0"
@@ -1637,12 +1638,14 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
     (b"PK\x03\x04\x94\xff binary\n", "", "line 1: no JSON object"),                         # a dataset zip
     (b"[1, 2]\n", "", "line 1: no JSON object"),                                           # JSON of another shape
     (b'{"kimg": 1.0, "fvd16": "abc"}\n', "", "line 1: no JSON object of numbers"),
-    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "missing", "missing: No such file or directory"),   # a second run
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "missing", "missing: no log.jsonl"),                 # a second run
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "fifo", "fifo: no log.jsonl"),                       # never read: it blocks
     (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--out curve.gif", "curve.gif: --out is a .png or .jpg file")])
 def test_plot_refuses_a_log_it_cannot_read_in_one_line(tmp_path, monkeypatch, capsys, log, flags, needle):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "log.jsonl").write_bytes(log)
+    os.mkfifo(tmp_path / "fifo")
     assert_refused(["plot", "run", *flags.split()], [needle], capsys)
 
 
