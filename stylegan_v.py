@@ -2305,6 +2305,8 @@ class VideoFolder:
             raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
         except (KeyError, FileNotFoundError, zipfile.BadZipFile):     # not in it; neither a zip nor a folder
             what = "not a dataset: no dataset.json" if os.path.exists(path) else "no such dataset"
+            if self._zip and any(name.endswith("/data.pkl") for name in self._zip.namelist()):   # torch.save's zip
+                what = "a checkpoint (for --resume or sample --ckpt), not a dataset"
             raise DataError(f"{path}: {what} (make one with: python prepare_data.py VIDEOS data.zip)") from None
         need(isinstance(meta, dict), "must be an object", type(meta).__name__)
         fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")

@@ -608,6 +608,9 @@ def test_dataset_reads_back_png_frames_exactly_refuses_a_frame_file_too_large_an
     os.mkfifo(tmp_path / "fifo" / "dataset.json")
     with pytest.raises(sv.DataError, match="fifo: not a dataset: no dataset.json"):
         sv.VideoFolder(str(tmp_path / "fifo"))
+    torch.save({"G_ema": {}}, tmp_path / "c.pt")                       # a checkpoint passed as --data
+    with pytest.raises(sv.DataError, match=r"c.pt: a checkpoint \(for --resume or sample --ckpt\), not a dataset"):
+        sv.VideoFolder(str(tmp_path / "c.pt"))
 
 
 _FRAME, _META = np.zeros((16, 16, 3), np.uint8), {"fps": 25, "resolution": 16, "format": "png",
@@ -967,7 +970,7 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     assert_refused(["sample", "--from", "bad.pt", "--out", "w"], ["bad.pt: not a projection: its 'tokens' is"], capsys)
     assert_refused(["sample", "--from", "/dev/zero", "--out", "w"], ["/dev/zero: not a regular file"], capsys)
     assert_refused(["sample", "--ckpt", "proj.pt", "--out", "w"],
-                   ["proj.pt: not a StyleGAN-V checkpoint (it is a projection"], capsys)
+                   ["proj.pt: not a StyleGAN-V checkpoint (", "a projection is for sample --from"], capsys)
     iio.imwrite("still.png", np.zeros((20, 20, 3), np.uint8))         # Ctrl-C at step 4 saves the best fit so far
     monkeypatch.setattr(sv.Generator, "frames_from_anchors", raising_on_call(4, sv.Generator.frames_from_anchors))
     with pytest.raises(SystemExit) as exit_:
