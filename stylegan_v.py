@@ -2448,7 +2448,7 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
-    """A checkpoint (a file, a run's), projection or authors' snapshot as plain data; its settings checked first."""
+    """A checkpoint (a file, a run's), projection or authors' snapshot, read as data, never code; settings checked."""
     file = checkpoint_path(path)
     if not os.path.isfile(file):
         raise UserError(f"{file}: " + ("not a regular file" if os.path.exists(file) else f"no such {kind}"))
@@ -2522,11 +2522,11 @@ class FrameSink(contextlib.AbstractContextManager):
         self.close(exc)
         _remove(self.tmp)
 
-    def close(self, exc: Optional[BaseException] = None) -> None:   # ends ffmpeg; raises `exc` or ffmpeg's failure
+    def close(self, exc: Optional[BaseException] = None) -> None:   # ends ffmpeg; raises an OSError exc, or its failure
         if self.ffmpeg is not None:
             with contextlib.suppress(BrokenPipeError):
                 (self.ffmpeg.kill if exc else self.ffmpeg.stdin.close)()
-            if self.ffmpeg.wait() != 0 and exc is None:
+            if self.ffmpeg.wait() != 0 and exc is None:             # (all written? an mp4's index comes last)
                 self.log.seek(0)
                 raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
         if isinstance(exc, OSError):
