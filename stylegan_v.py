@@ -1692,7 +1692,9 @@ fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX 
 
 def _find_cuda_home():
     """torch's CUDA_HOME if it holds bin/nvcc and the headers (its guess from nvcc's folder on PATH may not)."""
-    home = _cpp_extension().CUDA_HOME
+    with contextlib.redirect_stderr(io.StringIO()):              # (importing it prints torch's own guess)
+        from torch.utils import cpp_extension
+    home = cpp_extension.CUDA_HOME
     return home if home and all(Path(home, f).is_file() for f in ('bin/nvcc', 'include/cuda_runtime.h')) else None
 
 
@@ -1714,7 +1716,8 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
         os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list   # where torch reads the target (it was that or unset)
         try:
             build_dir.mkdir(parents=True, exist_ok=True)
-            _PLUGIN = _cpp_extension().load_inline(name, [_MODCONV_CPP], [_MODCONV_CUDA], verbose=verbose,
+            from torch.utils import cpp_extension        # (imported quietly by _find_cuda_home above)
+            _PLUGIN = cpp_extension.load_inline(name, [_MODCONV_CPP], [_MODCONV_CUDA], verbose=verbose,
                 functions=['epilogue_forward', 'epilogue_backward'], extra_cflags=['-O3'], extra_cuda_cflags=['-O3'],
                 build_directory=str(build_dir), with_cuda=True, no_implicit_headers=True)
         except Exception as error:                  # a compiler or linker error (or no ninja), an unwritable cache
@@ -1937,7 +1940,7 @@ def import_release_snapshot(path: str) -> dict:
             out.update(module_state(child, f"{prefix}{name}."))
         return out
     if (size := os.path.getsize(path)) > 8 * 2 ** 30:   # a published 1024^2 snapshot is ~1 GB; more is not one
-        raise CheckpointError(f"{path}: {size / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
+        raise UserError(f"{path}: {size / 2 ** 30:.1f} GB, larger than any StyleGAN-V snapshot")
     try:                                                 # (a deep or cyclic pickle: a RecursionError, also one line)
         with open(path, "rb") as f:
             snap = _SnapshotUnpickler(f).load()
@@ -1960,7 +1963,7 @@ def import_release_snapshot(path: str) -> dict:
             mirror=bool((snap.get("training_set_kwargs") or {}).get("xflip", True)))
         theirs = {n: module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
     except Exception as e:
-        raise CheckpointError(f"{path}: not a StyleGAN-V snapshot ({type(e).__name__}: {_first_line(e)})") from None
+        raise UserError(f"{path}: not a StyleGAN-V snapshot ({type(e).__name__}: {_first_line(e)})") from None
     kimg = re.search(r"network-snapshot-(\d+)", base := os.path.basename(path))   # the release names them by kimg
     state = dict(cfg=dataclasses.asdict(cfg), step=0, nimg=1000 * int(kimg[1] if kimg else 0),
                  source=f"authors' snapshot {base}")
@@ -1971,9 +1974,9 @@ def import_release_snapshot(path: str) -> dict:
             tensor = theirs[name].get(their_key, want if fixed else None)    # a buffer the Config fixes: ours
             if tensor is None or tensor.shape not in (want.shape, (1, *want.shape)):   # (const, freqs: a leading 1)
                 shape = "missing" if tensor is None else tuple(tensor.shape)
-                raise CheckpointError(f"{path}: {name}.{their_key} is {shape}, expected {tuple(want.shape)}")
+                raise UserError(f"{path}: {name}.{their_key} is {shape}, expected {tuple(want.shape)}")
             if fixed and not torch.allclose(tensor.reshape(want.shape).float(), want, rtol=1e-5):
-                raise CheckpointError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
+                raise UserError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
             state[name][key] = want if fixed else tensor.reshape(want.shape).float()
     state["aug_p"] = float(p) if torch.is_tensor(p := theirs["augment_pipe"].get("p")) and p.numel() == 1 else 0.0
     return state
@@ -2136,53 +2139,51 @@ def cmd_plot(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Appendix D: plumbing (the dataset's checks, crash-safe files, signals and processes, the run lock,
-#             the flags and their ranges, the one error path)
+# Appendix D: plumbing (inputs checked at the door, one atomic writer, signals, run_lock, the flags, one error path)
 # ------------------------------------------------------------------------------------------------
-# What lets §11-§13 survive real use, a few mechanisms used everywhere: each input checked where it enters
-# (VideoFolder, load_checkpoint -> check_config, the flags' ranges), sizes bounded before anything of that size is
-# read or built; one atomic writer (_atomic_write; FrameSink for streams), one rule for what a killed writer left
-# (remove_stale_partials); a signal, a clean stop (GracefulStop); one training a run (run_lock); one error line.
-
-
-# --- The dataset, checked when it is opened (§11) ----------------------------------------------
 MAX_DATASET_FPS, MAX_VIDEO_FRAMES = 1000.0, 10 ** 8   # more is a broken header, not a video (10^8: 5 weeks at 30 fps)
 
 
 class VideoFolder:
-    """A prepare_data.py dataset (zip or folder) read lazily, checked at the door (dataset.json by rules, every frame
-    there, first frames' sizes), a file's size before it is read, a frame when decoded: any fault, one DataError."""
+    """A prepare_data.py dataset (zip or folder), checked at the door, read lazily: any fault, one DataError."""
 
     def __init__(self, path: str):
+        def need(ok, rule: str, value) -> None:                     # each rule of dataset.json, in turn
+            if not ok:
+                raise DataError(f"{path}: dataset.json: {rule}, got {value!r}")
         self.path, self.is_zip, self._zip = str(path), os.path.isfile(path), None
-        try:                         # 64 MB: a million videos' names (/dev/zero, a FIFO: neither a zip nor a folder)
-            meta = m if isinstance(m := json.loads(self.read("dataset.json", 2 ** 26)), dict) else {}
-        except (KeyError, FileNotFoundError, NotADirectoryError, zipfile.BadZipFile, ValueError) as e:
-            raise DataError(f"{path}: dataset.json is not valid JSON ({e})" if isinstance(e, ValueError) else
-                            f"{path}: {'not a dataset: no dataset.json' if os.path.exists(path) else 'no such dataset'}"
-                            " (make one with: python prepare_data.py VIDEOS data.zip)") from None
-        num, seen = lambda x: type(x) in (int, float) and math.isfinite(x), set()       # (type: a bool is no number)
+        try:
+            meta = json.loads(self.read("dataset.json", 2 ** 26))    # 64 MB: a million videos' names
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
+        except (KeyError, FileNotFoundError, zipfile.BadZipFile):     # not in it; neither a zip nor a folder
+            what = "not a dataset: no dataset.json" if os.path.exists(path) else "no such dataset"
+            if self._zip and any(name.endswith("/data.pkl") for name in self._zip.namelist()):   # torch.save's zip
+                what = "a checkpoint (for --resume or sample --ckpt), not a dataset"
+            raise DataError(f"{path}: {what} (make one with: python prepare_data.py VIDEOS data.zip)") from None
+        need(isinstance(meta, dict), "must be an object", type(meta).__name__)
         fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")
-        rules = [(fps, num(fps) and 0 < fps <= MAX_DATASET_FPS, f"fps must be a number in (0, {MAX_DATASET_FPS:g}]"),
-                 (res, num(res) and res in {2 ** k for k in range(3, 13)}, "resolution must be a power of two, 8-4096"),
-                 (fmt, isinstance(fmt, str) and re.fullmatch(r"[a-z0-9]{1,5}", fmt, re.I), "format must be like 'jpg'"),
-                 (videos, isinstance(videos, list) and videos, "'videos' must be a non-empty list")]
-        for i, v in enumerate(videos if isinstance(videos, list) else []):
+        need(type(fps) in (int, float) and 0 < fps <= MAX_DATASET_FPS,      # (a bool is no number; NaN is out of range)
+             f"fps must be a number in (0, {MAX_DATASET_FPS:g}]", fps)
+        need(res in [2 ** k for k in range(3, 13)], "resolution must be a power of two, 8-4096", res)
+        need(isinstance(fmt, str) and re.fullmatch(r"[a-z0-9]{1,5}", fmt, re.I), "format must be like 'jpg'", fmt)
+        need(isinstance(videos, list) and videos, "'videos' must be a non-empty list", videos)
+        seen = set()
+        for i, v in enumerate(videos):
             name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
             # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
-            rules += [(name, isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)
-                       and not (name in seen or seen.add(name)), f"video {i}: 'name' must be a folder name (no '/', "
-                       "not '.' or '..'), each listed once"),
-                      (n, type(n) is int and 1 <= n <= MAX_VIDEO_FRAMES,
-                       f"video {i}: 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}")]
-        if bad := next(((value, rule) for value, ok, rule in rules if not ok), None):
-            raise DataError(f"{path}: dataset.json: {bad[1]}, got {bad[0]!r}")
+            need(isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)
+                 and name not in seen, f"video {i}: 'name' must be a folder name (no '/', '.', '..') listed once", name)
+            need(type(n) is int and 1 <= n <= MAX_VIDEO_FRAMES,
+                 f"video {i}: 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}", n)
+            seen.add(name)
         self.fps, self.resolution, self.ext = float(fps), int(res), "." + fmt
         self.names, self.lengths = [v["name"] for v in videos], [v["frames"] for v in videos]
         listed = set(self._zip.namelist()) if self.is_zip else None
-        for name, n in zip(self.names, self.lengths):   # its first frame's size; every frame in a zip's index (to the
-            self.frame(f"{name}/000000{self.ext}", header_only=True)         # first missing one), a folder's last
-            for member in (f"{name}/{i:06d}{self.ext}" for i in (range(1, n) if self.is_zip else [n - 1])):
+        for name, n in zip(self.names, self.lengths):
+            self.frame(f"{name}/000000{self.ext}", header_only=True)    # its first frame's size and mode
+            for i in range(1, n) if self.is_zip else [n - 1]:           # each in a zip's index; a folder's last
+                member = f"{name}/{i:06d}{self.ext}"
                 if not (member in listed if self.is_zip else os.path.isfile(os.path.join(path, member))):
                     raise DataError(f"{path}: video '{name}' lists {n} frames but {member} is missing")
 
@@ -2193,10 +2194,15 @@ class VideoFolder:
         return np.stack([self.frame(f"{self.names[video]}/{int(i):06d}{self.ext}") for i in frame_indices])
 
     def read(self, member: str, limit: Optional[int] = None) -> bytes:
-        """One file (the zip opened once in each process), refused unread if it declares over `limit` bytes."""
+        """One regular file (the zip opened once in each process), refused unread if it declares over `limit` bytes."""
         limit = limit or 16 * self.resolution ** 2 + 2 ** 16          # more than any R^2 image (16-bit RGBA: 8 R^2)
-        self._zip, file = self._zip or (zipfile.ZipFile(self.path) if self.is_zip else None), f"{self.path}/{member}"
-        if (size := self._zip.getinfo(member).file_size if self.is_zip else os.path.getsize(file)) > limit:
+        file = os.path.join(self.path, member)
+        if self.is_zip:
+            self._zip = self._zip or zipfile.ZipFile(self.path)
+        elif not os.path.isfile(file):                                 # missing, or a FIFO (its read would wait)
+            raise FileNotFoundError(errno.ENOENT, "no such regular file", file)
+        size = self._zip.getinfo(member).file_size if self.is_zip else os.path.getsize(file)
+        if size > limit:
             raise DataError(f"{self.path}: {member} is {size:,} bytes, more than a file of this dataset can be")
         with self._zip.open(member) if self.is_zip else open(file, "rb") as f:
             return f.read(limit + 1)
@@ -2210,24 +2216,22 @@ class VideoFolder:
                 if img.size == (R, R) and img.mode in ("L", "P", "RGB", "RGBA"):
                     return None if header_only else np.asarray(img.convert("RGB"))
                 found = f"a {img.size[0]}x{img.size[1]} {img.mode} image"
-        except Exception as e:                                   # (read's DataError: as it is)
-            raise e if isinstance(e, DataError) else DataError(
-                f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
+        except DataError:                                                   # (read's: as it is)
+            raise
+        except Exception as e:
+            raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
         raise DataError(f"{self.path}: {member} is {found}, dataset.json says {R}x{R} (8-bit RGB)")
 
 
-# --- Errors in words; outputs written whole or not at all -----------------------------------------
 def _first_line(e) -> str:
-    """An exception's message in one line of at most 200 characters (torch's run to pages): its first line, and the
-    next where the first announces it (ends in ':'), without objects' addresses (<_io.BytesIO object at 0x...>)."""
+    """An exception's message in one line (and the next if it ends in ':'), no objects' addresses, <= 200 characters."""
     lines = [re.sub(r"\s*<[\w.]+ object at 0x[0-9a-f]+>", "", line).strip() for line in str(e).splitlines()]
     lines = [line for line in lines if line] or [type(e).__name__]
     return " ".join(lines[:2] if lines[0].endswith(":") else lines[:1])[:200]
 
 
 def error_reason(e: BaseException, path: str = ".") -> str:
-    """Why an operation on `path` failed, in words: the OS's, also where torch's zip writer hides it ("strerror: ...");
-    where none is said (torch, a broken ffmpeg pipe), a full disk if a real one (not /proc) has < 1 MiB free."""
+    """Why an operation on `path` failed: the OS's words (torch's "strerror: ..."), else a full disk if < 1 MiB free."""
     if isinstance(e, OSError) and not isinstance(e, BrokenPipeError):
         return "no space left on device" if e.errno == errno.ENOSPC else e.strerror or _first_line(e)
     if hidden := re.search(r"strerror: ([^\n]+)", str(e)):
@@ -2248,9 +2252,7 @@ def _remove(path: str) -> None:
 
 
 def _atomic_write(path: str, data) -> None:
-    """The one writer of every output: `data` (bytes, str, an image [H, W, 3] in the name's format, or write(tmp)) goes
-    to _partial(path), is fsynced and renamed onto `path`: a crash, a kill, a full disk or a power cut leaves the old
-    output or the new one. (An image is encoded in memory: imageio's file writer on a full disk: a traceback.)"""
+    """The one writer: bytes, str, an image [H, W, 3] or write(tmp) -> _partial(path), fsynced, renamed onto `path`."""
     if isinstance(data, np.ndarray):
         data = importlib.import_module("imageio.v3").imwrite("<bytes>", data, extension=Path(path).suffix.lower())
     tmp = _partial(path)
@@ -2267,8 +2269,7 @@ def _atomic_write(path: str, data) -> None:
 
 
 def check_writable(out: str, folder: bool = False) -> None:
-    """The one check of an output's place, before any work: a file created there and removed (a folder's write bit
-    does not say: /proc takes no new files). folder: `out` is a folder, probed in its nearest existing one."""
+    """Before any work: a file made and removed where `out` goes (/proc's write bit lies); a folder: in its nearest."""
     place = os.path.abspath(out) if folder else os.path.dirname(os.path.abspath(out))
     while folder and not os.path.exists(place):               # (made when written: nothing is left if refused)
         place = os.path.dirname(place)
@@ -2279,8 +2280,7 @@ def check_writable(out: str, folder: bool = False) -> None:
 
 
 def remove_stale_partials(path: str, every: bool = False) -> None:
-    """The one rule for what a killed writer left: `path`'s _partial names (every: any in folder `path`) whose pid is
-    gone are removed; a live writer's (ours, another user's) stay."""
+    """What a killed writer left: `path`'s _partial names (every: any in folder `path`) whose pid is gone."""
     import glob
     pattern = os.path.join(glob.escape(path), "*") if every else glob.escape(os.path.splitext(path.rstrip("/"))[0])
     for leftover in glob.glob(pattern + ".partial-*"):
@@ -2292,18 +2292,6 @@ def remove_stale_partials(path: str, every: bool = False) -> None:
                 _remove(leftover)
 
 
-def _cpp_extension():
-    """torch.utils.cpp_extension, without the CUDA_HOME it guesses and prints (Appendix A's _find_cuda_home chooses)."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        from torch.utils import cpp_extension
-    return cpp_extension
-
-
-# --- Checkpoints (§12, §13) and sample's output ------------------------------------------------
-class CheckpointError(UserError):
-    """A checkpoint (or a projection) that is missing, not ours, or unsafe to unpickle."""
-
-
 def checkpoint_path(path: str) -> str:                           # a file, or a run directory's checkpoint.pt
     return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
 
@@ -2313,39 +2301,32 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
-    """A checkpoint (a file, a run's) or a projection: torch.load(weights_only=True) of a regular file (not a FIFO),
-    plain data, never code, or an authors' snapshot (Appendix B); a failure, one line saying what the file is not
-    (never torch's advice to retry unsafely); a checkpoint's settings checked before any network (check_config:
-    missing fields its preset's, unknown ones dropped)."""
+    """A checkpoint (a file, a run's), projection or authors' snapshot, read as data, never code; settings checked."""
     file = checkpoint_path(path)
     if not os.path.isfile(file):
-        raise CheckpointError(f"{file}: " + ("not a regular file" if os.path.exists(file) else f"no such {kind}"))
+        raise UserError(f"{file}: " + ("not a regular file" if os.path.exists(file) else f"no such {kind}"))
     with open(file, "rb") as f:                                  # torch.save writes zips; a bare pickle: a snapshot?
         if f.read(1) == b"\x80" and not zipfile.is_zipfile(file):
             return import_release_snapshot(file)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:                              # refused objects, not torch.save's format, truncated
-        # Only a class the pickle names ("Unsupported global") means Python objects; random bytes fail as an
-        # unknown opcode ("Unsupported operand") and are simply not a checkpoint.
-        dataset = zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist()
-        raise CheckpointError(f"{file}: not a StyleGAN-V {kind}: " + (
-            "it is a dataset (prepare_data.py's zip: pass it as --data)" if dataset else
-            "it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
-            if isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower() else
-            error_reason(e, file) if isinstance(e, OSError) else "not a file torch.save wrote, or truncated")) from None
+        why = error_reason(e, file) if isinstance(e, OSError) else "not a file torch.save wrote, or truncated"
+        # Only a class named ("Unsupported global") means Python objects; random bytes: "Unsupported operand".
+        if isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower():
+            why = "it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
+        if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():
+            why = "it is a dataset (prepare_data.py's zip: pass it as --data)"
+        raise UserError(f"{file}: not a StyleGAN-V {kind}: {why}") from None     # (never torch's unsafe advice)
     if kind != "checkpoint":
         return state
-    if not isinstance(state, dict) or not {"cfg", "G_ema"} <= state.keys():
-        raise CheckpointError(f"{file}: not a StyleGAN-V checkpoint (" + ("it is a projection: sample --from it"
-                              if isinstance(state, dict) and "projection" in state else "no G_ema") + ")")
-    try:                                     # sizes come from here: checked before any network is built
-        if not isinstance(cfg := state["cfg"], dict):
-            raise ValueError(f"its config is a {type(cfg).__name__}, not a dict of settings")
-        known = {k: v for k, v in cfg.items() if k in {f.name for f in dataclasses.fields(Config)} - {"preset"}}
-        state["cfg"] = dataclasses.asdict(make_config(cfg.get("preset", "tiny"), **known))
+    if not isinstance(state, dict) or "G_ema" not in state or not isinstance(state.get("cfg"), dict):
+        raise UserError(f"{file}: not a StyleGAN-V checkpoint (no G_ema or cfg; a projection is for sample --from)")
+    try:                                     # missing fields: its preset's; unknown ones: dropped
+        known = {k: v for k, v in state["cfg"].items() if k in {f.name for f in dataclasses.fields(Config)}}
+        state["cfg"] = dataclasses.asdict(make_config(**known))
     except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
+        raise UserError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
     return state
 
 
@@ -2356,13 +2337,12 @@ def load_generator(path: str, device="cpu"):
     try:
         G.load_state_dict(state["G_ema"])
     except RuntimeError as e:
-        raise CheckpointError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' G ({_first_line(e)})")
+        raise UserError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' G ({_first_line(e)})")
     return G.eval().requires_grad_(False).to(device), cfg        # for rendering: no autograd graph
 
 
 class FrameSink(contextlib.AbstractContextManager):
-    """Frames, a chunk at a time, through an ffmpeg pipe into an .mp4 (H.264) or a new folder of PNGs at _partial(out),
-    committed by _atomic_write if ffmpeg's exit status says all is written (the index is last); else nothing is left."""
+    """Frames, a chunk at a time, through ffmpeg into an .mp4 or PNGs at _partial(out), renamed onto `out` when done."""
 
     @staticmethod
     def check(out: str) -> None:                                 # said before anything is rendered
@@ -2375,35 +2355,35 @@ class FrameSink(contextlib.AbstractContextManager):
 
     def __init__(self, out: str, fps: float):
         FrameSink.check(out)
-        self.out, self.fps, self.tmp, self.ffmpeg = out, fps, _partial(out), None
+        self.out, self.fps, self.tmp, self.ffmpeg, self.log = out, fps, _partial(out), None, tempfile.TemporaryFile()
+        self.to = ["-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p", self.tmp]   # plays everywhere, near-lossless
         if not out.lower().endswith(".mp4"):
             os.makedirs(self.tmp)
+            self.to = ["-start_number", "0", os.path.join(self.tmp, "%06d.png")]      # lossless
 
     def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
-        if self.ffmpeg is None:      # started at the first frame, when its size is known; yuv420p plays everywhere,
-            import imageio_ffmpeg    # crf 10 is near-lossless, PNGs are lossless; errors only, into a file
-            self.log, to = tempfile.TemporaryFile(), ["-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p", self.tmp]
-            to = ["-start_number", "0", os.path.join(self.tmp, "%06d.png")] if os.path.isdir(self.tmp) else to
+        if self.ffmpeg is None:                                  # started at the first frame, when its size is known
             self.ffmpeg = subprocess.Popen(
-                [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                 "-s", f"{frames.shape[2]}x{frames.shape[1]}", "-r", f"{self.fps:g}", "-i", "-", *to],
-                stdin=subprocess.PIPE, stderr=self.log)
+                [importlib.import_module("imageio_ffmpeg").get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f",
+                 "rawvideo", "-pix_fmt", "rgb24", "-s", f"{frames.shape[2]}x{frames.shape[1]}", "-r", f"{self.fps:g}",
+                 "-i", "-", *self.to], stdin=subprocess.PIPE, stderr=self.log)
         self.ffmpeg.stdin.write(np.ascontiguousarray(frames).tobytes())
 
-    def __exit__(self, exc_type, exc, _tb):     # (an OSError -- a full disk, a lost mount -- said as a failed write)
-        def finish(_tmp):
-            if self.ffmpeg is not None:
-                with contextlib.suppress(BrokenPipeError):
-                    (self.ffmpeg.kill if exc else self.ffmpeg.stdin.close)()
-                if self.ffmpeg.wait() != 0 and not exc:
-                    self.log.seek(0)
-                    raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
-            if isinstance(exc, OSError):
-                raise exc
-        if exc is None or isinstance(exc, OSError):
-            return _atomic_write(self.out, finish)
-        finish(self.tmp)
+    def __exit__(self, exc_type, exc, _tb):
+        if exc is None or isinstance(exc, OSError):    # an OSError (a full disk, a lost mount): said as a failed write
+            return _atomic_write(self.out, lambda tmp: self.close(exc))
+        self.close(exc)
         _remove(self.tmp)
+
+    def close(self, exc: Optional[BaseException] = None) -> None:   # ends ffmpeg; raises an OSError exc, or its failure
+        if self.ffmpeg is not None:
+            with contextlib.suppress(BrokenPipeError):
+                (self.ffmpeg.kill if exc else self.ffmpeg.stdin.close)()
+            if self.ffmpeg.wait() != 0 and exc is None:             # (all written? an mp4's index comes last)
+                self.log.seek(0)
+                raise RuntimeError(f"ffmpeg failed: {_first_line(self.log.read().decode(errors='replace'))}")
+        if isinstance(exc, OSError):
+            raise exc
 
 
 def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
@@ -2419,9 +2399,7 @@ def cmd_convert(args) -> None:
     """`convert`: an authors' snapshot, read by Appendix B's importer (nothing in it runs) -> a checkpoint of ours."""
     if os.path.exists(args.out):
         raise UserError(f"{args.out}: exists already (choose another name, or remove it first)")
-    if "opt_G" in (state := load_checkpoint(args.src)):
-        raise UserError(f"{args.src}: already a checkpoint of ours, nothing to convert")
-    save_checkpoint(args.out, state)
+    save_checkpoint(args.out, load_checkpoint(args.src))
     print(f"wrote {args.out} (no optimizer state: `train --resume` fine-tunes it with fresh optimizers)")
 
 
