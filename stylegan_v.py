@@ -1779,7 +1779,8 @@ at::Tensor epilogue_forward(at::Tensor y_, const Opt& d_, const Opt& bias_, int6
   const c10::cuda::CUDAGuard guard(y.device());
   const int64_t N = y.size(0), O = y.size(1), HW = y.size(2) * y.size(3), planes = N * O;
   const auto acc = at::toAccumulateType(y.scalar_type(), /*is_cuda=*/true);
-  const at::Tensor d = input(d_, "d", y, {N, O}, acc), bias = input(bias_, "bias", y, {O}, acc), out = at::empty_like(y);
+  const at::Tensor d = input(d_, "d", y, {N, O}, acc), bias = input(bias_, "bias", y, {O}, acc);
+  const at::Tensor out = at::empty_like(y);
   const int threads = threads_for(HW);                                     // (no pixels: one idle block)
   const int64_t grid_y = std::max<int64_t>(1, std::min<int64_t>(planes, 65535));   // gridDim.y's limit
   const int64_t grid_x = std::max<int64_t>(1, std::min((HW + threads - 1) / threads, kMaxBlocks / grid_y));
@@ -1818,9 +1819,8 @@ _MODCONV_CPP = "#include <torch/extension.h>\nusing Opt = std::optional<at::Tens
     f"{signature};\n" for signature in re.findall(r"^\S+ epilogue_\w+\([^)]*\)", _MODCONV_CUDA, re.M))  # the hosts
 
 
-# --- A.2 Lazy build. load_inline caches it in <cache>/<name>, the name a hash of all that changes the binary (never
-# stale nor loaded into the wrong torch); of N processes at once one builds, the others wait on its lock.
-_PLUGIN, _PLUGIN_STATUS, _SELF_CHECKS = None, None, {}   # the module; the build's status; {device: self-check passed}
+# --- A.2 Lazy build, cached under a hash of all that changes the binary; of N processes one builds, the others wait.
+_PLUGIN, _SELF_CHECKS = None, {}   # the module (None: not built yet, False: none); {device: its self-check passed}
 fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX file locks (Appendix D's run lock)
 
 
@@ -1833,13 +1833,13 @@ def _find_cuda_home():
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
     """Build or load the plugin -> (module or None, status: reason (None: ok), from_cache, seconds); never raises,
     warns if a build fails. Target: $TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0'), else (CI's no GPU) 8.0+PTX."""
-    global _PLUGIN, _PLUGIN_STATUS
+    global _PLUGIN
     gpus = ';'.join(sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
     arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or gpus or force_compile_without_gpu and '8.0+PTX'
     key = repr((_MODCONV_CPP, _MODCONV_CUDA, torch.__version__, torch.version.cuda, arch_list, sys.version))
     name = f'stylegan_v_modconv_{hashlib.sha256(key.encode()).hexdigest()[:12]}'   # (PyInit_<name> in the .so)
     build_dir = Path(cache_root or os.environ.get('STYLEGAN_V_CACHE') or '~/.cache/stylegan_v', name).expanduser()
-    t0, cached, _PLUGIN = time.time(), (build_dir / f'{name}.so').is_file(), None
+    t0, cached, _PLUGIN = time.time(), (build_dir / f'{name}.so').is_file(), False
     reason = None if _find_cuda_home() else 'no CUDA toolkit found: set CUDA_HOME to one'
     if torch.version.cuda is None or not arch_list:
         reason = 'no CUDA GPU visible' if torch.version.cuda else 'no CUDA in this torch build'
@@ -1857,20 +1857,18 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
             reason = f'build failed: {found[1].strip()[:300] if found else _first_line(error)}'
             warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({reason}); using the PyTorch "
                           "reference instead (`doctor --verbose` shows the compiler's output)", stacklevel=3)
-    _PLUGIN_STATUS = dict(reason=reason, from_cache=cached, seconds=round(time.time() - t0, 2))
-    return _PLUGIN, _PLUGIN_STATUS
+    return _PLUGIN or None, dict(reason=reason, from_cache=cached, seconds=round(time.time() - t0, 2))
 
 
 # --- A.3 The autograd Function: first derivatives by the kernels, second ones (R1's, Sec 4.1) by PyTorch from saved
 # tensors: m = ∂out/∂z (`slope`), gz = grad_out · m, grad_y = gz · d, grad_d = Σ_hw gz · y, grad_bias = Σ_{n,hw} gz.
 class _FusedEpilogue(torch.autograd.Function):
-    """fused_epilogue_ref(y, d, bias, act, gain, clamp) by one kernel: y and out in y's dtype, d and bias in acc_t
-    (fp32; fp64 for fp64: what §3's layers pass; the reference rounds them to y's dtype)."""
+    """fused_epilogue_ref(y, d, bias, act, gain, clamp) by the kernels; d and bias in acc_t (as §3's layers pass)."""
     @staticmethod
     def forward(ctx, y, d, bias, act, gain, clamp):
         gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
         assert act in ACT_GAIN and gain > 0 and (clamp is None or clamp > 0), (act, gain, clamp)   # what `slope` needs
-        ctx.cfg = (int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))   # act_id (1: lrelu), gain, clamp
+        ctx.cfg = (int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))   # (act_id 1: lrelu)
         out = _PLUGIN.epilogue_forward(y, d, bias, *ctx.cfg)
         ctx.save_for_backward(y if ctx.needs_input_grad[1] else None,      # y: only for the gradient of d
                               d, out if act == 'lrelu' or clamp else None)  # d: [N, O]; out: m (none: m = gain)
@@ -1896,23 +1894,21 @@ PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, to
 
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, clamp, margin=0.05, seed=0):
-    """Random (y, d, bias) requiring grad, y in dtype, d and bias in its acc_t; no z = y·d + b within `margin` of a kink
-    (rounding would flip the slope)."""
-    gen = torch.Generator().manual_seed(seed)
+    """Random (y, d, bias) requiring grad (d, bias in acc_t), no z = y·d + b within `margin` of a kink."""
+    gen, acc = torch.Generator().manual_seed(seed), torch.promote_types(dtype, torch.float32)
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
     near_kink = lambda z: (z.abs() < margin) | ((bias_act_ref(z, None, act).abs() - (clamp or math.inf)).abs() < margin)
     while near_kink(z).any():
-        z = torch.where(near_kink(z), randn(N, O, H, W) * 2, z)                   # resampled
+        z = torch.where(near_kink(z), randn(N, O, H, W) * 2, z)     # resampled: rounding would flip the slope
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
-    acc = torch.promote_types(dtype, torch.float32)
     return tuple(t.to(device, dt).requires_grad_(True) for t, dt in ((y, dtype), (d, acc), (bias, acc)))
 
 
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16),
                  configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False))):
-    """The kernel vs the reference per dtype and (act, clamp, d?, bias?), forward and every gradient -> {name: {'ok',
-    'err', 'tol'}} (an error of NaN fails: it compares with nothing)."""
+    """The kernel vs the reference per dtype and (act, clamp, d?, bias?), output and gradients -> {name: {ok, err, tol}}
+    (an error of NaN fails: it compares with nothing)."""
     checks = {}
     for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
         y, d, bias = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, clamp)
@@ -1928,22 +1924,19 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
 
 
 def _resolve_impl(impl, x):
-    """§3's choice: impl, or for None 'cuda' on a GPU where the plugin loaded (built on the process's first call) and
-    passed the self-check (check_parity's short form, once a device; a failure warns once: a miscompiled kernel costs
-    speed, not correctness), else 'ref'."""
-    if impl is None and USE_CUSTOM_OPS and x.is_cuda and _PLUGIN_STATUS is None:
+    """§3's choice: impl, or for None 'cuda' on a GPU where the plugin (built on the first call) passed the self-check
+    (check_parity's short form, once a device; a failure warns once: a wrong kernel costs speed, not correctness)."""
+    if impl is None and USE_CUSTOM_OPS and x.is_cuda and _PLUGIN is None:
         build_modconv_plugin()
     if impl or not (USE_CUSTOM_OPS and x.is_cuda and _PLUGIN):
         return impl or 'ref'
     if str(x.device) not in _SELF_CHECKS:
         try:                                        # a kernel that crashes is as unusable as a wrong one
-            bad = [f"{k}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
-                   for k, c in check_parity(x.device).items() if not c['ok']]
+            bad = [f"{k}: err {c['err']:.1e} > {c['tol']}" for k, c in check_parity(x.device).items() if not c['ok']]
         except Exception as e:
             bad = [f'{type(e).__name__}: {_first_line(e)}']
         if bad:
-            warnings.warn(f'stylegan_v: the fused ModConv2d kernel disagrees with the PyTorch reference on {x.device} '
-                          f'({bad[0]}); using the reference for the rest of this run', stacklevel=3)
+            warnings.warn(f'stylegan_v: not using the kernel on {x.device}: it disagrees with the reference ({bad[0]})')
         _SELF_CHECKS[str(x.device)] = not bad
     return 'cuda' if _SELF_CHECKS[str(x.device)] else 'ref'
 
@@ -1959,11 +1952,10 @@ class ReleaseMotionMapping(MotionMappingNetwork):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        D, Fw = cfg.motion_dim, cfg.time_enc_dim
         del self.W_alpha                                          # no amplitudes
-        self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
-        periods = 2.0 ** np.linspace(math.log2(cfg.period_min), math.log2(cfg.period_max), Fw)[::-1]  # slowest first
-        self.register_buffer("sigma", torch.from_numpy(2 * np.pi / periods).float())        # [F] rad/frame
+        self.W_omega, self.W_rho, self.W_a = (FC(cfg.motion_dim, n * cfg.time_enc_dim, bias=False) for n in (1, 1, 2))
+        periods = 2.0 ** np.linspace(math.log2(cfg.period_min), math.log2(cfg.period_max), cfg.time_enc_dim)[::-1]
+        self.register_buffer("sigma", torch.from_numpy(2 * np.pi / periods).float())   # [F] rad/frame, slowest first
         self.register_buffer("phase_scales", cfg.period_max * self.sigma / (2 * math.pi))
 
     def wave_params(self, u: torch.Tensor):
@@ -1974,7 +1966,6 @@ class ReleaseMotionMapping(MotionMappingNetwork):
 class ReleaseTimeGapEncoder(nn.Module):
     """The release's time conditioning of D: per gap delta, a learned Embedding of the rounded gap and [sin, cos] of
     log2(T) Fourier features pi 2^i delta / T, the k-1 gap codes into a mapping network; projection head only."""
-
     def __init__(self, k: int, cmap_dim: int, cfg: Config):
         super().__init__()
         T = 2 ** math.ceil(math.log2(cfg.max_time))             # the slowest wave, sin(pi delta / T), has period 2T
@@ -1996,11 +1987,9 @@ ARCH_VARIANTS["release"] = dict(motion=ReleaseMotionMapping, time_enc=ReleaseTim
     defaults=lambda fields: dict(period_min=float(fields.get("motion_delta_z", 16)), span_dist="release"))
 
 
-# B.2 Reading their pickles: dict(training_set_kwargs, G, D, G_ema, augment_pipe), the networks StyleGAN2-ADA
-# *persistence* objects embedding their source, which pickle would import and run. Ours answers every name but a few
-# plain ones with an inert stand-in: nothing runs; the state it records (_parameters, _modules, cfg) holds it all.
+# B.2 Their pickles, dict(training_set_kwargs, G, D, G_ema, augment_pipe), hold *persistence* objects whose source
+# pickle would import and run. _Inert stands in for all but five names: it records their state, and runs nothing.
 class _Inert:
-    """Stands in for any class a pickle names: records the state it is given (a dict), runs nothing."""
     state: dict = {}
     __init__ = __setitem__ = append = lambda self, *args, **kwargs: None  # noqa: E731  (SETITEMS, APPENDS too)
 
@@ -2010,16 +1999,15 @@ class _Inert:
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: REAL's names are themselves, persistence's rebuild its recorded state, any other (numpy's too) _Inert."""
+    """find_class: REAL's names are themselves, persistence's rebuild its recorded state, any other an _Inert."""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,   # (an older torch's _parameters, _modules)
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
             ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), map_location="cpu",
                 weights_only=True) if type(data) in (bytes, bytearray) else _Inert()}   # (a plain pickle's storage)
 
-    def find_class(self, module, name):
-        if name == "_reconstruct_persistent_obj":        # persistence's rebuild: its recorded state, never its source
-            return lambda meta: _Inert().__setstate__(meta.get("state") if isinstance(meta, dict) else None)
-        return self.REAL.get((module, name), _Inert)
+    def find_class(self, module, name):                  # persistence's rebuild: its recorded state, never its source
+        return self.REAL.get((module, name), _Inert) if name != "_reconstruct_persistent_obj" else (
+            lambda meta: _Inert().__setstate__(meta.get("state") if isinstance(meta, dict) else None))
 
 
 def _release_name(ours: str, resolution: int) -> str:
@@ -2058,12 +2046,11 @@ def import_release_snapshot(path: str) -> dict:
             snap = _SnapshotUnpickler(f).load()
         G, D = snap["G_ema"].state, snap["D"].state
         g, d, Dk, Gk = plain(G["cfg"]), plain(D["cfg"]), plain(D["_init_kwargs"]), plain(G["_init_kwargs"])
-        syn, mapping = Gk.get("synthesis_kwargs", {}), plain(G["_modules"]["mapping"].state["_init_kwargs"])
-        motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
+        syn, motion, time_enc, sampling = Gk.get("synthesis_kwargs", {}), g["motion"], g["time_enc"], g["sampling"]
         cfg = make_config("ffs", arch="release", resolution=int(G["img_resolution"]),
             fps=float(sampling.get("fps", 25)), z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]),
-            mapping_layers=int(mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
-            channel_max=int(syn["channel_max"]), motion_dim=int(motion["v_dim"]),
+            mapping_layers=int(Gk.get("mapping_kwargs", {}).get("num_layers", 2)),
+            channel_base=int(syn["channel_base"]), channel_max=int(syn["channel_max"]), motion_dim=int(motion["v_dim"]),
             num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
             motion_delta_z=int(motion["motion_z_distance"]), motion_kernel=int(motion["kernel_size"]),
             period_min=float(time_enc["min_period_len"]), period_max=float(time_enc["max_period_len"]),
@@ -2077,7 +2064,7 @@ def import_release_snapshot(path: str) -> dict:
     except Exception as e:
         raise CheckpointError(f"{path}: not a StyleGAN-V snapshot ({type(e).__name__}: {_first_line(e)})") from None
     kimg = re.search(r"network-snapshot-(\d+)", base := os.path.basename(path))   # the release names them by kimg
-    state = dict(cfg=dataclasses.asdict(cfg), step=0, nimg=1000 * int(kimg[1] if kimg else 0),
+    state = dict(cfg=dataclasses.asdict(cfg), step=0, nimg=1000 * int(kimg[1]) if kimg else 0,
                  source=f"authors' snapshot {base}")
     for name, module in (("G", Generator), ("G_ema", Generator), ("D", Discriminator)):
         state[name] = module(cfg).state_dict()

@@ -1158,7 +1158,7 @@ def test_train_bench_and_figures_refuse_bad_input_in_one_line_before_any_work(re
 def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(toolkit, monkeypatch, tmp_path):
     """No toolkit: silently. A failed build: ONE warning, with the compiler's line; then the reference on a GPU too."""
     from torch.utils import cpp_extension
-    for name, value in [('_PLUGIN_STATUS', None), ('_SELF_CHECKS', {}), ('_find_cuda_home', lambda: toolkit)]:
+    for name, value in [('_PLUGIN', None), ('_SELF_CHECKS', {}), ('_find_cuda_home', lambda: toolkit)]:
         monkeypatch.setattr(svm, name, value)
     monkeypatch.setattr(cpp_extension, 'load_inline', lambda *a, **kw: (_ for _ in ()).throw(
         RuntimeError("Error building extension 'x':\n[1/3] nvcc ...\ncuda.cu(42): error: expected a \";\"\n")))
@@ -1168,13 +1168,17 @@ def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(
         warnings.simplefilter('always')
         gpu = types.SimpleNamespace(is_cuda=True, device='cuda:0')    # what §3's dispatch sees, on a GPU
         assert svm._resolve_impl(None, gpu) == svm._resolve_impl(None, gpu) == 'ref'   # one build, one warning
-    ours, status = [str(w.message) for w in caught if 'fused ModConv2d' in str(w.message)], svm._PLUGIN_STATUS
+    ours = [str(w.message) for w in caught if 'fused ModConv2d' in str(w.message)]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        module, status = svm.build_modconv_plugin()                     # what doctor reports
+
     y = torch.randn(1, 2, 3, 3)
     assert torch.equal(svm.fused_epilogue(y, act='lrelu'), svm.fused_epilogue_ref(y, act='lrelu'))
     if toolkit is None:
         assert not ours and 'set CUDA_HOME' in status['reason']
     else:
-        assert len(ours) == 1 and 'expected a ";"' in ours[0] and 'doctor --verbose' in ours[0] and svm._PLUGIN is None
+        assert len(ours) == 1 and 'expected a ";"' in ours[0] and 'doctor --verbose' in ours[0] and module is None
         assert status['reason'] == 'build failed: cuda.cu(42): error: expected a ";"'
 
 
@@ -1223,7 +1227,7 @@ class TorchStandInPlugin:
 # compiled kernels on a GPU (skipped without one).
 
 def use_stand_in_plugin(monkeypatch):
-    for name, value in [('_PLUGIN', TorchStandInPlugin()), ('_PLUGIN_STATUS', dict(reason=None)), ('_SELF_CHECKS', {})]:
+    for name, value in [('_PLUGIN', TorchStandInPlugin()), ('_SELF_CHECKS', {})]:
         monkeypatch.setattr(svm, name, value)
 
 
@@ -1232,7 +1236,7 @@ def kernel_device(request, monkeypatch):
     if request.param == 'cuda':
         if not torch.cuda.is_available():
             pytest.skip('needs a CUDA GPU')
-        assert svm._resolve_impl(None, torch.zeros(1, device='cuda')) == 'cuda', svm._PLUGIN_STATUS
+        assert svm._resolve_impl(None, torch.zeros(1, device='cuda')) == 'cuda', svm.build_modconv_plugin()
         return 'cuda'
     use_stand_in_plugin(monkeypatch)
     return 'cpu'
@@ -1293,14 +1297,14 @@ def test_the_self_check_trusts_a_right_kernel_and_warns_once_about_a_wrong_or_cr
     wrong.epilogue_backward = lambda *a: [g * 1.01 if i == 1 and g is not None else g
                                           for i, g in enumerate(TorchStandInPlugin.epilogue_backward(*a))]
     crashing.epilogue_forward = lambda *a: (_ for _ in ()).throw(RuntimeError('CUDA error: illegal memory access'))
-    for plugin, said in [(wrong, '/grad_d: relative error 1.0e-02 > tolerance 1e-05'),
+    for plugin, said in [(wrong, '/grad_d: err 1.0e-02 > 1e-05'),
                          (crashing, 'RuntimeError: CUDA error: illegal memory access')]:
         monkeypatch.setattr(svm, '_SELF_CHECKS', {})
         monkeypatch.setattr(svm, '_PLUGIN', plugin)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             assert svm._resolve_impl(None, x) == svm._resolve_impl(None, x) == 'ref'
-        ours = [str(w.message) for w in caught if 'disagrees with the PyTorch reference' in str(w.message)]
+        ours = [str(w.message) for w in caught if 'not using the kernel on cpu' in str(w.message)]
         assert len(ours) == 1 and said in ours[0], ours
 
 
