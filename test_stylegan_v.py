@@ -1266,7 +1266,7 @@ def test_kernel_parity_gradcheck_and_gradgradcheck_in_float64_on_inputs_away_fro
 
 
 def test_kernel_parity_r1_double_backward_through_a_layer(kernel_device, monkeypatch):
-    """The R1 penalty's gradient w.r.t. weight, styles and bias, through §3's ModConv2d: modulate, conv, demod, epilogue."""
+    """The R1 penalty's gradient w.r.t. weight, styles and bias, through §3's ModConv2d (modulate, conv, demodulate)."""
     torch.manual_seed(3)
     layer = svm.ModConv2d(4, 3, conv_clamp=2.0).double().to(kernel_device)
     torch.nn.init.normal_(layer.bias)
