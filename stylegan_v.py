@@ -1895,10 +1895,10 @@ PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, to
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, clamp, margin=0.05, seed=0):
     """Random (y, d, bias) requiring grad (d, bias in acc_t), no z = y·d + b within `margin` of a kink."""
-    gen, acc = torch.Generator().manual_seed(seed), torch.promote_types(dtype, torch.float32)
+    gen, acc, bound = torch.Generator().manual_seed(seed), torch.promote_types(dtype, torch.float32), clamp or math.inf
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
-    near_kink = lambda z: (z.abs() < margin) | ((bias_act_ref(z, None, act).abs() - (clamp or math.inf)).abs() < margin)
+    near_kink = lambda z: (z.abs() < margin) | ((bias_act_ref(z, None, act).abs() - bound).abs() < margin)  # noqa: E731
     while near_kink(z).any():
         z = torch.where(near_kink(z), randn(N, O, H, W) * 2, z)     # resampled: rounding would flip the slope
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
@@ -1999,7 +1999,6 @@ class _Inert:
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: REAL's names are themselves, persistence's rebuild its recorded state, any other an _Inert."""
     REAL = {("collections", "OrderedDict"): collections.OrderedDict,   # (an older torch's _parameters, _modules)
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
             ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), map_location="cpu",
@@ -2077,7 +2076,8 @@ def import_release_snapshot(path: str) -> dict:
             if fixed and not torch.allclose(tensor.reshape(want.shape).float(), want, rtol=1e-5):
                 raise CheckpointError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
             state[name][key] = want if fixed else tensor.reshape(want.shape).float()
-    state["aug_p"] = float(p) if torch.is_tensor(p := theirs["augment_pipe"].get("p")) and p.numel() == 1 else 0.0
+    p = theirs["augment_pipe"].get("p")                   # ADA's probability (module_state keeps only tensors)
+    state["aug_p"] = float(p) if p is not None and p.numel() == 1 else 0.0
     return state
 
 
