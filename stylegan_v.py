@@ -57,7 +57,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import warnings
 import zipfile
 from pathlib import Path
@@ -311,8 +310,9 @@ def fused_epilogue_ref(y, d=None, bias=None, act='linear', gain=None, clamp=None
 def fused_epilogue(y, d=None, bias=None, act='linear', gain=None, clamp=None, impl=None):
     """The dispatcher ModConv2d and Conv2d call. impl: 'cuda' | 'ref' | None: Appendix A's `_resolve_impl` decides
     (on a GPU it loads the kernel and trusts it only after its self-check)."""
-    if _resolve_impl(impl, y) == 'cuda':
-        return fused_epilogue_cuda(y, d, bias, act, gain, clamp)
+    if _resolve_impl(impl, y) == 'cuda':                      # (the kernel takes d and bias in fp32, fp64 for fp64)
+        d, bias = (None if t is None else t.to(torch.promote_types(y.dtype, torch.float32)) for t in (d, bias))
+        return _FusedEpilogue.apply(y, d, bias, act, gain, clamp)
     return fused_epilogue_ref(y, d, bias, act, gain, clamp)
 
 
@@ -1633,8 +1633,7 @@ cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }   // (PyTorc
 at::Tensor input(const Opt& t, const char* name, const at::Tensor& like, at::IntArrayRef shape, at::ScalarType dtype) {
   if (!t.has_value() || !t->defined()) return at::Tensor();
   TORCH_CHECK(like.is_cuda() && like.dim() == 4 && t->device() == like.device() && t->scalar_type() == dtype &&
-              t->sizes() == shape, name, ": expected CUDA ", dtype, shape, " ([N, O, H, W] y), got ", t->toString(),
-              t->sizes());
+              t->sizes() == shape, name, ": expected CUDA ", dtype, shape, ", got ", t->toString(), t->sizes());
   return t->contiguous();
 }
 // The host functions: check, allocate, launch (on the tensors' device: the guard makes it current).
@@ -1656,7 +1655,6 @@ at::Tensor epilogue_forward(at::Tensor y_, const Opt& d_, const Opt& bias_, int6
   });
   return out;
 }
-
 std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt& out_, const Opt& y_, const Opt& d_,
     bool need_y, bool need_d, bool need_bias, int64_t act, double gain, double clamp) {
   const at::Tensor g = input(grad_out, "grad_out", grad_out, grad_out.sizes(), grad_out.scalar_type());
@@ -1684,9 +1682,8 @@ _MODCONV_CPP = "#include <torch/extension.h>\nusing Opt = std::optional<at::Tens
     f"{signature};\n" for signature in re.findall(r"^\S+ epilogue_\w+\([^)]*\)", _MODCONV_CUDA, re.M))  # the hosts
 
 
-# --- A.2 Lazy build. load_inline caches it in <cache>/<name>, the name a hash of all that changes the binary (never
-# stale nor loaded into the wrong torch); of N processes at once one builds, the others wait on its lock.
-_PLUGIN, _PLUGIN_STATUS, _SELF_CHECKS = None, None, {}   # the module; the build's status; {device: self-check passed}
+# --- A.2 Lazy build, cached under a hash of all that changes the binary; of N processes one builds, the others wait.
+_PLUGIN, _SELF_CHECKS = None, {}   # the module (None: not built yet, False: none); {device: its self-check passed}
 fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX file locks (Appendix D's run lock)
 
 
@@ -1698,20 +1695,21 @@ def _find_cuda_home():
     return home if home and all(Path(home, f).is_file() for f in ('bin/nvcc', 'include/cuda_runtime.h')) else None
 
 
-def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None, warn=False):
-    """Build or load the plugin -> (module or None, status: ok, reason, from_cache, seconds, log); never raises. Target:
-    $TORCH_CUDA_ARCH_LIST, else the visible GPUs (e.g. '9.0'), else (CI's force_compile_without_gpu) sm_80 + PTX."""
-    global _PLUGIN, _PLUGIN_STATUS
+def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
+    """Build or load the plugin -> (module or None, status: reason (None: ok), from_cache, seconds); never raises,
+    warns if a build fails. Target: $TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0'), else (CI's no GPU) 8.0+PTX."""
+    global _PLUGIN
     gpus = ';'.join(sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
     arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or gpus or force_compile_without_gpu and '8.0+PTX'
     key = repr((_MODCONV_CPP, _MODCONV_CUDA, torch.__version__, torch.version.cuda, arch_list, sys.version))
     name = f'stylegan_v_modconv_{hashlib.sha256(key.encode()).hexdigest()[:12]}'   # (PyInit_<name> in the .so)
     build_dir = Path(cache_root or os.environ.get('STYLEGAN_V_CACHE') or '~/.cache/stylegan_v', name).expanduser()
-    t0, _PLUGIN, status = time.time(), None, dict(from_cache=(build_dir / f'{name}.so').is_file(), reason=(
-        'no CUDA in this torch build' if torch.version.cuda is None else 'no CUDA GPU visible' if not arch_list else
-        None if _find_cuda_home() else 'no CUDA toolkit found: set CUDA_HOME to one'), log=None)
-    if status['reason'] is None:                    # (no toolkit or GPU: silently the reference)
-        if not status['from_cache']:                # said: a silent minute looks like a hang
+    t0, cached, _PLUGIN = time.time(), (build_dir / f'{name}.so').is_file(), False
+    reason = None if _find_cuda_home() else 'no CUDA toolkit found: set CUDA_HOME to one'
+    if torch.version.cuda is None or not arch_list:
+        reason = 'no CUDA GPU visible' if torch.version.cuda else 'no CUDA in this torch build'
+    if reason is None:
+        if not cached:                              # said: a silent minute looks like a hang
             print(f'[modconv] compiling the CUDA kernel for {arch_list} in {build_dir} (1-2 min)', file=sys.stderr)
         os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list   # where torch reads the target (it was that or unset)
         try:
@@ -1721,40 +1719,32 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
                 functions=['epilogue_forward', 'epilogue_backward'], extra_cflags=['-O3'], extra_cuda_cflags=['-O3'],
                 build_directory=str(build_dir), with_cuda=True, no_implicit_headers=True)
         except Exception as error:                  # a compiler or linker error (or no ninja), an unwritable cache
-            status['log'] = os.path.join(tempfile.gettempdir(), f'{name}-{os.getpid()}.log')
-            Path(status['log']).write_text(f'{error}\n\n{traceback.format_exc()}')   # torch's message has it all
-            found = re.search(r'^\s*((?!Error building)[^\n]*\berror\b[^\n]*)', str(error), re.M | re.I)
-            status['reason'] = f'build failed: {found[1].strip()[:300] if found else _first_line(error)}'  # nvcc's
-            if warn:
-                warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({status['reason']}); "
-                              f"using the PyTorch reference instead. Full log: {status['log']}", stacklevel=3)
-    _PLUGIN_STATUS = dict(status, ok=_PLUGIN is not None, seconds=round(time.time() - t0, 2))
-    return _PLUGIN, _PLUGIN_STATUS
-
-
-def load_modconv_plugin():
-    """The plugin, built on the process's first call (a failed build warns once); None: use the reference."""
-    return _PLUGIN if _PLUGIN_STATUS else build_modconv_plugin(warn=True)[0]
+            found = re.search(r'^\s*((?!Error building)[^\n]*\berror\b[^\n]*)', str(error), re.M | re.I)  # nvcc's
+            reason = f'build failed: {found[1].strip()[:300] if found else _first_line(error)}'
+            warnings.warn(f"stylegan_v: the fused ModConv2d CUDA ops are unavailable ({reason}); using the PyTorch "
+                          "reference instead (`doctor --verbose` shows the compiler's output)", stacklevel=3)
+    return _PLUGIN or None, dict(reason=reason, from_cache=cached, seconds=round(time.time() - t0, 2))
 
 
 # --- A.3 The autograd Function: first derivatives by the kernels, second ones (R1's, Sec 4.1) by PyTorch from saved
 # tensors: m = ∂out/∂z (`slope`), gz = grad_out · m, grad_y = gz · d, grad_d = Σ_hw gz · y, grad_bias = Σ_{n,hw} gz.
 class _FusedEpilogue(torch.autograd.Function):
-    """out = fused_epilogue_ref(y, d, bias, ...), computed by one CUDA kernel; act_id 0 linear, 1 lrelu."""
-
+    """fused_epilogue_ref(y, d, bias, act, gain, clamp) by the kernels; d and bias in acc_t (as §3's layers pass)."""
     @staticmethod
-    def forward(ctx, y, d, bias, act_id, gain, clamp):
-        out = load_modconv_plugin().epilogue_forward(y, d, bias, act_id, gain, clamp)
+    def forward(ctx, y, d, bias, act, gain, clamp):
+        gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
+        assert act in ACT_GAIN and gain > 0 and (clamp is None or clamp > 0), (act, gain, clamp)   # what `slope` needs
+        ctx.cfg = (int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))   # (act_id 1: lrelu)
+        out = _PLUGIN.epilogue_forward(y, d, bias, *ctx.cfg)
         ctx.save_for_backward(y if ctx.needs_input_grad[1] else None,      # y: only for the gradient of d
-                              d, out if act_id or clamp >= 0 else None)   # d: [N, O]; out: m (none: m = gain)
-        ctx.cfg = (act_id, gain, clamp)
+                              d, out if act == 'lrelu' or clamp else None)  # d: [N, O]; out: m (none: m = gain)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         (y, d, out), need, (act_id, gain, clamp) = ctx.saved_tensors, ctx.needs_input_grad[:3], ctx.cfg
         if not torch.is_grad_enabled():                                    # a first derivative: the kernel
-            return (*load_modconv_plugin().epilogue_backward(grad_out, out, y, d, *need, *ctx.cfg), None, None, None)
+            return (*_PLUGIN.epilogue_backward(grad_out, out, y, d, *need, *ctx.cfg), None, None, None)
         m = gain if out is None else torch.full_like(out, gain)            # [N, O, H, W] (or a float)
         m = torch.where(out > 0, m, m * LRELU_SLOPE) if act_id == 1 else m  # out > 0 ⇔ z > 0 (gain > 0)
         gz = grad_out * (m * (out.abs() < clamp) if clamp >= 0 else m)     # zero where the clamp was active
@@ -1764,41 +1754,34 @@ class _FusedEpilogue(torch.autograd.Function):
                 gz.sum(dim=[0, 2, 3], dtype=acc) if need[2] else None, None, None, None)
 
 
-def fused_epilogue_cuda(y, d=None, bias=None, act='linear', gain=None, clamp=None):
-    """fused_epilogue_ref by one kernel: y and out in y's dtype, d and bias in acc_t (the reference rounds them)."""
-    gain = float(ACT_GAIN.get(act, 1.0) if gain is None else gain)
-    assert act in ACT_GAIN and gain > 0 and (clamp is None or clamp > 0), (act, gain, clamp)   # what `slope` needs
-    d, bias = (None if t is None else t.to(torch.promote_types(y.dtype, torch.float32)) for t in (d, bias))  # acc_t
-    return _FusedEpilogue.apply(y, d, bias, int(act == 'lrelu'), gain, -1.0 if clamp is None else float(clamp))
-
-
 # --- A.4 Parity (the self-check's, doctor's): the same inputs through the kernel and, upcast to fp32 (fp64 for fp64),
 # the reference: the error is the kernel's own rounding, ~10 allowed (fp16 5e-3 ~ 10 x 2^-11); an indexing bug errs ~1.
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 
 
-def _epilogue_test_inputs(N, O, H, W, dtype, device, act, gain, clamp, margin=0.05, seed=0):
-    """Random (y, d, bias) requiring grad, no z = y·d + b within `margin` of a kink (rounding would flip the slope)."""
-    gen, bound = torch.Generator().manual_seed(seed), math.inf if clamp is None else clamp
+def _epilogue_test_inputs(N, O, H, W, dtype, device, act, clamp, margin=0.05, seed=0):
+    """Random (y, d, bias) requiring grad (d, bias in acc_t), no z = y·d + b within `margin` of a kink."""
+    gen, acc, bound = torch.Generator().manual_seed(seed), torch.promote_types(dtype, torch.float32), clamp or math.inf
     randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     d, bias, z = torch.rand(N, O, generator=gen, dtype=torch.float64) + 0.5, randn(O) * 0.3, randn(N, O, H, W) * 2
-    while (bad := (z.abs() < margin) | ((bias_act_ref(z, None, act, gain).abs() - bound).abs() < margin)).any():
-        z = torch.where(bad, randn(N, O, H, W) * 2, z)                             # resampled
+    near_kink = lambda z: (z.abs() < margin) | ((bias_act_ref(z, None, act).abs() - bound).abs() < margin)  # noqa: E731
+    while near_kink(z).any():
+        z = torch.where(near_kink(z), randn(N, O, H, W) * 2, z)     # resampled: rounding would flip the slope
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
-    return tuple(t.to(device=device, dtype=dtype).requires_grad_(True) for t in (y, d, bias))
+    return tuple(t.to(device, dt).requires_grad_(True) for t, dt in ((y, dtype), (d, acc), (bias, acc)))
 
 
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16),
                  configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False))):
-    """The kernel vs the reference per dtype and (act, clamp, d?, bias?), forward and every gradient -> {name: {'ok',
-    'err', 'tol'}} (an error of NaN fails: it compares with nothing)."""
+    """The kernel vs the reference per dtype and (act, clamp, d?, bias?), output and gradients -> {name: {ok, err, tol}}
+    (an error of NaN fails: it compares with nothing)."""
     checks = {}
     for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
-        inputs = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, None, clamp)
-        fast = {n: t for n, t, use in zip(('y', 'd', 'bias'), inputs, (True, use_d, use_bias)) if use}
-        ref = {n: t.detach().to(torch.promote_types(dtype, torch.float32)).requires_grad_() for n, t in fast.items()}
-        grad = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(1)).to(inputs[0])
-        outs = [fn(**x, act=act, clamp=clamp) for fn, x in ((fused_epilogue_cuda, fast), (fused_epilogue_ref, ref))]
+        y, d, bias = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, clamp)
+        fast = {n: t for n, t, use in zip(('y', 'd', 'bias'), (y, d, bias), (True, use_d, use_bias)) if use}
+        ref = {n: t.detach().to(d.dtype).requires_grad_() for n, t in fast.items()}      # all in acc_t
+        grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y)
+        outs = [fused_epilogue(**x, act=act, clamp=clamp, impl=impl) for impl, x in (('cuda', fast), ('ref', ref))]
         results = [[out, *torch.autograd.grad(out, [*x.values()], grad.to(out))] for out, x in zip(outs, (fast, ref))]
         for what, got, want in zip(['forward', *(f'grad_{n}' for n in fast)], *results):
             err, tol = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item(), PARITY_TOL[dtype]
@@ -1807,29 +1790,21 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
 
 
 def _resolve_impl(impl, x):
-    """§3's choice: impl, or for None 'cuda' on a GPU where the plugin loaded and passed the self-check (check_parity's
-    short form, once a device; a failure warns once: a miscompiled kernel costs speed, not correctness), else 'ref'."""
-    if impl or not (USE_CUSTOM_OPS and x.is_cuda and load_modconv_plugin()):
+    """§3's choice: impl, or for None 'cuda' on a GPU where the plugin (built on the first call) passed the self-check
+    (check_parity's short form, once a device; a failure warns once: a wrong kernel costs speed, not correctness)."""
+    if impl is None and USE_CUSTOM_OPS and x.is_cuda and _PLUGIN is None:
+        build_modconv_plugin()
+    if impl or not (USE_CUSTOM_OPS and x.is_cuda and _PLUGIN):
         return impl or 'ref'
     if str(x.device) not in _SELF_CHECKS:
         try:                                        # a kernel that crashes is as unusable as a wrong one
-            bad = [f"{k}: relative error {c['err']:.1e} > tolerance {c['tol']:.0e}"
-                   for k, c in check_parity(x.device).items() if not c['ok']]
+            bad = [f"{k}: err {c['err']:.1e} > {c['tol']}" for k, c in check_parity(x.device).items() if not c['ok']]
         except Exception as e:
             bad = [f'{type(e).__name__}: {_first_line(e)}']
         if bad:
-            warnings.warn(f'stylegan_v: the fused ModConv2d kernel disagrees with the PyTorch reference on {x.device} '
-                          f'({bad[0]}); using the reference for the rest of this run', stacklevel=3)
+            warnings.warn(f'stylegan_v: not using the kernel on {x.device}: it disagrees with the reference ({bad[0]})')
         _SELF_CHECKS[str(x.device)] = not bad
     return 'cuda' if _SELF_CHECKS[str(x.device)] else 'ref'
-
-
-def modulated_conv2d_fused(x, weight, s, bias=None, act='lrelu', gain=None, clamp=None, impl=None):
-    """A ModConv2d layer, up=1 (bench, R1 test): x [N, I, H, W], weight [O, I, k, k] (gain applied), s [N, I]."""
-    x = x * s.to(x.dtype)[:, :, None, None]                                # [N, I, H, W]  modulate (SG2 Eq 1)
-    y = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)      # [N, O, H, W]  cuDNN, shared weight
-    d = demod_coefficients(weight, s)                                       # [N, O]    (SG2 Eq 3)
-    return fused_epilogue(y, d, bias, act=act, gain=gain, clamp=clamp, impl=impl)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1843,11 +1818,10 @@ class ReleaseMotionMapping(MotionMappingNetwork):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        D, Fw = cfg.motion_dim, cfg.time_enc_dim
         del self.W_alpha                                          # no amplitudes
-        self.W_omega, self.W_rho, self.W_a = FC(D, Fw, bias=False), FC(D, Fw, bias=False), FC(D, 2 * Fw, bias=False)
-        periods = 2.0 ** np.linspace(math.log2(cfg.period_min), math.log2(cfg.period_max), Fw)[::-1]  # slowest first
-        self.register_buffer("sigma", torch.from_numpy(2 * np.pi / periods).float())        # [F] rad/frame
+        self.W_omega, self.W_rho, self.W_a = (FC(cfg.motion_dim, n * cfg.time_enc_dim, bias=False) for n in (1, 1, 2))
+        periods = 2.0 ** np.linspace(math.log2(cfg.period_min), math.log2(cfg.period_max), cfg.time_enc_dim)[::-1]
+        self.register_buffer("sigma", torch.from_numpy(2 * np.pi / periods).float())   # [F] rad/frame, slowest first
         self.register_buffer("phase_scales", cfg.period_max * self.sigma / (2 * math.pi))
 
     def wave_params(self, u: torch.Tensor):
@@ -1858,7 +1832,6 @@ class ReleaseMotionMapping(MotionMappingNetwork):
 class ReleaseTimeGapEncoder(nn.Module):
     """The release's time conditioning of D: per gap delta, a learned Embedding of the rounded gap and [sin, cos] of
     log2(T) Fourier features pi 2^i delta / T, the k-1 gap codes into a mapping network; projection head only."""
-
     def __init__(self, k: int, cmap_dim: int, cfg: Config):
         super().__init__()
         T = 2 ** math.ceil(math.log2(cfg.max_time))             # the slowest wave, sin(pi delta / T), has period 2T
@@ -1880,11 +1853,9 @@ ARCH_VARIANTS["release"] = dict(motion=ReleaseMotionMapping, time_enc=ReleaseTim
     defaults=lambda fields: dict(period_min=float(fields.get("motion_delta_z", 16)), span_dist="release"))
 
 
-# B.2 Reading their pickles: dict(training_set_kwargs, G, D, G_ema, augment_pipe), the networks StyleGAN2-ADA
-# *persistence* objects embedding their source, which pickle would import and run. Ours answers every name but a few
-# plain ones with an inert stand-in: nothing runs; the state it records (_parameters, _modules, cfg) holds it all.
+# B.2 Their pickles, dict(training_set_kwargs, G, D, G_ema, augment_pipe), hold *persistence* objects whose source
+# pickle would import and run. _Inert stands in for all but five names: it records their state, and runs nothing.
 class _Inert:
-    """Stands in for any class a pickle names: records the state it is given (a dict), runs nothing."""
     state: dict = {}
     __init__ = __setitem__ = append = lambda self, *args, **kwargs: None  # noqa: E731  (SETITEMS, APPENDS too)
 
@@ -1894,14 +1865,8 @@ class _Inert:
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
-    """find_class: REAL's names are themselves (checked), persistence's rebuild its recorded state, any other _Inert."""
-    REAL = {("collections", "OrderedDict"): collections.OrderedDict,
+    REAL = {("collections", "OrderedDict"): collections.OrderedDict,   # (an older torch's _parameters, _modules)
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
-            **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, int, float, bool, str)},
-            ("numpy", "dtype"): lambda name, *_: np.dtype(name) if re.fullmatch(r"[biuf]\d", str(name)) else _Inert(),
-            # (a numpy scalar: only of such a plain-number dtype, the only np.dtype a pickle can make here)
-            **{(m, "scalar"): lambda dtype, data=None: np.frombuffer(data, dtype)[0] if isinstance(dtype, np.dtype)
-               and type(data) is bytes else _Inert() for m in ("numpy._core.multiarray", "numpy.core.multiarray")},
             ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), map_location="cpu",
                 weights_only=True) if type(data) in (bytes, bytearray) else _Inert()}   # (a plain pickle's storage)
 
@@ -1946,12 +1911,11 @@ def import_release_snapshot(path: str) -> dict:
             snap = _SnapshotUnpickler(f).load()
         G, D = snap["G_ema"].state, snap["D"].state
         g, d, Dk, Gk = plain(G["cfg"]), plain(D["cfg"]), plain(D["_init_kwargs"]), plain(G["_init_kwargs"])
-        syn, mapping = Gk.get("synthesis_kwargs", {}), plain(G["_modules"]["mapping"].state["_init_kwargs"])
-        motion, time_enc, sampling = g["motion"], g["time_enc"], g["sampling"]
+        syn, motion, time_enc, sampling = Gk.get("synthesis_kwargs", {}), g["motion"], g["time_enc"], g["sampling"]
         cfg = make_config("ffs", arch="release", resolution=int(G["img_resolution"]),
             fps=float(sampling.get("fps", 25)), z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]),
-            mapping_layers=int(mapping.get("num_layers", 2)), channel_base=int(syn["channel_base"]),
-            channel_max=int(syn["channel_max"]), motion_dim=int(motion["v_dim"]),
+            mapping_layers=int(Gk.get("mapping_kwargs", {}).get("num_layers", 2)),
+            channel_base=int(syn["channel_base"]), channel_max=int(syn["channel_max"]), motion_dim=int(motion["v_dim"]),
             num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
             motion_delta_z=int(motion["motion_z_distance"]), motion_kernel=int(motion["kernel_size"]),
             period_min=float(time_enc["min_period_len"]), period_max=float(time_enc["max_period_len"]),
@@ -1965,20 +1929,21 @@ def import_release_snapshot(path: str) -> dict:
     except Exception as e:
         raise UserError(f"{path}: not a StyleGAN-V snapshot ({type(e).__name__}: {_first_line(e)})") from None
     kimg = re.search(r"network-snapshot-(\d+)", base := os.path.basename(path))   # the release names them by kimg
-    state = dict(cfg=dataclasses.asdict(cfg), step=0, nimg=1000 * int(kimg[1] if kimg else 0),
+    state = dict(cfg=dataclasses.asdict(cfg), step=0, nimg=1000 * int(kimg[1]) if kimg else 0,
                  source=f"authors' snapshot {base}")
     for name, module in (("G", Generator), ("G_ema", Generator), ("D", Discriminator)):
         state[name] = module(cfg).state_dict()
         for key, want in state[name].items():
             their_key, fixed = _release_name(key, cfg.resolution), key.endswith(("sigma", "phase_scales", "freqs"))
             tensor = theirs[name].get(their_key, want if fixed else None)    # a buffer the Config fixes: ours
-            if tensor is None or tensor.shape not in (want.shape, (1, *want.shape)):   # (const, freqs: a leading 1)
-                shape = "missing" if tensor is None else tuple(tensor.shape)
+            shape = "missing" if tensor is None else tuple(tensor.shape)
+            if shape not in (tuple(want.shape), (1, *want.shape)):             # (const, freqs: a leading 1)
                 raise UserError(f"{path}: {name}.{their_key} is {shape}, expected {tuple(want.shape)}")
             if fixed and not torch.allclose(tensor.reshape(want.shape).float(), want, rtol=1e-5):
                 raise UserError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
             state[name][key] = want if fixed else tensor.reshape(want.shape).float()
-    state["aug_p"] = float(p) if torch.is_tensor(p := theirs["augment_pipe"].get("p")) and p.numel() == 1 else 0.0
+    p = theirs["augment_pipe"].get("p")                   # ADA's probability (module_state keeps only tensors)
+    state["aug_p"] = float(p) if p is not None and p.numel() == 1 else 0.0
     return state
 
 
