@@ -2585,8 +2585,7 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
     data = VideoFolder(data_path)
     cfg, state, path = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps), None, None
     if resume:
-        path = checkpoint_path(outdir if resume == "auto" else resume)
-        state = load_checkpoint(path)
+        state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
         old, snapshot = Config(**state["cfg"]), "opt_G" not in state and "source" in state
         if snapshot:                             # an authors' snapshot (or its convert) brings its networks, any fps
             cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
@@ -2847,17 +2846,13 @@ def available_memory(device: torch.device) -> Optional[int]:
         return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024
 
 
-def check_memory(need: int, device: torch.device, what: str, lower: str) -> None:
-    """One estimate of memory, before the work: `need` bytes against what the device has, else one line."""
+def check_memory(cfg: Config, frames: int, copies: int, device, what: str, lower: str, d=False, extra=0) -> None:
+    """Before the work: `copies` x `frames` frames' float32 activations in G (and D), C(r) r^2 over r, + extra bytes."""
+    res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
+    need = extra + copies * 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
     if (have := available_memory(device)) is not None and need > have:
         raise UserError(f"{what} needs about {need / 2 ** 30:.1f} GB, {have / 2 ** 30:.1f} GB are available "
                         f"on this {device.type}: lower {lower}")
-
-
-def activation_bytes(cfg: Config, frames: int, d: bool = False) -> int:
-    """Memory from the shapes: `frames` frames' float32 activations in G (and D), C(r) r^2 a frame summed over r."""
-    res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
-    return 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
 
 
 def _pick_device(name: Optional[str]) -> torch.device:
@@ -2871,33 +2866,7 @@ def _pick_device(name: Optional[str]) -> torch.device:
     return torch.device(name)
 
 
-# --- A projection's target and its file (§13's project) ----------------------------------------
-def read_target(path: str, resolution: int) -> tuple:
-    """An image, video or frame folder -> (its first 64 frames, cropped: uint8 [T, R, R, 3]; fps, a still's None)."""
-    import prepare_data as pd
-    try:
-        still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
-        sources, skipped = ([pd.Source("frames", path, files=(path,))], []) if still else pd.discover(path)
-        if len(sources) > 1:
-            raise UserError(f"{path}: {len(sources)} videos, project one at a time")
-        if not sources:
-            raise UserError(f"{path}: {skipped[0][1] if skipped else 'no frames in it'}")
-        source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
-        if source is None:
-            raise UserError(f"{path}: {why}")
-        fps = None if still else source.fps or pd.DEFAULT_FPS           # (frame folders: prepare_data's rate)
-        frames = [f for _, f in zip(range(65), pd.iter_frames(source, fps or pd.DEFAULT_FPS))]
-    except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
-        raise UserError(str(e)) from None
-    except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
-        raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
-    if len(frames) < 2 and not still:
-        raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
-    if len(frames) > 64:
-        print(f"{path}: more than 64 frames; the first 64 are projected", file=sys.stderr)
-    return np.stack([pd.center_crop_resize(f, resolution) for f in frames[:64]]), fps
-
-
+# --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
 def weights_id(G) -> str:
     """A hash of the generator's weights: the checkpoint a projection belongs to."""
     return hashlib.sha256(b"".join(name.encode() + v.detach().float().cpu().numpy().tobytes()
@@ -2916,7 +2885,6 @@ def load_projection(path: str) -> dict:
     return state
 
 
-# --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
 def cmd_sample(args) -> None:
     """`sample`: a checkpoint, a projection (--from) or an untrained preset -> an .mp4 or a folder of PNGs."""
     import resource
@@ -2951,11 +2919,11 @@ def cmd_sample(args) -> None:
             args.seconds = args.seconds or len(proj["times"]) / proj["fps"]
     seconds = args.seconds or 4.0
     chunk = min(args.batch, max(1, round(seconds * fps)))
-    # A chunk's memory: its frames (float32, uint8, the grid: 6 bytes a value), and G's activations, 4 live tensors a
-    # layer, for ROW_BLOCK rows at a time on a CPU (§13).
+    # A chunk's memory: G's activations, 4 live tensors a layer, for ROW_BLOCK rows at a time on a CPU (§13), and its
+    # frames (float32, uint8, the grid: 6 bytes a value).
     rows = min(args.num * chunk, ROW_BLOCK) if device.type == "cpu" else args.num * chunk
-    check_memory(args.num * chunk * 3 * cfg.resolution ** 2 * 6 + 4 * activation_bytes(cfg, rows), device,
-                 f"rendering {args.num} video(s) {chunk} frames at a time at {cfg.resolution}^2", "--batch or --num")
+    check_memory(cfg, rows, 4, device, f"rendering {args.num} video(s) {chunk} frames at a time at {cfg.resolution}^2",
+                 "--batch or --num", extra=args.num * chunk * 3 * cfg.resolution ** 2 * 6)
     print(f"sampling {args.num} video(s) of {seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
     t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
     n = sample(G, args.out, seconds, fps, cfg.fps, args.start, list(range(seed, seed + args.num)), motion_seeds,
@@ -2966,13 +2934,34 @@ def cmd_sample(args) -> None:
 
 
 def cmd_project(args) -> None:
-    """`project`: a still or a short clip -> proj.pt, the w and motion tokens that render it (§13's Projection)."""
-    device = _pick_device(args.device)
+    """`project`: an image, video or frame folder (its first 64 frames, as prepare_data.py crops) -> proj.pt (§13)."""
+    import prepare_data as pd
+    device, path = _pick_device(args.device), args.target
     if not args.out.endswith(".pt") or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UserError(f"--out {args.out}: a .pt file in an existing folder")       # before the work
     G, cfg = load_generator(args.ckpt, device)
-    frames, fps = read_target(args.target, cfg.resolution)      # uint8 [T, R, R, 3]; a still: no fps
-    fps, t0 = fps or cfg.fps, time.time()
+    try:
+        still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
+        sources, skipped = ([pd.Source("frames", path, files=(path,))], []) if still else pd.discover(path)
+        if len(sources) > 1:
+            raise UserError(f"{path}: {len(sources)} videos, project one at a time")
+        if not sources:
+            raise UserError(f"{path}: {skipped[0][1] if skipped else 'no frames in it'}")
+        source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
+        if source is None:
+            raise UserError(f"{path}: {why}")
+        fps = None if still else source.fps or pd.DEFAULT_FPS           # (frame folders: prepare_data's rate)
+        frames = [f for _, f in zip(range(65), pd.iter_frames(source, fps or pd.DEFAULT_FPS))]
+    except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
+        raise UserError(str(e)) from None
+    except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
+        raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
+    if len(frames) < 2 and not still:
+        raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
+    if len(frames) > 64:
+        print(f"{path}: more than 64 frames; the first 64 are projected", file=sys.stderr)
+    frames = np.stack([pd.center_crop_resize(f, cfg.resolution) for f in frames[:64]])      # uint8 [T, R, R, 3]
+    fps, t0 = fps or cfg.fps, time.time()                                  # (a still: the generator's)
     times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
     target = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1     # [T, 3, R, R] in [-1, 1]
     fit = project(G, target, times, args.steps, motion=len(frames) > 1, motion_seed=args.motion_seed)
@@ -3013,8 +3002,7 @@ def cmd_train(args) -> None:
     args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
     args.snap = args.snap or min(200.0, args.kimg / 5)
     args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
-    # --resume auto, or the run's own checkpoint, continues the run in --outdir (none there yet: a new run); any other
-    # start needs a directory without one. What a run that failed before its first step leaves blocks nothing.
+    # --resume auto (or the run's own checkpoint) continues --outdir's run, if any; else --outdir must hold no run.
     args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}")
     check_writable(args.outdir, folder=True)                  # (a file there, a read-only place: said now)
     own = os.path.join(args.outdir, "checkpoint.pt")
@@ -3034,8 +3022,8 @@ def cmd_train(args) -> None:
     # A step's memory, on a CPU (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations for each frame
     # of the global batch, times 32 for the saved tensors, backward, R1's double backward (17-25 measured, 32-128^2).
     if device.type == "cpu":
-        check_memory(32 * activation_bytes(cfg, cfg.batch * cfg.frames_per_clip, d=True), device,
-                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
+        check_memory(cfg, cfg.batch * cfg.frames_per_clip, 32, device,
+                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch", d=True)
     # The plan, said first (--dry-run: then the config on stdout, as JSON, lr and r1_gamma as Trainer resolves them).
     plan, done = "a new run", 0.0
     if state is not None and "opt_G" in state:
@@ -3070,13 +3058,6 @@ def cmd_train(args) -> None:
 
 
 # --- The flags, their ranges, and the one error path --------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
-
-    def error(self, message):
-        raise UserError(message + (f" (see: stylegan_v.py {self.prog.split()[-1]} --help)" if " " in self.prog else ""))
-
-
 def _in_range(kind, lo, hi, lo_open=False):
     """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open)."""
     def parse(text: str):
@@ -3163,11 +3144,15 @@ def build_parser() -> argparse.ArgumentParser:
             ("--verbose", "store_true", False, "show the compiler's output"),
             ("--full", "store_true", False, "on a GPU, also the acceptance run: the ffs model's speeds (minutes)"),
             ("--out", None, None, "folder for doctor.json and doctor.md (--full's default: doctor_full)")]))
-    p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    def error(message, cmd=None):          # argparse's errors in the tool's one-line format (no usage block before)
+        raise UserError(message + (f" (see: stylegan_v.py {cmd} --help)" if cmd else ""))
+    p = argparse.ArgumentParser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.error = error
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, (fn, about, rows) in commands.items():
         c = sub.add_parser(name, help=about, description=about)
+        c.error = functools.partial(error, cmd=name)
         for flag, kind, default, text, *more in rows:
             how = {list: "choices", str: "action", type: "action"}.get(type(kind), "type")    # (a range: a type)
             c.add_argument(flag, default=default, help=text, **{how: kind}, **(more[0] if more else {}))
@@ -3176,8 +3161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one way out of every command and training process: a UserError, an OSError or CUDA's OOM is ONE line, exit
-    status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
+    """The one way out: a UserError, OSError or CUDA OOM is ONE line, exit 2; Ctrl-C 130; a bug keeps its traceback."""
     if not isinstance(e, (KeyboardInterrupt, UserError, OSError, torch.cuda.OutOfMemoryError)):
         raise e
     line = f"error: {e}"
