@@ -2906,7 +2906,7 @@ def cmd_sample(args) -> None:
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
     fps, w, mseed = args.fps or cfg.fps, None, seed if args.motion_seed is None else args.motion_seed
-    motion_seeds = list(range(mseed, mseed + args.num))                   # video i: seed + i, motion seed + i
+    motion_seeds, seconds = list(range(mseed, mseed + args.num)), args.seconds or 4.0   # video i: seed + i, mseed + i
     if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
         fits = proj["w"].shape == (cfg.w_dim,) and proj["tokens"].shape[1:] == (cfg.motion_dim,)
         if not fits or proj["weights"] != weights_id(G):
@@ -2915,9 +2915,8 @@ def cmd_sample(args) -> None:
         w = G.mapping.w_avg.lerp(proj["w"].to(device), args.truncation)[None]    # [1, w_dim], truncated
         motion_seeds = [(proj["motion_seed"], proj["first"], proj["tokens"]) if args.motion_seed is None else mseed]
         fps = args.fps or proj["fps"]
-        if len(proj["times"]) > 1:
-            args.seconds = args.seconds or len(proj["times"]) / proj["fps"]
-    seconds = args.seconds or 4.0
+        if len(proj["times"]) > 1:                               # a clip: its length (a still: 4 s)
+            seconds = args.seconds or len(proj["times"]) / proj["fps"]
     chunk = min(args.batch, max(1, round(seconds * fps)))
     # A chunk's memory: G's activations, 4 live tensors a layer, for ROW_BLOCK rows at a time on a CPU (§13), and its
     # frames (float32, uint8, the grid: 6 bytes a value).
