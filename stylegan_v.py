@@ -1330,7 +1330,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
           metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
     """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
     when a signal stopped it (after saving)."""
-    trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32, kimg)
+    trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32)
     cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
     # real_batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
     # (a video, k frame times: Sec 3.3) and decodes it, 4 steps ahead, so decoding overlaps the step.
@@ -2386,16 +2386,15 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
         if snapshot:                             # an authors' snapshot (or its convert) brings its networks, any fps
             cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
         for f in ["resolution"] if snapshot else KEPT:
-            if (was := getattr(old, f)) != (now := getattr(cfg, f)):
-                raise UserError(f"{path}: the checkpoint has {f} {was!r}, this run {now!r} (a resumed run keeps its "
-                                f"data's size and fps, its networks and --aug)")
+            if getattr(old, f) != getattr(cfg, f):
+                raise UserError(f"{path}: the checkpoint has {f} {getattr(old, f)!r}, this run {getattr(cfg, f)!r} "
+                                f"(a resumed run keeps its data's size and fps, its networks and --aug)")
     if fp32:                                     # --fp32: no fp16 layers, and (as the release) no clamping either
         cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
     return cfg, data, ClipDataset(data, cfg), state, path
 
 
-def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str],
-               fp32: bool, kimg: float) -> tuple:
+def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str], fp32: bool):
     """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step (it seeds every draw): all a run was."""
     cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
@@ -2409,20 +2408,23 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
         os.makedirs(outdir, exist_ok=True)
         # log.jsonl keeps its lines up to the checkpoint resumed from (a new run: none): what a run killed after it
         # logged is done again, and would be read twice; a line torn by the kill (no "\n") goes too.
-        if os.path.isfile(log := os.path.join(outdir, "log.jsonl")):
-            upto = trainer.nimg / 1000 + 1e-9 if resume else -1.0
-            _atomic_write(log, "".join(s for s in Path(log).read_text().splitlines(True)
-                                       if s.endswith("\n") and json.loads(s)["kimg"] <= upto))
+        log, upto = os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 + 1e-9 if resume else -1.0
+        if os.path.isfile(log):
+            lines = Path(log).read_text().splitlines(True)
+            _atomic_write(log, "".join(s for s in lines if s.endswith("\n") and json.loads(s)["kimg"] <= upto))
         _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     return trainer, dataset
 
 
 def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
     """The run's last line, after the closed bar: done or interrupted, what was saved, and a diverged run said."""
-    print((f"interrupted: saved {ckpt} at {trainer.nimg / 1000:.2f} kimg; continue with --resume auto"
-           if trainer.interrupted else f"done: {trainer.nimg / 1000:.2f} kimg, saved {ckpt} (sample from it: "
-           f"python stylegan_v.py sample --ckpt {shlex.quote(outdir)})") + (f"; warning: the losses diverged at "
-          f"{trainer.diverged:.2f} kimg (log.jsonl says where): lower --lr" if trainer.diverged else ""), flush=True)
+    kimg = f"{trainer.nimg / 1000:.2f} kimg"
+    line = f"done: {kimg}, saved {ckpt} (sample from it: python stylegan_v.py sample --ckpt {shlex.quote(outdir)})"
+    if trainer.interrupted:
+        line = f"interrupted: saved {ckpt} at {kimg}; continue with --resume auto"
+    if trainer.diverged:
+        line += f"; warning: the losses diverged at {trainer.diverged:.2f} kimg (log.jsonl says where): lower --lr"
+    print(line, flush=True)
 
 
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
@@ -2434,11 +2436,11 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
               "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
     # The logistic losses are O(1) (log 2 each at equilibrium): non-finite or above 100 means D's logits
     # ran off, a diverged run (too high a --lr, a broken dataset). Said in the log, the bar and the last line.
-    if not all(math.isfinite(record[k]) and abs(record[k]) < 100 for k in ("loss_G", "loss_D")):
+    if not (abs(record["loss_G"]) < 100 and abs(record["loss_D"]) < 100):    # (nan and inf fail it too)
         record["diverged"] = True
         trainer.diverged = trainer.diverged or record["kimg"]
     bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} "
-                        f"p {record['p']:.3f}" + " DIVERGED" * bool(record.get("diverged")))
+                        f"p {record['p']:.3f}" + " DIVERGED" * ("diverged" in record))
     if trainer.dist.main:
         with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -2454,14 +2456,14 @@ def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
 def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str:
     """The checkpoint, and previews of G_ema's videos of the same seeds each time (a grid, a PNG strip) -> its path."""
     trainer.train_sec = time.time() - clock["train_start"] - clock["metric_sec"]    # kept across resumes
-    ckpt, cfg = os.path.join(outdir, "checkpoint.pt"), trainer.cfg
+    ckpt, fps = os.path.join(outdir, "checkpoint.pt"), trainer.cfg.fps
     if trainer.dist.main:
         save_checkpoint(ckpt, trainer.state_dict())
     if trainer.dist.main and previews:
         os.makedirs(os.path.join(outdir, "samples"), exist_ok=True)
-        stem, n = os.path.join(outdir, "samples", f"kimg{trainer.nimg / 1000:010.3f}"), max(int(2 * cfg.fps), 8)
+        stem, n = os.path.join(outdir, "samples", f"kimg{trainer.nimg / 1000:010.3f}"), max(int(2 * fps), 8)
         videos = render_videos(trainer.G_ema, list(range(8)), torch.arange(n, dtype=torch.float64))  # [8, n, H, W, 3]
-        with FrameSink(stem + ".mp4", cfg.fps) as sink:
+        with FrameSink(stem + ".mp4", fps) as sink:
             sink.write(video_grid(videos))
         strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [8, 8, H, W, 3]: every few frames
         tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [64, 1, H, W, 3]: one tile per frame
@@ -2481,16 +2483,16 @@ def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int
                                                num_videos=num_videos, device=str(trainer.dist.device), progress=False))
         except fvd.FVDError as e:
             raise UserError(f"--metrics {m}: {e}")
-    clock["metric_sec"] += (sec := time.time() - start)
+    results["sec"] = time.time() - start
+    clock["metric_sec"] += results["sec"]
     with open(log, "a") as f:
-        f.write(json.dumps({**results, "sec": sec}) + "\n")
+        f.write(json.dumps(results) + "\n")
     bar.write("  ".join(f"{m}: {results[m]:.2f}" for m in metrics) + "  (kimg 0)" * (trainer.nimg == 0))
 
 
 @contextlib.contextmanager
 def run_lock(outdir: str):
-    """One training in a run directory at a time: an fcntl lock on train.lock while it runs (freed however the
-    process dies; the file holds the pid), taken before a killed run's partials go."""
+    """One training in a run directory at a time: an fcntl lock on train.lock (freed however the process dies)."""
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "train.lock"), "a+") as file:
         try:
@@ -2539,16 +2541,15 @@ class GracefulStop:
 
 
 def _unwrap_worker_errors(loader, save):
-    """A DataLoader's batches; a worker's DataError as its one line, once save() kept the steps done. Closing it ends
-    the workers now (they ignore SIGTERM: not to be left for the exit)."""
+    """A DataLoader's batches; a worker's DataError as one line, once save() kept the steps done; closing ends them."""
     iterator = iter(loader)
     try:
         yield from iterator
     except DataError as e:
-        line = ([line for line in str(e).splitlines() if line.strip()] or [""])[-1].split("DataError: ", 1)[-1]
-        saved = save()
-        raise DataError(line + (f"; the steps done are saved in {saved}: mend the file, then --resume auto"
-                                if saved else "")) from None
+        message = str(e).strip().splitlines()[-1].split("DataError: ", 1)[-1]   # a worker's: its traceback's last line
+        if saved := save():
+            message += f"; the steps done are saved in {saved}: mend the file, then --resume auto"
+        raise DataError(message) from None
     finally:
         if hasattr(iterator, "_shutdown_workers"):                     # only with worker processes
             iterator._shutdown_workers()
@@ -2558,13 +2559,13 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
     """One training process (GPU LOCAL_RANK, `rank`, --device's, or a CPU): its rows of each batch; rank 0 saves."""
     global USE_CUSTOM_OPS
     USE_CUSTOM_OPS = not args.no_custom_ops    # (a spawned process starts from a fresh import)
-    device = _pick_device(args.device)
-    if cuda := device.type == "cuda":          # cuDNN times its algorithms once per shape: a step's barely change
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank if world > 1 else device.index or 0)))
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # TF32 off, as the release
     try:
+        device = _pick_device(args.device)
+        if cuda := device.type == "cuda":      # cuDNN times its algorithms once per shape: a step's barely change
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank if world > 1 else device.index or 0)))
+            torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # TF32 off, as the release
         if world > 1:          # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
             torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank,
                                                  world_size=world, timeout=torch.distributed.default_pg_timeout * 4)
@@ -2579,20 +2580,6 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-
-
-def _spawn_workers(world: int, args, cfg: Config) -> None:
-    """`world` training processes; a signal to us: SIGTERM to each (save, stop). One failing: join SIGTERMs the rest,
-    SIGKILL 30 s later (safe: all pass the barrier after rank 0's save first)."""
-    with tempfile.TemporaryDirectory() as tmp:                   # where they meet
-        context = torch.multiprocessing.start_processes(
-            _train_worker, args=(world, args, cfg, f"file://{tmp}/init"), nprocs=world, join=False)
-        try:
-            with GracefulStop(lambda *_: [process.terminate() for process in context.processes]):
-                while not context.join():
-                    pass
-        except torch.multiprocessing.ProcessExitedException as e:
-            sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
 
 
 # --- Sizes and settings: the one check of a Config, memory before the work, devices ------------------
@@ -2619,21 +2606,22 @@ def check_config(fields: dict) -> Config:
     """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
     cfg = Config(**fields)                                                # (an unknown field: a TypeError)
     for name, (types, lo, hi) in CONFIG_RANGES.items():
-        if not isinstance(v := getattr(cfg, name), types) or isinstance(v, bool) or (
+        v = getattr(cfg, name)
+        if not isinstance(v, types) or isinstance(v, bool) or (
                 v is not None and not (math.isfinite(v) and lo <= v <= hi)):
             raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}]{' or null' * (types is _OFF)}, got {v!r}")
         if name in ("resolution", "d_concat_res") and v & (v - 1):
             raise ValueError(f"{name} must be a power of two, got {v}")
     for name, choices in CONFIG_CHOICES.items():
-        if not any(type(v := getattr(cfg, name)) is type(c) and v == c for c in choices):   # (a bool, not 0 or 1)
+        v = getattr(cfg, name)
+        if not any(type(v) is type(c) and v == c for c in choices):      # (a bool, not 0 or 1)
             raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
-    for wrong, why in ((cfg.period_max < cfg.period_min, f"period_max {cfg.period_max:g} is below period_min"),
-                       (cfg.frames_per_clip - 1 > cfg.max_span, f"frames_per_clip {cfg.frames_per_clip} spans more "
-                        f"than max_span {cfg.max_span} frames"),
-                       (cfg.d_frame_div > 1 and cfg.d_concat_res >= cfg.resolution,
-                        f"d_frame_div {cfg.d_frame_div} needs a resolution above d_concat_res {cfg.d_concat_res}")):
-        if wrong:
-            raise ValueError(why)
+    if cfg.period_max < cfg.period_min:
+        raise ValueError(f"period_max {cfg.period_max:g} is below period_min {cfg.period_min:g}")
+    if cfg.frames_per_clip - 1 > cfg.max_span:
+        raise ValueError(f"frames_per_clip {cfg.frames_per_clip} spans more than max_span {cfg.max_span} frames")
+    if cfg.d_frame_div > 1 and cfg.d_concat_res >= cfg.resolution:
+        raise ValueError(f"d_frame_div {cfg.d_frame_div} needs a resolution above d_concat_res {cfg.d_concat_res}")
     return cfg
 
 
@@ -2642,69 +2630,39 @@ def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     if batch % world:
         raise UserError(f"--batch {batch} is not divisible by the number of processes ({world})")
     if (local := batch // world) % min(mbstd_group, local):
-        raise UserError(f"--batch {batch}: {local} videos a process, not a multiple of the minibatch-stddev group "
-                        f"({mbstd_group})")
+        raise UserError(f"--batch {batch}: {local} videos a process, not a multiple of the mbstd group ({mbstd_group})")
     return local
 
 
 def available_memory(device: torch.device) -> Optional[int]:
-    """Bytes this process may still allocate on `device`: the GPU's free memory, or the kernel's MemAvailable."""
+    """Bytes this process may still allocate: the GPU's free memory, or MemAvailable (not Linux: None, unknown)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    with contextlib.suppress(OSError, StopIteration, ValueError, IndexError), open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    return None                                                  # not Linux: nothing to compare with
+    with contextlib.suppress(OSError, TypeError):
+        return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024
 
 
-def check_memory(need: int, device: torch.device, what: str, lower: str) -> None:
-    """One estimate of memory, before the work: `need` bytes against what the device has, else one line."""
+def check_memory(cfg: Config, frames: int, copies: int, device, what: str, lower: str, d=False, extra=0) -> None:
+    """Before the work: `copies` x `frames` frames' float32 activations in G (and D), C(r) r^2 over r, + extra bytes."""
+    res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
+    need = extra + copies * 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
     if (have := available_memory(device)) is not None and need > have:
         raise UserError(f"{what} needs about {need / 2 ** 30:.1f} GB, {have / 2 ** 30:.1f} GB are available "
                         f"on this {device.type}: lower {lower}")
 
 
-def activation_bytes(cfg: Config, frames: int, d: bool = False) -> int:
-    """Memory from the shapes: `frames` frames' float32 activations in G (and D), C(r) r^2 a frame summed over r."""
-    res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
-    return 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
-
-
 def _pick_device(name: Optional[str]) -> torch.device:
     """--device, checked now: a misspelt name or a missing GPU is one line, not a CPU run or a late failure."""
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name := name or ("cuda" if count else "cpu")):   # (not mps, meta, ...)
+    name = name or ("cuda" if count else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d{1,4})?", name):                   # (not mps, meta, ...)
         raise UserError(f"--device {name}: not a device this program runs on (cpu, cuda, cuda:1, ...)")
     if name.startswith("cuda") and int(name[5:] or 0) >= count:
-        raise UserError(f"--device {name}: " + (f"only {count} CUDA device(s) present" if count else
-                                                 "no CUDA device is available"))
+        raise UserError(f"--device {name}: only {count} CUDA device(s) present")
     return torch.device(name)
 
 
-# --- A projection's target and its file (§13's project) ----------------------------------------
-def read_target(path: str, resolution: int) -> tuple:
-    """An image, video or frame folder -> (uint8 [T, R, R, 3], its first 64 frames; fps, None for a still), cropped
-    as prepare_data.py does."""
-    import prepare_data as pd
-    try:
-        still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
-        sources, skipped = ([pd.Source("frames", path, files=(path,))], []) if still else pd.discover(path)
-        if len(sources) != 1:
-            raise UserError(f"{path}: " + (f"{len(sources)} videos, project one at a time" if sources else
-                                           skipped[0][1] if skipped else "no frames in it"))
-        source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
-        if source is None:
-            raise UserError(f"{path}: {why}")
-        fps = None if still else source.fps or pd.DEFAULT_FPS           # (frame folders: prepare_data's rate)
-        frames = [f for _, f in zip(range(64), pd.iter_frames(source, fps or pd.DEFAULT_FPS))]
-        if len(frames) < 2 and not still:
-            raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
-    except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
-        raise UserError(str(e)) from None
-    except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
-        raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
-    return np.stack([pd.center_crop_resize(f, resolution) for f in frames]), fps
-
-
+# --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
 def weights_id(G) -> str:
     """A hash of the generator's weights: the checkpoint a projection belongs to."""
     return hashlib.sha256(b"".join(name.encode() + v.detach().float().cpu().numpy().tobytes()
@@ -2723,28 +2681,28 @@ def load_projection(path: str) -> dict:
     return state
 
 
-# --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
 def cmd_sample(args) -> None:
     """`sample`: a checkpoint, a projection (--from) or an untrained preset -> an .mp4 or a folder of PNGs."""
+    import resource
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
     FrameSink.check(args.out)                                    # before a checkpoint is loaded
     proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)
-    given = [f for f, v in (("--num", args.num > 1), ("--preset", args.preset), ("--seed", args.seed is not None)) if v]
-    if proj and given:
-        raise UserError(f"--from {args.proj} renders its one projected video: {given[0]} does not apply")
+    if proj and (args.num > 1 or args.seed is not None or args.preset):
+        raise UserError(f"--from {args.proj} renders its one projected video: not with --num, --seed or --preset")
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
     args.ckpt, seed = args.ckpt or (proj and proj["ckpt"]), args.seed or 0
     if args.ckpt:
         (G, cfg), source = load_generator(args.ckpt, device), checkpoint_path(args.ckpt)
     else:
-        cfg, _ = make_config(args.preset or "tiny"), torch.manual_seed(seed)
+        torch.manual_seed(seed)
+        cfg = make_config(args.preset or "tiny")
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
     # --fps only sets how densely the continuous video is sampled: frame times are in the training
     # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
     fps, w, mseed = args.fps or cfg.fps, None, seed if args.motion_seed is None else args.motion_seed
-    motion_seeds = list(range(mseed, mseed + args.num))                   # video i: seed + i, motion seed + i
+    motion_seeds, seconds = list(range(mseed, mseed + args.num)), args.seconds or 4.0   # video i: seed + i, mseed + i
     if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
         fits = proj["w"].shape == (cfg.w_dim,) and proj["tokens"].shape[1:] == (cfg.motion_dim,)
         if not fits or proj["weights"] != weights_id(G):
@@ -2753,48 +2711,70 @@ def cmd_sample(args) -> None:
         w = G.mapping.w_avg.lerp(proj["w"].to(device), args.truncation)[None]    # [1, w_dim], truncated
         motion_seeds = [(proj["motion_seed"], proj["first"], proj["tokens"]) if args.motion_seed is None else mseed]
         fps = args.fps or proj["fps"]
-        args.seconds = args.seconds or (len(proj["times"]) / proj["fps"] if len(proj["times"]) > 1 else None)
-    seconds, chunk = args.seconds or 4.0, min(args.batch, max(1, round((args.seconds or 4.0) * fps)))
-    # A chunk's memory: its frames (float32, uint8, the grid: 6 bytes a value), and G's activations, 4 live tensors a
-    # layer, for ROW_BLOCK rows at a time on a CPU (§13).
+        if len(proj["times"]) > 1:                               # a clip: its length (a still: 4 s)
+            seconds = args.seconds or len(proj["times"]) / proj["fps"]
+    chunk = min(args.batch, max(1, round(seconds * fps)))
+    # A chunk's memory: G's activations, 4 live tensors a layer, for ROW_BLOCK rows at a time on a CPU (§13), and its
+    # frames (float32, uint8, the grid: 6 bytes a value).
     rows = min(args.num * chunk, ROW_BLOCK) if device.type == "cpu" else args.num * chunk
-    check_memory(args.num * chunk * 3 * cfg.resolution ** 2 * 6 + 4 * activation_bytes(cfg, rows), device,
-                 f"rendering {args.num} video(s) {chunk} frames at a time at {cfg.resolution}^2", "--batch or --num")
+    check_memory(cfg, rows, 4, device, f"rendering {args.num} video(s) {chunk} frames at a time at {cfg.resolution}^2",
+                 "--batch or --num", extra=args.num * chunk * 3 * cfg.resolution ** 2 * 6)
     print(f"sampling {args.num} video(s) of {seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
     t0, replaced = time.time(), os.path.isfile(args.out)           # (an existing .mp4 is replaced when complete)
     n = sample(G, args.out, seconds, fps, cfg.fps, args.start, list(range(seed, seed + args.num)), motion_seeds,
                args.truncation, args.batch, w=w)
-    print(f"wrote {args.out}{' (replacing the previous file)' * replaced}: {n} frames in {time.time() - t0:.1f} s",
-          file=sys.stderr)
+    sec, peak = time.time() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # MB (not ffmpeg's)
+    print(f"wrote {args.out}{' (replacing the previous file)' * replaced}: {n} frames in {sec:.1f} s "
+          f"({n / sec:.1f} frames/s), peak memory {peak:.0f} MB", file=sys.stderr)
 
 
 def cmd_project(args) -> None:
-    """`project`: a still or a short clip -> proj.pt, the w and motion tokens that render it (§13's Projection)."""
-    device = _pick_device(args.device)
+    """`project`: an image, video or frame folder (its first 64 frames, as prepare_data.py crops) -> proj.pt (§13)."""
+    import prepare_data as pd
+    device, path = _pick_device(args.device), args.target
     if not args.out.endswith(".pt") or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UserError(f"--out {args.out}: a .pt file in an existing folder")       # before the work
     G, cfg = load_generator(args.ckpt, device)
-    frames, fps = read_target(args.target, cfg.resolution)      # uint8 [T, R, R, 3]; a still: no fps
-    fps, t0 = fps or cfg.fps, time.time()
+    try:
+        still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
+        sources, skipped = ([pd.Source("frames", path, files=(path,))], []) if still else pd.discover(path)
+        if len(sources) > 1:
+            raise UserError(f"{path}: {len(sources)} videos, project one at a time")
+        if not sources:
+            raise UserError(f"{path}: {skipped[0][1] if skipped else 'no frames in it'}")
+        source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
+        if source is None:
+            raise UserError(f"{path}: {why}")
+        fps = None if still else source.fps or pd.DEFAULT_FPS           # (frame folders: prepare_data's rate)
+        frames = [f for _, f in zip(range(65), pd.iter_frames(source, fps or pd.DEFAULT_FPS))]
+    except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
+        raise UserError(str(e)) from None
+    except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
+        raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
+    if len(frames) < 2 and not still:
+        raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
+    if len(frames) > 64:
+        print(f"{path}: more than 64 frames; the first 64 are projected", file=sys.stderr)
+    frames = np.stack([pd.center_crop_resize(f, cfg.resolution) for f in frames[:64]])      # uint8 [T, R, R, 3]
+    fps, t0 = fps or cfg.fps, time.time()                                  # (a still: the generator's)
     times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
     target = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1     # [T, 3, R, R] in [-1, 1]
     fit = project(G, target, times, args.steps, motion=len(frames) > 1, motion_seed=args.motion_seed)
     state = dict(projection=1, weights=weights_id(G), ckpt=os.path.abspath(args.ckpt), times=times, fps=fps,
                  motion_seed=args.motion_seed, **fit)
     _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
+    stopped = fit["steps"] < args.steps
     print(f"wrote {args.out}: {len(frames)} frame(s), {fit['steps']} steps in {time.time() - t0:.1f} s, distance "
-          f"{fit['loss']:.4f}" + " (interrupted: the best fit so far)" * (stopped := fit["steps"] < args.steps),
-          file=sys.stderr)
+          f"{fit['loss']:.4f}" + " (interrupted: the best fit so far)" * stopped, file=sys.stderr)
     if stopped:
         sys.exit(130)                                            # interrupted: said in the line above
 
 
 def cmd_train(args) -> None:
     """`train`: every input checked before any work (--dry-run: the plan), then, locked, 1 process, N, or torchrun's."""
-    device = _pick_device(args.device)
+    device, gpus = _pick_device(args.device), torch.cuda.device_count()
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
-    main_process = not torchrun or os.environ["RANK"] == "0"           # it checks and locks the run directory
-    world, gpus = int(os.environ["WORLD_SIZE"]) if torchrun else args.gpus, torch.cuda.device_count()
+    world, rank = (int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])) if torchrun else (args.gpus, 0)
     for refused, message in (              # flags that contradict each other or the machine: not silently ignored
             (args.aug_p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
             (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
@@ -2802,7 +2782,7 @@ def cmd_train(args) -> None:
             (device.type == "cpu" and args.amp_dtype == "float16", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
             (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: not with --gpus"),
             (not torchrun and args.device != "cpu" and world > max(gpus, 1),
-             f"--gpus {world}: only {gpus} CUDA device(s) present" + ("" if gpus else " (--device cpu: on CPUs)"))):
+             f"--gpus {world}: only {gpus} CUDA device(s) present (--device cpu: on CPUs)")):
         if refused:
             raise UserError(message)
     # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
@@ -2817,15 +2797,18 @@ def cmd_train(args) -> None:
     args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
     args.snap = args.snap or min(200.0, args.kimg / 5)
     args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
-    # --resume auto continues the run in --outdir (none there yet: a new run); a new run needs a directory without
-    # one. What a run that failed before its first step leaves (config.json, train.lock) is no run: it blocks nothing.
+    # --resume auto (or the run's own checkpoint) continues --outdir's run, if any; else --outdir must hold no run.
     args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}")
     check_writable(args.outdir, folder=True)                  # (a file there, a read-only place: said now)
+    own = os.path.join(args.outdir, "checkpoint.pt")
+    if args.resume and os.path.realpath(checkpoint_path(args.resume)) == os.path.realpath(own):
+        args.resume = "auto"
     run = sorted(set(os.listdir(args.outdir)) - {"config.json", "train.lock"}) if os.path.isdir(args.outdir) else []
-    if run and args.resume != "auto" and main_process:
-        raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3] + ['...'][:len(run) > 3])}); "
+    if run and args.resume != "auto" and rank == 0:
+        raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3])}{', ...' * (len(run) > 3)}); "
                         f"continue it with --resume auto, or train into a new --outdir")
-    args.resume = None if args.resume == "auto" and not os.path.isfile(checkpoint_path(args.outdir)) else args.resume
+    if args.resume == "auto" and not os.path.isfile(own):
+        args.resume = None
     cfg, data, _, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32)
     if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
@@ -2834,38 +2817,42 @@ def cmd_train(args) -> None:
     # A step's memory, on a CPU (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations for each frame
     # of the global batch, times 32 for the saved tensors, backward, R1's double backward (17-25 measured, 32-128^2).
     if device.type == "cpu":
-        check_memory(32 * activation_bytes(cfg, cfg.batch * cfg.frames_per_clip, d=True), device,
-                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch")
+        check_memory(cfg, cfg.batch * cfg.frames_per_clip, 32, device,
+                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch", d=True)
     # The plan, said first (--dry-run: then the config on stdout, as JSON, lr and r1_gamma as Trainer resolves them).
-    ours = state is not None and "opt_G" in state                # (else a new run, or a snapshot: from kimg 0)
-    done = state["nimg"] / 1000 if ours else 0.0
-    plan = f"resuming {path} at {done:.2f} kimg (step {state['step']})" if ours else "a new run" if state is None \
-        else f"fine-tuning the {state.get('source', 'snapshot')} (fresh optimizers)"
-    todo = (f"; --kimg is {args.kimg:g}: nothing to train" if done >= args.kimg else f", to {args.kimg:g} kimg in "
-            f"{args.outdir}, a log line every {args.tick:g} kimg, a snapshot every {args.snap:g} kimg"
-            + "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics))
-    if main_process:
+    plan, done = "a new run", 0.0
+    if state is not None and "opt_G" in state:
+        done = state["nimg"] / 1000
+        plan = f"resuming {path} at {done:.2f} kimg (step {state['step']})"
+    elif state is not None:                                      # a snapshot: from kimg 0
+        plan = f"fine-tuning the {state.get('source', 'snapshot')} (fresh optimizers)"
+    fvds = "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics)
+    todo = (f", to {args.kimg:g} kimg in {args.outdir}, a log line every {args.tick:g} kimg, a snapshot every "
+            f"{args.snap:g} kimg{fvds}" if done < args.kimg else f"; --kimg is {args.kimg:g}: nothing to train")
+    if rank == 0:
         print(f"train{' (dry run)' * args.dry_run}: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, "
               f"{world} process(es) on {device.type}: {plan}{todo}", file=sys.stderr)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
     if args.dry_run or done >= args.kimg:
         return
-    with run_lock(args.outdir) if main_process else contextlib.nullcontext():
-        if world > 1 and not torchrun:
-            _spawn_workers(world, args, cfg)
-        else:
-            _train_worker(int(os.environ["RANK"]) if torchrun else 0, world, args, cfg, "env://" if torchrun else None)
+    with run_lock(args.outdir) if rank == 0 else contextlib.nullcontext():
+        if world == 1 or torchrun:
+            return _train_worker(rank, world, args, cfg, "env://" if torchrun else None)
+        # `world` processes, meeting in a file of `tmp`; a signal to us: SIGTERM to each (save, stop). One failing:
+        # join SIGTERMs the rest, SIGKILL 30 s later (safe: all pass the barrier after rank 0's save first).
+        with tempfile.TemporaryDirectory() as tmp:
+            context = torch.multiprocessing.start_processes(
+                _train_worker, args=(world, args, cfg, f"file://{tmp}/init"), nprocs=world, join=False)
+            try:
+                with GracefulStop(lambda *_: [process.terminate() for process in context.processes]):
+                    while not context.join():
+                        pass
+            except torch.multiprocessing.ProcessExitedException as e:
+                sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
 
 
 # --- The flags, their ranges, and the one error path --------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors in the tool's one-line format (and no usage block before them)."""
-
-    def error(self, message):
-        raise UserError(message + (f" (see: stylegan_v.py {self.prog.split()[-1]} --help)" if " " in self.prog else ""))
-
-
 def _in_range(kind, lo, hi, lo_open=False):
     """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open)."""
     def parse(text: str):
@@ -2951,29 +2938,34 @@ def build_parser() -> argparse.ArgumentParser:
         doctor=(cmd_doctor, "torch/CUDA facts, build the CUDA kernel, check it against the reference", [
             ("--verbose", "store_true", False, "show the compiler's output"),
             ("--full", "store_true", False, "also the acceptance run: ffs's speeds and memory on a GPU (minutes)")]))
-    p = _Parser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def error(message, cmd=None):          # argparse's errors in the tool's one-line format (no usage block before)
+        raise UserError(message + (f" (see: stylegan_v.py {cmd} --help)" if cmd else ""))
+    p = argparse.ArgumentParser(prog="stylegan_v.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.error = error
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, (fn, about, rows) in commands.items():
         c = sub.add_parser(name, help=about, description=about)
+        c.error = functools.partial(error, cmd=name)
         for flag, kind, default, text, *more in rows:
-            how = (dict(choices=kind) if isinstance(kind, list) else dict(action=kind) if isinstance(kind, (str, type))
-                   else dict(type=kind) if kind else {})
-            c.add_argument(flag, default=default, help=text, **how, **(more[0] if more else {}))
+            how = {list: "choices", str: "action", type: "action"}.get(type(kind), "type")    # (a range: a type)
+            c.add_argument(flag, default=default, help=text, **{how: kind}, **(more[0] if more else {}))
         c.set_defaults(fn=fn)
     return p
 
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one way out of every command and every training process: a UserError, an OSError or CUDA's OOM is ONE
-    line, exit status 2; an interruption exits 130; anything else is a bug and keeps its traceback."""
+    """The one way out: a UserError, OSError or CUDA OOM is ONE line, exit 2; Ctrl-C 130; a bug keeps its traceback."""
     if not isinstance(e, (KeyboardInterrupt, UserError, OSError, torch.cuda.OutOfMemoryError)):
         raise e
+    line = f"error: {e}"
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        line = f"error: out of GPU memory ({_first_line(e)[:120]}): lower --batch"
+    elif isinstance(e, OSError):
+        line = "error: " + (f"{e.filename}: " if e.filename else "") + error_reason(e)
     if not quiet:
-        print("stylegan_v.py: " + ("interrupted" if isinstance(e, KeyboardInterrupt) else "error: " + (
-            f"out of GPU memory ({_first_line(e)[:120]}): lower --batch" if isinstance(e, torch.cuda.OutOfMemoryError)
-            else (f"{e.filename}: " if e.filename else "") + error_reason(e) if isinstance(e, OSError) else str(e))),
-            file=sys.stderr)
+        print("stylegan_v.py: " + ("interrupted" if isinstance(e, KeyboardInterrupt) else line), file=sys.stderr)
     sys.exit(130 if isinstance(e, KeyboardInterrupt) else 2)
 
 
