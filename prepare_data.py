@@ -65,11 +65,11 @@ MAX_FRAME_PIXELS = 8192 * 8192   # a larger frame (over 200 MB as RGB) is a brok
 
 MAX_COUNT = 10 ** 8              # frames: stylegan_v.py's limit (an 8-hour 30 fps film has 864,000)
 FLAG_RANGES = {                  # flag: (lowest, highest), both allowed
-    "--resolution": (4, 4096),   # and a power of two: StyleGAN's synthesis doubles from 4x4
+    "--resolution": (8, 2048),   # and a power of two: stylegan_v.py's range (its D reaches 4x4 from 8x8)
     "--clip-len": (1, MAX_COUNT), "--skip": (0, MAX_COUNT), "--max-frames": (1, MAX_COUNT),
     "--min-frames": (1, MAX_COUNT), "--quality": (1, 100), "--workers": (1, 64),
     "--fps": (1.0, 1000.0),      # under a frame a second is a slide show; over 1000 a broken header
-    "--num-videos": (1, 100_000), "--frames": (1, 100_000), "--seed": (0, 2 ** 32 - 1),   # --demo's
+    "--num-videos": (1, 100_000), "--frames": (3, 100_000), "--seed": (0, 2 ** 32 - 1),   # --demo's
 }
 
 
@@ -214,6 +214,8 @@ def _check_size(w: int, h: int, what: str) -> None:
 
 def probe(source: Source) -> tuple:
     """A video's header -> (source with its fps, None), or (None, the reason it is refused)."""
+    if not os.path.isfile(source.path):                      # a FIFO would block ffmpeg, /dev/zero never end
+        return None, "not a regular file"
     try:
         with contextlib.closing(imageio_ffmpeg.read_frames(source.path)) as reader:   # (closing stops ffmpeg now)
             meta = next(reader)                             # ffmpeg's header; no frame decoded yet

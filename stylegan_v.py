@@ -2079,6 +2079,7 @@ def cmd_plot(args) -> None:
     """A metric over kimg from runs' log.jsonl (FVD), a curve per run; a kimg logged twice counts its later value."""
     if os.path.splitext(args.out)[1].lower() not in (".png", ".jpg", ".jpeg"):
         raise UserError(f"{args.out}: --out is a .png or .jpg file")
+    check_writable(args.out)                                     # before the logs are read
     curves = {}
     for run in args.runs:
         path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
@@ -2130,7 +2131,7 @@ class VideoFolder:
         fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")
         need(type(fps) in (int, float) and 0 < fps <= MAX_DATASET_FPS,      # (a bool is no number; NaN is out of range)
              f"fps must be a number in (0, {MAX_DATASET_FPS:g}]", fps)
-        need(res in [2 ** k for k in range(3, 13)], "resolution must be a power of two, 8-4096", res)
+        need(res in [2 ** k for k in range(3, 12)], "resolution must be a power of two, 8-2048", res)
         need(isinstance(fmt, str) and re.fullmatch(r"[a-z0-9]{1,5}", fmt, re.I), "format must be like 'jpg'", fmt)
         need(isinstance(videos, list) and videos, "'videos' must be a non-empty list", videos)
         seen = set()
@@ -2234,7 +2235,10 @@ def _atomic_write(path: str, data) -> None:
 
 
 def check_writable(out: str, folder: bool = False) -> None:
-    """Before any work: a file made and removed where `out` goes (/proc's write bit lies); a folder: in its nearest."""
+    """Before any work: a file made and removed where `out` goes (/proc's write bit lies); a folder: in its nearest.
+    What is there already must be of its kind: a FIFO or /dev/zero is never replaced."""
+    if not out or os.path.exists(out) and not (os.path.isdir if folder else os.path.isfile)(out):
+        raise UserError(f"{out!r}: not a {'folder' if folder else 'regular file'} to write")
     place = os.path.abspath(out) if folder else os.path.dirname(os.path.abspath(out))
     while folder and not os.path.exists(place):               # (made when written: nothing is left if refused)
         place = os.path.dirname(place)
@@ -2315,14 +2319,14 @@ class FrameSink(contextlib.AbstractContextManager):
             raise UserError(f"{out}: --out is an .mp4 file or a folder for PNG frames (no extension), not a {ext}")
         if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and os.listdir(out) or os.path.ismount(out)):
             raise UserError(f"{out}: exists; --out is an .mp4 file or a new or empty folder (not a mount point)")
-        check_writable(out)
+        check_writable(out, folder=ext != ".mp4")
         remove_stale_partials(out)
 
     def __init__(self, out: str, fps: float):
         FrameSink.check(out)
         self.out, self.fps, self.tmp, self.ffmpeg, self.log = out, fps, _partial(out), None, tempfile.TemporaryFile()
         self.to = ["-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p", self.tmp]   # plays everywhere, near-lossless
-        if not out.lower().endswith(".mp4"):
+        if os.path.splitext(out)[1].lower() != ".mp4":
             os.makedirs(self.tmp)
             self.to = ["-start_number", "0", os.path.join(self.tmp, "%06d.png")]      # lossless
 
@@ -2379,7 +2383,8 @@ KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_F
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
     """The dataset and checkpoint, checked (by cmd_train, then each process) -> (cfg, data, clips, state, its path)."""
     data = VideoFolder(data_path)
-    cfg, state, path = dataclasses.replace(cfg, resolution=data.resolution, fps=data.fps), None, None
+    state, path = None, None                     # (the dataset's size and rate: checked as any setting is)
+    cfg = check_config({**dataclasses.asdict(cfg), "resolution": data.resolution, "fps": data.fps})
     if resume:
         state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
         old, snapshot = Config(**state["cfg"]), "opt_G" not in state and "source" in state
@@ -2412,7 +2417,7 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
         if os.path.isfile(log):
             lines = Path(log).read_text().splitlines(True)
             _atomic_write(log, "".join(s for s in lines if s.endswith("\n") and json.loads(s)["kimg"] <= upto))
-        _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
+        _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
     return trainer, dataset
 
 

@@ -638,6 +638,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "29.97fps.pt": lambda p: torch.save({"cfg": vars(sv.make_config(resolution=16, fps=29.97)), "G_ema": {}}, p),
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
     "a-file": lambda p: p.write_text("a file, not a folder"),
+    "fifo.mp4": lambda p: os.mkfifo(p),
 }
 
 
@@ -1063,6 +1064,8 @@ def refused(tmp_path, monkeypatch, capsys):
     _row("sample --seconds 0.2 --out clip.gif", "clip.gif: --out is an .mp4 file or a folder for PNG frames (no "
          "extension), not a .gif", fresh=True),
     _row("sample --seconds 0.2 --out notes.txt", "notes.txt: --out is an .mp4 file or a folder", "not a .txt"),
+    _row("sample --seconds 0.2 --out fifo.mp4", "'fifo.mp4': not a regular file to write"),    # never replaced
+    _row("sample --seconds 0.2 --out /dev/zero", "'/dev/zero': not a folder to write"),       # (no extension: PNGs)
     # /proc and /sys: a folder write bit, but no new files
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (", fresh=True, fast=True)
       for out in ("/proc/x.mp4", "/sys/frames")],
@@ -1149,7 +1152,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("1e9-frames.zip", "'frames' must be an integer from 1 to 100,000,000"),
         ("path-in-name.zip", "'name' must be a folder name", "../evil"), ("duplicates.zip", "listed once", "got 'v0'"),
         ("later-8x8.zip", "v1/000000.png is a 8x8 RGB image", "says 16x16"),
-        ("4x4.zip", "resolution must be a power of two, 8-4096", "got 4")]],
+        ("4x4.zip", "resolution must be a power of two, 8-2048", "got 4")]],
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
     _row("figures --ckpt missing.pt --out a-file", "a-file: cannot write here ("),     # said before the work
@@ -1657,7 +1660,8 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
     (b'{"kimg": 1.0, "fvd16": "abc"}\n', "", "line 1: no JSON object of numbers"),
     (b'{"kimg": 1.0, "fvd16": 3.0}\n', "missing", "missing: no log.jsonl"),                 # a second run
     (b'{"kimg": 1.0, "fvd16": 3.0}\n', "fifo", "fifo: no log.jsonl"),                       # never read: it blocks
-    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--out curve.gif", "curve.gif: --out is a .png or .jpg file")])
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--out curve.gif", "curve.gif: --out is a .png or .jpg file"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "--out no/such/curve.png", "no/such/curve.png: cannot write here")])
 def test_plot_refuses_a_log_it_cannot_read_in_one_line(tmp_path, monkeypatch, capsys, log, flags, needle):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
@@ -2116,12 +2120,12 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
 
 
 _FLAGS = {  # flag: (what it must be, values that are not)
-    "--resolution": ("a power of two in 4..4096", "100", "2", "8192", "x"),
+    "--resolution": ("a power of two in 8..2048", "100", "4", "4096", "x"),
     "--clip-len": ("an integer in 1..100000000", "0", "-5"), "--skip": ("an integer in 0..100000000", "-1", "1.5"),
     "--max-frames": ("an integer in 1..100000000", "0"), "--min-frames": ("an integer in 1..100000000", "0"),
     "--fps": ("a number in 1..1000", "1e-9", "nan", "inf", "0", "-25", "1e6", "abc"),
     "--quality": ("an integer in 1..100", "0", "101"), "--workers": ("an integer in 1..64", "0", "1000"),
-    "--num-videos": ("an integer in 1..100000", "0"), "--frames": ("an integer in 1..100000", "0"),
+    "--num-videos": ("an integer in 1..100000", "0"), "--frames": ("an integer in 3..100000", "2"),
     "--seed": ("an integer in 0..4294967295", "-1", str(2 ** 32))}
 _INPUTS = {  # what a case of the table below crafts in the test's folder t
     "a.mp4": lambda t: write_video(t / "a.mp4", gray_frames(5)),
@@ -2131,6 +2135,7 @@ _INPUTS = {  # what a case of the table below crafts in the test's folder t
     "huge": lambda t: huge_png(t / "src" / "0000.png", 100_000, 100_000),          # a few bytes, "10^10 pixels"
     "file": lambda t: (t / "file").write_text("a file, not a folder"),
     "notes.txt": lambda t: (t / "notes.txt").write_text("not a video"),
+    "fifo.mp4": lambda t: os.mkfifo(t / "fifo.mp4"),
     "out.zip/": lambda t: (t / "out.zip").mkdir(),
     "outdir/keep.txt": lambda t: write_frames(t / "outdir", gray_frames(1), ["keep.png"]),
     "old out.zip": lambda t: (t / "out.zip").write_bytes(b"an older dataset"),
@@ -2151,6 +2156,7 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
     (("src/", "huge"), "{t}/src {t}/out.zip", 2, "(src/: failed after 0 frames (DecompressionBombError: Image size"),
     (("broken.mp4",), "{t}/broken.mp4 {t}/out.zip --workers 1", 2, "1 skipped (broken.mp4: not a readable video"),
     (("notes.txt",), "{t}/notes.txt {t}/out.zip", 2, "notes.txt: not a video (extension .txt; expected"),
+    (("fifo.mp4",), "{t}/fifo.mp4 {t}/out.zip", 2, "1 skipped (fifo.mp4: not a regular file)"),   # at once, not read
     (("demo.zip",), "{t}/demo.zip {t}/out.zip", 2, "demo.zip: not a video (extension .zip;"),   # a dataset, not a video
     ((), "{t}/nope {t}/out.zip", 2, "{t}/nope: no such file or folder"),
     (("a.mp4",), "{t}/a.mp4 {t}/out.zip --skip 20", 2, "a.mp4: only 0 frames, fewer than --min-frames 3"),
@@ -2192,7 +2198,7 @@ def test_prepare_api_checks_the_same_ranges_before_reading_src(tmp_path):
         pd.make_demo(str(tmp_path / "o.zip"), num_videos=0)
     parser = pd.build_parser()                                # the bounds themselves are allowed
     for flag, (lo, hi) in pd.FLAG_RANGES.items():
-        for value in ([lo, hi] if flag != "--resolution" else [4, 4096]):
+        for value in ([lo, hi] if flag != "--resolution" else [8, 2048]):
             assert getattr(parser.parse_args([f"{flag}={value}"]), flag[2:].replace("-", "_")) == value
     assert os.listdir(tmp_path) == []
 
