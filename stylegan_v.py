@@ -2238,7 +2238,7 @@ def check_writable(out: str, folder: bool = False) -> None:
     """Before any work: a file made and removed where `out` goes (/proc's write bit lies); a folder: in its nearest.
     What is there already must be of its kind: a FIFO or /dev/zero is never replaced."""
     if not out or os.path.exists(out) and not (os.path.isdir if folder else os.path.isfile)(out):
-        raise UserError(f"{out!r}: not a {'folder' if folder else 'regular file'} to write")
+        raise UserError(f"{out or repr(out)}: cannot write here (not a {'folder' if folder else 'regular file'})")
     place = os.path.abspath(out) if folder else os.path.dirname(os.path.abspath(out))
     while folder and not os.path.exists(place):               # (made when written: nothing is left if refused)
         place = os.path.dirname(place)

@@ -1064,8 +1064,8 @@ def refused(tmp_path, monkeypatch, capsys):
     _row("sample --seconds 0.2 --out clip.gif", "clip.gif: --out is an .mp4 file or a folder for PNG frames (no "
          "extension), not a .gif", fresh=True),
     _row("sample --seconds 0.2 --out notes.txt", "notes.txt: --out is an .mp4 file or a folder", "not a .txt"),
-    _row("sample --seconds 0.2 --out fifo.mp4", "'fifo.mp4': not a regular file to write"),    # never replaced
-    _row("sample --seconds 0.2 --out /dev/zero", "'/dev/zero': not a folder to write"),       # (no extension: PNGs)
+    _row("sample --seconds 0.2 --out fifo.mp4", "fifo.mp4: cannot write here (not a regular file)"),    # never replaced
+    _row("sample --seconds 0.2 --out /dev/zero", "/dev/zero: cannot write here (not a folder)"),       # (no extension: PNGs)
     # /proc and /sys: a folder write bit, but no new files
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (", fresh=True, fast=True)
       for out in ("/proc/x.mp4", "/sys/frames")],
