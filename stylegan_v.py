@@ -36,7 +36,6 @@ turns them off): a frame must be a function of (z^c, z^m, t) alone to be address
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import dataclasses
 import errno
@@ -55,7 +54,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 import zipfile
@@ -1865,7 +1863,7 @@ class _Inert:
 
 
 class _SnapshotUnpickler(pickle.Unpickler):
-    REAL = {("collections", "OrderedDict"): collections.OrderedDict,   # (an older torch's _parameters, _modules)
+    REAL = {("collections", "OrderedDict"): dict,         # (an older torch's _parameters, _modules: in order)
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
             ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), map_location="cpu",
                 weights_only=True) if type(data) in (bytes, bytearray) else _Inert()}   # (a plain pickle's storage)
@@ -2436,9 +2434,12 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
     """A line appended to log.jsonl (`tail -f` follows it): the tick's mean losses, s/kimg (no metrics), time so far."""
     sec = time.time() - tick["start"] - (clock["metric_sec"] - tick["metric_sec"])
     sec_per_kimg = sec / max((trainer.nimg - tick["nimg"]) / 1000, 1e-9)
+    keys, dist = sorted(tick["acc"]), trainer.dist               # means over the tick's steps, then the processes
+    means = torch.tensor([np.mean(tick["acc"][k]) for k in keys], dtype=torch.float64, device=dist.device)
+    means = dist.all_reduce(means) / dist.world
     record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
               "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
-              "nonfinite_grads": trainer.nonfinite, **{k: float(np.mean(v)) for k, v in tick["acc"].items()}}
+              "nonfinite_grads": trainer.nonfinite, **dict(zip(keys, means.tolist()))}
     # The logistic losses are O(1) (log 2 each at equilibrium): non-finite or above 100 means D's logits
     # ran off, a diverged run (too high a --lr, a broken dataset). Said in the log, the bar and the last line.
     if not (abs(record["loss_G"]) < 100 and abs(record["loss_D"]) < 100):    # (nan and inf fail it too)
@@ -2446,7 +2447,7 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
         trainer.diverged = trainer.diverged or record["kimg"]
     bar.set_postfix_str(f"{sec_per_kimg:.1f} s/kimg G {record['loss_G']:.3f} D {record['loss_D']:.3f} "
                         f"p {record['p']:.3f}" + " DIVERGED" * ("diverged" in record))
-    if trainer.dist.main:
+    if dist.main:
         with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
     tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
@@ -2528,7 +2529,7 @@ class GracefulStop:
         self.requested = True
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():    # (where Python runs handlers)
+        with contextlib.suppress(ValueError):                      # (not the main thread: Python runs handlers there)
             self.old = {sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 

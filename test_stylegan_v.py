@@ -775,6 +775,8 @@ def test_two_processes_reach_the_same_weights_as_one(tmp_path):
         ga, gb = (torch.cat([m["exp_avg"].flatten() for _, m in sorted(runs[1, gpus][opt]["state"].items())])
                   for gpus in (1, 2))
         assert ga.norm() > 0 and (ga - gb).norm() < tol * ga.norm(), opt
+    logs = [json.loads((tmp_path / f"1-{gpus}" / "log.jsonl").read_text().splitlines()[-1]) for gpus in (1, 2)]
+    assert logs[0]["loss_G"] == pytest.approx(logs[1]["loss_G"], rel=1e-5)   # logged: the global batch's, not rank 0's
     # Three steps with R1: every later step magnifies those flips again (measured 3.4 % for G and
     # 5.2 % for D on an AVX-512 CPU, 0.2 % on an AVX2 one), so the whole update only agrees coarsely;
     # a missing all_reduce or rows taken twice would give a different trajectory altogether.
