@@ -2120,8 +2120,10 @@ class VideoFolder:
             meta = json.loads(self.read("dataset.json", 2 ** 26))    # 64 MB: a million videos' names
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
-        except (KeyError, FileNotFoundError, zipfile.BadZipFile):     # not in it; neither a zip nor a folder
+        except (KeyError, FileNotFoundError, zipfile.BadZipFile) as e:     # not in it; neither a zip nor a folder
             what = "not a dataset: no dataset.json" if os.path.exists(path) else "no such dataset"
+            if isinstance(e, zipfile.BadZipFile) and open(path, "rb").read(2) == b"PK":   # a zip's first bytes
+                what = "a zip that cannot be read (truncated or damaged)"
             if self._zip and any(name.endswith("/data.pkl") for name in self._zip.namelist()):   # torch.save's zip
                 what = "a checkpoint (for --resume or sample --ckpt), not a dataset"
             raise DataError(f"{path}: {what} (make one with: python prepare_data.py VIDEOS data.zip)") from None

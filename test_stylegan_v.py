@@ -633,6 +633,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
                                            {"v/000000.png": np.zeros((8, 8, 3), np.uint8)}),
     "4x4.zip": lambda p: _write_meta(p, {**_META, "resolution": 4}, {name: _FRAME[:4, :4] for name in _TWO}),
     "no-json.zip": lambda p: zipfile.ZipFile(p, "w").writestr("a/0.png", b""),
+    "truncated.zip": lambda p: p.write_bytes(open(write_dataset(p), "rb").read()[:300]),   # its head only
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)),
     "ffs.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config("ffs"))}, "G_ema": {}}, p),
     "29.97fps.pt": lambda p: torch.save({"cfg": vars(sv.make_config(resolution=16, fps=29.97)), "G_ema": {}}, p),
@@ -1146,6 +1147,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("first-8x8.zip", "v/000000.png is a 8x8 RGB image, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
     *[_row(f"train --data {data} --outdir run --dry-run", *needles, fresh=True) for data, *needles in [
         ("folder", "no dataset.json"), ("not-json.zip", "not valid JSON"),
+        ("truncated.zip", "a zip that cannot be read (truncated or damaged)"),
         ("fps-nan.zip", "fps must be a number", "got nan"), ("fps-0.zip", "fps must be a number", "0"),
         ("fps-string.zip", "fps must be a number"), ("res-12.zip", "resolution must be a power of two"),
         ("res-inf.zip", "resolution must be a power of two", "inf"),
