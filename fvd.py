@@ -411,7 +411,8 @@ def open_zip(path):
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise FVDError(f"{path}: broken zip file ({_first_line(e)})") from None
+        why = "truncated or corrupt" if isinstance(e, zipfile.BadZipFile) else _first_line(e)
+        raise FVDError(f"{path}: not a readable zip ({why})") from None
 
 
 class Source:
@@ -488,25 +489,36 @@ class Source:
         return sorted(items, key=lambda item: natural(item[0]))
 
     def _dataset(self, files):
-        """A dataset's videos in dataset.json's order, each the frames it lists, every one present."""
+        """A dataset's videos in dataset.json's order, each the frames it lists, every one present. dataset.json is
+        held to the rules of stylegan_v.py's VideoFolder (written again here: fvd.py runs without stylegan_v.py)."""
+        def need(ok, rule, value):                                  # each rule of dataset.json, in turn
+            if not ok:
+                raise FVDError(f"{self.path}: dataset.json: {rule}, got {value!r:.80}")
         with self._open("dataset.json") as f:
             try:
                 meta = json.loads(f.read())
             except ValueError as e:                                 # JSONDecodeError, UnicodeDecodeError
                 raise FVDError(f"{self.path}: dataset.json is not valid JSON ({_first_line(e)})") from None
-        meta, present = meta if isinstance(meta, dict) else {}, set(files)
-        videos, res, fmt = meta.get("videos"), meta.get("resolution"), meta.get("format", "jpg")
-        listed = isinstance(videos, list) and videos and all(
-            isinstance(v, dict) and type(v.get("frames")) is int and v["frames"] >= 1 for v in videos)
-        if not (listed and type(res) is int and 4 <= res <= MAX_SIDE and re.fullmatch(r"[A-Za-z0-9]{1,5}", str(fmt))):
-            raise FVDError(f"{self.path}: dataset.json is not prepare_data.py's (resolution, format, videos)")
+        need(isinstance(meta, dict), "must be an object", type(meta).__name__)
+        fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")
+        need(type(fps) in (int, float) and 0 < fps <= 1000, "fps must be a number in (0, 1000]", fps)
+        need(res in [2 ** k for k in range(3, 12)], "resolution must be a power of two, 8-2048", res)   # (16.0 too)
+        need(isinstance(fmt, str) and re.fullmatch(r"[a-z0-9]{1,5}", fmt, re.I), "format must be like 'jpg'", fmt)
+        need(isinstance(videos, list) and videos, "'videos' must be a non-empty list", videos)
+        seen, present = set(), set(files)
+        for i, v in enumerate(videos):                              # a name is a folder: no '/', '.' or '..'
+            name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
+            need(isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)
+                 and name not in seen, f"video {i}: 'name' must be a folder name listed once", name)
+            need(type(n) is int and 1 <= n <= 10 ** 8, f"video {i}: 'frames' must be an integer in 1..10^8", n)
+            seen.add(name)
         items = []
-        for name, n in ((str(v.get("name")), v["frames"]) for v in videos):   # ('../x' is in no folder)
+        for name, n in ((v["name"], v["frames"]) for v in videos):
             files = [f"{name}/{i:06d}.{fmt}" for i in range(min(n, len(present) + 1))]   # (bounded by the files)
             if missing := next((f for f in files if f not in present), None):
                 raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {missing} is missing")
             items.append((name, "frames", files))
-        self.lengths, self.sizes = [len(files) for _, _, files in items], [(res, res)] * len(items)
+        self.lengths, self.sizes = [len(files) for _, _, files in items], [(int(res),) * 2] * len(items)
         return items
 
     def identity(self):
@@ -597,7 +609,8 @@ def open_source(source, workers=0, progress=False, device="cpu"):
             raise FVDError(f"{path}: " + ("not a regular file or a folder" if path.exists() else "no such file"))
         run = path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "dataset.json").is_file()
         checkpoint = path.is_file() and path.suffix.lower() not in (*VIDEO_EXTENSIONS, ".npy", ".npz") and (
-            not zipfile.is_zipfile(path) or any(n.endswith("data.pkl") for n in open_zip(path).namelist()))   # torch
+            any(n.endswith("data.pkl") for n in open_zip(path).namelist()) if zipfile.is_zipfile(path)   # torch's
+            else path.suffix.lower() != ".zip")          # (a .zip that is not one: a broken dataset, said by Source)
         if not (run or checkpoint):
             return Source(path, workers, progress)
         try:                    # the checkpoint is foreign input: any failure is a bad file

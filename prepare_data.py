@@ -385,7 +385,9 @@ def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick
 def check_out(out: str) -> tuple:
     """OUT -> (absolute OUT, is it a zip): new, or an existing zip or empty folder; what a killed run left goes."""
     out = os.path.abspath(out)
-    as_zip, parent = out.lower().endswith(".zip"), os.path.dirname(out)
+    as_zip, parent, ext = out.lower().endswith(".zip"), os.path.dirname(out), os.path.splitext(out)[1]
+    if ext and not as_zip:                                  # (o.gif would be a folder named o.gif)
+        raise PrepareError(f"cannot write {out}: OUT is a .zip file or a folder (no extension), not a {ext}")
     if not os.path.isdir(parent):
         raise PrepareError(f"cannot write {out}: {parent} " + ("is a file" if os.path.exists(parent) else "does not exist"))
     if os.path.isdir(out) if as_zip else os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
@@ -402,10 +404,8 @@ def remove_dead_partials(out: str) -> None:
     def gone(pid):
         try:
             return pid == os.getpid() or bool(os.kill(pid, 0))     # signal 0 only asks whether pid runs
-        except ProcessLookupError:
-            return True
-        except PermissionError:                                     # it runs, as another user
-            return False
+        except OSError as e:                                        # no such process; or it runs, as another user
+            return isinstance(e, ProcessLookupError)
     folder, base = os.path.split(out)
     for entry in os.listdir(folder):
         if (m := re.fullmatch(re.escape(base) + r"\.partial-(\d+)(\.stage)?", entry)) and gone(int(m[1])):

@@ -2169,7 +2169,8 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
     (("a.mp4",), "{t}/a.mp4 {t}/no/such/out.zip", 2, "cannot write {t}/no/such/out.zip: {t}/no/such does not exist"),
     (("a.mp4", "out.zip/"), "{t}/a.mp4 {t}/out.zip", 2, "cannot write {t}/out.zip: it is a folder"),
     (("a.mp4", "outdir/keep.txt"), "{t}/a.mp4 {t}/outdir", 2, "cannot write {t}/outdir: it already exists"),
-    (("a.mp4",), "{t}/a.mp4 {t}/a.mp4", 2, "cannot write {t}/a.mp4: it already exists"),   # the input named as OUT
+    (("a.mp4",), "{t}/a.mp4 {t}/o.gif", 2, "cannot write {t}/o.gif: OUT is a .zip file or a folder (no extension), "
+     "not a .gif"), (("a.mp4",), "{t}/a.mp4 {t}/a.mp4", 2, "{t}/a.mp4: OUT is a .zip"),   # the input named as OUT
 ]
 _FRESH = [row for row in _BAD if "1e-9" in row[1] or row[3].endswith("no folder")]   # from the real CLI too
 
@@ -2780,6 +2781,9 @@ def _crafted(d, name):
         "short.npy": lambda p: np.save(p, np.zeros((3, 12, 16, 16, 3), np.uint8)) or os.truncate(p, 1000),
         "long.npy": lambda p: np.save(p, np.zeros((2, 1030, 4, 4, 3), np.uint8)),
         "res.zip": lambda p: _write_meta(p, {**meta, "resolution": "16"}),
+        "fps.zip": lambda p: _write_meta(p, {**meta, "fps": "25"}),
+        "fmt.zip": lambda p: _write_meta(p, {**meta, "format": 5}),
+        "cut.zip": lambda p: write_dataset(p) and os.truncate(p, p.stat().st_size * 6 // 10),   # head -c 60%
         "frames.zip": lambda p: _write_meta(p, {**meta, "videos": [{"name": "v0", "frames": 2.0}]}),
         "array.zip": lambda p: _write_meta(p, [meta]),
         "evil.zip": lambda p: _write_meta(p, {**meta, "videos": [{"name": "../v0", "frames": 9}]}, frames),
@@ -2835,16 +2839,19 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {npy} --fake {float64.npz}", "found float64 [1000, 16, 256, 256, 3]; nothing was read", {}),
     ("--real {npy} --fake {two.npz}", "expected one array, or one named 'videos'", {}),
     ("--real {npy} --fake {text.npy}", "text.npy: not a .npy array", {}),
-    ("--real {text.npz} --fake {npy}", "text.npz: broken zip file", {}),
+    ("--real {text.npz} --fake {npy}", "text.npz: not a readable zip (truncated or corrupt)", {}),
     ("--real {npy} --fake {pickled.npy}", "pickled.npy: not a .npy array", {}),
     ("--real {npy} --fake {objects.npz}", "found object", {}),
     ("--real {npy} --fake {raw.npz}", "videos.txt: not a .npy array", {}),
     ("--real {npy} --fake {short.npy}", "short.npy: truncated", {}),
     # datasets: dataset.json, its videos against the files, every video's first frame header, at the door
-    *[(f"--real {{{name}}} --fake {{data}}", f"{name}: dataset.json is not prepare_data.py's", {})
-      for name in ("res.zip", "frames.zip", "array.zip")],
+    *[(f"--real {{{name}}} --fake {{data}}", f"{name}: dataset.json: {rule}", {}) for name, rule in [
+        ("res.zip", "resolution must be a power of two, 8-2048, got '16'"), ("array.zip", "must be an object"),
+        ("frames.zip", "video 0: 'frames' must be an integer in 1..10^8, got 2.0"),
+        ("fps.zip", "fps must be a number in (0, 1000], got '25'"), ("fmt.zip", "format must be like 'jpg', got 5"),
+        ("evil.zip", "video 0: 'name' must be a folder name listed once, got '../v0'")]],   # (stylegan_v.py's rules)
+    ("--real {data} --fake {cut.zip}", "--fake {d}/cut.zip: not a readable zip (truncated or corrupt)", {}),
     ("--real {badjson} --fake {data}", "dataset.json is not valid JSON", {}),
-    ("--real {evil.zip} --fake {data}", "video '../v0' lists 9 frames but ../v0/000000.png is missing", {}),
     ("--real {gap.zip} --fake {data}", "video 'v1' lists 10 frames but v1/000009.png is missing", {}),
     ("--real {small.zip} --fake {data}", ".png is 8x8, not 16x16", {}),
     ("--real {data} --fake {data}", "more than the 64 it may have", {"MAX_MEMBER_BYTES": 64}),   # declared sizes
