@@ -2740,8 +2740,9 @@ def cmd_project(args) -> None:
     """`project`: an image, video or frame folder (its first 64 frames, as prepare_data.py crops) -> proj.pt (§13)."""
     import prepare_data as pd
     device, path = _pick_device(args.device), args.target
-    if not args.out.endswith(".pt") or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise UserError(f"--out {args.out}: a .pt file in an existing folder")       # before the work
+    if not args.out.endswith(".pt"):
+        raise UserError(f"--out {args.out}: a projection is a .pt file")
+    check_writable(args.out)                                     # before the work
     G, cfg = load_generator(args.ckpt, device)
     try:
         still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)

@@ -990,13 +990,14 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     (lambda: open("x.mp4", "w").write("not a video"), "x.mp4", "x.mp4: not a readable video"),
     (lambda: os.mkdir("empty"), "empty", "empty: no frames in it"),
     (lambda: os.mkdir("one") or iio.imwrite("one/0.png", np.zeros((8, 8, 3), np.uint8)), "one", "one: a clip needs 2"),
-    (lambda: None, "--out", "--out x.mp4: a .pt file in an existing folder"),
+    (lambda: None, "--out x.mp4", "--out x.mp4: a projection is a .pt file"),
+    (lambda: None, "--out no/x.pt", "no/x.pt: cannot write here (No such file or directory)"),   # before the work
 ])
 def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, make, target, said):
     monkeypatch.chdir(tmp_path)
     sv.save_checkpoint("a.pt", {"cfg": dataclasses.asdict(tiny()), "G_ema": sv.Generator(tiny()).state_dict()})
     make()
-    flags = ["--target", "a.pt", "--out", "x.mp4"] if target == "--out" else ["--target", target]
+    flags = ["--target", "a.pt", *target.split()] if target.startswith("--out") else ["--target", target]
     assert_refused(["project", "--ckpt", "a.pt", *flags, "--device", "cpu"], [said], capsys)
 
 
