@@ -1926,6 +1926,7 @@ def import_release_snapshot(path: str) -> dict:
         theirs = {n: module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
     except Exception as e:
         raise UserError(f"{path}: not a StyleGAN-V snapshot ({type(e).__name__}: {_first_line(e)})") from None
+    check_weights_held(cfg, (Generator, Discriminator), [*theirs["G_ema"].values(), *theirs["D"].values()], path)
     kimg = re.search(r"network-snapshot-(\d+)", base := os.path.basename(path))   # the release names them by kimg
     state = dict(cfg=dataclasses.asdict(cfg), step=0, nimg=1000 * int(kimg[1]) if kimg else 0,
                  source=f"authors' snapshot {base}")
@@ -2122,6 +2123,8 @@ class VideoFolder:
             raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
         except (KeyError, FileNotFoundError, zipfile.BadZipFile) as e:     # not in it; neither a zip nor a folder
             what = "not a dataset: no dataset.json" if os.path.exists(path) else "no such dataset"
+            if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):   # a FIFO, /dev/zero
+                what = "not a regular file or a folder"
             if isinstance(e, zipfile.BadZipFile) and open(path, "rb").read(2) == b"PK":   # a zip's first bytes
                 what = "a zip that cannot be read (truncated or damaged)"
             if self._zip and any(name.endswith("/data.pkl") for name in self._zip.namelist()):   # torch.save's zip
@@ -2170,8 +2173,11 @@ class VideoFolder:
         size = self._zip.getinfo(member).file_size if self.is_zip else os.path.getsize(file)
         if size > limit:
             raise DataError(f"{self.path}: {member} is {size:,} bytes, more than a file of this dataset can be")
-        with self._zip.open(member) if self.is_zip else open(file, "rb") as f:
-            return f.read(limit + 1)
+        try:
+            with self._zip.open(member) if self.is_zip else open(file, "rb") as f:
+                return f.read(limit + 1)
+        except Exception as e:         # a damaged zip (its version, CRC or deflate stream), an unreadable file
+            raise DataError(f"{self.path}: cannot read {member} ({_first_line(e)})") from None
 
     def frame(self, member: str, header_only: bool = False) -> Optional[np.ndarray]:
         """uint8 [R, R, 3]: one frame, decoded and checked; header_only: only its header's size and mode (None)."""
@@ -2280,7 +2286,9 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:                              # refused objects, not torch.save's format, truncated
-        why = error_reason(e, file) if isinstance(e, OSError) else "not a file torch.save wrote, or truncated"
+        why = "not a file torch.save wrote, or truncated"
+        if isinstance(e, OSError) and e.errno != errno.EINVAL:       # (a cut zip: EINVAL, said as cut)
+            why = error_reason(e, file)
         # Only a class named ("Unsupported global") means Python objects; random bytes: "Unsupported operand".
         if isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower():
             why = "it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
@@ -2296,13 +2304,26 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         state["cfg"] = dataclasses.asdict(make_config(**known))
     except (ValueError, TypeError) as e:
         raise UserError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
+    if "opt_G" in state and not all(type(state.get(k)) is int and state[k] >= 0 for k in ("step", "nimg", "nvid")):
+        raise UserError(f"{file}: a checkpoint with impossible counters (step, nimg, nvid: integers >= 0)")
     return state
+
+
+def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
+    """Before networks are built from a file's settings: they ask for no more weights than the file holds (counted
+    on the meta device: shapes, no memory). Each setting is in range (check_config); this bounds their product."""
+    with torch.device("meta"):
+        asked = sum(t.numel() for net in nets for t in net(cfg).state_dict().values())
+    if asked > sum(t.numel() for t in held if torch.is_tensor(t)):
+        raise UserError(f"{path}: its settings ask for {asked:,} weights, more than it holds")
 
 
 def load_generator(path: str, device="cpu"):
     """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
     state = load_checkpoint(path)
-    G = Generator(cfg := Config(**state["cfg"]))
+    cfg, weights = Config(**state["cfg"]), state["G_ema"]
+    check_weights_held(cfg, (Generator,), weights.values() if isinstance(weights, dict) else [], checkpoint_path(path))
+    G = Generator(cfg)
     try:
         G.load_state_dict(state["G_ema"])
     except RuntimeError as e:
@@ -2328,7 +2349,7 @@ class FrameSink(contextlib.AbstractContextManager):
         self.to = ["-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p", self.tmp]   # plays everywhere, near-lossless
         if os.path.splitext(out)[1].lower() != ".mp4":
             os.makedirs(self.tmp)
-            self.to = ["-start_number", "0", os.path.join(self.tmp, "%06d.png")]      # lossless
+            self.to = ["-start_number", "0", os.path.join(self.tmp.replace("%", "%%"), "%06d.png")]   # lossless
 
     def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
         if self.ffmpeg is None:                                  # started at the first frame, when its size is known
@@ -2682,9 +2703,15 @@ def load_projection(path: str) -> dict:
     state = load_checkpoint(path, "projection")
     if not isinstance(state, dict) or state.get("projection") != 1:
         raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")
-    for key, kind in dict(weights=str, ckpt=str, w=torch.Tensor, tokens=torch.Tensor, times=torch.Tensor,
-                          fps=(int, float), first=int, motion_seed=int).items():
-        if not isinstance(state.get(key), kind) or key == "fps" and not 0 < state[key] <= MAX_DATASET_FPS:
+    def floats(v, dims: int, dtype=torch.float32) -> bool:
+        return torch.is_tensor(v) and v.dtype == dtype and v.dim() == dims
+    rules = dict(weights=lambda v: isinstance(v, str), ckpt=lambda v: isinstance(v, str),
+                 w=lambda v: floats(v, 1), tokens=lambda v: floats(v, 2),      # (their sizes: G's, checked by sample)
+                 times=lambda v: floats(v, 1, torch.float64) and 0 < len(v) <= 64 and bool(((v >= 0) & (v < 1e9)).all()),
+                 fps=lambda v: type(v) in (int, float) and 0 < v <= MAX_DATASET_FPS,
+                 first=lambda v: type(v) is int and abs(v) < 2 ** 40, motion_seed=lambda v: type(v) is int and v >= 0)
+    for key, ok in rules.items():                               # (times: at most project's 64 frames, finite)
+        if not ok(state.get(key)):
             raise UserError(f"{path}: not a projection: its '{key}' is missing or wrong")
     return state
 
@@ -2712,10 +2739,13 @@ def cmd_sample(args) -> None:
     fps, w, mseed = args.fps or cfg.fps, None, seed if args.motion_seed is None else args.motion_seed
     motion_seeds, seconds = list(range(mseed, mseed + args.num)), args.seconds or 4.0   # video i: seed + i, mseed + i
     if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
-        fits = proj["w"].shape == (cfg.w_dim,) and proj["tokens"].shape[1:] == (cfg.motion_dim,)
-        if not fits or proj["weights"] != weights_id(G):
+        if proj["weights"] != weights_id(G):
             raise UserError(f"{args.proj} was projected into other weights (checkpoint {proj['ckpt']}, weights "
                             f"{proj['weights']}; these are {weights_id(G)}): pass its --ckpt")
+        t, dz, ctx = proj["times"][None], cfg.motion_delta_z, G.motion.context                # the tokens its times need
+        if proj["w"].shape != (cfg.w_dim,) or proj["first"] != int(torch.floor(t.min() / dz)) - ctx or \
+                proj["tokens"].shape != (G.tokens_needed(t, dz, ctx), cfg.motion_dim):
+            raise UserError(f"{args.proj}: not a projection of this generator (its w, tokens or first do not fit)")
         w = G.mapping.w_avg.lerp(proj["w"].to(device), args.truncation)[None]    # [1, w_dim], truncated
         motion_seeds = [(proj["motion_seed"], proj["first"], proj["tokens"]) if args.motion_seed is None else mseed]
         fps = args.fps or proj["fps"]
@@ -2743,6 +2773,11 @@ def cmd_project(args) -> None:
     if not args.out.endswith(".pt"):
         raise UserError(f"--out {args.out}: a projection is a .pt file")
     check_writable(args.out)                                     # before the work
+    if os.path.exists(args.out):                                 # it replaces a projection, never a checkpoint
+        try:
+            load_projection(args.out)
+        except UserError:
+            raise UserError(f"--out {args.out}: exists and is not a projection (choose another name)") from None
     G, cfg = load_generator(args.ckpt, device)
     try:
         still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
@@ -2758,7 +2793,7 @@ def cmd_project(args) -> None:
         frames = [f for _, f in zip(range(65), pd.iter_frames(source, fps or pd.DEFAULT_FPS))]
     except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
         raise UserError(str(e)) from None
-    except (OSError, RuntimeError) as e:                         # not an image, a corrupt video
+    except (OSError, RuntimeError, ValueError, pd.Image.DecompressionBombError) as e:   # not an image, a corrupt video
         raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
     if len(frames) < 2 and not still:
         raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")

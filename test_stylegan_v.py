@@ -24,6 +24,8 @@ import time
 import types
 import warnings
 import zipfile
+import zlib
+from pathlib import Path
 
 import imageio.v2 as iio
 import imageio_ffmpeg
@@ -634,6 +636,13 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "4x4.zip": lambda p: _write_meta(p, {**_META, "resolution": 4}, {name: _FRAME[:4, :4] for name in _TWO}),
     "no-json.zip": lambda p: zipfile.ZipFile(p, "w").writestr("a/0.png", b""),
     "truncated.zip": lambda p: p.write_bytes(open(write_dataset(p), "rb").read()[:300]),   # its head only
+    "version.zip": lambda p: p.write_bytes(re.sub(b"(PK\x01\x02.{2})..", b"\\1\x64\x00",   # a central directory
+                                                  open(write_dataset(p), "rb").read(), 1, re.S)),   # entry's version
+    # every setting in range, but a G of 88 M weights (354 MB) from a file of 2 kB: refused before anything is built
+    "big.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config(resolution=64)), "channel_base": 2 ** 16,
+                                            "channel_max": 1024}, "G_ema": {}}, p),
+    "step-5.pt": lambda p: torch.save({"cfg": vars(sv.make_config(resolution=16)), "G_ema": {}, "opt_G": {},
+                                       "step": -5, "nimg": 0, "nvid": 0}, p),
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)),
     "ffs.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config("ffs"))}, "G_ema": {}}, p),
     "29.97fps.pt": lambda p: torch.save({"cfg": vars(sv.make_config(resolution=16, fps=29.97)), "G_ema": {}}, p),
@@ -923,9 +932,9 @@ def test_frame_at_t_is_independent_of_render_window_costs_the_same_at_any_t_seed
 
 
 def test_sample_numbers_png_frames_from_zero_another_fps_is_the_same_video_ctrl_c_leaves_nothing(tmp_path, monkeypatch):
-    G = sv.Generator(tiny()).eval()
-    n = sv.sample(G, str(tmp_path / "frames"), seconds=0.5, fps=8, data_fps=25, start=100.0, progress=False)
-    assert n == 4 and sorted(os.listdir(tmp_path / "frames")) == [f"{i:06d}.png" for i in range(4)]
+    G = sv.Generator(tiny()).eval()                              # ('%03d' in the name: not a pattern for ffmpeg)
+    n = sv.sample(G, str(tmp_path / "a %03d"), seconds=0.5, fps=8, data_fps=25, start=100.0, progress=False)
+    assert n == 4 and sorted(os.listdir(tmp_path / "a %03d")) == [f"{i:06d}.png" for i in range(4)]
     sv.sample(G, str(tmp_path / "a"), seconds=0.4, fps=25, data_fps=25, progress=False)
     sv.sample(G, str(tmp_path / "b"), seconds=0.4, fps=50, data_fps=25, progress=False)
     assert np.array_equal(iio.imread(tmp_path / "a" / "000005.png"),       # t = 5 frames
@@ -933,7 +942,7 @@ def test_sample_numbers_png_frames_from_zero_another_fps_is_the_same_video_ctrl_
     monkeypatch.setattr(sv.FrameSink, "write", raising_on_call(2, sv.FrameSink.write))   # Ctrl-C in the 2nd batch
     with pytest.raises(KeyboardInterrupt):
         sv.sample(G, str(tmp_path / "x.mp4"), seconds=2, fps=25, data_fps=25, batch=8, progress=False)
-    assert sorted(os.listdir(tmp_path)) == ["a", "b", "frames"]
+    assert sorted(os.listdir(tmp_path)) == ["a", "a %03d", "b"]
 
 # -- projection (Fig 2, Sec 4.3): a real frame or clip into the generator, rendered again ------
 
@@ -969,8 +978,16 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
                    ["proj.pt was projected into other weights (checkpoint ", "a.pt, weights", "pass its --ckpt"], capsys)
     for flag in (["--num", "2"], ["--seed", "0"]):
         assert_refused(["sample", "--from", "proj.pt", *flag, "--out", "w"], ["--from proj.pt renders its one"], capsys)
-    torch.save({**torch.load("proj.pt"), "tokens": "x"}, "bad.pt")                  # a field of the wrong kind
-    assert_refused(["sample", "--from", "bad.pt", "--out", "w"], ["bad.pt: not a projection: its 'tokens' is"], capsys)
+    proj = torch.load("proj.pt")
+    for key, bad, said in [("tokens", "x", ": its 'tokens' is"), ("w", proj["w"].long(), ": its 'w' is"),  # crafted
+                           ("times", torch.arange(1e7, dtype=torch.float64), ": its 'times' is"),   # days of video
+                           ("times", proj["times"] * math.nan, ": its 'times' is"),
+                           ("tokens", proj["tokens"][:3], " of this generator (its w, tokens or first")]:
+        torch.save({**proj, key: bad}, "bad.pt")
+        assert_refused(["sample", "--from", "bad.pt", "--out", "w"], [f"bad.pt: not a projection{said}"], capsys)
+    Path("cut.pt").write_bytes(Path("proj.pt").read_bytes()[:5000])
+    assert_refused(["sample", "--from", "cut.pt", "--out", "w"], ["cut.pt: not a StyleGAN-V projection: not a "
+                                                                    "file torch.save wrote, or truncated"], capsys)
     assert_refused(["sample", "--from", "/dev/zero", "--out", "w"], ["/dev/zero: not a regular file"], capsys)
     assert_refused(["sample", "--ckpt", "proj.pt", "--out", "w"],
                    ["proj.pt: not a StyleGAN-V checkpoint (", "a projection is for sample --from"], capsys)
@@ -984,6 +1001,14 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     assert "the first 64 are projected" in capsys.readouterr().err and len(sv.load_projection("long.pt")["times"]) == 64
 
 
+def _bomb_png(path):
+    """A 60000 x 60000 PNG in 70 bytes: its header says so (Pillow refuses to decode it: a decompression bomb)."""
+    data = bytearray(iio.imwrite("<bytes>", np.zeros((1, 1), np.uint8), format="png"))
+    data[16:24] = (60000).to_bytes(4, "big") * 2                               # IHDR's width and height
+    data[29:33] = zlib.crc32(data[12:29]).to_bytes(4, "big")                   # and its CRC
+    Path(path).write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("make, target, said", [
     (lambda: None, "none.png", "none.png: no such file or folder"),
     (lambda: open("x.png", "w").write("not an image"), "x.png", "x.png: not a readable image or clip"),
@@ -992,6 +1017,8 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     (lambda: os.mkdir("one") or iio.imwrite("one/0.png", np.zeros((8, 8, 3), np.uint8)), "one", "one: a clip needs 2"),
     (lambda: None, "--out x.mp4", "--out x.mp4: a projection is a .pt file"),
     (lambda: None, "--out no/x.pt", "no/x.pt: cannot write here (No such file or directory)"),   # before the work
+    (lambda: None, "--out a.pt", "--out a.pt: exists and is not a projection (choose another name)"),   # its --ckpt
+    (lambda: _bomb_png("bomb.png"), "bomb.png", "bomb.png: not a readable image or clip (Image size (3600000000 pixels) exceeds"),
 ])
 def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, make, target, said):
     monkeypatch.chdir(tmp_path)
@@ -1069,6 +1096,7 @@ def refused(tmp_path, monkeypatch, capsys):
          "extension), not a .gif", fresh=True),
     _row("sample --seconds 0.2 --out notes.txt", "notes.txt: --out is an .mp4 file or a folder", "not a .txt"),
     _row("sample --seconds 0.2 --out fifo.mp4", "fifo.mp4: cannot write here (not a regular file)"),    # never replaced
+    _row("sample --seconds 0.2 --ckpt big.pt --out o.mp4", "big.pt: its settings ask for 88,480,655 weights, more than it holds"),
     _row("sample --seconds 0.2 --out /dev/zero", "/dev/zero: cannot write here (not a folder)"),       # (no extension: PNGs)
     # /proc and /sys: a folder write bit, but no new files
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (", fresh=True, fast=True)
@@ -1142,13 +1170,15 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
       for flags, needle, marks in [
           ("--gpus 4", "CUDA device", [pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has GPUs")]),
           ("--gpus 3 --device cpu", "not divisible", []),
-          ("--resume ffs.pt", "ffs.pt: the checkpoint has preset 'ffs', this run 'tiny'", [])]],
+          ("--resume ffs.pt", "ffs.pt: the checkpoint has preset 'ffs', this run 'tiny'", []),
+          ("--resume step-5.pt", "step-5.pt: a checkpoint with impossible counters", [])]],
     *[_row(f"train --data {data} --preset tiny --outdir run --dry-run", needle, fresh=True) for data, needle in [
         ("nope.zip", "no such dataset"), ("no-json.zip", "no dataset.json"),
         ("first-8x8.zip", "v/000000.png is a 8x8 RGB image, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
     *[_row(f"train --data {data} --outdir run --dry-run", *needles, fresh=True) for data, *needles in [
         ("folder", "no dataset.json"), ("not-json.zip", "not valid JSON"),
         ("truncated.zip", "a zip that cannot be read (truncated or damaged)"),
+        ("version.zip", "version.zip: cannot read ", "(zip file version 10.0)"),
         ("fps-nan.zip", "fps must be a number", "got nan"), ("fps-0.zip", "fps must be a number", "0"),
         ("fps-string.zip", "fps must be a number"), ("res-12.zip", "resolution must be a power of two"),
         ("res-inf.zip", "resolution must be a power of two", "inf"),
@@ -1161,7 +1191,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
     _row("figures --ckpt missing.pt --out a-file", "a-file: cannot write here ("),     # said before the work
-    _row("train --data /dev/zero --outdir run --dry-run", "/dev/zero: not a dataset: no dataset.json (make one with"),
+    _row("train --data /dev/zero --outdir run --dry-run", "/dev/zero: not a regular file or a folder (make one with"),
 ])
 def test_train_bench_and_figures_refuse_bad_input_in_one_line_before_any_work(refused, fresh, argv, needles):
     refused(fresh, argv, needles)
