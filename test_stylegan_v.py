@@ -1404,6 +1404,8 @@ def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
     r = run_cli("sample", "--ckpt", tmp_path / "evil.pkl", "--out", tmp_path / "x.mp4")
     assert_one_error_line(r, "evil.pkl")
     assert not mark.exists()
+    with pytest.raises(sv.UserError, match=r"x.pkl: its settings ask for [\d,]+ weights, more than it holds"):
+        sv.check_weights_held(tiny(), (sv.Generator, sv.Discriminator), [torch.zeros(10 ** 6)], "x.pkl")   # G + D
 
 
 # Tolerances of a float32 comparison, derived, not read off one machine's output. Two float32
