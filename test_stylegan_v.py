@@ -2151,6 +2151,8 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
        + f" {flag}={value}", 2, f"argument {flag}: must be {must}") for flag, (must, *bad) in _FLAGS.items()
       for value in bad],
     ((), "--demo {t}/d.zip --skip 3", 2, "--skip does not apply to --demo"),
+    ((), "--demo {t}/d.zip --num-videos 100000 --frames 1001", 2,
+     "--num-videos x --frames is 100,100,000 frames, over 100,000,000"),
     ((), "--demo {t}/d.zip --fps 30", 2, "--fps does not apply to --demo"),
     ((), "{t}/src {t}/out.zip --seed 3", 2, "--seed applies to --demo only"),
     ((), "--demo {t}/d.zip --format png --quality 50", 2, "--quality applies to --format jpg only (png is lossless)"),
@@ -2235,6 +2237,7 @@ def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says
 
 
 @pytest.mark.parametrize("failure, out_name", [("Ctrl-C", "out.zip"), ("Ctrl-C", "out_folder"),
+                                               ("Ctrl-C, again as the workers are joined", "out_folder"),
                                                ("a full disk, closing the zip too", "out.zip")])
 def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_path, monkeypatch, failure, out_name):
     for name in "abc":
@@ -2249,14 +2252,21 @@ def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_pa
         if self.fp is not None:
             self.fp = None
             no_space()
+    def twice(source, s, stage, stop, tick, convert=pd.convert):   # (timeout(1) signals the process and its group)
+        os.kill(os.getpid(), signal.SIGINT)
+        stop.wait(10)                                        # the cleanup has begun: the main thread joins this one
+        os.kill(os.getpid(), signal.SIGINT)
+        return convert(source, s, stage, stop, tick)
     if failure == "Ctrl-C":                                  # in the middle of the second video
         monkeypatch.setattr(pd, "encode_frame", raising_on_call(15, pd.encode_frame))
+    elif failure.startswith("Ctrl-C"):
+        monkeypatch.setattr(pd, "convert", twice)
     else:
         monkeypatch.setattr(zipfile.ZipFile, "writestr", no_space)
         monkeypatch.setattr(zipfile.ZipFile, "close", close_on_a_full_disk)
-    with pytest.raises(KeyboardInterrupt if failure == "Ctrl-C" else pd.PrepareError,
-                       match=None if failure == "Ctrl-C" else "out.zip: No space left on device; nothing was"):
-        prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16)
+    with pytest.raises(KeyboardInterrupt if failure.startswith("Ctrl-C") else pd.PrepareError,
+                       match=None if failure.startswith("Ctrl-C") else "out.zip: No space left on device; nothing was"):
+        prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16, workers=1 if "again" in failure else 2)
     assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
 
 # -- the command line in a fresh process: signals, kill -9, a full or read-only disk --------------
