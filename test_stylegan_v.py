@@ -2795,6 +2795,9 @@ def _crafted(d, name):
         "fps.zip": lambda p: _write_meta(p, {**meta, "fps": "25"}),
         "fmt.zip": lambda p: _write_meta(p, {**meta, "format": 5}),
         "cut.zip": lambda p: write_dataset(p) and os.truncate(p, p.stat().st_size * 6 // 10),   # head -c 60%
+        **{name: lambda p, old=old, new=new: write_dataset(p) and p.write_bytes(re.sub(old, new, p.read_bytes(), 1))
+           for name, old, new in [("crc.zip", rb'"fps"', rb'"fPs"'),   # dataset.json's bytes, not its CRC-32
+                                  ("v10.zip", rb"(PK\x01\x02\x14.)\x14", rb"\1d")]},   # 1st entry needs zip 10.0
         "frames.zip": lambda p: _write_meta(p, {**meta, "videos": [{"name": "v0", "frames": 2.0}]}),
         "array.zip": lambda p: _write_meta(p, [meta]),
         "evil.zip": lambda p: _write_meta(p, {**meta, "videos": [{"name": "../v0", "frames": 9}]}, frames),
@@ -2862,6 +2865,10 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
         ("fps.zip", "fps must be a number in (0, 1000], got '25'"), ("fmt.zip", "format must be like 'jpg', got 5"),
         ("evil.zip", "video 0: 'name' must be a folder name listed once, got '../v0'")]],   # (stylegan_v.py's rules)
     ("--real {data} --fake {cut.zip}", "--fake {d}/cut.zip: not a readable zip (truncated or corrupt)", {}),
+    ("--real {data} --fake {v10.zip}", "v10.zip: not a readable zip (damaged: NotImplementedError: zip file version", {}),
+    ("--real {crc.zip} --fake {data}", "crc.zip: dataset.json: a zip that cannot be read (damaged: BadZipFile: Bad", {}),
+    ("--real {data} --fake=", "--fake '': an empty path, not a file or folder", {}),
+    ("--real {data} --fake {nan} --fake-offsets random", "--fake-offsets random applies to a fake file, not a", {}),
     ("--real {badjson} --fake {data}", "dataset.json is not valid JSON", {}),
     ("--real {gap.zip} --fake {data}", "video 'v1' lists 10 frames but v1/000009.png is missing", {}),
     ("--real {small.zip} --fake {data}", ".png is 8x8, not 16x16", {}),
