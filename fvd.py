@@ -413,6 +413,8 @@ def open_zip(path):
     except (zipfile.BadZipFile, OSError) as e:
         why = "truncated or corrupt" if isinstance(e, zipfile.BadZipFile) else _first_line(e)
         raise FVDError(f"{path}: not a readable zip ({why})") from None
+    except Exception as e:                                          # a damaged central directory: 'zip file version'
+        raise FVDError(f"{path}: not a readable zip (damaged: {type(e).__name__}: {_first_line(e)})") from None
 
 
 class Source:
@@ -497,7 +499,7 @@ class Source:
         with self._open("dataset.json") as f:
             try:
                 meta = json.loads(f.read())
-            except ValueError as e:                                 # JSONDecodeError, UnicodeDecodeError
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:   # (an FVDError: a damaged zip, said as is)
                 raise FVDError(f"{self.path}: dataset.json is not valid JSON ({_first_line(e)})") from None
         need(isinstance(meta, dict), "must be an object", type(meta).__name__)
         fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")
@@ -530,12 +532,24 @@ class Source:
 
     def _open(self, file, limit=None):
         """THE reader of a file of the source, bounded before it is read: a file by its size, a zip member by its
-        declared size (zipfile never reads past it)."""
+        declared size (zipfile never reads past it), then opened, read and sought through one guard: whatever a
+        damaged zip makes zipfile raise (BadZipFile 'Bad CRC-32', zlib.error, EOFError, NotImplementedError) is one
+        line naming the zip and the member."""
         if not self.zip:
             return open_regular(os.path.join(self.root, file), limit or MAX_MEMBER_BYTES)
         if (size := self.zip.getinfo(file).file_size) > (limit := limit or MAX_MEMBER_BYTES):
             raise FVDError(f"{self.path}: {file} declares {size:,} bytes, more than the {limit:,} it may have")
-        return self.zip.open(file)
+
+        def guard(method, *args):
+            try:
+                return method(*args)
+            except Exception as e:                                  # (seek reads: its read's error passes on)
+                why = f"{self.path}: {file}: a zip that cannot be read (damaged: {type(e).__name__}: {_first_line(e)})"
+                raise e if isinstance(e, FVDError) else FVDError(why) from None
+        member = guard(self.zip.open, file)
+        read, seek = member.read, member.seek
+        member.read, member.seek = lambda n=-1: guard(read, n), lambda *args: guard(seek, *args)
+        return member
 
     @contextlib.contextmanager
     def _local(self, file):
@@ -603,6 +617,8 @@ def open_source(source, workers=0, progress=False, device="cpu"):
     imports stylegan_v.py); a Source is returned as it is, a generator with the path, kind and sizes a Source has."""
     if isinstance(source, Source):
         return source
+    if source == "":                                                # (Path would read it as '.', this folder)
+        raise FVDError("'': an empty path, not a file or folder")
     if not hasattr(sys.modules.get(type(source).__module__), "render_frames"):     # a path, not a generator
         path = Path(source).expanduser()
         if not (path.is_dir() or path.is_file()):     # a device, FIFO or socket is never opened: it could block
@@ -687,6 +703,8 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
                                              src.names) if isinstance(src, Source) else None)
         except FVDError as e:
             raise FVDError(f"--{role} " + (f"{src.path}: {e}" if src else str(e))) from None
+    if fake_offsets == "random" and not isinstance(sides["fake"][0], Source):
+        raise FVDError("--fake-offsets random applies to a fake file, not a generator (its clips start at t = 0)")
     h, w = max((s for src, _ in sides.values() for s in src.sizes), key=lambda s: s[0] * s[1])
     clip = frames * h * w * 3                                       # one clip in uint8
     per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies

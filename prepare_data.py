@@ -332,11 +332,11 @@ def make_demo_video(seed, frames: int = 64, resolution: int = 64) -> np.ndarray:
 
 # --- §5 Converting one source (in a worker thread) ------------------------------------------------
 
-def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick) -> Optional[dict]:
+def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick) -> dict:
     """Stage one source as <stage>/<name>/<i:06d>.<fmt> -> {"source", "videos": [{"name", "frames", "source"}],
-    "skipped": reason or None, "notes"}, None once `stop` is set. Only reading is guarded: its error is the source's
-    (a unit, the video or a --clip-len chunk, is kept if all its frames decoded); an OSError in a write is OUT's
-    disk and stops the job (a full disk is never "fifty broken videos")."""
+    "skipped": reason or None, "notes"}, stopping once `stop` is set. Only reading is guarded: its error is the
+    source's (a unit, the video or a --clip-len chunk, is kept if all its frames decoded); an OSError in a write
+    is OUT's disk and stops the job (a full disk is never "fifty broken videos")."""
     result = {"source": source.label, "videos": [], "skipped": None, "notes": []}
     unit = lambda n: f"{source.name}_c{n // s.clip_len:04d}" if s.clip_len else source.name
     frames, n, error = iter_frames(source, s.fps, s.skip), 0, None
@@ -344,10 +344,9 @@ def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick
         while (s.max_frames is None or n < s.max_frames) and not stop.is_set():
             try:
                 frame = next(frames, None)
-            except PrepareError as e:                       # refused by its header
-                error = str(e)
-            except Exception as e:                          # a decoding error midway, an unreadable frame
-                error = f"failed after {n} frames ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1]})"
+            except Exception as e:                          # refused by its header; a decoding error midway
+                why = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1]}"
+                error = str(e) if isinstance(e, PrepareError) else f"failed after {n} frames ({why})"
             if error or frame is None:
                 break
             i = n % s.clip_len if s.clip_len else n         # the frame's number in its unit
@@ -359,8 +358,6 @@ def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick
             tick(1)
     finally:
         frames.close()                                      # stops ffmpeg now
-    if stop.is_set():
-        return None
     length = s.clip_len or max(n, 1)
     complete = n // length if s.clip_len else int(not error and n >= s.min_frames)
     for c in range(complete, -(-n // length)):              # the incomplete units go
@@ -463,28 +460,30 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
         # dataset.json last, one video a line (readable, greppable); then the one rename that makes OUT.
         index = json.dumps({"fps": float(fps), "resolution": s.resolution, "format": s.fmt})[:-1] + ', "videos": [\n' \
             + ",\n".join(json.dumps(v) for v in videos) + "\n]}\n"
+        with open(os.path.join(stage, "dataset.json"), "x") as f:      # (a zip's stage: removed unread)
+            f.write(index)
         if as_zip:
             zf.writestr(zipfile.ZipInfo("dataset.json", (1980, 1, 1, 0, 0, 0)), index)
-            zf.close()
-            file.flush()
+            zf.close()                                      # (and flushes the file)
             os.fsync(file.fileno())                         # on disk before the rename makes it visible
             file.close()
-        else:
-            with open(os.path.join(stage, "dataset.json"), "x") as f:
-                f.write(index)
         replaced = os.path.lexists(out)
         os.replace(tmp, out)                                # OUT is the old one or the new one, never half
         done = True
     except OSError as e:                                    # every read of SRC is guarded: this is OUT's disk
         raise PrepareError(f"cannot write {out}: {e.strerror or e}; nothing was written" +
                            " (the existing one is untouched)" * os.path.lexists(out)) from None
-    finally:                                                # whatever stopped us: threads stop at their next frame
-        stop.set()                                          # and each step runs, even if one before fails
+    finally:          # whatever stopped us, the cleanup runs to its end: a 2nd Ctrl-C or SIGTERM meanwhile is ignored
+        held = [(sig, signal.signal(sig, signal.SIG_IGN)) for sig in (signal.SIGINT, signal.SIGTERM)
+                if threading.current_thread() is threading.main_thread()]      # (timeout(1) signals twice)
+        stop.set()                                          # threads stop at their next frame and are joined,
         for step in (lambda: pool.shutdown(wait=True, cancel_futures=True), lambda: zf is None or done or zf.close(),
                      lambda: file is None or file.close(), lambda: shutil.rmtree(stage, ignore_errors=True),
-                     lambda: done or not os.path.lexists(tmp) or os.remove(tmp)):
-            with contextlib.suppress(Exception):            # (closing a zip on a full disk raises; a 2nd Ctrl-C
-                step()                                      # may cut this short: remove_dead_partials, next run)
+                     lambda: done or not os.path.lexists(tmp) or os.remove(tmp)):    # then the partial goes: each
+            with contextlib.suppress(Exception):            # step runs, even if one before fails (closing a zip
+                step()                                      # on a full disk raises)
+        for sig, handler in held:
+            signal.signal(sig, handler)
     frames, seconds = sum(v["frames"] for v in videos), time.time() - t_start
     if verbose:
         print(f"wrote {out}: {len(videos)} video(s), {frames} frames of {s.resolution}x{s.resolution} at {fps:g} fps "
@@ -519,6 +518,8 @@ def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int 
     """Write the procedural demo dataset (§4): video i is make_demo_video((seed, i), frames, resolution)."""
     for flag, value in [("--num-videos", num_videos), ("--frames", frames), ("--seed", seed)]:
         check_flag(flag, value)
+    if num_videos * frames > MAX_COUNT:                     # stylegan_v.py's bound of one video, for them all
+        raise PrepareError(f"--num-videos x --frames is {num_videos * frames:,} frames, over {MAX_COUNT:,}")
     settings = Settings(resolution, fmt, quality, min_frames=min(3, frames), workers=workers)
     sources = [Source("demo", f"make_demo_video(seed=({seed}, {i}))", name=f"demo{i:05d}", fps=DEMO_FPS,
                       demo=((seed, i), frames, resolution)) for i in range(num_videos)]

@@ -2183,6 +2183,8 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
        + f" {flag}={value}", 2, f"argument {flag}: must be {must}") for flag, (must, *bad) in _FLAGS.items()
       for value in bad],
     ((), "--demo {t}/d.zip --skip 3", 2, "--skip does not apply to --demo"),
+    ((), "--demo {t}/d.zip --num-videos 100000 --frames 1001", 2,
+     "--num-videos x --frames is 100,100,000 frames, over 100,000,000"),
     ((), "--demo {t}/d.zip --fps 30", 2, "--fps does not apply to --demo"),
     ((), "{t}/src {t}/out.zip --seed 3", 2, "--seed applies to --demo only"),
     ((), "--demo {t}/d.zip --format png --quality 50", 2, "--quality applies to --format jpg only (png is lossless)"),
@@ -2267,6 +2269,7 @@ def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says
 
 
 @pytest.mark.parametrize("failure, out_name", [("Ctrl-C", "out.zip"), ("Ctrl-C", "out_folder"),
+                                               ("Ctrl-C, again as the workers are joined", "out_folder"),
                                                ("a full disk, closing the zip too", "out.zip")])
 def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_path, monkeypatch, failure, out_name):
     for name in "abc":
@@ -2281,14 +2284,21 @@ def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_pa
         if self.fp is not None:
             self.fp = None
             no_space()
+    def twice(source, s, stage, stop, tick, convert=pd.convert):   # (timeout(1) signals the process and its group)
+        os.kill(os.getpid(), signal.SIGINT)
+        stop.wait(10)                                        # the cleanup has begun: the main thread joins this one
+        os.kill(os.getpid(), signal.SIGINT)
+        return convert(source, s, stage, stop, tick)
     if failure == "Ctrl-C":                                  # in the middle of the second video
         monkeypatch.setattr(pd, "encode_frame", raising_on_call(15, pd.encode_frame))
+    elif failure.startswith("Ctrl-C"):
+        monkeypatch.setattr(pd, "convert", twice)
     else:
         monkeypatch.setattr(zipfile.ZipFile, "writestr", no_space)
         monkeypatch.setattr(zipfile.ZipFile, "close", close_on_a_full_disk)
-    with pytest.raises(KeyboardInterrupt if failure == "Ctrl-C" else pd.PrepareError,
-                       match=None if failure == "Ctrl-C" else "out.zip: No space left on device; nothing was"):
-        prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16)
+    with pytest.raises(KeyboardInterrupt if failure.startswith("Ctrl-C") else pd.PrepareError,
+                       match=None if failure.startswith("Ctrl-C") else "out.zip: No space left on device; nothing was"):
+        prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16, workers=1 if "again" in failure else 2)
     assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
 
 # -- the command line in a fresh process: signals, kill -9, a full or read-only disk --------------
@@ -2817,6 +2827,9 @@ def _crafted(d, name):
         "fps.zip": lambda p: _write_meta(p, {**meta, "fps": "25"}),
         "fmt.zip": lambda p: _write_meta(p, {**meta, "format": 5}),
         "cut.zip": lambda p: write_dataset(p) and os.truncate(p, p.stat().st_size * 6 // 10),   # head -c 60%
+        **{name: lambda p, old=old, new=new: write_dataset(p) and p.write_bytes(re.sub(old, new, p.read_bytes(), 1))
+           for name, old, new in [("crc.zip", rb'"fps"', rb'"fPs"'),   # dataset.json's bytes, not its CRC-32
+                                  ("v10.zip", rb"(PK\x01\x02\x14.)\x14", rb"\1d")]},   # 1st entry needs zip 10.0
         "frames.zip": lambda p: _write_meta(p, {**meta, "videos": [{"name": "v0", "frames": 2.0}]}),
         "array.zip": lambda p: _write_meta(p, [meta]),
         "evil.zip": lambda p: _write_meta(p, {**meta, "videos": [{"name": "../v0", "frames": 9}]}, frames),
@@ -2884,6 +2897,10 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
         ("fps.zip", "fps must be a number in (0, 1000], got '25'"), ("fmt.zip", "format must be like 'jpg', got 5"),
         ("evil.zip", "video 0: 'name' must be a folder name listed once, got '../v0'")]],   # (stylegan_v.py's rules)
     ("--real {data} --fake {cut.zip}", "--fake {d}/cut.zip: not a readable zip (truncated or corrupt)", {}),
+    ("--real {data} --fake {v10.zip}", "v10.zip: not a readable zip (damaged: NotImplementedError: zip file version", {}),
+    ("--real {crc.zip} --fake {data}", "crc.zip: dataset.json: a zip that cannot be read (damaged: BadZipFile: Bad", {}),
+    ("--real {data} --fake=", "--fake '': an empty path, not a file or folder", {}),
+    ("--real {data} --fake {nan} --fake-offsets random", "--fake-offsets random applies to a fake file, not a", {}),
     ("--real {badjson} --fake {data}", "dataset.json is not valid JSON", {}),
     ("--real {gap.zip} --fake {data}", "video 'v1' lists 10 frames but v1/000009.png is missing", {}),
     ("--real {small.zip} --fake {data}", ".png is 8x8, not 16x16", {}),
