@@ -2700,14 +2700,14 @@ def weights_id(G) -> str:
 
 def load_projection(path: str) -> dict:
     """A file `project` wrote (read as checkpoints are: never code), every field of it checked."""
+    def floats(v, dims: int, dtype=torch.float32) -> bool:
+        return torch.is_tensor(v) and v.dtype == dtype and v.dim() == dims
     state = load_checkpoint(path, "projection")
     if not isinstance(state, dict) or state.get("projection") != 1:
         raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")
-    def floats(v, dims: int, dtype=torch.float32) -> bool:
-        return torch.is_tensor(v) and v.dtype == dtype and v.dim() == dims
     rules = dict(weights=lambda v: isinstance(v, str), ckpt=lambda v: isinstance(v, str),
                  w=lambda v: floats(v, 1), tokens=lambda v: floats(v, 2),      # (their sizes: G's, checked by sample)
-                 times=lambda v: floats(v, 1, torch.float64) and 0 < len(v) <= 64 and bool(((v >= 0) & (v < 1e9)).all()),
+                 times=lambda v: floats(v, 1, torch.float64) and 0 < len(v) <= 64 and 0 <= v.min() <= v.max() < 1e9,
                  fps=lambda v: type(v) in (int, float) and 0 < v <= MAX_DATASET_FPS,
                  first=lambda v: type(v) is int and abs(v) < 2 ** 40, motion_seed=lambda v: type(v) is int and v >= 0)
     for key, ok in rules.items():                               # (times: at most project's 64 frames, finite)
@@ -2742,7 +2742,7 @@ def cmd_sample(args) -> None:
         if proj["weights"] != weights_id(G):
             raise UserError(f"{args.proj} was projected into other weights (checkpoint {proj['ckpt']}, weights "
                             f"{proj['weights']}; these are {weights_id(G)}): pass its --ckpt")
-        t, dz, ctx = proj["times"][None], cfg.motion_delta_z, G.motion.context                # the tokens its times need
+        t, dz, ctx = proj["times"][None], cfg.motion_delta_z, G.motion.context       # the tokens its times need
         if proj["w"].shape != (cfg.w_dim,) or proj["first"] != int(torch.floor(t.min() / dz)) - ctx or \
                 proj["tokens"].shape != (G.tokens_needed(t, dz, ctx), cfg.motion_dim):
             raise UserError(f"{args.proj}: not a projection of this generator (its w, tokens or first do not fit)")
