@@ -2121,11 +2121,11 @@ class VideoFolder:
             meta = json.loads(self.read("dataset.json", 2 ** 26))    # 64 MB: a million videos' names
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
-        except (KeyError, FileNotFoundError, zipfile.BadZipFile) as e:     # not in it; neither a zip nor a folder
+        except (KeyError, FileNotFoundError, zipfile.BadZipFile, NotImplementedError) as e:   # not in it; no zip
             what = "not a dataset: no dataset.json" if os.path.exists(path) else "no such dataset"
             if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):   # a FIFO, /dev/zero
                 what = "not a regular file or a folder"
-            if isinstance(e, zipfile.BadZipFile) and open(path, "rb").read(2) == b"PK":   # a zip's first bytes
+            if not isinstance(e, LookupError) and self.is_zip and open(path, "rb").read(2) == b"PK":   # a zip's start
                 what = "a zip that cannot be read (truncated or damaged)"
             if self._zip and any(name.endswith("/data.pkl") for name in self._zip.namelist()):   # torch.save's zip
                 what = "a checkpoint (for --resume or sample --ckpt), not a dataset"
