@@ -411,7 +411,7 @@ def open_zip(path):
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        why = "truncated or corrupt" if isinstance(e, zipfile.BadZipFile) else _first_line(e)
+        why = "truncated or damaged" if isinstance(e, zipfile.BadZipFile) else _first_line(e)
         raise FVDError(f"{path}: not a readable zip ({why})") from None
     except Exception as e:                                          # a damaged central directory: 'zip file version'
         raise FVDError(f"{path}: not a readable zip (damaged: {type(e).__name__}: {_first_line(e)})") from None

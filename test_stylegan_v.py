@@ -1957,9 +1957,10 @@ def _hd_assert_one_error(result, tool, status, *needles):
 
 
 def _hd_tree(root):
-    """Every path under root, relative, with the size of files: what 'as before' is compared on."""
+    """Every path under root, relative, with the size of files: what 'as before' is compared on. (Not torch's own
+    cache folder, made in the temporary directory when a meta-device op first loads its decompositions.)"""
     return sorted((os.path.relpath(os.path.join(d, n), root), os.path.getsize(os.path.join(d, n)) if n in fs else None)
-                  for d, ds, fs in os.walk(root) for n in ds + fs)
+                  for d, ds, fs in os.walk(root) for n in ds + fs if not n.startswith("torchinductor_"))
 
 
 @contextlib.contextmanager
@@ -2885,7 +2886,7 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {npy} --fake {float64.npz}", "found float64 [1000, 16, 256, 256, 3]; nothing was read", {}),
     ("--real {npy} --fake {two.npz}", "expected one array, or one named 'videos'", {}),
     ("--real {npy} --fake {text.npy}", "text.npy: not a .npy array", {}),
-    ("--real {text.npz} --fake {npy}", "text.npz: not a readable zip (truncated or corrupt)", {}),
+    ("--real {text.npz} --fake {npy}", "text.npz: not a readable zip (truncated or damaged)", {}),
     ("--real {npy} --fake {pickled.npy}", "pickled.npy: not a .npy array", {}),
     ("--real {npy} --fake {objects.npz}", "found object", {}),
     ("--real {npy} --fake {raw.npz}", "videos.txt: not a .npy array", {}),
@@ -2896,7 +2897,7 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
         ("frames.zip", "video 0: 'frames' must be an integer in 1..10^8, got 2.0"),
         ("fps.zip", "fps must be a number in (0, 1000], got '25'"), ("fmt.zip", "format must be like 'jpg', got 5"),
         ("evil.zip", "video 0: 'name' must be a folder name listed once, got '../v0'")]],   # (stylegan_v.py's rules)
-    ("--real {data} --fake {cut.zip}", "--fake {d}/cut.zip: not a readable zip (truncated or corrupt)", {}),
+    ("--real {data} --fake {cut.zip}", "--fake {d}/cut.zip: not a readable zip (truncated or damaged)", {}),
     ("--real {data} --fake {v10.zip}", "v10.zip: not a readable zip (damaged: NotImplementedError: zip file version", {}),
     ("--real {crc.zip} --fake {data}", "crc.zip: dataset.json: a zip that cannot be read (damaged: BadZipFile: Bad", {}),
     ("--real {data} --fake=", "--fake '': an empty path, not a file or folder", {}),
