@@ -2297,7 +2297,7 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         raise UserError(f"{file}: not a StyleGAN-V {kind}: {why}") from None     # (never torch's unsafe advice)
     if kind != "checkpoint":
         return state
-    if not isinstance(state, dict) or "G_ema" not in state or not isinstance(state.get("cfg"), dict):
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in ("G_ema", "cfg")):
         raise UserError(f"{file}: not a StyleGAN-V checkpoint (no G_ema or cfg; a projection is for sample --from)")
     try:                                     # missing fields: its preset's; unknown ones: dropped
         known = {k: v for k, v in state["cfg"].items() if k in {f.name for f in dataclasses.fields(Config)}}
@@ -2306,24 +2306,27 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         raise UserError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
     if "opt_G" in state and not all(type(state.get(k)) is int and state[k] >= 0 for k in ("step", "nimg", "nvid")):
         raise UserError(f"{file}: a checkpoint with impossible counters (step, nimg, nvid: integers >= 0)")
+    nets = {name: net for name, net in (("G_ema", Generator), ("D", Discriminator)) if isinstance(state.get(name), dict)}
+    check_weights_held(Config(**state["cfg"]), tuple(nets.values()), [t for n in nets for t in state[n].values()], file)
     return state
 
 
 def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
     """Before networks are built from a file's settings: they ask for no more weights than the file holds (counted
-    on the meta device: shapes, no memory). Each setting is in range (check_config); this bounds their product."""
+    on the meta device: shapes, no memory). Each setting is in range (check_config); this bounds their product.
+    What a file holds is its tensors' storages, each counted once (a view or a stride-0 tensor claims no more)."""
     with torch.device("meta"):
         asked = sum(t.numel() for net in nets for t in net(cfg).state_dict().values())
-    if asked > sum(t.numel() for t in held if torch.is_tensor(t)):
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() / t.element_size() for t in held
+                if torch.is_tensor(t)}
+    if asked > sum(storages.values()):
         raise UserError(f"{path}: its settings ask for {asked:,} weights, more than it holds")
 
 
 def load_generator(path: str, device="cpu"):
     """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
     state = load_checkpoint(path)
-    cfg, weights = Config(**state["cfg"]), state["G_ema"]
-    check_weights_held(cfg, (Generator,), weights.values() if isinstance(weights, dict) else [], checkpoint_path(path))
-    G = Generator(cfg)
+    G = Generator(cfg := Config(**state["cfg"]))
     try:
         G.load_state_dict(state["G_ema"])
     except RuntimeError as e:

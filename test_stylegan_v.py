@@ -53,6 +53,11 @@ def tiny(**kw) -> sv.Config:
     return sv.make_config("tiny", **{"resolution": 16, **kw})
 
 
+def _checkpoint(path, cfg: sv.Config, **more):
+    """A checkpoint holding cfg and G_ema's weights (load_checkpoint refuses settings that ask for more) + more."""
+    torch.save({"cfg": dataclasses.asdict(cfg), "G_ema": sv.Generator(cfg).state_dict(), **more}, path)
+
+
 def _write_meta(path, meta, frames=None):
     """A zip holding dataset.json = meta (a dict, or its text) and the given {member: uint8 image} frames."""
     with zipfile.ZipFile(path, "w") as z:
@@ -641,11 +646,12 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     # every setting in range, but a G of 88 M weights (354 MB) from a file of 2 kB: refused before anything is built
     "big.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config(resolution=64)), "channel_base": 2 ** 16,
                                             "channel_max": 1024}, "G_ema": {}}, p),
-    "step-5.pt": lambda p: torch.save({"cfg": vars(sv.make_config(resolution=16)), "G_ema": {}, "opt_G": {},
-                                       "step": -5, "nimg": 0, "nvid": 0}, p),
+    "step-5.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=-5, nimg=0, nvid=0),
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)),
-    "ffs.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config("ffs"))}, "G_ema": {}}, p),
-    "29.97fps.pt": lambda p: torch.save({"cfg": vars(sv.make_config(resolution=16, fps=29.97)), "G_ema": {}}, p),
+    "ffs.pt": lambda p: _checkpoint(p, sv.make_config("ffs", resolution=16, channel_max=8, d_channel_max=8)),
+    "29.97fps.pt": lambda p: _checkpoint(p, tiny(fps=29.97)),
+    # a G_ema of stride-0 tensors: 10^8 weights claimed by a file of 1 kB, which holds 1 (each storage counted once)
+    "expanded.pt": lambda p: torch.save({"cfg": vars(tiny()), "G_ema": {"w": torch.zeros(1).expand(10 ** 8)}}, p),
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
     "a-file": lambda p: p.write_text("a file, not a folder"),
     "fifo.mp4": lambda p: os.mkfifo(p),
@@ -1097,6 +1103,7 @@ def refused(tmp_path, monkeypatch, capsys):
     _row("sample --seconds 0.2 --out notes.txt", "notes.txt: --out is an .mp4 file or a folder", "not a .txt"),
     _row("sample --seconds 0.2 --out fifo.mp4", "fifo.mp4: cannot write here (not a regular file)"),    # never replaced
     _row("sample --seconds 0.2 --ckpt big.pt --out o.mp4", "big.pt: its settings ask for 88,480,655 weights, more than it holds"),
+    _row("sample --seconds 0.2 --ckpt expanded.pt --out o.mp4", "expanded.pt: its settings ask for 1,496,713 weights"),
     _row("sample --seconds 0.2 --out /dev/zero", "/dev/zero: cannot write here (not a folder)"),       # (no extension: PNGs)
     # /proc and /sys: a folder write bit, but no new files
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (", fresh=True, fast=True)
@@ -1164,6 +1171,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("--batch 65536", "a training step at 16^2 with --batch 65536 needs about")]],   # (6 GB, then on)
     _row("train --data d.zip --preset tiny --resume 29.97fps.pt --outdir run --dry-run",    # a 25 fps dataset
          "29.97fps.pt: the checkpoint has fps 29.97, this run 25.0 (a resumed run keeps its data's size and fps"),
+    _row("train --data d.zip --preset tiny --resume big.pt --outdir run --dry-run", "big.pt: its settings ask for"),
     _row("train --data d.zip --device tpu --outdir run", "--device tpu: not a device"),
     _row("train --data d.zip --device cuda:1 --gpus 2 --outdir run", "--device cuda:1"),
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle, fresh=True, marks=marks)
