@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -1682,7 +1683,6 @@ _MODCONV_CPP = "#include <torch/extension.h>\nusing Opt = std::optional<at::Tens
 
 # --- A.2 Lazy build, cached under a hash of all that changes the binary; of N processes one builds, the others wait.
 _PLUGIN, _SELF_CHECKS = None, {}   # the module (None: not built yet, False: none); {device: its self-check passed}
-fcntl = None if os.name == 'nt' else importlib.import_module('fcntl')   # POSIX file locks (Appendix D's run lock)
 
 
 def _find_cuda_home():
@@ -2306,7 +2306,7 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         raise UserError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
     if "opt_G" in state and not all(type(state.get(k)) is int and state[k] >= 0 for k in ("step", "nimg", "nvid")):
         raise UserError(f"{file}: a checkpoint with impossible counters (step, nimg, nvid: integers >= 0)")
-    nets = {name: net for name, net in (("G_ema", Generator), ("D", Discriminator)) if isinstance(state.get(name), dict)}
+    nets = {n: net for n, net in (("G_ema", Generator), ("D", Discriminator)) if isinstance(state.get(n), dict)}
     check_weights_held(Config(**state["cfg"]), tuple(nets.values()), [t for n in nets for t in state[n].values()], file)
     return state
 
@@ -2528,8 +2528,7 @@ def run_lock(outdir: str):
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "train.lock"), "a+") as file:
         try:
-            if fcntl is not None:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             file.seek(0)
             raise UserError(f"{outdir}: another training is running in this directory (pid {file.read().strip()})"
