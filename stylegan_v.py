@@ -1201,8 +1201,10 @@ class Trainer:
         self.G_ema.load_state_dict(self.G.state_dict())
         # Lazy regularization (adam_kwargs): D's R1 every r1_interval steps. G gets the adjustment for g_reg_interval
         # 4 without any regularizer, as the release (StyleGAN2-ADA's pl_weight 0): lr 0.0025 * 4/5, beta2 0.99^0.8.
-        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.resolved().lr, cfg.g_reg_interval))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.resolved().lr, cfg.r1_interval))
+        self.adam = {"opt_G": adam_kwargs(cfg.resolved().lr, cfg.g_reg_interval),
+                     "opt_D": adam_kwargs(cfg.resolved().lr, cfg.r1_interval)}
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **self.adam["opt_G"])
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **self.adam["opt_D"])
         # gamma < 0: StyleGAN2-ADA's 'auto' 0.0002 * res^2 / batch (Config.resolved): the penalty sums over pixels,
         # so it grows with res^2; at 256^2 and batch 64, 0.2048: the paper's 0.2 (Appx B.1). tiny sets 3 (§1).
         self.gamma = cfg.resolved().r1_gamma
@@ -1317,6 +1319,9 @@ class Trainer:
         ours = "opt_G" in state
         for name in ["G", "G_ema", "D"] + (["opt_G", "opt_D", "aug"] if ours else []):
             getattr(self, name).load_state_dict(state[name])
+        for name, settings in self.adam.items():                 # Adam's moments resumed, its settings this run's
+            for group in getattr(self, name).param_groups:
+                group.update(settings)
         if ours:
             self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
             self.nonfinite, self.train_sec = state["nonfinite"], state["train_sec"]
@@ -2286,7 +2291,7 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:                              # refused objects, not torch.save's format, truncated
-        why = "not a file torch.save wrote, or truncated"
+        why = f"not a file torch.save wrote{' (nor an authors snapshot)' * (kind == 'checkpoint')}, or truncated"
         if isinstance(e, OSError) and e.errno != errno.EINVAL:       # (a cut zip: EINVAL, said as cut)
             why = error_reason(e, file)
         # Only a class named ("Unsupported global") means Python objects; random bytes: "Unsupported operand".
@@ -2402,16 +2407,22 @@ def cmd_convert(args) -> None:
 _NAMES = [f.name for f in dataclasses.fields(Config)]
 ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
 KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_FIELDS} - {"num_fp16_res", "conv_clamp"}]
+RUN_ENTRY = re.compile(r"(checkpoint|config|log)(\.partial-\d+)?\.(pt|json|jsonl)|train\.lock|samples")   # train's
 
 
-def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool) -> tuple:
-    """The dataset and checkpoint, checked (by cmd_train, then each process) -> (cfg, data, clips, state, its path)."""
-    data = VideoFolder(data_path)
-    state, path = None, None                     # (the dataset's size and rate: checked as any setting is)
-    cfg = check_config({**dataclasses.asdict(cfg), "resolution": data.resolution, "fps": data.fps})
+def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool, given=None) -> tuple:
+    """The dataset and checkpoint, checked (by cmd_train, then each process) -> (cfg, data, clips, state, its path).
+    given: cmd_train's Config flags; a resumed checkpoint of ours keeps its settings, with these on top."""
+    data, state, path = VideoFolder(data_path), None, None
     if resume:
         state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
         old, snapshot = Config(**state["cfg"]), "opt_G" not in state and "source" in state
+    try:
+        cfg = make_config(**{**state["cfg"], **given}) if resume and given is not None and not snapshot else cfg
+        cfg = check_config({**dataclasses.asdict(cfg), "resolution": data.resolution, "fps": data.fps})   # (as any)
+    except ValueError as e:
+        raise UserError(f"{path or data_path}: its settings with these flags: {e}") from None
+    if resume:
         if snapshot:                             # an authors' snapshot (or its convert) brings its networks, any fps
             cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in ARCH_FIELDS})
         for f in ["resolution"] if snapshot else KEPT:
@@ -2728,6 +2739,8 @@ def cmd_sample(args) -> None:
         raise UserError(f"--from {args.proj} renders its one projected video: not with --num, --seed or --preset")
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
+    if proj and not args.ckpt and not os.path.exists(proj["ckpt"]):
+        raise UserError(f"{args.proj}: its checkpoint {proj['ckpt']} is gone (moved?): pass it with --ckpt")
     args.ckpt, seed = args.ckpt or (proj and proj["ckpt"]), args.seed or 0
     if args.ckpt:
         (G, cfg), source = load_generator(args.ckpt, device), checkpoint_path(args.ckpt)
@@ -2808,10 +2821,11 @@ def cmd_project(args) -> None:
     fit = project(G, target, times, args.steps, motion=len(frames) > 1, motion_seed=args.motion_seed)
     state = dict(projection=1, weights=weights_id(G), ckpt=os.path.abspath(args.ckpt), times=times, fps=fps,
                  motion_seed=args.motion_seed, **fit)
+    stopped, replaced = fit["steps"] < args.steps, os.path.exists(args.out)
     _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
-    stopped = fit["steps"] < args.steps
-    print(f"wrote {args.out}: {len(frames)} frame(s), {fit['steps']} steps in {time.time() - t0:.1f} s, distance "
-          f"{fit['loss']:.4f}" + " (interrupted: the best fit so far)" * stopped, file=sys.stderr)
+    print(f"wrote {args.out}{' (replacing the previous projection)' * replaced}: {len(frames)} frame(s), "
+          f"{fit['steps']} steps in {time.time() - t0:.1f} s, distance {fit['loss']:.4f}"
+          + " (interrupted: the best fit so far)" * stopped, file=sys.stderr)
     if stopped:
         sys.exit(130)                                            # interrupted: said in the line above
 
@@ -2833,9 +2847,10 @@ def cmd_train(args) -> None:
             raise UserError(message)
     # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
     why = "" if args.preset else f" (no --preset: on a {'GPU' if device.type == 'cuda' else 'CPU'})"
+    given = {k: v for k, v in vars(args).items() if k in _NAMES and v is not None}   # the Config flags given
     args.preset = args.preset or ("ffs" if device.type == "cuda" else "tiny")
-    try:
-        cfg = make_config(**{k: v for k, v in vars(args).items() if k in _NAMES and v is not None})   # (Config's)
+    try:                                                        # (a resumed checkpoint: its settings, then these)
+        cfg = make_config(**{**given, "preset": args.preset})
     except ValueError as e:                                     # flags each in range, but not together
         raise UserError(f"--preset {args.preset} with these flags: {e}") from None
     # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
@@ -2849,13 +2864,17 @@ def cmd_train(args) -> None:
     own = os.path.join(args.outdir, "checkpoint.pt")
     if args.resume and os.path.realpath(checkpoint_path(args.resume)) == os.path.realpath(own):
         args.resume = "auto"
-    run = sorted(set(os.listdir(args.outdir)) - {"config.json", "train.lock"}) if os.path.isdir(args.outdir) else []
+    listed = sorted(os.listdir(args.outdir)) if os.path.isdir(args.outdir) else []
+    run = [e for e in listed if e not in ("config.json", "train.lock")]
+    if foreign := [e for e in listed if not RUN_ENTRY.fullmatch(e)]:      # what train writes, or a killed one left
+        raise UserError(f"{args.outdir}: not a run directory (it holds {', '.join(foreign[:3])}"
+                        f"{', ...' * (len(foreign) > 3)}); train into a new or empty --outdir")
     if run and args.resume != "auto" and rank == 0:
         raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3])}{', ...' * (len(run) > 3)}); "
                         f"continue it with --resume auto, or train into a new --outdir")
     if args.resume == "auto" and not os.path.isfile(own):
         args.resume = None
-    cfg, data, _, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32)
+    cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, given)
     if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
                         f"has {max(data.lengths)}")
@@ -2868,15 +2887,17 @@ def cmd_train(args) -> None:
     # The plan, said first (--dry-run: then the config on stdout, as JSON, lr and r1_gamma as Trainer resolves them).
     plan, done = "a new run", 0.0
     if state is not None and "opt_G" in state:
-        done = state["nimg"] / 1000
+        done, why = state["nimg"] / 1000, " (the checkpoint's settings; the flags given on top)"
         plan = f"resuming {path} at {done:.2f} kimg (step {state['step']})"
     elif state is not None:                                      # a snapshot: from kimg 0
         plan = f"fine-tuning the {state.get('source', 'snapshot')} (fresh optimizers)"
     fvds = "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics)
+    if unused := len(data.names) - len(clips.usable):           # (ClipDataset draws from the others)
+        plan += f"; {unused} of {len(data.names)} videos are shorter than a clip ({cfg.frames_per_clip} frames): unused"
     todo = (f", to {args.kimg:g} kimg in {args.outdir}, a log line every {args.tick:g} kimg, a snapshot every "
             f"{args.snap:g} kimg{fvds}" if done < args.kimg else f"; --kimg is {args.kimg:g}: nothing to train")
     if rank == 0:
-        print(f"train{' (dry run)' * args.dry_run}: preset {args.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, "
+        print(f"train{' (dry run)' * args.dry_run}: preset {cfg.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, "
               f"{world} process(es) on {device.type}: {plan}{todo}", file=sys.stderr)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))

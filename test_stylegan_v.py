@@ -885,13 +885,15 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     assert "weights_only" not in r.stderr
     monkeypatch.chdir(tmp_path)                                         # a resume: checked and planned before work
     for run in ("a", "b"):
-        cli_ok("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", tmp_path / run)
+        cli_ok("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", tmp_path / run, "--lr", 0.001, "--no-mirror")
 
     def train(*flags):
         with pytest.raises(SystemExit) if "--dry-run" not in flags else contextlib.nullcontext() as exit_:
             sv.main(["train", "--data", "d.zip", *RUN, *flags])
         err = capsys.readouterr().err.strip().splitlines()
         return (exit_.value.code if exit_ else 0), [line for line in err if "%|" not in line]
+    write_dataset("s.zip", lengths=(2, 40))                        # a video shorter than a clip: said, not drawn
+    assert "; 1 of 2 videos are shorter than a clip (3 frames): unused" in train("--data", "s.zip", "--dry-run")[1][-1]
     # --resume auto where there is no checkpoint yet plans a new run
     assert ": a new run, to 200 kimg in new," in train("--outdir", "new", "--resume", "auto", "--dry-run")[1][-1]
     for own in ("a", "a/checkpoint.pt"):                  # the run's own checkpoint or directory: as --resume auto
@@ -904,6 +906,14 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     assert train("--outdir", "a", "--resume", "auto", "--d-cond", "none") == (2, [   # changes D's shapes: named
         "stylegan_v.py: error: a/checkpoint.pt: the checkpoint has d_cond 'hyper', this run 'none' (a resumed run "
         "keeps its data's size and fps, its networks and --aug)"])
+    sv.main(["train", "--data", "d.zip", "--outdir", "a", "--resume", "auto", "--gamma", "2", "--dry-run"])
+    out, err = capsys.readouterr()                           # its settings (not the preset's), the flags given on top
+    resumed = json.loads(out)
+    assert "preset tiny (the checkpoint's settings; the flags given on top)" in err
+    assert (resumed["lr"], resumed["mirror"], resumed["aug"], resumed["r1_gamma"]) == (0.001, False, "none", 2.0)
+    trainer = sv.Trainer(sv.Config(**{**torch.load("a/checkpoint.pt")["cfg"], "lr": 0.002}), sv.Dist())
+    trainer.load_state_dict(torch.load("a/checkpoint.pt"))   # Adam's moments resumed, its settings this run's
+    assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(0.002 * 4 / 5)
     before = (tmp_path / "b" / "checkpoint.pt").read_bytes()   # another run's checkpoint never goes into a run
     code, err = train("--outdir", "b", "--resume", "a", "--kimg", "1")
     assert code == 2 and len(err) == 1 and "b: a run is already there" in err[0], err
@@ -1005,6 +1015,10 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     write_frames("long", [np.zeros((8, 8, 3), np.uint8)] * 66)           # a longer clip: its first 64 frames, said
     sv.main(["project", "--ckpt", "a.pt", "--target", "long", "--steps", "1", "--out", "long.pt", "--device", "cpu"])
     assert "the first 64 are projected" in capsys.readouterr().err and len(sv.load_projection("long.pt")["times"]) == 64
+    sv.main(["project", "--ckpt", "a.pt", "--target", "still.png", "--steps", "1", "--out", "long.pt", "--device", "cpu"])
+    assert "wrote long.pt (replacing the previous projection): 1 frame(s)" in capsys.readouterr().err
+    os.rename("a.pt", "moved.pt")                                 # the checkpoint a projection names, moved
+    assert_refused(["sample", "--from", "proj.pt", "--out", "w"], ["a.pt is gone (moved?): pass it with --ckpt"], capsys)
 
 
 def _bomb_png(path):
@@ -1816,10 +1830,11 @@ def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_a_killed_or_fai
     cli_ok("train", "--data", data, *RUN, "--kimg", 0.096, "--outdir", out, "--resume", "auto")
     kimgs = _kimgs(out)
     assert kimgs == sorted(set(kimgs)) and kimgs[-1] == 0.096 and not list(out.glob("*.partial-*"))
-    (other := tmp_path / "other").mkdir()                               # anything else makes it a run
+    (other := tmp_path / "other").mkdir()                  # a file train does not write: not a run, never trained in
     [(other / name).write_text("mine") for name in ("config.json", "train.lock", "notes.txt")]
-    assert_one_error_line(run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", other),
-                          str(other), "a run is already there (notes.txt)", "--resume auto")
+    for resume in ([], ["--resume", "auto"]):
+        assert_one_error_line(run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", other, *resume),
+                              str(other), "not a run directory (it holds notes.txt); train into a new or empty --outdir")
 
 
 @slow
