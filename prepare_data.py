@@ -385,7 +385,7 @@ def check_out(out: str) -> tuple:
     if not os.path.isdir(parent):
         raise PrepareError(f"cannot write {out}: {parent} " + ("is a file" if os.path.exists(parent) else "does not exist"))
     taken = os.path.lexists(out) and (as_zip or not os.path.isdir(out) or bool(os.listdir(out)))
-    if as_zip and os.path.isfile(out):                      # never the user's zip of videos, a checkpoint (torch's)
+    if as_zip and os.path.isfile(out):                      # only a dataset: not an archive, nor a torch checkpoint
         with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(out) as z:
             taken = "dataset.json" not in z.namelist()
     if taken:
@@ -530,7 +530,7 @@ def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int 
 # --- §7 Reading a dataset back, and the command line ----------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    # Flags default to None: main() passes on only those given, refuses the other mode's; each error: ONE line, exit 2
+    # Flags default to None: main() passes on those given (the functions hold the defaults), refuses the other mode's
     def numeric(flag, text):
         try:                                                # argparse says `error: argument --fps: must be ...`
             return check_flag(flag, text)

@@ -2196,9 +2196,8 @@ _INPUTS = {  # what a case of the table below crafts in the test's folder t
     "fifo.mp4": lambda t: os.mkfifo(t / "fifo.mp4"),
     "out.zip/": lambda t: (t / "out.zip").mkdir(),
     "outdir/keep.txt": lambda t: write_frames(t / "outdir", gray_frames(1), ["keep.png"]),
-    "old out.zip": lambda t: pd.make_demo(str(t / "out.zip"), 16, 1, 4, workers=1, verbose=False),
-    "cut out.zip": lambda t: [_INPUTS["old out.zip"](t),
-                              (t / "out.zip").write_bytes((t / "out.zip").read_bytes()[:-99])],
+    "old out.zip": lambda t: _write_meta(t / "out.zip", "an older dataset"),       # a zip holding dataset.json
+    "cut out.zip": lambda t: (t / "out.zip").write_bytes(_INPUTS["old out.zip"](t).read_bytes()[:-30]),   # cut short
     "ckpt out.zip": lambda t: torch.save({"G": torch.zeros(2)}, t / "out.zip"),     # a zip too, not a dataset
     "demo.zip": lambda t: pd.make_demo(str(t / "demo.zip"), 16, 1, 4, workers=1, verbose=False),
 }
