@@ -15,12 +15,10 @@ fvd.py, in a zip (or a folder if OUT has no .zip):
                          "videos": [{"name": "bikes", "frames": 120, "source": "bikes.mp4"}, ...]}
     bikes/000000.jpg    frame 0 of video "bikes", R x R RGB, numbered on to frames - 1
 
-Frames, not mp4: training reads 3 frames at random times, thousands a second; a stored JPEG is read at once
-(zip members are stored), an mp4 decodes from its last keyframe for each. How frames are made moves FVD (Sec 4, Table 4), so real and generated frames are made
-alike (§2). One frame rate, as stylegan_v.py measures time in frames: --fps, by default the videos' most
-common (phones record 29.97, 30, 25, 24); a video at another rate is resampled by timestamp (§3).
-Robust by few mechanisms, each used everywhere: a check at the door for each kind of input (§1, §3), one
-atomic writer and one rule for what a killed run left (§6), one error path: ONE line, never a traceback (§7).
+Frames, not mp4: training reads 3 frames at random times, thousands a second: a stored JPEG at once, an mp4 from its
+last keyframe. How frames are made moves FVD (Table 4): real and generated ones are made alike (§2). One frame rate,
+as stylegan_v.py counts time in frames (--fps, by default the most common): every video is brought to it by timestamp
+(§3). Few mechanisms, used everywhere: checks at the door (§1, §3), one atomic writer (§6), ONE error line (§7).
 """
 
 from __future__ import annotations
@@ -69,8 +67,7 @@ FLAG_RANGES = {                  # flag: (lowest, highest), both allowed
     "--clip-len": (1, MAX_COUNT), "--skip": (0, MAX_COUNT), "--max-frames": (1, MAX_COUNT),
     "--min-frames": (1, MAX_COUNT), "--quality": (1, 100), "--workers": (1, 64),
     "--fps": (1.0, 1000.0),      # under a frame a second is a slide show; over 1000 a broken header
-    "--num-videos": (1, 100_000), "--frames": (3, 100_000), "--seed": (0, 2 ** 32 - 1),   # --demo's
-}
+    "--num-videos": (1, 100_000), "--frames": (3, 100_000), "--seed": (0, 2 ** 32 - 1)}   # --demo's
 
 
 class PrepareError(Exception):
@@ -113,8 +110,10 @@ class Settings:
 
 # --- §2 Frames: any image -> 8-bit RGB -> centred square -> R x R (Lanczos) -> JPEG/PNG -----------
 
-def pil_to_rgb8(img: Image.Image) -> np.ndarray:
+def pil_to_rgb8(img: Image.Image, what: str = "the image") -> np.ndarray:
     """Any Pillow image -> uint8 [H, W, 3]: alpha over black (a transparent pixel in a video), 16 bits rounded."""
+    if img.mode == "F":                                     # 0..1? 0..255? (convert("RGB") makes 0..1 black)
+        raise PrepareError(f"{what} is a 32-bit float image: save the frames as 8- or 16-bit images")
     if img.mode in ("I", "I;16", "I;16B", "I;16L"):
         x = (np.clip(np.asarray(img).astype(np.int64), 0, 65535) * 255 + 32767) // 65535   # [H, W]
         return np.repeat(x.astype(np.uint8)[:, :, None], 3, axis=2)                     # [H, W, 3]
@@ -152,7 +151,7 @@ class Source:
     path: str = ""                     # the file, or the folder of frames
     files: tuple = ()                  # frames: the image files, in natural order
     demo: tuple = ()                   # demo: the (seed, frames, resolution) of make_demo_video
-    fps: Optional[float] = None        # from the header (None: a frame folder has none)
+    fps: Optional[float] = None        # from the header (None: none, as a frame folder's or a still GIF's)
     notes: tuple = ()                  # said in the summary: "left out, not images: notes.txt, raw/"
 
 
@@ -221,9 +220,9 @@ def probe(source: Source) -> tuple:
             meta = next(reader)                             # ffmpeg's header; no frame decoded yet
         fps, (lo, hi) = float(meta.get("fps") or 0), FLAG_RANGES["--fps"]
         _check_size(*meta["size"], "its header")
-        if not lo <= fps <= hi:
+        if fps and not lo <= fps <= hi:                     # 0: no rate (a still GIF), as a frame folder has none
             raise PrepareError(f"its header says {fps:g} fps, not in {lo:g}..{hi:g} (a broken header)")
-        return dataclasses.replace(source, fps=fps), None
+        return dataclasses.replace(source, fps=fps or None), None
     except PrepareError as e:
         return None, str(e)
     except Exception as e:                                  # corrupt, empty, not a video: ffmpeg says why
@@ -234,12 +233,12 @@ def probe(source: Source) -> tuple:
 
 
 def iter_frames(source: Source, fps: float, skip: int = 0) -> Iterator[np.ndarray]:
-    """A source's frames at the dataset's rate after the first `skip`, uint8 [H, W, 3], one at a time. A video at
-    another rate goes through ffmpeg's fps filter, by the file's own timestamps (variable-rate phone videos and
-    GIFs come out right): output frame i, at i / fps s, is the source frame on screen then."""
+    """A source's frames at the dataset's rate after the first `skip`, uint8 [H, W, 3], one at a time. A video goes
+    through ffmpeg's fps filter by its timestamps, never its header's rate (a GIF's can be wrong): output frame i, at
+    i / fps s, is the source frame on screen then (at its own rate: each once); with no rate (a still GIF), as is."""
     if source.kind == "video":
-        resample = ["-vf", f"fps={fps!r}"] if round(source.fps, 2) != round(fps, 2) else []
-        with contextlib.closing(imageio_ffmpeg.read_frames(source.path, output_params=resample)) as reader:
+        timing = ["-vf", f"fps={fps!r}"] if source.fps else ["-fps_mode", "passthrough"]   # (ffmpeg >= 5.1)
+        with contextlib.closing(imageio_ffmpeg.read_frames(source.path, output_params=timing)) as reader:
             w, h = next(reader)["size"]
             for raw in itertools.islice(reader, skip, None):
                 yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
@@ -252,7 +251,7 @@ def iter_frames(source: Source, fps: float, skip: int = 0) -> Iterator[np.ndarra
                 if img.size != first[0]:                    # stretching some would invent motion
                     raise PrepareError(f"frames of different sizes in folder {source.label}: {first[1]} is "
                                        "{}x{}, {} is {}x{}".format(*first[0], os.path.basename(f), *img.size))
-                yield pil_to_rgb8(img)
+                yield pil_to_rgb8(img, f"frame {os.path.basename(f)}")
     else:
         yield from _demo_frames(*source.demo, start=skip)
 
@@ -286,9 +285,8 @@ def _demo_frames(seed, frames: int, resolution: int, start: int = 0) -> Iterator
                   hue=rng.uniform(), hue_drift=rng.choice([-1.0, 1.0]) / 300,           # cycles per frame
                   wobble_phase=rng.uniform(0, 2 * np.pi)) for _ in range(int(rng.integers(2, 4)))]
     grid = (np.arange(resolution) + 0.5) / resolution * 2 - 1                  # pixel centres in [-1, 1]
-    # Memory stays bounded at any R: T frames of `rows` rows at a time, about 2^20 pixels (every op is per pixel).
-    T = max(1, min(8, 2 ** 20 // resolution ** 2))
-    rows = max(1, 2 ** 20 // (T * resolution))
+    T = max(1, min(8, 2 ** 20 // resolution ** 2))          # memory bounded at any R: T frames of `rows` rows at
+    rows = max(1, 2 ** 20 // (T * resolution))              # a time, about 2^20 pixels (every op is per pixel)
     for t0 in range(start, frames, T):
         t = np.arange(t0, min(t0 + T, frames), dtype=np.float64)              # [T]
         yield from np.concatenate([_demo_rows(bg, blobs, t, *(g[None] for g in np.meshgrid(
@@ -298,8 +296,7 @@ def _demo_frames(seed, frames: int, resolution: int, start: int = 0) -> Iterator
 def _demo_rows(bg, blobs, t, y, x):
     """uint8 [T, rows, R, 3]: those rows (pixel centres y, x [1, rows, R]) of the demo frames at times t [T]."""
     col = lambda a: a[:, None, None]                                       # [T] -> [T, 1, 1]
-    # Background: a soft linear gradient between two colours whose direction and hues drift.
-    s = bg["waves"](t)                                                     # [T, 3]
+    s = bg["waves"](t)       # [T, 3]; the background: a soft gradient of two colours, its direction and hues drifting
     angle, hue_a = bg["angle"] + 0.8 * s[:, 0], bg["hue"] + 0.06 * s[:, 1] + t / 900
     w = 0.5 + 0.5 * np.tanh(1.2 * (col(np.cos(angle)) * x + col(np.sin(angle)) * y))   # [T, rows, R]
     dark = _hsv_to_rgb(hue_a % 1, 0.55, 0.45)                                         # [T, 3]
@@ -375,21 +372,25 @@ def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick
 
 # --- §6 Building the dataset: the pool, the frame rate, one atomic writer -------------------------
 # One atomic writer: OUT is built as OUT.partial-<pid> beside it (a zip's frames staged in OUT.partial-<pid>.stage),
-# renamed onto OUT when complete; any failure, Ctrl-C or SIGTERM leaves an older OUT untouched and no temporary name,
-# and what a killed run (kill -9) left, the next run removes. Threads, not processes: the work is ffmpeg in a
-# subprocess and Pillow, which release the GIL; Ctrl-C is one KeyboardInterrupt in the main thread, the zip's writer.
+# renamed onto OUT when complete (replacing only what a run could have written); any failure, Ctrl-C or SIGTERM
+# leaves an older OUT untouched and no temporary name; what a killed run (kill -9) left, the next run removes. Threads,
+# not processes: ffmpeg (a subprocess) and Pillow release the GIL; Ctrl-C is one KeyboardInterrupt in the main thread.
 
 def check_out(out: str) -> tuple:
-    """OUT -> (absolute OUT, is it a zip): new, or an existing zip or empty folder; what a killed run left goes."""
+    """OUT -> (absolute OUT, is it a zip): new, an empty folder or a dataset zip; what a killed run left goes."""
     out = os.path.abspath(out)
     as_zip, parent, ext = out.lower().endswith(".zip"), os.path.dirname(out), os.path.splitext(out)[1]
     if ext and not as_zip:                                  # (o.gif would be a folder named o.gif)
         raise PrepareError(f"cannot write {out}: OUT is a .zip file or a folder (no extension), not a {ext}")
     if not os.path.isdir(parent):
         raise PrepareError(f"cannot write {out}: {parent} " + ("is a file" if os.path.exists(parent) else "does not exist"))
-    if os.path.isdir(out) if as_zip else os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise PrepareError(f"cannot write {out}: " + ("it is a folder" if as_zip else "it already exists (a folder "
-                                                      "output is written only new or into an empty folder)"))
+    taken = os.path.lexists(out) and (as_zip or not os.path.isdir(out) or bool(os.listdir(out)))
+    if as_zip and os.path.isfile(out):                      # only a dataset: not an archive, nor a torch checkpoint
+        with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(out) as z:
+            taken = "dataset.json" not in z.namelist()
+    if taken:
+        raise PrepareError(f"cannot write {out}: " + ("it exists and is not a dataset (prepare_data.py replaces only "
+                           "a dataset it wrote)" if as_zip else "it already exists and is not an empty folder"))
     if os.path.ismount(out):                                # no rename can replace a mount point
         raise PrepareError(f"cannot write {out}: it is a mount point (name a new folder inside it)")
     remove_dead_partials(out)
@@ -430,7 +431,7 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
         if (fps := s.fps) is None:                          # the videos' most common rate (a tie: the higher;
             votes = collections.Counter(round(p.fps, 2) for p in kept if p.fps)         # 29.97 = 29.97003)
             fps = max(votes, key=lambda k: (votes[k], k), default=DEFAULT_FPS)
-            notes += [f"frame folders carry no frame rate: assuming {fps:g} fps (set it with --fps)"] * any(
+            notes += [f"frame folders and stills have no frame rate: assuming {fps:g} fps (set it with --fps)"] * any(
                 p.fps is None for p in kept)
             s = dataclasses.replace(s, fps=fps)
         resampled = [p for p in kept if p.fps and round(p.fps, 2) != round(fps, 2)]
@@ -529,8 +530,7 @@ def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int 
 # --- §7 Reading a dataset back, and the command line ----------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    # Flags default to None: main() refuses one of the other mode instead of ignoring it, and passes on only
-    # those given (prepare() and make_demo() hold the defaults the help names). Every error is ONE line, exit 2.
+    # Flags default to None: main() passes on those given (the functions hold the defaults), refuses the other mode's
     def numeric(flag, text):
         try:                                                # argparse says `error: argument --fps: must be ...`
             return check_flag(flag, text)

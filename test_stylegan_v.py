@@ -1039,6 +1039,8 @@ def _bomb_png(path):
     (lambda: None, "--out no/x.pt", "no/x.pt: cannot write here (No such file or directory)"),   # before the work
     (lambda: None, "--out a.pt", "--out a.pt: exists and is not a projection (choose another name)"),   # its --ckpt
     (lambda: _bomb_png("bomb.png"), "bomb.png", "bomb.png: not a readable image or clip (Image size (3600000000 pixels) exceeds"),
+    (lambda: Image.fromarray(np.ones((8, 8), np.float32)).save("f.tif"), "f.tif", "frame f.tif is a 32-bit float"),
+    (lambda: Image.fromarray(np.ones((8, 8), np.uint8)).save("a.gif"), "a.gif", "a.gif: a clip needs 2 frames or more"),
 ])
 def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, make, target, said):
     monkeypatch.chdir(tmp_path)
@@ -2103,6 +2105,12 @@ def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named
     s = prep(tmp_path / "rates", tmp_path / "up.zip", resolution=16, fmt="png", fps=50)   # --fps 50: all resampled
     assert s["fps"] == 50.0 and len(s["resampled"]) == 4 and s["frames"] == 20 + 20 + 20 + 22
     assert picked("up.zip", "a25") == [j for j in range(10) for _ in (0, 1)]   # each frame twice
+    gif = [Image.fromarray(f) for f in gray_frames(20, step=10)]      # saved without durations: 0.1 s apart, but
+    gif[0].save(tmp_path / "nodelay.gif", save_all=True, append_images=gif[1:])   # a header rate of 11.11 or 33.33
+    rate = pd.probe(pd.Source("video", "g", path=str(tmp_path / "nodelay.gif")))[0].fps     # (by ffmpeg's version)
+    assert prep(tmp_path / "nodelay.gif", tmp_path / "g.zip", resolution=16, fps=rate)["frames"] == round(2 * rate)
+    write_video(tmp_path / "ntsc" / "a.mp4", gray_frames(300, 8, 8), fps=30000 / 1001)   # 29.97: none dropped
+    assert prep(tmp_path / "ntsc", tmp_path / "ntsc.zip", resolution=8)["frames"] == 300
 
 
 def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threads(tmp_path, capsys):
@@ -2143,6 +2151,8 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
     (src / "huge").mkdir()                                   # refused from its header: nothing is decoded
     huge_png(src / "huge" / "0000.png", 9000, 9000)          # (at 100000^2 Pillow's own limit refuses it first)
     write_video(src / "nested" / "x.mp4", gray_frames(4))
+    write_frames(src / "float", [Image.fromarray(np.full((16, 16), 0.5, np.float32))], ["000.tif"])   # 0..1? 0..255?
+    Image.fromarray(gray_frames(1)[0]).save(src / "still.gif")                    # its header has no rate: 0 fps
     started = time.time()
     s = prep(src, tmp_path / "out.zip", resolution=16, min_frames=20)
     assert [v["name"] for v in meta_of(tmp_path / "out.zip")["videos"]] == ["good"] and time.time() - started < 30
@@ -2150,7 +2160,9 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
             "notes.txt": "not a video (extension .txt;", "lone.png": "a lone image", "zero.mp4": "no video stream",
             "empty/": "no frames in this folder", "nested/": "no frames in this folder (subfolders are not searched",
             "mixed/": "frames of different sizes in folder mixed/: 0000.png is 16x16, 0002.png is 20x16",
-            "huge/": "frame 0000.png claims 9000x9000 frames, more than 67,108,864 pixels: refused unread"}
+            "huge/": "frame 0000.png claims 9000x9000 frames, more than 67,108,864 pixels: refused unread",
+            "float/": "frame 000.tif is a 32-bit float image: save the frames as 8- or 16-bit images",
+            "still.gif": "only 1 frames, fewer than --min-frames 20"}
     got = {k["source"]: k["reason"] for k in s["skipped"]}
     assert set(got) == set(want) and all(want[k] in got[k] for k in want), got
     with pytest.raises(pd.PrepareError, match="10 frames: shorter than one --clip-len chunk of 16"):
@@ -2199,7 +2211,9 @@ _INPUTS = {  # what a case of the table below crafts in the test's folder t
     "fifo.mp4": lambda t: os.mkfifo(t / "fifo.mp4"),
     "out.zip/": lambda t: (t / "out.zip").mkdir(),
     "outdir/keep.txt": lambda t: write_frames(t / "outdir", gray_frames(1), ["keep.png"]),
-    "old out.zip": lambda t: (t / "out.zip").write_bytes(b"an older dataset"),
+    "old out.zip": lambda t: _write_meta(t / "out.zip", "an older dataset"),       # a zip holding dataset.json
+    "cut out.zip": lambda t: (t / "out.zip").write_bytes(_INPUTS["old out.zip"](t).read_bytes()[:-30]),   # cut short
+    "ckpt out.zip": lambda t: torch.save({"G": torch.zeros(2)}, t / "out.zip"),     # a zip too, not a dataset
     "demo.zip": lambda t: pd.make_demo(str(t / "demo.zip"), 16, 1, 4, workers=1, verbose=False),
 }
 _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragment of the one line)
@@ -2226,7 +2240,8 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
     (("old out.zip", "src/", "junk"), "{t}/src {t}/out.zip", 2, "no usable videos"),        # the old zip: as it was
     (("a.mp4", "file"), "{t}/a.mp4 {t}/file/out.zip", 2, "cannot write {t}/file/out.zip: {t}/file is a file"),
     (("a.mp4",), "{t}/a.mp4 {t}/no/such/out.zip", 2, "cannot write {t}/no/such/out.zip: {t}/no/such does not exist"),
-    (("a.mp4", "out.zip/"), "{t}/a.mp4 {t}/out.zip", 2, "cannot write {t}/out.zip: it is a folder"),
+    *[(("a.mp4", out), "{t}/a.mp4 {t}/out.zip", 2, "cannot write {t}/out.zip: it exists and is not a dataset "
+       "(prepare_data.py replaces only a dataset it wrote)") for out in ("out.zip/", "cut out.zip", "ckpt out.zip")],
     (("a.mp4", "outdir/keep.txt"), "{t}/a.mp4 {t}/outdir", 2, "cannot write {t}/outdir: it already exists"),
     (("a.mp4",), "{t}/a.mp4 {t}/o.gif", 2, "cannot write {t}/o.gif: OUT is a .zip file or a folder (no extension), "
      "not a .gif"), (("a.mp4",), "{t}/a.mp4 {t}/a.mp4", 2, "{t}/a.mp4: OUT is a .zip"),   # the input named as OUT
@@ -2299,7 +2314,8 @@ def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_pa
     for name in "abc":
         write_video(tmp_path / "src" / f"{name}.mp4", gray_frames(10))
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "out.zip").write_bytes(b"an older dataset")
+    _write_meta(tmp_path / "out" / "out.zip", "an older dataset")           # a zip holding dataset.json
+    before = _hd_tree(tmp_path / "out")
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -2323,7 +2339,7 @@ def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_pa
     with pytest.raises(KeyboardInterrupt if failure.startswith("Ctrl-C") else pd.PrepareError,
                        match=None if failure.startswith("Ctrl-C") else "out.zip: No space left on device; nothing was"):
         prep(tmp_path / "src", tmp_path / "out" / out_name, resolution=16, workers=1 if "again" in failure else 2)
-    assert _hd_tree(tmp_path / "out") == [("out.zip", 16)]
+    assert _hd_tree(tmp_path / "out") == before
 
 # -- the command line in a fresh process: signals, kill -9, a full or read-only disk --------------
 
@@ -2338,7 +2354,7 @@ def test_hd_prepare_signal_exits_130_in_one_line_and_the_next_run_cleans_a_kille
         folder.mkdir()
     for name in "abc"[:int(workers) + 1]:
         os.symlink(long_mp4, tmp_path / "videos" / f"{name}.mp4")
-    out.write_bytes(b"an older dataset")
+    _write_meta(out, "an older dataset")
     (work / f"out.zip.partial-{os.getppid()}").write_bytes(b"")    # another run's, still writing: it stays
     before = _hd_tree(work)
     proc = _hd_popen("prepare_data.py", tmp_path / "videos", out, "--resolution", "256", "--workers", workers)
@@ -2372,7 +2388,7 @@ def test_hd_a_full_or_read_only_disk_is_one_line_leaving_only_what_was_there(tmp
     write_video(src / "a.mp4", np.random.default_rng(0).integers(0, 256, (60, 64, 64, 3), dtype=np.uint8))
     with _hd_tmpfs(tmp_path / "disk", size, read_only) as disk:
         if not read_only:
-            (disk / "out.zip").write_bytes(b"an older dataset")            # replaced only by a complete new one
+            _write_meta(disk / "out.zip", "an older dataset")               # replaced only by a complete new one
         before = _hd_tree(disk)
         r = _hd_cli("prepare_data.py", *argv.format(src=src, d=disk).split())
         _hd_assert_one_error(r, "prepare_data.py", 2, needle.format(d=disk))
