@@ -1654,6 +1654,7 @@ def test_bench_times_rendering_at_t0_and_at_t90000(capsys):
         f"tiny 64^2, rendering a video from t={t0} (frames/s): x" for t0 in (0, 90000)], out
 
 
+@slow                                                                      # (--full: training steps, seconds)
 def test_doctor_reports_the_toolchain_and_its_full_run_on_a_cpu_is_a_smoke_run(tmp_path, monkeypatch, capsys):
     """Without a GPU: the facts, nothing written; --full's stages at a small size, so a first GPU finds no typo."""
     # torch's own guess ("No CUDA runtime is found, using CUDA_HOME='/usr/local'") would contradict doctor's nvcc
