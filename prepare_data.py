@@ -385,9 +385,9 @@ def check_out(out: str) -> tuple:
     if not os.path.isdir(parent):
         raise PrepareError(f"cannot write {out}: {parent} " + ("is a file" if os.path.exists(parent) else "does not exist"))
     taken = os.path.lexists(out) and (as_zip or not os.path.isdir(out) or bool(os.listdir(out)))
-    if as_zip and os.path.isfile(out):                      # only a dataset: not an archive, nor a torch checkpoint
+    if as_zip and os.path.isfile(out):                      # only a dataset it wrote: dataset.json and frames alone
         with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(out) as z:
-            taken = "dataset.json" not in z.namelist()
+            taken = [n for n in z.namelist() if not re.fullmatch(r"[^/]+/\d{6}\.(jpg|png)", n)] != ["dataset.json"]
     if taken:
         raise PrepareError(f"cannot write {out}: " + ("it exists and is not a dataset (prepare_data.py replaces only "
                            "a dataset it wrote)" if as_zip else "it already exists and is not an empty folder"))

@@ -1325,6 +1325,8 @@ class Trainer:
         if ours:
             self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
             self.nonfinite, self.train_sec = state["nonfinite"], state["train_sec"]
+            if self.cfg.aug_p != state["cfg"]["aug_p"]:         # --p given on resuming: p from there on
+                self.aug.p = self.cfg.aug_p
         else:
             self.aug.p = state.get("aug_p", 0.0)
 
@@ -2407,7 +2409,8 @@ def cmd_convert(args) -> None:
 _NAMES = [f.name for f in dataclasses.fields(Config)]
 ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
 KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_FIELDS} - {"num_fp16_res", "conv_clamp"}]
-RUN_ENTRY = re.compile(r"(checkpoint|config|log)(\.partial-\d+)?\.(pt|json|jsonl)|train\.lock|samples")   # train's
+RUN_ENTRY = re.compile(r"(checkpoint|config|log)(\.partial-\d+)?\.(pt|json|jsonl)|train\.lock|samples"
+                       r"|samples/kimg[\d.]+(\.partial-\d+)?\.(mp4|png)")   # what train writes, or a killed one left
 
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool, given=None) -> tuple:
@@ -2660,6 +2663,8 @@ def check_config(fields: dict) -> Config:
             raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
     if cfg.period_max < cfg.period_min:
         raise ValueError(f"period_max {cfg.period_max:g} is below period_min {cfg.period_min:g}")
+    if cfg.aug == "none" and cfg.aug_p > 0:                          # (--p, or a resumed run's --aug none)
+        raise ValueError(f"aug_p (--p) {cfg.aug_p:g} is an augmentation probability: not with aug 'none'")
     if cfg.frames_per_clip - 1 > cfg.max_span:
         raise ValueError(f"frames_per_clip {cfg.frames_per_clip} spans more than max_span {cfg.max_span} frames")
     if cfg.d_frame_div > 1 and cfg.d_concat_res >= cfg.resolution:
@@ -2836,7 +2841,6 @@ def cmd_train(args) -> None:
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world, rank = (int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])) if torchrun else (args.gpus, 0)
     for refused, message in (              # flags that contradict each other or the machine: not silently ignored
-            (args.aug_p is not None and args.aug == "none", "--p is an augmentation probability: not with --aug none"),
             (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
             (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
             (device.type == "cpu" and args.amp_dtype == "float16", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
@@ -2853,28 +2857,32 @@ def cmd_train(args) -> None:
         cfg = make_config(**{**given, "preset": args.preset})
     except ValueError as e:                                     # flags each in range, but not together
         raise UserError(f"--preset {args.preset} with these flags: {e}") from None
-    # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
-    # apart; FVD on the paper's 2048 videos a side, 64 on a CPU (I3D there: ~1 s a video).
-    args.kimg = args.kimg or (200.0 if args.preset == "tiny" else 25000.0)
-    args.snap = args.snap or min(200.0, args.kimg / 5)
-    args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
-    # --resume auto (or the run's own checkpoint) continues --outdir's run, if any; else --outdir must hold no run.
-    args.outdir = args.outdir or os.path.join("runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}")
+    # --resume auto (or the run's own checkpoint or directory, the default --outdir) continues --outdir's run, if any;
+    # else --outdir must hold no run.
+    args.outdir = args.outdir or (args.resume if args.resume and os.path.isdir(args.resume) else os.path.join(
+        "runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}"))
     check_writable(args.outdir, folder=True)                  # (a file there, a read-only place: said now)
     own = os.path.join(args.outdir, "checkpoint.pt")
     if args.resume and os.path.realpath(checkpoint_path(args.resume)) == os.path.realpath(own):
         args.resume = "auto"
+    samples = os.path.join(args.outdir, "samples")
     listed = sorted(os.listdir(args.outdir)) if os.path.isdir(args.outdir) else []
-    run = [e for e in listed if e not in ("config.json", "train.lock")]
+    listed += [f"samples/{e}" for e in sorted(os.listdir(samples))] if os.path.isdir(samples) else []
+    run = [e for e in listed if e in ("checkpoint.pt", "log.jsonl", "samples")]   # (not a killed start's leftovers)
     if foreign := [e for e in listed if not RUN_ENTRY.fullmatch(e)]:      # what train writes, or a killed one left
-        raise UserError(f"{args.outdir}: not a run directory (it holds {', '.join(foreign[:3])}"
-                        f"{', ...' * (len(foreign) > 3)}); train into a new or empty --outdir")
+        raise UserError(f"{args.outdir}: holds files train does not write ({', '.join(foreign[:3])}"
+                        f"{', ...' * (len(foreign) > 3)}): move them, or train into a new or empty --outdir")
     if run and args.resume != "auto" and rank == 0:
         raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3])}{', ...' * (len(run) > 3)}); "
                         f"continue it with --resume auto, or train into a new --outdir")
     if args.resume == "auto" and not os.path.isfile(own):
         args.resume = None
     cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, given)
+    # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
+    # apart; FVD on the paper's 2048 videos a side, 64 on a CPU (I3D there: ~1 s a video).
+    args.kimg = args.kimg or (200.0 if cfg.preset == "tiny" else 25000.0)
+    args.snap = args.snap or min(200.0, args.kimg / 5)
+    args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
     if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
                         f"has {max(data.lengths)}")

@@ -554,8 +554,7 @@ def test_adaptive_p_follows_the_global_real_logits_within_0_1_and_each_mode_with
     _steps(ada, -torch.ones(16), 4)
     assert ada.rt == -1.0 and ada.p == pytest.approx(0.5)
     up, down = sv.VideoAugment('ada', p_init=0.99, ada_kimg=0.001), sv.VideoAugment('ada', p_init=0.01, ada_kimg=0.001)
-    _steps(up, torch.ones(8), 4)
-    _steps(down, -torch.ones(8), 4)
+    assert _steps(up, torch.ones(8), 4) and _steps(down, -torch.ones(8), 4)  # each updated on its 4th step
     assert up.p == 1.0 and down.p == 0.0                                    # clamped to [0, 1]
     # The all-reduce hook: all local real logits are positive, but the (simulated) other rank saw 3x as many
     # negative ones: the global r_t = (8 - 24) / 32 = -0.5 < 0.6, so p must go down on every rank.
@@ -570,8 +569,7 @@ def test_adaptive_p_follows_the_global_real_logits_within_0_1_and_each_mode_with
     assert fixed.p == 0.4 and torch.equal(fixed(x, _gen(1)), sv.augment(x, 0.4, _gen(1)))
     ada = sv.VideoAugment('ada')
     assert ada.p == 0.0 and ada(x) is x                                     # ADA starts at p = 0 ...
-    _steps(ada, torch.ones(4), 4)
-    assert ada.p > 0                                                        # ... and rises from it
+    assert _steps(ada, torch.ones(4), 4) and ada.p > 0                      # ... and rises from it
     a, b = sv.VideoAugment('ada', p_init=0.2), sv.VideoAugment('ada', p_init=0.9)
     logits = [torch.randn(8, generator=_gen(i)) + 0.3 for i in range(11)]
     for t in logits[:6]:                                                    # stop mid-interval
@@ -647,14 +645,12 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "big.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config(resolution=64)), "channel_base": 2 ** 16,
                                             "channel_max": 1024}, "G_ema": {}}, p),
     "step-5.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=-5, nimg=0, nvid=0),
-    "short.zip": lambda p: write_dataset(p, lengths=(2, 2)),
+    "short.zip": lambda p: write_dataset(p, lengths=(2, 2)), "29.97fps.pt": lambda p: _checkpoint(p, tiny(fps=29.97)),
     "ffs.pt": lambda p: _checkpoint(p, sv.make_config("ffs", resolution=16, channel_max=8, d_channel_max=8)),
-    "29.97fps.pt": lambda p: _checkpoint(p, tiny(fps=29.97)),
     # a G_ema of stride-0 tensors: 10^8 weights claimed by a file of 1 kB, which holds 1 (each storage counted once)
     "expanded.pt": lambda p: torch.save({"cfg": vars(tiny()), "G_ema": {"w": torch.zeros(1).expand(10 ** 8)}}, p),
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
-    "a-file": lambda p: p.write_text("a file, not a folder"),
-    "fifo.mp4": lambda p: os.mkfifo(p),
+    "a-file": lambda p: p.write_text("a file, not a folder"), "fifo.mp4": lambda p: os.mkfifo(p),
 }
 
 
@@ -911,9 +907,12 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     resumed = json.loads(out)
     assert "preset tiny (the checkpoint's settings; the flags given on top)" in err
     assert (resumed["lr"], resumed["mirror"], resumed["aug"], resumed["r1_gamma"]) == (0.001, False, "none", 2.0)
-    trainer = sv.Trainer(sv.Config(**{**torch.load("a/checkpoint.pt")["cfg"], "lr": 0.002}), sv.Dist())
-    trainer.load_state_dict(torch.load("a/checkpoint.pt"))   # Adam's moments resumed, its settings this run's
-    assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(0.002 * 4 / 5)
+    state = torch.load("a/checkpoint.pt")
+    trainer = sv.Trainer(sv.Config(**{**state["cfg"], "lr": 0.002, "aug": "fixed", "aug_p": 0.5}), sv.Dist())
+    trainer.load_state_dict(state)           # Adam's moments and ADA's state resumed; its settings, a new p this run's
+    assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(0.002 * 4 / 5) and trainer.aug.p == 0.5
+    plan = train("--resume", "a", "--dry-run")[1][-1]          # a run named, no --outdir: continued where it is
+    assert ": resuming a/checkpoint.pt at 0.02 kimg (step 1), to 200 kimg in a," in plan
     before = (tmp_path / "b" / "checkpoint.pt").read_bytes()   # another run's checkpoint never goes into a run
     code, err = train("--outdir", "b", "--resume", "a", "--kimg", "1")
     assert code == 2 and len(err) == 1 and "b: a run is already there" in err[0], err
@@ -1175,7 +1174,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     _row("train --data none.zip --batch 0", "--batch", "[1, 65536]", fresh=True),
     # flags that contradict each other, or the machine
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle) for flags, needle in [
-        ("--aug none --p 0.3", "--p is an augmentation probability: not with --aug none"),
+        ("--aug none --p 0.3", "aug_p (--p) 0.3 is an augmentation probability: not with aug 'none'"),
         ("--fp32 --amp-dtype bfloat16", "--fp32 is all float32: no --amp-dtype"),
         ("--amp-dtype float16 --device cpu", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
         ("--metrics fvd128", "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
@@ -1833,11 +1832,15 @@ def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_a_killed_or_fai
     cli_ok("train", "--data", data, *RUN, "--kimg", 0.096, "--outdir", out, "--resume", "auto")
     kimgs = _kimgs(out)
     assert kimgs == sorted(set(kimgs)) and kimgs[-1] == 0.096 and not list(out.glob("*.partial-*"))
-    (other := tmp_path / "other").mkdir()                  # a file train does not write: not a run, never trained in
-    [(other / name).write_text("mine") for name in ("config.json", "train.lock", "notes.txt")]
+    (other := tmp_path / "other").joinpath("samples").mkdir(parents=True)   # files train does not write: never
+    [(other / name).write_text("mine") for name in ("config.json", "train.lock", "notes.txt", "samples/holiday.mp4")]
     for resume in ([], ["--resume", "auto"]):
         assert_one_error_line(run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", other, *resume),
-                              str(other), "not a run directory (it holds notes.txt); train into a new or empty --outdir")
+                              str(other), "holds files train does not write (notes.txt, samples/holiday.mp4): move")
+    (left := tmp_path / "left").mkdir()                     # a killed save's leftover alone: no run, a new one
+    (left / "checkpoint.partial-999999.pt").write_text("half")
+    r = run_cli("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", left, "--dry-run")
+    assert r.returncode == 0 and ": a new run, to 0.024 kimg" in r.stderr, r.stderr
 
 
 @slow
@@ -2204,17 +2207,17 @@ _FLAGS = {  # flag: (what it must be, values that are not)
 _INPUTS = {  # what a case of the table below crafts in the test's folder t
     "a.mp4": lambda t: write_video(t / "a.mp4", gray_frames(5)),
     "broken.mp4": lambda t: (t / "broken.mp4").write_bytes(np.random.default_rng(1).bytes(3000)),
-    "src/": lambda t: (t / "src").mkdir(),
+    "src/": lambda t: (t / "src").mkdir(), "out.zip/": lambda t: (t / "out.zip").mkdir(),
     "junk": lambda t: [(t / "src" / "notes.txt").write_text("x"), (t / "src" / "data.bin").write_bytes(b"\1" * 64)],
     "huge": lambda t: huge_png(t / "src" / "0000.png", 100_000, 100_000),          # a few bytes, "10^10 pixels"
     "file": lambda t: (t / "file").write_text("a file, not a folder"),
     "notes.txt": lambda t: (t / "notes.txt").write_text("not a video"),
     "fifo.mp4": lambda t: os.mkfifo(t / "fifo.mp4"),
-    "out.zip/": lambda t: (t / "out.zip").mkdir(),
     "outdir/keep.txt": lambda t: write_frames(t / "outdir", gray_frames(1), ["keep.png"]),
     "old out.zip": lambda t: _write_meta(t / "out.zip", "an older dataset"),       # a zip holding dataset.json
     "cut out.zip": lambda t: (t / "out.zip").write_bytes(_INPUTS["old out.zip"](t).read_bytes()[:-30]),   # cut short
     "ckpt out.zip": lambda t: torch.save({"G": torch.zeros(2)}, t / "out.zip"),     # a zip too, not a dataset
+    "sg2 out.zip": lambda t: _write_meta(t / "out.zip", "{}", {"00000/img00000000.png": _FRAME}),   # StyleGAN2-ADA's
     "demo.zip": lambda t: pd.make_demo(str(t / "demo.zip"), 16, 1, 4, workers=1, verbose=False),
 }
 _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragment of the one line)
@@ -2242,7 +2245,8 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
     (("a.mp4", "file"), "{t}/a.mp4 {t}/file/out.zip", 2, "cannot write {t}/file/out.zip: {t}/file is a file"),
     (("a.mp4",), "{t}/a.mp4 {t}/no/such/out.zip", 2, "cannot write {t}/no/such/out.zip: {t}/no/such does not exist"),
     *[(("a.mp4", out), "{t}/a.mp4 {t}/out.zip", 2, "cannot write {t}/out.zip: it exists and is not a dataset "
-       "(prepare_data.py replaces only a dataset it wrote)") for out in ("out.zip/", "cut out.zip", "ckpt out.zip")],
+       "(prepare_data.py replaces only a dataset it wrote)") for out in ("out.zip/", "cut out.zip", "ckpt out.zip",
+                                                                      "sg2 out.zip")],
     (("a.mp4", "outdir/keep.txt"), "{t}/a.mp4 {t}/outdir", 2, "cannot write {t}/outdir: it already exists"),
     (("a.mp4",), "{t}/a.mp4 {t}/o.gif", 2, "cannot write {t}/o.gif: OUT is a .zip file or a folder (no extension), "
      "not a .gif"), (("a.mp4",), "{t}/a.mp4 {t}/a.mp4", 2, "{t}/a.mp4: OUT is a .zip"),   # the input named as OUT
@@ -2876,8 +2880,8 @@ def _crafted(d, name):
         "float64.npz": lambda p: _npz_header_only(p, (1000, 16, 256, 256, 3), "<f8"),   # 25 GB declared
         "short.npy": lambda p: np.save(p, np.zeros((3, 12, 16, 16, 3), np.uint8)) or os.truncate(p, 1000),
         "long.npy": lambda p: np.save(p, np.zeros((2, 1030, 4, 4, 3), np.uint8)),
-        "res.zip": lambda p: _write_meta(p, {**meta, "resolution": "16"}),
-        "fps.zip": lambda p: _write_meta(p, {**meta, "fps": "25"}),
+        "res.zip": lambda p: _write_meta(p, {**meta, "resolution": "16"}), "nan": lambda p: _tiny_run(p, nan=True),
+        "fps.zip": lambda p: _write_meta(p, {**meta, "fps": "25"}), "gap.zip": lambda p: _write_meta(p, meta, frames),
         "fmt.zip": lambda p: _write_meta(p, {**meta, "format": 5}),
         "cut.zip": lambda p: write_dataset(p) and os.truncate(p, p.stat().st_size * 6 // 10),   # head -c 60%
         **{name: lambda p, old=old, new=new: write_dataset(p) and p.write_bytes(re.sub(old, new, p.read_bytes(), 1))
@@ -2886,7 +2890,6 @@ def _crafted(d, name):
         "frames.zip": lambda p: _write_meta(p, {**meta, "videos": [{"name": "v0", "frames": 2.0}]}),
         "array.zip": lambda p: _write_meta(p, [meta]),
         "evil.zip": lambda p: _write_meta(p, {**meta, "videos": [{"name": "../v0", "frames": 9}]}, frames),
-        "gap.zip": lambda p: _write_meta(p, meta, frames),
         "small.zip": lambda p: _write_meta(p, meta, dict.fromkeys([*frames, "v1/000009.png"], small)),
         "badjson": lambda p: os.mkdir(p) or (p / "dataset.json").write_text("{not json"),
         "one": lambda p: write_frames(p / "clip", _src_videos(n=1, frames=10)[0]),
@@ -2895,7 +2898,6 @@ def _crafted(d, name):
                              ("fifos", lambda p: os.mkfifo(p / "f.mp4")),
                              ("gif", lambda p: (p / "short.gif").write_bytes(b"GIF89a")),
                              ("png", lambda p: (p / "a" / "0005.png").write_bytes(b"\x89PNG\r\n\x1a\n not really"))]},
-        "nan": lambda p: _tiny_run(p, nan=True),
         "run": lambda p: [q.rename(q.with_name(f"kimg00{k}2.000.mp4")) for k, q in enumerate(sorted(_src_mp4s(
             p / "samples", _src_videos(n=2, frames=10)).iterdir()))] + [(p / "checkpoint.pt").touch()],
         **{name: lambda p, data=data: p.write_bytes(data) for name, data in files.items()},
