@@ -423,19 +423,20 @@ class Source:
 
     def __init__(self, path, workers=0, progress=False):
         p, ext = Path(path), Path(path).suffix.lower()
-        self.path, self.root = str(p), str(p.parent if p.is_file() else p)   # (file names are relative to root)
+        self.path, self.root, self.fps = str(p), str(p.parent if p.is_file() else p), None   # (names: from root)
         self.zip = open_zip(p) if p.is_file() and ext not in (*VIDEO_EXTENSIONS, ".npy") else None
         files = self.zip.namelist() if self.zip else [p.name] if p.is_file() else [
             Path(r, f).relative_to(p).as_posix() for r, _, fs in os.walk(p) for f in fs]
         self.kind = "array" if ext in (".npy", ".npz") else "dataset" if "dataset.json" in files else "files"
-        self.fps = None                                 # frames a second where a header says: FVD needs one rate
         self.items = getattr(self, f"_{self.kind}")(files)          # and lengths, sizes (and fps) but for 'files'
         self.names, jobs = [name for name, _, _ in self.items], [(i,) for i in range(len(self.items))]
         if self.kind == "files":                        # probed, each in a thread: [(frames, (H, W), fps or None)]
             probes = tqdm(self._each(self._probe, jobs, workers), f"probing {p.name}", len(jobs), leave=False,
                           file=sys.stderr, disable=not progress)
-            self.lengths, self.sizes, rates = map(list, zip(*probes))   # their one rate (to ffmpeg's 2 decimals),
-            self.fps = rates[0] if all(rates) and len({round(r, 2) for r in rates}) == 1 else None   # else unknown
+            self.lengths, self.sizes, rates = map(list, zip(*probes))   # rates to ffmpeg's 2 decimals (29.97)
+            if len(known := sorted({round(r, 2) for r in rates if r})) > 1:   # FVD compares motion at one rate
+                raise FVDError(f"{self.path}: videos at {' and '.join(f'{r:g}' for r in known)} fps, not one rate")
+            self.fps = rates[0] if all(rates) else None                  # (a frame folder among them: unknown)
 
     def _each(self, fn, jobs, workers):
         """Yield fn(video, ...) for each job in order, in `workers` threads 2 * workers at a time (an array's
