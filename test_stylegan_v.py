@@ -2331,7 +2331,7 @@ def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_pa
             no_space()
     def twice(source, s, stage, stop, tick, convert=pd.convert):   # (timeout(1) signals the process and its group)
         os.kill(os.getpid(), signal.SIGINT)
-        stop.wait(10)                                        # the cleanup has begun: the main thread joins this one
+        stop.wait(2)                                         # the cleanup has begun: the main thread joins this one
         os.kill(os.getpid(), signal.SIGINT)
         return convert(source, s, stage, stop, tick)
     if failure == "Ctrl-C":                                  # in the middle of the second video
