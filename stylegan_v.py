@@ -2859,7 +2859,8 @@ def cmd_train(args) -> None:
         raise UserError(f"--preset {args.preset} with these flags: {e}") from None
     # --resume auto (or the run's own checkpoint or directory, the default --outdir) continues --outdir's run, if any;
     # else --outdir must hold no run.
-    args.outdir = args.outdir or (args.resume if args.resume and os.path.isdir(args.resume) else os.path.join(
+    named_run = args.resume and os.path.isfile(os.path.join(args.resume, "checkpoint.pt"))   # --resume DIR
+    args.outdir = args.outdir or (args.resume if named_run else os.path.join(
         "runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}"))
     check_writable(args.outdir, folder=True)                  # (a file there, a read-only place: said now)
     own = os.path.join(args.outdir, "checkpoint.pt")
