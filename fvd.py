@@ -493,39 +493,17 @@ class Source:
             raise FVDError(f"{self.path}: a training run's preview folder (grids of 8 videos): pass the run directory")
         return sorted(items, key=lambda item: natural(item[0]))
 
-    def _dataset(self, files):
-        """A dataset's videos in dataset.json's order, each the frames it lists, every one present. dataset.json is
-        held to the rules of stylegan_v.py's VideoFolder (written again here: fvd.py runs without stylegan_v.py)."""
-        def need(ok, rule, value):                                  # each rule of dataset.json, in turn
-            if not ok:
-                raise FVDError(f"{self.path}: dataset.json: {rule}, got {value!r:.80}")
-        with self._open("dataset.json") as f:
-            try:
-                meta = json.loads(f.read())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:   # (an FVDError: a damaged zip, said as is)
-                raise FVDError(f"{self.path}: dataset.json is not valid JSON ({_first_line(e)})") from None
-        need(isinstance(meta, dict), "must be an object", type(meta).__name__)
-        fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")
-        need(type(fps) in (int, float) and 0 < fps <= 1000, "fps must be a number in (0, 1000]", fps)
-        need(res in [2 ** k for k in range(3, 12)], "resolution must be a power of two, 8-2048", res)   # (16.0 too)
-        need(isinstance(fmt, str) and re.fullmatch(r"[a-z0-9]{1,5}", fmt, re.I), "format must be like 'jpg'", fmt)
-        need(isinstance(videos, list) and videos, "'videos' must be a non-empty list", videos)
-        seen, present = set(), set(files)
-        for i, v in enumerate(videos):                              # a name is a folder: no '/', '.' or '..'
-            name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
-            need(isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)
-                 and name not in seen, f"video {i}: 'name' must be a folder name listed once", name)
-            need(type(n) is int and 1 <= n <= 10 ** 8, f"video {i}: 'frames' must be an integer in 1..10^8", n)
-            seen.add(name)
-        items = []
-        for name, n in ((v["name"], v["frames"]) for v in videos):
-            files = [f"{name}/{i:06d}.{fmt}" for i in range(min(n, len(present) + 1))]   # (bounded by the files)
-            if missing := next((f for f in files if f not in present), None):
-                raise FVDError(f"{self.path}: video '{name}' lists {n} frames but {missing} is missing")
-            items.append((name, "frames", files))
-        self.lengths, self.sizes = [len(files) for _, _, files in items], [(int(res),) * 2] * len(items)
-        self.fps = float(fps)
-        return items
+    def _dataset(self, _files):
+        """A dataset's videos in dataset.json's order, read by stylegan_v.py's VideoFolder: the one reader of the
+        format, held to its rules at the door (dataset.json, every listed frame present, each first frame's header)."""
+        import stylegan_v as sv
+        try:
+            self.folder = sv.VideoFolder(self.path)
+        except sv.DataError as e:
+            raise FVDError(str(e)) from None
+        d = self.folder
+        self.lengths, self.sizes, self.fps = d.lengths, [(d.resolution,) * 2] * len(d.names), d.fps
+        return [(name, "dataset", [f"{name}/{i:06d}{d.ext}" for i in range(n)]) for name, n in zip(d.names, d.lengths)]
 
     def identity(self):
         """What cached statistics are of: the size and mtime of the file, or of every file used."""
@@ -609,6 +587,11 @@ class Source:
             return np.stack(frames)
         if how == "frames":
             return np.stack([self._image(what[i], (h, w)) for i in wanted])
+        if how == "dataset":
+            try:
+                return self.folder.read_frames(video, wanted)
+            except ValueError as e:                                 # (a DataError: it names the file)
+                raise FVDError(str(e)) from None
         with self._local(what[0]) as local, contextlib.closing(
                 imageio_ffmpeg.read_frames(local, pix_fmt="rgb24")) as stream:   # closing it stops ffmpeg
             (fw, fh), frames = next(stream)["size"], zip(range(max(wanted) + 1), stream)   # up to the clip's last
@@ -619,8 +602,8 @@ class Source:
 
 
 def open_source(source, workers=0, progress=False, device="cpu"):
-    """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (the only kind that
-    imports stylegan_v.py); a Source is returned as it is, a generator with the path, kind and sizes a Source has."""
+    """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (stylegan_v.py loads it);
+    a Source is returned as it is, a generator with the path, kind and sizes a Source has."""
     if isinstance(source, Source):
         return source
     if source == "":                                                # (Path would read it as '.', this folder)

@@ -2794,13 +2794,13 @@ def test_fvd_report_and_json_name_everything_a_number_is_of(tmp_path, capsys, to
 @needs_weights
 def test_fvd_stands_alone_without_stylegan_v_and_leaves_nothing(tmp_path):
     shutil.copy(os.path.join(HERE, "fvd.py"), tmp_path / "fvd.py")
-    write_dataset_zip(tmp_path / "a.zip", list(_src_videos(n=4, frames=10)))
-    np.save(tmp_path / "b.npy", _src_videos(n=4, frames=10)[::-1])
-    r = subprocess.run([sys.executable, "fvd.py", "--real", "a.zip", "--fake", "b.npy", "--frames", "9", "--no-cache",
+    [write_frames(tmp_path / "a" / f"clip{v}", x) for v, x in enumerate(_src_videos(n=4, frames=10))]  # (a dataset:
+    np.save(tmp_path / "b.npy", _src_videos(n=4, frames=10)[::-1])                     # stylegan_v.py reads it)
+    r = subprocess.run([sys.executable, "fvd.py", "--real", "a", "--fake", "b.npy", "--frames", "9", "--no-cache",
                         "--quiet", "--device", "cpu"], cwd=tmp_path, env={**_hd_env(), "PYTHONPATH": ""},
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith("FVD_9: "), r.stderr[-2000:]
-    assert sorted(os.listdir(tmp_path)) == ["a.zip", "b.npy", "fvd.py"]   # no stylegan_v.py needed, nothing left
+    assert sorted(os.listdir(tmp_path)) == ["a", "b.npy", "fvd.py"]       # no stylegan_v.py needed, nothing left
     assert "--detector" in _hd_cli("fvd.py", "--help").stdout
 
 
@@ -2949,21 +2949,21 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {npy} --fake {objects.npz}", "found object", {}),
     ("--real {npy} --fake {raw.npz}", "videos.txt: not a .npy array", {}),
     ("--real {npy} --fake {short.npy}", "short.npy: truncated", {}),
-    # datasets: dataset.json, its videos against the files, every video's first frame header, at the door
+    # datasets, read by stylegan_v.py's VideoFolder: dataset.json, its videos against the files, each first frame's header
     *[(f"--real {{{name}}} --fake {{data}}", f"{name}: dataset.json: {rule}", {}) for name, rule in [
         ("res.zip", "resolution must be a power of two, 8-2048, got '16'"), ("array.zip", "must be an object"),
-        ("frames.zip", "video 0: 'frames' must be an integer in 1..10^8, got 2.0"),
+        ("frames.zip", "video 0: 'frames' must be an integer from 1 to 100,000,000, got 2.0"),
         ("fps.zip", "fps must be a number in (0, 1000], got '25'"), ("fmt.zip", "format must be like 'jpg', got 5"),
-        ("evil.zip", "video 0: 'name' must be a folder name listed once, got '../v0'")]],   # (stylegan_v.py's rules)
+        ("evil.zip", "video 0: 'name' must be a folder name (no '/', '.', '..') listed once, got '../v0'")]],
     ("--real {data} --fake {cut.zip}", "--fake {d}/cut.zip: not a readable zip (truncated or damaged)", {}),
     ("--real {data} --fake {v10.zip}", "v10.zip: not a readable zip (damaged: NotImplementedError: zip file version", {}),
-    ("--real {crc.zip} --fake {data}", "crc.zip: dataset.json: a zip that cannot be read (damaged: BadZipFile: Bad", {}),
+    ("--real {crc.zip} --fake {data}", "crc.zip: cannot read dataset.json (Bad CRC-32 for file 'dataset.json')", {}),
     ("--real {data} --fake=", "--fake '': an empty path, not a file or folder", {}),
     ("--real {data} --fake {nan} --fake-offsets random", "--fake-offsets random applies to a fake file, not a", {}),
     ("--real {badjson} --fake {data}", "dataset.json is not valid JSON", {}),
     ("--real {gap.zip} --fake {data}", "video 'v1' lists 10 frames but v1/000009.png is missing", {}),
-    ("--real {small.zip} --fake {data}", ".png is 8x8, not 16x16", {}),
-    ("--real {data} --fake {data}", "more than the 64 it may have", {"MAX_MEMBER_BYTES": 64}),   # declared sizes
+    ("--real {small.zip} --fake {data}", "v0/000000.png is a 8x8 RGB image, dataset.json says 16x16", {}),
+    ("--real {one} --fake {data}", "more than the 64 a file of its kind may have", {"MAX_MEMBER_BYTES": 64}),   # sizes
     # memory: the batch sized from the clip's shape, before any work
     ("--real {long.npy} --fake {long.npy} --frames 1024", "--frames 1024: one clip of 4x4 needs 8.0 GiB for I3D, "
      "but 1.0 GiB are free: lower --frames", {"available_memory": lambda device: 1 << 30}),
