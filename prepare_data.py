@@ -433,7 +433,8 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
             fps = max(votes, key=lambda k: (votes[k], k), default=DEFAULT_FPS)
             notes += [f"frame folders and stills have no frame rate: assuming {fps:g} fps (set it with --fps)"] * any(
                 p.fps is None for p in kept)
-            s = dataclasses.replace(s, fps=fps)
+        ntsc = [n * 1000 / 1001 for n in (24, 30, 60) if abs(n * 1000 / 1001 - fps) < 6e-3]   # ffmpeg's "23.98 fps":
+        s = dataclasses.replace(s, fps=(fps := (ntsc or [fps])[0]))   # 24000/1001 exactly, or a frame repeats in 4 min
         resampled = [p for p in kept if p.fps and round(p.fps, 2) != round(fps, 2)]
         notes += [f"{p.label}: resampled from {p.fps:g} to {fps:g} fps (frames picked by timestamp)" for p in resampled]
         notes += [f"{p.label}: {note}" for p in kept for note in p.notes]
@@ -517,8 +518,7 @@ def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int 
               fmt: str = "jpg", quality: int = 95, workers: Optional[int] = None, progress: bool = False,
               verbose: bool = True) -> dict:
     """Write the procedural demo dataset (§4): video i is make_demo_video((seed, i), frames, resolution)."""
-    for flag, value in [("--num-videos", num_videos), ("--frames", frames), ("--seed", seed)]:
-        check_flag(flag, value)
+    [check_flag(flag, value) for flag, value in [("--num-videos", num_videos), ("--frames", frames), ("--seed", seed)]]
     if num_videos * frames > MAX_COUNT:                     # stylegan_v.py's bound of one video, for them all
         raise PrepareError(f"--num-videos x --frames is {num_videos * frames:,} frames, over {MAX_COUNT:,}")
     settings = Settings(resolution, fmt, quality, min_frames=min(3, frames), workers=workers)
@@ -527,7 +527,7 @@ def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int 
     return _build(sources, [], out, settings, progress, verbose)
 
 
-# --- §7 Reading a dataset back, and the command line ----------------------------------------------
+# --- §7 The command line --------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     # Flags default to None: main() passes on those given (the functions hold the defaults), refuses the other mode's

@@ -2113,8 +2113,8 @@ def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named
     gif[0].save(tmp_path / "nodelay.gif", save_all=True, append_images=gif[1:])   # a header rate of 11.11 or 33.33
     rate = pd.probe(pd.Source("video", "g", path=str(tmp_path / "nodelay.gif")))[0].fps     # (by ffmpeg's version)
     assert prep(tmp_path / "nodelay.gif", tmp_path / "g.zip", resolution=16, fps=rate)["frames"] == round(2 * rate)
-    write_video(tmp_path / "ntsc" / "a.mp4", gray_frames(300, 8, 8), fps=30000 / 1001)   # 29.97: none dropped
-    assert prep(tmp_path / "ntsc", tmp_path / "ntsc.zip", resolution=8)["frames"] == 300
+    write_video(tmp_path / "ntsc" / "a.mp4", gray_frames(3200, 8, 8), fps=24000 / 1001)   # "23.98 fps": NTSC's
+    assert prep(tmp_path / "ntsc", tmp_path / "ntsc.zip", resolution=8)["frames"] == 3200    # (at 23.98, 3201)
 
 
 def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threads(tmp_path, capsys):
