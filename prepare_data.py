@@ -32,6 +32,7 @@ import inspect
 import io
 import itertools
 import json
+import logging
 import numbers
 import os
 import re
@@ -50,6 +51,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)   # (not "the frame size for reading is different")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".apng")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".tga",
               ".qoi", ".jp2", ".dds", ".sgi", ".pcx")   # still formats Pillow decodes
@@ -236,8 +238,9 @@ def iter_frames(source: Source, fps: float, skip: int = 0) -> Iterator[np.ndarra
     """A source's frames at the dataset's rate after the first `skip`, uint8 [H, W, 3], one at a time. A video goes
     through ffmpeg's fps filter by its timestamps, never its header's rate (a GIF's can be wrong): output frame i, at
     i / fps s, is the source frame on screen then (at its own rate: each once); with no rate (a still GIF), as is."""
-    if source.kind == "video":
-        timing = ["-vf", f"fps={fps!r}"] if source.fps else ["-fps_mode", "passthrough"]   # (ffmpeg >= 5.1)
+    if source.kind == "video":                           # square pixels: a DV clip's 128:117 shrunk, never grown
+        square = "scale='iw*min(sar,1)':'ih/max(sar,1)':flags=lanczos"
+        timing = ["-vf", f"fps={fps!r},{square}"] if source.fps else ["-vf", square, "-fps_mode", "passthrough"]
         with contextlib.closing(imageio_ffmpeg.read_frames(source.path, output_params=timing)) as reader:
             w, h = next(reader)["size"]
             for raw in itertools.islice(reader, skip, None):
@@ -269,8 +272,7 @@ def _hsv_to_rgb(h: np.ndarray, s: float, v: float) -> np.ndarray:
 
 def _waves(rng: np.random.Generator, n: int):
     """n random smooth signals of unit RMS, each three sinusoids -> a function of times t [T] -> [T, n]."""
-    periods = np.exp(rng.uniform(np.log(40.0), np.log(240.0), size=(n, 3)))   # frames
-    phases = rng.uniform(0.0, 2 * np.pi, size=(n, 3))
+    periods, phases = np.exp(rng.uniform(np.log(40), np.log(240), (n, 3))), rng.uniform(0, 2 * np.pi, (n, 3))  # frames
     amps = np.array([1.0, 0.6, 0.35]) * rng.uniform(0.7, 1.3, size=(n, 3))
     amps /= np.sqrt((amps ** 2).sum(axis=1, keepdims=True) / 2)                 # RMS of the sum = 1
     return lambda t: (amps * np.sin(2 * np.pi * t[:, None, None] / periods + phases)).sum(axis=-1)
@@ -418,16 +420,13 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
     tmp = f"{out}.partial-{os.getpid()}"
     stage = tmp + ".stage" if as_zip else tmp               # where the threads put frames
     stop, done, file, zf, videos, notes = threading.Event(), False, None, None, [], []
-    nothing = lambda: PrepareError(f"no usable videos in {origin}: " + (f"{len(skipped)} skipped ({skipped[0][0]}: "
-                                   f"{skipped[0][1]})" if skipped else "it holds no video, no frames and no folder"))
     workers = max(1, min(s.workers or os.cpu_count() or 1, len(sources)))
     pool = concurrent.futures.ThreadPoolExecutor(workers)
     try:
         os.mkdir(stage)                                     # a bad OUT fails now, before any decoding
         probed = list(pool.map(lambda src: probe(src) if src.kind == "video" else (src, None), sources))
         skipped += [(src.label, reason) for src, (_, reason) in zip(sources, probed) if reason]
-        if not (kept := [p for p, _ in probed if p is not None]):
-            raise nothing()
+        kept = [p for p, _ in probed if p is not None]          # (none: said once nothing was converted, below)
         if (fps := s.fps) is None:                          # the videos' most common rate (a tie: the higher;
             votes = collections.Counter(round(p.fps, 2) for p in kept if p.fps)         # 29.97 = 29.97003)
             fps = max(votes, key=lambda k: (votes[k], k), default=DEFAULT_FPS)
@@ -458,7 +457,8 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
                         os.remove(path)
                     videos.append(video)
         if not videos:
-            raise nothing()
+            raise PrepareError(f"no usable videos in {origin}: " + (f"{len(skipped)} skipped ({skipped[0][0]}: "
+                               f"{skipped[0][1]})" if skipped else "it holds no video, no frames and no folder"))
         # dataset.json last, one video a line (readable, greppable); then the one rename that makes OUT.
         index = json.dumps({"fps": float(fps), "resolution": s.resolution, "format": s.fmt})[:-1] + ', "videos": [\n' \
             + ",\n".join(json.dumps(v) for v in videos) + "\n]}\n"

@@ -44,6 +44,7 @@ import functools
 import hashlib
 import importlib.util
 import io
+import itertools
 import json
 import math
 import os
@@ -1211,6 +1212,7 @@ class Trainer:
         self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
         self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
         self.nonfinite, self.train_sec = 0, 0.0                  # zeroed gradients; training time at the last save
+        self.flags = {}                                          # train's --kimg, --snap ... (RUN_FLAGS), kept too
 
     def _latents(self, purpose: str):
         """z, clip times and motion tokens of this process's rows of the global batch (all B are drawn, then sliced:
@@ -1311,7 +1313,7 @@ class Trainer:
         return dict(cfg=dataclasses.asdict(self.cfg), G=self.G.state_dict(), G_ema=self.G_ema.state_dict(),
                     D=self.D.state_dict(), opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
                     aug=self.aug.state_dict(), step=self.step_idx, nimg=self.nimg, nvid=self.nvid,
-                    seed=self.seed, nonfinite=self.nonfinite, train_sec=self.train_sec)
+                    seed=self.seed, nonfinite=self.nonfinite, train_sec=self.train_sec, flags=self.flags)
 
     def load_state_dict(self, state: dict) -> None:
         """Everything of a checkpoint of ours; of an authors' snapshot (no optimizer state, no step):
@@ -1337,6 +1339,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
     when a signal stopped it (after saving)."""
     trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32)
+    trainer.flags = dict(kimg=kimg, snap=snap, tick=tick, metrics=list(metrics), metric_videos=metric_videos)
     cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
     # real_batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
     # (a video, k frame times: Sec 3.3) and decodes it, 4 steps ahead, so decoding overlaps the step.
@@ -1905,7 +1908,7 @@ def import_release_snapshot(path: str) -> dict:
     def module_state(obj, prefix=""):                    # a recorded torch module's tensors, by state_dict name
         state = obj.state if isinstance(obj, _Inert) else {}
         out = {prefix + name: tensor.detach() for group in ("_parameters", "_buffers")
-               for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor)}
+               for name, tensor in (state.get(group) or {}).items() if torch.is_tensor(tensor) and _plain(tensor)}
         for name, child in (state.get("_modules") or {}).items():
             out.update(module_state(child, f"{prefix}{name}."))
         return out
@@ -2129,8 +2132,8 @@ class VideoFolder:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
         except (KeyError, FileNotFoundError, zipfile.BadZipFile, NotImplementedError) as e:   # not in it; no zip
-            what = "not a dataset: no dataset.json" if os.path.exists(path) else "no such dataset"
-            if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):   # a FIFO, /dev/zero
+            what = "not a dataset: no dataset.json" if os.path.lexists(path) else "no such dataset"
+            if os.path.lexists(path) and not (os.path.isfile(path) or os.path.isdir(path)):   # a FIFO, a link loop
                 what = "not a regular file or a folder"
             if not isinstance(e, LookupError) and self.is_zip and open(path, "rb").read(2) == b"PK":   # a zip's start
                 what = "a zip that cannot be read (truncated or damaged)"
@@ -2148,14 +2151,18 @@ class VideoFolder:
         for i, v in enumerate(videos):
             name, n = (v.get("name"), v.get("frames")) if isinstance(v, dict) else (None, None)
             # A name is a folder of the dataset: one with '/' or '..' would read frames from outside it.
-            need(isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\]|^\.\.?$", name)
-                 and name not in seen, f"video {i}: 'name' must be a folder name (no '/', '.', '..') listed once", name)
+            need(isinstance(name, str) and 0 < len(name) <= 255 and not re.search(r"[/\\\x00-\x1f\x7f]|^\.\.?$", name)
+                 and name not in seen, f"video {i}: 'name' must be a folder name (no '/', '.', '..', control "
+                 "characters) listed once", name)
             need(type(n) is int and 1 <= n <= MAX_VIDEO_FRAMES,
                  f"video {i}: 'frames' must be an integer from 1 to {MAX_VIDEO_FRAMES:,}", n)
             seen.add(name)
         self.fps, self.resolution, self.ext = float(fps), int(res), "." + fmt
         self.names, self.lengths = [v["name"] for v in videos], [v["frames"] for v in videos]
-        listed = set(self._zip.namelist()) if self.is_zip else None
+        listed = set(names := self._zip.namelist()) if self.is_zip else None
+        if self.is_zip and len(listed) < len(names):                # (zipfile would read the last one)
+            twice = next(a for a, b in itertools.pairwise(sorted(names)) if a == b)
+            raise DataError(f"{path}: a zip holding a file twice ({twice}): which one is meant?")
         for name, n in zip(self.names, self.lengths):
             self.frame(f"{name}/000000{self.ext}", header_only=True)    # its first frame's size and mode
             for i in range(1, n) if self.is_zip else [n - 1]:           # each in a zip's index; a folder's last
@@ -2250,7 +2257,7 @@ def _atomic_write(path: str, data) -> None:
 def check_writable(out: str, folder: bool = False) -> None:
     """Before any work: a file made and removed where `out` goes (/proc's write bit lies); a folder: in its nearest.
     What is there already must be of its kind: a FIFO or /dev/zero is never replaced."""
-    if not out or os.path.exists(out) and not (os.path.isdir if folder else os.path.isfile)(out):
+    if not out or os.path.lexists(out) and not (os.path.isdir if folder else os.path.isfile)(out):   # (a dead link)
         raise UserError(f"{out or repr(out)}: cannot write here (not a {'folder' if folder else 'regular file'})")
     place = os.path.abspath(out) if folder else os.path.dirname(os.path.abspath(out))
     while folder and not os.path.exists(place):               # (made when written: nothing is left if refused)
@@ -2284,14 +2291,24 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     """A checkpoint (a file, a run's), projection or authors' snapshot, read as data, never code; settings checked."""
-    file = checkpoint_path(path)
-    if not os.path.isfile(file):
-        raise UserError(f"{file}: " + ("not a regular file" if os.path.exists(file) else f"no such {kind}"))
-    with open(file, "rb") as f:                                  # torch.save writes zips; a bare pickle: a snapshot?
-        if f.read(1) == b"\x80" and not zipfile.is_zipfile(file):
-            return import_release_snapshot(file)
+    file, infos = checkpoint_path(path), []
+    if not os.path.isfile(file):                                 # (a symlink loop exists too: not a file)
+        raise UserError(f"{file}: " + ("not a regular file" if os.path.lexists(file) else f"no such {kind}"))
+    try:                                                         # torch.save writes zips; a bare pickle: a snapshot?
+        with open(file, "rb") as f:
+            if f.read(1) == b"\x80" and not zipfile.is_zipfile(file):
+                return import_release_snapshot(file)
+            with contextlib.suppress(Exception):                 # (not a zip, a damaged one: torch.load says so)
+                infos = zipfile.ZipFile(f).infolist()
+    except OSError as e:
+        raise UserError(f"{file}: cannot read ({error_reason(e, file)})") from None
+    names, declared = [i.filename for i in infos], sum(i.file_size for i in infos)
+    if declared > os.path.getsize(file):                   # torch.save stores its records whole, never compressed
+        raise UserError(f"{file}: not a StyleGAN-V {kind}: its records declare {declared:,} bytes, more than its "
+                        f"{os.path.getsize(file):,} (a zip bomb?): refused unread")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings(action="ignore"):       # (torch's about a sparse tensor: said below)
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:                              # refused objects, not torch.save's format, truncated
         why = f"not a file torch.save wrote{' (nor an authors snapshot)' * (kind == 'checkpoint')}, or truncated"
         if isinstance(e, OSError) and e.errno != errno.EINVAL:       # (a cut zip: EINVAL, said as cut)
@@ -2299,9 +2316,17 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         # Only a class named ("Unsupported global") means Python objects; random bytes: "Unsupported operand".
         if isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower():
             why = "it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
-        if zipfile.is_zipfile(file) and "dataset.json" in zipfile.ZipFile(file).namelist():
+        if "dataset.json" in names:
             why = "it is a dataset (prepare_data.py's zip: pass it as --data)"
         raise UserError(f"{file}: not a StyleGAN-V {kind}: {why}") from None     # (never torch's unsafe advice)
+    seen, todo = set(), [state]
+    while todo:                                                  # every tensor in it, however nested (or cyclic)
+        if id(x := todo.pop()) not in seen:
+            seen.add(id(x))
+            todo += x.values() if isinstance(x, dict) else x if isinstance(x, (list, tuple)) else []
+            if torch.is_tensor(x) and not _plain(x):
+                raise UserError(f"{file}: not a StyleGAN-V {kind}: it holds a tensor of no dense floating-point "
+                                f"numbers ({x.dtype}, {x.layout}, on {x.device})")
     if kind != "checkpoint":
         return state
     if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in ("G_ema", "cfg")):
@@ -2318,6 +2343,10 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     return state
 
 
+def _plain(t: torch.Tensor) -> bool:           # numbers held in memory: dense (not sparse), not meta, floating-point
+    return t.layout == torch.strided and t.device.type == "cpu" and t.is_floating_point()
+
+
 def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
     """Before networks are built from a file's settings: they ask for no more weights than the file holds (counted
     on the meta device: shapes, no memory). Each setting is in range (check_config); this bounds their product.
@@ -2325,7 +2354,7 @@ def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
     with torch.device("meta"):
         asked = sum(t.numel() for net in nets for t in net(cfg).state_dict().values())
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() / t.element_size() for t in held
-                if torch.is_tensor(t)}
+                if torch.is_tensor(t) and _plain(t)}                # (a meta or sparse one holds nothing)
     if asked > sum(storages.values()):
         raise UserError(f"{path}: its settings ask for {asked:,} weights, more than it holds")
 
@@ -2409,6 +2438,7 @@ def cmd_convert(args) -> None:
 _NAMES = [f.name for f in dataclasses.fields(Config)]
 ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
 KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_FIELDS} - {"num_fp16_res", "conv_clamp"}]
+RUN_FLAGS = ("kimg", "snap", "tick", "metrics", "metric_videos")     # train's flags a resumed run keeps, as KEPT
 RUN_ENTRY = re.compile(r"(checkpoint|config|log)(\.partial-\d+)?\.(pt|json|jsonl)|train\.lock|samples"
                        r"|samples/kimg[\d.]+(\.partial-\d+)?\.(mp4|png)")   # what train writes, or a killed one left
 
@@ -2577,7 +2607,7 @@ class GracefulStop:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
 
     @staticmethod
-    def ignore(_worker_id: int) -> None:             # DataLoader workers: the training process saves, then stops
+    def ignore(_worker_id: int) -> None:     # DataLoader workers, again: torch's worker loop sets a SIGTERM handler
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
 
@@ -2587,7 +2617,8 @@ class GracefulStop:
 
 def _unwrap_worker_errors(loader, save):
     """A DataLoader's batches; a worker's DataError as one line, once save() kept the steps done; closing ends them."""
-    iterator = iter(loader)
+    with GracefulStop(signal.SIG_IGN):      # workers spawned now ignore SIGINT, SIGTERM from their first instant (so
+        iterator = iter(loader)             # it stays across exec): a Ctrl-C to the group reaches the trainer alone
     try:
         yield from iterator
     except DataError as e:
@@ -2726,7 +2757,7 @@ def load_projection(path: str) -> dict:
     rules = dict(weights=lambda v: isinstance(v, str), ckpt=lambda v: isinstance(v, str),
                  w=lambda v: floats(v, 1), tokens=lambda v: floats(v, 2),      # (their sizes: G's, checked by sample)
                  times=lambda v: floats(v, 1, torch.float64) and 0 < len(v) <= 64 and 0 <= v.min() <= v.max() < 1e9,
-                 fps=lambda v: type(v) in (int, float) and 0 < v <= MAX_DATASET_FPS,
+                 fps=lambda v: type(v) in (int, float) and CONFIG_RANGES["fps"][1] <= v <= MAX_DATASET_FPS,
                  first=lambda v: type(v) is int and abs(v) < 2 ** 40, motion_seed=lambda v: type(v) is int and v >= 0)
     for key, ok in rules.items():                               # (times: at most project's 64 frames, finite)
         if not ok(state.get(key)):
@@ -2842,7 +2873,6 @@ def cmd_train(args) -> None:
     world, rank = (int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])) if torchrun else (args.gpus, 0)
     for refused, message in (              # flags that contradict each other or the machine: not silently ignored
             (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
-            (args.metric_videos is not None and not args.metrics, "--metric-videos is for --metrics: add one"),
             (device.type == "cpu" and args.amp_dtype == "float16", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
             (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: not with --gpus"),
             (not torchrun and args.device != "cpu" and world > max(gpus, 1),
@@ -2879,20 +2909,36 @@ def cmd_train(args) -> None:
     if args.resume == "auto" and not os.path.isfile(own):
         args.resume = None
     cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, given)
+    videos_given = args.metric_videos
+    # A resumed run of ours keeps its --kimg, --snap, --tick, --metrics, --metric-videos too (the flags given on top),
+    # read back from the checkpoint through the flags' own checks.
+    if isinstance(flags := (state or {}).get("flags"), dict):
+        kept = {k: v if isinstance(v, list) else [v] for k, v in flags.items() if k in RUN_FLAGS and v is not None}
+        argv = [a for k, v in kept.items() for a in (f"--{k}".replace("_", "-"), *map(str, v))]
+        try:
+            old = build_parser().parse_args(["train", "--data", args.data, *argv])
+        except UserError:
+            raise UserError(f"{path}: a checkpoint with impossible run settings {argv}") from None
+        vars(args).update({k: getattr(old, k) for k in RUN_FLAGS if getattr(args, k) is None})
+    if videos_given is not None and not args.metrics:
+        raise UserError("--metric-videos is for --metrics: add one")
     # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
     # apart; FVD on the paper's 2048 videos a side, 64 on a CPU (I3D there: ~1 s a video).
     args.kimg = args.kimg or (200.0 if cfg.preset == "tiny" else 25000.0)
-    args.snap = args.snap or min(200.0, args.kimg / 5)
+    args.snap, args.tick, args.metrics = args.snap or min(200.0, args.kimg / 5), args.tick or 1.0, args.metrics or []
     args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
     if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
                         f"has {max(data.lengths)}")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    # A step's memory, on a CPU (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations for each frame
-    # of the global batch, times 32 for the saved tensors, backward, R1's double backward (17-25 measured, 32-128^2).
-    if device.type == "cpu":
-        check_memory(cfg, cfg.batch * cfg.frames_per_clip, 32, device,
-                     f"a training step at {cfg.resolution}^2 with --batch {cfg.batch}", "--batch", d=True)
+    # This machine's memory, before the work: its processes (a trainer per GPU, its --workers loaders: 400 MB each; a
+    # loader measured 370 MB) and on a CPU a step (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations
+    # for each frame of the global batch, times 32 for the saved tensors, backward, R1's double backward (17-25
+    # measured, 32-128^2).
+    procs = int(os.environ.get("LOCAL_WORLD_SIZE", world)) * (1 + args.workers)
+    check_memory(cfg, cfg.batch * cfg.frames_per_clip * (device.type == "cpu"), 32, torch.device("cpu"),
+                 f"{procs} process(es) and a training step at {cfg.resolution}^2 with --batch {cfg.batch}",
+                 "--batch, --workers or --gpus", d=True, extra=procs * 400 * 2 ** 20)
     # The plan, said first (--dry-run: then the config on stdout, as JSON, lr and r1_gamma as Trainer resolves them).
     plan, done = "a new run", 0.0
     if state is not None and "opt_G" in state:
@@ -2975,7 +3021,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--outdir", None, None, "run directory (default runs/<preset>-<data>); a new run needs an empty one"),
             ("--kimg", KIMG, None, "train until D has seen this many thousand real frames (default 25000; tiny 200)"),
             ("--snap", KIMG, None, "checkpoint + samples every this many kimg (default min(200, kimg/5))"),
-            ("--tick", KIMG, 1.0, "log a line to log.jsonl at every multiple of this many kimg (default 1)"),
+            ("--tick", KIMG, None, "log a line to log.jsonl at every multiple of this many kimg (default 1)"),
             ("--seed", SEED, 0, "seed of weights and of every random draw (default 0)"),
             ("--batch", INT(1, 65536), None, "videos per step over all processes (paper 64)"),
             ("--frames-per-clip", INT(1, 33), None, "k frames D sees per video (paper 3)"),
@@ -2992,7 +3038,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--gpus", INT(1, 1024), 1, "processes, one per GPU (with --device cpu: CPU processes)"),
             ("--workers", INT(0, 64), 2, "data-loading worker processes per training process (default 2)"),
             ("--resume", None, None, "a checkpoint or run directory to continue from, or 'auto' (--outdir's)"),
-            ("--metrics", ["fvd16", "fvd128"], [], "computed at each snapshot", dict(nargs="*")),
+            ("--metrics", ["fvd16", "fvd128"], None, "computed at each snapshot", dict(nargs="*")),
             ("--metric-videos", INT(2, 100000), None, "videos a side per metric (default: 2048 on a GPU, 64 on a CPU)"),
             ("--dry-run", "store_true", False, "check the inputs, print the config (JSON) and the run's plan, stop")]),
         bench=(cmd_bench, "speed of rendering (and of training steps)", DEVICE + [

@@ -631,6 +631,8 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "1e7-frames.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v0", "frames": 10 ** 7}]}, _TWO),
     "1e9-frames.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v0", "frames": 10 ** 9}]}, _TWO),
     "path-in-name.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "../evil", "frames": 2}]}, _TWO),
+    "newline.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "a\nb", "frames": 2}]}, _TWO),
+    "twice.zip": lambda p: _write_meta(p, _META, _TWO) and zipfile.ZipFile(p, "a").writestr("v0/000001.png", b""),
     "duplicates.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v0", "frames": 2}] * 2}, _TWO),
     "later-8x8.zip": lambda p: _write_meta(p, {**_META, "videos": [*_META["videos"], {"name": "v1", "frames": 1}]},
                                            {**_TWO, "v1/000000.png": np.zeros((8, 8, 3), np.uint8)}),
@@ -649,7 +651,12 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "ffs.pt": lambda p: _checkpoint(p, sv.make_config("ffs", resolution=16, channel_max=8, d_channel_max=8)),
     # a G_ema of stride-0 tensors: 10^8 weights claimed by a file of 1 kB, which holds 1 (each storage counted once)
     "expanded.pt": lambda p: torch.save({"cfg": vars(tiny()), "G_ema": {"w": torch.zeros(1).expand(10 ** 8)}}, p),
-    "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"),
+    # tensors of no numbers (meta: 10^11 claimed by 2 kB; sparse), a record deflated (torch.save never compresses)
+    **{f"{k}.pt": lambda p, t=t: torch.save({"cfg": vars(tiny()), "G_ema": {"w": t}}, p) for k, t in [
+        ("meta", torch.empty(10 ** 11, device="meta")), ("sparse", torch.zeros(4, 4).to_sparse())]},
+    "bomb.pt": lambda p: [torch.save({"w": torch.zeros(10 ** 6)}, b := io.BytesIO())] and [zipfile.ZipFile(
+        p, "a", zipfile.ZIP_DEFLATED).writestr(i.filename, zipfile.ZipFile(b).read(i)) for i in zipfile.ZipFile(b).infolist()],
+    "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"), "dead-link": lambda p: os.symlink("no/x", p),
     "a-file": lambda p: p.write_text("a file, not a folder"), "fifo.mp4": lambda p: os.mkfifo(p),
 }
 
@@ -911,8 +918,8 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     trainer = sv.Trainer(sv.Config(**{**state["cfg"], "lr": 0.002, "aug": "fixed", "aug_p": 0.5}), sv.Dist())
     trainer.load_state_dict(state)           # Adam's moments and ADA's state resumed; its settings, a new p this run's
     assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(0.002 * 4 / 5) and trainer.aug.p == 0.5
-    plan = train("--resume", "a", "--dry-run")[1][-1]          # a run named, no --outdir: continued where it is
-    assert ": resuming a/checkpoint.pt at 0.02 kimg (step 1), to 200 kimg in a," in plan
+    plan = train("--resume", "a", "--dry-run")[1][-1]      # a run named, no --outdir: continued where it is, to its
+    assert plan.endswith(": resuming a/checkpoint.pt at 0.02 kimg (step 1); --kimg is 0.024: nothing to train")  # kimg
     before = (tmp_path / "b" / "checkpoint.pt").read_bytes()   # another run's checkpoint never goes into a run
     code, err = train("--outdir", "b", "--resume", "a", "--kimg", "1")
     assert code == 2 and len(err) == 1 and "b: a run is already there" in err[0], err
@@ -994,7 +1001,7 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     for flag in (["--num", "2"], ["--seed", "0"]):
         assert_refused(["sample", "--from", "proj.pt", *flag, "--out", "w"], ["--from proj.pt renders its one"], capsys)
     proj = torch.load("proj.pt")
-    for key, bad, said in [("tokens", "x", ": its 'tokens' is"), ("w", proj["w"].long(), ": its 'w' is"),  # crafted
+    for key, bad, said in [("tokens", "x", ": its 'tokens' is"), ("w", proj["w"][None], ": its 'w' is"),  # crafted
                            ("times", torch.arange(1e7, dtype=torch.float64), ": its 'times' is"),   # days of video
                            ("times", proj["times"] * math.nan, ": its 'times' is"),
                            ("tokens", proj["tokens"][:3], " of this generator (its w, tokens or first")]:
@@ -1119,7 +1126,11 @@ def refused(tmp_path, monkeypatch, capsys):
     _row("sample --seconds 0.2 --out fifo.mp4", "fifo.mp4: cannot write here (not a regular file)"),    # never replaced
     _row("sample --seconds 0.2 --ckpt big.pt --out o.mp4", "big.pt: its settings ask for 88,480,655 weights, more than it holds"),
     _row("sample --seconds 0.2 --ckpt expanded.pt --out o.mp4", "expanded.pt: its settings ask for 1,496,713 weights"),
-    _row("sample --seconds 0.2 --out /dev/zero", "/dev/zero: cannot write here (not a folder)"),       # (no extension: PNGs)
+    *[_row(f"sample --seconds 0.2 --ckpt {f} --out o.mp4", f"{f}: not a StyleGAN-V checkpoint: ", said) for f, said in [
+        ("meta.pt", "it holds a tensor of no dense floating-point numbers (torch.float32, torch.strided, on meta)"),
+        ("sparse.pt", "(torch.float32, torch.sparse_coo, on cpu)"), ("bomb.pt", "its records declare 4,000,")]],
+    *[_row(f"sample --seconds 0.2 --out {out}", f"{out}: cannot write here (not a folder)") for out in (
+        "/dev/zero", "dead-link")],                                                 # (no extension: PNGs)
     # /proc and /sys: a folder write bit, but no new files
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (", fresh=True, fast=True)
       for out in ("/proc/x.mp4", "/sys/frames")],
@@ -1209,7 +1220,8 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("1e7-frames.zip", "lists 10000000 frames but v0/000002.png is missing"),
         ("1e9-frames.zip", "'frames' must be an integer from 1 to 100,000,000"),
         ("path-in-name.zip", "'name' must be a folder name", "../evil"), ("duplicates.zip", "listed once", "got 'v0'"),
-        ("later-8x8.zip", "v1/000000.png is a 8x8 RGB image", "says 16x16"),
+        ("later-8x8.zip", "v1/000000.png is a 8x8 RGB image", "says 16x16"), ("newline.zip", "characters", "'a\\nb'"),
+        ("twice.zip", "twice.zip: a zip holding a file twice (v0/000001.png): which one is meant?"),
         ("4x4.zip", "resolution must be a power of two, 8-2048", "got 4")]],
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
@@ -1784,6 +1796,10 @@ def _kimgs(outdir):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues_and_the_lock_holds(tmp_path, sig):
     data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
+    early = _hd_popen("stylegan_v.py", "train", "--data", data, *LONG_RUN, "--workers", "2", "--outdir", tmp_path / "e")
+    _hd_wait_until(lambda: (tmp_path / "e" / "config.json").is_file(), early) or time.sleep(0.5)   # to all, as Ctrl-C,
+    os.killpg(early.pid, sig)                                 # as its loader's workers start (before they ignore it)
+    assert early.wait(120) == 130 and b"Traceback" not in early.communicate()[1]
     proc = _train_until_logged(data, out, 2)
     try:
         for extra, said in (([], "a run is already there"),        # while it runs: neither a new run nor a resume
@@ -2954,7 +2970,7 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
         ("res.zip", "resolution must be a power of two, 8-2048, got '16'"), ("array.zip", "must be an object"),
         ("frames.zip", "video 0: 'frames' must be an integer from 1 to 100,000,000, got 2.0"),
         ("fps.zip", "fps must be a number in (0, 1000], got '25'"), ("fmt.zip", "format must be like 'jpg', got 5"),
-        ("evil.zip", "video 0: 'name' must be a folder name (no '/', '.', '..') listed once, got '../v0'")]],
+        ("evil.zip", "video 0: 'name' must be a folder name (no '/', '.', '..', control characters) listed once")]],
     ("--real {data} --fake {cut.zip}", "--fake {d}/cut.zip: not a readable zip (truncated or damaged)", {}),
     ("--real {data} --fake {v10.zip}", "v10.zip: not a readable zip (damaged: NotImplementedError: zip file version", {}),
     ("--real {crc.zip} --fake {data}", "crc.zip: cannot read dataset.json (Bad CRC-32 for file 'dataset.json')", {}),
