@@ -435,7 +435,8 @@ class Source:
                           file=sys.stderr, disable=not progress)
             self.lengths, self.sizes, rates = map(list, zip(*probes))   # rates to ffmpeg's 2 decimals (29.97)
             if len(known := sorted({round(r, 2) for r in rates if r})) > 1:   # FVD compares motion at one rate
-                raise FVDError(f"{self.path}: videos at {' and '.join(f'{r:g}' for r in known)} fps, not one rate")
+                raise FVDError(f"{self.path}: videos at {' and '.join(f'{r:g}' for r in known)} fps, not one rate "
+                               "(prepare_data.py makes them one dataset at one rate)")
             self.fps = rates[0] if all(rates) else None                  # (a frame folder among them: unknown)
 
     def _each(self, fn, jobs, workers):

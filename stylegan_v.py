@@ -1370,8 +1370,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
             done, trainer.interrupted = trainer.nimg >= total, stop.anywhere(dist)
             if _crossed(trainer.nimg, tick, tick_state["nimg"]) or done:                  # a log line
                 _log_tick(trainer, tick_state, log, bar, clock)
-            if _crossed(trainer.nimg, snap, last_snap) or done or trainer.interrupted:    # a snapshot
-                last_snap, ckpt = trainer.nimg, _snapshot(trainer, outdir, previews, clock)
+            if _crossed(trainer.nimg, snap, last_snap) or done or trainer.interrupted:  # a snapshot (stop: no previews)
+                last_snap, ckpt = trainer.nimg, _snapshot(trainer, outdir, previews and not trainer.interrupted, clock)
                 if metrics and not trainer.interrupted:
                     _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
             if done or trainer.interrupted:
@@ -2106,7 +2106,8 @@ def cmd_plot(args) -> None:
                 except (ValueError, TypeError, AttributeError, KeyError):
                     raise UserError(f"{path}: line {number}: no JSON object of numbers kimg, {args.metric}") from None
         if not rows:
-            raise UserError(f"{path}: no '{args.metric}' values (--metric: a key of its lines; FVD: train --metrics)")
+            raise UserError(f"{path}: no '{args.metric}' values (--metric: a key of its lines, as loss_G; FVD: "
+                            "train --metrics)")
         curves[label] = np.array(sorted(rows.items()), dtype=np.float64)
         print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in curves[label]))
     _atomic_write(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
