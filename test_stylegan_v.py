@@ -1785,7 +1785,7 @@ def _kimgs(outdir):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues_and_the_lock_holds(tmp_path, sig):
     data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "run"
-    early = _hd_popen("stylegan_v.py", "train", "--data", data, *LONG_RUN, "--workers", "2", "--outdir", tmp_path / "e")
+    early = _hd_popen("stylegan_v.py", "train", "--data", data, *LONG_RUN, "--workers", "1", "--outdir", tmp_path / "e")
     _hd_wait_until(lambda: (tmp_path / "e" / "config.json").is_file(), early) or time.sleep(0.5)   # to all, as Ctrl-C,
     os.killpg(early.pid, sig)                                 # as its loader's workers start (before they ignore it)
     assert early.wait(120) == 130 and b"Traceback" not in early.communicate()[1]
