@@ -497,7 +497,10 @@ class Source:
     def _dataset(self, _files):
         """A dataset's videos in dataset.json's order, read by stylegan_v.py's VideoFolder: the one reader of the
         format, held to its rules at the door (dataset.json, every listed frame present, each first frame's header)."""
-        import stylegan_v as sv
+        try:
+            import stylegan_v as sv
+        except ImportError:
+            raise FVDError(f"{self.path}: a dataset is read by stylegan_v.py: keep it beside fvd.py") from None
         try:
             self.folder = sv.VideoFolder(self.path)
         except sv.DataError as e:
@@ -510,7 +513,10 @@ class Source:
         """What cached statistics are of: the size and mtime of the file, or of every file used."""
         files = [self.path] if os.path.isfile(self.path) else [
             os.path.join(self.root, f) for _, _, fs in self.items for f in fs]
-        stamps = [[s.st_size, s.st_mtime_ns] for s in map(os.stat, files)]
+        try:
+            stamps = [[s.st_size, s.st_mtime_ns] for s in map(os.stat, files)]
+        except OSError as e:                                        # (a dataset folder's frame gone)
+            raise FVDError(f"{self.path}: cannot read {e.filename} ({e.strerror})") from None
         return [str(Path(self.path).resolve()), hashlib.sha256(json.dumps(stamps).encode()).hexdigest()]
 
     def _open(self, file, limit=None):

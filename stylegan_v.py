@@ -62,8 +62,9 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
-if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
-    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("stylegan_v.py: interrupted\n"), os._exit(130)))
+if __name__ == "__main__":   # Ctrl-C or kill while torch loads (seconds; its imports may swallow a KeyboardInterrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: (sys.stderr.write("stylegan_v.py: interrupted\n"), os._exit(130)))
 
 import numpy as np
 import torch
@@ -2261,12 +2262,12 @@ def check_writable(out: str, folder: bool = False) -> None:
     if not out or os.path.lexists(out) and not (os.path.isdir if folder else os.path.isfile)(out):   # (a dead link)
         raise UserError(f"{out or repr(out)}: cannot write here (not a {'folder' if folder else 'regular file'})")
     place = os.path.abspath(out) if folder else os.path.dirname(os.path.abspath(out))
-    while folder and not os.path.exists(place):               # (made when written: nothing is left if refused)
+    while folder and not os.path.lexists(place):              # (made when written: nothing is left if refused)
         place = os.path.dirname(place)
     try:
         tempfile.TemporaryFile(dir=place).close()             # (unnamed where it can be: never left behind)
     except OSError as e:
-        raise UserError(f"{out}: cannot write here ({error_reason(e)})") from None
+        raise UserError(f"{out}: cannot write here ({error_reason(e)})") from None     # (a dead link on the way too)
 
 
 def remove_stale_partials(path: str, every: bool = False) -> None:
@@ -2326,8 +2327,9 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
             seen.add(id(x))
             todo += x.values() if isinstance(x, dict) else x if isinstance(x, (list, tuple)) else []
             if torch.is_tensor(x) and not _plain(x):
-                raise UserError(f"{file}: not a StyleGAN-V {kind}: it holds a tensor of no dense floating-point "
-                                f"numbers ({x.dtype}, {x.layout}, on {x.device})")
+                why = f"{x.dtype}, {x.layout}" + ", not contiguous" * (x.is_contiguous() is False)
+                raise UserError(f"{file}: not a StyleGAN-V {kind}: it holds a tensor that is not contiguous floating-"
+                                f"point numbers ({why}, on {x.device})")
     if kind != "checkpoint":
         return state
     if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in ("G_ema", "cfg")):
@@ -2344,8 +2346,9 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     return state
 
 
-def _plain(t: torch.Tensor) -> bool:           # numbers held in memory: dense (not sparse), not meta, floating-point
-    return t.layout == torch.strided and t.device.type == "cpu" and t.is_floating_point()
+def _plain(t: torch.Tensor) -> bool:    # numbers held in memory: dense and contiguous (not sparse, not stride 0), not
+    return t.layout == torch.strided and t.device.type == "cpu" and t.is_contiguous() and t.dtype in (   # meta, floats
+        torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
@@ -2913,20 +2916,26 @@ def cmd_train(args) -> None:
     videos_given = args.metric_videos
     # A resumed run of ours keeps its --kimg, --snap, --tick, --metrics, --metric-videos too (the flags given on top),
     # read back from the checkpoint through the flags' own checks.
-    if isinstance(flags := (state or {}).get("flags"), dict):
-        kept = {k: v if isinstance(v, list) else [v] for k, v in flags.items() if k in RUN_FLAGS and v is not None}
-        argv = [a for k, v in kept.items() for a in (f"--{k}".replace("_", "-"), *map(str, v))]
-        try:
+    if state is not None and "flags" in state:
+        flags = state["flags"]
+        kept = {k: v for k, v in flags.items() if v is not None} if isinstance(flags, dict) else {"": flags}
+        try:                                                     # numbers, or metrics' names: never a flag's name
+            if not all(k in RUN_FLAGS and (type(v) in (int, float) or k == "metrics" and isinstance(v, list) and len(
+                    v) <= 2 and all(m in ("fvd16", "fvd128") for m in v)) for k, v in kept.items()):
+                raise UserError("")
+            argv = [a for k, v in kept.items() for a in (f"--{k}".replace("_", "-"), *map(str, v if k == "metrics"
+                                                                                          else [v]))]
             old = build_parser().parse_args(["train", "--data", args.data, *argv])
         except UserError:
-            raise UserError(f"{path}: a checkpoint with impossible run settings {argv}") from None
+            raise UserError(f"{path}: a checkpoint with impossible run settings (its 'flags')") from None
         vars(args).update({k: getattr(old, k) for k in RUN_FLAGS if getattr(args, k) is None})
+    args.metrics = list(dict.fromkeys(args.metrics or []))                      # (fvd16 twice: once)
     if videos_given is not None and not args.metrics:
         raise UserError("--metric-videos is for --metrics: add one")
     # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
     # apart; FVD on the paper's 2048 videos a side, 64 on a CPU (I3D there: ~1 s a video).
     args.kimg = args.kimg or (200.0 if cfg.preset == "tiny" else 25000.0)
-    args.snap, args.tick, args.metrics = args.snap or min(200.0, args.kimg / 5), args.tick or 1.0, args.metrics or []
+    args.snap, args.tick = args.snap or min(200.0, args.kimg / 5), args.tick or 1.0
     args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
     if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
