@@ -2346,8 +2346,8 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     return state
 
 
-def _plain(t: torch.Tensor) -> bool:    # numbers held in memory: dense and contiguous (not sparse, not stride 0), not
-    return t.layout == torch.strided and t.device.type == "cpu" and t.is_contiguous() and t.dtype in (   # meta, floats
+def _plain(t: torch.Tensor) -> bool:    # floats held in memory, dense and contiguous: not meta, sparse, stride 0, int
+    return t.layout == torch.strided and t.device.type == "cpu" and t.is_contiguous() and t.dtype in (
         torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -2443,6 +2443,7 @@ _NAMES = [f.name for f in dataclasses.fields(Config)]
 ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
 KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_FIELDS} - {"num_fp16_res", "conv_clamp"}]
 RUN_FLAGS = ("kimg", "snap", "tick", "metrics", "metric_videos")     # train's flags a resumed run keeps, as KEPT
+METRICS = {"fvd16", "fvd128"}                                          # --metrics' choices
 RUN_ENTRY = re.compile(r"(checkpoint|config|log)(\.partial-\d+)?\.(pt|json|jsonl)|train\.lock|samples"
                        r"|samples/kimg[\d.]+(\.partial-\d+)?\.(mp4|png)")   # what train writes, or a killed one left
 
@@ -2919,12 +2920,13 @@ def cmd_train(args) -> None:
     if state is not None and "flags" in state:
         flags = state["flags"]
         kept = {k: v for k, v in flags.items() if v is not None} if isinstance(flags, dict) else {"": flags}
+        legal = lambda k, v: k in RUN_FLAGS and (type(v) in (int, float) if k != "metrics" else  # noqa: E731
+                                                 isinstance(v, list) and len(v) <= 2 and set(map(str, v)) <= METRICS)
         try:                                                     # numbers, or metrics' names: never a flag's name
-            if not all(k in RUN_FLAGS and (type(v) in (int, float) or k == "metrics" and isinstance(v, list) and len(
-                    v) <= 2 and all(m in ("fvd16", "fvd128") for m in v)) for k, v in kept.items()):
+            if not all(legal(k, v) for k, v in kept.items()):
                 raise UserError("")
-            argv = [a for k, v in kept.items() for a in (f"--{k}".replace("_", "-"), *map(str, v if k == "metrics"
-                                                                                          else [v]))]
+            argv = [a for k, v in kept.items() for a in (f"--{k}".replace("_", "-"), *map(str, v if isinstance(
+                v, list) else [v]))]
             old = build_parser().parse_args(["train", "--data", args.data, *argv])
         except UserError:
             raise UserError(f"{path}: a checkpoint with impossible run settings (its 'flags')") from None
@@ -3048,7 +3050,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--gpus", INT(1, 1024), 1, "processes, one per GPU (with --device cpu: CPU processes)"),
             ("--workers", INT(0, 64), 2, "data-loading worker processes per training process (default 2)"),
             ("--resume", None, None, "a checkpoint or run directory to continue from, or 'auto' (--outdir's)"),
-            ("--metrics", ["fvd16", "fvd128"], None, "computed at each snapshot", dict(nargs="*")),
+            ("--metrics", sorted(METRICS, key=len), None, "computed at each snapshot", dict(nargs="*")),
             ("--metric-videos", INT(2, 100000), None, "videos a side per metric (default: 2048 on a GPU, 64 on a CPU)"),
             ("--dry-run", "store_true", False, "check the inputs, print the config (JSON) and the run's plan, stop")]),
         bench=(cmd_bench, "speed of rendering (and of training steps)", DEVICE + [
