@@ -21,8 +21,6 @@ as stylegan_v.py counts time in frames (--fps, by default the most common): ever
 (§3). Few mechanisms, used everywhere: checks at the door (§1, §3), one atomic writer (§6), ONE error line (§7).
 """
 
-from __future__ import annotations
-
 import argparse
 import collections
 import concurrent.futures
@@ -85,7 +83,7 @@ def check_flag(flag: str, value):
                          and lo <= value <= hi and (flag != "--resolution" or value & (value - 1) == 0)):
         return value                                        # (nan fails lo <= value)
     what = "a power of two" if flag == "--resolution" else "a number" if real else "an integer"
-    raise PrepareError(f"{flag} must be {what} in " + (f"{lo:g}..{hi:g}" if real else f"{lo}..{hi}") + f", not {value!r}")
+    raise PrepareError(f"{flag} must be {what} in {lo:{'g' * real}}..{hi:{'g' * real}}, not {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +134,7 @@ def center_crop_resize(frame: np.ndarray, resolution: int) -> np.ndarray:
 
 def encode_frame(frame: np.ndarray, fmt: str = "jpg", quality: int = 95) -> bytes:
     """uint8 [R, R, 3] -> the bytes of a .jpg or .png file (Pillow, as the paper's protocol)."""
-    Image.fromarray(frame).save(buf := io.BytesIO(), "JPEG" if fmt == "jpg" else "PNG", quality=quality)  # (PNG: unused)
+    Image.fromarray(frame).save(buf := io.BytesIO(), "JPEG" if fmt == "jpg" else "PNG", quality=quality)  # (PNG: none)
     return buf.getvalue()
 
 
@@ -172,27 +170,28 @@ def discover(src: str) -> tuple:
     searched further, hidden files (.DS_Store) are no entries, frames are in natural order (f2 before f10)."""
     def kind(path):                                         # (the extension first: no stat per frame)
         ext = os.path.splitext(path)[1].lower()
-        return "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else "dir" if os.path.isdir(path) else "other"
+        return "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else "dir" * os.path.isdir(path) or "file"
 
     def entries(path):
         try:
-            return {e: kind(os.path.join(path, e)) for e in sorted((e for e in os.listdir(path) if e[0] != "."), key=lambda
-                    e: [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", e)])}
+            return {e: kind(os.path.join(path, e)) for e in sorted((e for e in os.listdir(path) if e[0] != "."),
+                    key=lambda e: [(0, int(s)) if s.isdigit() else (1, s.lower()) for s in re.split(r"(\d+)", e)])}
         except OSError as e:
             raise PrepareError(f"cannot read folder {path}: {e.strerror or e}") from None
 
     def frame_folder(path, label, kinds):
         other = [e + "/" * (k == "dir") for e, k in kinds.items() if k != "image"]
         note = f"left out, not images: {', '.join(other[:5])}" + f" and {len(other) - 5} more" * (len(other) > 5)
-        return Source("frames", label, path=path, files=tuple(os.path.join(path, e) for e in kinds if kinds[e] == "image"),
-                      notes=(note,) if other else ())
+        return Source("frames", label, path=path, notes=(note,) if other else (),
+                      files=tuple(os.path.join(path, e) for e in kinds if kinds[e] == "image"))
 
     reason = lambda e, k: ("a lone image: put the frames of a video in a folder of their own" if k == "image" else
                            f"not a video (extension {os.path.splitext(e)[1] or '(none)'}; expected a folder of frames "
                            "or one of " + ", ".join(VIDEO_EXTS) + ")")
     if not os.path.exists(src):
         raise PrepareError(f"{src}: no such file or folder")
-    folder, kinds = (src, entries(src)) if os.path.isdir(src) else (os.path.dirname(src), {os.path.basename(src): kind(src)})
+    folder, name = (src, None) if os.path.isdir(src) else os.path.split(src)
+    kinds = entries(src) if name is None else {name: kind(src)}
     if os.path.isdir(src) and "image" in kinds.values() and not {"dir", "video"} & set(kinds.values()):
         return [frame_folder(src, os.path.basename(os.path.abspath(src)) + "/", kinds)], []    # one frame folder
     sources, skipped = [], []
@@ -385,7 +384,8 @@ def check_out(out: str) -> tuple:
     if ext and not as_zip:                                  # (o.gif would be a folder named o.gif)
         raise PrepareError(f"cannot write {out}: OUT is a .zip file or a folder (no extension), not a {ext}")
     if not os.path.isdir(parent):
-        raise PrepareError(f"cannot write {out}: {parent} " + ("is a file" if os.path.exists(parent) else "does not exist"))
+        why = "is a file" if os.path.exists(parent) else "does not exist"
+        raise PrepareError(f"cannot write {out}: {parent} {why}")
     taken = os.path.lexists(out) and (as_zip or not os.path.isdir(out) or bool(os.listdir(out)))
     if as_zip and os.path.isfile(out):                      # only a dataset it wrote: dataset.json and frames alone
         with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(out) as z:
@@ -576,7 +576,7 @@ def main(argv: Optional[list] = None) -> int:
         if a.quality is not None and a.fmt != "jpg":
             parser.error(f"--quality applies to --format jpg only ({a.fmt} is lossless)")
         if a.src is None or (a.out is None) != a.demo:
-            parser.error("--demo takes one path, OUT (e.g. --demo demo.zip)" if a.demo else "need SRC and OUT (or --demo OUT)")
+            parser.error("--demo takes one path, OUT" if a.demo else "need SRC and OUT (or --demo OUT)")
         with warnings.catch_warnings():                     # Pillow warns of a frame over 89 M pixels as it reads
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)     # its header: _check_size refuses it
             run(*[a.src, a.out][:2 - a.demo], **given, progress=True)

@@ -1438,12 +1438,10 @@ def anchor_params(G, motion, t, cache: Optional[dict] = None):
     j = torch.floor(t / G.cfg.motion_delta_z).long()                     # [T]
     nb, ctx, D = ANCHOR_BLOCK, G.motion.context, G.cfg.motion_dim
     seed, first, given = motion if isinstance(motion, tuple) else (int(motion), 0, torch.zeros(0, D))
-    rows = []
+    rows, cache = [], {} if cache is None else cache                     # (each block computed once a call at least)
     for jj in j.tolist() + (j + 1).tolist():                             # left, then right anchors
         b = jj // nb
-        key = (motion, b)
-        block = None if cache is None else cache.get(key)
-        if block is None:
+        if (block := cache.get(key := (motion, b))) is None:
             lo = b * nb - ctx                                              # the block's first token
             tokens = motion_tokens(seed, lo, nb + ctx, D)
             a, e = max(first, lo), min(first + len(given), lo + nb + ctx)  # the given ones in this block
@@ -1451,10 +1449,9 @@ def anchor_params(G, motion, t, cache: Optional[dict] = None):
                 tokens[a - lo:e - lo] = given[a - first:e - first].cpu()
             tokens = tokens.to(G.mapping.w_avg.device)
             block = [p[0] for p in G.motion(tokens[None])]                 # 4 x [nb, D]
-            if cache is not None and len(cache) >= 256:                    # bounded: memory stays flat; a
-                cache.pop(next(iter(cache)))                               # dict keeps insertion order, so
-            if cache is not None:                                          # this drops the oldest block
-                cache[key] = block
+            if len(cache) >= 256:                                          # bounded: memory stays flat; a dict
+                cache.pop(next(iter(cache)))                               # keeps insertion order: the oldest goes
+            cache[key] = block
         rows.append([p[jj - b * nb] for p in block])
     params = [torch.stack([r[i] for r in rows]) for i in range(4)]       # 4 x [2T, D]
     return [p.reshape(2, len(t), -1).transpose(0, 1) for p in params], j  # 4 x [T, 2, D], [T]
