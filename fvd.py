@@ -807,9 +807,15 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
         if clips is not None:
             info[role].update(videos=len(src.lengths),
                               too_short=sum(n < _shortest(frames, subsample, protocol) for n in src.lengths))
-    if (fewest := min(s.n for s in stats.values())) <= (dim := len(stats["real"].sum)):   # rank(Σ) ≤ n − 1 < D
-        info["warning"] = f"{fewest} videos, {dim}-d features: Σ rank-deficient, FVD biased up"
-        print(f"fvd: warning: {info['warning']}", file=sys.stderr)
+    # Said, not refused (FVD is defined for any two sets): what makes the number unlike the paper's protocol.
+    fewest, dim = min(s.n for s in stats.values()), len(stats["real"].sum)
+    said = [f"{fewest} videos, {dim}-d features: Σ rank-deficient, FVD biased up"] * (fewest <= dim)   # rank ≤ n − 1
+    if len(sizes := {hw for src, _ in sides.values() for hw in src.sizes}) > 1 or any(h != w for h, w in sizes):
+        said += [f"real frames {info['real']['resolution']}, fake {info['fake']['resolution']}: the paper compares "
+                 "square frames of one size (each is squashed to 224x224; prepare_data.py centre-crops)"]
+    for line in said:
+        print(f"fvd: warning: {line}", file=sys.stderr)
+    info["warning"] = "; ".join(said) or None
     return frechet_distance(*stats["real"].mean_cov(), *stats["fake"].mean_cov())
 
 
@@ -851,6 +857,7 @@ def format_report(name, d):
         for role, s in (("real", d["real"]), ("fake", d["fake"]))]
     parts += [f"{d['frames']} frames, stride {d['subsample']}, seed {d['seed']}", f"resize: {d['resize']}",
               f"detector {(d['detector'] or 'a module passed in').split(':')[0]} sha256 {d['detector_sha256']}"]
+    parts += [f"real statistics read from the cache {d['cache_file']}"] * d["real_cached"]
     return (f"{name}: {d['value']:.2f}  protocol {d['protocol']}" + "  (fakes through JPEG q=95)" * d["jpeg"]
             + "\n  " + " | ".join(parts))
 

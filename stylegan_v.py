@@ -1369,7 +1369,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
             bar.n = round(min(trainer.nimg, total) / 1000, 3)    # set, not summed: no float drift past the
             bar.update(0)                                        # total (tqdm warns, shows -00:00 left)
             done, trainer.interrupted = trainer.nimg >= total, stop.anywhere(dist)
-            if _crossed(trainer.nimg, tick, tick_state["nimg"]) or done:                  # a log line
+            if _crossed(trainer.nimg, tick, tick_state["nimg"]) or done or trainer.interrupted:   # a log line
                 _log_tick(trainer, tick_state, log, bar, clock)
             if _crossed(trainer.nimg, snap, last_snap) or done or trainer.interrupted:  # a snapshot (stop: no previews)
                 last_snap, ckpt = trainer.nimg, _snapshot(trainer, outdir, previews and not trainer.interrupted, clock)
@@ -2794,7 +2794,8 @@ def cmd_sample(args) -> None:
     if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
         if proj["weights"] != weights_id(G):
             raise UserError(f"{args.proj} was projected into other weights (checkpoint {proj['ckpt']}, weights "
-                            f"{proj['weights']}; these are {weights_id(G)}): pass its --ckpt")
+                            f"{proj['weights']}; {source}'s are {weights_id(G)}, trained on since?): pass its --ckpt, "
+                            "or project again")
         t, dz, ctx = proj["times"][None], cfg.motion_delta_z, G.motion.context       # the tokens its times need
         if proj["w"].shape != (cfg.w_dim,) or proj["first"] != int(torch.floor(t.min() / dz)) - ctx or \
                 proj["tokens"].shape != (G.tokens_needed(t, dz, ctx), cfg.motion_dim):
@@ -2842,18 +2843,18 @@ def cmd_project(args) -> None:
         source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
         if source is None:
             raise UserError(f"{path}: {why}")
-        fps = None if still else source.fps or pd.DEFAULT_FPS           # (frame folders: prepare_data's rate)
-        frames = [f for _, f in zip(range(65), pd.iter_frames(source, fps or pd.DEFAULT_FPS))]
+        fps = source.fps or pd.DEFAULT_FPS                      # (frame folders: prepare_data's rate)
+        frames = [f for _, f in zip(range(65), pd.iter_frames(source, fps))]
     except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
         raise UserError(str(e)) from None
     except (OSError, RuntimeError, ValueError, pd.Image.DecompressionBombError) as e:   # not an image, a corrupt video
         raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
-    if len(frames) < 2 and not still:
-        raise UserError(f"{path}: a clip needs 2 frames or more, it has {len(frames)} (a still: pass an image)")
+    if not frames:
+        raise UserError(f"{path}: no frames in it")
     if len(frames) > 64:
         print(f"{path}: more than 64 frames; the first 64 are projected", file=sys.stderr)
     frames = np.stack([pd.center_crop_resize(f, cfg.resolution) for f in frames[:64]])      # uint8 [T, R, R, 3]
-    fps, t0 = fps or cfg.fps, time.time()                                  # (a still: the generator's)
+    fps, t0 = fps if len(frames) > 1 else cfg.fps, time.time()   # one frame (an image's, a GIF's): a still, G's rate
     times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
     target = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1     # [T, 3, R, R] in [-1, 1]
     fit = project(G, target, times, args.steps, motion=len(frames) > 1, motion_seed=args.motion_seed)
@@ -2908,8 +2909,8 @@ def cmd_train(args) -> None:
     if run and args.resume != "auto" and rank == 0:
         raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3])}{', ...' * (len(run) > 3)}); "
                         f"continue it with --resume auto, or train into a new --outdir")
-    if args.resume == "auto" and not os.path.isfile(own):
-        args.resume = None
+    plan = "a new run" + " (--resume auto found no checkpoint)" * (args.resume == "auto" and not os.path.isfile(own))
+    args.resume = None if args.resume == "auto" and not os.path.isfile(own) else args.resume
     cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, given)
     videos_given = args.metric_videos
     # A resumed run of ours keeps its --kimg, --snap, --tick, --metrics, --metric-videos too (the flags given on top),
@@ -2949,7 +2950,7 @@ def cmd_train(args) -> None:
                  f"{procs} process(es) and a training step at {cfg.resolution}^2 with --batch {cfg.batch}",
                  "--batch, --workers or --gpus", d=True, extra=procs * 400 * 2 ** 20)
     # The plan, said first (--dry-run: then the config on stdout, as JSON, lr and r1_gamma as Trainer resolves them).
-    plan, done = "a new run", 0.0
+    done = 0.0
     if state is not None and "opt_G" in state:
         done, why = state["nimg"] / 1000, " (the checkpoint's settings; the flags given on top)"
         plan = f"resuming {path} at {done:.2f} kimg (step {state['step']})"

@@ -651,8 +651,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "bomb.pt": lambda p: [torch.save({"w": torch.zeros(10 ** 6)}, b := io.BytesIO())] and [zipfile.ZipFile(
         p, "a", zipfile.ZIP_DEFLATED).writestr(i.filename, zipfile.ZipFile(b).read(i)) for i in zipfile.ZipFile(b).infolist()],
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"), "dead-link": lambda p: os.symlink("no/x", p),
-    "a-file": lambda p: p.write_text("a file, not a folder"), "fifo.mp4": lambda p: os.mkfifo(p),
-}
+    "a-file": lambda p: p.write_text("a file, not a folder"), "fifo.mp4": lambda p: os.mkfifo(p)}
 
 
 @slow
@@ -751,6 +750,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
     assert cut.step_idx == 2 and os.path.isfile(tmp_path / "cut" / "checkpoint.pt")
     resumed = train("cut", resume="auto")
     assert resumed.step_idx == full.step_idx == 4 and full.aug.p == resumed.aug.p
+    assert _kimgs(tmp_path / "cut") == [0.024, 0.048] and _kimgs(tmp_path / "full") == [0.048]   # a line at the stop
     for net in ("G", "D"):
         assert all(map(torch.equal, full.state_dict()[net].values(), resumed.state_dict()[net].values())), net
 
@@ -853,8 +853,7 @@ def test_training_runs_without_tf32(tmp_path, monkeypatch):
     (dict(channel_base="wide"), "channel_base must be a number"),
     (dict(arch="evil"), "arch must be one of paper, release, got 'evil'"),
     (dict(period_min=float("nan")), "period_min must be a number"),
-    ("a string", "not a StyleGAN-V checkpoint (no G_ema or cfg"),
-])
+    ("a string", "not a StyleGAN-V checkpoint (no G_ema or cfg")])
 def test_a_checkpoints_config_is_checked_before_anything_is_built(tmp_path, change, said):
     """Every size in a checkpoint is bounded at the door by the one check flags get (check_config)."""
     cfg = dataclasses.asdict(tiny())
@@ -890,8 +889,8 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
         return (exit_.value.code if exit_ else 0), [line for line in err if "%|" not in line]
     write_dataset("s.zip", lengths=(2, 40))                        # a video shorter than a clip: said, not drawn
     assert "; 1 of 2 videos are shorter than a clip (3 frames): unused" in train("--data", "s.zip", "--dry-run")[1][-1]
-    # --resume auto where there is no checkpoint yet plans a new run
-    assert ": a new run, to 200 kimg in new," in train("--outdir", "new", "--resume", "auto", "--dry-run")[1][-1]
+    assert "a new run (--resume auto found no checkpoint), to 200" in train(    # none there yet: a new run, said
+        "--outdir", "new", "--resume", "auto", "--dry-run")[1][-1]
     for own in ("a", "a/checkpoint.pt"):                  # the run's own checkpoint or directory: as --resume auto
         assert "resuming a/checkpoint.pt at 0.02 kimg" in train("--outdir", "a", "--resume", own, "--dry-run")[1][-1]
     # the dry run knows what the run will do: continue from the checkpoint's kimg, or nothing at all
@@ -982,6 +981,9 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
         torch.manual_seed(seed)
         sv.save_checkpoint(ckpt, {"cfg": dataclasses.asdict(tiny()), "G_ema": sv.Generator(tiny()).state_dict()})
     write_frames("clip", [np.random.default_rng(i).integers(0, 255, (32, 48, 3), dtype=np.uint8) for i in range(4)])
+    Image.fromarray(np.ones((8, 8), np.uint8)).save("a.gif")     # one frame, in a video's container: a still
+    sv.main(["project", "--ckpt", "a.pt", "--target", "a.gif", "--steps", "1", "--out", "g.pt", "--device", "cpu"])
+    assert torch.load("g.pt")["times"].tolist() == [0.0] and torch.load("g.pt")["fps"] == 25.0
     sv.main(["project", "--ckpt", "a.pt", "--target", "clip", "--steps", "3", "--device", "cpu"])   # cut, 16^2
     for out in ("x", "y"):                                       # 4 frames at 25 fps, rendered at 50: 8
         sv.main(["sample", "--from", "proj.pt", "--fps", "50", "--out", out, "--device", "cpu"])
@@ -990,7 +992,8 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     sv.main(["sample", "--from", "proj.pt", "--motion-seed", "9", "--start", "1", "--out", "z.mp4", "--device", "cpu"])
     capsys.readouterr()
     assert_refused(["sample", "--from", "proj.pt", "--ckpt", "b.pt", "--out", "w"],
-                   ["proj.pt was projected into other weights (checkpoint ", "a.pt, weights", "pass its --ckpt"], capsys)
+                   ["proj.pt was projected into other weights (checkpoint ", "a.pt, weights", "b.pt's are", "pass its --ckpt, "
+                    "or project again"], capsys)
     for flag in (["--num", "2"], ["--seed", "0"]):
         assert_refused(["sample", "--from", "proj.pt", *flag, "--out", "w"], ["--from proj.pt renders its one"], capsys)
     proj = torch.load("proj.pt")
@@ -1033,13 +1036,11 @@ def _bomb_png(path):
     (lambda: open("x.png", "w").write("not an image"), "x.png", "x.png: not a readable image or clip"),
     (lambda: open("x.mp4", "w").write("not a video"), "x.mp4", "x.mp4: not a readable video"),
     (lambda: os.mkdir("empty"), "empty", "empty: no frames in it"),
-    (lambda: os.mkdir("one") or iio.imwrite("one/0.png", np.zeros((8, 8, 3), np.uint8)), "one", "one: a clip needs 2"),
     (lambda: None, "--out x.mp4", "--out x.mp4: a projection is a .pt file"),
     (lambda: None, "--out no/x.pt", "no/x.pt: cannot write here (No such file or directory)"),   # before the work
     (lambda: None, "--out a.pt", "--out a.pt: exists and is not a projection (choose another name)"),   # its --ckpt
     (lambda: _bomb_png("bomb.png"), "bomb.png", "bomb.png: not a readable image or clip (Image size (3600000000 pixels) exceeds"),
     (lambda: Image.fromarray(np.ones((8, 8), np.float32)).save("f.tif"), "f.tif", "frame f.tif is a 32-bit float"),
-    (lambda: Image.fromarray(np.ones((8, 8), np.uint8)).save("a.gif"), "a.gif", "a.gif: a clip needs 2 frames or more"),
 ])
 def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, make, target, said):
     monkeypatch.chdir(tmp_path)
@@ -2222,8 +2223,7 @@ _INPUTS = {  # what a case of the table below crafts in the test's folder t
     "cut out.zip": lambda t: (t / "out.zip").write_bytes(_INPUTS["old out.zip"](t).read_bytes()[:-30]),   # cut short
     "ckpt out.zip": lambda t: torch.save({"G": torch.zeros(2)}, t / "out.zip"),     # a zip too, not a dataset
     "sg2 out.zip": lambda t: _write_meta(t / "out.zip", "{}", {"00000/img00000000.png": _FRAME}),   # StyleGAN2-ADA's
-    "demo.zip": lambda t: pd.make_demo(str(t / "demo.zip"), 16, 1, 4, workers=1, verbose=False),
-}
+    "demo.zip": lambda t: pd.make_demo(str(t / "demo.zip"), 16, 1, 4, workers=1, verbose=False)}
 _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragment of the one line)
     *[((), ("--demo {t}/d.zip" if flag in ("--num-videos", "--frames", "--seed") else "{t}/src {t}/out.zip")
        + f" {flag}={value}", 2, f"argument {flag}: must be {must}") for flag, (must, *bad) in _FLAGS.items()
@@ -2717,8 +2717,7 @@ def test_fvd_reads_an_arrays_header_and_clips_and_a_video_once_at_most_up_to_its
     assert os.listdir(tmp_path / "tmp") == []
 
 
-def test_fvd_cache_is_keyed_by_what_it_is_of_written_atomically_and_recomputed_when_it_is_not(tmp_path, monkeypatch,
-                                                                                              capsys, toy):
+def test_fvd_cache_is_keyed_by_what_it_is_of_written_atomically_and_recomputed_when_not(tmp_path, monkeypatch, capsys, toy):
     data = write_dataset_zip(tmp_path / "real.zip", [moving_disc_video(i % 4, frames=12 + 2 * i) for i in range(6)])
     other = write_dataset_zip(tmp_path / "other.zip", [moving_disc_video(3 - i % 4, frames=12) for i in range(6)])
     kw = dict(frames=10, num_videos=6, detector=toy, device="cpu", batch=4, cache_dir=tmp_path / "cache",
@@ -2729,7 +2728,8 @@ def test_fvd_cache_is_keyed_by_what_it_is_of_written_atomically_and_recomputed_w
         return fvd.compute_fvd(real, data, info=info, **{**kw, **more}), info
     same, info = run()
     assert same == 0.0 and info["real"]["used"] == 6 and info["real_cached"] is False
-    assert run() == (same, {**info, "real_cached": True})                          # read back, same key
+    assert run() == (same, {**info, "real_cached": True})                          # read back, same key, and said:
+    assert f"real statistics read from the cache {info['cache_file']}" in fvd.format_report("F", {**run()[1], "value": 0})
     assert run(frames=11)[1]["cache_file"] != info["cache_file"]                   # a new key for a new length
     shutil.copy(run(real=other)[1]["cache_file"], info["cache_file"])              # another dataset's statistics
     assert run()[1]["real_cached"] is False and "not from this source and protocol" in capsys.readouterr().err
@@ -2772,7 +2772,8 @@ def test_fvd_report_and_json_name_everything_a_number_is_of(tmp_path, capsys, to
     assert (details["real"]["resolution"], details["fake"]["resolution"]) == ("32x32", "16x16")
     fvd.main([str(a) for a in common + ["--fake", tmp_path / "v.npy", "--protocol", "release"]])
     out, err = capsys.readouterr()
-    head, line = out.strip().splitlines()                             # the report: two lines
+    head, line = out.strip().splitlines()                             # the report: two lines; said: unlike sizes
+    assert "fvd: warning: real frames 32x32, fake 16x16: the paper compares square frames of one size" in err, err
     assert head.startswith("FVD_9: ") and "protocol release" in head
     for needle in ("d32.zip [dataset, 32x32, 25 fps]: 6 videos used of 6 found", "v.npy [array, 16x16]", "9 frames",
                    "stride 1", "seed 0", "resize: its own"):
