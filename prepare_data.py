@@ -184,12 +184,11 @@ def discover(src: str) -> tuple:
         note = f"left out, not images: {', '.join(other[:5])}" + f" and {len(other) - 5} more" * (len(other) > 5)
         return Source("frames", label, path=path, notes=(note,) if other else (),
                       files=tuple(os.path.join(path, e) for e in kinds if kinds[e] == "image"))
-
     reason = lambda e, k: ("a lone image: put the frames of a video in a folder of their own" if k == "image" else
                            f"not a video (extension {os.path.splitext(e)[1] or '(none)'}; expected a folder of frames "
                            "or one of " + ", ".join(VIDEO_EXTS) + ")")
-    if not os.path.exists(src):
-        raise PrepareError(f"{src}: no such file or folder")
+    if not (os.path.isfile(src) or os.path.isdir(src)):    # (a FIFO, a device, a link loop: lexists alone)
+        raise PrepareError(f"{src}: " + ("not a file or a folder" * os.path.lexists(src) or "no such file or folder"))
     folder, name = (src, None) if os.path.isdir(src) else os.path.split(src)
     kinds = entries(src) if name is None else {name: kind(src)}
     if os.path.isdir(src) and "image" in kinds.values() and not {"dir", "video"} & set(kinds.values()):
@@ -247,6 +246,8 @@ def iter_frames(source: Source, fps: float, skip: int = 0) -> Iterator[np.ndarra
     elif source.kind == "frames":
         first = None
         for f in source.files[skip:]:
+            if not os.path.isfile(f):                       # a FIFO would block the read, /dev/zero never end
+                raise PrepareError(f"frame {f}: not a regular file (a FIFO, a device or a link loop is never read)")
             with Image.open(f) as img:                      # reads the header only
                 _check_size(*img.size, f"frame {os.path.basename(f)}")
                 first = first or (img.size, os.path.basename(f))
@@ -536,7 +537,6 @@ def build_parser() -> argparse.ArgumentParser:
             return check_flag(flag, text)
         except PrepareError as e:
             raise argparse.ArgumentTypeError(str(e).split(" ", 1)[1]) from None
-
     p = argparse.ArgumentParser(prog="prepare_data.py", formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description=__doc__.split("\n\n")[1], epilog="examples:\n" + __doc__.split("\n\n")[2])
     p.error = lambda message: p.exit(2, f"{p.prog}: error: {message}\n")    # (not the usage block)

@@ -2093,21 +2093,18 @@ def cmd_plot(args) -> None:
         label, rows = os.path.basename(os.path.normpath(run)), {}                   # rows: {kimg: value}
         if not os.path.isfile(path):                             # (a FIFO is not read: it could block)
             raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
-        with open(path, "rb") as f:                              # bytes: a binary file is a line, not a crash
-            for number, line in enumerate(f, 1):
-                if not line.endswith(b"\n"):                     # the last line of a killed run, torn
-                    continue
-                try:                                             # not UTF-8, not JSON, not an object, not numbers
-                    record = json.loads(line)
-                    if args.metric in record.keys():             # (a list has no keys: refused too)
-                        rows[float(record["kimg"])] = float(record[args.metric])
-                except (ValueError, TypeError, AttributeError, KeyError):
-                    raise UserError(f"{path}: line {number}: no JSON object of numbers kimg, {args.metric}") from None
-        if not rows:
-            raise UserError(f"{path}: no '{args.metric}' values (--metric: a key of its lines, as loss_G; FVD: "
-                            "train --metrics)")
-        curves[label] = np.array(sorted(rows.items()), dtype=np.float64)
-        print(f"{label}: " + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in curves[label]))
+        for number, record in read_log(path):
+            if args.metric in record:
+                if type(v := record[args.metric]) not in (int, float):                     # (a bool, a string)
+                    raise UserError(f"{path}: line {number}: no JSON object of numbers kimg, {args.metric}")
+                rows[record["kimg"]] = v                         # (a kimg logged twice: its later value)
+        if not (drawn := {k: v for k, v in rows.items() if abs(v) < 1e12}):   # (not a diverged run's NaN, Inf, 1e300)
+            raise UserError(f"{path}: no {'finite ' * bool(rows)}'{args.metric}' values (--metric: a key of its lines, "
+                            "as loss_G; FVD: train --metrics)")
+        if len(drawn) < len(rows):
+            print(f"{label}: {len(rows) - len(drawn)} value(s) not drawn (not finite, or beyond 1e12)")
+        curves[label] = np.array(sorted(drawn.items()), dtype=np.float64)
+        print(f"{label}:", "... " * (len(drawn) > 8) + "  ".join(f"{x:g} kimg {y:.1f}" for x, y in curves[label][-8:]))
     _atomic_write(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
     print(f"wrote {args.out}")
 
@@ -2280,6 +2277,23 @@ def remove_stale_partials(path: str, every: bool = False) -> None:
                 _remove(leftover)
 
 
+def read_log(path: str) -> list:
+    """A run's log.jsonl -> [(line number, record)], each a JSON object with a finite number 'kimg'; a torn last line
+    (a killed run's) is left out; another line, or more bytes than a run writes (~300 a tick), is one UserError."""
+    if (size := os.path.getsize(path)) > 2 ** 28:
+        raise UserError(f"{path}: {size:,} bytes, more than a run's log.jsonl holds (refused unread)")
+    records = []
+    with open(path, "rb") as f:                                  # bytes: a binary file is a line, not a crash
+        for number, line in filter(lambda numbered: numbered[1].endswith(b"\n"), enumerate(f, 1)):
+            try:                                                 # not UTF-8, not JSON, not an object, no kimg
+                if type((record := json.loads(line))["kimg"]) not in (int, float) or not abs(record["kimg"]) < 1e12:
+                    raise ValueError
+            except (ValueError, TypeError, KeyError, IndexError):
+                raise UserError(f"{path}: line {number}: no JSON object with a number kimg (not a line train writes)")
+            records.append((number, record))
+    return records
+
+
 def checkpoint_path(path: str) -> str:                           # a file, or a run directory's checkpoint.pt
     return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
 
@@ -2293,6 +2307,8 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     file, infos = checkpoint_path(path), []
     if not os.path.isfile(file):                                 # (a symlink loop exists too: not a file)
         raise UserError(f"{file}: " + ("not a regular file" if os.path.lexists(file) else f"no such {kind}"))
+    if kind == "projection" and os.path.getsize(file) > 2 ** 28:   # project's: 64 frames' tokens, < 70 MB
+        raise UserError(f"{file}: not a projection: {os.path.getsize(file):,} bytes, more than project writes")
     try:                                                         # torch.save writes zips; a bare pickle: a snapshot?
         with open(file, "rb") as f:
             if f.read(1) == b"\x80" and not zipfile.is_zipfile(file):
@@ -2309,6 +2325,8 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         with warnings.catch_warnings(action="ignore"):       # (torch's about a sparse tensor: said below)
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:                              # refused objects, not torch.save's format, truncated
+        if isinstance(e, (MemoryError, RuntimeError)) and "memory" in str(e).lower():   # (said as memory: main's)
+            raise
         why = f"not a file torch.save wrote{' (nor an authors snapshot)' * (kind == 'checkpoint')}, or truncated"
         if isinstance(e, OSError) and e.errno != errno.EINVAL:       # (a cut zip: EINVAL, said as cut)
             why = error_reason(e, file)
@@ -2485,8 +2503,7 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, 
         # logged is done again, and would be read twice; a line torn by the kill (no "\n") goes too.
         log, upto = os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 + 1e-9 if resume else -1.0
         if os.path.isfile(log):
-            lines = Path(log).read_text().splitlines(True)
-            _atomic_write(log, "".join(s for s in lines if s.endswith("\n") and json.loads(s)["kimg"] <= upto))
+            _atomic_write(log, "".join(json.dumps(r) + "\n" for _, r in read_log(log) if r["kimg"] <= upto))
         _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
     return trainer, dataset
 
@@ -2911,6 +2928,8 @@ def cmd_train(args) -> None:
                         f"continue it with --resume auto, or train into a new --outdir")
     plan = "a new run" + " (--resume auto found no checkpoint)" * (args.resume == "auto" and not os.path.isfile(own))
     args.resume = None if args.resume == "auto" and not os.path.isfile(own) else args.resume
+    if args.resume == "auto" and os.path.isfile(log := os.path.join(args.outdir, "log.jsonl")):
+        read_log(log)                                            # its lines, kept up to the checkpoint: said now
     cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, given)
     videos_given = args.metric_videos
     # A resumed run of ours keeps its --kimg, --snap, --tick, --metrics, --metric-videos too (the flags given on top),
@@ -3088,12 +3107,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
-    """The one way out: a UserError, OSError or CUDA OOM is ONE line, exit 2; Ctrl-C 130; a bug keeps its traceback."""
-    if not isinstance(e, (KeyboardInterrupt, UserError, OSError, torch.cuda.OutOfMemoryError)):
+    """The one way out: a UserError, OSError or out of memory is ONE line, exit 2; Ctrl-C 130; a bug: its traceback."""
+    oom = isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)   # (CPU's)
+    if not (oom or isinstance(e, (KeyboardInterrupt, UserError, OSError))):
         raise e
     line = f"error: {e}"
-    if isinstance(e, torch.cuda.OutOfMemoryError):
-        line = f"error: out of GPU memory ({_first_line(e)[:120]}): lower --batch"
+    if oom:                                       # (a GPU's, the host's, or a ulimit -v: allocations fail)
+        gpu = "GPU " * isinstance(e, torch.OutOfMemoryError)
+        line = f"error: out of {gpu}memory ({_first_line(e)[:120]}): lower --batch"
     elif isinstance(e, OSError):
         line = "error: " + (f"{e.filename}: " if e.filename else "") + error_reason(e)
     if not quiet:

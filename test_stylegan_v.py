@@ -645,6 +645,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "ffs.pt": lambda p: _checkpoint(p, sv.make_config("ffs", resolution=16, channel_max=8, d_channel_max=8)),
     # a G_ema of stride-0 tensors: 10^8 weights claimed by a file of 1 kB, which holds 1 (each storage counted once)
     "expanded.pt": lambda p: torch.save({"cfg": vars(tiny()), "G_ema": {"w": torch.zeros(1).expand(10 ** 8)}}, p),
+    "hole.pt": lambda p: open(p, "wb").truncate(2 ** 28 + 1),           # 256 MB on paper, never read: its size says
     # tensors of no numbers (meta: 10^11 claimed by 2 kB; sparse), a record deflated (torch.save never compresses)
     **{f"{k}.pt": lambda p, t=t: torch.save({"cfg": vars(tiny()), "G_ema": {"w": t}}, p) for k, t in [
         ("meta", torch.empty(10 ** 11, device="meta")), ("sparse", torch.zeros(4, 4).to_sparse())]},
@@ -916,6 +917,8 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     code, err = train("--outdir", "b", "--resume", "a", "--kimg", "1")
     assert code == 2 and len(err) == 1 and "b: a run is already there" in err[0], err
     assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == before
+    (tmp_path / "b" / "log.jsonl").write_text('{"step": 3}\n')                # a line train does not write: said first
+    assert_refused(["train", "--data", "d.zip", *RUN, "--outdir", "b", "--resume", "auto"], ["b/log.jsonl: line 1: "], capsys)
 
 # -- rendering any frame by seed (deterministic, addressable, bit-exact however chunked); sampling
 
@@ -1041,6 +1044,7 @@ def _bomb_png(path):
     (lambda: None, "--out a.pt", "--out a.pt: exists and is not a projection (choose another name)"),   # its --ckpt
     (lambda: _bomb_png("bomb.png"), "bomb.png", "bomb.png: not a readable image or clip (Image size (3600000000 pixels) exceeds"),
     (lambda: Image.fromarray(np.ones((8, 8), np.float32)).save("f.tif"), "f.tif", "frame f.tif is a 32-bit float"),
+    (lambda: os.mkfifo("fifo.png"), "fifo.png", "fifo.png: not a file or a folder"),    # (never opened: it would block)
 ])
 def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, make, target, said):
     monkeypatch.chdir(tmp_path)
@@ -1119,6 +1123,7 @@ def refused(tmp_path, monkeypatch, capsys):
     _row("sample --seconds 0.2 --out fifo.mp4", "fifo.mp4: cannot write here (not a regular file)"),    # never replaced
     _row("sample --seconds 0.2 --ckpt big.pt --out o.mp4", "big.pt: its settings ask for 88,480,655 weights, more than it holds"),
     _row("sample --seconds 0.2 --ckpt expanded.pt --out o.mp4", "expanded.pt: not a", "not contiguous, on cpu"),
+    _row("sample --from hole.pt --out o.mp4", "hole.pt: not a projection: 268,435,457 bytes, more than project writes"),
     *[_row(f"sample --seconds 0.2 --ckpt {f} --out o.mp4", f"{f}: not a StyleGAN-V checkpoint: ", said) for f, said in [
         ("meta.pt", "it holds a tensor that is not contiguous floating-point numbers (torch.float32, torch.strided, "
                     "on meta)"),
@@ -1710,19 +1715,23 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
         (-1.05, 1.05, 2), (0, 0, 6)])], [(0, 1, 0.2), (0, 8, 2), (0, 25, 5), (0, 60, 10), (0, 5000, 1000),
                                          (-4, 6, 2), (-2, 2, 2), (0, 1e-9, 1e-9)])
     # a log of a run killed and resumed by an older version: each kimg once, the later value, in order
-    log = "".join(f'{{"kimg": {k}, "fvd16": {v}}}\n' for k, v in ((0, 9), (10, 5), (10, 4), (5, 7)))
+    log = "".join(f'{{"kimg": {k}, "fvd16": {v}}}\n' for k, v in ((0, 9), (10, 5), (10, 4), (5, 7), (11, "NaN")))
     log += '{"kimg": 12, "fvd'                                   # and its last line, torn by a kill: skipped
     (tmp_path / "log.jsonl").write_text(log)
     sv.main(["plot", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "curve.jpg")])   # a JPEG, by its name
-    assert capsys.readouterr().out.splitlines()[0] == "log.jsonl: 0 kimg 9.0  5 kimg 7.0  10 kimg 4.0"
+    assert capsys.readouterr().out.splitlines()[:2] == ["log.jsonl: 1 value(s) not drawn (not finite, or beyond 1e12)",
+                                                        "log.jsonl: 0 kimg 9.0  5 kimg 7.0  10 kimg 4.0"]
     assert (tmp_path / "curve.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
 
 
 @pytest.mark.parametrize("log, flags, needle", [
     (b'{"kimg": 1.0, "loss_G": 1.0}\n', "", "no 'fvd16' values (--metric: a key of its lines, as loss_G; FVD: "
      "train --metrics)"),
-    (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "", "line 2: no JSON object of numbers kimg, fvd16"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\nnot json\n', "", "line 2: no JSON object with a number kimg (not a line train"),
     (b"PK\x03\x04\x94\xff binary\n", "", "line 1: no JSON object"),                         # a dataset zip
+    (b'{"kimg": 1e999, "fvd16": 3.0}\n', "", "line 1: no JSON object with a number kimg"),     # (1e999: inf)
+    (b'{"kimg": 1.0, "fvd16": Infinity}\n{"kimg": 2.0, "fvd16": NaN}\n', "", "no finite 'fvd16' values"),
+    (b'{"kimg": 1.0, "fvd16": 3.0}\n', "sparse", "sparse/log.jsonl: 268,435,457 bytes, more than a run's log.jsonl"),
     (b"[1, 2]\n", "", "line 1: no JSON object"),                                           # JSON of another shape
     (b'{"kimg": 1.0, "fvd16": "abc"}\n', "", "line 1: no JSON object of numbers"),
     (b'{"kimg": 1.0, "fvd16": 3.0}\n', "missing", "missing: no log.jsonl"),                 # a second run
@@ -1734,6 +1743,9 @@ def test_plot_refuses_a_log_it_cannot_read_in_one_line(tmp_path, monkeypatch, ca
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "log.jsonl").write_bytes(log)
     os.mkfifo(tmp_path / "fifo")
+    os.mkdir(tmp_path / "sparse")
+    with open(tmp_path / "sparse" / "log.jsonl", "wb") as f:                # a 256 MB hole: refused by its size
+        f.truncate(2 ** 28 + 1)
     assert_refused(["plot", "run", *flags.split()], [needle], capsys)
 
 
@@ -1902,6 +1914,11 @@ def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path, monk
         peak, rc, line = _peak_rss_mb(*args)
         assert rc == 2 and said in line and peak - base < 200, (peak, base, line)
     assert sorted(os.listdir(tmp_path)) == ["d.zip", "evil.pt"]
+
+
+def test_an_allocation_the_machine_refuses_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(sv, "cmd_bench", lambda args: torch.empty(2 ** 62, dtype=torch.uint8))   # 4 EiB: refused
+    assert_refused(["bench"], ["stylegan_v.py: error: out of memory (", "can't allocate memory", "lower --batch"], capsys)
 
 
 def test_a_generator_with_nan_weights_is_an_error_not_a_black_video_and_a_diverged_run_is_marked(tmp_path):
@@ -2218,6 +2235,7 @@ _INPUTS = {  # what a case of the table below crafts in the test's folder t
     "huge": lambda t: huge_png(t / "src" / "0000.png", 100_000, 100_000),          # a few bytes, "10^10 pixels"
     "file": lambda t: (t / "file").write_text("a file, not a folder"),
     "notes.txt": lambda t: (t / "notes.txt").write_text("not a video"), "fifo.mp4": lambda t: os.mkfifo(t / "fifo.mp4"),
+    "fifo frame": lambda t: [write_frames(t / "ff", gray_frames(3)), os.mkfifo(t / "ff" / "9.png")],   # (it would block)
     "outdir/keep.txt": lambda t: write_frames(t / "outdir", gray_frames(1), ["keep.png"]),
     "old out.zip": lambda t: _write_meta(t / "out.zip", "an older dataset"),       # a zip holding dataset.json
     "cut out.zip": lambda t: (t / "out.zip").write_bytes(_INPUTS["old out.zip"](t).read_bytes()[:-30]),   # cut short
@@ -2229,6 +2247,7 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
        + f" {flag}={value}", 2, f"argument {flag}: must be {must}") for flag, (must, *bad) in _FLAGS.items()
       for value in bad],
     ((), "--demo {t}/d.zip --skip 3", 2, "--skip does not apply to --demo"),
+    (("fifo frame",), "{t}/ff {t}/out.zip", 2, "9.png: not a regular file (a FIFO, a device or a link loop is never"),
     ((), "--demo {t}/d.zip --num-videos 100000 --frames 1001", 2,
      "--num-videos x --frames is 100,100,000 frames, over 100,000,000"),
     ((), "--demo {t}/d.zip --fps 30", 2, "--fps does not apply to --demo"),
@@ -2241,7 +2260,7 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
     (("src/", "huge"), "{t}/src {t}/out.zip", 2, "(src/: failed after 0 frames (DecompressionBombError: Image size"),
     (("broken.mp4",), "{t}/broken.mp4 {t}/out.zip --workers 1", 2, "1 skipped (broken.mp4: not a readable video"),
     (("notes.txt",), "{t}/notes.txt {t}/out.zip", 2, "notes.txt: not a video (extension .txt; expected"),
-    (("fifo.mp4",), "{t}/fifo.mp4 {t}/out.zip", 2, "1 skipped (fifo.mp4: not a regular file)"),   # at once, not read
+    (("fifo.mp4",), "{t}/fifo.mp4 {t}/out.zip", 2, "fifo.mp4: not a file or a folder"),   # at once, not read
     (("demo.zip",), "{t}/demo.zip {t}/out.zip", 2, "demo.zip: not a video (extension .zip;"),   # a dataset, not a video
     ((), "{t}/nope {t}/out.zip", 2, "{t}/nope: no such file or folder"),
     (("a.mp4",), "{t}/a.mp4 {t}/out.zip --skip 20", 2, "a.mp4: only 0 frames, fewer than --min-frames 3"),
