@@ -146,9 +146,7 @@ LONG_RUN = [*RUN, "--kimg", "100"]
 # What numpy and torch say to get a refused file loaded anyway: never passed on to a user.
 UNSAFE_ADVICE = ("allow_pickle", "pickle.load", "unsafely", "If you trust", "weights_only")
 
-# ---------------------------------------------------------------------------------------------
-# §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
-# ---------------------------------------------------------------------------------------------
+# --- §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
 
 
 def test_paper_presets_follow_the_release_where_the_paper_is_silent():
@@ -159,11 +157,9 @@ def test_paper_presets_follow_the_release_where_the_paper_is_silent():
     clamped = [m.conv_clamp for m in convs if m not in [b.skip for b in D.blocks]]   # D's skips: no clamp
     assert set(clamped) == {256.0}                                       # every layer, not only fp16 ones
 
-# ---------------------------------------------------------------------------------------------
-# §2 Primitives (equalized learning rate, bias + activation, FIR resampling) and
+# --- §2 Primitives (equalized learning rate, bias + activation, FIR resampling) and
 # §3 ModConv2d: modulation and demodulation around one conv, the math (SG2 Eq 1-3)
 # (the primitives are checked through ModConv2d here and ToRGB in §6)
-# ---------------------------------------------------------------------------------------------
 
 
 def test_reference_modconv_is_sg2_eq_1_3_literally_is_twice_differentiable_and_upsamples_by_zero_stuffing():
@@ -215,11 +211,9 @@ def test_reference_epilogue_is_the_unfused_sequence_twice_differentiable_and_the
         monkeypatch.setattr(svm, 'USE_CUSTOM_OPS', custom_ops and svm.USE_CUSTOM_OPS)
         assert torch.equal(svm.fused_epilogue(y, d, b, act=act, clamp=clamp), ref)
 
-# ---------------------------------------------------------------------------------------------
-# §4 Content mapping network F_c (StyleGAN2's) and
+# --- §4 Content mapping network F_c (StyleGAN2's) and
 # §5 Motion: addressable motion noise, F_m, and the acyclic positional embedding (Sec 3.1, Eq 1-6)
 # (F_c's parameter count is checked with the Generator's in §6, its output against the release's in Appendix B)
-# ---------------------------------------------------------------------------------------------
 
 
 def test_eq6_periods_are_linearly_spaced():
@@ -260,9 +254,7 @@ def test_eq4_embedding_equals_alignment_vector_at_anchors_is_continuous_and_not_
     v_before, v_at = sv.motion_codes(G, 3, torch.tensor([dz - 1e-6, dz], dtype=torch.float64))   # continuous at t_1
     assert (v_before - v_at).abs().max() < 1e-3
 
-# ---------------------------------------------------------------------------------------------
-# §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
-# ---------------------------------------------------------------------------------------------
+# --- §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "ffs", "sky", "mead"])
@@ -278,9 +270,8 @@ def test_generator_and_synthesis_output_shapes_for_each_preset(preset):
         assert out.shape == (1, 2, 3, cfg.resolution, cfg.resolution) and torch.isfinite(out).all()
 
 
-def test_paper_mode_ffs_generator_has_the_reference_parameter_counts_and_the_releases_output_scale_at_init():
-    """REFERENCE.md: the paper-mode ffs G (Eq 3's maps bias-free), its synthesis block by block the release's;
-    ToRGB(512 -> 3), styles times 1/sqrt(512) once (twice gives ~0.09): RGB std ~1.39, ffs G's pixels ~1.15."""
+def test_paper_mode_ffs_generator_has_the_reference_parameter_counts():
+    """REFERENCE.md: the paper-mode ffs G (Eq 3's maps bias-free), its synthesis block by block the release's."""
     G = sv.Generator(sv.make_config("ffs")).to("meta")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(G) == 32_630_229 and (count(G.mapping), count(G.synthesis)) == (525_312, 25_288_149)
@@ -289,6 +280,11 @@ def test_paper_mode_ffs_generator_has_the_reference_parameter_counts_and_the_rel
     assert count(G.motion.conv_weights) + count(G.motion.conv_biases) == 5_768_192
     for W in (G.motion.W_alpha, G.motion.W_omega, G.motion.W_rho, G.motion.W_a):
         assert W.bias is None and count(W) == 512 * 512                  # Eq 3 is linear
+
+
+@slow   # (5 s: ffs's G at 64^2, 24 frames)
+def test_paper_mode_ffs_generator_has_the_releases_output_scale_at_init():
+    """REFERENCE.md: ToRGB(512 -> 3), styles times 1/sqrt(512) once (twice gives ~0.09): RGB std ~1.39, pixels ~1.15."""
     torch.manual_seed(0)
     with torch.no_grad():
         y = sv.ToRGB(512, 512, None)(torch.randn(64, 512, 8, 8), torch.randn(64, 512))
@@ -297,10 +293,8 @@ def test_paper_mode_ffs_generator_has_the_reference_parameter_counts_and_the_rel
         frames = G(torch.randn(8, 512), torch.tensor([[0.0, 5.0, 17.0]] * 8))
     assert abs(y.std().item() / 1.39 - 1) < 0.1 and abs(frames.std().item() / 1.15 - 1) < 0.2, (y.std(), frames.std())
 
-# ---------------------------------------------------------------------------------------------
-# §7 Discriminator: per-frame backbone, channel-wise concatenation, time-gap hyper-modulation
+# --- §7 Discriminator: per-frame backbone, channel-wise concatenation, time-gap hyper-modulation
 # (Sec 3.2, Fig 6); the release's architecture; G and D in bfloat16
-# ---------------------------------------------------------------------------------------------
 
 
 def test_discriminator_blocks_match_the_release_where_the_designs_agree_and_arch_release_is_the_releases():
@@ -355,9 +349,7 @@ def test_bfloat16_layers_on_a_cpu_stay_close_to_float32():
     assert frames16.dtype == torch.float32 and rel(frames16, frames) < 0.03 and rel(logits16, logits) < 0.03
     assert rel(frames16, frames) > 1e-4 and rel(logits16, logits) > 1e-4   # ... and they did run in bfloat16
 
-# ---------------------------------------------------------------------------------------------
-# §8 Sparse clips: the frame times of one training clip (Sec 3.3, Appx B)
-# ---------------------------------------------------------------------------------------------
+# --- §8 Sparse clips: the frame times of one training clip (Sec 3.3, Appx B)
 
 
 def test_clip_times_respect_the_span_and_the_video_reach_every_frame_and_the_release_spans_are_powers_of_two():
@@ -387,9 +379,7 @@ def test_clip_times_respect_the_span_and_the_video_reach_every_frame_and_the_rel
     assert set(real) == {2, 4, 8}                                        # limited by the video: span <= 9
     assert sv.make_config("ffs", arch="release").span_dist == "release"   # the release's arch samples as it does
 
-# ---------------------------------------------------------------------------------------------
-# §9 Losses (Sec 4.1, Appx B.1: non-saturating logistic loss + lazy R1, as StyleGAN2)
-# ---------------------------------------------------------------------------------------------
+# --- §9 Losses (Sec 4.1, Appx B.1: non-saturating logistic loss + lazy R1, as StyleGAN2)
 
 
 def test_d_loss_decreases_on_a_trivial_batch_and_r1_of_a_clip_is_the_mean_of_its_frames_penalties():
@@ -415,9 +405,7 @@ def test_d_loss_decreases_on_a_trivial_batch_and_r1_of_a_clip_is_the_mean_of_its
     grads = [torch.autograd.grad(per_frame(frame).sum(), frame)[0] for frame in frames]
     torch.testing.assert_close(r1, torch.stack([grad.square().flatten(1).sum(1) for grad in grads]).mean(0))
 
-# ---------------------------------------------------------------------------------------------
-# §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
-# ---------------------------------------------------------------------------------------------
+# --- §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
 
 
 def _gen(seed=0):
@@ -571,9 +559,7 @@ def test_adaptive_p_follows_the_global_real_logits_within_0_1_and_each_mode_with
     assert [_steps(a, t) for t in logits[6:]] == [_steps(b, t) for t in logits[6:]]
     assert a.state_dict() == b.state_dict() and a.p == b.p != 0.2
 
-# ---------------------------------------------------------------------------------------------
-# §11 Dataset: the video folder, its dataset.json, and its real clips (Appx B; the clip times are §8)
-# ---------------------------------------------------------------------------------------------
+# --- §11 Dataset: the video folder, its dataset.json, and its real clips (Appx B; the clip times are §8)
 
 
 def test_dataset_reads_back_png_frames_exactly_refuses_a_frame_file_too_large_and_draws_videos_uniformly(tmp_path):
@@ -675,9 +661,7 @@ def test_fake_clips_are_drawn_inside_the_length_of_a_real_video():
     long = sv.fake_clip_times(cfg, np.random.default_rng(1), 4000, 3, [5000]).numpy()
     assert np.round(np.ptp(long, axis=1), 6).max() == 32 and long.max() < cfg.max_time   # T caps a long video
 
-# ---------------------------------------------------------------------------------------------
-# §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
-# ---------------------------------------------------------------------------------------------
+# --- §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
 
 
 def test_optimizers_train_g_and_d_as_the_release_at_its_learning_rate_and_nonfinite_gradients_are_replaced():
@@ -842,9 +826,7 @@ def test_training_runs_without_tf32(tmp_path, monkeypatch):
     assert torch.backends.cudnn.allow_tf32 is False and cuda.matmul.allow_tf32 is False
     torch.backends.cudnn.allow_tf32, cuda.matmul.allow_tf32 = before
 
-# ---------------------------------------------------------------------------------------------
-# §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
-# ---------------------------------------------------------------------------------------------
+# --- §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
 
 
 @pytest.mark.parametrize("change, said", [
@@ -1054,9 +1036,7 @@ def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, 
     assert_refused(["project", "--ckpt", "a.pt", *flags, "--device", "cpu"], [said], capsys)
 
 
-# ---------------------------------------------------------------------------------------------
-# The commands (end of Appendix D): train, sample, project, convert
-# ---------------------------------------------------------------------------------------------
+# --- The commands (end of Appendix D): train, sample, project, convert
 
 
 @slow
@@ -1132,8 +1112,7 @@ def refused(tmp_path, monkeypatch, capsys):
         "/dev/zero", "dead-link")],                                                 # (no extension: PNGs)
     # /proc and /sys: a folder write bit, but no new files
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (")
-      for out in ("/proc/x.mp4", "/sys/frames")],
-])
+      for out in ("/proc/x.mp4", "/sys/frames")]])
 def test_sample_refuses_bad_input_in_one_line_before_any_work(refused, monkeypatch, fresh, argv, needles):
     monkeypatch.setattr(sv, "available_memory", lambda device: 2 ** 30)
     refused(fresh, argv, needles)
@@ -1164,8 +1143,7 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     # The design card's `train --data ffs.zip --gpus 4` trains the paper's architecture (ffs's), not tiny.
     ("--outdir cpu", False, dict(preset="tiny", lr=0.0025), "train (dry run): preset tiny (no --preset: on a CPU)"),
     ("--outdir gpu", True, dict(preset="ffs", z_dim=512, channel_base=16384, motion_delta_z=16),
-     "train (dry run): preset ffs (no --preset: on a GPU)"),
-])
+     "train (dry run): preset ffs (no --preset: on a GPU)")])
 def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_path, monkeypatch, capsys, flags,
                                                                          on_gpu, cfg, said):
     monkeypatch.chdir(tmp_path)
@@ -1227,15 +1205,12 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
     _row("figures --ckpt missing.pt --out a-file", "a-file: cannot write here ("),     # said before the work
-    _row("train --data /dev/zero --outdir run --dry-run", "/dev/zero: not a regular file or a folder (make one with"),
-])
+    _row("train --data /dev/zero --outdir run --dry-run", "/dev/zero: not a regular file or a folder (make one with")])
 def test_train_bench_and_figures_refuse_bad_input_in_one_line_before_any_work(refused, fresh, argv, needles):
     refused(fresh, argv, needles)
 
 
-# ---------------------------------------------------------------------------------------------
-# Appendix A: the fused ModConv2d kernel (lazy build, autograd, self-check, parity)
-# ---------------------------------------------------------------------------------------------
+# --- Appendix A: the fused ModConv2d kernel (lazy build, autograd, self-check, parity)
 
 
 @pytest.mark.parametrize('toolkit', [None, '/opt/fake-cuda'], ids=['no-toolkit', 'compiler-error'])
@@ -1403,9 +1378,7 @@ def test_cuda_dispatch_is_automatic_and_handles_odd_layouts(N, O, H, W):
         assert ((g - rg).abs().max() / rg.abs().max()).item() < 1e-3
 
 
-# ---------------------------------------------------------------------------------------------
-# Appendix B: the authors' snapshots (the safe importer, arch 'release', parity with their outputs)
-# ---------------------------------------------------------------------------------------------
+# --- Appendix B: the authors' snapshots (the safe importer, arch 'release', parity with their outputs)
 
 
 SNAPSHOT_DIR = os.path.join(HERE, "..", "shared", "fixtures", "release-snapshot")
@@ -1651,9 +1624,7 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
     assert _rel(trainer.G.mapping.w_avg, R["w_avg"]) <= 1e-5 and _rel(trainer.G_ema.mapping.w_avg, R["ema_w_avg"]) <= 1e-5
 
 
-# ---------------------------------------------------------------------------------------------
-# Appendix C: measuring and drawing (bench, doctor and its acceptance run, figures, plot)
-# ---------------------------------------------------------------------------------------------
+# --- Appendix C: measuring and drawing (bench, doctor and its acceptance run, figures, plot)
 
 
 def test_bench_times_rendering_at_t0_and_at_t90000(capsys):
@@ -1749,10 +1720,8 @@ def test_plot_refuses_a_log_it_cannot_read_in_one_line(tmp_path, monkeypatch, ca
     assert_refused(["plot", "run", *flags.split()], [needle], capsys)
 
 
-# ---------------------------------------------------------------------------------------------
-# Appendix D: plumbing (the one atomic writer, signals and stopping, the run lock, a full disk,
+# --- Appendix D: plumbing (the one atomic writer, signals and stopping, the run lock, a full disk,
 #             sizes before allocations, the one error line)
-# ---------------------------------------------------------------------------------------------
 
 
 def test_the_one_writer_leaves_the_whole_file_or_nothing_and_says_why_in_words(tmp_path, monkeypatch):
@@ -1938,9 +1907,7 @@ def test_a_generator_with_nan_weights_is_an_error_not_a_black_video_and_a_diverg
     assert trainer.diverged == 0.048 and ["DIVERGED" in line for line in log] == [False, True, True]
 
 
-# ---------------------------------------------------------------------------------------------
-# prepare_data.py: every kind of input, good and bad, and what is left behind when things fail
-# ---------------------------------------------------------------------------------------------
+# --- prepare_data.py: every kind of input, good and bad, and what is left behind when things fail
 
 # -- helpers (write_frames and the _hd_ ones are fvd.py's tests' too) ----------------------------
 
@@ -2423,10 +2390,8 @@ def test_hd_a_full_or_read_only_disk_is_one_line_leaving_only_what_was_there(tmp
         assert _hd_tree(disk) == before                    # no OUT.partial-*, no .stage: a retry can fit
 
 
-# ---------------------------------------------------------------------------------------------
-# fvd.py: the Frechet distance, preprocessing, the I3D port and its weights, the Appx C protocol (the specification
+# --- fvd.py: the Frechet distance, preprocessing, the I3D port and its weights, the Appx C protocol (the specification
 # first), then every source kind, the cache and the report, then the bad inputs: one table, one line out each.
-# ---------------------------------------------------------------------------------------------
 
 
 def moving_disc_video(index, frames=16, size=64):
@@ -2919,8 +2884,7 @@ def _crafted(d, name):
                              ("png", lambda p: (p / "a" / "0005.png").write_bytes(b"\x89PNG\r\n\x1a\n not really"))]},
         "run": lambda p: [q.rename(q.with_name(f"kimg00{k}2.000.mp4")) for k, q in enumerate(sorted(_src_mp4s(
             p / "samples", _src_videos(n=2, frames=10)).iterdir()))] + [(p / "checkpoint.pt").touch()],
-        **{name: lambda p, data=data: p.write_bytes(data) for name, data in files.items()},
-    }
+        **{name: lambda p, data=data: p.write_bytes(data) for name, data in files.items()}}
     name = {"data": "data.zip", "npy": "npy.npy"}.get(name, name)
     if not os.path.exists(d / name):
         (d / name).mkdir() if name == "run" else None                           # (a run holding previews)
@@ -2995,8 +2959,7 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     *[(f"--real r --fake f {flag}", f"argument {flag.split('=')[0]}: invalid int value", {})
       for flag in ("--frames=x", "--seed=1e3", "--batch=nan")],
     ("--real r --fake f --protocol tf-hub", "argument --protocol: invalid choice", {}),
-    ("--fake f", "the following arguments are required: --real", {}),
-]
+    ("--fake f", "the following arguments are required: --real", {})]
 
 
 @pytest.mark.parametrize("argv, fragment, patch", FVD_BAD, ids=[f"{i:02d} {r[1][:40]}" for i, r in enumerate(FVD_BAD)])
