@@ -50,6 +50,7 @@ import math
 import os
 import pickle
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -2732,11 +2733,15 @@ def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
 
 
 def available_memory(device: torch.device) -> Optional[int]:
-    """Bytes this process may still allocate: the GPU's free memory, or MemAvailable (not Linux: None, unknown)."""
+    """Bytes this process may still allocate: the GPU's free memory, or MemAvailable, less if `ulimit -v` leaves less
+    address space (not Linux: None, unknown)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     with contextlib.suppress(OSError, TypeError):
-        return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024
+        free = int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024
+        used = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]                       # (RLIM_INFINITY: -1)
+        return free if limit == resource.RLIM_INFINITY else max(0, min(free, limit - used))
 
 
 def check_memory(cfg: Config, frames: int, copies: int, device, what: str, lower: str, d=False, extra=0) -> None:
@@ -2786,7 +2791,6 @@ def load_projection(path: str) -> dict:
 
 def cmd_sample(args) -> None:
     """`sample`: a checkpoint, a projection (--from) or an untrained preset -> an .mp4 or a folder of PNGs."""
-    import resource
     device = _pick_device(args.device)                           # (the flags' ranges: build_parser)
     FrameSink.check(args.out)                                    # before a checkpoint is loaded
     proj = load_projection(args.proj) if args.proj else None     # (§13; it names its checkpoint)

@@ -1885,9 +1885,12 @@ def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path, monk
     assert sorted(os.listdir(tmp_path)) == ["d.zip", "evil.pt"]
 
 
-def test_an_allocation_the_machine_refuses_is_one_line(monkeypatch, capsys):
+def test_an_allocation_the_machine_refuses_is_one_line_and_the_estimate_counts_ulimit_v(monkeypatch, capsys):
     monkeypatch.setattr(sv, "cmd_bench", lambda args: torch.empty(2 ** 62, dtype=torch.uint8))   # 4 EiB: refused
     assert_refused(["bench"], ["stylegan_v.py: error: out of memory (", "can't allocate memory", "lower --batch"], capsys)
+    free = sv.available_memory(torch.device("cpu"))                                 # MemAvailable (no ulimit -v here)
+    monkeypatch.setattr(sv.resource, "getrlimit", lambda which: (2 ** 30, -1))     # ulimit -v 1 GB: less than the
+    assert free > 0 and sv.available_memory(torch.device("cpu")) == 0             # address space torch holds already
 
 
 def test_a_generator_with_nan_weights_is_an_error_not_a_black_video_and_a_diverged_run_is_marked(tmp_path):
