@@ -2930,8 +2930,9 @@ def cmd_train(args) -> None:
     if run and args.resume != "auto" and rank == 0:
         raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3])}{', ...' * (len(run) > 3)}); "
                         f"continue it with --resume auto, or train into a new --outdir")
-    plan = "a new run" + " (--resume auto found no checkpoint)" * (args.resume == "auto" and not os.path.isfile(own))
-    args.resume = None if args.resume == "auto" and not os.path.isfile(own) else args.resume
+    if none_there := args.resume == "auto" and not os.path.isfile(own):
+        args.resume = None
+    plan = "a new run" + " (--resume auto found no checkpoint)" * none_there
     if args.resume == "auto" and os.path.isfile(log := os.path.join(args.outdir, "log.jsonl")):
         read_log(log)                                            # its lines, kept up to the checkpoint: said now
     cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, given)
