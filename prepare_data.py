@@ -152,6 +152,7 @@ class Source:
     files: tuple = ()                  # frames: the image files, in natural order
     demo: tuple = ()                   # demo: the (seed, frames, resolution) of make_demo_video
     fps: Optional[float] = None        # from the header (None: none, as a frame folder's or a still GIF's)
+    seconds: float = 0.0               # the header's duration (0: not said), bounds the frames read (iter_frames)
     notes: tuple = ()                  # said in the summary: "left out, not images: notes.txt, raw/"
 
 
@@ -222,7 +223,7 @@ def probe(source: Source) -> tuple:
         _check_size(*meta["size"], "its header")
         if fps and not lo <= fps <= hi:                     # 0: no rate (a still GIF), as a frame folder has none
             raise PrepareError(f"its header says {fps:g} fps, not in {lo:g}..{hi:g} (a broken header)")
-        return dataclasses.replace(source, fps=fps or None), None
+        return dataclasses.replace(source, fps=fps or None, seconds=float(meta.get("duration") or 0) * bool(fps)), None
     except PrepareError as e:
         return None, str(e)
     except Exception as e:                                  # corrupt, empty, not a video: ffmpeg says why
@@ -240,8 +241,10 @@ def iter_frames(source: Source, fps: float, skip: int = 0) -> Iterator[np.ndarra
         square = "scale='iw*min(sar,1)':'ih/max(sar,1)':flags=lanczos"
         timing = ["-vf", f"fps={fps!r},{square}"] if source.fps else ["-vf", square, "-fps_mode", "passthrough"]
         with contextlib.closing(imageio_ffmpeg.read_frames(source.path, output_params=timing)) as reader:
-            w, h = next(reader)["size"]
-            for raw in itertools.islice(reader, skip, None):
+            w, h = next(reader)["size"]                     # the header's duration bounds the frames: in a 1 s file
+            for i, raw in enumerate(itertools.islice(reader, skip, None), start=skip):   # a gap of hours would be
+                if source.seconds and i >= (2 * source.seconds + 10) * fps:             # one frame, repeated ~10^6 x
+                    raise PrepareError(f"its timestamps jump past twice the {source.seconds:g} s its header says")
                 yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
     elif source.kind == "frames":
         first = None
@@ -385,8 +388,7 @@ def check_out(out: str) -> tuple:
     if ext and not as_zip:                                  # (o.gif would be a folder named o.gif)
         raise PrepareError(f"cannot write {out}: OUT is a .zip file or a folder (no extension), not a {ext}")
     if not os.path.isdir(parent):
-        why = "is a file" if os.path.exists(parent) else "does not exist"
-        raise PrepareError(f"cannot write {out}: {parent} {why}")
+        raise PrepareError(f"cannot write {out}: {parent} {('does not exist', 'is a file')[os.path.exists(parent)]}")
     taken = os.path.lexists(out) and (as_zip or not os.path.isdir(out) or bool(os.listdir(out)))
     if as_zip and os.path.isfile(out):                      # only a dataset it wrote: dataset.json and frames alone
         with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(out) as z:
@@ -485,8 +487,7 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
                      lambda: done or not os.path.lexists(tmp) or os.remove(tmp)):    # then the partial goes: each
             with contextlib.suppress(Exception):            # step runs, even if one before fails (closing a zip
                 step()                                      # on a full disk raises)
-        for sig, handler in held:
-            signal.signal(sig, handler)
+        [signal.signal(sig, handler) for sig, handler in held]
     frames, seconds = sum(v["frames"] for v in videos), time.time() - t_start
     if verbose:
         print(f"wrote {out}: {len(videos)} video(s), {frames} frames of {s.resolution}x{s.resolution} at {fps:g} fps "
@@ -577,8 +578,7 @@ def main(argv: Optional[list] = None) -> int:
             parser.error(f"--quality applies to --format jpg only ({a.fmt} is lossless)")
         if a.src is None or (a.out is None) != a.demo:
             parser.error("--demo takes one path, OUT" if a.demo else "need SRC and OUT (or --demo OUT)")
-        with warnings.catch_warnings():                     # Pillow warns of a frame over 89 M pixels as it reads
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)     # its header: _check_size refuses it
+        with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning):   # _check_size's
             run(*[a.src, a.out][:2 - a.demo], **given, progress=True)
     except PrepareError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)

@@ -2155,8 +2155,10 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
     (src / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     (src / "notes.txt").write_text("not a video")
     write_frames(src, gray_frames(1), ["lone.png"])
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "color=s=32x24:r=10:d=1", "-frames:v", "0", str(src / "zero.mp4")], check=True)
+    for name, extra in (("zero.mp4", ["-frames:v", "0"]),      # a gap of 27 h after frame 20 (a 2 s header): not
+                        ("gap.mp4", ["-vf", "setpts='if(gte(N,20),PTS+27*3600/TB,PTS)'", "-fps_mode", "passthrough"])):
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",   # 10^6
+                        "color=s=32x24:r=10:d=2.1", *extra, str(src / name)], check=True)      # frames written
     (src / "empty").mkdir()
     write_frames(src / "mixed", gray_frames(2, 16, 16) + gray_frames(1, 16, 20))
     (src / "huge").mkdir()                                   # refused from its header: nothing is decoded
@@ -2172,7 +2174,7 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
             "mixed/": "frames of different sizes in folder mixed/: 0000.png is 16x16, 0002.png is 20x16",
             "huge/": "frame 0000.png claims 9000x9000 frames, more than 67,108,864 pixels: refused unread",
             "float/": "frame 000.tif is a 32-bit float image: save the frames as 8- or 16-bit images",
-            "still.gif": "only 1 frames, fewer than --min-frames 20"}
+            "still.gif": "only 1 frames, fewer than --min-frames 20", "gap.mp4": "its timestamps jump past twice the"}
     got = {k["source"]: k["reason"] for k in s["skipped"]}
     assert set(got) == set(want) and all(want[k] in got[k] for k in want), got
     with pytest.raises(pd.PrepareError, match="10 frames: shorter than one --clip-len chunk of 16"):
