@@ -2721,7 +2721,7 @@ def check_memory(cfg: Config, frames: int, copies: int, device, what: str, lower
     res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
     need = extra + copies * 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
     if (have := available_memory(device)) is not None and need > have:
-        raise UserError(f"{what} needs about {need / 2 ** 30:.1f} GB, {have / 2 ** 30:.1f} GB are available "
+        raise UserError(f"{what} needs about {need / 2 ** 30:.2f} GB, {have / 2 ** 30:.2f} GB are available "
                         f"on this {device.type}: lower {lower}")
 
 

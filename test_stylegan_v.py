@@ -1104,7 +1104,7 @@ def refused(tmp_path, monkeypatch, capsys):
     # one estimate of memory from the shapes (1 GB free, see below): 16 videos x 4096 frames of 64^2 need 1.2 GB
     _row("sample --preset tiny --num 16 --batch 4096 --seconds 200 --out x.mp4",
          "rendering 16 video(s) 4096 frames at a time at 64^2 needs about",
-         "1.0 GB are available on this cpu: lower --batch or --num"),
+         "1.00 GB are available on this cpu: lower --batch or --num"),
     _row("sample --seconds -1 --out o.mp4", "--seconds: -1 is out of range", fresh=True),
     _row("sample --seconds 0.2 --seed -1 --out o.mp4", "must be in [0, 4294967295]", fresh=True),
     _row("sample --seconds 0.2 --ckpt garbage.pt --out o.mp4", "not a StyleGAN-V checkpoint"),
