@@ -1317,11 +1317,11 @@ class Trainer:
             self.aug.p = state.get("aug_p", 0.0)
 
 
-def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: int = 0, snap: float = 50,
+def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: Optional[int] = None, snap=50.0,
           tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
           metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
     """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
-    when a signal stopped it (after saving)."""
+    when a signal stopped it (after saving). seed None: a resumed run's own, else 0."""
     trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32)
     trainer.flags = dict(kimg=kimg, snap=snap, tick=tick, metrics=list(metrics), metric_videos=metric_videos)
     cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
@@ -1329,7 +1329,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     # (a video, k frame times: Sec 3.3) and decodes it, 4 steps ahead, so decoding overlaps the step.
     # Workers are spawned, not forked: a fork of a process whose torch threads hold a lock can hang.
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=real_batches(seed, trainer.step_idx, cfg.batch, trainer.rows),
+        dataset, batch_sampler=real_batches(trainer.seed, trainer.step_idx, cfg.batch, trainer.rows),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=GracefulStop.ignore, multiprocessing_context="spawn" if workers > 0 else None)
     total = int(kimg * 1000)                                     # real frames shown to D (nimg)
@@ -2327,8 +2327,9 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         state["cfg"] = dataclasses.asdict(make_config(**known))
     except (ValueError, TypeError) as e:
         raise UserError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
-    if "opt_G" in state and not all(type(state.get(k)) is int and state[k] >= 0 for k in ("step", "nimg", "nvid")):
-        raise UserError(f"{file}: a checkpoint with impossible counters (step, nimg, nvid: integers >= 0)")
+    counters = ("step", "nimg", "nvid", "seed")
+    if "opt_G" in state and not all(type(state.get(k)) is int and state[k] >= 0 for k in counters):
+        raise UserError(f"{file}: a checkpoint with impossible counters ({', '.join(counters)}: integers >= 0)")
     nets = {n: net for n, net in (("G_ema", Generator), ("D", Discriminator)) if isinstance(state.get(n), dict)}
     check_weights_held(Config(**state["cfg"]), tuple(nets.values()), [t for n in nets for t in state[n].values()], file)
     return state
@@ -2460,9 +2461,11 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
     return cfg, data, ClipDataset(data, cfg), state, path
 
 
-def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: int, resume: Optional[str], fp32: bool):
-    """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step (it seeds every draw): all a run was."""
+def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed, resume: Optional[str], fp32: bool):
+    """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step and seed (they key every draw): all a
+    run was (a seed given on top: the draws from there on are another run's)."""
     cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
+    seed = (state["seed"] if state is not None and "opt_G" in state else 0) if seed is None else seed
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
     if state is not None:
@@ -2949,7 +2952,8 @@ def cmd_train(args) -> None:
     done = 0.0
     if state is not None and "opt_G" in state:
         done, why = state["nimg"] / 1000, " (the checkpoint's settings; the flags given on top)"
-        plan = f"resuming {path} at {done:.2f} kimg (step {state['step']})"
+        plan = f"resuming {path} at {done:.2f} kimg (step {state['step']}, seed {state['seed']})" + (
+            f"; --seed {args.seed} from there on" if args.seed not in (None, state["seed"]) else "")
     elif state is not None:                                      # a snapshot: from kimg 0
         plan = f"fine-tuning the {state.get('source', 'snapshot')} (fresh optimizers)"
     fvds = "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics)
@@ -3028,7 +3032,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--kimg", KIMG, None, "train until D has seen this many thousand real frames (default 25000; tiny 200)"),
             ("--snap", KIMG, None, "checkpoint + samples every this many kimg (default min(200, kimg/5))"),
             ("--tick", KIMG, None, "log a line to log.jsonl at every multiple of this many kimg (default 1)"),
-            ("--seed", SEED, 0, "seed of weights and of every random draw (default 0)"),
+            ("--seed", SEED, None, "seed of weights and of every random draw (default 0; a resumed run: its own)"),
             ("--batch", INT(1, 65536), None, "videos per step over all processes (paper 64)"),
             ("--frames-per-clip", INT(1, 33), None, "k frames D sees per video (paper 3)"),
             ("--gamma", NUM(0, 1e4), None, "R1 weight (default 0.0002 res^2 / batch)", dict(dest="r1_gamma")),

@@ -106,13 +106,12 @@ def cli_ok(*args):
 
 def main_ok(*args):
     """cli_ok in this process (no fresh torch import: seconds less a call) -> .stdout, .stderr."""
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             sv.main([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code
-    assert code in (0, None), err.getvalue()[-3000:]
+    except SystemExit as e:                                   # (success returns)
+        raise AssertionError(f"exit {e.code}: {err.getvalue()[-3000:]}") from None
     return types.SimpleNamespace(stdout=out.getvalue(), stderr=err.getvalue())
 
 
@@ -127,9 +126,8 @@ def assert_one_error_line(r, *needles):
 
 
 def assert_refused(argv, needles, capsys=None):
-    """`stylegan_v.py argv` run in the current directory -- in this process given capsys, else in a fresh
-    one -- is refused in one error line holding every needle (after train's plan, if any), and leaves the directory
-    as it was."""
+    """`stylegan_v.py argv` run in the current directory -- in this process given capsys, else in a fresh one -- is
+    refused in one error line holding every needle (after train's plan, if any), the directory left as it was."""
     before = sorted(os.listdir())
     if capsys is None:
         assert_one_error_line(run_cli(*argv, cwd=os.getcwd()), *needles)
@@ -735,7 +733,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
     data, cfg = write_dataset(tmp_path / "d.zip"), sv.make_config("tiny", batch=4, aug="ada", aug_p=0.5)
     train = lambda out, **kw: sv.train(cfg, data, str(tmp_path / out), 4 * 3 * 4 / 1000, sv.Dist(),  # noqa: E731
                                        workers=0, snap=1000, progress=False, previews=False, **kw)   # 4 steps
-    full, step = train("full"), sv.Trainer.step
+    full, step = train("full", seed=3), sv.Trainer.step
 
     def step_then_ctrl_c(self, *a):
         out = step(self, *a)
@@ -743,11 +741,11 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
             signal.raise_signal(signal.SIGINT)                          # Ctrl-C after the 2nd step
         return out
     monkeypatch.setattr(sv.Trainer, "step", step_then_ctrl_c)
-    cut = train("cut")
+    cut = train("cut", seed=3)
     monkeypatch.setattr(sv.Trainer, "step", step)
     assert cut.step_idx == 2 and os.path.isfile(tmp_path / "cut" / "checkpoint.pt")
-    resumed = train("cut", resume="auto")
-    assert resumed.step_idx == full.step_idx == 4 and full.aug.p == resumed.aug.p
+    resumed = train("cut", resume="auto")                               # no seed given: the run's own, 3
+    assert resumed.step_idx == full.step_idx == 4 and full.aug.p == resumed.aug.p and resumed.seed == 3
     assert _kimgs(tmp_path / "cut") == [0.024, 0.048] and _kimgs(tmp_path / "full") == [0.048]   # a line at the stop
     for net in ("G", "D"):
         assert all(map(torch.equal, full.state_dict()[net].values(), resumed.state_dict()[net].values())), net
@@ -890,10 +888,12 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     for own in ("a", "a/checkpoint.pt"):                  # the run's own checkpoint or directory: as --resume auto
         assert "resuming a/checkpoint.pt at 0.02 kimg" in train("--outdir", "a", "--resume", own, "--dry-run")[1][-1]
     # the dry run knows what the run will do: continue from the checkpoint's kimg, or nothing at all
-    assert "on cpu: resuming a/checkpoint.pt at 0.02 kimg (step 1), to 1 kimg in a" in train(
+    assert "on cpu: resuming a/checkpoint.pt at 0.02 kimg (step 1, seed 0), to 1 kimg in a" in train(
         "--outdir", "a", "--resume", "auto", "--kimg", "1", "--dry-run")[1][-1]
     assert train("--outdir", "a", "--resume", "auto", "--kimg", "0.01", "--dry-run")[1][-1].endswith(
-        "on cpu: resuming a/checkpoint.pt at 0.02 kimg (step 1); --kimg is 0.01: nothing to train")
+        "on cpu: resuming a/checkpoint.pt at 0.02 kimg (step 1, seed 0); --kimg is 0.01: nothing to train")
+    assert "(step 1, seed 0); --seed 5 from there on, to 1 kimg" in train(   # its seed, unless one is given
+        "--outdir", "a", "--resume", "auto", "--kimg", "1", "--seed", "5", "--dry-run")[1][-1]
     assert train("--outdir", "a", "--resume", "auto", "--d-cond", "none") == (2, [   # changes D's shapes: named
         "stylegan_v.py: error: a/checkpoint.pt: the checkpoint has d_cond 'hyper', this run 'none' (a resumed run "
         "keeps its data's size and fps, its networks and --aug)"])
@@ -906,8 +906,8 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     trainer = sv.Trainer(sv.Config(**{**state["cfg"], "lr": 0.002, "aug": "fixed", "aug_p": 0.5}), sv.Dist())
     trainer.load_state_dict(state)           # Adam's moments and ADA's state resumed; its settings, a new p this run's
     assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(0.002 * 4 / 5) and trainer.aug.p == 0.5
-    plan = train("--resume", "a", "--dry-run")[1][-1]      # a run named, no --outdir: continued where it is, to its
-    assert plan.endswith(": resuming a/checkpoint.pt at 0.02 kimg (step 1); --kimg is 0.024: nothing to train")  # kimg
+    plan = train("--resume", "a", "--dry-run")[1][-1]      # a run named, no --outdir: continued where it is, to its kimg
+    assert plan.endswith(": resuming a/checkpoint.pt at 0.02 kimg (step 1, seed 0); --kimg is 0.024: nothing to train")
     before = (tmp_path / "b" / "checkpoint.pt").read_bytes()   # another run's checkpoint never goes into a run
     code, err = train("--outdir", "b", "--resume", "a", "--kimg", "1")
     assert code == 2 and len(err) == 1 and "b: a run is already there" in err[0], err
@@ -1815,13 +1815,13 @@ def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_a_killed_or_fai
     assert "done: 0.17 kimg" in r.stdout + r.stderr, r.stderr[-3000:]
     main_ok("train", "--data", data, *args, "--kimg", 0.072, "--outdir", out)     # 3 steps, then resumed
     r = main_ok("train", "--data", data, *args, "--kimg", 0.168, "--outdir", out, "--resume", "auto")
-    assert f"resuming {out / 'checkpoint.pt'} at 0.07 kimg (step 3)" in r.stderr, r.stderr[-3000:]
+    assert f"resuming {out / 'checkpoint.pt'} at 0.07 kimg (step 3, seed 0)" in r.stderr, r.stderr[-3000:]
     # Ticks at multiples of --tick, not --tick after the resume: the uninterrupted run's, plus the first part's end.
     assert _kimgs(out) == [0.048, 0.072, 0.096, 0.144, 0.168] and _kimgs(tmp_path / "whole") == [0.048, 0.096, 0.144, 0.168]
     train_sec = [json.loads(line)["train_sec"] for line in open(out / "log.jsonl")]
     assert train_sec == sorted(train_sec) and train_sec[0] > 0           # the clock goes on across the resume
     r = main_ok("train", "--data", data, *args, "--kimg", 0.1, "--outdir", out, "--resume", "auto")
-    assert "at 0.17 kimg (step 7); --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
+    assert "at 0.17 kimg (step 7, seed 0); --kimg is 0.1: nothing to train" in r.stderr, r.stderr[-3000:]
     (out := tmp_path / "run").mkdir()               # a killed run leaves nothing stale, nor does a failed start
     (out / "config.json").write_text("{}")                              # what a run that died at startup leaves
     (out / "train.lock").write_text("999999")
