@@ -2707,25 +2707,28 @@ def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     return local
 
 
-def available_memory(device: torch.device) -> Optional[int]:
+def available_memory(device: torch.device, machine: bool = False) -> Optional[int]:
     """Bytes this process may still allocate: the GPU's free memory, or MemAvailable, less if `ulimit -v` leaves less
-    address space (not Linux: None, unknown)."""
+    address space (a limit of each process; machine: MemAvailable alone); not Linux: None, unknown."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     with contextlib.suppress(OSError, TypeError):
         free = int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024
         used = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]                       # (RLIM_INFINITY: -1)
-        return free if limit == resource.RLIM_INFINITY else max(0, min(free, limit - used))
+        return free if limit == resource.RLIM_INFINITY or machine else max(0, min(free, limit - used))
 
 
-def check_memory(cfg: Config, frames: int, copies: int, device, what: str, lower: str, d=False, extra=0) -> None:
-    """Before the work: `copies` x `frames` frames' float32 activations in G (and D), C(r) r^2 over r, + extra bytes."""
+def check_memory(cfg: Config, frames: int, copies: int, device, what: str, lower: str, d=False, extra=0, others=0):
+    """Before the work: `copies` x `frames` frames' float32 activations in G (and D), C(r) r^2 over r, + extra bytes,
+    in this process; + others' bytes in other processes (the machine's memory, not this process's ulimit -v)."""
     res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
-    need = extra + copies * 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
-    if (have := available_memory(device)) is not None and need > have:
-        raise UserError(f"{what} needs about {need / 2 ** 30:.2f} GB, {have / 2 ** 30:.2f} GB are available "
-                        f"on this {device.type}: lower {lower}")
+    here = extra + copies * 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
+    for need, have, whose in ((here + others, available_memory(device, machine=True), ""),      # (then: ulimit -v's)
+                              (here, available_memory(device), " to this process (its ulimit -v)")):
+        if have is not None and need > have:
+            raise UserError(f"{what} needs about {need / 2 ** 30:.2f} GB, {have / 2 ** 30:.2f} GB are available{whose} "
+                            f"on this {device.type}: lower {lower}")
 
 
 def _pick_device(name: Optional[str]) -> torch.device:
@@ -2943,11 +2946,11 @@ def cmd_train(args) -> None:
     # This machine's memory, before the work: its processes (a trainer per GPU, its --workers loaders: 400 MB each; a
     # loader measured 370 MB) and on a CPU a step (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations
     # for each frame of the global batch, times 32 for the saved tensors, backward, R1's double backward (17-25
-    # measured, 32-128^2).
+    # measured, 32-128^2). A `ulimit -v` limits each process: this one's step and itself against it.
     procs = int(os.environ.get("LOCAL_WORLD_SIZE", world)) * (1 + args.workers)
     check_memory(cfg, cfg.batch * cfg.frames_per_clip * (device.type == "cpu"), 32, torch.device("cpu"),
                  f"{procs} process(es) and a training step at {cfg.resolution}^2 with --batch {cfg.batch}",
-                 "--batch, --workers or --gpus", d=True, extra=procs * 400 * 2 ** 20)
+                 "--batch, --workers or --gpus", d=True, extra=400 * 2 ** 20, others=(procs - 1) * 400 * 2 ** 20)
     # The plan, said first (--dry-run: then the config on stdout, as JSON, lr and r1_gamma as Trainer resolves them).
     done = 0.0
     if state is not None and "opt_G" in state:

@@ -99,8 +99,7 @@ def run_cli(*args, cwd=HERE):
 
 
 def cli_ok(*args):
-    r = run_cli(*args)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert (r := run_cli(*args)).returncode == 0, r.stderr[-3000:]
     return r
 
 
@@ -118,8 +117,7 @@ def main_ok(*args):
 def assert_one_error_line(r, *needles):
     """rc 2, stderr is exactly one 'stylegan_v.py: error: ...' line holding every needle, no traceback nor
     UNSAFE_ADVICE (besides progress bars and the run's first line, `train: preset ...`, when training had begun)."""
-    lines = [line for line in r.stderr.splitlines()
-             if line.strip() and "%|" not in line and not line.startswith("train: preset ")]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "%|" not in ln and not ln.startswith("train: preset ")]
     assert r.returncode == 2 and not any(s in r.stderr for s in ("Traceback", *UNSAFE_ADVICE)), r.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("stylegan_v.py: error:"), r.stderr[-3000:]
     assert all(n in lines[0] for n in needles), lines[0]
@@ -1127,7 +1125,7 @@ def refused(tmp_path, monkeypatch, capsys):
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (")
       for out in ("/proc/x.mp4", "/sys/frames")]])
 def test_sample_refuses_bad_input_in_one_line_before_any_work(refused, monkeypatch, fresh, argv, needles):
-    monkeypatch.setattr(sv, "available_memory", lambda device: 2 ** 30)
+    monkeypatch.setattr(sv, "available_memory", lambda device, machine=False: 2 ** 30)
     refused(fresh, argv, needles)
 
 
@@ -1811,8 +1809,7 @@ def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues_and
 def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_a_killed_or_failed_one_leaves_nothing_stale(tmp_path, capsys):
     data, out = write_dataset(tmp_path / "d.zip"), tmp_path / "cut"
     args = [*TRAIN, "--tick", 0.048, "--aug", "none"]                   # a tick every 2 steps of 24 frames
-    r = main_ok("train", "--data", data, *args, "--kimg", 0.168, "--outdir", tmp_path / "whole")
-    assert "done: 0.17 kimg" in r.stdout + r.stderr, r.stderr[-3000:]
+    assert "done: 0.17 kimg" in main_ok("train", "--data", data, *args, "--kimg", 0.168, "--outdir", tmp_path / "whole").stdout
     main_ok("train", "--data", data, *args, "--kimg", 0.072, "--outdir", out)     # 3 steps, then resumed
     r = main_ok("train", "--data", data, *args, "--kimg", 0.168, "--outdir", out, "--resume", "auto")
     assert f"resuming {out / 'checkpoint.pt'} at 0.07 kimg (step 3, seed 0)" in r.stderr, r.stderr[-3000:]
@@ -1885,7 +1882,7 @@ def _peak_rss_mb(*args):                    # (peak RSS in MB, return code, last
 @slow
 def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path, monkeypatch):
     # Measured: 10^6 mapping layers in a checkpoint, a step of 65536 videos: refused at a bare start's memory + 200 MB
-    monkeypatch.setattr(sv, "available_memory", lambda device: 2 ** 31)       # the quick start's step fits in 2 GB
+    monkeypatch.setattr(sv, "available_memory", lambda device, machine=False: 2 ** 31)   # the quick start's step: 2 GB
     sv.check_memory(sv.make_config("tiny"), 8 * 3, 32, torch.device("cpu"), "a step", "--batch", d=True)
     torch.save({"cfg": {**dataclasses.asdict(tiny()), "mapping_layers": 10 ** 6}, "G_ema": {}}, tmp_path / "evil.pt")
     base, rc, _ = _peak_rss_mb("sample", "--help")
@@ -1898,12 +1895,15 @@ def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path, monk
     assert sorted(os.listdir(tmp_path)) == ["d.zip", "evil.pt"]
 
 
-def test_an_allocation_the_machine_refuses_is_one_line_and_the_estimate_counts_ulimit_v(monkeypatch, capsys):
+def test_an_allocation_the_machine_refuses_is_one_line_and_the_estimate_counts_ulimit_v(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sv, "cmd_bench", lambda args: torch.empty(2 ** 62, dtype=torch.uint8))   # 4 EiB: refused
     assert_refused(["bench"], ["stylegan_v.py: error: out of memory (", "can't allocate memory", "lower --batch"], capsys)
-    free = sv.available_memory(torch.device("cpu"))                                 # MemAvailable (no ulimit -v here)
-    monkeypatch.setattr(sv.resource, "getrlimit", lambda which: (2 ** 30, -1))     # ulimit -v 1 GB: less than the
-    assert free > 0 and sv.available_memory(torch.device("cpu")) == 0             # address space torch holds already
+    monkeypatch.setattr(sv.resource, "getrlimit", lambda which: (2 ** 30, -1))     # ulimit -v 1 GB: less than torch holds
+    assert sv.available_memory(torch.device("cpu")) == 0 < sv.available_memory(torch.device("cpu"), machine=True)
+    monkeypatch.setattr(sv, "available_memory", lambda device, machine=False: 2 ** (40 if machine else 30))
+    cmd = ["train", "--data", write_dataset(tmp_path / "d.zip"), "--outdir", tmp_path / "r", "--preset", "tiny", "--dry-run"]
+    main_ok(*cmd, "--workers", "2")                             # 1 GB a process: the loaders' are their own (not 1.2)
+    assert_refused([*cmd, "--batch", "64"], ["needs about 2.", "1.00 GB are available to this process (its ulimit"], capsys)
 
 
 def test_a_generator_with_nan_weights_is_an_error_not_a_black_video_and_a_diverged_run_is_marked(tmp_path):
