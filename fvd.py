@@ -799,6 +799,9 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     if len(sizes := {hw for src, _ in sides.values() for hw in src.sizes}) > 1 or any(h != w for h, w in sizes):
         said += [f"real frames {info['real']['resolution']}, fake {info['fake']['resolution']}: the paper compares "
                  "square frames of one size (each is squashed to 224x224; prepare_data.py centre-crops)"]
+    if fake_offsets == "start" and len({os.path.realpath(str(src.path)) for src, _ in sides.values()}) == 1:
+        said += ["the same videos on both sides, fake clips from t = 0, real ones at random offsets (Appx C): "
+                 "--fake-offsets random draws both alike"]
     for line in said:
         print(f"fvd: warning: {line}", file=sys.stderr)
     info["warning"] = "; ".join(said) or None

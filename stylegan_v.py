@@ -3072,7 +3072,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("out", None, None, "the checkpoint to write, e.g. ffs.pt")]),
         doctor=(cmd_doctor, "torch/CUDA facts, build the CUDA kernel, check it against the reference", [
             ("--verbose", "store_true", False, "show the compiler's output"),
-            ("--full", "store_true", False, "also the acceptance run: ffs's speeds and memory on a GPU (minutes)")]))
+            ("--full", "store_true", False, "also the acceptance run: ffs's speeds and memory on a GPU (minutes; on a "
+             "CPU, a smoke run of tiny)")]))
 
     def error(message, cmd=None):          # argparse's errors in the tool's one-line format (no usage block before)
         raise UserError(message + (f" (see: stylegan_v.py {cmd} --help)" if cmd else ""))

@@ -2780,8 +2780,8 @@ def test_fvd_report_and_json_name_everything_a_number_is_of(tmp_path, capsys, to
     for needle in ("d32.zip [dataset, 32x32, 25 fps]: 6 videos used of 6 found", "v.npy [array, 16x16]", "9 frames",
                    "stride 1", "seed 0", "resize: its own"):
         assert needle in line, (needle, line)
-    fvd.main([str(a) for a in common + ["--fake", tmp_path / "v.npy", "--quiet"]])
-    assert re.fullmatch(r"FVD_9: \d+\.\d\d\n", capsys.readouterr().out)
+    fvd.main([str(a) for a in common + ["--fake", tmp_path / "d32.zip", "--quiet"]])   # the set against itself: said
+    assert re.fullmatch(r"FVD_9: \d+\.\d\d\n", (r := capsys.readouterr()).out) and "same videos on both sides" in r.err
     run = _tiny_run(tmp_path / "t1")                                  # a generator: named by its path
     for given in (run, run / "checkpoint.pt"):                       # a run folder, or its checkpoint file
         fvd.main([str(a) for a in [*common, "--fake", given, "--num-videos", "3"]])
