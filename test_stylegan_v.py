@@ -634,8 +634,8 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     # every setting in range, but a G of 88 M weights (354 MB) from a file of 2 kB: refused before anything is built
     "big.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config(resolution=64)), "channel_base": 2 ** 16,
                                             "channel_max": 1024}, "G_ema": {}}, p),
-    "step-5.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=-5, nimg=0, nvid=0),
-    "flags.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=0, nimg=0, nvid=0, flags={"metrics": ["-h"]}),
+    "step-5.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=-5, nimg=0, nvid=0, seed=0),
+    "flags.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=0, nimg=0, nvid=0, seed=0, flags={"metrics": ["-h"]}),
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)), "29.97fps.pt": lambda p: _checkpoint(p, tiny(fps=29.97)),
     "ffs.pt": lambda p: _checkpoint(p, sv.make_config("ffs", resolution=16, channel_max=8, d_channel_max=8)),
     # a G_ema of stride-0 tensors: 10^8 weights claimed by a file of 1 kB, which holds 1 (each storage counted once)
