@@ -240,11 +240,14 @@ def iter_frames(source: Source, fps: float, skip: int = 0) -> Iterator[np.ndarra
     if source.kind == "video":                           # square pixels: a DV clip's 128:117 shrunk, never grown
         square = "scale='iw*min(sar,1)':'ih/max(sar,1)':flags=lanczos"
         timing = ["-vf", f"fps={fps!r},{square}"] if source.fps else ["-vf", square, "-fps_mode", "passthrough"]
+        # Bounded by its size (4 bytes a coded frame at least) and 2x its header's duration: a jump of hours is refused
+        most = min((os.path.getsize(source.path) / 4 + 1) * (fps / (source.fps or fps) + 1),
+                   (2 * source.seconds + 10) * fps if source.seconds else float("inf"))
         with contextlib.closing(imageio_ffmpeg.read_frames(source.path, output_params=timing)) as reader:
-            w, h = next(reader)["size"]                     # the header's duration bounds the frames: in a 1 s file
-            for i, raw in enumerate(itertools.islice(reader, skip, None), start=skip):   # a gap of hours would be
-                if source.seconds and i >= (2 * source.seconds + 10) * fps:             # one frame, repeated ~10^6 x
-                    raise PrepareError(f"its timestamps jump past twice the {source.seconds:g} s its header says")
+            w, h = next(reader)["size"]
+            for i, raw in enumerate(itertools.islice(reader, skip, None), start=skip):
+                if i >= most:
+                    raise PrepareError("its timestamps run on past what its size and its header allow (a jump?)")
                 yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
     elif source.kind == "frames":
         first = None
@@ -412,8 +415,7 @@ def remove_dead_partials(out: str) -> None:
     folder, base = os.path.split(out)
     for entry in os.listdir(folder):
         if (m := re.fullmatch(re.escape(base) + r"\.partial-(\d+)(\.stage)?", entry)) and gone(int(m[1])):
-            path = os.path.join(folder, entry)
-            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+            shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p := os.path.join(folder, entry)) else os.remove(p)
 
 
 def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, verbose: bool,
@@ -440,8 +442,7 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
         resampled = [p for p in kept if p.fps and round(p.fps, 2) != round(fps, 2)]
         notes += [f"{p.label}: resampled from {p.fps:g} to {fps:g} fps (frames picked by timestamp)" for p in resampled]
         notes += [f"{p.label}: {note}" for p in kept for note in p.notes]
-        if as_zip:
-            zf = zipfile.ZipFile(file := open(tmp, "xb"), "w")
+        zf = zipfile.ZipFile(file := open(tmp, "xb"), "w") if as_zip else None
         with tqdm(desc="converting", unit="frame", disable=not progress or None, smoothing=0.05) as bar:
             pending, jobs = collections.deque(), iter(kept)     # results in source order (the same zip for any
             while True:                                         # --workers), at most 2 per thread in the stage
@@ -591,8 +592,7 @@ def main(argv: Optional[list] = None) -> int:
               f"(a bug in prepare_data.py, please report it)", file=sys.stderr)
         return 1
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old_handler)
+        in_main and signal.signal(signal.SIGTERM, old_handler)
     return 0
 
 

@@ -635,6 +635,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "big.pt": lambda p: torch.save({"cfg": {**vars(sv.make_config(resolution=64)), "channel_base": 2 ** 16,
                                             "channel_max": 1024}, "G_ema": {}}, p),
     "step-5.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=-5, nimg=0, nvid=0, seed=0),
+    "seed.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=5, nimg=0, nvid=0, seed=2 ** 64),   # (--seed's: < 2^32)
     "flags.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=0, nimg=0, nvid=0, seed=0, flags={"metrics": ["-h"]}),
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)), "29.97fps.pt": lambda p: _checkpoint(p, tiny(fps=29.97)),
     "ffs.pt": lambda p: _checkpoint(p, sv.make_config("ffs", resolution=16, channel_max=8, d_channel_max=8)),
@@ -1019,14 +1020,6 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     assert_refused(["sample", "--from", "proj.pt", "--out", "w"], ["a.pt is gone (moved?): pass it with --ckpt"], capsys)
 
 
-def _bomb_png(path):
-    """A 60000 x 60000 PNG in 70 bytes: its header says so (Pillow refuses to decode it: a decompression bomb)."""
-    data = bytearray(iio.imwrite("<bytes>", np.zeros((1, 1), np.uint8), format="png"))
-    data[16:24] = (60000).to_bytes(4, "big") * 2                               # IHDR's width and height
-    data[29:33] = zlib.crc32(data[12:29]).to_bytes(4, "big")                   # and its CRC
-    Path(path).write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("make, target, said", [
     (lambda: None, "none.png", "none.png: no such file or folder"),
     (lambda: open("x.png", "w").write("not an image"), "x.png", "x.png: not a readable image or clip"),
@@ -1035,7 +1028,7 @@ def _bomb_png(path):
     (lambda: None, "--out x.mp4", "--out x.mp4: a projection is a .pt file"),
     (lambda: None, "--out no/x.pt", "no/x.pt: cannot write here (No such file or directory)"),   # before the work
     (lambda: None, "--out a.pt", "--out a.pt: exists and is not a projection (choose another name)"),   # its --ckpt
-    (lambda: _bomb_png("bomb.png"), "bomb.png", "bomb.png: not a readable image or clip (Image size (3600000000 pixels) exceeds"),
+    (lambda: huge_png(Path("bomb.png"), 60000, 60000), "bomb.png", "bomb.png: not a readable image or clip (Image size (3600000000 pixels) exceeds"),
     (lambda: Image.fromarray(np.ones((8, 8), np.float32)).save("f.tif"), "f.tif", "frame f.tif is a 32-bit float"),
     (lambda: os.mkfifo("fifo.png"), "fifo.png", "fifo.png: not a file or a folder"),    # (never opened: it would block)
 ])
@@ -1125,7 +1118,7 @@ def refused(tmp_path, monkeypatch, capsys):
     *[_row(f"sample --preset tiny --seconds 1 --out {out}", f"{out}: cannot write here (")
       for out in ("/proc/x.mp4", "/sys/frames")]])
 def test_sample_refuses_bad_input_in_one_line_before_any_work(refused, monkeypatch, fresh, argv, needles):
-    monkeypatch.setattr(sv, "available_memory", lambda device, machine=False: 2 ** 30)
+    monkeypatch.setattr(sv, "available_memory", lambda device, ulimit=False: 2 ** 30)
     refused(fresh, argv, needles)
 
 
@@ -1195,7 +1188,8 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
           ("--gpus 4", "CUDA device", [pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has GPUs")]),
           ("--gpus 3 --device cpu", "not divisible", []),
           ("--resume ffs.pt", "ffs.pt: the checkpoint has preset 'ffs', this run 'tiny'", []),
-          ("--resume step-5.pt", "step-5.pt: a checkpoint with impossible counters", [])]],
+          ("--resume step-5.pt", "step-5.pt: a checkpoint with impossible counters", []),
+          ("--resume seed.pt", "seed.pt: a checkpoint with impossible counters", [])]],
     *[_row(f"train --data {data} --preset tiny --outdir run --dry-run", needle, fresh=data == "nope.zip") for data, needle
       in [("nope.zip", "no such dataset"), ("no-json.zip", "no dataset.json"),
         ("first-8x8.zip", "v/000000.png is a 8x8 RGB image, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
@@ -1882,7 +1876,7 @@ def _peak_rss_mb(*args):                    # (peak RSS in MB, return code, last
 @slow
 def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path, monkeypatch):
     # Measured: 10^6 mapping layers in a checkpoint, a step of 65536 videos: refused at a bare start's memory + 200 MB
-    monkeypatch.setattr(sv, "available_memory", lambda device, machine=False: 2 ** 31)   # the quick start's step: 2 GB
+    monkeypatch.setattr(sv, "available_memory", lambda device, ulimit=False: None if ulimit else 2 ** 31)   # 2 GB free
     sv.check_memory(sv.make_config("tiny"), 8 * 3, 32, torch.device("cpu"), "a step", "--batch", d=True)
     torch.save({"cfg": {**dataclasses.asdict(tiny()), "mapping_layers": 10 ** 6}, "G_ema": {}}, tmp_path / "evil.pt")
     base, rc, _ = _peak_rss_mb("sample", "--help")
@@ -1899,11 +1893,11 @@ def test_an_allocation_the_machine_refuses_is_one_line_and_the_estimate_counts_u
     monkeypatch.setattr(sv, "cmd_bench", lambda args: torch.empty(2 ** 62, dtype=torch.uint8))   # 4 EiB: refused
     assert_refused(["bench"], ["stylegan_v.py: error: out of memory (", "can't allocate memory", "lower --batch"], capsys)
     monkeypatch.setattr(sv.resource, "getrlimit", lambda which: (2 ** 30, -1))     # ulimit -v 1 GB: less than torch holds
-    assert sv.available_memory(torch.device("cpu")) == 0 < sv.available_memory(torch.device("cpu"), machine=True)
-    monkeypatch.setattr(sv, "available_memory", lambda device, machine=False: 2 ** (40 if machine else 30))
+    assert sv.available_memory(torch.device("cpu"), ulimit=True) == 0 < sv.available_memory(torch.device("cpu"))
+    monkeypatch.setattr(sv, "available_memory", lambda device, ulimit=False: 2 ** (30 if ulimit else 40))
     cmd = ["train", "--data", write_dataset(tmp_path / "d.zip"), "--outdir", tmp_path / "r", "--preset", "tiny", "--dry-run"]
     main_ok(*cmd, "--workers", "2")                             # 1 GB a process: the loaders' are their own (not 1.2)
-    assert_refused([*cmd, "--batch", "64"], ["needs about 2.", "1.00 GB are available to this process (its ulimit"], capsys)
+    assert_refused([*cmd, "--batch", "64"], ["GB in this process, 1.00 GB are left to it by ulimit -v"], capsys)
 
 
 def test_a_generator_with_nan_weights_is_an_error_not_a_black_video_and_a_diverged_run_is_marked(tmp_path):
@@ -2155,10 +2149,11 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
     (src / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     (src / "notes.txt").write_text("not a video")
     write_frames(src, gray_frames(1), ["lone.png"])
-    for name, extra in (("zero.mp4", ["-frames:v", "0"]),      # a gap of 27 h after frame 20 (a 2 s header): not
-                        ("gap.mp4", ["-vf", "setpts='if(gte(N,20),PTS+27*3600/TB,PTS)'", "-fps_mode", "passthrough"])):
-        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",   # 10^6
-                        "color=s=32x24:r=10:d=2.1", *extra, str(src / name)], check=True)      # frames written
+    jump = ["-vf", "setpts='if(gte(N,20),PTS+27*3600/TB,PTS)'", "-fps_mode", "passthrough"]   # 27 h after frame 20:
+    for name, extra in (("zero.mp4", ["-frames:v", "0"]), ("gap.mp4", jump),      # not 10^6 frames written, with a
+                        ("gap.mkv", [*jump, "-f", "matroska", "-live", "1"])):   # 2 s header or none (a live stream)
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                        "color=s=32x24:r=10:d=2.1", *extra, str(src / name)], check=True)
     (src / "empty").mkdir()
     write_frames(src / "mixed", gray_frames(2, 16, 16) + gray_frames(1, 16, 20))
     (src / "huge").mkdir()                                   # refused from its header: nothing is decoded
@@ -2174,7 +2169,8 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
             "mixed/": "frames of different sizes in folder mixed/: 0000.png is 16x16, 0002.png is 20x16",
             "huge/": "frame 0000.png claims 9000x9000 frames, more than 67,108,864 pixels: refused unread",
             "float/": "frame 000.tif is a 32-bit float image: save the frames as 8- or 16-bit images",
-            "still.gif": "only 1 frames, fewer than --min-frames 20", "gap.mp4": "its timestamps jump past twice the"}
+            "still.gif": "only 1 frames, fewer than --min-frames 20", **dict.fromkeys(("gap.mp4", "gap.mkv"),
+                                                                                     "its timestamps run on past")}
     got = {k["source"]: k["reason"] for k in s["skipped"]}
     assert set(got) == set(want) and all(want[k] in got[k] for k in want), got
     with pytest.raises(pd.PrepareError, match="10 frames: shorter than one --clip-len chunk of 16"):
