@@ -74,7 +74,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-# --- §1 Config and presets (Appx B, and the authors' release where the paper gives no number) -----
+# ------------------------------------------------------------------------------------------------
+# §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
 
 
 class UserError(Exception):
@@ -189,7 +190,8 @@ def make_config(preset: str = "tiny", **overrides) -> Config:
     return check_config({**PRESETS[preset], **defaults, **overrides, **variant.get("fixed", {}), "preset": preset})
 
 
-# --- §2 Primitives (StyleGAN2): equalized learning rate, bias + activation, FIR resampling --------
+# ------------------------------------------------------------------------------------------------
+# §2 Primitives (StyleGAN2): equalized learning rate, bias + activation, FIR resampling
 # Equalized learning rate (Karras et al. 2018): weights are stored as N(0, 1) / lr_mul and scaled
 # by lr_mul / sqrt(fan_in) at run time, so Adam sees every parameter at the same scale and the
 # per-layer learning rate is effectively lr * lr_mul.
@@ -268,7 +270,8 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return fir2d(x, f, (1, 1, 1, 1))[:, :, ::2, ::2]            # [N, C, H/2, W/2]
 
 
-# --- §3 ModConv2d: modulation and demodulation around one conv, the math (SG2 Eq 1-3) -------------
+# ------------------------------------------------------------------------------------------------
+# §3 ModConv2d: modulation and demodulation around one conv, the math (SG2 Eq 1-3)
 # A modulated convolution (ModConv2d) is three things around one convolution:
 #
 #     x' = x · s[n, i]                              modulate the input channels by the style      (SG2 Eq 1)
@@ -382,7 +385,8 @@ class Conv2d(nn.Module):
         return fused_epilogue(x, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
 
 
-# --- §4 Content mapping network F_c: z^c -> w (Sec 3.1; StyleGAN2's mapping network) --------------
+# ------------------------------------------------------------------------------------------------
+# §4 Content mapping network F_c: z^c -> w (Sec 3.1; StyleGAN2's mapping network)
 
 class MappingNetwork(nn.Module):
     """w = F_c(z^c): z normalized to unit 2nd moment, then an MLP with lr_mul 0.01 (StyleGAN): it learns 100x
@@ -410,7 +414,8 @@ class MappingNetwork(nn.Module):
         return x
 
 
-# --- §5 Motion: F_m and the acyclic positional embedding (Sec 3.1, Eq 1-6, Appx B.3) --------------
+# ------------------------------------------------------------------------------------------------
+# §5 Motion: F_m and the acyclic positional embedding (Sec 3.1, Eq 1-6, Appx B.3)
 # A video's motion is driven by a sequence of noise tokens z^m_j placed every delta^z frames at
 # times t_j = j * delta^z (Sec 3.1). F_m, two padding-less conv1d layers with kernel 11, turns them
 # into motion codes u_j. Without padding, u_j sees tokens j-20 ... j (the "previous" tokens of
@@ -505,7 +510,8 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
     return v_tilde - torch.lerp(v_tilde_l, v_tilde_r, tau) + torch.lerp(a[:, 0], a[:, 1], tau)  # Eq 4
 
 
-# --- §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture) --------------
+# ------------------------------------------------------------------------------------------------
+# §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
 
 class ToRGB(nn.Module):
     """1x1 modulated conv to RGB, no demodulation (StyleGAN2). Nothing normalizes the output, so the
@@ -641,7 +647,8 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
     return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).movedim(-3, -1)
 
 
-# --- §7 Discriminator: per-frame backbone, channel-wise concatenation, hyper-modulation (Sec 3.2, Fig 6) ---
+# ------------------------------------------------------------------------------------------------
+# §7 Discriminator: per-frame backbone, channel-wise concatenation, time-gap hyper-modulation (Sec 3.2, Fig 6)
 # D sees k frames of a clip and the k-1 time gaps delta_i = t_{i+1} - t_i between them. The gaps
 # are Fourier-encoded, passed through a 2-layer MLP each, concatenated into p_delta, and mapped to
 # a conditioning vector c. In the paper (Fig 6), c modulates the FIRST conv of every D block (a
@@ -765,7 +772,8 @@ class Discriminator(nn.Module):
         return (out * c).sum(dim=1) / math.sqrt(self.cmap_dim)   # projection discriminator [41]
 
 
-# --- §8 Sparse clips: the frame times of one training clip (Sec 3.3, Appx B) ----------------------
+# ------------------------------------------------------------------------------------------------
+# §8 Sparse clips: the frame times of one training clip (Sec 3.3, Appx B)
 # StyleGAN-V trains on k = 3 frames per clip at random times, not on dense runs of frames: D sees the
 # frames and their time gaps (§7). `sample_clip_times` draws those times, for the real clips of the
 # dataset (§11) and for the fake clips G renders in the training loop (§12).
@@ -801,7 +809,8 @@ def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time:
     return t1 + offsets
 
 
-# --- §9 Losses (Sec 4.1, Appx B.1: non-saturating logistic loss + lazy R1, as StyleGAN2) ----------
+# ------------------------------------------------------------------------------------------------
+# §9 Losses (Sec 4.1, Appx B.1: non-saturating logistic loss + lazy R1, as StyleGAN2)
 
 def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """L_G = E[softplus(-D(G(z)))] = -E[log sigmoid D(G(z))]."""
@@ -823,7 +832,8 @@ def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.square().sum(dim=[2, 3, 4]).mean(dim=1)                      # [B, k] -> [B]
 
 
-# --- §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline) ----------------------------
+# ------------------------------------------------------------------------------------------------
+# §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
 # ADA (Karras et al. 2020). With little data D memorises the training set, and G's gradients turn to
 # noise. ADA augments *every* image D sees (reals, fakes in both losses, the reals of R1) with a pipeline
 # whose ops each fire with probability p. Below p ~ 0.8 the augmentations do not "leak": the un-augmented
@@ -1047,7 +1057,8 @@ class VideoAugment:
         self._acc = torch.tensor(state['acc'], dtype=torch.float32, device=self._acc.device)
 
 
-# --- §11 Dataset: the video folder and its real clips (Appx B; the clip times are §8) -------------
+# ------------------------------------------------------------------------------------------------
+# §11 Dataset: the video folder and its real clips (Appx B; the clip times are §8)
 # The layout written by prepare_data.py, as a zip or a folder:
 #     dataset.json                 {"fps": 25.0, "resolution": 256, "format": "jpg",
 #                                   "videos": [{"name": "v00000", "frames": 312}, ...]}
@@ -1094,7 +1105,8 @@ class ClipDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(t)
 
 
-# --- §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule) ---------------------------
+# ------------------------------------------------------------------------------------------------
+# §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
 # One step = a G update, a D update, every 16th step an extra D update on R1 (lazy regularization),
 # the G_ema update and every 4th step the ADA update. Progress is counted in real frames shown to D
 # (kimg = 1000 frames; a step shows batch * k frames).
@@ -1366,7 +1378,8 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
     return trainer
 
 
-# --- §13 Rendering any frame by seed; sampling videos of any length (Sec 4.3); projection (Fig 2) ---
+# ------------------------------------------------------------------------------------------------
+# §13 Rendering any frame by seed; sampling videos of any length (Sec 4.3); projection (Fig 2)
 # A checkpoint (ours, or an authors' snapshot: Appendix B) -> load_generator (Appendix D: nothing in the file
 # runs) -> any frame by (content seed, motion seed, t) -> sample(), which renders an hour. And the other way:
 # a real frame or clip -> project() -> the w and motion tokens that render it.
@@ -1543,7 +1556,8 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
     return dict(w=best[1].cpu(), tokens=best[2].cpu(), first=first, loss=best[0], steps=done)
 
 
-# --- Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity) ---
+# ------------------------------------------------------------------------------------------------
+# Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity)
 # What §3's `fused_epilogue` calls on a GPU. Why: PyTorch's five elementwise kernels (y·d, +b, lrelu, ·gain, clamp) each
 # read and write the activation, 10·E·B bytes for E elements of B bytes, 2·E·B fused (1.3 vs 0.27 GB a forward at ffs
 # 256², fp16; the backward alike; §3's d, one small matmul, needs no kernel).
@@ -1793,7 +1807,8 @@ def _resolve_impl(impl, x):
     return 'cuda' if _SELF_CHECKS[str(x.device)] else 'ref'
 
 
-# --- Appendix B: the authors' release: its architecture, and its snapshots read without running anything ---
+# ------------------------------------------------------------------------------------------------
+# Appendix B: the authors' release: its architecture, and its snapshots read without running anything
 # B.1 Its architecture (arch 'release', the README's deviations): §5's, §7's modules varied, chosen in ARCH_VARIANTS.
 class ReleaseMotionMapping(MotionMappingNetwork):
     """The release's AlignedTimeEncoder on F_m's codes: waves without amplitudes (v~ = [sin, cos] of the phase), periods
@@ -1932,7 +1947,8 @@ def import_release_snapshot(path: str) -> dict:
     return state
 
 
-# --- Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot ---
+# ------------------------------------------------------------------------------------------------
+# Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot
 
 
 def bench_model(cfg: Config, device: torch.device, name: str, repeat: int = 3, train: bool = True) -> None:
@@ -2085,7 +2101,8 @@ def cmd_plot(args) -> None:
     print(f"wrote {args.out}")
 
 
-# --- Appendix D: plumbing (checks at the door, one atomic writer, signals, the run lock, the flags, one error path) ---
+# ------------------------------------------------------------------------------------------------
+# Appendix D: plumbing (inputs checked at the door, one atomic writer, signals, run_lock, the flags, one error path)
 MAX_DATASET_FPS, MAX_VIDEO_FRAMES = 1000.0, 10 ** 8   # more is a broken header, not a video (10^8: 5 weeks at 30 fps)
 
 
