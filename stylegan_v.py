@@ -2998,8 +2998,9 @@ def cmd_train(args) -> None:
             return _train_worker(rank, world, args, cfg, "env://" if torchrun else None)
         # `world` processes, meeting in a file of `tmp`; a signal to us: SIGTERM to each (save, stop). One failing:
         # join SIGTERMs the rest, SIGKILL 30 s later (safe: all pass the barrier after rank 0's save first).
-        logging.getLogger("torch.multiprocessing.spawn").addFilter(lambda r: "Terminating" not in r.msg)   # (after the
-        with tempfile.TemporaryDirectory() as tmp:                                    # last line: the others' 130)
+        # (torch's "Terminating process N" would follow our last line as the others exit 130 too: not said)
+        logging.getLogger("torch.multiprocessing.spawn").addFilter(lambda r: "Terminating" not in str(r.msg))
+        with tempfile.TemporaryDirectory() as tmp:
             context = torch.multiprocessing.start_processes(
                 _train_worker, args=(world, args, cfg, f"file://{tmp}/init"), nprocs=world, join=False)
             try:
