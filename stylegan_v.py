@@ -35,32 +35,8 @@ turns them off): a frame must be a function of (z^c, z^m, t) alone to be address
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import dataclasses
-import errno
-import fcntl
-import functools
-import hashlib
-import importlib.util
-import io
-import itertools
-import json
-import logging
-import math
-import os
-import pickle
-import re
-import resource
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import warnings
-import zipfile
+import argparse, contextlib, dataclasses, errno, fcntl, functools, hashlib, importlib.util, io, itertools, json, logging
+import math, os, pickle, re, resource, shlex, shutil, signal, subprocess, sys, tempfile, time, warnings, zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -77,10 +53,8 @@ from tqdm import tqdm
 # ------------------------------------------------------------------------------------------------
 # §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
 
-
 class UserError(Exception):
     """Bad input from the user: the CLI prints the one-line message, never a traceback."""
-
 
 @dataclasses.dataclass
 class Config:
@@ -135,6 +109,12 @@ class Config:
     ada_target: float = 0.6       # target E[sign D(x_real)]                           (ADA)
     ada_kimg: float = 100.0       # p can move 0 -> 1 in this many thousand videos     (release 100)
     mirror: bool = True           # x-flip whole videos as data augmentation           (release: on)
+    # -- the run's length and reports (a resumed run keeps them, as every field; flags given on top) --
+    kimg: float = 25000.0         # train until D has seen this many thousand real frames (Sec 4.1's 256^2: ~23 M)
+    snap: float = -1.0            # a checkpoint + previews every this many kimg; < 0: min(200, kimg / 5)
+    tick: float = 1.0             # a line in log.jsonl every this many kimg
+    metrics: tuple = ()           # FVDs at each snapshot: 'fvd16', 'fvd128' (Sec 4, Appx C: fvd.py)
+    metric_videos: int = -1       # videos a side per metric; < 0: the paper's 2048 on a GPU, 64 on a CPU
 
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
@@ -152,7 +132,6 @@ class Config:
         auto = dict(lr=0.002 if self.resolution >= 1024 else 0.0025,
                     r1_gamma=0.0002 * self.resolution ** 2 / self.batch)
         return dataclasses.replace(self, **{k: v for k, v in auto.items() if getattr(self, k) < 0})
-
 
 AMP_DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16}   # Config.amp_dtype's choices
 
@@ -175,9 +154,8 @@ PRESETS = {
     "tiny": dict(resolution=64, z_dim=128, w_dim=128, motion_dim=128, channel_base=2048,
                  channel_max=128, d_channel_base=2048, d_channel_max=128, d_time_dim=64,
                  motion_delta_z=8, period_min=4.0, period_max=128.0, batch=8, max_span=16,
-                 max_time=256, r1_gamma=3.0, ada_kimg=20.0, ema_rampup=0.05),
+                 max_time=256, r1_gamma=3.0, ada_kimg=20.0, ema_rampup=0.05, kimg=200.0),
 }
-
 
 def make_config(preset: str = "tiny", **overrides) -> Config:
     """Config from a named preset plus overrides, every field checked (check_config, Appendix D)."""
@@ -189,7 +167,6 @@ def make_config(preset: str = "tiny", **overrides) -> Config:
     defaults = variant["defaults"]({**PRESETS[preset], **overrides}) if "defaults" in variant else {}
     return check_config({**PRESETS[preset], **defaults, **overrides, **variant.get("fixed", {}), "preset": preset})
 
-
 # ------------------------------------------------------------------------------------------------
 # §2 Primitives (StyleGAN2): equalized learning rate, bias + activation, FIR resampling
 # Equalized learning rate (Karras et al. 2018): weights are stored as N(0, 1) / lr_mul and scaled
@@ -198,7 +175,6 @@ def make_config(preset: str = "tiny", **overrides) -> Config:
 
 ACT_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0)}  # keeps the activations' variance at ~1
 LRELU_SLOPE = 0.2                                     # StyleGAN's leaky ReLU slope for z < 0
-
 
 def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear",
                  gain: Optional[float] = None, clamp: Optional[float] = None) -> torch.Tensor:
@@ -211,7 +187,6 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear"
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return x
-
 
 class FC(nn.Module):
     """Fully connected layer with equalized learning rate (bias=False: a purely linear map, as Eq 3's)."""
@@ -236,7 +211,6 @@ class FC(nn.Module):
             x = bias_act_ref(x @ w.t(), b, self.act)
         return x.reshape(*lead, -1)
 
-
 # FIR resampling with the [1, 3, 3, 1] filter (StyleGAN2): up-sampling inserts zeros and low-pass
 # filters them away; down-sampling low-pass filters, then drops every other pixel. The 2-D filter is
 # the outer product of the 1-D one, normalized to sum to 1 (times up^2 when up-sampling, so the
@@ -247,7 +221,6 @@ def fir_filter(taps=(1, 3, 3, 1)) -> torch.Tensor:
     f = f[:, None] * f[None, :]                                 # [4, 4]
     return f / f.sum()
 
-
 def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple, gain: float = 1.0) -> torch.Tensor:
     """Depthwise 2-D convolution of every channel with f after zero padding (left, right, top, bottom)."""
     C = x.shape[1]
@@ -257,18 +230,15 @@ def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple, gain: float = 1.0) -> to
     w = (f * gain).to(x.dtype).flip([0, 1])[None, None].repeat(C, 1, 1, 1)  # [C, 1, fh, fw]
     return F.conv2d(x, w, groups=C)
 
-
 def upsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """FIR up-sampling x2 (G's RGB skip connections): zeros between the pixels, then the low-pass."""
     N, C, H, W = x.shape
     x = F.pad(x.reshape(N, C, H, 1, W, 1), [0, 1, 0, 0, 0, 1])  # [N, C, H, 2, W, 2], the new pixels 0
     return fir2d(x.reshape(N, C, 2 * H, 2 * W), f, (2, 1, 2, 1), gain=4.0)  # [N, C, 2H, 2W]
 
-
 def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """FIR down-sampling x2 (used by D)."""
     return fir2d(x, f, (1, 1, 1, 1))[:, :, ::2, ::2]            # [N, C, H/2, W/2]
-
 
 # ------------------------------------------------------------------------------------------------
 # §3 ModConv2d: modulation and demodulation around one conv, the math (SG2 Eq 1-3)
@@ -287,7 +257,6 @@ def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 USE_CUSTOM_OPS = True     # `--no-custom-ops` sets it False: the reference everywhere (rules the kernel out)
 
-
 def demod_coefficients(weight, s, eps=1e-8):
     """Demodulation coefficients of SG2 Eq 3, without building per-sample weights.
 
@@ -298,14 +267,12 @@ def demod_coefficients(weight, s, eps=1e-8):
     wsq = weight.square().sum(dim=[2, 3])           # [O, I]         Σ_k w[o,i,k]² over the kh·kw taps
     return (s.square() @ wsq.t() + eps).rsqrt()     # [N, I]@[I, O] -> [N, O]   d = 1/sqrt(Σ_i s² wsq + ε)
 
-
 def fused_epilogue_ref(y, d=None, bias=None, act='linear', gain=None, clamp=None):
     """The epilogue above, which the CUDA kernel must reproduce. y: [N, O, H, W] conv output; d: [N, O] or None;
     bias: [O] or None; gain None: the activation's (√2 for lrelu); clamp: StyleGAN2's conv_clamp (keeps fp16
     finite). All in y's dtype, as StyleGAN2: fp16 layers stay fp16. (No per-pixel noise: see the header.)"""
     x = y if d is None else y * d.to(y.dtype)[:, :, None, None]   # [N, O, H, W]  demodulate (SG2 Eq 3)
     return bias_act_ref(x, bias, act, gain, clamp)                # + b[o], act, · gain, clamp
-
 
 def fused_epilogue(y, d=None, bias=None, act='linear', gain=None, clamp=None, impl=None):
     """The dispatcher ModConv2d and Conv2d call. impl: 'cuda' | 'ref' | None: Appendix A's `_resolve_impl` decides
@@ -314,7 +281,6 @@ def fused_epilogue(y, d=None, bias=None, act='linear', gain=None, clamp=None, im
         d, bias = (None if t is None else t.to(torch.promote_types(y.dtype, torch.float32)) for t in (d, bias))
         return _FusedEpilogue.apply(y, d, bias, act, gain, clamp)
     return fused_epilogue_ref(y, d, bias, act, gain, clamp)
-
 
 class ModConv2d(nn.Module):
     """Conv2d whose weight is modulated per sample by a style vector (G's layers and D's first convs).
@@ -360,7 +326,6 @@ class ModConv2d(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None   # scaled with the gain (StyleGAN2)
         return fused_epilogue(y, d, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
 
-
 class Conv2d(nn.Module):
     """Plain conv with equalized lr, optional FIR down-sampling, bias + activation (D's layers)."""
 
@@ -383,7 +348,6 @@ class Conv2d(nn.Module):
             x = F.conv2d(x, w, padding=self.kernel // 2)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return fused_epilogue(x, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
-
 
 # ------------------------------------------------------------------------------------------------
 # §4 Content mapping network F_c: z^c -> w (Sec 3.1; StyleGAN2's mapping network)
@@ -413,7 +377,6 @@ class MappingNetwork(nn.Module):
             x = self.w_avg.lerp(x, truncation)
         return x
 
-
 # ------------------------------------------------------------------------------------------------
 # §5 Motion: F_m and the acyclic positional embedding (Sec 3.1, Eq 1-6, Appx B.3)
 # A video's motion is driven by a sequence of noise tokens z^m_j placed every delta^z frames at
@@ -439,7 +402,6 @@ def linear_period_scales(dim: int, period_min: float, period_max: float) -> torc
     """
     i = torch.arange(dim, dtype=torch.float64)
     return 2 * math.pi / (period_min + (i / dim) * (period_max - period_min))   # [D], rad/frame
-
 
 class MotionMappingNetwork(nn.Module):
     """F_m and the waves: tokens z^m [B, L, D] -> per-anchor (alpha, omega, rho, a), each [B, L-20, D].
@@ -480,7 +442,6 @@ class MotionMappingNetwork(nn.Module):
 
     wave = staticmethod(lambda alpha, phase: alpha * torch.sin(phase))   # Eq 1: one sine per channel
 
-
 def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tensor, delta_z: float,
                       wave=MotionMappingNetwork.wave):
     """v_t of Eq 2 and 4 for frames at times t, given the parameters of their anchors.
@@ -509,7 +470,6 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
     v_tilde, v_tilde_l, v_tilde_r = v_raw(t), v_raw(l), v_raw(r)
     return v_tilde - torch.lerp(v_tilde_l, v_tilde_r, tau) + torch.lerp(a[:, 0], a[:, 1], tau)  # Eq 4
 
-
 # ------------------------------------------------------------------------------------------------
 # §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
 
@@ -524,7 +484,6 @@ class ToRGB(nn.Module):
 
     def forward(self, x, w):
         return self.conv(x, self.affine(w))                     # [N, C, H, W] -> [N, 3, H, W]
-
 
 class SynthesisBlock(nn.Module):
     """One resolution of S: [up-sampling ModConv,] ModConv, ToRGB; RGB skips are summed ('skip')."""
@@ -561,7 +520,6 @@ class SynthesisBlock(nn.Module):
         img = y if img is None else upsample2x(img, self.fir) + y
         return x, img
 
-
 class SynthesisNetwork(nn.Module):
     """S(w, v_t) -> frame x_t in [-1, 1]: StyleGAN2's synthesis network, motion code at the input. Mixed
     precision as StyleGAN2: on CUDA the top `num_fp16_res` resolutions run in fp16 (activations clamped to +-256,
@@ -584,7 +542,6 @@ class SynthesisNetwork(nn.Module):
         for block in self.blocks:
             x, img = block(x, img, w, v, low if block.use_fp16 and not force_fp32 else torch.float32)
         return img                                               # [N, 3, H, W]
-
 
 class Generator(nn.Module):
     """G(z^c, z^m, t), the StyleGAN-V generator (Fig 5): F_c, F_m + Eq 1-6, and S. forward() is the training
@@ -641,11 +598,9 @@ class Generator(nn.Module):
         idx = idx.reshape(B, 2 * k, 1)                           # [B, 2k, 1]: left, right anchor per frame
         return [p.gather(1, idx.expand(-1, -1, p.shape[-1])).reshape(B * k, 2, -1) for p in params], j
 
-
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
     """[..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
     return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).movedim(-3, -1)
-
 
 # ------------------------------------------------------------------------------------------------
 # §7 Discriminator: per-frame backbone, channel-wise concatenation, time-gap hyper-modulation (Sec 3.2, Fig 6)
@@ -660,7 +615,6 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
 #        -> at 16^2: [B*k, C, 16, 16] -> [B, k*C, 16, 16] (the k frames side by side in channels)
 #        -> blocks 16 ... 8 -> minibatch-stddev, conv, FC -> out [B, cmap] -> <out, c> / sqrt(cmap): logit [B]
 #   t [B, k] -> gaps delta [B, k-1] -> Fourier features, MLP per gap -> concat p_delta -> c [B, cmap]
-
 
 class TimeGapEncoder(nn.Module):
     """The gaps' encoder above. Fourier periods are log-spaced from 2 to 2048 frames (the positional encoding of
@@ -678,7 +632,6 @@ class TimeGapEncoder(nn.Module):
         phase = delta[..., None] * self.freqs                    # [B, k-1, F]
         p = self.mlp(torch.cat([phase.sin(), phase.cos()], -1))  # [B, k-1, d]   p(delta_i)
         return self.mapping(p.flatten(1))                        # [B, (k-1)d] -> [B, cmap]
-
 
 class DiscriminatorBlock(nn.Module):
     """StyleGAN2 'resnet' block: conv0 (3x3; 'hyper': a ModConv2d styled by c, Fig 6), conv1 (3x3, down 2),
@@ -701,7 +654,6 @@ class DiscriminatorBlock(nn.Module):
         x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
         x = self.conv1(x, gain=math.sqrt(0.5))
         return y.add_(x)                                         # (skip + residual) / sqrt(2)
-
 
 class Discriminator(nn.Module):
     """D(x_{t_1} ... x_{t_k}; delta) -> logit [B] (Sec 3.2, Fig 6), as drawn above: the backbone D_b on each frame
@@ -771,7 +723,6 @@ class Discriminator(nn.Module):
             return out[:, 0]
         return (out * c).sum(dim=1) / math.sqrt(self.cmap_dim)   # projection discriminator [41]
 
-
 # ------------------------------------------------------------------------------------------------
 # §8 Sparse clips: the frame times of one training clip (Sec 3.3, Appx B)
 # StyleGAN-V trains on k = 3 frames per clip at random times, not on dense runs of frames: D sees the
@@ -808,7 +759,6 @@ def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time:
         t1 = start + int(rng.integers(0, window - span))         # t_k <= start + window - 1
     return t1 + offsets
 
-
 # ------------------------------------------------------------------------------------------------
 # §9 Losses (Sec 4.1, Appx B.1: non-saturating logistic loss + lazy R1, as StyleGAN2)
 
@@ -816,11 +766,9 @@ def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """L_G = E[softplus(-D(G(z)))] = -E[log sigmoid D(G(z))]."""
     return F.softplus(-fake_logits).mean()
 
-
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """L_D = E[softplus(D(G(z)))] + E[softplus(-D(x))]."""
     return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-
 
 def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018) per real clip [B]: ||grad_x D(x)||^2 of each frame of real [B, k, 3, H, W],
@@ -830,7 +778,6 @@ def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """
     grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)   # [B, k, 3, H, W]
     return grad.square().sum(dim=[2, 3, 4]).mean(dim=1)                      # [B, k] -> [B]
-
 
 # ------------------------------------------------------------------------------------------------
 # §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
@@ -868,7 +815,6 @@ ADA_STRENGTHS = dict(       # StyleGAN2-ADA defaults (AugmentPipe's constructor)
     saturation_std=1.0,     # saturation gain 2^N(0, 1)
 )
 
-
 def _draws(batch, p, generator, device):
     """(device, rand, randn, fire) on the generator's device: fire(value, off, prob=p) keeps each video's
     value where its coin (drawn after the value) lands below prob, else `off`."""
@@ -878,13 +824,11 @@ def _draws(batch, p, generator, device):
     fire = lambda v, off, prob=p: torch.where(rand(batch, *[1] * (v.ndim - 1)) < prob, v, off)  # noqa: E731
     return dev, rand, randn, fire
 
-
 def _mat3(a, b, c, d, e, f):
     """[B, 3, 3] affine maps [a b c; d e f; 0 0 1] on column vectors (x, y, 1); entries [B] tensors or numbers."""
     ref = next(v for v in (a, b, c, d, e, f) if torch.is_tensor(v))
     return torch.stack([v if torch.is_tensor(v) else torch.full_like(ref, v)
                         for v in (a, b, c, d, e, f, 0, 0, 1)], dim=-1).view(-1, 3, 3)
-
 
 def ada_geometry(batch, p, height, width, generator=None, device=None):
     """One warp per video, the 'b' and 'g' groups of 'bgc' -> G_inv [batch, 3, 3] float32, which maps an *output*
@@ -916,7 +860,6 @@ def ada_geometry(batch, p, height, width, generator=None, device=None):
     t = fire(randn(batch, 2) * s['xfrac_std'], 0.0)                       # [B, 2] fractions of the size
     return G @ _mat3(1, 0, -t[:, 0] * width, 0, 1, -t[:, 1] * height)    # [B, 3, 3]
 
-
 def ada_color(batch, p, num_channels=3, generator=None, device=None):
     """One colour transform per video, the 'c' group of 'bgc' -> C [batch, 4, 4] float32 acting on (r, g, b, 1).
 
@@ -947,14 +890,12 @@ def ada_color(batch, p, num_channels=3, generator=None, device=None):
     sat = fire(torch.exp2(randn(batch) * s['saturation_std']), 1.0, p_rgb)   # saturation: keep the grey part,
     return (I4 + (sat - 1)[:, None, None] * (I3 - vv)) @ C               # scale the chroma (s = 1: exactly I4)
 
-
 def _reflect_index(i, n):
     """Fold integer indices into [0, n) by mirroring about the first and last pixel centres ('reflect'
     padding: ... 2 1 | 0 1 2 ... n-1 | n-2 ...), periodic with period 2(n-1), so any distance works."""
     period = max(2 * (n - 1), 1)                                          # n == 1: everything maps to 0
     i = torch.remainder(i, period)                                        # in [0, period)
     return torch.where(i >= n, period - i, i)
-
 
 def warp_bilinear_reflect(x, G_inv):
     """Resample images by a per-image affine map, bilinearly, with reflect boundary; linear in x [B, N, H, W]
@@ -988,7 +929,6 @@ def warp_bilinear_reflect(x, G_inv):
             out = term if out is None else out + term
     return out.view(B, N, H, W)                                           # [B, N, H*W] -> [B, N, H, W]
 
-
 def augment(x, p, generator=None):
     """Video-consistent 'bgc': one random warp and colour transform per video, the same for all its frames.
 
@@ -1012,7 +952,6 @@ def augment(x, p, generator=None):
         return x * M.sum(dim=2).mean(dim=1).view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
     rgb = M[:, None] @ x.reshape(B, k, 3, H * W) + o[:, None, :, None]    # [B, 1, 3, 3] @ [B, k, 3, H*W]
     return rgb.view(B, k, 3, H, W)
-
 
 class VideoAugment:
     """`--aug`: 'none' is a no-op, 'fixed' augments with the constant p_init, 'ada' with the controller above.
@@ -1056,7 +995,6 @@ class VideoAugment:
         self.p, self.rt, self.num_steps = float(state['p']), state['rt'], int(state['num_steps'])
         self._acc = torch.tensor(state['acc'], dtype=torch.float32, device=self._acc.device)
 
-
 # ------------------------------------------------------------------------------------------------
 # §11 Dataset: the video folder and its real clips (Appx B; the clip times are §8)
 # The layout written by prepare_data.py, as a zip or a folder:
@@ -1072,10 +1010,8 @@ class VideoAugment:
 # .read_frames(video, frames). It checks all that is cheap to check when it opens the dataset, so a broken one
 # fails in the first second with its file named, not hours later inside a loader worker.
 
-
 class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
-
 
 class ClipDataset(torch.utils.data.Dataset):
     """Real clips as the paper draws them (Sec 3.3, Appx B): a video chosen uniformly (not weighted by its length,
@@ -1104,7 +1040,6 @@ class ClipDataset(torch.utils.data.Dataset):
             frames = frames[:, :, ::-1]
         return torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(t)
 
-
 # ------------------------------------------------------------------------------------------------
 # §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
 # One step = a G update, a D update, every 16th step an extra D update on R1 (lazy regularization),
@@ -1119,13 +1054,11 @@ class ClipDataset(torch.utils.data.Dataset):
 
 PURPOSES = ("G", "D", "real", "augG", "augDfake", "augDreal", "augR1")   # one random stream each, per step
 
-
 def step_rng(seed: int, step: int, purpose: str, rank: int = 0, torch_rng: bool = False):
     """(seed, step, purpose, rank) -> a numpy stream of its own (SeedSequence; not hash(), which Python salts per
     process), or with torch_rng a torch.Generator seeded from it. The rank is the augmentation's only."""
     rng = np.random.default_rng([seed, step, PURPOSES.index(purpose), rank])
     return torch.Generator().manual_seed(int(rng.integers(2 ** 63))) if torch_rng else rng
-
 
 class Dist:
     """The process group (rank, world, device), or a stand-in for a single process. Gradients are averaged
@@ -1140,13 +1073,11 @@ class Dist:
             torch.distributed.all_reduce(x)
         return x
 
-
 def real_batches(seed: int, start_step: int, batch: int, rows: slice):
     """The DataLoader's batch_sampler: per step, the item seeds (ClipDataset) of this process's rows of the
     global batch."""
     for step in range(start_step, 2 ** 62):
         yield step_rng(seed, step, "real").integers(0, 2 ** 62, size=batch).tolist()[rows]
-
 
 def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int, video_lengths) -> torch.Tensor:
     """Times [B, k] of generated clips, drawn as the release draws them (its training_loop.py): each inside
@@ -1157,14 +1088,12 @@ def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int, video
     return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time, int(n), cfg.span_dist,
                                                         fractional=True) for n in lengths]))
 
-
 def adam_kwargs(lr: float, reg_interval: int) -> dict:
     """Adam's settings for a network regularized lazily every R = `reg_interval` steps (0: never): lr and
     beta2 scaled by c = R / (R + 1), so the step size and moments per unit of time stay what they would
     be without the extra steps (StyleGAN2 Appx B); betas (0, 0.99), eps 1e-8 as StyleGAN2."""
     c = reg_interval / (reg_interval + 1) if reg_interval > 0 else 1.0
     return dict(lr=lr * c, betas=(0.0, 0.99 ** c), eps=1e-8)
-
 
 def sync_grads(module: nn.Module, dist: Dist) -> int:
     """Average gradients over processes; NaN -> 0 and +-Inf -> +-1e5, as StyleGAN2-ADA and the release
@@ -1179,7 +1108,6 @@ def sync_grads(module: nn.Module, dist: Dist) -> int:
     for p, g in zip(params, flat.split([p.numel() for p in params])):
         p.grad.copy_(g.view_as(p))
     return bad
-
 
 class Trainer:
     """Holds G, G_ema, D, their optimizers and the augmentation; `step()` does one training step.
@@ -1209,7 +1137,6 @@ class Trainer:
         self.aug = VideoAugment(cfg.aug, cfg.aug_p, target=cfg.ada_target, ada_kimg=cfg.ada_kimg)
         self.step_idx, self.nimg, self.nvid = 0, 0, 0            # steps done, real frames / videos shown to D
         self.nonfinite, self.train_sec = 0, 0.0                  # zeroed gradients; training time at the last save
-        self.flags = {}                                          # train's --kimg, --snap ... (RUN_FLAGS), kept too
 
     def _latents(self, purpose: str):
         """z, clip times and motion tokens of this process's rows of the global batch (all B are drawn, then sliced:
@@ -1310,7 +1237,7 @@ class Trainer:
         return dict(cfg=dataclasses.asdict(self.cfg), G=self.G.state_dict(), G_ema=self.G_ema.state_dict(),
                     D=self.D.state_dict(), opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
                     aug=self.aug.state_dict(), step=self.step_idx, nimg=self.nimg, nvid=self.nvid,
-                    seed=self.seed, nonfinite=self.nonfinite, train_sec=self.train_sec, flags=self.flags)
+                    seed=self.seed, nonfinite=self.nonfinite, train_sec=self.train_sec)
 
     def load_state_dict(self, state: dict) -> None:
         """Everything of a checkpoint of ours; of an authors' snapshot (no optimizer state, no step):
@@ -1329,15 +1256,13 @@ class Trainer:
         else:
             self.aug.p = state.get("aug_p", 0.0)
 
-
-def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, seed: Optional[int] = None, snap=50.0,
-          tick: float = 1.0, resume: Optional[str] = None, workers: int = 2, fp32: bool = False,
-          metrics=(), metric_videos: int = 64, progress: bool = True, previews: bool = True) -> Trainer:
-    """The training loop of one process (rank). Returns the Trainer; `trainer.interrupted` is True
+def train(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: Optional[int] = None, resume=None, workers=2,
+          fp32: bool = False, progress: bool = True, previews: bool = True) -> Trainer:
+    """The training loop of one process (rank), to cfg.kimg. Returns the Trainer; `trainer.interrupted` is True
     when a signal stopped it (after saving). seed None: a resumed run's own, else 0."""
     trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32)
-    trainer.flags = dict(kimg=kimg, snap=snap, tick=tick, metrics=list(metrics), metric_videos=metric_videos)
     cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
+    kimg, snap, tick, metrics = cfg.kimg, cfg.snap, cfg.tick, cfg.metrics
     # real_batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
     # (a video, k frame times: Sec 3.3) and decodes it, 4 steps ahead, so decoding overlaps the step.
     # Workers are spawned, not forked: a fork of a process whose torch threads hold a lock can hang.
@@ -1351,7 +1276,7 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
     clock = dict(train_start=time.time() - trainer.train_sec, metric_sec=0.0)   # training time, no metrics
     if metrics and trainer.nimg == 0:                            # every FVD curve starts at kimg 0
-        _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
+        _snapshot_metrics(trainer, data_path, log, bar, clock)
     tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
     last_snap, ckpt, done = trainer.nimg, None, trainer.nimg >= total       # (a resumed run may be done already)
     # Stopping (Appendix D): GracefulStop turns Ctrl-C or SIGTERM into a request, honoured once the step
@@ -1370,13 +1295,12 @@ def train(cfg: Config, data_path: str, outdir: str, kimg: float, dist: Dist, see
             if _crossed(trainer.nimg, snap, last_snap) or done or trainer.interrupted:  # a snapshot (stop: no previews)
                 last_snap, ckpt = trainer.nimg, _snapshot(trainer, outdir, previews and not trainer.interrupted, clock)
                 if metrics and not trainer.interrupted:
-                    _snapshot_metrics(trainer, metrics, data_path, metric_videos, log, bar, clock)
+                    _snapshot_metrics(trainer, data_path, log, bar, clock)
             if done or trainer.interrupted:
                 break
     if dist.main and ckpt is not None:
         _last_line(trainer, ckpt, outdir)                        # done or interrupted; diverged?
     return trainer
-
 
 # ------------------------------------------------------------------------------------------------
 # §13 Rendering any frame by seed; sampling videos of any length (Sec 4.3); projection (Fig 2)
@@ -1399,9 +1323,7 @@ def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.T
             for j in range(first, first + count))
     return torch.stack([torch.randn(dim, generator=torch.Generator().manual_seed(int(k))) for k in keys])
 
-
 ROW_BLOCK, ANCHOR_BLOCK = 8, 16
-
 
 def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
     """fn over the rows of x; on CPU in blocks of exactly ROW_BLOCK rows, the last one padded with copies of the
@@ -1414,14 +1336,12 @@ def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
         x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
     return torch.cat([fn(x[i:i + nb]) for i in range(0, n + pad, nb)])[:n]
 
-
 @torch.no_grad()
 def content_codes(G, seeds, truncation: float = 1.0) -> torch.Tensor:
     """w for each content seed -> [B, w_dim] (z^c ~ N(0, I) drawn from torch.Generator(seed))."""
     z = torch.stack([torch.randn(G.cfg.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
     z = z.to(G.mapping.w_avg.device)                            # (drawn on the CPU: the same on every device)
     return _in_row_blocks(lambda z_: G.mapping(z_, truncation), z)
-
 
 def anchor_params(G, motion, t, cache: Optional[dict] = None):
     """The two anchors of each time t [T] (frames) of one video, all Eq 4 needs whatever t is -> (4 x [T, 2, D]: the
@@ -1451,7 +1371,6 @@ def anchor_params(G, motion, t, cache: Optional[dict] = None):
     params = [torch.stack([r[i] for r in rows]) for i in range(4)]       # 4 x [2T, D]
     return [p.reshape(2, len(t), -1).transpose(0, 1) for p in params], j  # 4 x [T, 2, D], [T]
 
-
 @torch.no_grad()
 def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
     """Frames for every (video, time) pair -> float [B, T, 3, H, W], nominally in [-1, 1] (not clamped). w [B, w_dim]
@@ -1469,13 +1388,11 @@ def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None,
                          rows)
     return img.reshape(B, T, *img.shape[1:])                             # [B, T, 3, H, W]
 
-
 @torch.no_grad()
 def render_videos(G, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
     """uint8 videos [B, T, H, W, 3] for the given seeds at times t [T] (frames, t = 0 ... n-1 for FVD)."""
     motion_seeds = content_seeds if motion_seeds is None else motion_seeds
     return to_uint8(render_frames(G, content_codes(G, content_seeds, truncation), motion_seeds, t))
-
 
 @torch.no_grad()
 def motion_codes(G, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
@@ -1483,7 +1400,6 @@ def motion_codes(G, motion_seed: int, t: torch.Tensor) -> torch.Tensor:
     anchors, j = anchor_params(G, motion_seed, t)                        # 4 x [T, 2, D], [T]
     dev, t = G.mapping.w_avg.device, torch.as_tensor(t).double()
     return acyclic_embedding(*anchors, j.to(dev), t.to(dev), G.cfg.motion_delta_z, G.motion.wave)    # [T, D]
-
 
 def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, start: float = 0.0,
            seeds=(0,), motion_seeds=None, truncation: float = 1.0, batch: int = 16,
@@ -1509,7 +1425,6 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
             sink.write(video_grid(to_uint8(frames)))
             bar.update(len(idx))
     return n_frames
-
 
 # Projection (Fig 2, Sec 4.3). Fig 2 projects a real image into the content space and animates it. A clip goes
 # further: its w and the motion tokens z^m_j that cover its frame times are fitted together, each frame at its
@@ -1554,7 +1469,6 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
             opt.step()
         done = steps
     return dict(w=best[1].cpu(), tokens=best[2].cpu(), first=first, loss=best[0], steps=done)
-
 
 # ------------------------------------------------------------------------------------------------
 # Appendix A: the fused ModConv2d kernel (CUDA source, lazy build, autograd, self-check, parity)
@@ -1682,10 +1596,8 @@ std::vector<at::Tensor> epilogue_backward(const at::Tensor& grad_out, const Opt&
 _MODCONV_CPP = "#include <torch/extension.h>\nusing Opt = std::optional<at::Tensor>;\n" + "".join(   # (g++, to bind:)
     f"{signature};\n" for signature in re.findall(r"^\S+ epilogue_\w+\([^)]*\)", _MODCONV_CUDA, re.M))  # the hosts
 
-
 # --- A.2 Lazy build, cached under a hash of all that changes the binary; of N processes one builds, the others wait.
 _PLUGIN, _SELF_CHECKS = None, {}   # the module (None: not built yet, False: none); {device: its self-check passed}
-
 
 def _find_cuda_home():
     """torch's CUDA_HOME if it holds bin/nvcc and the headers (its guess from nvcc's folder on PATH may not)."""
@@ -1693,7 +1605,6 @@ def _find_cuda_home():
         from torch.utils import cpp_extension
     home = cpp_extension.CUDA_HOME
     return home if home and all(Path(home, f).is_file() for f in ('bin/nvcc', 'include/cuda_runtime.h')) else None
-
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
     """Build or load the plugin -> (module or None, status: reason (None: ok), from_cache, seconds); never raises,
@@ -1725,7 +1636,6 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
                           "reference instead (`doctor --verbose` shows the compiler's output)", stacklevel=3)
     return _PLUGIN or None, dict(reason=reason, from_cache=cached, seconds=round(time.time() - t0, 2))
 
-
 # --- A.3 The autograd Function: first derivatives by the kernels, second ones (R1's, Sec 4.1) by PyTorch from saved
 # tensors: m = ∂out/∂z (`slope`), gz = grad_out · m, grad_y = gz · d, grad_d = Σ_hw gz · y, grad_bias = Σ_{n,hw} gz.
 class _FusedEpilogue(torch.autograd.Function):
@@ -1753,11 +1663,9 @@ class _FusedEpilogue(torch.autograd.Function):
                 (gz * y).sum(dim=[2, 3], dtype=acc) if need[1] else None,   # [N, O]
                 gz.sum(dim=[0, 2, 3], dtype=acc) if need[2] else None, None, None, None)
 
-
 # --- A.4 Parity (the self-check's, doctor's): the same inputs through the kernel and, upcast to fp32 (fp64 for fp64),
 # the reference: the error is the kernel's own rounding, ~10 allowed (fp16 5e-3 ~ 10 x 2^-11); an indexing bug errs ~1.
 PARITY_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}
-
 
 def _epilogue_test_inputs(N, O, H, W, dtype, device, act, clamp, margin=0.05, seed=0):
     """Random (y, d, bias) requiring grad (d, bias in acc_t), no z = y·d + b within `margin` of a kink."""
@@ -1769,7 +1677,6 @@ def _epilogue_test_inputs(N, O, H, W, dtype, device, act, clamp, margin=0.05, se
         z = torch.where(near_kink(z), randn(N, O, H, W) * 2, z)     # resampled: rounding would flip the slope
     y = (z - bias[None, :, None, None]) / d[:, :, None, None]                       # so that y·d + b = z
     return tuple(t.to(device, dt).requires_grad_(True) for t, dt in ((y, dtype), (d, acc), (bias, acc)))
-
 
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16),
                  configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False))):
@@ -1788,7 +1695,6 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
             checks[f'{dtype}/{act}/clamp={clamp}/d={use_d}/b={use_bias}/{what}'] = dict(ok=err <= tol, err=err, tol=tol)
     return checks
 
-
 def _resolve_impl(impl, x):
     """§3's choice: impl, or for None 'cuda' on a GPU where the plugin (built on the first call) passed the self-check
     (check_parity's short form, once a device; a failure warns once: a wrong kernel costs speed, not correctness)."""
@@ -1805,7 +1711,6 @@ def _resolve_impl(impl, x):
             warnings.warn(f'stylegan_v: not using the kernel on {x.device}: it disagrees with the reference ({bad[0]})')
         _SELF_CHECKS[str(x.device)] = not bad
     return 'cuda' if _SELF_CHECKS[str(x.device)] else 'ref'
-
 
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' release: its architecture, and its snapshots read without running anything
@@ -1827,7 +1732,6 @@ class ReleaseMotionMapping(MotionMappingNetwork):
         omega = (torch.tanh(self.W_omega(u)) + 1) * self.sigma
         return torch.ones_like(omega), omega, self.W_rho(u) * self.phase_scales, self.W_a(u)
 
-
 class ReleaseTimeGapEncoder(nn.Module):
     """The release's time conditioning of D: per gap delta, a learned Embedding of the rounded gap and [sin, cos] of
     log2(T) Fourier features pi 2^i delta / T, the k-1 gap codes into a mapping network; projection head only."""
@@ -1846,11 +1750,9 @@ class ReleaseTimeGapEncoder(nn.Module):
         x = self.project(codes.flatten(1))                                                     # [B, cmap]
         return self.mapping(x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt())        # x / rms(x)
 
-
 ARCH_VARIANTS["release"] = dict(motion=ReleaseMotionMapping, time_enc=ReleaseTimeGapEncoder,
     v_dim=lambda cfg: 2 * cfg.time_enc_dim, fixed=dict(d_cond="concat", d_frame_div=2, mbstd_strided=True),  # its D
     defaults=lambda fields: dict(period_min=float(fields.get("motion_delta_z", 16)), span_dist="release"))
-
 
 # B.2 Their pickles, dict(training_set_kwargs, G, D, G_ema, augment_pipe), hold *persistence* objects whose source
 # pickle would import and run. _Inert stands in for all but five names: it records their state, and runs nothing.
@@ -1862,7 +1764,6 @@ class _Inert:
         self.state = state if isinstance(state, dict) else {}
         return self
 
-
 class _SnapshotUnpickler(pickle.Unpickler):
     REAL = {("collections", "OrderedDict"): dict,         # (an older torch's _parameters, _modules: in order)
             **{("torch._utils", f): getattr(torch._utils, f) for f in ("_rebuild_tensor_v2", "_rebuild_parameter")},
@@ -1872,7 +1773,6 @@ class _SnapshotUnpickler(pickle.Unpickler):
     def find_class(self, module, name):                  # persistence's rebuild: its recorded state, never its source
         return self.REAL.get((module, name), _Inert) if name != "_reconstruct_persistent_obj" else (
             lambda meta: _Inert().__setstate__(meta.get("state") if isinstance(meta, dict) else None))
-
 
 def _release_name(ours: str, resolution: int) -> str:
     """The release's name of our state_dict name (ours count blocks from the input, the release's name their size)."""
@@ -1887,7 +1787,6 @@ def _release_name(ours: str, resolution: int) -> str:
         (r"^time_enc\.freqs$", "time_encoder.time_encoder.fourier_coefs"), (r"^time_enc\.mapping\.", "mapping.fc"),
         (r"^from_rgb\.", f"b{resolution}.fromrgb."), (r"^epi_", "b4."),                                 # D
         (r"^blocks\.(\d+)\.", lambda m: f"b{resolution >> int(m[1])}.")], ours)
-
 
 def import_release_snapshot(path: str) -> dict:
     """An authors' network-snapshot-*.pkl -> our checkpoint dict, safely; the Config from what G_ema and D recorded."""
@@ -1946,10 +1845,8 @@ def import_release_snapshot(path: str) -> dict:
     state["aug_p"] = float(p) if p is not None and p.numel() == 1 else 0.0
     return state
 
-
 # ------------------------------------------------------------------------------------------------
 # Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot
-
 
 def bench_model(cfg: Config, device: torch.device, name: str, repeat: int = 3, train: bool = True) -> None:
     """Prints "name, what: value" for a new model of `cfg`: rendering from t = 0 and 1 h (frames/s, the same: Sec 4.3)
@@ -1975,14 +1872,12 @@ def bench_model(cfg: Config, device: torch.device, name: str, repeat: int = 3, t
         if cuda:
             print(f"{name}, training's peak memory (GiB): {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f}")
 
-
 def cmd_bench(args) -> None:
     """`bench`: bench_model of each preset (training steps with --train)."""
     device = _pick_device(args.device)
     print(f"# torch {torch.__version__} on", torch.cuda.get_device_name(device) if device.type == "cuda" else "a CPU")
     for cfg in map(make_config, args.presets):
         bench_model(cfg, device, f"{cfg.preset} {cfg.resolution}^2", args.repeat, args.train)
-
 
 def cmd_doctor(args) -> None:
     """`doctor`, printed as it comes: the toolchain, the kernel's build (a build error shows without a GPU too), on a
@@ -2008,14 +1903,12 @@ def cmd_doctor(args) -> None:
             bench_model(dataclasses.replace(cfg, num_fp16_res=4 * fp16), device,
                         f"{cfg.preset}, kernel {'on' if on else 'off'}, float{16 if fp16 else 32} layers")
 
-
 def _ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
     """Ticks over [lo, hi]: the least step 1, 2, 2.5 or 5 x 10^e with <= n intervals (0.5 % slack: 60.048 -> 60)."""
     for step in (m * 10.0 ** e for e in range(-9, 12) for m in (1, 2, 2.5, 5)):
         first, last = math.floor(lo / step + 0.005), math.ceil(hi / step - 0.005)
         if last - first <= n:
             return np.arange(first, max(last, first + 1) + 1) * step     # (a single point gets one interval)
-
 
 def plot_curves(curves: dict, ylabel: str, xlabel="kimg (thousands of real frames shown to D)", size=(640, 400)):
     """uint8 [H, W, 3]: {label: [n, 2] (x, y)} drawn with Pillow on a grid of round ticks, a label per curve."""
@@ -2045,7 +1938,6 @@ def plot_curves(curves: dict, ylabel: str, xlabel="kimg (thousands of real frame
         draw.text((W - right - 8, top + 12 + 14 * i), label, fill=colours[i % 6], anchor="rm")
     return np.asarray(img)
 
-
 def cmd_figures(args) -> None:
     """The README's pictures from a checkpoint (and its dataset): strips of 8 frames 4 apart, a row per video, of real
     vs fake, content vs motion seeds (separate: Sec 3.1), t = 0 vs 1 h (no drift); Fig 9: v_t, a band per channel."""
@@ -2073,7 +1965,6 @@ def cmd_figures(args) -> None:
         _atomic_write(os.path.join(args.out, name), image)
         print(f"wrote {os.path.join(args.out, name)} ({image.shape[1]}x{image.shape[0]})")
 
-
 def cmd_plot(args) -> None:
     """A metric over kimg from runs' log.jsonl (FVD), a curve per run; a kimg logged twice counts its later value."""
     if os.path.splitext(args.out)[1].lower() not in (".png", ".jpg", ".jpeg"):
@@ -2100,11 +1991,9 @@ def cmd_plot(args) -> None:
     _atomic_write(args.out, plot_curves(curves, args.metric.upper().replace("FVD", "FVD_")))   # in the name's format
     print(f"wrote {args.out}")
 
-
 # ------------------------------------------------------------------------------------------------
 # Appendix D: plumbing (inputs checked at the door, one atomic writer, signals, run_lock, the flags, one error path)
 MAX_DATASET_FPS, MAX_VIDEO_FRAMES = 1000.0, 10 ** 8   # more is a broken header, not a video (10^8: 5 weeks at 30 fps)
-
 
 class VideoFolder:
     """A prepare_data.py dataset (zip or folder), checked at the door, read lazily: any fault, one DataError."""
@@ -2195,13 +2084,11 @@ class VideoFolder:
             raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
         raise DataError(f"{self.path}: {member} is {found}, dataset.json says {R}x{R} (8-bit RGB)")
 
-
 def _first_line(e) -> str:
     """An exception's message in one line (and the next if it ends in ':'), no objects' addresses, <= 200 characters."""
     lines = [re.sub(r"\s*<[\w.]+ object at 0x[0-9a-f]+>", "", line).strip() for line in str(e).splitlines()]
     lines = [line for line in lines if line] or [type(e).__name__]
     return " ".join(lines[:2] if lines[0].endswith(":") else lines[:1])[:200]
-
 
 def error_reason(e: BaseException, path: str = ".") -> str:
     """Why an operation on `path` failed: the OS's words (torch's "strerror: ..."), else a full disk if < 1 MiB free."""
@@ -2214,15 +2101,12 @@ def error_reason(e: BaseException, path: str = ".") -> str:
         return "no space left on device"
     return "the ffmpeg writer stopped (broken pipe)" if isinstance(e, BrokenPipeError) else _first_line(e)
 
-
 def _partial(path: str) -> str:       # an output's temporary name beside it, <stem>.partial-<pid><ext> (same format)
     return f".partial-{os.getpid()}".join(os.path.splitext(path.rstrip("/")))
-
 
 def _remove(path: str) -> None:
     with contextlib.suppress(OSError):
         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-
 
 def _atomic_write(path: str, data) -> None:
     """The one writer: bytes, str, an image [H, W, 3] or write(tmp) -> _partial(path), fsynced, renamed onto `path`."""
@@ -2240,7 +2124,6 @@ def _atomic_write(path: str, data) -> None:
     finally:
         _remove(tmp)
 
-
 def check_writable(out: str, folder: bool = False) -> None:
     """Before any work: a file made and removed where `out` goes (/proc's write bit lies); a folder: in its nearest.
     What is there already must be of its kind: a FIFO or /dev/zero is never replaced."""
@@ -2254,7 +2137,6 @@ def check_writable(out: str, folder: bool = False) -> None:
     except OSError as e:
         raise UserError(f"{out}: cannot write here ({error_reason(e)})") from None     # (a dead link on the way too)
 
-
 def remove_stale_partials(path: str, every: bool = False) -> None:
     """What a killed writer left: `path`'s _partial names (every: any in folder `path`) whose pid is gone."""
     import glob
@@ -2266,7 +2148,6 @@ def remove_stale_partials(path: str, every: bool = False) -> None:
                 os.kill(int(pid[1]) if pid else 0, 0)             # signal 0 only asks whether it runs (0: ours)
             except ProcessLookupError:
                 _remove(leftover)
-
 
 def read_log(path: str) -> list:
     """A run's log.jsonl -> [(line number, record)], each a JSON object with a finite number 'kimg'; a torn last line
@@ -2284,14 +2165,11 @@ def read_log(path: str) -> list:
             records.append((number, record))
     return records
 
-
 def checkpoint_path(path: str) -> str:                           # a file, or a run directory's checkpoint.pt
     return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
 
-
 def save_checkpoint(path: str, state: dict) -> None:
     _atomic_write(path, lambda tmp: torch.save(state, tmp))     # a full disk leaves the previous one intact
-
 
 def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     """A checkpoint (a file, a run's), projection or authors' snapshot, read as data, never code; settings checked."""
@@ -2352,11 +2230,9 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     check_weights_held(Config(**state["cfg"]), tuple(nets.values()), [t for n in nets for t in state[n].values()], file)
     return state
 
-
 def _plain(t: torch.Tensor) -> bool:    # floats held in memory, dense and contiguous: not meta, sparse, stride 0, int
     return t.layout == torch.strided and t.device.type == "cpu" and t.is_contiguous() and t.dtype in (
         torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
 
 def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
     """Before networks are built from a file's settings: they ask for no more weights than the file holds (counted
@@ -2369,7 +2245,6 @@ def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
     if asked > sum(storages.values()):
         raise UserError(f"{path}: its settings ask for {asked:,} weights, more than it holds")
 
-
 def load_generator(path: str, device="cpu"):
     """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
     state = load_checkpoint(path)
@@ -2379,7 +2254,6 @@ def load_generator(path: str, device="cpu"):
     except RuntimeError as e:
         raise UserError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' G ({_first_line(e)})")
     return G.eval().requires_grad_(False).to(device), cfg        # for rendering: no autograd graph
-
 
 class FrameSink(contextlib.AbstractContextManager):
     """Frames, a chunk at a time, through ffmpeg into an .mp4 or PNGs at _partial(out), renamed onto `out` when done."""
@@ -2425,7 +2299,6 @@ class FrameSink(contextlib.AbstractContextManager):
         if isinstance(exc, OSError):
             raise exc
 
-
 def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
     """uint8 [B, T, H, W, 3] -> [T, rows*H, cols*W, 3]: B videos tiled into a grid."""
     B, T, H, W, _ = frames.shape
@@ -2434,7 +2307,6 @@ def video_grid(frames: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
     grid = frames.reshape(rows, cols, T, H, W, 3).permute(2, 0, 3, 1, 4, 5)   # [T, rows, H, cols, W, 3]
     return grid.reshape(T, rows * H, cols * W, 3).cpu().numpy()
 
-
 def cmd_convert(args) -> None:
     """`convert`: an authors' snapshot, read by Appendix B's importer (nothing in it runs) -> a checkpoint of ours."""
     if os.path.exists(args.out):
@@ -2442,20 +2314,17 @@ def cmd_convert(args) -> None:
     save_checkpoint(args.out, load_checkpoint(args.src))
     print(f"wrote {args.out} (no optimizer state: `train --resume` fine-tunes it with fresh optimizers)")
 
-
 # --- A run: planning, starting or resuming it, its log and snapshots, its directory (§12) -----------
 # The networks' fields (arch .. mbstd_strided but data and dtype, k, T): a run resuming a snapshot takes them from it.
 # A resumed checkpoint of ours fixes them (--fp32's aside), its data's size and time unit and its augmentation: KEPT.
 _NAMES = [f.name for f in dataclasses.fields(Config)]
 ARCH_FIELDS = {*_NAMES[1:_NAMES.index("batch")], "frames_per_clip", "max_time"} - {"resolution", "fps", "amp_dtype"}
 KEPT = [f for f in _NAMES if f in {"preset", "resolution", "fps", "aug", *ARCH_FIELDS} - {"num_fp16_res", "conv_clamp"}]
-RUN_FLAGS = ("kimg", "snap", "tick", "metrics", "metric_videos")     # train's flags a resumed run keeps, as KEPT
 METRICS = {"fvd16", "fvd128"}                                          # --metrics' choices
 RUN_ENTRY = re.compile(r"(checkpoint|config|log)(\.partial-\d+)?\.(pt|json|jsonl)|train\.lock|samples"
                        r"|samples/kimg[\d.]+(\.partial-\d+)?\.(mp4|png)")   # what train writes, or a killed one left
 
-
-def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool, given=None) -> tuple:
+def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool, device, given=None):
     """The dataset and checkpoint, checked (by cmd_train, then each process) -> (cfg, data, clips, state, its path).
     given: cmd_train's Config flags; a resumed checkpoint of ours keeps its settings, with these on top."""
     data, state, path = VideoFolder(data_path), None, None
@@ -2476,13 +2345,15 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
                                 f"(a resumed run keeps its data's size and fps, its networks and --aug)")
     if fp32:                                     # --fp32: no fp16 layers, and (as the release) no clamping either
         cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
+    cuda = device.type == "cuda"   # defaults: >= 5 snapshots, <= 200 kimg apart; FVD on 2048 videos a side (CPU: 64)
+    auto = dict(snap=min(200.0, cfg.kimg / 5) or 1.0, metric_videos=(2048 if cuda else 64) if cfg.metrics else -1)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in auto.items() if getattr(cfg, k) < 0})   # (then kept)
     return cfg, data, ClipDataset(data, cfg), state, path
-
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed, resume: Optional[str], fp32: bool):
     """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step and seed (they key every draw): all a
     run was (a seed given on top: the draws from there on are another run's)."""
-    cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
+    cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32, dist.device)
     seed = (state["seed"] if state is not None and "opt_G" in state else 0) if seed is None else seed
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
@@ -2501,7 +2372,6 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed, resum
         _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
     return trainer, dataset
 
-
 def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
     """The run's last line, after the closed bar: done or interrupted, what was saved, and a diverged run said."""
     kimg = f"{trainer.nimg / 1000:.2f} kimg"
@@ -2511,7 +2381,6 @@ def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
     if trainer.diverged:
         line += f"; warning: the losses diverged at {trainer.diverged:.2f} kimg (log.jsonl says where): lower --lr"
     print(line, flush=True)
-
 
 def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
     """A line appended to log.jsonl (`tail -f` follows it): the tick's mean losses, s/kimg (no metrics), time so far."""
@@ -2535,12 +2404,10 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
             f.write(json.dumps(record) + "\n")
     tick.update(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
 
-
 def _crossed(nimg: int, every_kimg: float, since_nimg: int) -> bool:
     """A multiple of `every_kimg` passed since `since_nimg`? (Multiples: a resumed run saves where a whole one does.)"""
     every = max(1, round(every_kimg * 1000))
     return nimg // every > since_nimg // every
-
 
 def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str:
     """The checkpoint, and previews of G_ema's videos of the same seeds each time (a grid, a PNG strip) -> its path."""
@@ -2559,25 +2426,23 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
         _atomic_write(stem + ".png", video_grid(tiles, cols=strip.shape[1])[0])   # [8*H, 8*W, 3]: a row per video
     return ckpt
 
-
-def _snapshot_metrics(trainer: Trainer, metrics, data_path: str, num_videos: int, log: str, bar, clock: dict):
+def _snapshot_metrics(trainer: Trainer, data_path: str, log: str, bar, clock: dict) -> None:
     """FVD of G_ema (sampled from, not the noisier G) into log.jsonl, by rank 0; its time, 'sec', is not training."""
     import fvd
     if not trainer.dist.main:                                    # (the others wait in the next all_reduce)
         return
-    results, start = {"kimg": trainer.nimg / 1000}, time.time()
-    for m in metrics:                                            # 'fvd16' -> 16 frames
+    results, start, cfg = {"kimg": trainer.nimg / 1000}, time.time(), trainer.cfg
+    for m in cfg.metrics:                                        # 'fvd16' -> 16 frames
         try:
-            results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]),
-                                               num_videos=num_videos, device=str(trainer.dist.device), progress=False))
+            results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]), progress=False,
+                                               num_videos=cfg.metric_videos, device=str(trainer.dist.device)))
         except fvd.FVDError as e:
             raise UserError(f"--metrics {m}: {e}")
     results["sec"] = time.time() - start
     clock["metric_sec"] += results["sec"]
     with open(log, "a") as f:
         f.write(json.dumps(results) + "\n")
-    bar.write("  ".join(f"{m}: {results[m]:.2f}" for m in metrics) + "  (kimg 0)" * (trainer.nimg == 0))
-
+    bar.write("  ".join(f"{m}: {results[m]:.2f}" for m in cfg.metrics) + "  (kimg 0)" * (trainer.nimg == 0))
 
 @contextlib.contextmanager
 def run_lock(outdir: str):
@@ -2595,7 +2460,6 @@ def run_lock(outdir: str):
         for folder in (outdir, os.path.join(outdir, "samples")):
             remove_stale_partials(folder, every=True)
         yield
-
 
 # --- Signals and processes --------------------------------------------------------------------
 class GracefulStop:
@@ -2627,7 +2491,6 @@ class GracefulStop:
     def anywhere(self, dist: Dist) -> bool:          # all stop at the same step, or the rest hang in all_reduce
         return dist.all_reduce(torch.tensor([float(self.requested)], device=dist.device)).item() > 0
 
-
 def _unwrap_worker_errors(loader, save):
     """A DataLoader's batches; a worker's DataError as one line, once save() kept the steps done; closing ends them."""
     with GracefulStop(signal.SIG_IGN):      # workers spawned now ignore SIGINT, SIGTERM from their first instant (so
@@ -2643,7 +2506,6 @@ def _unwrap_worker_errors(loader, save):
         if hasattr(iterator, "_shutdown_workers"):                     # only with worker processes
             iterator._shutdown_workers()
 
-
 def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optional[str]) -> None:
     """One training process (GPU LOCAL_RANK, `rank`, --device's, or a CPU): its rows of each batch; rank 0 saves."""
     global USE_CUSTOM_OPS
@@ -2658,8 +2520,8 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
         if world > 1:          # a long timeout: the other ranks wait while rank 0 computes FVD at a snapshot
             torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank,
                                                  world_size=world, timeout=torch.distributed.default_pg_timeout * 4)
-        trainer = train(cfg, args.data, args.outdir, args.kimg, Dist(rank, world, device), **{k: getattr(args, k) for k
-                        in ("seed", "snap", "tick", "resume", "workers", "fp32", "metrics", "metric_videos")})
+        trainer = train(cfg, args.data, args.outdir, Dist(rank, world, device), args.seed, args.resume, args.workers,
+                        args.fp32)
         if world > 1:
             torch.distributed.barrier()        # nobody exits while rank 0 may still be saving
         if trainer.interrupted:
@@ -2669,7 +2531,6 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-
 
 # --- Sizes and settings: the one check of a Config, memory before the work, devices ------------------
 # Every Config field's type and range (flags, checkpoints, snapshots): a size read from a file is bounded before
@@ -2685,11 +2546,11 @@ CONFIG_RANGES = dict(
     batch=(_I, 1, 65536), frames_per_clip=(_I, 1, 33), max_span=(_I, 1, 2 ** 16), max_time=(_I, 1, 2 ** 20),
     lr=(_F, -1, 1), r1_gamma=(_F, -1, 1e4), r1_interval=(_I, 1, 10 ** 4), g_reg_interval=(_I, 0, 10 ** 4),
     ema_kimg=(_F, 1e-6, 1e6), ema_rampup=(_OFF, 1e-6, 1e6), aug_p=(_F, 0, 1), ada_target=(_F, 0, 1),
-    ada_kimg=(_F, 1e-6, 1e6))
+    ada_kimg=(_F, 1e-6, 1e6), kimg=(_F, 0, 1e6), snap=(_F, -1, 1e6), tick=(_F, 1e-6, 1e6),
+    metric_videos=(_I, -1, 100000))
 CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, d_cond=("hyper", "concat", "none"),
                       span_dist=("uniform", "release"), aug=("ada", "fixed", "none"), mirror=(True, False),
                       mbstd_strided=(True, False))
-
 
 def check_config(fields: dict) -> Config:
     """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
@@ -2705,6 +2566,11 @@ def check_config(fields: dict) -> Config:
         v = getattr(cfg, name)
         if not any(type(v) is type(c) and v == c for c in choices):      # (a bool, not 0 or 1)
             raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
+    if not (isinstance(cfg.metrics, (list, tuple)) and all(isinstance(m, str) and m in METRICS for m in cfg.metrics)):
+        raise ValueError(f"metrics must be a list of {', '.join(sorted(METRICS))}, got {cfg.metrics!r}")
+    cfg.metrics = tuple(dict.fromkeys(cfg.metrics))                    # (fvd16 twice: once)
+    if 0 <= cfg.metric_videos < 2:
+        raise ValueError(f"metric_videos must be 2 or more (or -1: the default), got {cfg.metric_videos}")
     if cfg.period_max < cfg.period_min:
         raise ValueError(f"period_max {cfg.period_max:g} is below period_min {cfg.period_min:g}")
     if cfg.aug == "none" and cfg.aug_p > 0:                          # (--p, or a resumed run's --aug none)
@@ -2715,7 +2581,6 @@ def check_config(fields: dict) -> Config:
         raise ValueError(f"d_frame_div {cfg.d_frame_div} needs a resolution above d_concat_res {cfg.d_concat_res}")
     return cfg
 
-
 def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     """Videos per process: the global batch splits evenly, each share into mbstd groups."""
     if batch % world:
@@ -2723,7 +2588,6 @@ def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     if (local := batch // world) % min(mbstd_group, local):
         raise UserError(f"--batch {batch}: {local} videos a process, not a multiple of the mbstd group ({mbstd_group})")
     return local
-
 
 def available_memory(device: torch.device, ulimit: bool = False) -> Optional[int]:
     """Bytes free: the GPU's, or the machine's (MemAvailable); ulimit: the address space `ulimit -v` leaves this process
@@ -2736,7 +2600,6 @@ def available_memory(device: torch.device, ulimit: bool = False) -> Optional[int
         used = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]                       # (RLIM_INFINITY: -1)
         return None if limit == resource.RLIM_INFINITY else max(0, limit - used)
-
 
 def check_memory(cfg: Config, frames: int, copies: int, device, what: str, lower: str, d=False, extra=0, others=0):
     """Before the work: `copies` x `frames` frames' float32 activations in G (and D), C(r) r^2 over r, + extra bytes,
@@ -2752,7 +2615,6 @@ def check_memory(cfg: Config, frames: int, copies: int, device, what: str, lower
             raise UserError(f"{what} needs about {said.format(need / 2 ** 30, have / 2 ** 30)} on this "
                             f"{device.type}: lower {lower}")
 
-
 def _pick_device(name: Optional[str]) -> torch.device:
     """--device, checked now: a misspelt name or a missing GPU is one line, not a CPU run or a late failure."""
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -2763,13 +2625,11 @@ def _pick_device(name: Optional[str]) -> torch.device:
         raise UserError(f"--device {name}: only {count} CUDA device(s) present")
     return torch.device(name)
 
-
 # --- The commands: train, sample, project (convert: above; bench, doctor, figures, plot: Appendix C) ---
 def weights_id(G) -> str:
     """A hash of the generator's weights: the checkpoint a projection belongs to."""
     return hashlib.sha256(b"".join(name.encode() + v.detach().float().cpu().numpy().tobytes()
                                    for name, v in G.state_dict().items())).hexdigest()[:16]
-
 
 def load_projection(path: str) -> dict:
     """A file `project` wrote (read as checkpoints are: never code), every field of it checked."""
@@ -2787,7 +2647,6 @@ def load_projection(path: str) -> dict:
         if not ok(state.get(key)):
             raise UserError(f"{path}: not a projection: its '{key}' is missing or wrong")
     return state
-
 
 def cmd_sample(args) -> None:
     """`sample`: a checkpoint, a projection (--from) or an untrained preset -> an .mp4 or a folder of PNGs."""
@@ -2840,7 +2699,6 @@ def cmd_sample(args) -> None:
     print(f"wrote {args.out}{' (replacing the previous file)' * replaced}: {n} frames in {sec:.1f} s "
           f"({n / sec:.1f} frames/s), peak memory {peak:.0f} MB", file=sys.stderr)
 
-
 def cmd_project(args) -> None:
     """`project`: an image, video or frame folder (its first 64 frames, as prepare_data.py crops) -> proj.pt (§13)."""
     import prepare_data as pd
@@ -2855,26 +2713,11 @@ def cmd_project(args) -> None:
             raise UserError(f"--out {args.out}: exists and is not a projection (choose another name)") from None
     G, cfg = load_generator(args.ckpt, device)
     try:
-        still = os.path.isfile(path) and path.lower().endswith(pd.IMAGE_EXTS)     # (a lone image: a one-frame folder)
-        sources, skipped = ([pd.Source("frames", path, files=(path,))], []) if still else pd.discover(path)
-        if len(sources) > 1:
-            raise UserError(f"{path}: {len(sources)} videos, project one at a time")
-        if not sources:
-            raise UserError(f"{path}: {skipped[0][1] if skipped else 'no frames in it'}")
-        source, why = pd.probe(sources[0]) if sources[0].kind == "video" else (sources[0], None)
-        if source is None:
-            raise UserError(f"{path}: {why}")
-        fps = source.fps or pd.DEFAULT_FPS                      # (frame folders: prepare_data's rate)
-        frames = [f for _, f in zip(range(65), pd.iter_frames(source, fps))]
-    except pd.PrepareError as e:                                # no such file, frames of mixed sizes, ...
+        frames, fps, more = pd.read_clip(path, cfg.resolution)   # uint8 [T, R, R, 3], T <= 64
+    except pd.PrepareError as e:                                # no such file, not an image, frames of mixed sizes ...
         raise UserError(str(e)) from None
-    except (OSError, RuntimeError, ValueError, pd.Image.DecompressionBombError) as e:   # not an image, a corrupt video
-        raise UserError(f"{path}: not a readable image or clip ({_first_line(e)})") from None
-    if not frames:
-        raise UserError(f"{path}: no frames in it")
-    if len(frames) > 64:
+    if more:
         print(f"{path}: more than 64 frames; the first 64 are projected", file=sys.stderr)
-    frames = np.stack([pd.center_crop_resize(f, cfg.resolution) for f in frames[:64]])      # uint8 [T, R, R, 3]
     fps, t0 = fps if len(frames) > 1 else cfg.fps, time.time()   # one frame (an image's, a GIF's): a still, G's rate
     times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
     target = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1     # [T, 3, R, R] in [-1, 1]
@@ -2888,7 +2731,6 @@ def cmd_project(args) -> None:
           + " (interrupted: the best fit so far)" * stopped, file=sys.stderr)
     if stopped:
         sys.exit(130)                                            # interrupted: said in the line above
-
 
 def cmd_train(args) -> None:
     """`train`: every input checked before any work (--dry-run: the plan), then, locked, 1 process, N, or torchrun's."""
@@ -2935,33 +2777,10 @@ def cmd_train(args) -> None:
     plan = "a new run" + " (--resume auto found no checkpoint)" * none_there
     if args.resume == "auto" and os.path.isfile(log := os.path.join(args.outdir, "log.jsonl")):
         read_log(log)                                            # its lines, kept up to the checkpoint: said now
-    cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, given)
-    videos_given = args.metric_videos
-    # A resumed run of ours keeps its --kimg, --snap, --tick, --metrics, --metric-videos too (the flags given on top),
-    # read back from the checkpoint through the flags' own checks.
-    if state is not None and "flags" in state:
-        flags = state["flags"]
-        kept = {k: v for k, v in flags.items() if v is not None} if isinstance(flags, dict) else {"": flags}
-        legal = lambda k, v: k in RUN_FLAGS and (type(v) in (int, float) if k != "metrics" else  # noqa: E731
-                                                 isinstance(v, list) and len(v) <= 2 and set(map(str, v)) <= METRICS)
-        try:                                                     # numbers, or metrics' names: never a flag's name
-            if not all(legal(k, v) for k, v in kept.items()):
-                raise UserError("")
-            argv = [a for k, v in kept.items() for a in (f"--{k}".replace("_", "-"), *map(str, v if isinstance(
-                v, list) else [v]))]
-            old = build_parser().parse_args(["train", "--data", args.data, *argv])
-        except UserError:
-            raise UserError(f"{path}: a checkpoint with impossible run settings (its 'flags')") from None
-        vars(args).update({k: getattr(old, k) for k in RUN_FLAGS if getattr(args, k) is None})
-    args.metrics = list(dict.fromkeys(args.metrics or []))                      # (fvd16 twice: once)
-    if videos_given is not None and not args.metrics:
+    cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, device, given)
+    if "metric_videos" in given and not cfg.metrics:
         raise UserError("--metric-videos is for --metrics: add one")
-    # The paper's 256^2 models saw ~23 M frames (2 days on 4 V100s), SG2's 25 M; at least 5 snapshots, <= 200 kimg
-    # apart; FVD on the paper's 2048 videos a side, 64 on a CPU (I3D there: ~1 s a video).
-    args.kimg = args.kimg or (200.0 if cfg.preset == "tiny" else 25000.0)
-    args.snap, args.tick = args.snap or min(200.0, args.kimg / 5), args.tick or 1.0
-    args.metric_videos = args.metric_videos or (2048 if device.type == "cuda" else 64)
-    if args.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in args.metrics)):   # fvd.py: a whole clip
+    if cfg.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in cfg.metrics)):   # fvd.py: a whole clip
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
                         f"has {max(data.lengths)}")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
@@ -2981,17 +2800,17 @@ def cmd_train(args) -> None:
             f"; --seed {args.seed} from there on" if args.seed not in (None, state["seed"]) else "")
     elif state is not None:                                      # a snapshot: from kimg 0
         plan = f"fine-tuning the {state.get('source', 'snapshot')} (fresh optimizers)"
-    fvds = "".join(f", {m.upper()} on {args.metric_videos} videos a side" for m in args.metrics)
+    fvds = "".join(f", {m.upper()} on {cfg.metric_videos} videos a side" for m in cfg.metrics)
     if unused := len(data.names) - len(clips.usable):           # (ClipDataset draws from the others)
         plan += f"; {unused} of {len(data.names)} videos are shorter than a clip ({cfg.frames_per_clip} frames): unused"
-    todo = (f", to {args.kimg:g} kimg in {args.outdir}, a log line every {args.tick:g} kimg, a snapshot every "
-            f"{args.snap:g} kimg{fvds}" if done < args.kimg else f"; --kimg is {args.kimg:g}: nothing to train")
+    todo = (f", to {cfg.kimg:g} kimg in {args.outdir}, a log line every {cfg.tick:g} kimg, a snapshot every "
+            f"{cfg.snap:g} kimg{fvds}" if done < cfg.kimg else f"; --kimg is {cfg.kimg:g}: nothing to train")
     if rank == 0:
         print(f"train{' (dry run)' * args.dry_run}: preset {cfg.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, "
               f"{world} process(es) on {device.type}: {plan}{todo}", file=sys.stderr)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
-    if args.dry_run or done >= args.kimg:
+    if args.dry_run or done >= cfg.kimg:
         return
     with run_lock(args.outdir) if rank == 0 else contextlib.nullcontext():
         if world == 1 or torchrun:
@@ -3010,7 +2829,6 @@ def cmd_train(args) -> None:
             except torch.multiprocessing.ProcessExitedException as e:
                 sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
 
-
 # --- The flags, their ranges, and the one error path --------------------------------------------
 def _in_range(kind, lo, hi, lo_open=False):
     """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open)."""
@@ -3022,12 +2840,10 @@ def _in_range(kind, lo, hi, lo_open=False):
     parse.__name__ = kind.__name__
     return parse
 
-
 INT, NUM = functools.partial(_in_range, int), functools.partial(_in_range, float)
 SEED, KIMG = INT(0, 2 ** 32 - 1), NUM(0, 1e6, lo_open=True)     # every seed; --kimg, --snap, --tick, --ada-kimg
 DEVICE = [("--device", None, None, "cpu, cuda, cuda:1 ... (default: cuda if available)"),
           ("--no-custom-ops", "store_true", False, "use the PyTorch reference of the CUDA kernel")]
-
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command's flags, a row each: (flag, kind: a range, choices, an action or None, default, help[, more]).
@@ -3114,7 +2930,6 @@ def build_parser() -> argparse.ArgumentParser:
         c.set_defaults(fn=fn)
     return p
 
-
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
     """The one way out: a UserError, OSError or out of memory is ONE line, exit 2; Ctrl-C 130; a bug: its traceback."""
     oom = isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)   # (CPU's)
@@ -3130,7 +2945,6 @@ def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
         print("stylegan_v.py: " + ("interrupted" if isinstance(e, KeyboardInterrupt) else line), file=sys.stderr)
     sys.exit(130 if isinstance(e, KeyboardInterrupt) else 2)
 
-
 def main(argv=None) -> None:
     """The flags (build_parser), the command, the one error path; `kill` (SIGTERM) stops it as Ctrl-C does."""
     global USE_CUSTOM_OPS
@@ -3144,7 +2958,6 @@ def main(argv=None) -> None:
         _exit_on_error(e)
     finally:
         USE_CUSTOM_OPS = custom_ops             # (main() is also called in-process, by the tests)
-
 
 if __name__ == "__main__":
     main()

