@@ -111,10 +111,10 @@ class Config:
     mirror: bool = True           # x-flip whole videos as data augmentation           (release: on)
     # -- the run's length and reports (a resumed run keeps them, as every field; flags given on top) --
     kimg: float = 25000.0         # train until D has seen this many thousand real frames (Sec 4.1's 256^2: ~23 M)
-    snap: float = -1.0            # a checkpoint + previews every this many kimg; < 0: min(200, kimg / 5)
+    snap: Optional[float] = None  # a checkpoint + previews every this many kimg; None: min(200, kimg / 5)
     tick: float = 1.0             # a line in log.jsonl every this many kimg
     metrics: tuple = ()           # FVDs at each snapshot: 'fvd16', 'fvd128' (Sec 4, Appx C: fvd.py)
-    metric_videos: int = -1       # videos a side per metric; < 0: the paper's 2048 on a GPU, 64 on a CPU
+    metric_videos: Optional[int] = None   # videos a side per metric; None: the paper's 2048 on a GPU, 64 on a CPU
 
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
@@ -127,11 +127,14 @@ class Config:
     def d_channels(self, res: int) -> int:
         return min(self.d_channel_base // res, self.d_channel_max)
 
-    def resolved(self) -> "Config":
-        """lr and r1_gamma < 0 replaced by the 'auto' values their comments give."""
-        auto = dict(lr=0.002 if self.resolution >= 1024 else 0.0025,
-                    r1_gamma=0.0002 * self.resolution ** 2 / self.batch)
-        return dataclasses.replace(self, **{k: v for k, v in auto.items() if getattr(self, k) < 0})
+    def resolved(self, device="cpu") -> "Config":
+        """lr, r1_gamma < 0 and snap, metric_videos None replaced by the 'auto' values their comments give (when a run
+        starts: a resumed one, on another device or to another kimg, gets them anew)."""
+        auto = dict(lr=0.002 if self.resolution >= 1024 else 0.0025, snap=min(200.0, self.kimg / 5),
+                    r1_gamma=0.0002 * self.resolution ** 2 / self.batch,
+                    metric_videos=2048 if torch.device(device).type == "cuda" else 64)
+        return dataclasses.replace(self, **{k: v for k, v in auto.items() if getattr(self, k) is None or
+                                            getattr(self, k) < 0})
 
 AMP_DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16}   # Config.amp_dtype's choices
 
@@ -1262,7 +1265,7 @@ def train(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: Optional[i
     when a signal stopped it (after saving). seed None: a resumed run's own, else 0."""
     trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32)
     cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
-    kimg, snap, tick, metrics = cfg.kimg, cfg.snap, cfg.tick, cfg.metrics
+    kimg, snap, tick, metrics = cfg.kimg, cfg.resolved().snap, cfg.tick, cfg.metrics
     # real_batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
     # (a video, k frame times: Sec 3.3) and decodes it, 4 steps ahead, so decoding overlaps the step.
     # Workers are spawned, not forked: a fork of a process whose torch threads hold a lock can hang.
@@ -2219,7 +2222,8 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in ("G_ema", "cfg")):
         raise UserError(f"{file}: not a StyleGAN-V checkpoint (no G_ema or cfg; a projection is for sample --from)")
     try:                                     # missing fields: its preset's; unknown ones: dropped
-        known = {k: v for k, v in state["cfg"].items() if k in {f.name for f in dataclasses.fields(Config)}}
+        flags = state.get("flags") if isinstance(state.get("flags"), dict) else {}   # (an earlier version's run flags)
+        known = {k: v for k, v in {**flags, **state["cfg"]}.items() if k in _NAMES}
         state["cfg"] = dataclasses.asdict(make_config(**known))
     except (ValueError, TypeError) as e:
         raise UserError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
@@ -2324,7 +2328,7 @@ METRICS = {"fvd16", "fvd128"}                                          # --metri
 RUN_ENTRY = re.compile(r"(checkpoint|config|log)(\.partial-\d+)?\.(pt|json|jsonl)|train\.lock|samples"
                        r"|samples/kimg[\d.]+(\.partial-\d+)?\.(mp4|png)")   # what train writes, or a killed one left
 
-def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool, device, given=None):
+def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool, given=None) -> tuple:
     """The dataset and checkpoint, checked (by cmd_train, then each process) -> (cfg, data, clips, state, its path).
     given: cmd_train's Config flags; a resumed checkpoint of ours keeps its settings, with these on top."""
     data, state, path = VideoFolder(data_path), None, None
@@ -2345,15 +2349,12 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
                                 f"(a resumed run keeps its data's size and fps, its networks and --aug)")
     if fp32:                                     # --fp32: no fp16 layers, and (as the release) no clamping either
         cfg = dataclasses.replace(cfg, num_fp16_res=0, conv_clamp=None)
-    cuda = device.type == "cuda"   # defaults: >= 5 snapshots, <= 200 kimg apart; FVD on 2048 videos a side (CPU: 64)
-    auto = dict(snap=min(200.0, cfg.kimg / 5) or 1.0, metric_videos=(2048 if cuda else 64) if cfg.metrics else -1)
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in auto.items() if getattr(cfg, k) < 0})   # (then kept)
     return cfg, data, ClipDataset(data, cfg), state, path
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed, resume: Optional[str], fp32: bool):
     """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step and seed (they key every draw): all a
     run was (a seed given on top: the draws from there on are another run's)."""
-    cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32, dist.device)
+    cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
     seed = (state["seed"] if state is not None and "opt_G" in state else 0) if seed is None else seed
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
     trainer.interrupted, trainer.diverged = False, None           # (set by train's loop and _log_tick)
@@ -2369,7 +2370,8 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed, resum
         log, upto = os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 + 1e-9 if resume else -1.0
         if os.path.isfile(log):
             _atomic_write(log, "".join(json.dumps(r) + "\n" for _, r in read_log(log) if r["kimg"] <= upto))
-        _atomic_write(os.path.join(outdir, "config.json"), json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
+        resolved = dataclasses.asdict(cfg.resolved(dist.device))      # (lr, gamma, snap, metric_videos: as used)
+        _atomic_write(os.path.join(outdir, "config.json"), json.dumps(resolved, indent=2))
     return trainer, dataset
 
 def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
@@ -2431,7 +2433,7 @@ def _snapshot_metrics(trainer: Trainer, data_path: str, log: str, bar, clock: di
     import fvd
     if not trainer.dist.main:                                    # (the others wait in the next all_reduce)
         return
-    results, start, cfg = {"kimg": trainer.nimg / 1000}, time.time(), trainer.cfg
+    results, start, cfg = {"kimg": trainer.nimg / 1000}, time.time(), trainer.cfg.resolved(trainer.dist.device)
     for m in cfg.metrics:                                        # 'fvd16' -> 16 frames
         try:
             results[m] = float(fvd.compute_fvd(real=data_path, fake=trainer.G_ema, frames=int(m[3:]), progress=False,
@@ -2546,8 +2548,8 @@ CONFIG_RANGES = dict(
     batch=(_I, 1, 65536), frames_per_clip=(_I, 1, 33), max_span=(_I, 1, 2 ** 16), max_time=(_I, 1, 2 ** 20),
     lr=(_F, -1, 1), r1_gamma=(_F, -1, 1e4), r1_interval=(_I, 1, 10 ** 4), g_reg_interval=(_I, 0, 10 ** 4),
     ema_kimg=(_F, 1e-6, 1e6), ema_rampup=(_OFF, 1e-6, 1e6), aug_p=(_F, 0, 1), ada_target=(_F, 0, 1),
-    ada_kimg=(_F, 1e-6, 1e6), kimg=(_F, 0, 1e6), snap=(_F, -1, 1e6), tick=(_F, 1e-6, 1e6),
-    metric_videos=(_I, -1, 100000))
+    ada_kimg=(_F, 1e-6, 1e6), kimg=(_F, 1e-6, 1e6), snap=(_OFF, 1e-6, 1e6), tick=(_F, 1e-6, 1e6),
+    metric_videos=((int, type(None)), 2, 100000))
 CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, d_cond=("hyper", "concat", "none"),
                       span_dist=("uniform", "release"), aug=("ada", "fixed", "none"), mirror=(True, False),
                       mbstd_strided=(True, False))
@@ -2559,7 +2561,8 @@ def check_config(fields: dict) -> Config:
         v = getattr(cfg, name)
         if not isinstance(v, types) or isinstance(v, bool) or (
                 v is not None and not (math.isfinite(v) and lo <= v <= hi)):
-            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}]{' or null' * (types is _OFF)}, got {v!r}")
+            raise ValueError(f"{name} must be {'an integer' if int in types and float not in types else 'a number'} "
+                             f"in [{lo:g}, {hi:g}]{' or null' * (type(None) in types)}, got {v!r}")
         if name in ("resolution", "d_concat_res") and v & (v - 1):
             raise ValueError(f"{name} must be a power of two, got {v}")
     for name, choices in CONFIG_CHOICES.items():
@@ -2569,8 +2572,6 @@ def check_config(fields: dict) -> Config:
     if not (isinstance(cfg.metrics, (list, tuple)) and all(isinstance(m, str) and m in METRICS for m in cfg.metrics)):
         raise ValueError(f"metrics must be a list of {', '.join(sorted(METRICS))}, got {cfg.metrics!r}")
     cfg.metrics = tuple(dict.fromkeys(cfg.metrics))                    # (fvd16 twice: once)
-    if 0 <= cfg.metric_videos < 2:
-        raise ValueError(f"metric_videos must be 2 or more (or -1: the default), got {cfg.metric_videos}")
     if cfg.period_max < cfg.period_min:
         raise ValueError(f"period_max {cfg.period_max:g} is below period_min {cfg.period_min:g}")
     if cfg.aug == "none" and cfg.aug_p > 0:                          # (--p, or a resumed run's --aug none)
@@ -2777,12 +2778,12 @@ def cmd_train(args) -> None:
     plan = "a new run" + " (--resume auto found no checkpoint)" * none_there
     if args.resume == "auto" and os.path.isfile(log := os.path.join(args.outdir, "log.jsonl")):
         read_log(log)                                            # its lines, kept up to the checkpoint: said now
-    cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, device, given)
+    cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, given)
     if "metric_videos" in given and not cfg.metrics:
         raise UserError("--metric-videos is for --metrics: add one")
     if cfg.metrics and max(data.lengths) < (k := max(int(m[3:]) for m in cfg.metrics)):   # fvd.py: a whole clip
-        raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} "
-                        f"has {max(data.lengths)}")
+        raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} has "
+                        f"{max(data.lengths)} (a resumed run's too; --metrics alone: none)")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
     # This machine's memory, before the work: its processes (a trainer per GPU, its --workers loaders: 400 MB each; a
     # loader measured 370 MB) and on a CPU a step (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations
@@ -2800,16 +2801,17 @@ def cmd_train(args) -> None:
             f"; --seed {args.seed} from there on" if args.seed not in (None, state["seed"]) else "")
     elif state is not None:                                      # a snapshot: from kimg 0
         plan = f"fine-tuning the {state.get('source', 'snapshot')} (fresh optimizers)"
-    fvds = "".join(f", {m.upper()} on {cfg.metric_videos} videos a side" for m in cfg.metrics)
+    run = cfg.resolved(device)                                   # (snap, metric_videos: their defaults now)
+    fvds = "".join(f", {m.upper()} on {run.metric_videos} videos a side" for m in cfg.metrics)
     if unused := len(data.names) - len(clips.usable):           # (ClipDataset draws from the others)
         plan += f"; {unused} of {len(data.names)} videos are shorter than a clip ({cfg.frames_per_clip} frames): unused"
     todo = (f", to {cfg.kimg:g} kimg in {args.outdir}, a log line every {cfg.tick:g} kimg, a snapshot every "
-            f"{cfg.snap:g} kimg{fvds}" if done < cfg.kimg else f"; --kimg is {cfg.kimg:g}: nothing to train")
+            f"{run.snap:g} kimg{fvds}" if done < cfg.kimg else f"; --kimg is {cfg.kimg:g}: nothing to train")
     if rank == 0:
         print(f"train{' (dry run)' * args.dry_run}: preset {cfg.preset}{why}, {cfg.resolution}^2, batch {cfg.batch}, "
               f"{world} process(es) on {device.type}: {plan}{todo}", file=sys.stderr)
     if args.dry_run:
-        print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
+        print(json.dumps(dataclasses.asdict(run), indent=2))
     if args.dry_run or done >= cfg.kimg:
         return
     with run_lock(args.outdir) if rank == 0 else contextlib.nullcontext():
@@ -2841,7 +2843,7 @@ def _in_range(kind, lo, hi, lo_open=False):
     return parse
 
 INT, NUM = functools.partial(_in_range, int), functools.partial(_in_range, float)
-SEED, KIMG = INT(0, 2 ** 32 - 1), NUM(0, 1e6, lo_open=True)     # every seed; --kimg, --snap, --tick, --ada-kimg
+SEED, KIMG = INT(0, 2 ** 32 - 1), NUM(1e-6, 1e6)     # every seed; --kimg, --snap, --tick, --ada-kimg (as Config's)
 DEVICE = [("--device", None, None, "cpu, cuda, cuda:1 ... (default: cuda if available)"),
           ("--no-custom-ops", "store_true", False, "use the PyTorch reference of the CUDA kernel")]
 

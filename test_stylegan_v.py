@@ -778,12 +778,13 @@ def test_training_runs_without_tf32(tmp_path, monkeypatch):
 # --- §13 Checkpoints; rendering any frame by seed; sampling videos of any length (Sec 4.3)
 
 @pytest.mark.parametrize("change, said", [
-    (dict(mapping_layers=10 ** 6), "mapping_layers must be a number in [1, 16], got 1000000"),
-    (dict(resolution=4096), "resolution must be a number in [8, 2048], got 4096"),
-    (dict(z_dim=-5), "z_dim must be a number in [1, 4096], got -5"),
-    (dict(channel_base="wide"), "channel_base must be a number"),
+    (dict(mapping_layers=10 ** 6), "mapping_layers must be an integer in [1, 16], got 1000000"),
+    (dict(resolution=4096), "resolution must be an integer in [8, 2048], got 4096"),
+    (dict(z_dim=-5), "z_dim must be an integer in [1, 4096], got -5"),
+    (dict(channel_base="wide"), "channel_base must be an integer"),
     (dict(arch="evil"), "arch must be one of paper, release, got 'evil'"),
     (dict(period_min=float("nan")), "period_min must be a number"),
+    (dict(snap=0), "snap must be a number in [1e-06, 1e+06] or null, got 0"),       # (a snapshot every step)
     ("a string", "not a StyleGAN-V checkpoint (no G_ema or cfg")])
 def test_a_checkpoints_config_is_checked_before_anything_is_built(tmp_path, change, said):
     """Every size in a checkpoint is bounded at the door by the one check flags get (check_config)."""
@@ -838,6 +839,16 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     resumed = json.loads(out)
     assert "preset tiny (the checkpoint's settings; the flags given on top)" in err
     assert (resumed["lr"], resumed["mirror"], resumed["aug"], resumed["r1_gamma"]) == (0.001, False, "none", 2.0)
+    assert (resumed["kimg"], resumed["snap"], resumed["tick"]) == (0.024, 1000, 0.024)      # the run's, kept too
+    state = torch.load("a/checkpoint.pt")          # the default snap, from the kimg of this start; an earlier version's
+    torch.save({**state, "cfg": {**state["cfg"], "snap": None}}, "auto.pt")        # run flags, read as its settings
+    old = {k: v for k, v in state["cfg"].items() if k not in ("kimg", "snap", "tick", "metrics", "metric_videos")}
+    torch.save({**state, "cfg": old, "flags": dict(kimg=0.5, snap=0.1, tick=0.05, metrics=[], metric_videos=64)}, "old.pt")
+    for ckpt, plan in [("auto.pt", "to 100 kimg in c, a log line every 0.024 kimg, a snapshot every 20 kimg"),
+                       ("old.pt", "to 0.5 kimg in c, a log line every 0.05 kimg, a snapshot every 0.1 kimg")]:
+        sv.main(["train", "--data", "d.zip", "--outdir", "c", "--resume", ckpt, "--dry-run"] + ["--kimg", "100"] * (
+            ckpt == "auto.pt"))
+        assert plan in capsys.readouterr().err
     state = torch.load("a/checkpoint.pt")
     trainer = sv.Trainer(sv.Config(**{**state["cfg"], "lr": 0.002, "aug": "fixed", "aug_p": 0.5}), sv.Dist())
     trainer.load_state_dict(state)           # Adam's moments and ADA's state resumed; its settings, a new p this run's
