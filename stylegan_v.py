@@ -2075,14 +2075,12 @@ class VideoFolder:
     def frame(self, member: str, header_only: bool = False) -> Optional[np.ndarray]:
         """uint8 [R, R, 3]: one frame, decoded and checked; header_only: only its header's size and mode (None)."""
         from PIL import Image
-        R = self.resolution
+        R, file = self.resolution, io.BytesIO(self.read(member))           # (read's DataError: as it is)
         try:
-            with Image.open(io.BytesIO(self.read(member))) as img:          # 8-bit grey, palette or RGB(A) -> RGB
+            with Image.open(file) as img:                                   # 8-bit grey, palette or RGB(A) -> RGB
                 if img.size == (R, R) and img.mode in ("L", "P", "RGB", "RGBA"):
                     return None if header_only else np.asarray(img.convert("RGB"))
                 found = f"a {img.size[0]}x{img.size[1]} {img.mode} image"
-        except DataError:                                                   # (read's: as it is)
-            raise
         except Exception as e:
             raise DataError(f"{self.path}: cannot read {member} ({type(e).__name__}: {_first_line(e)})") from None
         raise DataError(f"{self.path}: {member} is {found}, dataset.json says {R}x{R} (8-bit RGB)")
@@ -2239,10 +2237,9 @@ def _plain(t: torch.Tensor) -> bool:    # floats held in memory, dense and conti
         torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
-    """Before networks are built from a file's settings: they ask for no more weights than the file holds (counted
-    on the meta device: shapes, no memory). Each setting is in range (check_config); this bounds their product.
-    What a file holds is its tensors' storages, each counted once (a view or a stride-0 tensor claims no more)."""
-    with torch.device("meta"):
+    """Before networks are built from a file's settings (each in range: check_config): that together they ask for no
+    more weights than the file holds, its tensors' storages each counted once (a view or stride 0 claims no more)."""
+    with torch.device("meta"):                                  # shapes, no memory
         asked = sum(t.numel() for net in nets for t in net(cfg).state_dict().values())
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() / t.element_size() for t in held
                 if torch.is_tensor(t) and _plain(t)}                # (a meta or sparse one holds nothing)
