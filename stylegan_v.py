@@ -2374,9 +2374,8 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed, resum
 def _last_line(trainer: Trainer, ckpt: str, outdir: str) -> None:
     """The run's last line, after the closed bar: done or interrupted, what was saved, and a diverged run said."""
     kimg = f"{trainer.nimg / 1000:.2f} kimg"
-    line = f"done: {kimg}, saved {ckpt} (sample from it: python stylegan_v.py sample --ckpt {shlex.quote(outdir)})"
-    if trainer.interrupted:
-        line = f"interrupted: saved {ckpt} at {kimg}; continue with --resume auto"
+    line = (f"interrupted: saved {ckpt} at {kimg}; continue with --resume auto" if trainer.interrupted else
+            f"done: {kimg}, saved {ckpt} (sample from it: python stylegan_v.py sample --ckpt {shlex.quote(outdir)})")
     if trainer.diverged:
         line += f"; warning: the losses diverged at {trainer.diverged:.2f} kimg (log.jsonl says where): lower --lr"
     print(line, flush=True)
@@ -2420,9 +2419,8 @@ def _snapshot(trainer: Trainer, outdir: str, previews: bool, clock: dict) -> str
         videos = render_videos(trainer.G_ema, list(range(8)), torch.arange(n, dtype=torch.float64))  # [8, n, H, W, 3]
         with FrameSink(stem + ".mp4", fps) as sink:
             sink.write(video_grid(videos))
-        strip = videos[:, :: max(n // 8, 1)][:, :8]                   # [8, 8, H, W, 3]: every few frames
-        tiles = strip.reshape(-1, 1, *strip.shape[2:])               # [64, 1, H, W, 3]: one tile per frame
-        _atomic_write(stem + ".png", video_grid(tiles, cols=strip.shape[1])[0])   # [8*H, 8*W, 3]: a row per video
+        tiles = videos[:, :: n // 8][:, :8].flatten(0, 1)[:, None]    # [64, 1, H, W, 3]: 8 frames a video, a tile each
+        _atomic_write(stem + ".png", video_grid(tiles, cols=8)[0])      # [8*H, 8*W, 3]: a row per video
     return ckpt
 
 def _snapshot_metrics(trainer: Trainer, data_path: str, log: str, bar, clock: dict) -> None:
@@ -2556,8 +2554,7 @@ def check_config(fields: dict) -> Config:
     cfg = Config(**fields)                                                # (an unknown field: a TypeError)
     for name, (types, lo, hi) in CONFIG_RANGES.items():
         v = getattr(cfg, name)
-        if not isinstance(v, types) or isinstance(v, bool) or (
-                v is not None and not (math.isfinite(v) and lo <= v <= hi)):
+        if not isinstance(v, types) or isinstance(v, bool) or not (v is None or lo <= v <= hi):   # (nan, inf fail)
             raise ValueError(f"{name} must be {'an integer' if int in types and float not in types else 'a number'} "
                              f"in [{lo:g}, {hi:g}]{' or null' * (type(None) in types)}, got {v!r}")
         if name in ("resolution", "d_concat_res") and v & (v - 1):
@@ -2600,10 +2597,9 @@ def available_memory(device: torch.device, ulimit: bool = False) -> Optional[int
         return None if limit == resource.RLIM_INFINITY else max(0, limit - used)
 
 def check_memory(cfg: Config, frames: int, copies: int, device, what: str, lower: str, d=False, extra=0, others=0):
-    """Before the work: `copies` x `frames` frames' float32 activations in G (and D), C(r) r^2 over r, + extra bytes,
-    in this process; + others' bytes in other processes. All against the free memory; this process's share, 1.1x,
-    against what its ulimit -v leaves (measured, the quick start: 1.6-2.1 GB past torch's own 3.4, estimated 1.76;
-    at 16^2: 0.6-0.7, estimated 0.64)."""
+    """Before the work: `copies` x `frames` frames' float32 activations in G (and D), C(r) r^2 over r, + extra bytes, in
+    this process; + others' bytes, in other processes: against the free memory; this process's share, 1.1x, against its
+    ulimit -v (measured vs estimated: the quick start 1.6-2.1 vs 1.76 GB past torch's 3.4; 16^2: 0.6-0.7 vs 0.64)."""
     res = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
     here = extra + copies * 4 * frames * sum((cfg.channels(r) + d * cfg.d_channels(r)) * r * r for r in res)
     for need, have, said in ((here + others, available_memory(device), "{:.2f} GB, {:.2f} GB are available"),
