@@ -2661,8 +2661,6 @@ def cmd_sample(args) -> None:
         cfg = make_config(args.preset or "tiny")
         G = Generator(cfg).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
-    # --fps only sets how densely the continuous video is sampled: frame times are in the training
-    # data's frames (cfg.fps of them a second), so twice the fps renders the same motion with twice as many frames.
     fps, w, mseed = args.fps or cfg.fps, None, seed if args.motion_seed is None else args.motion_seed
     motion_seeds, seconds = list(range(mseed, mseed + args.num)), args.seconds or 4.0   # video i: seed + i, mseed + i
     if proj:                        # its w, its fitted tokens (or --motion-seed's), at its clip's fps and length
@@ -2680,9 +2678,8 @@ def cmd_sample(args) -> None:
         if len(proj["times"]) > 1:                               # a clip: its length (a still: 4 s)
             seconds = args.seconds or len(proj["times"]) / proj["fps"]
     chunk = min(args.batch, max(1, round(seconds * fps)))
-    # A chunk's memory: G's activations, 4 live tensors a layer, for ROW_BLOCK rows at a time on a CPU (§13), and its
-    # frames (float32, uint8, the grid: 6 bytes a value).
-    rows = min(args.num * chunk, ROW_BLOCK) if device.type == "cpu" else args.num * chunk
+    # A chunk's memory: G's activations (4 live tensors a layer) and its frames (float32, uint8, grid: 6 bytes a value)
+    rows = min(args.num * chunk, ROW_BLOCK) if device.type == "cpu" else args.num * chunk  # (ROW_BLOCK at a time: §13)
     check_memory(cfg, rows, 4, device, f"rendering {args.num} video(s) {chunk} frames at a time at {cfg.resolution}^2",
                  "--batch or --num", extra=args.num * chunk * 3 * cfg.resolution ** 2 * 6)
     print(f"sampling {args.num} video(s) of {seconds:g} s at {fps:g} fps from {source}", file=sys.stderr)
@@ -2731,34 +2728,30 @@ def cmd_train(args) -> None:
     device, gpus = _pick_device(args.device), torch.cuda.device_count()
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world, rank = (int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])) if torchrun else (args.gpus, 0)
-    for refused, message in (              # flags that contradict each other or the machine: not silently ignored
-            (args.fp32 and args.amp_dtype not in (None, "auto", "float32"), "--fp32 is all float32: no --amp-dtype"),
-            (device.type == "cpu" and args.amp_dtype == "float16", "--amp-dtype float16 is for CUDA (a CPU: bfloat16)"),
-            (world > 1 and (args.device or "").startswith("cuda:"), f"--device {args.device}: not with --gpus"),
-            (not torchrun and args.device != "cpu" and world > max(gpus, 1),
-             f"--gpus {world}: only {gpus} CUDA device(s) present (--device cpu: on CPUs)")):
-        if refused:
-            raise UserError(message)
-    # Without --preset: the paper's architecture (ffs's, at the data's resolution) on a GPU, tiny on a CPU.
+    if args.fp32 and args.amp_dtype not in (None, "auto", "float32"):  # (flags contradicting each other or the machine)
+        raise UserError("--fp32 is all float32: no --amp-dtype")
+    if device.type == "cpu" and args.amp_dtype == "float16":
+        raise UserError("--amp-dtype float16 is for CUDA (a CPU: bfloat16)")
+    if world > 1 and (args.device or "").startswith("cuda:"):
+        raise UserError(f"--device {args.device}: not with --gpus")
+    if not torchrun and args.device != "cpu" and world > max(gpus, 1):
+        raise UserError(f"--gpus {world}: only {gpus} CUDA device(s) present (--device cpu: on CPUs)")
     why = "" if args.preset else f" (no --preset: on a {'GPU' if device.type == 'cuda' else 'CPU'})"
     given = {k: v for k, v in vars(args).items() if k in _NAMES and v is not None}   # the Config flags given
-    args.preset = args.preset or ("ffs" if device.type == "cuda" else "tiny")
+    args.preset = args.preset or ("ffs" if device.type == "cuda" else "tiny")    # (the paper's architecture on a GPU)
     try:                                                        # (a resumed checkpoint: its settings, then these)
         cfg = make_config(**{**given, "preset": args.preset})
     except ValueError as e:                                     # flags each in range, but not together
         raise UserError(f"--preset {args.preset} with these flags: {e}") from None
-    # --resume auto (or the run's own checkpoint or directory, the default --outdir) continues --outdir's run, if any;
-    # else --outdir must hold no run.
-    named_run = args.resume and os.path.isfile(os.path.join(args.resume, "checkpoint.pt"))   # --resume DIR
-    args.outdir = args.outdir or (args.resume if named_run else os.path.join(
-        "runs", f"{args.preset}-{Path(args.data.rstrip('/')).stem}"))
+    # --resume auto (or the run's own checkpoint or directory) continues --outdir's run, if any; else none may be there.
+    named_run = args.resume and os.path.isfile(os.path.join(args.resume, "checkpoint.pt"))   # --resume DIR: --outdir
+    args.outdir = args.outdir or (args.resume if named_run else f"runs/{args.preset}-{Path(args.data).stem}")
     check_writable(args.outdir, folder=True)                  # (a file there, a read-only place: said now)
     own = os.path.join(args.outdir, "checkpoint.pt")
     if args.resume and os.path.realpath(checkpoint_path(args.resume)) == os.path.realpath(own):
         args.resume = "auto"
-    samples = os.path.join(args.outdir, "samples")
-    listed = sorted(os.listdir(args.outdir)) if os.path.isdir(args.outdir) else []
-    listed += [f"samples/{e}" for e in sorted(os.listdir(samples))] if os.path.isdir(samples) else []
+    listed = [os.path.join(d, e) for d in ("", "samples") if os.path.isdir(os.path.join(args.outdir, d))
+              for e in sorted(os.listdir(os.path.join(args.outdir, d)))]      # its entries, and samples/'s
     run = [e for e in listed if e in ("checkpoint.pt", "log.jsonl", "samples")]   # (not a killed start's leftovers)
     if foreign := [e for e in listed if not RUN_ENTRY.fullmatch(e)]:      # what train writes, or a killed one left
         raise UserError(f"{args.outdir}: holds files train does not write ({', '.join(foreign[:3])}"
@@ -2778,23 +2771,21 @@ def cmd_train(args) -> None:
         raise UserError(f"--metrics fvd{k}: needs videos of at least {k} frames; the longest in {args.data} has "
                         f"{max(data.lengths)} (a resumed run's too; --metrics alone: none)")
     check_batch_split(cfg.batch, world, cfg.mbstd_group)
-    # This machine's memory, before the work: its processes (a trainer per GPU, its --workers loaders: 400 MB each; a
-    # loader measured 370 MB) and on a CPU a step (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations
-    # for each frame of the global batch, times 32 for the saved tensors, backward, R1's double backward (17-25
-    # measured, 32-128^2). A `ulimit -v` limits each process: this one's step and itself against it.
+    # Memory before the work: the processes (a trainer per GPU, its --workers loaders: 400 MB each, 370 measured) and
+    # on a CPU a step (a GPU's is unmeasured; CUDA's OOM is one line): G and D's activations per frame of the global
+    # batch x 32 (saved tensors, backward, R1's double backward: 17-25 measured, 32-128^2); a ulimit -v: this process's.
     procs = int(os.environ.get("LOCAL_WORLD_SIZE", world)) * (1 + args.workers)
     check_memory(cfg, cfg.batch * cfg.frames_per_clip * (device.type == "cpu"), 32, torch.device("cpu"),
                  f"{procs} process(es) and a training step at {cfg.resolution}^2 with --batch {cfg.batch}",
                  "--batch, --workers or --gpus", d=True, extra=400 * 2 ** 20, others=(procs - 1) * 400 * 2 ** 20)
-    # The plan, said first (--dry-run: then the config on stdout, as JSON, lr and r1_gamma as Trainer resolves them).
-    done = 0.0
+    done = 0.0                                                   # the plan, said first (--dry-run: and the config)
     if state is not None and "opt_G" in state:
         done, why = state["nimg"] / 1000, " (the checkpoint's settings; the flags given on top)"
         plan = f"resuming {path} at {done:.2f} kimg (step {state['step']}, seed {state['seed']})" + (
             f"; --seed {args.seed} from there on" if args.seed not in (None, state["seed"]) else "")
     elif state is not None:                                      # a snapshot: from kimg 0
         plan = f"fine-tuning the {state.get('source', 'snapshot')} (fresh optimizers)"
-    run = cfg.resolved(device)                                   # (snap, metric_videos: their defaults now)
+    run = cfg.resolved(device)                       # (lr, r1_gamma, snap, metric_videos: as the run will use them)
     fvds = "".join(f", {m.upper()} on {run.metric_videos} videos a side" for m in cfg.metrics)
     if unused := len(data.names) - len(clips.usable):           # (ClipDataset draws from the others)
         plan += f"; {unused} of {len(data.names)} videos are shorter than a clip ({cfg.frames_per_clip} frames): unused"
