@@ -1686,7 +1686,7 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
     """The kernel vs the reference per dtype and (act, clamp, d?, bias?), output and gradients -> {name: {ok, err, tol}}
     (an error of NaN fails: it compares with nothing)."""
     checks = {}
-    for dtype, (act, clamp, use_d, use_bias) in ((dtype, config) for dtype in dtypes for config in configs):
+    for dtype, (act, clamp, use_d, use_bias) in itertools.product(dtypes, configs):
         y, d, bias = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, clamp)
         fast = {n: t for n, t, use in zip(('y', 'd', 'bias'), (y, d, bias), (True, use_d, use_bias)) if use}
         ref = {n: t.detach().to(d.dtype).requires_grad_() for n, t in fast.items()}      # all in acc_t
@@ -1701,11 +1701,11 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
 def _resolve_impl(impl, x):
     """§3's choice: impl, or for None 'cuda' on a GPU where the plugin (built on the first call) passed the self-check
     (check_parity's short form, once a device; a failure warns once: a wrong kernel costs speed, not correctness)."""
-    if impl is None and USE_CUSTOM_OPS and x.is_cuda and _PLUGIN is None:
-        build_modconv_plugin()
-    if impl or not (USE_CUSTOM_OPS and x.is_cuda and _PLUGIN):
+    if impl or not (USE_CUSTOM_OPS and x.is_cuda):
         return impl or 'ref'
-    if str(x.device) not in _SELF_CHECKS:
+    if _PLUGIN is None:
+        build_modconv_plugin()
+    if _PLUGIN and str(x.device) not in _SELF_CHECKS:
         try:                                        # a kernel that crashes is as unusable as a wrong one
             bad = [f"{k}: err {c['err']:.1e} > {c['tol']}" for k, c in check_parity(x.device).items() if not c['ok']]
         except Exception as e:
@@ -1713,7 +1713,7 @@ def _resolve_impl(impl, x):
         if bad:
             warnings.warn(f'stylegan_v: not using the kernel on {x.device}: it disagrees with the reference ({bad[0]})')
         _SELF_CHECKS[str(x.device)] = not bad
-    return 'cuda' if _SELF_CHECKS[str(x.device)] else 'ref'
+    return 'cuda' if _PLUGIN and _SELF_CHECKS[str(x.device)] else 'ref'
 
 # ------------------------------------------------------------------------------------------------
 # Appendix B: the authors' release: its architecture, and its snapshots read without running anything
@@ -1894,8 +1894,7 @@ def cmd_doctor(args) -> None:
                              for i in range(torch.cuda.device_count())) or "none (the kernel's parity needs one)")
     module, status = build_modconv_plugin(verbose=args.verbose, force_compile_without_gpu=not cuda)
     print("kernel:", ("ready in {seconds} s" if module else "NOT built: {reason}").format(**status))   # (a build: said)
-    kernel = cuda and module is not None
-    if kernel:
+    if kernel := cuda and module is not None:
         checks = check_parity(device, tuple(PARITY_TOL))         # float64, float32, float16, bfloat16
         bad = [f"; FAILED {k}: err {v['err']:.1e} > tol {v['tol']:.0e}" for k, v in checks.items() if not v["ok"]]
         print(f"kernel parity: {len(checks) - len(bad)}/{len(checks)} checks ok" + "".join(bad))
