@@ -35,7 +35,7 @@ turns them off): a frame must be a function of (z^c, z^m, t) alone to be address
 
 from __future__ import annotations
 
-import argparse, contextlib, dataclasses, errno, fcntl, functools, hashlib, importlib.util, io, itertools, json, logging
+import argparse, contextlib, dataclasses, errno, fcntl, functools, hashlib, importlib, io, itertools, json, logging
 import math, os, pickle, re, resource, shlex, shutil, signal, subprocess, sys, tempfile, time, warnings, zipfile
 from pathlib import Path
 from typing import Optional
@@ -2550,18 +2550,19 @@ CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, 
 
 def check_config(fields: dict) -> Config:
     """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
+    import reprlib                                                        # (its repr: a huge value said short)
     cfg = Config(**fields)                                                # (an unknown field: a TypeError)
     for name, (types, lo, hi) in CONFIG_RANGES.items():
         v = getattr(cfg, name)
         if not isinstance(v, types) or isinstance(v, bool) or not (v is None or lo <= v <= hi):   # (nan, inf fail)
             raise ValueError(f"{name} must be {'an integer' if int in types and float not in types else 'a number'} "
-                             f"in [{lo:g}, {hi:g}]{' or null' * (type(None) in types)}, got {v!r}")
+                             f"in [{lo:g}, {hi:g}]{' or null' * (type(None) in types)}, got {reprlib.repr(v)}")
         if name in ("resolution", "d_concat_res") and v & (v - 1):
             raise ValueError(f"{name} must be a power of two, got {v}")
     for name, choices in CONFIG_CHOICES.items():
         v = getattr(cfg, name)
         if not any(type(v) is type(c) and v == c for c in choices):      # (a bool, not 0 or 1)
-            raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
+            raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {reprlib.repr(v)}")
     if not (isinstance(cfg.metrics, (list, tuple)) and all(isinstance(m, str) and m in METRICS for m in cfg.metrics)):
         raise ValueError(f"metrics must be a list of {', '.join(sorted(METRICS))}, got {cfg.metrics!r}")
     cfg.metrics = tuple(dict.fromkeys(cfg.metrics))                    # (fvd16 twice: once)

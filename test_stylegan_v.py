@@ -785,6 +785,7 @@ def test_training_runs_without_tf32(tmp_path, monkeypatch):
     (dict(arch="evil"), "arch must be one of paper, release, got 'evil'"),
     (dict(period_min=float("nan")), "period_min must be a number"),
     (dict(snap=0), "snap must be a number in [1e-06, 1e+06] or null, got 0"),       # (a snapshot every step)
+    (dict(w_dim=10 ** 400), "w_dim must be an integer in [1, 4096], got 1000"),       # (no float: no OverflowError)
     ("a string", "not a StyleGAN-V checkpoint (no G_ema or cfg")])
 def test_a_checkpoints_config_is_checked_before_anything_is_built(tmp_path, change, said):
     """Every size in a checkpoint is bounded at the door by the one check flags get (check_config)."""
