@@ -2819,7 +2819,7 @@ def cmd_train(args) -> None:
 def _in_range(kind, lo, hi, lo_open=False):
     """An argparse `type`: an int, or a finite float, in [lo, hi] ((lo, hi] with lo_open)."""
     def parse(text: str):
-        if not (math.isfinite(x := kind(text)) and lo <= x <= hi) or lo_open and x == lo:   # (4294967295, not 4.3e+09)
+        if not lo <= (x := kind(text)) <= hi or lo_open and x == lo:   # (nan, inf: out; 4294967295, not 4.3e+09)
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be in {'(' if lo_open else '['}"
                                              + ("{}, {}]" if kind is int else "{:g}, {:g}]").format(lo, hi))
         return x

@@ -1027,7 +1027,7 @@ def refused(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("fresh, argv, needles", [
     *_ranges("sample", "--seconds inf", "--seconds 1e9", "--seconds 0", "--start inf", "--start -1", "--fps 1e12",
-             "--fps 1e-9", "--truncation nan", "--num 0", "--batch 0", "--seed x"),
+             "--fps 1e-9", "--truncation nan", "--num 0", "--batch 0", "--seed x", "--num 1" + "0" * 400),
     _row("sample --device gpu0 --out x.mp4", "--device gpu0: not a device"),
     _row("sample --ckpt run --preset ffs --out x.mp4", "--preset picks an untrained generator's"),
     # one estimate of memory from the shapes (1 GB free, see below): 16 videos x 4096 frames of 64^2 need 1.2 GB
