@@ -800,11 +800,10 @@ def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 # is drawn once per *video* ([B] draws, never [B*k]) and one 3x3 warp and one 4x4 colour matrix serve
 # all k frames (the release views [B*k, 3, H, W] as [B, 3k, H, W] before StyleGAN2-ADA's pipe).
 #
-# The pipeline is 'bgc' = blit + geometric + colour (the paper's "bgrc" is no StyleGAN2-ADA pipe; its list
-# of ops is 'bgc', which the release uses): each op fires with probability p, except the two arbitrary
-# rotations (before and after anisotropic scaling), each with p_rot = 1 - sqrt(1 - p), so that P(any
-# rotation) = p. How the resampler and the clamp differ from StyleGAN2-ADA, and why: README, Deviations.
-# The colour ops take zero as mid-grey: pixels in [-1, 1], as everywhere in this file.
+# The pipeline is 'bgc' = blit + geometric + colour (the paper's "bgrc" is no StyleGAN2-ADA pipe; its list of ops is
+# 'bgc', which the release uses): each op fires with probability p, except the two arbitrary rotations (before and after
+# anisotropic scaling), each with p_rot = 1 - sqrt(1 - p), so that P(any rotation) = p. How the resampler and the clamp
+# differ from StyleGAN2-ADA, and why: README, Deviations. The colour ops take zero as mid-grey (pixels in [-1, 1]).
 
 ADA_STRENGTHS = dict(       # StyleGAN2-ADA defaults (AugmentPipe's constructor), used unchanged by 'bgc'.
     xint_max=0.125,         # integer translation: uniform in +-12.5 % of the image size, rounded to pixels
@@ -839,12 +838,11 @@ def ada_geometry(batch, p, height, width, generator=None, device=None):
     composing inverses right to left applies the ops in the order listed. Every value and coin is drawn whatever
     p is, so the generator always advances alike (exact resume)."""
     dev, rand, randn, fire = _draws(batch, p, generator, device)
-    s = ADA_STRENGTHS
+    s, p_rot = ADA_STRENGTHS, 1 - math.sqrt(max(1 - p, 0.0))             # P(pre or post rotation) = p
     rotate = lambda cos, sin: _mat3(cos, -sin, 0, sin, cos, 0)   # noqa: E731  counter-clockwise
-    G = torch.eye(3, device=dev).expand(batch, 3, 3)
     # Blitting: whole-pixel moves, lossless.
     flip = fire(torch.floor(rand(batch) * 2), 0.0)                        # 0 or 1
-    G = G @ _mat3(1 - 2 * flip, 0, 0, 0, 1, 0)                            # x -> -x: its own inverse
+    G = _mat3(1 - 2 * flip, 0, 0, 0, 1, 0)                                # x -> -x: its own inverse
     quarter = fire(torch.floor(rand(batch) * 4), 0.0).long()              # 0..3 quarter turns, with exact
     cos, sin = (torch.tensor(v, device=dev)[quarter] for v in ([1., 0., -1., 0.], [0., 1., 0., -1.]))
     G = G @ rotate(cos, sin)                                              # integers: a rot90 stays lossless
@@ -853,7 +851,6 @@ def ada_geometry(batch, p, height, width, generator=None, device=None):
     # General geometric transformations: these interpolate.
     scale = fire(torch.exp2(randn(batch) * s['scale_std']), 1.0)
     G = G @ _mat3(1 / scale, 0, 0, 0, 1 / scale, 0)
-    p_rot = 1 - math.sqrt(max(1 - p, 0.0))                               # P(pre or post rotation) = p
     theta = fire((rand(batch) * 2 - 1) * math.pi * s['rotate_max'], 0.0, p_rot)
     G = G @ rotate(torch.cos(-theta), torch.sin(-theta))                 # pre-rotation (inverse: -theta)
     aniso = fire(torch.exp2(randn(batch) * s['aniso_std']), 1.0)
@@ -864,25 +861,20 @@ def ada_geometry(batch, p, height, width, generator=None, device=None):
     return G @ _mat3(1, 0, -t[:, 0] * width, 0, 1, -t[:, 1] * height)    # [B, 3, 3]
 
 def ada_color(batch, p, num_channels=3, generator=None, device=None):
-    """One colour transform per video, the 'c' group of 'bgc' -> C [batch, 4, 4] float32 acting on (r, g, b, 1).
-
-    Ops compose left-multiplied (C = op @ C), in the order listed. Hue and saturation mean nothing for grey
-    images and are off for num_channels == 1 (their values and coins are still drawn).
-    """
+    """One colour transform per video, the 'c' group of 'bgc' -> C [batch, 4, 4] float32 acting on (r, g, b, 1);
+    the ops compose left-multiplied (C = op @ C), in the order listed. Hue and saturation mean nothing for grey
+    images and are off for num_channels == 1 (their values and coins are still drawn)."""
     dev, rand, randn, fire = _draws(batch, p, generator, device)
     s, p_rgb = ADA_STRENGTHS, (p if num_channels > 1 else 0.0)
-    I4 = torch.eye(4, device=dev)
-    I3 = torch.diag(torch.tensor([1., 1., 1., 0.], device=dev))           # identity on rgb, 0 on the "1" slot
-    E = I4 - I3                                                           # keeps the homogeneous 1 in place
-    v = torch.tensor([1., 1., 1., 0.], device=dev) / math.sqrt(3)         # unit luma (grey) axis
+    rgb = torch.tensor([1., 1., 1., 0.], device=dev)                      # the colour slots of (r, g, b, 1)
+    I4, I3 = torch.eye(4, device=dev), torch.diag(rgb)                    # I3: identity on rgb, 0 on the "1" slot
+    E = torch.diag(1 - rgb)                                               # keeps the homogeneous 1 in place
+    v = rgb / math.sqrt(3)                                                # unit luma (grey) axis
     vv = torch.outer(v, v)                                                # projector onto the grey axis
     K = torch.tensor([[0., -1., 1., 0.], [1., 0., -1., 0.],               # cross-product matrix [v]_x:
                       [-1., 1., 0., 0.], [0., 0., 0., 0.]], device=dev) / math.sqrt(3)  # K @ c = v x c
-    C = I4.expand(batch, 4, 4)
-    b = fire(randn(batch) * s['brightness_std'], 0.0)                     # brightness: add b to r, g, b
-    offset = torch.zeros(batch, 4, 4, device=dev)
-    offset[:, :3, 3] = b[:, None]
-    C = (I4 + offset) @ C
+    b = fire(randn(batch) * s['brightness_std'], 0.0)                     # brightness: add b to r, g, b,
+    C = I4 + b[:, None, None] * torch.outer(rgb, 1 - rgb)                 # the column of the homogeneous 1
     c = fire(torch.exp2(randn(batch) * s['contrast_std']), 1.0)           # contrast: scale around mid-grey 0
     C = (I3 * c[:, None, None] + E) @ C
     flip = fire(torch.floor(rand(batch) * 2), 0.0)                        # luma flip: Householder reflection
@@ -913,31 +905,26 @@ def warp_bilinear_reflect(x, G_inv):
     gy, gx = torch.meshgrid(ys, xs, indexing='ij')                        # [H, W] each
     out_pos = torch.stack([gx, gy, torch.ones_like(gx)]).view(3, H * W)   # [3, H*W] homogeneous (x, y, 1)
     in_pos = G_inv @ out_pos                                              # [B, 3, H*W]
-    u = in_pos[:, 0] + (W / 2 - 0.5)                                      # [B, H*W] continuous column index
-    v = in_pos[:, 1] + (H / 2 - 0.5)                                      # [B, H*W] continuous row index
-    u0, v0 = torch.floor(u), torch.floor(v)
+    u, v = in_pos[:, 0] + (W / 2 - 0.5), in_pos[:, 1] + (H / 2 - 0.5)     # [B, H*W] continuous column, row index
+    u0, v0 = torch.floor(u).long(), torch.floor(v).long()                 # [B, H*W] the upper-left neighbour
     fu, fv = u - u0, v - v0                                               # [B, H*W] fractional parts, [0, 1)
-    u0, v0 = u0.long(), v0.long()
 
     rows = [(_reflect_index(v0 + dv, H) * W, wv) for dv, wv in ((0, 1 - fv), (1, fv))]  # upper, lower
     cols = [(_reflect_index(u0 + du, W), wu) for du, wu in ((0, 1 - fu), (1, fu))]      # left, right
 
     x_flat = x.reshape(B, N, H * W)                                       # [B, N, H, W] -> [B, N, H*W]
     out = None
-    for row, wv in rows:                                                  # the 4 neighbours (a loop of 4,
-        for col, wu in cols:                                              # not over videos)
-            index = (row + col)[:, None, :].expand(B, N, H * W)           # [B, H*W] -> [B, N, H*W] (a view)
-            weight = (wv * wu).to(x.dtype)[:, None, :]                    # [B, 1, H*W]
-            term = weight * x_flat.gather(2, index)                       # [B, N, H*W]
-            out = term if out is None else out + term
+    for (row, wv), (col, wu) in itertools.product(rows, cols):            # the 4 neighbours (not a loop over videos)
+        index = (row + col)[:, None, :].expand(B, N, H * W)               # [B, H*W] -> [B, N, H*W] (a view)
+        weight = (wv * wu).to(x.dtype)[:, None, :]                        # [B, 1, H*W]
+        term = weight * x_flat.gather(2, index)                           # [B, N, H*W]
+        out = term if out is None else out + term
     return out.view(B, N, H, W)                                           # [B, N, H*W] -> [B, N, H, W]
 
 def augment(x, p, generator=None):
     """Video-consistent 'bgc': one random warp and colour transform per video, the same for all its frames.
-
     x [B, k, C, H, W] in ~[-1, 1]; p a float or 0-dim tensor (p == 0 returns x itself); generator: a
-    torch.Generator on any device, else the global RNG. Same shape and dtype; differentiable twice in x.
-    """
+    torch.Generator on any device, else the global RNG. Same shape and dtype; differentiable twice in x."""
     p = float(p)
     if p <= 0:
         return x
@@ -983,9 +970,7 @@ class VideoAugment:
             return False
         stats = self._acc.clone() if all_reduce is None else all_reduce(self._acc.clone())   # [2], over ranks
         self._acc.zero_()
-        total, count = stats.tolist()                                      # the one host sync
-        if count == 0:
-            return False
+        total, count = stats.tolist()                # the one host sync (count > 0: Trainer.step accumulates first)
         self.rt = total / count
         direction = (self.rt > self.target) - (self.rt < self.target)      # sign(r_t - target)
         self.p = min(max(self.p + direction * batch_size * self.interval / (self.ada_kimg * 1000), 0.0), 1.0)
@@ -1005,13 +990,12 @@ class VideoAugment:
 #                                   "videos": [{"name": "v00000", "frames": 312}, ...]}
 #     <name>/<frame:06d>.jpg       square RGB frames, numbered from 000000
 #
-# Why single frames and not video files: sparse training (§8) reads k = 3 frames scattered over up
-# to 33 frames of a video, from a random offset. A compressed video decodes only forward from its
-# last keyframe (up to 250 frames back with x264's defaults), so 3 frames could cost hundreds of
-# decodes; as images, every frame is one decode wherever it is, and a clip costs k decodes.
-# VideoFolder(path) (Appendix D) reads it: .fps and .resolution (the run's time unit and size), .names, .lengths,
-# .read_frames(video, frames). It checks all that is cheap to check when it opens the dataset, so a broken one
-# fails in the first second with its file named, not hours later inside a loader worker.
+# Why single frames and not video files: sparse training (§8) reads k = 3 frames scattered over up to 33 frames of a
+# video, from a random offset. A compressed video decodes only forward from its last keyframe (up to 250 frames back
+# with x264's defaults), so 3 frames could cost hundreds of decodes; as images, every frame is one decode wherever it
+# is, and a clip costs k decodes. VideoFolder(path) (Appendix D) reads it: .fps and .resolution (the run's time unit
+# and size), .names, .lengths, .read_frames(video, frames). It checks all that is cheap to check when it opens the
+# dataset, so a broken one fails in the first second with its file named, not hours later inside a loader worker.
 
 class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
@@ -1077,16 +1061,14 @@ class Dist:
         return x
 
 def real_batches(seed: int, start_step: int, batch: int, rows: slice):
-    """The DataLoader's batch_sampler: per step, the item seeds (ClipDataset) of this process's rows of the
-    global batch."""
+    """The DataLoader's batch_sampler: per step, the item seeds (ClipDataset) of our rows of the global batch."""
     for step in range(start_step, 2 ** 62):
         yield step_rng(seed, step, "real").integers(0, 2 ** 62, size=batch).tolist()[rows]
 
 def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int, video_lengths) -> torch.Tensor:
-    """Times [B, k] of generated clips, drawn as the release draws them (its training_loop.py): each inside
-    the length of a real video chosen at random, so fake clips have the real clips' spans (a dataset of
-    16-frame videos has no gap of 16, and a time-told D could learn "gap 16 = fake") and times below
-    min(L, T). The offsets are fractional (§8)."""
+    """Times [B, k] of generated clips, drawn as the release does (its training_loop.py): each inside the length of a
+    real video chosen at random, so fake clips have the real clips' spans (a dataset of 16-frame videos has no gap of
+    16, and a time-told D could learn "gap 16 = fake") and times below min(L, T). The offsets are fractional (§8)."""
     lengths = np.asarray(video_lengths)[rng.integers(len(video_lengths), size=B)]
     return torch.from_numpy(np.stack([sample_clip_times(rng, k, cfg.max_span, cfg.max_time, int(n), cfg.span_dist,
                                                         fractional=True) for n in lengths]))
@@ -1101,9 +1083,7 @@ def adam_kwargs(lr: float, reg_interval: int) -> dict:
 def sync_grads(module: nn.Module, dist: Dist) -> int:
     """Average gradients over processes; NaN -> 0 and +-Inf -> +-1e5, as StyleGAN2-ADA and the release
     (an infinite gradient keeps its sign, clipped to a large step). Returns the number non-finite."""
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return 0
+    params = [p for p in module.parameters() if p.grad is not None]     # (never empty: called after a backward)
     flat = torch.cat([p.grad.flatten() for p in params])
     dist.all_reduce(flat).div_(dist.world)
     bad = int((~torch.isfinite(flat)).sum())
@@ -1176,8 +1156,8 @@ class Trainer:
         logs = dict(loss_G=loss_G.item())
 
         # D: minimize softplus(D(G(z))) + softplus(-D(x)), on new latents (as StyleGAN2), rendered without a graph.
-        # Real clips come with their own times (Sec 3.3), fakes with times from the same distribution
-        # (fake_clip_times), so D cannot tell them apart by the time gaps alone.
+        # Reals come at their own times (Sec 3.3), fakes at times drawn alike (fake_clip_times): D cannot tell
+        # them apart by the time gaps alone.
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         z, t, tokens = self._latents("D")
@@ -1333,11 +1313,9 @@ def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
     last row (rows are independent; real values keep fp16 layers in their usual range), dropped after."""
     if x.device.type != "cpu":
         return fn(x)
-    n, nb = x.shape[0], ROW_BLOCK
-    pad = (-n) % nb
-    if pad:
-        x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
-    return torch.cat([fn(x[i:i + nb]) for i in range(0, n + pad, nb)])[:n]
+    n = x.shape[0]
+    x = torch.cat([x, x[-1:].expand(-n % ROW_BLOCK, *x.shape[1:])])      # [n, ...] -> [n + (-n mod ROW_BLOCK), ...]
+    return torch.cat([fn(x[i:i + ROW_BLOCK]) for i in range(0, len(x), ROW_BLOCK)])[:n]
 
 @torch.no_grad()
 def content_codes(G, seeds, truncation: float = 1.0) -> torch.Tensor:
@@ -1365,14 +1343,12 @@ def anchor_params(G, motion, t, cache: Optional[dict] = None):
             a, e = max(first, lo), min(first + len(given), lo + nb + ctx)  # the given ones in this block
             if a < e:
                 tokens[a - lo:e - lo] = given[a - first:e - first].cpu()
-            tokens = tokens.to(G.mapping.w_avg.device)
-            block = [p[0] for p in G.motion(tokens[None])]                 # 4 x [nb, D]
+            block = [p[0] for p in G.motion(tokens[None].to(G.mapping.w_avg.device))]   # 4 x [nb, D]
             if len(cache) >= 256:                                          # bounded: memory stays flat; a dict
                 cache.pop(next(iter(cache)))                               # keeps insertion order: the oldest goes
             cache[key] = block
         rows.append([p[jj - b * nb] for p in block])
-    params = [torch.stack([r[i] for r in rows]) for i in range(4)]       # 4 x [2T, D]
-    return [p.reshape(2, len(t), -1).transpose(0, 1) for p in params], j  # 4 x [T, 2, D], [T]
+    return [torch.stack(p).reshape(2, len(t), -1).transpose(0, 1) for p in zip(*rows)], j  # 4 x [2T, D] -> [T, 2, D]
 
 @torch.no_grad()
 def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None, force_fp32=False):
@@ -1382,13 +1358,11 @@ def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None,
     device = G.mapping.w_avg.device
     per_video = [anchor_params(G, ms, t, cache) for ms in motion_seeds]              # B x (4 x [T, 2, D], j [T])
     anchors = [torch.cat([pv[0][i] for pv in per_video]) for i in range(4)]       # 4 x [B*T, 2, D]
-    B, j = w.shape[0], per_video[0][1]
-    T = j.shape[0]
-    jj, tt = j.to(device).repeat(B), torch.as_tensor(t).double().to(device).repeat(B)   # [B*T]
+    B, T = w.shape[0], len(t)
+    jj, tt = per_video[0][1].to(device).repeat(B), torch.as_tensor(t).double().to(device).repeat(B)   # [B*T]
     ww = w.repeat_interleave(T, 0)                                       # [B*T, w_dim]
-    rows = torch.arange(B * T, device=device)
     img = _in_row_blocks(lambda r: G.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r], force_fp32),
-                         rows)
+                         torch.arange(B * T, device=device))             # [B*T] row indices
     return img.reshape(B, T, *img.shape[1:])                             # [B, T, 3, H, W]
 
 @torch.no_grad()
