@@ -326,7 +326,7 @@ def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick
     is OUT's disk and stops the job (a full disk is never "fifty broken videos")."""
     result = {"source": source.label, "videos": [], "skipped": None, "notes": []}
     unit = lambda n: f"{source.name}_c{n // s.clip_len:04d}" if s.clip_len else source.name
-    frames, n, error = iter_frames(source, s.fps, s.skip), 0, None
+    frames, n, error, frame = iter_frames(source, s.fps, s.skip), 0, None, None
     try:
         while (s.max_frames is None or n < s.max_frames) and not stop.is_set():
             try:
@@ -345,6 +345,9 @@ def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick
             tick(1)
     finally:
         frames.close()                                      # stops ffmpeg now
+    if frame is None and not error and n + s.skip < 0.75 * source.seconds * s.fps:   # (ffmpeg's status is not ours)
+        result["notes"].append(f"ended at frame {n + s.skip} of the ~{source.seconds * s.fps:.0f} its header's "
+                               f"{source.seconds:g} s hold (cut short or damaged?): kept what decoded")
     length = s.clip_len or max(n, 1)
     complete = n // length if s.clip_len else int(not error and n >= s.min_frames)
     for c in range(complete, -(-n // length)):              # the incomplete units go

@@ -1920,8 +1920,9 @@ def cmd_figures(args) -> None:
     check_writable(args.out, folder=True)
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
     data = VideoFolder(args.data) if args.data else None
-    if data and data.resolution != cfg.resolution:
-        raise UserError(f"{args.data}: {data.resolution}^2 frames, the generator's {cfg.resolution}^2: use its dataset")
+    if data and (data.resolution, data.fps) != (cfg.resolution, cfg.fps):
+        raise UserError(f"{args.data}: {data.resolution}^2 frames at {data.fps:g} fps, the generator's "
+                        f"{cfg.resolution}^2 at {cfg.fps:g}: use its dataset")
     t, z = torch.arange(0.0, 32.0, 4.0, dtype=torch.float64), max(1, 96 // cfg.resolution)   # z: the zoom to >= 96 px
     # a row per video: [V, 8, H, W, 3] -> [V*H, 8*W, 3] -> [V*H*z, 8*W*z, 3] (nearest neighbour)
     rows = lambda v: v.permute(0, 2, 1, 3, 4).reshape(-1, 8 * v.shape[3], 3).cpu().numpy().repeat(z, 0).repeat(z, 1)
@@ -2147,7 +2148,7 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     """A checkpoint (a file, a run's), projection or authors' snapshot, read as data, never code; settings checked."""
-    file, infos = checkpoint_path(path), []
+    file, infos, bad = checkpoint_path(path), [], None
     if not os.path.isfile(file):                                 # (a symlink loop exists too: not a file)
         raise UserError(f"{file}: " + ("not a regular file" if os.path.lexists(file) else f"no such {kind}"))
     if kind == "projection" and os.path.getsize(file) > 2 ** 28:   # project's: 64 frames' tokens, < 70 MB
@@ -2164,6 +2165,10 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     if declared > os.path.getsize(file):                   # torch.save stores its records whole, never compressed
         raise UserError(f"{file}: not a StyleGAN-V {kind}: its records declare {declared:,} bytes, more than its "
                         f"{os.path.getsize(file):,} (a zip bomb?): refused unread")
+    with contextlib.suppress(Exception):                   # every record's CRC (torch.load checks none); a zip
+        bad = infos and zipfile.ZipFile(file).testzip()    # that cannot be read: torch.load says so below
+    if bad:
+        raise UserError(f"{file}: damaged: its record {bad} does not match its checksum (CRC)")
     try:
         with warnings.catch_warnings(action="ignore"):       # (torch's about a sparse tensor: said below)
             state = torch.load(file, map_location="cpu", weights_only=True)
@@ -2216,8 +2221,8 @@ def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
         asked = sum(t.numel() for net in nets for t in net(cfg).state_dict().values())
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() / t.element_size() for t in held
                 if torch.is_tensor(t) and _plain(t)}                # (a meta or sparse one holds nothing)
-    if asked > sum(storages.values()):
-        raise UserError(f"{path}: its settings ask for {asked:,} weights, more than it holds")
+    if asked > (have := round(sum(storages.values()))):
+        raise UserError(f"{path}: its settings ask for {asked:,} weights, more than the {have:,} it holds")
 
 def load_generator(path: str, device="cpu"):
     """(G_ema in eval mode, Config) from a checkpoint file or a training directory."""
@@ -2229,6 +2234,9 @@ def load_generator(path: str, device="cpu"):
         raise UserError(f"{checkpoint_path(path)}: weights do not fit the '{cfg.preset}' G ({_first_line(e)})")
     return G.eval().requires_grad_(False).to(device), cfg        # for rendering: no autograd graph
 
+def _ffmpeg() -> str:                  # imageio-ffmpeg's binary (imported when a video is written)
+    return importlib.import_module("imageio_ffmpeg").get_ffmpeg_exe()
+
 class FrameSink(contextlib.AbstractContextManager):
     """Frames, a chunk at a time, through ffmpeg into an .mp4 or PNGs at _partial(out), renamed onto `out` when done."""
 
@@ -2239,12 +2247,17 @@ class FrameSink(contextlib.AbstractContextManager):
         if ext != ".mp4" and (os.path.isfile(out) or os.path.isdir(out) and os.listdir(out) or os.path.ismount(out)):
             raise UserError(f"{out}: exists; --out is an .mp4 file or a new or empty folder (not a mount point)")
         check_writable(out, folder=ext != ".mp4")
+        if ext == ".mp4" and os.path.isfile(out):                # replaced only if its metadata say we wrote it
+            said = subprocess.run([_ffmpeg(), "-i", out], capture_output=True, text=True, errors="replace").stderr
+            if not re.search(r"^\s*comment\s*: written by stylegan_v\.py$", said, re.M):
+                raise UserError(f"{out}: exists, not a video stylegan_v.py wrote (choose another --out, or remove it)")
         remove_stale_partials(out)
 
     def __init__(self, out: str, fps: float):
         FrameSink.check(out)
         self.out, self.fps, self.tmp, self.ffmpeg, self.log = out, fps, _partial(out), None, tempfile.TemporaryFile()
-        self.to = ["-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p", self.tmp]   # plays everywhere, near-lossless
+        self.to = ["-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p",            # plays everywhere, near-lossless
+                   "-metadata", "comment=written by stylegan_v.py", self.tmp]
         if os.path.splitext(out)[1].lower() != ".mp4":
             os.makedirs(self.tmp)
             self.to = ["-start_number", "0", os.path.join(self.tmp.replace("%", "%%"), "%06d.png")]   # lossless
@@ -2252,9 +2265,9 @@ class FrameSink(contextlib.AbstractContextManager):
     def write(self, frames: np.ndarray) -> None:                 # uint8 [T, H, W, 3]
         if self.ffmpeg is None:                                  # started at the first frame, when its size is known
             self.ffmpeg = subprocess.Popen(
-                [importlib.import_module("imageio_ffmpeg").get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f",
-                 "rawvideo", "-pix_fmt", "rgb24", "-s", f"{frames.shape[2]}x{frames.shape[1]}", "-r", f"{self.fps:g}",
-                 "-i", "-", *self.to], stdin=subprocess.PIPE, stderr=self.log)
+                [_ffmpeg(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
+                 f"{frames.shape[2]}x{frames.shape[1]}", "-r", f"{self.fps:g}", "-i", "-", *self.to],
+                stdin=subprocess.PIPE, stderr=self.log)
         self.ffmpeg.stdin.write(np.ascontiguousarray(frames).tobytes())
 
     def __exit__(self, exc_type, exc, _tb):
@@ -2602,7 +2615,7 @@ def weights_id(G) -> str:
 def load_projection(path: str) -> dict:
     """A file `project` wrote (read as checkpoints are: never code), every field of it checked."""
     def floats(v, dims: int, dtype=torch.float32) -> bool:
-        return torch.is_tensor(v) and v.dtype == dtype and v.dim() == dims
+        return torch.is_tensor(v) and v.dtype == dtype and v.dim() == dims and bool(v.isfinite().all())
     state = load_checkpoint(path, "projection")
     if not isinstance(state, dict) or state.get("projection") != 1:
         raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")

@@ -557,6 +557,7 @@ _FRAME, _META = np.zeros((16, 16, 3), np.uint8), {"fps": 25, "resolution": 16, "
 _TWO = {f"v0/{i:06d}.png": _FRAME for i in range(2)}
 BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that file (d.zip is a good dataset)
     "folder": lambda p: (p / "v0").mkdir(parents=True),                 # a folder without dataset.json
+    "theirs.mp4": lambda p: write_video(p, gray_frames(3)),              # a video sample did not write
     "not-json.zip": lambda p: _write_meta(p, "{fps: 25", _TWO),
     "fps-nan.zip": lambda p: _write_meta(p, json.dumps({**_META, "fps": float("nan")}), _TWO),   # json's NaN
     "fps-0.zip": lambda p: _write_meta(p, {**_META, "fps": 0}, _TWO),
@@ -590,6 +591,8 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     # a G_ema of stride-0 tensors: 10^8 weights claimed by a file of 1 kB, which holds 1 (each storage counted once)
     "expanded.pt": lambda p: torch.save({"cfg": vars(tiny()), "G_ema": {"w": torch.zeros(1).expand(10 ** 8)}}, p),
     "hole.pt": lambda p: open(p, "wb").truncate(2 ** 28 + 1),           # 256 MB on paper, never read: its size says
+    "flipped.pt": lambda p: _checkpoint(p, tiny()) or p.write_bytes(      # a bit flipped mid-file, in a tensor: its
+        (b := p.read_bytes())[:len(b) // 2] + bytes([b[len(b) // 2] ^ 1]) + b[len(b) // 2 + 1:]),   # record's CRC
     # tensors of no numbers (meta: 10^11 claimed by 2 kB; sparse), a record deflated (torch.save never compresses)
     **{f"{k}.pt": lambda p, t=t: torch.save({"cfg": vars(tiny()), "G_ema": {"w": t}}, p) for k, t in [
         ("meta", torch.empty(10 ** 11, device="meta")), ("sparse", torch.zeros(4, 4).to_sparse())]},
@@ -942,6 +945,7 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     for key, bad, said in [("tokens", "x", ": its 'tokens' is"), ("w", proj["w"][None], ": its 'w' is"),  # crafted
                            ("times", torch.arange(1e7, dtype=torch.float64), ": its 'times' is"),   # days of video
                            ("times", proj["times"] * math.nan, ": its 'times' is"),
+                           ("w", proj["w"] * math.nan, ": its 'w' is"),                   # not the weights' NaN
                            ("tokens", proj["tokens"][:3], " of this generator (its w, tokens or first")]:
         torch.save({**proj, key: bad}, "bad.pt")
         assert_refused(["sample", "--from", "bad.pt", "--out", "w"], [f"bad.pt: not a projection{said}"], capsys)
@@ -1043,9 +1047,11 @@ def refused(tmp_path, monkeypatch, capsys):
          "extension), not a .gif"),
     _row("sample --seconds 0.2 --out notes.txt", "notes.txt: --out is an .mp4 file or a folder", "not a .txt"),
     _row("sample --seconds 0.2 --out fifo.mp4", "fifo.mp4: cannot write here (not a regular file)"),    # never replaced
-    _row("sample --seconds 0.2 --ckpt big.pt --out o.mp4", "big.pt: its settings ask for 88,480,655 weights, more than it holds"),
+    _row("sample --seconds 0.2 --out theirs.mp4", "theirs.mp4: exists, not a video stylegan_v.py wrote"),   # kept
+    _row("sample --seconds 0.2 --ckpt big.pt --out o.mp4", "big.pt: its settings ask for 88,480,655 weights, more than the "),
     _row("sample --seconds 0.2 --ckpt expanded.pt --out o.mp4", "expanded.pt: not a", "not contiguous, on cpu"),
     _row("sample --from hole.pt --out o.mp4", "hole.pt: not a projection: 268,435,457 bytes, more than project writes"),
+    _row("sample --seconds 0.2 --ckpt flipped.pt --out o.mp4", "flipped.pt: damaged: its record ", "match its checksum"),
     *[_row(f"sample --seconds 0.2 --ckpt {f} --out o.mp4", f"{f}: not a StyleGAN-V checkpoint: ", said) for f, said in [
         ("meta.pt", "it holds a tensor that is not contiguous floating-point numbers (torch.float32, torch.strided, "
                     "on meta)"),
@@ -1145,6 +1151,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
     _row("figures --ckpt missing.pt --out a-file", "a-file: cannot write here ("),     # said before the work
+    _row("figures --ckpt 29.97fps.pt --data d.zip --out figs", "d.zip: ", "fps, the generator's ", "at 29.97: use its"),
     _row("train --data /dev/zero --outdir run --dry-run", "/dev/zero: not a regular file or a folder (make one with")])
 def test_train_bench_and_figures_refuse_bad_input_in_one_line_before_any_work(refused, fresh, argv, needles):
     refused(fresh, argv, needles)
@@ -1335,7 +1342,7 @@ def test_a_snapshot_is_read_without_running_anything_in_it(tmp_path):
     r = run_cli("sample", "--ckpt", tmp_path / "evil.pkl", "--out", tmp_path / "x.mp4")
     assert_one_error_line(r, "evil.pkl")
     assert not mark.exists()
-    with pytest.raises(sv.UserError, match=r"x.pkl: its settings ask for [\d,]+ weights, more than it holds"):
+    with pytest.raises(sv.UserError, match=r"x.pkl: its settings ask for [\d,]+ weights, more than the [\d,]+ it holds"):
         sv.check_weights_held(tiny(), (sv.Generator, sv.Discriminator), [torch.zeros(10 ** 6)], "x.pkl")   # G + D
 
 # Tolerances of a float32 comparison, derived, not read off one machine's output. Two float32
@@ -2051,7 +2058,9 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
     write_video(cut := tmp_path / "cut.mp4", noise, output_params=["-movflags", "+faststart"])   # the index first:
     cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])                             # half the file decodes
     s = prep(tmp_path / "cut.mp4", tmp_path / "cut.zip", resolution=16)
-    assert s["videos"] == 1 and 3 <= s["frames"] < 30                      # what decoded of a broken video is kept
+    assert s["videos"] == 1 and 3 <= s["frames"] < 30                      # what decoded of a broken video is kept,
+    assert s["notes"] == [f"cut.mp4: ended at frame {s['frames']} of the ~40 its header's 4 s hold (cut short or "
+                          "damaged?): kept what decoded"]                  # and said (its header says 40 frames)
     write_video(tmp_path / "a.mp4", gray_frames(20))         # an error midway: only complete chunks are kept
     real_iter = pd.iter_frames
 
