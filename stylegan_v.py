@@ -2863,7 +2863,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--amp-dtype", list(AMP_DTYPES), None, "mixed-precision layers' dtype (auto: float16 on CUDA, float32)"),
             ("--gpus", INT(1, 1024), 1, "processes, one per GPU (with --device cpu: CPU processes)"),
             ("--workers", INT(0, 64), 2, "data-loading worker processes per training process (default 2)"),
-            ("--resume", None, None, "a checkpoint or run directory to continue from, or 'auto' (--outdir's)"),
+            ("--resume", None, None, "a checkpoint, run directory or authors' .pkl, or 'auto' (--outdir's)"),
             ("--metrics", sorted(METRICS, key=len), None, "computed at each snapshot", dict(nargs="*")),
             ("--metric-videos", INT(2, 100000), None, "videos a side per metric (default: 2048 on a GPU, 64 on a CPU)"),
             ("--dry-run", "store_true", False, "check the inputs, print the config (JSON) and the run's plan, stop")]),
