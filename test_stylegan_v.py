@@ -1586,7 +1586,7 @@ def test_figures_writes_the_readme_pictures(tmp_path):
     assert shapes["content_motion.png"] == (4 * 96, 8 * 96, 3)
     assert shapes["embedding.png"][1] == 1000 and shapes["embedding.png"][0] % 150 == 0   # a band a channel
     r = run_cli("figures", "--ckpt", tmp_path / "run", "--data", other, "--out", tmp_path / "figs2")
-    assert_one_error_line(r, "d32.zip: 32^2 frames, the generator's 16^2")     # not the generator's size
+    assert_one_error_line(r, "d32.zip: 32^2 frames at 25 fps, the generator's 16^2 at 25")     # not the generator's size
     assert not (tmp_path / "figs2").exists()
 
 def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
