@@ -336,6 +336,9 @@ def convert(source: Source, s: Settings, stage: str, stop: threading.Event, tick
                 error = str(e) if isinstance(e, PrepareError) else f"failed after {n} frames ({why})"
             if error or frame is None:
                 break
+            if n == 0 and 2 * min(frame.shape[:2]) < s.resolution:   # (the crop keeps the short side)
+                result["notes"].append(f"upscaled {s.resolution / min(frame.shape[:2]):.1f}x from "
+                                       f"{frame.shape[1]}x{frame.shape[0]} to {s.resolution}^2")
             i = n % s.clip_len if s.clip_len else n         # the frame's number in its unit
             if i == 0:
                 os.mkdir(os.path.join(stage, unit(n)))      # not makedirs: never recreates a removed stage

@@ -2061,6 +2061,8 @@ def test_prepare_skips_each_bad_source_with_its_reason_and_keeps_what_decoded_of
     assert s["videos"] == 1 and 3 <= s["frames"] < 30                      # what decoded of a broken video is kept,
     assert s["notes"] == [f"cut.mp4: ended at frame {s['frames']} of the ~40 its header's 4 s hold (cut short or "
                           "damaged?): kept what decoded"]                  # and said (its header says 40 frames)
+    assert "cut.mp4: upscaled 2.7x from 32x24 to 64^2" in prep(cut, tmp_path / "up.zip", resolution=64)["notes"]
+    os.remove(tmp_path / "up.zip")
     write_video(tmp_path / "a.mp4", gray_frames(20))         # an error midway: only complete chunks are kept
     real_iter = pd.iter_frames
 
