@@ -162,11 +162,8 @@ PRESETS = {
 
 def make_config(preset: str = "tiny", **overrides) -> Config:
     """Config from a named preset plus overrides, every field checked (check_config, Appendix D)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-    if overrides.get("arch", "paper") not in ARCH_VARIANTS:
-        raise ValueError(f"arch must be one of {', '.join(ARCH_VARIANTS)}, got {overrides['arch']!r}")
-    variant = ARCH_VARIANTS[overrides.get("arch", "paper")]              # an arch's own settings (Appendix B)
+    arch = check_config(dict(preset=preset, arch=overrides.get("arch", "paper"))).arch   # (both are looked up below)
+    variant = ARCH_VARIANTS[arch]                                        # an arch's own settings (Appendix B)
     defaults = variant["defaults"]({**PRESETS[preset], **overrides}) if "defaults" in variant else {}
     return check_config({**PRESETS[preset], **defaults, **overrides, **variant.get("fixed", {}), "preset": preset})
 
@@ -187,9 +184,7 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], act: str = "linear"
     if act == "lrelu":
         x = F.leaky_relu(x, LRELU_SLOPE)
     x = x * (ACT_GAIN[act] if gain is None else gain)
-    if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return x
+    return x if clamp is None else x.clamp(-clamp, clamp)
 
 class FC(nn.Module):
     """Fully connected layer with equalized learning rate (bias=False: a purely linear map, as Eq 3's)."""
@@ -200,8 +195,7 @@ class FC(nn.Module):
         self.act = act
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
         self.bias = nn.Parameter(torch.full([out_dim], float(bias_init))) if bias else None
-        self.weight_gain = lr_mul / math.sqrt(in_dim)
-        self.bias_gain = lr_mul
+        self.weight_gain, self.bias_gain = lr_mul / math.sqrt(in_dim), lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:         # [*, in] -> [*, out]
         w = self.weight.to(x.dtype) * self.weight_gain
@@ -226,22 +220,17 @@ def fir_filter(taps=(1, 3, 3, 1)) -> torch.Tensor:
 
 def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple, gain: float = 1.0) -> torch.Tensor:
     """Depthwise 2-D convolution of every channel with f after zero padding (left, right, top, bottom)."""
-    C = x.shape[1]
     x = F.pad(x, pad)
     # conv2d correlates; flipping f makes it a true convolution (the same for this symmetric filter,
     # but exact for any other). groups=C: every channel is filtered on its own, with the same f.
-    w = (f * gain).to(x.dtype).flip([0, 1])[None, None].repeat(C, 1, 1, 1)  # [C, 1, fh, fw]
-    return F.conv2d(x, w, groups=C)
+    w = (f * gain).to(x.dtype).flip([0, 1])[None, None].repeat(x.shape[1], 1, 1, 1)  # [C, 1, fh, fw]
+    return F.conv2d(x, w, groups=x.shape[1])
 
 def upsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """FIR up-sampling x2 (G's RGB skip connections): zeros between the pixels, then the low-pass."""
     N, C, H, W = x.shape
     x = F.pad(x.reshape(N, C, H, 1, W, 1), [0, 1, 0, 0, 0, 1])  # [N, C, H, 2, W, 2], the new pixels 0
     return fir2d(x.reshape(N, C, 2 * H, 2 * W), f, (2, 1, 2, 1), gain=4.0)  # [N, C, 2H, 2W]
-
-def downsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """FIR down-sampling x2 (used by D)."""
-    return fir2d(x, f, (1, 1, 1, 1))[:, :, ::2, ::2]            # [N, C, H/2, W/2]
 
 # ------------------------------------------------------------------------------------------------
 # §3 ModConv2d: modulation and demodulation around one conv, the math (SG2 Eq 1-3)
@@ -285,7 +274,30 @@ def fused_epilogue(y, d=None, bias=None, act='linear', gain=None, clamp=None, im
         return _FusedEpilogue.apply(y, d, bias, act, gain, clamp)
     return fused_epilogue_ref(y, d, bias, act, gain, clamp)
 
-class ModConv2d(nn.Module):
+class Conv2d(nn.Module):
+    """Plain conv with equalized lr, optional FIR down-sampling, bias + activation (D's layers; ModConv2d's base)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, act: str = "lrelu", down: bool = False,
+                 bias: bool = True, conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.act, self.down, self.conv_clamp, self.kernel = act, down, conv_clamp, kernel
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        if self.down and self.kernel > 1:   # blur, then a strided conv (no padding): H -> H/2
+            x = F.conv2d(fir2d(x, self.fir, (2, 2, 2, 2)), w, stride=2)
+        elif self.down:                     # 1x1: FIR down-sample (blur, drop every other pixel), then the conv
+            x = F.conv2d(fir2d(x, self.fir, (1, 1, 1, 1))[:, :, ::2, ::2], w)
+        else:
+            x = F.conv2d(x, w, padding=self.kernel // 2)
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return fused_epilogue(x, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
+
+class ModConv2d(Conv2d):
     """Conv2d whose weight is modulated per sample by a style vector (G's layers and D's first convs).
 
     forward(x [N, I, H, W], styles [N, I]) -> [N, O, H', W'];  up=True doubles H and W with a
@@ -294,13 +306,8 @@ class ModConv2d(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, up: bool = False,
                  demodulate: bool = True, act: str = "lrelu", conv_clamp: Optional[float] = None):
-        super().__init__()
-        self.in_ch, self.out_ch, self.kernel, self.up = in_ch, out_ch, kernel, up
-        self.demodulate, self.act, self.conv_clamp = demodulate, act, conv_clamp
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(out_ch))
-        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
-        self.register_buffer("fir", fir_filter(), persistent=False)
+        super().__init__(in_ch, out_ch, kernel, act, conv_clamp=conv_clamp)   # weight, bias, gain, FIR: Conv2d's
+        self.in_ch, self.up, self.demodulate = in_ch, up, demodulate
 
     def forward(self, x: torch.Tensor, styles: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         w = self.weight                                          # [O, I, k, k], fp32
@@ -313,7 +320,7 @@ class ModConv2d(nn.Module):
         if x.dtype == torch.float16 and self.demodulate:
             # fp16 pre-normalization (StyleGAN2): demodulation makes the result invariant to the
             # scale of w and s, so shrink both to ~1 first; x * s then cannot overflow fp16.
-            w = w * (1 / math.sqrt(self.in_ch * self.kernel ** 2) / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+            w = w * (self.weight_gain / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
             s = s / s.norm(float("inf"), dim=1, keepdim=True)
         d = demod_coefficients(w, s) if self.demodulate else None  # [N, O]
         x = x * s.to(x.dtype)[:, :, None, None]                  # modulate: [N, I, H, W]
@@ -329,29 +336,6 @@ class ModConv2d(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None   # scaled with the gain (StyleGAN2)
         return fused_epilogue(y, d, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
 
-class Conv2d(nn.Module):
-    """Plain conv with equalized lr, optional FIR down-sampling, bias + activation (D's layers)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, act: str = "lrelu", down: bool = False,
-                 bias: bool = True, conv_clamp: Optional[float] = None):
-        super().__init__()
-        self.act, self.down, self.conv_clamp, self.kernel = act, down, conv_clamp, kernel
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
-        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
-        self.register_buffer("fir", fir_filter(), persistent=False)
-
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        if self.down and self.kernel > 1:   # blur, then a strided conv (no padding): H -> H/2
-            x = F.conv2d(fir2d(x, self.fir, (2, 2, 2, 2)), w, stride=2)
-        elif self.down:                     # 1x1: FIR down-sample, then the conv
-            x = F.conv2d(downsample2x(x, self.fir), w)
-        else:
-            x = F.conv2d(x, w, padding=self.kernel // 2)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return fused_epilogue(x, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
-
 # ------------------------------------------------------------------------------------------------
 # §4 Content mapping network F_c: z^c -> w (Sec 3.1; StyleGAN2's mapping network)
 
@@ -364,21 +348,17 @@ class MappingNetwork(nn.Module):
                  w_avg_beta: float = 0.995):
         super().__init__()
         dims = [z_dim] + [w_dim] * num_layers
-        self.layers = nn.ModuleList(FC(a, b, act="lrelu", lr_mul=lr_mul) for a, b in zip(dims, dims[1:]))
+        self.layers = nn.Sequential(*(FC(a, b, act="lrelu", lr_mul=lr_mul) for a, b in zip(dims, dims[1:])))
         self.w_avg_beta = w_avg_beta
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, truncation: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
         # z / rms(z): every z lies near the sphere of radius sqrt(z_dim), so the MLP never sees the
         # rare long vectors of a Gaussian (StyleGAN's "normalize 2nd moment").
-        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()             # [B, z]
-        for layer in self.layers:
-            x = layer(x)                                                          # [B, w]
+        x = self.layers(z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt())   # [B, z] -> [B, w]
         if update_w_avg:    # running mean of w, for truncation at sampling time
             self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
-        if truncation != 1:
-            x = self.w_avg.lerp(x, truncation)
-        return x
+        return x if truncation == 1 else self.w_avg.lerp(x, truncation)
 
 # ------------------------------------------------------------------------------------------------
 # §5 Motion: F_m and the acyclic positional embedding (Sec 3.1, Eq 1-6, Appx B.3)
@@ -435,8 +415,7 @@ class MotionMappingNetwork(nn.Module):
             gain = self.lr_mul / math.sqrt(w.shape[1] * w.shape[2])   # 1 / sqrt(fan_in = D * 11)
             x = F.conv1d(x, w * gain)                            # [B, D, L] -> [B, D, L - 10]
             x = bias_act_ref(x, b * self.lr_mul, "lrelu", gain=1.0)   # no sqrt(2) gain (release)
-        u = x.transpose(1, 2)                                    # [B, A, D], A = L - 20
-        return self.wave_params(u)
+        return self.wave_params(x.transpose(1, 2))               # u [B, A, D], A = L - 20
 
     def wave_params(self, u: torch.Tensor):
         """Motion codes u [B, A, D] -> the waves of Eq 3 and 5: alpha, omega, rho, a, each [B, A, D]."""
@@ -467,10 +446,8 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
     r = l + delta_z                                              # [N] right anchor time
     tau = ((t - l) / delta_z).float()[:, None]                   # [N, 1] in [0, 1)
     al, om, rh = alpha[:, 0].double(), omega[:, 0].double(), rho[:, 0].double()   # [N, D]
-
-    def v_raw(s):                                                # Eq 1-2 with the left anchor's waves
-        return wave(al, om * s[:, None] + rh).float()            # [N, D]
-    v_tilde, v_tilde_l, v_tilde_r = v_raw(t), v_raw(l), v_raw(r)
+    # Eq 1-2 with the left anchor's waves, at t and at both anchors: 3 x [N, D]
+    v_tilde, v_tilde_l, v_tilde_r = (wave(al, om * s[:, None] + rh).float() for s in (t, l, r))
     return v_tilde - torch.lerp(v_tilde_l, v_tilde_r, tau) + torch.lerp(a[:, 0], a[:, 1], tau)  # Eq 4
 
 # ------------------------------------------------------------------------------------------------
@@ -512,8 +489,7 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, w, v, dtype):
         if self.is_first:
-            N = w.shape[0]
-            const = self.const[None].expand(N, -1, -1, -1)                 # [N, C4, 4, 4]
+            const = self.const[None].expand(w.shape[0], -1, -1, -1)        # [N, C4, 4, 4]
             v_tiled = v[:, :, None, None].expand(-1, -1, 4, 4)             # [N, D, 4, 4]
             x = torch.cat([const, v_tiled], dim=1).to(dtype)               # [N, C4 + D, 4, 4]
         else:
@@ -722,9 +698,7 @@ class Discriminator(nn.Module):
         x = self.epi_conv(x)                                     # [B, C, 4, 4]
         x = self.epi_fc(x.flatten(1))                            # [B, C]
         out = self.epi_out(x)                                    # [B, cmap] or [B, 1]
-        if c is None:
-            return out[:, 0]
-        return (out * c).sum(dim=1) / math.sqrt(self.cmap_dim)   # projection discriminator [41]
+        return out[:, 0] if c is None else (out * c).sum(dim=1) / math.sqrt(self.cmap_dim)   # projection D [41]
 
 # ------------------------------------------------------------------------------------------------
 # §8 Sparse clips: the frame times of one training clip (Sec 3.3, Appx B)
