@@ -1959,13 +1959,9 @@ class VideoFolder:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
         except (KeyError, FileNotFoundError, zipfile.BadZipFile, NotImplementedError) as e:   # not in it; no zip
-            what = "not a dataset: no dataset.json" if os.path.lexists(path) else "no such dataset"
-            if os.path.lexists(path) and not (os.path.isfile(path) or os.path.isdir(path)):   # a FIFO, a link loop
-                what = "not a regular file or a folder"
+            what = "not a dataset: no dataset.json" if os.path.lexists(path) else "no such dataset"   # (a FIFO too)
             if not isinstance(e, LookupError) and self.is_zip and open(path, "rb").read(2) == b"PK":   # a zip's start
                 what = "a zip that cannot be read (truncated or damaged)"
-            if self._zip and any(name.endswith("/data.pkl") for name in self._zip.namelist()):   # torch.save's zip
-                what = "a checkpoint (for --resume or sample --ckpt), not a dataset"
             raise DataError(f"{path}: {what} (make one with: python prepare_data.py VIDEOS data.zip)") from None
         need(isinstance(meta, dict), "must be an object", type(meta).__name__)
         fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")
@@ -2074,9 +2070,8 @@ def _atomic_write(path: str, data) -> None:
         _remove(tmp)
 
 def check_writable(out: str, folder: bool = False) -> None:
-    """Before any work: a file made and removed where `out` goes (/proc's write bit lies); a folder: in its nearest.
-    What is there already must be of its kind: a FIFO or /dev/zero is never replaced."""
-    if not out or os.path.lexists(out) and not (os.path.isdir if folder else os.path.isfile)(out):   # (a dead link)
+    """Before any work: a file made and removed where `out` goes (/proc's write bit lies); a folder: in its nearest."""
+    if not out or os.path.lexists(out) and not (os.path.isdir if folder else os.path.isfile)(out):   # (a FIFO too)
         raise UserError(f"{out or repr(out)}: cannot write here (not a {'folder' if folder else 'regular file'})")
     place = os.path.abspath(out) if folder else os.path.dirname(os.path.abspath(out))
     while folder and not os.path.lexists(place):              # (made when written: nothing is left if refused)
@@ -2099,8 +2094,7 @@ def remove_stale_partials(path: str, every: bool = False) -> None:
                 _remove(leftover)
 
 def read_log(path: str) -> list:
-    """A run's log.jsonl -> [(line number, record)], each a JSON object with a finite number 'kimg'; a torn last line
-    (a killed run's) is left out; another line, or more bytes than a run writes (~300 a tick), is one UserError."""
+    """A run's log.jsonl -> [(line number, record)]; a killed run's torn last line left out; a bad one: UserError."""
     if (size := os.path.getsize(path)) > 2 ** 28:
         raise UserError(f"{path}: {size:,} bytes, more than a run's log.jsonl holds (refused unread)")
     records = []
@@ -2149,14 +2143,12 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
     except Exception as e:                              # refused objects, not torch.save's format, truncated
         if isinstance(e, MemoryError) or "can't allocate memory" in str(e):   # the CPU allocator's: said as memory
             raise
-        why = f"not a file torch.save wrote{' (nor an authors snapshot)' * (kind == 'checkpoint')}, or truncated"
-        if isinstance(e, OSError) and e.errno != errno.EINVAL:       # (a cut zip: EINVAL, said as cut)
-            why = error_reason(e, file)
         # Only a class named ("Unsupported global") means Python objects; random bytes: "Unsupported operand".
-        if isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower():
-            why = "it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
-        if "dataset.json" in names:
-            why = "it is a dataset (prepare_data.py's zip: pass it as --data)"
+        why = ("it is a dataset (prepare_data.py's zip: pass it as --data)" if "dataset.json" in names else
+               "it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
+               if isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower() else
+               error_reason(e, file) if isinstance(e, OSError) and e.errno != errno.EINVAL else   # (a cut zip: EINVAL)
+               f"not a file torch.save wrote{' (nor an authors snapshot)' * (kind == 'checkpoint')}, or truncated")
         raise UserError(f"{file}: not a StyleGAN-V {kind}: {why}") from None     # (never torch's unsafe advice)
     seen, todo = set(), [state]
     while todo:                                                  # every tensor in it, however nested (or cyclic)
@@ -2171,9 +2163,8 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         return state
     if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in ("G_ema", "cfg")):
         raise UserError(f"{file}: not a StyleGAN-V checkpoint (no G_ema or cfg; a projection is for sample --from)")
-    try:                                     # missing fields: its preset's; unknown ones: dropped
-        flags = state.get("flags") if isinstance(state.get("flags"), dict) else {}   # (an earlier version's run flags)
-        known = {k: v for k, v in {**flags, **state["cfg"]}.items() if k in _NAMES}
+    try:                                     # missing fields: its preset's; unknown: dropped; "flags": older runs'
+        known = {k: v for k, v in {**(state.get("flags") or {}), **state["cfg"]}.items() if k in _NAMES}
         state["cfg"] = dataclasses.asdict(make_config(**known))
     except (ValueError, TypeError) as e:
         raise UserError(f"{file}: a checkpoint with impossible settings: {_first_line(e)}") from None
@@ -2189,12 +2180,11 @@ def _plain(t: torch.Tensor) -> bool:    # floats held in memory, dense and conti
         torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def check_weights_held(cfg: Config, nets: tuple, held, path: str) -> None:
-    """Before networks are built from a file's settings (each in range: check_config): that together they ask for no
-    more weights than the file holds, its tensors' storages each counted once (a view or stride 0 claims no more)."""
+    """Before networks are built from a file's settings: no more weights asked for than its tensors' storages hold."""
     with torch.device("meta"):                                  # shapes, no memory
         asked = sum(t.numel() for net in nets for t in net(cfg).state_dict().values())
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() / t.element_size() for t in held
-                if torch.is_tensor(t) and _plain(t)}                # (a meta or sparse one holds nothing)
+                if torch.is_tensor(t) and _plain(t)}        # each once (a view claims no more); meta, sparse: none
     if asked > (have := round(sum(storages.values()))):
         raise UserError(f"{path}: its settings ask for {asked:,} weights, more than the {have:,} it holds")
 
@@ -2286,8 +2276,7 @@ RUN_ENTRY = re.compile(r"(checkpoint|config|log)(\.partial-\d+)?\.(pt|json|jsonl
                        r"|samples/kimg[\d.]+(\.partial-\d+)?\.(mp4|png)")   # what train writes, or a killed one left
 
 def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], fp32: bool, given=None) -> tuple:
-    """The dataset and checkpoint, checked (by cmd_train, then each process) -> (cfg, data, clips, state, its path).
-    given: cmd_train's Config flags; a resumed checkpoint of ours keeps its settings, with these on top."""
+    """The dataset and checkpoint, checked -> (cfg, data, clips, state, its path); given: flags on a checkpoint's."""
     data, state, path = VideoFolder(data_path), None, None
     if resume:
         state = load_checkpoint(path := checkpoint_path(outdir if resume == "auto" else resume))
@@ -2309,8 +2298,7 @@ def _open_run(cfg: Config, data_path: str, outdir: str, resume: Optional[str], f
     return cfg, data, ClipDataset(data, cfg), state, path
 
 def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed, resume: Optional[str], fp32: bool):
-    """-> (trainer, clips), resumed: weights, Adam's moments, ADA's p, the step and seed (they key every draw): all a
-    run was (a seed given on top: the draws from there on are another run's)."""
+    """-> (trainer, clips); resumed: weights, Adam's moments, ADA's p, the step and seed (they key every draw)."""
     cfg, data, dataset, state, path = _open_run(cfg, data_path, outdir, resume, fp32)
     seed = (state["seed"] if state is not None and "opt_G" in state else 0) if seed is None else seed
     trainer = Trainer(cfg, dist, seed, [data.lengths[i] for i in dataset.usable])
@@ -2322,8 +2310,7 @@ def _start_run(cfg: Config, data_path: str, outdir: str, dist: Dist, seed, resum
             raise UserError(f"{path}: checkpoint does not fit this model ({_first_line(e)})")
     if dist.main:
         os.makedirs(outdir, exist_ok=True)
-        # log.jsonl keeps its lines up to the checkpoint resumed from (a new run: none): what a run killed after it
-        # logged is done again, and would be read twice; a line torn by the kill (no "\n") goes too.
+        # log.jsonl keeps its lines up to the resumed checkpoint (a new run: none): a killed run's later ones are redone
         log, upto = os.path.join(outdir, "log.jsonl"), trainer.nimg / 1000 + 1e-9 if resume else -1.0
         if os.path.isfile(log):
             _atomic_write(log, "".join(json.dumps(r) + "\n" for _, r in read_log(log) if r["kimg"] <= upto))
@@ -2350,8 +2337,7 @@ def _log_tick(trainer: Trainer, tick: dict, log: str, bar, clock: dict) -> None:
     record = {"kimg": trainer.nimg / 1000, "step": trainer.step_idx, "sec_per_kimg": sec_per_kimg,
               "train_sec": time.time() - clock["train_start"] - clock["metric_sec"],
               "nonfinite_grads": trainer.nonfinite, **dict(zip(keys, means.tolist()))}
-    # The logistic losses are O(1) (log 2 each at equilibrium): non-finite or above 100 means D's logits
-    # ran off, a diverged run (too high a --lr, a broken dataset). Said in the log, the bar and the last line.
+    # The logistic losses are O(1) (log 2 at equilibrium): non-finite or > 100, D's logits ran off (too high a --lr)
     if not (abs(record["loss_G"]) < 100 and abs(record["loss_D"]) < 100):    # (nan and inf fail it too)
         record["diverged"] = True
         trainer.diverged = trainer.diverged or record["kimg"]
