@@ -2532,8 +2532,7 @@ def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     return local
 
 def available_memory(device: torch.device, ulimit: bool = False) -> Optional[int]:
-    """Bytes free: the GPU's, or the machine's (MemAvailable); ulimit: the address space `ulimit -v` leaves this process
-    (a limit of each process on its own). None: unknown (not Linux), or no limit."""
+    """Bytes free: the GPU's or MemAvailable; ulimit: what `ulimit -v` leaves this process. None: unknown, no limit."""
     if device.type == "cuda":
         return None if ulimit else torch.cuda.mem_get_info(device)[0]
     with contextlib.suppress(OSError, TypeError):
@@ -2577,16 +2576,14 @@ def load_projection(path: str) -> dict:
     def floats(v, dims: int, dtype=torch.float32) -> bool:
         return torch.is_tensor(v) and v.dtype == dtype and v.dim() == dims and bool(v.isfinite().all())
     state = load_checkpoint(path, "projection")
-    if not isinstance(state, dict) or state.get("projection") != 1:
-        raise UserError(f"{path}: not a projection (`stylegan_v.py project` writes them)")
-    rules = dict(weights=lambda v: isinstance(v, str), ckpt=lambda v: isinstance(v, str),
+    rules = dict(projection=lambda v: v == 1, weights=lambda v: isinstance(v, str), ckpt=lambda v: isinstance(v, str),
                  w=lambda v: floats(v, 1), tokens=lambda v: floats(v, 2),      # (their sizes: G's, checked by sample)
                  times=lambda v: floats(v, 1, torch.float64) and 0 < len(v) <= 64 and 0 <= v.min() <= v.max() < 1e9,
                  fps=lambda v: type(v) in (int, float) and CONFIG_RANGES["fps"][1] <= v <= MAX_DATASET_FPS,
                  first=lambda v: type(v) is int and abs(v) < 2 ** 40, motion_seed=lambda v: type(v) is int and v >= 0)
     for key, ok in rules.items():                               # (times: at most project's 64 frames, finite)
-        if not ok(state.get(key)):
-            raise UserError(f"{path}: not a projection: its '{key}' is missing or wrong")
+        if not (isinstance(state, dict) and ok(state.get(key))):
+            raise UserError(f"{path}: not a projection: its '{key}' is missing or wrong (`project` writes them)")
     return state
 
 def cmd_sample(args) -> None:
@@ -2598,15 +2595,12 @@ def cmd_sample(args) -> None:
         raise UserError(f"--from {args.proj} renders its one projected video: not with --num, --seed or --preset")
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
-    if proj and not args.ckpt and not os.path.exists(proj["ckpt"]):
-        raise UserError(f"{args.proj}: its checkpoint {proj['ckpt']} is gone (moved?): pass it with --ckpt")
     args.ckpt, seed = args.ckpt or (proj and proj["ckpt"]), args.seed or 0
     if args.ckpt:
         (G, cfg), source = load_generator(args.ckpt, device), checkpoint_path(args.ckpt)
     else:
         torch.manual_seed(seed)
-        cfg = make_config(args.preset or "tiny")
-        G = Generator(cfg).eval().requires_grad_(False).to(device)
+        G = Generator(cfg := make_config(args.preset or "tiny")).eval().requires_grad_(False).to(device)
         source = f"a freshly initialized '{cfg.preset}' generator (no --ckpt: expect noise, not video)"
     fps, w, mseed = args.fps or cfg.fps, None, seed if args.motion_seed is None else args.motion_seed
     motion_seeds, seconds = list(range(mseed, mseed + args.num)), args.seconds or 4.0   # video i: seed + i, mseed + i
@@ -2660,10 +2654,9 @@ def cmd_project(args) -> None:
     times = torch.arange(len(frames), dtype=torch.float64) * (cfg.fps / fps)      # in training frames
     target = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1     # [T, 3, R, R] in [-1, 1]
     fit = project(G, target, times, args.steps, motion=len(frames) > 1, motion_seed=args.motion_seed)
-    state = dict(projection=1, weights=weights_id(G), ckpt=os.path.abspath(args.ckpt), times=times, fps=fps,
-                 motion_seed=args.motion_seed, **fit)
     stopped, replaced = fit["steps"] < args.steps, os.path.exists(args.out)
-    _atomic_write(args.out, lambda tmp: torch.save(state, tmp))
+    save_checkpoint(args.out, dict(projection=1, weights=weights_id(G), ckpt=os.path.abspath(args.ckpt), times=times,
+                                   fps=fps, motion_seed=args.motion_seed, **fit))       # (atomic, as a checkpoint)
     print(f"wrote {args.out}{' (replacing the previous projection)' * replaced}: {len(frames)} frame(s), "
           f"{fit['steps']} steps in {time.time() - t0:.1f} s, distance {fit['loss']:.4f}"
           + " (interrupted: the best fit so far)" * stopped, file=sys.stderr)
@@ -2675,7 +2668,7 @@ def cmd_train(args) -> None:
     device, gpus = _pick_device(args.device), torch.cuda.device_count()
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # torchrun sets both in every process
     world, rank = (int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])) if torchrun else (args.gpus, 0)
-    if args.fp32 and args.amp_dtype not in (None, "auto", "float32"):  # (flags contradicting each other or the machine)
+    if args.fp32 and args.amp_dtype not in (None, "auto"):          # (flags contradicting each other or the machine)
         raise UserError("--fp32 is all float32: no --amp-dtype")
     if device.type == "cpu" and args.amp_dtype == "float16":
         raise UserError("--amp-dtype float16 is for CUDA (a CPU: bfloat16)")
@@ -2704,11 +2697,10 @@ def cmd_train(args) -> None:
         raise UserError(f"{args.outdir}: holds files train does not write ({', '.join(foreign[:3])}"
                         f"{', ...' * (len(foreign) > 3)}): move them, or train into a new or empty --outdir")
     if run and args.resume != "auto" and rank == 0:
-        raise UserError(f"{args.outdir}: a run is already there ({', '.join(run[:3])}{', ...' * (len(run) > 3)}); "
-                        f"continue it with --resume auto, or train into a new --outdir")
+        raise UserError(f"{args.outdir}: a run is already there ({', '.join(run)}); continue it with --resume auto, "
+                        "or train into a new --outdir")
     if none_there := args.resume == "auto" and not os.path.isfile(own):
         args.resume = None
-    plan = "a new run" + " (--resume auto found no checkpoint)" * none_there
     if args.resume == "auto" and os.path.isfile(log := os.path.join(args.outdir, "log.jsonl")):
         read_log(log)                                            # its lines, kept up to the checkpoint: said now
     cfg, data, clips, state, path = _open_run(cfg, args.data, args.outdir, args.resume, args.fp32, given)
@@ -2725,7 +2717,7 @@ def cmd_train(args) -> None:
     check_memory(cfg, cfg.batch * cfg.frames_per_clip * (device.type == "cpu"), 32, torch.device("cpu"),
                  f"{procs} process(es) and a training step at {cfg.resolution}^2 with --batch {cfg.batch}",
                  "--batch, --workers or --gpus", d=True, extra=400 * 2 ** 20, others=(procs - 1) * 400 * 2 ** 20)
-    done = 0.0                                                   # the plan, said first (--dry-run: and the config)
+    plan, done = "a new run" + " (--resume auto found no checkpoint)" * none_there, 0.0   # said first (--dry-run: +cfg)
     if state is not None and "opt_G" in state:
         done, why = state["nimg"] / 1000, " (the checkpoint's settings; the flags given on top)"
         plan = f"resuming {path} at {done:.2f} kimg (step {state['step']}, seed {state['seed']})" + (
@@ -2868,14 +2860,13 @@ def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
     oom = isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)   # (CPU's)
     if not (oom or isinstance(e, (KeyboardInterrupt, UserError, OSError))):
         raise e
-    line = f"error: {e}"
     if oom:                                       # (a GPU's, the host's, or a ulimit -v: allocations fail)
         gpu = "GPU " * isinstance(e, torch.OutOfMemoryError)
-        line = f"error: out of {gpu}memory ({_first_line(e)[:120]}): lower --batch"
-    elif isinstance(e, OSError):
-        line = "error: " + (f"{e.filename}: " if e.filename else "") + error_reason(e)
+        e = UserError(f"out of {gpu}memory ({_first_line(e)[:120]}): lower --batch")
+    elif isinstance(e, OSError):                  # said as a UserError: its file, the OS's reason
+        e = UserError(f"{e.filename}: " * bool(e.filename) + error_reason(e))
     if not quiet:
-        print("stylegan_v.py: " + ("interrupted" if isinstance(e, KeyboardInterrupt) else line), file=sys.stderr)
+        print("stylegan_v.py:", "interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {e}", file=sys.stderr)
     sys.exit(130 if isinstance(e, KeyboardInterrupt) else 2)
 
 def main(argv=None) -> None:

@@ -966,7 +966,7 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     sv.main(["project", "--ckpt", "a.pt", "--target", "still.png", "--steps", "1", "--out", "long.pt", "--device", "cpu"])
     assert "wrote long.pt (replacing the previous projection): 1 frame(s)" in capsys.readouterr().err
     os.rename("a.pt", "moved.pt")                                 # the checkpoint a projection names, moved
-    assert_refused(["sample", "--from", "proj.pt", "--out", "w"], ["a.pt is gone (moved?): pass it with --ckpt"], capsys)
+    assert_refused(["sample", "--from", "proj.pt", "--out", "w"], ["a.pt: no such checkpoint"], capsys)
 
 @pytest.mark.parametrize("make, target, said", [
     (lambda: None, "none.png", "none.png: no such file or folder"),
