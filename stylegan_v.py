@@ -758,12 +758,11 @@ def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------
 # §10 Video-consistent ADA (Appx B; StyleGAN2-ADA's 'bgc' pipeline)
-# ADA (Karras et al. 2020). With little data D memorises the training set, and G's gradients turn to
-# noise. ADA augments *every* image D sees (reals, fakes in both losses, the reals of R1) with a pipeline
-# whose ops each fire with probability p. Below p ~ 0.8 the augmentations do not "leak": the un-augmented
-# image stays the pipeline's most likely output, so augmented fakes match augmented reals only if the
-# fakes match the reals. A controller sets p from the overfitting heuristic r_t = E[sign D(x_real)]
-# (0: none; 1: D calls every training real "real"), measured over 4 D steps:
+# ADA (Karras et al. 2020). With little data D memorises the training set, and G's gradients turn to noise. ADA augments
+# *every* image D sees (reals, fakes in both losses, R1's reals) with a pipeline whose ops each fire with probability p.
+# Below p ~ 0.8 the augmentations do not "leak": the un-augmented image stays the pipeline's most likely output, so
+# augmented fakes match augmented reals only if the fakes match the reals. A controller sets p from the overfitting
+# heuristic r_t = E[sign D(x_real)] (0: none; 1: D calls every training real "real"), measured over 4 D steps:
 #     p <- clamp(p + sign(r_t - 0.6) * (batch * 4) / (ada_kimg * 1000), 0, 1),
 # so p can cross [0, 1] in `ada_kimg` thousand videos (500 in StyleGAN2-ADA, 100 in the release).
 #
@@ -841,8 +840,7 @@ def ada_color(batch, p, num_channels=3, generator=None, device=None):
     dev, rand, randn, fire = _draws(batch, p, generator, device)
     s, p_rgb = ADA_STRENGTHS, (p if num_channels > 1 else 0.0)
     rgb = torch.tensor([1., 1., 1., 0.], device=dev)                      # the colour slots of (r, g, b, 1)
-    I4, I3 = torch.eye(4, device=dev), torch.diag(rgb)                    # I3: identity on rgb, 0 on the "1" slot
-    E = torch.diag(1 - rgb)                                               # keeps the homogeneous 1 in place
+    I4, I3, E = torch.eye(4, device=dev), torch.diag(rgb), torch.diag(1 - rgb)   # I3: identity on rgb, E: on the 1
     v = rgb / math.sqrt(3)                                                # unit luma (grey) axis
     vv = torch.outer(v, v)                                                # projector onto the grey axis
     K = torch.tensor([[0., -1., 1., 0.], [1., 0., -1., 0.],               # cross-product matrix [v]_x:
@@ -890,8 +888,7 @@ def warp_bilinear_reflect(x, G_inv):
     out = None
     for (row, wv), (col, wu) in itertools.product(rows, cols):            # the 4 neighbours (not a loop over videos)
         index = (row + col)[:, None, :].expand(B, N, H * W)               # [B, H*W] -> [B, N, H*W] (a view)
-        weight = (wv * wu).to(x.dtype)[:, None, :]                        # [B, 1, H*W]
-        term = weight * x_flat.gather(2, index)                           # [B, N, H*W]
+        term = (wv * wu).to(x.dtype)[:, None, :] * x_flat.gather(2, index)   # [B, 1, H*W] * [B, N, H*W]
         out = term if out is None else out + term
     return out.view(B, N, H, W)                                           # [B, N, H*W] -> [B, N, H, W]
 
@@ -899,15 +896,13 @@ def augment(x, p, generator=None):
     """Video-consistent 'bgc': one random warp and colour transform per video, the same for all its frames.
     x [B, k, C, H, W] in ~[-1, 1]; p a float or 0-dim tensor (p == 0 returns x itself); generator: a
     torch.Generator on any device, else the global RNG. Same shape and dtype; differentiable twice in x."""
-    p = float(p)
-    if p <= 0:
+    if (p := float(p)) <= 0:
         return x
     B, k, Ch, H, W = x.shape
     G_inv = ada_geometry(B, p, H, W, generator, x.device)                 # [B, 3, 3] on the draw device
     C = ada_color(B, p, Ch, generator, x.device)                          # [B, 4, 4] on the draw device
     if not torch.equal(G_inv, torch.eye(3, device=G_inv.device).expand_as(G_inv)):  # skip if no warp fired
-        x = warp_bilinear_reflect(x.reshape(B, k * Ch, H, W), G_inv)      # frames as channels: one warp/video
-        x = x.view(B, k, Ch, H, W)                                        # [B, k*C, H, W] -> [B, k, C, H, W]
+        x = warp_bilinear_reflect(x.reshape(B, k * Ch, H, W), G_inv).view(B, k, Ch, H, W)   # frames as channels (k*C)
     if torch.equal(C, torch.eye(4, device=C.device).expand_as(C)):        # no colour op fired
         return x
     M = C[:, :3, :3].to(device=x.device, dtype=x.dtype)                  # [B, 3, 3] linear part, for all k frames
@@ -931,8 +926,7 @@ class VideoAugment:
     def __call__(self, x, generator=None):
         return x if self.mode == 'none' else augment(x, self.p, generator)
 
-    @torch.no_grad()
-    def accumulate(self, real_logits):
+    def accumulate(self, real_logits):                       # (Trainer.step passes them detached)
         self._acc = self._acc.to(real_logits.device)         # fp32 counts are exact below 2^24
         self._acc[0] += real_logits.float().sign().sum()
         self._acc[1] += real_logits.numel()
@@ -942,10 +936,9 @@ class VideoAugment:
         self.num_steps += 1
         if self.mode != 'ada' or self.num_steps % self.interval:
             return False
-        stats = self._acc.clone() if all_reduce is None else all_reduce(self._acc.clone())   # [2], over ranks
+        total, count = (self._acc if all_reduce is None else all_reduce(self._acc)).tolist()   # over ranks; 1 host sync
         self._acc.zero_()
-        total, count = stats.tolist()                # the one host sync (count > 0: Trainer.step accumulates first)
-        self.rt = total / count
+        self.rt = total / count                      # (count > 0: Trainer.step accumulates first)
         direction = (self.rt > self.target) - (self.rt < self.target)      # sign(r_t - target)
         self.p = min(max(self.p + direction * batch_size * self.interval / (self.ada_kimg * 1000), 0.0), 1.0)
         return True
@@ -975,10 +968,9 @@ class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Real clips as the paper draws them (Sec 3.3, Appx B): a video chosen uniformly (not weighted by its length,
-    so a few long videos cannot dominate), then a random offset. Item s is a pure function of the seed s, so a
-    step's global batch is the same for any number of processes and after a resume -> (frames uint8
-    [k, H, W, 3], times float64 [k])."""
+    """Real clips as the paper draws them (Sec 3.3, Appx B): a video chosen uniformly (not weighted by its length, so a
+    few long videos cannot dominate), then a random offset. Item s is a pure function of the seed s, so a step's global
+    batch is the same for any number of processes and on resuming -> (frames uint8 [k, H, W, 3], times float64 [k])."""
 
     def __init__(self, data: VideoFolder, cfg: Config):
         self.data, self.cfg = data, cfg
@@ -996,9 +988,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item_seed: int):
         video, t, flip = self.draw(item_seed)
-        frames = self.data.read_frames(video, t.astype(np.int64))            # [k, H, W, 3]
-        if flip:                                                             # the whole video, every frame
-            frames = frames[:, :, ::-1]
+        frames = self.data.read_frames(video, t.astype(np.int64))[:, :, ::-1 if flip else 1]   # [k, H, W, 3]; x-flip
         return torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(t)
 
 # ------------------------------------------------------------------------------------------------
@@ -1007,11 +997,10 @@ class ClipDataset(torch.utils.data.Dataset):
 # the G_ema update and every 4th step the ADA update. Progress is counted in real frames shown to D
 # (kimg = 1000 frames; a step shows batch * k frames).
 #
-# Every random draw of a step (latents, clip times, motion tokens, which real clips) comes from a
-# generator seeded by (seed, step, purpose) and is drawn for the GLOBAL batch, of which each process
-# takes its rows. So a resumed run replays exactly what the uninterrupted one would have done, and
-# without augmentation the result does not depend on the number of processes, up to rounding (ADA's
-# parameters are drawn per process: other draws from the same distribution).
+# Every random draw of a step (latents, clip times, motion tokens, which real clips) comes from a generator seeded by
+# (seed, step, purpose) and is drawn for the GLOBAL batch, of which each process takes its rows. So a resumed run
+# replays exactly what the uninterrupted one would have done, and without augmentation the result does not depend on the
+# number of processes, up to rounding (ADA's parameters are drawn per process: other draws from the same distribution).
 
 PURPOSES = ("G", "D", "real", "augG", "augDfake", "augDreal", "augR1")   # one random stream each, per step
 
@@ -1033,11 +1022,6 @@ class Dist:
         if self.world > 1:
             torch.distributed.all_reduce(x)
         return x
-
-def real_batches(seed: int, start_step: int, batch: int, rows: slice):
-    """The DataLoader's batch_sampler: per step, the item seeds (ClipDataset) of our rows of the global batch."""
-    for step in range(start_step, 2 ** 62):
-        yield step_rng(seed, step, "real").integers(0, 2 ** 62, size=batch).tolist()[rows]
 
 def fake_clip_times(cfg: Config, rng: np.random.Generator, B: int, k: int, video_lengths) -> torch.Tensor:
     """Times [B, k] of generated clips, drawn as the release does (its training_loop.py): each inside the length of a
@@ -1074,7 +1058,6 @@ class Trainer:
     def __init__(self, cfg: Config, dist: Dist, seed: int = 0, video_lengths=None):
         self.cfg, self.dist, self.seed = cfg, dist, seed
         self.video_lengths = list(video_lengths or [cfg.max_time])
-        self.k = cfg.frames_per_clip
         self.local = check_batch_split(cfg.batch, dist.world, cfg.mbstd_group)
         self.rows = slice(dist.rank * self.local, (dist.rank + 1) * self.local)
         torch.manual_seed(seed)                                  # identical initial weights on every process
@@ -1084,10 +1067,8 @@ class Trainer:
         self.G_ema.load_state_dict(self.G.state_dict())
         # Lazy regularization (adam_kwargs): D's R1 every r1_interval steps. G gets the adjustment for g_reg_interval
         # 4 without any regularizer, as the release (StyleGAN2-ADA's pl_weight 0): lr 0.0025 * 4/5, beta2 0.99^0.8.
-        self.adam = {"opt_G": adam_kwargs(cfg.resolved().lr, cfg.g_reg_interval),
-                     "opt_D": adam_kwargs(cfg.resolved().lr, cfg.r1_interval)}
-        self.opt_G = torch.optim.Adam(self.G.parameters(), **self.adam["opt_G"])
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **self.adam["opt_D"])
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_kwargs(cfg.resolved().lr, cfg.g_reg_interval))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_kwargs(cfg.resolved().lr, cfg.r1_interval))
         # gamma < 0: StyleGAN2-ADA's 'auto' 0.0002 * res^2 / batch (Config.resolved): the penalty sums over pixels,
         # so it grows with res^2; at 256^2 and batch 64, 0.2048: the paper's 0.2 (Appx B.1). tiny sets 3 (§1).
         self.gamma = cfg.resolved().r1_gamma
@@ -1098,9 +1079,9 @@ class Trainer:
     def _latents(self, purpose: str):
         """z, clip times and motion tokens of this process's rows of the global batch (all B are drawn, then sliced:
         drawing only our rows would tie row r's latents to the number of processes)."""
-        cfg, B, dev = self.cfg, self.cfg.batch, self.dist.device
+        cfg, B, k, dev = self.cfg, self.cfg.batch, self.cfg.frames_per_clip, self.dist.device
         g = step_rng(self.seed, self.step_idx, purpose, torch_rng=True)
-        t = fake_clip_times(cfg, step_rng(self.seed, self.step_idx, purpose), B, self.k, self.video_lengths)
+        t = fake_clip_times(cfg, step_rng(self.seed, self.step_idx, purpose), B, k, self.video_lengths)
         z = torch.randn(B, cfg.z_dim, generator=g)
         L = Generator.tokens_needed(t, cfg.motion_delta_z, self.G.motion.context)
         tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(dev)
@@ -1109,8 +1090,7 @@ class Trainer:
     def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
         """ADA with this step's generator, per process (or all would augment alike), apart from _latents' streams
         (G must not see its z's augmentation drawn from z's own stream: it could learn to undo it)."""
-        g = step_rng(self.seed, self.step_idx, "aug" + purpose, self.dist.rank, torch_rng=True)
-        return self.aug(x, generator=g)
+        return self.aug(x, step_rng(self.seed, self.step_idx, "aug" + purpose, self.dist.rank, torch_rng=True))
 
     def step(self, real: torch.Tensor, t_real: torch.Tensor) -> dict:
         """real uint8 [b, k, H, W, 3], t_real [b, k] -> losses of this step."""
@@ -1158,7 +1138,7 @@ class Trainer:
             self.aug.accumulate(r1_logits.detach())   # ADA's r_t counts these reals too (the release's Dr1)
             logs["r1"] = r1.mean().item()
 
-        self.nimg += cfg.batch * self.k
+        self.nimg += cfg.batch * cfg.frames_per_clip
         self.nvid += cfg.batch
         self._update_ema()
         self.aug.step(cfg.batch, all_reduce=self.dist.all_reduce)   # ADA: every 4 steps, p towards the target
@@ -1167,7 +1147,6 @@ class Trainer:
         return logs
 
     def _optimize(self, loss: torch.Tensor, net: nn.Module, opt: torch.optim.Optimizer) -> None:
-        """One optimizer step on `loss`: gradients averaged over the processes (NaN -> 0, +-Inf -> +-1e5)."""
         opt.zero_grad(set_to_none=True)
         loss.backward()
         self.nonfinite += sync_grads(net, self.dist)
@@ -1200,11 +1179,10 @@ class Trainer:
         """Everything of a checkpoint of ours; of an authors' snapshot (no optimizer state, no step):
         G, G_ema, D and ADA's p, with fresh optimizers and the counters at 0 (fine-tuning)."""
         ours = "opt_G" in state
-        for name in ["G", "G_ema", "D"] + (["opt_G", "opt_D", "aug"] if ours else []):
+        for name in ["G", "G_ema", "D"] + (["aug"] if ours else []):
             getattr(self, name).load_state_dict(state[name])
-        for name, settings in self.adam.items():                 # Adam's moments resumed, its settings this run's
-            for group in getattr(self, name).param_groups:
-                group.update(settings)
+        for opt, name in [(self.opt_G, "opt_G"), (self.opt_D, "opt_D")] if ours else []:   # Adam's moments resumed,
+            opt.load_state_dict(dict(state[name], param_groups=opt.state_dict()["param_groups"]))  # settings this run's
         if ours:
             self.step_idx, self.nimg, self.nvid = state["step"], state["nimg"], state["nvid"]
             self.nonfinite, self.train_sec = state["nonfinite"], state["train_sec"]
@@ -1218,21 +1196,22 @@ def train(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: Optional[i
     """The training loop of one process (rank), to cfg.kimg. Returns the Trainer; `trainer.interrupted` is True
     when a signal stopped it (after saving). seed None: a resumed run's own, else 0."""
     trainer, dataset = _start_run(cfg, data_path, outdir, dist, seed, resume, fp32)
-    cfg, log = trainer.cfg, os.path.join(outdir, "log.jsonl")
-    kimg, snap, tick, metrics = cfg.kimg, cfg.resolved().snap, cfg.tick, cfg.metrics
-    # real_batches yields one seed per real clip of this process's rows; a worker turns each seed into a clip
-    # (a video, k frame times: Sec 3.3) and decodes it, 4 steps ahead, so decoding overlaps the step.
+    cfg, log = trainer.cfg.resolved(), os.path.join(outdir, "log.jsonl")   # (snap: 'auto' resolved)
+    # item_seeds, the DataLoader's batch_sampler: per step, ClipDataset's item seeds of our rows of the global batch;
+    # a worker turns each into a clip (a video, k frame times: Sec 3.3) and decodes it 4 steps ahead, overlapping steps.
     # Workers are spawned, not forked: a fork of a process whose torch threads hold a lock can hang.
+    item_seeds = (step_rng(trainer.seed, step, "real").integers(0, 2 ** 62, size=cfg.batch).tolist()[trainer.rows]
+                  for step in itertools.count(trainer.step_idx))        # [b] seeds a step
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=real_batches(trainer.seed, trainer.step_idx, cfg.batch, trainer.rows),
+        dataset, batch_sampler=item_seeds,
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=GracefulStop.ignore, multiprocessing_context="spawn" if workers > 0 else None)
-    total = int(kimg * 1000)                                     # real frames shown to D (nimg)
-    bar = tqdm(total=round(kimg, 3), unit="kimg", disable=not (progress and dist.main) or trainer.nimg >= total,
+    total = int(cfg.kimg * 1000)                                 # real frames shown to D (nimg)
+    bar = tqdm(total=round(cfg.kimg, 3), unit="kimg", disable=not (progress and dist.main) or trainer.nimg >= total,
                initial=round(min(trainer.nimg, total) / 1000, 3),
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
     clock = dict(train_start=time.time() - trainer.train_sec, metric_sec=0.0)   # training time, no metrics
-    if metrics and trainer.nimg == 0:                            # every FVD curve starts at kimg 0
+    if cfg.metrics and trainer.nimg == 0:                        # every FVD curve starts at kimg 0
         _snapshot_metrics(trainer, data_path, log, bar, clock)
     tick_state = dict(nimg=trainer.nimg, start=time.time(), metric_sec=clock["metric_sec"], acc={})
     last_snap, ckpt, done = trainer.nimg, None, trainer.nimg >= total       # (a resumed run may be done already)
@@ -1247,11 +1226,11 @@ def train(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: Optional[i
             bar.n = round(min(trainer.nimg, total) / 1000, 3)    # set, not summed: no float drift past the
             bar.update(0)                                        # total (tqdm warns, shows -00:00 left)
             done, trainer.interrupted = trainer.nimg >= total, stop.anywhere(dist)
-            if _crossed(trainer.nimg, tick, tick_state["nimg"]) or done or trainer.interrupted:   # a log line
+            if _crossed(trainer.nimg, cfg.tick, tick_state["nimg"]) or done or trainer.interrupted:   # a log line
                 _log_tick(trainer, tick_state, log, bar, clock)
-            if _crossed(trainer.nimg, snap, last_snap) or done or trainer.interrupted:  # a snapshot (stop: no previews)
+            if _crossed(trainer.nimg, cfg.snap, last_snap) or done or trainer.interrupted:   # a snapshot
                 last_snap, ckpt = trainer.nimg, _snapshot(trainer, outdir, previews and not trainer.interrupted, clock)
-                if metrics and not trainer.interrupted:
+                if cfg.metrics and not trainer.interrupted:
                     _snapshot_metrics(trainer, data_path, log, bar, clock)
             if done or trainer.interrupted:
                 break
@@ -1265,13 +1244,12 @@ def train(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: Optional[i
 # runs) -> any frame by (content seed, motion seed, t) -> sample(), which renders an hour. And the other way:
 # a real frame or clip -> project() -> the w and motion tokens that render it.
 #
-# A video is named by two integers, its content seed (z^c) and its motion seed: token z^m_j is drawn from
-# its own RNG stream, seeded by (motion seed, j), so any frame can be rendered alone, in any
-# order, from the 22 tokens around it (§5), at a cost that does not depend on t. (Training draws fresh
-# tokens for the window it needs: statistically the same.) On CPU a frame's bits do not depend on the
-# batch or window it is rendered in: anchors are computed in aligned blocks of ANCHOR_BLOCK (always the
-# same shapes), and frames go through G in blocks of exactly ROW_BLOCK rows (CPU kernels pick their
-# summation order by batch size). On a GPU the whole batch goes at once (cuDNN's choice is not ours).
+# A video is named by two integers, its content seed (z^c) and its motion seed: token z^m_j is drawn from its own RNG
+# stream, seeded by (motion seed, j), so any frame can be rendered alone, in any order, from the 22 tokens around it
+# (§5), at a cost that does not depend on t. (Training draws fresh tokens for the window it needs: statistically the
+# same.) On CPU a frame's bits do not depend on the batch or window it is rendered in: anchors are computed in aligned
+# blocks of ANCHOR_BLOCK (always the same shapes), and frames go through G in blocks of exactly ROW_BLOCK rows (CPU
+# kernels pick their summation order by batch size). On a GPU the whole batch goes at once (cuDNN's choice is not ours).
 
 def motion_tokens(motion_seed: int, first: int, count: int, dim: int) -> torch.Tensor:
     """Tokens z^m_j for j = first ... first+count-1 of the video `motion_seed` -> [count, dim]; j may be negative
@@ -1295,8 +1273,7 @@ def _in_row_blocks(fn, x: torch.Tensor) -> torch.Tensor:
 def content_codes(G, seeds, truncation: float = 1.0) -> torch.Tensor:
     """w for each content seed -> [B, w_dim] (z^c ~ N(0, I) drawn from torch.Generator(seed))."""
     z = torch.stack([torch.randn(G.cfg.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-    z = z.to(G.mapping.w_avg.device)                            # (drawn on the CPU: the same on every device)
-    return _in_row_blocks(lambda z_: G.mapping(z_, truncation), z)
+    return _in_row_blocks(lambda z_: G.mapping(z_, truncation), z.to(G.mapping.w_avg.device))   # (drawn on the CPU)
 
 def anchor_params(G, motion, t, cache: Optional[dict] = None):
     """The two anchors of each time t [T] (frames) of one video, all Eq 4 needs whatever t is -> (4 x [T, 2, D]: the
@@ -1329,17 +1306,15 @@ def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None,
     """Frames for every (video, time) pair -> float [B, T, 3, H, W], nominally in [-1, 1] (not clamped). w [B, w_dim]
     content codes, motion_seeds: B motions (seeds, or a projection's, see anchor_params), t [T] float times in
     frames (>= 0, any spacing: a frame's cost depends on neither t nor the others)."""
-    device = G.mapping.w_avg.device
+    device, B, T = G.mapping.w_avg.device, w.shape[0], len(t)
     per_video = [anchor_params(G, ms, t, cache) for ms in motion_seeds]              # B x (4 x [T, 2, D], j [T])
     anchors = [torch.cat([pv[0][i] for pv in per_video]) for i in range(4)]       # 4 x [B*T, 2, D]
-    B, T = w.shape[0], len(t)
     jj, tt = per_video[0][1].to(device).repeat(B), torch.as_tensor(t).double().to(device).repeat(B)   # [B*T]
     ww = w.repeat_interleave(T, 0)                                       # [B*T, w_dim]
     img = _in_row_blocks(lambda r: G.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r], force_fp32),
                          torch.arange(B * T, device=device))             # [B*T] row indices
     return img.reshape(B, T, *img.shape[1:])                             # [B, T, 3, H, W]
 
-@torch.no_grad()
 def render_videos(G, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
     """uint8 videos [B, T, H, W, 3] for the given seeds at times t [T] (frames, t = 0 ... n-1 for FVD)."""
     motion_seeds = content_seeds if motion_seeds is None else motion_seeds
@@ -1361,20 +1336,18 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
     length: `batch` time steps a chunk, and a bounded cache of anchor blocks, each computed once as t walks on."""
     motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
     n_frames = max(1, int(round(seconds * fps)))
-    if w is None:
-        w = content_codes(G, list(seeds), truncation)             # [B, w_dim], once per video
+    w = content_codes(G, list(seeds), truncation) if w is None else w   # [B, w_dim], once per video
     cache: dict = {}
     with FrameSink(out, fps) as sink, tqdm(total=n_frames, unit="frame", disable=not progress,
                                            desc=os.path.basename(out)) as bar:
         for i in range(0, n_frames, batch):
-            idx = torch.arange(i, min(i + batch, n_frames), dtype=torch.float64)
-            t = (start + idx / fps) * data_fps                   # [T] in data frames
+            t = (start + torch.arange(i, min(i + batch, n_frames), dtype=torch.float64) / fps) * data_fps   # [T] frames
             frames = render_frames(G, w, motion_seeds, t, cache)           # [B, T, 3, H, W]
             if not torch.isfinite(frames).all():                 # (NaN weights: a black video, not an error)
                 raise UserError(f"{out}: the generator renders non-finite values at t = {float(t[0]):g} "
                                 f"frames (NaN or Inf weights?); nothing was written")
             sink.write(video_grid(to_uint8(frames)))
-            bar.update(len(idx))
+            bar.update(len(t))
     return n_frames
 
 # Projection (Fig 2, Sec 4.3). Fig 2 projects a real image into the content space and animates it. A clip goes
@@ -1394,8 +1367,7 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
     Ctrl-C (or SIGTERM) stops it early: the best fit so far comes back, with steps = the steps done."""
     dev, dz, ctx = G.mapping.w_avg.device, G.cfg.motion_delta_z, G.motion.context
     gen = torch.Generator().manual_seed(motion_seed)
-    with torch.no_grad():                                        # w_avg, and w's spread (one number)
-        ws = G.mapping(torch.randn(4096, G.cfg.z_dim, generator=gen).to(dev))
+    ws = G.mapping(torch.randn(4096, G.cfg.z_dim, generator=gen).to(dev)).detach()   # for w_avg, w's spread (a number)
     w_avg, w_std = ws.mean(0), (ws - ws.mean(0)).square().sum(1).mean().sqrt()
     t = torch.as_tensor(times, dtype=torch.float64).reshape(1, -1).to(dev)           # [1, T]
     first = int(torch.floor(t.min() / dz)) - ctx                # tokens first ... : every frame's 2 anchors
