@@ -1530,8 +1530,7 @@ def _find_cuda_home():
     return home if home and all(Path(home, f).is_file() for f in ('bin/nvcc', 'include/cuda_runtime.h')) else None
 
 def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_root=None):
-    """Build or load the plugin -> (module or None, status: reason (None: ok), from_cache, seconds); never raises,
-    warns if a build fails. Target: $TORCH_CUDA_ARCH_LIST, else the visible GPUs ('9.0'), else (CI's no GPU) 8.0+PTX."""
+    """Build or load the plugin -> (module or None, {reason: None if ok, from_cache, seconds}); never raises (warns)."""
     global _PLUGIN
     gpus = ';'.join(sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
     arch_list = os.environ.get('TORCH_CUDA_ARCH_LIST') or gpus or force_compile_without_gpu and '8.0+PTX'
@@ -1539,17 +1538,15 @@ def build_modconv_plugin(verbose=False, force_compile_without_gpu=False, cache_r
     name = f'stylegan_v_modconv_{hashlib.sha256(key.encode()).hexdigest()[:12]}'   # (PyInit_<name> in the .so)
     build_dir = Path(cache_root or os.environ.get('STYLEGAN_V_CACHE') or '~/.cache/stylegan_v', name).expanduser()
     t0, cached, _PLUGIN = time.time(), (build_dir / f'{name}.so').is_file(), False
-    reason = None if _find_cuda_home() else 'no CUDA toolkit found: set CUDA_HOME to one'
-    if torch.version.cuda is None or not arch_list:
-        reason = 'no CUDA GPU visible' if torch.version.cuda else 'no CUDA in this torch build'
+    reason = ('no CUDA in this torch build' if torch.version.cuda is None else 'no CUDA GPU visible' if not arch_list
+              else None if _find_cuda_home() else 'no CUDA toolkit found: set CUDA_HOME to one')
     if reason is None:
         if not cached:                              # said: a silent minute looks like a hang
             print(f'[modconv] compiling the CUDA kernel for {arch_list} in {build_dir} (1-2 min)', file=sys.stderr)
         os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list   # where torch reads the target (it was that or unset)
-        try:
+        try:                                        # (torch.utils.cpp_extension: imported by _find_cuda_home above)
             build_dir.mkdir(parents=True, exist_ok=True)
-            from torch.utils import cpp_extension        # (imported quietly by _find_cuda_home above)
-            _PLUGIN = cpp_extension.load_inline(name, [_MODCONV_CPP], [_MODCONV_CUDA], verbose=verbose,
+            _PLUGIN = torch.utils.cpp_extension.load_inline(name, [_MODCONV_CPP], [_MODCONV_CUDA], verbose=verbose,
                 functions=['epilogue_forward', 'epilogue_backward'], extra_cflags=['-O3'], extra_cuda_cflags=['-O3'],
                 build_directory=str(build_dir), with_cuda=True, no_implicit_headers=True)
         except Exception as error:                  # a compiler or linker error (or no ninja), an unwritable cache
@@ -1603,8 +1600,7 @@ def _epilogue_test_inputs(N, O, H, W, dtype, device, act, clamp, margin=0.05, se
 
 def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bfloat16),
                  configs=(('lrelu', None, True, True), ('lrelu', 1.0, True, True), ('linear', 0.5, False, False))):
-    """The kernel vs the reference per dtype and (act, clamp, d?, bias?), output and gradients -> {name: {ok, err, tol}}
-    (an error of NaN fails: it compares with nothing)."""
+    """The kernel vs the reference by dtype and (act, clamp, d?, bias?): output, gradients -> {name: {ok, err, tol}}."""
     checks = {}
     for dtype, (act, clamp, use_d, use_bias) in itertools.product(dtypes, configs):
         y, d, bias = _epilogue_test_inputs(3, 5, 7, 9, dtype, device, act, clamp)
@@ -1616,11 +1612,10 @@ def check_parity(device='cuda', dtypes=(torch.float32, torch.float16, torch.bflo
         for what, got, want in zip(['forward', *(f'grad_{n}' for n in fast)], *results):
             err, tol = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item(), PARITY_TOL[dtype]
             checks[f'{dtype}/{act}/clamp={clamp}/d={use_d}/b={use_bias}/{what}'] = dict(ok=err <= tol, err=err, tol=tol)
-    return checks
+    return checks                                   # (ok: err <= tol, so an err of NaN fails: it compares with nothing)
 
 def _resolve_impl(impl, x):
-    """§3's choice: impl, or for None 'cuda' on a GPU where the plugin (built on the first call) passed the self-check
-    (check_parity's short form, once a device; a failure warns once: a wrong kernel costs speed, not correctness)."""
+    """§3's choice: impl, or for None 'cuda' on a GPU once the plugin (built on first use) passed check_parity there."""
     if impl or not (USE_CUSTOM_OPS and x.is_cuda):
         return impl or 'ref'
     if _PLUGIN is None:
@@ -1630,7 +1625,7 @@ def _resolve_impl(impl, x):
             bad = [f"{k}: err {c['err']:.1e} > {c['tol']}" for k, c in check_parity(x.device).items() if not c['ok']]
         except Exception as e:
             bad = [f'{type(e).__name__}: {_first_line(e)}']
-        if bad:
+        if bad:                                     # (a warning: a wrong kernel costs speed, not correctness)
             warnings.warn(f'stylegan_v: not using the kernel on {x.device}: it disagrees with the reference ({bad[0]})')
         _SELF_CHECKS[str(x.device)] = not bad
     return 'cuda' if _PLUGIN and _SELF_CHECKS[str(x.device)] else 'ref'
@@ -1733,26 +1728,25 @@ def import_release_snapshot(path: str) -> dict:
         G, D = snap["G_ema"].state, snap["D"].state
         g, d, Dk, Gk = plain(G["cfg"]), plain(D["cfg"]), plain(D["_init_kwargs"]), plain(G["_init_kwargs"])
         syn, motion, time_enc, sampling = Gk.get("synthesis_kwargs", {}), g["motion"], g["time_enc"], g["sampling"]
-        cfg = make_config("ffs", arch="release", resolution=int(G["img_resolution"]),
-            fps=float(sampling.get("fps", 25)), z_dim=int(g["z_dim"]), w_dim=int(G["w_dim"]),
-            mapping_layers=int(Gk.get("mapping_kwargs", {}).get("num_layers", 2)),
-            channel_base=int(syn["channel_base"]), channel_max=int(syn["channel_max"]), motion_dim=int(motion["v_dim"]),
-            num_fp16_res=int(syn.get("num_fp16_res", 4)), conv_clamp=syn.get("conv_clamp"),
-            motion_delta_z=int(motion["motion_z_distance"]), motion_kernel=int(motion["kernel_size"]),
+        cfg = make_config("ffs", arch="release", resolution=int(G["img_resolution"]), w_dim=int(G["w_dim"]),
+            mapping_layers=int(Gk.get("mapping_kwargs", {}).get("num_layers", 2)), z_dim=int(g["z_dim"]),
+            channel_base=int(syn["channel_base"]), num_fp16_res=int(syn.get("num_fp16_res", 4)),
+            channel_max=int(syn["channel_max"]), conv_clamp=syn.get("conv_clamp"), motion_dim=int(motion["v_dim"]),
+            motion_kernel=int(motion["kernel_size"]), motion_delta_z=int(motion["motion_z_distance"]),
             period_min=float(time_enc["min_period_len"]), period_max=float(time_enc["max_period_len"]),
-            time_enc_dim=int(time_enc["dim"]), d_channel_base=int(Dk["channel_base"]),
-            d_channel_max=int(Dk["channel_max"]), d_concat_res=int(d["concat_res"]),
-            mbstd_group=int(d.get("mbstd_group_size", 4)), frames_per_clip=int(sampling["num_frames_per_video"]),
-            max_time=int(sampling["max_num_frames"]), max_span=int(sampling.get("max_dist", 32)),
-            span_dist="release" if sampling.get("total_dists") else "uniform",
-            mirror=bool((snap.get("training_set_kwargs") or {}).get("xflip", True)))
+            time_enc_dim=int(time_enc["dim"]), d_channel_max=int(Dk["channel_max"]), d_concat_res=int(d["concat_res"]),
+            d_channel_base=int(Dk["channel_base"]), mbstd_group=int(d.get("mbstd_group_size", 4)),
+            frames_per_clip=int(sampling["num_frames_per_video"]), max_span=int(sampling.get("max_dist", 32)),
+            span_dist="release" if sampling.get("total_dists") else "uniform", max_time=int(sampling["max_num_frames"]),
+            fps=float(sampling.get("fps", 25)), mirror=bool((snap.get("training_set_kwargs") or {}).get("xflip", True)))
         theirs = {n: module_state(snap.get(n)) for n in ("G", "G_ema", "D", "augment_pipe")}
     except Exception as e:
         raise UserError(f"{path}: not a StyleGAN-V snapshot ({type(e).__name__}: {_first_line(e)})") from None
     check_weights_held(cfg, (Generator, Discriminator), [*theirs["G_ema"].values(), *theirs["D"].values()], path)
     kimg = re.search(r"network-snapshot-(\d+)", base := os.path.basename(path))   # the release names them by kimg
+    p = theirs["augment_pipe"].get("p")                   # ADA's probability (module_state keeps only tensors)
     state = dict(cfg=dataclasses.asdict(cfg), step=0, nimg=1000 * int(kimg[1]) if kimg else 0,
-                 source=f"authors' snapshot {base}")
+                 source=f"authors' snapshot {base}", aug_p=float(p) if p is not None and p.numel() == 1 else 0.0)
     for name, module in (("G", Generator), ("G_ema", Generator), ("D", Discriminator)):
         state[name] = module(cfg).state_dict()
         for key, want in state[name].items():
@@ -1764,16 +1758,12 @@ def import_release_snapshot(path: str) -> dict:
             if fixed and not torch.allclose(tensor.reshape(want.shape).float(), want, rtol=1e-5):
                 raise UserError(f"{path}: {name}.{their_key} is not what the snapshot's settings give")
             state[name][key] = want if fixed else tensor.reshape(want.shape).float()
-    p = theirs["augment_pipe"].get("p")                   # ADA's probability (module_state keeps only tensors)
-    state["aug_p"] = float(p) if p is not None and p.numel() == 1 else 0.0
     return state
 
 # ------------------------------------------------------------------------------------------------
 # Appendix C: measuring and drawing -- bench, doctor (the GPU acceptance run), figures, plot
-
 def bench_model(cfg: Config, device: torch.device, name: str, repeat: int = 3, train: bool = True) -> None:
-    """Prints "name, what: value" for a new model of `cfg`: rendering from t = 0 and 1 h (frames/s, the same: Sec 4.3)
-    and training steps without R1 (s/kimg; on a GPU their peak memory, Adam's state included: to choose --batch)."""
+    """Prints "name, what: value" for a new model of `cfg`: frames/s from t = 0 and 1 h (the same: Sec 4.3), s/kimg."""
     import timeit
     cuda, B, k, H = device.type == "cuda", cfg.batch, cfg.frames_per_clip, cfg.resolution
 
@@ -1792,19 +1782,17 @@ def bench_model(cfg: Config, device: torch.device, name: str, repeat: int = 3, t
             torch.cuda.reset_peak_memory_stats(device)
         s = seconds(lambda: trainer.step(real, t))
         print(f"{name}, training on {B} clips of {k} frame(s) (s/kimg): {s / (B * k) * 1e3:.2f}")
-        if cuda:
+        if cuda:                                                 # (Adam's state included: to choose --batch)
             print(f"{name}, training's peak memory (GiB): {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f}")
 
 def cmd_bench(args) -> None:
-    """`bench`: bench_model of each preset (training steps with --train)."""
     device = _pick_device(args.device)
     print(f"# torch {torch.__version__} on", torch.cuda.get_device_name(device) if device.type == "cuda" else "a CPU")
     for cfg in map(make_config, args.presets):
         bench_model(cfg, device, f"{cfg.preset} {cfg.resolution}^2", args.repeat, args.train)
 
 def cmd_doctor(args) -> None:
-    """`doctor`, printed as it comes: the toolchain, the kernel's build (a build error shows without a GPU too), on a
-    GPU its parity; --full (minutes): bench_model of ffs with the kernel on and off (on a CPU: of tiny, a smoke run)."""
+    """`doctor`, printed as it comes: the toolchain, the kernel's build (even without a GPU), on a GPU its parity."""
     global USE_CUSTOM_OPS                                        # (main restores it)
     cuda, device = torch.cuda.is_available(), _pick_device(None)
     print(f"torch: {torch.__version__} (CUDA {torch.version.cuda or 'none'}), python {sys.version.split()[0]}")
@@ -1819,7 +1807,7 @@ def cmd_doctor(args) -> None:
         bad = [f"; FAILED {k}: err {v['err']:.1e} > tol {v['tol']:.0e}" for k, v in checks.items() if not v["ok"]]
         print(f"kernel parity: {len(checks) - len(bad)}/{len(checks)} checks ok" + "".join(bad))
     if args.full:   # the kernel on and off at float16 layers, off at float32 (no kernel: the last two; a CPU: the last)
-        cfg = make_config("ffs", batch=16) if cuda else make_config("tiny", resolution=16, batch=4)
+        cfg = make_config("ffs", batch=16) if cuda else make_config("tiny", resolution=16, batch=4)   # CPU: a smoke run
         for on, fp16 in [(True, True), (False, True), (False, False)][(not kernel) + (not cuda):]:
             USE_CUSTOM_OPS = on                                  # what ModConv2d's dispatch reads
             bench_model(dataclasses.replace(cfg, num_fp16_res=4 * fp16), device,
@@ -1861,8 +1849,7 @@ def plot_curves(curves: dict, ylabel: str, xlabel="kimg (thousands of real frame
     return np.asarray(img)
 
 def cmd_figures(args) -> None:
-    """The README's pictures from a checkpoint (and its dataset): strips of 8 frames 4 apart, a row per video, of real
-    vs fake, content vs motion seeds (separate: Sec 3.1), t = 0 vs 1 h (no drift); Fig 9: v_t, a band per channel."""
+    """The README's pictures: real vs fake, content vs motion seeds (Sec 3.1), t = 0 vs 1 h (no drift), Fig 9's v_t."""
     check_writable(args.out, folder=True)
     G, cfg = load_generator(args.ckpt, _pick_device(args.device))
     data = VideoFolder(args.data) if args.data else None
