@@ -200,13 +200,10 @@ class FC(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:         # [*, in] -> [*, out]
         w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias.to(x.dtype) * self.bias_gain if self.bias is not None else None
-        lead = x.shape[:-1]
-        x = x.reshape(-1, x.shape[-1])                           # [M, in]
-        if self.act == "linear":                                 # addmm: bias and matmul in one kernel
-            x = torch.addmm(b, x, w.t()) if b is not None else x @ w.t()
-        else:
-            x = bias_act_ref(x @ w.t(), b, self.act)
-        return x.reshape(*lead, -1)
+        lead, x = x.shape[:-1], x.reshape(-1, x.shape[-1])       # [M, in]
+        if self.act == "linear" and b is not None:               # addmm: bias and matmul in one kernel
+            return torch.addmm(b, x, w.t()).reshape(*lead, -1)
+        return bias_act_ref(x @ w.t(), b, self.act).reshape(*lead, -1)
 
 # FIR resampling with the [1, 3, 3, 1] filter (StyleGAN2): up-sampling inserts zeros and low-pass
 # filters them away; down-sampling low-pass filters, then drops every other pixel. The 2-D filter is
@@ -254,8 +251,7 @@ def demod_coefficients(weight, s, eps=1e-8):
 
     weight: [O, I, kh, kw] (equalized-lr gain already applied), s: [N, I] styles -> d: [N, O].
     Σ_{i,k} (s_i w_oik)² = Σ_i s_i² (Σ_k w_oik²), so one [N, I] @ [I, O] matmul replaces the
-    [N, O, I, kh, kw] tensor of the naive formula.
-    """
+    [N, O, I, kh, kw] tensor of the naive formula."""
     wsq = weight.square().sum(dim=[2, 3])           # [O, I]         Σ_k w[o,i,k]² over the kh·kw taps
     return (s.square() @ wsq.t() + eps).rsqrt()     # [N, I]@[I, O] -> [N, O]   d = 1/sqrt(Σ_i s² wsq + ε)
 
@@ -298,11 +294,8 @@ class Conv2d(nn.Module):
         return fused_epilogue(x, None, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
 
 class ModConv2d(Conv2d):
-    """Conv2d whose weight is modulated per sample by a style vector (G's layers and D's first convs).
-
-    forward(x [N, I, H, W], styles [N, I]) -> [N, O, H', W'];  up=True doubles H and W with a
-    transposed conv followed by the [1,3,3,1] FIR low-pass (StyleGAN2's up-sampling conv).
-    """
+    """Conv2d whose weight is modulated per sample by a style vector (G's layers and D's first convs): x [N, I, H, W],
+    styles [N, I] -> [N, O, H', W']; up=True: H' = 2H (StyleGAN2's up-sampling conv: transposed, then FIR low-pass)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, up: bool = False,
                  demodulate: bool = True, act: str = "lrelu", conv_clamp: Optional[float] = None):
@@ -378,11 +371,9 @@ class MappingNetwork(nn.Module):
 def linear_period_scales(dim: int, period_min: float, period_max: float) -> torch.Tensor:
     """Eq 6: sigma_i = 2 pi / (omega_min + (i / N) (omega_max - omega_min)), periods in frames.
 
-    Linearly spaced *periods* (not exponentially spaced frequencies) make the joint cycle of all
-    channels (their least common multiple) enormous, which keeps v_t from looping (Fig 9). (Appx B.3's
-    prose says it scales "the amplitudes weight matrix"; Eq 5 and the release scale the frequencies,
-    as we do.)
-    """
+    Linearly spaced *periods* (not exponentially spaced frequencies) make the joint cycle of all channels (their
+    least common multiple) enormous, which keeps v_t from looping (Fig 9). (Appx B.3's prose says it scales "the
+    amplitudes weight matrix"; Eq 5 and the release scale the frequencies, as we do.)"""
     i = torch.arange(dim, dtype=torch.float64)
     return 2 * math.pi / (period_min + (i / dim) * (period_max - period_min))   # [D], rad/frame
 
@@ -393,8 +384,7 @@ class MotionMappingNetwork(nn.Module):
     does not say) no sqrt(2) gain. Then for every anchor u_j (Eq 3, 5):
         alpha_j = W_alpha u_j,   omega_j = (tanh(W_omega u_j) + 1) * sigma,   rho_j = W_rho u_j,   a_j = W_a u_j.
     The tanh bounds omega to (0, 2 sigma): periods never shorter than omega_min / 2 frames, which
-    stops the temporal aliasing of unbounded frequencies (Appx B.3); its mean is the Eq 6 scale.
-    """
+    stops the temporal aliasing of unbounded frequencies (Appx B.3); its mean is the Eq 6 scale."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -440,8 +430,7 @@ def acyclic_embedding(alpha, omega, rho, a, j_left: torch.Tensor, t: torch.Tenso
         v_t = v~(t) - lerp(v~(l), v~(r), tau) + lerp(a_l, a_r, tau),   tau = (t - l) / delta^z.
     At t = l and t = r the first two terms cancel and v equals the alignment vector a = W_a u.
     The phases omega * t are formed in float64: at t = 90,000 frames (an hour at 25 fps) float32
-    would lose ~0.01 rad of phase, float64 keeps ~1e-11.
-    """
+    would lose ~0.01 rad of phase, float64 keeps ~1e-11."""
     l = j_left.double() * delta_z                                # [N] left anchor time
     r = l + delta_z                                              # [N] right anchor time
     tau = ((t - l) / delta_z).float()[:, None]                   # [N, 1] in [0, 1)
@@ -470,9 +459,8 @@ class SynthesisBlock(nn.Module):
 
     def __init__(self, cfg: Config, in_ch: int, out_ch: int, res: int, use_fp16: bool):
         super().__init__()
-        self.res, self.use_fp16 = res, use_fp16
+        self.use_fp16, self.is_first = use_fp16, res == 4
         clamp = cfg.conv_clamp                 # every layer, not only the fp16 ones (release, StyleGAN2-ADA)
-        self.is_first = res == 4
         if self.is_first:
             # Fig 5: the learned constant, to which the tiled motion code v_t is concatenated,
             # so the first conv takes C_4 + D input channels.
@@ -508,11 +496,10 @@ class SynthesisNetwork(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         log_res = int(math.log2(cfg.resolution))
-        self.resolutions = [2 ** i for i in range(2, log_res + 1)]
         fp16_min = 2 ** max(log_res + 1 - cfg.num_fp16_res, 3)   # fp16 only in the top resolutions
         self.blocks = nn.ModuleList(
             SynthesisBlock(cfg, cfg.channels(max(r // 2, 4)), cfg.channels(r), r, use_fp16=r >= fp16_min)
-            for r in self.resolutions)
+            for r in [2 ** i for i in range(2, log_res + 1)])                     # 4, 8, ..., resolution
         self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES[cfg.amp_dtype]
 
     def forward(self, w: torch.Tensor, v: torch.Tensor, force_fp32: bool = False) -> torch.Tensor:
@@ -567,14 +554,12 @@ class Generator(nn.Module):
         t [B, k] float64 frame times. A worked example, delta^z = 16, t = [3, 17, 40]:
             j = floor(t / 16) = [0, 1, 2], j_first = 0, L = tokens_needed = (2 - 0) + 2 + 20 = 24
             tokens j = -20 ... 3  --F_m (two valid convs, kernel 11)-->  anchors u_0 ... u_3 (A = 4)
-            frame t = 40 reads anchors idx = j - j_first + [0, 1] = [2, 3]: its left u_2, its right u_3
-        """
+            frame t = 40 reads anchors idx = j - j_first + [0, 1] = [2, 3]: its left u_2, its right u_3"""
         B, k = t.shape
         j = torch.floor(t / self.cfg.motion_delta_z).long()     # [B, k] left anchors
-        j_first = j.min(dim=1, keepdim=True).values              # [B, 1]
+        j_local = j - j.min(dim=1, keepdim=True).values          # [B, k] j - j_first: u_j's index among the anchors
         params = self.motion(tokens)                             # 4 x [B, A, .]
-        idx = (j - j_first).reshape(B, k, 1, 1) + torch.arange(2, device=t.device).reshape(1, 1, 2, 1)
-        idx = idx.reshape(B, 2 * k, 1)                           # [B, 2k, 1]: left, right anchor per frame
+        idx = torch.stack([j_local, j_local + 1], dim=2).reshape(B, 2 * k, 1)   # [B, 2k, 1]: left, right per frame
         return [p.gather(1, idx.expand(-1, -1, p.shape[-1])).reshape(B * k, 2, -1) for p in params], j
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
@@ -631,8 +616,7 @@ class DiscriminatorBlock(nn.Module):
         x = x.to(low if self.use_fp16 else torch.float32)
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv0(x, self.affine(c)) if self.hyper else self.conv0(x)
-        x = self.conv1(x, gain=math.sqrt(0.5))
-        return y.add_(x)                                         # (skip + residual) / sqrt(2)
+        return y.add_(self.conv1(x, gain=math.sqrt(0.5)))       # (skip + residual) / sqrt(2)
 
 class Discriminator(nn.Module):
     """D(x_{t_1} ... x_{t_k}; delta) -> logit [B] (Sec 3.2, Fig 6), as drawn above: the backbone D_b on each frame
@@ -640,20 +624,18 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: Config, k: Optional[int] = None):
         super().__init__()
-        self.k = k = k or cfg.frames_per_clip
+        k = k or cfg.frames_per_clip
         self.cond = cfg.d_cond if k > 1 else "none"              # one frame has no time gap
         self.mbstd_group, self.mbstd_strided = cfg.mbstd_group, cfg.mbstd_strided
-        R = cfg.resolution
+        R, ch, clamp = cfg.resolution, cfg.d_channels, cfg.conv_clamp   # clamp: every conv (release, StyleGAN2-ADA)
         self.concat_res = min(cfg.d_concat_res, R)
-        self.cmap_dim = cfg.d_channels(4)      # c is as wide as the 4x4 features it is projected on (StyleGAN2)
+        self.cmap_dim = ch(4)                  # c is as wide as the 4x4 features it is projected on (StyleGAN2)
         time_encoder = ARCH_VARIANTS[cfg.arch].get("time_enc", TimeGapEncoder)          # (or the release's: Appx B)
         self.time_enc = time_encoder(k, self.cmap_dim, cfg) if self.cond != "none" else None
         fp16_min = R // 2 ** (cfg.num_fp16_res - 1)            # the top num_fp16_res resolutions, as in G
-        ch = cfg.d_channels
         # The paper concatenates each frame's features whole (Sec 3.2: 512k x 16 x 16); the release
         # halves their channels first (d_frame_div 2, its num_frames_div_factor).
         div = cfg.d_frame_div
-        clamp = cfg.conv_clamp                 # every conv, not only the fp16 ones (release, StyleGAN2-ADA)
         self.from_rgb = Conv2d(3, ch(R), 1, conv_clamp=clamp)
         self.blocks, self.block_res = nn.ModuleList(), [2 ** i for i in range(int(math.log2(R)), 2, -1)]
         for res in self.block_res:                                         # R, R/2, ..., 8
@@ -678,8 +660,7 @@ class Discriminator(nn.Module):
         G = min(self.mbstd_group, N)                             # (N % G == 0: check_batch_split)
         y = x.float().reshape(G, N // G, C, H, W).transpose(0, 1) if self.mbstd_strided \
             else x.float().reshape(N // G, G, C, H, W)           # [n, G, C, H, W]
-        y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()         # [n, C, H, W] std over the group
-        y = y.mean(dim=[1, 2, 3])                                # [n]
+        y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=[1, 2, 3])   # [n]: the group's std, mean over C, H, W
         y = (y.repeat(G) if self.mbstd_strided else y.repeat_interleave(G)).reshape(N, 1, 1, 1).expand(N, 1, H, W)
         return torch.cat([x.float(), y], dim=1)                  # [N, C+1, H, W]
 
@@ -687,8 +668,7 @@ class Discriminator(nn.Module):
         B, k = frames.shape[:2]
         c = self.time_enc(t) if self.time_enc is not None else None        # [B, cmap]
         low = self.amp_dtype or (torch.float16 if frames.is_cuda else torch.float32)   # as in SynthesisNetwork
-        x = frames.flatten(0, 1).to(low if self.blocks[0].use_fp16 else torch.float32)
-        x = self.from_rgb(x)                                     # [B*k, C, H, W]
+        x = self.from_rgb(frames.flatten(0, 1).to(low if self.blocks[0].use_fp16 else torch.float32))   # [B*k, C, H, W]
         c_frames = c.repeat_interleave(k, 0) if c is not None else None    # the clip's code, per frame
         for res, block in zip(self.block_res, self.blocks):
             if res == self.concat_res:                           # [B*k, C, 16, 16] -> [B, k*C, 16, 16]
@@ -715,8 +695,7 @@ def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time:
     Real clip: integer frames. A video longer than T is first cut to a random window of T frames (as the
     release does): every frame can be drawn, while t keeps the range [0, T) that fake clips have.
     Fake clip (`fractional`): t_1 is real in [0, window - 1 - span], as G is continuous in time; the
-    gaps, which D sees, keep the real clips' integer distribution.
-    """
+    gaps, which D sees, keep the real clips' integer distribution."""
     if k == 1:                                                   # --frames-per-clip 1: single frames
         span, offsets = 0, np.zeros(1)
     else:
@@ -751,8 +730,7 @@ def d_r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018) per real clip [B]: ||grad_x D(x)||^2 of each frame of real [B, k, 3, H, W],
     averaged over the k frames (the release's normalisation: gamma means per frame what it means per image in
     StyleGAN2, whatever k). create_graph: the penalty is differentiated again, w.r.t. D's weights, so every
-    op from x to the logit (the augmentation's warp, ModConv2d) must support double backward.
-    """
+    op from x to the logit (the augmentation's warp, ModConv2d) must support double backward."""
     grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)   # [B, k, 3, H, W]
     return grad.square().sum(dim=[2, 3, 4]).mean(dim=1)                      # [B, k] -> [B]
 
