@@ -850,8 +850,7 @@ def warp_bilinear_reflect(x, G_inv):
     B, N, H, W = x.shape
     coord = torch.float64 if x.dtype == torch.float64 else torch.float32  # positions in >= fp32
     G_inv = G_inv.to(device=x.device, dtype=coord)
-    ys = torch.arange(H, device=x.device, dtype=coord) + (0.5 - H / 2)   # [H] centred row positions
-    xs = torch.arange(W, device=x.device, dtype=coord) + (0.5 - W / 2)   # [W] centred column positions
+    ys, xs = (torch.arange(n, device=x.device, dtype=coord) + (0.5 - n / 2) for n in (H, W))   # [H], [W] centred
     gy, gx = torch.meshgrid(ys, xs, indexing='ij')                        # [H, W] each
     out_pos = torch.stack([gx, gy, torch.ones_like(gx)]).view(3, H * W)   # [3, H*W] homogeneous (x, y, 1)
     in_pos = G_inv @ out_pos                                              # [B, 3, H*W]
@@ -863,12 +862,9 @@ def warp_bilinear_reflect(x, G_inv):
     cols = [(_reflect_index(u0 + du, W), wu) for du, wu in ((0, 1 - fu), (1, fu))]      # left, right
 
     x_flat = x.reshape(B, N, H * W)                                       # [B, N, H, W] -> [B, N, H*W]
-    out = None
-    for (row, wv), (col, wu) in itertools.product(rows, cols):            # the 4 neighbours (not a loop over videos)
-        index = (row + col)[:, None, :].expand(B, N, H * W)               # [B, H*W] -> [B, N, H*W] (a view)
-        term = (wv * wu).to(x.dtype)[:, None, :] * x_flat.gather(2, index)   # [B, 1, H*W] * [B, N, H*W]
-        out = term if out is None else out + term
-    return out.view(B, N, H, W)                                           # [B, N, H*W] -> [B, N, H, W]
+    terms = ((wv * wu).to(x.dtype)[:, None, :] * x_flat.gather(2, (row + col)[:, None, :].expand(B, N, H * W))
+             for (row, wv), (col, wu) in itertools.product(rows, cols))   # the 4 neighbours: [B, 1, H*W] * [B, N, H*W]
+    return functools.reduce(torch.add, terms).view(B, N, H, W)            # summed in turn; -> [B, N, H, W]
 
 def augment(x, p, generator=None):
     """Video-consistent 'bgc': one random warp and colour transform per video, the same for all its frames.
@@ -883,17 +879,15 @@ def augment(x, p, generator=None):
         x = warp_bilinear_reflect(x.reshape(B, k * Ch, H, W), G_inv).view(B, k, Ch, H, W)   # frames as channels (k*C)
     if torch.equal(C, torch.eye(4, device=C.device).expand_as(C)):        # no colour op fired
         return x
-    M = C[:, :3, :3].to(device=x.device, dtype=x.dtype)                  # [B, 3, 3] linear part, for all k frames
-    o = C[:, :3, 3].to(device=x.device, dtype=x.dtype)                    # [B, 3] offset
+    M, o = C[:, :3].to(device=x.device, dtype=x.dtype).split([3, 1], dim=2)   # [B, 3, 3] linear part, [B, 3, 1] offset
     if Ch == 1:                                                           # grey g -> (g, g, g) -> C -> mean
         return x * M.sum(dim=2).mean(dim=1).view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
-    rgb = M[:, None] @ x.reshape(B, k, 3, H * W) + o[:, None, :, None]    # [B, 1, 3, 3] @ [B, k, 3, H*W]
+    rgb = M[:, None] @ x.reshape(B, k, 3, H * W) + o[:, None]            # [B, 1, 3, 3] @ [B, k, 3, H*W], all k frames
     return rgb.view(B, k, 3, H, W)
 
 class VideoAugment:
-    """`--aug`: 'none' is a no-op, 'fixed' augments with the constant p_init, 'ada' with the controller above.
-    `accumulate(real_logits)` on every D pass over reals (the main one and R1's, as StyleGAN2-ADA counts them);
-    `step(global videos per step, all_reduce)` once per D step (the sums stay on the logits' device)."""
+    """`--aug`: 'none' is a no-op, 'fixed' augments with the constant p_init, 'ada' with the controller above, from the
+    real logits of every D pass (the main one and R1's, as StyleGAN2-ADA), summed on their device by `accumulate`."""
 
     def __init__(self, mode='ada', p_init=0.0, target=0.6, ada_kimg=100, interval=4):
         self.mode, self.target, self.ada_kimg, self.interval = mode, float(target), float(ada_kimg), int(interval)
@@ -910,7 +904,7 @@ class VideoAugment:
         self._acc[1] += real_logits.numel()
 
     def step(self, batch_size, all_reduce=None):
-        """Count one D step; on every `interval`-th one ('ada' only) update p and return True."""
+        """Once per D step, of batch_size videos in all: every `interval`-th ('ada' only) updates p and returns True."""
         self.num_steps += 1
         if self.mode != 'ada' or self.num_steps % self.interval:
             return False
@@ -971,9 +965,8 @@ class ClipDataset(torch.utils.data.Dataset):
 
 # ------------------------------------------------------------------------------------------------
 # §12 Training loop (Sec 3.3, 4.1, Appx B; StyleGAN2-ADA's schedule)
-# One step = a G update, a D update, every 16th step an extra D update on R1 (lazy regularization),
-# the G_ema update and every 4th step the ADA update. Progress is counted in real frames shown to D
-# (kimg = 1000 frames; a step shows batch * k frames).
+# One step = a G update, a D update, every 16th step an extra D update on R1 (lazy regularization), the G_ema update and
+# every 4th step the ADA update. Progress is counted in real frames shown to D (kimg = 1000 frames; a step: batch * k).
 #
 # Every random draw of a step (latents, clip times, motion tokens, which real clips) comes from a generator seeded by
 # (seed, step, purpose) and is drawn for the GLOBAL batch, of which each process takes its rows. So a resumed run
@@ -1020,8 +1013,7 @@ def sync_grads(module: nn.Module, dist: Dist) -> int:
     """Average gradients over processes; NaN -> 0 and +-Inf -> +-1e5, as StyleGAN2-ADA and the release
     (an infinite gradient keeps its sign, clipped to a large step). Returns the number non-finite."""
     params = [p for p in module.parameters() if p.grad is not None]     # (never empty: called after a backward)
-    flat = torch.cat([p.grad.flatten() for p in params])
-    dist.all_reduce(flat).div_(dist.world)
+    flat = dist.all_reduce(torch.cat([p.grad.flatten() for p in params])).div_(dist.world)   # the mean over processes
     bad = int((~torch.isfinite(flat)).sum())
     torch.nan_to_num_(flat, nan=0, posinf=1e5, neginf=-1e5)
     for p, g in zip(params, flat.split([p.numel() for p in params])):
@@ -1029,9 +1021,8 @@ def sync_grads(module: nn.Module, dist: Dist) -> int:
     return bad
 
 class Trainer:
-    """Holds G, G_ema, D, their optimizers and the augmentation; `step()` does one training step.
-    video_lengths: the frames of each usable video of the dataset, which fake clips are drawn inside
-    (fake_clip_times); None: videos of T frames (benchmarks on random data)."""
+    """G, G_ema, D, their optimizers and the augmentation; `step()` does one training step. video_lengths: each usable
+    video's frames, fake clips are drawn inside them (fake_clip_times); None: T-frame videos (benchmarks on noise)."""
 
     def __init__(self, cfg: Config, dist: Dist, seed: int = 0, video_lengths=None):
         self.cfg, self.dist, self.seed = cfg, dist, seed
@@ -1060,10 +1051,9 @@ class Trainer:
         cfg, B, k, dev = self.cfg, self.cfg.batch, self.cfg.frames_per_clip, self.dist.device
         g = step_rng(self.seed, self.step_idx, purpose, torch_rng=True)
         t = fake_clip_times(cfg, step_rng(self.seed, self.step_idx, purpose), B, k, self.video_lengths)
-        z = torch.randn(B, cfg.z_dim, generator=g)
         L = Generator.tokens_needed(t, cfg.motion_delta_z, self.G.motion.context)
-        tokens = torch.randn(B, L, cfg.motion_dim, generator=g)[self.rows].to(dev)
-        return z[self.rows].to(dev), t[self.rows].to(dev), tokens
+        z, tokens = torch.randn(B, cfg.z_dim, generator=g), torch.randn(B, L, cfg.motion_dim, generator=g)   # z first
+        return tuple(x[self.rows].to(dev) for x in (z, t, tokens))
 
     def _augment(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
         """ADA with this step's generator, per process (or all would augment alike), apart from _latents' streams
@@ -1135,9 +1125,8 @@ class Trainer:
         (20 at 64 videos, StyleGAN2-ADA's batch * 10 / 32); with ema_rampup at most rampup * videos so far
         (StyleGAN2-ADA's 'auto' 0.05; the release and the paper presets have none)."""
         cfg = self.cfg
-        ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 64
-        if cfg.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, self.nvid * cfg.ema_rampup)
+        ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 64                      # the half-life in videos
+        ema_nimg = ema_nimg if cfg.ema_rampup is None else min(ema_nimg, self.nvid * cfg.ema_rampup)
         beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
         with torch.no_grad():
             for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
@@ -1180,10 +1169,9 @@ def train(cfg: Config, data_path: str, outdir: str, dist: Dist, seed: Optional[i
     # Workers are spawned, not forked: a fork of a process whose torch threads hold a lock can hang.
     item_seeds = (step_rng(trainer.seed, step, "real").integers(0, 2 ** 62, size=cfg.batch).tolist()[trainer.rows]
                   for step in itertools.count(trainer.step_idx))        # [b] seeds a step
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=item_seeds,
-        num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=GracefulStop.ignore, multiprocessing_context="spawn" if workers > 0 else None)
+    spawned = dict(persistent_workers=True, prefetch_factor=4, multiprocessing_context="spawn") if workers > 0 else {}
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=item_seeds, num_workers=workers,
+                                         worker_init_fn=GracefulStop.ignore, **spawned)
     total = int(cfg.kimg * 1000)                                 # real frames shown to D (nimg)
     bar = tqdm(total=round(cfg.kimg, 3), unit="kimg", disable=not (progress and dist.main) or trainer.nimg >= total,
                initial=round(min(trainer.nimg, total) / 1000, 3),
@@ -1269,9 +1257,8 @@ def anchor_params(G, motion, t, cache: Optional[dict] = None):
         if (block := cache.get(key := (motion, b))) is None:
             lo = b * nb - ctx                                              # the block's first token
             tokens = motion_tokens(seed, lo, nb + ctx, D)
-            a, e = max(first, lo), min(first + len(given), lo + nb + ctx)  # the given ones in this block
-            if a < e:
-                tokens[a - lo:e - lo] = given[a - first:e - first].cpu()
+            a, e = max(first, lo), max(first, lo, min(first + len(given), lo + nb + ctx))   # the given ones here
+            tokens[a - lo:e - lo] = given[a - first:e - first].cpu()       # (none here: a == e, both slices empty)
             block = [p[0] for p in G.motion(tokens[None].to(G.mapping.w_avg.device))]   # 4 x [nb, D]
             if len(cache) >= 256:                                          # bounded: memory stays flat; a dict
                 cache.pop(next(iter(cache)))                               # keeps insertion order: the oldest goes
@@ -1287,10 +1274,9 @@ def render_frames(G, w: torch.Tensor, motion_seeds, t: torch.Tensor, cache=None,
     device, B, T = G.mapping.w_avg.device, w.shape[0], len(t)
     per_video = [anchor_params(G, ms, t, cache) for ms in motion_seeds]              # B x (4 x [T, 2, D], j [T])
     anchors = [torch.cat([pv[0][i] for pv in per_video]) for i in range(4)]       # 4 x [B*T, 2, D]
-    jj, tt = per_video[0][1].to(device).repeat(B), torch.as_tensor(t).double().to(device).repeat(B)   # [B*T]
-    ww = w.repeat_interleave(T, 0)                                       # [B*T, w_dim]
-    img = _in_row_blocks(lambda r: G.frames_from_anchors(ww[r], [a[r] for a in anchors], jj[r], tt[r], force_fp32),
-                         torch.arange(B * T, device=device))             # [B*T] row indices
+    j, t = per_video[0][1].to(device), torch.as_tensor(t).double().to(device)   # [T]; row r: video r // T, time r % T
+    img = _in_row_blocks(lambda r: G.frames_from_anchors(w[r // T], [a[r] for a in anchors], j[r % T], t[r % T],
+                                                         force_fp32), torch.arange(B * T, device=device))   # [B*T] rows
     return img.reshape(B, T, *img.shape[1:])                             # [B, T, 3, H, W]
 
 def render_videos(G, content_seeds, t: torch.Tensor, motion_seeds=None, truncation: float = 1.0):
@@ -1313,9 +1299,8 @@ def sample(G: Generator, out: str, seconds: float, fps: float, data_fps: float, 
     training frames: another fps samples the same continuous video more or less densely. Memory is flat in the
     length: `batch` time steps a chunk, and a bounded cache of anchor blocks, each computed once as t walks on."""
     motion_seeds = list(seeds) if motion_seeds is None else list(motion_seeds)
-    n_frames = max(1, int(round(seconds * fps)))
+    n_frames, cache = max(1, int(round(seconds * fps))), {}      # cache: anchor blocks, kept from chunk to chunk
     w = content_codes(G, list(seeds), truncation) if w is None else w   # [B, w_dim], once per video
-    cache: dict = {}
     with FrameSink(out, fps) as sink, tqdm(total=n_frames, unit="frame", disable=not progress,
                                            desc=os.path.basename(out)) as bar:
         for i in range(0, n_frames, batch):
@@ -1346,12 +1331,11 @@ def project(G, target: torch.Tensor, times, steps: int = 300, motion: bool = Tru
     dev, dz, ctx = G.mapping.w_avg.device, G.cfg.motion_delta_z, G.motion.context
     gen = torch.Generator().manual_seed(motion_seed)
     ws = G.mapping(torch.randn(4096, G.cfg.z_dim, generator=gen).to(dev)).detach()   # for w_avg, w's spread (a number)
-    w_avg, w_std = ws.mean(0), (ws - ws.mean(0)).square().sum(1).mean().sqrt()
+    w, w_std = ws.mean(0).requires_grad_(), (ws - ws.mean(0)).square().sum(1).mean().sqrt()   # w starts at w_avg
     t = torch.as_tensor(times, dtype=torch.float64).reshape(1, -1).to(dev)           # [1, T]
     first = int(torch.floor(t.min() / dz)) - ctx                # tokens first ... : every frame's 2 anchors
     tokens = motion_tokens(motion_seed, first, G.tokens_needed(t, dz, ctx), G.cfg.motion_dim).to(dev)
-    w, tokens = w_avg.clone().requires_grad_(), tokens.requires_grad_(motion)
-    opt, target = torch.optim.Adam([w, tokens] if motion else [w]), target.to(dev)
+    opt, target = torch.optim.Adam([w, tokens.requires_grad_()] if motion else [w]), target.to(dev)
     best, done = (math.inf, w.detach().clone(), tokens.detach().clone()), 0
     with contextlib.suppress(KeyboardInterrupt):
         for done in tqdm(range(steps), desc="project", unit="step", disable=not progress):
