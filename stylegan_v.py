@@ -2042,16 +2042,12 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         raise UserError(f"{file}: " + ("not a regular file" if os.path.lexists(file) else f"no such {kind}"))
     if kind == "projection" and os.path.getsize(file) > 2 ** 28:   # project's: 64 frames' tokens, < 70 MB
         raise UserError(f"{file}: not a projection: {os.path.getsize(file):,} bytes, more than project writes")
-    try:                                                         # torch.save writes zips; a bare pickle: a snapshot?
-        with open(file, "rb") as f:
-            if f.read(1) == b"\x80" and not zipfile.is_zipfile(file):
-                return import_release_snapshot(file)
-            with contextlib.suppress(Exception):                 # (not a zip, a damaged one: torch.load says so)
-                infos = zipfile.ZipFile(f).infolist()
-    except OSError as e:
-        raise UserError(f"{file}: cannot read ({error_reason(e, file)})") from None
-    names, declared = [i.filename for i in infos], sum(i.file_size for i in infos)
-    if declared > os.path.getsize(file):                   # torch.save stores its records whole, never compressed
+    with open(file, "rb") as f:                                  # torch.save writes zips; a bare pickle: a snapshot?
+        if f.read(1) == b"\x80" and not zipfile.is_zipfile(file):   # (an OSError: said by _exit_on_error, its file)
+            return import_release_snapshot(file)
+        with contextlib.suppress(Exception):                     # (not a zip, a damaged one: torch.load says so)
+            infos = zipfile.ZipFile(f).infolist()
+    if (declared := sum(i.file_size for i in infos)) > os.path.getsize(file):   # torch.save's: whole, never compressed
         raise UserError(f"{file}: not a StyleGAN-V {kind}: its records declare {declared:,} bytes, more than its "
                         f"{os.path.getsize(file):,} (a zip bomb?): refused unread")
     with contextlib.suppress(Exception):                   # every record's CRC (torch.load checks none); a zip
@@ -2065,8 +2061,7 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         if isinstance(e, MemoryError) or "can't allocate memory" in str(e):   # the CPU allocator's: said as memory
             raise
         # Only a class named ("Unsupported global") means Python objects; random bytes: "Unsupported operand".
-        why = ("it is a dataset (prepare_data.py's zip: pass it as --data)" if "dataset.json" in names else
-               "it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
+        why = ("it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
                if isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower() else
                error_reason(e, file) if isinstance(e, OSError) and e.errno != errno.EINVAL else   # (a cut zip: EINVAL)
                f"not a file torch.save wrote{' (nor an authors snapshot)' * (kind == 'checkpoint')}, or truncated")
@@ -2446,10 +2441,8 @@ def check_config(fields: dict) -> Config:
 
 def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
     """Videos per process: the global batch splits evenly, each share into mbstd groups."""
-    if batch % world:
-        raise UserError(f"--batch {batch} is not divisible by the number of processes ({world})")
-    if (local := batch // world) % min(mbstd_group, local):
-        raise UserError(f"--batch {batch}: {local} videos a process, not a multiple of the mbstd group ({mbstd_group})")
+    if batch % world or (local := batch // world) % min(mbstd_group, local):
+        raise UserError(f"--batch {batch}: {batch / world:g} videos a process, not whole mbstd groups ({mbstd_group})")
     return local
 
 def available_memory(device: torch.device, ulimit: bool = False) -> Optional[int]:
@@ -2559,11 +2552,8 @@ def cmd_project(args) -> None:
     if not args.out.endswith(".pt"):
         raise UserError(f"--out {args.out}: a projection is a .pt file")
     check_writable(args.out)                                     # before the work
-    if os.path.exists(args.out):                                 # it replaces a projection, never a checkpoint
-        try:
-            load_projection(args.out)
-        except UserError:
-            raise UserError(f"--out {args.out}: exists and is not a projection (choose another name)") from None
+    if os.path.exists(args.out):                                 # it replaces a projection, never a checkpoint:
+        load_projection(args.out)                                # anything else there is "not a projection"
     G, cfg = load_generator(args.ckpt, device)
     try:
         frames, fps, more = pd.read_clip(path, cfg.resolution)   # uint8 [T, R, R, 3], T <= 64
@@ -2778,14 +2768,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _exit_on_error(e: BaseException, quiet: bool = False) -> None:
     """The one way out: a UserError, OSError or out of memory is ONE line, exit 2; Ctrl-C 130; a bug: its traceback."""
-    oom = isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)   # (CPU's)
-    if not (oom or isinstance(e, (KeyboardInterrupt, UserError, OSError))):
-        raise e
-    if oom:                                       # (a GPU's, the host's, or a ulimit -v: allocations fail)
-        gpu = "GPU " * isinstance(e, torch.OutOfMemoryError)
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e):   # (CPU's)
+        gpu = "GPU " * isinstance(e, torch.OutOfMemoryError)     # (a GPU's, the host's, a ulimit -v's)
         e = UserError(f"out of {gpu}memory ({_first_line(e)[:120]}): lower --batch")
     elif isinstance(e, OSError):                  # said as a UserError: its file, the OS's reason
         e = UserError(f"{e.filename}: " * bool(e.filename) + error_reason(e))
+    elif not isinstance(e, (KeyboardInterrupt, UserError)):      # a bug (a SystemExit too): as it is
+        raise e
     if not quiet:
         print("stylegan_v.py:", "interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {e}", file=sys.stderr)
     sys.exit(130 if isinstance(e, KeyboardInterrupt) else 2)
