@@ -1804,9 +1804,8 @@ def plot_curves(curves: dict, ylabel: str, xlabel="kimg (thousands of real frame
     for i, (label, c) in enumerate(curves.items()):              # the legend: each label in its curve's colour
         points = [(px(x), py(y)) for x, y in c]
         draw.line(points, fill=colours[i % 6], width=2)
-        if len(points) <= 100:                                   # few points (FVD at snapshots): a dot each
-            for x, y in points:
-                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colours[i % 6])
+        for x, y in points if len(points) <= 100 else []:       # few points (FVD at snapshots): a dot each
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colours[i % 6])
         draw.text((W - right - 8, top + 12 + 14 * i), label, fill=colours[i % 6], anchor="rm")
     return np.asarray(img)
 
@@ -2061,7 +2060,8 @@ def load_checkpoint(path: str, kind: str = "checkpoint") -> dict:
         if isinstance(e, MemoryError) or "can't allocate memory" in str(e):   # the CPU allocator's: said as memory
             raise
         # Only a class named ("Unsupported global") means Python objects; random bytes: "Unsupported operand".
-        why = ("it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
+        why = ("it is a dataset (pass it as --data)" if "dataset.json" in [i.filename for i in infos] else
+               "it holds pickled Python objects, not only plain data (refused unread: unpickling could run code)"
                if isinstance(e, pickle.UnpicklingError) and "unsupported global" in str(e).lower() else
                error_reason(e, file) if isinstance(e, OSError) and e.errno != errno.EINVAL else   # (a cut zip: EINVAL)
                f"not a file torch.save wrote{' (nor an authors snapshot)' * (kind == 'checkpoint')}, or truncated")
@@ -2396,20 +2396,20 @@ def _train_worker(rank: int, world: int, args, cfg: Config, init_method: Optiona
 # anything of that size is built. Wide (the paper's are far inside) but finite: 10^6 mapping layers is no model.
 _I, _F, _OFF = (int,), (int, float), (int, float, type(None))          # _OFF: a number, or None (off)
 CONFIG_RANGES = dict(
-    resolution=(_I, 8, 2048), fps=(_F, 1e-3, 1000), z_dim=(_I, 1, 4096), w_dim=(_I, 1, 4096),
-    motion_dim=(_I, 1, 4096), mapping_layers=(_I, 1, 16), channel_base=(_I, 1, 2 ** 20), channel_max=(_I, 1, 4096),
-    motion_delta_z=(_I, 1, 2 ** 16), motion_kernel=(_I, 1, 64), motion_layers=(_I, 1, 16),
-    period_min=(_F, 1e-3, 1e9), period_max=(_F, 1e-3, 1e9), time_enc_dim=(_I, 1, 4096), num_fp16_res=(_I, 0, 16),
-    conv_clamp=(_OFF, 1e-3, 1e9), d_channel_base=(_I, 1, 2 ** 20), d_channel_max=(_I, 1, 4096),
-    d_concat_res=(_I, 4, 2048), d_time_dim=(_I, 1, 4096), d_frame_div=(_I, 1, 64), mbstd_group=(_I, 1, 64),
-    batch=(_I, 1, 65536), frames_per_clip=(_I, 1, 33), max_span=(_I, 1, 2 ** 16), max_time=(_I, 1, 2 ** 20),
-    lr=(_F, -1, 1), r1_gamma=(_F, -1, 1e4), r1_interval=(_I, 1, 10 ** 4), g_reg_interval=(_I, 0, 10 ** 4),
-    ema_kimg=(_F, 1e-6, 1e6), ema_rampup=(_OFF, 1e-6, 1e6), aug_p=(_F, 0, 1), ada_target=(_F, 0, 1),
-    ada_kimg=(_F, 1e-6, 1e6), kimg=(_F, 1e-6, 1e6), snap=(_OFF, 1e-6, 1e6), tick=(_F, 1e-6, 1e6),
+    fps=(_F, 1e-3, 1000), z_dim=(_I, 1, 4096), w_dim=(_I, 1, 4096), motion_dim=(_I, 1, 4096),
+    mapping_layers=(_I, 1, 16), channel_base=(_I, 1, 2 ** 20), channel_max=(_I, 1, 4096),
+    motion_delta_z=(_I, 1, 2 ** 16), motion_kernel=(_I, 1, 64), motion_layers=(_I, 1, 16), period_min=(_F, 1e-3, 1e9),
+    period_max=(_F, 1e-3, 1e9), time_enc_dim=(_I, 1, 4096), num_fp16_res=(_I, 0, 16), conv_clamp=(_OFF, 1e-3, 1e9),
+    d_channel_base=(_I, 1, 2 ** 20), d_channel_max=(_I, 1, 4096), d_time_dim=(_I, 1, 4096), d_frame_div=(_I, 1, 64),
+    mbstd_group=(_I, 1, 64), batch=(_I, 1, 65536), frames_per_clip=(_I, 1, 33), max_span=(_I, 1, 2 ** 16),
+    max_time=(_I, 1, 2 ** 20), lr=(_F, -1, 1), r1_gamma=(_F, -1, 1e4), r1_interval=(_I, 1, 10 ** 4),
+    g_reg_interval=(_I, 0, 10 ** 4), ema_kimg=(_F, 1e-6, 1e6), ema_rampup=(_OFF, 1e-6, 1e6), aug_p=(_F, 0, 1),
+    ada_target=(_F, 0, 1), ada_kimg=(_F, 1e-6, 1e6), kimg=(_F, 1e-6, 1e6), snap=(_OFF, 1e-6, 1e6), tick=(_F, 1e-6, 1e6),
     metric_videos=((int, type(None)), 2, 100000))
 CONFIG_CHOICES = dict(preset=PRESETS, arch=ARCH_VARIANTS, amp_dtype=AMP_DTYPES, d_cond=("hyper", "concat", "none"),
                       span_dist=("uniform", "release"), aug=("ada", "fixed", "none"), mirror=(True, False),
-                      mbstd_strided=(True, False))
+                      mbstd_strided=(True, False), resolution=[2 ** k for k in range(3, 12)],   # powers of two
+                      d_concat_res=[2 ** k for k in range(2, 12)])
 
 def check_config(fields: dict) -> Config:
     """A dict of Config fields -> the Config, or a ValueError naming the first field that is wrong."""
@@ -2420,8 +2420,6 @@ def check_config(fields: dict) -> Config:
         if not isinstance(v, types) or isinstance(v, bool) or not (v is None or lo <= v <= hi):   # (nan, inf fail)
             raise ValueError(f"{name} must be {'an integer' if int in types and float not in types else 'a number'} "
                              f"in [{lo:g}, {hi:g}]{' or null' * (type(None) in types)}, got {reprlib.repr(v)}")
-        if name in ("resolution", "d_concat_res") and v & (v - 1):
-            raise ValueError(f"{name} must be a power of two, got {v}")
     for name, choices in CONFIG_CHOICES.items():
         v = getattr(cfg, name)
         if not any(type(v) is type(c) and v == c for c in choices):      # (a bool, not 0 or 1)
@@ -2439,10 +2437,10 @@ def check_config(fields: dict) -> Config:
         raise ValueError(f"d_frame_div {cfg.d_frame_div} needs a resolution above d_concat_res {cfg.d_concat_res}")
     return cfg
 
-def check_batch_split(batch: int, world: int, mbstd_group: int) -> int:
+def check_batch_split(batch: int, world: int, group: int) -> int:
     """Videos per process: the global batch splits evenly, each share into mbstd groups."""
-    if batch % world or (local := batch // world) % min(mbstd_group, local):
-        raise UserError(f"--batch {batch}: {batch / world:g} videos a process, not whole mbstd groups ({mbstd_group})")
+    if batch % world or (local := batch // world) % min(group, local):
+        raise UserError(f"--batch {batch}/{world} processes = {batch / world:g}: not whole mbstd groups ({group})")
     return local
 
 def available_memory(device: torch.device, ulimit: bool = False) -> Optional[int]:
@@ -2509,6 +2507,8 @@ def cmd_sample(args) -> None:
         raise UserError(f"--from {args.proj} renders its one projected video: not with --num, --seed or --preset")
     if args.ckpt and args.preset:
         raise UserError("--preset picks an untrained generator's architecture, but --ckpt brings its own")
+    if proj and not args.ckpt and not os.path.exists(proj["ckpt"]):
+        raise UserError(f"{args.proj}: its checkpoint {proj['ckpt']} is gone (moved?): pass it with --ckpt")
     args.ckpt, seed = args.ckpt or (proj and proj["ckpt"]), args.seed or 0
     if args.ckpt:
         (G, cfg), source = load_generator(args.ckpt, device), checkpoint_path(args.ckpt)
@@ -2552,8 +2552,11 @@ def cmd_project(args) -> None:
     if not args.out.endswith(".pt"):
         raise UserError(f"--out {args.out}: a projection is a .pt file")
     check_writable(args.out)                                     # before the work
-    if os.path.exists(args.out):                                 # it replaces a projection, never a checkpoint:
-        load_projection(args.out)                                # anything else there is "not a projection"
+    if os.path.exists(args.out):                                 # it replaces a projection, never a checkpoint
+        try:
+            load_projection(args.out)
+        except UserError:
+            raise UserError(f"--out {args.out}: exists and is not a projection (choose another name)") from None
     G, cfg = load_generator(args.ckpt, device)
     try:
         frames, fps, more = pd.read_clip(path, cfg.resolution)   # uint8 [T, R, R, 3], T <= 64

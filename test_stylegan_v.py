@@ -782,7 +782,7 @@ def test_training_runs_without_tf32(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("change, said", [
     (dict(mapping_layers=10 ** 6), "mapping_layers must be an integer in [1, 16], got 1000000"),
-    (dict(resolution=4096), "resolution must be an integer in [8, 2048], got 4096"),
+    (dict(resolution=4096), "resolution must be one of 8, 16, 32, 64, 128, 256, 512, 1024, 2048, got 4096"),
     (dict(z_dim=-5), "z_dim must be an integer in [1, 4096], got -5"),
     (dict(channel_base="wide"), "channel_base must be an integer"),
     (dict(arch="evil"), "arch must be one of paper, release, got 'evil'"),
@@ -807,7 +807,7 @@ def test_resume_refuses_a_non_checkpoint_never_suggesting_unsafe_loading_and_pla
     data = write_dataset(tmp_path / "d.zip")                               # --data and --ckpt mixed up
     for name, what in [("pickled.pt", "pickled Python objects"), ("text.pt", "not a file torch.save wrote"),
                        ("random.pt", "not a file torch.save wrote"), ("d.zip", "d.zip: not a StyleGAN-V checkpoint: "
-                                                                               "not a file torch.save wrote")]:
+                                                                               "it is a dataset")]:
         with pytest.raises(sv.UserError) as e:
             sv.load_checkpoint(str(tmp_path / name))
         assert what in str(e.value) and "weights_only" not in str(e.value), str(e.value)
@@ -966,7 +966,7 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     sv.main(["project", "--ckpt", "a.pt", "--target", "still.png", "--steps", "1", "--out", "long.pt", "--device", "cpu"])
     assert "wrote long.pt (replacing the previous projection): 1 frame(s)" in capsys.readouterr().err
     os.rename("a.pt", "moved.pt")                                 # the checkpoint a projection names, moved
-    assert_refused(["sample", "--from", "proj.pt", "--out", "w"], ["a.pt: no such checkpoint"], capsys)
+    assert_refused(["sample", "--from", "proj.pt", "--out", "w"], ["a.pt is gone (moved?): pass it with --ckpt"], capsys)
 
 @pytest.mark.parametrize("make, target, said", [
     (lambda: None, "none.png", "none.png: no such file or folder"),
@@ -975,7 +975,7 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     (lambda: os.mkdir("empty"), "empty", "empty: no frames in it"),
     (lambda: None, "--out x.mp4", "--out x.mp4: a projection is a .pt file"),
     (lambda: None, "--out no/x.pt", "no/x.pt: cannot write here (No such file or directory)"),   # before the work
-    (lambda: None, "--out a.pt", "a.pt: not a projection: its 'projection' is missing"),   # its --ckpt
+    (lambda: None, "--out a.pt", "--out a.pt: exists and is not a projection (choose another name)"),   # its --ckpt
     (lambda: huge_png(Path("bomb.png"), 60000, 60000), "bomb.png", "bomb.png: not a readable image or clip (Image size (3600000000 pixels) exceeds"),
     (lambda: Image.fromarray(np.ones((8, 8), np.float32)).save("f.tif"), "f.tif", "frame f.tif is a 32-bit float"),
     (lambda: os.mkfifo("fifo.png"), "fifo.png", "fifo.png: not a file or a folder"),    # (never opened: it would block)
@@ -1113,7 +1113,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("--metrics fvd128", "--metrics fvd128: needs videos of at least 128 frames; the longest in"),
         ("--metric-videos 8", "--metric-videos is for --metrics: add one"),
         ("--frames-per-clip 20", "frames_per_clip 20 spans more than max_span 16"),
-        ("--batch 6", "--batch 6: 6 videos a process, not whole mbstd groups (4)"),
+        ("--batch 6", "--batch 6/1 processes = 6: not whole mbstd groups (4)"),
         ("--device meta", "--device meta: not a device this program runs on"),       # (it trained on the CPU)
         ("--device mps", "--device mps: not a device this program runs on"),
         ("--batch 65536", "a training step at 16^2 with --batch 65536 needs about")]],   # (6 GB, then on)
@@ -1127,7 +1127,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
     *[_row("train --data d.zip --preset tiny --outdir run --dry-run " + flags, needle, marks=marks)
       for flags, needle, marks in [
           ("--gpus 4", "CUDA device", [pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has GPUs")]),
-          ("--gpus 3 --device cpu", "videos a process, not whole", []),
+          ("--gpus 3 --device cpu", "--batch 8/3 processes = 2.66667: not whole", []),
           ("--resume ffs.pt", "ffs.pt: the checkpoint has preset 'ffs', this run 'tiny'", []),
           ("--resume step-5.pt", "step-5.pt: a checkpoint with impossible counters", []),
           ("--resume seed.pt", "seed.pt: a checkpoint with impossible counters", [])]],
