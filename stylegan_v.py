@@ -1844,7 +1844,8 @@ def cmd_plot(args) -> None:
     curves = {}
     for run in args.runs:
         path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
-        label, rows = os.path.basename(os.path.normpath(run)), {}                   # rows: {kimg: value}
+        label = Path(path).absolute().parent.name                # the run's folder; a name taken twice: the path
+        label, rows = os.path.normpath(run) if label in curves else label, {}       # rows: {kimg: value}
         if not os.path.isfile(path):                             # (a FIFO is not read: it could block)
             raise UserError(f"{run}: no log.jsonl (a run directory written by `train`, or its log.jsonl)")
         for number, record in read_log(path):

@@ -1605,9 +1605,15 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
     log += '{"kimg": 12, "fvd'                                   # and its last line, torn by a kill: skipped
     (tmp_path / "log.jsonl").write_text(log)
     sv.main(["plot", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "curve.jpg")])   # a JPEG, by its name
-    assert capsys.readouterr().out.splitlines()[:2] == ["log.jsonl: 1 value(s) not drawn (not finite, or beyond 1e12)",
-                                                        "log.jsonl: 0 kimg 9.0  5 kimg 7.0  10 kimg 4.0"]
+    assert capsys.readouterr().out.splitlines()[:2] == [f"{tmp_path.name}: 1 value(s) not drawn (not finite, or beyond 1e12)",
+                                                        f"{tmp_path.name}: 0 kimg 9.0  5 kimg 7.0  10 kimg 4.0"]
     assert (tmp_path / "curve.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    for run in ("a", "b/a"):                                     # runs of one name: a curve each, by its path
+        os.makedirs(tmp_path / run)
+        (tmp_path / run / "log.jsonl").write_text(log)
+    sv.main(["plot", str(tmp_path / "a"), str(tmp_path / "b" / "a" / "log.jsonl"), "--out", str(tmp_path / "c.png")])
+    assert [line.split(": ")[0] for line in capsys.readouterr().out.splitlines()[1::2]] == [
+        "a", str(tmp_path / "b" / "a" / "log.jsonl")]
 
 @pytest.mark.parametrize("log, flags, needle", [
     (b'{"kimg": 1.0, "loss_G": 1.0}\n', "", "no 'fvd16' values (--metric: a key of its lines, as loss_G; FVD: "
