@@ -317,15 +317,14 @@ class ModConv2d(Conv2d):
             s = s / s.norm(float("inf"), dim=1, keepdim=True)
         d = demod_coefficients(w, s) if self.demodulate else None  # [N, O]
         x = x * s.to(x.dtype)[:, :, None, None]                  # modulate: [N, I, H, W]
-        wx = w.to(x.dtype)
         if self.up:
             # Transposed conv with stride 2 == zero-stuffing then a 3x3 *convolution* (flipped
             # kernel), at a quarter of the cost. StyleGAN2 up-samples with a true convolution too
             # (flip_weight=False) while its other layers correlate, so its weights load unchanged.
-            y = F.conv_transpose2d(x, wx.transpose(0, 1), stride=2)       # [N, O, 2H+1, 2W+1]
+            y = F.conv_transpose2d(x, w.to(x.dtype).transpose(0, 1), stride=2)  # [N, O, 2H+1, 2W+1]
             y = fir2d(y, self.fir, (1, 1, 1, 1), gain=4.0)       # [N, O, 2H, 2W]
         else:
-            y = F.conv2d(x, wx, padding=self.kernel // 2)        # [N, O, H, W]
+            y = F.conv2d(x, w.to(x.dtype), padding=self.kernel // 2)   # [N, O, H, W]
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None   # scaled with the gain (StyleGAN2)
         return fused_epilogue(y, d, self.bias, self.act, ACT_GAIN[self.act] * gain, clamp)
 
@@ -337,8 +336,7 @@ class MappingNetwork(nn.Module):
     slower than S, so the space of w does not drift under the layers that read it. w_avg, a running mean of w
     (beta 0.995), serves the truncation trick w_avg + psi (w - w_avg)."""
 
-    def __init__(self, z_dim: int, w_dim: int, num_layers: int = 2, lr_mul: float = 0.01,
-                 w_avg_beta: float = 0.995):
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int = 2, lr_mul: float = 0.01, w_avg_beta: float = 0.995):
         super().__init__()
         dims = [z_dim] + [w_dim] * num_layers
         self.layers = nn.Sequential(*(FC(a, b, act="lrelu", lr_mul=lr_mul) for a, b in zip(dims, dims[1:])))
@@ -629,24 +627,22 @@ class Discriminator(nn.Module):
         self.mbstd_group, self.mbstd_strided = cfg.mbstd_group, cfg.mbstd_strided
         R, ch, clamp = cfg.resolution, cfg.d_channels, cfg.conv_clamp   # clamp: every conv (release, StyleGAN2-ADA)
         self.concat_res = min(cfg.d_concat_res, R)
-        self.cmap_dim = ch(4)                  # c is as wide as the 4x4 features it is projected on (StyleGAN2)
+        self.cmap_dim = C4 = ch(4)             # c is as wide as the 4x4 features it is projected on (StyleGAN2)
         time_encoder = ARCH_VARIANTS[cfg.arch].get("time_enc", TimeGapEncoder)          # (or the release's: Appx B)
         self.time_enc = time_encoder(k, self.cmap_dim, cfg) if self.cond != "none" else None
         fp16_min = R // 2 ** (cfg.num_fp16_res - 1)            # the top num_fp16_res resolutions, as in G
         # The paper concatenates each frame's features whole (Sec 3.2: 512k x 16 x 16); the release
         # halves their channels first (d_frame_div 2, its num_frames_div_factor).
-        div = cfg.d_frame_div
         self.from_rgb = Conv2d(3, ch(R), 1, conv_clamp=clamp)
         self.blocks, self.block_res = nn.ModuleList(), [2 ** i for i in range(int(math.log2(R)), 2, -1)]
         for res in self.block_res:                                         # R, R/2, ..., 8
             # the first head block takes the k concatenated feature maps: k*C channels in
-            in_ch = ch(res) // div * k if res == self.concat_res else ch(res)
-            out_ch = ch(res // 2) // div if res // 2 == self.concat_res else ch(res // 2)
+            in_ch = ch(res) // cfg.d_frame_div * k if res == self.concat_res else ch(res)
+            out_ch = ch(res // 2) // cfg.d_frame_div if res // 2 == self.concat_res else ch(res // 2)
             self.blocks.append(DiscriminatorBlock(in_ch, ch(res), out_ch, self.cmap_dim,
                                                   self.cond == "hyper", clamp, res >= fp16_min))
         # The epilogue (StyleGAN2's): minibatch-stddev adds 1 channel, a 3x3 conv, an FC on the flattened
         # 4x4 map, and an output of cmap_dim for the projection onto c (1 logit when D is not conditioned).
-        C4 = ch(4)
         self.epi_conv = Conv2d(C4 + 1, C4, 3, conv_clamp=clamp)
         self.epi_fc = FC(C4 * 16, C4, act="lrelu")                        # [B, C4 * 4 * 4] -> [B, C4]
         self.epi_out = FC(C4, self.cmap_dim if self.cond != "none" else 1)
@@ -701,8 +697,7 @@ def sample_clip_times(rng: np.random.Generator, k: int, max_span: int, max_time:
     else:
         hi = min(max_span, video_len - 1)
         if span_dist == "release":
-            spans = [d for d in (2 ** np.arange(12)).tolist() if k - 1 <= d <= hi] or [hi]
-            span = int(spans[int(rng.integers(len(spans)))])
+            span = int(rng.choice([d for d in 2 ** np.arange(12) if k - 1 <= d <= hi] or [hi]))
         else:
             span = int(rng.integers(k - 1, hi + 1))              # U[k-1, 32], both ends included
         middle = np.sort(rng.choice(np.arange(1, span), size=k - 2, replace=False))
