@@ -877,8 +877,7 @@ def augment(x, p, generator=None):
     M, o = C[:, :3].to(device=x.device, dtype=x.dtype).split([3, 1], dim=2)   # [B, 3, 3] linear part, [B, 3, 1] offset
     if Ch == 1:                                                           # grey g -> (g, g, g) -> C -> mean
         return x * M.sum(dim=2).mean(dim=1).view(B, 1, 1, 1, 1) + o.mean(dim=1).view(B, 1, 1, 1, 1)
-    rgb = M[:, None] @ x.reshape(B, k, 3, H * W) + o[:, None]            # [B, 1, 3, 3] @ [B, k, 3, H*W], all k frames
-    return rgb.view(B, k, 3, H, W)
+    return (M[:, None] @ x.reshape(B, k, 3, H * W) + o[:, None]).view(B, k, 3, H, W)   # [B, 1, 3, 3] @ [B, k, 3, H*W]
 
 class VideoAugment:
     """`--aug`: 'none' is a no-op, 'fixed' augments with the constant p_init, 'ada' with the controller above, from the
