@@ -1902,11 +1902,11 @@ class VideoFolder:
             twice = next(a for a, b in itertools.pairwise(sorted(names)) if a == b)
             raise DataError(f"{path}: a zip holding a file twice ({twice}): which one is meant?")
         for name, n in zip(self.names, self.lengths):
-            self.frame(f"{name}/000000{self.ext}", header_only=True)    # its first frame's size and mode
-            for i in range(1, n) if self.is_zip else [n - 1]:           # each in a zip's index; a folder's last
+            for i in range(n) if self.is_zip else [n - 1]:              # each in a zip's index; a folder's last
                 member = f"{name}/{i:06d}{self.ext}"
                 if not (member in listed if self.is_zip else os.path.isfile(os.path.join(path, member))):
                     raise DataError(f"{path}: video '{name}' lists {n} frames but {member} is missing")
+            self.frame(f"{name}/000000{self.ext}", header_only=True)    # its first frame's size and mode
 
     def __getstate__(self):   # into a DataLoader worker without the open zip: it opens its own
         return {**self.__dict__, "_zip": None}

@@ -576,6 +576,7 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
     "first-8x8.zip": lambda p: _write_meta(p, {**_META, "videos": [{"name": "v", "frames": 1}]},
                                            {"v/000000.png": np.zeros((8, 8, 3), np.uint8)}),
     "4x4.zip": lambda p: _write_meta(p, {**_META, "resolution": 4}, {name: _FRAME[:4, :4] for name in _TWO}),
+    "gif-over-png.zip": lambda p: _write_meta(p, {**_META, "format": "gif"}, _TWO),     # its frames are .png files
     "no-json.zip": lambda p: zipfile.ZipFile(p, "w").writestr("a/0.png", b""),
     "truncated.zip": lambda p: p.write_bytes(open(write_dataset(p), "rb").read()[:300]),   # its head only
     "version.zip": lambda p: p.write_bytes(re.sub(b"(PK\x01\x02.{2})..", b"\\1\x64\x00",   # a central directory
@@ -1147,7 +1148,8 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("path-in-name.zip", "'name' must be a folder name", "../evil"), ("duplicates.zip", "listed once", "got 'v0'"),
         ("later-8x8.zip", "v1/000000.png is a 8x8 RGB image", "says 16x16"), ("newline.zip", "characters", "'a\\nb'"),
         ("twice.zip", "twice.zip: a zip holding a file twice (v0/000001.png): which one is meant?"),
-        ("4x4.zip", "resolution must be a power of two, 8-2048", "got 4")]],
+        ("4x4.zip", "resolution must be a power of two, 8-2048", "got 4"),
+        ("gif-over-png.zip", "lists 2 frames but v0/000000.gif is missing")]],
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
     _row("figures --ckpt missing.pt --out a-file", "a-file: cannot write here ("),     # said before the work
