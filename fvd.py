@@ -416,7 +416,7 @@ class Source:
         try:                      # the header alone (np.load would read the data, or unpickle objects, first)
             version = "{}_{}".format(*np.lib.format.read_magic(self.stream))     # 1_0 or 2_0
             shape, fortran, dtype = getattr(np.lib.format, f"read_array_header_{version}")(self.stream)
-        except (ValueError, AttributeError, SyntaxError, EOFError) as e:
+        except Exception as e:                       # (numpy's parser: ValueError, SyntaxError, TokenError, EOFError)
             raise FVDError(f"{where}: not a .npy array ({_first_line(e)}); nothing in it was run") from None
         if fortran or dtype != np.uint8 or len(shape) != 5 or shape[4] != 3 or 0 in shape or max(shape[2:4]) > MAX_SIDE:
             raise FVDError(f"{where}: expected uint8 videos [N, T, H, W, 3] in C order (at most {MAX_SIDE} pixels a "

@@ -246,7 +246,7 @@ def read_clip(path: str, resolution: int, most: int = 64) -> tuple:
     try:
         frames = [center_crop_resize(f, resolution) for f in itertools.islice(iter_frames(source, source.fps or
                                                                                             DEFAULT_FPS), most + 1)]
-    except (OSError, RuntimeError, ValueError, Image.DecompressionBombError) as e:   # not an image, a corrupt video
+    except (OSError, RuntimeError, ValueError, SyntaxError, Image.DecompressionBombError) as e:   # (PIL's broken PNG)
         raise PrepareError(f"{path}: not a readable image or clip ({(str(e).strip().splitlines() or [''])[0][:200]})")
     if not frames:
         raise PrepareError(f"{path}: no frames in it")

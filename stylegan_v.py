@@ -1871,8 +1871,8 @@ class VideoFolder:
         self.path, self.is_zip, self._zip = str(path), os.path.isfile(path), None
         try:
             meta = json.loads(self.read("dataset.json", 2 ** 26))    # 64 MB: a million videos' names
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: dataset.json is not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:                 # not UTF-8 or JSON, too deep, a 5,000-digit number
+            raise (e if isinstance(e, DataError) else DataError(f"{path}: dataset.json: invalid JSON ({e})")) from None
         except (KeyError, FileNotFoundError, zipfile.BadZipFile, NotImplementedError) as e:   # not in it; no zip
             what = "not a dataset: no dataset.json" if os.path.lexists(path) else "no such dataset"   # (a FIFO too)
             if not isinstance(e, LookupError) and self.is_zip and open(path, "rb").read(2) == b"PK":   # a zip's start
@@ -2018,7 +2018,7 @@ def read_log(path: str) -> list:
             try:                                                 # not UTF-8, not JSON, not an object, no kimg
                 if type((record := json.loads(line))["kimg"]) not in (int, float) or not abs(record["kimg"]) < 1e12:
                     raise ValueError
-            except (ValueError, TypeError, KeyError, IndexError):
+            except (ValueError, TypeError, KeyError, IndexError, RecursionError):
                 raise UserError(f"{path}: line {number}: no JSON object with a number kimg (not a line train writes)")
             records.append((number, record))
     return records
@@ -2351,8 +2351,8 @@ def _unwrap_worker_errors(loader, save):
         iterator = iter(loader)             # it stays across exec): a Ctrl-C to the group reaches the trainer alone
     try:
         yield from iterator
-    except DataError as e:
-        message = str(e).strip().splitlines()[-1].split("DataError: ", 1)[-1]   # a worker's: its traceback's last line
+    except (DataError, OSError) as e:                                # (a folder's missing frame: an OSError)
+        message = re.sub(r"^\w+Error: ", "", str(e).strip().splitlines()[-1])   # a worker's: its traceback's last line
         if saved := save():
             message += f"; the steps done are saved in {saved}: mend the file, then --resume auto"
         raise DataError(message) from None

@@ -577,6 +577,8 @@ BAD_INPUTS = {   # a name in the commands' refusal tables -> how to write that f
                                            {"v/000000.png": np.zeros((8, 8, 3), np.uint8)}),
     "4x4.zip": lambda p: _write_meta(p, {**_META, "resolution": 4}, {name: _FRAME[:4, :4] for name in _TWO}),
     "gif-over-png.zip": lambda p: _write_meta(p, {**_META, "format": "gif"}, _TWO),     # its frames are .png files
+    "deep.zip": lambda p: _write_meta(p, "[" * 100000, _TWO),                             # json: a RecursionError
+    "5000-digits.zip": lambda p: _write_meta(p, '{"fps": 1' + "0" * 5000 + "}", _TWO),  # json: a ValueError
     "no-json.zip": lambda p: zipfile.ZipFile(p, "w").writestr("a/0.png", b""),
     "truncated.zip": lambda p: p.write_bytes(open(write_dataset(p), "rb").read()[:300]),   # its head only
     "version.zip": lambda p: p.write_bytes(re.sub(b"(PK\x01\x02.{2})..", b"\\1\x64\x00",   # a central directory
@@ -696,17 +698,23 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
     for net in ("G", "D"):
         assert all(map(torch.equal, full.state_dict()[net].values(), resumed.state_dict()[net].values())), net
 
-def test_a_frame_that_cannot_be_read_mid_run_stops_it_in_one_line_saved_first(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("kind", ["zip", "folder"])
+def test_a_frame_that_cannot_be_read_mid_run_stops_it_in_one_line_saved_first(tmp_path, monkeypatch, capsys, kind):
     with zipfile.ZipFile(write_dataset(tmp_path / "d.zip", lengths=(200,) * 3)) as z:
         members = {name: z.read(name) for name in z.namelist()}
     with zipfile.ZipFile(tmp_path / "bad.zip", "w") as z:                # one frame cut short, read at step 3
         for name, data in members.items():
             z.writestr(name, data[:40] if name == "v002/000150.png" else data)
+    if kind == "folder":                # a folder's: missing (its open checks only each video's first, last frame)
+        zipfile.ZipFile(tmp_path / "bad.zip").extractall(tmp_path / "bad")
+        os.remove(tmp_path / "bad" / "v002" / "000150.png")
     monkeypatch.chdir(tmp_path)
+    data = "bad.zip" if kind == "zip" else "bad"
     with pytest.raises(SystemExit) as exit_:
-        sv.main(["train", "--data", "bad.zip", *RUN, "--kimg", "5", "--outdir", "run", "--device", "cpu"])
+        sv.main(["train", "--data", data, *RUN, "--kimg", "5", "--outdir", "run", "--device", "cpu"])
     err = [line for line in capsys.readouterr().err.splitlines() if "kimg" not in line or "error" in line]
-    assert exit_.value.code == 2 and err[-1].startswith("stylegan_v.py: error: bad.zip: cannot read v002/000150.png (")
+    said = "bad.zip: cannot read v002/000150.png (" if kind == "zip" else "[Errno 2] no such regular file: "
+    assert exit_.value.code == 2 and err[-1].startswith("stylegan_v.py: error: " + said) and "000150.png" in err[-1]
     assert err[-1].endswith("; the steps done are saved in run/checkpoint.pt: mend the file, then --resume auto")
     assert torch.load("run/checkpoint.pt", weights_only=True)["step"] == 3
 
@@ -979,6 +987,8 @@ def test_project_then_sample_is_bit_exact_only_with_its_weights_and_ctrl_c_saves
     (lambda: None, "--out a.pt", "--out a.pt: exists and is not a projection (choose another name)"),   # its --ckpt
     (lambda: huge_png(Path("bomb.png"), 60000, 60000), "bomb.png", "bomb.png: not a readable image or clip (Image size (3600000000 pixels) exceeds"),
     (lambda: Image.fromarray(np.ones((8, 8), np.float32)).save("f.tif"), "f.tif", "frame f.tif is a 32-bit float"),
+    (lambda: huge_png(Path("b.png"), 32, 32, zlib.compress(b"".join(b"\0" + bytes(range(96)) for _ in range(32))),
+                      cut=10), "b.png", "b.png: not a readable image or clip (broken PNG file"),   # PIL: SyntaxError
     (lambda: os.mkfifo("fifo.png"), "fifo.png", "fifo.png: not a file or a folder"),    # (never opened: it would block)
 ])
 def test_project_refuses_bad_targets_in_one_line(tmp_path, monkeypatch, capsys, make, target, said):
@@ -1136,7 +1146,7 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
       in [("nope.zip", "no such dataset"), ("no-json.zip", "no dataset.json"),
         ("first-8x8.zip", "v/000000.png is a 8x8 RGB image, dataset.json says 16x16"), ("short.zip", "shorter than a clip")]],
     *[_row(f"train --data {data} --outdir run --dry-run", *needles, fresh=data == "truncated.zip") for data, *needles in [
-        ("folder", "no dataset.json"), ("not-json.zip", "not valid JSON"),
+        ("folder", "no dataset.json"), ("not-json.zip", "dataset.json: invalid JSON"),
         ("truncated.zip", "a zip that cannot be read (truncated or damaged)"),
         ("version.zip", "version.zip: a zip that cannot be read (truncated or damaged)"),
         ("fps-nan.zip", "fps must be a number", "got nan"), ("fps-0.zip", "fps must be a number", "0"),
@@ -1149,7 +1159,9 @@ def test_dry_run_prints_the_config_that_trains_and_says_what_it_would_do(tmp_pat
         ("later-8x8.zip", "v1/000000.png is a 8x8 RGB image", "says 16x16"), ("newline.zip", "characters", "'a\\nb'"),
         ("twice.zip", "twice.zip: a zip holding a file twice (v0/000001.png): which one is meant?"),
         ("4x4.zip", "resolution must be a power of two, 8-2048", "got 4"),
-        ("gif-over-png.zip", "lists 2 frames but v0/000000.gif is missing")]],
+        ("gif-over-png.zip", "lists 2 frames but v0/000000.gif is missing"),
+        ("deep.zip", "deep.zip: dataset.json: invalid JSON (maximum recursion depth"),
+        ("5000-digits.zip", "5000-digits.zip: dataset.json: invalid JSON (Exceeds the limit")]],
     # bench and figures: a flag out of range
     *_ranges("bench", "--repeat 0"), *_ranges("figures --ckpt c", "--num 0"),
     _row("figures --ckpt missing.pt --out a-file", "a-file: cannot write here ("),     # said before the work
@@ -1626,6 +1638,7 @@ def test_plot_draws_each_curve_in_its_place_on_round_ticks(tmp_path, capsys):
     (b'{"kimg": 1.0, "fvd16": Infinity}\n{"kimg": 2.0, "fvd16": NaN}\n', "", "no finite 'fvd16' values"),
     (b'{"kimg": 1.0, "fvd16": 3.0}\n', "sparse", "sparse/log.jsonl: 268,435,457 bytes, more than a run's log.jsonl"),
     (b"[1, 2]\n", "", "line 1: no JSON object"),                                           # JSON of another shape
+    (b"[" * 100000 + b"\n", "", "line 1: no JSON object"),                                # too deep for json
     (b'{"kimg": 1.0, "fvd16": "abc"}\n', "", "line 1: no JSON object of numbers"),
     (b'{"kimg": 1.0, "fvd16": 3.0}\n', "missing", "missing: no log.jsonl"),                 # a second run
     (b'{"kimg": 1.0, "fvd16": 3.0}\n', "fifo", "fifo: no log.jsonl"),                       # never read: it blocks
@@ -1850,11 +1863,13 @@ def prep(src, out, **kw):
     """pd.prepare, quietly, on 2 threads (so every test goes through the pool and its ordering)."""
     return pd.prepare(str(src), str(out), **{"workers": 2, "verbose": False, **kw})
 
-def huge_png(path, w, h):
-    """A PNG of a few bytes whose header claims w x h pixels (the pixels are not even there)."""
+def huge_png(path, w, h, data=zlib.compress(b"\0" * 64), cut=None):
+    """A PNG of a few bytes whose header claims w x h pixels (the pixels are not even there); cut: its data goes on
+    after `cut` bytes in a chunk of an invalid name (Pillow raises a SyntaxError while decoding it)."""
     chunk = lambda kind, data: len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    idat = chunk(b"IDAT", data) if cut is None else chunk(b"IDAT", data[:cut]) + chunk(b"\0\1\2\3", data[cut:])
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", (w << 32 | h).to_bytes(8, "big") + b"\x08\2\0\0\0")
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+                     + idat + chunk(b"IEND", b""))
 
 def _hd_env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -2719,6 +2734,7 @@ def _crafted(d, name):
     files = {"garbled.ckpt": b"\x80\x04\x95" + bytes(range(64)), "text.ckpt": b"not weights at all",
              "list.ckpt": pickle.dumps([np.zeros(2)]), "evil.ckpt": pickle.dumps({"x": _evil(evil)}),
              "eval.ckpt": pickle.dumps([eval]), "text.npy": b"a text file, not an array\n",
+             "tok.npy": b"\x93NUMPY\x01\x00\x76\x00" + b"{'descr': '|u1', 'shape': (4, 20".ljust(117) + b"\n",
              "text.npz": b"a text file, not an archive\n", "pickled.npy": pickle.dumps({"videos": _evil(evil)})}
     make = {
         "data.zip": lambda p: write_dataset(p, lengths=(12, 12, 12)),
@@ -2799,6 +2815,7 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {npy} --fake {float64.npz}", "found float64 [1000, 16, 256, 256, 3]; nothing was read", {}),
     ("--real {npy} --fake {two.npz}", "expected one array, or one named 'videos'", {}),
     ("--real {npy} --fake {text.npy}", "text.npy: not a .npy array", {}),
+    ("--real {npy} --fake {tok.npy}", "tok.npy: not a .npy array", {}),                # numpy: a TokenError
     ("--real {text.npz} --fake {npy}", "text.npz: not a readable zip (truncated or damaged)", {}),
     ("--real {npy} --fake {pickled.npy}", "pickled.npy: not a .npy array", {}),
     ("--real {npy} --fake {objects.npz}", "found object", {}),
@@ -2815,7 +2832,7 @@ FVD_BAD = [  # (argv, fragment of the one error line, patch of fvd's globals)
     ("--real {crc.zip} --fake {data}", "crc.zip: cannot read dataset.json (Bad CRC-32 for file 'dataset.json')", {}),
     ("--real {data} --fake=", "--fake '': an empty path, not a file or folder", {}),
     ("--real {data} --fake {nan} --fake-offsets random", "--fake-offsets random applies to a fake file, not a", {}),
-    ("--real {badjson} --fake {data}", "dataset.json is not valid JSON", {}),
+    ("--real {badjson} --fake {data}", "dataset.json: invalid JSON", {}),
     ("--real {gap.zip} --fake {data}", "video 'v1' lists 10 frames but v1/000009.png is missing", {}),
     ("--real {small.zip} --fake {data}", "v0/000000.png is a 8x8 RGB image, dataset.json says 16x16", {}),
     ("--real {one} --fake {data}", "more than the 64 a file of its kind may have", {"MAX_MEMBER_BYTES": 64}),   # sizes
