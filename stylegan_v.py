@@ -1882,7 +1882,7 @@ class VideoFolder:
         fps, res, fmt, videos = meta.get("fps"), meta.get("resolution"), meta.get("format", "jpg"), meta.get("videos")
         need(type(fps) in (int, float) and 0 < fps <= MAX_DATASET_FPS,      # (a bool is no number; NaN is out of range)
              f"fps must be a number in (0, {MAX_DATASET_FPS:g}]", fps)
-        need(res in [2 ** k for k in range(3, 12)], "resolution must be a power of two, 8-2048", res)
+        need(res in CONFIG_CHOICES["resolution"], "resolution must be a power of two, 8-2048", res)
         need(isinstance(fmt, str) and re.fullmatch(r"[a-z0-9]{1,5}", fmt, re.I), "format must be like 'jpg'", fmt)
         need(isinstance(videos, list) and videos, "'videos' must be a non-empty list", videos)
         seen = set()
